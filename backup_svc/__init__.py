@@ -1,0 +1,26 @@
+"""backup_svc: on-demand, streamed PostgreSQL backups over HTTP."""
+from __future__ import annotations
+
+from flask import Flask
+
+from .config import Settings, load_dotenv_file
+from .service import BackupService
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """Build the Flask app; without `settings`, read and validate them from the environment and `.env`."""
+    if settings is None:
+        load_dotenv_file()
+        settings = Settings.from_env()
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = 64 * 1024  # nothing here takes a request body
+    app.extensions["backup_svc"] = BackupService(settings)
+
+    from . import api, health, pages
+    from .errors import register_error_handlers
+
+    app.register_blueprint(health.bp)
+    app.register_blueprint(api.bp)
+    app.register_blueprint(pages.bp)
+    register_error_handlers(app)
+    return app

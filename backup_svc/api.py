@@ -1,0 +1,149 @@
+"""The JSON/HTTP API: `/api/v1/backup` (the stream) and `/api/v1/database`."""
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from .auth import auth, current_actor
+from .database import server_facts
+from .diagnose import INCOMPATIBLE, LOCKED, CannotDump
+from .errors import api_abort
+from .pipeline import DumpBroken, GzipDump
+from .registry import BackupRecord
+from .service import BackupService, backup_filename, choose_pg_dump, open_dump
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+log = logging.getLogger(__name__)
+audit_log = logging.getLogger("backup_svc.audit")
+
+RETRY_AFTER_BUSY_S = "30"
+RETRY_AFTER_LOCKED_S = "60"
+
+
+def _service() -> BackupService:
+    return current_app.extensions["backup_svc"]
+
+
+def _status_for(kind: str) -> int:
+    return 503 if kind in (INCOMPATIBLE, LOCKED) else 502
+
+
+def _audit(*, actor: str, client: str | None, outcome: str, started: float, backup_id: str | None = None,
+           status: int | None = None, gzip_bytes: int = 0, sql_bytes: int = 0, error: str | None = None) -> None:
+    """One JSON line per backup attempt; carries no secret (messages are scrubbed before they get here)."""
+    audit_log.info(json.dumps({
+        "event": "backup", "id": backup_id, "actor": actor, "client": client, "outcome": outcome,
+        "status": status, "bytes": gzip_bytes, "sql_bytes": sql_bytes,
+        "duration_s": round(time.time() - started, 3), "error": error,
+    }))
+
+
+class StreamingBackup:
+    """The response body: yields the dump, and on close (done, failed or abandoned) cleans up once.
+
+    A class rather than a generator because a generator that was never started does not run its
+    `finally` when closed, and the server closes a body it never iterated (HEAD, early disconnect).
+    """
+
+    def __init__(self, dump: GzipDump, record: BackupRecord, service: BackupService, client: str | None):
+        self.dump = dump
+        self.record = record
+        self.service = service
+        self.client = client
+        self._closed = False
+
+    def __iter__(self):
+        try:
+            yield from self.dump
+        except DumpBroken as exc:
+            # Raising after the headers went out makes the server drop the connection without the
+            # final chunk: the client sees a broken transfer, never a complete-looking file.
+            log.error("backup %s broken mid-stream: %s", self.record.id, exc)
+            raise
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.dump.close()
+        self.service.registry.end(self.record)
+        progress = self.record.progress
+        _audit(actor=self.record.actor, client=self.client, outcome=progress.outcome or "aborted",
+               started=progress.started, backup_id=self.record.id, status=200,
+               gzip_bytes=progress.gzip_bytes, sql_bytes=progress.sql_bytes, error=progress.error)
+
+
+def _download_headers(filename: str) -> dict[str, str]:
+    return {
+        "Content-Disposition": f'attachment; filename="{filename}"',
+        "Cache-Control": "no-store",
+        "X-Accel-Buffering": "no",
+    }
+
+
+@bp.route("/backup", methods=["GET", "HEAD"])
+@auth.login_required
+def backup():
+    """Stream a gzip-compressed plain-SQL dump of the whole database."""
+    service = _service()
+    filename = backup_filename(service.settings.backup_name)
+    headers = _download_headers(filename)
+    if request.method == "HEAD":
+        return Response(status=200, headers=headers, content_type="application/gzip")
+
+    actor, client, started = current_actor(), request.remote_addr, time.time()
+    record = service.registry.try_begin(filename, actor)
+    if record is None:
+        _audit(actor=actor, client=client, outcome="refused", started=started, status=429,
+               error="concurrency limit reached")
+        api_abort(429, f"{service.settings.max_concurrent} backup(s) already running (BACKUP_MAX_CONCURRENT); "
+                       f"try again when it has finished.", Retry_After=RETRY_AFTER_BUSY_S)
+    try:
+        dump, _, _ = open_dump(service.settings, service.pg_dumps,
+                               application_name=f"backup_svc-dump-{record.id}", progress=record.progress)
+    except CannotDump as exc:
+        service.registry.end(record)
+        status = _status_for(exc.kind)
+        _audit(actor=actor, client=client, outcome="refused", started=started, backup_id=record.id,
+               status=status, error=exc.message)
+        extra = {"Retry_After": RETRY_AFTER_LOCKED_S} if exc.kind == LOCKED else {}
+        api_abort(status, exc.message, **extra)
+    except BaseException:
+        service.registry.end(record)
+        raise
+    body = StreamingBackup(dump, record, service, client)
+    response = Response(body, status=200, headers=headers, content_type="application/gzip")
+    response.headers["X-Backup-Id"] = record.id
+    return response
+
+
+@bp.get("/database")
+@auth.login_required
+def database():
+    """What will be backed up: database, server, size, tables, the pg_dump that would run."""
+    service = _service()
+    try:
+        facts = server_facts(service.settings.conn, timeout_s=service.settings.connect_timeout_s)
+    except CannotDump as exc:
+        api_abort(_status_for(exc.kind), exc.message)
+    try:
+        chosen = choose_pg_dump(facts, service.pg_dumps)
+        pg_dump = {"path": chosen.path, "version": chosen.version}
+        pg_dump_error = None
+    except CannotDump as exc:
+        pg_dump, pg_dump_error = None, exc.message
+    return jsonify(
+        database=facts.database,
+        server_version=facts.version,
+        server_version_num=facts.version_num,
+        size_bytes=facts.size_bytes,
+        table_count=facts.table_count,
+        pg_dump=pg_dump,
+        pg_dump_error=pg_dump_error,
+        pg_dumps_installed=[{"path": b.path, "version": b.version} for b in service.pg_dumps],
+        dumps_in_progress=service.registry.running_count(),
+        backup_name=service.settings.backup_name,
+    )

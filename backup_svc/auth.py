@@ -1,0 +1,56 @@
+"""Who may use the service: HTTP basic for browsers, `Authorization: Bearer` for scripts."""
+from __future__ import annotations
+
+import hmac
+
+from flask import current_app
+from flask_httpauth import HTTPBasicAuth, HTTPTokenAuth, MultiAuth
+
+from .errors import error_response
+
+REALM = "backup_svc"
+TOKEN_ACTOR = "token"
+
+basic_auth = HTTPBasicAuth(realm=REALM)
+token_auth = HTTPTokenAuth(scheme="Bearer")
+auth = MultiAuth(basic_auth, token_auth)
+
+
+def _same(given: str | None, expected: str | None) -> bool:
+    """Constant-time equality; an unset expected value matches nothing."""
+    if expected is None or given is None:
+        return False
+    return hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
+
+
+@basic_auth.verify_password
+def verify_password(username: str, password: str) -> str | None:
+    """The username when both it and the password match ADMIN_USERNAME / ADMIN_PASSWORD."""
+    settings = current_app.extensions["backup_svc"].settings
+    user_ok = _same(username, settings.admin_username)
+    password_ok = _same(password, settings.admin_password)  # compared even when the user is wrong
+    return username if user_ok and password_ok else None
+
+
+@token_auth.verify_token
+def verify_token(token: str) -> str | None:
+    """"token" when the bearer token matches ADMIN_TOKEN."""
+    settings = current_app.extensions["backup_svc"].settings
+    return TOKEN_ACTOR if _same(token, settings.admin_token) else None
+
+
+@basic_auth.error_handler
+@token_auth.error_handler
+def auth_failed(status: int):
+    """401 in the service's error shape, always inviting HTTP basic (the browser's login prompt)."""
+    return error_response(
+        401 if status == 401 else status,
+        "Authentication required: send `Authorization: Bearer <ADMIN_TOKEN>` or log in with "
+        "ADMIN_USERNAME / ADMIN_PASSWORD.",
+        {"WWW-Authenticate": f'Basic realm="{REALM}"'},
+    )
+
+
+def current_actor() -> str:
+    """Who made this request: the basic-auth username or "token"."""
+    return auth.current_user() or "unknown"

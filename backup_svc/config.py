@@ -1,0 +1,182 @@
+"""Settings read from the environment (and `.env`), validated once at start-up."""
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import dataclass, field
+from typing import Mapping
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
+
+MIN_SECRET_LENGTH = 16
+
+
+class ConfigError(Exception):
+    """The environment cannot run the service; `problems` holds one line per problem."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class ConnInfo:
+    """A libpq URI split into what may be shown (argv, logs) and the password, which may not."""
+
+    uri: str  # the URI without its password: safe for argv and logs
+    password: str | None
+    dbname: str
+    host: str
+    port: int | None
+    user: str | None
+
+    def libpq_env(self) -> dict[str, str]:
+        """Environment variables that hand the password to a libpq client."""
+        return {"PGPASSWORD": self.password} if self.password is not None else {}
+
+
+def parse_database_url(url: str) -> ConnInfo:
+    """Parse a `postgres://` / `postgresql://` URI; raise ValueError saying what is wrong."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"is not a valid URI ({exc})") from None
+    if parts.scheme not in ("postgres", "postgresql"):
+        raise ValueError("must start with postgres:// or postgresql://")
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    password = unquote(parts.password) if parts.password is not None else None
+    kept_query = []
+    for key, value in query:
+        if key == "password":  # libpq also accepts the password as a query parameter
+            password = value
+        else:
+            kept_query.append((key, value))
+    dbname = unquote(parts.path.lstrip("/"))
+    params = dict(kept_query)
+    dbname = params.get("dbname", dbname)
+    if not dbname:
+        raise ValueError("names no database (expected postgresql://user:password@host:port/dbname)")
+    host = parts.hostname or params.get("host", "")
+    if not host:
+        raise ValueError("names no host")
+    user = unquote(parts.username) if parts.username is not None else params.get("user")
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    if parts.username is not None:
+        netloc = f"{quote(unquote(parts.username), safe='')}@{netloc}"
+    safe_uri = f"postgresql://{netloc}{parts.path}"
+    if kept_query:
+        safe_uri += "?" + urlencode(kept_query)
+    return ConnInfo(uri=safe_uri, password=password, dbname=dbname, host=host, port=port, user=user)
+
+
+def default_pg_bin_dirs() -> list[str]:
+    """`/usr/lib/postgresql/*/bin`, newest major first, then every folder on PATH."""
+
+    def major(path: str) -> float:
+        try:
+            return float(path.split("/")[-2])
+        except ValueError:
+            return 0.0
+
+    versioned = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=major, reverse=True)
+    return versioned + [d for d in os.environ.get("PATH", "").split(os.pathsep) if d]
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int, problems: list[str]) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        problems.append(f"{name} must be a whole number, got {raw!r}")
+        return default
+    if not low <= value <= high:
+        problems.append(f"{name} must be between {low} and {high}, got {value}")
+        return default
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the service needs to run, already validated."""
+
+    conn: ConnInfo
+    admin_token: str | None = None
+    admin_username: str = "admin"
+    admin_password: str | None = None
+    port: int = 8080
+    backup_name: str = ""
+    max_concurrent: int = 1
+    pg_bin_dirs: list[str] = field(default_factory=default_pg_bin_dirs)
+    link_secret: str | None = None
+    lock_timeout_s: int = 60
+    connect_timeout_s: int = 10
+    threads: int = 8
+    graceful_timeout_s: int = 60
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, *, require_auth: bool = True) -> "Settings":
+        """Build settings from `env` (default: os.environ); raise ConfigError listing every problem."""
+        env = os.environ if env is None else env
+        problems: list[str] = []
+
+        url = env.get("DATABASE_URL", "").strip()
+        conn = None
+        if not url:
+            problems.append("DATABASE_URL is not set (e.g. postgresql://user:password@host:5432/dbname)")
+        else:
+            try:
+                conn = parse_database_url(url)
+            except ValueError as exc:
+                problems.append(f"DATABASE_URL {exc}")
+
+        secrets = {name: env.get(name) or None for name in ("ADMIN_TOKEN", "ADMIN_PASSWORD", "LINK_SECRET")}
+        for name, value in secrets.items():
+            if value is not None and len(value) < MIN_SECRET_LENGTH:
+                problems.append(f"{name} must be at least {MIN_SECRET_LENGTH} characters long")
+        if require_auth and not (secrets["ADMIN_TOKEN"] or secrets["ADMIN_PASSWORD"]):
+            problems.append("neither ADMIN_TOKEN nor ADMIN_PASSWORD is set: nobody could log in")
+
+        port = _int(env, "PORT", 8080, 1, 65535, problems)
+        max_concurrent = _int(env, "BACKUP_MAX_CONCURRENT", 1, 1, 64, problems)
+        lock_timeout = _int(env, "BACKUP_LOCK_TIMEOUT", 60, 1, 3600, problems)
+        connect_timeout = _int(env, "BACKUP_CONNECT_TIMEOUT", 10, 1, 600, problems)
+        threads = _int(env, "WEB_THREADS", 8, 2, 256, problems)
+        graceful = _int(env, "GRACEFUL_TIMEOUT", 60, 1, 86400, problems)
+
+        backup_name = env.get("BACKUP_NAME", "").strip()
+        if backup_name and not all(c.isalnum() or c in "-_." for c in backup_name):
+            problems.append("BACKUP_NAME may contain only letters, digits, '-', '_' and '.'")
+        bin_dirs_raw = env.get("PG_BIN_DIRS", "").strip()
+        bin_dirs = [d for d in bin_dirs_raw.split(":") if d] if bin_dirs_raw else default_pg_bin_dirs()
+
+        if problems:
+            raise ConfigError(problems)
+        assert conn is not None
+        return cls(
+            conn=conn,
+            admin_token=secrets["ADMIN_TOKEN"],
+            admin_username=env.get("ADMIN_USERNAME") or "admin",
+            admin_password=secrets["ADMIN_PASSWORD"],
+            port=port,
+            backup_name=backup_name or _filename_safe(conn.dbname),
+            max_concurrent=max_concurrent,
+            pg_bin_dirs=bin_dirs,
+            link_secret=secrets["LINK_SECRET"],
+            lock_timeout_s=lock_timeout,
+            connect_timeout_s=connect_timeout,
+            threads=threads,
+            graceful_timeout_s=graceful,
+        )
+
+
+def _filename_safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "database"
+
+
+def load_dotenv_file() -> None:
+    """Read `.env` from the working directory; variables already set in the environment win."""
+    from dotenv import load_dotenv
+
+    load_dotenv(os.path.join(os.getcwd(), ".env"), override=False)
