@@ -27,6 +27,12 @@ def _service() -> BackupService:
     return current_app.extensions["backup_svc"]
 
 
+def client_address() -> str | None:
+    """The peer's address, IPv4-mapped IPv6 (the dual-stack socket's `::ffff:1.2.3.4`) shown as IPv4."""
+    address = request.remote_addr
+    return address[7:] if address and address.startswith("::ffff:") else address
+
+
 def _status_for(kind: str) -> int:
     return 503 if kind in (INCOMPATIBLE, LOCKED) else 502
 
@@ -94,7 +100,7 @@ def backup():
     if request.method == "HEAD":
         return Response(status=200, headers=headers, content_type="application/gzip")
 
-    actor, client, started = current_actor(), request.remote_addr, time.time()
+    actor, client, started = current_actor(), client_address(), time.time()
     record = service.registry.try_begin(filename, actor)
     if record is None:
         _audit(actor=actor, client=client, outcome="refused", started=started, status=429,

@@ -20,7 +20,8 @@ _PATTERNS = [
     (UNREACHABLE, re.compile(r"could not translate host name|connection refused|timeout expired|no route to host"
                              r"|network is unreachable|could not connect|server closed the connection unexpectedly"
                              r"|no such file or directory|connection to server .* failed", re.I)),
-    (LOCKED, re.compile(r"lock timeout|could not obtain lock", re.I)),
+    # pg_dump waits for its table locks with a statement timeout (--lock-wait-timeout)
+    (LOCKED, re.compile(r"lock timeout|could not obtain lock|Query was: LOCK TABLE", re.I)),
 ]
 
 _ADVICE = {

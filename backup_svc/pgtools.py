@@ -63,8 +63,8 @@ def find_binaries(name: str, bin_dirs: list[str]) -> list[PgBinary]:
 
 
 def server_major(server_version_num: int) -> int:
-    """Major version from `server_version_num` (150018 -> 15, 90624 -> 9)."""
-    return server_version_num // 10000 if server_version_num >= 100000 else server_version_num // 100
+    """Major version from `server_version_num` (150018 -> 15; 90624, i.e. 9.6, -> 9)."""
+    return server_version_num // 10000
 
 
 def pick_binary(server_version_num: int, server_version: str, installed: list[PgBinary]) -> PgBinary:

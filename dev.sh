@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# One entry point that sets up a fresh Debian machine and then runs the service or the tests.
+#   ./dev.sh run     serve (with no DATABASE_URL: a demo on a throwaway local PostgreSQL)
+#   ./dev.sh test    the whole test suite (extra arguments go to pytest)
+set -euo pipefail
+cd "$(dirname "$0")"
+
+log() { printf '==> %s\n' "$*" >&2; }
+
+apt_install() {
+    # Debian's postgresql packages start a cluster on install; we only want the binaries.
+    local policy=/usr/sbin/policy-rc.d created_policy=""
+    if [ ! -e "$policy" ]; then printf '#!/bin/sh\nexit 101\n' >"$policy"; chmod +x "$policy"; created_policy=1; fi
+    local sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    log "installing system packages: $*"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+    [ -z "$created_policy" ] || rm -f "$policy"
+}
+
+ensure_system_packages() {
+    local need=()
+    python3 -m venv --help >/dev/null 2>&1 || need+=(python3-venv)
+    command -v gzip >/dev/null || need+=(gzip)
+    command -v curl >/dev/null || need+=(curl)
+    # pg_dump/psql for backups; the server (initdb, postgres) for the demo and the tests.
+    ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql postgresql-contrib)
+    if [ "${1:-}" = test ]; then
+        command -v chromium >/dev/null || need+=(chromium)
+    fi
+    [ ${#need[@]} -eq 0 ] || apt_install "${need[@]}"
+}
+
+ensure_venv() {
+    local requirements="requirements.txt"
+    [ "${1:-}" = test ] && requirements="requirements-dev.txt"
+    [ -x .venv/bin/python ] || { log "creating .venv"; python3 -m venv .venv; }
+    local stamp=".venv/.installed-$(cat requirements*.txt | sha256sum | cut -c1-16)-$requirements"
+    if [ ! -e "$stamp" ]; then
+        log "installing Python packages from $requirements"
+        .venv/bin/pip install -q --disable-pip-version-check -r "$requirements"
+        touch "$stamp"
+    fi
+}
+
+has_database_url() {
+    [ -n "${DATABASE_URL:-}" ] || grep -qE '^\s*DATABASE_URL\s*=\s*\S' .env 2>/dev/null
+}
+
+command="${1:-}"; shift || true
+case "$command" in
+    run)
+        ensure_system_packages run
+        ensure_venv run
+        if has_database_url; then
+            exec .venv/bin/python -m backup_svc serve "$@"
+        fi
+        exec .venv/bin/python -m backup_svc serve --demo "$@"
+        ;;
+    test)
+        ensure_system_packages test
+        ensure_venv test
+        exec .venv/bin/python -m pytest "$@"
+        ;;
+    *)
+        echo "usage: ./dev.sh run | ./dev.sh test [pytest args]" >&2
+        exit 64
+        ;;
+esac

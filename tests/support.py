@@ -1,0 +1,222 @@
+"""Test helpers: a real service process, an HTTP client that can stop mid-stream, database snapshots."""
+from __future__ import annotations
+
+import gzip
+import http.client
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import zlib
+from base64 import b64encode
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import psycopg
+
+from backup_svc.localpg import LocalCluster, free_port
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def basic(user: str, password: str) -> dict[str, str]:
+    """An `Authorization: Basic` header."""
+    return {"Authorization": "Basic " + b64encode(f"{user}:{password}".encode()).decode()}
+
+
+def bearer(token: str) -> dict[str, str]:
+    """An `Authorization: Bearer` header."""
+    return {"Authorization": f"Bearer {token}"}
+
+
+class Service:
+    """`python -m backup_svc serve` on a loopback port, as a real gunicorn master + worker."""
+
+    def __init__(self, env: dict[str, str], log_path: Path):
+        self.port = free_port()
+        self.token = "tok-" + secrets.token_urlsafe(16)
+        self.password = "pw-" + secrets.token_urlsafe(16)
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("ADMIN_", "BACKUP_", "LINK_"))},
+            "PORT": str(self.port), "ADMIN_TOKEN": self.token, "ADMIN_PASSWORD": self.password,
+            "ADMIN_USERNAME": "admin", "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO), **env,
+        }
+        self.log_path = log_path
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout_s: float = 20) -> "Service":
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "backup_svc", "serve"], env=self.env, cwd=self.log_path.parent,
+                                     stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"service exited: {self.log()}")
+            try:
+                if self.request("GET", "/healthz").status == 200:
+                    return self
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"service did not answer /healthz: {self.log()}")
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def connection(self, timeout: float = 30) -> http.client.HTTPConnection:
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+
+    def request(self, method: str, path: str, headers: dict[str, str] | None = None) -> "Reply":
+        """Send a request and read the whole body (tolerating a broken transfer)."""
+        conn = self.connection()
+        try:
+            conn.request(method, path, headers=headers or {})
+            resp = conn.getresponse()
+            body, complete = read_all(resp)
+            return Reply(resp.status, resp.headers, body, complete)
+        finally:
+            conn.close()
+
+    def auth(self) -> dict[str, str]:
+        return bearer(self.token)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def worker_pids(self) -> list[int]:
+        return [p for p in all_pids() if _ppid(p) == self.proc.pid]
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        if getattr(self, "_log", None):
+            self._log.close()
+
+
+class Reply:
+    """Status, headers and body of one response; `complete` is False when the transfer broke."""
+
+    def __init__(self, status: int, headers, body: bytes, complete: bool):
+        self.status, self.headers, self.body, self.complete = status, headers, body, complete
+
+    def json(self):
+        import json
+
+        return json.loads(self.body)
+
+
+def read_all(resp: http.client.HTTPResponse) -> tuple[bytes, bool]:
+    """The body and whether it arrived whole (chunked terminator seen)."""
+    parts = []
+    try:
+        while True:
+            chunk = resp.read(65536)
+            if not chunk:
+                return b"".join(parts), True
+            parts.append(chunk)
+    except (http.client.IncompleteRead, ConnectionError, OSError) as exc:
+        if isinstance(exc, http.client.IncompleteRead):
+            parts.append(exc.partial)
+        return b"".join(parts), False
+
+
+def gzip_is_valid(data: bytes) -> bool:
+    """True when `data` is one complete gzip stream (what `gzip -t` accepts)."""
+    try:
+        gzip.decompress(data)
+        return True
+    except (OSError, EOFError, zlib.error):
+        return False
+
+
+# -- processes -----------------------------------------------------------------------------------
+def all_pids() -> list[int]:
+    return [int(p) for p in os.listdir("/proc") if p.isdigit()]
+
+
+def _ppid(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def pg_dump_pids(cluster: LocalCluster) -> list[int]:
+    """pg_dump processes talking to this test cluster (other tests' clusters use other ports)."""
+    marker = f":{cluster.port}/"
+    return [p for p in all_pids() if "pg_dump" in cmdline(p).split(" ")[0] and marker in cmdline(p)]
+
+
+def dump_sessions(cluster: LocalCluster) -> list[tuple]:
+    """Sessions of the service's dumps (application_name `backup_svc-dump…`) on the cluster."""
+    with cluster.connect() as db:
+        return db.execute("SELECT pid, application_name, state FROM pg_stat_activity "
+                          "WHERE application_name LIKE 'backup_svc-dump%'").fetchall()
+
+
+def wait_until(predicate, timeout_s: float, interval: float = 0.05) -> bool:
+    """Poll `predicate` until it is true or `timeout_s` passed; return its last value."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(interval)
+
+
+# -- restore and compare -------------------------------------------------------------------------
+def restore(cluster: LocalCluster, backup: Path, dbname: str) -> None:
+    """`gunzip -c FILE | psql -v ON_ERROR_STOP=1 TARGET` into a new empty database, as the README says."""
+    cluster.create_database(dbname)
+    gunzip = subprocess.Popen(["gunzip", "-c", str(backup)], stdout=subprocess.PIPE)
+    result = subprocess.run(
+        [os.path.join(cluster.bin_dir, "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1",
+         cluster.url(dbname, with_password=False)],
+        stdin=gunzip.stdout, capture_output=True, text=True, env={**os.environ, "PGPASSWORD": cluster.password},
+    )
+    gunzip.stdout.close()
+    assert gunzip.wait() == 0, "gunzip failed"
+    assert result.returncode == 0, f"restore failed: {result.stderr[-3000:]}"
+
+
+_VOLATILE = ("\\restrict ", "\\unrestrict ", "-- Dumped ", "-- Started on", "-- Completed on")
+
+
+def snapshot(cluster: LocalCluster, dbname: str) -> dict:
+    """Schema, every table's rows, sequences and large objects of a database, in comparable form."""
+    schema = subprocess.run(
+        [os.path.join(cluster.bin_dir, "pg_dump"), "--schema-only", "--no-owner", "--no-acl",
+         cluster.url(dbname, with_password=False)],
+        capture_output=True, text=True, check=True, env={**os.environ, "PGPASSWORD": cluster.password},
+    ).stdout
+    schema = "\n".join(l for l in schema.splitlines() if not l.startswith(_VOLATILE))
+    with cluster.connect(dbname) as db:
+        tables = db.execute(
+            "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE c.relkind IN ('r', 'm', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+            "AND n.nspname NOT LIKE 'pg_toast%' ORDER BY 1").fetchall()
+        rows = {}
+        for (table,) in tables:
+            rows[table] = db.execute(
+                f"SELECT count(*), md5(coalesce(string_agg(t::text, E'\\n' ORDER BY t::text), '')) FROM {table} t"
+            ).fetchone()
+        sequences = db.execute("SELECT schemaname, sequencename, last_value FROM pg_sequences ORDER BY 1, 2").fetchall()
+        large_objects = db.execute(
+            "SELECT oid::bigint, md5(lo_get(oid)) FROM pg_largeobject_metadata ORDER BY oid").fetchall()
+    return {"schema": schema, "rows": rows, "sequences": sequences, "large_objects": large_objects}
