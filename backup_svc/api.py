@@ -38,12 +38,16 @@ def _status_for(kind: str) -> int:
 
 
 def _audit(*, actor: str, client: str | None, outcome: str, started: float, backup_id: str | None = None,
-           status: int | None = None, gzip_bytes: int = 0, sql_bytes: int = 0, error: str | None = None) -> None:
-    """One JSON line per backup attempt; carries no secret (messages are scrubbed before they get here)."""
+           status: int | None = None, gzip_bytes: int = 0, sql_bytes: int = 0, error: str | None = None,
+           sha256: str | None = None) -> None:
+    """One JSON line per backup attempt; carries no secret (messages are scrubbed before they get here).
+
+    `sha256` (of the bytes sent) is set only for a completed backup: compare it with `sha256sum FILE`.
+    """
     audit_log.info(json.dumps({
         "event": "backup", "id": backup_id, "actor": actor, "client": client, "outcome": outcome,
         "status": status, "bytes": gzip_bytes, "sql_bytes": sql_bytes,
-        "duration_s": round(time.time() - started, 3), "error": error,
+        "duration_s": round(time.time() - started, 3), "error": error, "sha256": sha256,
     }))
 
 
@@ -79,7 +83,8 @@ class StreamingBackup:
         progress = self.record.progress
         _audit(actor=self.record.actor, client=self.client, outcome=progress.outcome or "aborted",
                started=progress.started, backup_id=self.record.id, status=200,
-               gzip_bytes=progress.gzip_bytes, sql_bytes=progress.sql_bytes, error=progress.error)
+               gzip_bytes=progress.gzip_bytes, sql_bytes=progress.sql_bytes, error=progress.error,
+               sha256=progress.sha256)
 
 
 def _download_headers(filename: str) -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""`python -m backup_svc serve | dump | check`."""
+"""`python -m backup_svc serve | dump | check | verify | restore`."""
 from __future__ import annotations
 
 import argparse
@@ -8,11 +8,15 @@ import sys
 import time
 from pathlib import Path
 
-from .config import ConfigError, Settings, default_pg_bin_dirs, load_dotenv_file
+from .backupfile import BadBackup
+from .config import ConfigError, Settings, load_dotenv_file, pg_bin_dirs
 from .database import server_facts
 from .diagnose import CannotDump
 from .pgtools import find_binaries
+from .psqlfeed import RestoreFailed
+from .restore import restore_file
 from .service import backup_filename, choose_pg_dump, open_dump
+from .verify import verify_file
 
 DEMO_DATABASE = "shop"
 DEMO_SQL = Path(__file__).with_name("demo_data.sql")
@@ -49,7 +53,7 @@ def _start_demo(env: dict[str, str]):
 
     if env.get("DATABASE_URL"):
         print("backup_svc: --demo ignores DATABASE_URL and uses a throwaway local PostgreSQL", file=sys.stderr)
-    bin_dirs = [d for d in env.get("PG_BIN_DIRS", "").split(":") if d] or default_pg_bin_dirs()
+    bin_dirs = pg_bin_dirs(env)
     print("Starting a throwaway PostgreSQL with sample data ...", flush=True)
     cluster = LocalCluster(find_server_bin_dir(bin_dirs)).start()
     try:
@@ -116,10 +120,14 @@ def cmd_dump(args: argparse.Namespace) -> int:
             dump.close()
         if partial is not None and partial.exists():
             partial.unlink()
+    sha256 = dump.progress.sha256
     if not to_stdout:
         size = os.path.getsize(target)
         print(f"wrote {target}: {size} bytes in {time.time() - started:.1f} s "
               f"(PostgreSQL {facts.version}, pg_dump {pg_dump.version})", file=sys.stderr)
+        print(f"{sha256}  {target}")  # sha256sum's format: `sha256sum -c` can check it later
+    else:
+        print(f"sha256 of the backup written to stdout: {sha256}", file=sys.stderr)
     return 0
 
 
@@ -151,6 +159,41 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Check a backup file end to end (compression, completion line) and say what it holds."""
+    try:
+        report = verify_file(args.file)
+    except BadBackup as exc:
+        print(f"backup_svc: verify failed: {args.file}: {exc}", file=sys.stderr)
+        return 1
+    print("\n".join(report.lines()))
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    """Verify a backup file, then restore it into an (empty) database in one transaction."""
+    def say(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    try:
+        report = restore_file(args.file, args.target_url, bin_dirs=pg_bin_dirs(os.environ), force=args.force,
+                              create=args.create, say=say)
+    except BadBackup as exc:
+        print(f"backup_svc: restore refused: {args.file}: {exc}; nothing was restored", file=sys.stderr)
+        return 1
+    except RestoreFailed as exc:
+        print(f"backup_svc: restore failed: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("backup_svc: restore interrupted; psql was stopped before it could commit", file=sys.stderr)
+        return 130
+    backup = report.backup
+    print(f"restored {args.file} into {report.database!r} (PostgreSQL {report.server_version}) in "
+          f"{report.seconds:.1f} s: {backup.tables_with_data} tables with data, {backup.sql_bytes} bytes of SQL "
+          f"dumped from PostgreSQL {backup.server_version} by pg_dump {backup.pg_dump_version}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `python -m backup_svc`."""
     parser = argparse.ArgumentParser(prog="python -m backup_svc", description=__doc__)
@@ -164,6 +207,18 @@ def main(argv: list[str] | None = None) -> int:
     dump.set_defaults(func=cmd_dump)
     check = sub.add_parser("check", help="check configuration, database and pg_dump")
     check.set_defaults(func=cmd_check)
+    verify = sub.add_parser("verify", help="check that a backup file is intact and complete, and what it holds")
+    verify.add_argument("file", help="the backup (.sql.gz)")
+    verify.set_defaults(func=cmd_verify)
+    restore = sub.add_parser("restore", help="verify a backup, then restore it with psql in one transaction")
+    restore.add_argument("file", help="the backup (.sql.gz)")
+    restore.add_argument("--target-url", required=True, metavar="URL",
+                         help="libpq URI of the database to restore into (leave the password out to use PGPASSWORD)")
+    restore.add_argument("--force", action="store_true",
+                         help="restore even if the target already holds tables (objects in the backup are replaced)")
+    restore.add_argument("--create", action="store_true",
+                         help="create the target database first (via the server's 'postgres' database)")
+    restore.set_defaults(func=cmd_restore)
     args = parser.parse_args(argv)
     load_dotenv_file()
     return args.func(args)

@@ -82,6 +82,11 @@ def default_pg_bin_dirs() -> list[str]:
     return versioned + [d for d in os.environ.get("PATH", "").split(os.pathsep) if d]
 
 
+def pg_bin_dirs(env: Mapping[str, str]) -> list[str]:
+    """The folders `PG_BIN_DIRS` names (colon-separated), or the default search path when it is empty."""
+    return [d for d in env.get("PG_BIN_DIRS", "").strip().split(":") if d] or default_pg_bin_dirs()
+
+
 def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int, problems: list[str]) -> int:
     raw = env.get(name, "").strip()
     if not raw:
@@ -148,8 +153,7 @@ class Settings:
         backup_name = env.get("BACKUP_NAME", "").strip()
         if backup_name and not all(c.isalnum() or c in "-_." for c in backup_name):
             problems.append("BACKUP_NAME may contain only letters, digits, '-', '_' and '.'")
-        bin_dirs_raw = env.get("PG_BIN_DIRS", "").strip()
-        bin_dirs = [d for d in bin_dirs_raw.split(":") if d] if bin_dirs_raw else default_pg_bin_dirs()
+        bin_dirs = pg_bin_dirs(env)
 
         if problems:
             raise ConfigError(problems)

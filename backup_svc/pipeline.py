@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import collections
 import fcntl
+import hashlib
 import logging
 import os
 import select
@@ -13,6 +14,7 @@ import time
 import zlib
 from dataclasses import dataclass, field
 
+from .completion import INCOMPLETE_REASON, SqlTail
 from .config import ConnInfo
 from .diagnose import CannotDump, diagnose
 from .redact import scrub
@@ -74,6 +76,7 @@ class DumpProgress:
     finished: float | None = None
     outcome: str | None = None  # "ok", "failed", "aborted"
     error: str | None = None
+    sha256: str | None = None  # hex digest of the gzip bytes sent; set only when the dump completed
 
 
 class GzipDump:
@@ -81,7 +84,8 @@ class GzipDump:
 
     `start()` blocks until pg_dump has written its first byte (or died, raising CannotDump), so the
     caller can still choose the HTTP status. Iterating yields compressed batches; the gzip trailer is
-    written only after pg_dump exited 0, otherwise DumpBroken is raised. `close()` stops pg_dump on
+    written only after pg_dump exited 0 *and* its output ended with the completion line, otherwise
+    DumpBroken is raised. The SHA-256 of everything yielded lands in `progress.sha256` at the end. `close()` stops pg_dump on
     every path and is safe to call more than once.
     """
 
@@ -152,6 +156,8 @@ class GzipDump:
         if self._proc is None or self._closed:
             raise RuntimeError("start() the dump before iterating it, and iterate it once")
         compressor = zlib.compressobj(self.level, zlib.DEFLATED, 31)  # wbits 31: gzip framing
+        digest = hashlib.sha256()  # of the bytes sent, i.e. of the file the client saves
+        sql_tail = SqlTail()  # only the end matters for the completion check: no scan of the whole dump
         batch: list[bytes] = []
         batched = 0
         data: bytes | None = self._first
@@ -161,13 +167,19 @@ class GzipDump:
                 out = compressor.flush(zlib.Z_SYNC_FLUSH)
             else:
                 self.progress.sql_bytes += len(data)
+                sql_tail.feed(data)
                 out = compressor.compress(data)
             if out:
                 batch.append(out)
                 batched += len(out)
-            if batched >= BATCH_SIZE or (data is None and batched):
+            # The first bytes (the gzip header) go out at once: once the response has started, a
+            # failure, however early, can only break the transfer (the server would otherwise answer
+            # a body that fails before its first chunk with its own 500 page).
+            if batched and (batched >= BATCH_SIZE or data is None or not self.progress.gzip_bytes):
                 self.progress.gzip_bytes += batched
-                yield b"".join(batch)
+                chunk = b"".join(batch)
+                digest.update(chunk)
+                yield chunk
                 batch.clear()
                 batched = 0
             data = self._read(timeout=IDLE_FLUSH_S)
@@ -178,9 +190,15 @@ class GzipDump:
             reason = diagnose(self.stderr_text() or f"exit status {returncode}", *self.secrets).message
             self._finish("failed", f"pg_dump exited with status {returncode} mid-stream: {reason}")
             raise DumpBroken(self.progress.error)
+        if not sql_tail.is_complete():
+            # An exit status of 0 is not enough: a truncated dump must never become a valid file.
+            self._finish("failed", f"pg_dump exited 0 but {INCOMPLETE_REASON}")
+            raise DumpBroken(self.progress.error)
         self.progress.phase = "finishing"
         tail = b"".join(batch) + compressor.flush(zlib.Z_FINISH)
         self.progress.gzip_bytes += len(tail)
+        digest.update(tail)
+        self.progress.sha256 = digest.hexdigest()
         self._finish("ok")
         yield tail
 

@@ -1,0 +1,99 @@
+"""Reading a backup file as a stream of SQL, whatever compressed it, checking integrity as it goes.
+
+Formats are recognised by their magic bytes, not the file name. gzip is built in; another format
+(e.g. zstd for `.sql.zst`) plugs in as one more `Decompressor` in `DECOMPRESSORS`.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import zlib
+from dataclasses import dataclass
+from typing import BinaryIO, Callable, Iterator
+
+# 1 MiB of SQL at a time: large enough that the per-chunk Python work is negligible, small enough
+# that memory stays flat however big the file is.
+CHUNK_SIZE = 1 << 20
+
+
+class BadBackup(Exception):
+    """The file is not an intact, complete backup; the message says why in one line."""
+
+
+@dataclass(frozen=True)
+class Decompressor:
+    """One compressed format: how to recognise it and how to read the plain bytes out of it."""
+
+    name: str
+    magic: bytes
+    open: Callable[[BinaryIO], BinaryIO]  # wraps the raw file; read(n) returns plain bytes
+    errors: tuple[type[BaseException], ...]  # what its reader raises on corrupt input
+
+
+DECOMPRESSORS = [
+    # gzip.GzipFile checks each member's CRC-32 and length, reads concatenated members as `gzip -t`
+    # does, and raises EOFError when the stream stops before its trailer (a truncated download).
+    Decompressor("gzip", b"\x1f\x8b", lambda raw: gzip.GzipFile(fileobj=raw, mode="rb"),
+                 (gzip.BadGzipFile, zlib.error)),
+]
+
+
+class _HashingReader:
+    """A raw file whose bytes are hashed as the decompressor reads them (one pass, not two)."""
+
+    def __init__(self, raw: BinaryIO):
+        self.raw = raw
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.raw.read(size)
+        self.sha256.update(data)
+        self.size += len(data)
+        return data
+
+
+class BackupReader:
+    """Iterate a backup file's SQL in chunks; raise BadBackup on anything wrong with the container.
+
+    After a full iteration, `size` and `sha256` describe the file's bytes (what was downloaded).
+    """
+
+    def __init__(self, path: str):
+        self.path = path
+        self.format: str | None = None
+        self._hashing: _HashingReader | None = None
+
+    @property
+    def size(self) -> int:
+        return self._hashing.size if self._hashing else 0
+
+    @property
+    def sha256(self) -> str:
+        return self._hashing.sha256.hexdigest() if self._hashing else ""
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            raw = open(self.path, "rb")
+        except OSError as exc:
+            raise BadBackup(f"cannot open it: {exc.strerror}") from None
+        with raw:
+            magic = raw.read(4)
+            if not magic:
+                raise BadBackup("the file is empty")
+            kind = next((d for d in DECOMPRESSORS if magic.startswith(d.magic)), None)
+            if kind is None:
+                known = ", ".join(d.name for d in DECOMPRESSORS)
+                raise BadBackup(f"not a compressed backup (expected {known}; it starts with {magic!r})")
+            raw.seek(0)
+            self.format = kind.name
+            self._hashing = _HashingReader(raw)
+            plain = kind.open(self._hashing)
+            try:
+                while chunk := plain.read(CHUNK_SIZE):
+                    yield chunk
+            except EOFError:
+                raise BadBackup(f"truncated: the {kind.name} stream ends before its end marker "
+                                f"(an incomplete download or copy)") from None
+            except kind.errors as exc:
+                raise BadBackup(f"corrupt {kind.name} data ({exc})") from None
