@@ -5,6 +5,7 @@ import collections
 import fcntl
 import logging
 import os
+import re
 import select
 import signal
 import subprocess
@@ -33,6 +34,10 @@ IDLE_FLUSH_S = 0.5
 TERMINATE_GRACE_S = 1.0
 
 PG_DUMP_FLAGS = ["--format=plain", "--no-owner", "--no-acl", "--clean", "--if-exists", "--verbose"]
+
+# --verbose lines that follow the table data (sequence values, large objects, indexes, constraints):
+# the first of them means the last table's data is complete.
+_AFTER_DATA = re.compile(r"pg_dump: (executing |creating |processing (?!data for table))")
 
 
 class DumpBroken(Exception):
@@ -69,6 +74,7 @@ class DumpProgress:
     phase: str = "connecting"
     current_table: str | None = None
     tables_done: int = 0
+    tables: list[str] = field(default_factory=list)  # every table whose data has started, in order
     sql_bytes: int = 0
     gzip_bytes: int = 0
     finished: float | None = None
@@ -122,7 +128,8 @@ class GzipDump:
             self._finish("failed", failure.message)
             raise failure
         self._first = first
-        self.progress.phase = "schema"
+        if self.progress.phase == "connecting":  # the stderr reader may already have seen table data
+            self.progress.phase = "schema"
 
     def _read(self, timeout: float | None) -> bytes | None:
         """Up to READ_SIZE bytes of pg_dump's output; b"" at EOF; None if nothing came within timeout."""
@@ -142,6 +149,11 @@ class GzipDump:
                     self.progress.tables_done += 1
                 self.progress.phase = "data"
                 self.progress.current_table = line.split("dumping contents of table", 1)[1].strip().strip('"')
+                self.progress.tables.append(self.progress.current_table)
+            elif self.progress.phase == "data" and _AFTER_DATA.match(line):
+                self.progress.tables_done += 1
+                self.progress.current_table = None
+                self.progress.phase = "finishing"
 
     def stderr_text(self) -> str:
         """pg_dump's recent stderr, secrets removed."""
