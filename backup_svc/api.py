@@ -13,7 +13,7 @@ from .database import server_facts
 from .diagnose import INCOMPATIBLE, LOCKED, CannotDump
 from .errors import api_abort
 from .pipeline import DumpBroken, GzipDump
-from .progress import progress_report
+from .progress_report import progress_report
 from .registry import BackupIdInUse, BackupRecord
 from .service import BackupService, backup_filename, choose_pg_dump, open_dump
 
