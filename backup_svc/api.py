@@ -1,8 +1,9 @@
-"""The JSON/HTTP API: `/api/v1/backup` (the stream) and `/api/v1/database`."""
+"""The JSON/HTTP API: `/api/v1/backup` (the stream), `/api/v1/backups/<id>` (its progress), `/api/v1/database`."""
 from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 
 from flask import Blueprint, Response, current_app, jsonify, request
@@ -12,7 +13,8 @@ from .database import server_facts
 from .diagnose import INCOMPATIBLE, LOCKED, CannotDump
 from .errors import api_abort
 from .pipeline import DumpBroken, GzipDump
-from .registry import BackupRecord
+from .progress_report import progress_report
+from .registry import BackupIdInUse, BackupRecord
 from .service import BackupService, backup_filename, choose_pg_dump, open_dump
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -21,6 +23,8 @@ audit_log = logging.getLogger("backup_svc.audit")
 
 RETRY_AFTER_BUSY_S = "30"
 RETRY_AFTER_LOCKED_S = "60"
+# A client-chosen backup id (?progress_id=): long enough not to collide, safe in URLs and logs.
+BACKUP_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
 
 
 def _service() -> BackupService:
@@ -102,22 +106,29 @@ def backup():
     service = _service()
     filename = backup_filename(service.settings.backup_name)
     headers = _download_headers(filename)
+    progress_id = _backup_id(request.args.get("progress_id"))
     if request.method == "HEAD":
         return Response(status=200, headers=headers, content_type="application/gzip")
 
     actor, client, started = current_actor(), client_address(), time.time()
-    record = service.registry.try_begin(filename, actor)
+    try:
+        record = service.registry.try_begin(filename, actor, progress_id)
+    except BackupIdInUse:
+        api_abort(409, "This progress_id belongs to another backup; choose a new random one for each download.")
     if record is None:
-        _audit(actor=actor, client=client, outcome="refused", started=started, status=429,
-               error="concurrency limit reached")
-        api_abort(429, f"{service.settings.max_concurrent} backup(s) already running (BACKUP_MAX_CONCURRENT); "
-                       f"try again when it has finished.", Retry_After=RETRY_AFTER_BUSY_S)
+        _audit(actor=actor, client=client, outcome="refused", started=started, backup_id=progress_id,
+               status=429, error="concurrency limit reached")
+        message = (f"{service.settings.max_concurrent} backup(s) already running (BACKUP_MAX_CONCURRENT); "
+                   f"try again when it has finished.")
+        if progress_id is not None:  # the page that chose the id cannot read this status: it polls for it
+            service.registry.refused(progress_id, filename, actor, 429, message)
+        api_abort(429, message, Retry_After=RETRY_AFTER_BUSY_S)
     try:
         dump, _, _ = open_dump(service.settings, service.pg_dumps,
-                               application_name=f"backup_svc-dump-{record.id}", progress=record.progress)
+                               application_name=record.application_name, progress=record.progress)
     except CannotDump as exc:
-        service.registry.end(record)
         status = _status_for(exc.kind)
+        service.registry.end(record, status=status, error=exc.message)
         _audit(actor=actor, client=client, outcome="refused", started=started, backup_id=record.id,
                status=status, error=exc.message)
         extra = {"Retry_After": RETRY_AFTER_LOCKED_S} if exc.kind == LOCKED else {}
@@ -129,6 +140,32 @@ def backup():
     response = Response(body, status=200, headers=headers, content_type="application/gzip")
     response.headers["X-Backup-Id"] = record.id
     return response
+
+
+def _backup_id(value: str | None) -> str | None:
+    """A valid client-chosen backup id, None when absent; 400 when malformed."""
+    if value is None:
+        return None
+    if not BACKUP_ID.fullmatch(value):
+        api_abort(400, "progress_id must be 8 to 64 characters from A-Z, a-z, 0-9, '-' and '_'.")
+    return value
+
+
+@bp.get("/backups/<backup_id>")
+@auth.login_required
+def backup_progress(backup_id: str):
+    """Progress of a running or recently finished backup attempt, by its id (see docs/api.md)."""
+    service = _service()
+    _backup_id(backup_id)
+    record = service.registry.get(backup_id)
+    if record is None:
+        api_abort(404, "No running or recently finished backup has this id (finished attempts are kept for an hour).")
+    running = service.registry.is_running(backup_id)
+    if running and record.progress.outcome is None:
+        record.watch.refresh(service.settings.conn, record.application_name)
+    report = progress_report(record.id, record.filename, record.progress, running=running,
+                             status=record.status, watch=record.watch)
+    return jsonify(report), 200, {"Cache-Control": "no-store"}
 
 
 @bp.get("/database")

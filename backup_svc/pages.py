@@ -1,19 +1,78 @@
-"""Pages for people: the admin dashboard."""
+"""Pages for people: the admin dashboard and the docs it links to."""
 from __future__ import annotations
 
-from flask import Blueprint, current_app, render_template_string
+import re
+from pathlib import Path
+
+from flask import Blueprint, Response, current_app, render_template
 
 from .auth import auth
+from .database import server_facts
+from .diagnose import CannotDump
+from .errors import api_abort
+from .service import choose_pg_dump
 
 bp = Blueprint("pages", __name__)
 
-_PLACEHOLDER = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>backup_svc</title></head>
-<body><h1>backup_svc</h1><p>Database backups for <strong>{{ name }}</strong>.</p>
-<p><a href="/api/v1/backup" download>Download backup</a></p></body></html>"""
+DOCS_DIR = Path(__file__).resolve().parent.parent / "docs"
+DOC_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,40}")
+# The page is slow to render when the database is; a page should not hang as long as a dump may wait.
+FACTS_TIMEOUT_S = 5
+# Everything the page uses is served from here; nobody may frame it (clickjacking of the button).
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; "
+                               "base-uri 'none'; form-action 'none'",
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+}
+
+
+def human_bytes(size: int | float | None) -> str:
+    """`1.4 GB`-style size (decimal units, like the browser's download list)."""
+    if size is None:
+        return "unknown"
+    for unit in ("bytes", "kB", "MB", "GB", "TB"):
+        if abs(size) < 1000 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1000
+    raise AssertionError("unreachable")
+
+
+@bp.app_template_filter("bytes")
+def _bytes_filter(size: int | None) -> str:
+    return human_bytes(size)
 
 
 @bp.get("/")
 @auth.login_required
 def dashboard():
-    """The admin dashboard."""
-    return render_template_string(_PLACEHOLDER, name=current_app.extensions["backup_svc"].settings.backup_name)
+    """The admin dashboard: what will be backed up, a download button with live progress, how to restore."""
+    service = current_app.extensions["backup_svc"]
+    settings = service.settings
+    facts = pg_dump = None
+    facts_error = pg_dump_error = None
+    try:
+        facts = server_facts(settings.conn, timeout_s=min(settings.connect_timeout_s, FACTS_TIMEOUT_S))
+        pg_dump = choose_pg_dump(facts, service.pg_dumps)
+    except CannotDump as exc:
+        if facts is None:
+            facts_error = exc.message
+        else:
+            pg_dump_error = exc.message
+    html = render_template(
+        "dashboard.html", name=settings.backup_name, facts=facts, facts_error=facts_error,
+        pg_dump=pg_dump, pg_dump_error=pg_dump_error, running=service.registry.running_count(),
+        docs_available=(DOCS_DIR / "api.md").is_file(),
+    )
+    return Response(html, mimetype="text/html", headers=PAGE_HEADERS)
+
+
+@bp.get("/docs/<name>")
+@auth.login_required
+def doc(name: str):
+    """A page of the repository's docs/ folder (`/docs/api` is docs/api.md), as Markdown text."""
+    path = DOCS_DIR / f"{name}.md"
+    if not DOC_NAME.fullmatch(name) or not path.is_file():
+        api_abort(404, "No such document; the docs/ folder of the repository has them all.")
+    return Response(path.read_text(encoding="utf-8"), mimetype="text/plain",
+                    headers={**PAGE_HEADERS, "Content-Type": "text/plain; charset=utf-8"})

@@ -6,6 +6,7 @@ import fcntl
 import hashlib
 import logging
 import os
+import re
 import select
 import signal
 import subprocess
@@ -35,6 +36,10 @@ IDLE_FLUSH_S = 0.5
 TERMINATE_GRACE_S = 1.0
 
 PG_DUMP_FLAGS = ["--format=plain", "--no-owner", "--no-acl", "--clean", "--if-exists", "--verbose"]
+
+# --verbose lines that follow the table data (sequence values, large objects, indexes, constraints):
+# the first of them means the last table's data is complete.
+_AFTER_DATA = re.compile(r"pg_dump: (executing |creating |processing (?!data for table))")
 
 
 class DumpBroken(Exception):
@@ -71,6 +76,7 @@ class DumpProgress:
     phase: str = "connecting"
     current_table: str | None = None
     tables_done: int = 0
+    tables: list[str] = field(default_factory=list)  # every table whose data has started, in order
     sql_bytes: int = 0
     gzip_bytes: int = 0
     finished: float | None = None
@@ -126,7 +132,8 @@ class GzipDump:
             self._finish("failed", failure.message)
             raise failure
         self._first = first
-        self.progress.phase = "schema"
+        if self.progress.phase == "connecting":  # the stderr reader may already have seen table data
+            self.progress.phase = "schema"
 
     def _read(self, timeout: float | None) -> bytes | None:
         """Up to READ_SIZE bytes of pg_dump's output; b"" at EOF; None if nothing came within timeout."""
@@ -146,6 +153,11 @@ class GzipDump:
                     self.progress.tables_done += 1
                 self.progress.phase = "data"
                 self.progress.current_table = line.split("dumping contents of table", 1)[1].strip().strip('"')
+                self.progress.tables.append(self.progress.current_table)
+            elif self.progress.phase == "data" and _AFTER_DATA.match(line):
+                self.progress.tables_done += 1
+                self.progress.current_table = None
+                self.progress.phase = "finishing"
 
     def stderr_text(self) -> str:
         """pg_dump's recent stderr, secrets removed."""

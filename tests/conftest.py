@@ -9,9 +9,23 @@ import pytest
 from backup_svc.config import default_pg_bin_dirs
 from backup_svc.localpg import LocalCluster, find_server_bin_dir
 
-from .support import Service
+from .support import REPO, Service
 
 DATA = Path(__file__).parent / "data"
+# Debian's chromium, driven by Playwright (whose own browser download is never used).
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-quic"]
+# Screenshots of pages whose test failed (gitignored; CI keeps the folder as an artifact).
+ARTIFACTS = REPO / "artifacts"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Keep each phase's report on the test item, so fixtures can tell whether the test failed."""
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report
 
 
 @pytest.fixture(scope="session")
@@ -59,3 +73,42 @@ def rich_service(rich_db, pg_cluster, tmp_path_factory):
     service = Service({"DATABASE_URL": rich_db}, tmp_path_factory.mktemp("svc") / "service.log").start()
     yield service
     service.stop()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One headless Chromium for the session."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def open_dashboard(browser, request):
+    """Factory: a fresh browser context logged in (HTTP basic) to a service, on its dashboard.
+
+    When the test fails, every page it opened is saved to artifacts/<test>-<n>.png first.
+    """
+    pages = []
+
+    def open_(service: Service, *, width: int = 1000, height: int = 900, password: str | None = None):
+        context = browser.new_context(
+            accept_downloads=True, viewport={"width": width, "height": height},
+            http_credentials={"username": "admin", "password": password or service.password},
+        )
+        page = context.new_page()
+        pages.append(page)
+        page.goto(f"{service.base_url}/")
+        return page
+
+    yield open_
+    report = getattr(request.node, "report_call", None)
+    for n, page in enumerate(pages):
+        if report is not None and report.failed:
+            ARTIFACTS.mkdir(exist_ok=True)
+            name = "".join(c if c.isalnum() or c in "-_" else "_" for c in request.node.name)
+            page.screenshot(path=str(ARTIFACTS / f"{name}-{n}.png"), full_page=True)
+        page.context.close()

@@ -1,0 +1,223 @@
+// The dashboard's download button. The backup goes to the browser's own download manager through a
+// hidden iframe (a multi-GB file must never sit in page memory, so no fetch() + Blob); the page
+// polls /api/v1/backups/<id> for progress under an id it chose itself, and shows "Done" only when
+// the server says the whole file was sent.
+(function () {
+  "use strict";
+
+  var POLL_MS = 500;
+  // The iframe's request may reach the server after the first poll: an unknown id is normal at first.
+  var START_GRACE_MS = 20000;
+  // Polls may fail for a moment (a redeploy, a flaky network); give up after this many in a row.
+  var MAX_POLL_ERRORS = 20;
+
+  var button = document.getElementById("dl");
+  if (!button) return;
+  var panel = document.getElementById("progress-panel");
+  var bar = document.getElementById("bar");
+  var percentText = document.getElementById("percent");
+  var statusText = document.getElementById("status");
+  var errorBox = document.getElementById("error");
+  var fields = {};
+  ["phase", "sent", "rate", "elapsed", "eta", "error-title", "error-message", "error-advice"].forEach(function (id) {
+    fields[id] = document.getElementById(id);
+  });
+  var frame = null;
+
+  function newId() {
+    var bytes = new Uint8Array(16);
+    window.crypto.getRandomValues(bytes);
+    return Array.prototype.map.call(bytes, function (b) { return ("0" + b.toString(16)).slice(-2); }).join("");
+  }
+
+  function humanBytes(n) {
+    if (n === null || n === undefined) return "–";
+    var units = ["bytes", "kB", "MB", "GB", "TB"];
+    var i = 0;
+    while (Math.abs(n) >= 1000 && i < units.length - 1) { n /= 1000; i++; }
+    return i === 0 ? n.toFixed(0) + " bytes" : n.toFixed(1) + " " + units[i];
+  }
+
+  function duration(seconds) {
+    if (seconds === null || seconds === undefined) return "–";
+    var s = Math.round(seconds);
+    var h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60);
+    s = s % 60;
+    if (h) return h + " h " + m + " min";
+    if (m) return m + " min " + s + " s";
+    return s + " s";
+  }
+
+  function describe(report) {
+    switch (report.phase) {
+      case "connecting": return "Connecting to the database and reading its catalog";
+      case "schema": return "Writing the schema";
+      case "data":
+        if (!report.table) return "Writing table data";
+        return "Table " + report.table.number + (report.table.count ? " of " + report.table.count : "") +
+               ": " + report.table.name;
+      case "finishing": return "Finishing: sequences, large objects, indexes and constraints";
+      case "done": return "Complete";
+      case "refused": return "Not started";
+      case "aborted": return "Stopped";
+      default: return "Failed";
+    }
+  }
+
+  function setStatus(text, kind) {
+    if (statusText.textContent !== text) statusText.textContent = text;
+    statusText.className = "status" + (kind ? " status-" + kind : "");
+  }
+
+  function setPercent(percent, label) {
+    if (percent === null || percent === undefined) {
+      bar.removeAttribute("value");  // indeterminate: no estimate (yet)
+      bar.removeAttribute("aria-valuetext");
+      percentText.textContent = "";
+      return;
+    }
+    // Never round up to 100 before the server says the file is complete.
+    var shown = percent >= 100 ? 100 : Math.floor(percent);
+    bar.value = percent;
+    bar.setAttribute("aria-valuetext", shown + " %" + (label ? ", " + label : ""));
+    percentText.textContent = shown + " %";
+  }
+
+  function render(report) {
+    var step = describe(report);
+    fields.phase.textContent = step;
+    fields.sent.textContent = humanBytes(report.bytes_sent);
+    fields.rate.textContent = report.rate_bytes_per_s ? humanBytes(report.rate_bytes_per_s) + "/s" : "–";
+    fields.elapsed.textContent = duration(report.elapsed_s);
+    fields.eta.textContent = report.eta_s === null || report.eta_s === undefined
+      ? (report.state === "running" ? "estimating…" : "–")
+      : (report.eta_s < 1 ? "a moment" : "about " + duration(report.eta_s));
+    if (report.state === "running") {
+      setPercent(report.percent, step);
+      // The live region changes with the step only, not with every byte count.
+      setStatus(step + "…", "running");
+    }
+    document.querySelectorAll(".js-filename").forEach(function (el) {
+      if (report.filename && el.textContent !== report.filename) el.textContent = report.filename;
+    });
+  }
+
+  function succeed(report) {
+    setPercent(100, "done");
+    setStatus("Done: " + report.filename + ", " + humanBytes(report.bytes_sent) + " in " +
+              duration(report.elapsed_s) + ". Your browser has saved it.", "ok");
+    fields.eta.textContent = "–";
+    finish();
+  }
+
+  function fail(message, advice, title) {
+    title = title || "Backup failed.";
+    panel.classList.add("failed");
+    bar.classList.add("failed");
+    bar.setAttribute("aria-valuetext", title);
+    setStatus(title, "error");
+    fields["error-title"].textContent = title;
+    fields["error-message"].textContent = message;
+    fields["error-advice"].textContent = advice || "";
+    fields.eta.textContent = "–";
+    errorBox.hidden = false;
+    finish();
+  }
+
+  function failFromReport(report) {
+    var message = report.error || "The backup stopped before it was complete.";
+    if (report.state === "refused") {
+      fail(message, "Nothing was downloaded.", "Backup not started.");
+    } else {
+      fail(message, "The file your browser saved is incomplete and cannot be restored: delete it " +
+                    "and try again.");
+    }
+  }
+
+  function finish() {
+    button.disabled = false;
+    panel.removeAttribute("aria-busy");
+  }
+
+  function poll(url, startedAt, errors) {
+    function again(nextErrors) {
+      window.setTimeout(function () { poll(url, startedAt, nextErrors); }, POLL_MS);
+    }
+    fetch(url, { headers: { "Accept": "application/json" }, cache: "no-store", credentials: "same-origin" })
+      .then(function (response) {
+        return response.json().catch(function () { return null; }).then(function (body) {
+          return { status: response.status, body: body };
+        });
+      })
+      .then(function (reply) {
+        if (reply.status === 404 && Date.now() - startedAt < START_GRACE_MS) return again(0);
+        if (reply.status !== 200 || !reply.body) {
+          var message = reply.body && reply.body.message ? reply.body.message
+            : "The service answered the progress request with HTTP " + reply.status + ".";
+          return fail(message, reply.status === 401 ? "Reload the page to log in again." : "");
+        }
+        var report = reply.body;
+        render(report);
+        if (report.state === "running") return again(0);
+        if (report.state === "done") return succeed(report);
+        return failFromReport(report);
+      })
+      .catch(function () {
+        if (errors + 1 >= MAX_POLL_ERRORS) {
+          return fail("Lost contact with the service while the backup was running.",
+                      "Check your browser's downloads: a file that did not finish is incomplete.");
+        }
+        again(errors + 1);
+      });
+  }
+
+  function start() {
+    if (button.disabled) return;
+    var id = newId();
+    button.disabled = true;
+    panel.hidden = false;
+    panel.setAttribute("aria-busy", "true");
+    panel.classList.remove("failed");
+    bar.classList.remove("failed");
+    errorBox.hidden = true;
+    ["phase", "sent", "rate", "elapsed", "eta"].forEach(function (name) { fields[name].textContent = "–"; });
+    setPercent(0, "starting");
+    setStatus("Starting the backup…", "running");
+
+    if (frame) frame.remove();
+    frame = document.createElement("iframe");
+    frame.hidden = true;
+    frame.tabIndex = -1;
+    frame.title = "Backup download";
+    frame.setAttribute("aria-hidden", "true");
+    frame.src = button.dataset.backupUrl + "?progress_id=" + encodeURIComponent(id);
+    document.body.appendChild(frame);
+
+    poll(button.dataset.progressUrl.replace("BACKUP_ID", encodeURIComponent(id)), Date.now(), 0);
+  }
+
+  button.addEventListener("click", start);
+
+  // "Copy" buttons for the restore commands; where the clipboard API is unavailable (plain http),
+  // the text is selected for Ctrl+C instead.
+  document.querySelectorAll("button.copy").forEach(function (copy) {
+    var result = copy.parentNode.querySelector(".copy-result");
+    copy.addEventListener("click", function () {
+      var source = document.getElementById(copy.dataset.copy);
+      var text = source.textContent;
+      var select = function () {
+        var range = document.createRange();
+        range.selectNodeContents(source);
+        var selection = window.getSelection();
+        selection.removeAllRanges();
+        selection.addRange(range);
+        result.textContent = "Selected: press Ctrl+C (⌘C) to copy.";
+      };
+      if (navigator.clipboard && window.isSecureContext) {
+        navigator.clipboard.writeText(text).then(function () { result.textContent = "Copied."; }, select);
+      } else {
+        select();
+      }
+    });
+  });
+})();
