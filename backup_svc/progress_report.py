@@ -86,6 +86,7 @@ def progress_report(record_id: str, filename: str, progress: DumpProgress, *, ru
         "tables_done": progress.tables_done,
         "table_count": table_count,
         "bytes_sent": progress.gzip_bytes,
+        "sha256": progress.sha256 if state == "done" else None,
         "sql_bytes": progress.sql_bytes,
         "rate_bytes_per_s": round(progress.gzip_bytes / elapsed) if elapsed > 0 else None,
         "elapsed_s": round(elapsed, 1),

@@ -1,6 +1,8 @@
 """The admin dashboard in a real headless Chromium, against a real gunicorn and PostgreSQL."""
 from __future__ import annotations
 
+import hashlib
+
 import json
 import re
 
@@ -81,7 +83,9 @@ def test_download_restores_identically_and_page_reaches_done(rich_service, pg_cl
     report = progress(rich_service, backup_id(page))
     assert (report["state"], report["tables_done"], report["table_count"]) == ("done", 5, 5)
     assert report["bytes_sent"] == path.stat().st_size
+    assert report["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     expect(page.locator("#status")).to_contain_text(download.suggested_filename)
+    expect(page.locator("#status")).to_contain_text(report["sha256"])
 
     restore(pg_cluster, path, "restored_from_dashboard")
     assert snapshot(pg_cluster, "restored_from_dashboard") == snapshot(pg_cluster, "rich")

@@ -105,7 +105,8 @@
   function succeed(report) {
     setPercent(100, "done");
     setStatus("Done: " + report.filename + ", " + humanBytes(report.bytes_sent) + " in " +
-              duration(report.elapsed_s) + ". Your browser has saved it.", "ok");
+              duration(report.elapsed_s) + ". Your browser has saved it." +
+              (report.sha256 ? " SHA-256: " + report.sha256 + " (compare with sha256sum)." : ""), "ok");
     fields.eta.textContent = "–";
     finish();
   }
