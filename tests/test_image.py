@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import json
 import secrets
+import threading
 import time
 
 import pytest
 
 from . import podman as pm
-from .support import REPO, Service, gzip_is_valid, restore, snapshot
+from backup_svc.config import Settings
+
+from .support import REPO, Service, gzip_is_valid, pg_dump_pids, read_all, restore, snapshot
 
 IMAGE = "localhost/backup_svc:test"
 RELEASE = "bookworm"  # the Dockerfile's DEBIAN_RELEASE default
-PASSED_ENV = ("DATABASE_URL", "ADMIN_TOKEN", "ADMIN_USERNAME", "ADMIN_PASSWORD", "PORT")
+PASSED_ENV = ("DATABASE_URL", "ADMIN_TOKEN", "ADMIN_USERNAME", "ADMIN_PASSWORD", "PORT", "GRACEFUL_TIMEOUT")
 
 
 def _say(request, line: str) -> None:
@@ -141,3 +144,64 @@ def test_container_backup_restores_identically(container, pg_cluster, tmp_path, 
     # A redeploy's SIGTERM stops gunicorn cleanly (PID 1 handles it; the exit code is 0).
     assert container.stop() == 0
     _say(request, f"smoke test (healthcheck, backup, restore, stop) {time.monotonic() - started:.1f} s")
+
+
+def test_redeploy_sigterm_lets_a_running_download_finish(image, pg_cluster, tmp_path):
+    """What docs/deploy-railway.md promises: within GRACEFUL_TIMEOUT a redeploy does not cut a download."""
+    # ~25 MB of gzip: more than the pipe and socket buffers hold, so the dump is still running
+    # while the client does not read (smaller than big_db, which takes ~14 s to stream).
+    url = pg_cluster.create_database("drain", """
+        CREATE EXTENSION IF NOT EXISTS pgcrypto;
+        CREATE TABLE blobs (id int PRIMARY KEY, data bytea NOT NULL);
+        INSERT INTO blobs SELECT g, gen_random_bytes(1000) || gen_random_bytes(1000) || gen_random_bytes(1000)
+        FROM generate_series(1, 8000) g;
+    """)
+    service = ContainerService(image, {"DATABASE_URL": url, "GRACEFUL_TIMEOUT": "30"}, tmp_path / "c.log")
+    service.start()
+    try:
+        conn = service.connection(timeout=60)
+        conn.request("GET", "/api/v1/backup", headers=service.auth())
+        resp = conn.getresponse()
+        assert resp.status == 200
+        first = resp.read(65536)
+        # The rest is read only after SIGTERM: the service must keep streaming through the drain.
+        stopping = threading.Thread(target=lambda: pm.podman("stop", "--time", "60", service.name))
+        stopped_at = time.monotonic()
+        stopping.start()
+        assert wait_for_sigterm(service)
+        assert pg_dump_pids(pg_cluster), "the dump must still be running when SIGTERM arrives"
+        rest, complete = read_all(resp)
+        conn.close()
+        stopping.join(timeout=90)
+
+        assert complete and gzip_is_valid(first + rest)
+        assert len(first + rest) > 20_000_000
+        assert not service.running()
+        # It exited by itself once the download was done, long before podman's SIGKILL deadline.
+        assert time.monotonic() - stopped_at < 45
+        assert pm.podman("inspect", "--format", "{{.State.ExitCode}}", service.name).stdout.strip() == "0"
+    finally:
+        service.stop()
+
+
+def wait_for_sigterm(service: ContainerService, timeout_s: float = 20) -> bool:
+    """True once gunicorn logged the SIGTERM (the container is draining)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if "Handling signal: term" in service.log():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_railway_config_fits_the_image_and_settings():
+    """railway.json must not drift from the app: healthcheck path, and draining longer than the grace."""
+    deploy = json.loads((REPO / "railway.json").read_text())["deploy"]
+    build = json.loads((REPO / "railway.json").read_text())["build"]
+
+    assert build == {"builder": "DOCKERFILE", "dockerfilePath": "Dockerfile"}
+    assert deploy["healthcheckPath"] == "/healthz"
+    assert deploy["restartPolicyType"] == "ON_FAILURE"
+    default_grace = Settings.__dataclass_fields__["graceful_timeout_s"].default
+    assert isinstance(deploy["drainingSeconds"], int)  # Railway rejects a string here
+    assert deploy["drainingSeconds"] >= default_grace + 15
