@@ -16,7 +16,7 @@ import pytest
 from . import podman as pm
 from backup_svc.config import Settings
 
-from .support import REPO, Service, gzip_is_valid, pg_dump_pids, read_all, restore, snapshot
+from .support import REPO, Service, gzip_is_valid, pg_dump_pids, read_all, restore, snapshot, wait_until
 
 IMAGE = "localhost/backup_svc:test"
 RELEASE = "bookworm"  # the Dockerfile's DEBIAN_RELEASE default
@@ -60,16 +60,18 @@ class ContainerService(Service):
         passed = [arg for name in PASSED_ENV if name in self.env for arg in ("-e", name)]
         pm.podman("run", "--detach", "--name", self.name, "--network", "host", *passed, self.image,
                   env={name: self.env[name] for name in PASSED_ENV if name in self.env})
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+
+        def answers() -> bool:
             if not self.running():
                 raise RuntimeError(f"container exited: {self.log()}")
             try:
-                if self.request("GET", "/healthz").status == 200:
-                    return self
+                return self.request("GET", "/healthz").status == 200
             except OSError:
-                time.sleep(0.2)
-        raise RuntimeError(f"container did not answer /healthz: {self.log()}")
+                return False
+
+        if not wait_until(answers, timeout_s, interval=0.2):
+            raise RuntimeError(f"container did not answer /healthz: {self.log()}")
+        return self
 
     def running(self) -> bool:
         state = pm.podman("inspect", "--format", "{{.State.Running}}", self.name, check=False).stdout
@@ -168,7 +170,7 @@ def test_redeploy_sigterm_lets_a_running_download_finish(image, pg_cluster, tmp_
         stopping = threading.Thread(target=lambda: pm.podman("stop", "--time", "60", service.name))
         stopped_at = time.monotonic()
         stopping.start()
-        assert wait_for_sigterm(service)
+        assert wait_until(lambda: "Handling signal: term" in service.log(), 20, interval=0.1)
         assert pg_dump_pids(pg_cluster), "the dump must still be running when SIGTERM arrives"
         rest, complete = read_all(resp)
         conn.close()
@@ -182,16 +184,6 @@ def test_redeploy_sigterm_lets_a_running_download_finish(image, pg_cluster, tmp_
         assert pm.podman("inspect", "--format", "{{.State.ExitCode}}", service.name).stdout.strip() == "0"
     finally:
         service.stop()
-
-
-def wait_for_sigterm(service: ContainerService, timeout_s: float = 20) -> bool:
-    """True once gunicorn logged the SIGTERM (the container is draining)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if "Handling signal: term" in service.log():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def test_railway_config_fits_the_image_and_settings():

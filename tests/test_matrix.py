@@ -115,10 +115,8 @@ def test_older_server_is_dumped_with_the_lowest_newer_pg_dump(cluster_of, pg_bin
     backup.write_bytes(reply.body)
     restore(new, backup, "from16")
     source, restored = snapshot(old, "matrix"), snapshot(new, "from16")
-    # Schema text differs between majors' pg_dump; the data must not.
-    assert restored["rows"] == source["rows"]
-    assert restored["sequences"] == source["sequences"]
-    assert restored["large_objects"] == source["large_objects"]
+    data = ("rows", "sequences", "large_objects")  # schema text differs between majors' pg_dump
+    assert [restored[part] for part in data] == [source[part] for part in data]
 
     old.create_database("from16_same_major")
     into_old = subprocess.run([os.path.join(old.bin_dir, "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1",
