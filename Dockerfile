@@ -57,8 +57,10 @@ RUN useradd --system --uid 10001 --user-group --home-dir /app --no-create-home -
 WORKDIR /app
 COPY backup_svc/ /app/backup_svc/
 
-# The venv first on PATH, so `python` is the venv's interpreter with the dependencies.
+# The venv first on PATH, so `python` is the venv's interpreter with the dependencies; PYTHONPATH
+# so `python -m backup_svc ...` works from any folder (a `railway ssh` session, a one-off command).
 ENV PATH="/opt/venv/bin:$PATH" \
+    PYTHONPATH=/app \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     LANG=C.UTF-8

@@ -36,14 +36,17 @@ Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 
 
 def podman(*args: str, timeout: float = 900, check: bool = True, env: dict[str, str] | None = None,
-           stdin=None) -> subprocess.CompletedProcess:
-    """Run podman with the project's containers.conf; raise with its output when it fails and `check`."""
+           stdin=None, text: bool = True) -> subprocess.CompletedProcess:
+    """Run podman with the project's containers.conf; raise with its output when it fails and `check`.
+
+    `text=False` keeps stdout as bytes (a backup written to stdout).
+    """
     full_env = {**os.environ, **(env or {}), "CONTAINERS_CONF": str(CONTAINERS_CONF)}
-    result = subprocess.run(["podman", *args], env=full_env, stdin=stdin, capture_output=True, text=True,
+    result = subprocess.run(["podman", *args], env=full_env, stdin=stdin, capture_output=True, text=text,
                             timeout=timeout)
     if check and result.returncode != 0:
-        raise RuntimeError(f"podman {' '.join(args[:2])} failed ({result.returncode}): "
-                           f"{(result.stdout + result.stderr)[-4000:]}")
+        stderr = result.stderr if text else result.stderr.decode(errors="replace")
+        raise RuntimeError(f"podman {' '.join(args[:2])} failed ({result.returncode}): {stderr[-4000:]}")
     return result
 
 

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import json
 import secrets
+import subprocess
 import threading
 import time
 
 import pytest
 
-from . import podman as pm
 from backup_svc.config import Settings
 
+from . import podman as pm
 from .support import REPO, Service, gzip_is_valid, pg_dump_pids, read_all, restore, snapshot, wait_until
 
 IMAGE = "localhost/backup_svc:test"
@@ -57,6 +58,7 @@ class ContainerService(Service):
         self.name = f"backup_svc-test-{secrets.token_hex(4)}"
 
     def start(self, timeout_s: float = 60) -> "ContainerService":
+        """`podman run` the image with this service's settings; return once /healthz answers."""
         passed = [arg for name in PASSED_ENV if name in self.env for arg in ("-e", name)]
         pm.podman("run", "--detach", "--name", self.name, "--network", "host", *passed, self.image,
                   env={name: self.env[name] for name in PASSED_ENV if name in self.env})
@@ -74,10 +76,12 @@ class ContainerService(Service):
         return self
 
     def running(self) -> bool:
+        """Whether the container is still up."""
         state = pm.podman("inspect", "--format", "{{.State.Running}}", self.name, check=False).stdout
         return state.strip() == "true"
 
     def log(self) -> str:
+        """The end of the container's output (gunicorn's and the service's log)."""
         result = pm.podman("logs", self.name, check=False)
         return (result.stdout + result.stderr)[-4000:]
 
@@ -143,9 +147,17 @@ def test_container_backup_restores_identically(container, pg_cluster, tmp_path, 
     restore(pg_cluster, backup, "rich_from_container")
     assert snapshot(pg_cluster, "rich_from_container") == snapshot(pg_cluster, "rich")
 
+    # docs/deploy-railway.md's way past the 15-minute edge limit: the CLI inside the running
+    # container (as `railway ssh` runs it), from another folder, the backup on stdout.
+    piped = pm.podman("exec", "--workdir", "/", container.name, "python", "-m", "backup_svc", "dump", "-o", "-",
+                      stdin=subprocess.DEVNULL, text=False)
+    backup.write_bytes(piped.stdout)
+    restore(pg_cluster, backup, "rich_from_container_cli")
+    assert snapshot(pg_cluster, "rich_from_container_cli") == snapshot(pg_cluster, "rich")
+
     # A redeploy's SIGTERM stops gunicorn cleanly (PID 1 handles it; the exit code is 0).
     assert container.stop() == 0
-    _say(request, f"smoke test (healthcheck, backup, restore, stop) {time.monotonic() - started:.1f} s")
+    _say(request, f"smoke test (healthcheck, 2 backups, restores, stop) {time.monotonic() - started:.1f} s")
 
 
 def test_redeploy_sigterm_lets_a_running_download_finish(image, pg_cluster, tmp_path):
@@ -188,8 +200,8 @@ def test_redeploy_sigterm_lets_a_running_download_finish(image, pg_cluster, tmp_
 
 def test_railway_config_fits_the_image_and_settings():
     """railway.json must not drift from the app: healthcheck path, and draining longer than the grace."""
-    deploy = json.loads((REPO / "railway.json").read_text())["deploy"]
-    build = json.loads((REPO / "railway.json").read_text())["build"]
+    config = json.loads((REPO / "railway.json").read_text())
+    build, deploy = config["build"], config["deploy"]
 
     assert build == {"builder": "DOCKERFILE", "dockerfilePath": "Dockerfile"}
     assert deploy["healthcheckPath"] == "/healthz"
