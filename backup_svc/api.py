@@ -15,7 +15,7 @@ from .errors import api_abort
 from .pipeline import DumpBroken, GzipDump
 from .progress_report import progress_report
 from .registry import BackupIdInUse, BackupRecord
-from .service import BackupService, backup_filename, choose_pg_dump, open_dump
+from .service import BackupService, backup_filename, choose_pg_dump, open_dump, restore_caveat
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 log = logging.getLogger(__name__)
@@ -179,7 +179,7 @@ def database():
         api_abort(_status_for(exc.kind), exc.message)
     try:
         chosen = choose_pg_dump(facts, service.pg_dumps)
-        pg_dump = {"path": chosen.path, "version": chosen.version}
+        pg_dump = {"path": chosen.path, "version": chosen.version, "caveat": restore_caveat(facts, chosen)}
         pg_dump_error = None
     except CannotDump as exc:
         pg_dump, pg_dump_error = None, exc.message

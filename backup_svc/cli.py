@@ -15,7 +15,7 @@ from .diagnose import CannotDump
 from .pgtools import find_binaries
 from .psqlfeed import RestoreFailed
 from .restore import restore_file
-from .service import backup_filename, choose_pg_dump, open_dump
+from .service import backup_filename, choose_pg_dump, open_dump, restore_caveat
 from .verify import verify_file
 
 DEMO_DATABASE = "shop"
@@ -153,6 +153,9 @@ def cmd_check(args: argparse.Namespace) -> int:
               f"{facts.size_bytes} bytes, {facts.table_count} tables")
         chosen = choose_pg_dump(facts, installed)
         print(f"pg_dump: ok — {chosen.version} at {chosen.path}")
+        caveat = restore_caveat(facts, chosen)
+        if caveat:
+            print(f"pg_dump: warning — {caveat}")
     except CannotDump as exc:
         print(f"database: {exc.message}")
         ok = False

@@ -26,6 +26,16 @@ def choose_pg_dump(facts: ServerFacts, installed: list[PgBinary]) -> PgBinary:
         raise CannotDump(INCOMPATIBLE, str(exc)) from None
 
 
+def restore_caveat(facts: ServerFacts, chosen: PgBinary) -> str | None:
+    """A warning when `chosen` is newer than the server: its dump may not restore into the server's major."""
+    server = facts.version_num // 10000
+    if chosen.major <= server:
+        return None
+    return (f"pg_dump {chosen.version} is newer than the server (PostgreSQL {facts.version}): its backups "
+            f"restore reliably only into PostgreSQL {chosen.major} or newer. Install "
+            f"postgresql-client-{server} (or add its folder to PG_BIN_DIRS) for backups that restore into {server}.")
+
+
 def open_dump(settings: Settings, installed: list[PgBinary], *, application_name: str,
               progress: DumpProgress | None = None) -> tuple[GzipDump, ServerFacts, PgBinary]:
     """Check the server, pick pg_dump and start it; return once its first byte is out.

@@ -107,6 +107,7 @@ def test_older_server_is_dumped_with_the_lowest_newer_pg_dump(cluster_of, pg_bin
 
     info = service.request("GET", "/api/v1/database", service.auth()).json()
     assert info["pg_dump"]["path"] == os.path.join(pg_bins[17], "pg_dump")
+    assert "restore reliably only into PostgreSQL 17 or newer" in info["pg_dump"]["caveat"]
 
     reply = service.request("GET", "/api/v1/backup", service.auth())
     assert reply.status == 200 and reply.complete

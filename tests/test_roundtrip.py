@@ -75,4 +75,5 @@ def test_database_info(rich_service):
     assert info["table_count"] == 6
     assert info["pg_dump"]["path"].endswith("/pg_dump")
     assert info["pg_dump"]["version"].split(".")[0] == info["server_version"].split(".")[0]
+    assert info["pg_dump"]["caveat"] is None  # same major: no warning
     assert info["dumps_in_progress"] == 0
