@@ -1,23 +1,23 @@
 """The JSON/HTTP API: `/api/v1/backup` (the stream) and `/api/v1/database`."""
 from __future__ import annotations
 
-import json
 import logging
 import time
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
+from .audit import AuditTrail, request_facts
 from .auth import auth, current_actor
 from .database import server_facts
 from .diagnose import INCOMPATIBLE, LOCKED, CannotDump
 from .errors import api_abort
 from .pipeline import DumpBroken, GzipDump
+from .proxy import client_address  # noqa: F401  (kept importable here; proxy.py is the one definition)
 from .registry import BackupRecord
 from .service import BackupService, backup_filename, choose_pg_dump, open_dump
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 log = logging.getLogger(__name__)
-audit_log = logging.getLogger("backup_svc.audit")
 
 RETRY_AFTER_BUSY_S = "30"
 RETRY_AFTER_LOCKED_S = "60"
@@ -27,24 +27,8 @@ def _service() -> BackupService:
     return current_app.extensions["backup_svc"]
 
 
-def client_address() -> str | None:
-    """The peer's address, IPv4-mapped IPv6 (the dual-stack socket's `::ffff:1.2.3.4`) shown as IPv4."""
-    address = request.remote_addr
-    return address[7:] if address and address.startswith("::ffff:") else address
-
-
 def _status_for(kind: str) -> int:
     return 503 if kind in (INCOMPATIBLE, LOCKED) else 502
-
-
-def _audit(*, actor: str, client: str | None, outcome: str, started: float, backup_id: str | None = None,
-           status: int | None = None, gzip_bytes: int = 0, sql_bytes: int = 0, error: str | None = None) -> None:
-    """One JSON line per backup attempt; carries no secret (messages are scrubbed before they get here)."""
-    audit_log.info(json.dumps({
-        "event": "backup", "id": backup_id, "actor": actor, "client": client, "outcome": outcome,
-        "status": status, "bytes": gzip_bytes, "sql_bytes": sql_bytes,
-        "duration_s": round(time.time() - started, 3), "error": error,
-    }))
 
 
 class StreamingBackup:
@@ -54,11 +38,11 @@ class StreamingBackup:
     `finally` when closed, and the server closes a body it never iterated (HEAD, early disconnect).
     """
 
-    def __init__(self, dump: GzipDump, record: BackupRecord, service: BackupService, client: str | None):
+    def __init__(self, dump: GzipDump, record: BackupRecord, service: BackupService, facts: dict):
         self.dump = dump
         self.record = record
         self.service = service
-        self.client = client
+        self.facts = facts  # client and user agent, read while the request was live
         self._closed = False
 
     def __iter__(self):
@@ -77,9 +61,10 @@ class StreamingBackup:
         self.dump.close()
         self.service.registry.end(self.record)
         progress = self.record.progress
-        _audit(actor=self.record.actor, client=self.client, outcome=progress.outcome or "aborted",
-               started=progress.started, backup_id=self.record.id, status=200,
-               gzip_bytes=progress.gzip_bytes, sql_bytes=progress.sql_bytes, error=progress.error)
+        self.service.audit.record(actor=self.record.actor, outcome=progress.outcome or "aborted",
+                                  started=progress.started, backup_id=self.record.id, status=200,
+                                  gzip_bytes=progress.gzip_bytes, sql_bytes=progress.sql_bytes,
+                                  error=progress.error, **self.facts)
 
 
 def _download_headers(filename: str) -> dict[str, str]:
@@ -100,11 +85,12 @@ def backup():
     if request.method == "HEAD":
         return Response(status=200, headers=headers, content_type="application/gzip")
 
-    actor, client, started = current_actor(), client_address(), time.time()
+    actor, facts, started = current_actor(), request_facts(), time.time()
+    audit: AuditTrail = service.audit
     record = service.registry.try_begin(filename, actor)
     if record is None:
-        _audit(actor=actor, client=client, outcome="refused", started=started, status=429,
-               error="concurrency limit reached")
+        audit.record(actor=actor, outcome="refused", started=started, status=429,
+                     error="concurrency limit reached", **facts)
         api_abort(429, f"{service.settings.max_concurrent} backup(s) already running (BACKUP_MAX_CONCURRENT); "
                        f"try again when it has finished.", Retry_After=RETRY_AFTER_BUSY_S)
     try:
@@ -113,14 +99,14 @@ def backup():
     except CannotDump as exc:
         service.registry.end(record)
         status = _status_for(exc.kind)
-        _audit(actor=actor, client=client, outcome="refused", started=started, backup_id=record.id,
-               status=status, error=exc.message)
+        audit.record(actor=actor, outcome="refused", started=started, backup_id=record.id,
+                     status=status, error=exc.message, **facts)
         extra = {"Retry_After": RETRY_AFTER_LOCKED_S} if exc.kind == LOCKED else {}
         api_abort(status, exc.message, **extra)
     except BaseException:
         service.registry.end(record)
         raise
-    body = StreamingBackup(dump, record, service, client)
+    body = StreamingBackup(dump, record, service, facts)
     response = Response(body, status=200, headers=headers, content_type="application/gzip")
     response.headers["X-Backup-Id"] = record.id
     return response

@@ -47,6 +47,10 @@ def gunicorn_options(settings: Settings) -> dict:
         "proc_name": "backup_svc",
         # Several instances may run on one machine (tests, demo); none needs the control socket.
         "control_socket_disable": True,
+        # gunicorn trusts X-Forwarded-Proto & co. from loopback by default; the app alone decides,
+        # per TRUSTED_PROXY_HOPS (proxy.py), so a client cannot claim https or another address.
+        "forwarded_allow_ips": "",
+        "secure_scheme_headers": {},
         # Request limits well above anything legitimate, well below anything harmful.
         "limit_request_line": 8190,
         "limit_request_field_size": 16384,

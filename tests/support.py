@@ -39,9 +39,12 @@ class Service:
         self.token = "tok-" + secrets.token_urlsafe(16)
         self.password = "pw-" + secrets.token_urlsafe(16)
         self.env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("ADMIN_", "BACKUP_", "LINK_"))},
+            **{k: v for k, v in os.environ.items()
+               if not k.startswith(("ADMIN_", "BACKUP_", "LINK_", "AUTH_", "TRUSTED_PROXY_", "PUBLIC_URL"))},
             "PORT": str(self.port), "ADMIN_TOKEN": self.token, "ADMIN_PASSWORD": self.password,
-            "ADMIN_USERNAME": "admin", "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO), **env,
+            "ADMIN_USERNAME": "admin", "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO),
+            # Tests that send wrong credentials on purpose must not trip the throttle (tests of it lower this).
+            "AUTH_FAILURES_PER_MINUTE": "100000", **env,
         }
         self.log_path = log_path
         self.proc: subprocess.Popen | None = None
