@@ -27,6 +27,8 @@ ensure_system_packages() {
     ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql postgresql-contrib)
     if [ "${1:-}" = test ]; then
         command -v chromium >/dev/null || need+=(chromium)
+        # the Node.js snippet in docs/main-app-integration.md is run by the tests
+        command -v node >/dev/null || need+=(nodejs)
     fi
     [ ${#need[@]} -eq 0 ] || apt_install "${need[@]}"
 }

@@ -8,8 +8,9 @@ from gunicorn.app.base import BaseApplication
 
 from .config import Settings
 
-# Like gunicorn's access log, but with the path only: a query string may carry a signed link.
-ACCESS_LOG_FORMAT = '%(h)s - %(u)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms "%(a)s"'
+# Like gunicorn's access log, but with the path only: a query string may carry a signed link. No
+# basic-auth username either: it is logged even when the login fails, and people type passwords there.
+ACCESS_LOG_FORMAT = '%(h)s - - %(t)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms "%(a)s"'
 
 
 def _bind_address(port: int) -> str:
