@@ -150,11 +150,16 @@ def test_logs_hold_no_secret_and_no_query_string(audited, pg_cluster):
     statuses = [audited.request(method, path, {**headers, **extra}).status for method, path, extra in sent]
     assert statuses == [200, 200, 200, 403, 401, 401]
     lines_of(audited, headers, count=5)
+
+    def access_lines():
+        found = [line for line in audited.log().splitlines() if headers["User-Agent"] in line and "HTTP/1.1" in line]
+        return found if len(found) == len(sent) else None
+
+    access = wait_until(access_lines, timeout_s=10)
+    assert access and all(line.startswith("198.51.100.50 - - [") for line in access)
     log = audited.log()
 
     assert "GET /api/v1/backup HTTP/1.1" in log  # the access log names the path ...
     assert "expires=" not in log and "sig=" not in log  # ... but not the query string
-    access = [line for line in log.splitlines() if headers["User-Agent"] in line and "HTTP/1.1" in line]
-    assert len(access) == len(sent) and all(line.startswith("198.51.100.50 - - [") for line in access)
     for secret in (audited.token, audited.password, SECRET, sig, sig[::-1], guess, pg_cluster.password):
         assert secret not in log
