@@ -51,9 +51,12 @@ class AuditTrail:
         return entry
 
     def recent(self) -> list[dict]:
-        """The remembered attempts, newest first."""
+        """The remembered attempts, latest start first."""
         with self._lock:
-            return [dict(entry) for entry in reversed(self._entries)]
+            entries = [dict(entry) for entry in self._entries]
+        # Entries are recorded when an attempt ends, so a long download lands after quicker
+        # attempts that started later; people read the list by start time.
+        return sorted(entries, key=lambda entry: entry["time"], reverse=True)
 
 
 def request_facts() -> dict[str, str | None]:

@@ -223,3 +223,16 @@ def snapshot(cluster: LocalCluster, dbname: str) -> dict:
         large_objects = db.execute(
             "SELECT oid::bigint, md5(lo_get(oid)) FROM pg_largeobject_metadata ORDER BY oid").fetchall()
     return {"schema": schema, "rows": rows, "sequences": sequences, "large_objects": large_objects}
+
+
+def wait_idle(service: Service, timeout_s: float = 10) -> None:
+    """Wait until the service runs no dump.
+
+    A download's slot is freed when the server closes the response body, a moment after the client
+    has read the last byte; a test that starts the next download at once could get a 429.
+    """
+    def idle():
+        reply = service.request("GET", "/api/v1/database", service.auth())
+        return reply.status == 200 and reply.json()["dumps_in_progress"] == 0
+
+    assert wait_until(idle, timeout_s), "a dump is still running"

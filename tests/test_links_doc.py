@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from .support import REPO, gzip_is_valid
+from .support import REPO, gzip_is_valid, wait_idle
 from .test_links import SECRET, link_service  # noqa: F401  (the module-scoped fixture)
 
 DOC = REPO / "docs" / "main-app-integration.md"
@@ -24,6 +24,7 @@ def snippet(language: str) -> str:
 def _download(service, url: str):
     assert url.startswith(service.base_url + "/api/v1/backup?expires=")
     parts = urlsplit(url)
+    wait_idle(service)
     return service.request("GET", f"{parts.path}?{parts.query}")
 
 
