@@ -36,12 +36,16 @@ class AuditTrail:
 
     def record(self, *, actor: str | None, client: str | None, user_agent: str | None, outcome: str,
                started: float, status: int | None = None, backup_id: str | None = None, gzip_bytes: int = 0,
-               sql_bytes: int = 0, error: str | None = None) -> dict:
-        """Log one attempt as a JSON line, remember it, and return the entry."""
+               sql_bytes: int = 0, error: str | None = None, sha256: str | None = None) -> dict:
+        """Log one attempt as a JSON line, remember it, and return the entry.
+
+        `sha256` (of the bytes sent) is given only for a completed backup.
+        """
         entry = {
             "event": "backup", "time": _iso_utc(started), "id": backup_id, "actor": actor, "client": client,
             "user_agent": user_agent, "outcome": outcome, "status": status, "bytes": gzip_bytes,
             "sql_bytes": sql_bytes, "duration_s": round(max(0.0, time.time() - started), 3), "error": error,
+            "sha256": sha256,
         }
         audit_log.info(json.dumps(entry))
         with self._lock:
