@@ -35,6 +35,8 @@ ensure_system_packages() {
         # its Debian base image where the registry is out of reach.
         command -v podman >/dev/null && command -v debootstrap >/dev/null && command -v runc >/dev/null \
             || need+=(podman runc conmon catatonit netavark aardvark-dns slirp4netns uidmap fuse-overlayfs debootstrap)
+        # the Node.js snippet in docs/main-app-integration.md is run by the tests
+        command -v node >/dev/null || need+=(nodejs)
     fi
     [ ${#need[@]} -eq 0 ] || apt_install "${need[@]}"
 }

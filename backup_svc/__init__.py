@@ -17,10 +17,16 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["backup_svc"] = BackupService(settings)
 
     from . import api, health, pages
+    from .audit_views import install_audit
     from .errors import register_error_handlers
+    from .proxy import trust_proxy_headers
+    from .security import install_security_headers
 
+    trust_proxy_headers(app, settings.trusted_proxy_hops)
     app.register_blueprint(health.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(pages.bp)
+    install_audit(app)
+    install_security_headers(app)
     register_error_handlers(app)
     return app

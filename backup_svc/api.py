@@ -1,13 +1,13 @@
 """The JSON/HTTP API: `/api/v1/backup` (the stream), `/api/v1/backups/<id>` (its progress), `/api/v1/database`."""
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
+from .audit import AuditTrail, request_facts
 from .auth import auth, current_actor
 from .database import server_facts
 from .diagnose import INCOMPATIBLE, LOCKED, CannotDump
@@ -19,7 +19,6 @@ from .service import BackupService, backup_filename, choose_pg_dump, open_dump, 
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 log = logging.getLogger(__name__)
-audit_log = logging.getLogger("backup_svc.audit")
 
 RETRY_AFTER_BUSY_S = "30"
 RETRY_AFTER_LOCKED_S = "60"
@@ -31,28 +30,8 @@ def _service() -> BackupService:
     return current_app.extensions["backup_svc"]
 
 
-def client_address() -> str | None:
-    """The peer's address, IPv4-mapped IPv6 (the dual-stack socket's `::ffff:1.2.3.4`) shown as IPv4."""
-    address = request.remote_addr
-    return address[7:] if address and address.startswith("::ffff:") else address
-
-
 def _status_for(kind: str) -> int:
     return 503 if kind in (INCOMPATIBLE, LOCKED) else 502
-
-
-def _audit(*, actor: str, client: str | None, outcome: str, started: float, backup_id: str | None = None,
-           status: int | None = None, gzip_bytes: int = 0, sql_bytes: int = 0, error: str | None = None,
-           sha256: str | None = None) -> None:
-    """One JSON line per backup attempt; carries no secret (messages are scrubbed before they get here).
-
-    `sha256` (of the bytes sent) is set only for a completed backup: compare it with `sha256sum FILE`.
-    """
-    audit_log.info(json.dumps({
-        "event": "backup", "id": backup_id, "actor": actor, "client": client, "outcome": outcome,
-        "status": status, "bytes": gzip_bytes, "sql_bytes": sql_bytes,
-        "duration_s": round(time.time() - started, 3), "error": error, "sha256": sha256,
-    }))
 
 
 class StreamingBackup:
@@ -62,11 +41,11 @@ class StreamingBackup:
     `finally` when closed, and the server closes a body it never iterated (HEAD, early disconnect).
     """
 
-    def __init__(self, dump: GzipDump, record: BackupRecord, service: BackupService, client: str | None):
+    def __init__(self, dump: GzipDump, record: BackupRecord, service: BackupService, facts: dict):
         self.dump = dump
         self.record = record
         self.service = service
-        self.client = client
+        self.facts = facts  # client and user agent, read while the request was live
         self._closed = False
 
     def __iter__(self):
@@ -85,10 +64,10 @@ class StreamingBackup:
         self.dump.close()
         self.service.registry.end(self.record)
         progress = self.record.progress
-        _audit(actor=self.record.actor, client=self.client, outcome=progress.outcome or "aborted",
-               started=progress.started, backup_id=self.record.id, status=200,
-               gzip_bytes=progress.gzip_bytes, sql_bytes=progress.sql_bytes, error=progress.error,
-               sha256=progress.sha256)
+        self.service.audit.record(actor=self.record.actor, outcome=progress.outcome or "aborted",
+                                  started=progress.started, backup_id=self.record.id, status=200,
+                                  gzip_bytes=progress.gzip_bytes, sql_bytes=progress.sql_bytes,
+                                  error=progress.error, sha256=progress.sha256, **self.facts)
 
 
 def _download_headers(filename: str) -> dict[str, str]:
@@ -110,14 +89,15 @@ def backup():
     if request.method == "HEAD":
         return Response(status=200, headers=headers, content_type="application/gzip")
 
-    actor, client, started = current_actor(), client_address(), time.time()
+    actor, facts, started = current_actor(), request_facts(), time.time()
+    audit: AuditTrail = service.audit
     try:
         record = service.registry.try_begin(filename, actor, progress_id)
     except BackupIdInUse:
         api_abort(409, "This progress_id belongs to another backup; choose a new random one for each download.")
     if record is None:
-        _audit(actor=actor, client=client, outcome="refused", started=started, backup_id=progress_id,
-               status=429, error="concurrency limit reached")
+        audit.record(actor=actor, outcome="refused", started=started, backup_id=progress_id, status=429,
+                     error="concurrency limit reached", **facts)
         message = (f"{service.settings.max_concurrent} backup(s) already running (BACKUP_MAX_CONCURRENT); "
                    f"try again when it has finished.")
         if progress_id is not None:  # the page that chose the id cannot read this status: it polls for it
@@ -129,14 +109,14 @@ def backup():
     except CannotDump as exc:
         status = _status_for(exc.kind)
         service.registry.end(record, status=status, error=exc.message)
-        _audit(actor=actor, client=client, outcome="refused", started=started, backup_id=record.id,
-               status=status, error=exc.message)
+        audit.record(actor=actor, outcome="refused", started=started, backup_id=record.id,
+                     status=status, error=exc.message, **facts)
         extra = {"Retry_After": RETRY_AFTER_LOCKED_S} if exc.kind == LOCKED else {}
         api_abort(status, exc.message, **extra)
     except BaseException:
         service.registry.end(record)
         raise
-    body = StreamingBackup(dump, record, service, client)
+    body = StreamingBackup(dump, record, service, facts)
     response = Response(body, status=200, headers=headers, content_type="application/gzip")
     response.headers["X-Backup-Id"] = record.id
     return response

@@ -1,19 +1,45 @@
-"""Who may use the service: HTTP basic for browsers, `Authorization: Bearer` for scripts."""
+"""Who may use the service: HTTP basic for browsers, `Authorization: Bearer` for scripts, signed links."""
 from __future__ import annotations
 
 import hmac
+from functools import wraps
 
-from flask import current_app
+from flask import current_app, g
 from flask_httpauth import HTTPBasicAuth, HTTPTokenAuth, MultiAuth
 
 from .errors import error_response
+from .gate import check_before_credentials, count_failed_credentials
 
 REALM = "backup_svc"
 TOKEN_ACTOR = "token"
 
 basic_auth = HTTPBasicAuth(realm=REALM)
 token_auth = HTTPTokenAuth(scheme="Bearer")
-auth = MultiAuth(basic_auth, token_auth)
+
+
+class GatedAuth(MultiAuth):
+    """Basic or bearer credentials, or a signed link; all behind the cross-site and throttle checks."""
+
+    def login_required(self, f=None, role=None, optional=None):
+        """Like MultiAuth's, with `gate.check_before_credentials` run first."""
+        check_credentials = super().login_required(role=role, optional=optional)
+
+        def wrap(view):
+            checked = check_credentials(view)
+
+            @wraps(view)
+            def gated(*args, **kwargs):
+                link_actor = check_before_credentials()
+                if link_actor is None:
+                    return checked(*args, **kwargs)
+                g.flask_httpauth_user = link_actor
+                return view(*args, **kwargs)
+            return gated
+
+        return wrap(f) if f else wrap
+
+
+auth = GatedAuth(basic_auth, token_auth)
 
 
 def _same(given: str | None, expected: str | None) -> bool:
@@ -43,6 +69,7 @@ def verify_token(token: str) -> str | None:
 @token_auth.error_handler
 def auth_failed(status: int):
     """401 in the service's error shape, always inviting HTTP basic (the browser's login prompt)."""
+    count_failed_credentials()
     return error_response(
         401 if status == 401 else status,
         "Authentication required: send `Authorization: Bearer <ADMIN_TOKEN>` or log in with "
@@ -52,5 +79,10 @@ def auth_failed(status: int):
 
 
 def current_actor() -> str:
-    """Who made this request: the basic-auth username or "token"."""
+    """Who made this request: the basic-auth username, "token" or "signed link"."""
     return auth.current_user() or "unknown"
+
+
+def current_user_or_none() -> str | None:
+    """Who made this request, or None when nobody authenticated (yet)."""
+    return auth.current_user() or None

@@ -1,4 +1,4 @@
-"""`python -m backup_svc serve | dump | check | verify | restore`."""
+"""`python -m backup_svc serve | dump | check | verify | restore | sign-url`."""
 from __future__ import annotations
 
 import argparse
@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from .backupfile import BadBackup
-from .config import ConfigError, Settings, load_dotenv_file, pg_bin_dirs
+from .config import ConfigError, Settings, link_signing_from_env, load_dotenv_file, pg_bin_dirs
 from .database import server_facts
 from .diagnose import CannotDump
 from .pgtools import find_binaries
@@ -197,6 +197,32 @@ def cmd_restore(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sign_url(args: argparse.Namespace) -> int:
+    """Print a signed download link (needs LINK_SECRET; the base URL from --base-url or PUBLIC_URL)."""
+    from urllib.parse import urlsplit
+
+    from .links import signed_backup_url
+
+    try:
+        secret, max_ttl = link_signing_from_env()
+    except ConfigError as exc:
+        return _refuse(exc.problems)
+    base_url = (args.base_url or os.environ.get("PUBLIC_URL", "")).strip()
+    problems = []
+    if secret is None:
+        problems.append("LINK_SECRET is not set: signed links are disabled")
+    if not base_url:
+        problems.append("no base URL: pass --base-url https://<host> or set PUBLIC_URL")
+    elif urlsplit(base_url).scheme not in ("http", "https") or not urlsplit(base_url).netloc:
+        problems.append(f"the base URL must look like https://<host>, got {base_url!r}")
+    if not 1 <= args.ttl <= max_ttl:
+        problems.append(f"--ttl must be between 1 and LINK_MAX_TTL ({max_ttl}) seconds, got {args.ttl}")
+    if problems:
+        return _refuse(problems)
+    print(signed_backup_url(base_url, secret, args.ttl))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `python -m backup_svc`."""
     parser = argparse.ArgumentParser(prog="python -m backup_svc", description=__doc__)
@@ -222,6 +248,11 @@ def main(argv: list[str] | None = None) -> int:
     restore.add_argument("--create", action="store_true",
                          help="create the target database first (via the server's 'postgres' database)")
     restore.set_defaults(func=cmd_restore)
+    sign = sub.add_parser("sign-url", help="print a signed backup download link (needs LINK_SECRET)")
+    sign.add_argument("--ttl", type=int, default=300, help="seconds the link stays valid (default 300)")
+    sign.add_argument("--base-url", help="the service's public URL, e.g. https://backup.example.com "
+                                         "(default: PUBLIC_URL)")
+    sign.set_defaults(func=cmd_sign_url)
     args = parser.parse_args(argv)
     load_dotenv_file()
     return args.func(args)

@@ -8,6 +8,7 @@ from typing import Mapping
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 MIN_SECRET_LENGTH = 16
+DEFAULT_LINK_MAX_TTL_S = 600
 
 
 class ConfigError(Exception):
@@ -119,6 +120,9 @@ class Settings:
     connect_timeout_s: int = 10
     threads: int = 8
     graceful_timeout_s: int = 60
+    link_max_ttl_s: int = DEFAULT_LINK_MAX_TTL_S
+    auth_failures_per_minute: int = 10
+    trusted_proxy_hops: int = 0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, *, require_auth: bool = True) -> "Settings":
@@ -149,6 +153,10 @@ class Settings:
         connect_timeout = _int(env, "BACKUP_CONNECT_TIMEOUT", 10, 1, 600, problems)
         threads = _int(env, "WEB_THREADS", 8, 2, 256, problems)
         graceful = _int(env, "GRACEFUL_TIMEOUT", 60, 1, 86400, problems)
+        link_max_ttl = _link_max_ttl(env, problems)
+        auth_failures = _int(env, "AUTH_FAILURES_PER_MINUTE", 10, 1, 100000, problems)
+        # 0: clients connect directly, so X-Forwarded-* are whatever the client says and are ignored.
+        proxy_hops = _int(env, "TRUSTED_PROXY_HOPS", 0, 0, 5, problems)
 
         backup_name = env.get("BACKUP_NAME", "").strip()
         if backup_name and not all(c.isalnum() or c in "-_." for c in backup_name):
@@ -172,7 +180,28 @@ class Settings:
             connect_timeout_s=connect_timeout,
             threads=threads,
             graceful_timeout_s=graceful,
+            link_max_ttl_s=link_max_ttl,
+            auth_failures_per_minute=auth_failures,
+            trusted_proxy_hops=proxy_hops,
         )
+
+
+def _link_max_ttl(env: Mapping[str, str], problems: list[str]) -> int:
+    # At most an hour: a signed link is a bearer credential in a URL, so it must be short-lived.
+    return _int(env, "LINK_MAX_TTL", DEFAULT_LINK_MAX_TTL_S, 1, 3600, problems)
+
+
+def link_signing_from_env(env: Mapping[str, str] | None = None) -> tuple[str | None, int]:
+    """LINK_SECRET and LINK_MAX_TTL alone (for `sign-url`, which needs no database); ConfigError if invalid."""
+    env = os.environ if env is None else env
+    problems: list[str] = []
+    secret = env.get("LINK_SECRET") or None
+    if secret is not None and len(secret) < MIN_SECRET_LENGTH:
+        problems.append(f"LINK_SECRET must be at least {MIN_SECRET_LENGTH} characters long")
+    max_ttl = _link_max_ttl(env, problems)
+    if problems:
+        raise ConfigError(problems)
+    return secret, max_ttl
 
 
 def _filename_safe(name: str) -> str:

@@ -8,8 +8,9 @@ from gunicorn.app.base import BaseApplication
 
 from .config import Settings
 
-# Like gunicorn's access log, but with the path only: a query string may carry a signed link.
-ACCESS_LOG_FORMAT = '%(h)s - %(u)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms "%(a)s"'
+# Like gunicorn's access log, but with the path only: a query string may carry a signed link. No
+# basic-auth username either: it is logged even when the login fails, and people type passwords there.
+ACCESS_LOG_FORMAT = '%(h)s - - %(t)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms "%(a)s"'
 
 
 def _bind_address(port: int) -> str:
@@ -47,6 +48,10 @@ def gunicorn_options(settings: Settings) -> dict:
         "proc_name": "backup_svc",
         # Several instances may run on one machine (tests, demo); none needs the control socket.
         "control_socket_disable": True,
+        # gunicorn trusts X-Forwarded-Proto & co. from loopback by default; the app alone decides,
+        # per TRUSTED_PROXY_HOPS (proxy.py), so a client cannot claim https or another address.
+        "forwarded_allow_ips": "",
+        "secure_scheme_headers": {},
         # Request limits well above anything legitimate, well below anything harmful.
         "limit_request_line": 8190,
         "limit_request_field_size": 16384,

@@ -4,12 +4,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
+from .audit import AuditTrail
 from .config import Settings
 from .database import ServerFacts, server_facts
 from .diagnose import INCOMPATIBLE, CannotDump
 from .pgtools import IncompatibleServer, PgBinary, find_binaries, pick_binary
 from .pipeline import DumpProgress, GzipDump, pg_dump_command
 from .registry import BackupRegistry
+from .throttle import AuthThrottle
 
 
 def backup_filename(prefix: str, when: datetime | None = None) -> str:
@@ -55,12 +57,17 @@ def open_dump(settings: Settings, installed: list[PgBinary], *, application_name
 
 @dataclass
 class BackupService:
-    """The state one worker process keeps: settings, running dumps, the installed pg_dumps."""
+    """The state one worker process keeps: settings, running dumps, the installed pg_dumps,
+    failed logins per address and the latest backup attempts."""
 
     settings: Settings
     registry: BackupRegistry = field(init=False)
     pg_dumps: list[PgBinary] = field(init=False)
+    throttle: AuthThrottle = field(init=False)
+    audit: AuditTrail = field(init=False)
 
     def __post_init__(self) -> None:
         self.registry = BackupRegistry(self.settings.max_concurrent)
         self.pg_dumps = find_binaries("pg_dump", self.settings.pg_bin_dirs)
+        self.throttle = AuthThrottle(self.settings.auth_failures_per_minute)
+        self.audit = AuditTrail()

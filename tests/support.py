@@ -39,9 +39,12 @@ class Service:
         self.token = "tok-" + secrets.token_urlsafe(16)
         self.password = "pw-" + secrets.token_urlsafe(16)
         self.env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("ADMIN_", "BACKUP_", "LINK_"))},
+            **{k: v for k, v in os.environ.items()
+               if not k.startswith(("ADMIN_", "BACKUP_", "LINK_", "AUTH_", "TRUSTED_PROXY_", "PUBLIC_URL"))},
             "PORT": str(self.port), "ADMIN_TOKEN": self.token, "ADMIN_PASSWORD": self.password,
-            "ADMIN_USERNAME": "admin", "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO), **env,
+            "ADMIN_USERNAME": "admin", "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO),
+            # Tests that send wrong credentials on purpose must not trip the throttle (tests of it lower this).
+            "AUTH_FAILURES_PER_MINUTE": "100000", **env,
         }
         self.log_path = log_path
         self.proc: subprocess.Popen | None = None
@@ -220,3 +223,16 @@ def snapshot(cluster: LocalCluster, dbname: str) -> dict:
         large_objects = db.execute(
             "SELECT oid::bigint, md5(lo_get(oid)) FROM pg_largeobject_metadata ORDER BY oid").fetchall()
     return {"schema": schema, "rows": rows, "sequences": sequences, "large_objects": large_objects}
+
+
+def wait_idle(service: Service, timeout_s: float = 10) -> None:
+    """Wait until the service runs no dump.
+
+    A download's slot is freed when the server closes the response body, a moment after the client
+    has read the last byte; a test that starts the next download at once could get a 429.
+    """
+    def idle():
+        reply = service.request("GET", "/api/v1/database", service.auth())
+        return reply.status == 200 and reply.json()["dumps_in_progress"] == 0
+
+    assert wait_until(idle, timeout_s), "a dump is still running"

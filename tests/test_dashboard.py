@@ -85,6 +85,11 @@ def test_download_restores_identically_and_page_reaches_done(rich_service, pg_cl
     assert report["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     expect(page.locator("#status")).to_contain_text(download.suggested_filename)
     expect(page.locator("#status")).to_contain_text(report["sha256"])
+    # The audit trail's newest attempt, refreshed on the page once the backup finished: this one.
+    newest = page.locator("#recent tbody tr").first
+    expect(newest).to_contain_text("ok", timeout=SLOW_MS)
+    expect(newest).to_contain_text("admin")
+    expect(page.locator("#recent-heading")).to_be_visible()
 
     restore(pg_cluster, path, "restored_from_dashboard")
     assert snapshot(pg_cluster, "restored_from_dashboard") == snapshot(pg_cluster, "rich")

@@ -138,6 +138,33 @@
   function finish() {
     button.disabled = false;
     panel.removeAttribute("aria-busy");
+    refreshRecent();
+  }
+
+  // The "Recent backup attempts" table, rebuilt from the audit trail after each attempt.
+  function refreshRecent() {
+    var table = document.getElementById("recent");
+    if (!table) return;
+    fetch(table.dataset.auditUrl, { headers: { "Accept": "application/json" }, cache: "no-store",
+                                    credentials: "same-origin" })
+      .then(function (response) { return response.ok ? response.json() : null; })
+      .then(function (body) {
+        if (!body || !body.entries) return;
+        var tbody = table.querySelector("tbody");
+        var rows = body.entries.slice(0, 10).map(function (entry) {
+          var row = document.createElement("tr");
+          var outcome = entry.outcome + (entry.status && entry.status !== 200 ? " (" + entry.status + ")" : "");
+          [entry.time, entry.actor || "–", entry.client || "–", outcome, humanBytes(entry.bytes),
+           entry.duration_s + " s"].forEach(function (text) {
+            var cell = document.createElement("td");
+            cell.textContent = text;
+            row.appendChild(cell);
+          });
+          return row;
+        });
+        if (rows.length) tbody.replaceChildren.apply(tbody, rows);
+      })
+      .catch(function () { /* the table is a convenience; the log has every attempt */ });
   }
 
   function poll(url, startedAt, errors) {

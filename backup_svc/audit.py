@@ -1,0 +1,69 @@
+"""The audit trail: one JSON log line per backup attempt, and the latest ones in memory for the dashboard."""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import deque
+from datetime import datetime, timezone
+
+from flask import g, has_request_context, request
+
+from .proxy import client_address
+
+KEEP = 50
+MAX_USER_AGENT_CHARS = 256
+
+audit_log = logging.getLogger("backup_svc.audit")
+
+
+def _iso_utc(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class AuditTrail:
+    """Writes each backup attempt to the `backup_svc.audit` log and keeps the latest `keep` of them.
+
+    Entries hold who, from where, what happened and how much; never a credential, a link's
+    signature or a database password (error messages are scrubbed before they get here).
+    """
+
+    def __init__(self, keep: int = KEEP):
+        self.keep = keep
+        self._lock = threading.Lock()
+        self._entries: deque[dict] = deque(maxlen=keep)
+
+    def record(self, *, actor: str | None, client: str | None, user_agent: str | None, outcome: str,
+               started: float, status: int | None = None, backup_id: str | None = None, gzip_bytes: int = 0,
+               sql_bytes: int = 0, error: str | None = None, sha256: str | None = None) -> dict:
+        """Log one attempt as a JSON line, remember it, and return the entry.
+
+        `sha256` (of the bytes sent) is given only for a completed backup.
+        """
+        entry = {
+            "event": "backup", "time": _iso_utc(started), "id": backup_id, "actor": actor, "client": client,
+            "user_agent": user_agent, "outcome": outcome, "status": status, "bytes": gzip_bytes,
+            "sql_bytes": sql_bytes, "duration_s": round(max(0.0, time.time() - started), 3), "error": error,
+            "sha256": sha256,
+        }
+        audit_log.info(json.dumps(entry))
+        with self._lock:
+            self._entries.append(entry)
+        if has_request_context():
+            g.backup_audited = True  # audit_views' refusal hook must not log it again
+        return entry
+
+    def recent(self) -> list[dict]:
+        """The remembered attempts, latest start first."""
+        with self._lock:
+            entries = [dict(entry) for entry in self._entries]
+        # Entries are recorded when an attempt ends, so a long download lands after quicker
+        # attempts that started later; people read the list by start time.
+        return sorted(entries, key=lambda entry: entry["time"], reverse=True)
+
+
+def request_facts() -> dict[str, str | None]:
+    """Where the current request came from, for `AuditTrail.record` (read while the request is live)."""
+    user_agent = request.headers.get("User-Agent")
+    return {"client": client_address(), "user_agent": user_agent[:MAX_USER_AGENT_CHARS] if user_agent else None}
