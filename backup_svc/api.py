@@ -51,6 +51,10 @@ class StreamingBackup:
     def __iter__(self):
         try:
             yield from self.dump
+            # The last chunk has been written (gunicorn asked for the next one): free the slot now,
+            # not when the server gets round to closing the body, or the client's next download
+            # could meet a 429 from this one.
+            self.service.registry.end(self.record)
         except DumpBroken as exc:
             # Raising after the headers went out makes the server drop the connection without the
             # final chunk: the client sees a broken transfer, never a complete-looking file.

@@ -77,3 +77,12 @@ def test_database_info(rich_service):
     assert info["pg_dump"]["version"].split(".")[0] == info["server_version"].split(".")[0]
     assert info["pg_dump"]["caveat"] is None  # same major: no warning
     assert info["dumps_in_progress"] == 0
+
+
+def test_back_to_back_downloads_are_never_refused(rich_service):
+    """The slot is free as soon as the last byte is out, not when the server closes the body later."""
+    statuses = []
+    for _ in range(5):
+        reply = rich_service.request("GET", "/api/v1/backup", rich_service.auth())
+        statuses.append((reply.status, reply.complete))
+    assert statuses == [(200, True)] * 5
