@@ -50,7 +50,7 @@ def open_dump(settings: Settings, installed: list[PgBinary], *, application_name
         pg_dump.path, settings.conn, application_name=application_name,
         lock_timeout_s=settings.lock_timeout_s, connect_timeout_s=settings.connect_timeout_s,
     )
-    dump = GzipDump(command, secrets=(settings.conn.password,), progress=progress)
+    dump = GzipDump(command, level=settings.gzip_level, secrets=(settings.conn.password,), progress=progress)
     dump.start()
     return dump, facts, pg_dump
 
