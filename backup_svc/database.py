@@ -1,12 +1,14 @@
 """Short read-only queries against the database being backed up (version, size, tables)."""
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import dataclass
 
 import psycopg
 
 from .config import ConnInfo
-from .diagnose import diagnose
+from .diagnose import CannotDump, diagnose
 
 
 @dataclass(frozen=True)
@@ -56,3 +58,34 @@ def server_facts(conn: ConnInfo, *, timeout_s: int = 10) -> ServerFacts:
             raise diagnose(str(exc), conn.password) from None
     assert row is not None
     return ServerFacts(*row)
+
+
+class CachedFacts:
+    """`server_facts`, reused for `ttl_s`: pages are rendered far more often than the answer changes.
+
+    Concurrent callers wait for one query instead of each opening a connection; a failure is
+    remembered briefly too, so an unreachable database is not dialled once per page view.
+    """
+
+    def __init__(self, conn: ConnInfo, *, ttl_s: float = 10, error_ttl_s: float = 2):
+        self.conn = conn
+        self.ttl_s = ttl_s
+        self.error_ttl_s = error_ttl_s
+        self._lock = threading.Lock()
+        self._value: ServerFacts | CannotDump | None = None
+        self._expires = 0.0
+
+    def get(self, *, timeout_s: int) -> ServerFacts:
+        """Fresh-enough facts, or the CannotDump of the last attempt."""
+        with self._lock:
+            if self._value is None or time.monotonic() >= self._expires:
+                try:
+                    self._value = server_facts(self.conn, timeout_s=timeout_s)
+                    self._expires = time.monotonic() + self.ttl_s
+                except CannotDump as exc:
+                    self._value = exc
+                    self._expires = time.monotonic() + self.error_ttl_s
+            value = self._value
+        if isinstance(value, CannotDump):
+            raise CannotDump(value.kind, value.message)  # a new one per caller: threads share none
+        return value

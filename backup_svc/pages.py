@@ -7,7 +7,6 @@ from pathlib import Path
 from flask import Blueprint, Response, current_app, render_template
 
 from .auth import auth
-from .database import server_facts
 from .diagnose import CannotDump
 from .errors import api_abort
 from .service import choose_pg_dump
@@ -49,7 +48,7 @@ def dashboard():
     facts = pg_dump = None
     facts_error = pg_dump_error = None
     try:
-        facts = server_facts(settings.conn, timeout_s=min(settings.connect_timeout_s, FACTS_TIMEOUT_S))
+        facts = service.facts.get(timeout_s=min(settings.connect_timeout_s, FACTS_TIMEOUT_S))
         pg_dump = choose_pg_dump(facts, service.pg_dumps)
     except CannotDump as exc:
         if facts is None:

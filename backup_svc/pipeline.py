@@ -170,8 +170,11 @@ class GzipDump:
         compressor = gzip_compressor(self.level)
         digest = hashlib.sha256()  # of the bytes sent, i.e. of the file the client saves
         sql_tail = SqlTail()  # only the end matters for the completion check: no scan of the whole dump
-        batch: list[bytes] = []
-        batched = 0
+        # Start with the gzip header (a sync flush of nothing): ISA-L, unlike zlib, emits no byte for
+        # a small first input, and the first yield must come at once (see below).
+        header = compressor.flush(SYNC_FLUSH)
+        batch: list[bytes] = [header]
+        batched = len(header)
         data: bytes | None = self._first
         self._first = b""
         while data != b"":
