@@ -9,6 +9,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 
 from .audit import AuditTrail, request_facts
 from .auth import auth, current_actor
+from .compression import compressor_name
 from .database import server_facts
 from .diagnose import INCOMPATIBLE, LOCKED, CannotDump
 from .errors import api_abort
@@ -178,4 +179,5 @@ def database():
         pg_dumps_installed=[{"path": b.path, "version": b.version} for b in service.pg_dumps],
         dumps_in_progress=service.registry.running_count(),
         backup_name=service.settings.backup_name,
+        compression=compressor_name(service.settings.gzip_level),
     )

@@ -123,6 +123,7 @@ class Settings:
     link_max_ttl_s: int = DEFAULT_LINK_MAX_TTL_S
     auth_failures_per_minute: int = 10
     trusted_proxy_hops: int = 0
+    gzip_level: int = 1
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, *, require_auth: bool = True) -> "Settings":
@@ -157,6 +158,7 @@ class Settings:
         auth_failures = _int(env, "AUTH_FAILURES_PER_MINUTE", 10, 1, 100000, problems)
         # 0: clients connect directly, so X-Forwarded-* are whatever the client says and are ignored.
         proxy_hops = _int(env, "TRUSTED_PROXY_HOPS", 0, 0, 5, problems)
+        gzip_level = _int(env, "BACKUP_GZIP_LEVEL", 1, 1, 9, problems)
 
         backup_name = env.get("BACKUP_NAME", "").strip()
         if backup_name and not all(c.isalnum() or c in "-_." for c in backup_name):
@@ -183,6 +185,7 @@ class Settings:
             link_max_ttl_s=link_max_ttl,
             auth_failures_per_minute=auth_failures,
             trusted_proxy_hops=proxy_hops,
+            gzip_level=gzip_level,
         )
 
 

@@ -36,29 +36,42 @@ def find_server_bin_dir(bin_dirs: list[str]) -> str:
 
 
 class LocalCluster:
-    """initdb + postgres on 127.0.0.1:<port>, password (scram) auth for TCP, removed by `stop()`."""
+    """initdb + postgres on 127.0.0.1:<port>, password (scram) auth for TCP.
 
-    def __init__(self, bin_dir: str, *, port: int | None = None, password: str | None = None):
+    By default it lives in a new temporary folder that `stop()` removes; given `root`, the cluster is
+    kept there and reused by the next start (the benchmark's databases take minutes to build).
+    """
+
+    def __init__(self, bin_dir: str, *, port: int | None = None, password: str | None = None,
+                 root: str | None = None):
         self.bin_dir = bin_dir
         self.port = port or free_port()
         self.password = password or secrets.token_urlsafe(18)
         self.user = "postgres"
-        self.root: str | None = None
+        self.root: str | None = root
+        self.keep = root is not None
         self._server: subprocess.Popen | None = None
         self._owner_pid = os.getpid()
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self, timeout_s: float = 60) -> "LocalCluster":
         """Create the cluster and wait until it accepts connections."""
-        self.root = tempfile.mkdtemp(prefix="backup_svc-pg-")
-        os.chmod(self.root, 0o700)
+        if self.root is None:
+            self.root = tempfile.mkdtemp(prefix="backup_svc-pg-")
+        os.makedirs(self.root, mode=0o700, exist_ok=True)
         data, pwfile = os.path.join(self.root, "data"), os.path.join(self.root, "pw")
-        with open(pwfile, "w") as f:
-            f.write(self.password)
-        self._chown(self.root, pwfile)
-        self._run([self._bin("initdb"), "-D", data, "-U", self.user, f"--pwfile={pwfile}", "-E", "UTF8",
-                   "--no-locale", "--auth-local=trust", "--auth-host=scram-sha-256", "--no-sync"])
-        os.unlink(pwfile)
+        if os.path.exists(os.path.join(data, "PG_VERSION")):
+            with open(pwfile) as f:  # a kept cluster: its password was set by initdb
+                self.password = f.read()
+        else:
+            with open(pwfile, "w") as f:
+                f.write(self.password)
+            os.chmod(pwfile, 0o600)
+            self._chown(self.root, pwfile)
+            self._run([self._bin("initdb"), "-D", data, "-U", self.user, f"--pwfile={pwfile}", "-E", "UTF8",
+                       "--no-locale", "--auth-local=trust", "--auth-host=scram-sha-256", "--no-sync"])
+            if not self.keep:
+                os.unlink(pwfile)
         self._log = open(os.path.join(self.root, "postgres.log"), "ab")
         self._server = subprocess.Popen(
             [self._bin("postgres"), "-D", data, "-p", str(self.port), "-k", self.root,
@@ -90,7 +103,7 @@ class LocalCluster:
                 self._server.kill()
                 self._server.wait()
         self._server = None
-        if self.root:
+        if self.root and not self.keep:
             shutil.rmtree(self.root, ignore_errors=True)
             self.root = None
 
@@ -101,6 +114,10 @@ class LocalCluster:
         self.stop()
 
     # -- using it -----------------------------------------------------------------------------
+    def socket_url(self, dbname: str = "postgres") -> str:
+        """libpq URI of `dbname` over the cluster's unix socket (local connections are trusted)."""
+        return f"postgresql://{self.user}@/{dbname}?host={self.root}&port={self.port}"
+
     def url(self, dbname: str = "postgres", *, password: str | None = None, with_password: bool = True) -> str:
         """libpq URI of `dbname` over TCP, with the superuser's password (or `password`, or none)."""
         auth = f"{self.user}:{password or self.password}" if with_password else self.user

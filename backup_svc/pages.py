@@ -7,7 +7,6 @@ from pathlib import Path
 from flask import Blueprint, Response, current_app, render_template
 
 from .auth import auth
-from .database import server_facts
 from .diagnose import CannotDump
 from .errors import api_abort
 from .service import choose_pg_dump
@@ -49,20 +48,40 @@ def dashboard():
     facts = pg_dump = None
     facts_error = pg_dump_error = None
     try:
-        facts = server_facts(settings.conn, timeout_s=min(settings.connect_timeout_s, FACTS_TIMEOUT_S))
+        facts = service.facts.get(timeout_s=min(settings.connect_timeout_s, FACTS_TIMEOUT_S))
         pg_dump = choose_pg_dump(facts, service.pg_dumps)
     except CannotDump as exc:
         if facts is None:
             facts_error = exc.message
         else:
             pg_dump_error = exc.message
-    html = render_template(
-        "dashboard.html", name=settings.backup_name, facts=facts, facts_error=facts_error,
-        pg_dump=pg_dump, pg_dump_error=pg_dump_error, running=service.registry.running_count(),
-        docs_available=(DOCS_DIR / "api.md").is_file(),
-        recent=service.audit.recent()[:RECENT_ATTEMPTS],
+    shown = dict(
+        name=settings.backup_name, facts=facts, facts_error=facts_error, pg_dump=pg_dump,
+        pg_dump_error=pg_dump_error, running=service.registry.running_count(),
+        docs_available=(DOCS_DIR / "api.md").is_file(), recent=service.audit.recent()[:RECENT_ATTEMPTS],
     )
+    html = current_app.extensions.setdefault("backup_svc.dashboard", RenderedPage()).html(shown)
     return Response(html, mimetype="text/html", headers=PAGE_HEADERS)
+
+
+class RenderedPage:
+    """The dashboard as last rendered, and what it showed: rendered again only when that changes.
+
+    Rendering (Jinja, url_for) was most of the page's cost; while a dump runs, admins polling the page
+    would otherwise compete with the stream for the worker's one core.
+    """
+
+    def __init__(self):
+        self._key: tuple | None = None
+        self._html = ""
+
+    def html(self, shown: dict) -> str:
+        """The page for `shown` (the template's variables)."""
+        recent = tuple(tuple(sorted(entry.items())) for entry in shown["recent"])
+        key = tuple((name, recent if name == "recent" else value) for name, value in sorted(shown.items()))
+        if key != self._key:  # two threads may both render: harmless, the result is the same
+            self._html, self._key = render_template("dashboard.html", **shown), key
+        return self._html
 
 
 @bp.get("/docs/<name>")

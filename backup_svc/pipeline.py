@@ -12,10 +12,10 @@ import signal
 import subprocess
 import threading
 import time
-import zlib
 from dataclasses import dataclass, field
 
 from .completion import INCOMPLETE_REASON, SqlTail
+from .compression import DEFAULT_LEVEL, SYNC_FLUSH, gzip_compressor
 from .config import ConnInfo
 from .diagnose import CannotDump, diagnose
 from .redact import scrub
@@ -95,7 +95,7 @@ class GzipDump:
     every path and is safe to call more than once.
     """
 
-    def __init__(self, command: DumpCommand, *, level: int = 6, secrets: tuple[str | None, ...] = (),
+    def __init__(self, command: DumpCommand, *, level: int = DEFAULT_LEVEL, secrets: tuple[str | None, ...] = (),
                  progress: DumpProgress | None = None):
         self.command = command
         self.level = level
@@ -167,16 +167,19 @@ class GzipDump:
     def __iter__(self):
         if self._proc is None or self._closed:
             raise RuntimeError("start() the dump before iterating it, and iterate it once")
-        compressor = zlib.compressobj(self.level, zlib.DEFLATED, 31)  # wbits 31: gzip framing
+        compressor = gzip_compressor(self.level)
         digest = hashlib.sha256()  # of the bytes sent, i.e. of the file the client saves
         sql_tail = SqlTail()  # only the end matters for the completion check: no scan of the whole dump
-        batch: list[bytes] = []
-        batched = 0
+        # Start with the gzip header (a sync flush of nothing): ISA-L, unlike zlib, emits no byte for
+        # a small first input, and the first yield must come at once (see below).
+        header = compressor.flush(SYNC_FLUSH)
+        batch: list[bytes] = [header]
+        batched = len(header)
         data: bytes | None = self._first
         self._first = b""
         while data != b"":
             if data is None:  # pg_dump is quiet: flush so the client (and a disconnect) is noticed
-                out = compressor.flush(zlib.Z_SYNC_FLUSH)
+                out = compressor.flush(SYNC_FLUSH)
             else:
                 self.progress.sql_bytes += len(data)
                 sql_tail.feed(data)
@@ -207,7 +210,7 @@ class GzipDump:
             self._finish("failed", f"pg_dump exited 0 but {INCOMPLETE_REASON}")
             raise DumpBroken(self.progress.error)
         self.progress.phase = "finishing"
-        tail = b"".join(batch) + compressor.flush(zlib.Z_FINISH)
+        tail = b"".join(batch) + compressor.flush()
         self.progress.gzip_bytes += len(tail)
         digest.update(tail)
         self.progress.sha256 = digest.hexdigest()

@@ -8,9 +8,6 @@ from gunicorn.app.base import BaseApplication
 
 from .config import Settings
 
-# Like gunicorn's access log, but with the path only: a query string may carry a signed link. No
-# basic-auth username either: it is logged even when the login fails, and people type passwords there.
-ACCESS_LOG_FORMAT = '%(h)s - - %(t)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms "%(a)s"'
 
 
 def _bind_address(port: int) -> str:
@@ -44,7 +41,10 @@ def gunicorn_options(settings: Settings) -> dict:
         # Access log on stdout, our own and gunicorn's messages on stderr.
         "accesslog": "-",
         "errorlog": "-",
-        "access_log_format": ACCESS_LOG_FORMAT,
+        # Path only (a query string may carry a signed link), no username (it is logged even when the
+        # login fails, and people type passwords there), formatted without gunicorn's per-request
+        # dict of every header.
+        "logger_class": "backup_svc.accesslog.AccessLogger",
         "proc_name": "backup_svc",
         # Several instances may run on one machine (tests, demo); none needs the control socket.
         "control_socket_disable": True,

@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 from .audit import AuditTrail
 from .config import Settings
-from .database import ServerFacts, server_facts
+from .database import CachedFacts, ServerFacts, server_facts
 from .diagnose import INCOMPATIBLE, CannotDump
 from .pgtools import IncompatibleServer, PgBinary, find_binaries, pick_binary
 from .pipeline import DumpProgress, GzipDump, pg_dump_command
@@ -50,7 +50,7 @@ def open_dump(settings: Settings, installed: list[PgBinary], *, application_name
         pg_dump.path, settings.conn, application_name=application_name,
         lock_timeout_s=settings.lock_timeout_s, connect_timeout_s=settings.connect_timeout_s,
     )
-    dump = GzipDump(command, secrets=(settings.conn.password,), progress=progress)
+    dump = GzipDump(command, level=settings.gzip_level, secrets=(settings.conn.password,), progress=progress)
     dump.start()
     return dump, facts, pg_dump
 
@@ -65,9 +65,11 @@ class BackupService:
     pg_dumps: list[PgBinary] = field(init=False)
     throttle: AuthThrottle = field(init=False)
     audit: AuditTrail = field(init=False)
+    facts: CachedFacts = field(init=False)
 
     def __post_init__(self) -> None:
         self.registry = BackupRegistry(self.settings.max_concurrent)
         self.pg_dumps = find_binaries("pg_dump", self.settings.pg_bin_dirs)
         self.throttle = AuthThrottle(self.settings.auth_failures_per_minute)
         self.audit = AuditTrail()
+        self.facts = CachedFacts(self.settings.conn)

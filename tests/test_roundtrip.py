@@ -77,6 +77,7 @@ def test_database_info(rich_service):
     assert info["pg_dump"]["version"].split(".")[0] == info["server_version"].split(".")[0]
     assert info["pg_dump"]["caveat"] is None  # same major: no warning
     assert info["dumps_in_progress"] == 0
+    assert info["compression"] == "isal (ISA-L) level 1"  # the default BACKUP_GZIP_LEVEL
 
 
 def test_back_to_back_downloads_are_never_refused(rich_service):

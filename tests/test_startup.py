@@ -38,6 +38,8 @@ def _serve(tmp_path, **overrides: str) -> subprocess.CompletedProcess:
     ({"LINK_SECRET": "too-short"}, "LINK_SECRET"),
     ({"BACKUP_MAX_CONCURRENT": "0"}, "BACKUP_MAX_CONCURRENT"),
     ({"BACKUP_MAX_CONCURRENT": "two"}, "BACKUP_MAX_CONCURRENT"),
+    ({"BACKUP_GZIP_LEVEL": "0"}, "BACKUP_GZIP_LEVEL"),
+    ({"BACKUP_GZIP_LEVEL": "10"}, "BACKUP_GZIP_LEVEL"),
 ])
 def test_refuses_to_start(tmp_path, overrides, variable):
     result = _serve(tmp_path, **overrides)

@@ -1,0 +1,226 @@
+"""Benchmark: the service's download against `pg_dump > /dev/null` and `pg_dump | gzip -6`, in one run.
+
+    .venv/bin/python bench/run.py --size 300MB [--rounds 5] [--skip-latency]
+
+Builds (once, kept under .cache/bench/) a database of about --size of plain SQL, then times the
+three methods alternately --rounds times over the same unix socket, and prints medians, ratios,
+output sizes, the service's peak RSS and health/dashboard latency under 50 concurrent clients
+while a dump runs. Targets from the issue are printed as PASS/FAIL; the exit status is 0 either way.
+"""
+from __future__ import annotations
+
+import argparse
+import http.client
+import os
+import secrets
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from backup_svc.config import default_pg_bin_dirs  # noqa: E402
+from backup_svc.localpg import LocalCluster, find_server_bin_dir, free_port  # noqa: E402
+from backup_svc.pipeline import PG_DUMP_FLAGS  # noqa: E402
+from bench.dataset import DB, build, parse_size  # noqa: E402
+
+READ = 1 << 20
+BASELINE_FLAGS = [f for f in PG_DUMP_FLAGS if f != "--verbose"]
+
+
+def timed(fn) -> tuple[float, int]:
+    started = time.perf_counter()
+    size = fn()
+    return time.perf_counter() - started, size
+
+
+def drain(stream) -> int:
+    total = 0
+    while chunk := stream.read(READ):
+        total += len(chunk)
+    return total
+
+
+class Bench:
+    def __init__(self, cluster: LocalCluster, extra_env: dict[str, str]):
+        self.cluster = cluster
+        self.pg_dump = os.path.join(cluster.bin_dir, "pg_dump")
+        self.url = cluster.socket_url(DB)
+        self.token = secrets.token_urlsafe(24)
+        self.port = free_port()
+        env = {**os.environ, "DATABASE_URL": self.url, "ADMIN_TOKEN": self.token, "PORT": str(self.port),
+               "PYTHONPATH": str(REPO), **extra_env}
+        self.service = subprocess.Popen([sys.executable, "-m", "backup_svc", "serve"], env=env,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                        start_new_session=True)
+        for _ in range(200):
+            try:
+                if self.get("/healthz")[0] == 200:
+                    break
+            except OSError:
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        os.killpg(self.service.pid, signal.SIGTERM)
+        self.service.wait(timeout=30)
+
+    def get(self, path: str, auth: bool = False) -> tuple[int, int]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=600)
+        try:
+            conn.request("GET", path, headers={"Authorization": f"Bearer {self.token}"} if auth else {})
+            resp = conn.getresponse()
+            return resp.status, drain(resp)
+        finally:
+            conn.close()
+
+    # -- the three methods ----------------------------------------------------------------------
+    def pg_dump_devnull(self) -> int:
+        subprocess.run([self.pg_dump, *BASELINE_FLAGS, self.url], stdout=subprocess.DEVNULL, check=True)
+        return 0
+
+    def pg_dump_gzip6(self) -> int:
+        dump = subprocess.Popen([self.pg_dump, *BASELINE_FLAGS, self.url], stdout=subprocess.PIPE)
+        gz = subprocess.Popen(["gzip", "-6"], stdin=dump.stdout, stdout=subprocess.PIPE)
+        dump.stdout.close()
+        size = drain(gz.stdout)
+        assert gz.wait() == 0 and dump.wait() == 0
+        return size
+
+    def download(self) -> int:
+        status, size = self.get("/api/v1/backup", auth=True)
+        assert status == 200, status
+        return size
+
+    def sql_size(self) -> int:
+        dump = subprocess.Popen([self.pg_dump, *BASELINE_FLAGS, self.url], stdout=subprocess.PIPE)
+        size = drain(dump.stdout)
+        dump.wait()
+        return size
+
+    # -- measurements ---------------------------------------------------------------------------
+    def peak_rss_mb(self) -> float:
+        """VmHWM of the gunicorn worker (the child of the master), in MB."""
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+            except OSError:
+                continue
+            fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+            if int(fields.get("PPid", "0").strip()) == self.service.pid:
+                return int(fields["VmHWM"].split()[0]) / 1024
+        return float("nan")
+
+    def latency_under_dump(self, bursts: int = 10, concurrency: int = 50) -> dict[str, list[float]]:
+        """Latencies (s) of `/healthz` and `/` while a download runs: `bursts` rounds of `concurrency`
+        requests sent at once by ApacheBench (a C client in its own process, so the measuring side
+        adds no GIL contention of its own)."""
+        if shutil.which("ab") is None:
+            raise SystemExit("the latency check needs ApacheBench: apt-get install apache2-utils "
+                             "(or pass --skip-latency)")
+        downloading = threading.Thread(target=self.download)
+        downloading.start()
+        time.sleep(0.3)
+        results: dict[str, list[float]] = {"/healthz": [], "/": []}
+        with tempfile.TemporaryDirectory() as tmp:
+            timings = os.path.join(tmp, "ab.tsv")
+            for _ in range(bursts):
+                for path in results:
+                    args = ["ab", "-q", "-n", str(concurrency), "-c", str(concurrency), "-g", timings]
+                    if path == "/":
+                        args += ["-H", f"Authorization: Bearer {self.token}"]
+                    subprocess.run([*args, f"http://127.0.0.1:{self.port}{path}"], check=True,
+                                   capture_output=True)
+                    with open(timings) as f:
+                        rows = f.read().splitlines()[1:]  # ttime (ms) is the 5th column
+                    results[path] += [int(row.split("\t")[4]) / 1000 for row in rows]
+        still_dumping = downloading.is_alive()
+        downloading.join()
+        if not still_dumping:
+            print("  (note: the download ended before the latency bursts did: use a larger --size)")
+        return results
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", default="300MB", help="plain-SQL size of the database (10MB, 300MB, 1.5GB)")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--skip-latency", action="store_true")
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                        help="extra environment for the service (e.g. BACKUP_GZIP_LEVEL=6)")
+    args = parser.parse_args()
+
+    label = args.size.upper()
+    bin_dir = find_server_bin_dir(default_pg_bin_dirs())
+    cluster = LocalCluster(bin_dir, root=str(REPO / ".cache" / "bench" / label)).start()
+    try:
+        build(cluster, parse_size(args.size))
+        bench = Bench(cluster, dict(e.split("=", 1) for e in args.env))
+        try:
+            run(bench, args, label)
+        finally:
+            bench.stop()
+    finally:
+        cluster.stop()
+
+
+def run(bench: Bench, args, label: str) -> None:
+    sql = bench.sql_size()  # also warms the cache
+    methods = {"pg_dump > /dev/null": bench.pg_dump_devnull, "pg_dump | gzip -6": bench.pg_dump_gzip6,
+               "service download": bench.download}
+    times: dict[str, list[float]] = {name: [] for name in methods}
+    sizes: dict[str, int] = {}
+    names = list(methods)
+    for r in range(args.rounds):
+        for name in names[r % 3:] + names[:r % 3]:  # rotate the order every round
+            seconds, size = timed(methods[name])
+            times[name].append(seconds)
+            sizes[name] = size
+    base = statistics.median(times["pg_dump > /dev/null"])
+    gz6 = statistics.median(times["pg_dump | gzip -6"])
+    svc = statistics.median(times["service download"])
+    rss = bench.peak_rss_mb()
+
+    print(f"\n## {label}: {sql / 1e6:.1f} MB of plain SQL, {args.rounds} rotated rounds, unix socket, "
+          f"PostgreSQL {Path(bench.pg_dump).parent.parent.name}")
+    print("| method | median s | min s | output MB | median / pg_dump>/dev/null |")
+    print("|---|---|---|---|---|")
+    for name in names:
+        out = f"{sizes[name] / 1e6:.1f}" if sizes[name] else f"({sql / 1e6:.1f} SQL)"
+        print(f"| {name} | {statistics.median(times[name]):.2f} | {min(times[name]):.2f} | {out} | "
+              f"{statistics.median(times[name]) / base:.2f} |")
+    print(f"\nservice peak RSS (VmHWM of the worker): {rss:.1f} MB")
+    checks = [
+        (f"download / pg_dump>/dev/null = {svc / base:.2f} (target <= 1.15)", svc / base <= 1.15),
+        (f"gzip -6 / download = {gz6 / svc:.2f} (target >= 2.4)", gz6 / svc >= 2.4),
+        (f"download output {sizes['service download'] / 1e6:.1f} MB vs gzip -6 {sizes['pg_dump | gzip -6'] / 1e6:.1f} MB",
+         sizes["service download"] <= sizes["pg_dump | gzip -6"]),
+        (f"peak RSS {rss:.1f} MB (target < 80)", rss < 80),
+    ]
+    if not args.skip_latency:
+        lat = bench.latency_under_dump()
+        for path, values in lat.items():
+            p99 = pct(values, 0.99) * 1000
+            print(f"{path}: {len(values)} requests in bursts of 50 concurrent, during a dump: "
+                  f"p50 {pct(values, 0.5) * 1000:.1f} ms, p99 {p99:.1f} ms, max {max(values) * 1000:.1f} ms")
+            checks.append((f"{path} p99 {p99:.1f} ms (target < 100)", p99 < 100))
+    print()
+    for text, ok in checks:
+        print(f"{'PASS' if ok else 'FAIL'}  {text}")
+
+
+if __name__ == "__main__":
+    main()
