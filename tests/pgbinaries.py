@@ -10,7 +10,6 @@ a checkout under /root would not do. Set PG_BINARIES_CACHE to put it elsewhere.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import tarfile

@@ -12,9 +12,6 @@ import time
 import zlib
 from base64 import b64encode
 from pathlib import Path
-from urllib.parse import urlsplit
-
-import psycopg
 
 from backup_svc.localpg import LocalCluster, free_port
 

@@ -6,8 +6,6 @@ import signal
 import subprocess
 import time
 
-import pytest
-
 from .support import (all_pids, cmdline, dump_sessions, gzip_is_valid, pg_dump_pids, read_all,
                       wait_until)
 
