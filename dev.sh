@@ -51,6 +51,11 @@ ensure_venv() {
         .venv/bin/pip install -q --disable-pip-version-check -r "$requirements"
         touch "$stamp"
     fi
+    # `.venv/bin/python -m backup_svc verify FILE` from any folder: the venv finds this checkout
+    # (what an editable install does, without building anything).
+    local site
+    site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+    [ "$(cat "$site/backup_svc-checkout.pth" 2>/dev/null)" = "$PWD" ] || echo "$PWD" >"$site/backup_svc-checkout.pth"
 }
 
 has_database_url() {
