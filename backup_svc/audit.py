@@ -33,6 +33,7 @@ class AuditTrail:
         self.keep = keep
         self._lock = threading.Lock()
         self._entries: deque[dict] = deque(maxlen=keep)
+        self.version = 0  # counts recorded attempts: a page showing them knows when to render again
 
     def record(self, *, actor: str | None, client: str | None, user_agent: str | None, outcome: str,
                started: float, status: int | None = None, backup_id: str | None = None, gzip_bytes: int = 0,
@@ -50,6 +51,7 @@ class AuditTrail:
         audit_log.info(json.dumps(entry))
         with self._lock:
             self._entries.append(entry)
+            self.version += 1
         if has_request_context():
             g.backup_audited = True  # audit_views' refusal hook must not log it again
         return entry

@@ -58,9 +58,11 @@ def dashboard():
     shown = dict(
         name=settings.backup_name, facts=facts, facts_error=facts_error, pg_dump=pg_dump,
         pg_dump_error=pg_dump_error, running=service.registry.running_count(),
-        docs_available=(DOCS_DIR / "api.md").is_file(), recent=service.audit.recent()[:RECENT_ATTEMPTS],
+        docs_available=(DOCS_DIR / "api.md").is_file(),
     )
-    html = current_app.extensions.setdefault("backup_svc.dashboard", RenderedPage()).html(shown)
+    key = (tuple(sorted(shown.items())), service.audit.version)
+    html = current_app.extensions.setdefault("backup_svc.dashboard", RenderedPage()).html(
+        key, lambda: render_template("dashboard.html", recent=service.audit.recent()[:RECENT_ATTEMPTS], **shown))
     return Response(html, mimetype="text/html", headers=PAGE_HEADERS)
 
 
@@ -75,12 +77,10 @@ class RenderedPage:
         self._key: tuple | None = None
         self._html = ""
 
-    def html(self, shown: dict) -> str:
-        """The page for `shown` (the template's variables)."""
-        recent = tuple(tuple(sorted(entry.items())) for entry in shown["recent"])
-        key = tuple((name, recent if name == "recent" else value) for name, value in sorted(shown.items()))
+    def html(self, key: tuple, render) -> str:
+        """The page for `key` (what it shows), calling `render()` only when that changed."""
         if key != self._key:  # two threads may both render: harmless, the result is the same
-            self._html, self._key = render_template("dashboard.html", **shown), key
+            self._html, self._key = render(), key
         return self._html
 
 
