@@ -8,7 +8,7 @@ from .audit import AuditTrail
 from .config import Settings
 from .database import CachedFacts, ServerFacts, server_facts
 from .diagnose import INCOMPATIBLE, CannotDump
-from .pgtools import IncompatibleServer, PgBinary, find_binaries, pick_binary
+from .pgtools import IncompatibleServer, PgBinary, find_binaries, pick_binary, server_major
 from .pipeline import DumpProgress, GzipDump, pg_dump_command
 from .registry import BackupRegistry
 from .throttle import AuthThrottle
@@ -30,7 +30,7 @@ def choose_pg_dump(facts: ServerFacts, installed: list[PgBinary]) -> PgBinary:
 
 def restore_caveat(facts: ServerFacts, chosen: PgBinary) -> str | None:
     """A warning when `chosen` is newer than the server: its dump may not restore into the server's major."""
-    server = facts.version_num // 10000
+    server = server_major(facts.version_num)
     if chosen.major <= server:
         return None
     return (f"pg_dump {chosen.version} is newer than the server (PostgreSQL {facts.version}): its backups "

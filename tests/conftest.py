@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from backup_svc.config import default_pg_bin_dirs
+from backup_svc.config import pg_bin_dirs
 from backup_svc.localpg import LocalCluster, find_server_bin_dir
 
 from .support import REPO, Service
@@ -31,7 +31,7 @@ def pytest_runtest_makereport(item, call):
 @pytest.fixture(scope="session")
 def pg_cluster():
     """One throwaway PostgreSQL server for the session (the newest installed major)."""
-    bin_dirs = [d for d in os.environ.get("PG_BIN_DIRS", "").split(":") if d] or default_pg_bin_dirs()
+    bin_dirs = pg_bin_dirs(os.environ)
     with LocalCluster(find_server_bin_dir(bin_dirs)) as cluster:
         yield cluster
 

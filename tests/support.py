@@ -18,6 +18,12 @@ from backup_svc.localpg import LocalCluster, free_port
 REPO = Path(__file__).resolve().parent.parent
 
 
+def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """`python -m backup_svc ARGS` as a user would run it."""
+    return subprocess.run([sys.executable, "-m", "backup_svc", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})})
+
+
 def basic(user: str, password: str) -> dict[str, str]:
     """An `Authorization: Basic` header."""
     return {"Authorization": "Basic " + b64encode(f"{user}:{password}".encode()).decode()}

@@ -10,8 +10,7 @@ from backup_svc.backupfile import BadBackup
 from backup_svc.config import parse_database_url
 from backup_svc.psqlfeed import psql_command, stream_into_psql
 
-from .support import restore, snapshot
-from .test_verify import run_cli
+from .support import restore, run_cli, snapshot
 
 LAST_STATEMENT = b"REFRESH MATERIALIZED VIEW app.mood_counts;"
 OCCUPANT_SQL = """

@@ -1,12 +1,9 @@
 """A backup downloaded over HTTP (and written by the CLI) restores into an identical database."""
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 
-from .support import REPO, gzip_is_valid, restore, snapshot
+from .support import gzip_is_valid, restore, run_cli, snapshot
 
 
 def test_http_backup_restores_identically(rich_service, pg_cluster, tmp_path):
@@ -40,9 +37,7 @@ def test_http_backup_restores_identically(rich_service, pg_cluster, tmp_path):
 
 def test_cli_dump_restores_identically(rich_db, pg_cluster, tmp_path):
     out = tmp_path / "cli.sql.gz"
-    env = {**os.environ, "DATABASE_URL": rich_db, "PYTHONPATH": str(REPO)}
-    result = subprocess.run([sys.executable, "-m", "backup_svc", "dump", "-o", str(out)],
-                            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    result = run_cli("dump", "-o", str(out), env={"DATABASE_URL": rich_db}, cwd=tmp_path)
 
     assert result.returncode == 0, result.stderr
     assert gzip_is_valid(out.read_bytes())
@@ -53,9 +48,7 @@ def test_cli_dump_restores_identically(rich_db, pg_cluster, tmp_path):
 
 def test_cli_dump_failure_leaves_no_file(pg_cluster, tmp_path):
     out = tmp_path / "nope.sql.gz"
-    env = {**os.environ, "DATABASE_URL": pg_cluster.url("does_not_exist"), "PYTHONPATH": str(REPO)}
-    result = subprocess.run([sys.executable, "-m", "backup_svc", "dump", "-o", str(out)],
-                            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    result = run_cli("dump", "-o", str(out), env={"DATABASE_URL": pg_cluster.url("does_not_exist")}, cwd=tmp_path)
 
     assert result.returncode != 0
     assert "does not exist" in result.stderr

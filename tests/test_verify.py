@@ -5,23 +5,14 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-import os
 import re
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from .support import REPO, wait_until
+from .support import run_cli, wait_until
 
 COMPLETION = b"-- PostgreSQL database dump complete"
-
-
-def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """`python -m backup_svc ARGS` as a user would run it."""
-    return subprocess.run([sys.executable, "-m", "backup_svc", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=120, env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})})
 
 
 def audit_records(service, backup_id: str) -> list[dict]:

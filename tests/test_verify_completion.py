@@ -14,8 +14,8 @@ import sys
 
 import pytest
 
-from .support import gzip_is_valid
-from .test_verify import audit_records, run_cli
+from .support import gzip_is_valid, run_cli
+from .test_verify import audit_records
 
 FAKE_PG_DUMP = '''#!{python}
 import os, sys
