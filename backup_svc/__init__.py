@@ -1,32 +1,6 @@
-"""backup_svc: on-demand, streamed PostgreSQL backups over HTTP."""
-from __future__ import annotations
+"""backup_svc: streamed PostgreSQL backups, served over HTTP and kept in object storage.
 
-from flask import Flask
-
-from .config import Settings, load_dotenv_file
-from .service import BackupService
-
-
-def create_app(settings: Settings | None = None) -> Flask:
-    """Build the Flask app; without `settings`, read and validate them from the environment and `.env`."""
-    if settings is None:
-        load_dotenv_file()
-        settings = Settings.from_env()
-    app = Flask(__name__)
-    app.config["MAX_CONTENT_LENGTH"] = 64 * 1024  # nothing here takes a request body
-    app.extensions["backup_svc"] = BackupService(settings)
-
-    from . import api, health, pages
-    from .audit_views import install_audit
-    from .errors import register_error_handlers
-    from .proxy import trust_proxy_headers
-    from .security import install_security_headers
-
-    trust_proxy_headers(app, settings.trusted_proxy_hops)
-    app.register_blueprint(health.bp)
-    app.register_blueprint(api.bp)
-    app.register_blueprint(pages.bp)
-    install_audit(app)
-    install_security_headers(app)
-    register_error_handlers(app)
-    return app
+Rooms: `pg` (PostgreSQL client programs and facts), `dump` (pg_dump → gzip), `files` (reading,
+verifying and restoring backup files), `web` (the Flask app under gunicorn). Importing this package
+loads nothing heavy: `verify` and `restore` never load Flask.
+"""

@@ -1,6 +1,6 @@
 """`python -m backup_svc`."""
 import sys
 
-from .cli import main
+from backup_svc.cli import main
 
 sys.exit(main())

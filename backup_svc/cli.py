@@ -1,25 +1,20 @@
-"""`python -m backup_svc serve | dump | check | verify | restore | sign-url`."""
+"""`backup-svc` (or `python -m backup_svc`): serve | dump | check | verify | restore | sign-url."""
 from __future__ import annotations
 
 import argparse
 import os
-import secrets
 import sys
-import time
 from pathlib import Path
 
-from .backupfile import BadBackup
-from .config import ConfigError, Settings, link_signing_from_env, load_dotenv_file, pg_bin_dirs
-from .database import server_facts
-from .diagnose import CannotDump
-from .pgtools import find_binaries
-from .psqlfeed import RestoreFailed
-from .restore import restore_file
-from .service import backup_filename, choose_pg_dump, open_dump, restore_caveat
-from .verify import verify_file
+from backup_svc.config import (
+    ConfigError,
+    Settings,
+    link_signing_from_env,
+    load_dotenv_file,
+    pg_bin_dirs,
+)
 
-DEMO_DATABASE = "shop"
-DEMO_SQL = Path(__file__).with_name("demo_data.sql")
+# Each command imports what it needs when it runs: `verify` and `restore` must not load Flask or psycopg.
 
 
 def _refuse(problems: list[str]) -> int:
@@ -30,12 +25,14 @@ def _refuse(problems: list[str]) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the HTTP service under gunicorn (with --demo: on a throwaway local PostgreSQL)."""
-    from .server import BackupServer
+    from backup_svc.web.server import BackupServer
 
     env = dict(os.environ)
     cluster = None
     if args.demo:
-        cluster, env = _start_demo(env)
+        from backup_svc.demo import start_demo
+
+        cluster, env = start_demo(env)
     try:
         try:
             settings = Settings.from_env(env)
@@ -48,42 +45,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _start_demo(env: dict[str, str]):
-    from .localpg import LocalCluster, find_server_bin_dir
-
-    if env.get("DATABASE_URL"):
-        print("backup_svc: --demo ignores DATABASE_URL and uses a throwaway local PostgreSQL", file=sys.stderr)
-    bin_dirs = pg_bin_dirs(env)
-    print("Starting a throwaway PostgreSQL with sample data ...", flush=True)
-    cluster = LocalCluster(find_server_bin_dir(bin_dirs)).start()
-    try:
-        env["DATABASE_URL"] = cluster.create_database(DEMO_DATABASE, DEMO_SQL.read_text())
-    except BaseException:
-        cluster.stop()
-        raise
-    env.setdefault("ADMIN_USERNAME", "admin")
-    generated = [name for name in ("ADMIN_PASSWORD", "ADMIN_TOKEN") if not env.get(name)]
-    for name in generated:
-        env[name] = secrets.token_urlsafe(18)
-    port = env.get("PORT") or "8080"
-    print(
-        "\n".join([
-            "",
-            "backup_svc demo — a throwaway database that is deleted when you stop the server (Ctrl-C)",
-            f"  Dashboard: http://localhost:{port}/   user: {env['ADMIN_USERNAME']}   password: {env['ADMIN_PASSWORD']}",
-            f"  With curl: curl -fOJ -H 'Authorization: Bearer {env['ADMIN_TOKEN']}' http://localhost:{port}/api/v1/backup",
-            f"  Database:  {cluster.url(DEMO_DATABASE)}",
-            "  (demo credentials are generated at each start; set ADMIN_PASSWORD / ADMIN_TOKEN to choose them)"
-            if generated else "",
-            "",
-        ]),
-        flush=True,
-    )
-    return cluster, env
-
-
 def cmd_dump(args: argparse.Namespace) -> int:
     """Write the same .sql.gz the API streams to a local file; on failure leave no file behind."""
+    from backup_svc.dump.backup import backup_filename, write_backup
+    from backup_svc.pg.diagnose import CannotDump
+
     try:
         settings = Settings.from_env(require_auth=False)
     except ConfigError as exc:
@@ -91,22 +57,15 @@ def cmd_dump(args: argparse.Namespace) -> int:
     target = args.output or backup_filename(settings.backup_name)
     to_stdout = target == "-"
     partial = None if to_stdout else Path(f"{target}.partial")
-    started = time.time()
-    dump = None
     try:
-        dump, facts, pg_dump = open_dump(settings, find_binaries("pg_dump", settings.pg_bin_dirs),
-                                         application_name="backup_svc-cli")
-        out = sys.stdout.buffer if to_stdout else open(partial, "xb")
-        try:
-            for chunk in dump:
-                out.write(chunk)
-            out.flush()
-            if not to_stdout:
+        if to_stdout:
+            written = write_backup(settings, sys.stdout.buffer, application_name="backup_svc-cli")
+            sys.stdout.buffer.flush()
+        else:
+            with open(partial, "xb") as out:
+                written = write_backup(settings, out, application_name="backup_svc-cli")
+                out.flush()
                 os.fsync(out.fileno())
-        finally:
-            if not to_stdout:
-                out.close()
-        if partial is not None:
             os.replace(partial, target)
     except CannotDump as exc:
         print(f"backup_svc: dump failed: {exc.message}", file=sys.stderr)
@@ -116,23 +75,23 @@ def cmd_dump(args: argparse.Namespace) -> int:
         print(f"backup_svc: dump failed: {reason}", file=sys.stderr)
         return 130 if isinstance(exc, KeyboardInterrupt) else 1
     finally:
-        if dump is not None:
-            dump.close()
         if partial is not None and partial.exists():
             partial.unlink()
-    sha256 = dump.progress.sha256
     if not to_stdout:
-        size = os.path.getsize(target)
-        print(f"wrote {target}: {size} bytes in {time.time() - started:.1f} s "
-              f"(PostgreSQL {facts.version}, pg_dump {pg_dump.version})", file=sys.stderr)
-        print(f"{sha256}  {target}")  # sha256sum's format: `sha256sum -c` can check it later
+        print(f"wrote {target}: {written.gzip_bytes} bytes in {written.seconds:.1f} s "
+              f"(PostgreSQL {written.facts.version}, pg_dump {written.pg_dump.version})", file=sys.stderr)
+        print(f"{written.sha256}  {target}")  # sha256sum's format: `sha256sum -c` can check it later
     else:
-        print(f"sha256 of the backup written to stdout: {sha256}", file=sys.stderr)
+        print(f"sha256 of the backup written to stdout: {written.sha256}", file=sys.stderr)
     return 0
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     """Check configuration, connectivity and pg_dump compatibility; say what is wrong."""
+    from backup_svc.pg.binaries import find_binaries
+    from backup_svc.pg.facts import server_facts
+    from backup_svc.pg.readiness import dump_readiness
+
     ok = True
     try:
         settings = Settings.from_env()
@@ -147,23 +106,26 @@ def cmd_check(args: argparse.Namespace) -> int:
         ok = False
     installed = find_binaries("pg_dump", settings.pg_bin_dirs)
     print("pg_dump installed: " + (", ".join(f"{b.version} ({b.path})" for b in installed) or "none"))
-    try:
-        facts = server_facts(settings.conn, timeout_s=settings.connect_timeout_s)
+    ready = dump_readiness(lambda: server_facts(settings.conn, timeout_s=settings.connect_timeout_s), installed)
+    if ready.facts is not None:
+        facts = ready.facts
         print(f"database: ok — {facts.database} on PostgreSQL {facts.version}, "
               f"{facts.size_bytes} bytes, {facts.table_count} tables")
-        chosen = choose_pg_dump(facts, installed)
-        print(f"pg_dump: ok — {chosen.version} at {chosen.path}")
-        caveat = restore_caveat(facts, chosen)
-        if caveat:
-            print(f"pg_dump: warning — {caveat}")
-    except CannotDump as exc:
-        print(f"database: {exc.message}")
+    if ready.pg_dump is not None:
+        print(f"pg_dump: ok — {ready.pg_dump.version} at {ready.pg_dump.path}")
+        if ready.caveat:
+            print(f"pg_dump: warning — {ready.caveat}")
+    if ready.problem is not None:
+        print(f"database: {ready.problem.message}")
         ok = False
     return 0 if ok else 1
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
     """Check a backup file end to end (compression, completion line) and say what it holds."""
+    from backup_svc.files.reader import BadBackup
+    from backup_svc.files.verify import verify_file
+
     try:
         report = verify_file(args.file)
     except BadBackup as exc:
@@ -175,6 +137,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_restore(args: argparse.Namespace) -> int:
     """Verify a backup file, then restore it into an (empty) database in one transaction."""
+    from backup_svc.files.psqlfeed import RestoreFailed
+    from backup_svc.files.reader import BadBackup
+    from backup_svc.files.restore import restore_file
+
     def say(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
@@ -201,7 +167,7 @@ def cmd_sign_url(args: argparse.Namespace) -> int:
     """Print a signed download link (needs LINK_SECRET; the base URL from --base-url or PUBLIC_URL)."""
     from urllib.parse import urlsplit
 
-    from .links import signed_backup_url
+    from backup_svc.links import signed_backup_url
 
     try:
         secret, max_ttl = link_signing_from_env()
@@ -225,7 +191,9 @@ def cmd_sign_url(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `python -m backup_svc`."""
-    parser = argparse.ArgumentParser(prog="python -m backup_svc", description=__doc__)
+    invoked = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    prog = "python -m backup_svc" if invoked in ("", "__main__.py", "-c") else invoked
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the HTTP service (gunicorn)")
     serve.add_argument("--demo", action="store_true",

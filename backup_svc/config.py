@@ -8,7 +8,6 @@ from typing import Mapping
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 MIN_SECRET_LENGTH = 16
-DEFAULT_LINK_MAX_TTL_S = 600
 
 
 class ConfigError(Exception):
@@ -104,26 +103,60 @@ def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int, p
 
 
 @dataclass(frozen=True)
+class Number:
+    """A whole-number setting: its variable, the Settings field it fills, its default and allowed range."""
+
+    variable: str
+    field: str
+    default: int
+    low: int
+    high: int
+
+
+# Every numeric setting, once: Settings' defaults, validation and the docs' ranges come from here.
+NUMBERS = (
+    Number("PORT", "port", 8080, 1, 65535),
+    Number("BACKUP_MAX_CONCURRENT", "max_concurrent", 1, 1, 64),
+    Number("BACKUP_LOCK_TIMEOUT", "lock_timeout_s", 60, 1, 3600),
+    Number("BACKUP_CONNECT_TIMEOUT", "connect_timeout_s", 10, 1, 600),
+    Number("WEB_THREADS", "threads", 8, 2, 256),
+    Number("GRACEFUL_TIMEOUT", "graceful_timeout_s", 60, 1, 86400),
+    # At most an hour: a signed link is a bearer credential in a URL, so it must be short-lived.
+    Number("LINK_MAX_TTL", "link_max_ttl_s", 600, 1, 3600),
+    Number("AUTH_FAILURES_PER_MINUTE", "auth_failures_per_minute", 10, 1, 100000),
+    # 0: clients connect directly, so X-Forwarded-* are whatever the client says and are ignored.
+    Number("TRUSTED_PROXY_HOPS", "trusted_proxy_hops", 0, 0, 5),
+    Number("BACKUP_GZIP_LEVEL", "gzip_level", 1, 1, 9),
+)
+_NUMBER = {n.variable: n for n in NUMBERS}
+
+
+def _number(env: Mapping[str, str], variable: str, problems: list[str]) -> int:
+    spec = _NUMBER[variable]
+    return _int(env, spec.variable, spec.default, spec.low, spec.high, problems)
+
+
+@dataclass(frozen=True)
 class Settings:
-    """Everything the service needs to run, already validated."""
+    """Everything the service needs to run, already validated (numeric defaults: NUMBERS)."""
 
     conn: ConnInfo
     admin_token: str | None = None
     admin_username: str = "admin"
     admin_password: str | None = None
-    port: int = 8080
     backup_name: str = ""
-    max_concurrent: int = 1
     pg_bin_dirs: list[str] = field(default_factory=default_pg_bin_dirs)
     link_secret: str | None = None
-    lock_timeout_s: int = 60
-    connect_timeout_s: int = 10
-    threads: int = 8
-    graceful_timeout_s: int = 60
-    link_max_ttl_s: int = DEFAULT_LINK_MAX_TTL_S
-    auth_failures_per_minute: int = 10
-    trusted_proxy_hops: int = 0
-    gzip_level: int = 1
+    port: int = _NUMBER["PORT"].default
+    max_concurrent: int = _NUMBER["BACKUP_MAX_CONCURRENT"].default
+    lock_timeout_s: int = _NUMBER["BACKUP_LOCK_TIMEOUT"].default
+    connect_timeout_s: int = _NUMBER["BACKUP_CONNECT_TIMEOUT"].default
+    threads: int = _NUMBER["WEB_THREADS"].default
+    graceful_timeout_s: int = _NUMBER["GRACEFUL_TIMEOUT"].default
+    link_max_ttl_s: int = _NUMBER["LINK_MAX_TTL"].default
+    auth_failures_per_minute: int = _NUMBER["AUTH_FAILURES_PER_MINUTE"].default
+    trusted_proxy_hops: int = _NUMBER["TRUSTED_PROXY_HOPS"].default
+    gzip_level: int = _NUMBER["BACKUP_GZIP_LEVEL"].default
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, *, require_auth: bool = True) -> "Settings":
@@ -147,18 +180,7 @@ class Settings:
                 problems.append(f"{name} must be at least {MIN_SECRET_LENGTH} characters long")
         if require_auth and not (secrets["ADMIN_TOKEN"] or secrets["ADMIN_PASSWORD"]):
             problems.append("neither ADMIN_TOKEN nor ADMIN_PASSWORD is set: nobody could log in")
-
-        port = _int(env, "PORT", 8080, 1, 65535, problems)
-        max_concurrent = _int(env, "BACKUP_MAX_CONCURRENT", 1, 1, 64, problems)
-        lock_timeout = _int(env, "BACKUP_LOCK_TIMEOUT", 60, 1, 3600, problems)
-        connect_timeout = _int(env, "BACKUP_CONNECT_TIMEOUT", 10, 1, 600, problems)
-        threads = _int(env, "WEB_THREADS", 8, 2, 256, problems)
-        graceful = _int(env, "GRACEFUL_TIMEOUT", 60, 1, 86400, problems)
-        link_max_ttl = _link_max_ttl(env, problems)
-        auth_failures = _int(env, "AUTH_FAILURES_PER_MINUTE", 10, 1, 100000, problems)
-        # 0: clients connect directly, so X-Forwarded-* are whatever the client says and are ignored.
-        proxy_hops = _int(env, "TRUSTED_PROXY_HOPS", 0, 0, 5, problems)
-        gzip_level = _int(env, "BACKUP_GZIP_LEVEL", 1, 1, 9, problems)
+        numbers = {spec.field: _number(env, spec.variable, problems) for spec in NUMBERS}
 
         backup_name = env.get("BACKUP_NAME", "").strip()
         if backup_name and not all(c.isalnum() or c in "-_." for c in backup_name):
@@ -173,25 +195,11 @@ class Settings:
             admin_token=secrets["ADMIN_TOKEN"],
             admin_username=env.get("ADMIN_USERNAME") or "admin",
             admin_password=secrets["ADMIN_PASSWORD"],
-            port=port,
             backup_name=backup_name or _filename_safe(conn.dbname),
-            max_concurrent=max_concurrent,
             pg_bin_dirs=bin_dirs,
             link_secret=secrets["LINK_SECRET"],
-            lock_timeout_s=lock_timeout,
-            connect_timeout_s=connect_timeout,
-            threads=threads,
-            graceful_timeout_s=graceful,
-            link_max_ttl_s=link_max_ttl,
-            auth_failures_per_minute=auth_failures,
-            trusted_proxy_hops=proxy_hops,
-            gzip_level=gzip_level,
+            **numbers,
         )
-
-
-def _link_max_ttl(env: Mapping[str, str], problems: list[str]) -> int:
-    # At most an hour: a signed link is a bearer credential in a URL, so it must be short-lived.
-    return _int(env, "LINK_MAX_TTL", DEFAULT_LINK_MAX_TTL_S, 1, 3600, problems)
 
 
 def link_signing_from_env(env: Mapping[str, str] | None = None) -> tuple[str | None, int]:
@@ -201,7 +209,7 @@ def link_signing_from_env(env: Mapping[str, str] | None = None) -> tuple[str | N
     secret = env.get("LINK_SECRET") or None
     if secret is not None and len(secret) < MIN_SECRET_LENGTH:
         problems.append(f"LINK_SECRET must be at least {MIN_SECRET_LENGTH} characters long")
-    max_ttl = _link_max_ttl(env, problems)
+    max_ttl = _number(env, "LINK_MAX_TTL", problems)
     if problems:
         raise ConfigError(problems)
     return secret, max_ttl

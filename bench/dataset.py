@@ -5,7 +5,7 @@ import os
 import re
 import subprocess
 
-from backup_svc.localpg import LocalCluster
+from backup_svc.pg.localcluster import LocalCluster
 
 DB = "bench"
 # Rough SQL bytes per unit, measured on PostgreSQL 15: one pgbench scale unit dumps to ~10 MB

@@ -1,6 +1,6 @@
 """Benchmark: the service's download against `pg_dump > /dev/null` and `pg_dump | gzip -6`, in one run.
 
-    .venv/bin/python bench/run.py --size 300MB [--rounds 5] [--skip-latency]
+    .venv/bin/python -m bench.run --size 300MB [--rounds 5] [--skip-latency]
 
 Builds (once, kept under .cache/bench/) a database of about --size of plain SQL, then times the
 three methods alternately --rounds times over the same unix socket, and prints medians, ratios,
@@ -24,12 +24,11 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
-from backup_svc.config import default_pg_bin_dirs  # noqa: E402
-from backup_svc.localpg import LocalCluster, find_server_bin_dir, free_port  # noqa: E402
-from backup_svc.pipeline import PG_DUMP_FLAGS  # noqa: E402
-from bench.dataset import DB, build, parse_size  # noqa: E402
+from backup_svc.config import default_pg_bin_dirs
+from backup_svc.dump.pipeline import PG_DUMP_FLAGS
+from backup_svc.pg.localcluster import LocalCluster, find_server_bin_dir, free_port
+from bench.dataset import DB, build, parse_size
 
 READ = 1 << 20
 BASELINE_FLAGS = [f for f in PG_DUMP_FLAGS if f != "--verbose"]
@@ -55,8 +54,7 @@ class Bench:
         self.url = cluster.socket_url(DB)
         self.token = secrets.token_urlsafe(24)
         self.port = free_port()
-        env = {**os.environ, "DATABASE_URL": self.url, "ADMIN_TOKEN": self.token, "PORT": str(self.port),
-               "PYTHONPATH": str(REPO), **extra_env}
+        env = {**os.environ, "DATABASE_URL": self.url, "ADMIN_TOKEN": self.token, "PORT": str(self.port), **extra_env}
         self.service = subprocess.Popen([sys.executable, "-m", "backup_svc", "serve"], env=env,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                         start_new_session=True)

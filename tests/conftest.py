@@ -2,16 +2,13 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 
 from backup_svc.config import pg_bin_dirs
-from backup_svc.localpg import LocalCluster, find_server_bin_dir
+from backup_svc.pg.localcluster import LocalCluster, find_server_bin_dir
+from tests.support import DATA, LINK_MAX_TTL, LINK_SECRET, REPO, Service
 
-from .support import REPO, Service
-
-DATA = Path(__file__).parent / "data"
 # Debian's chromium, driven by Playwright (whose own browser download is never used).
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -112,3 +109,12 @@ def open_dashboard(browser, request):
             name = "".join(c if c.isalnum() or c in "-_" else "_" for c in request.node.name)
             page.screenshot(path=str(ARTIFACTS / f"{name}-{n}.png"), full_page=True)
         page.context.close()
+
+
+@pytest.fixture(scope="module")
+def link_service(rich_db, pg_cluster, tmp_path_factory):
+    """The rich database's service with signed links on (LINK_MAX_TTL=300)."""
+    service = Service({"DATABASE_URL": rich_db, "LINK_SECRET": LINK_SECRET, "LINK_MAX_TTL": str(LINK_MAX_TTL)},
+                      tmp_path_factory.mktemp("links") / "service.log").start()
+    yield service
+    service.stop()

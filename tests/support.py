@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gzip
 import http.client
+import json
 import os
 import secrets
 import signal
@@ -13,15 +14,20 @@ import zlib
 from base64 import b64encode
 from pathlib import Path
 
-from backup_svc.localpg import LocalCluster, free_port
+from backup_svc.pg.localcluster import LocalCluster, free_port
 
 REPO = Path(__file__).resolve().parent.parent
+# SQL files the fixtures load (tests/data).
+DATA = REPO / "tests" / "data"
+# LINK_SECRET and LINK_MAX_TTL of the `link_service` fixture.
+LINK_SECRET = "link-secret-" + "x" * 20
+LINK_MAX_TTL = 300
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """`python -m backup_svc ARGS` as a user would run it."""
     return subprocess.run([sys.executable, "-m", "backup_svc", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=120, env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})})
+                          timeout=120, env={**os.environ, **(env or {})})
 
 
 def basic(user: str, password: str) -> dict[str, str]:
@@ -45,7 +51,7 @@ class Service:
             **{k: v for k, v in os.environ.items()
                if not k.startswith(("ADMIN_", "BACKUP_", "LINK_", "AUTH_", "TRUSTED_PROXY_", "PUBLIC_URL"))},
             "PORT": str(self.port), "ADMIN_TOKEN": self.token, "ADMIN_PASSWORD": self.password,
-            "ADMIN_USERNAME": "admin", "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO),
+            "ADMIN_USERNAME": "admin", "PYTHONUNBUFFERED": "1",
             # Tests that send wrong credentials on purpose must not trip the throttle (tests of it lower this).
             "AUTH_FAILURES_PER_MINUTE": "100000", **env,
         }
@@ -239,3 +245,20 @@ def wait_idle(service: Service, timeout_s: float = 10) -> None:
         return reply.status == 200 and reply.json()["dumps_in_progress"] == 0
 
     assert wait_until(idle, timeout_s), "a dump is still running"
+
+
+def audit_records(service, backup_id: str) -> list[dict]:
+    """The service's audit records (JSON after `backup_svc.audit: `) of one backup.
+
+    Waits a little: the record is written when the response is closed, just after the last byte.
+    """
+    def records() -> list[dict]:
+        found = []
+        for line in service.log().splitlines():
+            if "backup_svc.audit: " in line:
+                record = json.loads(line.split("backup_svc.audit: ", 1)[1])
+                if record["id"] == backup_id:
+                    found.append(record)
+        return found
+
+    return wait_until(records, timeout_s=10)

@@ -1,0 +1,68 @@
+"""One backup, start to finish: name it, check the server, pick pg_dump, run it, write it to a sink."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import BinaryIO
+
+from backup_svc.config import Settings
+from backup_svc.dump.pipeline import DumpProgress, GzipDump, pg_dump_command
+from backup_svc.pg.binaries import PgBinary, choose_pg_dump, find_binaries
+from backup_svc.pg.facts import ServerFacts, server_facts
+
+
+def backup_filename(prefix: str, when: datetime | None = None) -> str:
+    """`<prefix>_backup_<YYYYMMDD_HHMMSS>.sql.gz`, UTC."""
+    when = when or datetime.now(timezone.utc)
+    return f"{prefix}_backup_{when.astimezone(timezone.utc):%Y%m%d_%H%M%S}.sql.gz"
+
+
+def open_dump(settings: Settings, installed: list[PgBinary], *, application_name: str,
+              progress: DumpProgress | None = None) -> tuple[GzipDump, ServerFacts, PgBinary]:
+    """Check the server, pick pg_dump and start it; return once its first byte is out.
+
+    Raises CannotDump (with a secret-free message) for everything that fails before that byte.
+    """
+    facts = server_facts(settings.conn, timeout_s=settings.connect_timeout_s)
+    pg_dump = choose_pg_dump(facts, installed)
+    command = pg_dump_command(
+        pg_dump.path, settings.conn, application_name=application_name,
+        lock_timeout_s=settings.lock_timeout_s, connect_timeout_s=settings.connect_timeout_s,
+    )
+    dump = GzipDump(command, level=settings.gzip_level, secrets=(settings.conn.password,), progress=progress)
+    dump.start()
+    return dump, facts, pg_dump
+
+
+@dataclass(frozen=True)
+class BackupWritten:
+    """What `write_backup` produced: the server and pg_dump it used, and the bytes' size and SHA-256."""
+
+    facts: ServerFacts
+    pg_dump: PgBinary
+    gzip_bytes: int
+    sql_bytes: int
+    sha256: str
+    seconds: float
+
+
+def write_backup(settings: Settings, sink: BinaryIO, *, application_name: str,
+                 installed: list[PgBinary] | None = None, progress: DumpProgress | None = None) -> BackupWritten:
+    """Take one backup and write its gzip bytes to `sink.write`, the same bytes a download sends.
+
+    Returns only when pg_dump succeeded and its output was complete; raises CannotDump before the
+    first byte and DumpBroken (or whatever the sink raised) after it. The caller decides what a
+    partial result means for its sink (delete the file, abort the upload); pg_dump is always stopped.
+    """
+    started = time.monotonic()
+    installed = find_binaries("pg_dump", settings.pg_bin_dirs) if installed is None else installed
+    dump, facts, pg_dump = open_dump(settings, installed, application_name=application_name, progress=progress)
+    try:
+        for chunk in dump:
+            sink.write(chunk)
+    finally:
+        dump.close()
+    done = dump.progress
+    return BackupWritten(facts=facts, pg_dump=pg_dump, gzip_bytes=done.gzip_bytes, sql_bytes=done.sql_bytes,
+                         sha256=done.sha256 or "", seconds=time.monotonic() - started)

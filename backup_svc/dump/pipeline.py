@@ -1,0 +1,250 @@
+"""pg_dump → gzip as an iterator of bytes. Knows nothing of HTTP: the API and the CLI both use it."""
+from __future__ import annotations
+
+import collections
+import fcntl
+import hashlib
+import logging
+import os
+import re
+import select
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+
+from backup_svc.config import ConnInfo
+from backup_svc.dump.completion import INCOMPLETE_REASON, SqlTail
+from backup_svc.dump.compression import DEFAULT_LEVEL, SYNC_FLUSH, gzip_compressor
+from backup_svc.pg.command import ClientCommand
+from backup_svc.pg.diagnose import CannotDump, diagnose
+from backup_svc.pg.scrub import scrub
+
+log = logging.getLogger(__name__)
+
+# pg_dump writes into a pipe; 1 MiB instead of Linux's default 64 KiB keeps it from stalling
+# while we compress (measured: a full 64 KiB pipe costs pg_dump ~25 %).
+PIPE_SIZE = 1 << 20
+# Reads of at most 64 KiB keep the pipe draining steadily (larger reads stall pg_dump).
+READ_SIZE = 64 * 1024
+# Compressed output is handed on in batches of this size: fewer, larger HTTP chunks.
+BATCH_SIZE = 256 * 1024
+# When pg_dump is quiet (waiting on a slow query), emit a gzip sync-flush block this often so a
+# write reaches the client and a disconnected client is noticed within the 2 s the contract allows.
+IDLE_FLUSH_S = 0.5
+# How long pg_dump gets to exit after SIGTERM before SIGKILL.
+TERMINATE_GRACE_S = 1.0
+
+PG_DUMP_FLAGS = ["--format=plain", "--no-owner", "--no-acl", "--clean", "--if-exists", "--verbose"]
+
+# --verbose lines that follow the table data (sequence values, large objects, indexes, constraints):
+# the first of them means the last table's data is complete.
+_AFTER_DATA = re.compile(r"pg_dump: (executing |creating |processing (?!data for table))")
+
+
+class DumpBroken(Exception):
+    """pg_dump failed after output had started: the stream must be broken, never completed."""
+
+
+def pg_dump_command(pg_dump: str, conn: ConnInfo, *, application_name: str,
+                    lock_timeout_s: int, connect_timeout_s: int) -> ClientCommand:
+    """Build the pg_dump invocation: plain SQL, read-only session, bounded lock and connect waits."""
+    argv = [pg_dump, *PG_DUMP_FLAGS, f"--lock-wait-timeout={lock_timeout_s * 1000}", f"--dbname={conn.uri}"]
+    env = {k: v for k, v in os.environ.items() if k not in ("PGPASSWORD", "PGPASSFILE", "PGSERVICE")}
+    env.update(conn.libpq_env())
+    env.update({
+        "PGAPPNAME": application_name,
+        "PGCONNECT_TIMEOUT": str(connect_timeout_s),
+        "PGOPTIONS": "-c default_transaction_read_only=on",
+    })
+    return ClientCommand(argv=argv, env=env)
+
+
+@dataclass
+class DumpProgress:
+    """What a running dump has done so far; written by the dump, read by anyone."""
+
+    started: float = field(default_factory=time.time)
+    phase: str = "connecting"
+    current_table: str | None = None
+    tables_done: int = 0
+    tables: list[str] = field(default_factory=list)  # every table whose data has started, in order
+    sql_bytes: int = 0
+    gzip_bytes: int = 0
+    finished: float | None = None
+    outcome: str | None = None  # "ok", "failed", "aborted"
+    error: str | None = None
+    sha256: str | None = None  # hex digest of the gzip bytes sent; set only when the dump completed
+
+
+class GzipDump:
+    """One pg_dump run whose stdout is gzip-compressed in-process and iterated exactly once.
+
+    `start()` blocks until pg_dump has written its first byte (or died, raising CannotDump), so the
+    caller can still choose the HTTP status. Iterating yields compressed batches; the gzip trailer is
+    written only after pg_dump exited 0 *and* its output ended with the completion line, otherwise
+    DumpBroken is raised. The SHA-256 of everything yielded lands in `progress.sha256` at the end. `close()` stops pg_dump on
+    every path and is safe to call more than once.
+    """
+
+    def __init__(self, command: ClientCommand, *, level: int = DEFAULT_LEVEL, secrets: tuple[str | None, ...] = (),
+                 progress: DumpProgress | None = None):
+        self.command = command
+        self.level = level
+        self.secrets = secrets
+        self.progress = progress if progress is not None else DumpProgress()
+        self._proc: subprocess.Popen | None = None
+        self._stderr_tail: collections.deque[str] = collections.deque(maxlen=40)
+        self._stderr_thread: threading.Thread | None = None
+        self._first: bytes = b""
+        self._closed = False
+
+    # -- starting ---------------------------------------------------------------------------
+    def start(self) -> None:
+        """Run pg_dump and wait for its first output; raise CannotDump if it exits before that."""
+        try:
+            self._proc = subprocess.Popen(
+                self.command.argv, env=self.command.env, stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, close_fds=True, start_new_session=True,
+            )
+        except OSError as exc:
+            raise CannotDump("failed", f"pg_dump could not be started: {exc.strerror}") from None
+        try:
+            fcntl.fcntl(self._proc.stdout.fileno(), fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+        except OSError:
+            pass  # an unprivileged process may be capped lower; the default pipe still works
+        self._stderr_thread = threading.Thread(target=self._read_stderr, name="pg_dump-stderr", daemon=True)
+        self._stderr_thread.start()
+        first = self._read(timeout=None)
+        if not first:
+            returncode = self._proc.wait()
+            self._stderr_thread.join(timeout=5)
+            self.close()
+            failure = diagnose(self.stderr_text() or f"pg_dump exited with status {returncode}", *self.secrets)
+            self._finish("failed", failure.message)
+            raise failure
+        self._first = first
+        if self.progress.phase == "connecting":  # the stderr reader may already have seen table data
+            self.progress.phase = "schema"
+
+    def _read(self, timeout: float | None) -> bytes | None:
+        """Up to READ_SIZE bytes of pg_dump's output; b"" at EOF; None if nothing came within timeout."""
+        fd = self._proc.stdout.fileno()
+        if timeout is not None:
+            ready, _, _ = select.select([fd], [], [], timeout)
+            if not ready:
+                return None
+        return os.read(fd, READ_SIZE)
+
+    def _read_stderr(self) -> None:
+        for raw in self._proc.stderr:
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            self._stderr_tail.append(line)
+            if "dumping contents of table" in line:
+                if self.progress.current_table is not None:
+                    self.progress.tables_done += 1
+                self.progress.phase = "data"
+                self.progress.current_table = line.split("dumping contents of table", 1)[1].strip().strip('"')
+                self.progress.tables.append(self.progress.current_table)
+            elif self.progress.phase == "data" and _AFTER_DATA.match(line):
+                self.progress.tables_done += 1
+                self.progress.current_table = None
+                self.progress.phase = "finishing"
+
+    def stderr_text(self) -> str:
+        """pg_dump's recent stderr, secrets removed."""
+        return scrub("\n".join(self._stderr_tail), *self.secrets)
+
+    # -- streaming --------------------------------------------------------------------------
+    def __iter__(self):
+        if self._proc is None or self._closed:
+            raise RuntimeError("start() the dump before iterating it, and iterate it once")
+        compressor = gzip_compressor(self.level)
+        digest = hashlib.sha256()  # of the bytes sent, i.e. of the file the client saves
+        sql_tail = SqlTail()  # only the end matters for the completion check: no scan of the whole dump
+        # Start with the gzip header (a sync flush of nothing): ISA-L, unlike zlib, emits no byte for
+        # a small first input, and the first yield must come at once (see below).
+        header = compressor.flush(SYNC_FLUSH)
+        batch: list[bytes] = [header]
+        batched = len(header)
+        data: bytes | None = self._first
+        self._first = b""
+        while data != b"":
+            if data is None:  # pg_dump is quiet: flush so the client (and a disconnect) is noticed
+                out = compressor.flush(SYNC_FLUSH)
+            else:
+                self.progress.sql_bytes += len(data)
+                sql_tail.feed(data)
+                out = compressor.compress(data)
+            if out:
+                batch.append(out)
+                batched += len(out)
+            # The first bytes (the gzip header) go out at once: once the response has started, a
+            # failure, however early, can only break the transfer (the server would otherwise answer
+            # a body that fails before its first chunk with its own 500 page).
+            if batched and (batched >= BATCH_SIZE or data is None or not self.progress.gzip_bytes):
+                self.progress.gzip_bytes += batched
+                chunk = b"".join(batch)
+                digest.update(chunk)
+                yield chunk
+                batch.clear()
+                batched = 0
+            data = self._read(timeout=IDLE_FLUSH_S)
+
+        returncode = self._proc.wait()
+        self._stderr_thread.join(timeout=5)
+        if returncode != 0:
+            reason = diagnose(self.stderr_text() or f"exit status {returncode}", *self.secrets).message
+            self._finish("failed", f"pg_dump exited with status {returncode} mid-stream: {reason}")
+            raise DumpBroken(self.progress.error)
+        if not sql_tail.is_complete():
+            # An exit status of 0 is not enough: a truncated dump must never become a valid file.
+            self._finish("failed", f"pg_dump exited 0 but {INCOMPLETE_REASON}")
+            raise DumpBroken(self.progress.error)
+        self.progress.phase = "finishing"
+        tail = b"".join(batch) + compressor.flush()
+        self.progress.gzip_bytes += len(tail)
+        digest.update(tail)
+        self.progress.sha256 = digest.hexdigest()
+        self._finish("ok")
+        yield tail
+
+    # -- stopping ---------------------------------------------------------------------------
+    def close(self) -> None:
+        """Stop pg_dump (SIGTERM, then SIGKILL), reap it and close its pipes. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        proc = self._proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            self._signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=TERMINATE_GRACE_S)
+            except subprocess.TimeoutExpired:
+                self._signal(signal.SIGKILL)
+                proc.wait()
+        if self._stderr_thread is not None:
+            self._stderr_thread.join(timeout=2)  # pg_dump is gone, so its stderr is at EOF
+        for pipe in (proc.stdout, proc.stderr):
+            try:
+                pipe.close()
+            except OSError:
+                pass
+        if self.progress.outcome is None:
+            self._finish("aborted", "the download stopped before the dump finished")
+
+    def _signal(self, sig: int) -> None:
+        try:
+            os.killpg(self._proc.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def _finish(self, outcome: str, error: str | None = None) -> None:
+        if self.progress.outcome is None:
+            self.progress.outcome = outcome
+            self.progress.error = error
+            self.progress.finished = time.time()
+            self.progress.phase = "done" if outcome == "ok" else outcome

@@ -1,0 +1,116 @@
+"""What the database says about a running dump: catalog estimates and PostgreSQL's COPY progress.
+
+Knows nothing of Flask. The database is asked only when someone polls, and rarely: the catalog once
+per dump, `pg_stat_progress_copy` at most once a second per dump however many pages poll.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+import psycopg
+
+from backup_svc.config import ConnInfo
+from backup_svc.pg.diagnose import CannotDump
+from backup_svc.pg.facts import connect
+
+log = logging.getLogger(__name__)
+
+# One sample of pg_stat_progress_copy a second is plenty for a progress bar and costs the dump nothing.
+SAMPLE_INTERVAL_S = 1.0
+# A progress query must never queue behind a migration's lock request (and so hold up a page).
+LOCK_TIMEOUT_MS = 200
+CONNECT_TIMEOUT_S = 3
+# pg_stat_progress_copy exists from PostgreSQL 14 on.
+COPY_PROGRESS_SINCE = 140000
+
+# Tables pg_dump writes data for: ordinary tables (partitions included), not those of extensions.
+_TABLES_SQL = """
+SELECT format('%s.%s', n.nspname, c.relname), c.oid::bigint, {size}, c.reltuples::float8
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE c.relkind = 'r'
+   AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+   AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%'
+   AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+                   AND d.objid = c.oid AND d.deptype = 'e')
+"""
+# pg_table_size (heap + TOAST) needs a lock; relpages (as of the last VACUUM/ANALYZE) does not.
+_EXACT_SIZE = "pg_table_size(c.oid)"
+_CATALOG_SIZE = ("(c.relpages + coalesce((SELECT t.relpages FROM pg_class t WHERE t.oid = c.reltoastrelid), 0))"
+                 "::bigint * current_setting('block_size')::bigint")
+
+_COPY_SQL = """
+SELECT p.relid::bigint, p.bytes_processed, p.tuples_processed
+  FROM pg_stat_progress_copy p JOIN pg_stat_activity a ON a.pid = p.pid
+ WHERE a.application_name = %s
+"""
+
+
+@dataclass(frozen=True)
+class TableEstimate:
+    """What the catalog says about one table before its data is dumped."""
+
+    oid: int
+    size_bytes: int
+    rows: float  # reltuples: negative (or 0) when the table was never analyzed
+
+
+@dataclass(frozen=True)
+class CopySample:
+    """One reading of pg_stat_progress_copy for the dump's session."""
+
+    relid: int
+    bytes_processed: int
+    tuples_processed: int
+
+
+def load_estimates(db: psycopg.Connection) -> dict[str, TableEstimate]:
+    """Size and row estimates of every table pg_dump will dump, keyed as pg_dump's --verbose names them."""
+    db.execute(f"SET lock_timeout = {LOCK_TIMEOUT_MS}")
+    try:
+        rows = db.execute(_TABLES_SQL.format(size=_EXACT_SIZE)).fetchall()
+    except psycopg.errors.LockNotAvailable:  # a table is locked exclusively: settle for the catalog's view
+        rows = db.execute(_TABLES_SQL.format(size=_CATALOG_SIZE)).fetchall()
+    return {name: TableEstimate(oid, size, rows) for name, oid, size, rows in rows}
+
+
+def sample_copy(db: psycopg.Connection, application_name: str) -> CopySample | None:
+    """The COPY the dump's session is running now, if any."""
+    row = db.execute(_COPY_SQL, (application_name,)).fetchone()
+    return CopySample(*row) if row else None
+
+
+class DumpWatch:
+    """What the database said about one dump, refreshed lazily, at most once per SAMPLE_INTERVAL_S."""
+
+    def __init__(self) -> None:
+        self.tables: dict[str, TableEstimate] | None = None
+        self.copy: CopySample | None = None
+        self.copy_supported = False
+        self._sampled_at = 0.0
+        self._lock = threading.Lock()
+
+    def refresh(self, conn: ConnInfo, application_name: str, now: float | None = None) -> None:
+        """Load the catalog estimates (once) and sample COPY progress, unless that was done under a second ago.
+
+        Never waits for another poller's query: whoever finds one running uses the last sample.
+        Failures are logged and leave the coarser estimates in place.
+        """
+        now = time.monotonic() if now is None else now
+        if now - self._sampled_at < SAMPLE_INTERVAL_S or not self._lock.acquire(blocking=False):
+            return
+        try:
+            if now - self._sampled_at < SAMPLE_INTERVAL_S:
+                return
+            self._sampled_at = now
+            with connect(conn, timeout_s=CONNECT_TIMEOUT_S, purpose="progress") as db:
+                if self.tables is None:
+                    self.copy_supported = db.info.server_version >= COPY_PROGRESS_SINCE
+                    self.tables = load_estimates(db)
+                self.copy = sample_copy(db, application_name) if self.copy_supported else None
+        except (CannotDump, psycopg.Error) as exc:
+            log.warning("progress estimate unavailable: %s", getattr(exc, "message", None) or type(exc).__name__)
+        finally:
+            self._lock.release()

@@ -1,0 +1,1 @@
+"""Backup files: reading them, scanning their SQL, verify and restore."""

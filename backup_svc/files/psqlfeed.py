@@ -1,0 +1,84 @@
+"""Streaming a backup file into psql so that it commits everything or nothing."""
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import subprocess
+import threading
+
+from backup_svc.config import ConnInfo
+from backup_svc.files.reader import BackupReader, BadBackup
+from backup_svc.files.scan import DumpScanner
+from backup_svc.pg.command import ClientCommand
+from backup_svc.pg.scrub import scrub
+
+
+class RestoreFailed(Exception):
+    """The restore did not happen (or was rolled back); the message says why in one line."""
+
+
+def psql_command(psql: str, conn: ConnInfo) -> ClientCommand:
+    """psql reading a script from stdin, stopping at the first error, all in one transaction."""
+    # `-f -` rather than plain stdin: --single-transaction is documented for -f/-c, and error
+    # messages then carry the script's line number.
+    argv = [psql, "--no-psqlrc", "--quiet", "-v", "ON_ERROR_STOP=1", "--single-transaction", "-f", "-",
+            f"--dbname={conn.uri}"]
+    # Without a password in the URL, the caller's own PGPASSWORD / ~/.pgpass apply, as with any libpq tool.
+    env = {**os.environ, **conn.libpq_env(), "PGAPPNAME": "backup_svc-restore"}
+    return ClientCommand(argv=argv, env=env)
+
+
+def _psql_error(stderr_tail: collections.deque[str], returncode: int, secrets: tuple[str | None, ...]) -> str:
+    errors = [line for line in stderr_tail if "ERROR:" in line or "FATAL:" in line or "error:" in line]
+    detail = (errors or list(stderr_tail) or [f"psql exited with status {returncode}"])[-1].strip()
+    return scrub(detail, *secrets)
+
+
+def stream_into_psql(path: str, command: ClientCommand, *, secrets: tuple[str | None, ...] = ()) -> None:
+    """Feed the SQL of `path` to psql; raise RestoreFailed (psql failed) or BadBackup (the file did).
+
+    Either way nothing is committed: psql sends COMMIT only at the end of its input, and on a bad
+    file it is killed before it gets there.
+    """
+    try:
+        proc = subprocess.Popen(command.argv, env=command.env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, start_new_session=True)
+    except OSError as exc:
+        raise RestoreFailed(f"psql could not be started: {exc.strerror}") from None
+    stderr_tail: collections.deque[str] = collections.deque(maxlen=20)
+    reader = threading.Thread(target=lambda: stderr_tail.extend(
+        raw.decode("utf-8", "replace").rstrip("\n") for raw in proc.stderr), daemon=True)
+    reader.start()
+    try:
+        try:
+            # The same checks as verify, again, in case the file changed since; and the large-object
+            # BEGIN/COMMIT go, or --single-transaction would not be all or nothing.
+            scanner = DumpScanner(drop_lo_transaction=True)
+            for chunk in BackupReader(path):
+                proc.stdin.write(scanner.feed(chunk))
+            proc.stdin.write(scanner.finish())
+            problem = scanner.problem()
+            if problem:
+                raise BadBackup(problem)
+            proc.stdin.close()  # end of input: psql commits now, and only now
+        except BrokenPipeError:
+            pass  # psql stopped at an error and rolled back; its status and stderr say why
+    except BaseException:
+        # A bad file (or Ctrl-C): kill psql before it reaches the end of its input and commits.
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        raise
+    finally:
+        returncode = proc.wait()
+        reader.join(timeout=5)
+        for pipe in (proc.stdin, proc.stderr):
+            try:
+                pipe.close()
+            except OSError:
+                pass
+    if returncode != 0:
+        raise RestoreFailed("psql stopped at an error and the transaction was rolled back, so the target "
+                            f"is as it was: {_psql_error(stderr_tail, returncode, secrets)}")

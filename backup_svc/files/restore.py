@@ -1,0 +1,152 @@
+"""`restore`: put a verified backup into a database with psql, all or nothing.
+
+Order: verify the whole file first (a full decompression pass, so a bad file is refused before the
+target is touched), check the target is empty, then stream the file into a psql of the target's
+major with ON_ERROR_STOP and --single-transaction. While streaming, the file is checked again (gzip
+CRC, completion line) and psql is killed before it sees the end of its input if anything is wrong,
+so it never sends COMMIT: a file that changed after the check cannot half-restore either.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import psycopg
+from psycopg import sql
+
+from backup_svc.config import ConnInfo, parse_database_url
+from backup_svc.files.psqlfeed import RestoreFailed, psql_command, stream_into_psql
+from backup_svc.files.verify import VerifyReport, verify_file
+from backup_svc.pg.binaries import (
+    IncompatibleServer,
+    PgBinary,
+    find_binaries,
+    pick_binary,
+)
+from backup_svc.pg.command import version_tuple
+from backup_svc.pg.diagnose import error_lines
+from backup_svc.pg.scrub import scrub
+
+# Relations a restore would collide with: tables, views, materialized views, foreign tables,
+# sequences, outside the system schemas and not created by an extension (e.g. PostGIS's tables).
+_TARGET_SQL = """
+SELECT current_setting('server_version_num')::int,
+       split_part(current_setting('server_version'), ' ', 1),
+       count(c.oid),
+       (array_agg(format('%I.%I', n.nspname, c.relname) ORDER BY n.nspname, c.relname))[1:3]
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
+   AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+   AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%'
+   AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+                     AND d.objid = c.oid AND d.deptype = 'e')
+"""
+
+
+@dataclass(frozen=True)
+class TargetFacts:
+    """The target server's version and what the target database already holds."""
+
+    version_num: int
+    version: str
+    relations: int
+    examples: list[str]
+
+
+@dataclass(frozen=True)
+class RestoreReport:
+    """What a finished restore did."""
+
+    backup: VerifyReport
+    database: str
+    server_version: str
+    psql: PgBinary
+    seconds: float
+
+
+def _connect(conn: ConnInfo, dbname: str, timeout_s: int) -> psycopg.Connection:
+    try:
+        return psycopg.connect(conn.uri, dbname=dbname, password=conn.password, connect_timeout=timeout_s,
+                               application_name="backup_svc-restore", autocommit=True)
+    except psycopg.Error as exc:
+        raise RestoreFailed(f"cannot connect to the target ({dbname}): "
+                            f"{scrub(error_lines(str(exc)), conn.password)}") from None
+
+
+def create_database(conn: ConnInfo, timeout_s: int) -> None:
+    """CREATE DATABASE <target> through the server's `postgres` maintenance database."""
+    with _connect(conn, "postgres", timeout_s) as db:
+        try:
+            db.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(conn.dbname)))
+        except psycopg.errors.DuplicateDatabase:
+            raise RestoreFailed(f"database {conn.dbname!r} already exists; leave out --create "
+                                f"to restore into it") from None
+        except psycopg.Error as exc:
+            raise RestoreFailed(f"cannot create database {conn.dbname!r}: "
+                                f"{scrub(str(exc).strip(), conn.password)}") from None
+
+
+def inspect_target(conn: ConnInfo, timeout_s: int) -> TargetFacts:
+    """The target's server version and the user relations it already holds."""
+    with _connect(conn, conn.dbname, timeout_s) as db:
+        try:
+            version_num, version, relations, examples = db.execute(_TARGET_SQL).fetchone()
+        except psycopg.Error as exc:
+            raise RestoreFailed(f"cannot inspect the target: {scrub(str(exc).strip(), conn.password)}") from None
+    return TargetFacts(version_num, version, relations, examples or [])
+
+
+def choose_psql(target: TargetFacts, dumped_by: str, installed: list[PgBinary]) -> tuple[PgBinary, str | None]:
+    """The psql for the target's major (as pg_dump is chosen), moved up to one at least as new as the
+    pg_dump that wrote the file when one is installed; with a warning when none is."""
+    try:
+        chosen = pick_binary(target.version_num, target.version, installed)
+    except IncompatibleServer:
+        have = ", ".join(b.version for b in installed) or "none"
+        raise RestoreFailed(f"no installed psql can restore into PostgreSQL {target.version} (installed: "
+                            f"{have}); install postgresql-client-{target.version.split('.')[0]} "
+                            f"or set PG_BIN_DIRS") from None
+    needed = version_tuple(dumped_by)
+    if version_tuple(chosen.version) >= needed:
+        return chosen, None
+    newer = [b for b in installed if version_tuple(b.version) >= needed]
+    if newer:
+        return min(newer, key=lambda b: b.major), None
+    return chosen, (f"psql {chosen.version} is older than the pg_dump {dumped_by} that wrote the file; "
+                    f"if the restore fails on '\\restrict', install a newer postgresql-client")
+
+
+def restore_file(path: str, target_url: str, *, bin_dirs: list[str], force: bool = False, create: bool = False,
+                 timeout_s: int = 10, say: Callable[[str], None] = lambda _: None) -> RestoreReport:
+    """Verify `path`, then restore it into `target_url` in one transaction; RestoreFailed/BadBackup say why not.
+
+    `say` gets a line at each step (verified, created, restoring with which psql, warnings).
+    """
+    try:
+        conn = parse_database_url(target_url)
+    except ValueError as exc:
+        raise RestoreFailed(f"--target-url {exc}") from None
+    started = time.monotonic()
+    backup = verify_file(path)
+    say(f"verified {path} in {time.monotonic() - started:.1f} s: {backup.size} bytes, "
+        f"{backup.tables_with_data} tables with data, dumped from PostgreSQL {backup.server_version}")
+    if create:
+        create_database(conn, timeout_s)
+        say(f"created database {conn.dbname!r}")
+    target = inspect_target(conn, timeout_s)
+    if target.relations and not force:
+        raise RestoreFailed(
+            f"the target database {conn.dbname!r} is not empty: it holds {target.relations} tables, views or "
+            f"sequences (e.g. {', '.join(target.examples)}); a restore drops and replaces every object the "
+            f"backup contains. Restore into an empty database (--create makes one), or pass --force")
+    psql, warning = choose_psql(target, backup.pg_dump_version, find_binaries("psql", bin_dirs))
+    if warning:
+        say(f"warning: {warning}")
+    if target.relations:
+        say(f"--force: restoring over {target.relations} existing tables, views or sequences")
+    say(f"restoring into {conn.uri} (PostgreSQL {target.version}) with {psql.path} ({psql.version}) ...")
+    started = time.monotonic()
+    stream_into_psql(path, psql_command(psql.path, conn), secrets=(conn.password,))
+    return RestoreReport(backup=backup, database=conn.dbname, server_version=target.version, psql=psql,
+                         seconds=time.monotonic() - started)

@@ -1,0 +1,118 @@
+"""Following the SQL of a plain pg_dump as it streams by (constant memory, one pass).
+
+It notes the header versions, counts COPY blocks, keeps the tail for the completion check and can
+drop the `BEGIN;` / `COMMIT;` that pg_dump writes around large-object data: under
+`psql --single-transaction` that COMMIT would commit everything restored so far and leave the rest
+running outside any transaction, so a later error could no longer undo the restore.
+"""
+from __future__ import annotations
+
+from backup_svc.dump.completion import INCOMPLETE_REASON, SqlTail
+
+# An unfinished line is carried to the next chunk only up to this size. Every line the scanner
+# must see whole (COPY headers, comments, BEGIN/COMMIT) is far shorter; longer ones (huge rows) are
+# passed on as they come and their continuation is not taken for a line start.
+MAX_CARRY = 1 << 20
+SERVER_HEADER = b"-- Dumped from database version "
+PG_DUMP_HEADER = b"-- Dumped by pg_dump version "
+COPY_END = b"\\."
+# The comment pg_dump puts before large-object data ("Data for Name: BLOBS; Type: BLOBS; ..." and,
+# from 17 on, "Data for Name: LARGE OBJECTS 16384..16390; Type: BLOBS; ...").
+LO_DATA_MARK = b"; Type: BLOBS;"
+
+
+class DumpScanner:
+    """Feed it the SQL in chunks of any size; `feed` returns the SQL to pass on.
+
+    Lines inside COPY data are skipped with `list.index` (in C), so scanning costs little next to
+    the decompression itself.
+    """
+
+    def __init__(self, *, drop_lo_transaction: bool = False) -> None:
+        self.drop_lo_transaction = drop_lo_transaction
+        self.tail = SqlTail()
+        self.sql_bytes = 0
+        self.copy_statements = 0
+        self.server_version: str | None = None
+        self.pg_dump_version: str | None = None
+        self.in_copy = False
+        self._lo_state: str | None = None  # "header": after the large-object comment; "data": inside its BEGIN
+        self._carry = b""
+        self._midline = False  # the next bytes continue a line that was already passed on
+
+    def feed(self, data: bytes) -> bytes:
+        """Scan the next piece of SQL (pieces may split lines anywhere); return what to pass on."""
+        self.sql_bytes += len(data)
+        self.tail.feed(data)
+        buf = self._carry + data if self._carry else data
+        cut = buf.rfind(b"\n") + 1
+        out = self._scan(buf[:cut]) if cut else b""
+        partial = buf[cut:]
+        if len(partial) > MAX_CARRY:
+            self._carry, self._midline = b"", True
+            return out + partial
+        self._carry = partial
+        return out
+
+    def finish(self) -> bytes:
+        """The last, unterminated line (if any), once the input has ended."""
+        rest, self._carry = self._carry, b""
+        return rest
+
+    def _scan(self, complete: bytes) -> bytes:
+        lines = complete.split(b"\n")
+        lines.pop()  # `complete` ends with a newline: the last piece is empty
+        i = 1 if self._midline else 0
+        self._midline = False
+        dropped: list[int] = []
+        while i < len(lines):
+            if self.in_copy:
+                try:
+                    i = lines.index(COPY_END, i) + 1
+                except ValueError:
+                    break  # the COPY data goes on in the next chunk
+                self.in_copy = False
+                continue
+            if self._statement_line(lines[i]):
+                dropped.append(i)
+            i += 1
+        if not dropped:
+            return complete
+        return b"".join(line + b"\n" for k, line in enumerate(lines) if k not in dropped)
+
+    def _statement_line(self, line: bytes) -> bool:
+        """Note what `line` (outside COPY data) says; True when it is to be dropped."""
+        if self._lo_state == "data":
+            if line == b"COMMIT;":
+                self._lo_state = None
+                return self.drop_lo_transaction
+            return False
+        if self._lo_state == "header":
+            if line == b"BEGIN;":
+                self._lo_state = "data"
+                return self.drop_lo_transaction
+            if line in (b"", b"--"):
+                return False
+            self._lo_state = None
+        if line.startswith(b"COPY ") and line.rstrip().endswith(b" FROM stdin;"):
+            self.copy_statements += 1
+            self.in_copy = True
+        elif line.startswith(b"-- "):
+            if LO_DATA_MARK in line:
+                self._lo_state = "header"
+            elif line.startswith(SERVER_HEADER) and self.server_version is None:
+                self.server_version = line[len(SERVER_HEADER):].decode("utf-8", "replace").strip()
+            elif line.startswith(PG_DUMP_HEADER) and self.pg_dump_version is None:
+                self.pg_dump_version = line[len(PG_DUMP_HEADER):].decode("utf-8", "replace").strip()
+        return False
+
+    def problem(self) -> str | None:
+        """Why the SQL seen so far is not a complete plain pg_dump, or None when it is."""
+        if self.pg_dump_version is None or self.server_version is None:
+            return ("no '-- Dumped by pg_dump version' / '-- Dumped from database version' header: "
+                    "not a plain pg_dump")
+        if self.in_copy:
+            return "the SQL ends inside a COPY statement's data: the dump was cut short"
+        if not self.tail.is_complete():
+            return INCOMPLETE_REASON
+        return None

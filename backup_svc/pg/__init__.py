@@ -1,0 +1,1 @@
+"""PostgreSQL helpers: client binaries, server facts, error diagnosis, scrubbing, a throwaway cluster."""

@@ -1,0 +1,103 @@
+"""Short read-only queries against the database being backed up (version, size, tables)."""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+import psycopg
+
+from backup_svc.config import ConnInfo
+from backup_svc.pg.diagnose import CannotDump, diagnose
+
+
+@dataclass(frozen=True)
+class ServerFacts:
+    """What the service needs to know about the server before dumping it."""
+
+    version_num: int
+    version: str  # e.g. "15.18"
+    database: str
+    size_bytes: int
+    table_count: int
+
+
+_FACTS_SQL = """
+SELECT current_setting('server_version_num')::int,
+       split_part(current_setting('server_version'), ' ', 1),
+       current_database(),
+       pg_database_size(current_database()),
+       (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE c.relkind IN ('r', 'p')
+           AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+           AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%')
+"""
+
+
+def connect(conn: ConnInfo, *, timeout_s: int, purpose: str) -> psycopg.Connection:
+    """A read-only autocommit connection labelled `backup_svc-<purpose>`; CannotDump when refused."""
+    try:
+        return psycopg.connect(
+            conn.uri,
+            password=conn.password,
+            connect_timeout=timeout_s,
+            application_name=f"backup_svc-{purpose}",
+            options="-c default_transaction_read_only=on -c statement_timeout=30000",
+            autocommit=True,
+        )
+    except psycopg.Error as exc:
+        raise diagnose(str(exc), conn.password) from None
+
+
+def server_facts(conn: ConnInfo, *, timeout_s: int = 10) -> ServerFacts:
+    """Version, name, size and table count of the configured database."""
+    with connect(conn, timeout_s=timeout_s, purpose="info") as db:
+        try:
+            row = db.execute(_FACTS_SQL).fetchone()
+        except psycopg.Error as exc:
+            raise diagnose(str(exc), conn.password) from None
+    assert row is not None
+    return ServerFacts(*row)
+
+
+class CachedFacts:
+    """`server_facts`, reused for `ttl_s`: pages are rendered far more often than the answer changes.
+
+    One caller refreshes an expired answer while the others keep getting the previous one, so a
+    burst of page views costs one query and waits for none; with no answer yet, callers wait for
+    the one query. A failure is remembered briefly, so an unreachable database is not dialled once
+    per page view.
+    """
+
+    def __init__(self, conn: ConnInfo, *, ttl_s: float = 10, error_ttl_s: float = 2):
+        self.conn = conn
+        self.ttl_s = ttl_s
+        self.error_ttl_s = error_ttl_s
+        self._refreshing = threading.Lock()
+        self._value: ServerFacts | CannotDump | None = None
+        self._expires = 0.0
+
+    def get(self, *, timeout_s: int) -> ServerFacts:
+        """Fresh-enough facts, or a CannotDump like the last attempt's."""
+        value = self._value
+        if value is None or time.monotonic() >= self._expires:
+            if isinstance(value, ServerFacts) and not self._refreshing.acquire(blocking=False):
+                return value  # another thread is refreshing it: the previous answer will do
+            if not isinstance(value, ServerFacts):
+                self._refreshing.acquire()
+            try:
+                if self._value is value:  # nobody refreshed it while we waited
+                    self._refresh(timeout_s)
+            finally:
+                self._refreshing.release()
+            value = self._value
+        if isinstance(value, CannotDump):
+            raise CannotDump(value.kind, value.message)  # a new one per caller: threads share none
+        return value
+
+    def _refresh(self, timeout_s: int) -> None:
+        try:
+            self._value, ttl = server_facts(self.conn, timeout_s=timeout_s), self.ttl_s
+        except CannotDump as exc:
+            self._value, ttl = exc, self.error_ttl_s
+        self._expires = time.monotonic() + ttl

@@ -1,0 +1,30 @@
+"""The HTTP service: the Flask application factory."""
+from __future__ import annotations
+
+from flask import Flask
+
+from backup_svc.config import Settings, load_dotenv_file
+from backup_svc.web.state import EXTENSION, BackupService
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """Build the Flask app; without `settings`, read and validate them from the environment and `.env`."""
+    if settings is None:
+        load_dotenv_file()
+        settings = Settings.from_env()
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = 64 * 1024  # nothing here takes a request body
+    app.extensions[EXTENSION] = BackupService(settings)
+
+    from backup_svc.web import api, health, pages
+    from backup_svc.web.errors import register_error_handlers
+    from backup_svc.web.proxy import trust_proxy_headers
+    from backup_svc.web.security import install_security_headers
+
+    trust_proxy_headers(app, settings.trusted_proxy_hops)
+    app.register_blueprint(health.bp)
+    app.register_blueprint(api.bp)
+    app.register_blueprint(pages.bp)
+    install_security_headers(app)
+    register_error_handlers(app)
+    return app

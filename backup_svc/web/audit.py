@@ -1,0 +1,81 @@
+"""The audit trail: one JSON log line per backup attempt, the latest ones in memory, and recording refusals."""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import deque
+
+from flask import request
+
+from backup_svc.timefmt import iso_utc
+from backup_svc.web.proxy import client_address
+
+KEEP = 50
+# Readers are told this with the list (GET /api/v1/audit).
+MEMORY_NOTE = "Kept in this process's memory only: lost on restart or redeploy. The log has every attempt."
+BACKUP_ENDPOINT = "api.backup"
+MAX_USER_AGENT_CHARS = 256
+
+audit_log = logging.getLogger("backup_svc.audit")
+
+
+class AuditTrail:
+    """Writes each backup attempt to the `backup_svc.audit` log and keeps the latest `keep` of them.
+
+    Entries hold who, from where, what happened and how much; never a credential, a link's
+    signature or a database password (error messages are scrubbed before they get here).
+    """
+
+    def __init__(self, keep: int = KEEP):
+        self.keep = keep
+        self._lock = threading.Lock()
+        self._entries: deque[dict] = deque(maxlen=keep)
+        self.version = 0  # counts recorded attempts: a page showing them knows when to render again
+
+    def record(self, *, actor: str | None, client: str | None, user_agent: str | None, outcome: str,
+               started: float, status: int | None = None, backup_id: str | None = None, gzip_bytes: int = 0,
+               sql_bytes: int = 0, error: str | None = None, sha256: str | None = None) -> dict:
+        """Log one attempt as a JSON line, remember it, and return the entry.
+
+        `sha256` (of the bytes sent) is given only for a completed backup.
+        """
+        entry = {
+            "event": "backup", "time": iso_utc(started, "milliseconds"), "id": backup_id, "actor": actor, "client": client,
+            "user_agent": user_agent, "outcome": outcome, "status": status, "bytes": gzip_bytes,
+            "sql_bytes": sql_bytes, "duration_s": round(max(0.0, time.time() - started), 3), "error": error,
+            "sha256": sha256,
+        }
+        audit_log.info(json.dumps(entry))
+        with self._lock:
+            self._entries.append(entry)
+            self.version += 1
+        return entry
+
+    def recent(self) -> list[dict]:
+        """The remembered attempts, latest start first."""
+        with self._lock:
+            entries = [dict(entry) for entry in self._entries]
+        # Entries are recorded when an attempt ends, so a long download lands after quicker
+        # attempts that started later; people read the list by start time.
+        return sorted(entries, key=lambda entry: entry["time"], reverse=True)
+
+
+def request_facts() -> dict[str, str | None]:
+    """Where the current request came from, for `AuditTrail.record` (read while the request is live)."""
+    user_agent = request.headers.get("User-Agent")
+    return {"client": client_address(), "user_agent": user_agent[:MAX_USER_AGENT_CHARS] if user_agent else None}
+
+
+def audit_refused_backup(status: int, message: str | None) -> None:
+    """Audit a backup download turned away before its view ran: another site, throttle, link, credentials.
+
+    Nobody has authenticated at that point, so the entry has no actor. Other endpoints are not attempts.
+    """
+    if request.endpoint != BACKUP_ENDPOINT or request.method != "GET":
+        return
+    from backup_svc.web.state import service
+
+    service().audit.record(actor=None, outcome="denied", started=time.time(), status=status, error=message,
+                           **request_facts())

@@ -1,0 +1,89 @@
+"""Pages for people: the admin dashboard and the docs it links to."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from flask import Blueprint, Response, current_app, render_template
+
+from backup_svc.pg.readiness import dump_readiness
+from backup_svc.web.auth import auth
+from backup_svc.web.errors import api_abort
+from backup_svc.web.state import service
+
+bp = Blueprint("pages", __name__)
+
+# The checkout's docs/ folder (absent from an installed package: the dashboard then links to none).
+DOCS_DIR = Path(__file__).resolve().parents[2] / "docs"
+DOC_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,40}")
+# The page is slow to render when the database is; a page should not hang as long as a dump may wait.
+FACTS_TIMEOUT_S = 5
+# How many of the audit trail's attempts the page lists.
+RECENT_ATTEMPTS = 10
+# The Content-Security-Policy and the other security headers come from security.py, for every response.
+PAGE_HEADERS = {"Cache-Control": "no-store"}
+
+
+def human_bytes(size: int | float | None) -> str:
+    """`1.4 GB`-style size (decimal units, like the browser's download list)."""
+    if size is None:
+        return "unknown"
+    for unit in ("bytes", "kB", "MB", "GB", "TB"):
+        if abs(size) < 1000 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1000
+    raise AssertionError("unreachable")
+
+
+@bp.app_template_filter("bytes")
+def _bytes_filter(size: int | None) -> str:
+    return human_bytes(size)
+
+
+@bp.get("/")
+@auth.login_required
+def dashboard():
+    """The admin dashboard: what will be backed up, a download button with live progress, how to restore."""
+    state = service()
+    settings = state.settings
+    ready = dump_readiness(lambda: state.facts.get(timeout_s=min(settings.connect_timeout_s, FACTS_TIMEOUT_S)),
+                           state.pg_dumps)
+    shown = dict(
+        name=settings.backup_name, facts=ready.facts, pg_dump=ready.pg_dump,
+        facts_error=ready.facts_error.message if ready.facts_error else None,
+        pg_dump_error=ready.pg_dump_error.message if ready.pg_dump_error else None,
+        running=state.registry.running_count(), docs_available=(DOCS_DIR / "api.md").is_file(),
+    )
+    key = (tuple(sorted(shown.items())), state.audit.version)
+    html = current_app.extensions.setdefault("backup_svc.dashboard", RenderedPage()).html(
+        key, lambda: render_template("dashboard.html", recent=state.audit.recent()[:RECENT_ATTEMPTS], **shown))
+    return Response(html, mimetype="text/html", headers=PAGE_HEADERS)
+
+
+class RenderedPage:
+    """The dashboard as last rendered, and what it showed: rendered again only when that changes.
+
+    Rendering (Jinja, url_for) was most of the page's cost; while a dump runs, admins polling the page
+    would otherwise compete with the stream for the worker's one core.
+    """
+
+    def __init__(self):
+        self._key: tuple | None = None
+        self._html = ""
+
+    def html(self, key: tuple, render) -> str:
+        """The page for `key` (what it shows), calling `render()` only when that changed."""
+        if key != self._key:  # two threads may both render: harmless, the result is the same
+            self._html, self._key = render(), key
+        return self._html
+
+
+@bp.get("/docs/<name>")
+@auth.login_required
+def doc(name: str):
+    """A page of the repository's docs/ folder (`/docs/api` is docs/api.md), as Markdown text."""
+    path = DOCS_DIR / f"{name}.md"
+    if not DOC_NAME.fullmatch(name) or not path.is_file():
+        api_abort(404, "No such document; the docs/ folder of the repository has them all.")
+    return Response(path.read_text(encoding="utf-8"), mimetype="text/plain",
+                    headers={**PAGE_HEADERS, "Content-Type": "text/plain; charset=utf-8"})

@@ -1,0 +1,76 @@
+"""Browser-facing defences: refusing cross-site requests (Fetch Metadata) and the security headers."""
+from __future__ import annotations
+
+from typing import Mapping
+
+from flask import Flask, Response, request
+
+from backup_svc.web.proxy import arrived_over_https
+
+# Pages load scripts and styles only from this service, never inline: an injected `<script>` or
+# `style=` does nothing. The dashboard's assets are served by the service itself.
+CONTENT_SECURITY_POLICY = "; ".join([
+    "default-src 'none'",
+    "script-src 'self'",
+    "style-src 'self'",
+    "img-src 'self' data:",
+    "connect-src 'self'",
+    # the dashboard downloads through a hidden same-origin iframe (the browser's download manager)
+    "frame-src 'self'",
+    "font-src 'self'",
+    "manifest-src 'self'",
+    "form-action 'self'",
+    "base-uri 'none'",
+    "frame-ancestors 'none'",
+])
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",  # frame-ancestors for browsers that predate it
+    "Cross-Origin-Opener-Policy": "same-origin",
+    # Other sites cannot embed our responses as images, scripts and the like (no-cors reads).
+    "Cross-Origin-Resource-Policy": "same-origin",
+}
+HSTS = "max-age=31536000"
+
+_TRUSTED_SITES = {"same-origin", "same-site", "none"}  # "none": typed, bookmarked, opened from a mail
+# Downloads through `<a download>` are navigations with destination "empty" (seen in Chromium 156);
+# frames are not top-level and are refused (frame-ancestors would blank them anyway).
+_TOP_LEVEL_DESTINATIONS = {"document", "empty"}
+
+
+def cross_site_refusal(method: str, headers: Mapping[str, str]) -> str | None:
+    """Why a request must be refused as coming from another site, or None when it may proceed.
+
+    Browsers send `Sec-Fetch-*`; clients that send none (curl, scripts, old browsers) are not
+    browsers being steered by another site and pass. From another site only a top-level GET
+    navigation passes: the main app's link, which the person clicked and whose response the other
+    site can never read.
+    """
+    site = headers.get("Sec-Fetch-Site")
+    if site is None or site.lower() in _TRUSTED_SITES:
+        return None
+    mode = (headers.get("Sec-Fetch-Mode") or "").lower()
+    destination = (headers.get("Sec-Fetch-Dest") or "").lower()
+    if method == "GET" and mode == "navigate" and destination in _TOP_LEVEL_DESTINATIONS:
+        return None
+    return ("Refused: this request came from another site. Open the link directly or use the "
+            "dashboard; scripts, frames and embedded resources on other sites cannot use this service.")
+
+
+def add_security_headers(response: Response) -> Response:
+    """Set the security headers on every response (a view may set its own values first)."""
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    if arrived_over_https():
+        response.headers.setdefault("Strict-Transport-Security", HSTS)
+    if request.endpoint != "static":
+        # Database facts, audit entries and dumps must not linger in shared or browser caches.
+        response.headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
+def install_security_headers(app: Flask) -> None:
+    """Apply `add_security_headers` to every response the app makes, pages and API alike."""
+    app.after_request(add_security_headers)

@@ -1,0 +1,40 @@
+"""The state one worker process keeps, and the one way views reach it."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from flask import current_app
+
+from backup_svc.config import Settings
+from backup_svc.pg.binaries import PgBinary, find_binaries
+from backup_svc.pg.facts import CachedFacts
+from backup_svc.web.audit import AuditTrail
+from backup_svc.web.registry import BackupRegistry
+from backup_svc.web.throttle import AuthThrottle
+
+EXTENSION = "backup_svc"
+
+
+@dataclass
+class BackupService:
+    """The state one worker process keeps: settings, running dumps, the installed pg_dumps,
+    failed logins per address and the latest backup attempts."""
+
+    settings: Settings
+    registry: BackupRegistry = field(init=False)
+    pg_dumps: list[PgBinary] = field(init=False)
+    throttle: AuthThrottle = field(init=False)
+    audit: AuditTrail = field(init=False)
+    facts: CachedFacts = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.registry = BackupRegistry(self.settings.max_concurrent)
+        self.pg_dumps = find_binaries("pg_dump", self.settings.pg_bin_dirs)
+        self.throttle = AuthThrottle(self.settings.auth_failures_per_minute)
+        self.audit = AuditTrail()
+        self.facts = CachedFacts(self.settings.conn)
+
+
+def service() -> BackupService:
+    """The current app's BackupService (inside a request or app context)."""
+    return current_app.extensions[EXTENSION]

@@ -1,0 +1,204 @@
+"""The admin dashboard in a real headless Chromium, against a real gunicorn and PostgreSQL."""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+
+from playwright.sync_api import Error as PlaywrightError
+from playwright.sync_api import expect
+
+from tests.support import gzip_is_valid, pg_dump_pids, restore, snapshot, wait_until
+
+# Long enough for a dump on a busy 2-core machine; the tests wait for states, never for speed.
+SLOW_MS = 60_000
+
+
+def throttle(page, bytes_per_s: int) -> None:
+    """Slow the page's network (downloads included) through the DevTools protocol.
+
+    Not a fake: the bytes still flow from the real service; this only keeps a dump in its data phase
+    long enough to act on it, as a slow connection would.
+    """
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("Network.enable")
+    cdp.send("Network.emulateNetworkConditions",
+             {"offline": False, "latency": 0, "downloadThroughput": bytes_per_s, "uploadThroughput": -1})
+
+
+def backup_id(page) -> str:
+    """The progress id the page chose, from its download iframe's URL."""
+    src = page.locator("iframe").get_attribute("src")
+    match = re.search(r"progress_id=([A-Za-z0-9_-]+)", src or "")
+    assert match, f"no download iframe with a progress id: {src!r}"
+    return match.group(1)
+
+
+def progress(service, backup: str) -> dict:
+    """The service's own progress report for `backup`."""
+    reply = service.request("GET", f"/api/v1/backups/{backup}", service.auth())
+    assert reply.status == 200, reply.body
+    return reply.json()
+
+
+def tab_to(page, element_id: str, max_presses: int = 20) -> None:
+    """Move the keyboard focus with Tab until it is on `element_id`, as a keyboard user would."""
+    for _ in range(max_presses):
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement && document.activeElement.id") == element_id:
+            return
+    raise AssertionError(f"#{element_id} is not reachable with Tab")
+
+
+def refused_attempts(service) -> int:
+    return sum(1 for line in service.log().splitlines()
+               if "backup_svc.audit" in line and json.loads(line.split("backup_svc.audit: ", 1)[1])["outcome"] == "refused")
+
+
+def test_download_restores_identically_and_page_reaches_done(rich_service, pg_cluster, open_dashboard, tmp_path):
+    page = open_dashboard(rich_service)
+    with pg_cluster.connect("rich") as db:
+        version = db.execute("SELECT split_part(current_setting('server_version'), ' ', 1)").fetchone()[0]
+    expect(page.locator("#fact-database")).to_have_text("rich")
+    expect(page.locator("#fact-server")).to_have_text(f"PostgreSQL {version}")
+    expect(page.locator("#fact-tables")).to_have_text("6")
+    expect(page.locator("#fact-pg-dump")).to_contain_text("/pg_dump")
+
+    with page.expect_download() as download_info:
+        page.get_by_role("button", name="Download backup").click()
+    download = download_info.value
+    path = tmp_path / download.suggested_filename
+    download.save_as(path)
+
+    assert download.failure() is None
+    assert re.fullmatch(r"rich_backup_\d{8}_\d{6}\.sql\.gz", download.suggested_filename)
+    expect(page.locator("#status")).to_contain_text("Done", timeout=SLOW_MS)
+    expect(page.locator("#percent")).to_have_text("100 %")
+    assert page.locator("#bar").evaluate("bar => bar.value") == 100
+    expect(page.locator("#error")).to_be_hidden()
+    expect(page.locator("#dl")).to_be_enabled()
+    # The restore commands name the file that was just produced.
+    expect(page.locator("#restore-commands")).to_contain_text(f"gzip -t {download.suggested_filename}")
+    report = progress(rich_service, backup_id(page))
+    assert (report["state"], report["tables_done"], report["table_count"]) == ("done", 5, 5)
+    assert report["bytes_sent"] == path.stat().st_size
+    assert report["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    expect(page.locator("#status")).to_contain_text(download.suggested_filename)
+    expect(page.locator("#status")).to_contain_text(report["sha256"])
+    # The audit trail's newest attempt, refreshed on the page once the backup finished: this one.
+    newest = page.locator("#recent tbody tr").first
+    expect(newest).to_contain_text("ok", timeout=SLOW_MS)
+    expect(newest).to_contain_text("admin")
+    expect(page.locator("#recent-heading")).to_be_visible()
+
+    restore(pg_cluster, path, "restored_from_dashboard")
+    assert snapshot(pg_cluster, "restored_from_dashboard") == snapshot(pg_cluster, "rich")
+
+
+def test_backend_killed_mid_dump_shows_the_error_never_done(big_db, start_service, pg_cluster, open_dashboard,
+                                                             tmp_path):
+    service = start_service(DATABASE_URL=big_db)
+    page = open_dashboard(service)
+    throttle(page, 2_000_000)
+    with page.expect_download() as download_info:
+        page.click("#dl")
+    expect(page.locator("#status")).to_contain_text("Table 1 of 1: public.blobs", timeout=SLOW_MS)
+    running = progress(service, backup_id(page))
+    assert running["state"] == "running" and 1 <= running["percent"] < 99
+
+    with pg_cluster.connect() as db:
+        killed = db.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                            "WHERE application_name LIKE 'backup_svc-dump%'").fetchall()
+    assert killed == [(True,)]
+
+    expect(page.locator("#error")).to_be_visible(timeout=SLOW_MS)
+    report = progress(service, backup_id(page))
+    assert report["state"] == "failed" and "mid-stream" in report["error"]
+    expect(page.locator("#error-message")).to_have_text(report["error"])
+    expect(page.locator("#status")).to_have_text("Backup failed.")
+    expect(page.locator("#percent")).not_to_have_text("100 %")
+    assert "done" not in page.locator("#progress-panel").inner_text().lower()
+    expect(page.locator("#dl")).to_be_enabled()
+
+    download = download_info.value
+    failure = download.failure()  # waits until the browser has given up on (or finished) the file
+    if failure is None:
+        path = tmp_path / "broken.sql.gz"
+        download.save_as(path)
+        assert not gzip_is_valid(path.read_bytes()), "a dump whose backend was killed must not be a valid gzip"
+
+
+def test_busy_service_shows_the_429_message_and_a_running_download_cannot_start_twice(
+        big_db, start_service, pg_cluster, open_dashboard):
+    service = start_service(DATABASE_URL=big_db)
+    # Another admin's download holds the only slot: it reads a little, then stalls.
+    other = service.connection()
+    other.request("GET", "/api/v1/backup", headers=service.auth())
+    response = other.getresponse()
+    assert response.status == 200 and len(response.read(65536)) == 65536
+
+    page = open_dashboard(service)
+    expect(page.locator("#busy")).to_be_visible()
+    tab_to(page, "dl")
+    page.keyboard.press("Enter")
+    expect(page.locator("#error")).to_be_visible(timeout=SLOW_MS)
+    expect(page.locator("#error-message")).to_contain_text("already running")
+    expect(page.locator("#status")).to_have_text("Backup not started.")
+    expect(page.locator("#dl")).to_be_enabled()
+    assert refused_attempts(service) == 1
+
+    other.close()
+    assert wait_until(lambda: not pg_dump_pids(pg_cluster), 10)
+    throttle(page, 1_000_000)
+    with page.expect_download():
+        page.click("#dl")
+    expect(page.locator("#status")).to_contain_text("Table 1 of 1: public.blobs", timeout=SLOW_MS)
+    expect(page.locator("#error")).to_be_hidden()
+    expect(page.locator("#dl")).to_be_disabled()
+    first = backup_id(page)
+
+    # Neither a click nor a scripted click event starts another download while this one runs.
+    page.locator("#dl").click(force=True)
+    page.locator("#dl").dispatch_event("click")
+    assert not wait_until(lambda: refused_attempts(service) > 1 or len(pg_dump_pids(pg_cluster)) > 1, 1.5)
+    assert page.locator("iframe").count() == 1 and backup_id(page) == first
+    assert progress(service, first)["state"] == "running"
+
+
+def test_phone_width_keyboard_labels_and_no_foreign_assets(rich_service, open_dashboard, tmp_path):
+    width = 360
+    page = open_dashboard(rich_service, width=width, height=740)
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
+    button = page.get_by_role("button", name="Download backup")
+    box = button.bounding_box()
+    assert box["x"] >= 0 and box["x"] + box["width"] <= width and box["height"] >= 44
+
+    tab_to(page, "dl")
+    with page.expect_download() as download_info:
+        page.keyboard.press("Enter")
+    download_info.value.save_as(tmp_path / "phone.sql.gz")
+    bar = page.get_by_role("progressbar", name="Backup progress")
+    expect(page.get_by_role("status").filter(has_text="Done")).to_be_visible(timeout=SLOW_MS)
+    expect(bar).to_have_attribute("aria-valuetext", "100 %, done")
+    assert bar.evaluate("bar => [bar.value, bar.max]") == [100, 100]
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
+    assert gzip_is_valid((tmp_path / "phone.sql.gz").read_bytes())
+
+    # Everything the page loaded (style, script, progress polls, the download) came from the service.
+    loaded = page.evaluate("performance.getEntriesByType('resource').map(entry => entry.name)")
+    assert any(url.endswith("/static/dashboard.js") for url in loaded)
+    assert all(url.startswith(rich_service.base_url + "/") for url in loaded), loaded
+
+
+def test_dashboard_needs_login(rich_service, browser):
+    context = browser.new_context(http_credentials={"username": "admin", "password": "wrong-password-0123456"})
+    try:
+        page = context.new_page()
+        try:
+            response = page.goto(f"{rich_service.base_url}/")
+            assert response.status == 401
+        except PlaywrightError:
+            pass  # some Chromium builds abort the navigation instead of showing the 401 page
+        assert page.locator("#dl").count() == 0
+    finally:
+        context.close()

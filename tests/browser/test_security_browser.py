@@ -1,0 +1,132 @@
+"""What a real browser (headless Chromium) does with the service from another site and on its own pages.
+
+The "main app" is a page served here on `localhost`; the service listens on `127.0.0.1`: two
+different sites, so Chromium sends `Sec-Fetch-Site: cross-site` just as it would on Railway.
+"""
+from __future__ import annotations
+
+import http.server
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+
+import pytest
+
+from backup_svc.links import signed_backup_url
+from backup_svc.pg.localcluster import free_port
+from tests.support import Service, wait_until
+
+SECRET = "browser-link-secret-" + "w" * 16
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    # Without these Chromium keeps trying to reach Google's hosts, which this network refuses.
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--enable-logging=stderr", "--v=0", "--dump-dom", "--virtual-time-budget=5000",
+]
+
+
+@pytest.fixture(scope="module")
+def browser_service(rich_db, pg_cluster, tmp_path_factory):
+    """The rich database's service with signed links on."""
+    service = Service({"DATABASE_URL": rich_db, "LINK_SECRET": SECRET},
+                      tmp_path_factory.mktemp("browser") / "service.log").start()
+    yield service
+    service.stop()
+
+
+@pytest.fixture
+def main_app():
+    """Factory: serve one HTML page on http://localhost:<port>/ (another site than 127.0.0.1)."""
+    servers = []
+
+    def serve(html: str) -> str:
+        body = html.encode()
+
+        class Page(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Page)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://localhost:{server.server_address[1]}/"
+
+    yield serve
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def chromium(url: str, tmp_path, *, until=None) -> tuple[str, list[str]]:
+    """Load `url` in a fresh headless Chromium; the final DOM and the console messages.
+
+    With `until`, stop Chromium as soon as `until()` is true: a navigation that became a download
+    keeps `--dump-dom` waiting forever.
+    """
+    binary = shutil.which("chromium")
+    assert binary, "chromium is missing: run ./dev.sh test, which installs it"
+    profile = tmp_path / f"profile-{time.time_ns()}"
+    proc = subprocess.Popen([binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", url], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        if until is not None:
+            assert wait_until(until, timeout_s=30, interval=0.2), "Chromium's request never reached the service"
+        else:
+            proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+    return stdout, [line for line in stderr.splitlines() if ":CONSOLE" in line]
+
+
+def chromium_attempts(service) -> list[dict]:
+    """The audit entries of backup attempts Chromium made, newest first."""
+    entries = service.request("GET", "/api/v1/audit", service.auth()).json()["entries"]
+    return [e for e in entries if "Chrome" in (e["user_agent"] or "")]
+
+
+def test_main_app_link_gets_a_backup_and_other_sites_scripts_do_not(browser_service, main_app, tmp_path):
+    link = signed_backup_url(browser_service.base_url, SECRET, 120)
+    # First a script and an image on another site: both must be refused before the link is clicked.
+    hostile = main_app(f'<img src="{link}"><script>fetch("{link}", {{mode: "no-cors", credentials: "include"}})'
+                       f'</script>')
+    chromium(hostile, tmp_path)
+    refused = chromium_attempts(browser_service)
+    assert [(e["status"], e["outcome"]) for e in refused] == [(403, "denied")] * 2
+    assert all("another site" in e["error"] for e in refused)
+
+    page = main_app(f'<a id="backup" href="{link}">Download a backup</a>'
+                    f'<script>document.getElementById("backup").click()</script>')
+    def download_started():
+        facts = browser_service.request("GET", "/api/v1/database", browser_service.auth()).json()
+        return facts["dumps_in_progress"] > 0 or any(e["status"] == 200 for e in chromium_attempts(browser_service))
+
+    chromium(page, tmp_path, until=download_started)
+    # The attempt is recorded when its response closes: finished, or cut when Chromium was stopped.
+    served = wait_until(lambda: [e for e in chromium_attempts(browser_service) if e["status"] == 200], 20)
+    assert served, "the download was not recorded"
+    assert served[0]["actor"] == "signed link"
+
+
+def test_dashboard_cannot_be_framed_by_another_site(browser_service, main_app, tmp_path):
+    page = main_app(f'<iframe src="{browser_service.base_url}/"></iframe>')
+    _, console = chromium(page, tmp_path)
+    assert any("frame-ancestors 'none'" in line for line in console), console
+
+
+def test_dashboard_loads_without_content_security_policy_violations(browser_service, tmp_path):
+    url = f"http://admin:{browser_service.password}@127.0.0.1:{browser_service.port}/"
+    dom, console = chromium(url, tmp_path)
+    assert "backup_svc" in dom  # the page itself, not a login error
+    assert not [line for line in console if "Content Security Policy" in line], console

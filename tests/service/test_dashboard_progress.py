@@ -1,0 +1,219 @@
+"""The progress API behind the dashboard (real gunicorn and PostgreSQL), its registry and its estimates."""
+from __future__ import annotations
+
+import pytest
+
+from backup_svc.config import parse_database_url
+from backup_svc.dump.pipeline import DumpProgress
+from backup_svc.dump.report import data_fraction, progress_report
+from backup_svc.dump.watch import CopySample, DumpWatch, TableEstimate
+from backup_svc.web.registry import BackupIdInUse, BackupRegistry
+from tests.support import basic, gzip_is_valid, pg_dump_pids, wait_until
+
+
+def _report(service, backup_id: str):
+    return service.request("GET", f"/api/v1/backups/{backup_id}", service.auth())
+
+
+# -- over HTTP -----------------------------------------------------------------------------------
+def test_finished_download_is_reported_done_under_the_client_id(rich_service):
+    reply = rich_service.request("GET", "/api/v1/backup?progress_id=done-check-0001", rich_service.auth())
+    assert reply.status == 200 and reply.complete and gzip_is_valid(reply.body)
+    assert reply.headers["X-Backup-Id"] == "done-check-0001"
+
+    report = _report(rich_service, "done-check-0001")
+    assert report.status == 200 and report.headers["Cache-Control"] == "no-store"
+    body = report.json()
+    assert (body["state"], body["phase"], body["percent"], body["error"]) == ("done", "done", 100.0, None)
+    assert body["bytes_sent"] == len(reply.body)
+    assert f'filename="{body["filename"]}"' in reply.headers["Content-Disposition"]
+    # rich.sql has five tables with data (the partitioned parent has none); the last one counts once
+    # pg_dump moves on to what follows the data.
+    assert (body["tables_done"], body["table_count"]) == (5, 5)
+
+
+def test_reusing_a_progress_id_is_409(rich_service):
+    assert rich_service.request("GET", "/api/v1/backup?progress_id=reused-id-0001", rich_service.auth()).status == 200
+    again = rich_service.request("GET", "/api/v1/backup?progress_id=reused-id-0001", rich_service.auth())
+    assert again.status == 409
+    assert "another backup" in again.json()["message"]
+
+
+@pytest.mark.parametrize("bad_id", ["short", "x" * 65, "has.dots.in.it", "space%20in%20it", "%C3%BCmlaut-id"])
+def test_malformed_progress_ids_are_400(rich_service, bad_id):
+    for path in (f"/api/v1/backup?progress_id={bad_id}", f"/api/v1/backups/{bad_id}"):
+        reply = rich_service.request("GET", path, rich_service.auth())
+        assert reply.status == 400, path
+        assert "progress_id must be" in reply.json()["message"]
+
+
+def test_unknown_progress_id_is_404(rich_service):
+    reply = _report(rich_service, "never-started-0001")
+    assert reply.status == 404
+    assert reply.json()["error"] == "Not Found"
+
+
+def test_progress_needs_credentials(rich_service):
+    assert rich_service.request("GET", "/api/v1/backups/never-started-0001").status == 401
+    assert rich_service.request("GET", "/api/v1/backups/never-started-0001", basic("admin", "wrong")).status == 401
+
+
+def test_refusals_before_the_first_byte_are_kept_under_the_client_id(big_db, start_service, pg_cluster):
+    """A page that saves the download through an iframe cannot read a 429: the progress API must say it."""
+    service = start_service(DATABASE_URL=big_db)
+    holder = service.connection()
+    holder.request("GET", "/api/v1/backup?progress_id=holder-id-0001", headers=service.auth())
+    response = holder.getresponse()
+    assert response.status == 200 and len(response.read(65536)) == 65536
+    try:
+        refused = service.request("GET", "/api/v1/backup?progress_id=second-id-0001", service.auth())
+        assert refused.status == 429
+        body = _report(service, "second-id-0001").json()
+        assert (body["state"], body["status"], body["percent"]) == ("refused", 429, None)
+        assert body["error"] == refused.json()["message"]
+
+        # Meanwhile the holder's dump is reported running, inside its only table, with a real estimate.
+        assert wait_until(lambda: _report(service, "holder-id-0001").json()["phase"] == "data", 20)
+        running = wait_until(lambda: (r := _report(service, "holder-id-0001").json())["estimate"] and r, 10)
+        assert running["state"] == "running"
+        assert running["table"] == {"name": "public.blobs", "number": 1, "count": 1}
+        assert 1 <= running["percent"] < 99
+        assert running["estimate"] in ("copy-rows", "copy-bytes")  # the test cluster is PostgreSQL 14+
+        assert running["bytes_sent"] >= 65536 and running["finished_at"] is None
+    finally:
+        holder.close()
+    assert wait_until(lambda: _report(service, "holder-id-0001").json()["state"] == "aborted", 5)
+    assert wait_until(lambda: not pg_dump_pids(pg_cluster), 5)
+
+
+def test_cannot_dump_is_kept_under_the_client_id(start_service, pg_cluster):
+    service = start_service(DATABASE_URL=pg_cluster.url("no_such_db"))
+    reply = service.request("GET", "/api/v1/backup?progress_id=missing-db-0001", service.auth())
+    assert reply.status == 502
+    body = _report(service, "missing-db-0001").json()
+    assert (body["state"], body["status"]) == ("refused", 502)
+    assert "does not exist" in body["error"] and pg_cluster.password not in body["error"]
+
+
+def test_dashboard_links_to_the_served_api_docs(rich_service):
+    page = rich_service.request("GET", "/", basic("admin", rich_service.password))
+    assert page.status == 200
+    assert 'href="/docs/api"' in page.body.decode()
+    assert "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]
+    doc = rich_service.request("GET", "/docs/api", basic("admin", rich_service.password))
+    assert doc.status == 200 and doc.headers["Content-Type"].startswith("text/plain")
+    assert "GET /api/v1/backups/<id>" in doc.body.decode()
+    assert rich_service.request("GET", "/docs/api").status == 401
+    assert rich_service.request("GET", "/docs/..%2FREADME", rich_service.auth()).status == 404
+
+
+# -- the cache in front of the database --------------------------------------------------------
+def test_watch_queries_the_database_at_most_once_a_second(rich_db):
+    conn = parse_database_url(rich_db)
+    watch = DumpWatch()
+    watch.refresh(conn, "backup_svc-dump-none", now=100.0)
+    assert watch.tables is not None and "app.people" in watch.tables
+    assert watch.tables["app.people"].size_bytes > 0
+
+    watch.tables = None  # a query would bring them back
+    watch.refresh(conn, "backup_svc-dump-none", now=100.9)
+    assert watch.tables is None
+    watch.refresh(conn, "backup_svc-dump-none", now=101.1)
+    assert watch.tables is not None
+
+
+def test_watch_never_waits_for_another_pollers_query(rich_db):
+    """Holding the (non-reentrant) lock stands for a poller whose query runs: waiting would deadlock."""
+    watch = DumpWatch()
+    with watch._lock:
+        watch.refresh(parse_database_url(rich_db), "backup_svc-dump-none", now=100.0)
+    assert watch.tables is None  # it used the last sample (none yet) instead of querying
+
+
+# -- estimates, without a database -------------------------------------------------------------
+TABLES = {"s.small": TableEstimate(oid=1, size_bytes=100_000, rows=1000),
+          "s.big": TableEstimate(oid=2, size_bytes=300_000, rows=3000)}
+
+
+def _progress(**fields) -> DumpProgress:
+    progress = DumpProgress(started=1000.0)
+    for name, value in fields.items():
+        setattr(progress, name, value)
+    return progress
+
+
+@pytest.mark.parametrize("copy,expected,method", [
+    (CopySample(relid=2, bytes_processed=0, tuples_processed=1500), (100_000 + 150_000) / 400_000, "copy-rows"),
+    (CopySample(relid=2, bytes_processed=0, tuples_processed=9999), (100_000 + 0.99 * 300_000) / 400_000, "copy-rows"),
+    # a sample from the previous table: fall back to the SQL written so far
+    (CopySample(relid=1, bytes_processed=0, tuples_processed=1000), 200_000 / 400_000, "output-bytes"),
+    (None, 200_000 / 400_000, "output-bytes"),
+])
+def test_data_fraction(copy, expected, method):
+    progress = _progress(phase="data", current_table="s.big", tables=["s.small", "s.big"], sql_bytes=200_000)
+    fraction, used = data_fraction(progress, TABLES, copy)
+    assert fraction == pytest.approx(expected) and used == method
+
+
+def test_data_fraction_of_a_never_analyzed_table_counts_bytes():
+    tables = {"s.new": TableEstimate(oid=5, size_bytes=1_000_000, rows=-1)}
+    progress = _progress(phase="data", current_table="s.new", tables=["s.new"])
+    fraction, used = data_fraction(progress, tables, CopySample(relid=5, bytes_processed=250_000, tuples_processed=9))
+    assert (fraction, used) == (pytest.approx(0.25), "copy-bytes")
+
+
+def test_report_never_says_done_before_the_response_is_closed():
+    progress = _progress(phase="done", outcome="ok", finished=1010.0, gzip_bytes=5000, tables=["s.small", "s.big"])
+    watch = DumpWatch()
+    running = progress_report("id-00000001", "f.sql.gz", progress, running=True, status=200, watch=watch, now=1010.0)
+    assert (running["state"], running["phase"], running["percent"]) == ("running", "finishing", 99.0)
+    done = progress_report("id-00000001", "f.sql.gz", progress, running=False, status=200, watch=watch, now=1011.0)
+    assert (done["state"], done["percent"], done["elapsed_s"], done["table_count"]) == ("done", 100.0, 10.0, 2)
+
+
+def test_report_of_a_failed_dump_has_its_error_and_no_percent():
+    progress = _progress(phase="failed", outcome="failed", error="pg_dump exited with status 1 mid-stream: x",
+                         finished=1003.0)
+    report = progress_report("id-00000001", "f.sql.gz", progress, running=True, status=200, watch=DumpWatch(),
+                             now=1004.0)
+    assert (report["state"], report["percent"], report["eta_s"]) == ("failed", None, None)
+    assert report["error"].startswith("pg_dump exited with status 1")
+
+
+def test_report_estimates_time_left_from_the_percentage():
+    watch = DumpWatch()
+    watch.tables = TABLES
+    progress = _progress(phase="data", current_table="s.big", tables=["s.small", "s.big"], sql_bytes=200_000,
+                         gzip_bytes=40_000)
+    report = progress_report("id-00000001", "f.sql.gz", progress, running=True, status=200, watch=watch, now=1010.0)
+    assert report["percent"] == pytest.approx(50.0)  # 1 % schema + 98 % × half the data
+    assert report["eta_s"] == pytest.approx(10.0)
+    assert report["table"] == {"name": "s.big", "number": 2, "count": 2}
+    assert report["rate_bytes_per_s"] == 4000
+
+
+# -- the registry --------------------------------------------------------------------------------
+def test_registry_keeps_refusals_and_rejects_reused_ids():
+    registry = BackupRegistry(limit=1)
+    first = registry.try_begin("a.sql.gz", "admin", "first-id-0001")
+    assert first is not None and registry.is_running("first-id-0001")
+    with pytest.raises(BackupIdInUse):
+        registry.try_begin("b.sql.gz", "admin", "first-id-0001")
+    assert registry.try_begin("b.sql.gz", "admin", "second-id-0001") is None
+    registry.refused("second-id-0001", "b.sql.gz", "admin", 429, "busy")
+    second = registry.get("second-id-0001")
+    assert (second.status, second.progress.outcome, second.progress.error) == (429, "refused", "busy")
+
+    registry.end(first, status=502, error="unreachable")
+    assert not registry.is_running("first-id-0001") and registry.running_count() == 0
+    assert registry.get("first-id-0001").status == 502
+    with pytest.raises(BackupIdInUse):
+        registry.try_begin("c.sql.gz", "admin", "first-id-0001")
+
+
+def test_registry_forgets_the_oldest_past_its_limit():
+    registry = BackupRegistry(limit=1, keep_n=2)
+    for n in range(3):
+        registry.refused(f"refused-id-{n:04d}", "x.sql.gz", "admin", 429, "busy")
+    assert registry.get("refused-id-0000") is None
+    assert registry.get("refused-id-0001") is not None and registry.get("refused-id-0002") is not None

@@ -1,0 +1,163 @@
+"""Throttling, cross-site refusal and security headers, against the real gunicorn."""
+from __future__ import annotations
+
+import http.client
+
+import pytest
+
+from tests.support import basic, bearer
+
+PAGE_CSP_PARTS = ["default-src 'none'", "script-src 'self'", "style-src 'self'", "frame-ancestors 'none'"]
+
+
+def _assert_json_error(reply, status: int, phrase: str):
+    assert reply.status == status
+    body = reply.json()
+    assert body["error"] == phrase and body["message"]
+
+
+# -- throttling -----------------------------------------------------------------------------------
+def test_failed_logins_are_throttled_then_everything_from_that_address_waits(start_service, rich_db):
+    service = start_service(DATABASE_URL=rich_db, AUTH_FAILURES_PER_MINUTE="3")
+    for _ in range(3):
+        assert service.request("GET", "/api/v1/database", bearer("wrong-token-wrong-token")).status == 401
+
+    refused = service.request("GET", "/api/v1/database", bearer("wrong-token-wrong-token"))
+    _assert_json_error(refused, 429, "Too Many Requests")
+    assert 1 <= int(refused.headers["Retry-After"]) <= 60
+    # Correct credentials get the same 429 while the address waits: otherwise the 429 would tell a
+    # guesser which guess was right.
+    assert service.request("GET", "/api/v1/database", service.auth()).status == 429
+    assert service.request("GET", "/api/v1/backup", basic("admin", service.password)).status == 429
+    # Probes are not behind the login and stay up.
+    assert service.request("GET", "/healthz").status == 200
+
+
+def test_requests_without_credentials_do_not_count(start_service, rich_db):
+    service = start_service(DATABASE_URL=rich_db, AUTH_FAILURES_PER_MINUTE="2")
+    for _ in range(5):  # a browser's first visit, curl without a token: not guesses
+        assert service.request("GET", "/api/v1/database").status == 401
+    assert service.request("GET", "/api/v1/database", service.auth()).status == 200
+
+
+def test_throttle_behind_a_proxy_is_per_client_and_unspoofable(start_service, rich_db):
+    service = start_service(DATABASE_URL=rich_db, AUTH_FAILURES_PER_MINUTE="2", TRUSTED_PROXY_HOPS="1")
+    attacker = {"X-Forwarded-For": "203.0.113.7"}
+    for _ in range(2):
+        assert service.request("GET", "/api/v1/database", {**attacker, **bearer("guess-guess-guess")}).status == 401
+    assert service.request("GET", "/api/v1/database", {**attacker, **service.auth()}).status == 429
+    # The client may prepend anything; the proxy appends the real address, and only that is read.
+    spoofed = {"X-Forwarded-For": "198.51.100.1, 203.0.113.7"}
+    assert service.request("GET", "/api/v1/database", {**spoofed, **service.auth()}).status == 429
+    # Another client behind the same proxy is not affected.
+    other = {"X-Forwarded-For": "198.51.100.1"}
+    assert service.request("GET", "/api/v1/database", {**other, **service.auth()}).status == 200
+
+
+def test_without_a_trusted_proxy_forwarded_for_is_ignored(start_service, rich_db):
+    service = start_service(DATABASE_URL=rich_db, AUTH_FAILURES_PER_MINUTE="2")
+    for n in range(2):
+        headers = {"X-Forwarded-For": f"203.0.113.{n}", **bearer("guess-guess-guess")}
+        assert service.request("GET", "/api/v1/database", headers).status == 401
+    # A new X-Forwarded-For does not make a new client: the peer address is what counts.
+    fresh = {"X-Forwarded-For": "198.51.100.99", **service.auth()}
+    assert service.request("GET", "/api/v1/database", fresh).status == 429
+
+
+# -- Fetch Metadata -------------------------------------------------------------------------------
+def _fetch(site, mode, dest):
+    return {"Sec-Fetch-Site": site, "Sec-Fetch-Mode": mode, "Sec-Fetch-Dest": dest}
+
+
+@pytest.mark.parametrize("method,path,headers,status", [
+    ("GET", "/api/v1/database", {}, 200),  # curl
+    ("GET", "/api/v1/database", _fetch("same-origin", "cors", "empty"), 200),
+    ("GET", "/api/v1/database", _fetch("same-site", "no-cors", "empty"), 200),
+    ("GET", "/api/v1/database", _fetch("none", "navigate", "document"), 200),
+    ("GET", "/", _fetch("cross-site", "navigate", "document"), 200),  # the main app's link
+    ("GET", "/api/v1/database", _fetch("cross-site", "no-cors", "empty"), 403),
+    ("GET", "/api/v1/database", _fetch("cross-site", "cors", "empty"), 403),
+    ("GET", "/api/v1/backup", _fetch("cross-site", "no-cors", "image"), 403),
+    ("GET", "/", _fetch("cross-site", "navigate", "iframe"), 403),
+    ("HEAD", "/api/v1/backup", _fetch("cross-site", "navigate", "document"), 403),
+    ("GET", "/healthz", _fetch("cross-site", "no-cors", "image"), 200),  # probes are public
+])
+def test_cross_site_requests(rich_service, method, path, headers, status):
+    reply = rich_service.request(method, path, {**headers, **rich_service.auth()})
+    assert reply.status == status
+    if status == 403 and method == "GET":
+        body = reply.json()
+        assert body["error"] == "Forbidden" and "another site" in body["message"]
+
+
+def test_cross_site_refusal_comes_before_credentials(start_service, rich_db):
+    """A page on another site cannot make the browser guess passwords: no credential is even looked at."""
+    service = start_service(DATABASE_URL=rich_db, AUTH_FAILURES_PER_MINUTE="1")
+    for _ in range(3):
+        headers = {**_fetch("cross-site", "no-cors", "empty"), **bearer("guess-guess-guess")}
+        assert service.request("GET", "/api/v1/database", headers).status == 403
+    assert service.request("GET", "/api/v1/database", service.auth()).status == 200  # nothing was counted
+
+
+# -- headers --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("method,path,credentials,status", [
+    ("GET", "/", True, 200),
+    ("GET", "/", False, 401),
+    ("GET", "/api/v1/database", True, 200),
+    ("GET", "/api/v1/audit", True, 200),
+    ("HEAD", "/api/v1/backup", True, 200),
+    ("GET", "/api/v1/nothing", True, 404),
+    ("GET", "/healthz", False, 200),
+])
+def test_security_headers_on_every_response(rich_service, method, path, credentials, status):
+    reply = rich_service.request(method, path, rich_service.auth() if credentials else {"Accept": "text/html"})
+
+    assert reply.status == status
+    csp = reply.headers["Content-Security-Policy"]
+    for part in PAGE_CSP_PARTS:
+        assert part in csp
+    assert "unsafe-inline" not in csp and "unsafe-eval" not in csp
+    assert reply.headers["X-Content-Type-Options"] == "nosniff"
+    assert reply.headers["Referrer-Policy"] == "no-referrer"
+    assert reply.headers["X-Frame-Options"] == "DENY"
+    assert reply.headers["Cache-Control"] == "no-store"
+    assert "Strict-Transport-Security" not in reply.headers  # plain http, no trusted proxy
+
+
+def test_pages_carry_no_inline_script_or_style(rich_service):
+    """The CSP forbids inline code, so a page that had some would break: none may slip in."""
+    for path, headers in [("/", rich_service.auth()), ("/", {"Accept": "text/html"})]:
+        html = rich_service.request("GET", path, headers).body.decode().lower()
+        assert "<html" in html
+        assert "<script>" not in html and " style=" not in html and "<style" not in html
+        assert "onclick=" not in html and "onload=" not in html
+
+
+@pytest.mark.parametrize("hops,proto,hsts", [
+    ("1", "https", True),
+    ("1", "http", False),
+    ("0", "https", False),  # not behind a proxy: the header is the client's word, worth nothing
+])
+def test_hsts_only_when_a_trusted_proxy_says_https(start_service, rich_db, hops, proto, hsts):
+    service = start_service(DATABASE_URL=rich_db, TRUSTED_PROXY_HOPS=hops)
+    headers = {"X-Forwarded-Proto": proto, "X-Forwarded-For": "203.0.113.5"}
+    for path in ("/healthz", "/"):
+        reply = service.request("GET", path, {**headers, **service.auth()})
+        assert reply.status == 200
+        assert ("Strict-Transport-Security" in reply.headers) is hsts
+        if hsts:
+            assert reply.headers["Strict-Transport-Security"].startswith("max-age=")
+
+
+def test_gunicorn_itself_does_not_trust_forwarded_proto_from_loopback(start_service, rich_db):
+    """gunicorn trusts X-Forwarded-Proto from ::1 by default; the service turns that off (proxy.py decides)."""
+    service = start_service(DATABASE_URL=rich_db)
+    conn = http.client.HTTPConnection("::1", service.port, timeout=10)
+    try:
+        conn.request("GET", "/healthz", headers={"X-Forwarded-Proto": "https", "X-Forwarded-Ssl": "off"})
+        reply = conn.getresponse()
+        reply.read()
+    finally:
+        conn.close()
+    assert reply.status == 200  # not gunicorn's 400 for disagreeing scheme headers
+    assert reply.getheader("Strict-Transport-Security") is None

@@ -1,0 +1,68 @@
+"""The service refuses to start, with one clear line naming the variable, when its settings are unsafe."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+GOOD = {
+    "DATABASE_URL": "postgresql://app:pw@db.internal:5432/appdb",
+    "ADMIN_TOKEN": "t" * 32,
+    "ADMIN_PASSWORD": "p" * 20,
+}
+
+
+def _serve(tmp_path, **overrides: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DATABASE_URL", "ADMIN_TOKEN", "ADMIN_PASSWORD", "LINK_SECRET", "PORT")}
+    env.update({**GOOD, **overrides, "PORT": "1"})
+    env = {k: v for k, v in env.items() if v is not None}
+    # cwd is an empty folder: no .env is read
+    return subprocess.run([sys.executable, "-m", "backup_svc", "serve"], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=30)
+
+
+@pytest.mark.parametrize("overrides,variable", [
+    ({"DATABASE_URL": None}, "DATABASE_URL"),
+    ({"DATABASE_URL": ""}, "DATABASE_URL"),
+    ({"DATABASE_URL": "mysql://u:p@h/db"}, "DATABASE_URL"),
+    ({"DATABASE_URL": "postgresql://u:p@host:notaport/db"}, "DATABASE_URL"),
+    ({"DATABASE_URL": "postgresql://u:p@host:5432/"}, "DATABASE_URL"),
+    ({"ADMIN_TOKEN": None, "ADMIN_PASSWORD": None}, "ADMIN_TOKEN nor ADMIN_PASSWORD"),
+    ({"ADMIN_TOKEN": "short"}, "ADMIN_TOKEN"),
+    ({"ADMIN_PASSWORD": "short"}, "ADMIN_PASSWORD"),
+    ({"LINK_SECRET": "too-short"}, "LINK_SECRET"),
+    ({"BACKUP_MAX_CONCURRENT": "0"}, "BACKUP_MAX_CONCURRENT"),
+    ({"BACKUP_MAX_CONCURRENT": "two"}, "BACKUP_MAX_CONCURRENT"),
+    ({"BACKUP_GZIP_LEVEL": "0"}, "BACKUP_GZIP_LEVEL"),
+    ({"BACKUP_GZIP_LEVEL": "10"}, "BACKUP_GZIP_LEVEL"),
+])
+def test_refuses_to_start(tmp_path, overrides, variable):
+    result = _serve(tmp_path, **overrides)
+
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert variable in lines[0]
+    assert "Traceback" not in result.stderr
+    assert "Listening at" not in result.stderr + result.stdout
+    for secret in ("pw", "t" * 32, "p" * 20):
+        assert f"{secret}@" not in lines[0] and secret * 2 not in lines[0]
+
+
+def test_every_problem_is_listed(tmp_path):
+    result = _serve(tmp_path, DATABASE_URL=None, ADMIN_TOKEN="x", ADMIN_PASSWORD=None)
+    assert result.returncode != 0
+    text = result.stderr
+    assert "DATABASE_URL" in text and "ADMIN_TOKEN must be at least 16" in text
+
+
+def test_env_file_is_read_and_real_environment_wins(tmp_path):
+    (tmp_path / ".env").write_text("DATABASE_URL=postgresql://u:p@h:5432/fromfile\nADMIN_TOKEN=short\n")
+    from_file = _serve(tmp_path, DATABASE_URL=None, ADMIN_TOKEN=None)
+    assert "ADMIN_TOKEN must be at least 16" in from_file.stderr  # .env was read
+    overridden = _serve(tmp_path, DATABASE_URL=None, ADMIN_TOKEN="x")
+    assert "ADMIN_TOKEN must be at least 16" in overridden.stderr
+    assert "DATABASE_URL" not in overridden.stderr  # taken from .env

@@ -1,0 +1,150 @@
+"""The security building blocks on their own: throttle (with a hand-moved clock), Fetch Metadata, settings."""
+from __future__ import annotations
+
+import pytest
+
+from backup_svc.config import ConfigError, Settings
+from backup_svc.web.audit import AuditTrail
+from backup_svc.web.security import cross_site_refusal
+from backup_svc.web.throttle import AuthThrottle, address_key
+
+
+class Clock:
+    """A clock the test moves by hand, so the one-minute window can be crossed without waiting."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_throttle_blocks_after_the_limit_and_says_how_long():
+    clock = Clock()
+    throttle = AuthThrottle(limit=3, clock=clock)
+    for _ in range(2):
+        throttle.failed("1.2.3.4")
+        assert throttle.retry_after("1.2.3.4") is None
+    throttle.failed("1.2.3.4")
+    assert throttle.retry_after("1.2.3.4") == 60
+    clock.now += 45.2
+    assert throttle.retry_after("1.2.3.4") == 15  # rounded up: never "try again in 0 s"
+
+
+def test_throttle_resets_when_the_window_has_passed():
+    clock = Clock()
+    throttle = AuthThrottle(limit=2, clock=clock)
+    throttle.failed("1.2.3.4")
+    throttle.failed("1.2.3.4")
+    assert throttle.retry_after("1.2.3.4") is not None
+    clock.now += 59.9
+    assert throttle.retry_after("1.2.3.4") is not None
+    clock.now += 0.1
+    assert throttle.retry_after("1.2.3.4") is None
+    throttle.failed("1.2.3.4")  # a fresh window: one failure is not over the limit
+    assert throttle.retry_after("1.2.3.4") is None
+
+
+def test_throttle_failures_in_an_old_window_do_not_add_up():
+    clock = Clock()
+    throttle = AuthThrottle(limit=2, clock=clock)
+    throttle.failed("a")
+    clock.now += 61
+    throttle.failed("a")
+    assert throttle.retry_after("a") is None
+
+
+def test_throttle_keeps_addresses_apart():
+    throttle = AuthThrottle(limit=1, clock=Clock())
+    throttle.failed("10.0.0.1")
+    assert throttle.retry_after("10.0.0.1") is not None
+    assert throttle.retry_after("10.0.0.2") is None
+
+
+def test_throttle_table_is_bounded_and_forgets_the_oldest():
+    clock = Clock()
+    throttle = AuthThrottle(limit=1, max_tracked=100, clock=clock)
+    for i in range(1000):
+        clock.now += 0.001
+        throttle.failed(f"10.0.{i // 256}.{i % 256}")
+    assert throttle.tracked() == 100
+    assert throttle.retry_after("10.0.3.231") is not None  # the latest (i = 999) is still blocked
+    assert throttle.retry_after("10.0.0.0") is None  # the first was forgotten
+
+
+@pytest.mark.parametrize("address,key", [
+    ("203.0.113.7", "203.0.113.7"),
+    ("::ffff:203.0.113.7", "203.0.113.7"),
+    ("2001:db8:1:2:aaaa::1", "2001:db8:1:2::/64"),
+    ("2001:db8:1:2:ffff:ffff:ffff:ffff", "2001:db8:1:2::/64"),
+    ("not-an-address", "not-an-address"),
+    (None, "-"),
+])
+def test_address_key_groups_ipv6_by_64(address, key):
+    assert address_key(address) == key
+
+
+# -- Fetch Metadata ---------------------------------------------------------------------------------
+def _fetch(site=None, mode=None, dest=None):
+    headers = {"Sec-Fetch-Site": site, "Sec-Fetch-Mode": mode, "Sec-Fetch-Dest": dest}
+    return {k: v for k, v in headers.items() if v is not None}
+
+
+@pytest.mark.parametrize("method,headers", [
+    ("GET", {}),  # curl, scripts, old browsers
+    ("HEAD", {}),
+    ("GET", _fetch("same-origin", "cors", "empty")),  # the dashboard's own fetch()
+    ("GET", _fetch("same-site", "no-cors", "image")),
+    ("GET", _fetch("none", "navigate", "document")),  # typed or bookmarked
+    ("GET", _fetch("cross-site", "navigate", "document")),  # the main app's link (Chromium 156)
+    ("GET", _fetch("cross-site", "navigate", "empty")),  # a navigation that becomes a download
+    ("GET", _fetch("Cross-Site", "Navigate", "Document")),
+])
+def test_allowed_requests(method, headers):
+    assert cross_site_refusal(method, headers) is None
+
+
+@pytest.mark.parametrize("method,headers", [
+    ("GET", _fetch("cross-site", "no-cors", "empty")),  # fetch(..., {mode: "no-cors"}) from another site
+    ("GET", _fetch("cross-site", "cors", "empty")),
+    ("GET", _fetch("cross-site", "no-cors", "image")),  # <img src>
+    ("GET", _fetch("cross-site", "navigate", "iframe")),  # <iframe src>
+    ("GET", _fetch("cross-site", "nested-navigate", "frame")),
+    ("POST", _fetch("cross-site", "navigate", "document")),  # a cross-site form post
+    ("HEAD", _fetch("cross-site", "navigate", "document")),
+    ("GET", _fetch("cross-site")),  # no mode at all
+    ("GET", _fetch("somewhere-else", "no-cors", "empty")),  # an unknown site value is treated as cross-site
+])
+def test_refused_requests(method, headers):
+    assert "another site" in cross_site_refusal(method, headers)
+
+
+# -- settings -------------------------------------------------------------------------------------
+BASE = {"DATABASE_URL": "postgresql://u:p@h/db", "ADMIN_TOKEN": "t" * 20}
+
+
+def test_security_settings_defaults():
+    settings = Settings.from_env(BASE)
+    assert (settings.auth_failures_per_minute, settings.trusted_proxy_hops, settings.link_max_ttl_s) == (10, 0, 600)
+
+
+@pytest.mark.parametrize("name,value", [
+    ("AUTH_FAILURES_PER_MINUTE", "0"), ("AUTH_FAILURES_PER_MINUTE", "ten"),
+    ("TRUSTED_PROXY_HOPS", "-1"), ("TRUSTED_PROXY_HOPS", "6"), ("TRUSTED_PROXY_HOPS", "yes"),
+    ("LINK_MAX_TTL", "0"), ("LINK_MAX_TTL", "3601"), ("LINK_MAX_TTL", "10m"),
+])
+def test_security_settings_are_validated(name, value):
+    with pytest.raises(ConfigError) as exc:
+        Settings.from_env({**BASE, name: value})
+    assert len(exc.value.problems) == 1 and name in exc.value.problems[0]
+
+
+def test_audit_trail_keeps_the_latest_newest_first(caplog):
+    trail = AuditTrail(keep=3)
+    with caplog.at_level("INFO", logger="backup_svc.audit"):
+        for n in range(5):
+            trail.record(actor="token", client="127.0.0.1", user_agent="t", outcome="ok", started=1e9 + n,
+                         gzip_bytes=n)
+    assert [entry["bytes"] for entry in trail.recent()] == [4, 3, 2]
+    assert len(caplog.records) == 5  # the log keeps every attempt
+    assert trail.recent()[0]["time"] == "2001-09-09T01:46:44.000Z"
