@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from backup_svc.config import ConnInfo
 from backup_svc.dump.completion import INCOMPLETE_REASON, SqlTail
 from backup_svc.dump.compression import DEFAULT_LEVEL, SYNC_FLUSH, gzip_compressor
+from backup_svc.dump.tabledata import TableDataScanner
 from backup_svc.pg.command import ClientCommand
 from backup_svc.pg.diagnose import CannotDump, diagnose
 from backup_svc.pg.scrub import scrub
@@ -39,7 +40,7 @@ TERMINATE_GRACE_S = 1.0
 PG_DUMP_FLAGS = ["--format=plain", "--no-owner", "--no-acl", "--clean", "--if-exists", "--verbose"]
 
 # --verbose lines that follow the table data (sequence values, large objects, indexes, constraints):
-# the first of them means the last table's data is complete.
+# the first of them after the last table's data means the dump is finishing.
 _AFTER_DATA = re.compile(r"pg_dump: (executing |creating |processing (?!data for table))")
 
 
@@ -99,6 +100,7 @@ class GzipDump:
         self._stderr_thread: threading.Thread | None = None
         self._first: bytes = b""
         self._closed = False
+        self._data_over = False  # pg_dump said (on stderr) that it has moved past the table data
 
     # -- starting ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -141,16 +143,25 @@ class GzipDump:
         for raw in self._proc.stderr:
             line = raw.decode("utf-8", "replace").rstrip("\n")
             self._stderr_tail.append(line)
-            if "dumping contents of table" in line:
-                if self.progress.current_table is not None:
-                    self.progress.tables_done += 1
-                self.progress.phase = "data"
-                self.progress.current_table = line.split("dumping contents of table", 1)[1].strip().strip('"')
-                self.progress.tables.append(self.progress.current_table)
-            elif self.progress.phase == "data" and _AFTER_DATA.match(line):
-                self.progress.tables_done += 1
-                self.progress.current_table = None
-                self.progress.phase = "finishing"
+            # Only the move to "finishing" is read here, and only between tables: which table is
+            # dumped comes from the SQL itself (tabledata.py), since stderr prints names raw and a
+            # table name can contain a newline and a line that looks like pg_dump's.
+            if self.progress.phase == "data" and _AFTER_DATA.match(line):
+                self._data_over = True  # stdout may lag behind: the last table may still be in the pipe
+                if self.progress.current_table is None:
+                    self.progress.phase = "finishing"
+
+    def _table_data_started(self, table: str) -> None:
+        progress = self.progress
+        progress.phase = "data"
+        progress.current_table = table
+        progress.tables.append(table)
+
+    def _table_data_ended(self) -> None:
+        self.progress.tables_done += 1
+        self.progress.current_table = None
+        if self._data_over:
+            self.progress.phase = "finishing"
 
     def stderr_text(self) -> str:
         """pg_dump's recent stderr, secrets removed."""
@@ -163,6 +174,7 @@ class GzipDump:
         compressor = gzip_compressor(self.level)
         digest = hashlib.sha256()  # of the bytes sent, i.e. of the file the client saves
         sql_tail = SqlTail()  # only the end matters for the completion check: no scan of the whole dump
+        tables = TableDataScanner(self._table_data_started, self._table_data_ended)
         # Start with the gzip header (a sync flush of nothing): ISA-L, unlike zlib, emits no byte for
         # a small first input, and the first yield must come at once (see below).
         header = compressor.flush(SYNC_FLUSH)
@@ -176,6 +188,7 @@ class GzipDump:
             else:
                 self.progress.sql_bytes += len(data)
                 sql_tail.feed(data)
+                tables.feed(data)
                 out = compressor.compress(data)
             if out:
                 batch.append(out)
