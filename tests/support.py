@@ -248,7 +248,7 @@ def wait_idle(service: Service, timeout_s: float = 10) -> None:
 
 
 def audit_records(service, backup_id: str) -> list[dict]:
-    """The service's audit records (JSON after `backup_svc.audit: `) of one backup.
+    """The service's audit records (JSON after `backup_svc.audit: `) of one backup's outcome.
 
     Waits a little: the record is written when the response is closed, just after the last byte.
     """
@@ -257,7 +257,7 @@ def audit_records(service, backup_id: str) -> list[dict]:
         for line in service.log().splitlines():
             if "backup_svc.audit: " in line:
                 record = json.loads(line.split("backup_svc.audit: ", 1)[1])
-                if record["id"] == backup_id:
+                if record["id"] == backup_id and record["event"] == "backup":  # not `backup_started`
                     found.append(record)
         return found
 

@@ -29,6 +29,7 @@ def open_dump(settings: Settings, installed: list[PgBinary], *, application_name
     command = pg_dump_command(
         pg_dump.path, settings.conn, application_name=application_name,
         lock_timeout_s=settings.lock_timeout_s, connect_timeout_s=settings.connect_timeout_s,
+        server_version_num=facts.version_num, client_major=pg_dump.major,
     )
     dump = GzipDump(command, level=settings.gzip_level, secrets=(settings.conn.password,), progress=progress)
     dump.start()

@@ -18,7 +18,14 @@ from backup_svc.config import ConnInfo
 from backup_svc.dump.completion import INCOMPLETE_REASON, SqlTail
 from backup_svc.dump.compression import DEFAULT_LEVEL, SYNC_FLUSH, gzip_compressor
 from backup_svc.dump.tabledata import TableDataScanner
-from backup_svc.pg.command import ClientCommand
+from backup_svc.pg.command import (
+    CONNECTION_CHECK_MS,
+    CONNECTION_CHECK_SINCE,
+    ClientCommand,
+    child_environment,
+    start_client,
+    with_keepalives,
+)
 from backup_svc.pg.diagnose import CannotDump, diagnose
 from backup_svc.pg.scrub import scrub
 
@@ -49,15 +56,26 @@ class DumpBroken(Exception):
 
 
 def pg_dump_command(pg_dump: str, conn: ConnInfo, *, application_name: str,
-                    lock_timeout_s: int, connect_timeout_s: int) -> ClientCommand:
-    """Build the pg_dump invocation: plain SQL, read-only session, bounded lock and connect waits."""
-    argv = [pg_dump, *PG_DUMP_FLAGS, f"--lock-wait-timeout={lock_timeout_s * 1000}", f"--dbname={conn.uri}"]
-    env = {k: v for k, v in os.environ.items() if k not in ("PGPASSWORD", "PGPASSFILE", "PGSERVICE")}
+                    lock_timeout_s: int, connect_timeout_s: int, server_version_num: int | None = None,
+                    client_major: int | None = None) -> ClientCommand:
+    """Build the pg_dump invocation: plain SQL, read-only session, bounded lock and connect waits.
+
+    Its environment is `child_environment()` (never a service secret) plus the password of
+    DATABASE_URL when it has one; without one, libpq's own PGPASSWORD / PGPASSFILE apply, exactly as
+    for the service's own connections.
+    """
+    argv = [pg_dump, *PG_DUMP_FLAGS, f"--lock-wait-timeout={lock_timeout_s * 1000}",
+            f"--dbname={with_keepalives(conn.uri, client_major)}"]
+    options = "-c default_transaction_read_only=on"
+    if server_version_num is None or server_version_num >= CONNECTION_CHECK_SINCE:
+        # see CONNECTION_CHECK_MS: a killed pg_dump leaves no session behind
+        options += f" -c client_connection_check_interval={CONNECTION_CHECK_MS}"
+    env = child_environment()
     env.update(conn.libpq_env())
     env.update({
         "PGAPPNAME": application_name,
         "PGCONNECT_TIMEOUT": str(connect_timeout_s),
-        "PGOPTIONS": "-c default_transaction_read_only=on",
+        "PGOPTIONS": options,
     })
     return ClientCommand(argv=argv, env=env)
 
@@ -106,10 +124,8 @@ class GzipDump:
     def start(self) -> None:
         """Run pg_dump and wait for its first output; raise CannotDump if it exits before that."""
         try:
-            self._proc = subprocess.Popen(
-                self.command.argv, env=self.command.env, stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, close_fds=True, start_new_session=True,
-            )
+            self._proc = start_client(self.command, stdin=subprocess.DEVNULL,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         except OSError as exc:
             raise CannotDump("failed", f"pg_dump could not be started: {exc.strerror}") from None
         try:

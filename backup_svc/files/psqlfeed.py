@@ -10,7 +10,13 @@ import threading
 from backup_svc.config import ConnInfo
 from backup_svc.files.reader import BackupReader, BadBackup
 from backup_svc.files.scan import DumpScanner
-from backup_svc.pg.command import ClientCommand
+from backup_svc.pg.command import (
+    CONNECTION_CHECK_MS,
+    CONNECTION_CHECK_SINCE,
+    ClientCommand,
+    child_environment,
+    start_client,
+)
 from backup_svc.pg.scrub import scrub
 
 
@@ -18,14 +24,18 @@ class RestoreFailed(Exception):
     """The restore did not happen (or was rolled back); the message says why in one line."""
 
 
-def psql_command(psql: str, conn: ConnInfo) -> ClientCommand:
+def psql_command(psql: str, conn: ConnInfo, server_version_num: int | None = None) -> ClientCommand:
     """psql reading a script from stdin, stopping at the first error, all in one transaction."""
     # `-f -` rather than plain stdin: --single-transaction is documented for -f/-c, and error
     # messages then carry the script's line number.
     argv = [psql, "--no-psqlrc", "--quiet", "-v", "ON_ERROR_STOP=1", "--single-transaction", "-f", "-",
             f"--dbname={conn.uri}"]
-    # Without a password in the URL, the caller's own PGPASSWORD / ~/.pgpass apply, as with any libpq tool.
-    env = {**os.environ, **conn.libpq_env(), "PGAPPNAME": "backup_svc-restore"}
+    # Without a password in the URL, the caller's own PGPASSWORD / ~/.pgpass apply, as with any libpq
+    # tool; nothing else of the caller's environment but PATH, locale and libpq's variables.
+    env = {**child_environment(), **conn.libpq_env(), "PGAPPNAME": "backup_svc-restore"}
+    if server_version_num is not None and server_version_num >= CONNECTION_CHECK_SINCE:
+        # A psql that was killed leaves no session behind waiting for (or holding) locks.
+        env["PGOPTIONS"] = f"-c client_connection_check_interval={CONNECTION_CHECK_MS}"
     return ClientCommand(argv=argv, env=env)
 
 
@@ -42,8 +52,8 @@ def stream_into_psql(path: str, command: ClientCommand, *, secrets: tuple[str | 
     file it is killed before it gets there.
     """
     try:
-        proc = subprocess.Popen(command.argv, env=command.env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, start_new_session=True)
+        # psql dies with this process whatever kills it: a restore cut short never commits.
+        proc = start_client(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     except OSError as exc:
         raise RestoreFailed(f"psql could not be started: {exc.strerror}") from None
     stderr_tail: collections.deque[str] = collections.deque(maxlen=20)

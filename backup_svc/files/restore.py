@@ -24,7 +24,7 @@ from backup_svc.pg.binaries import (
     find_binaries,
     pick_binary,
 )
-from backup_svc.pg.command import version_tuple
+from backup_svc.pg.command import keepalive_params, version_tuple
 from backup_svc.pg.diagnose import error_lines
 from backup_svc.pg.scrub import scrub
 
@@ -68,7 +68,8 @@ class RestoreReport:
 def _connect(conn: ConnInfo, dbname: str, timeout_s: int) -> psycopg.Connection:
     try:
         return psycopg.connect(conn.uri, dbname=dbname, password=conn.password, connect_timeout=timeout_s,
-                               application_name="backup_svc-restore", autocommit=True)
+                               application_name="backup_svc-restore", autocommit=True,
+                               **keepalive_params(conn.uri))
     except psycopg.Error as exc:
         raise RestoreFailed(f"cannot connect to the target ({dbname}): "
                             f"{scrub(error_lines(str(exc)), conn.password)}") from None
@@ -147,6 +148,6 @@ def restore_file(path: str, target_url: str, *, bin_dirs: list[str], force: bool
         say(f"--force: restoring over {target.relations} existing tables, views or sequences")
     say(f"restoring into {conn.uri} (PostgreSQL {target.version}) with {psql.path} ({psql.version}) ...")
     started = time.monotonic()
-    stream_into_psql(path, psql_command(psql.path, conn), secrets=(conn.password,))
+    stream_into_psql(path, psql_command(psql.path, conn, target.version_num), secrets=(conn.password,))
     return RestoreReport(backup=backup, database=conn.dbname, server_version=target.version, psql=psql,
                          seconds=time.monotonic() - started)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import psycopg
 
 from backup_svc.config import ConnInfo
+from backup_svc.pg.command import keepalive_params
 from backup_svc.pg.diagnose import CannotDump, diagnose
 
 
@@ -44,6 +45,7 @@ def connect(conn: ConnInfo, *, timeout_s: int, purpose: str) -> psycopg.Connecti
             application_name=f"backup_svc-{purpose}",
             options="-c default_transaction_read_only=on -c statement_timeout=30000",
             autocommit=True,
+            **keepalive_params(conn.uri),
         )
     except psycopg.Error as exc:
         raise diagnose(str(exc), conn.password) from None

@@ -118,6 +118,7 @@ def backup():
         if progress_id is not None:  # the page that chose the id cannot read this status: it polls for it
             state.registry.refused(progress_id, filename, actor, 429, message)
         refuse(429, message, "refused", progress_id, "concurrency limit reached", Retry_After=RETRY_AFTER_BUSY_S)
+    audit.started(actor=actor, backup_id=record.id, started=started, **facts)
     try:
         dump, _, _ = open_dump(state.settings, state.pg_dumps,
                                application_name=record.application_name, progress=record.progress)

@@ -53,6 +53,16 @@ class AuditTrail:
             self.version += 1
         return entry
 
+    def started(self, *, actor: str | None, client: str | None, user_agent: str | None, backup_id: str,
+                started: float) -> None:
+        """Log that a download got its slot and is starting pg_dump (event `backup_started`).
+
+        Its outcome follows in a `backup` line; a worker killed mid-dump leaves only this one, so a
+        reader of the log still sees the attempt. Not kept in memory: the page lists running dumps itself.
+        """
+        audit_log.info(json.dumps({"event": "backup_started", "time": iso_utc(started, "milliseconds"),
+                                   "id": backup_id, "actor": actor, "client": client, "user_agent": user_agent}))
+
     def recent(self) -> list[dict]:
         """The remembered attempts, latest start first."""
         with self._lock:

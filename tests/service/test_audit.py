@@ -32,9 +32,10 @@ def client(n: int) -> dict[str, str]:
 
 
 def audit_lines(service) -> list[dict]:
-    """Every audit line the service logged, parsed."""
+    """Every audit line of an attempt's outcome the service logged, parsed (not the `backup_started` ones)."""
     marker = "backup_svc.audit: "
-    return [json.loads(line.split(marker, 1)[1]) for line in service.log().splitlines() if marker in line]
+    lines = [json.loads(line.split(marker, 1)[1]) for line in service.log().splitlines() if marker in line]
+    return [line for line in lines if line["event"] != "backup_started"]
 
 
 def lines_of(service, headers, count: int = 1) -> list[dict]:

@@ -86,6 +86,7 @@ def test_pg_dump_command_keeps_password_out_of_argv():
                               lock_timeout_s=5, connect_timeout_s=3)
     assert not any("s3cret-pass" in arg for arg in command.argv)
     assert command.env["PGPASSWORD"] == "s3cret-pass"
-    assert "--dbname=postgresql://u@h:5432/db?sslmode=require" in command.argv
+    assert any(arg.startswith("--dbname=postgresql://u@h:5432/db?sslmode=require&keepalives=1")
+               for arg in command.argv)
     for flag in ("--format=plain", "--no-owner", "--no-acl", "--clean", "--if-exists", "--lock-wait-timeout=5000"):
         assert flag in command.argv
