@@ -22,6 +22,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from backup_svc.web.security import install_security_headers
 
     trust_proxy_headers(app, settings.trusted_proxy_hops)
+    app.wsgi_app = api.CloseUnsentBodies(app.wsgi_app)
     app.register_blueprint(health.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(pages.bp)

@@ -84,3 +84,52 @@ SQL = (b'SET x = 1;\n\nCOPY public.t (id, "Na""me") FROM stdin;\n1\tCOPY public.
 def test_table_data_scanner_finds_every_copy_however_the_stream_is_cut(size):
     events = _events([SQL[i:i + size] for i in range(0, len(SQL), size)])
     assert events == ['public.t', "end", 'public.e\nCOPY public.f FROM stdin;\n', "end", "s.e", "end"]
+
+
+# -- names outside ASCII in the download's filename ------------------------------------------------
+def _filenames(disposition: str) -> tuple[str, str | None]:
+    """The ASCII `filename` and the decoded `filename*` of a Content-Disposition value."""
+    import re
+    from urllib.parse import unquote
+
+    ascii_name = re.search(r'filename="([^"]*)"', disposition).group(1)
+    extended = re.search(r"filename\*=UTF-8''(\S+)", disposition)
+    return ascii_name, unquote(extended.group(1)) if extended else None
+
+
+@pytest.fixture(scope="module")
+def cyrillic_db(pg_cluster) -> str:
+    return pg_cluster.create_database("база", "CREATE TABLE t (id int); INSERT INTO t VALUES (1);")
+
+
+@pytest.mark.parametrize("backup_name,prefix,fallback", [
+    (None, "база", "database"),  # the database's own name
+    ("café", "café", "cafe"),
+    ("数据", "数据", "database"),
+])
+def test_a_name_outside_ascii_is_the_same_everywhere(cyrillic_db, start_service, tmp_path, backup_name, prefix,
+                                                     fallback):
+    """RFC 6266: an ASCII fallback plus filename*; before, gunicorn answered 500 and kept the slot taken."""
+    from tests.support import run_cli
+
+    env = {"DATABASE_URL": cyrillic_db, **({"BACKUP_NAME": backup_name} if backup_name else {})}
+    service = start_service(**env)
+    for attempt in range(2):  # the second proves the first freed its slot
+        reply = service.request("GET", f"/api/v1/backup?progress_id=name-check-{attempt:04d}", service.auth())
+        assert reply.status == 200 and reply.complete and gzip_is_valid(reply.body)
+    disposition = reply.headers["Content-Disposition"]
+    assert disposition.isascii()
+    ascii_name, name = _filenames(disposition)
+    assert name.startswith(f"{prefix}_backup_") and name.endswith(".sql.gz")
+    assert ascii_name == fallback + name[len(prefix):]
+
+    report = service.request("GET", "/api/v1/backups/name-check-0001", service.auth()).json()
+    assert report["filename"] == name
+    page = service.request("GET", "/", service.auth()).body.decode()
+    assert f"{prefix}_backup_" in page
+
+    cli_env = {k: v for k, v in service.env.items() if k not in ("PORT",)}
+    result = run_cli("dump", env=cli_env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    written = [p.name for p in tmp_path.iterdir() if p.name.endswith(".sql.gz")]
+    assert len(written) == 1 and written[0].startswith(f"{prefix}_backup_")
