@@ -4,14 +4,10 @@ from __future__ import annotations
 import logging
 from http import HTTPStatus
 
-from flask import Flask, Response, jsonify, render_template_string, request
+from flask import Flask, Response, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException, default_exceptions
 
 log = logging.getLogger(__name__)
-
-_ERROR_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{{ status }} {{ error }}</title>
-</head><body><h1>{{ status }} {{ error }}</h1><p>{{ message }}</p></body></html>"""
-
 
 def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
     """The service's error shape for `status`: JSON for API clients, HTML for pages."""
@@ -19,7 +15,9 @@ def error_response(status: int, message: str, headers: dict[str, str] | None = N
     if request.path.startswith("/api/") or request.path in ("/readyz", "/healthz") or not _wants_html():
         response = jsonify(error=phrase, message=message)
     else:
-        response = Response(render_template_string(_ERROR_PAGE, status=status, error=phrase, message=message),
+        # The page explains itself in words for people; the JSON `message` is for scripts (a 401's
+        # says how to send the token, which means nothing to someone at a login prompt).
+        response = Response(render_template("error.html", status=status, error=phrase, message=message),
                             mimetype="text/html")
     response.status_code = status
     response.headers["Cache-Control"] = "no-store"

@@ -1,21 +1,16 @@
 """Pages for people: the admin dashboard and the docs it links to."""
 from __future__ import annotations
 
-import re
-from pathlib import Path
-
 from flask import Blueprint, Response, current_app, render_template
 
 from backup_svc.pg.readiness import dump_readiness
 from backup_svc.web.auth import auth
+from backup_svc.web.docs import DOCS_DIR, doc_path, render_doc
 from backup_svc.web.errors import api_abort
 from backup_svc.web.state import service
 
 bp = Blueprint("pages", __name__)
 
-# The checkout's docs/ folder (absent from an installed package: the dashboard then links to none).
-DOCS_DIR = Path(__file__).resolve().parents[2] / "docs"
-DOC_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,40}")
 # The page is slow to render when the database is; a page should not hang as long as a dump may wait.
 FACTS_TIMEOUT_S = 5
 # How many of the audit trail's attempts the page lists.
@@ -81,9 +76,10 @@ class RenderedPage:
 @bp.get("/docs/<name>")
 @auth.login_required
 def doc(name: str):
-    """A page of the repository's docs/ folder (`/docs/api` is docs/api.md), as Markdown text."""
-    path = DOCS_DIR / f"{name}.md"
-    if not DOC_NAME.fullmatch(name) or not path.is_file():
+    """A page of the repository's docs/ folder (`/docs/api` is docs/api.md), rendered as HTML."""
+    path = doc_path(name)
+    if path is None:
         api_abort(404, "No such document; the docs/ folder of the repository has them all.")
-    return Response(path.read_text(encoding="utf-8"), mimetype="text/plain",
-                    headers={**PAGE_HEADERS, "Content-Type": "text/plain; charset=utf-8"})
+    title, body = render_doc(path)
+    html = render_template("doc.html", title=title, body=body, source=f"docs/{path.name}", docs_available=True)
+    return Response(html, mimetype="text/html", headers=PAGE_HEADERS)

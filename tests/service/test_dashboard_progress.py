@@ -95,18 +95,6 @@ def test_cannot_dump_is_kept_under_the_client_id(start_service, pg_cluster):
     assert "does not exist" in body["error"] and pg_cluster.password not in body["error"]
 
 
-def test_dashboard_links_to_the_served_api_docs(rich_service):
-    page = rich_service.request("GET", "/", basic("admin", rich_service.password))
-    assert page.status == 200
-    assert 'href="/docs/api"' in page.body.decode()
-    assert "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]
-    doc = rich_service.request("GET", "/docs/api", basic("admin", rich_service.password))
-    assert doc.status == 200 and doc.headers["Content-Type"].startswith("text/plain")
-    assert "GET /api/v1/backups/<id>" in doc.body.decode()
-    assert rich_service.request("GET", "/docs/api").status == 401
-    assert rich_service.request("GET", "/docs/..%2FREADME", rich_service.auth()).status == 404
-
-
 # -- the cache in front of the database --------------------------------------------------------
 def test_watch_queries_the_database_at_most_once_a_second(rich_db):
     conn = parse_database_url(rich_db)
