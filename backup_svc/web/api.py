@@ -173,7 +173,7 @@ def backup():
     actor, facts, started = current_actor(), request_facts(), time.time()
     audit = state.audit
 
-    def refuse(status: int, message: str, outcome: str = "failed", backup_id: str | None = None,
+    def refuse(status: int, message: str, outcome: str = "refused", backup_id: str | None = None,
                error: str | None = None, **extra_headers: str):
         """Audit this attempt as turned away, then answer `status`."""
         audit.record(actor=actor, outcome=outcome, started=started, backup_id=backup_id, status=status,
@@ -186,7 +186,11 @@ def backup():
             api_abort(400, BAD_BACKUP_ID)
         refuse(400, BAD_BACKUP_ID)
     if request.method == "HEAD":
-        return Response(status=200, headers=headers, content_type="application/gzip")
+        # No dump, so no X-Backup-Id; and no `Content-Length: 0`, which would claim an empty backup
+        # (a GET's length is unknown: it is chunked).
+        response = Response(status=200, headers=headers, content_type="application/gzip")
+        response.automatically_set_content_length = False
+        return response
 
     try:
         record = state.registry.try_begin(filename, actor, progress_id)

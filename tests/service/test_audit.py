@@ -169,3 +169,16 @@ def test_logs_hold_no_secret_and_no_query_string(audited, pg_cluster):
     assert "expires=" not in log and "sig=" not in log  # ... but not the query string
     for secret in (audited.token, audited.password, SECRET, sig, sig[::-1], guess, pg_cluster.password):
         assert secret not in log
+
+
+@pytest.mark.parametrize("query,status", [("progress_id=bad", 400), ("progress_id=audit-reused-0001", 409)])
+def test_an_id_the_service_turns_down_is_refused_not_failed(audited, query, status):
+    """`failed` means a dump broke mid-stream; a request turned down before any dump is `refused`."""
+    if status == 409:
+        wait_idle(audited)
+        assert audited.request("GET", "/api/v1/backup?progress_id=audit-reused-0001", audited.auth()).status == 200
+    headers = client(40 + status % 10)
+    wait_idle(audited)
+    assert audited.request("GET", f"/api/v1/backup?{query}", {**headers, **audited.auth()}).status == status
+    [entry] = lines_of(audited, headers)
+    assert (entry["outcome"], entry["status"], entry["actor"]) == ("refused", status, "token")

@@ -158,6 +158,14 @@ def test_head_starts_no_dump(rich_db, start_service, pg_cluster):
     assert reply.body == b""
     assert sessions == [] and dumps == []
     assert '"event": "backup"' not in service.log()
+    # The same headers as a GET, but for what only a running backup has: its id and chunked framing.
+    # No `Content-Length: 0` either: the backup is not empty, its length is unknown.
+    get = service.request("GET", "/api/v1/backup", service.auth())
+    assert "Content-Length" not in reply.headers and "X-Backup-Id" not in reply.headers
+    assert get.headers["Transfer-Encoding"] == "chunked" and get.headers["X-Backup-Id"]
+    same = ("Content-Type", "Cache-Control", "X-Accel-Buffering", "Content-Security-Policy")
+    assert [reply.headers[name] for name in same] == [get.headers[name] for name in same]
+    assert reply.headers["Content-Disposition"].split("_backup_")[0] == get.headers["Content-Disposition"].split("_backup_")[0]
 
 
 def test_password_in_no_argv_log_or_body(big_db, start_service, pg_cluster):
