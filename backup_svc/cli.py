@@ -25,9 +25,22 @@ def _refuse(problems: list[str]) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the HTTP service under gunicorn (with --demo: on a throwaway local PostgreSQL)."""
-    from backup_svc.web.server import BackupServer
+    from backup_svc.config import bind_host_from_env, port_from_env
+    from backup_svc.web.server import BackupServer, port_in_use
 
     env = dict(os.environ)
+    if args.demo:  # the demo is for this machine: loopback only, unless BIND_HOST says otherwise
+        env["BIND_HOST"] = bind_host_from_env(env, "localhost")
+    try:
+        host, port = bind_host_from_env(env), port_from_env(env)
+    except ConfigError as exc:
+        return _refuse(exc.problems)
+    taken = port_in_use(host, port)
+    if taken is not None:
+        print(f"backup_svc: cannot listen on {taken}: the port is in use (another server, or an earlier "
+              f"./dev.sh run?). Pick another port: PORT={_free_port_near(port)} ./dev.sh run "
+              f"(or PORT=… {'backup-svc serve --demo' if args.demo else 'backup-svc serve'})", file=sys.stderr)
+        return 1
     cluster = None
     if args.demo:
         from backup_svc.demo import start_demo
@@ -43,6 +56,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if cluster is not None:
             cluster.stop()
     return 0
+
+
+def _free_port_near(port: int) -> int:
+    """A port after `port` that is free on every interface right now (a suggestion, not a reservation)."""
+    from backup_svc.web.server import port_in_use
+
+    for candidate in range(port + 1, min(port + 100, 65535)):
+        if port_in_use("::", candidate) is None and port_in_use("localhost", candidate) is None:
+            return candidate
+    return port + 1
 
 
 def cmd_dump(args: argparse.Namespace) -> int:
@@ -177,14 +200,16 @@ def cmd_sign_url(args: argparse.Namespace) -> int:
     problems = []
     if secret is None:
         problems.append("LINK_SECRET is not set: signed links are disabled")
-    if not base_url:
-        problems.append("no base URL: pass --base-url https://<host> or set PUBLIC_URL")
-    elif urlsplit(base_url).scheme not in ("http", "https") or not urlsplit(base_url).netloc:
+    if base_url and (urlsplit(base_url).scheme not in ("http", "https") or not urlsplit(base_url).netloc):
         problems.append(f"the base URL must look like https://<host>, got {base_url!r}")
     if not 1 <= args.ttl <= max_ttl:
         problems.append(f"--ttl must be between 1 and LINK_MAX_TTL ({max_ttl}) seconds, got {args.ttl}")
     if problems:
         return _refuse(problems)
+    if not base_url:
+        # A relative link is still useful (append it to the URL you use); say so, off stdout.
+        print("backup_svc: no --base-url and no PUBLIC_URL: printed the link without a host; put the "
+              "service's URL in front of it, or pass --base-url https://<host>", file=sys.stderr)
     print(signed_backup_url(base_url, secret, args.ttl))
     return 0
 

@@ -174,9 +174,17 @@ def test_sign_url_takes_the_base_url_from_public_url():
     assert int(params["expires"][0]) - time.time() <= 31
 
 
+def test_sign_url_without_a_base_url_prints_a_relative_link_and_a_hint():
+    made = sign_url("--ttl", "30", env={"LINK_SECRET": SECRET})
+    assert made.returncode == 0, made.stderr
+    link = made.stdout.strip()
+    assert link.startswith("/api/v1/backup?expires=")
+    check_link(SECRET, 600, "GET", "/api/v1/backup", parse_qs(urlsplit(link).query))
+    assert "no --base-url and no PUBLIC_URL" in made.stderr and "--base-url https://<host>" in made.stderr
+
+
 @pytest.mark.parametrize("args,env,problem", [
     (["--base-url", "https://b.example"], {}, "LINK_SECRET is not set"),
-    ([], {"LINK_SECRET": SECRET}, "no base URL"),
     (["--base-url", "backup.example.com"], {"LINK_SECRET": SECRET}, "must look like https://"),
     (["--ttl", "601", "--base-url", "https://b.example"], {"LINK_SECRET": SECRET}, "LINK_MAX_TTL (600)"),
     (["--ttl", "0", "--base-url", "https://b.example"], {"LINK_SECRET": SECRET}, "--ttl"),
