@@ -136,6 +136,9 @@ def _number(env: Mapping[str, str], variable: str, problems: list[str]) -> int:
     return _int(env, spec.variable, spec.default, spec.low, spec.high, problems)
 
 
+DEFAULT_BIND_HOST = "::"
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the service needs to run, already validated (numeric defaults: NUMBERS)."""
@@ -157,6 +160,9 @@ class Settings:
     auth_failures_per_minute: int = _NUMBER["AUTH_FAILURES_PER_MINUTE"].default
     trusted_proxy_hops: int = _NUMBER["TRUSTED_PROXY_HOPS"].default
     gzip_level: int = _NUMBER["BACKUP_GZIP_LEVEL"].default
+    # BIND_HOST: "::" is every interface (IPv4 too, through the dual-stack socket); "localhost" is
+    # 127.0.0.1 and ::1 only (the demo's default).
+    bind_host: str = DEFAULT_BIND_HOST
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, *, require_auth: bool = True) -> "Settings":
@@ -198,8 +204,23 @@ class Settings:
             backup_name=backup_name or _filename_safe(conn.dbname),
             pg_bin_dirs=bin_dirs,
             link_secret=secrets["LINK_SECRET"],
+            bind_host=bind_host_from_env(env),
             **numbers,
         )
+
+
+def bind_host_from_env(env: Mapping[str, str], default: str = DEFAULT_BIND_HOST) -> str:
+    """BIND_HOST without brackets (`[::1]` → `::1`), or `default` when it is unset or empty."""
+    return (env.get("BIND_HOST") or "").strip().strip("[]") or default
+
+
+def port_from_env(env: Mapping[str, str]) -> int:
+    """PORT, or its default; ConfigError when it is not a port number."""
+    problems: list[str] = []
+    port = _number(env, "PORT", problems)
+    if problems:
+        raise ConfigError(problems)
+    return port
 
 
 def link_signing_from_env(env: Mapping[str, str] | None = None) -> tuple[str | None, int]:

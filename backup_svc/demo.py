@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import secrets
+import shlex
 import sys
 from pathlib import Path
 
@@ -9,6 +10,8 @@ from backup_svc.config import pg_bin_dirs
 from backup_svc.pg.localcluster import LocalCluster, find_server_bin_dir
 
 DEMO_DATABASE = "shop"
+# Where the banner's commands restore to: a new database on the demo's own cluster.
+RESTORE_DATABASE = "shop_restored"
 DEMO_SQL = Path(__file__).with_name("demo_data.sql")
 
 
@@ -28,18 +31,45 @@ def start_demo(env: dict[str, str]) -> tuple[LocalCluster, dict[str, str]]:
     generated = [name for name in ("ADMIN_PASSWORD", "ADMIN_TOKEN") if not env.get(name)]
     for name in generated:
         env[name] = secrets.token_urlsafe(18)
-    port = env.get("PORT") or "8080"
-    print(
-        "\n".join([
-            "",
-            "backup_svc demo — a throwaway database that is deleted when you stop the server (Ctrl-C)",
-            f"  Dashboard: http://localhost:{port}/   user: {env['ADMIN_USERNAME']}   password: {env['ADMIN_PASSWORD']}",
-            f"  With curl: curl -fOJ -H 'Authorization: Bearer {env['ADMIN_TOKEN']}' http://localhost:{port}/api/v1/backup",
-            f"  Database:  {cluster.url(DEMO_DATABASE)}",
-            "  (demo credentials are generated at each start; set ADMIN_PASSWORD / ADMIN_TOKEN to choose them)"
-            if generated else "",
-            "",
-        ]),
-        flush=True,
-    )
+    print(banner(env, cluster, generated=bool(generated)), flush=True)
     return cluster, env
+
+
+def cli_command() -> str:
+    """How to run this project's CLI from the current folder: `.venv/bin/backup-svc` in a checkout."""
+    script = Path(sys.prefix) / "bin" / "backup-svc"
+    if not script.exists():
+        return f"{shlex.quote(sys.executable)} -m backup_svc"
+    try:
+        return str(script.relative_to(Path.cwd()))
+    except ValueError:
+        return str(script)
+
+
+def banner(env: dict[str, str], cluster: LocalCluster, *, generated: bool = False) -> str:
+    """What to open and what to paste: the login, and a backup downloaded, verified and restored."""
+    host = env.get("BIND_HOST", "localhost")
+    shown_host = "localhost" if host in ("localhost", "::", "0.0.0.0", "127.0.0.1", "::1") else (
+        f"[{host}]" if ":" in host else host)
+    url = f"http://{shown_host}:{env.get('PORT') or '8080'}"
+    where = ("this machine only (BIND_HOST=0.0.0.0 to let others in)" if host == "localhost"
+             else f"{host} (BIND_HOST)")
+    cli = cli_command()
+    file = f"{env.get('BACKUP_NAME') or DEMO_DATABASE}_backup.sql.gz"
+    lines = [
+        "",
+        "backup_svc demo — a throwaway database that is deleted when you stop the server (Ctrl-C)",
+        f"  Dashboard: {url}/   user: {env['ADMIN_USERNAME']}   password: {env['ADMIN_PASSWORD']}",
+        f"  Listening: {where}; PORT={int(env.get('PORT') or 8080) + 1} ./dev.sh run for another port",
+        "",
+        "  A backup from a shell, checked and restored into a new database on the demo's server:",
+        f"    curl -f -o {file} -H 'Authorization: Bearer {env['ADMIN_TOKEN']}' {url}/api/v1/backup",
+        f"    {cli} verify {file}",
+        f"    TARGET_URL='{cluster.url(RESTORE_DATABASE)}'",
+        f"    {cli} restore {file} --target-url \"$TARGET_URL\" --create",
+        "",
+        f"  Database:  {cluster.url(DEMO_DATABASE)}",
+    ]
+    if generated:
+        lines.append("  (demo credentials are generated at each start; set ADMIN_PASSWORD / ADMIN_TOKEN to choose them)")
+    return "\n".join(lines + [""])

@@ -9,21 +9,55 @@ from gunicorn.app.base import BaseApplication
 from backup_svc.config import Settings
 
 
-def _bind_address(port: int) -> str:
-    """`[::]:PORT` (IPv6 and, through the dual-stack socket, IPv4); `0.0.0.0:PORT` where IPv6 is off."""
+def _has_ipv6() -> bool:
     try:
         with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
-            probe.bind(("::", 0))
-        return f"[::]:{port}"
+            probe.bind(("::1", 0))
+        return True
     except OSError:
-        return f"0.0.0.0:{port}"
+        return False
+
+
+def listen_addresses(host: str, port: int) -> list[tuple[str, int]]:
+    """The (address, port) pairs to listen on for BIND_HOST `host`.
+
+    `::` is one dual-stack socket (IPv6 and IPv4), `0.0.0.0` where IPv6 is off; `localhost` is the
+    loopback addresses of both families, so a browser reaches it whichever one it tries first.
+    """
+    if host == "::":
+        return [("::" if _has_ipv6() else "0.0.0.0", port)]
+    if host == "localhost":
+        return [("127.0.0.1", port)] + ([("::1", port)] if _has_ipv6() else [])
+    return [(host, port)]
+
+
+def _bind_string(address: str, port: int) -> str:
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+def port_in_use(host: str, port: int) -> str | None:
+    """The first of the addresses to listen on that something else holds, or None when all are free.
+
+    Checked before anything is started or printed: gunicorn would otherwise retry for five seconds
+    and exit after the demo had printed credentials that belong to whatever holds the port.
+    """
+    for address, _ in listen_addresses(host, port):
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn does
+            try:
+                probe.bind((address, port))
+            except OSError:
+                return _bind_string(address, port)
+    return None
 
 
 def gunicorn_options(settings: Settings) -> dict:
     """The gunicorn settings this service needs, each with the reason for its value."""
     return {
         # Railway routes to $PORT on both address families (its private network is IPv6).
-        "bind": [_bind_address(settings.port)],
+        "bind": [_bind_string(address, port) for address, port in listen_addresses(settings.bind_host,
+                                                                                    settings.port)],
         # One process: the concurrency limit and the progress of running dumps live in its memory.
         "workers": 1,
         # Threads let that process stream dumps while it answers health checks and the dashboard.
