@@ -1,0 +1,189 @@
+""".railway/railway.ts: type-checked with tsc against the pinned `railway` SDK, then evaluated with the
+SDK (as the Railway CLI does: the default export called with the SDK's context and project()) and the
+resulting definition held to what the service needs: healthcheck, draining that covers the graceful
+timeout, restart policy, the cron service's schedule and command, references instead of secrets, and
+the bucket's credentials under the names backup_svc reads.
+
+node, npm and `.railway/node_modules` come from `./dev.sh test` (npm ci --prefix .railway).
+"""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from backup_svc.config import Settings
+
+from ..support import REPO
+
+RAILWAY_DIR = REPO / ".railway"
+NODE_MODULES = RAILWAY_DIR / "node_modules"
+TSC = NODE_MODULES / ".bin" / "tsc"
+EVALUATOR = Path(__file__).with_name("railway_eval.mjs")
+SNIPPET_MARKER = "// ---- backup_svc ----"
+
+WEB, CRON = "service.backups", "service.backups-cron"
+SECRET_NAME = re.compile(r"TOKEN|PASSWORD|SECRET|_KEY")
+# The storage names of the contract ("Object storage") and the bucket output each one must reference.
+BUCKET_OUTPUTS = {
+    "AWS_ENDPOINT_URL": "ENDPOINT",
+    "AWS_ACCESS_KEY_ID": "ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY": "SECRET_ACCESS_KEY",
+    "AWS_DEFAULT_REGION": "REGION",
+}
+# Railway's draining must outlast the service's grace by this much, so the process can exit by itself.
+DRAIN_MARGIN_S = 15
+
+
+def _need_toolchain() -> None:
+    missing = [what for what, present in (
+        ("node", shutil.which("node")),
+        ("the pinned SDK in .railway/node_modules (npm ci --prefix .railway)", (NODE_MODULES / "railway").is_dir()),
+        ("tsc in .railway/node_modules", TSC.exists()),
+    ) if not present]
+    if missing:
+        pytest.fail(f"missing {', '.join(missing)}: run ./dev.sh test, which installs them")
+
+
+def _run(args: list, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([str(a) for a in args], cwd=cwd, capture_output=True, text=True, timeout=180)
+
+
+def typecheck(source: str, folder: Path) -> subprocess.CompletedProcess:
+    """tsc over `source` as a railway.ts in `folder`, with .railway/tsconfig.json; emits JS to folder/out."""
+    _need_toolchain()
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "railway.ts").write_text(source)
+    (folder / "package.json").write_text('{"type": "module"}\n')
+    if not (folder / "node_modules").exists():
+        (folder / "node_modules").symlink_to(NODE_MODULES, target_is_directory=True)
+    (folder / "tsconfig.json").write_text(json.dumps({
+        "extends": str(RAILWAY_DIR / "tsconfig.json"),
+        "compilerOptions": {"noEmit": False, "outDir": "out"},
+        "files": ["railway.ts"],
+    }))
+    return _run([TSC, "-p", folder / "tsconfig.json"], folder)
+
+
+def evaluate(source: str, folder: Path) -> dict:
+    """Type-check `source`, then evaluate it with the SDK; the ProjectDefinition as plain JSON."""
+    checked = typecheck(source, folder)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    shutil.copy(EVALUATOR, folder / EVALUATOR.name)
+    result = _run(["node", EVALUATOR.name, "out/railway.js"], folder)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)["project"]
+
+
+def resources(definition: dict) -> dict[str, dict]:
+    """The definition's resources by address (service.backups, bucket.…, database.…)."""
+    return {resource["address"]: resource for resource in definition["resources"]}
+
+
+@pytest.fixture(scope="module")
+def definition(tmp_path_factory) -> dict:
+    return evaluate((RAILWAY_DIR / "railway.ts").read_text(), tmp_path_factory.mktemp("iac"))
+
+
+def test_railway_ts_typechecks_in_place_with_the_pinned_sdk():
+    _need_toolchain()
+    pinned = json.loads((RAILWAY_DIR / "package.json").read_text())["devDependencies"]
+    installed = json.loads((NODE_MODULES / "railway" / "package.json").read_text())["version"]
+    assert pinned["railway"] == installed == "3.11.0"
+    assert re.fullmatch(r"\d+\.\d+\.\d+", pinned["typescript"]), "typescript must be pinned exactly"
+    lock = json.loads((RAILWAY_DIR / "package-lock.json").read_text())
+    assert lock["packages"]["node_modules/railway"]["version"] == "3.11.0"
+
+    result = _run([TSC, "-p", RAILWAY_DIR / "tsconfig.json"], RAILWAY_DIR)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_tsc_rejects_what_the_sdk_types_forbid(tmp_path):
+    """The type check is real: a restart policy Railway does not have fails it, naming the line."""
+    source = (RAILWAY_DIR / "railway.ts").read_text()
+    broken = source.replace('restartPolicyType: "ON_FAILURE"', 'restartPolicyType: "SOMETIMES"')
+    assert broken != source
+    result = typecheck(broken, tmp_path)
+    assert result.returncode != 0
+    assert "SOMETIMES" in result.stdout and "railway.ts(" in result.stdout
+
+
+def test_project_holds_the_database_the_bucket_and_both_services(definition):
+    assert set(resources(definition)) == {"database.Postgres", "bucket.backups-bucket", WEB, CRON}
+    for address in (WEB, CRON):
+        service = resources(definition)[address]
+        assert service["source"]["type"] == "github"
+        assert re.fullmatch(r"[\w.-]+/[\w.-]+", service["source"]["repo"])
+        assert service["build"] == {"builder": "DOCKERFILE", "dockerfilePath": "Dockerfile"}
+        assert (REPO / service["build"]["dockerfilePath"]).is_file()
+
+
+def test_web_service_healthcheck_restart_and_draining_cover_the_grace(definition):
+    web = resources(definition)[WEB]
+    deploy, variables = web["deploy"], web["variables"]
+
+    assert deploy["healthcheckPath"] == "/healthz"
+    assert "/healthz" in (REPO / "Dockerfile").read_text()  # the same path the image checks
+    assert deploy["restartPolicyType"] == "ON_FAILURE"
+    assert deploy["restartPolicyMaxRetries"] >= 1
+    assert "cronSchedule" not in deploy and "startCommand" not in deploy  # the image's CMD serves
+
+    grace = int(variables["GRACEFUL_TIMEOUT"]["value"])
+    default_grace = Settings.__dataclass_fields__["graceful_timeout_s"].default
+    assert grace >= default_grace
+    assert isinstance(deploy["drainingSeconds"], int)
+    assert deploy["drainingSeconds"] >= grace + DRAIN_MARGIN_S
+    # The service sees the same draining that Railway applies.
+    assert variables["RAILWAY_DEPLOYMENT_DRAINING_SECONDS"] == {
+        "type": "literal", "value": str(deploy["drainingSeconds"])}
+    assert variables["TRUSTED_PROXY_HOPS"] == {"type": "literal", "value": "1"}
+
+
+def test_cron_service_runs_upload_on_a_schedule(definition):
+    cron = resources(definition)[CRON]
+    deploy = cron["deploy"]
+
+    assert deploy["startCommand"] == "python -m backup_svc upload"
+    fields = deploy["cronSchedule"].split()
+    assert len(fields) == 5 and all(re.fullmatch(r"[0-9*/,-]+", field) for field in fields)
+    # A cron service exits when done: no healthcheck to fail, no restart loop.
+    assert "healthcheckPath" not in deploy
+    assert deploy.get("restartPolicyType") != "ALWAYS"
+    assert re.fullmatch(r"(last|daily|weekly|monthly)=\d+(,(last|daily|weekly|monthly)=\d+)*",
+                        cron["variables"]["BACKUP_RETENTION"]["value"])
+
+
+def test_database_url_is_a_reference_to_the_database(definition):
+    for address in (WEB, CRON):
+        assert resources(definition)[address]["variables"]["DATABASE_URL"] == {
+            "type": "reference", "resource": "database.Postgres", "output": "DATABASE_URL"}
+
+
+def test_no_secret_is_written_in_the_definition(definition):
+    for address in (WEB, CRON):
+        for name, value in resources(definition)[address]["variables"].items():
+            if value["type"] == "literal":
+                assert not SECRET_NAME.search(name), f"{address} {name} is a literal"
+                assert not re.search(r"://[^/@\s]*:[^/@\s]*@", value["value"]), f"{address} {name} holds credentials"
+            elif value["type"] == "raw":
+                assert set(value["value"]) <= {"generator", "isSealed", "description"}, f"{address} {name}: {value}"
+                assert value["value"]["generator"]
+            else:
+                assert value["type"] in ("reference", "preserve"), f"{address} {name}: {value}"
+    web = resources(definition)[WEB]["variables"]
+    assert web["ADMIN_PASSWORD"] == {"type": "preserve"}
+    assert web["ADMIN_TOKEN"]["type"] in ("raw", "preserve")
+
+
+def test_bucket_credentials_reach_both_services_under_the_storage_names(definition):
+    bucket = resources(definition)["bucket.backups-bucket"]
+    for address in (WEB, CRON):
+        variables = resources(definition)[address]["variables"]
+        for name, output in BUCKET_OUTPUTS.items():
+            assert variables[name] == {"type": "reference", "resource": bucket["address"], "output": output}
+        assert variables["BACKUP_STORAGE_URL"] == {"type": "literal", "value": f"s3://${{{{{bucket['name']}.BUCKET}}}}/"}
+        assert variables["AWS_S3_URL_STYLE"]["value"] in ("path", "virtual")
