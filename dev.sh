@@ -31,12 +31,17 @@ ensure_system_packages() {
         local libs=(tzdata libossp-uuid16 libxml2)
         [ "$(dpkg-query -W -f='${Status}\n' "${libs[@]}" 2>/dev/null | grep -c 'ok installed')" -eq ${#libs[@]} ] \
             || need+=("${libs[@]}")
-        # The image test (tests/test_image.py): podman builds and runs the Dockerfile, debootstrap makes
-        # its Debian base image where the registry is out of reach.
-        command -v podman >/dev/null && command -v debootstrap >/dev/null && command -v runc >/dev/null \
-            || need+=(podman runc conmon catatonit netavark aardvark-dns slirp4netns uidmap fuse-overlayfs debootstrap)
-        # the Node.js snippet in docs/main-app-integration.md is run by the tests
+        # The image test (tests/test_image.py): podman builds and runs the Dockerfile with the runc runtime,
+        # debootstrap makes its Debian base image where the registry is out of reach, and podman's network
+        # backend (netavark) needs iptables for every RUN step.
+        local image_tools=(podman runc conmon catatonit netavark aardvark-dns slirp4netns uidmap fuse-overlayfs
+                           debootstrap iptables)
+        [ "$(dpkg-query -W -f='${Status}\n' "${image_tools[@]}" 2>/dev/null | grep -c 'ok installed')" \
+            -eq ${#image_tools[@]} ] || need+=("${image_tools[@]}")
+        # Node.js: the snippet in docs/main-app-integration.md is run by the tests, and npm installs the
+        # pinned Railway SDK that .railway/railway.ts is type-checked and evaluated with.
         command -v node >/dev/null || need+=(nodejs)
+        command -v npm >/dev/null || need+=(npm)
     fi
     [ ${#need[@]} -eq 0 ] || apt_install "${need[@]}"
 }
@@ -64,6 +69,17 @@ ensure_venv() {
     rm -f "$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/backup_svc-checkout.pth"
 }
 
+ensure_node_modules() {
+    # .railway/node_modules: the Railway SDK and TypeScript exactly as package-lock.json pins them.
+    # No install scripts: nothing the tests use needs one.
+    local stamp=".railway/node_modules/.installed-$(sha256sum .railway/package-lock.json | cut -c1-16)"
+    if [ ! -e "$stamp" ]; then
+        log "installing the Railway SDK for .railway/railway.ts (npm ci)"
+        npm ci --prefix .railway --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null
+        touch "$stamp"
+    fi
+}
+
 has_database_url() {
     [ -n "${DATABASE_URL:-}" ] || grep -qE '^\s*DATABASE_URL\s*=\s*\S' .env 2>/dev/null
 }
@@ -81,6 +97,7 @@ case "$command" in
     test)
         ensure_system_packages test
         ensure_venv test
+        ensure_node_modules
         exec .venv/bin/python -m pytest "$@"
         ;;
     *)

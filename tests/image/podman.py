@@ -35,6 +35,35 @@ Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 """
 
 
+# What a build and a run need besides podman itself, and the Debian package that brings each. Checked
+# before anything starts, so a missing one is named here rather than deep inside a `podman build`
+# (without iptables every RUN step dies with "netavark: No such file or directory").
+REQUIRED_TOOLS = {
+    "podman": ("podman", ["podman"]),
+    "runc": ("runc", ["runc"]),  # the runtime containers.conf selects
+    "conmon": ("conmon", ["conmon", "/usr/libexec/podman/conmon", "/usr/lib/podman/conmon"]),
+    "netavark": ("netavark", ["/usr/lib/podman/netavark", "/usr/libexec/podman/netavark"]),
+    "iptables": ("iptables", ["iptables", "/usr/sbin/iptables", "/sbin/iptables"]),
+    "debootstrap": ("debootstrap", ["debootstrap", "/usr/sbin/debootstrap"]),
+}
+
+
+def missing_tools() -> list[str]:
+    """The Debian packages of REQUIRED_TOOLS that are not installed (empty when all are there)."""
+    def found(candidates: list[str]) -> bool:
+        return any(os.access(c, os.X_OK) if c.startswith("/") else shutil.which(c) for c in candidates)
+
+    return [package for package, candidates in REQUIRED_TOOLS.values() if not found(candidates)]
+
+
+def require_tools() -> None:
+    """Raise at once, naming what to install, when podman cannot build or run here."""
+    missing = missing_tools()
+    if missing:
+        raise RuntimeError(f"the image test needs {', '.join(missing)}, which this machine lacks: "
+                           f"apt-get install {' '.join(missing)} (./dev.sh test installs them)")
+
+
 def podman(*args: str, timeout: float = 900, check: bool = True, env: dict[str, str] | None = None,
            stdin=None, text: bool = True) -> subprocess.CompletedProcess:
     """Run podman with the project's containers.conf; raise with its output when it fails and `check`.

@@ -44,6 +44,7 @@ def _say(request, line: str) -> None:
 @pytest.fixture(scope="module")
 def image(request) -> str:
     """The image built from the working tree (base image made first when podman has none)."""
+    pm.require_tools()
     started = time.monotonic()
     made_base = pm.ensure_base_image(RELEASE)
     base_s = time.monotonic() - started
