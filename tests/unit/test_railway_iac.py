@@ -84,9 +84,28 @@ def resources(definition: dict) -> dict[str, dict]:
     return {resource["address"]: resource for resource in definition["resources"]}
 
 
-@pytest.fixture(scope="module")
-def definition(tmp_path_factory) -> dict:
-    return evaluate((RAILWAY_DIR / "railway.ts").read_text(), tmp_path_factory.mktemp("iac"))
+def typescript_blocks(markdown: str) -> list[str]:
+    """The ```ts code blocks of a Markdown text."""
+    return re.findall(r"^```ts\n(.*?)^```$", markdown, re.M | re.S)
+
+
+def backup_part(source: str) -> str:
+    """The part of a railway.ts that an existing project pastes: from the marker line to the end."""
+    return source[source.index(SNIPPET_MARKER):]
+
+
+def docs_existing_project() -> str:
+    """docs/deploy-railway.md's existing-project example with the backup_svc part pasted below it."""
+    blocks = typescript_blocks((REPO / "docs" / "deploy-railway.md").read_text())
+    example = next(block for block in blocks if "defineRailway(" in block and SNIPPET_MARKER not in block)
+    return example + "\n" + next(block for block in blocks if block.startswith(SNIPPET_MARKER))
+
+
+@pytest.fixture(scope="module", params=["railway.ts", "docs: existing project"])
+def definition(request, tmp_path_factory) -> dict:
+    """The evaluated definition of .railway/railway.ts, and of the guide's existing-project example."""
+    source = (RAILWAY_DIR / "railway.ts").read_text() if request.param == "railway.ts" else docs_existing_project()
+    return evaluate(source, tmp_path_factory.mktemp("iac"))
 
 
 def test_railway_ts_typechecks_in_place_with_the_pinned_sdk():
@@ -112,8 +131,21 @@ def test_tsc_rejects_what_the_sdk_types_forbid(tmp_path):
     assert "SOMETIMES" in result.stdout and "railway.ts(" in result.stdout
 
 
+def test_guide_shows_the_backup_part_of_railway_ts_as_it_is():
+    """docs/deploy-railway.md's snippet for an existing project is the file's own part, unchanged."""
+    blocks = typescript_blocks((REPO / "docs" / "deploy-railway.md").read_text())
+    pasted = [block for block in blocks if block.startswith(SNIPPET_MARKER)]
+    assert pasted == [backup_part((RAILWAY_DIR / "railway.ts").read_text())]
+
+
+def test_guide_example_keeps_the_existing_app_and_adds_the_backup_services(tmp_path):
+    found = resources(evaluate(docs_existing_project(), tmp_path))
+    assert found["service.app"]["variables"]["DATABASE_URL"]["resource"] == "database.Postgres"
+    assert found[WEB]["source"]["repo"] == found[CRON]["source"]["repo"] == "acme/backup_svc"
+
+
 def test_project_holds_the_database_the_bucket_and_both_services(definition):
-    assert set(resources(definition)) == {"database.Postgres", "bucket.backups-bucket", WEB, CRON}
+    assert {"database.Postgres", "bucket.backups-bucket", WEB, CRON} <= set(resources(definition))
     for address in (WEB, CRON):
         service = resources(definition)[address]
         assert service["source"]["type"] == "github"
