@@ -127,6 +127,9 @@ def cmd_check(args: argparse.Namespace) -> int:
         except ConfigError:
             return 1
         ok = False
+    print(f"draining: {settings.draining.describe(settings.graceful_timeout_s)}")
+    for warning in settings.draining.warnings(settings.graceful_timeout_s):
+        print(f"draining: warning — {warning}")
     installed = find_binaries("pg_dump", settings.pg_bin_dirs)
     print("pg_dump installed: " + (", ".join(f"{b.version} ({b.path})" for b in installed) or "none"))
     ready = dump_readiness(lambda: server_facts(settings.conn, timeout_s=settings.connect_timeout_s), installed)

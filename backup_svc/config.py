@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 from typing import Mapping
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
+from .draining import RAILWAY_MARKERS, Draining
+from .draining import VARIABLE as DRAINING_VARIABLE
+
 MIN_SECRET_LENGTH = 16
 
 
@@ -163,6 +166,12 @@ class Settings:
     # BIND_HOST: "::" is every interface (IPv4 too, through the dual-stack socket); "localhost" is
     # 127.0.0.1 and ::1 only (the demo's default).
     bind_host: str = DEFAULT_BIND_HOST
+    draining: Draining = field(default_factory=Draining)
+
+    @property
+    def grace_s(self) -> int:
+        """Seconds running downloads get after SIGTERM: GRACEFUL_TIMEOUT kept inside Railway's draining."""
+        return self.draining.grace_s(self.graceful_timeout_s)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, *, require_auth: bool = True) -> "Settings":
@@ -187,6 +196,7 @@ class Settings:
         if require_auth and not (secrets["ADMIN_TOKEN"] or secrets["ADMIN_PASSWORD"]):
             problems.append("neither ADMIN_TOKEN nor ADMIN_PASSWORD is set: nobody could log in")
         numbers = {spec.field: _number(env, spec.variable, problems) for spec in NUMBERS}
+        draining = draining_from_env(env, problems)
 
         backup_name = env.get("BACKUP_NAME", "").strip()
         if backup_name and not all(c.isalnum() or c in "-_." for c in backup_name):
@@ -205,6 +215,7 @@ class Settings:
             pg_bin_dirs=bin_dirs,
             link_secret=secrets["LINK_SECRET"],
             bind_host=bind_host_from_env(env),
+            draining=draining,
             **numbers,
         )
 
@@ -221,6 +232,14 @@ def port_from_env(env: Mapping[str, str]) -> int:
     if problems:
         raise ConfigError(problems)
     return port
+
+
+def draining_from_env(env: Mapping[str, str], problems: list[str]) -> Draining:
+    """RAILWAY_DEPLOYMENT_DRAINING_SECONDS (None when unset) and whether Railway's own variables are there."""
+    on_railway = any(env.get(name) for name in RAILWAY_MARKERS)
+    if not env.get(DRAINING_VARIABLE, "").strip():
+        return Draining(None, on_railway)
+    return Draining(_int(env, DRAINING_VARIABLE, 0, 0, 86400, problems), on_railway)
 
 
 def link_signing_from_env(env: Mapping[str, str] | None = None) -> tuple[str | None, int]:

@@ -69,7 +69,8 @@ def gunicorn_options(settings: Settings) -> dict:
         "timeout": 60,
         # On SIGTERM a running dump gets this long to finish; after it the worker is killed and the
         # transfer is cut without its final chunk and gzip trailer, so it never looks complete.
-        "graceful_timeout": settings.graceful_timeout_s,
+        # GRACEFUL_TIMEOUT, ended 15 s before Railway's SIGKILL when its draining time is known.
+        "graceful_timeout": settings.grace_s,
         "keepalive": 5,
         # Access log on stdout, our own and gunicorn's messages on stderr.
         "accesslog": "-",
@@ -101,12 +102,24 @@ class BackupServer(BaseApplication):
     def load_config(self) -> None:
         for key, value in gunicorn_options(self.settings).items():
             self.cfg.set(key, value)
+        log_draining(self.settings)
 
     def load(self):
         from backup_svc.web import create_app
 
         configure_logging()
         return create_app(self.settings)
+
+
+def log_draining(settings: Settings) -> None:
+    """At start-up: the draining time and the grace in force, and a warning when redeploys would cut downloads."""
+    draining = settings.draining
+    configure_logging()
+    logger = logging.getLogger("backup_svc.server")
+    if draining.seconds is not None or draining.on_railway:
+        logger.info("draining: %s", draining.describe(settings.graceful_timeout_s))
+    for warning in draining.warnings(settings.graceful_timeout_s):
+        logger.warning("draining: %s", warning)
 
 
 def configure_logging() -> None:

@@ -1,0 +1,80 @@
+"""RAILWAY_DEPLOYMENT_DRAINING_SECONDS on the real service: the start-up log warns when a redeploy would cut
+downloads, `check` reports the draining and the grace in force, and gunicorn really uses the shortened
+grace (a download is cut when the draining ends, not when GRACEFUL_TIMEOUT would have)."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from ..support import gzip_is_valid, pg_dump_pids, read_all, wait_until
+
+ON_RAILWAY = {"RAILWAY_ENVIRONMENT_ID": "6f1c2a9e-test", "RAILWAY_SERVICE_ID": "0d4b-test"}
+
+
+def _check(service) -> subprocess.CompletedProcess:
+    """`python -m backup_svc check` with the service's environment."""
+    return subprocess.run([sys.executable, "-m", "backup_svc", "check"], cwd=service.log_path.parent,
+                          env=service.env, capture_output=True, text=True, timeout=60)
+
+
+def test_draining_of_zero_on_railway_is_warned_at_start_up_and_by_check(rich_db, start_service):
+    service = start_service(DATABASE_URL=rich_db, RAILWAY_DEPLOYMENT_DRAINING_SECONDS="0", **ON_RAILWAY)
+
+    assert service.request("GET", "/healthz").status == 200  # a warning, not a refusal
+    assert ("[WARNING] backup_svc.server: draining: RAILWAY_DEPLOYMENT_DRAINING_SECONDS=0: a redeploy cuts "
+            "every running download at once; set it to 75 or more") in service.log()
+    check = _check(service)
+    assert check.returncode == 0, check.stdout
+    assert "draining: 0 s (RAILWAY_DEPLOYMENT_DRAINING_SECONDS); downloads get 1 s after SIGTERM" in check.stdout
+    assert "draining: warning — RAILWAY_DEPLOYMENT_DRAINING_SECONDS=0: a redeploy cuts" in check.stdout
+
+
+def test_missing_draining_on_railway_is_warned(rich_db, start_service):
+    service = start_service(DATABASE_URL=rich_db, **ON_RAILWAY)
+
+    assert "draining: RAILWAY_DEPLOYMENT_DRAINING_SECONDS is not set: unless" in service.log()
+    assert "draining: warning — RAILWAY_DEPLOYMENT_DRAINING_SECONDS is not set" in _check(service).stdout
+
+
+def test_draining_that_covers_the_grace_is_logged_without_a_warning(rich_db, start_service):
+    service = start_service(DATABASE_URL=rich_db, RAILWAY_DEPLOYMENT_DRAINING_SECONDS="90", **ON_RAILWAY)
+
+    log = service.log()
+    assert "[INFO] backup_svc.server: draining: 90 s (RAILWAY_DEPLOYMENT_DRAINING_SECONDS); downloads get 60 s" in log
+    assert "[WARNING] backup_svc.server: draining" not in log
+    check = _check(service)
+    assert "draining: 90 s" in check.stdout and "draining: warning" not in check.stdout
+
+
+def test_off_railway_without_the_variable_nothing_is_said(rich_db, start_service):
+    service = start_service(DATABASE_URL=rich_db)
+
+    assert "draining" not in service.log()
+    assert "draining: RAILWAY_DEPLOYMENT_DRAINING_SECONDS not set (not on Railway); downloads get 60 s" \
+        in _check(service).stdout
+
+
+def test_a_short_draining_shortens_the_grace_gunicorn_gives_a_running_download(big_db, start_service, pg_cluster):
+    """GRACEFUL_TIMEOUT=60 but 17 s of draining: the grace in force is 2 s, so a download the client
+    stops reading is cut about 2 s after SIGTERM and the process exits, well before the 60 s."""
+    service = start_service(DATABASE_URL=big_db, GRACEFUL_TIMEOUT="60", RAILWAY_DEPLOYMENT_DRAINING_SECONDS="17")
+    assert "downloads get 2 s after SIGTERM" in service.log()
+    conn = service.connection()
+    conn.request("GET", "/api/v1/backup", headers=service.auth())
+    resp = conn.getresponse()
+    assert resp.status == 200
+    first = resp.read(65536)
+
+    started = time.monotonic()
+    os.kill(service.proc.pid, signal.SIGTERM)
+    time.sleep(3.5)  # the client reads nothing meanwhile, so the dump cannot finish within the grace
+    rest, complete = read_all(resp)
+    conn.close()
+
+    assert not complete and not gzip_is_valid(first + rest)
+    assert service.proc.wait(timeout=15) is not None
+    assert time.monotonic() - started < 20
+    assert wait_until(lambda: not pg_dump_pids(pg_cluster), 5)
