@@ -39,7 +39,7 @@ def _extract(data: bytes, into) -> None:
 @pytest.fixture(params=["tarfile's filter", "by hand (Python 3.11.2)"])
 def python(request, monkeypatch):
     if request.param.startswith("by hand"):
-        monkeypatch.delattr(tarfile, "data_filter")
+        monkeypatch.delattr(tarfile, "data_filter", raising=False)  # Debian 12's 3.11.2 has none to hide
     return request.param
 
 
