@@ -14,7 +14,6 @@ import time
 
 import pytest
 
-from backup_svc.config import Settings
 from tests.image import podman as pm
 from tests.support import (
     REPO,
@@ -205,16 +204,3 @@ def test_redeploy_sigterm_lets_a_running_download_finish(image, pg_cluster, tmp_
         assert pm.podman("inspect", "--format", "{{.State.ExitCode}}", service.name).stdout.strip() == "0"
     finally:
         service.stop()
-
-
-def test_railway_config_fits_the_image_and_settings():
-    """railway.json must not drift from the app: healthcheck path, and draining longer than the grace."""
-    config = json.loads((REPO / "railway.json").read_text())
-    build, deploy = config["build"], config["deploy"]
-
-    assert build == {"builder": "DOCKERFILE", "dockerfilePath": "Dockerfile"}
-    assert deploy["healthcheckPath"] == "/healthz"
-    assert deploy["restartPolicyType"] == "ON_FAILURE"
-    default_grace = Settings.__dataclass_fields__["graceful_timeout_s"].default
-    assert isinstance(deploy["drainingSeconds"], int)  # Railway rejects a string here
-    assert deploy["drainingSeconds"] >= default_grace + 15

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from backup_svc.config import Settings
+from backup_svc.draining import DRAIN_MARGIN_S
 
 from ..support import REPO
 
@@ -35,8 +36,6 @@ BUCKET_OUTPUTS = {
     "AWS_SECRET_ACCESS_KEY": "SECRET_ACCESS_KEY",
     "AWS_DEFAULT_REGION": "REGION",
 }
-# Railway's draining must outlast the service's grace by this much, so the process can exit by itself.
-DRAIN_MARGIN_S = 15
 
 
 def _need_toolchain() -> None:
@@ -219,3 +218,16 @@ def test_bucket_credentials_reach_both_services_under_the_storage_names(definiti
             assert variables[name] == {"type": "reference", "resource": bucket["address"], "output": output}
         assert variables["BACKUP_STORAGE_URL"] == {"type": "literal", "value": f"s3://${{{{{bucket['name']}.BUCKET}}}}/"}
         assert variables["AWS_S3_URL_STYLE"]["value"] in ("path", "virtual")
+
+
+def test_legacy_railway_json_says_what_railway_ts_says(definition):
+    """railway.json (read only by services created before Config as Code was deprecated, and by none after
+    2026-12-01) must not drift from the IaC definition of the `backups` service."""
+    legacy = json.loads((REPO / "railway.json").read_text())
+    web = resources(definition)[WEB]
+
+    assert legacy["build"] == web["build"]
+    for setting in ("healthcheckPath", "healthcheckTimeout", "restartPolicyType", "restartPolicyMaxRetries",
+                    "drainingSeconds"):
+        assert legacy["deploy"][setting] == web["deploy"][setting], setting
+    assert isinstance(legacy["deploy"]["drainingSeconds"], int)  # Railway rejects a string here
