@@ -51,8 +51,10 @@ def tab_to(page, element_id: str, max_presses: int = 20) -> None:
 
 
 def refused_attempts(service) -> int:
-    return sum(1 for line in service.log().splitlines()
-               if "backup_svc.audit" in line and json.loads(line.split("backup_svc.audit: ", 1)[1])["outcome"] == "refused")
+    """Audit lines of refused attempts (`backup_started` lines, which have no outcome yet, do not count)."""
+    entries = [json.loads(line.split("backup_svc.audit: ", 1)[1])
+               for line in service.log().splitlines() if "backup_svc.audit: " in line]
+    return sum(1 for entry in entries if entry.get("outcome") == "refused")
 
 
 def test_download_restores_identically_and_page_reaches_done(rich_service, pg_cluster, open_dashboard, tmp_path):
