@@ -22,6 +22,7 @@ from backup_svc.pg.readiness import dump_readiness
 from backup_svc.web.audit import MEMORY_NOTE, request_facts
 from backup_svc.web.auth import auth, current_actor
 from backup_svc.web.errors import api_abort
+from backup_svc.web.gate import starts_dump
 from backup_svc.web.registry import BackupIdInUse, BackupRecord
 from backup_svc.web.state import BackupService, service
 
@@ -165,6 +166,7 @@ def _download_headers(filename: str) -> dict[str, str]:
 
 @bp.route("/backup", methods=["GET", "HEAD"])
 @auth.login_required
+@starts_dump
 def backup():
     """Stream a gzip-compressed plain-SQL dump of the whole database."""
     state = service()

@@ -9,10 +9,17 @@ from werkzeug.exceptions import HTTPException, default_exceptions
 
 log = logging.getLogger(__name__)
 
-def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
-    """The service's error shape for `status`: JSON for API clients, HTML for pages."""
+
+def error_response(status: int, message: str, headers: dict[str, str] | None = None, *,
+                   dashboard_link: bool = False) -> Response:
+    """The service's error shape for `status`: JSON for API clients, HTML for pages.
+
+    With `dashboard_link`, a browser that asked for a page even of the API (a navigation to a
+    download) gets the page, which links to the dashboard.
+    """
     phrase = HTTPStatus(status).phrase
-    if request.path.startswith("/api/") or request.path in ("/readyz", "/healthz") or not _wants_html():
+    api = request.path.startswith("/api/") or request.path in ("/readyz", "/healthz")
+    if (api and not dashboard_link) or not _wants_html():
         response = jsonify(error=phrase, message=message)
     else:
         # The page explains itself in words for people; the JSON `message` is for scripts (a 401's
@@ -31,10 +38,11 @@ def _wants_html() -> bool:
     return best == "text/html"
 
 
-def api_abort(status: int, message: str, **headers: str) -> None:
+def api_abort(status: int, message: str, *, dashboard_link: bool = False, **headers: str) -> None:
     """Stop the request with `status`, `message` and extra response headers (e.g. Retry_After)."""
     exc = default_exceptions[status](description=message)
     exc.extra_headers = {name.replace("_", "-"): value for name, value in headers.items()}
+    exc.dashboard_link = dashboard_link
     raise exc
 
 
@@ -47,7 +55,8 @@ def register_error_handlers(app: Flask) -> None:
         allow = exc.get_headers() and dict(exc.get_headers()).get("Allow")
         if allow:
             headers["Allow"] = allow
-        return error_response(exc.code or 500, exc.description or HTTPStatus(exc.code).phrase, headers)
+        return error_response(exc.code or 500, exc.description or HTTPStatus(exc.code).phrase, headers,
+                              dashboard_link=getattr(exc, "dashboard_link", False))
 
     @app.errorhandler(Exception)
     def unexpected_error(exc: Exception):

@@ -35,28 +35,49 @@ SECURITY_HEADERS = {
 HSTS = "max-age=31536000"
 
 _TRUSTED_SITES = {"same-origin", "same-site", "none"}  # "none": typed, bookmarked, opened from a mail
+# Starting a dump is stricter: a sibling subdomain or another port of the same host is another
+# party's page, and a navigation from anywhere else is another site's initiative (see docs/security.md).
+_DUMP_SITES = {"same-origin", "none"}
 # Downloads through `<a download>` are navigations with destination "empty" (seen in Chromium 156);
 # frames are not top-level and are refused (frame-ancestors would blank them anyway).
 _TOP_LEVEL_DESTINATIONS = {"document", "empty"}
 
+STEERED_DUMP = ("Refused: another site or page started this backup. Start backups from the dashboard "
+                "(/ on this service) or with a signed link; links, forms, scripts and frames on other "
+                "pages cannot start one.")
+STEERED_REQUEST = ("Refused: this request came from another site. Open the link directly or use the "
+                   "dashboard; scripts, frames and embedded resources on other sites cannot use this service.")
+
+
+def steered_dump(headers: Mapping[str, str]) -> bool:
+    """True when a browser sent this dump request on another page's initiative.
+
+    The contract's rule: with Fetch Metadata, only `Sec-Fetch-Site: same-origin` (the dashboard) or
+    `none` (typed, bookmarked) may start a dump; a valid signed link is judged by the caller. Clients
+    that send no Fetch Metadata (curl, scripts, old browsers) are judged by their credentials alone.
+    """
+    site = headers.get("Sec-Fetch-Site")
+    return site is not None and site.strip().lower() not in _DUMP_SITES
+
+
+def top_level_navigation(method: str, headers: Mapping[str, str]) -> bool:
+    """A GET that loads a whole page or a download (a link clicked, a redirect), not a frame or a resource."""
+    mode = (headers.get("Sec-Fetch-Mode") or "").lower()
+    destination = (headers.get("Sec-Fetch-Dest") or "").lower()
+    return method == "GET" and mode == "navigate" and destination in _TOP_LEVEL_DESTINATIONS
+
 
 def cross_site_refusal(method: str, headers: Mapping[str, str]) -> str | None:
-    """Why a request must be refused as coming from another site, or None when it may proceed.
+    """Why a request (one that starts no dump) must be refused as coming from another site, or None.
 
     Browsers send `Sec-Fetch-*`; clients that send none (curl, scripts, old browsers) are not
     browsers being steered by another site and pass. From another site only a top-level GET
-    navigation passes: the main app's link, which the person clicked and whose response the other
-    site can never read.
+    navigation passes (a link to the dashboard), whose response the other site can never read.
     """
     site = headers.get("Sec-Fetch-Site")
-    if site is None or site.lower() in _TRUSTED_SITES:
+    if site is None or site.lower() in _TRUSTED_SITES or top_level_navigation(method, headers):
         return None
-    mode = (headers.get("Sec-Fetch-Mode") or "").lower()
-    destination = (headers.get("Sec-Fetch-Dest") or "").lower()
-    if method == "GET" and mode == "navigate" and destination in _TOP_LEVEL_DESTINATIONS:
-        return None
-    return ("Refused: this request came from another site. Open the link directly or use the "
-            "dashboard; scripts, frames and embedded resources on other sites cannot use this service.")
+    return STEERED_REQUEST
 
 
 def add_security_headers(response: Response) -> Response:

@@ -90,6 +90,40 @@ def test_cross_site_requests(rich_service, method, path, headers, status):
         assert body["error"] == "Forbidden" and "another site" in body["message"]
 
 
+@pytest.mark.parametrize("site,mode,dest,status", [
+    ("same-origin", "navigate", "iframe", 200),  # the dashboard's download frame
+    ("none", "navigate", "document", 200),  # a typed URL or a bookmark
+    ("same-site", "navigate", "document", 403),  # another port, a sibling subdomain
+    ("same-site", "no-cors", "image", 403),
+    ("cross-site", "navigate", "document", 403),  # another site's link, form, redirect or window.open
+    ("cross-site", "navigate", "empty", 403),  # <a download>
+])
+def test_only_the_dashboard_or_the_user_start_a_dump(rich_service, site, mode, dest, status):
+    """The contract's rule for GET /api/v1/backup, decided before credentials."""
+    reply = rich_service.request("GET", "/api/v1/backup", {**_fetch(site, mode, dest), **rich_service.auth()})
+    assert reply.status == status
+    if status == 403:
+        assert "another site or page" in reply.json()["message"]
+        page = rich_service.request("GET", "/api/v1/backup", {**_fetch(site, mode, dest), "Accept": "text/html"})
+        assert page.status == 403 and page.headers["Content-Type"].startswith("text/html")
+        assert b'<a href="/">Back to the dashboard</a>' in page.body
+
+
+def test_a_steered_request_with_a_bad_link_counts_nothing(start_service, rich_db):
+    """Another page sending made-up links must not lock the admin's address out; a valid link passes."""
+    from backup_svc.links import signed_backup_url
+
+    secret = "steer-link-secret-" + "s" * 16
+    service = start_service(DATABASE_URL=rich_db, LINK_SECRET=secret, AUTH_FAILURES_PER_MINUTE="1")
+    steered = _fetch("cross-site", "navigate", "document")
+    for _ in range(3):
+        reply = service.request("GET", "/api/v1/backup?expires=9999999999&sig=" + "0" * 64, steered)
+        assert reply.status == 403 and "another site or page" in reply.json()["message"]
+    link = signed_backup_url(service.base_url, secret, 60)
+    assert service.request("GET", link[len(service.base_url):], steered).status == 200  # the main app's way in
+    assert service.request("GET", "/api/v1/database", service.auth()).status == 200  # nothing was counted
+
+
 def test_cross_site_refusal_comes_before_credentials(start_service, rich_db):
     """A page on another site cannot make the browser guess passwords: no credential is even looked at."""
     service = start_service(DATABASE_URL=rich_db, AUTH_FAILURES_PER_MINUTE="1")
