@@ -1,0 +1,158 @@
+"""The S3 client, from the standard AWS_* variables, with bounded timeouts and our own retries.
+
+boto3 is used because it is the one client that exposes every multipart call this service needs
+(create/upload part/complete/abort, and *listing* incomplete uploads to clean them up: buckets
+without lifecycle rules, like Railway's, keep them forever otherwise). requirements.txt says more.
+"""
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import dataclass
+from typing import Callable, Mapping, TypeVar
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+URL_STYLES = ("path", "virtual")
+# Seconds to open a connection, and the longest silence while sending or receiving (a 16 MiB part
+# at 1 MB/s still moves data every second; a dead peer is noticed within this).
+CONNECT_TIMEOUT_S = 10
+READ_TIMEOUT_S = 60
+# S3 error codes worth another try besides HTTP 5xx and 429 (some providers send these with a 400).
+_TRANSIENT_CODES = {"InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout", "Throttling",
+                    "ThrottlingException", "RequestLimitExceeded", "TooManyRequests"}
+
+
+class StorageError(Exception):
+    """Object storage refused or failed; the message is one line and holds no secret."""
+
+
+class StorageConfigError(ValueError):
+    """An AWS_* variable has a value the client cannot use; the message names it."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how patiently a transient storage error is retried (per request, e.g. per part).
+
+    Defaults: 5 attempts, waits of about 0.5, 1, 2, 4 s between them (jittered), so a storage
+    hiccup of up to ~8 s is ridden out and a dead storage fails within ~8 s plus timeouts.
+    """
+
+    attempts: int = 5
+    first_delay_s: float = 0.5
+    max_delay_s: float = 8.0
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt number `attempt` (1-based): exponential, half jittered."""
+        full = min(self.max_delay_s, self.first_delay_s * (2 ** (attempt - 1)))
+        return full / 2 + random.uniform(0, full / 2)
+
+
+def error_code(exc: BaseException) -> tuple[str, int | None]:
+    """The S3 error code and HTTP status of a botocore ClientError (("", None) for anything else)."""
+    response = getattr(exc, "response", None)
+    if not isinstance(response, dict):
+        return "", None
+    return (str(response.get("Error", {}).get("Code", "")),
+            response.get("ResponseMetadata", {}).get("HTTPStatusCode"))
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for errors another attempt may cure: dropped connections, timeouts, 5xx, 429, SlowDown."""
+    from botocore import exceptions as bex
+
+    if isinstance(exc, bex.SSLError):
+        return False  # a certificate problem does not go away by asking again
+    if isinstance(exc, (bex.ConnectionError, bex.HTTPClientError, bex.IncompleteReadError)):
+        return True
+    if isinstance(exc, bex.ClientError):
+        code, status = error_code(exc)
+        return code in _TRANSIENT_CODES or (status is not None and (status >= 500 or status == 429))
+    return False
+
+
+def describe(exc: BaseException) -> str:
+    """One line about a storage error, without credentials (botocore's messages carry none)."""
+    from botocore import exceptions as bex
+
+    if isinstance(exc, bex.NoCredentialsError):
+        return "no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+    if isinstance(exc, bex.ClientError):
+        code, status = error_code(exc)
+        message = exc.response.get("Error", {}).get("Message") or ""
+        return f"{code or 'error'} (HTTP {status}){': ' + message if message else ''}"
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def with_retries(what: str, call: Callable[[], T], policy: RetryPolicy,
+                 cancelled: Callable[[], bool] = lambda: False) -> T:
+    """`call()`, retried with backoff on transient errors; StorageError naming `what` when it gives up.
+
+    `cancelled` is checked before each new attempt: an aborted upload stops retrying its parts.
+    """
+    from botocore import exceptions as bex
+
+    attempt = 1
+    while True:
+        try:
+            return call()
+        except (bex.BotoCoreError, bex.ClientError) as exc:
+            if not is_transient(exc):
+                raise StorageError(f"{what} failed: {describe(exc)}") from exc
+            if attempt >= policy.attempts or cancelled():
+                raise StorageError(f"{what} failed after {attempt} attempts: {describe(exc)}") from exc
+            delay = policy.delay(attempt)
+            log.warning("%s: %s; retrying in %.1f s (attempt %d of %d)", what, describe(exc), delay,
+                        attempt + 1, policy.attempts)
+            time.sleep(delay)
+            attempt += 1
+
+
+def client_settings(env: Mapping[str, str]) -> dict:
+    """The keyword arguments for boto3's S3 client from the standard AWS_* variables.
+
+    Unset variables are left to boto3's own defaults (its credential chain, its region default).
+    StorageConfigError names a variable whose value cannot work.
+    """
+    style = env.get("AWS_S3_URL_STYLE", "").strip().lower()
+    if style and style not in URL_STYLES:
+        raise StorageConfigError(f"AWS_S3_URL_STYLE must be 'path' or 'virtual', got {style!r}")
+    endpoint = env.get("AWS_ENDPOINT_URL", "").strip() or None
+    if endpoint is not None and not endpoint.startswith(("http://", "https://")):
+        raise StorageConfigError(f"AWS_ENDPOINT_URL must start with https:// (or http://), got {endpoint!r}")
+    return {
+        "endpoint_url": endpoint,
+        "region_name": env.get("AWS_DEFAULT_REGION", "").strip() or None,
+        "aws_access_key_id": env.get("AWS_ACCESS_KEY_ID") or None,
+        "aws_secret_access_key": env.get("AWS_SECRET_ACCESS_KEY") or None,
+        "aws_session_token": env.get("AWS_SESSION_TOKEN") or None,
+        "addressing_style": style or "auto",
+    }
+
+
+def make_client(env: Mapping[str, str]):
+    """A boto3 S3 client configured from `env` (see `client_settings`), bounded in time."""
+    import boto3
+    from botocore.config import Config
+
+    settings = client_settings(env)
+    config = Config(
+        connect_timeout=CONNECT_TIMEOUT_S,
+        read_timeout=READ_TIMEOUT_S,
+        # Retries are ours (with_retries): per part, logged, and stopped when the upload is aborted.
+        retries={"total_max_attempts": 1},
+        tcp_keepalive=True,
+        max_pool_connections=4,
+        s3={"addressing_style": settings.pop("addressing_style")},
+        # Parts carry a Content-MD5 of their own (upload.py), which every S3-compatible store checks;
+        # botocore's newer default CRC checksums are refused by some of them.
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+        user_agent_extra="backup_svc",
+    )
+    session = boto3.session.Session()
+    return session.client("s3", config=config, **settings)
