@@ -1,0 +1,312 @@
+"""A streaming sink into an S3 multipart upload: completed only when told so, aborted otherwise.
+
+Memory: the part being filled plus the one part being sent (the writer waits for the previous part
+before handing on the next), so at most 2 × PART_SIZE of buffers whatever the backup's size.
+Largest object: MAX_PARTS × PART_SIZE = 10,000 × 16 MiB = 156.25 GiB; a bigger backup is refused
+(ObjectTooLarge) the moment its bytes would need part 10,001, and the upload is aborted.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from .client import RetryPolicy, StorageError, describe, error_code, with_retries
+
+log = logging.getLogger(__name__)
+
+# 16 MiB parts: big enough that 10,000 of them hold any backup this sidecar is meant for (156 GiB of
+# gzip, roughly a terabyte of SQL), small enough that two in memory keep the process under its
+# 120 MB budget. S3 needs ≥ 5 MiB for every part but the last.
+PART_SIZE = 16 * 1024 * 1024
+MAX_PARTS = 10_000
+# CopyObject (used to attach the sha256 once it is known) handles up to 5 GiB; past that the
+# metadata is set by a server-side multipart copy in ranges of this size.
+SINGLE_COPY_LIMIT = 5 * 1024 ** 3
+COPY_PART_SIZE = 1024 ** 3
+CONTENT_TYPE = "application/gzip"
+# Seconds an abort waits for a part already on the wire, so the abort can be repeated after it
+# (S3 may keep a part that finished uploading after the first abort).
+IN_FLIGHT_WAIT_S = 30
+
+
+class ObjectTooLarge(StorageError):
+    """The backup outgrew the largest object a multipart upload of this part size can make."""
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """A complete object whose size and sha256 were read back from storage and matched."""
+
+    bucket: str
+    key: str
+    size: int
+    sha256: str
+    metadata: dict[str, str]
+
+
+class MultipartUpload:
+    """Write bytes in; `complete(metadata)` makes the object, `abort()` (or leaving the `with`) drops it.
+
+    `write` returns once the bytes are buffered; full parts are sent by one background thread, each
+    with its own retries (RetryPolicy) and Content-MD5. Any failure surfaces from the next `write` or
+    from `complete` as StorageError. Until `complete` has read the object back, nothing is stored
+    under the key: leaving the `with` block by any other path aborts the upload (and deletes an
+    object whose read-back failed).
+    """
+
+    def __init__(self, client, bucket: str, key: str, *, metadata: Mapping[str, str] | None = None,
+                 part_size: int = PART_SIZE, max_parts: int = MAX_PARTS, retry: RetryPolicy = RetryPolicy(),
+                 single_copy_limit: int = SINGLE_COPY_LIMIT, copy_part_size: int = COPY_PART_SIZE):
+        self.client = client
+        self.bucket = bucket
+        self.key = key
+        self.metadata = dict(metadata or {})
+        self.part_size = part_size
+        self.max_parts = max_parts
+        self.retry = retry
+        self.single_copy_limit = single_copy_limit
+        self.copy_part_size = copy_part_size
+        self.upload_id: str | None = None
+        self.size = 0
+        self._sha256 = hashlib.sha256()
+        self._buffer = bytearray()
+        self._parts: list[dict[str, Any]] = []  # {"PartNumber", "ETag"} of every part sent or being sent
+        self._pending: Future | None = None
+        self._sender: ThreadPoolExecutor | None = None
+        self._state = "new"  # new → open → completing → complete | aborted
+
+    @property
+    def max_size(self) -> int:
+        """The largest object this upload can make."""
+        return self.part_size * self.max_parts
+
+    # -- the sink ------------------------------------------------------------------------------
+    def __enter__(self) -> "MultipartUpload":
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self._state != "complete":
+            self.abort()
+
+    def start(self) -> None:
+        """Create the multipart upload (content type, first metadata); refuse to replace an existing object."""
+        if self._exists():
+            raise StorageError(f"{self.key} already exists in bucket {self.bucket}; a stored backup is never "
+                               f"overwritten")
+        created = with_retries(
+            f"starting the upload of {self.key}",
+            lambda: self.client.create_multipart_upload(Bucket=self.bucket, Key=self.key, ContentType=CONTENT_TYPE,
+                                                        Metadata=self.metadata),
+            self.retry)
+        self.upload_id = created["UploadId"]
+        self._sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="s3-part")
+        self._state = "open"
+
+    def _exists(self) -> bool:
+        def head():
+            try:
+                self.client.head_object(Bucket=self.bucket, Key=self.key)
+                return True
+            except Exception as exc:
+                if error_code(exc)[1] == 404:
+                    return False
+                raise
+
+        return with_retries(f"checking {self.key}", head, self.retry)
+
+    def write(self, data: bytes) -> int:
+        """Buffer `data`, sending each part as it fills; ObjectTooLarge / StorageError when it cannot."""
+        if self._state != "open":
+            raise StorageError(f"the upload of {self.key} is {self._state}, not open")
+        view = memoryview(data)
+        while view:
+            if len(self._parts) >= self.max_parts:
+                raise ObjectTooLarge(
+                    f"the backup is larger than the largest object this service stores "
+                    f"({_gib(self.max_size)}: {self.max_parts} parts of {_mib(self.part_size)}); "
+                    f"the upload was stopped before part {self.max_parts + 1}")
+            room = self.part_size - len(self._buffer)
+            self._buffer += view[:room]
+            self._sha256.update(view[:room])
+            self.size += min(room, len(view))
+            view = view[room:]
+            if len(self._buffer) >= self.part_size:
+                self._send_buffer()
+        return len(data)
+
+    def _send_buffer(self) -> None:
+        self._wait_for_pending()  # at most one part on the wire: memory stays at two parts
+        part, self._buffer = self._buffer, bytearray()
+        number = len(self._parts) + 1
+        entry: dict[str, Any] = {"PartNumber": number}
+        self._parts.append(entry)
+        self._pending = self._sender.submit(self._upload_part, number, part, entry)
+
+    def _wait_for_pending(self) -> None:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()  # re-raises the part's StorageError here, in the writer's thread
+
+    def _upload_part(self, number: int, part: bytearray, entry: dict[str, Any]) -> None:
+        md5 = base64.b64encode(hashlib.md5(part).digest()).decode()
+
+        def send():
+            return self.client.upload_part(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id,
+                                           PartNumber=number, Body=part, ContentMD5=md5)
+
+        response = with_retries(f"uploading part {number} of {self.key}", send, self.retry,
+                                cancelled=lambda: self._state == "aborted")
+        entry["ETag"] = response["ETag"]
+
+    # -- the end -------------------------------------------------------------------------------
+    def complete(self, metadata: Mapping[str, str] | None = None) -> StoredObject:
+        """Send the last part, complete the upload, attach `metadata` + sha256, and read it back.
+
+        Call this only when the backup is known good. StorageError when anything fails, in which
+        case no object is left under the key (the caller's `with` aborts the upload).
+        """
+        if self._state != "open":
+            raise StorageError(f"the upload of {self.key} is {self._state}, not open")
+        if self._buffer or not self._parts:
+            self._send_buffer()
+        self._wait_for_pending()
+        self._state = "completing"
+        sha256 = self._sha256.hexdigest()
+        final_metadata = {**self.metadata, **(metadata or {}), "sha256": sha256}
+        self._finish_upload()
+        self._attach_metadata(final_metadata)
+        stored = self._read_back(sha256)
+        self._state = "complete"
+        self._shutdown_sender()
+        return stored
+
+    def _finish_upload(self) -> None:
+        parts = [{"PartNumber": p["PartNumber"], "ETag": p["ETag"]} for p in self._parts]
+        tries = []
+
+        def finish():
+            tries.append(1)
+            try:
+                return self.client.complete_multipart_upload(
+                    Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, MultipartUpload={"Parts": parts})
+            except Exception as exc:
+                # A retried complete whose first try did succeed (the answer was lost) finds no upload:
+                # the read-back below decides whether the object is ours.
+                if len(tries) > 1 and error_code(exc)[0] == "NoSuchUpload":
+                    return None
+                raise
+
+        with_retries(f"completing the upload of {self.key}", finish, self.retry)
+
+    def _attach_metadata(self, metadata: dict[str, str]) -> None:
+        """Replace the object's metadata with the final one (S3 sets metadata only when writing an object,
+        and the sha256 is known only at the end): a server-side copy of the object onto itself."""
+        source = {"Bucket": self.bucket, "Key": self.key}
+        if self.size <= self.single_copy_limit:
+            with_retries(f"attaching the sha256 to {self.key}", lambda: self.client.copy_object(
+                Bucket=self.bucket, Key=self.key, CopySource=source, MetadataDirective="REPLACE",
+                Metadata=metadata, ContentType=CONTENT_TYPE), self.retry)
+            return
+        created = with_retries(f"attaching the sha256 to {self.key}", lambda: self.client.create_multipart_upload(
+            Bucket=self.bucket, Key=self.key, ContentType=CONTENT_TYPE, Metadata=metadata), self.retry)
+        copy_id = created["UploadId"]
+        try:
+            parts = []
+            for number, start in enumerate(range(0, self.size, self.copy_part_size), start=1):
+                end = min(start + self.copy_part_size, self.size) - 1
+                answer = with_retries(f"copying part {number} of {self.key}", lambda: self.client.upload_part_copy(
+                    Bucket=self.bucket, Key=self.key, UploadId=copy_id, PartNumber=number, CopySource=source,
+                    CopySourceRange=f"bytes={start}-{end}"), self.retry)
+                parts.append({"PartNumber": number, "ETag": answer["CopyPartResult"]["ETag"]})
+            with_retries(f"completing the copy of {self.key}", lambda: self.client.complete_multipart_upload(
+                Bucket=self.bucket, Key=self.key, UploadId=copy_id, MultipartUpload={"Parts": parts}), self.retry)
+        except BaseException:
+            self._abort_upload(copy_id)
+            raise
+
+    def _read_back(self, sha256: str) -> StoredObject:
+        head = with_retries(f"reading back {self.key}",
+                            lambda: self.client.head_object(Bucket=self.bucket, Key=self.key), self.retry)
+        stored_size, stored_sha = head.get("ContentLength"), head.get("Metadata", {}).get("sha256")
+        if stored_size != self.size or stored_sha != sha256:
+            raise StorageError(f"read-back of {self.key} does not match what was sent: storage has "
+                               f"{stored_size} bytes with sha256 {stored_sha}, sent {self.size} bytes "
+                               f"with sha256 {sha256}")
+        return StoredObject(bucket=self.bucket, key=self.key, size=self.size, sha256=sha256,
+                            metadata=dict(head.get("Metadata", {})))
+
+    def abort(self) -> bool:
+        """Drop the upload (and an object completed but not read back); True when storage confirmed it.
+
+        Safe to call on every path and more than once. Never raises for storage errors: it logs them
+        (prune later aborts uploads left behind for more than a day).
+        """
+        if self._state in ("complete", "aborted", "new"):
+            return self._state != "complete"
+        completing = self._state == "completing"
+        self._state = "aborted"  # stops the sender's retries
+        self._buffer = bytearray()
+        ok = self._abort_upload(self.upload_id)
+        pending, self._pending = self._pending, None
+        if pending is not None and not pending.done():
+            try:
+                pending.result(timeout=IN_FLIGHT_WAIT_S)
+            except BaseException:
+                pass
+            ok = self._abort_upload(self.upload_id) and ok  # a part that landed after the first abort
+        self._shutdown_sender()
+        if completing:
+            ok = self._delete_unverified() and ok
+        return ok
+
+    def _abort_upload(self, upload_id: str | None) -> bool:
+        if upload_id is None:
+            return True
+
+        def abort():
+            try:
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=upload_id)
+            except Exception as exc:
+                if error_code(exc)[0] != "NoSuchUpload":  # already gone (aborted or completed): fine
+                    raise
+
+        try:
+            with_retries(f"aborting the upload of {self.key}", abort, self.retry)
+            return True
+        except StorageError as exc:
+            log.error("%s; it is aborted by the next prune once it is a day old", exc)
+            return False
+
+    def _delete_unverified(self) -> bool:
+        """Remove an object this upload completed but could not read back as sent."""
+        try:
+            with_retries(f"deleting the unverified {self.key}",
+                         lambda: self.client.delete_object(Bucket=self.bucket, Key=self.key), self.retry)
+            return True
+        except StorageError as exc:
+            log.error("%s", exc)
+            return False
+
+    def _shutdown_sender(self) -> None:
+        if self._sender is not None:
+            self._sender.shutdown(wait=False, cancel_futures=True)
+
+
+def _mib(n: int) -> str:
+    return f"{n / 1024 ** 2:g} MiB"
+
+
+def _gib(n: int) -> str:
+    return f"{n / 1024 ** 3:g} GiB"
+
+
+def describe_failure(exc: BaseException) -> str:
+    """A one-line reason for any exception that ended an upload."""
+    if isinstance(exc, StorageError):
+        return str(exc)
+    return describe(exc)

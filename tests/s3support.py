@@ -1,0 +1,199 @@
+"""Test helpers for object storage: moto's S3 server on loopback and a fault-injecting proxy before it."""
+from __future__ import annotations
+
+import http.client
+import logging
+import re
+import secrets
+import socket
+import struct
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+from backup_svc.localpg import free_port
+from backup_svc.storage.client import RetryPolicy
+
+S3_ERROR = ("<?xml version='1.0' encoding='UTF-8'?><Error><Code>{code}</Code><Message>{message}</Message>"
+            "<RequestId>fault</RequestId></Error>")
+
+# Retries as in production but with short waits, so "5 attempts, then give up" takes a second, not eight.
+FAST_RETRY = RetryPolicy(attempts=5, first_delay_s=0.05, max_delay_s=0.2)
+
+
+class MotoS3:
+    """moto's S3 server (ThreadedMotoServer) on 127.0.0.1 and a free port; speaks the S3 HTTP protocol."""
+
+    def __init__(self):
+        from moto.server import ThreadedMotoServer
+
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        self.port = free_port()
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> "MotoS3":
+        self._server.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.stop()
+
+
+def s3_env(endpoint: str) -> dict[str, str]:
+    """The AWS_* variables a user would set for this server (moto accepts any key)."""
+    return {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "test-key-id",
+            "AWS_SECRET_ACCESS_KEY": "test-secret-" + "x" * 20, "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_S3_URL_STYLE": "path"}
+
+
+def new_bucket(client) -> str:
+    """Create a bucket with a fresh name (tests share one server)."""
+    name = "bkt-" + secrets.token_hex(6)
+    client.create_bucket(Bucket=name)
+    return name
+
+
+def incomplete_uploads(client, bucket: str) -> list[dict]:
+    """Every multipart upload in `bucket` that was neither completed nor aborted."""
+    return client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+
+
+def object_keys(client, bucket: str) -> list[str]:
+    return sorted(o["Key"] for o in client.list_objects_v2(Bucket=bucket).get("Contents", []))
+
+
+class FaultProxy:
+    """An HTTP proxy on loopback that forwards to an S3 server and injects faults on request.
+
+    It stands in for a storage provider's bad moments (5xx answers, dropped connections, a lying
+    read-back) that the real server never produces. Rules are matched in order; each is a
+    (predicate, actions) pair and every matching request takes the next action:
+      "500"        answer 500 InternalError (after reading the request body, as a server would)
+      "drop"       read part of the body, then reset the connection
+      "cut:N"      forward, but reset the connection after N bytes of the response body
+      "tamper"     forward, with the x-amz-meta-sha256 header replaced
+      "forward"    pass it on unchanged
+    The last action repeats when `repeat_last` is set, else requests pass once the actions run out.
+    `log` records (method, path+query, action) of every request.
+    """
+
+    def __init__(self, upstream_port: int):
+        self.upstream_port = upstream_port
+        self.rules: list[dict] = []
+        self.log: list[tuple[str, str, str]] = []
+        self._lock = threading.Lock()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def _any(self):
+                proxy._handle(self)
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _any
+
+        self.port = free_port()
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> "FaultProxy":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    # -- rules ---------------------------------------------------------------------------------
+    def add(self, predicate, actions: list[str], repeat_last: bool = False) -> None:
+        with self._lock:
+            self.rules.append({"match": predicate, "actions": list(actions), "repeat": repeat_last})
+
+    def fail_part(self, number: int, actions: list[str], repeat_last: bool = False) -> None:
+        """Faults for the PUTs of multipart part `number`."""
+        self.add(lambda method, path, query: method == "PUT" and query.get("partNumber") == [str(number)],
+                 actions, repeat_last)
+
+    def attempts(self, number: int) -> list[str]:
+        """The actions taken on each PUT of part `number`, in order."""
+        return [action for method, target, action in self.log
+                if method == "PUT" and re.search(rf"[?&]partNumber={number}(&|$)", target)]
+
+    def _next_action(self, method: str, path: str, query: dict) -> str:
+        with self._lock:
+            for rule in self.rules:
+                if rule["match"](method, path, query) and rule["actions"]:
+                    if len(rule["actions"]) > 1 or not rule["repeat"]:
+                        return rule["actions"].pop(0)
+                    return rule["actions"][0]
+        return "forward"
+
+    # -- proxying ------------------------------------------------------------------------------
+    def _handle(self, handler: BaseHTTPRequestHandler) -> None:
+        target = urlsplit(handler.path)
+        query = parse_qs(target.query, keep_blank_values=True)
+        action = self._next_action(handler.command, target.path, query)
+        self.log.append((handler.command, handler.path, action))
+        length = int(handler.headers.get("Content-Length") or 0)
+        if action == "drop":
+            handler.rfile.read(min(length, 1024))
+            _reset(handler)
+            return
+        body = handler.rfile.read(length) if length else b""
+        if action == "500":
+            payload = S3_ERROR.format(code="InternalError", message="injected fault").encode()
+            handler.send_response(500)
+            handler.send_header("Content-Type", "application/xml")
+            handler.send_header("Content-Length", str(len(payload)))
+            handler.end_headers()
+            handler.wfile.write(payload)
+            return
+        upstream = http.client.HTTPConnection("127.0.0.1", self.upstream_port, timeout=60)
+        try:
+            headers = {k: v for k, v in handler.headers.items() if k.lower() not in ("connection", "keep-alive")}
+            upstream.request(handler.command, handler.path, body=body, headers=headers)
+            response = upstream.getresponse()
+            payload = response.read()
+            handler.send_response(response.status)
+            for key, value in response.getheaders():
+                if key.lower() in ("transfer-encoding", "connection", "content-length", "server", "date"):
+                    continue
+                if action == "tamper" and key.lower() == "x-amz-meta-sha256":
+                    value = "0" * 64
+                handler.send_header(key, value)
+            length = response.getheader("Content-Length") if handler.command == "HEAD" else len(payload)
+            handler.send_header("Content-Length", str(length or 0))
+            handler.end_headers()
+            if handler.command == "HEAD":
+                return
+            if action.startswith("cut:"):
+                handler.wfile.write(payload[:int(action[4:])])
+                handler.wfile.flush()
+                _reset(handler)
+                return
+            handler.wfile.write(payload)
+        finally:
+            upstream.close()
+
+
+def _reset(handler: BaseHTTPRequestHandler) -> None:
+    """Drop the client's connection abruptly (RST), as a dying load balancer would."""
+    handler.close_connection = True
+    sock = handler.connection
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()
+    except OSError:
+        pass

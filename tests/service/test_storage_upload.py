@@ -1,0 +1,147 @@
+"""The multipart sink against moto's S3 server: completed only when told, aborted on every other path."""
+from __future__ import annotations
+
+import hashlib
+import os
+
+import pytest
+
+from backup_svc.storage.client import StorageError
+from backup_svc.storage.upload import MultipartUpload, ObjectTooLarge
+
+from ..s3support import FAST_RETRY, incomplete_uploads, object_keys
+
+MIB = 1024 * 1024
+PART = 5 * MIB  # S3's smallest part: several parts from a few MiB of test data
+
+
+def feed(upload: MultipartUpload, data: bytes, chunk: int = 256 * 1024) -> None:
+    for start in range(0, len(data), chunk):
+        upload.write(data[start:start + chunk])
+
+
+def test_upload_streams_parts_and_reads_back_size_and_sha256(s3):
+    client, bucket = s3
+    data = os.urandom(12 * MIB + 12345)  # two full parts and a short last one
+    with MultipartUpload(client, bucket, "pre/db_backup_20261128_030000.sql.gz", part_size=PART,
+                         metadata={"server-version": "15.18"}, retry=FAST_RETRY) as upload:
+        feed(upload, data)
+        stored = upload.complete({"sql-bytes": "999"})
+    assert stored.size == len(data)
+    assert stored.sha256 == hashlib.sha256(data).hexdigest()
+    got = client.get_object(Bucket=bucket, Key="pre/db_backup_20261128_030000.sql.gz")
+    assert got["Body"].read() == data
+    assert got["ContentType"] == "application/gzip"
+    assert got["Metadata"] == {"server-version": "15.18", "sql-bytes": "999", "sha256": stored.sha256}
+    assert incomplete_uploads(client, bucket) == []
+
+
+def test_large_object_gets_its_sha256_by_a_multipart_copy(s3):
+    """Past CopyObject's 5 GiB the metadata is set by UploadPartCopy; lowered limits exercise that path."""
+    client, bucket = s3
+    data = os.urandom(11 * MIB)
+    with MultipartUpload(client, bucket, "big.sql.gz", part_size=PART, retry=FAST_RETRY,
+                         single_copy_limit=0, copy_part_size=PART) as upload:
+        feed(upload, data)
+        stored = upload.complete()
+    got = client.get_object(Bucket=bucket, Key="big.sql.gz")
+    assert got["Body"].read() == data
+    assert got["Metadata"]["sha256"] == hashlib.sha256(data).hexdigest() == stored.sha256
+    assert incomplete_uploads(client, bucket) == []
+
+
+@pytest.mark.parametrize("failure", [RuntimeError("pg_dump broke"), KeyboardInterrupt()])
+def test_leaving_without_complete_aborts_and_stores_nothing(s3, failure):
+    client, bucket = s3
+    with pytest.raises(type(failure)):
+        with MultipartUpload(client, bucket, "x.sql.gz", part_size=PART, retry=FAST_RETRY) as upload:
+            feed(upload, os.urandom(11 * MIB))  # two parts already uploaded
+            assert len(incomplete_uploads(client, bucket)) == 1
+            raise failure
+    assert object_keys(client, bucket) == []
+    assert incomplete_uploads(client, bucket) == []
+
+
+def test_a_block_that_ends_without_complete_is_aborted(s3):
+    client, bucket = s3
+    with MultipartUpload(client, bucket, "x.sql.gz", part_size=PART, retry=FAST_RETRY) as upload:
+        feed(upload, os.urandom(6 * MIB))
+    assert object_keys(client, bucket) == []
+    assert incomplete_uploads(client, bucket) == []
+
+
+def test_an_existing_object_is_never_overwritten(s3):
+    client, bucket = s3
+    client.put_object(Bucket=bucket, Key="x.sql.gz", Body=b"an older backup")
+    with pytest.raises(StorageError, match="already exists"):
+        with MultipartUpload(client, bucket, "x.sql.gz", part_size=PART, retry=FAST_RETRY):
+            pass
+    assert client.get_object(Bucket=bucket, Key="x.sql.gz")["Body"].read() == b"an older backup"
+    assert incomplete_uploads(client, bucket) == []
+
+
+def test_refuses_before_part_10001(s3):
+    """The part limit, scaled down (2 parts of 5 MiB): the first byte past it is refused, nothing stored."""
+    client, bucket = s3
+    upload = MultipartUpload(client, bucket, "x.sql.gz", part_size=PART, max_parts=2, retry=FAST_RETRY)
+    with pytest.raises(ObjectTooLarge, match=r"largest object .*0\.0097\d* GiB: 2 parts of 5 MiB"):
+        with upload:
+            upload.write(os.urandom(2 * PART))  # exactly the largest object: accepted
+            upload.write(b"x")
+    assert object_keys(client, bucket) == []
+    assert incomplete_uploads(client, bucket) == []
+
+
+def test_exactly_the_largest_object_completes(s3):
+    client, bucket = s3
+    data = os.urandom(2 * PART)
+    with MultipartUpload(client, bucket, "x.sql.gz", part_size=PART, max_parts=2, retry=FAST_RETRY) as upload:
+        feed(upload, data)
+        assert upload.complete().size == len(data) == upload.max_size
+
+
+def test_transient_errors_on_one_part_are_retried(s3, fault_proxy):
+    """Storage answers part 2 with two 500s and then drops the connection; the fourth try goes through.
+
+    The faults come from a proxy (moto itself never fails); everything else is the real server.
+    """
+    client, bucket = s3
+    proxy, via_proxy = fault_proxy
+    proxy.fail_part(2, ["500", "500", "drop"])
+    data = os.urandom(12 * MIB)
+    with MultipartUpload(via_proxy, bucket, "x.sql.gz", part_size=PART, retry=FAST_RETRY) as upload:
+        feed(upload, data)
+        stored = upload.complete()
+    assert proxy.attempts(2) == ["500", "500", "drop", "forward"]
+    assert proxy.attempts(1) == ["forward"]
+    assert client.get_object(Bucket=bucket, Key="x.sql.gz")["Body"].read() == data
+    assert stored.sha256 == hashlib.sha256(data).hexdigest()
+
+
+def test_a_part_that_keeps_failing_aborts_the_upload(s3, fault_proxy):
+    """Part 2 gets 500s, a dropped connection, then 500s for good: 5 attempts, then the upload is aborted."""
+    client, bucket = s3
+    proxy, via_proxy = fault_proxy
+    proxy.fail_part(2, ["500", "500", "drop", "500"], repeat_last=True)
+    with pytest.raises(StorageError, match="uploading part 2 .* after 5 attempts"):
+        with MultipartUpload(via_proxy, bucket, "x.sql.gz", part_size=PART, retry=FAST_RETRY) as upload:
+            feed(upload, os.urandom(16 * MIB))
+            upload.complete()
+    assert proxy.attempts(2) == ["500", "500", "drop", "500", "500"]
+    assert object_keys(client, bucket) == []
+    assert incomplete_uploads(client, bucket) == []
+
+
+def test_a_read_back_that_does_not_match_leaves_no_object(s3, fault_proxy):
+    """The HEAD after completion reports a different sha256 (a proxy alters the header: a fault the
+    real server cannot make): the upload fails and the object it made is deleted."""
+    client, bucket = s3
+    proxy, via_proxy = fault_proxy
+    heads = []
+    proxy.add(lambda method, path, query: method == "HEAD" and (heads.append(1) or len(heads) > 1), ["tamper"])
+    with pytest.raises(StorageError, match="does not match what was sent"):
+        with MultipartUpload(via_proxy, bucket, "x.sql.gz", part_size=PART, retry=FAST_RETRY) as upload:
+            feed(upload, os.urandom(MIB))
+            upload.complete()
+    assert object_keys(client, bucket) == []
+    assert incomplete_uploads(client, bucket) == []
