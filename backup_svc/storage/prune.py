@@ -1,0 +1,132 @@
+"""Deleting the stored backups retention does not keep, and incomplete uploads left behind.
+
+Safety, each one tested: nothing is deleted when the listing fails; only names matching this
+service's pattern directly under the prefix are candidates; the newest backup is never deleted;
+a dry run deletes nothing and says what would go and why.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+
+from .client import RetryPolicy, StorageError, with_retries
+from .listing import StoredBackup, list_backups
+from .location import BackupNames, StorageLocation
+from .retention import Decision, RetentionPolicy, apply_retention, removal_reason
+
+# Railway Buckets have no lifecycle rules, so nothing else ever cleans up an upload that a killed
+# process left incomplete; no real upload of this service runs for a day.
+STALE_UPLOAD_AGE = timedelta(days=1)
+
+
+@dataclass
+class PruneReport:
+    """What prune decided and did."""
+
+    dry_run: bool
+    decisions: list[Decision] = field(default_factory=list)
+    removal_reason: str = ""
+    deleted: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (name, error)
+    stale_uploads: list[tuple[str, datetime]] = field(default_factory=list)  # (key, initiated)
+
+    @property
+    def kept(self) -> list[Decision]:
+        return [d for d in self.decisions if d.keep]
+
+    @property
+    def removed(self) -> list[Decision]:
+        return [d for d in self.decisions if not d.keep]
+
+    def lines(self) -> list[str]:
+        """One line per backup (kept: the rules that keep it; removed: why), then the uploads."""
+        verb = "would delete" if self.dry_run else "deleted"
+        failed = dict(self.failed)
+        out = []
+        for decision in self.decisions:
+            name = decision.backup.name
+            if decision.keep:
+                out.append(f"keep    {name}  ({', '.join(decision.reasons)})")
+            elif name in failed:
+                out.append(f"FAILED  {name}  could not be deleted: {failed[name]}")
+            else:
+                out.append(f"{verb:<7} {name}  ({self.removal_reason})")
+        if "incomplete uploads" in failed:
+            out.append(f"FAILED  cleaning up incomplete uploads: {failed['incomplete uploads']}")
+        for key, initiated in self.stale_uploads:
+            out.append(f"{'would abort' if self.dry_run else 'aborted'} incomplete upload of {key} "
+                       f"(started {initiated:%Y-%m-%d %H:%M} UTC)")
+        return out
+
+
+def prune(client, location: StorageLocation, names: BackupNames, policy: RetentionPolicy, *,
+          dry_run: bool = False, now: datetime | None = None, retry: RetryPolicy = RetryPolicy()) -> PruneReport:
+    """Apply `policy` to this service's backups under the prefix and abort its day-old incomplete uploads.
+
+    StorageError when the listing fails (then nothing was deleted). A delete that fails is reported
+    in `failed` and the others still happen.
+    """
+    report = PruneReport(dry_run=dry_run, removal_reason=removal_reason(policy))
+    backups = list_backups(client, location, names, retry=retry)  # raises before anything is deleted
+    report.decisions = apply_retention(backups, policy)
+    doomed = [d.backup for d in report.removed]
+    _check_safe(doomed, backups, location, names)
+    for backup in doomed:
+        if dry_run:
+            continue
+        try:
+            with_retries(f"deleting {backup.key}",
+                         lambda: client.delete_object(Bucket=location.bucket, Key=backup.key), retry)
+            report.deleted.append(backup.name)
+        except StorageError as exc:
+            report.failed.append((backup.name, str(exc)))
+    try:
+        report.stale_uploads = abort_stale_uploads(client, location, names, dry_run=dry_run, now=now, retry=retry)
+    except StorageError as exc:
+        report.failed.append(("incomplete uploads", str(exc)))
+    return report
+
+
+def _check_safe(doomed: list[StoredBackup], backups: list[StoredBackup], location: StorageLocation,
+                names: BackupNames) -> None:
+    # Belt and braces: retention cannot produce these, but a delete is the one thing not undone.
+    if backups and any(b.key == backups[0].key for b in doomed):
+        raise AssertionError("retention chose the newest backup for deletion")
+    for backup in doomed:
+        if not backup.key.startswith(location.prefix) or names.time_of(backup.key[len(location.prefix):]) is None:
+            raise AssertionError(f"retention chose {backup.key!r}, which is not one of this service's backups")
+
+
+def stale_uploads(uploads: list[dict], location: StorageLocation, names: BackupNames,
+                  cutoff: datetime) -> list[dict]:
+    """The incomplete uploads (as S3 lists them) of this service's backup names under the prefix
+    that were started before `cutoff`."""
+    return [u for u in uploads if u["Key"].startswith(location.prefix)
+            and names.time_of(u["Key"][len(location.prefix):]) is not None and u["Initiated"] < cutoff]
+
+
+def abort_stale_uploads(client, location: StorageLocation, names: BackupNames, *, dry_run: bool = False,
+                        now: datetime | None = None, retry: RetryPolicy = RetryPolicy()) -> list[tuple[str, datetime]]:
+    """Abort incomplete multipart uploads of this service's backup names under the prefix started
+    over a day ago; return (key, started) of each. Uploads of other names are left alone.
+
+    Callers hold the stored-backup lock, so no upload of this service's own is running meanwhile.
+    """
+    cutoff = (now or datetime.now(timezone.utc)) - STALE_UPLOAD_AGE
+    uploads: list[dict] = []
+    request = {"Bucket": location.bucket, "Prefix": location.prefix}
+    while True:
+        page = with_retries(f"listing incomplete uploads in {location.url}",
+                            lambda: client.list_multipart_uploads(**request), retry)
+        uploads.extend(page.get("Uploads", []))
+        if not page.get("IsTruncated"):
+            break
+        request.update(KeyMarker=page.get("NextKeyMarker", ""), UploadIdMarker=page.get("NextUploadIdMarker", ""))
+    done = []
+    for upload in stale_uploads(uploads, location, names, cutoff):
+        key, upload_id = upload["Key"], upload["UploadId"]
+        if not dry_run:
+            with_retries(f"aborting the incomplete upload of {key}", lambda: client.abort_multipart_upload(
+                Bucket=location.bucket, Key=key, UploadId=upload_id), retry)
+        done.append((key, upload["Initiated"]))
+    return done
