@@ -80,6 +80,11 @@ class MultipartUpload:
         self._state = "new"  # new → open → completing → complete | aborted
 
     @property
+    def sha256(self) -> str:
+        """Hex SHA-256 of every byte written so far."""
+        return self._sha256.hexdigest()
+
+    @property
     def max_size(self) -> int:
         """The largest object this upload can make."""
         return self.part_size * self.max_parts

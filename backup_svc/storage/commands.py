@@ -1,0 +1,195 @@
+"""The object-storage commands: `upload`, `list`, `prune`, and the s3:// side of `verify` / `restore`.
+
+Exit statuses of `upload`: 0 the backup is stored and read back; 1 it failed (nothing was stored)
+or retention after it failed (the backup is stored: the message says so); 2 configuration;
+75 skipped, another stored backup is running (not a failure); 130 Ctrl-C; 143 SIGTERM.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+
+from backup_svc.config import ConfigError, Settings
+
+EXIT_BUSY = 75  # sysexits' EX_TEMPFAIL: nothing wrong, try again later
+EXIT_SIGTERM = 128 + signal.SIGTERM
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived (a redeploy, `docker stop`, Railway ending a cron run)."""
+
+
+def _say(line: str) -> None:
+    print(f"backup_svc: {line}", file=sys.stderr, flush=True)
+
+
+def _log_to_stderr() -> None:
+    """Retries and aborts are logged by the storage modules; show them on stderr."""
+    logger = logging.getLogger("backup_svc")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("backup_svc: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+
+def _settings_with_storage() -> Settings:
+    settings = Settings.from_env(require_auth=False)
+    if settings.storage is None:
+        raise ConfigError(["BACKUP_STORAGE_URL is not set: nowhere to store backups (e.g. s3://my-bucket/backups)"])
+    return settings
+
+
+def cmd_upload(args: argparse.Namespace) -> int:
+    """Take one backup into object storage now, then apply BACKUP_RETENTION."""
+    from backup_svc.dump.pipeline import DumpBroken
+    from backup_svc.pg.diagnose import CannotDump
+    from backup_svc.storage.client import StorageError
+    from backup_svc.storage.lock import AnotherBackupRunning
+    from backup_svc.storage.run import take_stored_backup
+
+    try:
+        settings = _settings_with_storage()
+    except ConfigError as exc:
+        for problem in exc.problems:
+            _say(problem)
+        return 2
+    _log_to_stderr()
+
+    def on_sigterm(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the abort short
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    aborted = "the upload was aborted and nothing was stored"
+    try:
+        result = take_stored_backup(settings, settings.storage)
+    except AnotherBackupRunning as exc:
+        _say(f"{exc}; nothing to do now (this is not a failure)")
+        return EXIT_BUSY
+    except CannotDump as exc:
+        _say(f"upload failed: {exc.message}; {aborted}")
+        return 1
+    except Terminated:
+        _say(f"upload stopped by SIGTERM; {aborted}")
+        return EXIT_SIGTERM
+    except KeyboardInterrupt:
+        _say(f"upload interrupted; {aborted}")
+        return 130
+    except (DumpBroken, StorageError) as exc:
+        _say(f"upload failed: {exc}; {aborted}")
+        return 1
+    except Exception as exc:  # anything unforeseen: still one line, and still aborted
+        _say(f"upload failed: {type(exc).__name__}: {exc}; {aborted}")
+        return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    stored = result.stored
+    _say(f"stored s3://{stored.bucket}/{stored.key}: {stored.size} bytes in {result.seconds:.1f} s "
+         f"(PostgreSQL {stored.metadata.get('server-version', '?')}, "
+         f"pg_dump {stored.metadata.get('pg-dump-version', '?')}); size and sha256 read back and matched")
+    print(f"{stored.sha256}  s3://{stored.bucket}/{stored.key}", flush=True)
+    if result.retention is not None:
+        for line in result.retention.lines():
+            _say(f"retention: {line}")
+    if result.retention_error:
+        _say(f"the backup is stored, but retention failed: {result.retention_error}")
+        return 1
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    """List this service's stored backups, newest first: name, size, time (UTC), sha256."""
+    from backup_svc.storage.client import StorageError, make_client
+    from backup_svc.storage.listing import list_backups
+    from backup_svc.storage.location import BackupNames
+
+    try:
+        settings = _settings_with_storage()
+    except ConfigError as exc:
+        for problem in exc.problems:
+            _say(problem)
+        return 2
+    storage = settings.storage
+    try:
+        backups = list_backups(make_client(storage.client_env), storage.location, BackupNames(settings.backup_name),
+                               with_sha256=True)
+    except StorageError as exc:
+        _say(f"list failed: {exc}")
+        return 1
+    _say(f"{len(backups)} stored backups in {storage.location.url}, newest first")
+    for backup in backups:
+        print(f"{backup.name}  {backup.size:>14}  {backup.time:%Y-%m-%d %H:%M:%S}Z  {backup.sha256 or '-'}")
+    return 0
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    """Apply BACKUP_RETENTION now (with --dry-run: only say what would be deleted and why)."""
+    from backup_svc.pg.diagnose import CannotDump
+    from backup_svc.storage.client import StorageError, make_client
+    from backup_svc.storage.location import BackupNames
+    from backup_svc.storage.lock import AnotherBackupRunning, StoredBackupLock
+    from backup_svc.storage.prune import prune
+    from backup_svc.storage.run import destination_of
+
+    try:
+        settings = _settings_with_storage()
+    except ConfigError as exc:
+        for problem in exc.problems:
+            _say(problem)
+        return 2
+    storage = settings.storage
+    if storage.retention is None:
+        _say("BACKUP_RETENTION is not set: every backup is kept, nothing to prune "
+             "(e.g. BACKUP_RETENTION=last=7,daily=14,weekly=8,monthly=12)")
+        return 2
+    _log_to_stderr()
+    try:
+        # Under the upload lock: a prune never races an upload of the same backups.
+        with StoredBackupLock(settings.conn, destination_of(settings, storage), timeout_s=settings.connect_timeout_s):
+            report = prune(make_client(storage.client_env), storage.location, BackupNames(settings.backup_name),
+                           storage.retention, dry_run=args.dry_run)
+    except AnotherBackupRunning as exc:
+        _say(f"{exc}; prune again when it is done")
+        return EXIT_BUSY
+    except CannotDump as exc:
+        _say(f"prune needs the database for its lock: {exc.message}")
+        return 1
+    except StorageError as exc:
+        _say(f"prune failed, nothing was deleted: {exc}")
+        return 1
+    for line in report.lines():
+        print(line)
+    kept, removed = len(report.kept), len(report.removed)
+    verb = "would delete" if args.dry_run else "deleted"
+    _say(f"{storage.retention}: keep {kept}, {verb} {removed if args.dry_run else len(report.deleted)}"
+         + (f", {len(report.failed)} failed" if report.failed else ""))
+    return 1 if report.failed else 0
+
+
+def storage_client_for_reading():
+    """A client for `verify s3://…` / `restore s3://…`: only the AWS_* variables are needed."""
+    from backup_svc.storage.client import make_client
+    from backup_svc.storage.settings import check_client_env, client_env
+
+    problems: list[str] = []
+    check_client_env(os.environ, problems)
+    if problems:
+        raise ConfigError(problems)
+    return make_client(client_env(os.environ))
+
+
+def add_storage_commands(sub) -> None:
+    """Register `upload`, `list` and `prune` on the CLI's sub-parsers."""
+    upload = sub.add_parser("upload", help="store one backup in object storage now (BACKUP_STORAGE_URL), "
+                                           "then apply BACKUP_RETENTION")
+    upload.set_defaults(func=cmd_upload)
+    listing = sub.add_parser("list", help="list the stored backups, newest first")
+    listing.set_defaults(func=cmd_list)
+    prune = sub.add_parser("prune", help="delete the stored backups BACKUP_RETENTION does not keep")
+    prune.add_argument("--dry-run", action="store_true", help="only say what would be deleted, and why")
+    prune.set_defaults(func=cmd_prune)

@@ -1,0 +1,98 @@
+"""One stored backup, start to finish: take the lock, stream the dump into an upload, complete it only
+on success, then apply retention. Used by `upload`, by the scheduler inside `serve` and by the API.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+from backup_svc.config import Settings, StorageSettings
+from backup_svc.dump.backup import backup_filename, write_backup
+from backup_svc.dump.pipeline import DumpProgress
+from backup_svc.storage.client import RetryPolicy, StorageError, make_client
+from backup_svc.storage.location import BackupNames
+from backup_svc.storage.lock import StoredBackupLock
+from backup_svc.storage.prune import PruneReport, prune
+from backup_svc.storage.upload import MultipartUpload, StoredObject
+
+log = logging.getLogger(__name__)
+
+
+class StoredBackupCancelled(Exception):
+    """The stored backup was told to stop (the server is shutting down); its upload is aborted."""
+
+
+@dataclass
+class StoredBackupResult:
+    """A stored backup that is complete and read back, and what retention did after it."""
+
+    stored: StoredObject
+    seconds: float
+    sql_bytes: int
+    retention: PruneReport | None = None
+    retention_error: str | None = None
+
+
+@dataclass
+class _CancellableSink:
+    """Passes bytes to the upload; raises StoredBackupCancelled once `cancel` is set."""
+
+    upload: MultipartUpload
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+    def write(self, data: bytes) -> int:
+        if self.cancel.is_set():
+            raise StoredBackupCancelled("stopped: the service is shutting down")
+        return self.upload.write(data)
+
+
+def destination_of(settings: Settings, storage: StorageSettings) -> str:
+    """What the single-flight lock is about: one backup name in one bucket prefix."""
+    return f"{storage.location.url} {settings.backup_name}"
+
+
+def take_stored_backup(settings: Settings, storage: StorageSettings, *, application_name: str = "backup_svc-upload",
+                       progress: DumpProgress | None = None, cancel: threading.Event | None = None,
+                       client=None, retry: RetryPolicy = RetryPolicy()) -> StoredBackupResult:
+    """Take one backup into storage; raise on every path that stores nothing.
+
+    AnotherBackupRunning when another process is storing a backup to the same place; CannotDump
+    before pg_dump's first byte; DumpBroken, StorageError, StoredBackupCancelled, KeyboardInterrupt
+    (or whatever the caller's signal handler raises) after it — in all of which the upload was
+    aborted. Retention runs only after a read-back object, and its failure does not undo the backup
+    (it is reported in `retention_error`).
+    """
+    client = client if client is not None else make_client(storage.client_env)
+    started = time.monotonic()
+    with StoredBackupLock(settings.conn, destination_of(settings, storage), timeout_s=settings.connect_timeout_s):
+        name = backup_filename(settings.backup_name)
+        key = storage.location.key(name)
+        metadata = {"backup-name": settings.backup_name}
+        with MultipartUpload(client, storage.location.bucket, key, metadata=metadata, retry=retry) as upload:
+            sink = _CancellableSink(upload, cancel or threading.Event())
+            written = write_backup(settings, sink, application_name=application_name, progress=progress)
+            # write_backup returned: pg_dump exited 0 and its output ended with the completion line.
+            if written.sha256 != upload.sha256 or written.gzip_bytes != upload.size:
+                raise StorageError("the bytes uploaded differ from the bytes the dump produced")
+            stored = upload.complete({
+                "database": written.facts.database,
+                "server-version": written.facts.version,
+                "pg-dump-version": written.pg_dump.version,
+                "sql-bytes": str(written.sql_bytes),
+                "duration-s": f"{time.monotonic() - started:.1f}",
+            })
+        log.info("stored %s: %d bytes, sha256 %s", key, stored.size, stored.sha256)
+        result = StoredBackupResult(stored=stored, seconds=time.monotonic() - started, sql_bytes=written.sql_bytes)
+        if storage.retention is not None:
+            try:
+                result.retention = prune(client, storage.location, BackupNames(settings.backup_name),
+                                         storage.retention, retry=retry)
+                if result.retention.failed:
+                    result.retention_error = "; ".join(f"{n}: {e}" for n, e in result.retention.failed)
+            except StorageError as exc:
+                result.retention_error = str(exc)
+            if result.retention_error:
+                log.error("retention after %s failed: %s", name, result.retention_error)
+    return result

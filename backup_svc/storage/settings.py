@@ -1,0 +1,73 @@
+"""The object-storage settings (BACKUP_STORAGE_URL, AWS_*, BACKUP_SCHEDULE, BACKUP_RETENTION), validated.
+
+config.py calls `storage_settings` so that every problem is reported at start-up, one line each,
+naming its variable. Nothing here imports boto3.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from backup_svc.storage.client import StorageConfigError, client_settings
+from backup_svc.storage.location import StorageLocation, parse_storage_url
+from backup_svc.storage.retention import RetentionPolicy, parse_retention
+from backup_svc.storage.schedule import CronSchedule, parse_schedule
+
+CLIENT_VARIABLES = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                    "AWS_DEFAULT_REGION", "AWS_S3_URL_STYLE")
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    """Where stored backups go, how the client reaches it, when backups run and what is kept."""
+
+    location: StorageLocation
+    client_env: dict[str, str] = field(default_factory=dict, repr=False)  # the AWS_* variables (secrets)
+    schedule: CronSchedule | None = None
+    retention: RetentionPolicy | None = None
+
+
+def client_env(env: Mapping[str, str]) -> dict[str, str]:
+    """Just the AWS_* variables the S3 client reads."""
+    return {name: env[name] for name in CLIENT_VARIABLES if env.get(name)}
+
+
+def check_client_env(env: Mapping[str, str], problems: list[str]) -> None:
+    """Add a line to `problems` for each AWS_* value the client could not use."""
+    try:
+        client_settings(env)
+    except StorageConfigError as exc:
+        problems.append(str(exc))
+    if bool(env.get("AWS_ACCESS_KEY_ID")) != bool(env.get("AWS_SECRET_ACCESS_KEY")):
+        problems.append("AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY must be set together")
+
+
+def storage_settings(env: Mapping[str, str], problems: list[str]) -> StorageSettings | None:
+    """The storage settings from `env`, or None when BACKUP_STORAGE_URL is unset; problems are appended.
+
+    BACKUP_SCHEDULE and BACKUP_RETENTION without BACKUP_STORAGE_URL are problems too: they would
+    silently do nothing.
+    """
+    url = env.get("BACKUP_STORAGE_URL", "").strip()
+    schedule = retention = location = None
+    try:
+        schedule = parse_schedule(env.get("BACKUP_SCHEDULE", ""))
+    except ValueError as exc:
+        problems.append(f"BACKUP_SCHEDULE {exc}")
+    try:
+        retention = parse_retention(env.get("BACKUP_RETENTION", ""))
+    except ValueError as exc:
+        problems.append(f"BACKUP_RETENTION {exc}")
+    if not url:
+        for name in ("BACKUP_SCHEDULE", "BACKUP_RETENTION"):
+            if env.get(name, "").strip():
+                problems.append(f"{name} is set but BACKUP_STORAGE_URL is not: set it to s3://<bucket>/<prefix>")
+        return None
+    try:
+        location = parse_storage_url(url)
+    except ValueError as exc:
+        problems.append(f"BACKUP_STORAGE_URL {exc}")
+    check_client_env(env, problems)
+    if location is None:
+        return None
+    return StorageSettings(location=location, client_env=client_env(env), schedule=schedule, retention=retention)
