@@ -1,4 +1,4 @@
-"""`backup-svc` (or `python -m backup_svc`): serve | dump | check | verify | restore | sign-url."""
+"""`backup-svc` (or `python -m backup_svc`): serve | dump | check | verify | restore | sign-url | upload | list | prune."""
 from __future__ import annotations
 
 import argparse
@@ -148,7 +148,11 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    """Check a backup file end to end (compression, completion line) and say what it holds."""
+    """Check a backup file (or stored object) end to end (compression, completion line); say what it holds."""
+    if args.file.startswith("s3://"):
+        from backup_svc.storage.commands import verify_stored
+
+        return verify_stored(args.file)
     from backup_svc.files.reader import BadBackup
     from backup_svc.files.verify import verify_file
 
@@ -162,7 +166,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
-    """Verify a backup file, then restore it into an (empty) database in one transaction."""
+    """Verify a backup file (or stored object), then restore it into an (empty) database in one transaction."""
+    if args.file.startswith("s3://"):
+        from backup_svc.storage.commands import restore_stored
+
+        return restore_stored(args)
     from backup_svc.files.psqlfeed import RestoreFailed
     from backup_svc.files.reader import BadBackup
     from backup_svc.files.restore import restore_file
@@ -233,10 +241,10 @@ def main(argv: list[str] | None = None) -> int:
     check = sub.add_parser("check", help="check configuration, database and pg_dump")
     check.set_defaults(func=cmd_check)
     verify = sub.add_parser("verify", help="check that a backup file is intact and complete, and what it holds")
-    verify.add_argument("file", help="the backup (.sql.gz)")
+    verify.add_argument("file", help="the backup (.sql.gz), or a stored one: s3://bucket/key")
     verify.set_defaults(func=cmd_verify)
     restore = sub.add_parser("restore", help="verify a backup, then restore it with psql in one transaction")
-    restore.add_argument("file", help="the backup (.sql.gz)")
+    restore.add_argument("file", help="the backup (.sql.gz), or a stored one: s3://bucket/key")
     restore.add_argument("--target-url", required=True, metavar="URL",
                          help="libpq URI of the database to restore into (leave the password out to use PGPASSWORD)")
     restore.add_argument("--force", action="store_true",
@@ -249,6 +257,9 @@ def main(argv: list[str] | None = None) -> int:
     sign.add_argument("--base-url", help="the service's public URL, e.g. https://backup.example.com "
                                          "(default: PUBLIC_URL)")
     sign.set_defaults(func=cmd_sign_url)
+    from backup_svc.storage.commands import add_storage_commands
+
+    add_storage_commands(sub)
     args = parser.parse_args(argv)
     load_dotenv_file()
     return args.func(args)

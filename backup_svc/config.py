@@ -9,6 +9,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 from .draining import RAILWAY_MARKERS, Draining
 from .draining import VARIABLE as DRAINING_VARIABLE
+from backup_svc.storage.settings import StorageSettings, storage_settings
 
 MIN_SECRET_LENGTH = 16
 
@@ -172,6 +173,8 @@ class Settings:
     def grace_s(self) -> int:
         """Seconds running downloads get after SIGTERM: GRACEFUL_TIMEOUT kept inside Railway's draining."""
         return self.draining.grace_s(self.graceful_timeout_s)
+    # Object storage (BACKUP_STORAGE_URL, AWS_*, BACKUP_SCHEDULE, BACKUP_RETENTION); None when off.
+    storage: StorageSettings | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, *, require_auth: bool = True) -> "Settings":
@@ -202,6 +205,7 @@ class Settings:
         if backup_name and not all(c.isalnum() or c in "-_." for c in backup_name):
             problems.append("BACKUP_NAME may contain only letters, digits, '-', '_' and '.'")
         bin_dirs = pg_bin_dirs(env)
+        storage = storage_settings(env, problems)
 
         if problems:
             raise ConfigError(problems)
@@ -216,6 +220,7 @@ class Settings:
             link_secret=secrets["LINK_SECRET"],
             bind_host=bind_host_from_env(env),
             draining=draining,
+            storage=storage,
             **numbers,
         )
 

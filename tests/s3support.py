@@ -8,10 +8,11 @@ import secrets
 import socket
 import struct
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-from backup_svc.localpg import free_port
+from backup_svc.pg.localcluster import free_port
 from backup_svc.storage.client import RetryPolicy
 
 S3_ERROR = ("<?xml version='1.0' encoding='UTF-8'?><Error><Code>{code}</Code><Message>{message}</Message>"
@@ -76,6 +77,7 @@ class FaultProxy:
       "drop"       read part of the body, then reset the connection
       "cut:N"      forward, but reset the connection after N bytes of the response body
       "tamper"     forward, with the x-amz-meta-sha256 header replaced
+      "slow:S"     wait S seconds, then forward (a slow link: keeps an upload running for a test)
       "forward"    pass it on unchanged
     The last action repeats when `repeat_last` is set, else requests pass once the actions run out.
     `log` records (method, path+query, action) of every request.
@@ -126,6 +128,11 @@ class FaultProxy:
         self.add(lambda method, path, query: method == "PUT" and query.get("partNumber") == [str(number)],
                  actions, repeat_last)
 
+    def slow_parts(self, seconds: float) -> None:
+        """Every part upload waits `seconds` first: the upload (and pg_dump behind it) runs for a while."""
+        self.add(lambda method, path, query: method == "PUT" and "partNumber" in query, [f"slow:{seconds}"],
+                 repeat_last=True)
+
     def attempts(self, number: int) -> list[str]:
         """The actions taken on each PUT of part `number`, in order."""
         return [action for method, target, action in self.log
@@ -152,6 +159,8 @@ class FaultProxy:
             _reset(handler)
             return
         body = handler.rfile.read(length) if length else b""
+        if action.startswith("slow:"):
+            time.sleep(float(action[5:]))
         if action == "500":
             payload = S3_ERROR.format(code="InternalError", message="injected fault").encode()
             handler.send_response(500)

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import threading
+from typing import BinaryIO, Callable
 
 from backup_svc.config import ConnInfo
 from backup_svc.files.reader import BackupReader, BadBackup
@@ -45,7 +46,8 @@ def _psql_error(stderr_tail: collections.deque[str], returncode: int, secrets: t
     return scrub(detail, *secrets)
 
 
-def stream_into_psql(path: str, command: ClientCommand, *, secrets: tuple[str | None, ...] = ()) -> None:
+def stream_into_psql(path: str, command: ClientCommand, *, secrets: tuple[str | None, ...] = (),
+                     opener: Callable[[], BinaryIO] | None = None) -> None:
     """Feed the SQL of `path` to psql; raise RestoreFailed (psql failed) or BadBackup (the file did).
 
     Either way nothing is committed: psql sends COMMIT only at the end of its input, and on a bad
@@ -65,7 +67,7 @@ def stream_into_psql(path: str, command: ClientCommand, *, secrets: tuple[str | 
             # The same checks as verify, again, in case the file changed since; and the large-object
             # BEGIN/COMMIT go, or --single-transaction would not be all or nothing.
             scanner = DumpScanner(drop_lo_transaction=True)
-            for chunk in BackupReader(path):
+            for chunk in BackupReader(path, opener):
                 proc.stdin.write(scanner.feed(chunk))
             proc.stdin.write(scanner.finish())
             problem = scanner.problem()

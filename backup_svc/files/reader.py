@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import zlib
 from dataclasses import dataclass
 from typing import BinaryIO, Callable, Iterator
@@ -59,8 +60,9 @@ class BackupReader:
     After a full iteration, `size` and `sha256` describe the file's bytes (what was downloaded).
     """
 
-    def __init__(self, path: str):
-        self.path = path
+    def __init__(self, path: str, opener: Callable[[], BinaryIO] | None = None):
+        self.path = path  # what the file is called in messages (a path, or s3://bucket/key)
+        self.opener = opener  # opens the raw bytes (default: the file at `path`), e.g. a stored object
         self.format: str | None = None
         self._hashing: _HashingReader | None = None
 
@@ -74,18 +76,19 @@ class BackupReader:
 
     def __iter__(self) -> Iterator[bytes]:
         try:
-            raw = open(self.path, "rb")
+            raw = self.opener() if self.opener is not None else open(self.path, "rb")
         except OSError as exc:
             raise BadBackup(f"cannot open it: {exc.strerror}") from None
+        if not isinstance(raw, io.BufferedIOBase):
+            raw = io.BufferedReader(raw, CHUNK_SIZE)  # peek() below, and fewer small reads of a stream
         with raw:
-            magic = raw.read(4)
+            magic = raw.peek(4)[:4]
             if not magic:
                 raise BadBackup("the file is empty")
             kind = next((d for d in DECOMPRESSORS if magic.startswith(d.magic)), None)
             if kind is None:
                 known = ", ".join(d.name for d in DECOMPRESSORS)
                 raise BadBackup(f"not a compressed backup (expected {known}; it starts with {magic!r})")
-            raw.seek(0)
             self.format = kind.name
             self._hashing = _HashingReader(raw)
             plain = kind.open(self._hashing)

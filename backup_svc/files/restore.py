@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import BinaryIO, Callable
 
 import psycopg
 from psycopg import sql
@@ -119,17 +119,22 @@ def choose_psql(target: TargetFacts, dumped_by: str, installed: list[PgBinary]) 
 
 
 def restore_file(path: str, target_url: str, *, bin_dirs: list[str], force: bool = False, create: bool = False,
-                 timeout_s: int = 10, say: Callable[[str], None] = lambda _: None) -> RestoreReport:
+                 timeout_s: int = 10, say: Callable[[str], None] = lambda _: None,
+                 opener: Callable[[], BinaryIO] | None = None,
+                 check: Callable[[VerifyReport], None] = lambda _: None) -> RestoreReport:
     """Verify `path`, then restore it into `target_url` in one transaction; RestoreFailed/BadBackup say why not.
 
-    `say` gets a line at each step (verified, created, restoring with which psql, warnings).
+    `say` gets a line at each step (verified, created, restoring with which psql, warnings). `opener`
+    reads the bytes from elsewhere (a stored object, read twice: to verify, then to restore); `check`
+    may refuse the verified backup (raise BadBackup) before the target is touched.
     """
     try:
         conn = parse_database_url(target_url)
     except ValueError as exc:
         raise RestoreFailed(f"--target-url {exc}") from None
     started = time.monotonic()
-    backup = verify_file(path)
+    backup = verify_file(path, opener)
+    check(backup)
     say(f"verified {path} in {time.monotonic() - started:.1f} s: {backup.size} bytes, "
         f"{backup.tables_with_data} tables with data, dumped from PostgreSQL {backup.server_version}")
     if create:
@@ -148,6 +153,7 @@ def restore_file(path: str, target_url: str, *, bin_dirs: list[str], force: bool
         say(f"--force: restoring over {target.relations} existing tables, views or sequences")
     say(f"restoring into {conn.uri} (PostgreSQL {target.version}) with {psql.path} ({psql.version}) ...")
     started = time.monotonic()
-    stream_into_psql(path, psql_command(psql.path, conn, target.version_num), secrets=(conn.password,))
+    stream_into_psql(path, psql_command(psql.path, conn, target.version_num), secrets=(conn.password,),
+                     opener=opener)
     return RestoreReport(backup=backup, database=conn.dbname, server_version=target.version, psql=psql,
                          seconds=time.monotonic() - started)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import BinaryIO, Callable
 
 from backup_svc.files.reader import BackupReader, BadBackup
 from backup_svc.files.scan import DumpScanner
@@ -32,9 +33,13 @@ class VerifyReport:
         ]
 
 
-def verify_file(path: str) -> VerifyReport:
-    """Decompress `path` end to end and check it is a complete plain dump; BadBackup says why not."""
-    reader, scanner = BackupReader(path), DumpScanner()
+def verify_file(path: str, opener: Callable[[], BinaryIO] | None = None) -> VerifyReport:
+    """Decompress `path` end to end and check it is a complete plain dump; BadBackup says why not.
+
+    `opener` reads the bytes from elsewhere than the file `path` (a stored object: `path` is then
+    its s3:// URL).
+    """
+    reader, scanner = BackupReader(path, opener), DumpScanner()
     for chunk in reader:
         scanner.feed(chunk)
     problem = scanner.problem()

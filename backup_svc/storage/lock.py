@@ -11,9 +11,9 @@ import hashlib
 
 import psycopg
 
-from ..config import ConnInfo
-from ..database import connect
-from ..diagnose import diagnose
+from backup_svc.config import ConnInfo
+from backup_svc.pg.diagnose import diagnose
+from backup_svc.pg.facts import connect
 
 
 class AnotherBackupRunning(Exception):

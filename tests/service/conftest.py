@@ -5,7 +5,7 @@ import pytest
 
 from backup_svc.storage.client import make_client
 
-from ..s3support import FaultProxy, MotoS3, new_bucket, s3_env
+from tests.s3support import FaultProxy, MotoS3, new_bucket, s3_env
 
 
 @pytest.fixture(scope="session")

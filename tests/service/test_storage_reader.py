@@ -9,7 +9,7 @@ import pytest
 from backup_svc.storage.client import StorageError
 from backup_svc.storage.reader import open_object
 
-from ..s3support import FAST_RETRY
+from tests.s3support import FAST_RETRY
 
 
 def test_reads_the_object_whole_with_its_metadata(s3):

@@ -11,7 +11,7 @@ from backup_svc.storage.location import BackupNames, parse_storage_url
 from backup_svc.storage.prune import abort_stale_uploads, prune
 from backup_svc.storage.retention import parse_retention
 
-from ..s3support import FAST_RETRY, object_keys
+from tests.s3support import FAST_RETRY, object_keys
 
 LOCATION = parse_storage_url("s3://placeholder/backups")
 NAMES = BackupNames("shop")

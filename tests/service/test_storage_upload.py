@@ -9,7 +9,7 @@ import pytest
 from backup_svc.storage.client import StorageError
 from backup_svc.storage.upload import MultipartUpload, ObjectTooLarge
 
-from ..s3support import FAST_RETRY, incomplete_uploads, object_keys
+from tests.s3support import FAST_RETRY, incomplete_uploads, object_keys
 
 MIB = 1024 * 1024
 PART = 5 * MIB  # S3's smallest part: several parts from a few MiB of test data

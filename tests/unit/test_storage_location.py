@@ -5,7 +5,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from backup_svc.service import backup_filename
+from backup_svc.dump.backup import backup_filename
 from backup_svc.storage.location import BackupNames, parse_object_url, parse_storage_url
 
 
