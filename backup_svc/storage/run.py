@@ -53,7 +53,8 @@ def destination_of(settings: Settings, storage: StorageSettings) -> str:
     return f"{storage.location.url} {settings.backup_name}"
 
 
-def take_stored_backup(settings: Settings, storage: StorageSettings, *, application_name: str = "backup_svc-upload",
+def take_stored_backup(settings: Settings, storage: StorageSettings, *, name: str | None = None,
+                       application_name: str = "backup_svc-upload",
                        progress: DumpProgress | None = None, cancel: threading.Event | None = None,
                        client=None, retry: RetryPolicy = RetryPolicy()) -> StoredBackupResult:
     """Take one backup into storage; raise on every path that stores nothing.
@@ -67,7 +68,7 @@ def take_stored_backup(settings: Settings, storage: StorageSettings, *, applicat
     client = client if client is not None else make_client(storage.client_env)
     started = time.monotonic()
     with StoredBackupLock(settings.conn, destination_of(settings, storage), timeout_s=settings.connect_timeout_s):
-        name = backup_filename(settings.backup_name)
+        name = name or backup_filename(settings.backup_name)
         key = storage.location.key(name)
         metadata = {"backup-name": settings.backup_name}
         with MultipartUpload(client, storage.location.bucket, key, metadata=metadata, retry=retry) as upload:

@@ -97,18 +97,30 @@ class BackupServer(BaseApplication):
 
     def __init__(self, settings: Settings):
         self.settings = settings
+        self.stored = None  # the worker's StoredBackups (BACKUP_SCHEDULE), set in the worker by load()
         super().__init__()
 
     def load_config(self) -> None:
         for key, value in gunicorn_options(self.settings).items():
             self.cfg.set(key, value)
         log_draining(self.settings)
+        # In the worker, once it has stopped serving: cancel a running stored backup (its upload is aborted).
+        self.cfg.set("worker_exit", self._worker_exit)
 
     def load(self):
         from backup_svc.web import create_app
+        from backup_svc.web.state import EXTENSION
+        from backup_svc.web.stored import StoredBackups
 
         configure_logging()
-        return create_app(self.settings)
+        app = create_app(self.settings)
+        # Started here, in the one worker, not in create_app: building an app starts no thread.
+        self.stored = StoredBackups(app.extensions[EXTENSION]).start()
+        return app
+
+    def _worker_exit(self, arbiter, worker) -> None:
+        if self.stored is not None:
+            self.stored.stop()
 
 
 def log_draining(settings: Settings) -> None:
