@@ -115,7 +115,8 @@ def with_retries(what: str, call: Callable[[], T], policy: RetryPolicy,
 def client_settings(env: Mapping[str, str]) -> dict:
     """The keyword arguments for boto3's S3 client from the standard AWS_* variables.
 
-    Unset variables are left to boto3's own defaults (its credential chain, its region default).
+    Unset variables are left to boto3's own defaults (its credential chain; us-east-1, from which
+    S3 redirects to a bucket's own region).
     StorageConfigError names a variable whose value cannot work.
     """
     style = env.get("AWS_S3_URL_STYLE", "").strip().lower()
@@ -126,7 +127,9 @@ def client_settings(env: Mapping[str, str]) -> dict:
         raise StorageConfigError(f"AWS_ENDPOINT_URL must start with https:// (or http://), got {endpoint!r}")
     return {
         "endpoint_url": endpoint,
-        "region_name": env.get("AWS_DEFAULT_REGION", "").strip() or None,
+        # boto3's own default for S3; it follows a bucket's redirect to its real region. Set here rather
+        # than left to boto3, which would take an empty AWS_DEFAULT_REGION (a copied .env.example) as a region.
+        "region_name": env.get("AWS_DEFAULT_REGION", "").strip() or "us-east-1",
         "aws_access_key_id": env.get("AWS_ACCESS_KEY_ID") or None,
         "aws_secret_access_key": env.get("AWS_SECRET_ACCESS_KEY") or None,
         "aws_session_token": env.get("AWS_SESSION_TOKEN") or None,
@@ -153,6 +156,9 @@ def make_client(env: Mapping[str, str]):
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
         user_agent_extra="backup_svc",
+        # AWS_ENDPOINT_URL is read above from the same settings as everything else (an empty one
+        # means AWS); boto3 must not read it again from the environment or its config files.
+        ignore_configured_endpoint_urls=True,
     )
     session = boto3.session.Session()
     return session.client("s3", config=config, **settings)

@@ -27,13 +27,13 @@ def _say(line: str) -> None:
 
 
 def _log_to_stderr() -> None:
-    """Retries and aborts are logged by the storage modules; show them on stderr."""
+    """Retries and failed aborts are logged (as warnings, errors) by the storage modules; show them on stderr."""
     logger = logging.getLogger("backup_svc")
     if not logger.handlers:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("backup_svc: %(message)s"))
         logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
+        logger.setLevel(logging.WARNING)
         logger.propagate = False
 
 
@@ -121,7 +121,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     except StorageError as exc:
         _say(f"list failed: {exc}")
         return 1
-    _say(f"{len(backups)} stored backups in {storage.location.url}, newest first")
+    _say(f"{len(backups)} stored backup{'s' if len(backups) != 1 else ''} in {storage.location.url}, newest first")
     for backup in backups:
         print(f"{backup.name}  {backup.size:>14}  {backup.time:%Y-%m-%dT%H:%M:%SZ}  {backup.sha256 or '-'}")
     return 0

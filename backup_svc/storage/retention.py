@@ -94,13 +94,5 @@ def apply_retention(backups: Sequence[Dated], policy: RetentionPolicy) -> list[D
 
 
 def removal_reason(policy: RetentionPolicy) -> str:
-    """Why a backup no rule kept goes, in words."""
-    parts = []
-    if policy.last is not None:
-        parts.append(f"not among the {policy.last} newest")
-    for rule, unit in (("daily", "days"), ("weekly", "ISO weeks"), ("monthly", "months")):
-        count = getattr(policy, rule)
-        if count is not None:
-            parts.append(f"not the newest of its {unit[:-1] if unit != 'ISO weeks' else 'ISO week'} "
-                         f"within the {count} most recent {unit} with backups")
-    return "; ".join(parts)
+    """Why a backup that no rule kept goes, in words."""
+    return f"kept by no rule of {policy}"

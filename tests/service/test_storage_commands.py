@@ -178,8 +178,7 @@ def test_prune_dry_run_then_prune(s3, moto_s3, rich_db):
     assert dry.stdout.splitlines() == [
         "keep    rich_backup_20261103_030000.sql.gz  (daily 2026-11-03)",
         "keep    rich_backup_20261102_030000.sql.gz  (daily 2026-11-02)",
-        "would delete rich_backup_20261101_030000.sql.gz  (not the newest of its day within the 2 most recent "
-        "days with backups)",
+        "would delete rich_backup_20261101_030000.sql.gz  (kept by no rule of daily=2)",
     ]
     assert len(object_keys(client, bucket)) == 3
     pruned = run_cli("prune", env=env)

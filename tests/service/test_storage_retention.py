@@ -88,8 +88,7 @@ def test_dry_run_deletes_nothing_and_says_what_would_go_and_why(s3):
     lines = report.lines()
     assert lines[0] == "keep    shop_backup_20261128_030000.sql.gz  (daily 2026-11-28)"
     assert lines[1] == "keep    shop_backup_20261127_030000.sql.gz  (daily 2026-11-27)"
-    assert lines[2] == ("would delete shop_backup_20261126_030000.sql.gz  (not the newest of its day "
-                        "within the 2 most recent days with backups)")
+    assert lines[2] == "would delete shop_backup_20261126_030000.sql.gz  (kept by no rule of daily=2)"
     assert len([line for line in lines if line.startswith("would delete")]) == 118
 
 

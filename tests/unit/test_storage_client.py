@@ -1,6 +1,8 @@
 """The S3 client's settings from AWS_* variables, and which errors are retried how."""
 from __future__ import annotations
 
+import os
+
 import pytest
 from botocore.exceptions import (ClientError, ConnectionClosedError, EndpointConnectionError, NoCredentialsError,
                                  ReadTimeoutError, SSLError)
@@ -25,7 +27,7 @@ def test_settings_come_from_the_standard_variables():
 
 
 def test_unset_variables_are_left_to_boto3():
-    assert client_settings({}) == {"endpoint_url": None, "region_name": None, "aws_access_key_id": None,
+    assert client_settings({}) == {"endpoint_url": None, "region_name": "us-east-1", "aws_access_key_id": None,
                                    "aws_secret_access_key": None, "aws_session_token": None,
                                    "addressing_style": "auto"}
 
@@ -125,3 +127,17 @@ def test_a_cancelled_upload_stops_retrying(monkeypatch):
 def test_no_credentials_says_which_variables_to_set():
     with pytest.raises(StorageError, match="set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"):
         with_retries("listing", lambda: (_ for _ in ()).throw(NoCredentialsError()), RetryPolicy())
+
+
+def test_empty_variables_from_a_copied_env_example_mean_unset(monkeypatch):
+    for name in ("AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL", "AWS_S3_URL_STYLE", "AWS_ACCESS_KEY_ID",
+                 "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(name, "")
+    client = make_client(dict(os.environ))
+    assert (client.meta.region_name, client.meta.endpoint_url) == ("us-east-1", "https://s3.amazonaws.com")
+
+
+def test_the_endpoint_comes_from_the_settings_given(monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    assert make_client({}).meta.endpoint_url == "https://s3.amazonaws.com"
+    assert make_client({"AWS_ENDPOINT_URL": "http://127.0.0.1:9"}).meta.endpoint_url == "http://127.0.0.1:9"

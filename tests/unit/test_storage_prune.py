@@ -54,7 +54,6 @@ def test_report_lines_say_why():
                          failed=[("shop_backup_20261120_030000.sql.gz", "AccessDenied (HTTP 403)")])
     assert report.lines() == [
         "keep    shop_backup_20261128_030000.sql.gz  (last #1, weekly 2026-W48)",
-        "deleted shop_backup_20261127_030000.sql.gz  (not among the 1 newest; not the newest of its ISO week "
-        "within the 1 most recent ISO weeks with backups)",
+        "deleted shop_backup_20261127_030000.sql.gz  (kept by no rule of last=1,weekly=1)",
         "FAILED  shop_backup_20261120_030000.sql.gz  could not be deleted: AccessDenied (HTTP 403)",
     ]

@@ -1,0 +1,68 @@
+"""Storage settings in config.py: validated at start-up, one line per problem naming the variable."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from backup_svc.config import ConfigError, Settings
+from tests.support import REPO
+
+BASE = {"DATABASE_URL": "postgresql://u:p@db.example.com/shop", "ADMIN_TOKEN": "t" * 20}
+VARIABLES = ("BACKUP_STORAGE_URL", "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+             "AWS_DEFAULT_REGION", "AWS_S3_URL_STYLE", "BACKUP_SCHEDULE", "BACKUP_RETENTION")
+
+
+def test_storage_is_off_without_a_url():
+    assert Settings.from_env(BASE).storage is None
+
+
+def test_a_full_configuration():
+    storage = Settings.from_env({
+        **BASE, "BACKUP_STORAGE_URL": "s3://my-backups/postgres", "AWS_ENDPOINT_URL": "https://storage.railway.app",
+        "AWS_ACCESS_KEY_ID": "tid_x", "AWS_SECRET_ACCESS_KEY": "tsec_y", "AWS_DEFAULT_REGION": "auto",
+        "BACKUP_SCHEDULE": "0 3 * * *", "BACKUP_RETENTION": "last=7,monthly=12", "UNRELATED": "x"}).storage
+    assert (storage.location.bucket, storage.location.prefix) == ("my-backups", "postgres/")
+    assert str(storage.schedule) == "0 3 * * *"
+    assert str(storage.retention) == "last=7,monthly=12"
+    assert storage.client_env == {"AWS_ENDPOINT_URL": "https://storage.railway.app", "AWS_ACCESS_KEY_ID": "tid_x",
+                                  "AWS_SECRET_ACCESS_KEY": "tsec_y", "AWS_DEFAULT_REGION": "auto"}
+    assert "tsec_y" not in repr(storage)
+
+
+@pytest.mark.parametrize("env, problem", [
+    ({"BACKUP_STORAGE_URL": "s3:/my-backups"}, "BACKUP_STORAGE_URL names no valid bucket"),
+    ({"BACKUP_STORAGE_URL": "s3://b/x"}, "BACKUP_STORAGE_URL names no valid bucket ('b'"),
+    ({"BACKUP_STORAGE_URL": "s3://bkt", "BACKUP_SCHEDULE": "daily"}, "BACKUP_SCHEDULE must have 5 fields"),
+    ({"BACKUP_STORAGE_URL": "s3://bkt", "BACKUP_SCHEDULE": "0 24 * * *"}, "BACKUP_SCHEDULE is not a valid cron"),
+    ({"BACKUP_STORAGE_URL": "s3://bkt", "BACKUP_RETENTION": "keep=3"}, "BACKUP_RETENTION has 'keep=3'"),
+    ({"BACKUP_STORAGE_URL": "s3://bkt", "AWS_ACCESS_KEY_ID": "x"}, "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"),
+    ({"BACKUP_STORAGE_URL": "s3://bkt", "AWS_ENDPOINT_URL": "storage.railway.app"}, "AWS_ENDPOINT_URL must start"),
+    ({"BACKUP_SCHEDULE": "0 3 * * *"}, "BACKUP_SCHEDULE is set but BACKUP_STORAGE_URL is not"),
+    ({"BACKUP_RETENTION": "last=3"}, "BACKUP_RETENTION is set but BACKUP_STORAGE_URL is not"),
+])
+def test_problems_are_one_line_naming_the_variable(env, problem):
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({**BASE, **env})
+    assert len(caught.value.problems) == 1
+    assert caught.value.problems[0].startswith(problem)
+
+
+def test_reading_settings_or_verifying_a_file_does_not_load_the_s3_client():
+    program = ("import sys, json; import backup_svc.cli, backup_svc.config; "
+               "from backup_svc.files.verify import verify_file; "
+               "from backup_svc.config import Settings; "
+               "Settings.from_env({'DATABASE_URL': 'postgresql://u@h/d', 'ADMIN_TOKEN': 't' * 20, "
+               "'BACKUP_STORAGE_URL': 's3://bkt/x', 'BACKUP_SCHEDULE': '0 3 * * *'}); "
+               "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))")
+    loaded = set(json.loads(subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
+                                           check=True, cwd=REPO).stdout))
+    assert not loaded & {"boto3", "botocore", "s3transfer"}
+
+
+@pytest.mark.parametrize("document", [".env.example", "README.md", "docs/storage.md"])
+def test_every_storage_setting_is_documented(document):
+    text = (REPO / document).read_text()
+    assert [name for name in VARIABLES if name not in text] == []
