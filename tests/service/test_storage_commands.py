@@ -81,7 +81,7 @@ def test_verify_notices_an_object_that_changed_after_it_was_stored(s3, moto_s3, 
     assert "the sha256 stored with it is 0000" in verified.stderr
 
 
-@pytest.mark.parametrize("kill", ["terminate backend", "SIGKILL pg_dump", "SIGTERM upload"])
+@pytest.mark.parametrize("kill", ["terminate backend", "SIGKILL pg_dump", "SIGTERM upload", "Ctrl-C upload"])
 def test_a_backup_killed_mid_upload_leaves_nothing_behind(kill, s3, moto_s3, fault_proxy, big_db, pg_cluster):
     """Parts go through a proxy that delays each (a slow link) so the kill lands mid-upload."""
     client, bucket = s3
@@ -103,13 +103,15 @@ def test_a_backup_killed_mid_upload_leaves_nothing_behind(kill, s3, moto_s3, fau
         elif kill == "SIGKILL pg_dump":
             for pid in pg_dump_pids(pg_cluster):
                 os.kill(pid, signal.SIGKILL)
-        else:
+        elif kill == "SIGTERM upload":
             upload.send_signal(signal.SIGTERM)
+        else:
+            upload.send_signal(signal.SIGINT)
         out, err = upload.communicate(timeout=60)
     finally:
         if upload.poll() is None:
             upload.kill()
-    expected = 143 if kill == "SIGTERM upload" else 1
+    expected = {"SIGTERM upload": 143, "Ctrl-C upload": 130}.get(kill, 1)
     assert upload.returncode == expected, err
     assert "the upload was aborted and nothing was stored" in err
     assert stored_keys(client, bucket, "big") == []
