@@ -168,13 +168,13 @@ class Settings:
     # 127.0.0.1 and ::1 only (the demo's default).
     bind_host: str = DEFAULT_BIND_HOST
     draining: Draining = field(default_factory=Draining)
+    # Object storage (BACKUP_STORAGE_URL, AWS_*, BACKUP_SCHEDULE, BACKUP_RETENTION); None when off.
+    storage: StorageSettings | None = None
 
     @property
     def grace_s(self) -> int:
         """Seconds running downloads get after SIGTERM: GRACEFUL_TIMEOUT kept inside Railway's draining."""
         return self.draining.grace_s(self.graceful_timeout_s)
-    # Object storage (BACKUP_STORAGE_URL, AWS_*, BACKUP_SCHEDULE, BACKUP_RETENTION); None when off.
-    storage: StorageSettings | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, *, require_auth: bool = True) -> "Settings":
