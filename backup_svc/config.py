@@ -123,6 +123,8 @@ NUMBERS = (
     Number("BACKUP_MAX_CONCURRENT", "max_concurrent", 1, 1, 64),
     Number("BACKUP_LOCK_TIMEOUT", "lock_timeout_s", 60, 1, 3600),
     Number("BACKUP_CONNECT_TIMEOUT", "connect_timeout_s", 10, 1, 600),
+    # A running dump whose pg_dump writes nothing for this long is broken off (a stalled link).
+    Number("BACKUP_STALL_TIMEOUT", "stall_timeout_s", 300, 1, 86400),
     Number("WEB_THREADS", "threads", 8, 2, 256),
     Number("GRACEFUL_TIMEOUT", "graceful_timeout_s", 60, 1, 86400),
     # At most an hour: a signed link is a bearer credential in a URL, so it must be short-lived.
@@ -158,6 +160,7 @@ class Settings:
     max_concurrent: int = _NUMBER["BACKUP_MAX_CONCURRENT"].default
     lock_timeout_s: int = _NUMBER["BACKUP_LOCK_TIMEOUT"].default
     connect_timeout_s: int = _NUMBER["BACKUP_CONNECT_TIMEOUT"].default
+    stall_timeout_s: int = _NUMBER["BACKUP_STALL_TIMEOUT"].default
     threads: int = _NUMBER["WEB_THREADS"].default
     graceful_timeout_s: int = _NUMBER["GRACEFUL_TIMEOUT"].default
     link_max_ttl_s: int = _NUMBER["LINK_MAX_TTL"].default

@@ -1,13 +1,21 @@
 """One backup, start to finish: name it, check the server, pick pg_dump, run it, write it to a sink."""
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import BinaryIO
+from typing import BinaryIO, Callable
 
 from backup_svc.config import Settings
-from backup_svc.dump.pipeline import DumpProgress, GzipDump, pg_dump_command
+from backup_svc.dump.pipeline import (
+    INTERRUPT_POLL_S,
+    DumpInterrupted,
+    DumpProgress,
+    GzipDump,
+    Interrupt,
+    pg_dump_command,
+)
 from backup_svc.pg.binaries import PgBinary, choose_pg_dump, find_binaries
 from backup_svc.pg.facts import ServerFacts, server_facts
 
@@ -19,21 +27,69 @@ def backup_filename(prefix: str, when: datetime | None = None) -> str:
 
 
 def open_dump(settings: Settings, installed: list[PgBinary], *, application_name: str,
-              progress: DumpProgress | None = None) -> tuple[GzipDump, ServerFacts, PgBinary]:
+              progress: DumpProgress | None = None, interrupt: Callable[[], Interrupt | None] | None = None,
+              created: Callable[[GzipDump], None] | None = None) -> tuple[GzipDump, ServerFacts, PgBinary]:
     """Check the server, pick pg_dump and start it; return once its first byte is out.
 
-    Raises CannotDump (with a secret-free message) for everything that fails before that byte.
+    Raises CannotDump (with a secret-free message) for everything that fails before that byte, and
+    DumpInterrupted as soon as `interrupt()` (asked every fraction of a second, also while the
+    server's facts are fetched) gives a reason to stop. `created` gets the dump before it starts, so
+    another thread can stop() it.
     """
-    facts = server_facts(settings.conn, timeout_s=settings.connect_timeout_s)
+    facts = _until_interrupted(lambda: server_facts(settings.conn, timeout_s=settings.connect_timeout_s),
+                               interrupt, progress)
     pg_dump = choose_pg_dump(facts, installed)
     command = pg_dump_command(
         pg_dump.path, settings.conn, application_name=application_name,
         lock_timeout_s=settings.lock_timeout_s, connect_timeout_s=settings.connect_timeout_s,
         server_version_num=facts.version_num, client_major=pg_dump.major,
     )
-    dump = GzipDump(command, level=settings.gzip_level, secrets=(settings.conn.password,), progress=progress)
-    dump.start()
+    dump = GzipDump(command, level=settings.gzip_level, secrets=(settings.conn.password,), progress=progress,
+                    stall_timeout_s=settings.stall_timeout_s,
+                    # before its first byte pg_dump may also wait up to BACKUP_LOCK_TIMEOUT for its locks
+                    first_byte_timeout_s=settings.stall_timeout_s + settings.lock_timeout_s,
+                    hints={"role": facts.role or settings.conn.user, "table_count": facts.table_count})
+    if created is not None:
+        created(dump)
+    dump.start(interrupt)
     return dump, facts, pg_dump
+
+
+def _until_interrupted(query: Callable[[], ServerFacts], interrupt: Callable[[], Interrupt | None] | None,
+                       progress: DumpProgress | None) -> ServerFacts:
+    """`query()`, given up on (DumpInterrupted) as soon as `interrupt()` says so.
+
+    The query runs in a helper thread; one that is given up on ends by itself within its own
+    time limits (connect_timeout, the query's Deadline) and its answer is dropped.
+    """
+    if interrupt is None:
+        return query()
+    result: list = []
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            result.append(query())
+        except BaseException as exc:  # handed to the waiting thread
+            result.append(exc)
+        done.set()
+
+    threading.Thread(target=run, name="dump-facts", daemon=True).start()
+    while not done.wait(INTERRUPT_POLL_S):
+        reason = interrupt()
+        if reason is not None:
+            if progress is not None:
+                _finish_interrupted(progress, *reason)
+            raise DumpInterrupted(*reason)
+    if isinstance(result[0], BaseException):
+        raise result[0]
+    return result[0]
+
+
+def _finish_interrupted(progress: DumpProgress, kind: str, message: str) -> None:
+    if progress.outcome is None:
+        progress.outcome, progress.error, progress.phase = kind, message, kind
+        progress.finished = time.time()
 
 
 @dataclass(frozen=True)

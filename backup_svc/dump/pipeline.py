@@ -13,6 +13,7 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 from backup_svc.config import ConnInfo
 from backup_svc.dump.completion import INCOMPLETE_REASON, SqlTail
@@ -26,7 +27,7 @@ from backup_svc.pg.command import (
     start_client,
     with_keepalives,
 )
-from backup_svc.pg.diagnose import CannotDump, diagnose
+from backup_svc.pg.diagnose import FAILED, NOT_ANSWERING, CannotDump, diagnose
 from backup_svc.pg.scrub import scrub
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,11 @@ BATCH_SIZE = 256 * 1024
 IDLE_FLUSH_S = 0.5
 # How long pg_dump gets to exit after SIGTERM before SIGKILL.
 TERMINATE_GRACE_S = 1.0
+# While waiting for pg_dump's first byte, how often to ask whether the dump should stop (client gone,
+# cancelled): well inside the 2 s the contract gives for stopping pg_dump after a client leaves.
+INTERRUPT_POLL_S = 0.2
+STALL_REASON = ("pg_dump produced no output for {seconds} s (BACKUP_STALL_TIMEOUT): the database stopped "
+                "answering or the network link to it stalled")
 
 PG_DUMP_FLAGS = ["--format=plain", "--no-owner", "--no-acl", "--clean", "--if-exists", "--verbose"]
 
@@ -53,6 +59,15 @@ _AFTER_DATA = re.compile(r"pg_dump: (executing |creating |processing (?!data for
 
 class DumpBroken(Exception):
     """pg_dump failed after output had started: the stream must be broken, never completed."""
+
+
+class DumpInterrupted(CannotDump):
+    """The dump was stopped on purpose before its first byte: `kind` is ABORTED (the client left) or
+    CANCELLED (someone cancelled it); `message` says which."""
+
+
+# What `interrupt()` returns when a dump must stop: (ABORTED or CANCELLED, a message for the audit trail).
+Interrupt = tuple[str, str]
 
 
 def pg_dump_command(pg_dump: str, conn: ConnInfo, *, application_name: str,
@@ -108,11 +123,19 @@ class GzipDump:
     """
 
     def __init__(self, command: ClientCommand, *, level: int = DEFAULT_LEVEL, secrets: tuple[str | None, ...] = (),
-                 progress: DumpProgress | None = None):
+                 progress: DumpProgress | None = None, stall_timeout_s: float | None = None,
+                 first_byte_timeout_s: float | None = None, hints: dict | None = None):
         self.command = command
         self.level = level
         self.secrets = secrets
         self.progress = progress if progress is not None else DumpProgress()
+        # No output for this long breaks the dump (None: wait for ever); before the first byte the
+        # wait may be longer, since pg_dump then also waits for its locks (BACKUP_LOCK_TIMEOUT).
+        self.stall_timeout_s = stall_timeout_s
+        self.first_byte_timeout_s = first_byte_timeout_s or stall_timeout_s
+        self.hints = hints or {}  # role, table_count: make diagnose's advice concrete
+        self._stopped: Interrupt | None = None  # why stop() was called
+        self._stopped_at = 0.0
         self._proc: subprocess.Popen | None = None
         self._stderr_tail: collections.deque[str] = collections.deque(maxlen=40)
         self._stderr_thread: threading.Thread | None = None
@@ -121,8 +144,14 @@ class GzipDump:
         self._data_over = False  # pg_dump said (on stderr) that it has moved past the table data
 
     # -- starting ---------------------------------------------------------------------------
-    def start(self) -> None:
-        """Run pg_dump and wait for its first output; raise CannotDump if it exits before that."""
+    def start(self, interrupt: Callable[[], Interrupt | None] | None = None) -> None:
+        """Run pg_dump and wait for its first output; raise CannotDump if it exits before that.
+
+        `interrupt` is asked every INTERRUPT_POLL_S while pg_dump connects or waits for locks (the
+        slow part, and silent: nothing has been written to the client yet, so nothing else would
+        notice a client that left); when it returns a reason, pg_dump is stopped and
+        DumpInterrupted raised. No output within `first_byte_timeout_s`: CannotDump (not answering).
+        """
         try:
             self._proc = start_client(self.command, stdin=subprocess.DEVNULL,
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -134,12 +163,29 @@ class GzipDump:
             pass  # an unprivileged process may be capped lower; the default pipe still works
         self._stderr_thread = threading.Thread(target=self._read_stderr, name="pg_dump-stderr", daemon=True)
         self._stderr_thread.start()
-        first = self._read(timeout=None)
+        waiting_since = time.monotonic()
+        while (first := self._read(timeout=INTERRUPT_POLL_S)) is None:
+            if self._stopped is not None:
+                self._escalate()
+                continue
+            reason = interrupt() if interrupt is not None else None
+            if reason is not None:
+                self.stop(*reason)
+                continue
+            limit = self.first_byte_timeout_s
+            if limit is not None and time.monotonic() - waiting_since > limit:
+                self.stop(FAILED, STALL_REASON.format(seconds=f"{limit:g}"))
         if not first:
             returncode = self._proc.wait()
             self._stderr_thread.join(timeout=5)
             self.close()
-            failure = diagnose(self.stderr_text() or f"pg_dump exited with status {returncode}", *self.secrets)
+            if self._stopped is not None:
+                kind, message = self._stopped
+                failure = DumpInterrupted(kind, message) if kind != FAILED else not_answering_for(message)
+                self._finish(kind, failure.message)
+                raise failure
+            failure = diagnose(self.stderr_text() or f"pg_dump exited with status {returncode}", *self.secrets,
+                               **self.hints)
             self._finish("failed", failure.message)
             raise failure
         self._first = first
@@ -198,10 +244,17 @@ class GzipDump:
         batched = len(header)
         data: bytes | None = self._first
         self._first = b""
+        last_output = time.monotonic()
         while data != b"":
             if data is None:  # pg_dump is quiet: flush so the client (and a disconnect) is noticed
                 out = compressor.flush(SYNC_FLUSH)
+                quiet_s = time.monotonic() - last_output
+                if self._stopped is not None:
+                    self._escalate()
+                elif self.stall_timeout_s is not None and quiet_s > self.stall_timeout_s:
+                    self.stop(FAILED, STALL_REASON.format(seconds=f"{self.stall_timeout_s:g}"))
             else:
+                last_output = time.monotonic()
                 self.progress.sql_bytes += len(data)
                 sql_tail.feed(data)
                 tables.feed(data)
@@ -223,8 +276,13 @@ class GzipDump:
 
         returncode = self._proc.wait()
         self._stderr_thread.join(timeout=5)
+        if self._stopped is not None:
+            kind, message = self._stopped
+            self._finish(kind, message)
+            raise DumpBroken(message)
         if returncode != 0:
-            reason = diagnose(self.stderr_text() or f"exit status {returncode}", *self.secrets).message
+            reason = diagnose(self.stderr_text() or f"exit status {returncode}", *self.secrets, **self.hints,
+                              mid_stream=True).message
             self._finish("failed", f"pg_dump exited with status {returncode} mid-stream: {reason}")
             raise DumpBroken(self.progress.error)
         if not sql_tail.is_complete():
@@ -240,6 +298,25 @@ class GzipDump:
         yield tail
 
     # -- stopping ---------------------------------------------------------------------------
+    def stop(self, kind: str, message: str) -> None:
+        """Stop pg_dump now, from any thread, and say why (ABORTED, CANCELLED or FAILED and a message).
+
+        The thread streaming the dump then sees pg_dump's output end and breaks the transfer (or,
+        before the first byte, raises DumpInterrupted); the first reason given is the one kept.
+        """
+        if self._stopped is None:
+            self._stopped = (kind, message)
+            self._stopped_at = time.monotonic()
+        proc = self._proc
+        if proc is not None and proc.returncode is None:
+            self._signal(signal.SIGTERM)
+
+    def _escalate(self) -> None:
+        """SIGKILL a stopped pg_dump still running after TERMINATE_GRACE_S (on SIGTERM it sends the server
+        a cancel request, which a stalled link can hold up for ever)."""
+        if time.monotonic() - self._stopped_at > TERMINATE_GRACE_S and self._proc.poll() is None:
+            self._signal(signal.SIGKILL)
+
     def close(self) -> None:
         """Stop pg_dump (SIGTERM, then SIGKILL), reap it and close its pipes. Idempotent."""
         if self._closed:
@@ -263,7 +340,7 @@ class GzipDump:
             except OSError:
                 pass
         if self.progress.outcome is None:
-            self._finish("aborted", "the download stopped before the dump finished")
+            self._finish(*(self._stopped or ("aborted", "the download stopped before the dump finished")))
 
     def _signal(self, sig: int) -> None:
         try:
@@ -277,3 +354,8 @@ class GzipDump:
             self.progress.error = error
             self.progress.finished = time.time()
             self.progress.phase = "done" if outcome == "ok" else outcome
+
+
+def not_answering_for(message: str) -> CannotDump:
+    """The CannotDump of a pg_dump that wrote nothing within its time (STALL_REASON)."""
+    return CannotDump(NOT_ANSWERING, f"The database is not answering: {message}.")

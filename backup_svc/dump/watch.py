@@ -14,7 +14,7 @@ import psycopg
 
 from backup_svc.config import ConnInfo
 from backup_svc.pg.diagnose import CannotDump
-from backup_svc.pg.facts import connect
+from backup_svc.pg.facts import Deadline, connect
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,8 @@ class DumpWatch:
             if now - self._sampled_at < SAMPLE_INTERVAL_S:
                 return
             self._sampled_at = now
-            with connect(conn, timeout_s=CONNECT_TIMEOUT_S, purpose="progress") as db:
+            # A stalled link must not hold a page's request thread: the queries get a deadline too.
+            with connect(conn, timeout_s=CONNECT_TIMEOUT_S, purpose="progress") as db, Deadline(db, CONNECT_TIMEOUT_S):
                 if self.tables is None:
                     self.copy_supported = db.info.server_version >= COPY_PROGRESS_SINCE
                     self.tables = load_estimates(db)

@@ -1,6 +1,8 @@
 """Short read-only queries against the database being backed up (version, size, tables)."""
 from __future__ import annotations
 
+import os
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -9,7 +11,7 @@ import psycopg
 
 from backup_svc.config import ConnInfo
 from backup_svc.pg.command import keepalive_params
-from backup_svc.pg.diagnose import CannotDump, diagnose
+from backup_svc.pg.diagnose import CannotDump, diagnose, not_answering
 
 
 @dataclass(frozen=True)
@@ -21,6 +23,7 @@ class ServerFacts:
     database: str
     size_bytes: int
     table_count: int
+    role: str = ""  # the role the service connects as (current_user)
 
 
 _FACTS_SQL = """
@@ -31,7 +34,8 @@ SELECT current_setting('server_version_num')::int,
        (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
          WHERE c.relkind IN ('r', 'p')
            AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-           AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%')
+           AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%'),
+       current_user
 """
 
 
@@ -51,13 +55,56 @@ def connect(conn: ConnInfo, *, timeout_s: int, purpose: str) -> psycopg.Connecti
         raise diagnose(str(exc), conn.password) from None
 
 
-def server_facts(conn: ConnInfo, *, timeout_s: int = 10) -> ServerFacts:
-    """Version, name, size and table count of the configured database."""
-    with connect(conn, timeout_s=timeout_s, purpose="info") as db:
+class Deadline:
+    """Cut a connection's socket when `seconds` have passed, so a query on a stalled link returns.
+
+    The server's statement_timeout cannot help when the link itself is frozen (the server never
+    hears the query, or its answer never arrives), and TCP keepalives take about a minute. A
+    watcher thread shuts the socket down at the deadline: the blocked query then fails at once.
+    """
+
+    def __init__(self, db: psycopg.Connection, seconds: float):
+        self.db = db
+        self.seconds = seconds
+        self.fired = False
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="db-deadline", daemon=True)
+
+    def __enter__(self) -> "Deadline":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _watch(self) -> None:
+        if self._done.wait(self.seconds):
+            return
+        self.fired = True
         try:
-            row = db.execute(_FACTS_SQL).fetchone()
-        except psycopg.Error as exc:
-            raise diagnose(str(exc), conn.password) from None
+            with socket.socket(fileno=os.dup(self.db.fileno())) as sock:
+                sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # already closed: the query has ended anyway
+
+    def check(self, exc: psycopg.Error, password: str | None) -> CannotDump:
+        """What a query's failure means: "not answering" when the deadline cut it, else its diagnosis."""
+        return not_answering(self.seconds) if self.fired else diagnose(str(exc), password)
+
+
+def server_facts(conn: ConnInfo, *, timeout_s: int = 10) -> ServerFacts:
+    """Version, name, size, table count and role of the configured database.
+
+    Answers within about 2 x `timeout_s` whatever the link does: the connection within `timeout_s`
+    (libpq's connect_timeout), the query within the same again (a Deadline).
+    """
+    with connect(conn, timeout_s=timeout_s, purpose="info") as db:
+        with Deadline(db, timeout_s) as deadline:
+            try:
+                row = db.execute(_FACTS_SQL).fetchone()
+            except psycopg.Error as exc:
+                raise deadline.check(exc, conn.password) from None
     assert row is not None
     return ServerFacts(*row)
 

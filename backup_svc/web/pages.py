@@ -12,7 +12,7 @@ from backup_svc.web.state import service
 bp = Blueprint("pages", __name__)
 
 # The page is slow to render when the database is; a page should not hang as long as a dump may wait.
-FACTS_TIMEOUT_S = 5
+FACTS_TIMEOUT_S = 3
 # How many of the audit trail's attempts the page lists.
 RECENT_ATTEMPTS = 10
 # The Content-Security-Policy and the other security headers come from security.py, for every response.

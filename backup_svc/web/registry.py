@@ -7,11 +7,19 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from backup_svc.dump.pipeline import DumpProgress
+from typing import Callable
+
+from backup_svc.dump.pipeline import DumpProgress, GzipDump, Interrupt
+from backup_svc.pg.diagnose import ABORTED, CANCELLED
 from backup_svc.dump.watch import DumpWatch
 
 # PostgreSQL keeps the first 63 bytes of an application_name.
 APPLICATION_NAME_MAX = 63
+# A request that finds every slot taken waits up to this long when a slot's client has already left
+# (its dump is being stopped): a script that aborts and retries at once never meets its own dead
+# download's 429. Within the 2 s the contract gives for stopping pg_dump after a disconnect.
+RELEASE_WAIT_S = 2.0
+CLIENT_LEFT = "the client disconnected before the first byte"
 
 
 class BackupIdInUse(Exception):
@@ -30,6 +38,24 @@ class BackupRecord:
     status: int = 200
     # What the database says about this dump's progress, fetched only when someone asks.
     watch: DumpWatch = field(default_factory=DumpWatch, repr=False)
+    # Whether the client's connection has closed (asked while nothing is written to it); never, by default.
+    client_gone: Callable[[], bool] = field(default=lambda: False, repr=False)
+    disconnect: Callable[[], None] = field(default=lambda: None, repr=False)  # cut the client's connection
+    dump: GzipDump | None = field(default=None, repr=False)  # once pg_dump is about to start
+    stop_reason: Interrupt | None = None  # set by cancel()
+
+    def interrupt(self) -> Interrupt | None:
+        """Why this dump must stop before its first byte (cancelled, client gone), or None."""
+        if self.stop_reason is not None:
+            return self.stop_reason
+        return (ABORTED, CLIENT_LEFT) if self.client_gone() else None
+
+    def cancel(self, actor: str) -> None:
+        """Stop the dump for good: its client gets a broken transfer (or, before the first byte, a status)."""
+        if self.stop_reason is None:
+            self.stop_reason = (CANCELLED, f"cancelled by {actor}")
+        if self.dump is not None:
+            self.dump.stop(*self.stop_reason)
 
     @property
     def application_name(self) -> str:
@@ -45,18 +71,27 @@ class BackupRegistry:
         self.keep_s = keep_s
         self.keep_n = keep_n
         self._lock = threading.Lock()
+        self._freed = threading.Condition(self._lock)
         self._running: dict[str, BackupRecord] = {}
         self._finished: OrderedDict[str, BackupRecord] = OrderedDict()
 
-    def try_begin(self, filename: str, actor: str, backup_id: str | None = None) -> BackupRecord | None:
+    def try_begin(self, filename: str, actor: str, backup_id: str | None = None,
+                  wait_s: float = RELEASE_WAIT_S) -> BackupRecord | None:
         """Reserve a slot and return its record, or None when `limit` dumps already run.
 
-        `backup_id` is the caller's id for the attempt (random when None); BackupIdInUse if taken.
+        When every slot is taken but one's client has gone (its dump is being stopped), wait up to
+        `wait_s` for that slot. `backup_id` is the caller's id (random when None); BackupIdInUse if taken.
         """
+        deadline = time.monotonic() + wait_s
         with self._lock:
             self._check_unused(backup_id)
-            if len(self._running) >= self.limit:
-                return None
+            while len(self._running) >= self.limit:
+                left = deadline - time.monotonic()
+                releasing = any(r.client_gone() or r.stop_reason for r in self._running.values())
+                if left <= 0 or not releasing:
+                    return None
+                self._freed.wait(min(left, 0.1))
+                self._check_unused(backup_id)
             record = BackupRecord(id=backup_id or secrets.token_urlsafe(12), filename=filename, actor=actor)
             self._running[record.id] = record
             return record
@@ -72,6 +107,7 @@ class BackupRegistry:
             if self._running.pop(record.id, None) is None:
                 return
             self._keep(record)
+            self._freed.notify_all()
 
     def refused(self, backup_id: str, filename: str, actor: str, status: int, error: str) -> None:
         """Remember an attempt refused without a slot (429) so a page polling its id can say why."""
@@ -114,6 +150,11 @@ class BackupRegistry:
         """The running or recently finished backup with this id."""
         with self._lock:
             return self._running.get(backup_id) or self._finished.get(backup_id)
+
+    def running(self) -> list[BackupRecord]:
+        """The running dumps, oldest first."""
+        with self._lock:
+            return sorted(self._running.values(), key=lambda r: r.progress.started)
 
     def running_count(self) -> int:
         """How many dumps run now."""

@@ -12,6 +12,10 @@ from backup_svc.pg.diagnose import (
     INCOMPATIBLE,
     LOCKED,
     NO_DATABASE,
+    NOT_ANSWERING,
+    OUT_OF_LOCKS,
+    PERMISSION,
+    SSL_UNSUPPORTED,
     UNREACHABLE,
     diagnose,
 )
@@ -67,7 +71,16 @@ def test_pick_binary_names_versions_when_none_fits():
      "pg_dump version: 15.18", INCOMPATIBLE),
     ("pg_dump: error: query failed: ERROR:  canceling statement due to statement timeout\n"
      "pg_dump: detail: Query was: LOCK TABLE public.t IN ACCESS SHARE MODE", LOCKED),
-    ("pg_dump: error: query failed: ERROR:  permission denied for table t", FAILED),
+    ("pg_dump: error: query failed: ERROR:  permission denied for table t", PERMISSION),
+    ("pg_dump: error: query failed: ERROR:  permission denied for table t\n"
+     "pg_dump: detail: Query was: LOCK TABLE public.t IN ACCESS SHARE MODE", PERMISSION),
+    ("pg_dump: error: query failed: ERROR:  out of shared memory\nHINT:  You might need to increase "
+     "max_locks_per_transaction.\npg_dump: detail: Query was: LOCK TABLE public.t9999 IN ACCESS SHARE MODE",
+     OUT_OF_LOCKS),
+    ('pg_dump: error: connection to server at "h" failed: server does not support SSL, but SSL was required',
+     SSL_UNSUPPORTED),
+    ('pg_dump: error: connection to server at "h" failed: timeout expired', NOT_ANSWERING),
+    ("pg_dump: error: query failed: ERROR:  syntax error", FAILED),
 ])
 def test_diagnose(stderr, kind):
     assert diagnose(stderr).kind == kind
