@@ -96,9 +96,11 @@ def progress_report(record_id: str, filename: str, progress: DumpProgress, *, ru
 
 
 def _state(progress: DumpProgress, running: bool, status: int) -> str:
+    if progress.outcome == "cancelled":  # before its first byte (a 409) or after (a broken transfer)
+        return "cancelled"
     if status != 200:
         return "refused"
-    if progress.outcome in ("failed", "aborted", "cancelled"):
+    if progress.outcome in ("failed", "aborted"):
         return progress.outcome  # at once, even before the broken response is closed
     # "done" only once the response is closed: the whole file, trailer included, has been sent.
     if running:

@@ -4,6 +4,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, render_template
 
 from backup_svc.pg.readiness import dump_readiness
+from backup_svc.timefmt import iso_utc
 from backup_svc.web.auth import auth
 from backup_svc.web.docs import DOCS_DIR, doc_path, render_doc
 from backup_svc.web.errors import api_abort
@@ -48,6 +49,8 @@ def dashboard():
         facts_error=ready.facts_error.message if ready.facts_error else None,
         pg_dump_error=ready.pg_dump_error.message if ready.pg_dump_error else None,
         running=state.registry.running_count(), docs_available=(DOCS_DIR / "api.md").is_file(),
+        # every running dump, whoever started it, each with a Cancel button
+        running_dumps=tuple((r.id, r.actor, iso_utc(r.progress.started)) for r in state.registry.running()),
     )
     key = (tuple(sorted(shown.items())), state.audit.version)
     html = current_app.extensions.setdefault("backup_svc.dashboard", RenderedPage()).html(

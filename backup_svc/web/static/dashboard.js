@@ -60,6 +60,7 @@
       case "done": return "Complete";
       case "refused": return "Not started";
       case "aborted": return "Stopped";
+      case "cancelled": return "Cancelled";
       default: return "Failed";
     }
   }
@@ -246,6 +247,42 @@
       } else {
         select();
       }
+    });
+  });
+})();
+
+// Cancel buttons of the backups running now, whoever started them: DELETE /api/v1/backups/<id>
+// (same-origin only). The download's own client then sees a broken transfer.
+(function () {
+  "use strict";
+
+  var list = document.getElementById("running-dumps");
+  if (!list) return;
+  list.querySelectorAll("button.cancel-dump").forEach(function (cancel) {
+    cancel.addEventListener("click", function () {
+      var item = cancel.closest("li");
+      var result = item.querySelector(".cancel-result");
+      cancel.disabled = true;
+      result.textContent = "Cancelling…";
+      fetch(list.dataset.cancelUrl.replace("BACKUP_ID", encodeURIComponent(item.dataset.backupId)),
+            { method: "DELETE", credentials: "same-origin", headers: { "Accept": "application/json" } })
+        .then(function (response) {
+          return response.json().catch(function () { return null; }).then(function (body) {
+            return { status: response.status, body: body };
+          });
+        })
+        .then(function (reply) {
+          if (reply.status === 200) {
+            result.textContent = "Cancelled" + (reply.body && reply.body.error ? ": " + reply.body.error : "") + ".";
+            return;
+          }
+          result.textContent = reply.body && reply.body.message ? reply.body.message : "HTTP " + reply.status;
+          cancel.disabled = reply.status === 409;  // it has ended anyway
+        })
+        .catch(function () {
+          result.textContent = "Could not reach the service; try again.";
+          cancel.disabled = false;
+        });
     });
   });
 })();
