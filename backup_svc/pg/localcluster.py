@@ -43,13 +43,14 @@ class LocalCluster:
     """
 
     def __init__(self, bin_dir: str, *, port: int | None = None, password: str | None = None,
-                 root: str | None = None):
+                 root: str | None = None, settings: dict[str, str] | None = None):
         self.bin_dir = bin_dir
         self.port = port or free_port()
         self.password = password or secrets.token_urlsafe(18)
         self.user = "postgres"
         self.root: str | None = root
         self.keep = root is not None
+        self.settings = settings or {}  # extra server settings (`-c name=value`), e.g. for the tests' faults
         self._server: subprocess.Popen | None = None
         self._owner_pid = os.getpid()
 
@@ -76,7 +77,8 @@ class LocalCluster:
         self._server = subprocess.Popen(
             [self._bin("postgres"), "-D", data, "-p", str(self.port), "-k", self.root,
              "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off",
-             "-c", "full_page_writes=off", "-c", "max_connections=60", "-c", "shared_buffers=64MB"],
+             "-c", "full_page_writes=off", "-c", "max_connections=60", "-c", "shared_buffers=64MB",
+             *[arg for name, value in self.settings.items() for arg in ("-c", f"{name}={value}")]],
             stdout=self._log, stderr=subprocess.STDOUT, cwd=self.root, start_new_session=True,
             **self._as_user(),
         )
