@@ -75,17 +75,44 @@ def _connect(conn: ConnInfo, dbname: str, timeout_s: int) -> psycopg.Connection:
                             f"{scrub(error_lines(str(exc)), conn.password)}") from None
 
 
-def create_database(conn: ConnInfo, timeout_s: int) -> None:
-    """CREATE DATABASE <target> through the server's `postgres` maintenance database."""
+def create_database(conn: ConnInfo, timeout_s: int, encoding: str = "") -> str:
+    """CREATE DATABASE <target> through the server's `postgres` maintenance database; say how.
+
+    The target gets the dump's `encoding` (the source database's): a LATIN1 or SQL_ASCII dump
+    restored into a UTF8 database would change its encoding, or fail on bytes that are not UTF-8.
+    When that encoding differs from template1's, the database is made from template0, in the
+    server's default locale or, where that locale cannot hold the encoding, in locale C.
+    """
+    name = sql.Identifier(conn.dbname)
     with _connect(conn, "postgres", timeout_s) as db:
         try:
-            db.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(conn.dbname)))
+            default = db.execute("SELECT pg_encoding_to_char(encoding) FROM pg_database "
+                                 "WHERE datname = 'template1'").fetchone()[0]
+            if not encoding or encoding.upper() == default.upper():
+                db.execute(sql.SQL("CREATE DATABASE {}").format(name))
+                return f"created database {conn.dbname!r} ({default})"
+            if pg_char_to_encoding(db, encoding) < 0:
+                raise RestoreFailed(f"the backup's encoding {encoding!r} is unknown to the target server; "
+                                    f"create the database yourself and leave out --create")
+            create = sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING {}").format(name, sql.Literal(encoding))
+            try:
+                db.execute(create)
+                return f"created database {conn.dbname!r} with the backup's encoding {encoding}"
+            except psycopg.errors.InvalidParameterValue:  # the default locale cannot hold this encoding
+                db.execute(create + sql.SQL(" LC_COLLATE 'C' LC_CTYPE 'C'"))
+                return (f"created database {conn.dbname!r} with the backup's encoding {encoding} and locale C "
+                        f"(the server's default locale cannot hold {encoding})")
         except psycopg.errors.DuplicateDatabase:
             raise RestoreFailed(f"database {conn.dbname!r} already exists; leave out --create "
                                 f"to restore into it") from None
         except psycopg.Error as exc:
             raise RestoreFailed(f"cannot create database {conn.dbname!r}: "
                                 f"{scrub(str(exc).strip(), conn.password)}") from None
+
+
+def pg_char_to_encoding(db: psycopg.Connection, encoding: str) -> int:
+    """The server's number for an encoding name; -1 for a name it does not know."""
+    return db.execute("SELECT pg_char_to_encoding(%s)", (encoding,)).fetchone()[0]
 
 
 def inspect_target(conn: ConnInfo, timeout_s: int) -> TargetFacts:
@@ -138,8 +165,7 @@ def restore_file(path: str, target_url: str, *, bin_dirs: list[str], force: bool
     say(f"verified {path} in {time.monotonic() - started:.1f} s: {backup.size} bytes, "
         f"{backup.tables_with_data} tables with data, dumped from PostgreSQL {backup.server_version}")
     if create:
-        create_database(conn, timeout_s)
-        say(f"created database {conn.dbname!r}")
+        say(create_database(conn, timeout_s, backup.encoding))
     target = inspect_target(conn, timeout_s)
     if target.relations and not force:
         raise RestoreFailed(

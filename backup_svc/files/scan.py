@@ -16,6 +16,8 @@ MAX_CARRY = 1 << 20
 SERVER_HEADER = b"-- Dumped from database version "
 PG_DUMP_HEADER = b"-- Dumped by pg_dump version "
 COPY_END = b"\\."
+# pg_dump sets the dump's encoding (the source database's, unless --encoding) in its first statements.
+ENCODING_SET = b"SET client_encoding = '"
 # The comment pg_dump puts before large-object data ("Data for Name: BLOBS; Type: BLOBS; ..." and,
 # from 17 on, "Data for Name: LARGE OBJECTS 16384..16390; Type: BLOBS; ...").
 LO_DATA_MARK = b"; Type: BLOBS;"
@@ -35,6 +37,7 @@ class DumpScanner:
         self.copy_statements = 0
         self.server_version: str | None = None
         self.pg_dump_version: str | None = None
+        self.encoding: str | None = None  # the SQL's client_encoding, e.g. "UTF8", "LATIN1"
         self.in_copy = False
         self._lo_state: str | None = None  # "header": after the large-object comment; "data": inside its BEGIN
         self._carry = b""
@@ -94,7 +97,9 @@ class DumpScanner:
             if line in (b"", b"--"):
                 return False
             self._lo_state = None
-        if line.startswith(b"COPY ") and line.rstrip().endswith(b" FROM stdin;"):
+        if line.startswith(ENCODING_SET) and self.encoding is None:
+            self.encoding = line[len(ENCODING_SET):].split(b"'", 1)[0].decode("ascii", "replace")
+        elif line.startswith(b"COPY ") and line.rstrip().endswith(b" FROM stdin;"):
             self.copy_statements += 1
             self.in_copy = True
         elif line.startswith(b"-- "):

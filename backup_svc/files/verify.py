@@ -20,6 +20,7 @@ class VerifyReport:
     server_version: str
     pg_dump_version: str
     tables_with_data: int
+    encoding: str = ""  # the dump's client_encoding: the source database's encoding
 
     def lines(self) -> list[str]:
         """Human-readable summary, one fact per line."""
@@ -49,4 +50,5 @@ def verify_file(path: str, opener: Callable[[], BinaryIO] | None = None) -> Veri
         path=path, format=reader.format or "", size=reader.size, sha256=reader.sha256,
         sql_bytes=scanner.sql_bytes, server_version=scanner.server_version or "",
         pg_dump_version=scanner.pg_dump_version or "", tables_with_data=scanner.copy_statements,
+        encoding=scanner.encoding or "",
     )
