@@ -1,0 +1,7 @@
+"""Telling an admin what happened: email, webhook and heartbeat channels, staleness, restore drills.
+
+`common` holds the event every channel reports and the URL scrubbing; `settings` reads the
+NOTIFY_* / SMTP_URL / HEARTBEAT_URL / RESTORE_DRILL_URL variables; one module per channel (`mail`,
+`webhook`, `heartbeat`); `delivery` sends in the background with retries; `staleness` and `drill`
+produce events of their own. Nothing here imports Flask.
+"""

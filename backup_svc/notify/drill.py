@@ -1,0 +1,225 @@
+"""Restore drills: prove a stored backup restores by restoring it into a fresh scratch database.
+
+The drill creates `backup_svc_drill_<UTC time>_<random>` on RESTORE_DRILL_URL's server, streams the
+backup into it with the `restore` path (psql, ON_ERROR_STOP, one transaction, the file checked as
+it goes), compares every table's row count with the counts recorded at dump time, and drops the
+scratch database again on every path. It never touches the database RESTORE_DRILL_URL names (that
+one is only the maintenance connection) and refuses to run when that is the backed-up database.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Callable
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+
+import psycopg
+from psycopg import sql
+
+from ..backupfile import BackupReader, BadBackup
+from ..config import ConnInfo
+from ..diagnose import error_lines
+from ..dumpscan import DumpScanner
+from ..pgtools import find_binaries
+from ..psqlfeed import RestoreFailed, psql_command, stream_into_psql
+from ..redact import scrub
+from ..restore import choose_psql, inspect_target
+from .common import DRILL, FAILED, OK, Event, now
+from .rowcount import RowCounter, counts_from_metadata
+from .settings import same_database
+
+SCRATCH_PREFIX = "backup_svc_drill_"
+
+# Tables as pg_dump names them in COPY statements (format('%I.%I') quotes the same way).
+_TABLES_SQL = """
+SELECT format('%I.%I', n.nspname, c.relname), n.nspname, c.relname
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+   AND n.nspname NOT LIKE 'pg_toast%'
+"""
+
+
+class DrillRefused(Exception):
+    """The drill must not run against this target; the message says why."""
+
+
+@dataclass
+class DrillReport:
+    """How one drill went: what was restored where, how long it took, what the counts said."""
+
+    name: str
+    outcome: str = FAILED
+    started: datetime = field(default_factory=now)
+    finished: datetime | None = None
+    seconds: float = 0.0
+    scratch: str = ""
+    server_version: str = ""
+    tables: int = 0
+    rows: int = 0
+    counts_from: str = ""  # "dump-time metadata" or "the backup's own COPY data"
+    mismatches: list[str] = field(default_factory=list)
+    bytes: int | None = None
+    sha256: str | None = None
+    error: str | None = None
+
+    def event(self, database: str) -> Event:
+        """The notification for this drill."""
+        return Event(kind=DRILL, outcome=self.outcome, database=database, name=self.name, bytes=self.bytes,
+                     sha256=self.sha256, error=self.error, started=self.started, finished=self.finished,
+                     details={"seconds": round(self.seconds, 1), "tables": self.tables, "rows": self.rows,
+                              "scratch_database": self.scratch, "counts_from": self.counts_from})
+
+    def as_dict(self) -> dict:
+        """For the API and the dashboard ("last proven restorable")."""
+        payload = self.event("").payload()
+        return {**payload["details"], "name": self.name, "outcome": self.outcome, "error": self.error,
+                "started": payload["started"], "finished": payload["finished"], "mismatches": self.mismatches}
+
+
+def with_database(conn: ConnInfo, dbname: str) -> ConnInfo:
+    """The same server and user, another database."""
+    parts = urlsplit(conn.uri)
+    query = urlencode([(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "dbname"])
+    uri = urlunsplit(parts._replace(path="/" + quote(dbname, safe=""), query=query))
+    return replace(conn, uri=uri, dbname=dbname)
+
+
+def scratch_name(when: datetime) -> str:
+    """`backup_svc_drill_20261128_193000_1a2b`: sortable, and never the name of a real database."""
+    return f"{SCRATCH_PREFIX}{when:%Y%m%d_%H%M%S}_{secrets.token_hex(2)}"
+
+
+def _connect(conn: ConnInfo, timeout_s: int) -> psycopg.Connection:
+    try:
+        return psycopg.connect(conn.uri, password=conn.password, connect_timeout=timeout_s,
+                               application_name="backup_svc-drill", autocommit=True)
+    except psycopg.Error as exc:
+        raise RestoreFailed(f"cannot connect to the drill server ({conn.host}): "
+                            f"{scrub(error_lines(str(exc)), conn.password)}") from None
+
+
+def _dumped_by(path: str) -> str:
+    """The pg_dump version in the backup's header (its first chunk is enough)."""
+    scanner = DumpScanner()
+    chunks = iter(BackupReader(path))
+    try:
+        scanner.feed(next(chunks, b""))
+    finally:
+        chunks.close()
+    return scanner.pg_dump_version or ""
+
+
+def count_rows(path: str) -> RowCounter:
+    """Every table's rows as the backup's COPY data holds them (one streaming pass)."""
+    counter = RowCounter()
+    for chunk in BackupReader(path):
+        counter.feed(chunk)
+    return counter
+
+
+def restored_counts(conn: ConnInfo, tables: list[str], timeout_s: int) -> dict[str, int | None]:
+    """count(*) of each named table (ONLY that table, as COPY wrote it) in the restored database; None if absent."""
+    with _connect(conn, timeout_s) as db:
+        present = {name: (schema, table) for name, schema, table in db.execute(_TABLES_SQL)}
+        counts: dict[str, int | None] = {}
+        for name in tables:
+            if name not in present:
+                counts[name] = None
+                continue
+            query = sql.SQL("SELECT count(*) FROM ONLY {}").format(sql.Identifier(*present[name]))
+            counts[name] = db.execute(query).fetchone()[0]
+    return counts
+
+
+def compare(expected: dict[str, int], actual: dict[str, int | None]) -> list[str]:
+    """One line per table whose restored rows differ from what was recorded."""
+    problems = []
+    for name, want in sorted(expected.items()):
+        got = actual.get(name)
+        if got is None:
+            problems.append(f"{name}: missing after the restore (expected {want} rows)")
+        elif got != want:
+            problems.append(f"{name}: {got} rows restored, {want} recorded at dump time")
+    return problems
+
+
+def _drop(maintenance: ConnInfo, scratch: str, timeout_s: int) -> None:
+    with _connect(maintenance, timeout_s) as db:
+        name = sql.Identifier(scratch)
+        if db.info.server_version >= 130000:
+            db.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
+        else:
+            db.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (scratch,))
+            db.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(name))
+
+
+def run_drill(path: str, name: str, drill: ConnInfo, *, source: ConnInfo | None = None,
+              metadata: dict[str, str] | None = None, bin_dirs: list[str], timeout_s: int = 10,
+              say: Callable[[str], None] = lambda _: None) -> DrillReport:
+    """Restore the backup at `path` (stored as `name`) into a fresh scratch database and check its rows.
+
+    Never raises for a failed drill: the report's `outcome` and `error` say what went wrong.
+    `metadata` is the stored object's user metadata (row counts recorded at dump time).
+    """
+    report = DrillReport(name=name, sha256=(metadata or {}).get("sha256"))
+    clock = time.monotonic()
+    secret = drill.password
+    try:
+        if source is not None and same_database(drill, source):
+            raise DrillRefused("RESTORE_DRILL_URL points at the backed-up database; refusing to restore there")
+        expected, total_rows, total_tables = counts_from_metadata(metadata or {})
+        report.counts_from = "dump-time metadata" if expected is not None else "the backup's own COPY data"
+        report.scratch = scratch_name(report.started)
+        scratch = with_database(drill, report.scratch)
+        with _connect(drill, timeout_s) as db:
+            try:
+                db.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(report.scratch)))
+            except psycopg.Error as exc:
+                raise RestoreFailed(f"cannot create the scratch database: {scrub(str(exc).strip(), secret)}") from None
+        say(f"created scratch database {report.scratch!r} on {drill.host}")
+        try:
+            target = inspect_target(scratch, timeout_s)
+            report.server_version = target.version
+            psql, warning = choose_psql(target, _dumped_by(path), find_binaries("psql", bin_dirs))
+            if warning:
+                say(f"warning: {warning}")
+            if expected is None:
+                counter = count_rows(path)
+                expected = counter.counts
+            report.bytes = os.path.getsize(path)
+            say(f"restoring {name} with {psql.path} ({psql.version}) ...")
+            stream_into_psql(path, psql_command(psql.path, scratch), secrets=(secret,))
+            actual = restored_counts(scratch, list(expected), timeout_s)
+            report.tables = len(expected)
+            report.rows = sum(v for v in actual.values() if v is not None)
+            report.mismatches = compare(expected, actual)
+            if total_rows is not None and sum(expected.values()) != total_rows:
+                report.mismatches.append(f"the per-table counts add up to {sum(expected.values())} rows, "
+                                         f"the recorded total is {total_rows}")
+            if total_tables is not None and len(expected) != total_tables:
+                report.mismatches.append(f"{len(expected)} tables counted, {total_tables} recorded at dump time")
+        finally:
+            try:
+                _drop(drill, report.scratch, timeout_s)
+                say(f"dropped scratch database {report.scratch!r}")
+            except (psycopg.Error, RestoreFailed) as exc:
+                say(f"warning: could not drop scratch database {report.scratch!r}: "
+                    f"{scrub(error_lines(str(exc)), secret)}")
+        if report.mismatches:
+            shown = "; ".join(report.mismatches[:3])
+            more = f" (and {len(report.mismatches) - 3} more)" if len(report.mismatches) > 3 else ""
+            report.error = f"row counts differ after the restore: {shown}{more}"
+        else:
+            report.outcome = OK
+    except (DrillRefused, RestoreFailed) as exc:
+        report.error = scrub(str(exc), secret)
+    except BadBackup as exc:
+        report.error = f"the backup is damaged: {exc}"
+    except psycopg.Error as exc:
+        report.error = f"database error during the drill: {scrub(error_lines(str(exc)), secret)}"
+    report.finished = now()
+    report.seconds = time.monotonic() - clock
+    return report

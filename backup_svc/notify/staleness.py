@@ -1,0 +1,64 @@
+"""The staleness alarm: scheduled backups that stop are noticed here, without any outside service.
+
+Stale means: a schedule is configured and the newest successful stored backup is older than 1.5
+schedule intervals (or there is none and the service has been up that long). One "backups are
+stale" event per stale episode: the episode ends when a fresh backup appears.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from .common import FAILED, STALE, Event, iso
+
+# Half an interval of slack: a backup that runs long or a scheduler tick that comes late is not an alarm.
+STALE_FACTOR = 1.5
+
+
+@dataclass(frozen=True)
+class Staleness:
+    """What the check found, for the API and the dashboard."""
+
+    stale: bool
+    newest: datetime | None  # the newest successful stored backup
+    limit: datetime  # backups older than this are stale
+    interval: timedelta
+
+    def as_dict(self) -> dict:
+        return {"stale": self.stale, "newest_ok": iso(self.newest), "stale_after": iso(self.limit),
+                "interval_s": int(self.interval.total_seconds())}
+
+
+def is_stale(newest: datetime | None, now: datetime, interval: timedelta, *, up_since: datetime | None = None) -> bool:
+    """True when `newest` is older than 1.5 `interval`s; with no backup at all, once `up_since` is that old."""
+    reference = newest if newest is not None else up_since
+    if reference is None:
+        return True
+    return now - reference > interval * STALE_FACTOR
+
+
+class StaleWatch:
+    """Checks staleness and says when to send the one alarm of an episode. Thread-safe."""
+
+    def __init__(self, database: str, *, up_since: datetime):
+        self.database = database
+        self.up_since = up_since
+        self._alarmed = False
+        self._lock = threading.Lock()
+
+    def check(self, newest: datetime | None, now: datetime, interval: timedelta) -> tuple[Staleness, Event | None]:
+        """The current staleness and, the first time in an episode, the event to send (else None)."""
+        stale = is_stale(newest, now, interval, up_since=self.up_since)
+        state = Staleness(stale=stale, newest=newest, limit=now - interval * STALE_FACTOR, interval=interval)
+        with self._lock:
+            if not stale:
+                self._alarmed = False
+                return state, None
+            if self._alarmed:
+                return state, None
+            self._alarmed = True
+        event = Event(kind=STALE, outcome=FAILED, database=self.database, started=now, finished=now,
+                      error="no successful stored backup within 1.5 schedule intervals",
+                      details={"newest": newest, "interval_s": int(interval.total_seconds())})
+        return state, event
