@@ -85,7 +85,7 @@ def deliver(channel: str, target: str, send: Sender, event: Event, policy: Retry
         wait = policy.backoff_s * 2 ** (attempt - 1)
         if not retry or attempt >= policy.attempts or time.monotonic() + wait >= deadline:
             break
-        log.warning("notify: %s attempt %d of %d failed: %s; retrying in %.0f s",
+        log.warning("notify: %s attempt %d of %d failed: %s; retrying in %.1f s",
                     channel, attempt, policy.attempts, error, wait)
         sleep(wait)
     seconds = time.monotonic() - started

@@ -84,6 +84,9 @@ def send_mail(target: SmtpTarget, sender: str, recipients: list[str], event: Eve
     except smtplib.SMTPAuthenticationError as exc:
         raise DeliveryFailed(f"{target.describe()} rejected the user name or password in SMTP_URL "
                              f"({exc.smtp_code})", retry=False) from None
+    except smtplib.SMTPNotSupportedError:
+        raise DeliveryFailed(f"{target.describe()} offers no login (AUTH) here; check the port and whether "
+                             f"SMTP_URL should carry a user name", retry=False) from None
     except smtplib.SMTPRecipientsRefused as exc:
         raise DeliveryFailed(f"{target.describe()} refused every recipient: "
                              f"{', '.join(exc.recipients)}", retry=False) from None
