@@ -4,6 +4,7 @@ from __future__ import annotations
 import smtplib
 import socket
 import ssl
+import textwrap
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
@@ -24,7 +25,7 @@ def subject(event: Event) -> str:
 
 def body(event: Event) -> str:
     """Plain-text body: the reason in plain words, the object, its size and sha256, and what to do."""
-    lines = [event.headline() + ".", "", event.reason(), ""]
+    lines = [*_wrap(event.headline() + "."), "", *_wrap(event.reason()), ""]
     facts = [("Database", event.database), ("Object", event.name)]
     if event.bytes is not None:
         facts.append(("Size", f"{human_size(event.bytes)} ({event.bytes} bytes)"))
@@ -41,8 +42,13 @@ def body(event: Event) -> str:
             value = event.details[key]
             facts.append((key.capitalize(), f"{value:.1f}" if isinstance(value, float) else str(value)))
     lines += [f"{label + ':':<10} {value}" for label, value in facts if value is not None]
-    lines += ["", "What to do: " + event.advice(), "", "-- backup_svc"]
+    lines += ["", *_wrap("What to do: " + event.advice()), "", "-- backup_svc"]
     return "\n".join(lines) + "\n"
+
+
+def _wrap(paragraph: str) -> list[str]:
+    # Lines under 78 characters keep a plain ASCII body in 7bit, readable as received.
+    return textwrap.wrap(paragraph, width=76, break_long_words=False, break_on_hyphens=False) or [""]
 
 
 def build_message(event: Event, sender: str, recipients: list[str]) -> EmailMessage:

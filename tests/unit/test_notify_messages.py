@@ -33,6 +33,8 @@ def test_success_body_has_object_size_and_sha256():
 
 def test_failure_body_has_reason_and_what_to_do():
     text = body(FAILED_BACKUP)
+    assert max(len(line) for line in text.splitlines()) < 78
+    text = " ".join(text.split())
     assert "nothing was stored for this run: cannot reach the database server." in text
     assert "What to do: Earlier stored backups are untouched." in text
     assert "python -m backup_svc check" in text

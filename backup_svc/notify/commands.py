@@ -1,0 +1,104 @@
+"""`python -m backup_svc notify-test` and `python -m backup_svc drill`: the command-line side of notify."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from ..config import ConfigError, ConnInfo, parse_database_url, pg_bin_dirs
+from .common import TEST, Event, now
+from .delivery import Notifier
+from .settings import NotifySettings
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _refuse(problems: list[str]) -> int:
+    for problem in problems:
+        print(f"backup_svc: {problem}", file=sys.stderr)
+    return 2
+
+
+def _source() -> tuple[ConnInfo | None, list[str]]:
+    """The backed-up database, when DATABASE_URL is set (the drill must never restore into it)."""
+    url = os.environ.get("DATABASE_URL", "").strip()
+    if not url:
+        return None, []
+    try:
+        return parse_database_url(url), []
+    except ValueError as exc:
+        return None, [f"DATABASE_URL {exc}"]
+
+
+def _database_name(source: ConnInfo | None) -> str:
+    return os.environ.get("BACKUP_NAME", "").strip() or (source.dbname if source else "backup_svc")
+
+
+def load(source: ConnInfo | None) -> NotifySettings:
+    """NotifySettings from the environment; ConfigError as for the service itself."""
+    return NotifySettings.from_env(source=source)
+
+
+def cmd_notify_test(args: argparse.Namespace) -> int:
+    """Send one test notification through each configured channel and say how each fared."""
+    source, problems = _source()
+    if problems:
+        return _refuse(problems)
+    try:
+        settings = load(source)
+    except ConfigError as exc:
+        return _refuse(exc.problems)
+    if not settings.any_channel:
+        return _refuse(["no notification channel is configured: set SMTP_URL (with NOTIFY_EMAIL_TO), "
+                        "NOTIFY_WEBHOOK_URL or HEARTBEAT_URL"])
+    when = now()
+    event = Event(kind=TEST, outcome="ok", database=_database_name(source), started=when, finished=when)
+    deliveries = Notifier(settings).send(event, everything=True)
+    for d in deliveries:
+        how = f"sent ({d.attempts} attempt{'s' if d.attempts != 1 else ''}, {d.seconds:.1f} s)" if d.ok \
+            else f"FAILED after {d.attempts} attempt{'s' if d.attempts != 1 else ''}: {d.error}"
+        print(f"{d.channel:<9} {d.target}: {how}")
+    return 0 if all(d.ok for d in deliveries) else 1
+
+
+def cmd_drill(args: argparse.Namespace) -> int:
+    """Restore a backup into a fresh scratch database on RESTORE_DRILL_URL's server, check it, drop it."""
+    from .drill import run_drill
+
+    source, problems = _source()
+    if problems:
+        return _refuse(problems)
+    try:
+        settings = load(source)
+    except ConfigError as exc:
+        return _refuse(exc.problems)
+    if settings.drill is None:
+        return _refuse(["RESTORE_DRILL_URL is not set: name a scratch server the drill may create and drop "
+                        "databases on (e.g. postgresql://user:password@scratch-host:5432/postgres)"])
+    if not os.path.isfile(args.file):
+        return _refuse([f"{args.file}: no such file"])
+    report = run_drill(args.file, os.path.basename(args.file), settings.drill, source=source,
+                       bin_dirs=pg_bin_dirs(os.environ), say=_say)
+    event = report.event(_database_name(source))
+    for d in Notifier(settings).send(event):
+        if not d.ok:
+            _say(f"warning: the {d.channel} notification was not delivered: {d.error}")
+    if report.outcome != "ok":
+        print(f"backup_svc: drill failed after {report.seconds:.1f} s: {report.error}", file=sys.stderr)
+        return 1
+    print(f"drill ok: {report.name} restored into a scratch database on PostgreSQL {report.server_version} "
+          f"in {report.seconds:.1f} s; {report.tables} tables, {report.rows} rows, counts match "
+          f"({report.counts_from}); scratch database dropped")
+    return 0
+
+
+def add_commands(sub) -> None:
+    """Register `notify-test` and `drill` on the CLI's subparsers."""
+    test = sub.add_parser("notify-test", help="send one test notification through each configured channel")
+    test.set_defaults(func=cmd_notify_test)
+    drill = sub.add_parser("drill", help="prove a backup restores: restore it into a scratch database "
+                                         "on RESTORE_DRILL_URL's server, compare row counts, drop it")
+    drill.add_argument("file", help="the backup (.sql.gz)")
+    drill.set_defaults(func=cmd_drill)

@@ -1,0 +1,110 @@
+"""The notify side of one service process: stored-backup outcomes in; notifications, drills and the
+staleness alarm out; and what the dashboard shows ("last proven restorable", delivery problems).
+
+Whoever finishes a stored backup calls `backup_finished(event, drill=...)`: it returns at once. The
+notification goes through the background Notifier; a drill (when RESTORE_DRILL_URL is set and the
+backup succeeded) runs in a thread of its own, one at a time, and reports through the same channels.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import datetime, timedelta
+from typing import Callable
+
+from .common import Event, now
+from .delivery import Notifier
+from .drill import DrillReport
+from .settings import NotifySettings
+from .staleness import Staleness, StaleWatch
+
+log = logging.getLogger("backup_svc.notify")
+
+DrillJob = Callable[[], DrillReport]  # runs one drill of a chosen backup and reports it
+
+
+class Reporter:
+    """Outcomes in, notifications out; thread-safe; never raises into the caller."""
+
+    def __init__(self, settings: NotifySettings, database: str, *, notifier: Notifier | None = None,
+                 up_since: datetime | None = None):
+        self.settings = settings
+        self.database = database
+        self.notifier = notifier or Notifier(settings)
+        self.stale_watch = StaleWatch(database, up_since=up_since or now())
+        self.last_drill: DrillReport | None = None
+        self.last_proven: DrillReport | None = None  # the newest drill that passed
+        self.staleness: Staleness | None = None
+        self._drill_lock = threading.Lock()
+        self._drill_thread: threading.Thread | None = None
+
+    @property
+    def drills_enabled(self) -> bool:
+        return self.settings.drill is not None
+
+    def backup_finished(self, event: Event, *, drill: DrillJob | None = None) -> None:
+        """Report a stored backup's outcome; after a good one, start `drill` in the background."""
+        self.notifier.submit(event)
+        if drill is not None and not event.failed and self.drills_enabled:
+            self.start_drill(drill)
+
+    def start_drill(self, job: DrillJob) -> bool:
+        """Run `job` in a background thread unless a drill is already running; True when started."""
+        if not self._drill_lock.acquire(blocking=False):
+            log.warning("notify: a restore drill is still running; not starting another")
+            return False
+
+        def run() -> None:
+            try:
+                self.drill_now(job)
+            finally:
+                self._drill_lock.release()
+
+        self._drill_thread = threading.Thread(target=run, name="restore-drill", daemon=True)
+        self._drill_thread.start()
+        return True
+
+    def drill_now(self, job: DrillJob) -> DrillReport | None:
+        """Run `job` in this thread, record it and send its notification."""
+        try:
+            report = job()
+        except Exception:  # the drill reports its own failures; anything else is a bug, logged
+            log.exception("notify: the restore drill raised")
+            return None
+        self.last_drill = report
+        if report.outcome == "ok":
+            self.last_proven = report
+            log.info("notify: restore drill of %s ok in %.1f s (%d tables, %d rows)",
+                     report.name, report.seconds, report.tables, report.rows)
+        else:
+            log.error("notify: restore drill of %s failed: %s", report.name, report.error)
+        self.notifier.submit(report.event(self.database))
+        return report
+
+    def wait_for_drill(self, timeout_s: float) -> bool:
+        """Wait for a running drill (for a command that exits next); True when none is left running."""
+        thread = self._drill_thread
+        if thread is not None:
+            thread.join(timeout_s)
+            return not thread.is_alive()
+        return True
+
+    def check_staleness(self, newest_ok: datetime | None, interval: timedelta,
+                        when: datetime | None = None) -> Staleness:
+        """Staleness now (for the API and the dashboard); sends the episode's one alarm when it starts."""
+        state, alarm = self.stale_watch.check(newest_ok, when or now(), interval)
+        self.staleness = state
+        if alarm is not None:
+            log.error("notify: backups are stale: newest successful stored backup %s",
+                      newest_ok.isoformat() if newest_ok else "none")
+            self.notifier.submit(alarm)
+        return state
+
+    def status(self) -> dict:
+        """For the dashboard and `GET /api/v1/stored`: drills, staleness, delivery problems."""
+        return {
+            "notifications": self.notifier.status(),
+            "last_drill": self.last_drill.as_dict() if self.last_drill else None,
+            "last_proven_restorable": self.last_proven.as_dict() if self.last_proven else None,
+            "staleness": self.staleness.as_dict() if self.staleness else None,
+        }
