@@ -2,21 +2,16 @@
 and heartbeats (including their failures, retries and time bounds)."""
 from __future__ import annotations
 
-import email
-import email.policy
 import json
 import shutil
 import socket
 import ssl
 import subprocess
-import threading
 import time
 from datetime import datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult
 
 from backup_svc.localpg import free_port
 from backup_svc.notify.common import DeliveryFailed, Event
@@ -25,7 +20,9 @@ from backup_svc.notify.mail import send_mail
 from backup_svc.notify.settings import NotifySettings, SmtpTarget
 from backup_svc.notify.staleness import StaleWatch
 
-SECRET = "smtp-Secret-9f8e7d6c"
+from .. import receivers
+from ..receivers import SECRET, Mailbox
+
 HOOK_TOKEN = "T0AAAA/B0BBBB/hooksecretXYZ123"
 PING_UUID = "5e1f0c2a-aaaa-bbbb-cccc-0123456789ab"
 FAST = RetryPolicy(attempts=3, backoff_s=0.2, attempt_timeout_s=2, deadline_s=5)
@@ -36,86 +33,16 @@ GOOD = Event(kind="backup", outcome="ok", database="shop", name="shop_backup_202
              sha256="cd" * 32, started=STARTED, finished=STARTED + timedelta(seconds=42))
 
 
-# -- receivers -------------------------------------------------------------------------------------
-class Mailbox:
-    """aiosmtpd handler that keeps every message and the logins it saw."""
-
-    def __init__(self):
-        self.messages: list[tuple[str, list[str], bytes]] = []
-        self.logins: list[tuple[bytes, bytes]] = []
-
-    async def handle_DATA(self, server, session, envelope):
-        self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content or envelope.content))
-        return "250 OK"
-
-    def authenticate(self, server, session, envelope, mechanism, auth_data):
-        self.logins.append((auth_data.login, auth_data.password))
-        return AuthResult(success=auth_data.password == SECRET.encode(), handled=False)
-
-    def parsed(self, i: int = -1) -> email.message.EmailMessage:
-        return email.message_from_bytes(self.messages[i][2], policy=email.policy.default)
-
-
 @pytest.fixture
 def smtp_server():
-    """A real SMTP server on 127.0.0.1 that accepts AUTH without TLS (the loopback case)."""
-    mailbox = Mailbox()
-    controller = Controller(mailbox, hostname="127.0.0.1", port=free_port(), authenticator=mailbox.authenticate,
-                            auth_require_tls=False)
-    controller.start()
-    yield controller, mailbox
-    controller.stop()
-
-
-class Receiver(ThreadingHTTPServer):
-    """An HTTP server on 127.0.0.1 recording every request; answers with `statuses` in turn (then 200)."""
-
-    daemon_threads = True
-
-    def __init__(self, statuses: list[int] | None = None):
-        self.requests: list[tuple[str, str, dict, bytes]] = []
-        self.statuses = list(statuses or [])
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def _answer(self):
-                length = int(self.headers.get("Content-Length") or 0)
-                outer.requests.append((self.command, self.path, dict(self.headers), self.rfile.read(length)))
-                status = outer.statuses.pop(0) if outer.statuses else 200
-                self.send_response(status)
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"ok")
-
-            do_GET = do_POST = _answer
-
-            def log_message(self, *args):
-                pass
-
-        super().__init__(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-    def close(self):
-        self.shutdown()
-        self.server_close()
+    with receivers.smtp_server() as server:
+        yield server
 
 
 @pytest.fixture
 def receiver():
-    servers = []
-
-    def make(statuses=None) -> Receiver:
-        servers.append(Receiver(statuses))
-        return servers[-1]
-
-    yield make
-    for server in servers:
-        server.close()
+    with receivers.receivers() as make:
+        yield make
 
 
 def settings(**env: str) -> NotifySettings:
