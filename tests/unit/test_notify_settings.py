@@ -118,3 +118,17 @@ def test_describe_and_secrets_hide_tokens():
     assert "XXXXXXXX" not in text and "0f7a3b8e" not in text and SECRET not in text
     assert "webhook: https://hooks.slack.com/…" in text and "heartbeat: https://hc-ping.com/…" in text
     assert {hook, ping, SECRET, "services/T000/B000/XXXXXXXXXXXXXXXX"} <= set(s.secrets())
+
+
+@pytest.mark.parametrize("url, uri", [
+    ("postgresql://u:pw@scratch:5433/postgres", "postgresql://u@scratch:5433/backup_svc_drill_x"),
+    ("postgres://u:pw@scratch/postgres?sslmode=require", "postgresql://u@scratch/backup_svc_drill_x?sslmode=require"),
+    ("postgresql://u@scratch/ignored?dbname=postgres&sslmode=verify-full",
+     "postgresql://u@scratch/backup_svc_drill_x?sslmode=verify-full"),
+])
+def test_drill_scratch_connection_keeps_server_and_options(url, uri):
+    from backup_svc.notify.drill import with_database
+
+    scratch = with_database(parse_database_url(url), "backup_svc_drill_x")
+    assert (scratch.uri, scratch.dbname) == (uri, "backup_svc_drill_x")
+    assert scratch.password == parse_database_url(url).password
