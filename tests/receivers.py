@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
-from backup_svc.localpg import free_port
+from backup_svc.pg.localcluster import free_port
 
 # The password the SMTP server accepts (tests check it never shows up anywhere else).
 SECRET = "smtp-Secret-9f8e7d6c"

@@ -5,10 +5,10 @@ import argparse
 import os
 import sys
 
-from ..config import ConfigError, ConnInfo, parse_database_url, pg_bin_dirs
-from .common import TEST, Event, now
-from .delivery import Notifier
-from .settings import NotifySettings
+from backup_svc.config import ConfigError, ConnInfo, parse_database_url, pg_bin_dirs
+from backup_svc.notify.common import TEST, Event, now
+from backup_svc.notify.delivery import Notifier
+from backup_svc.notify.settings import NotifySettings
 
 
 def _say(line: str) -> None:
@@ -65,7 +65,7 @@ def cmd_notify_test(args: argparse.Namespace) -> int:
 
 def cmd_drill(args: argparse.Namespace) -> int:
     """Restore a backup into a fresh scratch database on RESTORE_DRILL_URL's server, check it, drop it."""
-    from .drill import run_drill
+    from backup_svc.notify.drill import run_drill
 
     source, problems = _source()
     if problems:

@@ -15,12 +15,12 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Callable
 
-from ..redact import scrub
-from .common import BACKUP, STALE, TEST, DeliveryFailed, Event, iso, now, safe_url
-from .heartbeat import send_heartbeat
-from .mail import send_mail
-from .settings import NotifySettings
-from .webhook import send_webhook
+from backup_svc.notify.common import BACKUP, STALE, TEST, DeliveryFailed, Event, iso, now, safe_url
+from backup_svc.notify.heartbeat import send_heartbeat
+from backup_svc.notify.mail import send_mail
+from backup_svc.notify.settings import NotifySettings
+from backup_svc.notify.webhook import send_webhook
+from backup_svc.pg.scrub import scrub
 
 log = logging.getLogger("backup_svc.notify")
 

@@ -19,17 +19,17 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 import psycopg
 from psycopg import sql
 
-from ..backupfile import BackupReader, BadBackup
-from ..config import ConnInfo
-from ..diagnose import error_lines
-from ..dumpscan import DumpScanner
-from ..pgtools import find_binaries
-from ..psqlfeed import RestoreFailed, psql_command, stream_into_psql
-from ..redact import scrub
-from ..restore import choose_psql, inspect_target
-from .common import DRILL, FAILED, OK, Event, now
-from .rowcount import RowCounter, counts_from_metadata
-from .settings import same_database
+from backup_svc.config import ConnInfo
+from backup_svc.files.psqlfeed import RestoreFailed, psql_command, stream_into_psql
+from backup_svc.files.reader import BackupReader, BadBackup
+from backup_svc.files.restore import choose_psql, inspect_target
+from backup_svc.files.scan import DumpScanner
+from backup_svc.notify.common import DRILL, FAILED, OK, Event, now
+from backup_svc.notify.rowcount import RowCounter, counts_from_metadata
+from backup_svc.notify.settings import same_database
+from backup_svc.pg.binaries import find_binaries
+from backup_svc.pg.diagnose import error_lines
+from backup_svc.pg.scrub import scrub
 
 SCRATCH_PREFIX = "backup_svc_drill_"
 

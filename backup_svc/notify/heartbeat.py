@@ -8,8 +8,8 @@ from __future__ import annotations
 import urllib.request
 from urllib.parse import urlsplit, urlunsplit
 
-from .common import Event
-from .webhook import USER_AGENT, http_send
+from backup_svc.notify.common import Event
+from backup_svc.notify.webhook import USER_AGENT, http_send
 
 
 def ping_url(url: str, failed: bool) -> str:

@@ -8,9 +8,9 @@ import textwrap
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
-from ..redact import scrub
-from .common import Event, DeliveryFailed, human_size, utc_text
-from .settings import SmtpTarget
+from backup_svc.notify.common import Event, DeliveryFailed, human_size, utc_text
+from backup_svc.notify.settings import SmtpTarget
+from backup_svc.pg.scrub import scrub
 
 
 def subject(event: Event) -> str:

@@ -12,11 +12,11 @@ import threading
 from datetime import datetime, timedelta
 from typing import Callable
 
-from .common import Event, now
-from .delivery import Notifier
-from .drill import DrillReport
-from .settings import NotifySettings
-from .staleness import Staleness, StaleWatch
+from backup_svc.notify.common import Event, now
+from backup_svc.notify.delivery import Notifier
+from backup_svc.notify.drill import DrillReport
+from backup_svc.notify.settings import NotifySettings
+from backup_svc.notify.staleness import Staleness, StaleWatch
 
 log = logging.getLogger("backup_svc.notify")
 

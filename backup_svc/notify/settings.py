@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from typing import Mapping
 from urllib.parse import unquote, urlsplit
 
-from ..config import ConfigError, ConnInfo, parse_database_url
-from .common import safe_url
+from backup_svc.config import ConfigError, ConnInfo, parse_database_url
+from backup_svc.notify.common import safe_url
 
 NOTIFY_ON_CHOICES = ("failure", "always")
 # Enough of RFC 5322 to catch a typo; the SMTP server has the last word.

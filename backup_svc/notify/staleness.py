@@ -10,7 +10,7 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from .common import FAILED, STALE, Event, iso
+from backup_svc.notify.common import FAILED, STALE, Event, iso
 
 # Half an interval of slack: a backup that runs long or a scheduler tick that comes late is not an alarm.
 STALE_FACTOR = 1.5

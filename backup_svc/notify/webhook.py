@@ -6,7 +6,7 @@ import socket
 import urllib.error
 import urllib.request
 
-from .common import DeliveryFailed, Event, safe_url
+from backup_svc.notify.common import DeliveryFailed, Event, safe_url
 
 USER_AGENT = "backup_svc-notify/1"
 

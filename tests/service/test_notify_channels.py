@@ -13,7 +13,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from aiosmtpd.controller import Controller
 
-from backup_svc.localpg import free_port
+from backup_svc.pg.localcluster import free_port
 from backup_svc.notify.common import DeliveryFailed, Event
 from backup_svc.notify.delivery import Notifier, RetryPolicy
 from backup_svc.notify.mail import send_mail
