@@ -28,13 +28,15 @@ def backup_filename(prefix: str, when: datetime | None = None) -> str:
 
 def open_dump(settings: Settings, installed: list[PgBinary], *, application_name: str,
               progress: DumpProgress | None = None, interrupt: Callable[[], Interrupt | None] | None = None,
-              created: Callable[[GzipDump], None] | None = None) -> tuple[GzipDump, ServerFacts, PgBinary]:
+              created: Callable[[GzipDump], None] | None = None,
+              count_rows: bool = False) -> tuple[GzipDump, ServerFacts, PgBinary]:
     """Check the server, pick pg_dump and start it; return once its first byte is out.
 
     Raises CannotDump (with a secret-free message) for everything that fails before that byte, and
     DumpInterrupted as soon as `interrupt()` (asked every fraction of a second, also while the
     server's facts are fetched) gives a reason to stop. `created` gets the dump before it starts, so
     another thread can stop() it.
+    `count_rows` makes the dump count each table's rows (`progress.table_rows`) as they pass.
     """
     facts = _until_interrupted(lambda: server_facts(settings.conn, timeout_s=settings.connect_timeout_s),
                                interrupt, progress)
@@ -48,7 +50,8 @@ def open_dump(settings: Settings, installed: list[PgBinary], *, application_name
                     stall_timeout_s=settings.stall_timeout_s,
                     # before its first byte pg_dump may also wait up to BACKUP_LOCK_TIMEOUT for its locks
                     first_byte_timeout_s=settings.stall_timeout_s + settings.lock_timeout_s,
-                    hints={"role": facts.role or settings.conn.user, "table_count": facts.table_count})
+                    hints={"role": facts.role or settings.conn.user, "table_count": facts.table_count},
+                    count_rows=count_rows)
     if created is not None:
         created(dump)
     dump.start(interrupt)
@@ -102,10 +105,12 @@ class BackupWritten:
     sql_bytes: int
     sha256: str
     seconds: float
+    table_rows: dict[tuple[str, str], int] | None = None  # with count_rows: rows per (schema, table)
 
 
 def write_backup(settings: Settings, sink: BinaryIO, *, application_name: str,
-                 installed: list[PgBinary] | None = None, progress: DumpProgress | None = None) -> BackupWritten:
+                 installed: list[PgBinary] | None = None, progress: DumpProgress | None = None,
+                 count_rows: bool = False) -> BackupWritten:
     """Take one backup and write its gzip bytes to `sink.write`, the same bytes a download sends.
 
     Returns only when pg_dump succeeded and its output was complete; raises CannotDump before the
@@ -114,7 +119,8 @@ def write_backup(settings: Settings, sink: BinaryIO, *, application_name: str,
     """
     started = time.monotonic()
     installed = find_binaries("pg_dump", settings.pg_bin_dirs) if installed is None else installed
-    dump, facts, pg_dump = open_dump(settings, installed, application_name=application_name, progress=progress)
+    dump, facts, pg_dump = open_dump(settings, installed, application_name=application_name, progress=progress,
+                                     count_rows=count_rows)
     try:
         for chunk in dump:
             sink.write(chunk)
@@ -122,4 +128,4 @@ def write_backup(settings: Settings, sink: BinaryIO, *, application_name: str,
         dump.close()
     done = dump.progress
     return BackupWritten(facts=facts, pg_dump=pg_dump, gzip_bytes=done.gzip_bytes, sql_bytes=done.sql_bytes,
-                         sha256=done.sha256 or "", seconds=time.monotonic() - started)
+                         sha256=done.sha256 or "", seconds=time.monotonic() - started, table_rows=done.table_rows)

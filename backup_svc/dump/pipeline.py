@@ -110,6 +110,8 @@ class DumpProgress:
     outcome: str | None = None  # "ok", "failed", "aborted"
     error: str | None = None
     sha256: str | None = None  # hex digest of the gzip bytes sent; set only when the dump completed
+    # rows per (schema, table) as written, when the dump was asked to count them (stored backups)
+    table_rows: dict[tuple[str, str], int] | None = None
 
 
 class GzipDump:
@@ -124,8 +126,9 @@ class GzipDump:
 
     def __init__(self, command: ClientCommand, *, level: int = DEFAULT_LEVEL, secrets: tuple[str | None, ...] = (),
                  progress: DumpProgress | None = None, stall_timeout_s: float | None = None,
-                 first_byte_timeout_s: float | None = None, hints: dict | None = None):
+                 first_byte_timeout_s: float | None = None, hints: dict | None = None, count_rows: bool = False):
         self.command = command
+        self.count_rows = count_rows
         self.level = level
         self.secrets = secrets
         self.progress = progress if progress is not None else DumpProgress()
@@ -236,7 +239,7 @@ class GzipDump:
         compressor = gzip_compressor(self.level)
         digest = hashlib.sha256()  # of the bytes sent, i.e. of the file the client saves
         sql_tail = SqlTail()  # only the end matters for the completion check: no scan of the whole dump
-        tables = TableDataScanner(self._table_data_started, self._table_data_ended)
+        tables = TableDataScanner(self._table_data_started, self._table_data_ended, count_rows=self.count_rows)
         # Start with the gzip header (a sync flush of nothing): ISA-L, unlike zlib, emits no byte for
         # a small first input, and the first yield must come at once (see below).
         header = compressor.flush(SYNC_FLUSH)
@@ -294,6 +297,7 @@ class GzipDump:
         self.progress.gzip_bytes += len(tail)
         digest.update(tail)
         self.progress.sha256 = digest.hexdigest()
+        self.progress.table_rows = tables.rows
         self._finish("ok")
         yield tail
 

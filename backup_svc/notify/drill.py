@@ -13,7 +13,7 @@ import secrets
 import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Callable
+from typing import BinaryIO, Callable
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import psycopg
@@ -25,17 +25,18 @@ from backup_svc.files.reader import BackupReader, BadBackup
 from backup_svc.files.restore import choose_psql, inspect_target
 from backup_svc.files.scan import DumpScanner
 from backup_svc.notify.common import DRILL, FAILED, OK, Event, now
-from backup_svc.notify.rowcount import RowCounter, counts_from_metadata
+from backup_svc.notify.rowcount import RowCounts, count_rows, counts_from_metadata
 from backup_svc.notify.settings import same_database
 from backup_svc.pg.binaries import find_binaries
 from backup_svc.pg.diagnose import error_lines
 from backup_svc.pg.scrub import scrub
 
 SCRATCH_PREFIX = "backup_svc_drill_"
+Opener = Callable[[], BinaryIO]
 
-# Tables as pg_dump names them in COPY statements (format('%I.%I') quotes the same way).
+# Every table COPY can have written data for, by catalog name (what the dump's scanner reports).
 _TABLES_SQL = """
-SELECT format('%I.%I', n.nspname, c.relname), n.nspname, c.relname
+SELECT n.nspname, c.relname
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
  WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
    AND n.nspname NOT LIKE 'pg_toast%'
@@ -101,10 +102,10 @@ def _connect(conn: ConnInfo, timeout_s: int) -> psycopg.Connection:
                             f"{scrub(error_lines(str(exc)), conn.password)}") from None
 
 
-def _dumped_by(path: str) -> str:
+def _dumped_by(path: str, opener: Opener | None) -> str:
     """The pg_dump version in the backup's header (its first chunk is enough)."""
     scanner = DumpScanner()
-    chunks = iter(BackupReader(path))
+    chunks = iter(BackupReader(path, opener))
     try:
         scanner.feed(next(chunks, b""))
     finally:
@@ -112,37 +113,29 @@ def _dumped_by(path: str) -> str:
     return scanner.pg_dump_version or ""
 
 
-def count_rows(path: str) -> RowCounter:
-    """Every table's rows as the backup's COPY data holds them (one streaming pass)."""
-    counter = RowCounter()
-    for chunk in BackupReader(path):
-        counter.feed(chunk)
-    return counter
-
-
-def restored_counts(conn: ConnInfo, tables: list[str], timeout_s: int) -> dict[str, int | None]:
-    """count(*) of each named table (ONLY that table, as COPY wrote it) in the restored database; None if absent."""
+def restored_counts(conn: ConnInfo, tables: list[tuple[str, str]], timeout_s: int) -> dict[tuple[str, str], int | None]:
+    """count(*) of each (schema, table) (ONLY that table, as COPY wrote it) in the restored database; None if absent."""
     with _connect(conn, timeout_s) as db:
-        present = {name: (schema, table) for name, schema, table in db.execute(_TABLES_SQL)}
-        counts: dict[str, int | None] = {}
+        present = {tuple(row) for row in db.execute(_TABLES_SQL)}
+        counts: dict[tuple[str, str], int | None] = {}
         for name in tables:
             if name not in present:
                 counts[name] = None
                 continue
-            query = sql.SQL("SELECT count(*) FROM ONLY {}").format(sql.Identifier(*present[name]))
+            query = sql.SQL("SELECT count(*) FROM ONLY {}").format(sql.Identifier(*name))
             counts[name] = db.execute(query).fetchone()[0]
     return counts
 
 
-def compare(expected: dict[str, int], actual: dict[str, int | None]) -> list[str]:
+def compare(expected: RowCounts, actual: dict[tuple[str, str], int | None]) -> list[str]:
     """One line per table whose restored rows differ from what was recorded."""
     problems = []
-    for name, want in sorted(expected.items()):
-        got = actual.get(name)
+    for (schema, table), want in sorted(expected.items()):
+        got = actual.get((schema, table))
         if got is None:
-            problems.append(f"{name}: missing after the restore (expected {want} rows)")
+            problems.append(f"{schema}.{table}: missing after the restore (expected {want} rows)")
         elif got != want:
-            problems.append(f"{name}: {got} rows restored, {want} recorded at dump time")
+            problems.append(f"{schema}.{table}: {got} rows restored, {want} recorded at dump time")
     return problems
 
 
@@ -157,12 +150,13 @@ def _drop(maintenance: ConnInfo, scratch: str, timeout_s: int) -> None:
 
 
 def run_drill(path: str, name: str, drill: ConnInfo, *, source: ConnInfo | None = None,
-              metadata: dict[str, str] | None = None, bin_dirs: list[str], timeout_s: int = 10,
-              say: Callable[[str], None] = lambda _: None) -> DrillReport:
-    """Restore the backup at `path` (stored as `name`) into a fresh scratch database and check its rows.
+              opener: Opener | None = None, size: int | None = None, metadata: dict[str, str] | None = None,
+              bin_dirs: list[str], timeout_s: int = 10, say: Callable[[str], None] = lambda _: None) -> DrillReport:
+    """Restore the backup at `path` (called `name`) into a fresh scratch database and check its rows.
 
-    Never raises for a failed drill: the report's `outcome` and `error` say what went wrong.
-    `metadata` is the stored object's user metadata (row counts recorded at dump time).
+    `opener` reads the bytes from elsewhere than the file `path` (a stored object; `path` is then its
+    s3:// URL), `size` is their length, `metadata` the object's user metadata (the row counts recorded
+    at dump time). Never raises for a failed drill: the report's `outcome` and `error` say what went wrong.
     """
     report = DrillReport(name=name, sha256=(metadata or {}).get("sha256"))
     clock = time.monotonic()
@@ -183,15 +177,14 @@ def run_drill(path: str, name: str, drill: ConnInfo, *, source: ConnInfo | None 
         try:
             target = inspect_target(scratch, timeout_s)
             report.server_version = target.version
-            psql, warning = choose_psql(target, _dumped_by(path), find_binaries("psql", bin_dirs))
+            psql, warning = choose_psql(target, _dumped_by(path, opener), find_binaries("psql", bin_dirs))
             if warning:
                 say(f"warning: {warning}")
-            if expected is None:
-                counter = count_rows(path)
-                expected = counter.counts
-            report.bytes = os.path.getsize(path)
+            if expected is None:  # an object stored without counts: read them from its own SQL first
+                expected = count_rows(BackupReader(path, opener))
+            report.bytes = size if size is not None else os.path.getsize(path)
             say(f"restoring {name} with {psql.path} ({psql.version}) ...")
-            stream_into_psql(path, psql_command(psql.path, scratch), secrets=(secret,))
+            stream_into_psql(path, psql_command(psql.path, scratch), secrets=(secret,), opener=opener)
             actual = restored_counts(scratch, list(expected), timeout_s)
             report.tables = len(expected)
             report.rows = sum(v for v in actual.values() if v is not None)

@@ -2,9 +2,11 @@
 right row counts; a damaged one, wrong counts or the source as target do not; nothing is left behind."""
 from __future__ import annotations
 
+import io
 import os
 
 import pytest
+from psycopg import sql
 
 from backup_svc.config import parse_database_url
 from backup_svc.notify.drill import SCRATCH_PREFIX, run_drill
@@ -13,8 +15,8 @@ from backup_svc.notify.rowcount import counts_metadata
 from ..support import run_cli
 
 RICH_TABLES = {  # what tests/data/rich.sql puts in each table that holds data
-    "app.people": 2003, '"Mixed Case"."Order Items"': 500, "app.events_2025": 213, "app.events_2026": 187,
-    "app.cache": 2,
+    ("app", "people"): 2003, ("Mixed Case", "Order Items"): 500, ("app", "events_2025"): 213,
+    ("app", "events_2026"): 187, ("app", "cache"): 2,
 }
 
 
@@ -31,7 +33,8 @@ def backup(rich_db, tmp_path_factory):
 def source_counts(pg_cluster, rich_db):
     """Row counts read from the source itself (not from any backup)."""
     with pg_cluster.connect("rich") as db:
-        return {name: db.execute(f"SELECT count(*) FROM ONLY {name}").fetchone()[0] for name in RICH_TABLES}
+        return {name: db.execute(sql.SQL("SELECT count(*) FROM ONLY {}").format(sql.Identifier(*name))).fetchone()[0]
+                for name in RICH_TABLES}
 
 
 def scratch_databases(pg_cluster) -> list[str]:
@@ -50,6 +53,19 @@ def drill(path, pg_cluster, rich_db, **kwargs):
 
 def test_source_counts_are_what_the_test_expects(source_counts):
     assert source_counts == RICH_TABLES
+
+
+def test_a_stored_backup_counts_rows_as_it_is_taken(rich_db, source_counts):
+    """The dump-time record: write_backup(count_rows=True) sees every table's rows as pg_dump writes them."""
+    from backup_svc.config import Settings
+    from backup_svc.dump.backup import write_backup
+
+    sink = io.BytesIO()
+    written = write_backup(Settings.from_env({"DATABASE_URL": rich_db}, require_auth=False), sink,
+                           application_name="backup_svc-test", count_rows=True)
+
+    assert written.table_rows == source_counts
+    assert written.gzip_bytes == len(sink.getvalue())
 
 
 def test_drill_restores_and_counts_rows_from_the_backup(backup, pg_cluster, rich_db, source_counts):
@@ -77,7 +93,7 @@ def test_drill_compares_with_dump_time_metadata(backup, pg_cluster, rich_db, sou
 
 
 def test_drill_reports_rows_that_differ_from_dump_time(backup, pg_cluster, rich_db, source_counts):
-    recorded = {**source_counts, "app.people": source_counts["app.people"] + 5, "app.vanished": 7}
+    recorded = {**source_counts, ("app", "people"): source_counts[("app", "people")] + 5, ("app", "vanished"): 7}
 
     report, _ = drill(backup, pg_cluster, rich_db, metadata=counts_metadata(recorded))
 
