@@ -9,11 +9,26 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Callable
 
 from backup_svc.notify.common import FAILED, STALE, Event, iso
 
 # Half an interval of slack: a backup that runs long or a scheduler tick that comes late is not an alarm.
 STALE_FACTOR = 1.5
+# Runs looked at to find the schedule's interval: enough to see a whole week of a weekday schedule.
+INTERVAL_SAMPLES = 10
+
+
+def schedule_interval(next_after: Callable[[datetime], datetime], now: datetime) -> timedelta:
+    """The longest gap between the schedule's next runs (`next_after` is CronSchedule.next_after).
+
+    The longest, not the next: for `0 3 * * 1-5` a Friday backup is fresh until Monday's run is
+    overdue, so the weekend gap is the interval that counts.
+    """
+    runs = [next_after(now)]
+    for _ in range(INTERVAL_SAMPLES):
+        runs.append(next_after(runs[-1]))
+    return max(later - earlier for earlier, later in zip(runs, runs[1:]))
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from backup_svc.notify.staleness import StaleWatch, is_stale
+from backup_svc.notify.staleness import StaleWatch, is_stale, schedule_interval
 
 T0 = datetime(2026, 11, 28, 3, 0, tzinfo=timezone.utc)
 DAY = timedelta(days=1)
@@ -53,3 +53,22 @@ def test_state_for_the_api():
     state, _ = StaleWatch("shop", up_since=T0).check(T0, T0 + DAY * 2, DAY)
     assert state.as_dict() == {"stale": True, "newest_ok": "2026-11-28T03:00:00Z",
                                "stale_after": "2026-11-28T15:00:00Z", "interval_s": 86400}
+
+
+def every(minutes: int, *, weekdays_only: bool = False):
+    """A next_after like CronSchedule's, for a schedule every `minutes` (optionally Monday to Friday)."""
+    def next_after(when: datetime) -> datetime:
+        nxt = when.replace(second=0, microsecond=0) + timedelta(minutes=minutes - when.minute % minutes)
+        while weekdays_only and nxt.weekday() >= 5:
+            nxt += timedelta(minutes=minutes)
+        return nxt
+    return next_after
+
+
+@pytest.mark.parametrize("minutes, weekdays_only, interval", [
+    (60, False, timedelta(hours=1)),
+    (24 * 60, False, DAY),
+    (24 * 60, True, DAY * 3),  # Friday to Monday
+])
+def test_schedule_interval(minutes, weekdays_only, interval):
+    assert schedule_interval(every(minutes, weekdays_only=weekdays_only), T0) == interval
