@@ -184,7 +184,8 @@ def run_drill(path: str, name: str, drill: ConnInfo, *, source: ConnInfo | None 
                 expected = count_rows(BackupReader(path, opener))
             report.bytes = size if size is not None else os.path.getsize(path)
             say(f"restoring {name} with {psql.path} ({psql.version}) ...")
-            stream_into_psql(path, psql_command(psql.path, scratch), secrets=(secret,), opener=opener)
+            stream_into_psql(path, psql_command(psql.path, scratch, target.version_num), secrets=(secret,),
+                             opener=opener)
             actual = restored_counts(scratch, list(expected), timeout_s)
             report.tables = len(expected)
             report.rows = sum(v for v in actual.values() if v is not None)
