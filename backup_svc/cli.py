@@ -1,4 +1,5 @@
-"""`backup-svc` (or `python -m backup_svc`): serve | dump | check | verify | restore | sign-url | upload | list | prune."""
+"""`backup-svc` (or `python -m backup_svc`): serve | dump | check | verify | restore | sign-url |
+upload | list | prune | notify-test | drill."""
 from __future__ import annotations
 
 import argparse
@@ -130,6 +131,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"draining: {settings.draining.describe(settings.graceful_timeout_s)}")
     for warning in settings.draining.warnings(settings.graceful_timeout_s):
         print(f"draining: warning — {warning}")
+    for line in (settings.notify.describe() if settings.notify else []):
+        print(f"notifications: {line}")
     installed = find_binaries("pg_dump", settings.pg_bin_dirs)
     print("pg_dump installed: " + (", ".join(f"{b.version} ({b.path})" for b in installed) or "none"))
     ready = dump_readiness(lambda: server_facts(settings.conn, timeout_s=settings.connect_timeout_s), installed)
@@ -260,6 +263,9 @@ def main(argv: list[str] | None = None) -> int:
     from backup_svc.storage.commands import add_storage_commands
 
     add_storage_commands(sub)
+    from backup_svc.notify.commands import add_commands as add_notify_commands
+
+    add_notify_commands(sub)
     args = parser.parse_args(argv)
     load_dotenv_file()
     return args.func(args)

@@ -9,6 +9,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 from .draining import RAILWAY_MARKERS, Draining
 from .draining import VARIABLE as DRAINING_VARIABLE
+from backup_svc.notify.settings import NotifySettings, notify_settings
 from backup_svc.storage.settings import StorageSettings, storage_settings
 
 MIN_SECRET_LENGTH = 16
@@ -173,6 +174,8 @@ class Settings:
     draining: Draining = field(default_factory=Draining)
     # Object storage (BACKUP_STORAGE_URL, AWS_*, BACKUP_SCHEDULE, BACKUP_RETENTION); None when off.
     storage: StorageSettings | None = None
+    # Notifications and restore drills (SMTP_URL, NOTIFY_*, HEARTBEAT_URL, RESTORE_DRILL_URL); None: none set up.
+    notify: NotifySettings | None = None
 
     @property
     def grace_s(self) -> int:
@@ -209,6 +212,7 @@ class Settings:
             problems.append("BACKUP_NAME may contain only letters, digits, '-', '_' and '.'")
         bin_dirs = pg_bin_dirs(env)
         storage = storage_settings(env, problems)
+        notify = notify_settings(env, problems, source=conn)
 
         if problems:
             raise ConfigError(problems)
@@ -224,6 +228,7 @@ class Settings:
             bind_host=bind_host_from_env(env),
             draining=draining,
             storage=storage,
+            notify=notify,
             **numbers,
         )
 

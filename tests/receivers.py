@@ -24,7 +24,8 @@ class Mailbox:
         self.logins: list[tuple[bytes, bytes]] = []
 
     async def handle_DATA(self, server, session, envelope):
-        self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content or envelope.content))
+        content = envelope.original_content or envelope.content
+        self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), content))
         return "250 OK"
 
     def authenticate(self, server, session, envelope, mechanism, auth_data):

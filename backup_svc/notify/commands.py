@@ -64,7 +64,64 @@ def cmd_notify_test(args: argparse.Namespace) -> int:
 
 
 def cmd_drill(args: argparse.Namespace) -> int:
-    """Restore a backup into a fresh scratch database on RESTORE_DRILL_URL's server, check it, drop it."""
+    """Prove a backup restores: restore it into a fresh scratch database on RESTORE_DRILL_URL's
+    server, compare row counts, drop it. Without an argument: the newest stored backup."""
+    source_arg = args.source
+    if source_arg and not source_arg.startswith("s3://"):
+        return _drill_file(source_arg)
+    from backup_svc.config import Settings
+
+    try:
+        settings = Settings.from_env(require_auth=False)
+    except ConfigError as exc:
+        return _refuse(exc.problems)
+    if settings.notify is None or settings.notify.drill is None:
+        return _refuse([NO_DRILL_URL])
+    report = _drill_stored(settings, source_arg)
+    if isinstance(report, int):
+        return report
+    return _finish(report, settings.notify, settings.conn.dbname)
+
+
+NO_DRILL_URL = ("RESTORE_DRILL_URL is not set: name a scratch server the drill may create and drop databases "
+                "on (e.g. postgresql://user:password@scratch-host:5432/postgres)")
+
+
+def _drill_stored(settings, url: str | None):
+    """The drill of `url` (s3://bucket/key), or of the newest stored backup; an exit status when there is none."""
+    from backup_svc.notify.outcome import drill_stored_object, failure_reason, newest_stored
+    from backup_svc.storage.client import make_client
+    from backup_svc.storage.location import parse_object_url
+
+    if url:
+        try:
+            bucket, key = parse_object_url(url)
+        except ValueError as exc:
+            return _refuse([f"{url}: {exc}"])
+        client = None
+        if settings.storage is None:
+            from backup_svc.storage.commands import storage_client_for_reading
+
+            client = storage_client_for_reading()
+        return drill_stored_object(settings, bucket, key, client=client, say=_say)
+    if settings.storage is None:
+        return _refuse(["nothing to drill: pass a backup file or s3://bucket/key, or set BACKUP_STORAGE_URL "
+                        "to drill the newest stored backup"])
+    client = make_client(settings.storage.client_env)
+    try:
+        newest = newest_stored(settings, client)
+    except Exception as exc:
+        print(f"backup_svc: drill failed: cannot list {settings.storage.location.url}: {failure_reason(exc)}",
+              file=sys.stderr)
+        return 1
+    if newest is None:
+        print(f"backup_svc: drill failed: no stored backup in {settings.storage.location.url} yet", file=sys.stderr)
+        return 1
+    _say(f"drilling the newest stored backup, {newest.name}")
+    return drill_stored_object(settings, settings.storage.location.bucket, newest.key, client=client, say=_say)
+
+
+def _drill_file(path: str) -> int:
     from backup_svc.notify.drill import run_drill
 
     source, problems = _source()
@@ -75,14 +132,17 @@ def cmd_drill(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return _refuse(exc.problems)
     if settings.drill is None:
-        return _refuse(["RESTORE_DRILL_URL is not set: name a scratch server the drill may create and drop "
-                        "databases on (e.g. postgresql://user:password@scratch-host:5432/postgres)"])
-    if not os.path.isfile(args.file):
-        return _refuse([f"{args.file}: no such file"])
-    report = run_drill(args.file, os.path.basename(args.file), settings.drill, source=source,
+        return _refuse([NO_DRILL_URL])
+    if not os.path.isfile(path):
+        return _refuse([f"{path}: no such file"])
+    report = run_drill(path, os.path.basename(path), settings.drill, source=source,
                        bin_dirs=pg_bin_dirs(os.environ), say=_say)
-    event = report.event(_database_name(source))
-    for d in Notifier(settings).send(event):
+    return _finish(report, settings, _database_name(source))
+
+
+def _finish(report, settings: NotifySettings, database: str) -> int:
+    """Send the drill's notification (per NOTIFY_ON), print its outcome, return the exit status."""
+    for d in Notifier(settings).send(report.event(database)):
         if not d.ok:
             _say(f"warning: the {d.channel} notification was not delivered: {d.error}")
     if report.outcome != "ok":
@@ -100,5 +160,7 @@ def add_commands(sub) -> None:
     test.set_defaults(func=cmd_notify_test)
     drill = sub.add_parser("drill", help="prove a backup restores: restore it into a scratch database "
                                          "on RESTORE_DRILL_URL's server, compare row counts, drop it")
-    drill.add_argument("file", help="the backup (.sql.gz)")
+    drill.add_argument("source", nargs="?", metavar="FILE|s3://bucket/key",
+                       help="the backup to drill: a local .sql.gz or a stored object "
+                            "(default: the newest stored backup)")
     drill.set_defaults(func=cmd_drill)

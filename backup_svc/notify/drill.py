@@ -214,6 +214,9 @@ def run_drill(path: str, name: str, drill: ConnInfo, *, source: ConnInfo | None 
         report.error = f"the backup is damaged: {exc}"
     except psycopg.Error as exc:
         report.error = f"database error during the drill: {scrub(error_lines(str(exc)), secret)}"
+    except Exception as exc:  # e.g. storage failing mid-read: a drill reports, it never raises
+        reason = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+        report.error = f"the drill stopped: {scrub(reason.splitlines()[0], secret)}"
     report.finished = now()
     report.seconds = time.monotonic() - clock
     return report

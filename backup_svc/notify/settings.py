@@ -8,11 +8,13 @@ import ipaddress
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 from urllib.parse import unquote, urlsplit
 
-from backup_svc.config import ConfigError, ConnInfo, parse_database_url
 from backup_svc.notify.common import safe_url
+
+if TYPE_CHECKING:  # config.py imports this module: the names it needs from there are imported late
+    from backup_svc.config import ConnInfo
 
 NOTIFY_ON_CHOICES = ("failure", "always")
 # Enough of RFC 5322 to catch a typo; the SMTP server has the last word.
@@ -143,64 +145,75 @@ class NotifySettings:
         if self.heartbeat_url:
             lines.append(f"heartbeat: {safe_url(self.heartbeat_url)}")
         if lines:
-            lines.append(f"notify on: {self.notify_on}" + (" (heartbeat pings every outcome)" if self.heartbeat_url else ""))
+            pings = " (heartbeat pings every outcome)" if self.heartbeat_url else ""
+            lines.append(f"notify on: {self.notify_on}{pings}")
         if self.drill:
             lines.append(f"restore drills: scratch databases on {self.drill.host}:{self.drill.port or 5432}")
         return lines
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, *, source: ConnInfo | None = None) -> "NotifySettings":
-        """Read the notification settings; ConfigError lists every problem, one line each.
+        """Read the notification settings; ConfigError lists every problem, one line each."""
+        from backup_svc.config import ConfigError
 
-        With `source` (the backed-up database), a RESTORE_DRILL_URL that points at it is refused.
-        """
-        env = os.environ if env is None else env
         problems: list[str] = []
-
-        def get(name: str) -> str:
-            return env.get(name, "").strip()
-
-        webhook = _http_url("NOTIFY_WEBHOOK_URL", get("NOTIFY_WEBHOOK_URL"), problems) if get("NOTIFY_WEBHOOK_URL") else None
-        heartbeat = _http_url("HEARTBEAT_URL", get("HEARTBEAT_URL"), problems) if get("HEARTBEAT_URL") else None
-
-        smtp = None
-        if get("SMTP_URL"):
-            try:
-                smtp = parse_smtp_url(get("SMTP_URL"))
-            except ValueError as exc:
-                problems.append(f"SMTP_URL {exc}")
-        email_to = _addresses("NOTIFY_EMAIL_TO", get("NOTIFY_EMAIL_TO"), problems)
-        email_from = get("NOTIFY_EMAIL_FROM") or None
-        if email_from and not _ADDRESS.match(email_from):
-            problems.append("NOTIFY_EMAIL_FROM must be one e-mail address")
-        if get("SMTP_URL"):
-            if not email_to:
-                problems.append("NOTIFY_EMAIL_TO is not set: SMTP_URL needs someone to mail")
-            if not email_from:
-                if smtp and smtp.username and _ADDRESS.match(smtp.username):
-                    email_from = smtp.username  # Gmail and most providers send as the login anyway
-                else:
-                    problems.append("NOTIFY_EMAIL_FROM is not set (e.g. backups@example.com)")
-        elif email_to or email_from:
-            problems.append("NOTIFY_EMAIL_TO / NOTIFY_EMAIL_FROM are set but SMTP_URL is not: no mail can be sent")
-
-        notify_on = get("NOTIFY_ON").lower() or "failure"
-        if notify_on not in NOTIFY_ON_CHOICES:
-            problems.append(f"NOTIFY_ON must be 'failure' or 'always', got {get('NOTIFY_ON')!r}")
-            notify_on = "failure"
-
-        drill = None
-        if get("RESTORE_DRILL_URL"):
-            try:
-                drill = parse_database_url(get("RESTORE_DRILL_URL"))
-            except ValueError as exc:
-                problems.append(f"RESTORE_DRILL_URL {exc}")
-            if drill and source and same_database(drill, source):
-                problems.append("RESTORE_DRILL_URL points at the backed-up database (DATABASE_URL): drills need "
-                                "a scratch server or database they may overwrite, never the source")
-                drill = None
-
+        settings = notify_settings(os.environ if env is None else env, problems, source=source)
         if problems:
             raise ConfigError(problems)
-        return cls(webhook_url=webhook, smtp=smtp, email_to=email_to, email_from=email_from, notify_on=notify_on,
-                   heartbeat_url=heartbeat, drill=drill, drill_url=get("RESTORE_DRILL_URL") or None)
+        return settings
+
+
+def notify_settings(env: Mapping[str, str], problems: list[str], *, source: ConnInfo | None = None) -> NotifySettings:
+    """The notification settings from `env`; each problem is appended to `problems` as one line.
+
+    With `source` (the backed-up database), a RESTORE_DRILL_URL that points at it is refused.
+    """
+    from backup_svc.config import parse_database_url
+
+    def get(name: str) -> str:
+        return env.get(name, "").strip()
+
+    webhook = _http_url("NOTIFY_WEBHOOK_URL", get("NOTIFY_WEBHOOK_URL"), problems) if get("NOTIFY_WEBHOOK_URL") \
+        else None
+    heartbeat = _http_url("HEARTBEAT_URL", get("HEARTBEAT_URL"), problems) if get("HEARTBEAT_URL") else None
+
+    smtp = None
+    if get("SMTP_URL"):
+        try:
+            smtp = parse_smtp_url(get("SMTP_URL"))
+        except ValueError as exc:
+            problems.append(f"SMTP_URL {exc}")
+    email_to = _addresses("NOTIFY_EMAIL_TO", get("NOTIFY_EMAIL_TO"), problems)
+    email_from = get("NOTIFY_EMAIL_FROM") or None
+    if email_from and not _ADDRESS.match(email_from):
+        problems.append("NOTIFY_EMAIL_FROM must be one e-mail address")
+    if get("SMTP_URL"):
+        if not email_to:
+            problems.append("NOTIFY_EMAIL_TO is not set: SMTP_URL needs someone to mail")
+        if not email_from:
+            if smtp and smtp.username and _ADDRESS.match(smtp.username):
+                email_from = smtp.username  # Gmail and most providers send as the login anyway
+            else:
+                problems.append("NOTIFY_EMAIL_FROM is not set (e.g. backups@example.com)")
+    elif email_to or email_from:
+        problems.append("NOTIFY_EMAIL_TO / NOTIFY_EMAIL_FROM are set but SMTP_URL is not: no mail can be sent")
+
+    notify_on = get("NOTIFY_ON").lower() or "failure"
+    if notify_on not in NOTIFY_ON_CHOICES:
+        problems.append(f"NOTIFY_ON must be 'failure' or 'always', got {get('NOTIFY_ON')!r}")
+        notify_on = "failure"
+
+    drill = None
+    if get("RESTORE_DRILL_URL"):
+        try:
+            drill = parse_database_url(get("RESTORE_DRILL_URL"))
+        except ValueError as exc:
+            problems.append(f"RESTORE_DRILL_URL {exc}")
+        if drill and source and same_database(drill, source):
+            problems.append("RESTORE_DRILL_URL points at the backed-up database (DATABASE_URL): drills need "
+                            "a scratch server or database they may overwrite, never the source")
+            drill = None
+
+    return NotifySettings(webhook_url=webhook, smtp=smtp, email_to=email_to, email_from=email_from,
+                          notify_on=notify_on, heartbeat_url=heartbeat, drill=drill,
+                          drill_url=get("RESTORE_DRILL_URL") or None)

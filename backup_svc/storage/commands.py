@@ -16,6 +16,8 @@ from backup_svc.config import ConfigError, Settings
 
 EXIT_BUSY = 75  # sysexits' EX_TEMPFAIL: nothing wrong, try again later
 EXIT_SIGTERM = 128 + signal.SIGTERM
+# The longest a command waits for its notifications: a channel's whole retry budget, and some.
+NOTIFY_WAIT_S = 45
 
 
 class Terminated(BaseException):
@@ -46,7 +48,9 @@ def _settings_with_storage() -> Settings:
 
 def cmd_upload(args: argparse.Namespace) -> int:
     """Take one backup into object storage now, then apply BACKUP_RETENTION."""
+    from backup_svc.dump.backup import backup_filename
     from backup_svc.dump.pipeline import DumpBroken
+    from backup_svc.notify.outcome import reporter_for, reporting
     from backup_svc.pg.diagnose import CannotDump
     from backup_svc.storage.client import StorageError
     from backup_svc.storage.lock import AnotherBackupRunning
@@ -66,8 +70,14 @@ def cmd_upload(args: argparse.Namespace) -> int:
 
     previous = signal.signal(signal.SIGTERM, on_sigterm)
     aborted = "the upload was aborted and nothing was stored"
+    # Notifications of the outcome (NOTIFY_*, SMTP_URL, HEARTBEAT_URL) go out in the background and
+    # are waited for, within their time bound, before the command exits.
+    reporter = reporter_for(settings)
+    name = backup_filename(settings.backup_name)
     try:
-        result = take_stored_backup(settings, settings.storage)
+        with reporting(reporter, settings, name, drill_after=False) as outcome:
+            result = take_stored_backup(settings, settings.storage, name=name)
+            outcome.stored(result.stored)
     except AnotherBackupRunning as exc:
         _say(f"{exc}; nothing to do now (this is not a failure)")
         return EXIT_BUSY
@@ -88,6 +98,7 @@ def cmd_upload(args: argparse.Namespace) -> int:
         return 1
     finally:
         signal.signal(signal.SIGTERM, previous)
+        _wait_for_notifications(reporter)
     stored = result.stored
     _say(f"stored s3://{stored.bucket}/{stored.key}: {stored.size} bytes in {result.seconds:.1f} s "
          f"(PostgreSQL {stored.metadata.get('server-version', '?')}, "
@@ -96,10 +107,30 @@ def cmd_upload(args: argparse.Namespace) -> int:
     if result.retention is not None:
         for line in result.retention.lines():
             _say(f"retention: {line}")
+    if reporter.drills_enabled:
+        _drill_after_upload(reporter, settings, stored)
     if result.retention_error:
         _say(f"the backup is stored, but retention failed: {result.retention_error}")
         return 1
     return 0
+
+
+def _wait_for_notifications(reporter) -> None:
+    if not reporter.notifier.flush(timeout_s=NOTIFY_WAIT_S):
+        _say(f"notifications still unsent after {NOTIFY_WAIT_S} s were given up")
+
+
+def _drill_after_upload(reporter, settings: Settings, stored) -> None:
+    """RESTORE_DRILL_URL is set: prove the new object restores (its outcome does not change upload's exit status)."""
+    from backup_svc.notify.outcome import drill_stored_object
+
+    report = reporter.drill_now(lambda: drill_stored_object(settings, stored.bucket, stored.key, say=_say))
+    if report is not None and report.outcome == "ok":
+        _say(f"restore drill ok in {report.seconds:.1f} s: {report.tables} tables, {report.rows} rows match "
+             f"({report.counts_from})")
+    elif report is not None:
+        _say(f"restore drill FAILED after {report.seconds:.1f} s: {report.error}")
+    _wait_for_notifications(reporter)
 
 
 def cmd_list(args: argparse.Namespace) -> int:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from backup_svc.config import Settings, StorageSettings
 from backup_svc.dump.backup import backup_filename, write_backup
 from backup_svc.dump.pipeline import DumpProgress
+from backup_svc.notify.rowcount import counts_metadata
 from backup_svc.storage.client import RetryPolicy, StorageError, make_client
 from backup_svc.storage.location import BackupNames
 from backup_svc.storage.lock import StoredBackupLock
@@ -73,7 +74,9 @@ def take_stored_backup(settings: Settings, storage: StorageSettings, *, name: st
         metadata = {"backup-name": settings.backup_name}
         with MultipartUpload(client, storage.location.bucket, key, metadata=metadata, retry=retry) as upload:
             sink = _CancellableSink(upload, cancel or threading.Event())
-            written = write_backup(settings, sink, application_name=application_name, progress=progress)
+            # count_rows: each table's rows go into the metadata, for restore drills to check against.
+            written = write_backup(settings, sink, application_name=application_name, progress=progress,
+                                   count_rows=True)
             # write_backup returned: pg_dump exited 0 and its output ended with the completion line.
             if written.sha256 != upload.sha256 or written.gzip_bytes != upload.size:
                 raise StorageError("the bytes uploaded differ from the bytes the dump produced")
@@ -83,6 +86,7 @@ def take_stored_backup(settings: Settings, storage: StorageSettings, *, name: st
                 "pg-dump-version": written.pg_dump.version,
                 "sql-bytes": str(written.sql_bytes),
                 "duration-s": f"{time.monotonic() - started:.1f}",
+                **counts_metadata(written.table_rows or {}),
             })
         log.info("stored %s: %d bytes, sha256 %s", key, stored.size, stored.sha256)
         result = StoredBackupResult(stored=stored, seconds=time.monotonic() - started, sql_bytes=written.sql_bytes)

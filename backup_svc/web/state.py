@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from flask import current_app
 
 from backup_svc.config import Settings
+from backup_svc.notify.outcome import reporter_for
+from backup_svc.notify.reporter import Reporter
 from backup_svc.pg.binaries import PgBinary, find_binaries
 from backup_svc.pg.facts import CachedFacts
 from backup_svc.web.audit import AuditTrail
@@ -18,7 +20,7 @@ EXTENSION = "backup_svc"
 @dataclass
 class BackupService:
     """The state one worker process keeps: settings, running dumps, the installed pg_dumps,
-    failed logins per address and the latest backup attempts."""
+    failed logins per address, the latest backup attempts, and what notifications and drills did."""
 
     settings: Settings
     registry: BackupRegistry = field(init=False)
@@ -26,6 +28,7 @@ class BackupService:
     throttle: AuthThrottle = field(init=False)
     audit: AuditTrail = field(init=False)
     facts: CachedFacts = field(init=False)
+    reporter: Reporter = field(init=False)
 
     def __post_init__(self) -> None:
         self.registry = BackupRegistry(self.settings.max_concurrent)
@@ -33,6 +36,7 @@ class BackupService:
         self.throttle = AuthThrottle(self.settings.auth_failures_per_minute)
         self.audit = AuditTrail()
         self.facts = CachedFacts(self.settings.conn)
+        self.reporter = reporter_for(self.settings)
 
 
 def service() -> BackupService:

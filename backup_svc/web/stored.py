@@ -33,18 +33,24 @@ class StoredBackups:
         self.state = state
         self.cancel = threading.Event()
         self.scheduler: Scheduler | None = None
+        self.staleness = None  # the StalenessWatch beside the scheduler
         self._running = threading.Lock()
 
     def start(self) -> "StoredBackups":
         storage = self.state.settings.storage
         if storage is not None and storage.schedule is not None:
+            from backup_svc.notify.outcome import StalenessWatch
+
             self.scheduler = Scheduler(storage.schedule, self.run_once).start()
+            self.staleness = StalenessWatch(self.state.reporter, self.state.settings).start()
             log.info("stored backups on schedule %r: %s, to %s", str(storage.schedule), storage.schedule.describe(),
                      storage.location.url)
         return self
 
     def run_once(self) -> str:
         """Take one stored backup when a dump slot is free; return its outcome (also audited and logged)."""
+        from backup_svc.notify.common import BACKUP, FAILED, Event, now
+        from backup_svc.notify.outcome import reporting
         from backup_svc.storage.lock import AnotherBackupRunning
         from backup_svc.storage.run import take_stored_backup
 
@@ -52,13 +58,18 @@ class StoredBackups:
         name = backup_filename(state.settings.backup_name)
         record = self._wait_for_slot(name)
         if record is None:
-            return self._audit("refused", started, error="every dump slot stayed busy for "
-                                                         f"{SLOT_WAIT_S} s (BACKUP_MAX_CONCURRENT)")
+            error = f"every dump slot stayed busy for {SLOT_WAIT_S} s (BACKUP_MAX_CONCURRENT)"
+            if not self.cancel.is_set():  # a scheduled backup that never ran is a failure to tell about
+                state.reporter.backup_finished(Event(kind=BACKUP, outcome=FAILED, database=state.reporter.database,
+                                                     name=name, error=error, finished=now()))
+            return self._audit("refused", started, error=error)
         with self._running:
             try:
-                result = take_stored_backup(state.settings, state.settings.storage, name=name,
-                                            application_name=record.application_name, progress=record.progress,
-                                            cancel=self.cancel)
+                with reporting(state.reporter, state.settings, name) as outcome:
+                    result = take_stored_backup(state.settings, state.settings.storage, name=name,
+                                                application_name=record.application_name, progress=record.progress,
+                                                cancel=self.cancel)
+                    outcome.stored(result.stored)
             except AnotherBackupRunning as exc:
                 log.info("scheduled stored backup skipped: %s", exc)
                 return self._audit("skipped", started, record.id, error=str(exc))
@@ -91,5 +102,7 @@ class StoredBackups:
         self.cancel.set()
         if self.scheduler is not None:
             self.scheduler.stop(timeout_s=0.1)
+        if self.staleness is not None:
+            self.staleness.stop()
         if self._running.acquire(timeout=ABORT_WAIT_S):
             self._running.release()

@@ -27,7 +27,8 @@ HOOK_TOKEN = "T0AAAA/B0BBBB/hooksecretXYZ123"
 PING_UUID = "5e1f0c2a-aaaa-bbbb-cccc-0123456789ab"
 FAST = RetryPolicy(attempts=3, backoff_s=0.2, attempt_timeout_s=2, deadline_s=5)
 STARTED = datetime(2026, 11, 28, 19, 30, tzinfo=timezone.utc)
-FAILED = Event(kind="backup", outcome="failed", database="shop", started=STARTED, finished=STARTED + timedelta(seconds=3),
+FAILED = Event(kind="backup", outcome="failed", database="shop", started=STARTED,
+               finished=STARTED + timedelta(seconds=3),
                error="cannot reach the database server (connection refused)")
 GOOD = Event(kind="backup", outcome="ok", database="shop", name="shop_backup_20261128_193000.sql.gz", bytes=123456,
              sha256="cd" * 32, started=STARTED, finished=STARTED + timedelta(seconds=42))
@@ -255,4 +256,5 @@ def test_staleness_alarm_goes_out_once(receiver):
     payload = json.loads(hook.requests[0][3])
     assert (payload["event"], payload["outcome"]) == ("stale", "failed")
     assert payload["details"]["newest"] == "2026-11-26T03:00:00Z"
-    assert payload["text"].startswith("Backups of shop are stale: no successful stored backup since 2026-11-26 03:00 UTC")
+    assert payload["text"].startswith("Backups of shop are stale: no successful stored backup since "
+                                      "2026-11-26 03:00 UTC")
