@@ -132,3 +132,26 @@ def test_drill_scratch_connection_keeps_server_and_options(url, uri):
     scratch = with_database(parse_database_url(url), "backup_svc_drill_x")
     assert (scratch.uri, scratch.dbname) == (uri, "backup_svc_drill_x")
     assert scratch.password == parse_database_url(url).password
+
+
+NOTIFY_VARIABLES = ("SMTP_URL", "NOTIFY_EMAIL_TO", "NOTIFY_EMAIL_FROM", "NOTIFY_WEBHOOK_URL", "NOTIFY_ON",
+                    "HEARTBEAT_URL", "RESTORE_DRILL_URL")
+
+
+@pytest.mark.parametrize("document", [".env.example", "README.md", "docs/notifications.md"])
+def test_every_notification_setting_is_documented(document):
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / document).read_text()
+    assert [name for name in NOTIFY_VARIABLES if name not in text] == []
+
+
+def test_env_example_values_are_valid():
+    """A copied .env.example (every notification setting empty or at its default) starts cleanly."""
+    from pathlib import Path
+
+    from dotenv import dotenv_values
+
+    values = dotenv_values(Path(__file__).resolve().parents[2] / ".env.example")
+    settings = NotifySettings.from_env({k: v or "" for k, v in values.items() if k in NOTIFY_VARIABLES})
+    assert not settings.any_channel and settings.drill is None and settings.notify_on == "failure"
