@@ -187,3 +187,25 @@ def test_refused_drill_url_stops_the_service_at_start(rich_db):
     done = run_cli("check", env={"DATABASE_URL": rich_db, "RESTORE_DRILL_URL": rich_db, "ADMIN_TOKEN": "t" * 20})
     assert done.returncode == 1
     assert "configuration: RESTORE_DRILL_URL points at the backed-up database" in done.stdout
+
+
+def test_the_docs_local_smtp_example_runs_as_written(tmp_path):
+    """docs/notifications.md's throwaway-SMTP block, in bash, as written, but on a free port (tests
+    may run beside another aiosmtpd on its default 8025)."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    from tests.support import REPO
+
+    text = (REPO / "docs" / "notifications.md").read_text()
+    [block] = re.findall(r"```sh\n(python -m aiosmtpd[^`]*)```", text)
+    port = str(free_port())
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SMTP_", "NOTIFY_", "HEARTBEAT_", "DATABASE_"))}
+    env["PATH"] = f"{os.path.dirname(sys.executable)}:{env.get('PATH', '')}"
+    done = subprocess.run(["bash", "-c", block.replace("8025", port)], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"^email +smtp://127\.0\.0\.1:\d+ \(plain\): sent \(1 attempt", done.stdout, re.M), done.stdout
+    assert "Subject: [backup_svc] backup_svc: test notification at " in done.stdout
