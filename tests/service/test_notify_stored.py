@@ -209,3 +209,26 @@ def test_the_docs_local_smtp_example_runs_as_written(tmp_path):
     assert done.returncode == 0, done.stderr
     assert re.search(r"^email +smtp://127\.0\.0\.1:\d+ \(plain\): sent \(1 attempt", done.stdout, re.M), done.stdout
     assert "Subject: [backup_svc] backup_svc: test notification at " in done.stdout
+
+
+def test_serve_reports_stale_backups_then_a_scheduled_backup_and_its_drill(s3, moto_s3, rich_db, pg_cluster,
+                                                                         receiver, start_service):
+    """`serve` with `* * * * *` and a seeded backup from January: the staleness watch alarms at start,
+    the scheduled backup (within 75 s) is told and drilled in the background, the heartbeat pinged."""
+    from tests.support import wait_until
+
+    client, bucket = s3
+    client.put_object(Bucket=bucket, Key="scheduled/rich_backup_20260101_030000.sql.gz", Body=b"old")
+    hook, monitor = receiver(), receiver()
+    service = start_service(DATABASE_URL=rich_db, BACKUP_STORAGE_URL=f"s3://{bucket}/scheduled",
+                            BACKUP_SCHEDULE="* * * * *", NOTIFY_WEBHOOK_URL=hook.url + HOOK, NOTIFY_ON="always",
+                            HEARTBEAT_URL=monitor.url + PING, RESTORE_DRILL_URL=pg_cluster.url("postgres"),
+                            **s3_env(moto_s3.endpoint))
+
+    assert wait_until(lambda: len(posted(hook)) >= 3, 100, interval=0.5), service.log()[-3000:]
+    events = [(p["event"], p["outcome"]) for p in posted(hook)]
+    assert events == [("stale", "failed"), ("backup", "ok"), ("drill", "ok")], service.log()[-3000:]
+    assert posted(hook)[2]["details"]["rows"] == RICH_ROWS
+    assert [p for m, p, _, _ in monitor.requests] == [PING]
+    assert "notify: restore drill of rich_backup_" in service.log()
+    assert pg_cluster.password not in service.log()
