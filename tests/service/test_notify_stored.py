@@ -145,8 +145,8 @@ def test_notify_test_sends_one_of_each(receiver):
     with receivers.smtp_server() as (smtp, mailbox):
         done = run_cli("notify-test", env={
             "DATABASE_URL": "postgresql://app:pw@db.internal/shop", "NOTIFY_WEBHOOK_URL": hook.url + HOOK,
-            "HEARTBEAT_URL": monitor.url + PING, "SMTP_URL": f"smtp://notifier:{receivers.SECRET}@127.0.0.1:{smtp.port}",
-            "NOTIFY_EMAIL_TO": "ops@example.com", "NOTIFY_EMAIL_FROM": "backups@example.com"})
+            "HEARTBEAT_URL": monitor.url + PING,
+            "SMTP_URL": f"smtp://notifier:{receivers.SECRET}@127.0.0.1:{smtp.port}", "NOTIFY_EMAIL_TO": "ops@example.com", "NOTIFY_EMAIL_FROM": "backups@example.com"})
 
     assert done.returncode == 0, done.stderr
     assert [line.split()[0] for line in done.stdout.splitlines()] == ["email", "webhook", "heartbeat"]
