@@ -47,9 +47,11 @@ def human_size(size: int | None) -> str:
     return f"{size} bytes"
 
 
-def utc_text(when: datetime | None) -> str:
-    """'2026-11-28 19:30 UTC'."""
-    return when.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC") if when else "unknown time"
+def utc_text(when: datetime | None, *, seconds: bool = False) -> str:
+    """'2026-11-28 19:30 UTC' ('2026-11-28 19:30:05 UTC' with `seconds`)."""
+    if when is None:
+        return "unknown time"
+    return when.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC" if seconds else "%Y-%m-%d %H:%M UTC")
 
 
 def iso(when: datetime | None) -> str | None:

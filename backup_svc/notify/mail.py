@@ -31,12 +31,11 @@ def body(event: Event) -> str:
         facts.append(("Size", f"{human_size(event.bytes)} ({event.bytes} bytes)"))
     if event.sha256 and not event.failed:
         facts.append(("SHA-256", event.sha256))
+    # (the error is in the reason above, in its sentence)
     if event.started:
-        facts.append(("Started", utc_text(event.started)))
+        facts.append(("Started", utc_text(event.started, seconds=True)))
     if event.finished:
-        facts.append(("Finished", utc_text(event.finished)))
-    if event.error:
-        facts.append(("Error", event.error))
+        facts.append(("Finished", utc_text(event.finished, seconds=True)))
     for key in ("seconds", "tables", "rows"):
         if key in event.details:
             value = event.details[key]

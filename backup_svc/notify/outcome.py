@@ -76,7 +76,8 @@ def reporting(reporter: Reporter, settings: Settings, name: str, *,
         yield outcome
     except BaseException as exc:
         if not _not_a_failure(exc):
-            reporter.backup_finished(Event(kind=BACKUP, outcome=FAILED, database=reporter.database, name=name,
+            # no `name`: nothing was stored under it
+            reporter.backup_finished(Event(kind=BACKUP, outcome=FAILED, database=reporter.database,
                                            error=failure_reason(exc, settings.conn.password), started=started,
                                            finished=now()))
         raise

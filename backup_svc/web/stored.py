@@ -61,7 +61,7 @@ class StoredBackups:
             error = f"every dump slot stayed busy for {SLOT_WAIT_S} s (BACKUP_MAX_CONCURRENT)"
             if not self.cancel.is_set():  # a scheduled backup that never ran is a failure to tell about
                 state.reporter.backup_finished(Event(kind=BACKUP, outcome=FAILED, database=state.reporter.database,
-                                                     name=name, error=error, finished=now()))
+                                                     error=error, finished=now()))
             return self._audit("refused", started, error=error)
         with self._running:
             try:
