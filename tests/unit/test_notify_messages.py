@@ -83,3 +83,18 @@ def test_safe_url(url, shown):
 ])
 def test_ping_url(url, failed, expected):
     assert ping_url(url, failed) == expected
+
+
+def test_the_docs_sample_mail_is_what_is_sent():
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "notifications.md").read_text()
+    sample = re.search(r"A failure mail looks like this[^`]*```\n(.*?)```", text, re.S).group(1)
+    headers, sent_body = sample.split("\n\n", 1)
+    event = Event(kind="backup", outcome="failed", database="shop",
+                  error="cannot reach the database server (connection refused)",
+                  started=datetime(2026, 11, 28, 19, 30, 0, tzinfo=timezone.utc),
+                  finished=datetime(2026, 11, 28, 19, 30, 3, tzinfo=timezone.utc))
+    assert sent_body == body(event)
+    assert f"Subject: {subject(event)}" in headers
