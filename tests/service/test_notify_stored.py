@@ -232,3 +232,17 @@ def test_serve_reports_stale_backups_then_a_scheduled_backup_and_its_drill(s3, m
     assert [p for m, p, _, _ in monitor.requests] == [PING]
     assert "notify: restore drill of rich_backup_" in service.log()
     assert pg_cluster.password not in service.log()
+
+
+def test_check_lists_the_channels_without_secrets(rich_db, pg_cluster):
+    done = run_cli("check", env={
+        "DATABASE_URL": rich_db, "ADMIN_TOKEN": "t" * 20, "SMTP_URL": f"smtps://ops:{receivers.SECRET}@smtp.example.com",
+        "NOTIFY_EMAIL_TO": "ops@example.com", "NOTIFY_EMAIL_FROM": "backups@example.com",
+        "NOTIFY_WEBHOOK_URL": "https://hooks.slack.com" + HOOK, "RESTORE_DRILL_URL": pg_cluster.url("postgres")})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "notifications: email: smtps://smtp.example.com:465 (tls) from backups@example.com to ops@example.com" \
+        in done.stdout
+    assert "notifications: webhook: https://hooks.slack.com/…" in done.stdout
+    assert f"notifications: restore drills: scratch databases on 127.0.0.1:{pg_cluster.port}" in done.stdout
+    assert receivers.SECRET not in done.stdout and "hooksecret" not in done.stdout
+    assert pg_cluster.password not in done.stdout
