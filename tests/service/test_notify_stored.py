@@ -146,7 +146,8 @@ def test_notify_test_sends_one_of_each(receiver):
         done = run_cli("notify-test", env={
             "DATABASE_URL": "postgresql://app:pw@db.internal/shop", "NOTIFY_WEBHOOK_URL": hook.url + HOOK,
             "HEARTBEAT_URL": monitor.url + PING,
-            "SMTP_URL": f"smtp://notifier:{receivers.SECRET}@127.0.0.1:{smtp.port}", "NOTIFY_EMAIL_TO": "ops@example.com", "NOTIFY_EMAIL_FROM": "backups@example.com"})
+            "SMTP_URL": f"smtp://notifier:{receivers.SECRET}@127.0.0.1:{smtp.port}",
+            "NOTIFY_EMAIL_TO": "ops@example.com", "NOTIFY_EMAIL_FROM": "backups@example.com"})
 
     assert done.returncode == 0, done.stderr
     assert [line.split()[0] for line in done.stdout.splitlines()] == ["email", "webhook", "heartbeat"]
@@ -236,7 +237,8 @@ def test_serve_reports_stale_backups_then_a_scheduled_backup_and_its_drill(s3, m
 
 def test_check_lists_the_channels_without_secrets(rich_db, pg_cluster):
     done = run_cli("check", env={
-        "DATABASE_URL": rich_db, "ADMIN_TOKEN": "t" * 20, "SMTP_URL": f"smtps://ops:{receivers.SECRET}@smtp.example.com",
+        "DATABASE_URL": rich_db, "ADMIN_TOKEN": "t" * 20,
+        "SMTP_URL": f"smtps://ops:{receivers.SECRET}@smtp.example.com",
         "NOTIFY_EMAIL_TO": "ops@example.com", "NOTIFY_EMAIL_FROM": "backups@example.com",
         "NOTIFY_WEBHOOK_URL": "https://hooks.slack.com" + HOOK, "RESTORE_DRILL_URL": pg_cluster.url("postgres")})
     assert done.returncode == 0, done.stdout + done.stderr
