@@ -1,6 +1,8 @@
 """Pages for people: the admin dashboard and the docs it links to."""
 from __future__ import annotations
 
+import json
+
 from flask import Blueprint, Response, current_app, render_template
 
 from backup_svc.pg.readiness import dump_readiness
@@ -52,10 +54,23 @@ def dashboard():
         # every running dump, whoever started it, each with a Cancel button
         running_dumps=tuple((r.id, r.actor, iso_utc(r.progress.started)) for r in state.registry.running()),
     )
-    key = (tuple(sorted(shown.items())), state.audit.version)
+    notify = _notify_status(state)
+    key = (tuple(sorted(shown.items())), state.audit.version, json.dumps(notify, sort_keys=True))
     html = current_app.extensions.setdefault("backup_svc.dashboard", RenderedPage()).html(
-        key, lambda: render_template("dashboard.html", recent=state.audit.recent()[:RECENT_ATTEMPTS], **shown))
+        key, lambda: render_template("dashboard.html", recent=state.audit.recent()[:RECENT_ATTEMPTS], notify=notify,
+                                    **shown))
     return Response(html, mimetype="text/html", headers=PAGE_HEADERS)
+
+
+def _notify_status(state) -> dict | None:
+    """What notifications and drills did lately (delivery problems, last proven restorable, staleness);
+    None when none of them is set up."""
+    settings = state.settings
+    notify = settings.notify
+    scheduled = settings.storage is not None and settings.storage.schedule is not None
+    if not scheduled and (notify is None or not (notify.any_channel or notify.drill)):
+        return None
+    return state.reporter.status()
 
 
 class RenderedPage:
