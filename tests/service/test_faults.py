@@ -103,7 +103,9 @@ def waiting_dump_sessions(cluster) -> list[tuple]:
 # -- what pg_dump is given ---------------------------------------------------------------------
 def test_pg_dump_sees_no_service_secret(big_db, start_service, pg_cluster):
     """/proc/<pid>/environ of the running pg_dump: PATH and the password, never ADMIN_*, LINK_SECRET, AWS_*..."""
-    service = start_service(DATABASE_URL=big_db, **SERVICE_SECRETS)
+    # (SMTP_URL is refused at start-up without a recipient and a sender)
+    service = start_service(DATABASE_URL=big_db, NOTIFY_EMAIL_TO="ops@example.com",
+                            NOTIFY_EMAIL_FROM="backups@example.com", **SERVICE_SECRETS)
     conn = service.connection()
     conn.request("GET", "/api/v1/backup", headers=service.auth())
     resp = conn.getresponse()
