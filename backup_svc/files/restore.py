@@ -75,8 +75,8 @@ def _connect(conn: ConnInfo, dbname: str, timeout_s: int) -> psycopg.Connection:
                             f"{scrub(error_lines(str(exc)), conn.password)}") from None
 
 
-def create_database(conn: ConnInfo, timeout_s: int, encoding: str = "") -> str:
-    """CREATE DATABASE <target> through the server's `postgres` maintenance database; say how.
+def create_database(conn: ConnInfo, timeout_s: int, encoding: str = "", *, maintenance: str = "postgres") -> str:
+    """CREATE DATABASE <target> through the server's `maintenance` database (`postgres`); say how.
 
     The target gets the dump's `encoding` (the source database's): a LATIN1 or SQL_ASCII dump
     restored into a UTF8 database would change its encoding, or fail on bytes that are not UTF-8.
@@ -84,7 +84,7 @@ def create_database(conn: ConnInfo, timeout_s: int, encoding: str = "") -> str:
     server's default locale or, where that locale cannot hold the encoding, in locale C.
     """
     name = sql.Identifier(conn.dbname)
-    with _connect(conn, "postgres", timeout_s) as db:
+    with _connect(conn, maintenance, timeout_s) as db:
         try:
             default = db.execute("SELECT pg_encoding_to_char(encoding) FROM pg_database "
                                  "WHERE datname = 'template1'").fetchone()[0]

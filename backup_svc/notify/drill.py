@@ -22,7 +22,7 @@ from psycopg import sql
 from backup_svc.config import ConnInfo
 from backup_svc.files.psqlfeed import RestoreFailed, psql_command, stream_into_psql
 from backup_svc.files.reader import BackupReader, BadBackup
-from backup_svc.files.restore import choose_psql, inspect_target
+from backup_svc.files.restore import choose_psql, create_database, inspect_target
 from backup_svc.files.scan import DumpScanner
 from backup_svc.notify.common import DRILL, FAILED, OK, Event, now
 from backup_svc.notify.rowcount import RowCounts, count_rows, counts_from_metadata
@@ -102,15 +102,15 @@ def _connect(conn: ConnInfo, timeout_s: int) -> psycopg.Connection:
                             f"{scrub(error_lines(str(exc)), conn.password)}") from None
 
 
-def _dumped_by(path: str, opener: Opener | None) -> str:
-    """The pg_dump version in the backup's header (its first chunk is enough)."""
+def _header(path: str, opener: Opener | None) -> tuple[str, str]:
+    """The pg_dump version and the encoding in the backup's header (its first chunk is enough)."""
     scanner = DumpScanner()
     chunks = iter(BackupReader(path, opener))
     try:
         scanner.feed(next(chunks, b""))
     finally:
         chunks.close()
-    return scanner.pg_dump_version or ""
+    return scanner.pg_dump_version or "", scanner.encoding or ""
 
 
 def restored_counts(conn: ConnInfo, tables: list[tuple[str, str]], timeout_s: int) -> dict[tuple[str, str], int | None]:
@@ -168,16 +168,18 @@ def run_drill(path: str, name: str, drill: ConnInfo, *, source: ConnInfo | None 
         report.counts_from = "dump-time metadata" if expected is not None else "the backup's own COPY data"
         report.scratch = scratch_name(report.started)
         scratch = with_database(drill, report.scratch)
-        with _connect(drill, timeout_s) as db:
-            try:
-                db.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(report.scratch)))
-            except psycopg.Error as exc:
-                raise RestoreFailed(f"cannot create the scratch database: {scrub(str(exc).strip(), secret)}") from None
-        say(f"created scratch database {report.scratch!r} on {drill.host}")
+        dumped_by, encoding = _header(path, opener)
+        # with the backup's encoding, as `restore --create` does
+        try:
+            created = create_database(scratch, timeout_s, encoding, maintenance=drill.dbname)
+        except RestoreFailed as exc:
+            raise RestoreFailed(f"cannot create the scratch database on the drill server ({drill.host}): {exc}") \
+                from None
+        say(f"{created.replace('created database', 'created scratch database', 1)} on {drill.host}")
         try:
             target = inspect_target(scratch, timeout_s)
             report.server_version = target.version
-            psql, warning = choose_psql(target, _dumped_by(path, opener), find_binaries("psql", bin_dirs))
+            psql, warning = choose_psql(target, dumped_by, find_binaries("psql", bin_dirs))
             if warning:
                 say(f"warning: {warning}")
             if expected is None:  # an object stored without counts: read them from its own SQL first

@@ -134,5 +134,24 @@ def test_drill_with_a_wrong_password_says_so_without_it(backup, pg_cluster, rich
     report = run_drill(str(backup), "rich.sql.gz", target, bin_dirs=[pg_cluster.bin_dir], timeout_s=5)
 
     assert report.outcome == "failed"
-    assert "cannot connect to the drill server" in report.error and "password" in report.error
+    assert report.error.startswith("cannot create the scratch database on the drill server (127.0.0.1): "
+                                   "cannot connect")
+    assert "password authentication failed" in report.error
     assert wrong not in report.error
+
+
+def test_drill_of_a_latin1_database_keeps_its_encoding(pg_cluster, tmp_path):
+    """The scratch database gets the backup's encoding, as `restore --create` does: a LATIN1 dump
+    restored into UTF8 would be a different database (and an SQL_ASCII one might not restore at all)."""
+    with pg_cluster.connect() as db:
+        db.execute("CREATE DATABASE latin TEMPLATE template0 ENCODING 'LATIN1'")
+    pg_cluster.psql("latin", "CREATE TABLE t (s text); INSERT INTO t SELECT 'caf' || chr(233) FROM generate_series(1, 7);")
+    url = pg_cluster.url("latin")
+    assert run_cli("dump", "-o", "latin.sql.gz", env={"DATABASE_URL": url}, cwd=tmp_path).returncode == 0
+
+    report, lines = drill(tmp_path / "latin.sql.gz", pg_cluster, url)
+
+    assert report.outcome == "ok", report.error
+    assert (report.tables, report.rows) == (1, 7)
+    assert any(line.startswith(f"created scratch database {report.scratch!r} with the backup's encoding LATIN1")
+               for line in lines), lines
