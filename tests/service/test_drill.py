@@ -145,7 +145,8 @@ def test_drill_of_a_latin1_database_keeps_its_encoding(pg_cluster, tmp_path):
     restored into UTF8 would be a different database (and an SQL_ASCII one might not restore at all)."""
     with pg_cluster.connect() as db:
         db.execute("CREATE DATABASE latin TEMPLATE template0 ENCODING 'LATIN1'")
-    pg_cluster.psql("latin", "CREATE TABLE t (s text); INSERT INTO t SELECT 'caf' || chr(233) FROM generate_series(1, 7);")
+    pg_cluster.psql("latin", "CREATE TABLE t (s text); "
+                             "INSERT INTO t SELECT 'caf' || chr(233) FROM generate_series(1, 7);")
     url = pg_cluster.url("latin")
     assert run_cli("dump", "-o", "latin.sql.gz", env={"DATABASE_URL": url}, cwd=tmp_path).returncode == 0
 
