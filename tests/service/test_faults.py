@@ -16,6 +16,7 @@ from tests.support import (
     REPO,
     FreezableProxy,
     audit_records,
+    cmdline,
     dump_sessions,
     gzip_is_valid,
     pg_dump_pids,
@@ -112,7 +113,8 @@ def test_pg_dump_sees_no_service_secret(big_db, start_service, pg_cluster):
     try:
         assert resp.status == 200
         resp.read(65536)
-        environ = environ_of(pg_dump_pids(pg_cluster)[0])
+        pid = pg_dump_pids(pg_cluster)[0]
+        environ, argv = environ_of(pid), cmdline(pid)
     finally:
         conn.close()
     assert environ["PGPASSWORD"] == pg_cluster.password
@@ -121,6 +123,11 @@ def test_pg_dump_sees_no_service_secret(big_db, start_service, pg_cluster):
         assert name not in environ, f"pg_dump inherited {name}"
     leaked = [v for v in (service.token, service.password, *SERVICE_SECRETS.values()) if v in "\0".join(environ.values())]
     assert leaked == []
+    # a dead link is noticed in about a minute, not after the kernel's two hours
+    for param in ("keepalives=1", "keepalives_idle=30", "keepalives_interval=10", "keepalives_count=3",
+                  "tcp_user_timeout=60000"):
+        assert param in argv, argv
+    assert "client_connection_check_interval=1000" in environ["PGOPTIONS"]
 
 
 def test_password_from_pgpassword_works_for_readiness_check_and_backup(big_db, start_service, pg_cluster):
@@ -418,3 +425,19 @@ def test_cancel_only_from_this_service_s_pages_or_scripts(rich_db, start_service
         assert _delete(service, "cancel-guarded-1", same_origin).status == 200
     finally:
         conn.close()
+
+
+def test_the_service_s_own_connections_use_tcp_keepalives(rich_db):
+    """Read the options off the kernel's socket: a dead link is noticed in about a minute."""
+    import socket
+
+    from backup_svc.config import parse_database_url
+    from backup_svc.pg.facts import connect
+
+    with connect(parse_database_url(rich_db), timeout_s=5, purpose="test") as db:
+        with socket.socket(fileno=os.dup(db.fileno())) as sock:
+            assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 30
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL) == 10
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT) == 3
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == 60000

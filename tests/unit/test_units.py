@@ -103,3 +103,21 @@ def test_pg_dump_command_keeps_password_out_of_argv():
                for arg in command.argv)
     for flag in ("--format=plain", "--no-owner", "--no-acl", "--clean", "--if-exists", "--lock-wait-timeout=5000"):
         assert flag in command.argv
+
+
+def test_keepalives_are_added_unless_the_url_sets_them():
+    from backup_svc.pg.command import keepalive_params, with_keepalives
+
+    assert with_keepalives("postgresql://u@h/db") == ("postgresql://u@h/db?keepalives=1&keepalives_idle=30&"
+                                                      "keepalives_interval=10&keepalives_count=3&tcp_user_timeout=60000")
+    given = keepalive_params("postgresql://u@h/db?sslmode=require&keepalives_idle=5", client_major=11)
+    assert given == {"keepalives": "1", "keepalives_interval": "10", "keepalives_count": "3"}
+
+
+def test_child_environment_keeps_libpq_and_locale_only():
+    from backup_svc.pg.command import child_environment
+
+    env = child_environment({"PATH": "/bin", "LC_ALL": "C.UTF-8", "PGPASSWORD": "p", "PGSSLROOTCERT": "/ca",
+                             "ADMIN_TOKEN": "t", "LINK_SECRET": "s", "AWS_SECRET_ACCESS_KEY": "k",
+                             "PG_BIN_DIRS": "/x", "DATABASE_URL": "postgresql://u:p@h/db"})
+    assert env == {"PATH": "/bin", "LC_ALL": "C.UTF-8", "PGPASSWORD": "p", "PGSSLROOTCERT": "/ca"}
