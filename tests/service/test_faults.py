@@ -275,11 +275,13 @@ def test_stalled_link_breaks_the_transfer_and_frees_everything(big_db, start_ser
     # shows the running dump (an admin can see it and cancel it).
     info, seconds = timed(lambda: service.request("GET", "/api/v1/database", service.auth()))
     assert seconds < 7, f"/api/v1/database took {seconds:.1f} s"
+    print(f"/api/v1/database while the link is frozen: {info.status} in {seconds:.2f} s")
     assert info.status == 504
     assert "not answering" in info.json()["message"]
     assert [d["id"] for d in info.json()["dumps"]] == [backup_id]
     page, seconds = timed(lambda: service.request("GET", "/", service.auth()))
     assert page.status == 200 and seconds < 7
+    print(f"dashboard while the link is frozen: {page.status} in {seconds:.2f} s")
     assert b"not answering" in page.body
 
     rest, complete = read_within(resp, conn, 30)
@@ -304,18 +306,21 @@ def test_stall_timeout_is_validated(rich_db):
 # -- an immediate retry after an abort ---------------------------------------------------------
 def test_abort_and_retry_at_once_never_meets_its_own_dead_download(big_db, start_service, pg_cluster):
     service = start_service(DATABASE_URL=big_db)
-    statuses = []
+    statuses, waits = [], []
     started = time.monotonic()
     for _ in range(40):
         conn = service.connection(timeout=30)
+        asked = time.monotonic()
         conn.request("GET", "/api/v1/backup", headers=service.auth())
         resp = conn.getresponse()
+        waits.append(time.monotonic() - asked)
         statuses.append(resp.status)
         if resp.status == 200:
             resp.read(65536)
         conn.close()
         assert time.monotonic() - started < 120
     assert statuses == [200] * 40, f"{statuses.count(429)} of 40 immediate retries got 429"
+    print(f"40 abort+retry loops: all 200, headers after at most {max(waits):.2f} s")
     assert wait_until(lambda: not pg_dump_pids(pg_cluster), 3.0)
 
 
@@ -384,6 +389,7 @@ def test_cancel_works_when_the_client_reads_nothing(big_db, start_service, pg_cl
     assert wait_until(blocked, 20), "the stream should be blocked on the client that reads nothing"
     reply, seconds = timed(lambda: _delete(service, backup_id))
     assert reply.status == 200 and seconds < 6
+    print(f"cancel of a stream blocked on a client reading nothing: slot free in {seconds:.2f} s")
     assert wait_until(lambda: not pg_dump_pids(pg_cluster), 2.0)
     # the slot is free although the client has still read nothing
     assert service.request("GET", "/api/v1/database", service.auth()).json()["dumps_in_progress"] == 0
@@ -403,6 +409,7 @@ def test_cancel_during_a_lock_wait_answers_409(rich_db, start_service, pg_cluste
     body = resp.read()
     conn.close()
     assert resp.status == 409 and b"cancelled by token" in body
+    print("cancel during a lock wait: the waiting client got 409")
     assert wait_until(lambda: not pg_dump_pids(pg_cluster) and not dump_sessions(pg_cluster), 2.0)
 
 
