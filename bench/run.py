@@ -1,11 +1,13 @@
-"""Benchmark: the service's download against `pg_dump > /dev/null` and `pg_dump | gzip -6`, in one run.
+"""Benchmark: the service's download and a stored backup (`upload`) against `pg_dump > /dev/null` and
+`pg_dump | gzip -6`, in one run.
 
-    .venv/bin/python -m bench.run --size 300MB [--rounds 5] [--skip-latency]
+    .venv/bin/python -m bench.run --size 300MB [--rounds 5] [--skip-latency] [--skip-upload]
 
 Builds (once, kept under .cache/bench/) a database of about --size of plain SQL, then times the
-three methods alternately --rounds times over the same unix socket, and prints medians, ratios,
-output sizes, the service's peak RSS and health/dashboard latency under 50 concurrent clients
-while a dump runs. Targets from the issue are printed as PASS/FAIL; the exit status is 0 either way.
+four methods alternately --rounds times over the same unix socket, and prints medians, ratios,
+output sizes, the service's and the uploading process's peak RSS, and health/dashboard latency
+under 50 concurrent clients while a dump runs. The upload goes to moto's S3 server on loopback
+(a separate process). Targets from the issues are printed as PASS/FAIL; the exit status is 0 either way.
 """
 from __future__ import annotations
 
@@ -55,6 +57,8 @@ class Bench:
         self.token = secrets.token_urlsafe(24)
         self.port = free_port()
         env = {**os.environ, "DATABASE_URL": self.url, "ADMIN_TOKEN": self.token, "PORT": str(self.port), **extra_env}
+        self.env = env
+        self.storage: subprocess.Popen | None = None
         self.service = subprocess.Popen([sys.executable, "-m", "backup_svc", "serve"], env=env,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                         start_new_session=True)
@@ -68,6 +72,9 @@ class Bench:
     def stop(self) -> None:
         os.killpg(self.service.pid, signal.SIGTERM)
         self.service.wait(timeout=30)
+        if self.storage is not None:
+            os.killpg(self.storage.pid, signal.SIGTERM)
+            self.storage.wait(timeout=30)
 
     def get(self, path: str, auth: bool = False) -> tuple[int, int]:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=600)
@@ -95,6 +102,45 @@ class Bench:
         status, size = self.get("/api/v1/backup", auth=True)
         assert status == 200, status
         return size
+
+    def upload(self) -> int:
+        """`python -m backup_svc upload` into the loopback S3 server; its peak RSS is kept in upload_rss_mb."""
+        proc = subprocess.Popen([sys.executable, "-m", "backup_svc", "upload"], env=self.upload_env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        out = proc.stdout.read()
+        err = proc.stderr.read()
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        assert proc.returncode == 0, err.decode(errors="replace")
+        # ru_maxrss of a waited child: the larger of its own peak and its waited children's (pg_dump).
+        self.upload_rss_mb.append(usage.ru_maxrss / 1024)
+        key = out.split()[1].decode().split("/", 3)[3]
+        head = self.s3.head_object(Bucket=self.bucket, Key=key)
+        self.s3.delete_object(Bucket=self.bucket, Key=key)  # keep the loopback server's memory flat
+        return head["ContentLength"]
+
+    def start_storage(self) -> None:
+        """moto's S3 server in a process of its own on a loopback port, and a bucket."""
+        import boto3
+
+        port = free_port()
+        self.storage = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "moto_server"),
+                                         "-H", "127.0.0.1", "-p", str(port)],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        endpoint = f"http://127.0.0.1:{port}"
+        creds = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench-secret", "AWS_DEFAULT_REGION": "us-east-1"}
+        self.s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="bench",
+                               aws_secret_access_key="bench-secret", region_name="us-east-1")
+        self.bucket = "bench"
+        for _ in range(200):
+            try:
+                self.s3.create_bucket(Bucket=self.bucket)
+                break
+            except Exception:
+                time.sleep(0.1)
+        self.upload_env = {**self.env, **creds, "AWS_ENDPOINT_URL": endpoint, "AWS_S3_URL_STYLE": "path",
+                           "BACKUP_STORAGE_URL": f"s3://{self.bucket}/bench"}
+        self.upload_rss_mb: list[float] = []
 
     def sql_size(self) -> int:
         dump = subprocess.Popen([self.pg_dump, *BASELINE_FLAGS, self.url], stdout=subprocess.PIPE)
@@ -157,6 +203,7 @@ def main() -> None:
     parser.add_argument("--size", default="300MB", help="plain-SQL size of the database (10MB, 300MB, 1.5GB)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--skip-latency", action="store_true")
+    parser.add_argument("--skip-upload", action="store_true", help="leave out the stored backup (upload)")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                         help="extra environment for the service (e.g. BACKUP_GZIP_LEVEL=6)")
     args = parser.parse_args()
@@ -179,11 +226,14 @@ def run(bench: Bench, args, label: str) -> None:
     sql = bench.sql_size()  # also warms the cache
     methods = {"pg_dump > /dev/null": bench.pg_dump_devnull, "pg_dump | gzip -6": bench.pg_dump_gzip6,
                "service download": bench.download}
+    if not args.skip_upload:
+        bench.start_storage()
+        methods["upload to loopback S3"] = bench.upload
     times: dict[str, list[float]] = {name: [] for name in methods}
     sizes: dict[str, int] = {}
     names = list(methods)
     for r in range(args.rounds):
-        for name in names[r % 3:] + names[:r % 3]:  # rotate the order every round
+        for name in names[r % len(names):] + names[:r % len(names)]:  # rotate the order every round
             seconds, size = timed(methods[name])
             times[name].append(seconds)
             sizes[name] = size
@@ -208,6 +258,15 @@ def run(bench: Bench, args, label: str) -> None:
          sizes["service download"] <= sizes["pg_dump | gzip -6"]),
         (f"peak RSS {rss:.1f} MB (target < 80)", rss < 80),
     ]
+    if not args.skip_upload:
+        up = statistics.median(times["upload to loopback S3"])
+        upload_rss = max(bench.upload_rss_mb)
+        print(f"upload / download = {up / svc:.2f}; uploading process peak RSS {upload_rss:.1f} MB "
+              f"(each round: {', '.join(f'{v:.1f}' for v in bench.upload_rss_mb)})")
+        checks.append((f"upload peak RSS {upload_rss:.1f} MB (target < 120)", upload_rss < 120))
+        checks.append((f"upload bytes {sizes['upload to loopback S3'] / 1e6:.1f} MB = download bytes "
+                       f"{sizes['service download'] / 1e6:.1f} MB (±1 %: pg_dump's \\restrict key differs)",
+                       abs(sizes["upload to loopback S3"] - sizes["service download"]) <= 0.01 * sizes["service download"]))
     if not args.skip_latency:
         lat = bench.latency_under_dump()
         for path, values in lat.items():
