@@ -1,4 +1,4 @@
-"""The object-storage commands: `upload`, `list`, `prune`, and the s3:// side of `verify` / `restore`.
+"""The object-storage commands `upload`, `list` and `prune` (`verify`/`restore` of s3:// URLs: from_bucket.py).
 
 Exit statuses of `upload`: 0 the backup is stored and read back; 1 it failed (nothing was stored)
 or retention after it failed (the backup is stored: the message says so); 2 configuration;
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import sys
 
@@ -202,18 +201,6 @@ def cmd_prune(args: argparse.Namespace) -> int:
     return 1 if report.failed else 0
 
 
-def storage_client_for_reading():
-    """A client for `verify s3://…` / `restore s3://…`: only the AWS_* variables are needed."""
-    from backup_svc.storage.client import make_client
-    from backup_svc.storage.settings import check_client_env, client_env
-
-    problems: list[str] = []
-    check_client_env(os.environ, problems)
-    if problems:
-        raise ConfigError(problems)
-    return make_client(client_env(os.environ))
-
-
 def add_storage_commands(sub) -> None:
     """Register `upload`, `list` and `prune` on the CLI's sub-parsers."""
     upload = sub.add_parser("upload", help="store one backup in object storage now (BACKUP_STORAGE_URL), "
@@ -225,97 +212,3 @@ def add_storage_commands(sub) -> None:
     prune.add_argument("--dry-run", action="store_true", help="only say what would be deleted, and why")
     prune.set_defaults(func=cmd_prune)
 
-
-def _stored_source(url: str):
-    """(display name, opener, stored sha256) for `s3://bucket/key`; ConfigError / StorageError / ValueError."""
-    from backup_svc.storage.location import parse_object_url
-    from backup_svc.storage.reader import open_object
-
-    bucket, key = parse_object_url(url)
-    client = storage_client_for_reading()
-    first = open_object(client, bucket, key)  # fails early (no such key, no access) with one clear line
-    opened = [first]
-
-    def opener():
-        stream = opened.pop() if opened else open_object(client, bucket, key)
-        return stream
-
-    return opener, first.metadata.get("sha256")
-
-
-def _sha256_check(url: str, stored_sha256: str | None):
-    from backup_svc.files.reader import BadBackup
-
-    def check(report) -> None:
-        if stored_sha256 is None:
-            _say(f"warning: {url} has no stored sha256 to compare (it was not stored by backup_svc's upload)")
-        elif stored_sha256 != report.sha256:
-            raise BadBackup(f"its bytes have sha256 {report.sha256}, but the sha256 stored with it is "
-                            f"{stored_sha256}: the object changed after it was stored")
-    return check
-
-
-def verify_stored(url: str) -> int:
-    """`verify s3://bucket/key`: the same checks as for a file, read straight from the bucket, plus the
-    stored sha256."""
-    from backup_svc.files.reader import BadBackup
-    from backup_svc.files.verify import verify_file
-    from backup_svc.storage.client import StorageError
-
-    try:
-        opener, stored_sha256 = _stored_source(url)
-        report = verify_file(url, opener)
-        _sha256_check(url, stored_sha256)(report)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            _say(problem)
-        return 2
-    except (ValueError, StorageError, BadBackup) as exc:
-        _say(f"verify failed: {url}: {exc}")
-        return 1
-    print("\n".join(report.lines()))
-    if stored_sha256 == report.sha256:
-        print("  stored sha256:    matches")
-    return 0
-
-
-def restore_stored(args: argparse.Namespace) -> int:
-    """`restore s3://bucket/key --target-url …`: verify from the bucket (and its stored sha256), then
-    stream the object into psql. No temp file: the object is read twice."""
-    from backup_svc.config import pg_bin_dirs
-    from backup_svc.files.psqlfeed import RestoreFailed
-    from backup_svc.files.reader import BadBackup
-    from backup_svc.files.restore import restore_file
-    from backup_svc.storage.client import StorageError
-
-    url = args.file
-    try:
-        opener, stored_sha256 = _stored_source(url)
-        report = restore_file(url, args.target_url, bin_dirs=pg_bin_dirs(os.environ), force=args.force,
-                              create=args.create, say=_say_plain, opener=opener,
-                              check=_sha256_check(url, stored_sha256))
-    except ConfigError as exc:
-        for problem in exc.problems:
-            _say(problem)
-        return 2
-    except (ValueError, BadBackup) as exc:
-        _say(f"restore refused: {url}: {exc}; nothing was restored")
-        return 1
-    except StorageError as exc:
-        _say(f"restore failed: {exc}; psql was stopped before it could commit, nothing was restored")
-        return 1
-    except RestoreFailed as exc:
-        _say(f"restore failed: {exc}")
-        return 1
-    except KeyboardInterrupt:
-        _say("restore interrupted; psql was stopped before it could commit")
-        return 130
-    backup = report.backup
-    print(f"restored {url} into {report.database!r} (PostgreSQL {report.server_version}) in "
-          f"{report.seconds:.1f} s: {backup.tables_with_data} tables with data, {backup.sql_bytes} bytes of SQL "
-          f"dumped from PostgreSQL {backup.server_version} by pg_dump {backup.pg_dump_version}")
-    return 0
-
-
-def _say_plain(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)

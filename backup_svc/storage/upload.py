@@ -14,7 +14,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from .client import RetryPolicy, StorageError, describe, error_code, with_retries
+from .client import RetryPolicy, StorageError, error_code, with_retries
+from .metadata import CONTENT_TYPE, COPY_PART_SIZE, SINGLE_COPY_LIMIT, attach_metadata, read_back
 
 log = logging.getLogger(__name__)
 
@@ -23,11 +24,6 @@ log = logging.getLogger(__name__)
 # 120 MB budget. S3 needs ≥ 5 MiB for every part but the last.
 PART_SIZE = 16 * 1024 * 1024
 MAX_PARTS = 10_000
-# CopyObject (used to attach the sha256 once it is known) handles up to 5 GiB; past that the
-# metadata is set by a server-side multipart copy in ranges of this size.
-SINGLE_COPY_LIMIT = 5 * 1024 ** 3
-COPY_PART_SIZE = 1024 ** 3
-CONTENT_TYPE = "application/gzip"
 # Seconds an abort waits for a part already on the wire, so the abort can be repeated after it
 # (S3 may keep a part that finished uploading after the first abort).
 IN_FLIGHT_WAIT_S = 30
@@ -209,41 +205,12 @@ class MultipartUpload:
         with_retries(f"completing the upload of {self.key}", finish, self.retry)
 
     def _attach_metadata(self, metadata: dict[str, str]) -> None:
-        """Replace the object's metadata with the final one (S3 sets metadata only when writing an object,
-        and the sha256 is known only at the end): a server-side copy of the object onto itself."""
-        source = {"Bucket": self.bucket, "Key": self.key}
-        if self.size <= self.single_copy_limit:
-            with_retries(f"attaching the sha256 to {self.key}", lambda: self.client.copy_object(
-                Bucket=self.bucket, Key=self.key, CopySource=source, MetadataDirective="REPLACE",
-                Metadata=metadata, ContentType=CONTENT_TYPE), self.retry)
-            return
-        created = with_retries(f"attaching the sha256 to {self.key}", lambda: self.client.create_multipart_upload(
-            Bucket=self.bucket, Key=self.key, ContentType=CONTENT_TYPE, Metadata=metadata), self.retry)
-        copy_id = created["UploadId"]
-        try:
-            parts = []
-            for number, start in enumerate(range(0, self.size, self.copy_part_size), start=1):
-                end = min(start + self.copy_part_size, self.size) - 1
-                answer = with_retries(f"copying part {number} of {self.key}", lambda: self.client.upload_part_copy(
-                    Bucket=self.bucket, Key=self.key, UploadId=copy_id, PartNumber=number, CopySource=source,
-                    CopySourceRange=f"bytes={start}-{end}"), self.retry)
-                parts.append({"PartNumber": number, "ETag": answer["CopyPartResult"]["ETag"]})
-            with_retries(f"completing the copy of {self.key}", lambda: self.client.complete_multipart_upload(
-                Bucket=self.bucket, Key=self.key, UploadId=copy_id, MultipartUpload={"Parts": parts}), self.retry)
-        except BaseException:
-            self._abort_upload(copy_id)
-            raise
+        attach_metadata(self.client, self.bucket, self.key, self.size, metadata, retry=self.retry,
+                        single_copy_limit=self.single_copy_limit, copy_part_size=self.copy_part_size)
 
     def _read_back(self, sha256: str) -> StoredObject:
-        head = with_retries(f"reading back {self.key}",
-                            lambda: self.client.head_object(Bucket=self.bucket, Key=self.key), self.retry)
-        stored_size, stored_sha = head.get("ContentLength"), head.get("Metadata", {}).get("sha256")
-        if stored_size != self.size or stored_sha != sha256:
-            raise StorageError(f"read-back of {self.key} does not match what was sent: storage has "
-                               f"{stored_size} bytes with sha256 {stored_sha}, sent {self.size} bytes "
-                               f"with sha256 {sha256}")
-        return StoredObject(bucket=self.bucket, key=self.key, size=self.size, sha256=sha256,
-                            metadata=dict(head.get("Metadata", {})))
+        stored_metadata = read_back(self.client, self.bucket, self.key, self.size, sha256, retry=self.retry)
+        return StoredObject(bucket=self.bucket, key=self.key, size=self.size, sha256=sha256, metadata=stored_metadata)
 
     def abort(self) -> bool:
         """Drop the upload (and an object completed but not read back); True when storage confirmed it.
@@ -309,9 +276,3 @@ def _mib(n: int) -> str:
 def _gib(n: int) -> str:
     return f"{n / 1024 ** 3:g} GiB"
 
-
-def describe_failure(exc: BaseException) -> str:
-    """A one-line reason for any exception that ended an upload."""
-    if isinstance(exc, StorageError):
-        return str(exc)
-    return describe(exc)
