@@ -7,6 +7,7 @@ import socket
 from gunicorn.app.base import BaseApplication
 
 from backup_svc.config import Settings
+from backup_svc.web.worker import WORKER_CONNECTIONS
 
 
 def _has_ipv6() -> bool:
@@ -62,9 +63,11 @@ def gunicorn_options(settings: Settings) -> dict:
         "workers": 1,
         # Threads let that process stream dumps while it answers health checks and the dashboard.
         # gthread's heartbeat runs outside the request threads, so a multi-minute stream is never
-        # taken for a hung worker and killed by `timeout`.
-        "worker_class": "gthread",
+        # taken for a hung worker and killed by `timeout`. Its subclass reads each request in the
+        # event loop under a deadline, so slow clients cannot hold the threads (worker.py).
+        "worker_class": "backup_svc.web.worker.GuardedWorker",
         "threads": settings.threads,
+        "worker_connections": WORKER_CONNECTIONS,
         # Only for a worker whose main loop hangs; streams are not subject to it (see above).
         "timeout": 60,
         # On SIGTERM a running dump gets this long to finish; after it the worker is killed and the
