@@ -13,6 +13,8 @@ from backup_svc.notify.settings import NotifySettings, notify_settings
 from backup_svc.storage.settings import StorageSettings, storage_settings
 
 MIN_SECRET_LENGTH = 16
+_ENCODE_HINT = ("a '/', '?', '#', '@', '[' or ']' in the user name or password must be percent-encoded "
+                "(%2F, %3F, %23, %40, %5B, %5D)")
 
 
 class ConfigError(Exception):
@@ -41,13 +43,19 @@ class ConnInfo:
 
 def parse_database_url(url: str) -> ConnInfo:
     """Parse a `postgres://` / `postgresql://` URI; raise ValueError saying what is wrong."""
+    # No message here may quote the URL: wherever parsing goes wrong, the text at hand may be part
+    # of the password (urlsplit's own errors quote it, e.g. "could not be cast to integer value as 'pa'").
     try:
         parts = urlsplit(url.strip())
         port = parts.port
-    except ValueError as exc:
-        raise ValueError(f"is not a valid URI ({exc})") from None
+    except ValueError:
+        raise ValueError(f"is not a valid URI; {_ENCODE_HINT}") from None
     if parts.scheme not in ("postgres", "postgresql"):
         raise ValueError("must start with postgres:// or postgresql://")
+    if "@" in parts.path or "@" in parts.query or "@" in parts.fragment:
+        # `user:pa/ss@host` parses as host "user", port "pa", database "ss@host": the part after the
+        # '/', '?' or '#' would end up in pg_dump's argv and in error messages.
+        raise ValueError(f"has an '@' after its host part; {_ENCODE_HINT}")
     query = parse_qsl(parts.query, keep_blank_values=True)
     password = unquote(parts.password) if parts.password is not None else None
     kept_query = []
@@ -205,6 +213,8 @@ class Settings:
         if require_auth and not (secrets["ADMIN_TOKEN"] or secrets["ADMIN_PASSWORD"]):
             problems.append("neither ADMIN_TOKEN nor ADMIN_PASSWORD is set: nobody could log in")
         numbers = {spec.field: _number(env, spec.variable, problems) for spec in NUMBERS}
+        if not env.get("TRUSTED_PROXY_HOPS", "").strip() and behind_railway_edge(env):
+            numbers["trusted_proxy_hops"] = 1
         draining = draining_from_env(env, problems)
 
         backup_name = env.get("BACKUP_NAME", "").strip()
@@ -253,6 +263,17 @@ def draining_from_env(env: Mapping[str, str], problems: list[str]) -> Draining:
     if not env.get(DRAINING_VARIABLE, "").strip():
         return Draining(None, on_railway)
     return Draining(_int(env, DRAINING_VARIABLE, 0, 0, 86400, problems), on_railway)
+
+
+def behind_railway_edge(env: Mapping[str, str]) -> bool:
+    """Whether Railway's edge proxy stands in front: Railway sets RAILWAY_PUBLIC_DOMAIN when the
+    service has a public domain (docs.railway.com, "Railway-provided variables").
+
+    Then TRUSTED_PROXY_HOPS defaults to 1: with 0 every public client would share the edge's
+    address, and ten wrong guesses from anyone would lock the admin out too. An explicit
+    TRUSTED_PROXY_HOPS wins.
+    """
+    return bool(env.get("RAILWAY_PUBLIC_DOMAIN", "").strip())
 
 
 def link_signing_from_env(env: Mapping[str, str] | None = None) -> tuple[str | None, int]:

@@ -5,7 +5,7 @@ import json
 import logging
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 
 from flask import request
 
@@ -13,6 +13,7 @@ from backup_svc.timefmt import iso_utc
 from backup_svc.web.proxy import client_address
 
 KEEP = 50
+DENIED = "denied"
 # Readers are told this with the list (GET /api/v1/audit).
 MEMORY_NOTE = "Kept in this process's memory only: lost on restart or redeploy. The log has every attempt."
 BACKUP_ENDPOINT = "api.backup"
@@ -24,6 +25,9 @@ audit_log = logging.getLogger("backup_svc.audit")
 class AuditTrail:
     """Writes each backup attempt to the `backup_svc.audit` log and keeps the latest `keep` of them.
 
+    Attempts turned away at the door (`denied`: credentials, throttle, another site) are kept apart,
+    counted per client, minute and status, also at most `keep` of them: anyone can cause those,
+    and a flood of them must not push real backups out of memory. Every one is still a log line.
     Entries hold who, from where, what happened and how much; never a credential, a link's
     signature or a database password (error messages are scrubbed before they get here).
     """
@@ -32,6 +36,8 @@ class AuditTrail:
         self.keep = keep
         self._lock = threading.Lock()
         self._entries: deque[dict] = deque(maxlen=keep)
+        # (client, minute, status) -> the first such refusal, with a `count`; oldest first
+        self._denied: OrderedDict[tuple, dict] = OrderedDict()
         self.version = 0  # counts recorded attempts: a page showing them knows when to render again
 
     def record(self, *, actor: str | None, client: str | None, user_agent: str | None, outcome: str,
@@ -49,9 +55,23 @@ class AuditTrail:
         }
         audit_log.info(json.dumps(entry))
         with self._lock:
-            self._entries.append(entry)
+            if outcome == DENIED:
+                self._count_denied(entry)
+            else:
+                self._entries.append(entry)
             self.version += 1
         return entry
+
+    def _count_denied(self, entry: dict) -> None:
+        """Add a refusal at the door to its client's entry for that minute and status; hold the lock."""
+        key = (entry["client"], entry["time"][:16], entry["status"])  # time[:16]: YYYY-MM-DDTHH:MM
+        kept = self._denied.get(key)
+        if kept is not None:
+            kept["count"] += 1
+            return
+        self._denied[key] = {**entry, "count": 1}
+        while len(self._denied) > self.keep:
+            self._denied.popitem(last=False)
 
     def started(self, *, actor: str | None, client: str | None, user_agent: str | None, backup_id: str,
                 started: float) -> None:
@@ -64,9 +84,9 @@ class AuditTrail:
                                    "id": backup_id, "actor": actor, "client": client, "user_agent": user_agent}))
 
     def recent(self) -> list[dict]:
-        """The remembered attempts, latest start first."""
+        """The remembered attempts (backups, and refusals at the door counted per client and minute), latest first."""
         with self._lock:
-            entries = [dict(entry) for entry in self._entries]
+            entries = [dict(entry) for entry in self._entries] + [dict(entry) for entry in self._denied.values()]
         # Entries are recorded when an attempt ends, so a long download lands after quicker
         # attempts that started later; people read the list by start time.
         return sorted(entries, key=lambda entry: entry["time"], reverse=True)
@@ -87,5 +107,5 @@ def audit_refused_backup(status: int, message: str | None) -> None:
         return
     from backup_svc.web.state import service
 
-    service().audit.record(actor=None, outcome="denied", started=time.time(), status=status, error=message,
+    service().audit.record(actor=None, outcome=DENIED, started=time.time(), status=status, error=message,
                            **request_facts())

@@ -8,6 +8,9 @@ they are ignored. Everything that needs the client's address (throttle, audit, l
 """
 from __future__ import annotations
 
+import ipaddress
+import re
+
 from flask import Flask, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -23,15 +26,41 @@ def trust_proxy_headers(app: Flask, hops: int) -> None:
 
 
 def client_address() -> str | None:
-    """The client's address: the peer, or the trusted proxy's `X-Forwarded-For` entry.
+    """The client's address: the peer, or the trusted proxy's `X-Forwarded-For` entry, in one spelling.
 
-    IPv4-mapped IPv6 (the dual-stack socket's `::ffff:1.2.3.4`) is shown as IPv4; an over-long
-    value (only possible from a misconfigured proxy) is cut so it cannot bloat logs and tables.
+    An over-long value (only possible from a misconfigured proxy) is cut so it cannot bloat logs
+    and tables.
     """
     address = request.remote_addr
-    if address and address.startswith("::ffff:"):
-        address = address[7:]
-    return address[:MAX_ADDRESS_CHARS] if address else address
+    return normalise_address(address)[:MAX_ADDRESS_CHARS] if address else address
+
+
+_IPV4_WITH_PORT = re.compile(r"(\d{1,3}(?:\.\d{1,3}){3}):\d{1,5}")
+_BRACKETED = re.compile(r"\[([^\]]+)\](?::\d{1,5})?")
+
+
+def normalise_address(text: str) -> str:
+    """One spelling per address, so the throttle, the audit and the log count a client once.
+
+    `::ffff:1.2.3.4` (the dual-stack socket's IPv4), `[…]` and `[…]:port`, `1.2.3.4:port`,
+    `001.002.003.004` and IPv6 written in any of its forms become `1.2.3.4` or the compressed
+    IPv6 form; an IPv6 zone (`%eth0`) is dropped. Anything that is not an address is returned as is.
+    """
+    text = text.strip()
+    match = _BRACKETED.fullmatch(text) or _IPV4_WITH_PORT.fullmatch(text)
+    if match:
+        text = match.group(1)
+    text = text.split("%", 1)[0]
+    parts = text.split(".")
+    if len(parts) == 4 and all(p.isdigit() and len(p) <= 3 for p in parts):
+        text = ".".join(str(int(p)) for p in parts)  # leading zeros: decimal, as every current parser reads them
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        return text
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ip)
 
 
 def arrived_over_https() -> bool:

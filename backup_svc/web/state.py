@@ -15,6 +15,7 @@ from backup_svc.web.registry import BackupRegistry
 from backup_svc.web.throttle import AuthThrottle
 
 EXTENSION = "backup_svc"
+READINESS_TTL_S = 5
 
 
 @dataclass
@@ -29,6 +30,7 @@ class BackupService:
     audit: AuditTrail = field(init=False)
     facts: CachedFacts = field(init=False)
     reporter: Reporter = field(init=False)
+    readiness: CachedFacts = field(init=False)
 
     def __post_init__(self) -> None:
         self.registry = BackupRegistry(self.settings.max_concurrent)
@@ -37,6 +39,8 @@ class BackupService:
         self.audit = AuditTrail()
         self.facts = CachedFacts(self.settings.conn)
         self.reporter = reporter_for(self.settings)
+        # /readyz is public: however often it is called, at most one connection per READINESS_TTL_S.
+        self.readiness = CachedFacts(self.settings.conn, ttl_s=READINESS_TTL_S, error_ttl_s=READINESS_TTL_S)
 
 
 def service() -> BackupService:

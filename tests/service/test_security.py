@@ -54,6 +54,38 @@ def test_throttle_behind_a_proxy_is_per_client_and_unspoofable(start_service, ri
     assert service.request("GET", "/api/v1/database", {**other, **service.auth()}).status == 200
 
 
+def test_one_address_in_any_spelling_is_one_client(start_service, rich_db):
+    service = start_service(DATABASE_URL=rich_db, AUTH_FAILURES_PER_MINUTE="5", TRUSTED_PROXY_HOPS="1")
+    spellings = ["::ffff:203.0.113.7", "203.0.113.7:5555", "[::ffff:203.0.113.7]:443", "203.000.113.007",
+                 "[203.0.113.7]"]
+    for spelling in spellings:
+        headers = {"X-Forwarded-For": spelling, **bearer("guess-guess-guess")}
+        assert service.request("GET", "/api/v1/database", headers).status == 401
+    assert service.request("GET", "/api/v1/database", {"X-Forwarded-For": "203.0.113.7", **service.auth()}).status == 429
+    entries = service.request("GET", "/api/v1/audit", {"X-Forwarded-For": "198.51.100.2", **service.auth()})
+    assert entries.status == 200
+
+
+def test_on_railway_with_a_public_domain_the_edge_is_trusted_by_default(start_service, rich_db):
+    """Before, TRUSTED_PROXY_HOPS=0 made every client the edge: ten wrong guesses locked the admin out."""
+    service = start_service(DATABASE_URL=rich_db, AUTH_FAILURES_PER_MINUTE="3",
+                            RAILWAY_PUBLIC_DOMAIN="backups-production.up.railway.app")
+    for _ in range(3):
+        headers = {"X-Forwarded-For": "203.0.113.66", **bearer("guess-guess-guess")}
+        assert service.request("GET", "/api/v1/database", headers).status == 401
+    admin = {"X-Forwarded-For": "198.51.100.10", **service.auth()}
+    assert service.request("GET", "/api/v1/database", admin).status == 200
+
+
+def test_an_explicit_trusted_proxy_hops_wins_on_railway(start_service, rich_db):
+    service = start_service(DATABASE_URL=rich_db, AUTH_FAILURES_PER_MINUTE="2", TRUSTED_PROXY_HOPS="0",
+                            RAILWAY_PUBLIC_DOMAIN="backups-production.up.railway.app")
+    for n in range(2):
+        headers = {"X-Forwarded-For": f"203.0.113.{n}", **bearer("guess-guess-guess")}
+        assert service.request("GET", "/api/v1/database", headers).status == 401
+    assert service.request("GET", "/api/v1/database", {"X-Forwarded-For": "198.51.100.9", **service.auth()}).status == 429
+
+
 def test_without_a_trusted_proxy_forwarded_for_is_ignored(start_service, rich_db):
     service = start_service(DATABASE_URL=rich_db, AUTH_FAILURES_PER_MINUTE="2")
     for n in range(2):
@@ -195,3 +227,16 @@ def test_gunicorn_itself_does_not_trust_forwarded_proto_from_loopback(start_serv
         conn.close()
     assert reply.status == 200  # not gunicorn's 400 for disagreeing scheme headers
     assert reply.getheader("Strict-Transport-Security") is None
+
+
+# -- audit ----------------------------------------------------------------------------------------
+def test_refusals_at_the_door_do_not_evict_real_backups_from_the_audit(start_service, rich_db):
+    """Before, 60 unauthenticated requests pushed every real backup out of the in-memory list (50)."""
+    service = start_service(DATABASE_URL=rich_db)
+    assert service.request("GET", "/api/v1/backup?progress_id=kept-backup-01", service.auth()).status == 200
+    for _ in range(60):
+        assert service.request("GET", "/api/v1/backup").status == 401
+    entries = service.request("GET", "/api/v1/audit", service.auth()).json()["entries"]
+    assert [e["id"] for e in entries if e["outcome"] == "ok"] == ["kept-backup-01"]
+    denied = [e for e in entries if e["outcome"] == "denied"]
+    assert 1 <= len(denied) <= 2 and sum(e["count"] for e in denied) == 60  # 2 if a minute turned meanwhile

@@ -148,3 +148,56 @@ def test_audit_trail_keeps_the_latest_newest_first(caplog):
     assert [entry["bytes"] for entry in trail.recent()] == [4, 3, 2]
     assert len(caplog.records) == 5  # the log keeps every attempt
     assert trail.recent()[0]["time"] == "2001-09-09T01:46:44.000Z"
+
+
+@pytest.mark.parametrize("spelling,address", [
+    ("203.0.113.7", "203.0.113.7"),
+    ("::ffff:203.0.113.7", "203.0.113.7"),
+    ("203.0.113.7:5555", "203.0.113.7"),
+    ("[::ffff:203.0.113.7]:443", "203.0.113.7"),
+    ("203.000.113.007", "203.0.113.7"),
+    (" 203.0.113.7 ", "203.0.113.7"),
+    ("[2001:db8::1]", "2001:db8::1"),
+    ("[2001:DB8:0:0::1]:8080", "2001:db8::1"),
+    ("fe80::1%eth0", "fe80::1"),
+    ("unknown", "unknown"),
+])
+def test_addresses_have_one_spelling(spelling, address):
+    from backup_svc.web.proxy import normalise_address
+
+    assert normalise_address(spelling) == address
+
+
+@pytest.mark.parametrize("env,hops", [
+    ({}, 0),
+    ({"RAILWAY_PUBLIC_DOMAIN": "x.up.railway.app"}, 1),
+    ({"RAILWAY_PUBLIC_DOMAIN": "x.up.railway.app", "TRUSTED_PROXY_HOPS": "0"}, 0),
+    ({"RAILWAY_PUBLIC_DOMAIN": "x.up.railway.app", "TRUSTED_PROXY_HOPS": "2"}, 2),
+    ({"RAILWAY_PRIVATE_DOMAIN": "backups.railway.internal"}, 0),  # private network only: no edge
+])
+def test_trusted_proxy_hops_default_follows_railway_edge(env, hops):
+    from backup_svc.config import Settings
+
+    settings = Settings.from_env({"DATABASE_URL": "postgresql://u:p@h/d", "ADMIN_TOKEN": "t" * 20, **env})
+    assert settings.trusted_proxy_hops == hops
+
+
+def test_refusals_at_the_door_cannot_push_real_attempts_out():
+    import time
+
+    trail = AuditTrail(keep=5)
+    now = time.time()
+    trail.record(actor="token", client="198.51.100.1", user_agent="curl", outcome="ok", started=now - 1, status=200)
+    for n in range(60):  # one address, then many: neither evicts the backup
+        trail.record(actor=None, client="203.0.113.9" if n < 30 else f"203.0.113.{n}", user_agent=None,
+                     outcome="denied", started=now, status=401, error="Authentication required")
+    recent = trail.recent()
+    assert [e["outcome"] for e in recent].count("ok") == 1
+    denied = [e for e in recent if e["outcome"] == "denied"]
+    assert len(denied) == 5
+    assert sum(e["count"] for e in denied) == 5  # the 30 from .9 were pushed out by later addresses
+
+    trail = AuditTrail(keep=5)
+    for _ in range(60):
+        trail.record(actor=None, client="203.0.113.9", user_agent=None, outcome="denied", started=now, status=401)
+    assert [(e["client"], e["count"]) for e in trail.recent()] == [("203.0.113.9", 60)]
