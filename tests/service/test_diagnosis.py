@@ -91,11 +91,12 @@ def test_backend_terminated_mid_stream_says_the_server_ended_it(big_db, start_se
 
 def test_ssl_required_but_not_offered(pg_cluster, rich_db, start_service):
     service = start_service(DATABASE_URL=rich_db + "?sslmode=require")
-    for path in ("/api/v1/backup", "/readyz"):
+    for path in ("/api/v1/backup", "/api/v1/database"):  # /readyz tells anonymous callers less
         reply = service.request("GET", path, service.auth())
         assert reply.status in (502, 503), (path, reply.status)
         message = reply.json()["message"]
         assert "does not accept SSL connections" in message and "Cannot reach" not in message, message
+    assert service.request("GET", "/readyz").status == 503
 
 
 @pytest.fixture(scope="module")
