@@ -133,6 +133,11 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"draining: warning — {warning}")
     for line in (settings.notify.describe() if settings.notify else []):
         print(f"notifications: {line}")
+    from backup_svc.storage.commands import storage_check_lines
+
+    storage_lines, storage_ok = storage_check_lines(settings)
+    print("\n".join(storage_lines))
+    ok = ok and storage_ok
     installed = find_binaries("pg_dump", settings.pg_bin_dirs)
     print("pg_dump installed: " + (", ".join(f"{b.version} ({b.path})" for b in installed) or "none"))
     ready = dump_readiness(lambda: server_facts(settings.conn, timeout_s=settings.connect_timeout_s), installed)

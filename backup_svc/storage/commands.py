@@ -212,3 +212,34 @@ def add_storage_commands(sub) -> None:
     prune.add_argument("--dry-run", action="store_true", help="only say what would be deleted, and why")
     prune.set_defaults(func=cmd_prune)
 
+
+
+def storage_check_lines(settings: Settings) -> tuple[list[str], bool]:
+    """For `check`: where stored backups go, whether that place can be listed, the schedule and retention."""
+    from datetime import datetime, timezone
+
+    from backup_svc.storage.client import StorageError, make_client
+    from backup_svc.storage.listing import list_backups
+    from backup_svc.storage.location import BackupNames
+
+    storage = settings.storage
+    if storage is None:
+        return ["storage: off (BACKUP_STORAGE_URL is not set)"], True
+    lines, ok = [], True
+    endpoint = storage.client_env.get("AWS_ENDPOINT_URL", "AWS")
+    try:
+        backups = list_backups(make_client(storage.client_env), storage.location, BackupNames(settings.backup_name))
+        newest = f", newest {backups[0].name}" if backups else ""
+        lines.append(f"storage: ok — {storage.location.url} at {endpoint}: {len(backups)} stored "
+                     f"backup{'s' if len(backups) != 1 else ''}{newest}")
+    except StorageError as exc:
+        lines.append(f"storage: {storage.location.url} at {endpoint}: {exc}")
+        ok = False
+    if storage.schedule is not None:
+        upcoming = storage.schedule.next_after(datetime.now(timezone.utc))
+        lines.append(f"schedule: {storage.schedule} — {storage.schedule.describe()}; next {upcoming:%Y-%m-%d %H:%M} UTC")
+    else:
+        lines.append("schedule: none (BACKUP_SCHEDULE is not set: `upload` runs only when started)")
+    lines.append(f"retention: {storage.retention}" if storage.retention is not None
+                 else "retention: keep everything (BACKUP_RETENTION is not set)")
+    return lines, ok

@@ -207,3 +207,20 @@ def test_a_missing_bucket_is_a_clear_failure(moto_s3, rich_db):
     done = run_cli("upload", env=storage_env(moto_s3.endpoint, "no-such-bucket", rich_db))
     assert done.returncode == 1
     assert "NoSuchBucket" in done.stderr and "nothing was stored" in done.stderr
+
+
+def test_check_says_where_backups_go_and_whether_it_is_reachable(s3, moto_s3, rich_db):
+    client, bucket = s3
+    client.put_object(Bucket=bucket, Key="backups/rich_backup_20261101_030000.sql.gz", Body=b"x")
+    env = storage_env(moto_s3.endpoint, bucket, rich_db, ADMIN_TOKEN="t" * 20, BACKUP_SCHEDULE="0 3 * * *",
+                      BACKUP_RETENTION="daily=7")
+    done = run_cli("check", env=env)
+    assert done.returncode == 0, done.stdout
+    assert (f"storage: ok — s3://{bucket}/backups/ at {moto_s3.endpoint}: 1 stored backup, newest "
+            f"rich_backup_20261101_030000.sql.gz") in done.stdout
+    assert "schedule: 0 3 * * * — At 03:00 every day (UTC); next " in done.stdout
+    assert "retention: daily=7" in done.stdout
+    missing = run_cli("check", env={**env, "BACKUP_STORAGE_URL": "s3://no-such-bucket/x"})
+    assert missing.returncode == 1
+    assert "storage: s3://no-such-bucket/x/" in missing.stdout and "NoSuchBucket" in missing.stdout
+    assert "test-secret" not in missing.stdout + missing.stderr
