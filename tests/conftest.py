@@ -7,7 +7,7 @@ import pytest
 
 from backup_svc.config import pg_bin_dirs
 from backup_svc.pg.localcluster import LocalCluster, find_server_bin_dir
-from tests.support import DATA, LINK_MAX_TTL, LINK_SECRET, REPO, Service
+from tests.support import DATA, LINK_MAX_TTL, LINK_SECRET, REPO, FreezableProxy, LockedTable, Service
 
 # Debian's chromium, driven by Playwright (whose own browser download is never used).
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
@@ -118,3 +118,19 @@ def link_service(rich_db, pg_cluster, tmp_path_factory):
                       tmp_path_factory.mktemp("links") / "service.log").start()
     yield service
     service.stop()
+
+
+@pytest.fixture
+def locked_cache(pg_cluster, rich_db):
+    """app.cache of the rich database locked ACCESS EXCLUSIVE, as a migration would (released afterwards)."""
+    lock = LockedTable(pg_cluster, "rich", "app.cache")
+    yield lock
+    lock.release()
+
+
+@pytest.fixture
+def db_proxy(pg_cluster):
+    """A FreezableProxy in front of the session's PostgreSQL: a database link a test can stall."""
+    link = FreezableProxy(pg_cluster.port)
+    yield link
+    link.close()

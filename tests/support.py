@@ -4,6 +4,7 @@ from __future__ import annotations
 import gzip
 import http.client
 import json
+import threading
 import os
 import secrets
 import signal
@@ -357,3 +358,65 @@ class FreezableProxy:
             thread.join(timeout=2)
         for sock in [self.listener, *self._sockets]:
             sock.close()
+
+
+# -- faults: locks, stalled reads, audit lines ------------------------------------------------------
+def environ_of(pid: int) -> dict[str, str]:
+    """The environment a running process was started with (/proc/<pid>/environ)."""
+    with open(f"/proc/{pid}/environ", "rb") as f:
+        return dict(item.split("=", 1) for item in f.read().decode().split("\0") if "=" in item)
+
+
+def started_lines(service, backup_id: str) -> list[dict]:
+    """The `backup_started` audit lines of one backup."""
+    marker = "backup_svc.audit: "
+    lines = [json.loads(line.split(marker, 1)[1]) for line in service.log().splitlines() if marker in line]
+    return [line for line in lines if line["event"] == "backup_started" and line["id"] == backup_id]
+
+
+class LockedTable:
+    """An ACCESS EXCLUSIVE lock on a table, held by an open transaction (a migration, as pg_dump sees it)."""
+
+    def __init__(self, cluster, dbname: str, table: str):
+        self.db = cluster.connect(dbname)
+        self.db.execute("BEGIN")
+        self.db.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+
+    def release(self) -> None:
+        if not self.db.closed:
+            self.db.execute("ROLLBACK")
+            self.db.close()
+
+
+
+def read_within(resp, conn, seconds: float) -> tuple[bytes, bool]:
+    """`read_all(resp)`, failing the test (and closing the connection) if it takes over `seconds`."""
+    result: list = []
+    reader = threading.Thread(target=lambda: result.append(read_all(resp)), daemon=True)
+    reader.start()
+    reader.join(seconds)
+    if reader.is_alive():
+        conn.sock.shutdown(2)
+        reader.join(5)
+        raise AssertionError(f"the response was still streaming {seconds} s later")
+    return result[0]
+
+
+def timed(call):
+    """`call()` and the seconds it took."""
+    started = time.monotonic()
+    result = call()
+    return result, time.monotonic() - started
+
+
+def outcome_line(service, backup_id: str, timeout_s: float = 10) -> dict | None:
+    """The audit line of one backup's outcome, once written (None if not within `timeout_s`)."""
+    records = wait_until(lambda: audit_records(service, backup_id), timeout_s)
+    return records[-1] if records else None
+
+
+def waiting_dump_sessions(cluster) -> list[tuple]:
+    """Sessions of the service's dumps that wait for a lock."""
+    with cluster.connect() as db:
+        return db.execute("SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'backup_svc-dump%' "
+                          "AND wait_event_type = 'Lock'").fetchall()

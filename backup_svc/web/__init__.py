@@ -16,7 +16,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024  # nothing here takes a request body
     app.extensions[EXTENSION] = BackupService(settings)
 
-    from backup_svc.web import api, health, pages
+    from backup_svc.web import api, cancel, health, pages
     from backup_svc.web.errors import register_error_handlers
     from backup_svc.web.proxy import trust_proxy_headers
     from backup_svc.web.security import install_security_headers
@@ -25,6 +25,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.wsgi_app = api.CloseUnsentBodies(app.wsgi_app)
     app.register_blueprint(health.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(cancel.bp)
     app.register_blueprint(pages.bp)
     install_security_headers(app)
     register_error_handlers(app)

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import logging
 import re
-import socket
 import time
 import unicodedata
 from functools import partial
 from http import HTTPStatus
-from typing import Callable
 from urllib.parse import quote
 
 from flask import Blueprint, Response, jsonify, request
@@ -19,7 +17,6 @@ from backup_svc.dump.backup import backup_filename, open_dump
 from backup_svc.dump.compression import compressor_name
 from backup_svc.dump.pipeline import DumpBroken, DumpInterrupted, DumpProgress, GzipDump
 from backup_svc.dump.report import progress_report
-from backup_svc.links import LINK_ACTOR
 from backup_svc.pg.diagnose import ABORTED, CANCELLED, INCOMPATIBLE, LOCKED, NOT_ANSWERING, CannotDump
 from backup_svc.pg.facts import server_facts
 from backup_svc.pg.readiness import dump_readiness
@@ -28,6 +25,7 @@ from backup_svc.web.audit import MEMORY_NOTE, request_facts
 from backup_svc.web.auth import auth, current_actor
 from backup_svc.web.errors import api_abort
 from backup_svc.web.gate import starts_dump
+from backup_svc.web.clientconn import client_gone_probe, disconnector
 from backup_svc.web.registry import BackupIdInUse, BackupRecord
 from backup_svc.web.state import BackupService, service
 
@@ -39,8 +37,6 @@ RETRY_AFTER_LOCKED_S = "60"
 # /api/v1/database waits at most this long for the database (connect, then the query): a stalled
 # link must not hide the running dumps, which it lists too.
 DATABASE_TIMEOUT_S = 3
-# How long DELETE /api/v1/backups/<id> waits for the stream to end before cutting its connection.
-CANCEL_WAIT_S = 2.0
 # A client-chosen backup id (?progress_id=): long enough not to collide, safe in URLs and logs.
 BACKUP_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
 BAD_BACKUP_ID = "progress_id must be 8 to 64 characters from A-Z, a-z, 0-9, '-' and '_'."
@@ -52,42 +48,6 @@ def _status_for(kind: str) -> int:
     if kind == CANCELLED:
         return 409
     return 503 if kind in (INCOMPATIBLE, LOCKED) else 502
-
-
-def client_gone_probe(environ: dict) -> Callable[[], bool]:
-    """A check whether the request's client has closed its connection, for while nothing is written to it.
-
-    gunicorn hands the client's socket to the app as `gunicorn.socket`; a peek that finds end-of-file
-    (or a reset) means the client went away. Data waiting there (a pipelined request) means it is
-    still there. Without that socket (another server, the test client), never gone.
-    """
-    sock = environ.get("gunicorn.socket")
-    if sock is None:
-        return lambda: False
-
-    def gone() -> bool:
-        try:
-            return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
-        except (BlockingIOError, InterruptedError):
-            return False
-        except OSError:  # reset, or closed by the server already
-            return True
-
-    return gone
-
-
-def disconnector(environ: dict) -> Callable[[], None]:
-    """Cut the request's client connection (both directions): a write blocked on it fails at once."""
-    sock = environ.get("gunicorn.socket")
-
-    def cut() -> None:
-        try:
-            if sock is not None:
-                sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-
-    return cut
 
 
 class StreamingBackup:
@@ -304,56 +264,6 @@ def backup_progress(backup_id: str):
     report = progress_report(record.id, record.filename, record.progress, running=running,
                              status=record.status, watch=record.watch)
     return jsonify(report), 200, {"Cache-Control": "no-store"}
-
-
-@bp.delete("/backups/<backup_id>")
-@auth.login_required
-def cancel_backup(backup_id: str):
-    """Cancel a running backup: pg_dump stops, its client gets a broken transfer (see docs/api.md)."""
-    _same_origin_only()
-    state = service()
-    if not BACKUP_ID.fullmatch(backup_id):
-        api_abort(400, BAD_BACKUP_ID)
-    record = state.registry.get(backup_id)
-    if record is None:
-        api_abort(404, "No running or recently finished backup has this id.")
-    if not state.registry.is_running(backup_id):
-        api_abort(409, "This backup is not running any more; nothing to cancel.")
-    actor = current_actor()
-    log.warning("backup %s cancelled by %s from %s", backup_id, actor, request_facts()["client"])
-    record.cancel(actor)
-    # pg_dump stops at once; the stream ends when its thread next runs. A client that reads nothing
-    # leaves that thread blocked in a write: then its connection is cut, which ends the write.
-    if not _wait_until_ended(state, backup_id, CANCEL_WAIT_S):
-        record.disconnect()
-        _wait_until_ended(state, backup_id, CANCEL_WAIT_S)
-    report = progress_report(record.id, record.filename, record.progress,
-                             running=state.registry.is_running(backup_id), status=record.status, watch=record.watch)
-    return jsonify(report), 200, {"Cache-Control": "no-store"}
-
-
-def _wait_until_ended(state: BackupService, backup_id: str, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while state.registry.is_running(backup_id):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
-
-
-def _same_origin_only() -> None:
-    """403 unless a browser's request comes from this service's own pages (scripts send neither header).
-
-    Stricter than the gate's cross-site check, which lets same-site navigations through: stopping
-    someone's backup is never a navigation.
-    """
-    site = request.headers.get("Sec-Fetch-Site")
-    origin = request.headers.get("Origin")
-    if (site is not None and site.lower() != "same-origin") or \
-            (origin is not None and origin.rstrip("/") != request.host_url.rstrip("/")):
-        api_abort(403, "Refused: a backup can be cancelled from this service's own dashboard, or by a script.")
-    if current_actor() == LINK_ACTOR:
-        api_abort(403, "A signed link can only download; cancelling needs the admin credentials.")
 
 
 def _running_dumps(state: BackupService) -> list[dict]:

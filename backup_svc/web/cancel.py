@@ -1,0 +1,71 @@
+"""`DELETE /api/v1/backups/<id>`: stop a running backup, whoever started it (the dashboard's Cancel)."""
+from __future__ import annotations
+
+import logging
+import time
+
+from flask import Blueprint, jsonify, request
+
+from backup_svc.dump.report import progress_report
+from backup_svc.links import LINK_ACTOR
+from backup_svc.web.api import BACKUP_ID, BAD_BACKUP_ID
+from backup_svc.web.audit import request_facts
+from backup_svc.web.auth import auth, current_actor
+from backup_svc.web.errors import api_abort
+from backup_svc.web.state import BackupService, service
+
+bp = Blueprint("cancel", __name__)
+log = logging.getLogger(__name__)
+
+# How long the cancel waits for the stream to end before cutting its client's connection.
+CANCEL_WAIT_S = 2.0
+
+
+@bp.delete("/api/v1/backups/<backup_id>")
+@auth.login_required
+def cancel_backup(backup_id: str):
+    """Cancel a running backup: pg_dump stops, its client gets a broken transfer (see docs/api.md)."""
+    _same_origin_only()
+    state = service()
+    if not BACKUP_ID.fullmatch(backup_id):
+        api_abort(400, BAD_BACKUP_ID)
+    record = state.registry.get(backup_id)
+    if record is None:
+        api_abort(404, "No running or recently finished backup has this id.")
+    if not state.registry.is_running(backup_id):
+        api_abort(409, "This backup is not running any more; nothing to cancel.")
+    actor = current_actor()
+    log.warning("backup %s cancelled by %s from %s", backup_id, actor, request_facts()["client"])
+    record.cancel(actor)
+    # pg_dump stops at once; the stream ends when its thread next runs. A client that reads nothing
+    # leaves that thread blocked in a write: then its connection is cut, which ends the write.
+    if not _wait_until_ended(state, backup_id, CANCEL_WAIT_S):
+        record.disconnect()
+        _wait_until_ended(state, backup_id, CANCEL_WAIT_S)
+    report = progress_report(record.id, record.filename, record.progress,
+                             running=state.registry.is_running(backup_id), status=record.status, watch=record.watch)
+    return jsonify(report), 200, {"Cache-Control": "no-store"}
+
+
+def _wait_until_ended(state: BackupService, backup_id: str, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while state.registry.is_running(backup_id):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def _same_origin_only() -> None:
+    """403 unless a browser's request comes from this service's own pages (scripts send neither header).
+
+    Stricter than the gate's cross-site check, which lets same-site navigations through: stopping
+    someone's backup is never a navigation.
+    """
+    site = request.headers.get("Sec-Fetch-Site")
+    origin = request.headers.get("Origin")
+    if (site is not None and site.lower() != "same-origin") or \
+            (origin is not None and origin.rstrip("/") != request.host_url.rstrip("/")):
+        api_abort(403, "Refused: a backup can be cancelled from this service's own dashboard, or by a script.")
+    if current_actor() == LINK_ACTOR:
+        api_abort(403, "A signed link can only download; cancelling needs the admin credentials.")
