@@ -284,6 +284,7 @@ class FreezableProxy:
         self.listener.settimeout(0.1)
         self.port = self.listener.getsockname()[1]
         self.frozen = threading.Event()
+        self._pass_left: int | None = None  # see freeze_after
         self._closed = threading.Event()
         self._sockets: list = []
         self._threads = [threading.Thread(target=self._accept, daemon=True, name="proxy-accept")]
@@ -298,6 +299,11 @@ class FreezableProxy:
 
     def thaw(self) -> None:
         self.frozen.clear()
+        self._pass_left = None
+
+    def freeze_after(self, connections: int) -> None:
+        """Let the next `connections` new connections through; freeze every later one from its start."""
+        self._pass_left = connections
 
     def _accept(self) -> None:
         import socket
@@ -317,16 +323,23 @@ class FreezableProxy:
                 client.close()
                 continue
             self._sockets += [client, upstream]
+            stuck = threading.Event()
+            if self._pass_left is not None:
+                if self._pass_left > 0:
+                    self._pass_left -= 1
+                else:
+                    stuck.set()
             for source, sink in ((client, upstream), (upstream, client)):
-                thread = threading.Thread(target=self._pump, args=(source, sink), daemon=True, name="proxy-pump")
+                thread = threading.Thread(target=self._pump, args=(source, sink, stuck), daemon=True,
+                                          name="proxy-pump")
                 self._threads.append(thread)
                 thread.start()
 
-    def _pump(self, source, sink) -> None:
+    def _pump(self, source, sink, stuck) -> None:
         import select
 
         while not self._closed.is_set():
-            if self.frozen.is_set():
+            if self.frozen.is_set() or stuck.is_set():
                 self._closed.wait(0.1)
                 continue
             try:

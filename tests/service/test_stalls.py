@@ -99,6 +99,19 @@ def test_stalled_link_breaks_the_transfer_and_frees_everything(big_db, start_ser
     print(f"stalled link: transfer broken {broken_after:.1f} s after the freeze (BACKUP_STALL_TIMEOUT=8)")
 
 
+def test_pg_dump_silent_before_its_first_byte_gets_504(rich_db, start_service, pg_cluster, db_proxy):
+    """The facts query gets through, then pg_dump's own connection stalls: no first byte ever comes."""
+    service = start_service(DATABASE_URL=db_proxy.url(pg_cluster, "rich"), BACKUP_STALL_TIMEOUT="2",
+                            BACKUP_LOCK_TIMEOUT="1")
+    db_proxy.freeze_after(1)  # the service's facts query passes, pg_dump's connection is frozen
+    reply, seconds = timed(lambda: service.request("GET", "/api/v1/backup", service.auth()))
+    assert reply.status == 504, reply.body[:300]
+    assert "not answering" in reply.json()["message"] and "no output for 3 s" in reply.json()["message"]
+    assert 3 <= seconds < 7, seconds
+    assert wait_until(lambda: not pg_dump_pids(pg_cluster), 2.0)
+    print(f"pg_dump silent before its first byte: 504 after {seconds:.1f} s (stall 2 s + lock timeout 1 s)")
+
+
 def test_stall_timeout_is_validated(rich_db):
     bad = run_cli("check", env={"DATABASE_URL": rich_db, "ADMIN_TOKEN": "t" * 20, "BACKUP_STALL_TIMEOUT": "0"})
     assert bad.returncode != 0
