@@ -121,7 +121,8 @@ class GzipDump:
     caller can still choose the HTTP status. Iterating yields compressed batches; the gzip trailer is
     written only after pg_dump exited 0 *and* its output ended with the completion line, otherwise
     DumpBroken is raised. The SHA-256 of everything yielded lands in `progress.sha256` at the end. `close()` stops pg_dump on
-    every path and is safe to call more than once.
+    every path and is safe to call more than once; `stop()` (any thread) ends a dump on purpose (cancel,
+    a client gone, a stall), and no output for `stall_timeout_s` stops it as a failure.
     """
 
     def __init__(self, command: ClientCommand, *, level: int = DEFAULT_LEVEL, secrets: tuple[str | None, ...] = (),
