@@ -1,4 +1,5 @@
-"""Fixtures: a real PostgreSQL cluster (run unprivileged), databases, and real service processes."""
+"""Fixtures: a real PostgreSQL cluster (run unprivileged), databases, real service processes, moto's S3
+server on loopback and a headless Chromium."""
 from __future__ import annotations
 
 import os
@@ -134,3 +135,35 @@ def db_proxy(pg_cluster):
     link = FreezableProxy(pg_cluster.port)
     yield link
     link.close()
+
+
+# -- object storage: one moto S3 server per session, a fresh bucket per test ---------------------
+@pytest.fixture(scope="session")
+def moto_s3():
+    """moto's S3 server on 127.0.0.1 for the whole session."""
+    from tests.s3support import MotoS3
+
+    server = MotoS3().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3(moto_s3):
+    """A client straight to the server (the test's own view of the bucket), and a fresh bucket."""
+    from backup_svc.storage.client import make_client
+    from tests.s3support import new_bucket, s3_env
+
+    client = make_client(s3_env(moto_s3.endpoint))
+    return client, new_bucket(client)
+
+
+@pytest.fixture
+def fault_proxy(moto_s3):
+    """A fault-injecting proxy in front of the server, and a client that goes through it."""
+    from backup_svc.storage.client import make_client
+    from tests.s3support import FaultProxy, s3_env
+
+    proxy = FaultProxy(moto_s3.port).start()
+    yield proxy, make_client(s3_env(proxy.endpoint))
+    proxy.stop()

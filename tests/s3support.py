@@ -74,6 +74,7 @@ class FaultProxy:
     read-back) that the real server never produces. Rules are matched in order; each is a
     (predicate, actions) pair and every matching request takes the next action:
       "500"        answer 500 InternalError (after reading the request body, as a server would)
+      "403"        answer 403 AccessDenied (a key without that permission)
       "drop"       read part of the body, then reset the connection
       "cut:N"      forward, but reset the connection after N bytes of the response body
       "tamper"     forward, with the x-amz-meta-sha256 header replaced
@@ -161,9 +162,10 @@ class FaultProxy:
         body = handler.rfile.read(length) if length else b""
         if action.startswith("slow:"):
             time.sleep(float(action[5:]))
-        if action == "500":
-            payload = S3_ERROR.format(code="InternalError", message="injected fault").encode()
-            handler.send_response(500)
+        if action in ("500", "403"):
+            code = "InternalError" if action == "500" else "AccessDenied"
+            payload = S3_ERROR.format(code=code, message="injected fault").encode()
+            handler.send_response(int(action))
             handler.send_header("Content-Type", "application/xml")
             handler.send_header("Content-Length", str(len(payload)))
             handler.end_headers()
@@ -206,3 +208,61 @@ def _reset(handler: BaseHTTPRequestHandler) -> None:
         sock.close()
     except OSError:
         pass
+
+
+def seed_backup(client, bucket: str, key: str, data: bytes | None = None) -> str:
+    """Put a small valid gzip backup at `key` with the metadata an upload writes; return its sha256.
+
+    For states a test cannot wait for (a backup stored days ago); the listing and the links read
+    these objects exactly as they read uploaded ones.
+    """
+    import gzip
+    import hashlib
+
+    data = data if data is not None else gzip.compress(b"-- seeded backup\n-- PostgreSQL database dump complete\n")
+    digest = hashlib.sha256(data).hexdigest()
+    client.put_object(Bucket=bucket, Key=key, Body=data, ContentType="application/gzip",
+                      Metadata={"sha256": digest, "server-version": "15.8", "pg-dump-version": "15.8",
+                                "sql-bytes": "60", "duration-s": "0.1"})
+    return digest
+
+
+class SilentStorage:
+    """A TCP server on loopback that accepts connections and never answers: a storage that hangs.
+
+    Real storage providers do this when overloaded or half-down; nothing else on loopback can.
+    """
+
+    def __init__(self):
+        self.port = free_port()
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", self.port))
+        self._sock.listen(64)
+        self._held: list[socket.socket] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> "SilentStorage":
+        self._thread.start()
+        return self
+
+    def _accept(self) -> None:
+        self._sock.settimeout(0.2)
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+                self._held.append(conn)  # read nothing, answer nothing
+            except OSError:
+                continue
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        for conn in self._held:
+            conn.close()
+        self._sock.close()

@@ -137,15 +137,22 @@ def client_settings(env: Mapping[str, str]) -> dict:
     }
 
 
-def make_client(env: Mapping[str, str]):
-    """A boto3 S3 client configured from `env` (see `client_settings`), bounded in time."""
+def make_client(env: Mapping[str, str], *, connect_timeout_s: float = CONNECT_TIMEOUT_S,
+                read_timeout_s: float = READ_TIMEOUT_S):
+    """A boto3 S3 client configured from `env` (see `client_settings`), bounded in time.
+
+    Shorter timeouts suit calls a person waits for (the dashboard's list); the defaults suit uploads.
+    """
     import boto3
     from botocore.config import Config
 
     settings = client_settings(env)
     config = Config(
-        connect_timeout=CONNECT_TIMEOUT_S,
-        read_timeout=READ_TIMEOUT_S,
+        connect_timeout=connect_timeout_s,
+        read_timeout=read_timeout_s,
+        # Signature version 4 everywhere, presigned links included (botocore would presign with the
+        # deprecated version 2, which AWS regions opened since 2014 and several providers refuse).
+        signature_version="s3v4",
         # Retries are ours (with_retries): per part, logged, and stopped when the upload is aborted.
         retries={"total_max_attempts": 1},
         tcp_keepalive=True,
