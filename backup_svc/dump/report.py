@@ -54,11 +54,17 @@ def _iso(ts: float | None) -> str | None:
 
 
 def progress_report(record_id: str, filename: str, progress: DumpProgress, *, running: bool, status: int,
-                    watch: DumpWatch, now: float | None = None) -> dict:
-    """The JSON-ready state of one backup attempt (see docs/api.md)."""
+                    watch: DumpWatch, now: float | None = None, destination: str = "download") -> dict:
+    """The JSON-ready state of one backup attempt (see docs/api.md).
+
+    `destination` "storage": the dump goes into an upload, which is "done" only once the object is
+    complete and read back; between the dump's end and then, the phase is "storing".
+    """
     now = time.time() if now is None else now
     state = _state(progress, running, status)
     phase = progress.phase if state != "running" or progress.phase in ("connecting", "schema", "data") else "finishing"
+    if state == "running" and destination == "storage" and progress.outcome == "ok":
+        phase = "storing"
     tables = watch.tables
     percent, method = _percent(state, phase, progress, tables, watch.copy)
     elapsed = max((progress.finished if state != "running" and progress.finished else now) - progress.started, 0.0)
@@ -75,6 +81,7 @@ def progress_report(record_id: str, filename: str, progress: DumpProgress, *, ru
     return {
         "id": record_id,
         "filename": filename,
+        "destination": destination,
         "state": state,
         "phase": phase,
         "status": status,
@@ -118,7 +125,7 @@ def _percent(state: str, phase: str, progress: DumpProgress, tables: dict[str, T
         return 0.0, None
     if phase == "schema":
         return SCHEMA_PERCENT, None
-    if phase == "finishing":
+    if phase in ("finishing", "storing"):
         return SCHEMA_PERCENT + DATA_PERCENT, None
     if tables is None:
         return None, None  # no estimates (yet): the page shows an indeterminate bar

@@ -14,9 +14,13 @@ def create_app(settings: Settings | None = None) -> Flask:
         settings = Settings.from_env()
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024  # nothing here takes a request body
-    app.extensions[EXTENSION] = BackupService(settings)
+    state = app.extensions[EXTENSION] = BackupService(settings)
+    if settings.storage is not None:
+        from backup_svc.web.stored import StoredBackups
 
-    from backup_svc.web import api, cancel, health, pages
+        state.stored = StoredBackups(state)  # its schedule is started by the server, in the worker
+
+    from backup_svc.web import api, cancel, health, pages, stored_api
     from backup_svc.web.errors import register_error_handlers
     from backup_svc.web.proxy import trust_proxy_headers
     from backup_svc.web.security import install_security_headers
@@ -26,6 +30,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(health.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(cancel.bp)
+    app.register_blueprint(stored_api.bp)
     app.register_blueprint(pages.bp)
     install_security_headers(app)
     register_error_handlers(app)

@@ -262,7 +262,7 @@ def backup_progress(backup_id: str):
     if running and record.progress.outcome is None:
         record.watch.refresh(state.settings.conn, record.application_name)
     report = progress_report(record.id, record.filename, record.progress, running=running,
-                             status=record.status, watch=record.watch)
+                             status=record.status, watch=record.watch, destination=record.destination)
     return jsonify(report), 200, {"Cache-Control": "no-store"}
 
 
@@ -304,6 +304,7 @@ def database():
         dumps=_running_dumps(state),
         backup_name=settings.backup_name,
         compression=compressor_name(settings.gzip_level),
+        storage=state.stored.report() if state.stored is not None else None,
     )
 
 

@@ -16,7 +16,9 @@ KEEP = 50
 DENIED = "denied"
 # Readers are told this with the list (GET /api/v1/audit).
 MEMORY_NOTE = "Kept in this process's memory only: lost on restart or redeploy. The log has every attempt."
-BACKUP_ENDPOINT = "api.backup"
+# The endpoints whose refusals are audited (method, event): everything that hands out or makes a backup.
+AUDITED_ENDPOINTS = {"api.backup": ("GET", "backup"), "stored.start": ("POST", "stored-backup"),
+                     "stored.download": ("GET", "stored-download")}
 MAX_USER_AGENT_CHARS = 256
 
 audit_log = logging.getLogger("backup_svc.audit")
@@ -42,16 +44,18 @@ class AuditTrail:
 
     def record(self, *, actor: str | None, client: str | None, user_agent: str | None, outcome: str,
                started: float, status: int | None = None, backup_id: str | None = None, gzip_bytes: int = 0,
-               sql_bytes: int = 0, error: str | None = None, sha256: str | None = None) -> dict:
+               sql_bytes: int = 0, error: str | None = None, sha256: str | None = None, event: str = "backup",
+               name: str | None = None) -> dict:
         """Log one attempt as a JSON line, remember it, and return the entry.
 
-        `sha256` (of the bytes sent) is given only for a completed backup.
+        `event`: "backup" (a download), "stored-backup" (into object storage) or "stored-download" (a
+        presigned link to a stored backup, `name`). `sha256` is given only for a completed backup.
         """
         entry = {
-            "event": "backup", "time": iso_utc(started, "milliseconds"), "id": backup_id, "actor": actor, "client": client,
+            "event": event, "time": iso_utc(started, "milliseconds"), "id": backup_id, "actor": actor, "client": client,
             "user_agent": user_agent, "outcome": outcome, "status": status, "bytes": gzip_bytes,
             "sql_bytes": sql_bytes, "duration_s": round(max(0.0, time.time() - started), 3), "error": error,
-            "sha256": sha256,
+            "sha256": sha256, "name": name,
         }
         audit_log.info(json.dumps(entry))
         with self._lock:
@@ -99,13 +103,14 @@ def request_facts() -> dict[str, str | None]:
 
 
 def audit_refused_backup(status: int, message: str | None) -> None:
-    """Audit a backup download turned away before its view ran: another site, throttle, link, credentials.
+    """Audit a backup attempt turned away before its view ran: another site, throttle, link, credentials.
 
     Nobody has authenticated at that point, so the entry has no actor. Other endpoints are not attempts.
     """
-    if request.endpoint != BACKUP_ENDPOINT or request.method != "GET":
+    method, event = AUDITED_ENDPOINTS.get(request.endpoint, (None, None))
+    if request.method != method:
         return
     from backup_svc.web.state import service
 
-    service().audit.record(actor=None, outcome=DENIED, started=time.time(), status=status, error=message,
-                           **request_facts())
+    service().audit.record(event=event, actor=None, outcome=DENIED, started=time.time(), status=status,
+                           error=message, **request_facts())

@@ -1,8 +1,9 @@
 """What every protected request passes before its credentials are looked at.
 
-In order: refuse requests steered by another site or page (403; for views marked `starts_dump`, the
-contract's stricter browser rule, which a valid signed link passes), refuse addresses that failed to
-authenticate too often (429), then judge a signed link if the request carries one (403 when bad).
+In order: refuse changes (POST…) not sent by this service's own pages, and requests steered by another
+site or page (403; for views marked `starts_dump`, the contract's stricter browser rule, which a valid
+signed link passes), refuse addresses that failed to authenticate too often (429), then judge a signed
+link if the request carries one (403 when bad).
 `auth.login_required` runs this, so every protected view, present and future, gets all of it.
 """
 from __future__ import annotations
@@ -14,7 +15,13 @@ from flask import current_app, request
 from backup_svc.links import LINK_ACTOR, LinkRefused, carries_link, check_link
 from backup_svc.web.errors import api_abort
 from backup_svc.web.proxy import client_address
-from backup_svc.web.security import STEERED_DUMP, cross_site_refusal, steered_dump, top_level_navigation
+from backup_svc.web.security import (
+    STEERED_DUMP,
+    cross_site_refusal,
+    state_change_refusal,
+    steered_dump,
+    top_level_navigation,
+)
 from backup_svc.web.state import service
 from backup_svc.web.throttle import address_key
 
@@ -35,6 +42,9 @@ def check_before_credentials() -> str | None:
 
     None means: go on and check the `Authorization` header.
     """
+    refusal = state_change_refusal(request.method, request.headers, request.host)
+    if refusal is not None:
+        api_abort(403, refusal)
     state = service()
     settings = state.settings
     link = settings.link_secret is not None and carries_link(request.args)

@@ -43,6 +43,8 @@ class BackupRecord:
     disconnect: Callable[[], None] = field(default=lambda: None, repr=False)  # cut the client's connection
     dump: GzipDump | None = field(default=None, repr=False)  # once pg_dump is about to start
     stop_reason: Interrupt | None = None  # set by cancel()
+    # Where the bytes go: "download" (the HTTP response) or "storage" (an upload to the bucket).
+    destination: str = "download"
 
     def interrupt(self) -> Interrupt | None:
         """Why this dump must stop before its first byte (cancelled, client gone), or None."""
@@ -76,23 +78,26 @@ class BackupRegistry:
         self._finished: OrderedDict[str, BackupRecord] = OrderedDict()
 
     def try_begin(self, filename: str, actor: str, backup_id: str | None = None,
-                  wait_s: float = RELEASE_WAIT_S) -> BackupRecord | None:
+                  wait_s: float = RELEASE_WAIT_S, *, alone: bool = False,
+                  destination: str = "download") -> BackupRecord | None:
         """Reserve a slot and return its record, or None when `limit` dumps already run.
 
         When every slot is taken but one's client has gone (its dump is being stopped), wait up to
         `wait_s` for that slot. `backup_id` is the caller's id (random when None); BackupIdInUse if taken.
+        `alone`: only when no dump runs at all (a stored backup started by hand waits for nobody).
         """
         deadline = time.monotonic() + wait_s
         with self._lock:
             self._check_unused(backup_id)
-            while len(self._running) >= self.limit:
+            while len(self._running) >= (1 if alone else self.limit):
                 left = deadline - time.monotonic()
                 releasing = any(r.client_gone() or r.stop_reason for r in self._running.values())
                 if left <= 0 or not releasing:
                     return None
                 self._freed.wait(min(left, 0.1))
                 self._check_unused(backup_id)
-            record = BackupRecord(id=backup_id or secrets.token_urlsafe(12), filename=filename, actor=actor)
+            record = BackupRecord(id=backup_id or secrets.token_urlsafe(12), filename=filename, actor=actor,
+                                  destination=destination)
             self._running[record.id] = record
             return record
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from typing import Mapping
+from urllib.parse import urlsplit
 
 from flask import Flask, Response, request
 
@@ -78,6 +79,33 @@ def cross_site_refusal(method: str, headers: Mapping[str, str]) -> str | None:
     if site is None or site.lower() in _TRUSTED_SITES or top_level_navigation(method, headers):
         return None
     return STEERED_REQUEST
+
+
+_SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+
+
+def state_change_refusal(method: str, headers: Mapping[str, str], host: str) -> str | None:
+    """Why a request that changes something (POST and the like) must be refused, or None.
+
+    Stricter than `cross_site_refusal`: from a browser only the service's own pages may send one.
+    `Sec-Fetch-Site`, when sent, must be `same-origin` (not a sibling subdomain, not "none"), and
+    `Origin`, when sent, must name this host. Browsers that send neither (old ones, or pages served
+    over plain http to a non-local address) are still held to the `Origin` check, which every
+    browser sends with a cross-origin POST; scripts send neither and are judged by their credentials.
+    """
+    if method.upper() in _SAFE_METHODS:
+        return None
+    site = headers.get("Sec-Fetch-Site")
+    origin = headers.get("Origin")
+    refusal = ("Refused: from a browser, only this service's own pages may change anything (Sec-Fetch-Site "
+               "and Origin are checked). Use the dashboard; scripts send Authorization: Bearer <ADMIN_TOKEN>.")
+    if site is not None and site.lower() != "same-origin":
+        return refusal
+    if origin is not None:
+        netloc = urlsplit(origin).netloc if origin != "null" else ""
+        if not netloc or netloc.lower() != host.lower():
+            return refusal
+    return None
 
 
 def add_security_headers(response: Response) -> Response:

@@ -113,12 +113,13 @@ class BackupServer(BaseApplication):
     def load(self):
         from backup_svc.web import create_app
         from backup_svc.web.state import EXTENSION
-        from backup_svc.web.stored import StoredBackups
 
         configure_logging()
         app = create_app(self.settings)
         # Started here, in the one worker, not in create_app: building an app starts no thread.
-        self.stored = StoredBackups(app.extensions[EXTENSION]).start()
+        self.stored = app.extensions[EXTENSION].stored
+        if self.stored is not None:
+            self.stored.start()
         return app
 
     def _worker_exit(self, arbiter, worker) -> None:

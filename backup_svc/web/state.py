@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from flask import current_app
 
@@ -21,7 +22,8 @@ READINESS_TTL_S = 5
 @dataclass
 class BackupService:
     """The state one worker process keeps: settings, running dumps, the installed pg_dumps,
-    failed logins per address, the latest backup attempts, and what notifications and drills did."""
+    failed logins per address, the latest backup attempts, what notifications and drills did, and the
+    stored backups."""
 
     settings: Settings
     registry: BackupRegistry = field(init=False)
@@ -31,6 +33,8 @@ class BackupService:
     facts: CachedFacts = field(init=False)
     reporter: Reporter = field(init=False)
     readiness: CachedFacts = field(init=False)
+    # Stored backups (web/stored.py's StoredBackups) when BACKUP_STORAGE_URL is set; made by create_app.
+    stored: Any = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.registry = BackupRegistry(self.settings.max_concurrent)

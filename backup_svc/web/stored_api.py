@@ -1,0 +1,156 @@
+"""The stored backups over HTTP: `GET /api/v1/stored` (the list, the schedule, the retention),
+`GET /api/v1/stored/<name>` (302 to a presigned URL) and `POST /api/v1/stored` (take one now).
+
+Each is a protected path like any other (auth.login_required: cross-site rule, throttle, credentials);
+the POST is the one request that changes something, so a browser may send it only from this
+service's own pages (security.state_change_refusal). Progress of a stored backup is read from the
+same `/api/v1/backups/<id>` as a download's.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime
+
+from flask import Blueprint, jsonify, redirect, request, url_for
+
+from backup_svc.storage.client import StorageError
+from backup_svc.storage.presign import NotOurBackup
+from backup_svc.storage.schedule import utc_now
+from backup_svc.storage.status import freshness, next_run_words, retention_words, schedule_interval
+from backup_svc.timefmt import iso_utc
+from backup_svc.web.api import BACKUP_ID, BAD_BACKUP_ID, RETRY_AFTER_BUSY_S
+from backup_svc.web.audit import request_facts
+from backup_svc.web.auth import auth, current_actor
+from backup_svc.web.errors import api_abort
+from backup_svc.web.registry import BackupIdInUse
+from backup_svc.web.state import service
+from backup_svc.web.stored import StoredBackups
+
+bp = Blueprint("stored", __name__, url_prefix="/api/v1")
+log = logging.getLogger(__name__)
+
+RETRY_AFTER_STORAGE_S = "30"
+NOT_CONFIGURED = ("Object storage is not configured: set BACKUP_STORAGE_URL=s3://<bucket>/<prefix> and the "
+                  "AWS_* variables (docs/storage.md).")
+
+
+def _stored() -> StoredBackups:
+    stored = service().stored
+    if stored is None:
+        api_abort(404, NOT_CONFIGURED)
+    return stored
+
+
+def storage_status(stored: StoredBackups, now: datetime) -> dict:
+    """Where backups go, the schedule, the retention and the latest runs: what needs no storage request."""
+    storage = stored.storage
+    schedule = storage.schedule
+    schedule_json = None
+    if schedule is not None:
+        next_run = stored.next_run(now)
+        schedule_json = {
+            "expression": str(schedule), "description": schedule.describe(),
+            "next_run": iso_utc(next_run.timestamp()), "next_run_text": next_run_words(next_run, now),
+            "interval_s": int(schedule_interval(schedule, now).total_seconds()),
+            "last_run": stored.last_scheduled.as_json() if stored.last_scheduled else None,
+        }
+    current = stored.current
+    return {
+        "storage": {"url": storage.location.url, "endpoint": stored.prompt.endpoint},
+        "schedule": schedule_json,
+        "retention": {"setting": str(storage.retention) if storage.retention else None,
+                      "description": retention_words(storage.retention)},
+        "last_run": stored.last_run.as_json() if stored.last_run else None,
+        "last_failure": stored.last_failure.as_json() if stored.last_failure else None,
+        "running": {"id": current.id, "progress_url": url_for("api.backup_progress", backup_id=current.id)}
+        if current is not None else None,
+        "history_note": "Runs are remembered in this process's memory only; the bucket holds every backup "
+                        "that succeeded and the log has every run.",
+    }
+
+
+@bp.get("/stored")
+@auth.login_required
+def stored_list():
+    """The stored backups, newest first, with the schedule, the retention and the latest runs (docs/api.md)."""
+    stored = _stored()
+    now = utc_now()
+    status = storage_status(stored, now)
+    try:
+        entries = stored.prompt.backups()
+    except StorageError as exc:
+        message = stored.prompt.explain(exc)
+        log.warning("GET /api/v1/stored: %s", message)
+        response = jsonify(error="Service Unavailable", message=message, **status)
+        return response, 503, {"Retry-After": RETRY_AFTER_STORAGE_S}
+    newest = entries[0].backup if entries else None
+    last_scheduled = stored.last_scheduled
+    fresh = freshness(newest.time if newest else None, now, stored.storage.schedule,
+                      last_scheduled is not None and last_scheduled.failed, up_since=stored.up_since)
+    return jsonify(
+        backups=[entry.as_json() for entry in entries],
+        newest={"name": newest.name, "time": iso_utc(newest.time.timestamp()), "age_s": int(fresh.age_s),
+                "stale": fresh.stale, "warning": fresh.warning} if newest else
+               {"name": None, "time": None, "age_s": None, "stale": fresh.stale, "warning": fresh.warning},
+        **status,
+    )
+
+
+@bp.get("/stored/<name>")
+@auth.login_required
+def download(name: str):
+    """302 to a presigned URL of the stored backup `name` (valid ≤ 10 minutes); 404 for any other name."""
+    stored = _stored()
+    state, started, actor, facts = service(), time.time(), current_actor(), request_facts()
+
+    def audit(outcome: str, status: int, error: str | None = None) -> None:
+        state.audit.record(event="stored-download", actor=actor, outcome=outcome, started=started, status=status,
+                           name=name[:200], error=error, **facts)
+
+    try:
+        url = stored.prompt.download_url(name)
+    except NotOurBackup:
+        audit("refused", 404, "not one of this service's backup names")
+        api_abort(404, "No stored backup of this service has that name: names look like "
+                       f"{stored.prompt.names.backup_name}_backup_YYYYMMDD_HHMMSS.sql.gz (GET /api/v1/stored lists them).")
+    except StorageError as exc:
+        message = stored.prompt.explain(exc)
+        audit("failed", 503, message)
+        api_abort(503, message, Retry_After=RETRY_AFTER_STORAGE_S)
+    if url is None:
+        audit("refused", 404, "no such object")
+        api_abort(404, f"There is no stored backup {name} (any more): retention may have deleted it. "
+                       "GET /api/v1/stored lists the ones there are.")
+    audit("ok", 302)
+    # The URL is a credential for this object until it expires: it goes only into this Location header
+    # (the access log writes paths, never query strings; nothing else here logs it).
+    response = redirect(url, code=302)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.post("/stored")
+@auth.login_required
+def start():
+    """Take a stored backup now: 202 and its progress id; 429 while any dump or upload runs."""
+    stored = _stored()
+    state = service()
+    progress_id = request.args.get("progress_id")
+    if progress_id is not None and not BACKUP_ID.fullmatch(progress_id):
+        api_abort(400, BAD_BACKUP_ID)
+    actor, facts, started = current_actor(), request_facts(), time.time()
+    try:
+        record = stored.start_now(actor, facts, progress_id)
+    except BackupIdInUse:
+        api_abort(409, "This progress_id belongs to another backup; choose a new random one for each backup.")
+    if record is None:
+        message = ("A backup is running (a download or a stored backup); a stored backup starts only when none "
+                   "does. Try again when it has finished.")
+        state.audit.record(event="stored-backup", actor=actor, outcome="refused", started=started, status=429,
+                           error="a backup is running", **facts)
+        api_abort(429, message, Retry_After=RETRY_AFTER_BUSY_S)
+    progress_url = url_for("api.backup_progress", backup_id=record.id)
+    body = {"id": record.id, "name": record.filename, "progress_url": progress_url,
+            "storage": stored.storage.location.url}
+    return jsonify(body), 202, {"Location": progress_url}
