@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 from flask import Blueprint, Response, current_app, render_template
 
 from backup_svc.pg.readiness import dump_readiness
 from backup_svc.timefmt import iso_utc
+from backup_svc.storage.status import retention_words
 from backup_svc.web.auth import auth
 from backup_svc.web.docs import DOCS_DIR, doc_path, render_doc
 from backup_svc.web.errors import api_abort
@@ -53,6 +55,7 @@ def dashboard():
         running=state.registry.running_count(), docs_available=(DOCS_DIR / "api.md").is_file(),
         # every running dump, whoever started it, each with a Cancel button
         running_dumps=tuple((r.id, r.actor, iso_utc(r.progress.started)) for r in state.registry.running()),
+        stored=_stored_facts(state),
     )
     notify = _notify_status(state)
     key = (tuple(sorted(shown.items())), state.audit.version, json.dumps(notify, sort_keys=True))
@@ -71,6 +74,25 @@ def _notify_status(state) -> dict | None:
     if not scheduled and (notify is None or not (notify.any_channel or notify.drill)):
         return None
     return state.reporter.status()
+
+
+@dataclass(frozen=True)
+class StoredFacts:
+    """What the "Stored backups" section shows without asking the storage (the rest comes from the API)."""
+
+    url: str
+    endpoint: str
+    schedule: str | None
+    retention: str
+
+
+def _stored_facts(state) -> StoredFacts | None:
+    if state.stored is None:
+        return None
+    storage = state.stored.storage
+    schedule = f"{storage.schedule.describe()} — {storage.schedule}" if storage.schedule else None
+    return StoredFacts(url=storage.location.url, endpoint=state.stored.prompt.endpoint, schedule=schedule,
+                       retention=retention_words(storage.retention))
 
 
 class RenderedPage:

@@ -23,6 +23,8 @@
     fields[id] = document.getElementById(id);
   });
   var frame = null;
+  // Stored backups and their download links share the audit trail with downloads (docs/api.md).
+  var OUTCOME_PREFIX = { "stored-backup": "to storage: ", "stored-download": "stored link: " };
 
   function newId() {
     var bytes = new Uint8Array(16);
@@ -154,7 +156,8 @@
         var tbody = table.querySelector("tbody");
         var rows = body.entries.slice(0, 10).map(function (entry) {
           var row = document.createElement("tr");
-          var outcome = entry.outcome + (entry.status && entry.status !== 200 ? " (" + entry.status + ")" : "");
+          var outcome = (OUTCOME_PREFIX[entry.event] || "") + entry.outcome +
+                        (entry.status && entry.status !== 200 ? " (" + entry.status + ")" : "");
           [entry.time, entry.actor || "–", entry.client || "–", outcome, humanBytes(entry.bytes),
            entry.duration_s + " s"].forEach(function (text) {
             var cell = document.createElement("td");
@@ -226,6 +229,7 @@
   }
 
   button.addEventListener("click", start);
+  document.addEventListener("backup-svc:attempt-ended", refreshRecent);
 
   // "Copy" buttons for the restore commands; where the clipboard API is unavailable (plain http),
   // the text is selected for Ctrl+C instead.

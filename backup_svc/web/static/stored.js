@@ -1,0 +1,299 @@
+// The dashboard's "Stored backups" section: the list from GET /api/v1/stored (newest first, with the
+// newest one's age), "Back up to storage now" (POST /api/v1/stored, then the same progress endpoint a
+// download uses) and download links that go through the service's presigned redirect. The page says
+// "Stored" only when the server says the object is complete and was read back from the bucket.
+(function () {
+  "use strict";
+
+  var POLL_MS = 700;
+  var MAX_POLL_ERRORS = 20;
+  var SHORT_HASH = 12;
+
+  var section = document.getElementById("stored");
+  if (!section) return;
+  var $ = function (id) { return document.getElementById(id); };
+  var button = $("stored-now");
+  var panel = $("stored-panel");
+  var bar = $("stored-bar");
+  var highlight = null;  // the name of the backup this page just stored: its row is marked
+
+  function humanBytes(n) {
+    if (n === null || n === undefined) return "–";
+    var units = ["bytes", "kB", "MB", "GB", "TB"];
+    var i = 0;
+    while (Math.abs(n) >= 1000 && i < units.length - 1) { n /= 1000; i++; }
+    return i === 0 ? n.toFixed(0) + " bytes" : n.toFixed(1) + " " + units[i];
+  }
+
+  function duration(seconds) {
+    if (seconds === null || seconds === undefined) return "–";
+    var s = Math.max(0, Math.round(seconds));
+    var d = Math.floor(s / 86400), h = Math.floor((s % 86400) / 3600), m = Math.floor((s % 3600) / 60);
+    if (d) return d + (d === 1 ? " day" : " days") + (h && d < 3 ? " " + h + " h" : "");
+    if (h) return h + " h" + (m && h < 10 ? " " + m + " min" : "");
+    if (m) return m + " min";
+    return s % 60 + " s";
+  }
+
+  function utc(iso) {  // "2026-11-28T03:00:00Z" -> "2026-11-28 03:00"
+    return iso ? iso.replace("T", " ").slice(0, 16) : "–";
+  }
+
+  function text(id, value) {
+    var el = $(id);
+    if (el.textContent !== value) el.textContent = value;
+  }
+
+  function describeRun(run) {
+    var when = utc(run.started) + " UTC (" + run.trigger + ")";
+    switch (run.outcome) {
+      case "ok": return when + ": stored " + (run.name || "") + ".";
+      case "ok, retention failed": return when + ": stored " + (run.name || "") + ", but deleting old backups failed.";
+      case "skipped": return when + ": skipped, another stored backup was running.";
+      default: return when + ": failed.";
+    }
+  }
+
+  // "The scheduled backup at 03:00 UTC on 2026-11-28 failed: <reason>." in words a person can act on.
+  function describeFailure(run) {
+    var what = run.trigger === "schedule" ? "The scheduled backup" : "The backup started by hand";
+    return what + " at " + utc(run.started) + " UTC failed: " + (run.error || "no reason was given") +
+      (/[.!]$/.test(run.error || "") ? "" : ".") + " Nothing was stored by that run; the stored backups " +
+      "listed here are untouched.";
+  }
+
+  function renderStatus(body) {
+    if (body.schedule) {
+      text("stored-next", body.schedule.next_run_text);
+    }
+    text("stored-last-run", body.last_run ? describeRun(body.last_run) : "None since the service started.");
+    var failure = body.last_failure;
+    $("stored-failure").hidden = !failure;
+    if (failure) text("stored-failure-text", describeFailure(failure));
+  }
+
+  function renderFreshness(newest) {
+    var box = $("stored-freshness");
+    var warning = $("stored-warning");
+    if (newest && newest.name) {
+      text("stored-age", "Newest stored backup: " + duration(newest.age_s) + " old");
+      text("stored-newest", newest.name + ", taken " + utc(newest.time) + " UTC");
+    } else {
+      text("stored-age", "No stored backup yet");
+      text("stored-newest", "Use “Back up to storage now” or set BACKUP_SCHEDULE.");
+    }
+    box.classList.toggle("stale", !!(newest && newest.stale));
+    box.classList.toggle("none", !(newest && newest.name));
+    warning.hidden = !(newest && newest.warning);
+    if (newest && newest.warning) text("stored-warning", "Warning: " + newest.warning);
+  }
+
+  function copyButton(hash) {
+    var copy = document.createElement("button");
+    copy.type = "button";
+    copy.className = "copy copy-small";
+    copy.textContent = "Copy";
+    copy.setAttribute("aria-label", "Copy the full SHA-256 " + hash);
+    copy.addEventListener("click", function () {
+      var done = function () { copy.textContent = "Copied"; };
+      var fallback = function () { window.prompt("SHA-256 (copy it with Ctrl+C):", hash); };
+      if (navigator.clipboard && window.isSecureContext) {
+        navigator.clipboard.writeText(hash).then(done, fallback);
+      } else {
+        fallback();
+      }
+    });
+    return copy;
+  }
+
+  function row(backup) {
+    var tr = document.createElement("tr");
+    tr.dataset.name = backup.name;
+    if (backup.name === highlight) tr.className = "just-stored";
+    var time = document.createElement("td");
+    time.textContent = utc(backup.time);
+    time.title = backup.name;
+    var size = document.createElement("td");
+    size.textContent = humanBytes(backup.size);
+    var hash = document.createElement("td");
+    if (backup.sha256) {
+      var code = document.createElement("code");
+      code.className = "hash";
+      code.textContent = backup.sha256.slice(0, SHORT_HASH) + "…";
+      code.title = backup.sha256;
+      hash.appendChild(code);
+      hash.appendChild(document.createTextNode(" "));
+      hash.appendChild(copyButton(backup.sha256));
+    } else {
+      hash.textContent = "–";
+    }
+    var link = document.createElement("td");
+    var a = document.createElement("a");
+    a.href = section.dataset.downloadUrl.replace("BACKUP_NAME", encodeURIComponent(backup.name));
+    a.textContent = "Download";
+    a.setAttribute("aria-label", "Download " + backup.name);
+    a.className = "download-link";
+    link.appendChild(a);
+    [time, size, hash, link].forEach(function (cell) { tr.appendChild(cell); });
+    return tr;
+  }
+
+  function renderList(backups) {
+    var tbody = $("stored-list").querySelector("tbody");
+    if (!backups.length) {
+      var empty = document.createElement("tr");
+      var cell = document.createElement("td");
+      empty.className = "empty";
+      cell.colSpan = 4;
+      cell.textContent = "No stored backups in the bucket yet.";
+      empty.appendChild(cell);
+      tbody.replaceChildren(empty);
+      return;
+    }
+    tbody.replaceChildren.apply(tbody, backups.map(row));
+  }
+
+  function refresh() {
+    return fetch(section.dataset.listUrl, { headers: { "Accept": "application/json" }, cache: "no-store",
+                                            credentials: "same-origin" })
+      .then(function (response) {
+        return response.json().catch(function () { return null; }).then(function (body) {
+          return { status: response.status, body: body };
+        });
+      })
+      .then(function (reply) {
+        var error = $("stored-error");
+        if (!reply.body) throw new Error("HTTP " + reply.status);
+        renderStatus(reply.body);
+        if (reply.status !== 200) {
+          error.textContent = reply.body.message || ("The list could not be read (HTTP " + reply.status + ").");
+          error.hidden = false;
+          text("stored-age", "Storage unreachable: the newest backup's age is unknown");
+          $("stored-freshness").classList.add("stale");
+          return;
+        }
+        error.hidden = true;
+        renderFreshness(reply.body.newest);
+        renderList(reply.body.backups);
+        section.dataset.loaded = "true";
+      })
+      .catch(function () {
+        var error = $("stored-error");
+        error.textContent = "The service did not answer the request for the list; reload the page to try again.";
+        error.hidden = false;
+      });
+  }
+
+  // -- "Back up to storage now" ------------------------------------------------------------------
+  function describePhase(report) {
+    switch (report.phase) {
+      case "connecting": return "Connecting to the database and reading its catalog";
+      case "schema": return "Writing the schema";
+      case "data":
+        if (!report.table) return "Writing table data";
+        return "Table " + report.table.number + (report.table.count ? " of " + report.table.count : "") +
+               ": " + report.table.name;
+      case "finishing": return "Finishing: sequences, large objects, indexes and constraints";
+      case "storing": return "Completing the upload and reading it back from the bucket";
+      case "done": return "Stored";
+      case "refused": return "Not started";
+      default: return "Failed";
+    }
+  }
+
+  function setStatus(message, kind) {
+    text("stored-status", message);
+    $("stored-status").className = "status" + (kind ? " status-" + kind : "");
+  }
+
+  function setPercent(percent) {
+    if (percent === null || percent === undefined) {
+      bar.removeAttribute("value");
+      text("stored-percent", "");
+      return;
+    }
+    var shown = percent >= 100 ? 100 : Math.floor(percent);
+    bar.value = percent;
+    text("stored-percent", shown + " %");
+  }
+
+  function render(report) {
+    var step = describePhase(report);
+    text("stored-phase", step);
+    text("stored-sent", humanBytes(report.bytes_sent));
+    text("stored-rate", report.rate_bytes_per_s ? humanBytes(report.rate_bytes_per_s) + "/s" : "–");
+    text("stored-elapsed", duration(report.elapsed_s));
+    text("stored-eta", report.eta_s === null || report.eta_s === undefined
+      ? (report.state === "running" ? "estimating…" : "–")
+      : (report.eta_s < 1 ? "a moment" : "about " + duration(report.eta_s)));
+    if (report.state === "running") {
+      setPercent(report.percent);
+      setStatus(step + "…", "running");
+    }
+  }
+
+  function finish(message, kind) {
+    setStatus(message, kind);
+    bar.classList.toggle("failed", kind === "error");
+    text("stored-eta", "–");
+    button.disabled = false;
+    panel.removeAttribute("aria-busy");
+    refresh();
+    // The "Recent backup attempts" table (dashboard.js) lists stored backups too.
+    document.dispatchEvent(new CustomEvent("backup-svc:attempt-ended"));
+  }
+
+  function poll(url, errors) {
+    fetch(url, { headers: { "Accept": "application/json" }, cache: "no-store", credentials: "same-origin" })
+      .then(function (response) { return response.json().then(function (body) { return { status: response.status, body: body }; }); })
+      .then(function (reply) {
+        if (reply.status !== 200) {
+          return finish(reply.body.message || ("Progress unavailable (HTTP " + reply.status + ")."), "error");
+        }
+        var report = reply.body;
+        render(report);
+        if (report.state === "running") return window.setTimeout(function () { poll(url, 0); }, POLL_MS);
+        if (report.state === "done") {
+          highlight = report.filename;
+          setPercent(100);
+          return finish("Stored: " + report.filename + ", " + humanBytes(report.bytes_sent) + " in " +
+                        duration(report.elapsed_s) + ". Read back from the bucket and matched; SHA-256 " +
+                        report.sha256 + ".", "ok");
+        }
+        setPercent(0);
+        var reason = report.error || "the stored backup stopped before it was complete.";
+        return finish((report.state === "refused" ? "Not started: " + reason
+                       : "Failed: " + reason + (/Nothing was stored/.test(reason) ? "" : " Nothing was stored.")),
+                      "error");
+      })
+      .catch(function () {
+        if (errors + 1 >= MAX_POLL_ERRORS) return finish("Lost contact with the service while the backup ran.", "error");
+        window.setTimeout(function () { poll(url, errors + 1); }, POLL_MS);
+      });
+  }
+
+  function start() {
+    if (button.disabled) return;
+    button.disabled = true;
+    panel.hidden = false;
+    panel.setAttribute("aria-busy", "true");
+    bar.classList.remove("failed");
+    ["stored-phase", "stored-sent", "stored-rate", "stored-elapsed", "stored-eta"].forEach(function (id) { text(id, "–"); });
+    setPercent(0);
+    setStatus("Starting the stored backup…", "running");
+    fetch(section.dataset.startUrl, { method: "POST", headers: { "Accept": "application/json" },
+                                      cache: "no-store", credentials: "same-origin" })
+      .then(function (response) { return response.json().then(function (body) { return { status: response.status, body: body }; }); })
+      .then(function (reply) {
+        if (reply.status !== 202) {
+          setPercent(0);
+          return finish("Not started: " + (reply.body.message || "HTTP " + reply.status), "error");
+        }
+        poll(section.dataset.progressUrl.replace("BACKUP_ID", encodeURIComponent(reply.body.id)), 0);
+      })
+      .catch(function () { finish("The service did not answer; nothing was started.", "error"); });
+  }
+
+  button.addEventListener("click", start);
+  refresh();
+})();

@@ -1,0 +1,198 @@
+"""The dashboard's "Stored backups" section in headless Chromium, against a real gunicorn, PostgreSQL and
+moto's S3 server on loopback. Screenshots at 390 and 1280 px land in artifacts/ (looked at by hand)."""
+from __future__ import annotations
+
+import hashlib
+import re
+import http.server
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from playwright.sync_api import expect
+
+from backup_svc.pg.localcluster import free_port
+from tests.conftest import ARTIFACTS
+from tests.s3support import incomplete_uploads, object_keys, s3_env, seed_backup
+
+SLOW_MS = 60_000
+
+
+def stamp(age: timedelta) -> str:
+    return f"{datetime.now(timezone.utc) - age:%Y%m%d_%H%M%S}"
+
+
+def shoot(page, name: str) -> None:
+    """Save the whole page and the "Stored backups" section alone (artifacts/, gitignored)."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"stored-{name}-page.png"), full_page=True)
+    page.locator("#stored").screenshot(path=str(ARTIFACTS / f"stored-{name}.png"))
+
+
+@pytest.fixture
+def storage(s3, moto_s3):
+    """(client, bucket, env): a fresh bucket and the settings that point the service at it."""
+    client, bucket = s3
+    return client, bucket, {"BACKUP_STORAGE_URL": f"s3://{bucket}/rich/", **s3_env(moto_s3.endpoint)}
+
+
+def wait_for_list(page) -> None:
+    expect(page.locator("#stored")).to_have_attribute("data-loaded", "true", timeout=SLOW_MS)
+
+
+@pytest.mark.parametrize("width", [1280, 390])
+def test_the_section_lists_backups_and_back_up_now_adds_a_row_with_its_hash(
+        storage, rich_db, start_service, open_dashboard, width):
+    client, bucket, env = storage
+    seeded = {f"rich_backup_{stamp(timedelta(hours=h))}.sql.gz": None for h in (2, 26)}
+    for name in seeded:
+        seeded[name] = seed_backup(client, bucket, f"rich/{name}")
+    service = start_service(DATABASE_URL=rich_db, BACKUP_SCHEDULE="0 3 * * *", BACKUP_RETENTION="last=7,daily=14",
+                            **env)
+    page = open_dashboard(service, width=width)
+    wait_for_list(page)
+    rows = page.locator("#stored-list tbody tr")
+    expect(rows).to_have_count(2)
+    newest = max(seeded)  # names sort by time
+    expect(rows.nth(0)).to_have_attribute("data-name", newest)
+    expect(rows.nth(0).locator("code.hash")).to_have_text(seeded[newest][:12] + "…")
+    expect(page.locator("#stored-age")).to_have_text("Newest stored backup: 2 h old")
+    expect(page.locator("#stored-freshness")).not_to_have_class("freshness stale")
+    expect(page.locator("#stored-next")).to_contain_text("next: ")
+    expect(page.locator("#stored-retention")).to_contain_text("the 7 newest")
+    assert page.evaluate("document.documentElement.scrollWidth") <= width, "the page scrolls sideways"
+
+    page.get_by_role("button", name="Back up to storage now").click()
+    expect(page.locator("#stored-status")).to_contain_text("Stored: rich_backup_", timeout=SLOW_MS)
+    expect(rows).to_have_count(3)
+    new_row = rows.nth(0)
+    expect(new_row).to_have_class("just-stored")
+    name = new_row.get_attribute("data-name")
+    assert name not in seeded and f"rich/{name}" in object_keys(client, bucket)
+    stored_sha = client.head_object(Bucket=bucket, Key=f"rich/{name}")["Metadata"]["sha256"]
+    expect(new_row.locator("code.hash")).to_have_text(stored_sha[:12] + "…")
+    expect(new_row.locator("code.hash")).to_have_attribute("title", stored_sha)
+    expect(page.locator("#stored-status")).to_contain_text(stored_sha)
+    expect(page.locator("#stored-age")).to_have_text(re.compile(r"Newest stored backup: \d+ s old"))
+    expect(page.locator("#stored-last-run")).to_contain_text(f"(by hand): stored {name}")
+    assert incomplete_uploads(client, bucket) == []
+    assert page.evaluate("document.documentElement.scrollWidth") <= width, "the page scrolls sideways"
+    shoot(page, f"after-backup-{width}")
+
+
+@pytest.mark.parametrize("width", [1280, 390])
+def test_an_old_newest_backup_shows_as_a_warning(storage, rich_db, start_service, open_dashboard, width):
+    """A daily schedule and a newest backup 2 days 5 hours old: overdue (more than 1.5 intervals)."""
+    client, bucket, env = storage
+    seed_backup(client, bucket, f"rich/rich_backup_{stamp(timedelta(days=2, hours=5))}.sql.gz")
+    seed_backup(client, bucket, f"rich/rich_backup_{stamp(timedelta(days=4, hours=1))}.sql.gz")
+    service = start_service(DATABASE_URL=rich_db, BACKUP_SCHEDULE="0 3 * * *", **env)
+    page = open_dashboard(service, width=width)
+    wait_for_list(page)
+    expect(page.locator("#stored-freshness")).to_have_class("freshness stale")
+    expect(page.locator("#stored-age")).to_have_text("Newest stored backup: 2 days 5 h old")
+    expect(page.locator("#stored-warning")).to_have_text(
+        "Warning: The newest backup is 2 days 5 h old, but the schedule runs every 1 day.")
+    assert page.evaluate("document.documentElement.scrollWidth") <= width, "the page scrolls sideways"
+    shoot(page, f"stale-{width}")
+
+
+def test_a_failed_run_is_told_in_words(s3, fault_proxy, rich_db, start_service, open_dashboard):
+    """The storage answers 500 to every part upload (the proxy injects it: moto never fails on its own):
+    the run fails after its retries, and the page says so, and that nothing was stored."""
+    client, bucket = s3
+    proxy, _ = fault_proxy
+    proxy.add(lambda method, path, query: method == "PUT" and "partNumber" in query, ["500"], repeat_last=True)
+    service = start_service(DATABASE_URL=rich_db, BACKUP_STORAGE_URL=f"s3://{bucket}/rich/", **s3_env(proxy.endpoint))
+    page = open_dashboard(service, width=390)
+    wait_for_list(page)
+    expect(page.locator("#stored-age")).to_have_text("No stored backup yet")
+    page.get_by_role("button", name="Back up to storage now").click()
+    expect(page.locator("#stored-status")).to_contain_text("Failed: ", timeout=SLOW_MS)
+    expect(page.locator("#stored-status")).to_contain_text("Nothing was stored")
+    failure = page.locator("#stored-failure")
+    expect(failure).to_be_visible()
+    expect(failure).to_contain_text("The backup started by hand at ")
+    expect(failure).to_contain_text("InternalError (HTTP 500)")
+    expect(failure).to_contain_text("Nothing was stored by that run")
+    assert object_keys(client, bucket) == [] and incomplete_uploads(client, bucket) == []
+    shoot(page, "failed-390")
+
+
+def test_the_download_link_yields_the_object(storage, rich_db, start_service, open_dashboard, tmp_path):
+    client, bucket, env = storage
+    name = f"rich_backup_{stamp(timedelta(hours=5))}.sql.gz"
+    digest = seed_backup(client, bucket, f"rich/{name}")
+    service = start_service(DATABASE_URL=rich_db, **env)
+    page = open_dashboard(service)
+    wait_for_list(page)
+    with page.expect_download(timeout=SLOW_MS) as download_info:
+        page.get_by_role("link", name=f"Download {name}").click()
+    download = download_info.value
+    assert download.suggested_filename == name
+    saved = tmp_path / name
+    download.save_as(saved)
+    assert hashlib.sha256(saved.read_bytes()).hexdigest() == digest
+    assert download.url.startswith(env["AWS_ENDPOINT_URL"])  # straight from the bucket, not through the service
+
+
+@pytest.fixture
+def other_site():
+    """Serve one HTML page on http://localhost:<port>/: another site than the service's 127.0.0.1."""
+    servers = []
+
+    def serve(html: str) -> str:
+        body = html.encode()
+
+        class Page(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Page)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://localhost:{server.server_address[1]}/"
+
+    yield serve
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def test_another_sites_form_and_fetch_cannot_start_a_stored_backup(storage, rich_db, start_service, browser,
+                                                                    other_site):
+    """The browser holds the admin's credentials for the service (as after a login); a page on another
+    site posts a form and a no-cors fetch at POST /api/v1/stored. Neither starts anything."""
+    client, bucket, env = storage
+    service = start_service(DATABASE_URL=rich_db, **env)
+    target = f"{service.base_url}/api/v1/stored"
+    url = other_site(f"""<!doctype html><title>elsewhere</title>
+        <form id="f" method="post" action="{target}"></form>
+        <script>
+          fetch("{target}", {{method: "POST", mode: "no-cors", credentials: "include"}})
+            .finally(function () {{ document.getElementById("f").submit(); }});
+        </script>""")
+    context = browser.new_context(http_credentials={"username": "admin", "password": service.password})
+    try:
+        page = context.new_page()
+        with page.expect_response(lambda r: r.url == target and r.request.resource_type == "document",
+                                  timeout=SLOW_MS) as navigated:
+            page.goto(url)
+        assert navigated.value.status == 403
+        assert "Refused" in page.content()
+    finally:
+        context.close()
+    time.sleep(1)
+    assert object_keys(client, bucket) == [] and incomplete_uploads(client, bucket) == []
+    denied = [line for line in service.log().splitlines()
+              if '"event": "stored-backup"' in line and '"outcome": "denied"' in line]
+    assert len(denied) == 2, service.log()[-3000:]
+    assert all('"status": 403' in line for line in denied)
