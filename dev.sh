@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One entry point that sets up a fresh Debian machine and then runs the service or the tests.
-#   ./dev.sh run     serve (with no DATABASE_URL: a demo on a throwaway local PostgreSQL)
+#   ./dev.sh run     serve (with no DATABASE_URL: a demo on a throwaway local PostgreSQL and S3 server)
 #   ./dev.sh test    the whole test suite (extra arguments go to pytest)
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -48,7 +48,9 @@ ensure_system_packages() {
 }
 
 ensure_venv() {
+    # run: requirements.txt; the demo (run without DATABASE_URL) adds its throwaway S3 server; test: all.
     local requirements="requirements.txt"
+    [ "${1:-}" = demo ] && requirements="requirements-demo.txt"
     [ "${1:-}" = test ] && requirements="requirements-dev.txt"
     [ -x .venv/bin/python ] || { log "creating .venv"; python3 -m venv .venv; }
     local stamp=".venv/.installed-$(cat requirements*.txt | sha256sum | cut -c1-16)-$requirements"
@@ -89,10 +91,11 @@ command="${1:-}"; shift || true
 case "$command" in
     run)
         ensure_system_packages run
-        ensure_venv run
         if has_database_url; then
+            ensure_venv run
             exec .venv/bin/python -m backup_svc serve "$@"
         fi
+        ensure_venv demo
         exec .venv/bin/python -m backup_svc serve --demo "$@"
         ;;
     test)

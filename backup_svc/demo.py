@@ -1,4 +1,5 @@
-"""The demo: a throwaway local PostgreSQL with sample data, and a banner that says how to use it."""
+"""The demo: a throwaway local PostgreSQL with sample data, a throwaway S3 server for stored backups,
+and a banner that says how to use them."""
 from __future__ import annotations
 
 import secrets
@@ -12,6 +13,8 @@ from backup_svc.pg.localcluster import LocalCluster, find_server_bin_dir
 DEMO_DATABASE = "shop"
 # Where the banner's commands restore to: a new database on the demo's own cluster.
 RESTORE_DATABASE = "shop_restored"
+# ... and where the stored-backup commands restore to.
+RESTORE_FROM_BUCKET = "shop_from_bucket"
 DEMO_SQL = Path(__file__).with_name("demo_data.sql")
 
 
@@ -31,8 +34,53 @@ def start_demo(env: dict[str, str]) -> tuple[LocalCluster, dict[str, str]]:
     generated = [name for name in ("ADMIN_PASSWORD", "ADMIN_TOKEN") if not env.get(name)]
     for name in generated:
         env[name] = secrets.token_urlsafe(18)
-    print(banner(env, cluster, generated=bool(generated)), flush=True)
+    storage = start_storage(env)
+    print(banner(env, cluster, generated=bool(generated)) + storage, flush=True)
     return cluster, env
+
+
+def start_storage(env: dict[str, str]) -> str:
+    """Stored backups for the demo on a throwaway S3 server on loopback; the banner's lines about them.
+
+    The server lives in this (gunicorn's master) process, in memory: it is gone when the demo stops.
+    """
+    from backup_svc.storage.settings import CLIENT_VARIABLES
+    from backup_svc.storage.loopback import moto_available, start_demo_storage
+
+    if any(env.get(name) for name in ("BACKUP_STORAGE_URL", *CLIENT_VARIABLES)):
+        print("backup_svc: --demo ignores BACKUP_STORAGE_URL and AWS_* and uses a throwaway S3 server",
+              file=sys.stderr)
+    for name in ("BACKUP_STORAGE_URL", *CLIENT_VARIABLES):
+        env.pop(name, None)
+    if not moto_available():
+        for name in ("BACKUP_SCHEDULE", "BACKUP_RETENTION"):
+            env.pop(name, None)
+        return ("  Stored backups: off in this demo (its throwaway S3 server needs moto: "
+                ".venv/bin/pip install -r requirements-demo.txt, or ./dev.sh run, which does)\n")
+    server = start_demo_storage(env, DEMO_DATABASE)
+    return storage_banner(env, server.endpoint)
+
+
+def storage_banner(env: dict[str, str], endpoint: str) -> str:
+    """Where stored backups go, and `upload`, `list` and `restore s3://…` to paste into a shell."""
+    cli = cli_command()
+    url = env["BACKUP_STORAGE_URL"]
+    restored = env["DATABASE_URL"].rsplit("/", 1)[0] + f"/{RESTORE_FROM_BUCKET}"
+    lines = [
+        f"  Stored backups: {url} on a throwaway S3 server at {endpoint} (in memory, gone at Ctrl-C),",
+        f"    on BACKUP_SCHEDULE='{env['BACKUP_SCHEDULE']}' (UTC), BACKUP_RETENTION={env['BACKUP_RETENTION']};"
+        " the dashboard lists them.",
+        "  Stored backups from a shell: take one, list them, restore the newest into a new database:",
+        f"    export BACKUP_STORAGE_URL={url} AWS_ENDPOINT_URL={endpoint} AWS_S3_URL_STYLE=path",
+        f"    export AWS_ACCESS_KEY_ID={env['AWS_ACCESS_KEY_ID']} AWS_SECRET_ACCESS_KEY={env['AWS_SECRET_ACCESS_KEY']}"
+        f" AWS_DEFAULT_REGION={env['AWS_DEFAULT_REGION']}",
+        f"    export DATABASE_URL='{env['DATABASE_URL']}'",
+        f"    {cli} upload",
+        f"    {cli} list",
+        f"    NAME=$({cli} list | awk 'NR == 1 {{print $1}}')",
+        f"    {cli} restore \"$BACKUP_STORAGE_URL$NAME\" --target-url '{restored}' --create",
+    ]
+    return "\n".join(["", *lines, "", ""])
 
 
 def cli_command() -> str:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import http.client
-import logging
 import re
 import secrets
 import socket
@@ -14,6 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from backup_svc.pg.localcluster import free_port
 from backup_svc.storage.client import RetryPolicy
+from backup_svc.storage.loopback import LoopbackS3
 
 S3_ERROR = ("<?xml version='1.0' encoding='UTF-8'?><Error><Code>{code}</Code><Message>{message}</Message>"
             "<RequestId>fault</RequestId></Error>")
@@ -22,26 +22,8 @@ S3_ERROR = ("<?xml version='1.0' encoding='UTF-8'?><Error><Code>{code}</Code><Me
 FAST_RETRY = RetryPolicy(attempts=5, first_delay_s=0.05, max_delay_s=0.2)
 
 
-class MotoS3:
-    """moto's S3 server (ThreadedMotoServer) on 127.0.0.1 and a free port; speaks the S3 HTTP protocol."""
-
-    def __init__(self):
-        from moto.server import ThreadedMotoServer
-
-        logging.getLogger("werkzeug").setLevel(logging.ERROR)
-        self.port = free_port()
-        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> "MotoS3":
-        self._server.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.stop()
+# moto's S3 server (ThreadedMotoServer) on 127.0.0.1: the very server the demo runs for its stored backups.
+MotoS3 = LoopbackS3
 
 
 def s3_env(endpoint: str) -> dict[str, str]:

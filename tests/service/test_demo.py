@@ -5,6 +5,7 @@ gzip, psql, createdb and the `backup-svc` command, in shells, exactly as printed
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -142,6 +143,30 @@ def test_banner_commands_download_verify_and_restore_as_printed(demo, tmp_path):
     assert "restored shop_backup.sql.gz into 'shop_restored'" in done.stdout
     restored = table_rows(with_database(demo.database_url, "shop_restored"))
     assert restored == table_rows(demo.database_url) and sum(restored.values()) > 0
+
+
+def test_the_demo_stores_backups_in_its_throwaway_bucket_and_the_banner_commands_work(demo, tmp_path):
+    """The banner's stored-backup block, pasted into a shell: upload, list, restore the newest from the
+    bucket. The dashboard's section and the API see the same bucket (a real moto server on loopback)."""
+    block = demo.banner.split("Stored backups from a shell", 1)[1].split("\n\n", 1)[0]
+    lines = [line.strip() for line in block.splitlines()[1:] if line.strip()]
+    cli = str(BIN / "backup-svc")
+    assert [line.split(" ", 1)[0] for line in lines] == ["export", "export", "export", cli, cli, "NAME=$(" + cli, cli]
+    endpoint = demo.value(r"on a throwaway S3 server at (http://127\.0\.0\.1:\d+) ")
+    assert "BACKUP_SCHEDULE='*/5 * * * *'" in demo.banner and "BACKUP_RETENTION=last=6" in demo.banner
+    done = bash("\n".join(lines), tmp_path, {"PATH": os.environ["PATH"], "HOME": str(tmp_path)})
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"^[0-9a-f]{64}  s3://demo-backups/shop/shop_backup_\d{8}_\d{6}\.sql\.gz$", done.stdout, re.M)
+    assert "restored s3://demo-backups/shop/shop_backup_" in done.stdout
+    restored = table_rows(with_database(demo.database_url, "shop_from_bucket"))
+    assert restored == table_rows(demo.database_url) and sum(restored.values()) > 0
+    token = demo.value(r"Bearer ([^']+)'")
+    listed = subprocess.run(["curl", "-fsS", "-H", f"Authorization: Bearer {token}",
+                             f"http://localhost:{demo.port}/api/v1/stored"], capture_output=True, text=True, timeout=30)
+    body = json.loads(listed.stdout)
+    assert body["storage"] == {"url": "s3://demo-backups/shop/", "endpoint": endpoint}
+    assert body["backups"] and body["backups"][0]["name"].startswith("shop_backup_")
+    assert body["schedule"]["expression"] == "*/5 * * * *" and body["retention"]["setting"] == "last=6"
 
 
 def test_a_taken_port_is_refused_before_anything_is_printed(tmp_path):
