@@ -207,8 +207,13 @@
   }
 
   function setPercent(percent) {
-    if (percent === null || percent === undefined) {
+    if (percent === null || percent === undefined) {  // no estimate yet: an indeterminate bar
       bar.removeAttribute("value");
+      text("stored-percent", "");
+      return;
+    }
+    if (percent < 0) {  // it ended without a file: an empty bar, no number
+      bar.value = 0;
       text("stored-percent", "");
       return;
     }
@@ -260,7 +265,7 @@
                         duration(report.elapsed_s) + ". Read back from the bucket and matched; SHA-256 " +
                         report.sha256 + ".", "ok");
         }
-        setPercent(0);
+        setPercent(-1);
         var reason = report.error || "the stored backup stopped before it was complete.";
         return finish((report.state === "refused" ? "Not started: " + reason
                        : "Failed: " + reason + (/Nothing was stored/.test(reason) ? "" : " Nothing was stored.")),
@@ -286,12 +291,12 @@
       .then(function (response) { return response.json().then(function (body) { return { status: response.status, body: body }; }); })
       .then(function (reply) {
         if (reply.status !== 202) {
-          setPercent(0);
+          setPercent(-1);
           return finish("Not started: " + (reply.body.message || "HTTP " + reply.status), "error");
         }
         poll(section.dataset.progressUrl.replace("BACKUP_ID", encodeURIComponent(reply.body.id)), 0);
       })
-      .catch(function () { finish("The service did not answer; nothing was started.", "error"); });
+      .catch(function () { setPercent(-1); finish("The service did not answer; nothing was started.", "error"); });
   }
 
   button.addEventListener("click", start);
