@@ -88,19 +88,20 @@ def state_change_refusal(method: str, headers: Mapping[str, str], host: str) -> 
     """Why a request that changes something (POST and the like) must be refused, or None.
 
     Stricter than `cross_site_refusal`: from a browser only the service's own pages may send one.
-    `Sec-Fetch-Site`, when sent, must be `same-origin` (not a sibling subdomain, not "none"), and
-    `Origin`, when sent, must name this host. Browsers that send neither (old ones, or pages served
-    over plain http to a non-local address) are still held to the `Origin` check, which every
-    browser sends with a cross-origin POST; scripts send neither and are judged by their credentials.
+    A browser that sends Fetch Metadata has compared the origins itself: `Sec-Fetch-Site` must be
+    `same-origin` (not a sibling subdomain, not "none"). One that does not (an old browser, or a page
+    on plain http to a non-local address) still sends `Origin` with every cross-origin POST: it must
+    name this host (the `Host` the request came with). Scripts send neither and are judged by their
+    credentials alone.
     """
     if method.upper() in _SAFE_METHODS:
         return None
-    site = headers.get("Sec-Fetch-Site")
-    origin = headers.get("Origin")
     refusal = ("Refused: from a browser, only this service's own pages may change anything (Sec-Fetch-Site "
                "and Origin are checked). Use the dashboard; scripts send Authorization: Bearer <ADMIN_TOKEN>.")
-    if site is not None and site.lower() != "same-origin":
-        return refusal
+    site = headers.get("Sec-Fetch-Site")
+    if site is not None:
+        return None if site.lower() == "same-origin" else refusal
+    origin = headers.get("Origin")
     if origin is not None:
         netloc = urlsplit(origin).netloc if origin != "null" else ""
         if not netloc or netloc.lower() != host.lower():

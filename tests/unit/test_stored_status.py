@@ -100,7 +100,10 @@ def test_no_other_name_may_be_presigned(name):
     ({"Origin": "http://svc.example:8081"}, True),
     ({"Origin": "https://evil.example"}, True),
     ({"Origin": "null"}, True),
-    ({"Sec-Fetch-Site": "same-origin", "Origin": "http://other.example"}, True),
+    # Fetch Metadata is the browser's own comparison; Origin is what is left without it. (A browser
+    # cannot send same-origin with another host's Origin; a script can send anything and is judged
+    # by its credentials.)
+    ({"Sec-Fetch-Site": "same-origin", "Origin": "https://the.public.domain"}, False),
 ])
 def test_changes_come_only_from_the_services_own_pages(headers, refused):
     assert (state_change_refusal("POST", headers, "svc.example:8080") is not None) is refused
