@@ -4,7 +4,7 @@ What is tried, in this order, so that nothing can be left behind:
   list    ListObjectsV2 and ListMultipartUploads under the prefix (listing, retention, stale uploads)
   delete  DeleteObject of a key that does not exist (S3 answers 204 when allowed, 403 when not)
   abort   AbortMultipartUpload of an upload id that does not exist (NoSuchUpload when allowed)
-  write   only when delete is allowed: PutObject of a tiny object, GetObject of it (read-back and
+  put     only when delete is allowed: PutObject of a tiny object, GetObject of it (read-back and
           presigned downloads need it), DeleteObject of it; then, only when abort is allowed, a
           multipart upload with one part, aborted
 The test key `<prefix>backup_svc-check-<random>.tmp` never matches a backup name, so nothing that
@@ -23,7 +23,6 @@ PROBE_NAME = "backup_svc-check-{}.tmp"
 PROBE_BODY = b"backup_svc permission check; safe to delete\n"
 # A person waits for these: two tries, short pauses.
 PROBE_RETRY = RetryPolicy(attempts=2, first_delay_s=0.2, max_delay_s=0.5)
-PERMISSIONS = ("list", "delete", "abort", "write")
 
 
 @dataclass(frozen=True)
@@ -163,12 +162,12 @@ def probe_storage(client, location: StorageLocation, endpoint: str, *, retry: Re
     report.checks.append(Check("delete", delete, delete_detail))
     report.checks.append(Check("abort", abort, abort_detail))
     if delete != "ok":
-        report.checks.append(Check("write", "not tried", "a test object could not be deleted afterwards"))
+        report.checks.append(Check("put", "not tried", "a test object could not be deleted afterwards"))
         return report
-    write, write_detail = prober.write_read_delete(report.left_behind)
-    if write == "ok" and abort == "ok":
-        write, write_detail = prober.multipart(report.left_behind)
-    report.checks.append(Check("write", write, write_detail))
+    put, put_detail = prober.write_read_delete(report.left_behind)
+    if put == "ok" and abort == "ok":
+        put, put_detail = prober.multipart(report.left_behind)
+    report.checks.append(Check("put", put, put_detail))
     return report
 
 

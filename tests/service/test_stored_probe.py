@@ -21,7 +21,7 @@ def test_every_permission_is_tried_and_nothing_is_left_behind(s3, moto_s3, fault
     proxy, through_proxy = fault_proxy
     report = probe_storage(through_proxy, StorageLocation(bucket, "db/"), proxy.endpoint)
     assert report.ok, report.lines()
-    assert report.as_json()["permissions"] == {"list": "ok", "delete": "ok", "abort": "ok", "write": "ok"}
+    assert report.as_json()["permissions"] == {"list": "ok", "delete": "ok", "abort": "ok", "put": "ok"}
     assert everything(client, bucket) == before
     calls = [(method, target.split("?")[0].split("/", 2)[-1], action) for method, target, action in proxy.log]
     # it really wrote, read and deleted under the prefix, and started and aborted a multipart upload
@@ -33,13 +33,13 @@ def test_every_permission_is_tried_and_nothing_is_left_behind(s3, moto_s3, fault
 @pytest.mark.parametrize("denied, expected", [
     # DELETE without permission: no test object is written at all (it could not be removed)
     (lambda m, p, q: m == "DELETE" and "uploadId" not in q,
-     {"list": "ok", "delete": "denied", "abort": "ok", "write": "not tried"}),
+     {"list": "ok", "delete": "denied", "abort": "ok", "put": "not tried"}),
     (lambda m, p, q: m == "DELETE" and "uploadId" in q,
-     {"list": "ok", "delete": "ok", "abort": "denied", "write": "ok"}),
+     {"list": "ok", "delete": "ok", "abort": "denied", "put": "ok"}),
     (lambda m, p, q: m == "PUT",
-     {"list": "ok", "delete": "ok", "abort": "ok", "write": "denied"}),
+     {"list": "ok", "delete": "ok", "abort": "ok", "put": "denied"}),
     (lambda m, p, q: m == "GET" and "list-type" in q,
-     {"list": "denied", "delete": "ok", "abort": "ok", "write": "ok"}),
+     {"list": "denied", "delete": "ok", "abort": "ok", "put": "ok"}),
 ])
 def test_a_missing_permission_is_named_and_nothing_is_left_behind(s3, fault_proxy, denied, expected):
     client, bucket = s3
@@ -71,7 +71,7 @@ def test_check_reports_storage_and_schedule(s3, moto_s3, rich_db):
     out = done.stdout
     assert f"storage setting: s3://{bucket}/db/ at {moto_s3.endpoint}" in out
     assert f"storage: ok — s3://{bucket}/db/ at {moto_s3.endpoint}" in out
-    for permission in ("list", "delete", "abort", "write"):
+    for permission in ("list", "delete", "abort", "put"):
         assert f"storage {permission}: ok" in out
     assert "storage schedule: 30 2 * * * — At 02:30 every day (UTC); next " in out
     assert "storage retention: last=5" in out
@@ -91,7 +91,7 @@ def test_the_database_endpoint_reports_storage(s3, moto_s3, rich_db, start_servi
     storage = body["storage"]
     assert storage["url"] == f"s3://{bucket}/db/" and storage["endpoint"] == moto_s3.endpoint
     assert storage["reachable"] is True and storage["ok"] is True and storage["problems"] == []
-    assert storage["permissions"] == {"list": "ok", "delete": "ok", "abort": "ok", "write": "ok"}
+    assert storage["permissions"] == {"list": "ok", "delete": "ok", "abort": "ok", "put": "ok"}
     assert storage["schedule"]["expression"] == "*/5 * * * *" and storage["schedule"]["next_run"].endswith("Z")
     assert storage["retention"] is None
     assert everything(client, bucket) == ([], [])
