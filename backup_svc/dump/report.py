@@ -58,13 +58,17 @@ def progress_report(record_id: str, filename: str, progress: DumpProgress, *, ru
     """The JSON-ready state of one backup attempt (see docs/api.md).
 
     `destination` "storage": the dump goes into an upload, which is "done" only once the object is
-    complete and read back; between the dump's end and then, the phase is "storing".
+    complete and read back; between the dump's end and then, the phase is "storing" ("stopping" while
+    a failed or cancelled one's upload is being aborted).
     """
     now = time.time() if now is None else now
-    state = _state(progress, running, status)
+    stored = destination == "storage"
+    # A stored backup has ended only once its upload is complete or aborted: until then it is running,
+    # "storing" after a good dump, "stopping" after a failed or cancelled one (the abort is under way).
+    state = "running" if stored and running and status == 200 else _state(progress, running, status)
     phase = progress.phase if state != "running" or progress.phase in ("connecting", "schema", "data") else "finishing"
-    if state == "running" and destination == "storage" and progress.outcome == "ok":
-        phase = "storing"
+    if state == "running" and stored and progress.outcome is not None:
+        phase = "storing" if progress.outcome == "ok" else "stopping"
     tables = watch.tables
     percent, method = _percent(state, phase, progress, tables, watch.copy)
     elapsed = max((progress.finished if state != "running" and progress.finished else now) - progress.started, 0.0)
@@ -127,6 +131,8 @@ def _percent(state: str, phase: str, progress: DumpProgress, tables: dict[str, T
         return SCHEMA_PERCENT, None
     if phase in ("finishing", "storing"):
         return SCHEMA_PERCENT + DATA_PERCENT, None
+    if phase == "stopping":
+        return None, None
     if tables is None:
         return None, None  # no estimates (yet): the page shows an indeterminate bar
     fraction, method = data_fraction(progress, tables, copy)

@@ -37,7 +37,7 @@ ABORT_WAIT_S = 20
 
 @dataclass(frozen=True)
 class RunOutcome:
-    """How one stored backup run ended: "ok", "ok, retention failed", "failed", "skipped" or "refused"."""
+    """How one stored backup run ended: "ok", "ok, retention failed", "failed", "cancelled", "skipped" or "refused"."""
 
     trigger: str  # SCHEDULE or BY_HAND
     outcome: str
@@ -154,6 +154,10 @@ class StoredBackups:
 
         registry = self.state.registry
         what = "scheduled stored backup" if trigger == SCHEDULE else "stored backup started by hand"
+        stop = _Stop(self.cancel)
+        # DELETE /api/v1/backups/<id> cancels a dump, then cuts its client's connection; a stored backup
+        # has no connection: that cut stops its upload instead (aborted at the next chunk).
+        record.disconnect = stop.set
         with self._running:
             self.current = record
             try:
@@ -161,7 +165,7 @@ class StoredBackups:
                 with reporting(self.state.reporter, self.state.settings, record.filename) as outcome:
                     result = take_stored_backup(self.state.settings, self.storage, name=record.filename,
                                                 application_name=record.application_name, progress=record.progress,
-                                                cancel=self.cancel)
+                                                cancel=stop)
                     outcome.stored(result.stored)
             except AnotherBackupRunning as exc:
                 log.info("%s skipped: %s", what, exc)
@@ -172,9 +176,15 @@ class StoredBackups:
                 registry.end(record, status=502, error=exc.message)
                 return self._remember(trigger, record.actor, "failed", started, record, facts, error=exc.message)
             except Exception as exc:
+                if record.stop_reason is not None:  # cancelled by someone
+                    error = record.stop_reason[1]
+                    log.warning("%s %s; the upload was aborted", what, error)
+                    _mark_ended(record, "cancelled", f"{error}. Nothing was stored: the upload was aborted.")
+                    registry.end(record)
+                    return self._remember(trigger, record.actor, "cancelled", started, record, facts, error=error)
                 error = str(exc) or type(exc).__name__
                 log.error("%s failed, the upload was aborted: %s", what, error)
-                _mark_failed(record, f"{error}. Nothing was stored: the upload was aborted.")
+                _mark_ended(record, "failed", f"{error}. Nothing was stored: the upload was aborted.")
                 registry.end(record)
                 return self._remember(trigger, record.actor, "failed", started, record, facts, error=error)
             finally:
@@ -213,10 +223,24 @@ class StoredBackups:
             self._running.release()
 
 
-def _mark_failed(record: BackupRecord, error: str) -> None:
-    """The dump may have finished well ("ok") before the upload failed: the attempt as a whole failed."""
+class _Stop:
+    """Stops one stored backup: set by its cancellation, or by the worker's shutdown (`shutdown`)."""
+
+    def __init__(self, shutdown: threading.Event):
+        self.shutdown = shutdown
+        self._cancelled = threading.Event()
+
+    def set(self) -> None:
+        self._cancelled.set()
+
+    def is_set(self) -> bool:
+        return self._cancelled.is_set() or self.shutdown.is_set()
+
+
+def _mark_ended(record: BackupRecord, outcome: str, error: str) -> None:
+    """The dump may have finished well ("ok") before the upload failed: the attempt as a whole did not."""
     progress = record.progress
-    progress.outcome = "failed"
-    progress.phase = "failed"
+    progress.outcome = outcome
+    progress.phase = outcome
     progress.error = error
     progress.finished = time.time()

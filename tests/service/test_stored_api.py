@@ -232,3 +232,24 @@ def test_storage_that_is_down_gets_a_prompt_503(rich_db, start_service):
 def test_without_storage_the_endpoints_say_how_to_configure_it(rich_service):
     reply = rich_service.request("GET", "/api/v1/stored", rich_service.auth())
     assert reply.status == 404 and "BACKUP_STORAGE_URL" in reply.json()["message"]
+
+
+def test_cancelling_a_stored_backup_aborts_its_upload(s3, fault_proxy, big_db, start_service):
+    """DELETE /api/v1/backups/<id> on a stored backup (parts slowed by the proxy, so it is still running)."""
+    client, bucket = s3
+    proxy, _ = fault_proxy
+    proxy.slow_parts(2.0)
+    service = start_service(DATABASE_URL=big_db, **storage_env(proxy.endpoint, bucket))
+    started = service.request("POST", "/api/v1/stored", service.auth()).json()
+    assert wait_until(lambda: incomplete_uploads(client, bucket), 30)
+    cancelled = service.request("DELETE", started["progress_url"], service.auth())
+    assert cancelled.status == 200, cancelled.body
+    assert wait_until(lambda: service.request("GET", started["progress_url"], service.auth())
+                      .json()["state"] != "running", 30)
+    report = service.request("GET", started["progress_url"], service.auth()).json()
+    assert report["state"] == "cancelled" and report["error"].startswith("cancelled by token")
+    assert "Nothing was stored" in report["error"]
+    assert wait_until(lambda: incomplete_uploads(client, bucket) == [], 30)
+    assert object_keys(client, bucket) == []
+    body = service.request("GET", "/api/v1/stored", service.auth()).json()
+    assert body["last_run"]["outcome"] == "cancelled" and body["last_failure"] is None

@@ -50,6 +50,7 @@
       case "ok": return when + ": stored " + (run.name || "") + ".";
       case "ok, retention failed": return when + ": stored " + (run.name || "") + ", but deleting old backups failed.";
       case "skipped": return when + ": skipped, another stored backup was running.";
+      case "cancelled": return when + ": cancelled (" + (run.error || "") + ").";
       default: return when + ": failed.";
     }
   }
@@ -195,8 +196,10 @@
                ": " + report.table.name;
       case "finishing": return "Finishing: sequences, large objects, indexes and constraints";
       case "storing": return "Completing the upload and reading it back from the bucket";
+      case "stopping": return "Stopping: aborting the upload, so that nothing incomplete is stored";
       case "done": return "Stored";
       case "refused": return "Not started";
+      case "cancelled": return "Cancelled";
       default: return "Failed";
     }
   }
@@ -267,9 +270,9 @@
         }
         setPercent(-1);
         var reason = report.error || "the stored backup stopped before it was complete.";
-        return finish((report.state === "refused" ? "Not started: " + reason
-                       : "Failed: " + reason + (/Nothing was stored/.test(reason) ? "" : " Nothing was stored.")),
-                      "error");
+        var title = { refused: "Not started: ", cancelled: "Cancelled: " }[report.state] || "Failed: ";
+        return finish(title + reason + (report.state === "refused" || /Nothing was stored/.test(reason)
+                                        ? "" : " Nothing was stored."), "error");
       })
       .catch(function () {
         if (errors + 1 >= MAX_POLL_ERRORS) return finish("Lost contact with the service while the backup ran.", "error");
