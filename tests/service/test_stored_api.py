@@ -88,10 +88,12 @@ def test_back_up_now_then_list_then_download_through_the_presigned_link(stored_s
     assert f'filename="{entry["name"]}"' in headers["Content-Disposition"]
     assert b"\n-- PostgreSQL database dump complete\n" in gzip.decompress(data)[-300:]
 
-    # The link is a credential: it appears in no log line (access log, audit, errors).
+    # The link is a credential: it appears in no log line (access log, audit, errors). The access
+    # line is written once the response is done: wait for it before reading the log.
+    access = f'"GET /api/v1/stored/{entry["name"]} HTTP/1.1" 302'
+    assert wait_until(lambda: access in service.log(), 10), service.log()[-2000:]
     log = service.log()
     assert query["X-Amz-Signature"][0] not in log and "X-Amz-" not in log
-    assert f'"GET /api/v1/stored/{entry["name"]} HTTP/1.1" 302' in log
     assert '"event": "stored-download"' in log
 
 
