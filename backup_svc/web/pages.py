@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from flask import Blueprint, Response, current_app, render_template
 
 from backup_svc.pg.readiness import dump_readiness
-from backup_svc.timefmt import iso_utc
 from backup_svc.storage.status import retention_words
+from backup_svc.timefmt import iso_utc
 from backup_svc.web.auth import auth
 from backup_svc.web.docs import DOCS_DIR, doc_path, render_doc
 from backup_svc.web.errors import api_abort
