@@ -67,6 +67,8 @@ def storage_status(stored: StoredBackups, now: datetime) -> dict:
         if current is not None else None,
         "history_note": "Runs are remembered in this process's memory only; the bucket holds every backup "
                         "that succeeded and the log has every run.",
+        # notifications' delivery problems, restore drills, the staleness alarm (docs/notifications.md)
+        "notify": stored.state.reporter.status(),
     }
 
 

@@ -73,6 +73,7 @@ def test_back_up_now_then_list_then_download_through_the_presigned_link(stored_s
     assert body["newest"]["name"] == entry["name"] and body["newest"]["stale"] is False
     assert body["last_run"]["outcome"] == "ok" and body["last_run"]["trigger"] == "by hand"
     assert body["last_failure"] is None
+    assert set(body["notify"]) >= {"notifications", "last_drill", "staleness"}
 
     link = service.request("GET", f"/api/v1/stored/{entry['name']}", service.auth())
     assert link.status == 302
