@@ -152,16 +152,6 @@ def cmd_check(args: argparse.Namespace) -> int:
     if ready.problem is not None:
         print(f"database: {ready.problem.message}")
         ok = False
-    if settings.storage is None:
-        print("storage: off (BACKUP_STORAGE_URL unset)")
-    else:
-        from datetime import datetime, timezone
-
-        from backup_svc.storage.probe import check_storage
-
-        lines, storage_ok = check_storage(settings.storage, datetime.now(timezone.utc))
-        print("\n".join(lines))
-        ok = ok and storage_ok
     return 0 if ok else 1
 
 

@@ -215,26 +215,34 @@ def add_storage_commands(sub) -> None:
 
 
 def storage_check_lines(settings: Settings) -> tuple[list[str], bool]:
-    """For `check`: where stored backups go, whether that place can be listed, the schedule and retention."""
+    """For `check`: where stored backups go, whether that place can be listed, each permission the service
+    needs there (probe.py), the schedule and retention."""
     from datetime import datetime, timezone
 
     from backup_svc.storage.client import StorageError, make_client
     from backup_svc.storage.listing import list_backups
     from backup_svc.storage.location import BackupNames
+    from backup_svc.storage.probe import probe_storage
 
     storage = settings.storage
     if storage is None:
         return ["storage: off (BACKUP_STORAGE_URL is not set)"], True
     lines, ok = [], True
     endpoint = storage.client_env.get("AWS_ENDPOINT_URL", "AWS")
+    client = make_client(storage.client_env)
     try:
-        backups = list_backups(make_client(storage.client_env), storage.location, BackupNames(settings.backup_name))
+        backups = list_backups(client, storage.location, BackupNames(settings.backup_name))
         newest = f", newest {backups[0].name}" if backups else ""
         lines.append(f"storage: ok — {storage.location.url} at {endpoint}: {len(backups)} stored "
                      f"backup{'s' if len(backups) != 1 else ''}{newest}")
     except StorageError as exc:
         lines.append(f"storage: {storage.location.url} at {endpoint}: {exc}")
         ok = False
+    else:
+        # each permission the service needs, tried on the prefix without leaving anything behind
+        permissions = probe_storage(client, storage.location, endpoint)
+        lines += permissions.lines()[1:]
+        ok = ok and permissions.ok
     if storage.schedule is not None:
         upcoming = storage.schedule.next_after(datetime.now(timezone.utc))
         lines.append(f"schedule: {storage.schedule} — {storage.schedule.describe()}; next {upcoming:%Y-%m-%d %H:%M} UTC")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass, field
 
-from .client import RetryPolicy, StorageError, describe, error_code, make_client, with_retries
+from .client import RetryPolicy, StorageError, describe, error_code, with_retries
 from .location import StorageLocation
 from .settings import StorageSettings
 
@@ -180,16 +180,3 @@ def endpoint_of(storage: StorageSettings) -> str:
     region = env.get("AWS_DEFAULT_REGION")
     return f"Amazon S3 ({region})" if region else "Amazon S3"
 
-
-def check_storage(storage: StorageSettings, now) -> tuple[list[str], bool]:
-    """`check`'s lines about object storage (setting, reachability, permissions, schedule), and whether all is well."""
-    lines = [f"storage setting: {storage.location.url} at {endpoint_of(storage)}"]
-    report = probe_storage(make_client(storage.client_env), storage.location, endpoint_of(storage))
-    lines += report.lines()
-    schedule = storage.schedule
-    if schedule is None:
-        lines.append("storage schedule: none (BACKUP_SCHEDULE unset: stored backups only by `upload` or the dashboard)")
-    else:
-        lines.append(f"storage schedule: {schedule} — {schedule.describe()}; next {schedule.next_after(now):%Y-%m-%d %H:%M} UTC")
-    lines.append(f"storage retention: {storage.retention or 'keep every backup (BACKUP_RETENTION unset)'}")
-    return lines, report.ok

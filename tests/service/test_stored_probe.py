@@ -62,25 +62,34 @@ def test_unreachable_storage_is_said_so(s3):
     assert report.lines()[0].startswith(f"storage: unreachable — s3://bkt-nowhere/ at {endpoint}: Could not connect")
 
 
-def test_check_reports_storage_and_schedule(s3, moto_s3, rich_db):
+def test_check_reports_storage_permissions_and_schedule(s3, moto_s3, rich_db):
     client, bucket = s3
     env = {"DATABASE_URL": rich_db, "ADMIN_TOKEN": "t" * 20, "BACKUP_STORAGE_URL": f"s3://{bucket}/db",
            "BACKUP_SCHEDULE": "30 2 * * *", "BACKUP_RETENTION": "last=5", **s3_env(moto_s3.endpoint)}
     done = run_cli("check", env=env)
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
-    assert f"storage setting: s3://{bucket}/db/ at {moto_s3.endpoint}" in out
-    assert f"storage: ok — s3://{bucket}/db/ at {moto_s3.endpoint}" in out
+    assert f"storage: ok — s3://{bucket}/db/ at {moto_s3.endpoint}: 0 stored backups" in out
     for permission in ("list", "delete", "abort", "put"):
         assert f"storage {permission}: ok" in out
-    assert "storage schedule: 30 2 * * * — At 02:30 every day (UTC); next " in out
-    assert "storage retention: last=5" in out
+    assert "schedule: 30 2 * * * — At 02:30 every day (UTC); next " in out
+    assert "retention: last=5" in out
     assert env["AWS_SECRET_ACCESS_KEY"] not in out + done.stderr
     assert everything(client, bucket) == ([], [])
 
-    missing = run_cli("check", env={**env, "BACKUP_STORAGE_URL": "s3://bkt-missing-here/db"})
-    assert missing.returncode == 1
-    assert "storage list: failed — the bucket 'bkt-missing-here' does not exist" in missing.stdout
+
+def test_check_names_a_missing_permission(s3, fault_proxy, rich_db):
+    """The proxy answers 403 to every DELETE (moto itself allows everything)."""
+    client, bucket = s3
+    proxy, _ = fault_proxy
+    proxy.add(lambda m, p, q: m == "DELETE", ["403"], repeat_last=True)
+    env = {"DATABASE_URL": rich_db, "ADMIN_TOKEN": "t" * 20, "BACKUP_STORAGE_URL": f"s3://{bucket}/db",
+           **s3_env(proxy.endpoint)}
+    done = run_cli("check", env=env)
+    assert done.returncode == 1
+    assert "storage delete: denied — AccessDenied (HTTP 403): injected fault" in done.stdout
+    assert "storage put: not tried — a test object could not be deleted afterwards" in done.stdout
+    assert everything(client, bucket) == ([], [])
 
 
 def test_the_database_endpoint_reports_storage(s3, moto_s3, rich_db, start_service):
