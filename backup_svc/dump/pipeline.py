@@ -104,6 +104,7 @@ class DumpProgress:
     current_table: str | None = None
     tables_done: int = 0
     tables: list[str] = field(default_factory=list)  # every table whose data has started, in order
+    table_sql_start: int = 0  # sql_bytes when the current table's data started
     sql_bytes: int = 0
     gzip_bytes: int = 0
     finished: float | None = None
@@ -222,6 +223,7 @@ class GzipDump:
         progress.phase = "data"
         progress.current_table = table
         progress.tables.append(table)
+        progress.table_sql_start = progress.sql_bytes
 
     def _table_data_ended(self) -> None:
         self.progress.tables_done += 1

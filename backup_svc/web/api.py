@@ -16,7 +16,8 @@ from werkzeug.wsgi import ClosingIterator
 from backup_svc.dump.backup import backup_filename, open_dump
 from backup_svc.dump.compression import compressor_name
 from backup_svc.dump.pipeline import DumpBroken, DumpInterrupted, DumpProgress, GzipDump
-from backup_svc.dump.report import progress_report
+from backup_svc.dump.report import Delivery, progress_report
+from backup_svc.dump.watch import EAGER_SAMPLE_INTERVAL_S, SAMPLE_INTERVAL_S
 from backup_svc.pg.diagnose import ABORTED, CANCELLED, INCOMPATIBLE, LOCKED, NOT_ANSWERING, CannotDump
 from backup_svc.pg.facts import server_facts
 from backup_svc.pg.readiness import dump_readiness
@@ -27,6 +28,7 @@ from backup_svc.web.errors import api_abort
 from backup_svc.web.gate import starts_dump
 from backup_svc.web.clientconn import client_gone_probe, disconnector
 from backup_svc.web.registry import BackupIdInUse, BackupRecord
+from backup_svc.web.sendmeter import SendMeter
 from backup_svc.web.state import BackupService, service
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -66,11 +68,18 @@ class StreamingBackup:
         self._closed = False
 
     def __iter__(self):
+        meter = self.record.meter
         try:
-            yield from self.dump
-            # The last chunk has been written (gunicorn asked for the next one): free the slot now,
-            # not when the server gets round to closing the body, or the client's next download
-            # could meet a 429 from this one.
+            for chunk in self.dump:
+                yield chunk
+                meter.wrote(len(chunk))  # the server's write returned: the chunk is in the socket
+            # Every chunk is written; "done" waits until the client has acknowledged them all, since
+            # the kernel's buffers hold megabytes the client may never get.
+            if not meter.drain():
+                _mark_aborted(self.record.progress, "the client stopped receiving before the last bytes "
+                                                    "reached it")
+            # Free the slot now, not when the server gets round to closing the body, or the
+            # client's next download could meet a 429 from this one.
             self.service.registry.end(self.record)
         except DumpBroken as exc:
             # Raising after the headers went out makes the server drop the connection without the
@@ -94,6 +103,7 @@ class StreamingBackup:
         if self._closed:
             return
         self._closed = True
+        self.record.meter.close()
         try:
             self.dump.close()
         except BaseException:
@@ -107,6 +117,12 @@ class StreamingBackup:
                                       started=progress.started, backup_id=self.record.id, status=200,
                                       gzip_bytes=progress.gzip_bytes, sql_bytes=progress.sql_bytes,
                                       error=progress.error, sha256=progress.sha256, **self.facts)
+
+
+def _mark_aborted(progress: DumpProgress, error: str) -> None:
+    """The dump completed but the client never acknowledged its end: not a backup anyone has."""
+    progress.outcome, progress.error, progress.phase, progress.sha256 = "aborted", error, "aborted", None
+    progress.finished = time.time()
 
 
 def _mark_failed(progress: DumpProgress, error: str) -> None:
@@ -241,6 +257,7 @@ def backup():
         audit.record(actor=actor, outcome="failed", started=started, backup_id=record.id, status=500,
                      error=message, **facts)
         raise
+    record.meter = SendMeter(request.environ.get("gunicorn.socket"))
     body = StreamingBackup(dump, record, state, facts)
     request.environ[UNSENT_BODY] = body  # from here on, a failure anywhere closes the body
     response = Response(body, status=200, headers=headers, content_type="application/gzip")
@@ -260,9 +277,19 @@ def backup_progress(backup_id: str):
         api_abort(404, "No running or recently finished backup has this id (finished attempts are kept for an hour).")
     running = state.registry.is_running(backup_id)
     if running and record.progress.outcome is None:
-        record.watch.refresh(state.settings.conn, record.application_name)
+        watch = record.watch
+        eager = watch.missing_sample(record.progress.current_table)
+        watch.refresh(state.settings.conn, record.application_name,
+                      interval_s=EAGER_SAMPLE_INTERVAL_S if eager else SAMPLE_INTERVAL_S)
+    meter = record.meter
+    delivery = None
+    if meter is not None:
+        delivery = Delivery(meter.delivered() if running else meter.written, meter.rate(), meter.send_seconds())
     report = progress_report(record.id, record.filename, record.progress, running=running,
-                             status=record.status, watch=record.watch, destination=record.destination)
+                             status=record.status, watch=record.watch, destination=record.destination,
+                             delivery=delivery)
+    if report["state"] == "running":
+        report["percent"] = record.shown.advance(report["percent"])
     return jsonify(report), 200, {"Cache-Control": "no-store"}
 
 
@@ -270,6 +297,16 @@ def _running_dumps(state: BackupService) -> list[dict]:
     """The dumps running now, started by anyone: what the dashboard and /api/v1/database list."""
     return [{"id": r.id, "actor": r.actor, "started_at": iso_utc(r.progress.started), "phase": r.progress.phase,
              "bytes_sent": r.progress.gzip_bytes} for r in state.registry.running()]
+
+
+@bp.get("/backups")
+@auth.login_required
+def running_backups():
+    """The backups running now (who, since when) and whether a new one would have to wait."""
+    state = service()
+    registry = state.registry
+    return (jsonify(running=_running_dumps(state), limit=registry.limit, busy=registry.at_limit()), 200,
+            {"Cache-Control": "no-store"})
 
 
 @bp.get("/database")

@@ -10,8 +10,10 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from backup_svc.dump.pipeline import DumpProgress, GzipDump, Interrupt
-from backup_svc.pg.diagnose import ABORTED, CANCELLED
+from backup_svc.dump.report import ForwardPercent
 from backup_svc.dump.watch import DumpWatch
+from backup_svc.pg.diagnose import ABORTED, CANCELLED
+from backup_svc.web.sendmeter import SendMeter
 
 # PostgreSQL keeps the first 63 bytes of an application_name.
 APPLICATION_NAME_MAX = 63
@@ -38,6 +40,10 @@ class BackupRecord:
     status: int = 200
     # What the database says about this dump's progress, fetched only when someone asks.
     watch: DumpWatch = field(default_factory=DumpWatch, repr=False)
+    # What the client has received of the response (set when the download starts streaming).
+    meter: SendMeter | None = field(default=None, repr=False)
+    # The percent pages have been shown: never goes back.
+    shown: ForwardPercent = field(default_factory=ForwardPercent, repr=False)
     # Whether the client's connection has closed (asked while nothing is written to it); never, by default.
     client_gone: Callable[[], bool] = field(default=lambda: False, repr=False)
     disconnect: Callable[[], None] = field(default=lambda: None, repr=False)  # cut the client's connection
@@ -160,6 +166,11 @@ class BackupRegistry:
         """The running dumps, oldest first."""
         with self._lock:
             return sorted(self._running.values(), key=lambda r: r.progress.started)
+
+    def at_limit(self) -> bool:
+        """Whether a new dump would be refused now (429)."""
+        with self._lock:
+            return len(self._running) >= self.limit
 
     def running_count(self) -> int:
         """How many dumps run now."""

@@ -5,7 +5,7 @@ import pytest
 
 from backup_svc.config import parse_database_url
 from backup_svc.dump.pipeline import DumpProgress
-from backup_svc.dump.report import data_fraction, progress_report
+from backup_svc.dump.report import Delivery, ForwardPercent, data_fraction, progress_report
 from backup_svc.dump.watch import CopySample, DumpWatch, TableEstimate
 from backup_svc.web.registry import BackupIdInUse, BackupRegistry
 from tests.support import basic, gzip_is_valid, pg_dump_pids, wait_until
@@ -74,12 +74,15 @@ def test_refusals_before_the_first_byte_are_kept_under_the_client_id(big_db, sta
 
         # Meanwhile the holder's dump is reported running, inside its only table, with a real estimate.
         assert wait_until(lambda: _report(service, "holder-id-0001").json()["phase"] == "data", 20)
-        running = wait_until(lambda: (r := _report(service, "holder-id-0001").json())["estimate"] and r, 10)
+        running = wait_until(lambda: (r := _report(service, "holder-id-0001").json())["estimate"] in (
+            "copy-rows", "copy-bytes") and r, 10)  # the test cluster is PostgreSQL 14+
+        assert running, "no COPY progress estimate"
         assert running["state"] == "running"
         assert running["table"] == {"name": "public.blobs", "number": 1, "count": 1}
-        assert 1 <= running["percent"] < 99
-        assert running["estimate"] in ("copy-rows", "copy-bytes")  # the test cluster is PostgreSQL 14+
         assert running["bytes_sent"] >= 65536 and running["finished_at"] is None
+        # The client stopped reading: pg_dump is ahead by the buffers, the percent is of what it has.
+        assert running["bytes_sent"] < running["bytes_made"] < running["bytes_expected"]
+        assert 0 < running["percent"] <= 100 * running["bytes_sent"] / running["bytes_expected"] + 0.1
     finally:
         holder.close()
     assert wait_until(lambda: _report(service, "holder-id-0001").json()["state"] == "aborted", 5)
@@ -96,7 +99,7 @@ def test_cannot_dump_is_kept_under_the_client_id(start_service, pg_cluster):
 
 
 # -- the cache in front of the database --------------------------------------------------------
-def test_watch_queries_the_database_at_most_once_a_second(rich_db):
+def test_watch_queries_the_database_at_most_twice_a_second(rich_db):
     conn = parse_database_url(rich_db)
     watch = DumpWatch()
     watch.refresh(conn, "backup_svc-dump-none", now=100.0)
@@ -104,9 +107,9 @@ def test_watch_queries_the_database_at_most_once_a_second(rich_db):
     assert watch.tables["app.people"].size_bytes > 0
 
     watch.tables = None  # a query would bring them back
-    watch.refresh(conn, "backup_svc-dump-none", now=100.9)
+    watch.refresh(conn, "backup_svc-dump-none", now=100.4)
     assert watch.tables is None
-    watch.refresh(conn, "backup_svc-dump-none", now=101.1)
+    watch.refresh(conn, "backup_svc-dump-none", now=100.6)
     assert watch.tables is not None
 
 
@@ -130,31 +133,58 @@ def _progress(**fields) -> DumpProgress:
     return progress
 
 
-@pytest.mark.parametrize("copy,expected,method", [
-    (CopySample(relid=2, bytes_processed=0, tuples_processed=1500), (100_000 + 150_000) / 400_000, "copy-rows"),
-    (CopySample(relid=2, bytes_processed=0, tuples_processed=9999), (100_000 + 0.99 * 300_000) / 400_000, "copy-rows"),
-    # a sample from the previous table: fall back to the SQL written so far
-    (CopySample(relid=1, bytes_processed=0, tuples_processed=1000), 200_000 / 400_000, "output-bytes"),
-    (None, 200_000 / 400_000, "output-bytes"),
+@pytest.mark.parametrize("copy,samples,expected,method", [
+    # s.big makes 3000 rows; 1500 copied came to 600 kB of SQL, so it makes ~1.2 MB: 50 kB read is 1/24
+    (CopySample(relid=2, bytes_processed=600_000, tuples_processed=1500), {}, (100_000 + 300_000 / 24) / 400_000,
+     "copy-rows"),
+    # never past 99 % of a table before the output moves on
+    (CopySample(relid=2, bytes_processed=10_000, tuples_processed=1500), {}, (100_000 + 0.99 * 300_000) / 400_000,
+     "copy-rows"),
+    # the server has moved on to the next table: this table's last sample still tells its size
+    (CopySample(relid=3, bytes_processed=5, tuples_processed=1),
+     {2: CopySample(relid=2, bytes_processed=600_000, tuples_processed=1500)}, (100_000 + 300_000 / 24) / 400_000,
+     "copy-rows"),
+    # no sample of this table: as much SQL per byte on disk as the tables before it (150 kB for 100 kB)
+    (CopySample(relid=1, bytes_processed=0, tuples_processed=1000), {}, (100_000 + 50_000 / 1.5) / 400_000, "tables"),
+    (None, {}, (100_000 + 50_000 / 1.5) / 400_000, "tables"),
 ])
-def test_data_fraction(copy, expected, method):
-    progress = _progress(phase="data", current_table="s.big", tables=["s.small", "s.big"], sql_bytes=200_000)
-    fraction, used = data_fraction(progress, TABLES, copy)
+def test_data_fraction(copy, samples, expected, method):
+    progress = _progress(phase="data", current_table="s.big", tables=["s.small", "s.big"], sql_bytes=200_000,
+                         table_sql_start=150_000)
+    fraction, used = data_fraction(progress, TABLES, copy, samples=samples)
     assert fraction == pytest.approx(expected) and used == method
 
 
-def test_data_fraction_of_a_never_analyzed_table_counts_bytes():
+def test_data_fraction_of_the_first_table_without_a_sample_counts_it_as_begun():
+    progress = _progress(phase="data", current_table="s.small", tables=["s.small"], sql_bytes=90_000)
+    assert data_fraction(progress, TABLES, None) == (0.0, "tables")
+
+
+def test_data_fraction_without_copy_progress_counts_the_tables_sql():
+    """PostgreSQL < 14: the SQL written since the table started, against the table's size."""
+    progress = _progress(phase="data", current_table="s.big", tables=["s.small", "s.big"], sql_bytes=200_000,
+                         table_sql_start=50_000)
+    fraction, used = data_fraction(progress, TABLES, None, copy_supported=False)
+    assert (fraction, used) == (pytest.approx((100_000 + 150_000) / 400_000), "output-bytes")
+
+
+def test_data_fraction_of_a_table_without_a_row_count_counts_bytes():
     tables = {"s.new": TableEstimate(oid=5, size_bytes=1_000_000, rows=-1)}
-    progress = _progress(phase="data", current_table="s.new", tables=["s.new"])
+    progress = _progress(phase="data", current_table="s.new", tables=["s.new"], sql_bytes=400_000)
     fraction, used = data_fraction(progress, tables, CopySample(relid=5, bytes_processed=250_000, tuples_processed=9))
-    assert (fraction, used) == (pytest.approx(0.25), "copy-bytes")
+    assert (fraction, used) == (pytest.approx(0.25), "copy-bytes")  # the output read (400 kB) is behind the server
+
+
+def test_the_shown_percent_never_goes_back():
+    shown = ForwardPercent()
+    assert [shown.advance(p) for p in (None, 10.0, 74.0, 55.0, None, 80.0, 79.0)] == [None, 10, 74, 74, 74, 80, 80]
 
 
 def test_report_never_says_done_before_the_response_is_closed():
     progress = _progress(phase="done", outcome="ok", finished=1010.0, gzip_bytes=5000, tables=["s.small", "s.big"])
     watch = DumpWatch()
     running = progress_report("id-00000001", "f.sql.gz", progress, running=True, status=200, watch=watch, now=1010.0)
-    assert (running["state"], running["phase"], running["percent"]) == ("running", "finishing", 99.0)
+    assert (running["state"], running["phase"], running["percent"]) == ("running", "sending", 99.0)
     done = progress_report("id-00000001", "f.sql.gz", progress, running=False, status=200, watch=watch, now=1011.0)
     assert (done["state"], done["percent"], done["elapsed_s"], done["table_count"]) == ("done", 100.0, 10.0, 2)
 
@@ -168,16 +198,29 @@ def test_report_of_a_failed_dump_has_its_error_and_no_percent():
     assert report["error"].startswith("pg_dump exited with status 1")
 
 
-def test_report_estimates_time_left_from_the_percentage():
+def test_report_measures_the_bytes_the_client_has_and_the_time_left_at_the_recent_rate():
     watch = DumpWatch()
-    watch.tables = TABLES
-    progress = _progress(phase="data", current_table="s.big", tables=["s.small", "s.big"], sql_bytes=200_000,
-                         gzip_bytes=40_000)
-    report = progress_report("id-00000001", "f.sql.gz", progress, running=True, status=200, watch=watch, now=1010.0)
-    assert report["percent"] == pytest.approx(50.0)  # 1 % schema + 98 % × half the data
-    assert report["eta_s"] == pytest.approx(10.0)
+    watch.tables, watch.copy_supported = TABLES, True
+    watch.copy = CopySample(relid=2, bytes_processed=600_000, tuples_processed=1500)
+    progress = _progress(phase="data", current_table="s.big", tables=["s.small", "s.big"], sql_bytes=800_000,
+                         table_sql_start=200_000, gzip_bytes=40_000)
+    # The output is half-way through s.big (600 kB of its ~1.2 MB): 1 % schema + 98 % × (100k + 150k of
+    # 400k) = 62.25 % of the dump; the client has half of the 40 kB made so far, at 2 kB/s lately.
+    report = progress_report("id-00000001", "f.sql.gz", progress, running=True, status=200, watch=watch, now=1010.0,
+                             delivery=Delivery(bytes=20_000, rate=2000.0))
+    assert report["bytes_expected"] == round(40_000 / 0.6225)
+    assert report["percent"] == pytest.approx(100 * 20_000 / (40_000 / 0.6225), abs=0.05)
+    assert report["eta_s"] == pytest.approx((40_000 / 0.6225 - 20_000) / 2000, abs=0.1)
+    assert (report["bytes_sent"], report["bytes_made"], report["rate_bytes_per_s"]) == (20_000, 40_000, 2000)
     assert report["table"] == {"name": "s.big", "number": 2, "count": 2}
-    assert report["rate_bytes_per_s"] == 4000
+
+
+def test_a_finished_report_has_the_rate_of_the_real_send():
+    progress = _progress(phase="done", outcome="ok", finished=1030.0, gzip_bytes=25_400_000, sha256="ab" * 32)
+    report = progress_report("id-00000001", "f.sql.gz", progress, running=False, status=200, watch=DumpWatch(),
+                             now=1031.0, delivery=Delivery(bytes=25_400_000, send_s=12.7))
+    assert (report["state"], report["percent"], report["bytes_sent"]) == ("done", 100.0, 25_400_000)
+    assert (report["rate_bytes_per_s"], report["send_s"], report["elapsed_s"]) == (2_000_000, 12.7, 30.0)
 
 
 # -- the registry --------------------------------------------------------------------------------

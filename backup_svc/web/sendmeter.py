@@ -1,0 +1,110 @@
+"""How much of a download the client has really received: bytes written, minus what its TCP has not acknowledged.
+
+A chunk the server has written is not yet with the client: it sits in the kernel's send buffer (megabytes,
+with Linux's autotuning) until the client's TCP acknowledges it. Progress, rate and "sent all" are
+measured on acknowledged bytes (Linux `SIOCOUTQ`); where the socket cannot be asked (another server,
+another OS) the written bytes are the best the service knows.
+"""
+from __future__ import annotations
+
+import collections
+import fcntl
+import socket
+import struct
+import threading
+import time
+
+# ioctl(2) number of SIOCOUTQ (= TIOCOUTQ) on Linux: bytes in the send queue the peer has not acknowledged.
+SIOCOUTQ = 0x5411
+# The rate (and so the time left) is measured over this recent window, not since the start.
+RATE_WINDOW_S = 5.0
+# Samples kept for the rate: a poll or a chunk at most every few hundred ms is plenty.
+MAX_SAMPLES = 64
+# After the last chunk, how long to wait for the client to acknowledge it when nothing moves.
+DRAIN_STALL_S = 30.0
+DRAIN_POLL_S = 0.02
+
+
+class SendMeter:
+    """Bytes of one response written to its socket and acknowledged by the client; thread-safe.
+
+    The streaming thread calls `wrote()` after each chunk and `drain()` after the last; pollers call
+    `delivered()` and `rate()`. `close()` (when the response closes) stops any look at the socket,
+    whose file descriptor the server may reuse afterwards.
+    """
+
+    def __init__(self, sock: socket.socket | None):
+        self._sock = sock
+        self._lock = threading.Lock()
+        self._written = 0
+        self._closed = False
+        self.first_at: float | None = None  # when the first byte was written
+        self.delivered_at: float | None = None  # when the client had acknowledged every byte written
+        self._samples: collections.deque[tuple[float, int]] = collections.deque(maxlen=MAX_SAMPLES)
+
+    @property
+    def written(self) -> int:
+        return self._written
+
+    def wrote(self, size: int) -> None:
+        """`size` more bytes were handed to the socket (the server's write returned)."""
+        with self._lock:
+            if self.first_at is None:
+                self.first_at = time.monotonic()
+            self._written += size
+
+    def _unacknowledged(self) -> int:
+        """Bytes written but not yet acknowledged by the client; hold the lock."""
+        if self._sock is None or self._closed:
+            return 0
+        try:
+            fd = self._sock.fileno()
+            if fd < 0:
+                return 0
+            return struct.unpack("i", fcntl.ioctl(fd, SIOCOUTQ, b"\0\0\0\0"))[0]
+        except (OSError, ValueError):
+            return 0
+
+    def delivered(self, now: float | None = None) -> int:
+        """Bytes the client has acknowledged (recorded as a sample for the rate)."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            value = self._written - min(self._unacknowledged(), self._written)
+            if not self._samples or now - self._samples[-1][0] >= 0.1:
+                self._samples.append((now, value))
+            return value
+
+    def rate(self, now: float | None = None) -> float | None:
+        """Bytes per second delivered over the last RATE_WINDOW_S (None until there are two samples)."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            recent = [s for s in self._samples if now - s[0] <= RATE_WINDOW_S] or list(self._samples)[-2:]
+        if len(recent) < 2 or recent[-1][0] - recent[0][0] < 0.2:
+            return None
+        return (recent[-1][1] - recent[0][1]) / (recent[-1][0] - recent[0][0])
+
+    def send_seconds(self) -> float | None:
+        """From the first byte written to the last one acknowledged (None until delivered)."""
+        if self.first_at is None or self.delivered_at is None:
+            return None
+        return max(self.delivered_at - self.first_at, 0.0)
+
+    def drain(self, stall_s: float = DRAIN_STALL_S) -> bool:
+        """Wait until the client has acknowledged every byte written; False when it stopped moving for `stall_s`."""
+        last, moved_at = -1, time.monotonic()
+        while True:
+            now = time.monotonic()
+            got = self.delivered(now)
+            if got >= self._written:
+                self.delivered_at = now
+                return True
+            if got != last:
+                last, moved_at = got, now
+            elif now - moved_at > stall_s:
+                return False
+            time.sleep(DRAIN_POLL_S)
+
+    def close(self) -> None:
+        """The response is closed: never look at its socket again."""
+        with self._lock:
+            self._closed = True
