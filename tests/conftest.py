@@ -74,12 +74,19 @@ def rich_service(rich_db, pg_cluster, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def browser():
+def downloads_dir(tmp_path_factory):
+    """Where the browser writes downloads while they arrive (files named by Playwright, one per download)."""
+    return tmp_path_factory.mktemp("downloads")
+
+
+@pytest.fixture(scope="session")
+def browser(downloads_dir):
     """One headless Chromium for the session."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
+                                              downloads_path=str(downloads_dir))
         yield chromium
         chromium.close()
 

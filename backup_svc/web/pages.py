@@ -40,6 +40,34 @@ def _bytes_filter(size: int | None) -> str:
     return human_bytes(size)
 
 
+@bp.app_template_filter("utc_seconds")
+def _utc_seconds_filter(iso: str | None) -> str:
+    """`2026-11-28T19:32:04.123Z` → `2026-11-28 19:32:04` (the column says UTC)."""
+    return iso[:19].replace("T", " ") if iso else "–"
+
+
+@bp.app_template_filter("seconds")
+def _seconds_filter(seconds: float | None) -> str:
+    """`0.4 s`, `12 s`, `3 min 5 s`."""
+    if seconds is None:
+        return "–"
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest} s" if minutes else f"{rest} s"
+
+
+def busy_reason(running: list, at_limit: bool) -> str | None:
+    """Why the button is disabled: whose backup runs, since when (None when a backup may start)."""
+    if not at_limit or not running:
+        return None
+    first = running[0]
+    since = iso_utc(first.progress.started)[11:19]
+    others = f" and {len(running) - 1} more" if len(running) > 1 else ""
+    return (f"A backup started by {first.actor} at {since} UTC{others} is running; the button comes back "
+            f"when it ends.")
+
+
 @bp.get("/")
 @auth.login_required
 def dashboard():
@@ -52,7 +80,8 @@ def dashboard():
         name=settings.backup_name, facts=ready.facts, pg_dump=ready.pg_dump,
         facts_error=ready.facts_error.message if ready.facts_error else None,
         pg_dump_error=ready.pg_dump_error.message if ready.pg_dump_error else None,
-        running=state.registry.running_count(), docs_available=(DOCS_DIR / "api.md").is_file(),
+        busy=busy_reason(state.registry.running(), state.registry.at_limit()),
+        docs_available=(DOCS_DIR / "api.md").is_file(),
         # every running dump, whoever started it, each with a Cancel button
         running_dumps=tuple((r.id, r.actor, iso_utc(r.progress.started)) for r in state.registry.running()),
         stored=_stored_facts(state),

@@ -1,11 +1,14 @@
 // The dashboard's download button. The backup goes to the browser's own download manager through a
 // hidden iframe (a multi-GB file must never sit in page memory, so no fetch() + Blob); the page
-// polls /api/v1/backups/<id> for progress under an id it chose itself, and shows "Done" only when
-// the server says the whole file was sent.
+// polls /api/v1/backups/<id> for progress under an id it chose itself. The service measures what the
+// browser's connection has acknowledged; the page says "sent", never "saved": only the browser's
+// download list knows when the file is on disk.
 (function () {
   "use strict";
 
   var POLL_MS = 500;
+  // While idle, how often the page asks whether someone else's backup runs (the button waits for it).
+  var IDLE_POLL_MS = 2000;
   // The iframe's request may reach the server after the first poll: an unknown id is normal at first.
   var START_GRACE_MS = 20000;
   // Polls may fail for a moment (a redeploy, a flaky network); give up after this many in a row.
@@ -17,14 +20,20 @@
   var bar = document.getElementById("bar");
   var percentText = document.getElementById("percent");
   var statusText = document.getElementById("status");
+  var reason = document.getElementById("dl-reason");
   var errorBox = document.getElementById("error");
+  var result = document.getElementById("result");
   var fields = {};
-  ["phase", "sent", "rate", "elapsed", "eta", "error-title", "error-message", "error-advice"].forEach(function (id) {
+  ["sent", "rate", "elapsed", "eta", "error-title", "error-message", "error-advice", "result-file", "sha-short",
+   "sha-full"].forEach(function (id) {
     fields[id] = document.getElementById(id);
   });
   var frame = null;
   // Stored backups and their download links share the audit trail with downloads (docs/api.md).
   var OUTCOME_PREFIX = { "stored-backup": "to storage: ", "stored-download": "stored link: " };
+  var mine = null;      // the id of this page's running backup
+  var ended = null;     // the id of this page's last backup, which may hold its slot a moment longer
+  var shown = 0;        // the highest percent shown for it: the bar never moves back
 
   function newId() {
     var bytes = new Uint8Array(16);
@@ -42,12 +51,31 @@
 
   function duration(seconds) {
     if (seconds === null || seconds === undefined) return "–";
+    if (seconds < 10 && seconds !== Math.round(seconds)) return seconds.toFixed(1) + " s";
     var s = Math.round(seconds);
     var h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60);
     s = s % 60;
     if (h) return h + " h " + m + " min";
     if (m) return m + " min " + s + " s";
     return s + " s";
+  }
+
+  // "2026-11-28T19:32:04.123Z" → "2026-11-28 19:32:04" (columns and labels say UTC)
+  function utcSeconds(iso) {
+    return iso ? iso.slice(0, 19).replace("T", " ") : "–";
+  }
+
+  // A file name that breaks only after its underscores (shop_backup_ / 20261128_ / 193204.sql.gz),
+  // never inside ".sql.gz" or a number.
+  function setFilename(el, name) {
+    if (el.dataset.name === name) return;
+    el.dataset.name = name;
+    var parts = name.split("_");
+    el.replaceChildren();
+    parts.forEach(function (part, n) {
+      el.appendChild(document.createTextNode(part + (n < parts.length - 1 ? "_" : "")));
+      if (n < parts.length - 1) el.appendChild(document.createElement("wbr"));
+    });
   }
 
   function describe(report) {
@@ -59,6 +87,8 @@
         return "Table " + report.table.number + (report.table.count ? " of " + report.table.count : "") +
                ": " + report.table.name;
       case "finishing": return "Finishing: sequences, large objects, indexes and constraints";
+      case "sending": return "Dump complete; sending the last " +
+                             humanBytes(report.bytes_made - report.bytes_sent) + " to your browser";
       case "done": return "Complete";
       case "refused": return "Not started";
       case "aborted": return "Stopped";
@@ -74,43 +104,52 @@
 
   function setPercent(percent, label) {
     if (percent === null || percent === undefined) {
+      if (shown > 0) return;  // keep what was shown rather than go back to "no idea"
       bar.removeAttribute("value");  // indeterminate: no estimate (yet)
       bar.removeAttribute("aria-valuetext");
       percentText.textContent = "";
       return;
     }
+    shown = Math.max(shown, percent);
     // Never round up to 100 before the server says the file is complete.
-    var shown = percent >= 100 ? 100 : Math.floor(percent);
-    bar.value = percent;
-    bar.setAttribute("aria-valuetext", shown + " %" + (label ? ", " + label : ""));
-    percentText.textContent = shown + " %";
+    var whole = shown >= 100 ? 100 : Math.floor(shown);
+    bar.value = shown;
+    bar.setAttribute("aria-valuetext", whole + " %" + (label ? ", " + label : ""));
+    percentText.textContent = whole + " %";
   }
 
   function render(report) {
     var step = describe(report);
-    fields.phase.textContent = step;
-    fields.sent.textContent = humanBytes(report.bytes_sent);
+    fields.sent.textContent = humanBytes(report.bytes_sent) +
+      (report.state === "running" && report.bytes_expected ? " of about " + humanBytes(report.bytes_expected) : "");
     fields.rate.textContent = report.rate_bytes_per_s ? humanBytes(report.rate_bytes_per_s) + "/s" : "–";
     fields.elapsed.textContent = duration(report.elapsed_s);
-    fields.eta.textContent = report.eta_s === null || report.eta_s === undefined
-      ? (report.state === "running" ? "estimating…" : "–")
-      : (report.eta_s < 1 ? "a moment" : "about " + duration(report.eta_s));
+    fields.eta.textContent = report.state !== "running" ? "–"
+      : report.eta_s === null || report.eta_s === undefined ? "estimating…"
+      : report.eta_s < 1 ? "a moment" : "about " + duration(report.eta_s);
     if (report.state === "running") {
       setPercent(report.percent, step);
       // The live region changes with the step only, not with every byte count.
       setStatus(step + "…", "running");
     }
-    document.querySelectorAll(".js-filename").forEach(function (el) {
-      if (report.filename && el.textContent !== report.filename) el.textContent = report.filename;
-    });
+    if (report.filename) {
+      document.querySelectorAll(".js-filename").forEach(function (el) { setFilename(el, report.filename); });
+    }
   }
 
   function succeed(report) {
-    setPercent(100, "done");
-    setStatus("Done: " + report.filename + ", " + humanBytes(report.bytes_sent) + " in " +
-              duration(report.elapsed_s) + ". Your browser has saved it." +
-              (report.sha256 ? " SHA-256: " + report.sha256 + " (compare with sha256sum)." : ""), "ok");
-    fields.eta.textContent = "–";
+    setPercent(100, "sent");
+    var took = report.send_s !== null && report.send_s !== undefined ? report.send_s : report.elapsed_s;
+    setStatus("Sent all " + humanBytes(report.bytes_sent) + " in " + duration(took) +
+              "; your browser's download list shows when it is saved.", "ok");
+    fields.elapsed.textContent = duration(report.elapsed_s);
+    setFilename(fields["result-file"], report.filename);
+    if (report.sha256) {
+      fields["sha-short"].textContent = report.sha256.slice(0, 12) + "…" + report.sha256.slice(-4);
+      fields["sha-short"].title = report.sha256;
+      fields["sha-full"].textContent = report.sha256;
+    }
+    result.hidden = false;
     finish();
   }
 
@@ -119,7 +158,9 @@
     panel.classList.add("failed");
     bar.classList.add("failed");
     bar.setAttribute("aria-valuetext", title);
-    setStatus(title, "error");
+    // The error box (role=alert) says it, once; the status line would only repeat its title.
+    setStatus("", "error");
+    statusText.hidden = true;
     fields["error-title"].textContent = title;
     fields["error-message"].textContent = message;
     fields["error-advice"].textContent = advice || "";
@@ -139,15 +180,52 @@
   }
 
   function finish() {
-    button.disabled = false;
+    ended = mine;
+    mine = null;
     panel.removeAttribute("aria-busy");
     refreshRecent();
+    checkBusy();
+  }
+
+  // Whether the service can take a backup now: the button is disabled, with the reason beside it,
+  // while any backup runs (this page's or another admin's) and the service has no room for another.
+  function showBusy(running, busy) {
+    var others = running.filter(function (entry) { return entry.id !== mine && entry.id !== ended; });
+    if (mine) {
+      button.disabled = true;
+      reason.textContent = "Your backup is running" + (others.length ? "; so is one started by " +
+        others[0].actor + " at " + utcSeconds(others[0].started_at).slice(11) + " UTC" : "") + ".";
+    } else if (busy && others.length) {
+      button.disabled = true;
+      reason.textContent = "A backup started by " + others[0].actor + " at " +
+        utcSeconds(others[0].started_at).slice(11) + " UTC" + (others.length > 1 ? " and " +
+        (others.length - 1) + " more" : "") + " is running; the button comes back when it ends.";
+    } else if (busy) {
+      button.disabled = true;
+      reason.textContent = "The last backup is closing its connection; a moment.";
+    } else {
+      button.disabled = false;
+      reason.textContent = others.length ? "Another backup is running (started by " + others[0].actor +
+        "); the service has room for yours too." : "";
+    }
+  }
+
+  function checkBusy() {
+    if (mine) return;
+    fetch(button.dataset.runningUrl, { headers: { "Accept": "application/json" }, cache: "no-store",
+                                       credentials: "same-origin" })
+      .then(function (response) { return response.ok ? response.json() : null; })
+      .then(function (body) { if (body && !mine) showBusy(body.running, body.busy); })
+      .catch(function () { /* the next check will tell */ });
   }
 
   // The "Recent backup attempts" table, rebuilt from the audit trail after each attempt.
   function refreshRecent() {
     var table = document.getElementById("recent");
     if (!table) return;
+    var labels = Array.prototype.map.call(table.querySelectorAll("thead th"), function (th) {
+      return th.textContent.replace(" (UTC)", "");
+    });
     fetch(table.dataset.auditUrl, { headers: { "Accept": "application/json" }, cache: "no-store",
                                     credentials: "same-origin" })
       .then(function (response) { return response.ok ? response.json() : null; })
@@ -158,10 +236,12 @@
           var row = document.createElement("tr");
           var outcome = (OUTCOME_PREFIX[entry.event] || "") + entry.outcome +
                         (entry.status && entry.status !== 200 ? " (" + entry.status + ")" : "");
-          [entry.time, entry.actor || "–", entry.client || "–", outcome, humanBytes(entry.bytes),
-           entry.duration_s + " s"].forEach(function (text) {
+          [utcSeconds(entry.time), entry.actor || "–", entry.client || "–", outcome, humanBytes(entry.bytes),
+           duration(entry.duration_s)].forEach(function (text, n) {
             var cell = document.createElement("td");
             cell.textContent = text;
+            cell.setAttribute("data-label", labels[n] || "");
+            if (n === 3) cell.className = "outcome-" + entry.outcome;
             row.appendChild(cell);
           });
           return row;
@@ -206,13 +286,18 @@
   function start() {
     if (button.disabled) return;
     var id = newId();
-    button.disabled = true;
+    mine = id;
+    shown = 0;
+    showBusy([], false);
     panel.hidden = false;
     panel.setAttribute("aria-busy", "true");
     panel.classList.remove("failed");
     bar.classList.remove("failed");
     errorBox.hidden = true;
-    ["phase", "sent", "rate", "elapsed", "eta"].forEach(function (name) { fields[name].textContent = "–"; });
+    statusText.hidden = false;
+    result.hidden = true;
+    ["sent", "rate", "elapsed", "eta"].forEach(function (name) { fields[name].textContent = "–"; });
+    bar.value = 0;
     setPercent(0, "starting");
     setStatus("Starting the backup…", "running");
 
@@ -230,15 +315,19 @@
 
   button.addEventListener("click", start);
   document.addEventListener("backup-svc:attempt-ended", refreshRecent);
+  checkBusy();
+  window.setInterval(checkBusy, IDLE_POLL_MS);
 
-  // "Copy" buttons for the restore commands; where the clipboard API is unavailable (plain http),
-  // the text is selected for Ctrl+C instead.
+  // "Copy" buttons (restore commands, the SHA-256); where the clipboard API is unavailable (plain
+  // http), the text is selected for Ctrl+C instead.
   document.querySelectorAll("button.copy").forEach(function (copy) {
     var result = copy.parentNode.querySelector(".copy-result");
     copy.addEventListener("click", function () {
       var source = document.getElementById(copy.dataset.copy);
       var text = source.textContent;
       var select = function () {
+        var details = source.closest("details");
+        if (details) details.open = true;
         var range = document.createRange();
         range.selectNodeContents(source);
         var selection = window.getSelection();
