@@ -23,6 +23,9 @@ MAX_SAMPLES = 64
 # After the last chunk, how long to wait for the client to acknowledge it when nothing moves.
 DRAIN_STALL_S = 30.0
 DRAIN_POLL_S = 0.02
+# TCP states (tcp_states.h) in which written bytes can still reach the client: ESTABLISHED, and
+# CLOSE_WAIT (the client closed its sending side, as HTTP clients may, and still reads).
+TCP_STATES_DELIVERING = (1, 8)
 
 
 class SendMeter:
@@ -89,8 +92,21 @@ class SendMeter:
             return None
         return max(self.delivered_at - self.first_at, 0.0)
 
+    def _connected(self) -> bool:
+        """Whether the connection can still deliver: a reset one keeps its unacknowledged count for ever."""
+        if self._sock is None:
+            return True
+        try:
+            state = self._sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0]
+        except (OSError, ValueError, IndexError):
+            return True  # cannot tell (not TCP, not Linux): the stall limit still applies
+        return state in TCP_STATES_DELIVERING
+
     def drain(self, stall_s: float = DRAIN_STALL_S) -> bool:
-        """Wait until the client has acknowledged every byte written; False when it stopped moving for `stall_s`."""
+        """Wait until the client has acknowledged every byte written.
+
+        False when the connection broke (the client went away) or nothing moved for `stall_s`.
+        """
         last, moved_at = -1, time.monotonic()
         while True:
             now = time.monotonic()
@@ -98,6 +114,8 @@ class SendMeter:
             if got >= self._written:
                 self.delivered_at = now
                 return True
+            if not self._connected():
+                return False
             if got != last:
                 last, moved_at = got, now
             elif now - moved_at > stall_s:

@@ -1,6 +1,8 @@
 """The progress API behind the dashboard (real gunicorn and PostgreSQL), its registry and its estimates."""
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from backup_svc.config import parse_database_url
@@ -87,6 +89,34 @@ def test_refusals_before_the_first_byte_are_kept_under_the_client_id(big_db, sta
         holder.close()
     assert wait_until(lambda: _report(service, "holder-id-0001").json()["state"] == "aborted", 5)
     assert wait_until(lambda: not pg_dump_pids(pg_cluster), 5)
+
+
+def test_done_only_when_the_client_has_the_last_byte(rich_service):
+    """A client that takes no byte never makes an attempt `done`, even once the whole dump fits in the
+    network buffers; when it resets the connection the attempt is `aborted`, and the audit says so."""
+    import socket
+    import struct
+
+    holder = rich_service.connection()
+    holder.request("GET", "/api/v1/backup?progress_id=never-reads-0001", headers=rich_service.auth())
+    response = holder.getresponse()  # the headers only: not one byte of the body is read
+    assert response.status == 200
+    time.sleep(2)  # plenty for the whole (small) dump to be made and written to the buffers
+    stuck = _report(rich_service, "never-reads-0001").json()
+    assert stuck["state"] == "running" and stuck["bytes_sent"] < stuck["bytes_made"], stuck
+    assert stuck["percent"] < 99.9
+    holder.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close = reset
+    holder.close()
+    assert wait_until(lambda: _report(rich_service, "never-reads-0001").json()["state"] == "aborted", 5)
+    gone = _report(rich_service, "never-reads-0001").json()
+    assert gone["sha256"] is None and gone["percent"] is None
+    assert wait_until(lambda: '"id": "never-reads-0001"' in rich_service.log()
+                      and '"outcome": "aborted"' in rich_service.log(), 5)
+
+    reply = rich_service.request("GET", "/api/v1/backup?progress_id=reads-all-0001", rich_service.auth())
+    done = _report(rich_service, "reads-all-0001").json()
+    assert (done["state"], done["bytes_sent"], done["percent"]) == ("done", len(reply.body), 100.0)
+    assert done["send_s"] is not None and done["rate_bytes_per_s"] > 0
 
 
 def test_cannot_dump_is_kept_under_the_client_id(start_service, pg_cluster):
