@@ -71,6 +71,7 @@ class StreamingBackup:
         meter = self.record.meter
         try:
             for chunk in self.dump:
+                meter.handing(len(chunk))
                 yield chunk
                 meter.wrote(len(chunk))  # the server's write returned: the chunk is in the socket
             # Every chunk is written; "done" waits until the client has acknowledged them all, since
