@@ -38,10 +38,16 @@ def _log_to_stderr() -> None:
         logger.propagate = False
 
 
-def _settings_with_storage() -> Settings:
-    settings = Settings.from_env(require_auth=False)
-    if settings.storage is None:
-        raise ConfigError(["BACKUP_STORAGE_URL is not set: nowhere to store backups (e.g. s3://my-bucket/backups)"])
+def _settings_with_storage() -> Settings | None:
+    """The settings, with storage configured; None after saying each problem (the command exits 2)."""
+    try:
+        settings = Settings.from_env(require_auth=False)
+        if settings.storage is None:
+            raise ConfigError(["BACKUP_STORAGE_URL is not set: nowhere to store backups (e.g. s3://my-bucket/backups)"])
+    except ConfigError as exc:
+        for problem in exc.problems:
+            _say(problem)
+        return None
     return settings
 
 
@@ -55,11 +61,8 @@ def cmd_upload(args: argparse.Namespace) -> int:
     from backup_svc.storage.lock import AnotherBackupRunning
     from backup_svc.storage.run import take_stored_backup
 
-    try:
-        settings = _settings_with_storage()
-    except ConfigError as exc:
-        for problem in exc.problems:
-            _say(problem)
+    settings = _settings_with_storage()
+    if settings is None:
         return 2
     _log_to_stderr()
 
@@ -138,11 +141,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     from backup_svc.storage.listing import list_backups
     from backup_svc.storage.location import BackupNames
 
-    try:
-        settings = _settings_with_storage()
-    except ConfigError as exc:
-        for problem in exc.problems:
-            _say(problem)
+    settings = _settings_with_storage()
+    if settings is None:
         return 2
     storage = settings.storage
     try:
@@ -166,11 +166,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
     from backup_svc.storage.prune import prune
     from backup_svc.storage.run import destination_of
 
-    try:
-        settings = _settings_with_storage()
-    except ConfigError as exc:
-        for problem in exc.problems:
-            _say(problem)
+    settings = _settings_with_storage()
+    if settings is None:
         return 2
     storage = settings.storage
     if storage.retention is None:
