@@ -27,7 +27,7 @@ def _refuse(problems: list[str]) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the HTTP service under gunicorn (with --demo: on a throwaway local PostgreSQL)."""
     from backup_svc.config import bind_host_from_env, port_from_env
-    from backup_svc.web.server import BackupServer, port_in_use
+    from backup_svc.web.server import BackupServer, PortInUse, bind_listeners
 
     env = dict(os.environ)
     if args.demo:  # the demo is for this machine: loopback only, unless BIND_HOST says otherwise
@@ -36,23 +36,26 @@ def cmd_serve(args: argparse.Namespace) -> int:
         host, port = bind_host_from_env(env), port_from_env(env)
     except ConfigError as exc:
         return _refuse(exc.problems)
-    taken = port_in_use(host, port)
-    if taken is not None:
-        print(f"backup_svc: cannot listen on {taken}: the port is in use (another server, or an earlier "
-              f"./dev.sh run?). Pick another port: PORT={_free_port_near(port)} ./dev.sh run "
+    # The port is bound before anything starts or is printed, and held until gunicorn takes it over:
+    # nothing can take it while the demo's database starts, so the banner never names another server.
+    try:
+        listeners = bind_listeners(host, port)
+    except PortInUse as exc:
+        print(f"backup_svc: {exc} (another server, or an earlier ./dev.sh run?). Pick another port: "
+              f"PORT={_free_port_near(port)} ./dev.sh run "
               f"(or PORT=… {'backup-svc serve --demo' if args.demo else 'backup-svc serve'})", file=sys.stderr)
         return 1
     cluster = None
-    if args.demo:
-        from backup_svc.demo import start_demo
-
-        cluster, env = start_demo(env)
     try:
+        if args.demo:
+            from backup_svc.demo import start_demo
+
+            cluster, env = start_demo(env)
         try:
             settings = Settings.from_env(env)
         except ConfigError as exc:
             return _refuse(exc.problems)
-        BackupServer(settings).run()
+        BackupServer(settings, listeners).run()
     finally:
         if cluster is not None:
             cluster.stop()

@@ -36,29 +36,64 @@ def _bind_string(address: str, port: int) -> str:
     return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
-def port_in_use(host: str, port: int) -> str | None:
-    """The first of the addresses to listen on that something else holds, or None when all are free.
+class PortInUse(OSError):
+    """Something else listens on one of the addresses; `address` is it, as `[::1]:8080` or `127.0.0.1:8080`."""
 
-    Checked before anything is started or printed: gunicorn would otherwise retry for five seconds
-    and exit after the demo had printed credentials that belong to whatever holds the port.
+    def __init__(self, address: str):
+        super().__init__(f"cannot listen on {address}: the port is in use")
+        self.address = address
+
+
+def bind_listeners(host: str, port: int) -> list[int]:
+    """Bind and listen on every address for BIND_HOST `host` now; the sockets' descriptors, for gunicorn.
+
+    Bound before anything is started or printed, and held from then on: a banner can only ever name a
+    port this process listens on (gunicorn takes the descriptors over through `fd://N`). Raises
+    PortInUse, having closed what it had bound, when any address is taken.
     """
-    for address, _ in listen_addresses(host, port):
-        family = socket.AF_INET6 if ":" in address else socket.AF_INET
-        with socket.socket(family, socket.SOCK_STREAM) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn does
+    bound: list[socket.socket] = []
+    try:
+        for address, _ in listen_addresses(host, port):
+            family = socket.AF_INET6 if ":" in address else socket.AF_INET
+            listener = socket.socket(family, socket.SOCK_STREAM)
+            bound.append(listener)
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn does
+            if family == socket.AF_INET6:  # `::` serves IPv4 too; `::1` sits beside 127.0.0.1
+                listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if address == "::" else 1)
             try:
-                probe.bind((address, port))
+                listener.bind((address, port))
             except OSError:
-                return _bind_string(address, port)
+                raise PortInUse(_bind_string(address, port)) from None
+            listener.listen(2048)  # gunicorn's default backlog; it listens again with its own setting
+            listener.set_inheritable(True)  # the worker gunicorn forks serves on it
+    except BaseException:
+        for listener in bound:
+            listener.close()
+        raise
+    return [listener.detach() for listener in bound]  # gunicorn owns and closes them from here on
+
+
+def port_in_use(host: str, port: int) -> str | None:
+    """The first of the addresses to listen on that something else holds, or None when all are free."""
+    try:
+        fds = bind_listeners(host, port)
+    except PortInUse as exc:
+        return exc.address
+    for fd in fds:
+        socket.socket(fileno=fd).close()
     return None
 
 
-def gunicorn_options(settings: Settings) -> dict:
-    """The gunicorn settings this service needs, each with the reason for its value."""
+def gunicorn_options(settings: Settings, listeners: list[int] | None = None) -> dict:
+    """The gunicorn settings this service needs, each with the reason for its value.
+
+    `listeners`: descriptors from bind_listeners(), already bound; else gunicorn binds the addresses.
+    """
     return {
         # Railway routes to $PORT on both address families (its private network is IPv6).
-        "bind": [_bind_string(address, port) for address, port in listen_addresses(settings.bind_host,
-                                                                                    settings.port)],
+        "bind": ([f"fd://{fd}" for fd in listeners] if listeners else
+                 [_bind_string(address, port) for address, port in listen_addresses(settings.bind_host,
+                                                                                     settings.port)]),
         # One process: the concurrency limit and the progress of running dumps live in its memory.
         "workers": 1,
         # Threads let that process stream dumps while it answers health checks and the dashboard.
@@ -98,13 +133,14 @@ def gunicorn_options(settings: Settings) -> dict:
 class BackupServer(BaseApplication):
     """gunicorn serving `create_app(settings)` with `gunicorn_options(settings)`."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, listeners: list[int] | None = None):
         self.settings = settings
+        self.listeners = listeners  # bound by bind_listeners(), handed to gunicorn
         self.stored = None  # the worker's StoredBackups (BACKUP_SCHEDULE), set in the worker by load()
         super().__init__()
 
     def load_config(self) -> None:
-        for key, value in gunicorn_options(self.settings).items():
+        for key, value in gunicorn_options(self.settings, self.listeners).items():
             self.cfg.set(key, value)
         log_draining(self.settings)
         # In the worker, once it has stopped serving: cancel a running stored backup (its upload is aborted).

@@ -185,6 +185,41 @@ def test_a_taken_port_is_refused_before_anything_is_printed(tmp_path):
     assert time.monotonic() - started < 10  # no PostgreSQL was started, no gunicorn retries
 
 
+def test_the_port_is_held_before_the_demo_starts_its_database_and_prints_the_banner(tmp_path):
+    """Nothing can take the port while the demo starts (the newcomer's `./dev.sh run` that printed its
+    banner and then could not bind): it is bound first, and the banner comes from the process that holds it."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ADMIN_", "DATABASE_URL", "BIND_HOST"))}
+    proc = subprocess.Popen([sys.executable, "-m", "backup_svc", "serve", "--demo"], cwd=tmp_path,
+                            env={**env, "PORT": str(port), "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        first = proc.stdout.readline()
+        assert first.startswith("Starting a throwaway PostgreSQL"), first
+        # The database is starting, no banner yet: the port is already this process's.
+        for family, address in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+            with socket.socket(family) as intruder:
+                with pytest.raises(OSError):
+                    intruder.bind((address, port))
+        rest = []
+        for line in proc.stdout:
+            rest.append(line)
+            if "Starting gunicorn" in line:
+                break
+        output = "".join(rest)
+        assert f"Dashboard: http://localhost:{port}/" in output, output
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+            conn.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
+            assert conn.recv(64).split(b" ")[1] == b"200"
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
 # -- every command the docs mark, run as written ------------------------------------------------
 def marked_blocks(path: Path) -> list[str]:
     """The shell blocks of a Markdown file that follow a DEMO_TEST_MARKER line."""
