@@ -36,6 +36,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         host, port = bind_host_from_env(env), port_from_env(env)
     except ConfigError as exc:
         return _refuse(exc.problems)
+    if not args.demo:  # configuration problems first, whatever holds the port
+        try:
+            settings = Settings.from_env(env)
+        except ConfigError as exc:
+            return _refuse(exc.problems)
     # The port is bound before anything starts or is printed, and held until gunicorn takes it over:
     # nothing can take it while the demo's database starts, so the banner never names another server.
     try:
@@ -51,10 +56,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
             from backup_svc.demo import start_demo
 
             cluster, env = start_demo(env)
-        try:
-            settings = Settings.from_env(env)
-        except ConfigError as exc:
-            return _refuse(exc.problems)
+            try:
+                settings = Settings.from_env(env)
+            except ConfigError as exc:
+                return _refuse(exc.problems)
         BackupServer(settings, listeners).run()
     finally:
         if cluster is not None:
@@ -111,51 +116,6 @@ def cmd_dump(args: argparse.Namespace) -> int:
     else:
         print(f"sha256 of the backup written to stdout: {written.sha256}", file=sys.stderr)
     return 0
-
-
-def cmd_check(args: argparse.Namespace) -> int:
-    """Check configuration, connectivity and pg_dump compatibility; say what is wrong."""
-    from backup_svc.pg.binaries import find_binaries
-    from backup_svc.pg.facts import server_facts
-    from backup_svc.pg.readiness import dump_readiness
-
-    ok = True
-    try:
-        settings = Settings.from_env()
-        print("configuration: ok")
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(f"configuration: {problem}")
-        try:
-            settings = Settings.from_env(require_auth=False)
-        except ConfigError:
-            return 1
-        ok = False
-    print(f"draining: {settings.draining.describe(settings.graceful_timeout_s)}")
-    for warning in settings.draining.warnings(settings.graceful_timeout_s):
-        print(f"draining: warning — {warning}")
-    for line in (settings.notify.describe() if settings.notify else []):
-        print(f"notifications: {line}")
-    from backup_svc.storage.commands import storage_check_lines
-
-    storage_lines, storage_ok = storage_check_lines(settings)
-    print("\n".join(storage_lines))
-    ok = ok and storage_ok
-    installed = find_binaries("pg_dump", settings.pg_bin_dirs)
-    print("pg_dump installed: " + (", ".join(f"{b.version} ({b.path})" for b in installed) or "none"))
-    ready = dump_readiness(lambda: server_facts(settings.conn, timeout_s=settings.connect_timeout_s), installed)
-    if ready.facts is not None:
-        facts = ready.facts
-        print(f"database: ok — {facts.database} on PostgreSQL {facts.version}, "
-              f"{facts.size_bytes} bytes, {facts.table_count} tables")
-    if ready.pg_dump is not None:
-        print(f"pg_dump: ok — {ready.pg_dump.version} at {ready.pg_dump.path}")
-        if ready.caveat:
-            print(f"pg_dump: warning — {ready.caveat}")
-    if ready.problem is not None:
-        print(f"database: {ready.problem.message}")
-        ok = False
-    return 0 if ok else 1
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -249,8 +209,9 @@ def main(argv: list[str] | None = None) -> int:
     dump = sub.add_parser("dump", help="write a backup (.sql.gz) to a local file")
     dump.add_argument("-o", "--output", help="file to write ('-' for stdout); default <name>_backup_<UTC>.sql.gz")
     dump.set_defaults(func=cmd_dump)
-    check = sub.add_parser("check", help="check configuration, database and pg_dump")
-    check.set_defaults(func=cmd_check)
+    from backup_svc.check import add_check_command
+
+    add_check_command(sub)
     verify = sub.add_parser("verify", help="check that a backup file is intact and complete, and what it holds")
     verify.add_argument("file", help="the backup (.sql.gz), or a stored one: s3://bucket/key")
     verify.set_defaults(func=cmd_verify)
