@@ -37,11 +37,13 @@ class Staleness:
 
     stale: bool
     newest: datetime | None  # the newest successful stored backup
-    limit: datetime  # backups older than this are stale
+    # When the alarm fires (or fired) unless a newer backup arrives: the newest backup's time (with none,
+    # the service's start) plus 1.5 intervals.
+    alarm_at: datetime
     interval: timedelta
 
     def as_dict(self) -> dict:
-        return {"stale": self.stale, "newest_ok": iso(self.newest), "stale_after": iso(self.limit),
+        return {"stale": self.stale, "newest_ok": iso(self.newest), "alarm_at": iso(self.alarm_at),
                 "interval_s": int(self.interval.total_seconds())}
 
 
@@ -65,7 +67,8 @@ class StaleWatch:
     def check(self, newest: datetime | None, now: datetime, interval: timedelta) -> tuple[Staleness, Event | None]:
         """The current staleness and, the first time in an episode, the event to send (else None)."""
         stale = is_stale(newest, now, interval, up_since=self.up_since)
-        state = Staleness(stale=stale, newest=newest, limit=now - interval * STALE_FACTOR, interval=interval)
+        reference = newest if newest is not None else self.up_since
+        state = Staleness(stale=stale, newest=newest, alarm_at=reference + interval * STALE_FACTOR, interval=interval)
         with self._lock:
             if not stale:
                 self._alarmed = False

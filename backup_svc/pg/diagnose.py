@@ -7,6 +7,7 @@ from backup_svc.pg.scrub import scrub
 
 UNREACHABLE = "unreachable"
 NOT_ANSWERING = "not_answering"
+NOT_ACCEPTING = "not_accepting"  # the server answered: it is up, but takes no connection now
 AUTH_FAILED = "auth_failed"
 NO_DATABASE = "no_database"
 INCOMPATIBLE = "incompatible"
@@ -35,6 +36,9 @@ _PATTERNS = [
     (TERMINATED, re.compile(r"terminating connection due to administrator command|terminating connection because of"
                             r"|the database system is shutting down|the database system is in recovery mode", re.I)),
     (NOT_ANSWERING, re.compile(r"timeout expired|not answering", re.I)),
+    # The server's own refusal (FATAL from a reachable server), before the generic "connection ... failed".
+    (NOT_ACCEPTING, re.compile(r"not (?:yet |currently )?accepting connections|the database system is starting up"
+                               r"|too many clients|connection slots are reserved|too many connections for", re.I)),
     (UNREACHABLE, re.compile(r"could not translate host name|connection refused|no route to host"
                              r"|network is unreachable|could not connect|server closed the connection unexpectedly"
                              r"|no such file or directory|connection to server .* failed", re.I)),
@@ -48,6 +52,10 @@ _CLOSED_MID_STREAM = re.compile(r"server closed the connection unexpectedly|conn
 _ADVICE = {
     UNREACHABLE: "Cannot reach the database server. Check the host and port in DATABASE_URL and that the "
                  "server is running and accepts connections from this service.",
+    NOT_ACCEPTING: "The database server is reachable (host and port are right) but refuses connections now: it is "
+                   "starting up or recovering, the database has connections turned off (ALLOW_CONNECTIONS false, "
+                   "CONNECTION LIMIT), or every connection slot is taken (max_connections). The server's own "
+                   "reason follows; retry once it accepts connections again.",
     NOT_ANSWERING: "The database is not answering: no reply in the time allowed. The network link to it may "
                    "be stalled or the server overloaded.",
     AUTH_FAILED: "The database rejected the user or password in DATABASE_URL.",

@@ -52,7 +52,11 @@ def test_one_alarm_per_episode():
 def test_state_for_the_api():
     state, _ = StaleWatch("shop", up_since=T0).check(T0, T0 + DAY * 2, DAY)
     assert state.as_dict() == {"stale": True, "newest_ok": "2026-11-28T03:00:00Z",
-                               "stale_after": "2026-11-28T15:00:00Z", "interval_s": 86400}
+                               "alarm_at": "2026-11-29T15:00:00Z", "interval_s": 86400}
+    fresh, _ = StaleWatch("shop", up_since=T0).check(T0, T0 + DAY, DAY)
+    assert fresh.as_dict()["stale"] is False and fresh.as_dict()["alarm_at"] == "2026-11-29T15:00:00Z"
+    none_yet, _ = StaleWatch("shop", up_since=T0).check(None, T0 + DAY, DAY)
+    assert none_yet.as_dict()["alarm_at"] == "2026-11-29T15:00:00Z"  # 1.5 intervals after the start
 
 
 def every(minutes: int, *, weekdays_only: bool = False):

@@ -12,6 +12,7 @@ from backup_svc.pg.diagnose import (
     INCOMPATIBLE,
     LOCKED,
     NO_DATABASE,
+    NOT_ACCEPTING,
     NOT_ANSWERING,
     OUT_OF_LOCKS,
     PERMISSION,
@@ -80,6 +81,14 @@ def test_pick_binary_names_versions_when_none_fits():
     ('pg_dump: error: connection to server at "h" failed: server does not support SSL, but SSL was required',
      SSL_UNSUPPORTED),
     ('pg_dump: error: connection to server at "h" failed: timeout expired', NOT_ANSWERING),
+    ('connection to server at "h" (10.0.0.1), port 5432 failed: FATAL:  database "shop" is not currently accepting '
+     'connections', NOT_ACCEPTING),
+    ('connection to server at "h", port 5432 failed: FATAL:  the database system is starting up', NOT_ACCEPTING),
+    ('connection to server at "h", port 5432 failed: FATAL:  the database system is not yet accepting connections\n'
+     'DETAIL:  Consistent recovery state has not been yet reached.', NOT_ACCEPTING),
+    ('connection to server at "h", port 5432 failed: FATAL:  sorry, too many clients already', NOT_ACCEPTING),
+    ('connection to server at "h", port 5432 failed: FATAL:  remaining connection slots are reserved for roles with '
+     'the SUPERUSER attribute', NOT_ACCEPTING),
     ("pg_dump: error: query failed: ERROR:  syntax error", FAILED),
 ])
 def test_diagnose(stderr, kind):
