@@ -140,16 +140,27 @@ class StalenessWatch:
     It runs beside the scheduler, not in it, so a stuck or dead scheduler is noticed too.
     """
 
-    # A listing is one cheap request; every 5 minutes is prompt enough for an alarm measured in hours.
+    # A listing is one cheap request; every 5 minutes is prompt enough for an alarm measured in hours,
+    # and a quarter of the schedule's interval keeps a short schedule's alarm within 1.5-1.75 intervals.
     INTERVAL_S = 300.0
+    MIN_INTERVAL_S = 10.0
 
     def __init__(self, reporter: Reporter, settings: Settings, *, interval_s: float | None = None, client=None):
         import threading
 
         self.reporter, self.settings, self.client = reporter, settings, client
-        self.interval_s = interval_s or self.INTERVAL_S
+        self.interval_s = interval_s or self.cadence_s(settings)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="staleness-watch", daemon=True)
+
+    @classmethod
+    def cadence_s(cls, settings: Settings) -> float:
+        """Seconds between checks: every 5 minutes, or a quarter of a shorter schedule's interval."""
+        schedule = settings.storage.schedule if settings.storage else None
+        if schedule is None:
+            return cls.INTERVAL_S
+        quarter = schedule_interval(schedule.next_after, now()).total_seconds() / 4
+        return max(cls.MIN_INTERVAL_S, min(cls.INTERVAL_S, quarter))
 
     def start(self) -> "StalenessWatch":
         self._thread.start()

@@ -76,3 +76,16 @@ def every(minutes: int, *, weekdays_only: bool = False):
 ])
 def test_schedule_interval(minutes, weekdays_only, interval):
     assert schedule_interval(every(minutes, weekdays_only=weekdays_only), T0) == interval
+
+
+@pytest.mark.parametrize("schedule,cadence", [("* * * * *", 15.0), ("*/10 * * * *", 150.0), ("0 3 * * *", 300.0),
+                                               (None, 300.0)])
+def test_the_watch_checks_often_enough_for_the_schedule(schedule, cadence):
+    """Every 5 minutes, or a quarter of a shorter interval: a `* * * * *` alarm comes within 1.5-1.75 minutes."""
+    from backup_svc.config import Settings
+    from backup_svc.notify.outcome import StalenessWatch
+
+    env = {"DATABASE_URL": "postgresql://u:p@db.internal/shop", "BACKUP_STORAGE_URL": "s3://bkt/x"}
+    if schedule:
+        env["BACKUP_SCHEDULE"] = schedule
+    assert StalenessWatch.cadence_s(Settings.from_env(env, require_auth=False)) == cadence
