@@ -56,11 +56,11 @@
   }
 
   // "The scheduled backup at 03:00 UTC on 2026-11-28 failed: <reason>." in words a person can act on.
-  function describeFailure(run) {
+  function describeFailure(run, anyStored) {
     var what = run.trigger === "schedule" ? "The scheduled backup" : "The backup started by hand";
     return what + " at " + utc(run.started) + " UTC failed: " + (run.error || "no reason was given") +
-      (/[.!]$/.test(run.error || "") ? "" : ".") + " Nothing was stored by that run; the stored backups " +
-      "listed here are untouched.";
+      (/[.!]$/.test(run.error || "") ? "" : ".") + " Nothing was stored by that run" +
+      (anyStored ? "; the stored backups listed here are untouched." : ".");
   }
 
   function renderStatus(body) {
@@ -70,23 +70,52 @@
     text("stored-last-run", body.last_run ? describeRun(body.last_run) : "None since the service started.");
     var failure = body.last_failure;
     $("stored-failure").hidden = !failure;
-    if (failure) text("stored-failure-text", describeFailure(failure));
+    if (failure) text("stored-failure-text", describeFailure(failure, !!(body.newest && body.newest.name)));
   }
 
-  function renderFreshness(newest) {
+  // With no stored backup, what comes next depends on the schedule and on how its last run went.
+  function nothingStoredYet(body) {
+    var schedule = body.schedule;
+    var last = schedule && schedule.last_run;
+    if (last && last.outcome === "failed") {
+      return ["No stored backup yet: the scheduled backup at " + utc(last.started) + " UTC failed",
+              "Its reason is below. The schedule (" + schedule.expression + ") tries again, " +
+              schedule.next_run_text.replace(/^next: /, "next at ") + "; “Back up to storage now” tries at once."];
+    }
+    if (schedule) {
+      return ["No stored backup yet",
+              "The schedule (" + schedule.expression + ") takes the first one, " +
+              schedule.next_run_text.replace(/^next: /, "next at ") + ". “Back up to storage now” takes one at once."];
+    }
+    return ["No stored backup yet",
+            "Use “Back up to storage now”, or set BACKUP_SCHEDULE to take them on a schedule."];
+  }
+
+  function renderFreshness(body) {
+    var newest = body.newest;
     var box = $("stored-freshness");
     var warning = $("stored-warning");
     if (newest && newest.name) {
       text("stored-age", "Newest stored backup: " + duration(newest.age_s) + " old");
       text("stored-newest", newest.name + ", taken " + utc(newest.time) + " UTC");
     } else {
-      text("stored-age", "No stored backup yet");
-      text("stored-newest", "Use “Back up to storage now” or set BACKUP_SCHEDULE.");
+      var words = nothingStoredYet(body);
+      text("stored-age", words[0]);
+      text("stored-newest", words[1]);
     }
+    box.classList.remove("loading");
     box.classList.toggle("stale", !!(newest && newest.stale));
-    box.classList.toggle("none", !(newest && newest.name));
+    box.classList.toggle("none", !(newest && newest.name) && !(newest && newest.stale));
     warning.hidden = !(newest && newest.warning);
     if (newest && newest.warning) text("stored-warning", "Warning: " + newest.warning);
+  }
+
+  // The restore command under the list names a real stored backup: the newest one.
+  function renderRestoreHint(backups) {
+    $("stored-restore").hidden = !backups.length;
+    if (!backups.length) return;
+    var source = $("stored-restore-source");
+    text("stored-restore-source", source.dataset.prefix + backups[0].name);
   }
 
   function copyButton(hash) {
@@ -129,6 +158,11 @@
       hash.textContent = "–";
     }
     var link = document.createElement("td");
+    var shown = document.createElement("code");
+    shown.className = "stored-name";
+    shown.textContent = backup.name;
+    link.appendChild(shown);
+    link.appendChild(document.createTextNode(" "));
     var a = document.createElement("a");
     a.href = section.dataset.downloadUrl.replace("BACKUP_NAME", encodeURIComponent(backup.name));
     a.textContent = "Download";
@@ -170,18 +204,25 @@
           error.textContent = reply.body.message || ("The list could not be read (HTTP " + reply.status + ").");
           error.hidden = false;
           text("stored-age", "Storage unreachable: the newest backup's age is unknown");
+          text("stored-newest", "");
+          $("stored-freshness").classList.remove("loading");
           $("stored-freshness").classList.add("stale");
           return;
         }
         error.hidden = true;
-        renderFreshness(reply.body.newest);
+        renderFreshness(reply.body);
         renderList(reply.body.backups);
+        renderRestoreHint(reply.body.backups);
         section.dataset.loaded = "true";
       })
       .catch(function () {
         var error = $("stored-error");
         error.textContent = "The service did not answer the request for the list; reload the page to try again.";
         error.hidden = false;
+        if ($("stored-freshness").classList.contains("loading")) {
+          text("stored-age", "The bucket could not be read: the newest backup's age is unknown");
+          $("stored-freshness").classList.replace("loading", "stale");
+        }
       });
   }
 
