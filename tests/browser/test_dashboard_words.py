@@ -101,6 +101,7 @@ def test_the_first_scheduled_backup_failed_is_said_so(s3, fault_proxy, rich_db, 
     expect(detail).to_contain_text("The schedule (* * * * *) tries again, next at ")
     expect(detail).not_to_contain_text("set BACKUP_SCHEDULE")
     expect(page.locator("#stored-freshness")).to_have_class("freshness stale")
+    expect(page.locator("#stored-warning")).to_be_hidden()  # the headline says it; said once
     failure = page.locator("#stored-failure")
     expect(failure).to_contain_text("The scheduled backup at ")
     expect(failure).to_contain_text("InternalError (HTTP 500)")

@@ -80,7 +80,8 @@
     if (last && last.outcome === "failed") {
       return ["No stored backup yet: the scheduled backup at " + utc(last.started) + " UTC failed",
               "Its reason is below. The schedule (" + schedule.expression + ") tries again, " +
-              schedule.next_run_text.replace(/^next: /, "next at ") + "; “Back up to storage now” tries at once."];
+              schedule.next_run_text.replace(/^next: /, "next at ") + "; “Back up to storage now” tries at once.",
+              true];
     }
     if (schedule) {
       return ["No stored backup yet",
@@ -95,6 +96,7 @@
     var newest = body.newest;
     var box = $("stored-freshness");
     var warning = $("stored-warning");
+    var headlineSaysIt = false;  // the headline already tells the failed run: no warning line repeating it
     if (newest && newest.name) {
       text("stored-age", "Newest stored backup: " + duration(newest.age_s) + " old");
       text("stored-newest", newest.name + ", taken " + utc(newest.time) + " UTC");
@@ -102,11 +104,12 @@
       var words = nothingStoredYet(body);
       text("stored-age", words[0]);
       text("stored-newest", words[1]);
+      headlineSaysIt = !!words[2];
     }
     box.classList.remove("loading");
     box.classList.toggle("stale", !!(newest && newest.stale));
     box.classList.toggle("none", !(newest && newest.name) && !(newest && newest.stale));
-    warning.hidden = !(newest && newest.warning);
+    warning.hidden = !(newest && newest.warning) || headlineSaysIt;
     if (newest && newest.warning) text("stored-warning", "Warning: " + newest.warning);
   }
 

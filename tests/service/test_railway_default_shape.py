@@ -1,0 +1,150 @@
+"""docs/deploy-railway.md's default, followed with the variables it lists, run here: one `backups` service
+(real gunicorn) with a real PostgreSQL, moto's S3 server for the bucket and real receivers on loopback for
+mail (aiosmtpd), the webhook and the heartbeat. A failed scheduled backup reaches all three (the heartbeat
+as `/fail`); no backup for 1.5 schedule intervals raises the staleness alarm; `check` exits 0 on each
+service the guide configures (the default `backups`, and `backups-cron` of the other shape).
+
+Two substitutions, both said where they happen: Railway's references become the local servers, and the
+guide's nightly `0 3 * * *` becomes `* * * * *` so that a run and 1.5 intervals fit in a test. The
+failure is real: the database is switched to ALLOW_CONNECTIONS false, so PostgreSQL refuses the backup.
+"""
+from __future__ import annotations
+
+import json
+import re
+import time
+
+import pytest
+
+from tests import receivers
+from tests.receivers import smtp_server
+from tests.s3support import s3_env
+from tests.support import REPO, run_cli, wait_until
+
+GUIDE = REPO / "docs" / "deploy-railway.md"
+PING = "/ping/0f4d6c8e-5b1a-4c7e-9a1d-3e2f1b0c9d8a"
+HOOK = "/services/T0AAAA/B0BBBB/hooksecretXYZ123"
+ADMIN_PASSWORD = "guide-password-0123456789"
+ADMIN_TOKEN = "guide-token-0123456789abcdef"
+STORAGE = ("BACKUP_STORAGE_URL", "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+           "AWS_DEFAULT_REGION", "AWS_S3_URL_STYLE")
+ALERTS = ("HEARTBEAT_URL", "SMTP_URL", "NOTIFY_EMAIL_TO", "NOTIFY_EMAIL_FROM", "NOTIFY_WEBHOOK_URL")
+
+
+def guide_variables() -> dict[str, str]:
+    """The `backups` service's variable table: name → its value cell."""
+    table = GUIDE.read_text().split("### Variables of the `backups` service", 1)[1].split("\n\n", 2)[1]
+    rows = [row.split("|")[1:3] for row in table.splitlines()[2:]]
+    found = {}
+    for names, value in rows:
+        for name in re.findall(r"`([A-Z][A-Z0-9_]+)`", names):
+            found[name] = value.strip()
+    return found
+
+
+def literal(cell: str) -> str:
+    """The value a table cell gives first: `1`, `0 3 * * *`, `last=7,…`."""
+    return re.match(r"`([^`]+)`", cell).group(1)
+
+
+def local_environment(guide: dict[str, str], *, db_url: str, bucket: str, endpoint: str, smtp_port: int,
+                      hook_url: str, ping_url: str) -> dict[str, str]:
+    """Every variable of the guide's table, with Railway's references replaced by the local servers."""
+    env = {
+        "DATABASE_URL": db_url,  # ${{Postgres.DATABASE_URL}}
+        "ADMIN_TOKEN": ADMIN_TOKEN,
+        "ADMIN_PASSWORD": ADMIN_PASSWORD,
+        "ADMIN_USERNAME": "admin",
+        "TRUSTED_PROXY_HOPS": literal(guide["TRUSTED_PROXY_HOPS"]),
+        "RAILWAY_DEPLOYMENT_DRAINING_SECONDS": literal(guide["RAILWAY_DEPLOYMENT_DRAINING_SECONDS"]),
+        "GRACEFUL_TIMEOUT": literal(guide["GRACEFUL_TIMEOUT"]),
+        "BACKUP_STORAGE_URL": f"s3://{bucket}/",  # s3://${{backups-bucket.BUCKET}}/, the same empty prefix
+        **s3_env(endpoint),  # the bucket's references; moto on loopback needs path-style URLs
+        # The guide's nightly schedule, every minute here: a run and 1.5 intervals fit in a test.
+        "BACKUP_SCHEDULE": "* * * * *",
+        "BACKUP_RETENTION": literal(guide["BACKUP_RETENTION"]),
+        "HEARTBEAT_URL": ping_url,
+        "SMTP_URL": f"smtp://ops:{receivers.SECRET}@127.0.0.1:{smtp_port}",  # loopback: AUTH without TLS
+        "NOTIFY_EMAIL_TO": "ops@example.com",
+        "NOTIFY_EMAIL_FROM": "backups@example.com",
+        "NOTIFY_WEBHOOK_URL": hook_url,
+        "LINK_SECRET": "",  # optional in the guide; left out
+    }
+    assert literal(guide["BACKUP_SCHEDULE"]) == "0 3 * * *"
+    assert set(env) == set(guide), set(env) ^ set(guide)  # every row of the table, nothing else
+    return env
+
+
+def cron_environment(env: dict[str, str]) -> dict[str, str]:
+    """The other shape's `backups-cron` variables, as the guide's steps list them; no admin secret."""
+    section = GUIDE.read_text().split("## The other shape:", 1)[1].split("\n## ", 1)[0]
+    for name in ("DATABASE_URL", "BACKUP_STORAGE_URL", "BACKUP_RETENTION", *ALERTS):
+        assert f"`{name}`" in section, name
+    keep = ("DATABASE_URL", *STORAGE, "BACKUP_RETENTION", *ALERTS)
+    return {name: (env[name] if name in keep else "") for name in env}
+
+
+def posted(hook) -> list[dict]:
+    return [json.loads(body) for method, _, _, body in hook.requests if method == "POST"]
+
+
+@pytest.fixture
+def guide_db(pg_cluster):
+    """A database of its own: the test turns its connections off."""
+    url = pg_cluster.create_database("guide_default", "CREATE TABLE orders (id int PRIMARY KEY); "
+                                                      "INSERT INTO orders SELECT generate_series(1, 100);")
+    yield url
+    with pg_cluster.connect() as db:
+        db.execute("ALTER DATABASE guide_default ALLOW_CONNECTIONS true")
+
+
+def test_the_guides_default_alerts_on_a_failed_backup_and_on_staleness(s3, moto_s3, guide_db, pg_cluster,
+                                                                       start_service):
+    _, bucket = s3
+    with smtp_server() as (controller, mailbox), receivers.receivers() as make:
+        hook, monitor = make(), make()
+        env = local_environment(guide_variables(), db_url=guide_db, bucket=bucket, endpoint=moto_s3.endpoint,
+                                smtp_port=controller.port, hook_url=hook.url + HOOK, ping_url=monitor.url + PING)
+
+        # `check` on each service the guide configures, with the database still open.
+        served = run_cli("check", env=env)
+        assert served.returncode == 0, served.stdout + served.stderr
+        assert served.stdout.startswith("checking as: serve")
+        assert "alerts: warning" not in served.stdout and "draining: warning" not in served.stdout
+        cron = run_cli("check", env=cron_environment(env))
+        assert cron.returncode == 0, cron.stdout + cron.stderr
+        assert cron.stdout.startswith("checking as: upload")
+        assert "alerts: warning" not in cron.stdout
+
+        with pg_cluster.connect() as db:
+            db.execute("ALTER DATABASE guide_default ALLOW_CONNECTIONS false")
+        started = time.monotonic()
+        service = start_service(**env)
+
+        # The first scheduled run (within a minute) fails: mail, webhook and the heartbeat's /fail.
+        assert wait_until(lambda: monitor.requests, 100, interval=0.5), service.log()[-3000:]
+        assert [(method, path) for method, path, _, _ in monitor.requests] == [("GET", PING + "/fail")]
+        assert wait_until(lambda: posted(hook) and mailbox.messages, 40, interval=0.5), service.log()[-3000:]
+        failed = posted(hook)[0]
+        assert (failed["event"], failed["outcome"]) == ("backup", "failed")
+        assert "refuses connections now" in failed["error"], failed["error"]
+        assert mailbox.parsed(0)["Subject"].startswith("[backup_svc] guide_default: backup FAILED at ")
+
+        # No successful backup for 1.5 intervals (90 s after the start): one staleness alarm, by mail and
+        # webhook; the watch checks every 15 s for this schedule, so it comes within 90-105 s (+ load).
+        def stale_posts():
+            return [p for p in posted(hook) if p["event"] == "stale"]
+
+        assert wait_until(stale_posts, 150, interval=1), service.log()[-3000:]
+        waited = time.monotonic() - started
+        assert waited >= 90, f"stale after {waited:.0f} s: before 1.5 intervals"
+        [alarm] = stale_posts()
+        assert alarm["outcome"] == "failed"
+        assert wait_until(lambda: any("are stale" in mailbox.parsed(i)["Subject"]
+                                      for i in range(len(mailbox.messages))), 40, interval=0.5)
+        status = service.request("GET", "/api/v1/stored", {"Authorization": f"Bearer {ADMIN_TOKEN}"}).json()
+        assert status["newest"]["stale"] is True and status["notify"]["staleness"]["stale"] is True
+        # No secret of the settings reached the log.
+        log = service.log()
+        for secret in (receivers.SECRET, ADMIN_PASSWORD, ADMIN_TOKEN, "hooksecretXYZ123", pg_cluster.password):
+            assert secret not in log
