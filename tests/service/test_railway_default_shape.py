@@ -140,7 +140,7 @@ def test_the_guides_default_alerts_on_a_failed_backup_and_on_staleness(s3, moto_
         assert waited >= 90, f"stale after {waited:.0f} s: before 1.5 intervals"
         [alarm] = stale_posts()
         assert alarm["outcome"] == "failed"
-        assert wait_until(lambda: any("are stale" in mailbox.parsed(i)["Subject"]
+        assert wait_until(lambda: any("backups are STALE at " in mailbox.parsed(i)["Subject"]
                                       for i in range(len(mailbox.messages))), 40, interval=0.5)
         status = service.request("GET", "/api/v1/stored", {"Authorization": f"Bearer {ADMIN_TOKEN}"}).json()
         assert status["newest"]["stale"] is True and status["notify"]["staleness"]["stale"] is True
