@@ -27,7 +27,7 @@ def _refuse(problems: list[str]) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the HTTP service under gunicorn (with --demo: on a throwaway local PostgreSQL)."""
     from backup_svc.config import bind_host_from_env, port_from_env
-    from backup_svc.web.server import BackupServer, port_in_use
+    from backup_svc.serving.server import BackupServer, port_in_use
 
     env = dict(os.environ)
     if args.demo:  # the demo is for this machine: loopback only, unless BIND_HOST says otherwise
@@ -61,7 +61,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def _free_port_near(port: int) -> int:
     """A port after `port` that is free on every interface right now (a suggestion, not a reservation)."""
-    from backup_svc.web.server import port_in_use
+    from backup_svc.serving.server import port_in_use
 
     for candidate in range(port + 1, min(port + 100, 65535)):
         if port_in_use("::", candidate) is None and port_in_use("localhost", candidate) is None:
@@ -133,7 +133,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"draining: warning — {warning}")
     for line in (settings.notify.describe() if settings.notify else []):
         print(f"notifications: {line}")
-    from backup_svc.storage.commands import storage_check_lines
+    from backup_svc.commands.storage import storage_check_lines
 
     storage_lines, storage_ok = storage_check_lines(settings)
     print("\n".join(storage_lines))
@@ -265,10 +265,10 @@ def main(argv: list[str] | None = None) -> int:
     sign.add_argument("--base-url", help="the service's public URL, e.g. https://backup.example.com "
                                          "(default: PUBLIC_URL)")
     sign.set_defaults(func=cmd_sign_url)
-    from backup_svc.storage.commands import add_storage_commands
+    from backup_svc.commands.storage import add_storage_commands
 
     add_storage_commands(sub)
-    from backup_svc.notify.commands import add_commands as add_notify_commands
+    from backup_svc.commands.notify import add_commands as add_notify_commands
 
     add_notify_commands(sub)
     args = parser.parse_args(argv)

@@ -25,7 +25,7 @@ from backup_svc.files.reader import BackupReader, BadBackup
 from backup_svc.files.restore import choose_psql, create_database, inspect_target
 from backup_svc.files.scan import DumpScanner
 from backup_svc.notify.common import DRILL, FAILED, OK, Event, now
-from backup_svc.notify.rowcount import RowCounts, count_rows, counts_from_metadata
+from backup_svc.dump.rowcount import RowCounts, count_rows, counts_from_metadata
 from backup_svc.notify.settings import same_database
 from backup_svc.pg.binaries import find_binaries
 from backup_svc.pg.diagnose import error_lines

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from backup_svc.config import Settings, StorageSettings
 from backup_svc.dump.backup import backup_filename, write_backup
 from backup_svc.dump.pipeline import DumpProgress
-from backup_svc.notify.rowcount import counts_metadata
+from backup_svc.dump.rowcount import counts_metadata
 from backup_svc.storage.client import RetryPolicy, StorageError, make_client
 from backup_svc.storage.location import BackupNames
 from backup_svc.storage.lock import StoredBackupLock

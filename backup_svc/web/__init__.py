@@ -16,7 +16,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024  # nothing here takes a request body
     state = app.extensions[EXTENSION] = BackupService(settings)
     if settings.storage is not None:
-        from backup_svc.web.stored import StoredBackups
+        from backup_svc.storage.scheduler import StoredBackups
 
         state.stored = StoredBackups(state)  # its schedule is started by the server, in the worker
 

@@ -26,9 +26,9 @@ from backup_svc.web.audit import MEMORY_NOTE, request_facts
 from backup_svc.web.auth import auth, current_actor
 from backup_svc.web.errors import api_abort
 from backup_svc.web.gate import starts_dump
-from backup_svc.web.clientconn import client_gone_probe, disconnector
+from backup_svc.serving.clientconn import client_gone_probe, disconnector
 from backup_svc.web.registry import BackupIdInUse, BackupRecord
-from backup_svc.web.sendmeter import SendMeter
+from backup_svc.serving.sendmeter import SendMeter
 from backup_svc.web.state import BackupService, service
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")

@@ -13,7 +13,7 @@ from backup_svc.dump.pipeline import DumpProgress, GzipDump, Interrupt
 from backup_svc.dump.report import ForwardPercent
 from backup_svc.dump.watch import DumpWatch
 from backup_svc.pg.diagnose import ABORTED, CANCELLED
-from backup_svc.web.sendmeter import SendMeter
+from backup_svc.serving.sendmeter import SendMeter
 
 # PostgreSQL keeps the first 63 bytes of an application_name.
 APPLICATION_NAME_MAX = 63

@@ -33,7 +33,7 @@ class BackupService:
     facts: CachedFacts = field(init=False)
     reporter: Reporter = field(init=False)
     readiness: CachedFacts = field(init=False)
-    # Stored backups (web/stored.py's StoredBackups) when BACKUP_STORAGE_URL is set; made by create_app.
+    # Stored backups (storage/scheduler.py's StoredBackups) when BACKUP_STORAGE_URL is set; made by create_app.
     stored: Any = field(init=False, default=None)
 
     def __post_init__(self) -> None:

@@ -25,7 +25,7 @@ from backup_svc.web.auth import auth, current_actor
 from backup_svc.web.errors import api_abort
 from backup_svc.web.registry import BackupIdInUse
 from backup_svc.web.state import service
-from backup_svc.web.stored import StoredBackups
+from backup_svc.storage.scheduler import StoredBackups
 
 bp = Blueprint("stored", __name__, url_prefix="/api/v1")
 log = logging.getLogger(__name__)

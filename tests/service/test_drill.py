@@ -10,7 +10,7 @@ from psycopg import sql
 
 from backup_svc.config import parse_database_url
 from backup_svc.notify.drill import SCRATCH_PREFIX, run_drill
-from backup_svc.notify.rowcount import counts_metadata
+from backup_svc.dump.rowcount import counts_metadata
 
 from ..support import run_cli
 
