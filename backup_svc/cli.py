@@ -83,11 +83,11 @@ def cmd_dump(args: argparse.Namespace) -> int:
     partial = None if to_stdout else Path(f"{target}.partial")
     try:
         if to_stdout:
-            written = write_backup(settings, sys.stdout.buffer, application_name="backup_svc-cli")
+            written = write_backup(settings.dump, sys.stdout.buffer, application_name="backup_svc-cli")
             sys.stdout.buffer.flush()
         else:
             with open(partial, "xb") as out:
-                written = write_backup(settings, out, application_name="backup_svc-cli")
+                written = write_backup(settings.dump, out, application_name="backup_svc-cli")
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(partial, target)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 
-from backup_svc.config import default_pg_bin_dirs
+from backup_svc.pg.binaries import default_pg_bin_dirs
 from backup_svc.dump.pipeline import PG_DUMP_FLAGS
 from backup_svc.pg.localcluster import LocalCluster, find_server_bin_dir, free_port
 from bench.dataset import DB, build, parse_size

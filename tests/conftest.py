@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from backup_svc.config import pg_bin_dirs
+from backup_svc.pg.binaries import pg_bin_dirs
 from backup_svc.pg.localcluster import LocalCluster, find_server_bin_dir
 from tests.support import DATA, LINK_MAX_TTL, LINK_SECRET, REPO, FreezableProxy, LockedTable, Service
 

@@ -5,7 +5,9 @@ import argparse
 import os
 import sys
 
-from backup_svc.config import ConfigError, ConnInfo, parse_database_url, pg_bin_dirs
+from backup_svc.config import ConfigError
+from backup_svc.pg.binaries import pg_bin_dirs
+from backup_svc.pg.conninfo import ConnInfo, parse_database_url
 from backup_svc.notify.common import TEST, Event, now
 from backup_svc.notify.delivery import Notifier
 from backup_svc.notify.settings import NotifySettings
@@ -77,7 +79,9 @@ def cmd_drill(args: argparse.Namespace) -> int:
         return _refuse(exc.problems)
     if settings.notify is None or settings.notify.drill is None:
         return _refuse([NO_DRILL_URL])
-    report = _drill_stored(settings, source_arg)
+    from backup_svc.notify.outcome import StoredSetup
+
+    report = _drill_stored(StoredSetup(settings.dump, settings.storage, settings.notify), source_arg)
     if isinstance(report, int):
         return report
     return _finish(report, settings.notify, settings.conn.dbname)

@@ -55,7 +55,7 @@ def cmd_upload(args: argparse.Namespace) -> int:
     """Take one backup into object storage now, then apply BACKUP_RETENTION."""
     from backup_svc.dump.backup import backup_filename
     from backup_svc.dump.pipeline import DumpBroken
-    from backup_svc.notify.outcome import reporter_for, reporting
+    from backup_svc.notify.outcome import StoredSetup, reporter_for, reporting
     from backup_svc.pg.diagnose import CannotDump
     from backup_svc.storage.client import StorageError
     from backup_svc.storage.lock import AnotherBackupRunning
@@ -74,11 +74,12 @@ def cmd_upload(args: argparse.Namespace) -> int:
     aborted = "the upload was aborted and nothing was stored"
     # Notifications of the outcome (NOTIFY_*, SMTP_URL, HEARTBEAT_URL) go out in the background and
     # are waited for, within their time bound, before the command exits.
-    reporter = reporter_for(settings)
+    setup = StoredSetup(settings.dump, settings.storage, settings.notify)
+    reporter = reporter_for(setup)
     name = backup_filename(settings.backup_name)
     try:
-        with reporting(reporter, settings, name, drill_after=False) as outcome:
-            result = take_stored_backup(settings, settings.storage, name=name)
+        with reporting(reporter, setup, name, drill_after=False) as outcome:
+            result = take_stored_backup(settings.dump, settings.storage, name=name)
             outcome.stored(result.stored)
     except AnotherBackupRunning as exc:
         _say(f"{exc}; nothing to do now (this is not a failure)")
@@ -110,7 +111,7 @@ def cmd_upload(args: argparse.Namespace) -> int:
         for line in result.retention.lines():
             _say(f"retention: {line}")
     if reporter.drills_enabled:
-        _drill_after_upload(reporter, settings, stored)
+        _drill_after_upload(reporter, setup, stored)
     if result.retention_error:
         _say(f"the backup is stored, but retention failed: {result.retention_error}")
         return 1
@@ -122,11 +123,11 @@ def _wait_for_notifications(reporter) -> None:
         _say(f"notifications still unsent after {NOTIFY_WAIT_S} s were given up")
 
 
-def _drill_after_upload(reporter, settings: Settings, stored) -> None:
+def _drill_after_upload(reporter, setup, stored) -> None:
     """RESTORE_DRILL_URL is set: prove the new object restores (its outcome does not change upload's exit status)."""
     from backup_svc.notify.outcome import drill_stored_object
 
-    report = reporter.drill_now(lambda: drill_stored_object(settings, stored.bucket, stored.key, say=_say))
+    report = reporter.drill_now(lambda: drill_stored_object(setup, stored.bucket, stored.key, say=_say))
     if report is not None and report.outcome == "ok":
         _say(f"restore drill ok in {report.seconds:.1f} s: {report.tables} tables, {report.rows} rows match "
              f"({report.counts_from})")
@@ -177,7 +178,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     _log_to_stderr()
     try:
         # Under the upload lock: a prune never races an upload of the same backups.
-        with StoredBackupLock(settings.conn, destination_of(settings, storage), timeout_s=settings.connect_timeout_s):
+        with StoredBackupLock(settings.conn, destination_of(settings.dump, storage), timeout_s=settings.connect_timeout_s):
             report = prune(make_client(storage.client_env), storage.location, BackupNames(settings.backup_name),
                            storage.retention, dry_run=args.dry_run)
     except AnotherBackupRunning as exc:

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from backup_svc.config import ConnInfo
+from backup_svc.pg.conninfo import ConnInfo
 from backup_svc.dump.completion import INCOMPLETE_REASON, SqlTail
 from backup_svc.dump.compression import DEFAULT_LEVEL, SYNC_FLUSH, gzip_compressor
 from backup_svc.dump.tabledata import TableDataScanner

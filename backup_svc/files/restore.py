@@ -15,7 +15,7 @@ from typing import BinaryIO, Callable
 import psycopg
 from psycopg import sql
 
-from backup_svc.config import ConnInfo, parse_database_url
+from backup_svc.pg.conninfo import ConnInfo, parse_database_url
 from backup_svc.files.psqlfeed import RestoreFailed, psql_command, stream_into_psql
 from backup_svc.files.verify import VerifyReport, verify_file
 from backup_svc.pg.binaries import (

@@ -8,13 +8,13 @@ import ipaddress
 import os
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Mapping
+from typing import Mapping
 from urllib.parse import unquote, urlsplit
 
 from backup_svc.notify.common import safe_url
+from backup_svc.pg.conninfo import ConnInfo, parse_database_url
+from backup_svc.problems import ConfigError
 
-if TYPE_CHECKING:  # config.py imports this module: the names it needs from there are imported late
-    from backup_svc.config import ConnInfo
 
 NOTIFY_ON_CHOICES = ("failure", "always")
 # Enough of RFC 5322 to catch a typo; the SMTP server has the last word.
@@ -154,8 +154,6 @@ class NotifySettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, *, source: ConnInfo | None = None) -> "NotifySettings":
         """Read the notification settings; ConfigError lists every problem, one line each."""
-        from backup_svc.config import ConfigError
-
         problems: list[str] = []
         settings = notify_settings(os.environ if env is None else env, problems, source=source)
         if problems:
@@ -168,8 +166,6 @@ def notify_settings(env: Mapping[str, str], problems: list[str], *, source: Conn
 
     With `source` (the backed-up database), a RESTORE_DRILL_URL that points at it is refused.
     """
-    from backup_svc.config import parse_database_url
-
     def get(name: str) -> str:
         return env.get(name, "").strip()
 

@@ -8,7 +8,7 @@ import argparse
 import os
 import sys
 
-from backup_svc.config import ConfigError
+from backup_svc.problems import ConfigError
 
 
 def _say(line: str) -> None:
@@ -83,7 +83,7 @@ def verify_stored(url: str) -> int:
 def restore_stored(args: argparse.Namespace) -> int:
     """`restore s3://bucket/key --target-url …`: verify from the bucket (and its stored sha256), then
     stream the object into psql. No temp file: the object is read twice."""
-    from backup_svc.config import pg_bin_dirs
+    from backup_svc.pg.binaries import pg_bin_dirs
     from backup_svc.files.psqlfeed import RestoreFailed
     from backup_svc.files.reader import BadBackup
     from backup_svc.files.restore import restore_file

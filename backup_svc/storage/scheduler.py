@@ -19,8 +19,7 @@ from backup_svc.dump.backup import backup_filename
 from backup_svc.storage.prompt import PromptStorage
 from backup_svc.storage.schedule import Scheduler, utc_now
 from backup_svc.timefmt import iso_utc
-from backup_svc.web.registry import BackupRecord
-from backup_svc.web.state import BackupService
+from backup_svc.dump.registry import BackupRecord
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +58,8 @@ class RunOutcome:
 class StoredBackups:
     """Takes stored backups in this worker; `start()` follows the schedule, `start_now()` takes one, `stop()` cancels."""
 
-    def __init__(self, state: BackupService):
+    def __init__(self, state):
+        """`state`: the worker's BackupService (web/state.py): its settings, setup, registry, reporter, audit."""
         self.state = state
         self.storage = state.settings.storage
         self.prompt = PromptStorage(self.storage, state.settings.backup_name)
@@ -79,7 +79,7 @@ class StoredBackups:
             from backup_svc.notify.outcome import StalenessWatch
 
             self.scheduler = Scheduler(schedule, self.run_once).start()
-            self.staleness = StalenessWatch(self.state.reporter, self.state.settings).start()
+            self.staleness = StalenessWatch(self.state.reporter, self.state.setup).start()
             log.info("stored backups on schedule %r: %s, to %s", str(schedule), schedule.describe(),
                      self.storage.location.url)
         return self
@@ -162,8 +162,8 @@ class StoredBackups:
             self.current = record
             try:
                 # notifications, heartbeat and a restore drill hear of it, good or failed (notify/)
-                with reporting(self.state.reporter, self.state.settings, record.filename) as outcome:
-                    result = take_stored_backup(self.state.settings, self.storage, name=record.filename,
+                with reporting(self.state.reporter, self.state.setup, record.filename) as outcome:
+                    result = take_stored_backup(self.state.settings.dump, self.storage, name=record.filename,
                                                 application_name=record.application_name, progress=record.progress,
                                                 cancel=stop)
                     outcome.stored(result.stored)

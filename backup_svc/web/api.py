@@ -27,7 +27,7 @@ from backup_svc.web.auth import auth, current_actor
 from backup_svc.web.errors import api_abort
 from backup_svc.web.gate import starts_dump
 from backup_svc.serving.clientconn import client_gone_probe, disconnector
-from backup_svc.web.registry import BackupIdInUse, BackupRecord
+from backup_svc.dump.registry import BackupIdInUse, BackupRecord
 from backup_svc.serving.sendmeter import SendMeter
 from backup_svc.web.state import BackupService, service
 
@@ -235,7 +235,7 @@ def backup():
     record.disconnect = disconnector(request.environ)
     audit.started(actor=actor, backup_id=record.id, started=started, **facts)
     try:
-        dump, _, _ = open_dump(state.settings, state.pg_dumps, application_name=record.application_name,
+        dump, _, _ = open_dump(state.settings.dump, state.pg_dumps, application_name=record.application_name,
                                progress=record.progress, interrupt=record.interrupt,
                                created=lambda d: setattr(record, "dump", d))
     except DumpInterrupted as exc:

@@ -23,7 +23,7 @@ from backup_svc.web.api import BACKUP_ID, BAD_BACKUP_ID, RETRY_AFTER_BUSY_S
 from backup_svc.web.audit import request_facts
 from backup_svc.web.auth import auth, current_actor
 from backup_svc.web.errors import api_abort
-from backup_svc.web.registry import BackupIdInUse
+from backup_svc.dump.registry import BackupIdInUse
 from backup_svc.web.state import service
 from backup_svc.storage.scheduler import StoredBackups
 

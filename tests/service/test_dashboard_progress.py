@@ -5,11 +5,11 @@ import time
 
 import pytest
 
-from backup_svc.config import parse_database_url
+from backup_svc.pg.conninfo import parse_database_url
 from backup_svc.dump.pipeline import DumpProgress
 from backup_svc.dump.report import Delivery, ForwardPercent, data_fraction, progress_report
 from backup_svc.dump.watch import CopySample, DumpWatch, TableEstimate
-from backup_svc.web.registry import BackupIdInUse, BackupRegistry
+from backup_svc.dump.registry import BackupIdInUse, BackupRegistry
 from tests.support import basic, gzip_is_valid, pg_dump_pids, wait_until
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from backup_svc.config import pg_bin_dirs
+from backup_svc.pg.binaries import pg_bin_dirs
 from backup_svc.pg.localcluster import UNPRIVILEGED_USER, LocalCluster, find_server_bin_dir
 from tests.support import audit_records, read_all, wait_until
 

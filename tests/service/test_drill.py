@@ -8,7 +8,7 @@ import os
 import pytest
 from psycopg import sql
 
-from backup_svc.config import parse_database_url
+from backup_svc.pg.conninfo import parse_database_url
 from backup_svc.notify.drill import SCRATCH_PREFIX, run_drill
 from backup_svc.dump.rowcount import counts_metadata
 
@@ -61,7 +61,7 @@ def test_a_stored_backup_counts_rows_as_it_is_taken(rich_db, source_counts):
     from backup_svc.dump.backup import write_backup
 
     sink = io.BytesIO()
-    written = write_backup(Settings.from_env({"DATABASE_URL": rich_db}, require_auth=False), sink,
+    written = write_backup(Settings.from_env({"DATABASE_URL": rich_db}, require_auth=False).dump, sink,
                            application_name="backup_svc-test", count_rows=True)
 
     assert written.table_rows == source_counts

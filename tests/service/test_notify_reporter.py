@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from backup_svc.config import parse_database_url
+from backup_svc.pg.conninfo import parse_database_url
 from backup_svc.notify.common import Event
 from backup_svc.notify.delivery import Notifier, RetryPolicy
 from backup_svc.notify.drill import run_drill

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from backup_svc.config import parse_database_url
+from backup_svc.pg.conninfo import parse_database_url
 from backup_svc.files.psqlfeed import psql_command, stream_into_psql
 from backup_svc.files.reader import BadBackup
 from tests.support import restore, run_cli, snapshot
