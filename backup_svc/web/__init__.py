@@ -20,13 +20,13 @@ def create_app(settings: Settings | None = None) -> Flask:
 
         state.stored = StoredBackups(state)  # its schedule is started by the server, in the worker
 
-    from backup_svc.web import api, cancel, health, pages, stored_api
+    from backup_svc.web import api, cancel, download, health, pages, stored_api
     from backup_svc.web.errors import register_error_handlers
     from backup_svc.web.proxy import trust_proxy_headers
     from backup_svc.web.security import install_security_headers
 
     trust_proxy_headers(app, settings.trusted_proxy_hops)
-    app.wsgi_app = api.CloseUnsentBodies(app.wsgi_app)
+    app.wsgi_app = download.CloseUnsentBodies(app.wsgi_app)
     app.register_blueprint(health.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(cancel.bp)
