@@ -218,7 +218,7 @@ def snapshot(cluster: LocalCluster, dbname: str) -> dict:
          cluster.url(dbname, with_password=False)],
         capture_output=True, text=True, check=True, env={**os.environ, "PGPASSWORD": cluster.password},
     ).stdout
-    schema = "\n".join(l for l in schema.splitlines() if not l.startswith(_VOLATILE))
+    schema = "\n".join(line for line in schema.splitlines() if not line.startswith(_VOLATILE))
     with cluster.connect(dbname) as db:
         tables = db.execute(
             "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
