@@ -34,6 +34,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         env["BIND_HOST"] = bind_host_from_env(env, "localhost")
     try:
         host, port = bind_host_from_env(env), port_from_env(env)
+        # Every configuration problem is reported before the port is looked at: a bad DATABASE_URL or
+        # schedule must not hide behind "port in use". (The demo makes its settings once its cluster runs.)
+        settings = None if args.demo else Settings.from_env(env)
     except ConfigError as exc:
         return _refuse(exc.problems)
     taken = port_in_use(host, port)
@@ -48,10 +51,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         cluster, env = start_demo(env)
     try:
-        try:
-            settings = Settings.from_env(env)
-        except ConfigError as exc:
-            return _refuse(exc.problems)
+        if settings is None:
+            try:
+                settings = Settings.from_env(env)
+            except ConfigError as exc:
+                return _refuse(exc.problems)
         BackupServer(settings).run()
     finally:
         if cluster is not None:
