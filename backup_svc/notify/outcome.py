@@ -18,8 +18,9 @@ from backup_svc.notify.common import BACKUP, FAILED, OK, Event, now
 from backup_svc.notify.drill import DrillReport, run_drill
 from backup_svc.notify.reporter import Reporter
 from backup_svc.notify.settings import NotifySettings
-from backup_svc.notify.staleness import Staleness, schedule_interval
+from backup_svc.notify.staleness import Staleness
 from backup_svc.pg.scrub import scrub
+from backup_svc.storage.status import schedule_interval
 
 if TYPE_CHECKING:
     from backup_svc.storage.settings import StorageSettings
@@ -141,7 +142,7 @@ def check_staleness(reporter: Reporter, setup: StoredSetup, newest_time: datetim
     if schedule is None:
         return None
     when = when or now()
-    interval: timedelta = schedule_interval(schedule.next_after, when)
+    interval: timedelta = schedule_interval(schedule, when)
     return reporter.check_staleness(newest_time, interval, when)
 
 
