@@ -8,7 +8,8 @@ import sys
 from backup_svc.config import ConfigError
 from backup_svc.pg.binaries import pg_bin_dirs
 from backup_svc.pg.conninfo import ConnInfo, parse_database_url
-from backup_svc.notify.common import TEST, Event, now
+from backup_svc.notify.common import TEST, Event
+from backup_svc.timefmt import utc_now
 from backup_svc.notify.delivery import Notifier
 from backup_svc.notify.settings import NotifySettings
 
@@ -55,7 +56,7 @@ def cmd_notify_test(args: argparse.Namespace) -> int:
     if not settings.any_channel:
         return _refuse(["no notification channel is configured: set SMTP_URL (with NOTIFY_EMAIL_TO), "
                         "NOTIFY_WEBHOOK_URL or HEARTBEAT_URL"])
-    when = now()
+    when = utc_now()
     event = Event(kind=TEST, outcome="ok", database=_database_name(source), started=when, finished=when)
     deliveries = Notifier(settings).send(event, everything=True)
     for d in deliveries:

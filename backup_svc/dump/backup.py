@@ -82,17 +82,11 @@ def _until_interrupted(query: Callable[[], ServerFacts], interrupt: Callable[[],
         reason = interrupt()
         if reason is not None:
             if progress is not None:
-                _finish_interrupted(progress, *reason)
+                progress.end(*reason)
             raise DumpInterrupted(*reason)
     if isinstance(result[0], BaseException):
         raise result[0]
     return result[0]
-
-
-def _finish_interrupted(progress: DumpProgress, kind: str, message: str) -> None:
-    if progress.outcome is None:
-        progress.outcome, progress.error, progress.phase = kind, message, kind
-        progress.finished = time.time()
 
 
 @dataclass(frozen=True)

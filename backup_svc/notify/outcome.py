@@ -14,7 +14,8 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Callable, Iterator
 
 from backup_svc.dump.options import DumpOptions
-from backup_svc.notify.common import BACKUP, FAILED, OK, Event, now
+from backup_svc.notify.common import BACKUP, FAILED, OK, Event
+from backup_svc.timefmt import utc_now
 from backup_svc.notify.drill import DrillReport, run_drill
 from backup_svc.notify.reporter import Reporter
 from backup_svc.notify.settings import NotifySettings
@@ -83,7 +84,7 @@ def reporting(reporter: Reporter, setup: StoredSetup, name: str, *,
     no failure and is not reported.
     """
     outcome = StoredBackupOutcome(name=name)
-    started = now()
+    started = utc_now()
     try:
         yield outcome
     except BaseException as exc:
@@ -91,10 +92,10 @@ def reporting(reporter: Reporter, setup: StoredSetup, name: str, *,
             # no `name`: nothing was stored under it
             reporter.backup_finished(Event(kind=BACKUP, outcome=FAILED, database=reporter.database,
                                            error=failure_reason(exc, setup.dump.conn.password), started=started,
-                                           finished=now()))
+                                           finished=utc_now()))
         raise
     event = Event(kind=BACKUP, outcome=OK, database=reporter.database, name=name, bytes=outcome.size,
-                  sha256=outcome.sha256, started=started, finished=now())
+                  sha256=outcome.sha256, started=started, finished=utc_now())
     job = (lambda: drill_stored_object(setup, outcome.bucket, outcome.key)) \
         if outcome.key and drill_after and reporter.drills_enabled else None
     reporter.backup_finished(event, drill=job)
@@ -112,7 +113,7 @@ def drill_stored_object(setup: StoredSetup, bucket: str, key: str, *, client=Non
         first = open_object(client, bucket, key)  # fails early, with one line, when it cannot be read
     except Exception as exc:
         report = DrillReport(name=key.rsplit("/", 1)[-1], error=f"cannot read {url}: {failure_reason(exc)}")
-        report.finished = now()
+        report.finished = utc_now()
         return report
     opened = [first]
 
@@ -141,7 +142,7 @@ def check_staleness(reporter: Reporter, setup: StoredSetup, newest_time: datetim
     schedule = setup.storage.schedule if setup.storage else None
     if schedule is None:
         return None
-    when = when or now()
+    when = when or utc_now()
     interval: timedelta = schedule_interval(schedule, when)
     return reporter.check_staleness(newest_time, interval, when)
 

@@ -11,7 +11,8 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from backup_svc.notify.common import FAILED, STALE, Event, iso
+from backup_svc.notify.common import FAILED, STALE, Event
+from backup_svc.timefmt import iso
 from backup_svc.storage.status import STALE_INTERVALS, is_overdue
 
 

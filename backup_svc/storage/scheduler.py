@@ -17,8 +17,10 @@ from datetime import datetime
 
 from backup_svc.dump.backup import backup_filename
 from backup_svc.storage.prompt import PromptStorage
-from backup_svc.storage.schedule import Scheduler, utc_now
+from backup_svc.storage.schedule import Scheduler
+from backup_svc.timefmt import utc_now
 from backup_svc.timefmt import iso_utc
+from backup_svc.dump.pipeline import CANCELLED, FAILED
 from backup_svc.dump.registry import BackupRecord
 
 log = logging.getLogger(__name__)
@@ -114,13 +116,14 @@ class StoredBackups:
         name = backup_filename(self.state.settings.backup_name)
         record = self._wait_for_slot(name)
         if record is None:
-            from backup_svc.notify.common import BACKUP, FAILED, Event, now
+            from backup_svc.notify.common import BACKUP, FAILED, Event
+            from backup_svc.timefmt import utc_now
 
             error = f"every dump slot stayed busy for {SLOT_WAIT_S} s (BACKUP_MAX_CONCURRENT)"
             reporter = self.state.reporter
             if not self.cancel.is_set():  # a scheduled backup that never ran is a failure to tell about
                 reporter.backup_finished(Event(kind=BACKUP, outcome=FAILED, database=reporter.database, error=error,
-                                               finished=now()))
+                                               finished=utc_now()))
             return self._remember(SCHEDULE, ACTOR, "refused", started, None, {}, name=name, error=error)
         return self._take(record, SCHEDULE, started, {})
 
@@ -179,12 +182,12 @@ class StoredBackups:
                 if record.stop_reason is not None:  # cancelled by someone
                     error = record.stop_reason[1]
                     log.warning("%s %s; the upload was aborted", what, error)
-                    _mark_ended(record, "cancelled", f"{error}. Nothing was stored: the upload was aborted.")
+                    _mark_ended(record, CANCELLED, f"{error}. Nothing was stored: the upload was aborted.")
                     registry.end(record)
                     return self._remember(trigger, record.actor, "cancelled", started, record, facts, error=error)
                 error = str(exc) or type(exc).__name__
                 log.error("%s failed, the upload was aborted: %s", what, error)
-                _mark_ended(record, "failed", f"{error}. Nothing was stored: the upload was aborted.")
+                _mark_ended(record, FAILED, f"{error}. Nothing was stored: the upload was aborted.")
                 registry.end(record)
                 return self._remember(trigger, record.actor, "failed", started, record, facts, error=error)
             finally:
@@ -239,8 +242,4 @@ class _Stop:
 
 def _mark_ended(record: BackupRecord, outcome: str, error: str) -> None:
     """The dump may have finished well ("ok") before the upload failed: the attempt as a whole did not."""
-    progress = record.progress
-    progress.outcome = outcome
-    progress.phase = outcome
-    progress.error = error
-    progress.finished = time.time()
+    record.progress.end(outcome, error, overrule=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 import time
 from http import HTTPStatus
 
@@ -20,6 +19,7 @@ from backup_svc.pg.readiness import dump_readiness
 from backup_svc.timefmt import iso_utc
 from backup_svc.web.audit import MEMORY_NOTE, request_facts
 from backup_svc.web.auth import auth, current_actor
+from backup_svc.web.backup_id import BAD_BACKUP_ID, is_backup_id, require_backup_id
 from backup_svc.web.download import UNSENT_BODY, StreamingBackup, download_headers
 from backup_svc.web.errors import api_abort
 from backup_svc.web.gate import starts_dump
@@ -37,8 +37,6 @@ RETRY_AFTER_LOCKED_S = "60"
 # link must not hide the running dumps, which it lists too.
 DATABASE_TIMEOUT_S = 3
 # A client-chosen backup id (?progress_id=): long enough not to collide, safe in URLs and logs.
-BACKUP_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
-BAD_BACKUP_ID = "progress_id must be 8 to 64 characters from A-Z, a-z, 0-9, '-' and '_'."
 
 
 def _status_for(kind: str) -> int:
@@ -68,9 +66,9 @@ def backup():
         api_abort(status, message, **extra_headers)
 
     progress_id = request.args.get("progress_id")
-    if progress_id is not None and not BACKUP_ID.fullmatch(progress_id):
+    if progress_id is not None and not is_backup_id(progress_id):
         if request.method == "HEAD":
-            api_abort(400, BAD_BACKUP_ID)
+            require_backup_id(progress_id)
         refuse(400, BAD_BACKUP_ID)
     if request.method == "HEAD":
         # No dump, so no X-Backup-Id; and no `Content-Length: 0`, which would claim an empty backup
@@ -129,8 +127,7 @@ def backup():
 def backup_progress(backup_id: str):
     """Progress of a running or recently finished backup attempt, by its id (see docs/api.md)."""
     state = service()
-    if not BACKUP_ID.fullmatch(backup_id):
-        api_abort(400, BAD_BACKUP_ID)
+    require_backup_id(backup_id)
     record = state.registry.get(backup_id)
     if record is None:
         api_abort(404, "No running or recently finished backup has this id (finished attempts are kept for an hour).")

@@ -6,14 +6,13 @@ client leaves; `CloseUnsentBodies` closes a body whose response never started.
 from __future__ import annotations
 
 import logging
-import time
 import unicodedata
 from functools import partial
 from urllib.parse import quote
 
 from werkzeug.wsgi import ClosingIterator
 
-from backup_svc.dump.pipeline import DumpBroken, DumpProgress, GzipDump
+from backup_svc.dump.pipeline import ABORTED, FAILED, DumpBroken, DumpProgress, GzipDump
 from backup_svc.dump.registry import BackupRecord
 from backup_svc.web.state import BackupService
 
@@ -82,7 +81,7 @@ class StreamingBackup:
         finally:
             self.service.registry.end(self.record)
             progress = self.record.progress
-            self.service.audit.record(actor=self.record.actor, outcome=progress.outcome or "aborted",
+            self.service.audit.record(actor=self.record.actor, outcome=progress.outcome or ABORTED,
                                       started=progress.started, backup_id=self.record.id, status=200,
                                       gzip_bytes=progress.gzip_bytes, sql_bytes=progress.sql_bytes,
                                       error=progress.error, sha256=progress.sha256, **self.facts)
@@ -90,15 +89,13 @@ class StreamingBackup:
 
 def _mark_aborted(progress: DumpProgress, error: str) -> None:
     """The dump completed but the client never acknowledged its end: not a backup anyone has."""
-    progress.outcome, progress.error, progress.phase, progress.sha256 = "aborted", error, "aborted", None
-    progress.finished = time.time()
+    progress.end(ABORTED, error, overrule=True)
+    progress.sha256 = None
 
 
 def _mark_failed(progress: DumpProgress, error: str) -> None:
     """Record a failure of the service's own (not pg_dump's) unless the attempt already ended."""
-    if progress.outcome is None:
-        progress.outcome, progress.error, progress.phase = "failed", error, "failed"
-        progress.finished = time.time()
+    progress.end(FAILED, error)
 
 
 # Where a view leaves its download body for CloseUnsentBodies. If the response fails before the server

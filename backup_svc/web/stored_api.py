@@ -16,11 +16,12 @@ from flask import Blueprint, jsonify, redirect, request, url_for
 
 from backup_svc.storage.client import StorageError
 from backup_svc.storage.presign import NotOurBackup
-from backup_svc.storage.schedule import utc_now
+from backup_svc.timefmt import utc_now
 from backup_svc.storage.status import freshness, next_run_words, retention_words, schedule_interval
 from backup_svc.timefmt import iso_utc
-from backup_svc.web.api import BACKUP_ID, BAD_BACKUP_ID, RETRY_AFTER_BUSY_S
+from backup_svc.web.api import RETRY_AFTER_BUSY_S
 from backup_svc.web.audit import request_facts
+from backup_svc.web.backup_id import require_backup_id
 from backup_svc.web.auth import auth, current_actor
 from backup_svc.web.errors import api_abort
 from backup_svc.dump.registry import BackupIdInUse
@@ -139,8 +140,7 @@ def start():
     stored = _stored()
     state = service()
     progress_id = request.args.get("progress_id")
-    if progress_id is not None and not BACKUP_ID.fullmatch(progress_id):
-        api_abort(400, BAD_BACKUP_ID)
+    require_backup_id(progress_id)
     actor, facts, started = current_actor(), request_facts(), time.time()
     try:
         record = stored.start_now(actor, facts, progress_id)
