@@ -162,7 +162,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     """Check a backup file (or stored object) end to end (compression, completion line); say what it holds."""
     if args.file.startswith("s3://"):
-        from backup_svc.storage.from_bucket import verify_stored
+        from backup_svc.commands.from_bucket import verify_stored
 
         return verify_stored(args.file)
     from backup_svc.files.reader import BadBackup
@@ -180,7 +180,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_restore(args: argparse.Namespace) -> int:
     """Verify a backup file (or stored object), then restore it into an (empty) database in one transaction."""
     if args.file.startswith("s3://"):
-        from backup_svc.storage.from_bucket import restore_stored
+        from backup_svc.commands.from_bucket import restore_stored
 
         return restore_stored(args)
     from backup_svc.files.psqlfeed import RestoreFailed

@@ -105,7 +105,7 @@ def _drill_stored(settings, url: str | None):
             return _refuse([f"{url}: {exc}"])
         client = None
         if settings.storage is None:
-            from backup_svc.storage.from_bucket import storage_client_for_reading
+            from backup_svc.commands.from_bucket import storage_client_for_reading
 
             client = storage_client_for_reading()
         return drill_stored_object(settings, bucket, key, client=client, say=_say)
