@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+from backup_svc.commands.output import note, refuse, say
 from backup_svc.config import (
     ConfigError,
     Settings,
@@ -17,11 +18,6 @@ from backup_svc.config import (
 
 # Each command imports what it needs when it runs: `verify` and `restore` must not load Flask or psycopg.
 
-
-def _refuse(problems: list[str]) -> int:
-    for problem in problems:
-        print(f"backup_svc: {problem}", file=sys.stderr)
-    return 2
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -38,12 +34,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # schedule must not hide behind "port in use". (The demo makes its settings once its cluster runs.)
         settings = None if args.demo else Settings.from_env(env)
     except ConfigError as exc:
-        return _refuse(exc.problems)
+        return refuse(exc.problems)
     taken = port_in_use(host, port)
     if taken is not None:
-        print(f"backup_svc: cannot listen on {taken}: the port is in use (another server, or an earlier "
-              f"./dev.sh run?). Pick another port: PORT={_free_port_near(port)} ./dev.sh run "
-              f"(or PORT=… {'backup-svc serve --demo' if args.demo else 'backup-svc serve'})", file=sys.stderr)
+        say(f"cannot listen on {taken}: the port is in use (another server, or an earlier "
+            f"./dev.sh run?). Pick another port: PORT={_free_port_near(port)} ./dev.sh run "
+            f"(or PORT=… {'backup-svc serve --demo' if args.demo else 'backup-svc serve'})")
         return 1
     cluster = None
     if args.demo:
@@ -55,7 +51,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             try:
                 settings = Settings.from_env(env)
             except ConfigError as exc:
-                return _refuse(exc.problems)
+                return refuse(exc.problems)
         BackupServer(settings).run()
     finally:
         if cluster is not None:
@@ -81,7 +77,7 @@ def cmd_dump(args: argparse.Namespace) -> int:
     try:
         settings = Settings.from_env(require_auth=False)
     except ConfigError as exc:
-        return _refuse(exc.problems)
+        return refuse(exc.problems)
     target = args.output or backup_filename(settings.backup_name)
     to_stdout = target == "-"
     partial = None if to_stdout else Path(f"{target}.partial")
@@ -96,21 +92,21 @@ def cmd_dump(args: argparse.Namespace) -> int:
                 os.fsync(out.fileno())
             os.replace(partial, target)
     except CannotDump as exc:
-        print(f"backup_svc: dump failed: {exc.message}", file=sys.stderr)
+        say(f"dump failed: {exc.message}")
         return 1
     except BaseException as exc:  # DumpBroken, a full disk, Ctrl-C: never leave a partial file
         reason = str(exc) or type(exc).__name__
-        print(f"backup_svc: dump failed: {reason}", file=sys.stderr)
+        say(f"dump failed: {reason}")
         return 130 if isinstance(exc, KeyboardInterrupt) else 1
     finally:
         if partial is not None and partial.exists():
             partial.unlink()
     if not to_stdout:
-        print(f"wrote {target}: {written.gzip_bytes} bytes in {written.seconds:.1f} s "
-              f"(PostgreSQL {written.facts.version}, pg_dump {written.pg_dump.version})", file=sys.stderr)
+        note(f"wrote {target}: {written.gzip_bytes} bytes in {written.seconds:.1f} s "
+             f"(PostgreSQL {written.facts.version}, pg_dump {written.pg_dump.version})")
         print(f"{written.sha256}  {target}")  # sha256sum's format: `sha256sum -c` can check it later
     else:
-        print(f"sha256 of the backup written to stdout: {written.sha256}", file=sys.stderr)
+        note(f"sha256 of the backup written to stdout: {written.sha256}")
     return 0
 
 
@@ -171,7 +167,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     try:
         report = verify_file(args.file)
     except BadBackup as exc:
-        print(f"backup_svc: verify failed: {args.file}: {exc}", file=sys.stderr)
+        say(f"verify failed: {args.file}: {exc}")
         return 1
     print("\n".join(report.lines()))
     return 0
@@ -187,20 +183,17 @@ def cmd_restore(args: argparse.Namespace) -> int:
     from backup_svc.files.reader import BadBackup
     from backup_svc.files.restore import restore_file
 
-    def say(line: str) -> None:
-        print(line, file=sys.stderr, flush=True)
-
     try:
         report = restore_file(args.file, args.target_url, bin_dirs=pg_bin_dirs(os.environ), force=args.force,
-                              create=args.create, say=say)
+                              create=args.create, say=note)
     except BadBackup as exc:
-        print(f"backup_svc: restore refused: {args.file}: {exc}; nothing was restored", file=sys.stderr)
+        say(f"restore refused: {args.file}: {exc}; nothing was restored")
         return 1
     except RestoreFailed as exc:
-        print(f"backup_svc: restore failed: {exc}", file=sys.stderr)
+        say(f"restore failed: {exc}")
         return 1
     except KeyboardInterrupt:
-        print("backup_svc: restore interrupted; psql was stopped before it could commit", file=sys.stderr)
+        say("restore interrupted; psql was stopped before it could commit")
         return 130
     backup = report.backup
     print(f"restored {args.file} into {report.database!r} (PostgreSQL {report.server_version}) in "
@@ -218,7 +211,7 @@ def cmd_sign_url(args: argparse.Namespace) -> int:
     try:
         secret, max_ttl = link_signing_from_env()
     except ConfigError as exc:
-        return _refuse(exc.problems)
+        return refuse(exc.problems)
     base_url = (args.base_url or os.environ.get("PUBLIC_URL", "")).strip()
     problems = []
     if secret is None:
@@ -228,11 +221,11 @@ def cmd_sign_url(args: argparse.Namespace) -> int:
     if not 1 <= args.ttl <= max_ttl:
         problems.append(f"--ttl must be between 1 and LINK_MAX_TTL ({max_ttl}) seconds, got {args.ttl}")
     if problems:
-        return _refuse(problems)
+        return refuse(problems)
     if not base_url:
         # A relative link is still useful (append it to the URL you use); say so, off stdout.
-        print("backup_svc: no --base-url and no PUBLIC_URL: printed the link without a host; put the "
-              "service's URL in front of it, or pass --base-url https://<host>", file=sys.stderr)
+        say("no --base-url and no PUBLIC_URL: printed the link without a host; put the "
+            "service's URL in front of it, or pass --base-url https://<host>")
     print(signed_backup_url(base_url, secret, args.ttl))
     return 0
 

@@ -6,13 +6,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
+from backup_svc.commands.output import note, say
 from backup_svc.problems import ConfigError
 
-
-def _say(line: str) -> None:
-    print(f"backup_svc: {line}", file=sys.stderr, flush=True)
 
 
 def storage_client_for_reading():
@@ -49,7 +46,7 @@ def _sha256_check(url: str, stored_sha256: str | None):
 
     def check(report) -> None:
         if stored_sha256 is None:
-            _say(f"warning: {url} has no stored sha256 to compare (it was not stored by backup_svc's upload)")
+            say(f"warning: {url} has no stored sha256 to compare (it was not stored by backup_svc's upload)")
         elif stored_sha256 != report.sha256:
             raise BadBackup(f"its bytes have sha256 {report.sha256}, but the sha256 stored with it is "
                             f"{stored_sha256}: the object changed after it was stored")
@@ -69,10 +66,10 @@ def verify_stored(url: str) -> int:
         _sha256_check(url, stored_sha256)(report)
     except ConfigError as exc:
         for problem in exc.problems:
-            _say(problem)
+            say(problem)
         return 2
     except (ValueError, StorageError, BadBackup) as exc:
-        _say(f"verify failed: {url}: {exc}")
+        say(f"verify failed: {url}: {exc}")
         return 1
     print("\n".join(report.lines()))
     if stored_sha256 == report.sha256:
@@ -93,23 +90,23 @@ def restore_stored(args: argparse.Namespace) -> int:
     try:
         opener, stored_sha256 = _stored_source(url)
         report = restore_file(url, args.target_url, bin_dirs=pg_bin_dirs(os.environ), force=args.force,
-                              create=args.create, say=_say_plain, opener=opener,
+                              create=args.create, say=note, opener=opener,
                               check=_sha256_check(url, stored_sha256))
     except ConfigError as exc:
         for problem in exc.problems:
-            _say(problem)
+            say(problem)
         return 2
     except (ValueError, BadBackup) as exc:
-        _say(f"restore refused: {url}: {exc}; nothing was restored")
+        say(f"restore refused: {url}: {exc}; nothing was restored")
         return 1
     except StorageError as exc:
-        _say(f"restore failed: {exc}; psql was stopped before it could commit, nothing was restored")
+        say(f"restore failed: {exc}; psql was stopped before it could commit, nothing was restored")
         return 1
     except RestoreFailed as exc:
-        _say(f"restore failed: {exc}")
+        say(f"restore failed: {exc}")
         return 1
     except KeyboardInterrupt:
-        _say("restore interrupted; psql was stopped before it could commit")
+        say("restore interrupted; psql was stopped before it could commit")
         return 130
     backup = report.backup
     print(f"restored {url} into {report.database!r} (PostgreSQL {report.server_version}) in "
@@ -118,5 +115,3 @@ def restore_stored(args: argparse.Namespace) -> int:
     return 0
 
 
-def _say_plain(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
