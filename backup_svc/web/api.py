@@ -146,7 +146,7 @@ def backup_progress(backup_id: str):
                              delivery=delivery)
     if report["state"] == "running":
         report["percent"] = record.shown.advance(report["percent"])
-    return jsonify(report), 200, {"Cache-Control": "no-store"}
+    return jsonify(report), 200
 
 
 def _running_dumps(state: BackupService) -> list[dict]:
@@ -161,8 +161,7 @@ def running_backups():
     """The backups running now (who, since when) and whether a new one would have to wait."""
     state = service()
     registry = state.registry
-    return (jsonify(running=_running_dumps(state), limit=registry.limit, busy=registry.at_limit()), 200,
-            {"Cache-Control": "no-store"})
+    return jsonify(running=_running_dumps(state), limit=registry.limit, busy=registry.at_limit()), 200
 
 
 @bp.get("/database")
@@ -181,7 +180,7 @@ def database():
         status = _status_for(ready.facts_error.kind)
         response = jsonify(error=HTTPStatus(status).phrase, message=ready.facts_error.message,
                            dumps_in_progress=state.registry.running_count(), dumps=_running_dumps(state))
-        return response, status, {"Cache-Control": "no-store"}
+        return response, status
     facts, chosen = ready.facts, ready.pg_dump
     pg_dump = {"path": chosen.path, "version": chosen.version, "caveat": ready.caveat} if chosen else None
     return jsonify(

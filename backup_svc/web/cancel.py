@@ -43,7 +43,7 @@ def cancel_backup(backup_id: str):
         _wait_until_ended(state, backup_id, CANCEL_WAIT_S)
     report = progress_report(record.id, record.filename, record.progress,
                              running=state.registry.is_running(backup_id), status=record.status, watch=record.watch)
-    return jsonify(report), 200, {"Cache-Control": "no-store"}
+    return jsonify(report), 200
 
 
 def _wait_until_ended(state: BackupService, backup_id: str, seconds: float) -> bool:

@@ -151,6 +151,5 @@ def ascii_filename(filename: str) -> str:
 def download_headers(filename: str) -> dict[str, str]:
     return {
         "Content-Disposition": content_disposition(filename),
-        "Cache-Control": "no-store",
         "X-Accel-Buffering": "no",
     }

@@ -128,9 +128,7 @@ def download(name: str):
     audit("ok", 302)
     # The URL is a credential for this object until it expires: it goes only into this Location header
     # (the access log writes paths, never query strings; nothing else here logs it).
-    response = redirect(url, code=302)
-    response.headers["Cache-Control"] = "no-store"
-    return response
+    return redirect(url, code=302)
 
 
 @bp.post("/stored")
