@@ -77,7 +77,7 @@ def _iso(ts: float | None) -> str | None:
 
 @dataclass(frozen=True)
 class Delivery:
-    """What reached the client so far (web.sendmeter measures it): the progress is about these bytes."""
+    """What reached the client so far (serving.sendmeter measures it): the progress is about these bytes."""
 
     bytes: int  # acknowledged by the client's TCP (or written, where that cannot be asked)
     rate: float | None = None  # bytes per second over the last few seconds
