@@ -120,3 +120,22 @@ def test_the_checks_can_fail():
     assert _cycles(graph)
     graph["backup_svc.dump.pipeline"] = graph["backup_svc.dump.pipeline"] | {"backup_svc.config"}
     assert "backup_svc.config" in _reaches(graph, "backup_svc.dump.pipeline")
+
+
+FORBIDDEN_IN_UNIT = {"subprocess", "socket", "http.client", "urllib.request", "playwright", "psycopg", "boto3",
+                     "multiprocessing", "asyncio"}
+
+
+def test_unit_tests_start_no_process_and_open_no_connection():
+    """tests/unit is the pure, fast group: tests that need a process, node, podman or the network live in
+    tests/service, tests/browser or tests/image."""
+    unit = Path(__file__).parent
+    found = {}
+    for path in sorted(unit.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            for name in names:
+                if any(name == bad or name.startswith(bad + ".") for bad in FORBIDDEN_IN_UNIT):
+                    found.setdefault(path.name, []).append(name)
+    assert found == {}
