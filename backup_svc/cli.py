@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from backup_svc.commands.output import note, refuse, say
+from backup_svc.commands.output import fail, note, refuse, say
 from backup_svc.config import (
     ConfigError,
     Settings,
@@ -92,8 +92,7 @@ def cmd_dump(args: argparse.Namespace) -> int:
                 os.fsync(out.fileno())
             os.replace(partial, target)
     except CannotDump as exc:
-        say(f"dump failed: {exc.message}")
-        return 1
+        return fail(f"dump failed: {exc.message}")
     except BaseException as exc:  # DumpBroken, a full disk, Ctrl-C: never leave a partial file
         reason = str(exc) or type(exc).__name__
         say(f"dump failed: {reason}")
@@ -167,8 +166,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     try:
         report = verify_file(args.file)
     except BadBackup as exc:
-        say(f"verify failed: {args.file}: {exc}")
-        return 1
+        return fail(f"verify failed: {args.file}: {exc}")
     print("\n".join(report.lines()))
     return 0
 
@@ -187,18 +185,13 @@ def cmd_restore(args: argparse.Namespace) -> int:
         report = restore_file(args.file, args.target_url, bin_dirs=pg_bin_dirs(os.environ), force=args.force,
                               create=args.create, say=note)
     except BadBackup as exc:
-        say(f"restore refused: {args.file}: {exc}; nothing was restored")
-        return 1
+        return fail(f"restore refused: {args.file}: {exc}; nothing was restored")
     except RestoreFailed as exc:
-        say(f"restore failed: {exc}")
-        return 1
+        return fail(f"restore failed: {exc}")
     except KeyboardInterrupt:
         say("restore interrupted; psql was stopped before it could commit")
         return 130
-    backup = report.backup
-    print(f"restored {args.file} into {report.database!r} (PostgreSQL {report.server_version}) in "
-          f"{report.seconds:.1f} s: {backup.tables_with_data} tables with data, {backup.sql_bytes} bytes of SQL "
-          f"dumped from PostgreSQL {backup.server_version} by pg_dump {backup.pg_dump_version}")
+    print(report.summary(args.file))
     return 0
 
 

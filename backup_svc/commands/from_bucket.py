@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from backup_svc.commands.output import note, say
+from backup_svc.commands.output import fail, note, refuse, say
 from backup_svc.problems import ConfigError
 
 
@@ -65,12 +65,9 @@ def verify_stored(url: str) -> int:
         report = verify_file(url, opener)
         _sha256_check(url, stored_sha256)(report)
     except ConfigError as exc:
-        for problem in exc.problems:
-            say(problem)
-        return 2
+        return refuse(exc.problems)
     except (ValueError, StorageError, BadBackup) as exc:
-        say(f"verify failed: {url}: {exc}")
-        return 1
+        return fail(f"verify failed: {url}: {exc}")
     print("\n".join(report.lines()))
     if stored_sha256 == report.sha256:
         print("  stored sha256:    matches")
@@ -93,25 +90,17 @@ def restore_stored(args: argparse.Namespace) -> int:
                               create=args.create, say=note, opener=opener,
                               check=_sha256_check(url, stored_sha256))
     except ConfigError as exc:
-        for problem in exc.problems:
-            say(problem)
-        return 2
+        return refuse(exc.problems)
     except (ValueError, BadBackup) as exc:
-        say(f"restore refused: {url}: {exc}; nothing was restored")
-        return 1
+        return fail(f"restore refused: {url}: {exc}; nothing was restored")
     except StorageError as exc:
-        say(f"restore failed: {exc}; psql was stopped before it could commit, nothing was restored")
-        return 1
+        return fail(f"restore failed: {exc}; psql was stopped before it could commit, nothing was restored")
     except RestoreFailed as exc:
-        say(f"restore failed: {exc}")
-        return 1
+        return fail(f"restore failed: {exc}")
     except KeyboardInterrupt:
         say("restore interrupted; psql was stopped before it could commit")
         return 130
-    backup = report.backup
-    print(f"restored {url} into {report.database!r} (PostgreSQL {report.server_version}) in "
-          f"{report.seconds:.1f} s: {backup.tables_with_data} tables with data, {backup.sql_bytes} bytes of SQL "
-          f"dumped from PostgreSQL {backup.server_version} by pg_dump {backup.pg_dump_version}")
+    print(report.summary(url))
     return 0
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from backup_svc.commands.output import note, refuse, say
+from backup_svc.commands.output import fail, note, refuse
 from backup_svc.config import ConfigError
 from backup_svc.pg.binaries import pg_bin_dirs
 from backup_svc.pg.conninfo import ConnInfo, parse_database_url
@@ -36,15 +36,22 @@ def load(source: ConnInfo | None) -> NotifySettings:
     return NotifySettings.from_env(source=source)
 
 
-def cmd_notify_test(args: argparse.Namespace) -> int:
-    """Send one test notification through each configured channel and say how each fared."""
+def _source_and_settings() -> tuple[ConnInfo | None, NotifySettings | None, list[str]]:
+    """The backed-up database (when DATABASE_URL is set) and the notification settings, or the problems."""
     source, problems = _source()
     if problems:
-        return refuse(problems)
+        return None, None, problems
     try:
-        settings = load(source)
+        return source, load(source), []
     except ConfigError as exc:
-        return refuse(exc.problems)
+        return None, None, exc.problems
+
+
+def cmd_notify_test(args: argparse.Namespace) -> int:
+    """Send one test notification through each configured channel and say how each fared."""
+    source, settings, problems = _source_and_settings()
+    if problems:
+        return refuse(problems)
     if not settings.any_channel:
         return refuse(["no notification channel is configured: set SMTP_URL (with NOTIFY_EMAIL_TO), "
                         "NOTIFY_WEBHOOK_URL or HEARTBEAT_URL"])
@@ -108,11 +115,9 @@ def _drill_stored(settings, url: str | None):
     try:
         newest = newest_stored(settings, client)
     except Exception as exc:
-        say(f"drill failed: cannot list {settings.storage.location.url}: {failure_reason(exc)}")
-        return 1
+        return fail(f"drill failed: cannot list {settings.storage.location.url}: {failure_reason(exc)}")
     if newest is None:
-        say(f"drill failed: no stored backup in {settings.storage.location.url} yet")
-        return 1
+        return fail(f"drill failed: no stored backup in {settings.storage.location.url} yet")
     note(f"drilling the newest stored backup, {newest.name}")
     return drill_stored_object(settings, settings.storage.location.bucket, newest.key, client=client, say=note)
 
@@ -120,13 +125,9 @@ def _drill_stored(settings, url: str | None):
 def _drill_file(path: str) -> int:
     from backup_svc.notify.drill import run_drill
 
-    source, problems = _source()
+    source, settings, problems = _source_and_settings()
     if problems:
         return refuse(problems)
-    try:
-        settings = load(source)
-    except ConfigError as exc:
-        return refuse(exc.problems)
     if settings.drill is None:
         return refuse([NO_DRILL_URL])
     if not os.path.isfile(path):
@@ -142,8 +143,7 @@ def _finish(report, settings: NotifySettings, database: str) -> int:
         if not d.ok:
             note(f"warning: the {d.channel} notification was not delivered: {d.error}")
     if report.outcome != "ok":
-        say(f"drill failed after {report.seconds:.1f} s: {report.error}")
-        return 1
+        return fail(f"drill failed after {report.seconds:.1f} s: {report.error}")
     print(f"drill ok: {report.name} restored into a scratch database on PostgreSQL {report.server_version} "
           f"in {report.seconds:.1f} s; {report.tables} tables, {report.rows} rows, counts match "
           f"({report.counts_from}); scratch database dropped")

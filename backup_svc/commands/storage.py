@@ -11,7 +11,7 @@ import logging
 import signal
 import sys
 
-from backup_svc.commands.output import say
+from backup_svc.commands.output import fail, say
 from backup_svc.config import ConfigError, Settings
 
 EXIT_BUSY = 75  # sysexits' EX_TEMPFAIL: nothing wrong, try again later
@@ -83,8 +83,7 @@ def cmd_upload(args: argparse.Namespace) -> int:
         say(f"{exc}; nothing to do now (this is not a failure)")
         return EXIT_BUSY
     except CannotDump as exc:
-        say(f"upload failed: {exc.message}; {aborted}")
-        return 1
+        return fail(f"upload failed: {exc.message}; {aborted}")
     except Terminated:
         say(f"upload stopped by SIGTERM; {aborted}")
         return EXIT_SIGTERM
@@ -92,11 +91,9 @@ def cmd_upload(args: argparse.Namespace) -> int:
         say(f"upload interrupted; {aborted}")
         return 130
     except (DumpBroken, StorageError) as exc:
-        say(f"upload failed: {exc}; {aborted}")
-        return 1
+        return fail(f"upload failed: {exc}; {aborted}")
     except Exception as exc:  # anything unforeseen: still one line, and still aborted
-        say(f"upload failed: {type(exc).__name__}: {exc}; {aborted}")
-        return 1
+        return fail(f"upload failed: {type(exc).__name__}: {exc}; {aborted}")
     finally:
         signal.signal(signal.SIGTERM, previous)
         _wait_for_notifications(reporter)
@@ -111,8 +108,7 @@ def cmd_upload(args: argparse.Namespace) -> int:
     if reporter.drills_enabled:
         _drill_after_upload(reporter, setup, stored)
     if result.retention_error:
-        say(f"the backup is stored, but retention failed: {result.retention_error}")
-        return 1
+        return fail(f"the backup is stored, but retention failed: {result.retention_error}")
     return 0
 
 
@@ -148,8 +144,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         backups = list_backups(make_client(storage.client_env), storage.location, BackupNames(settings.backup_name),
                                with_sha256=True)
     except StorageError as exc:
-        say(f"list failed: {exc}")
-        return 1
+        return fail(f"list failed: {exc}")
     say(f"{len(backups)} stored backup{'s' if len(backups) != 1 else ''} in {storage.location.url}, newest first")
     for backup in backups:
         print(f"{backup.name}  {backup.size:>14}  {backup.time:%Y-%m-%dT%H:%M:%SZ}  {backup.sha256 or '-'}")
@@ -183,11 +178,9 @@ def cmd_prune(args: argparse.Namespace) -> int:
         say(f"{exc}; prune again when it is done")
         return EXIT_BUSY
     except CannotDump as exc:
-        say(f"prune needs the database for its lock: {exc.message}")
-        return 1
+        return fail(f"prune needs the database for its lock: {exc.message}")
     except StorageError as exc:
-        say(f"prune failed, nothing was deleted: {exc}")
-        return 1
+        return fail(f"prune failed, nothing was deleted: {exc}")
     for line in report.lines():
         print(line)
     kept, removed = len(report.kept), len(report.removed)

@@ -64,6 +64,13 @@ class RestoreReport:
     psql: PgBinary
     seconds: float
 
+    def summary(self, source: str) -> str:
+        """The one line a finished restore of `source` (a file or an s3:// URL) ends with."""
+        backup = self.backup
+        return (f"restored {source} into {self.database!r} (PostgreSQL {self.server_version}) in "
+                f"{self.seconds:.1f} s: {backup.tables_with_data} tables with data, {backup.sql_bytes} bytes of SQL "
+                f"dumped from PostgreSQL {backup.server_version} by pg_dump {backup.pg_dump_version}")
+
 
 def _connect(conn: ConnInfo, dbname: str, timeout_s: int) -> psycopg.Connection:
     try:
