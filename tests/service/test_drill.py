@@ -21,15 +21,6 @@ RICH_TABLES = {  # what tests/data/rich.sql puts in each table that holds data
 
 
 @pytest.fixture(scope="module")
-def backup(rich_db, tmp_path_factory):
-    """A backup of the rich database written by `python -m backup_svc dump`."""
-    folder = tmp_path_factory.mktemp("drill")
-    result = run_cli("dump", "-o", "rich.sql.gz", env={"DATABASE_URL": rich_db}, cwd=folder)
-    assert result.returncode == 0, result.stderr
-    return folder / "rich.sql.gz"
-
-
-@pytest.fixture(scope="module")
 def source_counts(pg_cluster, rich_db):
     """Row counts read from the source itself (not from any backup)."""
     with pg_cluster.connect("rich") as db:

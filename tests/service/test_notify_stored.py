@@ -6,7 +6,6 @@ import json
 import time
 from datetime import datetime, timedelta, timezone
 
-import pytest
 
 from backup_svc.config import Settings
 from backup_svc.notify.outcome import StalenessWatch, StoredSetup, reporter_for
@@ -19,12 +18,6 @@ from tests.support import run_cli
 PING = "/ping/5e1f0c2a-aaaa-bbbb-cccc-0123456789ab"
 HOOK = "/services/T0AAAA/B0BBBB/hooksecretXYZ123"
 RICH_ROWS, RICH_TABLES = 2905, 5
-
-
-@pytest.fixture
-def receiver():
-    with receivers.receivers() as make:
-        yield make
 
 
 def env_for(moto_s3, bucket: str, db_url: str, **extra: str) -> dict[str, str]:

@@ -29,15 +29,6 @@ DRIFT_SQL = """
 
 
 @pytest.fixture(scope="module")
-def backup(rich_db, tmp_path_factory):
-    """A backup of the rich database written by `python -m backup_svc dump`."""
-    folder = tmp_path_factory.mktemp("backup")
-    result = run_cli("dump", "-o", "rich.sql.gz", env={"DATABASE_URL": rich_db}, cwd=folder)
-    assert result.returncode == 0, result.stderr
-    return folder / "rich.sql.gz"
-
-
-@pytest.fixture(scope="module")
 def rich_snapshot(rich_db, pg_cluster):
     return snapshot(pg_cluster, "rich")
 
