@@ -17,7 +17,6 @@ import time
 import pytest
 
 from tests import receivers
-from tests.receivers import smtp_server
 from tests.s3support import s3_env
 from tests.support import REPO, run_cli, wait_until
 
@@ -99,52 +98,52 @@ def guide_db(pg_cluster):
 
 
 def test_the_guides_default_alerts_on_a_failed_backup_and_on_staleness(s3, moto_s3, guide_db, pg_cluster,
-                                                                       start_service):
+                                                                       start_service, smtp_server, receiver):
     _, bucket = s3
-    with smtp_server() as (controller, mailbox), receivers.receivers() as make:
-        hook, monitor = make(), make()
-        env = local_environment(guide_variables(), db_url=guide_db, bucket=bucket, endpoint=moto_s3.endpoint,
-                                smtp_port=controller.port, hook_url=hook.url + HOOK, ping_url=monitor.url + PING)
+    controller, mailbox = smtp_server
+    hook, monitor = receiver(), receiver()
+    env = local_environment(guide_variables(), db_url=guide_db, bucket=bucket, endpoint=moto_s3.endpoint,
+                            smtp_port=controller.port, hook_url=hook.url + HOOK, ping_url=monitor.url + PING)
 
-        # `check` on each service the guide configures, with the database still open.
-        served = run_cli("check", env=env)
-        assert served.returncode == 0, served.stdout + served.stderr
-        assert served.stdout.startswith("checking as: serve")
-        assert "alerts: warning" not in served.stdout and "draining: warning" not in served.stdout
-        cron = run_cli("check", env=cron_environment(env))
-        assert cron.returncode == 0, cron.stdout + cron.stderr
-        assert cron.stdout.startswith("checking as: upload")
-        assert "alerts: warning" not in cron.stdout
+    # `check` on each service the guide configures, with the database still open.
+    served = run_cli("check", env=env)
+    assert served.returncode == 0, served.stdout + served.stderr
+    assert served.stdout.startswith("checking as: serve")
+    assert "alerts: warning" not in served.stdout and "draining: warning" not in served.stdout
+    cron = run_cli("check", env=cron_environment(env))
+    assert cron.returncode == 0, cron.stdout + cron.stderr
+    assert cron.stdout.startswith("checking as: upload")
+    assert "alerts: warning" not in cron.stdout
 
-        with pg_cluster.connect() as db:
-            db.execute("ALTER DATABASE guide_default ALLOW_CONNECTIONS false")
-        started = time.monotonic()
-        service = start_service(**env)
+    with pg_cluster.connect() as db:
+        db.execute("ALTER DATABASE guide_default ALLOW_CONNECTIONS false")
+    started = time.monotonic()
+    service = start_service(**env)
 
-        # The first scheduled run (within a minute) fails: mail, webhook and the heartbeat's /fail.
-        assert wait_until(lambda: monitor.requests, 100, interval=0.5), service.log()[-3000:]
-        assert [(method, path) for method, path, _, _ in monitor.requests] == [("GET", PING + "/fail")]
-        assert wait_until(lambda: posted(hook) and mailbox.messages, 40, interval=0.5), service.log()[-3000:]
-        failed = posted(hook)[0]
-        assert (failed["event"], failed["outcome"]) == ("backup", "failed")
-        assert "refuses connections now" in failed["error"], failed["error"]
-        assert mailbox.parsed(0)["Subject"].startswith("[backup_svc] guide_default: backup FAILED at ")
+    # The first scheduled run (within a minute) fails: mail, webhook and the heartbeat's /fail.
+    assert wait_until(lambda: monitor.requests, 100, interval=0.5), service.log()[-3000:]
+    assert [(method, path) for method, path, _, _ in monitor.requests] == [("GET", PING + "/fail")]
+    assert wait_until(lambda: posted(hook) and mailbox.messages, 40, interval=0.5), service.log()[-3000:]
+    failed = posted(hook)[0]
+    assert (failed["event"], failed["outcome"]) == ("backup", "failed")
+    assert "refuses connections now" in failed["error"], failed["error"]
+    assert mailbox.parsed(0)["Subject"].startswith("[backup_svc] guide_default: backup FAILED at ")
 
-        # No successful backup for 1.5 intervals (90 s after the start): one staleness alarm, by mail and
-        # webhook; the watch checks every 15 s for this schedule, so it comes within 90-105 s (+ load).
-        def stale_posts():
-            return [p for p in posted(hook) if p["event"] == "stale"]
+    # No successful backup for 1.5 intervals (90 s after the start): one staleness alarm, by mail and
+    # webhook; the watch checks every 15 s for this schedule, so it comes within 90-105 s (+ load).
+    def stale_posts():
+        return [p for p in posted(hook) if p["event"] == "stale"]
 
-        assert wait_until(stale_posts, 150, interval=1), service.log()[-3000:]
-        waited = time.monotonic() - started
-        assert waited >= 90, f"stale after {waited:.0f} s: before 1.5 intervals"
-        [alarm] = stale_posts()
-        assert alarm["outcome"] == "failed"
-        assert wait_until(lambda: any("backups are STALE at " in mailbox.parsed(i)["Subject"]
-                                      for i in range(len(mailbox.messages))), 40, interval=0.5)
-        status = service.request("GET", "/api/v1/stored", {"Authorization": f"Bearer {ADMIN_TOKEN}"}).json()
-        assert status["newest"]["stale"] is True and status["notify"]["staleness"]["stale"] is True
-        # No secret of the settings reached the log.
-        log = service.log()
-        for secret in (receivers.SECRET, ADMIN_PASSWORD, ADMIN_TOKEN, "hooksecretXYZ123", pg_cluster.password):
-            assert secret not in log
+    assert wait_until(stale_posts, 150, interval=1), service.log()[-3000:]
+    waited = time.monotonic() - started
+    assert waited >= 90, f"stale after {waited:.0f} s: before 1.5 intervals"
+    [alarm] = stale_posts()
+    assert alarm["outcome"] == "failed"
+    assert wait_until(lambda: any("backups are STALE at " in mailbox.parsed(i)["Subject"]
+                                  for i in range(len(mailbox.messages))), 40, interval=0.5)
+    status = service.request("GET", "/api/v1/stored", {"Authorization": f"Bearer {ADMIN_TOKEN}"}).json()
+    assert status["newest"]["stale"] is True and status["notify"]["staleness"]["stale"] is True
+    # No secret of the settings reached the log.
+    log = service.log()
+    for secret in (receivers.SECRET, ADMIN_PASSWORD, ADMIN_TOKEN, "hooksecretXYZ123", pg_cluster.password):
+        assert secret not in log

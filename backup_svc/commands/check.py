@@ -72,10 +72,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     """Check configuration, alerts, storage, connectivity and pg_dump for this process's job; say what is wrong."""
     import os
 
+    from backup_svc.commands.storage import storage_check_lines
     from backup_svc.pg.binaries import find_binaries
     from backup_svc.pg.facts import server_facts
     from backup_svc.pg.readiness import dump_readiness
-    from backup_svc.storage.commands import storage_check_lines
 
     purpose, why = (args.purpose, "--for") if args.purpose != AUTO else detect_purpose(os.environ)
     print(f"checking as: {purpose} ({why}; `check --for serve|upload` to choose)")
