@@ -142,6 +142,8 @@ NUMBERS = (
     # 0: clients connect directly, so X-Forwarded-* are whatever the client says and are ignored.
     Number("TRUSTED_PROXY_HOPS", "trusted_proxy_hops", 0, 0, 5),
     Number("BACKUP_GZIP_LEVEL", "gzip_level", 1, 1, 9),
+    # A year and a month: last year's same-month history is still there to compare with.
+    Number("BACKUP_HISTORY_DAYS", "history_days", 400, 1, 36500),
 )
 _NUMBER = {n.variable: n for n in NUMBERS}
 
@@ -176,6 +178,7 @@ class Settings:
     auth_failures_per_minute: int = _NUMBER["AUTH_FAILURES_PER_MINUTE"].default
     trusted_proxy_hops: int = _NUMBER["TRUSTED_PROXY_HOPS"].default
     gzip_level: int = _NUMBER["BACKUP_GZIP_LEVEL"].default
+    history_days: int = _NUMBER["BACKUP_HISTORY_DAYS"].default
     # BIND_HOST: "::" is every interface (IPv4 too, through the dual-stack socket); "localhost" is
     # 127.0.0.1 and ::1 only (the demo's default).
     bind_host: str = DEFAULT_BIND_HOST

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Callable, Iterator
 
-from backup_svc.notify.common import BACKUP, FAILED, OK, Event, now
+from backup_svc.notify.common import BACKUP, FAILED, OK, Event, iso, now
 from backup_svc.notify.drill import DrillReport, run_drill
 from backup_svc.notify.reporter import Reporter
 from backup_svc.notify.settings import NotifySettings
@@ -124,14 +124,24 @@ def newest_stored(settings: Settings, client=None):
 
 
 def check_staleness(reporter: Reporter, settings: Settings, newest_time: datetime | None,
-                    when: datetime | None = None) -> Staleness | None:
-    """Staleness for a configured schedule (None without one); sends the episode's one alarm."""
-    schedule = settings.storage.schedule if settings.storage else None
+                    when: datetime | None = None, *, history=None) -> Staleness | None:
+    """Staleness for a configured schedule — BACKUP_SCHEDULE, or BACKUP_EXPECTED_SCHEDULE when another
+    process takes the backups — (None without one); sends the episode's one alarm.
+
+    With a `history` (history.trail.History), an alarm already in it for this episode (sent by this
+    process before a restart, or by another replica) is not sent again.
+    """
+    schedule = settings.storage.watched_schedule if settings.storage else None
     if schedule is None:
         return None
     when = when or now()
     interval: timedelta = schedule_interval(schedule.next_after, when)
-    return reporter.check_staleness(newest_time, interval, when)
+    already = None
+    if history is not None:
+        from backup_svc.history.summary import alarm_sent_since
+
+        already = lambda: alarm_sent_since(history.cached(), iso(newest_time))  # noqa: E731
+    return reporter.check_staleness(newest_time, interval, when, already_alarmed=already)
 
 
 class StalenessWatch:
@@ -143,10 +153,12 @@ class StalenessWatch:
     # A listing is one cheap request; every 5 minutes is prompt enough for an alarm measured in hours.
     INTERVAL_S = 300.0
 
-    def __init__(self, reporter: Reporter, settings: Settings, *, interval_s: float | None = None, client=None):
+    def __init__(self, reporter: Reporter, settings: Settings, *, interval_s: float | None = None, client=None,
+                 history=None):
         import threading
 
-        self.reporter, self.settings, self.client = reporter, settings, client
+        self.reporter, self.settings, self.client, self.history = reporter, settings, client, history
+        self._newest_run: str | None = None
         self.interval_s = interval_s or self.INTERVAL_S
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="staleness-watch", daemon=True)
@@ -165,7 +177,20 @@ class StalenessWatch:
         except Exception as exc:
             log.warning("staleness check: cannot list stored backups: %s", failure_reason(exc))
             return self.reporter.staleness
-        return check_staleness(self.reporter, self.settings, newest.time if newest else None)
+        reader = self.history.reader if self.history is not None else None
+        if reader is not None and not reader.loaded:
+            reader.refresh()  # an alarm sent before a restart is in there: not sent twice
+        return check_staleness(self.reporter, self.settings, newest.time if newest else None, history=self.history)
+
+    def check_after_new_run(self) -> None:
+        """Check now when the history shows a stored backup run not seen before (another process's, too)."""
+        from backup_svc.history.summary import stored_runs
+
+        run = stored_runs(self.history.cached())["last_run"] if self.history is not None else None
+        seen = run.get("recorded") if run else None
+        if seen != self._newest_run:
+            self._newest_run = seen
+            self.check_once()
 
     def _loop(self) -> None:
         while not self._stop.is_set():

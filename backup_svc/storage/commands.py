@@ -52,19 +52,30 @@ def _settings_with_storage() -> Settings | None:
 
 
 def cmd_upload(args: argparse.Namespace) -> int:
-    """Take one backup into object storage now, then apply BACKUP_RETENTION."""
-    from backup_svc.dump.backup import backup_filename
-    from backup_svc.dump.pipeline import DumpBroken
-    from backup_svc.notify.outcome import reporter_for, reporting
-    from backup_svc.pg.diagnose import CannotDump
-    from backup_svc.storage.client import StorageError
-    from backup_svc.storage.lock import AnotherBackupRunning
-    from backup_svc.storage.run import take_stored_backup
+    """Take one backup into object storage now, then apply BACKUP_RETENTION; its run goes into the history."""
+    from backup_svc.history.hooks import command_history, flush_before_exit
 
     settings = _settings_with_storage()
     if settings is None:
         return 2
     _log_to_stderr()
+    # The run, its notifications and drill are also events in the bucket's history, where the web
+    # service's dashboard and staleness alarm read them (a cron service's runs included).
+    history = command_history("upload", settings.storage)
+    try:
+        return _upload(settings, history)
+    finally:
+        flush_before_exit(history, _say)
+
+
+def _upload(settings: Settings, history) -> int:
+    from backup_svc.dump.backup import backup_filename
+    from backup_svc.dump.pipeline import DumpBroken
+    from backup_svc.history.hooks import outcome_sink
+    from backup_svc.notify.outcome import reporter_for
+    from backup_svc.pg.diagnose import CannotDump
+    from backup_svc.storage.client import StorageError
+    from backup_svc.storage.lock import AnotherBackupRunning
 
     def on_sigterm(signum, frame):
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the abort short
@@ -75,11 +86,10 @@ def cmd_upload(args: argparse.Namespace) -> int:
     # Notifications of the outcome (NOTIFY_*, SMTP_URL, HEARTBEAT_URL) go out in the background and
     # are waited for, within their time bound, before the command exits.
     reporter = reporter_for(settings)
+    reporter.history = outcome_sink(history)
     name = backup_filename(settings.backup_name)
     try:
-        with reporting(reporter, settings, name, drill_after=False) as outcome:
-            result = take_stored_backup(settings, settings.storage, name=name)
-            outcome.stored(result.stored)
+        result = _recorded_upload(settings, reporter, history, name)
     except AnotherBackupRunning as exc:
         _say(f"{exc}; nothing to do now (this is not a failure)")
         return EXIT_BUSY
@@ -115,6 +125,34 @@ def cmd_upload(args: argparse.Namespace) -> int:
         _say(f"the backup is stored, but retention failed: {result.retention_error}")
         return 1
     return 0
+
+
+def _recorded_upload(settings: Settings, reporter, history, name: str):
+    """take_stored_backup, reported (notifications) and recorded in the history as a run and an audit entry."""
+    import time
+
+    from backup_svc.history.event import UPLOAD_TRIGGER
+    from backup_svc.history.hooks import record_audit, record_run
+    from backup_svc.notify.outcome import failure_reason, reporting
+    from backup_svc.storage.lock import AnotherBackupRunning
+    from backup_svc.storage.run import take_stored_backup
+
+    started, amounts = time.time(), {}
+    try:
+        with reporting(reporter, settings, name, drill_after=False) as outcome:
+            result = take_stored_backup(settings, settings.storage, name=name)
+            outcome.stored(result.stored)
+        ran = {"outcome": "ok, retention failed" if result.retention_error else "ok", "error": result.retention_error}
+        amounts = {"gzip_bytes": result.stored.size, "sql_bytes": result.sql_bytes, "sha256": result.stored.sha256}
+    except BaseException as exc:
+        ran = {"outcome": "skipped" if isinstance(exc, AnotherBackupRunning) else "failed",
+               "error": failure_reason(exc, settings.conn.password)}
+        raise
+    finally:
+        record_run(history, trigger=UPLOAD_TRIGGER, started=started, finished=time.time(), name=name, **ran)
+        record_audit(history, event="stored-backup", started=started, actor=UPLOAD_TRIGGER, name=name, **ran,
+                     **amounts)
+    return result
 
 
 def _wait_for_notifications(reporter) -> None:
