@@ -24,10 +24,8 @@ def audit_entries(events: Iterable[HistoryEvent]) -> list[dict]:
 
 
 def recent_attempts(events: list[HistoryEvent], open_refusals: list[dict], limit: int) -> list[dict]:
-    """What "Recent backup attempts" lists: the newest attempts and refusal aggregates, by start time.
-
-    Refusals are taken apart, at most `limit` of them, so a flood of them cannot push real attempts out.
-    """
+    """What "Recent backup attempts" lists: the newest attempts and refusal aggregates (the history's and
+    this minute's, not yet an event), by start time, at most `limit` of each before the cut."""
     entries = audit_entries(events)
     attempts = [e for e in entries if e.get("outcome") != DENIED][:limit]
     refusals = ([e for e in entries if e.get("outcome") == DENIED] + open_refusals)[:limit]

@@ -136,12 +136,16 @@ def check_staleness(reporter: Reporter, settings: Settings, newest_time: datetim
         return None
     when = when or now()
     interval: timedelta = schedule_interval(schedule.next_after, when)
-    already = None
+    already = last_failed = None
     if history is not None:
-        from backup_svc.history.summary import alarm_sent_since
+        from backup_svc.history.summary import FAILED_RUNS, alarm_sent_since, stored_runs
 
-        already = lambda: alarm_sent_since(history.cached(), iso(newest_time))  # noqa: E731
-    return reporter.check_staleness(newest_time, interval, when, already_alarmed=already)
+        events = history.cached()
+        already = lambda: alarm_sent_since(events, iso(newest_time))  # noqa: E731
+        run = stored_runs(events)["last_scheduled"]
+        if run is not None and run.get("outcome") in FAILED_RUNS:
+            last_failed = run.get("error") or "no reason was given"
+    return reporter.check_staleness(newest_time, interval, when, already_alarmed=already, last_failed=last_failed)
 
 
 class StalenessWatch:

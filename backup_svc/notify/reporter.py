@@ -119,10 +119,10 @@ class Reporter:
         return True
 
     def check_staleness(self, newest_ok: datetime | None, interval: timedelta, when: datetime | None = None, *,
-                        already_alarmed: Callable[[], bool] | None = None) -> Staleness:
+                        already_alarmed: Callable[[], bool] | None = None, last_failed: str | None = None) -> Staleness:
         """Staleness now (for the API and the dashboard); sends the episode's one alarm when it starts,
         unless `already_alarmed()` says the durable history has it already (a restart, another replica)."""
-        state, alarm = self.stale_watch.check(newest_ok, when or now(), interval)
+        state, alarm = self.stale_watch.check(newest_ok, when or now(), interval, last_failed=last_failed)
         self.staleness = state
         if alarm is not None and already_alarmed is not None and already_alarmed():
             log.info("notify: backups are stale; the alarm for this episode is already in the history")

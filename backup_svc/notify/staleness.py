@@ -62,9 +62,14 @@ class StaleWatch:
         self._alarmed = False
         self._lock = threading.Lock()
 
-    def check(self, newest: datetime | None, now: datetime, interval: timedelta) -> tuple[Staleness, Event | None]:
-        """The current staleness and, the first time in an episode, the event to send (else None)."""
-        stale = is_stale(newest, now, interval, up_since=self.up_since)
+    def check(self, newest: datetime | None, now: datetime, interval: timedelta, *,
+              last_failed: str | None = None) -> tuple[Staleness, Event | None]:
+        """The current staleness and, the first time in an episode, the event to send (else None).
+
+        `last_failed`: the reason the last scheduled run failed (in this process or another one, as the
+        history tells), which makes the backups stale however fresh the newest one is.
+        """
+        stale = is_stale(newest, now, interval, up_since=self.up_since) or last_failed is not None
         state = Staleness(stale=stale, newest=newest, limit=now - interval * STALE_FACTOR, interval=interval)
         with self._lock:
             if not stale:
@@ -74,6 +79,8 @@ class StaleWatch:
                 return state, None
             self._alarmed = True
         event = Event(kind=STALE, outcome=FAILED, database=self.database, started=now, finished=now,
-                      error="no successful stored backup within 1.5 schedule intervals",
-                      details={"newest": newest, "interval_s": int(interval.total_seconds())})
+                      error=f"the last scheduled backup failed: {last_failed}" if last_failed
+                      else "no successful stored backup within 1.5 schedule intervals",
+                      details={"newest": newest, "interval_s": int(interval.total_seconds()),
+                               "last_failed": last_failed})
         return state, event

@@ -196,7 +196,39 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
-    """Apply BACKUP_RETENTION now (with --dry-run: only say what would be deleted and why)."""
+    """Apply BACKUP_RETENTION and BACKUP_HISTORY_DAYS now (with --dry-run: only say what would be deleted and why)."""
+    settings = _settings_with_storage()
+    if settings is None:
+        return 2
+    _log_to_stderr()
+    if settings.storage.retention is None:
+        _say("BACKUP_RETENTION is not set: every backup is kept "
+             "(e.g. BACKUP_RETENTION=last=7,daily=14,weekly=8,monthly=12)")
+        status = 0
+    else:
+        status = _prune_backups(settings, args.dry_run)
+    return max(status, _prune_history(settings, args.dry_run))
+
+
+def _prune_history(settings: Settings, dry_run: bool) -> int:
+    """BACKUP_HISTORY_DAYS: delete the history's events older than that (never a backup)."""
+    from backup_svc.history.bucket import HistoryBucket
+    from backup_svc.history.retention import prune_history
+    from backup_svc.storage.client import StorageError, make_client
+
+    location = settings.storage.location
+    bucket = HistoryBucket(make_client(settings.storage.client_env), location.bucket, location.prefix)
+    try:
+        report = prune_history(bucket, settings.history_days, dry_run=dry_run)
+    except StorageError as exc:
+        _say(f"history retention failed, nothing was deleted: {exc}")
+        return 1
+    for line in report.lines():
+        _say(line)
+    return 1 if report.failed else 0
+
+
+def _prune_backups(settings: Settings, dry_run: bool) -> int:
     from backup_svc.pg.diagnose import CannotDump
     from backup_svc.storage.client import StorageError, make_client
     from backup_svc.storage.location import BackupNames
@@ -204,20 +236,12 @@ def cmd_prune(args: argparse.Namespace) -> int:
     from backup_svc.storage.prune import prune
     from backup_svc.storage.run import destination_of
 
-    settings = _settings_with_storage()
-    if settings is None:
-        return 2
     storage = settings.storage
-    if storage.retention is None:
-        _say("BACKUP_RETENTION is not set: every backup is kept, nothing to prune "
-             "(e.g. BACKUP_RETENTION=last=7,daily=14,weekly=8,monthly=12)")
-        return 2
-    _log_to_stderr()
     try:
         # Under the upload lock: a prune never races an upload of the same backups.
         with StoredBackupLock(settings.conn, destination_of(settings, storage), timeout_s=settings.connect_timeout_s):
             report = prune(make_client(storage.client_env), storage.location, BackupNames(settings.backup_name),
-                           storage.retention, dry_run=args.dry_run)
+                           storage.retention, dry_run=dry_run)
     except AnotherBackupRunning as exc:
         _say(f"{exc}; prune again when it is done")
         return EXIT_BUSY
@@ -230,8 +254,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
     for line in report.lines():
         print(line)
     kept, removed = len(report.kept), len(report.removed)
-    verb = "would delete" if args.dry_run else "deleted"
-    _say(f"{storage.retention}: keep {kept}, {verb} {removed if args.dry_run else len(report.deleted)}"
+    verb = "would delete" if dry_run else "deleted"
+    _say(f"{storage.retention}: keep {kept}, {verb} {removed if dry_run else len(report.deleted)}"
          + (f", {len(report.failed)} failed" if report.failed else ""))
     return 1 if report.failed else 0
 
@@ -243,7 +267,8 @@ def add_storage_commands(sub) -> None:
     upload.set_defaults(func=cmd_upload)
     listing = sub.add_parser("list", help="list the stored backups, newest first")
     listing.set_defaults(func=cmd_list)
-    prune = sub.add_parser("prune", help="delete the stored backups BACKUP_RETENTION does not keep")
+    prune = sub.add_parser("prune", help="delete the stored backups BACKUP_RETENTION does not keep, and history "
+                                         "events older than BACKUP_HISTORY_DAYS")
     prune.add_argument("--dry-run", action="store_true", help="only say what would be deleted, and why")
     prune.set_defaults(func=cmd_prune)
 
