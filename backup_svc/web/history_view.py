@@ -72,7 +72,9 @@ def audit():
     events, error = state.history.page(before, limit, lambda e: e.body.get("kind") in kinds)
     entries = [{**summary.entry_of(e), "kind": e.body.get("kind"), "type": e.body.get("type")} for e in events]
     if before is None and kind != "outcome":  # this minute's refusals, not yet an event of their own
-        entries = sorted(entries + [{**r, "kind": AUDIT, "type": r.get("event")} for r in state.audit.open_refusals()],
+        process = state.history.chain.process
+        entries = sorted(entries + [{**r, "process": process, "kind": AUDIT, "type": r.get("event")}
+                                    for r in state.audit.open_refusals()],
                          key=lambda e: e.get("time") or "", reverse=True)[:limit]
     status = state.history.status()
     oldest = (entries[-1].get("recorded") or entries[-1].get("time")) if entries else None
