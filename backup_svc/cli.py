@@ -138,6 +138,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     storage_lines, storage_ok = storage_check_lines(settings)
     print("\n".join(storage_lines))
     ok = ok and storage_ok
+    from backup_svc.commands.history import history_check_lines
+
+    history_lines, history_ok = history_check_lines(settings)
+    print("\n".join(history_lines))
+    ok = ok and history_ok
     installed = find_binaries("pg_dump", settings.pg_bin_dirs)
     print("pg_dump installed: " + (", ".join(f"{b.version} ({b.path})" for b in installed) or "none"))
     ready = dump_readiness(lambda: server_facts(settings.conn, timeout_s=settings.connect_timeout_s), installed)

@@ -68,6 +68,31 @@ def cmd_history(args: argparse.Namespace) -> int:
     return 0
 
 
+def history_check_lines(settings: Settings) -> tuple[list[str], bool]:
+    """For `check`: where the history lives, whether events can be written there, the newest one."""
+    from backup_svc.history.hooks import history_for
+    from backup_svc.storage.client import StorageError
+
+    if settings.storage is None:
+        return ["history: in memory only (BACKUP_STORAGE_URL is not set): the dashboard's history and the audit "
+                "trail are lost on restart; the log has every entry"], True
+    history = history_for("check", settings.storage.location, settings.storage.client_env)
+    where = history.bucket.url
+    try:
+        history.bucket.probe()
+    except StorageError as exc:
+        return [f"history: cannot write to {where}: {exc} — audit entries and outcomes would stay in memory (and "
+                "the log) only, retried until it works"], False
+    try:
+        newest = history.reader.page(None, 1)
+    except StorageError as exc:
+        return [f"history: written but not readable at {where}: {exc}"], False
+    seen = (f"newest event {newest[0].time} ({newest[0].body.get('process')}: {newest[0].type})" if newest
+            else "no event yet")
+    return [f"history: ok — {where} takes events; {seen}; kept {settings.history_days} days "
+            "(BACKUP_HISTORY_DAYS)"], True
+
+
 def add_history_command(sub) -> None:
     """Register `history` on the CLI's sub-parsers."""
     parser = sub.add_parser("history", help="print the durable history (audit entries and outcomes) from the bucket")

@@ -40,6 +40,16 @@ class HistoryBucket:
             Bucket=self.bucket, Key=self.root + event.name, Body=event.data, ContentType="application/json",
             Metadata={"sha256": event.sha256}), retry)
 
+    def probe(self, retry: RetryPolicy = QUICK) -> None:
+        """Write and delete a scratch object (not an event's name) in the history folder; StorageError if refused."""
+        import secrets
+
+        key = f"{self.root}check-{secrets.token_hex(6)}.tmp"
+        with_retries("writing to the history", lambda: self.client.put_object(
+            Bucket=self.bucket, Key=key, Body=b"backup_svc check\n"), retry)
+        with_retries("deleting the history's test object", lambda: self.client.delete_object(
+            Bucket=self.bucket, Key=key), retry)
+
     def raw(self, name: str, retry: RetryPolicy = QUICK) -> bytes:
         """The stored bytes of one event; StorageError when it cannot be read."""
         response = with_retries(f"reading history event {name}",

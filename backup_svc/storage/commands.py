@@ -306,6 +306,11 @@ def storage_check_lines(settings: Settings) -> tuple[list[str], bool]:
     if storage.schedule is not None:
         upcoming = storage.schedule.next_after(datetime.now(timezone.utc))
         lines.append(f"schedule: {storage.schedule} — {storage.schedule.describe()}; next {upcoming:%Y-%m-%d %H:%M} UTC")
+    elif storage.expected_schedule is not None:
+        expected = storage.expected_schedule
+        upcoming = expected.next_after(datetime.now(timezone.utc))
+        lines.append(f"schedule: {expected} — {expected.describe()}, taken by another process "
+                     f"(BACKUP_EXPECTED_SCHEDULE; `serve` only watches for them); next {upcoming:%Y-%m-%d %H:%M} UTC")
     else:
         lines.append("schedule: none (BACKUP_SCHEDULE is not set: `upload` runs only when started)")
     lines.append(f"retention: {storage.retention}" if storage.retention is not None
