@@ -6,6 +6,7 @@ backups, their companions and anything else under the prefix are never touched.
 """
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -42,8 +43,6 @@ class HistoryBucket:
 
     def probe(self, retry: RetryPolicy = QUICK) -> None:
         """Write and delete a scratch object (not an event's name) in the history folder; StorageError if refused."""
-        import secrets
-
         key = f"{self.root}check-{secrets.token_hex(6)}.tmp"
         with_retries("writing to the history", lambda: self.client.put_object(
             Bucket=self.bucket, Key=key, Body=b"backup_svc check\n"), retry)

@@ -6,6 +6,7 @@ cannot tell a run that ended from one whose tail was removed).
 """
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -31,8 +32,6 @@ class CheckReport:
 
 
 def _examine(name: str, data: bytes, report: CheckReport, runs: dict) -> None:
-    import json
-
     facts = parse_name(name)
     sha = digest(data)
     if not sha.startswith(facts.hash16):

@@ -107,10 +107,11 @@ class History:
         from_bucket = self.reader.cached() if self.reader is not None else []
         return [e for e in self._merge(self._local(), from_bucket) if where(e)]
 
-    def page(self, before: datetime | None, limit: int, where: Predicate = lambda e: True,
+    def page(self, before: datetime | None, limit: int, where: Predicate = lambda e: True, *, tag: str = "all",
              deadline_s: float = READ_DEADLINE_S) -> tuple[list[HistoryEvent], str | None]:
-        """The newest `limit` events older than `before` that satisfy `where`, reading the bucket as far
-        back as needed within `deadline_s`; (events, None) or (what could be had, the problem)."""
+        """The newest `limit` events older than `before` that satisfy `where` (`tag` names that filter: equal
+        requests in flight are joined), reading the bucket as far back as needed within `deadline_s`;
+        (events, None) or (what could be had, the problem)."""
         limit = max(1, min(limit, MAX_LIMIT))
         iso_before = before.isoformat(timespec="milliseconds").replace("+00:00", "Z") if before else None
         local = [e for e in self._local() if where(e) and (iso_before is None or e.time < iso_before)]
@@ -118,7 +119,7 @@ class History:
         from_bucket: list[HistoryEvent] = []
         if self.reader is not None:
             try:
-                from_bucket = self._calls.call(("page", iso_before, limit), lambda: self._walk(before, limit, where),
+                from_bucket = self._calls.call(("page", iso_before, limit, tag), lambda: self._walk(before, limit, where),
                                                deadline_s, f"the history in {self.bucket.url}")
             except Exception as exc:
                 error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -69,7 +69,7 @@ def audit():
         except ValueError:
             api_abort(400, "before must be an ISO 8601 time, e.g. 2026-12-04T10:00:00Z.")
     kinds = KINDS[kind]
-    events, error = state.history.page(before, limit, lambda e: e.body.get("kind") in kinds)
+    events, error = state.history.page(before, limit, lambda e: e.body.get("kind") in kinds, tag=kind)
     entries = [{**summary.entry_of(e), "kind": e.body.get("kind"), "type": e.body.get("type")} for e in events]
     if before is None and kind != "outcome":  # this minute's refusals, not yet an event of their own
         process = state.history.chain.process

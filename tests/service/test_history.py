@@ -226,6 +226,7 @@ def test_history_retention_deletes_only_old_history_and_backup_retention_never_t
     now = datetime.now(timezone.utc)
     chain = RunChain("test")
     old = [seed_event(history, chain, now - timedelta(days=days)) for days in (400, 60, 31)]
+    assert len(history_keys(client, bucket)) == 3
     young = [seed_event(history, chain, now - timedelta(days=days)) for days in (29, 1)]
     stranger = f"{PREFIX}_history/2020/01/01/notes.txt"  # not an event: never deleted
     client.put_object(Bucket=bucket, Key=stranger, Body=b"mine")
@@ -243,6 +244,7 @@ def test_history_retention_deletes_only_old_history_and_backup_retention_never_t
 
     assert done.returncode == 0, done.stderr
     assert history_keys(client, bucket) == sorted(young + [stranger])
+    assert not set(old) & set(history_keys(client, bucket))
     assert object_keys(client, bucket) == sorted(backups)  # history retention never deletes a backup
 
     kept = history_keys(client, bucket)
