@@ -39,10 +39,11 @@ class Staleness:
     newest: datetime | None  # the newest successful stored backup
     limit: datetime  # backups older than this are stale
     interval: timedelta
+    last_failed: str | None = None  # why the last scheduled run failed, when that is what makes them stale
 
     def as_dict(self) -> dict:
         return {"stale": self.stale, "newest_ok": iso(self.newest), "stale_after": iso(self.limit),
-                "interval_s": int(self.interval.total_seconds())}
+                "interval_s": int(self.interval.total_seconds()), "last_failed": self.last_failed}
 
 
 def is_stale(newest: datetime | None, now: datetime, interval: timedelta, *, up_since: datetime | None = None) -> bool:
@@ -70,7 +71,8 @@ class StaleWatch:
         history tells), which makes the backups stale however fresh the newest one is.
         """
         stale = is_stale(newest, now, interval, up_since=self.up_since) or last_failed is not None
-        state = Staleness(stale=stale, newest=newest, limit=now - interval * STALE_FACTOR, interval=interval)
+        state = Staleness(stale=stale, newest=newest, limit=now - interval * STALE_FACTOR, interval=interval,
+                          last_failed=last_failed)
         with self._lock:
             if not stale:
                 self._alarmed = False

@@ -22,6 +22,7 @@ def what_the_page_says(page) -> dict:
         "last_run": page.locator("#stored-last-run").inner_text(),
         "failure": page.locator("#stored-failure-text").inner_text(),
         "note": page.locator("#history-note").inner_text(),
+        "stale": page.locator("#stale").inner_text(),
     }
 
 
@@ -32,6 +33,9 @@ def shoot_all(service, open_dashboard, moment: str) -> list[dict]:
         seen.append(what_the_page_says(page))
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / f"history-{moment}-{width}.png"), full_page=True)
+        page.locator("#stored").screenshot(path=str(ARTIFACTS / f"history-{moment}-{width}-stored.png"))
+        page.locator("#recent").screenshot(path=str(ARTIFACTS / f"history-{moment}-{width}-recent.png"))
+        page.locator("#notify").screenshot(path=str(ARTIFACTS / f"history-{moment}-{width}-notify.png"))
     return seen
 
 
@@ -52,6 +56,7 @@ def test_the_dashboard_shows_the_same_history_after_a_restart(s3, moto_s3, rich_
     before = shoot_all(service, open_dashboard, "before")
     assert "upload command" in before[0]["recent"] and "denied" in before[0]["recent"]
     assert "gone_db" in before[0]["failure"] and "survive" not in before[0]["note"]
+    assert "Backups are failing" in before[0]["stale"] and "gone_db" in before[0]["stale"]
 
     service.stop()
     service.start()

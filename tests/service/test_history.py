@@ -150,7 +150,7 @@ def test_a_cron_upload_shows_on_the_web_dashboard_and_its_failure_alarms_the_web
     status = stored_status(web)
     assert status["last_run"]["trigger"] == "upload command" and status["last_run"]["outcome"] == "ok"
     assert status["schedule"]["taken_by"] == "another process" and status["newest"]["stale"] is False
-    assert any("upload command (upload)" in row for row in recent_rows(web))
+    assert any("upload command" in row and "to storage: ok" in row for row in recent_rows(web))
     assert stale_alarms(hook) == []
 
     failed = run_cli("upload", env={**cron, "DATABASE_URL": rich_db.rsplit("/", 1)[0] + "/no_such_db"})
