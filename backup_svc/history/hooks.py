@@ -58,8 +58,10 @@ def record_run(history: History, *, trigger: str, outcome: str, started: float, 
         "name": name, "error": error, "id": backup_id}, parse_time(iso_utc(finished)))
 
 
-# A command that exits next waits this long for its events to reach the bucket (they are logged either way).
+# A command that exits next waits this long for its events to reach the bucket (they are logged either way),
+# but only FAILING_S once the bucket has refused or timed out: a stalled bucket must not hold up a cron run.
 EXIT_FLUSH_S = 15
+FAILING_S = 3
 
 
 def command_history(process: str, storage) -> History:
@@ -84,7 +86,7 @@ def record_audit(history: History, *, event: str, started: float, outcome: str, 
 
 def flush_before_exit(history: History, say: Callable[[str], None], timeout_s: float = EXIT_FLUSH_S) -> bool:
     """Wait for the history writer before the command exits; say what could not be written, and why."""
-    if history.flush(timeout_s):
+    if history.flush(timeout_s, failing_s=FAILING_S):
         return True
     status = history.writer.status()
     say(f"history: {status.pending} event(s) could not be written to {history.bucket.url} within {timeout_s:g} s "

@@ -68,9 +68,9 @@ class History:
             self.writer.add(event)
         return event
 
-    def flush(self, timeout_s: float) -> bool:
+    def flush(self, timeout_s: float, *, failing_s: float | None = None) -> bool:
         """Wait for the writer (a command about to exit); True when everything reached the bucket."""
-        return self.writer is None or self.writer.flush(timeout_s)
+        return self.writer is None or self.writer.flush(timeout_s, failing_s=failing_s)
 
     def status(self) -> dict:
         """Where the history lives and whether it keeps up (dashboard, /api/v1/audit, check)."""

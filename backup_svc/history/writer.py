@@ -103,13 +103,19 @@ class HistoryWriter:
             return WriterStatus(len(self._pending), self._written, self._dropped, self._failing_since,
                                 self._last_error)
 
-    def flush(self, timeout_s: float) -> bool:
-        """Wait until every queued event is written (for a command that exits next); True if so."""
+    def flush(self, timeout_s: float, *, failing_s: float | None = None) -> bool:
+        """Wait until every queued event is written (for a command that exits next); True if so.
+
+        With `failing_s`, give up sooner once writes have been failing that long: a command whose
+        bucket refuses is not kept waiting for the whole `timeout_s`.
+        """
         deadline = time.monotonic() + timeout_s
         with self._cond:
             while self._pending or self._busy:
                 left = deadline - time.monotonic()
-                if left <= 0:
+                failing = self._failing_since is not None and failing_s is not None and \
+                    time.time() - self._failing_since > failing_s
+                if left <= 0 or failing:
                     return False
                 self._cond.wait(min(left, 0.1))
         return True

@@ -181,6 +181,13 @@ def test_a_stalled_then_refusing_bucket_delays_nothing_and_loses_nothing(
         assert time.monotonic() - started < 5
         assert run_to_end(service)["state"] == "done"
         wait_idle(service)
+        started = time.monotonic()  # a refusal is audited before its answer is sent
+        assert service.request("GET", "/api/v1/backup?progress_id=not%20an%20id", service.auth()).status == 400
+        assert time.monotonic() - started < 2
+        started = time.monotonic()
+        upload = run_cli("upload", env={"DATABASE_URL": rich_db, **storage_env(proxy.endpoint, bucket)})
+        assert upload.returncode == 0, upload.stderr
+        assert time.monotonic() - started < 30 and "could not be written" in upload.stderr
 
         proxy.rules.clear()
         proxy.add(history_put, ["500"], repeat_last=True)  # then it refuses them outright
@@ -192,8 +199,8 @@ def test_a_stalled_then_refusing_bucket_delays_nothing_and_loses_nothing(
         assert "could not be written" in upload.stderr
         assert wait_until(lambda: audit(service)["history"]["problem"], 30)
         shown = audit(service)
-        # the merged view: both downloads and the stored backup, whether written yet or not
-        assert shown["history"]["writer"]["pending"] >= 1 and len(shown["entries"]) == 3
+        # the merged view: the downloads, the refused one and the stored backup, whether written yet or not
+        assert shown["history"]["writer"]["pending"] >= 1 and len(shown["entries"]) == 4
         page = service.request("GET", "/", basic("admin", service.password)).body.decode()
         assert 'id="history-problem"' in page and "History not recorded" in page
 
@@ -201,7 +208,7 @@ def test_a_stalled_then_refusing_bucket_delays_nothing_and_loses_nothing(
         written(service, timeout_s=60)
         assert audit(service)["history"]["problem"] is None
         assert [(e["type"], e["outcome"]) for e in audit(service)["entries"]] == [
-            ("backup", "ok"), ("stored-backup", "ok"), ("backup", "ok")]
+            ("backup", "ok"), ("backup", "refused"), ("stored-backup", "ok"), ("backup", "ok")]
         keys = history_keys(client, bucket)
         runs = [parse_name(k[len(PREFIX + "_history/"):]) for k in keys]
         assert len(keys) == len({(r.run, r.seq) for r in runs})  # nothing duplicated
