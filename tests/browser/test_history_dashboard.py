@@ -63,3 +63,19 @@ def test_the_dashboard_shows_the_same_history_after_a_restart(s3, moto_s3, rich_
 
     after = shoot_all(service, open_dashboard, "after")
     assert after == before
+
+
+def test_without_storage_the_dashboard_says_its_history_will_not_survive_a_restart(
+        rich_db, start_service, open_dashboard):
+    service = start_service(DATABASE_URL=rich_db)
+    assert service.request("GET", "/api/v1/backup", service.auth()).status == 200
+    for width in WIDTHS:
+        page = open_dashboard(service, width=width)
+        expect(page.locator("#history-note")).to_contain_text("This history will not survive a restart")
+        expect(page.locator("#recent tbody tr")).to_have_count(1)
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.locator("#history-note").screenshot(path=str(ARTIFACTS / f"history-memory-{width}-note.png"))
+    service.stop()
+    service.start()
+    page = open_dashboard(service)
+    expect(page.locator("#recent tbody tr.empty")).to_have_text("No backup attempts since the service started.")
