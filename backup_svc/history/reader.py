@@ -39,6 +39,8 @@ class BucketHistory:
         self._names: dict[str, list[str]] = {}  # day -> names, oldest first
         self._bodies: OrderedDict[str, HistoryEvent | None] = OrderedDict()  # None: unreadable
         self._pool = ThreadPoolExecutor(max_workers=FETCH_WORKERS, thread_name_prefix="history-read")
+        self._sorted: tuple[int, list[HistoryEvent]] = (-1, [])  # (bodies' version, newest first)
+        self._version = 0
         self.loaded = False
         self.error: str | None = None
         self.refreshed_at: float | None = None
@@ -99,6 +101,7 @@ class BucketHistory:
         for name, event in zip(missing, self._pool.map(self._fetch, missing)):
             with self._lock:
                 self._bodies[name] = event
+                self._version += 1
         with self._lock:
             out = []
             for name in names:
@@ -108,6 +111,7 @@ class BucketHistory:
                         out.append(self._bodies[name])
             while len(self._bodies) > MAX_BODIES:
                 self._bodies.popitem(last=False)
+                self._version += 1
             return out
 
     def page(self, before: datetime | None, limit: int) -> list[HistoryEvent]:
@@ -127,5 +131,12 @@ class BucketHistory:
     def cached(self) -> list[HistoryEvent]:
         """Every event read so far, newest first; never touches the network."""
         with self._lock:
+            version, ordered = self._sorted
+            if version == self._version:
+                return ordered
+            version = self._version
             events = [e for e in self._bodies.values() if e is not None]
-        return sorted(events, key=lambda e: e.name, reverse=True)
+        ordered = sorted(events, key=lambda e: e.name, reverse=True)
+        with self._lock:
+            self._sorted = (version, ordered)
+        return ordered

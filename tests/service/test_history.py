@@ -261,6 +261,11 @@ def test_history_retention_deletes_only_old_history_and_backup_retention_never_t
     assert history_keys(client, bucket) == kept  # backup retention never deletes history
     assert run_cli("prune", env={**env, "BACKUP_HISTORY_DAYS": "0"}).returncode == 2
 
+    again = seed_event(history, chain, now - timedelta(days=45))  # each stored backup applies it too
+    stored = run_cli("upload", env=env)
+    assert stored.returncode == 0, stored.stderr
+    assert again not in history_keys(client, bucket) and set(kept) <= set(history_keys(client, bucket))
+
 
 def test_history_check_reports_a_hand_edited_event_and_a_missing_one(s3, moto_s3, rich_db):
     client, bucket = s3
@@ -274,6 +279,11 @@ def test_history_check_reports_a_hand_edited_event_and_a_missing_one(s3, moto_s3
 
     listed = run_cli("history", env=env)
     assert listed.returncode == 0 and len(listed.stdout.splitlines()) == 5
+    as_json = [json.loads(line) for line in run_cli("history", "--json", env=env).stdout.splitlines()]
+    assert [e["seq"] for e in as_json] == [4, 3, 2, 1, 0]
+    older = run_cli("history", "--json", "--before", as_json[2]["time"], env=env)
+    assert [json.loads(line)["seq"] for line in older.stdout.splitlines()] == [1, 0]
+    assert run_cli("history", "--before", "last tuesday", env=env).returncode == 2
 
     edited = client.get_object(Bucket=bucket, Key=keys[1])["Body"].read().replace(b'"outcome":"ok"',
                                                                                      b'"outcome":"failed"')
