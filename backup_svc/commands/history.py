@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
+from backup_svc.commands.output import fail, refuse, say
 from backup_svc.config import ConfigError, Settings
 
 DEFAULT_LIMIT = 50
-
-
-def _say(line: str) -> None:
-    print(f"backup_svc: {line}", file=sys.stderr, flush=True)
 
 
 def _line(entry: dict) -> str:
@@ -36,36 +32,47 @@ def cmd_history(args: argparse.Namespace) -> int:
     try:
         settings = Settings.from_env(require_auth=False)
     except ConfigError as exc:
-        for problem in exc.problems:
-            _say(problem)
-        return 2
+        return refuse(exc.problems)
     if settings.storage is None:
-        _say("BACKUP_STORAGE_URL is not set: the history lives in the bucket (without one, only in the service's "
-             "memory and its log)")
-        return 2
+        return refuse(["BACKUP_STORAGE_URL is not set: the history lives in the bucket (without one, only in the "
+                       "service's memory and its log)"])
     history = history_for("history", settings.storage.location, settings.storage.client_env)
     if args.check:
         try:
             report = check_history(history.bucket)
         except StorageError as exc:
-            _say(f"history check failed: {exc}")
-            return 1
+            return fail(f"history check failed: {exc}")
         print("\n".join(report_lines(report)))
         return 0 if report.ok else 1
     try:
         before = parse_time(args.before) if args.before else None
     except ValueError:
-        _say(f"--before must be an ISO 8601 time such as 2026-12-04T10:00:00Z, got {args.before!r}")
-        return 2
+        return refuse([f"--before must be an ISO 8601 time such as 2026-12-04T10:00:00Z, got {args.before!r}"])
     events, error = history.page(before, args.limit)
     if error:
-        _say(f"history could not be read: {error}")
-        return 1
+        return fail(f"history could not be read: {error}")
     for event in events:
         print(json.dumps(event.body, sort_keys=True) if args.json else _line(event.body))
-    _say(f"{len(events)} event(s) from {history.bucket.url}, newest first"
-         + (f"; older ones: --before {events[-1].time}" if len(events) == args.limit else ""))
+    say(f"{len(events)} event(s) from {history.bucket.url}, newest first"
+        + (f"; older ones: --before {events[-1].time}" if len(events) == args.limit else ""))
     return 0
+
+
+def prune_history_now(settings: Settings, dry_run: bool) -> int:
+    """`prune`'s second half, BACKUP_HISTORY_DAYS: delete the history's events older than that (never a backup)."""
+    from backup_svc.history.bucket import HistoryBucket
+    from backup_svc.history.retention import prune_history
+    from backup_svc.storage.client import StorageError, make_client
+
+    location = settings.storage.location
+    bucket = HistoryBucket(make_client(settings.storage.client_env), location.bucket, location.prefix)
+    try:
+        report = prune_history(bucket, settings.history_days, dry_run=dry_run)
+    except StorageError as exc:
+        return fail(f"history retention failed, nothing was deleted: {exc}")
+    for line in report.lines():
+        say(line)
+    return 1 if report.failed else 0
 
 
 def history_check_lines(settings: Settings) -> tuple[list[str], bool]:

@@ -28,6 +28,8 @@ class StorageSettings:
     # BACKUP_EXPECTED_SCHEDULE: when another process (a cron service running `upload`) stores backups;
     # `serve` watches for them on it but takes none itself.
     expected_schedule: CronSchedule | None = None
+    # BACKUP_HISTORY_DAYS (config.NUMBERS reads it): the history's retention, applied after each stored backup.
+    history_days: int = 400
 
     @property
     def watched_schedule(self) -> CronSchedule | None:

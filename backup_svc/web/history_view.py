@@ -79,5 +79,4 @@ def audit():
     status = state.history.status()
     oldest = (entries[-1].get("recorded") or entries[-1].get("time")) if entries else None
     return jsonify(entries=entries, limit=limit, next_before=oldest if len(entries) == limit else None,
-                   complete=error is None, error=error, note=status["note"], history=status), 200, \
-        {"Cache-Control": "no-store"}
+                   complete=error is None, error=error, note=status["note"], history=status)

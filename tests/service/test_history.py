@@ -7,11 +7,8 @@ import re
 import time
 from datetime import datetime, timedelta, timezone
 
-import pytest
-
 from backup_svc.history.bucket import HistoryBucket
 from backup_svc.history.event import AUDIT, RunChain, parse_name
-from tests import receivers
 from tests.s3support import FaultProxy, history_keys, object_keys, s3_env, seed_backup
 from tests.support import LockedTable, basic, run_cli, wait_idle, wait_until
 
@@ -122,12 +119,6 @@ def test_audit_pages_backwards_without_losing_or_repeating_an_entry(s3, moto_s3,
     assert first["entries"] + rest["entries"] == everything
     assert service.request("GET", "/api/v1/audit?before=yesterday", service.auth()).status == 400
     assert service.request("GET", "/api/v1/audit?limit=0", service.auth()).status == 400
-
-
-@pytest.fixture
-def receiver():
-    with receivers.receivers() as make:
-        yield make
 
 
 def stale_alarms(hook) -> list[dict]:
