@@ -25,6 +25,8 @@ MAX_BODIES = 20000
 # write for a while) every so often; in between only today's and yesterday's folders are listed.
 FULL_LISTING_S = 600
 FETCH_WORKERS = 4
+# How far back a full refresh looks for events written late.
+LATE_WRITES = timedelta(days=7)
 
 
 class BucketHistory:
@@ -73,12 +75,15 @@ class BucketHistory:
         now = now or datetime.now(timezone.utc)
         recent = {day_folder(now), day_folder(now - timedelta(days=1))}
         full = full or self._days is None or time.monotonic() - self._days_at > FULL_LISTING_S
+        # a full refresh lists the last week's folders again (a process that could not write for a while
+        # writes its events late, under their own days); older folders once read are taken as they were
+        late = day_folder(now - LATE_WRITES)
         found: list[str] = []
         last_day = day_folder(before) if before is not None else None
         for day in self._day_list(now, full):
             if last_day is not None and day > last_day:
                 continue
-            names = self._day_names(day, fresh=full or day in recent)
+            names = self._day_names(day, fresh=day in recent or (full and day >= late))
             for name in reversed(names):
                 facts = parse_name(name)
                 if before is None or facts.time < before:
