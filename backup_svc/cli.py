@@ -1,5 +1,5 @@
 """`backup-svc` (or `python -m backup_svc`): serve | dump | check | verify | restore | sign-url |
-upload | list | prune | notify-test | drill."""
+upload | list | prune | notify-test | drill | history."""
 from __future__ import annotations
 
 import argparse
@@ -220,6 +220,9 @@ def main(argv: list[str] | None = None) -> int:
     from backup_svc.commands.notify import add_commands as add_notify_commands
 
     add_notify_commands(sub)
+    from backup_svc.commands.history import add_history_command
+
+    add_history_command(sub)
     args = parser.parse_args(argv)
     load_dotenv_file()
     return args.func(args)

@@ -45,9 +45,10 @@ def alert_lines(settings: Settings, purpose: str) -> list[str]:
         lines.append("alerts: note — no HEARTBEAT_URL: a failed backup is reported, but if backups stop running "
                      "(the process is down, out of memory, the cron service deleted) nothing here can say so; "
                      "a heartbeat monitor can (docs/notifications.md)")
-    if purpose == SERVE and storage.schedule is not None:
-        lines.append("alerts: the staleness alarm watches BACKUP_SCHEDULE: no stored backup for 1.5 intervals "
-                     "sends a `stale` alert")
+    if purpose == SERVE and storage.watched_schedule is not None:
+        which = "BACKUP_SCHEDULE" if storage.schedule is not None else "BACKUP_EXPECTED_SCHEDULE"
+        lines.append(f"alerts: the staleness alarm watches {which}: no successful stored backup for 1.5 "
+                     "intervals, or a failed scheduled run, sends one alert")
     return lines
 
 
@@ -99,6 +100,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     storage_lines, storage_ok = storage_check_lines(settings)
     print("\n".join(storage_lines))
     ok = ok and storage_ok
+    from backup_svc.commands.history import history_check_lines
+
+    history_lines, history_ok = history_check_lines(settings)
+    print("\n".join(history_lines))
+    ok = ok and history_ok
     installed = find_binaries("pg_dump", settings.pg_bin_dirs)
     print("pg_dump installed: " + (", ".join(f"{b.version} ({b.path})" for b in installed) or "none"))
     ready = dump_readiness(lambda: server_facts(settings.conn, timeout_s=settings.connect_timeout_s), installed)
