@@ -54,9 +54,8 @@ interface BackupOptions {
   branch?: string;
   /** Name of the bucket created for the stored backups. */
   bucketName?: string;
-  /** The other shape: scheduled backups in a `backups-cron` service instead of in `backups`
-   * (docs/deploy-railway.md, "The other shape"). Its failures still alert; the staleness alarm and
-   * the dashboard's overdue warning do not see its runs. */
+  /** The other shape: scheduled backups in a `backups-cron` service instead of in `backups`, which
+   * watches them through BACKUP_EXPECTED_SCHEDULE (docs/deploy-railway.md, "The other shape"). */
   cronService?: boolean;
 }
 
@@ -96,7 +95,10 @@ function backupServices(db: ReferencableDatabaseNode<"postgres">, options: Backu
       ...storage,
       // The default shape: this service takes the stored backups itself, on BACKUP_SCHEDULE, and
       // its staleness alarm and dashboard watch that schedule.
-      ...(options.cronService ? alertVariables() : { BACKUP_SCHEDULE: BACKUP_CRON, ...backupsHere }),
+      // The other shape: the cron service takes them, and this service watches its schedule (the staleness
+      // alarm and the dashboard's overdue warning) and shows its runs, read from the bucket's history.
+      ...(options.cronService ? { BACKUP_EXPECTED_SCHEDULE: BACKUP_CRON, ...alertVariables() }
+        : { BACKUP_SCHEDULE: BACKUP_CRON, ...backupsHere }),
     },
   });
   if (!options.cronService) {

@@ -147,3 +147,48 @@ def test_the_guides_default_alerts_on_a_failed_backup_and_on_staleness(s3, moto_
     log = service.log()
     for secret in (receivers.SECRET, ADMIN_PASSWORD, ADMIN_TOKEN, "hooksecretXYZ123", pg_cluster.password):
         assert secret not in log
+
+
+def test_the_other_shape_alerts_from_the_cron_run_and_from_the_web_service(s3, moto_s3, guide_db, pg_cluster,
+                                                                           start_service, smtp_server, receiver):
+    """The guide's other shape: `backups` with BACKUP_EXPECTED_SCHEDULE instead of BACKUP_SCHEDULE, and a
+    `backups-cron` run of `upload` with its own variables (Railway's cron start is `upload` run here by
+    hand). The run fails (the database refuses it): the cron run's alerts go out, and the web service,
+    reading the run from the bucket's history, raises its one "backups are failing" alarm."""
+    _, bucket = s3
+    controller, mailbox = smtp_server
+    hook, monitor = receiver(), receiver()
+    env = local_environment(guide_variables(), db_url=guide_db, bucket=bucket, endpoint=moto_s3.endpoint,
+                            smtp_port=controller.port, hook_url=hook.url + HOOK, ping_url=monitor.url + PING)
+    section = GUIDE.read_text().split("## The other shape:", 1)[1].split("\n## ", 1)[0]
+    assert "replace `BACKUP_SCHEDULE` by `BACKUP_EXPECTED_SCHEDULE` with the same value" in section
+    web_env = {**env, "BACKUP_SCHEDULE": "", "BACKUP_RETENTION": "",
+               "BACKUP_EXPECTED_SCHEDULE": env["BACKUP_SCHEDULE"]}  # `* * * * *` here, as above
+    cron_env = cron_environment(env)
+
+    served = run_cli("check", env=web_env)
+    assert served.returncode == 0, served.stdout + served.stderr
+    assert "the staleness alarm watches BACKUP_EXPECTED_SCHEDULE" in served.stdout
+
+    with pg_cluster.connect() as db:
+        db.execute("ALTER DATABASE guide_default ALLOW_CONNECTIONS false")
+    service = start_service(**web_env)
+    run = run_cli("upload", env=cron_env)
+    assert run.returncode == 1 and "refuses connections now" in run.stderr, run.stderr
+
+    # The cron run's own alerts.
+    assert [(method, path) for method, path, _, _ in monitor.requests] == [("GET", PING + "/fail")]
+    assert wait_until(lambda: mailbox.messages, 20, interval=0.5)
+    assert mailbox.parsed(0)["Subject"].startswith("[backup_svc] guide_default: backup FAILED at ")
+    assert [(p["event"], p["outcome"]) for p in posted(hook)][:1] == [("backup", "failed")]
+
+    # The web service's alarm, from the history (refreshed every 10 s), once.
+    def web_alarms():
+        return [p for p in posted(hook) if p["event"] == "stale"]
+
+    assert wait_until(web_alarms, 90, interval=1), service.log()[-3000:]
+    [alarm] = web_alarms()
+    assert alarm["outcome"] == "failed" and "refuses connections now" in alarm["error"], alarm
+    status = service.request("GET", "/api/v1/stored", {"Authorization": f"Bearer {ADMIN_TOKEN}"}).json()
+    assert status["newest"]["stale"] is True
+    assert status["last_failure"]["trigger"] == "upload command", status["last_failure"]

@@ -221,11 +221,14 @@ def test_exactly_one_service_takes_the_scheduled_backups(definition):
     cron = found.get(CRON)
     if cron is None:
         schedule = web["variables"]["BACKUP_SCHEDULE"]["value"]
+        assert "BACKUP_EXPECTED_SCHEDULE" not in web["variables"]
     else:
         assert "BACKUP_SCHEDULE" not in web["variables"]
         deploy = cron["deploy"]
         assert deploy["startCommand"] == "python -m backup_svc upload"
         schedule = deploy["cronSchedule"]
+        # The web service watches the cron service's schedule: staleness alarm and overdue warning.
+        assert web["variables"]["BACKUP_EXPECTED_SCHEDULE"] == {"type": "literal", "value": schedule}
         # A cron service exits when done: no healthcheck to fail, no restart loop.
         assert "healthcheckPath" not in deploy
         assert deploy.get("restartPolicyType") != "ALWAYS"

@@ -113,5 +113,5 @@ def test_a_failed_scheduled_run_makes_backups_stale_however_fresh_the_newest_is(
                                                (None, 300.0)])
 def test_the_watch_checks_often_enough_for_the_schedule(schedule, cadence):
     """Every 5 minutes, or a quarter of a shorter interval: a `* * * * *` alarm comes within 1.5-1.75 minutes."""
-    storage = SimpleNamespace(schedule=CronSchedule(schedule) if schedule else None)
+    storage = SimpleNamespace(watched_schedule=CronSchedule(schedule) if schedule else None)
     assert StalenessWatch.cadence_s(StoredSetup(dump=None, storage=storage, notify=None)) == cadence
