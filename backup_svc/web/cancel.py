@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import time
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, jsonify
 
 from backup_svc.dump.report import progress_report
 from backup_svc.links import LINK_ACTOR
@@ -25,7 +25,7 @@ CANCEL_WAIT_S = 2.0
 @auth.login_required
 def cancel_backup(backup_id: str):
     """Cancel a running backup: pg_dump stops, its client gets a broken transfer (see docs/api.md)."""
-    _same_origin_only()
+    _refuse_signed_links()
     state = service()
     if not BACKUP_ID.fullmatch(backup_id):
         api_abort(400, BAD_BACKUP_ID)
@@ -56,16 +56,11 @@ def _wait_until_ended(state: BackupService, backup_id: str, seconds: float) -> b
     return True
 
 
-def _same_origin_only() -> None:
-    """403 unless a browser's request comes from this service's own pages (scripts send neither header).
+def _refuse_signed_links() -> None:
+    """403 for a signed link: it can only download.
 
-    Stricter than the gate's cross-site check, which lets same-site navigations through: stopping
-    someone's backup is never a navigation.
+    That a browser's DELETE comes from this service's own pages is the gate's rule for every
+    state-changing request (security.state_change_refusal), checked before the credentials.
     """
-    site = request.headers.get("Sec-Fetch-Site")
-    origin = request.headers.get("Origin")
-    if (site is not None and site.lower() != "same-origin") or \
-            (origin is not None and origin.rstrip("/") != request.host_url.rstrip("/")):
-        api_abort(403, "Refused: a backup can be cancelled from this service's own dashboard, or by a script.")
     if current_actor() == LINK_ACTOR:
         api_abort(403, "A signed link can only download; cancelling needs the admin credentials.")

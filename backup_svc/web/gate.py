@@ -42,7 +42,7 @@ def check_before_credentials() -> str | None:
 
     None means: go on and check the `Authorization` header.
     """
-    refusal = state_change_refusal(request.method, request.headers, request.host)
+    refusal = state_change_refusal(request.method, request.headers, request.host_url)
     if refusal is not None:
         api_abort(403, refusal)
     state = service()
