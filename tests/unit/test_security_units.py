@@ -163,9 +163,25 @@ def test_audit_trail_keeps_the_latest_newest_first(caplog):
     ("unknown", "unknown"),
 ])
 def test_addresses_have_one_spelling(spelling, address):
-    from backup_svc.web.proxy import normalise_address
+    from backup_svc.clientaddress import normalise_address
 
     assert normalise_address(spelling) == address
+
+
+@pytest.mark.parametrize("text,label", [
+    ("203.000.113.007", "203.0.113.7"),
+    ("[2001:DB8::1]:443", "2001:db8::1"),
+    ("unknown", "invalid"),
+    ("A" * 16000, "invalid"),
+    ('203.0.113.7" 200 0 0ms "forged', "invalid"),
+    ("203.0.113.7\x1b[2J", "invalid"),
+    ("", "invalid"),
+    (None, None),
+])
+def test_a_client_is_written_as_an_address_or_invalid(text, label):
+    from backup_svc.clientaddress import client_label
+
+    assert client_label(text) == label
 
 
 @pytest.mark.parametrize("env,hops", [
