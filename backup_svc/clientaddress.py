@@ -55,3 +55,22 @@ def client_label(text: str | None) -> str | None:
     except ValueError:
         return INVALID
     return label
+
+
+def address_key(address: str | None) -> str:
+    """One client, for the throttle and the audit's refusal counts: an IPv4 address, or an IPv6 address's /64.
+
+    One IPv6 subscriber usually gets a whole /64, so counting single IPv6 addresses would let one
+    client rotate through 2^64 of them.
+    """
+    if not address:
+        return "-"
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if ip.version == 4:
+        return str(ip)
+    if ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ipaddress.ip_network(f"{ip}/64", strict=False))

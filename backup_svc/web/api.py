@@ -351,4 +351,4 @@ def database():
 def recent_attempts():
     """The latest backup attempts, newest first (kept in memory; lost on restart)."""
     trail = service().audit
-    return jsonify(entries=trail.recent(), kept=trail.keep, note=MEMORY_NOTE)
+    return jsonify(entries=trail.recent(), shown=trail.shown(), kept=trail.keep, note=MEMORY_NOTE)

@@ -18,8 +18,6 @@ bp = Blueprint("pages", __name__)
 
 # The page is slow to render when the database is; a page should not hang as long as a dump may wait.
 FACTS_TIMEOUT_S = 3
-# How many of the audit trail's attempts the page lists.
-RECENT_ATTEMPTS = 10
 # The Content-Security-Policy and the other security headers come from security.py, for every response.
 PAGE_HEADERS = {"Cache-Control": "no-store"}
 
@@ -89,7 +87,7 @@ def dashboard():
     notify = _notify_status(state)
     key = (tuple(sorted(shown.items())), state.audit.version, json.dumps(notify, sort_keys=True))
     html = current_app.extensions.setdefault("backup_svc.dashboard", RenderedPage()).html(
-        key, lambda: render_template("dashboard.html", recent=state.audit.recent()[:RECENT_ATTEMPTS], notify=notify,
+        key, lambda: render_template("dashboard.html", recent=state.audit.shown(), notify=notify,
                                     **shown))
     return Response(html, mimetype="text/html", headers=PAGE_HEADERS)
 

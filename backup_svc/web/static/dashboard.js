@@ -230,9 +230,10 @@
                                     credentials: "same-origin" })
       .then(function (response) { return response.ok ? response.json() : null; })
       .then(function (body) {
-        if (!body || !body.entries) return;
+        if (!body || !(body.shown || body.entries)) return;
         var tbody = table.querySelector("tbody");
-        var rows = body.entries.slice(0, 10).map(function (entry) {
+        // `shown`: the latest ten, refusals at the door at most half of them (the server's rule).
+        var rows = (body.shown || body.entries.slice(0, 10)).map(function (entry) {
           var row = document.createElement("tr");
           var outcome = (OUTCOME_PREFIX[entry.event] || "") + entry.outcome +
                         (entry.status && entry.status !== 200 ? " (" + entry.status + ")" : "");
