@@ -10,7 +10,7 @@ from backup_svc.config import Settings
 from backup_svc.notify.outcome import reporter_for
 from backup_svc.notify.reporter import Reporter
 from backup_svc.pg.binaries import PgBinary, find_binaries
-from backup_svc.pg.facts import CachedFacts
+from backup_svc.pg.facts import BackgroundFacts, CachedFacts
 from backup_svc.web.audit import AuditTrail
 from backup_svc.web.registry import BackupRegistry
 from backup_svc.web.throttle import AuthThrottle
@@ -32,7 +32,7 @@ class BackupService:
     audit: AuditTrail = field(init=False)
     facts: CachedFacts = field(init=False)
     reporter: Reporter = field(init=False)
-    readiness: CachedFacts = field(init=False)
+    readiness: BackgroundFacts = field(init=False)
     # Stored backups (web/stored.py's StoredBackups) when BACKUP_STORAGE_URL is set; made by create_app.
     stored: Any = field(init=False, default=None)
 
@@ -43,8 +43,10 @@ class BackupService:
         self.audit = AuditTrail()
         self.facts = CachedFacts(self.settings.conn)
         self.reporter = reporter_for(self.settings)
-        # /readyz is public: however often it is called, at most one connection per READINESS_TTL_S.
-        self.readiness = CachedFacts(self.settings.conn, ttl_s=READINESS_TTL_S, error_ttl_s=READINESS_TTL_S)
+        # /readyz is public: however often it is called, at most one connection per READINESS_TTL_S,
+        # and no caller waits for it (a hung database would hold every request thread).
+        self.readiness = BackgroundFacts(self.settings.conn, ttl_s=READINESS_TTL_S, error_ttl_s=READINESS_TTL_S,
+                                         timeout_s=min(self.settings.connect_timeout_s, 5))
 
 
 def service() -> BackupService:

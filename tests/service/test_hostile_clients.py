@@ -222,3 +222,50 @@ def test_the_smuggling_corpus_is_refused_without_desync_and_healthz_answers(serv
             else:
                 assert first[:1] in (b"2", b"3", b"4") and first != b"400", (name, statuses)
                 assert len(statuses) <= 2, (name, statuses)
+
+
+def _timed_get(port: int, path: str) -> tuple[float, int]:
+    begun = time.monotonic()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=PROBE_TIMEOUT_S)
+    try:
+        conn.request("GET", path)
+        reply = conn.getresponse()
+        reply.read()
+        return time.monotonic() - begun, reply.status
+    except OSError:
+        return PROBE_TIMEOUT_S, 0
+    finally:
+        conn.close()
+
+
+def test_readyz_callers_never_wait_on_a_hung_database(start_service, pg_cluster, rich_db, db_proxy):
+    """The database accepts connections and never answers (a frozen link: tests/support.py's proxy, a
+    real TCP path whose forwarding stops — the one fault here that is injected). 16 anonymous
+    /readyz callers in a loop must each get an answer at once, and /healthz must not wait behind them."""
+    service = start_service(DATABASE_URL=db_proxy.url(pg_cluster, "rich"), BACKUP_CONNECT_TIMEOUT="2")
+    assert service.request("GET", "/readyz").status == 200
+    db_proxy.freeze()
+    stop = threading.Event()
+    readyz: list[tuple[float, int]] = []
+
+    def caller():
+        while not stop.wait(0.1):
+            readyz.append(_timed_get(service.port, "/readyz"))
+
+    callers = [threading.Thread(target=caller, daemon=True) for _ in range(16)]
+    for thread in callers:
+        thread.start()
+    try:
+        # The cached answer lasts 5 s, a refresh gives up after 2 s, its failure is cached 5 s: by 14 s
+        # callers have met both a refresh with a good answer cached and one with a failure cached.
+        healthz = probe_healthz(service.port, 14.0)
+    finally:
+        stop.set()
+        for thread in callers:
+            thread.join(timeout=PROBE_TIMEOUT_S + 1)
+    statuses = {status for _, status in readyz}
+    print(f"hung database: /readyz {len(readyz)} answers, p99 {p99([t for t, _ in readyz]) * 1000:.0f} ms, "
+          f"statuses {sorted(statuses)}; /healthz p99 {p99(healthz) * 1000:.0f} ms")
+    assert p99(healthz) < P99_LIMIT_S
+    assert max(t for t, _ in readyz) < P99_LIMIT_S, "a /readyz caller waited on the database"
+    assert 503 in statuses  # the refresh found the database hung: the cached answer changed
