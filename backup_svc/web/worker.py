@@ -16,6 +16,9 @@ SEND_STALL_S (SEND_TIMEOUT_S at most; outbox.py). The connection's next request 
 read before the response ahead of it is sent. Only a response larger than OUTBOX_MAX_BYTES (an
 authenticated download) keeps its thread while the client reads.
 
+One client (when clients connect directly) holds at most MAX_CONNECTIONS_PER_CLIENT connections
+(clientcap.py), so that it cannot take all WORKER_CONNECTIONS.
+
 Closing a connection gracefully (FIN, then reading what the client still sends) is also moved out
 of the way: gthread did it inside its event loop, blocking it up to 2 s per connection.
 
@@ -40,6 +43,7 @@ from gunicorn.http.errors import InvalidResponseHeader, InvalidResponseHeaderNam
 from gunicorn.workers.gthread import ThreadWorker
 
 from backup_svc.web.arrival import Arrival, request_arrival
+from backup_svc.web.clientcap import CapsConnectionsPerClient
 from backup_svc.web.outbox import SendsLater, WriteBehindSocket
 
 # A request's head (and small body) must be complete this long after its first byte arrived.
@@ -64,7 +68,7 @@ _TOO_LARGE_REPLY = b"HTTP/1.1 431 Request Header Fields Too Large\r\nConnection:
 _NOT_SHOWN = "not shown: it may hold a credential"
 
 
-class GuardedWorker(SendsLater, ThreadWorker):
+class GuardedWorker(CapsConnectionsPerClient, SendsLater, ThreadWorker):
     """gthread with request heads read in the event loop under a deadline, and quiet client errors."""
 
     def __init__(self, *args, **kwargs):
@@ -159,6 +163,7 @@ class GuardedWorker(SendsLater, ThreadWorker):
         their side open stalled every other request for 100 s. Here the linger is one more socket
         the loop watches, at most MAX_LINGERING of them.
         """
+        self.release_client(conn)
         if not graceful:
             util.close(conn.sock)
             return

@@ -155,13 +155,18 @@ class SmugglingCorpus:
             thread.join(timeout=10)
 
 
+# The attackers connect from 127.0.0.1; the probes come from another loopback address, as another
+# client would (the service caps the connections of one client: web/clientcap.py).
+PROBE_SOURCE = ("127.0.0.2", 0)
+
+
 def probe_healthz(port: int, seconds: float) -> list[float]:
     """`/healthz` one request after another for `seconds`; each one's latency (no answer: PROBE_TIMEOUT_S)."""
     latencies = []
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         begun = time.monotonic()
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=PROBE_TIMEOUT_S)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=PROBE_TIMEOUT_S, source_address=PROBE_SOURCE)
         try:
             conn.request("GET", "/healthz")
             reply = conn.getresponse()
@@ -269,3 +274,68 @@ def test_readyz_callers_never_wait_on_a_hung_database(start_service, pg_cluster,
     assert p99(healthz) < P99_LIMIT_S
     assert max(t for t, _ in readyz) < P99_LIMIT_S, "a /readyz caller waited on the database"
     assert 503 in statuses  # the refresh found the database hung: the cached answer changed
+
+
+def test_one_client_cannot_take_every_connection(service):
+    """Past 100 connections at once from one client (here 127.0.0.1), more are answered 503 and closed
+    before anything is read; another client (127.0.0.2) is served meanwhile. Before the cap, 1,100
+    connections from one address that never read left /healthz unanswered for everyone."""
+    from backup_svc.web.clientcap import MAX_CONNECTIONS_PER_CLIENT
+
+    held = [_connect(service.port) for _ in range(MAX_CONNECTIONS_PER_CLIENT)]
+    try:
+        time.sleep(0.5)
+        extra = [_connect(service.port) for _ in range(20)]
+        answers = []
+        for sock in extra:
+            try:
+                answers.append(sock.recv(200))
+            except OSError:
+                answers.append(b"(nothing)")
+            sock.close()
+        latencies = probe_healthz(service.port, 1.0)
+    finally:
+        for sock in held:
+            sock.close()
+    assert all(answer.startswith(b"HTTP/1.1 503 ") for answer in answers), answers[:3]
+    assert p99(latencies) < P99_LIMIT_S
+    # Once they are closed, the client may connect again.
+    time.sleep(0.5)
+    again = http.client.HTTPConnection("127.0.0.1", service.port, timeout=PROBE_TIMEOUT_S)
+    try:
+        again.request("GET", "/healthz")
+        assert again.getresponse().status == 200
+    finally:
+        again.close()
+
+
+def test_a_client_that_does_not_read_is_not_served_ahead_and_is_closed(service):
+    """Pipelined requests behind a response the client has not read are not read, and the connection is
+    closed once the client has read nothing for SEND_STALL_S: the 200 requests are never all answered."""
+    from backup_svc.web.outbox import SEND_STALL_S
+
+    agent = f"slow-reader-{time.monotonic_ns()}"
+    request = f"GET /static/dashboard.js HTTP/1.1\r\nHost: x\r\nUser-Agent: {agent}\r\n\r\n".encode()
+    sock = _connect(service.port, rcvbuf=2048)
+    try:
+        sock.sendall(request * 200)
+        time.sleep(2)
+        answered = service.log().count(agent)
+        time.sleep(SEND_STALL_S + 2)
+        assert service.log().count(agent) == answered, "requests behind an unread response were served"
+        sock.settimeout(5)
+        received, closed = b"", False
+        try:
+            while chunk := sock.recv(1 << 20):  # what the kernel still held, then the server's close
+                received += chunk
+            closed = True
+        except ConnectionResetError:  # closed with the unread requests still in its buffer: a reset
+            closed = True
+        except TimeoutError:
+            pass
+    finally:
+        sock.close()
+    print(f"slow reader: {answered} of 200 pipelined requests answered before the client stopped reading")
+    assert 0 < answered < 200
+    assert closed, "the server kept the connection of a client that read nothing"
+    assert received.count(b"HTTP/1.1 200 OK") <= answered
