@@ -69,7 +69,8 @@ _NOT_SHOWN = "not shown: it may hold a credential"
 
 
 class GuardedWorker(CapsConnectionsPerClient, SendsLater, ThreadWorker):
-    """gthread with request heads read in the event loop under a deadline, and quiet client errors."""
+    """gthread with requests read and slow responses sent by the event loop under deadlines, a cap on
+    connections per client, and quiet client errors."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
