@@ -7,7 +7,7 @@ from gunicorn.config import Config
 from gunicorn.http.body import ChunkedReader, LengthReader
 from gunicorn.http.parser import RequestParser
 
-from backup_svc.web.arrival import MAX_BUFFERED_BODY
+from backup_svc.serving.arrival import MAX_BUFFERED_BODY
 
 BODY = b"x" * 100
 
@@ -71,7 +71,7 @@ PEER = ("127.0.0.1", 50000)
 
 def _cfg() -> Config:
     cfg = Config()
-    # The service's own limits and trust (web/server.py gunicorn_options).
+    # The service's own limits and trust (serving/server.py gunicorn_options).
     cfg.set("limit_request_line", 8190)
     cfg.set("limit_request_field_size", 16384)
     cfg.set("forwarded_allow_ips", "")

@@ -60,6 +60,7 @@ class FaultProxy:
       "drop"       read part of the body, then reset the connection
       "cut:N"      forward, but reset the connection after N bytes of the response body
       "tamper"     forward, with the x-amz-meta-sha256 header replaced
+      "short"      forward a HEAD with its Content-Length one byte short (the sha256 header intact)
       "slow:S"     wait S seconds, then forward (a slow link: keeps an upload running for a test)
       "forward"    pass it on unchanged
     The last action repeats when `repeat_last` is set, else requests pass once the actions run out.
@@ -167,6 +168,8 @@ class FaultProxy:
                     value = "0" * 64
                 handler.send_header(key, value)
             length = response.getheader("Content-Length") if handler.command == "HEAD" else len(payload)
+            if action == "short" and handler.command == "HEAD" and length is not None:
+                length = int(length) - 1
             handler.send_header("Content-Length", str(length or 0))
             handler.end_headers()
             if handler.command == "HEAD":

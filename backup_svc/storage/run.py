@@ -8,14 +8,15 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from backup_svc.config import Settings, StorageSettings
 from backup_svc.dump.backup import backup_filename, write_backup
+from backup_svc.dump.options import DumpOptions
 from backup_svc.dump.pipeline import DumpProgress
-from backup_svc.notify.rowcount import counts_metadata
+from backup_svc.dump.rowcount import counts_metadata
 from backup_svc.storage.client import RetryPolicy, StorageError, make_client
 from backup_svc.storage.location import BackupNames
 from backup_svc.storage.lock import StoredBackupLock
 from backup_svc.storage.prune import PruneReport, prune
+from backup_svc.storage.settings import StorageSettings
 from backup_svc.storage.upload import MultipartUpload, StoredObject
 
 log = logging.getLogger(__name__)
@@ -49,12 +50,12 @@ class _CancellableSink:
         return self.upload.write(data)
 
 
-def destination_of(settings: Settings, storage: StorageSettings) -> str:
+def destination_of(options: DumpOptions, storage: StorageSettings) -> str:
     """What the single-flight lock is about: one backup name in one bucket prefix."""
-    return f"{storage.location.url} {settings.backup_name}"
+    return f"{storage.location.url} {options.backup_name}"
 
 
-def take_stored_backup(settings: Settings, storage: StorageSettings, *, name: str | None = None,
+def take_stored_backup(options: DumpOptions, storage: StorageSettings, *, name: str | None = None,
                        application_name: str = "backup_svc-upload",
                        progress: DumpProgress | None = None, cancel: threading.Event | None = None,
                        client=None, retry: RetryPolicy = RetryPolicy()) -> StoredBackupResult:
@@ -68,14 +69,14 @@ def take_stored_backup(settings: Settings, storage: StorageSettings, *, name: st
     """
     client = client if client is not None else make_client(storage.client_env)
     started = time.monotonic()
-    with StoredBackupLock(settings.conn, destination_of(settings, storage), timeout_s=settings.connect_timeout_s):
-        name = name or backup_filename(settings.backup_name)
+    with StoredBackupLock(options.conn, destination_of(options, storage), timeout_s=options.connect_timeout_s):
+        name = name or backup_filename(options.backup_name)
         key = storage.location.key(name)
-        metadata = {"backup-name": settings.backup_name}
+        metadata = {"backup-name": options.backup_name}
         with MultipartUpload(client, storage.location.bucket, key, metadata=metadata, retry=retry) as upload:
             sink = _CancellableSink(upload, cancel or threading.Event())
             # count_rows: each table's rows go into the metadata, for restore drills to check against.
-            written = write_backup(settings, sink, application_name=application_name, progress=progress,
+            written = write_backup(options, sink, application_name=application_name, progress=progress,
                                    count_rows=True)
             # write_backup returned: pg_dump exited 0 and its output ended with the completion line.
             if written.sha256 != upload.sha256 or written.gzip_bytes != upload.size:
@@ -92,7 +93,7 @@ def take_stored_backup(settings: Settings, storage: StorageSettings, *, name: st
         result = StoredBackupResult(stored=stored, seconds=time.monotonic() - started, sql_bytes=written.sql_bytes)
         if storage.retention is not None:
             try:
-                result.retention = prune(client, storage.location, BackupNames(settings.backup_name),
+                result.retention = prune(client, storage.location, BackupNames(options.backup_name),
                                          storage.retention, retry=retry)
                 if result.retention.failed:
                     result.retention_error = "; ".join(f"{n}: {e}" for n, e in result.retention.failed)

@@ -8,9 +8,9 @@ from flask import Blueprint, jsonify
 
 from backup_svc.dump.report import progress_report
 from backup_svc.links import LINK_ACTOR
-from backup_svc.web.api import BACKUP_ID, BAD_BACKUP_ID
 from backup_svc.web.audit import request_facts
 from backup_svc.web.auth import auth, current_actor
+from backup_svc.web.backup_id import require_backup_id
 from backup_svc.web.errors import api_abort
 from backup_svc.web.state import BackupService, service
 
@@ -25,10 +25,9 @@ CANCEL_WAIT_S = 2.0
 @auth.login_required
 def cancel_backup(backup_id: str):
     """Cancel a running backup: pg_dump stops, its client gets a broken transfer (see docs/api.md)."""
-    _refuse_signed_links()
+    _no_signed_link()
     state = service()
-    if not BACKUP_ID.fullmatch(backup_id):
-        api_abort(400, BAD_BACKUP_ID)
+    require_backup_id(backup_id)
     record = state.registry.get(backup_id)
     if record is None:
         api_abort(404, "No running or recently finished backup has this id.")
@@ -44,7 +43,7 @@ def cancel_backup(backup_id: str):
         _wait_until_ended(state, backup_id, CANCEL_WAIT_S)
     report = progress_report(record.id, record.filename, record.progress,
                              running=state.registry.is_running(backup_id), status=record.status, watch=record.watch)
-    return jsonify(report), 200, {"Cache-Control": "no-store"}
+    return jsonify(report), 200
 
 
 def _wait_until_ended(state: BackupService, backup_id: str, seconds: float) -> bool:
@@ -56,11 +55,11 @@ def _wait_until_ended(state: BackupService, backup_id: str, seconds: float) -> b
     return True
 
 
-def _refuse_signed_links() -> None:
-    """403 for a signed link: it can only download.
+def _no_signed_link() -> None:
+    """403 for a signed link: it may only download.
 
-    That a browser's DELETE comes from this service's own pages is the gate's rule for every
-    state-changing request (security.state_change_refusal), checked before the credentials.
+    From a browser only this service's own pages may cancel: the gate's one same-origin rule
+    (security.state_change_refusal) has refused every other page before the credentials were read.
     """
     if current_actor() == LINK_ACTOR:
         api_abort(403, "A signed link can only download; cancelling needs the admin credentials.")

@@ -19,7 +19,6 @@ bp = Blueprint("pages", __name__)
 # The page is slow to render when the database is; a page should not hang as long as a dump may wait.
 FACTS_TIMEOUT_S = 3
 # The Content-Security-Policy and the other security headers come from security.py, for every response.
-PAGE_HEADERS = {"Cache-Control": "no-store"}
 
 
 def human_bytes(size: int | float | None) -> str:
@@ -89,7 +88,7 @@ def dashboard():
     html = current_app.extensions.setdefault("backup_svc.dashboard", RenderedPage()).html(
         key, lambda: render_template("dashboard.html", recent=state.audit.shown(), notify=notify,
                                     **shown))
-    return Response(html, mimetype="text/html", headers=PAGE_HEADERS)
+    return Response(html, mimetype="text/html")
 
 
 def _notify_status(state) -> dict | None:
@@ -149,4 +148,4 @@ def doc(name: str):
         api_abort(404, "No such document; the docs/ folder of the repository has them all.")
     title, body = render_doc(path)
     html = render_template("doc.html", title=title, body=body, source=f"docs/{path.name}", docs_available=True)
-    return Response(html, mimetype="text/html", headers=PAGE_HEADERS)
+    return Response(html, mimetype="text/html")

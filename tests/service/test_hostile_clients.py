@@ -156,7 +156,7 @@ class SmugglingCorpus:
 
 
 # The attackers connect from 127.0.0.1; the probes come from another loopback address, as another
-# client would (the service caps the connections of one client: web/clientcap.py).
+# client would (the service caps the connections of one client: serving/clientcap.py).
 PROBE_SOURCE = ("127.0.0.2", 0)
 
 
@@ -280,7 +280,7 @@ def test_one_client_cannot_take_every_connection(service):
     """Past 100 connections at once from one client (here 127.0.0.1), more are answered 503 and closed
     before anything is read; another client (127.0.0.2) is served meanwhile. Before the cap, 1,100
     connections from one address that never read left /healthz unanswered for everyone."""
-    from backup_svc.web.clientcap import MAX_CONNECTIONS_PER_CLIENT
+    from backup_svc.serving.clientcap import MAX_CONNECTIONS_PER_CLIENT
 
     held = [_connect(service.port) for _ in range(MAX_CONNECTIONS_PER_CLIENT)]
     try:
@@ -312,7 +312,7 @@ def test_one_client_cannot_take_every_connection(service):
 def test_a_client_that_does_not_read_is_not_served_ahead_and_is_closed(service):
     """Pipelined requests behind a response the client has not read are not read, and the connection is
     closed once the client has read nothing for SEND_STALL_S: the 200 requests are never all answered."""
-    from backup_svc.web.outbox import SEND_STALL_S
+    from backup_svc.serving.outbox import SEND_STALL_S
 
     agent = f"slow-reader-{time.monotonic_ns()}"
     request = f"GET /static/dashboard.js HTTP/1.1\r\nHost: x\r\nUser-Agent: {agent}\r\n\r\n".encode()

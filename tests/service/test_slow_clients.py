@@ -9,7 +9,7 @@ import socket
 import threading
 import time
 
-from backup_svc.web.worker import HEAD_TIMEOUT_S
+from backup_svc.serving.worker import HEAD_TIMEOUT_S
 from tests.support import gzip_is_valid
 
 ATTACK_S = HEAD_TIMEOUT_S + 4
@@ -36,7 +36,7 @@ class Attack:
     def start(self) -> "Attack":
         for kind, (count, first, _) in ATTACKERS.items():
             for _ in range(count):
-                # Many clients: one holds at most 100 connections (web/clientcap.py), so 50 per address.
+                # Many clients: one holds at most 100 connections (serving/clientcap.py), so 50 per address.
                 source = (f"127.0.1.{len(self.sockets) // 50 + 1}", 0)
                 sock = socket.create_connection(("127.0.0.1", self.port), timeout=5, source_address=source)
                 sock.setblocking(False)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from backup_svc.web.arrival import MAX_BUFFERED_BODY, request_arrival
+from backup_svc.serving.arrival import MAX_BUFFERED_BODY, request_arrival
 from tests.hostile_requests import BODY, CFG, CORPUS, PEER, gunicorn_reads
 
 @pytest.mark.parametrize("name", list(CORPUS))

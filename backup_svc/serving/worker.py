@@ -42,9 +42,9 @@ from gunicorn import util
 from gunicorn.http.errors import InvalidResponseHeader, InvalidResponseHeaderName, ParseException
 from gunicorn.workers.gthread import ThreadWorker
 
-from backup_svc.web.arrival import Arrival, request_arrival
-from backup_svc.web.clientcap import CapsConnectionsPerClient
-from backup_svc.web.outbox import SendsLater, WriteBehindSocket
+from backup_svc.serving.arrival import Arrival, request_arrival
+from backup_svc.serving.clientcap import CapsConnectionsPerClient
+from backup_svc.serving.outbox import SendsLater, WriteBehindSocket
 
 # A request's head (and small body) must be complete this long after its first byte arrived.
 HEAD_TIMEOUT_S = 10.0
@@ -94,12 +94,9 @@ class GuardedWorker(CapsConnectionsPerClient, SendsLater, ThreadWorker):
         self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_readable, conn))
 
     def _on_readable(self, conn, _sock) -> None:
-        try:
-            data = conn.sock.recv(READ_SIZE)
-        except (BlockingIOError, InterruptedError):
+        data = _receive(conn.sock)
+        if data is None:
             return
-        except OSError:
-            data = b""
         if not data:
             self._drop(conn)
             return
@@ -181,12 +178,9 @@ class GuardedWorker(CapsConnectionsPerClient, SendsLater, ThreadWorker):
             self._end_linger(next(iter(self.lingering)))
 
     def _on_lingering_readable(self, conn, _sock) -> None:
-        try:
-            data = conn.sock.recv(READ_SIZE)
-        except (BlockingIOError, InterruptedError):
+        data = _receive(conn.sock)
+        if data is None:
             return
-        except OSError:
-            data = b""
         conn.drained += len(data)
         if not data or conn.drained > MAX_DRAIN:
             self._end_linger(conn)
@@ -250,3 +244,14 @@ def _quiet(exc: Exception) -> Exception:
     quiet.__dict__.update(exc.__dict__)
     quiet.args = ()
     return quiet
+
+
+def _receive(sock: socket.socket) -> bytes | None:
+    """Up to READ_SIZE bytes from a non-blocking socket: b"" when it is closed or broken, None when
+    nothing is there yet."""
+    try:
+        return sock.recv(READ_SIZE)
+    except (BlockingIOError, InterruptedError):
+        return None
+    except OSError:
+        return b""
