@@ -223,7 +223,8 @@
         var rows = (body.shown || body.entries.slice(0, 10)).map(function (entry) {
           var row = document.createElement("tr");
           var outcome = (OUTCOME_PREFIX[entry.event] || "") + entry.outcome +
-                        (entry.status && entry.status !== 200 ? " (" + entry.status + ")" : "");
+                        (entry.status && entry.status !== 200 ? " (" + entry.status + ")" : "") +
+                        (entry.count > 1 ? " × " + entry.count : "");  // refusals: counted per minute
           [utcSeconds(entry.time), entry.actor || "–", entry.client || "–", outcome, humanBytes(entry.bytes),
            duration(entry.duration_s)].forEach(function (text, n) {
             var cell = document.createElement("td");
