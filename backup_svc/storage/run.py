@@ -101,4 +101,19 @@ def take_stored_backup(options: DumpOptions, storage: StorageSettings, *, name: 
                 result.retention_error = str(exc)
             if result.retention_error:
                 log.error("retention after %s failed: %s", name, result.retention_error)
+        _prune_history(client, storage, storage.history_days)
     return result
+
+
+def _prune_history(client, storage: StorageSettings, days: int) -> None:
+    """BACKUP_HISTORY_DAYS after each stored backup: only history events, and a failure only logged."""
+    from backup_svc.history.bucket import HistoryBucket
+    from backup_svc.history.retention import prune_history
+
+    try:
+        report = prune_history(HistoryBucket(client, storage.location.bucket, storage.location.prefix), days)
+    except StorageError as exc:
+        log.warning("history retention failed (the backup is stored; `prune` tries again): %s", exc)
+        return
+    if report.deleted or report.failed:
+        log.info("; ".join(report.lines()))

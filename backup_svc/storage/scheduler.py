@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from backup_svc.dump.backup import backup_filename
+from backup_svc.history.hooks import record_run
 from backup_svc.storage.prompt import PromptStorage
 from backup_svc.storage.schedule import Scheduler
 from backup_svc.timefmt import utc_now
@@ -34,6 +35,8 @@ SLOT_WAIT_S = 600
 SLOT_POLL_S = 2.0
 # How long the exiting worker waits for a cancelled upload to be aborted.
 ABORT_WAIT_S = 20
+# How long it then waits for its last history events to reach the bucket (they are in the log either way).
+HISTORY_FLUSH_S = 5
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,7 @@ class StoredBackups:
         self.cancel = threading.Event()
         self.scheduler: Scheduler | None = None
         self.staleness = None  # the StalenessWatch beside the scheduler (notify)
+        self.refresher = None  # keeps the bucket's history at hand (history/refresh.py)
         self.up_since: datetime = utc_now()
         self.last_run: RunOutcome | None = None
         self.last_scheduled: RunOutcome | None = None
@@ -76,19 +80,33 @@ class StoredBackups:
         self._running = threading.Lock()
 
     def start(self) -> "StoredBackups":
+        from backup_svc.history.refresh import HistoryRefresher
+        from backup_svc.notify.outcome import StalenessWatch
+
         schedule = self.storage.schedule
         if schedule is not None:
-            from backup_svc.notify.outcome import StalenessWatch
-
             self.scheduler = Scheduler(schedule, self.run_once).start()
-            self.staleness = StalenessWatch(self.state.reporter, self.state.setup).start()
             log.info("stored backups on schedule %r: %s, to %s", str(schedule), schedule.describe(),
                      self.storage.location.url)
+        elif self.storage.expected_schedule is not None:
+            log.info("stored backups expected from another process on %r (BACKUP_EXPECTED_SCHEDULE): %s; "
+                     "this service only watches for them", str(self.storage.expected_schedule),
+                     self.storage.expected_schedule.describe())
+        if self.storage.watched_schedule is not None:
+            self.staleness = StalenessWatch(self.state.reporter, self.state.setup,
+                                            history=self.state.history).start()
+        audit = self.state.audit
+        # The bucket's history kept at hand; this minute's refusals handed on once the minute is over; a
+        # run seen in the history (a cron service's too) checked for staleness at once.
+        ticks = [lambda: audit.flush_refusals(iso_utc(time.time())[:16])]
+        if self.staleness is not None:
+            ticks.append(self.staleness.check_after_new_run)
+        self.refresher = HistoryRefresher(self.state.history, tuple(ticks)).start()
         return self
 
     def next_run(self, now: datetime) -> datetime | None:
-        """When the schedule runs next (None without BACKUP_SCHEDULE)."""
-        schedule = self.storage.schedule
+        """When the schedule runs next, here or in another process (None without a schedule)."""
+        schedule = self.storage.watched_schedule
         if schedule is None:
             return None
         planned = self.scheduler.next_run if self.scheduler is not None else None
@@ -102,7 +120,7 @@ class StoredBackups:
             probe = self.prompt.permissions().as_json()
         except StorageError as exc:
             probe = {"reachable": False, "ok": False, "permissions": {}, "problems": [self.prompt.explain(exc)]}
-        schedule, now = self.storage.schedule, utc_now()
+        schedule, now = self.storage.watched_schedule, utc_now()
         return {
             "url": self.storage.location.url, "endpoint": self.prompt.endpoint, **probe,
             "schedule": {"expression": str(schedule), "description": schedule.describe(),
@@ -210,6 +228,8 @@ class StoredBackups:
             self.last_scheduled = run
         if run.failed:
             self.last_failure = run
+        record_run(self.state.history, trigger=trigger, outcome=outcome, started=started, finished=run.finished,
+                   name=name, error=error, backup_id=backup_id)
         self.state.audit.record(event=AUDIT_EVENT, actor=actor, client=facts.get("client"),
                                 user_agent=facts.get("user_agent"), outcome=outcome, started=started,
                                 backup_id=backup_id, name=name, error=error, **amounts)
@@ -222,6 +242,11 @@ class StoredBackups:
             self.scheduler.stop(timeout_s=0.1)
         if self.staleness is not None:
             self.staleness.stop()
+        if self.refresher is not None:
+            self.refresher.stop()
+        # what this process still has to say goes to the bucket now, within a few seconds
+        self.state.audit.flush_refusals()
+        self.state.history.flush(HISTORY_FLUSH_S)
         if self._running.acquire(timeout=ABORT_WAIT_S):
             self._running.release()
 

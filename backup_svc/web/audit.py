@@ -6,6 +6,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict, deque
+from typing import Callable
 
 from flask import request
 
@@ -14,8 +15,6 @@ from backup_svc.timefmt import iso_utc
 from backup_svc.web.proxy import client_address
 
 KEEP = 50
-# How many attempts the dashboard lists; refusals at the door take at most half of them.
-SHOWN = 10
 DENIED = "denied"
 # Refusals at the door are counted per client (an IPv6 /64) and minute and status; in one minute at
 # most this many clients get an entry of their own, the rest are counted together as OTHERS.
@@ -24,8 +23,6 @@ OTHERS = "others"
 # Refusals logged one line each per minute; the rest are counted, and logged as one `denied_summary`
 # line per client once the minute is over: a flood cannot make the log platform drop real lines.
 DENIED_LINES_PER_MINUTE = 60
-# Readers are told this with the list (GET /api/v1/audit).
-MEMORY_NOTE = "Kept in this process's memory only: lost on restart or redeploy. The log has every attempt."
 # The endpoints whose refusals are audited (method, event): everything that hands out or makes a backup.
 AUDITED_ENDPOINTS = {"api.backup": ("GET", "backup"), "stored.start": ("POST", "stored-backup"),
                      "stored.download": ("GET", "stored-download")}
@@ -40,7 +37,8 @@ class AuditTrail:
     Attempts turned away at the door (`denied`: credentials, throttle, another site) are kept apart,
     counted per client (an IPv6 /64), minute and status — at most DENIED_CLIENTS_PER_MINUTE clients
     a minute, the rest together — also at most `keep` of them: anyone can cause those, and a flood
-    of them must not push real backups out of memory or off the dashboard (`shown`). The first
+    of them must not push real backups out of memory or off the dashboard (history/summary.py's
+    `recent_attempts`). The first
     DENIED_LINES_PER_MINUTE of a minute are log lines; the rest are summed up per client after it.
     Entries hold who, from where, what happened and how much; never a credential, a link's
     signature or a database password (error messages are scrubbed before they get here).
@@ -58,6 +56,10 @@ class AuditTrail:
         self._unlogged: dict[tuple, dict] = {}  # (client, status) -> a summary of refusals not logged
         self._flush_timer: threading.Timer | None = None
         self.version = 0  # counts recorded attempts: a page showing them knows when to render again
+        # The durable history (history/hooks.py), when there is one: told of each attempt, and of each
+        # minute's refusal aggregate once that minute is over (so a flood is one event per client and minute).
+        self.sink: Callable[[dict], None] | None = None
+        self._emitted: set[tuple] = set()
 
     def record(self, *, actor: str | None, client: str | None, user_agent: str | None, outcome: str,
                started: float, status: int | None = None, backup_id: str | None = None, gzip_bytes: int = 0,
@@ -79,6 +81,9 @@ class AuditTrail:
             with self._lock:
                 self._entries.append(entry)
                 self.version += 1
+            if self.sink is not None:
+                self.sink(dict(entry))
+            self.flush_refusals(entry["time"][:16])
             return entry
         with self._lock:
             self._new_minute(entry["time"][:16])  # time[:16]: YYYY-MM-DDTHH:MM
@@ -92,7 +97,26 @@ class AuditTrail:
             self.version += 1
         if logged:
             audit_log.info(json.dumps(entry))
+        self.flush_refusals(entry["time"][:16])
         return entry
+
+    def flush_refusals(self, before_minute: str | None = None) -> None:
+        """Hand the refusal aggregates of minutes before `before_minute` (`YYYY-MM-DDTHH:MM`; None: all,
+        at shutdown) to the sink, each once. Called after each entry and by the history's background tick."""
+        if self.sink is None:
+            return
+        with self._lock:
+            closed = [(key, dict(kept)) for key, kept in self._denied.items() if key not in self._emitted
+                      and (before_minute is None or key[1] < before_minute)]
+            self._emitted.update(key for key, _ in closed)
+            self._emitted &= set(self._denied)
+        for _, aggregate in closed:
+            self.sink(aggregate)
+
+    def open_refusals(self) -> list[dict]:
+        """The refusal aggregates not yet handed to the sink (this minute's), for the merged view."""
+        with self._lock:
+            return [dict(kept) for key, kept in self._denied.items() if key not in self._emitted]
 
     def _client_of(self, address: str | None) -> str:
         """The refusal's client (its /64 for IPv6), or OTHERS past this minute's clients; hold the lock."""
@@ -150,13 +174,6 @@ class AuditTrail:
         """
         audit_log.info(json.dumps({"event": "backup_started", "time": iso_utc(started, "milliseconds"),
                                    "id": backup_id, "actor": actor, "client": client, "user_agent": user_agent}))
-
-    def shown(self, limit: int = SHOWN) -> list[dict]:
-        """The `limit` latest attempts for the dashboard, at most half of them refusals at the door."""
-        entries = self.recent()
-        denied = [entry for entry in entries if entry["outcome"] == DENIED][:limit // 2]
-        chosen = [entry for entry in entries if entry["outcome"] != DENIED][:limit - len(denied)] + denied
-        return sorted(chosen, key=lambda entry: entry["time"], reverse=True)
 
     def recent(self) -> list[dict]:
         """The remembered attempts (backups, and refusals at the door counted per client and minute), latest first."""

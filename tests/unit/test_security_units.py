@@ -249,16 +249,21 @@ def test_the_dashboard_always_shows_real_attempts():
     """Before, ten refusals at the door newer than the last backup pushed it off the dashboard's list."""
     import time
 
-    trail = AuditTrail()
+    from backup_svc.history.event import HistoryEvent
+    from backup_svc.history.summary import recent_attempts
+    from backup_svc.timefmt import iso_utc
+
     now = time.time()
-    for n in range(8):
-        trail.record(actor="token", client="198.51.100.1", user_agent="curl", outcome="ok", started=now - 100 + n,
-                     status=200, backup_id=f"real-{n}")
+    attempts = [HistoryEvent(body={"kind": "audit", "time": iso_utc(now - 100 + n, "milliseconds"), "process": "serve",
+                                   "data": {"outcome": "ok", "id": f"real-{n}",
+                                            "time": iso_utc(now - 100 + n, "milliseconds")}},
+                             data=b"", sha256="", name="") for n in range(8)]
+    trail = AuditTrail()
     for n in range(4):  # four minutes of refusals from many clients, all newer
         for client in range(10):
             trail.record(actor=None, client=f"203.0.113.{client}", user_agent=None, outcome="denied",
                          started=now + 60 * n, status=401)
-    shown = trail.shown(10)
+    shown = recent_attempts(list(reversed(attempts)), trail.recent(), 10)
     assert len(shown) == 10
     assert [e["id"] for e in shown if e["outcome"] == "ok"] == [f"real-{n}" for n in (7, 6, 5, 4, 3)]
 

@@ -219,12 +219,12 @@
       .then(function (body) {
         if (!body || !(body.shown || body.entries)) return;
         var tbody = table.querySelector("tbody");
-        // `shown`: the latest ten, refusals at the door at most half of them (the server's rule).
+        // `shown`: what the page lists (history/summary.py recent_attempts: refusals at most half of it).
         var rows = (body.shown || body.entries.slice(0, 10)).map(function (entry) {
           var row = document.createElement("tr");
           var outcome = (OUTCOME_PREFIX[entry.event] || "") + entry.outcome +
                         (entry.status && entry.status !== 200 ? " (" + entry.status + ")" : "") +
-                        (entry.count > 1 ? " × " + entry.count : "");  // refusals: counted per minute
+                        (entry.count > 1 ? " ×" + entry.count : "");  // refusals: counted per minute
           [utcSeconds(entry.time), entry.actor || "–", entry.client || "–", outcome, humanBytes(entry.bytes),
            duration(entry.duration_s)].forEach(function (text, n) {
             var cell = document.createElement("td");
