@@ -10,6 +10,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 from .draining import RAILWAY_MARKERS, Draining
 from .draining import VARIABLE as DRAINING_VARIABLE
 from backup_svc.notify.settings import NotifySettings, notify_settings
+from backup_svc.restoring.settings import RestoreSettings, restore_settings
 from backup_svc.storage.settings import StorageSettings, storage_settings
 
 MIN_SECRET_LENGTH = 16
@@ -184,6 +185,8 @@ class Settings:
     storage: StorageSettings | None = None
     # Notifications and restore drills (SMTP_URL, NOTIFY_*, HEARTBEAT_URL, RESTORE_DRILL_URL); None: none set up.
     notify: NotifySettings | None = None
+    # RESTORE_TOKEN and RESTORE_SWAP_TIMEOUT (restoring/settings.py)
+    restore: RestoreSettings = field(default_factory=RestoreSettings)
 
     @property
     def grace_s(self) -> int:
@@ -223,6 +226,7 @@ class Settings:
         bin_dirs = pg_bin_dirs(env)
         storage = storage_settings(env, problems)
         notify = notify_settings(env, problems, source=conn)
+        restore = restore_settings(env, problems)
 
         if problems:
             raise ConfigError(problems)
@@ -239,6 +243,7 @@ class Settings:
             draining=draining,
             storage=storage,
             notify=notify,
+            restore=restore,
             **numbers,
         )
 

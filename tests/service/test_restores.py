@@ -1,0 +1,257 @@
+"""Restores from the API against a real PostgreSQL, gunicorn and moto's S3 server: into a new database,
+replacing the live one while an application reads and writes, undo, drop, and every way it can go
+wrong leaving the live database untouched and no stray database behind."""
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+import time
+
+import psycopg
+import pytest
+
+from tests.s3support import s3_env
+from tests.support import DATA, basic, bearer, snapshot, wait_until
+
+RESTORE_TOKEN = "restore-" + "r" * 20
+
+
+def storage_env(endpoint: str, bucket: str) -> dict[str, str]:
+    return {"BACKUP_STORAGE_URL": f"s3://{bucket}/db/", **s3_env(endpoint)}
+
+
+def post_json(service, method: str, path: str, body: dict | None, headers: dict):
+    """A request with a JSON body (Service.request sends none)."""
+    conn = service.connection(timeout=60)
+    payload = json.dumps(body).encode() if body is not None else None
+    conn.request(method, path, body=payload, headers={"Content-Type": "application/json", **headers})
+    response = conn.getresponse()
+    data = response.read()
+    conn.close()
+    return response.status, (json.loads(data) if data.startswith(b"{") else data), dict(response.headers)
+
+
+def store_backup(service) -> str:
+    """One stored backup now (POST /api/v1/stored, followed to its end); its name."""
+    started = service.request("POST", "/api/v1/stored", service.auth())
+    assert started.status == 202, started.body
+    url = started.json()["progress_url"]
+    assert wait_until(lambda: service.request("GET", url, service.auth()).json()["state"] != "running", 120)
+    report = service.request("GET", url, service.auth()).json()
+    assert report["state"] == "done", report
+    return report["filename"] if "filename" in report else service.request(
+        "GET", "/api/v1/stored", service.auth()).json()["backups"][0]["name"]
+
+
+def login(service) -> dict:
+    """The dashboard's login (HTTP basic): one of the two credentials that may change databases."""
+    return basic("admin", service.password)
+
+
+def follow(service, body: dict, timeout_s: float = 180, headers: dict | None = None) -> dict:
+    status, started, _ = post_json(service, "POST", "/api/v1/restores", body, headers or login(service))
+    assert status == 202, started
+    return wait_for_end(service, started["progress_url"], timeout_s)
+
+
+def wait_for_end(service, url: str, timeout_s: float = 180) -> dict:
+    def ended():
+        report = service.request("GET", url, service.auth()).json()
+        return report if report["state"] != "running" else None
+    report = wait_until(ended, timeout_s, interval=0.2)
+    assert report, f"the restore did not end within {timeout_s} s"
+    return report
+
+
+def databases(cluster) -> set[str]:
+    with cluster.connect() as db:
+        return {name for (name,) in db.execute("SELECT datname FROM pg_database")}
+
+
+def allow_connections(cluster, name: str) -> bool:
+    with cluster.connect() as db:
+        return db.execute("SELECT datallowconn FROM pg_database WHERE datname = %s", (name,)).fetchone()[0]
+
+
+@pytest.fixture
+def live(pg_cluster):
+    """A fresh copy of the rich database, as the application's live database (dropped afterwards)."""
+    name = f"live_{secrets.token_hex(3)}"
+    url = pg_cluster.create_database(name, (DATA / "rich.sql").read_text())
+    before = databases(pg_cluster)
+    yield name, url
+    with pg_cluster.connect() as db:
+        for other in databases(pg_cluster) - (before - {name}):
+            if other.startswith(name):
+                db.execute(f'DROP DATABASE IF EXISTS "{other}" WITH (FORCE)')
+
+
+@pytest.fixture
+def restore_service(live, s3, moto_s3, start_service):
+    """A service on the live database with storage and RESTORE_TOKEN, and one stored backup of it."""
+    client, bucket = s3
+    name, url = live
+    service = start_service(DATABASE_URL=url, RESTORE_TOKEN=RESTORE_TOKEN, **storage_env(moto_s3.endpoint, bucket))
+    backup = store_backup(service)
+    return service, backup, name, client, bucket
+
+
+def test_restore_into_a_new_database_is_identical_to_the_source(restore_service, pg_cluster):
+    service, backup, live_name, _, _ = restore_service
+    source = snapshot(pg_cluster, live_name)
+    report = follow(service, {"backup": backup, "mode": "new"})
+    assert report["state"] == "done", report
+    target = report["target"]
+    assert target.startswith(f"{live_name}_restored_") and report["kept_as"] is None
+    assert report["tables_done"] == report["tables_total"] > 0 and report["bytes_applied"] == report["bytes_total"]
+    assert report["counts_from"] == "dump-time metadata" and report["rows"] > 0
+    assert snapshot(pg_cluster, target) == source
+    assert snapshot(pg_cluster, live_name) == source
+    listed = service.request("GET", "/api/v1/databases", service.auth()).json()
+    assert [k["name"] for k in listed["kept"]] == [target] and listed["kept"][0]["size"] > 0
+
+
+class App:
+    """A small application: connects to the live database by name, writes a row and reads in a loop."""
+
+    def __init__(self, cluster, name: str):
+        self.cluster, self.name = cluster, name
+        self.errors, self.ok, self.seen = 0, 0, []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self) -> None:
+        db = None
+        while not self.stop.is_set():
+            try:
+                if db is None or db.closed:
+                    db = psycopg.connect(self.cluster.url(self.name), autocommit=True, connect_timeout=2)
+                db.execute("INSERT INTO app.people (name, email) VALUES ('loop', %s)",
+                           (f"loop{secrets.token_hex(4)}@x",))
+                self.seen.append(db.execute("SELECT count(*) FROM app.people WHERE name = 'after-backup'")
+                                 .fetchone()[0])
+                self.ok += 1
+            except psycopg.Error:
+                self.errors += 1
+                db = None
+            time.sleep(0.02)
+
+    def __enter__(self) -> "App":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join(10)
+
+
+def test_replace_while_an_app_writes_then_undo(restore_service, pg_cluster):
+    service, backup, live_name, _, _ = restore_service
+    with pg_cluster.connect(live_name) as db:  # written after the backup: must survive in the kept database
+        db.execute("INSERT INTO app.people (name, email) VALUES ('after-backup', 'after@x')")
+    with App(pg_cluster, live_name) as app:
+        assert wait_until(lambda: app.ok > 10, 20)
+        report = follow(service, {"backup": backup, "mode": "replace", "confirm": live_name})
+        assert report["state"] == "done", report
+        ok_at_swap = app.ok
+        assert wait_until(lambda: app.ok > ok_at_swap + 10, 20), "the application never got back in"
+    kept = report["kept_as"]
+    assert kept.startswith(f"{live_name}_before_restore_")
+    assert app.seen[0] == 1 and app.seen[-1] == 0, "after the swap the app must see the restored data"
+    # errors are bounded: a few failed attempts while connections were refused, not a stream of them
+    assert 0 < report["downtime_s"] < 30
+    assert app.errors <= report["downtime_s"] / 0.02 + 5, (app.errors, report["downtime_s"])
+    with pg_cluster.connect(kept) as db:
+        assert db.execute("SELECT count(*) FROM app.people WHERE name = 'after-backup'").fetchone()[0] == 1
+    assert allow_connections(pg_cluster, kept) and allow_connections(pg_cluster, live_name)
+
+    status, undone, _ = post_json(service, "POST", f"/api/v1/databases/{kept}/undo", None, login(service))
+    assert status == 200, undone
+    with pg_cluster.connect(live_name) as db:
+        assert db.execute("SELECT count(*) FROM app.people WHERE name = 'after-backup'").fetchone()[0] == 1
+    assert undone["kept_as"] in databases(pg_cluster) and kept not in databases(pg_cluster)
+    log = service.log()
+    assert '"event": "restore"' in log and '"event": "restore-undo"' in log
+
+
+def test_replace_needs_the_database_name_typed(restore_service, pg_cluster):
+    service, backup, live_name, _, _ = restore_service
+    before = databases(pg_cluster)
+    for confirm in (None, live_name.upper(), "postgres"):
+        body = {"backup": backup, "mode": "replace", **({"confirm": confirm} if confirm else {})}
+        status, reply, _ = post_json(service, "POST", "/api/v1/restores", body, login(service))
+        assert status == 400 and live_name in reply["message"], reply
+    assert databases(pg_cluster) == before
+
+
+def test_a_corrupted_object_creates_nothing(restore_service, pg_cluster):
+    service, backup, live_name, client, bucket = restore_service
+    key = f"db/{backup}"
+    head = client.head_object(Bucket=bucket, Key=key)
+    data = bytearray(client.get_object(Bucket=bucket, Key=key)["Body"].read())
+    data[len(data) // 2] ^= 0x01
+    client.put_object(Bucket=bucket, Key=key, Body=bytes(data), Metadata=head["Metadata"])
+    before, source = databases(pg_cluster), snapshot(pg_cluster, live_name)
+    report = follow(service, {"backup": backup, "mode": "replace", "confirm": live_name})
+    assert report["state"] == "failed" and report["phase"] == "checking", report
+    assert "nothing was created" in report["error"]
+    assert databases(pg_cluster) == before and snapshot(pg_cluster, live_name) == source
+
+
+@pytest.fixture
+def owned_live(pg_cluster):
+    """A live database owned by a role that may create databases but is no superuser; its URL."""
+    role, password = f"svc_{secrets.token_hex(3)}", secrets.token_urlsafe(12)
+    name = f"owned_{secrets.token_hex(3)}"
+    with pg_cluster.connect() as db:
+        db.execute(f"CREATE ROLE {role} LOGIN CREATEDB PASSWORD '{password}'")
+        db.execute(f'CREATE DATABASE "{name}" OWNER {role}')
+    url = f"postgresql://{role}:{password}@127.0.0.1:{pg_cluster.port}/{name}"
+    with psycopg.connect(url, autocommit=True) as db:
+        db.execute("CREATE TABLE items (id serial PRIMARY KEY, label text)")
+        db.execute("INSERT INTO items (label) SELECT 'item ' || g FROM generate_series(1, 500) g")
+    yield name, url, role
+    with pg_cluster.connect() as db:
+        for other in databases(pg_cluster):
+            if other.startswith(name):
+                db.execute(f'DROP DATABASE IF EXISTS "{other}" WITH (FORCE)')
+        db.execute(f"DROP ROLE IF EXISTS {role}")
+
+
+def test_a_swap_that_cannot_end_a_session_puts_everything_back(owned_live, s3, moto_s3, start_service, pg_cluster):
+    """The service's role owns the live database but is no superuser: it cannot end a superuser's
+    session, so the swap runs out of RESTORE_SWAP_TIMEOUT and is undone."""
+    name, url, _ = owned_live
+    client, bucket = s3
+    service = start_service(DATABASE_URL=url, RESTORE_SWAP_TIMEOUT="2", **storage_env(moto_s3.endpoint, bucket))
+    backup = store_backup(service)
+    before = databases(pg_cluster)
+    with pg_cluster.connect(name) as superuser_session:
+        superuser_session.execute("SELECT 1")
+        report = follow(service, {"backup": backup, "mode": "replace", "confirm": name})
+        assert superuser_session.execute("SELECT count(*) FROM items").fetchone()[0] == 500
+    assert report["state"] == "failed" and report["phase"] == "swapping", report
+    assert "could not end" in report["error"] and "undone" in report["error"], report["error"]
+    assert databases(pg_cluster) == before, "no stray database"
+    assert allow_connections(pg_cluster, name)
+
+
+def test_a_role_that_does_not_own_the_database_is_told_which_privilege_it_lacks(owned_live, s3, moto_s3,
+                                                                                start_service, pg_cluster):
+    name, url, role = owned_live
+    with pg_cluster.connect() as db:
+        db.execute(f'ALTER DATABASE "{name}" OWNER TO postgres')
+        db.execute(f'GRANT ALL ON DATABASE "{name}" TO {role}')
+    client, bucket = s3
+    service = start_service(DATABASE_URL=url, **storage_env(moto_s3.endpoint, bucket))
+    backup = store_backup(service)
+    before = databases(pg_cluster)
+    report = follow(service, {"backup": backup, "mode": "replace", "confirm": name})
+    assert report["state"] == "failed" and report["phase"] == "privileges", report
+    assert f"ownership of database '{name}'" in report["error"] and "new database still works" in report["error"]
+    assert databases(pg_cluster) == before
+    listed = service.request("GET", "/api/v1/databases", service.auth()).json()
+    assert listed["privileges"]["can_replace"] is False and listed["privileges"]["can_restore_new"] is True
+    report = follow(service, {"backup": backup, "mode": "new"})
+    assert report["state"] == "done", report
