@@ -11,7 +11,8 @@ import time
 import psycopg
 import pytest
 
-from tests.s3support import s3_env
+from tests.receivers import Receiver
+from tests.s3support import new_bucket, s3_env
 from tests.support import DATA, basic, bearer, snapshot, wait_until
 
 RESTORE_TOKEN = "restore-" + "r" * 20
@@ -88,16 +89,30 @@ def live(pg_cluster):
 
 
 @pytest.fixture
-def restore_service(live, s3, moto_s3, start_service):
-    """A service on the live database with storage and RESTORE_TOKEN, and one stored backup of it."""
+def webhook():
+    """A real HTTP receiver for NOTIFY_WEBHOOK_URL."""
+    receiver = Receiver()
+    yield receiver
+    receiver.close()
+
+
+@pytest.fixture
+def restore_service(live, s3, moto_s3, start_service, webhook):
+    """A service on the live database with storage, RESTORE_TOKEN and a webhook, and one stored backup of it."""
     client, bucket = s3
     name, url = live
-    service = start_service(DATABASE_URL=url, RESTORE_TOKEN=RESTORE_TOKEN, **storage_env(moto_s3.endpoint, bucket))
+    service = start_service(DATABASE_URL=url, RESTORE_TOKEN=RESTORE_TOKEN, NOTIFY_WEBHOOK_URL=webhook.url,
+                            **storage_env(moto_s3.endpoint, bucket))
     backup = store_backup(service)
     return service, backup, name, client, bucket
 
 
-def test_restore_into_a_new_database_is_identical_to_the_source(restore_service, pg_cluster):
+def restore_notifications(webhook) -> list[dict]:
+    found = [json.loads(body) for method, _, _, body in webhook.requests if method == "POST"]
+    return [payload for payload in found if payload["event"] == "restore"]
+
+
+def test_restore_into_a_new_database_is_identical_to_the_source(restore_service, pg_cluster, webhook):
     service, backup, live_name, _, _ = restore_service
     source = snapshot(pg_cluster, live_name)
     report = follow(service, {"backup": backup, "mode": "new"})
@@ -110,6 +125,13 @@ def test_restore_into_a_new_database_is_identical_to_the_source(restore_service,
     assert snapshot(pg_cluster, live_name) == source
     listed = service.request("GET", "/api/v1/databases", service.auth()).json()
     assert [k["name"] for k in listed["kept"]] == [target] and listed["kept"][0]["size"] > 0
+    # a restore is news: the webhook hears of it although NOTIFY_ON is "failure"
+    assert wait_until(lambda: restore_notifications(webhook), 15)
+    sent = restore_notifications(webhook)[0]
+    assert sent["outcome"] == "ok" and sent["name"] == backup and target in sent["text"]
+    entry = next(e for e in service.request("GET", "/api/v1/audit", service.auth()).json()["entries"]
+                 if e["event"] == "restore")
+    assert entry["actor"] == "admin" and entry["outcome"] == "ok" and entry["target"] == target
 
 
 class App:
@@ -166,7 +188,8 @@ def test_replace_while_an_app_writes_then_undo(restore_service, pg_cluster):
         assert db.execute("SELECT count(*) FROM app.people WHERE name = 'after-backup'").fetchone()[0] == 1
     assert allow_connections(pg_cluster, kept) and allow_connections(pg_cluster, live_name)
 
-    status, undone, _ = post_json(service, "POST", f"/api/v1/databases/{kept}/undo", None, login(service))
+    # undo: the same guarded swap, this time with RESTORE_TOKEN (a script's way)
+    status, undone, _ = post_json(service, "POST", f"/api/v1/databases/{kept}/undo", None, bearer(RESTORE_TOKEN))
     assert status == 200, undone
     with pg_cluster.connect(live_name) as db:
         assert db.execute("SELECT count(*) FROM app.people WHERE name = 'after-backup'").fetchone()[0] == 1
@@ -255,3 +278,83 @@ def test_a_role_that_does_not_own_the_database_is_told_which_privilege_it_lacks(
     assert listed["privileges"]["can_replace"] is False and listed["privileges"]["can_restore_new"] is True
     report = follow(service, {"backup": backup, "mode": "new"})
     assert report["state"] == "done", report
+
+
+def test_drop_needs_the_name_typed(restore_service, pg_cluster, webhook):
+    service, backup, live_name, _, _ = restore_service
+    target = follow(service, {"backup": backup, "mode": "new"})["target"]
+    for body in (None, {}, {"confirm": live_name}, {"confirm": target + " "}):
+        status, reply, _ = post_json(service, "DELETE", f"/api/v1/databases/{target}", body, login(service))
+        assert status == 400 and "nothing was dropped" in reply["message"], reply
+    assert target in databases(pg_cluster)
+    status, reply, _ = post_json(service, "DELETE", f"/api/v1/databases/{live_name}", {"confirm": live_name},
+                                 login(service))
+    assert status == 404 and live_name in databases(pg_cluster), reply
+    status, reply, _ = post_json(service, "DELETE", f"/api/v1/databases/{target}", {"confirm": target},
+                                 login(service))
+    assert status == 200, reply
+    assert target not in databases(pg_cluster)
+    assert wait_until(lambda: any("dropped" in n["text"] for n in restore_notifications(webhook)), 15)
+
+
+@pytest.fixture(scope="module")
+def big_restore(big_db, moto_s3, tmp_path_factory):
+    """A service on the big database with storage, and one stored backup of it (restores take seconds)."""
+    from backup_svc.storage.client import make_client
+    from tests.support import Service
+
+    bucket = new_bucket(make_client(s3_env(moto_s3.endpoint)))
+    service = Service({"DATABASE_URL": big_db, **storage_env(moto_s3.endpoint, bucket)},
+                      tmp_path_factory.mktemp("big-restore") / "service.log").start()
+    try:
+        yield service, store_backup(service)
+    finally:
+        service.stop()
+
+
+def start_and_wait_for(service, backup: str, phase: str) -> dict:
+    status, started, _ = post_json(service, "POST", "/api/v1/restores", {"backup": backup, "mode": "new"},
+                                   login(service))
+    assert status == 202, started
+
+    def reached():
+        report = service.request("GET", started["progress_url"], service.auth()).json()
+        return report if report["phase"] == phase and report["bytes_applied"] > 0 or report["state"] != "running" \
+            else None
+    report = wait_until(reached, 120, interval=0.1)
+    assert report and report["state"] == "running", report
+    return report
+
+
+def test_cancel_mid_restore_drops_the_half_built_database(big_restore, pg_cluster):
+    service, backup = big_restore
+    before = databases(pg_cluster)
+    report = start_and_wait_for(service, backup, "restoring")
+    assert report["target"] in databases(pg_cluster)
+    # nothing else starts meanwhile: no download, no stored backup, no second restore
+    assert service.request("GET", "/api/v1/backup", service.auth()).status == 429
+    assert service.request("POST", "/api/v1/stored", service.auth()).status == 429
+    status, _, _ = post_json(service, "POST", "/api/v1/restores", {"backup": backup}, login(service))
+    assert status == 409
+    status, _, _ = post_json(service, "DELETE", f"/api/v1/restores/{report['id']}", None, service.auth())
+    assert status == 403, "ADMIN_TOKEN cannot cancel"
+    status, reply, _ = post_json(service, "DELETE", f"/api/v1/restores/{report['id']}", None, login(service))
+    assert status == 202, reply
+    final = wait_for_end(service, f"/api/v1/restores/{report['id']}")
+    assert final["state"] == "cancelled" and "dropped" in final["error"], final
+    assert databases(pg_cluster) == before
+    assert service.request("GET", "/api/v1/database", service.auth()).json()["dumps_in_progress"] == 0
+    assert service.request("HEAD", "/api/v1/backup", service.auth()).status == 200
+
+
+def test_a_backend_terminated_mid_restore_fails_it_and_leaves_nothing(big_restore, pg_cluster):
+    service, backup = big_restore
+    before = databases(pg_cluster)
+    report = start_and_wait_for(service, backup, "restoring")
+    with pg_cluster.connect() as db:
+        killed = db.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s "
+                            "AND application_name = 'backup_svc-restore'", (report["target"],)).fetchall()
+    assert killed
+    final = wait_for_end(service, f"/api/v1/restores/{report['id']}")
+    assert final["state"] == "failed" and "was dropped" in final["error"], final
+    assert databases(pg_cluster) == before
