@@ -222,6 +222,19 @@ def test_a_corrupted_object_creates_nothing(restore_service, pg_cluster):
     assert databases(pg_cluster) == before and snapshot(pg_cluster, live_name) == source
 
 
+def test_an_object_whose_sha256_differs_from_its_record_creates_nothing(restore_service, pg_cluster):
+    """Intact gzip, but not the bytes that were stored: only the recorded sha256 can tell."""
+    service, backup, live_name, client, bucket = restore_service
+    key = f"db/{backup}"
+    head = client.head_object(Bucket=bucket, Key=key)
+    client.copy_object(Bucket=bucket, Key=key, CopySource={"Bucket": bucket, "Key": key}, MetadataDirective="REPLACE",
+                       Metadata={**head["Metadata"], "sha256": "0" * 64})
+    before = databases(pg_cluster)
+    report = follow(service, {"backup": backup, "mode": "new"})
+    assert report["state"] == "failed" and "changed after it was stored" in report["error"], report
+    assert databases(pg_cluster) == before
+
+
 @pytest.fixture
 def owned_live(pg_cluster):
     """A live database owned by a role that may create databases but is no superuser; its URL."""
