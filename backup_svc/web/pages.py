@@ -85,6 +85,7 @@ def dashboard():
         # every running dump, whoever started it, each with a Cancel button
         running_dumps=tuple((r.id, r.actor, iso_utc(r.progress.started)) for r in state.registry.running()),
         stored=_stored_facts(state),
+        restore=_restore_facts(state),
     )
     notify = _notify_status(state)
     key = (tuple(sorted(shown.items())), state.audit.version, json.dumps(notify, sort_keys=True))
@@ -122,6 +123,24 @@ def _stored_facts(state) -> StoredFacts | None:
     schedule = f"{storage.schedule.describe()} — {storage.schedule}" if storage.schedule else None
     return StoredFacts(url=storage.location.url, endpoint=state.stored.prompt.endpoint, schedule=schedule,
                        retention=retention_words(storage.retention))
+
+
+@dataclass(frozen=True)
+class RestoreFacts:
+    """What the Restore section says: the live database, the swap's limit, which credentials are set."""
+
+    database: str
+    swap_timeout_s: int
+    admin_token: bool
+    restore_token: bool
+    links: bool
+
+
+def _restore_facts(state) -> RestoreFacts:
+    settings = state.settings
+    return RestoreFacts(database=settings.conn.dbname, swap_timeout_s=settings.restore.swap_timeout_s,
+                        admin_token=settings.admin_token is not None, restore_token=settings.restore.token is not None,
+                        links=settings.link_secret is not None)
 
 
 class RenderedPage:
