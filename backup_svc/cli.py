@@ -181,9 +181,8 @@ def _restore_action(args: argparse.Namespace) -> str | None:
 
 def cmd_restore_kept(args: argparse.Namespace, action: str) -> int:
     """`restore SOURCE --replace`, `--list-kept`, `--undo NAME`, `--drop NAME` on DATABASE_URL's server."""
-    from backup_svc.config import parse_database_url
+    from backup_svc.config import parse_database_url, restore_from_env
     from backup_svc.restoring.server import ServerLink
-    from backup_svc.restoring.settings import restore_settings
     from backup_svc.restoring.shell import run
 
     problems: list[str] = []
@@ -202,7 +201,7 @@ def cmd_restore_kept(args: argparse.Namespace, action: str) -> int:
         problems.append(f"DATABASE_URL {exc}")
     if url == "":
         problems.append("DATABASE_URL is not set: it names the live database (and its server)")
-    settings = restore_settings(os.environ, problems)
+    settings = restore_from_env(os.environ, problems)
     if problems:
         return _refuse(problems)
     return run(action, ServerLink(conn), name=args.undo or args.drop, source=args.file, yes=args.yes,

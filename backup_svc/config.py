@@ -10,7 +10,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 from .draining import RAILWAY_MARKERS, Draining
 from .draining import VARIABLE as DRAINING_VARIABLE
 from backup_svc.notify.settings import NotifySettings, notify_settings
-from backup_svc.restoring.settings import RestoreSettings, restore_settings
+from backup_svc.restoring.settings import DEFAULT_SWAP_TIMEOUT_S, SWAP_TIMEOUT_RANGE, RestoreSettings, restore_settings
 from backup_svc.storage.settings import StorageSettings, storage_settings
 
 MIN_SECRET_LENGTH = 16
@@ -226,7 +226,7 @@ class Settings:
         bin_dirs = pg_bin_dirs(env)
         storage = storage_settings(env, problems)
         notify = notify_settings(env, problems, source=conn)
-        restore = restore_settings(env, problems)
+        restore = restore_from_env(env, problems)
 
         if problems:
             raise ConfigError(problems)
@@ -246,6 +246,12 @@ class Settings:
             restore=restore,
             **numbers,
         )
+
+
+def restore_from_env(env: Mapping[str, str], problems: list[str]) -> RestoreSettings:
+    """RESTORE_TOKEN and RESTORE_SWAP_TIMEOUT (seconds, 1-600), for `serve` and the shell's `restore --replace`."""
+    swap_timeout_s = _int(env, "RESTORE_SWAP_TIMEOUT", DEFAULT_SWAP_TIMEOUT_S, *SWAP_TIMEOUT_RANGE, problems)
+    return restore_settings(env, problems, swap_timeout_s)
 
 
 def bind_host_from_env(env: Mapping[str, str], default: str = DEFAULT_BIND_HOST) -> str:

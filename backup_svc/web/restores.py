@@ -34,6 +34,13 @@ def _jobs() -> RestoreJobs:
     return service().restores
 
 
+def _job(job_id: str):
+    job = _jobs().get(job_id)
+    if job is None:
+        api_abort(404, "No restore with this id in this process (GET /api/v1/restores lists them).")
+    return job
+
+
 def _body() -> dict:
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
@@ -99,9 +106,7 @@ def listing():
 @read_rights_required
 def progress(job_id: str):
     """One restore's state, phase, percent, bytes, tables, target, kept_as and error."""
-    job = _jobs().get(job_id)
-    if job is None:
-        api_abort(404, "No restore with this id in this process (GET /api/v1/restores lists them).")
+    job = _job(job_id)
     return jsonify(job.as_json())
 
 
@@ -109,9 +114,7 @@ def progress(job_id: str):
 @change_rights_required
 def cancel(job_id: str):
     """Cancel a restore before its swap: the half-built database is dropped, the live one untouched."""
-    job = _jobs().get(job_id)
-    if job is None:
-        api_abort(404, "No restore with this id in this process (GET /api/v1/restores lists them).")
+    job = _job(job_id)
     if not job.cancellable():
         api_abort(409, "Too late to cancel: the restore has ended or its swap has begun (a swap either "
                        "completes or is undone within RESTORE_SWAP_TIMEOUT).")
