@@ -5,7 +5,6 @@ live one and undo, drop after typing the name, and failures said on the page. Sc
 from __future__ import annotations
 
 import secrets
-import time
 
 import pytest
 from playwright.sync_api import expect
