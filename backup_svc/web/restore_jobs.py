@@ -23,6 +23,8 @@ from backup_svc.restoring.source import Source, stored_source
 
 log = logging.getLogger("backup_svc.restore")
 KEEP = 20
+# On exit, a running swap gets its whole RESTORE_SWAP_TIMEOUT plus this for the undo and the drop.
+EXIT_MARGIN_S = 15
 
 
 class Busy(Exception):
@@ -38,6 +40,7 @@ class RestoreJobs:
         self._lock = threading.Lock()
         self._jobs: OrderedDict[str, RestoreProgress] = OrderedDict()
         self.running: RestoreProgress | None = None
+        self._thread: threading.Thread | None = None
 
     def default_target(self) -> str:
         return kept_name(self.link.database, RESTORED, datetime.now(timezone.utc))
@@ -58,8 +61,24 @@ class RestoreJobs:
             self._jobs[job.id] = job
             while len(self._jobs) > KEEP:
                 self._jobs.popitem(last=False)
-        threading.Thread(target=self._run, args=(job, facts), name=f"restore-{job.id}", daemon=True).start()
+        self._thread = threading.Thread(target=self._run, args=(job, facts), name=f"restore-{job.id}", daemon=True)
+        self._thread.start()
         return job
+
+    def stop(self) -> None:
+        """The worker is exiting: cancel a restore before its swap, let a swap finish or undo itself, and wait.
+
+        A worker killed outright mid-restore still commits nothing (psql dies with it), but may leave
+        the half-built database, which the kept list shows; one killed mid-swap could leave the live
+        database refusing connections, hence the wait of a whole swap.
+        """
+        job, thread = self.running, self._thread
+        if job is None or thread is None:
+            return
+        job.cancel_requested.set()
+        log.warning("restore %s: the worker is exiting; %s", job.id,
+                    "waiting for the swap to finish or be undone" if job.phase == "swapping" else "cancelling it")
+        thread.join(self.state.settings.restore.swap_timeout_s + EXIT_MARGIN_S)
 
     def _source(self, name: str) -> Source:
         from backup_svc.storage.client import make_client

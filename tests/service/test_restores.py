@@ -317,10 +317,10 @@ def big_restore(big_db, moto_s3, tmp_path_factory):
     from tests.support import Service
 
     bucket = new_bucket(make_client(s3_env(moto_s3.endpoint)))
-    service = Service({"DATABASE_URL": big_db, **storage_env(moto_s3.endpoint, bucket)},
-                      tmp_path_factory.mktemp("big-restore") / "service.log").start()
+    env = {"DATABASE_URL": big_db, **storage_env(moto_s3.endpoint, bucket)}
+    service = Service(env, tmp_path_factory.mktemp("big-restore") / "service.log").start()
     try:
-        yield service, store_backup(service)
+        yield service, store_backup(service), env
     finally:
         service.stop()
 
@@ -340,7 +340,7 @@ def start_and_wait_for(service, backup: str, phase: str) -> dict:
 
 
 def test_cancel_mid_restore_drops_the_half_built_database(big_restore, pg_cluster):
-    service, backup = big_restore
+    service, backup, _ = big_restore
     before = databases(pg_cluster)
     report = start_and_wait_for(service, backup, "restoring")
     assert report["target"] in databases(pg_cluster)
@@ -361,7 +361,7 @@ def test_cancel_mid_restore_drops_the_half_built_database(big_restore, pg_cluste
 
 
 def test_a_backend_terminated_mid_restore_fails_it_and_leaves_nothing(big_restore, pg_cluster):
-    service, backup = big_restore
+    service, backup, _ = big_restore
     before = databases(pg_cluster)
     report = start_and_wait_for(service, backup, "restoring")
     with pg_cluster.connect() as db:
@@ -371,3 +371,16 @@ def test_a_backend_terminated_mid_restore_fails_it_and_leaves_nothing(big_restor
     final = wait_for_end(service, f"/api/v1/restores/{report['id']}")
     assert final["state"] == "failed" and "was dropped" in final["error"], final
     assert databases(pg_cluster) == before
+
+
+def test_a_service_stopped_mid_restore_cancels_it_and_leaves_nothing(big_restore, pg_cluster, tmp_path):
+    """SIGTERM (a redeploy) while a restore runs: the worker cancels it and drops the half-built database."""
+    from tests.support import Service
+
+    _, backup, env = big_restore
+    service = Service(env, tmp_path / "service.log").start()
+    before = databases(pg_cluster)
+    report = start_and_wait_for(service, backup, "restoring")
+    service.stop()
+    assert wait_until(lambda: databases(pg_cluster) == before, 20), databases(pg_cluster) - before
+    assert "the worker is exiting; cancelling it" in service.log()
