@@ -130,3 +130,62 @@ def test_a_corrupted_object_is_said_on_the_page(setup, pg_cluster, open_dashboar
     expect(outcome).to_contain_text("nothing was created")
     assert databases(pg_cluster) == before
     shoot(page, "failed-390")
+
+
+def test_a_swap_that_cannot_end_a_session_is_said_on_the_page(pg_cluster, s3, moto_s3, start_service, open_dashboard):
+    """The service's role owns the live database but is no superuser; a superuser's session stays
+    connected, so the swap runs out of RESTORE_SWAP_TIMEOUT, is undone, and the page says so."""
+    import psycopg
+
+    client, bucket = s3
+    role, password, name = f"svc_{secrets.token_hex(3)}", secrets.token_urlsafe(12), f"own_{secrets.token_hex(3)}"
+    with pg_cluster.connect() as db:
+        db.execute(f"CREATE ROLE {role} LOGIN CREATEDB PASSWORD '{password}'")
+        db.execute(f'CREATE DATABASE "{name}" OWNER {role}')
+    url = f"postgresql://{role}:{password}@127.0.0.1:{pg_cluster.port}/{name}"
+    with psycopg.connect(url, autocommit=True) as db:
+        db.execute("CREATE TABLE items AS SELECT g AS id FROM generate_series(1, 100) g")
+    try:
+        service = start_service(DATABASE_URL=url, RESTORE_SWAP_TIMEOUT="2", BACKUP_STORAGE_URL=f"s3://{bucket}/db/",
+                                **s3_env(moto_s3.endpoint))
+        started = service.request("POST", "/api/v1/stored", service.auth()).json()
+        assert wait_until(lambda: service.request("GET", started["progress_url"], service.auth()).json()["state"]
+                          == "done", 120)
+        before = databases(pg_cluster)
+        with pg_cluster.connect(name):
+            page = open_dashboard(service, width=1280, height=1200)
+            open_restore_form(page)
+            page.locator("#restore-form input[value=replace]").check()
+            page.locator("#restore-confirm").fill(name)
+            page.locator("#restore-start").click()
+            outcome = page.locator("#restore-outcome")
+            expect(outcome).to_contain_text("Failed: the swap failed and was undone", timeout=SLOW_MS)
+            expect(outcome).to_contain_text("could not end 1 session")
+            expect(outcome).to_contain_text("was dropped")
+        assert databases(pg_cluster) == before
+        shoot(page, "swap-failed-1280")
+    finally:
+        with pg_cluster.connect() as db:
+            for other in databases(pg_cluster):
+                if other.startswith(name):
+                    db.execute(f'DROP DATABASE IF EXISTS "{other}" WITH (FORCE)')
+            db.execute(f"DROP ROLE IF EXISTS {role}")
+
+
+def test_cancel_from_the_page(big_db, s3, moto_s3, start_service, open_dashboard, pg_cluster):
+    client, bucket = s3
+    service = start_service(DATABASE_URL=big_db, BACKUP_STORAGE_URL=f"s3://{bucket}/db/", **s3_env(moto_s3.endpoint))
+    started = service.request("POST", "/api/v1/stored", service.auth()).json()
+    assert wait_until(lambda: service.request("GET", started["progress_url"], service.auth()).json()["state"]
+                      == "done", 180)
+    before = databases(pg_cluster)
+    page = open_dashboard(service, width=390, height=1400)
+    open_restore_form(page)
+    page.locator("#restore-start").click()
+    expect(page.locator("#restore-phase")).to_have_text("Restoring", timeout=SLOW_MS)
+    shoot(page, "running-390")
+    page.locator("#restore-cancel").click()
+    outcome = page.locator("#restore-outcome")
+    expect(outcome).to_contain_text("Cancelled: cancelled before the swap", timeout=SLOW_MS)
+    expect(outcome).to_contain_text("was dropped")
+    assert databases(pg_cluster) == before

@@ -116,7 +116,8 @@
 
   function render(r) {
     var step = PHASES[r.phase] || r.phase;
-    text("restore-phase", step);
+    var ended = r.state === "failed" || r.state === "cancelled";
+    text("restore-phase", ended ? (r.state === "failed" ? "Failed while: " : "Cancelled while: ") + step.toLowerCase() : step);
     text("restore-bytes", r.bytes_total ? humanBytes(r.bytes_applied) + " of " + humanBytes(r.bytes_total)
                                         : humanBytes(r.bytes_applied));
     text("restore-tables", r.tables_total !== null ? r.tables_done + " of " + r.tables_total : "–");
