@@ -80,3 +80,21 @@ def test_a_restore_is_news_even_when_notify_on_is_failure():
     failed = Event(kind=RESTORE, outcome=FAILED, database="shop", error="the swap failed", finished=WHEN,
                    details={"action": "undo"})
     assert failed.headline() == "Undo of shop FAILED at 2026-12-04 22:15 UTC" and "the swap failed" in failed.text()
+
+
+@pytest.mark.parametrize("document", [".env.example", "README.md", "docs/restore.md", "docs/api.md"])
+def test_every_restore_setting_is_documented(document):
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / document).read_text()
+    assert [name for name in ("RESTORE_TOKEN", "RESTORE_SWAP_TIMEOUT") if name not in text] == []
+
+
+def test_env_example_restore_values_start_cleanly():
+    from pathlib import Path
+
+    from dotenv import dotenv_values
+
+    values = dotenv_values(Path(__file__).resolve().parents[2] / ".env.example")
+    settings = Settings.from_env({**BASE, **{k: v or "" for k, v in values.items() if k.startswith("RESTORE_")}})
+    assert settings.restore.token is None and settings.restore.swap_timeout_s == 30
