@@ -70,16 +70,13 @@ def change_rights_required(view):
 
 
 def read_rights_required(view):
-    """Any credential that reads (login, ADMIN_TOKEN, a signed link's holder is not one) or RESTORE_TOKEN."""
+    """The login, ADMIN_TOKEN or RESTORE_TOKEN (a signed link is for one download only: 403)."""
     checked = auth.login_required(view)
 
     @wraps(view)
     def guarded(*args, **kwargs):
         if not carries_link(request.args) and _restore_token_matches():
-            try:
-                check_before_credentials()
-            except HTTPException:
-                raise
+            check_before_credentials()  # another site (403), too many failures (429)
             g.flask_httpauth_user = RESTORE_TOKEN_ACTOR
             return view(*args, **kwargs)
         if carries_link(request.args):
