@@ -79,7 +79,7 @@ def cmd_upload(args: argparse.Namespace) -> int:
     try:
         with reporting(reporter, settings, name, drill_after=False) as outcome:
             result = take_stored_backup(settings, settings.storage, name=name)
-            outcome.stored(result.stored)
+            outcome.stored(result.stored, result.shrink, rows=result.rows)
     except AnotherBackupRunning as exc:
         _say(f"{exc}; nothing to do now (this is not a failure)")
         return EXIT_BUSY
@@ -106,6 +106,11 @@ def cmd_upload(args: argparse.Namespace) -> int:
          f"(PostgreSQL {stored.metadata.get('server-version', '?')}, "
          f"pg_dump {stored.metadata.get('pg-dump-version', '?')}); size and sha256 read back and matched")
     print(f"{stored.sha256}  s3://{stored.bucket}/{stored.key}", flush=True)
+    if result.shrink is not None:
+        s = result.shrink
+        _say(f"warning: this backup shrank: {s.measure} {s.value} is {s.drop_percent:.1f} % below the median "
+             f"{s.median:.0f} of the {s.compared} before it; retention keeps {s.held} until the alarm is "
+             f"acknowledged on the dashboard (the backup itself is good: exit status 0)")
     if result.retention is not None:
         for line in result.retention.lines():
             _say(f"retention: {line}")

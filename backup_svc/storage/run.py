@@ -1,5 +1,5 @@
 """One stored backup, start to finish: take the lock, stream the dump into an upload, complete it only
-on success, then apply retention. Used by `upload`, by the scheduler inside `serve` and by the API.
+on success, compare its shape with the ones before (the shrink alarm), then apply retention. Used by `upload`, by the scheduler inside `serve` and by the API.
 """
 from __future__ import annotations
 
@@ -11,11 +11,13 @@ from dataclasses import dataclass, field
 from backup_svc.config import Settings, StorageSettings
 from backup_svc.dump.backup import backup_filename, write_backup
 from backup_svc.dump.pipeline import DumpProgress
-from backup_svc.notify.rowcount import counts_metadata
+from backup_svc.notify.rowcount import counts_metadata, total_rows
 from backup_svc.storage.client import RetryPolicy, StorageError, make_client
 from backup_svc.storage.location import BackupNames
 from backup_svc.storage.lock import StoredBackupLock
 from backup_svc.storage.prune import PruneReport, prune
+from backup_svc.storage.shape import ShrinkFinding
+from backup_svc.storage.shrink import check_shrink
 from backup_svc.storage.upload import MultipartUpload, StoredObject
 
 log = logging.getLogger(__name__)
@@ -32,8 +34,10 @@ class StoredBackupResult:
     stored: StoredObject
     seconds: float
     sql_bytes: int
+    rows: int | None = None  # all tables' rows, counted as the dump passed
     retention: PruneReport | None = None
     retention_error: str | None = None
+    shrink: ShrinkFinding | None = None  # the backup fell below the earlier ones' median (BACKUP_SHRINK_ALERT)
 
 
 @dataclass
@@ -89,7 +93,18 @@ def take_stored_backup(settings: Settings, storage: StorageSettings, *, name: st
                 **counts_metadata(written.table_rows or {}),
             })
         log.info("stored %s: %d bytes, sha256 %s", key, stored.size, stored.sha256)
-        result = StoredBackupResult(stored=stored, seconds=time.monotonic() - started, sql_bytes=written.sql_bytes)
+        result = StoredBackupResult(stored=stored, seconds=time.monotonic() - started, sql_bytes=written.sql_bytes,
+                                    rows=total_rows(written.table_rows))
+        try:  # before retention: the hold it may place must count in this very prune
+            result.shrink = check_shrink(client, storage.location, BackupNames(settings.backup_name), stored,
+                                         storage.shrink_alert, retry=retry)
+        except StorageError as exc:
+            # The backup is good. But a hold this check could not place may be what protects the last good
+            # copy: retention waits for the next run rather than risk deleting it.
+            log.error("the shrink check after %s failed, retention is skipped this time: %s", name, exc)
+            if storage.retention is not None:
+                result.retention_error = f"not applied, because the shrink check failed: {exc}"
+            return result
         if storage.retention is not None:
             try:
                 result.retention = prune(client, storage.location, BackupNames(settings.backup_name),

@@ -14,6 +14,7 @@ from flask import Blueprint, Response, jsonify, request
 from werkzeug.wsgi import ClosingIterator
 
 from backup_svc.dump.backup import backup_filename, open_dump
+from backup_svc.notify.rowcount import total_rows
 from backup_svc.dump.compression import compressor_name
 from backup_svc.dump.pipeline import DumpBroken, DumpInterrupted, DumpProgress, GzipDump
 from backup_svc.dump.report import Delivery, progress_report
@@ -117,6 +118,7 @@ class StreamingBackup:
             self.service.audit.record(actor=self.record.actor, outcome=progress.outcome or "aborted",
                                       started=progress.started, backup_id=self.record.id, status=200,
                                       gzip_bytes=progress.gzip_bytes, sql_bytes=progress.sql_bytes,
+                                      rows=total_rows(progress.table_rows) if progress.outcome == "ok" else None,
                                       error=progress.error, sha256=progress.sha256, **self.facts)
 
 
@@ -237,7 +239,8 @@ def backup():
     try:
         dump, _, _ = open_dump(state.settings, state.pg_dumps, application_name=record.application_name,
                                progress=record.progress, interrupt=record.interrupt,
-                               created=lambda d: setattr(record, "dump", d))
+                               created=lambda d: setattr(record, "dump", d),
+                               count_rows=True)  # the audit entry records the rows the download holds
     except DumpInterrupted as exc:
         if exc.kind == ABORTED:  # nobody is there to read a status
             state.registry.end(record)

@@ -18,7 +18,8 @@ DENIED = "denied"
 MEMORY_NOTE = "Kept in this process's memory only: lost on restart or redeploy. The log has every attempt."
 # The endpoints whose refusals are audited (method, event): everything that hands out or makes a backup.
 AUDITED_ENDPOINTS = {"api.backup": ("GET", "backup"), "stored.start": ("POST", "stored-backup"),
-                     "stored.download": ("GET", "stored-download")}
+                     "stored.download": ("GET", "stored-download"),
+                     "holds.acknowledge": ("POST", "shrink-acknowledged")}
 MAX_USER_AGENT_CHARS = 256
 
 audit_log = logging.getLogger("backup_svc.audit")
@@ -44,17 +45,20 @@ class AuditTrail:
 
     def record(self, *, actor: str | None, client: str | None, user_agent: str | None, outcome: str,
                started: float, status: int | None = None, backup_id: str | None = None, gzip_bytes: int = 0,
-               sql_bytes: int = 0, error: str | None = None, sha256: str | None = None, event: str = "backup",
+               sql_bytes: int = 0, rows: int | None = None, error: str | None = None, sha256: str | None = None,
+               event: str = "backup",
                name: str | None = None) -> dict:
         """Log one attempt as a JSON line, remember it, and return the entry.
 
-        `event`: "backup" (a download), "stored-backup" (into object storage) or "stored-download" (a
-        presigned link to a stored backup, `name`). `sha256` is given only for a completed backup.
+        `event`: "backup" (a download), "stored-backup" (into object storage), "stored-download" (a
+        presigned link to a stored backup, `name`) or "shrink-acknowledged" (a shrink alarm's hold on
+        `name` released). `sha256` is given only for a completed backup.
         """
         entry = {
             "event": event, "time": iso_utc(started, "milliseconds"), "id": backup_id, "actor": actor, "client": client,
             "user_agent": user_agent, "outcome": outcome, "status": status, "bytes": gzip_bytes,
-            "sql_bytes": sql_bytes, "duration_s": round(max(0.0, time.time() - started), 3), "error": error,
+            "sql_bytes": sql_bytes, "rows": rows, "duration_s": round(max(0.0, time.time() - started), 3),
+            "error": error,
             "sha256": sha256, "name": name,
         }
         audit_log.info(json.dumps(entry))

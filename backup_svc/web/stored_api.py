@@ -18,6 +18,7 @@ from backup_svc.storage.client import StorageError
 from backup_svc.storage.presign import NotOurBackup
 from backup_svc.storage.schedule import utc_now
 from backup_svc.storage.status import freshness, next_run_words, retention_words, schedule_interval
+from backup_svc.storage.trend import retention_marks, trend
 from backup_svc.timefmt import iso_utc
 from backup_svc.web.api import BACKUP_ID, BAD_BACKUP_ID, RETRY_AFTER_BUSY_S
 from backup_svc.web.audit import request_facts
@@ -81,6 +82,7 @@ def stored_list():
     status = storage_status(stored, now)
     try:
         entries = stored.prompt.backups()
+        holds = stored.prompt.holds()
     except StorageError as exc:
         message = stored.prompt.explain(exc)
         log.warning("GET /api/v1/stored: %s", message)
@@ -90,13 +92,25 @@ def stored_list():
     last_scheduled = stored.last_scheduled
     fresh = freshness(newest.time if newest else None, now, stored.storage.schedule,
                       last_scheduled is not None and last_scheduled.failed, up_since=stored.up_since)
+    held = {hold.held for hold in holds}
+    marks = retention_marks(entries, stored.storage.retention, held)
     return jsonify(
-        backups=[entry.as_json() for entry in entries],
+        backups=[{**entry.as_json(), "kept": marks[entry.backup.name][0], "kept_by": list(marks[entry.backup.name][1]),
+                  "held": entry.backup.name in held} for entry in entries],
+        # size and rows over the last 90 days (≤ 60 backups), oldest first, and the shrink alarms' holds
+        trend=trend(entries, stored.storage.retention, holds, now),
+        shrink_alert={"threshold": stored.storage.shrink_alert,
+                      "alerts": [hold_json(hold) for hold in holds]},
         newest={"name": newest.name, "time": iso_utc(newest.time.timestamp()), "age_s": int(fresh.age_s),
                 "stale": fresh.stale, "warning": fresh.warning} if newest else
                {"name": None, "time": None, "age_s": None, "stale": fresh.stale, "warning": fresh.warning},
         **status,
     )
+
+
+def hold_json(hold) -> dict:
+    """One shrink alarm's retention hold as the API shows it, with where to acknowledge it."""
+    return {**hold.as_json(), "acknowledge_url": url_for("holds.acknowledge", name=hold.held)}
 
 
 @bp.get("/stored/<name>")
