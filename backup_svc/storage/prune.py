@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 
 from .client import RetryPolicy, StorageError, with_retries
 from .listing import StoredBackup, list_backups
-from .holds import list_holds
+from .holds import active_holds, read_holds
 from .location import BackupNames, StorageLocation
 from .retention import Decision, RetentionPolicy, apply_retention, removal_reason, with_holds
 
@@ -70,7 +70,7 @@ def prune(client, location: StorageLocation, names: BackupNames, policy: Retenti
     """
     report = PruneReport(dry_run=dry_run, removal_reason=removal_reason(policy))
     backups = list_backups(client, location, names, retry=retry)  # raises before anything is deleted
-    held = {hold.held for hold in list_holds(client, location, retry=retry)}  # so does this
+    held = active_holds(read_holds(client, location, retry=retry))  # so does this
     report.decisions = with_holds(apply_retention(backups, policy), held)
     doomed = [d.backup for d in report.removed]
     _check_safe(doomed, backups, location, names)

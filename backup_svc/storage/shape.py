@@ -108,19 +108,25 @@ class ShrinkFinding:
                    held_value=data.get("held_value"), tables=tables)
 
 
-def detect_shrink(new: BackupShape, earlier: list[BackupShape], threshold: float | None) -> ShrinkFinding | None:
+def detect_shrink(new: BackupShape, earlier: list[BackupShape], threshold: float | None, *,
+                  since: datetime | None = None) -> ShrinkFinding | None:
     """The finding when `new` fell more than `threshold` percent below the median of the WINDOW backups
     before it (`earlier`, any order); None when it did not, when disabled, or with too little history.
 
-    Rows are compared when `new` and at least MIN_HISTORY of the window have them; else sizes.
+    `since` is the time of the backup that raised the latest alarm: only it and later ones are the
+    baseline, so the backups after a drop are compared with the new level (one is enough), not
+    alarmed about again and again. Rows are compared when `new` and enough of the window have them;
+    else sizes.
     """
     if threshold is None:
         return None
-    window = sorted((b for b in earlier if b.time < new.time), key=lambda b: b.time, reverse=True)[:WINDOW]
-    if len(window) < MIN_HISTORY:
+    window = sorted((b for b in earlier if b.time < new.time and (since is None or b.time >= since)),
+                    key=lambda b: b.time, reverse=True)[:WINDOW]
+    needed = 1 if since is not None else MIN_HISTORY
+    if len(window) < needed:
         return None
     with_rows = [b.rows for b in window if b.rows is not None]
-    if new.rows is not None and len(with_rows) >= MIN_HISTORY:
+    if new.rows is not None and len(with_rows) >= needed:
         measure, value, values = "rows", new.rows, with_rows
     else:
         measure, value, values = "size", new.size, [b.size for b in window]

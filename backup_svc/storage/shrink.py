@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from .client import RetryPolicy, with_retries
-from .holds import place_hold
+from .holds import place_hold, read_holds
 from .listing import list_backups
 from .location import BackupNames, StorageLocation
 from .shape import WINDOW, BackupShape, ShrinkFinding, detect_shrink, shape_of
@@ -31,7 +31,10 @@ def check_shrink(client, location: StorageLocation, names: BackupNames, stored: 
         head = with_retries(f"reading the metadata of {backup.key}",
                             lambda: client.head_object(Bucket=location.bucket, Key=backup.key), retry)
         shapes.append(shape_of(backup.name, backup.time, backup.size, head.get("Metadata", {})))
-    finding = detect_shrink(new, shapes, threshold)
+    holds = read_holds(client, location, retry=retry)
+    # after an alarm (acknowledged or not), the new level is the baseline: one alarm per drop
+    since = holds[0].finding.time if holds else None
+    finding = detect_shrink(new, shapes, threshold, since=since)
     if finding is not None:
         place_hold(client, location, finding, retry=retry)
         log.warning("%s shrank: %s %d is %.1f %% below the median %.0f of the %d backups before it; "

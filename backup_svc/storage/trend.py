@@ -9,7 +9,7 @@ from typing import Sequence
 from backup_svc.timefmt import iso_utc
 
 from .catalog import CatalogEntry
-from .holds import Hold
+from .holds import Hold, active_holds
 from .retention import RetentionPolicy, apply_retention, with_holds
 
 TREND_DAYS = 90
@@ -29,8 +29,8 @@ def retention_marks(entries: Sequence[CatalogEntry], policy: RetentionPolicy | N
 def trend(entries: Sequence[CatalogEntry], policy: RetentionPolicy | None, holds: Sequence[Hold],
           now: datetime) -> dict:
     """The trend: points oldest first (name, time, size, sql_bytes, rows, kept, kept_by, held, shrank)."""
-    held = {h.held for h in holds}
-    shrank = {h.finding.name: h.finding.drop_percent for h in holds}
+    held = active_holds(holds)
+    shrank = {h.finding.name: h.finding.drop_percent for h in holds if h.active}
     marks = retention_marks(entries, policy, held)
     since = now - timedelta(days=TREND_DAYS)
     recent = [e for e in entries if e.backup.time >= since][:TREND_MAX_POINTS]  # entries: newest first

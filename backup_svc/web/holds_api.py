@@ -1,5 +1,6 @@
-"""Acknowledging a shrink alarm: `POST /api/v1/stored/holds/<name>/acknowledge` releases the retention
-hold on the backup kept since the drop (storage/holds.py), so retention's rules apply to it again.
+"""Acknowledging a shrink alarm: `POST /api/v1/stored/holds/<name>/acknowledge` ends the retention
+hold on the backup kept since the drop (storage/holds.py), so retention's rules apply to it again,
+and makes the new level the baseline later backups are compared with.
 
 A protected path like any other (auth.login_required); a POST, so a browser may send it only from
 this service's own pages. Every attempt is audited (event `shrink-acknowledged`).
@@ -39,7 +40,7 @@ def acknowledge(name: str):
                            name=name[:200], error=error, **facts)
 
     try:
-        released = stored.prompt.release(name)
+        released = stored.prompt.acknowledge(name, actor)
     except NotOurBackup:
         audit("refused", 404, "not one of this service's backup names")
         api_abort(404, "No stored backup of this service has that name, so nothing holds it.")
@@ -49,7 +50,7 @@ def acknowledge(name: str):
         api_abort(503, message + " The hold is still in place.", Retry_After=RETRY_AFTER_STORAGE_S)
     if not released:
         audit("refused", 404, "no hold on this backup")
-        api_abort(404, f"No shrink alarm holds {name} (it may have been acknowledged already). "
+        api_abort(404, f"No open shrink alarm holds {name} (it may have been acknowledged already). "
                        "GET /api/v1/stored lists the alarms there are.")
     log.warning("shrink alarm acknowledged by %s: retention no longer holds %s", actor, name)
     audit("ok", 200)

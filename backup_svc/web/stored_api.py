@@ -15,6 +15,7 @@ from datetime import datetime
 from flask import Blueprint, jsonify, redirect, request, url_for
 
 from backup_svc.storage.client import StorageError
+from backup_svc.storage.holds import active_holds
 from backup_svc.storage.presign import NotOurBackup
 from backup_svc.storage.schedule import utc_now
 from backup_svc.storage.status import freshness, next_run_words, retention_words, schedule_interval
@@ -92,7 +93,7 @@ def stored_list():
     last_scheduled = stored.last_scheduled
     fresh = freshness(newest.time if newest else None, now, stored.storage.schedule,
                       last_scheduled is not None and last_scheduled.failed, up_since=stored.up_since)
-    held = {hold.held for hold in holds}
+    held = active_holds(holds)
     marks = retention_marks(entries, stored.storage.retention, held)
     return jsonify(
         backups=[{**entry.as_json(), "kept": marks[entry.backup.name][0], "kept_by": list(marks[entry.backup.name][1]),
@@ -100,7 +101,7 @@ def stored_list():
         # size and rows over the last 90 days (≤ 60 backups), oldest first, and the shrink alarms' holds
         trend=trend(entries, stored.storage.retention, holds, now),
         shrink_alert={"threshold": stored.storage.shrink_alert,
-                      "alerts": [hold_json(hold) for hold in holds]},
+                      "alerts": [hold_json(hold) for hold in holds if hold.active]},
         newest={"name": newest.name, "time": iso_utc(newest.time.timestamp()), "age_s": int(fresh.age_s),
                 "stale": fresh.stale, "warning": fresh.warning} if newest else
                {"name": None, "time": None, "age_s": None, "stale": fresh.stale, "warning": fresh.warning},
