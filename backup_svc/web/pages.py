@@ -113,6 +113,7 @@ class StoredFacts:
     endpoint: str
     schedule: str | None
     retention: str
+    shrink_alert: float | None = None  # BACKUP_SHRINK_ALERT, None when off
 
 
 def _stored_facts(state) -> StoredFacts | None:
@@ -121,7 +122,7 @@ def _stored_facts(state) -> StoredFacts | None:
     storage = state.stored.storage
     schedule = f"{storage.schedule.describe()} — {storage.schedule}" if storage.schedule else None
     return StoredFacts(url=storage.location.url, endpoint=state.stored.prompt.endpoint, schedule=schedule,
-                       retention=retention_words(storage.retention))
+                       retention=retention_words(storage.retention), shrink_alert=storage.shrink_alert)
 
 
 class RenderedPage:
