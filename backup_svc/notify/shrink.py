@@ -30,8 +30,9 @@ class ShrinkWarning(Event):
     def reason(self) -> str:
         d = self.details
         measure = d["measure"]
-        what = "rows" if measure == "rows" else "size (row counts are not recorded for these backups)"
-        text = (f"The stored backup {self.name} succeeded, but its {what} is {_amount(measure, d['value'])}: "
+        what = f"holds {_amount(measure, d['value'])}" if measure == "rows" else \
+            f"is {_amount(measure, d['value'])} (row counts are not recorded for these backups)"
+        text = (f"The stored backup {self.name} succeeded, but {what}: "
                 f"{d['drop_percent']:.1f} % below the median of the {d['compared']} backups before it "
                 f"({_amount(measure, d['median'])}). BACKUP_SHRINK_ALERT is {d['threshold']:g} %.")
         tables = d.get("shrunk_tables") or []
@@ -44,8 +45,9 @@ class ShrinkWarning(Event):
         held = self.details["held"]
         return (f"Find out whether the data was deleted on purpose (a clean-up, a migration) or by mistake. "
                 f"Retention keeps {held}, the last backup before the drop, until you acknowledge this warning "
-                f"on the dashboard (Stored backups); restore from it if the data is missing by mistake: "
-                f"`backup-svc restore {self.details.get('held_url') or held} --target-url URL --create`, "
+                f"on the dashboard (Size and rows of the stored backups) or with POST "
+                f"/api/v1/stored/holds/{held}/acknowledge; if the data is missing by mistake, restore it "
+                f"`backup-svc restore {self.details.get('held_url') or held} --target-url URL --create` "
                 f"into a new database, then compare.")
 
     @property

@@ -114,7 +114,7 @@ def test_a_table_emptied_before_the_8th_backup_warns_everywhere_and_holds_the_la
         assert str(mail["Subject"]).strip().startswith(  # a long subject is folded after "Subject:"
             f"[backup_svc] {dbname}: backup SHRANK (warning) at ")
         text = " ".join(mail.get_content().split())
-        assert "its rows is 271 rows: 68.6 % below the median of the 7 backups before it (862 rows)" in text
+        assert "but holds 271 rows: 68.6 % below the median of the 7 backups before it (862 rows)" in text
         assert "public.orders 600 → 0" in text and f"Held: {series[-1]}" in text
         # the backup itself succeeded: the heartbeat pings success
         assert [p for _, p, _, _ in monitor.requests] == [PING]

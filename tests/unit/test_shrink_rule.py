@@ -103,5 +103,42 @@ def test_the_warning_names_the_numbers_in_mail_and_webhook():
     assert "60.0 % fewer rows" in payload["text"] and "public.orders 600 → 0" in payload["text"]
     assert "[backup_svc] shop: backup SHRANK (warning) at 2026-11-08 03:01 UTC" == subject(event)
     text = body(event)
-    assert "400 rows: 60.0 % below the median of the 7 backups before it (1,000 rows)" in text.replace("\n", " ")
+    assert "holds 400 rows: 60.0 % below the median of the 7 backups before it (1,000 rows)" in text.replace("\n", " ")
     assert f"Held:      {finding.held}" in text
+
+
+def sample_event():
+    """The warning docs/notifications.md shows: a week of backups of `shop`, then two tables emptied."""
+    t0 = datetime(2026, 11, 21, 3, 0, tzinfo=timezone.utc)
+    tables = {("public", "orders"): 48_210, ("public", "order_items"): 131_877, ("public", "customers"): 9_412,
+              ("public", "sessions"): 2_305}
+    earlier = []
+    for day, extra in enumerate([0, 212, 431, 598, 804, 1_020, 1_187]):
+        counts = dict(tables)
+        counts[("public", "orders")] += extra
+        earlier.append(BackupShape(name=f"shop_backup_202611{21 + day:02d}_030000.sql.gz", time=t0 + timedelta(days=day),
+                                   size=3_468_771 + extra * 40, rows=sum(counts.values()), per_table=counts))
+    after = {("public", "orders"): 0, ("public", "order_items"): 0, ("public", "customers"): 9_430,
+             ("public", "sessions"): 2_117}
+    new = BackupShape(name="shop_backup_20261128_030000.sql.gz", time=t0 + timedelta(days=7), size=412_006,
+                      rows=sum(after.values()), per_table=after)
+    finding = detect_shrink(new, earlier, 30.0)
+    return shrink_event(finding.as_json(), database="shop", size=new.size,
+                        sha256="5be0f62fb3f0c6c94b1c3b2c5d7c1e0a9e4f1c0b8a7d6e5f4a3b2c1d0e9f8a7b", rows=new.rows,
+                        finished=datetime(2026, 11, 28, 3, 0, 41, tzinfo=timezone.utc),
+                        held_url="s3://my-backups/postgres/" + finding.held)
+
+
+def test_the_docs_sample_shrink_warning_is_what_is_sent():
+    import json
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "notifications.md").read_text()
+    event = sample_event()
+    mail = re.search(r"The warning mail, as sent.*?```\n(.*?)```", text, re.S).group(1)
+    headers, sent_body = mail.split("\n\n", 1)
+    assert headers == f"Subject: {subject(event)}"
+    assert sent_body == body(event)
+    hook = re.search(r"and its webhook body.*?```json\n(.*?)```", text, re.S).group(1)
+    assert json.loads(hook) == event.payload()
