@@ -9,7 +9,6 @@ clock: each backup is given the name — and so the time — of an earlier day i
 from __future__ import annotations
 
 import gzip
-import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -39,12 +38,9 @@ def shoot(page, name: str) -> None:
 
 
 @pytest.fixture
-def shop(pg_cluster):
-    name = "trend_" + str(int(time.time() * 1000) % 10_000_000)
-    url = pg_cluster.create_database(name, SCHEMA)
-    yield name, url
-    with pg_cluster.connect() as db:
-        db.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+def shop(fresh_db):
+    """(name, URL) of a fresh small database: see SCHEMA."""
+    return fresh_db("trend", SCHEMA)
 
 
 def test_the_chart_shows_every_backup_and_the_shrink_warning_until_acknowledged(
@@ -98,7 +94,6 @@ def test_the_chart_shows_every_backup_and_the_shrink_warning_until_acknowledged(
     page.get_by_role("button", name=f"Acknowledge the shrink warning and release {names[-2]}").click()
     expect(page.locator("#shrink-alerts")).to_be_hidden(timeout=SLOW_MS)
     expect(page.locator("#trend-rows circle.point-held")).to_have_count(0)
-    
 
 
 def test_the_chart_shows_the_last_60_backups_of_90_days(s3, moto_s3, rich_db, start_service, open_dashboard):

@@ -35,13 +35,9 @@ SCHEMA = """
 
 
 @pytest.fixture
-def shop(pg_cluster):
-    """A fresh small database: 200 customers, 600 orders, 50 notes (850 rows)."""
-    name = "shrink_" + str(int(time.time() * 1000) % 10_000_000)
-    url = pg_cluster.create_database(name, SCHEMA)
-    yield name, url
-    with pg_cluster.connect() as db:
-        db.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+def shop(fresh_db):
+    """(name, URL) of a fresh small database: see SCHEMA."""
+    return fresh_db("shrink", SCHEMA)
 
 
 def env_for(moto_s3, bucket: str, url: str, **extra: str) -> dict[str, str]:
