@@ -185,3 +185,13 @@ def test_a_bad_setting_refuses_to_start():
                                   "BACKUP_SHRINK_ALERT": "lots"})
     assert done.returncode != 0
     assert "BACKUP_SHRINK_ALERT must be a percent from 1 to 99 or 'off', got 'lots'" in done.stderr
+
+
+def test_a_downloads_audit_entry_records_its_size_and_rows(rich_service):
+    """The shape of a download is kept with its record too: bytes, SQL bytes and total rows."""
+    reply = rich_service.request("GET", "/api/v1/backup", rich_service.auth())
+    assert reply.status == 200 and reply.complete
+    entries = rich_service.request("GET", "/api/v1/audit", rich_service.auth()).json()["entries"]
+    entry = next(e for e in entries if e["event"] == "backup" and e["outcome"] == "ok")
+    assert entry["bytes"] == len(reply.body) and entry["sql_bytes"] > entry["bytes"]
+    assert entry["rows"] == 2905  # tests/data/rich.sql's rows, as the drills count them
