@@ -63,6 +63,9 @@ def test_the_chart_shows_every_backup_and_the_shrink_warning_until_acknowledged(
 
     for width in (1280, 390):
         page = open_dashboard(service, width=width, height=1400)
+        console: list[str] = []
+        page.on("console", lambda message: console.append(message.text))
+        page.reload()  # with the listener in place from the first script on
         expect(page.locator("#trend")).to_have_attribute("data-loaded", "true", timeout=SLOW_MS)
         for panel in ("#trend-size", "#trend-rows"):
             expect(page.locator(f"{panel} circle.point")).to_have_count(9)
@@ -88,6 +91,7 @@ def test_the_chart_shows_every_backup_and_the_shrink_warning_until_acknowledged(
         box, chart = tip.bounding_box(), page.locator("#trend-chart").bounding_box()
         assert box["x"] >= chart["x"] - 1 and box["x"] + box["width"] <= chart["x"] + chart["width"] + 1
         shoot(page, f"{width}")
+        assert not [m for m in console if "Content Security Policy" in m], console  # nothing the CSP refused
 
     page = open_dashboard(service, width=1280, height=1400)
     expect(page.locator("#trend")).to_have_attribute("data-loaded", "true", timeout=SLOW_MS)
