@@ -138,6 +138,7 @@
     if (!points.length) { chart.hidden = true; return; }
     chart.hidden = false;
     hideTip();
+    drawnWidth = $("trend-size").clientWidth;
     panel($("trend-size"), "size", "Size", humanBytes);
     panel($("trend-rows"), "rows", "Rows", shortCount);
   }
@@ -218,10 +219,15 @@
       .catch(function () { $("trend-summary").textContent = "The service did not answer; reload the page to try again."; });
   }
 
-  var resizing = null;
+  // Redraw only when the chart's width changes: a phone's address bar coming and going resizes the
+  // window's height on every scroll, and must not close the tip the reader just tapped open.
+  var resizing = null, drawnWidth = null;
   window.addEventListener("resize", function () {
     window.clearTimeout(resizing);
-    resizing = window.setTimeout(draw, 150);
+    resizing = window.setTimeout(function () {
+      var width = $("trend-size").clientWidth;
+      if (width !== drawnWidth) draw();
+    }, 150);
   });
   document.addEventListener("click", function () { if (selected) hideTip(); });
   document.addEventListener("backup-svc:attempt-ended", refresh);
