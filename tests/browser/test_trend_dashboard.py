@@ -107,6 +107,8 @@ def test_the_chart_shows_every_backup_and_the_shrink_warning_until_acknowledged(
     page.get_by_role("button", name=f"Acknowledge the shrink warning and release {names[-2]}").click()
     expect(page.locator("#shrink-alerts")).to_be_hidden(timeout=SLOW_MS)
     expect(page.locator("#trend-rows circle.point-held")).to_have_count(0)
+    expect(page.locator("#recent tbody tr").first).to_contain_text("shrink alarm acknowledged: ok",
+                                                                   timeout=SLOW_MS)
 
 
 def test_the_chart_shows_the_last_60_backups_of_90_days(s3, moto_s3, rich_db, start_service, open_dashboard):
