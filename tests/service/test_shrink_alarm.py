@@ -195,3 +195,18 @@ def test_a_downloads_audit_entry_records_its_size_and_rows(rich_service):
     entry = next(e for e in entries if e["event"] == "backup" and e["outcome"] == "ok")
     assert entry["bytes"] == len(reply.body) and entry["sql_bytes"] > entry["bytes"]
     assert entry["rows"] == 2905  # tests/data/rich.sql's rows, as the drills count them
+
+
+def test_an_unreadable_hold_stops_retention_from_deleting_anything(s3, moto_s3, shop, pg_cluster):
+    """A hold object someone damaged might still be what protects the last good backup: prune refuses."""
+    client, bucket = s3
+    dbname, url = shop
+    env = env_for(moto_s3, bucket, url)
+    series = store_series(env, pg_cluster, dbname, 3)
+    client.put_object(Bucket=bucket, Key=f"backups/_holds/{series[0]}.json", Body=b"{not json")
+
+    done = run_cli("prune", env={**env, "BACKUP_RETENTION": "last=1"})
+
+    assert done.returncode == 1
+    assert f"backups/_holds/{series[0]}.json is not valid JSON" in done.stderr
+    assert backups_in(client, bucket) == series
