@@ -15,7 +15,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Callable
 
-from backup_svc.notify.common import BACKUP, STALE, TEST, DeliveryFailed, Event, iso, now, safe_url
+from backup_svc.notify.common import BACKUP, STALE, TEST, DeliveryFailed, Event, safe_url
+from backup_svc.timefmt import iso, utc_now
 from backup_svc.notify.heartbeat import send_heartbeat
 from backup_svc.notify.mail import send_mail
 from backup_svc.notify.settings import NotifySettings
@@ -54,7 +55,7 @@ class Delivery:
     attempts: int
     seconds: float
     error: str | None = None
-    at: datetime = field(default_factory=now)
+    at: datetime = field(default_factory=utc_now)
 
     def as_dict(self) -> dict:
         return {**asdict(self), "at": iso(self.at)}
@@ -107,6 +108,8 @@ class Notifier:
         self._lock = threading.Lock()
         self.recent: deque[Delivery] = deque(maxlen=20)
         self.last_problem: Delivery | None = None
+        # Told of each delivery that failed (the Reporter records it in the durable history).
+        self.on_problem: Callable[[Delivery], None] | None = None
 
     # -- which channels speak -------------------------------------------------------------------
     def channels(self, event: Event, *, everything: bool = False) -> list[tuple[str, str, Sender]]:
@@ -197,6 +200,8 @@ class Notifier:
             self.recent.append(delivery)
             if not delivery.ok:
                 self.last_problem = delivery
+        if not delivery.ok and self.on_problem is not None:
+            self.on_problem(delivery)
 
     def status(self) -> dict:
         """For the dashboard and the API: channels, the last delivery problem, recent deliveries."""

@@ -29,6 +29,16 @@ class StorageSettings:
     retention: RetentionPolicy | None = None
     # percent below the median of the previous backups that raises the shrink alarm; None = off
     shrink_alert: float | None = DEFAULT_SHRINK_PERCENT
+    # BACKUP_EXPECTED_SCHEDULE: when another process (a cron service running `upload`) stores backups;
+    # `serve` watches for them on it but takes none itself.
+    expected_schedule: CronSchedule | None = None
+    # BACKUP_HISTORY_DAYS (config.NUMBERS reads it): the history's retention, applied after each stored backup.
+    history_days: int = 400
+
+    @property
+    def watched_schedule(self) -> CronSchedule | None:
+        """The schedule stored backups are expected on, whoever takes them (staleness is judged against it)."""
+        return self.schedule or self.expected_schedule
 
 
 def client_env(env: Mapping[str, str]) -> dict[str, str]:
@@ -67,8 +77,17 @@ def storage_settings(env: Mapping[str, str], problems: list[str]) -> StorageSett
         shrink_alert = parse_shrink_alert(env.get("BACKUP_SHRINK_ALERT", ""))
     except ValueError as exc:
         problems.append(f"BACKUP_SHRINK_ALERT {exc}")
+    expected = None
+    try:
+        expected = parse_schedule(env.get("BACKUP_EXPECTED_SCHEDULE", ""))
+    except ValueError as exc:
+        problems.append(f"BACKUP_EXPECTED_SCHEDULE {exc}")
+    if expected is not None and schedule is not None:
+        problems.append("BACKUP_SCHEDULE and BACKUP_EXPECTED_SCHEDULE are both set: set BACKUP_SCHEDULE when this "
+                        "service takes the stored backups, BACKUP_EXPECTED_SCHEDULE when another process (a cron "
+                        "service running `upload`) does — not both")
     if not url:
-        for name in ("BACKUP_SCHEDULE", "BACKUP_RETENTION"):
+        for name in ("BACKUP_SCHEDULE", "BACKUP_RETENTION", "BACKUP_EXPECTED_SCHEDULE"):
             if env.get(name, "").strip():
                 problems.append(f"{name} is set but BACKUP_STORAGE_URL is not: set it to s3://<bucket>/<prefix>")
         return None
@@ -80,4 +99,4 @@ def storage_settings(env: Mapping[str, str], problems: list[str]) -> StorageSett
     if location is None:
         return None
     return StorageSettings(location=location, client_env=client_env(env), schedule=schedule, retention=retention,
-                           shrink_alert=shrink_alert)
+                           shrink_alert=shrink_alert, expected_schedule=expected)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Mapping
 
-from backup_svc.notify.rowcount import RowCounts, counts_from_metadata
+from backup_svc.dump.rowcount import RowCounts, counts_from_metadata
 
 DEFAULT_SHRINK_PERCENT = 30.0
 # "the median of the previous 7": a week of nightly backups, so one odd night does not move it.
