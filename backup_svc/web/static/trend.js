@@ -13,17 +13,11 @@
   var section = document.getElementById("trend");
   if (!section) return;
   var $ = function (id) { return document.getElementById(id); };
+  var humanBytes = window.backupSvc.humanBytes;  // common.js
+  var requestJson = window.backupSvc.requestJson;
   var tip = $("trend-tip");
   var points = [];
   var selected = null;
-
-  function humanBytes(n) {
-    if (n === null || n === undefined) return "–";
-    var units = ["bytes", "kB", "MB", "GB", "TB"];
-    var i = 0;
-    while (Math.abs(n) >= 1000 && i < units.length - 1) { n /= 1000; i++; }
-    return i === 0 ? n.toFixed(0) + " bytes" : n.toFixed(n < 10 ? 1 : 0) + " " + units[i];
-  }
 
   function count(n) {
     if (n === null || n === undefined) return "not recorded";
@@ -37,7 +31,7 @@
     return String(Math.round(n));
   }
 
-  function utc(iso) { return iso ? iso.replace("T", " ").slice(0, 16) + " UTC" : "–"; }
+  function utc(iso) { return iso ? window.backupSvc.utcText(iso, 16) + " UTC" : "–"; }
 
   function el(name, attrs, parent) {
     var node = document.createElementNS(SVG, name);
@@ -174,11 +168,14 @@
     result.className = "copy-result";
     button.addEventListener("click", function () {
       button.disabled = true;
-      fetch(alert.acknowledge_url, { method: "POST", headers: { "Accept": "application/json" },
-                                     cache: "no-store", credentials: "same-origin" })
-        .then(function (response) { return response.json().then(function (body) { return { status: response.status, body: body }; }); })
+      requestJson(alert.acknowledge_url, { method: "POST", headers: { "Accept": "application/json" },
+                                           cache: "no-store", credentials: "same-origin" })
         .then(function (reply) {
-          if (reply.status !== 200) { button.disabled = false; result.textContent = reply.body.message || "HTTP " + reply.status; return; }
+          if (reply.status !== 200) {
+            button.disabled = false;
+            result.textContent = (reply.body && reply.body.message) || "HTTP " + reply.status;
+            return;
+          }
           result.textContent = reply.body.message;
           // redraws this section, and the attempts table (dashboard.js), which lists the acknowledgement
           document.dispatchEvent(new CustomEvent("backup-svc:attempt-ended"));
@@ -209,9 +206,10 @@
   }
 
   function refresh() {
-    fetch(section.dataset.listUrl, { headers: { "Accept": "application/json" }, cache: "no-store", credentials: "same-origin" })
-      .then(function (response) { return response.json(); })
-      .then(function (body) {
+    requestJson(section.dataset.listUrl, { headers: { "Accept": "application/json" }, cache: "no-store",
+                                           credentials: "same-origin" })
+      .then(function (reply) {
+        var body = reply.body || {};
         if (!body.trend) { $("trend-summary").textContent = body.message || "The bucket could not be read."; return; }
         render(body);
         section.dataset.loaded = "true";
