@@ -40,6 +40,7 @@ def shoot(page, name: str) -> None:
     clip = {"x": box["x"] + scroll[0], "y": box["y"] + scroll[1], "width": box["width"], "height": box["height"]}
     for folder in (ARTIFACTS, NOTES) if NOTES.is_dir() else (ARTIFACTS,):
         page.screenshot(path=str(folder / f"trend-{name}.png"), full_page=True, clip=clip)
+    page.screenshot(path=str(ARTIFACTS / f"trend-{name}-page.png"), full_page=True)
 
 
 @pytest.fixture
