@@ -78,8 +78,10 @@ class Reporter:
             self.start_drill(drill)
 
     def warn(self, event: Event) -> None:
-        """Send a warning about a backup that succeeded (a shrink alarm) to mail and the webhook."""
+        """Send a warning about a backup that succeeded (a shrink alarm) to mail and the webhook, and
+        record it in the history (`kind=outcome`, type `shrink`)."""
         log.warning("notify: %s", event.headline())
+        self._record(event.kind, _payload(event), event.when)
         self.notifier.submit(event)
 
     def start_drill(self, job: DrillJob) -> bool:

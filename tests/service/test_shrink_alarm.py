@@ -130,6 +130,10 @@ def test_a_table_emptied_before_the_8th_backup_warns_everywhere_and_holds_the_la
         service = start_service(**env)
         listed = service.request("GET", "/api/v1/stored", service.auth()).json()
         [alert] = listed["shrink_alert"]["alerts"]
+        # the warning is in the durable history too, for any process to read after a restart
+        outcomes = service.request("GET", "/api/v1/audit?kind=outcome&limit=100", service.auth()).json()["entries"]
+        [recorded] = [e for e in outcomes if e.get("type") == "shrink"]
+        assert recorded["name"] == eighth and recorded["details"]["value"] == 271
         assert alert["held"] == series[-1] and alert["finding"]["name"] == eighth
         assert [b["held"] for b in listed["backups"]] == [False, False, True]
         assert [p["rows"] for p in listed["trend"]["points"]] == [871, 271, 271]
