@@ -12,15 +12,13 @@ from backup_svc.timefmt import iso_utc
 from backup_svc.web.auth import auth
 from backup_svc.web.docs import DOCS_DIR, doc_path, render_doc
 from backup_svc.web.errors import api_abort
-from backup_svc.web.history_view import fingerprint, notify_status, recent_attempts
+from backup_svc.web.history_view import RECENT_ATTEMPTS, fingerprint, notify_status, recent_attempts
 from backup_svc.web.state import service
 
 bp = Blueprint("pages", __name__)
 
 # The page is slow to render when the database is; a page should not hang as long as a dump may wait.
 FACTS_TIMEOUT_S = 3
-# How many of the audit trail's attempts the page lists.
-RECENT_ATTEMPTS = 10
 # The Content-Security-Policy and the other security headers come from security.py, for every response.
 
 

@@ -218,12 +218,14 @@
                                     credentials: "same-origin" })
       .then(function (response) { return response.ok ? response.json() : null; })
       .then(function (body) {
-        if (!body || !body.entries) return;
+        if (!body || !(body.shown || body.entries)) return;
         var tbody = table.querySelector("tbody");
-        var rows = body.entries.slice(0, 10).map(function (entry) {
+        // `shown`: what the page lists (history/summary.py recent_attempts: refusals at most half of it).
+        var rows = (body.shown || body.entries.slice(0, 10)).map(function (entry) {
           var row = document.createElement("tr");
           var outcome = (OUTCOME_PREFIX[entry.event] || "") + entry.outcome +
-                        (entry.status && entry.status !== 200 ? " (" + entry.status + ")" : "");
+                        (entry.status && entry.status !== 200 ? " (" + entry.status + ")" : "") +
+                        (entry.count > 1 ? " ×" + entry.count : "");  // refusals: counted per minute
           [utcSeconds(entry.time), entry.actor || "–", entry.client || "–", outcome, humanBytes(entry.bytes),
            duration(entry.duration_s)].forEach(function (text, n) {
             var cell = document.createElement("td");
