@@ -45,8 +45,23 @@ def incomplete_uploads(client, bucket: str) -> list[dict]:
     return client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
 
 
+def all_keys(client, bucket: str) -> list[str]:
+    """Every object key in `bucket` (all pages), sorted."""
+    keys = []
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        keys += [o["Key"] for o in page.get("Contents", [])]
+    return sorted(keys)
+
+
 def object_keys(client, bucket: str) -> list[str]:
-    return sorted(o["Key"] for o in client.list_objects_v2(Bucket=bucket).get("Contents", []))
+    """The keys in `bucket` apart from the history's events (`…_history/…`, which every run adds; the
+    history tests look at those with `history_keys`)."""
+    return [k for k in all_keys(client, bucket) if "_history/" not in k]
+
+
+def history_keys(client, bucket: str) -> list[str]:
+    """The history's event keys in `bucket`, sorted (by time, then run and number)."""
+    return [k for k in all_keys(client, bucket) if "_history/" in k]
 
 
 class FaultProxy:
@@ -60,6 +75,7 @@ class FaultProxy:
       "drop"       read part of the body, then reset the connection
       "cut:N"      forward, but reset the connection after N bytes of the response body
       "tamper"     forward, with the x-amz-meta-sha256 header replaced
+      "short"      forward a HEAD with its Content-Length one byte short (the sha256 header intact)
       "slow:S"     wait S seconds, then forward (a slow link: keeps an upload running for a test)
       "forward"    pass it on unchanged
     The last action repeats when `repeat_last` is set, else requests pass once the actions run out.
@@ -167,6 +183,8 @@ class FaultProxy:
                     value = "0" * 64
                 handler.send_header(key, value)
             length = response.getheader("Content-Length") if handler.command == "HEAD" else len(payload)
+            if action == "short" and handler.command == "HEAD" and length is not None:
+                length = int(length) - 1
             handler.send_header("Content-Length", str(length or 0))
             handler.end_headers()
             if handler.command == "HEAD":

@@ -6,6 +6,8 @@ from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import urlsplit
 
+from backup_svc.timefmt import iso
+
 BACKUP, DRILL, STALE, TEST, RESTORE = "backup", "drill", "stale", "test", "restore"
 OK, FAILED = "ok", "failed"
 
@@ -54,15 +56,6 @@ def utc_text(when: datetime | None, *, seconds: bool = False) -> str:
     return when.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC" if seconds else "%Y-%m-%d %H:%M UTC")
 
 
-def iso(when: datetime | None) -> str | None:
-    """ISO 8601 in UTC with a Z, as the webhook carries times."""
-    if when is None:
-        return None
-    return when.astimezone(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 @dataclass(frozen=True)
@@ -97,6 +90,8 @@ class Event:
         at = utc_text(self.when)
         if self.kind == TEST:
             return f"Test notification from backup_svc for {self.database} at {at}"
+        if self.kind == STALE and self.details.get("last_failed"):
+            return f"Backups of {self.database} are failing: the last scheduled backup failed"
         if self.kind == STALE:
             return f"Backups of {self.database} are stale: no successful stored backup since " \
                    f"{utc_text(self.details.get('newest')) if self.details.get('newest') else 'the service started'}"
@@ -111,6 +106,8 @@ class Event:
         """The outcome in plain words (a few sentences)."""
         if self.kind == TEST:
             return "Sent by `python -m backup_svc notify-test`: if you read this, this channel works."
+        if self.kind == STALE and self.details.get("last_failed"):
+            return f"The last scheduled backup failed: {self.details['last_failed']}."
         if self.kind == STALE:
             newest = self.details.get("newest")
             interval = self.details.get("interval_s")
@@ -153,6 +150,10 @@ class Event:
                     "`python -m backup_svc check` (connection, credentials, pg_dump), fix what it reports, then "
                     "`python -m backup_svc upload` to store a backup now.")
         return "Nothing to do. `python -m backup_svc drill` proves the newest stored backup restores."
+
+    def extra_facts(self) -> list[tuple[str, str]]:
+        """(label, value) lines a kind adds to the mail's facts."""
+        return []
 
     def text(self) -> str:
         """The short message chat services show (Slack `text`, Discord `content`)."""

@@ -19,13 +19,14 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 import psycopg
 from psycopg import sql
 
-from backup_svc.config import ConnInfo
+from backup_svc.pg.conninfo import ConnInfo
 from backup_svc.files.psqlfeed import RestoreFailed, psql_command, stream_into_psql
 from backup_svc.files.reader import BackupReader, BadBackup
 from backup_svc.files.restore import choose_psql, create_database, inspect_target
 from backup_svc.files.scan import DumpScanner
-from backup_svc.notify.common import DRILL, FAILED, OK, Event, now
-from backup_svc.notify.rowcount import RowCounts, count_rows, counts_from_metadata
+from backup_svc.notify.common import DRILL, FAILED, OK, Event
+from backup_svc.timefmt import utc_now
+from backup_svc.dump.rowcount import RowCounts, count_rows, counts_from_metadata
 from backup_svc.notify.settings import same_database
 from backup_svc.pg.binaries import find_binaries
 from backup_svc.pg.diagnose import error_lines
@@ -53,7 +54,7 @@ class DrillReport:
 
     name: str
     outcome: str = FAILED
-    started: datetime = field(default_factory=now)
+    started: datetime = field(default_factory=utc_now)
     finished: datetime | None = None
     seconds: float = 0.0
     scratch: str = ""
@@ -219,6 +220,6 @@ def run_drill(path: str, name: str, drill: ConnInfo, *, source: ConnInfo | None 
     except Exception as exc:  # e.g. storage failing mid-read: a drill reports, it never raises
         reason = getattr(exc, "message", None) or str(exc) or type(exc).__name__
         report.error = f"the drill stopped: {scrub(reason.splitlines()[0], secret)}"
-    report.finished = now()
+    report.finished = utc_now()
     report.seconds = time.monotonic() - clock
     return report

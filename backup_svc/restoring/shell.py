@@ -60,7 +60,7 @@ def list_kept(link: ServerLink) -> int:
 
 def _source(label: str) -> Source:
     if label.startswith("s3://"):
-        from backup_svc.storage.from_bucket import storage_client_for_reading
+        from backup_svc.commands.from_bucket import storage_client_for_reading
         from backup_svc.storage.location import parse_object_url
 
         bucket, key = parse_object_url(label)

@@ -8,7 +8,7 @@ from typing import BinaryIO, Callable
 
 from backup_svc.files.reader import BackupReader, BadBackup
 from backup_svc.files.scan import DumpScanner
-from backup_svc.notify.rowcount import RowCounts, count_rows, counts_from_metadata
+from backup_svc.dump.rowcount import RowCounts, count_rows, counts_from_metadata
 
 from .progress import RestoreProgress
 

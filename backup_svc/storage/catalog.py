@@ -13,9 +13,10 @@ from dataclasses import dataclass
 
 from backup_svc.timefmt import iso_utc
 
-from .client import RetryPolicy, error_code, with_retries
+from .client import RetryPolicy, object_exists, with_retries
 from .listing import StoredBackup, list_backups
 from .location import BackupNames, StorageLocation
+from .shape import shape_of
 
 # HEADs in parallel: a first listing of a few dozen backups takes a few round trips, not dozens.
 HEAD_WORKERS = 4
@@ -31,13 +32,16 @@ class CatalogEntry:
     pg_dump_version: str | None
     sql_bytes: int | None
     duration_s: float | None
+    rows: int | None = None  # total rows counted at dump time (None: not recorded, e.g. encrypted)
+    tables: int | None = None
 
     def as_json(self) -> dict:
         """The entry as `GET /api/v1/stored` lists it (docs/api.md)."""
         b = self.backup
         return {"name": b.name, "size": b.size, "time": iso_utc(b.time.timestamp()), "sha256": self.sha256,
                 "server_version": self.server_version, "pg_dump_version": self.pg_dump_version,
-                "sql_bytes": self.sql_bytes, "duration_s": self.duration_s}
+                "sql_bytes": self.sql_bytes, "duration_s": self.duration_s, "rows": self.rows,
+                "tables": self.tables}
 
 
 def _number(text: str | None, kind):
@@ -49,10 +53,11 @@ def _number(text: str | None, kind):
 
 def entry_from_metadata(backup: StoredBackup, metadata: dict[str, str]) -> CatalogEntry:
     """A catalog entry from an object's user metadata (as `take_stored_backup` writes it)."""
+    shape = shape_of(backup.name, backup.time, backup.size, metadata)
     return CatalogEntry(backup=backup, sha256=metadata.get("sha256"), server_version=metadata.get("server-version"),
                         pg_dump_version=metadata.get("pg-dump-version"),
-                        sql_bytes=_number(metadata.get("sql-bytes"), int),
-                        duration_s=_number(metadata.get("duration-s"), float))
+                        sql_bytes=shape.sql_bytes, duration_s=_number(metadata.get("duration-s"), float),
+                        rows=shape.rows, tables=shape.tables)
 
 
 class StoredCatalog:
@@ -90,14 +95,4 @@ class StoredCatalog:
     def exists(self, name: str) -> bool:
         """Whether the backup `name` is in storage now (one HEAD); StorageError when storage cannot say."""
         key = self.location.key(name)
-
-        def head() -> bool:
-            try:
-                self.client.head_object(Bucket=self.location.bucket, Key=key)
-                return True
-            except Exception as exc:
-                if error_code(exc)[1] == 404:
-                    return False
-                raise
-
-        return with_retries(f"looking up {key}", head, self.retry)
+        return object_exists(self.client, self.location.bucket, key, f"looking up {key}", self.retry)

@@ -11,8 +11,9 @@ from datetime import datetime, timedelta, timezone
 
 from .client import RetryPolicy, StorageError, with_retries
 from .listing import StoredBackup, list_backups
+from .holds import active_holds, read_holds
 from .location import BackupNames, StorageLocation
-from .retention import Decision, RetentionPolicy, apply_retention, removal_reason
+from .retention import Decision, RetentionPolicy, apply_retention, removal_reason, with_holds
 
 # Railway Buckets have no lifecycle rules, so nothing else ever cleans up an upload that a killed
 # process left incomplete; no real upload of this service runs for a day.
@@ -63,12 +64,14 @@ def prune(client, location: StorageLocation, names: BackupNames, policy: Retenti
           dry_run: bool = False, now: datetime | None = None, retry: RetryPolicy = RetryPolicy()) -> PruneReport:
     """Apply `policy` to this service's backups under the prefix and abort its day-old incomplete uploads.
 
-    StorageError when the listing fails (then nothing was deleted). A delete that fails is reported
-    in `failed` and the others still happen.
+    Backups under a retention hold (holds.py: the last one before a shrink alarm) are kept whatever
+    the rules say. StorageError when the listing or the holds cannot be read (then nothing was
+    deleted). A delete that fails is reported in `failed` and the others still happen.
     """
     report = PruneReport(dry_run=dry_run, removal_reason=removal_reason(policy))
     backups = list_backups(client, location, names, retry=retry)  # raises before anything is deleted
-    report.decisions = apply_retention(backups, policy)
+    held = active_holds(read_holds(client, location, retry=retry))  # so does this
+    report.decisions = with_holds(apply_retention(backups, policy), held)
     doomed = [d.backup for d in report.removed]
     _check_safe(doomed, backups, location, names)
     for backup in doomed:

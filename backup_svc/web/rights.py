@@ -13,8 +13,7 @@ from flask import g, request
 from werkzeug.exceptions import HTTPException
 
 from backup_svc.links import carries_link
-from backup_svc.web.audit import audit_refused_backup
-from backup_svc.web.auth import REALM, _same, auth, verify_password
+from backup_svc.web.auth import REALM, _same, audit_refused_backup, auth, verify_password
 from backup_svc.web.errors import api_abort, error_response
 from backup_svc.web.gate import check_before_credentials, count_failed_credentials
 from backup_svc.web.state import service

@@ -16,11 +16,13 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from backup_svc.dump.backup import backup_filename
+from backup_svc.history.hooks import record_run
 from backup_svc.storage.prompt import PromptStorage
-from backup_svc.storage.schedule import Scheduler, utc_now
+from backup_svc.storage.schedule import Scheduler
+from backup_svc.timefmt import utc_now
 from backup_svc.timefmt import iso_utc
-from backup_svc.web.registry import BackupRecord
-from backup_svc.web.state import BackupService
+from backup_svc.dump.pipeline import CANCELLED, FAILED
+from backup_svc.dump.registry import BackupRecord
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,8 @@ SLOT_WAIT_S = 600
 SLOT_POLL_S = 2.0
 # How long the exiting worker waits for a cancelled upload to be aborted.
 ABORT_WAIT_S = 20
+# How long it then waits for its last history events to reach the bucket (they are in the log either way).
+HISTORY_FLUSH_S = 5
 
 
 @dataclass(frozen=True)
@@ -59,13 +63,15 @@ class RunOutcome:
 class StoredBackups:
     """Takes stored backups in this worker; `start()` follows the schedule, `start_now()` takes one, `stop()` cancels."""
 
-    def __init__(self, state: BackupService):
+    def __init__(self, state):
+        """`state`: the worker's BackupService (web/state.py): its settings, setup, registry, reporter, audit."""
         self.state = state
         self.storage = state.settings.storage
         self.prompt = PromptStorage(self.storage, state.settings.backup_name)
         self.cancel = threading.Event()
         self.scheduler: Scheduler | None = None
         self.staleness = None  # the StalenessWatch beside the scheduler (notify)
+        self.refresher = None  # keeps the bucket's history at hand (history/refresh.py)
         self.up_since: datetime = utc_now()
         self.last_run: RunOutcome | None = None
         self.last_scheduled: RunOutcome | None = None
@@ -74,19 +80,33 @@ class StoredBackups:
         self._running = threading.Lock()
 
     def start(self) -> "StoredBackups":
+        from backup_svc.history.refresh import HistoryRefresher
+        from backup_svc.notify.outcome import StalenessWatch
+
         schedule = self.storage.schedule
         if schedule is not None:
-            from backup_svc.notify.outcome import StalenessWatch
-
             self.scheduler = Scheduler(schedule, self.run_once).start()
-            self.staleness = StalenessWatch(self.state.reporter, self.state.settings).start()
             log.info("stored backups on schedule %r: %s, to %s", str(schedule), schedule.describe(),
                      self.storage.location.url)
+        elif self.storage.expected_schedule is not None:
+            log.info("stored backups expected from another process on %r (BACKUP_EXPECTED_SCHEDULE): %s; "
+                     "this service only watches for them", str(self.storage.expected_schedule),
+                     self.storage.expected_schedule.describe())
+        if self.storage.watched_schedule is not None:
+            self.staleness = StalenessWatch(self.state.reporter, self.state.setup,
+                                            history=self.state.history).start()
+        audit = self.state.audit
+        # The bucket's history kept at hand; this minute's refusals handed on once the minute is over; a
+        # run seen in the history (a cron service's too) checked for staleness at once.
+        ticks = [lambda: audit.flush_refusals(iso_utc(time.time())[:16])]
+        if self.staleness is not None:
+            ticks.append(self.staleness.check_after_new_run)
+        self.refresher = HistoryRefresher(self.state.history, tuple(ticks)).start()
         return self
 
     def next_run(self, now: datetime) -> datetime | None:
-        """When the schedule runs next (None without BACKUP_SCHEDULE)."""
-        schedule = self.storage.schedule
+        """When the schedule runs next, here or in another process (None without a schedule)."""
+        schedule = self.storage.watched_schedule
         if schedule is None:
             return None
         planned = self.scheduler.next_run if self.scheduler is not None else None
@@ -100,7 +120,7 @@ class StoredBackups:
             probe = self.prompt.permissions().as_json()
         except StorageError as exc:
             probe = {"reachable": False, "ok": False, "permissions": {}, "problems": [self.prompt.explain(exc)]}
-        schedule, now = self.storage.schedule, utc_now()
+        schedule, now = self.storage.watched_schedule, utc_now()
         return {
             "url": self.storage.location.url, "endpoint": self.prompt.endpoint, **probe,
             "schedule": {"expression": str(schedule), "description": schedule.describe(),
@@ -114,13 +134,14 @@ class StoredBackups:
         name = backup_filename(self.state.settings.backup_name)
         record = self._wait_for_slot(name)
         if record is None:
-            from backup_svc.notify.common import BACKUP, FAILED, Event, now
+            from backup_svc.notify.common import BACKUP, FAILED, Event
+            from backup_svc.timefmt import utc_now
 
             error = f"every dump slot stayed busy for {SLOT_WAIT_S} s (BACKUP_MAX_CONCURRENT)"
             reporter = self.state.reporter
             if not self.cancel.is_set():  # a scheduled backup that never ran is a failure to tell about
                 reporter.backup_finished(Event(kind=BACKUP, outcome=FAILED, database=reporter.database, error=error,
-                                               finished=now()))
+                                               finished=utc_now()))
             return self._remember(SCHEDULE, ACTOR, "refused", started, None, {}, name=name, error=error)
         return self._take(record, SCHEDULE, started, {})
 
@@ -162,11 +183,11 @@ class StoredBackups:
             self.current = record
             try:
                 # notifications, heartbeat and a restore drill hear of it, good or failed (notify/)
-                with reporting(self.state.reporter, self.state.settings, record.filename) as outcome:
-                    result = take_stored_backup(self.state.settings, self.storage, name=record.filename,
+                with reporting(self.state.reporter, self.state.setup, record.filename) as outcome:
+                    result = take_stored_backup(self.state.settings.dump, self.storage, name=record.filename,
                                                 application_name=record.application_name, progress=record.progress,
                                                 cancel=stop)
-                    outcome.stored(result.stored)
+                    outcome.stored(result.stored, result.shrink, rows=result.rows)
             except AnotherBackupRunning as exc:
                 log.info("%s skipped: %s", what, exc)
                 registry.end(record, status=429, error=f"{exc}; this one was not started")
@@ -179,12 +200,12 @@ class StoredBackups:
                 if record.stop_reason is not None:  # cancelled by someone
                     error = record.stop_reason[1]
                     log.warning("%s %s; the upload was aborted", what, error)
-                    _mark_ended(record, "cancelled", f"{error}. Nothing was stored: the upload was aborted.")
+                    _mark_ended(record, CANCELLED, f"{error}. Nothing was stored: the upload was aborted.")
                     registry.end(record)
                     return self._remember(trigger, record.actor, "cancelled", started, record, facts, error=error)
                 error = str(exc) or type(exc).__name__
                 log.error("%s failed, the upload was aborted: %s", what, error)
-                _mark_ended(record, "failed", f"{error}. Nothing was stored: the upload was aborted.")
+                _mark_ended(record, FAILED, f"{error}. Nothing was stored: the upload was aborted.")
                 registry.end(record)
                 return self._remember(trigger, record.actor, "failed", started, record, facts, error=error)
             finally:
@@ -193,7 +214,8 @@ class StoredBackups:
         stored = result.stored
         outcome = "ok" if not result.retention_error else "ok, retention failed"
         return self._remember(trigger, record.actor, outcome, started, record, facts, error=result.retention_error,
-                              gzip_bytes=stored.size, sql_bytes=result.sql_bytes, sha256=stored.sha256)
+                              gzip_bytes=stored.size, sql_bytes=result.sql_bytes, sha256=stored.sha256,
+                              rows=result.rows)
 
     def _remember(self, trigger: str, actor: str, outcome: str, started: float, record: BackupRecord | None,
                   facts: dict, *, name: str | None = None, error: str | None = None, **amounts) -> str:
@@ -207,6 +229,8 @@ class StoredBackups:
             self.last_scheduled = run
         if run.failed:
             self.last_failure = run
+        record_run(self.state.history, trigger=trigger, outcome=outcome, started=started, finished=run.finished,
+                   name=name, error=error, backup_id=backup_id)
         self.state.audit.record(event=AUDIT_EVENT, actor=actor, client=facts.get("client"),
                                 user_agent=facts.get("user_agent"), outcome=outcome, started=started,
                                 backup_id=backup_id, name=name, error=error, **amounts)
@@ -219,6 +243,11 @@ class StoredBackups:
             self.scheduler.stop(timeout_s=0.1)
         if self.staleness is not None:
             self.staleness.stop()
+        if self.refresher is not None:
+            self.refresher.stop()
+        # what this process still has to say goes to the bucket now, within a few seconds
+        self.state.audit.flush_refusals()
+        self.state.history.flush(HISTORY_FLUSH_S)
         if self._running.acquire(timeout=ABORT_WAIT_S):
             self._running.release()
 
@@ -239,8 +268,4 @@ class _Stop:
 
 def _mark_ended(record: BackupRecord, outcome: str, error: str) -> None:
     """The dump may have finished well ("ok") before the upload failed: the attempt as a whole did not."""
-    progress = record.progress
-    progress.outcome = outcome
-    progress.phase = outcome
-    progress.error = error
-    progress.finished = time.time()
+    record.progress.end(outcome, error, overrule=True)
