@@ -206,7 +206,7 @@ def cmd_restore_kept(args: argparse.Namespace, action: str) -> int:
         problems.append("DATABASE_URL is not set: it names the live database (and its server)")
     settings = restore_from_env(os.environ, problems)
     if problems:
-        return _refuse(problems)
+        return refuse(problems)
     return run(action, ServerLink(conn), name=args.undo or args.drop, source=args.file, yes=args.yes,
                bin_dirs=pg_bin_dirs(os.environ), swap_timeout_s=settings.swap_timeout_s)
 
@@ -217,9 +217,9 @@ def cmd_restore(args: argparse.Namespace) -> int:
     if action is not None:
         return cmd_restore_kept(args, action)
     if not args.file or not args.target_url:
-        return _refuse(["restore needs SOURCE and --target-url URL (or --replace, --list-kept, --undo, --drop)"])
+        return refuse(["restore needs SOURCE and --target-url URL (or --replace, --list-kept, --undo, --drop)"])
     if args.yes:
-        return _refuse(["--yes goes with --replace, --undo or --drop"])
+        return refuse(["--yes goes with --replace, --undo or --drop"])
     if args.file.startswith("s3://"):
         from backup_svc.commands.from_bucket import restore_stored
 

@@ -116,7 +116,7 @@ def test_replace_undo_and_drop_from_the_page(setup, pg_cluster, open_dashboard):
 
 def test_a_corrupted_object_is_said_on_the_page(setup, pg_cluster, open_dashboard):
     service, name, client, bucket = setup
-    key = client.list_objects_v2(Bucket=bucket)["Contents"][0]["Key"]
+    key = next(o["Key"] for o in client.list_objects_v2(Bucket=bucket)["Contents"] if o["Key"].endswith(".sql.gz"))
     head = client.head_object(Bucket=bucket, Key=key)
     data = bytearray(client.get_object(Bucket=bucket, Key=key)["Body"].read())
     data[len(data) // 2] ^= 0x01

@@ -74,7 +74,7 @@ def test_replace_from_a_stored_object(live, pg_cluster, s3, moto_s3):
     env = {"DATABASE_URL": url, "BACKUP_STORAGE_URL": f"s3://{bucket}/db/", **s3_env(moto_s3.endpoint)}
     uploaded = run_cli("upload", env=env)
     assert uploaded.returncode == 0, uploaded.stderr
-    key = client.list_objects_v2(Bucket=bucket)["Contents"][0]["Key"]
+    key = next(o["Key"] for o in client.list_objects_v2(Bucket=bucket)["Contents"] if o["Key"].endswith(".sql.gz"))
     source = snapshot(pg_cluster, name)
     with pg_cluster.connect(name) as db:
         db.execute("INSERT INTO app.people (name, email) VALUES ('after-backup', 'after@x')")
