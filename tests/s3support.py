@@ -192,11 +192,12 @@ def _reset(handler: BaseHTTPRequestHandler) -> None:
         pass
 
 
-def seed_backup(client, bucket: str, key: str, data: bytes | None = None) -> str:
+def seed_backup(client, bucket: str, key: str, data: bytes | None = None, *, owner: dict[str, str] | None = None) -> str:
     """Put a small valid gzip backup at `key` with the metadata an upload writes; return its sha256.
 
     For states a test cannot wait for (a backup stored days ago); the listing and the links read
-    these objects exactly as they read uploaded ones.
+    these objects exactly as they read uploaded ones. `owner` is the ownership record (`owned`):
+    without it the object is not any service's backup, and nothing lists it.
     """
     import gzip
     import hashlib
@@ -205,7 +206,7 @@ def seed_backup(client, bucket: str, key: str, data: bytes | None = None) -> str
     digest = hashlib.sha256(data).hexdigest()
     client.put_object(Bucket=bucket, Key=key, Body=data, ContentType="application/gzip",
                       Metadata={"sha256": digest, "server-version": "15.8", "pg-dump-version": "15.8",
-                                "sql-bytes": "60", "duration-s": "0.1"})
+                                "sql-bytes": "60", "duration-s": "0.1", **(owner or {})})
     return digest
 
 
@@ -248,3 +249,102 @@ class SilentStorage:
         for conn in self._held:
             conn.close()
         self._sock.close()
+
+
+def owned(system_identifier: str, backup_name: str, database: str | None = None) -> dict[str, str]:
+    """The ownership record an upload of the service (backup name, database, cluster) writes."""
+    return {"written-by": "backup_svc", "backup-name": backup_name, "database": database or backup_name,
+            "system-identifier": system_identifier}
+
+
+def cluster_identity(pg_cluster) -> str:
+    """The test cluster's system identifier: what the service records as its backups' owner."""
+    with pg_cluster.connect() as db:
+        return db.execute("SELECT system_identifier::text FROM pg_control_system()").fetchone()[0]
+
+
+class ThrottleProxy:
+    """A TCP proxy on loopback in front of the S3 server that passes what the client sends at
+    `rate` bytes per second (a slow link to the bucket), or nothing at all once `stall()` is called
+    (a link that went silent: no FIN, no RST). Answers come back at full speed.
+
+    Slow and stalled links are what the tests need and loopback never does on its own. The
+    proxy's receive buffer is kept small so that the client feels the rate, as over a real link.
+    """
+
+    def __init__(self, upstream_port: int, rate: int):
+        self.upstream_port = upstream_port
+        self.rate = rate
+        self.stalled = threading.Event()
+        self.sent = 0  # bytes passed on to the server, client to server
+        self._closed = threading.Event()
+        self._sockets: list[socket.socket] = []
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+        self.listener.settimeout(0.1)
+        self.port = self.listener.getsockname()[1]
+        self._threads = [threading.Thread(target=self._accept, daemon=True, name="throttle-accept")]
+        self._threads[0].start()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stall(self) -> None:
+        self.stalled.set()
+
+    def _accept(self) -> None:
+        while not self._closed.is_set():
+            try:
+                client, _ = self.listener.accept()
+            except (TimeoutError, socket.timeout):
+                continue
+            except OSError:
+                return
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+            upstream = socket.create_connection(("127.0.0.1", self.upstream_port), timeout=5)
+            upstream.settimeout(None)
+            self._sockets += [client, upstream]
+            for source, sink, rate in ((client, upstream, self.rate), (upstream, client, None)):
+                thread = threading.Thread(target=self._pump, args=(source, sink, rate), daemon=True)
+                self._threads.append(thread)
+                thread.start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, rate: int | None) -> None:
+        import select
+
+        piece = 4096 if rate else 65536
+        while not self._closed.is_set():
+            if rate and self.stalled.is_set():
+                self._closed.wait(0.1)
+                continue
+            try:
+                ready, _, _ = select.select([source], [], [], 0.1)
+                if not ready:
+                    continue
+                data = source.recv(piece)
+                if not data:
+                    break
+                sink.sendall(data)
+                if rate:
+                    self.sent += len(data)
+                    time.sleep(len(data) / rate)
+            except OSError:
+                break
+        for sock in (source, sink):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self._closed.set()
+        for sock in self._sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        for thread in self._threads:
+            thread.join(timeout=2)
+        for sock in [self.listener, *self._sockets]:
+            sock.close()

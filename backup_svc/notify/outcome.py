@@ -112,14 +112,17 @@ def drill_stored_object(settings: Settings, bucket: str, key: str, *, client=Non
                      timeout_s=settings.connect_timeout_s, say=say)
 
 
-def newest_stored(settings: Settings, client=None):
-    """The newest StoredBackup under the prefix, or None; StorageError when it cannot be listed."""
+def newest_stored(settings: Settings, client=None, owner=None):
+    """The newest of this service's stored backups (the same set retention and the dashboard read:
+    storage/listing.py), or None; StorageError when it cannot be listed. `owner`: an OwnerLookup."""
     from backup_svc.storage.client import make_client
     from backup_svc.storage.listing import list_backups
     from backup_svc.storage.location import BackupNames
+    from backup_svc.storage.run import owner_lookup
 
     client = client if client is not None else make_client(settings.storage.client_env)
-    backups = list_backups(client, settings.storage.location, BackupNames(settings.backup_name))
+    owner = owner if owner is not None else owner_lookup(settings)
+    backups = list_backups(client, settings.storage.location, BackupNames(settings.backup_name), owner.get())
     return backups[0] if backups else None
 
 
@@ -146,7 +149,10 @@ class StalenessWatch:
     def __init__(self, reporter: Reporter, settings: Settings, *, interval_s: float | None = None, client=None):
         import threading
 
+        from backup_svc.storage.run import owner_lookup
+
         self.reporter, self.settings, self.client = reporter, settings, client
+        self.owner = owner_lookup(settings)  # asks the database once for the cluster's identity
         self.interval_s = interval_s or self.INTERVAL_S
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="staleness-watch", daemon=True)
@@ -161,7 +167,7 @@ class StalenessWatch:
     def check_once(self) -> Staleness | None:
         """List, check, alarm once per episode; a listing that fails is logged and changes nothing."""
         try:
-            newest = newest_stored(self.settings, self.client)
+            newest = newest_stored(self.settings, self.client, self.owner)
         except Exception as exc:
             log.warning("staleness check: cannot list stored backups: %s", failure_reason(exc))
             return self.reporter.staleness

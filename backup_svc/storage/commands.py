@@ -138,20 +138,24 @@ def _drill_after_upload(reporter, settings: Settings, stored) -> None:
 def cmd_list(args: argparse.Namespace) -> int:
     """List this service's stored backups, newest first: name, size, time (UTC), sha256."""
     from backup_svc.storage.client import StorageError, make_client
-    from backup_svc.storage.listing import list_backups
+    from backup_svc.storage.listing import survey_backups
     from backup_svc.storage.location import BackupNames
+    from backup_svc.storage.run import owner_lookup
 
     settings = _settings_with_storage()
     if settings is None:
         return 2
     storage = settings.storage
     try:
-        backups = list_backups(make_client(storage.client_env), storage.location, BackupNames(settings.backup_name),
-                               with_sha256=True)
+        survey = survey_backups(make_client(storage.client_env), storage.location, BackupNames(settings.backup_name),
+                                owner_lookup(settings).get())
     except StorageError as exc:
         _say(f"list failed: {exc}")
         return 1
+    backups = survey.backups
     _say(f"{len(backups)} stored backup{'s' if len(backups) != 1 else ''} in {storage.location.url}, newest first")
+    for backup, reason in survey.ignored:
+        _say(f"not listed: {backup.name} ({reason})")
     for backup in backups:
         print(f"{backup.name}  {backup.size:>14}  {backup.time:%Y-%m-%dT%H:%M:%SZ}  {backup.sha256 or '-'}")
     return 0
@@ -164,7 +168,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     from backup_svc.storage.location import BackupNames
     from backup_svc.storage.lock import AnotherBackupRunning, StoredBackupLock
     from backup_svc.storage.prune import prune
-    from backup_svc.storage.run import destination_of
+    from backup_svc.storage.run import destination_of, owner_lookup
 
     settings = _settings_with_storage()
     if settings is None:
@@ -179,7 +183,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
         # Under the upload lock: a prune never races an upload of the same backups.
         with StoredBackupLock(settings.conn, destination_of(settings, storage), timeout_s=settings.connect_timeout_s):
             report = prune(make_client(storage.client_env), storage.location, BackupNames(settings.backup_name),
-                           storage.retention, dry_run=args.dry_run)
+                           owner_lookup(settings).get(), storage.retention, dry_run=args.dry_run)
     except AnotherBackupRunning as exc:
         _say(f"{exc}; prune again when it is done")
         return EXIT_BUSY
@@ -217,9 +221,10 @@ def storage_check_lines(settings: Settings) -> tuple[list[str], bool]:
     from datetime import datetime, timezone
 
     from backup_svc.storage.client import StorageError, make_client
-    from backup_svc.storage.listing import list_backups
+    from backup_svc.storage.listing import survey_backups
     from backup_svc.storage.location import BackupNames
     from backup_svc.storage.probe import probe_storage
+    from backup_svc.storage.run import owner_lookup
 
     storage = settings.storage
     if storage is None:
@@ -228,10 +233,13 @@ def storage_check_lines(settings: Settings) -> tuple[list[str], bool]:
     endpoint = storage.client_env.get("AWS_ENDPOINT_URL", "AWS")
     client = make_client(storage.client_env)
     try:
-        backups = list_backups(client, storage.location, BackupNames(settings.backup_name))
+        owner = owner_lookup(settings).get()
+        survey = survey_backups(client, storage.location, BackupNames(settings.backup_name), owner)
+        backups = survey.backups
         newest = f", newest {backups[0].name}" if backups else ""
         lines.append(f"storage: ok — {storage.location.url} at {endpoint}: {len(backups)} stored "
                      f"backup{'s' if len(backups) != 1 else ''}{newest}")
+        lines += _others_warning(survey, owner)
     except StorageError as exc:
         lines.append(f"storage: {storage.location.url} at {endpoint}: {exc}")
         ok = False
@@ -248,3 +256,14 @@ def storage_check_lines(settings: Settings) -> tuple[list[str], bool]:
     lines.append(f"retention: {storage.retention}" if storage.retention is not None
                  else "retention: keep everything (BACKUP_RETENTION is not set)")
     return lines, ok
+
+
+def _others_warning(survey, owner) -> list[str]:
+    """`check`'s warning when objects named like this service's backups belong to another service."""
+    others = [(b, reason) for b, reason in survey.ignored if owner.is_other_service(b.metadata)]
+    if not others:
+        return []
+    return [f"storage: warning — {len(others)} object{'s' if len(others) != 1 else ''} under the prefix "
+            f"{'are' if len(others) != 1 else 'is'} named like this service's backups but belong to another "
+            f"service ({others[0][1]}, e.g. {others[0][0].name}); this service never lists, keeps or deletes "
+            f"them, but give each service its own prefix or BACKUP_NAME"]

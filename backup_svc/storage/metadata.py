@@ -12,13 +12,19 @@ CONTENT_TYPE = "application/gzip"
 
 
 def attach_metadata(client, bucket: str, key: str, size: int, metadata: dict[str, str], *, retry: RetryPolicy,
-                    single_copy_limit: int = SINGLE_COPY_LIMIT, copy_part_size: int = COPY_PART_SIZE) -> None:
-    """Replace the object's metadata with `metadata` (S3 sets metadata only when writing an object)."""
+                    single_copy_limit: int = SINGLE_COPY_LIMIT, copy_part_size: int = COPY_PART_SIZE,
+                    source_etag: str | None = None) -> None:
+    """Replace the object's metadata with `metadata` (S3 sets metadata only when writing an object).
+
+    With `source_etag` the copy happens only while the object is still the one with that ETag (the
+    one just completed), never onto another writer's object that replaced it meanwhile.
+    """
     source = {"Bucket": bucket, "Key": key}
+    condition = {"CopySourceIfMatch": source_etag} if source_etag else {}
     if size <= single_copy_limit:
         with_retries(f"attaching the sha256 to {key}", lambda: client.copy_object(
             Bucket=bucket, Key=key, CopySource=source, MetadataDirective="REPLACE",
-            Metadata=metadata, ContentType=CONTENT_TYPE), retry)
+            Metadata=metadata, ContentType=CONTENT_TYPE, **condition), retry)
         return
     created = with_retries(f"attaching the sha256 to {key}", lambda: client.create_multipart_upload(
         Bucket=bucket, Key=key, ContentType=CONTENT_TYPE, Metadata=metadata), retry)
@@ -29,7 +35,7 @@ def attach_metadata(client, bucket: str, key: str, size: int, metadata: dict[str
             end = min(start + copy_part_size, size) - 1
             answer = with_retries(f"copying part {number} of {key}", lambda: client.upload_part_copy(
                 Bucket=bucket, Key=key, UploadId=copy_id, PartNumber=number, CopySource=source,
-                CopySourceRange=f"bytes={start}-{end}"), retry)
+                CopySourceRange=f"bytes={start}-{end}", **condition), retry)
             parts.append({"PartNumber": number, "ETag": answer["CopyPartResult"]["ETag"]})
         with_retries(f"completing the copy of {key}", lambda: client.complete_multipart_upload(
             Bucket=bucket, Key=key, UploadId=copy_id, MultipartUpload={"Parts": parts}), retry)

@@ -10,12 +10,16 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
+import secrets
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from .client import RetryPolicy, StorageError, error_code, with_retries
 from .metadata import CONTENT_TYPE, COPY_PART_SIZE, SINGLE_COPY_LIMIT, attach_metadata, read_back
+from .partbody import PartBody
+from .sameobject import TOKEN, complete_unless_taken, delete_if_ours
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +31,11 @@ MAX_PARTS = 10_000
 # Seconds an abort waits for a part already on the wire, so the abort can be repeated after it
 # (S3 may keep a part that finished uploading after the first abort).
 IN_FLIGHT_WAIT_S = 30
+# The same when the run was cancelled (the server is shutting down): the grace period is short, and
+# a part that lands after the abort is aborted by the next run's clean-up.
+CANCELLED_IN_FLIGHT_WAIT_S = 3
+# How often a writer waiting for the part on the wire looks whether the run was cancelled.
+CANCEL_POLL_S = 0.2
 
 
 class ObjectTooLarge(StorageError):
@@ -56,11 +65,15 @@ class MultipartUpload:
 
     def __init__(self, client, bucket: str, key: str, *, metadata: Mapping[str, str] | None = None,
                  part_size: int = PART_SIZE, max_parts: int = MAX_PARTS, retry: RetryPolicy = RetryPolicy(),
-                 single_copy_limit: int = SINGLE_COPY_LIMIT, copy_part_size: int = COPY_PART_SIZE):
+                 single_copy_limit: int = SINGLE_COPY_LIMIT, copy_part_size: int = COPY_PART_SIZE,
+                 cancelled: Callable[[], bool] = lambda: False):
         self.client = client
         self.bucket = bucket
         self.key = key
-        self.metadata = dict(metadata or {})
+        # The token tells this upload's object from another writer's under the same key (sameobject.py).
+        self.token = secrets.token_hex(8)
+        self.metadata = {**(metadata or {}), TOKEN: self.token}
+        self.cancelled = cancelled  # checked while waiting and before each retry: stop at once when set
         self.part_size = part_size
         self.max_parts = max_parts
         self.retry = retry
@@ -74,6 +87,7 @@ class MultipartUpload:
         self._pending: Future | None = None
         self._sender: ThreadPoolExecutor | None = None
         self._state = "new"  # new → open → completing → complete | aborted
+        self._completed = False  # our CompleteMultipartUpload made the object under the key
 
     @property
     def sha256(self) -> str:
@@ -150,6 +164,15 @@ class MultipartUpload:
 
     def _wait_for_pending(self) -> None:
         if self._pending is not None:
+            while not self._pending.done():
+                if self.cancelled():
+                    raise StorageError(f"the upload of {self.key} was stopped: the service is shutting down")
+                try:
+                    self._pending.result(timeout=CANCEL_POLL_S)
+                except FutureTimeout:
+                    continue
+                except BaseException:
+                    break
             pending, self._pending = self._pending, None
             pending.result()  # re-raises the part's StorageError here, in the writer's thread
 
@@ -157,11 +180,12 @@ class MultipartUpload:
         md5 = base64.b64encode(hashlib.md5(part).digest()).decode()
 
         def send():
+            # a file, not bytes: sent in small writes, each under the timeout (partbody.py)
             return self.client.upload_part(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id,
-                                           PartNumber=number, Body=part, ContentMD5=md5)
+                                           PartNumber=number, Body=PartBody(part), ContentMD5=md5)
 
         response = with_retries(f"uploading part {number} of {self.key}", send, self.retry,
-                                cancelled=lambda: self._state == "aborted")
+                                cancelled=lambda: self._state == "aborted" or self.cancelled())
         entry["ETag"] = response["ETag"]
 
     # -- the end -------------------------------------------------------------------------------
@@ -179,37 +203,32 @@ class MultipartUpload:
         self._state = "completing"
         sha256 = self._sha256.hexdigest()
         final_metadata = {**self.metadata, **(metadata or {}), "sha256": sha256}
-        self._finish_upload()
-        self._attach_metadata(final_metadata)
+        etag = self._finish_upload()
+        self._completed = True
+        self._attach_metadata(final_metadata, etag)
         stored = self._read_back(sha256)
         self._state = "complete"
         self._shutdown_sender()
         return stored
 
-    def _finish_upload(self) -> None:
+    def _finish_upload(self) -> str | None:
+        """Complete the upload unless the key is taken (sameobject.py); the new object's ETag."""
+        if self._exists():  # the check that still holds where the storage ignores If-None-Match
+            raise StorageError(f"{self.key} already exists in bucket {self.bucket}: another writer stored it "
+                               f"while this backup ran; a stored backup is never overwritten")
         parts = [{"PartNumber": p["PartNumber"], "ETag": p["ETag"]} for p in self._parts]
-        tries = []
+        return complete_unless_taken(self.client, self.bucket, self.key, self.upload_id, parts, self.token,
+                                     retry=self.retry)
 
-        def finish():
-            tries.append(1)
-            try:
-                return self.client.complete_multipart_upload(
-                    Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, MultipartUpload={"Parts": parts})
-            except Exception as exc:
-                # A retried complete whose first try did succeed (the answer was lost) finds no upload:
-                # the read-back below decides whether the object is ours.
-                if len(tries) > 1 and error_code(exc)[0] == "NoSuchUpload":
-                    return None
-                raise
-
-        with_retries(f"completing the upload of {self.key}", finish, self.retry)
-
-    def _attach_metadata(self, metadata: dict[str, str]) -> None:
+    def _attach_metadata(self, metadata: dict[str, str], etag: str | None) -> None:
         attach_metadata(self.client, self.bucket, self.key, self.size, metadata, retry=self.retry,
-                        single_copy_limit=self.single_copy_limit, copy_part_size=self.copy_part_size)
+                        single_copy_limit=self.single_copy_limit, copy_part_size=self.copy_part_size,
+                        source_etag=etag)
 
     def _read_back(self, sha256: str) -> StoredObject:
         stored_metadata = read_back(self.client, self.bucket, self.key, self.size, sha256, retry=self.retry)
+        if stored_metadata.get(TOKEN) != self.token:
+            raise StorageError(f"read-back of {self.key}: the object there was written by another upload")
         return StoredObject(bucket=self.bucket, key=self.key, size=self.size, sha256=sha256, metadata=stored_metadata)
 
     def abort(self) -> bool:
@@ -227,12 +246,12 @@ class MultipartUpload:
         pending, self._pending = self._pending, None
         if pending is not None and not pending.done():
             try:
-                pending.result(timeout=IN_FLIGHT_WAIT_S)
+                pending.result(timeout=CANCELLED_IN_FLIGHT_WAIT_S if self.cancelled() else IN_FLIGHT_WAIT_S)
             except BaseException:
                 pass
             ok = self._abort_upload(self.upload_id) and ok  # a part that landed after the first abort
         self._shutdown_sender()
-        if completing:
+        if completing and self._completed:
             ok = self._delete_unverified() and ok
         return ok
 
@@ -255,10 +274,9 @@ class MultipartUpload:
             return False
 
     def _delete_unverified(self) -> bool:
-        """Remove an object this upload completed but could not read back as sent."""
+        """Remove an object this upload completed but could not read back as sent (never another writer's)."""
         try:
-            with_retries(f"deleting the unverified {self.key}",
-                         lambda: self.client.delete_object(Bucket=self.bucket, Key=self.key), self.retry)
+            delete_if_ours(self.client, self.bucket, self.key, self.token, retry=self.retry)
             return True
         except StorageError as exc:
             log.error("%s", exc)

@@ -17,6 +17,7 @@ from datetime import datetime
 
 from backup_svc.dump.backup import backup_filename
 from backup_svc.storage.prompt import PromptStorage
+from backup_svc.storage.run import owner_lookup
 from backup_svc.storage.schedule import Scheduler, utc_now
 from backup_svc.timefmt import iso_utc
 from backup_svc.web.registry import BackupRecord
@@ -62,7 +63,9 @@ class StoredBackups:
     def __init__(self, state: BackupService):
         self.state = state
         self.storage = state.settings.storage
-        self.prompt = PromptStorage(self.storage, state.settings.backup_name)
+        self.owner = owner_lookup(state.settings, lambda: state.facts.get(
+            timeout_s=state.settings.connect_timeout_s).system_identifier)
+        self.prompt = PromptStorage(self.storage, state.settings.backup_name, self.owner.get)
         self.cancel = threading.Event()
         self.scheduler: Scheduler | None = None
         self.staleness = None  # the StalenessWatch beside the scheduler (notify)

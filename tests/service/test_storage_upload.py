@@ -32,7 +32,8 @@ def test_upload_streams_parts_and_reads_back_size_and_sha256(s3):
     got = client.get_object(Bucket=bucket, Key="pre/db_backup_20261128_030000.sql.gz")
     assert got["Body"].read() == data
     assert got["ContentType"] == "application/gzip"
-    assert got["Metadata"] == {"server-version": "15.18", "sql-bytes": "999", "sha256": stored.sha256}
+    assert got["Metadata"] == {"server-version": "15.18", "sql-bytes": "999", "sha256": stored.sha256,
+                               "upload-token": upload.token}
     assert incomplete_uploads(client, bucket) == []
 
 
