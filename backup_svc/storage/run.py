@@ -20,7 +20,8 @@ from backup_svc.storage.location import BackupNames
 from backup_svc.storage.lock import StoredBackupLock
 from backup_svc.storage.ownership import Owner, OwnerLookup
 from backup_svc.storage.prune import PruneReport, abort_stale_uploads, prune
-from backup_svc.storage.stopping import CancellableSink, DumpStopper, StopFlag, StoredBackupCancelled
+from backup_svc.storage.stopping import (SHUTTING_DOWN, CancellableSink, DumpStopper, StopFlag,
+                                         StoredBackupCancelled)
 from backup_svc.storage.upload import MultipartUpload, StoredObject
 
 __all__ = ["StoredBackupCancelled", "StoredBackupResult", "take_stored_backup", "owner_lookup", "destination_of"]
@@ -67,8 +68,18 @@ def take_stored_backup(settings: Settings, storage: StorageSettings, *, name: st
     aborted. `cancel` stops the run at once, whatever it is doing (stopping.py). The clean-up runs
     only after a read-back object, and its failure does not undo the backup (`retention_error`).
     """
-    client = client if client is not None else make_client(storage.client_env)
     cancel = cancel if cancel is not None else threading.Event()
+    try:
+        return _take(settings, storage, name, application_name, progress, cancel, client, retry)
+    except Exception as exc:
+        if cancel.is_set() and not isinstance(exc, StoredBackupCancelled):  # whatever broke, this is why
+            raise StoredBackupCancelled(SHUTTING_DOWN) from exc
+        raise
+
+
+def _take(settings: Settings, storage: StorageSettings, name: str | None, application_name: str,
+          progress: DumpProgress | None, cancel: StopFlag, client, retry: RetryPolicy) -> StoredBackupResult:
+    client = client if client is not None else make_client(storage.client_env)
     started = time.monotonic()
     with StoredBackupLock(settings.conn, destination_of(settings, storage), timeout_s=settings.connect_timeout_s):
         name = name or backup_filename(settings.backup_name)

@@ -13,7 +13,7 @@ from backup_svc.notify.outcome import StalenessWatch, reporter_for
 from backup_svc.pg.localcluster import free_port
 
 from tests import receivers
-from tests.s3support import object_keys, s3_env
+from tests.s3support import cluster_identity, object_keys, owned, s3_env, seed_backup
 from tests.support import run_cli
 
 PING = "/ping/5e1f0c2a-aaaa-bbbb-cccc-0123456789ab"
@@ -163,10 +163,11 @@ def test_notify_test_without_channels_says_what_to_set():
     assert "no notification channel is configured: set SMTP_URL" in done.stderr
 
 
-def test_stale_backups_raise_one_alarm(s3, moto_s3, rich_db, receiver):
+def test_stale_backups_raise_one_alarm(s3, moto_s3, rich_db, pg_cluster, receiver):
     """A seeded backup three days old, a daily schedule: the watch alarms once, then stays quiet."""
     client, bucket = s3
-    client.put_object(Bucket=bucket, Key="backups/rich_backup_20260101_030000.sql.gz", Body=b"old")
+    seed_backup(client, bucket, "backups/rich_backup_20260101_030000.sql.gz",
+                owner=owned(cluster_identity(pg_cluster), "rich"))
     hook = receiver()
     settings = Settings.from_env(env_for(moto_s3, bucket, rich_db, BACKUP_SCHEDULE="0 3 * * *",
                                          NOTIFY_WEBHOOK_URL=hook.url + HOOK), require_auth=False)
@@ -219,7 +220,8 @@ def test_serve_reports_stale_backups_then_a_scheduled_backup_and_its_drill(s3, m
     from tests.support import wait_until
 
     client, bucket = s3
-    client.put_object(Bucket=bucket, Key="scheduled/rich_backup_20260101_030000.sql.gz", Body=b"old")
+    seed_backup(client, bucket, "scheduled/rich_backup_20260101_030000.sql.gz",
+                owner=owned(cluster_identity(pg_cluster), "rich"))
     hook, monitor = receiver(), receiver()
     service = start_service(DATABASE_URL=rich_db, BACKUP_STORAGE_URL=f"s3://{bucket}/scheduled",
                             BACKUP_SCHEDULE="* * * * *", NOTIFY_WEBHOOK_URL=hook.url + HOOK, NOTIFY_ON="always",
