@@ -11,7 +11,8 @@ import base64
 import hashlib
 import logging
 import secrets
-from concurrent.futures import Future, ThreadPoolExecutor
+import threading
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
@@ -85,7 +86,6 @@ class MultipartUpload:
         self._buffer = bytearray()
         self._parts: list[dict[str, Any]] = []  # {"PartNumber", "ETag"} of every part sent or being sent
         self._pending: Future | None = None
-        self._sender: ThreadPoolExecutor | None = None
         self._state = "new"  # new → open → completing → complete | aborted
         self._completed = False  # our CompleteMultipartUpload made the object under the key
 
@@ -119,7 +119,6 @@ class MultipartUpload:
                                                         Metadata=self.metadata),
             self.retry)
         self.upload_id = created["UploadId"]
-        self._sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="s3-part")
         self._state = "open"
 
     def _exists(self) -> bool:
@@ -160,7 +159,7 @@ class MultipartUpload:
         number = len(self._parts) + 1
         entry: dict[str, Any] = {"PartNumber": number}
         self._parts.append(entry)
-        self._pending = self._sender.submit(self._upload_part, number, part, entry)
+        self._pending = _in_daemon_thread(self._upload_part, number, part, entry)
 
     def _wait_for_pending(self) -> None:
         if self._pending is not None:
@@ -208,7 +207,6 @@ class MultipartUpload:
         self._attach_metadata(final_metadata, etag)
         stored = self._read_back(sha256)
         self._state = "complete"
-        self._shutdown_sender()
         return stored
 
     def _finish_upload(self) -> str | None:
@@ -250,7 +248,6 @@ class MultipartUpload:
             except BaseException:
                 pass
             ok = self._abort_upload(self.upload_id) and ok  # a part that landed after the first abort
-        self._shutdown_sender()
         if completing and self._completed:
             ok = self._delete_unverified() and ok
         return ok
@@ -282,9 +279,21 @@ class MultipartUpload:
             log.error("%s", exc)
             return False
 
-    def _shutdown_sender(self) -> None:
-        if self._sender is not None:
-            self._sender.shutdown(wait=False, cancel_futures=True)
+
+def _in_daemon_thread(fn, *args) -> Future:
+    """`fn(*args)` in a thread of its own that never holds up the process's exit (an executor's threads
+    are joined at exit: a part stuck on a dead link would keep a stopping server alive until SIGKILL)."""
+    future: Future = Future()
+
+    def run() -> None:
+        if future.set_running_or_notify_cancel():
+            try:
+                future.set_result(fn(*args))
+            except BaseException as exc:
+                future.set_exception(exc)
+
+    threading.Thread(target=run, name="s3-part", daemon=True).start()
+    return future
 
 
 def _mib(n: int) -> str:

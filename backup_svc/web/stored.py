@@ -32,8 +32,12 @@ AUDIT_EVENT = "stored-backup"
 # run is given up (and logged) rather than piling up behind a stream of downloads.
 SLOT_WAIT_S = 600
 SLOT_POLL_S = 2.0
-# How long the exiting worker waits for a cancelled upload to be aborted.
+# How long the exiting worker waits for a cancelled upload to be aborted when it knows no grace period.
 ABORT_WAIT_S = 20
+# What the exit keeps back from the grace period: the arbiter's SIGKILL comes at its end.
+EXIT_MARGIN_S = 1.0
+# Of what is left of the grace, the share a cancelled run may take; the rest sends its notification.
+ABORT_SHARE = 0.6
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,7 @@ class StoredBackups:
         self.last_failure: RunOutcome | None = None
         self.current: BackupRecord | None = None
         self._running = threading.Lock()
+        self._stop_deadline: float | None = None  # monotonic: when the process must have exited
 
     def start(self) -> "StoredBackups":
         schedule = self.storage.schedule
@@ -215,15 +220,31 @@ class StoredBackups:
                                 backup_id=backup_id, name=name, error=error, **amounts)
         return outcome
 
-    def stop(self) -> None:
-        """Stop the schedule and any running stored backup (its upload is aborted); wait a little for that."""
+    def begin_shutdown(self, grace_s: float) -> None:
+        """SIGTERM arrived: stop any running stored backup now (from the signal handler: sets flags only);
+        everything must be over within `grace_s`."""
+        if self._stop_deadline is None:
+            self._stop_deadline = time.monotonic() + grace_s - EXIT_MARGIN_S
         self.cancel.set()
+
+    def stop(self) -> None:
+        """Stop the schedule and any running stored backup (its upload is aborted), wait for that, and send
+        its notification — all before the grace period ends (begin_shutdown), each wait bounded."""
+        self.cancel.set()
+        deadline = self._stop_deadline or time.monotonic() + ABORT_WAIT_S
         if self.scheduler is not None:
             self.scheduler.stop(timeout_s=0.1)
         if self.staleness is not None:
             self.staleness.stop()
-        if self._running.acquire(timeout=ABORT_WAIT_S):
+        left = max(deadline - time.monotonic(), 0.0)
+        if self._running.acquire(timeout=left * ABORT_SHARE if self._stop_deadline else left):
             self._running.release()
+        else:
+            log.error("a stored backup was still stopping when the service exited; the next run aborts its "
+                      "incomplete upload")
+        notifier = self.state.reporter.notifier
+        if not notifier.flush(timeout_s=max(deadline - time.monotonic(), 0.1)):
+            log.error("notifications still unsent when the service exited were given up")
 
 
 class _Stop:
