@@ -123,6 +123,7 @@ def _drill_stored(settings, url: str | None):
 
 def _drill_file(path: str) -> int:
     from backup_svc.notify.drill import run_drill
+    from backup_svc.notify.drillbounds import drill_timeout_s
 
     source, problems = _source()
     if problems:
@@ -136,7 +137,8 @@ def _drill_file(path: str) -> int:
     if not os.path.isfile(path):
         return _refuse([f"{path}: no such file"])
     report = run_drill(path, os.path.basename(path), settings.drill, source=source,
-                       bin_dirs=pg_bin_dirs(os.environ), say=_say)
+                       bin_dirs=pg_bin_dirs(os.environ), say=_say,
+                       deadline_s=drill_timeout_s(settings.drill_timeout_s, os.path.getsize(path)))
     return _finish(report, settings, _database_name(source))
 
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 from backup_svc.notify.common import BACKUP, FAILED, OK, Event, now
 from backup_svc.notify.drill import DrillReport, run_drill
+from backup_svc.notify.drillbounds import drill_timeout_s
 from backup_svc.notify.reporter import Reporter
 from backup_svc.notify.settings import NotifySettings
 from backup_svc.notify.staleness import Staleness, schedule_interval
@@ -109,7 +110,8 @@ def drill_stored_object(settings: Settings, bucket: str, key: str, *, client=Non
 
     return run_drill(url, key.rsplit("/", 1)[-1], settings.notify.drill, source=settings.conn, opener=opener,
                      size=first.size, metadata=first.metadata, bin_dirs=settings.pg_bin_dirs,
-                     timeout_s=settings.connect_timeout_s, say=say)
+                     timeout_s=settings.connect_timeout_s, say=say,
+                     deadline_s=drill_timeout_s(settings.notify.drill_timeout_s, first.size))
 
 
 def newest_stored(settings: Settings, client=None, owner=None):

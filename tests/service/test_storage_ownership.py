@@ -99,3 +99,21 @@ def test_completion_never_replaces_an_object_that_appeared_meanwhile(s3):
     got = client.get_object(Bucket=bucket, Key=key)["Body"].read()
     assert hashlib.sha256(got).hexdigest() == hashlib.sha256(theirs).hexdigest()
     assert incomplete_uploads(client, bucket) == []
+
+
+def test_the_backup_just_stored_is_never_deleted(s3, moto_s3, rich_db, pg_cluster):
+    """A real backup of ours named 10 minutes ahead (a clock a little fast, within the margin, so it is
+    believed and is the newest): `last=1` keeps it, and the backup just stored is kept all the same."""
+    from datetime import datetime, timedelta, timezone
+
+    client, bucket = s3
+    ahead = f"backups/rich_backup_{datetime.now(timezone.utc) + timedelta(minutes=10):%Y%m%d_%H%M%S}.sql.gz"
+    seed_backup(client, bucket, ahead, owner=owned(cluster_identity(pg_cluster), "rich"))
+    before = set(object_keys(client, bucket))
+
+    done = run_cli("upload", env=env_for(moto_s3, bucket, rich_db, BACKUP_RETENTION="last=1"))
+
+    assert done.returncode == 0, done.stderr
+    (new,) = new_keys(client, bucket, before)
+    assert set(object_keys(client, bucket)) == {new, ahead}
+    assert f"keep    {new.split('/')[1]}  (just stored)" in done.stderr
