@@ -1,6 +1,6 @@
 """Timeouts that mean what the docs say (docs/storage.md, "Slow and stalled links"): a part keeps going
 while bytes move, however slowly, and a link that goes silent fails the upload in a bounded time.
-moto's S3 server behind a throttling TCP proxy on loopback (tests/s3support.py: ThrottleProxy)."""
+moto's S3 server behind a throttling TCP proxy on loopback (tests/support.py: FreezableProxy with a rate)."""
 from __future__ import annotations
 
 import hashlib
@@ -13,7 +13,8 @@ import pytest
 from backup_svc.storage.client import RetryPolicy, StorageError, make_client
 from backup_svc.storage.upload import MultipartUpload
 
-from tests.s3support import ThrottleProxy, incomplete_uploads, object_keys, s3_env
+from tests.s3support import incomplete_uploads, object_keys, s3_env
+from tests.support import FreezableProxy
 
 MIB = 1024 * 1024
 RATE = 100_000  # bytes per second: a slow bucket
@@ -24,7 +25,7 @@ PART = 5 * MIB
 
 @pytest.fixture
 def slow_link(moto_s3):
-    proxy = ThrottleProxy(moto_s3.port, RATE)
+    proxy = FreezableProxy(moto_s3.port, rate=RATE)
     yield proxy
     proxy.close()
 
@@ -55,7 +56,7 @@ def test_a_stalled_bucket_fails_in_the_stated_time(s3, slow_link):
     Nothing is stored and the upload is aborted."""
     client, bucket = s3
     quick = make_client(s3_env(slow_link.endpoint), connect_timeout_s=2, read_timeout_s=3)
-    threading.Thread(target=lambda: (time.sleep(2), slow_link.stall()), daemon=True).start()
+    threading.Thread(target=lambda: (time.sleep(2), slow_link.freeze()), daemon=True).start()
     started = time.monotonic()
     with pytest.raises(StorageError, match="uploading part 1 .* after 2 attempts"):
         with MultipartUpload(quick, bucket, "db/x_backup_20261204_030000.sql.gz", part_size=PART,
@@ -64,5 +65,5 @@ def test_a_stalled_bucket_fails_in_the_stated_time(s3, slow_link):
             upload.complete()
     took = time.monotonic() - started
     assert 4 < took < 2 + 2 * (2 + 3) + 0.5 + 3, took
-    slow_link.stalled.clear()
+    slow_link.thaw()
     assert object_keys(client, bucket) == []
