@@ -51,6 +51,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         try:
             settings = Settings.from_env(env)
         except ConfigError as exc:
+            from backup_svc.notify.heartbeat import ping_settings_failure
+
+            ping_settings_failure(env, exc.problems)  # HEARTBEAT_URL hears of it: <url>/fail
             return _refuse(exc.problems)
         BackupServer(settings).run()
     finally:

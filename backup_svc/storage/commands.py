@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 
@@ -47,6 +48,9 @@ def _settings_with_storage() -> Settings | None:
     except ConfigError as exc:
         for problem in exc.problems:
             _say(problem)
+        from backup_svc.notify.heartbeat import ping_settings_failure
+
+        ping_settings_failure(os.environ, exc.problems)  # HEARTBEAT_URL hears of it: <url>/fail
         return None
     return settings
 

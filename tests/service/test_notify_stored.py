@@ -250,3 +250,16 @@ def test_check_lists_the_channels_without_secrets(rich_db, pg_cluster):
     assert f"notifications: restore drills: scratch databases on 127.0.0.1:{pg_cluster.port}" in done.stdout
     assert receivers.SECRET not in done.stdout and "hooksecret" not in done.stdout
     assert pg_cluster.password not in done.stdout
+
+
+@pytest.mark.parametrize("command", ["upload", "serve"])
+def test_a_settings_error_pings_the_heartbeats_fail_url(command, moto_s3, rich_db, receiver):
+    """Issue 21, weaker finding: a service that cannot start for its settings (exit 2) sent no /fail
+    ping, so the monitor only noticed when the pings stopped."""
+    monitor = receiver()
+    done = run_cli(command, env={"DATABASE_URL": rich_db, "ADMIN_TOKEN": "t" * 20, "PORT": str(free_port()),
+                                 "BACKUP_STORAGE_URL": "s3://bkt/x", "BACKUP_RETENTION": "forever",
+                                 "HEARTBEAT_URL": monitor.url + PING, **s3_env(moto_s3.endpoint)})
+    assert done.returncode == 2, done.stderr
+    assert "BACKUP_RETENTION has 'forever'" in done.stderr
+    assert [p for m, p, _, _ in monitor.requests] == [PING + "/fail"]
