@@ -88,19 +88,19 @@ def cmd_upload(args: argparse.Namespace) -> int:
         _say(f"{exc}; nothing to do now (this is not a failure)")
         return EXIT_BUSY
     except CannotDump as exc:
-        _say(f"upload failed: {exc.message}; {aborted}")
+        _say(f"upload failed: {exc.message}; {_left(exc, aborted)}")
         return 1
-    except Terminated:
-        _say(f"upload stopped by SIGTERM; {aborted}")
+    except Terminated as exc:
+        _say(f"upload stopped by SIGTERM; {_left(exc, aborted)}")
         return EXIT_SIGTERM
-    except KeyboardInterrupt:
-        _say(f"upload interrupted; {aborted}")
+    except KeyboardInterrupt as exc:
+        _say(f"upload interrupted; {_left(exc, aborted)}")
         return 130
     except (DumpBroken, StorageError) as exc:
-        _say(f"upload failed: {exc}; {aborted}")
+        _say(f"upload failed: {exc}; {_left(exc, aborted)}")
         return 1
     except Exception as exc:  # anything unforeseen: still one line, and still aborted
-        _say(f"upload failed: {type(exc).__name__}: {exc}; {aborted}")
+        _say(f"upload failed: {type(exc).__name__}: {exc}; {_left(exc, aborted)}")
         return 1
     finally:
         signal.signal(signal.SIGTERM, previous)
@@ -119,6 +119,12 @@ def cmd_upload(args: argparse.Namespace) -> int:
         _say(f"the backup is stored, but retention failed: {result.retention_error}")
         return 1
     return 0
+
+
+def _left(exc: BaseException, aborted: str) -> str:
+    """"the upload was aborted and nothing was stored", or exactly what a failed clean-up left (upload.py)."""
+    left = getattr(exc, "left_behind", None) or getattr(exc.__cause__, "left_behind", None)
+    return f"the clean-up failed, left in the bucket: {'; '.join(left)}" if left else aborted
 
 
 def _wait_for_notifications(reporter) -> None:

@@ -88,6 +88,7 @@ class MultipartUpload:
         self._pending: Future | None = None
         self._state = "new"  # new → open → completing → complete | aborted
         self._completed = False  # our CompleteMultipartUpload made the object under the key
+        self.left_behind: list[str] = []  # what a failed abort left in the bucket, in words
 
     @property
     def sha256(self) -> str:
@@ -107,6 +108,8 @@ class MultipartUpload:
     def __exit__(self, *exc_info) -> None:
         if self._state != "complete":
             self.abort()
+            if self.left_behind and isinstance(exc_info[1], BaseException):
+                exc_info[1].left_behind = list(self.left_behind)  # what the failure message must say is left
 
     def start(self) -> None:
         """Create the multipart upload (content type, first metadata); refuse to replace an existing object."""
@@ -248,8 +251,13 @@ class MultipartUpload:
             except BaseException:
                 pass
             ok = self._abort_upload(self.upload_id) and ok  # a part that landed after the first abort
-        if completing and self._completed:
-            ok = self._delete_unverified() and ok
+        if not ok:
+            self.left_behind.append(f"an incomplete upload of {self.key} (not an object; a later upload aborts "
+                                    f"it once it is a day old)")
+        if completing and self._completed and not self._delete_unverified():
+            ok = False
+            self.left_behind.append(f"the object {self.key} without its sha256: listings, retention and the "
+                                    f"staleness alarm ignore it; delete it by hand")
         return ok
 
     def _abort_upload(self, upload_id: str | None) -> bool:
