@@ -60,6 +60,8 @@ class FaultProxy:
       "drop"       read part of the body, then reset the connection
       "cut:N"      forward, but reset the connection after N bytes of the response body
       "tamper"     forward, with the x-amz-meta-sha256 header replaced
+      "etag"       forward, with the ETag in the answer's XML body replaced (a storage that assembled
+                   other bytes than the parts it acknowledged)
       "slow:S"     wait S seconds, then forward (a slow link: keeps an upload running for a test)
       "forward"    pass it on unchanged
     The last action repeats when `repeat_last` is set, else requests pass once the actions run out.
@@ -159,6 +161,8 @@ class FaultProxy:
             upstream.request(handler.command, handler.path, body=body, headers=headers)
             response = upstream.getresponse()
             payload = response.read()
+            if action == "etag":
+                payload = re.sub(rb"<ETag>[^<]*</ETag>", b"<ETag>&quot;" + b"0" * 32 + b"-1&quot;</ETag>", payload)
             handler.send_response(response.status)
             for key, value in response.getheaders():
                 if key.lower() in ("transfer-encoding", "connection", "content-length", "server", "date"):

@@ -2,6 +2,9 @@
 server-side copy of the object onto itself, and reading size and sha256 back."""
 from __future__ import annotations
 
+import hashlib
+import re
+
 from .client import RetryPolicy, StorageError, with_retries
 
 # CopyObject handles up to 5 GiB; past that the metadata is set by a server-side multipart copy
@@ -56,3 +59,22 @@ def read_back(client, bucket: str, key: str, size: int, sha256: str, *, retry: R
                            f"{stored_size} bytes with sha256 {stored_sha}, sent {size} bytes "
                            f"with sha256 {sha256}")
     return dict(head.get("Metadata", {}))
+
+
+_MULTIPART_ETAG = re.compile(r'^"?([0-9a-f]{32})-(\d+)"?$')
+
+
+def check_assembled(key: str, etag: str | None, part_md5s: list[bytes]) -> None:
+    """StorageError when the completed object's ETag is not the one its parts make.
+
+    S3 (and MinIO, R2, Ceph, moto…) give a multipart object the ETag MD5(MD5(part 1) … MD5(part N))-N:
+    the storage's own account of the bytes it assembled, checked against the MD5s of what was sent. A
+    provider whose ETag has another form is not judged by it (the size and sha256 read-back remain).
+    """
+    match = _MULTIPART_ETAG.match(etag or "")
+    if match is None or int(match.group(2)) != len(part_md5s):
+        return
+    expected = hashlib.md5(b"".join(part_md5s)).hexdigest()
+    if match.group(1) != expected:
+        raise StorageError(f"the storage assembled {key} from other bytes than were sent: its ETag is "
+                           f"{match.group(1)}-{match.group(2)}, the parts sent make {expected}-{len(part_md5s)}")

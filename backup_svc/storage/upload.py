@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from .client import RetryPolicy, StorageError, error_code, with_retries
-from .metadata import CONTENT_TYPE, COPY_PART_SIZE, SINGLE_COPY_LIMIT, attach_metadata, read_back
+from .metadata import CONTENT_TYPE, COPY_PART_SIZE, SINGLE_COPY_LIMIT, attach_metadata, check_assembled, read_back
 from .partbody import PartBody
 from .sameobject import TOKEN, complete_unless_taken, delete_if_ours
 
@@ -179,7 +179,9 @@ class MultipartUpload:
             pending.result()  # re-raises the part's StorageError here, in the writer's thread
 
     def _upload_part(self, number: int, part: bytearray, entry: dict[str, Any]) -> None:
-        md5 = base64.b64encode(hashlib.md5(part).digest()).decode()
+        digest = hashlib.md5(part).digest()
+        entry["MD5"] = digest  # what the completed object's ETag is checked against (metadata.py)
+        md5 = base64.b64encode(digest).decode()
 
         def send():
             # a file, not bytes: sent in small writes, each under the timeout (partbody.py)
@@ -207,6 +209,7 @@ class MultipartUpload:
         final_metadata = {**self.metadata, **(metadata or {}), "sha256": sha256}
         etag = self._finish_upload()
         self._completed = True
+        check_assembled(self.key, etag, [p["MD5"] for p in self._parts])
         self._attach_metadata(final_metadata, etag)
         stored = self._read_back(sha256)
         self._state = "complete"

@@ -147,3 +147,30 @@ def test_a_read_back_that_does_not_match_leaves_no_object(s3, fault_proxy):
             upload.complete()
     assert object_keys(client, bucket) == []
     assert incomplete_uploads(client, bucket) == []
+
+
+def test_an_object_assembled_from_other_bytes_is_refused_and_deleted(s3, fault_proxy):
+    """Issue 21, weaker finding: the read-back compared only metadata. The completion's answer carries
+    an ETag the parts sent cannot make (a proxy alters it: a fault the real server cannot make); the
+    upload fails and the object is deleted."""
+    client, bucket = s3
+    proxy, via_proxy = fault_proxy
+    proxy.add(lambda method, path, query: method == "POST" and "uploadId" in query, ["etag"])
+    with pytest.raises(StorageError, match="assembled .* from other bytes"):
+        with MultipartUpload(via_proxy, bucket, "x.sql.gz", part_size=PART, retry=FAST_RETRY) as upload:
+            feed(upload, os.urandom(MIB))
+            upload.complete()
+    assert object_keys(client, bucket) == []
+    assert incomplete_uploads(client, bucket) == []
+
+
+def test_a_multipart_etag_is_checked_against_the_parts_sent():
+    """The ETag rule itself: S3's MD5-of-MD5s with the part count; other forms are not judged."""
+    from backup_svc.storage.metadata import check_assembled
+
+    md5s = [hashlib.md5(b"a").digest(), hashlib.md5(b"b").digest()]
+    good = f'"{hashlib.md5(b"".join(md5s)).hexdigest()}-2"'
+    check_assembled("k", good, md5s)
+    check_assembled("k", '"some-provider-specific-tag"', md5s)
+    with pytest.raises(StorageError, match="other bytes"):
+        check_assembled("k", f'"{"0" * 32}-2"', md5s)
