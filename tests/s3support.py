@@ -62,6 +62,7 @@ class FaultProxy:
       "tamper"     forward, with the x-amz-meta-sha256 header replaced
       "etag"       forward, with the ETag in the answer's XML body replaced (a storage that assembled
                    other bytes than the parts it acknowledged)
+      "flip"       forward, with one byte of the answer's body flipped (a corruption in transit)
       "slow:S"     wait S seconds, then forward (a slow link: keeps an upload running for a test)
       "forward"    pass it on unchanged
     The last action repeats when `repeat_last` is set, else requests pass once the actions run out.
@@ -163,6 +164,8 @@ class FaultProxy:
             payload = response.read()
             if action == "etag":
                 payload = re.sub(rb"<ETag>[^<]*</ETag>", b"<ETag>&quot;" + b"0" * 32 + b"-1&quot;</ETag>", payload)
+            if action == "flip" and payload:
+                payload = bytes([payload[0] ^ 0x01]) + payload[1:]
             handler.send_response(response.status)
             for key, value in response.getheaders():
                 if key.lower() in ("transfer-encoding", "connection", "content-length", "server", "date"):

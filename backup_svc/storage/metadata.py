@@ -64,17 +64,30 @@ def read_back(client, bucket: str, key: str, size: int, sha256: str, *, retry: R
 _MULTIPART_ETAG = re.compile(r'^"?([0-9a-f]{32})-(\d+)"?$')
 
 
-def check_assembled(key: str, etag: str | None, part_md5s: list[bytes]) -> None:
-    """StorageError when the completed object's ETag is not the one its parts make.
+def assembled_as_sent(etag: str | None, part_md5s: list[bytes]) -> bool:
+    """Whether the completed object's ETag is the one the parts sent make: MD5(MD5(part 1) … MD5(part N))-N,
+    as S3, R2, moto and most others compute it — the storage's own account of the bytes it assembled.
 
-    S3 (and MinIO, R2, Ceph, moto…) give a multipart object the ETag MD5(MD5(part 1) … MD5(part N))-N:
-    the storage's own account of the bytes it assembled, checked against the MD5s of what was sent. A
-    provider whose ETag has another form is not judged by it (the size and sha256 read-back remain).
+    Not every provider computes it so (MinIO with encryption, Riak CS…): False means "not confirmed",
+    and the caller then reads the object back in full (`read_back_bytes`) rather than failing.
     """
     match = _MULTIPART_ETAG.match(etag or "")
-    if match is None or int(match.group(2)) != len(part_md5s):
-        return
-    expected = hashlib.md5(b"".join(part_md5s)).hexdigest()
-    if match.group(1) != expected:
-        raise StorageError(f"the storage assembled {key} from other bytes than were sent: its ETag is "
-                           f"{match.group(1)}-{match.group(2)}, the parts sent make {expected}-{len(part_md5s)}")
+    return (match is not None and int(match.group(2)) == len(part_md5s)
+            and match.group(1) == hashlib.md5(b"".join(part_md5s)).hexdigest())
+
+
+def read_back_bytes(client, bucket: str, key: str, size: int, sha256: str, *, retry: RetryPolicy) -> None:
+    """Read the whole object and compare its sha256 with what was sent; StorageError when it differs."""
+    from .reader import open_object
+
+    digest, total = hashlib.sha256(), 0
+    with open_object(client, bucket, key, retry) as stream:
+        while True:
+            chunk = stream.read(1024 * 1024)
+            if not chunk:
+                break
+            digest.update(chunk)
+            total += len(chunk)
+    if total != size or digest.hexdigest() != sha256:
+        raise StorageError(f"read-back of {key} in full does not match what was sent: storage has {total} bytes "
+                           f"with sha256 {digest.hexdigest()}, sent {size} bytes with sha256 {sha256}")
