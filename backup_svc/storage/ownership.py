@@ -14,6 +14,7 @@ written after it, so only a clock that ran ahead (or a hand-made name) can be la
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Callable, Mapping
@@ -82,11 +83,28 @@ class OwnerLookup:
         self.database = database
         self._identify = identify
         self._system_identifier: str | None = None
+        self._asking = threading.Lock()
 
-    def get(self) -> Owner:
+    def get(self, *, wait: bool = True) -> Owner:
+        """The Owner; with `wait=False` (a page: the list must not wait for a database that is down) the
+        database is asked in the background and this call answers with what is known now."""
         if self._system_identifier is None:
+            if wait:
+                self._ask()
+            elif self._asking.acquire(blocking=False):
+                self._asking.release()
+                threading.Thread(target=self._ask, name="owner-lookup", daemon=True).start()
+        return Owner(self.backup_name, self.database, self._system_identifier)
+
+    def get_now(self) -> Owner:
+        """`get(wait=False)`: for callers that take a plain callable."""
+        return self.get(wait=False)
+
+    def _ask(self) -> None:
+        with self._asking:
+            if self._system_identifier is not None:
+                return
             try:
                 self._system_identifier = self._identify() or None
             except Exception:  # the database is down: the list is still shown, nothing is deleted
                 pass
-        return Owner(self.backup_name, self.database, self._system_identifier)

@@ -69,7 +69,7 @@ class StoredBackups:
         self.storage = state.settings.storage
         self.owner = owner_lookup(state.settings, lambda: state.facts.get(
             timeout_s=state.settings.connect_timeout_s).system_identifier)
-        self.prompt = PromptStorage(self.storage, state.settings.backup_name, self.owner.get)
+        self.prompt = PromptStorage(self.storage, state.settings.backup_name, self.owner.get_now)
         self.cancel = threading.Event()
         self.scheduler: Scheduler | None = None
         self.staleness = None  # the StalenessWatch beside the scheduler (notify)

@@ -69,3 +69,24 @@ def test_the_lookup_asks_until_the_database_answers_then_remembers():
     assert lookup.get().system_identifier is None
     assert lookup.get() == OURS and lookup.get() == OURS
     assert len(calls) == 2
+
+
+def test_a_page_never_waits_for_the_database_to_say_who_owns_the_backups():
+    """`get(wait=False)` answers at once (the list is shown while the database is slow or down) and asks
+    in the background; the next call has the answer."""
+    import threading
+
+    release = threading.Event()
+
+    def slow_identify():
+        release.wait(5)
+        return "7301234567890123456"
+
+    lookup = OwnerLookup("railway", "railway", slow_identify)
+    assert lookup.get(wait=False).system_identifier is None  # did not wait
+    release.set()
+    for _ in range(50):
+        if lookup.get(wait=False) == OURS:
+            break
+        threading.Event().wait(0.05)
+    assert lookup.get(wait=False) == OURS
