@@ -239,9 +239,15 @@ class StoredBackups:
         left = max(deadline - time.monotonic(), 0.0)
         if self._running.acquire(timeout=left * ABORT_SHARE if self._stop_deadline else left):
             self._running.release()
-        else:
-            log.error("a stored backup was still stopping when the service exited; the next run aborts its "
-                      "incomplete upload")
+        else:  # it did not end in time: say so now, or nobody hears of it
+            from backup_svc.notify.common import BACKUP, FAILED, Event, now
+
+            error = ("the service shut down while the stored backup was still stopping; a later run aborts its "
+                     "incomplete upload, or deletes nothing if it had completed")
+            log.error("stored backup %s: %s", self.current.filename if self.current else "", error)
+            reporter = self.state.reporter
+            reporter.backup_finished(Event(kind=BACKUP, outcome=FAILED, database=reporter.database, error=error,
+                                           finished=now()))
         notifier = self.state.reporter.notifier
         if not notifier.flush(timeout_s=max(deadline - time.monotonic(), 0.1)):
             log.error("notifications still unsent when the service exited were given up")
