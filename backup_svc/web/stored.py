@@ -242,8 +242,8 @@ class StoredBackups:
         else:  # it did not end in time: say so now, or nobody hears of it
             from backup_svc.notify.common import BACKUP, FAILED, Event, now
 
-            error = ("the service shut down while the stored backup was still stopping; a later run aborts its "
-                     "incomplete upload, or deletes nothing if it had completed")
+            error = ("the service shut down while the stored backup was still stopping: a later run aborts its "
+                     "incomplete upload (an object completed without its sha256 is never counted as a backup)")
             log.error("stored backup %s: %s", self.current.filename if self.current else "", error)
             reporter = self.state.reporter
             reporter.backup_finished(Event(kind=BACKUP, outcome=FAILED, database=reporter.database, error=error,
