@@ -89,6 +89,7 @@ class MultipartUpload:
         self._pending: Future | None = None
         self._state = "new"  # new → open → completing → complete | aborted
         self._completed = False  # our CompleteMultipartUpload made the object under the key
+        self._attached = False  # its final metadata (sha256, ownership record) is attached
         self.left_behind: list[str] = []  # what a failed abort left in the bucket, in words
 
     @property
@@ -210,12 +211,13 @@ class MultipartUpload:
         final_metadata = {**self.metadata, **(metadata or {}), "sha256": sha256}
         etag = self._finish_upload()
         self._completed = True
-        confirmed = assembled_as_sent(etag, [p["MD5"] for p in self._parts])
-        self._attach_metadata(final_metadata, etag)
-        stored = self._read_back(sha256)
-        if not confirmed:  # the ETag does not vouch for the bytes: read them all back (metadata.py)
-            log.info("%s: the storage's ETag %s is not the parts' MD5s; reading the object back in full", self.key, etag)
+        if not assembled_as_sent(etag, [p["MD5"] for p in self._parts]):
+            # the ETag does not vouch for the bytes: read them all back before the object is called ours
+            log.info("%s: the storage's ETag %s is not the parts' MD5s; reading it back in full", self.key, etag)
             read_back_bytes(self.client, self.bucket, self.key, self.size, sha256, retry=self.retry)
+        self._attach_metadata(final_metadata, etag)
+        self._attached = True
+        stored = self._read_back(sha256)
         self._state = "complete"
         return stored
 
@@ -263,8 +265,10 @@ class MultipartUpload:
                                     f"it once it is a day old)")
         if completing and self._completed and not self._delete_unverified():
             ok = False
-            self.left_behind.append(f"the object {self.key} without its sha256: listings, retention and the "
-                                    f"staleness alarm ignore it; delete it by hand")
+            self.left_behind.append(
+                f"the object {self.key}, which could not be verified" + (
+                    ": its metadata claims it is a backup; delete it by hand" if self._attached else
+                    " and has no sha256 (listings, retention and the staleness alarm ignore it); delete it by hand"))
         return ok
 
     def _abort_upload(self, upload_id: str | None) -> bool:
