@@ -7,7 +7,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from backup_svc.config import pg_bin_dirs
+from backup_svc.pg.binaries import pg_bin_dirs
 from backup_svc.pg.localcluster import LocalCluster, find_server_bin_dir
 
 DEMO_DATABASE = "shop"

@@ -6,9 +6,10 @@ import os
 
 import pytest
 
-from backup_svc.config import pg_bin_dirs
+from backup_svc.pg.binaries import pg_bin_dirs
 from backup_svc.pg.localcluster import LocalCluster, find_server_bin_dir
-from tests.support import DATA, LINK_MAX_TTL, LINK_SECRET, REPO, FreezableProxy, LockedTable, Service
+from tests import receivers
+from tests.support import DATA, LINK_MAX_TTL, LINK_SECRET, REPO, FreezableProxy, LockedTable, Service, run_cli
 
 # Debian's chromium, driven by Playwright (whose own browser download is never used).
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
@@ -174,3 +175,29 @@ def fault_proxy(moto_s3):
     proxy = FaultProxy(moto_s3.port).start()
     yield proxy, make_client(s3_env(proxy.endpoint))
     proxy.stop()
+
+
+@pytest.fixture(scope="session")
+def backup(rich_db, tmp_path_factory):
+    """A backup of the rich database written by `python -m backup_svc dump`, once for the whole run.
+
+    Read-only: a test that damages a backup writes a copy.
+    """
+    folder = tmp_path_factory.mktemp("backup")
+    result = run_cli("dump", "-o", "rich.sql.gz", env={"DATABASE_URL": rich_db}, cwd=folder)
+    assert result.returncode == 0, result.stderr
+    return folder / "rich.sql.gz"
+
+
+@pytest.fixture
+def receiver():
+    """Factory: a real HTTP receiver on loopback that records each request (tests/receivers.py)."""
+    with receivers.receivers() as make:
+        yield make
+
+
+@pytest.fixture
+def smtp_server():
+    """A real SMTP server (aiosmtpd) on loopback: (controller, mailbox)."""
+    with receivers.smtp_server() as server:
+        yield server

@@ -63,6 +63,7 @@ class FaultProxy:
       "etag"       forward, with the ETag in the answer's XML body replaced (a storage that assembled
                    other bytes than the parts it acknowledged)
       "flip"       forward, with one byte of the answer's body flipped (a corruption in transit)
+      "short"      forward a HEAD with its Content-Length one byte short (the sha256 header intact)
       "slow:S"     wait S seconds, then forward (a slow link: keeps an upload running for a test)
       "forward"    pass it on unchanged
     The last action repeats when `repeat_last` is set, else requests pass once the actions run out.
@@ -174,6 +175,8 @@ class FaultProxy:
                     value = "0" * 64
                 handler.send_header(key, value)
             length = response.getheader("Content-Length") if handler.command == "HEAD" else len(payload)
+            if action == "short" and handler.command == "HEAD" and length is not None:
+                length = int(length) - 1
             handler.send_header("Content-Length", str(length or 0))
             handler.end_headers()
             if handler.command == "HEAD":

@@ -218,7 +218,7 @@ def snapshot(cluster: LocalCluster, dbname: str) -> dict:
          cluster.url(dbname, with_password=False)],
         capture_output=True, text=True, check=True, env={**os.environ, "PGPASSWORD": cluster.password},
     ).stdout
-    schema = "\n".join(l for l in schema.splitlines() if not l.startswith(_VOLATILE))
+    schema = "\n".join(line for line in schema.splitlines() if not line.startswith(_VOLATILE))
     with cluster.connect(dbname) as db:
         tables = db.execute(
             "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
@@ -248,10 +248,11 @@ def wait_idle(service: Service, timeout_s: float = 10) -> None:
     assert wait_until(idle, timeout_s), "a dump is still running"
 
 
-def audit_records(service, backup_id: str) -> list[dict]:
+def audit_records(service, backup_id: str, timeout_s: float = 10) -> list[dict]:
     """The service's audit records (JSON after `backup_svc.audit: `) of one backup's outcome.
 
-    Waits a little: the record is written when the response is closed, just after the last byte.
+    Waits up to `timeout_s` (and no longer): the record is written when the response is closed,
+    just after the last byte.
     """
     def records() -> list[dict]:
         found = []
@@ -262,7 +263,7 @@ def audit_records(service, backup_id: str) -> list[dict]:
                     found.append(record)
         return found
 
-    return wait_until(records, timeout_s=10)
+    return wait_until(records, timeout_s=timeout_s)
 
 
 # -- a network link that can stall -----------------------------------------------------------------
@@ -439,7 +440,7 @@ def timed(call):
 
 def outcome_line(service, backup_id: str, timeout_s: float = 10) -> dict | None:
     """The audit line of one backup's outcome, once written (None if not within `timeout_s`)."""
-    records = wait_until(lambda: audit_records(service, backup_id), timeout_s)
+    records = audit_records(service, backup_id, timeout_s)  # one wait: `timeout_s` is the whole bound
     return records[-1] if records else None
 
 

@@ -8,7 +8,7 @@ import subprocess
 import threading
 from typing import BinaryIO, Callable
 
-from backup_svc.config import ConnInfo
+from backup_svc.pg.conninfo import ConnInfo
 from backup_svc.files.reader import BackupReader, BadBackup
 from backup_svc.files.scan import DumpScanner
 from backup_svc.pg.command import (

@@ -15,7 +15,7 @@ from typing import BinaryIO, Callable
 import psycopg
 from psycopg import sql
 
-from backup_svc.config import ConnInfo, parse_database_url
+from backup_svc.pg.conninfo import ConnInfo, parse_database_url
 from backup_svc.files.psqlfeed import RestoreFailed, psql_command, stream_into_psql
 from backup_svc.files.verify import VerifyReport, verify_file
 from backup_svc.pg.binaries import (
@@ -63,6 +63,13 @@ class RestoreReport:
     server_version: str
     psql: PgBinary
     seconds: float
+
+    def summary(self, source: str) -> str:
+        """The one line a finished restore of `source` (a file or an s3:// URL) ends with."""
+        backup = self.backup
+        return (f"restored {source} into {self.database!r} (PostgreSQL {self.server_version}) in "
+                f"{self.seconds:.1f} s: {backup.tables_with_data} tables with data, {backup.sql_bytes} bytes of SQL "
+                f"dumped from PostgreSQL {backup.server_version} by pg_dump {backup.pg_dump_version}")
 
 
 def _connect(conn: ConnInfo, dbname: str, timeout_s: int) -> psycopg.Connection:

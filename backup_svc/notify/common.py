@@ -6,6 +6,8 @@ from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import urlsplit
 
+from backup_svc.timefmt import iso
+
 BACKUP, DRILL, STALE, TEST = "backup", "drill", "stale", "test"
 OK, FAILED = "ok", "failed"
 
@@ -54,15 +56,6 @@ def utc_text(when: datetime | None, *, seconds: bool = False) -> str:
     return when.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC" if seconds else "%Y-%m-%d %H:%M UTC")
 
 
-def iso(when: datetime | None) -> str | None:
-    """ISO 8601 in UTC with a Z, as the webhook carries times."""
-    if when is None:
-        return None
-    return when.astimezone(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Callable
 
-from backup_svc.notify.common import BACKUP, STALE, TEST, DeliveryFailed, Event, iso, now, safe_url
+from backup_svc.notify.common import BACKUP, STALE, TEST, DeliveryFailed, Event, safe_url
+from backup_svc.timefmt import iso, utc_now
 from backup_svc.notify.heartbeat import send_heartbeat
 from backup_svc.notify.mail import send_mail
 from backup_svc.notify.settings import NotifySettings
@@ -53,7 +54,7 @@ class Delivery:
     attempts: int
     seconds: float
     error: str | None = None
-    at: datetime = field(default_factory=now)
+    at: datetime = field(default_factory=utc_now)
 
     def as_dict(self) -> dict:
         return {**asdict(self), "at": iso(self.at)}

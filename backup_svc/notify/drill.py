@@ -19,15 +19,16 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 import psycopg
 from psycopg import sql
 
-from backup_svc.config import ConnInfo
+from backup_svc.pg.conninfo import ConnInfo
 from backup_svc.files.psqlfeed import RestoreFailed, psql_command, stream_into_psql
 from backup_svc.files.reader import BackupReader, BadBackup
 from backup_svc.files.restore import choose_psql, create_database, inspect_target
 from backup_svc.files.scan import DumpScanner
-from backup_svc.notify.common import DRILL, FAILED, OK, Event, now
+from backup_svc.notify.common import DRILL, FAILED, OK, Event
 from backup_svc.notify.drillbounds import (SCRATCH_PREFIX, DrillTimedOut, drop_leftovers, drop_scratch,
                                            run_with_deadline, terminate_sessions)
-from backup_svc.notify.rowcount import RowCounts, count_rows, counts_from_metadata
+from backup_svc.timefmt import utc_now
+from backup_svc.dump.rowcount import RowCounts, count_rows, counts_from_metadata
 from backup_svc.notify.settings import same_database
 from backup_svc.pg.binaries import find_binaries
 from backup_svc.pg.command import keepalive_params, with_keepalives
@@ -56,7 +57,7 @@ class DrillReport:
 
     name: str
     outcome: str = FAILED
-    started: datetime = field(default_factory=now)
+    started: datetime = field(default_factory=utc_now)
     finished: datetime | None = None
     seconds: float = 0.0
     scratch: str = ""
@@ -151,7 +152,7 @@ def _drop(maintenance: ConnInfo, scratch: str, timeout_s: int) -> None:
 def _drop_leftovers(maintenance: ConnInfo, timeout_s: int, say: Callable[[str], None]) -> None:
     try:
         with _connect(maintenance, timeout_s) as db:
-            drop_leftovers(db, now(), say)
+            drop_leftovers(db, utc_now(), say)
     except (psycopg.Error, RestoreFailed) as exc:  # the drill itself says what is wrong with the server
         say(f"warning: could not look for leftover scratch databases: {scrub(error_lines(str(exc)), maintenance.password)}")
 
@@ -186,7 +187,7 @@ def run_drill(path: str, name: str, drill: ConnInfo, *, source: ConnInfo | None 
         late.error = (f"the drill did not finish within {deadline_s:g} s (RESTORE_DRILL_TIMEOUT) and was stopped"
                       + (f"; its scratch database {report.scratch!r} is dropped by the next drill if it is left"
                          if report.scratch else ""))
-        late.finished = now()
+        late.finished = utc_now()
         late.seconds = time.monotonic() - clock
         return late
 
@@ -257,6 +258,6 @@ def _run_drill(report: DrillReport, path: str, name: str, drill: ConnInfo, sourc
     except Exception as exc:  # e.g. storage failing mid-read: a drill reports, it never raises
         reason = getattr(exc, "message", None) or str(exc) or type(exc).__name__
         report.error = f"the drill stopped: {scrub(reason.splitlines()[0], secret)}"
-    report.finished = now()
+    report.finished = utc_now()
     report.seconds = time.monotonic() - clock
     return report

@@ -13,23 +13,36 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Callable, Iterator
 
-from backup_svc.notify.common import BACKUP, FAILED, OK, Event, now
+from backup_svc.dump.options import DumpOptions
+from backup_svc.notify.common import BACKUP, FAILED, OK, Event
+from backup_svc.timefmt import utc_now
 from backup_svc.notify.drill import DrillReport, run_drill
 from backup_svc.notify.drillbounds import drill_timeout_s
 from backup_svc.notify.reporter import Reporter
 from backup_svc.notify.settings import NotifySettings
-from backup_svc.notify.staleness import Staleness, schedule_interval
+from backup_svc.notify.staleness import Staleness
 from backup_svc.pg.scrub import scrub
+from backup_svc.storage.status import schedule_interval
 
 if TYPE_CHECKING:
-    from backup_svc.config import Settings
+    from backup_svc.storage.settings import StorageSettings
 
 log = logging.getLogger("backup_svc.notify")
 
 
-def reporter_for(settings: Settings) -> Reporter:
+@dataclass(frozen=True)
+class StoredSetup:
+    """What the work around stored backups uses: the dump's options and the storage and notification
+    settings (None: that part is not set up). Built from config.Settings by those above it."""
+
+    dump: DumpOptions
+    storage: StorageSettings | None
+    notify: NotifySettings | None
+
+
+def reporter_for(setup: StoredSetup) -> Reporter:
     """The Reporter for these settings (channels may be none: staleness is still tracked)."""
-    return Reporter(settings.notify or NotifySettings(), settings.conn.dbname)
+    return Reporter(setup.notify or NotifySettings(), setup.dump.conn.dbname)
 
 
 @dataclass
@@ -62,7 +75,7 @@ def failure_reason(exc: BaseException, *secrets: str | None) -> str:
 
 
 @contextlib.contextmanager
-def reporting(reporter: Reporter, settings: Settings, name: str, *,
+def reporting(reporter: Reporter, setup: StoredSetup, name: str, *,
               drill_after: bool = True) -> Iterator[StoredBackupOutcome]:
     """`with reporting(...) as outcome: result = take_stored_backup(..., name=name); outcome.stored(result.stored)`
 
@@ -72,49 +85,49 @@ def reporting(reporter: Reporter, settings: Settings, name: str, *,
     no failure and is not reported.
     """
     outcome = StoredBackupOutcome(name=name)
-    started = now()
+    started = utc_now()
     try:
         yield outcome
     except BaseException as exc:
         if not _not_a_failure(exc):
             # no `name`: nothing was stored under it
             reporter.backup_finished(Event(kind=BACKUP, outcome=FAILED, database=reporter.database,
-                                           error=failure_reason(exc, settings.conn.password), started=started,
-                                           finished=now()))
+                                           error=failure_reason(exc, setup.dump.conn.password), started=started,
+                                           finished=utc_now()))
         raise
     event = Event(kind=BACKUP, outcome=OK, database=reporter.database, name=name, bytes=outcome.size,
-                  sha256=outcome.sha256, started=started, finished=now())
-    job = (lambda: drill_stored_object(settings, outcome.bucket, outcome.key)) \
+                  sha256=outcome.sha256, started=started, finished=utc_now())
+    job = (lambda: drill_stored_object(setup, outcome.bucket, outcome.key)) \
         if outcome.key and drill_after and reporter.drills_enabled else None
     reporter.backup_finished(event, drill=job)
 
 
-def drill_stored_object(settings: Settings, bucket: str, key: str, *, client=None,
+def drill_stored_object(setup: StoredSetup, bucket: str, key: str, *, client=None,
                         say: Callable[[str], None] = lambda _: None) -> DrillReport:
     """Drill `s3://bucket/key`: the object is streamed (no temp file), its metadata gives the row counts."""
     from backup_svc.storage.client import make_client
     from backup_svc.storage.reader import open_object
 
-    client = client if client is not None else make_client(settings.storage.client_env)
+    client = client if client is not None else make_client(setup.storage.client_env)
     url = f"s3://{bucket}/{key}"
     try:
         first = open_object(client, bucket, key)  # fails early, with one line, when it cannot be read
     except Exception as exc:
         report = DrillReport(name=key.rsplit("/", 1)[-1], error=f"cannot read {url}: {failure_reason(exc)}")
-        report.finished = now()
+        report.finished = utc_now()
         return report
     opened = [first]
 
     def opener():
         return opened.pop() if opened else open_object(client, bucket, key)
 
-    return run_drill(url, key.rsplit("/", 1)[-1], settings.notify.drill, source=settings.conn, opener=opener,
-                     size=first.size, metadata=first.metadata, bin_dirs=settings.pg_bin_dirs,
-                     timeout_s=settings.connect_timeout_s, say=say,
-                     deadline_s=drill_timeout_s(settings.notify.drill_timeout_s, first.size))
+    return run_drill(url, key.rsplit("/", 1)[-1], setup.notify.drill, source=setup.dump.conn, opener=opener,
+                     size=first.size, metadata=first.metadata, bin_dirs=setup.dump.pg_bin_dirs,
+                     timeout_s=setup.dump.connect_timeout_s, say=say,
+                     deadline_s=drill_timeout_s(setup.notify.drill_timeout_s, first.size))
 
 
-def newest_stored(settings: Settings, client=None, owner=None):
+def newest_stored(setup: StoredSetup, client=None, owner=None):
     """The newest of this service's stored backups (the same set retention and the dashboard read:
     storage/listing.py), or None; StorageError when it cannot be listed. `owner`: an OwnerLookup."""
     from backup_svc.storage.client import make_client
@@ -122,20 +135,20 @@ def newest_stored(settings: Settings, client=None, owner=None):
     from backup_svc.storage.location import BackupNames
     from backup_svc.storage.run import owner_lookup
 
-    client = client if client is not None else make_client(settings.storage.client_env)
-    owner = owner if owner is not None else owner_lookup(settings)
-    backups = list_backups(client, settings.storage.location, BackupNames(settings.backup_name), owner.get())
+    client = client if client is not None else make_client(setup.storage.client_env)
+    owner = owner if owner is not None else owner_lookup(setup.dump)
+    backups = list_backups(client, setup.storage.location, BackupNames(setup.dump.backup_name), owner.get())
     return backups[0] if backups else None
 
 
-def check_staleness(reporter: Reporter, settings: Settings, newest_time: datetime | None,
+def check_staleness(reporter: Reporter, setup: StoredSetup, newest_time: datetime | None,
                     when: datetime | None = None) -> Staleness | None:
     """Staleness for a configured schedule (None without one); sends the episode's one alarm."""
-    schedule = settings.storage.schedule if settings.storage else None
+    schedule = setup.storage.schedule if setup.storage else None
     if schedule is None:
         return None
-    when = when or now()
-    interval: timedelta = schedule_interval(schedule.next_after, when)
+    when = when or utc_now()
+    interval: timedelta = schedule_interval(schedule, when)
     return reporter.check_staleness(newest_time, interval, when)
 
 
@@ -148,13 +161,13 @@ class StalenessWatch:
     # A listing is one cheap request; every 5 minutes is prompt enough for an alarm measured in hours.
     INTERVAL_S = 300.0
 
-    def __init__(self, reporter: Reporter, settings: Settings, *, interval_s: float | None = None, client=None):
+    def __init__(self, reporter: Reporter, setup: StoredSetup, *, interval_s: float | None = None, client=None):
         import threading
 
         from backup_svc.storage.run import owner_lookup
 
-        self.reporter, self.settings, self.client = reporter, settings, client
-        self.owner = owner_lookup(settings)  # asks the database once for the cluster's identity
+        self.reporter, self.setup, self.client = reporter, setup, client
+        self.owner = owner_lookup(setup.dump)  # asks the database once for the cluster's identity
         self.interval_s = interval_s or self.INTERVAL_S
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="staleness-watch", daemon=True)
@@ -169,11 +182,11 @@ class StalenessWatch:
     def check_once(self) -> Staleness | None:
         """List, check, alarm once per episode; a listing that fails is logged and changes nothing."""
         try:
-            newest = newest_stored(self.settings, self.client, self.owner)
+            newest = newest_stored(self.setup, self.client, self.owner)
         except Exception as exc:
             log.warning("staleness check: cannot list stored backups: %s", failure_reason(exc))
             return self.reporter.staleness
-        return check_staleness(self.reporter, self.settings, newest.time if newest else None)
+        return check_staleness(self.reporter, self.setup, newest.time if newest else None)
 
     def _loop(self) -> None:
         while not self._stop.is_set():

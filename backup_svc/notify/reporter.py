@@ -12,7 +12,8 @@ import threading
 from datetime import datetime, timedelta
 from typing import Callable
 
-from backup_svc.notify.common import Event, now
+from backup_svc.notify.common import Event
+from backup_svc.timefmt import utc_now
 from backup_svc.notify.delivery import Notifier
 from backup_svc.notify.drill import DrillReport
 from backup_svc.notify.settings import NotifySettings
@@ -31,7 +32,7 @@ class Reporter:
         self.settings = settings
         self.database = database
         self.notifier = notifier or Notifier(settings)
-        self.stale_watch = StaleWatch(database, up_since=up_since or now())
+        self.stale_watch = StaleWatch(database, up_since=up_since or utc_now())
         self.last_drill: DrillReport | None = None
         self.last_proven: DrillReport | None = None  # the newest drill that passed
         self.staleness: Staleness | None = None
@@ -92,7 +93,7 @@ class Reporter:
     def check_staleness(self, newest_ok: datetime | None, interval: timedelta,
                         when: datetime | None = None) -> Staleness:
         """Staleness now (for the API and the dashboard); sends the episode's one alarm when it starts."""
-        state, alarm = self.stale_watch.check(newest_ok, when or now(), interval)
+        state, alarm = self.stale_watch.check(newest_ok, when or utc_now(), interval)
         self.staleness = state
         if alarm is not None:
             log.error("notify: backups are stale: newest successful stored backup %s",

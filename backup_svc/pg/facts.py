@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import psycopg
 
-from backup_svc.config import ConnInfo
+from backup_svc.pg.conninfo import ConnInfo
 from backup_svc.pg.command import keepalive_params
 from backup_svc.pg.diagnose import CannotDump, diagnose, not_answering
 

@@ -13,7 +13,7 @@ from typing import Callable
 
 from backup_svc.timefmt import iso_utc
 
-from .client import RetryPolicy, error_code, with_retries
+from .client import RetryPolicy, object_exists
 from .listing import MetadataCache, StoredBackup, Survey, survey_backups
 from .location import BackupNames, StorageLocation
 from .ownership import Owner
@@ -83,14 +83,4 @@ class StoredCatalog:
     def exists(self, name: str) -> bool:
         """Whether the backup `name` is in storage now (one HEAD); StorageError when storage cannot say."""
         key = self.location.key(name)
-
-        def head() -> bool:
-            try:
-                self.client.head_object(Bucket=self.location.bucket, Key=key)
-                return True
-            except Exception as exc:
-                if error_code(exc)[1] == 404:
-                    return False
-                raise
-
-        return with_retries(f"looking up {key}", head, self.retry)
+        return object_exists(self.client, self.location.bucket, key, f"looking up {key}", self.retry)

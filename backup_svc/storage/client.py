@@ -134,6 +134,20 @@ def with_retries(what: str, call: Callable[[], T], policy: RetryPolicy,
             attempt += 1
 
 
+def object_exists(client, bucket: str, key: str, what: str, policy: RetryPolicy) -> bool:
+    """Whether `s3://bucket/key` exists (one HEAD, retried when transient); StorageError when storage cannot say."""
+    def head() -> bool:
+        try:
+            client.head_object(Bucket=bucket, Key=key)
+            return True
+        except Exception as exc:
+            if error_code(exc)[1] == 404:
+                return False
+            raise
+
+    return with_retries(what, head, policy)
+
+
 def client_settings(env: Mapping[str, str]) -> dict:
     """The keyword arguments for boto3's S3 client from the standard AWS_* variables.
 

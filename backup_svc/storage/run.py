@@ -11,15 +11,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Callable
 
-from backup_svc.config import Settings, StorageSettings
 from backup_svc.dump.backup import backup_filename, write_backup
+from backup_svc.dump.options import DumpOptions
 from backup_svc.dump.pipeline import DumpProgress
-from backup_svc.notify.rowcount import counts_metadata
+from backup_svc.dump.rowcount import counts_metadata
 from backup_svc.storage.client import RetryPolicy, StorageError, make_client
 from backup_svc.storage.location import BackupNames
 from backup_svc.storage.lock import StoredBackupLock
 from backup_svc.storage.ownership import Owner, OwnerLookup
 from backup_svc.storage.prune import PruneReport, abort_stale_uploads, prune
+from backup_svc.storage.settings import StorageSettings
 from backup_svc.storage.stopping import (SHUTTING_DOWN, CancellableSink, DumpStopper, StopFlag,
                                          StoredBackupCancelled)
 from backup_svc.storage.upload import MultipartUpload, StoredObject
@@ -42,21 +43,21 @@ class StoredBackupResult:
     leftovers: list[tuple[str, datetime]] = field(default_factory=list)
 
 
-def destination_of(settings: Settings, storage: StorageSettings) -> str:
+def destination_of(options: DumpOptions, storage: StorageSettings) -> str:
     """What the single-flight lock is about: one backup name in one bucket prefix."""
-    return f"{storage.location.url} {settings.backup_name}"
+    return f"{storage.location.url} {options.backup_name}"
 
 
-def owner_lookup(settings: Settings, identify: Callable[[], str] | None = None) -> OwnerLookup:
+def owner_lookup(options: DumpOptions, identify: Callable[[], str] | None = None) -> OwnerLookup:
     """This service's Owner (ownership.py), asking the database for its cluster's identity (`identify`,
     by default a query of its own)."""
     from backup_svc.pg.facts import server_facts
 
-    identify = identify or (lambda: server_facts(settings.conn, timeout_s=settings.connect_timeout_s).system_identifier)
-    return OwnerLookup(settings.backup_name, settings.conn.dbname, identify)
+    identify = identify or (lambda: server_facts(options.conn, timeout_s=options.connect_timeout_s).system_identifier)
+    return OwnerLookup(options.backup_name, options.conn.dbname, identify)
 
 
-def take_stored_backup(settings: Settings, storage: StorageSettings, *, name: str | None = None,
+def take_stored_backup(options: DumpOptions, storage: StorageSettings, *, name: str | None = None,
                        application_name: str = "backup_svc-upload",
                        progress: DumpProgress | None = None, cancel: StopFlag | None = None,
                        client=None, retry: RetryPolicy = RetryPolicy()) -> StoredBackupResult:
@@ -70,31 +71,31 @@ def take_stored_backup(settings: Settings, storage: StorageSettings, *, name: st
     """
     cancel = cancel if cancel is not None else threading.Event()
     try:
-        return _take(settings, storage, name, application_name, progress, cancel, client, retry)
+        return _take(options, storage, name, application_name, progress, cancel, client, retry)
     except Exception as exc:
         if cancel.is_set() and not isinstance(exc, StoredBackupCancelled):  # whatever broke, this is why
             raise StoredBackupCancelled(SHUTTING_DOWN) from exc
         raise
 
 
-def _take(settings: Settings, storage: StorageSettings, name: str | None, application_name: str,
+def _take(options: DumpOptions, storage: StorageSettings, name: str | None, application_name: str,
           progress: DumpProgress | None, cancel: StopFlag, client, retry: RetryPolicy) -> StoredBackupResult:
     client = client if client is not None else make_client(storage.client_env)
     started = time.monotonic()
-    with StoredBackupLock(settings.conn, destination_of(settings, storage), timeout_s=settings.connect_timeout_s):
-        name = name or backup_filename(settings.backup_name)
+    with StoredBackupLock(options.conn, destination_of(options, storage), timeout_s=options.connect_timeout_s):
+        name = name or backup_filename(options.backup_name)
         key = storage.location.key(name)
-        with MultipartUpload(client, storage.location.bucket, key, metadata={"backup-name": settings.backup_name},
+        with MultipartUpload(client, storage.location.bucket, key, metadata={"backup-name": options.backup_name},
                              retry=retry, cancelled=cancel.is_set) as upload:
             with DumpStopper(cancel) as stopper:
                 # count_rows: each table's rows go into the metadata, for restore drills to check against.
-                written = write_backup(settings, CancellableSink(upload, cancel), application_name=application_name,
+                written = write_backup(options, CancellableSink(upload, cancel), application_name=application_name,
                                        progress=progress, count_rows=True, interrupt=stopper.interrupt,
                                        created=stopper.created)
             # write_backup returned: pg_dump exited 0 and its output ended with the completion line.
             if written.sha256 != upload.sha256 or written.gzip_bytes != upload.size:
                 raise StorageError("the bytes uploaded differ from the bytes the dump produced")
-            owner = Owner(settings.backup_name, written.facts.database, written.facts.system_identifier or None)
+            owner = Owner(options.backup_name, written.facts.database, written.facts.system_identifier or None)
             stored = upload.complete({
                 "server-version": written.facts.version,
                 "pg-dump-version": written.pg_dump.version,
@@ -105,15 +106,15 @@ def _take(settings: Settings, storage: StorageSettings, name: str | None, applic
             })
         log.info("stored %s: %d bytes, sha256 %s", key, stored.size, stored.sha256)
         result = StoredBackupResult(stored=stored, seconds=time.monotonic() - started, sql_bytes=written.sql_bytes)
-        _clean_up(result, client, settings, storage, owner, retry)
+        _clean_up(result, client, options, storage, owner, retry)
     return result
 
 
-def _clean_up(result: StoredBackupResult, client, settings: Settings, storage: StorageSettings, owner: Owner,
+def _clean_up(result: StoredBackupResult, client, options: DumpOptions, storage: StorageSettings, owner: Owner,
               retry: RetryPolicy) -> None:
     """After a stored backup, under its lock: abort incomplete uploads that killed runs left (always) and
     apply retention (when set), never touching the object just stored."""
-    names = BackupNames(settings.backup_name)
+    names = BackupNames(options.backup_name)
     if storage.retention is None:
         try:
             result.leftovers = abort_stale_uploads(client, storage.location, names, retry=retry)

@@ -17,7 +17,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from .client import RetryPolicy, StorageError, error_code, with_retries
+from .client import RetryPolicy, StorageError, error_code, object_exists, with_retries
 from .metadata import (CONTENT_TYPE, COPY_PART_SIZE, SINGLE_COPY_LIMIT, assembled_as_sent, attach_metadata, read_back,
                        read_back_bytes)
 from .partbody import PartBody
@@ -127,16 +127,7 @@ class MultipartUpload:
         self._state = "open"
 
     def _exists(self) -> bool:
-        def head():
-            try:
-                self.client.head_object(Bucket=self.bucket, Key=self.key)
-                return True
-            except Exception as exc:
-                if error_code(exc)[1] == 404:
-                    return False
-                raise
-
-        return with_retries(f"checking {self.key}", head, self.retry)
+        return object_exists(self.client, self.bucket, self.key, f"checking {self.key}", self.retry)
 
     def write(self, data: bytes) -> int:
         """Buffer `data`, sending each part as it fills; ObjectTooLarge / StorageError when it cannot."""

@@ -100,17 +100,3 @@ def request_facts() -> dict[str, str | None]:
     """Where the current request came from, for `AuditTrail.record` (read while the request is live)."""
     user_agent = request.headers.get("User-Agent")
     return {"client": client_address(), "user_agent": user_agent[:MAX_USER_AGENT_CHARS] if user_agent else None}
-
-
-def audit_refused_backup(status: int, message: str | None) -> None:
-    """Audit a backup attempt turned away before its view ran: another site, throttle, link, credentials.
-
-    Nobody has authenticated at that point, so the entry has no actor. Other endpoints are not attempts.
-    """
-    method, event = AUDITED_ENDPOINTS.get(request.endpoint, (None, None))
-    if request.method != method:
-        return
-    from backup_svc.web.state import service
-
-    service().audit.record(event=event, actor=None, outcome=DENIED, started=time.time(), status=status,
-                           error=message, **request_facts())

@@ -13,7 +13,7 @@ bp = Blueprint("health", __name__)
 @bp.get("/healthz")
 def healthz():
     """The process answers; touches no database."""
-    return Response("ok\n", mimetype="text/plain", headers={"Cache-Control": "no-store"})
+    return Response("ok\n", mimetype="text/plain")
 
 
 # What anyone may learn: ready or not, and which of the two conditions failed. The details (host,

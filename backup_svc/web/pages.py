@@ -21,7 +21,6 @@ FACTS_TIMEOUT_S = 3
 # How many of the audit trail's attempts the page lists.
 RECENT_ATTEMPTS = 10
 # The Content-Security-Policy and the other security headers come from security.py, for every response.
-PAGE_HEADERS = {"Cache-Control": "no-store"}
 
 
 def human_bytes(size: int | float | None) -> str:
@@ -91,7 +90,7 @@ def dashboard():
     html = current_app.extensions.setdefault("backup_svc.dashboard", RenderedPage()).html(
         key, lambda: render_template("dashboard.html", recent=state.audit.recent()[:RECENT_ATTEMPTS], notify=notify,
                                     **shown))
-    return Response(html, mimetype="text/html", headers=PAGE_HEADERS)
+    return Response(html, mimetype="text/html")
 
 
 def _notify_status(state) -> dict | None:
@@ -151,4 +150,4 @@ def doc(name: str):
         api_abort(404, "No such document; the docs/ folder of the repository has them all.")
     title, body = render_doc(path)
     html = render_template("doc.html", title=title, body=body, source=f"docs/{path.name}", docs_available=True)
-    return Response(html, mimetype="text/html", headers=PAGE_HEADERS)
+    return Response(html, mimetype="text/html")

@@ -116,7 +116,8 @@ def add_security_headers(response: Response) -> Response:
     if arrived_over_https():
         response.headers.setdefault("Strict-Transport-Security", HSTS)
     if request.endpoint != "static":
-        # Database facts, audit entries and dumps must not linger in shared or browser caches.
+        # The one place Cache-Control is set: database facts, audit entries, dumps, error pages and
+        # presigned links must not linger in shared or browser caches.
         response.headers.setdefault("Cache-Control", "no-store")
     return response
 

@@ -7,12 +7,12 @@ from typing import Any
 from flask import current_app
 
 from backup_svc.config import Settings
-from backup_svc.notify.outcome import reporter_for
+from backup_svc.notify.outcome import StoredSetup, reporter_for
 from backup_svc.notify.reporter import Reporter
 from backup_svc.pg.binaries import PgBinary, find_binaries
 from backup_svc.pg.facts import CachedFacts
 from backup_svc.web.audit import AuditTrail
-from backup_svc.web.registry import BackupRegistry
+from backup_svc.dump.registry import BackupRegistry
 from backup_svc.web.throttle import AuthThrottle
 
 EXTENSION = "backup_svc"
@@ -32,8 +32,9 @@ class BackupService:
     audit: AuditTrail = field(init=False)
     facts: CachedFacts = field(init=False)
     reporter: Reporter = field(init=False)
+    setup: StoredSetup = field(init=False)
     readiness: CachedFacts = field(init=False)
-    # Stored backups (web/stored.py's StoredBackups) when BACKUP_STORAGE_URL is set; made by create_app.
+    # Stored backups (storage/scheduler.py's StoredBackups) when BACKUP_STORAGE_URL is set; made by create_app.
     stored: Any = field(init=False, default=None)
 
     def __post_init__(self) -> None:
@@ -42,7 +43,8 @@ class BackupService:
         self.throttle = AuthThrottle(self.settings.auth_failures_per_minute)
         self.audit = AuditTrail()
         self.facts = CachedFacts(self.settings.conn)
-        self.reporter = reporter_for(self.settings)
+        self.setup = StoredSetup(self.settings.dump, self.settings.storage, self.settings.notify)
+        self.reporter = reporter_for(self.setup)
         # /readyz is public: however often it is called, at most one connection per READINESS_TTL_S.
         self.readiness = CachedFacts(self.settings.conn, ttl_s=READINESS_TTL_S, error_ttl_s=READINESS_TTL_S)
 

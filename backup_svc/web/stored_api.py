@@ -16,16 +16,17 @@ from flask import Blueprint, jsonify, redirect, request, url_for
 
 from backup_svc.storage.client import StorageError
 from backup_svc.storage.presign import NotOurBackup
-from backup_svc.storage.schedule import utc_now
+from backup_svc.timefmt import utc_now
 from backup_svc.storage.status import freshness, next_run_words, retention_words, schedule_interval
 from backup_svc.timefmt import iso_utc
-from backup_svc.web.api import BACKUP_ID, BAD_BACKUP_ID, RETRY_AFTER_BUSY_S
+from backup_svc.web.api import RETRY_AFTER_BUSY_S
 from backup_svc.web.audit import request_facts
+from backup_svc.web.backup_id import require_backup_id
 from backup_svc.web.auth import auth, current_actor
 from backup_svc.web.errors import api_abort
-from backup_svc.web.registry import BackupIdInUse
+from backup_svc.dump.registry import BackupIdInUse
 from backup_svc.web.state import service
-from backup_svc.web.stored import StoredBackups
+from backup_svc.storage.scheduler import StoredBackups
 
 bp = Blueprint("stored", __name__, url_prefix="/api/v1")
 log = logging.getLogger(__name__)
@@ -127,9 +128,7 @@ def download(name: str):
     audit("ok", 302)
     # The URL is a credential for this object until it expires: it goes only into this Location header
     # (the access log writes paths, never query strings; nothing else here logs it).
-    response = redirect(url, code=302)
-    response.headers["Cache-Control"] = "no-store"
-    return response
+    return redirect(url, code=302)
 
 
 @bp.post("/stored")
@@ -139,8 +138,7 @@ def start():
     stored = _stored()
     state = service()
     progress_id = request.args.get("progress_id")
-    if progress_id is not None and not BACKUP_ID.fullmatch(progress_id):
-        api_abort(400, BAD_BACKUP_ID)
+    require_backup_id(progress_id)
     actor, facts, started = current_actor(), request_facts(), time.time()
     try:
         record = stored.start_now(actor, facts, progress_id)

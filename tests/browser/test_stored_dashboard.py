@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import re
-import http.server
-import threading
 import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
 from playwright.sync_api import expect
 
-from backup_svc.pg.localcluster import free_port
 from tests.conftest import ARTIFACTS
 from tests.s3support import cluster_identity, incomplete_uploads, object_keys, owned, s3_env, seed_backup
 
@@ -141,36 +138,6 @@ def test_the_download_link_yields_the_object(ours, storage, rich_db, start_servi
     download.save_as(saved)
     assert hashlib.sha256(saved.read_bytes()).hexdigest() == digest
     assert download.url.startswith(env["AWS_ENDPOINT_URL"])  # straight from the bucket, not through the service
-
-
-@pytest.fixture
-def other_site():
-    """Serve one HTML page on http://localhost:<port>/: another site than the service's 127.0.0.1."""
-    servers = []
-
-    def serve(html: str) -> str:
-        body = html.encode()
-
-        class Page(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                self.send_response(200)
-                self.send_header("Content-Type", "text/html; charset=utf-8")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Page)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-        return f"http://localhost:{server.server_address[1]}/"
-
-    yield serve
-    for server in servers:
-        server.shutdown()
-        server.server_close()
 
 
 def test_another_sites_form_and_fetch_cannot_start_a_stored_backup(storage, rich_db, start_service, browser,

@@ -6,10 +6,9 @@ import json
 import time
 from datetime import datetime, timedelta, timezone
 
-import pytest
 
 from backup_svc.config import Settings
-from backup_svc.notify.outcome import StalenessWatch, reporter_for
+from backup_svc.notify.outcome import StalenessWatch, StoredSetup, reporter_for
 from backup_svc.pg.localcluster import free_port
 
 from tests import receivers
@@ -19,12 +18,6 @@ from tests.support import run_cli
 PING = "/ping/5e1f0c2a-aaaa-bbbb-cccc-0123456789ab"
 HOOK = "/services/T0AAAA/B0BBBB/hooksecretXYZ123"
 RICH_ROWS, RICH_TABLES = 2905, 5
-
-
-@pytest.fixture
-def receiver():
-    with receivers.receivers() as make:
-        yield make
 
 
 def env_for(moto_s3, bucket: str, db_url: str, **extra: str) -> dict[str, str]:
@@ -171,8 +164,9 @@ def test_stale_backups_raise_one_alarm(s3, moto_s3, rich_db, pg_cluster, receive
     hook = receiver()
     settings = Settings.from_env(env_for(moto_s3, bucket, rich_db, BACKUP_SCHEDULE="0 3 * * *",
                                          NOTIFY_WEBHOOK_URL=hook.url + HOOK), require_auth=False)
-    reporter = reporter_for(settings)
-    watch = StalenessWatch(reporter, settings, client=client)
+    setup = StoredSetup(settings.dump, settings.storage, settings.notify)
+    reporter = reporter_for(setup)
+    watch = StalenessWatch(reporter, setup, client=client)
 
     first, second = watch.check_once(), watch.check_once()
 

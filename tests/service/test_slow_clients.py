@@ -9,7 +9,7 @@ import socket
 import threading
 import time
 
-from backup_svc.web.worker import HEAD_TIMEOUT_S
+from backup_svc.serving.worker import HEAD_TIMEOUT_S
 from tests.support import gzip_is_valid
 
 ATTACK_S = HEAD_TIMEOUT_S + 4

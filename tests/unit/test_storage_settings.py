@@ -1,10 +1,6 @@
 """Storage settings in config.py: validated at start-up, one line per problem naming the variable."""
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 import pytest
 
 from backup_svc.config import ConfigError, Settings
@@ -48,18 +44,6 @@ def test_problems_are_one_line_naming_the_variable(env, problem):
         Settings.from_env({**BASE, **env})
     assert len(caught.value.problems) == 1
     assert caught.value.problems[0].startswith(problem)
-
-
-def test_reading_settings_or_verifying_a_file_does_not_load_the_s3_client():
-    program = ("import sys, json; import backup_svc.cli, backup_svc.config; "
-               "from backup_svc.files.verify import verify_file; "
-               "from backup_svc.config import Settings; "
-               "Settings.from_env({'DATABASE_URL': 'postgresql://u@h/d', 'ADMIN_TOKEN': 't' * 20, "
-               "'BACKUP_STORAGE_URL': 's3://bkt/x', 'BACKUP_SCHEDULE': '0 3 * * *'}); "
-               "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))")
-    loaded = set(json.loads(subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
-                                           check=True, cwd=REPO).stdout))
-    assert not loaded & {"boto3", "botocore", "s3transfer"}
 
 
 @pytest.mark.parametrize("document", [".env.example", "README.md", "docs/storage.md"])

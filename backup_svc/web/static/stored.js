@@ -17,13 +17,7 @@
   var bar = $("stored-bar");
   var highlight = null;  // the name of the backup this page just stored: its row is marked
 
-  function humanBytes(n) {
-    if (n === null || n === undefined) return "–";
-    var units = ["bytes", "kB", "MB", "GB", "TB"];
-    var i = 0;
-    while (Math.abs(n) >= 1000 && i < units.length - 1) { n /= 1000; i++; }
-    return i === 0 ? n.toFixed(0) + " bytes" : n.toFixed(1) + " " + units[i];
-  }
+  var humanBytes = window.backupSvc.humanBytes;
 
   function duration(seconds) {
     if (seconds === null || seconds === undefined) return "–";
@@ -35,9 +29,7 @@
     return s % 60 + " s";
   }
 
-  function utc(iso) {  // "2026-11-28T03:00:00Z" -> "2026-11-28 03:00"
-    return iso ? iso.replace("T", " ").slice(0, 16) : "–";
-  }
+  function utc(iso) { return window.backupSvc.utcText(iso, 16); }  // "2026-11-28 03:00"
 
   function text(id, value) {
     var el = $(id);
@@ -187,14 +179,9 @@
 
   // -- "Back up to storage now" ------------------------------------------------------------------
   function describePhase(report) {
+    var step = window.backupSvc.dumpStep(report);
+    if (step) return step;
     switch (report.phase) {
-      case "connecting": return "Connecting to the database and reading its catalog";
-      case "schema": return "Writing the schema";
-      case "data":
-        if (!report.table) return "Writing table data";
-        return "Table " + report.table.number + (report.table.count ? " of " + report.table.count : "") +
-               ": " + report.table.name;
-      case "finishing": return "Finishing: sequences, large objects, indexes and constraints";
       case "storing": return "Completing the upload and reading it back from the bucket";
       case "stopping": return "Stopping: aborting the upload, so that nothing incomplete is stored";
       case "done": return "Stored";

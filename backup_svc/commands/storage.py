@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 
+from backup_svc.commands.output import fail, say
 from backup_svc.config import ConfigError, Settings
 
 EXIT_BUSY = 75  # sysexits' EX_TEMPFAIL: nothing wrong, try again later
@@ -23,9 +24,6 @@ NOTIFY_WAIT_S = 45
 class Terminated(BaseException):
     """SIGTERM arrived (a redeploy, `docker stop`, Railway ending a cron run)."""
 
-
-def _say(line: str) -> None:
-    print(f"backup_svc: {line}", file=sys.stderr, flush=True)
 
 
 def _log_to_stderr() -> None:
@@ -47,7 +45,7 @@ def _settings_with_storage() -> Settings | None:
             raise ConfigError(["BACKUP_STORAGE_URL is not set: nowhere to store backups (e.g. s3://my-bucket/backups)"])
     except ConfigError as exc:
         for problem in exc.problems:
-            _say(problem)
+            say(problem)
         from backup_svc.notify.heartbeat import ping_settings_failure
 
         ping_settings_failure(os.environ, exc.problems)  # HEARTBEAT_URL hears of it: <url>/fail
@@ -59,7 +57,7 @@ def cmd_upload(args: argparse.Namespace) -> int:
     """Take one backup into object storage now, then apply BACKUP_RETENTION."""
     from backup_svc.dump.backup import backup_filename
     from backup_svc.dump.pipeline import DumpBroken
-    from backup_svc.notify.outcome import reporter_for, reporting
+    from backup_svc.notify.outcome import StoredSetup, reporter_for, reporting
     from backup_svc.pg.diagnose import CannotDump
     from backup_svc.storage.client import StorageError
     from backup_svc.storage.lock import AnotherBackupRunning
@@ -78,46 +76,43 @@ def cmd_upload(args: argparse.Namespace) -> int:
     aborted = "the upload was aborted and nothing was stored"
     # Notifications of the outcome (NOTIFY_*, SMTP_URL, HEARTBEAT_URL) go out in the background and
     # are waited for, within their time bound, before the command exits.
-    reporter = reporter_for(settings)
+    setup = StoredSetup(settings.dump, settings.storage, settings.notify)
+    reporter = reporter_for(setup)
     name = backup_filename(settings.backup_name)
     try:
-        with reporting(reporter, settings, name, drill_after=False) as outcome:
-            result = take_stored_backup(settings, settings.storage, name=name)
+        with reporting(reporter, setup, name, drill_after=False) as outcome:
+            result = take_stored_backup(settings.dump, settings.storage, name=name)
             outcome.stored(result.stored)
     except AnotherBackupRunning as exc:
-        _say(f"{exc}; nothing to do now (this is not a failure)")
+        say(f"{exc}; nothing to do now (this is not a failure)")
         return EXIT_BUSY
     except CannotDump as exc:
-        _say(f"upload failed: {exc.message}; {_left(exc, aborted)}")
-        return 1
+        return fail(f"upload failed: {exc.message}; {_left(exc, aborted)}")
     except Terminated as exc:
-        _say(f"upload stopped by SIGTERM; {_left(exc, aborted)}")
+        say(f"upload stopped by SIGTERM; {_left(exc, aborted)}")
         return EXIT_SIGTERM
     except KeyboardInterrupt as exc:
-        _say(f"upload interrupted; {_left(exc, aborted)}")
+        say(f"upload interrupted; {_left(exc, aborted)}")
         return 130
     except (DumpBroken, StorageError) as exc:
-        _say(f"upload failed: {exc}; {_left(exc, aborted)}")
-        return 1
+        return fail(f"upload failed: {exc}; {_left(exc, aborted)}")
     except Exception as exc:  # anything unforeseen: still one line, and still aborted
-        _say(f"upload failed: {type(exc).__name__}: {exc}; {_left(exc, aborted)}")
-        return 1
+        return fail(f"upload failed: {type(exc).__name__}: {exc}; {_left(exc, aborted)}")
     finally:
         signal.signal(signal.SIGTERM, previous)
         _wait_for_notifications(reporter)
     stored = result.stored
-    _say(f"stored s3://{stored.bucket}/{stored.key}: {stored.size} bytes in {result.seconds:.1f} s "
+    say(f"stored s3://{stored.bucket}/{stored.key}: {stored.size} bytes in {result.seconds:.1f} s "
          f"(PostgreSQL {stored.metadata.get('server-version', '?')}, "
          f"pg_dump {stored.metadata.get('pg-dump-version', '?')}); size and sha256 read back and matched")
     print(f"{stored.sha256}  s3://{stored.bucket}/{stored.key}", flush=True)
     if result.retention is not None:
         for line in result.retention.lines():
-            _say(f"retention: {line}")
+            say(f"retention: {line}")
     if reporter.drills_enabled:
-        _drill_after_upload(reporter, settings, stored)
+        _drill_after_upload(reporter, setup, stored)
     if result.retention_error:
-        _say(f"the backup is stored, but retention failed: {result.retention_error}")
-        return 1
+        return fail(f"the backup is stored, but retention failed: {result.retention_error}")
     return 0
 
 
@@ -129,19 +124,19 @@ def _left(exc: BaseException, aborted: str) -> str:
 
 def _wait_for_notifications(reporter) -> None:
     if not reporter.notifier.flush(timeout_s=NOTIFY_WAIT_S):
-        _say(f"notifications still unsent after {NOTIFY_WAIT_S} s were given up")
+        say(f"notifications still unsent after {NOTIFY_WAIT_S} s were given up")
 
 
-def _drill_after_upload(reporter, settings: Settings, stored) -> None:
+def _drill_after_upload(reporter, setup, stored) -> None:
     """RESTORE_DRILL_URL is set: prove the new object restores (its outcome does not change upload's exit status)."""
     from backup_svc.notify.outcome import drill_stored_object
 
-    report = reporter.drill_now(lambda: drill_stored_object(settings, stored.bucket, stored.key, say=_say))
+    report = reporter.drill_now(lambda: drill_stored_object(setup, stored.bucket, stored.key, say=say))
     if report is not None and report.outcome == "ok":
-        _say(f"restore drill ok in {report.seconds:.1f} s: {report.tables} tables, {report.rows} rows match "
+        say(f"restore drill ok in {report.seconds:.1f} s: {report.tables} tables, {report.rows} rows match "
              f"({report.counts_from})")
     elif report is not None:
-        _say(f"restore drill FAILED after {report.seconds:.1f} s: {report.error}")
+        say(f"restore drill FAILED after {report.seconds:.1f} s: {report.error}")
     _wait_for_notifications(reporter)
 
 
@@ -160,12 +155,11 @@ def cmd_list(args: argparse.Namespace) -> int:
         survey = survey_backups(make_client(storage.client_env), storage.location, BackupNames(settings.backup_name),
                                 owner_lookup(settings).get())
     except StorageError as exc:
-        _say(f"list failed: {exc}")
-        return 1
+        return fail(f"list failed: {exc}")
     backups = survey.backups
-    _say(f"{len(backups)} stored backup{'s' if len(backups) != 1 else ''} in {storage.location.url}, newest first")
+    say(f"{len(backups)} stored backup{'s' if len(backups) != 1 else ''} in {storage.location.url}, newest first")
     for backup, reason in survey.ignored:
-        _say(f"not listed: {backup.name} ({reason})")
+        say(f"not listed: {backup.name} ({reason})")
     for backup in backups:
         print(f"{backup.name}  {backup.size:>14}  {backup.time:%Y-%m-%dT%H:%M:%SZ}  {backup.sha256 or '-'}")
     return 0
@@ -185,29 +179,27 @@ def cmd_prune(args: argparse.Namespace) -> int:
         return 2
     storage = settings.storage
     if storage.retention is None:
-        _say("BACKUP_RETENTION is not set: every backup is kept, nothing to prune "
+        say("BACKUP_RETENTION is not set: every backup is kept, nothing to prune "
              "(e.g. BACKUP_RETENTION=last=7,daily=14,weekly=8,monthly=12)")
         return 2
     _log_to_stderr()
     try:
         # Under the upload lock: a prune never races an upload of the same backups.
-        with StoredBackupLock(settings.conn, destination_of(settings, storage), timeout_s=settings.connect_timeout_s):
+        with StoredBackupLock(settings.conn, destination_of(settings.dump, storage), timeout_s=settings.connect_timeout_s):
             report = prune(make_client(storage.client_env), storage.location, BackupNames(settings.backup_name),
                            owner_lookup(settings).get(), storage.retention, dry_run=args.dry_run)
     except AnotherBackupRunning as exc:
-        _say(f"{exc}; prune again when it is done")
+        say(f"{exc}; prune again when it is done")
         return EXIT_BUSY
     except CannotDump as exc:
-        _say(f"prune needs the database for its lock: {exc.message}")
-        return 1
+        return fail(f"prune needs the database for its lock: {exc.message}")
     except StorageError as exc:
-        _say(f"prune failed, nothing was deleted: {exc}")
-        return 1
+        return fail(f"prune failed, nothing was deleted: {exc}")
     for line in report.lines():
         print(line)
     kept, removed = len(report.kept), len(report.removed)
     verb = "would delete" if args.dry_run else "deleted"
-    _say(f"{storage.retention}: keep {kept}, {verb} {removed if args.dry_run else len(report.deleted)}"
+    say(f"{storage.retention}: keep {kept}, {verb} {removed if args.dry_run else len(report.deleted)}"
          + (f", {len(report.failed)} failed" if report.failed else ""))
     return 1 if report.failed else 0
 

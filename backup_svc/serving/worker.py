@@ -106,12 +106,9 @@ class GuardedWorker(ThreadWorker):
         self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_readable, conn))
 
     def _on_readable(self, conn, _sock) -> None:
-        try:
-            data = conn.sock.recv(READ_SIZE)
-        except (BlockingIOError, InterruptedError):
+        data = _receive(conn.sock)
+        if data is None:
             return
-        except OSError:
-            data = b""
         if not data:
             self._drop(conn)
             return
@@ -192,12 +189,9 @@ class GuardedWorker(ThreadWorker):
             self._end_linger(next(iter(self.lingering)))
 
     def _on_lingering_readable(self, conn, _sock) -> None:
-        try:
-            data = conn.sock.recv(READ_SIZE)
-        except (BlockingIOError, InterruptedError):
+        data = _receive(conn.sock)
+        if data is None:
             return
-        except OSError:
-            data = b""
         conn.drained += len(data)
         if not data or conn.drained > MAX_DRAIN:
             self._end_linger(conn)
@@ -254,3 +248,14 @@ def _quiet(exc: Exception) -> Exception:
     quiet.__dict__.update(exc.__dict__)
     quiet.args = ()
     return quiet
+
+
+def _receive(sock: socket.socket) -> bytes | None:
+    """Up to READ_SIZE bytes from a non-blocking socket: b"" when it is closed or broken, None when
+    nothing is there yet."""
+    try:
+        return sock.recv(READ_SIZE)
+    except (BlockingIOError, InterruptedError):
+        return None
+    except OSError:
+        return b""

@@ -6,13 +6,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
-from backup_svc.config import ConfigError
+from backup_svc.commands.output import fail, note, refuse, say
+from backup_svc.problems import ConfigError
 
-
-def _say(line: str) -> None:
-    print(f"backup_svc: {line}", file=sys.stderr, flush=True)
 
 
 def storage_client_for_reading():
@@ -49,7 +46,7 @@ def _sha256_check(url: str, stored_sha256: str | None):
 
     def check(report) -> None:
         if stored_sha256 is None:
-            _say(f"warning: {url} has no stored sha256 to compare (it was not stored by backup_svc's upload)")
+            say(f"warning: {url} has no stored sha256 to compare (it was not stored by backup_svc's upload)")
         elif stored_sha256 != report.sha256:
             raise BadBackup(f"its bytes have sha256 {report.sha256}, but the sha256 stored with it is "
                             f"{stored_sha256}: the object changed after it was stored")
@@ -68,12 +65,9 @@ def verify_stored(url: str) -> int:
         report = verify_file(url, opener)
         _sha256_check(url, stored_sha256)(report)
     except ConfigError as exc:
-        for problem in exc.problems:
-            _say(problem)
-        return 2
+        return refuse(exc.problems)
     except (ValueError, StorageError, BadBackup) as exc:
-        _say(f"verify failed: {url}: {exc}")
-        return 1
+        return fail(f"verify failed: {url}: {exc}")
     print("\n".join(report.lines()))
     if stored_sha256 == report.sha256:
         print("  stored sha256:    matches")
@@ -83,7 +77,7 @@ def verify_stored(url: str) -> int:
 def restore_stored(args: argparse.Namespace) -> int:
     """`restore s3://bucket/key --target-url …`: verify from the bucket (and its stored sha256), then
     stream the object into psql. No temp file: the object is read twice."""
-    from backup_svc.config import pg_bin_dirs
+    from backup_svc.pg.binaries import pg_bin_dirs
     from backup_svc.files.psqlfeed import RestoreFailed
     from backup_svc.files.reader import BadBackup
     from backup_svc.files.restore import restore_file
@@ -93,30 +87,20 @@ def restore_stored(args: argparse.Namespace) -> int:
     try:
         opener, stored_sha256 = _stored_source(url)
         report = restore_file(url, args.target_url, bin_dirs=pg_bin_dirs(os.environ), force=args.force,
-                              create=args.create, say=_say_plain, opener=opener,
+                              create=args.create, say=note, opener=opener,
                               check=_sha256_check(url, stored_sha256))
     except ConfigError as exc:
-        for problem in exc.problems:
-            _say(problem)
-        return 2
+        return refuse(exc.problems)
     except (ValueError, BadBackup) as exc:
-        _say(f"restore refused: {url}: {exc}; nothing was restored")
-        return 1
+        return fail(f"restore refused: {url}: {exc}; nothing was restored")
     except StorageError as exc:
-        _say(f"restore failed: {exc}; psql was stopped before it could commit, nothing was restored")
-        return 1
+        return fail(f"restore failed: {exc}; psql was stopped before it could commit, nothing was restored")
     except RestoreFailed as exc:
-        _say(f"restore failed: {exc}")
-        return 1
+        return fail(f"restore failed: {exc}")
     except KeyboardInterrupt:
-        _say("restore interrupted; psql was stopped before it could commit")
+        say("restore interrupted; psql was stopped before it could commit")
         return 130
-    backup = report.backup
-    print(f"restored {url} into {report.database!r} (PostgreSQL {report.server_version}) in "
-          f"{report.seconds:.1f} s: {backup.tables_with_data} tables with data, {backup.sql_bytes} bytes of SQL "
-          f"dumped from PostgreSQL {backup.server_version} by pg_dump {backup.pg_dump_version}")
+    print(report.summary(url))
     return 0
 
 
-def _say_plain(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)

@@ -18,10 +18,11 @@ from datetime import datetime
 from backup_svc.dump.backup import backup_filename
 from backup_svc.storage.prompt import PromptStorage
 from backup_svc.storage.run import owner_lookup
-from backup_svc.storage.schedule import Scheduler, utc_now
+from backup_svc.storage.schedule import Scheduler
+from backup_svc.timefmt import utc_now
 from backup_svc.timefmt import iso_utc
-from backup_svc.web.registry import BackupRecord
-from backup_svc.web.state import BackupService
+from backup_svc.dump.pipeline import CANCELLED, FAILED
+from backup_svc.dump.registry import BackupRecord
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +65,11 @@ class RunOutcome:
 class StoredBackups:
     """Takes stored backups in this worker; `start()` follows the schedule, `start_now()` takes one, `stop()` cancels."""
 
-    def __init__(self, state: BackupService):
+    def __init__(self, state):
+        """`state`: the worker's BackupService (web/state.py): its settings, setup, registry, reporter, audit."""
         self.state = state
         self.storage = state.settings.storage
-        self.owner = owner_lookup(state.settings, lambda: state.facts.get(
+        self.owner = owner_lookup(state.settings.dump, lambda: state.facts.get(
             timeout_s=state.settings.connect_timeout_s).system_identifier)
         self.prompt = PromptStorage(self.storage, state.settings.backup_name, self.owner.get_now)
         self.cancel = threading.Event()
@@ -87,7 +89,7 @@ class StoredBackups:
             from backup_svc.notify.outcome import StalenessWatch
 
             self.scheduler = Scheduler(schedule, self.run_once).start()
-            self.staleness = StalenessWatch(self.state.reporter, self.state.settings).start()
+            self.staleness = StalenessWatch(self.state.reporter, self.state.setup).start()
             log.info("stored backups on schedule %r: %s, to %s", str(schedule), schedule.describe(),
                      self.storage.location.url)
         return self
@@ -122,13 +124,14 @@ class StoredBackups:
         name = backup_filename(self.state.settings.backup_name)
         record = self._wait_for_slot(name)
         if record is None:
-            from backup_svc.notify.common import BACKUP, FAILED, Event, now
+            from backup_svc.notify.common import BACKUP, FAILED, Event
+            from backup_svc.timefmt import utc_now
 
             error = f"every dump slot stayed busy for {SLOT_WAIT_S} s (BACKUP_MAX_CONCURRENT)"
             reporter = self.state.reporter
             if not self.cancel.is_set():  # a scheduled backup that never ran is a failure to tell about
                 reporter.backup_finished(Event(kind=BACKUP, outcome=FAILED, database=reporter.database, error=error,
-                                               finished=now()))
+                                               finished=utc_now()))
             return self._remember(SCHEDULE, ACTOR, "refused", started, None, {}, name=name, error=error)
         return self._take(record, SCHEDULE, started, {})
 
@@ -170,8 +173,8 @@ class StoredBackups:
             self.current = record
             try:
                 # notifications, heartbeat and a restore drill hear of it, good or failed (notify/)
-                with reporting(self.state.reporter, self.state.settings, record.filename) as outcome:
-                    result = take_stored_backup(self.state.settings, self.storage, name=record.filename,
+                with reporting(self.state.reporter, self.state.setup, record.filename) as outcome:
+                    result = take_stored_backup(self.state.settings.dump, self.storage, name=record.filename,
                                                 application_name=record.application_name, progress=record.progress,
                                                 cancel=stop)
                     outcome.stored(result.stored)
@@ -187,12 +190,12 @@ class StoredBackups:
                 if record.stop_reason is not None:  # cancelled by someone
                     error = record.stop_reason[1]
                     log.warning("%s %s; the upload was aborted", what, error)
-                    _mark_ended(record, "cancelled", f"{error}. Nothing was stored: the upload was aborted.")
+                    _mark_ended(record, CANCELLED, f"{error}. Nothing was stored: the upload was aborted.")
                     registry.end(record)
                     return self._remember(trigger, record.actor, "cancelled", started, record, facts, error=error)
                 error = str(exc) or type(exc).__name__
                 log.error("%s failed, the upload was aborted: %s", what, error)
-                _mark_ended(record, "failed", f"{error}. Nothing was stored: the upload was aborted.")
+                _mark_ended(record, FAILED, f"{error}. Nothing was stored: the upload was aborted.")
                 registry.end(record)
                 return self._remember(trigger, record.actor, "failed", started, record, facts, error=error)
             finally:
@@ -269,8 +272,4 @@ class _Stop:
 
 def _mark_ended(record: BackupRecord, outcome: str, error: str) -> None:
     """The dump may have finished well ("ok") before the upload failed: the attempt as a whole did not."""
-    progress = record.progress
-    progress.outcome = outcome
-    progress.phase = outcome
-    progress.error = error
-    progress.finished = time.time()
+    record.progress.end(outcome, error, overrule=True)

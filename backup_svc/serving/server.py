@@ -7,7 +7,7 @@ import socket
 from gunicorn.app.base import BaseApplication
 
 from backup_svc.config import Settings
-from backup_svc.web.worker import WORKER_CONNECTIONS
+from backup_svc.serving.worker import WORKER_CONNECTIONS
 
 
 def _has_ipv6() -> bool:
@@ -65,7 +65,7 @@ def gunicorn_options(settings: Settings) -> dict:
         # gthread's heartbeat runs outside the request threads, so a multi-minute stream is never
         # taken for a hung worker and killed by `timeout`. Its subclass reads each request in the
         # event loop under a deadline, so slow clients cannot hold the threads (worker.py).
-        "worker_class": "backup_svc.web.worker.GuardedWorker",
+        "worker_class": "backup_svc.serving.worker.GuardedWorker",
         "threads": settings.threads,
         "worker_connections": WORKER_CONNECTIONS,
         # Only for a worker whose main loop hangs; streams are not subject to it (see above).
@@ -81,7 +81,7 @@ def gunicorn_options(settings: Settings) -> dict:
         # Path only (a query string may carry a signed link), no username (it is logged even when the
         # login fails, and people type passwords there), formatted without gunicorn's per-request
         # dict of every header.
-        "logger_class": "backup_svc.web.accesslog.AccessLogger",
+        "logger_class": "backup_svc.serving.accesslog.AccessLogger",
         "proc_name": "backup_svc",
         # Several instances may run on one machine (tests, demo); none needs the control socket.
         "control_socket_disable": True,

@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 
 from typing import Callable
 
-from backup_svc.dump.pipeline import DumpProgress, GzipDump, Interrupt
+from backup_svc.dump.pipeline import REFUSED, DumpProgress, GzipDump, Interrupt
 from backup_svc.dump.report import ForwardPercent
 from backup_svc.dump.watch import DumpWatch
 from backup_svc.pg.diagnose import ABORTED, CANCELLED
-from backup_svc.web.sendmeter import SendMeter
+from backup_svc.serving.sendmeter import SendMeter
 
 # PostgreSQL keeps the first 63 bytes of an application_name.
 APPLICATION_NAME_MAX = 63
@@ -133,10 +133,8 @@ class BackupRegistry:
     def _mark_refused(record: BackupRecord, status: int, error: str | None) -> None:
         progress = record.progress
         record.status = status
-        progress.error = progress.error or error
-        progress.outcome = progress.outcome or "refused"
-        progress.phase = progress.outcome
-        progress.finished = progress.finished or time.time()
+        if not progress.end(REFUSED, error):
+            progress.error = progress.error or error
 
     def _check_unused(self, backup_id: str | None) -> None:
         if backup_id is not None and (backup_id in self._running or backup_id in self._finished):

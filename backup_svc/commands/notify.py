@@ -3,22 +3,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
-from backup_svc.config import ConfigError, ConnInfo, parse_database_url, pg_bin_dirs
-from backup_svc.notify.common import TEST, Event, now
+from backup_svc.commands.output import fail, note, refuse
+from backup_svc.config import ConfigError
+from backup_svc.pg.binaries import pg_bin_dirs
+from backup_svc.pg.conninfo import ConnInfo, parse_database_url
+from backup_svc.notify.common import TEST, Event
+from backup_svc.timefmt import utc_now
 from backup_svc.notify.delivery import Notifier
 from backup_svc.notify.settings import NotifySettings
 
 
-def _say(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
-
-
-def _refuse(problems: list[str]) -> int:
-    for problem in problems:
-        print(f"backup_svc: {problem}", file=sys.stderr)
-    return 2
 
 
 def _source() -> tuple[ConnInfo | None, list[str]]:
@@ -41,19 +36,26 @@ def load(source: ConnInfo | None) -> NotifySettings:
     return NotifySettings.from_env(source=source)
 
 
-def cmd_notify_test(args: argparse.Namespace) -> int:
-    """Send one test notification through each configured channel and say how each fared."""
+def _source_and_settings() -> tuple[ConnInfo | None, NotifySettings | None, list[str]]:
+    """The backed-up database (when DATABASE_URL is set) and the notification settings, or the problems."""
     source, problems = _source()
     if problems:
-        return _refuse(problems)
+        return None, None, problems
     try:
-        settings = load(source)
+        return source, load(source), []
     except ConfigError as exc:
-        return _refuse(exc.problems)
+        return None, None, exc.problems
+
+
+def cmd_notify_test(args: argparse.Namespace) -> int:
+    """Send one test notification through each configured channel and say how each fared."""
+    source, settings, problems = _source_and_settings()
+    if problems:
+        return refuse(problems)
     if not settings.any_channel:
-        return _refuse(["no notification channel is configured: set SMTP_URL (with NOTIFY_EMAIL_TO), "
+        return refuse(["no notification channel is configured: set SMTP_URL (with NOTIFY_EMAIL_TO), "
                         "NOTIFY_WEBHOOK_URL or HEARTBEAT_URL"])
-    when = now()
+    when = utc_now()
     event = Event(kind=TEST, outcome="ok", database=_database_name(source), started=when, finished=when)
     deliveries = Notifier(settings).send(event, everything=True)
     for d in deliveries:
@@ -74,10 +76,12 @@ def cmd_drill(args: argparse.Namespace) -> int:
     try:
         settings = Settings.from_env(require_auth=False)
     except ConfigError as exc:
-        return _refuse(exc.problems)
+        return refuse(exc.problems)
     if settings.notify is None or settings.notify.drill is None:
-        return _refuse([NO_DRILL_URL])
-    report = _drill_stored(settings, source_arg)
+        return refuse([NO_DRILL_URL])
+    from backup_svc.notify.outcome import StoredSetup
+
+    report = _drill_stored(StoredSetup(settings.dump, settings.storage, settings.notify), source_arg)
     if isinstance(report, int):
         return report
     return _finish(report, settings.notify, settings.conn.dbname)
@@ -97,47 +101,40 @@ def _drill_stored(settings, url: str | None):
         try:
             bucket, key = parse_object_url(url)
         except ValueError as exc:
-            return _refuse([f"{url}: {exc}"])
+            return refuse([f"{url}: {exc}"])
         client = None
         if settings.storage is None:
-            from backup_svc.storage.from_bucket import storage_client_for_reading
+            from backup_svc.commands.from_bucket import storage_client_for_reading
 
             client = storage_client_for_reading()
-        return drill_stored_object(settings, bucket, key, client=client, say=_say)
+        return drill_stored_object(settings, bucket, key, client=client, say=note)
     if settings.storage is None:
-        return _refuse(["nothing to drill: pass a backup file or s3://bucket/key, or set BACKUP_STORAGE_URL "
+        return refuse(["nothing to drill: pass a backup file or s3://bucket/key, or set BACKUP_STORAGE_URL "
                         "to drill the newest stored backup"])
     client = make_client(settings.storage.client_env)
     try:
         newest = newest_stored(settings, client)
     except Exception as exc:
-        print(f"backup_svc: drill failed: cannot list {settings.storage.location.url}: {failure_reason(exc)}",
-              file=sys.stderr)
-        return 1
+        return fail(f"drill failed: cannot list {settings.storage.location.url}: {failure_reason(exc)}")
     if newest is None:
-        print(f"backup_svc: drill failed: no stored backup in {settings.storage.location.url} yet", file=sys.stderr)
-        return 1
-    _say(f"drilling the newest stored backup, {newest.name}")
-    return drill_stored_object(settings, settings.storage.location.bucket, newest.key, client=client, say=_say)
+        return fail(f"drill failed: no stored backup in {settings.storage.location.url} yet")
+    note(f"drilling the newest stored backup, {newest.name}")
+    return drill_stored_object(settings, settings.storage.location.bucket, newest.key, client=client, say=note)
 
 
 def _drill_file(path: str) -> int:
     from backup_svc.notify.drill import run_drill
     from backup_svc.notify.drillbounds import drill_timeout_s
 
-    source, problems = _source()
+    source, settings, problems = _source_and_settings()
     if problems:
-        return _refuse(problems)
-    try:
-        settings = load(source)
-    except ConfigError as exc:
-        return _refuse(exc.problems)
+        return refuse(problems)
     if settings.drill is None:
-        return _refuse([NO_DRILL_URL])
+        return refuse([NO_DRILL_URL])
     if not os.path.isfile(path):
-        return _refuse([f"{path}: no such file"])
+        return refuse([f"{path}: no such file"])
     report = run_drill(path, os.path.basename(path), settings.drill, source=source,
-                       bin_dirs=pg_bin_dirs(os.environ), say=_say,
+                       bin_dirs=pg_bin_dirs(os.environ), say=note,
                        deadline_s=drill_timeout_s(settings.drill_timeout_s, os.path.getsize(path)))
     return _finish(report, settings, _database_name(source))
 
@@ -146,10 +143,9 @@ def _finish(report, settings: NotifySettings, database: str) -> int:
     """Send the drill's notification (per NOTIFY_ON), print its outcome, return the exit status."""
     for d in Notifier(settings).send(report.event(database)):
         if not d.ok:
-            _say(f"warning: the {d.channel} notification was not delivered: {d.error}")
+            note(f"warning: the {d.channel} notification was not delivered: {d.error}")
     if report.outcome != "ok":
-        print(f"backup_svc: drill failed after {report.seconds:.1f} s: {report.error}", file=sys.stderr)
-        return 1
+        return fail(f"drill failed after {report.seconds:.1f} s: {report.error}")
     print(f"drill ok: {report.name} restored into a scratch database on PostgreSQL {report.server_version} "
           f"in {report.seconds:.1f} s; {report.tables} tables, {report.rows} rows, counts match "
           f"({report.counts_from}); scratch database dropped")

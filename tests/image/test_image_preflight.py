@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from ..image import podman as pm
+from . import podman as pm
 
 
 def test_every_tool_present_on_a_machine_set_up_by_dev_sh():
