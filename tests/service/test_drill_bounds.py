@@ -8,20 +8,11 @@ import subprocess
 import sys
 import time
 
-import pytest
 from psycopg import sql
 
 from tests.support import REPO, run_cli
 
 LEFTOVER = "backup_svc_drill_20200101_000000_dead"  # what a drill killed in 2020 left
-
-
-@pytest.fixture(scope="module")
-def backup(rich_db, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("drill-bounds")
-    done = run_cli("dump", "-o", "rich.sql.gz", env={"DATABASE_URL": rich_db}, cwd=folder)
-    assert done.returncode == 0, done.stderr
-    return folder / "rich.sql.gz"
 
 
 def databases(pg_cluster, like: str) -> list[str]:

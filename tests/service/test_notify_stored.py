@@ -6,6 +6,7 @@ import json
 import time
 from datetime import datetime, timedelta, timezone
 
+import pytest
 
 from backup_svc.config import Settings
 from backup_svc.notify.outcome import StalenessWatch, StoredSetup, reporter_for

@@ -12,12 +12,10 @@ def databases(pg_cluster, name: str) -> list[str]:
         return [r[0] for r in db.execute("SELECT datname FROM pg_database WHERE datname = %s", (name,))]
 
 
-def test_a_failed_restore_create_leaves_no_database_behind(rich_db, pg_cluster, tmp_path):
+def test_a_failed_restore_create_leaves_no_database_behind(backup, pg_cluster, tmp_path):
     """Issue 21, weaker finding: the empty database made by --create stayed and blocked the retry.
-    The backup is a real dump with one statement the server rejects, added after its header."""
-    dumped = run_cli("dump", "-o", "rich.sql.gz", env={"DATABASE_URL": rich_db}, cwd=tmp_path)
-    assert dumped.returncode == 0, dumped.stderr
-    sql = gzip.decompress((tmp_path / "rich.sql.gz").read_bytes())
+    The backup is a copy of a real dump with one statement the server rejects, added after its header."""
+    sql = gzip.decompress(backup.read_bytes())
     head, sep, rest = sql.partition(b"\nSET ")
     broken = tmp_path / "broken.sql.gz"
     broken.write_bytes(gzip.compress(head + b"\nSELECT backup_svc_no_such_function();" + sep + rest))
@@ -30,6 +28,5 @@ def test_a_failed_restore_create_leaves_no_database_behind(rich_db, pg_cluster, 
     assert "backup_svc_no_such_function" in failed.stderr
     assert databases(pg_cluster, "restored_broken") == []
     assert "dropped database 'restored_broken'" in failed.stderr
-    retried = run_cli("restore", str(tmp_path / "rich.sql.gz"), "--target-url", pg_cluster.url("restored_broken"),
-                      "--create")
+    retried = run_cli("restore", str(backup), "--target-url", pg_cluster.url("restored_broken"), "--create")
     assert retried.returncode == 0, retried.stderr

@@ -12,20 +12,12 @@ import os
 import signal
 import time
 
-import pytest
 
-from tests import receivers
 from tests.s3support import incomplete_uploads, object_keys, s3_env
 from tests.support import wait_until
 
 GRACE_S = 10
 HOOK = "/services/T0AAAA/B0BBBB/hooksecretXYZ123"
-
-
-@pytest.fixture
-def receiver():
-    with receivers.receivers() as make:
-        yield make
 
 
 def posted(hook) -> list[dict]:
