@@ -34,13 +34,14 @@ SETTINGS_PING_TIMEOUT_S = 10
 def ping_settings_failure(env: Mapping[str, str], problems: list[str]) -> bool:
     """The settings are wrong and the command exits 2: ping `<HEARTBEAT_URL>/fail` when that URL is usable
     (a monitor then hears of a misconfigured service before the pings stop). True when it was pinged."""
-    from backup_svc.notify.common import BACKUP, FAILED, now
+    from backup_svc.notify.common import BACKUP, FAILED
+    from backup_svc.timefmt import utc_now
 
     raw = (env.get("HEARTBEAT_URL") or "").strip()
     parts = urlsplit(raw)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return False
-    event = Event(kind=BACKUP, outcome=FAILED, database="", finished=now(),
+    event = Event(kind=BACKUP, outcome=FAILED, database="", finished=utc_now(),
                   error=f"the settings are wrong: {problems[0] if problems else 'see the log'}")
     try:
         send_heartbeat(raw, event, timeout_s=SETTINGS_PING_TIMEOUT_S)

@@ -243,14 +243,15 @@ class StoredBackups:
         if self._running.acquire(timeout=left * ABORT_SHARE if self._stop_deadline else left):
             self._running.release()
         else:  # it did not end in time: say so now, or nobody hears of it
-            from backup_svc.notify.common import BACKUP, FAILED, Event, now
+            from backup_svc.notify.common import BACKUP, Event
+            from backup_svc.notify.common import FAILED as BACKUP_FAILED
 
             error = ("the service shut down while the stored backup was still stopping: a later run aborts its "
                      "incomplete upload (an object completed without its sha256 is never counted as a backup)")
             log.error("stored backup %s: %s", self.current.filename if self.current else "", error)
             reporter = self.state.reporter
-            reporter.backup_finished(Event(kind=BACKUP, outcome=FAILED, database=reporter.database, error=error,
-                                           finished=now()))
+            reporter.backup_finished(Event(kind=BACKUP, outcome=BACKUP_FAILED, database=reporter.database, error=error,
+                                           finished=utc_now()))
         notifier = self.state.reporter.notifier
         if not notifier.flush(timeout_s=max(deadline - time.monotonic(), 0.1)):
             log.error("notifications still unsent when the service exited were given up")

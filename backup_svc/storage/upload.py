@@ -166,7 +166,7 @@ class MultipartUpload:
                     self._pending.result(timeout=CANCEL_POLL_S)
                 except FutureTimeout:
                     continue
-                except BaseException:
+                except Exception:  # the part failed: re-raised below (a signal's exception goes on at once)
                     break
             pending, self._pending = self._pending, None
             pending.result()  # re-raises the part's StorageError here, in the writer's thread
