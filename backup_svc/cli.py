@@ -1,5 +1,5 @@
 """`backup-svc` (or `python -m backup_svc`): serve | dump | check | verify | restore | sign-url |
-upload | list | prune | notify-test | drill."""
+upload | list | prune | notify-test | drill | history."""
 from __future__ import annotations
 
 import argparse
@@ -140,6 +140,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     storage_lines, storage_ok = storage_check_lines(settings)
     print("\n".join(storage_lines))
     ok = ok and storage_ok
+    from backup_svc.commands.history import history_check_lines
+
+    history_lines, history_ok = history_check_lines(settings)
+    print("\n".join(history_lines))
+    ok = ok and history_ok
     installed = find_binaries("pg_dump", settings.pg_bin_dirs)
     print("pg_dump installed: " + (", ".join(f"{b.version} ({b.path})" for b in installed) or "none"))
     ready = dump_readiness(lambda: server_facts(settings.conn, timeout_s=settings.connect_timeout_s), installed)
@@ -264,6 +269,9 @@ def main(argv: list[str] | None = None) -> int:
     from backup_svc.commands.notify import add_commands as add_notify_commands
 
     add_notify_commands(sub)
+    from backup_svc.commands.history import add_history_command
+
+    add_history_command(sub)
     args = parser.parse_args(argv)
     load_dotenv_file()
     return args.func(args)

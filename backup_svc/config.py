@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Mapping
 
 from backup_svc.draining import RAILWAY_MARKERS, Draining
@@ -59,6 +59,8 @@ NUMBERS = (
     # 0: clients connect directly, so X-Forwarded-* are whatever the client says and are ignored.
     Number("TRUSTED_PROXY_HOPS", "trusted_proxy_hops", 0, 0, 5),
     Number("BACKUP_GZIP_LEVEL", "gzip_level", 1, 1, 9),
+    # A year and a month: last year's same-month history is still there to compare with.
+    Number("BACKUP_HISTORY_DAYS", "history_days", 400, 1, 36500),
 )
 _NUMBER = {n.variable: n for n in NUMBERS}
 
@@ -93,6 +95,7 @@ class Settings:
     auth_failures_per_minute: int = _NUMBER["AUTH_FAILURES_PER_MINUTE"].default
     trusted_proxy_hops: int = _NUMBER["TRUSTED_PROXY_HOPS"].default
     gzip_level: int = _NUMBER["BACKUP_GZIP_LEVEL"].default
+    history_days: int = _NUMBER["BACKUP_HISTORY_DAYS"].default
     # BIND_HOST: "::" is every interface (IPv4 too, through the dual-stack socket); "localhost" is
     # 127.0.0.1 and ::1 only (the demo's default).
     bind_host: str = DEFAULT_BIND_HOST
@@ -146,6 +149,8 @@ class Settings:
             problems.append("BACKUP_NAME may contain only letters, digits, '-', '_' and '.'")
         bin_dirs = pg_bin_dirs(env)
         storage = storage_settings(env, problems)
+        if storage is not None:  # the rooms below read the history's retention from the storage settings
+            storage = replace(storage, history_days=numbers["history_days"])
         notify = notify_settings(env, problems, source=conn)
 
         if problems:

@@ -45,8 +45,23 @@ def incomplete_uploads(client, bucket: str) -> list[dict]:
     return client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
 
 
+def all_keys(client, bucket: str) -> list[str]:
+    """Every object key in `bucket` (all pages), sorted."""
+    keys = []
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        keys += [o["Key"] for o in page.get("Contents", [])]
+    return sorted(keys)
+
+
 def object_keys(client, bucket: str) -> list[str]:
-    return sorted(o["Key"] for o in client.list_objects_v2(Bucket=bucket).get("Contents", []))
+    """The keys in `bucket` apart from the history's events (`…_history/…`, which every run adds; the
+    history tests look at those with `history_keys`)."""
+    return [k for k in all_keys(client, bucket) if "_history/" not in k]
+
+
+def history_keys(client, bucket: str) -> list[str]:
+    """The history's event keys in `bucket`, sorted (by time, then run and number)."""
+    return [k for k in all_keys(client, bucket) if "_history/" in k]
 
 
 class FaultProxy:

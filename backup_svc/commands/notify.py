@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from backup_svc.commands.output import fail, note, refuse
+from backup_svc.commands.output import fail, note, refuse, say
 from backup_svc.config import ConfigError
 from backup_svc.pg.binaries import pg_bin_dirs
 from backup_svc.pg.conninfo import ConnInfo, parse_database_url
@@ -84,7 +84,17 @@ def cmd_drill(args: argparse.Namespace) -> int:
     report = _drill_stored(StoredSetup(settings.dump, settings.storage, settings.notify), source_arg)
     if isinstance(report, int):
         return report
-    return _finish(report, settings.notify, settings.conn.dbname)
+    # a drill of a stored backup is an outcome in the bucket's history too (the dashboard's "last proven")
+    from backup_svc.history.hooks import command_history, flush_before_exit, outcome_sink
+
+    history = command_history("drill", settings.storage)
+    record = outcome_sink(history)
+    record("drill", report.as_dict(), report.finished)
+    try:
+        return _finish(report, settings.notify, settings.conn.dbname,
+                       on_problem=lambda d: record("notify-problem", d.as_dict(), d.at))
+    finally:
+        flush_before_exit(history, say)
 
 
 NO_DRILL_URL = ("RESTORE_DRILL_URL is not set: name a scratch server the drill may create and drop databases "
@@ -139,9 +149,11 @@ def _drill_file(path: str) -> int:
     return _finish(report, settings, _database_name(source))
 
 
-def _finish(report, settings: NotifySettings, database: str) -> int:
+def _finish(report, settings: NotifySettings, database: str, on_problem=None) -> int:
     """Send the drill's notification (per NOTIFY_ON), print its outcome, return the exit status."""
-    for d in Notifier(settings).send(report.event(database)):
+    notifier = Notifier(settings)
+    notifier.on_problem = on_problem
+    for d in notifier.send(report.event(database)):
         if not d.ok:
             note(f"warning: the {d.channel} notification was not delivered: {d.error}")
     if report.outcome != "ok":

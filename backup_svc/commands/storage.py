@@ -54,19 +54,30 @@ def _settings_with_storage() -> Settings | None:
 
 
 def cmd_upload(args: argparse.Namespace) -> int:
-    """Take one backup into object storage now, then apply BACKUP_RETENTION."""
-    from backup_svc.dump.backup import backup_filename
-    from backup_svc.dump.pipeline import DumpBroken
-    from backup_svc.notify.outcome import StoredSetup, reporter_for, reporting
-    from backup_svc.pg.diagnose import CannotDump
-    from backup_svc.storage.client import StorageError
-    from backup_svc.storage.lock import AnotherBackupRunning
-    from backup_svc.storage.run import take_stored_backup
+    """Take one backup into object storage now, then apply BACKUP_RETENTION; its run goes into the history."""
+    from backup_svc.history.hooks import command_history, flush_before_exit
 
     settings = _settings_with_storage()
     if settings is None:
         return 2
     _log_to_stderr()
+    # The run, its notifications and drill are also events in the bucket's history, where the web
+    # service's dashboard and staleness alarm read them (a cron service's runs included).
+    history = command_history("upload", settings.storage)
+    try:
+        return _upload(settings, history)
+    finally:
+        flush_before_exit(history, say)
+
+
+def _upload(settings: Settings, history) -> int:
+    from backup_svc.dump.backup import backup_filename
+    from backup_svc.dump.pipeline import DumpBroken
+    from backup_svc.history.hooks import outcome_sink
+    from backup_svc.notify.outcome import StoredSetup, reporter_for
+    from backup_svc.pg.diagnose import CannotDump
+    from backup_svc.storage.client import StorageError
+    from backup_svc.storage.lock import AnotherBackupRunning
 
     def on_sigterm(signum, frame):
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the abort short
@@ -78,11 +89,10 @@ def cmd_upload(args: argparse.Namespace) -> int:
     # are waited for, within their time bound, before the command exits.
     setup = StoredSetup(settings.dump, settings.storage, settings.notify)
     reporter = reporter_for(setup)
+    reporter.history = outcome_sink(history)
     name = backup_filename(settings.backup_name)
     try:
-        with reporting(reporter, setup, name, drill_after=False) as outcome:
-            result = take_stored_backup(settings.dump, settings.storage, name=name)
-            outcome.stored(result.stored)
+        result = _recorded_upload(settings, setup, reporter, history, name)
     except AnotherBackupRunning as exc:
         say(f"{exc}; nothing to do now (this is not a failure)")
         return EXIT_BUSY
@@ -122,6 +132,34 @@ def _left(exc: BaseException, aborted: str) -> str:
     return f"the clean-up failed, left in the bucket: {'; '.join(left)}" if left else aborted
 
 
+def _recorded_upload(settings: Settings, setup, reporter, history, name: str):
+    """take_stored_backup, reported (notifications) and recorded in the history as a run and an audit entry."""
+    import time
+
+    from backup_svc.history.event import UPLOAD_TRIGGER
+    from backup_svc.history.hooks import record_audit, record_run
+    from backup_svc.notify.outcome import failure_reason, reporting
+    from backup_svc.storage.lock import AnotherBackupRunning
+    from backup_svc.storage.run import take_stored_backup
+
+    started, amounts = time.time(), {}
+    try:
+        with reporting(reporter, setup, name, drill_after=False) as outcome:
+            result = take_stored_backup(settings.dump, settings.storage, name=name)
+            outcome.stored(result.stored)
+        ran = {"outcome": "ok, retention failed" if result.retention_error else "ok", "error": result.retention_error}
+        amounts = {"gzip_bytes": result.stored.size, "sql_bytes": result.sql_bytes, "sha256": result.stored.sha256}
+    except BaseException as exc:
+        ran = {"outcome": "skipped" if isinstance(exc, AnotherBackupRunning) else "failed",
+               "error": failure_reason(exc, settings.conn.password)}
+        raise
+    finally:
+        record_run(history, trigger=UPLOAD_TRIGGER, started=started, finished=time.time(), name=name, **ran)
+        record_audit(history, event="stored-backup", started=started, actor=UPLOAD_TRIGGER, name=name, **ran,
+                     **amounts)
+    return result
+
+
 def _wait_for_notifications(reporter) -> None:
     if not reporter.notifier.flush(timeout_s=NOTIFY_WAIT_S):
         say(f"notifications still unsent after {NOTIFY_WAIT_S} s were given up")
@@ -153,7 +191,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     storage = settings.storage
     try:
         survey = survey_backups(make_client(storage.client_env), storage.location, BackupNames(settings.backup_name),
-                                owner_lookup(settings).get())
+                                owner_lookup(settings.dump).get())
     except StorageError as exc:
         return fail(f"list failed: {exc}")
     backups = survey.backups
@@ -166,7 +204,23 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
-    """Apply BACKUP_RETENTION now (with --dry-run: only say what would be deleted and why)."""
+    """Apply BACKUP_RETENTION and BACKUP_HISTORY_DAYS now (with --dry-run: only say what would be deleted and why)."""
+    settings = _settings_with_storage()
+    if settings is None:
+        return 2
+    _log_to_stderr()
+    if settings.storage.retention is None:
+        say("BACKUP_RETENTION is not set: every backup is kept "
+             "(e.g. BACKUP_RETENTION=last=7,daily=14,weekly=8,monthly=12)")
+        status = 0
+    else:
+        status = _prune_backups(settings, args.dry_run)
+    from backup_svc.commands.history import prune_history_now
+
+    return max(status, prune_history_now(settings, args.dry_run))
+
+
+def _prune_backups(settings: Settings, dry_run: bool) -> int:
     from backup_svc.pg.diagnose import CannotDump
     from backup_svc.storage.client import StorageError, make_client
     from backup_svc.storage.location import BackupNames
@@ -174,20 +228,12 @@ def cmd_prune(args: argparse.Namespace) -> int:
     from backup_svc.storage.prune import prune
     from backup_svc.storage.run import destination_of, owner_lookup
 
-    settings = _settings_with_storage()
-    if settings is None:
-        return 2
     storage = settings.storage
-    if storage.retention is None:
-        say("BACKUP_RETENTION is not set: every backup is kept, nothing to prune "
-             "(e.g. BACKUP_RETENTION=last=7,daily=14,weekly=8,monthly=12)")
-        return 2
-    _log_to_stderr()
     try:
         # Under the upload lock: a prune never races an upload of the same backups.
         with StoredBackupLock(settings.conn, destination_of(settings.dump, storage), timeout_s=settings.connect_timeout_s):
             report = prune(make_client(storage.client_env), storage.location, BackupNames(settings.backup_name),
-                           owner_lookup(settings).get(), storage.retention, dry_run=args.dry_run)
+                           owner_lookup(settings.dump).get(), storage.retention, dry_run=dry_run)
     except AnotherBackupRunning as exc:
         say(f"{exc}; prune again when it is done")
         return EXIT_BUSY
@@ -198,8 +244,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
     for line in report.lines():
         print(line)
     kept, removed = len(report.kept), len(report.removed)
-    verb = "would delete" if args.dry_run else "deleted"
-    say(f"{storage.retention}: keep {kept}, {verb} {removed if args.dry_run else len(report.deleted)}"
+    verb = "would delete" if dry_run else "deleted"
+    say(f"{storage.retention}: keep {kept}, {verb} {removed if dry_run else len(report.deleted)}"
          + (f", {len(report.failed)} failed" if report.failed else ""))
     return 1 if report.failed else 0
 
@@ -211,7 +257,8 @@ def add_storage_commands(sub) -> None:
     upload.set_defaults(func=cmd_upload)
     listing = sub.add_parser("list", help="list the stored backups, newest first")
     listing.set_defaults(func=cmd_list)
-    prune = sub.add_parser("prune", help="delete the stored backups BACKUP_RETENTION does not keep")
+    prune = sub.add_parser("prune", help="delete the stored backups BACKUP_RETENTION does not keep, and history "
+                                         "events older than BACKUP_HISTORY_DAYS")
     prune.add_argument("--dry-run", action="store_true", help="only say what would be deleted, and why")
     prune.set_defaults(func=cmd_prune)
 
@@ -235,7 +282,7 @@ def storage_check_lines(settings: Settings) -> tuple[list[str], bool]:
     endpoint = storage.client_env.get("AWS_ENDPOINT_URL", "AWS")
     client = make_client(storage.client_env)
     try:
-        owner = owner_lookup(settings).get()
+        owner = owner_lookup(settings.dump).get()
         survey = survey_backups(client, storage.location, BackupNames(settings.backup_name), owner)
         backups = survey.backups
         newest = f", newest {backups[0].name}" if backups else ""
@@ -253,6 +300,11 @@ def storage_check_lines(settings: Settings) -> tuple[list[str], bool]:
     if storage.schedule is not None:
         upcoming = storage.schedule.next_after(datetime.now(timezone.utc))
         lines.append(f"schedule: {storage.schedule} — {storage.schedule.describe()}; next {upcoming:%Y-%m-%d %H:%M} UTC")
+    elif storage.expected_schedule is not None:
+        expected = storage.expected_schedule
+        upcoming = expected.next_after(datetime.now(timezone.utc))
+        lines.append(f"schedule: {expected} — {expected.describe()}, taken by another process "
+                     f"(BACKUP_EXPECTED_SCHEDULE; `serve` only watches for them); next {upcoming:%Y-%m-%d %H:%M} UTC")
     else:
         lines.append("schedule: none (BACKUP_SCHEDULE is not set: `upload` runs only when started)")
     lines.append(f"retention: {storage.retention}" if storage.retention is not None

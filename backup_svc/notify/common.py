@@ -90,6 +90,8 @@ class Event:
         at = utc_text(self.when)
         if self.kind == TEST:
             return f"Test notification from backup_svc for {self.database} at {at}"
+        if self.kind == STALE and self.details.get("last_failed"):
+            return f"Backups of {self.database} are failing: the last scheduled backup failed"
         if self.kind == STALE:
             return f"Backups of {self.database} are stale: no successful stored backup since " \
                    f"{utc_text(self.details.get('newest')) if self.details.get('newest') else 'the service started'}"
@@ -101,6 +103,8 @@ class Event:
         """The outcome in plain words (a few sentences)."""
         if self.kind == TEST:
             return "Sent by `python -m backup_svc notify-test`: if you read this, this channel works."
+        if self.kind == STALE and self.details.get("last_failed"):
+            return f"The last scheduled backup failed: {self.details['last_failed']}."
         if self.kind == STALE:
             newest = self.details.get("newest")
             interval = self.details.get("interval_s")

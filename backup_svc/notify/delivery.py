@@ -107,6 +107,8 @@ class Notifier:
         self._lock = threading.Lock()
         self.recent: deque[Delivery] = deque(maxlen=20)
         self.last_problem: Delivery | None = None
+        # Told of each delivery that failed (the Reporter records it in the durable history).
+        self.on_problem: Callable[[Delivery], None] | None = None
 
     # -- which channels speak -------------------------------------------------------------------
     def channels(self, event: Event, *, everything: bool = False) -> list[tuple[str, str, Sender]]:
@@ -196,6 +198,8 @@ class Notifier:
             self.recent.append(delivery)
             if not delivery.ok:
                 self.last_problem = delivery
+        if not delivery.ok and self.on_problem is not None:
+            self.on_problem(delivery)
 
     def status(self) -> dict:
         """For the dashboard and the API: channels, the last delivery problem, recent deliveries."""

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 from backup_svc.dump.options import DumpOptions
 from backup_svc.notify.common import BACKUP, FAILED, OK, Event
-from backup_svc.timefmt import utc_now
+from backup_svc.timefmt import iso, utc_now
 from backup_svc.notify.drill import DrillReport, run_drill
 from backup_svc.notify.drillbounds import drill_timeout_s
 from backup_svc.notify.reporter import Reporter
@@ -142,14 +142,29 @@ def newest_stored(setup: StoredSetup, client=None, owner=None):
 
 
 def check_staleness(reporter: Reporter, setup: StoredSetup, newest_time: datetime | None,
-                    when: datetime | None = None) -> Staleness | None:
-    """Staleness for a configured schedule (None without one); sends the episode's one alarm."""
-    schedule = setup.storage.schedule if setup.storage else None
+                    when: datetime | None = None, *, history=None) -> Staleness | None:
+    """Staleness for a configured schedule — BACKUP_SCHEDULE, or BACKUP_EXPECTED_SCHEDULE when another
+    process takes the backups — (None without one); sends the episode's one alarm.
+
+    With a `history` (history.trail.History), a failed last scheduled run in it makes the backups stale,
+    and an alarm already in it for this episode (sent by this process before a restart, or by another
+    replica) is not sent again.
+    """
+    schedule = setup.storage.watched_schedule if setup.storage else None
     if schedule is None:
         return None
     when = when or utc_now()
     interval: timedelta = schedule_interval(schedule, when)
-    return reporter.check_staleness(newest_time, interval, when)
+    already = last_failed = None
+    if history is not None:
+        from backup_svc.history.summary import FAILED_RUNS, alarm_sent_since, stored_runs
+
+        events = history.cached()
+        already = lambda: alarm_sent_since(events, iso(newest_time))  # noqa: E731
+        run = stored_runs(events)["last_scheduled"]
+        if run is not None and run.get("outcome") in FAILED_RUNS:
+            last_failed = run.get("error") or "no reason was given"
+    return reporter.check_staleness(newest_time, interval, when, already_alarmed=already, last_failed=last_failed)
 
 
 class StalenessWatch:
@@ -161,13 +176,15 @@ class StalenessWatch:
     # A listing is one cheap request; every 5 minutes is prompt enough for an alarm measured in hours.
     INTERVAL_S = 300.0
 
-    def __init__(self, reporter: Reporter, setup: StoredSetup, *, interval_s: float | None = None, client=None):
+    def __init__(self, reporter: Reporter, setup: StoredSetup, *, interval_s: float | None = None, client=None,
+                 history=None):
         import threading
 
         from backup_svc.storage.run import owner_lookup
 
-        self.reporter, self.setup, self.client = reporter, setup, client
+        self.reporter, self.setup, self.client, self.history = reporter, setup, client, history
         self.owner = owner_lookup(setup.dump)  # asks the database once for the cluster's identity
+        self._newest_run: str | None = None
         self.interval_s = interval_s or self.INTERVAL_S
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="staleness-watch", daemon=True)
@@ -186,7 +203,20 @@ class StalenessWatch:
         except Exception as exc:
             log.warning("staleness check: cannot list stored backups: %s", failure_reason(exc))
             return self.reporter.staleness
-        return check_staleness(self.reporter, self.setup, newest.time if newest else None)
+        reader = self.history.reader if self.history is not None else None
+        if reader is not None and not reader.loaded:
+            reader.refresh()  # an alarm sent before a restart is in there: not sent twice
+        return check_staleness(self.reporter, self.setup, newest.time if newest else None, history=self.history)
+
+    def check_after_new_run(self) -> None:
+        """Check now when the history shows a stored backup run not seen before (another process's, too)."""
+        from backup_svc.history.summary import stored_runs
+
+        run = stored_runs(self.history.cached())["last_run"] if self.history is not None else None
+        seen = run.get("recorded") if run else None
+        if seen != self._newest_run:
+            self._newest_run = seen
+            self.check_once()
 
     def _loop(self) -> None:
         while not self._stop.is_set():

@@ -89,7 +89,9 @@ def _named_objects(client, location: StorageLocation, names: BackupNames, retry:
     found = []
     token = None
     while True:
-        request = {"Bucket": location.bucket, "Prefix": location.prefix, "MaxKeys": 1000}
+        # Delimiter: backups are the prefix's direct children; the history's events (`_history/…`) and
+        # any other folder are not paged through.
+        request = {"Bucket": location.bucket, "Prefix": location.prefix, "Delimiter": "/", "MaxKeys": 1000}
         if token:
             request["ContinuationToken"] = token
         page = with_retries(f"listing {location.url}", lambda: client.list_objects_v2(**request), retry)

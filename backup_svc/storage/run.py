@@ -107,6 +107,7 @@ def _take(options: DumpOptions, storage: StorageSettings, name: str | None, appl
         log.info("stored %s: %d bytes, sha256 %s", key, stored.size, stored.sha256)
         result = StoredBackupResult(stored=stored, seconds=time.monotonic() - started, sql_bytes=written.sql_bytes)
         _clean_up(result, client, options, storage, owner, retry)
+        _prune_history(client, storage, storage.history_days)
     return result
 
 
@@ -134,3 +135,17 @@ def _clean_up(result: StoredBackupResult, client, options: DumpOptions, storage:
             result.retention_error = str(exc)
     if result.retention_error:
         log.error("clean-up after %s failed: %s", result.stored.key, result.retention_error)
+
+
+def _prune_history(client, storage: StorageSettings, days: int) -> None:
+    """BACKUP_HISTORY_DAYS after each stored backup: only history events, and a failure only logged."""
+    from backup_svc.history.bucket import HistoryBucket
+    from backup_svc.history.retention import prune_history
+
+    try:
+        report = prune_history(HistoryBucket(client, storage.location.bucket, storage.location.prefix), days)
+    except StorageError as exc:
+        log.warning("history retention failed (the backup is stored; `prune` tries again): %s", exc)
+        return
+    if report.deleted or report.failed:
+        log.info("; ".join(report.lines()))

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from backup_svc.dump.backup import backup_filename
+from backup_svc.history.hooks import record_run
 from backup_svc.storage.prompt import PromptStorage
 from backup_svc.storage.run import owner_lookup
 from backup_svc.storage.schedule import Scheduler
@@ -39,6 +40,8 @@ ABORT_WAIT_S = 20
 EXIT_MARGIN_S = 1.0
 # Of what is left of the grace, the share a cancelled run may take; the rest sends its notification.
 ABORT_SHARE = 0.6
+# How long it then waits for its last history events to reach the bucket (they are in the log either way).
+HISTORY_FLUSH_S = 5
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,7 @@ class StoredBackups:
         self.cancel = threading.Event()
         self.scheduler: Scheduler | None = None
         self.staleness = None  # the StalenessWatch beside the scheduler (notify)
+        self.refresher = None  # keeps the bucket's history at hand (history/refresh.py)
         self.up_since: datetime = utc_now()
         self.last_run: RunOutcome | None = None
         self.last_scheduled: RunOutcome | None = None
@@ -84,19 +88,33 @@ class StoredBackups:
         self._stop_deadline: float | None = None  # monotonic: when the process must have exited
 
     def start(self) -> "StoredBackups":
+        from backup_svc.history.refresh import HistoryRefresher
+        from backup_svc.notify.outcome import StalenessWatch
+
         schedule = self.storage.schedule
         if schedule is not None:
-            from backup_svc.notify.outcome import StalenessWatch
-
             self.scheduler = Scheduler(schedule, self.run_once).start()
-            self.staleness = StalenessWatch(self.state.reporter, self.state.setup).start()
             log.info("stored backups on schedule %r: %s, to %s", str(schedule), schedule.describe(),
                      self.storage.location.url)
+        elif self.storage.expected_schedule is not None:
+            log.info("stored backups expected from another process on %r (BACKUP_EXPECTED_SCHEDULE): %s; "
+                     "this service only watches for them", str(self.storage.expected_schedule),
+                     self.storage.expected_schedule.describe())
+        if self.storage.watched_schedule is not None:
+            self.staleness = StalenessWatch(self.state.reporter, self.state.setup,
+                                            history=self.state.history).start()
+        audit = self.state.audit
+        # The bucket's history kept at hand; this minute's refusals handed on once the minute is over; a
+        # run seen in the history (a cron service's too) checked for staleness at once.
+        ticks = [lambda: audit.flush_refusals(iso_utc(time.time())[:16])]
+        if self.staleness is not None:
+            ticks.append(self.staleness.check_after_new_run)
+        self.refresher = HistoryRefresher(self.state.history, tuple(ticks)).start()
         return self
 
     def next_run(self, now: datetime) -> datetime | None:
-        """When the schedule runs next (None without BACKUP_SCHEDULE)."""
-        schedule = self.storage.schedule
+        """When the schedule runs next, here or in another process (None without a schedule)."""
+        schedule = self.storage.watched_schedule
         if schedule is None:
             return None
         planned = self.scheduler.next_run if self.scheduler is not None else None
@@ -110,7 +128,7 @@ class StoredBackups:
             probe = self.prompt.permissions().as_json()
         except StorageError as exc:
             probe = {"reachable": False, "ok": False, "permissions": {}, "problems": [self.prompt.explain(exc)]}
-        schedule, now = self.storage.schedule, utc_now()
+        schedule, now = self.storage.watched_schedule, utc_now()
         return {
             "url": self.storage.location.url, "endpoint": self.prompt.endpoint, **probe,
             "schedule": {"expression": str(schedule), "description": schedule.describe(),
@@ -218,6 +236,8 @@ class StoredBackups:
             self.last_scheduled = run
         if run.failed:
             self.last_failure = run
+        record_run(self.state.history, trigger=trigger, outcome=outcome, started=started, finished=run.finished,
+                   name=name, error=error, backup_id=backup_id)
         self.state.audit.record(event=AUDIT_EVENT, actor=actor, client=facts.get("client"),
                                 user_agent=facts.get("user_agent"), outcome=outcome, started=started,
                                 backup_id=backup_id, name=name, error=error, **amounts)
@@ -239,6 +259,8 @@ class StoredBackups:
             self.scheduler.stop(timeout_s=0.1)
         if self.staleness is not None:
             self.staleness.stop()
+        if self.refresher is not None:
+            self.refresher.stop()
         left = max(deadline - time.monotonic(), 0.0)
         if self._running.acquire(timeout=left * ABORT_SHARE if self._stop_deadline else left):
             self._running.release()
@@ -252,6 +274,9 @@ class StoredBackups:
             reporter = self.state.reporter
             reporter.backup_finished(Event(kind=BACKUP, outcome=BACKUP_FAILED, database=reporter.database, error=error,
                                            finished=utc_now()))
+        # what this process still has to say goes out now (history to the bucket, notifications), in the grace
+        self.state.audit.flush_refusals()
+        self.state.history.flush(min(HISTORY_FLUSH_S, max(deadline - time.monotonic(), 0.1) / 2))
         notifier = self.state.reporter.notifier
         if not notifier.flush(timeout_s=max(deadline - time.monotonic(), 0.1)):
             log.error("notifications still unsent when the service exited were given up")

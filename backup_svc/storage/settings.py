@@ -25,6 +25,16 @@ class StorageSettings:
     client_env: dict[str, str] = field(default_factory=dict, repr=False)  # the AWS_* variables (secrets)
     schedule: CronSchedule | None = None
     retention: RetentionPolicy | None = None
+    # BACKUP_EXPECTED_SCHEDULE: when another process (a cron service running `upload`) stores backups;
+    # `serve` watches for them on it but takes none itself.
+    expected_schedule: CronSchedule | None = None
+    # BACKUP_HISTORY_DAYS (config.NUMBERS reads it): the history's retention, applied after each stored backup.
+    history_days: int = 400
+
+    @property
+    def watched_schedule(self) -> CronSchedule | None:
+        """The schedule stored backups are expected on, whoever takes them (staleness is judged against it)."""
+        return self.schedule or self.expected_schedule
 
 
 def client_env(env: Mapping[str, str]) -> dict[str, str]:
@@ -58,8 +68,17 @@ def storage_settings(env: Mapping[str, str], problems: list[str]) -> StorageSett
         retention = parse_retention(env.get("BACKUP_RETENTION", ""))
     except ValueError as exc:
         problems.append(f"BACKUP_RETENTION {exc}")
+    expected = None
+    try:
+        expected = parse_schedule(env.get("BACKUP_EXPECTED_SCHEDULE", ""))
+    except ValueError as exc:
+        problems.append(f"BACKUP_EXPECTED_SCHEDULE {exc}")
+    if expected is not None and schedule is not None:
+        problems.append("BACKUP_SCHEDULE and BACKUP_EXPECTED_SCHEDULE are both set: set BACKUP_SCHEDULE when this "
+                        "service takes the stored backups, BACKUP_EXPECTED_SCHEDULE when another process (a cron "
+                        "service running `upload`) does — not both")
     if not url:
-        for name in ("BACKUP_SCHEDULE", "BACKUP_RETENTION"):
+        for name in ("BACKUP_SCHEDULE", "BACKUP_RETENTION", "BACKUP_EXPECTED_SCHEDULE"):
             if env.get(name, "").strip():
                 problems.append(f"{name} is set but BACKUP_STORAGE_URL is not: set it to s3://<bucket>/<prefix>")
         return None
@@ -70,4 +89,5 @@ def storage_settings(env: Mapping[str, str], problems: list[str]) -> StorageSett
     check_client_env(env, problems)
     if location is None:
         return None
-    return StorageSettings(location=location, client_env=client_env(env), schedule=schedule, retention=retention)
+    return StorageSettings(location=location, client_env=client_env(env), schedule=schedule, retention=retention,
+                           expected_schedule=expected)

@@ -64,6 +64,13 @@ def is_overdue(newest: datetime | None, now: datetime, interval: timedelta, *,
     return reference is None or now - reference > interval * STALE_INTERVALS
 
 
+def is_stale(newest: datetime | None, now: datetime, interval: timedelta, *, last_scheduled_failed: bool,
+             up_since: datetime | None = None) -> bool:
+    """Stale: the last scheduled run (this service's or a cron service's `upload`) failed, or the newest
+    backup is overdue. `freshness` (the dashboard) and the alarm (notify/staleness.py) both mean this."""
+    return last_scheduled_failed or is_overdue(newest, now, interval, up_since=up_since)
+
+
 @dataclass(frozen=True)
 class Freshness:
     """The newest stored backup's age, and a warning when it is overdue or the last scheduled run failed."""

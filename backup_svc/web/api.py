@@ -17,7 +17,7 @@ from backup_svc.pg.diagnose import ABORTED, CANCELLED, INCOMPATIBLE, LOCKED, NOT
 from backup_svc.pg.facts import server_facts
 from backup_svc.pg.readiness import dump_readiness
 from backup_svc.timefmt import iso_utc
-from backup_svc.web.audit import MEMORY_NOTE, request_facts
+from backup_svc.web.audit import request_facts
 from backup_svc.web.auth import auth, current_actor
 from backup_svc.web.backup_id import BAD_BACKUP_ID, is_backup_id, require_backup_id
 from backup_svc.web.download import UNSENT_BODY, StreamingBackup, download_headers
@@ -198,11 +198,3 @@ def database():
         compression=compressor_name(settings.gzip_level),
         storage=state.stored.report() if state.stored is not None else None,
     )
-
-
-@bp.get("/audit")
-@auth.login_required
-def recent_attempts():
-    """The latest backup attempts, newest first (kept in memory; lost on restart)."""
-    trail = service().audit
-    return jsonify(entries=trail.recent(), kept=trail.keep, note=MEMORY_NOTE)

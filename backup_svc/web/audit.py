@@ -6,6 +6,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict, deque
+from typing import Callable
 
 from flask import request
 
@@ -14,8 +15,6 @@ from backup_svc.web.proxy import client_address
 
 KEEP = 50
 DENIED = "denied"
-# Readers are told this with the list (GET /api/v1/audit).
-MEMORY_NOTE = "Kept in this process's memory only: lost on restart or redeploy. The log has every attempt."
 # The endpoints whose refusals are audited (method, event): everything that hands out or makes a backup.
 AUDITED_ENDPOINTS = {"api.backup": ("GET", "backup"), "stored.start": ("POST", "stored-backup"),
                      "stored.download": ("GET", "stored-download")}
@@ -41,6 +40,10 @@ class AuditTrail:
         # (client, minute, status) -> the first such refusal, with a `count`; oldest first
         self._denied: OrderedDict[tuple, dict] = OrderedDict()
         self.version = 0  # counts recorded attempts: a page showing them knows when to render again
+        # The durable history (history/hooks.py), when there is one: told of each attempt, and of each
+        # minute's refusal aggregate once that minute is over (so a flood is one event per client and minute).
+        self.sink: Callable[[dict], None] | None = None
+        self._emitted: set[tuple] = set()
 
     def record(self, *, actor: str | None, client: str | None, user_agent: str | None, outcome: str,
                started: float, status: int | None = None, backup_id: str | None = None, gzip_bytes: int = 0,
@@ -64,7 +67,28 @@ class AuditTrail:
             else:
                 self._entries.append(entry)
             self.version += 1
+        if self.sink is not None and outcome != DENIED:
+            self.sink(dict(entry))
+        self.flush_refusals(entry["time"][:16])
         return entry
+
+    def flush_refusals(self, before_minute: str | None = None) -> None:
+        """Hand the refusal aggregates of minutes before `before_minute` (`YYYY-MM-DDTHH:MM`; None: all,
+        at shutdown) to the sink, each once. Called after each entry and by the history's background tick."""
+        if self.sink is None:
+            return
+        with self._lock:
+            closed = [(key, dict(kept)) for key, kept in self._denied.items() if key not in self._emitted
+                      and (before_minute is None or key[1] < before_minute)]
+            self._emitted.update(key for key, _ in closed)
+            self._emitted &= set(self._denied)
+        for _, aggregate in closed:
+            self.sink(aggregate)
+
+    def open_refusals(self) -> list[dict]:
+        """The refusal aggregates not yet handed to the sink (this minute's), for the merged view."""
+        with self._lock:
+            return [dict(kept) for key, kept in self._denied.items() if key not in self._emitted]
 
     def _count_denied(self, entry: dict) -> None:
         """Add a refusal at the door to its client's entry for that minute and status; hold the lock."""

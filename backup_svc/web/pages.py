@@ -12,6 +12,7 @@ from backup_svc.timefmt import iso_utc
 from backup_svc.web.auth import auth
 from backup_svc.web.docs import DOCS_DIR, doc_path, render_doc
 from backup_svc.web.errors import api_abort
+from backup_svc.web.history_view import fingerprint, notify_status, recent_attempts
 from backup_svc.web.state import service
 
 bp = Blueprint("pages", __name__)
@@ -86,10 +87,11 @@ def dashboard():
         stored=_stored_facts(state),
     )
     notify = _notify_status(state)
-    key = (tuple(sorted(shown.items())), state.audit.version, json.dumps(notify, sort_keys=True))
+    history = state.history.status()
+    key = (tuple(sorted(shown.items())), fingerprint(state), json.dumps(notify, sort_keys=True))
     html = current_app.extensions.setdefault("backup_svc.dashboard", RenderedPage()).html(
-        key, lambda: render_template("dashboard.html", recent=state.audit.recent()[:RECENT_ATTEMPTS], notify=notify,
-                                    **shown))
+        key, lambda: render_template("dashboard.html", recent=recent_attempts(state, RECENT_ATTEMPTS), notify=notify,
+                                    history=history, **shown))
     return Response(html, mimetype="text/html")
 
 
@@ -98,10 +100,10 @@ def _notify_status(state) -> dict | None:
     None when none of them is set up."""
     settings = state.settings
     notify = settings.notify
-    scheduled = settings.storage is not None and settings.storage.schedule is not None
+    scheduled = settings.storage is not None and settings.storage.watched_schedule is not None
     if not scheduled and (notify is None or not (notify.any_channel or notify.drill)):
         return None
-    return state.reporter.status()
+    return notify_status(state)
 
 
 @dataclass(frozen=True)
@@ -118,7 +120,11 @@ def _stored_facts(state) -> StoredFacts | None:
     if state.stored is None:
         return None
     storage = state.stored.storage
-    schedule = f"{storage.schedule.describe()} — {storage.schedule}" if storage.schedule else None
+    watched = storage.watched_schedule
+    schedule = None
+    if watched is not None:
+        schedule = f"{watched.describe()} — {watched}" + (
+            "" if storage.schedule else "; taken by another process, e.g. a cron service (BACKUP_EXPECTED_SCHEDULE)")
     return StoredFacts(url=storage.location.url, endpoint=state.stored.prompt.endpoint, schedule=schedule,
                        retention=retention_words(storage.retention))
 

@@ -7,6 +7,8 @@ from typing import Any
 from flask import current_app
 
 from backup_svc.config import Settings
+from backup_svc.history.hooks import audit_sink, history_for, outcome_sink
+from backup_svc.history.trail import History
 from backup_svc.notify.outcome import StoredSetup, reporter_for
 from backup_svc.notify.reporter import Reporter
 from backup_svc.pg.binaries import PgBinary, find_binaries
@@ -34,6 +36,8 @@ class BackupService:
     reporter: Reporter = field(init=False)
     setup: StoredSetup = field(init=False)
     readiness: CachedFacts = field(init=False)
+    # The durable history (in the bucket with storage, else memory): audit entries and outcomes of every process.
+    history: History = field(init=False)
     # Stored backups (storage/scheduler.py's StoredBackups) when BACKUP_STORAGE_URL is set; made by create_app.
     stored: Any = field(init=False, default=None)
 
@@ -45,6 +49,11 @@ class BackupService:
         self.facts = CachedFacts(self.settings.conn)
         self.setup = StoredSetup(self.settings.dump, self.settings.storage, self.settings.notify)
         self.reporter = reporter_for(self.setup)
+        storage = self.settings.storage
+        self.history = history_for("serve", storage.location if storage else None,
+                                   storage.client_env if storage else None)
+        self.audit.sink = audit_sink(self.history)
+        self.reporter.history = outcome_sink(self.history)
         # /readyz is public: however often it is called, at most one connection per READINESS_TTL_S.
         self.readiness = CachedFacts(self.settings.conn, ttl_s=READINESS_TTL_S, error_ttl_s=READINESS_TTL_S)
 

@@ -14,6 +14,7 @@ from datetime import datetime
 
 from flask import Blueprint, jsonify, redirect, request, url_for
 
+from backup_svc.history.summary import FAILED_RUNS
 from backup_svc.storage.client import StorageError
 from backup_svc.storage.presign import NotOurBackup
 from backup_svc.timefmt import utc_now
@@ -25,6 +26,7 @@ from backup_svc.web.backup_id import require_backup_id
 from backup_svc.web.auth import auth, current_actor
 from backup_svc.web.errors import api_abort
 from backup_svc.dump.registry import BackupIdInUse
+from backup_svc.web.history_view import notify_status, stored_runs
 from backup_svc.web.state import service
 from backup_svc.storage.scheduler import StoredBackups
 
@@ -46,7 +48,8 @@ def _stored() -> StoredBackups:
 def storage_status(stored: StoredBackups, now: datetime) -> dict:
     """Where backups go, the schedule, the retention and the latest runs: what needs no storage request."""
     storage = stored.storage
-    schedule = storage.schedule
+    schedule = storage.watched_schedule
+    runs = stored_runs(stored.state)  # from the merged history: every process's runs, kept across restarts
     schedule_json = None
     if schedule is not None:
         next_run = stored.next_run(now)
@@ -54,22 +57,25 @@ def storage_status(stored: StoredBackups, now: datetime) -> dict:
             "expression": str(schedule), "description": schedule.describe(),
             "next_run": iso_utc(next_run.timestamp()), "next_run_text": next_run_words(next_run, now),
             "interval_s": int(schedule_interval(schedule, now).total_seconds()),
-            "last_run": stored.last_scheduled.as_json() if stored.last_scheduled else None,
+            "last_run": runs["last_scheduled"],
+            # BACKUP_EXPECTED_SCHEDULE: another process (a cron service) takes them; this one only watches
+            "taken_by": "this service" if storage.schedule is not None else "another process",
         }
     current = stored.current
+    history = stored.state.history.status()
     return {
         "storage": {"url": storage.location.url, "endpoint": stored.prompt.endpoint},
         "schedule": schedule_json,
         "retention": {"setting": str(storage.retention) if storage.retention else None,
                       "description": retention_words(storage.retention)},
-        "last_run": stored.last_run.as_json() if stored.last_run else None,
-        "last_failure": stored.last_failure.as_json() if stored.last_failure else None,
+        "last_run": runs["last_run"],
+        "last_failure": runs["last_failure"],
         "running": {"id": current.id, "progress_url": url_for("api.backup_progress", backup_id=current.id)}
         if current is not None else None,
-        "history_note": "Runs are remembered in this process's memory only; the bucket holds every backup "
-                        "that succeeded and the log has every run.",
+        "history_note": history["note"],
+        "history": history,
         # notifications' delivery problems, restore drills, the staleness alarm (docs/notifications.md)
-        "notify": stored.state.reporter.status(),
+        "notify": notify_status(stored.state),
     }
 
 
@@ -88,9 +94,10 @@ def stored_list():
         response = jsonify(error="Service Unavailable", message=message, **status)
         return response, 503, {"Retry-After": RETRY_AFTER_STORAGE_S}
     newest = entries[0].backup if entries else None
-    last_scheduled = stored.last_scheduled
-    fresh = freshness(newest.time if newest else None, now, stored.storage.schedule,
-                      last_scheduled is not None and last_scheduled.failed, up_since=stored.up_since)
+    last_scheduled = status["schedule"]["last_run"] if status["schedule"] else None
+    fresh = freshness(newest.time if newest else None, now, stored.storage.watched_schedule,
+                      last_scheduled is not None and last_scheduled.get("outcome") in FAILED_RUNS,
+                      up_since=stored.up_since)
     return jsonify(
         backups=[entry.as_json() for entry in entries],
         newest={"name": newest.name, "time": iso_utc(newest.time.timestamp()), "age_s": int(fresh.age_s),

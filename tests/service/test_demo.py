@@ -151,13 +151,15 @@ def test_the_demo_stores_backups_in_its_throwaway_bucket_and_the_banner_commands
     block = demo.banner.split("Stored backups from a shell", 1)[1].split("\n\n", 1)[0]
     lines = [line.strip() for line in block.splitlines()[1:] if line.strip()]
     cli = str(BIN / "backup-svc")
-    assert [line.split(" ", 1)[0] for line in lines] == ["export", "export", "export", cli, cli, "NAME=$(" + cli, cli]
+    assert [line.split(" ", 1)[0] for line in lines] == ["export", "export", "export", cli, cli, cli, "NAME=$(" + cli,
+                                                         cli]
     endpoint = demo.value(r"on a throwaway S3 server at (http://127\.0\.0\.1:\d+) ")
     assert "BACKUP_SCHEDULE='*/5 * * * *'" in demo.banner and "BACKUP_RETENTION=last=6" in demo.banner
     done = bash("\n".join(lines), tmp_path, {"PATH": os.environ["PATH"], "HOME": str(tmp_path)})
     assert done.returncode == 0, done.stderr
     assert re.search(r"^[0-9a-f]{64}  s3://demo-backups/shop/shop_backup_\d{8}_\d{6}\.sql\.gz$", done.stdout, re.M)
     assert "restored s3://demo-backups/shop/shop_backup_" in done.stdout
+    assert re.search(r"^\S+Z  upload  outcome stored-run +ok +upload command", done.stdout, re.M), done.stdout
     restored = table_rows(with_database(demo.database_url, "shop_from_bucket"))
     assert restored == table_rows(demo.database_url) and sum(restored.values()) > 0
     token = demo.value(r"Bearer ([^']+)'")

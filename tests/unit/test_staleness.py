@@ -60,7 +60,7 @@ def test_one_alarm_per_episode():
 def test_state_for_the_api():
     state, _ = StaleWatch("shop", up_since=T0).check(T0, T0 + DAY * 2, DAY)
     assert state.as_dict() == {"stale": True, "newest_ok": "2026-11-28T03:00:00Z",
-                               "stale_after": "2026-11-28T15:00:00Z", "interval_s": 86400}
+                               "stale_after": "2026-11-28T15:00:00Z", "interval_s": 86400, "last_failed": None}
 
 
 WEEKDAYS = CronSchedule("0 3 * * 1-5")
@@ -72,7 +72,7 @@ FRIDAY_3AM = MONDAY_3AM - DAY * 3
 def _alarm_says_stale(newest: datetime, when: datetime) -> bool:
     """What the notification side decides, through the same call the StalenessWatch makes."""
     reporter = Reporter(NotifySettings(), "shop", up_since=when - DAY * 30)
-    setup = StoredSetup(dump=None, storage=SimpleNamespace(schedule=WEEKDAYS), notify=None)
+    setup = StoredSetup(dump=None, storage=SimpleNamespace(schedule=WEEKDAYS, watched_schedule=WEEKDAYS), notify=None)
     return check_staleness(reporter, setup, newest, when).stale
 
 
@@ -92,3 +92,14 @@ def _dashboard_says_stale(newest: datetime, when: datetime) -> bool:
 def test_a_weekday_schedule_is_judged_the_same_by_the_dashboard_and_the_alarm(newest, when, stale):
     assert _dashboard_says_stale(newest, when) is stale
     assert _alarm_says_stale(newest, when) is stale
+
+
+def test_a_failed_scheduled_run_makes_backups_stale_however_fresh_the_newest_is():
+    """The history says the last scheduled run (this service's or a cron service's) failed: one alarm, saying why."""
+    watch = StaleWatch("shop", up_since=T0)
+    state, alarm = watch.check(T0, T0 + timedelta(hours=1), DAY, last_failed="pg_dump: connection refused")
+    assert state.stale and state.as_dict()["last_failed"] == "pg_dump: connection refused"
+    assert alarm is not None and "the last scheduled backup failed: pg_dump: connection refused" == alarm.error
+    assert "failing" in alarm.headline() and "connection refused" in alarm.reason()
+    assert watch.check(T0, T0 + timedelta(hours=2), DAY, last_failed="again")[1] is None  # one per episode
+    assert not watch.check(T0 + timedelta(hours=3), T0 + timedelta(hours=3), DAY)[0].stale  # a good run ends it

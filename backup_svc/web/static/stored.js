@@ -37,7 +37,8 @@
   }
 
   function describeRun(run) {
-    var when = utc(run.started) + " UTC (" + run.trigger + ")";
+    var when = utc(run.started) + " UTC (" + run.trigger +
+      (run.process && run.process !== "serve" && run.process !== run.trigger.split(" ")[0] ? ", " + run.process : "") + ")";
     switch (run.outcome) {
       case "ok": return when + ": stored " + (run.name || "") + ".";
       case "ok, retention failed": return when + ": stored " + (run.name || "") + ", but deleting old backups failed.";
@@ -49,7 +50,9 @@
 
   // "The scheduled backup at 03:00 UTC on 2026-11-28 failed: <reason>." in words a person can act on.
   function describeFailure(run) {
-    var what = run.trigger === "schedule" ? "The scheduled backup" : "The backup started by hand";
+    var what = run.trigger === "schedule" ? "The scheduled backup"
+      : run.trigger === "upload command" ? "The backup taken by the upload command (e.g. a cron service)"
+      : "The backup started by hand";
     return what + " at " + utc(run.started) + " UTC failed: " + (run.error || "no reason was given") +
       (/[.!]$/.test(run.error || "") ? "" : ".") + " Nothing was stored by that run; the stored backups " +
       "listed here are untouched.";
@@ -59,7 +62,8 @@
     if (body.schedule) {
       text("stored-next", body.schedule.next_run_text);
     }
-    text("stored-last-run", body.last_run ? describeRun(body.last_run) : "None since the service started.");
+    text("stored-last-run", body.last_run ? describeRun(body.last_run)
+      : body.history && body.history.durable ? "None in the history yet." : "None since the service started.");
     var failure = body.last_failure;
     $("stored-failure").hidden = !failure;
     if (failure) text("stored-failure-text", describeFailure(failure));
