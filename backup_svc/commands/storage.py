@@ -116,6 +116,11 @@ def _upload(settings: Settings, history) -> int:
          f"(PostgreSQL {stored.metadata.get('server-version', '?')}, "
          f"pg_dump {stored.metadata.get('pg-dump-version', '?')}); size and sha256 read back and matched")
     print(f"{stored.sha256}  s3://{stored.bucket}/{stored.key}", flush=True)
+    if result.shrink is not None:
+        s = result.shrink
+        say(f"warning: this backup shrank: {s.measure} {s.value} is {s.drop_percent:.1f} % below the median "
+            f"{s.median:.0f} of the {s.compared} before it; retention keeps {s.held} until the alarm is "
+            f"acknowledged on the dashboard (the backup itself is good: exit status 0)")
     if result.retention is not None:
         for line in result.retention.lines():
             say(f"retention: {line}")
@@ -146,9 +151,10 @@ def _recorded_upload(settings: Settings, setup, reporter, history, name: str):
     try:
         with reporting(reporter, setup, name, drill_after=False) as outcome:
             result = take_stored_backup(settings.dump, settings.storage, name=name)
-            outcome.stored(result.stored)
+            outcome.stored(result.stored, result.shrink, rows=result.rows)
         ran = {"outcome": "ok, retention failed" if result.retention_error else "ok", "error": result.retention_error}
-        amounts = {"gzip_bytes": result.stored.size, "sql_bytes": result.sql_bytes, "sha256": result.stored.sha256}
+        amounts = {"gzip_bytes": result.stored.size, "sql_bytes": result.sql_bytes, "rows": result.rows,
+                   "sha256": result.stored.sha256}
     except BaseException as exc:
         ran = {"outcome": "skipped" if isinstance(exc, AnotherBackupRunning) else "failed",
                "error": failure_reason(exc, settings.conn.password)}

@@ -25,11 +25,14 @@ def audit_entries(events: Iterable[HistoryEvent]) -> list[dict]:
 
 def recent_attempts(events: list[HistoryEvent], open_refusals: list[dict], limit: int) -> list[dict]:
     """What "Recent backup attempts" lists: the newest attempts and refusal aggregates (the history's and
-    this minute's, not yet an event), by start time, at most `limit` of each before the cut."""
+    this minute's, not yet an event), by start time — refusals at most half of `limit`, so however many
+    clients anyone makes refuse, the real attempts stay on the list."""
     entries = audit_entries(events)
-    attempts = [e for e in entries if e.get("outcome") != DENIED][:limit]
-    refusals = ([e for e in entries if e.get("outcome") == DENIED] + open_refusals)[:limit]
-    return sorted(attempts + refusals, key=lambda e: e.get("time") or "", reverse=True)[:limit]
+    by_time = lambda e: e.get("time") or ""  # noqa: E731
+    refusals = sorted([e for e in entries if e.get("outcome") == DENIED] + open_refusals, key=by_time,
+                      reverse=True)[:limit // 2]
+    attempts = [e for e in entries if e.get("outcome") != DENIED][:limit - len(refusals)]
+    return sorted(attempts + refusals, key=by_time, reverse=True)
 
 
 def newest(events: Iterable[HistoryEvent], type_: str, test=lambda data: True) -> dict | None:

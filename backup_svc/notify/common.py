@@ -143,6 +143,10 @@ class Event:
                     "`python -m backup_svc upload` to store a backup now.")
         return "Nothing to do. `python -m backup_svc drill` proves the newest stored backup restores."
 
+    def extra_facts(self) -> list[tuple[str, str]]:
+        """(label, value) lines a kind adds to the mail's facts."""
+        return []
+
     def text(self) -> str:
         """The short message chat services show (Slack `text`, Discord `content`)."""
         parts = [self.headline() + ".", self.reason()]

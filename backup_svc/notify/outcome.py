@@ -20,6 +20,7 @@ from backup_svc.notify.drill import DrillReport, run_drill
 from backup_svc.notify.drillbounds import drill_timeout_s
 from backup_svc.notify.reporter import Reporter
 from backup_svc.notify.settings import NotifySettings
+from backup_svc.notify.shrink import shrink_event
 from backup_svc.notify.staleness import Staleness
 from backup_svc.pg.scrub import scrub
 from backup_svc.storage.status import schedule_interval
@@ -54,10 +55,21 @@ class StoredBackupOutcome:
     key: str | None = None
     size: int | None = None
     sha256: str | None = None
+    rows: int | None = None
+    shrink: dict | None = None  # the shrink alarm's finding (storage.shape.ShrinkFinding.as_json())
 
-    def stored(self, stored) -> None:
-        """Record the StoredObject that `take_stored_backup` returned."""
+    def stored(self, stored, shrink=None, rows: int | None = None) -> None:
+        """Record the StoredObject that `take_stored_backup` returned, its rows and shrink finding if any."""
         self.bucket, self.key, self.size, self.sha256 = stored.bucket, stored.key, stored.size, stored.sha256
+        self.rows = rows
+        self.shrink = shrink.as_json() if shrink is not None else None
+
+    def held_url(self) -> str | None:
+        """`s3://bucket/<prefix><held backup>`: where the backup kept by the shrink alarm is."""
+        if not (self.shrink and self.bucket and self.key):
+            return None
+        folder = self.key.rsplit("/", 1)[0] + "/" if "/" in self.key else ""
+        return f"s3://{self.bucket}/{folder}{self.shrink['held']}"
 
 
 def _not_a_failure(exc: BaseException) -> bool:
@@ -77,7 +89,7 @@ def failure_reason(exc: BaseException, *secrets: str | None) -> str:
 @contextlib.contextmanager
 def reporting(reporter: Reporter, setup: StoredSetup, name: str, *,
               drill_after: bool = True) -> Iterator[StoredBackupOutcome]:
-    """`with reporting(...) as outcome: result = take_stored_backup(..., name=name); outcome.stored(result.stored)`
+    """`with reporting(...) as outcome: result = take_stored_backup(..., name=name); outcome.stored(result.stored, …)`
 
     On the way out: a failed (raised) backup is reported and the exception goes on; a good one is
     reported and, with RESTORE_DRILL_URL set and `drill_after`, drilled in the background (a command
@@ -100,6 +112,10 @@ def reporting(reporter: Reporter, setup: StoredSetup, name: str, *,
     job = (lambda: drill_stored_object(setup, outcome.bucket, outcome.key)) \
         if outcome.key and drill_after and reporter.drills_enabled else None
     reporter.backup_finished(event, drill=job)
+    if outcome.shrink is not None:
+        reporter.warn(shrink_event(outcome.shrink, database=reporter.database, size=outcome.size,
+                                   sha256=outcome.sha256, rows=outcome.rows, finished=event.finished,
+                                   held_url=outcome.held_url()))
 
 
 def drill_stored_object(setup: StoredSetup, bucket: str, key: str, *, client=None,

@@ -117,6 +117,7 @@ class BackupServer(BaseApplication):
         configure_logging()
         app = create_app(self.settings)
         # Started here, in the one worker, not in create_app: building an app starts no thread.
+        app.extensions[EXTENSION].readiness.start()  # the first /readyz then finds an answer waiting
         self.stored = app.extensions[EXTENSION].stored
         if self.stored is not None:
             self.stored.start()

@@ -6,15 +6,25 @@ hold all WEB_THREADS threads, and `/healthz`, the dashboard and downloads wait b
 
 `GuardedWorker` reads each request's head — and a small body — in the worker's event loop instead,
 without a thread, and gives the request to a thread only once it has fully arrived. A request must
-arrive within HEAD_TIMEOUT_S of its first byte or its connection is closed (408). Threads therefore
-only ever wait on a response being written, never on a client that is slow to ask.
+arrive within HEAD_TIMEOUT_S of its first byte or its connection is closed (408). Whether it has arrived —
+how long its body is — is decided by gunicorn's own parser (arrival.py), so the two never disagree.
+
+Nor do threads wait on a client that is slow to read: a response is written through a
+`WriteBehindSocket` (outbox.py), which keeps what the socket will not take at once; the event loop
+sends it when the client reads, and closes the connection if it has not read it within
+SEND_STALL_S (SEND_TIMEOUT_S at most; outbox.py). The connection's next request — pipelined behind — is not
+read before the response ahead of it is sent. Only a response larger than OUTBOX_MAX_BYTES (an
+authenticated download) keeps its thread while the client reads.
+
+One client (when clients connect directly) holds at most MAX_CONNECTIONS_PER_CLIENT connections
+(clientcap.py), so that it cannot take all WORKER_CONNECTIONS.
 
 Closing a connection gracefully (FIN, then reading what the client still sends) is also moved out
 of the way: gthread did it inside its event loop, blocking it up to 2 s per connection.
 
-Memory: at most MAX_HEAD_BYTES + MAX_BUFFERED_BODY (48 KiB) per connection being read, and at most
-WORKER_CONNECTIONS connections: about 47 MiB in the very worst case, a few KiB per connection in
-practice (buffers grow with what arrives). Nothing touches the disk.
+Memory: at most MAX_HEAD_BYTES + MAX_BUFFERED_BODY (48 KiB) per connection being read, or
+OUTBOX_MAX_BYTES (64 KiB) being sent, and at most WORKER_CONNECTIONS connections: about 64 MiB in
+the very worst case, a few KiB per connection in practice. Nothing touches the disk.
 
 It also keeps secrets out of gunicorn's own error handling: a malformed request line (a control
 byte, say) used to be logged and echoed in the 400 page in full, query string — and any signed
@@ -22,7 +32,6 @@ link's signature — included.
 """
 from __future__ import annotations
 
-import re
 import selectors
 import socket
 import time
@@ -33,15 +42,15 @@ from gunicorn import util
 from gunicorn.http.errors import InvalidResponseHeader, InvalidResponseHeaderName, ParseException
 from gunicorn.workers.gthread import ThreadWorker
 
+from backup_svc.serving.arrival import Arrival, request_arrival
+from backup_svc.serving.clientcap import CapsConnectionsPerClient
+from backup_svc.serving.outbox import SendsLater, WriteBehindSocket
+
 # A request's head (and small body) must be complete this long after its first byte arrived.
 HEAD_TIMEOUT_S = 10.0
 # gunicorn's own limits (request line 8190, a field 16384) fit with room to spare; anything bigger
 # is refused (431) before it can be buffered.
 MAX_HEAD_BYTES = 32 * 1024
-# Bodies up to this size are read before the request gets a thread; larger ones (nothing here takes
-# one: the app refuses bodies over 64 KiB and no public view reads one) and chunked ones are handed
-# over as they are, and their connection is closed after the response instead of drained.
-MAX_BUFFERED_BODY = 16 * 1024
 # gunicorn's default, stated: connections open at once (reading, waiting for a thread, streaming).
 WORKER_CONNECTIONS = 1000
 # When the worker stops, a request still arriving gets this long (gthread keeps kept-alive ones as long).
@@ -53,36 +62,15 @@ LINGER_S = 2.0
 MAX_DRAIN = 64 * 1024
 MAX_LINGERING = 256
 
-_END_OF_HEAD = b"\r\n\r\n"
-_CONTENT_LENGTH = re.compile(rb"\r\ncontent-length[ \t]*:[ \t]*(\d{1,12})[ \t]*(?=\r\n)", re.IGNORECASE)
-_UNBUFFERED = re.compile(rb"\r\n(?:transfer-encoding|expect)[ \t]*:", re.IGNORECASE)
 _TIMEOUT_REPLY = b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
 _TOO_LARGE_REPLY = b"HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
 # What gunicorn logs and echoes for a malformed request instead of the request line or header.
 _NOT_SHOWN = "not shown: it may hold a credential"
 
 
-def request_arrived(data: bytes) -> tuple[bool, bool]:
-    """Whether `data` holds a whole request head (plus its small body), and whether its body was left unread.
-
-    A body is waited for only when its Content-Length is at most MAX_BUFFERED_BODY; a chunked body,
-    a larger one or one behind `Expect: 100-continue` (the client waits for the server) is not.
-    """
-    end = data.find(_END_OF_HEAD)
-    if end < 0:
-        return False, False
-    head = data[:end + 2]
-    if _UNBUFFERED.search(head):
-        return True, True
-    match = _CONTENT_LENGTH.search(head)
-    length = int(match.group(1)) if match else 0
-    if length > MAX_BUFFERED_BODY:
-        return True, True
-    return len(data) >= end + len(_END_OF_HEAD) + length, False
-
-
-class GuardedWorker(ThreadWorker):
-    """gthread with request heads read in the event loop under a deadline, and quiet client errors."""
+class GuardedWorker(CapsConnectionsPerClient, SendsLater, ThreadWorker):
+    """gthread with requests read and slow responses sent by the event loop under deadlines, a cap on
+    connections per client, and quiet client errors."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -117,11 +105,17 @@ class GuardedWorker(ThreadWorker):
 
     def _advance(self, conn) -> bool:
         """Hand `conn` to a thread if its request is all here, refuse it if too large; True if either."""
-        arrived, body_left = request_arrived(conn.arrived)
-        if arrived:
+        needed = conn.__dict__.get("needed")
+        if needed is not None:  # the head was parsed: only the body's bytes are counted now
+            arrival = Arrival(complete=len(conn.arrived) >= needed)
+        else:
+            arrival = request_arrival(conn.arrived, self.cfg, conn.client)
+            conn.needed = arrival.needed
+        if arrival.complete:
             if self.arriving.pop(conn, None) is not None:
                 self.poller.unregister(conn.sock)
-            conn.body_left = body_left
+            conn.__dict__.pop("needed", None)
+            conn.body_left = arrival.body_left
             conn.request_ready = True
             conn.data_ready = True  # gthread must not wait for more data in the thread
             self.enqueue_req(conn)
@@ -163,6 +157,7 @@ class GuardedWorker(ThreadWorker):
             self._drop(conn, _TIMEOUT_REPLY)
         while self.lingering and next(iter(self.lingering.values())) <= now:
             self._end_linger(next(iter(self.lingering)))
+        self.murder_sending(now)
 
     # -- closing without blocking the loop ------------------------------------------------------
     def _close(self, conn, graceful: bool = False) -> None:
@@ -173,6 +168,7 @@ class GuardedWorker(ThreadWorker):
         their side open stalled every other request for 100 s. Here the linger is one more socket
         the loop watches, at most MAX_LINGERING of them.
         """
+        self.release_client(conn)
         if not graceful:
             util.close(conn.sock)
             return
@@ -211,13 +207,20 @@ class GuardedWorker(ThreadWorker):
             self.arriving[conn] = min(self.arriving[conn], deadline)
 
     def handle(self, conn):
-        """In the thread: put the bytes read so far in front of the parser, then let gthread go on."""
+        """In the thread: put the bytes read so far in front of the parser, then let gthread go on,
+        writing through a WriteBehindSocket; what it could not send at once is left for the loop."""
         arrived = conn.__dict__.pop("arrived", None)
         if arrived is not None:
             conn.sock.setblocking(True)
             conn.init()
             conn.parser.unreader.unread(bytes(arrived))
-        return super().handle(conn)
+        real = conn.sock
+        conn.sock = outbox = WriteBehindSocket(real)
+        try:
+            return super().handle(conn)
+        finally:
+            conn.sock = real
+            conn.unsent = outbox.take()
 
     def _keepalive_after(self, conn, keepalive):
         # A body that was not read in advance may be dribbling in: close rather than drain it.

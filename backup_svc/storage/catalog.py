@@ -17,6 +17,7 @@ from .client import RetryPolicy, object_exists
 from .listing import MetadataCache, StoredBackup, Survey, survey_backups
 from .location import BackupNames, StorageLocation
 from .ownership import Owner
+from .shape import shape_of
 
 
 @dataclass(frozen=True)
@@ -29,13 +30,16 @@ class CatalogEntry:
     pg_dump_version: str | None
     sql_bytes: int | None
     duration_s: float | None
+    rows: int | None = None  # total rows counted at dump time (None: not recorded, e.g. encrypted)
+    tables: int | None = None
 
     def as_json(self) -> dict:
         """The entry as `GET /api/v1/stored` lists it (docs/api.md)."""
         b = self.backup
         return {"name": b.name, "size": b.size, "time": iso_utc(b.time.timestamp()), "sha256": self.sha256,
                 "server_version": self.server_version, "pg_dump_version": self.pg_dump_version,
-                "sql_bytes": self.sql_bytes, "duration_s": self.duration_s}
+                "sql_bytes": self.sql_bytes, "duration_s": self.duration_s, "rows": self.rows,
+                "tables": self.tables}
 
 
 def _number(text: str | None, kind):
@@ -47,10 +51,11 @@ def _number(text: str | None, kind):
 
 def entry_from_metadata(backup: StoredBackup, metadata: dict[str, str]) -> CatalogEntry:
     """A catalog entry from an object's user metadata (as `take_stored_backup` writes it)."""
+    shape = shape_of(backup.name, backup.time, backup.size, metadata)
     return CatalogEntry(backup=backup, sha256=metadata.get("sha256"), server_version=metadata.get("server-version"),
                         pg_dump_version=metadata.get("pg-dump-version"),
-                        sql_bytes=_number(metadata.get("sql-bytes"), int),
-                        duration_s=_number(metadata.get("duration-s"), float))
+                        sql_bytes=shape.sql_bytes, duration_s=_number(metadata.get("duration-s"), float),
+                        rows=shape.rows, tables=shape.tables)
 
 
 class StoredCatalog:

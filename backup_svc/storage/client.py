@@ -11,6 +11,7 @@ import random
 import time
 from dataclasses import dataclass
 from typing import Callable, Mapping, TypeVar
+from urllib.parse import urlsplit
 
 log = logging.getLogger(__name__)
 
@@ -159,8 +160,14 @@ def client_settings(env: Mapping[str, str]) -> dict:
     if style and style not in URL_STYLES:
         raise StorageConfigError(f"AWS_S3_URL_STYLE must be 'path' or 'virtual', got {style!r}")
     endpoint = env.get("AWS_ENDPOINT_URL", "").strip() or None
+    # The endpoint is shown (check, the dashboard, the API, errors), so it must hold nothing secret,
+    # and a refusal names the problem without echoing the value.
     if endpoint is not None and not endpoint.startswith(("http://", "https://")):
-        raise StorageConfigError(f"AWS_ENDPOINT_URL must start with https:// (or http://), got {endpoint!r}")
+        raise StorageConfigError("AWS_ENDPOINT_URL must start with https:// (or http://), e.g. "
+                                 "https://storage.railway.app")
+    if endpoint is not None and "@" in urlsplit(endpoint).netloc:
+        raise StorageConfigError("AWS_ENDPOINT_URL must not hold credentials (user:password@): set "
+                                 "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY instead")
     return {
         "endpoint_url": endpoint,
         # boto3's own default for S3; it follows a bucket's redirect to its real region. Set here rather

@@ -16,6 +16,7 @@ from backup_svc.pg.scrub import scrub
 from .bounded import BoundedCalls
 from .catalog import CatalogEntry, StoredCatalog
 from .client import RetryPolicy, StorageError, describe, make_client
+from .holds import Hold, acknowledge_hold, read_holds
 from .location import BackupNames
 from .ownership import Owner
 from .presign import PRESIGN_MAX_S, checked_name, presigned_download_url
@@ -59,6 +60,19 @@ class PromptStorage:
     def backups(self, deadline_s: float = LIST_DEADLINE_S) -> list[CatalogEntry]:
         """This service's stored backups, newest first; StorageError (StorageTimeout) after `deadline_s`."""
         return self._calls.call("list", self.catalog.entries, deadline_s, f"the storage at {self.endpoint}")
+
+    def holds(self, deadline_s: float = LIST_DEADLINE_S) -> list[Hold]:
+        """The open shrink alarms (and the latest one), newest first; StorageError after `deadline_s`."""
+        return self._calls.call("holds", lambda: read_holds(self.client, self.location, retry=QUICK_RETRY),
+                                deadline_s, f"the storage at {self.endpoint}")
+
+    def acknowledge(self, held: str, by: str, deadline_s: float = LOOKUP_DEADLINE_S) -> bool:
+        """Acknowledge the alarm holding `held`, ending the hold; False when none is open. NotOurBackup
+        for a name that is not one of this service's backup names."""
+        checked_name(self.names, held)
+        return self._calls.call(("acknowledge", held), lambda: acknowledge_hold(self.client, self.location, held,
+                                                                                by, retry=QUICK_RETRY),
+                                deadline_s, f"the storage at {self.endpoint}")
 
     def download_url(self, name: str, deadline_s: float = LOOKUP_DEADLINE_S, expires_s: int = PRESIGN_MAX_S) -> str | None:
         """A presigned GET URL for the stored backup `name`, or None when there is no such backup now.

@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from .client import RetryPolicy, StorageError, with_retries
+from .holds import active_holds, read_holds
 from .listing import StoredBackup, survey_backups
 from .location import BackupNames, StorageLocation
 from .ownership import Owner
-from .retention import Decision, RetentionPolicy, apply_retention, removal_reason
+from .retention import Decision, RetentionPolicy, apply_retention, removal_reason, with_holds
 
 # Railway Buckets have no lifecycle rules, so nothing else ever cleans up an upload that a killed
 # process left incomplete; no real upload of this service runs for a day.
@@ -71,9 +72,10 @@ def prune(client, location: StorageLocation, names: BackupNames, owner: Owner, p
           retry: RetryPolicy = RetryPolicy()) -> PruneReport:
     """Apply `policy` to this service's backups under the prefix and abort its day-old incomplete uploads.
 
-    `keep_key` (the object just stored) is kept whatever the rules say. StorageError when the listing
-    fails or the cluster's identity is unknown (then nothing was deleted). A delete that fails is
-    reported in `failed` and the others still happen.
+    `keep_key` (the object just stored) and backups under a retention hold (holds.py: the last one
+    before a shrink alarm) are kept whatever the rules say. StorageError when the listing or the holds
+    cannot be read, or the cluster's identity is unknown (then nothing was deleted). A delete that
+    fails is reported in `failed` and the others still happen.
     """
     if not owner.can_delete:
         raise StorageError("retention needs the database's cluster identity to tell this service's backups "
@@ -81,8 +83,9 @@ def prune(client, location: StorageLocation, names: BackupNames, owner: Owner, p
     report = PruneReport(dry_run=dry_run, removal_reason=removal_reason(policy))
     survey = survey_backups(client, location, names, owner, now=now, retry=retry)  # raises before any delete
     backups, report.ignored = survey.backups, survey.ignored
+    held = active_holds(read_holds(client, location, retry=retry))  # so does this
     report.decisions = [Decision(d.backup, True, ("just stored",)) if d.backup.key == keep_key and not d.keep
-                        else d for d in apply_retention(backups, policy)]
+                        else d for d in with_holds(apply_retention(backups, policy), held)]
     doomed = [d.backup for d in report.removed]
     _check_safe(doomed, backups, location, names, owner, keep_key)
     for backup in doomed:

@@ -1,6 +1,6 @@
 """One stored backup, start to finish: take the lock, stream the dump into an upload, complete it only
-on success, then clean up (incomplete uploads left by killed runs; retention). Used by `upload`, by
-the scheduler inside `serve` and by the API.
+on success, compare its shape with the ones before (the shrink alarm), then clean up (incomplete
+uploads left by killed runs; retention). Used by `upload`, by the scheduler inside `serve` and by the API.
 """
 from __future__ import annotations
 
@@ -14,13 +14,15 @@ from typing import Callable
 from backup_svc.dump.backup import backup_filename, write_backup
 from backup_svc.dump.options import DumpOptions
 from backup_svc.dump.pipeline import DumpProgress
-from backup_svc.dump.rowcount import counts_metadata
+from backup_svc.dump.rowcount import counts_metadata, total_rows
 from backup_svc.storage.client import RetryPolicy, StorageError, make_client
 from backup_svc.storage.location import BackupNames
 from backup_svc.storage.lock import StoredBackupLock
 from backup_svc.storage.ownership import Owner, OwnerLookup
 from backup_svc.storage.prune import PruneReport, abort_stale_uploads, prune
 from backup_svc.storage.settings import StorageSettings
+from backup_svc.storage.shape import ShrinkFinding
+from backup_svc.storage.shrink import check_shrink
 from backup_svc.storage.stopping import (SHUTTING_DOWN, CancellableSink, DumpStopper, StopFlag,
                                          StoredBackupCancelled)
 from backup_svc.storage.upload import MultipartUpload, StoredObject
@@ -37,8 +39,10 @@ class StoredBackupResult:
     stored: StoredObject
     seconds: float
     sql_bytes: int
+    rows: int | None = None  # all tables' rows, counted as the dump passed
     retention: PruneReport | None = None
     retention_error: str | None = None
+    shrink: ShrinkFinding | None = None  # the backup fell below the earlier ones' median (BACKUP_SHRINK_ALERT)
     # incomplete uploads of earlier, killed runs that this run aborted: (key, started)
     leftovers: list[tuple[str, datetime]] = field(default_factory=list)
 
@@ -105,18 +109,30 @@ def _take(options: DumpOptions, storage: StorageSettings, name: str | None, appl
                 **owner.metadata(),  # who wrote it, for which database: retention and listings trust only this
             })
         log.info("stored %s: %d bytes, sha256 %s", key, stored.size, stored.sha256)
-        result = StoredBackupResult(stored=stored, seconds=time.monotonic() - started, sql_bytes=written.sql_bytes)
-        _clean_up(result, client, options, storage, owner, retry)
+        result = StoredBackupResult(stored=stored, seconds=time.monotonic() - started, sql_bytes=written.sql_bytes,
+                                    rows=total_rows(written.table_rows))
+        retain = True
+        try:  # before retention: the hold it may place must count in this very prune
+            result.shrink = check_shrink(client, storage.location, BackupNames(options.backup_name), stored,
+                                         storage.shrink_alert, owner=owner, retry=retry)
+        except StorageError as exc:
+            # The backup is good. But a hold this check could not place may be what protects the last good
+            # copy: retention waits for the next run rather than risk deleting it.
+            log.error("the shrink check after %s failed, retention is skipped this time: %s", name, exc)
+            if storage.retention is not None:
+                result.retention_error = f"not applied, because the shrink check failed: {exc}"
+            retain = False
+        _clean_up(result, client, options, storage, owner, retry, retain=retain)
         _prune_history(client, storage, storage.history_days)
     return result
 
 
 def _clean_up(result: StoredBackupResult, client, options: DumpOptions, storage: StorageSettings, owner: Owner,
-              retry: RetryPolicy) -> None:
+              retry: RetryPolicy, *, retain: bool = True) -> None:
     """After a stored backup, under its lock: abort incomplete uploads that killed runs left (always) and
-    apply retention (when set), never touching the object just stored."""
+    apply retention (when set and `retain`), never touching the object just stored."""
     names = BackupNames(options.backup_name)
-    if storage.retention is None:
+    if storage.retention is None or not retain:
         try:
             result.leftovers = abort_stale_uploads(client, storage.location, names, retry=retry)
         except StorageError as exc:  # the backup is stored; the next run tries again

@@ -195,7 +195,7 @@ class StoredBackups:
                     result = take_stored_backup(self.state.settings.dump, self.storage, name=record.filename,
                                                 application_name=record.application_name, progress=record.progress,
                                                 cancel=stop)
-                    outcome.stored(result.stored)
+                    outcome.stored(result.stored, result.shrink, rows=result.rows)
             except AnotherBackupRunning as exc:
                 log.info("%s skipped: %s", what, exc)
                 registry.end(record, status=429, error=f"{exc}; this one was not started")
@@ -222,7 +222,8 @@ class StoredBackups:
         stored = result.stored
         outcome = "ok" if not result.retention_error else "ok, retention failed"
         return self._remember(trigger, record.actor, outcome, started, record, facts, error=result.retention_error,
-                              gzip_bytes=stored.size, sql_bytes=result.sql_bytes, sha256=stored.sha256)
+                              gzip_bytes=stored.size, sql_bytes=result.sql_bytes, sha256=stored.sha256,
+                              rows=result.rows)
 
     def _remember(self, trigger: str, actor: str, outcome: str, started: float, record: BackupRecord | None,
                   facts: dict, *, name: str | None = None, error: str | None = None, **amounts) -> str:

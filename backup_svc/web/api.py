@@ -93,7 +93,8 @@ def backup():
     try:
         dump, _, _ = open_dump(state.settings.dump, state.pg_dumps, application_name=record.application_name,
                                progress=record.progress, interrupt=record.interrupt,
-                               created=lambda d: setattr(record, "dump", d))
+                               created=lambda d: setattr(record, "dump", d),
+                               count_rows=True)  # the audit entry records the rows the download holds
     except DumpInterrupted as exc:
         if exc.kind == ABORTED:  # nobody is there to read a status
             state.registry.end(record)

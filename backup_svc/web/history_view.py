@@ -17,6 +17,8 @@ from backup_svc.web.state import BackupService, service
 bp = Blueprint("history", __name__, url_prefix="/api/v1")
 
 DEFAULT_LIMIT = 50
+# How many attempts the dashboard lists ("Recent backup attempts"; refusals at most half of them).
+RECENT_ATTEMPTS = 10
 KINDS = {"audit": (AUDIT,), "outcome": (OUTCOME,), "all": (AUDIT, OUTCOME)}
 
 
@@ -78,5 +80,7 @@ def audit():
                          key=lambda e: e.get("time") or "", reverse=True)[:limit]
     status = state.history.status()
     oldest = (entries[-1].get("recorded") or entries[-1].get("time")) if entries else None
-    return jsonify(entries=entries, limit=limit, next_before=oldest if len(entries) == limit else None,
+    # What the dashboard lists, by the page's own rule, for its refresh of the table.
+    shown = recent_attempts(state, RECENT_ATTEMPTS) if before is None and kind != "outcome" else None
+    return jsonify(entries=entries, shown=shown, limit=limit, next_before=oldest if len(entries) == limit else None,
                    complete=error is None, error=error, note=status["note"], history=status)

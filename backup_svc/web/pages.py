@@ -12,15 +12,13 @@ from backup_svc.timefmt import iso_utc
 from backup_svc.web.auth import auth
 from backup_svc.web.docs import DOCS_DIR, doc_path, render_doc
 from backup_svc.web.errors import api_abort
-from backup_svc.web.history_view import fingerprint, notify_status, recent_attempts
+from backup_svc.web.history_view import RECENT_ATTEMPTS, fingerprint, notify_status, recent_attempts
 from backup_svc.web.state import service
 
 bp = Blueprint("pages", __name__)
 
 # The page is slow to render when the database is; a page should not hang as long as a dump may wait.
 FACTS_TIMEOUT_S = 3
-# How many of the audit trail's attempts the page lists.
-RECENT_ATTEMPTS = 10
 # The Content-Security-Policy and the other security headers come from security.py, for every response.
 
 
@@ -114,6 +112,7 @@ class StoredFacts:
     endpoint: str
     schedule: str | None
     retention: str
+    shrink_alert: float | None = None  # BACKUP_SHRINK_ALERT, None when off
 
 
 def _stored_facts(state) -> StoredFacts | None:
@@ -126,7 +125,7 @@ def _stored_facts(state) -> StoredFacts | None:
         schedule = f"{watched.describe()} — {watched}" + (
             "" if storage.schedule else "; taken by another process, e.g. a cron service (BACKUP_EXPECTED_SCHEDULE)")
     return StoredFacts(url=storage.location.url, endpoint=state.stored.prompt.endpoint, schedule=schedule,
-                       retention=retention_words(storage.retention))
+                       retention=retention_words(storage.retention), shrink_alert=storage.shrink_alert)
 
 
 class RenderedPage:

@@ -12,7 +12,7 @@ from backup_svc.history.trail import History
 from backup_svc.notify.outcome import StoredSetup, reporter_for
 from backup_svc.notify.reporter import Reporter
 from backup_svc.pg.binaries import PgBinary, find_binaries
-from backup_svc.pg.facts import CachedFacts
+from backup_svc.pg.facts import BackgroundFacts, CachedFacts
 from backup_svc.web.audit import AuditTrail
 from backup_svc.dump.registry import BackupRegistry
 from backup_svc.web.throttle import AuthThrottle
@@ -35,7 +35,7 @@ class BackupService:
     facts: CachedFacts = field(init=False)
     reporter: Reporter = field(init=False)
     setup: StoredSetup = field(init=False)
-    readiness: CachedFacts = field(init=False)
+    readiness: BackgroundFacts = field(init=False)
     # The durable history (in the bucket with storage, else memory): audit entries and outcomes of every process.
     history: History = field(init=False)
     # Stored backups (storage/scheduler.py's StoredBackups) when BACKUP_STORAGE_URL is set; made by create_app.
@@ -54,8 +54,10 @@ class BackupService:
                                    storage.client_env if storage else None)
         self.audit.sink = audit_sink(self.history)
         self.reporter.history = outcome_sink(self.history)
-        # /readyz is public: however often it is called, at most one connection per READINESS_TTL_S.
-        self.readiness = CachedFacts(self.settings.conn, ttl_s=READINESS_TTL_S, error_ttl_s=READINESS_TTL_S)
+        # /readyz is public: however often it is called, at most one connection per READINESS_TTL_S,
+        # and no caller waits for it (a hung database would hold every request thread).
+        self.readiness = BackgroundFacts(self.settings.conn, ttl_s=READINESS_TTL_S, error_ttl_s=READINESS_TTL_S,
+                                         timeout_s=min(self.settings.connect_timeout_s, 5))
 
 
 def service() -> BackupService:

@@ -61,6 +61,19 @@ def test_refuses_to_start(tmp_path, overrides, variable):
         assert secret not in output, (secret, output)
 
 
+@pytest.mark.parametrize("endpoint", ["https://AKIAKEYID:s3cr3t-endpoint-pw@storage.example.com",
+                                      "https://only-a-user-s3cr3t@storage.example.com",
+                                      "storage.example.com/s3cr3t-endpoint-pw"])
+def test_an_endpoint_with_credentials_refuses_to_start_without_showing_them(tmp_path, endpoint):
+    """Credentials belong in AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY: an endpoint URL is shown in `check`,
+    the dashboard and the API, so one that carries them is refused — and not echoed while refusing it."""
+    result = _serve(tmp_path, BACKUP_STORAGE_URL="s3://bkt/x", AWS_ENDPOINT_URL=endpoint)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "AWS_ENDPOINT_URL" in lines[0], result.stderr
+    assert "s3cr3t" not in result.stderr + result.stdout
+
+
 def test_every_problem_is_listed(tmp_path):
     result = _serve(tmp_path, DATABASE_URL=None, ADMIN_TOKEN="x", ADMIN_PASSWORD=None)
     assert result.returncode != 0

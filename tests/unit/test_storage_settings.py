@@ -45,6 +45,8 @@ def test_an_expected_schedule_is_watched_but_not_taken():
     ({"BACKUP_STORAGE_URL": "s3://bkt", "BACKUP_RETENTION": "keep=3"}, "BACKUP_RETENTION has 'keep=3'"),
     ({"BACKUP_STORAGE_URL": "s3://bkt", "AWS_ACCESS_KEY_ID": "x"}, "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"),
     ({"BACKUP_STORAGE_URL": "s3://bkt", "AWS_ENDPOINT_URL": "storage.railway.app"}, "AWS_ENDPOINT_URL must start"),
+    ({"BACKUP_STORAGE_URL": "s3://bkt", "AWS_ENDPOINT_URL": "https://id:pw@storage.railway.app"},
+     "AWS_ENDPOINT_URL must not hold credentials"),
     ({"BACKUP_SCHEDULE": "0 3 * * *"}, "BACKUP_SCHEDULE is set but BACKUP_STORAGE_URL is not"),
     ({"BACKUP_RETENTION": "last=3"}, "BACKUP_RETENTION is set but BACKUP_STORAGE_URL is not"),
     ({"BACKUP_EXPECTED_SCHEDULE": "0 3 * * *"}, "BACKUP_EXPECTED_SCHEDULE is set but BACKUP_STORAGE_URL is not"),

@@ -30,7 +30,8 @@
   });
   var frame = null;
   // Stored backups and their download links share the audit trail with downloads (docs/api.md).
-  var OUTCOME_PREFIX = { "stored-backup": "to storage: ", "stored-download": "stored link: " };
+  var OUTCOME_PREFIX = { "stored-backup": "to storage: ", "stored-download": "stored link: ",
+                         "shrink-acknowledged": "shrink alarm acknowledged: " };
   var mine = null;      // the id of this page's running backup
   var ended = null;     // the id of this page's last backup, which may hold its slot a moment longer
   var shown = 0;        // the highest percent shown for it: the bar never moves back
@@ -217,12 +218,14 @@
                                     credentials: "same-origin" })
       .then(function (response) { return response.ok ? response.json() : null; })
       .then(function (body) {
-        if (!body || !body.entries) return;
+        if (!body || !(body.shown || body.entries)) return;
         var tbody = table.querySelector("tbody");
-        var rows = body.entries.slice(0, 10).map(function (entry) {
+        // `shown`: what the page lists (history/summary.py recent_attempts: refusals at most half of it).
+        var rows = (body.shown || body.entries.slice(0, 10)).map(function (entry) {
           var row = document.createElement("tr");
           var outcome = (OUTCOME_PREFIX[entry.event] || "") + entry.outcome +
-                        (entry.status && entry.status !== 200 ? " (" + entry.status + ")" : "");
+                        (entry.status && entry.status !== 200 ? " (" + entry.status + ")" : "") +
+                        (entry.count > 1 ? " ×" + entry.count : "");  // refusals: counted per minute
           [utcSeconds(entry.time), entry.actor || "–", entry.client || "–", outcome, humanBytes(entry.bytes),
            duration(entry.duration_s)].forEach(function (text, n) {
             var cell = document.createElement("td");
