@@ -34,6 +34,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # schedule must not hide behind "port in use". (The demo makes its settings once its cluster runs.)
         settings = None if args.demo else Settings.from_env(env)
     except ConfigError as exc:
+        from backup_svc.notify.heartbeat import ping_settings_failure
+
+        ping_settings_failure(env, exc.problems)  # HEARTBEAT_URL hears of it: <url>/fail
         return refuse(exc.problems)
     taken = port_in_use(host, port)
     if taken is not None:

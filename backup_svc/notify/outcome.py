@@ -17,6 +17,7 @@ from backup_svc.dump.options import DumpOptions
 from backup_svc.notify.common import BACKUP, FAILED, OK, Event
 from backup_svc.timefmt import iso, utc_now
 from backup_svc.notify.drill import DrillReport, run_drill
+from backup_svc.notify.drillbounds import drill_timeout_s
 from backup_svc.notify.reporter import Reporter
 from backup_svc.notify.settings import NotifySettings
 from backup_svc.notify.shrink import shrink_event
@@ -138,17 +139,21 @@ def drill_stored_object(setup: StoredSetup, bucket: str, key: str, *, client=Non
 
     return run_drill(url, key.rsplit("/", 1)[-1], setup.notify.drill, source=setup.dump.conn, opener=opener,
                      size=first.size, metadata=first.metadata, bin_dirs=setup.dump.pg_bin_dirs,
-                     timeout_s=setup.dump.connect_timeout_s, say=say)
+                     timeout_s=setup.dump.connect_timeout_s, say=say,
+                     deadline_s=drill_timeout_s(setup.notify.drill_timeout_s, first.size))
 
 
-def newest_stored(setup: StoredSetup, client=None):
-    """The newest StoredBackup under the prefix, or None; StorageError when it cannot be listed."""
+def newest_stored(setup: StoredSetup, client=None, owner=None):
+    """The newest of this service's stored backups (the same set retention and the dashboard read:
+    storage/listing.py), or None; StorageError when it cannot be listed. `owner`: an OwnerLookup."""
     from backup_svc.storage.client import make_client
     from backup_svc.storage.listing import list_backups
     from backup_svc.storage.location import BackupNames
+    from backup_svc.storage.run import owner_lookup
 
     client = client if client is not None else make_client(setup.storage.client_env)
-    backups = list_backups(client, setup.storage.location, BackupNames(setup.dump.backup_name))
+    owner = owner if owner is not None else owner_lookup(setup.dump)
+    backups = list_backups(client, setup.storage.location, BackupNames(setup.dump.backup_name), owner.get())
     return backups[0] if backups else None
 
 
@@ -191,7 +196,10 @@ class StalenessWatch:
                  history=None):
         import threading
 
+        from backup_svc.storage.run import owner_lookup
+
         self.reporter, self.setup, self.client, self.history = reporter, setup, client, history
+        self.owner = owner_lookup(setup.dump)  # asks the database once for the cluster's identity
         self._newest_run: str | None = None
         self.interval_s = interval_s or self.INTERVAL_S
         self._stop = threading.Event()
@@ -207,7 +215,7 @@ class StalenessWatch:
     def check_once(self) -> Staleness | None:
         """List, check, alarm once per episode; a listing that fails is logged and changes nothing."""
         try:
-            newest = newest_stored(self.setup, self.client)
+            newest = newest_stored(self.setup, self.client, self.owner)
         except Exception as exc:
             log.warning("staleness check: cannot list stored backups: %s", failure_reason(exc))
             return self.reporter.staleness

@@ -126,6 +126,12 @@ class BackupServer(BaseApplication):
             self.stored.start()
         return app
 
+    def begin_shutdown(self) -> None:
+        """In the worker, from its SIGTERM handler: a running stored backup starts stopping at once (not
+        after the downloads have drained), so that it ends, and is reported, within the grace period."""
+        if self.stored is not None:
+            self.stored.begin_shutdown(self.settings.grace_s)
+
     def _worker_exit(self, arbiter, worker) -> None:
         if self.stored is not None:
             self.stored.stop()

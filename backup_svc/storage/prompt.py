@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Callable
 
 from backup_svc.pg.scrub import scrub
 
@@ -17,6 +18,7 @@ from .catalog import CatalogEntry, StoredCatalog
 from .client import RetryPolicy, StorageError, describe, make_client
 from .holds import Hold, acknowledge_hold, read_holds
 from .location import BackupNames
+from .ownership import Owner
 from .presign import PRESIGN_MAX_S, checked_name, presigned_download_url
 from .probe import ProbeReport, endpoint_of, probe_storage
 from .settings import StorageSettings
@@ -36,14 +38,14 @@ PROBE_REUSE_S = 60
 class PromptStorage:
     """The storage as the dashboard and the API see it: quick to answer, quick to say it cannot."""
 
-    def __init__(self, storage: StorageSettings, backup_name: str, client=None):
+    def __init__(self, storage: StorageSettings, backup_name: str, owner: Callable[[], Owner], client=None):
         self.storage = storage
         self.location = storage.location
         self.names = BackupNames(backup_name)
         self.endpoint = endpoint_of(storage)
         self.client = client if client is not None else make_client(
             storage.client_env, connect_timeout_s=CONNECT_TIMEOUT_S, read_timeout_s=READ_TIMEOUT_S)
-        self.catalog = StoredCatalog(self.client, self.location, self.names, retry=QUICK_RETRY)
+        self.catalog = StoredCatalog(self.client, self.location, self.names, owner, retry=QUICK_RETRY)
         self._calls = BoundedCalls()
         self._probe_lock = threading.Lock()
         self._probe: tuple[float, ProbeReport] | None = None

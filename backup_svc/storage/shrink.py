@@ -7,6 +7,7 @@ import logging
 from .client import RetryPolicy, with_retries
 from .holds import place_hold, read_holds
 from .listing import list_backups
+from .ownership import Owner
 from .location import BackupNames, StorageLocation
 from .shape import WINDOW, BackupShape, ShrinkFinding, detect_shrink, shape_of
 from .upload import StoredObject
@@ -15,7 +16,7 @@ log = logging.getLogger(__name__)
 
 
 def check_shrink(client, location: StorageLocation, names: BackupNames, stored: StoredObject, threshold: float | None,
-                 *, retry: RetryPolicy = RetryPolicy()) -> ShrinkFinding | None:
+                 *, owner: Owner, retry: RetryPolicy = RetryPolicy()) -> ShrinkFinding | None:
     """Compare the backup just stored with the WINDOW before it; on a drop, hold the one before and
     return the finding. StorageError when the bucket cannot be read or the hold not written."""
     if threshold is None:
@@ -25,7 +26,8 @@ def check_shrink(client, location: StorageLocation, names: BackupNames, stored: 
     if when is None:
         return None
     new = shape_of(name, when, stored.size, stored.metadata)
-    earlier = [b for b in list_backups(client, location, names, retry=retry) if b.time < when][:WINDOW]
+    # the same real backups retention and staleness read (listing.py), never another service's
+    earlier = [b for b in list_backups(client, location, names, owner, retry=retry) if b.time < when][:WINDOW]
     shapes: list[BackupShape] = []
     for backup in earlier:
         head = with_retries(f"reading the metadata of {backup.key}",
