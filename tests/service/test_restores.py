@@ -401,7 +401,7 @@ def test_a_service_stopped_mid_restore_cancels_it_and_leaves_nothing(big_restore
     _, backup, env = big_restore
     service = Service(env, tmp_path / "service.log").start()
     before = databases(pg_cluster)
-    report = start_and_wait_for(service, backup, "restoring")
+    start_and_wait_for(service, backup, "restoring")
     service.stop()
     assert wait_until(lambda: databases(pg_cluster) == before, 20), databases(pg_cluster) - before
     assert "the worker is exiting; cancelling it" in service.log()
