@@ -3,6 +3,7 @@ server on loopback and a headless Chromium."""
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
@@ -39,6 +40,22 @@ def pg_cluster():
 def rich_db(pg_cluster) -> str:
     """URL of a database holding many kinds of objects (tests/data/rich.sql)."""
     return pg_cluster.create_database("rich", (DATA / "rich.sql").read_text())
+
+
+@pytest.fixture
+def fresh_db(pg_cluster):
+    """Factory: a new database holding `sql` -> (name, URL); dropped after the test."""
+    made: list[str] = []
+
+    def make(prefix: str, sql: str) -> tuple[str, str]:
+        name = f"{prefix}_{len(made)}_{int(time.time() * 1000) % 10_000_000}"
+        made.append(name)
+        return name, pg_cluster.create_database(name, sql)
+
+    yield make
+    with pg_cluster.connect() as db:
+        for name in made:
+            db.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="session")

@@ -75,6 +75,9 @@ class FaultProxy:
       "drop"       read part of the body, then reset the connection
       "cut:N"      forward, but reset the connection after N bytes of the response body
       "tamper"     forward, with the x-amz-meta-sha256 header replaced
+      "etag"       forward, with the ETag in the answer's XML body replaced (a storage that assembled
+                   other bytes than the parts it acknowledged)
+      "flip"       forward, with one byte of the answer's body flipped (a corruption in transit)
       "short"      forward a HEAD with its Content-Length one byte short (the sha256 header intact)
       "slow:S"     wait S seconds, then forward (a slow link: keeps an upload running for a test)
       "forward"    pass it on unchanged
@@ -175,6 +178,10 @@ class FaultProxy:
             upstream.request(handler.command, handler.path, body=body, headers=headers)
             response = upstream.getresponse()
             payload = response.read()
+            if action == "etag":
+                payload = re.sub(rb"<ETag>[^<]*</ETag>", b"<ETag>&quot;" + b"0" * 32 + b"-1&quot;</ETag>", payload)
+            if action == "flip" and payload:
+                payload = bytes([payload[0] ^ 0x01]) + payload[1:]
             handler.send_response(response.status)
             for key, value in response.getheaders():
                 if key.lower() in ("transfer-encoding", "connection", "content-length", "server", "date"):
@@ -210,11 +217,12 @@ def _reset(handler: BaseHTTPRequestHandler) -> None:
         pass
 
 
-def seed_backup(client, bucket: str, key: str, data: bytes | None = None) -> str:
+def seed_backup(client, bucket: str, key: str, data: bytes | None = None, *, owner: dict[str, str] | None = None) -> str:
     """Put a small valid gzip backup at `key` with the metadata an upload writes; return its sha256.
 
     For states a test cannot wait for (a backup stored days ago); the listing and the links read
-    these objects exactly as they read uploaded ones.
+    these objects exactly as they read uploaded ones. `owner` is the ownership record (`owned`):
+    without it the object is not any service's backup, and nothing lists it.
     """
     import gzip
     import hashlib
@@ -223,7 +231,7 @@ def seed_backup(client, bucket: str, key: str, data: bytes | None = None) -> str
     digest = hashlib.sha256(data).hexdigest()
     client.put_object(Bucket=bucket, Key=key, Body=data, ContentType="application/gzip",
                       Metadata={"sha256": digest, "server-version": "15.8", "pg-dump-version": "15.8",
-                                "sql-bytes": "60", "duration-s": "0.1"})
+                                "sql-bytes": "60", "duration-s": "0.1", **(owner or {})})
     return digest
 
 
@@ -266,3 +274,15 @@ class SilentStorage:
         for conn in self._held:
             conn.close()
         self._sock.close()
+
+
+def owned(system_identifier: str, backup_name: str, database: str | None = None) -> dict[str, str]:
+    """The ownership record an upload of the service (backup name, database, cluster) writes."""
+    return {"written-by": "backup_svc", "backup-name": backup_name, "database": database or backup_name,
+            "system-identifier": system_identifier}
+
+
+def cluster_identity(pg_cluster) -> str:
+    """The test cluster's system identifier: what the service records as its backups' owner."""
+    with pg_cluster.connect() as db:
+        return db.execute("SELECT system_identifier::text FROM pg_control_system()").fetchone()[0]

@@ -274,14 +274,19 @@ class FreezableProxy:
     pile up in the kernel's buffers as on a link that went silent (a dead NAT entry, a partition).
     New connections are accepted but not forwarded either. Every thread polls at most every 0.1 s
     and `close()` ends them all, so the proxy never outlives its test.
+    With `rate`, what clients send is passed on at that many bytes per second (a slow link to a
+    bucket); the proxy's receive buffers are kept small so that the sender feels the rate.
     """
 
-    def __init__(self, target_port: int, target_host: str = "127.0.0.1"):
+    def __init__(self, target_port: int, target_host: str = "127.0.0.1", *, rate: int | None = None):
         import socket
         import threading
 
         self.target = (target_host, target_port)
+        self.rate = rate
         self.listener = socket.create_server(("127.0.0.1", 0))
+        if rate:
+            self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
         self.listener.settimeout(0.1)
         self.port = self.listener.getsockname()[1]
         self.frozen = threading.Event()
@@ -290,6 +295,11 @@ class FreezableProxy:
         self._sockets: list = []
         self._threads = [threading.Thread(target=self._accept, daemon=True, name="proxy-accept")]
         self._threads[0].start()
+
+    @property
+    def endpoint(self) -> str:
+        """The proxy as an HTTP endpoint (for an S3 server behind it)."""
+        return f"http://127.0.0.1:{self.port}"
 
     def url(self, cluster, dbname: str, *, with_password: bool = True) -> str:
         """`cluster.url(dbname)` through this proxy."""
@@ -330,14 +340,17 @@ class FreezableProxy:
                     self._pass_left -= 1
                 else:
                     stuck.set()
-            for source, sink in ((client, upstream), (upstream, client)):
-                thread = threading.Thread(target=self._pump, args=(source, sink, stuck), daemon=True,
+            if self.rate:
+                client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+            for source, sink, rate in ((client, upstream, self.rate), (upstream, client, None)):
+                thread = threading.Thread(target=self._pump, args=(source, sink, stuck, rate), daemon=True,
                                           name="proxy-pump")
                 self._threads.append(thread)
                 thread.start()
 
-    def _pump(self, source, sink, stuck) -> None:
+    def _pump(self, source, sink, stuck, rate: int | None = None) -> None:
         import select
+        import time
 
         while not self._closed.is_set():
             if self.frozen.is_set() or stuck.is_set():
@@ -347,12 +360,14 @@ class FreezableProxy:
                 ready, _, _ = select.select([source], [], [], 0.1)
                 if not ready:
                     continue
-                data = source.recv(65536)
+                data = source.recv(4096 if rate else 65536)
                 if not data:
                     break
                 while self.frozen.is_set() and not self._closed.is_set():  # read just as the link froze
                     self._closed.wait(0.1)
                 sink.sendall(data)  # a close() shuts the socket down, which ends a blocked send
+                if rate:
+                    time.sleep(len(data) / rate)
             except OSError:
                 break
         for sock in (source, sink):

@@ -134,6 +134,7 @@ def _drill_stored(settings, url: str | None):
 
 def _drill_file(path: str) -> int:
     from backup_svc.notify.drill import run_drill
+    from backup_svc.notify.drillbounds import drill_timeout_s
 
     source, settings, problems = _source_and_settings()
     if problems:
@@ -143,7 +144,8 @@ def _drill_file(path: str) -> int:
     if not os.path.isfile(path):
         return refuse([f"{path}: no such file"])
     report = run_drill(path, os.path.basename(path), settings.drill, source=source,
-                       bin_dirs=pg_bin_dirs(os.environ), say=note)
+                       bin_dirs=pg_bin_dirs(os.environ), say=note,
+                       deadline_s=drill_timeout_s(settings.drill_timeout_s, os.path.getsize(path)))
     return _finish(report, settings, _database_name(source))
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 
@@ -45,6 +46,9 @@ def _settings_with_storage() -> Settings | None:
     except ConfigError as exc:
         for problem in exc.problems:
             say(problem)
+        from backup_svc.notify.heartbeat import ping_settings_failure
+
+        ping_settings_failure(os.environ, exc.problems)  # HEARTBEAT_URL hears of it: <url>/fail
         return None
     return settings
 
@@ -93,17 +97,17 @@ def _upload(settings: Settings, history) -> int:
         say(f"{exc}; nothing to do now (this is not a failure)")
         return EXIT_BUSY
     except CannotDump as exc:
-        return fail(f"upload failed: {exc.message}; {aborted}")
-    except Terminated:
-        say(f"upload stopped by SIGTERM; {aborted}")
+        return fail(f"upload failed: {exc.message}; {_left(exc, aborted)}")
+    except Terminated as exc:
+        say(f"upload stopped by SIGTERM; {_left(exc, aborted)}")
         return EXIT_SIGTERM
-    except KeyboardInterrupt:
-        say(f"upload interrupted; {aborted}")
+    except KeyboardInterrupt as exc:
+        say(f"upload interrupted; {_left(exc, aborted)}")
         return 130
     except (DumpBroken, StorageError) as exc:
-        return fail(f"upload failed: {exc}; {aborted}")
+        return fail(f"upload failed: {exc}; {_left(exc, aborted)}")
     except Exception as exc:  # anything unforeseen: still one line, and still aborted
-        return fail(f"upload failed: {type(exc).__name__}: {exc}; {aborted}")
+        return fail(f"upload failed: {type(exc).__name__}: {exc}; {_left(exc, aborted)}")
     finally:
         signal.signal(signal.SIGTERM, previous)
         _wait_for_notifications(reporter)
@@ -112,6 +116,11 @@ def _upload(settings: Settings, history) -> int:
          f"(PostgreSQL {stored.metadata.get('server-version', '?')}, "
          f"pg_dump {stored.metadata.get('pg-dump-version', '?')}); size and sha256 read back and matched")
     print(f"{stored.sha256}  s3://{stored.bucket}/{stored.key}", flush=True)
+    if result.shrink is not None:
+        s = result.shrink
+        say(f"warning: this backup shrank: {s.measure} {s.value} is {s.drop_percent:.1f} % below the median "
+            f"{s.median:.0f} of the {s.compared} before it; retention keeps {s.held} until the alarm is "
+            f"acknowledged on the dashboard (the backup itself is good: exit status 0)")
     if result.retention is not None:
         for line in result.retention.lines():
             say(f"retention: {line}")
@@ -120,6 +129,12 @@ def _upload(settings: Settings, history) -> int:
     if result.retention_error:
         return fail(f"the backup is stored, but retention failed: {result.retention_error}")
     return 0
+
+
+def _left(exc: BaseException, aborted: str) -> str:
+    """"the upload was aborted and nothing was stored", or exactly what a failed clean-up left (upload.py)."""
+    left = getattr(exc, "left_behind", None) or getattr(exc.__cause__, "left_behind", None)
+    return f"the clean-up failed, left in the bucket: {'; '.join(left)}" if left else aborted
 
 
 def _recorded_upload(settings: Settings, setup, reporter, history, name: str):
@@ -136,9 +151,10 @@ def _recorded_upload(settings: Settings, setup, reporter, history, name: str):
     try:
         with reporting(reporter, setup, name, drill_after=False) as outcome:
             result = take_stored_backup(settings.dump, settings.storage, name=name)
-            outcome.stored(result.stored)
+            outcome.stored(result.stored, result.shrink, rows=result.rows)
         ran = {"outcome": "ok, retention failed" if result.retention_error else "ok", "error": result.retention_error}
-        amounts = {"gzip_bytes": result.stored.size, "sql_bytes": result.sql_bytes, "sha256": result.stored.sha256}
+        amounts = {"gzip_bytes": result.stored.size, "sql_bytes": result.sql_bytes, "rows": result.rows,
+                   "sha256": result.stored.sha256}
     except BaseException as exc:
         ran = {"outcome": "skipped" if isinstance(exc, AnotherBackupRunning) else "failed",
                "error": failure_reason(exc, settings.conn.password)}
@@ -171,19 +187,23 @@ def _drill_after_upload(reporter, setup, stored) -> None:
 def cmd_list(args: argparse.Namespace) -> int:
     """List this service's stored backups, newest first: name, size, time (UTC), sha256."""
     from backup_svc.storage.client import StorageError, make_client
-    from backup_svc.storage.listing import list_backups
+    from backup_svc.storage.listing import survey_backups
     from backup_svc.storage.location import BackupNames
+    from backup_svc.storage.run import owner_lookup
 
     settings = _settings_with_storage()
     if settings is None:
         return 2
     storage = settings.storage
     try:
-        backups = list_backups(make_client(storage.client_env), storage.location, BackupNames(settings.backup_name),
-                               with_sha256=True)
+        survey = survey_backups(make_client(storage.client_env), storage.location, BackupNames(settings.backup_name),
+                                owner_lookup(settings.dump).get())
     except StorageError as exc:
         return fail(f"list failed: {exc}")
+    backups = survey.backups
     say(f"{len(backups)} stored backup{'s' if len(backups) != 1 else ''} in {storage.location.url}, newest first")
+    for backup, reason in survey.ignored:
+        say(f"not listed: {backup.name} ({reason})")
     for backup in backups:
         print(f"{backup.name}  {backup.size:>14}  {backup.time:%Y-%m-%dT%H:%M:%SZ}  {backup.sha256 or '-'}")
     return 0
@@ -212,14 +232,14 @@ def _prune_backups(settings: Settings, dry_run: bool) -> int:
     from backup_svc.storage.location import BackupNames
     from backup_svc.storage.lock import AnotherBackupRunning, StoredBackupLock
     from backup_svc.storage.prune import prune
-    from backup_svc.storage.run import destination_of
+    from backup_svc.storage.run import destination_of, owner_lookup
 
     storage = settings.storage
     try:
         # Under the upload lock: a prune never races an upload of the same backups.
         with StoredBackupLock(settings.conn, destination_of(settings.dump, storage), timeout_s=settings.connect_timeout_s):
             report = prune(make_client(storage.client_env), storage.location, BackupNames(settings.backup_name),
-                           storage.retention, dry_run=dry_run)
+                           owner_lookup(settings.dump).get(), storage.retention, dry_run=dry_run)
     except AnotherBackupRunning as exc:
         say(f"{exc}; prune again when it is done")
         return EXIT_BUSY
@@ -256,9 +276,10 @@ def storage_check_lines(settings: Settings) -> tuple[list[str], bool]:
     from datetime import datetime, timezone
 
     from backup_svc.storage.client import StorageError, make_client
-    from backup_svc.storage.listing import list_backups
+    from backup_svc.storage.listing import survey_backups
     from backup_svc.storage.location import BackupNames
     from backup_svc.storage.probe import probe_storage
+    from backup_svc.storage.run import owner_lookup
 
     storage = settings.storage
     if storage is None:
@@ -267,10 +288,13 @@ def storage_check_lines(settings: Settings) -> tuple[list[str], bool]:
     endpoint = storage.client_env.get("AWS_ENDPOINT_URL", "AWS")
     client = make_client(storage.client_env)
     try:
-        backups = list_backups(client, storage.location, BackupNames(settings.backup_name))
+        owner = owner_lookup(settings.dump).get()
+        survey = survey_backups(client, storage.location, BackupNames(settings.backup_name), owner)
+        backups = survey.backups
         newest = f", newest {backups[0].name}" if backups else ""
         lines.append(f"storage: ok — {storage.location.url} at {endpoint}: {len(backups)} stored "
                      f"backup{'s' if len(backups) != 1 else ''}{newest}")
+        lines += _others_warning(survey, owner)
     except StorageError as exc:
         lines.append(f"storage: {storage.location.url} at {endpoint}: {exc}")
         ok = False
@@ -292,3 +316,14 @@ def storage_check_lines(settings: Settings) -> tuple[list[str], bool]:
     lines.append(f"retention: {storage.retention}" if storage.retention is not None
                  else "retention: keep everything (BACKUP_RETENTION is not set)")
     return lines, ok
+
+
+def _others_warning(survey, owner) -> list[str]:
+    """`check`'s warning when objects named like this service's backups belong to another service."""
+    others = [(b, reason) for b, reason in survey.ignored if owner.is_other_service(b.metadata)]
+    if not others:
+        return []
+    return [f"storage: warning — {len(others)} object{'s' if len(others) != 1 else ''} under the prefix "
+            f"{'are' if len(others) != 1 else 'is'} named like this service's backups but belong to another "
+            f"service ({others[0][1]}, e.g. {others[0][0].name}); this service never lists, keeps or deletes "
+            f"them, but give each service its own prefix or BACKUP_NAME"]

@@ -104,17 +104,19 @@ class BackupWritten:
 
 def write_backup(options: DumpOptions, sink: BinaryIO, *, application_name: str,
                  installed: list[PgBinary] | None = None, progress: DumpProgress | None = None,
-                 count_rows: bool = False) -> BackupWritten:
+                 count_rows: bool = False, interrupt: Callable[[], Interrupt | None] | None = None,
+                 created: Callable[[GzipDump], None] | None = None) -> BackupWritten:
     """Take one backup and write its gzip bytes to `sink.write`, the same bytes a download sends.
 
     Returns only when pg_dump succeeded and its output was complete; raises CannotDump before the
     first byte and DumpBroken (or whatever the sink raised) after it. The caller decides what a
     partial result means for its sink (delete the file, abort the upload); pg_dump is always stopped.
+    `interrupt` and `created` are open_dump's: ways for another thread to stop the dump.
     """
     started = time.monotonic()
     installed = find_binaries("pg_dump", options.pg_bin_dirs) if installed is None else installed
     dump, facts, pg_dump = open_dump(options, installed, application_name=application_name, progress=progress,
-                                     count_rows=count_rows)
+                                     count_rows=count_rows, interrupt=interrupt, created=created)
     try:
         for chunk in dump:
             sink.write(chunk)

@@ -26,10 +26,15 @@ def count_rows(sql_chunks: Iterable[bytes]) -> RowCounts:
     return scanner.rows or {}
 
 
+def total_rows(rows: RowCounts | None) -> int | None:
+    """All tables' rows together; None when they were not counted."""
+    return sum(rows.values()) if rows is not None else None
+
+
 def counts_metadata(rows: RowCounts) -> dict[str, str]:
     """User-metadata entries recording row counts at dump time: `rows` and `tables` (totals), and
     `row-counts` (compact JSON `{"schema": {"table": rows}}`) when it fits."""
-    meta = {"rows": str(sum(rows.values())), "tables": str(len(rows))}
+    meta = {"rows": str(total_rows(rows)), "tables": str(len(rows))}
     nested: dict[str, dict[str, int]] = {}
     for (schema, table), n in rows.items():
         nested.setdefault(schema, {})[table] = n

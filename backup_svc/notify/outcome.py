@@ -17,8 +17,10 @@ from backup_svc.dump.options import DumpOptions
 from backup_svc.notify.common import BACKUP, FAILED, OK, Event
 from backup_svc.timefmt import iso, utc_now
 from backup_svc.notify.drill import DrillReport, run_drill
+from backup_svc.notify.drillbounds import drill_timeout_s
 from backup_svc.notify.reporter import Reporter
 from backup_svc.notify.settings import NotifySettings
+from backup_svc.notify.shrink import shrink_event
 from backup_svc.notify.staleness import Staleness
 from backup_svc.pg.scrub import scrub
 from backup_svc.storage.status import schedule_interval
@@ -53,10 +55,21 @@ class StoredBackupOutcome:
     key: str | None = None
     size: int | None = None
     sha256: str | None = None
+    rows: int | None = None
+    shrink: dict | None = None  # the shrink alarm's finding (storage.shape.ShrinkFinding.as_json())
 
-    def stored(self, stored) -> None:
-        """Record the StoredObject that `take_stored_backup` returned."""
+    def stored(self, stored, shrink=None, rows: int | None = None) -> None:
+        """Record the StoredObject that `take_stored_backup` returned, its rows and shrink finding if any."""
         self.bucket, self.key, self.size, self.sha256 = stored.bucket, stored.key, stored.size, stored.sha256
+        self.rows = rows
+        self.shrink = shrink.as_json() if shrink is not None else None
+
+    def held_url(self) -> str | None:
+        """`s3://bucket/<prefix><held backup>`: where the backup kept by the shrink alarm is."""
+        if not (self.shrink and self.bucket and self.key):
+            return None
+        folder = self.key.rsplit("/", 1)[0] + "/" if "/" in self.key else ""
+        return f"s3://{self.bucket}/{folder}{self.shrink['held']}"
 
 
 def _not_a_failure(exc: BaseException) -> bool:
@@ -76,7 +89,7 @@ def failure_reason(exc: BaseException, *secrets: str | None) -> str:
 @contextlib.contextmanager
 def reporting(reporter: Reporter, setup: StoredSetup, name: str, *,
               drill_after: bool = True) -> Iterator[StoredBackupOutcome]:
-    """`with reporting(...) as outcome: result = take_stored_backup(..., name=name); outcome.stored(result.stored)`
+    """`with reporting(...) as outcome: result = take_stored_backup(..., name=name); outcome.stored(result.stored, …)`
 
     On the way out: a failed (raised) backup is reported and the exception goes on; a good one is
     reported and, with RESTORE_DRILL_URL set and `drill_after`, drilled in the background (a command
@@ -99,6 +112,10 @@ def reporting(reporter: Reporter, setup: StoredSetup, name: str, *,
     job = (lambda: drill_stored_object(setup, outcome.bucket, outcome.key)) \
         if outcome.key and drill_after and reporter.drills_enabled else None
     reporter.backup_finished(event, drill=job)
+    if outcome.shrink is not None:
+        reporter.warn(shrink_event(outcome.shrink, database=reporter.database, size=outcome.size,
+                                   sha256=outcome.sha256, rows=outcome.rows, finished=event.finished,
+                                   held_url=outcome.held_url()))
 
 
 def drill_stored_object(setup: StoredSetup, bucket: str, key: str, *, client=None,
@@ -122,17 +139,21 @@ def drill_stored_object(setup: StoredSetup, bucket: str, key: str, *, client=Non
 
     return run_drill(url, key.rsplit("/", 1)[-1], setup.notify.drill, source=setup.dump.conn, opener=opener,
                      size=first.size, metadata=first.metadata, bin_dirs=setup.dump.pg_bin_dirs,
-                     timeout_s=setup.dump.connect_timeout_s, say=say)
+                     timeout_s=setup.dump.connect_timeout_s, say=say,
+                     deadline_s=drill_timeout_s(setup.notify.drill_timeout_s, first.size))
 
 
-def newest_stored(setup: StoredSetup, client=None):
-    """The newest StoredBackup under the prefix, or None; StorageError when it cannot be listed."""
+def newest_stored(setup: StoredSetup, client=None, owner=None):
+    """The newest of this service's stored backups (the same set retention and the dashboard read:
+    storage/listing.py), or None; StorageError when it cannot be listed. `owner`: an OwnerLookup."""
     from backup_svc.storage.client import make_client
     from backup_svc.storage.listing import list_backups
     from backup_svc.storage.location import BackupNames
+    from backup_svc.storage.run import owner_lookup
 
     client = client if client is not None else make_client(setup.storage.client_env)
-    backups = list_backups(client, setup.storage.location, BackupNames(setup.dump.backup_name))
+    owner = owner if owner is not None else owner_lookup(setup.dump)
+    backups = list_backups(client, setup.storage.location, BackupNames(setup.dump.backup_name), owner.get())
     return backups[0] if backups else None
 
 
@@ -177,7 +198,10 @@ class StalenessWatch:
                  history=None):
         import threading
 
+        from backup_svc.storage.run import owner_lookup
+
         self.reporter, self.setup, self.client, self.history = reporter, setup, client, history
+        self.owner = owner_lookup(setup.dump)  # asks the database once for the cluster's identity
         self._newest_run: str | None = None
         self.interval_s = interval_s or self.cadence_s(setup)
         self._stop = threading.Event()
@@ -202,7 +226,7 @@ class StalenessWatch:
     def check_once(self) -> Staleness | None:
         """List, check, alarm once per episode; a listing that fails is logged and changes nothing."""
         try:
-            newest = newest_stored(self.setup, self.client)
+            newest = newest_stored(self.setup, self.client, self.owner)
         except Exception as exc:
             log.warning("staleness check: cannot list stored backups: %s", failure_reason(exc))
             return self.reporter.staleness

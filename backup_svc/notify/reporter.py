@@ -77,6 +77,13 @@ class Reporter:
         if drill is not None and not event.failed and self.drills_enabled:
             self.start_drill(drill)
 
+    def warn(self, event: Event) -> None:
+        """Send a warning about a backup that succeeded (a shrink alarm) to mail and the webhook, and
+        record it in the history (`kind=outcome`, type `shrink`)."""
+        log.warning("notify: %s", event.headline())
+        self._record(event.kind, _payload(event), event.when)
+        self.notifier.submit(event)
+
     def start_drill(self, job: DrillJob) -> bool:
         """Run `job` in a background thread unless a drill is already running; True when started."""
         if not self._drill_lock.acquire(blocking=False):

@@ -119,6 +119,7 @@ class NotifySettings:
     heartbeat_url: str | None = field(default=None, repr=False)
     drill: ConnInfo | None = None
     drill_url: str | None = field(default=None, repr=False)
+    drill_timeout_s: int | None = None  # RESTORE_DRILL_TIMEOUT; None: sized from the backup (drillbounds.py)
 
     @property
     def any_channel(self) -> bool:
@@ -211,6 +212,14 @@ def notify_settings(env: Mapping[str, str], problems: list[str], *, source: Conn
                         "a scratch server or database they may overwrite, never the source")
         drill = None
 
+    drill_timeout = None
+    if get("RESTORE_DRILL_TIMEOUT"):
+        text = get("RESTORE_DRILL_TIMEOUT")
+        if not text.isdigit() or not 1 <= int(text) <= 86400:
+            problems.append(f"RESTORE_DRILL_TIMEOUT must be a whole number of seconds from 1 to 86400, got {text!r}")
+        else:
+            drill_timeout = int(text)
+
     return NotifySettings(webhook_url=webhook, smtp=smtp, email_to=email_to, email_from=email_from,
                           notify_on=notify_on, heartbeat_url=heartbeat, drill=drill,
-                          drill_url=get("RESTORE_DRILL_URL") or None)
+                          drill_url=get("RESTORE_DRILL_URL") or None, drill_timeout_s=drill_timeout)

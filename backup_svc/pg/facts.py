@@ -24,6 +24,9 @@ class ServerFacts:
     size_bytes: int
     table_count: int
     role: str = ""  # the role the service connects as (current_user)
+    # The cluster's system identifier: differs between any two clusters, even when database names
+    # match (every Railway database is `railway`); stored backups record it as their owner.
+    system_identifier: str = ""
 
 
 _FACTS_SQL = """
@@ -35,7 +38,8 @@ SELECT current_setting('server_version_num')::int,
          WHERE c.relkind IN ('r', 'p')
            AND n.nspname NOT IN ('pg_catalog', 'information_schema')
            AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%'),
-       current_user
+       current_user,
+       (SELECT system_identifier::text FROM pg_control_system())
 """
 
 

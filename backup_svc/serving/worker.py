@@ -139,6 +139,13 @@ class GuardedWorker(CapsConnectionsPerClient, SendsLater, ThreadWorker):
         self.nr_conns -= 1
         conn.close()
 
+    def handle_exit(self, sig, frame):
+        """SIGTERM: stop serving (gunicorn), and tell the application, which stops its stored backup."""
+        super().handle_exit(sig, frame)
+        begin = getattr(self.app, "begin_shutdown", None)
+        if begin is not None:
+            begin()
+
     def murder_pending(self):
         """Close connections whose request did not arrive in time, and lingering ones past their time."""
         super().murder_pending()

@@ -22,6 +22,8 @@ URL_STYLES = ("path", "virtual")
 # at 1 MB/s still moves data every second; a dead peer is noticed within this).
 CONNECT_TIMEOUT_S = 10
 READ_TIMEOUT_S = 60
+# S3 refuses a request whose signature time is further than this from its own clock.
+CLOCK_SKEW_LIMIT_S = 15 * 60
 # S3 error codes worth another try besides HTTP 5xx and 429 (some providers send these with a 400).
 _TRANSIENT_CODES = {"InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout", "Throttling",
                     "ThrottlingException", "RequestLimitExceeded", "TooManyRequests"}
@@ -85,8 +87,28 @@ def describe(exc: BaseException) -> str:
     if isinstance(exc, bex.ClientError):
         code, status = error_code(exc)
         message = exc.response.get("Error", {}).get("Message") or ""
-        return f"{code or 'error'} (HTTP {status}){': ' + message if message else ''}"
+        text = f"{code or 'error'} (HTTP {status}){': ' + message if message else ''}"
+        return text + (_refusal_hint(exc.response) if status == 403 else "")
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def _refusal_hint(response: dict) -> str:
+    """Why a 403 came: a clock far from the storage's (S3 refuses signatures over 15 minutes off), or
+    else the credentials. A HEAD's 403 has no body to say which; the answer's Date header can."""
+    from email.utils import parsedate_to_datetime
+
+    date = response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+    try:
+        skew = (parsedate_to_datetime(date).timestamp() - time.time()) if date else None
+    except (TypeError, ValueError):
+        skew = None
+    if skew is None:
+        return ""
+    if abs(skew) > CLOCK_SKEW_LIMIT_S:
+        side = "behind" if skew > 0 else "ahead of"
+        return (f" — this machine's clock is {abs(skew) / 60:.0f} min {side} the storage's, and S3 refuses "
+                f"requests signed more than 15 min off: fix the clock (NTP)")
+    return " — the clocks agree, so the credentials (or their permissions on this bucket) are wrong"
 
 
 def with_retries(what: str, call: Callable[[], T], policy: RetryPolicy,

@@ -18,6 +18,7 @@ from datetime import datetime
 from backup_svc.dump.backup import backup_filename
 from backup_svc.history.hooks import record_run
 from backup_svc.storage.prompt import PromptStorage
+from backup_svc.storage.run import owner_lookup
 from backup_svc.storage.schedule import Scheduler
 from backup_svc.timefmt import utc_now
 from backup_svc.timefmt import iso_utc
@@ -33,8 +34,12 @@ AUDIT_EVENT = "stored-backup"
 # run is given up (and logged) rather than piling up behind a stream of downloads.
 SLOT_WAIT_S = 600
 SLOT_POLL_S = 2.0
-# How long the exiting worker waits for a cancelled upload to be aborted.
+# How long the exiting worker waits for a cancelled upload to be aborted when it knows no grace period.
 ABORT_WAIT_S = 20
+# What the exit keeps back from the grace period: the arbiter's SIGKILL comes at its end.
+EXIT_MARGIN_S = 1.0
+# Of what is left of the grace, the share a cancelled run may take; the rest sends its notification.
+ABORT_SHARE = 0.6
 # How long it then waits for its last history events to reach the bucket (they are in the log either way).
 HISTORY_FLUSH_S = 5
 
@@ -67,7 +72,9 @@ class StoredBackups:
         """`state`: the worker's BackupService (web/state.py): its settings, setup, registry, reporter, audit."""
         self.state = state
         self.storage = state.settings.storage
-        self.prompt = PromptStorage(self.storage, state.settings.backup_name)
+        self.owner = owner_lookup(state.settings.dump, lambda: state.facts.get(
+            timeout_s=state.settings.connect_timeout_s).system_identifier)
+        self.prompt = PromptStorage(self.storage, state.settings.backup_name, self.owner.get_now)
         self.cancel = threading.Event()
         self.scheduler: Scheduler | None = None
         self.staleness = None  # the StalenessWatch beside the scheduler (notify)
@@ -78,6 +85,7 @@ class StoredBackups:
         self.last_failure: RunOutcome | None = None
         self.current: BackupRecord | None = None
         self._running = threading.Lock()
+        self._stop_deadline: float | None = None  # monotonic: when the process must have exited
 
     def start(self) -> "StoredBackups":
         from backup_svc.history.refresh import HistoryRefresher
@@ -187,7 +195,7 @@ class StoredBackups:
                     result = take_stored_backup(self.state.settings.dump, self.storage, name=record.filename,
                                                 application_name=record.application_name, progress=record.progress,
                                                 cancel=stop)
-                    outcome.stored(result.stored)
+                    outcome.stored(result.stored, result.shrink, rows=result.rows)
             except AnotherBackupRunning as exc:
                 log.info("%s skipped: %s", what, exc)
                 registry.end(record, status=429, error=f"{exc}; this one was not started")
@@ -214,7 +222,8 @@ class StoredBackups:
         stored = result.stored
         outcome = "ok" if not result.retention_error else "ok, retention failed"
         return self._remember(trigger, record.actor, outcome, started, record, facts, error=result.retention_error,
-                              gzip_bytes=stored.size, sql_bytes=result.sql_bytes, sha256=stored.sha256)
+                              gzip_bytes=stored.size, sql_bytes=result.sql_bytes, sha256=stored.sha256,
+                              rows=result.rows)
 
     def _remember(self, trigger: str, actor: str, outcome: str, started: float, record: BackupRecord | None,
                   facts: dict, *, name: str | None = None, error: str | None = None, **amounts) -> str:
@@ -235,20 +244,43 @@ class StoredBackups:
                                 backup_id=backup_id, name=name, error=error, **amounts)
         return outcome
 
-    def stop(self) -> None:
-        """Stop the schedule and any running stored backup (its upload is aborted); wait a little for that."""
+    def begin_shutdown(self, grace_s: float) -> None:
+        """SIGTERM arrived: stop any running stored backup now (from the signal handler: sets flags only);
+        everything must be over within `grace_s`."""
+        if self._stop_deadline is None:
+            self._stop_deadline = time.monotonic() + grace_s - EXIT_MARGIN_S
         self.cancel.set()
+
+    def stop(self) -> None:
+        """Stop the schedule and any running stored backup (its upload is aborted), wait for that, and send
+        its notification — all before the grace period ends (begin_shutdown), each wait bounded."""
+        self.cancel.set()
+        deadline = self._stop_deadline or time.monotonic() + ABORT_WAIT_S
         if self.scheduler is not None:
             self.scheduler.stop(timeout_s=0.1)
         if self.staleness is not None:
             self.staleness.stop()
         if self.refresher is not None:
             self.refresher.stop()
-        # what this process still has to say goes to the bucket now, within a few seconds
-        self.state.audit.flush_refusals()
-        self.state.history.flush(HISTORY_FLUSH_S)
-        if self._running.acquire(timeout=ABORT_WAIT_S):
+        left = max(deadline - time.monotonic(), 0.0)
+        if self._running.acquire(timeout=left * ABORT_SHARE if self._stop_deadline else left):
             self._running.release()
+        else:  # it did not end in time: say so now, or nobody hears of it
+            from backup_svc.notify.common import BACKUP, Event
+            from backup_svc.notify.common import FAILED as BACKUP_FAILED
+
+            error = ("the service shut down while the stored backup was still stopping: a later run aborts its "
+                     "incomplete upload (an object completed without its sha256 is never counted as a backup)")
+            log.error("stored backup %s: %s", self.current.filename if self.current else "", error)
+            reporter = self.state.reporter
+            reporter.backup_finished(Event(kind=BACKUP, outcome=BACKUP_FAILED, database=reporter.database, error=error,
+                                           finished=utc_now()))
+        # what this process still has to say goes out now (history to the bucket, notifications), in the grace
+        self.state.audit.flush_refusals()
+        self.state.history.flush(min(HISTORY_FLUSH_S, max(deadline - time.monotonic(), 0.1) / 2))
+        notifier = self.state.reporter.notifier
+        if not notifier.flush(timeout_s=max(deadline - time.monotonic(), 0.1)):
+            log.error("notifications still unsent when the service exited were given up")
 
 
 class _Stop:

@@ -84,6 +84,8 @@ def backup():
     if record is None:
         message = (f"{state.settings.max_concurrent} backup(s) already running (BACKUP_MAX_CONCURRENT); "
                    f"try again when it has finished.")
+        if state.registry.held_by is not None:
+            message = f"No backup starts while {state.registry.held_by} runs; try again when it has finished."
         if progress_id is not None:  # the page that chose the id cannot read this status: it polls for it
             state.registry.refused(progress_id, filename, actor, 429, message)
         refuse(429, message, "refused", progress_id, "concurrency limit reached", Retry_After=RETRY_AFTER_BUSY_S)
@@ -93,7 +95,8 @@ def backup():
     try:
         dump, _, _ = open_dump(state.settings.dump, state.pg_dumps, application_name=record.application_name,
                                progress=record.progress, interrupt=record.interrupt,
-                               created=lambda d: setattr(record, "dump", d))
+                               created=lambda d: setattr(record, "dump", d),
+                               count_rows=True)  # the audit entry records the rows the download holds
     except DumpInterrupted as exc:
         if exc.kind == ABORTED:  # nobody is there to read a status
             state.registry.end(record)

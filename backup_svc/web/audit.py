@@ -25,7 +25,10 @@ OTHERS = "others"
 DENIED_LINES_PER_MINUTE = 60
 # The endpoints whose refusals are audited (method, event): everything that hands out or makes a backup.
 AUDITED_ENDPOINTS = {"api.backup": ("GET", "backup"), "stored.start": ("POST", "stored-backup"),
-                     "stored.download": ("GET", "stored-download")}
+                     "stored.download": ("GET", "stored-download"),
+                     "holds.acknowledge": ("POST", "shrink-acknowledged"),
+                     "restores.start": ("POST", "restore"), "restores.cancel": ("DELETE", "restore-cancel"),
+                     "restores.undo": ("POST", "restore-undo"), "restores.drop": ("DELETE", "restore-drop")}
 MAX_USER_AGENT_CHARS = 256
 
 audit_log = logging.getLogger("backup_svc.audit")
@@ -63,18 +66,21 @@ class AuditTrail:
 
     def record(self, *, actor: str | None, client: str | None, user_agent: str | None, outcome: str,
                started: float, status: int | None = None, backup_id: str | None = None, gzip_bytes: int = 0,
-               sql_bytes: int = 0, error: str | None = None, sha256: str | None = None, event: str = "backup",
-               name: str | None = None) -> dict:
+               sql_bytes: int = 0, rows: int | None = None, error: str | None = None, sha256: str | None = None,
+               event: str = "backup",
+               name: str | None = None, details: dict | None = None) -> dict:
         """Log one attempt as a JSON line, remember it, and return the entry.
 
-        `event`: "backup" (a download), "stored-backup" (into object storage) or "stored-download" (a
-        presigned link to a stored backup, `name`). `sha256` is given only for a completed backup.
+        `event`: "backup" (a download), "stored-backup" (into object storage), "stored-download" (a
+        presigned link to a stored backup, `name`) or "shrink-acknowledged" (a shrink alarm's hold on
+        `name` released). `sha256` is given only for a completed backup.
         """
         entry = {
             "event": event, "time": iso_utc(started, "milliseconds"), "id": backup_id, "actor": actor, "client": client,
             "user_agent": user_agent, "outcome": outcome, "status": status, "bytes": gzip_bytes,
-            "sql_bytes": sql_bytes, "duration_s": round(max(0.0, time.time() - started), 3), "error": error,
-            "sha256": sha256, "name": name,
+            "sql_bytes": sql_bytes, "rows": rows, "duration_s": round(max(0.0, time.time() - started), 3),
+            "error": error,
+            "sha256": sha256, "name": name, **(details or {}),
         }
         if outcome != DENIED:
             audit_log.info(json.dumps(entry))

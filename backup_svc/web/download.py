@@ -14,6 +14,7 @@ from werkzeug.wsgi import ClosingIterator
 
 from backup_svc.dump.pipeline import ABORTED, FAILED, DumpBroken, DumpProgress, GzipDump
 from backup_svc.dump.registry import BackupRecord
+from backup_svc.dump.rowcount import total_rows
 from backup_svc.web.state import BackupService
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,7 @@ class StreamingBackup:
             self.service.audit.record(actor=self.record.actor, outcome=progress.outcome or ABORTED,
                                       started=progress.started, backup_id=self.record.id, status=200,
                                       gzip_bytes=progress.gzip_bytes, sql_bytes=progress.sql_bytes,
+                                      rows=total_rows(progress.table_rows) if progress.outcome == "ok" else None,
                                       error=progress.error, sha256=progress.sha256, **self.facts)
 
 

@@ -16,10 +16,12 @@ from flask import Blueprint, jsonify, redirect, request, url_for
 
 from backup_svc.history.summary import FAILED_RUNS
 from backup_svc.storage.client import StorageError
+from backup_svc.storage.holds import active_holds
 from backup_svc.storage.presign import NotOurBackup
-from backup_svc.timefmt import utc_now
+from backup_svc.storage.prompt import LIST_DEADLINE_S
 from backup_svc.storage.status import freshness, next_run_words, retention_words, schedule_interval
-from backup_svc.timefmt import iso_utc
+from backup_svc.storage.trend import retention_marks, trend
+from backup_svc.timefmt import iso_utc, utc_now
 from backup_svc.web.api import RETRY_AFTER_BUSY_S
 from backup_svc.web.audit import request_facts
 from backup_svc.web.backup_id import require_backup_id
@@ -86,8 +88,11 @@ def stored_list():
     stored = _stored()
     now = utc_now()
     status = storage_status(stored, now)
+    asked = time.monotonic()
     try:
         entries = stored.prompt.backups()
+        # within the same 5 s the list promises (docs/api.md), not 5 s more
+        holds = stored.prompt.holds(deadline_s=max(LIST_DEADLINE_S - (time.monotonic() - asked), 0.5))
     except StorageError as exc:
         message = stored.prompt.explain(exc)
         log.warning("GET /api/v1/stored: %s", message)
@@ -98,13 +103,25 @@ def stored_list():
     fresh = freshness(newest.time if newest else None, now, stored.storage.watched_schedule,
                       last_scheduled is not None and last_scheduled.get("outcome") in FAILED_RUNS,
                       up_since=stored.up_since)
+    held = active_holds(holds)
+    marks = retention_marks(entries, stored.storage.retention, held)
     return jsonify(
-        backups=[entry.as_json() for entry in entries],
+        backups=[{**entry.as_json(), "kept": marks[entry.backup.name][0], "kept_by": list(marks[entry.backup.name][1]),
+                  "held": entry.backup.name in held} for entry in entries],
+        # size and rows over the last 90 days (≤ 60 backups), oldest first, and the shrink alarms' holds
+        trend=trend(entries, stored.storage.retention, holds, now),
+        shrink_alert={"threshold": stored.storage.shrink_alert,
+                      "alerts": [hold_json(hold) for hold in holds if hold.active]},
         newest={"name": newest.name, "time": iso_utc(newest.time.timestamp()), "age_s": int(fresh.age_s),
                 "stale": fresh.stale, "warning": fresh.warning} if newest else
                {"name": None, "time": None, "age_s": None, "stale": fresh.stale, "warning": fresh.warning},
         **status,
     )
+
+
+def hold_json(hold) -> dict:
+    """One shrink alarm's retention hold as the API shows it, with where to acknowledge it."""
+    return {**hold.as_json(), "acknowledge_url": url_for("holds.acknowledge", name=hold.held)}
 
 
 @bp.get("/stored/<name>")

@@ -11,7 +11,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.conftest import ARTIFACTS
-from tests.s3support import incomplete_uploads, object_keys, s3_env, seed_backup
+from tests.s3support import cluster_identity, incomplete_uploads, object_keys, owned, s3_env, seed_backup
 
 SLOW_MS = 60_000
 
@@ -34,17 +34,23 @@ def storage(s3, moto_s3):
     return client, bucket, {"BACKUP_STORAGE_URL": f"s3://{bucket}/rich/", **s3_env(moto_s3.endpoint)}
 
 
+@pytest.fixture
+def ours(pg_cluster) -> dict[str, str]:
+    """The ownership record of the rich database's service: only such objects are its backups."""
+    return owned(cluster_identity(pg_cluster), "rich")
+
+
 def wait_for_list(page) -> None:
     expect(page.locator("#stored")).to_have_attribute("data-loaded", "true", timeout=SLOW_MS)
 
 
 @pytest.mark.parametrize("width", [1280, 390])
-def test_the_section_lists_backups_and_back_up_now_adds_a_row_with_its_hash(
+def test_the_section_lists_backups_and_back_up_now_adds_a_row_with_its_hash(ours,
         storage, rich_db, start_service, open_dashboard, width):
     client, bucket, env = storage
     seeded = {f"rich_backup_{stamp(timedelta(hours=h))}.sql.gz": None for h in (2, 26)}
     for name in seeded:
-        seeded[name] = seed_backup(client, bucket, f"rich/{name}")
+        seeded[name] = seed_backup(client, bucket, f"rich/{name}", owner=ours)
     service = start_service(DATABASE_URL=rich_db, BACKUP_SCHEDULE="0 3 * * *", BACKUP_RETENTION="last=7,daily=14",
                             **env)
     page = open_dashboard(service, width=width)
@@ -79,11 +85,11 @@ def test_the_section_lists_backups_and_back_up_now_adds_a_row_with_its_hash(
 
 
 @pytest.mark.parametrize("width", [1280, 390])
-def test_an_old_newest_backup_shows_as_a_warning(storage, rich_db, start_service, open_dashboard, width):
+def test_an_old_newest_backup_shows_as_a_warning(ours, storage, rich_db, start_service, open_dashboard, width):
     """A daily schedule and a newest backup 2 days 5 hours old: overdue (more than 1.5 intervals)."""
     client, bucket, env = storage
-    seed_backup(client, bucket, f"rich/rich_backup_{stamp(timedelta(days=2, hours=5))}.sql.gz")
-    seed_backup(client, bucket, f"rich/rich_backup_{stamp(timedelta(days=4, hours=1))}.sql.gz")
+    seed_backup(client, bucket, f"rich/rich_backup_{stamp(timedelta(days=2, hours=5))}.sql.gz", owner=ours)
+    seed_backup(client, bucket, f"rich/rich_backup_{stamp(timedelta(days=4, hours=1))}.sql.gz", owner=ours)
     service = start_service(DATABASE_URL=rich_db, BACKUP_SCHEDULE="0 3 * * *", **env)
     page = open_dashboard(service, width=width)
     wait_for_list(page)
@@ -117,10 +123,10 @@ def test_a_failed_run_is_told_in_words(s3, fault_proxy, rich_db, start_service, 
     shoot(page, "failed-390")
 
 
-def test_the_download_link_yields_the_object(storage, rich_db, start_service, open_dashboard, tmp_path):
+def test_the_download_link_yields_the_object(ours, storage, rich_db, start_service, open_dashboard, tmp_path):
     client, bucket, env = storage
     name = f"rich_backup_{stamp(timedelta(hours=5))}.sql.gz"
-    digest = seed_backup(client, bucket, f"rich/{name}")
+    digest = seed_backup(client, bucket, f"rich/{name}", owner=ours)
     service = start_service(DATABASE_URL=rich_db, **env)
     page = open_dashboard(service)
     wait_for_list(page)

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 
 from backup_svc.history.bucket import HistoryBucket
 from backup_svc.history.event import AUDIT, RunChain, parse_name
-from tests.s3support import FaultProxy, history_keys, object_keys, s3_env, seed_backup
+from tests.s3support import FaultProxy, cluster_identity, history_keys, object_keys, owned, s3_env, seed_backup
 from tests.support import LockedTable, basic, run_cli, wait_idle, wait_until
 
 PREFIX = "db/"
@@ -218,7 +218,7 @@ def seed_event(bucket: HistoryBucket, chain: RunChain, when: datetime, type_: st
 
 
 def test_history_retention_deletes_only_old_history_and_backup_retention_never_touches_history(
-        s3, moto_s3, rich_db):
+        s3, moto_s3, rich_db, pg_cluster):
     client, bucket = s3
     history = HistoryBucket(client, bucket, PREFIX)
     now = datetime.now(timezone.utc)
@@ -229,8 +229,8 @@ def test_history_retention_deletes_only_old_history_and_backup_retention_never_t
     stranger = f"{PREFIX}_history/2020/01/01/notes.txt"  # not an event: never deleted
     client.put_object(Bucket=bucket, Key=stranger, Body=b"mine")
     backups = [f"{PREFIX}rich_backup_{(now - timedelta(days=d)):%Y%m%d_%H%M%S}.sql.gz" for d in (100, 50, 2)]
-    for key in backups:
-        seed_backup(client, bucket, key)
+    for key in backups:  # the rich database's service's own (their ownership record), so retention may act
+        seed_backup(client, bucket, key, owner=owned(cluster_identity(pg_cluster), "rich"))
     env = {"DATABASE_URL": rich_db, **storage_env(moto_s3.endpoint, bucket), "BACKUP_HISTORY_DAYS": "30"}
 
     dry = run_cli("prune", "--dry-run", env=env)

@@ -30,7 +30,8 @@
   });
   var frame = null;
   // Stored backups and their download links share the audit trail with downloads (docs/api.md).
-  var OUTCOME_PREFIX = { "stored-backup": "to storage: ", "stored-download": "stored link: " };
+  var OUTCOME_PREFIX = { "stored-backup": "to storage: ", "stored-download": "stored link: ",
+                         "shrink-acknowledged": "shrink alarm acknowledged: " };
   var mine = null;      // the id of this page's running backup
   var ended = null;     // the id of this page's last backup, which may hold its slot a moment longer
   var shown = 0;        // the highest percent shown for it: the bar never moves back
