@@ -68,6 +68,7 @@ def local_environment(guide: dict[str, str], *, db_url: str, bucket: str, endpoi
         "NOTIFY_EMAIL_FROM": "backups@example.com",
         "NOTIFY_WEBHOOK_URL": hook_url,
         "LINK_SECRET": "",  # optional in the guide; left out
+        "RESTORE_TOKEN": "",  # optional in the guide (#30): without it only the browser login restores
     }
     assert literal(guide["BACKUP_SCHEDULE"]) == "0 3 * * *"
     assert set(env) == set(guide), set(env) ^ set(guide)  # every row of the table, nothing else
