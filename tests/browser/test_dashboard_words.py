@@ -15,7 +15,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.conftest import ARTIFACTS
-from tests.s3support import object_keys, s3_env, seed_backup
+from tests.s3support import cluster_identity, object_keys, owned, s3_env, seed_backup
 from tests.support import wait_until
 
 SLOW_MS = 60_000
@@ -41,13 +41,14 @@ def is_listing(method: str, path: str, query: dict) -> bool:
 @pytest.mark.parametrize("width", WIDTHS)
 def test_while_the_bucket_is_read_the_box_is_neutral_not_green(s3, fault_proxy, rich_db, start_service,
                                                               open_dashboard, width):
-    """The proxy holds every listing for 3 s: the page shows "Reading the bucket…" in a neutral box,
-    then the answer."""
+    """The proxy holds the first listing for 3 s: the page shows "Reading the bucket…" in a neutral box,
+    then the answer. (The status now lists several prefixes — backups, history, holds — so holding every
+    listing 3 s would add up past the storage deadline and end in "Storage unreachable".)"""
     _, bucket = s3
     proxy, _ = fault_proxy
     service = start_service(DATABASE_URL=rich_db, BACKUP_STORAGE_URL=f"s3://{bucket}/rich/",
                             **s3_env(proxy.endpoint))
-    proxy.add(is_listing, ["slow:3"], repeat_last=True)
+    proxy.add(is_listing, ["slow:3"])
     page = open_dashboard(service, width=width)
     box = page.locator("#stored-freshness")
     expect(page.locator("#stored-age")).to_have_text("Reading the bucket…")
@@ -60,11 +61,12 @@ def test_while_the_bucket_is_read_the_box_is_neutral_not_green(s3, fault_proxy, 
     no_sideways_scroll(page, width)
 
 
-def test_the_loading_box_is_not_styled_as_success(s3, moto_s3, rich_db, start_service, open_dashboard):
+def test_the_loading_box_is_not_styled_as_success(s3, moto_s3, rich_db, pg_cluster, start_service, open_dashboard):
     """Computed colours: the loading box has the neutral panel's background, a fresh backup's box the
     success colour — so "Reading the bucket…" can never look like good news."""
     client, bucket = s3
-    seed_backup(client, bucket, f"rich/rich_backup_{datetime.now(timezone.utc) - timedelta(hours=1):%Y%m%d_%H%M%S}.sql.gz")
+    seed_backup(client, bucket, f"rich/rich_backup_{datetime.now(timezone.utc) - timedelta(hours=1):%Y%m%d_%H%M%S}.sql.gz",
+                owner=owned(cluster_identity(pg_cluster), "rich"))
     service = start_service(DATABASE_URL=rich_db, BACKUP_STORAGE_URL=f"s3://{bucket}/rich/", **s3_env(moto_s3.endpoint))
     page = open_dashboard(service, width=1280)
     expect(page.locator("#stored")).to_have_attribute("data-loaded", "true", timeout=SLOW_MS)
@@ -140,13 +142,14 @@ def test_a_database_refusing_connections_is_not_called_unreachable(pg_cluster, s
 
 
 @pytest.mark.parametrize("width", WIDTHS)
-def test_stored_backups_show_real_names_and_the_restore_command_comes_first(s3, moto_s3, rich_db, start_service,
-                                                                           open_dashboard, width):
+def test_stored_backups_show_real_names_and_the_restore_command_comes_first(s3, moto_s3, rich_db, pg_cluster,
+                                                                           start_service, open_dashboard, width):
     client, bucket = s3
     now = datetime.now(timezone.utc)
     names = [f"rich_backup_{now - timedelta(hours=h):%Y%m%d_%H%M%S}.sql.gz" for h in (3, 27)]
     for name in names:
-        seed_backup(client, bucket, f"rich/{name}")
+        # With the ownership record (#21): without it an object is not this service's backup.
+        seed_backup(client, bucket, f"rich/{name}", owner=owned(cluster_identity(pg_cluster), "rich"))
     service = start_service(DATABASE_URL=rich_db, BACKUP_STORAGE_URL=f"s3://{bucket}/rich/",
                             BACKUP_SCHEDULE="0 3 * * *", **s3_env(moto_s3.endpoint))
     page = open_dashboard(service, width=width)
