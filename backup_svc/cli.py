@@ -133,10 +133,12 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"draining: warning — {warning}")
     for line in (settings.notify.describe() if settings.notify else []):
         print(f"notifications: {line}")
+    from backup_svc.crypto.settings import check_lines as encryption_check_lines
     from backup_svc.storage.commands import storage_check_lines
 
     storage_lines, storage_ok = storage_check_lines(settings)
     print("\n".join(storage_lines))
+    print("\n".join(encryption_check_lines(settings.encryption)))
     ok = ok and storage_ok
     installed = find_binaries("pg_dump", settings.pg_bin_dirs)
     print("pg_dump installed: " + (", ".join(f"{b.version} ({b.path})" for b in installed) or "none"))
@@ -161,12 +163,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
         from backup_svc.storage.from_bucket import verify_stored
 
         return verify_stored(args.file)
+    from backup_svc.crypto.settings import reading_opener
     from backup_svc.files.reader import BadBackup
     from backup_svc.files.verify import verify_file
 
     try:
-        report = verify_file(args.file)
-    except BadBackup as exc:
+        report = verify_file(args.file, reading_opener(args.file, None, os.environ))
+    except (BadBackup, ValueError) as exc:
         print(f"backup_svc: verify failed: {args.file}: {exc}", file=sys.stderr)
         return 1
     print("\n".join(report.lines()))
@@ -179,6 +182,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
         from backup_svc.storage.from_bucket import restore_stored
 
         return restore_stored(args)
+    from backup_svc.crypto.settings import reading_opener
     from backup_svc.files.psqlfeed import RestoreFailed
     from backup_svc.files.reader import BadBackup
     from backup_svc.files.restore import restore_file
@@ -188,8 +192,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
     try:
         report = restore_file(args.file, args.target_url, bin_dirs=pg_bin_dirs(os.environ), force=args.force,
-                              create=args.create, say=say)
-    except BadBackup as exc:
+                              create=args.create, say=say, opener=reading_opener(args.file, None, os.environ))
+    except (BadBackup, ValueError) as exc:
         print(f"backup_svc: restore refused: {args.file}: {exc}; nothing was restored", file=sys.stderr)
         return 1
     except RestoreFailed as exc:

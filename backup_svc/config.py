@@ -9,6 +9,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 from .draining import RAILWAY_MARKERS, Draining
 from .draining import VARIABLE as DRAINING_VARIABLE
+from backup_svc.crypto.settings import EncryptionSettings, encryption_settings
 from backup_svc.notify.settings import NotifySettings, notify_settings
 from backup_svc.storage.settings import StorageSettings, storage_settings
 
@@ -184,6 +185,8 @@ class Settings:
     storage: StorageSettings | None = None
     # Notifications and restore drills (SMTP_URL, NOTIFY_*, HEARTBEAT_URL, RESTORE_DRILL_URL); None: none set up.
     notify: NotifySettings | None = None
+    # age encryption (BACKUP_AGE_RECIPIENTS, BACKUP_AGE_IDENTITY): stored backups encrypted when recipients are set.
+    encryption: EncryptionSettings = field(default_factory=EncryptionSettings)
 
     @property
     def grace_s(self) -> int:
@@ -223,6 +226,7 @@ class Settings:
         bin_dirs = pg_bin_dirs(env)
         storage = storage_settings(env, problems)
         notify = notify_settings(env, problems, source=conn)
+        encryption = encryption_settings(env, problems)
 
         if problems:
             raise ConfigError(problems)
@@ -239,6 +243,7 @@ class Settings:
             draining=draining,
             storage=storage,
             notify=notify,
+            encryption=encryption,
             **numbers,
         )
 

@@ -135,7 +135,13 @@ def _drill_file(path: str) -> int:
         return _refuse([NO_DRILL_URL])
     if not os.path.isfile(path):
         return _refuse([f"{path}: no such file"])
-    report = run_drill(path, os.path.basename(path), settings.drill, source=source,
+    from backup_svc.crypto.settings import reading_opener
+
+    try:
+        opener = reading_opener(path, None, os.environ)  # an age file: decrypted with BACKUP_AGE_IDENTITY
+    except ValueError as exc:
+        return _refuse([str(exc)])
+    report = run_drill(path, os.path.basename(path), settings.drill, source=source, opener=opener,
                        bin_dirs=pg_bin_dirs(os.environ), say=_say)
     return _finish(report, settings, _database_name(source))
 

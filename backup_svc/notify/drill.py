@@ -20,6 +20,7 @@ import psycopg
 from psycopg import sql
 
 from backup_svc.config import ConnInfo
+from backup_svc.crypto.stream import IdentityNeeded, WrongIdentity
 from backup_svc.files.psqlfeed import RestoreFailed, psql_command, stream_into_psql
 from backup_svc.files.reader import BackupReader, BadBackup
 from backup_svc.files.restore import choose_psql, create_database, inspect_target
@@ -213,7 +214,9 @@ def run_drill(path: str, name: str, drill: ConnInfo, *, source: ConnInfo | None 
     except (DrillRefused, RestoreFailed) as exc:
         report.error = scrub(str(exc), secret)
     except BadBackup as exc:
-        report.error = f"the backup is damaged: {exc}"
+        # an encrypted backup without (the right) key is not damaged: say what is missing
+        keyless = isinstance(exc.__cause__, (IdentityNeeded, WrongIdentity))
+        report.error = f"the drill needs the private key: {exc}" if keyless else f"the backup is damaged: {exc}"
     except psycopg.Error as exc:
         report.error = f"database error during the drill: {scrub(error_lines(str(exc)), secret)}"
     except Exception as exc:  # e.g. storage failing mid-read: a drill reports, it never raises

@@ -91,6 +91,7 @@ def reporting(reporter: Reporter, settings: Settings, name: str, *,
 def drill_stored_object(settings: Settings, bucket: str, key: str, *, client=None,
                         say: Callable[[str], None] = lambda _: None) -> DrillReport:
     """Drill `s3://bucket/key`: the object is streamed (no temp file), its metadata gives the row counts."""
+    from backup_svc.crypto.stream import decrypting_opener
     from backup_svc.storage.client import make_client
     from backup_svc.storage.reader import open_object
 
@@ -107,6 +108,8 @@ def drill_stored_object(settings: Settings, bucket: str, key: str, *, client=Non
     def opener():
         return opened.pop() if opened else open_object(client, bucket, key)
 
+    # an age-encrypted object is decrypted with BACKUP_AGE_IDENTITY; without it the drill says it needs it
+    opener = decrypting_opener(url, opener, settings.encryption.identities)
     return run_drill(url, key.rsplit("/", 1)[-1], settings.notify.drill, source=settings.conn, opener=opener,
                      size=first.size, metadata=first.metadata, bin_dirs=settings.pg_bin_dirs,
                      timeout_s=settings.connect_timeout_s, say=say)

@@ -75,7 +75,7 @@ def cmd_upload(args: argparse.Namespace) -> int:
     # Notifications of the outcome (NOTIFY_*, SMTP_URL, HEARTBEAT_URL) go out in the background and
     # are waited for, within their time bound, before the command exits.
     reporter = reporter_for(settings)
-    name = backup_filename(settings.backup_name)
+    name = backup_filename(settings.backup_name, encrypted=settings.encryption.encrypts)
     try:
         with reporting(reporter, settings, name, drill_after=False) as outcome:
             result = take_stored_backup(settings, settings.storage, name=name)
@@ -136,7 +136,8 @@ def _drill_after_upload(reporter, settings: Settings, stored) -> None:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    """List this service's stored backups, newest first: name, size, time (UTC), sha256."""
+    """List this service's stored backups, newest first: name, size, time (UTC), sha256, encryption."""
+    from backup_svc.crypto.labels import describe
     from backup_svc.storage.client import StorageError, make_client
     from backup_svc.storage.listing import list_backups
     from backup_svc.storage.location import BackupNames
@@ -153,7 +154,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         return 1
     _say(f"{len(backups)} stored backup{'s' if len(backups) != 1 else ''} in {storage.location.url}, newest first")
     for backup in backups:
-        print(f"{backup.name}  {backup.size:>14}  {backup.time:%Y-%m-%dT%H:%M:%SZ}  {backup.sha256 or '-'}")
+        print(f"{backup.name}  {backup.size:>14}  {backup.time:%Y-%m-%dT%H:%M:%SZ}  {backup.sha256 or '-'}  "
+              f"{describe(backup.name, backup.metadata)}")
     return 0
 
 

@@ -17,6 +17,7 @@ class StoredBackup:
     size: int
     time: datetime
     sha256: str | None = None  # from the object's metadata; None when not asked for (or missing)
+    metadata: dict[str, str] | None = None  # the object's user metadata, when read (with_sha256)
 
 
 def list_backups(client, location: StorageLocation, names: BackupNames, *, with_sha256: bool = False,
@@ -52,4 +53,4 @@ def _with_sha256(client, location: StorageLocation, backup: StoredBackup, retry:
     head = with_retries(f"reading the metadata of {backup.key}",
                         lambda: client.head_object(Bucket=location.bucket, Key=backup.key), retry)
     return StoredBackup(name=backup.name, key=backup.key, size=backup.size, time=backup.time,
-                        sha256=head.get("Metadata", {}).get("sha256"))
+                        sha256=head.get("Metadata", {}).get("sha256"), metadata=dict(head.get("Metadata", {})))

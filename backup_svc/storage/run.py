@@ -9,6 +9,8 @@ import time
 from dataclasses import dataclass, field
 
 from backup_svc.config import Settings, StorageSettings
+from backup_svc.crypto.labels import recipients_metadata
+from backup_svc.crypto.stream import AgeEncryptor, is_encrypted_name
 from backup_svc.dump.backup import backup_filename, write_backup
 from backup_svc.dump.pipeline import DumpProgress
 from backup_svc.notify.rowcount import counts_metadata
@@ -38,9 +40,10 @@ class StoredBackupResult:
 
 @dataclass
 class _CancellableSink:
-    """Passes bytes to the upload; raises StoredBackupCancelled once `cancel` is set."""
+    """Passes bytes to the upload (or the encryptor in front of it); raises StoredBackupCancelled once
+    `cancel` is set."""
 
-    upload: MultipartUpload
+    upload: MultipartUpload | AgeEncryptor
     cancel: threading.Event = field(default_factory=threading.Event)
 
     def write(self, data: bytes) -> int:
@@ -69,25 +72,34 @@ def take_stored_backup(settings: Settings, storage: StorageSettings, *, name: st
     client = client if client is not None else make_client(storage.client_env)
     started = time.monotonic()
     with StoredBackupLock(settings.conn, destination_of(settings, storage), timeout_s=settings.connect_timeout_s):
-        name = name or backup_filename(settings.backup_name)
+        recipients = settings.encryption.recipients
+        name = name or backup_filename(settings.backup_name, encrypted=bool(recipients))
+        if is_encrypted_name(name) != bool(recipients):  # the name must say what the bytes are
+            raise ValueError(f"{name}: a stored backup is named ….sql.gz.age exactly when it is encrypted")
         key = storage.location.key(name)
         metadata = {"backup-name": settings.backup_name}
+        if recipients:
+            metadata.update(recipients_metadata(recipients))
         with MultipartUpload(client, storage.location.bucket, key, metadata=metadata, retry=retry) as upload:
-            sink = _CancellableSink(upload, cancel or threading.Event())
-            # count_rows: each table's rows go into the metadata, for restore drills to check against.
-            written = write_backup(settings, sink, application_name=application_name, progress=progress,
-                                   count_rows=True)
-            # write_backup returned: pg_dump exited 0 and its output ended with the completion line.
-            if written.sha256 != upload.sha256 or written.gzip_bytes != upload.size:
+            # With recipients, the only sink the dump ever sees is the encryptor: no path writes cleartext.
+            encryptor = AgeEncryptor(upload, recipients) if recipients else None
+            try:
+                sink = _CancellableSink(encryptor or upload, cancel or threading.Event())
+                # count_rows: each table's rows go into the metadata, for restore drills to check against.
+                written = write_backup(settings, sink, application_name=application_name, progress=progress,
+                                       count_rows=not recipients)
+                # write_backup returned: pg_dump exited 0 and its output ended with the completion line.
+                if encryptor is not None:
+                    encryptor.finish()
+            finally:
+                if encryptor is not None:
+                    encryptor.abort()
+            plain_sha256, plain_size = ((encryptor.plain_sha256, encryptor.plain_bytes) if encryptor
+                                        else (upload.sha256, upload.size))
+            if written.sha256 != plain_sha256 or written.gzip_bytes != plain_size:
                 raise StorageError("the bytes uploaded differ from the bytes the dump produced")
-            stored = upload.complete({
-                "database": written.facts.database,
-                "server-version": written.facts.version,
-                "pg-dump-version": written.pg_dump.version,
-                "sql-bytes": str(written.sql_bytes),
-                "duration-s": f"{time.monotonic() - started:.1f}",
-                **counts_metadata(written.table_rows or {}),
-            })
+            stored = upload.complete(_completion_metadata(written, time.monotonic() - started,
+                                                          encrypted=bool(recipients)))
         log.info("stored %s: %d bytes, sha256 %s", key, stored.size, stored.sha256)
         result = StoredBackupResult(stored=stored, seconds=time.monotonic() - started, sql_bytes=written.sql_bytes)
         if storage.retention is not None:
@@ -101,3 +113,19 @@ def take_stored_backup(settings: Settings, storage: StorageSettings, *, name: st
             if result.retention_error:
                 log.error("retention after %s failed: %s", name, result.retention_error)
     return result
+
+
+def _completion_metadata(written, seconds: float, *, encrypted: bool) -> dict[str, str]:
+    """What the object's metadata records once it is complete. An encrypted object gets nothing read from
+    the database's contents (no SQL size, no table names or row counts): drills count its rows from the
+    decrypted SQL instead."""
+    metadata = {
+        "database": written.facts.database,
+        "server-version": written.facts.version,
+        "pg-dump-version": written.pg_dump.version,
+        "duration-s": f"{seconds:.1f}",
+    }
+    if not encrypted:
+        metadata["sql-bytes"] = str(written.sql_bytes)
+        metadata.update(counts_metadata(written.table_rows or {}))
+    return metadata

@@ -111,7 +111,7 @@ class StoredBackups:
     def run_once(self) -> str:
         """Take one stored backup when a dump slot is free; return its outcome (also audited and logged)."""
         started = time.time()
-        name = backup_filename(self.state.settings.backup_name)
+        name = backup_filename(self.state.settings.backup_name, encrypted=self.state.settings.encryption.encrypts)
         record = self._wait_for_slot(name)
         if record is None:
             from backup_svc.notify.common import BACKUP, FAILED, Event, now
@@ -127,7 +127,7 @@ class StoredBackups:
     def start_now(self, actor: str, facts: dict, backup_id: str | None = None) -> BackupRecord | None:
         """Start a stored backup in the background; its record (progress under its id), or None when
         any dump or upload is running. BackupIdInUse for a taken `backup_id`."""
-        name = backup_filename(self.state.settings.backup_name)
+        name = backup_filename(self.state.settings.backup_name, encrypted=self.state.settings.encryption.encrypts)
         record = self.state.registry.try_begin(name, actor, backup_id, alone=True, destination="storage")
         if record is None:
             return None
