@@ -244,3 +244,19 @@ def test_check_says_whether_encryption_is_on_and_the_identity_matches(rich_db, k
     off = run_cli("check", env={"DATABASE_URL": rich_db, "ADMIN_TOKEN": "t" * 20})
     assert "encryption: off" in off.stdout
     assert keys["age"].read_text().split("\n")[2] not in matching.stdout + other.stdout  # never the secret
+
+
+def test_a_drill_decrypts_with_the_identity_and_says_plainly_when_it_has_none(s3, moto_s3, rich_db, pg_cluster,
+                                                                              keys):
+    """`upload` with RESTORE_DRILL_URL drills the new encrypted object: with the identity its rows are counted
+    from the decrypted SQL and match; without one the drill fails saying it needs the private key."""
+    client, bucket = s3
+    env = storage_env(moto_s3.endpoint, bucket, rich_db, BACKUP_AGE_RECIPIENTS=keys["age_public"],
+                      RESTORE_DRILL_URL=pg_cluster.url("postgres"))
+    done = run_cli("upload", env={**env, "BACKUP_AGE_IDENTITY": str(keys["age"])})
+    assert done.returncode == 0, done.stderr
+    assert "restore drill ok" in done.stderr and "the backup's own COPY data" in done.stderr
+    keyless = run_cli("drill", env=env)
+    assert keyless.returncode == 1
+    assert "the drill needs the private key" in keyless.stderr and "BACKUP_AGE_IDENTITY" in keyless.stderr
+    assert "damaged" not in keyless.stderr
