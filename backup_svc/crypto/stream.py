@@ -389,3 +389,30 @@ def decrypting_opener(path: str, opener: Callable[[], BinaryIO] | None,
         return DecryptingReader(raw, identities, name=path)
 
     return open_maybe_decrypting
+
+
+class EncryptedChunks:
+    """Iterate the age encryption of `chunks` (as `encrypt_chunks`), with a `close()` that stops the
+    encryptor whether or not iteration ever started, and `sha256` / `size` of what was yielded."""
+
+    def __init__(self, chunks: Iterable[bytes], recipients: Iterable[Recipient]):
+        self._chunks = chunks
+        self._recipients = list(recipients)
+        self._generator: Iterator[bytes] | None = None
+        self._sha256 = hashlib.sha256()
+        self.size = 0
+
+    @property
+    def sha256(self) -> str:
+        return self._sha256.hexdigest()
+
+    def __iter__(self) -> Iterator[bytes]:
+        self._generator = encrypt_chunks(self._chunks, self._recipients)
+        for piece in self._generator:
+            self._sha256.update(piece)
+            self.size += len(piece)
+            yield piece
+
+    def close(self) -> None:
+        if self._generator is not None:
+            self._generator.close()

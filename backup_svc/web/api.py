@@ -13,6 +13,7 @@ from urllib.parse import quote
 from flask import Blueprint, Response, jsonify, request
 from werkzeug.wsgi import ClosingIterator
 
+from backup_svc.crypto.stream import EncryptedChunks
 from backup_svc.dump.backup import backup_filename, open_dump
 from backup_svc.dump.compression import compressor_name
 from backup_svc.dump.pipeline import DumpBroken, DumpInterrupted, DumpProgress, GzipDump
@@ -60,20 +61,25 @@ class StreamingBackup:
     Whatever fails — the dump, this code, the server — the slot is freed and the attempt audited.
     """
 
-    def __init__(self, dump: GzipDump, record: BackupRecord, service: BackupService, facts: dict):
+    def __init__(self, dump: GzipDump, record: BackupRecord, service: BackupService, facts: dict,
+                 recipients: tuple = ()):
         self.dump = dump
         self.record = record
         self.service = service
         self.facts = facts  # client and user agent, read while the request was live
+        # ?encrypt=age: the gzip stream goes through age on its way out (crypto.stream.encrypt_chunks)
+        self.chunks = EncryptedChunks(dump, recipients) if recipients else dump
         self._closed = False
 
     def __iter__(self):
         meter = self.record.meter
         try:
-            for chunk in self.dump:
+            for chunk in self.chunks:
                 meter.handing(len(chunk))
                 yield chunk
                 meter.wrote(len(chunk))  # the server's write returned: the chunk is in the socket
+            if isinstance(self.chunks, EncryptedChunks):
+                self.record.progress.sha256 = self.chunks.sha256  # the file's (age), not the gzip's inside it
             # Every chunk is written; "done" waits until the client has acknowledged them all, since
             # the kernel's buffers hold megabytes the client may never get.
             if not meter.drain():
@@ -106,6 +112,8 @@ class StreamingBackup:
         self._closed = True
         self.record.meter.close()
         try:
+            if self.chunks is not self.dump:
+                self.chunks.close()
             self.dump.close()
         except BaseException:
             log.exception("backup %s: stopping pg_dump failed", self.record.id)
@@ -195,10 +203,12 @@ def _download_headers(filename: str) -> dict[str, str]:
 @auth.login_required
 @starts_dump
 def backup():
-    """Stream a gzip-compressed plain-SQL dump of the whole database."""
+    """Stream a gzip-compressed plain-SQL dump of the whole database (`?encrypt=age`: age-encrypted)."""
     state = service()
-    filename = backup_filename(state.settings.backup_name)
+    recipients = _recipients_asked_for(state)
+    filename = backup_filename(state.settings.backup_name, encrypted=bool(recipients))
     headers = _download_headers(filename)
+    content_type = "application/octet-stream" if recipients else "application/gzip"
     actor, facts, started = current_actor(), request_facts(), time.time()
     audit = state.audit
 
@@ -217,7 +227,7 @@ def backup():
     if request.method == "HEAD":
         # No dump, so no X-Backup-Id; and no `Content-Length: 0`, which would claim an empty backup
         # (a GET's length is unknown: it is chunked).
-        response = Response(status=200, headers=headers, content_type="application/gzip")
+        response = Response(status=200, headers=headers, content_type=content_type)
         response.automatically_set_content_length = False
         return response
 
@@ -259,11 +269,24 @@ def backup():
                      error=message, **facts)
         raise
     record.meter = SendMeter(request.environ.get("gunicorn.socket"))
-    body = StreamingBackup(dump, record, state, facts)
+    body = StreamingBackup(dump, record, state, facts, recipients)
     request.environ[UNSENT_BODY] = body  # from here on, a failure anywhere closes the body
-    response = Response(body, status=200, headers=headers, content_type="application/gzip")
+    response = Response(body, status=200, headers=headers, content_type=content_type)
     response.headers["X-Backup-Id"] = record.id
     return response
+
+
+def _recipients_asked_for(state: BackupService) -> tuple:
+    """BACKUP_AGE_RECIPIENTS when the request says `?encrypt=age`; () without `encrypt`; 400 otherwise."""
+    asked = request.args.get("encrypt")
+    if asked is None:
+        return ()
+    if asked != "age":
+        api_abort(400, "encrypt takes one value, age (the file is then age-encrypted to BACKUP_AGE_RECIPIENTS).")
+    recipients = state.settings.encryption.recipients
+    if not recipients:
+        api_abort(400, "encrypt=age needs BACKUP_AGE_RECIPIENTS (the public keys to encrypt to); it is not set.")
+    return recipients
 
 
 @bp.get("/backups/<backup_id>")
