@@ -305,7 +305,7 @@ class DecryptingReader(io.RawIOBase):
             if item is _EOF:
                 self._ended = True
                 if self._error is not None:
-                    raise _decryption_failed(self._error, self.name)
+                    raise _decryption_failed(self._error)
                 return 0
             self._chunk = memoryview(item)
         n = min(len(buffer), len(self._chunk))
@@ -357,12 +357,12 @@ class _Batch:
             self.reader._put(piece)
 
 
-def _decryption_failed(exc: BaseException, name: str) -> DecryptionFailed:
+def _decryption_failed(exc: BaseException) -> DecryptionFailed:
     reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if "No matching keys" in reason:
-        return WrongIdentity(f"{name} is encrypted to other keys: BACKUP_AGE_IDENTITY matches none of its "
-                                f"recipients (wrong or rotated key?)")
-    failed = DecryptionFailed(f"{name} does not decrypt to intact data: {reason} (altered or truncated)")
+        return WrongIdentity("it is encrypted to other keys: BACKUP_AGE_IDENTITY matches none of its recipients "
+                             "(a wrong or rotated key?)")
+    failed = DecryptionFailed(f"it does not decrypt to intact data: {reason} (altered or truncated)")
     failed.__cause__ = exc
     return failed
 
@@ -384,8 +384,8 @@ def decrypting_opener(path: str, opener: Callable[[], BinaryIO] | None,
             return raw
         if not identities:
             raw.close()
-            raise IdentityNeeded(f"{path} is encrypted with age: set BACKUP_AGE_IDENTITY to the private key (a "
-                                 f"key file's path or the AGE-SECRET-KEY-1… value) to read it")
+            raise IdentityNeeded("it is encrypted with age: set BACKUP_AGE_IDENTITY to the private key (a key "
+                                 "file's path or the AGE-SECRET-KEY-1… value) to read it")
         return DecryptingReader(raw, identities, name=path)
 
     return open_maybe_decrypting
