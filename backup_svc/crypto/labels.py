@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Iterable, Mapping
 
+from .common import is_encrypted_name
 from .keys import Recipient
-from .stream import is_encrypted_name
 
 ENCRYPTION = "encryption"
 RECIPIENTS = "age-recipients"

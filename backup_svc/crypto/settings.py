@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import BinaryIO, Callable, Mapping
 
+from .decrypt import decrypting_opener
 from .keys import BadKey, Identity, Recipient, load_identities, parse_recipients
-from .stream import decrypting_opener
 
 RECIPIENTS = "BACKUP_AGE_RECIPIENTS"
 IDENTITY = "BACKUP_AGE_IDENTITY"
@@ -86,5 +86,5 @@ def check_lines(encryption: EncryptionSettings) -> list[str]:
         lines.append(f"identity: warning — {IDENTITY} matches none of {RECIPIENTS}: it can read older backups "
                      f"made for it, but not the new ones (restores and drills of those will fail)")
     else:
-        lines.append(f"identity: set — it decrypts age-encrypted backups made elsewhere")
+        lines.append("identity: set — it decrypts age-encrypted backups made elsewhere")
     return lines

@@ -12,7 +12,8 @@ import zlib
 from dataclasses import dataclass
 from typing import BinaryIO, Callable, Iterator
 
-from backup_svc.crypto.stream import AGE_MAGIC, DecryptingReader, DecryptionFailed
+from backup_svc.crypto.common import AGE_MAGIC, DecryptionFailed
+from backup_svc.crypto.decrypt import DecryptingReader
 
 # 1 MiB of SQL at a time: large enough that the per-chunk Python work is negligible, small enough
 # that memory stays flat however big the file is.
@@ -61,7 +62,7 @@ class BackupReader:
 
     After a full iteration, `size` and `sha256` describe the file's bytes (what was downloaded or
     stored: for an age-encrypted backup, the encrypted bytes). An age file is read only through an
-    opener from `crypto.stream.decrypting_opener`, which decrypts it as it goes.
+    opener from `crypto.decrypt.decrypting_opener`, which decrypts it as it goes.
     """
 
     def __init__(self, path: str, opener: Callable[[], BinaryIO] | None = None):

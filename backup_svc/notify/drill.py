@@ -20,7 +20,7 @@ import psycopg
 from psycopg import sql
 
 from backup_svc.config import ConnInfo
-from backup_svc.crypto.stream import IdentityNeeded, WrongIdentity
+from backup_svc.crypto.common import IdentityNeeded, WrongIdentity
 from backup_svc.files.psqlfeed import RestoreFailed, psql_command, stream_into_psql
 from backup_svc.files.reader import BackupReader, BadBackup
 from backup_svc.files.restore import choose_psql, create_database, inspect_target

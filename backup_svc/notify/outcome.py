@@ -91,7 +91,7 @@ def reporting(reporter: Reporter, settings: Settings, name: str, *,
 def drill_stored_object(settings: Settings, bucket: str, key: str, *, client=None,
                         say: Callable[[str], None] = lambda _: None) -> DrillReport:
     """Drill `s3://bucket/key`: the object is streamed (no temp file), its metadata gives the row counts."""
-    from backup_svc.crypto.stream import decrypting_opener
+    from backup_svc.crypto.decrypt import decrypting_opener
     from backup_svc.storage.client import make_client
     from backup_svc.storage.reader import open_object
 

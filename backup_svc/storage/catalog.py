@@ -11,6 +11,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from backup_svc.crypto.labels import describe, recipient_labels
 from backup_svc.timefmt import iso_utc
 
 from .client import RetryPolicy, error_code, with_retries
@@ -31,13 +32,17 @@ class CatalogEntry:
     pg_dump_version: str | None
     sql_bytes: int | None
     duration_s: float | None
+    # age encryption (crypto/labels.py): whether the object is encrypted, and the keys it was encrypted to
+    encrypted: bool = False
+    recipients: tuple[str, ...] = ()
 
     def as_json(self) -> dict:
         """The entry as `GET /api/v1/stored` lists it (docs/api.md)."""
         b = self.backup
         return {"name": b.name, "size": b.size, "time": iso_utc(b.time.timestamp()), "sha256": self.sha256,
                 "server_version": self.server_version, "pg_dump_version": self.pg_dump_version,
-                "sql_bytes": self.sql_bytes, "duration_s": self.duration_s}
+                "sql_bytes": self.sql_bytes, "duration_s": self.duration_s, "encrypted": self.encrypted,
+                "recipients": list(self.recipients)}
 
 
 def _number(text: str | None, kind):
@@ -52,7 +57,9 @@ def entry_from_metadata(backup: StoredBackup, metadata: dict[str, str]) -> Catal
     return CatalogEntry(backup=backup, sha256=metadata.get("sha256"), server_version=metadata.get("server-version"),
                         pg_dump_version=metadata.get("pg-dump-version"),
                         sql_bytes=_number(metadata.get("sql-bytes"), int),
-                        duration_s=_number(metadata.get("duration-s"), float))
+                        duration_s=_number(metadata.get("duration-s"), float),
+                        encrypted=describe(backup.name, metadata) != "plain",
+                        recipients=tuple(recipient_labels(metadata)))
 
 
 class StoredCatalog:

@@ -9,8 +9,9 @@ import time
 from dataclasses import dataclass, field
 
 from backup_svc.config import Settings, StorageSettings
+from backup_svc.crypto.common import is_encrypted_name
+from backup_svc.crypto.encrypt import AgeEncryptor
 from backup_svc.crypto.labels import recipients_metadata
-from backup_svc.crypto.stream import AgeEncryptor, is_encrypted_name
 from backup_svc.dump.backup import backup_filename, write_backup
 from backup_svc.dump.pipeline import DumpProgress
 from backup_svc.notify.rowcount import counts_metadata
@@ -100,6 +101,8 @@ def take_stored_backup(settings: Settings, storage: StorageSettings, *, name: st
                 raise StorageError("the bytes uploaded differ from the bytes the dump produced")
             stored = upload.complete(_completion_metadata(written, time.monotonic() - started,
                                                           encrypted=bool(recipients)))
+            if recipients and progress is not None:
+                progress.sha256 = stored.sha256  # the stored (age) bytes', as the listing shows it
         log.info("stored %s: %d bytes, sha256 %s", key, stored.size, stored.sha256)
         result = StoredBackupResult(stored=stored, seconds=time.monotonic() - started, sql_bytes=written.sql_bytes)
         if storage.retention is not None:

@@ -13,7 +13,7 @@ from urllib.parse import quote
 from flask import Blueprint, Response, jsonify, request
 from werkzeug.wsgi import ClosingIterator
 
-from backup_svc.crypto.stream import EncryptedChunks
+from backup_svc.crypto.encrypt import EncryptedChunks
 from backup_svc.dump.backup import backup_filename, open_dump
 from backup_svc.dump.compression import compressor_name
 from backup_svc.dump.pipeline import DumpBroken, DumpInterrupted, DumpProgress, GzipDump
@@ -67,7 +67,7 @@ class StreamingBackup:
         self.record = record
         self.service = service
         self.facts = facts  # client and user agent, read while the request was live
-        # ?encrypt=age: the gzip stream goes through age on its way out (crypto.stream.encrypt_chunks)
+        # ?encrypt=age: the gzip stream goes through age on its way out (crypto.encrypt)
         self.chunks = EncryptedChunks(dump, recipients) if recipients else dump
         self._closed = False
 

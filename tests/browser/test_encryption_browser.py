@@ -17,13 +17,10 @@ ARTIFACTS = REPO / "artifacts"  # gitignored: the screenshots to look at
 SLOW_MS = 60_000
 
 
-@pytest.fixture(scope="module")
-def age_key(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("age")
-    subprocess.run(["age-keygen", "-o", str(folder / "key.txt")], check=True, capture_output=True)
-    public = subprocess.run(["age-keygen", "-y", str(folder / "key.txt")], check=True, capture_output=True,
-                            text=True).stdout.strip()
-    return folder / "key.txt", public
+@pytest.fixture
+def age_key(age_keys):
+    """(the private key file, its public key)."""
+    return age_keys["age"], age_keys["age_public"]
 
 
 def test_the_encrypt_option_downloads_an_age_file_and_shows_its_restore_commands(start_service, rich_db,

@@ -12,13 +12,10 @@ import pytest
 from tests.support import restore, snapshot
 
 
-@pytest.fixture(scope="module")
-def age_key(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("age")
-    subprocess.run(["age-keygen", "-o", str(folder / "key.txt")], check=True, capture_output=True)
-    public = subprocess.run(["age-keygen", "-y", str(folder / "key.txt")], check=True, capture_output=True,
-                            text=True).stdout.strip()
-    return folder / "key.txt", public
+@pytest.fixture
+def age_key(age_keys):
+    """(the private key file, its public key)."""
+    return age_keys["age"], age_keys["age_public"]
 
 
 def test_an_encrypted_download_is_age_of_the_usual_gzip(start_service, rich_db, pg_cluster, age_key, tmp_path):
@@ -78,3 +75,38 @@ def test_a_dump_that_breaks_mid_stream_breaks_the_encrypted_transfer(start_servi
     assert out.read_bytes().startswith(b"age-encryption.org/v1\n")
     assert subprocess.run(["age", "-d", "-i", str(key), str(out)], capture_output=True).returncode != 0
     assert wait_until(lambda: "broken mid-stream" in service.log(), 5)
+
+
+def test_stored_backups_taken_by_the_service_are_encrypted_listed_and_linked_without_the_key(
+        start_service, s3, moto_s3, rich_db, age_key):
+    """`POST /api/v1/stored` on a service with recipients and no identity: the object is age, the list says
+    so and to which key, and the presigned link hands out the encrypted file (decrypted on a laptop)."""
+    import time
+    import urllib.request
+
+    from tests.s3support import object_keys, s3_env
+
+    key, public = age_key
+    client, bucket = s3
+    service = start_service(DATABASE_URL=rich_db, BACKUP_STORAGE_URL=f"s3://{bucket}/db/", BACKUP_AGE_RECIPIENTS=public,
+                            **s3_env(moto_s3.endpoint))
+    started = service.request("POST", "/api/v1/stored", service.auth())
+    assert started.status == 202, started.body
+    progress_url = started.json()["progress_url"]
+    deadline = time.monotonic() + 90
+    while (report := service.request("GET", progress_url, service.auth()).json())["state"] == "running":
+        assert time.monotonic() < deadline, report
+        time.sleep(0.2)
+    assert report["state"] == "done", report
+    (entry,) = service.request("GET", "/api/v1/stored", service.auth()).json()["backups"]
+    assert entry["name"].endswith(".sql.gz.age") and entry["name"] == report["filename"]
+    assert entry["encrypted"] is True and entry["recipients"] == [public] and entry["sql_bytes"] is None
+    assert entry["sha256"] == report["sha256"]
+    assert object_keys(client, bucket) == [f"db/{entry['name']}"]
+    link = service.request("GET", f"/api/v1/stored/{entry['name']}", service.auth())
+    assert link.status == 302
+    with urllib.request.urlopen(link.headers["Location"], timeout=30) as response:
+        body = response.read()
+    assert hashlib.sha256(body).hexdigest() == entry["sha256"] and body.startswith(b"age-encryption.org/v1\n")
+    plain = subprocess.run(["age", "-d", "-i", str(key)], input=body, capture_output=True)
+    assert plain.returncode == 0 and b"-- PostgreSQL database dump complete" in gzip.decompress(plain.stdout)

@@ -16,21 +16,9 @@ AGE_MAGIC = b"age-encryption.org/v1\n"
 MARKER = "cleartext-marker-7f3a9c"  # a row value that must never reach the bucket in the clear
 
 
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory):
-    """An age key pair (age-keygen) and an ssh-ed25519 and an ssh-rsa key pair (ssh-keygen), as files."""
-    folder = tmp_path_factory.mktemp("keys")
-    subprocess.run(["age-keygen", "-o", str(folder / "age.txt")], check=True, capture_output=True)
-    age_public = subprocess.run(["age-keygen", "-y", str(folder / "age.txt")], check=True, capture_output=True,
-                                text=True).stdout.strip()
-    for kind, extra in (("ed25519", []), ("rsa", ["-b", "2048"])):
-        subprocess.run(["ssh-keygen", "-q", "-t", kind, *extra, "-N", "", "-C", f"{kind}@test",
-                        "-f", str(folder / kind)], check=True)
-    subprocess.run(["age-keygen", "-o", str(folder / "other.txt")], check=True, capture_output=True)
-    return {"dir": folder, "age": folder / "age.txt", "age_public": age_public,
-            "ed25519": folder / "ed25519", "ed25519_public": (folder / "ed25519.pub").read_text().strip(),
-            "rsa": folder / "rsa", "rsa_public": (folder / "rsa.pub").read_text().strip(),
-            "other": folder / "other.txt"}
+@pytest.fixture
+def keys(age_keys):
+    return age_keys
 
 
 @pytest.fixture(scope="module")
@@ -163,7 +151,7 @@ def test_a_malformed_recipient_refuses_to_start(command, bad, s3, moto_s3, rich_
     done = run_cli(command, env=env)
     assert done.returncode != 0
     out = done.stdout + done.stderr
-    (line,) = [l for l in out.splitlines() if "BACKUP_AGE_RECIPIENTS" in l]
+    (line,) = [each for each in out.splitlines() if "BACKUP_AGE_RECIPIENTS" in each]
     if bad.startswith("AGE-SECRET"):
         assert "private key" in line and bad not in out  # never echoed
     else:

@@ -1,60 +1,21 @@
-"""age encryption and decryption as streams, with bounded memory and failures that surface.
-
-pyrage's `encrypt_io` / `decrypt_io` pull from a reader and push into a writer, releasing the GIL
-while they work; a backup is pushed chunk by chunk and restores pull it. So each side runs pyrage
-in one helper thread, joined to the caller by a small bounded queue: at most a few chunks in
-flight, and any error on either side is raised in the caller's thread.
-"""
+"""age encryption as a sink: the dump writes its gzip bytes in, the age file goes out to the upload (or a
+download), with bounded memory and every failure raised in the writer's thread."""
 from __future__ import annotations
 
 import hashlib
 import io
 import queue
 import threading
-from typing import BinaryIO, Callable, Iterable, Iterator, Protocol
+from typing import Iterable, Iterator, Protocol
 
 import pyrage
 
-from .keys import Identity, Recipient
-
-AGE_MAGIC = b"age-encryption.org/v1\n"
-ENCRYPTED_SUFFIX = ".age"
-# Chunks waiting between the caller and pyrage's thread: with the dump's ~64 KiB chunks, well under
-# a megabyte in flight.
-QUEUE_CHUNKS = 8
-# The decryptor hands on plaintext in pieces of at least this size (pyrage writes 8 KiB at a time).
-OUT_BATCH = 256 * 1024
-_POLL_S = 0.2
-_EOF = None
-
-
-class EncryptionFailed(Exception):
-    """Encrypting stopped (or produced something that is not age); nothing may be stored."""
-
-
-class DecryptionFailed(Exception):
-    """The bytes cannot be decrypted to intact plaintext (wrong key, truncated, altered); one-line message."""
-
-
-class IdentityNeeded(DecryptionFailed):
-    """The backup is age-encrypted and no identity was given."""
-
-
-class WrongIdentity(DecryptionFailed):
-    """The backup is age-encrypted to keys none of the given identities match."""
+from .common import AGE_MAGIC, EOF, POLL_S, QUEUE_CHUNKS, EncryptionFailed, Stopped
+from .keys import Recipient
 
 
 class Sink(Protocol):
     def write(self, data: bytes) -> int: ...
-
-
-def is_encrypted_name(name: str) -> bool:
-    """Whether a backup's name says it is age-encrypted (`….sql.gz.age`)."""
-    return name.endswith(ENCRYPTED_SUFFIX)
-
-
-class _Stopped(Exception):
-    pass
 
 
 class AgeEncryptor:
@@ -120,14 +81,14 @@ class AgeEncryptor:
         while True:
             self._raise_if_failed()
             try:
-                self._inbox.put(item, timeout=_POLL_S)
+                self._inbox.put(item, timeout=POLL_S)
                 return
             except queue.Full:
                 continue
 
     def finish(self) -> None:
         """End the age file and wait until all of it went downstream; EncryptionFailed if it did not."""
-        self._put(_EOF)
+        self._put(EOF)
         self._thread.join()
         self._raise_if_failed()
         if self._head != AGE_MAGIC:
@@ -178,12 +139,12 @@ class _QueueReader(io.RawIOBase):
             if self.ended:
                 return b""
             if self.stop.is_set():
-                raise _Stopped("encryption aborted")
+                raise Stopped("encryption aborted")
             try:
-                item = self.inbox.get(timeout=_POLL_S)
+                item = self.inbox.get(timeout=POLL_S)
             except queue.Empty:
                 continue
-            if item is _EOF:
+            if item is EOF:
                 self.ended = True
                 return b""
             self.chunk = memoryview(item)
@@ -239,156 +200,6 @@ def _drain(out: queue.SimpleQueue) -> Iterator[bytes]:
             break
     if pieces:
         yield b"".join(pieces)
-
-
-class DecryptingReader(io.RawIOBase):
-    """A read-only file of the plaintext inside an age file, decrypted as it is read.
-
-    Every 64 KiB chunk is authenticated before its bytes are handed on, and the end of the file is
-    authenticated too: a wrong key, an altered byte or a truncated file raises DecryptionFailed
-    (never a plausible-looking prefix that just ends). `stored_size` / `stored_sha256` describe the
-    encrypted bytes read (what is stored); closing early stops the helper thread.
-    """
-
-    def __init__(self, raw: BinaryIO, identities: Iterable[Identity], name: str = "the backup"):
-        super().__init__()
-        self.raw = raw
-        self.name = name
-        self.stored_size = 0
-        self._stored_sha256 = hashlib.sha256()
-        self._outbox: queue.Queue = queue.Queue(QUEUE_CHUNKS)
-        self._stop = threading.Event()
-        self._chunk = memoryview(b"")
-        self._ended = False
-        self._error: BaseException | None = None
-        keys = [i.key for i in identities]
-        self._thread = threading.Thread(target=self._run, args=(keys,), name="age-decrypt", daemon=True)
-        self._thread.start()
-
-    @property
-    def stored_sha256(self) -> str:
-        return self._stored_sha256.hexdigest()
-
-    def _run(self, keys) -> None:
-        batch = _Batch(self)
-        try:
-            pyrage.decrypt_io(_Hashing(self), batch, keys)
-            batch.flush()
-            self._put(_EOF)
-        except _Stopped:
-            pass
-        except BaseException as exc:
-            self._error = exc
-            try:
-                self._put(_EOF)
-            except _Stopped:
-                pass
-
-    def _put(self, item) -> None:
-        while True:
-            if self._stop.is_set():
-                raise _Stopped()
-            try:
-                self._outbox.put(item, timeout=_POLL_S)
-                return
-            except queue.Full:
-                continue
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        while not self._chunk:
-            if self._ended:
-                return 0
-            item = self._outbox.get()
-            if item is _EOF:
-                self._ended = True
-                if self._error is not None:
-                    raise _decryption_failed(self._error)
-                return 0
-            self._chunk = memoryview(item)
-        n = min(len(buffer), len(self._chunk))
-        buffer[:n] = self._chunk[:n]
-        self._chunk = self._chunk[n:]
-        return n
-
-    def close(self) -> None:
-        if not self.closed:
-            self._stop.set()
-            self._thread.join()
-            try:
-                self.raw.close()
-            finally:
-                super().close()
-
-
-class _Hashing:
-    """The encrypted bytes as pyrage reads them, hashed on the way."""
-
-    def __init__(self, reader: DecryptingReader):
-        self.reader = reader
-
-    def read(self, size: int = -1) -> bytes:
-        if self.reader._stop.is_set():
-            raise _Stopped()
-        data = self.reader.raw.read(size)
-        self.reader._stored_sha256.update(data)
-        self.reader.stored_size += len(data)
-        return data
-
-
-class _Batch:
-    """What pyrage writes the plaintext to: gathered into pieces of OUT_BATCH for the reader's queue."""
-
-    def __init__(self, reader: DecryptingReader):
-        self.reader = reader
-        self.pending = bytearray()
-
-    def write(self, data) -> int:
-        self.pending += data
-        if len(self.pending) >= OUT_BATCH:
-            self.flush()
-        return len(data)
-
-    def flush(self) -> None:
-        if self.pending:
-            piece, self.pending = bytes(self.pending), bytearray()
-            self.reader._put(piece)
-
-
-def _decryption_failed(exc: BaseException) -> DecryptionFailed:
-    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    if "No matching keys" in reason:
-        return WrongIdentity("it is encrypted to other keys: BACKUP_AGE_IDENTITY matches none of its recipients "
-                             "(a wrong or rotated key?)")
-    failed = DecryptionFailed(f"it does not decrypt to intact data: {reason} (altered or truncated)")
-    failed.__cause__ = exc
-    return failed
-
-
-def decrypting_opener(path: str, opener: Callable[[], BinaryIO] | None,
-                      identities: Iterable[Identity] | None) -> Callable[[], BinaryIO]:
-    """An opener (as `files.reader.BackupReader` takes) that decrypts age files and passes others through.
-
-    `opener` opens the raw bytes (default: the file at `path`). With an age file and no identity it
-    raises IdentityNeeded, saying which setting is missing.
-    """
-    identities = list(identities or [])
-
-    def open_maybe_decrypting() -> BinaryIO:
-        raw = opener() if opener is not None else open(path, "rb")
-        if not isinstance(raw, io.BufferedIOBase):
-            raw = io.BufferedReader(raw, 1 << 20)
-        if not raw.peek(len(AGE_MAGIC)).startswith(AGE_MAGIC):
-            return raw
-        if not identities:
-            raw.close()
-            raise IdentityNeeded("it is encrypted with age: set BACKUP_AGE_IDENTITY to the private key (a key "
-                                 "file's path or the AGE-SECRET-KEY-1… value) to read it")
-        return DecryptingReader(raw, identities, name=path)
-
-    return open_maybe_decrypting
 
 
 class EncryptedChunks:
