@@ -23,8 +23,8 @@ class AgeEncryptor:
 
     `finish()` ends the file (the final age chunk) and returns only when every byte reached the
     downstream sink; `abort()` stops without finishing it. An error anywhere — pyrage, the downstream
-    sink, output that does not start with age's header — is raised by the next `write` or by `finish`
-    as EncryptionFailed (the downstream's own exception as its cause).
+    sink, output that does not start with age's header — is raised by the next `write` or by `finish`:
+    the downstream's own exception as it is (e.g. the upload's StorageError), any other as EncryptionFailed.
     """
 
     def __init__(self, downstream: Sink, recipients: Iterable[Recipient]):
@@ -38,6 +38,7 @@ class AgeEncryptor:
         self._inbox: queue.Queue = queue.Queue(QUEUE_CHUNKS)
         self._stop = threading.Event()
         self._error: BaseException | None = None
+        self._downstream_error: BaseException | None = None  # e.g. the upload's StorageError: raised as it is
         self._head = b""  # the first output bytes, checked against AGE_MAGIC
         self._finished = False
         self._thread = threading.Thread(target=self._run, name="age-encrypt", daemon=True)
@@ -64,7 +65,7 @@ class AgeEncryptor:
         try:
             self.downstream.write(bytes(data))
         except BaseException as exc:
-            self._error = exc  # the downstream's own error is what the caller should see
+            self._downstream_error = exc  # the downstream's own error is what the caller should see
             raise
         self.cipher_bytes += len(data)
 
@@ -102,6 +103,8 @@ class AgeEncryptor:
             self._thread.join()
 
     def _raise_if_failed(self) -> None:
+        if self._downstream_error is not None:
+            raise self._downstream_error
         if self._error is not None:
             raise _as_encryption_failed(self._error)
         if self._stop.is_set():

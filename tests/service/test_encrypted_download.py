@@ -110,3 +110,26 @@ def test_stored_backups_taken_by_the_service_are_encrypted_listed_and_linked_wit
     assert hashlib.sha256(body).hexdigest() == entry["sha256"] and body.startswith(b"age-encryption.org/v1\n")
     plain = subprocess.run(["age", "-d", "-i", str(key)], input=body, capture_output=True)
     assert plain.returncode == 0 and b"-- PostgreSQL database dump complete" in gzip.decompress(plain.stdout)
+
+
+def test_the_private_key_reaches_no_child_argv_environment_or_log(start_service, big_db, pg_cluster, age_keys,
+                                                                   tmp_path):
+    """BACKUP_AGE_IDENTITY given as the key itself: pg_dump's argv and environment and the service's log
+    never hold it (children get an allowlisted environment)."""
+    from tests.support import cmdline, environ_of, pg_dump_pids, wait_until
+
+    secret = [line for line in age_keys["age"].read_text().splitlines() if line.startswith("AGE-SECRET-KEY-")][0]
+    service = start_service(DATABASE_URL=big_db, BACKUP_AGE_RECIPIENTS=age_keys["age_public"],
+                            BACKUP_AGE_IDENTITY=secret)
+    out = tmp_path / "slow.sql.gz.age"
+    curl = subprocess.Popen(["curl", "-fsS", "--limit-rate", "1M", "-o", str(out), "-H",
+                             f"Authorization: Bearer {service.token}", f"{service.base_url}/api/v1/backup?encrypt=age"])
+    try:
+        assert wait_until(lambda: pg_dump_pids(pg_cluster), 20)
+        for pid in pg_dump_pids(pg_cluster):
+            assert secret not in cmdline(pid)
+            assert not any(secret in value for value in environ_of(pid).values())
+    finally:
+        curl.kill()
+        curl.wait()
+    assert secret not in service.log() and "AGE-SECRET-KEY" not in service.log()
