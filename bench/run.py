@@ -1,5 +1,5 @@
-"""Benchmark: the service's download and a stored backup (`upload`, plain and age-encrypted) against `pg_dump > /dev/null` and
-`pg_dump | gzip -6`, in one run.
+"""Benchmark: the service's download and a stored backup (`upload`, plain and age-encrypted) against
+`pg_dump > /dev/null` and `pg_dump | gzip -6`, in one run.
 
     .venv/bin/python -m bench.run --size 300MB [--rounds 5] [--skip-latency] [--skip-upload]
 
