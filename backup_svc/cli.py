@@ -1,5 +1,5 @@
 """`backup-svc` (or `python -m backup_svc`): serve | dump | check | verify | restore | sign-url |
-upload | list | prune | notify-test | drill."""
+upload | list | prune | notify-test | drill | history."""
 from __future__ import annotations
 
 import argparse
@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+from backup_svc.commands.output import fail, note, refuse, say
 from backup_svc.config import (
     ConfigError,
     Settings,
@@ -18,29 +19,30 @@ from backup_svc.config import (
 # Each command imports what it needs when it runs: `verify` and `restore` must not load Flask or psycopg.
 
 
-def _refuse(problems: list[str]) -> int:
-    for problem in problems:
-        print(f"backup_svc: {problem}", file=sys.stderr)
-    return 2
-
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the HTTP service under gunicorn (with --demo: on a throwaway local PostgreSQL)."""
     from backup_svc.config import bind_host_from_env, port_from_env
-    from backup_svc.web.server import BackupServer, port_in_use
+    from backup_svc.serving.server import BackupServer, port_in_use
 
     env = dict(os.environ)
     if args.demo:  # the demo is for this machine: loopback only, unless BIND_HOST says otherwise
         env["BIND_HOST"] = bind_host_from_env(env, "localhost")
     try:
         host, port = bind_host_from_env(env), port_from_env(env)
+        # Every configuration problem is reported before the port is looked at: a bad DATABASE_URL or
+        # schedule must not hide behind "port in use". (The demo makes its settings once its cluster runs.)
+        settings = None if args.demo else Settings.from_env(env)
     except ConfigError as exc:
-        return _refuse(exc.problems)
+        from backup_svc.notify.heartbeat import ping_settings_failure
+
+        ping_settings_failure(env, exc.problems)  # HEARTBEAT_URL hears of it: <url>/fail
+        return refuse(exc.problems)
     taken = port_in_use(host, port)
     if taken is not None:
-        print(f"backup_svc: cannot listen on {taken}: the port is in use (another server, or an earlier "
-              f"./dev.sh run?). Pick another port: PORT={_free_port_near(port)} ./dev.sh run "
-              f"(or PORT=… {'backup-svc serve --demo' if args.demo else 'backup-svc serve'})", file=sys.stderr)
+        say(f"cannot listen on {taken}: the port is in use (another server, or an earlier "
+            f"./dev.sh run?). Pick another port: PORT={_free_port_near(port)} ./dev.sh run "
+            f"(or PORT=… {'backup-svc serve --demo' if args.demo else 'backup-svc serve'})")
         return 1
     cluster = None
     if args.demo:
@@ -48,10 +50,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         cluster, env = start_demo(env)
     try:
-        try:
-            settings = Settings.from_env(env)
-        except ConfigError as exc:
-            return _refuse(exc.problems)
+        if settings is None:
+            try:
+                settings = Settings.from_env(env)
+            except ConfigError as exc:
+                return refuse(exc.problems)
         BackupServer(settings).run()
     finally:
         if cluster is not None:
@@ -61,7 +64,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def _free_port_near(port: int) -> int:
     """A port after `port` that is free on every interface right now (a suggestion, not a reservation)."""
-    from backup_svc.web.server import port_in_use
+    from backup_svc.serving.server import port_in_use
 
     for candidate in range(port + 1, min(port + 100, 65535)):
         if port_in_use("::", candidate) is None and port_in_use("localhost", candidate) is None:
@@ -77,36 +80,35 @@ def cmd_dump(args: argparse.Namespace) -> int:
     try:
         settings = Settings.from_env(require_auth=False)
     except ConfigError as exc:
-        return _refuse(exc.problems)
+        return refuse(exc.problems)
     target = args.output or backup_filename(settings.backup_name)
     to_stdout = target == "-"
     partial = None if to_stdout else Path(f"{target}.partial")
     try:
         if to_stdout:
-            written = write_backup(settings, sys.stdout.buffer, application_name="backup_svc-cli")
+            written = write_backup(settings.dump, sys.stdout.buffer, application_name="backup_svc-cli")
             sys.stdout.buffer.flush()
         else:
             with open(partial, "xb") as out:
-                written = write_backup(settings, out, application_name="backup_svc-cli")
+                written = write_backup(settings.dump, out, application_name="backup_svc-cli")
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(partial, target)
     except CannotDump as exc:
-        print(f"backup_svc: dump failed: {exc.message}", file=sys.stderr)
-        return 1
+        return fail(f"dump failed: {exc.message}")
     except BaseException as exc:  # DumpBroken, a full disk, Ctrl-C: never leave a partial file
         reason = str(exc) or type(exc).__name__
-        print(f"backup_svc: dump failed: {reason}", file=sys.stderr)
+        say(f"dump failed: {reason}")
         return 130 if isinstance(exc, KeyboardInterrupt) else 1
     finally:
         if partial is not None and partial.exists():
             partial.unlink()
     if not to_stdout:
-        print(f"wrote {target}: {written.gzip_bytes} bytes in {written.seconds:.1f} s "
-              f"(PostgreSQL {written.facts.version}, pg_dump {written.pg_dump.version})", file=sys.stderr)
+        note(f"wrote {target}: {written.gzip_bytes} bytes in {written.seconds:.1f} s "
+             f"(PostgreSQL {written.facts.version}, pg_dump {written.pg_dump.version})")
         print(f"{written.sha256}  {target}")  # sha256sum's format: `sha256sum -c` can check it later
     else:
-        print(f"sha256 of the backup written to stdout: {written.sha256}", file=sys.stderr)
+        note(f"sha256 of the backup written to stdout: {written.sha256}")
     return 0
 
 
@@ -133,13 +135,18 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"draining: warning — {warning}")
     for line in (settings.notify.describe() if settings.notify else []):
         print(f"notifications: {line}")
+    from backup_svc.commands.storage import storage_check_lines
     from backup_svc.crypto.settings import check_lines as encryption_check_lines
-    from backup_svc.storage.commands import storage_check_lines
 
     storage_lines, storage_ok = storage_check_lines(settings)
     print("\n".join(storage_lines))
     print("\n".join(encryption_check_lines(settings.encryption)))
     ok = ok and storage_ok
+    from backup_svc.commands.history import history_check_lines
+
+    history_lines, history_ok = history_check_lines(settings)
+    print("\n".join(history_lines))
+    ok = ok and history_ok
     installed = find_binaries("pg_dump", settings.pg_bin_dirs)
     print("pg_dump installed: " + (", ".join(f"{b.version} ({b.path})" for b in installed) or "none"))
     ready = dump_readiness(lambda: server_facts(settings.conn, timeout_s=settings.connect_timeout_s), installed)
@@ -160,7 +167,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     """Check a backup file (or stored object) end to end (compression, completion line); say what it holds."""
     if args.file.startswith("s3://"):
-        from backup_svc.storage.from_bucket import verify_stored
+        from backup_svc.commands.from_bucket import verify_stored
 
         return verify_stored(args.file)
     from backup_svc.crypto.settings import reading_opener
@@ -170,16 +177,57 @@ def cmd_verify(args: argparse.Namespace) -> int:
     try:
         report = verify_file(args.file, reading_opener(args.file, None, os.environ))
     except (BadBackup, ValueError) as exc:
-        print(f"backup_svc: verify failed: {args.file}: {exc}", file=sys.stderr)
-        return 1
+        return fail(f"verify failed: {args.file}: {exc}")
     print("\n".join(report.lines()))
     return 0
 
 
+def _restore_action(args: argparse.Namespace) -> str | None:
+    chosen = [a for a, on in (("replace", args.replace), ("list", args.list_kept), ("undo", args.undo),
+                              ("drop", args.drop)) if on]
+    return chosen[0] if len(chosen) == 1 else ("many" if chosen else None)
+
+
+def cmd_restore_kept(args: argparse.Namespace, action: str) -> int:
+    """`restore SOURCE --replace`, `--list-kept`, `--undo NAME`, `--drop NAME` on DATABASE_URL's server."""
+    from backup_svc.config import parse_database_url, restore_from_env
+    from backup_svc.restoring.server import ServerLink
+    from backup_svc.restoring.shell import run
+
+    problems: list[str] = []
+    if action == "many":
+        problems.append("choose one of --replace, --list-kept, --undo NAME, --drop NAME")
+    if args.target_url or args.create or args.force:
+        problems.append("--target-url, --create and --force restore into a database you name; --replace, "
+                        "--list-kept, --undo and --drop work on DATABASE_URL's database")
+    if (action == "replace") != bool(args.file):
+        problems.append("--replace needs SOURCE (a .sql.gz file or s3://bucket/key); the others take none")
+    url = os.environ.get("DATABASE_URL", "").strip()
+    conn = None
+    try:
+        conn = parse_database_url(url) if url else None
+    except ValueError as exc:
+        problems.append(f"DATABASE_URL {exc}")
+    if url == "":
+        problems.append("DATABASE_URL is not set: it names the live database (and its server)")
+    settings = restore_from_env(os.environ, problems)
+    if problems:
+        return refuse(problems)
+    return run(action, ServerLink(conn), name=args.undo or args.drop, source=args.file, yes=args.yes,
+               bin_dirs=pg_bin_dirs(os.environ), swap_timeout_s=settings.swap_timeout_s)
+
+
 def cmd_restore(args: argparse.Namespace) -> int:
     """Verify a backup file (or stored object), then restore it into an (empty) database in one transaction."""
+    action = _restore_action(args)
+    if action is not None:
+        return cmd_restore_kept(args, action)
+    if not args.file or not args.target_url:
+        return refuse(["restore needs SOURCE and --target-url URL (or --replace, --list-kept, --undo, --drop)"])
+    if args.yes:
+        return refuse(["--yes goes with --replace, --undo or --drop"])
     if args.file.startswith("s3://"):
-        from backup_svc.storage.from_bucket import restore_stored
+        from backup_svc.commands.from_bucket import restore_stored
 
         return restore_stored(args)
     from backup_svc.crypto.settings import reading_opener
@@ -187,25 +235,17 @@ def cmd_restore(args: argparse.Namespace) -> int:
     from backup_svc.files.reader import BadBackup
     from backup_svc.files.restore import restore_file
 
-    def say(line: str) -> None:
-        print(line, file=sys.stderr, flush=True)
-
     try:
         report = restore_file(args.file, args.target_url, bin_dirs=pg_bin_dirs(os.environ), force=args.force,
-                              create=args.create, say=say, opener=reading_opener(args.file, None, os.environ))
+                              create=args.create, say=note, opener=reading_opener(args.file, None, os.environ))
     except (BadBackup, ValueError) as exc:
-        print(f"backup_svc: restore refused: {args.file}: {exc}; nothing was restored", file=sys.stderr)
-        return 1
+        return fail(f"restore refused: {args.file}: {exc}; nothing was restored")
     except RestoreFailed as exc:
-        print(f"backup_svc: restore failed: {exc}", file=sys.stderr)
-        return 1
+        return fail(f"restore failed: {exc}")
     except KeyboardInterrupt:
-        print("backup_svc: restore interrupted; psql was stopped before it could commit", file=sys.stderr)
+        say("restore interrupted; psql was stopped before it could commit")
         return 130
-    backup = report.backup
-    print(f"restored {args.file} into {report.database!r} (PostgreSQL {report.server_version}) in "
-          f"{report.seconds:.1f} s: {backup.tables_with_data} tables with data, {backup.sql_bytes} bytes of SQL "
-          f"dumped from PostgreSQL {backup.server_version} by pg_dump {backup.pg_dump_version}")
+    print(report.summary(args.file))
     return 0
 
 
@@ -218,7 +258,7 @@ def cmd_sign_url(args: argparse.Namespace) -> int:
     try:
         secret, max_ttl = link_signing_from_env()
     except ConfigError as exc:
-        return _refuse(exc.problems)
+        return refuse(exc.problems)
     base_url = (args.base_url or os.environ.get("PUBLIC_URL", "")).strip()
     problems = []
     if secret is None:
@@ -228,11 +268,11 @@ def cmd_sign_url(args: argparse.Namespace) -> int:
     if not 1 <= args.ttl <= max_ttl:
         problems.append(f"--ttl must be between 1 and LINK_MAX_TTL ({max_ttl}) seconds, got {args.ttl}")
     if problems:
-        return _refuse(problems)
+        return refuse(problems)
     if not base_url:
         # A relative link is still useful (append it to the URL you use); say so, off stdout.
-        print("backup_svc: no --base-url and no PUBLIC_URL: printed the link without a host; put the "
-              "service's URL in front of it, or pass --base-url https://<host>", file=sys.stderr)
+        say("no --base-url and no PUBLIC_URL: printed the link without a host; put the "
+            "service's URL in front of it, or pass --base-url https://<host>")
     print(signed_backup_url(base_url, secret, args.ttl))
     return 0
 
@@ -256,25 +296,37 @@ def main(argv: list[str] | None = None) -> int:
     verify.add_argument("file", help="the backup (.sql.gz), or a stored one: s3://bucket/key")
     verify.set_defaults(func=cmd_verify)
     restore = sub.add_parser("restore", help="verify a backup, then restore it with psql in one transaction")
-    restore.add_argument("file", help="the backup (.sql.gz), or a stored one: s3://bucket/key")
-    restore.add_argument("--target-url", required=True, metavar="URL",
+    restore.add_argument("file", nargs="?", help="the backup (.sql.gz), or a stored one: s3://bucket/key")
+    restore.add_argument("--target-url", metavar="URL",
                          help="libpq URI of the database to restore into (leave the password out to use PGPASSWORD)")
     restore.add_argument("--force", action="store_true",
                          help="restore even if the target already holds tables (objects in the backup are replaced)")
     restore.add_argument("--create", action="store_true",
                          help="create the target database first (via the server's 'postgres' database)")
+    restore.add_argument("--replace", action="store_true",
+                         help="restore into a new database, check it, then swap it in for DATABASE_URL's database "
+                              "(kept as <db>_before_restore_<time>)")
+    restore.add_argument("--yes", action="store_true",
+                         help="with --replace, --undo, --drop: do not ask for the database's name (scripts)")
+    restore.add_argument("--list-kept", action="store_true",
+                         help="list the databases restores made or kept beside DATABASE_URL's database")
+    restore.add_argument("--undo", metavar="NAME", help="swap the kept database NAME back in (the same guarded swap)")
+    restore.add_argument("--drop", metavar="NAME", help="drop the kept database NAME (asks for its name)")
     restore.set_defaults(func=cmd_restore)
     sign = sub.add_parser("sign-url", help="print a signed backup download link (needs LINK_SECRET)")
     sign.add_argument("--ttl", type=int, default=300, help="seconds the link stays valid (default 300)")
     sign.add_argument("--base-url", help="the service's public URL, e.g. https://backup.example.com "
                                          "(default: PUBLIC_URL)")
     sign.set_defaults(func=cmd_sign_url)
-    from backup_svc.storage.commands import add_storage_commands
+    from backup_svc.commands.storage import add_storage_commands
 
     add_storage_commands(sub)
-    from backup_svc.notify.commands import add_commands as add_notify_commands
+    from backup_svc.commands.notify import add_commands as add_notify_commands
 
     add_notify_commands(sub)
+    from backup_svc.commands.history import add_history_command
+
+    add_history_command(sub)
     args = parser.parse_args(argv)
     load_dotenv_file()
     return args.func(args)

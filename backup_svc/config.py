@@ -1,104 +1,22 @@
 """Settings read from the environment (and `.env`), validated once at start-up."""
 from __future__ import annotations
 
-import glob
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Mapping
-from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
-from .draining import RAILWAY_MARKERS, Draining
-from .draining import VARIABLE as DRAINING_VARIABLE
 from backup_svc.crypto.settings import EncryptionSettings, encryption_settings
+from backup_svc.draining import RAILWAY_MARKERS, Draining
+from backup_svc.draining import VARIABLE as DRAINING_VARIABLE
+from backup_svc.dump.options import DumpOptions
 from backup_svc.notify.settings import NotifySettings, notify_settings
+from backup_svc.pg.binaries import default_pg_bin_dirs, pg_bin_dirs
+from backup_svc.pg.conninfo import ConnInfo, parse_database_url
+from backup_svc.problems import ConfigError
+from backup_svc.restoring.settings import DEFAULT_SWAP_TIMEOUT_S, SWAP_TIMEOUT_RANGE, RestoreSettings, restore_settings
 from backup_svc.storage.settings import StorageSettings, storage_settings
 
 MIN_SECRET_LENGTH = 16
-_ENCODE_HINT = ("a '/', '?', '#', '@', '[' or ']' in the user name or password must be percent-encoded "
-                "(%2F, %3F, %23, %40, %5B, %5D)")
-
-
-class ConfigError(Exception):
-    """The environment cannot run the service; `problems` holds one line per problem."""
-
-    def __init__(self, problems: list[str]):
-        super().__init__("; ".join(problems))
-        self.problems = problems
-
-
-@dataclass(frozen=True)
-class ConnInfo:
-    """A libpq URI split into what may be shown (argv, logs) and the password, which may not."""
-
-    uri: str  # the URI without its password: safe for argv and logs
-    password: str | None
-    dbname: str
-    host: str
-    port: int | None
-    user: str | None
-
-    def libpq_env(self) -> dict[str, str]:
-        """Environment variables that hand the password to a libpq client."""
-        return {"PGPASSWORD": self.password} if self.password is not None else {}
-
-
-def parse_database_url(url: str) -> ConnInfo:
-    """Parse a `postgres://` / `postgresql://` URI; raise ValueError saying what is wrong."""
-    # No message here may quote the URL: wherever parsing goes wrong, the text at hand may be part
-    # of the password (urlsplit's own errors quote it, e.g. "could not be cast to integer value as 'pa'").
-    try:
-        parts = urlsplit(url.strip())
-        port = parts.port
-    except ValueError:
-        raise ValueError(f"is not a valid URI; {_ENCODE_HINT}") from None
-    if parts.scheme not in ("postgres", "postgresql"):
-        raise ValueError("must start with postgres:// or postgresql://")
-    if "@" in parts.path or "@" in parts.query or "@" in parts.fragment:
-        # `user:pa/ss@host` parses as host "user", port "pa", database "ss@host": the part after the
-        # '/', '?' or '#' would end up in pg_dump's argv and in error messages.
-        raise ValueError(f"has an '@' after its host part; {_ENCODE_HINT}")
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    password = unquote(parts.password) if parts.password is not None else None
-    kept_query = []
-    for key, value in query:
-        if key == "password":  # libpq also accepts the password as a query parameter
-            password = value
-        else:
-            kept_query.append((key, value))
-    dbname = unquote(parts.path.lstrip("/"))
-    params = dict(kept_query)
-    dbname = params.get("dbname", dbname)
-    if not dbname:
-        raise ValueError("names no database (expected postgresql://user:password@host:port/dbname)")
-    host = parts.hostname or params.get("host", "")
-    if not host:
-        raise ValueError("names no host")
-    user = unquote(parts.username) if parts.username is not None else params.get("user")
-    netloc = parts.netloc.rsplit("@", 1)[-1]
-    if parts.username is not None:
-        netloc = f"{quote(unquote(parts.username), safe='')}@{netloc}"
-    safe_uri = f"postgresql://{netloc}{parts.path}"
-    if kept_query:
-        safe_uri += "?" + urlencode(kept_query)
-    return ConnInfo(uri=safe_uri, password=password, dbname=dbname, host=host, port=port, user=user)
-
-
-def default_pg_bin_dirs() -> list[str]:
-    """`/usr/lib/postgresql/*/bin`, newest major first, then every folder on PATH."""
-
-    def major(path: str) -> float:
-        try:
-            return float(path.split("/")[-2])
-        except ValueError:
-            return 0.0
-
-    versioned = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=major, reverse=True)
-    return versioned + [d for d in os.environ.get("PATH", "").split(os.pathsep) if d]
-
-
-def pg_bin_dirs(env: Mapping[str, str]) -> list[str]:
-    """The folders `PG_BIN_DIRS` names (colon-separated), or the default search path when it is empty."""
-    return [d for d in env.get("PG_BIN_DIRS", "").strip().split(":") if d] or default_pg_bin_dirs()
 
 
 def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int, problems: list[str]) -> int:
@@ -143,6 +61,8 @@ NUMBERS = (
     # 0: clients connect directly, so X-Forwarded-* are whatever the client says and are ignored.
     Number("TRUSTED_PROXY_HOPS", "trusted_proxy_hops", 0, 0, 5),
     Number("BACKUP_GZIP_LEVEL", "gzip_level", 1, 1, 9),
+    # A year and a month: last year's same-month history is still there to compare with.
+    Number("BACKUP_HISTORY_DAYS", "history_days", 400, 1, 36500),
 )
 _NUMBER = {n.variable: n for n in NUMBERS}
 
@@ -177,6 +97,7 @@ class Settings:
     auth_failures_per_minute: int = _NUMBER["AUTH_FAILURES_PER_MINUTE"].default
     trusted_proxy_hops: int = _NUMBER["TRUSTED_PROXY_HOPS"].default
     gzip_level: int = _NUMBER["BACKUP_GZIP_LEVEL"].default
+    history_days: int = _NUMBER["BACKUP_HISTORY_DAYS"].default
     # BIND_HOST: "::" is every interface (IPv4 too, through the dual-stack socket); "localhost" is
     # 127.0.0.1 and ::1 only (the demo's default).
     bind_host: str = DEFAULT_BIND_HOST
@@ -185,6 +106,15 @@ class Settings:
     storage: StorageSettings | None = None
     # Notifications and restore drills (SMTP_URL, NOTIFY_*, HEARTBEAT_URL, RESTORE_DRILL_URL); None: none set up.
     notify: NotifySettings | None = None
+    # RESTORE_TOKEN and RESTORE_SWAP_TIMEOUT (restoring/settings.py)
+    restore: RestoreSettings = field(default_factory=RestoreSettings)
+
+    @property
+    def dump(self) -> DumpOptions:
+        """The options a dump uses (the dump room takes these, never the whole Settings)."""
+        return DumpOptions(conn=self.conn, backup_name=self.backup_name, pg_bin_dirs=self.pg_bin_dirs,
+                           connect_timeout_s=self.connect_timeout_s, lock_timeout_s=self.lock_timeout_s,
+                           stall_timeout_s=self.stall_timeout_s, gzip_level=self.gzip_level)
     # age encryption (BACKUP_AGE_RECIPIENTS, BACKUP_AGE_IDENTITY): stored backups encrypted when recipients are set.
     encryption: EncryptionSettings = field(default_factory=EncryptionSettings)
 
@@ -225,7 +155,10 @@ class Settings:
             problems.append("BACKUP_NAME may contain only letters, digits, '-', '_' and '.'")
         bin_dirs = pg_bin_dirs(env)
         storage = storage_settings(env, problems)
+        if storage is not None:  # the rooms below read the history's retention from the storage settings
+            storage = replace(storage, history_days=numbers["history_days"])
         notify = notify_settings(env, problems, source=conn)
+        restore = restore_from_env(env, problems)
         encryption = encryption_settings(env, problems)
 
         if problems:
@@ -243,9 +176,16 @@ class Settings:
             draining=draining,
             storage=storage,
             notify=notify,
+            restore=restore,
             encryption=encryption,
             **numbers,
         )
+
+
+def restore_from_env(env: Mapping[str, str], problems: list[str]) -> RestoreSettings:
+    """RESTORE_TOKEN and RESTORE_SWAP_TIMEOUT (seconds, 1-600), for `serve` and the shell's `restore --replace`."""
+    swap_timeout_s = _int(env, "RESTORE_SWAP_TIMEOUT", DEFAULT_SWAP_TIMEOUT_S, *SWAP_TIMEOUT_RANGE, problems)
+    return restore_settings(env, problems, swap_timeout_s)
 
 
 def bind_host_from_env(env: Mapping[str, str], default: str = DEFAULT_BIND_HOST) -> str:

@@ -7,7 +7,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from backup_svc.config import pg_bin_dirs
+from backup_svc.pg.binaries import pg_bin_dirs
 from backup_svc.pg.localcluster import LocalCluster, find_server_bin_dir
 
 DEMO_DATABASE = "shop"
@@ -70,13 +70,14 @@ def storage_banner(env: dict[str, str], endpoint: str) -> str:
         f"  Stored backups: {url} on a throwaway S3 server at {endpoint} (in memory, gone at Ctrl-C),",
         f"    on BACKUP_SCHEDULE='{env['BACKUP_SCHEDULE']}' (UTC), BACKUP_RETENTION={env['BACKUP_RETENTION']};"
         " the dashboard lists them.",
-        "  Stored backups from a shell: take one, list them, restore the newest into a new database:",
+        "  Stored backups from a shell: take one, list them, read the history, restore the newest into a new database:",
         f"    export BACKUP_STORAGE_URL={url} AWS_ENDPOINT_URL={endpoint} AWS_S3_URL_STYLE=path",
         f"    export AWS_ACCESS_KEY_ID={env['AWS_ACCESS_KEY_ID']} AWS_SECRET_ACCESS_KEY={env['AWS_SECRET_ACCESS_KEY']}"
         f" AWS_DEFAULT_REGION={env['AWS_DEFAULT_REGION']}",
         f"    export DATABASE_URL='{env['DATABASE_URL']}'",
         f"    {cli} upload",
         f"    {cli} list",
+        f"    {cli} history --limit 5",
         f"    NAME=$({cli} list | awk 'NR == 1 {{print $1}}')",
         f"    {cli} restore \"$BACKUP_STORAGE_URL$NAME\" --target-url '{restored}' --create",
     ]

@@ -21,8 +21,10 @@ LINK_PARAMS = ("expires", "sig")
 # A main app whose clock runs a little ahead must still be able to mint links of the full TTL.
 CLOCK_SKEW_S = 30
 
-_EXPIRES = re.compile(r"[0-9]{1,12}")
-_SIG = re.compile(r"[0-9a-fA-F]{64}")
+# One spelling per link, the one link_signature and signed_backup_url make: a Unix time without
+# leading zeros, lower-case hex. Anything else is malformed, however it would decode.
+_EXPIRES = re.compile(r"[1-9][0-9]{0,11}")
+_SIG = re.compile(r"[0-9a-f]{64}")
 
 
 class LinkRefused(Exception):
@@ -59,11 +61,11 @@ def check_link(secret: str, max_ttl_s: int, method: str, path: str, params: Mapp
     # Exactly one of each: with two, different parsers could disagree on which one was signed.
     if (len(expires_values) != 1 or len(sig_values) != 1 or not _EXPIRES.fullmatch(expires_values[0])
             or not _SIG.fullmatch(sig_values[0])):
-        raise LinkRefused("Malformed signed link: it needs exactly one `expires` (Unix time in seconds) "
-                          "and one `sig` (64 hex digits).")
+        raise LinkRefused("Malformed signed link: it needs exactly one `expires` (Unix time in seconds, no "
+                          "leading zero) and one `sig` (64 lower-case hex digits).")
     expires = int(expires_values[0])
     expected = link_signature(secret, method, path, expires)
-    if not hmac.compare_digest(expected.encode("ascii"), sig_values[0].lower().encode("ascii")):
+    if not hmac.compare_digest(expected.encode("ascii"), sig_values[0].encode("ascii")):
         raise LinkRefused("The link's signature does not match: it was altered, made for another path, "
                           "or signed with another LINK_SECRET.")
     now = time.time() if now is None else now

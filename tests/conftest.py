@@ -3,12 +3,14 @@ server on loopback and a headless Chromium."""
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
-from backup_svc.config import pg_bin_dirs
+from backup_svc.pg.binaries import pg_bin_dirs
 from backup_svc.pg.localcluster import LocalCluster, find_server_bin_dir
-from tests.support import DATA, LINK_MAX_TTL, LINK_SECRET, REPO, FreezableProxy, LockedTable, Service
+from tests import receivers
+from tests.support import DATA, LINK_MAX_TTL, LINK_SECRET, REPO, FreezableProxy, LockedTable, Service, run_cli
 
 # Debian's chromium, driven by Playwright (whose own browser download is never used).
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
@@ -38,6 +40,22 @@ def pg_cluster():
 def rich_db(pg_cluster) -> str:
     """URL of a database holding many kinds of objects (tests/data/rich.sql)."""
     return pg_cluster.create_database("rich", (DATA / "rich.sql").read_text())
+
+
+@pytest.fixture
+def fresh_db(pg_cluster):
+    """Factory: a new database holding `sql` -> (name, URL); dropped after the test."""
+    made: list[str] = []
+
+    def make(prefix: str, sql: str) -> tuple[str, str]:
+        name = f"{prefix}_{len(made)}_{int(time.time() * 1000) % 10_000_000}"
+        made.append(name)
+        return name, pg_cluster.create_database(name, sql)
+
+    yield make
+    with pg_cluster.connect() as db:
+        for name in made:
+            db.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="session")
@@ -176,6 +194,30 @@ def fault_proxy(moto_s3):
     proxy.stop()
 
 
+@pytest.fixture(scope="session")
+def backup(rich_db, tmp_path_factory):
+    """A backup of the rich database written by `python -m backup_svc dump`, once for the whole run.
+
+    Read-only: a test that damages a backup writes a copy.
+    """
+    folder = tmp_path_factory.mktemp("backup")
+    result = run_cli("dump", "-o", "rich.sql.gz", env={"DATABASE_URL": rich_db}, cwd=folder)
+    assert result.returncode == 0, result.stderr
+    return folder / "rich.sql.gz"
+
+
+@pytest.fixture
+def receiver():
+    """Factory: a real HTTP receiver on loopback that records each request (tests/receivers.py)."""
+    with receivers.receivers() as make:
+        yield make
+
+
+@pytest.fixture
+def smtp_server():
+    """A real SMTP server (aiosmtpd) on loopback: (controller, mailbox)."""
+    with receivers.smtp_server() as server:
+        yield server
 # -- age encryption: key pairs made by Debian's tools ---------------------------------------------
 @pytest.fixture(scope="session")
 def age_keys(tmp_path_factory) -> dict:

@@ -45,8 +45,23 @@ def incomplete_uploads(client, bucket: str) -> list[dict]:
     return client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
 
 
+def all_keys(client, bucket: str) -> list[str]:
+    """Every object key in `bucket` (all pages), sorted."""
+    keys = []
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        keys += [o["Key"] for o in page.get("Contents", [])]
+    return sorted(keys)
+
+
 def object_keys(client, bucket: str) -> list[str]:
-    return sorted(o["Key"] for o in client.list_objects_v2(Bucket=bucket).get("Contents", []))
+    """The keys in `bucket` apart from the history's events (`…_history/…`, which every run adds; the
+    history tests look at those with `history_keys`)."""
+    return [k for k in all_keys(client, bucket) if "_history/" not in k]
+
+
+def history_keys(client, bucket: str) -> list[str]:
+    """The history's event keys in `bucket`, sorted (by time, then run and number)."""
+    return [k for k in all_keys(client, bucket) if "_history/" in k]
 
 
 class FaultProxy:
@@ -60,6 +75,10 @@ class FaultProxy:
       "drop"       read part of the body, then reset the connection
       "cut:N"      forward, but reset the connection after N bytes of the response body
       "tamper"     forward, with the x-amz-meta-sha256 header replaced
+      "etag"       forward, with the ETag in the answer's XML body replaced (a storage that assembled
+                   other bytes than the parts it acknowledged)
+      "flip"       forward, with one byte of the answer's body flipped (a corruption in transit)
+      "short"      forward a HEAD with its Content-Length one byte short (the sha256 header intact)
       "slow:S"     wait S seconds, then forward (a slow link: keeps an upload running for a test)
       "forward"    pass it on unchanged
     The last action repeats when `repeat_last` is set, else requests pass once the actions run out.
@@ -159,6 +178,10 @@ class FaultProxy:
             upstream.request(handler.command, handler.path, body=body, headers=headers)
             response = upstream.getresponse()
             payload = response.read()
+            if action == "etag":
+                payload = re.sub(rb"<ETag>[^<]*</ETag>", b"<ETag>&quot;" + b"0" * 32 + b"-1&quot;</ETag>", payload)
+            if action == "flip" and payload:
+                payload = bytes([payload[0] ^ 0x01]) + payload[1:]
             handler.send_response(response.status)
             for key, value in response.getheaders():
                 if key.lower() in ("transfer-encoding", "connection", "content-length", "server", "date"):
@@ -167,6 +190,8 @@ class FaultProxy:
                     value = "0" * 64
                 handler.send_header(key, value)
             length = response.getheader("Content-Length") if handler.command == "HEAD" else len(payload)
+            if action == "short" and handler.command == "HEAD" and length is not None:
+                length = int(length) - 1
             handler.send_header("Content-Length", str(length or 0))
             handler.end_headers()
             if handler.command == "HEAD":
@@ -192,11 +217,12 @@ def _reset(handler: BaseHTTPRequestHandler) -> None:
         pass
 
 
-def seed_backup(client, bucket: str, key: str, data: bytes | None = None) -> str:
+def seed_backup(client, bucket: str, key: str, data: bytes | None = None, *, owner: dict[str, str] | None = None) -> str:
     """Put a small valid gzip backup at `key` with the metadata an upload writes; return its sha256.
 
     For states a test cannot wait for (a backup stored days ago); the listing and the links read
-    these objects exactly as they read uploaded ones.
+    these objects exactly as they read uploaded ones. `owner` is the ownership record (`owned`):
+    without it the object is not any service's backup, and nothing lists it.
     """
     import gzip
     import hashlib
@@ -205,7 +231,7 @@ def seed_backup(client, bucket: str, key: str, data: bytes | None = None) -> str
     digest = hashlib.sha256(data).hexdigest()
     client.put_object(Bucket=bucket, Key=key, Body=data, ContentType="application/gzip",
                       Metadata={"sha256": digest, "server-version": "15.8", "pg-dump-version": "15.8",
-                                "sql-bytes": "60", "duration-s": "0.1"})
+                                "sql-bytes": "60", "duration-s": "0.1", **(owner or {})})
     return digest
 
 
@@ -248,3 +274,15 @@ class SilentStorage:
         for conn in self._held:
             conn.close()
         self._sock.close()
+
+
+def owned(system_identifier: str, backup_name: str, database: str | None = None) -> dict[str, str]:
+    """The ownership record an upload of the service (backup name, database, cluster) writes."""
+    return {"written-by": "backup_svc", "backup-name": backup_name, "database": database or backup_name,
+            "system-identifier": system_identifier}
+
+
+def cluster_identity(pg_cluster) -> str:
+    """The test cluster's system identifier: what the service records as its backups' owner."""
+    with pg_cluster.connect() as db:
+        return db.execute("SELECT system_identifier::text FROM pg_control_system()").fetchone()[0]

@@ -218,7 +218,7 @@ def snapshot(cluster: LocalCluster, dbname: str) -> dict:
          cluster.url(dbname, with_password=False)],
         capture_output=True, text=True, check=True, env={**os.environ, "PGPASSWORD": cluster.password},
     ).stdout
-    schema = "\n".join(l for l in schema.splitlines() if not l.startswith(_VOLATILE))
+    schema = "\n".join(line for line in schema.splitlines() if not line.startswith(_VOLATILE))
     with cluster.connect(dbname) as db:
         tables = db.execute(
             "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
@@ -248,10 +248,11 @@ def wait_idle(service: Service, timeout_s: float = 10) -> None:
     assert wait_until(idle, timeout_s), "a dump is still running"
 
 
-def audit_records(service, backup_id: str) -> list[dict]:
+def audit_records(service, backup_id: str, timeout_s: float = 10) -> list[dict]:
     """The service's audit records (JSON after `backup_svc.audit: `) of one backup's outcome.
 
-    Waits a little: the record is written when the response is closed, just after the last byte.
+    Waits up to `timeout_s` (and no longer): the record is written when the response is closed,
+    just after the last byte.
     """
     def records() -> list[dict]:
         found = []
@@ -262,7 +263,7 @@ def audit_records(service, backup_id: str) -> list[dict]:
                     found.append(record)
         return found
 
-    return wait_until(records, timeout_s=10)
+    return wait_until(records, timeout_s=timeout_s)
 
 
 # -- a network link that can stall -----------------------------------------------------------------
@@ -273,14 +274,19 @@ class FreezableProxy:
     pile up in the kernel's buffers as on a link that went silent (a dead NAT entry, a partition).
     New connections are accepted but not forwarded either. Every thread polls at most every 0.1 s
     and `close()` ends them all, so the proxy never outlives its test.
+    With `rate`, what clients send is passed on at that many bytes per second (a slow link to a
+    bucket); the proxy's receive buffers are kept small so that the sender feels the rate.
     """
 
-    def __init__(self, target_port: int, target_host: str = "127.0.0.1"):
+    def __init__(self, target_port: int, target_host: str = "127.0.0.1", *, rate: int | None = None):
         import socket
         import threading
 
         self.target = (target_host, target_port)
+        self.rate = rate
         self.listener = socket.create_server(("127.0.0.1", 0))
+        if rate:
+            self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
         self.listener.settimeout(0.1)
         self.port = self.listener.getsockname()[1]
         self.frozen = threading.Event()
@@ -289,6 +295,11 @@ class FreezableProxy:
         self._sockets: list = []
         self._threads = [threading.Thread(target=self._accept, daemon=True, name="proxy-accept")]
         self._threads[0].start()
+
+    @property
+    def endpoint(self) -> str:
+        """The proxy as an HTTP endpoint (for an S3 server behind it)."""
+        return f"http://127.0.0.1:{self.port}"
 
     def url(self, cluster, dbname: str, *, with_password: bool = True) -> str:
         """`cluster.url(dbname)` through this proxy."""
@@ -329,14 +340,17 @@ class FreezableProxy:
                     self._pass_left -= 1
                 else:
                     stuck.set()
-            for source, sink in ((client, upstream), (upstream, client)):
-                thread = threading.Thread(target=self._pump, args=(source, sink, stuck), daemon=True,
+            if self.rate:
+                client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+            for source, sink, rate in ((client, upstream, self.rate), (upstream, client, None)):
+                thread = threading.Thread(target=self._pump, args=(source, sink, stuck, rate), daemon=True,
                                           name="proxy-pump")
                 self._threads.append(thread)
                 thread.start()
 
-    def _pump(self, source, sink, stuck) -> None:
+    def _pump(self, source, sink, stuck, rate: int | None = None) -> None:
         import select
+        import time
 
         while not self._closed.is_set():
             if self.frozen.is_set() or stuck.is_set():
@@ -346,12 +360,14 @@ class FreezableProxy:
                 ready, _, _ = select.select([source], [], [], 0.1)
                 if not ready:
                     continue
-                data = source.recv(65536)
+                data = source.recv(4096 if rate else 65536)
                 if not data:
                     break
                 while self.frozen.is_set() and not self._closed.is_set():  # read just as the link froze
                     self._closed.wait(0.1)
                 sink.sendall(data)  # a close() shuts the socket down, which ends a blocked send
+                if rate:
+                    time.sleep(len(data) / rate)
             except OSError:
                 break
         for sock in (source, sink):
@@ -424,7 +440,7 @@ def timed(call):
 
 def outcome_line(service, backup_id: str, timeout_s: float = 10) -> dict | None:
     """The audit line of one backup's outcome, once written (None if not within `timeout_s`)."""
-    records = wait_until(lambda: audit_records(service, backup_id), timeout_s)
+    records = audit_records(service, backup_id, timeout_s)  # one wait: `timeout_s` is the whole bound
     return records[-1] if records else None
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import BinaryIO, Callable
 
-from backup_svc.config import Settings
+from backup_svc.dump.options import DumpOptions
 from backup_svc.dump.pipeline import (
     INTERRUPT_POLL_S,
     DumpInterrupted,
@@ -26,7 +26,7 @@ def backup_filename(prefix: str, when: datetime | None = None, *, encrypted: boo
     return f"{prefix}_backup_{when.astimezone(timezone.utc):%Y%m%d_%H%M%S}.sql.gz" + (".age" if encrypted else "")
 
 
-def open_dump(settings: Settings, installed: list[PgBinary], *, application_name: str,
+def open_dump(options: DumpOptions, installed: list[PgBinary], *, application_name: str,
               progress: DumpProgress | None = None, interrupt: Callable[[], Interrupt | None] | None = None,
               created: Callable[[GzipDump], None] | None = None,
               count_rows: bool = False) -> tuple[GzipDump, ServerFacts, PgBinary]:
@@ -38,19 +38,19 @@ def open_dump(settings: Settings, installed: list[PgBinary], *, application_name
     another thread can stop() it.
     `count_rows` makes the dump count each table's rows (`progress.table_rows`) as they pass.
     """
-    facts = _until_interrupted(lambda: server_facts(settings.conn, timeout_s=settings.connect_timeout_s),
+    facts = _until_interrupted(lambda: server_facts(options.conn, timeout_s=options.connect_timeout_s),
                                interrupt, progress)
     pg_dump = choose_pg_dump(facts, installed)
     command = pg_dump_command(
-        pg_dump.path, settings.conn, application_name=application_name,
-        lock_timeout_s=settings.lock_timeout_s, connect_timeout_s=settings.connect_timeout_s,
+        pg_dump.path, options.conn, application_name=application_name,
+        lock_timeout_s=options.lock_timeout_s, connect_timeout_s=options.connect_timeout_s,
         server_version_num=facts.version_num, client_major=pg_dump.major,
     )
-    dump = GzipDump(command, level=settings.gzip_level, secrets=(settings.conn.password,), progress=progress,
-                    stall_timeout_s=settings.stall_timeout_s,
+    dump = GzipDump(command, level=options.gzip_level, secrets=(options.conn.password,), progress=progress,
+                    stall_timeout_s=options.stall_timeout_s,
                     # before its first byte pg_dump may also wait up to BACKUP_LOCK_TIMEOUT for its locks
-                    first_byte_timeout_s=settings.stall_timeout_s + settings.lock_timeout_s,
-                    hints={"role": facts.role or settings.conn.user, "table_count": facts.table_count},
+                    first_byte_timeout_s=options.stall_timeout_s + options.lock_timeout_s,
+                    hints={"role": facts.role or options.conn.user, "table_count": facts.table_count},
                     count_rows=count_rows)
     if created is not None:
         created(dump)
@@ -82,17 +82,11 @@ def _until_interrupted(query: Callable[[], ServerFacts], interrupt: Callable[[],
         reason = interrupt()
         if reason is not None:
             if progress is not None:
-                _finish_interrupted(progress, *reason)
+                progress.end(*reason)
             raise DumpInterrupted(*reason)
     if isinstance(result[0], BaseException):
         raise result[0]
     return result[0]
-
-
-def _finish_interrupted(progress: DumpProgress, kind: str, message: str) -> None:
-    if progress.outcome is None:
-        progress.outcome, progress.error, progress.phase = kind, message, kind
-        progress.finished = time.time()
 
 
 @dataclass(frozen=True)
@@ -108,19 +102,21 @@ class BackupWritten:
     table_rows: dict[tuple[str, str], int] | None = None  # with count_rows: rows per (schema, table)
 
 
-def write_backup(settings: Settings, sink: BinaryIO, *, application_name: str,
+def write_backup(options: DumpOptions, sink: BinaryIO, *, application_name: str,
                  installed: list[PgBinary] | None = None, progress: DumpProgress | None = None,
-                 count_rows: bool = False) -> BackupWritten:
+                 count_rows: bool = False, interrupt: Callable[[], Interrupt | None] | None = None,
+                 created: Callable[[GzipDump], None] | None = None) -> BackupWritten:
     """Take one backup and write its gzip bytes to `sink.write`, the same bytes a download sends.
 
     Returns only when pg_dump succeeded and its output was complete; raises CannotDump before the
     first byte and DumpBroken (or whatever the sink raised) after it. The caller decides what a
     partial result means for its sink (delete the file, abort the upload); pg_dump is always stopped.
+    `interrupt` and `created` are open_dump's: ways for another thread to stop the dump.
     """
     started = time.monotonic()
-    installed = find_binaries("pg_dump", settings.pg_bin_dirs) if installed is None else installed
-    dump, facts, pg_dump = open_dump(settings, installed, application_name=application_name, progress=progress,
-                                     count_rows=count_rows)
+    installed = find_binaries("pg_dump", options.pg_bin_dirs) if installed is None else installed
+    dump, facts, pg_dump = open_dump(options, installed, application_name=application_name, progress=progress,
+                                     count_rows=count_rows, interrupt=interrupt, created=created)
     try:
         for chunk in dump:
             sink.write(chunk)

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from backup_svc.config import ConnInfo
+from backup_svc.pg.conninfo import ConnInfo
 from backup_svc.dump.completion import INCOMPLETE_REASON, SqlTail
 from backup_svc.dump.compression import DEFAULT_LEVEL, SYNC_FLUSH, gzip_compressor
 from backup_svc.dump.tabledata import TableDataScanner
@@ -27,7 +27,7 @@ from backup_svc.pg.command import (
     start_client,
     with_keepalives,
 )
-from backup_svc.pg.diagnose import FAILED, NOT_ANSWERING, CannotDump, diagnose
+from backup_svc.pg.diagnose import ABORTED, CANCELLED, FAILED, NOT_ANSWERING, CannotDump, diagnose
 from backup_svc.pg.scrub import scrub
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,12 @@ class DumpInterrupted(CannotDump):
     CANCELLED (someone cancelled it); `message` says which."""
 
 
+# How a dump attempt ended (DumpProgress.outcome): it completed; pg_dump or the service failed; its client
+# went away; someone cancelled it; it was turned away (busy, or the database refused) before it started.
+OK = "ok"
+REFUSED = "refused"
+OUTCOMES = (OK, FAILED, ABORTED, CANCELLED, REFUSED)
+
 # What `interrupt()` returns when a dump must stop: (ABORTED or CANCELLED, a message for the audit trail).
 Interrupt = tuple[str, str]
 
@@ -97,7 +103,7 @@ def pg_dump_command(pg_dump: str, conn: ConnInfo, *, application_name: str,
 
 @dataclass
 class DumpProgress:
-    """What a running dump has done so far; written by the dump, read by anyone."""
+    """What a running dump has done so far; written by the dump, read by anyone. It ends through `end`."""
 
     started: float = field(default_factory=time.time)
     phase: str = "connecting"
@@ -108,11 +114,22 @@ class DumpProgress:
     sql_bytes: int = 0
     gzip_bytes: int = 0
     finished: float | None = None
-    outcome: str | None = None  # "ok", "failed", "aborted"
+    outcome: str | None = None  # one of OUTCOMES once ended
     error: str | None = None
     sha256: str | None = None  # hex digest of the gzip bytes sent; set only when the dump completed
     # rows per (schema, table) as written, when the dump was asked to count them (stored backups)
     table_rows: dict[tuple[str, str], int] | None = None
+
+    def end(self, outcome: str, error: str | None = None, *, overrule: bool = False) -> bool:
+        """End the attempt with `outcome` (one of OUTCOMES) and `error`; its phase becomes the outcome
+        ("done" for OK). An attempt that has ended already keeps its ending (False) unless `overrule`:
+        a later finding replaces it (the dump completed, but its client or its upload did not)."""
+        if self.outcome is not None and not overrule:
+            return False
+        self.outcome, self.error = outcome, error
+        self.phase = "done" if outcome == OK else outcome
+        self.finished = time.time()
+        return True
 
 
 class GzipDump:
@@ -191,7 +208,7 @@ class GzipDump:
                 raise failure
             failure = diagnose(self.stderr_text() or f"pg_dump exited with status {returncode}", *self.secrets,
                                **self.hints)
-            self._finish("failed", failure.message)
+            self._finish(FAILED, failure.message)
             raise failure
         self._first = first
         if self.progress.phase == "connecting":  # the stderr reader may already have seen table data
@@ -289,11 +306,11 @@ class GzipDump:
         if returncode != 0:
             reason = diagnose(self.stderr_text() or f"exit status {returncode}", *self.secrets, **self.hints,
                               mid_stream=True).message
-            self._finish("failed", f"pg_dump exited with status {returncode} mid-stream: {reason}")
+            self._finish(FAILED, f"pg_dump exited with status {returncode} mid-stream: {reason}")
             raise DumpBroken(self.progress.error)
         if not sql_tail.is_complete():
             # An exit status of 0 is not enough: a truncated dump must never become a valid file.
-            self._finish("failed", f"pg_dump exited 0 but {INCOMPLETE_REASON}")
+            self._finish(FAILED, f"pg_dump exited 0 but {INCOMPLETE_REASON}")
             raise DumpBroken(self.progress.error)
         self.progress.phase = "finishing"
         tail = b"".join(batch) + compressor.flush()
@@ -301,7 +318,7 @@ class GzipDump:
         digest.update(tail)
         self.progress.sha256 = digest.hexdigest()
         self.progress.table_rows = tables.rows
-        self._finish("ok")
+        self._finish(OK)
         yield tail
 
     # -- stopping ---------------------------------------------------------------------------
@@ -347,7 +364,7 @@ class GzipDump:
             except OSError:
                 pass
         if self.progress.outcome is None:
-            self._finish(*(self._stopped or ("aborted", "the download stopped before the dump finished")))
+            self._finish(*(self._stopped or (ABORTED, "the download stopped before the dump finished")))
 
     def _signal(self, sig: int) -> None:
         try:
@@ -356,11 +373,7 @@ class GzipDump:
             pass
 
     def _finish(self, outcome: str, error: str | None = None) -> None:
-        if self.progress.outcome is None:
-            self.progress.outcome = outcome
-            self.progress.error = error
-            self.progress.finished = time.time()
-            self.progress.phase = "done" if outcome == "ok" else outcome
+        self.progress.end(outcome, error)
 
 
 def not_answering_for(message: str) -> CannotDump:

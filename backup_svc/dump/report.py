@@ -9,7 +9,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from backup_svc.dump.pipeline import DumpProgress
+from backup_svc.dump.pipeline import ABORTED, CANCELLED, FAILED, OK, DumpProgress
 from backup_svc.dump.watch import CopySample, DumpWatch, TableEstimate
 from backup_svc.timefmt import iso_utc
 
@@ -77,7 +77,7 @@ def _iso(ts: float | None) -> str | None:
 
 @dataclass(frozen=True)
 class Delivery:
-    """What reached the client so far (web.sendmeter measures it): the progress is about these bytes."""
+    """What reached the client so far (serving.sendmeter measures it): the progress is about these bytes."""
 
     bytes: int  # acknowledged by the client's TCP (or written, where that cannot be asked)
     rate: float | None = None  # bytes per second over the last few seconds
@@ -121,8 +121,8 @@ def progress_report(record_id: str, filename: str, progress: DumpProgress, *, ru
     state = "running" if stored and running and status == 200 else _state(progress, running, status)
     phase = progress.phase if state != "running" or progress.phase in ("connecting", "schema", "data") else "finishing"
     if state == "running" and stored and progress.outcome is not None:
-        phase = "storing" if progress.outcome == "ok" else "stopping"
-    elif state == "running" and progress.outcome == "ok":
+        phase = "storing" if progress.outcome == OK else "stopping"
+    elif state == "running" and progress.outcome == OK:
         phase = "sending"  # pg_dump is done; the last bytes are on their way to the client
     tables = watch.tables
     made = progress.gzip_bytes
@@ -181,16 +181,16 @@ def progress_report(record_id: str, filename: str, progress: DumpProgress, *, ru
 
 
 def _state(progress: DumpProgress, running: bool, status: int) -> str:
-    if progress.outcome == "cancelled":  # before its first byte (a 409) or after (a broken transfer)
+    if progress.outcome == CANCELLED:  # before its first byte (a 409) or after (a broken transfer)
         return "cancelled"
     if status != 200:
         return "refused"
-    if progress.outcome in ("failed", "aborted"):
+    if progress.outcome in (FAILED, ABORTED):
         return progress.outcome  # at once, even before the broken response is closed
     # "done" only once the response is closed: the whole file, trailer included, has been sent.
     if running:
         return "running"
-    return "done" if progress.outcome == "ok" else "aborted"
+    return "done" if progress.outcome == OK else "aborted"
 
 
 def _dump_share(state: str, phase: str, progress: DumpProgress, tables: dict[str, TableEstimate] | None,

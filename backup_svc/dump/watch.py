@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import psycopg
 
-from backup_svc.config import ConnInfo
+from backup_svc.pg.conninfo import ConnInfo
 from backup_svc.pg.diagnose import CannotDump
 from backup_svc.pg.facts import Deadline, connect
 

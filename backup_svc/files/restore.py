@@ -15,7 +15,7 @@ from typing import BinaryIO, Callable
 import psycopg
 from psycopg import sql
 
-from backup_svc.config import ConnInfo, parse_database_url
+from backup_svc.pg.conninfo import ConnInfo, parse_database_url
 from backup_svc.files.psqlfeed import RestoreFailed, psql_command, stream_into_psql
 from backup_svc.files.verify import VerifyReport, verify_file
 from backup_svc.pg.binaries import (
@@ -63,6 +63,13 @@ class RestoreReport:
     server_version: str
     psql: PgBinary
     seconds: float
+
+    def summary(self, source: str) -> str:
+        """The one line a finished restore of `source` (a file or an s3:// URL) ends with."""
+        backup = self.backup
+        return (f"restored {source} into {self.database!r} (PostgreSQL {self.server_version}) in "
+                f"{self.seconds:.1f} s: {backup.tables_with_data} tables with data, {backup.sql_bytes} bytes of SQL "
+                f"dumped from PostgreSQL {backup.server_version} by pg_dump {backup.pg_dump_version}")
 
 
 def _connect(conn: ConnInfo, dbname: str, timeout_s: int) -> psycopg.Connection:
@@ -145,6 +152,17 @@ def choose_psql(target: TargetFacts, dumped_by: str, installed: list[PgBinary]) 
                     f"if the restore fails on '\\restrict', install a newer postgresql-client")
 
 
+def drop_created_database(conn: ConnInfo, timeout_s: int, *, maintenance: str = "postgres") -> str:
+    """Drop the database `create_database` made for a restore that then failed; one line saying what happened."""
+    try:
+        with _connect(conn, maintenance, timeout_s) as db:
+            db.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(conn.dbname)))
+    except psycopg.Error as exc:
+        return (f"warning: could not drop database {conn.dbname!r}, which --create made: "
+                f"{scrub(error_lines(str(exc)), conn.password)}; drop it before retrying")
+    return f"dropped database {conn.dbname!r}, which --create made, so that a retry can create it again"
+
+
 def restore_file(path: str, target_url: str, *, bin_dirs: list[str], force: bool = False, create: bool = False,
                  timeout_s: int = 10, say: Callable[[str], None] = lambda _: None,
                  opener: Callable[[], BinaryIO] | None = None,
@@ -164,8 +182,20 @@ def restore_file(path: str, target_url: str, *, bin_dirs: list[str], force: bool
     check(backup)
     say(f"verified {path} in {time.monotonic() - started:.1f} s: {backup.size} bytes, "
         f"{backup.tables_with_data} tables with data, dumped from PostgreSQL {backup.server_version}")
-    if create:
-        say(create_database(conn, timeout_s, backup.encoding))
+    if not create:
+        return _restore_into(path, conn, backup, bin_dirs=bin_dirs, force=force, timeout_s=timeout_s, say=say,
+                             opener=opener)
+    say(create_database(conn, timeout_s, backup.encoding))
+    try:
+        return _restore_into(path, conn, backup, bin_dirs=bin_dirs, force=force, timeout_s=timeout_s, say=say,
+                             opener=opener)
+    except BaseException:
+        say(drop_created_database(conn, timeout_s))  # the retry must not find it "already exists"
+        raise
+
+
+def _restore_into(path: str, conn: ConnInfo, backup: VerifyReport, *, bin_dirs: list[str], force: bool,
+                  timeout_s: int, say: Callable[[str], None], opener: Callable[[], BinaryIO] | None) -> RestoreReport:
     target = inspect_target(conn, timeout_s)
     if target.relations and not force:
         raise RestoreFailed(

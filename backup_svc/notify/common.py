@@ -6,7 +6,9 @@ from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import urlsplit
 
-BACKUP, DRILL, STALE, TEST = "backup", "drill", "stale", "test"
+from backup_svc.timefmt import iso
+
+BACKUP, DRILL, STALE, TEST, RESTORE = "backup", "drill", "stale", "test", "restore"
 OK, FAILED = "ok", "failed"
 
 
@@ -54,15 +56,6 @@ def utc_text(when: datetime | None, *, seconds: bool = False) -> str:
     return when.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC" if seconds else "%Y-%m-%d %H:%M UTC")
 
 
-def iso(when: datetime | None) -> str | None:
-    """ISO 8601 in UTC with a Z, as the webhook carries times."""
-    if when is None:
-        return None
-    return when.astimezone(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 @dataclass(frozen=True)
@@ -97,9 +90,14 @@ class Event:
         at = utc_text(self.when)
         if self.kind == TEST:
             return f"Test notification from backup_svc for {self.database} at {at}"
+        if self.kind == STALE and self.details.get("last_failed"):
+            return f"Backups of {self.database} are failing: the last scheduled backup failed"
         if self.kind == STALE:
             return f"Backups of {self.database} are stale: no successful stored backup since " \
                    f"{utc_text(self.details.get('newest')) if self.details.get('newest') else 'the service started'}"
+        if self.kind == RESTORE:
+            return f"{self.details.get('action', 'Restore').capitalize()} of {self.database} " \
+                   f"{'FAILED' if self.failed else 'done'} at {at}"
         what = "Restore drill" if self.kind == DRILL else "Backup"
         how = "FAILED" if self.failed else "ok"
         return f"{what} of {self.database} {how} at {at}"
@@ -108,12 +106,16 @@ class Event:
         """The outcome in plain words (a few sentences)."""
         if self.kind == TEST:
             return "Sent by `python -m backup_svc notify-test`: if you read this, this channel works."
+        if self.kind == STALE and self.details.get("last_failed"):
+            return f"The last scheduled backup failed: {self.details['last_failed']}."
         if self.kind == STALE:
             newest = self.details.get("newest")
             interval = self.details.get("interval_s")
             since = f"the newest one is from {utc_text(newest)}" if newest else "there is none at all"
             every = f" The schedule expects one every {_duration(interval)}." if interval else ""
             return f"No successful stored backup is younger than 1.5 schedule intervals: {since}.{every}"
+        if self.kind == RESTORE:
+            return self.details.get("summary") or self.error or ""
         if self.kind == DRILL:
             if self.failed:
                 return (f"The stored backup {self.name or '(unknown)'} could not be proven restorable: "
@@ -130,6 +132,9 @@ class Event:
         """What the reader should do now."""
         if self.kind == TEST:
             return "Nothing to do."
+        if self.kind == RESTORE:
+            return ("Nothing was changed that was not put back; read the dashboard's Restore section and the service "
+                    "log." if self.failed else "The replaced data is kept; the dashboard's Kept databases lists it.")
         if self.kind == STALE:
             return ("Scheduled backups have stopped or keep failing. Check that the service runs (GET /healthz), "
                     "read its log, run `python -m backup_svc check`, then `python -m backup_svc upload` to store "
@@ -146,10 +151,14 @@ class Event:
                     "`python -m backup_svc upload` to store a backup now.")
         return "Nothing to do. `python -m backup_svc drill` proves the newest stored backup restores."
 
+    def extra_facts(self) -> list[tuple[str, str]]:
+        """(label, value) lines a kind adds to the mail's facts."""
+        return []
+
     def text(self) -> str:
         """The short message chat services show (Slack `text`, Discord `content`)."""
         parts = [self.headline() + ".", self.reason()]
-        if self.failed or self.kind == STALE:
+        if self.failed or self.kind in (STALE, RESTORE):
             parts.append(self.advice())
         return " ".join(parts)[:1900]  # Discord refuses content over 2000 characters
 

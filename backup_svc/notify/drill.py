@@ -19,20 +19,30 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 import psycopg
 from psycopg import sql
 
-from backup_svc.config import ConnInfo
 from backup_svc.crypto.common import IdentityNeeded, WrongIdentity
+from backup_svc.dump.rowcount import RowCounts, count_rows, counts_from_metadata
 from backup_svc.files.psqlfeed import RestoreFailed, psql_command, stream_into_psql
 from backup_svc.files.reader import BackupReader, BadBackup
 from backup_svc.files.restore import choose_psql, create_database, inspect_target
 from backup_svc.files.scan import DumpScanner
-from backup_svc.notify.common import DRILL, FAILED, OK, Event, now
-from backup_svc.notify.rowcount import RowCounts, count_rows, counts_from_metadata
+from backup_svc.notify.common import DRILL, FAILED, OK, Event
+from backup_svc.notify.drillbounds import (
+    SCRATCH_PREFIX,
+    DrillTimedOut,
+    drop_leftovers,
+    drop_scratch,
+    run_with_deadline,
+    terminate_sessions,
+)
 from backup_svc.notify.settings import same_database
 from backup_svc.pg.binaries import find_binaries
+from backup_svc.pg.command import keepalive_params, with_keepalives
+from backup_svc.pg.conninfo import ConnInfo
 from backup_svc.pg.diagnose import error_lines
 from backup_svc.pg.scrub import scrub
+from backup_svc.timefmt import utc_now
 
-SCRATCH_PREFIX = "backup_svc_drill_"
+__all__ = ["SCRATCH_PREFIX", "DrillReport", "run_drill"]
 Opener = Callable[[], BinaryIO]
 
 # Every table COPY can have written data for, by catalog name (what the dump's scanner reports).
@@ -54,7 +64,7 @@ class DrillReport:
 
     name: str
     outcome: str = FAILED
-    started: datetime = field(default_factory=now)
+    started: datetime = field(default_factory=utc_now)
     finished: datetime | None = None
     seconds: float = 0.0
     scratch: str = ""
@@ -97,7 +107,8 @@ def scratch_name(when: datetime) -> str:
 def _connect(conn: ConnInfo, timeout_s: int) -> psycopg.Connection:
     try:
         return psycopg.connect(conn.uri, password=conn.password, connect_timeout=timeout_s,
-                               application_name="backup_svc-drill", autocommit=True)
+                               application_name="backup_svc-drill", autocommit=True,
+                               **keepalive_params(conn.uri))  # a frozen link ends the session
     except psycopg.Error as exc:
         raise RestoreFailed(f"cannot connect to the drill server ({conn.host}): "
                             f"{scrub(error_lines(str(exc)), conn.password)}") from None
@@ -142,24 +153,55 @@ def compare(expected: RowCounts, actual: dict[tuple[str, str], int | None]) -> l
 
 def _drop(maintenance: ConnInfo, scratch: str, timeout_s: int) -> None:
     with _connect(maintenance, timeout_s) as db:
-        name = sql.Identifier(scratch)
-        if db.info.server_version >= 130000:
-            db.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
-        else:
-            db.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (scratch,))
-            db.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(name))
+        drop_scratch(db, scratch)
+
+
+def _drop_leftovers(maintenance: ConnInfo, timeout_s: int, say: Callable[[str], None]) -> None:
+    try:
+        with _connect(maintenance, timeout_s) as db:
+            drop_leftovers(db, utc_now(), say)
+    except (psycopg.Error, RestoreFailed) as exc:  # the drill itself says what is wrong with the server
+        say(f"warning: could not look for leftover scratch databases: {scrub(error_lines(str(exc)), maintenance.password)}")
 
 
 def run_drill(path: str, name: str, drill: ConnInfo, *, source: ConnInfo | None = None,
               opener: Opener | None = None, size: int | None = None, metadata: dict[str, str] | None = None,
-              bin_dirs: list[str], timeout_s: int = 10, say: Callable[[str], None] = lambda _: None) -> DrillReport:
+              bin_dirs: list[str], timeout_s: int = 10, say: Callable[[str], None] = lambda _: None,
+              deadline_s: float | None = None) -> DrillReport:
     """Restore the backup at `path` (called `name`) into a fresh scratch database and check its rows.
 
     `opener` reads the bytes from elsewhere than the file `path` (a stored object; `path` is then its
     s3:// URL), `size` is their length, `metadata` the object's user metadata (the row counts recorded
-    at dump time). Never raises for a failed drill: the report's `outcome` and `error` say what went wrong.
+    at dump time). `deadline_s` bounds the whole drill (RESTORE_DRILL_TIMEOUT, drillbounds.py). Never
+    raises for a failed drill: the report's `outcome` and `error` say what went wrong.
     """
     report = DrillReport(name=name, sha256=(metadata or {}).get("sha256"))
+    if deadline_s is None:
+        return _run_drill(report, path, name, drill, source, opener, size, metadata, bin_dirs, timeout_s, say)
+
+    def stop_sessions() -> None:
+        if report.scratch:
+            with _connect(drill, timeout_s) as db:
+                terminate_sessions(db, report.scratch)
+
+    clock = time.monotonic()
+    try:
+        return run_with_deadline(lambda: _run_drill(report, path, name, drill, source, opener, size, metadata,
+                                                    bin_dirs, timeout_s, say), deadline_s, stop_sessions)
+    except DrillTimedOut:
+        late = DrillReport(name=name, sha256=report.sha256, started=report.started, scratch=report.scratch,
+                           bytes=report.bytes, server_version=report.server_version)
+        late.error = (f"the drill did not finish within {deadline_s:g} s (RESTORE_DRILL_TIMEOUT) and was stopped"
+                      + (f"; its scratch database {report.scratch!r} is dropped by the next drill if it is left"
+                         if report.scratch else ""))
+        late.finished = utc_now()
+        late.seconds = time.monotonic() - clock
+        return late
+
+
+def _run_drill(report: DrillReport, path: str, name: str, drill: ConnInfo, source: ConnInfo | None,
+               opener: Opener | None, size: int | None, metadata: dict[str, str] | None, bin_dirs: list[str],
+               timeout_s: int, say: Callable[[str], None]) -> DrillReport:
     clock = time.monotonic()
     secret = drill.password
     try:
@@ -167,6 +209,7 @@ def run_drill(path: str, name: str, drill: ConnInfo, *, source: ConnInfo | None 
             raise DrillRefused("RESTORE_DRILL_URL points at the backed-up database; refusing to restore there")
         expected, total_rows, total_tables = counts_from_metadata(metadata or {})
         report.counts_from = "dump-time metadata" if expected is not None else "the backup's own COPY data"
+        _drop_leftovers(drill, timeout_s, say)
         report.scratch = scratch_name(report.started)
         scratch = with_database(drill, report.scratch)
         dumped_by, encoding = _header(path, opener)
@@ -187,7 +230,9 @@ def run_drill(path: str, name: str, drill: ConnInfo, *, source: ConnInfo | None 
                 expected = count_rows(BackupReader(path, opener))
             report.bytes = size if size is not None else os.path.getsize(path)
             say(f"restoring {name} with {psql.path} ({psql.version}) ...")
-            stream_into_psql(path, psql_command(psql.path, scratch, target.version_num), secrets=(secret,),
+            # keepalives and tcp_user_timeout: psql on a link that dies fails instead of waiting for ever
+            linked = replace(scratch, uri=with_keepalives(scratch.uri, psql.major))
+            stream_into_psql(path, psql_command(psql.path, linked, target.version_num), secrets=(secret,),
                              opener=opener)
             actual = restored_counts(scratch, list(expected), timeout_s)
             report.tables = len(expected)
@@ -222,6 +267,6 @@ def run_drill(path: str, name: str, drill: ConnInfo, *, source: ConnInfo | None 
     except Exception as exc:  # e.g. storage failing mid-read: a drill reports, it never raises
         reason = getattr(exc, "message", None) or str(exc) or type(exc).__name__
         report.error = f"the drill stopped: {scrub(reason.splitlines()[0], secret)}"
-    report.finished = now()
+    report.finished = utc_now()
     report.seconds = time.monotonic() - clock
     return report

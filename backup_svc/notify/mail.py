@@ -16,8 +16,9 @@ from backup_svc.pg.scrub import scrub
 def subject(event: Event) -> str:
     """`[backup_svc] shop: backup FAILED at 2026-11-28 19:30 UTC` — database, outcome and time."""
     what = {"backup": "backup", "drill": "restore drill", "stale": "backups are STALE",
-            "test": "test notification"}[event.kind]
-    if event.kind in ("stale", "test"):
+            "test": "test notification", "shrink": "backup SHRANK (warning)",
+            "restore": event.details.get("action", "restore")}[event.kind]
+    if event.kind in ("stale", "test", "shrink"):
         return f"[backup_svc] {event.database}: {what} at {utc_text(event.when)}"
     how = "FAILED" if event.failed else "ok"
     return f"[backup_svc] {event.database}: {what} {how} at {utc_text(event.when)}"
@@ -40,6 +41,7 @@ def body(event: Event) -> str:
         if key in event.details:
             value = event.details[key]
             facts.append((key.capitalize(), f"{value:.1f}" if isinstance(value, float) else str(value)))
+    facts += event.extra_facts()
     lines += [f"{label + ':':<10} {value}" for label, value in facts if value is not None]
     lines += ["", *_wrap("What to do: " + event.advice()), "", "-- backup_svc"]
     return "\n".join(lines) + "\n"

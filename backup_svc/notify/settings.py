@@ -8,13 +8,13 @@ import ipaddress
 import os
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Mapping
+from typing import Mapping
 from urllib.parse import unquote, urlsplit
 
 from backup_svc.notify.common import safe_url
+from backup_svc.pg.conninfo import ConnInfo, parse_database_url
+from backup_svc.problems import ConfigError
 
-if TYPE_CHECKING:  # config.py imports this module: the names it needs from there are imported late
-    from backup_svc.config import ConnInfo
 
 NOTIFY_ON_CHOICES = ("failure", "always")
 # Enough of RFC 5322 to catch a typo; the SMTP server has the last word.
@@ -119,6 +119,7 @@ class NotifySettings:
     heartbeat_url: str | None = field(default=None, repr=False)
     drill: ConnInfo | None = None
     drill_url: str | None = field(default=None, repr=False)
+    drill_timeout_s: int | None = None  # RESTORE_DRILL_TIMEOUT; None: sized from the backup (drillbounds.py)
 
     @property
     def any_channel(self) -> bool:
@@ -154,8 +155,6 @@ class NotifySettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, *, source: ConnInfo | None = None) -> "NotifySettings":
         """Read the notification settings; ConfigError lists every problem, one line each."""
-        from backup_svc.config import ConfigError
-
         problems: list[str] = []
         settings = notify_settings(os.environ if env is None else env, problems, source=source)
         if problems:
@@ -163,13 +162,22 @@ class NotifySettings:
         return settings
 
 
+def _parsed(name: str, raw: str, parse, problems: list[str]):
+    """`parse(raw)`, or None when `raw` is empty or invalid (then its problem is added, naming `name`)."""
+    if not raw:
+        return None
+    try:
+        return parse(raw)
+    except ValueError as exc:
+        problems.append(f"{name} {exc}")
+        return None
+
+
 def notify_settings(env: Mapping[str, str], problems: list[str], *, source: ConnInfo | None = None) -> NotifySettings:
     """The notification settings from `env`; each problem is appended to `problems` as one line.
 
     With `source` (the backed-up database), a RESTORE_DRILL_URL that points at it is refused.
     """
-    from backup_svc.config import parse_database_url
-
     def get(name: str) -> str:
         return env.get(name, "").strip()
 
@@ -177,12 +185,7 @@ def notify_settings(env: Mapping[str, str], problems: list[str], *, source: Conn
         else None
     heartbeat = _http_url("HEARTBEAT_URL", get("HEARTBEAT_URL"), problems) if get("HEARTBEAT_URL") else None
 
-    smtp = None
-    if get("SMTP_URL"):
-        try:
-            smtp = parse_smtp_url(get("SMTP_URL"))
-        except ValueError as exc:
-            problems.append(f"SMTP_URL {exc}")
+    smtp = _parsed("SMTP_URL", get("SMTP_URL"), parse_smtp_url, problems)
     email_to = _addresses("NOTIFY_EMAIL_TO", get("NOTIFY_EMAIL_TO"), problems)
     email_from = get("NOTIFY_EMAIL_FROM") or None
     if email_from and not _ADDRESS.match(email_from):
@@ -203,17 +206,20 @@ def notify_settings(env: Mapping[str, str], problems: list[str], *, source: Conn
         problems.append(f"NOTIFY_ON must be 'failure' or 'always', got {get('NOTIFY_ON')!r}")
         notify_on = "failure"
 
-    drill = None
-    if get("RESTORE_DRILL_URL"):
-        try:
-            drill = parse_database_url(get("RESTORE_DRILL_URL"))
-        except ValueError as exc:
-            problems.append(f"RESTORE_DRILL_URL {exc}")
-        if drill and source and same_database(drill, source):
-            problems.append("RESTORE_DRILL_URL points at the backed-up database (DATABASE_URL): drills need "
-                            "a scratch server or database they may overwrite, never the source")
-            drill = None
+    drill = _parsed("RESTORE_DRILL_URL", get("RESTORE_DRILL_URL"), parse_database_url, problems)
+    if drill and source and same_database(drill, source):
+        problems.append("RESTORE_DRILL_URL points at the backed-up database (DATABASE_URL): drills need "
+                        "a scratch server or database they may overwrite, never the source")
+        drill = None
+
+    drill_timeout = None
+    if get("RESTORE_DRILL_TIMEOUT"):
+        text = get("RESTORE_DRILL_TIMEOUT")
+        if not text.isdigit() or not 1 <= int(text) <= 86400:
+            problems.append(f"RESTORE_DRILL_TIMEOUT must be a whole number of seconds from 1 to 86400, got {text!r}")
+        else:
+            drill_timeout = int(text)
 
     return NotifySettings(webhook_url=webhook, smtp=smtp, email_to=email_to, email_from=email_from,
                           notify_on=notify_on, heartbeat_url=heartbeat, drill=drill,
-                          drill_url=get("RESTORE_DRILL_URL") or None)
+                          drill_url=get("RESTORE_DRILL_URL") or None, drill_timeout_s=drill_timeout)

@@ -1,34 +1,19 @@
 """The staleness alarm: scheduled backups that stop are noticed here, without any outside service.
 
-Stale means: a schedule is configured and the newest successful stored backup is older than 1.5
-schedule intervals (or there is none and the service has been up that long). One "backups are
-stale" event per stale episode: the episode ends when a fresh backup appears.
+Stale is storage/status.py's one rule (`is_stale`, the dashboard's warning too): a schedule is
+configured and the newest successful stored backup is older than 1.5 schedule intervals (or there is
+none and the service has been up that long), or the last scheduled run failed (any process's: the
+history tells). One alarm per stale episode: the episode ends when a fresh backup appears.
 """
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Callable
 
-from backup_svc.notify.common import FAILED, STALE, Event, iso
-
-# Half an interval of slack: a backup that runs long or a scheduler tick that comes late is not an alarm.
-STALE_FACTOR = 1.5
-# Runs looked at to find the schedule's interval: enough to see a whole week of a weekday schedule.
-INTERVAL_SAMPLES = 10
-
-
-def schedule_interval(next_after: Callable[[datetime], datetime], now: datetime) -> timedelta:
-    """The longest gap between the schedule's next runs (`next_after` is CronSchedule.next_after).
-
-    The longest, not the next: for `0 3 * * 1-5` a Friday backup is fresh until Monday's run is
-    overdue, so the weekend gap is the interval that counts.
-    """
-    runs = [next_after(now)]
-    for _ in range(INTERVAL_SAMPLES):
-        runs.append(next_after(runs[-1]))
-    return max(later - earlier for earlier, later in zip(runs, runs[1:]))
+from backup_svc.notify.common import FAILED, STALE, Event
+from backup_svc.timefmt import iso
+from backup_svc.storage.status import STALE_INTERVALS, is_stale
 
 
 @dataclass(frozen=True)
@@ -39,18 +24,11 @@ class Staleness:
     newest: datetime | None  # the newest successful stored backup
     limit: datetime  # backups older than this are stale
     interval: timedelta
+    last_failed: str | None = None  # why the last scheduled run failed, when that is what makes them stale
 
     def as_dict(self) -> dict:
         return {"stale": self.stale, "newest_ok": iso(self.newest), "stale_after": iso(self.limit),
-                "interval_s": int(self.interval.total_seconds())}
-
-
-def is_stale(newest: datetime | None, now: datetime, interval: timedelta, *, up_since: datetime | None = None) -> bool:
-    """True when `newest` is older than 1.5 `interval`s; with no backup at all, once `up_since` is that old."""
-    reference = newest if newest is not None else up_since
-    if reference is None:
-        return True
-    return now - reference > interval * STALE_FACTOR
+                "interval_s": int(self.interval.total_seconds()), "last_failed": self.last_failed}
 
 
 class StaleWatch:
@@ -62,10 +40,16 @@ class StaleWatch:
         self._alarmed = False
         self._lock = threading.Lock()
 
-    def check(self, newest: datetime | None, now: datetime, interval: timedelta) -> tuple[Staleness, Event | None]:
-        """The current staleness and, the first time in an episode, the event to send (else None)."""
-        stale = is_stale(newest, now, interval, up_since=self.up_since)
-        state = Staleness(stale=stale, newest=newest, limit=now - interval * STALE_FACTOR, interval=interval)
+    def check(self, newest: datetime | None, now: datetime, interval: timedelta, *,
+              last_failed: str | None = None) -> tuple[Staleness, Event | None]:
+        """The current staleness and, the first time in an episode, the event to send (else None).
+
+        `last_failed`: the reason the last scheduled run failed (in this process or another one, as the
+        history tells), which makes the backups stale however fresh the newest one is.
+        """
+        stale = is_stale(newest, now, interval, last_scheduled_failed=last_failed is not None, up_since=self.up_since)
+        state = Staleness(stale=stale, newest=newest, limit=now - interval * STALE_INTERVALS, interval=interval,
+                          last_failed=last_failed)
         with self._lock:
             if not stale:
                 self._alarmed = False
@@ -74,6 +58,8 @@ class StaleWatch:
                 return state, None
             self._alarmed = True
         event = Event(kind=STALE, outcome=FAILED, database=self.database, started=now, finished=now,
-                      error="no successful stored backup within 1.5 schedule intervals",
-                      details={"newest": newest, "interval_s": int(interval.total_seconds())})
+                      error=f"the last scheduled backup failed: {last_failed}" if last_failed
+                      else "no successful stored backup within 1.5 schedule intervals",
+                      details={"newest": newest, "interval_s": int(interval.total_seconds()),
+                               "last_failed": last_failed})
         return state, event

@@ -1,1 +1,2 @@
-"""PostgreSQL helpers: client binaries, server facts, error diagnosis, scrubbing, a throwaway cluster."""
+"""PostgreSQL helpers: connection strings (`conninfo`), client binaries and where to look for them
+(`binaries`), server facts, error diagnosis, scrubbing, a throwaway cluster. Imports no settings."""

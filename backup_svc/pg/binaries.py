@@ -1,10 +1,11 @@
 """Finding PostgreSQL client binaries and choosing the pg_dump that can dump a given server."""
 from __future__ import annotations
 
+import glob
 import os
 import subprocess
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Mapping
 
 from backup_svc.pg.command import VERSION
 from backup_svc.pg.diagnose import INCOMPATIBLE, CannotDump
@@ -12,6 +13,24 @@ from backup_svc.pg.diagnose import INCOMPATIBLE, CannotDump
 if TYPE_CHECKING:
     from backup_svc.pg.facts import ServerFacts
 
+
+
+def default_pg_bin_dirs() -> list[str]:
+    """`/usr/lib/postgresql/*/bin`, newest major first, then every folder on PATH."""
+
+    def major(path: str) -> float:
+        try:
+            return float(path.split("/")[-2])
+        except ValueError:
+            return 0.0
+
+    versioned = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=major, reverse=True)
+    return versioned + [d for d in os.environ.get("PATH", "").split(os.pathsep) if d]
+
+
+def pg_bin_dirs(env: Mapping[str, str]) -> list[str]:
+    """The folders `PG_BIN_DIRS` names (colon-separated), or the default search path when it is empty."""
+    return [d for d in env.get("PG_BIN_DIRS", "").strip().split(":") if d] or default_pg_bin_dirs()
 
 
 @dataclass(frozen=True)

@@ -88,8 +88,8 @@ def error_lines(text: str) -> str:
         if "error:" in line or "FATAL" in line or "ERROR" in line:
             lines = lines[i:]
             break
-    cleaned = [re.sub(r"^pg_dump: (error|detail|hint): ", "", l.strip()) for l in lines if l.strip()]
-    cleaned = [l for l in cleaned if not l.startswith("pg_dump: ")]
+    cleaned = [re.sub(r"^pg_dump: (error|detail|hint): ", "", line.strip()) for line in lines if line.strip()]
+    cleaned = [line for line in cleaned if not line.startswith("pg_dump: ")]
     return " ".join(" ".join(cleaned).split())[:1000]
 
 

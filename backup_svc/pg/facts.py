@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import psycopg
 
-from backup_svc.config import ConnInfo
+from backup_svc.pg.conninfo import ConnInfo
 from backup_svc.pg.command import keepalive_params
 from backup_svc.pg.diagnose import CannotDump, diagnose, not_answering
 
@@ -24,6 +24,9 @@ class ServerFacts:
     size_bytes: int
     table_count: int
     role: str = ""  # the role the service connects as (current_user)
+    # The cluster's system identifier: differs between any two clusters, even when database names
+    # match (every Railway database is `railway`); stored backups record it as their owner.
+    system_identifier: str = ""
 
 
 _FACTS_SQL = """
@@ -35,7 +38,8 @@ SELECT current_setting('server_version_num')::int,
          WHERE c.relkind IN ('r', 'p')
            AND n.nspname NOT IN ('pg_catalog', 'information_schema')
            AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%'),
-       current_user
+       current_user,
+       (SELECT system_identifier::text FROM pg_control_system())
 """
 
 
@@ -150,3 +154,47 @@ class CachedFacts:
         except CannotDump as exc:
             self._value, ttl = exc, self.error_ttl_s
         self._expires = time.monotonic() + ttl
+
+
+class BackgroundFacts(CachedFacts):
+    """`CachedFacts` whose callers never wait on the database: for anonymous callers (`/readyz`).
+
+    An expired answer — good or bad — is returned as it is while one background thread asks the
+    database again; its answer serves the callers after it. Only before the very first answer does
+    a caller wait, at most `first_wait_s` (`start` asks at start-up, so there usually is one); then
+    it gets "not answering". A database that accepts connections and never answers therefore
+    costs callers nothing: before, they queued on the refresh and held every request thread.
+    """
+
+    def __init__(self, conn: ConnInfo, *, ttl_s: float, error_ttl_s: float, timeout_s: int,
+                 first_wait_s: float = 2.0):
+        super().__init__(conn, ttl_s=ttl_s, error_ttl_s=error_ttl_s)
+        self.timeout_s = timeout_s
+        self.first_wait_s = first_wait_s
+        self._answered = threading.Event()
+
+    def start(self) -> None:
+        """Ask the database now, in the background (no-op while a refresh runs)."""
+        if not self._refreshing.acquire(blocking=False):
+            return
+        threading.Thread(target=self._refresh_then_release, name="readiness", daemon=True).start()
+
+    def _refresh_then_release(self) -> None:
+        try:
+            self._refresh(self.timeout_s)
+        finally:
+            self._answered.set()
+            self._refreshing.release()
+
+    def get(self, *, timeout_s: int | None = None) -> ServerFacts:
+        """The latest answer, however old (a refresh is started when it has expired); CannotDump like it."""
+        if self._value is None or time.monotonic() >= self._expires:
+            self.start()
+        if self._value is None:
+            self._answered.wait(self.first_wait_s)
+        value = self._value
+        if value is None:
+            raise not_answering(self.first_wait_s)
+        if isinstance(value, CannotDump):
+            raise CannotDump(value.kind, value.message)  # a new one per caller: threads share none
+        return value

@@ -11,6 +11,7 @@ import random
 import time
 from dataclasses import dataclass
 from typing import Callable, Mapping, TypeVar
+from urllib.parse import urlsplit
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +22,8 @@ URL_STYLES = ("path", "virtual")
 # at 1 MB/s still moves data every second; a dead peer is noticed within this).
 CONNECT_TIMEOUT_S = 10
 READ_TIMEOUT_S = 60
+# S3 refuses a request whose signature time is further than this from its own clock.
+CLOCK_SKEW_LIMIT_S = 15 * 60
 # S3 error codes worth another try besides HTTP 5xx and 429 (some providers send these with a 400).
 _TRANSIENT_CODES = {"InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout", "Throttling",
                     "ThrottlingException", "RequestLimitExceeded", "TooManyRequests"}
@@ -84,8 +87,28 @@ def describe(exc: BaseException) -> str:
     if isinstance(exc, bex.ClientError):
         code, status = error_code(exc)
         message = exc.response.get("Error", {}).get("Message") or ""
-        return f"{code or 'error'} (HTTP {status}){': ' + message if message else ''}"
+        text = f"{code or 'error'} (HTTP {status}){': ' + message if message else ''}"
+        return text + (_refusal_hint(exc.response) if status == 403 else "")
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def _refusal_hint(response: dict) -> str:
+    """Why a 403 came: a clock far from the storage's (S3 refuses signatures over 15 minutes off), or
+    else the credentials. A HEAD's 403 has no body to say which; the answer's Date header can."""
+    from email.utils import parsedate_to_datetime
+
+    date = response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+    try:
+        skew = (parsedate_to_datetime(date).timestamp() - time.time()) if date else None
+    except (TypeError, ValueError):
+        skew = None
+    if skew is None:
+        return ""
+    if abs(skew) > CLOCK_SKEW_LIMIT_S:
+        side = "behind" if skew > 0 else "ahead of"
+        return (f" — this machine's clock is {abs(skew) / 60:.0f} min {side} the storage's, and S3 refuses "
+                f"requests signed more than 15 min off: fix the clock (NTP)")
+    return " — the clocks agree, so the credentials (or their permissions on this bucket) are wrong"
 
 
 def with_retries(what: str, call: Callable[[], T], policy: RetryPolicy,
@@ -112,6 +135,20 @@ def with_retries(what: str, call: Callable[[], T], policy: RetryPolicy,
             attempt += 1
 
 
+def object_exists(client, bucket: str, key: str, what: str, policy: RetryPolicy) -> bool:
+    """Whether `s3://bucket/key` exists (one HEAD, retried when transient); StorageError when storage cannot say."""
+    def head() -> bool:
+        try:
+            client.head_object(Bucket=bucket, Key=key)
+            return True
+        except Exception as exc:
+            if error_code(exc)[1] == 404:
+                return False
+            raise
+
+    return with_retries(what, head, policy)
+
+
 def client_settings(env: Mapping[str, str]) -> dict:
     """The keyword arguments for boto3's S3 client from the standard AWS_* variables.
 
@@ -123,8 +160,14 @@ def client_settings(env: Mapping[str, str]) -> dict:
     if style and style not in URL_STYLES:
         raise StorageConfigError(f"AWS_S3_URL_STYLE must be 'path' or 'virtual', got {style!r}")
     endpoint = env.get("AWS_ENDPOINT_URL", "").strip() or None
+    # The endpoint is shown (check, the dashboard, the API, errors), so it must hold nothing secret,
+    # and a refusal names the problem without echoing the value.
     if endpoint is not None and not endpoint.startswith(("http://", "https://")):
-        raise StorageConfigError(f"AWS_ENDPOINT_URL must start with https:// (or http://), got {endpoint!r}")
+        raise StorageConfigError("AWS_ENDPOINT_URL must start with https:// (or http://), e.g. "
+                                 "https://storage.railway.app")
+    if endpoint is not None and "@" in urlsplit(endpoint).netloc:
+        raise StorageConfigError("AWS_ENDPOINT_URL must not hold credentials (user:password@): set "
+                                 "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY instead")
     return {
         "endpoint_url": endpoint,
         # boto3's own default for S3; it follows a bucket's redirect to its real region. Set here rather

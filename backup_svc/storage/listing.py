@@ -1,11 +1,23 @@
-"""This service's stored backups under the prefix, newest first."""
+"""This service's stored backups under the prefix, newest first — the one "real backups" set that
+retention, staleness, the dashboard, `list` and `check` all read.
+
+An object is in it only when its name is one of this service's backup names, its metadata holds
+this service's ownership record, and its name's time can be trusted (ownership.py). Every other
+object named like a backup is reported in `ignored`, with the reason, and never acted on.
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Callable, Mapping
 
-from .client import RetryPolicy, with_retries
+from .client import RetryPolicy, error_code, with_retries
 from .location import BackupNames, StorageLocation
+from .ownership import Owner, time_refusal
+
+# HEADs in parallel: a first listing of a few dozen backups takes a few round trips, not dozens.
+HEAD_WORKERS = 4
 
 
 @dataclass(frozen=True)
@@ -16,22 +28,70 @@ class StoredBackup:
     key: str
     size: int
     time: datetime
-    sha256: str | None = None  # from the object's metadata; None when not asked for (or missing)
-    metadata: dict[str, str] | None = None  # the object's user metadata, when read (with_sha256)
+    sha256: str | None = None  # from the object's metadata
+    modified: datetime | None = None  # the object's LastModified, as the storage reports it
+    metadata: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
 
-def list_backups(client, location: StorageLocation, names: BackupNames, *, with_sha256: bool = False,
-                 retry: RetryPolicy = RetryPolicy()) -> list[StoredBackup]:
-    """Every object directly under the prefix whose name is one of this service's backups, newest first.
+@dataclass
+class Survey:
+    """The real backups (newest first) and the objects named like one that are not, with why."""
 
-    Anything else under the prefix (other files, other databases' backups, sub-folders) is left out.
-    `with_sha256` reads each object's metadata (one HEAD per backup). StorageError when a page
-    cannot be listed: callers must then act on nothing.
-    """
-    found: list[StoredBackup] = []
+    backups: list[StoredBackup] = field(default_factory=list)
+    ignored: list[tuple[StoredBackup, str]] = field(default_factory=list)
+
+
+# (key, LastModified, ETag) -> user metadata: an object is never overwritten, and attaching its
+# final metadata (a copy onto itself) changes its LastModified, so a remembered answer stays right.
+MetadataCache = dict
+
+
+def survey_backups(client, location: StorageLocation, names: BackupNames, owner: Owner, *,
+                   now: datetime | None = None, retry: RetryPolicy = RetryPolicy(),
+                   cache: MetadataCache | None = None) -> Survey:
+    """List the prefix, read each backup-named object's metadata (one HEAD each, remembered in `cache`)
+    and sort the objects into this service's backups and the others. StorageError when storage
+    cannot be read: callers must then act on nothing."""
+    now = now or datetime.now(timezone.utc)
+    named = _named_objects(client, location, names, retry)
+    cache = cache if cache is not None else {}
+    missing = [item for item in named if item[1] not in cache]
+    if missing:
+        head = _header(client, location, retry)
+        with ThreadPoolExecutor(max_workers=HEAD_WORKERS, thread_name_prefix="storage-head") as pool:
+            for (_, ident, _), metadata in zip(missing, pool.map(lambda item: head(item[0].key), missing)):
+                cache[ident] = metadata
+    for gone in set(cache) - {ident for _, ident, _ in named}:  # deleted since: forget it
+        del cache[gone]
+    survey = Survey()
+    for backup, ident, _ in named:
+        metadata = cache[ident]
+        backup = StoredBackup(name=backup.name, key=backup.key, size=backup.size, time=backup.time,
+                              sha256=metadata.get("sha256"), modified=backup.modified, metadata=metadata)
+        reason = owner.refusal(metadata) or time_refusal(backup.time, backup.modified, now)
+        if reason is None:
+            survey.backups.append(backup)
+        else:
+            survey.ignored.append((backup, reason))
+    survey.backups.sort(key=lambda b: b.time, reverse=True)
+    return survey
+
+
+def list_backups(client, location: StorageLocation, names: BackupNames, owner: Owner, *,
+                 now: datetime | None = None, retry: RetryPolicy = RetryPolicy()) -> list[StoredBackup]:
+    """This service's backups under the prefix, newest first (see `survey_backups`)."""
+    return survey_backups(client, location, names, owner, now=now, retry=retry).backups
+
+
+def _named_objects(client, location: StorageLocation, names: BackupNames, retry: RetryPolicy):
+    """(StoredBackup without metadata, identity, raw item) of each object directly under the prefix
+    whose name is one of this service's backup names."""
+    found = []
     token = None
     while True:
-        request = {"Bucket": location.bucket, "Prefix": location.prefix, "MaxKeys": 1000}
+        # Delimiter: backups are the prefix's direct children; the history's events (`_history/…`) and
+        # any other folder are not paged through.
+        request = {"Bucket": location.bucket, "Prefix": location.prefix, "Delimiter": "/", "MaxKeys": 1000}
         if token:
             request["ContinuationToken"] = token
         page = with_retries(f"listing {location.url}", lambda: client.list_objects_v2(**request), retry)
@@ -39,18 +99,24 @@ def list_backups(client, location: StorageLocation, names: BackupNames, *, with_
             name = item["Key"][len(location.prefix):]
             when = names.time_of(name)
             if when is not None:
-                found.append(StoredBackup(name=name, key=item["Key"], size=item["Size"], time=when))
+                backup = StoredBackup(name=name, key=item["Key"], size=item["Size"], time=when,
+                                      modified=item.get("LastModified"))
+                found.append((backup, (item["Key"], item.get("LastModified"), item.get("ETag")), item))
         if not page.get("IsTruncated"):
             break
         token = page["NextContinuationToken"]
-    found.sort(key=lambda b: b.time, reverse=True)
-    if with_sha256:
-        found = [_with_sha256(client, location, backup, retry) for backup in found]
     return found
 
 
-def _with_sha256(client, location: StorageLocation, backup: StoredBackup, retry: RetryPolicy) -> StoredBackup:
-    head = with_retries(f"reading the metadata of {backup.key}",
-                        lambda: client.head_object(Bucket=location.bucket, Key=backup.key), retry)
-    return StoredBackup(name=backup.name, key=backup.key, size=backup.size, time=backup.time,
-                        sha256=head.get("Metadata", {}).get("sha256"), metadata=dict(head.get("Metadata", {})))
+def _header(client, location: StorageLocation, retry: RetryPolicy) -> Callable[[str], dict[str, str]]:
+    def head_once(key: str) -> dict[str, str]:
+        try:
+            return dict(client.head_object(Bucket=location.bucket, Key=key).get("Metadata", {}))
+        except Exception as exc:
+            if error_code(exc)[1] == 404:  # deleted since the listing: nothing to own
+                return {}
+            raise
+
+    def head(key: str) -> dict[str, str]:
+        return with_retries(f"reading the metadata of {key}", lambda: head_once(key), retry)
+    return head

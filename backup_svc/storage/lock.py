@@ -11,7 +11,7 @@ import hashlib
 
 import psycopg
 
-from backup_svc.config import ConnInfo
+from backup_svc.pg.conninfo import ConnInfo
 from backup_svc.pg.diagnose import diagnose
 from backup_svc.pg.facts import connect
 

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Callable
 
 from backup_svc.pg.scrub import scrub
 
 from .bounded import BoundedCalls
 from .catalog import CatalogEntry, StoredCatalog
 from .client import RetryPolicy, StorageError, describe, make_client
+from .holds import Hold, acknowledge_hold, read_holds
 from .location import BackupNames
+from .ownership import Owner
 from .presign import PRESIGN_MAX_S, checked_name, presigned_download_url
 from .probe import ProbeReport, endpoint_of, probe_storage
 from .settings import StorageSettings
@@ -35,14 +38,14 @@ PROBE_REUSE_S = 60
 class PromptStorage:
     """The storage as the dashboard and the API see it: quick to answer, quick to say it cannot."""
 
-    def __init__(self, storage: StorageSettings, backup_name: str, client=None):
+    def __init__(self, storage: StorageSettings, backup_name: str, owner: Callable[[], Owner], client=None):
         self.storage = storage
         self.location = storage.location
         self.names = BackupNames(backup_name)
         self.endpoint = endpoint_of(storage)
         self.client = client if client is not None else make_client(
             storage.client_env, connect_timeout_s=CONNECT_TIMEOUT_S, read_timeout_s=READ_TIMEOUT_S)
-        self.catalog = StoredCatalog(self.client, self.location, self.names, retry=QUICK_RETRY)
+        self.catalog = StoredCatalog(self.client, self.location, self.names, owner, retry=QUICK_RETRY)
         self._calls = BoundedCalls()
         self._probe_lock = threading.Lock()
         self._probe: tuple[float, ProbeReport] | None = None
@@ -57,6 +60,19 @@ class PromptStorage:
     def backups(self, deadline_s: float = LIST_DEADLINE_S) -> list[CatalogEntry]:
         """This service's stored backups, newest first; StorageError (StorageTimeout) after `deadline_s`."""
         return self._calls.call("list", self.catalog.entries, deadline_s, f"the storage at {self.endpoint}")
+
+    def holds(self, deadline_s: float = LIST_DEADLINE_S) -> list[Hold]:
+        """The open shrink alarms (and the latest one), newest first; StorageError after `deadline_s`."""
+        return self._calls.call("holds", lambda: read_holds(self.client, self.location, retry=QUICK_RETRY),
+                                deadline_s, f"the storage at {self.endpoint}")
+
+    def acknowledge(self, held: str, by: str, deadline_s: float = LOOKUP_DEADLINE_S) -> bool:
+        """Acknowledge the alarm holding `held`, ending the hold; False when none is open. NotOurBackup
+        for a name that is not one of this service's backup names."""
+        checked_name(self.names, held)
+        return self._calls.call(("acknowledge", held), lambda: acknowledge_hold(self.client, self.location, held,
+                                                                                by, retry=QUICK_RETRY),
+                                deadline_s, f"the storage at {self.endpoint}")
 
     def download_url(self, name: str, deadline_s: float = LOOKUP_DEADLINE_S, expires_s: int = PRESIGN_MAX_S) -> str | None:
         """A presigned GET URL for the stored backup `name`, or None when there is no such backup now.

@@ -1,8 +1,11 @@
 """Deleting the stored backups retention does not keep, and incomplete uploads left behind.
 
-Safety, each one tested: nothing is deleted when the listing fails; only names matching this
-service's pattern directly under the prefix are candidates; the newest backup is never deleted;
-a dry run deletes nothing and says what would go and why.
+Safety, each one tested: nothing is deleted when the listing fails; only this service's own backups
+(its name pattern directly under the prefix *and* its ownership record in the metadata, with a name
+time that can be trusted: ownership.py) are candidates; the newest backup and the one just stored
+are never deleted; nothing is deleted while the cluster's identity is unknown; a dry run deletes
+nothing and says what would go and why. Objects named like a backup that are not this service's
+are reported (`ignored`), never kept in place of a real one.
 """
 from __future__ import annotations
 
@@ -10,9 +13,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from .client import RetryPolicy, StorageError, with_retries
-from .listing import StoredBackup, list_backups
+from .holds import active_holds, read_holds
+from .listing import StoredBackup, survey_backups
 from .location import BackupNames, StorageLocation
-from .retention import Decision, RetentionPolicy, apply_retention, removal_reason
+from .ownership import Owner
+from .retention import Decision, RetentionPolicy, apply_retention, removal_reason, with_holds
 
 # Railway Buckets have no lifecycle rules, so nothing else ever cleans up an upload that a killed
 # process left incomplete; no real upload of this service runs for a day.
@@ -29,6 +34,7 @@ class PruneReport:
     deleted: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (name, error)
     stale_uploads: list[tuple[str, datetime]] = field(default_factory=list)  # (key, initiated)
+    ignored: list[tuple[StoredBackup, str]] = field(default_factory=list)  # named like ours, but not: why
 
     @property
     def kept(self) -> list[Decision]:
@@ -51,6 +57,8 @@ class PruneReport:
                 out.append(f"FAILED  {name}  could not be deleted: {failed[name]}")
             else:
                 out.append(f"{verb:<7} {name}  ({self.removal_reason})")
+        for backup, reason in self.ignored:
+            out.append(f"ignored {backup.name}  (not counted, not deleted: {reason})")
         if "incomplete uploads" in failed:
             out.append(f"FAILED  cleaning up incomplete uploads: {failed['incomplete uploads']}")
         for key, initiated in self.stale_uploads:
@@ -59,18 +67,27 @@ class PruneReport:
         return out
 
 
-def prune(client, location: StorageLocation, names: BackupNames, policy: RetentionPolicy, *,
-          dry_run: bool = False, now: datetime | None = None, retry: RetryPolicy = RetryPolicy()) -> PruneReport:
+def prune(client, location: StorageLocation, names: BackupNames, owner: Owner, policy: RetentionPolicy, *,
+          keep_key: str | None = None, dry_run: bool = False, now: datetime | None = None,
+          retry: RetryPolicy = RetryPolicy()) -> PruneReport:
     """Apply `policy` to this service's backups under the prefix and abort its day-old incomplete uploads.
 
-    StorageError when the listing fails (then nothing was deleted). A delete that fails is reported
-    in `failed` and the others still happen.
+    `keep_key` (the object just stored) and backups under a retention hold (holds.py: the last one
+    before a shrink alarm) are kept whatever the rules say. StorageError when the listing or the holds
+    cannot be read, or the cluster's identity is unknown (then nothing was deleted). A delete that
+    fails is reported in `failed` and the others still happen.
     """
+    if not owner.can_delete:
+        raise StorageError("retention needs the database's cluster identity to tell this service's backups "
+                           "from others', and the database did not answer: nothing was deleted")
     report = PruneReport(dry_run=dry_run, removal_reason=removal_reason(policy))
-    backups = list_backups(client, location, names, retry=retry)  # raises before anything is deleted
-    report.decisions = apply_retention(backups, policy)
+    survey = survey_backups(client, location, names, owner, now=now, retry=retry)  # raises before any delete
+    backups, report.ignored = survey.backups, survey.ignored
+    held = active_holds(read_holds(client, location, retry=retry))  # so does this
+    report.decisions = [Decision(d.backup, True, ("just stored",)) if d.backup.key == keep_key and not d.keep
+                        else d for d in with_holds(apply_retention(backups, policy), held)]
     doomed = [d.backup for d in report.removed]
-    _check_safe(doomed, backups, location, names)
+    _check_safe(doomed, backups, location, names, owner, keep_key)
     for backup in doomed:
         if dry_run:
             continue
@@ -88,12 +105,15 @@ def prune(client, location: StorageLocation, names: BackupNames, policy: Retenti
 
 
 def _check_safe(doomed: list[StoredBackup], backups: list[StoredBackup], location: StorageLocation,
-                names: BackupNames) -> None:
+                names: BackupNames, owner: Owner, keep_key: str | None) -> None:
     # Belt and braces: retention cannot produce these, but a delete is the one thing not undone.
     if backups and any(b.key == backups[0].key for b in doomed):
         raise AssertionError("retention chose the newest backup for deletion")
+    if any(b.key == keep_key for b in doomed):
+        raise AssertionError("retention chose the backup just stored for deletion")
     for backup in doomed:
-        if not backup.key.startswith(location.prefix) or names.time_of(backup.key[len(location.prefix):]) is None:
+        if not backup.key.startswith(location.prefix) or names.time_of(backup.key[len(location.prefix):]) is None \
+                or owner.refusal(backup.metadata) is not None:
             raise AssertionError(f"retention chose {backup.key!r}, which is not one of this service's backups")
 
 

@@ -93,6 +93,15 @@ def apply_retention(backups: Sequence[Dated], policy: RetentionPolicy) -> list[D
     return decisions
 
 
+HELD_REASON = "held: the last backup before a shrink alarm, until acknowledged"
+
+
+def with_holds(decisions: list[Decision], held: set[str]) -> list[Decision]:
+    """`decisions` with every backup named in `held` kept (a retention hold outranks every rule)."""
+    return [Decision(d.backup, True, (*d.reasons, HELD_REASON)) if d.backup.name in held else d
+            for d in decisions]
+
+
 def removal_reason(policy: RetentionPolicy) -> str:
     """Why a backup that no rule kept goes, in words."""
     return f"kept by no rule of {policy}"

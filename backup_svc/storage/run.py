@@ -1,5 +1,6 @@
 """One stored backup, start to finish: take the lock, stream the dump into an upload, complete it only
-on success, then apply retention. Used by `upload`, by the scheduler inside `serve` and by the API.
+on success, compare its shape with the ones before (the shrink alarm), then clean up (incomplete
+uploads left by killed runs; retention). Used by `upload`, by the scheduler inside `serve` and by the API.
 """
 from __future__ import annotations
 
@@ -7,88 +8,111 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Callable
 
-from backup_svc.config import Settings, StorageSettings
 from backup_svc.crypto.common import is_encrypted_name
 from backup_svc.crypto.encrypt import AgeEncryptor
+from backup_svc.crypto.keys import Recipient
 from backup_svc.crypto.labels import recipients_metadata
 from backup_svc.dump.backup import backup_filename, write_backup
+from backup_svc.dump.options import DumpOptions
 from backup_svc.dump.pipeline import DumpProgress
-from backup_svc.notify.rowcount import counts_metadata
+from backup_svc.dump.rowcount import counts_metadata, total_rows
 from backup_svc.storage.client import RetryPolicy, StorageError, make_client
 from backup_svc.storage.location import BackupNames
 from backup_svc.storage.lock import StoredBackupLock
-from backup_svc.storage.prune import PruneReport, prune
+from backup_svc.storage.ownership import Owner, OwnerLookup
+from backup_svc.storage.prune import PruneReport, abort_stale_uploads, prune
+from backup_svc.storage.settings import StorageSettings
+from backup_svc.storage.shape import ShrinkFinding
+from backup_svc.storage.shrink import check_shrink
+from backup_svc.storage.stopping import SHUTTING_DOWN, CancellableSink, DumpStopper, StopFlag, StoredBackupCancelled
 from backup_svc.storage.upload import MultipartUpload, StoredObject
+
+__all__ = ["StoredBackupCancelled", "StoredBackupResult", "take_stored_backup", "owner_lookup", "destination_of"]
 
 log = logging.getLogger(__name__)
 
 
-class StoredBackupCancelled(Exception):
-    """The stored backup was told to stop (the server is shutting down); its upload is aborted."""
-
-
 @dataclass
 class StoredBackupResult:
-    """A stored backup that is complete and read back, and what retention did after it."""
+    """A stored backup that is complete and read back, and what the clean-up after it did."""
 
     stored: StoredObject
     seconds: float
-    sql_bytes: int
+    sql_bytes: int | None  # None for an encrypted backup: nothing read from its contents in the clear
+    rows: int | None = None  # all tables' rows, counted as the dump passed
     retention: PruneReport | None = None
     retention_error: str | None = None
+    shrink: ShrinkFinding | None = None  # the backup fell below the earlier ones' median (BACKUP_SHRINK_ALERT)
+    # incomplete uploads of earlier, killed runs that this run aborted: (key, started)
+    leftovers: list[tuple[str, datetime]] = field(default_factory=list)
 
 
-@dataclass
-class _CancellableSink:
-    """Passes bytes to the upload (or the encryptor in front of it); raises StoredBackupCancelled once
-    `cancel` is set."""
-
-    upload: MultipartUpload | AgeEncryptor
-    cancel: threading.Event = field(default_factory=threading.Event)
-
-    def write(self, data: bytes) -> int:
-        if self.cancel.is_set():
-            raise StoredBackupCancelled("stopped: the service is shutting down")
-        return self.upload.write(data)
-
-
-def destination_of(settings: Settings, storage: StorageSettings) -> str:
+def destination_of(options: DumpOptions, storage: StorageSettings) -> str:
     """What the single-flight lock is about: one backup name in one bucket prefix."""
-    return f"{storage.location.url} {settings.backup_name}"
+    return f"{storage.location.url} {options.backup_name}"
 
 
-def take_stored_backup(settings: Settings, storage: StorageSettings, *, name: str | None = None,
+def owner_lookup(options: DumpOptions, identify: Callable[[], str] | None = None) -> OwnerLookup:
+    """This service's Owner (ownership.py), asking the database for its cluster's identity (`identify`,
+    by default a query of its own)."""
+    from backup_svc.pg.facts import server_facts
+
+    identify = identify or (lambda: server_facts(options.conn, timeout_s=options.connect_timeout_s).system_identifier)
+    return OwnerLookup(options.backup_name, options.conn.dbname, identify)
+
+
+def take_stored_backup(options: DumpOptions, storage: StorageSettings, *, name: str | None = None,
                        application_name: str = "backup_svc-upload",
-                       progress: DumpProgress | None = None, cancel: threading.Event | None = None,
-                       client=None, retry: RetryPolicy = RetryPolicy()) -> StoredBackupResult:
+                       progress: DumpProgress | None = None, cancel: StopFlag | None = None,
+                       client=None, retry: RetryPolicy = RetryPolicy(),
+                       recipients: tuple[Recipient, ...] = ()) -> StoredBackupResult:
     """Take one backup into storage; raise on every path that stores nothing.
+
+    `recipients` (BACKUP_AGE_RECIPIENTS): the object is age-encrypted to them, named `….sql.gz.age`.
 
     AnotherBackupRunning when another process is storing a backup to the same place; CannotDump
     before pg_dump's first byte; DumpBroken, StorageError, StoredBackupCancelled, KeyboardInterrupt
     (or whatever the caller's signal handler raises) after it — in all of which the upload was
-    aborted. Retention runs only after a read-back object, and its failure does not undo the backup
-    (it is reported in `retention_error`).
+    aborted. `cancel` stops the run at once, whatever it is doing (stopping.py). The clean-up runs
+    only after a read-back object, and its failure does not undo the backup (`retention_error`).
     """
+    cancel = cancel if cancel is not None else threading.Event()
+    try:
+        return _take(options, storage, name, application_name, progress, cancel, client, retry, recipients)
+    except Exception as exc:
+        if cancel.is_set() and not isinstance(exc, StoredBackupCancelled):  # whatever broke, this is why
+            raise StoredBackupCancelled(SHUTTING_DOWN) from exc
+        raise
+
+
+def _take(options: DumpOptions, storage: StorageSettings, name: str | None, application_name: str,
+          progress: DumpProgress | None, cancel: StopFlag, client, retry: RetryPolicy,
+          recipients: tuple[Recipient, ...]) -> StoredBackupResult:
     client = client if client is not None else make_client(storage.client_env)
     started = time.monotonic()
-    with StoredBackupLock(settings.conn, destination_of(settings, storage), timeout_s=settings.connect_timeout_s):
-        recipients = settings.encryption.recipients
-        name = name or backup_filename(settings.backup_name, encrypted=bool(recipients))
+    with StoredBackupLock(options.conn, destination_of(options, storage), timeout_s=options.connect_timeout_s):
+        name = name or backup_filename(options.backup_name, encrypted=bool(recipients))
         if is_encrypted_name(name) != bool(recipients):  # the name must say what the bytes are
             raise ValueError(f"{name}: a stored backup is named ….sql.gz.age exactly when it is encrypted")
         key = storage.location.key(name)
-        metadata = {"backup-name": settings.backup_name}
+        metadata = {"backup-name": options.backup_name}
         if recipients:
             metadata.update(recipients_metadata(recipients))
-        with MultipartUpload(client, storage.location.bucket, key, metadata=metadata, retry=retry) as upload:
+        with MultipartUpload(client, storage.location.bucket, key, metadata=metadata,
+                             retry=retry, cancelled=cancel.is_set) as upload:
             # With recipients, the only sink the dump ever sees is the encryptor: no path writes cleartext.
             encryptor = AgeEncryptor(upload, recipients) if recipients else None
             try:
-                sink = _CancellableSink(encryptor or upload, cancel or threading.Event())
-                # count_rows: each table's rows go into the metadata, for restore drills to check against.
-                written = write_backup(settings, sink, application_name=application_name, progress=progress,
-                                       count_rows=not recipients)
+                with DumpStopper(cancel) as stopper:
+                    # count_rows: each table's rows go into the metadata, for restore drills to check against
+                    # (not for an encrypted backup: table names and counts would be in the clear).
+                    written = write_backup(options, CancellableSink(encryptor or upload, cancel),
+                                           application_name=application_name, progress=progress,
+                                           count_rows=not recipients, interrupt=stopper.interrupt,
+                                           created=stopper.created)
                 # write_backup returned: pg_dump exited 0 and its output ended with the completion line.
                 if encryptor is not None:
                     encryptor.finish()
@@ -99,31 +123,38 @@ def take_stored_backup(settings: Settings, storage: StorageSettings, *, name: st
                                         else (upload.sha256, upload.size))
             if written.sha256 != plain_sha256 or written.gzip_bytes != plain_size:
                 raise StorageError("the bytes uploaded differ from the bytes the dump produced")
-            stored = upload.complete(_completion_metadata(written, time.monotonic() - started,
-                                                          encrypted=bool(recipients)))
+            owner = Owner(options.backup_name, written.facts.database, written.facts.system_identifier or None)
+            stored = upload.complete({
+                **_completion_metadata(written, time.monotonic() - started, encrypted=bool(recipients)),
+                **owner.metadata(),  # who wrote it, for which database: retention and listings trust only this
+            })
             if recipients and progress is not None:
                 progress.sha256 = stored.sha256  # the stored (age) bytes', as the listing shows it
         log.info("stored %s: %d bytes, sha256 %s", key, stored.size, stored.sha256)
-        result = StoredBackupResult(stored=stored, seconds=time.monotonic() - started, sql_bytes=written.sql_bytes)
-        if storage.retention is not None:
-            try:
-                result.retention = prune(client, storage.location, BackupNames(settings.backup_name),
-                                         storage.retention, retry=retry)
-                if result.retention.failed:
-                    result.retention_error = "; ".join(f"{n}: {e}" for n, e in result.retention.failed)
-            except StorageError as exc:
-                result.retention_error = str(exc)
-            if result.retention_error:
-                log.error("retention after %s failed: %s", name, result.retention_error)
+        result = StoredBackupResult(stored=stored, seconds=time.monotonic() - started,
+                                    sql_bytes=None if recipients else written.sql_bytes,
+                                    rows=total_rows(written.table_rows))
+        retain = True
+        try:  # before retention: the hold it may place must count in this very prune
+            result.shrink = check_shrink(client, storage.location, BackupNames(options.backup_name), stored,
+                                         storage.shrink_alert, owner=owner, retry=retry)
+        except StorageError as exc:
+            # The backup is good. But a hold this check could not place may be what protects the last good
+            # copy: retention waits for the next run rather than risk deleting it.
+            log.error("the shrink check after %s failed, retention is skipped this time: %s", name, exc)
+            if storage.retention is not None:
+                result.retention_error = f"not applied, because the shrink check failed: {exc}"
+            retain = False
+        _clean_up(result, client, options, storage, owner, retry, retain=retain)
+        _prune_history(client, storage, storage.history_days)
     return result
 
 
 def _completion_metadata(written, seconds: float, *, encrypted: bool) -> dict[str, str]:
     """What the object's metadata records once it is complete. An encrypted object gets nothing read from
-    the database's contents (no SQL size, no table names or row counts): drills count its rows from the
-    decrypted SQL instead."""
+    the database's contents (no SQL size, no table names or row counts, not even totals): drills count its
+    rows from the decrypted SQL, and the shrink alarm compares its size."""
     metadata = {
-        "database": written.facts.database,
         "server-version": written.facts.version,
         "pg-dump-version": written.pg_dump.version,
         "duration-s": f"{seconds:.1f}",
@@ -132,3 +163,43 @@ def _completion_metadata(written, seconds: float, *, encrypted: bool) -> dict[st
         metadata["sql-bytes"] = str(written.sql_bytes)
         metadata.update(counts_metadata(written.table_rows or {}))
     return metadata
+
+
+def _clean_up(result: StoredBackupResult, client, options: DumpOptions, storage: StorageSettings, owner: Owner,
+              retry: RetryPolicy, *, retain: bool = True) -> None:
+    """After a stored backup, under its lock: abort incomplete uploads that killed runs left (always) and
+    apply retention (when set and `retain`), never touching the object just stored."""
+    names = BackupNames(options.backup_name)
+    if storage.retention is None or not retain:
+        try:
+            result.leftovers = abort_stale_uploads(client, storage.location, names, retry=retry)
+        except StorageError as exc:  # the backup is stored; the next run tries again
+            log.warning("cleaning up incomplete uploads after %s failed: %s", result.stored.key, exc)
+        for key, initiated in result.leftovers:
+            log.warning("aborted the incomplete upload of %s left by a run started %s UTC", key,
+                        f"{initiated:%Y-%m-%d %H:%M}")
+    else:
+        try:  # prune aborts the leftovers too
+            result.retention = prune(client, storage.location, names, owner, storage.retention,
+                                     keep_key=result.stored.key, retry=retry)
+            result.leftovers = result.retention.stale_uploads
+            if result.retention.failed:
+                result.retention_error = "; ".join(f"{n}: {e}" for n, e in result.retention.failed)
+        except StorageError as exc:
+            result.retention_error = str(exc)
+    if result.retention_error:
+        log.error("clean-up after %s failed: %s", result.stored.key, result.retention_error)
+
+
+def _prune_history(client, storage: StorageSettings, days: int) -> None:
+    """BACKUP_HISTORY_DAYS after each stored backup: only history events, and a failure only logged."""
+    from backup_svc.history.bucket import HistoryBucket
+    from backup_svc.history.retention import prune_history
+
+    try:
+        report = prune_history(HistoryBucket(client, storage.location.bucket, storage.location.prefix), days)
+    except StorageError as exc:
+        log.warning("history retention failed (the backup is stored; `prune` tries again): %s", exc)
+        return
+    if report.deleted or report.failed:
+        log.info("; ".join(report.lines()))

@@ -11,6 +11,8 @@ import threading
 from datetime import datetime, timezone
 from typing import Callable
 
+from backup_svc.timefmt import utc_now
+
 log = logging.getLogger(__name__)
 
 
@@ -52,10 +54,6 @@ class CronSchedule:
 def parse_schedule(text: str) -> CronSchedule | None:
     """`BACKUP_SCHEDULE` → a schedule, or None when empty; ValueError says what is wrong."""
     return CronSchedule(text) if text.strip() else None
-
-
-def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 class Scheduler:

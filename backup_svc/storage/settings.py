@@ -1,4 +1,5 @@
-"""The object-storage settings (BACKUP_STORAGE_URL, AWS_*, BACKUP_SCHEDULE, BACKUP_RETENTION), validated.
+"""The object-storage settings (BACKUP_STORAGE_URL, AWS_*, BACKUP_SCHEDULE, BACKUP_RETENTION,
+BACKUP_SHRINK_ALERT), validated.
 
 config.py calls `storage_settings` so that every problem is reported at start-up, one line each,
 naming its variable. Nothing here imports boto3.
@@ -12,6 +13,7 @@ from backup_svc.storage.client import StorageConfigError, client_settings
 from backup_svc.storage.location import StorageLocation, parse_storage_url
 from backup_svc.storage.retention import RetentionPolicy, parse_retention
 from backup_svc.storage.schedule import CronSchedule, parse_schedule
+from backup_svc.storage.shape import DEFAULT_SHRINK_PERCENT, parse_shrink_alert
 
 CLIENT_VARIABLES = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
                     "AWS_DEFAULT_REGION", "AWS_S3_URL_STYLE")
@@ -25,6 +27,18 @@ class StorageSettings:
     client_env: dict[str, str] = field(default_factory=dict, repr=False)  # the AWS_* variables (secrets)
     schedule: CronSchedule | None = None
     retention: RetentionPolicy | None = None
+    # percent below the median of the previous backups that raises the shrink alarm; None = off
+    shrink_alert: float | None = DEFAULT_SHRINK_PERCENT
+    # BACKUP_EXPECTED_SCHEDULE: when another process (a cron service running `upload`) stores backups;
+    # `serve` watches for them on it but takes none itself.
+    expected_schedule: CronSchedule | None = None
+    # BACKUP_HISTORY_DAYS (config.NUMBERS reads it): the history's retention, applied after each stored backup.
+    history_days: int = 400
+
+    @property
+    def watched_schedule(self) -> CronSchedule | None:
+        """The schedule stored backups are expected on, whoever takes them (staleness is judged against it)."""
+        return self.schedule or self.expected_schedule
 
 
 def client_env(env: Mapping[str, str]) -> dict[str, str]:
@@ -50,6 +64,7 @@ def storage_settings(env: Mapping[str, str], problems: list[str]) -> StorageSett
     """
     url = env.get("BACKUP_STORAGE_URL", "").strip()
     schedule = retention = location = None
+    shrink_alert = DEFAULT_SHRINK_PERCENT
     try:
         schedule = parse_schedule(env.get("BACKUP_SCHEDULE", ""))
     except ValueError as exc:
@@ -58,8 +73,21 @@ def storage_settings(env: Mapping[str, str], problems: list[str]) -> StorageSett
         retention = parse_retention(env.get("BACKUP_RETENTION", ""))
     except ValueError as exc:
         problems.append(f"BACKUP_RETENTION {exc}")
+    try:
+        shrink_alert = parse_shrink_alert(env.get("BACKUP_SHRINK_ALERT", ""))
+    except ValueError as exc:
+        problems.append(f"BACKUP_SHRINK_ALERT {exc}")
+    expected = None
+    try:
+        expected = parse_schedule(env.get("BACKUP_EXPECTED_SCHEDULE", ""))
+    except ValueError as exc:
+        problems.append(f"BACKUP_EXPECTED_SCHEDULE {exc}")
+    if expected is not None and schedule is not None:
+        problems.append("BACKUP_SCHEDULE and BACKUP_EXPECTED_SCHEDULE are both set: set BACKUP_SCHEDULE when this "
+                        "service takes the stored backups, BACKUP_EXPECTED_SCHEDULE when another process (a cron "
+                        "service running `upload`) does — not both")
     if not url:
-        for name in ("BACKUP_SCHEDULE", "BACKUP_RETENTION"):
+        for name in ("BACKUP_SCHEDULE", "BACKUP_RETENTION", "BACKUP_EXPECTED_SCHEDULE"):
             if env.get(name, "").strip():
                 problems.append(f"{name} is set but BACKUP_STORAGE_URL is not: set it to s3://<bucket>/<prefix>")
         return None
@@ -70,4 +98,5 @@ def storage_settings(env: Mapping[str, str], problems: list[str]) -> StorageSett
     check_client_env(env, problems)
     if location is None:
         return None
-    return StorageSettings(location=location, client_env=client_env(env), schedule=schedule, retention=retention)
+    return StorageSettings(location=location, client_env=client_env(env), schedule=schedule, retention=retention,
+                           shrink_alert=shrink_alert, expected_schedule=expected)

@@ -55,6 +55,22 @@ def schedule_interval(schedule: CronSchedule, now: datetime) -> timedelta:
     return latest - before
 
 
+def is_overdue(newest: datetime | None, now: datetime, interval: timedelta, *,
+               up_since: datetime | None = None) -> bool:
+    """The one staleness rule (the dashboard's warning and the notification's alarm both use it):
+    `newest` is older than STALE_INTERVALS `interval`s; with no backup at all, once `up_since` is
+    that old (None: at once)."""
+    reference = newest if newest is not None else up_since
+    return reference is None or now - reference > interval * STALE_INTERVALS
+
+
+def is_stale(newest: datetime | None, now: datetime, interval: timedelta, *, last_scheduled_failed: bool,
+             up_since: datetime | None = None) -> bool:
+    """Stale: the last scheduled run (this service's or a cron service's `upload`) failed, or the newest
+    backup is overdue. `freshness` (the dashboard) and the alarm (notify/staleness.py) both mean this."""
+    return last_scheduled_failed or is_overdue(newest, now, interval, up_since=up_since)
+
+
 @dataclass(frozen=True)
 class Freshness:
     """The newest stored backup's age, and a warning when it is overdue or the last scheduled run failed."""
@@ -79,12 +95,11 @@ def freshness(newest: datetime | None, now: datetime, schedule: CronSchedule | N
     if last_scheduled_failed:
         problems.append("the last scheduled backup failed")
     if schedule is not None:
-        interval = schedule_interval(schedule, now).total_seconds()
-        if newest is not None and age > STALE_INTERVALS * interval:
+        interval = schedule_interval(schedule, now)
+        if is_overdue(newest, now, interval, up_since=up_since):
             problems.append(f"the newest backup is {duration_words(age)} old, but the schedule runs every "
-                            f"{duration_words(interval)}")
-        elif newest is None and (up_since is None or (now - up_since).total_seconds() > STALE_INTERVALS * interval):
-            problems.append("there is no stored backup yet, although the schedule should have made one")
+                            f"{duration_words(interval.total_seconds())}" if newest is not None else
+                            "there is no stored backup yet, although the schedule should have made one")
     if not problems:
         return Freshness(age, None)
     text = "; ".join(problems)

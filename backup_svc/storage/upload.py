@@ -10,12 +10,18 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
-from concurrent.futures import Future, ThreadPoolExecutor
+import secrets
+import threading
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
-from .client import RetryPolicy, StorageError, error_code, with_retries
-from .metadata import CONTENT_TYPE, COPY_PART_SIZE, SINGLE_COPY_LIMIT, attach_metadata, read_back
+from .client import RetryPolicy, StorageError, error_code, object_exists, with_retries
+from .metadata import (CONTENT_TYPE, COPY_PART_SIZE, SINGLE_COPY_LIMIT, assembled_as_sent, attach_metadata, read_back,
+                       read_back_bytes)
+from .partbody import PartBody
+from .sameobject import TOKEN, complete_unless_taken, delete_if_ours
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +33,11 @@ MAX_PARTS = 10_000
 # Seconds an abort waits for a part already on the wire, so the abort can be repeated after it
 # (S3 may keep a part that finished uploading after the first abort).
 IN_FLIGHT_WAIT_S = 30
+# The same when the run was cancelled (the server is shutting down): the grace period is short, and
+# a part that lands after the abort is aborted by the next run's clean-up.
+CANCELLED_IN_FLIGHT_WAIT_S = 3
+# How often a writer waiting for the part on the wire looks whether the run was cancelled.
+CANCEL_POLL_S = 0.2
 
 
 class ObjectTooLarge(StorageError):
@@ -56,11 +67,15 @@ class MultipartUpload:
 
     def __init__(self, client, bucket: str, key: str, *, metadata: Mapping[str, str] | None = None,
                  part_size: int = PART_SIZE, max_parts: int = MAX_PARTS, retry: RetryPolicy = RetryPolicy(),
-                 single_copy_limit: int = SINGLE_COPY_LIMIT, copy_part_size: int = COPY_PART_SIZE):
+                 single_copy_limit: int = SINGLE_COPY_LIMIT, copy_part_size: int = COPY_PART_SIZE,
+                 cancelled: Callable[[], bool] = lambda: False):
         self.client = client
         self.bucket = bucket
         self.key = key
-        self.metadata = dict(metadata or {})
+        # The token tells this upload's object from another writer's under the same key (sameobject.py).
+        self.token = secrets.token_hex(8)
+        self.metadata = {**(metadata or {}), TOKEN: self.token}
+        self.cancelled = cancelled  # checked while waiting and before each retry: stop at once when set
         self.part_size = part_size
         self.max_parts = max_parts
         self.retry = retry
@@ -72,8 +87,10 @@ class MultipartUpload:
         self._buffer = bytearray()
         self._parts: list[dict[str, Any]] = []  # {"PartNumber", "ETag"} of every part sent or being sent
         self._pending: Future | None = None
-        self._sender: ThreadPoolExecutor | None = None
         self._state = "new"  # new → open → completing → complete | aborted
+        self._completed = False  # our CompleteMultipartUpload made the object under the key
+        self._attached = False  # its final metadata (sha256, ownership record) is attached
+        self.left_behind: list[str] = []  # what a failed abort left in the bucket, in words
 
     @property
     def sha256(self) -> str:
@@ -93,6 +110,8 @@ class MultipartUpload:
     def __exit__(self, *exc_info) -> None:
         if self._state != "complete":
             self.abort()
+            if self.left_behind and isinstance(exc_info[1], BaseException):
+                exc_info[1].left_behind = list(self.left_behind)  # what the failure message must say is left
 
     def start(self) -> None:
         """Create the multipart upload (content type, first metadata); refuse to replace an existing object."""
@@ -105,20 +124,10 @@ class MultipartUpload:
                                                         Metadata=self.metadata),
             self.retry)
         self.upload_id = created["UploadId"]
-        self._sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="s3-part")
         self._state = "open"
 
     def _exists(self) -> bool:
-        def head():
-            try:
-                self.client.head_object(Bucket=self.bucket, Key=self.key)
-                return True
-            except Exception as exc:
-                if error_code(exc)[1] == 404:
-                    return False
-                raise
-
-        return with_retries(f"checking {self.key}", head, self.retry)
+        return object_exists(self.client, self.bucket, self.key, f"checking {self.key}", self.retry)
 
     def write(self, data: bytes) -> int:
         """Buffer `data`, sending each part as it fills; ObjectTooLarge / StorageError when it cannot."""
@@ -146,22 +155,34 @@ class MultipartUpload:
         number = len(self._parts) + 1
         entry: dict[str, Any] = {"PartNumber": number}
         self._parts.append(entry)
-        self._pending = self._sender.submit(self._upload_part, number, part, entry)
+        self._pending = _in_daemon_thread(self._upload_part, number, part, entry)
 
     def _wait_for_pending(self) -> None:
         if self._pending is not None:
+            while not self._pending.done():
+                if self.cancelled():
+                    raise StorageError(f"the upload of {self.key} was stopped: the service is shutting down")
+                try:
+                    self._pending.result(timeout=CANCEL_POLL_S)
+                except FutureTimeout:
+                    continue
+                except Exception:  # the part failed: re-raised below (a signal's exception goes on at once)
+                    break
             pending, self._pending = self._pending, None
             pending.result()  # re-raises the part's StorageError here, in the writer's thread
 
     def _upload_part(self, number: int, part: bytearray, entry: dict[str, Any]) -> None:
-        md5 = base64.b64encode(hashlib.md5(part).digest()).decode()
+        digest = hashlib.md5(part).digest()
+        entry["MD5"] = digest  # what the completed object's ETag is checked against (metadata.py)
+        md5 = base64.b64encode(digest).decode()
 
         def send():
+            # a file, not bytes: sent in small writes, each under the timeout (partbody.py)
             return self.client.upload_part(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id,
-                                           PartNumber=number, Body=part, ContentMD5=md5)
+                                           PartNumber=number, Body=PartBody(part), ContentMD5=md5)
 
         response = with_retries(f"uploading part {number} of {self.key}", send, self.retry,
-                                cancelled=lambda: self._state == "aborted")
+                                cancelled=lambda: self._state == "aborted" or self.cancelled())
         entry["ETag"] = response["ETag"]
 
     # -- the end -------------------------------------------------------------------------------
@@ -179,37 +200,36 @@ class MultipartUpload:
         self._state = "completing"
         sha256 = self._sha256.hexdigest()
         final_metadata = {**self.metadata, **(metadata or {}), "sha256": sha256}
-        self._finish_upload()
-        self._attach_metadata(final_metadata)
+        etag = self._finish_upload()
+        self._completed = True
+        if not assembled_as_sent(etag, [p["MD5"] for p in self._parts]):
+            # the ETag does not vouch for the bytes: read them all back before the object is called ours
+            log.info("%s: the storage's ETag %s is not the parts' MD5s; reading it back in full", self.key, etag)
+            read_back_bytes(self.client, self.bucket, self.key, self.size, sha256, retry=self.retry)
+        self._attach_metadata(final_metadata, etag)
+        self._attached = True
         stored = self._read_back(sha256)
         self._state = "complete"
-        self._shutdown_sender()
         return stored
 
-    def _finish_upload(self) -> None:
+    def _finish_upload(self) -> str | None:
+        """Complete the upload unless the key is taken (sameobject.py); the new object's ETag."""
+        if self._exists():  # the check that still holds where the storage ignores If-None-Match
+            raise StorageError(f"{self.key} already exists in bucket {self.bucket}: another writer stored it "
+                               f"while this backup ran; a stored backup is never overwritten")
         parts = [{"PartNumber": p["PartNumber"], "ETag": p["ETag"]} for p in self._parts]
-        tries = []
+        return complete_unless_taken(self.client, self.bucket, self.key, self.upload_id, parts, self.token,
+                                     retry=self.retry)
 
-        def finish():
-            tries.append(1)
-            try:
-                return self.client.complete_multipart_upload(
-                    Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, MultipartUpload={"Parts": parts})
-            except Exception as exc:
-                # A retried complete whose first try did succeed (the answer was lost) finds no upload:
-                # the read-back below decides whether the object is ours.
-                if len(tries) > 1 and error_code(exc)[0] == "NoSuchUpload":
-                    return None
-                raise
-
-        with_retries(f"completing the upload of {self.key}", finish, self.retry)
-
-    def _attach_metadata(self, metadata: dict[str, str]) -> None:
+    def _attach_metadata(self, metadata: dict[str, str], etag: str | None) -> None:
         attach_metadata(self.client, self.bucket, self.key, self.size, metadata, retry=self.retry,
-                        single_copy_limit=self.single_copy_limit, copy_part_size=self.copy_part_size)
+                        single_copy_limit=self.single_copy_limit, copy_part_size=self.copy_part_size,
+                        source_etag=etag)
 
     def _read_back(self, sha256: str) -> StoredObject:
         stored_metadata = read_back(self.client, self.bucket, self.key, self.size, sha256, retry=self.retry)
+        if stored_metadata.get(TOKEN) != self.token:
+            raise StorageError(f"read-back of {self.key}: the object there was written by another upload")
         return StoredObject(bucket=self.bucket, key=self.key, size=self.size, sha256=sha256, metadata=stored_metadata)
 
     def abort(self) -> bool:
@@ -227,13 +247,19 @@ class MultipartUpload:
         pending, self._pending = self._pending, None
         if pending is not None and not pending.done():
             try:
-                pending.result(timeout=IN_FLIGHT_WAIT_S)
+                pending.result(timeout=CANCELLED_IN_FLIGHT_WAIT_S if self.cancelled() else IN_FLIGHT_WAIT_S)
             except BaseException:
                 pass
             ok = self._abort_upload(self.upload_id) and ok  # a part that landed after the first abort
-        self._shutdown_sender()
-        if completing:
-            ok = self._delete_unverified() and ok
+        if not ok:
+            self.left_behind.append(f"an incomplete upload of {self.key} (not an object; a later upload aborts "
+                                    f"it once it is a day old)")
+        if completing and self._completed and not self._delete_unverified():
+            ok = False
+            self.left_behind.append(
+                f"the object {self.key}, which could not be verified" + (
+                    ": its metadata claims it is a backup; delete it by hand" if self._attached else
+                    " and has no sha256 (listings, retention and the staleness alarm ignore it); delete it by hand"))
         return ok
 
     def _abort_upload(self, upload_id: str | None) -> bool:
@@ -255,18 +281,29 @@ class MultipartUpload:
             return False
 
     def _delete_unverified(self) -> bool:
-        """Remove an object this upload completed but could not read back as sent."""
+        """Remove an object this upload completed but could not read back as sent (never another writer's)."""
         try:
-            with_retries(f"deleting the unverified {self.key}",
-                         lambda: self.client.delete_object(Bucket=self.bucket, Key=self.key), self.retry)
+            delete_if_ours(self.client, self.bucket, self.key, self.token, retry=self.retry)
             return True
         except StorageError as exc:
             log.error("%s", exc)
             return False
 
-    def _shutdown_sender(self) -> None:
-        if self._sender is not None:
-            self._sender.shutdown(wait=False, cancel_futures=True)
+
+def _in_daemon_thread(fn, *args) -> Future:
+    """`fn(*args)` in a thread of its own that never holds up the process's exit (an executor's threads
+    are joined at exit: a part stuck on a dead link would keep a stopping server alive until SIGKILL)."""
+    future: Future = Future()
+
+    def run() -> None:
+        if future.set_running_or_notify_cancel():
+            try:
+                future.set_result(fn(*args))
+            except BaseException as exc:
+                future.set_exception(exc)
+
+    threading.Thread(target=run, name="s3-part", daemon=True).start()
+    return future
 
 
 def _mib(n: int) -> str:

@@ -1,4 +1,5 @@
-"""The HTTP service: the Flask application factory."""
+"""The Flask app: `create_app` registers one blueprint per view module (`health`, `api`, `cancel`,
+`stored_api`, `pages`); gunicorn around it is `backup_svc/serving/`."""
 from __future__ import annotations
 
 from flask import Flask
@@ -16,21 +17,28 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024  # nothing here takes a request body
     state = app.extensions[EXTENSION] = BackupService(settings)
     if settings.storage is not None:
-        from backup_svc.web.stored import StoredBackups
+        from backup_svc.storage.scheduler import StoredBackups
 
         state.stored = StoredBackups(state)  # its schedule is started by the server, in the worker
 
-    from backup_svc.web import api, cancel, health, pages, stored_api
+    from backup_svc.web.restore_jobs import RestoreJobs
+
+    state.restores = RestoreJobs(state)
+
+    from backup_svc.web import api, cancel, download, health, history_view, holds_api, pages, restores, stored_api
     from backup_svc.web.errors import register_error_handlers
     from backup_svc.web.proxy import trust_proxy_headers
     from backup_svc.web.security import install_security_headers
 
     trust_proxy_headers(app, settings.trusted_proxy_hops)
-    app.wsgi_app = api.CloseUnsentBodies(app.wsgi_app)
+    app.wsgi_app = download.CloseUnsentBodies(app.wsgi_app)
     app.register_blueprint(health.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(cancel.bp)
     app.register_blueprint(stored_api.bp)
+    app.register_blueprint(history_view.bp)
+    app.register_blueprint(holds_api.bp)
+    app.register_blueprint(restores.bp)
     app.register_blueprint(pages.bp)
     install_security_headers(app)
     register_error_handlers(app)

@@ -3,33 +3,29 @@
 from __future__ import annotations
 
 import logging
-import re
 import time
-import unicodedata
-from functools import partial
 from http import HTTPStatus
-from urllib.parse import quote
 
 from flask import Blueprint, Response, jsonify, request
-from werkzeug.wsgi import ClosingIterator
 
-from backup_svc.crypto.encrypt import EncryptedChunks
 from backup_svc.dump.backup import backup_filename, open_dump
 from backup_svc.dump.compression import compressor_name
-from backup_svc.dump.pipeline import DumpBroken, DumpInterrupted, DumpProgress, GzipDump
+from backup_svc.dump.pipeline import DumpInterrupted
+from backup_svc.dump.registry import BackupIdInUse
 from backup_svc.dump.report import Delivery, progress_report
 from backup_svc.dump.watch import EAGER_SAMPLE_INTERVAL_S, SAMPLE_INTERVAL_S
 from backup_svc.pg.diagnose import ABORTED, CANCELLED, INCOMPATIBLE, LOCKED, NOT_ANSWERING, CannotDump
 from backup_svc.pg.facts import server_facts
 from backup_svc.pg.readiness import dump_readiness
+from backup_svc.serving.clientconn import client_gone_probe, disconnector
+from backup_svc.serving.sendmeter import SendMeter
 from backup_svc.timefmt import iso_utc
-from backup_svc.web.audit import MEMORY_NOTE, request_facts
+from backup_svc.web.audit import request_facts
 from backup_svc.web.auth import auth, current_actor
+from backup_svc.web.backup_id import BAD_BACKUP_ID, is_backup_id, require_backup_id
+from backup_svc.web.download import UNSENT_BODY, StreamingBackup, download_headers
 from backup_svc.web.errors import api_abort
 from backup_svc.web.gate import starts_dump
-from backup_svc.web.clientconn import client_gone_probe, disconnector
-from backup_svc.web.registry import BackupIdInUse, BackupRecord
-from backup_svc.web.sendmeter import SendMeter
 from backup_svc.web.state import BackupService, service
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -41,8 +37,6 @@ RETRY_AFTER_LOCKED_S = "60"
 # link must not hide the running dumps, which it lists too.
 DATABASE_TIMEOUT_S = 3
 # A client-chosen backup id (?progress_id=): long enough not to collide, safe in URLs and logs.
-BACKUP_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
-BAD_BACKUP_ID = "progress_id must be 8 to 64 characters from A-Z, a-z, 0-9, '-' and '_'."
 
 
 def _status_for(kind: str) -> int:
@@ -53,152 +47,6 @@ def _status_for(kind: str) -> int:
     return 503 if kind in (INCOMPATIBLE, LOCKED) else 502
 
 
-class StreamingBackup:
-    """The response body: yields the dump, and on close (done, failed or abandoned) cleans up once.
-
-    A class rather than a generator because a generator that was never started does not run its
-    `finally` when closed, and the server closes a body it never iterated (HEAD, early disconnect).
-    Whatever fails — the dump, this code, the server — the slot is freed and the attempt audited.
-    """
-
-    def __init__(self, dump: GzipDump, record: BackupRecord, service: BackupService, facts: dict,
-                 recipients: tuple = ()):
-        self.dump = dump
-        self.record = record
-        self.service = service
-        self.facts = facts  # client and user agent, read while the request was live
-        # ?encrypt=age: the gzip stream goes through age on its way out (crypto.encrypt)
-        self.chunks = EncryptedChunks(dump, recipients) if recipients else dump
-        self._closed = False
-
-    def __iter__(self):
-        meter = self.record.meter
-        try:
-            for chunk in self.chunks:
-                meter.handing(len(chunk))
-                yield chunk
-                meter.wrote(len(chunk))  # the server's write returned: the chunk is in the socket
-            if isinstance(self.chunks, EncryptedChunks):
-                self.record.progress.sha256 = self.chunks.sha256  # the file's (age), not the gzip's inside it
-            # Every chunk is written; "done" waits until the client has acknowledged them all, since
-            # the kernel's buffers hold megabytes the client may never get.
-            if not meter.drain():
-                _mark_aborted(self.record.progress, "the client stopped receiving before the last bytes "
-                                                    "reached it")
-            # Free the slot now, not when the server gets round to closing the body, or the
-            # client's next download could meet a 429 from this one.
-            self.service.registry.end(self.record)
-        except DumpBroken as exc:
-            # Raising after the headers went out makes the server drop the connection without the
-            # final chunk: the client sees a broken transfer, never a complete-looking file.
-            log.error("backup %s broken mid-stream: %s", self.record.id, exc)
-            raise
-        except GeneratorExit:
-            raise  # the server dropped the body (the client went away): close() records that
-        except BaseException:
-            log.exception("backup %s: unexpected error while streaming", self.record.id)
-            _mark_failed(self.record.progress, "the service hit an unexpected error while streaming; it has been logged")
-            raise
-
-    def abandon(self, reason: str) -> None:
-        """Close the body as failed with `reason`, unless it is closed already (the server had it)."""
-        if not self._closed:
-            _mark_failed(self.record.progress, reason)
-            self.close()
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self.record.meter.close()
-        try:
-            if self.chunks is not self.dump:
-                self.chunks.close()
-            self.dump.close()
-        except BaseException:
-            log.exception("backup %s: stopping pg_dump failed", self.record.id)
-            _mark_failed(self.record.progress, "the service hit an unexpected error while stopping the dump")
-            raise
-        finally:
-            self.service.registry.end(self.record)
-            progress = self.record.progress
-            self.service.audit.record(actor=self.record.actor, outcome=progress.outcome or "aborted",
-                                      started=progress.started, backup_id=self.record.id, status=200,
-                                      gzip_bytes=progress.gzip_bytes, sql_bytes=progress.sql_bytes,
-                                      error=progress.error, sha256=progress.sha256, **self.facts)
-
-
-def _mark_aborted(progress: DumpProgress, error: str) -> None:
-    """The dump completed but the client never acknowledged its end: not a backup anyone has."""
-    progress.outcome, progress.error, progress.phase, progress.sha256 = "aborted", error, "aborted", None
-    progress.finished = time.time()
-
-
-def _mark_failed(progress: DumpProgress, error: str) -> None:
-    """Record a failure of the service's own (not pg_dump's) unless the attempt already ended."""
-    if progress.outcome is None:
-        progress.outcome, progress.error, progress.phase = "failed", error, "failed"
-        progress.finished = time.time()
-
-
-# Where a view leaves its download body for CloseUnsentBodies. If the response fails before the server
-# has the body (gunicorn refuses a header, a later step of Flask raises and an error page goes out
-# instead), nothing else would ever close it, and its slot would stay taken.
-UNSENT_BODY = "backup_svc.unsent_body"
-UNSENT_REASON = "the response could not be started; it has been logged"
-
-
-class CloseUnsentBodies:
-    """WSGI middleware: a download body a view made is closed with the response, whichever response that is."""
-
-    def __init__(self, wsgi_app):
-        self.wsgi_app = wsgi_app
-
-    def __call__(self, environ, start_response):
-        try:
-            result = self.wsgi_app(environ, start_response)
-        except BaseException:
-            self._abandon(environ)
-            raise
-        if UNSENT_BODY not in environ:
-            return result
-        # Usually the body itself is closing here already (then this does nothing).
-        return ClosingIterator(result, partial(self._abandon, environ))
-
-    @staticmethod
-    def _abandon(environ) -> None:
-        body = environ.pop(UNSENT_BODY, None)
-        if body is not None:
-            body.abandon(UNSENT_REASON)
-
-
-def content_disposition(filename: str) -> str:
-    """`attachment` with `filename` (RFC 6266): an ASCII name, and the UTF-8 one for names outside ASCII.
-
-    Header values are bytes on the wire; gunicorn refuses characters outside Latin-1, and Latin-1
-    ones (café) reach browsers as mojibake. Browsers that know `filename*` (all current ones) use it.
-    """
-    if filename.isascii():
-        return f'attachment; filename="{filename}"'
-    return f"attachment; filename=\"{ascii_filename(filename)}\"; filename*=UTF-8''{quote(filename, safe='')}"
-
-
-def ascii_filename(filename: str) -> str:
-    """`filename` with accents dropped (café → cafe) and other non-ASCII prefixes replaced by `database`."""
-    prefix, sep, rest = filename.partition("_backup_")
-    folded = unicodedata.normalize("NFKD", prefix).encode("ascii", "ignore").decode()
-    folded = "".join(c for c in folded if c.isalnum() or c in "-_.").strip("-_.")
-    return (folded or "database") + sep + rest.encode("ascii", "ignore").decode()
-
-
-def _download_headers(filename: str) -> dict[str, str]:
-    return {
-        "Content-Disposition": content_disposition(filename),
-        "Cache-Control": "no-store",
-        "X-Accel-Buffering": "no",
-    }
-
-
 @bp.route("/backup", methods=["GET", "HEAD"])
 @auth.login_required
 @starts_dump
@@ -207,7 +55,7 @@ def backup():
     state = service()
     recipients = _recipients_asked_for(state)
     filename = backup_filename(state.settings.backup_name, encrypted=bool(recipients))
-    headers = _download_headers(filename)
+    headers = download_headers(filename)
     content_type = "application/octet-stream" if recipients else "application/gzip"
     actor, facts, started = current_actor(), request_facts(), time.time()
     audit = state.audit
@@ -220,9 +68,9 @@ def backup():
         api_abort(status, message, **extra_headers)
 
     progress_id = request.args.get("progress_id")
-    if progress_id is not None and not BACKUP_ID.fullmatch(progress_id):
+    if progress_id is not None and not is_backup_id(progress_id):
         if request.method == "HEAD":
-            api_abort(400, BAD_BACKUP_ID)
+            require_backup_id(progress_id)
         refuse(400, BAD_BACKUP_ID)
     if request.method == "HEAD":
         # No dump, so no X-Backup-Id; and no `Content-Length: 0`, which would claim an empty backup
@@ -238,6 +86,8 @@ def backup():
     if record is None:
         message = (f"{state.settings.max_concurrent} backup(s) already running (BACKUP_MAX_CONCURRENT); "
                    f"try again when it has finished.")
+        if state.registry.held_by is not None:
+            message = f"No backup starts while {state.registry.held_by} runs; try again when it has finished."
         if progress_id is not None:  # the page that chose the id cannot read this status: it polls for it
             state.registry.refused(progress_id, filename, actor, 429, message)
         refuse(429, message, "refused", progress_id, "concurrency limit reached", Retry_After=RETRY_AFTER_BUSY_S)
@@ -245,9 +95,10 @@ def backup():
     record.disconnect = disconnector(request.environ)
     audit.started(actor=actor, backup_id=record.id, started=started, **facts)
     try:
-        dump, _, _ = open_dump(state.settings, state.pg_dumps, application_name=record.application_name,
+        dump, _, _ = open_dump(state.settings.dump, state.pg_dumps, application_name=record.application_name,
                                progress=record.progress, interrupt=record.interrupt,
-                               created=lambda d: setattr(record, "dump", d))
+                               created=lambda d: setattr(record, "dump", d),
+                               count_rows=True)  # the audit entry records the rows the download holds
     except DumpInterrupted as exc:
         if exc.kind == ABORTED:  # nobody is there to read a status
             state.registry.end(record)
@@ -294,8 +145,7 @@ def _recipients_asked_for(state: BackupService) -> tuple:
 def backup_progress(backup_id: str):
     """Progress of a running or recently finished backup attempt, by its id (see docs/api.md)."""
     state = service()
-    if not BACKUP_ID.fullmatch(backup_id):
-        api_abort(400, BAD_BACKUP_ID)
+    require_backup_id(backup_id)
     record = state.registry.get(backup_id)
     if record is None:
         api_abort(404, "No running or recently finished backup has this id (finished attempts are kept for an hour).")
@@ -314,7 +164,7 @@ def backup_progress(backup_id: str):
                              delivery=delivery)
     if report["state"] == "running":
         report["percent"] = record.shown.advance(report["percent"])
-    return jsonify(report), 200, {"Cache-Control": "no-store"}
+    return jsonify(report), 200
 
 
 def _running_dumps(state: BackupService) -> list[dict]:
@@ -329,8 +179,7 @@ def running_backups():
     """The backups running now (who, since when) and whether a new one would have to wait."""
     state = service()
     registry = state.registry
-    return (jsonify(running=_running_dumps(state), limit=registry.limit, busy=registry.at_limit()), 200,
-            {"Cache-Control": "no-store"})
+    return jsonify(running=_running_dumps(state), limit=registry.limit, busy=registry.at_limit()), 200
 
 
 @bp.get("/database")
@@ -349,7 +198,7 @@ def database():
         status = _status_for(ready.facts_error.kind)
         response = jsonify(error=HTTPStatus(status).phrase, message=ready.facts_error.message,
                            dumps_in_progress=state.registry.running_count(), dumps=_running_dumps(state))
-        return response, status, {"Cache-Control": "no-store"}
+        return response, status
     facts, chosen = ready.facts, ready.pg_dump
     pg_dump = {"path": chosen.path, "version": chosen.version, "caveat": ready.caveat} if chosen else None
     return jsonify(
@@ -367,11 +216,3 @@ def database():
         compression=compressor_name(settings.gzip_level),
         storage=state.stored.report() if state.stored is not None else None,
     )
-
-
-@bp.get("/audit")
-@auth.login_required
-def recent_attempts():
-    """The latest backup attempts, newest first (kept in memory; lost on restart)."""
-    trail = service().audit
-    return jsonify(entries=trail.recent(), kept=trail.keep, note=MEMORY_NOTE)

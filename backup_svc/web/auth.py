@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import hmac
+import time
 from functools import wraps
 
-from flask import g
+from flask import g, request
 from flask_httpauth import HTTPBasicAuth, HTTPTokenAuth, MultiAuth
 from werkzeug.exceptions import HTTPException
 
-from backup_svc.web.audit import audit_refused_backup
+from backup_svc.web.audit import AUDITED_ENDPOINTS, DENIED, request_facts
 from backup_svc.web.errors import error_response
 from backup_svc.web.gate import check_before_credentials, count_failed_credentials
 from backup_svc.web.state import service
@@ -91,3 +92,15 @@ def current_actor() -> str:
 def current_user_or_none() -> str | None:
     """Who made this request, or None when nobody authenticated (yet)."""
     return auth.current_user() or None
+
+
+def audit_refused_backup(status: int, message: str | None) -> None:
+    """Audit a backup attempt turned away before its view ran: another site, throttle, link, credentials.
+
+    Nobody has authenticated at that point, so the entry has no actor. Other endpoints are not attempts.
+    """
+    method, event = AUDITED_ENDPOINTS.get(request.endpoint, (None, None))
+    if request.method != method:
+        return
+    service().audit.record(event=event, actor=None, outcome=DENIED, started=time.time(), status=status,
+                           error=message, **request_facts())

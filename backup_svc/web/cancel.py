@@ -4,13 +4,13 @@ from __future__ import annotations
 import logging
 import time
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, jsonify
 
 from backup_svc.dump.report import progress_report
 from backup_svc.links import LINK_ACTOR
-from backup_svc.web.api import BACKUP_ID, BAD_BACKUP_ID
 from backup_svc.web.audit import request_facts
 from backup_svc.web.auth import auth, current_actor
+from backup_svc.web.backup_id import require_backup_id
 from backup_svc.web.errors import api_abort
 from backup_svc.web.state import BackupService, service
 
@@ -25,10 +25,9 @@ CANCEL_WAIT_S = 2.0
 @auth.login_required
 def cancel_backup(backup_id: str):
     """Cancel a running backup: pg_dump stops, its client gets a broken transfer (see docs/api.md)."""
-    _same_origin_only()
+    _no_signed_link()
     state = service()
-    if not BACKUP_ID.fullmatch(backup_id):
-        api_abort(400, BAD_BACKUP_ID)
+    require_backup_id(backup_id)
     record = state.registry.get(backup_id)
     if record is None:
         api_abort(404, "No running or recently finished backup has this id.")
@@ -44,7 +43,7 @@ def cancel_backup(backup_id: str):
         _wait_until_ended(state, backup_id, CANCEL_WAIT_S)
     report = progress_report(record.id, record.filename, record.progress,
                              running=state.registry.is_running(backup_id), status=record.status, watch=record.watch)
-    return jsonify(report), 200, {"Cache-Control": "no-store"}
+    return jsonify(report), 200
 
 
 def _wait_until_ended(state: BackupService, backup_id: str, seconds: float) -> bool:
@@ -56,16 +55,11 @@ def _wait_until_ended(state: BackupService, backup_id: str, seconds: float) -> b
     return True
 
 
-def _same_origin_only() -> None:
-    """403 unless a browser's request comes from this service's own pages (scripts send neither header).
+def _no_signed_link() -> None:
+    """403 for a signed link: it may only download.
 
-    Stricter than the gate's cross-site check, which lets same-site navigations through: stopping
-    someone's backup is never a navigation.
+    From a browser only this service's own pages may cancel: the gate's one same-origin rule
+    (security.state_change_refusal) has refused every other page before the credentials were read.
     """
-    site = request.headers.get("Sec-Fetch-Site")
-    origin = request.headers.get("Origin")
-    if (site is not None and site.lower() != "same-origin") or \
-            (origin is not None and origin.rstrip("/") != request.host_url.rstrip("/")):
-        api_abort(403, "Refused: a backup can be cancelled from this service's own dashboard, or by a script.")
     if current_actor() == LINK_ACTOR:
         api_abort(403, "A signed link can only download; cancelling needs the admin credentials.")

@@ -27,7 +27,6 @@ def error_response(status: int, message: str, headers: dict[str, str] | None = N
         response = Response(render_template("error.html", status=status, error=phrase, message=message),
                             mimetype="text/html")
     response.status_code = status
-    response.headers["Cache-Control"] = "no-store"
     for name, value in (headers or {}).items():
         response.headers[name] = value
     return response

@@ -12,6 +12,7 @@ import time
 
 from flask import current_app, request
 
+from backup_svc.clientaddress import address_key
 from backup_svc.links import LINK_ACTOR, LinkRefused, carries_link, check_link
 from backup_svc.web.errors import api_abort
 from backup_svc.web.proxy import client_address
@@ -23,7 +24,6 @@ from backup_svc.web.security import (
     top_level_navigation,
 )
 from backup_svc.web.state import service
-from backup_svc.web.throttle import address_key
 
 
 def starts_dump(view):
@@ -42,7 +42,7 @@ def check_before_credentials() -> str | None:
 
     None means: go on and check the `Authorization` header.
     """
-    refusal = state_change_refusal(request.method, request.headers, request.host)
+    refusal = state_change_refusal(request.method, request.headers, request.host_url)
     if refusal is not None:
         api_abort(403, refusal)
     state = service()

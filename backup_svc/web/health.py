@@ -13,7 +13,7 @@ bp = Blueprint("health", __name__)
 @bp.get("/healthz")
 def healthz():
     """The process answers; touches no database."""
-    return Response("ok\n", mimetype="text/plain", headers={"Cache-Control": "no-store"})
+    return Response("ok\n", mimetype="text/plain")
 
 
 # What anyone may learn: ready or not, and which of the two conditions failed. The details (host,
@@ -27,12 +27,11 @@ DETAILS = " Details: GET /api/v1/database (authenticated) or `backup-svc check`.
 def readyz():
     """200 when the database answers and an installed pg_dump can dump it; 503 with a generic reason otherwise.
 
-    The database check is cached (BackupService.readiness): a loop on this costs at most one
-    connection per READINESS_TTL_S.
+    The database check is cached and refreshed in the background (BackupService.readiness): a loop
+    on this costs at most one connection per READINESS_TTL_S, and no caller waits on the database.
     """
     state = service()
-    ready = dump_readiness(lambda: state.readiness.get(timeout_s=min(state.settings.connect_timeout_s, 5)),
-                           state.pg_dumps)
+    ready = dump_readiness(state.readiness.get, state.pg_dumps)
     if ready.facts_error is not None:
         return error_response(503, NOT_READY_DATABASE + DETAILS)
     if ready.pg_dump_error is not None:

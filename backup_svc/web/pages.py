@@ -7,23 +7,20 @@ from dataclasses import dataclass
 from flask import Blueprint, Response, current_app, render_template
 
 from backup_svc.crypto.labels import short_label
-
 from backup_svc.pg.readiness import dump_readiness
 from backup_svc.storage.status import retention_words
 from backup_svc.timefmt import iso_utc
 from backup_svc.web.auth import auth
 from backup_svc.web.docs import DOCS_DIR, doc_path, render_doc
 from backup_svc.web.errors import api_abort
+from backup_svc.web.history_view import RECENT_ATTEMPTS, fingerprint, notify_status, recent_attempts
 from backup_svc.web.state import service
 
 bp = Blueprint("pages", __name__)
 
 # The page is slow to render when the database is; a page should not hang as long as a dump may wait.
 FACTS_TIMEOUT_S = 3
-# How many of the audit trail's attempts the page lists.
-RECENT_ATTEMPTS = 10
 # The Content-Security-Policy and the other security headers come from security.py, for every response.
-PAGE_HEADERS = {"Cache-Control": "no-store"}
 
 
 def human_bytes(size: int | float | None) -> str:
@@ -89,13 +86,15 @@ def dashboard():
         stored=_stored_facts(state),
         # the "Encrypt the file with age" option, shown when BACKUP_AGE_RECIPIENTS is set
         encrypt_to=tuple(short_label(r.label) for r in settings.encryption.recipients),
+        restore=_restore_facts(state),
     )
     notify = _notify_status(state)
-    key = (tuple(sorted(shown.items())), state.audit.version, json.dumps(notify, sort_keys=True))
+    history = state.history.status()
+    key = (tuple(sorted(shown.items())), fingerprint(state), json.dumps(notify, sort_keys=True))
     html = current_app.extensions.setdefault("backup_svc.dashboard", RenderedPage()).html(
-        key, lambda: render_template("dashboard.html", recent=state.audit.recent()[:RECENT_ATTEMPTS], notify=notify,
-                                    **shown))
-    return Response(html, mimetype="text/html", headers=PAGE_HEADERS)
+        key, lambda: render_template("dashboard.html", recent=recent_attempts(state, RECENT_ATTEMPTS), notify=notify,
+                                    history=history, **shown))
+    return Response(html, mimetype="text/html")
 
 
 def _notify_status(state) -> dict | None:
@@ -103,10 +102,10 @@ def _notify_status(state) -> dict | None:
     None when none of them is set up."""
     settings = state.settings
     notify = settings.notify
-    scheduled = settings.storage is not None and settings.storage.schedule is not None
+    scheduled = settings.storage is not None and settings.storage.watched_schedule is not None
     if not scheduled and (notify is None or not (notify.any_channel or notify.drill)):
         return None
-    return state.reporter.status()
+    return notify_status(state)
 
 
 @dataclass(frozen=True)
@@ -117,15 +116,38 @@ class StoredFacts:
     endpoint: str
     schedule: str | None
     retention: str
+    shrink_alert: float | None = None  # BACKUP_SHRINK_ALERT, None when off
 
 
 def _stored_facts(state) -> StoredFacts | None:
     if state.stored is None:
         return None
     storage = state.stored.storage
-    schedule = f"{storage.schedule.describe()} — {storage.schedule}" if storage.schedule else None
+    watched = storage.watched_schedule
+    schedule = None
+    if watched is not None:
+        schedule = f"{watched.describe()} — {watched}" + (
+            "" if storage.schedule else "; taken by another process, e.g. a cron service (BACKUP_EXPECTED_SCHEDULE)")
     return StoredFacts(url=storage.location.url, endpoint=state.stored.prompt.endpoint, schedule=schedule,
-                       retention=retention_words(storage.retention))
+                       retention=retention_words(storage.retention), shrink_alert=storage.shrink_alert)
+
+
+@dataclass(frozen=True)
+class RestoreFacts:
+    """What the Restore section says: the live database, the swap's limit, which credentials are set."""
+
+    database: str
+    swap_timeout_s: int
+    admin_token: bool
+    restore_token: bool
+    links: bool
+
+
+def _restore_facts(state) -> RestoreFacts:
+    settings = state.settings
+    return RestoreFacts(database=settings.conn.dbname, swap_timeout_s=settings.restore.swap_timeout_s,
+                        admin_token=settings.admin_token is not None, restore_token=settings.restore.token is not None,
+                        links=settings.link_secret is not None)
 
 
 class RenderedPage:
@@ -155,4 +177,4 @@ def doc(name: str):
         api_abort(404, "No such document; the docs/ folder of the repository has them all.")
     title, body = render_doc(path)
     html = render_template("doc.html", title=title, body=body, source=f"docs/{path.name}", docs_available=True)
-    return Response(html, mimetype="text/html", headers=PAGE_HEADERS)
+    return Response(html, mimetype="text/html")

@@ -8,13 +8,10 @@ they are ignored. Everything that needs the client's address (throttle, audit, l
 """
 from __future__ import annotations
 
-import ipaddress
-import re
-
 from flask import Flask, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-MAX_ADDRESS_CHARS = 64  # an IPv6 address with a zone fits; anything longer is not an address
+from backup_svc.clientaddress import client_label
 
 
 def trust_proxy_headers(app: Flask, hops: int) -> None:
@@ -26,41 +23,9 @@ def trust_proxy_headers(app: Flask, hops: int) -> None:
 
 
 def client_address() -> str | None:
-    """The client's address: the peer, or the trusted proxy's `X-Forwarded-For` entry, in one spelling.
-
-    An over-long value (only possible from a misconfigured proxy) is cut so it cannot bloat logs
-    and tables.
-    """
-    address = request.remote_addr
-    return normalise_address(address)[:MAX_ADDRESS_CHARS] if address else address
-
-
-_IPV4_WITH_PORT = re.compile(r"(\d{1,3}(?:\.\d{1,3}){3}):\d{1,5}")
-_BRACKETED = re.compile(r"\[([^\]]+)\](?::\d{1,5})?")
-
-
-def normalise_address(text: str) -> str:
-    """One spelling per address, so the throttle, the audit and the log count a client once.
-
-    `::ffff:1.2.3.4` (the dual-stack socket's IPv4), `[…]` and `[…]:port`, `1.2.3.4:port`,
-    `001.002.003.004` and IPv6 written in any of its forms become `1.2.3.4` or the compressed
-    IPv6 form; an IPv6 zone (`%eth0`) is dropped. Anything that is not an address is returned as is.
-    """
-    text = text.strip()
-    match = _BRACKETED.fullmatch(text) or _IPV4_WITH_PORT.fullmatch(text)
-    if match:
-        text = match.group(1)
-    text = text.split("%", 1)[0]
-    parts = text.split(".")
-    if len(parts) == 4 and all(p.isdigit() and len(p) <= 3 for p in parts):
-        text = ".".join(str(int(p)) for p in parts)  # leading zeros: decimal, as every current parser reads them
-    try:
-        ip = ipaddress.ip_address(text)
-    except ValueError:
-        return text
-    if ip.version == 6 and ip.ipv4_mapped is not None:
-        return str(ip.ipv4_mapped)
-    return str(ip)
+    """The client's address: the peer, or the trusted proxy's `X-Forwarded-For` entry, in one spelling;
+    `invalid` when that entry is no address (see `client_label`: the access log writes the same)."""
+    return client_label(request.remote_addr)
 
 
 def arrived_over_https() -> bool:

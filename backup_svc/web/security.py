@@ -84,29 +84,53 @@ def cross_site_refusal(method: str, headers: Mapping[str, str]) -> str | None:
 _SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 
 
-def state_change_refusal(method: str, headers: Mapping[str, str], host: str) -> str | None:
-    """Why a request that changes something (POST and the like) must be refused, or None.
+def state_change_refusal(method: str, headers: Mapping[str, str], own_origin: str) -> str | None:
+    """Why a request that changes something (POST, DELETE and the like) must be refused, or None.
 
-    Stricter than `cross_site_refusal`: from a browser only the service's own pages may send one.
-    A browser that sends Fetch Metadata has compared the origins itself: `Sec-Fetch-Site` must be
-    `same-origin` (not a sibling subdomain, not "none"). One that does not (an old browser, or a page
-    on plain http to a non-local address) still sends `Origin` with every cross-origin POST: it must
-    name this host (the `Host` the request came with). Scripts send neither and are judged by their
-    credentials alone.
+    The one rule for every state-changing request (the stored-backup trigger, cancel, restores…):
+    from a browser only the service's own pages may send one. A browser that sends Fetch Metadata
+    has compared the origins itself: `Sec-Fetch-Site` must be `same-origin` (not a sibling
+    subdomain, not "none"). One that does not (an old browser, or a page on plain http to a
+    non-local address) still sends `Origin` with every cross-origin POST: it must be `own_origin`
+    (`same_origin`: scheme, host and port). Scripts send neither and are judged by their credentials.
     """
     if method.upper() in _SAFE_METHODS:
         return None
-    refusal = ("Refused: from a browser, only this service's own pages may change anything (Sec-Fetch-Site "
-               "and Origin are checked). Use the dashboard; scripts send Authorization: Bearer <ADMIN_TOKEN>.")
     site = headers.get("Sec-Fetch-Site")
     if site is not None:
-        return None if site.lower() == "same-origin" else refusal
+        return None if site.strip().lower() == "same-origin" else STEERED_CHANGE
     origin = headers.get("Origin")
-    if origin is not None:
-        netloc = urlsplit(origin).netloc if origin != "null" else ""
-        if not netloc or netloc.lower() != host.lower():
-            return refusal
+    if origin is not None and not same_origin(origin, own_origin):
+        return STEERED_CHANGE
     return None
+
+
+STEERED_CHANGE = ("Refused: from a browser, only this service's own pages may change anything (Sec-Fetch-Site "
+                  "and Origin are checked). Use the dashboard; scripts send Authorization: Bearer <ADMIN_TOKEN>.")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def same_origin(origin: str, own_origin: str) -> bool:
+    """True when the `Origin` header names this service: the same scheme, host and port (RFC 6454).
+
+    `own_origin` is how the request reached the service (`request.host_url`: scheme and Host).
+    Case, an explicit default port and `[]` around IPv6 do not matter; `null`, a path or anything
+    unparsable never matches.
+    """
+    def key(url: str):
+        parts = urlsplit(url.strip())
+        if parts.scheme not in _DEFAULT_PORTS or not parts.hostname or parts.query or parts.fragment:
+            return None
+        try:
+            port = parts.port or _DEFAULT_PORTS[parts.scheme]
+        except ValueError:
+            return None
+        return parts.scheme, parts.hostname, port
+
+    if origin.strip() == "null" or urlsplit(origin.strip()).path not in ("", "/"):
+        return False
+    mine = key(own_origin)
+    return mine is not None and key(origin) == mine
 
 
 def add_security_headers(response: Response) -> Response:
@@ -116,7 +140,8 @@ def add_security_headers(response: Response) -> Response:
     if arrived_over_https():
         response.headers.setdefault("Strict-Transport-Security", HSTS)
     if request.endpoint != "static":
-        # Database facts, audit entries and dumps must not linger in shared or browser caches.
+        # The one place Cache-Control is set: database facts, audit entries, dumps, error pages and
+        # presigned links must not linger in shared or browser caches.
         response.headers.setdefault("Cache-Control", "no-store")
     return response
 

@@ -1,7 +1,6 @@
 """Failed-authentication throttling per client address, in memory, with a bounded table."""
 from __future__ import annotations
 
-import ipaddress
 import math
 import threading
 import time
@@ -10,25 +9,6 @@ from typing import Callable
 
 WINDOW_S = 60.0
 MAX_TRACKED = 10_000  # ~100 bytes each: about 1 MB at most, whatever an attacker sends
-
-
-def address_key(address: str | None) -> str:
-    """The throttle's unit: an IPv4 address, or an IPv6 address's /64.
-
-    One IPv6 subscriber usually gets a whole /64, so counting single IPv6 addresses would let one
-    client rotate through 2^64 of them.
-    """
-    if not address:
-        return "-"
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return address
-    if ip.version == 4:
-        return str(ip)
-    if ip.ipv4_mapped is not None:
-        return str(ip.ipv4_mapped)
-    return str(ipaddress.ip_network(f"{ip}/64", strict=False))
 
 
 class AuthThrottle:

@@ -7,7 +7,7 @@ from playwright.sync_api import expect
 
 from backup_svc.storage.client import make_client
 from tests import receivers
-from tests.s3support import MotoS3, new_bucket, s3_env
+from tests.s3support import MotoS3, cluster_identity, new_bucket, owned, s3_env, seed_backup
 from tests.support import wait_until
 
 HOOK = "/services/T0AAAA/B0BBBB/hooksecretXYZ123"
@@ -20,10 +20,11 @@ def moto():
     server.stop()
 
 
-def test_stale_backups_and_a_failing_webhook_are_shown(moto, rich_db, start_service, open_dashboard):
+def test_stale_backups_and_a_failing_webhook_are_shown(moto, rich_db, pg_cluster, start_service, open_dashboard):
     client = make_client(s3_env(moto.endpoint))
     bucket = new_bucket(client)
-    client.put_object(Bucket=bucket, Key="nightly/rich_backup_20260101_030000.sql.gz", Body=b"old")
+    seed_backup(client, bucket, "nightly/rich_backup_20260101_030000.sql.gz",
+                owner=owned(cluster_identity(pg_cluster), "rich"))
     with receivers.receivers() as make:
         hook = make([500] * 10)
         service = start_service(DATABASE_URL=rich_db, BACKUP_STORAGE_URL=f"s3://{bucket}/nightly",

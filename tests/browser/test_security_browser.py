@@ -5,19 +5,16 @@ different sites, so Chromium sends `Sec-Fetch-Site: cross-site` just as it would
 """
 from __future__ import annotations
 
-import http.server
 import json
 import os
 import shutil
 import signal
 import subprocess
-import threading
 import time
 
 import pytest
 
 from backup_svc.links import signed_backup_url
-from backup_svc.pg.localcluster import free_port
 from tests.support import Service, wait_until
 
 SECRET = "browser-link-secret-" + "w" * 16
@@ -36,36 +33,6 @@ def browser_service(rich_db, pg_cluster, tmp_path_factory):
                       tmp_path_factory.mktemp("browser") / "service.log").start()
     yield service
     service.stop()
-
-
-@pytest.fixture
-def main_app():
-    """Factory: serve one HTML page on http://localhost:<port>/ (another site than 127.0.0.1)."""
-    servers = []
-
-    def serve(html: str) -> str:
-        body = html.encode()
-
-        class Page(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                self.send_response(200)
-                self.send_header("Content-Type", "text/html; charset=utf-8")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Page)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-        return f"http://localhost:{server.server_address[1]}/"
-
-    yield serve
-    for server in servers:
-        server.shutdown()
-        server.server_close()
 
 
 def chromium(url: str, tmp_path, *, until=None) -> tuple[str, list[str]]:
@@ -99,17 +66,17 @@ def chromium_attempts(service) -> list[dict]:
     return [e for e in reversed(entries) if e.get("event") == "backup" and "Chrome" in (e["user_agent"] or "")]
 
 
-def test_main_app_link_gets_a_backup_and_other_sites_scripts_do_not(browser_service, main_app, tmp_path):
+def test_main_app_link_gets_a_backup_and_other_sites_scripts_do_not(browser_service, other_site, tmp_path):
     link = signed_backup_url(browser_service.base_url, SECRET, 120)
     # First a script and an image on another site: both must be refused before the link is clicked.
-    hostile = main_app(f'<img src="{link}"><script>fetch("{link}", {{mode: "no-cors", credentials: "include"}})'
+    hostile = other_site(f'<img src="{link}"><script>fetch("{link}", {{mode: "no-cors", credentials: "include"}})'
                        f'</script>')
     chromium(hostile, tmp_path)
     refused = chromium_attempts(browser_service)
     assert [(e["status"], e["outcome"]) for e in refused] == [(403, "denied")] * 2
     assert all("another site" in e["error"] for e in refused)
 
-    page = main_app(f'<a id="backup" href="{link}">Download a backup</a>'
+    page = other_site(f'<a id="backup" href="{link}">Download a backup</a>'
                     f'<script>document.getElementById("backup").click()</script>')
     def download_started():
         facts = browser_service.request("GET", "/api/v1/database", browser_service.auth()).json()
@@ -124,8 +91,8 @@ def test_main_app_link_gets_a_backup_and_other_sites_scripts_do_not(browser_serv
     assert served[0]["actor"] == "signed link"
 
 
-def test_dashboard_cannot_be_framed_by_another_site(browser_service, main_app, tmp_path):
-    page = main_app(f'<iframe src="{browser_service.base_url}/"></iframe>')
+def test_dashboard_cannot_be_framed_by_another_site(browser_service, other_site, tmp_path):
+    page = other_site(f'<iframe src="{browser_service.base_url}/"></iframe>')
     _, console = chromium(page, tmp_path)
     assert any("frame-ancestors 'none'" in line for line in console), console
 

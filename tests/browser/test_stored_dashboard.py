@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import re
-import http.server
-import threading
 import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
 from playwright.sync_api import expect
 
-from backup_svc.pg.localcluster import free_port
 from tests.conftest import ARTIFACTS
-from tests.s3support import incomplete_uploads, object_keys, s3_env, seed_backup
+from tests.s3support import cluster_identity, incomplete_uploads, object_keys, owned, s3_env, seed_backup
 
 SLOW_MS = 60_000
 
@@ -37,17 +34,23 @@ def storage(s3, moto_s3):
     return client, bucket, {"BACKUP_STORAGE_URL": f"s3://{bucket}/rich/", **s3_env(moto_s3.endpoint)}
 
 
+@pytest.fixture
+def ours(pg_cluster) -> dict[str, str]:
+    """The ownership record of the rich database's service: only such objects are its backups."""
+    return owned(cluster_identity(pg_cluster), "rich")
+
+
 def wait_for_list(page) -> None:
     expect(page.locator("#stored")).to_have_attribute("data-loaded", "true", timeout=SLOW_MS)
 
 
 @pytest.mark.parametrize("width", [1280, 390])
-def test_the_section_lists_backups_and_back_up_now_adds_a_row_with_its_hash(
+def test_the_section_lists_backups_and_back_up_now_adds_a_row_with_its_hash(ours,
         storage, rich_db, start_service, open_dashboard, width):
     client, bucket, env = storage
     seeded = {f"rich_backup_{stamp(timedelta(hours=h))}.sql.gz": None for h in (2, 26)}
     for name in seeded:
-        seeded[name] = seed_backup(client, bucket, f"rich/{name}")
+        seeded[name] = seed_backup(client, bucket, f"rich/{name}", owner=ours)
     service = start_service(DATABASE_URL=rich_db, BACKUP_SCHEDULE="0 3 * * *", BACKUP_RETENTION="last=7,daily=14",
                             **env)
     page = open_dashboard(service, width=width)
@@ -82,11 +85,11 @@ def test_the_section_lists_backups_and_back_up_now_adds_a_row_with_its_hash(
 
 
 @pytest.mark.parametrize("width", [1280, 390])
-def test_an_old_newest_backup_shows_as_a_warning(storage, rich_db, start_service, open_dashboard, width):
+def test_an_old_newest_backup_shows_as_a_warning(ours, storage, rich_db, start_service, open_dashboard, width):
     """A daily schedule and a newest backup 2 days 5 hours old: overdue (more than 1.5 intervals)."""
     client, bucket, env = storage
-    seed_backup(client, bucket, f"rich/rich_backup_{stamp(timedelta(days=2, hours=5))}.sql.gz")
-    seed_backup(client, bucket, f"rich/rich_backup_{stamp(timedelta(days=4, hours=1))}.sql.gz")
+    seed_backup(client, bucket, f"rich/rich_backup_{stamp(timedelta(days=2, hours=5))}.sql.gz", owner=ours)
+    seed_backup(client, bucket, f"rich/rich_backup_{stamp(timedelta(days=4, hours=1))}.sql.gz", owner=ours)
     service = start_service(DATABASE_URL=rich_db, BACKUP_SCHEDULE="0 3 * * *", **env)
     page = open_dashboard(service, width=width)
     wait_for_list(page)
@@ -120,10 +123,10 @@ def test_a_failed_run_is_told_in_words(s3, fault_proxy, rich_db, start_service, 
     shoot(page, "failed-390")
 
 
-def test_the_download_link_yields_the_object(storage, rich_db, start_service, open_dashboard, tmp_path):
+def test_the_download_link_yields_the_object(ours, storage, rich_db, start_service, open_dashboard, tmp_path):
     client, bucket, env = storage
     name = f"rich_backup_{stamp(timedelta(hours=5))}.sql.gz"
-    digest = seed_backup(client, bucket, f"rich/{name}")
+    digest = seed_backup(client, bucket, f"rich/{name}", owner=ours)
     service = start_service(DATABASE_URL=rich_db, **env)
     page = open_dashboard(service)
     wait_for_list(page)
@@ -135,36 +138,6 @@ def test_the_download_link_yields_the_object(storage, rich_db, start_service, op
     download.save_as(saved)
     assert hashlib.sha256(saved.read_bytes()).hexdigest() == digest
     assert download.url.startswith(env["AWS_ENDPOINT_URL"])  # straight from the bucket, not through the service
-
-
-@pytest.fixture
-def other_site():
-    """Serve one HTML page on http://localhost:<port>/: another site than the service's 127.0.0.1."""
-    servers = []
-
-    def serve(html: str) -> str:
-        body = html.encode()
-
-        class Page(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                self.send_response(200)
-                self.send_header("Content-Type", "text/html; charset=utf-8")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Page)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-        return f"http://localhost:{server.server_address[1]}/"
-
-    yield serve
-    for server in servers:
-        server.shutdown()
-        server.server_close()
 
 
 def test_another_sites_form_and_fetch_cannot_start_a_stored_backup(storage, rich_db, start_service, browser,

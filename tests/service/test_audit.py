@@ -130,11 +130,13 @@ def test_audit_endpoint_lists_recent_attempts_newest_first(audited):
 
     assert reply.status == 200
     body = reply.json()
-    assert body["kept"] == 50 and "lost on restart" in body["note"]
+    assert body["limit"] == 50 and "lost on restart" in body["note"] and body["history"]["durable"] is False
     times = [e["time"] for e in body["entries"]]
     assert times == sorted(times, reverse=True)
     mine = [e for e in body["entries"] if e["user_agent"] == headers["User-Agent"]]
-    assert mine == sorted(logged, key=lambda e: e["time"], reverse=True)
+    # each entry is the logged line plus where it was recorded (process, kind, type)
+    assert [{key: e[key] for key in logged[0]} for e in mine] == sorted(logged, key=lambda e: e["time"], reverse=True)
+    assert {(e["process"], e["kind"], e["type"]) for e in mine} == {("serve", "audit", "backup")}
 
 
 def test_logs_hold_no_secret_and_no_query_string(audited, pg_cluster):

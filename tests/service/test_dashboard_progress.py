@@ -5,11 +5,11 @@ import time
 
 import pytest
 
-from backup_svc.config import parse_database_url
+from backup_svc.pg.conninfo import parse_database_url
 from backup_svc.dump.pipeline import DumpProgress
 from backup_svc.dump.report import Delivery, ForwardPercent, data_fraction, progress_report
 from backup_svc.dump.watch import CopySample, DumpWatch, TableEstimate
-from backup_svc.web.registry import BackupIdInUse, BackupRegistry
+from backup_svc.dump.registry import BackupIdInUse, BackupRegistry
 from tests.support import basic, gzip_is_valid, pg_dump_pids, wait_until
 
 
@@ -43,9 +43,11 @@ def test_reusing_a_progress_id_is_409(rich_service):
 
 @pytest.mark.parametrize("bad_id", ["short", "x" * 65, "has.dots.in.it", "space%20in%20it", "%C3%BCmlaut-id"])
 def test_malformed_progress_ids_are_400(rich_service, bad_id):
-    for path in (f"/api/v1/backup?progress_id={bad_id}", f"/api/v1/backups/{bad_id}"):
-        reply = rich_service.request("GET", path, rich_service.auth())
-        assert reply.status == 400, path
+    """One id rule (web/backup_id.py) for starting, following and cancelling a backup."""
+    for method, path in (("GET", f"/api/v1/backup?progress_id={bad_id}"), ("GET", f"/api/v1/backups/{bad_id}"),
+                         ("DELETE", f"/api/v1/backups/{bad_id}")):
+        reply = rich_service.request(method, path, rich_service.auth())
+        assert reply.status == 400, (method, path)
         assert "progress_id must be" in reply.json()["message"]
 
 

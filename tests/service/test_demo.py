@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -71,6 +72,15 @@ class Demo:
     @property
     def database_url(self) -> str:
         return self.value(r"Database:\s+(\S+)")
+
+    def storage_env(self) -> dict[str, str]:
+        """The bucket's and the database's variables the banner exports (as a deployed service's container has them)."""
+        env = {}
+        for line in re.findall(r"^\s+export (.+)$", self.banner, re.M):
+            for pair in shlex.split(line):
+                name, _, value = pair.partition("=")
+                env[name] = value
+        return env
 
     def shell_lines(self) -> list[str]:
         """The commands the banner prints to paste into a shell (indented under "from a shell")."""
@@ -151,13 +161,15 @@ def test_the_demo_stores_backups_in_its_throwaway_bucket_and_the_banner_commands
     block = demo.banner.split("Stored backups from a shell", 1)[1].split("\n\n", 1)[0]
     lines = [line.strip() for line in block.splitlines()[1:] if line.strip()]
     cli = str(BIN / "backup-svc")
-    assert [line.split(" ", 1)[0] for line in lines] == ["export", "export", "export", cli, cli, "NAME=$(" + cli, cli]
+    assert [line.split(" ", 1)[0] for line in lines] == ["export", "export", "export", cli, cli, cli, "NAME=$(" + cli,
+                                                         cli]
     endpoint = demo.value(r"on a throwaway S3 server at (http://127\.0\.0\.1:\d+) ")
     assert "BACKUP_SCHEDULE='*/5 * * * *'" in demo.banner and "BACKUP_RETENTION=last=6" in demo.banner
     done = bash("\n".join(lines), tmp_path, {"PATH": os.environ["PATH"], "HOME": str(tmp_path)})
     assert done.returncode == 0, done.stderr
     assert re.search(r"^[0-9a-f]{64}  s3://demo-backups/shop/shop_backup_\d{8}_\d{6}\.sql\.gz$", done.stdout, re.M)
     assert "restored s3://demo-backups/shop/shop_backup_" in done.stdout
+    assert re.search(r"^\S+Z  upload  outcome stored-run +ok +upload command", done.stdout, re.M), done.stdout
     restored = table_rows(with_database(demo.database_url, "shop_from_bucket"))
     assert restored == table_rows(demo.database_url) and sum(restored.values()) > 0
     token = demo.value(r"Bearer ([^']+)'")
@@ -214,6 +226,10 @@ def a_backup(demo, tmp_path_factory) -> Path:
     got = subprocess.run(["curl", "-fsS", "-o", str(path), "-H", f"Authorization: Bearer {token}",
                           f"http://localhost:{demo.port}/api/v1/backup"], capture_output=True, timeout=60)
     assert got.returncode == 0, got.stderr
+    # and one stored backup in the demo's bucket, as a deployed service on a schedule has
+    stored = subprocess.run([sys.executable, "-m", "backup_svc", "upload"], capture_output=True, text=True,
+                            timeout=120, env={**os.environ, **demo.storage_env()})
+    assert stored.returncode == 0, stored.stderr
     return path
 
 
@@ -232,6 +248,8 @@ def test_marked_doc_command_runs_as_written(demo, a_backup, path, n, block, tmp_
         "PGPASSWORD": server.password, "TARGET_URL": with_database(demo.database_url, target).replace(
             f":{server.password}@", "@"),
         "LINK_SECRET": LINK_SECRET,
+        # inside the service's container: DATABASE_URL and the bucket's variables (docs/restore.md, path B)
+        **demo.storage_env(),
     }
     ran = bash(block, tmp_path, env)
     assert ran.returncode == 0, f"{path.name} block {n} failed:\n{block}\n--- stdout\n{ran.stdout}\n--- stderr\n{ran.stderr}"

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from backup_svc.config import pg_bin_dirs
+from backup_svc.pg.binaries import pg_bin_dirs
 from backup_svc.pg.localcluster import UNPRIVILEGED_USER, LocalCluster, find_server_bin_dir
-from tests.support import audit_records, read_all, wait_until
+from tests.support import audit_records, read_all
 
 READER_PASSWORD = "reader-password-0123456789"
 
@@ -80,7 +80,7 @@ def test_backend_terminated_mid_stream_says_the_server_ended_it(big_db, start_se
     _, complete = read_all(resp)  # the service breaks the transfer
     conn.close()
     assert not complete
-    records = wait_until(lambda: audit_records(service, backup_id), 10)
+    records = audit_records(service, backup_id, 10)
     assert records[-1]["outcome"] == "failed"
     error = records[-1]["error"]
     assert "The server ended the backup's connection" in error and "Cannot reach" not in error, error

@@ -37,13 +37,13 @@ if stage:
         api.open_dump = open_dump
     elif stage == "building-headers":
         # What a database or BACKUP_NAME outside Latin-1 used to do: gunicorn refuses the header.
-        original_headers = api._download_headers
+        original_headers = api.download_headers
         def download_headers(filename):
             headers = original_headers(filename)
             if firing():
                 headers["X-Injected"] = "\\u0431\\u0430\\u0437\\u0430"
             return headers
-        api._download_headers = download_headers
+        api.download_headers = download_headers
     elif stage in ("first-chunk", "mid-stream"):
         original_iter = pipeline.GzipDump.__iter__
         fail_at = 0 if stage == "first-chunk" else 1

@@ -8,9 +8,9 @@ import os
 import pytest
 from psycopg import sql
 
-from backup_svc.config import parse_database_url
+from backup_svc.pg.conninfo import parse_database_url
 from backup_svc.notify.drill import SCRATCH_PREFIX, run_drill
-from backup_svc.notify.rowcount import counts_metadata
+from backup_svc.dump.rowcount import counts_metadata
 
 from ..support import run_cli
 
@@ -18,15 +18,6 @@ RICH_TABLES = {  # what tests/data/rich.sql puts in each table that holds data
     ("app", "people"): 2003, ("Mixed Case", "Order Items"): 500, ("app", "events_2025"): 213,
     ("app", "events_2026"): 187, ("app", "cache"): 2,
 }
-
-
-@pytest.fixture(scope="module")
-def backup(rich_db, tmp_path_factory):
-    """A backup of the rich database written by `python -m backup_svc dump`."""
-    folder = tmp_path_factory.mktemp("drill")
-    result = run_cli("dump", "-o", "rich.sql.gz", env={"DATABASE_URL": rich_db}, cwd=folder)
-    assert result.returncode == 0, result.stderr
-    return folder / "rich.sql.gz"
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +52,7 @@ def test_a_stored_backup_counts_rows_as_it_is_taken(rich_db, source_counts):
     from backup_svc.dump.backup import write_backup
 
     sink = io.BytesIO()
-    written = write_backup(Settings.from_env({"DATABASE_URL": rich_db}, require_auth=False), sink,
+    written = write_backup(Settings.from_env({"DATABASE_URL": rich_db}, require_auth=False).dump, sink,
                            application_name="backup_svc-test", count_rows=True)
 
     assert written.table_rows == source_counts

@@ -48,7 +48,8 @@ def test_a_broken_encryptor_stores_nothing_and_leaves_no_upload(broken, monkeypa
                                  require_auth=False)
     monkeypatch.setattr(pyrage, "encrypt_io", broken)
     with pytest.raises(EncryptionFailed) as failed:
-        take_stored_backup(settings, settings.storage, client=client, retry=FAST_RETRY)
+        take_stored_backup(settings.dump, settings.storage, client=client, retry=FAST_RETRY,
+                           recipients=settings.encryption.recipients)
     assert ("injected failure" in str(failed.value)) or ("not in age format" in str(failed.value))
     assert object_keys(client, bucket) == []
     assert incomplete_uploads(client, bucket) == []

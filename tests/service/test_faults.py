@@ -147,7 +147,7 @@ def _state(pid: int) -> str:
 
 def test_the_service_s_own_connections_use_tcp_keepalives(rich_db):
     """Read the options off the kernel's socket: a dead link is noticed in about a minute."""
-    from backup_svc.config import parse_database_url
+    from backup_svc.pg.conninfo import parse_database_url
     from backup_svc.pg.facts import connect
 
     with connect(parse_database_url(rich_db), timeout_s=5, purpose="test") as db:

@@ -146,6 +146,18 @@ def test_malformed_link_is_refused(link_service, query):
     _refused(link_service.request("GET", f"/api/v1/backup?{query}"), "Malformed signed link")
 
 
+@pytest.mark.parametrize("spelling", ["leading zero", "upper-case sig", "mixed-case sig"])
+def test_only_the_canonical_form_of_a_valid_link_is_accepted(link_service, spelling):
+    """The signature is right in every spelling below; only the form `signed_backup_url` makes passes."""
+    expires = int(time.time()) + 60
+    sig = link_signature(SECRET, "GET", "/api/v1/backup", expires)
+    query = {"leading zero": f"expires=0{expires}&sig={sig}",
+             "upper-case sig": f"expires={expires}&sig={sig.upper()}",
+             "mixed-case sig": f"expires={expires}&sig={sig[:32].upper()}{sig[32:]}"}[spelling]
+    _refused(link_service.request("GET", f"/api/v1/backup?{query}"), "Malformed signed link")
+    assert link_service.request("GET", f"/api/v1/backup?expires={expires}&sig={sig}").status == 200
+
+
 def test_a_link_is_judged_alone_even_beside_good_credentials(link_service):
     """A request that carries a link stands or falls by it: a bad link is not rescued by a token."""
     reply = link_service.request("GET", f"/api/v1/backup?expires=1&sig={'0' * 64}", link_service.auth())

@@ -20,7 +20,6 @@ from backup_svc.notify.mail import send_mail
 from backup_svc.notify.settings import NotifySettings, SmtpTarget
 from backup_svc.notify.staleness import StaleWatch
 
-from .. import receivers
 from ..receivers import SECRET, Mailbox
 
 HOOK_TOKEN = "T0AAAA/B0BBBB/hooksecretXYZ123"
@@ -32,18 +31,6 @@ FAILED = Event(kind="backup", outcome="failed", database="shop", started=STARTED
                error="cannot reach the database server (connection refused)")
 GOOD = Event(kind="backup", outcome="ok", database="shop", name="shop_backup_20261128_193000.sql.gz", bytes=123456,
              sha256="cd" * 32, started=STARTED, finished=STARTED + timedelta(seconds=42))
-
-
-@pytest.fixture
-def smtp_server():
-    with receivers.smtp_server() as server:
-        yield server
-
-
-@pytest.fixture
-def receiver():
-    with receivers.receivers() as make:
-        yield make
 
 
 def settings(**env: str) -> NotifySettings:

@@ -7,33 +7,17 @@ import os
 import time
 from datetime import datetime, timedelta, timezone
 
-import pytest
 
-from backup_svc.config import parse_database_url
+from backup_svc.pg.conninfo import parse_database_url
 from backup_svc.notify.common import Event
 from backup_svc.notify.delivery import Notifier, RetryPolicy
 from backup_svc.notify.drill import run_drill
 from backup_svc.notify.reporter import Reporter
 from backup_svc.notify.settings import NotifySettings
 
-from .. import receivers
-from ..support import run_cli, wait_until
+from ..support import wait_until
 
 FAST = RetryPolicy(attempts=2, backoff_s=0.1, attempt_timeout_s=2, deadline_s=4)
-
-
-@pytest.fixture
-def receiver():
-    with receivers.receivers() as make:
-        yield make
-
-
-@pytest.fixture(scope="module")
-def backup(rich_db, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("reporter")
-    result = run_cli("dump", "-o", "rich.sql.gz", env={"DATABASE_URL": rich_db}, cwd=folder)
-    assert result.returncode == 0, result.stderr
-    return folder / "rich.sql.gz"
 
 
 def reporter_for(hook, pg_cluster, **env) -> Reporter:

@@ -9,22 +9,15 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from backup_svc.config import Settings
-from backup_svc.notify.outcome import StalenessWatch, reporter_for
+from backup_svc.notify.outcome import StalenessWatch, StoredSetup, reporter_for
 from backup_svc.pg.localcluster import free_port
-
 from tests import receivers
-from tests.s3support import object_keys, s3_env
+from tests.s3support import cluster_identity, object_keys, owned, s3_env, seed_backup
 from tests.support import run_cli
 
 PING = "/ping/5e1f0c2a-aaaa-bbbb-cccc-0123456789ab"
 HOOK = "/services/T0AAAA/B0BBBB/hooksecretXYZ123"
 RICH_ROWS, RICH_TABLES = 2905, 5
-
-
-@pytest.fixture
-def receiver():
-    with receivers.receivers() as make:
-        yield make
 
 
 def env_for(moto_s3, bucket: str, db_url: str, **extra: str) -> dict[str, str]:
@@ -163,15 +156,17 @@ def test_notify_test_without_channels_says_what_to_set():
     assert "no notification channel is configured: set SMTP_URL" in done.stderr
 
 
-def test_stale_backups_raise_one_alarm(s3, moto_s3, rich_db, receiver):
+def test_stale_backups_raise_one_alarm(s3, moto_s3, rich_db, pg_cluster, receiver):
     """A seeded backup three days old, a daily schedule: the watch alarms once, then stays quiet."""
     client, bucket = s3
-    client.put_object(Bucket=bucket, Key="backups/rich_backup_20260101_030000.sql.gz", Body=b"old")
+    seed_backup(client, bucket, "backups/rich_backup_20260101_030000.sql.gz",
+                owner=owned(cluster_identity(pg_cluster), "rich"))
     hook = receiver()
     settings = Settings.from_env(env_for(moto_s3, bucket, rich_db, BACKUP_SCHEDULE="0 3 * * *",
                                          NOTIFY_WEBHOOK_URL=hook.url + HOOK), require_auth=False)
-    reporter = reporter_for(settings)
-    watch = StalenessWatch(reporter, settings, client=client)
+    setup = StoredSetup(settings.dump, settings.storage, settings.notify, settings.encryption)
+    reporter = reporter_for(setup)
+    watch = StalenessWatch(reporter, setup, client=client)
 
     first, second = watch.check_once(), watch.check_once()
 
@@ -219,7 +214,8 @@ def test_serve_reports_stale_backups_then_a_scheduled_backup_and_its_drill(s3, m
     from tests.support import wait_until
 
     client, bucket = s3
-    client.put_object(Bucket=bucket, Key="scheduled/rich_backup_20260101_030000.sql.gz", Body=b"old")
+    seed_backup(client, bucket, "scheduled/rich_backup_20260101_030000.sql.gz",
+                owner=owned(cluster_identity(pg_cluster), "rich"))
     hook, monitor = receiver(), receiver()
     service = start_service(DATABASE_URL=rich_db, BACKUP_STORAGE_URL=f"s3://{bucket}/scheduled",
                             BACKUP_SCHEDULE="* * * * *", NOTIFY_WEBHOOK_URL=hook.url + HOOK, NOTIFY_ON="always",
@@ -248,3 +244,16 @@ def test_check_lists_the_channels_without_secrets(rich_db, pg_cluster):
     assert f"notifications: restore drills: scratch databases on 127.0.0.1:{pg_cluster.port}" in done.stdout
     assert receivers.SECRET not in done.stdout and "hooksecret" not in done.stdout
     assert pg_cluster.password not in done.stdout
+
+
+@pytest.mark.parametrize("command", ["upload", "serve"])
+def test_a_settings_error_pings_the_heartbeats_fail_url(command, moto_s3, rich_db, receiver):
+    """Issue 21, weaker finding: a service that cannot start for its settings (exit 2) sent no /fail
+    ping, so the monitor only noticed when the pings stopped."""
+    monitor = receiver()
+    done = run_cli(command, env={"DATABASE_URL": rich_db, "ADMIN_TOKEN": "t" * 20, "PORT": str(free_port()),
+                                 "BACKUP_STORAGE_URL": "s3://bkt/x", "BACKUP_RETENTION": "forever",
+                                 "HEARTBEAT_URL": monitor.url + PING, **s3_env(moto_s3.endpoint)})
+    assert done.returncode == 2, done.stderr
+    assert "BACKUP_RETENTION has 'forever'" in done.stderr
+    assert [p for m, p, _, _ in monitor.requests] == [PING + "/fail"]

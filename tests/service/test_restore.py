@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from backup_svc.config import parse_database_url
+from backup_svc.pg.conninfo import parse_database_url
 from backup_svc.files.psqlfeed import psql_command, stream_into_psql
 from backup_svc.files.reader import BadBackup
 from tests.support import restore, run_cli, snapshot
@@ -26,15 +26,6 @@ DRIFT_SQL = """
     CREATE TABLE public.keep (x int);
     INSERT INTO public.keep SELECT generate_series(1, 3);
 """
-
-
-@pytest.fixture(scope="module")
-def backup(rich_db, tmp_path_factory):
-    """A backup of the rich database written by `python -m backup_svc dump`."""
-    folder = tmp_path_factory.mktemp("backup")
-    result = run_cli("dump", "-o", "rich.sql.gz", env={"DATABASE_URL": rich_db}, cwd=folder)
-    assert result.returncode == 0, result.stderr
-    return folder / "rich.sql.gz"
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import http.client
+import time
 
 import pytest
 
@@ -94,6 +95,25 @@ def test_without_a_trusted_proxy_forwarded_for_is_ignored(start_service, rich_db
     # A new X-Forwarded-For does not make a new client: the peer address is what counts.
     fresh = {"X-Forwarded-For": "198.51.100.99", **service.auth()}
     assert service.request("GET", "/api/v1/database", fresh).status == 429
+
+
+@pytest.mark.parametrize("forwarded", ["A" * 16000, '203.0.113.7" 200 0 0ms "forged-line', "\u00e9vil\tx"])
+def test_a_forwarded_for_that_is_no_address_is_written_nowhere(start_service, rich_db, forwarded):
+    """With a trusted proxy, its X-Forwarded-For entry is the client; one that is not an address (a
+    proxy misconfigured, or a caller on the private network) is not written into the access log,
+    the audit trail or the throttle as it came: it is cut and shown as `invalid`."""
+    service = start_service(DATABASE_URL=rich_db, TRUSTED_PROXY_HOPS="1")
+    headers = {"X-Forwarded-For": forwarded}
+    assert service.request("GET", "/api/v1/backup", {**headers, **bearer("guess-guess-guess")}).status == 401
+    assert service.request("GET", "/healthz", headers).status == 200
+    entries = service.request("GET", "/api/v1/audit", service.auth()).json()["entries"]
+    assert {entry["client"] for entry in entries} == {"invalid"}, entries
+    time.sleep(0.3)  # the access log line of the last request is written after its response
+    log = service.log()
+    access = [line for line in log.splitlines() if '"GET /healthz' in line or '"GET /api/v1/backup' in line]
+    assert len(access) >= 2 and all(line.startswith("invalid - - [") for line in access[-2:]), access[-2:]
+    assert forwarded[:40] not in log
+    assert max(len(line) for line in log.splitlines()) < 2000
 
 
 # -- Fetch Metadata -------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Hundreds of slow clients on loopback, against the real gunicorn: the service must stay available.
 
 The attack of issue 12: connections that send a request head (or a body) one byte at a time, and
-connections that send nothing. Bounded: ATTACKERS connections for ATTACK_S seconds, 127.0.0.1 only.
+connections that send nothing, from ten loopback addresses (127.0.1.1-10, 50 connections each). Bounded: ATTACKERS connections for ATTACK_S seconds, 127.0.0.1 only.
 """
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import socket
 import threading
 import time
 
-from backup_svc.web.worker import HEAD_TIMEOUT_S
+from backup_svc.serving.worker import HEAD_TIMEOUT_S
 from tests.support import gzip_is_valid
 
 ATTACK_S = HEAD_TIMEOUT_S + 4
@@ -36,7 +36,9 @@ class Attack:
     def start(self) -> "Attack":
         for kind, (count, first, _) in ATTACKERS.items():
             for _ in range(count):
-                sock = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+                # Many clients: one holds at most 100 connections (serving/clientcap.py), so 50 per address.
+                source = (f"127.0.1.{len(self.sockets) // 50 + 1}", 0)
+                sock = socket.create_connection(("127.0.0.1", self.port), timeout=5, source_address=source)
                 sock.setblocking(False)
                 if first:
                     sock.send(first)

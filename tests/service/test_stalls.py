@@ -141,7 +141,7 @@ def test_abort_and_retry_at_once_never_meets_its_own_dead_download(big_db, start
 
 def test_a_query_on_a_frozen_link_is_cut_at_its_deadline(rich_db, pg_cluster, db_proxy):
     """The service's own queries (facts, progress) on a link that froze after connecting."""
-    from backup_svc.config import parse_database_url
+    from backup_svc.pg.conninfo import parse_database_url
     from backup_svc.pg.diagnose import NOT_ANSWERING
     from backup_svc.pg.facts import Deadline, connect
 

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.s3support import incomplete_uploads, object_keys, s3_env
+from tests.s3support import cluster_identity, incomplete_uploads, object_keys, owned, s3_env
 from tests.support import REPO, pg_dump_pids, run_cli, snapshot, wait_until
 
 OLD = "backups/{db}_backup_20260101_030000.sql.gz"
@@ -157,10 +157,16 @@ def test_two_uploads_at_once_one_runs_the_other_says_so(s3, moto_s3, fault_proxy
     assert len(stored_keys(client, bucket, "big")) == 1
 
 
-def test_retention_runs_after_a_successful_upload(s3, moto_s3, rich_db):
+def ours(pg_cluster) -> dict[str, str]:
+    """The metadata of a backup the rich database's service stored (its ownership record, a sha256)."""
+    return {"sha256": "0" * 64, **owned(cluster_identity(pg_cluster), "rich")}
+
+
+def test_retention_runs_after_a_successful_upload(s3, moto_s3, rich_db, pg_cluster):
     client, bucket = s3
     for day in range(1, 6):
-        client.put_object(Bucket=bucket, Key=f"backups/rich_backup_202601{day:02d}_030000.sql.gz", Body=b"old")
+        client.put_object(Bucket=bucket, Key=f"backups/rich_backup_202601{day:02d}_030000.sql.gz", Body=b"old",
+                          Metadata=ours(pg_cluster))
     client.put_object(Bucket=bucket, Key="backups/notes.txt", Body=b"keep me")
     done = run_cli("upload", env=storage_env(moto_s3.endpoint, bucket, rich_db, BACKUP_RETENTION="last=2"))
     assert done.returncode == 0, done.stderr
@@ -171,10 +177,11 @@ def test_retention_runs_after_a_successful_upload(s3, moto_s3, rich_db):
     assert "retention: deleted rich_backup_20260101_030000.sql.gz" in done.stderr
 
 
-def test_prune_dry_run_then_prune(s3, moto_s3, rich_db):
+def test_prune_dry_run_then_prune(s3, moto_s3, rich_db, pg_cluster):
     client, bucket = s3
     for day in range(1, 4):
-        client.put_object(Bucket=bucket, Key=f"backups/rich_backup_202611{day:02d}_030000.sql.gz", Body=b"x")
+        client.put_object(Bucket=bucket, Key=f"backups/rich_backup_202611{day:02d}_030000.sql.gz", Body=b"x",
+                          Metadata=ours(pg_cluster))
     env = storage_env(moto_s3.endpoint, bucket, rich_db, BACKUP_RETENTION="daily=2")
     dry = run_cli("prune", "--dry-run", env=env)
     assert dry.returncode == 0, dry.stderr
@@ -210,9 +217,10 @@ def test_a_missing_bucket_is_a_clear_failure(moto_s3, rich_db):
     assert "NoSuchBucket" in done.stderr and "nothing was stored" in done.stderr
 
 
-def test_check_says_where_backups_go_and_whether_it_is_reachable(s3, moto_s3, rich_db):
+def test_check_says_where_backups_go_and_whether_it_is_reachable(s3, moto_s3, rich_db, pg_cluster):
     client, bucket = s3
-    client.put_object(Bucket=bucket, Key="backups/rich_backup_20261101_030000.sql.gz", Body=b"x")
+    client.put_object(Bucket=bucket, Key="backups/rich_backup_20261101_030000.sql.gz", Body=b"x",
+                      Metadata=ours(pg_cluster))
     env = storage_env(moto_s3.endpoint, bucket, rich_db, ADMIN_TOKEN="t" * 20, BACKUP_SCHEDULE="0 3 * * *",
                       BACKUP_RETENTION="daily=7")
     done = run_cli("check", env=env)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from backup_svc.config import parse_database_url
+from backup_svc.pg.conninfo import parse_database_url
 from backup_svc.storage.lock import AnotherBackupRunning, StoredBackupLock
 
 

@@ -8,6 +8,7 @@ import pytest
 from backup_svc.storage.client import StorageError
 from backup_svc.storage.listing import list_backups
 from backup_svc.storage.location import BackupNames, parse_storage_url
+from backup_svc.storage.ownership import Owner
 from backup_svc.storage.prune import abort_stale_uploads, prune
 from backup_svc.storage.retention import parse_retention
 
@@ -15,6 +16,7 @@ from tests.s3support import FAST_RETRY, object_keys
 
 LOCATION = parse_storage_url("s3://placeholder/backups")
 NAMES = BackupNames("shop")
+OWNER = Owner("shop", "shop", "7301234567890123456")
 FIRST_DAY = date(2026, 8, 1)
 DAYS = [FIRST_DAY + timedelta(days=n) for n in range(120)]  # 2026-08-01 … 2026-11-28
 # Not this service's backups: each must survive every prune.
@@ -38,7 +40,7 @@ def backup_key(day: date, hour: int = 3) -> str:
 def seed(client, bucket: str) -> None:
     for day in DAYS:
         client.put_object(Bucket=bucket, Key=backup_key(day), Body=f"backup of {day}".encode(),
-                          Metadata={"sha256": f"{day:%Y%m%d}"})
+                          Metadata={"sha256": f"{day:%Y%m%d}", **OWNER.metadata()})
     for key in FOREIGN:
         client.put_object(Bucket=bucket, Key=key, Body=b"not ours")
 
@@ -50,7 +52,7 @@ def located(bucket: str):
 def test_list_shows_only_this_services_backups_newest_first(s3):
     client, bucket = s3
     seed(client, bucket)
-    backups = list_backups(client, located(bucket), NAMES, with_sha256=True, retry=FAST_RETRY)
+    backups = list_backups(client, located(bucket), NAMES, OWNER, retry=FAST_RETRY)
     assert [b.key for b in backups] == [backup_key(d) for d in reversed(DAYS)]
     newest = backups[0]
     assert newest.name == "shop_backup_20261128_030000.sql.gz"
@@ -69,7 +71,7 @@ def test_retention_on_120_daily_backups_keeps_exactly_the_expected_set(s3):
     """
     client, bucket = s3
     seed(client, bucket)
-    report = prune(client, located(bucket), NAMES, parse_retention("last=3,daily=7,weekly=4,monthly=6"),
+    report = prune(client, located(bucket), NAMES, OWNER, parse_retention("last=3,daily=7,weekly=4,monthly=6"),
                    retry=FAST_RETRY)
     expected = {date(2026, 11, d) for d in range(22, 29)} | {
         date(2026, 11, 15), date(2026, 11, 8), date(2026, 10, 31), date(2026, 9, 30), date(2026, 8, 31),
@@ -82,7 +84,7 @@ def test_retention_on_120_daily_backups_keeps_exactly_the_expected_set(s3):
 def test_dry_run_deletes_nothing_and_says_what_would_go_and_why(s3):
     client, bucket = s3
     seed(client, bucket)
-    report = prune(client, located(bucket), NAMES, parse_retention("daily=2"), dry_run=True, retry=FAST_RETRY)
+    report = prune(client, located(bucket), NAMES, OWNER, parse_retention("daily=2"), dry_run=True, retry=FAST_RETRY)
     assert len(object_keys(client, bucket)) == 120 + len(FOREIGN)
     assert report.deleted == []
     lines = report.lines()
@@ -95,8 +97,9 @@ def test_dry_run_deletes_nothing_and_says_what_would_go_and_why(s3):
 def test_the_newest_backup_is_kept_whatever_the_policy(s3):
     client, bucket = s3
     seed(client, bucket)
-    client.put_object(Bucket=bucket, Key=backup_key(date(2026, 11, 28), hour=23), Body=b"latest")
-    prune(client, located(bucket), NAMES, parse_retention("monthly=1"), retry=FAST_RETRY)
+    client.put_object(Bucket=bucket, Key=backup_key(date(2026, 11, 28), hour=23), Body=b"latest",
+                      Metadata={"sha256": "latest", **OWNER.metadata()})
+    prune(client, located(bucket), NAMES, OWNER, parse_retention("monthly=1"), retry=FAST_RETRY)
     assert backup_key(date(2026, 11, 28), hour=23) in object_keys(client, bucket)
 
 
@@ -107,7 +110,7 @@ def test_a_listing_error_deletes_nothing(s3, fault_proxy):
     seed(client, bucket)
     proxy.add(lambda method, path, query: method == "GET" and "list-type" in query, ["500"], repeat_last=True)
     with pytest.raises(StorageError, match="listing .* after 5 attempts"):
-        prune(via_proxy, located(bucket), NAMES, parse_retention("last=1"), retry=FAST_RETRY)
+        prune(via_proxy, located(bucket), NAMES, OWNER, parse_retention("last=1"), retry=FAST_RETRY)
     assert len(object_keys(client, bucket)) == 120 + len(FOREIGN)
     assert not [entry for entry in proxy.log if entry[0] == "DELETE"]
 

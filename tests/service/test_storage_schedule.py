@@ -34,10 +34,11 @@ def test_the_schedule_fires_and_shares_the_slot_with_downloads(s3, moto_s3, faul
 
 
 def test_a_bad_schedule_refuses_to_start(moto_s3, rich_db, tmp_path):
+    from backup_svc.pg.localcluster import free_port
     from tests.support import run_cli
 
     done = run_cli("serve", env={"DATABASE_URL": rich_db, "ADMIN_TOKEN": "t" * 20, "BACKUP_STORAGE_URL": "s3://bkt/x",
-                                 "BACKUP_SCHEDULE": "every day", **s3_env(moto_s3.endpoint)})
+                                 "BACKUP_SCHEDULE": "every day", "PORT": str(free_port()), **s3_env(moto_s3.endpoint)})
     assert done.returncode == 2
     assert done.stderr.strip() == "backup_svc: BACKUP_SCHEDULE must have 5 fields (minute hour day month weekday, " \
                                   "UTC), got 2: 'every day'"

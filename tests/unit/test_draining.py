@@ -5,7 +5,7 @@ import pytest
 
 from backup_svc.config import ConfigError, Settings
 from backup_svc.draining import DRAIN_MARGIN_S, Draining
-from backup_svc.web.server import gunicorn_options
+from backup_svc.serving.server import gunicorn_options
 
 BASE_ENV = {"DATABASE_URL": "postgresql://u:p@db.internal/app", "ADMIN_TOKEN": "t" * 24}
 

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from backup_svc.dump.tabledata import TableDataScanner
-from backup_svc.notify.rowcount import METADATA_BUDGET, count_rows, counts_from_metadata, counts_metadata
+from backup_svc.dump.rowcount import METADATA_BUDGET, count_rows, counts_from_metadata, counts_metadata
 
 DUMP = b"""--
 -- PostgreSQL database dump

@@ -6,7 +6,8 @@ import pytest
 from backup_svc.config import ConfigError, Settings
 from backup_svc.web.audit import AuditTrail
 from backup_svc.web.security import cross_site_refusal
-from backup_svc.web.throttle import AuthThrottle, address_key
+from backup_svc.clientaddress import address_key
+from backup_svc.web.throttle import AuthThrottle
 
 
 class Clock:
@@ -163,9 +164,25 @@ def test_audit_trail_keeps_the_latest_newest_first(caplog):
     ("unknown", "unknown"),
 ])
 def test_addresses_have_one_spelling(spelling, address):
-    from backup_svc.web.proxy import normalise_address
+    from backup_svc.clientaddress import normalise_address
 
     assert normalise_address(spelling) == address
+
+
+@pytest.mark.parametrize("text,label", [
+    ("203.000.113.007", "203.0.113.7"),
+    ("[2001:DB8::1]:443", "2001:db8::1"),
+    ("unknown", "invalid"),
+    ("A" * 16000, "invalid"),
+    ('203.0.113.7" 200 0 0ms "forged', "invalid"),
+    ("203.0.113.7\x1b[2J", "invalid"),
+    ("", "invalid"),
+    (None, None),
+])
+def test_a_client_is_written_as_an_address_or_invalid(text, label):
+    from backup_svc.clientaddress import client_label
+
+    assert client_label(text) == label
 
 
 @pytest.mark.parametrize("env,hops", [
@@ -195,9 +212,84 @@ def test_refusals_at_the_door_cannot_push_real_attempts_out():
     assert [e["outcome"] for e in recent].count("ok") == 1
     denied = [e for e in recent if e["outcome"] == "denied"]
     assert len(denied) == 5
-    assert sum(e["count"] for e in denied) == 5  # the 30 from .9 were pushed out by later addresses
+    # The 30 from .9 were pushed out by later clients; past 5 clients a minute, those are counted together.
+    assert sum(e["count"] for e in denied) == 30
 
     trail = AuditTrail(keep=5)
     for _ in range(60):
         trail.record(actor=None, client="203.0.113.9", user_agent=None, outcome="denied", started=now, status=401)
     assert [(e["client"], e["count"]) for e in trail.recent()] == [("203.0.113.9", 60)]
+
+
+def test_refusals_are_counted_per_ipv6_64_and_capped_per_minute():
+    """12 addresses of one /64, or many IPv4 addresses x 3 statuses, fill no more than a few entries."""
+    import time
+
+    from backup_svc.web.audit import DENIED_CLIENTS_PER_MINUTE, OTHERS
+
+    trail = AuditTrail()
+    minute = (time.time() // 60) * 60 + 5
+    for n in range(12):
+        trail.record(actor=None, client=f"2001:db8:1:2::{n + 1:x}", user_agent=None, outcome="denied",
+                     started=minute, status=401)
+    denied = trail.recent()
+    assert [(e["client"], e["count"]) for e in denied] == [("2001:db8:1:2::/64", 12)]
+    for n in range(40):
+        for status in (401, 403, 429):
+            trail.record(actor=None, client=f"203.0.113.{n}", user_agent=None, outcome="denied",
+                         started=minute + 1, status=status)
+    denied = trail.recent()
+    clients = {e["client"] for e in denied}
+    assert len(clients) == DENIED_CLIENTS_PER_MINUTE + 1 and OTHERS in clients
+    assert len(denied) <= 1 + (DENIED_CLIENTS_PER_MINUTE - 1) * 3 + 1
+    assert sum(e["count"] for e in denied) == 12 + 40 * 3
+
+
+def test_the_dashboard_always_shows_real_attempts():
+    """Before, ten refusals at the door newer than the last backup pushed it off the dashboard's list."""
+    import time
+
+    from backup_svc.history.event import HistoryEvent
+    from backup_svc.history.summary import recent_attempts
+    from backup_svc.timefmt import iso_utc
+
+    now = time.time()
+    attempts = [HistoryEvent(body={"kind": "audit", "time": iso_utc(now - 100 + n, "milliseconds"), "process": "serve",
+                                   "data": {"outcome": "ok", "id": f"real-{n}",
+                                            "time": iso_utc(now - 100 + n, "milliseconds")}},
+                             data=b"", sha256="", name="") for n in range(8)]
+    trail = AuditTrail()
+    for n in range(4):  # four minutes of refusals from many clients, all newer
+        for client in range(10):
+            trail.record(actor=None, client=f"203.0.113.{client}", user_agent=None, outcome="denied",
+                         started=now + 60 * n, status=401)
+    shown = recent_attempts(list(reversed(attempts)), trail.recent(), 10)
+    assert len(shown) == 10
+    assert [e["id"] for e in shown if e["outcome"] == "ok"] == [f"real-{n}" for n in (7, 6, 5, 4, 3)]
+
+
+def test_refusal_log_lines_are_capped_per_minute_and_summed_up_after_it(caplog):
+    """A flood of 1,000 refusals in a minute writes 60 lines and then one summary per client and status."""
+    import json
+    import logging
+    import time
+
+    from backup_svc.web.audit import DENIED_LINES_PER_MINUTE
+
+    trail = AuditTrail()
+    minute = (time.time() // 60) * 60 - 120  # a minute that is over
+    with caplog.at_level(logging.INFO, logger="backup_svc.audit"):
+        for n in range(1000):
+            trail.record(actor=None, client="203.0.113.9" if n % 2 else "2001:db8::1", user_agent=None,
+                         outcome="denied", started=minute + n / 100, status=401)
+        trail.record(actor="token", client="198.51.100.1", user_agent="curl", outcome="ok", started=minute + 15,
+                     status=200)
+        during = [json.loads(r.getMessage()) for r in caplog.records]
+        trail.record(actor=None, client="203.0.113.9", user_agent=None, outcome="denied", started=minute + 60,
+                     status=401)  # the next minute: the last one's summaries are logged
+    lines = [json.loads(r.getMessage()) for r in caplog.records]
+    assert len(during) == DENIED_LINES_PER_MINUTE + 1  # the real attempt is always logged
+    assert [e["outcome"] for e in during].count("ok") == 1
+    summaries = [e for e in lines if e["event"] == "denied_summary"]
+    assert sorted((e["client"], e["count"]) for e in summaries) == [("2001:db8::/64", 470), ("203.0.113.9", 470)]
+    assert len(lines) == len(during) + 2 + 1

@@ -1,11 +1,19 @@
-"""The staleness rule: older than 1.5 schedule intervals; one alarm per stale episode."""
+"""The staleness rule: older than 1.5 schedule intervals; one alarm per stale episode; the dashboard and the
+alarm agree (one rule, storage/status.py)."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from backup_svc.notify.staleness import StaleWatch, is_stale, schedule_interval
+from types import SimpleNamespace
+
+from backup_svc.notify.outcome import StoredSetup, check_staleness
+from backup_svc.notify.reporter import Reporter
+from backup_svc.notify.settings import NotifySettings
+from backup_svc.notify.staleness import StaleWatch
+from backup_svc.storage.schedule import CronSchedule
+from backup_svc.storage.status import freshness, is_overdue
 
 T0 = datetime(2026, 11, 28, 3, 0, tzinfo=timezone.utc)
 DAY = timedelta(days=1)
@@ -19,12 +27,12 @@ DAY = timedelta(days=1)
     (DAY * 4, True),
 ])
 def test_rule(age, stale):
-    assert is_stale(T0, T0 + age, DAY) is stale
+    assert is_overdue(T0, T0 + age, DAY) is stale
 
 
 def test_no_backup_yet_counts_from_start_up():
-    assert not is_stale(None, T0 + DAY, DAY, up_since=T0)
-    assert is_stale(None, T0 + DAY * 2, DAY, up_since=T0)
+    assert not is_overdue(None, T0 + DAY, DAY, up_since=T0)
+    assert is_overdue(None, T0 + DAY * 2, DAY, up_since=T0)
 
 
 def test_one_alarm_per_episode():
@@ -52,23 +60,46 @@ def test_one_alarm_per_episode():
 def test_state_for_the_api():
     state, _ = StaleWatch("shop", up_since=T0).check(T0, T0 + DAY * 2, DAY)
     assert state.as_dict() == {"stale": True, "newest_ok": "2026-11-28T03:00:00Z",
-                               "stale_after": "2026-11-28T15:00:00Z", "interval_s": 86400}
+                               "stale_after": "2026-11-28T15:00:00Z", "interval_s": 86400, "last_failed": None}
 
 
-def every(minutes: int, *, weekdays_only: bool = False):
-    """A next_after like CronSchedule's, for a schedule every `minutes` (optionally Monday to Friday)."""
-    def next_after(when: datetime) -> datetime:
-        nxt = when.replace(second=0, microsecond=0) + timedelta(minutes=minutes - when.minute % minutes)
-        while weekdays_only and nxt.weekday() >= 5:
-            nxt += timedelta(minutes=minutes)
-        return nxt
-    return next_after
+WEEKDAYS = CronSchedule("0 3 * * 1-5")
+MONDAY_3AM = datetime(2026, 11, 30, 3, 0, tzinfo=timezone.utc)
+TUESDAY_3AM = MONDAY_3AM + DAY
+FRIDAY_3AM = MONDAY_3AM - DAY * 3
 
 
-@pytest.mark.parametrize("minutes, weekdays_only, interval", [
-    (60, False, timedelta(hours=1)),
-    (24 * 60, False, DAY),
-    (24 * 60, True, DAY * 3),  # Friday to Monday
+def _alarm_says_stale(newest: datetime, when: datetime) -> bool:
+    """What the notification side decides, through the same call the StalenessWatch makes."""
+    reporter = Reporter(NotifySettings(), "shop", up_since=when - DAY * 30)
+    setup = StoredSetup(dump=None, storage=SimpleNamespace(schedule=WEEKDAYS, watched_schedule=WEEKDAYS), notify=None)
+    return check_staleness(reporter, setup, newest, when).stale
+
+
+def _dashboard_says_stale(newest: datetime, when: datetime) -> bool:
+    return freshness(newest, when, WEEKDAYS, False, up_since=when - DAY * 30).stale
+
+
+@pytest.mark.parametrize("newest, when, stale", [
+    # Tuesday: the interval is Monday→Tuesday, one day. Monday's backup is stale 36 h after it, not 4.5 days.
+    (MONDAY_3AM, MONDAY_3AM + timedelta(hours=36), False),
+    (MONDAY_3AM, MONDAY_3AM + timedelta(hours=36, minutes=1), True),
+    (TUESDAY_3AM, TUESDAY_3AM + timedelta(hours=13), False),
+    # Monday: the interval is Friday→Monday, three days; Friday's backup is fresh over the weekend.
+    (FRIDAY_3AM, MONDAY_3AM + timedelta(hours=7), False),
+    (FRIDAY_3AM, TUESDAY_3AM + timedelta(minutes=1), True),  # Tuesday's run is due: a day's interval again
 ])
-def test_schedule_interval(minutes, weekdays_only, interval):
-    assert schedule_interval(every(minutes, weekdays_only=weekdays_only), T0) == interval
+def test_a_weekday_schedule_is_judged_the_same_by_the_dashboard_and_the_alarm(newest, when, stale):
+    assert _dashboard_says_stale(newest, when) is stale
+    assert _alarm_says_stale(newest, when) is stale
+
+
+def test_a_failed_scheduled_run_makes_backups_stale_however_fresh_the_newest_is():
+    """The history says the last scheduled run (this service's or a cron service's) failed: one alarm, saying why."""
+    watch = StaleWatch("shop", up_since=T0)
+    state, alarm = watch.check(T0, T0 + timedelta(hours=1), DAY, last_failed="pg_dump: connection refused")
+    assert state.stale and state.as_dict()["last_failed"] == "pg_dump: connection refused"
+    assert alarm is not None and "the last scheduled backup failed: pg_dump: connection refused" == alarm.error
+    assert "failing" in alarm.headline() and "connection refused" in alarm.reason()
+    assert watch.check(T0, T0 + timedelta(hours=2), DAY, last_failed="again")[1] is None  # one per episode
+    assert not watch.check(T0 + timedelta(hours=3), T0 + timedelta(hours=3), DAY)[0].stale  # a good run ends it

@@ -141,3 +141,29 @@ def test_the_endpoint_comes_from_the_settings_given(monkeypatch):
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
     assert make_client({}).meta.endpoint_url == "https://s3.amazonaws.com"
     assert make_client({"AWS_ENDPOINT_URL": "http://127.0.0.1:9"}).meta.endpoint_url == "http://127.0.0.1:9"
+
+
+def refused(server_time) -> Exception:
+    """A 403 to a HEAD as botocore raises it: no body, so no error code beyond the status; the server's
+    Date header is all there is. (A fault moto never produces: it checks neither clocks nor keys.)"""
+    from email.utils import format_datetime
+
+    from botocore.exceptions import ClientError
+
+    return ClientError({"Error": {"Code": "403", "Message": "Forbidden"},
+                        "ResponseMetadata": {"HTTPStatusCode": 403,
+                                             "HTTPHeaders": {"date": format_datetime(server_time, usegmt=True)}}},
+                       "HeadObject")
+
+
+def test_a_403_says_whether_the_clock_or_the_credentials_are_wrong():
+    """Issue 21, weaker finding: wrong credentials and clock skew both read "403 Forbidden"."""
+    from datetime import datetime, timedelta, timezone
+
+    from backup_svc.storage.client import describe
+
+    now = datetime.now(timezone.utc)
+    skewed = describe(refused(now + timedelta(minutes=40)))
+    assert "clock" in skewed and "40 min" in skewed and "behind" in skewed
+    agreed = describe(refused(now))
+    assert "clocks agree" in agreed and "credentials" in agreed

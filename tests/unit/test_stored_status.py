@@ -100,11 +100,19 @@ def test_no_other_name_may_be_presigned(name):
     ({"Origin": "http://svc.example:8081"}, True),
     ({"Origin": "https://evil.example"}, True),
     ({"Origin": "null"}, True),
+    # The whole origin, as for every state-changing request: scheme, host and port (issue 22: only
+    # host:port was compared here, while cancel compared the scheme too).
+    ({"Origin": "https://svc.example:8080"}, True),
+    ({"Origin": "http://svc.example:8080/api"}, True),
+    ({"Origin": "http://svc.example.evil:8080"}, True),
+    ({"Origin": "http://svc.example:8080/"}, False),
     # Fetch Metadata is the browser's own comparison; Origin is what is left without it. (A browser
     # cannot send same-origin with another host's Origin; a script can send anything and is judged
     # by its credentials.)
     ({"Sec-Fetch-Site": "same-origin", "Origin": "https://the.public.domain"}, False),
 ])
 def test_changes_come_only_from_the_services_own_pages(headers, refused):
-    assert (state_change_refusal("POST", headers, "svc.example:8080") is not None) is refused
-    assert state_change_refusal("GET", headers, "svc.example:8080") is None  # reads follow the cross-site rule
+    """One rule for every state-changing request (POST /api/v1/stored, DELETE cancel, restores…)."""
+    assert (state_change_refusal("POST", headers, "http://svc.example:8080/") is not None) is refused
+    assert (state_change_refusal("DELETE", headers, "http://svc.example:8080/") is not None) is refused
+    assert state_change_refusal("GET", headers, "http://svc.example:8080/") is None  # reads follow the cross-site rule

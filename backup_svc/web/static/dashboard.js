@@ -30,7 +30,8 @@
   });
   var frame = null;
   // Stored backups and their download links share the audit trail with downloads (docs/api.md).
-  var OUTCOME_PREFIX = { "stored-backup": "to storage: ", "stored-download": "stored link: " };
+  var OUTCOME_PREFIX = { "stored-backup": "to storage: ", "stored-download": "stored link: ",
+                         "shrink-acknowledged": "shrink alarm acknowledged: " };
   var mine = null;      // the id of this page's running backup
   var ended = null;     // the id of this page's last backup, which may hold its slot a moment longer
   var shown = 0;        // the highest percent shown for it: the bar never moves back
@@ -39,14 +40,6 @@
     var bytes = new Uint8Array(16);
     window.crypto.getRandomValues(bytes);
     return Array.prototype.map.call(bytes, function (b) { return ("0" + b.toString(16)).slice(-2); }).join("");
-  }
-
-  function humanBytes(n) {
-    if (n === null || n === undefined) return "–";
-    var units = ["bytes", "kB", "MB", "GB", "TB"];
-    var i = 0;
-    while (Math.abs(n) >= 1000 && i < units.length - 1) { n /= 1000; i++; }
-    return i === 0 ? n.toFixed(0) + " bytes" : n.toFixed(1) + " " + units[i];
   }
 
   function duration(seconds) {
@@ -60,10 +53,10 @@
     return s + " s";
   }
 
-  // "2026-11-28T19:32:04.123Z" → "2026-11-28 19:32:04" (columns and labels say UTC)
-  function utcSeconds(iso) {
-    return iso ? iso.slice(0, 19).replace("T", " ") : "–";
-  }
+  var humanBytes = window.backupSvc.humanBytes;
+  var requestJson = window.backupSvc.requestJson;
+
+  function utcSeconds(iso) { return window.backupSvc.utcText(iso, 19); }
 
   // A file name that breaks only after its underscores (shop_backup_ / 20261128_ / 193204.sql.gz),
   // never inside ".sql.gz" or a number.
@@ -90,14 +83,9 @@
   }
 
   function describe(report) {
+    var step = window.backupSvc.dumpStep(report);
+    if (step) return step;
     switch (report.phase) {
-      case "connecting": return "Connecting to the database and reading its catalog";
-      case "schema": return "Writing the schema";
-      case "data":
-        if (!report.table) return "Writing table data";
-        return "Table " + report.table.number + (report.table.count ? " of " + report.table.count : "") +
-               ": " + report.table.name;
-      case "finishing": return "Finishing: sequences, large objects, indexes and constraints";
       case "sending": return "Dump complete; sending the last " +
                              humanBytes(report.bytes_made - report.bytes_sent) + " to your browser";
       case "done": return "Complete";
@@ -242,12 +230,14 @@
                                     credentials: "same-origin" })
       .then(function (response) { return response.ok ? response.json() : null; })
       .then(function (body) {
-        if (!body || !body.entries) return;
+        if (!body || !(body.shown || body.entries)) return;
         var tbody = table.querySelector("tbody");
-        var rows = body.entries.slice(0, 10).map(function (entry) {
+        // `shown`: what the page lists (history/summary.py recent_attempts: refusals at most half of it).
+        var rows = (body.shown || body.entries.slice(0, 10)).map(function (entry) {
           var row = document.createElement("tr");
           var outcome = (OUTCOME_PREFIX[entry.event] || "") + entry.outcome +
-                        (entry.status && entry.status !== 200 ? " (" + entry.status + ")" : "");
+                        (entry.status && entry.status !== 200 ? " (" + entry.status + ")" : "") +
+                        (entry.count > 1 ? " ×" + entry.count : "");  // refusals: counted per minute
           [utcSeconds(entry.time), entry.actor || "–", entry.client || "–", outcome, humanBytes(entry.bytes),
            duration(entry.duration_s)].forEach(function (text, n) {
             var cell = document.createElement("td");
@@ -267,12 +257,7 @@
     function again(nextErrors) {
       window.setTimeout(function () { poll(url, startedAt, nextErrors); }, POLL_MS);
     }
-    fetch(url, { headers: { "Accept": "application/json" }, cache: "no-store", credentials: "same-origin" })
-      .then(function (response) {
-        return response.json().catch(function () { return null; }).then(function (body) {
-          return { status: response.status, body: body };
-        });
-      })
+    requestJson(url, { headers: { "Accept": "application/json" }, cache: "no-store", credentials: "same-origin" })
       .then(function (reply) {
         if (reply.status === 404 && Date.now() - startedAt < START_GRACE_MS) return again(0);
         if (reply.status !== 200 || !reply.body) {
@@ -372,13 +357,8 @@
       var result = item.querySelector(".cancel-result");
       cancel.disabled = true;
       result.textContent = "Cancelling…";
-      fetch(list.dataset.cancelUrl.replace("BACKUP_ID", encodeURIComponent(item.dataset.backupId)),
+      window.backupSvc.requestJson(list.dataset.cancelUrl.replace("BACKUP_ID", encodeURIComponent(item.dataset.backupId)),
             { method: "DELETE", credentials: "same-origin", headers: { "Accept": "application/json" } })
-        .then(function (response) {
-          return response.json().catch(function () { return null; }).then(function (body) {
-            return { status: response.status, body: body };
-          });
-        })
         .then(function (reply) {
           if (reply.status === 200) {
             result.textContent = "Cancelled" + (reply.body && reply.body.error ? ": " + reply.body.error : "") + ".";

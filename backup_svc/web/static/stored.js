@@ -17,13 +17,7 @@
   var bar = $("stored-bar");
   var highlight = null;  // the name of the backup this page just stored: its row is marked
 
-  function humanBytes(n) {
-    if (n === null || n === undefined) return "–";
-    var units = ["bytes", "kB", "MB", "GB", "TB"];
-    var i = 0;
-    while (Math.abs(n) >= 1000 && i < units.length - 1) { n /= 1000; i++; }
-    return i === 0 ? n.toFixed(0) + " bytes" : n.toFixed(1) + " " + units[i];
-  }
+  var humanBytes = window.backupSvc.humanBytes;
 
   function duration(seconds) {
     if (seconds === null || seconds === undefined) return "–";
@@ -35,9 +29,7 @@
     return s % 60 + " s";
   }
 
-  function utc(iso) {  // "2026-11-28T03:00:00Z" -> "2026-11-28 03:00"
-    return iso ? iso.replace("T", " ").slice(0, 16) : "–";
-  }
+  function utc(iso) { return window.backupSvc.utcText(iso, 16); }  // "2026-11-28 03:00"
 
   function text(id, value) {
     var el = $(id);
@@ -45,7 +37,8 @@
   }
 
   function describeRun(run) {
-    var when = utc(run.started) + " UTC (" + run.trigger + ")";
+    var when = utc(run.started) + " UTC (" + run.trigger +
+      (run.process && run.process !== "serve" && run.process !== run.trigger.split(" ")[0] ? ", " + run.process : "") + ")";
     switch (run.outcome) {
       case "ok": return when + ": stored " + (run.name || "") + ".";
       case "ok, retention failed": return when + ": stored " + (run.name || "") + ", but deleting old backups failed.";
@@ -57,7 +50,9 @@
 
   // "The scheduled backup at 03:00 UTC on 2026-11-28 failed: <reason>." in words a person can act on.
   function describeFailure(run) {
-    var what = run.trigger === "schedule" ? "The scheduled backup" : "The backup started by hand";
+    var what = run.trigger === "schedule" ? "The scheduled backup"
+      : run.trigger === "upload command" ? "The backup taken by the upload command (e.g. a cron service)"
+      : "The backup started by hand";
     return what + " at " + utc(run.started) + " UTC failed: " + (run.error || "no reason was given") +
       (/[.!]$/.test(run.error || "") ? "" : ".") + " Nothing was stored by that run; the stored backups " +
       "listed here are untouched.";
@@ -67,7 +62,8 @@
     if (body.schedule) {
       text("stored-next", body.schedule.next_run_text);
     }
-    text("stored-last-run", body.last_run ? describeRun(body.last_run) : "None since the service started.");
+    text("stored-last-run", body.last_run ? describeRun(body.last_run)
+      : body.history && body.history.durable ? "None in the history yet." : "None since the service started.");
     var failure = body.last_failure;
     $("stored-failure").hidden = !failure;
     if (failure) text("stored-failure-text", describeFailure(failure));
@@ -187,14 +183,9 @@
 
   // -- "Back up to storage now" ------------------------------------------------------------------
   function describePhase(report) {
+    var step = window.backupSvc.dumpStep(report);
+    if (step) return step;
     switch (report.phase) {
-      case "connecting": return "Connecting to the database and reading its catalog";
-      case "schema": return "Writing the schema";
-      case "data":
-        if (!report.table) return "Writing table data";
-        return "Table " + report.table.number + (report.table.count ? " of " + report.table.count : "") +
-               ": " + report.table.name;
-      case "finishing": return "Finishing: sequences, large objects, indexes and constraints";
       case "storing": return "Completing the upload and reading it back from the bucket";
       case "stopping": return "Stopping: aborting the upload, so that nothing incomplete is stored";
       case "done": return "Stored";

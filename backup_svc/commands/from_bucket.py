@@ -1,0 +1,108 @@
+"""`verify s3://bucket/key` and `restore s3://bucket/key`: the same checks as for a file, read straight
+from the bucket (no temp file), plus the sha256 stored with the object. Only the AWS_* variables are
+needed, no DATABASE_URL.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+
+from backup_svc.commands.output import fail, note, refuse, say
+from backup_svc.problems import ConfigError
+
+
+
+def storage_client_for_reading():
+    """A client for `verify s3://…` / `restore s3://…`: only the AWS_* variables are needed."""
+    from backup_svc.storage.client import make_client
+    from backup_svc.storage.settings import check_client_env, client_env
+
+    problems: list[str] = []
+    check_client_env(os.environ, problems)
+    if problems:
+        raise ConfigError(problems)
+    return make_client(client_env(os.environ))
+
+
+def _stored_source(url: str):
+    """(display name, opener, stored sha256) for `s3://bucket/key`; ConfigError / StorageError / ValueError."""
+    from backup_svc.crypto.settings import reading_opener
+    from backup_svc.storage.location import parse_object_url
+    from backup_svc.storage.reader import open_object
+
+    bucket, key = parse_object_url(url)
+    client = storage_client_for_reading()
+    first = open_object(client, bucket, key)  # fails early (no such key, no access) with one clear line
+    opened = [first]
+
+    def opener():
+        stream = opened.pop() if opened else open_object(client, bucket, key)
+        return stream
+
+    # an age-encrypted object is decrypted with BACKUP_AGE_IDENTITY as it streams
+    return reading_opener(url, opener, os.environ), first.metadata.get("sha256")
+
+
+def _sha256_check(url: str, stored_sha256: str | None):
+    from backup_svc.files.reader import BadBackup
+
+    def check(report) -> None:
+        if stored_sha256 is None:
+            say(f"warning: {url} has no stored sha256 to compare (it was not stored by backup_svc's upload)")
+        elif stored_sha256 != report.sha256:
+            raise BadBackup(f"its bytes have sha256 {report.sha256}, but the sha256 stored with it is "
+                            f"{stored_sha256}: the object changed after it was stored")
+    return check
+
+
+def verify_stored(url: str) -> int:
+    """`verify s3://bucket/key`: the same checks as for a file, read straight from the bucket, plus the
+    stored sha256."""
+    from backup_svc.files.reader import BadBackup
+    from backup_svc.files.verify import verify_file
+    from backup_svc.storage.client import StorageError
+
+    try:
+        opener, stored_sha256 = _stored_source(url)
+        report = verify_file(url, opener)
+        _sha256_check(url, stored_sha256)(report)
+    except ConfigError as exc:
+        return refuse(exc.problems)
+    except (ValueError, StorageError, BadBackup) as exc:
+        return fail(f"verify failed: {url}: {exc}")
+    print("\n".join(report.lines()))
+    if stored_sha256 == report.sha256:
+        print("  stored sha256:    matches")
+    return 0
+
+
+def restore_stored(args: argparse.Namespace) -> int:
+    """`restore s3://bucket/key --target-url …`: verify from the bucket (and its stored sha256), then
+    stream the object into psql. No temp file: the object is read twice."""
+    from backup_svc.pg.binaries import pg_bin_dirs
+    from backup_svc.files.psqlfeed import RestoreFailed
+    from backup_svc.files.reader import BadBackup
+    from backup_svc.files.restore import restore_file
+    from backup_svc.storage.client import StorageError
+
+    url = args.file
+    try:
+        opener, stored_sha256 = _stored_source(url)
+        report = restore_file(url, args.target_url, bin_dirs=pg_bin_dirs(os.environ), force=args.force,
+                              create=args.create, say=note, opener=opener,
+                              check=_sha256_check(url, stored_sha256))
+    except ConfigError as exc:
+        return refuse(exc.problems)
+    except (ValueError, BadBackup) as exc:
+        return fail(f"restore refused: {url}: {exc}; nothing was restored")
+    except StorageError as exc:
+        return fail(f"restore failed: {exc}; psql was stopped before it could commit, nothing was restored")
+    except RestoreFailed as exc:
+        return fail(f"restore failed: {exc}")
+    except KeyboardInterrupt:
+        say("restore interrupted; psql was stopped before it could commit")
+        return 130
+    print(report.summary(url))
+    return 0
+
+

@@ -1,0 +1,39 @@
+"""Fixtures the browser tests share."""
+from __future__ import annotations
+
+import http.server
+import threading
+
+import pytest
+
+from backup_svc.pg.localcluster import free_port
+
+
+@pytest.fixture
+def other_site():
+    """Serve one HTML page on http://localhost:<port>/: another site than the service's 127.0.0.1."""
+    servers = []
+
+    def serve(html: str) -> str:
+        body = html.encode()
+
+        class Page(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Page)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://localhost:{server.server_address[1]}/"
+
+    yield serve
+    for server in servers:
+        server.shutdown()
+        server.server_close()
