@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 
 from backup_svc.commands.output import fail, note, refuse, say
@@ -193,6 +194,7 @@ def cmd_restore_kept(args: argparse.Namespace, action: str) -> int:
     from backup_svc.config import parse_database_url, restore_from_env
     from backup_svc.restoring.server import ServerLink
     from backup_svc.restoring.shell import run
+    from backup_svc.storage.settings import storage_settings
 
     problems: list[str] = []
     if action == "many":
@@ -211,10 +213,23 @@ def cmd_restore_kept(args: argparse.Namespace, action: str) -> int:
     if url == "":
         problems.append("DATABASE_URL is not set: it names the live database (and its server)")
     settings = restore_from_env(os.environ, problems)
+    storage = storage_settings(os.environ, problems)
     if problems:
         return refuse(problems)
-    return run(action, ServerLink(conn), name=args.undo or args.drop, source=args.file, yes=args.yes,
-               bin_dirs=pg_bin_dirs(os.environ), swap_timeout_s=settings.swap_timeout_s)
+    started = time.time()
+    status = run(action, ServerLink(conn), name=args.undo or args.drop, source=args.file, yes=args.yes,
+                 bin_dirs=pg_bin_dirs(os.environ), swap_timeout_s=settings.swap_timeout_s)
+    if action != "list" and storage is not None:
+        # A shell's replace, undo or drop belongs in the same durable history as the dashboard's.
+        from backup_svc.history.hooks import command_history, flush_before_exit, record_audit
+
+        history = command_history("restore", storage)
+        record_audit(history, event="restore" if action == "replace" else action, started=started,
+                     outcome="ok" if status == 0 else "failed", actor=os.environ.get("USER") or "shell",
+                     name=args.file or args.undo or args.drop, mode=action, database=conn.dbname,
+                     exit_status=status)
+        flush_before_exit(history, say)
+    return status
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
