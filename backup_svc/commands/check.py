@@ -74,6 +74,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     import os
 
     from backup_svc.commands.storage import storage_check_lines
+    from backup_svc.crypto.settings import check_lines as encryption_check_lines
     from backup_svc.pg.binaries import find_binaries
     from backup_svc.pg.facts import server_facts
     from backup_svc.pg.readiness import dump_readiness
@@ -99,6 +100,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(line)
     storage_lines, storage_ok = storage_check_lines(settings)
     print("\n".join(storage_lines))
+    print("\n".join(encryption_check_lines(settings.encryption)))
     ok = ok and storage_ok
     from backup_svc.commands.history import history_check_lines
 

@@ -26,6 +26,7 @@ def storage_client_for_reading():
 
 def _stored_source(url: str):
     """(display name, opener, stored sha256) for `s3://bucket/key`; ConfigError / StorageError / ValueError."""
+    from backup_svc.crypto.settings import reading_opener
     from backup_svc.storage.location import parse_object_url
     from backup_svc.storage.reader import open_object
 
@@ -38,7 +39,8 @@ def _stored_source(url: str):
         stream = opened.pop() if opened else open_object(client, bucket, key)
         return stream
 
-    return opener, first.metadata.get("sha256")
+    # an age-encrypted object is decrypted with BACKUP_AGE_IDENTITY as it streams
+    return reading_opener(url, opener, os.environ), first.metadata.get("sha256")
 
 
 def _sha256_check(url: str, stored_sha256: str | None):
