@@ -64,6 +64,9 @@ def history_keys(client, bucket: str) -> list[str]:
     return [k for k in all_keys(client, bucket) if "_history/" in k]
 
 
+HOLD_MAX_S = 60  # a forgotten release() ends a held request after this long, not never
+
+
 class FaultProxy:
     """An HTTP proxy on loopback that forwards to an S3 server and injects faults on request.
 
@@ -80,6 +83,8 @@ class FaultProxy:
       "flip"       forward, with one byte of the answer's body flipped (a corruption in transit)
       "short"      forward a HEAD with its Content-Length one byte short (the sha256 header intact)
       "slow:S"     wait S seconds, then forward (a slow link: keeps an upload running for a test)
+      "hold"       wait until the test calls `release()` (at most HOLD_MAX_S), then forward: a storage
+                   that has not answered yet, for as long as the test needs to look at the page
       "forward"    pass it on unchanged
     The last action repeats when `repeat_last` is set, else requests pass once the actions run out.
     `log` records (method, path+query, action) of every request.
@@ -90,6 +95,7 @@ class FaultProxy:
         self.rules: list[dict] = []
         self.log: list[tuple[str, str, str]] = []
         self._lock = threading.Lock()
+        self._released = threading.Event()
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -117,6 +123,7 @@ class FaultProxy:
         return self
 
     def stop(self) -> None:
+        self._released.set()
         self._server.shutdown()
         self._server.server_close()
 
@@ -124,6 +131,10 @@ class FaultProxy:
     def add(self, predicate, actions: list[str], repeat_last: bool = False) -> None:
         with self._lock:
             self.rules.append({"match": predicate, "actions": list(actions), "repeat": repeat_last})
+
+    def release(self) -> None:
+        """Let every held request (and any later "hold") through."""
+        self._released.set()
 
     def fail_part(self, number: int, actions: list[str], repeat_last: bool = False) -> None:
         """Faults for the PUTs of multipart part `number`."""
@@ -163,6 +174,8 @@ class FaultProxy:
         body = handler.rfile.read(length) if length else b""
         if action.startswith("slow:"):
             time.sleep(float(action[5:]))
+        if action == "hold":
+            self._released.wait(HOLD_MAX_S)
         if action in ("500", "403"):
             code = "InternalError" if action == "500" else "AccessDenied"
             payload = S3_ERROR.format(code=code, message="injected fault").encode()

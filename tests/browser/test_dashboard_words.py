@@ -41,19 +41,20 @@ def is_listing(method: str, path: str, query: dict) -> bool:
 @pytest.mark.parametrize("width", WIDTHS)
 def test_while_the_bucket_is_read_the_box_is_neutral_not_green(s3, fault_proxy, rich_db, start_service,
                                                               open_dashboard, width):
-    """The proxy holds the first listing for 3 s: the page shows "Reading the bucket…" in a neutral box,
-    then the answer. (The status now lists several prefixes — backups, history, holds — so holding every
-    listing 3 s would add up past the storage deadline and end in "Storage unreachable".)"""
+    """The proxy holds every bucket listing (the status lists backups, history and holds) until the page
+    has been looked at: "Reading the bucket…" in a neutral box; once released, the answer."""
     _, bucket = s3
     proxy, _ = fault_proxy
     service = start_service(DATABASE_URL=rich_db, BACKUP_STORAGE_URL=f"s3://{bucket}/rich/",
                             **s3_env(proxy.endpoint))
-    proxy.add(is_listing, ["slow:3"])
+    proxy.add(is_listing, ["hold"], repeat_last=True)
     page = open_dashboard(service, width=width)
     box = page.locator("#stored-freshness")
     expect(page.locator("#stored-age")).to_have_text("Reading the bucket…")
     expect(box).to_have_class("freshness loading")
     shoot(page, f"loading-{width}", "#stored")
+    assert any(action == "hold" for _, _, action in proxy.log)  # the page really was waiting on the bucket
+    proxy.release()
     expect(page.locator("#stored-age")).to_have_text("No stored backup yet", timeout=SLOW_MS)
     expect(box).to_have_class("freshness none")
     expect(page.locator("#stored-newest")).to_have_text(
