@@ -9,7 +9,11 @@ import time
 from datetime import datetime, timedelta, timezone
 
 from backup_svc.history import summary
-from backup_svc.history.event import AUDIT, OUTCOME, STORED_RUN, HistoryEvent, RunChain, canonical, digest, parse_name
+from backup_svc.history.event import (AUDIT, OUTCOME, STORED_RUN, UPLOAD_TRIGGER, HistoryEvent, RunChain, canonical,
+                                     digest, parse_name)
+from backup_svc.history.hooks import record_run
+from backup_svc.history.summary import stored_runs
+from backup_svc.history.trail import History
 from backup_svc.history.writer import HistoryWriter
 
 T0 = datetime(2026, 12, 4, 10, 30, 5, 123000, tzinfo=timezone.utc)
@@ -147,3 +151,28 @@ def test_an_alarm_counts_for_its_episode_only():
     assert summary.alarm_sent_since(events, "2026-12-04T10:30:00Z")  # newest ok backup before the alarm
     assert not summary.alarm_sent_since(events, "2026-12-04T10:32:00Z")  # a newer backup ended that episode
     assert not summary.alarm_sent_since([], None)
+
+
+def _cron_run(run_id: str, outcome: str, finished: float, error: str | None = None) -> list:
+    """One `upload` process's stored-run event, as a cron service writes it (its own run id)."""
+    history = History("upload")
+    history.chain = RunChain("upload", run=run_id)
+    record_run(history, trigger=UPLOAD_TRIGGER, outcome=outcome, started=finished - 0.1, finished=finished,
+               error=error)
+    return history.cached()
+
+
+def test_a_failed_cron_run_in_the_same_second_as_a_good_one_is_the_last_scheduled_run():
+    """Two cron runs, a good one and then a failed one, finishing within one second (a retry, or two cron
+    services): the failed one is the last scheduled run, whatever their random run ids. Times used to be
+    cut to the second, so the tie was broken by the run id — about 1 in 2 the good run came out newer and
+    the web service judged the backups fresh (its "Backups are failing" notice missing)."""
+    t = 1_796_000_000.2  # a whole second + 0.2
+    for good_id, bad_id in (("ffffffffffff", "000000000000"), ("000000000000", "ffffffffffff")):
+        events = History._merge(_cron_run(good_id, "ok", t), _cron_run(bad_id, "failed", t + 0.5, "refused"))
+        runs = stored_runs(events)
+        assert runs["last_scheduled"]["outcome"] == "failed", (good_id, bad_id)
+        assert runs["last_run"]["outcome"] == "failed", (good_id, bad_id)
+        # the bucket reader orders by event name: the same answer
+        by_name = sorted(events, key=lambda e: e.name, reverse=True)
+        assert stored_runs(by_name)["last_scheduled"]["outcome"] == "failed", (good_id, bad_id)
