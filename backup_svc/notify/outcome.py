@@ -207,7 +207,9 @@ class StalenessWatch:
 
         self.reporter, self.setup, self.client, self.history = reporter, setup, client, history
         self.owner = owner_lookup(setup.dump)  # asks the database once for the cluster's identity
-        self._newest_run: str | None = None
+        self._newest_run: dict | None = None
+        # the periodic check and the one after a new run never interleave: the later one judges last
+        self._checking = threading.Lock()
         self.interval_s = interval_s or self.cadence_s(setup)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="staleness-watch", daemon=True)
@@ -230,6 +232,10 @@ class StalenessWatch:
 
     def check_once(self) -> Staleness | None:
         """List, check, alarm once per episode; a listing that fails is logged and changes nothing."""
+        with self._checking:
+            return self._check()
+
+    def _check(self) -> Staleness | None:
         try:
             newest = newest_stored(self.setup, self.client, self.owner)
         except Exception as exc:
@@ -244,8 +250,8 @@ class StalenessWatch:
         """Check now when the history shows a stored backup run not seen before (another process's, too)."""
         from backup_svc.history.summary import stored_runs
 
-        run = stored_runs(self.history.cached())["last_run"] if self.history is not None else None
-        seen = run.get("recorded") if run else None
+        # the whole run, not its time: two runs in one millisecond are still two runs
+        seen = stored_runs(self.history.cached())["last_run"] if self.history is not None else None
         if seen != self._newest_run:
             self._newest_run = seen
             self.check_once()

@@ -115,3 +115,23 @@ def test_the_watch_checks_often_enough_for_the_schedule(schedule, cadence):
     """Every 5 minutes, or a quarter of a shorter interval: a `* * * * *` alarm comes within 1.5-1.75 minutes."""
     storage = SimpleNamespace(watched_schedule=CronSchedule(schedule) if schedule else None)
     assert StalenessWatch.cadence_s(StoredSetup(dump=None, storage=storage, notify=None)) == cadence
+
+
+def test_a_new_run_recorded_at_the_same_time_as_the_last_one_is_still_checked():
+    """The watch checks again when the history shows a stored run it has not seen; a failed cron run
+    recorded at the very time of the good one before it is such a run (it used to be keyed on the time)."""
+    from backup_svc.history.event import UPLOAD_TRIGGER
+    from backup_svc.history.hooks import record_run
+    from backup_svc.history.trail import History
+
+    history = History("upload")
+    watch = StalenessWatch.__new__(StalenessWatch)  # no database or bucket: only the new-run rule is tried
+    watch.history, watch._newest_run, checks = history, None, []
+    watch.check_once = lambda: checks.append(1)
+    record_run(history, trigger=UPLOAD_TRIGGER, outcome="ok", started=1_796_000_000.0, finished=1_796_000_000.5)
+    watch.check_after_new_run()
+    watch.check_after_new_run()  # nothing new: no second check
+    record_run(history, trigger=UPLOAD_TRIGGER, outcome="failed", started=1_796_000_000.0, finished=1_796_000_000.5,
+               error="refused")
+    watch.check_after_new_run()
+    assert len(checks) == 2
