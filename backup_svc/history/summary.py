@@ -54,6 +54,14 @@ def stored_runs(events: list[HistoryEvent]) -> dict:
     }
 
 
+def last_scheduled_failure(events: list[HistoryEvent]) -> str | None:
+    """Why the last scheduled run (serve's schedule or a cron service's `upload`) failed; None when it did not."""
+    run = stored_runs(events)["last_scheduled"]
+    if run is not None and run.get("outcome") in FAILED_RUNS:
+        return run.get("error") or "no reason was given"
+    return None
+
+
 def notify_status(events: list[HistoryEvent]) -> dict:
     """Drills and delivery problems as the Reporter's status() has them, from every process's history."""
     return {

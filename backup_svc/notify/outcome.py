@@ -178,13 +178,11 @@ def check_staleness(reporter: Reporter, setup: StoredSetup, newest_time: datetim
     interval: timedelta = schedule_interval(schedule, when)
     already = last_failed = None
     if history is not None:
-        from backup_svc.history.summary import FAILED_RUNS, alarm_sent_since, stored_runs
+        from backup_svc.history.summary import alarm_sent_since, last_scheduled_failure
 
         events = history.cached()
         already = lambda: alarm_sent_since(events, iso(newest_time))  # noqa: E731
-        run = stored_runs(events)["last_scheduled"]
-        if run is not None and run.get("outcome") in FAILED_RUNS:
-            last_failed = run.get("error") or "no reason was given"
+        last_failed = last_scheduled_failure(events)
     return reporter.check_staleness(newest_time, interval, when, already_alarmed=already, last_failed=last_failed)
 
 

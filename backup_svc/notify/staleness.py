@@ -8,7 +8,7 @@ history tells). One alarm per stale episode: the episode ends when a fresh backu
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from backup_svc.notify.common import FAILED, STALE, Event
@@ -27,6 +27,14 @@ class Staleness:
     alarm_at: datetime
     interval: timedelta
     last_failed: str | None = None  # why the last scheduled run failed, when that is what makes them stale
+
+    def seen_with(self, last_failed: str | None, now: datetime, up_since: datetime) -> "Staleness":
+        """This check's judgement with the last scheduled run as the history shows it now (the newest backup
+        as this check listed it). The page and the API show this, so the failing notice appears with the
+        failure it names instead of one storage listing later (the check lists before it judges)."""
+        stale = is_stale(self.newest, now, self.interval, last_scheduled_failed=last_failed is not None,
+                         up_since=up_since)
+        return replace(self, stale=stale, last_failed=last_failed)
 
     def as_dict(self) -> dict:
         return {"stale": self.stale, "newest_ok": iso(self.newest), "alarm_at": iso(self.alarm_at),

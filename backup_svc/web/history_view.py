@@ -10,6 +10,7 @@ from flask import Blueprint, jsonify, request
 from backup_svc.history import summary
 from backup_svc.history.event import AUDIT, OUTCOME
 from backup_svc.history.trail import MAX_LIMIT, parse_time
+from backup_svc.timefmt import utc_now
 from backup_svc.web.auth import auth
 from backup_svc.web.errors import api_abort
 from backup_svc.web.state import BackupService, service
@@ -35,7 +36,12 @@ def stored_runs(state: BackupService) -> dict:
 def notify_status(state: BackupService) -> dict:
     """The Reporter's status with drills and the last delivery problem read from every process's history."""
     status = state.reporter.status()
-    found = summary.notify_status(state.history.cached())
+    events = state.history.cached()
+    found = summary.notify_status(events)
+    staleness = state.reporter.staleness
+    if staleness is not None:  # judged against the same history the page shows (the last run, its failure)
+        status["staleness"] = staleness.seen_with(summary.last_scheduled_failure(events), utc_now(),
+                                                  state.reporter.stale_watch.up_since).as_dict()
     for key in ("last_drill", "last_proven_restorable"):
         status[key] = found[key] or status[key]
     status["notifications"] = {**status["notifications"],

@@ -288,3 +288,29 @@ def test_history_check_reports_a_hand_edited_event_and_a_missing_one(s3, moto_s3
     name = keys[1][len(PREFIX + "_history/"):]
     assert any(name in line and "edited" in line for line in problems), found.stdout
     assert any("#3–#3 are missing" in line for line in problems), found.stdout
+
+
+def test_after_a_cron_failure_the_failing_notice_holds_from_the_moment_the_failure_shows(
+        s3, moto_s3, rich_db, start_service):
+    """Once the web service shows a cron run's failure (last_failure), its staleness judgement (the
+    dashboard's "Backups are failing" notice, notify.staleness) says stale in every sample after that,
+    over three history refreshes: it never lags the failure nor comes and goes between checks."""
+    client, bucket = s3
+    storage = storage_env(moto_s3.endpoint, bucket)
+    web = start_service(DATABASE_URL=rich_db, BACKUP_EXPECTED_SCHEDULE="0 3 * * *", **storage)
+    cron = {"DATABASE_URL": rich_db, **storage}
+    assert run_cli("upload", env=cron).returncode == 0
+    assert wait_until(lambda: (stored_status(web)["last_run"] or {}).get("process") == "upload", 30)
+    time.sleep(1.1)  # a night apart, as far as second-resolution times go
+    assert run_cli("upload", env={**cron, "DATABASE_URL": rich_db.rsplit("/", 1)[0] + "/no_such_db"}).returncode == 1
+    assert wait_until(lambda: "no_such_db" in ((stored_status(web)["last_failure"] or {}).get("error") or ""), 40)
+    samples = []
+    deadline = time.monotonic() + 32  # three refreshes of the history, each followed by its check
+    while time.monotonic() < deadline:
+        status = stored_status(web)
+        staleness = (status["notify"] or {}).get("staleness") or {}
+        samples.append((round(time.monotonic() - deadline + 32, 1), staleness.get("stale"),
+                        "no_such_db" in (staleness.get("last_failed") or "")))
+        time.sleep(0.5)
+    wrong = [s for s in samples if not (s[1] and s[2])]
+    assert not wrong, f"{len(wrong)} of {len(samples)} samples not failing: {wrong[:20]}\n" + web.log()[-3000:]
