@@ -133,20 +133,35 @@ def abort_stale_uploads(client, location: StorageLocation, names: BackupNames, *
     Callers hold the stored-backup lock, so no upload of this service's own is running meanwhile.
     """
     cutoff = (now or datetime.now(timezone.utc)) - STALE_UPLOAD_AGE
+    uploads = _incomplete_uploads(client, location.bucket, location.prefix, retry)
+    done = []
+    for upload in stale_uploads(uploads, location, names, cutoff):
+        if not dry_run:
+            _abort(client, location.bucket, upload, retry)
+        done.append((upload["Key"], upload["Initiated"]))
+    return done
+
+
+def abort_uploads_of(client, bucket: str, key: str, *, retry: RetryPolicy = RetryPolicy()) -> int:
+    """Abort the incomplete uploads of exactly `key` (a run known to be dead, whatever its age); how many."""
+    uploads = [u for u in _incomplete_uploads(client, bucket, key, retry) if u["Key"] == key]
+    for upload in uploads:
+        _abort(client, bucket, upload, retry)
+    return len(uploads)
+
+
+def _incomplete_uploads(client, bucket: str, prefix: str, retry: RetryPolicy) -> list[dict]:
     uploads: list[dict] = []
-    request = {"Bucket": location.bucket, "Prefix": location.prefix}
+    request = {"Bucket": bucket, "Prefix": prefix}
     while True:
-        page = with_retries(f"listing incomplete uploads in {location.url}",
+        page = with_retries(f"listing incomplete uploads in s3://{bucket}/{prefix}",
                             lambda: client.list_multipart_uploads(**request), retry)
         uploads.extend(page.get("Uploads", []))
         if not page.get("IsTruncated"):
-            break
+            return uploads
         request.update(KeyMarker=page.get("NextKeyMarker", ""), UploadIdMarker=page.get("NextUploadIdMarker", ""))
-    done = []
-    for upload in stale_uploads(uploads, location, names, cutoff):
-        key, upload_id = upload["Key"], upload["UploadId"]
-        if not dry_run:
-            with_retries(f"aborting the incomplete upload of {key}", lambda: client.abort_multipart_upload(
-                Bucket=location.bucket, Key=key, UploadId=upload_id), retry)
-        done.append((key, upload["Initiated"]))
-    return done
+
+
+def _abort(client, bucket: str, upload: dict, retry: RetryPolicy) -> None:
+    with_retries(f"aborting the incomplete upload of {upload['Key']}", lambda: client.abort_multipart_upload(
+        Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"]), retry)
