@@ -22,6 +22,8 @@ from .retention import Decision, RetentionPolicy, apply_retention, removal_reaso
 # Railway Buckets have no lifecycle rules, so nothing else ever cleans up an upload that a killed
 # process left incomplete; no real upload of this service runs for a day.
 STALE_UPLOAD_AGE = timedelta(days=1)
+# How a backup stored before the ownership record is shown (prune, `list`): it is never deleted automatically.
+UNRECORDED_NOTE = "no owner record: stored by an older version; read-only, never deleted automatically"
 
 
 @dataclass
@@ -35,6 +37,7 @@ class PruneReport:
     failed: list[tuple[str, str]] = field(default_factory=list)  # (name, error)
     stale_uploads: list[tuple[str, datetime]] = field(default_factory=list)  # (key, initiated)
     ignored: list[tuple[StoredBackup, str]] = field(default_factory=list)  # named like ours, but not: why
+    unrecorded: list[StoredBackup] = field(default_factory=list)  # an older version's, no owner record: kept
 
     @property
     def kept(self) -> list[Decision]:
@@ -57,6 +60,8 @@ class PruneReport:
                 out.append(f"FAILED  {name}  could not be deleted: {failed[name]}")
             else:
                 out.append(f"{verb:<7} {name}  ({self.removal_reason})")
+        for backup in self.unrecorded:
+            out.append(f"keep    {backup.name}  ({UNRECORDED_NOTE})")
         for backup, reason in self.ignored:
             out.append(f"ignored {backup.name}  (not counted, not deleted: {reason})")
         if "incomplete uploads" in failed:
@@ -82,7 +87,7 @@ def prune(client, location: StorageLocation, names: BackupNames, owner: Owner, p
                            "from others', and the database did not answer: nothing was deleted")
     report = PruneReport(dry_run=dry_run, removal_reason=removal_reason(policy))
     survey = survey_backups(client, location, names, owner, now=now, retry=retry)  # raises before any delete
-    backups, report.ignored = survey.backups, survey.ignored
+    backups, report.ignored, report.unrecorded = survey.backups, survey.ignored, survey.unrecorded
     held = active_holds(read_holds(client, location, retry=retry))  # so does this
     report.decisions = [Decision(d.backup, True, ("just stored",)) if d.backup.key == keep_key and not d.keep
                         else d for d in with_holds(apply_retention(backups, policy), held)]
