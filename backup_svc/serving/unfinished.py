@@ -98,10 +98,10 @@ def killed_message(facts: dict, aborted: int | None, abort_error: str | None) ->
             f"(SIGKILL: most likely the out-of-memory killer; the service's log has the master's line)")
     if abort_error is not None:
         return f"{what}; its incomplete upload could not be aborted ({abort_error}): the next run aborts it " \
-               f"once it is a day old. Nothing was stored."
+               f"once it is a day old"
     if aborted:
-        return f"{what}; its incomplete upload was aborted. Nothing was stored."
-    return f"{what}; no incomplete upload of it was left. Nothing was stored."
+        return f"{what}; its incomplete upload was aborted"
+    return f"{what}; no incomplete upload of it was left"
 
 
 def report_unfinished(markers: RunMarkers, stored) -> threading.Thread:
