@@ -164,7 +164,8 @@ def _finish(report, settings: NotifySettings, database: str, on_problem=None) ->
         return fail(f"drill failed after {report.seconds:.1f} s: {report.error}")
     print(f"drill ok: {report.name} restored into a scratch database on PostgreSQL {report.server_version} "
           f"in {report.seconds:.1f} s; {report.tables} tables, {report.rows} rows, counts match "
-          f"({report.counts_from}); scratch database dropped")
+          f"({report.counts_from}); " + (f"scratch database {report.scratch!r} left: {report.scratch_left}"
+                                          if report.scratch_left else "scratch database dropped"))
     return 0
 
 

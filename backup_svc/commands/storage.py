@@ -191,6 +191,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     from backup_svc.storage.client import StorageError, make_client
     from backup_svc.storage.listing import survey_backups
     from backup_svc.storage.location import BackupNames
+    from backup_svc.storage.prune import UNRECORDED_NOTE
     from backup_svc.storage.run import owner_lookup
 
     settings = _settings_with_storage()
@@ -203,12 +204,15 @@ def cmd_list(args: argparse.Namespace) -> int:
     except StorageError as exc:
         return fail(f"list failed: {exc}")
     backups = survey.backups
-    say(f"{len(backups)} stored backup{'s' if len(backups) != 1 else ''} in {storage.location.url}, newest first")
+    say(f"{len(backups)} stored backup{'s' if len(backups) != 1 else ''} in {storage.location.url}, newest first"
+        + (f"; {len(survey.unrecorded)} more stored by an older version, marked ({UNRECORDED_NOTE})"
+           if survey.unrecorded else ""))
     for backup, reason in survey.ignored:
         say(f"not listed: {backup.name} ({reason})")
-    for backup in backups:
+    unrecorded = {b.key for b in survey.unrecorded}
+    for backup in sorted(backups + survey.unrecorded, key=lambda b: b.time, reverse=True):
         print(f"{backup.name}  {backup.size:>14}  {backup.time:%Y-%m-%dT%H:%M:%SZ}  {backup.sha256 or '-'}  "
-              f"{describe(backup.name, backup.metadata)}")
+              f"{describe(backup.name, backup.metadata)}" + ("  no-owner-record" if backup.key in unrecorded else ""))
     return 0
 
 

@@ -123,7 +123,10 @@ class Event:
             tables, rows = self.details.get("tables"), self.details.get("rows")
             return (f"The stored backup {self.name} was restored into a scratch database in "
                     f"{self.details.get('seconds', 0):.1f} s; all {tables} tables hold the {rows} rows the "
-                    f"backup recorded. The scratch database was dropped afterwards.")
+                    f"backup recorded. " + (f"The scratch database {self.details.get('scratch_database')} could not be "
+                                            f"dropped: {self.details['scratch_left']}."
+                                            if self.details.get("scratch_left") else
+                                            "The scratch database was dropped afterwards."))
         if self.failed:
             return f"The backup failed and nothing was stored for this run: {self.error or 'unknown error'}."
         return f"The backup was stored as {self.name} ({human_size(self.bytes)})."

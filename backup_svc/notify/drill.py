@@ -27,6 +27,7 @@ from backup_svc.files.restore import choose_psql, create_database, inspect_targe
 from backup_svc.files.scan import DumpScanner
 from backup_svc.notify.common import DRILL, FAILED, OK, Event
 from backup_svc.notify.drillbounds import (
+    LEFTOVER_AGE,
     SCRATCH_PREFIX,
     DrillTimedOut,
     drop_leftovers,
@@ -76,13 +77,15 @@ class DrillReport:
     bytes: int | None = None
     sha256: str | None = None
     error: str | None = None
+    scratch_left: str | None = None  # why the scratch database could not be dropped (a later drill drops it)
 
     def event(self, database: str) -> Event:
         """The notification for this drill."""
         return Event(kind=DRILL, outcome=self.outcome, database=database, name=self.name, bytes=self.bytes,
                      sha256=self.sha256, error=self.error, started=self.started, finished=self.finished,
                      details={"seconds": round(self.seconds, 1), "tables": self.tables, "rows": self.rows,
-                              "scratch_database": self.scratch, "counts_from": self.counts_from})
+                              "scratch_database": self.scratch, "counts_from": self.counts_from,
+                              **({"scratch_left": self.scratch_left} if self.scratch_left else {})})
 
     def as_dict(self) -> dict:
         """For the API and the dashboard ("last proven restorable")."""
@@ -248,8 +251,9 @@ def _run_drill(report: DrillReport, path: str, name: str, drill: ConnInfo, sourc
                 _drop(drill, report.scratch, timeout_s)
                 say(f"dropped scratch database {report.scratch!r}")
             except (psycopg.Error, RestoreFailed) as exc:
-                say(f"warning: could not drop scratch database {report.scratch!r}: "
-                    f"{scrub(error_lines(str(exc)), secret)}")
+                report.scratch_left = (f"{scrub(error_lines(str(exc)), secret)}; a later drill drops it once it is "
+                                       f"{LEFTOVER_AGE.total_seconds() / 3600:g} h old")
+                say(f"warning: could not drop scratch database {report.scratch!r}: {report.scratch_left}")
         if report.mismatches:
             shown = "; ".join(report.mismatches[:3])
             more = f" (and {len(report.mismatches) - 3} more)" if len(report.mismatches) > 3 else ""

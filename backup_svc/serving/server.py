@@ -138,6 +138,7 @@ class BackupServer(BaseApplication):
         self.listeners = listeners  # bound by bind_listeners(), handed to gunicorn
         self.stored = None  # the worker's StoredBackups (BACKUP_SCHEDULE), set in the worker by load()
         self.restores = None  # the worker's RestoreJobs, set by load()
+        self.markers = None  # the master's run directory for stored backups' run markers (unfinished.py)
         super().__init__()
 
     def load_config(self) -> None:
@@ -147,6 +148,13 @@ class BackupServer(BaseApplication):
         # In the worker, once it has stopped serving: cancel a running stored backup (its upload is aborted)
         # and a restore before its swap (a swap under way finishes or is undone first).
         self.cfg.set("worker_exit", self._worker_exit)
+        # In the master: each stored backup run leaves a marker here while it runs; a worker killed outright
+        # (out of memory) leaves it behind, and the next worker reports that run (unfinished.py).
+        if self.settings.storage is not None and self.markers is None:  # (load_config runs again on SIGHUP)
+            from backup_svc.serving.unfinished import RunMarkers
+
+            self.markers = RunMarkers()
+            self.cfg.set("on_exit", lambda arbiter: self.markers.remove())
 
     def load(self):
         from backup_svc.web import create_app
@@ -159,7 +167,12 @@ class BackupServer(BaseApplication):
         self.stored = app.extensions[EXTENSION].stored
         self.restores = app.extensions[EXTENSION].restores
         if self.stored is not None:
+            self.stored.markers = self.markers
             self.stored.start()
+            if self.markers is not None:
+                from backup_svc.serving.unfinished import report_unfinished
+
+                report_unfinished(self.markers, self.stored)
         return app
 
     def begin_shutdown(self) -> None:

@@ -75,6 +75,8 @@ class StoredCatalog:
         self.retry = retry
         self._lock = threading.Lock()
         self._metadata: MetadataCache = {}
+        # backups an older version stored without an ownership record, as the last listing found them
+        self.unrecorded: list[CatalogEntry] = []
 
     def survey(self) -> Survey:
         """This service's backups (newest first) and the objects named like one that are not; StorageError
@@ -88,7 +90,9 @@ class StoredCatalog:
 
     def entries(self) -> list[CatalogEntry]:
         """Every stored backup of this service, newest first; StorageError when storage cannot be read."""
-        return [entry_from_metadata(b, b.metadata) for b in self.survey().backups]
+        survey = self.survey()
+        self.unrecorded = [entry_from_metadata(b, b.metadata) for b in survey.unrecorded]
+        return [entry_from_metadata(b, b.metadata) for b in survey.backups]
 
     def exists(self, name: str) -> bool:
         """Whether the backup `name` is in storage now (one HEAD); StorageError when storage cannot say."""

@@ -18,9 +18,15 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 URL_STYLES = ("path", "virtual")
-# Seconds to open a connection, and the longest silence while sending or receiving (a 16 MiB part
-# at 1 MB/s still moves data every second; a dead peer is noticed within this).
+# Seconds to open a connection (TCP and TLS): a reachable storage answers in well under a second; 10 s
+# leaves room for three lost SYNs (Linux resends after 1, 3 and 7 s) and an unreachable one fails fast.
 CONNECT_TIMEOUT_S = 10
+# While a part is sent, the longest the link may take no byte (a 16 KiB write; partbody.py). At 100 KB/s
+# a write is taken within 0.2 s; 30 s rides out a provider's brief stall (a load balancer failing over,
+# a congested uplink) that 10 s did not, and a link that is really dead still fails each attempt in 30 s.
+SEND_STALL_S = 30
+# After the last byte sent (or while receiving), the longest wait for the storage's answer: completing a
+# large multipart upload or copying an object onto itself can take tens of seconds on some providers.
 READ_TIMEOUT_S = 60
 # S3 refuses a request whose signature time is further than this from its own clock.
 CLOCK_SKEW_LIMIT_S = 15 * 60
@@ -178,6 +184,17 @@ def client_settings(env: Mapping[str, str]) -> dict:
         "aws_session_token": env.get("AWS_SESSION_TOKEN") or None,
         "addressing_style": style or "auto",
     }
+
+
+def make_part_client(env: Mapping[str, str]):
+    """The client that sends an upload's parts: its send deadline is SEND_STALL_S.
+
+    urllib3 (under botocore) applies the client's *connect* timeout to writing the request too, and
+    botocore has no separate setting; so the parts go through a client of their own whose connect
+    timeout is SEND_STALL_S. Its connections are opened after the upload's first request (through the
+    ordinary client) has already connected within CONNECT_TIMEOUT_S.
+    """
+    return make_client(env, connect_timeout_s=SEND_STALL_S)
 
 
 def make_client(env: Mapping[str, str], *, connect_timeout_s: float = CONNECT_TIMEOUT_S,

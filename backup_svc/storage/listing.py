@@ -2,8 +2,9 @@
 retention, staleness, the dashboard, `list` and `check` all read.
 
 An object is in it only when its name is one of this service's backup names, its metadata holds
-this service's ownership record, and its name's time can be trusted (ownership.py). Every other
-object named like a backup is reported in `ignored`, with the reason, and never acted on.
+this service's ownership record, and its name's time can be trusted (ownership.py). Backups an
+older version stored before the ownership record are in `unrecorded`: shown read-only, never acted
+on. Every other object named like a backup is reported in `ignored`, with the reason.
 """
 from __future__ import annotations
 
@@ -39,6 +40,8 @@ class Survey:
 
     backups: list[StoredBackup] = field(default_factory=list)
     ignored: list[tuple[StoredBackup, str]] = field(default_factory=list)
+    # stored by an older version, before the ownership record (Owner.is_unrecorded): shown read-only
+    unrecorded: list[StoredBackup] = field(default_factory=list)
 
 
 # (key, LastModified, ETag) -> user metadata: an object is never overwritten, and attaching its
@@ -68,12 +71,16 @@ def survey_backups(client, location: StorageLocation, names: BackupNames, owner:
         metadata = cache[ident]
         backup = StoredBackup(name=backup.name, key=backup.key, size=backup.size, time=backup.time,
                               sha256=metadata.get("sha256"), modified=backup.modified, metadata=metadata)
-        reason = owner.refusal(metadata) or time_refusal(backup.time, backup.modified, now)
+        badly_timed = time_refusal(backup.time, backup.modified, now)
+        reason = owner.refusal(metadata) or badly_timed
         if reason is None:
             survey.backups.append(backup)
+        elif badly_timed is None and owner.is_unrecorded(metadata):
+            survey.unrecorded.append(backup)
         else:
             survey.ignored.append((backup, reason))
     survey.backups.sort(key=lambda b: b.time, reverse=True)
+    survey.unrecorded.sort(key=lambda b: b.time, reverse=True)
     return survey
 
 

@@ -58,6 +58,14 @@ class Owner:
                     f"cluster {theirs[2] or '?'})")
         return None
 
+    def is_unrecorded(self, metadata: Mapping[str, str]) -> bool:
+        """True for a complete backup an older backup_svc (before the ownership record) stored under this
+        backup name: its sha256 and backup name, no `written-by`. Listed read-only: downloadable,
+        verifiable, restorable, never deleted or counted by retention or staleness (nothing proves
+        which database or cluster it is of)."""
+        return metadata.get("written-by") is None and bool(metadata.get("sha256")) \
+            and metadata.get("backup-name") == self.backup_name
+
     def is_other_service(self, metadata: Mapping[str, str]) -> bool:
         """True when the object was written by backup_svc for another service (check warns about these)."""
         return metadata.get("written-by") == WRITER and self.refusal(metadata) is not None \

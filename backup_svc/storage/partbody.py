@@ -4,7 +4,8 @@ Given bytes, the HTTP stack (urllib3 under botocore) sends a whole 16 MiB part w
 and the socket's timeout during sending is the *connect* timeout: a part then had to be out within
 10 s (≥ 1.6 MB/s), so a slow bucket failed every multi-part backup. Given a file, it reads and sends
 16 KiB at a time, each under that timeout: the timeout becomes a progress deadline — the link may be
-as slow as it likes as long as some bytes move every CONNECT_TIMEOUT_S — and no copy of the part is made.
+as slow as it likes as long as some bytes move every SEND_STALL_S (the parts' client has that as its
+connect timeout: client.make_part_client) — and no copy of the part is made.
 """
 from __future__ import annotations
 

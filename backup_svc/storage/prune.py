@@ -22,6 +22,8 @@ from .retention import Decision, RetentionPolicy, apply_retention, removal_reaso
 # Railway Buckets have no lifecycle rules, so nothing else ever cleans up an upload that a killed
 # process left incomplete; no real upload of this service runs for a day.
 STALE_UPLOAD_AGE = timedelta(days=1)
+# How a backup stored before the ownership record is shown (prune, `list`): it is never deleted automatically.
+UNRECORDED_NOTE = "no owner record: stored by an older version; read-only, never deleted automatically"
 
 
 @dataclass
@@ -35,6 +37,7 @@ class PruneReport:
     failed: list[tuple[str, str]] = field(default_factory=list)  # (name, error)
     stale_uploads: list[tuple[str, datetime]] = field(default_factory=list)  # (key, initiated)
     ignored: list[tuple[StoredBackup, str]] = field(default_factory=list)  # named like ours, but not: why
+    unrecorded: list[StoredBackup] = field(default_factory=list)  # an older version's, no owner record: kept
 
     @property
     def kept(self) -> list[Decision]:
@@ -57,6 +60,8 @@ class PruneReport:
                 out.append(f"FAILED  {name}  could not be deleted: {failed[name]}")
             else:
                 out.append(f"{verb:<7} {name}  ({self.removal_reason})")
+        for backup in self.unrecorded:
+            out.append(f"keep    {backup.name}  ({UNRECORDED_NOTE})")
         for backup, reason in self.ignored:
             out.append(f"ignored {backup.name}  (not counted, not deleted: {reason})")
         if "incomplete uploads" in failed:
@@ -82,7 +87,7 @@ def prune(client, location: StorageLocation, names: BackupNames, owner: Owner, p
                            "from others', and the database did not answer: nothing was deleted")
     report = PruneReport(dry_run=dry_run, removal_reason=removal_reason(policy))
     survey = survey_backups(client, location, names, owner, now=now, retry=retry)  # raises before any delete
-    backups, report.ignored = survey.backups, survey.ignored
+    backups, report.ignored, report.unrecorded = survey.backups, survey.ignored, survey.unrecorded
     held = active_holds(read_holds(client, location, retry=retry))  # so does this
     report.decisions = [Decision(d.backup, True, ("just stored",)) if d.backup.key == keep_key and not d.keep
                         else d for d in with_holds(apply_retention(backups, policy), held)]
@@ -133,20 +138,35 @@ def abort_stale_uploads(client, location: StorageLocation, names: BackupNames, *
     Callers hold the stored-backup lock, so no upload of this service's own is running meanwhile.
     """
     cutoff = (now or datetime.now(timezone.utc)) - STALE_UPLOAD_AGE
+    uploads = _incomplete_uploads(client, location.bucket, location.prefix, retry)
+    done = []
+    for upload in stale_uploads(uploads, location, names, cutoff):
+        if not dry_run:
+            _abort(client, location.bucket, upload, retry)
+        done.append((upload["Key"], upload["Initiated"]))
+    return done
+
+
+def abort_uploads_of(client, bucket: str, key: str, *, retry: RetryPolicy = RetryPolicy()) -> int:
+    """Abort the incomplete uploads of exactly `key` (a run known to be dead, whatever its age); how many."""
+    uploads = [u for u in _incomplete_uploads(client, bucket, key, retry) if u["Key"] == key]
+    for upload in uploads:
+        _abort(client, bucket, upload, retry)
+    return len(uploads)
+
+
+def _incomplete_uploads(client, bucket: str, prefix: str, retry: RetryPolicy) -> list[dict]:
     uploads: list[dict] = []
-    request = {"Bucket": location.bucket, "Prefix": location.prefix}
+    request = {"Bucket": bucket, "Prefix": prefix}
     while True:
-        page = with_retries(f"listing incomplete uploads in {location.url}",
+        page = with_retries(f"listing incomplete uploads in s3://{bucket}/{prefix}",
                             lambda: client.list_multipart_uploads(**request), retry)
         uploads.extend(page.get("Uploads", []))
         if not page.get("IsTruncated"):
-            break
+            return uploads
         request.update(KeyMarker=page.get("NextKeyMarker", ""), UploadIdMarker=page.get("NextUploadIdMarker", ""))
-    done = []
-    for upload in stale_uploads(uploads, location, names, cutoff):
-        key, upload_id = upload["Key"], upload["UploadId"]
-        if not dry_run:
-            with_retries(f"aborting the incomplete upload of {key}", lambda: client.abort_multipart_upload(
-                Bucket=location.bucket, Key=key, UploadId=upload_id), retry)
-        done.append((key, upload["Initiated"]))
-    return done
+
+
+def _abort(client, bucket: str, upload: dict, retry: RetryPolicy) -> None:
+    with_retries(f"aborting the incomplete upload of {upload['Key']}", lambda: client.abort_multipart_upload(
+        Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"]), retry)

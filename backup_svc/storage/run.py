@@ -19,7 +19,7 @@ from backup_svc.dump.backup import backup_filename, write_backup
 from backup_svc.dump.options import DumpOptions
 from backup_svc.dump.pipeline import DumpProgress
 from backup_svc.dump.rowcount import counts_metadata, total_rows
-from backup_svc.storage.client import RetryPolicy, StorageError, make_client
+from backup_svc.storage.client import RetryPolicy, StorageError, make_client, make_part_client
 from backup_svc.storage.location import BackupNames
 from backup_svc.storage.lock import StoredBackupLock
 from backup_svc.storage.ownership import Owner, OwnerLookup
@@ -91,6 +91,8 @@ def take_stored_backup(options: DumpOptions, storage: StorageSettings, *, name: 
 def _take(options: DumpOptions, storage: StorageSettings, name: str | None, application_name: str,
           progress: DumpProgress | None, cancel: StopFlag, client, retry: RetryPolicy,
           recipients: tuple[Recipient, ...]) -> StoredBackupResult:
+    # the parts' own client gives sending its deadline (SEND_STALL_S); a caller's client does everything
+    part_client = make_part_client(storage.client_env) if client is None else client
     client = client if client is not None else make_client(storage.client_env)
     started = time.monotonic()
     with StoredBackupLock(options.conn, destination_of(options, storage), timeout_s=options.connect_timeout_s):
@@ -102,7 +104,7 @@ def _take(options: DumpOptions, storage: StorageSettings, name: str | None, appl
         if recipients:
             metadata.update(recipients_metadata(recipients))
         with MultipartUpload(client, storage.location.bucket, key, metadata=metadata,
-                             retry=retry, cancelled=cancel.is_set) as upload:
+                             retry=retry, cancelled=cancel.is_set, part_client=part_client) as upload:
             # With recipients, the only sink the dump ever sees is the encryptor: no path writes cleartext.
             encryptor = AgeEncryptor(upload, recipients) if recipients else None
             try:

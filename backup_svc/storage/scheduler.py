@@ -3,12 +3,13 @@ sharing the dump slots with downloads, and what the latest runs did.
 
 The scheduler is one daemon thread in the single worker, started by the server (not by create_app,
 which stays free of side effects). When the worker exits, a running stored backup is told to stop
-and its upload is aborted; a worker killed outright leaves an incomplete upload that the next
-prune aborts once it is a day old. Outcomes are kept in memory (the bucket is the durable history
+and its upload is aborted; a worker killed outright (SIGKILL, out of memory) is reported by the next
+worker, which aborts its upload (serving/unfinished.py). Outcomes are kept in memory (the bucket is the durable history
 of what succeeded; the log has every run).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -85,6 +86,9 @@ class StoredBackups:
         self.current: BackupRecord | None = None
         self._running = threading.Lock()
         self._stop_deadline: float | None = None  # monotonic: when the process must have exited
+        # Set by the server: a marker for each run while it runs, for the next worker should this one be
+        # killed outright (serving/unfinished.py); without it a run leaves none.
+        self.markers = None
 
     def start(self) -> "StoredBackups":
         from backup_svc.history.refresh import HistoryRefresher
@@ -186,7 +190,7 @@ class StoredBackups:
         # DELETE /api/v1/backups/<id> cancels a dump, then cuts its client's connection; a stored backup
         # has no connection: that cut stops its upload instead (aborted at the next chunk).
         record.disconnect = stop.set
-        with self._running:
+        with self._running, self._marked(record, trigger, started):
             self.current = record
             try:
                 # notifications, heartbeat and a restore drill hear of it, good or failed (notify/)
@@ -225,10 +229,11 @@ class StoredBackups:
                               rows=result.rows)
 
     def _remember(self, trigger: str, actor: str, outcome: str, started: float, record: BackupRecord | None,
-                  facts: dict, *, name: str | None = None, error: str | None = None, **amounts) -> str:
+                  facts: dict, *, name: str | None = None, error: str | None = None, backup_id: str | None = None,
+                  **amounts) -> str:
         """Keep the run's outcome and write its audit entry."""
         name = record.filename if record is not None else name
-        backup_id = record.id if record is not None else None
+        backup_id = record.id if record is not None else backup_id
         run = RunOutcome(trigger=trigger, outcome=outcome, started=started, finished=time.time(), name=name,
                          error=error, backup_id=backup_id)
         self.last_run = run
@@ -242,6 +247,20 @@ class StoredBackups:
                                 user_agent=facts.get("user_agent"), outcome=outcome, started=started,
                                 backup_id=backup_id, name=name, error=error, **amounts)
         return outcome
+
+    def _marked(self, record: BackupRecord, trigger: str, started: float):
+        """The run's marker while it runs (serving/unfinished.py), when the server keeps them."""
+        if self.markers is None:
+            return contextlib.nullcontext()
+        return self.markers.running(name=record.filename, key=self.storage.location.key(record.filename),
+                                    bucket=self.storage.location.bucket, trigger=trigger, actor=record.actor,
+                                    started=started, id=record.id)
+
+    def remember_unfinished(self, *, trigger: str | None, actor: str | None, started: float, name: str | None,
+                            backup_id: str | None, error: str) -> None:
+        """A run that a killed worker left unfinished, as this worker's last run and failure (and audited)."""
+        self._remember(trigger or SCHEDULE, actor or ACTOR, "failed", started, None, {}, name=name, error=error,
+                       backup_id=backup_id)
 
     def begin_shutdown(self, grace_s: float) -> None:
         """SIGTERM arrived: stop any running stored backup now (from the signal handler: sets flags only);

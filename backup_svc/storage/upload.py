@@ -68,8 +68,10 @@ class MultipartUpload:
     def __init__(self, client, bucket: str, key: str, *, metadata: Mapping[str, str] | None = None,
                  part_size: int = PART_SIZE, max_parts: int = MAX_PARTS, retry: RetryPolicy = RetryPolicy(),
                  single_copy_limit: int = SINGLE_COPY_LIMIT, copy_part_size: int = COPY_PART_SIZE,
-                 cancelled: Callable[[], bool] = lambda: False):
+                 cancelled: Callable[[], bool] = lambda: False, part_client=None):
         self.client = client
+        # Parts may go through a client of their own, with its own send deadline (client.make_part_client).
+        self.part_client = part_client if part_client is not None else client
         self.bucket = bucket
         self.key = key
         # The token tells this upload's object from another writer's under the same key (sameobject.py).
@@ -178,7 +180,7 @@ class MultipartUpload:
 
         def send():
             # a file, not bytes: sent in small writes, each under the timeout (partbody.py)
-            return self.client.upload_part(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id,
+            return self.part_client.upload_part(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id,
                                            PartNumber=number, Body=PartBody(part), ContentMD5=md5)
 
         response = with_retries(f"uploading part {number} of {self.key}", send, self.retry,

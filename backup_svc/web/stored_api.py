@@ -108,6 +108,8 @@ def stored_list():
     return jsonify(
         backups=[{**entry.as_json(), "kept": marks[entry.backup.name][0], "kept_by": list(marks[entry.backup.name][1]),
                   "held": entry.backup.name in held} for entry in entries],
+        # stored by an older version, before the ownership record: read-only (never pruned, not counted)
+        unrecorded=[{**entry.as_json(), "owner_record": False} for entry in stored.prompt.catalog.unrecorded],
         # size and rows over the last 90 days (≤ 60 backups), oldest first, and the shrink alarms' holds
         trend=trend(entries, stored.storage.retention, holds, now),
         shrink_alert={"threshold": stored.storage.shrink_alert,

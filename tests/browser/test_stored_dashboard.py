@@ -169,3 +169,25 @@ def test_another_sites_form_and_fetch_cannot_start_a_stored_backup(storage, rich
               if '"event": "stored-backup"' in line and '"outcome": "denied"' in line]
     assert len(denied) == 2, service.log()[-3000:]
     assert all('"status": 403' in line for line in denied)
+
+
+@pytest.mark.parametrize("width", [1280, 390])
+def test_an_older_versions_backup_is_listed_marked_with_its_download(ours, storage, rich_db, start_service,
+                                                                      open_dashboard, width):
+    """Issue 21: a backup stored before the ownership record (backup name and sha256 in its metadata,
+    no owner) is shown, marked "no owner record", in time order, and downloads like the others."""
+    client, bucket, env = storage
+    seed_backup(client, bucket, f"rich/rich_backup_{stamp(timedelta(hours=3))}.sql.gz", owner=ours)
+    old = f"rich_backup_{stamp(timedelta(days=40))}.sql.gz"
+    seed_backup(client, bucket, f"rich/{old}", owner={"backup-name": "rich"})
+    service = start_service(DATABASE_URL=rich_db, **env)
+    page = open_dashboard(service, width=width)
+    wait_for_list(page)
+    rows = page.locator("#stored-list tbody tr")
+    expect(rows).to_have_count(2)
+    expect(rows.nth(1)).to_have_attribute("data-name", old)
+    expect(rows.nth(1).locator(".unrecorded-mark")).to_have_text("no owner record")
+    expect(rows.nth(0).locator(".unrecorded-mark")).to_have_count(0)
+    expect(rows.nth(1).locator("a.download-link")).to_be_visible()
+    assert page.evaluate("document.documentElement.scrollWidth") <= width, "the page scrolls sideways"
+    shoot(page, f"unrecorded-{width}")

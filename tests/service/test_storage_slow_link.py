@@ -67,3 +67,32 @@ def test_a_stalled_bucket_fails_in_the_stated_time(s3, slow_link):
     assert 4 < took < 2 + 2 * (2 + 3) + 0.5 + 3, took
     slow_link.thaw()
     assert object_keys(client, bucket) == []
+
+
+def test_a_part_survives_a_pause_longer_than_the_connect_timeout(s3, moto_s3):
+    """Issue 21, item 3: the send deadline was the connect timeout (10 s), so a link that took nothing
+    for 10 s mid-part failed the attempt. Sending has its own deadline now (SEND_STALL_S, 30 s): with
+    the service's own clients (make_client for the upload, make_part_client for its parts) and a single
+    attempt, a part whose link pauses for 15 s mid-transfer is still stored."""
+    from backup_svc.storage.client import CONNECT_TIMEOUT_S, SEND_STALL_S, make_part_client
+
+    pause = CONNECT_TIMEOUT_S + 5
+    assert pause < SEND_STALL_S
+    link = FreezableProxy(moto_s3.port, rate=2_000_000)  # a 16 MiB part takes ~8 s: long enough to pause it
+    try:
+        client, bucket = s3
+        data = os.urandom(16 * MIB)
+        env = s3_env(link.endpoint)
+        threading.Thread(target=lambda: (time.sleep(2), link.freeze(), time.sleep(pause), link.thaw()),
+                         daemon=True).start()
+        started = time.monotonic()
+        with MultipartUpload(make_client(env), bucket, "db/x_backup_20261204_030000.sql.gz", part_size=16 * MIB,
+                             retry=RetryPolicy(attempts=1), part_client=make_part_client(env)) as upload:
+            upload.write(data)
+            stored = upload.complete()
+        took = time.monotonic() - started
+        assert took > pause, took  # the pause really held the part up
+        assert stored.sha256 == hashlib.sha256(data).hexdigest()
+        assert client.get_object(Bucket=bucket, Key="db/x_backup_20261204_030000.sql.gz")["Body"].read() == data
+    finally:
+        link.close()

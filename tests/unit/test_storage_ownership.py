@@ -90,3 +90,15 @@ def test_a_page_never_waits_for_the_database_to_say_who_owns_the_backups():
             break
         threading.Event().wait(0.05)
     assert lookup.get(wait=False) == OURS
+
+
+@pytest.mark.parametrize("metadata, unrecorded", [
+    ({"sha256": "ab" * 32, "backup-name": "rich"}, True),  # what older versions wrote
+    ({"sha256": "ab" * 32, "backup-name": "other"}, False),  # another backup name
+    ({"backup-name": "rich"}, False),  # an upload that never finished: no sha256
+    ({}, False),  # junk named like a backup
+    ({"sha256": "ab" * 32, "backup-name": "rich", "written-by": "backup_svc", "database": "x",
+      "system-identifier": "1"}, False),  # has a record: judged by it (another service's here)
+])
+def test_only_an_older_versions_complete_backup_of_this_name_is_unrecorded(metadata, unrecorded):
+    assert Owner("rich", "rich", "42").is_unrecorded(metadata) is unrecorded

@@ -142,6 +142,16 @@
     var time = document.createElement("td");
     time.textContent = utc(backup.time);
     time.title = backup.name;
+    if (backup.owner_record === false) {  // an older version stored it: shown, never pruned
+      tr.classList.add("unrecorded");
+      var mark = document.createElement("span");
+      mark.className = "unrecorded-mark";
+      mark.textContent = "no owner record";
+      mark.title = "Stored by an older version of backup_svc, before backups carried their owner: " +
+                   "downloadable and restorable, never deleted by retention";
+      time.appendChild(document.createElement("br"));
+      time.appendChild(mark);
+    }
     var size = document.createElement("td");
     size.textContent = humanBytes(backup.size);
     var hash = document.createElement("td");
@@ -210,7 +220,9 @@
         }
         error.hidden = true;
         renderFreshness(reply.body);
-        renderList(reply.body.backups);
+        renderList(reply.body.backups.concat(reply.body.unrecorded || []).sort(function (a, b) {
+          return a.time < b.time ? 1 : a.time > b.time ? -1 : 0;
+        }));
         renderRestoreHint(reply.body.backups);
         section.dataset.loaded = "true";
       })
