@@ -1,7 +1,11 @@
 """A streaming sink into an S3 multipart upload: completed only when told so, aborted otherwise.
 
-Memory: the part being filled plus the one part being sent (the writer waits for the previous part
-before handing on the next), so at most 2 × PART_SIZE of buffers whatever the backup's size.
+Memory: the part being filled plus at most PARTS_IN_FLIGHT parts being hashed and sent (the writer
+waits for the oldest part on the wire before handing on one more), so at most
+(1 + PARTS_IN_FLIGHT) × PART_SIZE = 3 × 16 MiB of buffers whatever the backup's size.
+The sha256 of the whole object is computed off the writer's path: each part's sender thread hashes
+its part (hashlib releases the GIL) after the previous part's sender did, so the digest follows the
+bytes' order while the writer goes on filling the next part.
 Largest object: MAX_PARTS × PART_SIZE = 10,000 × 16 MiB = 156.25 GiB; a bigger backup is refused
 (ObjectTooLarge) the moment its bytes would need part 10,001, and the upload is aborted.
 """
@@ -12,6 +16,7 @@ import hashlib
 import logging
 import secrets
 import threading
+import time
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -38,6 +43,9 @@ IN_FLIGHT_WAIT_S = 30
 CANCELLED_IN_FLIGHT_WAIT_S = 3
 # How often a writer waiting for the part on the wire looks whether the run was cancelled.
 CANCEL_POLL_S = 0.2
+# Parts on the wire at once. Two keep the link busy while one part's request is being answered
+# (measured in bench/README.md); each one more costs PART_SIZE of memory.
+PARTS_IN_FLIGHT = 2
 
 
 class ObjectTooLarge(StorageError):
@@ -68,7 +76,7 @@ class MultipartUpload:
     def __init__(self, client, bucket: str, key: str, *, metadata: Mapping[str, str] | None = None,
                  part_size: int = PART_SIZE, max_parts: int = MAX_PARTS, retry: RetryPolicy = RetryPolicy(),
                  single_copy_limit: int = SINGLE_COPY_LIMIT, copy_part_size: int = COPY_PART_SIZE,
-                 cancelled: Callable[[], bool] = lambda: False):
+                 cancelled: Callable[[], bool] = lambda: False, parts_in_flight: int = PARTS_IN_FLIGHT):
         self.client = client
         self.bucket = bucket
         self.key = key
@@ -81,12 +89,15 @@ class MultipartUpload:
         self.retry = retry
         self.single_copy_limit = single_copy_limit
         self.copy_part_size = copy_part_size
+        self.parts_in_flight = max(1, parts_in_flight)
         self.upload_id: str | None = None
         self.size = 0
         self._sha256 = hashlib.sha256()
         self._buffer = bytearray()
         self._parts: list[dict[str, Any]] = []  # {"PartNumber", "ETag"} of every part sent or being sent
-        self._pending: Future | None = None
+        self._pending: list[Future] = []  # parts on the wire, oldest first
+        self._hashed = threading.Event()  # the last handed-on part is in the sha256
+        self._hashed.set()
         self._state = "new"  # new → open → completing → complete | aborted
         self._completed = False  # our CompleteMultipartUpload made the object under the key
         self._attached = False  # its final metadata (sha256, ownership record) is attached
@@ -94,7 +105,7 @@ class MultipartUpload:
 
     @property
     def sha256(self) -> str:
-        """Hex SHA-256 of every byte written so far."""
+        """Hex SHA-256 of every byte written (complete when the upload is complete)."""
         return self._sha256.hexdigest()
 
     @property
@@ -142,7 +153,6 @@ class MultipartUpload:
                     f"the upload was stopped before part {self.max_parts + 1}")
             room = self.part_size - len(self._buffer)
             self._buffer += view[:room]
-            self._sha256.update(view[:room])
             self.size += min(room, len(view))
             view = view[room:]
             if len(self._buffer) >= self.part_size:
@@ -150,28 +160,45 @@ class MultipartUpload:
         return len(data)
 
     def _send_buffer(self) -> None:
-        self._wait_for_pending()  # at most one part on the wire: memory stays at two parts
+        self._reap_done()  # a failed part surfaces at the next part, not only when the window is full
+        while len(self._pending) >= self.parts_in_flight:  # memory stays at 1 + parts_in_flight parts
+            self._wait_for_oldest()
         part, self._buffer = self._buffer, bytearray()
         number = len(self._parts) + 1
         entry: dict[str, Any] = {"PartNumber": number}
         self._parts.append(entry)
-        self._pending = _in_daemon_thread(self._upload_part, number, part, entry)
+        previous, self._hashed = self._hashed, threading.Event()
+        self._pending.append(_in_daemon_thread(self._upload_part, number, part, entry, previous, self._hashed))
+
+    def _reap_done(self) -> None:
+        while self._pending and self._pending[0].done():
+            self._pending.pop(0).result()  # re-raises the part's StorageError here, in the writer's thread
 
     def _wait_for_pending(self) -> None:
-        if self._pending is not None:
-            while not self._pending.done():
-                if self.cancelled():
-                    raise StorageError(f"the upload of {self.key} was stopped: the service is shutting down")
-                try:
-                    self._pending.result(timeout=CANCEL_POLL_S)
-                except FutureTimeout:
-                    continue
-                except Exception:  # the part failed: re-raised below (a signal's exception goes on at once)
-                    break
-            pending, self._pending = self._pending, None
-            pending.result()  # re-raises the part's StorageError here, in the writer's thread
+        while self._pending:
+            self._wait_for_oldest()
 
-    def _upload_part(self, number: int, part: bytearray, entry: dict[str, Any]) -> None:
+    def _wait_for_oldest(self) -> None:
+        oldest = self._pending[0]
+        while not oldest.done():
+            if self.cancelled():
+                raise StorageError(f"the upload of {self.key} was stopped: the service is shutting down")
+            try:
+                oldest.result(timeout=CANCEL_POLL_S)
+            except FutureTimeout:
+                continue
+            except Exception:  # the part failed: re-raised below (a signal's exception goes on at once)
+                break
+        self._pending.pop(0)
+        oldest.result()  # re-raises the part's StorageError here, in the writer's thread
+
+    def _upload_part(self, number: int, part: bytearray, entry: dict[str, Any], previous: threading.Event,
+                     hashed: threading.Event) -> None:
+        try:  # the sha256 in the bytes' order: after the previous part's, off the writer's thread
+            previous.wait()
+            self._sha256.update(part)
+        finally:
+            hashed.set()
         digest = hashlib.md5(part).digest()
         entry["MD5"] = digest  # what the completed object's ETag is checked against (metadata.py)
         md5 = base64.b64encode(digest).decode()
@@ -244,12 +271,14 @@ class MultipartUpload:
         self._state = "aborted"  # stops the sender's retries
         self._buffer = bytearray()
         ok = self._abort_upload(self.upload_id)
-        pending, self._pending = self._pending, None
-        if pending is not None and not pending.done():
-            try:
-                pending.result(timeout=CANCELLED_IN_FLIGHT_WAIT_S if self.cancelled() else IN_FLIGHT_WAIT_S)
-            except BaseException:
-                pass
+        pending, self._pending = [p for p in self._pending if not p.done()], []
+        if pending:
+            deadline = time.monotonic() + (CANCELLED_IN_FLIGHT_WAIT_S if self.cancelled() else IN_FLIGHT_WAIT_S)
+            for future in pending:
+                try:
+                    future.result(timeout=max(0.0, deadline - time.monotonic()))
+                except BaseException:
+                    pass
             ok = self._abort_upload(self.upload_id) and ok  # a part that landed after the first abort
         if not ok:
             self.left_behind.append(f"an incomplete upload of {self.key} (not an object; a later upload aborts "
