@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from .client import RetryPolicy, StorageError, error_code, object_exists, with_retries
-from .metadata import (CONTENT_TYPE, COPY_PART_SIZE, SINGLE_COPY_LIMIT, assembled_as_sent, attach_metadata, read_back,
-                       read_back_bytes)
+from .companion import delete_companion, put_companion
+from .metadata import CONTENT_TYPE, assembled_as_sent, read_back, read_back_bytes
 from .partbody import PartBody
 from .sameobject import TOKEN, complete_unless_taken, delete_if_ours
 
@@ -75,7 +75,6 @@ class MultipartUpload:
 
     def __init__(self, client, bucket: str, key: str, *, metadata: Mapping[str, str] | None = None,
                  part_size: int = PART_SIZE, max_parts: int = MAX_PARTS, retry: RetryPolicy = RetryPolicy(),
-                 single_copy_limit: int = SINGLE_COPY_LIMIT, copy_part_size: int = COPY_PART_SIZE,
                  cancelled: Callable[[], bool] = lambda: False, parts_in_flight: int = PARTS_IN_FLIGHT):
         self.client = client
         self.bucket = bucket
@@ -87,8 +86,6 @@ class MultipartUpload:
         self.part_size = part_size
         self.max_parts = max_parts
         self.retry = retry
-        self.single_copy_limit = single_copy_limit
-        self.copy_part_size = copy_part_size
         self.parts_in_flight = max(1, parts_in_flight)
         self.upload_id: str | None = None
         self.size = 0
@@ -100,13 +97,16 @@ class MultipartUpload:
         self._hashed.set()
         self._state = "new"  # new → open → completing → complete | aborted
         self._completed = False  # our CompleteMultipartUpload made the object under the key
-        self._attached = False  # its final metadata (sha256, ownership record) is attached
+        self._attached = False  # its final metadata (sha256, ownership record) is recorded (companion.py)
         self.left_behind: list[str] = []  # what a failed abort left in the bucket, in words
 
     @property
     def sha256(self) -> str:
-        """Hex SHA-256 of every byte written (complete when the upload is complete)."""
-        return self._sha256.hexdigest()
+        """Hex SHA-256 of every byte written so far (waits for the parts handed on to be hashed)."""
+        self._hashed.wait()
+        digest = self._sha256.copy()
+        digest.update(self._buffer)
+        return digest.hexdigest()
 
     @property
     def max_size(self) -> int:
@@ -214,7 +214,7 @@ class MultipartUpload:
 
     # -- the end -------------------------------------------------------------------------------
     def complete(self, metadata: Mapping[str, str] | None = None) -> StoredObject:
-        """Send the last part, complete the upload, attach `metadata` + sha256, and read it back.
+        """Send the last part, complete the upload, record `metadata` + sha256 beside it, and read it back.
 
         Call this only when the backup is known good. StorageError when anything fails, in which
         case no object is left under the key (the caller's `with` aborts the upload).
@@ -229,12 +229,15 @@ class MultipartUpload:
         final_metadata = {**self.metadata, **(metadata or {}), "sha256": sha256}
         etag = self._finish_upload()
         self._completed = True
-        if not assembled_as_sent(etag, [p["MD5"] for p in self._parts]):
+        vouched = assembled_as_sent(etag, [p["MD5"] for p in self._parts])
+        if not vouched:
             # the ETag does not vouch for the bytes: read them all back before the object is called ours
             log.info("%s: the storage's ETag %s is not the parts' MD5s; reading it back in full", self.key, etag)
             read_back_bytes(self.client, self.bucket, self.key, self.size, sha256, retry=self.retry)
-        self._attach_metadata(final_metadata, etag)
-        self._attached = True
+        self._attached = True  # before the write: a lost answer may still have stored the record
+        # the ETag a reader sees (HEAD's, where the completion's did not vouch for the bytes)
+        put_companion(self.client, self.bucket, self.key, etag=etag if vouched else self._etag(), size=self.size,
+                      metadata=final_metadata, retry=self.retry)
         stored = self._read_back(sha256)
         self._state = "complete"
         return stored
@@ -248,10 +251,10 @@ class MultipartUpload:
         return complete_unless_taken(self.client, self.bucket, self.key, self.upload_id, parts, self.token,
                                      retry=self.retry)
 
-    def _attach_metadata(self, metadata: dict[str, str], etag: str | None) -> None:
-        attach_metadata(self.client, self.bucket, self.key, self.size, metadata, retry=self.retry,
-                        single_copy_limit=self.single_copy_limit, copy_part_size=self.copy_part_size,
-                        source_etag=etag)
+    def _etag(self) -> str:
+        head = with_retries(f"reading back {self.key}",
+                            lambda: self.client.head_object(Bucket=self.bucket, Key=self.key), self.retry)
+        return head["ETag"]
 
     def _read_back(self, sha256: str) -> StoredObject:
         stored_metadata = read_back(self.client, self.bucket, self.key, self.size, sha256, retry=self.retry)
@@ -313,6 +316,8 @@ class MultipartUpload:
         """Remove an object this upload completed but could not read back as sent (never another writer's)."""
         try:
             delete_if_ours(self.client, self.bucket, self.key, self.token, retry=self.retry)
+            if self._attached:  # after the object: a record without its object claims nothing
+                delete_companion(self.client, self.bucket, self.key, retry=self.retry)
             return True
         except StorageError as exc:
             log.error("%s", exc)
