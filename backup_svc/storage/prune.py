@@ -9,10 +9,13 @@ are reported (`ignored`), never kept in place of a real one.
 """
 from __future__ import annotations
 
+import logging
+
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from .client import RetryPolicy, StorageError, with_retries
+from .companion import delete_companion
 from .holds import active_holds, read_holds
 from .listing import StoredBackup, survey_backups
 from .location import BackupNames, StorageLocation
@@ -22,6 +25,8 @@ from .retention import Decision, RetentionPolicy, apply_retention, removal_reaso
 # Railway Buckets have no lifecycle rules, so nothing else ever cleans up an upload that a killed
 # process left incomplete; no real upload of this service runs for a day.
 STALE_UPLOAD_AGE = timedelta(days=1)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -97,6 +102,11 @@ def prune(client, location: StorageLocation, names: BackupNames, owner: Owner, p
             report.deleted.append(backup.name)
         except StorageError as exc:
             report.failed.append((backup.name, str(exc)))
+            continue
+        try:  # after the object: a record left by a failure here names no object and claims nothing
+            delete_companion(client, location.bucket, backup.key, retry=retry)
+        except StorageError as exc:
+            log.warning("%s (harmless: it no longer names an object)", exc)
     try:
         report.stale_uploads = abort_stale_uploads(client, location, names, dry_run=dry_run, now=now, retry=retry)
     except StorageError as exc:
