@@ -56,7 +56,10 @@ def all_keys(client, bucket: str) -> list[str]:
 def object_keys(client, bucket: str) -> list[str]:
     """The keys in `bucket` apart from the history's events (`…_history/…`, which every run adds; the
     history tests look at those with `history_keys`)."""
-    return [k for k in all_keys(client, bucket) if "_history/" not in k]
+    keys = [k for k in all_keys(client, bucket) if "_history/" not in k]
+    # an object's sha256 record (`<key>.sha256`, issue 25) is part of it; a record without its object is
+    # listed, so a test that expects nothing left sees one
+    return [k for k in keys if not (k.endswith(".sha256") and k[:-len(".sha256")] in keys)]
 
 
 def history_keys(client, bucket: str) -> list[str]:
