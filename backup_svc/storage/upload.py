@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from .client import RetryPolicy, StorageError, error_code, object_exists, with_retries
-from .companion import delete_companion, put_companion
+from .companion import companion_key, delete_companion, put_companion
 from .metadata import CONTENT_TYPE, assembled_as_sent, read_back, read_back_bytes
 from .partbody import PartBody
 from .sameobject import TOKEN, complete_unless_taken, delete_if_ours
@@ -286,12 +286,20 @@ class MultipartUpload:
         if not ok:
             self.left_behind.append(f"an incomplete upload of {self.key} (not an object; a later upload aborts "
                                     f"it once it is a day old)")
-        if completing and self._completed and not self._delete_unverified():
-            ok = False
-            self.left_behind.append(
-                f"the object {self.key}, which could not be verified" + (
-                    ": its metadata claims it is a backup; delete it by hand" if self._attached else
-                    " and has no sha256 (listings, retention and the staleness alarm ignore it); delete it by hand"))
+        if completing and self._completed:
+            # the record first: an object without one claims nothing; a record without its object neither
+            recorded = self._attached and not self._drop_record()
+            if not self._delete_unverified():
+                ok = False
+                self.left_behind.append(
+                    f"the object {self.key}, which could not be verified" + (
+                        f": its sha256 record {companion_key(self.key)} claims it is a backup; delete both by hand"
+                        if recorded else
+                        " and has no sha256 (listings, retention and the staleness alarm ignore it); delete it by hand"))
+            elif recorded:
+                ok = False
+                self.left_behind.append(f"the sha256 record {companion_key(self.key)}, which names no object any "
+                                        f"more (harmless); delete it by hand")
         return ok
 
     def _abort_upload(self, upload_id: str | None) -> bool:
@@ -312,12 +320,23 @@ class MultipartUpload:
             log.error("%s; it is aborted by the next prune once it is a day old", exc)
             return False
 
+    def _drop_record(self) -> bool:
+        """Remove this upload's sha256 record (companion.py); True when it is gone (or was never written)."""
+        try:
+            delete_companion(self.client, self.bucket, self.key, retry=self.retry)
+            return True
+        except StorageError as exc:
+            log.error("%s", exc)
+            try:
+                return not object_exists(self.client, self.bucket, companion_key(self.key), "checking the sha256 "
+                                         f"record of {self.key}", self.retry)
+            except StorageError:
+                return False
+
     def _delete_unverified(self) -> bool:
         """Remove an object this upload completed but could not read back as sent (never another writer's)."""
         try:
             delete_if_ours(self.client, self.bucket, self.key, self.token, retry=self.retry)
-            if self._attached:  # after the object: a record without its object claims nothing
-                delete_companion(self.client, self.bucket, self.key, retry=self.retry)
             return True
         except StorageError as exc:
             log.error("%s", exc)
