@@ -217,6 +217,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--skip-upload", action="store_true", help="leave out the stored backup (upload)")
+    parser.add_argument("--peers", action="store_true",
+                        help="also time `pg_dump | isal -1 | aws s3 cp -` and the gzip -6 one (bench/peers.py; "
+                             "installs the AWS CLI into a throwaway venv under .cache/bench)")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                         help="extra environment for the service (e.g. BACKUP_GZIP_LEVEL=6)")
     args = parser.parse_args()
@@ -243,6 +246,9 @@ def run(bench: Bench, args, label: str) -> None:
         bench.start_storage()
         methods["upload to loopback S3"] = bench.upload
         methods["encrypted upload (age)"] = bench.encrypted_upload
+        if args.peers:
+            from bench import peers
+            peers.add(bench, methods, REPO / ".cache" / "bench")
     times: dict[str, list[float]] = {name: [] for name in methods}
     sizes: dict[str, int] = {}
     names = list(methods)
@@ -287,6 +293,9 @@ def run(bench: Bench, args, label: str) -> None:
               f"(each round: {', '.join(f'{v:.1f}' for v in bench.encrypted_rss_mb)})")
         checks.append((f"encrypted upload / upload = {encrypted / up:.2f} (target <= 1.10)", encrypted / up <= 1.10))
         checks.append((f"encrypted upload peak RSS {encrypted_rss:.1f} MB (target < 120)", encrypted_rss < 120))
+        if args.peers:
+            from bench import peers
+            peers.report(times, checks)
     if not args.skip_latency:
         lat = bench.latency_under_dump()
         for path, values in lat.items():

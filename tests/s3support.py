@@ -56,7 +56,10 @@ def all_keys(client, bucket: str) -> list[str]:
 def object_keys(client, bucket: str) -> list[str]:
     """The keys in `bucket` apart from the history's events (`…_history/…`, which every run adds; the
     history tests look at those with `history_keys`)."""
-    return [k for k in all_keys(client, bucket) if "_history/" not in k]
+    keys = [k for k in all_keys(client, bucket) if "_history/" not in k]
+    # an object's sha256 record (`<key>.sha256`, issue 25) is part of it; a record without its object is
+    # listed, so a test that expects nothing left sees one
+    return [k for k in keys if not (k.endswith(".sha256") and k[:-len(".sha256")] in keys)]
 
 
 def history_keys(client, bucket: str) -> list[str]:
@@ -299,3 +302,27 @@ def cluster_identity(pg_cluster) -> str:
     """The test cluster's system identifier: what the service records as its backups' owner."""
     with pg_cluster.connect() as db:
         return db.execute("SELECT system_identifier::text FROM pg_control_system()").fetchone()[0]
+
+
+def stored_metadata(client, bucket: str, key: str) -> dict[str, str]:
+    """A stored backup's metadata as every reader sees it: its own, completed from its `<key>.sha256`
+    record (issue 25: the sha256 and the final metadata live there)."""
+    from backup_svc.storage.reader import open_object
+
+    with open_object(client, bucket, key) as opened:
+        return dict(opened.metadata)
+
+
+def corrupt_in_place(client, bucket: str, key: str, body: bytes) -> None:
+    """Replace a stored backup's bytes as storage-side rot would: the object's own metadata kept and its
+    sha256 record still naming it (a re-PUT changes the ETag, which rot would not, so the record is
+    re-pointed at the new ETag)."""
+    head = client.head_object(Bucket=bucket, Key=key)
+    answer = client.put_object(Bucket=bucket, Key=key, Body=body, Metadata=head["Metadata"])
+    record_key = key + ".sha256"
+    try:
+        record = client.get_object(Bucket=bucket, Key=record_key)
+    except Exception:
+        return  # an old-style object: its sha256 is in its own metadata, kept above
+    metadata = {**record["Metadata"], "object-etag": answer["ETag"].strip('"'), "object-size": str(len(body))}
+    client.put_object(Bucket=bucket, Key=record_key, Body=record["Body"].read(), Metadata=metadata)

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable, Mapping
 
+from .companion import with_companion
+from .sameobject import TOKEN
 from .client import RetryPolicy, error_code, with_retries
 from .location import BackupNames, StorageLocation
 from .ownership import Owner, time_refusal
@@ -66,6 +68,8 @@ def survey_backups(client, location: StorageLocation, names: BackupNames, owner:
                 cache[ident] = metadata
     for gone in set(cache) - {ident for _, ident, _ in named}:  # deleted since: forget it
         del cache[gone]
+    # an upload of ours that has no sha256 record yet may get one any moment: asked again next time
+    unfinished = {ident for ident, metadata in cache.items() if metadata.get(TOKEN) and not metadata.get("sha256")}
     survey = Survey()
     for backup, ident, _ in named:
         metadata = cache[ident]
@@ -81,6 +85,8 @@ def survey_backups(client, location: StorageLocation, names: BackupNames, owner:
             survey.ignored.append((backup, reason))
     survey.backups.sort(key=lambda b: b.time, reverse=True)
     survey.unrecorded.sort(key=lambda b: b.time, reverse=True)
+    for ident in unfinished:
+        del cache[ident]
     return survey
 
 
@@ -118,7 +124,9 @@ def _named_objects(client, location: StorageLocation, names: BackupNames, retry:
 def _header(client, location: StorageLocation, retry: RetryPolicy) -> Callable[[str], dict[str, str]]:
     def head_once(key: str) -> dict[str, str]:
         try:
-            return dict(client.head_object(Bucket=location.bucket, Key=key).get("Metadata", {}))
+            head = client.head_object(Bucket=location.bucket, Key=key)
+            return with_companion(client, location.bucket, key, head.get("Metadata", {}), etag=head.get("ETag"),
+                                  size=head.get("ContentLength"), retry=retry)
         except Exception as exc:
             if error_code(exc)[1] == 404:  # deleted since the listing: nothing to own
                 return {}

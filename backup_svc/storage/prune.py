@@ -9,10 +9,13 @@ are reported (`ignored`), never kept in place of a real one.
 """
 from __future__ import annotations
 
+import logging
+
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from .client import RetryPolicy, StorageError, with_retries
+from .companion import delete_companion
 from .holds import active_holds, read_holds
 from .listing import StoredBackup, survey_backups
 from .location import BackupNames, StorageLocation
@@ -24,6 +27,8 @@ from .retention import Decision, RetentionPolicy, apply_retention, removal_reaso
 STALE_UPLOAD_AGE = timedelta(days=1)
 # How a backup stored before the ownership record is shown (prune, `list`): it is never deleted automatically.
 UNRECORDED_NOTE = "no owner record: stored by an older version; read-only, never deleted automatically"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -102,6 +107,11 @@ def prune(client, location: StorageLocation, names: BackupNames, owner: Owner, p
             report.deleted.append(backup.name)
         except StorageError as exc:
             report.failed.append((backup.name, str(exc)))
+            continue
+        try:  # after the object: a record left by a failure here names no object and claims nothing
+            delete_companion(client, location.bucket, backup.key, retry=retry)
+        except StorageError as exc:
+            log.warning("%s (harmless: it no longer names an object)", exc)
     try:
         report.stale_uploads = abort_stale_uploads(client, location, names, dry_run=dry_run, now=now, retry=retry)
     except StorageError as exc:

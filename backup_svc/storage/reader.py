@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 
 from .client import RetryPolicy, StorageError, describe, is_transient, with_retries
+from .companion import with_companion
 
 
 class ObjectStream(io.RawIOBase):
@@ -23,7 +24,9 @@ class ObjectStream(io.RawIOBase):
         response = self._get()
         self.size: int = response["ContentLength"]
         self.etag: str = response["ETag"]
-        self.metadata: dict[str, str] = dict(response.get("Metadata", {}))
+        # the sha256 and final metadata of a backup recorded beside it (companion.py), old objects as they are
+        self.metadata: dict[str, str] = with_companion(client, bucket, key, response.get("Metadata", {}),
+                                                       etag=self.etag, size=self.size, retry=retry)
 
     def _get(self):
         request = {"Bucket": self.bucket, "Key": self.key}

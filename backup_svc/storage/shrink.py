@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from .client import RetryPolicy, with_retries
+from .client import RetryPolicy
 from .holds import place_hold, read_holds
 from .listing import list_backups
 from .ownership import Owner
@@ -30,9 +30,7 @@ def check_shrink(client, location: StorageLocation, names: BackupNames, stored: 
     earlier = [b for b in list_backups(client, location, names, owner, retry=retry) if b.time < when][:WINDOW]
     shapes: list[BackupShape] = []
     for backup in earlier:
-        head = with_retries(f"reading the metadata of {backup.key}",
-                            lambda: client.head_object(Bucket=location.bucket, Key=backup.key), retry)
-        shapes.append(shape_of(backup.name, backup.time, backup.size, head.get("Metadata", {})))
+        shapes.append(shape_of(backup.name, backup.time, backup.size, backup.metadata))
     holds = read_holds(client, location, retry=retry)
     # after an alarm (acknowledged or not), the new level is the baseline: one alarm per drop
     since = holds[0].finding.time if holds else None

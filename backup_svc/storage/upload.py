@@ -1,7 +1,11 @@
 """A streaming sink into an S3 multipart upload: completed only when told so, aborted otherwise.
 
-Memory: the part being filled plus the one part being sent (the writer waits for the previous part
-before handing on the next), so at most 2 × PART_SIZE of buffers whatever the backup's size.
+Memory: the part being filled plus at most PARTS_IN_FLIGHT parts being hashed and sent (the writer
+waits for the oldest part on the wire before handing on one more), so at most
+(1 + PARTS_IN_FLIGHT) × PART_SIZE = 3 × 16 MiB of buffers whatever the backup's size.
+The sha256 of the whole object is computed off the writer's path: each part's sender thread hashes
+its part (hashlib releases the GIL) after the previous part's sender did, so the digest follows the
+bytes' order while the writer goes on filling the next part.
 Largest object: MAX_PARTS × PART_SIZE = 10,000 × 16 MiB = 156.25 GiB; a bigger backup is refused
 (ObjectTooLarge) the moment its bytes would need part 10,001, and the upload is aborted.
 """
@@ -12,14 +16,15 @@ import hashlib
 import logging
 import secrets
 import threading
+import time
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from .client import RetryPolicy, StorageError, error_code, object_exists, with_retries
-from .metadata import (CONTENT_TYPE, COPY_PART_SIZE, SINGLE_COPY_LIMIT, assembled_as_sent, attach_metadata, read_back,
-                       read_back_bytes)
+from .companion import companion_key, delete_companion, put_companion
+from .metadata import CONTENT_TYPE, assembled_as_sent, read_back, read_back_bytes
 from .partbody import PartBody
 from .sameobject import TOKEN, complete_unless_taken, delete_if_ours
 
@@ -38,6 +43,9 @@ IN_FLIGHT_WAIT_S = 30
 CANCELLED_IN_FLIGHT_WAIT_S = 3
 # How often a writer waiting for the part on the wire looks whether the run was cancelled.
 CANCEL_POLL_S = 0.2
+# Parts on the wire at once. Two keep the link busy while one part's request is being answered
+# (measured in bench/README.md); each one more costs PART_SIZE of memory.
+PARTS_IN_FLIGHT = 2
 
 
 class ObjectTooLarge(StorageError):
@@ -67,8 +75,8 @@ class MultipartUpload:
 
     def __init__(self, client, bucket: str, key: str, *, metadata: Mapping[str, str] | None = None,
                  part_size: int = PART_SIZE, max_parts: int = MAX_PARTS, retry: RetryPolicy = RetryPolicy(),
-                 single_copy_limit: int = SINGLE_COPY_LIMIT, copy_part_size: int = COPY_PART_SIZE,
-                 cancelled: Callable[[], bool] = lambda: False, part_client=None):
+                 cancelled: Callable[[], bool] = lambda: False, parts_in_flight: int = PARTS_IN_FLIGHT,
+                 part_client=None):
         self.client = client
         # Parts may go through a client of their own, with its own send deadline (client.make_part_client).
         self.part_client = part_client if part_client is not None else client
@@ -81,23 +89,27 @@ class MultipartUpload:
         self.part_size = part_size
         self.max_parts = max_parts
         self.retry = retry
-        self.single_copy_limit = single_copy_limit
-        self.copy_part_size = copy_part_size
+        self.parts_in_flight = max(1, parts_in_flight)
         self.upload_id: str | None = None
         self.size = 0
         self._sha256 = hashlib.sha256()
         self._buffer = bytearray()
         self._parts: list[dict[str, Any]] = []  # {"PartNumber", "ETag"} of every part sent or being sent
-        self._pending: Future | None = None
+        self._pending: list[Future] = []  # parts on the wire, oldest first
+        self._hashed = threading.Event()  # the last handed-on part is in the sha256
+        self._hashed.set()
         self._state = "new"  # new → open → completing → complete | aborted
         self._completed = False  # our CompleteMultipartUpload made the object under the key
-        self._attached = False  # its final metadata (sha256, ownership record) is attached
+        self._attached = False  # its final metadata (sha256, ownership record) is recorded (companion.py)
         self.left_behind: list[str] = []  # what a failed abort left in the bucket, in words
 
     @property
     def sha256(self) -> str:
-        """Hex SHA-256 of every byte written so far."""
-        return self._sha256.hexdigest()
+        """Hex SHA-256 of every byte written so far (waits for the parts handed on to be hashed)."""
+        self._hashed.wait()
+        digest = self._sha256.copy()
+        digest.update(self._buffer)
+        return digest.hexdigest()
 
     @property
     def max_size(self) -> int:
@@ -144,7 +156,6 @@ class MultipartUpload:
                     f"the upload was stopped before part {self.max_parts + 1}")
             room = self.part_size - len(self._buffer)
             self._buffer += view[:room]
-            self._sha256.update(view[:room])
             self.size += min(room, len(view))
             view = view[room:]
             if len(self._buffer) >= self.part_size:
@@ -152,28 +163,45 @@ class MultipartUpload:
         return len(data)
 
     def _send_buffer(self) -> None:
-        self._wait_for_pending()  # at most one part on the wire: memory stays at two parts
+        self._reap_done()  # a failed part surfaces at the next part, not only when the window is full
+        while len(self._pending) >= self.parts_in_flight:  # memory stays at 1 + parts_in_flight parts
+            self._wait_for_oldest()
         part, self._buffer = self._buffer, bytearray()
         number = len(self._parts) + 1
         entry: dict[str, Any] = {"PartNumber": number}
         self._parts.append(entry)
-        self._pending = _in_daemon_thread(self._upload_part, number, part, entry)
+        previous, self._hashed = self._hashed, threading.Event()
+        self._pending.append(_in_daemon_thread(self._upload_part, number, part, entry, previous, self._hashed))
+
+    def _reap_done(self) -> None:
+        while self._pending and self._pending[0].done():
+            self._pending.pop(0).result()  # re-raises the part's StorageError here, in the writer's thread
 
     def _wait_for_pending(self) -> None:
-        if self._pending is not None:
-            while not self._pending.done():
-                if self.cancelled():
-                    raise StorageError(f"the upload of {self.key} was stopped: the service is shutting down")
-                try:
-                    self._pending.result(timeout=CANCEL_POLL_S)
-                except FutureTimeout:
-                    continue
-                except Exception:  # the part failed: re-raised below (a signal's exception goes on at once)
-                    break
-            pending, self._pending = self._pending, None
-            pending.result()  # re-raises the part's StorageError here, in the writer's thread
+        while self._pending:
+            self._wait_for_oldest()
 
-    def _upload_part(self, number: int, part: bytearray, entry: dict[str, Any]) -> None:
+    def _wait_for_oldest(self) -> None:
+        oldest = self._pending[0]
+        while not oldest.done():
+            if self.cancelled():
+                raise StorageError(f"the upload of {self.key} was stopped: the service is shutting down")
+            try:
+                oldest.result(timeout=CANCEL_POLL_S)
+            except FutureTimeout:
+                continue
+            except Exception:  # the part failed: re-raised below (a signal's exception goes on at once)
+                break
+        self._pending.pop(0)
+        oldest.result()  # re-raises the part's StorageError here, in the writer's thread
+
+    def _upload_part(self, number: int, part: bytearray, entry: dict[str, Any], previous: threading.Event,
+                     hashed: threading.Event) -> None:
+        try:  # the sha256 in the bytes' order: after the previous part's, off the writer's thread
+            previous.wait()
+            self._sha256.update(part)
+        finally:
+            hashed.set()
         digest = hashlib.md5(part).digest()
         entry["MD5"] = digest  # what the completed object's ETag is checked against (metadata.py)
         md5 = base64.b64encode(digest).decode()
@@ -189,7 +217,7 @@ class MultipartUpload:
 
     # -- the end -------------------------------------------------------------------------------
     def complete(self, metadata: Mapping[str, str] | None = None) -> StoredObject:
-        """Send the last part, complete the upload, attach `metadata` + sha256, and read it back.
+        """Send the last part, complete the upload, record `metadata` + sha256 beside it, and read it back.
 
         Call this only when the backup is known good. StorageError when anything fails, in which
         case no object is left under the key (the caller's `with` aborts the upload).
@@ -204,12 +232,15 @@ class MultipartUpload:
         final_metadata = {**self.metadata, **(metadata or {}), "sha256": sha256}
         etag = self._finish_upload()
         self._completed = True
-        if not assembled_as_sent(etag, [p["MD5"] for p in self._parts]):
+        vouched = assembled_as_sent(etag, [p["MD5"] for p in self._parts])
+        if not vouched:
             # the ETag does not vouch for the bytes: read them all back before the object is called ours
             log.info("%s: the storage's ETag %s is not the parts' MD5s; reading it back in full", self.key, etag)
             read_back_bytes(self.client, self.bucket, self.key, self.size, sha256, retry=self.retry)
-        self._attach_metadata(final_metadata, etag)
-        self._attached = True
+        self._attached = True  # before the write: a lost answer may still have stored the record
+        # the ETag a reader sees (HEAD's, where the completion's did not vouch for the bytes)
+        put_companion(self.client, self.bucket, self.key, etag=etag if vouched else self._etag(), size=self.size,
+                      metadata=final_metadata, retry=self.retry)
         stored = self._read_back(sha256)
         self._state = "complete"
         return stored
@@ -223,10 +254,10 @@ class MultipartUpload:
         return complete_unless_taken(self.client, self.bucket, self.key, self.upload_id, parts, self.token,
                                      retry=self.retry)
 
-    def _attach_metadata(self, metadata: dict[str, str], etag: str | None) -> None:
-        attach_metadata(self.client, self.bucket, self.key, self.size, metadata, retry=self.retry,
-                        single_copy_limit=self.single_copy_limit, copy_part_size=self.copy_part_size,
-                        source_etag=etag)
+    def _etag(self) -> str:
+        head = with_retries(f"reading back {self.key}",
+                            lambda: self.client.head_object(Bucket=self.bucket, Key=self.key), self.retry)
+        return head["ETag"]
 
     def _read_back(self, sha256: str) -> StoredObject:
         stored_metadata = read_back(self.client, self.bucket, self.key, self.size, sha256, retry=self.retry)
@@ -246,22 +277,32 @@ class MultipartUpload:
         self._state = "aborted"  # stops the sender's retries
         self._buffer = bytearray()
         ok = self._abort_upload(self.upload_id)
-        pending, self._pending = self._pending, None
-        if pending is not None and not pending.done():
-            try:
-                pending.result(timeout=CANCELLED_IN_FLIGHT_WAIT_S if self.cancelled() else IN_FLIGHT_WAIT_S)
-            except BaseException:
-                pass
+        pending, self._pending = [p for p in self._pending if not p.done()], []
+        if pending:
+            deadline = time.monotonic() + (CANCELLED_IN_FLIGHT_WAIT_S if self.cancelled() else IN_FLIGHT_WAIT_S)
+            for future in pending:
+                try:
+                    future.result(timeout=max(0.0, deadline - time.monotonic()))
+                except BaseException:
+                    pass
             ok = self._abort_upload(self.upload_id) and ok  # a part that landed after the first abort
         if not ok:
             self.left_behind.append(f"an incomplete upload of {self.key} (not an object; a later upload aborts "
                                     f"it once it is a day old)")
-        if completing and self._completed and not self._delete_unverified():
-            ok = False
-            self.left_behind.append(
-                f"the object {self.key}, which could not be verified" + (
-                    ": its metadata claims it is a backup; delete it by hand" if self._attached else
-                    " and has no sha256 (listings, retention and the staleness alarm ignore it); delete it by hand"))
+        if completing and self._completed:
+            # the record first: an object without one claims nothing; a record without its object neither
+            recorded = self._attached and not self._drop_record()
+            if not self._delete_unverified():
+                ok = False
+                self.left_behind.append(
+                    f"the object {self.key}, which could not be verified" + (
+                        f": its sha256 record {companion_key(self.key)} claims it is a backup; delete both by hand"
+                        if recorded else
+                        " and has no sha256 (listings, retention and the staleness alarm ignore it); delete it by hand"))
+            elif recorded:
+                ok = False
+                self.left_behind.append(f"the sha256 record {companion_key(self.key)}, which names no object any "
+                                        f"more (harmless); delete it by hand")
         return ok
 
     def _abort_upload(self, upload_id: str | None) -> bool:
@@ -281,6 +322,19 @@ class MultipartUpload:
         except StorageError as exc:
             log.error("%s; it is aborted by the next prune once it is a day old", exc)
             return False
+
+    def _drop_record(self) -> bool:
+        """Remove this upload's sha256 record (companion.py); True when it is gone (or was never written)."""
+        try:
+            delete_companion(self.client, self.bucket, self.key, retry=self.retry)
+            return True
+        except StorageError as exc:
+            log.error("%s", exc)
+            try:
+                return not object_exists(self.client, self.bucket, companion_key(self.key), "checking the sha256 "
+                                         f"record of {self.key}", self.retry)
+            except StorageError:
+                return False
 
     def _delete_unverified(self) -> bool:
         """Remove an object this upload completed but could not read back as sent (never another writer's)."""

@@ -10,7 +10,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.conftest import ARTIFACTS
-from tests.s3support import s3_env
+from tests.s3support import corrupt_in_place, s3_env
 from tests.support import DATA, snapshot, wait_until
 
 SLOW_MS = 120_000
@@ -117,10 +117,9 @@ def test_replace_undo_and_drop_from_the_page(setup, pg_cluster, open_dashboard):
 def test_a_corrupted_object_is_said_on_the_page(setup, pg_cluster, open_dashboard):
     service, name, client, bucket = setup
     key = next(o["Key"] for o in client.list_objects_v2(Bucket=bucket)["Contents"] if o["Key"].endswith(".sql.gz"))
-    head = client.head_object(Bucket=bucket, Key=key)
     data = bytearray(client.get_object(Bucket=bucket, Key=key)["Body"].read())
     data[len(data) // 2] ^= 0x01
-    client.put_object(Bucket=bucket, Key=key, Body=bytes(data), Metadata=head["Metadata"])
+    corrupt_in_place(client, bucket, key, bytes(data))
     before = databases(pg_cluster)
     page = open_dashboard(service, width=390, height=1400)
     open_restore_form(page)

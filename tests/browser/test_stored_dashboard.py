@@ -11,7 +11,8 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.conftest import ARTIFACTS
-from tests.s3support import cluster_identity, incomplete_uploads, object_keys, owned, s3_env, seed_backup
+from tests.s3support import (cluster_identity, incomplete_uploads, object_keys, owned, s3_env, seed_backup,
+                             stored_metadata)
 
 SLOW_MS = 60_000
 
@@ -73,7 +74,7 @@ def test_the_section_lists_backups_and_back_up_now_adds_a_row_with_its_hash(ours
     expect(new_row).to_have_class("just-stored")
     name = new_row.get_attribute("data-name")
     assert name not in seeded and f"rich/{name}" in object_keys(client, bucket)
-    stored_sha = client.head_object(Bucket=bucket, Key=f"rich/{name}")["Metadata"]["sha256"]
+    stored_sha = stored_metadata(client, bucket, f"rich/{name}")["sha256"]
     expect(new_row.locator("code.hash")).to_have_text(stored_sha[:12] + "…")
     expect(new_row.locator("code.hash")).to_have_attribute("title", stored_sha)
     expect(page.locator("#stored-status")).to_contain_text(stored_sha)

@@ -12,7 +12,7 @@ from backup_svc.config import Settings
 from backup_svc.notify.outcome import StalenessWatch, StoredSetup, reporter_for
 from backup_svc.pg.localcluster import free_port
 from tests import receivers
-from tests.s3support import cluster_identity, object_keys, owned, s3_env, seed_backup
+from tests.s3support import cluster_identity, corrupt_in_place, object_keys, owned, s3_env, seed_backup, stored_metadata
 from tests.support import run_cli
 
 PING = "/ping/5e1f0c2a-aaaa-bbbb-cccc-0123456789ab"
@@ -48,7 +48,7 @@ def test_upload_notifies_drills_and_records_row_counts(s3, moto_s3, rich_db, pg_
 
     assert done.returncode == 0, done.stderr
     (key,) = stored_keys(client, bucket)
-    meta = client.head_object(Bucket=bucket, Key=key)["Metadata"]
+    meta = stored_metadata(client, bucket, key)
     assert (meta["rows"], meta["tables"]) == (str(RICH_ROWS), str(RICH_TABLES))
     assert json.loads(meta["row-counts"])["Mixed Case"] == {"Order Items": 500}
     assert "restore drill ok in " in done.stderr
@@ -70,10 +70,9 @@ def test_drill_of_a_bit_flipped_stored_object_fails(s3, moto_s3, rich_db, pg_clu
     client, bucket = s3
     assert run_cli("upload", env=env_for(moto_s3, bucket, rich_db)).returncode == 0
     (key,) = stored_keys(client, bucket)
-    head = client.head_object(Bucket=bucket, Key=key)
     body = bytearray(client.get_object(Bucket=bucket, Key=key)["Body"].read())
     body[len(body) // 2] ^= 0x04
-    client.put_object(Bucket=bucket, Key=key, Body=bytes(body), Metadata=head["Metadata"])
+    corrupt_in_place(client, bucket, key, bytes(body))
     hook = receiver()
 
     done = run_cli("drill", env=env_for(moto_s3, bucket, rich_db, NOTIFY_WEBHOOK_URL=hook.url + HOOK,

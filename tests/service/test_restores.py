@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from tests.receivers import Receiver
-from tests.s3support import new_bucket, s3_env
+from tests.s3support import corrupt_in_place, new_bucket, s3_env
 from tests.support import DATA, basic, bearer, snapshot, wait_until
 
 RESTORE_TOKEN = "restore-" + "r" * 20
@@ -232,10 +232,9 @@ def test_replace_needs_the_database_name_typed(restore_service, pg_cluster):
 def test_a_corrupted_object_creates_nothing(restore_service, pg_cluster):
     service, backup, live_name, client, bucket = restore_service
     key = f"db/{backup}"
-    head = client.head_object(Bucket=bucket, Key=key)
     data = bytearray(client.get_object(Bucket=bucket, Key=key)["Body"].read())
     data[len(data) // 2] ^= 0x01
-    client.put_object(Bucket=bucket, Key=key, Body=bytes(data), Metadata=head["Metadata"])
+    corrupt_in_place(client, bucket, key, bytes(data))
     before, source = databases(pg_cluster), snapshot(pg_cluster, live_name)
     report = follow(service, {"backup": backup, "mode": "replace", "confirm": live_name})
     assert report["state"] == "failed" and report["phase"] == "checking", report

@@ -44,17 +44,22 @@ def test_upload_then_restore_from_the_bucket_gives_an_identical_database(s3, mot
     (key,) = stored_keys(client, bucket, "rich")
     sha256, url = done.stdout.split()
     assert url == f"s3://{bucket}/{key}"
-    head = client.head_object(Bucket=bucket, Key=key)
-    assert head["Metadata"]["sha256"] == sha256
-    assert head["Metadata"]["database"] == "rich" and int(head["Metadata"]["sql-bytes"]) > head["ContentLength"]
-    assert {"server-version", "pg-dump-version", "duration-s"} <= set(head["Metadata"])
+    # the final metadata is in the object's sha256 record (issue 25); an opened object reads it there
+    from backup_svc.storage.reader import open_object
+
+    with open_object(client, bucket, key) as opened:
+        metadata, stored_size = opened.metadata, opened.size
+    assert "sha256" not in client.head_object(Bucket=bucket, Key=key)["Metadata"]
+    assert metadata["sha256"] == sha256
+    assert metadata["database"] == "rich" and int(metadata["sql-bytes"]) > stored_size
+    assert {"server-version", "pg-dump-version", "duration-s"} <= set(metadata)
     assert incomplete_uploads(client, bucket) == []
 
     listed = run_cli("list", env=env)
     assert listed.returncode == 0, listed.stderr
     name, size, when, listed_sha, encryption = listed.stdout.split()
     assert encryption == "plain"
-    assert (f"backups/{name}", int(size), listed_sha) == (key, head["ContentLength"], sha256)
+    assert (f"backups/{name}", int(size), listed_sha) == (key, stored_size, sha256)
     stamp = key.split("_backup_")[1][:15]  # YYYYMMDD_HHMMSS
     assert when == f"{stamp[:4]}-{stamp[4:6]}-{stamp[6:8]}T{stamp[9:11]}:{stamp[11:13]}:{stamp[13:15]}Z"
 

@@ -1,7 +1,7 @@
 """BACKUP_SCHEDULE inside `serve`: the worker takes a stored backup on time, in a dump slot of its own."""
 from __future__ import annotations
 
-from tests.s3support import incomplete_uploads, object_keys, s3_env
+from tests.s3support import incomplete_uploads, object_keys, s3_env, stored_metadata
 from tests.support import wait_until
 
 
@@ -27,7 +27,7 @@ def test_the_schedule_fires_and_shares_the_slot_with_downloads(s3, moto_s3, faul
     (key,) = object_keys(client, bucket)
     assert key.startswith("scheduled/rich_backup_") and key.endswith(".sql.gz")
     head = client.head_object(Bucket=bucket, Key=key)
-    assert entry["outcome"] == "ok" and entry["sha256"] == head["Metadata"]["sha256"]
+    assert entry["outcome"] == "ok" and entry["sha256"] == stored_metadata(client, bucket, key)["sha256"]
     assert entry["bytes"] == head["ContentLength"]
     assert incomplete_uploads(client, bucket) == []
     assert "next stored backup at" in service.log()

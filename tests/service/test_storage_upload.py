@@ -32,22 +32,33 @@ def test_upload_streams_parts_and_reads_back_size_and_sha256(s3):
     got = client.get_object(Bucket=bucket, Key="pre/db_backup_20261128_030000.sql.gz")
     assert got["Body"].read() == data
     assert got["ContentType"] == "application/gzip"
-    assert got["Metadata"] == {"server-version": "15.18", "sql-bytes": "999", "sha256": stored.sha256,
+    # the object keeps what was known at its start; the final metadata lives in its companion (issue 25)
+    assert got["Metadata"] == {"server-version": "15.18", "upload-token": upload.token}
+    record = client.get_object(Bucket=bucket, Key="pre/db_backup_20261128_030000.sql.gz.sha256")
+    assert record["Body"].read() == f"{stored.sha256}  db_backup_20261128_030000.sql.gz\n".encode()
+    assert record["Metadata"]["object-etag"] == got["ETag"].strip('"')
+    assert stored.metadata == {"server-version": "15.18", "sql-bytes": "999", "sha256": stored.sha256,
                                "upload-token": upload.token}
     assert incomplete_uploads(client, bucket) == []
 
 
-def test_large_object_gets_its_sha256_by_a_multipart_copy(s3):
-    """Past CopyObject's 5 GiB the metadata is set by UploadPartCopy; lowered limits exercise that path."""
+def test_the_sha256_is_recorded_without_copying_the_object(s3, fault_proxy):
+    """Issue 25: no server-side copy of the object onto itself (a second full pass through the storage):
+    the only writes to the object's key are the multipart upload's, and its LastModified and ETag are
+    those of the completion; the sha256 is in `<key>.sha256`."""
     client, bucket = s3
+    proxy, via_proxy = fault_proxy
     data = os.urandom(11 * MIB)
-    with MultipartUpload(client, bucket, "big.sql.gz", part_size=PART, retry=FAST_RETRY,
-                         single_copy_limit=0, copy_part_size=PART) as upload:
+    with MultipartUpload(via_proxy, bucket, "big.sql.gz", part_size=PART, retry=FAST_RETRY) as upload:
         feed(upload, data)
         stored = upload.complete()
-    got = client.get_object(Bucket=bucket, Key="big.sql.gz")
-    assert got["Body"].read() == data
-    assert got["Metadata"]["sha256"] == hashlib.sha256(data).hexdigest() == stored.sha256
+    writes = [(m, t) for m, t, _ in proxy.log if m in ("PUT", "POST") and t.split("?")[0].endswith("/big.sql.gz")]
+    assert all("uploadId" in t or "uploads" in t for _, t in writes), writes  # no PUT of the whole object
+    assert len([1 for m, t in writes if m == "PUT"]) == 3  # three parts
+    assert client.get_object(Bucket=bucket, Key="big.sql.gz")["Body"].read() == data
+    assert "sha256" not in client.head_object(Bucket=bucket, Key="big.sql.gz")["Metadata"]
+    assert client.head_object(Bucket=bucket, Key="big.sql.gz.sha256")["Metadata"]["sha256"] == stored.sha256
+    assert stored.sha256 == hashlib.sha256(data).hexdigest()
     assert incomplete_uploads(client, bucket) == []
 
 
@@ -134,13 +145,11 @@ def test_a_part_that_keeps_failing_aborts_the_upload(s3, fault_proxy):
 
 
 def test_a_read_back_that_does_not_match_leaves_no_object(s3, fault_proxy):
-    """The HEAD after completion reports a different sha256 (a proxy alters the header: a fault the
-    real server cannot make): the upload fails and the object it made is deleted."""
+    """The read-back of the sha256 record reports a different sha256 (a proxy alters the header: a fault
+    the real server cannot make): the upload fails and the object it made, and its record, are deleted."""
     client, bucket = s3
     proxy, via_proxy = fault_proxy
-    heads = []
-    # HEADs 1 and 2 look for an existing object (before starting, before completing); 3 is the read-back
-    proxy.add(lambda method, path, query: method == "HEAD" and (heads.append(1) or len(heads) > 2), ["tamper"])
+    proxy.add(lambda method, path, query: method == "HEAD" and path.endswith(".sha256"), ["tamper"])
     with pytest.raises(StorageError, match="does not match what was sent"):
         with MultipartUpload(via_proxy, bucket, "x.sql.gz", part_size=PART, retry=FAST_RETRY) as upload:
             feed(upload, os.urandom(MIB))
@@ -185,15 +194,16 @@ def test_a_multipart_etag_is_checked_against_the_parts_sent():
 
 
 def test_a_read_back_with_the_wrong_size_leaves_no_object(s3, fault_proxy):
-    """The HEAD after completion reports one byte fewer and the right sha256 (a proxy alters the
-    header: a fault the real server cannot make): the read-back checks the size as well, so the
-    upload fails and the object it made is deleted."""
+    """The HEAD after completion reports one byte fewer (a proxy alters the header: a fault the real
+    server cannot make): the read-back checks the size as well, so the upload fails and the object it
+    made is deleted. The sha256 record names the object's size, so it does not vouch for the short
+    object either (the message says sha256 None)."""
     client, bucket = s3
     proxy, via_proxy = fault_proxy
     heads = []
     # HEADs 1 and 2 look for an existing object (before starting, before completing); 3 is the read-back
     proxy.add(lambda method, path, query: method == "HEAD" and (heads.append(1) or len(heads) > 2), ["short"])
-    with pytest.raises(StorageError, match=f"storage has {MIB - 1} bytes with sha256 [0-9a-f]{{64}}, sent {MIB} bytes"):
+    with pytest.raises(StorageError, match=f"storage has {MIB - 1} bytes with sha256 None, sent {MIB} bytes"):
         with MultipartUpload(via_proxy, bucket, "x.sql.gz", part_size=PART, retry=FAST_RETRY) as upload:
             feed(upload, os.urandom(MIB))
             upload.complete()
