@@ -32,12 +32,12 @@ TWO_PASS = ("import sys; from backup_svc.files.restore import restore_file; "
 
 
 def cli_restore(cluster: LocalCluster, path: Path, name: str, *, two_pass: bool) -> float:
-    url = cluster.url(name)
+    url = cluster.url(name, with_password=False)  # the password goes in PGPASSWORD, never on a command line
     argv = ([sys.executable, "-c", TWO_PASS, str(path), url, cluster.bin_dir] if two_pass else
             [sys.executable, "-m", "backup_svc", "restore", str(path), "--target-url", url, "--create"])
     started = time.perf_counter()
     subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                   env={**os.environ, "PG_BIN_DIRS": cluster.bin_dir})
+                   env={**os.environ, "PG_BIN_DIRS": cluster.bin_dir, "PGPASSWORD": cluster.password})
     return time.perf_counter() - started
 
 
