@@ -9,8 +9,9 @@ import threading
 from typing import BinaryIO, Callable
 
 from backup_svc.pg.conninfo import ConnInfo
-from backup_svc.files.reader import BackupReader, BadBackup
+from backup_svc.files.reader import BackupReader
 from backup_svc.files.scan import DumpScanner
+from backup_svc.files.verify import VerifyReport, report_of
 from backup_svc.pg.command import (
     CONNECTION_CHECK_MS,
     CONNECTION_CHECK_SINCE,
@@ -48,8 +49,11 @@ def _psql_error(stderr_tail: collections.deque[str], returncode: int, secrets: t
 
 def stream_into_psql(path: str, command: ClientCommand, *, secrets: tuple[str | None, ...] = (),
                      opener: Callable[[], BinaryIO] | None = None,
-                     watch: Callable[[DumpScanner], None] | None = None) -> None:
+                     watch: Callable[[DumpScanner], None] | None = None) -> VerifyReport:
     """Feed the SQL of `path` to psql; raise RestoreFailed (psql failed) or BadBackup (the file did).
+
+    Returns what this pass found in the file (the same report `verify` gives): the restore verifies
+    as it goes, so no separate verify pass is needed for a file nobody has to compare first.
 
     Either way nothing is committed: psql sends COMMIT only at the end of its input, and on a bad
     file it is killed before it gets there. `watch` sees the scanner after each chunk handed to psql
@@ -64,19 +68,19 @@ def stream_into_psql(path: str, command: ClientCommand, *, secrets: tuple[str | 
     reader = threading.Thread(target=lambda: stderr_tail.extend(
         raw.decode("utf-8", "replace").rstrip("\n") for raw in proc.stderr), daemon=True)
     reader.start()
+    report: VerifyReport | None = None
     try:
         try:
             # The same checks as verify, again, in case the file changed since; and the large-object
             # BEGIN/COMMIT go, or --single-transaction would not be all or nothing.
             scanner = DumpScanner(drop_lo_transaction=True)
-            for chunk in BackupReader(path, opener):
+            backup = BackupReader(path, opener)
+            for chunk in backup:
                 proc.stdin.write(scanner.feed(chunk))
                 if watch is not None:
                     watch(scanner)
             proc.stdin.write(scanner.finish())
-            problem = scanner.problem()
-            if problem:
-                raise BadBackup(problem)
+            report = report_of(path, backup, scanner)  # BadBackup before psql could commit
             proc.stdin.close()  # end of input: psql commits now, and only now
         except BrokenPipeError:
             pass  # psql stopped at an error and rolled back; its status and stderr say why
@@ -98,3 +102,6 @@ def stream_into_psql(path: str, command: ClientCommand, *, secrets: tuple[str | 
     if returncode != 0:
         raise RestoreFailed("psql stopped at an error and the transaction was rolled back, so the target "
                             f"is as it was: {_psql_error(stderr_tail, returncode, secrets)}")
+    if report is None:  # psql closed its input early yet exited 0: it cannot have run the whole file
+        raise RestoreFailed("psql stopped reading before the end of the file; nothing was committed")
+    return report

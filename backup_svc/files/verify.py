@@ -43,6 +43,40 @@ def verify_file(path: str, opener: Callable[[], BinaryIO] | None = None) -> Veri
     reader, scanner = BackupReader(path, opener), DumpScanner()
     for chunk in reader:
         scanner.feed(chunk)
+    return report_of(path, reader, scanner)
+
+
+# How much SQL `read_header` reads at most before it gives up on finding pg_dump's header lines
+# (they are in the first few hundred bytes of every plain dump).
+HEADER_LIMIT = 1 << 20
+
+
+def read_header(path: str, opener: Callable[[], BinaryIO] | None = None) -> VerifyReport:
+    """The cheap up-front check of a restore that verifies while restoring: the container (gzip
+    magic and header, or age), pg_dump's two header lines and the encoding, from the first chunks only.
+
+    BadBackup if the start is wrong. Size, sha256, SQL bytes and tables are unknown (0/"") until the
+    restore's own pass has read everything (`report_of` then).
+    """
+    reader, scanner = BackupReader(path, opener), DumpScanner()
+    chunks = iter(reader)
+    try:
+        for chunk in chunks:
+            scanner.feed(chunk)
+            if (scanner.pg_dump_version and scanner.server_version and scanner.encoding) \
+                    or scanner.sql_bytes >= HEADER_LIMIT:
+                break
+    finally:
+        chunks.close()  # closes the file
+    if scanner.pg_dump_version is None or scanner.server_version is None:
+        raise BadBackup(scanner.problem() or "no pg_dump header in its first megabyte of SQL")
+    return VerifyReport(path=path, format=reader.format or "", size=0, sha256="", sql_bytes=0,
+                        server_version=scanner.server_version, pg_dump_version=scanner.pg_dump_version,
+                        tables_with_data=0, encoding=scanner.encoding or "")
+
+
+def report_of(path: str, reader: BackupReader, scanner: DumpScanner) -> VerifyReport:
+    """What a full pass of `reader` through `scanner` found; BadBackup if the file is not a complete dump."""
     problem = scanner.problem()
     if problem:
         raise BadBackup(problem)
