@@ -1,0 +1,116 @@
+"""The rclone storage target against real rclone: the `local` backend and `rclone serve webdav` on loopback."""
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import time
+import urllib.request
+
+import pytest
+
+from backup_svc.pg.localcluster import free_port
+from backup_svc.storage.client import StorageError
+from backup_svc.storage.rclone_target import RcloneTarget, parse_rclone_url
+
+pytestmark = pytest.mark.skipif(subprocess.run(["which", "rclone"], capture_output=True).returncode != 0,
+                                reason="rclone is not installed (./dev.sh test installs it)")
+
+NAME = "shop_backup_20261205_000000.sql.gz"
+
+
+def names_on(folder) -> list[str]:
+    return sorted(os.listdir(folder))
+
+
+@pytest.fixture
+def served(tmp_path):
+    """`rclone serve webdav` of a folder on a free loopback port; yields (folder, env, start) where start(read_only)."""
+    folder = tmp_path / "served"
+    folder.mkdir()
+    children = []
+
+    def start(read_only: bool = False) -> dict:
+        port = free_port()
+        argv = ["rclone", "serve", "webdav", str(folder), f"--addr=127.0.0.1:{port}"]
+        children.append(subprocess.Popen(argv + (["--read-only"] if read_only else []),
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        return {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "RCLONE_CONFIG_DAV_TYPE": "webdav",
+                "RCLONE_CONFIG_DAV_URL": f"http://127.0.0.1:{port}/", "SECRET_NOT_FOR_RCLONE": "x"}
+
+    yield folder, start
+    for child in children:
+        child.kill()
+        child.wait()
+
+
+def test_round_trip_over_webdav_records_the_hash_and_never_overwrites(served):
+    folder, start = served
+    target = RcloneTarget(parse_rclone_url("rclone:dav:"), start())
+    data = os.urandom(300_000)
+    stored = target.put(NAME, (data[i:i + 50_000] for i in range(0, len(data), 50_000)))
+    assert stored.sha256 == hashlib.sha256(data).hexdigest()
+    assert names_on(folder) == [NAME, f"{NAME}.sha256"]
+    [listed] = target.list()
+    assert (listed.name, listed.size, listed.sha256) == (NAME, len(data), hashlib.sha256(data).hexdigest())
+    assert b"".join(target.open(NAME)) == data
+    # plain sha256sum reads the companion record
+    assert subprocess.run(["sha256sum", "-c", f"{NAME}.sha256"], cwd=folder, capture_output=True).returncode == 0
+    with pytest.raises(StorageError, match="never overwritten"):
+        target.put(NAME, [b"other"])
+    assert (folder / NAME).read_bytes() == data
+    target.delete(NAME)
+    assert names_on(folder) == []
+
+
+def test_a_source_failing_mid_upload_leaves_no_backup_named_object(tmp_path):
+    folder = tmp_path / "local"
+    folder.mkdir()
+    target = RcloneTarget(parse_rclone_url(f"rclone:loc:{folder}"),
+                          {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "RCLONE_CONFIG_LOC_TYPE": "local"})
+
+    def dump():
+        yield os.urandom(200_000)
+        raise RuntimeError("pg_dump exited with status 1")
+
+    with pytest.raises(RuntimeError, match="pg_dump exited"):
+        target.put(NAME, dump())
+    assert names_on(folder) == []
+
+
+def test_a_remote_refusing_writes_fails_clearly_and_stores_nothing(served):
+    folder, start = served
+    target = RcloneTarget(parse_rclone_url("rclone:dav:"), start(read_only=True))
+    with pytest.raises(StorageError, match="rclone rcat failed"):
+        target.put(NAME, [os.urandom(100_000)])
+    assert names_on(folder) == []
+
+
+def test_an_unreachable_remote_fails_in_stated_time(tmp_path):
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "RCLONE_CONFIG_DAV_TYPE": "webdav",
+           "RCLONE_CONFIG_DAV_URL": f"http://127.0.0.1:{free_port()}/"}
+    target = RcloneTarget(parse_rclone_url("rclone:dav:x"), env, connect_timeout_s=2, stall_timeout_s=2, retries=1)
+    began = time.monotonic()
+    with pytest.raises(StorageError, match="rclone lsjson failed"):
+        target.put(NAME, [b"data"])
+    assert time.monotonic() - began < target.deadline_s
+
+
+def test_only_rclone_variables_reach_the_child_and_argv_has_no_secret(served):
+    _, start = served
+    env = start() | {"RCLONE_CONFIG_DAV_PASS": "hunter2"}
+    target = RcloneTarget(parse_rclone_url("rclone:dav:"), env)
+    assert "SECRET_NOT_FOR_RCLONE" not in target.env
+    assert not any("hunter2" in flag for flag in target.flags)
+
+
+@pytest.mark.parametrize("url", ["rclone:", "rclone:nocolon", "s3://b/p", "rclone:bad name:x"])
+def test_bad_urls_say_what_is_wrong(url):
+    with pytest.raises(ValueError):
+        parse_rclone_url(url)
