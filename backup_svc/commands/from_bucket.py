@@ -25,7 +25,12 @@ def storage_client_for_reading():
 
 
 def _stored_source(url: str):
-    """(display name, opener, stored sha256) for `s3://bucket/key`; ConfigError / StorageError / ValueError."""
+    """(opener, stored sha256) for `s3://bucket/key` or `rclone:<remote>:<path>/<name>`;
+    ConfigError / StorageError / ValueError."""
+    if url.startswith("rclone:"):
+        from backup_svc.storage.rclone_reader import open_stored
+
+        return open_stored(url, os.environ)
     from backup_svc.storage.location import parse_object_url
     from backup_svc.storage.reader import open_object
 

@@ -107,6 +107,10 @@ class RcloneTarget:
         text = self._run("cat", self.location.target(f"{name}.sha256")).decode("ascii", "replace").split()
         return text[0] if text and len(text[0]) == 64 else None
 
+    def companion_sha256(self, name: str) -> str | None:
+        """The sha256 `<name>.sha256` records, or None when there is no such record."""
+        return self._read_companion(name) if self.exists(f"{name}.sha256") else None
+
     def exists(self, name: str) -> bool:
         return any(e["Name"] == name for e in self._ls(name))
 

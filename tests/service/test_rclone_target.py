@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import subprocess
 import time
 import urllib.request
@@ -12,6 +13,7 @@ import pytest
 from backup_svc.pg.localcluster import free_port
 from backup_svc.storage.client import StorageError
 from backup_svc.storage.rclone_target import RcloneTarget, parse_rclone_url
+from tests.support import run_cli, snapshot
 
 pytestmark = pytest.mark.skipif(subprocess.run(["which", "rclone"], capture_output=True).returncode != 0,
                                 reason="rclone is not installed (./dev.sh test installs it)")
@@ -114,3 +116,40 @@ def test_only_rclone_variables_reach_the_child_and_argv_has_no_secret(served):
 def test_bad_urls_say_what_is_wrong(url):
     with pytest.raises(ValueError):
         parse_rclone_url(url)
+
+
+def test_a_stalling_remote_fails_in_stated_time_and_stores_nothing(tmp_path):
+    """The remote accepts connections and never answers (a listening socket nobody serves)."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "RCLONE_CONFIG_DAV_TYPE": "webdav",
+               "RCLONE_CONFIG_DAV_URL": f"http://127.0.0.1:{silent.getsockname()[1]}/"}
+        target = RcloneTarget(parse_rclone_url("rclone:dav:x"), env, connect_timeout_s=2, stall_timeout_s=2, retries=1)
+        began = time.monotonic()
+        with pytest.raises(StorageError, match="rclone lsjson failed"):
+            target.put(NAME, [b"data"])
+        assert time.monotonic() - began < 20
+
+
+def test_verify_and_restore_from_a_webdav_remote_give_an_identical_database(served, backup, pg_cluster):
+    folder, start = served
+    env = start()
+    target = RcloneTarget(parse_rclone_url("rclone:dav:backups"), env)
+    data = backup.read_bytes()
+    stored = target.put(NAME, [data[i:i + 65536] for i in range(0, len(data), 65536)])
+    url = f"rclone:dav:backups/{NAME}"
+
+    verified = run_cli("verify", url, env=env)
+    assert verified.returncode == 0, verified.stderr
+    assert f"sha256:           {stored.sha256}" in verified.stdout and "stored sha256:    matches" in verified.stdout
+
+    restored = run_cli("restore", url, "--target-url", pg_cluster.url("rich_from_rclone"), "--create", env=env)
+    assert restored.returncode == 0, restored.stderr
+    assert snapshot(pg_cluster, "rich_from_rclone") == snapshot(pg_cluster, "rich")
+
+    (folder / "backups" / f"{NAME}.sha256").write_text("0" * 64 + f"  {NAME}\n")
+    changed = run_cli("verify", url, env=env)
+    assert changed.returncode != 0 and "changed after it was stored" in changed.stderr
+    missing = run_cli("verify", "rclone:dav:backups/nope.sql.gz", env=env)
+    assert missing.returncode != 0 and "does not exist" in missing.stderr and "Traceback" not in missing.stderr
