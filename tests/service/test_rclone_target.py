@@ -5,6 +5,7 @@ import hashlib
 import os
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 
@@ -13,7 +14,7 @@ import pytest
 from backup_svc.pg.localcluster import free_port
 from backup_svc.storage.client import StorageError
 from backup_svc.storage.rclone_target import RcloneTarget, parse_rclone_url
-from tests.support import run_cli, snapshot
+from tests.support import REPO, run_cli, snapshot
 
 pytestmark = pytest.mark.skipif(subprocess.run(["which", "rclone"], capture_output=True).returncode != 0,
                                 reason="rclone is not installed (./dev.sh test installs it)")
@@ -153,3 +154,16 @@ def test_verify_and_restore_from_a_webdav_remote_give_an_identical_database(serv
     assert changed.returncode != 0 and "changed after it was stored" in changed.stderr
     missing = run_cli("verify", "rclone:dav:backups/nope.sql.gz", env=env)
     assert missing.returncode != 0 and "does not exist" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_the_docs_rclone_commands_run_as_written(rich_db, tmp_path):
+    text = (REPO / "docs/storage.md").read_text()
+    block = text.split("<!-- doc-test: rclone -->\n```sh\n", 1)[1].split("```", 1)[0]
+    env = {"PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}", "HOME": str(tmp_path),
+           "PYTHONPATH": str(REPO), "DATABASE_URL": rich_db}
+    done = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "stored sha256:    matches" in done.stdout
+    assert sorted(os.listdir(tmp_path / "offsite")) == ["shop_backup_20261205_030000.sql.gz",
+                                                        "shop_backup_20261205_030000.sql.gz.sha256"]
