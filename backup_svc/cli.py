@@ -179,8 +179,50 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _restore_action(args: argparse.Namespace) -> str | None:
+    chosen = [a for a, on in (("replace", args.replace), ("list", args.list_kept), ("undo", args.undo),
+                              ("drop", args.drop)) if on]
+    return chosen[0] if len(chosen) == 1 else ("many" if chosen else None)
+
+
+def cmd_restore_kept(args: argparse.Namespace, action: str) -> int:
+    """`restore SOURCE --replace`, `--list-kept`, `--undo NAME`, `--drop NAME` on DATABASE_URL's server."""
+    from backup_svc.config import parse_database_url, restore_from_env
+    from backup_svc.restoring.server import ServerLink
+    from backup_svc.restoring.shell import run
+
+    problems: list[str] = []
+    if action == "many":
+        problems.append("choose one of --replace, --list-kept, --undo NAME, --drop NAME")
+    if args.target_url or args.create or args.force:
+        problems.append("--target-url, --create and --force restore into a database you name; --replace, "
+                        "--list-kept, --undo and --drop work on DATABASE_URL's database")
+    if (action == "replace") != bool(args.file):
+        problems.append("--replace needs SOURCE (a .sql.gz file or s3://bucket/key); the others take none")
+    url = os.environ.get("DATABASE_URL", "").strip()
+    conn = None
+    try:
+        conn = parse_database_url(url) if url else None
+    except ValueError as exc:
+        problems.append(f"DATABASE_URL {exc}")
+    if url == "":
+        problems.append("DATABASE_URL is not set: it names the live database (and its server)")
+    settings = restore_from_env(os.environ, problems)
+    if problems:
+        return refuse(problems)
+    return run(action, ServerLink(conn), name=args.undo or args.drop, source=args.file, yes=args.yes,
+               bin_dirs=pg_bin_dirs(os.environ), swap_timeout_s=settings.swap_timeout_s)
+
+
 def cmd_restore(args: argparse.Namespace) -> int:
     """Verify a backup file (or stored object), then restore it into an (empty) database in one transaction."""
+    action = _restore_action(args)
+    if action is not None:
+        return cmd_restore_kept(args, action)
+    if not args.file or not args.target_url:
+        return refuse(["restore needs SOURCE and --target-url URL (or --replace, --list-kept, --undo, --drop)"])
+    if args.yes:
+        return refuse(["--yes goes with --replace, --undo or --drop"])
     if args.file.startswith(("s3://", "rclone:")):
         from backup_svc.commands.from_bucket import restore_stored
 
@@ -250,13 +292,22 @@ def main(argv: list[str] | None = None) -> int:
     verify.add_argument("file", help="the backup (.sql.gz), or a stored one: s3://bucket/key or rclone:remote:path/name")
     verify.set_defaults(func=cmd_verify)
     restore = sub.add_parser("restore", help="verify a backup, then restore it with psql in one transaction")
-    restore.add_argument("file", help="the backup (.sql.gz), or a stored one: s3://bucket/key or rclone:remote:path/name")
-    restore.add_argument("--target-url", required=True, metavar="URL",
+    restore.add_argument("file", nargs="?", help="the backup (.sql.gz), or a stored one: s3://bucket/key or rclone:remote:path/name")
+    restore.add_argument("--target-url", metavar="URL",
                          help="libpq URI of the database to restore into (leave the password out to use PGPASSWORD)")
     restore.add_argument("--force", action="store_true",
                          help="restore even if the target already holds tables (objects in the backup are replaced)")
     restore.add_argument("--create", action="store_true",
                          help="create the target database first (via the server's 'postgres' database)")
+    restore.add_argument("--replace", action="store_true",
+                         help="restore into a new database, check it, then swap it in for DATABASE_URL's database "
+                              "(kept as <db>_before_restore_<time>)")
+    restore.add_argument("--yes", action="store_true",
+                         help="with --replace, --undo, --drop: do not ask for the database's name (scripts)")
+    restore.add_argument("--list-kept", action="store_true",
+                         help="list the databases restores made or kept beside DATABASE_URL's database")
+    restore.add_argument("--undo", metavar="NAME", help="swap the kept database NAME back in (the same guarded swap)")
+    restore.add_argument("--drop", metavar="NAME", help="drop the kept database NAME (asks for its name)")
     restore.set_defaults(func=cmd_restore)
     sign = sub.add_parser("sign-url", help="print a signed backup download link (needs LINK_SECRET)")
     sign.add_argument("--ttl", type=int, default=300, help="seconds the link stays valid (default 300)")

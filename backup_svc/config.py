@@ -12,6 +12,7 @@ from backup_svc.notify.settings import NotifySettings, notify_settings
 from backup_svc.pg.binaries import default_pg_bin_dirs, pg_bin_dirs
 from backup_svc.pg.conninfo import ConnInfo, parse_database_url
 from backup_svc.problems import ConfigError
+from backup_svc.restoring.settings import DEFAULT_SWAP_TIMEOUT_S, SWAP_TIMEOUT_RANGE, RestoreSettings, restore_settings
 from backup_svc.storage.settings import StorageSettings, storage_settings
 
 MIN_SECRET_LENGTH = 16
@@ -104,6 +105,8 @@ class Settings:
     storage: StorageSettings | None = None
     # Notifications and restore drills (SMTP_URL, NOTIFY_*, HEARTBEAT_URL, RESTORE_DRILL_URL); None: none set up.
     notify: NotifySettings | None = None
+    # RESTORE_TOKEN and RESTORE_SWAP_TIMEOUT (restoring/settings.py)
+    restore: RestoreSettings = field(default_factory=RestoreSettings)
 
     @property
     def dump(self) -> DumpOptions:
@@ -152,6 +155,7 @@ class Settings:
         if storage is not None:  # the rooms below read the history's retention from the storage settings
             storage = replace(storage, history_days=numbers["history_days"])
         notify = notify_settings(env, problems, source=conn)
+        restore = restore_from_env(env, problems)
 
         if problems:
             raise ConfigError(problems)
@@ -168,8 +172,15 @@ class Settings:
             draining=draining,
             storage=storage,
             notify=notify,
+            restore=restore,
             **numbers,
         )
+
+
+def restore_from_env(env: Mapping[str, str], problems: list[str]) -> RestoreSettings:
+    """RESTORE_TOKEN and RESTORE_SWAP_TIMEOUT (seconds, 1-600), for `serve` and the shell's `restore --replace`."""
+    swap_timeout_s = _int(env, "RESTORE_SWAP_TIMEOUT", DEFAULT_SWAP_TIMEOUT_S, *SWAP_TIMEOUT_RANGE, problems)
+    return restore_settings(env, problems, swap_timeout_s)
 
 
 def bind_host_from_env(env: Mapping[str, str], default: str = DEFAULT_BIND_HOST) -> str:

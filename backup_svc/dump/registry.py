@@ -82,6 +82,21 @@ class BackupRegistry:
         self._freed = threading.Condition(self._lock)
         self._running: dict[str, BackupRecord] = {}
         self._finished: OrderedDict[str, BackupRecord] = OrderedDict()
+        self.held_by: str | None = None  # a restore running: no dump starts (hold)
+
+    def hold(self, reason: str) -> bool:
+        """Refuse every new dump until `release_hold` (a restore runs); False when a dump runs now."""
+        with self._lock:
+            if self._running or self.held_by is not None:
+                return False
+            self.held_by = reason
+            return True
+
+    def release_hold(self) -> None:
+        """Let dumps start again."""
+        with self._lock:
+            self.held_by = None
+            self._freed.notify_all()
 
     def try_begin(self, filename: str, actor: str, backup_id: str | None = None,
                   wait_s: float = RELEASE_WAIT_S, *, alone: bool = False,
@@ -95,6 +110,8 @@ class BackupRegistry:
         deadline = time.monotonic() + wait_s
         with self._lock:
             self._check_unused(backup_id)
+            if self.held_by is not None:
+                return None
             while len(self._running) >= (1 if alone else self.limit):
                 left = deadline - time.monotonic()
                 releasing = any(r.client_gone() or r.stop_reason for r in self._running.values())
@@ -168,7 +185,7 @@ class BackupRegistry:
     def at_limit(self) -> bool:
         """Whether a new dump would be refused now (429)."""
         with self._lock:
-            return len(self._running) >= self.limit
+            return len(self._running) >= self.limit or self.held_by is not None
 
     def running_count(self) -> int:
         """How many dumps run now."""

@@ -47,11 +47,13 @@ def _psql_error(stderr_tail: collections.deque[str], returncode: int, secrets: t
 
 
 def stream_into_psql(path: str, command: ClientCommand, *, secrets: tuple[str | None, ...] = (),
-                     opener: Callable[[], BinaryIO] | None = None) -> None:
+                     opener: Callable[[], BinaryIO] | None = None,
+                     watch: Callable[[DumpScanner], None] | None = None) -> None:
     """Feed the SQL of `path` to psql; raise RestoreFailed (psql failed) or BadBackup (the file did).
 
     Either way nothing is committed: psql sends COMMIT only at the end of its input, and on a bad
-    file it is killed before it gets there.
+    file it is killed before it gets there. `watch` sees the scanner after each chunk handed to psql
+    (SQL bytes, COPY statements so far); whatever it raises stops the restore the same way.
     """
     try:
         # psql dies with this process whatever kills it: a restore cut short never commits.
@@ -69,6 +71,8 @@ def stream_into_psql(path: str, command: ClientCommand, *, secrets: tuple[str | 
             scanner = DumpScanner(drop_lo_transaction=True)
             for chunk in BackupReader(path, opener):
                 proc.stdin.write(scanner.feed(chunk))
+                if watch is not None:
+                    watch(scanner)
             proc.stdin.write(scanner.finish())
             problem = scanner.problem()
             if problem:

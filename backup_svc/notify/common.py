@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 from backup_svc.timefmt import iso
 
-BACKUP, DRILL, STALE, TEST = "backup", "drill", "stale", "test"
+BACKUP, DRILL, STALE, TEST, RESTORE = "backup", "drill", "stale", "test", "restore"
 OK, FAILED = "ok", "failed"
 
 
@@ -95,6 +95,9 @@ class Event:
         if self.kind == STALE:
             return f"Backups of {self.database} are stale: no successful stored backup since " \
                    f"{utc_text(self.details.get('newest')) if self.details.get('newest') else 'the service started'}"
+        if self.kind == RESTORE:
+            return f"{self.details.get('action', 'Restore').capitalize()} of {self.database} " \
+                   f"{'FAILED' if self.failed else 'done'} at {at}"
         what = "Restore drill" if self.kind == DRILL else "Backup"
         how = "FAILED" if self.failed else "ok"
         return f"{what} of {self.database} {how} at {at}"
@@ -111,6 +114,8 @@ class Event:
             since = f"the newest one is from {utc_text(newest)}" if newest else "there is none at all"
             every = f" The schedule expects one every {_duration(interval)}." if interval else ""
             return f"No successful stored backup is younger than 1.5 schedule intervals: {since}.{every}"
+        if self.kind == RESTORE:
+            return self.details.get("summary") or self.error or ""
         if self.kind == DRILL:
             if self.failed:
                 return (f"The stored backup {self.name or '(unknown)'} could not be proven restorable: "
@@ -127,6 +132,9 @@ class Event:
         """What the reader should do now."""
         if self.kind == TEST:
             return "Nothing to do."
+        if self.kind == RESTORE:
+            return ("Nothing was changed that was not put back; read the dashboard's Restore section and the service "
+                    "log." if self.failed else "The replaced data is kept; the dashboard's Kept databases lists it.")
         if self.kind == STALE:
             return ("Scheduled backups have stopped or keep failing. Check that the service runs (GET /healthz), "
                     "read its log, run `python -m backup_svc check`, then `python -m backup_svc upload` to store "
@@ -150,7 +158,7 @@ class Event:
     def text(self) -> str:
         """The short message chat services show (Slack `text`, Discord `content`)."""
         parts = [self.headline() + ".", self.reason()]
-        if self.failed or self.kind == STALE:
+        if self.failed or self.kind in (STALE, RESTORE):
             parts.append(self.advice())
         return " ".join(parts)[:1900]  # Discord refuses content over 2000 characters
 

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Callable
 
-from backup_svc.notify.common import BACKUP, STALE, TEST, DeliveryFailed, Event, safe_url
+from backup_svc.notify.common import BACKUP, RESTORE, STALE, TEST, DeliveryFailed, Event, safe_url
 from backup_svc.timefmt import iso, utc_now
 from backup_svc.notify.heartbeat import send_heartbeat
 from backup_svc.notify.mail import send_mail
@@ -122,7 +122,7 @@ class Notifier:
         """
         s = self.settings
         chosen = []
-        speak = everything or event.failed or event.kind in (STALE, SHRINK) or s.notify_on == "always"
+        speak = everything or event.failed or event.kind in (STALE, SHRINK, RESTORE) or s.notify_on == "always"
         if s.smtp and speak:
             chosen.append(("email", s.smtp.describe(), lambda e, t: send_mail(s.smtp, s.email_from, s.email_to, e,
                                                                               timeout_s=t)))

@@ -16,7 +16,8 @@ from backup_svc.pg.scrub import scrub
 def subject(event: Event) -> str:
     """`[backup_svc] shop: backup FAILED at 2026-11-28 19:30 UTC` — database, outcome and time."""
     what = {"backup": "backup", "drill": "restore drill", "stale": "backups are STALE",
-            "test": "test notification", "shrink": "backup SHRANK (warning)"}[event.kind]
+            "test": "test notification", "shrink": "backup SHRANK (warning)",
+            "restore": event.details.get("action", "restore")}[event.kind]
     if event.kind in ("stale", "test", "shrink"):
         return f"[backup_svc] {event.database}: {what} at {utc_text(event.when)}"
     how = "FAILED" if event.failed else "ok"

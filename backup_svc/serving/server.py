@@ -101,13 +101,15 @@ class BackupServer(BaseApplication):
     def __init__(self, settings: Settings):
         self.settings = settings
         self.stored = None  # the worker's StoredBackups (BACKUP_SCHEDULE), set in the worker by load()
+        self.restores = None  # the worker's RestoreJobs, set by load()
         super().__init__()
 
     def load_config(self) -> None:
         for key, value in gunicorn_options(self.settings).items():
             self.cfg.set(key, value)
         log_draining(self.settings)
-        # In the worker, once it has stopped serving: cancel a running stored backup (its upload is aborted).
+        # In the worker, once it has stopped serving: cancel a running stored backup (its upload is aborted)
+        # and a restore before its swap (a swap under way finishes or is undone first).
         self.cfg.set("worker_exit", self._worker_exit)
 
     def load(self):
@@ -119,6 +121,7 @@ class BackupServer(BaseApplication):
         # Started here, in the one worker, not in create_app: building an app starts no thread.
         app.extensions[EXTENSION].readiness.start()  # the first /readyz then finds an answer waiting
         self.stored = app.extensions[EXTENSION].stored
+        self.restores = app.extensions[EXTENSION].restores
         if self.stored is not None:
             self.stored.start()
         return app
@@ -132,6 +135,8 @@ class BackupServer(BaseApplication):
     def _worker_exit(self, arbiter, worker) -> None:
         if self.stored is not None:
             self.stored.stop()
+        if self.restores is not None:
+            self.restores.stop()
 
 
 def log_draining(settings: Settings) -> None:

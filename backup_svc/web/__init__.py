@@ -21,7 +21,11 @@ def create_app(settings: Settings | None = None) -> Flask:
 
         state.stored = StoredBackups(state)  # its schedule is started by the server, in the worker
 
-    from backup_svc.web import api, cancel, download, health, history_view, holds_api, pages, stored_api
+    from backup_svc.web.restore_jobs import RestoreJobs
+
+    state.restores = RestoreJobs(state)
+
+    from backup_svc.web import api, cancel, download, health, history_view, holds_api, pages, restores, stored_api
     from backup_svc.web.errors import register_error_handlers
     from backup_svc.web.proxy import trust_proxy_headers
     from backup_svc.web.security import install_security_headers
@@ -34,6 +38,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(stored_api.bp)
     app.register_blueprint(history_view.bp)
     app.register_blueprint(holds_api.bp)
+    app.register_blueprint(restores.bp)
     app.register_blueprint(pages.bp)
     install_security_headers(app)
     register_error_handlers(app)

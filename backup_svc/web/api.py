@@ -84,6 +84,8 @@ def backup():
     if record is None:
         message = (f"{state.settings.max_concurrent} backup(s) already running (BACKUP_MAX_CONCURRENT); "
                    f"try again when it has finished.")
+        if state.registry.held_by is not None:
+            message = f"No backup starts while {state.registry.held_by} runs; try again when it has finished."
         if progress_id is not None:  # the page that chose the id cannot read this status: it polls for it
             state.registry.refused(progress_id, filename, actor, 429, message)
         refuse(429, message, "refused", progress_id, "concurrency limit reached", Retry_After=RETRY_AFTER_BUSY_S)

@@ -26,7 +26,9 @@ DENIED_LINES_PER_MINUTE = 60
 # The endpoints whose refusals are audited (method, event): everything that hands out or makes a backup.
 AUDITED_ENDPOINTS = {"api.backup": ("GET", "backup"), "stored.start": ("POST", "stored-backup"),
                      "stored.download": ("GET", "stored-download"),
-                     "holds.acknowledge": ("POST", "shrink-acknowledged")}
+                     "holds.acknowledge": ("POST", "shrink-acknowledged"),
+                     "restores.start": ("POST", "restore"), "restores.cancel": ("DELETE", "restore-cancel"),
+                     "restores.undo": ("POST", "restore-undo"), "restores.drop": ("DELETE", "restore-drop")}
 MAX_USER_AGENT_CHARS = 256
 
 audit_log = logging.getLogger("backup_svc.audit")
@@ -66,7 +68,7 @@ class AuditTrail:
                started: float, status: int | None = None, backup_id: str | None = None, gzip_bytes: int = 0,
                sql_bytes: int = 0, rows: int | None = None, error: str | None = None, sha256: str | None = None,
                event: str = "backup",
-               name: str | None = None) -> dict:
+               name: str | None = None, details: dict | None = None) -> dict:
         """Log one attempt as a JSON line, remember it, and return the entry.
 
         `event`: "backup" (a download), "stored-backup" (into object storage), "stored-download" (a
@@ -78,7 +80,7 @@ class AuditTrail:
             "user_agent": user_agent, "outcome": outcome, "status": status, "bytes": gzip_bytes,
             "sql_bytes": sql_bytes, "rows": rows, "duration_s": round(max(0.0, time.time() - started), 3),
             "error": error,
-            "sha256": sha256, "name": name,
+            "sha256": sha256, "name": name, **(details or {}),
         }
         if outcome != DENIED:
             audit_log.info(json.dumps(entry))

@@ -83,6 +83,7 @@ def dashboard():
         # every running dump, whoever started it, each with a Cancel button
         running_dumps=tuple((r.id, r.actor, iso_utc(r.progress.started)) for r in state.registry.running()),
         stored=_stored_facts(state),
+        restore=_restore_facts(state),
     )
     notify = _notify_status(state)
     history = state.history.status()
@@ -126,6 +127,24 @@ def _stored_facts(state) -> StoredFacts | None:
             "" if storage.schedule else "; taken by another process, e.g. a cron service (BACKUP_EXPECTED_SCHEDULE)")
     return StoredFacts(url=storage.location.url, endpoint=state.stored.prompt.endpoint, schedule=schedule,
                        retention=retention_words(storage.retention), shrink_alert=storage.shrink_alert)
+
+
+@dataclass(frozen=True)
+class RestoreFacts:
+    """What the Restore section says: the live database, the swap's limit, which credentials are set."""
+
+    database: str
+    swap_timeout_s: int
+    admin_token: bool
+    restore_token: bool
+    links: bool
+
+
+def _restore_facts(state) -> RestoreFacts:
+    settings = state.settings
+    return RestoreFacts(database=settings.conn.dbname, swap_timeout_s=settings.restore.swap_timeout_s,
+                        admin_token=settings.admin_token is not None, restore_token=settings.restore.token is not None,
+                        links=settings.link_secret is not None)
 
 
 class RenderedPage:

@@ -40,6 +40,8 @@ class BackupService:
     history: History = field(init=False)
     # Stored backups (storage/scheduler.py's StoredBackups) when BACKUP_STORAGE_URL is set; made by create_app.
     stored: Any = field(init=False, default=None)
+    # Restores, undo and drop (web/restore_jobs.py's RestoreJobs); made by create_app.
+    restores: Any = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.registry = BackupRegistry(self.settings.max_concurrent)

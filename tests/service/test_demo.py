@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -71,6 +72,15 @@ class Demo:
     @property
     def database_url(self) -> str:
         return self.value(r"Database:\s+(\S+)")
+
+    def storage_env(self) -> dict[str, str]:
+        """The bucket's and the database's variables the banner exports (as a deployed service's container has them)."""
+        env = {}
+        for line in re.findall(r"^\s+export (.+)$", self.banner, re.M):
+            for pair in shlex.split(line):
+                name, _, value = pair.partition("=")
+                env[name] = value
+        return env
 
     def shell_lines(self) -> list[str]:
         """The commands the banner prints to paste into a shell (indented under "from a shell")."""
@@ -216,6 +226,10 @@ def a_backup(demo, tmp_path_factory) -> Path:
     got = subprocess.run(["curl", "-fsS", "-o", str(path), "-H", f"Authorization: Bearer {token}",
                           f"http://localhost:{demo.port}/api/v1/backup"], capture_output=True, timeout=60)
     assert got.returncode == 0, got.stderr
+    # and one stored backup in the demo's bucket, as a deployed service on a schedule has
+    stored = subprocess.run([sys.executable, "-m", "backup_svc", "upload"], capture_output=True, text=True,
+                            timeout=120, env={**os.environ, **demo.storage_env()})
+    assert stored.returncode == 0, stored.stderr
     return path
 
 
@@ -234,6 +248,8 @@ def test_marked_doc_command_runs_as_written(demo, a_backup, path, n, block, tmp_
         "PGPASSWORD": server.password, "TARGET_URL": with_database(demo.database_url, target).replace(
             f":{server.password}@", "@"),
         "LINK_SECRET": LINK_SECRET,
+        # inside the service's container: DATABASE_URL and the bucket's variables (docs/restore.md, path B)
+        **demo.storage_env(),
     }
     ran = bash(block, tmp_path, env)
     assert ran.returncode == 0, f"{path.name} block {n} failed:\n{block}\n--- stdout\n{ran.stdout}\n--- stderr\n{ran.stderr}"
