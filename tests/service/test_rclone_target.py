@@ -7,7 +7,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 
 import pytest
 
@@ -28,24 +27,29 @@ def names_on(folder) -> list[str]:
 
 @pytest.fixture
 def served(tmp_path):
-    """`rclone serve webdav` of a folder on a free loopback port; yields (folder, env, start) where start(read_only)."""
+    """`rclone serve webdav|sftp` of a folder on a free loopback port; yields (folder, start(read_only, kind) -> env)."""
     folder = tmp_path / "served"
     folder.mkdir()
     children = []
 
-    def start(read_only: bool = False) -> dict:
+    def start(read_only: bool = False, kind: str = "webdav") -> dict:
         port = free_port()
-        argv = ["rclone", "serve", "webdav", str(folder), f"--addr=127.0.0.1:{port}"]
-        children.append(subprocess.Popen(argv + (["--read-only"] if read_only else []),
+        argv = ["rclone", "serve", kind, str(folder), f"--addr=127.0.0.1:{port}"] + (["--no-auth"] if kind == "sftp" else [])
+        children.append(subprocess.Popen(argv + (["--read-only"] if read_only else []), env={**os.environ, "HOME": str(tmp_path)},
                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         for _ in range(100):
             try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1).close()
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
                 break
             except OSError:
                 time.sleep(0.1)
-        return {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "RCLONE_CONFIG_DAV_TYPE": "webdav",
-                "RCLONE_CONFIG_DAV_URL": f"http://127.0.0.1:{port}/", "SECRET_NOT_FOR_RCLONE": "x"}
+        env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "SECRET_NOT_FOR_RCLONE": "x"}
+        if kind == "sftp":
+            obscured = subprocess.run(["rclone", "obscure", "any"], capture_output=True, text=True).stdout.strip()
+            return env | {"RCLONE_CONFIG_DAV_TYPE": "sftp", "RCLONE_CONFIG_DAV_HOST": "127.0.0.1",
+                          "RCLONE_CONFIG_DAV_PORT": str(port), "RCLONE_CONFIG_DAV_USER": "backup",
+                          "RCLONE_CONFIG_DAV_PASS": obscured}
+        return env | {"RCLONE_CONFIG_DAV_TYPE": "webdav", "RCLONE_CONFIG_DAV_URL": f"http://127.0.0.1:{port}/"}
 
     yield folder, start
     for child in children:
@@ -53,9 +57,11 @@ def served(tmp_path):
         child.wait()
 
 
-def test_round_trip_over_webdav_records_the_hash_and_never_overwrites(served):
+@pytest.mark.parametrize("kind", ["webdav", "sftp"])
+def test_round_trip_records_the_hash_and_never_overwrites(served, kind):
+    """`rclone serve webdav` / `rclone serve sftp` of a folder on loopback (the remote is named `dav` in both)."""
     folder, start = served
-    target = RcloneTarget(parse_rclone_url("rclone:dav:"), start())
+    target = RcloneTarget(parse_rclone_url("rclone:dav:"), start(kind=kind))
     data = os.urandom(300_000)
     stored = target.put(NAME, (data[i:i + 50_000] for i in range(0, len(data), 50_000)))
     assert stored.sha256 == hashlib.sha256(data).hexdigest()
