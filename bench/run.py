@@ -1,5 +1,5 @@
-"""Benchmark: the service's download and a stored backup (`upload`) against `pg_dump > /dev/null` and
-`pg_dump | gzip -6`, in one run.
+"""Benchmark: the service's download and a stored backup (`upload`, plain and age-encrypted) against
+`pg_dump > /dev/null` and `pg_dump | gzip -6`, in one run.
 
     .venv/bin/python -m bench.run --size 300MB [--rounds 5] [--skip-latency] [--skip-upload]
 
@@ -105,7 +105,14 @@ class Bench:
 
     def upload(self) -> int:
         """`python -m backup_svc upload` into the loopback S3 server; its peak RSS is kept in upload_rss_mb."""
-        proc = subprocess.Popen([sys.executable, "-m", "backup_svc", "upload"], env=self.upload_env,
+        return self._upload(self.upload_env, self.upload_rss_mb)
+
+    def encrypted_upload(self) -> int:
+        """The same with BACKUP_AGE_RECIPIENTS set: the stored backup age-encrypted on its way (issue 23)."""
+        return self._upload(self.encrypted_env, self.encrypted_rss_mb)
+
+    def _upload(self, env: dict[str, str], rss_mb: list[float]) -> int:
+        proc = subprocess.Popen([sys.executable, "-m", "backup_svc", "upload"], env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         out = proc.stdout.read()
         err = proc.stderr.read()
@@ -113,7 +120,7 @@ class Bench:
         proc.returncode = os.waitstatus_to_exitcode(status)
         assert proc.returncode == 0, err.decode(errors="replace")
         # ru_maxrss of a waited child: the larger of its own peak and its waited children's (pg_dump).
-        self.upload_rss_mb.append(usage.ru_maxrss / 1024)
+        rss_mb.append(usage.ru_maxrss / 1024)
         key = out.split()[1].decode().split("/", 3)[3]
         head = self.s3.head_object(Bucket=self.bucket, Key=key)
         self.s3.delete_object(Bucket=self.bucket, Key=key)  # keep the loopback server's memory flat
@@ -141,6 +148,12 @@ class Bench:
         self.upload_env = {**self.env, **creds, "AWS_ENDPOINT_URL": endpoint, "AWS_S3_URL_STYLE": "path",
                            "BACKUP_STORAGE_URL": f"s3://{self.bucket}/bench"}
         self.upload_rss_mb: list[float] = []
+        import pyrage
+
+        # a throwaway recipient: the bench never decrypts (the tests prove the round trip)
+        recipient = str(pyrage.x25519.Identity.generate().to_public())
+        self.encrypted_env = {**self.upload_env, "BACKUP_AGE_RECIPIENTS": recipient}
+        self.encrypted_rss_mb: list[float] = []
 
     def sql_size(self) -> int:
         dump = subprocess.Popen([self.pg_dump, *BASELINE_FLAGS, self.url], stdout=subprocess.PIPE)
@@ -229,6 +242,7 @@ def run(bench: Bench, args, label: str) -> None:
     if not args.skip_upload:
         bench.start_storage()
         methods["upload to loopback S3"] = bench.upload
+        methods["encrypted upload (age)"] = bench.encrypted_upload
     times: dict[str, list[float]] = {name: [] for name in methods}
     sizes: dict[str, int] = {}
     names = list(methods)
@@ -267,6 +281,12 @@ def run(bench: Bench, args, label: str) -> None:
         checks.append((f"upload bytes {sizes['upload to loopback S3'] / 1e6:.1f} MB = download bytes "
                        f"{sizes['service download'] / 1e6:.1f} MB (±1 %: pg_dump's \\restrict key differs)",
                        abs(sizes["upload to loopback S3"] - sizes["service download"]) <= 0.01 * sizes["service download"]))
+        encrypted = statistics.median(times["encrypted upload (age)"])
+        encrypted_rss = max(bench.encrypted_rss_mb)
+        print(f"encrypted upload / upload = {encrypted / up:.2f}; its peak RSS {encrypted_rss:.1f} MB "
+              f"(each round: {', '.join(f'{v:.1f}' for v in bench.encrypted_rss_mb)})")
+        checks.append((f"encrypted upload / upload = {encrypted / up:.2f} (target <= 1.10)", encrypted / up <= 1.10))
+        checks.append((f"encrypted upload peak RSS {encrypted_rss:.1f} MB (target < 120)", encrypted_rss < 120))
     if not args.skip_latency:
         lat = bench.latency_under_dump()
         for path, values in lat.items():

@@ -3,6 +3,7 @@ server on loopback and a headless Chromium."""
 from __future__ import annotations
 
 import os
+import signal
 import time
 
 import pytest
@@ -18,6 +19,12 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-sync", "--no-first-run", "--disable-quic"]
 # Screenshots of pages whose test failed (gitignored; CI keeps the folder as an artifact).
 ARTIFACTS = REPO / "artifacts"
+
+# A suite started in the background (`./dev.sh test &`, a CI runner's job) inherits SIGINT ignored, and
+# so would every process it starts: the tests that press Ctrl-C on `upload` or the demo would see it
+# ignored. Python's own handler here makes started processes begin with the default again.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -218,3 +225,23 @@ def smtp_server():
     """A real SMTP server (aiosmtpd) on loopback: (controller, mailbox)."""
     with receivers.smtp_server() as server:
         yield server
+# -- age encryption: key pairs made by Debian's tools ---------------------------------------------
+@pytest.fixture(scope="session")
+def age_keys(tmp_path_factory) -> dict:
+    """An age key pair and a second one (age-keygen), an ssh-ed25519 and an ssh-rsa key pair (ssh-keygen),
+    as files; `<kind>_public` holds each public key as text."""
+    import subprocess
+
+    folder = tmp_path_factory.mktemp("age-keys")
+    found = {"dir": folder}
+    for name in ("age", "other"):
+        subprocess.run(["age-keygen", "-o", str(folder / f"{name}.txt")], check=True, capture_output=True)
+        found[name] = folder / f"{name}.txt"
+        found[f"{name}_public"] = subprocess.run(["age-keygen", "-y", str(found[name])], check=True,
+                                                 capture_output=True, text=True).stdout.strip()
+    for kind, extra in (("ed25519", []), ("rsa", ["-b", "2048"])):
+        subprocess.run(["ssh-keygen", "-q", "-t", kind, *extra, "-N", "", "-C", f"{kind}@test",
+                        "-f", str(folder / kind)], check=True)
+        found[kind] = folder / kind
+        found[f"{kind}_public"] = (folder / f"{kind}.pub").read_text().strip()
+    return found

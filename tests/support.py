@@ -59,13 +59,20 @@ class Service:
         self.log_path = log_path
         self.proc: subprocess.Popen | None = None
 
-    def start(self, timeout_s: float = 20) -> "Service":
+    def start(self, timeout_s: float = 20, retries_left: int = 2) -> "Service":
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "backup_svc", "serve"], env=self.env, cwd=self.log_path.parent,
                                      stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                if "the port is in use" in self.log() and retries_left > 0:
+                    # Another process took the free port between our choice and the bind: choose again.
+                    self._log.close()
+                    self.port = free_port()
+                    self.env["PORT"] = str(self.port)
+                    self.log_path.write_bytes(b"")
+                    return self.start(timeout_s, retries_left=retries_left - 1)
                 raise RuntimeError(f"service exited: {self.log()}")
             try:
                 if self.request("GET", "/healthz").status == 200:

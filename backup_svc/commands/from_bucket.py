@@ -27,10 +27,13 @@ def storage_client_for_reading():
 def _stored_source(url: str):
     """(opener, stored sha256) for `s3://bucket/key` or `rclone:<remote>:<path>/<name>`;
     ConfigError / StorageError / ValueError."""
+    from backup_svc.crypto.settings import reading_opener
+
     if url.startswith("rclone:"):
         from backup_svc.storage.rclone_reader import open_stored
 
-        return open_stored(url, os.environ)
+        rclone_opener, stored = open_stored(url, os.environ)
+        return reading_opener(url, rclone_opener, os.environ), stored
     from backup_svc.storage.location import parse_object_url
     from backup_svc.storage.reader import open_object
 
@@ -43,7 +46,8 @@ def _stored_source(url: str):
         stream = opened.pop() if opened else open_object(client, bucket, key)
         return stream
 
-    return opener, first.metadata.get("sha256")
+    # an age-encrypted object is decrypted with BACKUP_AGE_IDENTITY as it streams
+    return reading_opener(url, opener, os.environ), first.metadata.get("sha256")
 
 
 def _sha256_check(url: str, stored_sha256: str | None):

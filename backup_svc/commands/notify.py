@@ -6,14 +6,12 @@ import os
 
 from backup_svc.commands.output import fail, note, refuse, say
 from backup_svc.config import ConfigError
-from backup_svc.pg.binaries import pg_bin_dirs
-from backup_svc.pg.conninfo import ConnInfo, parse_database_url
 from backup_svc.notify.common import TEST, Event
-from backup_svc.timefmt import utc_now
 from backup_svc.notify.delivery import Notifier
 from backup_svc.notify.settings import NotifySettings
-
-
+from backup_svc.pg.binaries import pg_bin_dirs
+from backup_svc.pg.conninfo import ConnInfo, parse_database_url
+from backup_svc.timefmt import utc_now
 
 
 def _source() -> tuple[ConnInfo | None, list[str]]:
@@ -81,7 +79,7 @@ def cmd_drill(args: argparse.Namespace) -> int:
         return refuse([NO_DRILL_URL])
     from backup_svc.notify.outcome import StoredSetup
 
-    report = _drill_stored(StoredSetup(settings.dump, settings.storage, settings.notify), source_arg)
+    report = _drill_stored(StoredSetup(settings.dump, settings.storage, settings.notify, settings.encryption), source_arg)
     if isinstance(report, int):
         return report
     # a drill of a stored backup is an outcome in the bucket's history too (the dashboard's "last proven")
@@ -143,7 +141,13 @@ def _drill_file(path: str) -> int:
         return refuse([NO_DRILL_URL])
     if not os.path.isfile(path):
         return refuse([f"{path}: no such file"])
-    report = run_drill(path, os.path.basename(path), settings.drill, source=source,
+    from backup_svc.crypto.settings import reading_opener
+
+    try:
+        opener = reading_opener(path, None, os.environ)  # an age file: decrypted with BACKUP_AGE_IDENTITY
+    except ValueError as exc:
+        return refuse([str(exc)])
+    report = run_drill(path, os.path.basename(path), settings.drill, source=source, opener=opener,
                        bin_dirs=pg_bin_dirs(os.environ), say=note,
                        deadline_s=drill_timeout_s(settings.drill_timeout_s, os.path.getsize(path)))
     return _finish(report, settings, _database_name(source))

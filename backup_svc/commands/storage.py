@@ -87,10 +87,10 @@ def _upload(settings: Settings, history) -> int:
     aborted = "the upload was aborted and nothing was stored"
     # Notifications of the outcome (NOTIFY_*, SMTP_URL, HEARTBEAT_URL) go out in the background and
     # are waited for, within their time bound, before the command exits.
-    setup = StoredSetup(settings.dump, settings.storage, settings.notify)
+    setup = StoredSetup(settings.dump, settings.storage, settings.notify, settings.encryption)
     reporter = reporter_for(setup)
     reporter.history = outcome_sink(history)
-    name = backup_filename(settings.backup_name)
+    name = backup_filename(settings.backup_name, encrypted=settings.encryption.encrypts)
     try:
         result = _recorded_upload(settings, setup, reporter, history, name)
     except AnotherBackupRunning as exc:
@@ -150,7 +150,8 @@ def _recorded_upload(settings: Settings, setup, reporter, history, name: str):
     started, amounts = time.time(), {}
     try:
         with reporting(reporter, setup, name, drill_after=False) as outcome:
-            result = take_stored_backup(settings.dump, settings.storage, name=name)
+            result = take_stored_backup(settings.dump, settings.storage, name=name,
+                                        recipients=settings.encryption.recipients)
             outcome.stored(result.stored, result.shrink, rows=result.rows)
         ran = {"outcome": "ok, retention failed" if result.retention_error else "ok", "error": result.retention_error}
         amounts = {"gzip_bytes": result.stored.size, "sql_bytes": result.sql_bytes, "rows": result.rows,
@@ -185,7 +186,8 @@ def _drill_after_upload(reporter, setup, stored) -> None:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    """List this service's stored backups, newest first: name, size, time (UTC), sha256."""
+    """List this service's stored backups, newest first: name, size, time (UTC), sha256, encryption."""
+    from backup_svc.crypto.labels import describe
     from backup_svc.storage.client import StorageError, make_client
     from backup_svc.storage.listing import survey_backups
     from backup_svc.storage.location import BackupNames
@@ -205,7 +207,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     for backup, reason in survey.ignored:
         say(f"not listed: {backup.name} ({reason})")
     for backup in backups:
-        print(f"{backup.name}  {backup.size:>14}  {backup.time:%Y-%m-%dT%H:%M:%SZ}  {backup.sha256 or '-'}")
+        print(f"{backup.name}  {backup.size:>14}  {backup.time:%Y-%m-%dT%H:%M:%SZ}  {backup.sha256 or '-'}  "
+              f"{describe(backup.name, backup.metadata)}")
     return 0
 
 

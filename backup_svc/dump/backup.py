@@ -20,10 +20,10 @@ from backup_svc.pg.binaries import PgBinary, choose_pg_dump, find_binaries
 from backup_svc.pg.facts import ServerFacts, server_facts
 
 
-def backup_filename(prefix: str, when: datetime | None = None) -> str:
-    """`<prefix>_backup_<YYYYMMDD_HHMMSS>.sql.gz`, UTC."""
+def backup_filename(prefix: str, when: datetime | None = None, *, encrypted: bool = False) -> str:
+    """`<prefix>_backup_<YYYYMMDD_HHMMSS>.sql.gz`, UTC; with `.age` after it when `encrypted` (age)."""
     when = when or datetime.now(timezone.utc)
-    return f"{prefix}_backup_{when.astimezone(timezone.utc):%Y%m%d_%H%M%S}.sql.gz"
+    return f"{prefix}_backup_{when.astimezone(timezone.utc):%Y%m%d_%H%M%S}.sql.gz" + (".age" if encrypted else "")
 
 
 def open_dump(options: DumpOptions, installed: list[PgBinary], *, application_name: str,

@@ -12,6 +12,9 @@ import zlib
 from dataclasses import dataclass
 from typing import BinaryIO, Callable, Iterator
 
+from backup_svc.crypto.common import AGE_MAGIC, DecryptionFailed
+from backup_svc.crypto.decrypt import DecryptingReader
+
 # 1 MiB of SQL at a time: large enough that the per-chunk Python work is negligible, small enough
 # that memory stays flat however big the file is.
 CHUNK_SIZE = 1 << 20
@@ -57,7 +60,9 @@ class _HashingReader:
 class BackupReader:
     """Iterate a backup file's SQL in chunks; raise BadBackup on anything wrong with the container.
 
-    After a full iteration, `size` and `sha256` describe the file's bytes (what was downloaded).
+    After a full iteration, `size` and `sha256` describe the file's bytes (what was downloaded or
+    stored: for an age-encrypted backup, the encrypted bytes). An age file is read only through an
+    opener from `crypto.decrypt.decrypting_opener`, which decrypts it as it goes.
     """
 
     def __init__(self, path: str, opener: Callable[[], BinaryIO] | None = None):
@@ -65,13 +70,18 @@ class BackupReader:
         self.opener = opener  # opens the raw bytes (default: the file at `path`), e.g. a stored object
         self.format: str | None = None
         self._hashing: _HashingReader | None = None
+        self._decrypting: DecryptingReader | None = None
 
     @property
     def size(self) -> int:
+        if self._decrypting is not None:
+            return self._decrypting.stored_size
         return self._hashing.size if self._hashing else 0
 
     @property
     def sha256(self) -> str:
+        if self._decrypting is not None:
+            return self._decrypting.stored_sha256
         return self._hashing.sha256.hexdigest() if self._hashing else ""
 
     def __iter__(self) -> Iterator[bytes]:
@@ -79,17 +89,30 @@ class BackupReader:
             raw = self.opener() if self.opener is not None else open(self.path, "rb")
         except OSError as exc:
             raise BadBackup(f"cannot open it: {exc.strerror}") from None
+        except DecryptionFailed as exc:
+            raise BadBackup(str(exc)) from exc
+        if isinstance(raw, DecryptingReader):
+            self._decrypting = raw
         if not isinstance(raw, io.BufferedIOBase):
             raw = io.BufferedReader(raw, CHUNK_SIZE)  # peek() below, and fewer small reads of a stream
+        try:
+            yield from self._read(raw)
+        except DecryptionFailed as exc:  # wrong key, altered or truncated: age authenticates every chunk
+            raise BadBackup(str(exc)) from exc
+
+    def _read(self, raw: io.BufferedIOBase) -> Iterator[bytes]:
         with raw:
             magic = raw.peek(4)[:4]
             if not magic:
                 raise BadBackup("the file is empty")
+            if raw.peek(len(AGE_MAGIC)).startswith(AGE_MAGIC):
+                raise BadBackup("it is encrypted with age, and this was not given the key to decrypt it "
+                                "(BACKUP_AGE_IDENTITY)")
             kind = next((d for d in DECOMPRESSORS if magic.startswith(d.magic)), None)
             if kind is None:
                 known = ", ".join(d.name for d in DECOMPRESSORS)
                 raise BadBackup(f"not a compressed backup (expected {known}; it starts with {magic!r})")
-            self.format = kind.name
+            self.format = f"age, {kind.name}" if self._decrypting is not None else kind.name
             self._hashing = _HashingReader(raw)
             plain = kind.open(self._hashing)
             try:

@@ -19,21 +19,28 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 import psycopg
 from psycopg import sql
 
-from backup_svc.pg.conninfo import ConnInfo
+from backup_svc.crypto.common import IdentityNeeded, WrongIdentity
+from backup_svc.dump.rowcount import RowCounts, count_rows, counts_from_metadata
 from backup_svc.files.psqlfeed import RestoreFailed, psql_command, stream_into_psql
 from backup_svc.files.reader import BackupReader, BadBackup
 from backup_svc.files.restore import choose_psql, create_database, inspect_target
 from backup_svc.files.scan import DumpScanner
 from backup_svc.notify.common import DRILL, FAILED, OK, Event
-from backup_svc.notify.drillbounds import (SCRATCH_PREFIX, DrillTimedOut, drop_leftovers, drop_scratch,
-                                           run_with_deadline, terminate_sessions)
-from backup_svc.timefmt import utc_now
-from backup_svc.dump.rowcount import RowCounts, count_rows, counts_from_metadata
+from backup_svc.notify.drillbounds import (
+    SCRATCH_PREFIX,
+    DrillTimedOut,
+    drop_leftovers,
+    drop_scratch,
+    run_with_deadline,
+    terminate_sessions,
+)
 from backup_svc.notify.settings import same_database
 from backup_svc.pg.binaries import find_binaries
 from backup_svc.pg.command import keepalive_params, with_keepalives
+from backup_svc.pg.conninfo import ConnInfo
 from backup_svc.pg.diagnose import error_lines
 from backup_svc.pg.scrub import scrub
+from backup_svc.timefmt import utc_now
 
 __all__ = ["SCRATCH_PREFIX", "DrillReport", "run_drill"]
 Opener = Callable[[], BinaryIO]
@@ -252,7 +259,9 @@ def _run_drill(report: DrillReport, path: str, name: str, drill: ConnInfo, sourc
     except (DrillRefused, RestoreFailed) as exc:
         report.error = scrub(str(exc), secret)
     except BadBackup as exc:
-        report.error = f"the backup is damaged: {exc}"
+        # an encrypted backup without (the right) key is not damaged: say what is missing
+        keyless = isinstance(exc.__cause__, (IdentityNeeded, WrongIdentity))
+        report.error = f"the drill needs the private key: {exc}" if keyless else f"the backup is damaged: {exc}"
     except psycopg.Error as exc:
         report.error = f"database error during the drill: {scrub(error_lines(str(exc)), secret)}"
     except Exception as exc:  # e.g. storage failing mid-read: a drill reports, it never raises

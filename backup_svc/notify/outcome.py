@@ -9,13 +9,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Callable, Iterator
 
+from backup_svc.crypto.settings import EncryptionSettings
 from backup_svc.dump.options import DumpOptions
 from backup_svc.notify.common import BACKUP, FAILED, OK, Event
-from backup_svc.timefmt import iso, utc_now
 from backup_svc.notify.drill import DrillReport, run_drill
 from backup_svc.notify.drillbounds import drill_timeout_s
 from backup_svc.notify.reporter import Reporter
@@ -24,6 +24,7 @@ from backup_svc.notify.shrink import shrink_event
 from backup_svc.notify.staleness import Staleness
 from backup_svc.pg.scrub import scrub
 from backup_svc.storage.status import schedule_interval
+from backup_svc.timefmt import iso, utc_now
 
 if TYPE_CHECKING:
     from backup_svc.storage.settings import StorageSettings
@@ -39,6 +40,7 @@ class StoredSetup:
     dump: DumpOptions
     storage: StorageSettings | None
     notify: NotifySettings | None
+    encryption: EncryptionSettings = field(default_factory=EncryptionSettings)  # BACKUP_AGE_*
 
 
 def reporter_for(setup: StoredSetup) -> Reporter:
@@ -121,6 +123,7 @@ def reporting(reporter: Reporter, setup: StoredSetup, name: str, *,
 def drill_stored_object(setup: StoredSetup, bucket: str, key: str, *, client=None,
                         say: Callable[[str], None] = lambda _: None) -> DrillReport:
     """Drill `s3://bucket/key`: the object is streamed (no temp file), its metadata gives the row counts."""
+    from backup_svc.crypto.decrypt import decrypting_opener
     from backup_svc.storage.client import make_client
     from backup_svc.storage.reader import open_object
 
@@ -137,6 +140,8 @@ def drill_stored_object(setup: StoredSetup, bucket: str, key: str, *, client=Non
     def opener():
         return opened.pop() if opened else open_object(client, bucket, key)
 
+    # an age-encrypted object is decrypted with BACKUP_AGE_IDENTITY; without it the drill says it needs it
+    opener = decrypting_opener(url, opener, setup.encryption.identities)
     return run_drill(url, key.rsplit("/", 1)[-1], setup.notify.drill, source=setup.dump.conn, opener=opener,
                      size=first.size, metadata=first.metadata, bin_dirs=setup.dump.pg_bin_dirs,
                      timeout_s=setup.dump.connect_timeout_s, say=say,

@@ -1,8 +1,10 @@
 """A throwaway PostgreSQL cluster in a temporary folder: the demo's database and the tests'."""
 from __future__ import annotations
 
+import errno
 import os
 import pwd
+import random
 import secrets
 import shutil
 import socket
@@ -19,10 +21,48 @@ UNPRIVILEGED_USER = "nobody"
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as probe:
+    """A TCP port that nothing holds right now, chosen below the kernel's ephemeral range.
+
+    Port 0 would hand out a port from the ephemeral range, the one every outgoing connection takes its
+    local port from: between choosing the port and the server binding it, a client connection (to
+    another test's server, say) could take it, and the server fails with "port in use". Ports below
+    that range are only ever taken by servers that ask for them; each one is handed out once per process.
+    """
+    low = _ephemeral_low()
+    first = max(1024, low - 12000)
+    for _ in range(200):
+        port = random.randrange(first, low)
+        if port in _handed_out or not _bindable(port):
+            continue
+        _handed_out.add(port)
+        return port
+    with socket.socket() as probe:  # a crowded machine: let the kernel choose
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+_handed_out: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return max(2048, int(f.read().split()[0]))
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _bindable(port: int) -> bool:
+    """Whether both loopback and the any-address (both families, as the service listens) are free."""
+    for family, address in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::")):
+        try:
+            with socket.socket(family, socket.SOCK_STREAM) as probe:
+                probe.bind((address, port))
+        except OSError as exc:
+            if family == socket.AF_INET6 and exc.errno == errno.EAFNOSUPPORT:
+                continue
+            return False
+    return True
 
 
 def find_server_bin_dir(bin_dirs: list[str]) -> str:

@@ -99,7 +99,7 @@ def _apply(source: Source, target, progress: RestoreProgress, checked, bin_dirs:
 
     say(f"restoring into {progress.target!r} with {psql.path} ({psql.version}) ...")
     stream_into_psql(source.label, psql_command(psql.path, target, facts.version_num),
-                     secrets=(target.password,), opener=source.opener, watch=watch)
+                     secrets=(target.password,), opener=source.reading_opener(), watch=watch)
     progress.enter("comparing")
     actual = restored_counts(target, list(checked.expected), 10)
     progress.rows = sum(v for v in actual.values() if v is not None)

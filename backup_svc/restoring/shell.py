@@ -59,16 +59,22 @@ def list_kept(link: ServerLink) -> int:
 
 
 def _source(label: str) -> Source:
+    from backup_svc.crypto.settings import identities_from_env
+
+    problems: list[str] = []
+    identities = identities_from_env(os.environ, problems)  # BACKUP_AGE_IDENTITY: age files decrypt with it
+    if problems:
+        raise BadBackup("; ".join(problems))
     if label.startswith("s3://"):
         from backup_svc.commands.from_bucket import storage_client_for_reading
         from backup_svc.storage.location import parse_object_url
 
         bucket, key = parse_object_url(label)
-        source = stored_source(storage_client_for_reading(), bucket, key, key.rsplit("/", 1)[-1])
+        source = stored_source(storage_client_for_reading(), bucket, key, key.rsplit("/", 1)[-1], identities)
         if source.stored_sha256 is None:
             say(f"warning: {label} has no stored sha256 to compare (it was not stored by backup_svc's upload)")
         return source
-    return Source(label=label, name=os.path.basename(label), size=os.path.getsize(label))
+    return Source(label=label, name=os.path.basename(label), size=os.path.getsize(label), identities=identities)
 
 
 def replace(link: ServerLink, label: str, *, yes: bool, bin_dirs: list[str], swap_timeout_s: int,

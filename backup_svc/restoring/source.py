@@ -6,9 +6,11 @@ import io
 from dataclasses import dataclass, field
 from typing import BinaryIO, Callable
 
+from backup_svc.crypto.decrypt import decrypting_opener
+from backup_svc.crypto.keys import Identity
+from backup_svc.dump.rowcount import RowCounts, count_rows, counts_from_metadata
 from backup_svc.files.reader import BackupReader, BadBackup
 from backup_svc.files.scan import DumpScanner
-from backup_svc.dump.rowcount import RowCounts, count_rows, counts_from_metadata
 
 from .progress import RestoreProgress
 
@@ -25,9 +27,20 @@ class Source:
     size: int | None = None
     metadata: dict[str, str] = field(default_factory=dict)  # the stored object's user metadata
     stored_sha256: str | None = None  # from the metadata or the `<key>.sha256` companion object
+    # BACKUP_AGE_IDENTITY: what an age-encrypted backup is decrypted with (none: such a backup is refused)
+    identities: tuple[Identity, ...] = field(default=(), repr=False)
+
+    def reading_opener(self, wrap: Callable[[BinaryIO], BinaryIO] | None = None) -> Opener:
+        """Opens the backup for one pass, decrypting it as it streams when it is age-encrypted (the one
+        decrypting stream of crypto/decrypt.py); `wrap` sees the raw (stored) bytes. IdentityNeeded on
+        opening an age file without identities."""
+        def raw() -> BinaryIO:
+            opened = self.opener() if self.opener is not None else open(self.label, "rb")
+            return wrap(opened) if wrap is not None else opened
+        return decrypting_opener(self.label, raw, self.identities)
 
 
-def stored_source(client, bucket: str, key: str, name: str) -> Source:
+def stored_source(client, bucket: str, key: str, name: str, identities: tuple[Identity, ...] = ()) -> Source:
     """A stored object as a Source: opened once now (fails early: no such key, no access), re-opened per pass."""
     from backup_svc.storage.reader import open_object
 
@@ -39,7 +52,7 @@ def stored_source(client, bucket: str, key: str, name: str) -> Source:
 
     sha256 = first.metadata.get("sha256") or _companion_sha256(client, bucket, key)
     return Source(label=f"s3://{bucket}/{key}", name=name, opener=opener, size=first.size,
-                  metadata=dict(first.metadata), stored_sha256=sha256)
+                  metadata=dict(first.metadata), stored_sha256=sha256, identities=tuple(identities))
 
 
 def _companion_sha256(client, bucket: str, key: str) -> str | None:
@@ -88,11 +101,8 @@ class Checked:
 
 def check_source(source: Source, progress: RestoreProgress, *, require_sha256: bool) -> Checked:
     """Read the whole backup once: intact, complete, its sha256 as recorded; BadBackup says why not."""
-    def opener() -> BinaryIO:
-        raw = source.opener() if source.opener is not None else open(source.label, "rb")
-        return _Watched(raw, progress)
-
     progress.object_size = source.size
+    opener = source.reading_opener(lambda raw: _Watched(raw, progress))  # an age file: decrypted as it streams
     reader, scanner = BackupReader(source.label, opener), DumpScanner()
 
     def chunks():

@@ -11,6 +11,7 @@ import threading
 from dataclasses import dataclass
 from typing import Callable
 
+from backup_svc.crypto.labels import describe, recipient_labels
 from backup_svc.timefmt import iso_utc
 
 from .client import RetryPolicy, object_exists
@@ -32,6 +33,9 @@ class CatalogEntry:
     duration_s: float | None
     rows: int | None = None  # total rows counted at dump time (None: not recorded, e.g. encrypted)
     tables: int | None = None
+    # age encryption (crypto/labels.py): whether the object is encrypted, and the keys it was encrypted to
+    encrypted: bool = False
+    recipients: tuple[str, ...] = ()
 
     def as_json(self) -> dict:
         """The entry as `GET /api/v1/stored` lists it (docs/api.md)."""
@@ -39,7 +43,7 @@ class CatalogEntry:
         return {"name": b.name, "size": b.size, "time": iso_utc(b.time.timestamp()), "sha256": self.sha256,
                 "server_version": self.server_version, "pg_dump_version": self.pg_dump_version,
                 "sql_bytes": self.sql_bytes, "duration_s": self.duration_s, "rows": self.rows,
-                "tables": self.tables}
+                "tables": self.tables, "encrypted": self.encrypted, "recipients": list(self.recipients)}
 
 
 def _number(text: str | None, kind):
@@ -55,7 +59,8 @@ def entry_from_metadata(backup: StoredBackup, metadata: dict[str, str]) -> Catal
     return CatalogEntry(backup=backup, sha256=metadata.get("sha256"), server_version=metadata.get("server-version"),
                         pg_dump_version=metadata.get("pg-dump-version"),
                         sql_bytes=shape.sql_bytes, duration_s=_number(metadata.get("duration-s"), float),
-                        rows=shape.rows, tables=shape.tables)
+                        rows=shape.rows, tables=shape.tables, encrypted=describe(backup.name, metadata) != "plain",
+                        recipients=tuple(recipient_labels(metadata)))
 
 
 class StoredCatalog:

@@ -11,6 +11,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Callable
 
+from backup_svc.crypto.common import is_encrypted_name
+from backup_svc.crypto.encrypt import AgeEncryptor
+from backup_svc.crypto.keys import Recipient
+from backup_svc.crypto.labels import recipients_metadata
 from backup_svc.dump.backup import backup_filename, write_backup
 from backup_svc.dump.options import DumpOptions
 from backup_svc.dump.pipeline import DumpProgress
@@ -23,8 +27,7 @@ from backup_svc.storage.prune import PruneReport, abort_stale_uploads, prune
 from backup_svc.storage.settings import StorageSettings
 from backup_svc.storage.shape import ShrinkFinding
 from backup_svc.storage.shrink import check_shrink
-from backup_svc.storage.stopping import (SHUTTING_DOWN, CancellableSink, DumpStopper, StopFlag,
-                                         StoredBackupCancelled)
+from backup_svc.storage.stopping import SHUTTING_DOWN, CancellableSink, DumpStopper, StopFlag, StoredBackupCancelled
 from backup_svc.storage.upload import MultipartUpload, StoredObject
 
 __all__ = ["StoredBackupCancelled", "StoredBackupResult", "take_stored_backup", "owner_lookup", "destination_of"]
@@ -38,7 +41,7 @@ class StoredBackupResult:
 
     stored: StoredObject
     seconds: float
-    sql_bytes: int
+    sql_bytes: int | None  # None for an encrypted backup: nothing read from its contents in the clear
     rows: int | None = None  # all tables' rows, counted as the dump passed
     retention: PruneReport | None = None
     retention_error: str | None = None
@@ -64,8 +67,11 @@ def owner_lookup(options: DumpOptions, identify: Callable[[], str] | None = None
 def take_stored_backup(options: DumpOptions, storage: StorageSettings, *, name: str | None = None,
                        application_name: str = "backup_svc-upload",
                        progress: DumpProgress | None = None, cancel: StopFlag | None = None,
-                       client=None, retry: RetryPolicy = RetryPolicy()) -> StoredBackupResult:
+                       client=None, retry: RetryPolicy = RetryPolicy(),
+                       recipients: tuple[Recipient, ...] = ()) -> StoredBackupResult:
     """Take one backup into storage; raise on every path that stores nothing.
+
+    `recipients` (BACKUP_AGE_RECIPIENTS): the object is age-encrypted to them, named `….sql.gz.age`.
 
     AnotherBackupRunning when another process is storing a backup to the same place; CannotDump
     before pg_dump's first byte; DumpBroken, StorageError, StoredBackupCancelled, KeyboardInterrupt
@@ -75,7 +81,7 @@ def take_stored_backup(options: DumpOptions, storage: StorageSettings, *, name: 
     """
     cancel = cancel if cancel is not None else threading.Event()
     try:
-        return _take(options, storage, name, application_name, progress, cancel, client, retry)
+        return _take(options, storage, name, application_name, progress, cancel, client, retry, recipients)
     except Exception as exc:
         if cancel.is_set() and not isinstance(exc, StoredBackupCancelled):  # whatever broke, this is why
             raise StoredBackupCancelled(SHUTTING_DOWN) from exc
@@ -83,33 +89,50 @@ def take_stored_backup(options: DumpOptions, storage: StorageSettings, *, name: 
 
 
 def _take(options: DumpOptions, storage: StorageSettings, name: str | None, application_name: str,
-          progress: DumpProgress | None, cancel: StopFlag, client, retry: RetryPolicy) -> StoredBackupResult:
+          progress: DumpProgress | None, cancel: StopFlag, client, retry: RetryPolicy,
+          recipients: tuple[Recipient, ...]) -> StoredBackupResult:
     client = client if client is not None else make_client(storage.client_env)
     started = time.monotonic()
     with StoredBackupLock(options.conn, destination_of(options, storage), timeout_s=options.connect_timeout_s):
-        name = name or backup_filename(options.backup_name)
+        name = name or backup_filename(options.backup_name, encrypted=bool(recipients))
+        if is_encrypted_name(name) != bool(recipients):  # the name must say what the bytes are
+            raise ValueError(f"{name}: a stored backup is named ….sql.gz.age exactly when it is encrypted")
         key = storage.location.key(name)
-        with MultipartUpload(client, storage.location.bucket, key, metadata={"backup-name": options.backup_name},
+        metadata = {"backup-name": options.backup_name}
+        if recipients:
+            metadata.update(recipients_metadata(recipients))
+        with MultipartUpload(client, storage.location.bucket, key, metadata=metadata,
                              retry=retry, cancelled=cancel.is_set) as upload:
-            with DumpStopper(cancel) as stopper:
-                # count_rows: each table's rows go into the metadata, for restore drills to check against.
-                written = write_backup(options, CancellableSink(upload, cancel), application_name=application_name,
-                                       progress=progress, count_rows=True, interrupt=stopper.interrupt,
-                                       created=stopper.created)
-            # write_backup returned: pg_dump exited 0 and its output ended with the completion line.
-            if written.sha256 != upload.sha256 or written.gzip_bytes != upload.size:
+            # With recipients, the only sink the dump ever sees is the encryptor: no path writes cleartext.
+            encryptor = AgeEncryptor(upload, recipients) if recipients else None
+            try:
+                with DumpStopper(cancel) as stopper:
+                    # count_rows: each table's rows go into the metadata, for restore drills to check against
+                    # (not for an encrypted backup: table names and counts would be in the clear).
+                    written = write_backup(options, CancellableSink(encryptor or upload, cancel),
+                                           application_name=application_name, progress=progress,
+                                           count_rows=not recipients, interrupt=stopper.interrupt,
+                                           created=stopper.created)
+                # write_backup returned: pg_dump exited 0 and its output ended with the completion line.
+                if encryptor is not None:
+                    encryptor.finish()
+            finally:
+                if encryptor is not None:
+                    encryptor.abort()
+            plain_sha256, plain_size = ((encryptor.plain_sha256, encryptor.plain_bytes) if encryptor
+                                        else (upload.sha256, upload.size))
+            if written.sha256 != plain_sha256 or written.gzip_bytes != plain_size:
                 raise StorageError("the bytes uploaded differ from the bytes the dump produced")
             owner = Owner(options.backup_name, written.facts.database, written.facts.system_identifier or None)
             stored = upload.complete({
-                "server-version": written.facts.version,
-                "pg-dump-version": written.pg_dump.version,
-                "sql-bytes": str(written.sql_bytes),
-                "duration-s": f"{time.monotonic() - started:.1f}",
-                **counts_metadata(written.table_rows or {}),
+                **_completion_metadata(written, time.monotonic() - started, encrypted=bool(recipients)),
                 **owner.metadata(),  # who wrote it, for which database: retention and listings trust only this
             })
+            if recipients and progress is not None:
+                progress.sha256 = stored.sha256  # the stored (age) bytes', as the listing shows it
         log.info("stored %s: %d bytes, sha256 %s", key, stored.size, stored.sha256)
-        result = StoredBackupResult(stored=stored, seconds=time.monotonic() - started, sql_bytes=written.sql_bytes,
+        result = StoredBackupResult(stored=stored, seconds=time.monotonic() - started,
+                                    sql_bytes=None if recipients else written.sql_bytes,
                                     rows=total_rows(written.table_rows))
         retain = True
         try:  # before retention: the hold it may place must count in this very prune
@@ -125,6 +148,21 @@ def _take(options: DumpOptions, storage: StorageSettings, name: str | None, appl
         _clean_up(result, client, options, storage, owner, retry, retain=retain)
         _prune_history(client, storage, storage.history_days)
     return result
+
+
+def _completion_metadata(written, seconds: float, *, encrypted: bool) -> dict[str, str]:
+    """What the object's metadata records once it is complete. An encrypted object gets nothing read from
+    the database's contents (no SQL size, no table names or row counts, not even totals): drills count its
+    rows from the decrypted SQL, and the shrink alarm compares its size."""
+    metadata = {
+        "server-version": written.facts.version,
+        "pg-dump-version": written.pg_dump.version,
+        "duration-s": f"{seconds:.1f}",
+    }
+    if not encrypted:
+        metadata["sql-bytes"] = str(written.sql_bytes)
+        metadata.update(counts_metadata(written.table_rows or {}))
+    return metadata
 
 
 def _clean_up(result: StoredBackupResult, client, options: DumpOptions, storage: StorageSettings, owner: Owner,

@@ -16,14 +16,13 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from backup_svc.dump.backup import backup_filename
+from backup_svc.dump.pipeline import CANCELLED, FAILED
+from backup_svc.dump.registry import BackupRecord
 from backup_svc.history.hooks import record_run
 from backup_svc.storage.prompt import PromptStorage
 from backup_svc.storage.run import owner_lookup
 from backup_svc.storage.schedule import Scheduler
-from backup_svc.timefmt import utc_now
-from backup_svc.timefmt import iso_utc
-from backup_svc.dump.pipeline import CANCELLED, FAILED
-from backup_svc.dump.registry import BackupRecord
+from backup_svc.timefmt import iso_utc, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +138,7 @@ class StoredBackups:
     def run_once(self) -> str:
         """Take one stored backup when a dump slot is free; return its outcome (also audited and logged)."""
         started = time.time()
-        name = backup_filename(self.state.settings.backup_name)
+        name = backup_filename(self.state.settings.backup_name, encrypted=self.state.settings.encryption.encrypts)
         record = self._wait_for_slot(name)
         if record is None:
             from backup_svc.notify.common import BACKUP, FAILED, Event
@@ -156,7 +155,7 @@ class StoredBackups:
     def start_now(self, actor: str, facts: dict, backup_id: str | None = None) -> BackupRecord | None:
         """Start a stored backup in the background; its record (progress under its id), or None when
         any dump or upload is running. BackupIdInUse for a taken `backup_id`."""
-        name = backup_filename(self.state.settings.backup_name)
+        name = backup_filename(self.state.settings.backup_name, encrypted=self.state.settings.encryption.encrypts)
         record = self.state.registry.try_begin(name, actor, backup_id, alone=True, destination="storage")
         if record is None:
             return None
@@ -194,7 +193,7 @@ class StoredBackups:
                 with reporting(self.state.reporter, self.state.setup, record.filename) as outcome:
                     result = take_stored_backup(self.state.settings.dump, self.storage, name=record.filename,
                                                 application_name=record.application_name, progress=record.progress,
-                                                cancel=stop)
+                                                cancel=stop, recipients=self.state.settings.encryption.recipients)
                     outcome.stored(result.stored, result.shrink, rows=result.rows)
             except AnotherBackupRunning as exc:
                 log.info("%s skipped: %s", what, exc)

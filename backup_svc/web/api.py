@@ -11,11 +11,14 @@ from flask import Blueprint, Response, jsonify, request
 from backup_svc.dump.backup import backup_filename, open_dump
 from backup_svc.dump.compression import compressor_name
 from backup_svc.dump.pipeline import DumpInterrupted
+from backup_svc.dump.registry import BackupIdInUse
 from backup_svc.dump.report import Delivery, progress_report
 from backup_svc.dump.watch import EAGER_SAMPLE_INTERVAL_S, SAMPLE_INTERVAL_S
 from backup_svc.pg.diagnose import ABORTED, CANCELLED, INCOMPATIBLE, LOCKED, NOT_ANSWERING, CannotDump
 from backup_svc.pg.facts import server_facts
 from backup_svc.pg.readiness import dump_readiness
+from backup_svc.serving.clientconn import client_gone_probe, disconnector
+from backup_svc.serving.sendmeter import SendMeter
 from backup_svc.timefmt import iso_utc
 from backup_svc.web.audit import request_facts
 from backup_svc.web.auth import auth, current_actor
@@ -23,9 +26,6 @@ from backup_svc.web.backup_id import BAD_BACKUP_ID, is_backup_id, require_backup
 from backup_svc.web.download import UNSENT_BODY, StreamingBackup, download_headers
 from backup_svc.web.errors import api_abort
 from backup_svc.web.gate import starts_dump
-from backup_svc.serving.clientconn import client_gone_probe, disconnector
-from backup_svc.dump.registry import BackupIdInUse
-from backup_svc.serving.sendmeter import SendMeter
 from backup_svc.web.state import BackupService, service
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -51,10 +51,12 @@ def _status_for(kind: str) -> int:
 @auth.login_required
 @starts_dump
 def backup():
-    """Stream a gzip-compressed plain-SQL dump of the whole database."""
+    """Stream a gzip-compressed plain-SQL dump of the whole database (`?encrypt=age`: age-encrypted)."""
     state = service()
-    filename = backup_filename(state.settings.backup_name)
+    recipients = _recipients_asked_for(state)
+    filename = backup_filename(state.settings.backup_name, encrypted=bool(recipients))
     headers = download_headers(filename)
+    content_type = "application/octet-stream" if recipients else "application/gzip"
     actor, facts, started = current_actor(), request_facts(), time.time()
     audit = state.audit
 
@@ -73,7 +75,7 @@ def backup():
     if request.method == "HEAD":
         # No dump, so no X-Backup-Id; and no `Content-Length: 0`, which would claim an empty backup
         # (a GET's length is unknown: it is chunked).
-        response = Response(status=200, headers=headers, content_type="application/gzip")
+        response = Response(status=200, headers=headers, content_type=content_type)
         response.automatically_set_content_length = False
         return response
 
@@ -118,11 +120,24 @@ def backup():
                      error=message, **facts)
         raise
     record.meter = SendMeter(request.environ.get("gunicorn.socket"))
-    body = StreamingBackup(dump, record, state, facts)
+    body = StreamingBackup(dump, record, state, facts, recipients)
     request.environ[UNSENT_BODY] = body  # from here on, a failure anywhere closes the body
-    response = Response(body, status=200, headers=headers, content_type="application/gzip")
+    response = Response(body, status=200, headers=headers, content_type=content_type)
     response.headers["X-Backup-Id"] = record.id
     return response
+
+
+def _recipients_asked_for(state: BackupService) -> tuple:
+    """BACKUP_AGE_RECIPIENTS when the request says `?encrypt=age`; () without `encrypt`; 400 otherwise."""
+    asked = request.args.get("encrypt")
+    if asked is None:
+        return ()
+    if asked != "age":
+        api_abort(400, "encrypt takes one value, age (the file is then age-encrypted to BACKUP_AGE_RECIPIENTS).")
+    recipients = state.settings.encryption.recipients
+    if not recipients:
+        api_abort(400, "encrypt=age needs BACKUP_AGE_RECIPIENTS (the public keys to encrypt to); it is not set.")
+    return recipients
 
 
 @bp.get("/backups/<backup_id>")

@@ -12,6 +12,7 @@ from urllib.parse import quote
 
 from werkzeug.wsgi import ClosingIterator
 
+from backup_svc.crypto.encrypt import EncryptedChunks
 from backup_svc.dump.pipeline import ABORTED, FAILED, DumpBroken, DumpProgress, GzipDump
 from backup_svc.dump.registry import BackupRecord
 from backup_svc.dump.rowcount import total_rows
@@ -28,20 +29,25 @@ class StreamingBackup:
     Whatever fails — the dump, this code, the server — the slot is freed and the attempt audited.
     """
 
-    def __init__(self, dump: GzipDump, record: BackupRecord, service: BackupService, facts: dict):
+    def __init__(self, dump: GzipDump, record: BackupRecord, service: BackupService, facts: dict,
+                 recipients: tuple = ()):
         self.dump = dump
         self.record = record
         self.service = service
         self.facts = facts  # client and user agent, read while the request was live
+        # ?encrypt=age: the gzip stream goes through age on its way out (crypto.encrypt)
+        self.chunks = EncryptedChunks(dump, recipients) if recipients else dump
         self._closed = False
 
     def __iter__(self):
         meter = self.record.meter
         try:
-            for chunk in self.dump:
+            for chunk in self.chunks:
                 meter.handing(len(chunk))
                 yield chunk
                 meter.wrote(len(chunk))  # the server's write returned: the chunk is in the socket
+            if isinstance(self.chunks, EncryptedChunks):
+                self.record.progress.sha256 = self.chunks.sha256  # the file's (age), not the gzip's inside it
             # Every chunk is written; "done" waits until the client has acknowledged them all, since
             # the kernel's buffers hold megabytes the client may never get.
             if not meter.drain():
@@ -74,6 +80,8 @@ class StreamingBackup:
         self._closed = True
         self.record.meter.close()
         try:
+            if self.chunks is not self.dump:
+                self.chunks.close()
             self.dump.close()
         except BaseException:
             log.exception("backup %s: stopping pg_dump failed", self.record.id)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from flask import Blueprint, Response, current_app, render_template
 
+from backup_svc.crypto.labels import short_label
 from backup_svc.pg.readiness import dump_readiness
 from backup_svc.storage.status import retention_words
 from backup_svc.timefmt import iso_utc
@@ -83,6 +84,8 @@ def dashboard():
         # every running dump, whoever started it, each with a Cancel button
         running_dumps=tuple((r.id, r.actor, iso_utc(r.progress.started)) for r in state.registry.running()),
         stored=_stored_facts(state),
+        # the "Encrypt the file with age" option, shown when BACKUP_AGE_RECIPIENTS is set
+        encrypt_to=tuple(short_label(r.label) for r in settings.encryption.recipients),
         restore=_restore_facts(state),
     )
     notify = _notify_status(state)

@@ -17,7 +17,8 @@ from backup_svc.files.reader import BadBackup
 from backup_svc.notify.common import FAILED, OK, RESTORE, Event
 from backup_svc.restoring.engine import restore
 from backup_svc.restoring.names import RESTORED, kept_name
-from backup_svc.restoring.progress import CANCELLED, DONE, FAILED as JOB_FAILED, Cancelled, RestoreProgress
+from backup_svc.restoring.progress import CANCELLED, DONE, Cancelled, RestoreProgress
+from backup_svc.restoring.progress import FAILED as JOB_FAILED
 from backup_svc.restoring.server import ServerLink
 from backup_svc.restoring.source import Source, stored_source
 
@@ -85,7 +86,8 @@ class RestoreJobs:
 
         storage = self.state.settings.storage
         client = make_client(storage.client_env)  # patient timeouts and retries, as an upload's
-        return stored_source(client, storage.location.bucket, storage.location.key(name), name)
+        return stored_source(client, storage.location.bucket, storage.location.key(name), name,
+                             identities=self.state.settings.encryption.identities)  # BACKUP_AGE_IDENTITY
 
     def _run(self, job: RestoreProgress, facts: dict) -> None:
         settings = self.state.settings

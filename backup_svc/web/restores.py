@@ -11,6 +11,7 @@ import time
 
 from flask import Blueprint, jsonify, request, url_for
 
+from backup_svc.crypto.common import is_encrypted_name
 from backup_svc.files.psqlfeed import RestoreFailed
 from backup_svc.restoring.engine import NotKept, drop, undo
 from backup_svc.restoring.names import BadName, check_new_name
@@ -82,6 +83,12 @@ def start():
     except StorageError as exc:
         api_abort(503, stored.prompt.explain(exc), Retry_After=RETRY_AFTER_STORAGE_S)
     actor, facts = current_actor(), request_facts()
+    if is_encrypted_name(backup) and not state.settings.encryption.identities:
+        refusal = (f"{backup} is encrypted with age and BACKUP_AGE_IDENTITY is not set, so the service cannot "
+                   "decrypt it. Set it to the private key (docs/encryption.md). Nothing was started.")
+        jobs.record("restore", actor, facts, "refused", time.time(), name=backup, error=refusal,
+                    status=409, details={"mode": mode, "target": target})
+        api_abort(409, refusal)
     try:
         job = jobs.start(backup, mode, target, actor, facts)
     except Busy as exc:

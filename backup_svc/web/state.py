@@ -7,6 +7,7 @@ from typing import Any
 from flask import current_app
 
 from backup_svc.config import Settings
+from backup_svc.dump.registry import BackupRegistry
 from backup_svc.history.hooks import audit_sink, history_for, outcome_sink
 from backup_svc.history.trail import History
 from backup_svc.notify.outcome import StoredSetup, reporter_for
@@ -14,7 +15,6 @@ from backup_svc.notify.reporter import Reporter
 from backup_svc.pg.binaries import PgBinary, find_binaries
 from backup_svc.pg.facts import BackgroundFacts, CachedFacts
 from backup_svc.web.audit import AuditTrail
-from backup_svc.dump.registry import BackupRegistry
 from backup_svc.web.throttle import AuthThrottle
 
 EXTENSION = "backup_svc"
@@ -49,7 +49,8 @@ class BackupService:
         self.throttle = AuthThrottle(self.settings.auth_failures_per_minute)
         self.audit = AuditTrail()
         self.facts = CachedFacts(self.settings.conn)
-        self.setup = StoredSetup(self.settings.dump, self.settings.storage, self.settings.notify)
+        self.setup = StoredSetup(self.settings.dump, self.settings.storage, self.settings.notify,
+                                 self.settings.encryption)
         self.reporter = reporter_for(self.setup)
         storage = self.settings.storage
         self.history = history_for("serve", storage.location if storage else None,

@@ -19,7 +19,7 @@ from backup_svc.config import Settings
 from backup_svc.dump.backup import backup_filename
 from backup_svc.storage.run import take_stored_backup
 from tests.conftest import ARTIFACTS
-from tests.s3support import s3_env, seed_backup
+from tests.s3support import cluster_identity, owned, s3_env, seed_backup
 
 SLOW_MS = 60_000
 NOTES = Path("/work/notes")
@@ -112,12 +112,15 @@ def test_the_chart_shows_every_backup_and_the_shrink_warning_until_acknowledged(
                                                                    timeout=SLOW_MS)
 
 
-def test_the_chart_shows_the_last_60_backups_of_90_days(s3, moto_s3, rich_db, start_service, open_dashboard):
+def test_the_chart_shows_the_last_60_backups_of_90_days(s3, moto_s3, rich_db, pg_cluster, start_service,
+                                                        open_dashboard):
     client, bucket = s3
     now = datetime.now(timezone.utc)
     body = gzip.compress(b"-- seeded backup\n-- PostgreSQL database dump complete\n")
+    owner = owned(cluster_identity(pg_cluster), "rich")  # this service's backups, as an upload records them
     for day in list(range(1, 66)) + [95, 120]:  # 65 within 90 days, 2 older
-        seed_backup(client, bucket, f"rich/rich_backup_{now - timedelta(days=day, hours=1):%Y%m%d_%H%M%S}.sql.gz", body)
+        seed_backup(client, bucket, f"rich/rich_backup_{now - timedelta(days=day, hours=1):%Y%m%d_%H%M%S}.sql.gz", body,
+                    owner=owner)
     service = start_service(DATABASE_URL=rich_db, BACKUP_STORAGE_URL=f"s3://{bucket}/rich/", **s3_env(moto_s3.endpoint))
 
     page = open_dashboard(service, width=390, height=1400)

@@ -11,7 +11,6 @@ import pytest
 from backup_svc.config import Settings
 from backup_svc.notify.outcome import StalenessWatch, StoredSetup, reporter_for
 from backup_svc.pg.localcluster import free_port
-
 from tests import receivers
 from tests.s3support import cluster_identity, object_keys, owned, s3_env, seed_backup
 from tests.support import run_cli
@@ -165,7 +164,7 @@ def test_stale_backups_raise_one_alarm(s3, moto_s3, rich_db, pg_cluster, receive
     hook = receiver()
     settings = Settings.from_env(env_for(moto_s3, bucket, rich_db, BACKUP_SCHEDULE="0 3 * * *",
                                          NOTIFY_WEBHOOK_URL=hook.url + HOOK), require_auth=False)
-    setup = StoredSetup(settings.dump, settings.storage, settings.notify)
+    setup = StoredSetup(settings.dump, settings.storage, settings.notify, settings.encryption)
     reporter = reporter_for(setup)
     watch = StalenessWatch(reporter, setup, client=client)
 

@@ -2,6 +2,7 @@
 container or from a laptop: real PostgreSQL, the real command line, moto for a stored source."""
 from __future__ import annotations
 
+import json
 import secrets
 
 import pytest
@@ -82,6 +83,15 @@ def test_replace_from_a_stored_object(live, pg_cluster, s3, moto_s3):
     assert done.returncode == 0, done.stderr
     assert "sha256 as recorded" in done.stderr and "dump-time metadata" in done.stdout
     assert snapshot(pg_cluster, name) == source
+
+    # The shell's replace is in the durable history beside the upload, as the dashboard's would be.
+    shown = run_cli("history", "--json", env=env)
+    assert shown.returncode == 0, shown.stderr
+    events = [json.loads(line) for line in shown.stdout.splitlines() if line.strip()]
+    restores = [e for e in events if e.get("kind") == "restore" or (e.get("data") or {}).get("event") == "restore"]
+    assert len(restores) == 1, events
+    assert restores[0]["data"]["outcome"] == "ok" and restores[0]["data"]["mode"] == "replace", restores[0]
+    assert restores[0]["data"]["database"] == name
 
 
 def test_a_bad_file_changes_nothing(live, pg_cluster, tmp_path):

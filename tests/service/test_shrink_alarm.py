@@ -20,7 +20,7 @@ from backup_svc.storage.run import take_stored_backup
 
 from tests import receivers
 from tests.s3support import object_keys, s3_env
-from tests.support import run_cli
+from tests.support import run_cli, wait_until
 
 HOOK = "/hooks/shrink-0123456789abcdef"
 PING = "/ping/0f0e0d0c-1111-2222-3333-444455556666"
@@ -195,8 +195,13 @@ def test_a_downloads_audit_entry_records_its_size_and_rows(rich_service):
     """The shape of a download is kept with its record too: bytes, SQL bytes and total rows."""
     reply = rich_service.request("GET", "/api/v1/backup", rich_service.auth())
     assert reply.status == 200 and reply.complete
-    entries = rich_service.request("GET", "/api/v1/audit", rich_service.auth()).json()["entries"]
-    entry = next(e for e in entries if e["event"] == "backup" and e["outcome"] == "ok")
+
+    def finished_download():  # the entry is written just after the last byte went out: wait for it
+        entries = rich_service.request("GET", "/api/v1/audit", rich_service.auth()).json()["entries"]
+        return next((e for e in entries if e["event"] == "backup" and e["outcome"] == "ok"), None)
+
+    assert wait_until(finished_download, 10)
+    entry = finished_download()
     assert entry["bytes"] == len(reply.body) and entry["sql_bytes"] > entry["bytes"]
     assert entry["rows"] == 2905  # tests/data/rich.sql's rows, as the drills count them
 

@@ -52,7 +52,8 @@ def test_upload_then_restore_from_the_bucket_gives_an_identical_database(s3, mot
 
     listed = run_cli("list", env=env)
     assert listed.returncode == 0, listed.stderr
-    name, size, when, listed_sha = listed.stdout.split()
+    name, size, when, listed_sha, encryption = listed.stdout.split()
+    assert encryption == "plain"
     assert (f"backups/{name}", int(size), listed_sha) == (key, head["ContentLength"], sha256)
     stamp = key.split("_backup_")[1][:15]  # YYYYMMDD_HHMMSS
     assert when == f"{stamp[:4]}-{stamp[4:6]}-{stamp[6:8]}T{stamp[9:11]}:{stamp[11:13]}:{stamp[13:15]}Z"

@@ -71,6 +71,17 @@
     });
   }
 
+  // An age-encrypted download (….sql.gz.age) gets the restore commands that decrypt it first.
+  function showRestoreCommands(encrypted) {
+    var age = document.getElementById("restore-commands-age");
+    if (!age) return;
+    var plain = document.getElementById("restore-commands");
+    age.hidden = !encrypted;
+    plain.hidden = encrypted;
+    var copy = plain.parentNode.querySelector("button.copy");
+    if (copy) copy.dataset.copy = encrypted ? "restore-commands-age" : "restore-commands";
+  }
+
   function describe(report) {
     var step = window.backupSvc.dumpStep(report);
     if (step) return step;
@@ -122,6 +133,7 @@
     }
     if (report.filename) {
       document.querySelectorAll(".js-filename").forEach(function (el) { setFilename(el, report.filename); });
+      showRestoreCommands(/\.age$/.test(report.filename));
     }
   }
 
@@ -292,7 +304,10 @@
     frame.tabIndex = -1;
     frame.title = "Backup download";
     frame.setAttribute("aria-hidden", "true");
-    frame.src = button.dataset.backupUrl + "?progress_id=" + encodeURIComponent(id);
+    // "Encrypt the file with age" (shown only when BACKUP_AGE_RECIPIENTS is set)
+    var encrypt = document.getElementById("encrypt-age");
+    frame.src = button.dataset.backupUrl + "?progress_id=" + encodeURIComponent(id) +
+      (encrypt && encrypt.checked ? "&encrypt=age" : "");
     document.body.appendChild(frame);
 
     poll(button.dataset.progressUrl.replace("BACKUP_ID", encodeURIComponent(id)), Date.now(), 0);
