@@ -15,12 +15,13 @@ import json
 import secrets
 import subprocess
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Mapping
+from typing import Callable, Iterable, Iterator, Mapping
 
 from .client import StorageError
 
 CHUNK = 64 * 1024
 TEMP_PREFIX = ".partial-"
+RECORD_SUFFIX = ".owner.json"  # the companion ownership record an upload writes (rclone_run.py)
 PASSED_ENV = ("PATH", "HOME", "TMPDIR", "LANG", "SSL_CERT_FILE", "RCLONE_CONFIG")
 
 
@@ -84,7 +85,7 @@ class RcloneTarget:
         entries = {e["Name"]: e for e in self._ls()}
         files = []
         for name, entry in sorted(entries.items()):
-            if name.startswith(TEMP_PREFIX) or name.endswith(".sha256"):
+            if name.startswith(TEMP_PREFIX) or name.endswith((".sha256", RECORD_SUFFIX)):
                 continue
             sha = self._read_companion(name) if f"{name}.sha256" in entries else None
             files.append(StoredFile(name, int(entry["Size"]), entry["ModTime"], sha))
@@ -114,9 +115,10 @@ class RcloneTarget:
     def exists(self, name: str) -> bool:
         return any(e["Name"] == name for e in self._ls(name))
 
-    def put(self, name: str, chunks: Iterable[bytes]) -> StoredFile:
+    def put(self, name: str, chunks: Iterable[bytes], records: Callable[[], dict[str, bytes]] | None = None) -> StoredFile:
         """Stream `chunks` to a temporary name; only when they all arrived, and the stored size matches,
-        move it to `name` (never over an existing one) and write `<name>.sha256`. Any failure — the
+        move it to `name` (never over an existing one), write `records()` (companion name → bytes) and
+        last `<name>.sha256`, the mark of a complete backup. Any failure — the
         source raising, rclone refusing or stalling — removes the temporary object and raises."""
         if self.exists(name):
             raise StorageError(f"{self.location.target(name)} already exists; a stored backup is never overwritten")
@@ -144,6 +146,8 @@ class RcloneTarget:
             self._run("moveto", "--ignore-existing", self.location.target(temp), self.location.target(name))
             if self.exists(temp):  # --ignore-existing skipped it: another writer took the name meanwhile
                 raise StorageError(f"{self.location.target(name)} appeared meanwhile; it was not overwritten")
+            for companion, data in (records() if records else {}).items():
+                self._run("rcat", self.location.target(companion), data=data)
             self._run("rcat", self.location.target(f"{name}.sha256"),
                       data=f"{digest.hexdigest()}  {name}\n".encode())
             return StoredFile(name, size, "", digest.hexdigest())
@@ -186,9 +190,11 @@ class RcloneTarget:
             child.stderr.close()
 
     def delete(self, name: str) -> None:
+        """Delete `name`, then its companions (the sha256 record last: a half-deleted backup stays unowned)."""
         self._run("deletefile", self.location.target(name))
-        if self.exists(f"{name}.sha256"):
-            self._run("deletefile", self.location.target(f"{name}.sha256"))
+        for companion in (f"{name}{RECORD_SUFFIX}", f"{name}.sha256"):
+            if self.exists(companion):
+                self._run("deletefile", self.location.target(companion))
 
 
 def _literal(name: str) -> str:
