@@ -163,5 +163,6 @@ def test_the_docs_rclone_commands_run_as_written(rich_db, tmp_path):
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "stored sha256:    matches" in done.stdout
-    assert sorted(os.listdir(tmp_path / "offsite")) == ["shop_backup_20261205_030000.sql.gz",
-                                                        "shop_backup_20261205_030000.sql.gz.sha256"]
+    [name] = [n for n in os.listdir(tmp_path / "offsite") if n.endswith(".sql.gz")]
+    assert sorted(os.listdir(tmp_path / "offsite")) == [name, f"{name}.owner.json", f"{name}.sha256"]
+    assert f"{name}  kept: last #1" in done.stdout
