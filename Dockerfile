@@ -23,7 +23,7 @@ ARG PG_CLIENT_MAJORS="14 15 16 17 18"
 RUN set -eux; \
     export DEBIAN_FRONTEND=noninteractive; \
     apt-get update; \
-    apt-get install -y --no-install-recommends ca-certificates python3 python3-venv; \
+    apt-get install -y --no-install-recommends ca-certificates python3 python3-venv rclone; \
     case "$PG_CLIENT_SOURCE" in \
         pgdg) \
             apt-get install -y --no-install-recommends postgresql-common; \

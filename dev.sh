@@ -23,6 +23,8 @@ ensure_system_packages() {
     python3 -m venv --help >/dev/null 2>&1 || need+=(python3-venv)
     command -v gzip >/dev/null || need+=(gzip)
     command -v curl >/dev/null || need+=(curl)
+    # rclone: stored backups on any rclone remote (backup_svc/storage/rclone_target.py; its tests serve loopback remotes).
+    command -v rclone >/dev/null || need+=(rclone)
     # pg_dump/psql for backups; the server (initdb, postgres) for the demo and the tests.
     ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql postgresql-contrib)
     if [ "${1:-}" = test ]; then

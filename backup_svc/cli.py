@@ -118,7 +118,7 @@ def cmd_dump(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     """Check a backup file (or stored object) end to end (compression, completion line); say what it holds."""
-    if args.file.startswith("s3://"):
+    if args.file.startswith(("s3://", "rclone:")):
         from backup_svc.commands.from_bucket import verify_stored
 
         return verify_stored(args.file)
@@ -192,7 +192,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
         return refuse(["restore needs SOURCE and --target-url URL (or --replace, --list-kept, --undo, --drop)"])
     if args.yes:
         return refuse(["--yes goes with --replace, --undo or --drop"])
-    if args.file.startswith("s3://"):
+    if args.file.startswith(("s3://", "rclone:")):
         from backup_svc.commands.from_bucket import restore_stored
 
         return restore_stored(args)
@@ -260,10 +260,10 @@ def main(argv: list[str] | None = None) -> int:
 
     add_check_command(sub)
     verify = sub.add_parser("verify", help="check that a backup file is intact and complete, and what it holds")
-    verify.add_argument("file", help="the backup (.sql.gz), or a stored one: s3://bucket/key")
+    verify.add_argument("file", help="the backup (.sql.gz), or a stored one: s3://bucket/key or rclone:remote:path/name")
     verify.set_defaults(func=cmd_verify)
     restore = sub.add_parser("restore", help="verify a backup, then restore it with psql in one transaction")
-    restore.add_argument("file", nargs="?", help="the backup (.sql.gz), or a stored one: s3://bucket/key")
+    restore.add_argument("file", nargs="?", help="the backup (.sql.gz), or a stored one: s3://bucket/key or rclone:remote:path/name")
     restore.add_argument("--target-url", metavar="URL",
                          help="libpq URI of the database to restore into (leave the password out to use PGPASSWORD)")
     restore.add_argument("--force", action="store_true",

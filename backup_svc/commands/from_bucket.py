@@ -25,8 +25,15 @@ def storage_client_for_reading():
 
 
 def _stored_source(url: str):
-    """(display name, opener, stored sha256) for `s3://bucket/key`; ConfigError / StorageError / ValueError."""
+    """(opener, stored sha256) for `s3://bucket/key` or `rclone:<remote>:<path>/<name>`;
+    ConfigError / StorageError / ValueError."""
     from backup_svc.crypto.settings import reading_opener
+
+    if url.startswith("rclone:"):
+        from backup_svc.storage.rclone_reader import open_stored
+
+        rclone_opener, stored = open_stored(url, os.environ)
+        return reading_opener(url, rclone_opener, os.environ), stored
     from backup_svc.storage.location import parse_object_url
     from backup_svc.storage.reader import open_object
 

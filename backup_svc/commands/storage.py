@@ -55,6 +55,10 @@ def _settings_with_storage() -> Settings | None:
 
 def cmd_upload(args: argparse.Namespace) -> int:
     """Take one backup into object storage now, then apply BACKUP_RETENTION; its run goes into the history."""
+    from backup_svc.commands import rclone_storage
+
+    if rclone_storage.is_rclone():  # BACKUP_STORAGE_URL=rclone:… (rclone_storage.py)
+        return rclone_storage.run("upload", args)
     from backup_svc.history.hooks import command_history, flush_before_exit
 
     settings = _settings_with_storage()
@@ -187,6 +191,10 @@ def _drill_after_upload(reporter, setup, stored) -> None:
 
 def cmd_list(args: argparse.Namespace) -> int:
     """List this service's stored backups, newest first: name, size, time (UTC), sha256, encryption."""
+    from backup_svc.commands import rclone_storage
+
+    if rclone_storage.is_rclone():  # BACKUP_STORAGE_URL=rclone:… (rclone_storage.py)
+        return rclone_storage.run("list", args)
     from backup_svc.crypto.labels import describe
     from backup_svc.storage.client import StorageError, make_client
     from backup_svc.storage.listing import survey_backups
@@ -218,6 +226,10 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_prune(args: argparse.Namespace) -> int:
     """Apply BACKUP_RETENTION and BACKUP_HISTORY_DAYS now (with --dry-run: only say what would be deleted and why)."""
+    from backup_svc.commands import rclone_storage
+
+    if rclone_storage.is_rclone():  # BACKUP_STORAGE_URL=rclone:… (rclone_storage.py)
+        return rclone_storage.run("prune", args)
     settings = _settings_with_storage()
     if settings is None:
         return 2

@@ -1,0 +1,124 @@
+"""`upload`, `list` and `prune` when BACKUP_STORAGE_URL is `rclone:<remote>:<path>` (storage/rclone_run.py).
+The schedule in `serve`, drills, the durable history, `check`'s storage lines and the dashboard still
+need s3:// (docs/storage.md says so); an encrypted rclone backup is refused, never stored in the clear."""
+from __future__ import annotations
+
+import argparse
+import os
+
+from backup_svc.commands.output import fail, say
+from backup_svc.config import ConfigError, Settings
+
+
+def is_rclone() -> bool:
+    return os.environ.get("BACKUP_STORAGE_URL", "").strip().startswith("rclone:")
+
+
+def _setup():
+    """(settings without storage, target, retention policy); ConfigError / ValueError."""
+    from backup_svc.storage.rclone_target import RcloneTarget, parse_rclone_url
+    from backup_svc.storage.retention import parse_retention
+
+    env = dict(os.environ)
+    url = env.pop("BACKUP_STORAGE_URL").strip()
+    for name in ("BACKUP_RETENTION", "BACKUP_SCHEDULE"):  # read here (S3's settings would want s3://)
+        env.pop(name, None)
+    settings = Settings.from_env(env, require_auth=False)
+    if settings.encryption.recipients:
+        raise ConfigError(["BACKUP_AGE_RECIPIENTS is set, but encrypted backups on rclone remotes are not "
+                           "supported yet: nothing is stored in the clear instead (use s3://…)"])
+    try:
+        target = RcloneTarget(parse_rclone_url(url), os.environ, stall_timeout_s=settings.dump.stall_timeout_s)
+        policy = parse_retention(os.environ.get("BACKUP_RETENTION", ""))
+    except ValueError as exc:
+        raise ConfigError([f"BACKUP_STORAGE_URL / BACKUP_RETENTION: {exc}"]) from None
+    return settings, target, policy
+
+
+def run(command: str, args: argparse.Namespace) -> int:
+    """Dispatch `upload` / `list` / `prune` for an rclone remote; exit statuses as storage.py's."""
+    from backup_svc.pg.diagnose import CannotDump
+    from backup_svc.storage.client import StorageError
+    from backup_svc.storage.lock import AnotherBackupRunning
+
+    try:
+        settings, target, policy = _setup()
+        return {"upload": _upload, "list": _list, "prune": _prune}[command](settings, target, policy, args)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            say(problem)
+        return 2
+    except AnotherBackupRunning as exc:
+        say(f"{exc}; nothing to do now (this is not a failure)")
+        return 75
+    except CannotDump as exc:
+        return fail(f"{command} failed: {exc.message}; nothing was stored or deleted")
+    except KeyboardInterrupt:
+        say(f"{command} interrupted; the temporary object was removed, nothing was stored")
+        return 130
+    except Exception as exc:  # DumpBroken, StorageError, …: one line, the temporary object already removed
+        kind = "" if isinstance(exc, StorageError) else f"{type(exc).__name__}: "
+        return fail(f"{command} failed: {kind}{exc}; nothing was stored")
+
+
+def _lock(settings: Settings, target):
+    from backup_svc.storage.lock import StoredBackupLock
+
+    return StoredBackupLock(settings.conn, f"{target.location.url} {settings.backup_name}",
+                            timeout_s=settings.connect_timeout_s)
+
+
+def _owner(settings: Settings):
+    from backup_svc.storage.run import owner_lookup
+
+    return owner_lookup(settings.dump).get()
+
+
+def _upload(settings: Settings, target, policy, args) -> int:
+    import time
+
+    from backup_svc.dump.backup import backup_filename, write_backup
+    from backup_svc.storage import rclone_run
+    from backup_svc.storage.location import BackupNames
+
+    started = time.monotonic()
+    with _lock(settings, target):
+        target.clean_leftovers()
+        name = backup_filename(settings.backup_name)
+        stored, owner = rclone_run.upload(target, settings.backup_name, name, lambda sink: write_backup(
+            settings.dump, sink, application_name="backup_svc-upload"))
+        seconds = time.monotonic() - started
+        say(f"stored {target.location.target(name)}: {stored.size} bytes in {seconds:.1f} s "
+            f"({stored.size / max(seconds, 1e-6) / 1e6:.1f} MB/s); size and sha256 checked")
+        print(f"{stored.sha256}  {target.location.url}/{name}", flush=True)
+        if policy is not None:
+            for kept, line in rclone_run.prune(target, BackupNames(settings.backup_name), owner, policy, keep=name):
+                say(f"retention: {kept} {line}")
+    return 0
+
+
+def _list(settings: Settings, target, policy, args) -> int:
+    from backup_svc.storage.location import BackupNames
+    from backup_svc.storage.rclone_run import survey
+
+    backups, ignored = survey(target, BackupNames(settings.backup_name), _owner(settings))
+    say(f"{len(backups)} stored backup{'s' if len(backups) != 1 else ''} in {target.location.url}, newest first")
+    for name, reason in ignored:
+        say(f"not listed: {name} ({reason})")
+    for backup in backups:
+        print(f"{backup.name}  {backup.size:>14}  {backup.time:%Y-%m-%dT%H:%M:%SZ}  {backup.sha256 or '-'}")
+    return 0
+
+
+def _prune(settings: Settings, target, policy, args) -> int:
+    from backup_svc.storage.location import BackupNames
+    from backup_svc.storage.rclone_run import prune
+
+    if policy is None:
+        say("BACKUP_RETENTION is not set: every backup is kept (e.g. BACKUP_RETENTION=last=7,daily=14)")
+        return 0
+    with _lock(settings, target):
+        lines = prune(target, BackupNames(settings.backup_name), _owner(settings), policy, dry_run=args.dry_run)
+    for name, line in lines:
+        print(f"{name}  {line}")
+    return 0

@@ -1,0 +1,118 @@
+"""`upload`, `list` and `prune` with BACKUP_STORAGE_URL=rclone:<remote>:<path>: real rclone (the `local`
+backend, and `rclone serve webdav` on loopback), real PostgreSQL, the real CLI."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+
+import pytest
+
+from backup_svc.dump.pipeline import DumpBroken
+from backup_svc.storage.rclone_run import upload
+from backup_svc.storage.rclone_target import RcloneTarget, parse_rclone_url
+from tests.service.test_rclone_target import served  # noqa: F401 (the fixture)
+from tests.support import run_cli, snapshot
+
+pytestmark = pytest.mark.skipif(shutil.which("rclone") is None,
+                                reason="rclone is not installed (./dev.sh test installs it)")
+
+
+def local_env(folder, database_url: str, **more) -> dict:
+    return {"DATABASE_URL": database_url, "BACKUP_NAME": "shop", "BACKUP_STORAGE_URL": f"rclone:loc:{folder}",
+            "RCLONE_CONFIG_LOC_TYPE": "local", "BACKUP_RETENTION": "", "BACKUP_AGE_RECIPIENTS": "", **more}
+
+
+def backups_in(folder) -> list[str]:
+    return sorted(n for n in os.listdir(folder) if n.endswith(".sql.gz"))
+
+
+def test_upload_list_restore_over_webdav(served, rich_db, pg_cluster):  # noqa: F811
+    folder, start = served
+    env = start() | {"DATABASE_URL": rich_db, "BACKUP_NAME": "shop", "BACKUP_STORAGE_URL": "rclone:dav:backups",
+                     "BACKUP_RETENTION": "", "BACKUP_AGE_RECIPIENTS": ""}
+    done = run_cli("upload", env=env)
+    assert done.returncode == 0, done.stderr
+    [name] = backups_in(folder / "backups")
+    stored = (folder / "backups" / name).read_bytes()
+    assert sorted(os.listdir(folder / "backups")) == [name, f"{name}.owner.json", f"{name}.sha256"]
+    assert (folder / "backups" / f"{name}.sha256").read_text() == f"{hashlib.sha256(stored).hexdigest()}  {name}\n"
+    record = json.loads((folder / "backups" / f"{name}.owner.json").read_text())
+    assert record["written-by"] == "backup_svc" and record["database"] == "rich" and record["system-identifier"]
+    assert done.stdout.strip() == f"{hashlib.sha256(stored).hexdigest()}  rclone:dav:backups/{name}"
+
+    listed = run_cli("list", env=env)
+    assert listed.returncode == 0 and listed.stdout.split()[0] == name and str(len(stored)) in listed.stdout
+
+    restored = run_cli("restore", f"rclone:dav:backups/{name}", "--target-url", pg_cluster.url("rich_rclone_up"),
+                       "--create", env=env)
+    assert restored.returncode == 0, restored.stderr
+    assert snapshot(pg_cluster, "rich_rclone_up") == snapshot(pg_cluster, "rich")
+
+
+def test_retention_deletes_only_this_services_old_backups(tmp_path, rich_db):
+    folder = tmp_path / "remote"
+    env = local_env(folder, rich_db)
+    assert run_cli("upload", env=env).returncode == 0
+    [first] = backups_in(folder)
+    record = (folder / f"{first}.owner.json").read_text()
+    # three older backups of ours (copies with older names), one not written by us, one dated in the future
+    for stamp in ("20240101_000000", "20240201_000000", "20240301_000000", "20990101_000000"):
+        old = f"shop_backup_{stamp}.sql.gz"
+        shutil.copy(folder / first, folder / old)
+        (folder / f"{old}.owner.json").write_text(record)
+        (folder / f"{old}.sha256").write_text((folder / f"{first}.sha256").read_text().replace(first, old))
+    (folder / "shop_backup_20240401_000000.sql.gz").write_bytes(b"someone else's file")
+
+    dry = run_cli("prune", "--dry-run", env=env | {"BACKUP_RETENTION": "last=2"})
+    assert dry.returncode == 0, dry.stderr
+    assert "shop_backup_20240101_000000.sql.gz  would delete" in dry.stdout
+    assert len(backups_in(folder)) == 6  # nothing deleted by a dry run
+
+    done = run_cli("upload", env=env | {"BACKUP_RETENTION": "last=2"})
+    assert done.returncode == 0, done.stderr
+    newest = max(set(backups_in(folder)) - {"shop_backup_20990101_000000.sql.gz"})
+    assert backups_in(folder) == sorted({newest, first, "shop_backup_20240401_000000.sql.gz",
+                                         "shop_backup_20990101_000000.sql.gz"})
+    assert not any(n.startswith("shop_backup_2024010") or n.startswith("shop_backup_2024020")
+                   for n in os.listdir(folder))  # their companions went too
+    listed = run_cli("list", env=env)
+    assert "not listed: shop_backup_20240401_000000.sql.gz (no ownership record" in listed.stderr
+    assert "not listed: shop_backup_20990101_000000.sql.gz" in listed.stderr
+
+
+def test_a_remote_refusing_writes_stores_nothing(served, rich_db):  # noqa: F811
+    folder, start = served
+    env = start(read_only=True) | {"DATABASE_URL": rich_db, "BACKUP_NAME": "shop",
+                                   "BACKUP_STORAGE_URL": "rclone:dav:backups", "BACKUP_AGE_RECIPIENTS": ""}
+    done = run_cli("upload", env=env)
+    assert done.returncode == 1
+    assert "upload failed" in done.stderr and "rclone rcat failed" in done.stderr and "Traceback" not in done.stderr
+    assert os.listdir(folder) == []
+
+
+def test_a_dump_that_breaks_mid_way_stores_nothing(tmp_path):
+    """Fault injected: a dump that writes 300 KB and then breaks (as a killed pg_dump does)."""
+    target = RcloneTarget(parse_rclone_url(f"rclone:loc:{tmp_path / 'r'}"), {**os.environ, "RCLONE_CONFIG_LOC_TYPE": "local"})
+
+    def dump(sink):
+        for _ in range(300):
+            sink.write(os.urandom(1024))
+        raise DumpBroken("pg_dump exited with status 1")
+
+    with pytest.raises(DumpBroken):
+        upload(target, "shop", "shop_backup_20261205_000000.sql.gz", dump)
+    assert not (tmp_path / "r").exists() or os.listdir(tmp_path / "r") == []
+
+
+def test_a_missing_database_stores_nothing(tmp_path, pg_cluster):
+    done = run_cli("upload", env=local_env(tmp_path / "r", pg_cluster.url("no_such_db")))
+    assert done.returncode == 1 and "does not exist" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "r").exists() or os.listdir(tmp_path / "r") == []
+
+
+def test_encryption_is_refused_rather_than_storing_cleartext(tmp_path, rich_db, age_keys):
+    done = run_cli("upload", env=local_env(tmp_path / "r", rich_db, BACKUP_AGE_RECIPIENTS=age_keys["age_public"]))
+    assert done.returncode == 2 and "not supported yet" in done.stderr
+    assert not (tmp_path / "r").exists()
