@@ -3,6 +3,7 @@ server on loopback and a headless Chromium."""
 from __future__ import annotations
 
 import os
+import signal
 import time
 
 import pytest
@@ -18,6 +19,12 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-sync", "--no-first-run", "--disable-quic"]
 # Screenshots of pages whose test failed (gitignored; CI keeps the folder as an artifact).
 ARTIFACTS = REPO / "artifacts"
+
+# A suite started in the background (`./dev.sh test &`, a CI runner's job) inherits SIGINT ignored, and
+# so would every process it starts: the tests that press Ctrl-C on `upload` or the demo would see it
+# ignored. Python's own handler here makes started processes begin with the default again.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.hookimpl(wrapper=True)
