@@ -1,5 +1,5 @@
 """The object-storage settings (BACKUP_STORAGE_URL, AWS_*, BACKUP_SCHEDULE, BACKUP_RETENTION,
-BACKUP_SHRINK_ALERT), validated.
+BACKUP_SHRINK_ALERT, BACKUP_STORAGE_FORMAT), validated.
 
 config.py calls `storage_settings` so that every problem is reported at start-up, one line each,
 naming its variable. Nothing here imports boto3.
@@ -14,6 +14,7 @@ from backup_svc.storage.location import StorageLocation, parse_storage_url
 from backup_svc.storage.retention import RetentionPolicy, parse_retention
 from backup_svc.storage.schedule import CronSchedule, parse_schedule
 from backup_svc.storage.shape import DEFAULT_SHRINK_PERCENT, parse_shrink_alert
+from backup_svc.storage.storeformat import DEFAULT_FORMAT, parse_storage_format
 
 CLIENT_VARIABLES = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
                     "AWS_DEFAULT_REGION", "AWS_S3_URL_STYLE")
@@ -34,6 +35,8 @@ class StorageSettings:
     expected_schedule: CronSchedule | None = None
     # BACKUP_HISTORY_DAYS (config.NUMBERS reads it): the history's retention, applied after each stored backup.
     history_days: int = 400
+    # BACKUP_STORAGE_FORMAT: only `sqlgz` is accepted in this version (`dedup` is refused at start-up).
+    storage_format: str = DEFAULT_FORMAT
 
     @property
     def watched_schedule(self) -> CronSchedule | None:
@@ -82,12 +85,17 @@ def storage_settings(env: Mapping[str, str], problems: list[str]) -> StorageSett
         expected = parse_schedule(env.get("BACKUP_EXPECTED_SCHEDULE", ""))
     except ValueError as exc:
         problems.append(f"BACKUP_EXPECTED_SCHEDULE {exc}")
+    storage_format = DEFAULT_FORMAT
+    try:
+        storage_format = parse_storage_format(env.get("BACKUP_STORAGE_FORMAT", ""))
+    except ValueError as exc:
+        problems.append(f"BACKUP_STORAGE_FORMAT {exc}")
     if expected is not None and schedule is not None:
         problems.append("BACKUP_SCHEDULE and BACKUP_EXPECTED_SCHEDULE are both set: set BACKUP_SCHEDULE when this "
                         "service takes the stored backups, BACKUP_EXPECTED_SCHEDULE when another process (a cron "
                         "service running `upload`) does — not both")
     if not url:
-        for name in ("BACKUP_SCHEDULE", "BACKUP_RETENTION", "BACKUP_EXPECTED_SCHEDULE"):
+        for name in ("BACKUP_SCHEDULE", "BACKUP_RETENTION", "BACKUP_EXPECTED_SCHEDULE", "BACKUP_STORAGE_FORMAT"):
             if env.get(name, "").strip():
                 problems.append(f"{name} is set but BACKUP_STORAGE_URL is not: set it to s3://<bucket>/<prefix>")
         return None
@@ -99,4 +107,4 @@ def storage_settings(env: Mapping[str, str], problems: list[str]) -> StorageSett
     if location is None:
         return None
     return StorageSettings(location=location, client_env=client_env(env), schedule=schedule, retention=retention,
-                           shrink_alert=shrink_alert, expected_schedule=expected)
+                           shrink_alert=shrink_alert, expected_schedule=expected, storage_format=storage_format)

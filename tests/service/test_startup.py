@@ -46,6 +46,8 @@ def _serve(tmp_path, **overrides: str) -> subprocess.CompletedProcess:
     ({"BACKUP_MAX_CONCURRENT": "two"}, "BACKUP_MAX_CONCURRENT"),
     ({"BACKUP_GZIP_LEVEL": "0"}, "BACKUP_GZIP_LEVEL"),
     ({"BACKUP_GZIP_LEVEL": "10"}, "BACKUP_GZIP_LEVEL"),
+    # deduplicated stored backups (issue 28) are not built yet: the name is refused, never silently ignored
+    ({"BACKUP_STORAGE_URL": "s3://bkt/x", "BACKUP_STORAGE_FORMAT": "dedup"}, "BACKUP_STORAGE_FORMAT"),
 ])
 def test_refuses_to_start(tmp_path, overrides, variable):
     result = _serve(tmp_path, **overrides)
@@ -91,3 +93,19 @@ def test_env_file_is_read_and_real_environment_wins(tmp_path):
     assert "BACKUP_MAX_CONCURRENT must be between 1 and 64, got 99" in overridden.stderr  # the environment won
     assert "got 0" not in overridden.stderr
     assert "DATABASE_URL" not in overridden.stderr  # still taken from .env
+
+
+def test_upload_refuses_the_dedup_format_before_touching_anything(tmp_path):
+    """A cron service running `upload` with BACKUP_STORAGE_FORMAT=dedup stops with one line and a non-zero
+    exit before it dumps or contacts storage (the endpoint is a closed port: reaching it would be a
+    different error)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BACKUP_", "AWS_"))}
+    env.update({**GOOD, "BACKUP_STORAGE_URL": "s3://bkt/x", "BACKUP_STORAGE_FORMAT": "dedup",
+                "AWS_ENDPOINT_URL": "http://127.0.0.1:1", "AWS_ACCESS_KEY_ID": "id-x",
+                "AWS_SECRET_ACCESS_KEY": "secret-Qw8-not-shown"})
+    result = subprocess.run([sys.executable, "-m", "backup_svc", "upload"], env=env, cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "BACKUP_STORAGE_FORMAT is 'dedup'" in lines[0], result.stderr
+    assert "Traceback" not in result.stderr and "secret-Qw8" not in result.stderr + result.stdout

@@ -9,7 +9,7 @@ from tests.support import REPO
 BASE = {"DATABASE_URL": "postgresql://u:p@db.example.com/shop", "ADMIN_TOKEN": "t" * 20}
 VARIABLES = ("BACKUP_STORAGE_URL", "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
              "AWS_DEFAULT_REGION", "AWS_S3_URL_STYLE", "BACKUP_SCHEDULE", "BACKUP_RETENTION",
-             "BACKUP_EXPECTED_SCHEDULE", "BACKUP_HISTORY_DAYS")
+             "BACKUP_EXPECTED_SCHEDULE", "BACKUP_HISTORY_DAYS", "BACKUP_STORAGE_FORMAT")
 
 
 def test_storage_is_off_without_a_url():
@@ -55,12 +55,22 @@ def test_an_expected_schedule_is_watched_but_not_taken():
     ({"BACKUP_STORAGE_URL": "s3://bkt", "BACKUP_SCHEDULE": "0 3 * * *", "BACKUP_EXPECTED_SCHEDULE": "0 3 * * *"},
      "BACKUP_SCHEDULE and BACKUP_EXPECTED_SCHEDULE are both set"),
     ({"BACKUP_HISTORY_DAYS": "0"}, "BACKUP_HISTORY_DAYS must be between 1 and 36500"),
+    ({"BACKUP_STORAGE_URL": "s3://bkt", "BACKUP_STORAGE_FORMAT": "dedup"},
+     "BACKUP_STORAGE_FORMAT is 'dedup', which this version does not support yet"),
+    ({"BACKUP_STORAGE_URL": "s3://bkt", "BACKUP_STORAGE_FORMAT": "zip"}, "BACKUP_STORAGE_FORMAT must be 'sqlgz'"),
+    ({"BACKUP_STORAGE_FORMAT": "sqlgz"}, "BACKUP_STORAGE_FORMAT is set but BACKUP_STORAGE_URL is not"),
 ])
 def test_problems_are_one_line_naming_the_variable(env, problem):
     with pytest.raises(ConfigError) as caught:
         Settings.from_env({**BASE, **env})
     assert len(caught.value.problems) == 1
     assert caught.value.problems[0].startswith(problem)
+
+
+@pytest.mark.parametrize("value", ["", "sqlgz", " SQLGZ "])
+def test_the_sqlgz_format_is_the_default_and_accepted(value):
+    settings = Settings.from_env({**BASE, "BACKUP_STORAGE_URL": "s3://bkt", "BACKUP_STORAGE_FORMAT": value})
+    assert settings.storage.storage_format == "sqlgz"
 
 
 @pytest.mark.parametrize("document", [".env.example", "README.md", "docs/storage.md"])
