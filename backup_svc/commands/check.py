@@ -52,8 +52,10 @@ def alert_lines(settings: Settings, purpose: str) -> list[str]:
     return lines
 
 
-def load_settings(purpose: str, env: Mapping[str, str] | None = None) -> tuple[Settings | None, list[str]]:
-    """The settings and the configuration problems that keep a process of `purpose` from its job."""
+def load_settings(purpose: str, env: Mapping[str, str] | None = None, *,
+                  storage_elsewhere: bool = False) -> tuple[Settings | None, list[str]]:
+    """The settings and the configuration problems that keep a process of `purpose` from its job
+    (`storage_elsewhere`: the storage is an rclone remote, judged by rclone_storage.check_lines)."""
     try:
         settings = Settings.from_env(env, require_auth=purpose == SERVE)
         problems: list[str] = []
@@ -63,7 +65,7 @@ def load_settings(purpose: str, env: Mapping[str, str] | None = None) -> tuple[S
             settings = Settings.from_env(env, require_auth=False)
         except ConfigError:
             return None, problems
-    if purpose == UPLOAD and settings.storage is None:
+    if purpose == UPLOAD and settings.storage is None and not storage_elsewhere:
         problems.append("BACKUP_STORAGE_URL is not set: `upload` has nowhere to store backups "
                         "(e.g. s3://my-bucket/backups)")
     return settings, problems
@@ -73,6 +75,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     """Check configuration, alerts, storage, connectivity and pg_dump for this process's job; say what is wrong."""
     import os
 
+    from backup_svc.commands import rclone_storage
     from backup_svc.commands.storage import storage_check_lines
     from backup_svc.crypto.settings import check_lines as encryption_check_lines
     from backup_svc.pg.binaries import find_binaries
@@ -81,7 +84,9 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     purpose, why = (args.purpose, "--for") if args.purpose != AUTO else detect_purpose(os.environ)
     print(f"checking as: {purpose} ({why}; `check --for serve|upload` to choose)")
-    settings, problems = load_settings(purpose)
+    rclone = rclone_storage.is_rclone()  # BACKUP_STORAGE_URL=rclone:…: its own storage lines
+    settings, problems = load_settings(purpose, rclone_storage.settings_env() if rclone else None,
+                                       storage_elsewhere=rclone)
     for problem in problems:
         print(f"configuration: {problem}")
     if settings is None:
@@ -98,13 +103,15 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"notifications: {line}")
     for line in alert_lines(settings, purpose):
         print(line)
-    storage_lines, storage_ok = storage_check_lines(settings)
+    storage_lines, storage_ok = (rclone_storage.check_lines(settings, serves=purpose == SERVE) if rclone
+                                 else storage_check_lines(settings))
     print("\n".join(storage_lines))
     print("\n".join(encryption_check_lines(settings.encryption)))
     ok = ok and storage_ok
     from backup_svc.commands.history import history_check_lines
 
-    history_lines, history_ok = history_check_lines(settings)
+    history_lines, history_ok = (([rclone_storage.HISTORY_LINE], True) if rclone
+                                 else history_check_lines(settings))
     print("\n".join(history_lines))
     ok = ok and history_ok
     installed = find_binaries("pg_dump", settings.pg_bin_dirs)

@@ -1,6 +1,6 @@
 """`upload`, `list` and `prune` when BACKUP_STORAGE_URL is `rclone:<remote>:<path>` (storage/rclone_run.py).
-The schedule in `serve`, drills, the durable history, `check`'s storage lines and the dashboard still
-need s3:// (docs/storage.md says so); an encrypted rclone backup is refused, never stored in the clear."""
+`check`'s storage lines for it: `check_lines`. The schedule in `serve`, drills, the durable history and
+the dashboard still need s3:// (docs/storage.md says so); an encrypted rclone backup is refused, never stored in the clear."""
 from __future__ import annotations
 
 import argparse
@@ -10,8 +10,21 @@ from backup_svc.commands.output import fail, say
 from backup_svc.config import ConfigError, Settings
 
 
+HISTORY_LINE = ("history: not kept on rclone remotes yet: `upload`'s runs are in its output and exit status "
+                "only (the durable history needs s3://…)")
+
+
 def is_rclone() -> bool:
     return os.environ.get("BACKUP_STORAGE_URL", "").strip().startswith("rclone:")
+
+
+def settings_env() -> dict[str, str]:
+    """The environment for Settings, without the storage variables this module reads itself (S3's
+    settings would want s3://)."""
+    env = dict(os.environ)
+    for name in ("BACKUP_STORAGE_URL", "BACKUP_RETENTION", "BACKUP_SCHEDULE"):
+        env.pop(name, None)
+    return env
 
 
 def _setup():
@@ -19,11 +32,8 @@ def _setup():
     from backup_svc.storage.rclone_target import RcloneTarget, parse_rclone_url
     from backup_svc.storage.retention import parse_retention
 
-    env = dict(os.environ)
-    url = env.pop("BACKUP_STORAGE_URL").strip()
-    for name in ("BACKUP_RETENTION", "BACKUP_SCHEDULE"):  # read here (S3's settings would want s3://)
-        env.pop(name, None)
-    settings = Settings.from_env(env, require_auth=False)
+    url = os.environ["BACKUP_STORAGE_URL"].strip()
+    settings = Settings.from_env(settings_env(), require_auth=False)
     if settings.encryption.recipients:
         raise ConfigError(["BACKUP_AGE_RECIPIENTS is set, but encrypted backups on rclone remotes are not "
                            "supported yet: nothing is stored in the clear instead (use s3://…)"])
@@ -122,3 +132,51 @@ def _prune(settings: Settings, target, policy, args) -> int:
     for name, line in lines:
         print(f"{name}  {line}")
     return 0
+
+
+def check_lines(settings: Settings, serves: bool) -> tuple[list[str], bool]:
+    """For `check`: the remote's backups and each thing the service does there (rclone_probe.py), the
+    schedule and retention; ok is False when this process could not do its job with this remote."""
+    from backup_svc.storage.client import StorageError
+    from backup_svc.storage.location import BackupNames
+    from backup_svc.storage.rclone_probe import describe_remote, probe_rclone
+    from backup_svc.storage.rclone_run import survey
+    from backup_svc.storage.rclone_target import RcloneTarget, parse_rclone_url
+    from backup_svc.storage.retention import parse_retention
+
+    url = os.environ["BACKUP_STORAGE_URL"].strip()
+    try:
+        location = parse_rclone_url(url)
+        policy = parse_retention(os.environ.get("BACKUP_RETENTION", ""))
+    except ValueError as exc:
+        return [f"storage: BACKUP_STORAGE_URL / BACKUP_RETENTION: {exc}"], False
+    # A person waits for `check`: short bounds (a stalled remote fails in about half a minute).
+    target = RcloneTarget(location, os.environ, connect_timeout_s=5, stall_timeout_s=10, retries=1)
+    report = probe_rclone(target, describe_remote(location.remote, os.environ))
+    lines, ok = report.lines(), report.ok
+    if report.reachable:
+        try:
+            backups, _ = survey(target, BackupNames(settings.backup_name), _owner(settings))
+            newest = f", newest {backups[0].name}" if backups else ""
+            lines[0] += f": {len(backups)} stored backup{'s' if len(backups) != 1 else ''}{newest}"
+        except StorageError as exc:
+            lines.append(f"storage: listing this service's backups failed: {exc}")
+            ok = False
+    if settings.encryption.recipients:
+        lines.append("storage: BACKUP_AGE_RECIPIENTS is set, but encrypted backups on rclone remotes are not "
+                     "supported yet: `upload` refuses rather than storing cleartext (use s3://…)")
+        ok = False
+    if serves:
+        lines.append("storage: `serve` does not take rclone remotes yet (the schedule, the dashboard's stored "
+                     "backups, drills, the history need s3://…): run `upload` from a cron service instead "
+                     "(docs/storage.md, \"Any rclone remote\")")
+        ok = False
+    elif os.environ.get("BACKUP_SCHEDULE", "").strip():
+        lines.append("schedule: BACKUP_SCHEDULE is ignored with an rclone remote (`serve` takes no scheduled "
+                     "backups to it yet): run `upload` from a cron service on that schedule")
+    else:
+        lines.append("schedule: none (`upload` runs when a cron service starts it)")
+    lines.append(f"retention: {policy}" if policy is not None else "retention: keep everything (BACKUP_RETENTION is not set)")
+    lines.append("alerts: warning — `upload` to an rclone remote sends no notifications yet (mail, webhook, "
+                 "heartbeat): watch the cron service's exit status")
+    return lines, ok

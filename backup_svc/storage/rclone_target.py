@@ -91,8 +91,12 @@ class RcloneTarget:
             files.append(StoredFile(name, int(entry["Size"]), entry["ModTime"], sha))
         return files
 
+    def names(self) -> list[str]:
+        """Every file name in the folder (backups, companions, temporary objects, anything else)."""
+        return [e["Name"] for e in self._ls()]
+
     def leftovers(self) -> list[str]:
-        return [e["Name"] for e in self._ls() if e["Name"].startswith(TEMP_PREFIX)]
+        return [name for name in self.names() if name.startswith(TEMP_PREFIX)]
 
     def _ls(self, only: str | None = None) -> list[dict]:
         """lsjson of the folder (or of one exact name in it); a folder not made yet lists as empty."""

@@ -12,7 +12,6 @@ import pytest
 from backup_svc.dump.pipeline import DumpBroken
 from backup_svc.storage.rclone_run import upload
 from backup_svc.storage.rclone_target import RcloneTarget, parse_rclone_url
-from tests.service.test_rclone_target import served  # noqa: F401 (the fixture)
 from tests.support import run_cli, snapshot
 
 pytestmark = pytest.mark.skipif(shutil.which("rclone") is None,
@@ -28,7 +27,7 @@ def backups_in(folder) -> list[str]:
     return sorted(n for n in os.listdir(folder) if n.endswith(".sql.gz"))
 
 
-def test_upload_list_restore_over_webdav(served, rich_db, pg_cluster):  # noqa: F811
+def test_upload_list_restore_over_webdav(served, rich_db, pg_cluster):
     folder, start = served
     env = start() | {"DATABASE_URL": rich_db, "BACKUP_NAME": "shop", "BACKUP_STORAGE_URL": "rclone:dav:backups",
                      "BACKUP_RETENTION": "", "BACKUP_AGE_RECIPIENTS": ""}
@@ -82,7 +81,7 @@ def test_retention_deletes_only_this_services_old_backups(tmp_path, rich_db):
     assert "not listed: shop_backup_20990101_000000.sql.gz" in listed.stderr
 
 
-def test_a_remote_refusing_writes_stores_nothing(served, rich_db):  # noqa: F811
+def test_a_remote_refusing_writes_stores_nothing(served, rich_db):
     folder, start = served
     env = start(read_only=True) | {"DATABASE_URL": rich_db, "BACKUP_NAME": "shop",
                                    "BACKUP_STORAGE_URL": "rclone:dav:backups", "BACKUP_AGE_RECIPIENTS": ""}
