@@ -130,6 +130,7 @@ def test_the_docs_rclone_commands_run_as_written(rich_db, tmp_path):
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "stored sha256:    matches" in done.stdout
+    assert "storage write: ok" in done.stdout and "result: ok — this process can store backups" in done.stdout
     [name] = [n for n in os.listdir(tmp_path / "offsite") if n.endswith(".sql.gz")]
     assert sorted(os.listdir(tmp_path / "offsite")) == [name, f"{name}.owner.json", f"{name}.sha256"]
     assert f"{name}  kept: last #1" in done.stdout
