@@ -4,9 +4,12 @@ the dashboard still need s3:// (docs/storage.md says so); an encrypted rclone ba
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 
 from backup_svc.commands.output import fail, say
+from backup_svc.commands.storage import EXIT_SIGTERM, Terminated
 from backup_svc.config import ConfigError, Settings
 
 
@@ -53,7 +56,8 @@ def run(command: str, args: argparse.Namespace) -> int:
 
     try:
         settings, target, policy = _setup()
-        return {"upload": _upload, "list": _list, "prune": _prune}[command](settings, target, policy, args)
+        with _sigterm_raises():
+            return {"upload": _upload, "list": _list, "prune": _prune}[command](settings, target, policy, args)
     except ConfigError as exc:
         for problem in exc.problems:
             say(problem)
@@ -66,9 +70,27 @@ def run(command: str, args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         say(f"{command} interrupted; the temporary object was removed, nothing was stored")
         return 130
+    except Terminated:
+        say(f"{command} stopped by SIGTERM; the temporary object was removed, nothing was stored")
+        return EXIT_SIGTERM
     except Exception as exc:  # DumpBroken, StorageError, …: one line, the temporary object already removed
         kind = "" if isinstance(exc, StorageError) else f"{type(exc).__name__}: "
         return fail(f"{command} failed: {kind}{exc}; nothing was stored")
+
+
+@contextlib.contextmanager
+def _sigterm_raises():
+    """SIGTERM (a redeploy, Railway ending a cron run) unwinds like Ctrl-C: rcat killed, the temporary
+    object removed (a second SIGTERM is ignored so that the clean-up is not cut short)."""
+    def on_sigterm(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _lock(settings: Settings, target):

@@ -6,13 +6,18 @@ import hashlib
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
 from backup_svc.dump.pipeline import DumpBroken
 from backup_svc.storage.rclone_run import upload
 from backup_svc.storage.rclone_target import RcloneTarget, parse_rclone_url
-from tests.support import run_cli, snapshot
+from backup_svc.storage.location import BackupNames
+from tests.support import REPO, FreezableProxy, pg_dump_pids, run_cli, snapshot, wait_until
 
 pytestmark = pytest.mark.skipif(shutil.which("rclone") is None,
                                 reason="rclone is not installed (./dev.sh test installs it)")
@@ -115,3 +120,83 @@ def test_encryption_is_refused_rather_than_storing_cleartext(tmp_path, rich_db, 
     done = run_cli("upload", env=local_env(tmp_path / "r", rich_db, BACKUP_AGE_RECIPIENTS=age_keys["age_public"]))
     assert done.returncode == 2 and "not supported yet" in done.stderr
     assert not (tmp_path / "r").exists()
+
+
+def start_upload(env: dict) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "backup_svc", "upload"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO), **env})
+
+
+def backup_named(folder, names) -> list[str]:
+    """Names in the remote's folder that are (or are companions of) a backup's name."""
+    return [n for n in os.listdir(folder) if BackupNames("big").time_of(n.removesuffix(".sha256")
+                                                                       .removesuffix(".owner.json"))]
+
+
+@pytest.mark.parametrize("kill", ["terminate backend", "SIGKILL pg_dump", "SIGTERM upload", "Ctrl-C upload"])
+def test_a_backup_killed_mid_upload_leaves_no_backup_named_object(kill, tmp_path, big_db, pg_cluster):
+    """RCLONE_BWLIMIT (rclone's own flag, read from its environment) slows the remote so that the kill
+    lands while rcat is writing the temporary object."""
+    folder = tmp_path / "remote"
+    env = local_env(folder, big_db, BACKUP_NAME="big", RCLONE_BWLIMIT="4M")
+    upload = start_upload(env)
+    try:
+        assert wait_until(lambda: folder.is_dir() and any(n.startswith(".partial-") for n in os.listdir(folder))
+                          and pg_dump_pids(pg_cluster), 60), "the upload never started"
+        time.sleep(0.5)
+        if kill == "terminate backend":
+            with pg_cluster.connect("big") as db:
+                terminated = db.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                        "WHERE application_name LIKE 'backup_svc-upload%' AND backend_type = "
+                                        "'client backend' AND application_name <> 'backup_svc-upload-lock'"
+                                        ).fetchall()
+            assert terminated, "no pg_dump session to terminate"
+        elif kill == "SIGKILL pg_dump":
+            for pid in pg_dump_pids(pg_cluster):
+                os.kill(pid, signal.SIGKILL)
+        else:
+            upload.send_signal(signal.SIGTERM if kill == "SIGTERM upload" else signal.SIGINT)
+        out, err = upload.communicate(timeout=60)
+    finally:
+        if upload.poll() is None:
+            upload.kill()
+    assert upload.returncode == {"SIGTERM upload": 143, "Ctrl-C upload": 130}.get(kill, 1), err
+    assert "nothing was stored" in err and "Traceback" not in err
+    assert os.listdir(folder) == []  # not even the temporary object
+    assert out == ""
+    assert wait_until(lambda: not pg_dump_pids(pg_cluster), 5)
+
+
+def test_a_remote_stalling_mid_upload_fails_in_bounded_time_and_stores_nothing(served, big_db):
+    """The webdav server sits behind a proxy that goes silent mid-upload (no FIN, no RST)."""
+    folder, start = served
+    dav = start()
+    proxy = FreezableProxy(int(dav["RCLONE_CONFIG_DAV_URL"].rsplit(":", 1)[1].strip("/")))
+    env = {**dav, "RCLONE_CONFIG_DAV_URL": f"{proxy.endpoint}/", "DATABASE_URL": big_db, "BACKUP_NAME": "big",
+           "BACKUP_STORAGE_URL": "rclone:dav:backups", "BACKUP_STALL_TIMEOUT": "3", "RCLONE_BWLIMIT": "4M",
+           "BACKUP_RETENTION": "", "BACKUP_AGE_RECIPIENTS": ""}
+    try:
+        upload = start_upload(env)
+        try:
+            assert wait_until(lambda: (folder / "backups").is_dir() and os.listdir(folder / "backups"), 60), \
+                "the upload never started"
+            time.sleep(1)
+            proxy.freeze()
+            began = time.monotonic()
+            out, err = upload.communicate(timeout=120)
+            took = time.monotonic() - began
+        finally:
+            if upload.poll() is None:
+                upload.kill()
+        assert upload.returncode == 1, err
+        assert "upload failed" in err and "nothing was stored" in err and "Traceback" not in err
+        assert took < 90, f"a stalled remote took {took:.0f} s to fail"
+        print(f"stall: failed after {took:.1f} s: {err.strip()}")
+        assert backup_named(folder / "backups", "big") == []
+        proxy.thaw()
+        again = run_cli("upload", env={**env, "RCLONE_BWLIMIT": "off"})  # the next run cleans what was left
+        assert again.returncode == 0, again.stderr
+        [name] = backups_in(folder / "backups")
+        assert sorted(os.listdir(folder / "backups")) == [name, f"{name}.owner.json", f"{name}.sha256"]
+    finally:
+        proxy.close()
