@@ -61,6 +61,10 @@ def run(command: str, args: argparse.Namespace) -> int:
     except ConfigError as exc:
         for problem in exc.problems:
             say(problem)
+        if command == "upload":
+            from backup_svc.notify.heartbeat import ping_settings_failure
+
+            ping_settings_failure(os.environ, exc.problems)  # HEARTBEAT_URL hears of it: <url>/fail
         return 2
     except AnotherBackupRunning as exc:
         say(f"{exc}; nothing to do now (this is not a failure)")
@@ -107,26 +111,9 @@ def _owner(settings: Settings):
 
 
 def _upload(settings: Settings, target, policy, args) -> int:
-    import time
+    from backup_svc.commands.rclone_upload import upload
 
-    from backup_svc.dump.backup import backup_filename, write_backup
-    from backup_svc.storage import rclone_run
-    from backup_svc.storage.location import BackupNames
-
-    started = time.monotonic()
-    with _lock(settings, target):
-        target.clean_leftovers()
-        name = backup_filename(settings.backup_name)
-        stored, owner = rclone_run.upload(target, settings.backup_name, name, lambda sink: write_backup(
-            settings.dump, sink, application_name="backup_svc-upload"))
-        seconds = time.monotonic() - started
-        say(f"stored {target.location.target(name)}: {stored.size} bytes in {seconds:.1f} s "
-            f"({stored.size / max(seconds, 1e-6) / 1e6:.1f} MB/s); size and sha256 checked")
-        print(f"{stored.sha256}  {target.location.url}/{name}", flush=True)
-        if policy is not None:
-            for kept, line in rclone_run.prune(target, BackupNames(settings.backup_name), owner, policy, keep=name):
-                say(f"retention: {kept} {line}")
-    return 0
+    return upload(settings, target, policy, _lock(settings, target))
 
 
 def _list(settings: Settings, target, policy, args) -> int:
@@ -202,3 +189,19 @@ def check_lines(settings: Settings, serves: bool) -> tuple[list[str], bool]:
     lines.append("alerts: warning — `upload` to an rclone remote sends no notifications yet (mail, webhook, "
                  "heartbeat): watch the cron service's exit status")
     return lines, ok
+
+
+def newest_on_remote(settings: Settings, url: str | None):
+    """(target, name) for `drill`: the file `url` names (rclone:<remote>:<path>/<name>), or this service's
+    newest backup on BACKUP_STORAGE_URL (name None when there is none yet); ValueError for a bad URL."""
+    from backup_svc.storage.location import BackupNames
+    from backup_svc.storage.rclone_reader import split_file_url
+    from backup_svc.storage.rclone_run import survey
+    from backup_svc.storage.rclone_target import RcloneTarget, parse_rclone_url
+
+    if url:
+        return split_file_url(url, os.environ)
+    target = RcloneTarget(parse_rclone_url(os.environ["BACKUP_STORAGE_URL"].strip()), os.environ,
+                          stall_timeout_s=settings.dump.stall_timeout_s)
+    backups, _ = survey(target, BackupNames(settings.backup_name), _owner(settings))
+    return target, backups[0].name if backups else None

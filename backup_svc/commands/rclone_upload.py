@@ -1,0 +1,61 @@
+"""`upload` to an rclone remote, reported like S3's: mail, webhook and heartbeat hear of every outcome
+(notify/outcome.py's `reporting`), RESTORE_DRILL_URL drills the new backup from the remote, then
+BACKUP_RETENTION. Exit statuses as storage.py's (a retention failure after a stored backup: 1, and said)."""
+from __future__ import annotations
+
+import time
+
+from backup_svc.commands.output import fail, say
+from backup_svc.config import Settings
+
+
+def upload(settings: Settings, target, policy, lock) -> int:
+    """Store one backup on `target` under the database lock `lock`; notify; drill; apply `policy`."""
+    from backup_svc.commands.storage import _wait_for_notifications
+    from backup_svc.dump.backup import backup_filename, write_backup
+    from backup_svc.notify.outcome import StoredSetup, reporter_for, reporting
+    from backup_svc.storage import rclone_run
+    from backup_svc.storage.location import BackupNames
+
+    setup = StoredSetup(settings.dump, None, settings.notify, settings.encryption)
+    reporter = reporter_for(setup)
+    started, name = time.monotonic(), backup_filename(settings.backup_name)
+    retention_error = None
+    try:
+        with reporting(reporter, setup, name, drill_after=False) as outcome, lock:
+            target.clean_leftovers()
+            stored, owner = rclone_run.upload(target, settings.backup_name, name, lambda sink: write_backup(
+                settings.dump, sink, application_name="backup_svc-upload"))
+            outcome.size, outcome.sha256 = stored.size, stored.sha256
+            seconds = time.monotonic() - started
+            say(f"stored {target.location.target(name)}: {stored.size} bytes in {seconds:.1f} s "
+                f"({stored.size / max(seconds, 1e-6) / 1e6:.1f} MB/s); size and sha256 checked")
+            print(f"{stored.sha256}  {target.location.url}/{name}", flush=True)
+            if policy is not None:
+                try:
+                    for kept, line in rclone_run.prune(target, BackupNames(settings.backup_name), owner, policy,
+                                                       keep=name):
+                        say(f"retention: {kept} {line}")
+                except Exception as exc:  # the backup is stored and reported as such
+                    retention_error = str(exc)
+    finally:
+        _wait_for_notifications(reporter)
+    if reporter.drills_enabled:
+        _drill(reporter, setup, target, name)
+    if retention_error:
+        return fail(f"the backup is stored, but retention failed: {retention_error}")
+    return 0
+
+
+def _drill(reporter, setup, target, name: str) -> None:
+    """RESTORE_DRILL_URL is set: prove the new backup restores from the remote (upload's exit status stays)."""
+    from backup_svc.commands.storage import _wait_for_notifications
+    from backup_svc.notify.remote_drill import drill_remote_file
+
+    report = reporter.drill_now(lambda: drill_remote_file(setup, target, name, say=say))
+    if report is not None and report.outcome == "ok":
+        say(f"restore drill ok in {report.seconds:.1f} s: {report.tables} tables, {report.rows} rows match "
+            f"({report.counts_from})")
+    elif report is not None:
+        say(f"restore drill FAILED after {report.seconds:.1f} s: {report.error}")
+    _wait_for_notifications(reporter)
