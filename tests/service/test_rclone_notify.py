@@ -113,7 +113,7 @@ def test_drill_of_a_bit_flipped_backup_on_the_remote_fails(tmp_path, rich_db, pg
     done = run_cli("drill", env={**env, "NOTIFY_WEBHOOK_URL": hook.url + HOOK})
 
     assert done.returncode == 1
-    assert "drill failed after" in done.stderr
+    assert "drill failed after" in done.stderr and "the backup is damaged" in done.stderr, done.stderr
     [event] = posted(hook)
     assert (event["event"], event["outcome"]) == ("drill", "failed")
     assert scratch_databases(pg_cluster) == []
