@@ -28,13 +28,14 @@ def detect_purpose(env: Mapping[str, str]) -> tuple[str, str]:
     return SERVE, "no admin secret and no BACKUP_STORAGE_URL"
 
 
-def alert_lines(settings: Settings, purpose: str) -> list[str]:
+def alert_lines(settings: Settings, purpose: str, *, remote: bool = False) -> list[str]:
     """`alerts: …` lines: a warning when stored backups are on and nobody would hear of a failure, and
-    the heartbeat recommended where it is missing (the only alert that fires when nothing runs at all)."""
+    the heartbeat recommended where it is missing (the only alert that fires when nothing runs at all).
+    `remote`: the backups go to an rclone remote (settings.storage is None then; `upload` stores them)."""
     storage, notify = settings.storage, settings.notify
-    if storage is None:
+    if storage is None and not remote:
         return []
-    runs_backups = purpose == UPLOAD or storage.schedule is not None
+    runs_backups = purpose == UPLOAD or (storage is not None and storage.schedule is not None)
     if notify is None or not notify.any_channel:
         return ["alerts: warning — stored backups are on, but no alert channel is set: a failed or missing "
                 "backup tells nobody. Set HEARTBEAT_URL (a dead man's switch such as healthchecks.io: the only "
@@ -45,7 +46,7 @@ def alert_lines(settings: Settings, purpose: str) -> list[str]:
         lines.append("alerts: note — no HEARTBEAT_URL: a failed backup is reported, but if backups stop running "
                      "(the process is down, out of memory, the cron service deleted) nothing here can say so; "
                      "a heartbeat monitor can (docs/notifications.md)")
-    if purpose == SERVE and storage.watched_schedule is not None:
+    if purpose == SERVE and storage is not None and storage.watched_schedule is not None:
         which = "BACKUP_SCHEDULE" if storage.schedule is not None else "BACKUP_EXPECTED_SCHEDULE"
         lines.append(f"alerts: the staleness alarm watches {which}: no successful stored backup for 1.5 "
                      "intervals, or a failed scheduled run, sends one alert")
@@ -101,7 +102,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             print(f"draining: warning — {warning}")
     for line in (settings.notify.describe() if settings.notify else []):
         print(f"notifications: {line}")
-    for line in alert_lines(settings, purpose):
+    for line in alert_lines(settings, purpose, remote=rclone):
         print(line)
     storage_lines, storage_ok = (rclone_storage.check_lines(settings, serves=purpose == SERVE) if rclone
                                  else storage_check_lines(settings))

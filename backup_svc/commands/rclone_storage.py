@@ -186,8 +186,6 @@ def check_lines(settings: Settings, serves: bool) -> tuple[list[str], bool]:
     else:
         lines.append("schedule: none (`upload` runs when a cron service starts it)")
     lines.append(f"retention: {policy}" if policy is not None else "retention: keep everything (BACKUP_RETENTION is not set)")
-    lines.append("alerts: warning — `upload` to an rclone remote sends no notifications yet (mail, webhook, "
-                 "heartbeat): watch the cron service's exit status")
     return lines, ok
 
 

@@ -34,6 +34,9 @@ def test_a_writable_remote_passes_and_nothing_is_left_behind(tmp_path, rich_db):
         assert f"storage {permission}: ok\n" in done.stdout
     assert "retention: last=3" in done.stdout
     assert "history: not kept on rclone remotes yet" in done.stdout
+    assert "alerts: warning — stored backups are on, but no alert channel is set" in done.stdout
+    heard = run_cli("check", env={**env, "HEARTBEAT_URL": "https://hc-ping.example/0f4d6c8e"})
+    assert heard.returncode == 0 and "alerts:" not in heard.stdout, heard.stdout
     assert "result: ok — this process can store backups" in done.stdout
     assert sorted(os.listdir(folder)) == stored  # the probe object and its companion are gone
 
