@@ -3,6 +3,7 @@
 BACKUP_RETENTION. Exit statuses as storage.py's (a retention failure after a stored backup: 1, and said)."""
 from __future__ import annotations
 
+import contextlib
 import time
 
 from backup_svc.commands.output import fail, say
@@ -13,20 +14,26 @@ def upload(settings: Settings, target, policy, lock) -> int:
     """Store one backup on `target` under the database lock `lock`; notify; drill; apply `policy`."""
     from backup_svc.commands.storage import _wait_for_notifications
     from backup_svc.dump.backup import backup_filename, write_backup
+    from backup_svc.history.hooks import flush_before_exit, outcome_sink, remote_history
     from backup_svc.notify.outcome import StoredSetup, reporter_for, reporting
     from backup_svc.storage import rclone_run
     from backup_svc.storage.location import BackupNames
 
     setup = StoredSetup(settings.dump, None, settings.notify, settings.encryption)
     reporter = reporter_for(setup)
+    # the run, its notifications and drill are events in `_history/` on the remote (as in a bucket)
+    history = remote_history("upload", target.location, target.env)
+    reporter.history = outcome_sink(history)
     started, name = time.monotonic(), backup_filename(settings.backup_name)
     retention_error = None
     try:
-        with reporting(reporter, setup, name, drill_after=False) as outcome, lock:
+        with recorded(history, name, settings.conn.password) as amounts, \
+                reporting(reporter, setup, name, drill_after=False) as outcome, lock:
             target.clean_leftovers()
             stored, owner = rclone_run.upload(target, settings.backup_name, name, lambda sink: write_backup(
                 settings.dump, sink, application_name="backup_svc-upload"))
             outcome.size, outcome.sha256 = stored.size, stored.sha256
+            amounts.update(gzip_bytes=stored.size, sha256=stored.sha256)
             seconds = time.monotonic() - started
             say(f"stored {target.location.target(name)}: {stored.size} bytes in {seconds:.1f} s "
                 f"({stored.size / max(seconds, 1e-6) / 1e6:.1f} MB/s); size and sha256 checked")
@@ -37,14 +44,39 @@ def upload(settings: Settings, target, policy, lock) -> int:
                                                        keep=name):
                         say(f"retention: {kept} {line}")
                 except Exception as exc:  # the backup is stored and reported as such
-                    retention_error = str(exc)
+                    retention_error = amounts["retention_error"] = str(exc)
+        if reporter.drills_enabled:
+            _drill(reporter, setup, target, name)
     finally:
         _wait_for_notifications(reporter)
-    if reporter.drills_enabled:
-        _drill(reporter, setup, target, name)
+        flush_before_exit(history, say)
     if retention_error:
         return fail(f"the backup is stored, but retention failed: {retention_error}")
     return 0
+
+
+@contextlib.contextmanager
+def recorded(history, name: str, password: str | None):
+    """The run and its audit entry in the history, however it ends (as storage.py's `_recorded_upload`)."""
+    from backup_svc.history.event import UPLOAD_TRIGGER
+    from backup_svc.history.hooks import record_audit, record_run
+    from backup_svc.notify.outcome import failure_reason
+    from backup_svc.storage.lock import AnotherBackupRunning
+
+    started, amounts = time.time(), {}
+    try:
+        yield amounts
+        error = amounts.pop("retention_error", None)
+        ran = {"outcome": "ok, retention failed" if error else "ok", "error": error}
+    except BaseException as exc:
+        amounts = {}
+        ran = {"outcome": "skipped" if isinstance(exc, AnotherBackupRunning) else "failed",
+               "error": failure_reason(exc, password)}
+        raise
+    finally:
+        record_run(history, trigger=UPLOAD_TRIGGER, started=started, finished=time.time(), name=name, **ran)
+        record_audit(history, event="stored-backup", started=started, actor=UPLOAD_TRIGGER, name=name, **ran,
+                     **amounts)
 
 
 def _drill(reporter, setup, target, name: str) -> None:
