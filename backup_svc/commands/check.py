@@ -111,8 +111,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     ok = ok and storage_ok
     from backup_svc.commands.history import history_check_lines
 
-    history_lines, history_ok = (([rclone_storage.HISTORY_LINE], True) if rclone
-                                 else history_check_lines(settings))
+    history_lines, history_ok = history_check_lines(settings, remote=rclone)
     print("\n".join(history_lines))
     ok = ok and history_ok
     installed = find_binaries("pg_dump", settings.pg_bin_dirs)

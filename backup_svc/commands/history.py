@@ -29,14 +29,19 @@ def cmd_history(args: argparse.Namespace) -> int:
     from backup_svc.history.trail import parse_time
     from backup_svc.storage.client import StorageError
 
+    from backup_svc.commands import rclone_storage
+
     try:
-        settings = Settings.from_env(require_auth=False)
+        if rclone_storage.is_rclone():  # `_history/` beside the backups on the remote
+            history = rclone_storage.history("history")
+        else:
+            settings = Settings.from_env(require_auth=False)
+            if settings.storage is None:
+                return refuse(["BACKUP_STORAGE_URL is not set: the history lives in the bucket (without one, only "
+                               "in the service's memory and its log)"])
+            history = history_for("history", settings.storage.location, settings.storage.client_env)
     except ConfigError as exc:
         return refuse(exc.problems)
-    if settings.storage is None:
-        return refuse(["BACKUP_STORAGE_URL is not set: the history lives in the bucket (without one, only in the "
-                       "service's memory and its log)"])
-    history = history_for("history", settings.storage.location, settings.storage.client_env)
     if args.check:
         try:
             report = check_history(history.bucket)
@@ -58,14 +63,17 @@ def cmd_history(args: argparse.Namespace) -> int:
     return 0
 
 
-def prune_history_now(settings: Settings, dry_run: bool) -> int:
-    """`prune`'s second half, BACKUP_HISTORY_DAYS: delete the history's events older than that (never a backup)."""
+def prune_history_now(settings: Settings, dry_run: bool, folder=None) -> int:
+    """`prune`'s second half, BACKUP_HISTORY_DAYS: delete the history's events older than that (never a backup)
+    in the bucket, or in `folder` (the history on an rclone remote, history/remote.py)."""
     from backup_svc.history.bucket import HistoryBucket
     from backup_svc.history.retention import prune_history
     from backup_svc.storage.client import StorageError, make_client
 
-    location = settings.storage.location
-    bucket = HistoryBucket(make_client(settings.storage.client_env), location.bucket, location.prefix)
+    bucket = folder
+    if bucket is None:
+        location = settings.storage.location
+        bucket = HistoryBucket(make_client(settings.storage.client_env), location.bucket, location.prefix)
     try:
         report = prune_history(bucket, settings.history_days, dry_run=dry_run)
     except StorageError as exc:
@@ -75,15 +83,20 @@ def prune_history_now(settings: Settings, dry_run: bool) -> int:
     return 1 if report.failed else 0
 
 
-def history_check_lines(settings: Settings) -> tuple[list[str], bool]:
-    """For `check`: where the history lives, whether events can be written there, the newest one."""
+def history_check_lines(settings: Settings, *, remote: bool = False) -> tuple[list[str], bool]:
+    """For `check`: where the history lives, whether events can be written there, the newest one
+    (`remote`: BACKUP_STORAGE_URL is an rclone remote, settings.storage is None then)."""
+    from backup_svc.commands import rclone_storage
     from backup_svc.history.hooks import history_for
     from backup_svc.storage.client import StorageError
 
-    if settings.storage is None:
+    if remote:
+        history = rclone_storage.history("check")
+    elif settings.storage is None:
         return ["history: in memory only (BACKUP_STORAGE_URL is not set): the dashboard's history and the audit "
                 "trail are lost on restart; the log has every entry"], True
-    history = history_for("check", settings.storage.location, settings.storage.client_env)
+    else:
+        history = history_for("check", settings.storage.location, settings.storage.client_env)
     where = history.bucket.url
     try:
         history.bucket.probe()
