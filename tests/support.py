@@ -456,3 +456,8 @@ def waiting_dump_sessions(cluster) -> list[tuple]:
     with cluster.connect() as db:
         return db.execute("SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'backup_svc-dump%' "
                           "AND wait_event_type = 'Lock'").fetchall()
+
+
+def remote_files(folder) -> list[str]:
+    """The names in an rclone remote's folder, sorted, without the history's `_history/` folder."""
+    return sorted(n for n in os.listdir(folder) if n != "_history")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
 from backup_svc.commands.output import fail, refuse, say
 from backup_svc.config import ConfigError, Settings
@@ -22,6 +23,25 @@ def _line(entry: dict) -> str:
             f"{(data.get('outcome') or '-') + count:<12} {who} {data.get('client') or ''} {what}{error}").rstrip()
 
 
+def _remote() -> bool:
+    from backup_svc.storage.rclone_target import is_rclone_url
+
+    return is_rclone_url(os.environ.get("BACKUP_STORAGE_URL", ""))
+
+
+def remote_history_from_env(process: str):
+    """The durable history in `_history/` beside the backups on BACKUP_STORAGE_URL=rclone:… (ConfigError when
+    that URL is malformed)."""
+    from backup_svc.history.hooks import remote_history
+    from backup_svc.storage.rclone_target import parse_rclone_url
+
+    try:
+        location = parse_rclone_url(os.environ["BACKUP_STORAGE_URL"].strip())
+    except ValueError as exc:
+        raise ConfigError([f"BACKUP_STORAGE_URL {exc}"]) from None
+    return remote_history(process, location, os.environ)
+
+
 def cmd_history(args: argparse.Namespace) -> int:
     """Print the history (newest first) or, with --check, check it for edits and gaps."""
     from backup_svc.history.check import check_history, report_lines
@@ -29,11 +49,9 @@ def cmd_history(args: argparse.Namespace) -> int:
     from backup_svc.history.trail import parse_time
     from backup_svc.storage.client import StorageError
 
-    from backup_svc.commands import rclone_storage
-
     try:
-        if rclone_storage.is_rclone():  # `_history/` beside the backups on the remote
-            history = rclone_storage.history("history")
+        if _remote():  # `_history/` beside the backups on the remote
+            history = remote_history_from_env("history")
         else:
             settings = Settings.from_env(require_auth=False)
             if settings.storage is None:
@@ -86,12 +104,14 @@ def prune_history_now(settings: Settings, dry_run: bool, folder=None) -> int:
 def history_check_lines(settings: Settings, *, remote: bool = False) -> tuple[list[str], bool]:
     """For `check`: where the history lives, whether events can be written there, the newest one
     (`remote`: BACKUP_STORAGE_URL is an rclone remote, settings.storage is None then)."""
-    from backup_svc.commands import rclone_storage
     from backup_svc.history.hooks import history_for
     from backup_svc.storage.client import StorageError
 
     if remote:
-        history = rclone_storage.history("check")
+        try:
+            history = remote_history_from_env("check")
+        except ConfigError as exc:
+            return [f"history: {problem}" for problem in exc.problems], False
     elif settings.storage is None:
         return ["history: in memory only (BACKUP_STORAGE_URL is not set): the dashboard's history and the audit "
                 "trail are lost on restart; the log has every entry"], True

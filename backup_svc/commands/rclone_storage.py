@@ -9,12 +9,15 @@ import os
 import signal
 
 from backup_svc.commands.output import fail, say
-from backup_svc.commands.storage import EXIT_SIGTERM, Terminated
+from backup_svc.commands.exits import EXIT_SIGTERM, Terminated
 from backup_svc.config import ConfigError, Settings
 
 
 def is_rclone() -> bool:
-    return os.environ.get("BACKUP_STORAGE_URL", "").strip().startswith("rclone:")
+    """BACKUP_STORAGE_URL names an rclone remote (rclone:<remote>:<path>)."""
+    from backup_svc.storage.rclone_target import is_rclone_url
+
+    return is_rclone_url(os.environ.get("BACKUP_STORAGE_URL", ""))
 
 
 def settings_env() -> dict[str, str]:
@@ -129,7 +132,7 @@ def _prune(settings: Settings, target, policy, args) -> int:
     from backup_svc.storage.location import BackupNames
     from backup_svc.storage.rclone_run import prune
 
-    from backup_svc.commands.history import prune_history_now
+    from backup_svc.commands.history import prune_history_now, remote_history_from_env
 
     if policy is None:
         say("BACKUP_RETENTION is not set: every backup is kept (e.g. BACKUP_RETENTION=last=7,daily=14)")
@@ -138,7 +141,7 @@ def _prune(settings: Settings, target, policy, args) -> int:
             lines = prune(target, BackupNames(settings.backup_name), _owner(settings), policy, dry_run=args.dry_run)
         for name, line in lines:
             print(f"{name}  {line}")
-    return prune_history_now(settings, args.dry_run, folder=history("prune").bucket)
+    return prune_history_now(settings, args.dry_run, folder=remote_history_from_env("prune").bucket)
 
 
 def check_lines(settings: Settings, serves: bool) -> tuple[list[str], bool]:
@@ -201,16 +204,3 @@ def newest_on_remote(settings: Settings, url: str | None):
                           stall_timeout_s=settings.dump.stall_timeout_s)
     backups, _ = survey(target, BackupNames(settings.backup_name), _owner(settings))
     return target, backups[0].name if backups else None
-
-
-def history(process: str):
-    """The durable history in `_history/` beside the backups on BACKUP_STORAGE_URL=rclone:… (ConfigError when
-    that URL is malformed)."""
-    from backup_svc.history.hooks import remote_history
-    from backup_svc.storage.rclone_target import parse_rclone_url
-
-    try:
-        location = parse_rclone_url(os.environ["BACKUP_STORAGE_URL"].strip())
-    except ValueError as exc:
-        raise ConfigError([f"BACKUP_STORAGE_URL {exc}"]) from None
-    return remote_history(process, location, os.environ)

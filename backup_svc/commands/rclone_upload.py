@@ -12,7 +12,7 @@ from backup_svc.config import Settings
 
 def upload(settings: Settings, target, policy, lock) -> int:
     """Store one backup on `target` under the database lock `lock`; notify; drill; apply `policy`."""
-    from backup_svc.commands.storage import _wait_for_notifications
+    from backup_svc.commands.exits import wait_for_notifications
     from backup_svc.dump.backup import backup_filename, write_backup
     from backup_svc.history.hooks import flush_before_exit, outcome_sink, remote_history
     from backup_svc.notify.outcome import StoredSetup, reporter_for, reporting
@@ -48,7 +48,7 @@ def upload(settings: Settings, target, policy, lock) -> int:
         if reporter.drills_enabled:
             _drill(reporter, setup, target, name)
     finally:
-        _wait_for_notifications(reporter)
+        wait_for_notifications(reporter)
         flush_before_exit(history, say)
     if retention_error:
         return fail(f"the backup is stored, but retention failed: {retention_error}")
@@ -81,7 +81,7 @@ def recorded(history, name: str, password: str | None):
 
 def _drill(reporter, setup, target, name: str) -> None:
     """RESTORE_DRILL_URL is set: prove the new backup restores from the remote (upload's exit status stays)."""
-    from backup_svc.commands.storage import _wait_for_notifications
+    from backup_svc.commands.exits import wait_for_notifications
     from backup_svc.notify.remote_drill import drill_remote_file
 
     report = reporter.drill_now(lambda: drill_remote_file(setup, target, name, say=say))
@@ -90,4 +90,4 @@ def _drill(reporter, setup, target, name: str) -> None:
             f"({report.counts_from})")
     elif report is not None:
         say(f"restore drill FAILED after {report.seconds:.1f} s: {report.error}")
-    _wait_for_notifications(reporter)
+    wait_for_notifications(reporter)

@@ -15,14 +15,8 @@ import sys
 from backup_svc.commands.output import fail, say
 from backup_svc.config import ConfigError, Settings
 
-EXIT_BUSY = 75  # sysexits' EX_TEMPFAIL: nothing wrong, try again later
-EXIT_SIGTERM = 128 + signal.SIGTERM
-# The longest a command waits for its notifications: a channel's whole retry budget, and some.
-NOTIFY_WAIT_S = 45
-
-
-class Terminated(BaseException):
-    """SIGTERM arrived (a redeploy, `docker stop`, Railway ending a cron run)."""
+from backup_svc.commands.exits import EXIT_BUSY, EXIT_SIGTERM, NOTIFY_WAIT_S, Terminated  # noqa: F401 (re-exported)
+from backup_svc.commands.exits import wait_for_notifications as _wait_for_notifications
 
 
 
@@ -169,11 +163,6 @@ def _recorded_upload(settings: Settings, setup, reporter, history, name: str):
         record_audit(history, event="stored-backup", started=started, actor=UPLOAD_TRIGGER, name=name, **ran,
                      **amounts)
     return result
-
-
-def _wait_for_notifications(reporter) -> None:
-    if not reporter.notifier.flush(timeout_s=NOTIFY_WAIT_S):
-        say(f"notifications still unsent after {NOTIFY_WAIT_S} s were given up")
 
 
 def _drill_after_upload(reporter, setup, stored) -> None:

@@ -38,6 +38,10 @@ class RcloneLocation:
         return f"{self.remote}:{self.path + '/' if self.path else ''}{name}"
 
 
+def is_rclone_url(url: str) -> bool:
+    return url.strip().startswith("rclone:")
+
+
 def parse_rclone_url(url: str) -> RcloneLocation:
     """`rclone:<remote>:<path>` → RcloneLocation; ValueError says what is wrong."""
     rest = url[len("rclone:"):] if url.startswith("rclone:") else None

@@ -3,14 +3,13 @@ service does there (list, write, read, delete), with S3's exit statuses. Real rc
 `rclone serve webdav|sftp` on loopback), real PostgreSQL, the real CLI."""
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import time
 
 import pytest
 
-from tests.support import run_cli
+from tests.support import remote_files, run_cli
 
 pytestmark = pytest.mark.skipif(shutil.which("rclone") is None,
                                 reason="rclone is not installed (./dev.sh test installs it)")
@@ -24,7 +23,7 @@ def test_a_writable_remote_passes_and_nothing_is_left_behind(tmp_path, rich_db):
     env = CRON | {"DATABASE_URL": rich_db, "BACKUP_STORAGE_URL": f"rclone:loc:{folder}",
                   "RCLONE_CONFIG_LOC_TYPE": "local"}
     assert run_cli("upload", env=env).returncode == 0
-    stored = sorted(os.listdir(folder))
+    stored = remote_files(folder)
     done = run_cli("check", env=env)
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.startswith("checking as: upload")
@@ -33,12 +32,12 @@ def test_a_writable_remote_passes_and_nothing_is_left_behind(tmp_path, rich_db):
     for permission in ("list", "write", "read", "delete"):
         assert f"storage {permission}: ok\n" in done.stdout
     assert "retention: last=3" in done.stdout
-    assert "history: not kept on rclone remotes yet" in done.stdout
+    assert f"history: ok — rclone:loc:{folder}/_history/ takes events; newest event" in done.stdout
     assert "alerts: warning — stored backups are on, but no alert channel is set" in done.stdout
     heard = run_cli("check", env={**env, "HEARTBEAT_URL": "https://hc-ping.example/0f4d6c8e"})
     assert heard.returncode == 0 and "alerts:" not in heard.stdout, heard.stdout
     assert "result: ok — this process can store backups" in done.stdout
-    assert sorted(os.listdir(folder)) == stored  # the probe object and its companion are gone
+    assert remote_files(folder) == stored  # the probe object and its companion are gone
 
 
 @pytest.mark.parametrize("kind", ["webdav", "sftp"])
@@ -49,7 +48,7 @@ def test_a_served_remote_passes_and_its_secret_is_not_printed(served, rich_db, k
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"storage: ok — rclone:dav:backups at {kind} remote 'dav'" in done.stdout
     assert "storage write: ok" in done.stdout and "storage delete: ok" in done.stdout
-    assert os.listdir(folder / "backups") == []
+    assert remote_files(folder / "backups") == []
     if kind == "sftp":
         assert env["RCLONE_CONFIG_DAV_PASS"] not in done.stdout + done.stderr
 
@@ -66,7 +65,7 @@ def test_a_remote_refusing_writes_is_not_ready_and_says_so(served, rich_db):
     assert "storage read:" not in done.stdout  # nothing was written, so nothing is read or deleted
     assert "result: NOT ready — this process cannot store backups" in done.stdout
     assert "Traceback" not in done.stdout + done.stderr
-    assert os.listdir(folder) == []
+    assert remote_files(folder) == []
 
 
 @pytest.mark.parametrize("listening", [False, True], ids=["unreachable", "stalling"])

@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 
-from tests.support import run_cli
+from tests.support import remote_files, run_cli
 
 pytestmark = pytest.mark.skipif(shutil.which("rclone") is None,
                                 reason="rclone is not installed (./dev.sh test installs it)")
@@ -68,7 +68,7 @@ def test_a_failed_upload_to_a_remote_is_reported(served, rich_db, receiver):
     assert (event["event"], event["outcome"]) == ("backup", "failed")
     assert "rclone rcat failed" in event["error"]
     assert [p for m, p, _, _ in monitor.requests] == [PING + "/fail"]
-    assert os.listdir(folder) == []
+    assert remote_files(folder) == []
 
 
 def test_a_misconfigured_remote_upload_pings_the_heartbeat_fail_url(tmp_path, rich_db, receiver, age_keys):

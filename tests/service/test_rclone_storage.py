@@ -17,7 +17,7 @@ from backup_svc.dump.pipeline import DumpBroken
 from backup_svc.storage.rclone_run import upload
 from backup_svc.storage.rclone_target import RcloneTarget, parse_rclone_url
 from backup_svc.storage.location import BackupNames
-from tests.support import REPO, FreezableProxy, pg_dump_pids, run_cli, snapshot, wait_until
+from tests.support import REPO, FreezableProxy, pg_dump_pids, remote_files, run_cli, snapshot, wait_until
 
 pytestmark = pytest.mark.skipif(shutil.which("rclone") is None,
                                 reason="rclone is not installed (./dev.sh test installs it)")
@@ -40,7 +40,7 @@ def test_upload_list_restore_over_webdav(served, rich_db, pg_cluster):
     assert done.returncode == 0, done.stderr
     [name] = backups_in(folder / "backups")
     stored = (folder / "backups" / name).read_bytes()
-    assert sorted(os.listdir(folder / "backups")) == [name, f"{name}.owner.json", f"{name}.sha256"]
+    assert remote_files(folder / "backups") == [name, f"{name}.owner.json", f"{name}.sha256"]
     assert (folder / "backups" / f"{name}.sha256").read_text() == f"{hashlib.sha256(stored).hexdigest()}  {name}\n"
     record = json.loads((folder / "backups" / f"{name}.owner.json").read_text())
     assert record["written-by"] == "backup_svc" and record["database"] == "rich" and record["system-identifier"]
@@ -93,7 +93,7 @@ def test_a_remote_refusing_writes_stores_nothing(served, rich_db):
     done = run_cli("upload", env=env)
     assert done.returncode == 1
     assert "upload failed" in done.stderr and "rclone rcat failed" in done.stderr and "Traceback" not in done.stderr
-    assert os.listdir(folder) == []
+    assert remote_files(folder) == []
 
 
 def test_a_dump_that_breaks_mid_way_stores_nothing(tmp_path):
@@ -107,13 +107,13 @@ def test_a_dump_that_breaks_mid_way_stores_nothing(tmp_path):
 
     with pytest.raises(DumpBroken):
         upload(target, "shop", "shop_backup_20261205_000000.sql.gz", dump)
-    assert not (tmp_path / "r").exists() or os.listdir(tmp_path / "r") == []
+    assert not (tmp_path / "r").exists() or remote_files(tmp_path / "r") == []
 
 
 def test_a_missing_database_stores_nothing(tmp_path, pg_cluster):
     done = run_cli("upload", env=local_env(tmp_path / "r", pg_cluster.url("no_such_db")))
     assert done.returncode == 1 and "does not exist" in done.stderr and "Traceback" not in done.stderr
-    assert not (tmp_path / "r").exists() or os.listdir(tmp_path / "r") == []
+    assert not (tmp_path / "r").exists() or remote_files(tmp_path / "r") == []
 
 
 def test_encryption_is_refused_rather_than_storing_cleartext(tmp_path, rich_db, age_keys):
@@ -162,7 +162,9 @@ def test_a_backup_killed_mid_upload_leaves_no_backup_named_object(kill, tmp_path
             upload.kill()
     assert upload.returncode == {"SIGTERM upload": 143, "Ctrl-C upload": 130}.get(kill, 1), err
     assert "nothing was stored" in err and "Traceback" not in err
-    assert os.listdir(folder) == []  # not even the temporary object
+    assert remote_files(folder) == []  # not even the temporary object
+    assert any(b'"outcome":"failed"' in event.read_bytes().replace(b" ", b"")
+               for event in (folder / "_history").rglob("*.json")), "the failed run is not in the history"
     assert out == ""
     assert wait_until(lambda: not pg_dump_pids(pg_cluster), 5)
 
@@ -178,7 +180,7 @@ def test_a_remote_stalling_mid_upload_fails_in_bounded_time_and_stores_nothing(s
     try:
         upload = start_upload(env)
         try:
-            assert wait_until(lambda: (folder / "backups").is_dir() and os.listdir(folder / "backups"), 60), \
+            assert wait_until(lambda: (folder / "backups").is_dir() and remote_files(folder / "backups"), 60), \
                 "the upload never started"
             time.sleep(1)
             proxy.freeze()
@@ -197,6 +199,6 @@ def test_a_remote_stalling_mid_upload_fails_in_bounded_time_and_stores_nothing(s
         again = run_cli("upload", env={**env, "RCLONE_BWLIMIT": "off"})  # the next run cleans what was left
         assert again.returncode == 0, again.stderr
         [name] = backups_in(folder / "backups")
-        assert sorted(os.listdir(folder / "backups")) == [name, f"{name}.owner.json", f"{name}.sha256"]
+        assert remote_files(folder / "backups") == [name, f"{name}.owner.json", f"{name}.sha256"]
     finally:
         proxy.close()

@@ -12,7 +12,7 @@ import pytest
 
 from backup_svc.storage.client import StorageError
 from backup_svc.storage.rclone_target import RcloneTarget, parse_rclone_url
-from tests.support import REPO, run_cli, snapshot
+from tests.support import REPO, remote_files, run_cli, snapshot
 
 pytestmark = pytest.mark.skipif(subprocess.run(["which", "rclone"], capture_output=True).returncode != 0,
                                 reason="rclone is not installed (./dev.sh test installs it)")
@@ -132,5 +132,5 @@ def test_the_docs_rclone_commands_run_as_written(rich_db, tmp_path):
     assert "stored sha256:    matches" in done.stdout
     assert "storage write: ok" in done.stdout and "result: ok — this process can store backups" in done.stdout
     [name] = [n for n in os.listdir(tmp_path / "offsite") if n.endswith(".sql.gz")]
-    assert sorted(os.listdir(tmp_path / "offsite")) == [name, f"{name}.owner.json", f"{name}.sha256"]
+    assert remote_files(tmp_path / "offsite") == [name, f"{name}.owner.json", f"{name}.sha256"]
     assert f"{name}  kept: last #1" in done.stdout
