@@ -45,6 +45,7 @@ def upload(settings: Settings, target, policy, lock) -> int:
                         say(f"retention: {kept} {line}")
                 except Exception as exc:  # the backup is stored and reported as such
                     retention_error = amounts["retention_error"] = str(exc)
+            _prune_history(history.bucket, settings.history_days)
         if reporter.drills_enabled:
             _drill(reporter, setup, target, name)
     finally:
@@ -91,3 +92,17 @@ def _drill(reporter, setup, target, name: str) -> None:
     elif report is not None:
         say(f"restore drill FAILED after {report.seconds:.1f} s: {report.error}")
     wait_for_notifications(reporter)
+
+
+def _prune_history(folder, days: int) -> None:
+    """BACKUP_HISTORY_DAYS after each stored backup, as S3's: only history events; a failure is only said."""
+    from backup_svc.history.retention import prune_history
+    from backup_svc.storage.client import StorageError
+
+    try:
+        report = prune_history(folder, days)
+    except StorageError as exc:
+        say(f"warning: history retention failed (the backup is stored; `prune` tries again): {exc}")
+        return
+    if report.deleted or report.failed:
+        say("; ".join(report.lines()))

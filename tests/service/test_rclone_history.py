@@ -80,3 +80,7 @@ def test_prune_deletes_only_history_events_older_than_the_days(tmp_path, rich_db
     assert not (old_day / old_name).exists()
     assert events_in(folder / "_history") == today
     assert sorted(n for n in os.listdir(folder) if not n.startswith("_")) == backups  # history retention never touches backups
+
+    shutil.copy(folder / "_history" / today[0], old_day / old_name)
+    assert run_cli("upload", env=env).returncode == 0  # an upload applies BACKUP_HISTORY_DAYS too
+    assert not (old_day / old_name).exists()
