@@ -1,6 +1,7 @@
-"""`upload`, `list` and `prune` when BACKUP_STORAGE_URL is `rclone:<remote>:<path>` (storage/rclone_run.py).
-`check`'s storage lines for it: `check_lines`. The schedule in `serve`, drills, the durable history and
-the dashboard still need s3:// (docs/storage.md says so); an encrypted rclone backup is refused, never stored in the clear."""
+"""`upload` (rclone_upload.py), `list` and `prune` when BACKUP_STORAGE_URL is `rclone:<remote>:<path>`
+(storage/rclone_run.py); `check`'s storage lines for it (`check_lines`); the newest backup for `drill`.
+`serve` (its schedule, the dashboard's stored backups) still needs s3:// (docs/storage.md says so); an
+encrypted rclone backup is refused, never stored in the clear."""
 from __future__ import annotations
 
 import argparse

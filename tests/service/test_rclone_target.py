@@ -131,6 +131,7 @@ def test_the_docs_rclone_commands_run_as_written(rich_db, tmp_path):
     assert done.returncode == 0, done.stderr
     assert "stored sha256:    matches" in done.stdout
     assert "storage write: ok" in done.stdout and "result: ok — this process can store backups" in done.stdout
+    assert " stored-run " in done.stdout  # `history` read the run back from offsite/_history/
     [name] = [n for n in os.listdir(tmp_path / "offsite") if n.endswith(".sql.gz")]
     assert remote_files(tmp_path / "offsite") == [name, f"{name}.owner.json", f"{name}.sha256"]
     assert f"{name}  kept: last #1" in done.stdout
