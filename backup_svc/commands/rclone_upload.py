@@ -82,16 +82,10 @@ def recorded(history, name: str, password: str | None):
 
 def _drill(reporter, setup, target, name: str) -> None:
     """RESTORE_DRILL_URL is set: prove the new backup restores from the remote (upload's exit status stays)."""
-    from backup_svc.commands.exits import wait_for_notifications
+    from backup_svc.commands.exits import drill_after_upload
     from backup_svc.notify.remote_drill import drill_remote_file
 
-    report = reporter.drill_now(lambda: drill_remote_file(setup, target, name, say=say))
-    if report is not None and report.outcome == "ok":
-        say(f"restore drill ok in {report.seconds:.1f} s: {report.tables} tables, {report.rows} rows match "
-            f"({report.counts_from})")
-    elif report is not None:
-        say(f"restore drill FAILED after {report.seconds:.1f} s: {report.error}")
-    wait_for_notifications(reporter)
+    drill_after_upload(reporter, lambda: drill_remote_file(setup, target, name, say=say))
 
 
 def _prune_history(folder, days: int) -> None:

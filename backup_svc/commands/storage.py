@@ -169,13 +169,9 @@ def _drill_after_upload(reporter, setup, stored) -> None:
     """RESTORE_DRILL_URL is set: prove the new object restores (its outcome does not change upload's exit status)."""
     from backup_svc.notify.outcome import drill_stored_object
 
-    report = reporter.drill_now(lambda: drill_stored_object(setup, stored.bucket, stored.key, say=say))
-    if report is not None and report.outcome == "ok":
-        say(f"restore drill ok in {report.seconds:.1f} s: {report.tables} tables, {report.rows} rows match "
-             f"({report.counts_from})")
-    elif report is not None:
-        say(f"restore drill FAILED after {report.seconds:.1f} s: {report.error}")
-    _wait_for_notifications(reporter)
+    from backup_svc.commands.exits import drill_after_upload
+
+    drill_after_upload(reporter, lambda: drill_stored_object(setup, stored.bucket, stored.key, say=say))
 
 
 def cmd_list(args: argparse.Namespace) -> int:

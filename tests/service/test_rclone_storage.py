@@ -6,7 +6,6 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -17,7 +16,8 @@ from backup_svc.dump.pipeline import DumpBroken
 from backup_svc.storage.rclone_run import upload
 from backup_svc.storage.rclone_target import RcloneTarget, parse_rclone_url
 from backup_svc.storage.location import BackupNames
-from tests.support import REPO, FreezableProxy, pg_dump_pids, remote_files, run_cli, snapshot, wait_until
+from tests.support import (REPO, UPLOAD_KILLS, FreezableProxy, kill_upload, pg_dump_pids, remote_files, run_cli, snapshot,
+                           wait_until)
 
 pytestmark = pytest.mark.skipif(shutil.which("rclone") is None,
                                 reason="rclone is not installed (./dev.sh test installs it)")
@@ -133,7 +133,7 @@ def backup_named(folder, names) -> list[str]:
                                                                        .removesuffix(".owner.json"))]
 
 
-@pytest.mark.parametrize("kill", ["terminate backend", "SIGKILL pg_dump", "SIGTERM upload", "Ctrl-C upload"])
+@pytest.mark.parametrize("kill", UPLOAD_KILLS)
 def test_a_backup_killed_mid_upload_leaves_no_backup_named_object(kill, tmp_path, big_db, pg_cluster):
     """RCLONE_BWLIMIT (rclone's own flag, read from its environment) slows the remote so that the kill
     lands while rcat is writing the temporary object."""
@@ -144,18 +144,7 @@ def test_a_backup_killed_mid_upload_leaves_no_backup_named_object(kill, tmp_path
         assert wait_until(lambda: folder.is_dir() and any(n.startswith(".partial-") for n in os.listdir(folder))
                           and pg_dump_pids(pg_cluster), 60), "the upload never started"
         time.sleep(0.5)
-        if kill == "terminate backend":
-            with pg_cluster.connect("big") as db:
-                terminated = db.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                        "WHERE application_name LIKE 'backup_svc-upload%' AND backend_type = "
-                                        "'client backend' AND application_name <> 'backup_svc-upload-lock'"
-                                        ).fetchall()
-            assert terminated, "no pg_dump session to terminate"
-        elif kill == "SIGKILL pg_dump":
-            for pid in pg_dump_pids(pg_cluster):
-                os.kill(pid, signal.SIGKILL)
-        else:
-            upload.send_signal(signal.SIGTERM if kill == "SIGTERM upload" else signal.SIGINT)
+        kill_upload(kill, upload, pg_cluster, "big")
         out, err = upload.communicate(timeout=60)
     finally:
         if upload.poll() is None:
