@@ -220,6 +220,8 @@ def main() -> None:
     parser.add_argument("--peers", action="store_true",
                         help="also time `pg_dump | isal -1 | aws s3 cp -` and the gzip -6 one (bench/peers.py; "
                              "installs the AWS CLI into a throwaway venv under .cache/bench)")
+    parser.add_argument("--rclone", action="store_true",
+                        help="also time `upload` to rclone remotes (local backend, webdav on loopback): bench/rclone.py")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                         help="extra environment for the service (e.g. BACKUP_GZIP_LEVEL=6)")
     args = parser.parse_args()
@@ -249,6 +251,9 @@ def run(bench: Bench, args, label: str) -> None:
         if args.peers:
             from bench import peers
             peers.add(bench, methods, REPO / ".cache" / "bench")
+        if args.rclone:
+            from bench import rclone
+            rclone.add(bench, methods, REPO / ".cache" / "bench")
     times: dict[str, list[float]] = {name: [] for name in methods}
     sizes: dict[str, int] = {}
     names = list(methods)
@@ -296,6 +301,9 @@ def run(bench: Bench, args, label: str) -> None:
         if args.peers:
             from bench import peers
             peers.report(times, checks)
+        if args.rclone:
+            from bench import rclone
+            rclone.report(bench, times, sizes)
     if not args.skip_latency:
         lat = bench.latency_under_dump()
         for path, values in lat.items():

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
+import subprocess
 import time
 
 import pytest
 
 from backup_svc.pg.binaries import pg_bin_dirs
-from backup_svc.pg.localcluster import LocalCluster, find_server_bin_dir
+from backup_svc.pg.localcluster import LocalCluster, find_server_bin_dir, free_port
 from tests import receivers
 from tests.support import DATA, LINK_MAX_TTL, LINK_SECRET, REPO, FreezableProxy, LockedTable, Service, run_cli
 
@@ -245,3 +247,35 @@ def age_keys(tmp_path_factory) -> dict:
         found[kind] = folder / kind
         found[f"{kind}_public"] = (folder / f"{kind}.pub").read_text().strip()
     return found
+
+
+@pytest.fixture
+def served(tmp_path):
+    """`rclone serve webdav|sftp` of a folder on a free loopback port; yields (folder, start(read_only, kind) -> env)."""
+    folder = tmp_path / "served"
+    folder.mkdir()
+    children = []
+
+    def start(read_only: bool = False, kind: str = "webdav") -> dict:
+        port = free_port()
+        argv = ["rclone", "serve", kind, str(folder), f"--addr=127.0.0.1:{port}"] + (["--no-auth"] if kind == "sftp" else [])
+        children.append(subprocess.Popen(argv + (["--read-only"] if read_only else []), env={**os.environ, "HOME": str(tmp_path)},
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "SECRET_NOT_FOR_RCLONE": "x"}
+        if kind == "sftp":
+            obscured = subprocess.run(["rclone", "obscure", "any"], capture_output=True, text=True).stdout.strip()
+            return env | {"RCLONE_CONFIG_DAV_TYPE": "sftp", "RCLONE_CONFIG_DAV_HOST": "127.0.0.1",
+                          "RCLONE_CONFIG_DAV_PORT": str(port), "RCLONE_CONFIG_DAV_USER": "backup",
+                          "RCLONE_CONFIG_DAV_PASS": obscured}
+        return env | {"RCLONE_CONFIG_DAV_TYPE": "webdav", "RCLONE_CONFIG_DAV_URL": f"http://127.0.0.1:{port}/"}
+
+    yield folder, start
+    for child in children:
+        child.kill()
+        child.wait()

@@ -456,3 +456,27 @@ def waiting_dump_sessions(cluster) -> list[tuple]:
     with cluster.connect() as db:
         return db.execute("SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'backup_svc-dump%' "
                           "AND wait_event_type = 'Lock'").fetchall()
+
+
+def remote_files(folder) -> list[str]:
+    """The names in an rclone remote's folder, sorted, without the history's `_history/` folder."""
+    return sorted(n for n in os.listdir(folder) if n != "_history")
+
+
+UPLOAD_KILLS = ["terminate backend", "SIGKILL pg_dump", "SIGTERM upload", "Ctrl-C upload"]
+
+
+def kill_upload(kill: str, upload: subprocess.Popen, cluster: LocalCluster, dbname: str) -> None:
+    """Stop a running `upload` one of the UPLOAD_KILLS ways: its pg_dump session terminated by the server,
+    pg_dump killed outright, or the upload process sent SIGTERM (a redeploy) or SIGINT (Ctrl-C)."""
+    if kill == "terminate backend":
+        with cluster.connect(dbname) as db:
+            terminated = db.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                    "WHERE application_name LIKE 'backup_svc-upload%' AND backend_type = "
+                                    "'client backend' AND application_name <> 'backup_svc-upload-lock'").fetchall()
+        assert terminated, "no pg_dump session to terminate"
+    elif kill == "SIGKILL pg_dump":
+        for pid in pg_dump_pids(cluster):
+            os.kill(pid, signal.SIGKILL)
+    else:
+        upload.send_signal(signal.SIGTERM if kill == "SIGTERM upload" else signal.SIGINT)

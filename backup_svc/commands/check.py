@@ -28,13 +28,14 @@ def detect_purpose(env: Mapping[str, str]) -> tuple[str, str]:
     return SERVE, "no admin secret and no BACKUP_STORAGE_URL"
 
 
-def alert_lines(settings: Settings, purpose: str) -> list[str]:
+def alert_lines(settings: Settings, purpose: str, *, remote: bool = False) -> list[str]:
     """`alerts: …` lines: a warning when stored backups are on and nobody would hear of a failure, and
-    the heartbeat recommended where it is missing (the only alert that fires when nothing runs at all)."""
+    the heartbeat recommended where it is missing (the only alert that fires when nothing runs at all).
+    `remote`: the backups go to an rclone remote (settings.storage is None then; `upload` stores them)."""
     storage, notify = settings.storage, settings.notify
-    if storage is None:
+    if storage is None and not remote:
         return []
-    runs_backups = purpose == UPLOAD or storage.schedule is not None
+    runs_backups = purpose == UPLOAD or (storage is not None and storage.schedule is not None)
     if notify is None or not notify.any_channel:
         return ["alerts: warning — stored backups are on, but no alert channel is set: a failed or missing "
                 "backup tells nobody. Set HEARTBEAT_URL (a dead man's switch such as healthchecks.io: the only "
@@ -45,15 +46,17 @@ def alert_lines(settings: Settings, purpose: str) -> list[str]:
         lines.append("alerts: note — no HEARTBEAT_URL: a failed backup is reported, but if backups stop running "
                      "(the process is down, out of memory, the cron service deleted) nothing here can say so; "
                      "a heartbeat monitor can (docs/notifications.md)")
-    if purpose == SERVE and storage.watched_schedule is not None:
+    if purpose == SERVE and storage is not None and storage.watched_schedule is not None:
         which = "BACKUP_SCHEDULE" if storage.schedule is not None else "BACKUP_EXPECTED_SCHEDULE"
         lines.append(f"alerts: the staleness alarm watches {which}: no successful stored backup for 1.5 "
                      "intervals, or a failed scheduled run, sends one alert")
     return lines
 
 
-def load_settings(purpose: str, env: Mapping[str, str] | None = None) -> tuple[Settings | None, list[str]]:
-    """The settings and the configuration problems that keep a process of `purpose` from its job."""
+def load_settings(purpose: str, env: Mapping[str, str] | None = None, *,
+                  storage_elsewhere: bool = False) -> tuple[Settings | None, list[str]]:
+    """The settings and the configuration problems that keep a process of `purpose` from its job
+    (`storage_elsewhere`: the storage is an rclone remote, judged by rclone_storage.check_lines)."""
     try:
         settings = Settings.from_env(env, require_auth=purpose == SERVE)
         problems: list[str] = []
@@ -63,7 +66,7 @@ def load_settings(purpose: str, env: Mapping[str, str] | None = None) -> tuple[S
             settings = Settings.from_env(env, require_auth=False)
         except ConfigError:
             return None, problems
-    if purpose == UPLOAD and settings.storage is None:
+    if purpose == UPLOAD and settings.storage is None and not storage_elsewhere:
         problems.append("BACKUP_STORAGE_URL is not set: `upload` has nowhere to store backups "
                         "(e.g. s3://my-bucket/backups)")
     return settings, problems
@@ -73,6 +76,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     """Check configuration, alerts, storage, connectivity and pg_dump for this process's job; say what is wrong."""
     import os
 
+    from backup_svc.commands import rclone_storage
     from backup_svc.commands.storage import storage_check_lines
     from backup_svc.crypto.settings import check_lines as encryption_check_lines
     from backup_svc.pg.binaries import find_binaries
@@ -81,7 +85,9 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     purpose, why = (args.purpose, "--for") if args.purpose != AUTO else detect_purpose(os.environ)
     print(f"checking as: {purpose} ({why}; `check --for serve|upload` to choose)")
-    settings, problems = load_settings(purpose)
+    rclone = rclone_storage.is_rclone()  # BACKUP_STORAGE_URL=rclone:…: its own storage lines
+    settings, problems = load_settings(purpose, rclone_storage.settings_env() if rclone else None,
+                                       storage_elsewhere=rclone)
     for problem in problems:
         print(f"configuration: {problem}")
     if settings is None:
@@ -96,15 +102,16 @@ def cmd_check(args: argparse.Namespace) -> int:
             print(f"draining: warning — {warning}")
     for line in (settings.notify.describe() if settings.notify else []):
         print(f"notifications: {line}")
-    for line in alert_lines(settings, purpose):
+    for line in alert_lines(settings, purpose, remote=rclone):
         print(line)
-    storage_lines, storage_ok = storage_check_lines(settings)
+    storage_lines, storage_ok = (rclone_storage.check_lines(settings, serves=purpose == SERVE) if rclone
+                                 else storage_check_lines(settings))
     print("\n".join(storage_lines))
     print("\n".join(encryption_check_lines(settings.encryption)))
     ok = ok and storage_ok
     from backup_svc.commands.history import history_check_lines
 
-    history_lines, history_ok = history_check_lines(settings)
+    history_lines, history_ok = history_check_lines(settings, remote=rclone)
     print("\n".join(history_lines))
     ok = ok and history_ok
     installed = find_binaries("pg_dump", settings.pg_bin_dirs)

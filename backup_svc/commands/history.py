@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
 from backup_svc.commands.output import fail, refuse, say
 from backup_svc.config import ConfigError, Settings
@@ -22,6 +23,25 @@ def _line(entry: dict) -> str:
             f"{(data.get('outcome') or '-') + count:<12} {who} {data.get('client') or ''} {what}{error}").rstrip()
 
 
+def _remote() -> bool:
+    from backup_svc.storage.rclone_target import is_rclone_url
+
+    return is_rclone_url(os.environ.get("BACKUP_STORAGE_URL", ""))
+
+
+def remote_history_from_env(process: str):
+    """The durable history in `_history/` beside the backups on BACKUP_STORAGE_URL=rclone:… (ConfigError when
+    that URL is malformed)."""
+    from backup_svc.history.hooks import remote_history
+    from backup_svc.storage.rclone_target import parse_rclone_url
+
+    try:
+        location = parse_rclone_url(os.environ["BACKUP_STORAGE_URL"].strip())
+    except ValueError as exc:
+        raise ConfigError([f"BACKUP_STORAGE_URL {exc}"]) from None
+    return remote_history(process, location, os.environ)
+
+
 def cmd_history(args: argparse.Namespace) -> int:
     """Print the history (newest first) or, with --check, check it for edits and gaps."""
     from backup_svc.history.check import check_history, report_lines
@@ -30,13 +50,16 @@ def cmd_history(args: argparse.Namespace) -> int:
     from backup_svc.storage.client import StorageError
 
     try:
-        settings = Settings.from_env(require_auth=False)
+        if _remote():  # `_history/` beside the backups on the remote
+            history = remote_history_from_env("history")
+        else:
+            settings = Settings.from_env(require_auth=False)
+            if settings.storage is None:
+                return refuse(["BACKUP_STORAGE_URL is not set: the history lives in the bucket (without one, only "
+                               "in the service's memory and its log)"])
+            history = history_for("history", settings.storage.location, settings.storage.client_env)
     except ConfigError as exc:
         return refuse(exc.problems)
-    if settings.storage is None:
-        return refuse(["BACKUP_STORAGE_URL is not set: the history lives in the bucket (without one, only in the "
-                       "service's memory and its log)"])
-    history = history_for("history", settings.storage.location, settings.storage.client_env)
     if args.check:
         try:
             report = check_history(history.bucket)
@@ -58,14 +81,17 @@ def cmd_history(args: argparse.Namespace) -> int:
     return 0
 
 
-def prune_history_now(settings: Settings, dry_run: bool) -> int:
-    """`prune`'s second half, BACKUP_HISTORY_DAYS: delete the history's events older than that (never a backup)."""
+def prune_history_now(settings: Settings, dry_run: bool, folder=None) -> int:
+    """`prune`'s second half, BACKUP_HISTORY_DAYS: delete the history's events older than that (never a backup)
+    in the bucket, or in `folder` (the history on an rclone remote, history/remote.py)."""
     from backup_svc.history.bucket import HistoryBucket
     from backup_svc.history.retention import prune_history
     from backup_svc.storage.client import StorageError, make_client
 
-    location = settings.storage.location
-    bucket = HistoryBucket(make_client(settings.storage.client_env), location.bucket, location.prefix)
+    bucket = folder
+    if bucket is None:
+        location = settings.storage.location
+        bucket = HistoryBucket(make_client(settings.storage.client_env), location.bucket, location.prefix)
     try:
         report = prune_history(bucket, settings.history_days, dry_run=dry_run)
     except StorageError as exc:
@@ -75,15 +101,22 @@ def prune_history_now(settings: Settings, dry_run: bool) -> int:
     return 1 if report.failed else 0
 
 
-def history_check_lines(settings: Settings) -> tuple[list[str], bool]:
-    """For `check`: where the history lives, whether events can be written there, the newest one."""
+def history_check_lines(settings: Settings, *, remote: bool = False) -> tuple[list[str], bool]:
+    """For `check`: where the history lives, whether events can be written there, the newest one
+    (`remote`: BACKUP_STORAGE_URL is an rclone remote, settings.storage is None then)."""
     from backup_svc.history.hooks import history_for
     from backup_svc.storage.client import StorageError
 
-    if settings.storage is None:
+    if remote:
+        try:
+            history = remote_history_from_env("check")
+        except ConfigError as exc:
+            return [f"history: {problem}" for problem in exc.problems], False
+    elif settings.storage is None:
         return ["history: in memory only (BACKUP_STORAGE_URL is not set): the dashboard's history and the audit "
                 "trail are lost on restart; the log has every entry"], True
-    history = history_for("check", settings.storage.location, settings.storage.client_env)
+    else:
+        history = history_for("check", settings.storage.location, settings.storage.client_env)
     where = history.bucket.url
     try:
         history.bucket.probe()

@@ -66,7 +66,11 @@ def cmd_notify_test(args: argparse.Namespace) -> int:
 def cmd_drill(args: argparse.Namespace) -> int:
     """Prove a backup restores: restore it into a fresh scratch database on RESTORE_DRILL_URL's
     server, compare row counts, drop it. Without an argument: the newest stored backup."""
+    from backup_svc.commands.rclone_storage import is_rclone
+
     source_arg = args.source
+    if (source_arg or "").startswith("rclone:") or (not source_arg and is_rclone()):
+        return _drill_remote(source_arg)
     if source_arg and not source_arg.startswith("s3://"):
         return _drill_file(source_arg)
     from backup_svc.config import Settings
@@ -130,6 +134,34 @@ def _drill_stored(settings, url: str | None):
     return drill_stored_object(settings, settings.storage.location.bucket, newest.key, client=client, say=note)
 
 
+def _drill_remote(url: str | None) -> int:
+    """`drill rclone:<remote>:<path>/<name>`, or the newest backup on BACKUP_STORAGE_URL=rclone:…"""
+    from backup_svc.commands.rclone_storage import newest_on_remote, settings_env
+    from backup_svc.config import Settings
+    from backup_svc.notify.outcome import StoredSetup, failure_reason
+    from backup_svc.notify.remote_drill import drill_remote_file
+
+    try:
+        settings = Settings.from_env(settings_env(), require_auth=False)
+    except ConfigError as exc:
+        return refuse(exc.problems)
+    if settings.notify is None or settings.notify.drill is None:
+        return refuse([NO_DRILL_URL])
+    try:
+        target, name = newest_on_remote(settings, url)
+    except ValueError as exc:
+        return refuse([f"{url or os.environ.get('BACKUP_STORAGE_URL')}: {exc}"])
+    except Exception as exc:
+        return fail(f"drill failed: cannot list the remote: {failure_reason(exc)}")
+    if name is None:
+        return fail(f"drill failed: no stored backup in {target.location.url} yet")
+    if url is None:
+        note(f"drilling the newest stored backup, {name}")
+    report = drill_remote_file(StoredSetup(settings.dump, None, settings.notify, settings.encryption), target, name,
+                               say=note)
+    return _finish(report, settings.notify, settings.conn.dbname)
+
+
 def _drill_file(path: str) -> int:
     from backup_svc.notify.drill import run_drill
     from backup_svc.notify.drillbounds import drill_timeout_s
@@ -175,7 +207,7 @@ def add_commands(sub) -> None:
     test.set_defaults(func=cmd_notify_test)
     drill = sub.add_parser("drill", help="prove a backup restores: restore it into a scratch database "
                                          "on RESTORE_DRILL_URL's server, compare row counts, drop it")
-    drill.add_argument("source", nargs="?", metavar="FILE|s3://bucket/key",
-                       help="the backup to drill: a local .sql.gz or a stored object "
+    drill.add_argument("source", nargs="?", metavar="FILE|s3://bucket/key|rclone:remote:path/name",
+                       help="the backup to drill: a local .sql.gz or a stored object or remote file "
                             "(default: the newest stored backup)")
     drill.set_defaults(func=cmd_drill)

@@ -1,17 +1,33 @@
-"""`upload`, `list` and `prune` when BACKUP_STORAGE_URL is `rclone:<remote>:<path>` (storage/rclone_run.py).
-The schedule in `serve`, drills, the durable history, `check`'s storage lines and the dashboard still
-need s3:// (docs/storage.md says so); an encrypted rclone backup is refused, never stored in the clear."""
+"""`upload` (rclone_upload.py), `list` and `prune` when BACKUP_STORAGE_URL is `rclone:<remote>:<path>`
+(storage/rclone_run.py); `check`'s storage lines for it (`check_lines`); the newest backup for `drill`.
+`serve` (its schedule, the dashboard's stored backups) still needs s3:// (docs/storage.md says so); an
+encrypted rclone backup is refused, never stored in the clear."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 
 from backup_svc.commands.output import fail, say
+from backup_svc.commands.exits import EXIT_SIGTERM, Terminated
 from backup_svc.config import ConfigError, Settings
 
 
 def is_rclone() -> bool:
-    return os.environ.get("BACKUP_STORAGE_URL", "").strip().startswith("rclone:")
+    """BACKUP_STORAGE_URL names an rclone remote (rclone:<remote>:<path>)."""
+    from backup_svc.storage.rclone_target import is_rclone_url
+
+    return is_rclone_url(os.environ.get("BACKUP_STORAGE_URL", ""))
+
+
+def settings_env() -> dict[str, str]:
+    """The environment for Settings, without the storage variables this module reads itself (S3's
+    settings would want s3://)."""
+    env = dict(os.environ)
+    for name in ("BACKUP_STORAGE_URL", "BACKUP_RETENTION", "BACKUP_SCHEDULE"):
+        env.pop(name, None)
+    return env
 
 
 def _setup():
@@ -19,11 +35,8 @@ def _setup():
     from backup_svc.storage.rclone_target import RcloneTarget, parse_rclone_url
     from backup_svc.storage.retention import parse_retention
 
-    env = dict(os.environ)
-    url = env.pop("BACKUP_STORAGE_URL").strip()
-    for name in ("BACKUP_RETENTION", "BACKUP_SCHEDULE"):  # read here (S3's settings would want s3://)
-        env.pop(name, None)
-    settings = Settings.from_env(env, require_auth=False)
+    url = os.environ["BACKUP_STORAGE_URL"].strip()
+    settings = Settings.from_env(settings_env(), require_auth=False)
     if settings.encryption.recipients:
         raise ConfigError(["BACKUP_AGE_RECIPIENTS is set, but encrypted backups on rclone remotes are not "
                            "supported yet: nothing is stored in the clear instead (use s3://…)"])
@@ -43,10 +56,15 @@ def run(command: str, args: argparse.Namespace) -> int:
 
     try:
         settings, target, policy = _setup()
-        return {"upload": _upload, "list": _list, "prune": _prune}[command](settings, target, policy, args)
+        with _sigterm_raises():
+            return {"upload": _upload, "list": _list, "prune": _prune}[command](settings, target, policy, args)
     except ConfigError as exc:
         for problem in exc.problems:
             say(problem)
+        if command == "upload":
+            from backup_svc.notify.heartbeat import ping_settings_failure
+
+            ping_settings_failure(os.environ, exc.problems)  # HEARTBEAT_URL hears of it: <url>/fail
         return 2
     except AnotherBackupRunning as exc:
         say(f"{exc}; nothing to do now (this is not a failure)")
@@ -56,9 +74,27 @@ def run(command: str, args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         say(f"{command} interrupted; the temporary object was removed, nothing was stored")
         return 130
+    except Terminated:
+        say(f"{command} stopped by SIGTERM; the temporary object was removed, nothing was stored")
+        return EXIT_SIGTERM
     except Exception as exc:  # DumpBroken, StorageError, …: one line, the temporary object already removed
         kind = "" if isinstance(exc, StorageError) else f"{type(exc).__name__}: "
         return fail(f"{command} failed: {kind}{exc}; nothing was stored")
+
+
+@contextlib.contextmanager
+def _sigterm_raises():
+    """SIGTERM (a redeploy, Railway ending a cron run) unwinds like Ctrl-C: rcat killed, the temporary
+    object removed (a second SIGTERM is ignored so that the clean-up is not cut short)."""
+    def on_sigterm(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _lock(settings: Settings, target):
@@ -75,26 +111,9 @@ def _owner(settings: Settings):
 
 
 def _upload(settings: Settings, target, policy, args) -> int:
-    import time
+    from backup_svc.commands.rclone_upload import upload
 
-    from backup_svc.dump.backup import backup_filename, write_backup
-    from backup_svc.storage import rclone_run
-    from backup_svc.storage.location import BackupNames
-
-    started = time.monotonic()
-    with _lock(settings, target):
-        target.clean_leftovers()
-        name = backup_filename(settings.backup_name)
-        stored, owner = rclone_run.upload(target, settings.backup_name, name, lambda sink: write_backup(
-            settings.dump, sink, application_name="backup_svc-upload"))
-        seconds = time.monotonic() - started
-        say(f"stored {target.location.target(name)}: {stored.size} bytes in {seconds:.1f} s "
-            f"({stored.size / max(seconds, 1e-6) / 1e6:.1f} MB/s); size and sha256 checked")
-        print(f"{stored.sha256}  {target.location.url}/{name}", flush=True)
-        if policy is not None:
-            for kept, line in rclone_run.prune(target, BackupNames(settings.backup_name), owner, policy, keep=name):
-                say(f"retention: {kept} {line}")
-    return 0
+    return upload(settings, target, policy, _lock(settings, target))
 
 
 def _list(settings: Settings, target, policy, args) -> int:
@@ -114,11 +133,75 @@ def _prune(settings: Settings, target, policy, args) -> int:
     from backup_svc.storage.location import BackupNames
     from backup_svc.storage.rclone_run import prune
 
+    from backup_svc.commands.history import prune_history_now, remote_history_from_env
+
     if policy is None:
         say("BACKUP_RETENTION is not set: every backup is kept (e.g. BACKUP_RETENTION=last=7,daily=14)")
-        return 0
-    with _lock(settings, target):
-        lines = prune(target, BackupNames(settings.backup_name), _owner(settings), policy, dry_run=args.dry_run)
-    for name, line in lines:
-        print(f"{name}  {line}")
-    return 0
+    else:
+        with _lock(settings, target):
+            lines = prune(target, BackupNames(settings.backup_name), _owner(settings), policy, dry_run=args.dry_run)
+        for name, line in lines:
+            print(f"{name}  {line}")
+    return prune_history_now(settings, args.dry_run, folder=remote_history_from_env("prune").bucket)
+
+
+def check_lines(settings: Settings, serves: bool) -> tuple[list[str], bool]:
+    """For `check`: the remote's backups and each thing the service does there (rclone_probe.py), the
+    schedule and retention; ok is False when this process could not do its job with this remote."""
+    from backup_svc.storage.client import StorageError
+    from backup_svc.storage.location import BackupNames
+    from backup_svc.storage.rclone_probe import describe_remote, probe_rclone
+    from backup_svc.storage.rclone_run import survey
+    from backup_svc.storage.rclone_target import RcloneTarget, parse_rclone_url
+    from backup_svc.storage.retention import parse_retention
+
+    url = os.environ["BACKUP_STORAGE_URL"].strip()
+    try:
+        location = parse_rclone_url(url)
+        policy = parse_retention(os.environ.get("BACKUP_RETENTION", ""))
+    except ValueError as exc:
+        return [f"storage: BACKUP_STORAGE_URL / BACKUP_RETENTION: {exc}"], False
+    # A person waits for `check`: short bounds (a stalled remote fails in about half a minute).
+    target = RcloneTarget(location, os.environ, connect_timeout_s=5, stall_timeout_s=10, retries=1)
+    report = probe_rclone(target, describe_remote(location.remote, os.environ))
+    lines, ok = report.lines(), report.ok
+    if report.reachable:
+        try:
+            backups, _ = survey(target, BackupNames(settings.backup_name), _owner(settings))
+            newest = f", newest {backups[0].name}" if backups else ""
+            lines[0] += f": {len(backups)} stored backup{'s' if len(backups) != 1 else ''}{newest}"
+        except StorageError as exc:
+            lines.append(f"storage: listing this service's backups failed: {exc}")
+            ok = False
+    if settings.encryption.recipients:
+        lines.append("storage: BACKUP_AGE_RECIPIENTS is set, but encrypted backups on rclone remotes are not "
+                     "supported yet: `upload` refuses rather than storing cleartext (use s3://…)")
+        ok = False
+    if serves:
+        lines.append("storage: `serve` does not take rclone remotes yet (the schedule, the dashboard's stored "
+                     "backups, drills, the history need s3://…): run `upload` from a cron service instead "
+                     "(docs/storage.md, \"Any rclone remote\")")
+        ok = False
+    elif os.environ.get("BACKUP_SCHEDULE", "").strip():
+        lines.append("schedule: BACKUP_SCHEDULE is ignored with an rclone remote (`serve` takes no scheduled "
+                     "backups to it yet): run `upload` from a cron service on that schedule")
+    else:
+        lines.append("schedule: none (`upload` runs when a cron service starts it)")
+    lines.append(f"retention: {policy}" if policy is not None else "retention: keep everything (BACKUP_RETENTION is not set)")
+    return lines, ok
+
+
+def newest_on_remote(settings: Settings, url: str | None):
+    """(target, name) for `drill`: the file `url` names (rclone:<remote>:<path>/<name>), or this service's
+    newest backup on BACKUP_STORAGE_URL (name None when there is none yet); ValueError for a bad URL."""
+    from backup_svc.storage.location import BackupNames
+    from backup_svc.storage.rclone_reader import split_file_url
+    from backup_svc.storage.rclone_run import survey
+    from backup_svc.storage.rclone_target import RcloneTarget, parse_rclone_url
+
+    if url:
+        return split_file_url(url, os.environ)
+    target = RcloneTarget(parse_rclone_url(os.environ["BACKUP_STORAGE_URL"].strip()), os.environ,
+                          stall_timeout_s=settings.dump.stall_timeout_s)
+    backups, _ = survey(target, BackupNames(settings.backup_name), _owner(settings))
+    return target, backups[0].name if backups else None

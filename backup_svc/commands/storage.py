@@ -15,14 +15,8 @@ import sys
 from backup_svc.commands.output import fail, say
 from backup_svc.config import ConfigError, Settings
 
-EXIT_BUSY = 75  # sysexits' EX_TEMPFAIL: nothing wrong, try again later
-EXIT_SIGTERM = 128 + signal.SIGTERM
-# The longest a command waits for its notifications: a channel's whole retry budget, and some.
-NOTIFY_WAIT_S = 45
-
-
-class Terminated(BaseException):
-    """SIGTERM arrived (a redeploy, `docker stop`, Railway ending a cron run)."""
+from backup_svc.commands.exits import EXIT_BUSY, EXIT_SIGTERM, NOTIFY_WAIT_S, Terminated  # noqa: F401 (re-exported)
+from backup_svc.commands.exits import wait_for_notifications as _wait_for_notifications
 
 
 
@@ -171,22 +165,13 @@ def _recorded_upload(settings: Settings, setup, reporter, history, name: str):
     return result
 
 
-def _wait_for_notifications(reporter) -> None:
-    if not reporter.notifier.flush(timeout_s=NOTIFY_WAIT_S):
-        say(f"notifications still unsent after {NOTIFY_WAIT_S} s were given up")
-
-
 def _drill_after_upload(reporter, setup, stored) -> None:
     """RESTORE_DRILL_URL is set: prove the new object restores (its outcome does not change upload's exit status)."""
     from backup_svc.notify.outcome import drill_stored_object
 
-    report = reporter.drill_now(lambda: drill_stored_object(setup, stored.bucket, stored.key, say=say))
-    if report is not None and report.outcome == "ok":
-        say(f"restore drill ok in {report.seconds:.1f} s: {report.tables} tables, {report.rows} rows match "
-             f"({report.counts_from})")
-    elif report is not None:
-        say(f"restore drill FAILED after {report.seconds:.1f} s: {report.error}")
-    _wait_for_notifications(reporter)
+    from backup_svc.commands.exits import drill_after_upload
+
+    drill_after_upload(reporter, lambda: drill_stored_object(setup, stored.bucket, stored.key, say=say))
 
 
 def cmd_list(args: argparse.Namespace) -> int:

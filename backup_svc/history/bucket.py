@@ -19,8 +19,44 @@ from .event import HistoryEvent, history_prefix, parse_name
 QUICK = RetryPolicy(attempts=2, first_delay_s=0.2, max_delay_s=0.5)
 
 
+class EventFolder:
+    """What every place that holds the history shares: reading an event and the retention of old ones,
+    on top of each place's own `raw`, `days`, `names` and `delete` (HistoryBucket here, HistoryRemote in
+    remote.py for rclone remotes)."""
+
+    def get(self, name: str, retry: RetryPolicy = QUICK) -> HistoryEvent:
+        """Read one event; StorageError when it cannot be read, ValueError when it is not JSON."""
+        return HistoryEvent.from_bytes(name, self.raw(name, retry))
+
+    def delete_older_than(self, cutoff: datetime, *, dry_run: bool = False,
+                          retry: RetryPolicy = RetryPolicy()) -> tuple[list[str], list[tuple[str, str]]]:
+        """Delete the events whose time (from the key) is before `cutoff`; (deleted, [(name, error)]).
+
+        Only whole day folders before the cutoff's day, and events of the cutoff's day older than it,
+        are looked at; StorageError when the folders cannot be listed (then nothing was deleted).
+        """
+        deleted, failed = [], []
+        day_of_cutoff = cutoff.strftime("%Y/%m/%d/")
+        for day in self.days(retry):
+            if day > day_of_cutoff:
+                continue
+            for name in self.names(day, retry):
+                facts = parse_name(name)
+                if facts is None or facts.time >= cutoff:
+                    continue
+                if dry_run:
+                    deleted.append(name)
+                    continue
+                try:
+                    self.delete(name, retry)
+                    deleted.append(name)
+                except StorageError as exc:
+                    failed.append((name, str(exc)))
+        return deleted, failed
+
+
 @dataclass(frozen=True)
-class HistoryBucket:
+class HistoryBucket(EventFolder):
     """The history folder of one storage location, reached through `client`."""
 
     client: object
@@ -54,10 +90,6 @@ class HistoryBucket:
         response = with_retries(f"reading history event {name}",
                                 lambda: self.client.get_object(Bucket=self.bucket, Key=self.root + name), retry)
         return response["Body"].read()
-
-    def get(self, name: str, retry: RetryPolicy = QUICK) -> HistoryEvent:
-        """Read one event; StorageError when it cannot be read, ValueError when it is not JSON."""
-        return HistoryEvent.from_bytes(name, self.raw(name, retry))
 
     def _common_prefixes(self, below: str, retry: RetryPolicy) -> list[str]:
         found, token = [], None
@@ -93,29 +125,6 @@ class HistoryBucket:
             token = page["NextContinuationToken"]
         return sorted(n for n in names if parse_name(n) is not None)
 
-    def delete_older_than(self, cutoff: datetime, *, dry_run: bool = False,
-                          retry: RetryPolicy = RetryPolicy()) -> tuple[list[str], list[tuple[str, str]]]:
-        """Delete the events whose time (from the key) is before `cutoff`; (deleted, [(name, error)]).
-
-        Only whole day folders before the cutoff's day, and events of the cutoff's day older than it,
-        are looked at; StorageError when the folders cannot be listed (then nothing was deleted).
-        """
-        deleted, failed = [], []
-        day_of_cutoff = cutoff.strftime("%Y/%m/%d/")
-        for day in self.days(retry):
-            if day > day_of_cutoff:
-                continue
-            for name in self.names(day, retry):
-                facts = parse_name(name)
-                if facts is None or facts.time >= cutoff:
-                    continue
-                if dry_run:
-                    deleted.append(name)
-                    continue
-                try:
-                    with_retries(f"deleting history event {name}", lambda: self.client.delete_object(
-                        Bucket=self.bucket, Key=self.root + name), retry)
-                    deleted.append(name)
-                except StorageError as exc:
-                    failed.append((name, str(exc)))
-        return deleted, failed
+    def delete(self, name: str, retry: RetryPolicy = QUICK) -> None:
+        with_retries(f"deleting history event {name}", lambda: self.client.delete_object(
+            Bucket=self.bucket, Key=self.root + name), retry)

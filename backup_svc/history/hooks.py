@@ -32,6 +32,18 @@ def history_for(process: str, location=None, client_env: Mapping[str, str] | Non
     return History(process, HistoryBucket(client, location.bucket, location.prefix))
 
 
+def remote_history(process: str, location, env: Mapping[str, str]) -> History:
+    """The History of this process in `_history/` beside the backups on an rclone remote (`location`, an
+    RcloneLocation; `env` holds its RCLONE_* settings), with the same short bounds as the bucket's."""
+    from backup_svc.storage.rclone_target import RcloneTarget
+
+    from .remote import HistoryRemote
+
+    target = RcloneTarget(location, env, connect_timeout_s=CONNECT_TIMEOUT_S, stall_timeout_s=READ_TIMEOUT_S,
+                          retries=1)
+    return History(process, HistoryRemote(target))
+
+
 def audit_sink(history: History) -> Callable[[dict], None]:
     """For AuditTrail.sink: each audit entry becomes an audit event at the attempt's start time."""
 

@@ -28,9 +28,9 @@ class StorageLocation:
         return self.prefix + name
 
 
-RCLONE_NOT_YET = ("is an rclone remote: so far the commands `upload`, `list`, `prune`, `verify` and `restore` "
-                  "work with rclone:<remote>:<path>, but `serve` (the schedule, the dashboard, drills, the "
-                  "history) and `check` still need "
+RCLONE_NOT_YET = ("is an rclone remote: so far the commands `upload`, `list`, `prune`, `verify`, `restore`, "
+                  "`drill`, `history` and `check` work with rclone:<remote>:<path>, but `serve` (its schedule and "
+                  "the dashboard's stored backups) still needs "
                   "s3://<bucket>/<prefix> (docs/storage.md, \"Any rclone remote\")")
 
 

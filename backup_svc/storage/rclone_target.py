@@ -38,6 +38,10 @@ class RcloneLocation:
         return f"{self.remote}:{self.path + '/' if self.path else ''}{name}"
 
 
+def is_rclone_url(url: str) -> bool:
+    return url.strip().startswith("rclone:")
+
+
 def parse_rclone_url(url: str) -> RcloneLocation:
     """`rclone:<remote>:<path>` → RcloneLocation; ValueError says what is wrong."""
     rest = url[len("rclone:"):] if url.startswith("rclone:") else None
@@ -91,8 +95,32 @@ class RcloneTarget:
             files.append(StoredFile(name, int(entry["Size"]), entry["ModTime"], sha))
         return files
 
+    def write(self, name: str, data: bytes) -> None:
+        """Write a small file `name` (it may hold '/') in one call: for records, not backups (no temporary name)."""
+        self._run("rcat", self.location.target(name), data=data)
+
+    def read(self, name: str) -> bytes:
+        return self._run("cat", self.location.target(name))
+
+    def remove(self, name: str) -> None:
+        self._run("deletefile", self.location.target(name))
+
+    def entries(self, folder: str, *, dirs_only: bool = False) -> list[dict]:
+        """lsjson below `folder` (recursively for dirs_only); a folder not made yet lists as empty."""
+        flags = ["--dirs-only", "--recursive"] if dirs_only else ["--files-only"]
+        try:
+            return json.loads(self._run("lsjson", *flags, self.location.target(folder)) or b"[]")
+        except StorageError as exc:
+            if "directory not found" in str(exc):
+                return []
+            raise
+
+    def names(self) -> list[str]:
+        """Every file name in the folder (backups, companions, temporary objects, anything else)."""
+        return [e["Name"] for e in self._ls()]
+
     def leftovers(self) -> list[str]:
-        return [e["Name"] for e in self._ls() if e["Name"].startswith(TEMP_PREFIX)]
+        return [name for name in self.names() if name.startswith(TEMP_PREFIX)]
 
     def _ls(self, only: str | None = None) -> list[dict]:
         """lsjson of the folder (or of one exact name in it); a folder not made yet lists as empty."""

@@ -6,14 +6,18 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
+import sys
+import time
 
 import pytest
 
 from backup_svc.dump.pipeline import DumpBroken
 from backup_svc.storage.rclone_run import upload
 from backup_svc.storage.rclone_target import RcloneTarget, parse_rclone_url
-from tests.service.test_rclone_target import served  # noqa: F401 (the fixture)
-from tests.support import run_cli, snapshot
+from backup_svc.storage.location import BackupNames
+from tests.support import (REPO, UPLOAD_KILLS, FreezableProxy, kill_upload, pg_dump_pids, remote_files, run_cli, snapshot,
+                           wait_until)
 
 pytestmark = pytest.mark.skipif(shutil.which("rclone") is None,
                                 reason="rclone is not installed (./dev.sh test installs it)")
@@ -28,7 +32,7 @@ def backups_in(folder) -> list[str]:
     return sorted(n for n in os.listdir(folder) if n.endswith(".sql.gz"))
 
 
-def test_upload_list_restore_over_webdav(served, rich_db, pg_cluster):  # noqa: F811
+def test_upload_list_restore_over_webdav(served, rich_db, pg_cluster):
     folder, start = served
     env = start() | {"DATABASE_URL": rich_db, "BACKUP_NAME": "shop", "BACKUP_STORAGE_URL": "rclone:dav:backups",
                      "BACKUP_RETENTION": "", "BACKUP_AGE_RECIPIENTS": ""}
@@ -36,7 +40,7 @@ def test_upload_list_restore_over_webdav(served, rich_db, pg_cluster):  # noqa: 
     assert done.returncode == 0, done.stderr
     [name] = backups_in(folder / "backups")
     stored = (folder / "backups" / name).read_bytes()
-    assert sorted(os.listdir(folder / "backups")) == [name, f"{name}.owner.json", f"{name}.sha256"]
+    assert remote_files(folder / "backups") == [name, f"{name}.owner.json", f"{name}.sha256"]
     assert (folder / "backups" / f"{name}.sha256").read_text() == f"{hashlib.sha256(stored).hexdigest()}  {name}\n"
     record = json.loads((folder / "backups" / f"{name}.owner.json").read_text())
     assert record["written-by"] == "backup_svc" and record["database"] == "rich" and record["system-identifier"]
@@ -82,14 +86,14 @@ def test_retention_deletes_only_this_services_old_backups(tmp_path, rich_db):
     assert "not listed: shop_backup_20990101_000000.sql.gz" in listed.stderr
 
 
-def test_a_remote_refusing_writes_stores_nothing(served, rich_db):  # noqa: F811
+def test_a_remote_refusing_writes_stores_nothing(served, rich_db):
     folder, start = served
     env = start(read_only=True) | {"DATABASE_URL": rich_db, "BACKUP_NAME": "shop",
                                    "BACKUP_STORAGE_URL": "rclone:dav:backups", "BACKUP_AGE_RECIPIENTS": ""}
     done = run_cli("upload", env=env)
     assert done.returncode == 1
     assert "upload failed" in done.stderr and "rclone rcat failed" in done.stderr and "Traceback" not in done.stderr
-    assert os.listdir(folder) == []
+    assert remote_files(folder) == []
 
 
 def test_a_dump_that_breaks_mid_way_stores_nothing(tmp_path):
@@ -103,16 +107,87 @@ def test_a_dump_that_breaks_mid_way_stores_nothing(tmp_path):
 
     with pytest.raises(DumpBroken):
         upload(target, "shop", "shop_backup_20261205_000000.sql.gz", dump)
-    assert not (tmp_path / "r").exists() or os.listdir(tmp_path / "r") == []
+    assert not (tmp_path / "r").exists() or remote_files(tmp_path / "r") == []
 
 
 def test_a_missing_database_stores_nothing(tmp_path, pg_cluster):
     done = run_cli("upload", env=local_env(tmp_path / "r", pg_cluster.url("no_such_db")))
     assert done.returncode == 1 and "does not exist" in done.stderr and "Traceback" not in done.stderr
-    assert not (tmp_path / "r").exists() or os.listdir(tmp_path / "r") == []
+    assert not (tmp_path / "r").exists() or remote_files(tmp_path / "r") == []
 
 
 def test_encryption_is_refused_rather_than_storing_cleartext(tmp_path, rich_db, age_keys):
     done = run_cli("upload", env=local_env(tmp_path / "r", rich_db, BACKUP_AGE_RECIPIENTS=age_keys["age_public"]))
     assert done.returncode == 2 and "not supported yet" in done.stderr
     assert not (tmp_path / "r").exists()
+
+
+def start_upload(env: dict) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "backup_svc", "upload"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO), **env})
+
+
+def backup_named(folder, names) -> list[str]:
+    """Names in the remote's folder that are (or are companions of) a backup's name."""
+    return [n for n in os.listdir(folder) if BackupNames("big").time_of(n.removesuffix(".sha256")
+                                                                       .removesuffix(".owner.json"))]
+
+
+@pytest.mark.parametrize("kill", UPLOAD_KILLS)
+def test_a_backup_killed_mid_upload_leaves_no_backup_named_object(kill, tmp_path, big_db, pg_cluster):
+    """RCLONE_BWLIMIT (rclone's own flag, read from its environment) slows the remote so that the kill
+    lands while rcat is writing the temporary object."""
+    folder = tmp_path / "remote"
+    env = local_env(folder, big_db, BACKUP_NAME="big", RCLONE_BWLIMIT="4M")
+    upload = start_upload(env)
+    try:
+        assert wait_until(lambda: folder.is_dir() and any(n.startswith(".partial-") for n in os.listdir(folder))
+                          and pg_dump_pids(pg_cluster), 60), "the upload never started"
+        time.sleep(0.5)
+        kill_upload(kill, upload, pg_cluster, "big")
+        out, err = upload.communicate(timeout=60)
+    finally:
+        if upload.poll() is None:
+            upload.kill()
+    assert upload.returncode == {"SIGTERM upload": 143, "Ctrl-C upload": 130}.get(kill, 1), err
+    assert "nothing was stored" in err and "Traceback" not in err
+    assert remote_files(folder) == []  # not even the temporary object
+    assert any(b'"outcome":"failed"' in event.read_bytes().replace(b" ", b"")
+               for event in (folder / "_history").rglob("*.json")), "the failed run is not in the history"
+    assert out == ""
+    assert wait_until(lambda: not pg_dump_pids(pg_cluster), 5)
+
+
+def test_a_remote_stalling_mid_upload_fails_in_bounded_time_and_stores_nothing(served, big_db):
+    """The webdav server sits behind a proxy that goes silent mid-upload (no FIN, no RST)."""
+    folder, start = served
+    dav = start()
+    proxy = FreezableProxy(int(dav["RCLONE_CONFIG_DAV_URL"].rsplit(":", 1)[1].strip("/")))
+    env = {**dav, "RCLONE_CONFIG_DAV_URL": f"{proxy.endpoint}/", "DATABASE_URL": big_db, "BACKUP_NAME": "big",
+           "BACKUP_STORAGE_URL": "rclone:dav:backups", "BACKUP_STALL_TIMEOUT": "3", "RCLONE_BWLIMIT": "4M",
+           "BACKUP_RETENTION": "", "BACKUP_AGE_RECIPIENTS": ""}
+    try:
+        upload = start_upload(env)
+        try:
+            assert wait_until(lambda: (folder / "backups").is_dir() and remote_files(folder / "backups"), 60), \
+                "the upload never started"
+            time.sleep(1)
+            proxy.freeze()
+            began = time.monotonic()
+            out, err = upload.communicate(timeout=120)
+            took = time.monotonic() - began
+        finally:
+            if upload.poll() is None:
+                upload.kill()
+        assert upload.returncode == 1, err
+        assert "upload failed" in err and "nothing was stored" in err and "Traceback" not in err
+        assert took < 90, f"a stalled remote took {took:.0f} s to fail"
+        print(f"stall: failed after {took:.1f} s: {err.strip()}")
+        assert backup_named(folder / "backups", "big") == []
+        proxy.thaw()
+        again = run_cli("upload", env={**env, "RCLONE_BWLIMIT": "off"})  # the next run cleans what was left
+        assert again.returncode == 0, again.stderr
+        [name] = backups_in(folder / "backups")
+        assert remote_files(folder / "backups") == [name, f"{name}.owner.json", f"{name}.sha256"]
+    finally:
+        proxy.close()

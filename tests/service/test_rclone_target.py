@@ -10,10 +10,9 @@ import time
 
 import pytest
 
-from backup_svc.pg.localcluster import free_port
 from backup_svc.storage.client import StorageError
 from backup_svc.storage.rclone_target import RcloneTarget, parse_rclone_url
-from tests.support import REPO, run_cli, snapshot
+from tests.support import REPO, remote_files, run_cli, snapshot
 
 pytestmark = pytest.mark.skipif(subprocess.run(["which", "rclone"], capture_output=True).returncode != 0,
                                 reason="rclone is not installed (./dev.sh test installs it)")
@@ -23,38 +22,6 @@ NAME = "shop_backup_20261205_000000.sql.gz"
 
 def names_on(folder) -> list[str]:
     return sorted(os.listdir(folder))
-
-
-@pytest.fixture
-def served(tmp_path):
-    """`rclone serve webdav|sftp` of a folder on a free loopback port; yields (folder, start(read_only, kind) -> env)."""
-    folder = tmp_path / "served"
-    folder.mkdir()
-    children = []
-
-    def start(read_only: bool = False, kind: str = "webdav") -> dict:
-        port = free_port()
-        argv = ["rclone", "serve", kind, str(folder), f"--addr=127.0.0.1:{port}"] + (["--no-auth"] if kind == "sftp" else [])
-        children.append(subprocess.Popen(argv + (["--read-only"] if read_only else []), env={**os.environ, "HOME": str(tmp_path)},
-                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.1)
-        env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "SECRET_NOT_FOR_RCLONE": "x"}
-        if kind == "sftp":
-            obscured = subprocess.run(["rclone", "obscure", "any"], capture_output=True, text=True).stdout.strip()
-            return env | {"RCLONE_CONFIG_DAV_TYPE": "sftp", "RCLONE_CONFIG_DAV_HOST": "127.0.0.1",
-                          "RCLONE_CONFIG_DAV_PORT": str(port), "RCLONE_CONFIG_DAV_USER": "backup",
-                          "RCLONE_CONFIG_DAV_PASS": obscured}
-        return env | {"RCLONE_CONFIG_DAV_TYPE": "webdav", "RCLONE_CONFIG_DAV_URL": f"http://127.0.0.1:{port}/"}
-
-    yield folder, start
-    for child in children:
-        child.kill()
-        child.wait()
 
 
 @pytest.mark.parametrize("kind", ["webdav", "sftp"])
@@ -163,6 +130,8 @@ def test_the_docs_rclone_commands_run_as_written(rich_db, tmp_path):
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "stored sha256:    matches" in done.stdout
+    assert "storage write: ok" in done.stdout and "result: ok — this process can store backups" in done.stdout
+    assert " stored-run " in done.stdout  # `history` read the run back from offsite/_history/
     [name] = [n for n in os.listdir(tmp_path / "offsite") if n.endswith(".sql.gz")]
-    assert sorted(os.listdir(tmp_path / "offsite")) == [name, f"{name}.owner.json", f"{name}.sha256"]
+    assert remote_files(tmp_path / "offsite") == [name, f"{name}.owner.json", f"{name}.sha256"]
     assert f"{name}  kept: last #1" in done.stdout

@@ -3,7 +3,6 @@ PostgreSQL and moto's S3 server on loopback."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -11,7 +10,7 @@ import time
 import pytest
 
 from tests.s3support import cluster_identity, incomplete_uploads, object_keys, owned, s3_env
-from tests.support import REPO, pg_dump_pids, run_cli, snapshot, wait_until
+from tests.support import REPO, UPLOAD_KILLS, kill_upload, pg_dump_pids, run_cli, snapshot, wait_until
 
 OLD = "backups/{db}_backup_20260101_030000.sql.gz"
 
@@ -87,7 +86,7 @@ def test_verify_notices_an_object_that_changed_after_it_was_stored(s3, moto_s3, 
     assert "the sha256 stored with it is 0000" in verified.stderr
 
 
-@pytest.mark.parametrize("kill", ["terminate backend", "SIGKILL pg_dump", "SIGTERM upload", "Ctrl-C upload"])
+@pytest.mark.parametrize("kill", UPLOAD_KILLS)
 def test_a_backup_killed_mid_upload_leaves_nothing_behind(kill, s3, moto_s3, fault_proxy, big_db, pg_cluster):
     """Parts go through a proxy that delays each (a slow link) so the kill lands mid-upload."""
     client, bucket = s3
@@ -99,20 +98,7 @@ def test_a_backup_killed_mid_upload_leaves_nothing_behind(kill, s3, moto_s3, fau
         assert wait_until(lambda: incomplete_uploads(client, bucket) and pg_dump_pids(pg_cluster), 30), \
             "the upload never started"
         time.sleep(0.5)
-        if kill == "terminate backend":
-            with pg_cluster.connect("big") as db:
-                terminated = db.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                        "WHERE application_name LIKE 'backup_svc-upload%' AND backend_type = "
-                                        "'client backend' AND application_name <> 'backup_svc-upload-lock'"
-                                        ).fetchall()
-            assert terminated, "no pg_dump session to terminate"
-        elif kill == "SIGKILL pg_dump":
-            for pid in pg_dump_pids(pg_cluster):
-                os.kill(pid, signal.SIGKILL)
-        elif kill == "SIGTERM upload":
-            upload.send_signal(signal.SIGTERM)
-        else:
-            upload.send_signal(signal.SIGINT)
+        kill_upload(kill, upload, pg_cluster, "big")
         out, err = upload.communicate(timeout=60)
     finally:
         if upload.poll() is None:

@@ -39,7 +39,7 @@ def test_an_expected_schedule_is_watched_but_not_taken():
 
 @pytest.mark.parametrize("env, problem", [
     ({"BACKUP_STORAGE_URL": "s3:/my-backups"}, "BACKUP_STORAGE_URL names no valid bucket"),
-    ({"BACKUP_STORAGE_URL": "rclone:gdrive:backups"}, "BACKUP_STORAGE_URL is an rclone remote: so far the commands `upload`, `list`, `prune`, `verify` and `restore` work"),
+    ({"BACKUP_STORAGE_URL": "rclone:gdrive:backups"}, "BACKUP_STORAGE_URL is an rclone remote: so far the commands `upload`, `list`, `prune`, `verify`, `restore`, `drill`, `history` and `check` work"),
     ({"BACKUP_STORAGE_URL": "s3://b/x"}, "BACKUP_STORAGE_URL names no valid bucket ('b'"),
     ({"BACKUP_STORAGE_URL": "s3://bkt", "BACKUP_SCHEDULE": "daily"}, "BACKUP_SCHEDULE must have 5 fields"),
     ({"BACKUP_STORAGE_URL": "s3://bkt", "BACKUP_SCHEDULE": "0 24 * * *"}, "BACKUP_SCHEDULE is not a valid cron"),

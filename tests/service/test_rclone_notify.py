@@ -1,0 +1,119 @@
+"""Notifications and restore drills of backups on an rclone remote, as a cron service runs them: `upload`
+(webhook, heartbeat, the drill after it) and `drill` reading from the remote. Real rclone (`rclone serve
+webdav` on loopback and the `local` backend), real PostgreSQL, real HTTP receivers, the real CLI."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import pytest
+
+from tests.support import remote_files, run_cli
+
+pytestmark = pytest.mark.skipif(shutil.which("rclone") is None,
+                                reason="rclone is not installed (./dev.sh test installs it)")
+
+PING = "/ping/5e1f0c2a-aaaa-bbbb-cccc-0123456789ab"
+HOOK = "/services/T0AAAA/B0BBBB/hooksecretXYZ123"
+RICH_ROWS, RICH_TABLES = 2905, 5
+
+
+def posted(hook) -> list[dict]:
+    return [json.loads(body) for method, _, _, body in hook.requests if method == "POST"]
+
+
+def scratch_databases(pg_cluster) -> list[str]:
+    with pg_cluster.connect() as db:
+        return [r[0] for r in db.execute("SELECT datname FROM pg_database WHERE datname LIKE 'backup_svc_drill_%'")]
+
+
+def cron_env(remote: dict, db_url: str, **more: str) -> dict[str, str]:
+    return {**remote, "DATABASE_URL": db_url, "BACKUP_NAME": "rich", "BACKUP_STORAGE_URL": "rclone:dav:backups",
+            "BACKUP_RETENTION": "", "BACKUP_AGE_RECIPIENTS": "", "ADMIN_TOKEN": "", "ADMIN_PASSWORD": "", **more}
+
+
+def test_upload_to_a_remote_notifies_and_drills_from_it(served, rich_db, pg_cluster, receiver):
+    folder, start = served
+    hook, monitor = receiver(), receiver()
+    env = cron_env(start(), rich_db, NOTIFY_WEBHOOK_URL=hook.url + HOOK, NOTIFY_ON="always",
+                   HEARTBEAT_URL=monitor.url + PING, RESTORE_DRILL_URL=pg_cluster.url("postgres"))
+
+    done = run_cli("upload", env=env)
+
+    assert done.returncode == 0, done.stderr
+    [name] = [n for n in os.listdir(folder / "backups") if n.endswith(".sql.gz")]
+    recorded = (folder / "backups" / f"{name}.sha256").read_text().split()[0]
+    assert f"{RICH_TABLES} tables, {RICH_ROWS} rows match (the backup's own COPY data)" in done.stderr
+    backup, drill = posted(hook)
+    assert (backup["event"], backup["outcome"], backup["name"]) == ("backup", "ok", name)
+    assert backup["sha256"] == recorded and backup["bytes"] == (folder / "backups" / name).stat().st_size
+    assert (drill["event"], drill["outcome"]) == ("drill", "ok")
+    assert (drill["details"]["rows"], drill["details"]["tables"]) == (RICH_ROWS, RICH_TABLES)
+    assert [p for m, p, _, _ in monitor.requests] == [PING]
+    assert scratch_databases(pg_cluster) == []
+    assert pg_cluster.password not in done.stderr + json.dumps(posted(hook))
+
+
+def test_a_failed_upload_to_a_remote_is_reported(served, rich_db, receiver):
+    folder, start = served
+    hook, monitor = receiver(), receiver()
+    env = cron_env(start(read_only=True), rich_db, NOTIFY_WEBHOOK_URL=hook.url + HOOK,
+                   HEARTBEAT_URL=monitor.url + PING)
+
+    done = run_cli("upload", env=env)
+
+    assert done.returncode == 1
+    [event] = posted(hook)
+    assert (event["event"], event["outcome"]) == ("backup", "failed")
+    assert "rclone rcat failed" in event["error"]
+    assert [p for m, p, _, _ in monitor.requests] == [PING + "/fail"]
+    assert remote_files(folder) == []
+
+
+def test_a_misconfigured_remote_upload_pings_the_heartbeat_fail_url(tmp_path, rich_db, receiver, age_keys):
+    monitor = receiver()
+    env = cron_env({"RCLONE_CONFIG_DAV_TYPE": "local"}, rich_db, BACKUP_STORAGE_URL=f"rclone:dav:{tmp_path / 'r'}",
+                   BACKUP_AGE_RECIPIENTS=age_keys["age_public"], HEARTBEAT_URL=monitor.url + PING)
+    done = run_cli("upload", env=env)
+    assert done.returncode == 2
+    assert [p for m, p, _, _ in monitor.requests] == [PING + "/fail"]
+
+
+def test_drill_reads_the_newest_backup_or_a_named_one_from_the_remote(tmp_path, rich_db, pg_cluster, receiver):
+    folder = tmp_path / "remote"
+    env = cron_env({"RCLONE_CONFIG_DAV_TYPE": "local"}, rich_db, BACKUP_STORAGE_URL=f"rclone:dav:{folder}",
+                   RESTORE_DRILL_URL=pg_cluster.url("postgres"))
+    assert run_cli("upload", env=env).returncode == 0
+    [name] = [n for n in os.listdir(folder) if n.endswith(".sql.gz")]
+
+    newest = run_cli("drill", env=env)
+    assert newest.returncode == 0, newest.stderr
+    assert f"drilling the newest stored backup, {name}" in newest.stderr
+    assert f"drill ok: {name} restored into a scratch database" in newest.stdout
+    assert f"{RICH_TABLES} tables, {RICH_ROWS} rows, counts match" in newest.stdout
+
+    named = run_cli("drill", f"rclone:dav:{folder}/{name}",
+                    env={**env, "BACKUP_STORAGE_URL": ""})  # no storage configured: the URL says where
+    assert named.returncode == 0, named.stderr
+    assert scratch_databases(pg_cluster) == []
+
+
+def test_drill_of_a_bit_flipped_backup_on_the_remote_fails(tmp_path, rich_db, pg_cluster, receiver):
+    folder = tmp_path / "remote"
+    hook = receiver()
+    env = cron_env({"RCLONE_CONFIG_DAV_TYPE": "local"}, rich_db, BACKUP_STORAGE_URL=f"rclone:dav:{folder}",
+                   RESTORE_DRILL_URL=pg_cluster.url("postgres"))
+    assert run_cli("upload", env=env).returncode == 0
+    [name] = [n for n in os.listdir(folder) if n.endswith(".sql.gz")]
+    body = bytearray((folder / name).read_bytes())
+    body[len(body) // 2] ^= 0x04  # rot on the remote: the companion records still name the old bytes
+    (folder / name).write_bytes(bytes(body))
+
+    done = run_cli("drill", env={**env, "NOTIFY_WEBHOOK_URL": hook.url + HOOK})
+
+    assert done.returncode == 1
+    assert "drill failed after" in done.stderr and "the backup is damaged" in done.stderr, done.stderr
+    [event] = posted(hook)
+    assert (event["event"], event["outcome"]) == ("drill", "failed")
+    assert scratch_databases(pg_cluster) == []
