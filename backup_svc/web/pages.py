@@ -126,11 +126,13 @@ class StoredFacts:
     streamed: dict | None = None
 
     @property
-    def streamed_words(self) -> tuple[str, str, str]:
-        """("15 minutes", "40 MB/s", "about 36.0 GB") for the page: what Railway's limit allows at the measured rate."""
+    def streamed_words(self) -> tuple[str, str, str, str, str]:
+        """("15 minutes", "174 MB/s", "about 156 GB", "5 MB/s", "about 4.5 GB") for the page: what Railway's limit
+        allows at the rate measured on loopback, and at a plausible real link's."""
         limit = self.streamed or {}
         return (f"{limit.get('http_limit_s', 0) // 60} minutes", f"{limit.get('measured_mb_s', 0):.0f} MB/s",
-                f"about {limit.get('max_bytes', 0) / 1e9:.1f} GB")
+                f"about {limit.get('max_bytes', 0) / 1e9:.0f} GB", f"{limit.get('example_mb_s', 0):.0f} MB/s",
+                f"about {limit.get('example_max_bytes', 0) / 1e9:.1f} GB")
 
 
 def _stored_facts(state) -> StoredFacts | None:
