@@ -15,14 +15,14 @@ import argparse
 import http.client
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import time
 
 from backup_svc.config import default_pg_bin_dirs
-from backup_svc.pg.localcluster import LocalCluster, find_server_bin_dir, free_port
+from backup_svc.pg.localcluster import LocalCluster, find_server_bin_dir
+from bench.rclone import serve_webdav
 from bench.restore import PASSWORD, REPO, Service
 
 DB = "randombytes"
@@ -44,15 +44,7 @@ def make_database(cluster: LocalCluster, megabytes: int) -> None:
 
 
 def webdav(folder) -> tuple[subprocess.Popen, dict[str, str]]:
-    port = free_port()
-    proc = subprocess.Popen(["rclone", "serve", "webdav", str(folder), f"--addr=127.0.0.1:{port}"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            time.sleep(0.1)
+    proc, port = serve_webdav(folder)
     return proc, {"RCLONE_CONFIG_BENCH_TYPE": "webdav", "RCLONE_CONFIG_BENCH_URL": f"http://127.0.0.1:{port}/",
                   "BACKUP_STORAGE_URL": "rclone:bench:backups"}
 

@@ -3,6 +3,7 @@ them and streams their bytes through the service (`rclone cat`), a dashboard res
 mid-upload stores nothing. Real rclone (`rclone serve webdav` on a loopback port), PostgreSQL and gunicorn."""
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import json
@@ -48,6 +49,26 @@ def rclone_children(service) -> list[int]:
     return found
 
 
+def partial_in(folder) -> list[str]:
+    """The temporary objects (`.partial-…`) of uploads under way in the remote's folder."""
+    return [n for n in (os.listdir(folder) if folder.exists() else []) if n.startswith(".partial-")]
+
+
+@contextlib.contextmanager
+def slowed_schedule(start, database_url: str, start_service, hook):
+    """A service storing `* * * * *` backups of `database_url` to the webdav remote through a 2 MB/s link
+    (a 60 MB backup then takes half a minute to send), its outcomes posted to `hook`."""
+    env = start()
+    port = int(env["RCLONE_CONFIG_DAV_URL"].rsplit(":", 1)[1].strip("/"))
+    proxy = FreezableProxy(port, rate=2_000_000)
+    try:
+        yield start_service(DATABASE_URL=database_url, BACKUP_STORAGE_URL="rclone:dav:backups",
+                            BACKUP_SCHEDULE="* * * * *", NOTIFY_WEBHOOK_URL=hook.url,
+                            **(env | {"RCLONE_CONFIG_DAV_URL": f"http://127.0.0.1:{proxy.port}/"}))
+    finally:
+        proxy.close()
+
+
 def post_json(service, path: str, body: dict, headers: dict) -> tuple[int, dict]:
     conn = service.connection(timeout=60)
     conn.request("POST", path, body=json.dumps(body).encode(), headers={"Content-Type": "application/json", **headers})
@@ -58,12 +79,15 @@ def post_json(service, path: str, body: dict, headers: dict) -> tuple[int, dict]
 
 
 def test_a_scheduled_backup_lands_on_the_remote_and_is_listed_streamed_and_restored(served, rich_db, pg_cluster,
-                                                                                    start_service, tmp_path):
-    """`* * * * *`: within a minute (bounded at 75 s) a backup is stored on the webdav remote; the list shows
-    it fresh with its size and sha256; the download streams the same bytes, which restore to the same data."""
+                                                                                    start_service, tmp_path, receiver):
+    """`* * * * *`: within a minute (bounded at 75 s) a backup is stored on the webdav remote, notified and
+    drilled from the remote; the list shows it fresh with its size and sha256; the download streams the same
+    bytes, which restore to the same data."""
     folder, start = served
+    hook = receiver()
     service = start_service(DATABASE_URL=rich_db, BACKUP_STORAGE_URL="rclone:dav:backups",
-                            BACKUP_SCHEDULE="* * * * *", **start())
+                            BACKUP_SCHEDULE="* * * * *", NOTIFY_WEBHOOK_URL=hook.url, NOTIFY_ON="always",
+                            RESTORE_DRILL_URL=pg_cluster.url("postgres"), **start())
     assert wait_until(lambda: backups_in(folder / "backups"), 75, interval=0.2), service.log()[-3000:]
     assert wait_until(lambda: scheduled_entries(service), 30), service.log()[-3000:]
     entry = scheduled_entries(service)[0]
@@ -102,6 +126,15 @@ def test_a_scheduled_backup_lands_on_the_remote_and_is_listed_streamed_and_resto
     audit = service.request("GET", "/api/v1/audit", service.auth()).json()["entries"]
     [done] = [e for e in audit if e["event"] == "stored-download" and e["outcome"] == "ok"]
     assert done["bytes"] == len(stored)
+
+    def events(kind: str) -> list[dict]:
+        posted = [json.loads(body) for method, _, _, body in hook.requests if method == "POST"]
+        return [p for p in posted if p["event"] == kind]
+
+    assert wait_until(lambda: events("drill"), 120), service.log()[-3000:]
+    assert [(e["outcome"], e["name"]) for e in events("backup")] == [("ok", name)]
+    assert events("drill")[0]["outcome"] == "ok" and events("drill")[0]["name"] == name, events("drill")
+    assert "Traceback" not in service.log(), service.log()[-3000:]
 
 
 def test_a_dashboard_restore_reads_the_backup_from_the_remote(served, rich_db, pg_cluster, start_service):
@@ -161,27 +194,42 @@ def test_a_client_leaving_mid_download_leaves_no_rclone_child(served, big_db, pg
     assert aborted()[0]["bytes"] < size
 
 
+def test_a_worker_killed_mid_upload_is_reported_and_its_temporary_object_removed(served, big_db, start_service,
+                                                                                 receiver):
+    """SIGKILL (the out-of-memory killer) to the worker while a scheduled upload runs over a slowed link: the
+    next worker removes that run's `.partial-` object from the remote and reports the run failed."""
+    folder, start = served
+    hook = receiver()
+    with slowed_schedule(start, big_db, start_service, hook) as service:
+        partial = lambda: partial_in(folder / "backups")  # noqa: E731
+        assert wait_until(partial, 75, interval=0.2), service.log()[-3000:]
+        [worker] = service.worker_pids()
+        os.kill(worker, signal.SIGKILL)
+        for pid in [p for p in all_pids() if cmdline(p).startswith("rclone rcat")]:
+            os.kill(pid, signal.SIGKILL)  # the killed worker's child (an OOM kill of a cgroup takes it too)
+
+        def reported():
+            posted = [json.loads(body) for method, _, _, body in hook.requests if method == "POST"]
+            return [p for p in posted if p["event"] == "backup" and p["outcome"] == "failed"]
+
+        assert wait_until(reported, 60), service.log()[-3000:]
+        assert "was killed before it finished" in reported()[0]["error"], reported()
+        assert "its incomplete upload was aborted" in reported()[0]["error"], reported()
+        assert wait_until(lambda: not partial(), 10), partial()
+        assert [n for n in remote_files(folder / "backups") if "backup_" in n] == []
+
+
 def test_sigterm_during_a_scheduled_upload_stores_nothing_and_reports_it(served, big_db, start_service, receiver):
     """SIGTERM to the master (a redeploy) while a scheduled upload runs over a slowed link to the remote:
     the temporary object is removed, no backup-named file is left, the failure goes to the webhook and the
     history on the remote, and the service exits 0."""
     folder, start = served
-    env = start()
-    port = int(env["RCLONE_CONFIG_DAV_URL"].rsplit(":", 1)[1].strip("/"))
-    proxy = FreezableProxy(port, rate=2_000_000)  # 2 MB/s: a 60 MB backup takes half a minute
     hook = receiver()
-    try:
-        service = start_service(DATABASE_URL=big_db, BACKUP_STORAGE_URL="rclone:dav:backups",
-                                BACKUP_SCHEDULE="* * * * *", NOTIFY_WEBHOOK_URL=hook.url,
-                                **(env | {"RCLONE_CONFIG_DAV_URL": f"http://127.0.0.1:{proxy.port}/"}))
-        partial = lambda: [n for n in (os.listdir(folder / "backups") if (folder / "backups").exists() else [])  # noqa: E731
-                           if n.startswith(".partial-")]
-        assert wait_until(partial, 75, interval=0.2), service.log()[-3000:]
+    with slowed_schedule(start, big_db, start_service, hook) as service:
+        assert wait_until(lambda: partial_in(folder / "backups"), 75, interval=0.2), service.log()[-3000:]
         time.sleep(1)  # well inside the upload
         service.proc.send_signal(signal.SIGTERM)
         service.proc.wait(timeout=60)
-    finally:
-        proxy.close()
     assert service.proc.returncode == 0, service.log()[-3000:]
     assert "scheduled stored backup failed, the upload was aborted: stopped: the service is shutting down" \
         in service.log(), service.log()[-3000:]
