@@ -134,6 +134,7 @@ def test_a_scheduled_backup_lands_on_the_remote_and_is_listed_streamed_and_resto
     assert wait_until(lambda: events("drill"), 120), service.log()[-3000:]
     assert [(e["outcome"], e["name"]) for e in events("backup")] == [("ok", name)]
     assert events("drill")[0]["outcome"] == "ok" and events("drill")[0]["name"] == name, events("drill")
+    assert events("drill")[0]["details"]["counts_from"] == "dump-time metadata", events("drill")
     assert "Traceback" not in service.log(), service.log()[-3000:]
 
 
