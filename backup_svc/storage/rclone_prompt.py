@@ -68,7 +68,7 @@ class RemotePrompt:
 
     def explain(self, exc: BaseException) -> str:
         """A one-line message about a failure: which remote, what happened, no secret."""
-        secrets = [v for k, v in self.env.items() if k.endswith(("_PASS", "_TOKEN", "_KEY", "_SECRET"))]
+        secrets = [v for k, v in self.env.items() if k.endswith(("_PASS", "_TOKEN", "_KEY", "_SECRET", "_PEM", "_PASSWORD"))]
         return f"The storage at {self.endpoint} ({self.location.url}) could not be read: {scrub(str(exc), *secrets)}"
 
     def _entries(self) -> list[CatalogEntry]:
