@@ -160,9 +160,6 @@ class Settings:
         notify = notify_settings(env, problems, source=conn)
         restore = restore_from_env(env, problems)
         encryption = encryption_settings(env, problems)
-        if storage is not None and storage.is_rclone and encryption.recipients:
-            problems.append("BACKUP_AGE_RECIPIENTS is set, but encrypted backups on rclone remotes are not supported "
-                            "yet: nothing is stored in the clear instead (use s3://…, or unset it)")
 
         if problems:
             raise ConfigError(problems)
