@@ -153,6 +153,8 @@ def cmd_restore_kept(args: argparse.Namespace, action: str) -> int:
     if args.target_url or args.create or args.force:
         problems.append("--target-url, --create and --force restore into a database you name; --replace, "
                         "--list-kept, --undo and --drop work on DATABASE_URL's database")
+    if args.jobs != 1:
+        problems.append("--jobs goes with --target-url URL --create (a restore into a new database you name)")
     if (action == "replace") != bool(args.file):
         problems.append("--replace needs SOURCE (a .sql.gz file or s3://bucket/key); the others take none")
     url = os.environ.get("DATABASE_URL", "").strip()
@@ -203,7 +205,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
     try:
         report = restore_file(args.file, args.target_url, bin_dirs=pg_bin_dirs(os.environ), force=args.force,
-                              create=args.create, say=note, opener=reading_opener(args.file, None, os.environ))
+                              create=args.create, say=note, opener=reading_opener(args.file, None, os.environ),
+                              jobs=args.jobs)
     except (BadBackup, ValueError) as exc:
         return fail(f"restore refused: {args.file}: {exc}; nothing was restored")
     except RestoreFailed as exc:
@@ -213,6 +216,17 @@ def cmd_restore(args: argparse.Namespace) -> int:
         return 130
     print(report.summary(args.file))
     return 0
+
+
+def _jobs(text: str) -> int:
+    """--jobs N: a whole number from 1 to 64."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of connections, got {text!r}") from None
+    if not 1 <= value <= 64:
+        raise argparse.ArgumentTypeError(f"must be between 1 and 64, got {value}")
+    return value
 
 
 def cmd_sign_url(args: argparse.Namespace) -> int:
@@ -270,6 +284,9 @@ def main(argv: list[str] | None = None) -> int:
                          help="restore even if the target already holds tables (objects in the backup are replaced)")
     restore.add_argument("--create", action="store_true",
                          help="create the target database first (via the server's 'postgres' database)")
+    restore.add_argument("--jobs", type=_jobs, default=1, metavar="N",
+                         help="with --create: load the data and build the indexes on N connections (default 1: "
+                              "one transaction); into an existing database the restore stays serial")
     restore.add_argument("--replace", action="store_true",
                          help="restore into a new database, check it, then swap it in for DATABASE_URL's database "
                               "(kept as <db>_before_restore_<time>)")
