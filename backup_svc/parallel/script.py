@@ -238,10 +238,10 @@ class ScriptSplitter:
             return
         text = b"\n".join(lines) + b"\n"
         statements = self._lexer.ended - entry.statements_before
+        if all(_COMMENT_LINE.match(line) for line in lines):
+            return  # comments only: nothing to run
         if entry.kind == "TABLE DATA done":
-            if any(not _COMMENT_LINE.match(line) for line in lines):
-                raise NotSplittable(f"statements after the table data of {entry.name}")
-            return
+            raise NotSplittable(f"statements after the table data of {entry.name}")
         if entry.kind == "TABLE DATA":
             raise NotSplittable(f"table data without a complete COPY statement ({entry.name})")
         if self.section == "post" and self._parallel_open:
