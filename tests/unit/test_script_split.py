@@ -43,6 +43,7 @@ SELECT pg_catalog.set_config('search_path', '', false);
 --
 
 CREATE FUNCTION public.f() RETURNS text LANGUAGE sql AS $$
+SELECT 1;
 --
 -- Data for Name: t; Type: TABLE DATA; Schema: public; Owner: -
 --
