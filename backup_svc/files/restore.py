@@ -22,6 +22,7 @@ from psycopg import sql
 from backup_svc.pg.conninfo import ConnInfo, parse_database_url
 from backup_svc.files.psqlfeed import RestoreFailed, psql_command, stream_into_psql
 from backup_svc.files.verify import VerifyReport, read_header, verify_file
+from backup_svc.parallel.restore import restore_in_parallel
 from backup_svc.pg.binaries import (
     IncompatibleServer,
     PgBinary,
@@ -229,8 +230,6 @@ def _restore_into(path: str, conn: ConnInfo, backup: VerifyReport, *, bin_dirs: 
         say(f"--force: restoring over {target.relations} existing tables, views or sequences")
     started = time.monotonic()
     if jobs > 1:
-        from backup_svc.parallel.restore import restore_in_parallel
-
         say(f"restoring into {conn.uri} (PostgreSQL {target.version}) on {jobs} connections, with "
             f"{psql.path} ({psql.version}) for the schema ...")
         backup = restore_in_parallel(path, conn, psql.path, target.version_num, jobs, opener=opener, say=say)

@@ -193,8 +193,12 @@ class ParallelRun:
 
 
 def restore_in_parallel(path: str, conn: ConnInfo, psql: str, server_version_num: int, jobs: int, *,
-                        opener: Callable[[], BinaryIO] | None = None, say: Say = lambda _: None) -> VerifyReport:
+                        opener: Callable[[], BinaryIO] | None = None, say: Say = lambda _: None,
+                        watch: Callable[[DumpScanner], None] | None = None) -> VerifyReport:
     """Restore the plain dump `path` into the new, empty database `conn` on `jobs` connections.
+
+    `watch` sees the scanner after each chunk (SQL bytes, COPY statements so far); whatever it raises
+    (a cancel) stops the restore as a failure does.
 
     Returns what the pass found in the file (as `verify`); raises RestoreFailed or BadBackup, after
     stopping every session — the caller drops the database.
@@ -206,6 +210,8 @@ def restore_in_parallel(path: str, conn: ConnInfo, psql: str, server_version_num
             scanner.feed(chunk)
             run.splitter.feed(chunk)
             run.check()
+            if watch is not None:
+                watch(scanner)
         run.splitter.finish()
         report = report_of(path, reader, scanner)  # BadBackup before the last statements run
         run.finish()
