@@ -173,17 +173,19 @@ def test_a_session_killed_mid_restore_leaves_no_database(bulk, pg_cluster):
     assert databases(pg_cluster, "jobs_killed") == []
 
 
-def test_ctrl_c_mid_restore_leaves_no_database(bulk, pg_cluster):
+@pytest.mark.parametrize("sent, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_or_sigterm_mid_restore_leaves_no_database(bulk, pg_cluster, sent, status):
     proc = _start(pg_cluster, bulk, "jobs_interrupted")
     try:
         assert wait_until(lambda: _copy_sessions(pg_cluster, "jobs_interrupted"), timeout_s=60, interval=0.02)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sent)
         _, stderr = proc.communicate(timeout=60)
     finally:
         proc.kill()
-    assert proc.returncode == 130, stderr
+    assert proc.returncode == status, stderr
     assert "Traceback" not in stderr and "dropped database 'jobs_interrupted'" in stderr, stderr
-    assert wait_until(lambda: databases(pg_cluster, "jobs_interrupted") == [], timeout_s=5)
+    assert "every connection was stopped" in stderr
+    assert databases(pg_cluster, "jobs_interrupted") == []
 
 
 def test_jobs_into_an_existing_database_stays_serial(shapes, pg_cluster):
