@@ -12,8 +12,9 @@ Order, as pg_restore -j keeps it (postgres/postgres src/bin/pg_dump/pg_backup_ar
    view data, …) in dump order on one psql in one transaction.
 
 Any failure — a job's error, a session killed, a bad file, Ctrl-C — stops every session; the caller
-drops the database it created. Memory: at most 2N+1 jobs of rows (about (2N+1) × 4 MiB, more only
-for rows longer than that), plus the statements of step 4 (the schema's size, not the data's).
+drops the database it created. Memory: at most 2N+1 jobs of rows (N queued, N being sent, one being
+filled; each ≤ 4 MiB + one 1 MiB chunk, more only for a row longer than that), plus the statements of
+step 4 (the schema's size, not the data's).
 """
 from __future__ import annotations
 

@@ -96,7 +96,6 @@ class ScriptSplitter:
         self._midline = False
         self._pre_out: list[bytes] = []
         self._lo_out: list[bytes] = []
-        self.copy_statements = 0
 
     # -- input ---------------------------------------------------------------------------------
     def feed(self, chunk: bytes) -> None:
@@ -212,7 +211,6 @@ class ScriptSplitter:
             raise NotSplittable(f"table data that is not COPY ({entry.name}); a dump made with --inserts "
                                 f"restores without --jobs")
         self._copy = (entry.name, statement, entry.settings)
-        self.copy_statements += 1
         entry.lines = []
         entry.kind = "TABLE DATA done"
 

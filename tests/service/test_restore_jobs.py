@@ -201,3 +201,16 @@ def test_jobs_is_refused_with_replace(pg_cluster):
     result = run_cli("restore", "x.sql.gz", "--replace", "--jobs", "2",
                      env={"DATABASE_URL": pg_cluster.url("postgres")})
     assert result.returncode == 2 and "--jobs goes with" in result.stderr, result.stderr
+
+
+def test_a_dump_without_table_data_runs_whole_in_one_session(pg_cluster, fresh_db, tmp_path):
+    """No table data, no data section: the script never leaves the first (single-transaction) session."""
+    name, url = fresh_db("jobs_nodata", "CREATE TYPE mood AS ENUM ('ok'); CREATE VIEW v AS SELECT 'ok'::mood AS m; "
+                                        "CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 1';")
+    path = tmp_path / "nodata.sql.gz"
+    assert run_cli("dump", "-o", str(path), env={"DATABASE_URL": url}).returncode == 0
+    result = restore(pg_cluster, path, "jobs_nodata_restored", "--jobs", "2")
+    assert result.returncode == 0, result.stderr
+    assert "table data loaded" not in result.stderr and "schema restored" in result.stderr
+    assert snapshot(pg_cluster, "jobs_nodata_restored") == snapshot(pg_cluster, name)
+    drop(pg_cluster, "jobs_nodata_restored")
