@@ -11,10 +11,10 @@ DEFAULT_SWAP_TIMEOUT_S = 30
 SWAP_TIMEOUT_RANGE = (1, 600)
 MIN_TOKEN_LENGTH = 16
 # A dashboard restore goes into a new database, so it may run on several connections (backup_svc/
-# parallel): 2 uses two of the database server's cores — about half the time of one connection on the
-# 2-core machine it was measured on, when that machine was otherwise idle — while leaving the live
-# application room on a small server. Set it to the database server's cores when the restore may
-# have them; 1 is one transaction, as before.
+# parallel): 2 lets the load and the index builds use two of the database server's cores (on Railway
+# the service and Postgres are separate containers) while leaving the live application room on a small
+# server; it costs ~30 MB more memory and measured no slower than 1 where client and server share two
+# cores (bench/README.md). Set it to the server's free cores; 1 is one transaction, as before.
 DEFAULT_JOBS = 2
 JOBS_RANGE = (1, 64)
 
