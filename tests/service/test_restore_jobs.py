@@ -11,6 +11,7 @@ import sys
 
 import pytest
 
+from tests.s3support import s3_env
 from tests.support import DATA, run_cli, snapshot, wait_until
 
 # What the rich fixture lacks of a real schema's shapes: foreign keys (to a table whose primary key
@@ -214,3 +215,18 @@ def test_a_dump_without_table_data_runs_whole_in_one_session(pg_cluster, fresh_d
     assert "table data loaded" not in result.stderr and "schema restored" in result.stderr
     assert snapshot(pg_cluster, "jobs_nodata_restored") == snapshot(pg_cluster, name)
     drop(pg_cluster, "jobs_nodata_restored")
+
+
+def test_a_stored_object_restores_on_n_connections(shapes, pg_cluster, s3, moto_s3):
+    """`restore s3://… --create --jobs 2`: the object's sha256 is checked first (a full pass), then the
+    parallel restore reads it again."""
+    client, bucket = s3
+    client.put_object(Bucket=bucket, Key="db/shapes.sql.gz", Body=shapes.read_bytes())
+    drop(pg_cluster, "jobs_stored")
+    result = run_cli("restore", f"s3://{bucket}/db/shapes.sql.gz", "--target-url", pg_cluster.url("jobs_stored"),
+                     "--create", "--jobs", "2", env=s3_env(moto_s3.endpoint))
+    assert result.returncode == 0, result.stderr
+    assert "on 2 connections" in result.stderr and "COPY jobs" in result.stderr
+    with pg_cluster.connect("jobs_stored") as db:
+        assert db.execute("SELECT count(*) FROM app.wide").fetchone()[0] == 80000
+    drop(pg_cluster, "jobs_stored")
