@@ -199,12 +199,11 @@ def cmd_restore(args: argparse.Namespace) -> int:
         from backup_svc.commands.from_bucket import restore_stored
 
         return restore_stored(args)
+    from backup_svc.commands.exits import EXIT_SIGTERM, Terminated
     from backup_svc.crypto.settings import reading_opener
     from backup_svc.files.psqlfeed import RestoreFailed
     from backup_svc.files.reader import BadBackup
     from backup_svc.files.restore import restore_file
-
-    from backup_svc.commands.exits import EXIT_SIGTERM, Terminated
 
     def terminated(_signum, _frame):
         raise Terminated()
