@@ -172,6 +172,7 @@ class ParallelRun:
             if self.splitter.section == "data":
                 self.post_data_begins()
             self.pool.wait_done()
+            self.pool.make_durable()
             self.pool.close()
             self._phase(f"{self.counts['parallel']} indexes and constraints built on {self.jobs} connections")
         if not self.tail:
