@@ -41,6 +41,10 @@ SELECT 'x'
 -- Data for Name: wide; Type: TABLE DATA; Schema: app; Owner: -
 --
 $body$;
+CREATE TABLE app.notes (id int PRIMARY KEY, body text DEFAULT E'a;\n--\n-- Data for Name: notes; Type: TABLE DATA; Schema: app; Owner: -\n--\n'
+    CHECK (body <> E'x;\n-- Name: fake; Type: INDEX; Schema: app; Owner: -\n'));
+INSERT INTO app.notes (id) VALUES (1);
+COMMENT ON INDEX app.orders_person IS E'for the foreign key;\n--\n-- Name: fake; Type: FK CONSTRAINT; Schema: app; Owner: -\n--\n';
 '''
 
 
@@ -93,6 +97,9 @@ def bulk(pg_cluster, tmp_path_factory):
 def test_a_parallel_restore_gives_what_the_serial_one_gives(shapes, pg_cluster, jobs):
     sql = gzip.decompress(shapes.read_bytes())
     assert sql.count(b"\n\\restrict ") == 1 and b"\n\\unrestrict " in sql  # pg_dump 15.14+'s guard
+    # header-looking lines inside a string default, a CHECK, a comment and a function body, on lines of their own
+    assert sql.count(b"\n-- Data for Name: notes; Type: TABLE DATA; Schema: app; Owner: -\n") == 2
+    assert b"\n-- Name: fake; Type: INDEX;" in sql and b"\n-- Name: fake; Type: FK CONSTRAINT;" in sql
     serial = restore(pg_cluster, shapes, "jobs_serial")
     assert serial.returncode == 0, serial.stderr
     parallel = restore(pg_cluster, shapes, "jobs_parallel", "--jobs", jobs)
