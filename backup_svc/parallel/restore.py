@@ -83,6 +83,7 @@ class PsqlSession:
         except ProcessLookupError:
             pass
         self.proc.wait()
+        self._reader.join(timeout=5)  # it reads to the end first: closing under it would raise in its thread
         for pipe in (self.proc.stdin, self.proc.stderr):
             try:
                 pipe.close()
