@@ -67,6 +67,14 @@ class _Entry:
     # The session settings in force for it: pg_dump writes a `SET default_tablespace` (…) before
     # the header of the entry it is for.
     settings: tuple[bytes, ...] = ()
+    # The lines of its (first) statement, as the lexer saw it begin and end: the comment and blank
+    # lines around it are left out, those inside kept (a string or a quoted name may hold a blank
+    # line, or one that starts with `--`).
+    start: int | None = None
+    end: int | None = None
+
+    def statement(self) -> bytes:
+        return b"\n".join(self.lines[self.start:self.end]) if self.start is not None else b""
 
 
 def _entry_type(header: bytes) -> str | None:
@@ -190,9 +198,14 @@ class ScriptSplitter:
                     if self.section == "pre":
                         self._keep(line)  # the pre-data session runs the script as it is
                     return
+        was_boundary, ended = lexer.at_boundary, lexer.ended
         lexer.line(line)
         self._keep(line)
         entry = self._entry
+        if entry.start is None and was_boundary and (lexer.pending or lexer.ended > ended):
+            entry.start = len(entry.lines) - 1
+        if lexer.ended > ended and entry.end is None:
+            entry.end = len(entry.lines)
         if self.section == "data" and entry.kind == "TABLE DATA" and lexer.at_boundary \
                 and lexer.ended > entry.statements_before:
             self._start_copy(entry)
@@ -206,12 +219,12 @@ class ScriptSplitter:
             self._entry.lines.append(line)
 
     def _start_copy(self, entry: _Entry) -> None:
-        statement = b"\n".join(line for line in entry.lines if not _COMMENT_LINE.match(line))
+        statement = entry.statement()
         if not (statement.startswith(b"COPY ") and statement.endswith(b" FROM stdin;")):
             raise NotSplittable(f"table data that is not COPY ({entry.name}); a dump made with --inserts "
                                 f"restores without --jobs")
         self._copy = (entry.name, statement, entry.settings)
-        entry.lines = []
+        entry.lines, entry.start, entry.end = [], None, None
         entry.kind = "TABLE DATA done"
 
     def _begin_entry(self, kind: str, header: bytes) -> None:
@@ -243,7 +256,7 @@ class ScriptSplitter:
         if entry.kind == "TABLE DATA":
             raise NotSplittable(f"table data without a complete COPY statement ({entry.name})")
         if self.section == "post" and self._parallel_open:
-            statement = b"\n".join(line for line in lines if not _COMMENT_LINE.match(line))
+            statement = entry.statement()
             if entry.kind in ("INDEX", "CONSTRAINT") and statements == 1 and _PARALLEL.match(statement):
                 self.sink.parallel(f"{entry.kind.lower()} {entry.name}", statement, entry.settings)
                 return

@@ -163,6 +163,18 @@ def test_a_big_table_goes_out_in_jobs_that_end_at_a_row(monkeypatch):
         assert all(job.endswith(b"\n") for job in jobs)
 
 
+def test_a_statement_keeps_its_own_blank_and_comment_like_lines():
+    """Only the comments around an entry's statement are left out; a string inside it keeps its lines."""
+    sql = (b"--\n-- Data for Name: t; Type: TABLE DATA; Schema: public; Owner: -\n--\n\n"
+           b"COPY public.\"a\n\n-- b\" (x) FROM stdin;\n1\n\\.\n\n"
+           b"--\n-- Name: i; Type: INDEX; Schema: public; Owner: -\n--\n\n"
+           b"CREATE INDEX i ON public.t USING btree (x) WHERE (y <> 'p\n\n-- q\n'::text);\n\n")
+    calls, _ = split(sql, 1 << 20)
+    assert next(c for c in calls if c[0] == "copy_rows")[2] == b'COPY public."a\n\n-- b" (x) FROM stdin;'
+    assert next(c for c in calls if c[0] == "parallel")[2] == (
+        b"CREATE INDEX i ON public.t USING btree (x) WHERE (y <> 'p\n\n-- q\n'::text);")
+
+
 def test_table_data_that_is_not_copy_is_refused():
     sql = (b"--\n-- Data for Name: t; Type: TABLE DATA; Schema: public; Owner: -\n--\n\n"
            b"INSERT INTO public.t VALUES (1);\n")
