@@ -240,6 +240,8 @@ class ScriptSplitter:
             self.sink.post_data_begins()
             self.section = "post"
         name = header.split(b"; Type: ", 1)[0].split(b"Name: ", 1)[-1].decode("utf-8", "replace")
+        schema = header.rsplit(b"; Schema: ", 1)[-1].split(b"; Owner: ", 1)[0].decode("utf-8", "replace")
+        name = f"{schema}.{name}" if schema not in ("", "-") else name  # for messages only
         self._entry = _Entry(kind, name, [], self._lexer.ended, self._frozen)
         self._keep(header)
 

@@ -133,7 +133,7 @@ def test_a_copy_that_fails_on_one_connection_leaves_no_database(shapes, pg_clust
     broken.write_bytes(gzip.compress(_break_a_row(gzip.decompress(shapes.read_bytes()))))
     result = restore(pg_cluster, broken, "jobs_broken", "--jobs", "2")
     assert result.returncode == 1, result.stderr
-    assert "restore failed: the COPY of orders failed on connection" in result.stderr, result.stderr
+    assert "restore failed: the COPY of app.orders failed on connection" in result.stderr, result.stderr
     assert "not-a-number" in result.stderr and "Traceback" not in result.stderr
     assert "dropped database 'jobs_broken'" in result.stderr
     assert databases(pg_cluster, "jobs_broken") == []

@@ -140,7 +140,7 @@ def test_the_sections_of_a_dump(chunk):
     lo = b"".join(c[1] for c in calls if c[0] == "large_objects")
     assert lo.count(b"BEGIN;") == 1 and b"lowrite" in lo and b"COMMIT;" in lo
     parallel = [c for c in calls if c[0] == "parallel"]
-    assert [c[1] for c in parallel] == ["constraint weird name weird_pkey", "index i"]
+    assert [c[1] for c in parallel] == ["constraint public.weird name weird_pkey", "index public.i"]
     assert b"SET default_tablespace = fast;" in parallel[0][3]  # the setting before its header
     assert b"SET default_tablespace = '';" in parallel[1][3]
     serial = [c[1] for c in calls if c[0] == "serial"]
