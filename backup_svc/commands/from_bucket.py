@@ -8,6 +8,7 @@ import argparse
 import os
 
 from backup_svc.commands.output import fail, note, refuse, say
+from backup_svc.dedup.manifest import is_manifest_name
 from backup_svc.problems import ConfigError
 
 
@@ -22,6 +23,22 @@ def storage_client_for_reading():
     if problems:
         raise ConfigError(problems)
     return make_client(client_env(os.environ))
+
+
+def dedup_key_from_env():
+    """BACKUP_DEDUP_KEY as the ChunkKey that checks each chunk's id; None (and a warning) when it is unset."""
+    from backup_svc.dedup.chunks import ChunkKey
+    from backup_svc.storage.storeformat import dedup_key_problem
+
+    secret = os.environ.get("BACKUP_DEDUP_KEY", "")
+    problem = dedup_key_problem("", secret)
+    if problem:
+        raise ConfigError([problem])
+    if not secret:
+        say("warning: BACKUP_DEDUP_KEY is not set, so each chunk's id cannot be checked; each chunk must still "
+            "inflate and the whole SQL must have the sha256 its manifest records")
+        return None
+    return ChunkKey(secret)
 
 
 def _stored_source(url: str):
@@ -40,6 +57,10 @@ def _stored_source(url: str):
     bucket, key = parse_object_url(url)
     client = storage_client_for_reading()
     first = open_object(client, bucket, key)  # fails early (no such key, no access) with one clear line
+    if is_manifest_name(key):  # a dedup backup: its SQL streams from the chunks its manifest names
+        from backup_svc.dedup.source import dedup_opener
+
+        return dedup_opener(client, bucket, key, dedup_key_from_env(), first), first.metadata.get("sha256")
     opened = [first]
 
     def opener():

@@ -25,7 +25,7 @@ def settings_env() -> dict[str, str]:
     """The environment for Settings, without the storage variables this module reads itself (S3's
     settings would want s3://)."""
     env = dict(os.environ)
-    for name in ("BACKUP_STORAGE_URL", "BACKUP_RETENTION", "BACKUP_SCHEDULE"):
+    for name in ("BACKUP_STORAGE_URL", "BACKUP_RETENTION", "BACKUP_SCHEDULE", "BACKUP_STORAGE_FORMAT"):
         env.pop(name, None)
     return env
 
@@ -37,6 +37,9 @@ def _setup():
 
     url = os.environ["BACKUP_STORAGE_URL"].strip()
     settings = Settings.from_env(settings_env(), require_auth=False)
+    if os.environ.get("BACKUP_STORAGE_FORMAT", "").strip().lower() not in ("", "sqlgz"):
+        raise ConfigError(["BACKUP_STORAGE_FORMAT: only 'sqlgz' is supported on rclone remotes (deduplicated "
+                           "backups need s3://…): unset it or set it to 'sqlgz'"])
     if settings.encryption.recipients:
         raise ConfigError(["BACKUP_AGE_RECIPIENTS is set, but encrypted backups on rclone remotes are not "
                            "supported yet: nothing is stored in the clear instead (use s3://…)"])

@@ -69,7 +69,7 @@ def cmd_upload(args: argparse.Namespace) -> int:
 
 
 def _upload(settings: Settings, history) -> int:
-    from backup_svc.dump.backup import backup_filename
+    from backup_svc.storage.run import stored_backup_name
     from backup_svc.dump.pipeline import DumpBroken
     from backup_svc.history.hooks import outcome_sink
     from backup_svc.notify.outcome import StoredSetup, reporter_for
@@ -88,7 +88,7 @@ def _upload(settings: Settings, history) -> int:
     setup = StoredSetup(settings.dump, settings.storage, settings.notify, settings.encryption)
     reporter = reporter_for(setup)
     reporter.history = outcome_sink(history)
-    name = backup_filename(settings.backup_name, encrypted=settings.encryption.encrypts)
+    name = stored_backup_name(settings.backup_name, settings.storage, encrypted=settings.encryption.encrypts)
     try:
         result = _recorded_upload(settings, setup, reporter, history, name)
     except AnotherBackupRunning as exc:

@@ -76,8 +76,9 @@ class MultipartUpload:
     def __init__(self, client, bucket: str, key: str, *, metadata: Mapping[str, str] | None = None,
                  part_size: int = PART_SIZE, max_parts: int = MAX_PARTS, retry: RetryPolicy = RetryPolicy(),
                  cancelled: Callable[[], bool] = lambda: False, parts_in_flight: int = PARTS_IN_FLIGHT,
-                 part_client=None):
+                 part_client=None, content_type: str = CONTENT_TYPE):
         self.client = client
+        self.content_type = content_type
         # Parts may go through a client of their own, with its own send deadline (client.make_part_client).
         self.part_client = part_client if part_client is not None else client
         self.bucket = bucket
@@ -134,7 +135,7 @@ class MultipartUpload:
                                f"overwritten")
         created = with_retries(
             f"starting the upload of {self.key}",
-            lambda: self.client.create_multipart_upload(Bucket=self.bucket, Key=self.key, ContentType=CONTENT_TYPE,
+            lambda: self.client.create_multipart_upload(Bucket=self.bucket, Key=self.key, ContentType=self.content_type,
                                                         Metadata=self.metadata),
             self.retry)
         self.upload_id = created["UploadId"]
