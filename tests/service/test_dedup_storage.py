@@ -3,11 +3,16 @@ PostgreSQL and moto's S3 server on loopback: chunks stored once, manifests writt
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
+
+import pytest
 
 
 from tests.s3support import all_keys, incomplete_uploads, s3_env
-from tests.support import run_cli, snapshot
+from tests.support import REPO, kill_upload, pg_dump_pids, run_cli, snapshot, wait_until
 
 DEDUP_KEY = "dedup-key-for-tests-" + "k" * 24
 # ~10 MB of SQL: several 1 MiB chunks, so that an unchanged or slightly changed database shows its dedup
@@ -104,3 +109,146 @@ def test_a_dedup_backup_of_the_rich_database_restores_identical(s3, moto_s3, ric
                        env=reading_env(moto_s3.endpoint))
     assert restored.returncode == 0, restored.stderr
     assert snapshot(pg_cluster, "rich_from_dedup") == snapshot(pg_cluster, "rich")
+
+
+def tamper(client, bucket: str, key: str) -> None:
+    """Replace a stored chunk by another chunk's valid compressed bytes: it inflates, but is not what its id names."""
+    import zlib
+
+    data = zlib.decompress(client.get_object(Bucket=bucket, Key=key)["Body"].read())
+    flipped = data[:100] + bytes([data[100] ^ 0x01]) + data[101:]
+    client.put_object(Bucket=bucket, Key=key, Body=zlib.compress(flipped))
+
+
+def test_a_changed_chunk_fails_verify_and_restore_naming_it_and_nothing_is_created(s3, moto_s3, fresh_db, pg_cluster):
+    client, bucket = s3
+    name, url = fresh_db("dd", SEVERAL_CHUNKS)
+    stored = upload(dedup_env(moto_s3.endpoint, bucket, url))
+    manifest = manifest_of(client, bucket, manifests(client, bucket, name)[0])
+    middle = manifest["chunks"][len(manifest["chunks"]) // 2][0]
+    tamper(client, bucket, f"backups/_chunks/{name}/{middle}")
+
+    verified = run_cli("verify", stored, env=reading_env(moto_s3.endpoint))
+    assert verified.returncode == 1
+    assert middle in verified.stderr and "its HMAC differs" in verified.stderr, verified.stderr
+
+    target = f"{name}_tampered"
+    restored = run_cli("restore", stored, "--target-url", pg_cluster.url(target), "--create",
+                       env=reading_env(moto_s3.endpoint))
+    assert restored.returncode == 1 and middle in restored.stderr, restored.stderr
+    with pg_cluster.connect() as db:
+        assert db.execute("SELECT count(*) FROM pg_database WHERE datname = %s", (target,)).fetchone()[0] == 0
+
+    # without the key, each chunk's id cannot be checked, but the whole SQL's sha256 still catches it
+    keyless = run_cli("verify", stored, env=s3_env(moto_s3.endpoint))
+    assert keyless.returncode == 1 and "the reassembled SQL has sha256" in keyless.stderr, keyless.stderr
+    assert "BACKUP_DEDUP_KEY is not set" in keyless.stderr
+
+
+def test_a_missing_chunk_is_named(s3, moto_s3, fresh_db):
+    client, bucket = s3
+    name, url = fresh_db("dd", SEVERAL_CHUNKS)
+    stored = upload(dedup_env(moto_s3.endpoint, bucket, url))
+    manifest = manifest_of(client, bucket, manifests(client, bucket, name)[0])
+    last = manifest["chunks"][-1][0]
+    client.delete_object(Bucket=bucket, Key=f"backups/_chunks/{name}/{last}")
+    verified = run_cli("verify", stored, env=reading_env(moto_s3.endpoint))
+    assert verified.returncode == 1 and f"({last}) cannot be read" in verified.stderr and "missing" in verified.stderr
+
+
+def test_the_wrong_key_is_told_apart_from_damage(s3, moto_s3, fresh_db):
+    client, bucket = s3
+    _, url = fresh_db("dd", "CREATE TABLE t AS SELECT 1 AS x;")
+    stored = upload(dedup_env(moto_s3.endpoint, bucket, url))
+    verified = run_cli("verify", stored, env={**s3_env(moto_s3.endpoint), "BACKUP_DEDUP_KEY": "another-key-" + "z" * 20})
+    assert verified.returncode == 1 and "BACKUP_DEDUP_KEY is not the key" in verified.stderr, verified.stderr
+    assert "another-key" not in verified.stderr + verified.stdout
+
+
+@pytest.mark.parametrize("kill", ["SIGKILL pg_dump", "SIGTERM upload"])
+def test_a_dump_killed_mid_way_leaves_no_manifest(kill, s3, moto_s3, fault_proxy, big_db, pg_cluster):
+    """Chunks go through a proxy that delays each request (a slow link) so the kill lands mid-dump."""
+    client, bucket = s3
+    proxy, _ = fault_proxy
+    proxy.add(lambda method, path, query: method == "PUT" and "/_chunks/" in path, ["slow:0.3"], repeat_last=True)
+    process = subprocess.Popen([sys.executable, "-m", "backup_svc", "upload"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONPATH": str(REPO),
+                                    **dedup_env(proxy.endpoint, bucket, big_db, BACKUP_RETENTION="last=1")})
+    try:
+        assert wait_until(lambda: chunk_keys(client, bucket, "big") and pg_dump_pids(pg_cluster), 60), \
+            "the upload never stored a chunk"
+        kill_upload(kill, process, pg_cluster, "big")
+        _, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == {"SIGTERM upload": 143}.get(kill, 1), err
+    assert manifests(client, bucket, "big") == []
+    assert chunk_keys(client, bucket, "big")  # the chunks already sent stay until a collection finds them old
+    assert incomplete_uploads(client, bucket) == []
+    assert wait_until(lambda: not pg_dump_pids(pg_cluster), 5)
+
+
+def test_retention_collects_exactly_the_chunks_no_kept_backup_needs(s3, moto_s3, fresh_db, pg_cluster):
+    from datetime import datetime, timedelta, timezone
+
+    from backup_svc.storage.location import BackupNames, StorageLocation
+    from backup_svc.storage.ownership import Owner
+    from backup_svc.storage.prune import prune
+    from backup_svc.storage.retention import parse_retention
+    from tests.s3support import cluster_identity
+
+    client, bucket = s3
+    name, url = fresh_db("dd", SEVERAL_CHUNKS)
+    env = dedup_env(moto_s3.endpoint, bucket, url)
+    upload(env)
+    with pg_cluster.connect(name) as db:  # most chunks change: the first backup's become garbage once it goes
+        db.execute("UPDATE items SET note = 'changed' WHERE id % 3 = 0")
+    time.sleep(1.1)
+    kept = upload(env)
+    first, second = (manifest_of(client, bucket, k) for k in manifests(client, bucket, name))
+    orphan = "0" * 64  # what a failed upload leaves: a chunk no manifest names
+    client.put_object(Bucket=bucket, Key=f"backups/_chunks/{name}/{orphan}", Body=b"x")
+    only_first = {c[0] for c in first["chunks"]} - {c[0] for c in second["chunks"]}
+    assert only_first
+
+    # `prune` now: the first manifest goes; every chunk is younger than the grace period, so all stay
+    pruned = run_cli("prune", env={**env, "BACKUP_RETENTION": "last=1"})
+    assert pruned.returncode == 0, pruned.stderr
+    assert manifests(client, bucket, name) == [kept.removeprefix(f"s3://{bucket}/")]
+    assert f"kept {len(only_first) + 1} that no backup names yet" in pruned.stdout, pruned.stdout
+    assert {k.rsplit("/", 1)[1] for k in chunk_keys(client, bucket, name)} >= only_first | {orphan}
+
+    # a day and more later: exactly the kept backup's chunks are left
+    owner = Owner(name, name, cluster_identity(pg_cluster))
+    report = prune(client, StorageLocation(bucket, "backups/"), BackupNames(name), owner, parse_retention("last=1"),
+                   now=datetime.now(timezone.utc) + timedelta(days=1, minutes=5))
+    assert report.failed == []
+    assert {k.rsplit("/", 1)[1] for k in chunk_keys(client, bucket, name)} == {c[0] for c in second["chunks"]}
+    assert sorted(report.chunks.deleted) == sorted(only_first | {orphan})
+
+    restored = run_cli("restore", kept, "--target-url", pg_cluster.url(f"{name}_kept"), "--create",
+                       env=reading_env(moto_s3.endpoint))
+    assert restored.returncode == 0, restored.stderr
+    assert snapshot(pg_cluster, f"{name}_kept") == snapshot(pg_cluster, name)
+    verified_all = run_cli("verify", kept, env=reading_env(moto_s3.endpoint))
+    assert verified_all.returncode == 0, verified_all.stderr
+
+
+def test_a_manifest_that_cannot_be_read_stops_the_collection(s3, moto_s3, fresh_db, pg_cluster):
+    from datetime import datetime, timedelta, timezone
+
+    from backup_svc.dedup.collect import collect_chunks
+    from backup_svc.storage.client import StorageError
+    from backup_svc.storage.location import StorageLocation
+
+    client, bucket = s3
+    name, url = fresh_db("dd", "CREATE TABLE t AS SELECT 1 AS x;")
+    upload(dedup_env(moto_s3.endpoint, bucket, url))
+    before = chunk_keys(client, bucket, name)
+    client.put_object(Bucket=bucket, Key=f"backups/{name}_backup_20260101_000000.sql.dedup", Body=b"not json")
+    with pytest.raises(StorageError, match="no chunk was deleted"):
+        collect_chunks(client, StorageLocation(bucket, "backups/"), name,
+                       now=datetime.now(timezone.utc) + timedelta(days=2))
+    assert chunk_keys(client, bucket, name) == before
