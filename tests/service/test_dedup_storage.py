@@ -11,7 +11,7 @@ import time
 import pytest
 
 
-from tests.s3support import all_keys, incomplete_uploads, s3_env
+from tests.s3support import all_keys, incomplete_uploads, s3_env, stored_metadata
 from tests.support import REPO, kill_upload, pg_dump_pids, run_cli, snapshot, wait_until
 
 DEDUP_KEY = "dedup-key-for-tests-" + "k" * 24
@@ -58,14 +58,19 @@ def test_an_unchanged_database_uploads_no_new_chunks_the_second_time(s3, moto_s3
     upload(env)
     first_chunks = chunk_keys(client, bucket, name)
     assert len(first_chunks) >= 5, first_chunks
-    time.sleep(1.1)  # backup names have a one-second resolution
+    written = {k: client.head_object(Bucket=bucket, Key=k)["LastModified"] for k in first_chunks}
+    time.sleep(1.1)  # backup names (and LastModified) have a one-second resolution
     upload(env)
+    rewritten = [k for k in first_chunks if client.head_object(Bucket=bucket, Key=k)["LastModified"] != written[k]]
+    assert rewritten == []  # no chunk was sent again
     # pg_dump (17.6+, 16.10+, …) writes a random `\\restrict` key in its first and last lines: the chunks that
     # hold them are new every time, every other one is reused
     new = set(chunk_keys(client, bucket, name)) - set(first_chunks)
     assert len(new) <= 2, new
     first, second = (manifest_of(client, bucket, k) for k in manifests(client, bucket, name))
     assert first["chunks"][1:-1] == second["chunks"][1:-1]
+    recorded = stored_metadata(client, bucket, manifests(client, bucket, name)[1])
+    assert int(recorded["dedup-new-chunks"]) == len(new) and int(recorded["dedup-chunks"]) == len(second["chunks"])
     assert incomplete_uploads(client, bucket) == []
 
     listed = run_cli("list", env=env)
