@@ -6,7 +6,7 @@ from typing import BinaryIO, Callable
 from backup_svc.storage.location import StorageLocation
 
 from .chunks import ChunkKey, ChunkStore
-from .manifest import MAX_MANIFEST_BYTES, BadManifest, Manifest
+from .manifest import MAX_MANIFEST_BYTES, BadManifest, Manifest, is_manifest_name
 from .reader import DedupStream
 
 
@@ -45,3 +45,29 @@ def dedup_opener(client, bucket: str, key: str, chunk_key: ChunkKey | None,
         return DedupStream(manifest, data, chunk_store_of(client, bucket, key, manifest), chunk_key)
 
     return opener
+
+
+def stored_opener(client, bucket: str, key: str, first: BinaryIO, secret: str = "") -> Callable[[], BinaryIO]:
+    """How every reader of a stored backup opens it: the object's own bytes, or — for a dedup manifest — the
+    SQL from its chunks, each checked with BACKUP_DEDUP_KEY (`secret`; empty: the whole SQL's sha256 only).
+    `first`: the object already opened (its metadata read), handed to the first pass."""
+    from backup_svc.storage.reader import open_object
+
+    if is_manifest_name(key):
+        return dedup_opener(client, bucket, key, ChunkKey(secret) if secret else None, first)
+    opened = [first]
+
+    def opener() -> BinaryIO:
+        return opened.pop() if opened else open_object(client, bucket, key)
+
+    return opener
+
+
+def logical_size(key: str, metadata: dict, stored_size: int) -> int:
+    """The bytes a reader of the backup goes through: a dedup backup's SQL (its chunks), else the object's."""
+    if is_manifest_name(key):
+        try:
+            return int(metadata["sql-bytes"])
+        except (KeyError, ValueError):
+            return stored_size
+    return stored_size

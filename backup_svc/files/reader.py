@@ -57,6 +57,15 @@ class _HashingReader:
         return data
 
 
+def _plain_sql_stream(raw):
+    """The dedup stream (dedup/reader.py) under `raw`'s wrappers (buffering, progress), or None."""
+    for _ in range(4):
+        if getattr(raw, "plain_sql", False):
+            return raw
+        raw = getattr(raw, "raw", None)
+    return None
+
+
 class BackupReader:
     """Iterate a backup file's SQL in chunks; raise BadBackup on anything wrong with the container.
 
@@ -98,8 +107,8 @@ class BackupReader:
             raise BadBackup(str(exc)) from exc
         if isinstance(raw, DecryptingReader):
             self._decrypting = raw
-        plain = getattr(raw, "raw", raw)
-        if getattr(plain, "plain_sql", False):  # a dedup backup's chunks (dedup/reader.py): SQL, checked as read
+        plain = _plain_sql_stream(raw)
+        if plain is not None:  # a dedup backup's chunks (dedup/reader.py): SQL already, checked as read
             self._plain = plain
             self.format = "dedup"
             with raw:

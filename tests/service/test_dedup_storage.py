@@ -12,7 +12,7 @@ import pytest
 
 
 from tests.s3support import all_keys, incomplete_uploads, s3_env, stored_metadata
-from tests.support import REPO, kill_upload, pg_dump_pids, run_cli, snapshot, wait_until
+from tests.support import REPO, basic, kill_upload, pg_dump_pids, run_cli, snapshot, wait_until
 
 DEDUP_KEY = "dedup-key-for-tests-" + "k" * 24
 # ~10 MB of SQL: several 1 MiB chunks, so that an unchanged or slightly changed database shows its dedup
@@ -257,3 +257,43 @@ def test_a_manifest_that_cannot_be_read_stops_the_collection(s3, moto_s3, fresh_
         collect_chunks(client, StorageLocation(bucket, "backups/"), name,
                        now=datetime.now(timezone.utc) + timedelta(days=2))
     assert chunk_keys(client, bucket, name) == before
+
+
+def test_serve_stores_lists_and_restores_a_dedup_backup(s3, moto_s3, start_service, fresh_db, pg_cluster):
+    """`serve` with dedup: a stored backup taken now, listed as one backup, refused as a download (it is no single
+    object), restored from the API identical to its source."""
+    client, bucket = s3
+    name, url = fresh_db("dd", SEVERAL_CHUNKS)
+    service = start_service(DATABASE_URL=url, **{k: v for k, v in dedup_env(moto_s3.endpoint, bucket, url).items()
+                                                   if k != "DATABASE_URL"})
+    started = service.request("POST", "/api/v1/stored", service.auth())
+    assert started.status == 202, started.body
+    progress = started.json()["progress_url"]
+    assert wait_until(lambda: service.request("GET", progress, service.auth()).json()["state"] != "running", 120)
+    assert service.request("GET", progress, service.auth()).json()["state"] == "done"
+    (key,) = manifests(client, bucket, name)
+    listed = service.request("GET", "/api/v1/stored", service.auth()).json()["backups"]
+    manifest = manifest_of(client, bucket, key)
+    assert [(b["name"], b["size"]) for b in listed] == [(key.removeprefix("backups/"),
+                                                          sum(c[2] for c in manifest["chunks"]))]
+
+    download = service.request("GET", f"/api/v1/stored/{listed[0]['name']}", service.auth())
+    assert download.status == 409 and "deduplicated backup" in download.json()["message"]
+
+    conn = service.connection(timeout=60)
+    conn.request("POST", "/api/v1/restores", body=json.dumps({"backup": listed[0]["name"], "mode": "new"}).encode(),
+                 headers={"Content-Type": "application/json", **basic("admin", service.password)})
+    response = conn.getresponse()
+    body = json.loads(response.read())
+    conn.close()
+    assert response.status == 202, body
+
+    def ended():
+        report = service.request("GET", body["progress_url"], service.auth()).json()
+        return report if report["state"] != "running" else None
+    report = wait_until(ended, 120, interval=0.2)
+    assert report and report["state"] == "done", report
+    assert report["counts_from"] == "dump-time metadata"
+    assert snapshot(pg_cluster, report["target"]) == snapshot(pg_cluster, name)
+    with pg_cluster.connect() as db:
+        db.execute(f'DROP DATABASE "{report["target"]}" WITH (FORCE)')
