@@ -101,8 +101,12 @@ def test_a_slightly_changed_database_uploads_few_new_chunks(s3, moto_s3, fresh_d
 
 def test_a_dedup_backup_of_the_rich_database_restores_identical(s3, moto_s3, rich_db, pg_cluster):
     client, bucket = s3
-    env = dedup_env(moto_s3.endpoint, bucket, rich_db)
-    url = upload(env)
+    # RESTORE_DRILL_URL: the upload drills the new backup, restoring it from its chunks
+    env = dedup_env(moto_s3.endpoint, bucket, rich_db, RESTORE_DRILL_URL=pg_cluster.url("postgres"))
+    done = run_cli("upload", env=env)
+    assert done.returncode == 0, done.stderr
+    assert "restore drill ok" in done.stderr and "dump-time metadata" in done.stderr, done.stderr
+    url = done.stdout.split()[1]
     (key,) = manifests(client, bucket, "rich")
     assert url == f"s3://{bucket}/{key}"
     manifest = manifest_of(client, bucket, key)
