@@ -110,6 +110,10 @@ def _upload(settings: Settings, history) -> int:
         signal.signal(signal.SIGTERM, previous)
         _wait_for_notifications(reporter)
     stored = result.stored
+    if "dedup-chunks" in stored.metadata:  # a dedup backup: its manifest, and what this run added to the chunks
+        m = stored.metadata
+        say(f"dedup: {m['dedup-chunks']} chunks ({m.get('sql-bytes', '?')} bytes of SQL, {m['dedup-stored-bytes']} "
+            f"stored), {m['dedup-new-chunks']} of them new: {m['dedup-new-bytes']} bytes uploaded")
     say(f"stored s3://{stored.bucket}/{stored.key}: {stored.size} bytes in {result.seconds:.1f} s "
          f"(PostgreSQL {stored.metadata.get('server-version', '?')}, "
          f"pg_dump {stored.metadata.get('pg-dump-version', '?')}); size and sha256 read back and matched")

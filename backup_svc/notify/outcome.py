@@ -62,7 +62,11 @@ class StoredBackupOutcome:
 
     def stored(self, stored, shrink=None, rows: int | None = None) -> None:
         """Record the StoredObject that `take_stored_backup` returned, its rows and shrink finding if any."""
-        self.bucket, self.key, self.size, self.sha256 = stored.bucket, stored.key, stored.size, stored.sha256
+        from backup_svc.storage.listing import backup_size
+
+        # a dedup backup's size is its chunks' (as `list` shows it), not its manifest's
+        self.bucket, self.key, self.sha256 = stored.bucket, stored.key, stored.sha256
+        self.size = backup_size(stored.size, stored.metadata)
         self.rows = rows
         self.shrink = shrink.as_json() if shrink is not None else None
 

@@ -106,6 +106,7 @@ def test_a_dedup_backup_of_the_rich_database_restores_identical(s3, moto_s3, ric
     done = run_cli("upload", env=env)
     assert done.returncode == 0, done.stderr
     assert "restore drill ok" in done.stderr and "dump-time metadata" in done.stderr, done.stderr
+    assert "dedup: 1 chunks" in done.stderr and "1 of them new" in done.stderr, done.stderr
     url = done.stdout.split()[1]
     (key,) = manifests(client, bucket, "rich")
     assert url == f"s3://{bucket}/{key}"
