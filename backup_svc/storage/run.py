@@ -117,6 +117,8 @@ def _take(options: DumpOptions, storage: StorageSettings, name: str | None, appl
                 completion_metadata=lambda w, seconds: _completion_metadata(w, seconds, encrypted=False),
                 started=started)
             stored, written, owner = dedup.stored, dedup.written, dedup.owner
+            if progress is not None:
+                progress.sha256 = stored.sha256  # the manifest's, as the listing shows it (not this run's .sql.gz)
         else:
             name = name or backup_filename(options.backup_name, encrypted=bool(recipients))
             if is_encrypted_name(name) != bool(recipients):  # the name must say what the bytes are
