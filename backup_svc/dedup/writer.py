@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import zlib
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 
 from pyfastcdc import FastCDC
 
 from backup_svc.storage.client import StorageError
+from backup_svc.storage.upload import in_daemon_thread
 
 from .chunks import AVG_CHUNK, MAX_CHUNK, MIN_CHUNK, ChunkKey, ChunkStore, compress_chunk
 from .manifest import ChunkRef
@@ -47,7 +48,6 @@ class DedupSink:
         self._inflate = zlib.decompressobj(_GZIP_WBITS)
         self._cdc = FastCDC(AVG_CHUNK, min_size=MIN_CHUNK, max_size=MAX_CHUNK)
         self._buffer = bytearray()
-        self._pool = ThreadPoolExecutor(max_workers=CHUNKS_IN_FLIGHT, thread_name_prefix="dedup-chunk")
         self._pending: list[Future] = []  # sends not yet seen done, oldest first
 
     @property
@@ -72,15 +72,15 @@ class DedupSink:
         self._cut(final=True)
         for future in self._pending:
             future.result()
-        self._pool.shutdown(wait=True)
         sent = {i: f.result() for i, f in self._sizes.items() if isinstance(f, Future)}
         self.new_chunks, self.new_bytes = len(sent), sum(sent.values())
         self._sizes.update(sent)
         return [ChunkRef(i, size, self._sizes[i]) for i, size in self._ids]
 
     def abort(self) -> None:
-        """Stop sending (a failed dump): chunks already sent stay as garbage for the next collection."""
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        """A failed dump: nothing more is sent. Sends on the wire end by themselves (daemon threads, which never
+        hold up the process's exit); chunks already stored stay as garbage for the next collection."""
+        self._pending = []
 
     def _cut(self, *, final: bool) -> None:
         # (offset, length) only: a Chunk holds a view of the buffer, which must not outlive this cut
@@ -106,7 +106,8 @@ class DedupSink:
             self._pending.pop(0).result()  # a failed send surfaces at the next chunk
         while len(self._pending) >= CHUNKS_IN_FLIGHT:
             self._pending.pop(0).result()  # re-raises a chunk's StorageError in the writer's thread
-        future = self._pool.submit(self._send, chunk_id, bytes(data))
+        # a thread per chunk (at most CHUNKS_IN_FLIGHT): one stuck on a dead link never keeps a stopping process alive
+        future = in_daemon_thread(self._send, chunk_id, bytes(data))
         self._pending.append(future)
         self._sizes[chunk_id] = future
 

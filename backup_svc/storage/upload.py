@@ -172,7 +172,7 @@ class MultipartUpload:
         entry: dict[str, Any] = {"PartNumber": number}
         self._parts.append(entry)
         previous, self._hashed = self._hashed, threading.Event()
-        self._pending.append(_in_daemon_thread(self._upload_part, number, part, entry, previous, self._hashed))
+        self._pending.append(in_daemon_thread(self._upload_part, number, part, entry, previous, self._hashed))
 
     def _reap_done(self) -> None:
         while self._pending and self._pending[0].done():
@@ -347,7 +347,7 @@ class MultipartUpload:
             return False
 
 
-def _in_daemon_thread(fn, *args) -> Future:
+def in_daemon_thread(fn, *args) -> Future:
     """`fn(*args)` in a thread of its own that never holds up the process's exit (an executor's threads
     are joined at exit: a part stuck on a dead link would keep a stopping server alive until SIGKILL)."""
     future: Future = Future()

@@ -302,3 +302,12 @@ def test_serve_stores_lists_and_restores_a_dedup_backup(s3, moto_s3, start_servi
     assert snapshot(pg_cluster, report["target"]) == snapshot(pg_cluster, name)
     with pg_cluster.connect() as db:
         db.execute(f'DROP DATABASE "{report["target"]}" WITH (FORCE)')
+
+
+def test_dedup_on_an_rclone_remote_is_refused_before_anything_runs(tmp_path, rich_db):
+    """Not built for rclone remotes: `upload` says so in one line rather than store .sql.gz files instead."""
+    done = run_cli("upload", env={"DATABASE_URL": rich_db, "BACKUP_STORAGE_URL": f"rclone:local:{tmp_path}",
+                                  "BACKUP_STORAGE_FORMAT": "dedup", "BACKUP_DEDUP_KEY": DEDUP_KEY})
+    assert done.returncode == 2, done.stderr
+    assert "only 'sqlgz' is supported on rclone remotes" in done.stderr
+    assert list(tmp_path.iterdir()) == []
