@@ -63,7 +63,7 @@ def test_an_unchanged_database_uploads_no_new_chunks_the_second_time(s3, moto_s3
     upload(env)
     rewritten = [k for k in first_chunks if client.head_object(Bucket=bucket, Key=k)["LastModified"] != written[k]]
     assert rewritten == []  # no chunk was sent again
-    # pg_dump (17.6+, 16.10+, …) writes a random `\\restrict` key in its first and last lines: the chunks that
+    # pg_dump (since 13.22, 14.19, 15.14, 16.10, 17.6) writes a random `\\restrict` key in its first and last lines: the chunks that
     # hold them are new every time, every other one is reused
     new = set(chunk_keys(client, bucket, name)) - set(first_chunks)
     assert len(new) <= 2, new
