@@ -8,7 +8,7 @@ import argparse
 import os
 
 from backup_svc.commands.output import fail, note, refuse, say
-from backup_svc.dedup.manifest import is_manifest_name
+from backup_svc.storage.dedup.manifest import is_manifest_name
 from backup_svc.problems import ConfigError
 
 
@@ -49,7 +49,7 @@ def _stored_source(url: str):
 
         rclone_opener, stored = open_stored(url, os.environ)
         return reading_opener(url, rclone_opener, os.environ), stored
-    from backup_svc.dedup.source import stored_opener
+    from backup_svc.storage.dedup.source import stored_opener
     from backup_svc.storage.location import parse_object_url
     from backup_svc.storage.reader import open_object
 

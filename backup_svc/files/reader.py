@@ -58,7 +58,7 @@ class _HashingReader:
 
 
 def _plain_sql_stream(raw):
-    """The dedup stream (dedup/reader.py) under `raw`'s wrappers (buffering, progress), or None."""
+    """The dedup stream (storage/dedup/reader.py) under `raw`'s wrappers (buffering, progress), or None."""
     for _ in range(4):
         if getattr(raw, "plain_sql", False):
             return raw
@@ -108,7 +108,7 @@ class BackupReader:
         if isinstance(raw, DecryptingReader):
             self._decrypting = raw
         plain = _plain_sql_stream(raw)
-        if plain is not None:  # a dedup backup's chunks (dedup/reader.py): SQL already, checked as read
+        if plain is not None:  # a dedup backup's chunks (storage/dedup/reader.py): SQL already, checked as read
             self._plain = plain
             self.format = "dedup"
             with raw:

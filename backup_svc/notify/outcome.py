@@ -128,7 +128,7 @@ def drill_stored_object(setup: StoredSetup, bucket: str, key: str, *, client=Non
                         say: Callable[[str], None] = lambda _: None) -> DrillReport:
     """Drill `s3://bucket/key`: the object is streamed (no temp file), its metadata gives the row counts."""
     from backup_svc.crypto.decrypt import decrypting_opener
-    from backup_svc.dedup.source import logical_size, stored_opener
+    from backup_svc.storage.dedup.source import logical_size, stored_opener
     from backup_svc.storage.client import make_client
     from backup_svc.storage.reader import open_object
 

@@ -44,7 +44,7 @@ def stored_source(client, bucket: str, key: str, name: str, identities: tuple[Id
                   dedup_secret: str = "") -> Source:
     """A stored object as a Source: opened once now (fails early: no such key, no access), re-opened per pass.
     A dedup manifest's Source streams the SQL from its chunks (checked with BACKUP_DEDUP_KEY, `dedup_secret`)."""
-    from backup_svc.dedup.source import logical_size, stored_opener
+    from backup_svc.storage.dedup.source import logical_size, stored_opener
     from backup_svc.storage.reader import open_object
 
     first = open_object(client, bucket, key)

@@ -6,7 +6,7 @@ time that can be trusted: ownership.py) are candidates; the newest backup and th
 are never deleted; nothing is deleted while the cluster's identity is unknown; a dry run deletes
 nothing and says what would go and why. Objects named like a backup that are not this service's
 are reported (`ignored`), never kept in place of a real one. Then the dedup chunk store is collected
-(dedup/collect.py: only chunks no remaining manifest names, older than a day).
+(storage/dedup/collect.py: only chunks no remaining manifest names, older than a day).
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
-from backup_svc.dedup.collect import Collection, collect_chunks
+from backup_svc.storage.dedup.collect import Collection, collect_chunks
 
 from .client import RetryPolicy, StorageError, with_retries
 from .companion import delete_companion
@@ -46,7 +46,7 @@ class PruneReport:
     stale_uploads: list[tuple[str, datetime]] = field(default_factory=list)  # (key, initiated)
     ignored: list[tuple[StoredBackup, str]] = field(default_factory=list)  # named like ours, but not: why
     unrecorded: list[StoredBackup] = field(default_factory=list)  # an older version's, no owner record: kept
-    chunks: Collection | None = None  # the dedup chunk store's collection after the deletes (dedup/collect.py)
+    chunks: Collection | None = None  # the dedup chunk store's collection after the deletes (storage/dedup/collect.py)
 
     @property
     def kept(self) -> list[Decision]:

@@ -30,9 +30,9 @@ from backup_svc.storage.shrink import check_shrink
 from backup_svc.storage.stopping import SHUTTING_DOWN, CancellableSink, DumpStopper, StopFlag, StoredBackupCancelled
 from backup_svc.storage.storeformat import DEDUP
 from backup_svc.storage.upload import MultipartUpload, StoredObject
-from backup_svc.dedup.chunks import ChunkKey
-from backup_svc.dedup.manifest import manifest_name
-from backup_svc.dedup.upload import store_dedup_backup
+from backup_svc.storage.dedup.chunks import ChunkKey
+from backup_svc.storage.dedup.manifest import manifest_name
+from backup_svc.storage.dedup.upload import store_dedup_backup
 
 __all__ = ["StoredBackupCancelled", "StoredBackupResult", "take_stored_backup", "owner_lookup", "destination_of",
            "stored_backup_name"]

@@ -35,7 +35,7 @@ class StorageSettings:
     expected_schedule: CronSchedule | None = None
     # BACKUP_HISTORY_DAYS (config.NUMBERS reads it): the history's retention, applied after each stored backup.
     history_days: int = 400
-    # BACKUP_STORAGE_FORMAT: `sqlgz` (one .sql.gz object per backup) or `dedup` (chunks + a manifest, backup_svc/dedup/).
+    # BACKUP_STORAGE_FORMAT: `sqlgz` (one .sql.gz object per backup) or `dedup` (chunks + a manifest, backup_svc/storage/dedup/).
     storage_format: str = DEFAULT_FORMAT
     # BACKUP_DEDUP_KEY: the HMAC key that names chunks (a secret: never shown, never logged).
     dedup_key: str = field(default="", repr=False)

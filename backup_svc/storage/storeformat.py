@@ -1,7 +1,7 @@
 """BACKUP_STORAGE_FORMAT: how stored backups are laid out in the bucket.
 
 `sqlgz` (the default) is one `.sql.gz` object per backup. `dedup` is content-defined chunks stored once
-plus a manifest per backup (backup_svc/dedup/, issue 28); it needs BACKUP_DEDUP_KEY.
+plus a manifest per backup (backup_svc/storage/dedup/, issue 28); it needs BACKUP_DEDUP_KEY.
 """
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ from flask import Blueprint, jsonify, redirect, request, url_for
 from backup_svc.history.summary import FAILED_RUNS
 from backup_svc.storage.client import StorageError
 from backup_svc.storage.holds import active_holds
-from backup_svc.dedup.manifest import is_manifest_name
+from backup_svc.storage.dedup.manifest import is_manifest_name
 from backup_svc.storage.presign import NotOurBackup
 from backup_svc.storage.prompt import LIST_DEADLINE_S
 from backup_svc.storage.status import freshness, next_run_words, retention_words, schedule_interval

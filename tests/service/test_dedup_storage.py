@@ -63,8 +63,8 @@ def test_an_unchanged_database_uploads_no_new_chunks_the_second_time(s3, moto_s3
     upload(env)
     rewritten = [k for k in first_chunks if client.head_object(Bucket=bucket, Key=k)["LastModified"] != written[k]]
     assert rewritten == []  # no chunk was sent again
-    # pg_dump (since 13.22, 14.19, 15.14, 16.10, 17.6) writes a random `\\restrict` key in its first and last lines: the chunks that
-    # hold them are new every time, every other one is reused
+    # pg_dump (since 13.22, 14.19, 15.14, 16.10, 17.6) writes a random `\\restrict` key in its first and last
+    # lines: the chunks that hold them are new every time, every other one is reused
     new = set(chunk_keys(client, bucket, name)) - set(first_chunks)
     assert len(new) <= 2, new
     first, second = (manifest_of(client, bucket, k) for k in manifests(client, bucket, name))
@@ -249,7 +249,7 @@ def test_retention_collects_exactly_the_chunks_no_kept_backup_needs(s3, moto_s3,
 def test_a_manifest_that_cannot_be_read_stops_the_collection(s3, moto_s3, fresh_db, pg_cluster):
     from datetime import datetime, timedelta, timezone
 
-    from backup_svc.dedup.collect import collect_chunks
+    from backup_svc.storage.dedup.collect import collect_chunks
     from backup_svc.storage.client import StorageError
     from backup_svc.storage.location import StorageLocation
 

@@ -11,10 +11,10 @@ import zlib
 import pytest
 from pyfastcdc import FastCDC
 
-from backup_svc.dedup.chunks import AVG_CHUNK, MAX_CHUNK, MIN_CHUNK, ChunkKey, compress_chunk
-from backup_svc.dedup.manifest import BadManifest, Manifest
-from backup_svc.dedup.reader import BadChunk, DedupStream
-from backup_svc.dedup.writer import CUT_WINDOW, DedupSink
+from backup_svc.storage.dedup.chunks import AVG_CHUNK, MAX_CHUNK, MIN_CHUNK, ChunkKey, compress_chunk
+from backup_svc.storage.dedup.manifest import BadManifest, Manifest
+from backup_svc.storage.dedup.reader import BadChunk, DedupStream
+from backup_svc.storage.dedup.writer import CUT_WINDOW, DedupSink
 
 KEY = ChunkKey("unit-test-dedup-key-" + "k" * 20)
 
