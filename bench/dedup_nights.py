@@ -5,8 +5,8 @@
 Builds a throwaway database of about --size of plain SQL (bench/dataset.py), starts moto's S3 server on
 loopback, and each night times `dump -o FILE` and one `upload` per format (a bucket each), after a stated
 change: none, then `docs` +2 % rows / newest 0.5 % updated / oldest 0.1 % deleted, then 0.2 % of
-`pgbench_accounts` updated at random. Prints bytes uploaded and stored per night (docs/storage.md,
-"Stored format", has a run's table). Not yet the issue's 7 nights or peak RSS.
+`pgbench_accounts` updated at random. Prints bytes uploaded and stored per night and each upload
+process's peak RSS (docs/storage.md, "Stored format", has a run's table). Not yet the issue's 7 nights.
 """
 from __future__ import annotations
 
@@ -40,13 +40,29 @@ CHANGES = [
 ]
 
 
-def cli(env: dict[str, str], *args: str) -> tuple[float, str]:
+def cli(env: dict[str, str], *args: str) -> tuple[float, int]:
+    """Run one command; (seconds, its own peak RSS in bytes: VmHWM polled every 50 ms, pg_dump's not included)."""
     started = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "backup_svc", *args], env={**os.environ, **env},
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"{args[0]} failed: {done.stderr}")
-    return time.monotonic() - started, done.stderr
+    peak = 0
+    with tempfile.TemporaryFile() as err:
+        process = subprocess.Popen([sys.executable, "-m", "backup_svc", *args], env={**os.environ, **env},
+                                   stdout=subprocess.DEVNULL, stderr=err)
+        while process.poll() is None:
+            peak = max(peak, _hwm(process.pid))
+            time.sleep(0.05)
+        if process.returncode != 0:
+            err.seek(0)
+            raise SystemExit(f"{args[0]} failed: {err.read().decode()}")
+    return time.monotonic() - started, peak
+
+
+def _hwm(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            line = next(line for line in status if line.startswith("VmHWM:"))
+        return int(line.split()[1]) * 1024
+    except (OSError, StopIteration):
+        return 0
 
 
 def bucket_bytes(client, bucket: str) -> int:
@@ -71,8 +87,8 @@ def main() -> None:
             for name in formats:
                 client.create_bucket(Bucket=f"bench-{name}")
             print("| night | change before it | dump -o s | sqlgz upload s | dedup upload s | sqlgz uploaded | "
-                  "dedup uploaded | sqlgz bucket | dedup bucket |")
-            print("|---|---|---|---|---|---|---|---|---|")
+                  "dedup uploaded | sqlgz bucket | dedup bucket | peak RSS sqlgz / dedup |")
+            print("|---|---|---|---|---|---|---|---|---|---|")
             for night, (label, sql) in enumerate([("—", None)] + CHANGES, start=1):
                 if sql:
                     cluster.psql("bench", sql)
@@ -80,12 +96,13 @@ def main() -> None:
                 row = {}
                 for name, extra in formats.items():
                     before = bucket_bytes(client, f"bench-{name}")
-                    seconds, _ = cli({**env, "BACKUP_STORAGE_URL": f"s3://bench-{name}/b", **extra}, "upload")
+                    seconds, rss = cli({**env, "BACKUP_STORAGE_URL": f"s3://bench-{name}/b", **extra}, "upload")
                     after = bucket_bytes(client, f"bench-{name}")
-                    row[name] = (seconds, after - before, after)
+                    row[name] = (seconds, after - before, after, rss)
                 print(f"| {night} | {label} | {dump_s:.1f} | {row['sqlgz'][0]:.1f} | {row['dedup'][0]:.1f} | "
                       f"{row['sqlgz'][1] / 1e6:.1f} MB | {row['dedup'][1] / 1e6:.2f} MB | {row['sqlgz'][2] / 1e6:.1f} MB | "
-                      f"{row['dedup'][2] / 1e6:.1f} MB |", flush=True)
+                      f"{row['dedup'][2] / 1e6:.1f} MB | {row['sqlgz'][3] / 1e6:.0f} / {row['dedup'][3] / 1e6:.0f} MB |",
+                      flush=True)
                 time.sleep(1.1)  # backup names have a one-second resolution
         finally:
             s3.stop()
