@@ -311,3 +311,62 @@ def test_dedup_on_an_rclone_remote_is_refused_before_anything_runs(tmp_path, ric
     assert done.returncode == 2, done.stderr
     assert "only 'sqlgz' is supported on rclone remotes" in done.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_prune_during_a_running_upload_waits_its_turn_and_loses_nothing(s3, moto_s3, fault_proxy, fresh_db, pg_cluster):
+    """The collection's safety against a concurrent upload is the upload lock: `prune` refuses while an upload holds
+    it. Chunks go through a proxy that delays each PUT (a slow link) so the prune lands mid-upload."""
+    client, bucket = s3
+    proxy, _ = fault_proxy
+    name, url = fresh_db("dd", SEVERAL_CHUNKS)
+    upload(dedup_env(moto_s3.endpoint, bucket, url))
+    with pg_cluster.connect(name) as db:  # every chunk changes: the next upload sends them all, slowly
+        db.execute("UPDATE items SET note = 'changed ' || id")
+    proxy.add(lambda method, path, query: method == "PUT" and "/_chunks/" in path, ["slow:1.5"], repeat_last=True)
+    time.sleep(1.1)
+    env = dedup_env(proxy.endpoint, bucket, url, BACKUP_RETENTION="last=1")
+    running = subprocess.Popen([sys.executable, "-m", "backup_svc", "upload"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO), **env})
+    try:
+        before = len(chunk_keys(client, bucket, name))
+        assert wait_until(lambda: len(chunk_keys(client, bucket, name)) > before, 60), "no chunk was sent"
+        pruned = run_cli("prune", env=dedup_env(moto_s3.endpoint, bucket, url, BACKUP_RETENTION="last=1"))
+        out, err = running.communicate(timeout=120)
+    finally:
+        if running.poll() is None:
+            running.kill()
+    assert pruned.returncode == 75 and "prune again when it is done" in pruned.stderr, pruned.stderr
+    assert running.returncode == 0, err
+    restored = run_cli("restore", out.split()[1], "--target-url", pg_cluster.url(f"{name}_r"), "--create",
+                       env=reading_env(moto_s3.endpoint))
+    assert restored.returncode == 0, restored.stderr
+    assert snapshot(pg_cluster, f"{name}_r") == snapshot(pg_cluster, name)
+
+
+def test_a_collection_stopped_half_way_is_finished_by_the_next(s3, moto_s3, fault_proxy, fresh_db, pg_cluster):
+    """Deletes of chunks are refused (403) after the first two — a collection that stops half-way; the next one,
+    without the fault, deletes the rest, and the kept backup verifies throughout."""
+    from datetime import datetime, timedelta, timezone
+
+    from backup_svc.storage.dedup.collect import collect_chunks
+    from backup_svc.storage.location import StorageLocation
+
+    client, bucket = s3
+    proxy, proxied = fault_proxy
+    name, url = fresh_db("dd", SEVERAL_CHUNKS)
+    kept = upload(dedup_env(moto_s3.endpoint, bucket, url))
+    needed = set(chunk_keys(client, bucket, name))
+    orphans = [f"backups/_chunks/{name}/{i:064x}" for i in range(1, 6)]
+    for key in orphans:
+        client.put_object(Bucket=bucket, Key=key, Body=b"x")
+    proxy.add(lambda method, path, query: method == "DELETE" and "/_chunks/" in path,
+              ["forward", "forward", "403"], repeat_last=True)
+    later = datetime.now(timezone.utc) + timedelta(days=2)
+    first = collect_chunks(proxied, StorageLocation(bucket, "backups/"), name, now=later)
+    assert len(first.deleted) == 2 and len(first.failed) == 3
+    assert set(chunk_keys(client, bucket, name)) == needed | set(orphans[2:])
+    second = collect_chunks(client, StorageLocation(bucket, "backups/"), name, now=later)
+    assert len(second.deleted) == 3 and second.failed == []
+    assert set(chunk_keys(client, bucket, name)) == needed
+    verified = run_cli("verify", kept, env=reading_env(moto_s3.endpoint))
+    assert verified.returncode == 0, verified.stderr
