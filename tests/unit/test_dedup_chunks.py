@@ -135,3 +135,27 @@ def test_a_bad_manifest_says_why(data, reason):
 
 def test_the_key_never_shows():
     assert "unit-test-dedup-key" not in repr(KEY) + KEY.check
+
+
+def dump_like(body: bytes, key: str) -> bytes:
+    """A plain dump's frame around `body`, with pg_dump's random `\\restrict` key in its header and last line."""
+    return (b"--\n-- PostgreSQL database dump\n--\n\n\\restrict " + key.encode() + b"\n\n-- Dumped from database "
+            b"version 17.6\n\n" + body + b"\n--\n-- PostgreSQL database dump complete\n--\n\n\\unrestrict "
+            + key.encode() + b"\n\n")
+
+
+def test_the_random_restrict_key_costs_two_tiny_chunks_a_night():
+    body = sql_like(6 * AVG_CHUNK)
+    backing = DictStore()
+    _, first = store(dump_like(body, "A" * 63), backing)
+    sink, second = store(dump_like(body, "B" * 63), backing, {i: len(b) for i, b in backing.objects.items()})
+    assert sink.new_chunks == 2 and sink.new_bytes < 200
+    assert [c.id for c in first.chunks[1:-1]] == [c.id for c in second.chunks[1:-1]]
+    assert read_all(second, backing) == dump_like(body, "B" * 63)
+
+
+def test_a_dump_without_restrict_lines_is_cut_by_content_alone():
+    sql = b"--\n-- PostgreSQL database dump\n--\n" + sql_like(3 * AVG_CHUNK)
+    _, manifest = store(sql, DictStore())
+    whole = [c.length for c in FastCDC(AVG_CHUNK, min_size=MIN_CHUNK, max_size=MAX_CHUNK).cut_buf(sql)]
+    assert [c.size for c in manifest.chunks] == whole

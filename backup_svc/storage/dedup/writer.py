@@ -26,6 +26,14 @@ CUT_WINDOW = 2 * MAX_CHUNK
 # New chunks being compressed and sent at once: enough to keep the link busy, each costs up to MAX_CHUNK.
 CHUNKS_IN_FLIGHT = 4
 _GZIP_WBITS = 31
+# Lines that differ in every dump of an unchanged database: pg_dump's random key (since 13.22, 14.19, 15.14,
+# 16.10, 17.6: `\restrict KEY` in the header, `\unrestrict KEY` last) and, with --verbose, its start and end
+# times. The header up to the last of the first two and the end from the first of the last two are chunks of
+# their own, so that the chunks between them stay the same from one night to the next. The header's lines are
+# looked for in the first HEADER_SPAN bytes.
+_HEADER_LINES = (b"\n\\restrict ", b"\n-- Started on ")
+_TRAILER_LINES = (b"\n-- Completed on ", b"\n\\unrestrict ")
+HEADER_SPAN = 64 * 1024
 
 
 class DedupSink:
@@ -48,6 +56,7 @@ class DedupSink:
         self._inflate = zlib.decompressobj(_GZIP_WBITS)
         self._cdc = FastCDC(AVG_CHUNK, min_size=MIN_CHUNK, max_size=MAX_CHUNK)
         self._buffer = bytearray()
+        self._header_done = False  # the `\restrict` line was cut off (or there is none)
         self._pending: list[Future] = []  # sends not yet seen done, oldest first
 
     @property
@@ -60,6 +69,8 @@ class DedupSink:
             self._sql_sha256.update(plain)
             self.sql_bytes += len(plain)
             self._buffer += plain
+            if not self._header_done and len(self._buffer) >= HEADER_SPAN:
+                self._cut_header()
             if len(self._buffer) >= CUT_WINDOW:
                 self._cut(final=False)
         return len(data)
@@ -69,6 +80,8 @@ class DedupSink:
         StorageError when a chunk could not be stored."""
         if not self._inflate.eof:
             raise StorageError("the dump's gzip stream ended before its trailer")
+        if not self._header_done:
+            self._cut_header()
         self._cut(final=True)
         for future in self._pending:
             future.result()
@@ -82,11 +95,26 @@ class DedupSink:
         hold up the process's exit); chunks already stored stay as garbage for the next collection."""
         self._pending = []
 
+    def _cut_header(self) -> None:
+        """The dump's start up to and including its `\\restrict KEY` and `-- Started on` lines as a chunk of its own."""
+        self._header_done = True
+        starts = [self._buffer.find(line, 0, HEADER_SPAN) for line in _HEADER_LINES]
+        end = max((self._buffer.find(b"\n", start + 1) + 1 for start in starts if start >= 0), default=0)
+        if end > 0:
+            self._add(bytes(self._buffer[:end]))
+            del self._buffer[:end]
+
     def _cut(self, *, final: bool) -> None:
         # (offset, length) only: a Chunk holds a view of the buffer, which must not outlive this cut
         cut = [(chunk.offset, chunk.length) for chunk in self._cdc.cut_buf(self._buffer)]
         if not final:
             cut = cut[:-1]  # the last chunk may have been cut by the window's end, not by the content
+        else:  # the dump's end from its `-- Completed on` or `\\unrestrict KEY` line as a chunk of its own
+            found = [self._buffer.rfind(line) + 1 for line in _TRAILER_LINES]
+            tail = min((at for at in found if at > 0), default=0)
+            if tail > 0:
+                cut = [(start, min(size, tail - start)) for start, size in cut if start < tail]
+                cut.append((tail, len(self._buffer) - tail))
         consumed = 0
         view = memoryview(self._buffer)
         try:
@@ -97,7 +125,7 @@ class DedupSink:
             view.release()
         del self._buffer[:consumed]
 
-    def _add(self, data: memoryview) -> None:
+    def _add(self, data: memoryview | bytes) -> None:
         chunk_id = self.key.chunk_id(data)
         self._ids.append((chunk_id, len(data)))
         if chunk_id in self._sizes:  # stored before, or already on its way in this run
