@@ -159,3 +159,25 @@ def test_a_dump_without_restrict_lines_is_cut_by_content_alone():
     _, manifest = store(sql, DictStore())
     whole = [c.length for c in FastCDC(AVG_CHUNK, min_size=MIN_CHUNK, max_size=MAX_CHUNK).cut_buf(sql)]
     assert [c.size for c in manifest.chunks] == whole
+
+
+def test_memory_stays_bounded_however_far_a_batch_inflates():
+    """A 256 KiB batch of gzip can hold hundreds of MB of repetitive SQL: the SQL waiting to be cut stays
+    under CUT_WINDOW plus one inflate step."""
+    from backup_svc.storage.dedup.writer import INFLATE_STEP
+
+    sql = b"INSERT INTO t VALUES (1, 'same');\n" * (3 * 1024 * 1024)  # ~100 MB, ~100 KB as gzip
+    backing = DictStore()
+    sink = DedupSink(backing, KEY, {})
+    largest = 0
+    original = sink._take
+
+    def watched(plain: bytes) -> None:
+        nonlocal largest
+        original(plain)
+        largest = max(largest, len(sink._buffer))
+    sink._take = watched
+    sink.write(gzip.compress(sql, 9))
+    chunks = sink.finish()
+    assert largest < CUT_WINDOW + INFLATE_STEP
+    assert sum(c.size for c in chunks) == len(sql) and sink.sql_sha256 == hashlib.sha256(sql).hexdigest()

@@ -34,6 +34,7 @@ _GZIP_WBITS = 31
 _HEADER_LINES = (b"\n\\restrict ", b"\n-- Started on ")
 _TRAILER_LINES = (b"\n-- Completed on ", b"\n\\unrestrict ")
 HEADER_SPAN = 64 * 1024
+INFLATE_STEP = 1 << 20
 
 
 class DedupSink:
@@ -64,7 +65,13 @@ class DedupSink:
         return self._sql_sha256.hexdigest()
 
     def write(self, data: bytes) -> int:
-        plain = self._inflate.decompress(data)
+        # at most INFLATE_STEP of SQL at a time: a batch of very repetitive rows may inflate a thousandfold
+        self._take(self._inflate.decompress(data, INFLATE_STEP))
+        while self._inflate.unconsumed_tail:
+            self._take(self._inflate.decompress(self._inflate.unconsumed_tail, INFLATE_STEP))
+        return len(data)
+
+    def _take(self, plain: bytes) -> None:
         if plain:
             self._sql_sha256.update(plain)
             self.sql_bytes += len(plain)
@@ -73,11 +80,11 @@ class DedupSink:
                 self._cut_header()
             if len(self._buffer) >= CUT_WINDOW:
                 self._cut(final=False)
-        return len(data)
 
     def finish(self) -> list[ChunkRef]:
         """The dump is complete: cut the rest, wait for every chunk on the wire; the chunks in order.
         StorageError when a chunk could not be stored."""
+        self._take(self._inflate.flush())
         if not self._inflate.eof:
             raise StorageError("the dump's gzip stream ended before its trailer")
         if not self._header_done:
