@@ -323,6 +323,11 @@ def storage_check_lines(settings: Settings) -> tuple[list[str], bool]:
         lines.append("schedule: none (BACKUP_SCHEDULE is not set: `upload` runs only when started)")
     lines.append(f"retention: {storage.retention}" if storage.retention is not None
                  else "retention: keep everything (BACKUP_RETENTION is not set)")
+    if storage.storage_format == "dedup":
+        lines.append(f"format: dedup — chunks under {storage.location.url}_chunks/{settings.backup_name}/ plus a "
+                     f"manifest per backup (….sql.dedup); only backup-svc reads them back, with BACKUP_DEDUP_KEY")
+    else:
+        lines.append("format: sqlgz — one .sql.gz object per backup (BACKUP_STORAGE_FORMAT)")
     return lines, ok
 
 

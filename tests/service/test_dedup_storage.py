@@ -78,6 +78,9 @@ def test_an_unchanged_database_uploads_no_new_chunks_the_second_time(s3, moto_s3
     assert listed.returncode == 0, listed.stderr
     lines = listed.stdout.splitlines()
     assert len(lines) == 2 and all(line.split()[0].endswith(".sql.dedup") for line in lines)
+    checked = run_cli("check", env={**env, "ADMIN_TOKEN": "t" * 20})
+    assert f"format: dedup — chunks under s3://{bucket}/backups/_chunks/{name}/" in checked.stdout, checked.stdout
+    assert DEDUP_KEY not in checked.stdout + checked.stderr
     # each one's full size (all its chunks, compressed), not its manifest's
     assert [int(line.split()[1]) for line in lines] == [sum(c[2] for c in m["chunks"]) for m in (second, first)]
 
