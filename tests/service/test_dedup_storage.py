@@ -379,3 +379,28 @@ def test_a_collection_stopped_half_way_is_finished_by_the_next(s3, moto_s3, faul
     assert set(chunk_keys(client, bucket, name)) == needed
     verified = run_cli("verify", kept, env=reading_env(moto_s3.endpoint))
     assert verified.returncode == 0, verified.stderr
+
+
+def test_three_nights_with_changes_each_restore_as_the_database_was(s3, moto_s3, fresh_db, pg_cluster):
+    """Backups share chunks: each night's manifest still restores exactly its night's database after later ones."""
+    client, bucket = s3
+    name, url = fresh_db("dd", SEVERAL_CHUNKS)
+    env = dedup_env(moto_s3.endpoint, bucket, url)
+    changes = ["INSERT INTO items SELECT g, 'night two', NULL FROM generate_series(200001, 203000) g",
+               "DELETE FROM items WHERE id <= 500; UPDATE items SET note = 'night three' WHERE id > 202000"]
+    nights = []
+    for change in [None, *changes]:
+        if change:
+            with pg_cluster.connect(name) as db:
+                db.execute(change)
+            time.sleep(1.1)
+        nights.append((upload(env), snapshot(pg_cluster, name)))
+    for number, (stored, expected) in enumerate(nights, start=1):
+        target = f"{name}_night{number}"
+        restored = run_cli("restore", stored, "--target-url", pg_cluster.url(target), "--create",
+                           env=reading_env(moto_s3.endpoint))
+        assert restored.returncode == 0, restored.stderr
+        assert snapshot(pg_cluster, target) == expected, f"night {number}"
+        with pg_cluster.connect() as db:
+            db.execute(f'DROP DATABASE "{target}" WITH (FORCE)')
+    assert nights[0][1] != nights[1][1] != nights[2][1]
