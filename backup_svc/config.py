@@ -163,6 +163,9 @@ class Settings:
         if storage is not None and storage.storage_format == "dedup" and encryption.recipients:
             problems.append("BACKUP_STORAGE_FORMAT=dedup cannot be combined with BACKUP_AGE_RECIPIENTS yet (encrypted "
                             "chunks are not built): unset one of them — nothing is stored in the clear instead")
+        if storage is not None and storage.is_rclone and encryption.recipients:
+            problems.append("BACKUP_AGE_RECIPIENTS is set, but encrypted backups on rclone remotes are not supported "
+                            "yet: nothing is stored in the clear instead (use s3://…, or unset it)")
 
         if problems:
             raise ConfigError(problems)

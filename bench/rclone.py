@@ -23,23 +23,29 @@ WEBDAV = "upload to rclone webdav (loopback)"
 S3 = "upload to loopback S3"
 
 
-def add(bench, methods: dict, cache: Path) -> None:
-    """Add the two rclone uploads to `methods`; bench.rclone_rss_mb collects each one's peak RSS."""
+def serve_webdav(folder: Path) -> tuple[subprocess.Popen, int]:
+    """`rclone serve webdav` of `folder` on a free loopback port, answering; (its process, the port)."""
     from backup_svc.pg.localcluster import free_port
 
-    local, served = cache / "rclone-local", cache / "rclone-served"
-    for folder in (local, served):
-        shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir(parents=True)
     port = free_port()
-    bench.webdav = subprocess.Popen(["rclone", "serve", "webdav", str(served), f"--addr=127.0.0.1:{port}"],
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(["rclone", "serve", "webdav", str(folder), f"--addr=127.0.0.1:{port}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     for _ in range(100):
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
             break
         except OSError:
             time.sleep(0.1)
+    return proc, port
+
+
+def add(bench, methods: dict, cache: Path) -> None:
+    """Add the two rclone uploads to `methods`; bench.rclone_rss_mb collects each one's peak RSS."""
+    local, served = cache / "rclone-local", cache / "rclone-served"
+    for folder in (local, served):
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+    bench.webdav, port = serve_webdav(served)
     bench.rclone_rss_mb = {LOCAL: [], WEBDAV: []}
     base = {**bench.env, "BACKUP_AGE_RECIPIENTS": "", "BACKUP_RETENTION": ""}
     envs = {LOCAL: ({**base, "RCLONE_CONFIG_BENCH_TYPE": "local", "BACKUP_STORAGE_URL": f"rclone:bench:{local}"},

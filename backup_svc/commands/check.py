@@ -104,7 +104,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"notifications: {line}")
     for line in alert_lines(settings, purpose, remote=rclone):
         print(line)
-    storage_lines, storage_ok = (rclone_storage.check_lines(settings, serves=purpose == SERVE) if rclone
+    storage_lines, storage_ok = (rclone_storage.check_lines(settings) if rclone
                                  else storage_check_lines(settings))
     print("\n".join(storage_lines))
     print("\n".join(encryption_check_lines(settings.encryption)))

@@ -1,7 +1,7 @@
 """`upload` (rclone_upload.py), `list` and `prune` when BACKUP_STORAGE_URL is `rclone:<remote>:<path>`
 (storage/rclone_run.py); `check`'s storage lines for it (`check_lines`); the newest backup for `drill`.
-`serve` (its schedule, the dashboard's stored backups) still needs s3:// (docs/storage.md says so); an
-encrypted rclone backup is refused, never stored in the clear."""
+`serve` reaches the remote through storage/destination.py; an encrypted rclone backup is refused, never
+stored in the clear."""
 from __future__ import annotations
 
 import argparse
@@ -101,10 +101,9 @@ def _sigterm_raises():
 
 
 def _lock(settings: Settings, target):
-    from backup_svc.storage.lock import StoredBackupLock
+    from backup_svc.storage.rclone_store import lock_for
 
-    return StoredBackupLock(settings.conn, f"{target.location.url} {settings.backup_name}",
-                            timeout_s=settings.connect_timeout_s)
+    return lock_for(settings.dump, target)
 
 
 def _owner(settings: Settings):
@@ -116,7 +115,7 @@ def _owner(settings: Settings):
 def _upload(settings: Settings, target, policy, args) -> int:
     from backup_svc.commands.rclone_upload import upload
 
-    return upload(settings, target, policy, _lock(settings, target))
+    return upload(settings, target, policy)
 
 
 def _list(settings: Settings, target, policy, args) -> int:
@@ -148,7 +147,7 @@ def _prune(settings: Settings, target, policy, args) -> int:
     return prune_history_now(settings, args.dry_run, folder=remote_history_from_env("prune").bucket)
 
 
-def check_lines(settings: Settings, serves: bool) -> tuple[list[str], bool]:
+def check_lines(settings: Settings) -> tuple[list[str], bool]:
     """For `check`: the remote's backups and each thing the service does there (rclone_probe.py), the
     schedule and retention; ok is False when this process could not do its job with this remote."""
     from backup_svc.storage.client import StorageError
@@ -180,16 +179,11 @@ def check_lines(settings: Settings, serves: bool) -> tuple[list[str], bool]:
         lines.append("storage: BACKUP_AGE_RECIPIENTS is set, but encrypted backups on rclone remotes are not "
                      "supported yet: `upload` refuses rather than storing cleartext (use s3://…)")
         ok = False
-    if serves:
-        lines.append("storage: `serve` does not take rclone remotes yet (the schedule, the dashboard's stored "
-                     "backups, drills, the history need s3://…): run `upload` from a cron service instead "
-                     "(docs/storage.md, \"Any rclone remote\")")
-        ok = False
-    elif os.environ.get("BACKUP_SCHEDULE", "").strip():
-        lines.append("schedule: BACKUP_SCHEDULE is ignored with an rclone remote (`serve` takes no scheduled "
-                     "backups to it yet): run `upload` from a cron service on that schedule")
+    schedule = os.environ.get("BACKUP_SCHEDULE", "").strip()
+    if schedule:
+        lines.append(f"schedule: {schedule} (UTC): `serve` stores a backup on the remote at those times")
     else:
-        lines.append("schedule: none (`upload` runs when a cron service starts it)")
+        lines.append("schedule: none (`upload` from a cron service, or POST /api/v1/stored, stores one)")
     lines.append(f"retention: {policy}" if policy is not None else "retention: keep everything (BACKUP_RETENTION is not set)")
     return lines, ok
 

@@ -10,14 +10,13 @@ from backup_svc.commands.output import fail, say
 from backup_svc.config import Settings
 
 
-def upload(settings: Settings, target, policy, lock) -> int:
-    """Store one backup on `target` under the database lock `lock`; notify; drill; apply `policy`."""
+def upload(settings: Settings, target, policy) -> int:
+    """Store one backup on `target` (storage/rclone_store.py, as `serve` does); notify; drill; apply `policy`."""
     from backup_svc.commands.exits import wait_for_notifications
-    from backup_svc.dump.backup import backup_filename, write_backup
+    from backup_svc.dump.backup import backup_filename
     from backup_svc.history.hooks import flush_before_exit, outcome_sink, remote_history
     from backup_svc.notify.outcome import StoredSetup, reporter_for, reporting
-    from backup_svc.storage import rclone_run
-    from backup_svc.storage.location import BackupNames
+    from backup_svc.storage.rclone_store import take_remote_backup
 
     setup = StoredSetup(settings.dump, None, settings.notify, settings.encryption)
     reporter = reporter_for(setup)
@@ -28,24 +27,21 @@ def upload(settings: Settings, target, policy, lock) -> int:
     retention_error = None
     try:
         with recorded(history, name, settings.conn.password) as amounts, \
-                reporting(reporter, setup, name, drill_after=False) as outcome, lock:
-            target.clean_leftovers()
-            stored, owner = rclone_run.upload(target, settings.backup_name, name, lambda sink: write_backup(
-                settings.dump, sink, application_name="backup_svc-upload"))
+                reporting(reporter, setup, name, drill_after=False) as outcome:
+            result = take_remote_backup(settings.dump, target, policy, name=name, history_days=settings.history_days)
+            stored = result.stored
             outcome.size, outcome.sha256 = stored.size, stored.sha256
             amounts.update(gzip_bytes=stored.size, sha256=stored.sha256)
+            for left in result.leftovers:
+                say(f"removed {target.location.target(left)}, left by a run that did not finish")
             seconds = time.monotonic() - started
             say(f"stored {target.location.target(name)}: {stored.size} bytes in {seconds:.1f} s "
                 f"({stored.size / max(seconds, 1e-6) / 1e6:.1f} MB/s); size and sha256 checked")
             print(f"{stored.sha256}  {target.location.url}/{name}", flush=True)
-            if policy is not None:
-                try:
-                    for kept, line in rclone_run.prune(target, BackupNames(settings.backup_name), owner, policy,
-                                                       keep=name):
-                        say(f"retention: {kept} {line}")
-                except Exception as exc:  # the backup is stored and reported as such
-                    retention_error = amounts["retention_error"] = str(exc)
-            _prune_history(history.bucket, settings.history_days)
+            for kept, line in result.retention_lines:
+                say(f"retention: {kept} {line}")
+            if result.retention_error:
+                retention_error = amounts["retention_error"] = result.retention_error
         if reporter.drills_enabled:
             _drill(reporter, setup, target, name)
     finally:
@@ -86,17 +82,3 @@ def _drill(reporter, setup, target, name: str) -> None:
     from backup_svc.notify.remote_drill import drill_remote_file
 
     drill_after_upload(reporter, lambda: drill_remote_file(setup, target, name, say=say))
-
-
-def _prune_history(folder, days: int) -> None:
-    """BACKUP_HISTORY_DAYS after each stored backup, as S3's: only history events; a failure is only said."""
-    from backup_svc.history.retention import prune_history
-    from backup_svc.storage.client import StorageError
-
-    try:
-        report = prune_history(folder, days)
-    except StorageError as exc:
-        say(f"warning: history retention failed (the backup is stored; `prune` tries again): {exc}")
-        return
-    if report.deleted or report.failed:
-        say("; ".join(report.lines()))

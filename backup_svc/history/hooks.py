@@ -21,10 +21,14 @@ READ_TIMEOUT_S = 10
 
 
 def history_for(process: str, location=None, client_env: Mapping[str, str] | None = None, client=None) -> History:
-    """The History of this process: in the bucket under `location` (a StorageLocation) when there is one,
-    else in memory only."""
+    """The History of this process: in the bucket under `location` (a StorageLocation) when there is one, in
+    `_history/` on the remote for an RcloneLocation (`client_env`: its RCLONE_* variables), else in memory only."""
+    from backup_svc.storage.rclone_target import RcloneLocation
+
     if location is None:
         return History(process)
+    if isinstance(location, RcloneLocation):
+        return remote_history(process, location, client_env or {})
     if client is None:
         from backup_svc.storage.client import make_client
 

@@ -59,8 +59,11 @@ class StoredBackupOutcome:
     sha256: str | None = None
     rows: int | None = None
     shrink: dict | None = None  # the shrink alarm's finding (storage.shape.ShrinkFinding.as_json())
+    # the restore drill of what was stored, when it is not in a bucket (an rclone remote's: remote_drill.py)
+    drill: Callable[[], DrillReport] | None = None
 
-    def stored(self, stored, shrink=None, rows: int | None = None) -> None:
+    def stored(self, stored, shrink=None, rows: int | None = None,
+               drill: Callable[[], DrillReport] | None = None) -> None:
         """Record the StoredObject that `take_stored_backup` returned, its rows and shrink finding if any."""
         from backup_svc.storage.listing import backup_size
 
@@ -69,6 +72,7 @@ class StoredBackupOutcome:
         self.size = backup_size(stored.size, stored.metadata)
         self.rows = rows
         self.shrink = shrink.as_json() if shrink is not None else None
+        self.drill = drill
 
     def held_url(self) -> str | None:
         """`s3://bucket/<prefix><held backup>`: where the backup kept by the shrink alarm is."""
@@ -115,7 +119,7 @@ def reporting(reporter: Reporter, setup: StoredSetup, name: str, *,
         raise
     event = Event(kind=BACKUP, outcome=OK, database=reporter.database, name=name, bytes=outcome.size,
                   sha256=outcome.sha256, started=started, finished=utc_now())
-    job = (lambda: drill_stored_object(setup, outcome.bucket, outcome.key)) \
+    job = (outcome.drill or (lambda: drill_stored_object(setup, outcome.bucket, outcome.key))) \
         if outcome.key and drill_after and reporter.drills_enabled else None
     reporter.backup_finished(event, drill=job)
     if outcome.shrink is not None:
@@ -153,13 +157,14 @@ def drill_stored_object(setup: StoredSetup, bucket: str, key: str, *, client=Non
 def newest_stored(setup: StoredSetup, client=None, owner=None):
     """The newest of this service's stored backups (the same set retention and the dashboard read:
     storage/listing.py), or None; StorageError when it cannot be listed. `owner`: an OwnerLookup."""
-    from backup_svc.storage.client import make_client
+    from backup_svc.storage.destination import destination_for
     from backup_svc.storage.listing import list_backups
     from backup_svc.storage.location import BackupNames
     from backup_svc.storage.run import owner_lookup
 
-    client = client if client is not None else make_client(setup.storage.client_env)
     owner = owner if owner is not None else owner_lookup(setup.dump)
+    if client is None:  # the bucket or the rclone remote BACKUP_STORAGE_URL names
+        return destination_for(setup.storage).newest(setup.dump.backup_name, owner.get())
     backups = list_backups(client, setup.storage.location, BackupNames(setup.dump.backup_name), owner.get())
     return backups[0] if backups else None
 

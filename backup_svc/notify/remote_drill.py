@@ -1,5 +1,6 @@
 """A restore drill of a backup stored on an rclone remote: streamed through `rclone cat` (no temp file)
-into a scratch database, checked like any drill (drill.py); the sha256 comes from its companion record."""
+into a scratch database, checked like any drill (drill.py); the sha256 comes from its `.sha256` companion, the
+dump-time row counts (when the upload recorded them) from its ownership record."""
 from __future__ import annotations
 
 from typing import Callable
@@ -8,6 +9,7 @@ from backup_svc.notify.drill import DrillReport, run_drill
 from backup_svc.notify.drillbounds import drill_timeout_s
 from backup_svc.notify.outcome import StoredSetup, failure_reason
 from backup_svc.storage.rclone_reader import IterStream
+from backup_svc.storage.rclone_run import companions
 from backup_svc.storage.rclone_target import RcloneTarget
 from backup_svc.timefmt import utc_now
 
@@ -17,9 +19,11 @@ def drill_remote_file(setup: StoredSetup, target: RcloneTarget, name: str, *,
     """Drill `name` in the target's folder; never raises for a failed drill (the report says why)."""
     url = f"rclone:{target.location.target(name)}"
     try:
-        stored = next((f for f in target.list() if f.name == name), None)
-        if stored is None:
+        listed = {e["Name"]: e for e in target.entries("")}
+        if name not in listed:
             raise FileNotFoundError(f"{url} does not exist")
+        sha256, record = companions(target, name, listed)  # the record keeps the dump-time row counts
+        size = int(listed[name]["Size"])
     except Exception as exc:  # one line, as an S3 drill's
         report = DrillReport(name=name, error=f"cannot read {url}: {failure_reason(exc)}")
         report.finished = utc_now()
@@ -28,7 +32,7 @@ def drill_remote_file(setup: StoredSetup, target: RcloneTarget, name: str, *,
     def opener():
         return IterStream(url, target.open(name))
 
-    return run_drill(url, name, setup.notify.drill, source=setup.dump.conn, opener=opener, size=stored.size,
-                     metadata={"sha256": stored.sha256} if stored.sha256 else {}, bin_dirs=setup.dump.pg_bin_dirs,
-                     timeout_s=setup.dump.connect_timeout_s, say=say,
-                     deadline_s=drill_timeout_s(setup.notify.drill_timeout_s, stored.size))
+    metadata = {k: v for k, v in record.items() if k != "sha256"} | ({"sha256": sha256} if sha256 else {})
+    return run_drill(url, name, setup.notify.drill, source=setup.dump.conn, opener=opener, size=size,
+                     metadata=metadata, bin_dirs=setup.dump.pg_bin_dirs, timeout_s=setup.dump.connect_timeout_s,
+                     say=say, deadline_s=drill_timeout_s(setup.notify.drill_timeout_s, size))

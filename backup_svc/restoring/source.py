@@ -55,6 +55,23 @@ def stored_source(client, bucket: str, key: str, name: str, identities: tuple[Id
                   stored_sha256=sha256, identities=tuple(identities))
 
 
+def remote_source(target, name: str, identities: tuple[Identity, ...] = ()) -> Source:
+    """A backup on an rclone remote (`target`: an RcloneTarget on its folder) as a Source: `rclone cat` per pass
+    (no temp file), the sha256 of its `.sha256` companion, the row counts of its ownership record. StorageError
+    when it is not there or the remote cannot be listed."""
+    from backup_svc.storage.client import StorageError
+    from backup_svc.storage.rclone_reader import IterStream
+    from backup_svc.storage.rclone_run import companions
+
+    label = f"rclone:{target.location.target(name)}"
+    listed = {e["Name"]: e for e in target.entries("")}
+    if name not in listed:
+        raise StorageError(f"{label} does not exist (any more)")
+    sha256, record = companions(target, name, listed)
+    return Source(label=label, name=name, opener=lambda: IterStream(label, target.open(name)),
+                  size=int(listed[name]["Size"]), metadata=record, stored_sha256=sha256, identities=tuple(identities))
+
+
 def _companion_sha256(client, bucket: str, key: str) -> str | None:
     """The sha256 in `<key>.sha256` (sha256sum format), for an object recorded without copying it."""
     try:

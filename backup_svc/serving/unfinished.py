@@ -123,13 +123,12 @@ def report_unfinished(markers: RunMarkers, stored) -> threading.Thread:
 
 def _report(facts: dict, stored) -> None:
     from backup_svc.notify.common import BACKUP, FAILED, Event
-    from backup_svc.storage.client import StorageError, make_client
-    from backup_svc.storage.prune import abort_uploads_of
+    from backup_svc.storage.client import StorageError
     from backup_svc.timefmt import utc_now
 
     aborted, abort_error = None, None
     try:
-        aborted = abort_uploads_of(make_client(stored.storage.client_env), facts["bucket"], facts["key"])
+        aborted = stored.destination.clean_after_kill(facts)  # a bucket's incomplete upload, a remote's temporary
     except StorageError as exc:
         abort_error = str(exc).splitlines()[0]
     error = killed_message(facts, aborted, abort_error)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 from dataclasses import dataclass
 from typing import Callable, Mapping, TypeVar
@@ -227,5 +228,25 @@ def make_client(env: Mapping[str, str], *, connect_timeout_s: float = CONNECT_TI
         # means AWS); boto3 must not read it again from the environment or its config files.
         ignore_configured_endpoint_urls=True,
     )
-    session = boto3.session.Session()
-    return session.client("s3", config=config, **settings)
+    with _LOADER_LOCK:
+        return boto3.session.Session(botocore_session=_botocore_session()).client("s3", config=config, **settings)
+
+
+# botocore's loaded service descriptions (S3's is ~13 MB in memory once parsed), shared by every client of
+# the process: an upload holds two clients (parts go through their own) and its history and notifications
+# more, and each new session would otherwise parse them again. Each client keeps a session of its own
+# (credentials are resolved per session), only the read-only data loader is shared.
+_LOADER = None
+_LOADER_LOCK = threading.Lock()
+
+
+def _botocore_session():
+    global _LOADER
+    import botocore.session
+
+    core = botocore.session.Session()
+    if _LOADER is None:
+        _LOADER = core.get_component("data_loader")
+    else:
+        core.register_component("data_loader", _LOADER)
+    return core

@@ -28,20 +28,12 @@ class StorageLocation:
         return self.prefix + name
 
 
-RCLONE_NOT_YET = ("is an rclone remote: so far the commands `upload`, `list`, `prune`, `verify`, `restore`, "
-                  "`drill`, `history` and `check` work with rclone:<remote>:<path>, but `serve` (its schedule and "
-                  "the dashboard's stored backups) still needs "
-                  "s3://<bucket>/<prefix> (docs/storage.md, \"Any rclone remote\")")
-
-
 def parse_storage_url(url: str) -> StorageLocation:
     """Parse `s3://bucket/prefix`; ValueError says what is wrong.
 
     A non-empty prefix names a folder: `s3://b/backups` and `s3://b/backups/` both store
     `backups/<name>`, which is what someone typing either expects.
     """
-    if url.strip().startswith("rclone:"):
-        raise ValueError(RCLONE_NOT_YET)
     parts = urlsplit(url.strip())
     if parts.scheme != "s3":
         raise ValueError("must look like s3://<bucket>/<prefix> (the prefix may be empty)")

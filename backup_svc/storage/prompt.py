@@ -38,6 +38,8 @@ PROBE_REUSE_S = 60
 class PromptStorage:
     """The storage as the dashboard and the API see it: quick to answer, quick to say it cannot."""
 
+    streams_downloads = False  # a download is a 302 to a presigned URL (rclone_prompt.py streams instead)
+
     def __init__(self, storage: StorageSettings, backup_name: str, owner: Callable[[], Owner], client=None):
         self.storage = storage
         self.location = storage.location
@@ -74,15 +76,20 @@ class PromptStorage:
                                                                                 by, retry=QUICK_RETRY),
                                 deadline_s, f"the storage at {self.endpoint}")
 
+    def exists(self, name: str, deadline_s: float = LOOKUP_DEADLINE_S) -> bool:
+        """Whether this service's backup `name` is in storage now; NotOurBackup for any other name,
+        StorageError when the storage cannot say."""
+        checked_name(self.names, name)
+        return self._calls.call(("exists", name), lambda: self.catalog.exists(name), deadline_s,
+                                f"the storage at {self.endpoint}")
+
     def download_url(self, name: str, deadline_s: float = LOOKUP_DEADLINE_S, expires_s: int = PRESIGN_MAX_S) -> str | None:
         """A presigned GET URL for the stored backup `name`, or None when there is no such backup now.
 
         NotOurBackup (a ValueError) for a name that is not one of this service's backup names;
         StorageError when the storage cannot say whether it exists.
         """
-        checked_name(self.names, name)
-        if not self._calls.call(("exists", name), lambda: self.catalog.exists(name), deadline_s,
-                                f"the storage at {self.endpoint}"):
+        if not self.exists(name, deadline_s):
             return None
         return presigned_download_url(self.client, self.location, name, expires_s=expires_s)
 

@@ -7,8 +7,12 @@ from __future__ import annotations
 import json
 import queue
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Callable
 from datetime import datetime, timezone
+
+from backup_svc.dump.rowcount import counts_metadata
 
 from .client import StorageError
 from .location import BackupNames
@@ -44,8 +48,10 @@ class _Pipe:
             yield item
 
 
-def upload(target: RcloneTarget, backup_name: str, name: str, dump) -> tuple[StoredFile, Owner]:
-    """Store one backup: `dump(sink)` is write_backup (returns BackupWritten only after pg_dump's success).
+def upload(target: RcloneTarget, backup_name: str, name: str, dump,
+           cancelled: Callable[[], bool] = lambda: False) -> tuple[StoredFile, Owner, object]:
+    """Store one backup: `dump(sink)` is write_backup (returns BackupWritten only after pg_dump's success);
+    (what was stored, who owns it, the BackupWritten).
     The move into place, the ownership record and the sha256 companion happen only after it returned
     and the sizes and hashes agree; on every other path the temporary object is removed and this raises."""
     pipe, box = _Pipe(), {}
@@ -55,12 +61,14 @@ def upload(target: RcloneTarget, backup_name: str, name: str, dump) -> tuple[Sto
         owner = Owner(backup_name, written.facts.database, written.facts.system_identifier or None)
         box["owner"] = owner
         record = {**owner.metadata(), "sha256": written.sha256, "size": str(written.gzip_bytes),
-                  "server-version": written.facts.version, "pg-dump-version": written.pg_dump.version}
+                  "server-version": written.facts.version, "pg-dump-version": written.pg_dump.version,
+                  "sql-bytes": str(written.sql_bytes),
+                  **(counts_metadata(written.table_rows) if written.table_rows is not None else {})}
         return {f"{name}{RECORD_SUFFIX}": json.dumps(record, indent=1).encode()}
 
     def put() -> None:
         try:
-            box["stored"] = target.put(name, pipe.chunks(), records)
+            box["stored"] = target.put(name, pipe.chunks(), records, cancelled=cancelled)
         except BaseException as exc:
             pipe.error = exc
 
@@ -83,16 +91,17 @@ def upload(target: RcloneTarget, backup_name: str, name: str, dump) -> tuple[Sto
     if stored.sha256 != written.sha256 or stored.size != written.gzip_bytes:
         target.delete(name)
         raise StorageError("the bytes uploaded differ from the bytes the dump produced; the copy was deleted")
-    return stored, box["owner"]
+    return stored, box["owner"], written
 
 
 @dataclass(frozen=True)
 class RcloneBackup:
     name: str
     size: int
-    time: datetime
-    sha256: str | None
-    metadata: dict
+    time: datetime  # from the name (UTC)
+    sha256: str | None  # from the companion `<name>.sha256`
+    metadata: dict  # the ownership record `<name>.owner.json` (its sha256 blanked when it disagrees)
+    modified: datetime | None = None  # the remote's modification time
 
 
 def _modified(text: str) -> datetime | None:
@@ -102,29 +111,48 @@ def _modified(text: str) -> datetime | None:
         return None
 
 
-def survey(target: RcloneTarget, names: BackupNames, owner: Owner) -> tuple[list[RcloneBackup], list[tuple[str, str]]]:
-    """(this service's backups newest first, [(name, why not listed)]) — other files are not mentioned."""
+# (name, size, modification time) -> (sha256, record) of a complete backup: a stored backup is never
+# overwritten and its companions are written before it counts, so an answer once read stays right.
+RecordCache = dict
+# Companions read in parallel: a first listing of a few dozen backups takes a few rounds of rclone calls.
+READERS = 4
+
+
+def survey(target: RcloneTarget, names: BackupNames, owner: Owner, *,
+           cache: RecordCache | None = None) -> tuple[list[RcloneBackup], list[tuple[str, str]]]:
+    """(this service's backups newest first, [(name, why not listed)]) — other files are not mentioned.
+    One listing of the folder, then two small reads per backup not in `cache` (its companions)."""
     now, ours, ignored = datetime.now(timezone.utc), [], []
-    for stored in target.list():
-        when = names.time_of(stored.name)
-        if when is None:
-            continue
-        record = _record(target, stored.name)
-        record["sha256"] = stored.sha256 if stored.sha256 == record.get("sha256") else ""
-        reason = owner.refusal(record) or time_refusal(when, _modified(stored.time), now)
-        backup = RcloneBackup(stored.name, stored.size, when, stored.sha256, record)
-        (ignored.append((stored.name, reason)) if reason else ours.append(backup))
+    entries = {e["Name"]: e for e in target.entries("")}
+    named = [(e, when) for n, e in entries.items() if (when := names.time_of(n)) is not None]
+    cache = cache if cache is not None else {}
+    ident = lambda e: (e["Name"], int(e["Size"]), e.get("ModTime", ""))  # noqa: E731
+    missing = [e for e, _ in named if ident(e) not in cache]
+    with ThreadPoolExecutor(max_workers=READERS, thread_name_prefix="rclone-companions") as pool:
+        for entry, found in zip(missing, pool.map(lambda e: companions(target, e["Name"], entries), missing)):
+            if found[0]:  # complete: remembered (an unfinished one is asked again next time)
+                cache[ident(entry)] = found
+    for entry, when in named:
+        sha256, record = cache.get(ident(entry)) or companions(target, entry["Name"], entries)
+        record = {**record, "sha256": sha256 if sha256 and sha256 == record.get("sha256") else ""}
+        reason = owner.refusal(record) or time_refusal(when, _modified(entry.get("ModTime", "")), now)
+        backup = RcloneBackup(entry["Name"], int(entry["Size"]), when, sha256, record,
+                              _modified(entry.get("ModTime", "")))
+        (ignored.append((backup.name, reason)) if reason else ours.append(backup))
     return sorted(ours, key=lambda b: b.time, reverse=True), ignored
 
 
-def _record(target: RcloneTarget, name: str) -> dict:
-    if not target.exists(f"{name}{RECORD_SUFFIX}"):
-        return {}
+def companions(target: RcloneTarget, name: str, entries: dict) -> tuple[str | None, dict]:
+    """(the sha256 `<name>.sha256` records, the ownership record) — None / {} where there is none;
+    `entries`: the folder's listing by name."""
+    sha256 = target.companion_sha256(name, listed=True) if f"{name}.sha256" in entries else None
+    if f"{name}{RECORD_SUFFIX}" not in entries:
+        return sha256, {}
     try:
-        data = json.loads(b"".join(target.open(f"{name}{RECORD_SUFFIX}")))
+        data = json.loads(target.read(f"{name}{RECORD_SUFFIX}"))
     except ValueError:
-        return {}
-    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+        return sha256, {}
+    return sha256, ({str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {})
 
 
 def prune(target: RcloneTarget, names: BackupNames, owner: Owner, policy: RetentionPolicy, *,

@@ -14,6 +14,8 @@ import hashlib
 import json
 import secrets
 import subprocess
+import threading
+import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Mapping
 
@@ -136,18 +138,21 @@ class RcloneTarget:
         text = self._run("cat", self.location.target(f"{name}.sha256")).decode("ascii", "replace").split()
         return text[0] if text and len(text[0]) == 64 else None
 
-    def companion_sha256(self, name: str) -> str | None:
-        """The sha256 `<name>.sha256` records, or None when there is no such record."""
-        return self._read_companion(name) if self.exists(f"{name}.sha256") else None
+    def companion_sha256(self, name: str, *, listed: bool = False) -> str | None:
+        """The sha256 `<name>.sha256` records, or None when there is no such record (`listed`: a listing
+        just showed it, so it is read without looking first)."""
+        return self._read_companion(name) if listed or self.exists(f"{name}.sha256") else None
 
     def exists(self, name: str) -> bool:
         return any(e["Name"] == name for e in self._ls(name))
 
-    def put(self, name: str, chunks: Iterable[bytes], records: Callable[[], dict[str, bytes]] | None = None) -> StoredFile:
+    def put(self, name: str, chunks: Iterable[bytes], records: Callable[[], dict[str, bytes]] | None = None, *,
+            cancelled: Callable[[], bool] = lambda: False) -> StoredFile:
         """Stream `chunks` to a temporary name; only when they all arrived, and the stored size matches,
         move it to `name` (never over an existing one), write `records()` (companion name → bytes) and
         last `<name>.sha256`, the mark of a complete backup. Any failure — the
-        source raising, rclone refusing or stalling — removes the temporary object and raises."""
+        source raising, rclone refusing or stalling, `cancelled()` turning true (rcat is killed at once, even
+        while it still sends what it buffered) — removes the temporary object and raises."""
         if self.exists(name):
             raise StorageError(f"{self.location.target(name)} already exists; a stored backup is never overwritten")
         temp = f"{TEMP_PREFIX}{secrets.token_hex(6)}-{name}"
@@ -155,6 +160,8 @@ class RcloneTarget:
         argv = [self.binary, "rcat", self.location.target(temp), *self.flags]
         child = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                  env=self.env)
+        watch = threading.Thread(target=_kill_when, args=(child, cancelled), name="rclone-rcat-stop", daemon=True)
+        watch.start()
         try:
             try:
                 for chunk in chunks:
@@ -164,13 +171,19 @@ class RcloneTarget:
                 child.stdin.close()
             except BrokenPipeError:
                 child.wait(timeout=self.deadline_s)
+                if cancelled():
+                    raise StorageError("stopped before the upload was complete") from None
                 raise StorageError(f"rclone rcat failed: {_last_line(child.stderr.read())}") from None
             child.wait(timeout=self.deadline_s)
+            if cancelled():
+                raise StorageError("stopped before the upload was complete")
             if child.returncode != 0:
                 raise StorageError(f"rclone rcat failed: {_last_line(child.stderr.read())}")
             stored = {e["Name"]: int(e["Size"]) for e in self._ls(temp)}
             if stored.get(temp) != size:
                 raise StorageError(f"the remote holds {stored.get(temp)} bytes of {size} sent; not stored")
+            if cancelled():  # the last moment to stop: after the move it is a backup
+                raise StorageError("stopped before the upload was complete")
             self._run("moveto", "--ignore-existing", self.location.target(temp), self.location.target(name))
             if self.exists(temp):  # --ignore-existing skipped it: another writer took the name meanwhile
                 raise StorageError(f"{self.location.target(name)} appeared meanwhile; it was not overwritten")
@@ -223,6 +236,15 @@ class RcloneTarget:
         for companion in (f"{name}{RECORD_SUFFIX}", f"{name}.sha256"):
             if self.exists(companion):
                 self._run("deletefile", self.location.target(companion))
+
+
+def _kill_when(child: subprocess.Popen, cancelled: Callable[[], bool], poll_s: float = 0.1) -> None:
+    """Kill `child` as soon as `cancelled()` is true (a shutdown); return when it has exited either way."""
+    while child.poll() is None:
+        if cancelled():
+            child.kill()
+            return
+        time.sleep(poll_s)
 
 
 def _literal(name: str) -> str:

@@ -19,7 +19,7 @@ from datetime import datetime
 from backup_svc.dump.pipeline import CANCELLED, FAILED
 from backup_svc.dump.registry import BackupRecord
 from backup_svc.history.hooks import record_run
-from backup_svc.storage.prompt import PromptStorage
+from backup_svc.storage.destination import destination_for
 from backup_svc.storage.run import owner_lookup, stored_backup_name
 from backup_svc.storage.schedule import Scheduler
 from backup_svc.timefmt import iso_utc, utc_now
@@ -73,7 +73,9 @@ class StoredBackups:
         self.storage = state.settings.storage
         self.owner = owner_lookup(state.settings.dump, lambda: state.facts.get(
             timeout_s=state.settings.connect_timeout_s).system_identifier)
-        self.prompt = PromptStorage(self.storage, state.settings.backup_name, self.owner.get_now)
+        # the bucket or the rclone remote BACKUP_STORAGE_URL names, behind the same few calls (destination.py)
+        self.destination = destination_for(self.storage)
+        self.prompt = self.destination.prompt(state.settings.backup_name, self.owner.get_now)
         self.cancel = threading.Event()
         self.scheduler: Scheduler | None = None
         self.staleness = None  # the StalenessWatch beside the scheduler (notify)
@@ -183,7 +185,6 @@ class StoredBackups:
         from backup_svc.notify.outcome import reporting
         from backup_svc.pg.diagnose import CannotDump
         from backup_svc.storage.lock import AnotherBackupRunning
-        from backup_svc.storage.run import take_stored_backup
 
         registry = self.state.registry
         what = "scheduled stored backup" if trigger == SCHEDULE else "stored backup started by hand"
@@ -196,10 +197,10 @@ class StoredBackups:
             try:
                 # notifications, heartbeat and a restore drill hear of it, good or failed (notify/)
                 with reporting(self.state.reporter, self.state.setup, record.filename) as outcome:
-                    result = take_stored_backup(self.state.settings.dump, self.storage, name=record.filename,
-                                                application_name=record.application_name, progress=record.progress,
-                                                cancel=stop, recipients=self.state.settings.encryption.recipients)
-                    outcome.stored(result.stored, result.shrink, rows=result.rows)
+                    result = self.destination.take(self.state.settings.dump, name=record.filename,
+                                                   application_name=record.application_name, progress=record.progress,
+                                                   cancel=stop, recipients=self.state.settings.encryption.recipients)
+                    outcome.stored(result.stored, result.shrink, rows=result.rows, drill=self._remote_drill(record))
             except AnotherBackupRunning as exc:
                 log.info("%s skipped: %s", what, exc)
                 registry.end(record, status=429, error=f"{exc}; this one was not started")
@@ -229,6 +230,15 @@ class StoredBackups:
                               gzip_bytes=stored.size, sql_bytes=result.sql_bytes, sha256=stored.sha256,
                               rows=result.rows)
 
+    def _remote_drill(self, record: BackupRecord):
+        """The restore drill of a backup just stored on an rclone remote (a bucket's is notify's default)."""
+        if not self.storage.is_rclone:
+            return None
+        from backup_svc.notify.remote_drill import drill_remote_file
+
+        target = self.destination.target(self.state.settings.dump.stall_timeout_s)
+        return lambda: drill_remote_file(self.state.setup, target, record.filename)
+
     def _remember(self, trigger: str, actor: str, outcome: str, started: float, record: BackupRecord | None,
                   facts: dict, *, name: str | None = None, error: str | None = None, backup_id: str | None = None,
                   **amounts) -> str:
@@ -253,9 +263,8 @@ class StoredBackups:
         """The run's marker while it runs (serving/unfinished.py), when the server keeps them."""
         if self.markers is None:
             return contextlib.nullcontext()
-        return self.markers.running(name=record.filename, key=self.storage.location.key(record.filename),
-                                    bucket=self.storage.location.bucket, trigger=trigger, actor=record.actor,
-                                    started=started, id=record.id)
+        return self.markers.running(name=record.filename, **self.destination.marker(record.filename),
+                                    trigger=trigger, actor=record.actor, started=started, id=record.id)
 
     def remember_unfinished(self, *, trigger: str | None, actor: str | None, started: float, name: str | None,
                             backup_id: str | None, error: str) -> None:

@@ -11,6 +11,7 @@ from typing import Mapping
 
 from backup_svc.storage.client import StorageConfigError, client_settings
 from backup_svc.storage.location import StorageLocation, parse_storage_url
+from backup_svc.storage.rclone_target import RcloneLocation, child_env, is_rclone_url, parse_rclone_url
 from backup_svc.storage.retention import RetentionPolicy, parse_retention
 from backup_svc.storage.schedule import CronSchedule, parse_schedule
 from backup_svc.storage.shape import DEFAULT_SHRINK_PERCENT, parse_shrink_alert
@@ -24,8 +25,9 @@ CLIENT_VARIABLES = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_
 class StorageSettings:
     """Where stored backups go, how the client reaches it, when backups run and what is kept."""
 
-    location: StorageLocation
-    client_env: dict[str, str] = field(default_factory=dict, repr=False)  # the AWS_* variables (secrets)
+    location: StorageLocation | RcloneLocation  # s3://bucket/prefix, or rclone:<remote>:<path>
+    # the AWS_* variables, or for an rclone remote its RCLONE_* ones (secrets either way)
+    client_env: dict[str, str] = field(default_factory=dict, repr=False)
     schedule: CronSchedule | None = None
     retention: RetentionPolicy | None = None
     # percent below the median of the previous backups that raises the shrink alarm; None = off
@@ -39,6 +41,11 @@ class StorageSettings:
     storage_format: str = DEFAULT_FORMAT
     # BACKUP_DEDUP_KEY: the HMAC key that names chunks (a secret: never shown, never logged).
     dedup_key: str = field(default="", repr=False)
+
+    @property
+    def is_rclone(self) -> bool:
+        """The backups go to an rclone remote (storage/rclone_target.py), not a bucket."""
+        return isinstance(self.location, RcloneLocation)
 
     @property
     def watched_schedule(self) -> CronSchedule | None:
@@ -104,15 +111,27 @@ def storage_settings(env: Mapping[str, str], problems: list[str]) -> StorageSett
     if not url:
         for name in ("BACKUP_SCHEDULE", "BACKUP_RETENTION", "BACKUP_EXPECTED_SCHEDULE", "BACKUP_STORAGE_FORMAT"):
             if env.get(name, "").strip():
-                problems.append(f"{name} is set but BACKUP_STORAGE_URL is not: set it to s3://<bucket>/<prefix>")
+                problems.append(f"{name} is set but BACKUP_STORAGE_URL is not: set it to s3://<bucket>/<prefix> "
+                                "or rclone:<remote>:<path>")
         return None
-    try:
-        location = parse_storage_url(url)
-    except ValueError as exc:
-        problems.append(f"BACKUP_STORAGE_URL {exc}")
-    check_client_env(env, problems)
+    if is_rclone_url(url):  # the remote is configured by rclone's own RCLONE_CONFIG_<NAME>_* variables
+        if storage_format != DEFAULT_FORMAT:
+            problems.append("BACKUP_STORAGE_FORMAT: only 'sqlgz' is supported on rclone remotes (deduplicated "
+                            "backups need s3://…): unset it or set it to 'sqlgz'")
+        try:
+            location = parse_rclone_url(url.strip())
+        except ValueError as exc:
+            problems.append(f"BACKUP_STORAGE_URL {exc}")
+        variables = child_env(env)
+    else:
+        try:
+            location = parse_storage_url(url)
+        except ValueError as exc:
+            problems.append(f"BACKUP_STORAGE_URL {exc}")
+        check_client_env(env, problems)
+        variables = client_env(env)
     if location is None:
         return None
-    return StorageSettings(location=location, client_env=client_env(env), schedule=schedule, retention=retention,
+    return StorageSettings(location=location, client_env=variables, schedule=schedule, retention=retention,
                            shrink_alert=shrink_alert, expected_schedule=expected, storage_format=storage_format,
                            dedup_key=dedup_key)

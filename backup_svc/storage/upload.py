@@ -2,7 +2,10 @@
 
 Memory: the part being filled plus at most PARTS_IN_FLIGHT parts being hashed and sent (the writer
 waits for the oldest part on the wire before handing on one more), so at most
-(1 + PARTS_IN_FLIGHT) × PART_SIZE = 3 × 16 MiB of buffers whatever the backup's size.
+(1 + PARTS_IN_FLIGHT) × PART_SIZE = 3 × 16 MiB of buffers whatever the backup's size. The buffers
+are allocated once, at full size, and reused part after part: a buffer grown by appending (and freed
+after each part) left the C allocator copying it on growth and keeping freed space in its heaps, so the
+process's peak wandered 15–30 MB above the buffers' sum from one run to the next (bench/README.md).
 The sha256 of the whole object is computed off the writer's path: each part's sender thread hashes
 its part (hashlib releases the GIL) after the previous part's sender did, so the digest follows the
 bytes' order while the writer goes on filling the next part.
@@ -94,7 +97,10 @@ class MultipartUpload:
         self.upload_id: str | None = None
         self.size = 0
         self._sha256 = hashlib.sha256()
-        self._buffer = bytearray()
+        self._buffer: bytearray | None = None  # the part being filled, its first _fill bytes (see _take_buffer)
+        self._fill = 0
+        self._spare: list[bytearray] = []  # buffers whose part has been sent, ready for the next part
+        self._spare_lock = threading.Lock()
         self._parts: list[dict[str, Any]] = []  # {"PartNumber", "ETag"} of every part sent or being sent
         self._pending: list[Future] = []  # parts on the wire, oldest first
         self._hashed = threading.Event()  # the last handed-on part is in the sha256
@@ -109,7 +115,8 @@ class MultipartUpload:
         """Hex SHA-256 of every byte written so far (waits for the parts handed on to be hashed)."""
         self._hashed.wait()
         digest = self._sha256.copy()
-        digest.update(self._buffer)
+        if self._buffer is not None:
+            digest.update(memoryview(self._buffer)[:self._fill])
         return digest.hexdigest()
 
     @property
@@ -155,11 +162,14 @@ class MultipartUpload:
                     f"the backup is larger than the largest object this service stores "
                     f"({_gib(self.max_size)}: {self.max_parts} parts of {_mib(self.part_size)}); "
                     f"the upload was stopped before part {self.max_parts + 1}")
-            room = self.part_size - len(self._buffer)
-            self._buffer += view[:room]
-            self.size += min(room, len(view))
-            view = view[room:]
-            if len(self._buffer) >= self.part_size:
+            if self._buffer is None:
+                self._buffer = self._take_buffer()
+            taken = min(self.part_size - self._fill, len(view))
+            self._buffer[self._fill:self._fill + taken] = view[:taken]
+            self._fill += taken
+            self.size += taken
+            view = view[taken:]
+            if self._fill >= self.part_size:
                 self._send_buffer()
         return len(data)
 
@@ -167,12 +177,27 @@ class MultipartUpload:
         self._reap_done()  # a failed part surfaces at the next part, not only when the window is full
         while len(self._pending) >= self.parts_in_flight:  # memory stays at 1 + parts_in_flight parts
             self._wait_for_oldest()
-        part, self._buffer = self._buffer, bytearray()
+        buffer = self._buffer if self._buffer is not None else self._take_buffer()
+        part = memoryview(buffer)[:self._fill]
+        self._buffer, self._fill = None, 0
         number = len(self._parts) + 1
         entry: dict[str, Any] = {"PartNumber": number}
         self._parts.append(entry)
         previous, self._hashed = self._hashed, threading.Event()
-        self._pending.append(in_daemon_thread(self._upload_part, number, part, entry, previous, self._hashed))
+        self._pending.append(in_daemon_thread(self._upload_part, number, part, entry, previous, self._hashed,
+                                              buffer))
+
+    def _take_buffer(self) -> bytearray:
+        """A spare part buffer, or a new one (at most 1 + parts_in_flight exist: the writer waits first)."""
+        with self._spare_lock:
+            if self._spare:
+                return self._spare.pop()
+        return bytearray(self.part_size)
+
+    def _give_back(self, buffer: bytearray) -> None:
+        with self._spare_lock:
+            if self._state != "aborted":
+                self._spare.append(buffer)
 
     def _reap_done(self) -> None:
         while self._pending and self._pending[0].done():
@@ -196,8 +221,15 @@ class MultipartUpload:
         self._pending.pop(0)
         oldest.result()  # re-raises the part's StorageError here, in the writer's thread
 
-    def _upload_part(self, number: int, part: bytearray, entry: dict[str, Any], previous: threading.Event,
-                     hashed: threading.Event) -> None:
+    def _upload_part(self, number: int, part: memoryview, entry: dict[str, Any], previous: threading.Event,
+                     hashed: threading.Event, buffer: bytearray) -> None:
+        try:
+            self._send_part(number, part, entry, previous, hashed)
+        finally:  # its bytes are not read again (a retry happens inside): the buffer takes a later part
+            self._give_back(buffer)
+
+    def _send_part(self, number: int, part: memoryview, entry: dict[str, Any], previous: threading.Event,
+                   hashed: threading.Event) -> None:
         try:  # the sha256 in the bytes' order: after the previous part's, off the writer's thread
             previous.wait()
             self._sha256.update(part)
@@ -225,7 +257,7 @@ class MultipartUpload:
         """
         if self._state != "open":
             raise StorageError(f"the upload of {self.key} is {self._state}, not open")
-        if self._buffer or not self._parts:
+        if self._fill or not self._parts:
             self._send_buffer()
         self._wait_for_pending()
         self._state = "completing"
@@ -276,7 +308,8 @@ class MultipartUpload:
             return self._state != "complete"
         completing = self._state == "completing"
         self._state = "aborted"  # stops the sender's retries
-        self._buffer = bytearray()
+        with self._spare_lock:
+            self._buffer, self._fill, self._spare = None, 0, []
         ok = self._abort_upload(self.upload_id)
         pending, self._pending = [p for p in self._pending if not p.done()], []
         if pending:

@@ -8,6 +8,7 @@ from flask import Blueprint, Response, current_app, render_template
 
 from backup_svc.crypto.labels import short_label
 from backup_svc.pg.readiness import dump_readiness
+from backup_svc.storage.rclone_prompt import download_limit
 from backup_svc.storage.status import retention_words
 from backup_svc.timefmt import iso_utc
 from backup_svc.web.auth import auth
@@ -117,6 +118,21 @@ class StoredFacts:
     schedule: str | None
     retention: str
     shrink_alert: float | None = None  # BACKUP_SHRINK_ALERT, None when off
+    # an rclone remote: what the page calls the place, the restore command's address of a backup, the variables
+    # a shell needs, and the limits of a download streamed through the service (rclone_prompt.download_limit)
+    place: str = "bucket"
+    source_prefix: str = ""
+    variables: str = "AWS_*"
+    streamed: dict | None = None
+
+    @property
+    def streamed_words(self) -> tuple[str, str, str, str, str]:
+        """("15 minutes", "174 MB/s", "about 156 GB", "5 MB/s", "about 4.5 GB") for the page: what Railway's limit
+        allows at the rate measured on loopback, and at a plausible real link's."""
+        limit = self.streamed or {}
+        return (f"{limit.get('http_limit_s', 0) // 60} minutes", f"{limit.get('measured_mb_s', 0):.0f} MB/s",
+                f"about {limit.get('max_bytes', 0) / 1e9:.0f} GB", f"{limit.get('example_mb_s', 0):.0f} MB/s",
+                f"about {limit.get('example_max_bytes', 0) / 1e9:.1f} GB")
 
 
 def _stored_facts(state) -> StoredFacts | None:
@@ -128,8 +144,14 @@ def _stored_facts(state) -> StoredFacts | None:
     if watched is not None:
         schedule = f"{watched.describe()} — {watched}" + (
             "" if storage.schedule else "; taken by another process, e.g. a cron service (BACKUP_EXPECTED_SCHEDULE)")
+    remote = {}
+    if storage.is_rclone:
+        url = storage.location.url
+        remote = dict(place="remote", source_prefix=url if url.endswith(":") else url + "/",
+                      variables="RCLONE_CONFIG_*", streamed=download_limit())
     return StoredFacts(url=storage.location.url, endpoint=state.stored.prompt.endpoint, schedule=schedule,
-                       retention=retention_words(storage.retention), shrink_alert=storage.shrink_alert)
+                       retention=retention_words(storage.retention), shrink_alert=storage.shrink_alert,
+                       **{"source_prefix": storage.location.url, **remote})
 
 
 @dataclass(frozen=True)

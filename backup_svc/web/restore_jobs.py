@@ -20,7 +20,8 @@ from backup_svc.restoring.names import RESTORED, kept_name
 from backup_svc.restoring.progress import CANCELLED, DONE, Cancelled, RestoreProgress
 from backup_svc.restoring.progress import FAILED as JOB_FAILED
 from backup_svc.restoring.server import ServerLink
-from backup_svc.restoring.source import Source, stored_source
+from backup_svc.restoring.source import Source, remote_source, stored_source
+from backup_svc.storage.rclone_target import RcloneTarget
 
 log = logging.getLogger("backup_svc.restore")
 KEEP = 20
@@ -85,6 +86,9 @@ class RestoreJobs:
         from backup_svc.storage.client import make_client
 
         storage = self.state.settings.storage
+        if storage.is_rclone:  # read through `rclone cat`, with an upload's patient bounds
+            return remote_source(RcloneTarget(storage.location, storage.client_env), name,
+                                 identities=self.state.settings.encryption.identities)
         client = make_client(storage.client_env)  # patient timeouts and retries, as an upload's
         return stored_source(client, storage.location.bucket, storage.location.key(name), name,
                              identities=self.state.settings.encryption.identities,  # BACKUP_AGE_IDENTITY

@@ -76,7 +76,7 @@ def start():
     if stored is None:
         api_abort(404, NOT_CONFIGURED)
     try:
-        if stored.prompt.download_url(backup) is None:
+        if not stored.prompt.exists(backup):
             api_abort(404, f"There is no stored backup {backup} (any more). GET /api/v1/stored lists them.")
     except NotOurBackup:
         api_abort(404, "No stored backup of this service has that name (GET /api/v1/stored lists them).")

@@ -18,8 +18,9 @@ from backup_svc.history.summary import FAILED_RUNS
 from backup_svc.storage.client import StorageError
 from backup_svc.storage.holds import active_holds
 from backup_svc.storage.dedup.manifest import is_manifest_name
-from backup_svc.storage.presign import NotOurBackup
+from backup_svc.storage.presign import PRESIGN_MAX_S, NotOurBackup
 from backup_svc.storage.prompt import LIST_DEADLINE_S
+from backup_svc.storage.rclone_prompt import download_limit
 from backup_svc.storage.status import freshness, next_run_words, retention_words, schedule_interval
 from backup_svc.storage.trend import retention_marks, trend
 from backup_svc.timefmt import iso_utc, utc_now
@@ -31,6 +32,7 @@ from backup_svc.web.errors import api_abort
 from backup_svc.dump.registry import BackupIdInUse
 from backup_svc.web.history_view import notify_status, stored_runs
 from backup_svc.web.state import service
+from backup_svc.web.stored_stream import streamed_response
 from backup_svc.storage.scheduler import StoredBackups
 
 bp = Blueprint("stored", __name__, url_prefix="/api/v1")
@@ -38,7 +40,7 @@ log = logging.getLogger(__name__)
 
 RETRY_AFTER_STORAGE_S = "30"
 NOT_CONFIGURED = ("Object storage is not configured: set BACKUP_STORAGE_URL=s3://<bucket>/<prefix> and the "
-                  "AWS_* variables (docs/storage.md).")
+                  "AWS_* variables, or rclone:<remote>:<path> and the RCLONE_CONFIG_* ones (docs/storage.md).")
 
 
 def _stored() -> StoredBackups:
@@ -68,6 +70,8 @@ def storage_status(stored: StoredBackups, now: datetime) -> dict:
     history = stored.state.history.status()
     return {
         "storage": {"url": storage.location.url, "endpoint": stored.prompt.endpoint},
+        # how a stored backup downloads: a presigned link, or streamed through the service (an rclone remote)
+        "download": download_route(stored.prompt),
         "schedule": schedule_json,
         "retention": {"setting": str(storage.retention) if storage.retention else None,
                       "description": retention_words(storage.retention)},
@@ -122,6 +126,13 @@ def stored_list():
     )
 
 
+def download_route(prompt) -> dict:
+    """`download` in the list (docs/api.md): a presigned link, or through the service with Railway's HTTP limit."""
+    if prompt.streams_downloads:
+        return download_limit()
+    return {"via": "link", "link_valid_s": PRESIGN_MAX_S}
+
+
 def hold_json(hold) -> dict:
     """One shrink alarm's retention hold as the API shows it, with where to acknowledge it."""
     return {**hold.as_json(), "acknowledge_url": url_for("holds.acknowledge", name=hold.held)}
@@ -130,21 +141,26 @@ def hold_json(hold) -> dict:
 @bp.get("/stored/<name>")
 @auth.login_required
 def download(name: str):
-    """302 to a presigned URL of the stored backup `name` (valid ≤ 10 minutes); 404 for any other name."""
+    """302 to a presigned URL of the stored backup `name` (valid ≤ 10 minutes), or for an rclone remote the
+    bytes streamed through the service (stored_stream.py); 404 for any other name."""
     stored = _stored()
     state, started, actor, facts = service(), time.time(), current_actor(), request_facts()
 
-    def audit(outcome: str, status: int, error: str | None = None) -> None:
+    def audit(outcome: str, status: int, error: str | None = None, **amounts) -> None:
         state.audit.record(event="stored-download", actor=actor, outcome=outcome, started=started, status=status,
-                           name=name[:200], error=error, **facts)
+                           name=name[:200], error=error, **facts, **amounts)
 
     if is_manifest_name(name) and stored.prompt.names.time_of(name) is not None:
         audit("refused", 409, "a dedup backup is not one object to download")
         api_abort(409, f"{name} is a deduplicated backup (BACKUP_STORAGE_FORMAT=dedup): its manifest names chunks "
                        "that only backup_svc reassembles, so there is no file to download. Restore it from the "
                        "dashboard, or with `backup-svc restore s3://<bucket>/<key> --target-url …` (docs/storage.md).")
+    prompt, size, url = stored.prompt, None, None
     try:
-        url = stored.prompt.download_url(name)
+        if prompt.streams_downloads:  # an rclone remote: no presigned links, the bytes pass through here
+            size = prompt.size_of(name)
+        else:
+            url = prompt.download_url(name)
     except NotOurBackup:
         audit("refused", 404, "not one of this service's backup names")
         api_abort(404, "No stored backup of this service has that name: names look like "
@@ -153,10 +169,12 @@ def download(name: str):
         message = stored.prompt.explain(exc)
         audit("failed", 503, message)
         api_abort(503, message, Retry_After=RETRY_AFTER_STORAGE_S)
-    if url is None:
+    if url is None and size is None:
         audit("refused", 404, "no such object")
         api_abort(404, f"There is no stored backup {name} (any more): retention may have deleted it. "
                        "GET /api/v1/stored lists the ones there are.")
+    if url is None:
+        return streamed_response(name, size, prompt.open(name), audit, request.environ)
     audit("ok", 302)
     # The URL is a credential for this object until it expires: it goes only into this Location header
     # (the access log writes paths, never query strings; nothing else here logs it).

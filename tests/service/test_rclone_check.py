@@ -97,15 +97,14 @@ def test_a_remote_that_is_not_configured_says_which_variables_to_set(tmp_path, r
            "RCLONE_CONFIG_GDRIVE_TYPE" in done.stdout
 
 
-def test_serve_with_an_rclone_remote_is_not_ready(tmp_path, rich_db):
+def test_serve_with_an_rclone_remote_and_a_schedule_is_ready(tmp_path, rich_db):
     env = CRON | {"DATABASE_URL": rich_db, "BACKUP_STORAGE_URL": f"rclone:loc:{tmp_path / 'r'}",
-                  "RCLONE_CONFIG_LOC_TYPE": "local", "ADMIN_TOKEN": "t" * 24}
+                  "RCLONE_CONFIG_LOC_TYPE": "local", "ADMIN_TOKEN": "t" * 24, "BACKUP_SCHEDULE": "0 3 * * *"}
     done = run_cli("check", env=env)
     assert done.stdout.startswith("checking as: serve")
-    assert done.returncode == 1, done.stdout
-    assert "storage: `serve` does not take rclone remotes yet" in done.stdout
-    assert "storage write: ok" in done.stdout  # the remote itself is fine: only serve cannot use it
-    assert "result: NOT ready — this process cannot serve backups" in done.stdout
+    assert done.returncode == 0, done.stdout
+    assert "schedule: 0 3 * * * (UTC): `serve` stores a backup on the remote at those times" in done.stdout
+    assert "storage write: ok" in done.stdout
 
 
 def test_encryption_with_an_rclone_remote_is_not_ready(tmp_path, rich_db, age_keys):

@@ -209,3 +209,30 @@ def test_a_read_back_with_the_wrong_size_leaves_no_object(s3, fault_proxy):
             upload.complete()
     assert object_keys(client, bucket) == []
     assert incomplete_uploads(client, bucket) == []
+
+
+def test_many_parts_reuse_at_most_one_plus_in_flight_buffers(s3, monkeypatch):
+    """The memory bound in upload.py's docstring: 1 + parts_in_flight part buffers for the whole upload,
+    however many parts, and every byte of every part lands in order. The allocations are counted by
+    wrapping bytearray in the module (the process's RSS would not tell 3 buffers from 4 reliably)."""
+    import backup_svc.storage.upload as upload_module
+
+    made = []
+
+    def counted(*args):
+        buffer = bytearray(*args)
+        if args and isinstance(args[0], int) and args[0] == PART:
+            made.append(buffer)
+        return buffer
+
+    monkeypatch.setattr(upload_module, "bytearray", counted, raising=False)
+    client, bucket = s3
+    data = os.urandom(9 * PART + 4321)  # ten parts: each buffer is filled several times
+    with MultipartUpload(client, bucket, "many.sql.gz", part_size=PART, retry=FAST_RETRY,
+                         parts_in_flight=2) as upload:
+        feed(upload, data, chunk=300_001)  # writes that straddle part boundaries
+        assert upload.sha256 == hashlib.sha256(data[:upload.size]).hexdigest()
+        stored = upload.complete()
+    assert client.get_object(Bucket=bucket, Key="many.sql.gz")["Body"].read() == data
+    assert stored.sha256 == hashlib.sha256(data).hexdigest()
+    assert 1 <= len(made) <= 3, f"{len(made)} part buffers for 10 parts with 2 in flight"

@@ -32,6 +32,27 @@ def test_a_full_configuration():
     assert storage.expected_schedule is None and storage.watched_schedule is storage.schedule
 
 
+def test_an_rclone_remote_is_storage_with_only_its_own_variables():
+    settings = Settings.from_env({**BASE, "BACKUP_STORAGE_URL": "rclone:gdrive:db/backups/",
+                                  "BACKUP_SCHEDULE": "0 3 * * *", "RCLONE_CONFIG_GDRIVE_TYPE": "drive",
+                                  "AWS_SECRET_ACCESS_KEY": "not for rclone"})
+    storage = settings.storage
+    assert storage.is_rclone and storage.location.url == "rclone:gdrive:db/backups"
+    assert storage.client_env["RCLONE_CONFIG_GDRIVE_TYPE"] == "drive"
+    assert "AWS_SECRET_ACCESS_KEY" not in storage.client_env and "DATABASE_URL" not in storage.client_env
+    assert str(storage.schedule) == "0 3 * * *"
+
+
+def test_an_rclone_remote_refuses_encryption_rather_than_storing_cleartext():
+    import pyrage
+
+    recipient = str(pyrage.x25519.Identity.generate().to_public())
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({**BASE, "BACKUP_STORAGE_URL": "rclone:gdrive:x", "BACKUP_AGE_RECIPIENTS": recipient})
+    assert caught.value.problems == ["BACKUP_AGE_RECIPIENTS is set, but encrypted backups on rclone remotes are not "
+                                     "supported yet: nothing is stored in the clear instead (use s3://…, or unset it)"]
+
+
 def test_an_expected_schedule_is_watched_but_not_taken():
     settings = Settings.from_env({**BASE, "BACKUP_STORAGE_URL": "s3://my-backups/postgres",
                                   "BACKUP_EXPECTED_SCHEDULE": "0 3 * * 1-5", "BACKUP_HISTORY_DAYS": "30"})
@@ -41,7 +62,8 @@ def test_an_expected_schedule_is_watched_but_not_taken():
 
 @pytest.mark.parametrize("env, problem", [
     ({"BACKUP_STORAGE_URL": "s3:/my-backups"}, "BACKUP_STORAGE_URL names no valid bucket"),
-    ({"BACKUP_STORAGE_URL": "rclone:gdrive:backups"}, "BACKUP_STORAGE_URL is an rclone remote: so far the commands `upload`, `list`, `prune`, `verify`, `restore`, `drill`, `history` and `check` work"),
+    ({"BACKUP_STORAGE_URL": "rclone:gdrive"}, "BACKUP_STORAGE_URL must look like rclone:<remote>:<path>"),
+    ({"BACKUP_STORAGE_URL": "rclone:g drive:x"}, "BACKUP_STORAGE_URL the remote name 'g drive' must be"),
     ({"BACKUP_STORAGE_URL": "s3://b/x"}, "BACKUP_STORAGE_URL names no valid bucket ('b'"),
     ({"BACKUP_STORAGE_URL": "s3://bkt", "BACKUP_SCHEDULE": "daily"}, "BACKUP_SCHEDULE must have 5 fields"),
     ({"BACKUP_STORAGE_URL": "s3://bkt", "BACKUP_SCHEDULE": "0 24 * * *"}, "BACKUP_SCHEDULE is not a valid cron"),

@@ -1,7 +1,8 @@
 // The dashboard's "Stored backups" section: the list from GET /api/v1/stored (newest first, with the
 // newest one's age), "Back up to storage now" (POST /api/v1/stored, then the same progress endpoint a
-// download uses) and download links that go through the service's presigned redirect. The page says
-// "Stored" only when the server says the object is complete and was read back from the bucket.
+// download uses) and download links that go through the service's presigned redirect (or, for an rclone
+// remote, stream through the service: a backup too big for Railway's 15-minute limit is marked). The page
+// says "Stored" only when the server says the object is complete and was read back from the bucket.
 (function () {
   "use strict";
 
@@ -16,6 +17,8 @@
   var panel = $("stored-panel");
   var bar = $("stored-bar");
   var highlight = null;  // the name of the backup this page just stored: its row is marked
+  var place = section.dataset.place || "bucket";  // "remote" for an rclone remote
+  var streamed = null;  // the list's `download` when downloads stream through the service (docs/api.md)
 
   var humanBytes = window.backupSvc.humanBytes;
 
@@ -187,6 +190,16 @@
       a.className = "download-link";
       link.appendChild(a);
     }
+    if (streamed && streamed.max_bytes && backup.size > streamed.max_bytes) {
+      var late = document.createElement("span");
+      late.className = "too-big-mark";
+      late.textContent = "may not finish within " + Math.round(streamed.http_limit_s / 60) + " minutes";
+      late.title = "Streamed through the service at about " + streamed.measured_mb_s.toFixed(0) +
+                   " MB/s (measured on loopback), Railway ends it after " + Math.round(streamed.http_limit_s / 60) +
+                   " minutes: restore it from a shell instead";
+      link.appendChild(document.createElement("br"));
+      link.appendChild(late);
+    }
     [time, size, hash, link].forEach(function (cell) { tr.appendChild(cell); });
     return tr;
   }
@@ -198,7 +211,7 @@
       var cell = document.createElement("td");
       empty.className = "empty";
       cell.colSpan = 4;
-      cell.textContent = "No stored backups in the bucket yet.";
+      cell.textContent = "No stored backups in the " + place + " yet.";
       empty.appendChild(cell);
       tbody.replaceChildren(empty);
       return;
@@ -228,6 +241,7 @@
           return;
         }
         error.hidden = true;
+        streamed = reply.body.download && reply.body.download.via === "service" ? reply.body.download : null;
         renderFreshness(reply.body);
         renderList(reply.body.backups.concat(reply.body.unrecorded || []).sort(function (a, b) {
           return a.time < b.time ? 1 : a.time > b.time ? -1 : 0;
@@ -240,7 +254,7 @@
         error.textContent = "The service did not answer the request for the list; reload the page to try again.";
         error.hidden = false;
         if ($("stored-freshness").classList.contains("loading")) {
-          text("stored-age", "The bucket could not be read: the newest backup's age is unknown");
+          text("stored-age", "The " + place + " could not be read: the newest backup's age is unknown");
           $("stored-freshness").classList.replace("loading", "stale");
         }
       });
@@ -251,7 +265,7 @@
     var step = window.backupSvc.dumpStep(report);
     if (step) return step;
     switch (report.phase) {
-      case "storing": return "Completing the upload and reading it back from the bucket";
+      case "storing": return "Completing the upload and reading it back from the " + place;
       case "stopping": return "Stopping: aborting the upload, so that nothing incomplete is stored";
       case "done": return "Stored";
       case "refused": return "Not started";
@@ -321,7 +335,7 @@
           highlight = report.filename;
           setPercent(100);
           return finish("Stored: " + report.filename + ", " + humanBytes(report.bytes_sent) + " in " +
-                        duration(report.elapsed_s) + ". Read back from the bucket and matched; SHA-256 " +
+                        duration(report.elapsed_s) + ". Read back from the " + place + " and matched; SHA-256 " +
                         report.sha256 + ".", "ok");
         }
         setPercent(-1);

@@ -1,0 +1,114 @@
+"""One stored backup on an rclone remote, start to finish — run.py's `take_stored_backup` for
+`rclone:<remote>:<path>`: the same database lock, the leftovers of killed runs removed, pg_dump streamed
+into `rclone rcat` (rclone_run.upload: moved into place only after pg_dump's success and the size and
+sha256 check), then retention and the history's retention. Used by `upload` and by the scheduler in
+`serve`; `cancel` stops it at once whatever it is doing (stopping.py), the temporary object removed.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+from backup_svc.dump.backup import write_backup
+from backup_svc.dump.options import DumpOptions
+from backup_svc.dump.pipeline import DumpProgress
+from backup_svc.dump.rowcount import total_rows
+
+from . import rclone_run
+from .client import StorageError
+from .location import BackupNames
+from .lock import StoredBackupLock
+from .ownership import Owner
+from .rclone_target import RcloneTarget
+from .retention import RetentionPolicy
+from .stopping import SHUTTING_DOWN, CancellableSink, DumpStopper, StopFlag, StoredBackupCancelled
+from .upload import StoredObject
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RemoteBackupResult:
+    """A stored backup on the remote, complete and checked, and what the clean-up after it did (the fields
+    the scheduler reads of run.py's StoredBackupResult)."""
+
+    stored: StoredObject  # bucket "" and key `<remote>:<path>/<name>`: there is no bucket
+    owner: Owner
+    seconds: float
+    sql_bytes: int | None
+    rows: int | None = None
+    retention_lines: list[tuple[str, str]] = field(default_factory=list)  # (name, "kept: …" / "deleted: …")
+    retention_error: str | None = None
+    leftovers: list[str] = field(default_factory=list)  # temporary objects of killed runs, removed now
+    shrink = None  # the shrink alarm is not kept on remotes (docs/storage.md)
+
+
+def lock_for(options: DumpOptions, target: RcloneTarget) -> StoredBackupLock:
+    """The single-flight lock on one backup name in one remote folder (the database's advisory lock)."""
+    return StoredBackupLock(options.conn, f"{target.location.url} {options.backup_name}",
+                            timeout_s=options.connect_timeout_s)
+
+
+def take_remote_backup(options: DumpOptions, target: RcloneTarget, policy: RetentionPolicy | None, *, name: str,
+                       history_days: int | None = None, application_name: str = "backup_svc-upload",
+                       progress: DumpProgress | None = None, cancel: StopFlag | None = None) -> RemoteBackupResult:
+    """Store one backup as `name` on `target`; raise on every path that stores nothing (AnotherBackupRunning,
+    CannotDump, DumpBroken, StorageError, StoredBackupCancelled). A retention failure afterwards does not undo
+    the backup (`retention_error`); `history_days` applies BACKUP_HISTORY_DAYS to `_history/` on the remote."""
+    cancel = cancel if cancel is not None else threading.Event()
+    try:
+        return _take(options, target, policy, name, history_days, application_name, progress, cancel)
+    except Exception as exc:
+        if cancel.is_set() and not isinstance(exc, StoredBackupCancelled):  # whatever broke, this is why
+            raise StoredBackupCancelled(SHUTTING_DOWN) from exc
+        raise
+
+
+def _take(options: DumpOptions, target: RcloneTarget, policy: RetentionPolicy | None, name: str,
+          history_days: int | None, application_name: str, progress: DumpProgress | None,
+          cancel: StopFlag) -> RemoteBackupResult:
+    started = time.monotonic()
+    with lock_for(options, target):
+        leftovers = target.clean_leftovers()
+        for left in leftovers:
+            log.warning("removed %s, the temporary object of a run that did not finish", target.location.target(left))
+
+        def dump(sink):
+            with DumpStopper(cancel) as stopper:
+                return write_backup(options, CancellableSink(sink, cancel), application_name=application_name,
+                                    progress=progress, count_rows=True, interrupt=stopper.interrupt,
+                                    created=stopper.created)
+
+        stored, owner, written = rclone_run.upload(target, options.backup_name, name, dump, cancel.is_set)
+        log.info("stored %s: %d bytes, sha256 %s", target.location.target(name), stored.size, stored.sha256)
+        result = RemoteBackupResult(
+            stored=StoredObject(bucket="", key=target.location.target(name), size=stored.size, sha256=stored.sha256,
+                                metadata={}),
+            owner=owner, seconds=time.monotonic() - started, sql_bytes=written.sql_bytes,
+            rows=total_rows(written.table_rows), leftovers=leftovers)
+        if policy is not None:
+            try:
+                result.retention_lines = rclone_run.prune(target, BackupNames(options.backup_name), owner, policy,
+                                                          keep=name)
+            except StorageError as exc:  # the backup is stored; the next run tries again
+                result.retention_error = str(exc)
+                log.error("retention after %s failed: %s", name, exc)
+        if history_days is not None:
+            _prune_history(target, history_days)
+    return result
+
+
+def _prune_history(target: RcloneTarget, days: int) -> None:
+    """BACKUP_HISTORY_DAYS after each stored backup: only history events, and a failure only logged."""
+    from backup_svc.history.remote import HistoryRemote
+    from backup_svc.history.retention import prune_history
+
+    try:
+        report = prune_history(HistoryRemote(target), days)
+    except StorageError as exc:
+        log.warning("history retention failed (the backup is stored; `prune` tries again): %s", exc)
+        return
+    if report.deleted or report.failed:
+        log.info("; ".join(report.lines()))
