@@ -85,6 +85,8 @@ def test_an_expected_schedule_is_watched_but_not_taken():
      "BACKUP_DEDUP_KEY must be at least 16 characters long"),
     ({"BACKUP_STORAGE_URL": "s3://bkt", "BACKUP_STORAGE_FORMAT": "dedup", "BACKUP_DEDUP_KEY": "k" * 32,
       "BACKUP_AGE_RECIPIENTS": AGE_RECIPIENT}, "BACKUP_STORAGE_FORMAT=dedup cannot be combined with BACKUP_AGE_RECIPIENTS"),
+    ({"BACKUP_STORAGE_URL": "rclone:gdrive:backups", "BACKUP_STORAGE_FORMAT": "dedup", "BACKUP_DEDUP_KEY": "k" * 32},
+     "BACKUP_STORAGE_FORMAT: only 'sqlgz' is supported on rclone remotes"),
     ({"BACKUP_STORAGE_URL": "s3://bkt", "BACKUP_STORAGE_FORMAT": "zip"},
      "BACKUP_STORAGE_FORMAT must be 'sqlgz' or 'dedup'"),
     ({"BACKUP_STORAGE_FORMAT": "sqlgz"}, "BACKUP_STORAGE_FORMAT is set but BACKUP_STORAGE_URL is not"),
