@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -153,6 +154,8 @@ def cmd_restore_kept(args: argparse.Namespace, action: str) -> int:
     if args.target_url or args.create or args.force:
         problems.append("--target-url, --create and --force restore into a database you name; --replace, "
                         "--list-kept, --undo and --drop work on DATABASE_URL's database")
+    if args.jobs != 1:
+        problems.append("--jobs goes with --target-url URL --create (a restore into a new database you name)")
     if (action == "replace") != bool(args.file):
         problems.append("--replace needs SOURCE (a .sql.gz file or s3://bucket/key); the others take none")
     url = os.environ.get("DATABASE_URL", "").strip()
@@ -196,23 +199,46 @@ def cmd_restore(args: argparse.Namespace) -> int:
         from backup_svc.commands.from_bucket import restore_stored
 
         return restore_stored(args)
+    from backup_svc.commands.exits import EXIT_SIGTERM, Terminated
     from backup_svc.crypto.settings import reading_opener
     from backup_svc.files.psqlfeed import RestoreFailed
     from backup_svc.files.reader import BadBackup
     from backup_svc.files.restore import restore_file
 
+    def terminated(_signum, _frame):
+        raise Terminated()
+
+    # SIGTERM (`kill`, a container stopping) ends the restore the way Ctrl-C does: every session
+    # stopped, the database --create made dropped.
+    previous = signal.signal(signal.SIGTERM, terminated)
     try:
         report = restore_file(args.file, args.target_url, bin_dirs=pg_bin_dirs(os.environ), force=args.force,
-                              create=args.create, say=note, opener=reading_opener(args.file, None, os.environ))
+                              create=args.create, say=note, opener=reading_opener(args.file, None, os.environ),
+                              jobs=args.jobs)
     except (BadBackup, ValueError) as exc:
         return fail(f"restore refused: {args.file}: {exc}; nothing was restored")
     except RestoreFailed as exc:
         return fail(f"restore failed: {exc}")
-    except KeyboardInterrupt:
-        say("restore interrupted; psql was stopped before it could commit")
-        return 130
+    except (KeyboardInterrupt, Terminated) as exc:
+        stopped = "psql was stopped before it could commit" if args.jobs == 1 or not args.create else \
+            "every connection was stopped"
+        say(f"restore {'interrupted' if isinstance(exc, KeyboardInterrupt) else 'stopped by SIGTERM'}; {stopped}")
+        return 130 if isinstance(exc, KeyboardInterrupt) else EXIT_SIGTERM
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     print(report.summary(args.file))
     return 0
+
+
+def _jobs(text: str) -> int:
+    """--jobs N: a whole number from 1 to 64."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of connections, got {text!r}") from None
+    if not 1 <= value <= 64:
+        raise argparse.ArgumentTypeError(f"must be between 1 and 64, got {value}")
+    return value
 
 
 def cmd_sign_url(args: argparse.Namespace) -> int:
@@ -270,6 +296,9 @@ def main(argv: list[str] | None = None) -> int:
                          help="restore even if the target already holds tables (objects in the backup are replaced)")
     restore.add_argument("--create", action="store_true",
                          help="create the target database first (via the server's 'postgres' database)")
+    restore.add_argument("--jobs", type=_jobs, default=1, metavar="N",
+                         help="with --create: load the data and build the indexes on N connections (default 1: "
+                              "one transaction); into an existing database the restore stays serial")
     restore.add_argument("--replace", action="store_true",
                          help="restore into a new database, check it, then swap it in for DATABASE_URL's database "
                               "(kept as <db>_before_restore_<time>)")

@@ -13,7 +13,14 @@ from backup_svc.notify.settings import NotifySettings, notify_settings
 from backup_svc.pg.binaries import default_pg_bin_dirs, pg_bin_dirs
 from backup_svc.pg.conninfo import ConnInfo, parse_database_url
 from backup_svc.problems import ConfigError
-from backup_svc.restoring.settings import DEFAULT_SWAP_TIMEOUT_S, SWAP_TIMEOUT_RANGE, RestoreSettings, restore_settings
+from backup_svc.restoring.settings import (
+    DEFAULT_JOBS,
+    DEFAULT_SWAP_TIMEOUT_S,
+    JOBS_RANGE,
+    SWAP_TIMEOUT_RANGE,
+    RestoreSettings,
+    restore_settings,
+)
 from backup_svc.storage.settings import StorageSettings, storage_settings
 
 MIN_SECRET_LENGTH = 16
@@ -163,9 +170,6 @@ class Settings:
         if storage is not None and storage.storage_format == "dedup" and encryption.recipients:
             problems.append("BACKUP_STORAGE_FORMAT=dedup cannot be combined with BACKUP_AGE_RECIPIENTS yet (encrypted "
                             "chunks are not built): unset one of them — nothing is stored in the clear instead")
-        if storage is not None and storage.is_rclone and encryption.recipients:
-            problems.append("BACKUP_AGE_RECIPIENTS is set, but encrypted backups on rclone remotes are not supported "
-                            "yet: nothing is stored in the clear instead (use s3://…, or unset it)")
 
         if problems:
             raise ConfigError(problems)
@@ -189,9 +193,11 @@ class Settings:
 
 
 def restore_from_env(env: Mapping[str, str], problems: list[str]) -> RestoreSettings:
-    """RESTORE_TOKEN and RESTORE_SWAP_TIMEOUT (seconds, 1-600), for `serve` and the shell's `restore --replace`."""
+    """RESTORE_TOKEN, RESTORE_SWAP_TIMEOUT (seconds, 1-600) and RESTORE_JOBS (1-64), for `serve` and the
+    shell's `restore --replace`."""
     swap_timeout_s = _int(env, "RESTORE_SWAP_TIMEOUT", DEFAULT_SWAP_TIMEOUT_S, *SWAP_TIMEOUT_RANGE, problems)
-    return restore_settings(env, problems, swap_timeout_s)
+    jobs = _int(env, "RESTORE_JOBS", DEFAULT_JOBS, *JOBS_RANGE, problems)
+    return restore_settings(env, problems, swap_timeout_s, jobs)
 
 
 def bind_host_from_env(env: Mapping[str, str], default: str = DEFAULT_BIND_HOST) -> str:

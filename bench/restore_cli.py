@@ -6,8 +6,11 @@ alternating order each round:
 - `backup-svc restore FILE --create`: one pass, verified while psql runs it (this branch)
 - the same with the separate verify pass first (the behaviour before issue 25; a stored object whose
   sha256 is recorded still takes this path, since its hash must be compared before anything is touched)
+- `backup-svc restore FILE --create --jobs N` for each N of `--jobs` (default 2): the parallel restore
+  (issue 25, item 3); `--jobs 1` is the one-pass row above
 
-    .venv/bin/python -m bench.restore_cli --file .cache/bench/300MB-restore.sql.gz [--rounds 3]
+    .venv/bin/python -m bench.restore_cli --file .cache/bench/300MB-restore.sql.gz [--rounds 3] [--jobs 2,4]
+        [--skip-two-pass]
 
 `--file` is any plain pg_dump `.sql.gz` (`bench.restore --size 300MB` leaves one in .cache/bench/).
 Wrap it in `flock /tmp/bench.lock` on a shared machine, and note `uptime`.
@@ -31,10 +34,11 @@ TWO_PASS = ("import sys; from backup_svc.files.restore import restore_file; "
             "restore_file(sys.argv[1], sys.argv[2], bin_dirs=[sys.argv[3]], create=True, check=lambda _: None)")
 
 
-def cli_restore(cluster: LocalCluster, path: Path, name: str, *, two_pass: bool) -> float:
+def cli_restore(cluster: LocalCluster, path: Path, name: str, *, two_pass: bool, jobs: int = 1) -> float:
     url = cluster.url(name, with_password=False)  # the password goes in PGPASSWORD, never on a command line
     argv = ([sys.executable, "-c", TWO_PASS, str(path), url, cluster.bin_dir] if two_pass else
-            [sys.executable, "-m", "backup_svc", "restore", str(path), "--target-url", url, "--create"])
+            [sys.executable, "-m", "backup_svc", "restore", str(path), "--target-url", url, "--create",
+             "--jobs", str(jobs)])
     started = time.perf_counter()
     subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                    env={**os.environ, "PG_BIN_DIRS": cluster.bin_dir, "PGPASSWORD": cluster.password})
@@ -53,17 +57,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--file", required=True, type=Path)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--jobs", default="2", help="comma-separated connection counts for --jobs rows ('' for none)")
+    parser.add_argument("--skip-two-pass", action="store_true", help="leave out the verify-then-restore row")
     args = parser.parse_args()
-    times: dict[str, list[float]] = {method: [] for method in METHODS}
+    methods = dict(METHODS)
+    if args.skip_two_pass:
+        del methods["verify pass, then restore (before issue 25)"]
+    for jobs in [int(j) for j in args.jobs.split(",") if j.strip()]:
+        methods[f"backup-svc restore --create --jobs {jobs}"] = (
+            lambda c, p, n, jobs=jobs: cli_restore(c, p, n, two_pass=False, jobs=jobs))
+    times: dict[str, list[float]] = {method: [] for method in methods}
     with tempfile.TemporaryDirectory(prefix="bench-restore-cli-") as root:
         os.chmod(root, 0o755)
         with LocalCluster(find_server_bin_dir(default_pg_bin_dirs()), root=root) as cluster:
             for r in range(args.rounds):
-                order = list(METHODS) if r % 2 == 0 else list(reversed(METHODS))
+                order = list(methods) if r % 2 == 0 else list(reversed(methods))
                 for method in order:
-                    times[method].append(METHODS[method](cluster, args.file, "bench_restore_cli"))
+                    times[method].append(methods[method](cluster, args.file, "bench_restore_cli"))
                     drop(cluster, "bench_restore_cli")
-    floor_s = statistics.median(times[next(iter(METHODS))])
+    floor_s = statistics.median(times[next(iter(methods))])
     print(f"\n## {args.file.name}: {args.file.stat().st_size / 1e6:.1f} MB, {args.rounds} alternating rounds, "
           f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; uptime: {os.getloadavg()[0]:.2f} (1-min load)")
     print("| method | median s | min s | median / floor |\n|---|---|---|---|")

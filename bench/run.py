@@ -12,6 +12,7 @@ under 50 concurrent clients while a dump runs. The upload goes to moto's S3 serv
 from __future__ import annotations
 
 import argparse
+import resource
 import http.client
 import os
 import secrets
@@ -257,9 +258,15 @@ def run(bench: Bench, args, label: str) -> None:
     times: dict[str, list[float]] = {name: [] for name in methods}
     sizes: dict[str, int] = {}
     names = list(methods)
+    cpu: dict[str, list[float]] = {name: [] for name in names}
     for r in range(args.rounds):
         for name in names[r % len(names):] + names[:r % len(names)]:  # rotate the order every round
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
             seconds, size = timed(methods[name])
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            # CPU of the method's own processes once they ended and were waited for (pg_dump, the pipeline's
+            # stages, the upload process); not the storage server's, not the running service's
+            cpu[name].append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
             times[name].append(seconds)
             sizes[name] = size
     base = statistics.median(times["pg_dump > /dev/null"])
@@ -275,6 +282,11 @@ def run(bench: Bench, args, label: str) -> None:
         out = f"{sizes[name] / 1e6:.1f}" if sizes[name] else f"({sql / 1e6:.1f} SQL)"
         print(f"| {name} | {statistics.median(times[name]):.2f} | {min(times[name]):.2f} | {out} | "
               f"{statistics.median(times[name]) / base:.2f} |")
+    print("\nCPU seconds of each method's own processes (user + system, median; the service download runs in the "
+          "service, not counted):")
+    for name in names:
+        if name != "service download":
+            print(f"  {name}: {statistics.median(cpu[name]):.2f} s")
     print(f"\nservice peak RSS (VmHWM of the worker): {rss:.1f} MB")
     checks = [
         (f"download / pg_dump>/dev/null = {svc / base:.2f} (target <= 1.15)", svc / base <= 1.15),

@@ -109,7 +109,7 @@ def restore_stored(args: argparse.Namespace) -> int:
     try:
         opener, stored_sha256 = _stored_source(url)
         report = restore_file(url, args.target_url, bin_dirs=pg_bin_dirs(os.environ), force=args.force,
-                              create=args.create, say=note, opener=opener,
+                              create=args.create, say=note, opener=opener, jobs=args.jobs,
                               check=_sha256_check(url, stored_sha256))
     except ConfigError as exc:
         return refuse(exc.problems)

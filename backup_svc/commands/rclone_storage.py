@@ -1,7 +1,6 @@
 """`upload` (rclone_upload.py), `list` and `prune` when BACKUP_STORAGE_URL is `rclone:<remote>:<path>`
 (storage/rclone_run.py); `check`'s storage lines for it (`check_lines`); the newest backup for `drill`.
-`serve` reaches the remote through storage/destination.py; an encrypted rclone backup is refused, never
-stored in the clear."""
+`serve` reaches the remote through storage/destination.py."""
 from __future__ import annotations
 
 import argparse
@@ -40,9 +39,6 @@ def _setup():
     if os.environ.get("BACKUP_STORAGE_FORMAT", "").strip().lower() not in ("", "sqlgz"):
         raise ConfigError(["BACKUP_STORAGE_FORMAT: only 'sqlgz' is supported on rclone remotes (deduplicated "
                            "backups need s3://…): unset it or set it to 'sqlgz'"])
-    if settings.encryption.recipients:
-        raise ConfigError(["BACKUP_AGE_RECIPIENTS is set, but encrypted backups on rclone remotes are not "
-                           "supported yet: nothing is stored in the clear instead (use s3://…)"])
     try:
         target = RcloneTarget(parse_rclone_url(url), os.environ, stall_timeout_s=settings.dump.stall_timeout_s)
         policy = parse_retention(os.environ.get("BACKUP_RETENTION", ""))
@@ -175,10 +171,6 @@ def check_lines(settings: Settings) -> tuple[list[str], bool]:
         except StorageError as exc:
             lines.append(f"storage: listing this service's backups failed: {exc}")
             ok = False
-    if settings.encryption.recipients:
-        lines.append("storage: BACKUP_AGE_RECIPIENTS is set, but encrypted backups on rclone remotes are not "
-                     "supported yet: `upload` refuses rather than storing cleartext (use s3://…)")
-        ok = False
     schedule = os.environ.get("BACKUP_SCHEDULE", "").strip()
     if schedule:
         lines.append(f"schedule: {schedule} (UTC): `serve` stores a backup on the remote at those times")

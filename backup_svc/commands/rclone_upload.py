@@ -23,12 +23,14 @@ def upload(settings: Settings, target, policy) -> int:
     # the run, its notifications and drill are events in `_history/` on the remote (as in a bucket)
     history = remote_history("upload", target.location, target.env)
     reporter.history = outcome_sink(history)
-    started, name = time.monotonic(), backup_filename(settings.backup_name)
+    recipients = settings.encryption.recipients
+    started, name = time.monotonic(), backup_filename(settings.backup_name, encrypted=bool(recipients))
     retention_error = None
     try:
         with recorded(history, name, settings.conn.password) as amounts, \
                 reporting(reporter, setup, name, drill_after=False) as outcome:
-            result = take_remote_backup(settings.dump, target, policy, name=name, history_days=settings.history_days)
+            result = take_remote_backup(settings.dump, target, policy, name=name, history_days=settings.history_days,
+                                        recipients=recipients)
             stored = result.stored
             outcome.size, outcome.sha256 = stored.size, stored.sha256
             amounts.update(gzip_bytes=stored.size, sha256=stored.sha256)

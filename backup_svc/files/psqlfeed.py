@@ -26,12 +26,14 @@ class RestoreFailed(Exception):
     """The restore did not happen (or was rolled back); the message says why in one line."""
 
 
-def psql_command(psql: str, conn: ConnInfo, server_version_num: int | None = None) -> ClientCommand:
-    """psql reading a script from stdin, stopping at the first error, all in one transaction."""
+def psql_command(psql: str, conn: ConnInfo, server_version_num: int | None = None, *,
+                 single_transaction: bool = True) -> ClientCommand:
+    """psql reading a script from stdin, stopping at the first error, all in one transaction (unless
+    `single_transaction` is off: the script's own BEGIN/COMMIT, as a parallel restore's large objects)."""
     # `-f -` rather than plain stdin: --single-transaction is documented for -f/-c, and error
     # messages then carry the script's line number.
-    argv = [psql, "--no-psqlrc", "--quiet", "-v", "ON_ERROR_STOP=1", "--single-transaction", "-f", "-",
-            f"--dbname={conn.uri}"]
+    argv = [psql, "--no-psqlrc", "--quiet", "-v", "ON_ERROR_STOP=1",
+            *(["--single-transaction"] if single_transaction else []), "-f", "-", f"--dbname={conn.uri}"]
     # Without a password in the URL, the caller's own PGPASSWORD / ~/.pgpass apply, as with any libpq
     # tool; nothing else of the caller's environment but PATH, locale and libpq's variables.
     env = {**child_environment(), **conn.libpq_env(), "PGAPPNAME": "backup_svc-restore"}

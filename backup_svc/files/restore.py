@@ -22,6 +22,7 @@ from psycopg import sql
 from backup_svc.pg.conninfo import ConnInfo, parse_database_url
 from backup_svc.files.psqlfeed import RestoreFailed, psql_command, stream_into_psql
 from backup_svc.files.verify import VerifyReport, read_header, verify_file
+from backup_svc.parallel.restore import restore_in_parallel
 from backup_svc.pg.binaries import (
     IncompatibleServer,
     PgBinary,
@@ -160,7 +161,10 @@ def drop_created_database(conn: ConnInfo, timeout_s: int, *, maintenance: str = 
     """Drop the database `create_database` made for a restore that then failed; one line saying what happened."""
     try:
         with _connect(conn, maintenance, timeout_s) as db:
-            db.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(conn.dbname)))
+            drop = sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(conn.dbname))
+            if db.info.server_version >= 130000:  # a stopped restore's sessions may still be ending
+                drop += sql.SQL(" WITH (FORCE)")
+            db.execute(drop)
     except psycopg.Error as exc:
         return (f"warning: could not drop database {conn.dbname!r}, which --create made: "
                 f"{scrub(error_lines(str(exc)), conn.password)}; drop it before retrying")
@@ -170,13 +174,16 @@ def drop_created_database(conn: ConnInfo, timeout_s: int, *, maintenance: str = 
 def restore_file(path: str, target_url: str, *, bin_dirs: list[str], force: bool = False, create: bool = False,
                  timeout_s: int = 10, say: Callable[[str], None] = lambda _: None,
                  opener: Callable[[], BinaryIO] | None = None,
-                 check: Callable[[VerifyReport], None] | None = None) -> RestoreReport:
+                 check: Callable[[VerifyReport], None] | None = None, jobs: int = 1) -> RestoreReport:
     """Restore `path` into `target_url` in one transaction, verifying it; RestoreFailed/BadBackup say why not.
 
     `say` gets a line at each step (checked, created, restoring with which psql, warnings). `opener`
     reads the bytes from elsewhere (a stored object). `check` may refuse the verified backup (raise
     BadBackup) before the target is touched: it asks for a full verify pass first (the file is read
     twice); without it the file is read once, verified while it is restored.
+
+    `jobs` > 1 with `create`: the data and index builds run on that many connections
+    (backup_svc/parallel); into an existing database the restore stays one transaction.
     """
     try:
         conn = parse_database_url(target_url)
@@ -193,19 +200,23 @@ def restore_file(path: str, target_url: str, *, bin_dirs: list[str], force: bool
         say(f"verified {path} in {time.monotonic() - started:.1f} s: {backup.size} bytes, "
             f"{backup.tables_with_data} tables with data, dumped from PostgreSQL {backup.server_version}")
     if not create:
+        if jobs > 1:
+            say(f"--jobs {jobs}: the target database exists (no --create), so the restore stays serial, in one "
+                f"transaction that a failure rolls back")
         return _restore_into(path, conn, backup, bin_dirs=bin_dirs, force=force, timeout_s=timeout_s, say=say,
                              opener=opener)
     say(create_database(conn, timeout_s, backup.encoding))
     try:
         return _restore_into(path, conn, backup, bin_dirs=bin_dirs, force=force, timeout_s=timeout_s, say=say,
-                             opener=opener)
+                             opener=opener, jobs=jobs)
     except BaseException:
         say(drop_created_database(conn, timeout_s))  # the retry must not find it "already exists"
         raise
 
 
 def _restore_into(path: str, conn: ConnInfo, backup: VerifyReport, *, bin_dirs: list[str], force: bool,
-                  timeout_s: int, say: Callable[[str], None], opener: Callable[[], BinaryIO] | None) -> RestoreReport:
+                  timeout_s: int, say: Callable[[str], None], opener: Callable[[], BinaryIO] | None,
+                  jobs: int = 1) -> RestoreReport:
     target = inspect_target(conn, timeout_s)
     if target.relations and not force:
         raise RestoreFailed(
@@ -217,8 +228,14 @@ def _restore_into(path: str, conn: ConnInfo, backup: VerifyReport, *, bin_dirs: 
         say(f"warning: {warning}")
     if target.relations:
         say(f"--force: restoring over {target.relations} existing tables, views or sequences")
-    say(f"restoring into {conn.uri} (PostgreSQL {target.version}) with {psql.path} ({psql.version}) ...")
     started = time.monotonic()
+    if jobs > 1:
+        say(f"restoring into {conn.uri} (PostgreSQL {target.version}) on {jobs} connections, with "
+            f"{psql.path} ({psql.version}) for the schema ...")
+        backup = restore_in_parallel(path, conn, psql.path, target.version_num, jobs, opener=opener, say=say)
+        return RestoreReport(backup=backup, database=conn.dbname, server_version=target.version, psql=psql,
+                             seconds=time.monotonic() - started)
+    say(f"restoring into {conn.uri} (PostgreSQL {target.version}) with {psql.path} ({psql.version}) ...")
     backup = stream_into_psql(path, psql_command(psql.path, conn, target.version_num), secrets=(conn.password,),
                               opener=opener)
     return RestoreReport(backup=backup, database=conn.dbname, server_version=target.version, psql=psql,

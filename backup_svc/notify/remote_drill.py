@@ -32,6 +32,10 @@ def drill_remote_file(setup: StoredSetup, target: RcloneTarget, name: str, *,
     def opener():
         return IterStream(url, target.open(name))
 
+    # an age-encrypted file is decrypted with BACKUP_AGE_IDENTITY; without it the drill says it needs it
+    from backup_svc.crypto.decrypt import decrypting_opener
+
+    opener = decrypting_opener(url, opener, setup.encryption.identities)
     metadata = {k: v for k, v in record.items() if k != "sha256"} | ({"sha256": sha256} if sha256 else {})
     return run_drill(url, name, setup.notify.drill, source=setup.dump.conn, opener=opener, size=size,
                      metadata=metadata, bin_dirs=setup.dump.pg_bin_dirs, timeout_s=setup.dump.connect_timeout_s,

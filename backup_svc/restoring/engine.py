@@ -16,6 +16,7 @@ from backup_svc.files.psqlfeed import RestoreFailed, psql_command, stream_into_p
 from backup_svc.files.restore import choose_psql, create_database, inspect_target
 from backup_svc.files.scan import DumpScanner
 from backup_svc.notify.drill import compare, restored_counts
+from backup_svc.parallel.restore import restore_in_parallel
 from backup_svc.pg.binaries import find_binaries
 from backup_svc.pg.diagnose import error_lines
 
@@ -46,8 +47,9 @@ def check_privileges(link: ServerLink, *, swap: bool) -> None:
 
 
 def restore(source: Source, link: ServerLink, progress: RestoreProgress, *, bin_dirs: list[str],
-            swap_timeout_s: float, require_sha256: bool = True, say: Say = lambda _: None) -> None:
-    """Restore `source` into `progress.target` (a new database); for mode `replace`, swap it in.
+            swap_timeout_s: float, require_sha256: bool = True, say: Say = lambda _: None, jobs: int = 1) -> None:
+    """Restore `source` into `progress.target` (a new database, on `jobs` connections); for mode
+    `replace`, swap it in.
 
     Raises RestoreFailed / BadBackup / Cancelled; the progress says how far it got. Nothing is left
     behind on failure: the new database is dropped, a failed swap is undone.
@@ -69,7 +71,7 @@ def restore(source: Source, link: ServerLink, progress: RestoreProgress, *, bin_
         with link.connect() as db:
             mark(db, progress.target, f"restored from {source.name} by {progress.actor} at "
                                       f"{_utc_now():%Y-%m-%d %H:%M:%S} UTC")
-        _apply(source, target, progress, checked, bin_dirs, say)
+        _apply(source, target, progress, checked, bin_dirs, say, jobs)
         if replace:
             progress.enter("swapping")
             with link.connect() as db:
@@ -83,8 +85,10 @@ def restore(source: Source, link: ServerLink, progress: RestoreProgress, *, bin_
         raise
 
 
-def _apply(source: Source, target, progress: RestoreProgress, checked, bin_dirs: list[str], say: Say) -> None:
-    """Stream the backup into the new database with psql (one transaction), then compare row counts."""
+def _apply(source: Source, target, progress: RestoreProgress, checked, bin_dirs: list[str], say: Say,
+           jobs: int = 1) -> None:
+    """Stream the backup into the new database (psql in one transaction, or on `jobs` connections: the
+    database is new, a failure drops it), then compare row counts."""
     facts = inspect_target(target, 10)
     psql, warning = choose_psql(facts, checked.pg_dump_version, find_binaries("psql", bin_dirs))
     if warning:
@@ -97,9 +101,15 @@ def _apply(source: Source, target, progress: RestoreProgress, checked, bin_dirs:
         progress.tables_done = scanner.copy_statements
         progress.check_cancel()
 
-    say(f"restoring into {progress.target!r} with {psql.path} ({psql.version}) ...")
-    stream_into_psql(source.label, psql_command(psql.path, target, facts.version_num),
-                     secrets=(target.password,), opener=source.reading_opener(), watch=watch)
+    if jobs > 1:
+        say(f"restoring into {progress.target!r} on {jobs} connections, with {psql.path} ({psql.version}) for "
+            f"the schema ...")
+        restore_in_parallel(source.label, target, psql.path, facts.version_num, jobs,
+                            opener=source.reading_opener(), say=say, watch=watch)
+    else:
+        say(f"restoring into {progress.target!r} with {psql.path} ({psql.version}) ...")
+        stream_into_psql(source.label, psql_command(psql.path, target, facts.version_num),
+                         secrets=(target.password,), opener=source.reading_opener(), watch=watch)
     progress.enter("comparing")
     actual = restored_counts(target, list(checked.expected), 10)
     progress.rows = sum(v for v in actual.values() if v is not None)

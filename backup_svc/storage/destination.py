@@ -65,11 +65,9 @@ class RemoteDestination:
         return RcloneTarget(self.storage.location, self.storage.client_env, stall_timeout_s=stall_timeout_s)
 
     def take(self, options, *, name: str, application_name: str, progress, cancel, recipients=()):
-        if recipients:  # config.py refuses this combination; never store cleartext if it got here anyway
-            raise ValueError("encrypted backups on rclone remotes are not supported yet")
         return take_remote_backup(options, self.target(options.stall_timeout_s), self.storage.retention, name=name,
                                   history_days=self.storage.history_days, application_name=application_name,
-                                  progress=progress, cancel=cancel)
+                                  progress=progress, cancel=cancel, recipients=recipients)
 
     def prompt(self, backup_name: str, owner: Callable[[], Owner]):
         return RemotePrompt(self.storage.location, self.storage.client_env, backup_name, owner)

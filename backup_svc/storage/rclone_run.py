@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Callable
 from datetime import datetime, timezone
 
+from backup_svc.crypto.labels import recipients_metadata
 from backup_svc.dump.rowcount import counts_metadata
 
 from .client import StorageError
@@ -49,21 +50,25 @@ class _Pipe:
 
 
 def upload(target: RcloneTarget, backup_name: str, name: str, dump,
-           cancelled: Callable[[], bool] = lambda: False) -> tuple[StoredFile, Owner, object]:
+           cancelled: Callable[[], bool] = lambda: False, recipients: tuple = ()) -> tuple[StoredFile, Owner, object]:
     """Store one backup: `dump(sink)` is write_backup (returns BackupWritten only after pg_dump's success);
     (what was stored, who owns it, the BackupWritten).
     The move into place, the ownership record and the sha256 companion happen only after it returned
     and the sizes and hashes agree; on every other path the temporary object is removed and this raises."""
     pipe, box = _Pipe(), {}
+    encrypted = bool(recipients)  # `dump` then returns the age file's size and sha256 (rclone_store.py)
 
     def records() -> dict[str, bytes]:
         written = box["written"]
         owner = Owner(backup_name, written.facts.database, written.facts.system_identifier or None)
         box["owner"] = owner
         record = {**owner.metadata(), "sha256": written.sha256, "size": str(written.gzip_bytes),
-                  "server-version": written.facts.version, "pg-dump-version": written.pg_dump.version,
-                  "sql-bytes": str(written.sql_bytes),
-                  **(counts_metadata(written.table_rows) if written.table_rows is not None else {})}
+                  "server-version": written.facts.version, "pg-dump-version": written.pg_dump.version}
+        if encrypted:  # nothing read from the database's contents, in the clear (as S3's metadata)
+            record.update(recipients_metadata(recipients))
+        else:
+            record.update({"sql-bytes": str(written.sql_bytes),
+                           **(counts_metadata(written.table_rows) if written.table_rows is not None else {})})
         return {f"{name}{RECORD_SUFFIX}": json.dumps(record, indent=1).encode()}
 
     def put() -> None:

@@ -3,14 +3,19 @@
 into `rclone rcat` (rclone_run.upload: moved into place only after pg_dump's success and the size and
 sha256 check), then retention and the history's retention. Used by `upload` and by the scheduler in
 `serve`; `cancel` stops it at once whatever it is doing (stopping.py), the temporary object removed.
+With `recipients` (BACKUP_AGE_RECIPIENTS) the only sink the dump sees is the age encryptor, as with S3.
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import logging
 import threading
 import time
 from dataclasses import dataclass, field
 
+from backup_svc.crypto.common import is_encrypted_name
+from backup_svc.crypto.encrypt import AgeEncryptor
 from backup_svc.dump.backup import write_backup
 from backup_svc.dump.options import DumpOptions
 from backup_svc.dump.pipeline import DumpProgress
@@ -53,13 +58,14 @@ def lock_for(options: DumpOptions, target: RcloneTarget) -> StoredBackupLock:
 
 def take_remote_backup(options: DumpOptions, target: RcloneTarget, policy: RetentionPolicy | None, *, name: str,
                        history_days: int | None = None, application_name: str = "backup_svc-upload",
-                       progress: DumpProgress | None = None, cancel: StopFlag | None = None) -> RemoteBackupResult:
+                       progress: DumpProgress | None = None, cancel: StopFlag | None = None,
+                       recipients: tuple = ()) -> RemoteBackupResult:
     """Store one backup as `name` on `target`; raise on every path that stores nothing (AnotherBackupRunning,
     CannotDump, DumpBroken, StorageError, StoredBackupCancelled). A retention failure afterwards does not undo
     the backup (`retention_error`); `history_days` applies BACKUP_HISTORY_DAYS to `_history/` on the remote."""
     cancel = cancel if cancel is not None else threading.Event()
     try:
-        return _take(options, target, policy, name, history_days, application_name, progress, cancel)
+        return _take(options, target, policy, name, history_days, application_name, progress, cancel, recipients)
     except Exception as exc:
         if cancel.is_set() and not isinstance(exc, StoredBackupCancelled):  # whatever broke, this is why
             raise StoredBackupCancelled(SHUTTING_DOWN) from exc
@@ -68,26 +74,31 @@ def take_remote_backup(options: DumpOptions, target: RcloneTarget, policy: Reten
 
 def _take(options: DumpOptions, target: RcloneTarget, policy: RetentionPolicy | None, name: str,
           history_days: int | None, application_name: str, progress: DumpProgress | None,
-          cancel: StopFlag) -> RemoteBackupResult:
+          cancel: StopFlag, recipients: tuple) -> RemoteBackupResult:
     started = time.monotonic()
+    if is_encrypted_name(name) != bool(recipients):  # the name must say what the bytes are
+        raise ValueError(f"{name}: a stored backup is named ….sql.gz.age exactly when it is encrypted")
     with lock_for(options, target):
         leftovers = target.clean_leftovers()
         for left in leftovers:
             log.warning("removed %s, the temporary object of a run that did not finish", target.location.target(left))
 
         def dump(sink):
+            if recipients:
+                return _encrypted_dump(options, sink, recipients, application_name, progress, cancel)
             with DumpStopper(cancel) as stopper:
                 return write_backup(options, CancellableSink(sink, cancel), application_name=application_name,
                                     progress=progress, count_rows=True, interrupt=stopper.interrupt,
                                     created=stopper.created)
 
-        stored, owner, written = rclone_run.upload(target, options.backup_name, name, dump, cancel.is_set)
+        stored, owner, written = rclone_run.upload(target, options.backup_name, name, dump, cancel.is_set,
+                                                   recipients=recipients)
         log.info("stored %s: %d bytes, sha256 %s", target.location.target(name), stored.size, stored.sha256)
         result = RemoteBackupResult(
             stored=StoredObject(bucket="", key=target.location.target(name), size=stored.size, sha256=stored.sha256,
                                 metadata={}),
             owner=owner, seconds=time.monotonic() - started, sql_bytes=written.sql_bytes,
-            rows=total_rows(written.table_rows), leftovers=leftovers)
+            rows=None if recipients else total_rows(written.table_rows), leftovers=leftovers)
         if policy is not None:
             try:
                 result.retention_lines = rclone_run.prune(target, BackupNames(options.backup_name), owner, policy,
@@ -98,6 +109,38 @@ def _take(options: DumpOptions, target: RcloneTarget, policy: RetentionPolicy | 
         if history_days is not None:
             _prune_history(target, history_days)
     return result
+
+
+class _Hashed:
+    """A sink that passes bytes on and keeps their size and sha256 (the age file's, as the remote stores it)."""
+
+    def __init__(self, sink):
+        self.sink, self.size, self.hash = sink, 0, hashlib.sha256()
+
+    def write(self, data) -> int:
+        self.sink.write(data)
+        self.hash.update(data)
+        self.size += len(data)
+        return len(data)
+
+
+def _encrypted_dump(options: DumpOptions, sink, recipients, application_name: str, progress, cancel: StopFlag):
+    """write_backup through the age encryptor into `sink`; the BackupWritten it returns describes the age file
+    (its size and sha256: what the remote must hold), with no row counts (table names would be in the clear)."""
+    hashed = _Hashed(sink)
+    encryptor = AgeEncryptor(hashed, recipients)
+    try:
+        with DumpStopper(cancel) as stopper:
+            written = write_backup(options, CancellableSink(encryptor, cancel), application_name=application_name,
+                                   progress=progress, count_rows=False, interrupt=stopper.interrupt,
+                                   created=stopper.created)
+        # write_backup returned: pg_dump exited 0 and its output ended with the completion line.
+        encryptor.finish()
+    finally:
+        encryptor.abort()
+    if encryptor.plain_sha256 != written.sha256 or encryptor.plain_bytes != written.gzip_bytes:
+        raise StorageError("the bytes encrypted differ from the bytes the dump produced")
+    return dataclasses.replace(written, sha256=hashed.hash.hexdigest(), gzip_bytes=hashed.size, table_rows=None)
 
 
 def _prune_history(target: RcloneTarget, days: int) -> None:

@@ -98,7 +98,7 @@ class RestoreJobs:
         settings = self.state.settings
         try:
             restore(self._source(job.backup), self.link, job, bin_dirs=settings.pg_bin_dirs,
-                    swap_timeout_s=settings.restore.swap_timeout_s,
+                    swap_timeout_s=settings.restore.swap_timeout_s, jobs=settings.restore.jobs,  # RESTORE_JOBS
                     say=lambda line: log.info("restore %s: %s", job.id, line))
             job.end(DONE)
         except Cancelled:

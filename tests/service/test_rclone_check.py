@@ -107,9 +107,10 @@ def test_serve_with_an_rclone_remote_and_a_schedule_is_ready(tmp_path, rich_db):
     assert "storage write: ok" in done.stdout
 
 
-def test_encryption_with_an_rclone_remote_is_not_ready(tmp_path, rich_db, age_keys):
+def test_encryption_with_an_rclone_remote_is_checked_as_with_s3(tmp_path, rich_db, age_keys):
     env = CRON | {"DATABASE_URL": rich_db, "BACKUP_STORAGE_URL": f"rclone:loc:{tmp_path / 'r'}",
                   "RCLONE_CONFIG_LOC_TYPE": "local", "BACKUP_AGE_RECIPIENTS": age_keys["age_public"]}
     done = run_cli("check", env=env)
-    assert done.returncode == 1, done.stdout
-    assert "BACKUP_AGE_RECIPIENTS is set, but encrypted backups on rclone remotes are not supported yet" in done.stdout
+    assert done.returncode == 0, done.stdout
+    assert "encryption: on — stored backups are age-encrypted to 1 recipient" in done.stdout
+    assert "storage write: ok" in done.stdout

@@ -72,10 +72,10 @@ def test_a_failed_upload_to_a_remote_is_reported(served, rich_db, receiver):
     assert remote_files(folder) == []
 
 
-def test_a_misconfigured_remote_upload_pings_the_heartbeat_fail_url(tmp_path, rich_db, receiver, age_keys):
+def test_a_misconfigured_remote_upload_pings_the_heartbeat_fail_url(tmp_path, rich_db, receiver):
     monitor = receiver()
     env = cron_env({"RCLONE_CONFIG_DAV_TYPE": "local"}, rich_db, BACKUP_STORAGE_URL=f"rclone:dav:{tmp_path / 'r'}",
-                   BACKUP_AGE_RECIPIENTS=age_keys["age_public"], HEARTBEAT_URL=monitor.url + PING)
+                   BACKUP_RETENTION="keep everything", HEARTBEAT_URL=monitor.url + PING)
     done = run_cli("upload", env=env)
     assert done.returncode == 2
     assert [p for m, p, _, _ in monitor.requests] == [PING + "/fail"]

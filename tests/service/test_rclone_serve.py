@@ -240,3 +240,39 @@ def test_sigterm_during_a_scheduled_upload_stores_nothing_and_reports_it(served,
     events = [p.read_text() for p in (folder / "backups" / "_history").rglob("*.json")]
     assert any('"stored-run"' in e and '"outcome":"failed"' in e for e in events), events
     assert not [p for p in all_pids() if cmdline(p).startswith("rclone rcat")]
+
+
+def test_an_encrypted_backup_on_the_remote_is_listed_and_restored_from_the_dashboard(served, rich_db, pg_cluster,
+                                                                                    start_service, age_keys):
+    """BACKUP_AGE_RECIPIENTS with a remote in `serve`: POST /api/v1/stored stores only `….sql.gz.age` (age's
+    header, never the SQL); the list shows it encrypted; the dashboard restore decrypts it with
+    BACKUP_AGE_IDENTITY as it streams from the remote and restores identical data."""
+    folder, start = served
+    service = start_service(DATABASE_URL=rich_db, BACKUP_STORAGE_URL="rclone:dav:backups",
+                            BACKUP_AGE_RECIPIENTS=age_keys["age_public"],
+                            BACKUP_AGE_IDENTITY=age_keys["age"].read_text(), **start())
+    started = service.request("POST", "/api/v1/stored", service.auth())
+    assert started.status == 202, started.body
+    progress = started.json()["progress_url"]
+    assert wait_until(lambda: service.request("GET", progress, service.auth()).json()["state"] != "running", 120)
+    assert service.request("GET", progress, service.auth()).json()["state"] == "done", service.log()[-3000:]
+    names = remote_files(folder / "backups")
+    [name] = [n for n in names if n.endswith(".sql.gz.age")]
+    assert names == [name, f"{name}.owner.json", f"{name}.sha256"]
+    stored = (folder / "backups" / name).read_bytes()
+    assert stored.startswith(b"age-encryption.org/v1\n") and b"CREATE TABLE" not in stored
+
+    [backup] = service.request("GET", "/api/v1/stored", service.auth()).json()["backups"]
+    assert backup["name"] == name and backup["sha256"] == hashlib.sha256(stored).hexdigest()
+
+    status, job = post_json(service, "/api/v1/restores", {"backup": name, "mode": "new"},
+                            basic("admin", service.password))
+    assert status == 202, job
+
+    def ended():
+        report = service.request("GET", job["progress_url"], service.auth()).json()
+        return report if report["state"] != "running" else None
+
+    report = wait_until(ended, 180, interval=0.2)
+    assert report and report["state"] == "done", report
+    assert snapshot(pg_cluster, report["target"]) == snapshot(pg_cluster, "rich")

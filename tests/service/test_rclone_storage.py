@@ -2,6 +2,7 @@
 backend, and `rclone serve webdav` on loopback), real PostgreSQL, the real CLI."""
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
@@ -116,10 +117,40 @@ def test_a_missing_database_stores_nothing(tmp_path, pg_cluster):
     assert not (tmp_path / "r").exists() or remote_files(tmp_path / "r") == []
 
 
-def test_encryption_is_refused_rather_than_storing_cleartext(tmp_path, rich_db, age_keys):
-    done = run_cli("upload", env=local_env(tmp_path / "r", rich_db, BACKUP_AGE_RECIPIENTS=age_keys["age_public"]))
-    assert done.returncode == 2 and "not supported yet" in done.stderr
-    assert not (tmp_path / "r").exists()
+def test_an_encrypted_upload_stores_only_an_age_file_that_age_decrypts_and_restore_restores(
+        tmp_path, rich_db, age_keys, pg_cluster):
+    """BACKUP_AGE_RECIPIENTS with a remote: `….sql.gz.age`, decrypted by Debian's `age` into the backup; the
+    companion's sha256 is the age file's; the record holds no table names or row counts; with
+    BACKUP_AGE_IDENTITY `verify` and `restore` read it back, without it `restore` says what is missing."""
+    folder = tmp_path / "r"
+    env = local_env(folder, rich_db, BACKUP_AGE_RECIPIENTS=age_keys["age_public"])
+    done = run_cli("upload", env=env)
+    assert done.returncode == 0, done.stderr
+    [name] = [n for n in remote_files(folder) if n.endswith(".sql.gz.age")]
+    assert remote_files(folder) == [name, f"{name}.owner.json", f"{name}.sha256"]
+    stored = (folder / name).read_bytes()
+    assert stored.startswith(b"age-encryption.org/v1\n")
+    assert (folder / f"{name}.sha256").read_text() == f"{hashlib.sha256(stored).hexdigest()}  {name}\n"
+    record = json.loads((folder / f"{name}.owner.json").read_text())
+    assert record["encryption"] == "age" and record["database"] == "rich"
+    assert not any(k.startswith("rows") or k == "sql-bytes" for k in record), record
+    assert "orders" not in (folder / f"{name}.owner.json").read_text()
+    plain = subprocess.run(["age", "-d", "-i", str(age_keys["age"]), str(folder / name)], capture_output=True,
+                           check=True).stdout
+    assert b"-- PostgreSQL database dump complete" in gzip.decompress(plain)[-300:]
+
+    keyed = env | {"BACKUP_AGE_IDENTITY": age_keys["age"].read_text()}
+    verified = run_cli("verify", f"rclone:loc:{folder}/{name}", env=keyed)
+    assert verified.returncode == 0, verified.stderr
+    unkeyed = run_cli("restore", f"rclone:loc:{folder}/{name}", "--target-url", pg_cluster.url("rich_age_no"),
+                      "--create", env=env)
+    assert unkeyed.returncode != 0 and "BACKUP_AGE_IDENTITY" in unkeyed.stderr and "Traceback" not in unkeyed.stderr
+    restored = run_cli("restore", f"rclone:loc:{folder}/{name}", "--target-url", pg_cluster.url("rich_age_rclone"),
+                       "--create", env=keyed)
+    assert restored.returncode == 0, restored.stderr
+    assert snapshot(pg_cluster, "rich_age_rclone") == snapshot(pg_cluster, "rich")
+    listed = run_cli("list", env=env)
+    assert listed.returncode == 0 and listed.stdout.split()[0] == name
 
 
 def start_upload(env: dict) -> subprocess.Popen:

@@ -6,8 +6,9 @@ import pytest
 from tests.support import run_cli
 
 
+@pytest.mark.parametrize("jobs", ["1", "2"])  # --jobs 2: the COPY rows go through connections of the restore's own
 @pytest.mark.parametrize("encoding,octets", [("LATIN1", 4), ("SQL_ASCII", 5)])
-def test_restore_create_uses_the_dump_s_encoding(pg_cluster, tmp_path, encoding, octets):
+def test_restore_create_uses_the_dump_s_encoding(pg_cluster, tmp_path, encoding, octets, jobs):
     source = f"enc_{encoding.lower()}"
     with pg_cluster.connect() as db:
         db.execute(f'DROP DATABASE IF EXISTS "{source}" WITH (FORCE)')
@@ -22,7 +23,8 @@ def test_restore_create_uses_the_dump_s_encoding(pg_cluster, tmp_path, encoding,
     target = f"{source}_restored"
     with pg_cluster.connect() as db:
         db.execute(f'DROP DATABASE IF EXISTS "{target}" WITH (FORCE)')
-    result = run_cli("restore", str(tmp_path / "enc.sql.gz"), "--target-url", pg_cluster.url(target), "--create")
+    result = run_cli("restore", str(tmp_path / "enc.sql.gz"), "--target-url", pg_cluster.url(target), "--create",
+                     "--jobs", jobs)
 
     assert result.returncode == 0, result.stderr
     assert f"with the backup's encoding {encoding}" in result.stderr

@@ -125,6 +125,7 @@ def test_restore_into_a_new_database_is_identical_to_the_source(restore_service,
     assert report["counts_from"] == "dump-time metadata" and report["rows"] > 0
     assert snapshot(pg_cluster, target) == source
     assert snapshot(pg_cluster, live_name) == source
+    assert "on 2 connections" in service.log()  # RESTORE_JOBS' default: the parallel restore (backup_svc/parallel)
     listed = service.request("GET", "/api/v1/databases", service.auth()).json()
     assert [k["name"] for k in listed["kept"]] == [target] and listed["kept"][0]["size"] > 0
     # a restore is news: the webhook hears of it although NOTIFY_ON is "failure"

@@ -22,6 +22,7 @@ WHEN = datetime(2026, 12, 4, 22, 15, 0, tzinfo=timezone.utc)
     ({"RESTORE_TOKEN": "x" * 20, "ADMIN_TOKEN": "x" * 20}, "RESTORE_TOKEN must differ from ADMIN_TOKEN"),
     ({"RESTORE_SWAP_TIMEOUT": "0"}, "RESTORE_SWAP_TIMEOUT must be between 1 and 600"),
     ({"RESTORE_SWAP_TIMEOUT": "soon"}, "RESTORE_SWAP_TIMEOUT must be a whole number"),
+    ({"RESTORE_JOBS": "0"}, "RESTORE_JOBS must be between 1 and 64"),
 ])
 def test_bad_restore_settings_refuse_to_start_without_echoing_the_token(env, problem):
     with pytest.raises(ConfigError) as refused:
@@ -33,6 +34,7 @@ def test_bad_restore_settings_refuse_to_start_without_echoing_the_token(env, pro
 def test_restore_settings_defaults():
     settings = Settings.from_env(BASE)
     assert settings.restore.token is None and settings.restore.swap_timeout_s == 30
+    assert settings.restore.jobs == 2 and Settings.from_env({**BASE, "RESTORE_JOBS": "8"}).restore.jobs == 8
 
 
 def test_kept_names_follow_the_contract_and_parse_back():
@@ -87,7 +89,7 @@ def test_every_restore_setting_is_documented(document):
     from pathlib import Path
 
     text = (Path(__file__).resolve().parents[2] / document).read_text()
-    assert [name for name in ("RESTORE_TOKEN", "RESTORE_SWAP_TIMEOUT") if name not in text] == []
+    assert [name for name in ("RESTORE_TOKEN", "RESTORE_SWAP_TIMEOUT", "RESTORE_JOBS") if name not in text] == []
 
 
 def test_env_example_restore_values_start_cleanly():

@@ -43,14 +43,12 @@ def test_an_rclone_remote_is_storage_with_only_its_own_variables():
     assert str(storage.schedule) == "0 3 * * *"
 
 
-def test_an_rclone_remote_refuses_encryption_rather_than_storing_cleartext():
+def test_an_rclone_remote_takes_encryption_as_s3_does():
     import pyrage
 
     recipient = str(pyrage.x25519.Identity.generate().to_public())
-    with pytest.raises(ConfigError) as caught:
-        Settings.from_env({**BASE, "BACKUP_STORAGE_URL": "rclone:gdrive:x", "BACKUP_AGE_RECIPIENTS": recipient})
-    assert caught.value.problems == ["BACKUP_AGE_RECIPIENTS is set, but encrypted backups on rclone remotes are not "
-                                     "supported yet: nothing is stored in the clear instead (use s3://…, or unset it)"]
+    settings = Settings.from_env({**BASE, "BACKUP_STORAGE_URL": "rclone:gdrive:x", "BACKUP_AGE_RECIPIENTS": recipient})
+    assert settings.storage.is_rclone and [str(r.key) for r in settings.encryption.recipients] == [recipient]
 
 
 def test_an_expected_schedule_is_watched_but_not_taken():
