@@ -1,6 +1,6 @@
-// What dashboard.js, stored.js and trend.js share, once: sizes and UTC times as the page shows them, and a
+// What dashboard.js, stored.js, trend.js and restores.js share, once: sizes and UTC times as the page shows them, and a
 // JSON request whose reply is read even when it is not JSON, and the words for a dump's steps. Loaded
-// before all three.
+// before all of them.
 window.backupSvc = (function () {
   "use strict";
 

@@ -24,13 +24,7 @@
     done: "Done"
   };
 
-  function humanBytes(n) {
-    if (n === null || n === undefined) return "–";
-    var units = ["bytes", "kB", "MB", "GB", "TB"];
-    var i = 0;
-    while (Math.abs(n) >= 1000 && i < units.length - 1) { n /= 1000; i++; }
-    return i === 0 ? n.toFixed(0) + " bytes" : n.toFixed(1) + " " + units[i];
-  }
+  var humanBytes = window.backupSvc.humanBytes;  // common.js, loaded before this file
 
   function seconds(s) {
     if (s === null || s === undefined) return "–";
