@@ -8,6 +8,7 @@ import argparse
 import os
 
 from backup_svc.commands.output import fail, note, refuse, say
+from backup_svc.storage.dedup.manifest import is_manifest_name
 from backup_svc.problems import ConfigError
 
 
@@ -24,6 +25,20 @@ def storage_client_for_reading():
     return make_client(client_env(os.environ))
 
 
+def dedup_secret_from_env() -> str:
+    """BACKUP_DEDUP_KEY, which checks each chunk's id of a dedup backup; "" (and a warning) when it is unset."""
+    from backup_svc.storage.storeformat import dedup_key_problem
+
+    secret = os.environ.get("BACKUP_DEDUP_KEY", "")
+    problem = dedup_key_problem("", secret)
+    if problem:
+        raise ConfigError([problem])
+    if not secret:
+        say("warning: BACKUP_DEDUP_KEY is not set, so each chunk's id cannot be checked; each chunk must still "
+            "inflate and the whole SQL must have the sha256 its manifest records")
+    return secret
+
+
 def _stored_source(url: str):
     """(opener, stored sha256) for `s3://bucket/key` or `rclone:<remote>:<path>/<name>`;
     ConfigError / StorageError / ValueError."""
@@ -34,17 +49,15 @@ def _stored_source(url: str):
 
         rclone_opener, stored = open_stored(url, os.environ)
         return reading_opener(url, rclone_opener, os.environ), stored
+    from backup_svc.storage.dedup.source import stored_opener
     from backup_svc.storage.location import parse_object_url
     from backup_svc.storage.reader import open_object
 
     bucket, key = parse_object_url(url)
     client = storage_client_for_reading()
     first = open_object(client, bucket, key)  # fails early (no such key, no access) with one clear line
-    opened = [first]
-
-    def opener():
-        stream = opened.pop() if opened else open_object(client, bucket, key)
-        return stream
+    # a dedup backup: its SQL streams from the chunks its manifest names, each checked with BACKUP_DEDUP_KEY
+    opener = stored_opener(client, bucket, key, first, dedup_secret_from_env() if is_manifest_name(key) else "")
 
     # an age-encrypted object is decrypted with BACKUP_AGE_IDENTITY as it streams
     return reading_opener(url, opener, os.environ), first.metadata.get("sha256")

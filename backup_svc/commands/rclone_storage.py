@@ -24,7 +24,7 @@ def settings_env() -> dict[str, str]:
     """The environment for Settings, without the storage variables this module reads itself (S3's
     settings would want s3://)."""
     env = dict(os.environ)
-    for name in ("BACKUP_STORAGE_URL", "BACKUP_RETENTION", "BACKUP_SCHEDULE"):
+    for name in ("BACKUP_STORAGE_URL", "BACKUP_RETENTION", "BACKUP_SCHEDULE", "BACKUP_STORAGE_FORMAT"):
         env.pop(name, None)
     return env
 
@@ -36,6 +36,9 @@ def _setup():
 
     url = os.environ["BACKUP_STORAGE_URL"].strip()
     settings = Settings.from_env(settings_env(), require_auth=False)
+    if os.environ.get("BACKUP_STORAGE_FORMAT", "").strip().lower() not in ("", "sqlgz"):
+        raise ConfigError(["BACKUP_STORAGE_FORMAT: only 'sqlgz' is supported on rclone remotes (deduplicated "
+                           "backups need s3://…): unset it or set it to 'sqlgz'"])
     try:
         target = RcloneTarget(parse_rclone_url(url), os.environ, stall_timeout_s=settings.dump.stall_timeout_s)
         policy = parse_retention(os.environ.get("BACKUP_RETENTION", ""))

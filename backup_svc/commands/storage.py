@@ -69,7 +69,7 @@ def cmd_upload(args: argparse.Namespace) -> int:
 
 
 def _upload(settings: Settings, history) -> int:
-    from backup_svc.dump.backup import backup_filename
+    from backup_svc.storage.run import stored_backup_name
     from backup_svc.dump.pipeline import DumpBroken
     from backup_svc.history.hooks import outcome_sink
     from backup_svc.notify.outcome import StoredSetup, reporter_for
@@ -88,7 +88,7 @@ def _upload(settings: Settings, history) -> int:
     setup = StoredSetup(settings.dump, settings.storage, settings.notify, settings.encryption)
     reporter = reporter_for(setup)
     reporter.history = outcome_sink(history)
-    name = backup_filename(settings.backup_name, encrypted=settings.encryption.encrypts)
+    name = stored_backup_name(settings.backup_name, settings.storage, encrypted=settings.encryption.encrypts)
     try:
         result = _recorded_upload(settings, setup, reporter, history, name)
     except AnotherBackupRunning as exc:
@@ -110,6 +110,10 @@ def _upload(settings: Settings, history) -> int:
         signal.signal(signal.SIGTERM, previous)
         _wait_for_notifications(reporter)
     stored = result.stored
+    if "dedup-chunks" in stored.metadata:  # a dedup backup: its manifest, and what this run added to the chunks
+        m = stored.metadata
+        say(f"dedup: {m['dedup-chunks']} chunks ({m.get('sql-bytes', '?')} bytes of SQL, {m['dedup-stored-bytes']} "
+            f"stored), {m['dedup-new-chunks']} of them new: {m['dedup-new-bytes']} bytes uploaded")
     say(f"stored s3://{stored.bucket}/{stored.key}: {stored.size} bytes in {result.seconds:.1f} s "
          f"(PostgreSQL {stored.metadata.get('server-version', '?')}, "
          f"pg_dump {stored.metadata.get('pg-dump-version', '?')}); size and sha256 read back and matched")
@@ -319,6 +323,11 @@ def storage_check_lines(settings: Settings) -> tuple[list[str], bool]:
         lines.append("schedule: none (BACKUP_SCHEDULE is not set: `upload` runs only when started)")
     lines.append(f"retention: {storage.retention}" if storage.retention is not None
                  else "retention: keep everything (BACKUP_RETENTION is not set)")
+    if storage.storage_format == "dedup":
+        lines.append(f"format: dedup — chunks under {storage.location.url}_chunks/{settings.backup_name}/ plus a "
+                     f"manifest per backup (….sql.dedup); only backup-svc reads them back, with BACKUP_DEDUP_KEY")
+    else:
+        lines.append("format: sqlgz — one .sql.gz object per backup (BACKUP_STORAGE_FORMAT)")
     return lines, ok
 
 

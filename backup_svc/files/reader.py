@@ -57,6 +57,15 @@ class _HashingReader:
         return data
 
 
+def _plain_sql_stream(raw):
+    """The dedup stream (storage/dedup/reader.py) under `raw`'s wrappers (buffering, progress), or None."""
+    for _ in range(4):
+        if getattr(raw, "plain_sql", False):
+            return raw
+        raw = getattr(raw, "raw", None)
+    return None
+
+
 class BackupReader:
     """Iterate a backup file's SQL in chunks; raise BadBackup on anything wrong with the container.
 
@@ -71,15 +80,20 @@ class BackupReader:
         self.format: str | None = None
         self._hashing: _HashingReader | None = None
         self._decrypting: DecryptingReader | None = None
+        self._plain = None  # a dedup backup's stream: its manifest's size and sha256 are the stored bytes'
 
     @property
     def size(self) -> int:
+        if self._plain is not None:
+            return self._plain.stored_size
         if self._decrypting is not None:
             return self._decrypting.stored_size
         return self._hashing.size if self._hashing else 0
 
     @property
     def sha256(self) -> str:
+        if self._plain is not None:
+            return self._plain.stored_sha256
         if self._decrypting is not None:
             return self._decrypting.stored_sha256
         return self._hashing.sha256.hexdigest() if self._hashing else ""
@@ -93,6 +107,14 @@ class BackupReader:
             raise BadBackup(str(exc)) from exc
         if isinstance(raw, DecryptingReader):
             self._decrypting = raw
+        plain = _plain_sql_stream(raw)
+        if plain is not None:  # a dedup backup's chunks (storage/dedup/reader.py): SQL already, checked as read
+            self._plain = plain
+            self.format = "dedup"
+            with raw:
+                while chunk := raw.read(CHUNK_SIZE):
+                    yield chunk
+            return
         if not isinstance(raw, io.BufferedIOBase):
             raw = io.BufferedReader(raw, CHUNK_SIZE)  # peek() below, and fewer small reads of a stream
         try:

@@ -65,7 +65,11 @@ class StoredBackupOutcome:
     def stored(self, stored, shrink=None, rows: int | None = None,
                drill: Callable[[], DrillReport] | None = None) -> None:
         """Record the StoredObject that `take_stored_backup` returned, its rows and shrink finding if any."""
-        self.bucket, self.key, self.size, self.sha256 = stored.bucket, stored.key, stored.size, stored.sha256
+        from backup_svc.storage.listing import backup_size
+
+        # a dedup backup's size is its chunks' (as `list` shows it), not its manifest's
+        self.bucket, self.key, self.sha256 = stored.bucket, stored.key, stored.sha256
+        self.size = backup_size(stored.size, stored.metadata)
         self.rows = rows
         self.shrink = shrink.as_json() if shrink is not None else None
         self.drill = drill
@@ -128,6 +132,7 @@ def drill_stored_object(setup: StoredSetup, bucket: str, key: str, *, client=Non
                         say: Callable[[str], None] = lambda _: None) -> DrillReport:
     """Drill `s3://bucket/key`: the object is streamed (no temp file), its metadata gives the row counts."""
     from backup_svc.crypto.decrypt import decrypting_opener
+    from backup_svc.storage.dedup.source import logical_size, stored_opener
     from backup_svc.storage.client import make_client
     from backup_svc.storage.reader import open_object
 
@@ -139,15 +144,12 @@ def drill_stored_object(setup: StoredSetup, bucket: str, key: str, *, client=Non
         report = DrillReport(name=key.rsplit("/", 1)[-1], error=f"cannot read {url}: {failure_reason(exc)}")
         report.finished = utc_now()
         return report
-    opened = [first]
-
-    def opener():
-        return opened.pop() if opened else open_object(client, bucket, key)
-
+    # a dedup manifest streams the SQL from its chunks, checked with BACKUP_DEDUP_KEY
+    opener = stored_opener(client, bucket, key, first, setup.storage.dedup_key)
     # an age-encrypted object is decrypted with BACKUP_AGE_IDENTITY; without it the drill says it needs it
     opener = decrypting_opener(url, opener, setup.encryption.identities)
     return run_drill(url, key.rsplit("/", 1)[-1], setup.notify.drill, source=setup.dump.conn, opener=opener,
-                     size=first.size, metadata=first.metadata, bin_dirs=setup.dump.pg_bin_dirs,
+                     size=logical_size(key, first.metadata, first.size), metadata=first.metadata, bin_dirs=setup.dump.pg_bin_dirs,
                      timeout_s=setup.dump.connect_timeout_s, say=say,
                      deadline_s=drill_timeout_s(setup.notify.drill_timeout_s, first.size))
 

@@ -40,19 +40,19 @@ class Source:
         return decrypting_opener(self.label, raw, self.identities)
 
 
-def stored_source(client, bucket: str, key: str, name: str, identities: tuple[Identity, ...] = ()) -> Source:
-    """A stored object as a Source: opened once now (fails early: no such key, no access), re-opened per pass."""
+def stored_source(client, bucket: str, key: str, name: str, identities: tuple[Identity, ...] = (),
+                  dedup_secret: str = "") -> Source:
+    """A stored object as a Source: opened once now (fails early: no such key, no access), re-opened per pass.
+    A dedup manifest's Source streams the SQL from its chunks (checked with BACKUP_DEDUP_KEY, `dedup_secret`)."""
+    from backup_svc.storage.dedup.source import logical_size, stored_opener
     from backup_svc.storage.reader import open_object
 
     first = open_object(client, bucket, key)
-    opened = [first]
-
-    def opener() -> BinaryIO:
-        return opened.pop() if opened else open_object(client, bucket, key)
-
     sha256 = first.metadata.get("sha256") or _companion_sha256(client, bucket, key)
-    return Source(label=f"s3://{bucket}/{key}", name=name, opener=opener, size=first.size,
-                  metadata=dict(first.metadata), stored_sha256=sha256, identities=tuple(identities))
+    return Source(label=f"s3://{bucket}/{key}", name=name,
+                  opener=stored_opener(client, bucket, key, first, dedup_secret),
+                  size=logical_size(key, first.metadata, first.size), metadata=dict(first.metadata),
+                  stored_sha256=sha256, identities=tuple(identities))
 
 
 def remote_source(target, name: str, identities: tuple[Identity, ...] = ()) -> Source:

@@ -7,7 +7,8 @@ multipart sink) and `metadata` (its end: the sha256 attached, size and sha256 re
 (an object as a stream), `lock` (one stored backup at a time), `run` (one stored backup, start to
 finish), `scheduler` (stored backups inside `serve`: on the schedule or by hand), `status` (age and
 schedule in words, and the one staleness rule), `settings` (composed by config.py); for pages:
-`catalog`, `presign`, `probe`, `bounded`, `prompt`; the demo's `loopback` S3 server. The commands
+`catalog`, `presign`, `probe`, `bounded`, `prompt`; the demo's `loopback` S3 server; `storeformat` and
+the `dedup` stored format (`dedup/`: chunks stored once plus a manifest per backup). The commands
 live in `backup_svc/commands/`. Nothing here imports Flask or `config`, and this file imports
 nothing: `verify` of a local file never loads boto3.
 """

@@ -73,7 +73,7 @@ def survey_backups(client, location: StorageLocation, names: BackupNames, owner:
     survey = Survey()
     for backup, ident, _ in named:
         metadata = cache[ident]
-        backup = StoredBackup(name=backup.name, key=backup.key, size=backup.size, time=backup.time,
+        backup = StoredBackup(name=backup.name, key=backup.key, size=backup_size(backup.size, metadata), time=backup.time,
                               sha256=metadata.get("sha256"), modified=backup.modified, metadata=metadata)
         badly_timed = time_refusal(backup.time, backup.modified, now)
         reason = owner.refusal(metadata) or badly_timed
@@ -88,6 +88,15 @@ def survey_backups(client, location: StorageLocation, names: BackupNames, owner:
     for ident in unfinished:
         del cache[ident]
     return survey
+
+
+def backup_size(object_size: int, metadata: Mapping[str, str]) -> int:
+    """A backup's size: its object's, or for a dedup manifest the compressed size of all the chunks it names
+    (what it occupies alone, comparable with a .sql.gz; chunks shared with other backups are counted in each)."""
+    try:
+        return int(metadata["dedup-stored-bytes"])
+    except (KeyError, ValueError):
+        return object_size
 
 
 def list_backups(client, location: StorageLocation, names: BackupNames, owner: Owner, *,

@@ -63,8 +63,9 @@ def parse_object_url(url: str) -> tuple[str, str]:
 
 
 class BackupNames:
-    """The names of one service's backups: `<BACKUP_NAME>_backup_<YYYYMMDD_HHMMSS>.sql.gz` (UTC), and the
-    same with `.age` for an age-encrypted one (a bucket may hold both: they list, prune and restore alike).
+    """The names of one service's backups: `<BACKUP_NAME>_backup_<YYYYMMDD_HHMMSS>.sql.gz` (UTC), the
+    same with `.age` for an age-encrypted one, and `….sql.dedup` for a dedup backup's manifest (a bucket may
+    hold all three: they list, prune and restore alike).
 
     Only names matching this exactly are ever listed, kept or deleted: other files under the prefix,
     and other databases' backups sharing it, are never touched.
@@ -72,7 +73,7 @@ class BackupNames:
 
     def __init__(self, backup_name: str):
         self.backup_name = backup_name
-        self._pattern = re.compile(rf"{re.escape(backup_name)}_backup_(\d{{8}}_\d{{6}})\.sql\.gz(?:\.age)?",
+        self._pattern = re.compile(rf"{re.escape(backup_name)}_backup_(\d{{8}}_\d{{6}})\.sql\.(?:gz(?:\.age)?|dedup)",
                                    re.ASCII)
 
     def time_of(self, name: str) -> datetime | None:

@@ -5,7 +5,8 @@ Safety, each one tested: nothing is deleted when the listing fails; only this se
 time that can be trusted: ownership.py) are candidates; the newest backup and the one just stored
 are never deleted; nothing is deleted while the cluster's identity is unknown; a dry run deletes
 nothing and says what would go and why. Objects named like a backup that are not this service's
-are reported (`ignored`), never kept in place of a real one.
+are reported (`ignored`), never kept in place of a real one. Then the dedup chunk store is collected
+(storage/dedup/collect.py: only chunks no remaining manifest names, older than a day).
 """
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import logging
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+
+from backup_svc.storage.dedup.collect import Collection, collect_chunks
 
 from .client import RetryPolicy, StorageError, with_retries
 from .companion import delete_companion
@@ -43,6 +46,7 @@ class PruneReport:
     stale_uploads: list[tuple[str, datetime]] = field(default_factory=list)  # (key, initiated)
     ignored: list[tuple[StoredBackup, str]] = field(default_factory=list)  # named like ours, but not: why
     unrecorded: list[StoredBackup] = field(default_factory=list)  # an older version's, no owner record: kept
+    chunks: Collection | None = None  # the dedup chunk store's collection after the deletes (storage/dedup/collect.py)
 
     @property
     def kept(self) -> list[Decision]:
@@ -71,6 +75,10 @@ class PruneReport:
             out.append(f"ignored {backup.name}  (not counted, not deleted: {reason})")
         if "incomplete uploads" in failed:
             out.append(f"FAILED  cleaning up incomplete uploads: {failed['incomplete uploads']}")
+        if "chunks" in failed:
+            out.append(f"FAILED  collecting unused chunks: {failed['chunks']}")
+        if self.chunks is not None:
+            out.extend(self.chunks.lines())
         for key, initiated in self.stale_uploads:
             out.append(f"{'would abort' if self.dry_run else 'aborted'} incomplete upload of {key} "
                        f"(started {initiated:%Y-%m-%d %H:%M} UTC)")
@@ -116,6 +124,11 @@ def prune(client, location: StorageLocation, names: BackupNames, owner: Owner, p
         report.stale_uploads = abort_stale_uploads(client, location, names, dry_run=dry_run, now=now, retry=retry)
     except StorageError as exc:
         report.failed.append(("incomplete uploads", str(exc)))
+    try:  # after the manifests' deletes, whatever the format now: chunks that only deleted backups named go
+        report.chunks = collect_chunks(client, location, names.backup_name, dry_run=dry_run, now=now, retry=retry)
+        report.failed.extend(report.chunks.failed)
+    except StorageError as exc:
+        report.failed.append(("chunks", str(exc)))
     return report
 
 

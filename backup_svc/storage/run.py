@@ -28,9 +28,14 @@ from backup_svc.storage.settings import StorageSettings
 from backup_svc.storage.shape import ShrinkFinding
 from backup_svc.storage.shrink import check_shrink
 from backup_svc.storage.stopping import SHUTTING_DOWN, CancellableSink, DumpStopper, StopFlag, StoredBackupCancelled
+from backup_svc.storage.storeformat import DEDUP
 from backup_svc.storage.upload import MultipartUpload, StoredObject
+from backup_svc.storage.dedup.chunks import ChunkKey
+from backup_svc.storage.dedup.manifest import manifest_name
+from backup_svc.storage.dedup.upload import store_dedup_backup
 
-__all__ = ["StoredBackupCancelled", "StoredBackupResult", "take_stored_backup", "owner_lookup", "destination_of"]
+__all__ = ["StoredBackupCancelled", "StoredBackupResult", "take_stored_backup", "owner_lookup", "destination_of",
+           "stored_backup_name"]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +53,13 @@ class StoredBackupResult:
     shrink: ShrinkFinding | None = None  # the backup fell below the earlier ones' median (BACKUP_SHRINK_ALERT)
     # incomplete uploads of earlier, killed runs that this run aborted: (key, started)
     leftovers: list[tuple[str, datetime]] = field(default_factory=list)
+
+
+def stored_backup_name(backup_name: str, storage: StorageSettings | None, *, encrypted: bool) -> str:
+    """The name a stored backup taken now gets: `….sql.gz`, `….sql.gz.age` or a dedup manifest's `….sql.dedup`."""
+    if storage is not None and storage.storage_format == DEDUP:
+        return manifest_name(backup_filename(backup_name))
+    return backup_filename(backup_name, encrypted=encrypted)
 
 
 def destination_of(options: DumpOptions, storage: StorageSettings) -> str:
@@ -96,42 +108,20 @@ def _take(options: DumpOptions, storage: StorageSettings, name: str | None, appl
     client = client if client is not None else make_client(storage.client_env)
     started = time.monotonic()
     with StoredBackupLock(options.conn, destination_of(options, storage), timeout_s=options.connect_timeout_s):
-        name = name or backup_filename(options.backup_name, encrypted=bool(recipients))
-        if is_encrypted_name(name) != bool(recipients):  # the name must say what the bytes are
-            raise ValueError(f"{name}: a stored backup is named ….sql.gz.age exactly when it is encrypted")
+        name = name or stored_backup_name(options.backup_name, storage, encrypted=bool(recipients))
         key = storage.location.key(name)
-        metadata = {"backup-name": options.backup_name}
-        if recipients:
-            metadata.update(recipients_metadata(recipients))
-        with MultipartUpload(client, storage.location.bucket, key, metadata=metadata,
-                             retry=retry, cancelled=cancel.is_set, part_client=part_client) as upload:
-            # With recipients, the only sink the dump ever sees is the encryptor: no path writes cleartext.
-            encryptor = AgeEncryptor(upload, recipients) if recipients else None
-            try:
-                with DumpStopper(cancel) as stopper:
-                    # count_rows: each table's rows go into the metadata, for restore drills to check against
-                    # (not for an encrypted backup: table names and counts would be in the clear).
-                    written = write_backup(options, CancellableSink(encryptor or upload, cancel),
-                                           application_name=application_name, progress=progress,
-                                           count_rows=not recipients, interrupt=stopper.interrupt,
-                                           created=stopper.created)
-                # write_backup returned: pg_dump exited 0 and its output ended with the completion line.
-                if encryptor is not None:
-                    encryptor.finish()
-            finally:
-                if encryptor is not None:
-                    encryptor.abort()
-            plain_sha256, plain_size = ((encryptor.plain_sha256, encryptor.plain_bytes) if encryptor
-                                        else (upload.sha256, upload.size))
-            if written.sha256 != plain_sha256 or written.gzip_bytes != plain_size:
-                raise StorageError("the bytes uploaded differ from the bytes the dump produced")
-            owner = Owner(options.backup_name, written.facts.database, written.facts.system_identifier or None)
-            stored = upload.complete({
-                **_completion_metadata(written, time.monotonic() - started, encrypted=bool(recipients)),
-                **owner.metadata(),  # who wrote it, for which database: retention and listings trust only this
-            })
-            if recipients and progress is not None:
-                progress.sha256 = stored.sha256  # the stored (age) bytes', as the listing shows it
+        if storage.storage_format == DEDUP:
+            dedup = store_dedup_backup(
+                options, client, storage.location, name, ChunkKey(storage.dedup_key),
+                application_name=application_name, progress=progress, cancel=cancel, retry=retry,
+                completion_metadata=lambda w, seconds: _completion_metadata(w, seconds, encrypted=False),
+                started=started)
+            stored, written, owner = dedup.stored, dedup.written, dedup.owner
+            if progress is not None:
+                progress.sha256 = stored.sha256  # the manifest's, as the listing shows it (not this run's .sql.gz)
+        else:
+            stored, written, owner = _store_sqlgz(options, storage, name, key, application_name, progress, cancel,
+                                                  client, part_client, retry, recipients, started)
         log.info("stored %s: %d bytes, sha256 %s", key, stored.size, stored.sha256)
         result = StoredBackupResult(stored=stored, seconds=time.monotonic() - started,
                                     sql_bytes=None if recipients else written.sql_bytes,
@@ -150,6 +140,48 @@ def _take(options: DumpOptions, storage: StorageSettings, name: str | None, appl
         _clean_up(result, client, options, storage, owner, retry, retain=retain)
         _prune_history(client, storage, storage.history_days)
     return result
+
+
+def _store_sqlgz(options: DumpOptions, storage: StorageSettings, name: str, key: str, application_name: str,
+                 progress: DumpProgress | None, cancel: StopFlag, client, part_client, retry: RetryPolicy,
+                 recipients: tuple[Recipient, ...], started: float):
+    """The `.sql.gz` (or `.sql.gz.age`) object: the dump streamed into one multipart upload, completed only on
+    success. (StoredObject, BackupWritten, Owner)."""
+    if is_encrypted_name(name) != bool(recipients):  # the name must say what the bytes are
+        raise ValueError(f"{name}: a stored backup is named ….sql.gz.age exactly when it is encrypted")
+    metadata = {"backup-name": options.backup_name}
+    if recipients:
+        metadata.update(recipients_metadata(recipients))
+    with MultipartUpload(client, storage.location.bucket, key, metadata=metadata,
+                         retry=retry, cancelled=cancel.is_set, part_client=part_client) as upload:
+        # With recipients, the only sink the dump ever sees is the encryptor: no path writes cleartext.
+        encryptor = AgeEncryptor(upload, recipients) if recipients else None
+        try:
+            with DumpStopper(cancel) as stopper:
+                # count_rows: each table's rows go into the metadata, for restore drills to check against
+                # (not for an encrypted backup: table names and counts would be in the clear).
+                written = write_backup(options, CancellableSink(encryptor or upload, cancel),
+                                       application_name=application_name, progress=progress,
+                                       count_rows=not recipients, interrupt=stopper.interrupt,
+                                       created=stopper.created)
+            # write_backup returned: pg_dump exited 0 and its output ended with the completion line.
+            if encryptor is not None:
+                encryptor.finish()
+        finally:
+            if encryptor is not None:
+                encryptor.abort()
+        plain_sha256, plain_size = ((encryptor.plain_sha256, encryptor.plain_bytes) if encryptor
+                                    else (upload.sha256, upload.size))
+        if written.sha256 != plain_sha256 or written.gzip_bytes != plain_size:
+            raise StorageError("the bytes uploaded differ from the bytes the dump produced")
+        owner = Owner(options.backup_name, written.facts.database, written.facts.system_identifier or None)
+        stored = upload.complete({
+            **_completion_metadata(written, time.monotonic() - started, encrypted=bool(recipients)),
+            **owner.metadata(),  # who wrote it, for which database: retention and listings trust only this
+        })
+        if recipients and progress is not None:
+            progress.sha256 = stored.sha256  # the stored (age) bytes', as the listing shows it
+    return stored, written, owner
 
 
 def _completion_metadata(written, seconds: float, *, encrypted: bool) -> dict[str, str]:

@@ -16,12 +16,11 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 
-from backup_svc.dump.backup import backup_filename
 from backup_svc.dump.pipeline import CANCELLED, FAILED
 from backup_svc.dump.registry import BackupRecord
 from backup_svc.history.hooks import record_run
 from backup_svc.storage.destination import destination_for
-from backup_svc.storage.run import owner_lookup
+from backup_svc.storage.run import owner_lookup, stored_backup_name
 from backup_svc.storage.schedule import Scheduler
 from backup_svc.timefmt import iso_utc, utc_now
 
@@ -144,7 +143,8 @@ class StoredBackups:
     def run_once(self) -> str:
         """Take one stored backup when a dump slot is free; return its outcome (also audited and logged)."""
         started = time.time()
-        name = backup_filename(self.state.settings.backup_name, encrypted=self.state.settings.encryption.encrypts)
+        name = stored_backup_name(self.state.settings.backup_name, self.state.settings.storage,
+                                  encrypted=self.state.settings.encryption.encrypts)
         record = self._wait_for_slot(name)
         if record is None:
             from backup_svc.notify.common import BACKUP, FAILED, Event
@@ -161,7 +161,8 @@ class StoredBackups:
     def start_now(self, actor: str, facts: dict, backup_id: str | None = None) -> BackupRecord | None:
         """Start a stored backup in the background; its record (progress under its id), or None when
         any dump or upload is running. BackupIdInUse for a taken `backup_id`."""
-        name = backup_filename(self.state.settings.backup_name, encrypted=self.state.settings.encryption.encrypts)
+        name = stored_backup_name(self.state.settings.backup_name, self.state.settings.storage,
+                                  encrypted=self.state.settings.encryption.encrypts)
         record = self.state.registry.try_begin(name, actor, backup_id, alone=True, destination="storage")
         if record is None:
             return None

@@ -1,5 +1,5 @@
 """The object-storage settings (BACKUP_STORAGE_URL, AWS_*, BACKUP_SCHEDULE, BACKUP_RETENTION,
-BACKUP_SHRINK_ALERT, BACKUP_STORAGE_FORMAT), validated.
+BACKUP_SHRINK_ALERT, BACKUP_STORAGE_FORMAT, BACKUP_DEDUP_KEY), validated.
 
 config.py calls `storage_settings` so that every problem is reported at start-up, one line each,
 naming its variable. Nothing here imports boto3.
@@ -15,7 +15,7 @@ from backup_svc.storage.rclone_target import RcloneLocation, child_env, is_rclon
 from backup_svc.storage.retention import RetentionPolicy, parse_retention
 from backup_svc.storage.schedule import CronSchedule, parse_schedule
 from backup_svc.storage.shape import DEFAULT_SHRINK_PERCENT, parse_shrink_alert
-from backup_svc.storage.storeformat import DEFAULT_FORMAT, parse_storage_format
+from backup_svc.storage.storeformat import DEFAULT_FORMAT, dedup_key_problem, parse_storage_format
 
 CLIENT_VARIABLES = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
                     "AWS_DEFAULT_REGION", "AWS_S3_URL_STYLE")
@@ -37,8 +37,10 @@ class StorageSettings:
     expected_schedule: CronSchedule | None = None
     # BACKUP_HISTORY_DAYS (config.NUMBERS reads it): the history's retention, applied after each stored backup.
     history_days: int = 400
-    # BACKUP_STORAGE_FORMAT: only `sqlgz` is accepted in this version (`dedup` is refused at start-up).
+    # BACKUP_STORAGE_FORMAT: `sqlgz` (one .sql.gz object per backup) or `dedup` (chunks + a manifest, backup_svc/storage/dedup/).
     storage_format: str = DEFAULT_FORMAT
+    # BACKUP_DEDUP_KEY: the HMAC key that names chunks (a secret: never shown, never logged).
+    dedup_key: str = field(default="", repr=False)
 
     @property
     def is_rclone(self) -> bool:
@@ -97,6 +99,11 @@ def storage_settings(env: Mapping[str, str], problems: list[str]) -> StorageSett
         storage_format = parse_storage_format(env.get("BACKUP_STORAGE_FORMAT", ""))
     except ValueError as exc:
         problems.append(f"BACKUP_STORAGE_FORMAT {exc}")
+    dedup_key = env.get("BACKUP_DEDUP_KEY", "")
+    if url:
+        key_problem = dedup_key_problem(storage_format, dedup_key)
+        if key_problem:
+            problems.append(key_problem)
     if expected is not None and schedule is not None:
         problems.append("BACKUP_SCHEDULE and BACKUP_EXPECTED_SCHEDULE are both set: set BACKUP_SCHEDULE when this "
                         "service takes the stored backups, BACKUP_EXPECTED_SCHEDULE when another process (a cron "
@@ -108,6 +115,9 @@ def storage_settings(env: Mapping[str, str], problems: list[str]) -> StorageSett
                                 "or rclone:<remote>:<path>")
         return None
     if is_rclone_url(url):  # the remote is configured by rclone's own RCLONE_CONFIG_<NAME>_* variables
+        if storage_format != DEFAULT_FORMAT:
+            problems.append("BACKUP_STORAGE_FORMAT: only 'sqlgz' is supported on rclone remotes (deduplicated "
+                            "backups need s3://…): unset it or set it to 'sqlgz'")
         try:
             location = parse_rclone_url(url.strip())
         except ValueError as exc:
@@ -123,4 +133,5 @@ def storage_settings(env: Mapping[str, str], problems: list[str]) -> StorageSett
     if location is None:
         return None
     return StorageSettings(location=location, client_env=variables, schedule=schedule, retention=retention,
-                           shrink_alert=shrink_alert, expected_schedule=expected, storage_format=storage_format)
+                           shrink_alert=shrink_alert, expected_schedule=expected, storage_format=storage_format,
+                           dedup_key=dedup_key)

@@ -6,7 +6,7 @@ import logging
 
 from .client import RetryPolicy
 from .holds import place_hold, read_holds
-from .listing import list_backups
+from .listing import backup_size, list_backups
 from .ownership import Owner
 from .location import BackupNames, StorageLocation
 from .shape import WINDOW, BackupShape, ShrinkFinding, detect_shrink, shape_of
@@ -25,7 +25,7 @@ def check_shrink(client, location: StorageLocation, names: BackupNames, stored: 
     when = names.time_of(name)
     if when is None:
         return None
-    new = shape_of(name, when, stored.size, stored.metadata)
+    new = shape_of(name, when, backup_size(stored.size, stored.metadata), stored.metadata)
     # the same real backups retention and staleness read (listing.py), never another service's
     earlier = [b for b in list_backups(client, location, names, owner, retry=retry) if b.time < when][:WINDOW]
     shapes: list[BackupShape] = []

@@ -79,8 +79,9 @@ class MultipartUpload:
     def __init__(self, client, bucket: str, key: str, *, metadata: Mapping[str, str] | None = None,
                  part_size: int = PART_SIZE, max_parts: int = MAX_PARTS, retry: RetryPolicy = RetryPolicy(),
                  cancelled: Callable[[], bool] = lambda: False, parts_in_flight: int = PARTS_IN_FLIGHT,
-                 part_client=None):
+                 part_client=None, content_type: str = CONTENT_TYPE):
         self.client = client
+        self.content_type = content_type
         # Parts may go through a client of their own, with its own send deadline (client.make_part_client).
         self.part_client = part_client if part_client is not None else client
         self.bucket = bucket
@@ -141,7 +142,7 @@ class MultipartUpload:
                                f"overwritten")
         created = with_retries(
             f"starting the upload of {self.key}",
-            lambda: self.client.create_multipart_upload(Bucket=self.bucket, Key=self.key, ContentType=CONTENT_TYPE,
+            lambda: self.client.create_multipart_upload(Bucket=self.bucket, Key=self.key, ContentType=self.content_type,
                                                         Metadata=self.metadata),
             self.retry)
         self.upload_id = created["UploadId"]
@@ -183,8 +184,8 @@ class MultipartUpload:
         entry: dict[str, Any] = {"PartNumber": number}
         self._parts.append(entry)
         previous, self._hashed = self._hashed, threading.Event()
-        self._pending.append(_in_daemon_thread(self._upload_part, number, part, entry, previous, self._hashed,
-                                               buffer))
+        self._pending.append(in_daemon_thread(self._upload_part, number, part, entry, previous, self._hashed,
+                                              buffer))
 
     def _take_buffer(self) -> bytearray:
         """A spare part buffer, or a new one (at most 1 + parts_in_flight exist: the writer waits first)."""
@@ -379,7 +380,7 @@ class MultipartUpload:
             return False
 
 
-def _in_daemon_thread(fn, *args) -> Future:
+def in_daemon_thread(fn, *args) -> Future:
     """`fn(*args)` in a thread of its own that never holds up the process's exit (an executor's threads
     are joined at exit: a part stuck on a dead link would keep a stopping server alive until SIGKILL)."""
     future: Future = Future()

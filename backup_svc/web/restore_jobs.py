@@ -91,7 +91,8 @@ class RestoreJobs:
                                  identities=self.state.settings.encryption.identities)
         client = make_client(storage.client_env)  # patient timeouts and retries, as an upload's
         return stored_source(client, storage.location.bucket, storage.location.key(name), name,
-                             identities=self.state.settings.encryption.identities)  # BACKUP_AGE_IDENTITY
+                             identities=self.state.settings.encryption.identities,  # BACKUP_AGE_IDENTITY
+                             dedup_secret=storage.dedup_key)  # BACKUP_DEDUP_KEY: a dedup backup's chunks
 
     def _run(self, job: RestoreProgress, facts: dict) -> None:
         settings = self.state.settings

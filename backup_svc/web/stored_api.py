@@ -17,6 +17,7 @@ from flask import Blueprint, jsonify, redirect, request, url_for
 from backup_svc.history.summary import FAILED_RUNS
 from backup_svc.storage.client import StorageError
 from backup_svc.storage.holds import active_holds
+from backup_svc.storage.dedup.manifest import is_manifest_name
 from backup_svc.storage.presign import PRESIGN_MAX_S, NotOurBackup
 from backup_svc.storage.prompt import LIST_DEADLINE_S
 from backup_svc.storage.rclone_prompt import download_limit
@@ -149,6 +150,11 @@ def download(name: str):
         state.audit.record(event="stored-download", actor=actor, outcome=outcome, started=started, status=status,
                            name=name[:200], error=error, **facts, **amounts)
 
+    if is_manifest_name(name) and stored.prompt.names.time_of(name) is not None:
+        audit("refused", 409, "a dedup backup is not one object to download")
+        api_abort(409, f"{name} is a deduplicated backup (BACKUP_STORAGE_FORMAT=dedup): its manifest names chunks "
+                       "that only backup_svc reassembles, so there is no file to download. Restore it from the "
+                       "dashboard, or with `backup-svc restore s3://<bucket>/<key> --target-url …` (docs/storage.md).")
     prompt, size, url = stored.prompt, None, None
     try:
         if prompt.streams_downloads:  # an rclone remote: no presigned links, the bytes pass through here

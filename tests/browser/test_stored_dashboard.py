@@ -192,3 +192,24 @@ def test_an_older_versions_backup_is_listed_marked_with_its_download(ours, stora
     expect(rows.nth(1).locator("a.download-link")).to_be_visible()
     assert page.evaluate("document.documentElement.scrollWidth") <= width, "the page scrolls sideways"
     shoot(page, f"unrecorded-{width}")
+
+
+def test_a_dedup_backup_is_listed_as_restore_only(storage, rich_db, start_service, open_dashboard):
+    """BACKUP_STORAGE_FORMAT=dedup: "Back up to storage now" stores a manifest, listed as one backup with its chunks' size,
+    marked restore-only instead of a download link (there is no single object to download)."""
+    client, bucket, env = storage
+    service = start_service(DATABASE_URL=rich_db, BACKUP_STORAGE_FORMAT="dedup",
+                            BACKUP_DEDUP_KEY="dedup-key-for-tests-" + "k" * 24, **env)
+    page = open_dashboard(service, width=1280)
+    wait_for_list(page)
+    page.get_by_role("button", name="Back up to storage now").click()
+    rows = page.locator("#stored-list tbody tr")
+    expect(rows).to_have_count(1, timeout=SLOW_MS)
+    expect(rows.nth(0)).to_have_attribute("data-name", re.compile(r"^rich_backup_\d{8}_\d{6}\.sql\.dedup$"))
+    expect(rows.nth(0).locator(".dedup-note")).to_have_text("restore only")
+    expect(rows.nth(0).locator("a.download-link")).to_have_count(0)
+    sha256 = stored_metadata(client, bucket, "rich/" + rows.nth(0).get_attribute("data-name"))["sha256"]
+    expect(rows.nth(0).locator("code.hash")).to_have_attribute("title", sha256)
+    expect(page.locator("#stored")).to_contain_text(f"SHA-256 {sha256}")  # the run's report: the same one
+    assert page.evaluate("document.documentElement.scrollWidth") <= 1280, "the page scrolls sideways"
+    shoot(page, "dedup-1280")

@@ -46,8 +46,8 @@ def _serve(tmp_path, **overrides: str) -> subprocess.CompletedProcess:
     ({"BACKUP_MAX_CONCURRENT": "two"}, "BACKUP_MAX_CONCURRENT"),
     ({"BACKUP_GZIP_LEVEL": "0"}, "BACKUP_GZIP_LEVEL"),
     ({"BACKUP_GZIP_LEVEL": "10"}, "BACKUP_GZIP_LEVEL"),
-    # deduplicated stored backups (issue 28) are not built yet: the name is refused, never silently ignored
-    ({"BACKUP_STORAGE_URL": "s3://bkt/x", "BACKUP_STORAGE_FORMAT": "dedup"}, "BACKUP_STORAGE_FORMAT"),
+    # deduplicated stored backups (issue 28) cannot name their chunks without their key
+    ({"BACKUP_STORAGE_URL": "s3://bkt/x", "BACKUP_STORAGE_FORMAT": "dedup"}, "BACKUP_DEDUP_KEY"),
 ])
 def test_refuses_to_start(tmp_path, overrides, variable):
     result = _serve(tmp_path, **overrides)
@@ -95,10 +95,10 @@ def test_env_file_is_read_and_real_environment_wins(tmp_path):
     assert "DATABASE_URL" not in overridden.stderr  # still taken from .env
 
 
-def test_upload_refuses_the_dedup_format_before_touching_anything(tmp_path):
-    """A cron service running `upload` with BACKUP_STORAGE_FORMAT=dedup stops with one line and a non-zero
-    exit before it dumps or contacts storage (the endpoint is a closed port: reaching it would be a
-    different error)."""
+def test_upload_refuses_the_dedup_format_without_its_key_before_touching_anything(tmp_path):
+    """A cron service running `upload` with BACKUP_STORAGE_FORMAT=dedup and no BACKUP_DEDUP_KEY stops with one
+    line and a non-zero exit before it dumps or contacts storage (the endpoint is a closed port: reaching it
+    would be a different error)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BACKUP_", "AWS_"))}
     env.update({**GOOD, "BACKUP_STORAGE_URL": "s3://bkt/x", "BACKUP_STORAGE_FORMAT": "dedup",
                 "AWS_ENDPOINT_URL": "http://127.0.0.1:1", "AWS_ACCESS_KEY_ID": "id-x",
@@ -107,5 +107,5 @@ def test_upload_refuses_the_dedup_format_before_touching_anything(tmp_path):
                             capture_output=True, text=True, timeout=60)
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "BACKUP_STORAGE_FORMAT is 'dedup'" in lines[0], result.stderr
+    assert len(lines) == 1 and "BACKUP_DEDUP_KEY is not set" in lines[0], result.stderr
     assert "Traceback" not in result.stderr and "secret-Qw8" not in result.stderr + result.stdout

@@ -9,7 +9,9 @@ from tests.support import REPO
 BASE = {"DATABASE_URL": "postgresql://u:p@db.example.com/shop", "ADMIN_TOKEN": "t" * 20}
 VARIABLES = ("BACKUP_STORAGE_URL", "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
              "AWS_DEFAULT_REGION", "AWS_S3_URL_STYLE", "BACKUP_SCHEDULE", "BACKUP_RETENTION",
-             "BACKUP_EXPECTED_SCHEDULE", "BACKUP_HISTORY_DAYS", "BACKUP_STORAGE_FORMAT")
+             "BACKUP_EXPECTED_SCHEDULE", "BACKUP_HISTORY_DAYS", "BACKUP_STORAGE_FORMAT", "BACKUP_DEDUP_KEY")
+# any valid age recipient (the private half was thrown away)
+AGE_RECIPIENT = "age1taa5v62nw7sj7c0yxuxxlt5aftgxay0vp2vxrwquy8stmcdgcgdstk940h"
 
 
 def test_storage_is_off_without_a_url():
@@ -76,8 +78,15 @@ def test_an_expected_schedule_is_watched_but_not_taken():
      "BACKUP_SCHEDULE and BACKUP_EXPECTED_SCHEDULE are both set"),
     ({"BACKUP_HISTORY_DAYS": "0"}, "BACKUP_HISTORY_DAYS must be between 1 and 36500"),
     ({"BACKUP_STORAGE_URL": "s3://bkt", "BACKUP_STORAGE_FORMAT": "dedup"},
-     "BACKUP_STORAGE_FORMAT is 'dedup', which this version does not support yet"),
-    ({"BACKUP_STORAGE_URL": "s3://bkt", "BACKUP_STORAGE_FORMAT": "zip"}, "BACKUP_STORAGE_FORMAT must be 'sqlgz'"),
+     "BACKUP_DEDUP_KEY is not set, and BACKUP_STORAGE_FORMAT=dedup needs it"),
+    ({"BACKUP_STORAGE_URL": "s3://bkt", "BACKUP_STORAGE_FORMAT": "dedup", "BACKUP_DEDUP_KEY": "short-key"},
+     "BACKUP_DEDUP_KEY must be at least 16 characters long"),
+    ({"BACKUP_STORAGE_URL": "s3://bkt", "BACKUP_STORAGE_FORMAT": "dedup", "BACKUP_DEDUP_KEY": "k" * 32,
+      "BACKUP_AGE_RECIPIENTS": AGE_RECIPIENT}, "BACKUP_STORAGE_FORMAT=dedup cannot be combined with BACKUP_AGE_RECIPIENTS"),
+    ({"BACKUP_STORAGE_URL": "rclone:gdrive:backups", "BACKUP_STORAGE_FORMAT": "dedup", "BACKUP_DEDUP_KEY": "k" * 32},
+     "BACKUP_STORAGE_FORMAT: only 'sqlgz' is supported on rclone remotes"),
+    ({"BACKUP_STORAGE_URL": "s3://bkt", "BACKUP_STORAGE_FORMAT": "zip"},
+     "BACKUP_STORAGE_FORMAT must be 'sqlgz' or 'dedup'"),
     ({"BACKUP_STORAGE_FORMAT": "sqlgz"}, "BACKUP_STORAGE_FORMAT is set but BACKUP_STORAGE_URL is not"),
 ])
 def test_problems_are_one_line_naming_the_variable(env, problem):
@@ -85,6 +94,14 @@ def test_problems_are_one_line_naming_the_variable(env, problem):
         Settings.from_env({**BASE, **env})
     assert len(caught.value.problems) == 1
     assert caught.value.problems[0].startswith(problem)
+
+
+def test_the_dedup_format_is_accepted_with_its_key_which_is_never_shown():
+    settings = Settings.from_env({**BASE, "BACKUP_STORAGE_URL": "s3://bkt", "BACKUP_STORAGE_FORMAT": " Dedup ",
+                                  "BACKUP_DEDUP_KEY": "the-dedup-key-" + "x" * 20})
+    assert settings.storage.storage_format == "dedup"
+    assert settings.storage.dedup_key == "the-dedup-key-" + "x" * 20
+    assert "the-dedup-key" not in repr(settings) + repr(settings.storage)
 
 
 @pytest.mark.parametrize("value", ["", "sqlgz", " SQLGZ "])

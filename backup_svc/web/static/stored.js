@@ -175,12 +175,21 @@
     shown.textContent = backup.name;
     link.appendChild(shown);
     link.appendChild(document.createTextNode(" "));
-    var a = document.createElement("a");
-    a.href = section.dataset.downloadUrl.replace("BACKUP_NAME", encodeURIComponent(backup.name));
-    a.textContent = "Download";
-    a.setAttribute("aria-label", "Download " + backup.name);
-    a.className = "download-link";
-    link.appendChild(a);
+    if (/\.sql\.dedup$/.test(backup.name)) {
+      // a dedup backup is a manifest of chunks: no single file to download (docs/storage.md, "Stored format")
+      var note = document.createElement("span");
+      note.className = "dedup-note";
+      note.textContent = "restore only";
+      note.title = "Deduplicated (BACKUP_STORAGE_FORMAT=dedup): stored as chunks, no single file to download; restore it here or with backup-svc restore s3://…";
+      link.appendChild(note);
+    } else {
+      var a = document.createElement("a");
+      a.href = section.dataset.downloadUrl.replace("BACKUP_NAME", encodeURIComponent(backup.name));
+      a.textContent = "Download";
+      a.setAttribute("aria-label", "Download " + backup.name);
+      a.className = "download-link";
+      link.appendChild(a);
+    }
     if (streamed && streamed.max_bytes && backup.size > streamed.max_bytes) {
       var late = document.createElement("span");
       late.className = "too-big-mark";

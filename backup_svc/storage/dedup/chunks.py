@@ -1,0 +1,116 @@
+"""The chunk store: each chunk of plain SQL compressed once under `<prefix>_chunks/<BACKUP_NAME>/<id>`,
+its id the HMAC-SHA256 of its plain bytes under the service's BACKUP_DEDUP_KEY.
+
+The key decrypts nothing. It stops whoever can list the bucket from testing whether a guessed piece of
+SQL is stored (a plain hash would let them), and it lets a reader prove each chunk is the one the
+manifest names.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import zlib
+
+from backup_svc.storage.client import RetryPolicy, StorageError, error_code, with_retries
+from backup_svc.storage.location import StorageLocation
+
+try:  # ISA-L compresses ~2x faster than zlib; the zlib container it writes is the standard one
+    from isal import isal_zlib as _compressor
+except ImportError:  # pragma: no cover - the standard library keeps working without it
+    _compressor = zlib
+
+# Chunk sizes (pyfastcdc's FastCDC 2020): 1 MiB on average, 256 KiB to 4 MiB. Issue 28 measured 13.5 % new
+# bytes per realistic night at 1 MiB against 12.3 % at 64 KiB; 1 MiB needs 16x fewer objects and requests.
+AVG_CHUNK = 1 << 20
+MIN_CHUNK = AVG_CHUNK // 4
+MAX_CHUNK = AVG_CHUNK * 4
+# ISA-L's level 1 (DEFAULT_LEVEL of the .sql.gz format): the compression a download gets.
+CHUNK_LEVEL = 1
+# The folder of the chunk store, beside `_history/`: never a backup name, skipped by the backups' listing.
+CHUNK_FOLDER = "_chunks"
+# What the manifest records so that a reader with the wrong key is told so, not that every chunk is corrupt.
+_KEY_CHECK_LABEL = b"backup_svc dedup key check v1"
+
+
+class ChunkKey:
+    """BACKUP_DEDUP_KEY as the HMAC that names chunks; never printed (repr hides it)."""
+
+    def __init__(self, secret: str):
+        self._key = secret.encode()
+
+    def __repr__(self) -> str:
+        return "ChunkKey(<hidden>)"
+
+    def chunk_id(self, data) -> str:
+        """The chunk's id: hex HMAC-SHA256 of its plain bytes."""
+        return hmac.new(self._key, data, hashlib.sha256).hexdigest()
+
+    @property
+    def check(self) -> str:
+        """A fingerprint of the key (an HMAC of a fixed label): tells a wrong key from corrupt chunks."""
+        return hmac.new(self._key, _KEY_CHECK_LABEL, hashlib.sha256).hexdigest()
+
+
+def compress_chunk(data) -> bytes:
+    """The stored form of a chunk: zlib format (adler-32 checked on reading)."""
+    return _compressor.compress(data, CHUNK_LEVEL)
+
+
+def decompress_chunk(stored: bytes) -> bytes:
+    """A stored chunk's plain bytes; zlib.error when it is damaged."""
+    return zlib.decompress(stored)
+
+
+class ChunkStore:
+    """The chunks of one backup name under one prefix."""
+
+    def __init__(self, client, location: StorageLocation, backup_name: str, retry: RetryPolicy = RetryPolicy()):
+        self.client = client
+        self.bucket = location.bucket
+        self.folder = f"{location.prefix}{CHUNK_FOLDER}/{backup_name}/"
+        self.retry = retry
+
+    def key(self, chunk_id: str) -> str:
+        return self.folder + chunk_id
+
+    def listing(self) -> dict[str, dict]:
+        """{id: {"size", "modified"}} of every chunk stored; StorageError when it cannot be listed."""
+        found: dict[str, dict] = {}
+        request = {"Bucket": self.bucket, "Prefix": self.folder, "MaxKeys": 1000}
+        while True:
+            page = with_retries(f"listing s3://{self.bucket}/{self.folder}",
+                                lambda: self.client.list_objects_v2(**request), self.retry)
+            for item in page.get("Contents", []):
+                found[item["Key"][len(self.folder):]] = {"size": item["Size"], "modified": item["LastModified"]}
+            if not page.get("IsTruncated"):
+                return found
+            request["ContinuationToken"] = page["NextContinuationToken"]
+
+    def put(self, chunk_id: str, stored: bytes) -> None:
+        """Store one compressed chunk (same id, same bytes: a repeated put changes nothing)."""
+        key = self.key(chunk_id)
+        with_retries(f"storing chunk {chunk_id}", lambda: self.client.put_object(
+            Bucket=self.bucket, Key=key, Body=stored, ContentType="application/octet-stream"), self.retry)
+
+    def get(self, chunk_id: str) -> bytes:
+        """One chunk's stored bytes; StorageError naming the chunk when it is missing or unreadable."""
+        key = self.key(chunk_id)
+
+        def read() -> bytes:
+            try:
+                return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+            except Exception as exc:
+                if error_code(exc)[1] == 404:
+                    raise MissingChunk(f"chunk {chunk_id} is missing from s3://{self.bucket}/{self.folder}") \
+                        from None
+                raise
+        return with_retries(f"reading chunk {chunk_id}", read, self.retry)
+
+    def delete(self, chunk_id: str) -> None:
+        key = self.key(chunk_id)
+        with_retries(f"deleting chunk {chunk_id}",
+                     lambda: self.client.delete_object(Bucket=self.bucket, Key=key), self.retry)
+
+
+class MissingChunk(StorageError):
+    """A chunk a manifest names is not in the store."""

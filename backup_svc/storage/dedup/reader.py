@@ -1,0 +1,83 @@
+"""The read side: a manifest's chunks streamed back in order as plain SQL, each one checked.
+
+Every chunk must inflate (zlib's adler-32) and, with the key, hash to its id (HMAC-SHA256); the whole
+SQL must hash to the manifest's sha256 and size. The last chunk is handed on only after that final
+check: a reader of this stream (psql in one transaction) never sees the end of a backup that is wrong.
+Memory: one chunk (≤ MAX_CHUNK) and the manifest.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import io
+import zlib
+
+from backup_svc.files.reader import BadBackup
+from backup_svc.storage.client import StorageError
+
+from .chunks import ChunkKey, ChunkStore, decompress_chunk
+from .manifest import Manifest
+
+
+class BadChunk(BadBackup):
+    """A chunk, or the SQL they make together, is not what the manifest says; the message names it."""
+
+
+class DedupStream(io.RawIOBase):
+    """The plain SQL of one dedup backup, read from its chunks. `stored_size`/`stored_sha256` describe the
+    manifest object (what `list` shows and its metadata records); `key` None checks all but the chunk ids."""
+
+    plain_sql = True  # files/reader.py: the bytes are SQL already, nothing to inflate
+
+    def __init__(self, manifest: Manifest, manifest_bytes: bytes, store: ChunkStore, key: ChunkKey | None):
+        super().__init__()
+        if key is not None and manifest.key_check and not hmac.compare_digest(key.check, manifest.key_check):
+            raise BadChunk("BACKUP_DEDUP_KEY is not the key this backup's chunks were stored with")
+        self.manifest = manifest
+        self.store = store
+        self.key = key
+        self.stored_size = len(manifest_bytes)
+        self.stored_sha256 = hashlib.sha256(manifest_bytes).hexdigest()
+        self._next = 0
+        self._held = memoryview(b"")  # what is left of the chunk being handed on
+        self._sql_sha256 = hashlib.sha256()
+        self._sql_bytes = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        if not self._held:
+            self._held = memoryview(self._fetch_next())
+            if not self._held:
+                return 0
+        n = min(len(buffer), len(self._held))
+        buffer[:n] = self._held[:n]
+        self._held = self._held[n:]
+        return n
+
+    def _fetch_next(self) -> bytes:
+        chunks = self.manifest.chunks
+        if self._next >= len(chunks):
+            return b""
+        ref = chunks[self._next]
+        where = f"chunk {self._next + 1} of {len(chunks)} ({ref.id})"
+        try:
+            plain = decompress_chunk(self.store.get(ref.id))
+        except zlib.error as exc:
+            raise BadChunk(f"{where} is damaged: it does not inflate ({exc})") from None
+        except StorageError as exc:
+            raise BadChunk(f"{where} cannot be read: {exc}") from None
+        if len(plain) != ref.size:
+            raise BadChunk(f"{where} holds {len(plain)} bytes, the manifest says {ref.size}")
+        if self.key is not None and not hmac.compare_digest(self.key.chunk_id(plain), ref.id):
+            raise BadChunk(f"{where} is not the chunk its id names (its HMAC differs): it was changed in the bucket")
+        self._sql_sha256.update(plain)
+        self._sql_bytes += len(plain)
+        self._next += 1
+        if self._next == len(chunks):  # before the last bytes leave: the whole SQL must be the recorded one
+            sha256 = self._sql_sha256.hexdigest()
+            if self._sql_bytes != self.manifest.sql_bytes or sha256 != self.manifest.sql_sha256:
+                raise BadChunk(f"the reassembled SQL has sha256 {sha256} ({self._sql_bytes} bytes), the manifest "
+                               f"records {self.manifest.sql_sha256} ({self.manifest.sql_bytes} bytes)")
+        return plain

@@ -1,0 +1,183 @@
+"""The dedup writer and reader on their own: chunk boundaries, ids, the manifest's checks. The chunk store is a
+dict here (the service tests use moto's S3 server): these tests are about bytes, not storage."""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import random
+import zlib
+
+import pytest
+from pyfastcdc import FastCDC
+
+from backup_svc.storage.dedup.chunks import AVG_CHUNK, MAX_CHUNK, MIN_CHUNK, ChunkKey, compress_chunk
+from backup_svc.storage.dedup.manifest import BadManifest, Manifest
+from backup_svc.storage.dedup.reader import BadChunk, DedupStream
+from backup_svc.storage.dedup.writer import CUT_WINDOW, DedupSink
+
+KEY = ChunkKey("unit-test-dedup-key-" + "k" * 20)
+
+
+class DictStore:
+    """Stands in for ChunkStore: put/get by id."""
+
+    def __init__(self):
+        self.objects: dict[str, bytes] = {}
+        self.puts = 0
+
+    def put(self, chunk_id: str, stored: bytes) -> None:
+        self.puts += 1
+        self.objects[chunk_id] = stored
+
+    def get(self, chunk_id: str) -> bytes:
+        return self.objects[chunk_id]
+
+
+def sql_like(size: int, seed: int = 1) -> bytes:
+    """Text that compresses like SQL but has content-defined cut points (random words)."""
+    rng = random.Random(seed)
+    words = [os.urandom(rng.randrange(2, 9)).hex().encode() for _ in range(5000)]
+    out = bytearray()
+    while len(out) < size:
+        out += b"\t".join(rng.choice(words) for _ in range(8)) + b"\n"
+    return bytes(out[:size])
+
+
+def store(sql: bytes, backing: DictStore, known: dict[str, int] | None = None, batch: int = 256 * 1024):
+    sink = DedupSink(backing, KEY, known or {})
+    gz = gzip.compress(sql, 1)
+    for start in range(0, len(gz), batch):
+        sink.write(gz[start:start + batch])
+    chunks = sink.finish()
+    return sink, Manifest(backup="x", chunks=chunks, sql_sha256=sink.sql_sha256, sql_bytes=sink.sql_bytes,
+                          key_check=KEY.check, facts={"backup_name": "x"})
+
+
+def test_cutting_in_windows_gives_the_chunks_of_cutting_all_at_once():
+    sql = sql_like(3 * CUT_WINDOW + 12345)
+    _, manifest = store(sql, DictStore())
+    whole = [c.length for c in FastCDC(AVG_CHUNK, min_size=MIN_CHUNK, max_size=MAX_CHUNK).cut_buf(sql)]
+    assert [c.size for c in manifest.chunks] == whole
+    assert manifest.sql_sha256 == hashlib.sha256(sql).hexdigest() and manifest.sql_bytes == len(sql)
+
+
+def test_known_chunks_are_not_sent_and_an_edit_sends_few():
+    sql = sql_like(20 * AVG_CHUNK)
+    backing = DictStore()
+    store(sql, backing)
+    first_puts = backing.puts
+    known = {i: len(b) for i, b in backing.objects.items()}
+    sink, _ = store(sql, backing, known)
+    assert sink.new_chunks == 0 and backing.puts == first_puts
+    edited = sql[:10 * AVG_CHUNK] + b"an edit in the middle\n" + sql[10 * AVG_CHUNK:]
+    sink, manifest = store(edited, backing, {i: len(b) for i, b in backing.objects.items()})
+    assert 1 <= sink.new_chunks <= 2 < len(manifest.chunks)
+
+
+def test_a_chunk_repeated_within_one_dump_is_sent_once():
+    backing = DictStore()
+    sink, manifest = store(b"\0" * (4 * MAX_CHUNK), backing)  # no cut point in zeros: four MAX_CHUNK chunks
+    assert len(manifest.chunks) == 4 and len({c.id for c in manifest.chunks}) == 1 and backing.puts == 1
+    assert all(c.stored == len(backing.objects[c.id]) for c in manifest.chunks)
+
+
+def read_all(manifest: Manifest, backing: DictStore, key: ChunkKey | None = KEY) -> bytes:
+    stream = DedupStream(manifest, manifest.to_bytes(), backing, key)
+    out = bytearray()
+    while chunk := stream.read(100_000):
+        out += chunk
+    return bytes(out)
+
+
+def test_the_reader_gives_back_the_sql_and_checks_each_chunk_and_the_whole():
+    sql = sql_like(5 * AVG_CHUNK)
+    backing = DictStore()
+    _, manifest = store(sql, backing)
+    assert read_all(Manifest.from_bytes(manifest.to_bytes()), backing) == sql
+
+    victim = manifest.chunks[2].id
+    plain = bytearray(zlib.decompress(backing.objects[victim]))
+    plain[10] ^= 1
+    backing.objects[victim] = compress_chunk(bytes(plain))
+    with pytest.raises(BadChunk, match=f"chunk 3 of {len(manifest.chunks)} \\({victim}\\) is not the chunk"):
+        read_all(manifest, backing)
+    with pytest.raises(BadChunk, match="the reassembled SQL has sha256"):  # without the key: the whole SQL's check
+        read_all(manifest, backing, key=None)
+    with pytest.raises(BadChunk, match="BACKUP_DEDUP_KEY is not the key"):
+        read_all(manifest, backing, key=ChunkKey("another-key-" + "x" * 20))
+
+
+def test_the_last_chunk_is_withheld_until_the_whole_sql_is_checked():
+    sql = sql_like(3 * AVG_CHUNK)
+    backing = DictStore()
+    _, manifest = store(sql, backing)
+    manifest.sql_sha256 = "0" * 64  # every chunk is right, the whole is not what was recorded
+    stream = DedupStream(manifest, manifest.to_bytes(), backing, KEY)
+    received = bytearray()
+    with pytest.raises(BadChunk):
+        while chunk := stream.read(65536):
+            received += chunk
+    assert len(received) == sum(c.size for c in manifest.chunks[:-1])
+
+
+@pytest.mark.parametrize("data, reason", [
+    (b"not json", "not JSON"),
+    (b'{"format": "something else"}', "not a backup_svc dedup manifest"),
+    (b'{"format": "backup_svc dedup manifest", "version": 9}', "version 9"),
+    (b'{"format": "backup_svc dedup manifest", "version": 1, "backup": "x", "sql_sha256": "", "sql_bytes": 5, '
+     b'"key_check": "", "chunks": [["a", 4, 3]]}', "do not add up"),
+])
+def test_a_bad_manifest_says_why(data, reason):
+    with pytest.raises(BadManifest, match=reason):
+        Manifest.from_bytes(data)
+
+
+def test_the_key_never_shows():
+    assert "unit-test-dedup-key" not in repr(KEY) + KEY.check
+
+
+def dump_like(body: bytes, key: str) -> bytes:
+    """A plain dump's frame around `body`, with pg_dump's random `\\restrict` key in its header and last line."""
+    return (b"--\n-- PostgreSQL database dump\n--\n\n\\restrict " + key.encode() + b"\n\n-- Dumped from database "
+            b"version 17.6\n\n" + body + b"\n--\n-- PostgreSQL database dump complete\n--\n\n\\unrestrict "
+            + key.encode() + b"\n\n")
+
+
+def test_the_random_restrict_key_costs_two_tiny_chunks_a_night():
+    body = sql_like(6 * AVG_CHUNK)
+    backing = DictStore()
+    _, first = store(dump_like(body, "A" * 63), backing)
+    sink, second = store(dump_like(body, "B" * 63), backing, {i: len(b) for i, b in backing.objects.items()})
+    assert sink.new_chunks == 2 and sink.new_bytes < 200
+    assert [c.id for c in first.chunks[1:-1]] == [c.id for c in second.chunks[1:-1]]
+    assert read_all(second, backing) == dump_like(body, "B" * 63)
+
+
+def test_a_dump_without_restrict_lines_is_cut_by_content_alone():
+    sql = b"--\n-- PostgreSQL database dump\n--\n" + sql_like(3 * AVG_CHUNK)
+    _, manifest = store(sql, DictStore())
+    whole = [c.length for c in FastCDC(AVG_CHUNK, min_size=MIN_CHUNK, max_size=MAX_CHUNK).cut_buf(sql)]
+    assert [c.size for c in manifest.chunks] == whole
+
+
+def test_memory_stays_bounded_however_far_a_batch_inflates():
+    """A 256 KiB batch of gzip can hold hundreds of MB of repetitive SQL: the SQL waiting to be cut stays
+    under CUT_WINDOW plus one inflate step."""
+    from backup_svc.storage.dedup.writer import INFLATE_STEP
+
+    sql = b"INSERT INTO t VALUES (1, 'same');\n" * (3 * 1024 * 1024)  # ~100 MB, ~100 KB as gzip
+    backing = DictStore()
+    sink = DedupSink(backing, KEY, {})
+    largest = 0
+    original = sink._take
+
+    def watched(plain: bytes) -> None:
+        nonlocal largest
+        largest = max(largest, len(sink._buffer) + len(plain))  # what is held before it is cut
+        original(plain)
+    sink._take = watched
+    sink.write(gzip.compress(sql, 9))
+    chunks = sink.finish()
+    assert largest < CUT_WINDOW + INFLATE_STEP
+    assert sum(c.size for c in chunks) == len(sql) and sink.sql_sha256 == hashlib.sha256(sql).hexdigest()
