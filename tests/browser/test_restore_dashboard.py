@@ -4,6 +4,7 @@ live one and undo, drop after typing the name, and failures said on the page. Sc
 1280 px land in artifacts/restore-*.png (looked at by hand)."""
 from __future__ import annotations
 
+import re
 import secrets
 
 import pytest
@@ -67,6 +68,8 @@ def test_restore_into_a_new_database_from_the_page(setup, pg_cluster, open_dashb
     expect(page.locator(f"#kept-list tr[data-name='{target}']")).to_be_visible()
     expect(page.locator("#restore-phase")).to_have_text("Done")
     expect(page.locator("#restore-tables")).to_contain_text(" of ")
+    # sizes are written by common.js's humanBytes ("12.3 kB of 12.3 kB", "950 bytes")
+    expect(page.locator("#restore-bytes")).to_have_text(re.compile(r"^\d+(\.\d)? (bytes|kB|MB)( of \d+(\.\d)? (bytes|kB|MB))?$"))
     shoot(page, f"done-{width}")
 
 
