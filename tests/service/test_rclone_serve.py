@@ -78,6 +78,30 @@ def post_json(service, path: str, body: dict, headers: dict) -> tuple[int, dict]
     return response.status, json.loads(data)
 
 
+def store_now(service) -> None:
+    """POST /api/v1/stored and wait (120 s at most) until that stored backup is done."""
+    started = service.request("POST", "/api/v1/stored", service.auth())
+    assert started.status == 202, started.body
+    progress = started.json()["progress_url"]
+    assert wait_until(lambda: service.request("GET", progress, service.auth()).json()["state"] != "running", 120)
+    assert service.request("GET", progress, service.auth()).json()["state"] == "done", service.log()[-3000:]
+
+
+def restore_new(service, name: str) -> dict:
+    """POST /api/v1/restores of `name` into a new database (browser login); its final report, once done."""
+    status, job = post_json(service, "/api/v1/restores", {"backup": name, "mode": "new"},
+                            basic("admin", service.password))
+    assert status == 202, job
+
+    def ended():
+        report = service.request("GET", job["progress_url"], service.auth()).json()
+        return report if report["state"] != "running" else None
+
+    report = wait_until(ended, 180, interval=0.2)
+    assert report and report["state"] == "done", report
+    return report
+
+
 def test_a_scheduled_backup_lands_on_the_remote_and_is_listed_streamed_and_restored(served, rich_db, pg_cluster,
                                                                                     start_service, tmp_path, receiver):
     """`* * * * *`: within a minute (bounded at 75 s) a backup is stored on the webdav remote, notified and
@@ -143,23 +167,10 @@ def test_a_dashboard_restore_reads_the_backup_from_the_remote(served, rich_db, p
     `rclone cat`, checked against the companion's sha256 and the recorded row counts, restored identical."""
     folder, start = served
     service = start_service(DATABASE_URL=rich_db, BACKUP_STORAGE_URL="rclone:dav:backups", **start())
-    started = service.request("POST", "/api/v1/stored", service.auth())
-    assert started.status == 202, started.body
-    progress = started.json()["progress_url"]
-    assert wait_until(lambda: service.request("GET", progress, service.auth()).json()["state"] != "running", 120)
-    assert service.request("GET", progress, service.auth()).json()["state"] == "done", service.log()[-3000:]
+    store_now(service)
     [name] = backups_in(folder / "backups")
 
-    status, job = post_json(service, "/api/v1/restores", {"backup": name, "mode": "new"},
-                            basic("admin", service.password))
-    assert status == 202, job
-
-    def ended():
-        report = service.request("GET", job["progress_url"], service.auth()).json()
-        return report if report["state"] != "running" else None
-
-    report = wait_until(ended, 180, interval=0.2)
-    assert report and report["state"] == "done", report
+    report = restore_new(service, name)
     assert report["counts_from"] == "dump-time metadata"  # the ownership record's row counts were read
     assert snapshot(pg_cluster, report["target"]) == snapshot(pg_cluster, "rich")
 
@@ -251,11 +262,7 @@ def test_an_encrypted_backup_on_the_remote_is_listed_and_restored_from_the_dashb
     service = start_service(DATABASE_URL=rich_db, BACKUP_STORAGE_URL="rclone:dav:backups",
                             BACKUP_AGE_RECIPIENTS=age_keys["age_public"],
                             BACKUP_AGE_IDENTITY=age_keys["age"].read_text(), **start())
-    started = service.request("POST", "/api/v1/stored", service.auth())
-    assert started.status == 202, started.body
-    progress = started.json()["progress_url"]
-    assert wait_until(lambda: service.request("GET", progress, service.auth()).json()["state"] != "running", 120)
-    assert service.request("GET", progress, service.auth()).json()["state"] == "done", service.log()[-3000:]
+    store_now(service)
     names = remote_files(folder / "backups")
     [name] = [n for n in names if n.endswith(".sql.gz.age")]
     assert names == [name, f"{name}.owner.json", f"{name}.sha256"]
@@ -265,14 +272,5 @@ def test_an_encrypted_backup_on_the_remote_is_listed_and_restored_from_the_dashb
     [backup] = service.request("GET", "/api/v1/stored", service.auth()).json()["backups"]
     assert backup["name"] == name and backup["sha256"] == hashlib.sha256(stored).hexdigest()
 
-    status, job = post_json(service, "/api/v1/restores", {"backup": name, "mode": "new"},
-                            basic("admin", service.password))
-    assert status == 202, job
-
-    def ended():
-        report = service.request("GET", job["progress_url"], service.auth()).json()
-        return report if report["state"] != "running" else None
-
-    report = wait_until(ended, 180, interval=0.2)
-    assert report and report["state"] == "done", report
+    report = restore_new(service, name)
     assert snapshot(pg_cluster, report["target"]) == snapshot(pg_cluster, "rich")
