@@ -97,11 +97,10 @@ def test_a_deferred_upload_is_created_with_its_first_part_and_still_never_overwr
     exists in storage before the first part; an existing key is refused then, before any part is sent."""
     client, bucket = s3
     client.put_object(Bucket=bucket, Key="x.sql.gz", Body=b"an older backup")
-    upload = MultipartUpload(client, bucket, "x.sql.gz", part_size=PART, retry=FAST_RETRY, deferred=True)
-    with pytest.raises(StorageError, match="already exists"):
-        with upload:
-            upload.write(b"a" * (PART - 1))
-            assert incomplete_uploads(client, bucket) == []
+    with MultipartUpload(client, bucket, "x.sql.gz", part_size=PART, retry=FAST_RETRY, deferred=True) as upload:
+        upload.write(b"a" * (PART - 1))  # nothing is asked of the storage yet
+        assert incomplete_uploads(client, bucket) == []
+        with pytest.raises(StorageError, match="already exists"):
             upload.write(b"a")  # the first part is full: the upload is created now, and refused
     assert client.get_object(Bucket=bucket, Key="x.sql.gz")["Body"].read() == b"an older backup"
     assert incomplete_uploads(client, bucket) == []
