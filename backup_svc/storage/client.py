@@ -10,8 +10,9 @@ import logging
 import random
 import threading
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Callable, Mapping, TypeVar
+from typing import Any, Callable, Mapping, TypeVar
 from urllib.parse import urlsplit
 
 log = logging.getLogger(__name__)
@@ -185,6 +186,32 @@ def client_settings(env: Mapping[str, str]) -> dict:
         "aws_session_token": env.get("AWS_SESSION_TOKEN") or None,
         "addressing_style": style or "auto",
     }
+
+
+class ClientBeingMade:
+    """An S3 client made only when asked for: importing boto3 and loading the S3 model cost ~0.3 s of
+    CPU, which a run need not spend before pg_dump has started. `begin()` starts making it in a thread
+    of its own (say, once pg_dump is running); the first use waits for it (beginning it if nobody did),
+    and a failure to make it is raised there."""
+
+    def __init__(self, make: Callable[[], Any]):
+        self._make = make
+        self._future: Future = Future()
+        self._begun = threading.Lock()
+
+    def begin(self) -> None:
+        if self._begun.acquire(blocking=False):
+            threading.Thread(target=self._run, name="s3-client", daemon=True).start()
+
+    def _run(self) -> None:
+        try:
+            self._future.set_result(self._make())
+        except BaseException as exc:  # handed to the thread that uses the client
+            self._future.set_exception(exc)
+
+    def __getattr__(self, name: str):
+        self.begin()
+        return getattr(self._future.result(), name)
 
 
 def make_part_client(env: Mapping[str, str]):

@@ -19,7 +19,7 @@ from backup_svc.dump.backup import backup_filename, write_backup
 from backup_svc.dump.options import DumpOptions
 from backup_svc.dump.pipeline import DumpProgress
 from backup_svc.dump.rowcount import counts_metadata, total_rows
-from backup_svc.storage.client import RetryPolicy, StorageError, make_client, make_part_client
+from backup_svc.storage.client import ClientBeingMade, RetryPolicy, StorageError, make_client, make_part_client
 from backup_svc.storage.location import BackupNames
 from backup_svc.storage.lock import StoredBackupLock
 from backup_svc.storage.ownership import Owner, OwnerLookup
@@ -104,8 +104,11 @@ def _take(options: DumpOptions, storage: StorageSettings, name: str | None, appl
           progress: DumpProgress | None, cancel: StopFlag, client, retry: RetryPolicy,
           recipients: tuple[Recipient, ...]) -> StoredBackupResult:
     # the parts' own client gives sending its deadline (SEND_STALL_S); a caller's client does everything
-    part_client = make_part_client(storage.client_env) if client is None else client
-    client = client if client is not None else make_client(storage.client_env)
+    if client is None:  # made once pg_dump has started (the upload is created when its first part is sent)
+        part_client = ClientBeingMade(lambda: make_part_client(storage.client_env))
+        client = ClientBeingMade(lambda: make_client(storage.client_env))
+    else:
+        part_client = client
     started = time.monotonic()
     with StoredBackupLock(options.conn, destination_of(options, storage), timeout_s=options.connect_timeout_s):
         name = name or stored_backup_name(options.backup_name, storage, encrypted=bool(recipients))
@@ -153,7 +156,8 @@ def _store_sqlgz(options: DumpOptions, storage: StorageSettings, name: str, key:
     if recipients:
         metadata.update(recipients_metadata(recipients))
     with MultipartUpload(client, storage.location.bucket, key, metadata=metadata,
-                         retry=retry, cancelled=cancel.is_set, part_client=part_client) as upload:
+                         retry=retry, cancelled=cancel.is_set, part_client=part_client,
+                         deferred=True) as upload:
         # With recipients, the only sink the dump ever sees is the encryptor: no path writes cleartext.
         encryptor = AgeEncryptor(upload, recipients) if recipients else None
         try:
@@ -163,7 +167,7 @@ def _store_sqlgz(options: DumpOptions, storage: StorageSettings, name: str, key:
                 written = write_backup(options, CancellableSink(encryptor or upload, cancel),
                                        application_name=application_name, progress=progress,
                                        count_rows=not recipients, interrupt=stopper.interrupt,
-                                       created=stopper.created)
+                                       created=lambda dump: _dump_created(dump, stopper, client, part_client))
             # write_backup returned: pg_dump exited 0 and its output ended with the completion line.
             if encryptor is not None:
                 encryptor.finish()
@@ -182,6 +186,14 @@ def _store_sqlgz(options: DumpOptions, storage: StorageSettings, name: str, key:
         if recipients and progress is not None:
             progress.sha256 = stored.sha256  # the stored (age) bytes', as the listing shows it
     return stored, written, owner
+
+
+def _dump_created(dump, stopper: DumpStopper, *clients) -> None:
+    """pg_dump is about to start: let the stopper reach it, and make the storage clients meanwhile."""
+    stopper.created(dump)
+    for client in clients:
+        if isinstance(client, ClientBeingMade):
+            client.begin()
 
 
 def _completion_metadata(written, seconds: float, *, encrypted: bool) -> dict[str, str]:

@@ -79,8 +79,11 @@ class MultipartUpload:
     def __init__(self, client, bucket: str, key: str, *, metadata: Mapping[str, str] | None = None,
                  part_size: int = PART_SIZE, max_parts: int = MAX_PARTS, retry: RetryPolicy = RetryPolicy(),
                  cancelled: Callable[[], bool] = lambda: False, parts_in_flight: int = PARTS_IN_FLIGHT,
-                 part_client=None, content_type: str = CONTENT_TYPE):
+                 part_client=None, content_type: str = CONTENT_TYPE, deferred: bool = False):
         self.client = client
+        # deferred: the upload is created when its first part is sent (or at complete), so the bytes'
+        # source (pg_dump) starts while the storage is being reached; the refusal to overwrite comes then.
+        self.deferred = deferred
         self.content_type = content_type
         # Parts may go through a client of their own, with its own send deadline (client.make_part_client).
         self.part_client = part_client if part_client is not None else client
@@ -126,7 +129,10 @@ class MultipartUpload:
 
     # -- the sink ------------------------------------------------------------------------------
     def __enter__(self) -> "MultipartUpload":
-        self.start()
+        if self.deferred:
+            self._state = "pending"
+        else:
+            self.start()
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -153,7 +159,7 @@ class MultipartUpload:
 
     def write(self, data: bytes) -> int:
         """Buffer `data`, sending each part as it fills; ObjectTooLarge / StorageError when it cannot."""
-        if self._state != "open":
+        if self._state not in ("open", "pending"):
             raise StorageError(f"the upload of {self.key} is {self._state}, not open")
         view = memoryview(data)
         while view:
@@ -174,6 +180,8 @@ class MultipartUpload:
         return len(data)
 
     def _send_buffer(self) -> None:
+        if self._state == "pending":
+            self.start()
         self._reap_done()  # a failed part surfaces at the next part, not only when the window is full
         while len(self._pending) >= self.parts_in_flight:  # memory stays at 1 + parts_in_flight parts
             self._wait_for_oldest()
@@ -255,7 +263,7 @@ class MultipartUpload:
         Call this only when the backup is known good. StorageError when anything fails, in which
         case no object is left under the key (the caller's `with` aborts the upload).
         """
-        if self._state != "open":
+        if self._state not in ("open", "pending"):
             raise StorageError(f"the upload of {self.key} is {self._state}, not open")
         if self._fill or not self._parts:
             self._send_buffer()
@@ -304,6 +312,11 @@ class MultipartUpload:
         Safe to call on every path and more than once. Never raises for storage errors: it logs them
         (prune later aborts uploads left behind for more than a day).
         """
+        if self._state == "pending":  # nothing was created in storage: only the buffers to drop
+            self._state = "aborted"
+            with self._spare_lock:
+                self._buffer, self._fill, self._spare = None, 0, []
+            return True
         if self._state in ("complete", "aborted", "new"):
             return self._state != "complete"
         completing = self._state == "completing"

@@ -202,10 +202,13 @@ def test_bad_storage_settings_are_refused_in_one_line(env, message, moto_s3, ric
     assert "test-secret" not in done.stderr
 
 
-def test_a_missing_bucket_is_a_clear_failure(moto_s3, rich_db):
+def test_a_missing_bucket_is_a_clear_failure(moto_s3, rich_db, pg_cluster):
+    """pg_dump starts while the storage is reached (the upload is created with its first part): when the
+    bucket turns out missing, the dump is stopped too, not left running."""
     done = run_cli("upload", env=storage_env(moto_s3.endpoint, "no-such-bucket", rich_db))
     assert done.returncode == 1
     assert "NoSuchBucket" in done.stderr and "nothing was stored" in done.stderr
+    assert pg_dump_pids(pg_cluster) == []
 
 
 def test_check_says_where_backups_go_and_whether_it_is_reachable(s3, moto_s3, rich_db, pg_cluster):

@@ -50,15 +50,17 @@ def assert_reported_and_clean(service, hook, client, bucket, took: float) -> Non
 def test_sigterm_while_pg_dump_waits_for_a_lock(s3, moto_s3, rich_db, pg_cluster, locked_cache, receiver,
                                                 start_service):
     """Issue 21, fault 4: pg_dump waiting on a migration's lock writes nothing, so a stop flag checked
-    only when bytes arrive was never seen: the worker was killed, the upload stayed, nobody was told."""
+    only when bytes arrive was never seen: the worker was killed, the upload stayed, nobody was told. (The
+    upload is now created with the first part, so the stop must be seen and reported with none to abort.)"""
     client, bucket = s3
     hook = receiver()
     service = start_service(DATABASE_URL=rich_db, BACKUP_STORAGE_URL=f"s3://{bucket}/db",
                             BACKUP_LOCK_TIMEOUT="300", GRACEFUL_TIMEOUT=str(GRACE_S),
                             NOTIFY_WEBHOOK_URL=hook.url + HOOK, **s3_env(moto_s3.endpoint))
     assert service.request("POST", "/api/v1/stored", service.auth()).status == 202
-    assert wait_until(lambda: dump_waits_for_a_lock(pg_cluster) and incomplete_uploads(client, bucket), 30), \
-        service.log()[-2000:]
+    # no upload exists yet: it is created with the first part, and pg_dump has written nothing
+    assert wait_until(lambda: dump_waits_for_a_lock(pg_cluster), 30), service.log()[-2000:]
+    assert incomplete_uploads(client, bucket) == []
 
     took = sigterm_and_time(service)
 

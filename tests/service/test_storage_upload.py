@@ -92,6 +92,31 @@ def test_an_existing_object_is_never_overwritten(s3):
     assert incomplete_uploads(client, bucket) == []
 
 
+def test_a_deferred_upload_is_created_with_its_first_part_and_still_never_overwrites(s3):
+    """`deferred=True` (a stored backup's upload, so pg_dump starts while the storage is reached): nothing
+    exists in storage before the first part; an existing key is refused then, before any part is sent."""
+    client, bucket = s3
+    client.put_object(Bucket=bucket, Key="x.sql.gz", Body=b"an older backup")
+    with MultipartUpload(client, bucket, "x.sql.gz", part_size=PART, retry=FAST_RETRY, deferred=True) as upload:
+        upload.write(b"a" * (PART - 1))  # nothing is asked of the storage yet
+        assert incomplete_uploads(client, bucket) == []
+        with pytest.raises(StorageError, match="already exists"):
+            upload.write(b"a")  # the first part is full: the upload is created now, and refused
+    assert client.get_object(Bucket=bucket, Key="x.sql.gz")["Body"].read() == b"an older backup"
+    assert incomplete_uploads(client, bucket) == []
+
+
+def test_a_deferred_upload_smaller_than_a_part_is_created_at_complete(s3):
+    client, bucket = s3
+    data = os.urandom(3 * MIB)
+    with MultipartUpload(client, bucket, "small.sql.gz", part_size=PART, retry=FAST_RETRY, deferred=True) as upload:
+        feed(upload, data)
+        assert incomplete_uploads(client, bucket) == [] and object_keys(client, bucket) == []
+        stored = upload.complete()
+    assert client.get_object(Bucket=bucket, Key="small.sql.gz")["Body"].read() == data
+    assert stored.sha256 == hashlib.sha256(data).hexdigest() and stored.size == len(data)
+
+
 def test_refuses_before_part_10001(s3):
     """The part limit, scaled down (2 parts of 5 MiB): the first byte past it is refused, nothing stored."""
     client, bucket = s3
