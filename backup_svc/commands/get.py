@@ -74,11 +74,12 @@ def cmd_get(args: argparse.Namespace) -> int:
     target = args.output or sqlgz_name(key.rsplit("/", 1)[-1])
     to_stdout = target == "-"
     partial = None if to_stdout else Path(f"{target}.partial")
-    digest, written, members, mine = hashlib.sha256(), 0, 0, False
+    digest, written, chunks, mine = hashlib.sha256(), 0, 0, False
     try:
         first = open_object(client, bucket, key)  # fails early (no such key, no access) with one clear line
         if is_manifest_name(key):
-            pieces = sqlgz_members(dedup_opener(client, bucket, key, ChunkKey(secret) if secret else None, first)())
+            stream = dedup_opener(client, bucket, key, ChunkKey(secret) if secret else None, first)()
+            chunks, pieces = len(stream.manifest.chunks), sqlgz_members(stream)
         else:
             pieces = _object_bytes(first)
         out = sys.stdout.buffer if to_stdout else open(partial, "xb")
@@ -88,7 +89,6 @@ def cmd_get(args: argparse.Namespace) -> int:
                 out.write(piece)
                 digest.update(piece)
                 written += len(piece)
-                members += 1
             out.flush()
             if not to_stdout:
                 os.fsync(out.fileno())
@@ -107,7 +107,7 @@ def cmd_get(args: argparse.Namespace) -> int:
     finally:
         if mine and partial.exists():  # failed or interrupted: never leave a partial file behind
             partial.unlink()
-    what = (f"rebuilt from {members} chunks, the SQL's sha256 checked against the manifest" if is_manifest_name(key)
+    what = (f"rebuilt from {chunks} chunks, the SQL's sha256 checked against the manifest" if is_manifest_name(key)
             else "copied, its recorded sha256 checked")
     note(f"wrote {target}: {written} bytes ({what})")
     print(f"{digest.hexdigest()}  {target}")  # sha256sum's format, like `dump -o`

@@ -23,7 +23,7 @@ def test_the_members_are_a_sqlgz_of_the_sql_always_the_same_bytes_of_the_promise
     _, manifest = store(sql, backing)
     members = rebuilt(manifest, backing)
     data = b"".join(members)
-    assert len(members) == len(manifest.chunks) > 3
+    assert len(members) == len(manifest.chunks) + 1 > 4  # a piece per chunk, then the last member's trailer
     assert len(data) == sqlgz_size(manifest)
     assert gzip.decompress(data) == sql
     assert hashlib.sha256(gzip.decompress(data)).hexdigest() == manifest.sql_sha256
@@ -48,6 +48,8 @@ def test_a_damaged_chunk_is_named_and_the_last_member_is_never_released():
         for member in sqlgz_members(stream):
             got.append(member)
     assert len(got) == 1
+    with pytest.raises(EOFError):  # the first member without its trailer: not a valid gzip file of part of the SQL
+        gzip.decompress(got[0])
 
 
 def test_a_wrong_whole_sql_withholds_the_last_member():
@@ -59,6 +61,8 @@ def test_a_wrong_whole_sql_withholds_the_last_member():
         for member in sqlgz_members(DedupStream(manifest, manifest.to_bytes(), backing, None)):
             got.append(member)
     assert len(got) == len(manifest.chunks) - 1  # short of the length promised (sqlgz_size): a broken transfer
+    with pytest.raises(EOFError):  # ... and ending inside a member: gzip rejects it
+        gzip.decompress(b"".join(got))
 
 
 def test_a_chunk_with_bytes_after_its_stream_is_refused():

@@ -10,7 +10,8 @@ and the length is known from the manifest before the first byte: each member is 
 
 Each chunk is read and checked by DedupStream (it must inflate, have the manifest's size and, with the key,
 its HMAC id); the last member is released only after the whole SQL's sha256 matched the manifest's, so a
-damaged backup never yields a complete `.sql.gz`: the file or the transfer ends without its last member.
+damaged backup never yields a complete `.sql.gz`: the file or the transfer ends inside a member (each
+member's trailer is sent only with the next checked chunk), so gzip rejects what arrived.
 This is not the `.sql.gz` the upload itself streamed (that one had idle sync-flushes, so the manifest's
 `sqlgz_sha256` cannot be reproduced); the SQL inside is the same, checked against `sql_sha256`.
 Memory: one chunk (≤ MAX_CHUNK plain and its stored bytes).
@@ -48,17 +49,24 @@ def _deflate_of(packed: bytes, where: str) -> memoryview:
 
 
 def sqlgz_members(stream: DedupStream) -> Iterator[bytes]:
-    """The `.sql.gz` of the backup `stream` reads, one gzip member (one chunk) at a time; BadChunk naming
+    """The `.sql.gz` of the backup `stream` reads, about one gzip member (one chunk) at a time; BadChunk naming
     the chunk when one is damaged or missing, or — before the last member — when the whole SQL is not the
-    manifest's."""
+    manifest's.
+
+    Each member's 8-byte trailer is held back and sent with the next member, once that chunk has been
+    checked: bytes cut short by a failure never end on a member boundary, so the partial file is not a
+    valid gzip file of part of the SQL (`gzip -t` rejects it, as it rejects a broken download)."""
     chunks = stream.manifest.chunks
+    trailer = b""
     while True:
         index, plain = stream.next_chunk()
         if index < 0:
+            if trailer:
+                yield trailer
             return
         ref, packed = chunks[index], stream.last_packed
         where = f"chunk {index + 1} of {len(chunks)} ({ref.id})"
         if len(packed) != ref.stored:  # the length promised before the first byte (and no bytes after the stream)
             raise BadChunk(f"{where} is {len(packed)} bytes stored, the manifest says {ref.stored}")
-        yield b"".join((GZIP_HEADER, _deflate_of(packed, where),
-                        struct.pack("<II", zlib.crc32(plain), len(plain) & 0xFFFFFFFF)))
+        yield b"".join((trailer, GZIP_HEADER, _deflate_of(packed, where)))
+        trailer = struct.pack("<II", zlib.crc32(plain), len(plain) & 0xFFFFFFFF)
