@@ -19,6 +19,7 @@ from backup_svc.storage.client import StorageError
 from backup_svc.storage.holds import active_holds
 from backup_svc.files.reader import BadBackup
 from backup_svc.storage.dedup.manifest import is_manifest_name
+from backup_svc.storage.dedup.sqlgz import MEASURED_MB_S as DEDUP_MB_S, MEASURED_ON as DEDUP_MEASURED_ON
 from backup_svc.storage.dedup.sqlgz import sqlgz_members, sqlgz_name, sqlgz_size
 from backup_svc.storage.presign import PRESIGN_MAX_S, NotOurBackup
 from backup_svc.storage.prompt import LIST_DEADLINE_S, QUICK_RETRY
@@ -74,6 +75,8 @@ def storage_status(stored: StoredBackups, now: datetime) -> dict:
         "storage": {"url": storage.location.url, "endpoint": stored.prompt.endpoint},
         # how a stored backup downloads: a presigned link, or streamed through the service (an rclone remote)
         "download": download_route(stored.prompt),
+        # a dedup backup (….sql.dedup) is always streamed through the service, rebuilt as a .sql.gz
+        "dedup_download": download_limit(DEDUP_MB_S, DEDUP_MEASURED_ON),
         "schedule": schedule_json,
         "retention": {"setting": str(storage.retention) if storage.retention else None,
                       "description": retention_words(storage.retention)},
