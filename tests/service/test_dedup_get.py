@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import re
+import subprocess
 
 from tests.s3support import s3_env
 from tests.service.test_dedup_storage import (SEVERAL_CHUNKS, dedup_env, manifest_of, manifests, reading_env,
@@ -48,6 +49,8 @@ def test_get_and_the_download_give_the_same_sqlgz_of_the_manifests_sql_and_it_re
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["a.sql.gz", "b.sql.gz",
                                                                  backup.replace(".sql.dedup", ".sql.gz")])
 
+    tested = subprocess.run(["gzip", "-t", str(tmp_path / "a.sql.gz")], capture_output=True)  # gzip's own reader
+    assert tested.returncode == 0, tested.stderr
     sql = gzip.decompress(data)  # one gzip member per chunk: gunzip reads them as one file
     assert hashlib.sha256(sql).hexdigest() == manifest["sql_sha256"] and len(sql) == manifest["sql_bytes"]
     assert sql.startswith(b"--\n-- PostgreSQL database dump")
