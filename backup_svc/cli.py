@@ -1,4 +1,4 @@
-"""`backup-svc` (or `python -m backup_svc`): serve | dump | check | verify | restore | sign-url |
+"""`backup-svc` (or `python -m backup_svc`): serve | dump | check | verify | restore | sign-url | get |
 upload | list | prune | notify-test | drill | history."""
 from __future__ import annotations
 
@@ -317,6 +317,9 @@ def main(argv: list[str] | None = None) -> int:
     from backup_svc.commands.storage import add_storage_commands
 
     add_storage_commands(sub)
+    from backup_svc.commands.get import add_get_command
+
+    add_get_command(sub)
     from backup_svc.commands.notify import add_commands as add_notify_commands
 
     add_notify_commands(sub)

@@ -8,6 +8,7 @@ from flask import Blueprint, Response, current_app, render_template
 
 from backup_svc.crypto.labels import short_label
 from backup_svc.pg.readiness import dump_readiness
+from backup_svc.storage.dedup.sqlgz import MEASURED_MB_S as DEDUP_MB_S, MEASURED_ON as DEDUP_MEASURED_ON
 from backup_svc.storage.rclone_prompt import download_limit
 from backup_svc.storage.status import retention_words
 from backup_svc.timefmt import iso_utc
@@ -124,15 +125,27 @@ class StoredFacts:
     source_prefix: str = ""
     variables: str = "AWS_*"
     streamed: dict | None = None
+    # BACKUP_STORAGE_FORMAT=dedup: its backups' downloads stream through the service (sqlgz.py's measured rate)
+    dedup_streamed: dict | None = None
 
     @property
     def streamed_words(self) -> tuple[str, str, str, str, str]:
         """("15 minutes", "174 MB/s", "about 156 GB", "5 MB/s", "about 4.5 GB") for the page: what Railway's limit
         allows at the rate measured on loopback, and at a plausible real link's."""
-        limit = self.streamed or {}
-        return (f"{limit.get('http_limit_s', 0) // 60} minutes", f"{limit.get('measured_mb_s', 0):.0f} MB/s",
-                f"about {limit.get('max_bytes', 0) / 1e9:.0f} GB", f"{limit.get('example_mb_s', 0):.0f} MB/s",
-                f"about {limit.get('example_max_bytes', 0) / 1e9:.1f} GB")
+        return limit_words(self.streamed)
+
+    @property
+    def dedup_words(self) -> tuple[str, str, str, str, str]:
+        """The same words for a dedup backup's download (rebuilt from its chunks, streamed through the service)."""
+        return limit_words(self.dedup_streamed)
+
+
+def limit_words(limit: dict | None) -> tuple[str, str, str, str, str]:
+    """Railway's limit, the measured rate and what it allows, a plausible real rate and what that allows."""
+    limit = limit or {}
+    return (f"{limit.get('http_limit_s', 0) // 60} minutes", f"{limit.get('measured_mb_s', 0):.0f} MB/s",
+            f"about {limit.get('max_bytes', 0) / 1e9:.0f} GB", f"{limit.get('example_mb_s', 0):.0f} MB/s",
+            f"about {limit.get('example_max_bytes', 0) / 1e9:.1f} GB")
 
 
 def _stored_facts(state) -> StoredFacts | None:
@@ -149,6 +162,8 @@ def _stored_facts(state) -> StoredFacts | None:
         url = storage.location.url
         remote = dict(place="remote", source_prefix=url if url.endswith(":") else url + "/",
                       variables="RCLONE_CONFIG_*", streamed=download_limit())
+    if storage.storage_format == "dedup":
+        remote["dedup_streamed"] = download_limit(DEDUP_MB_S, DEDUP_MEASURED_ON)
     return StoredFacts(url=storage.location.url, endpoint=state.stored.prompt.endpoint, schedule=schedule,
                        retention=retention_words(storage.retention), shrink_alert=storage.shrink_alert,
                        **{"source_prefix": storage.location.url, **remote})

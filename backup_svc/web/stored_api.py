@@ -1,5 +1,5 @@
 """The stored backups over HTTP: `GET /api/v1/stored` (the list, the schedule, the retention),
-`GET /api/v1/stored/<name>` (302 to a presigned URL) and `POST /api/v1/stored` (take one now).
+`GET /api/v1/stored/<name>` (302 to a presigned URL; a dedup backup streamed as a .sql.gz) and `POST /api/v1/stored` (take one now).
 
 Each is a protected path like any other (auth.login_required: cross-site rule, throttle, credentials);
 the POST is the one request that changes something, so a browser may send it only from this
@@ -17,9 +17,12 @@ from flask import Blueprint, jsonify, redirect, request, url_for
 from backup_svc.history.summary import FAILED_RUNS
 from backup_svc.storage.client import StorageError
 from backup_svc.storage.holds import active_holds
+from backup_svc.files.reader import BadBackup
 from backup_svc.storage.dedup.manifest import is_manifest_name
+from backup_svc.storage.dedup.sqlgz import MEASURED_MB_S as DEDUP_MB_S, MEASURED_ON as DEDUP_MEASURED_ON
+from backup_svc.storage.dedup.sqlgz import sqlgz_members, sqlgz_name, sqlgz_size
 from backup_svc.storage.presign import PRESIGN_MAX_S, NotOurBackup
-from backup_svc.storage.prompt import LIST_DEADLINE_S
+from backup_svc.storage.prompt import LIST_DEADLINE_S, QUICK_RETRY
 from backup_svc.storage.rclone_prompt import download_limit
 from backup_svc.storage.status import freshness, next_run_words, retention_words, schedule_interval
 from backup_svc.storage.trend import retention_marks, trend
@@ -72,6 +75,8 @@ def storage_status(stored: StoredBackups, now: datetime) -> dict:
         "storage": {"url": storage.location.url, "endpoint": stored.prompt.endpoint},
         # how a stored backup downloads: a presigned link, or streamed through the service (an rclone remote)
         "download": download_route(stored.prompt),
+        # a dedup backup (….sql.dedup) is always streamed through the service, rebuilt as a .sql.gz
+        "dedup_download": download_limit(DEDUP_MB_S, DEDUP_MEASURED_ON),
         "schedule": schedule_json,
         "retention": {"setting": str(storage.retention) if storage.retention else None,
                       "description": retention_words(storage.retention)},
@@ -138,11 +143,25 @@ def hold_json(hold) -> dict:
     return {**hold.as_json(), "acknowledge_url": url_for("holds.acknowledge", name=hold.held)}
 
 
+def open_dedup_sqlgz(prompt, name: str, secret: str):
+    """(length, gzip members) of the dedup backup `name` as a .sql.gz (storage/dedup/sqlgz.py): the manifest
+    is read now (a bad one fails before any status is sent), the chunks as the body is sent."""
+    from backup_svc.storage.dedup.chunks import ChunkKey
+    from backup_svc.storage.dedup.source import dedup_opener
+    from backup_svc.storage.reader import open_object
+
+    key = prompt.location.key(name)
+    first = open_object(prompt.client, prompt.location.bucket, key, retry=QUICK_RETRY)
+    stream = dedup_opener(prompt.client, prompt.location.bucket, key, ChunkKey(secret) if secret else None, first)()
+    return sqlgz_size(stream.manifest), sqlgz_members(stream)
+
+
 @bp.get("/stored/<name>")
 @auth.login_required
 def download(name: str):
     """302 to a presigned URL of the stored backup `name` (valid ≤ 10 minutes), or for an rclone remote the
-    bytes streamed through the service (stored_stream.py); 404 for any other name."""
+    bytes streamed through the service (stored_stream.py), or for a dedup backup (….sql.dedup) the .sql.gz
+    rebuilt from its chunks, streamed through the service too; 404 for any other name."""
     stored = _stored()
     state, started, actor, facts = service(), time.time(), current_actor(), request_facts()
 
@@ -150,14 +169,12 @@ def download(name: str):
         state.audit.record(event="stored-download", actor=actor, outcome=outcome, started=started, status=status,
                            name=name[:200], error=error, **facts, **amounts)
 
-    if is_manifest_name(name) and stored.prompt.names.time_of(name) is not None:
-        audit("refused", 409, "a dedup backup is not one object to download")
-        api_abort(409, f"{name} is a deduplicated backup (BACKUP_STORAGE_FORMAT=dedup): its manifest names chunks "
-                       "that only backup_svc reassembles, so there is no file to download. Restore it from the "
-                       "dashboard, or with `backup-svc restore s3://<bucket>/<key> --target-url …` (docs/storage.md).")
-    prompt, size, url = stored.prompt, None, None
+    prompt, size, url, members = stored.prompt, None, None, None
     try:
-        if prompt.streams_downloads:  # an rclone remote: no presigned links, the bytes pass through here
+        if is_manifest_name(name) and not prompt.streams_downloads:  # a dedup backup: rebuilt as a .sql.gz from its chunks, through this service
+            if prompt.exists(name):
+                size, members = open_dedup_sqlgz(prompt, name, stored.storage.dedup_key)
+        elif prompt.streams_downloads:  # an rclone remote: no presigned links, the bytes pass through here
             size = prompt.size_of(name)
         else:
             url = prompt.download_url(name)
@@ -169,10 +186,15 @@ def download(name: str):
         message = stored.prompt.explain(exc)
         audit("failed", 503, message)
         api_abort(503, message, Retry_After=RETRY_AFTER_STORAGE_S)
+    except BadBackup as exc:  # a manifest this version cannot read (or the wrong BACKUP_DEDUP_KEY)
+        audit("failed", 502, str(exc))
+        api_abort(502, f"{name} cannot be rebuilt as a .sql.gz: {exc}")
     if url is None and size is None:
         audit("refused", 404, "no such object")
         api_abort(404, f"There is no stored backup {name} (any more): retention may have deleted it. "
                        "GET /api/v1/stored lists the ones there are.")
+    if members is not None:  # Content-Length is known from the manifest; a damaged chunk ends the body short
+        return streamed_response(sqlgz_name(name), size, members, audit, request.environ)
     if url is None:
         return streamed_response(name, size, prompt.open(name), audit, request.environ)
     audit("ok", 302)

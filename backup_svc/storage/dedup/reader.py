@@ -42,6 +42,7 @@ class DedupStream(io.RawIOBase):
         self._held = memoryview(b"")  # what is left of the chunk being handed on
         self._sql_sha256 = hashlib.sha256()
         self._sql_bytes = 0
+        self.last_packed = b""
 
     def readable(self) -> bool:
         return True
@@ -56,6 +57,13 @@ class DedupStream(io.RawIOBase):
         self._held = self._held[n:]
         return n
 
+    def next_chunk(self) -> tuple[int, bytes]:
+        """(index, plain bytes) of the next chunk, checked as for reading (the last one only after the whole
+        SQL's check), with its zlib bytes in `last_packed`; (-1, b"") at the end."""
+        index = self._next
+        plain = self._fetch_next()
+        return (index, plain) if self._next > index else (-1, b"")
+
     def _fetch_next(self) -> bytes:
         chunks = self.manifest.chunks
         if self._next >= len(chunks):
@@ -63,7 +71,8 @@ class DedupStream(io.RawIOBase):
         ref = chunks[self._next]
         where = f"chunk {self._next + 1} of {len(chunks)} ({ref.id})"
         try:
-            plain = decompress_chunk(self.store.get(ref.id))
+            packed = self.store.get(ref.id)
+            plain = decompress_chunk(packed)
         except zlib.error as exc:
             raise BadChunk(f"{where} is damaged: it does not inflate ({exc})") from None
         except StorageError as exc:
@@ -75,6 +84,7 @@ class DedupStream(io.RawIOBase):
         self._sql_sha256.update(plain)
         self._sql_bytes += len(plain)
         self._next += 1
+        self.last_packed = packed  # sqlgz.py reuses its deflate bytes (checked above) for a .sql.gz member
         if self._next == len(chunks):  # before the last bytes leave: the whole SQL must be the recorded one
             sha256 = self._sql_sha256.hexdigest()
             if self._sql_bytes != self.manifest.sql_bytes or sha256 != self.manifest.sql_sha256:

@@ -19,6 +19,7 @@
   var highlight = null;  // the name of the backup this page just stored: its row is marked
   var place = section.dataset.place || "bucket";  // "remote" for an rclone remote
   var streamed = null;  // the list's `download` when downloads stream through the service (docs/api.md)
+  var dedupStreamed = null;  // the list's `dedup_download`: a dedup backup's download always streams through it
 
   var humanBytes = window.backupSvc.humanBytes;
 
@@ -175,28 +176,33 @@
     shown.textContent = backup.name;
     link.appendChild(shown);
     link.appendChild(document.createTextNode(" "));
-    if (/\.sql\.dedup$/.test(backup.name)) {
-      // a dedup backup is a manifest of chunks: no single file to download (docs/storage.md, "Stored format")
+    var dedup = /\.sql\.dedup$/.test(backup.name);
+    var a = document.createElement("a");
+    a.href = section.dataset.downloadUrl.replace("BACKUP_NAME", encodeURIComponent(backup.name));
+    a.textContent = "Download";
+    a.setAttribute("aria-label", "Download " + backup.name + (dedup ? " as .sql.gz" : ""));
+    a.className = "download-link";
+    link.appendChild(a);
+    // a dedup backup is a manifest of chunks: its download is the .sql.gz rebuilt from them, streamed through
+    // the service (docs/storage.md, "Stored format"); an rclone remote's downloads are streamed too
+    var through = dedup ? dedupStreamed : streamed;
+    if (dedup && through) {
       var note = document.createElement("span");
       note.className = "dedup-note";
-      note.textContent = "restore only";
-      note.title = "Deduplicated (BACKUP_STORAGE_FORMAT=dedup): stored as chunks, no single file to download; restore it here or with backup-svc restore s3://…";
+      note.textContent = "as .sql.gz, through the service";
+      note.title = "Deduplicated (BACKUP_STORAGE_FORMAT=dedup): rebuilt from its chunks and streamed through the " +
+                   "service at about " + through.measured_mb_s.toFixed(0) + " MB/s (measured on loopback); Railway " +
+                   "ends a request after " + Math.round(through.http_limit_s / 60) + " minutes";
+      link.appendChild(document.createElement("br"));
       link.appendChild(note);
-    } else {
-      var a = document.createElement("a");
-      a.href = section.dataset.downloadUrl.replace("BACKUP_NAME", encodeURIComponent(backup.name));
-      a.textContent = "Download";
-      a.setAttribute("aria-label", "Download " + backup.name);
-      a.className = "download-link";
-      link.appendChild(a);
     }
-    if (streamed && streamed.max_bytes && backup.size > streamed.max_bytes) {
+    if (through && through.max_bytes && backup.size > through.max_bytes) {
       var late = document.createElement("span");
       late.className = "too-big-mark";
-      late.textContent = "may not finish within " + Math.round(streamed.http_limit_s / 60) + " minutes";
-      late.title = "Streamed through the service at about " + streamed.measured_mb_s.toFixed(0) +
-                   " MB/s (measured on loopback), Railway ends it after " + Math.round(streamed.http_limit_s / 60) +
-                   " minutes: restore it from a shell instead";
+      late.textContent = "may not finish within " + Math.round(through.http_limit_s / 60) + " minutes";
+      late.title = "Streamed through the service at about " + through.measured_mb_s.toFixed(0) +
+                   " MB/s (measured on loopback), Railway ends it after " + Math.round(through.http_limit_s / 60) +
+                   " minutes: restore it from a shell instead" + (dedup ? ", or use backup-svc get" : "");
       link.appendChild(document.createElement("br"));
       link.appendChild(late);
     }
@@ -242,6 +248,7 @@
         }
         error.hidden = true;
         streamed = reply.body.download && reply.body.download.via === "service" ? reply.body.download : null;
+        dedupStreamed = reply.body.dedup_download || null;
         renderFreshness(reply.body);
         renderList(reply.body.backups.concat(reply.body.unrecorded || []).sort(function (a, b) {
           return a.time < b.time ? 1 : a.time > b.time ? -1 : 0;
