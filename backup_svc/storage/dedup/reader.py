@@ -3,7 +3,8 @@
 Every chunk must inflate (zlib's adler-32) and, with the key, hash to its id (HMAC-SHA256); the whole
 SQL must hash to the manifest's sha256 and size. The last chunk is handed on only after that final
 check: a reader of this stream (psql in one transaction) never sees the end of a backup that is wrong.
-Memory: one chunk (≤ MAX_CHUNK) and the manifest.
+Memory: one chunk (≤ MAX_CHUNK) and the manifest. An encrypted backup's chunks are age-decrypted first
+(the store's identities, BACKUP_AGE_IDENTITY), and age authenticates them.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import hmac
 import io
 import zlib
 
+from backup_svc.crypto.common import DecryptionFailed
 from backup_svc.files.reader import BadBackup
 from backup_svc.storage.client import StorageError
 
@@ -63,7 +65,9 @@ class DedupStream(io.RawIOBase):
         ref = chunks[self._next]
         where = f"chunk {self._next + 1} of {len(chunks)} ({ref.id})"
         try:
-            plain = decompress_chunk(self.store.get(ref.id))
+            plain = decompress_chunk(self.store.unseal(self.store.get(ref.id)))
+        except DecryptionFailed as exc:  # IdentityNeeded / WrongIdentity stay the cause (drills tell them apart)
+            raise BadChunk(f"{where} cannot be decrypted: {exc}") from exc
         except zlib.error as exc:
             raise BadChunk(f"{where} is damaged: it does not inflate ({exc})") from None
         except StorageError as exc:

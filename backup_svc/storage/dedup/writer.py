@@ -147,6 +147,6 @@ class DedupSink:
         self._sizes[chunk_id] = future
 
     def _send(self, chunk_id: str, data: bytes) -> int:
-        stored = compress_chunk(data)
+        stored = self.store.seal(compress_chunk(data))  # age-encrypted when the store has recipients
         self.store.put(chunk_id, stored)
         return len(stored)
