@@ -24,6 +24,10 @@ from .manifest import CONTENT_TYPE, Manifest, seal_manifest
 from .writer import DedupSink
 
 log = logging.getLogger(__name__)
+# The manifest's upload buffer: S3's smallest part (every part but the last must be ≥ 5 MiB), not the
+# 16 MiB PART_SIZE of a .sql.gz — a manifest is ~100 bytes per chunk, and that buffer is filled (touched)
+# when the upload starts, after the chunks' buffers, so it adds to the peak RSS.
+MANIFEST_PART_SIZE = 5 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -85,7 +89,7 @@ def store_dedup_backup(options: DumpOptions, client, location: StorageLocation, 
         metadata.update(recipients_metadata(recipients))
     body = seal_manifest(manifest, recipients) if recipients else manifest.to_bytes()
     with MultipartUpload(client, location.bucket, location.key(name), metadata=metadata, retry=retry,
-                         cancelled=cancel.is_set, content_type=CONTENT_TYPE) as upload:
+                         cancelled=cancel.is_set, content_type=CONTENT_TYPE, part_size=MANIFEST_PART_SIZE) as upload:
         upload.write(body)
         stored = upload.complete({
             **completion_metadata(written, time.monotonic() - started),
