@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 
 from tests.s3support import all_keys, s3_env, stored_metadata
 from tests.service.test_dedup_storage import DEDUP_KEY, SEVERAL_CHUNKS, chunk_keys, dedup_env, manifests, upload
-from tests.support import run_cli, snapshot
+from tests.support import basic, run_cli, snapshot, wait_until
 
 MARKER = "cleartext-marker-dd-5e1b"  # a row value that must never be readable in the bucket
 MARKED = SEVERAL_CHUNKS + f"""
@@ -143,3 +143,37 @@ def test_a_wrong_or_missing_identity_is_refused_clearly_and_nothing_is_created(s
         assert "Traceback" not in restored.stderr + verified.stderr
         with pg_cluster.connect() as db:
             assert db.execute("SELECT count(*) FROM pg_database WHERE datname = %s", (target,)).fetchone()[0] == 0
+
+
+def test_serve_stores_an_encrypted_dedup_backup_and_the_dashboard_restore_decrypts_it(s3, moto_s3, start_service,
+                                                                                         fresh_db, pg_cluster, age_keys):
+    """The web restore reads an encrypted dedup backup through storage/dedup/source.py with BACKUP_AGE_IDENTITY."""
+    client, bucket = s3
+    name, url = fresh_db("dde", MARKED)
+    env = dedup_env(moto_s3.endpoint, bucket, url, BACKUP_AGE_RECIPIENTS=age_keys["age_public"],
+                    BACKUP_AGE_IDENTITY=str(age_keys["age"]))
+    service = start_service(DATABASE_URL=url, **{k: v for k, v in env.items() if k != "DATABASE_URL"})
+    started = service.request("POST", "/api/v1/stored", service.auth())
+    assert started.status == 202, started.body
+    progress = started.json()["progress_url"]
+    assert wait_until(lambda: service.request("GET", progress, service.auth()).json()["state"] != "running", 120)
+    assert service.request("GET", progress, service.auth()).json()["state"] == "done"
+    assert_nothing_readable(client, bucket)
+    (backup,) = [b["name"] for b in service.request("GET", "/api/v1/stored", service.auth()).json()["backups"]]
+
+    conn = service.connection(timeout=60)
+    conn.request("POST", "/api/v1/restores", body=json.dumps({"backup": backup, "mode": "new"}).encode(),
+                 headers={"Content-Type": "application/json", **basic("admin", service.password)})
+    response = conn.getresponse()
+    body = json.loads(response.read())
+    conn.close()
+    assert response.status == 202, body
+
+    def ended():
+        report = service.request("GET", body["progress_url"], service.auth()).json()
+        return report if report["state"] != "running" else None
+    report = wait_until(ended, 120, interval=0.2)
+    assert report and report["state"] == "done", report
+    assert snapshot(pg_cluster, report["target"]) == snapshot(pg_cluster, name)
+    with pg_cluster.connect() as db:
+        db.execute(f'DROP DATABASE "{report["target"]}" WITH (FORCE)')
