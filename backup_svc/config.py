@@ -167,9 +167,6 @@ class Settings:
         notify = notify_settings(env, problems, source=conn)
         restore = restore_from_env(env, problems)
         encryption = encryption_settings(env, problems)
-        if storage is not None and storage.storage_format == "dedup" and encryption.recipients:
-            problems.append("BACKUP_STORAGE_FORMAT=dedup cannot be combined with BACKUP_AGE_RECIPIENTS yet (encrypted "
-                            "chunks are not built): unset one of them — nothing is stored in the clear instead")
 
         if problems:
             raise ConfigError(problems)

@@ -42,7 +42,8 @@ def dedup_secret_from_env() -> str:
 def _stored_source(url: str):
     """(opener, stored sha256) for `s3://bucket/key` or `rclone:<remote>:<path>/<name>`;
     ConfigError / StorageError / ValueError."""
-    from backup_svc.crypto.settings import reading_opener
+    from backup_svc.crypto.keys import BadKey
+    from backup_svc.crypto.settings import identities_from_env, reading_opener
 
     if url.startswith("rclone:"):
         from backup_svc.storage.rclone_reader import open_stored
@@ -57,7 +58,13 @@ def _stored_source(url: str):
     client = storage_client_for_reading()
     first = open_object(client, bucket, key)  # fails early (no such key, no access) with one clear line
     # a dedup backup: its SQL streams from the chunks its manifest names, each checked with BACKUP_DEDUP_KEY
-    opener = stored_opener(client, bucket, key, first, dedup_secret_from_env() if is_manifest_name(key) else "")
+    # (an encrypted one's manifest and chunks decrypted with BACKUP_AGE_IDENTITY)
+    problems: list[str] = []
+    identities = identities_from_env(os.environ, problems)
+    if problems:
+        raise BadKey(problems[0])
+    opener = stored_opener(client, bucket, key, first, dedup_secret_from_env() if is_manifest_name(key) else "",
+                           identities)
 
     # an age-encrypted object is decrypted with BACKUP_AGE_IDENTITY as it streams
     return reading_opener(url, opener, os.environ), first.metadata.get("sha256")

@@ -5,7 +5,8 @@ chunk checked, the whole SQL's sha256 checked before the last gzip member is wri
 is copied as it is, its bytes checked against the sha256 recorded with it. Like `dump -o`: the file is
 written as `FILE.partial` and renamed only when complete; on any failure no file is left behind and the
 exit status is 1. Only the AWS_* variables (and BACKUP_STORAGE_URL for a bare NAME, BACKUP_DEDUP_KEY for
-a dedup backup's chunk ids) are needed, no DATABASE_URL.
+a dedup backup's chunk ids, BACKUP_AGE_IDENTITY for an encrypted one) are needed, no DATABASE_URL. An
+age-encrypted dedup backup is decrypted and written in the clear (a `.sql.gz.age` object is copied as is).
 """
 from __future__ import annotations
 
@@ -54,6 +55,8 @@ def _object_bytes(stream) -> Iterator[bytes]:
 
 def cmd_get(args: argparse.Namespace) -> int:
     from backup_svc.commands.from_bucket import dedup_secret_from_env, storage_client_for_reading
+    from backup_svc.crypto.common import DecryptionFailed, IdentityNeeded
+    from backup_svc.crypto.settings import identities_from_env
     from backup_svc.files.reader import BadBackup
     from backup_svc.storage.client import StorageError
     from backup_svc.storage.dedup.chunks import ChunkKey
@@ -66,6 +69,10 @@ def cmd_get(args: argparse.Namespace) -> int:
         bucket, key = _object_of(args.name)
         client = storage_client_for_reading()
         secret = dedup_secret_from_env() if is_manifest_name(key) else ""
+        problems: list[str] = []
+        identities = identities_from_env(os.environ, problems) if is_manifest_name(key) else ()
+        if problems:
+            raise ConfigError(problems)
     except ConfigError as exc:
         return refuse(exc.problems)
     except ValueError as exc:
@@ -78,7 +85,8 @@ def cmd_get(args: argparse.Namespace) -> int:
     try:
         first = open_object(client, bucket, key)  # fails early (no such key, no access) with one clear line
         if is_manifest_name(key):
-            stream = dedup_opener(client, bucket, key, ChunkKey(secret) if secret else None, first)()
+            # an encrypted one's manifest and chunks are decrypted with BACKUP_AGE_IDENTITY (the file is in the clear)
+            stream = dedup_opener(client, bucket, key, ChunkKey(secret) if secret else None, first, identities)()
             chunks, pieces = len(stream.manifest.chunks), sqlgz_members(stream)
         else:
             pieces = _object_bytes(first)
@@ -99,7 +107,10 @@ def cmd_get(args: argparse.Namespace) -> int:
             os.replace(partial, target)
     except FileExistsError:
         return fail(f"get failed: {partial} exists (another get writing it, or one that was killed): remove it")
-    except (StorageError, BadBackup, ValueError, OSError) as exc:
+    except IdentityNeeded:
+        return fail(f"get failed: {url} is age-encrypted: set BACKUP_AGE_IDENTITY to the private key "
+                    "(a file path or the AGE-SECRET-KEY-1… value) to rebuild it")
+    except (StorageError, BadBackup, DecryptionFailed, ValueError, OSError) as exc:
         return fail(f"get failed: {url}: {exc}")
     except KeyboardInterrupt:
         say("get interrupted")

@@ -165,3 +165,16 @@ def decrypting_opener(path: str, opener: Callable[[], BinaryIO] | None,
         return DecryptingReader(raw, identities, name=path)
 
     return open_maybe_decrypting
+
+
+def decrypt_bytes(data: bytes, identities: Iterable[Identity]) -> bytes:
+    """The plaintext of a small age file held whole (a dedup chunk or manifest). IdentityNeeded without
+    identities, WrongIdentity / DecryptionFailed as DecryptingReader says them."""
+    keys = [i.key for i in identities]
+    if not keys:
+        raise IdentityNeeded("it is encrypted with age: set BACKUP_AGE_IDENTITY to the private key (a key "
+                             "file's path or the AGE-SECRET-KEY-1… value) to read it")
+    try:
+        return pyrage.decrypt(bytes(data), keys)
+    except Exception as exc:
+        raise _decryption_failed(exc) from exc

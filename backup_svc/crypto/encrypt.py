@@ -230,3 +230,17 @@ class EncryptedChunks:
     def close(self) -> None:
         if self._generator is not None:
             self._generator.close()
+
+
+def encrypt_bytes(data: bytes, recipients: Iterable[Recipient]) -> bytes:
+    """The age file of `data` (small objects held whole, e.g. a dedup chunk or manifest), checked to be age."""
+    keys = [r.key for r in recipients]
+    if not keys:
+        raise EncryptionFailed("no recipients to encrypt to")
+    try:
+        sealed = pyrage.encrypt(bytes(data), keys)
+    except Exception as exc:
+        raise _as_encryption_failed(exc) from exc
+    if not sealed.startswith(AGE_MAGIC):
+        raise EncryptionFailed("the encryptor's output is not in age format; refusing to store it")
+    return sealed

@@ -148,7 +148,7 @@ def drill_stored_object(setup: StoredSetup, bucket: str, key: str, *, client=Non
     # `drill s3://…` may run without BACKUP_STORAGE_URL: a dedup manifest is then read without the chunk key
     # (each chunk's id unchecked; the whole SQL's sha256 still is)
     dedup_key = setup.storage.dedup_key if setup.storage is not None else None
-    opener = stored_opener(client, bucket, key, first, dedup_key)
+    opener = stored_opener(client, bucket, key, first, dedup_key, setup.encryption.identities)
     # an age-encrypted object is decrypted with BACKUP_AGE_IDENTITY; without it the drill says it needs it
     opener = decrypting_opener(url, opener, setup.encryption.identities)
     return run_drill(url, key.rsplit("/", 1)[-1], setup.notify.drill, source=setup.dump.conn, opener=opener,

@@ -50,7 +50,7 @@ def stored_source(client, bucket: str, key: str, name: str, identities: tuple[Id
     first = open_object(client, bucket, key)
     sha256 = first.metadata.get("sha256") or _companion_sha256(client, bucket, key)
     return Source(label=f"s3://{bucket}/{key}", name=name,
-                  opener=stored_opener(client, bucket, key, first, dedup_secret),
+                  opener=stored_opener(client, bucket, key, first, dedup_secret, identities),
                   size=logical_size(key, first.metadata, first.size), metadata=dict(first.metadata),
                   stored_sha256=sha256, identities=tuple(identities))
 

@@ -117,8 +117,8 @@ def _take(options: DumpOptions, storage: StorageSettings, name: str | None, appl
             dedup = store_dedup_backup(
                 options, client, storage.location, name, ChunkKey(storage.dedup_key),
                 application_name=application_name, progress=progress, cancel=cancel, retry=retry,
-                completion_metadata=lambda w, seconds: _completion_metadata(w, seconds, encrypted=False),
-                started=started)
+                completion_metadata=lambda w, seconds: _completion_metadata(w, seconds, encrypted=bool(recipients)),
+                started=started, recipients=recipients)
             stored, written, owner = dedup.stored, dedup.written, dedup.owner
             if progress is not None:
                 progress.sha256 = stored.sha256  # the manifest's, as the listing shows it (not this run's .sql.gz)
@@ -128,7 +128,7 @@ def _take(options: DumpOptions, storage: StorageSettings, name: str | None, appl
         log.info("stored %s: %d bytes, sha256 %s", key, stored.size, stored.sha256)
         result = StoredBackupResult(stored=stored, seconds=time.monotonic() - started,
                                     sql_bytes=None if recipients else written.sql_bytes,
-                                    rows=total_rows(written.table_rows))
+                                    rows=None if recipients else total_rows(written.table_rows))
         retain = True
         try:  # before retention: the hold it may place must count in this very prune
             result.shrink = check_shrink(client, storage.location, BackupNames(options.backup_name), stored,

@@ -14,6 +14,7 @@ from datetime import datetime
 
 from flask import Blueprint, jsonify, redirect, request, url_for
 
+from backup_svc.crypto.common import DecryptionFailed, IdentityNeeded
 from backup_svc.history.summary import FAILED_RUNS
 from backup_svc.storage.client import StorageError
 from backup_svc.storage.holds import active_holds
@@ -153,6 +154,8 @@ def open_dedup_sqlgz(prompt, name: str, secret: str):
     key = prompt.location.key(name)
     first = open_object(prompt.client, prompt.location.bucket, key, retry=QUICK_RETRY)
     stream = dedup_opener(prompt.client, prompt.location.bucket, key, ChunkKey(secret) if secret else None, first)()
+    if stream.manifest.encrypted:  # (read with identities only when given: open_manifest refuses without them)
+        raise IdentityNeeded("the dashboard does not rebuild an encrypted dedup backup")
     return sqlgz_size(stream.manifest), sqlgz_members(stream)
 
 
@@ -186,6 +189,11 @@ def download(name: str):
         message = stored.prompt.explain(exc)
         audit("failed", 503, message)
         api_abort(503, message, Retry_After=RETRY_AFTER_STORAGE_S)
+    except DecryptionFailed:  # an age-encrypted dedup backup: its chunks are not handed out decrypted here
+        audit("refused", 409, "an encrypted dedup backup is not downloaded through the service")
+        api_abort(409, f"{name} is an age-encrypted dedup backup: the dashboard does not hand it out decrypted. "
+                       "Restore it here, or rebuild it where the private key is: "
+                       f"`BACKUP_AGE_IDENTITY=… backup-svc get {name} -o FILE.sql.gz`.")
     except BadBackup as exc:  # a manifest this version cannot read (or the wrong BACKUP_DEDUP_KEY)
         audit("failed", 502, str(exc))
         api_abort(502, f"{name} cannot be rebuilt as a .sql.gz: {exc}")

@@ -82,7 +82,7 @@ def test_an_expected_schedule_is_watched_but_not_taken():
     ({"BACKUP_STORAGE_URL": "s3://bkt", "BACKUP_STORAGE_FORMAT": "dedup", "BACKUP_DEDUP_KEY": "short-key"},
      "BACKUP_DEDUP_KEY must be at least 16 characters long"),
     ({"BACKUP_STORAGE_URL": "s3://bkt", "BACKUP_STORAGE_FORMAT": "dedup", "BACKUP_DEDUP_KEY": "k" * 32,
-      "BACKUP_AGE_RECIPIENTS": AGE_RECIPIENT}, "BACKUP_STORAGE_FORMAT=dedup cannot be combined with BACKUP_AGE_RECIPIENTS"),
+      "BACKUP_AGE_RECIPIENTS": "age1notakey"}, "BACKUP_AGE_RECIPIENTS"),
     ({"BACKUP_STORAGE_URL": "rclone:gdrive:backups", "BACKUP_STORAGE_FORMAT": "dedup", "BACKUP_DEDUP_KEY": "k" * 32},
      "BACKUP_STORAGE_FORMAT: only 'sqlgz' is supported on rclone remotes"),
     ({"BACKUP_STORAGE_URL": "s3://bkt", "BACKUP_STORAGE_FORMAT": "zip"},
@@ -102,6 +102,14 @@ def test_the_dedup_format_is_accepted_with_its_key_which_is_never_shown():
     assert settings.storage.storage_format == "dedup"
     assert settings.storage.dedup_key == "the-dedup-key-" + "x" * 20
     assert "the-dedup-key" not in repr(settings) + repr(settings.storage)
+
+
+def test_the_dedup_format_is_accepted_with_age_recipients():
+    """Issue 28 item 4: dedup + BACKUP_AGE_RECIPIENTS (refused before encrypted chunks existed) now starts."""
+    settings = Settings.from_env({**BASE, "BACKUP_STORAGE_URL": "s3://bkt", "BACKUP_STORAGE_FORMAT": "dedup",
+                                  "BACKUP_DEDUP_KEY": "k" * 32, "BACKUP_AGE_RECIPIENTS": AGE_RECIPIENT})
+    assert settings.storage.storage_format == "dedup"
+    assert [r.text for r in settings.encryption.recipients] == [AGE_RECIPIENT]
 
 
 @pytest.mark.parametrize("value", ["", "sqlgz", " SQLGZ "])

@@ -61,20 +61,65 @@ def decompress_chunk(stored: bytes) -> bytes:
     return zlib.decompress(stored)
 
 
-class ChunkStore:
-    """The chunks of one backup name under one prefix."""
+def encrypted_suffix(recipients) -> str:
+    """The object-name suffix of chunks age-encrypted to exactly these recipients: `.<16 hex>.age`.
 
-    def __init__(self, client, location: StorageLocation, backup_name: str, retry: RetryPolicy = RetryPolicy()):
+    A chunk is reused only by backups encrypted to the same recipients: a chunk stored in the clear, or
+    encrypted to keys since rotated away, is never named by a new encrypted backup (changing
+    BACKUP_AGE_RECIPIENTS costs one full upload, docs/storage.md)."""
+    texts = sorted({r.text for r in recipients})
+    if not texts:
+        raise ValueError("no recipients")
+    return "." + hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16] + ".age"
+
+
+class ChunkStore:
+    """The chunks of one backup name under one prefix, as objects `<id><suffix>`: suffix "" for chunks in the
+    clear, `encrypted_suffix(recipients)` for age-encrypted ones. `recipients` seal what is put (the upload),
+    `identities` (BACKUP_AGE_IDENTITY) open what is got (readers)."""
+
+    def __init__(self, client, location: StorageLocation, backup_name: str, retry: RetryPolicy = RetryPolicy(), *,
+                 suffix: str = "", recipients=(), identities=()):
         self.client = client
         self.bucket = location.bucket
         self.folder = f"{location.prefix}{CHUNK_FOLDER}/{backup_name}/"
         self.retry = retry
+        self.suffix = suffix
+        self.recipients = tuple(recipients)
+        self.identities = tuple(identities)
+        if self.recipients and suffix != encrypted_suffix(self.recipients):
+            raise ValueError("chunks encrypted to these recipients are named with their encrypted_suffix")
 
     def key(self, chunk_id: str) -> str:
-        return self.folder + chunk_id
+        return self.folder + chunk_id + self.suffix
+
+    def seal(self, compressed: bytes) -> bytes:
+        """A compressed chunk's stored bytes: age-encrypted to the recipients when the store has them."""
+        if not self.recipients:
+            return compressed
+        from backup_svc.crypto.encrypt import encrypt_bytes
+        return encrypt_bytes(compressed, self.recipients)
+
+    def unseal(self, stored: bytes) -> bytes:
+        """A stored chunk's compressed bytes: decrypted with the identities when its name says it is encrypted
+        (IdentityNeeded / WrongIdentity / DecryptionFailed from crypto/ when that cannot be done)."""
+        if not self.suffix:
+            return stored
+        from backup_svc.crypto.decrypt import decrypt_bytes
+        return decrypt_bytes(stored, self.identities)
 
     def listing(self) -> dict[str, dict]:
-        """{id: {"size", "modified"}} of every chunk stored; StorageError when it cannot be listed."""
+        """{id: {"size", "modified"}} of every chunk stored under this store's suffix (chunks in the clear
+        and chunks encrypted to other recipients are not this store's); StorageError when it cannot be listed."""
+        found: dict[str, dict] = {}
+        for name, info in self.objects().items():
+            chunk_id = name[:len(name) - len(self.suffix)] if name.endswith(self.suffix) else ""
+            if chunk_id and "." not in chunk_id:
+                found[chunk_id] = info
+        return found
+
+    def objects(self) -> dict[str, dict]:
+        """{object name under the folder: {"size", "modified"}} of every object in the chunk folder."""
         found: dict[str, dict] = {}
         request = {"Bucket": self.bucket, "Prefix": self.folder, "MaxKeys": 1000}
         while True:
@@ -107,8 +152,12 @@ class ChunkStore:
         return with_retries(f"reading chunk {chunk_id}", read, self.retry)
 
     def delete(self, chunk_id: str) -> None:
-        key = self.key(chunk_id)
-        with_retries(f"deleting chunk {chunk_id}",
+        self.delete_object(chunk_id + self.suffix)
+
+    def delete_object(self, name: str) -> None:
+        """Delete the object `name` (as `objects()` names it) from the chunk folder."""
+        key = self.folder + name
+        with_retries(f"deleting chunk {name}",
                      lambda: self.client.delete_object(Bucket=self.bucket, Key=key), self.retry)
 
 

@@ -18,7 +18,7 @@ from backup_svc.storage.client import RetryPolicy, StorageError, with_retries
 from backup_svc.storage.location import StorageLocation
 
 from .chunks import ChunkStore
-from .manifest import SUFFIX, BadManifest, Manifest, MAX_MANIFEST_BYTES
+from .manifest import SUFFIX, BadManifest, MAX_MANIFEST_BYTES, referenced_names
 
 # No upload of this service runs for a day (prune.py's STALE_UPLOAD_AGE says the same of multipart uploads).
 CHUNK_GRACE = timedelta(days=1)
@@ -59,11 +59,11 @@ def collect_chunks(client, location: StorageLocation, backup_name: str, *, dry_r
     now = now or datetime.now(timezone.utc)
     store = ChunkStore(client, location, backup_name, retry)
     report = Collection(dry_run=dry_run)
-    referenced: set[str] = set()
+    referenced: set[str] = set()  # object names: `<id>` in the clear, `<id>.<fp>.age` encrypted
     for key in _manifest_keys(client, location, backup_name, retry):
-        referenced |= _read(client, location.bucket, key, retry).chunk_ids()
+        referenced |= _read(client, location.bucket, key, retry)
         report.manifests += 1
-    chunks = store.listing()
+    chunks = store.objects()  # every object in the folder, clear or encrypted to any recipients
     report.referenced = len(referenced & set(chunks))
     cutoff = now - CHUNK_GRACE
     for chunk_id, info in sorted(chunks.items()):
@@ -74,7 +74,7 @@ def collect_chunks(client, location: StorageLocation, backup_name: str, *, dry_r
             continue
         if not dry_run:
             try:
-                store.delete(chunk_id)
+                store.delete_object(chunk_id)
             except StorageError as exc:
                 report.failed.append((chunk_id, str(exc)))
                 continue
@@ -95,13 +95,14 @@ def _manifest_keys(client, location: StorageLocation, backup_name: str, retry: R
         request["ContinuationToken"] = page["NextContinuationToken"]
 
 
-def _read(client, bucket: str, key: str, retry: RetryPolicy) -> Manifest:
+def _read(client, bucket: str, key: str, retry: RetryPolicy) -> set[str]:
+    """The chunk object names the manifest `key` names (an encrypted one's without decrypting it)."""
     def get() -> bytes:
         return client.get_object(Bucket=bucket, Key=key)["Body"].read(MAX_MANIFEST_BYTES + 1)
 
     data = with_retries(f"reading the manifest {key}", get, retry)
     try:
-        return Manifest.from_bytes(data)
+        return referenced_names(data)
     except BadManifest as exc:
         raise StorageError(f"the manifest {key} cannot be read ({exc}), so no chunk can be known unused: "
                            f"no chunk was deleted; delete or repair that object") from None

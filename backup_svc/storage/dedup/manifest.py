@@ -2,8 +2,10 @@
 that lists its chunks in order and what the whole SQL must hash to. Written last, only for a good dump."""
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import dataclass, field
+from typing import Iterable
 
 from backup_svc.files.reader import BadBackup
 
@@ -37,6 +39,7 @@ class Manifest:
     sql_sha256: str = ""
     sql_bytes: int = 0
     key_check: str = ""  # ChunkKey.check of the key the ids were made with
+    chunk_suffix: str = ""  # after the id in a chunk's object name: "" in the clear, `.<fp>.age` encrypted
     facts: dict = field(default_factory=dict)  # versions, the .sql.gz's sha256, row counts, chunker
 
     @property
@@ -44,13 +47,23 @@ class Manifest:
         """The compressed size of all its chunks: what the backup occupies alone, comparable to a .sql.gz."""
         return sum(c.stored for c in self.chunks)
 
+    @property
+    def encrypted(self) -> bool:
+        """Whether its chunks are age-encrypted (then `stored` sizes are the sealed objects' sizes)."""
+        return bool(self.chunk_suffix)  # as ChunkStore.unseal decides
+
     def chunk_ids(self) -> set[str]:
         return {c.id for c in self.chunks}
+
+    def chunk_names(self) -> set[str]:
+        """The object names (under the chunk folder) of its chunks."""
+        return {c.id + self.chunk_suffix for c in self.chunks}
 
     def to_bytes(self) -> bytes:
         return json.dumps({
             "format": FORMAT, "version": VERSION, "backup": self.backup, "sql_sha256": self.sql_sha256,
-            "sql_bytes": self.sql_bytes, "key_check": self.key_check, **self.facts,
+            "sql_bytes": self.sql_bytes, "key_check": self.key_check,
+            **({"chunk_suffix": self.chunk_suffix} if self.chunk_suffix else {}), **self.facts,
             "chunks": [[c.id, c.size, c.stored] for c in self.chunks],
         }, separators=(",", ":"), sort_keys=False).encode()
 
@@ -62,19 +75,96 @@ class Manifest:
             raise BadManifest("it is not JSON") from None
         if not isinstance(doc, dict) or doc.get("format") != FORMAT:
             raise BadManifest("it is not a backup_svc dedup manifest")
+        if SEALED in doc:
+            raise BadManifest("it is age-encrypted: read it with open_manifest and BACKUP_AGE_IDENTITY")
         if doc.get("version") != VERSION:
             raise BadManifest(f"it is a version {doc.get('version')!r} manifest; this version reads {VERSION}")
         try:
             chunks = [ChunkRef(str(i), int(n), int(s)) for i, n, s in doc["chunks"]]
-            known = {"format", "version", "backup", "sql_sha256", "sql_bytes", "key_check", "chunks"}
+            known = {"format", "version", "backup", "sql_sha256", "sql_bytes", "key_check", "chunk_suffix", "chunks"}
             manifest = cls(backup=str(doc["backup"]), chunks=chunks, sql_sha256=str(doc["sql_sha256"]),
                            sql_bytes=int(doc["sql_bytes"]), key_check=str(doc["key_check"]),
+                           chunk_suffix=_suffix(doc.get("chunk_suffix", "")),
                            facts={k: v for k, v in doc.items() if k not in known})
         except (KeyError, TypeError, ValueError):
             raise BadManifest("it lacks a field or has one of the wrong type") from None
         if sum(c.size for c in chunks) != manifest.sql_bytes:
             raise BadManifest("its chunks' sizes do not add up to its SQL size")
         return manifest
+
+
+# An encrypted manifest is an envelope: the manifest's JSON age-encrypted (base64 under SEALED), beside the
+# two things a collection must read without any private key — the chunk ids it names (keyed HMACs: they reveal
+# nothing of the SQL, only which chunks backups share) and their object-name suffix. A reader checks that the
+# sealed manifest names exactly those ids.
+SEALED = "sealed_age"
+
+
+def _suffix(value) -> str:
+    if not isinstance(value, str) or "/" in value or (value and not value.startswith(".")):
+        raise ValueError("bad chunk_suffix")
+    return value
+
+
+def seal_manifest(manifest: Manifest, recipients: Iterable) -> bytes:
+    """The stored form of an encrypted backup's manifest (crypto/encrypt.py's age, to `recipients`)."""
+    from backup_svc.crypto.encrypt import encrypt_bytes
+
+    sealed = encrypt_bytes(manifest.to_bytes(), recipients)
+    return json.dumps({
+        "format": FORMAT, "version": VERSION, "backup": manifest.backup, "chunk_suffix": manifest.chunk_suffix,
+        "chunk_ids": sorted(manifest.chunk_ids()), SEALED: base64.b64encode(sealed).decode(),
+    }, separators=(",", ":")).encode()
+
+
+def _envelope(data: bytes) -> dict | None:
+    """The envelope's fields when `data` is an encrypted manifest, else None (BadManifest if it is malformed)."""
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        raise BadManifest("it is not JSON") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT or SEALED not in doc:
+        return None
+    if doc.get("version") != VERSION:
+        raise BadManifest(f"it is a version {doc.get('version')!r} manifest; this version reads {VERSION}")
+    try:
+        ids = doc["chunk_ids"]
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids) or not isinstance(doc[SEALED], str):
+            raise ValueError
+        return {"suffix": _suffix(doc["chunk_suffix"]), "ids": set(ids), "sealed": doc[SEALED]}
+    except (KeyError, ValueError):
+        raise BadManifest("its encrypted envelope lacks a field or has one of the wrong type") from None
+
+
+def is_sealed(data: bytes) -> bool:
+    """Whether a manifest object's bytes are an encrypted manifest's envelope."""
+    return _envelope(data) is not None
+
+
+def open_manifest(data: bytes, identities: Iterable = ()) -> Manifest:
+    """The manifest in a stored manifest object, decrypted with `identities` (BACKUP_AGE_IDENTITY) when it is
+    sealed: IdentityNeeded / WrongIdentity / DecryptionFailed (crypto/common.py) when that cannot be done."""
+    from backup_svc.crypto.decrypt import decrypt_bytes
+
+    envelope = _envelope(data)
+    if envelope is None:
+        return Manifest.from_bytes(data)
+    try:
+        sealed = base64.b64decode(envelope["sealed"], validate=True)
+    except ValueError:
+        raise BadManifest("its encrypted part is not base64") from None
+    manifest = Manifest.from_bytes(decrypt_bytes(sealed, identities))
+    if manifest.chunk_ids() != envelope["ids"] or manifest.chunk_suffix != envelope["suffix"]:
+        raise BadManifest("the chunk ids in its envelope are not the ones its encrypted part names: it was changed")
+    return manifest
+
+
+def referenced_names(data: bytes) -> set[str]:
+    """The chunk object names a stored manifest names, read without decrypting it (for the collection)."""
+    envelope = _envelope(data)
+    if envelope is None:
+        return Manifest.from_bytes(data).chunk_names()
+    return {i + envelope["suffix"] for i in envelope["ids"]}
 
 
 def is_manifest_name(name: str) -> bool:

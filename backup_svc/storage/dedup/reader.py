@@ -3,7 +3,8 @@
 Every chunk must inflate (zlib's adler-32) and, with the key, hash to its id (HMAC-SHA256); the whole
 SQL must hash to the manifest's sha256 and size. The last chunk is handed on only after that final
 check: a reader of this stream (psql in one transaction) never sees the end of a backup that is wrong.
-Memory: one chunk (≤ MAX_CHUNK) and the manifest.
+Memory: one chunk (≤ MAX_CHUNK) and the manifest. An encrypted backup's chunks are age-decrypted first
+(the store's identities, BACKUP_AGE_IDENTITY), and age authenticates them.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import hmac
 import io
 import zlib
 
+from backup_svc.crypto.common import DecryptionFailed
 from backup_svc.files.reader import BadBackup
 from backup_svc.storage.client import StorageError
 
@@ -59,7 +61,7 @@ class DedupStream(io.RawIOBase):
 
     def next_chunk(self) -> tuple[int, bytes]:
         """(index, plain bytes) of the next chunk, checked as for reading (the last one only after the whole
-        SQL's check), with its zlib bytes in `last_packed`; (-1, b"") at the end."""
+        SQL's check), with its zlib bytes (decrypted, for an encrypted backup) in `last_packed`; (-1, b"") at the end."""
         index = self._next
         plain = self._fetch_next()
         return (index, plain) if self._next > index else (-1, b"")
@@ -71,8 +73,10 @@ class DedupStream(io.RawIOBase):
         ref = chunks[self._next]
         where = f"chunk {self._next + 1} of {len(chunks)} ({ref.id})"
         try:
-            packed = self.store.get(ref.id)
+            packed = self.store.unseal(self.store.get(ref.id))  # the zlib bytes (age-decrypted when sealed)
             plain = decompress_chunk(packed)
+        except DecryptionFailed as exc:  # IdentityNeeded / WrongIdentity stay the cause (drills tell them apart)
+            raise BadChunk(f"{where} cannot be decrypted: {exc}") from exc
         except zlib.error as exc:
             raise BadChunk(f"{where} is damaged: it does not inflate ({exc})") from None
         except StorageError as exc:

@@ -14,6 +14,8 @@ damaged backup never yields a complete `.sql.gz`: the file or the transfer ends 
 member's trailer is sent only with the next checked chunk), so gzip rejects what arrived.
 This is not the `.sql.gz` the upload itself streamed (that one had idle sync-flushes, so the manifest's
 `sqlgz_sha256` cannot be reproduced); the SQL inside is the same, checked against `sql_sha256`.
+An age-encrypted backup's chunks are decrypted first (DedupStream's store holds BACKUP_AGE_IDENTITY):
+`get` can rebuild it; its length is not known in advance (sqlgz_size is None).
 Memory: one chunk (≤ MAX_CHUNK plain and its stored bytes).
 """
 from __future__ import annotations
@@ -40,8 +42,11 @@ GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
 MEMBER_OVERHEAD = len(GZIP_HEADER) - 2 - 4 + 8
 
 
-def sqlgz_size(manifest: Manifest) -> int:
-    """The length of the `.sql.gz` a manifest's chunks make (sqlgz_members' bytes, all of them)."""
+def sqlgz_size(manifest: Manifest) -> int | None:
+    """The length of the `.sql.gz` a manifest's chunks make (sqlgz_members' bytes, all of them); None for an
+    age-encrypted backup, whose manifest records the sealed chunks' sizes, not their zlib bytes'."""
+    if manifest.encrypted:
+        return None
     return sum(chunk.stored + MEMBER_OVERHEAD for chunk in manifest.chunks)
 
 
@@ -75,7 +80,7 @@ def sqlgz_members(stream: DedupStream) -> Iterator[bytes]:
             return
         ref, packed = chunks[index], stream.last_packed
         where = f"chunk {index + 1} of {len(chunks)} ({ref.id})"
-        if len(packed) != ref.stored:  # the length promised before the first byte (and no bytes after the stream)
+        if not stream.manifest.encrypted and len(packed) != ref.stored:  # the length promised before the first byte
             raise BadChunk(f"{where} is {len(packed)} bytes stored, the manifest says {ref.stored}")
         yield b"".join((trailer, GZIP_HEADER, _deflate_of(packed, where)))
         trailer = struct.pack("<II", zlib.crc32(plain), len(plain) & 0xFFFFFFFF)

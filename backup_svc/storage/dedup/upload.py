@@ -19,11 +19,15 @@ from backup_svc.storage.ownership import Owner
 from backup_svc.storage.stopping import CancellableSink, DumpStopper, StopFlag
 from backup_svc.storage.upload import MultipartUpload, StoredObject
 
-from .chunks import AVG_CHUNK, MAX_CHUNK, MIN_CHUNK, ChunkKey, ChunkStore
-from .manifest import CONTENT_TYPE, Manifest
+from .chunks import AVG_CHUNK, MAX_CHUNK, MIN_CHUNK, ChunkKey, ChunkStore, encrypted_suffix
+from .manifest import CONTENT_TYPE, Manifest, seal_manifest
 from .writer import DedupSink
 
 log = logging.getLogger(__name__)
+# The manifest's upload buffer: S3's smallest part (every part but the last must be ≥ 5 MiB), not the
+# 16 MiB PART_SIZE of a .sql.gz — a manifest is ~100 bytes per chunk, and that buffer is filled (touched)
+# when the upload starts, after the chunks' buffers, so it adds to the peak RSS.
+MANIFEST_PART_SIZE = 5 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -42,9 +46,14 @@ class DedupStored:
 def store_dedup_backup(options: DumpOptions, client, location: StorageLocation, name: str, key: ChunkKey, *,
                        application_name: str, progress: DumpProgress | None, cancel: StopFlag,
                        retry: RetryPolicy, completion_metadata: Callable[[BackupWritten, float], dict[str, str]],
-                       started: float) -> DedupStored:
-    """Dump into the chunk store and write the manifest `name`; raise on every path that stores no manifest."""
-    store = ChunkStore(client, location, options.backup_name, retry)
+                       started: float, recipients: tuple = ()) -> DedupStored:
+    """Dump into the chunk store and write the manifest `name`; raise on every path that stores no manifest.
+
+    `recipients` (BACKUP_AGE_RECIPIENTS): every chunk and the manifest are age-encrypted to them (chunk ids
+    stay the HMAC of the plain bytes, so nights still share chunks); nothing of the SQL is stored in the clear
+    and the metadata gets no SQL size or row counts (`completion_metadata` is told so by the caller)."""
+    suffix = encrypted_suffix(recipients) if recipients else ""
+    store = ChunkStore(client, location, options.backup_name, retry, suffix=suffix, recipients=recipients)
     known = {chunk_id: info["size"] for chunk_id, info in store.listing().items()}  # before the dump's first byte
     sink = DedupSink(store, key, known)
     try:
@@ -61,7 +70,7 @@ def store_dedup_backup(options: DumpOptions, client, location: StorageLocation, 
         raise StorageError("the SQL cut into chunks differs from the SQL the dump produced")
     owner = Owner(options.backup_name, written.facts.database, written.facts.system_identifier or None)
     manifest = Manifest(backup=name, chunks=chunks, sql_sha256=sink.sql_sha256, sql_bytes=sink.sql_bytes,
-                        key_check=key.check, facts={
+                        key_check=key.check, chunk_suffix=suffix, facts={
                             "backup_name": options.backup_name,
                             "database": written.facts.database,
                             "server_version": written.facts.version,
@@ -75,9 +84,13 @@ def store_dedup_backup(options: DumpOptions, client, location: StorageLocation, 
                             "table_rows": {f"{s}.{t}": n for (s, t), n in (written.table_rows or {}).items()},
                         })
     metadata = {"backup-name": options.backup_name, "storage-format": "dedup"}
+    if recipients:
+        from backup_svc.crypto.labels import recipients_metadata
+        metadata.update(recipients_metadata(recipients))
+    body = seal_manifest(manifest, recipients) if recipients else manifest.to_bytes()
     with MultipartUpload(client, location.bucket, location.key(name), metadata=metadata, retry=retry,
-                         cancelled=cancel.is_set, content_type=CONTENT_TYPE) as upload:
-        upload.write(manifest.to_bytes())
+                         cancelled=cancel.is_set, content_type=CONTENT_TYPE, part_size=MANIFEST_PART_SIZE) as upload:
+        upload.write(body)
         stored = upload.complete({
             **completion_metadata(written, time.monotonic() - started),
             **owner.metadata(),

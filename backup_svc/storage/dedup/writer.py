@@ -142,11 +142,12 @@ class DedupSink:
         while len(self._pending) >= CHUNKS_IN_FLIGHT:
             self._pending.pop(0).result()  # re-raises a chunk's StorageError in the writer's thread
         # a thread per chunk (at most CHUNKS_IN_FLIGHT): one stuck on a dead link never keeps a stopping process alive
-        future = in_daemon_thread(self._send, chunk_id, bytes(data))
+        # the plain copy travels in a list the send empties once it is compressed: not held during the PUT
+        future = in_daemon_thread(self._send, chunk_id, [bytes(data)])
         self._pending.append(future)
         self._sizes[chunk_id] = future
 
-    def _send(self, chunk_id: str, data: bytes) -> int:
-        stored = compress_chunk(data)
+    def _send(self, chunk_id: str, holder: list[bytes]) -> int:
+        stored = self.store.seal(compress_chunk(holder.pop()))  # age-encrypted when the store has recipients
         self.store.put(chunk_id, stored)
         return len(stored)
