@@ -217,10 +217,15 @@ def test_heartbeat_pings_fail_then_ok_whatever_notify_on(receiver):
 
 
 def test_drill_and_stale_events_do_not_ping(receiver):
+    """The name said "stale" but only a drill was sent: both now, then a backup, whose ping alone arrives
+    (so an empty list is not just a monitor nothing could reach)."""
     monitor = receiver()
     notifier = Notifier(settings(HEARTBEAT_URL=f"{monitor.url}/ping/{PING_UUID}"), policy=FAST)
     notifier.send(Event(kind="drill", outcome="failed", database="shop", error="x"))
+    notifier.send(Event(kind="stale", outcome="failed", database="shop", error="the newest backup is 2 days old"))
     assert monitor.requests == []
+    notifier.send(GOOD)
+    assert [(m, p) for m, p, _, _ in monitor.requests] == [("GET", f"/ping/{PING_UUID}")]
 
 
 # -- staleness -------------------------------------------------------------------------------------
