@@ -18,7 +18,7 @@ from backup_svc.notify.common import DeliveryFailed, Event
 from backup_svc.notify.delivery import Notifier, RetryPolicy
 from backup_svc.notify.mail import send_mail
 from backup_svc.notify.settings import NotifySettings, SmtpTarget
-from backup_svc.notify.staleness import StaleWatch
+from backup_svc.notify.staleness import StalenessAlarm
 
 from ..receivers import SECRET, Mailbox
 
@@ -235,7 +235,7 @@ def test_staleness_alarm_goes_out_once(receiver):
     notifier = Notifier(settings(NOTIFY_WEBHOOK_URL=f"{hook.url}/stale"), policy=FAST)
     newest = datetime(2026, 11, 26, 3, 0, tzinfo=timezone.utc)
     now = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc)
-    watch = StaleWatch("shop", up_since=now - timedelta(days=10))
+    watch = StalenessAlarm("shop", up_since=now - timedelta(days=10))
 
     for minute in range(60):
         state, event = watch.check(newest, now + timedelta(minutes=minute), timedelta(days=1))
