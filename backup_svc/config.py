@@ -42,7 +42,7 @@ def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int, p
 
 
 @dataclass(frozen=True)
-class Number:
+class NumberSetting:
     """A whole-number setting: its variable, the Settings field it fills, its default and allowed range."""
 
     variable: str
@@ -53,25 +53,25 @@ class Number:
 
 
 # Every numeric setting, once: Settings' defaults, validation and the docs' ranges come from here.
-NUMBERS = (
-    Number("PORT", "port", 8080, 1, 65535),
-    Number("BACKUP_MAX_CONCURRENT", "max_concurrent", 1, 1, 64),
-    Number("BACKUP_LOCK_TIMEOUT", "lock_timeout_s", 60, 1, 3600),
-    Number("BACKUP_CONNECT_TIMEOUT", "connect_timeout_s", 10, 1, 600),
+NUMBER_SETTINGS = (
+    NumberSetting("PORT", "port", 8080, 1, 65535),
+    NumberSetting("BACKUP_MAX_CONCURRENT", "max_concurrent", 1, 1, 64),
+    NumberSetting("BACKUP_LOCK_TIMEOUT", "lock_timeout_s", 60, 1, 3600),
+    NumberSetting("BACKUP_CONNECT_TIMEOUT", "connect_timeout_s", 10, 1, 600),
     # A running dump whose pg_dump writes nothing for this long is broken off (a stalled link).
-    Number("BACKUP_STALL_TIMEOUT", "stall_timeout_s", 300, 1, 86400),
-    Number("WEB_THREADS", "threads", 8, 2, 256),
-    Number("GRACEFUL_TIMEOUT", "graceful_timeout_s", 60, 1, 86400),
+    NumberSetting("BACKUP_STALL_TIMEOUT", "stall_timeout_s", 300, 1, 86400),
+    NumberSetting("WEB_THREADS", "threads", 8, 2, 256),
+    NumberSetting("GRACEFUL_TIMEOUT", "graceful_timeout_s", 60, 1, 86400),
     # At most an hour: a signed link is a bearer credential in a URL, so it must be short-lived.
-    Number("LINK_MAX_TTL", "link_max_ttl_s", 600, 1, 3600),
-    Number("AUTH_FAILURES_PER_MINUTE", "auth_failures_per_minute", 10, 1, 100000),
+    NumberSetting("LINK_MAX_TTL", "link_max_ttl_s", 600, 1, 3600),
+    NumberSetting("AUTH_FAILURES_PER_MINUTE", "auth_failures_per_minute", 10, 1, 100000),
     # 0: clients connect directly, so X-Forwarded-* are whatever the client says and are ignored.
-    Number("TRUSTED_PROXY_HOPS", "trusted_proxy_hops", 0, 0, 5),
-    Number("BACKUP_GZIP_LEVEL", "gzip_level", 1, 1, 9),
+    NumberSetting("TRUSTED_PROXY_HOPS", "trusted_proxy_hops", 0, 0, 5),
+    NumberSetting("BACKUP_GZIP_LEVEL", "gzip_level", 1, 1, 9),
     # A year and a month: last year's same-month history is still there to compare with.
-    Number("BACKUP_HISTORY_DAYS", "history_days", 400, 1, 36500),
+    NumberSetting("BACKUP_HISTORY_DAYS", "history_days", 400, 1, 36500),
 )
-_NUMBER = {n.variable: n for n in NUMBERS}
+_NUMBER = {n.variable: n for n in NUMBER_SETTINGS}
 
 
 def _number(env: Mapping[str, str], variable: str, problems: list[str]) -> int:
@@ -84,7 +84,7 @@ DEFAULT_BIND_HOST = "::"
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything the service needs to run, already validated (numeric defaults: NUMBERS)."""
+    """Everything the service needs to run, already validated (numeric defaults: NUMBER_SETTINGS)."""
 
     conn: ConnInfo
     admin_token: str | None = None
@@ -152,7 +152,7 @@ class Settings:
                 problems.append(f"{name} must be at least {MIN_SECRET_LENGTH} characters long")
         if require_auth and not (secrets["ADMIN_TOKEN"] or secrets["ADMIN_PASSWORD"]):
             problems.append("neither ADMIN_TOKEN nor ADMIN_PASSWORD is set: nobody could log in")
-        numbers = {spec.field: _number(env, spec.variable, problems) for spec in NUMBERS}
+        numbers = {spec.field: _number(env, spec.variable, problems) for spec in NUMBER_SETTINGS}
         if not env.get("TRUSTED_PROXY_HOPS", "").strip() and behind_railway_edge(env):
             numbers["trusted_proxy_hops"] = 1
         draining = draining_from_env(env, problems)

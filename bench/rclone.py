@@ -23,12 +23,13 @@ WEBDAV = "upload to rclone webdav (loopback)"
 S3 = "upload to loopback S3"
 
 
-def serve_webdav(folder: Path) -> tuple[subprocess.Popen, int]:
-    """`rclone serve webdav` of `folder` on a free loopback port, answering; (its process, the port)."""
+def rclone_serve(kind: str, folder: Path, *flags: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen, int]:
+    """`rclone serve <kind>` (webdav, sftp) of `folder` on a free loopback port, answering; (its process, the
+    port). The tests' `served` fixture starts its servers with this too."""
     from backup_svc.pg.localcluster import free_port
 
     port = free_port()
-    proc = subprocess.Popen(["rclone", "serve", "webdav", str(folder), f"--addr=127.0.0.1:{port}"],
+    proc = subprocess.Popen(["rclone", "serve", kind, str(folder), f"--addr=127.0.0.1:{port}", *flags], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     for _ in range(100):
         try:
@@ -37,6 +38,11 @@ def serve_webdav(folder: Path) -> tuple[subprocess.Popen, int]:
         except OSError:
             time.sleep(0.1)
     return proc, port
+
+
+def serve_webdav(folder: Path) -> tuple[subprocess.Popen, int]:
+    """`rclone serve webdav` of `folder` on a free loopback port, answering; (its process, the port)."""
+    return rclone_serve("webdav", folder)
 
 
 def add(bench, methods: dict, cache: Path) -> None:

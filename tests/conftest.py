@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import time
 
 import pytest
 
 from backup_svc.pg.binaries import pg_bin_dirs
-from backup_svc.pg.localcluster import LocalCluster, find_server_bin_dir, free_port
+from backup_svc.pg.localcluster import LocalCluster, find_server_bin_dir
 from tests import receivers
 from tests.support import DATA, LINK_MAX_TTL, LINK_SECRET, REPO, FreezableProxy, LockedTable, Service, run_cli
 
@@ -257,16 +256,11 @@ def served(tmp_path):
     children = []
 
     def start(read_only: bool = False, kind: str = "webdav") -> dict:
-        port = free_port()
-        argv = ["rclone", "serve", kind, str(folder), f"--addr=127.0.0.1:{port}"] + (["--no-auth"] if kind == "sftp" else [])
-        children.append(subprocess.Popen(argv + (["--read-only"] if read_only else []), env={**os.environ, "HOME": str(tmp_path)},
-                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.1)
+        from bench.rclone import rclone_serve
+
+        flags = (["--no-auth"] if kind == "sftp" else []) + (["--read-only"] if read_only else [])
+        child, port = rclone_serve(kind, folder, *flags, env={**os.environ, "HOME": str(tmp_path)})
+        children.append(child)
         env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "SECRET_NOT_FOR_RCLONE": "x"}
         if kind == "sftp":
             obscured = subprocess.run(["rclone", "obscure", "any"], capture_output=True, text=True).stdout.strip()

@@ -11,7 +11,7 @@ from backup_svc.pg.conninfo import ConnInfo
 
 @dataclass(frozen=True)
 class DumpOptions:
-    """The few settings a dump uses (their defaults and ranges: config.NUMBERS)."""
+    """The few settings a dump uses (their defaults and ranges: config.NUMBER_SETTINGS)."""
 
     conn: ConnInfo
     backup_name: str  # the filename prefix

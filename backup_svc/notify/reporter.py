@@ -17,7 +17,7 @@ from backup_svc.timefmt import utc_now
 from backup_svc.notify.delivery import Notifier
 from backup_svc.notify.drill import DrillReport
 from backup_svc.notify.settings import NotifySettings
-from backup_svc.notify.staleness import Staleness, StaleWatch
+from backup_svc.notify.staleness import Staleness, StalenessAlarm
 
 log = logging.getLogger("backup_svc.notify")
 
@@ -46,7 +46,7 @@ class Reporter:
         self.settings = settings
         self.database = database
         self.notifier = notifier or Notifier(settings)
-        self.stale_watch = StaleWatch(database, up_since=up_since or utc_now())
+        self.staleness_alarm = StalenessAlarm(database, up_since=up_since or utc_now())
         self.last_drill: DrillReport | None = None
         self.last_proven: DrillReport | None = None  # the newest drill that passed
         self.staleness: Staleness | None = None
@@ -130,7 +130,7 @@ class Reporter:
                         already_alarmed: Callable[[], bool] | None = None, last_failed: str | None = None) -> Staleness:
         """Staleness now (for the API and the dashboard); sends the episode's one alarm when it starts,
         unless `already_alarmed()` says the durable history has it already (a restart, another replica)."""
-        state, alarm = self.stale_watch.check(newest_ok, when or utc_now(), interval, last_failed=last_failed)
+        state, alarm = self.staleness_alarm.check(newest_ok, when or utc_now(), interval, last_failed=last_failed)
         self.staleness = state
         if alarm is not None and already_alarmed is not None and already_alarmed():
             log.info("notify: backups are stale; the alarm for this episode is already in the history")

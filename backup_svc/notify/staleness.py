@@ -41,7 +41,7 @@ class Staleness:
                 "interval_s": int(self.interval.total_seconds()), "last_failed": self.last_failed}
 
 
-class StaleWatch:
+class StalenessAlarm:
     """Checks staleness and says when to send the one alarm of an episode. Thread-safe."""
 
     def __init__(self, database: str, *, up_since: datetime):

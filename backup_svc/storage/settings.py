@@ -35,7 +35,7 @@ class StorageSettings:
     # BACKUP_EXPECTED_SCHEDULE: when another process (a cron service running `upload`) stores backups;
     # `serve` watches for them on it but takes none itself.
     expected_schedule: CronSchedule | None = None
-    # BACKUP_HISTORY_DAYS (config.NUMBERS reads it): the history's retention, applied after each stored backup.
+    # BACKUP_HISTORY_DAYS (config.NUMBER_SETTINGS reads it): the history's retention, applied after each stored backup.
     history_days: int = 400
     # BACKUP_STORAGE_FORMAT: `sqlgz` (one .sql.gz object per backup) or `dedup` (chunks + a manifest, backup_svc/storage/dedup/).
     storage_format: str = DEFAULT_FORMAT

@@ -41,7 +41,7 @@ def notify_status(state: BackupService) -> dict:
     staleness = state.reporter.staleness
     if staleness is not None:  # judged against the same history the page shows (the last run, its failure)
         status["staleness"] = staleness.seen_with(summary.last_scheduled_failure(events), utc_now(),
-                                                  state.reporter.stale_watch.up_since).as_dict()
+                                                  state.reporter.staleness_alarm.up_since).as_dict()
     for key in ("last_drill", "last_proven_restorable"):
         status[key] = found[key] or status[key]
     status["notifications"] = {**status["notifications"],

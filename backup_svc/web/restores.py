@@ -159,11 +159,9 @@ def undo_swap(name: str):
         with jobs.exclusive(f"an undo (by {actor})"):
             report = undo(jobs.link, name, swap_timeout_s=service().settings.restore.swap_timeout_s)
     except Busy as exc:
-        audit("refused", str(exc))
-        api_abort(409, f"Not undone: {exc}.")
+        _refused(audit, 409, exc, f"Not undone: {exc}.")
     except NotKept as exc:
-        audit("refused", str(exc))
-        api_abort(404, str(exc))
+        _refused(audit, 404, exc)
     except (SwapFailed, RestoreFailed) as exc:
         audit("failed", str(exc))
         jobs.notify("undo", False, f"Swapping {name} back in for {jobs.link.database} failed: {exc}", name, str(exc),
@@ -175,6 +173,13 @@ def undo_swap(name: str):
     jobs.notify("undo", True, summary, name, None, {"target": name, "kept_as": report.kept_as})
     return jsonify(database=jobs.link.database, swapped_in=name, kept_as=report.kept_as,
                    downtime_s=round(report.closed_s, 3), warning=report.warning, message=summary)
+
+
+def _refused(audit, status: int, exc: Exception, message: str | None = None) -> None:
+    """An undo or drop refused before it changed anything: the audit entry says why, then the answer
+    (`message`, else the refusal's own words) with `status`."""
+    audit("refused", str(exc))
+    api_abort(status, message or str(exc))  # raises
 
 
 @bp.delete("/databases/<name>")
@@ -192,14 +197,11 @@ def drop_kept(name: str):
         with jobs.exclusive(f"a drop (by {actor})"):
             drop(jobs.link, name, confirm)
     except BadName as exc:
-        audit("refused", str(exc))
-        api_abort(400, str(exc))
+        _refused(audit, 400, exc)
     except Busy as exc:
-        audit("refused", str(exc))
-        api_abort(409, f"Not dropped: {exc}.")
+        _refused(audit, 409, exc, f"Not dropped: {exc}.")
     except NotKept as exc:
-        audit("refused", str(exc))
-        api_abort(404, str(exc))
+        _refused(audit, 404, exc)
     except RestoreFailed as exc:
         audit("failed", str(exc))
         api_abort(409, str(exc))

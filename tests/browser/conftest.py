@@ -9,27 +9,35 @@ import pytest
 from backup_svc.pg.localcluster import free_port
 
 
+def serve_pages(pages: dict[str, bytes]) -> http.server.ThreadingHTTPServer:
+    """An HTTP server on a free loopback port, in a thread, answering GET <path> (query ignored) with
+    `pages[path]` as HTML, 404 otherwise. `pages` may be filled after it starts."""
+
+    class Page(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            path = self.path.split("?")[0]
+            body = pages.get(path, b"not found")
+            self.send_response(200 if path in pages else 404)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Page)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
 @pytest.fixture
 def other_site():
     """Serve one HTML page on http://localhost:<port>/: another site than the service's 127.0.0.1."""
     servers = []
 
     def serve(html: str) -> str:
-        body = html.encode()
-
-        class Page(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                self.send_response(200)
-                self.send_header("Content-Type", "text/html; charset=utf-8")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Page)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        server = serve_pages({"/": html.encode()})
         servers.append(server)
         return f"http://localhost:{server.server_address[1]}/"
 

@@ -8,15 +8,13 @@ reached the service without the rule started a full dump; now each must get 403 
 """
 from __future__ import annotations
 
-import http.server
 import json
 import re
-import threading
 
 import pytest
 
 from backup_svc.links import signed_backup_url
-from backup_svc.pg.localcluster import free_port
+from tests.browser.conftest import serve_pages
 from tests.conftest import CHROMIUM, CHROMIUM_ARGS  # noqa: F401  (the browser fixture uses them)
 from tests.support import Service, gzip_is_valid, wait_until
 
@@ -50,21 +48,7 @@ def rule_service(rich_db, pg_cluster, tmp_path_factory):
 def other_pages():
     """Factory: serve one HTML page on another port; returns its path (any Host header gets it)."""
     pages: dict[str, bytes] = {}
-
-    class Page(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            body = pages.get(self.path.split("?")[0], b"not found")
-            self.send_response(200 if self.path.split("?")[0] in pages else 404)
-            self.send_header("Content-Type", "text/html; charset=utf-8")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Page)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = serve_pages(pages)
 
     def serve(name: str, html: str) -> tuple[int, str]:
         path = "/" + re.sub(r"[^a-z0-9]+", "-", name.lower())

@@ -1,6 +1,7 @@
 """The progress API behind the dashboard (real gunicorn and PostgreSQL), its registry and its estimates."""
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -149,7 +150,12 @@ def test_watch_never_waits_for_another_pollers_query(rich_db):
     """Holding the (non-reentrant) lock stands for a poller whose query runs: waiting would deadlock."""
     watch = DumpWatch()
     with watch._lock:
-        watch.refresh(parse_database_url(rich_db), "backup_svc-dump-none", now=100.0)
+        # in a thread with a deadline: a refresh that waited would hang the test instead of failing it
+        waiter = threading.Thread(target=watch.refresh, args=(parse_database_url(rich_db), "backup_svc-dump-none"),
+                                  kwargs={"now": 100.0}, daemon=True)
+        waiter.start()
+        waiter.join(timeout=10)
+        assert not waiter.is_alive(), "refresh waited for the lock another poller holds"
     assert watch.tables is None  # it used the last sample (none yet) instead of querying
 
 

@@ -18,7 +18,7 @@ from backup_svc.notify.common import DeliveryFailed, Event
 from backup_svc.notify.delivery import Notifier, RetryPolicy
 from backup_svc.notify.mail import send_mail
 from backup_svc.notify.settings import NotifySettings, SmtpTarget
-from backup_svc.notify.staleness import StaleWatch
+from backup_svc.notify.staleness import StalenessAlarm
 
 from ..receivers import SECRET, Mailbox
 
@@ -217,10 +217,15 @@ def test_heartbeat_pings_fail_then_ok_whatever_notify_on(receiver):
 
 
 def test_drill_and_stale_events_do_not_ping(receiver):
+    """The name said "stale" but only a drill was sent: both now, then a backup, whose ping alone arrives
+    (so an empty list is not just a monitor nothing could reach)."""
     monitor = receiver()
     notifier = Notifier(settings(HEARTBEAT_URL=f"{monitor.url}/ping/{PING_UUID}"), policy=FAST)
     notifier.send(Event(kind="drill", outcome="failed", database="shop", error="x"))
+    notifier.send(Event(kind="stale", outcome="failed", database="shop", error="the newest backup is 2 days old"))
     assert monitor.requests == []
+    notifier.send(GOOD)
+    assert [(m, p) for m, p, _, _ in monitor.requests] == [("GET", f"/ping/{PING_UUID}")]
 
 
 # -- staleness -------------------------------------------------------------------------------------
@@ -230,7 +235,7 @@ def test_staleness_alarm_goes_out_once(receiver):
     notifier = Notifier(settings(NOTIFY_WEBHOOK_URL=f"{hook.url}/stale"), policy=FAST)
     newest = datetime(2026, 11, 26, 3, 0, tzinfo=timezone.utc)
     now = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc)
-    watch = StaleWatch("shop", up_since=now - timedelta(days=10))
+    watch = StalenessAlarm("shop", up_since=now - timedelta(days=10))
 
     for minute in range(60):
         state, event = watch.check(newest, now + timedelta(minutes=minute), timedelta(days=1))

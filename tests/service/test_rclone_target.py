@@ -68,7 +68,7 @@ def test_a_remote_refusing_writes_fails_clearly_and_stores_nothing(served):
     assert names_on(folder) == []
 
 
-def test_only_rclone_variables_reach_the_child_and_argv_has_no_secret(served):
+def test_only_rclone_variables_are_kept_for_the_child_and_its_flags_hold_no_secret(served):
     _, start = served
     env = start() | {"RCLONE_CONFIG_DAV_PASS": "hunter2"}
     target = RcloneTarget(parse_rclone_url("rclone:dav:"), env)

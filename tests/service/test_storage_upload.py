@@ -135,6 +135,9 @@ def test_exactly_the_largest_object_completes(s3):
     with MultipartUpload(client, bucket, "x.sql.gz", part_size=PART, max_parts=2, retry=FAST_RETRY) as upload:
         feed(upload, data)
         assert upload.complete().size == len(data) == upload.max_size
+    # "completes": the object is in the bucket, whole, and no upload is left open
+    assert client.get_object(Bucket=bucket, Key="x.sql.gz")["Body"].read() == data
+    assert incomplete_uploads(client, bucket) == []
 
 
 def test_transient_errors_on_one_part_are_retried(s3, fault_proxy):

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 from backup_svc.notify.outcome import StalenessWatch, StoredSetup, check_staleness
 from backup_svc.notify.reporter import Reporter
 from backup_svc.notify.settings import NotifySettings
-from backup_svc.notify.staleness import StaleWatch
+from backup_svc.notify.staleness import StalenessAlarm
 from backup_svc.storage.schedule import CronSchedule
 from backup_svc.storage.status import freshness, is_overdue
 
@@ -36,7 +36,7 @@ def test_no_backup_yet_counts_from_start_up():
 
 
 def test_one_alarm_per_episode():
-    watch = StaleWatch("shop", up_since=T0)
+    watch = StalenessAlarm("shop", up_since=T0)
     newest = T0
     alarms = []
     # checked every minute for three days; a fresh backup arrives on day 4, then it goes stale again
@@ -58,12 +58,12 @@ def test_one_alarm_per_episode():
 
 
 def test_state_for_the_api():
-    state, _ = StaleWatch("shop", up_since=T0).check(T0, T0 + DAY * 2, DAY)
+    state, _ = StalenessAlarm("shop", up_since=T0).check(T0, T0 + DAY * 2, DAY)
     assert state.as_dict() == {"stale": True, "newest_ok": "2026-11-28T03:00:00Z",
                                "alarm_at": "2026-11-29T15:00:00Z", "interval_s": 86400, "last_failed": None}
-    fresh, _ = StaleWatch("shop", up_since=T0).check(T0, T0 + DAY, DAY)
+    fresh, _ = StalenessAlarm("shop", up_since=T0).check(T0, T0 + DAY, DAY)
     assert fresh.as_dict()["stale"] is False and fresh.as_dict()["alarm_at"] == "2026-11-29T15:00:00Z"
-    none_yet, _ = StaleWatch("shop", up_since=T0).check(None, T0 + DAY, DAY)
+    none_yet, _ = StalenessAlarm("shop", up_since=T0).check(None, T0 + DAY, DAY)
     assert none_yet.as_dict()["alarm_at"] == "2026-11-29T15:00:00Z"  # 1.5 intervals after the start
 
 
@@ -100,7 +100,7 @@ def test_a_weekday_schedule_is_judged_the_same_by_the_dashboard_and_the_alarm(ne
 
 def test_a_failed_scheduled_run_makes_backups_stale_however_fresh_the_newest_is():
     """The history says the last scheduled run (this service's or a cron service's) failed: one alarm, saying why."""
-    watch = StaleWatch("shop", up_since=T0)
+    watch = StalenessAlarm("shop", up_since=T0)
     state, alarm = watch.check(T0, T0 + timedelta(hours=1), DAY, last_failed="pg_dump: connection refused")
     assert state.stale and state.as_dict()["last_failed"] == "pg_dump: connection refused"
     assert alarm is not None and "the last scheduled backup failed: pg_dump: connection refused" == alarm.error

@@ -1,5 +1,6 @@
 // What dashboard.js, stored.js, trend.js and restores.js share, once: sizes and UTC times as the page shows them, and a
-// JSON request whose reply is read even when it is not JSON, and the words for a dump's steps. Loaded
+// JSON request whose reply is read even when it is not JSON, the words for a dump's steps, and the
+// "Copy" buttons (dashboard.js, stored.js). Loaded
 // before all of them.
 window.backupSvc = (function () {
   "use strict";
@@ -43,5 +44,38 @@ window.backupSvc = (function () {
     }
   }
 
-  return { humanBytes: humanBytes, utcText: utcText, requestJson: requestJson, dumpStep: dumpStep };
+  // One "Copy" button: a click puts `text()` (default: the text of `source()`, the element it copies, looked
+  // up at each click since a page may point the button elsewhere) on the clipboard and `result` says
+  // "Copied.". Where the clipboard API is missing or refused (plain http to a non-local address), that element
+  // is shown whole (a closed <details> opened; a shortened text given its full value) and selected, and
+  // `result` says to press Ctrl+C: a line on the page, where window.prompt would be a dialog a browser
+  // may block and a screen reader may not announce.
+  function wireCopy(button, source, result, text) {
+    button.addEventListener("click", function () {
+      var node = source();
+      var value = text ? text() : node.textContent;
+      var select = function () {
+        var details = node.closest("details");
+        if (details) details.open = true;
+        if (node.textContent !== value) {
+          node.textContent = value;
+          node.classList.add("shown-whole");  // style.css lets it wrap rather than widen its column
+        }
+        var range = document.createRange();
+        range.selectNodeContents(node);
+        var selection = window.getSelection();
+        selection.removeAllRanges();
+        selection.addRange(range);
+        result.textContent = "Selected: press Ctrl+C (⌘C) to copy.";
+      };
+      if (navigator.clipboard && window.isSecureContext) {
+        navigator.clipboard.writeText(value).then(function () { result.textContent = "Copied."; }, select);
+      } else {
+        select();
+      }
+    });
+  }
+
+  return { humanBytes: humanBytes, utcText: utcText, requestJson: requestJson, dumpStep: dumpStep,
+           wireCopy: wireCopy };
 })();

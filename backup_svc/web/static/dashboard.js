@@ -318,29 +318,10 @@
   checkBusy();
   window.setInterval(checkBusy, IDLE_POLL_MS);
 
-  // "Copy" buttons (restore commands, the SHA-256); where the clipboard API is unavailable (plain
-  // http), the text is selected for Ctrl+C instead.
+  // "Copy" buttons (restore commands, the SHA-256): common.js's, with its Ctrl+C fallback
   document.querySelectorAll("button.copy").forEach(function (copy) {
-    var result = copy.parentNode.querySelector(".copy-result");
-    copy.addEventListener("click", function () {
-      var source = document.getElementById(copy.dataset.copy);
-      var text = source.textContent;
-      var select = function () {
-        var details = source.closest("details");
-        if (details) details.open = true;
-        var range = document.createRange();
-        range.selectNodeContents(source);
-        var selection = window.getSelection();
-        selection.removeAllRanges();
-        selection.addRange(range);
-        result.textContent = "Selected: press Ctrl+C (⌘C) to copy.";
-      };
-      if (navigator.clipboard && window.isSecureContext) {
-        navigator.clipboard.writeText(text).then(function () { result.textContent = "Copied."; }, select);
-      } else {
-        select();
-      }
-    });
+    window.backupSvc.wireCopy(copy, function () { return document.getElementById(copy.dataset.copy); },
+                              copy.parentNode.querySelector(".copy-result"));
   });
 })();
 

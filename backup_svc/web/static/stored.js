@@ -121,21 +121,15 @@
     text("stored-restore-source", source.dataset.prefix + backups[0].name);
   }
 
-  function copyButton(hash) {
+  // The full SHA-256 to the clipboard (common.js's button); without the clipboard, `code` shows it whole,
+  // selected for Ctrl+C
+  function copyButton(hash, code, result) {
     var copy = document.createElement("button");
     copy.type = "button";
     copy.className = "copy copy-small";
     copy.textContent = "Copy";
     copy.setAttribute("aria-label", "Copy the full SHA-256 " + hash);
-    copy.addEventListener("click", function () {
-      var done = function () { copy.textContent = "Copied"; };
-      var fallback = function () { window.prompt("SHA-256 (copy it with Ctrl+C):", hash); };
-      if (navigator.clipboard && window.isSecureContext) {
-        navigator.clipboard.writeText(hash).then(done, fallback);
-      } else {
-        fallback();
-      }
-    });
+    window.backupSvc.wireCopy(copy, function () { return code; }, result, function () { return hash; });
     return copy;
   }
 
@@ -166,7 +160,11 @@
       code.title = backup.sha256;
       hash.appendChild(code);
       hash.appendChild(document.createTextNode(" "));
-      hash.appendChild(copyButton(backup.sha256));
+      var copied = document.createElement("span");
+      copied.className = "copy-result";
+      copied.setAttribute("role", "status");
+      hash.appendChild(copyButton(backup.sha256, code, copied));
+      hash.appendChild(copied);
     } else {
       hash.textContent = "–";
     }
