@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from backup_svc.config import Settings
-from backup_svc.notify.outcome import StalenessWatch, StoredSetup, reporter_for
+from backup_svc.notify.stored import StalenessWatch, StoredSetup, reporter_for
 from backup_svc.pg.localcluster import free_port
 from tests import receivers
 from tests.s3support import cluster_identity, corrupt_in_place, object_keys, owned, s3_env, seed_backup, stored_metadata
