@@ -19,7 +19,7 @@ import pytest
 from backup_svc.config import Settings
 from backup_svc.draining import DRAIN_MARGIN_S
 
-from ..support import REPO
+from tests import REPO
 
 RAILWAY_DIR = REPO / ".railway"
 NODE_MODULES = RAILWAY_DIR / "node_modules"

@@ -12,8 +12,9 @@ import sys
 
 import pytest
 
+from tests.databases import DATA, snapshot
+from tests.processes import run_cli, wait_until
 from tests.s3support import s3_env
-from tests.support import DATA, run_cli, snapshot, wait_until
 
 # What the rich fixture lacks of a real schema's shapes: foreign keys (to a table whose primary key
 # is built in parallel), a partitioned table with a primary key and an index on the parent, comments

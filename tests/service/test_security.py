@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from tests.support import basic, bearer
+from tests.http_client import basic, bearer
 
 PAGE_CSP_PARTS = ["default-src 'none'", "script-src 'self'", "style-src 'self'", "frame-ancestors 'none'"]
 
