@@ -27,7 +27,7 @@ import threading
 import time
 from pathlib import Path
 
-from backup_svc.dump.pipeline import PG_DUMP_FLAGS
+from backup_svc.dump.invocation import PG_DUMP_FLAGS
 from backup_svc.pg.binaries import default_pg_bin_dirs
 from backup_svc.pg.localcluster import LocalCluster, find_server_bin_dir, free_port
 from bench.dataset import DB, build, parse_size

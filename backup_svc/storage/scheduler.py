@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 
-from backup_svc.dump.pipeline import CANCELLED, FAILED
+from backup_svc.dump.attempt import CANCELLED, FAILED
 from backup_svc.dump.registry import BackupRecord
 from backup_svc.history.hooks import record_run
 from backup_svc.storage.destination import destination_for

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from backup_svc.pg.conninfo import parse_database_url
-from backup_svc.dump.pipeline import DumpProgress
+from backup_svc.dump.attempt import DumpProgress
 from backup_svc.dump.report import Delivery, ForwardPercent, data_fraction, progress_report
 from backup_svc.dump.watch import CopySample, DumpWatch, TableEstimate
 from backup_svc.dump.registry import BackupIdInUse, BackupRegistry

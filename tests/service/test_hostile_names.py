@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 
 from backup_svc.pg.conninfo import parse_database_url
-from backup_svc.dump.pipeline import GzipDump, pg_dump_command
+from backup_svc.dump.invocation import pg_dump_command
+from backup_svc.dump.pipeline import GzipDump
 from backup_svc.dump.tabledata import TableDataScanner
 from backup_svc.pg.binaries import choose_pg_dump, find_binaries
 from backup_svc.pg.facts import server_facts

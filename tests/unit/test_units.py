@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from backup_svc.pg.conninfo import parse_database_url
-from backup_svc.dump.pipeline import pg_dump_command
+from backup_svc.dump.invocation import pg_dump_command
 from backup_svc.pg.binaries import IncompatibleServer, PgBinary, pick_binary
 from backup_svc.pg.diagnose import (
     AUTH_FAILED,
