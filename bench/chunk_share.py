@@ -14,7 +14,9 @@ the two suspects for a night that uploads far more than it changed:
   is taken away. If the sorted share is far below pg_dump's, row order is the cause; if both stay high,
   it is chunk size against scattered changes.
 
-bench/dedup_nights.py --chunk-sizes runs this on every pair of consecutive nights.
+bench/dedup_nights.py --chunk-sizes runs this on every pair of consecutive nights. Both dumps, their sorted
+copies and every table's rows are held in memory: 0.86 GB peak RSS for two 152 MB dumps (measured), so a few
+GB at 300 MB.
 """
 from __future__ import annotations
 
