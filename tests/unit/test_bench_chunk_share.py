@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 from bench.chunk_share import OTHER, by_section, changed_rows, cut, new_bytes, sections, sort_rows
+from bench.dataset import DOC_ROW
 from bench.dedup_nights import change_sql
 
 AVG = 4096  # small chunks, so that a 1 MB made-up dump has a few hundred
@@ -88,3 +89,9 @@ def test_the_day_of_changes_states_its_shares():
     assert "count(*) / 50 FROM docs" in sql and "count(*) / 200 FROM docs" in sql and "count(*) / 1000 FROM docs" in sql
     assert "random() < 0.02" in sql and "setseed(0.03)" in sql
     assert sql.rstrip().endswith("VACUUM;")
+
+
+def test_new_rows_are_shaped_like_the_built_ones_unless_asked_for_smaller():
+    shaped, smaller = change_sql(2), change_sql(2, smaller_rows=True)
+    assert DOC_ROW in shaped and "generate_series((SELECT max(id) + 1 FROM docs)" in shaped  # ids and md5 refs go on
+    assert DOC_ROW not in smaller and "'tags'" not in smaller and "generate_series(1," in smaller
