@@ -6,7 +6,7 @@ Builds a throwaway database of about --size of plain SQL (bench/dataset.py), sta
 loopback, and each night times `dump -o FILE` and one `upload` per format (a bucket each). Night 1 is the
 first full backup; before every later night the same day of changes runs (`change_sql`, the issue's
 realistic day mapped onto the bench tables: `docs` is the append-heavy table, `pgbench_accounts` the
-uniformly updated one). Prints bytes uploaded and stored per night, upload seconds, each upload process's
+uniformly updated one; --smaller-new-rows inserts smaller `docs` rows). Prints bytes uploaded and stored per night, upload seconds, each upload process's
 peak RSS and the dedup upload as a share of that night's full `.sql.gz`. With --chunk-sizes it also cuts
 each pair of consecutive nights' plain dumps at those average chunk sizes (bench/chunk_share.py: share of
 new bytes per table, in pg_dump's order and with rows sorted by key, against the changed rows' bytes).
@@ -39,7 +39,7 @@ ACCOUNTS = 0.02   # pgbench_accounts: rows updated at random (abalance changes),
 
 # --smaller-new-rows: new `docs` rows like issue-28b's bench inserted, ~60 bytes smaller than the built ones (no
 # tags or ref in their jsonb; numbered from 1 each night). They fit into the leftover ends of the table's pages, so
-# they land all through its dump order: kept to reproduce what that costs (bench/README.md's first run).
+# they land all through its dump order: kept to reproduce what that costs (bench/README.md's second table).
 SMALLER_ROWS = """SELECT 'Document number ' || g || ' about ops', jsonb_build_object('author', 'user' || (g % 1000),
                'night', {night}, 'score', random()), gen_random_bytes((64 + (g % 193))::int)
           FROM generate_series(1, (SELECT count(*) / {per} FROM docs)::int) g"""
