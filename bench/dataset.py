@@ -14,6 +14,11 @@ SQL_PER_SCALE = 10.0e6
 SQL_PER_DOC = 460
 # Share of the dump that comes from pgbench (very compressible) vs docs (partly random).
 PGBENCH_SHARE = 0.65
+# One `docs` row numbered g (title, body, blob): the build's rows and bench/dedup_nights.py's new ones alike.
+DOC_ROW = """'Document number ' || g || ' about ' || (ARRAY['sales', 'ops', 'hr', 'legal'])[1 + g % 4],
+               jsonb_build_object('author', 'user' || (g % 1000), 'tags', jsonb_build_array('a', 'b', g % 17),
+                                  'score', random(), 'ref', md5(g::text)),
+               gen_random_bytes((64 + (g % 193))::int)"""
 
 
 def parse_size(text: str) -> int:
@@ -48,10 +53,7 @@ def build(cluster: LocalCluster, target_sql_bytes: int) -> None:
             blob  bytea NOT NULL      -- random: incompressible beyond its hex encoding
         );
         INSERT INTO docs (title, body, blob)
-        SELECT 'Document number ' || g || ' about ' || (ARRAY['sales', 'ops', 'hr', 'legal'])[1 + g % 4],
-               jsonb_build_object('author', 'user' || (g % 1000), 'tags', jsonb_build_array('a', 'b', g % 17),
-                                  'score', random(), 'ref', md5(g::text)),
-               gen_random_bytes(64 + (g % 193))
+        SELECT {DOC_ROW}
         FROM generate_series(1, {docs}) AS g;
         VACUUM ANALYZE;
     """)
