@@ -5,9 +5,12 @@ import os
 import re
 import subprocess
 
+from backup_svc.dump.pipeline import PG_DUMP_FLAGS
 from backup_svc.pg.localcluster import LocalCluster
 
 DB = "bench"
+# pg_dump as the service runs it, without --verbose: the command-line baseline every method is compared with.
+BASELINE_FLAGS = [f for f in PG_DUMP_FLAGS if f != "--verbose"]
 # Rough SQL bytes per unit, measured on PostgreSQL 15: one pgbench scale unit dumps to ~10 MB
 # (100k accounts); one docs row to ~460 bytes.
 SQL_PER_SCALE = 10.0e6
