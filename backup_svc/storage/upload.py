@@ -5,7 +5,7 @@ while the other is hashed and sent; a full one goes on the wire at once, even wh
 there (up to PARTS_IN_FLIGHT parts at once, so the link does not idle while a part's answer comes back),
 and the writer then waits for the older part to be answered before it fills that buffer again. A third
 buffer, to fill while both parts are on the wire, made the peak depend on the storage's pace: 123–127 MB
-(budget 120) instead of 104–110 MB whenever the storage fell behind (bench/README.md). The buffers are
+(budget 120) instead of 107–111 MB whenever the storage fell behind (bench/README.md). The buffers are
 allocated once, at full size, and reused part after part: a buffer grown by appending (and freed after
 each part) left the C allocator copying it on growth and keeping freed space in its heaps, so the
 process's peak wandered 15–30 MB above the buffers' sum from one run to the next.
@@ -212,6 +212,7 @@ class MultipartUpload:
             with self._spare_lock:
                 if self._spare:
                     return self._spare.pop()
+            # (nothing on the wire to wait for cannot happen while the upload is open: a new one rather than a hang)
             if self._buffers_made < self.part_buffers or not self._pending:
                 self._buffers_made += 1
                 return bytearray(self.part_size)
