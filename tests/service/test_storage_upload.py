@@ -242,7 +242,7 @@ def test_a_read_back_with_the_wrong_size_leaves_no_object(s3, fault_proxy):
 def test_many_parts_reuse_two_buffers_while_two_parts_are_on_the_wire(s3, fault_proxy, monkeypatch):
     """The memory bound in upload.py's docstring: two part buffers for the whole upload, however many parts,
     even while the storage is slow to answer, and still two parts on the wire at once; every byte of every
-    part lands in order. The storage's slowness is injected (the proxy holds each part 0.3 s: moto on
+    part lands in order; the spare buffers are let go at completion. The storage's slowness is injected (the proxy holds each part 0.3 s: moto on
     loopback answers at once, a loaded or distant storage does not). The allocations are counted by
     wrapping bytearray in the module (the process's RSS would not tell 2 buffers from 3 reliably)."""
     import threading
@@ -281,6 +281,7 @@ def test_many_parts_reuse_two_buffers_while_two_parts_are_on_the_wire(s3, fault_
         feed(upload, data, chunk=300_001)  # writes that straddle part boundaries
         assert upload.sha256 == hashlib.sha256(data[:upload.size]).hexdigest()
         stored = upload.complete()
+        assert upload._spare == []  # let go once every part was answered, not held through completion
     assert client.get_object(Bucket=bucket, Key="many.sql.gz")["Body"].read() == data
     assert stored.sha256 == hashlib.sha256(data).hexdigest()
     assert len(made) == 2, f"{len(made)} part buffers for 10 parts with 2 in flight"
