@@ -59,11 +59,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 settings = Settings.from_env(env)
             except ConfigError as exc:
                 return refuse(exc.problems)
-        BackupServer(settings, listeners).run()
+        BackupServer(settings, listeners, load_app=_web_app).run()
     finally:
         if cluster is not None:
             cluster.stop()
     return 0
+
+
+def _web_app(settings: Settings):
+    """The Flask app and its state, made in gunicorn's worker (Flask is imported there, not in the master)."""
+    from backup_svc.web import app_and_service
+
+    return app_and_service(settings)
 
 
 def _free_port_near(port: int) -> int:

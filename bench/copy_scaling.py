@@ -19,7 +19,7 @@ import psycopg
 
 from backup_svc.config import default_pg_bin_dirs
 from backup_svc.files.reader import BackupReader
-from backup_svc.parallel.script import ScriptSplitter
+from backup_svc.files.parallel.script import ScriptSplitter
 from backup_svc.pg.localcluster import LocalCluster, find_server_bin_dir
 
 COLUMNS = "(aid int, bid int, abalance int, filler char(84))"  # pgbench_accounts'

@@ -5,15 +5,23 @@ import os
 import re
 import subprocess
 
+from backup_svc.dump.invocation import PG_DUMP_FLAGS
 from backup_svc.pg.localcluster import LocalCluster
 
 DB = "bench"
+# pg_dump as the service runs it, without --verbose: the command-line baseline every method is compared with.
+BASELINE_FLAGS = [f for f in PG_DUMP_FLAGS if f != "--verbose"]
 # Rough SQL bytes per unit, measured on PostgreSQL 15: one pgbench scale unit dumps to ~10 MB
 # (100k accounts); one docs row to ~460 bytes.
 SQL_PER_SCALE = 10.0e6
 SQL_PER_DOC = 460
 # Share of the dump that comes from pgbench (very compressible) vs docs (partly random).
 PGBENCH_SHARE = 0.65
+# One `docs` row numbered g (title, body, blob): the build's rows and bench/dedup_nights.py's new ones alike.
+DOC_ROW = """'Document number ' || g || ' about ' || (ARRAY['sales', 'ops', 'hr', 'legal'])[1 + g % 4],
+               jsonb_build_object('author', 'user' || (g % 1000), 'tags', jsonb_build_array('a', 'b', g % 17),
+                                  'score', random(), 'ref', md5(g::text)),
+               gen_random_bytes((64 + (g % 193))::int)"""
 
 
 def parse_size(text: str) -> int:
@@ -48,10 +56,7 @@ def build(cluster: LocalCluster, target_sql_bytes: int) -> None:
             blob  bytea NOT NULL      -- random: incompressible beyond its hex encoding
         );
         INSERT INTO docs (title, body, blob)
-        SELECT 'Document number ' || g || ' about ' || (ARRAY['sales', 'ops', 'hr', 'legal'])[1 + g % 4],
-               jsonb_build_object('author', 'user' || (g % 1000), 'tags', jsonb_build_array('a', 'b', g % 17),
-                                  'score', random(), 'ref', md5(g::text)),
-               gen_random_bytes(64 + (g % 193))
+        SELECT {DOC_ROW}
         FROM generate_series(1, {docs}) AS g;
         VACUUM ANALYZE;
     """)

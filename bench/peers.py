@@ -52,7 +52,7 @@ def add(bench, methods: dict, cache: Path) -> None:
 
 
 def bench_flags() -> list[str]:
-    from bench.run import BASELINE_FLAGS
+    from bench.dataset import BASELINE_FLAGS
     return list(BASELINE_FLAGS)
 
 

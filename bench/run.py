@@ -27,15 +27,13 @@ import threading
 import time
 from pathlib import Path
 
-from backup_svc.dump.invocation import PG_DUMP_FLAGS
 from backup_svc.pg.binaries import default_pg_bin_dirs
 from backup_svc.pg.localcluster import LocalCluster, find_server_bin_dir, free_port
-from bench.dataset import DB, build, parse_size
+from bench.dataset import BASELINE_FLAGS, DB, build, parse_size
 
 REPO = Path(__file__).resolve().parent.parent
 
 READ = 1 << 20
-BASELINE_FLAGS = [f for f in PG_DUMP_FLAGS if f != "--verbose"]
 
 
 def timed(fn) -> tuple[float, int]:

@@ -15,14 +15,9 @@ from backup_svc.problems import ConfigError
 
 def storage_client_for_reading():
     """A client for `verify s3://…` / `restore s3://…`: only the AWS_* variables are needed."""
-    from backup_svc.storage.client import make_client
-    from backup_svc.storage.settings import check_client_env, client_env
+    from backup_svc.storage.settings import reading_client
 
-    problems: list[str] = []
-    check_client_env(os.environ, problems)
-    if problems:
-        raise ConfigError(problems)
-    return make_client(client_env(os.environ))
+    return reading_client(os.environ)
 
 
 def dedup_secret_from_env() -> str:

@@ -15,6 +15,7 @@ def upload(settings: Settings, target, policy) -> int:
     from backup_svc.commands.exits import wait_for_notifications
     from backup_svc.dump.backup import backup_filename
     from backup_svc.history.hooks import flush_before_exit, outcome_sink, remote_history
+    from backup_svc.history.retention import pruning_remote_after_backup
     from backup_svc.notify.stored import StoredSetup, reporter_for, reporting
     from backup_svc.storage.rclone_store import take_remote_backup
 
@@ -29,8 +30,8 @@ def upload(settings: Settings, target, policy) -> int:
     try:
         with recorded(history, name, settings.conn.password) as amounts, \
                 reporting(reporter, setup, name, drill_after=False) as outcome:
-            result = take_remote_backup(settings.dump, target, policy, name=name, history_days=settings.history_days,
-                                        recipients=recipients)
+            result = take_remote_backup(settings.dump, target, policy, name=name, recipients=recipients,
+                                        after=pruning_remote_after_backup(settings.history_days))
             stored = result.stored
             outcome.size, outcome.sha256 = stored.size, stored.sha256
             amounts.update(gzip_bytes=stored.size, sha256=stored.sha256)

@@ -145,6 +145,7 @@ def _recorded_upload(settings: Settings, setup, reporter, history, name: str):
 
     from backup_svc.history.event import UPLOAD_TRIGGER
     from backup_svc.history.hooks import record_audit, record_run
+    from backup_svc.history.retention import pruning_after_backup
     from backup_svc.notify.stored import failure_reason, reporting
     from backup_svc.storage.lock import AnotherBackupRunning
     from backup_svc.storage.run import take_stored_backup
@@ -153,7 +154,8 @@ def _recorded_upload(settings: Settings, setup, reporter, history, name: str):
     try:
         with reporting(reporter, setup, name, drill_after=False) as outcome:
             result = take_stored_backup(settings.dump, settings.storage, name=name,
-                                        recipients=settings.encryption.recipients)
+                                        recipients=settings.encryption.recipients,
+                                        after=pruning_after_backup(settings.storage))
             outcome.stored(result.stored, result.shrink, rows=result.rows)
         ran = {"outcome": "ok, retention failed" if result.retention_error else "ok", "error": result.retention_error}
         amounts = {"gzip_bytes": result.stored.size, "sql_bytes": result.sql_bytes, "rows": result.rows,

@@ -7,14 +7,13 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from typing import Callable
+from typing import Any, Callable
 
 from backup_svc.dump.attempt import REFUSED, DumpProgress, Interrupt
 from backup_svc.dump.pipeline import GzipDump
 from backup_svc.dump.report import ForwardPercent
 from backup_svc.dump.watch import DumpWatch
 from backup_svc.pg.diagnose import ABORTED, CANCELLED
-from backup_svc.serving.sendmeter import SendMeter
 
 # PostgreSQL keeps the first 63 bytes of an application_name.
 APPLICATION_NAME_MAX = 63
@@ -42,7 +41,8 @@ class BackupRecord:
     # What the database says about this dump's progress, fetched only when someone asks.
     watch: DumpWatch = field(default_factory=DumpWatch, repr=False)
     # What the client has received of the response (set when the download starts streaming).
-    meter: SendMeter | None = field(default=None, repr=False)
+    # serving/sendmeter.py's SendMeter of a download, set by web/api.py (the dump room does not import serving)
+    meter: Any = field(default=None, repr=False)
     # The percent pages have been shown: never goes back.
     shown: ForwardPercent = field(default_factory=ForwardPercent, repr=False)
     # Whether the client's connection has closed (asked while nothing is written to it); never, by default.

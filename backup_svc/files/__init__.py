@@ -1,1 +1,1 @@
-"""Backup files: reading them, scanning their SQL, verify and restore."""
+"""Backup files: reading them, scanning their SQL, verify and restore (one psql, or N connections: `parallel`)."""

@@ -22,7 +22,7 @@ from psycopg import sql
 from backup_svc.pg.conninfo import ConnInfo, parse_database_url
 from backup_svc.files.psqlfeed import RestoreFailed, psql_command, stream_into_psql
 from backup_svc.files.verify import VerifyReport, read_header, verify_file
-from backup_svc.parallel.restore import restore_in_parallel
+from backup_svc.files.parallel.restore import restore_in_parallel
 from backup_svc.pg.binaries import (
     IncompatibleServer,
     PgBinary,
@@ -183,7 +183,7 @@ def restore_file(path: str, target_url: str, *, bin_dirs: list[str], force: bool
     twice); without it the file is read once, verified while it is restored.
 
     `jobs` > 1 with `create`: the data and index builds run on that many connections
-    (backup_svc/parallel); into an existing database the restore stays one transaction.
+    (backup_svc/files/parallel); into an existing database the restore stays one transaction.
     """
     try:
         conn = parse_database_url(target_url)

@@ -4,10 +4,17 @@ retention, for its part, only ever looks at backup names directly under the pref
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from typing import Any, Callable
+
+from backup_svc.storage.client import StorageError
+from backup_svc.storage.settings import StorageSettings
 
 from .bucket import HistoryBucket
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -33,3 +40,30 @@ def prune_history(bucket: HistoryBucket, days: int, *, dry_run: bool = False,
     cutoff = (now or datetime.now(timezone.utc)) - timedelta(days=days)
     deleted, failed = bucket.delete_older_than(cutoff, dry_run=dry_run)
     return HistoryPruneReport(days=days, cutoff=cutoff, dry_run=dry_run, deleted=deleted, failed=failed)
+
+
+def pruning_after_backup(storage: StorageSettings) -> Callable[[Any], None]:
+    """BACKUP_HISTORY_DAYS after each stored backup, as the `after` hook storage/run.py (called with its S3
+    client) and rclone_store.py (with its rclone target) take: only history events are deleted, and a
+    failure is only logged."""
+    if storage.is_rclone:
+        return pruning_remote_after_backup(storage.history_days)
+    return lambda client: _prune_logged(HistoryBucket(client, storage.location.bucket, storage.location.prefix),
+                                        storage.history_days)
+
+
+def pruning_remote_after_backup(days: int) -> Callable[[Any], None]:
+    """The same for an rclone remote's `_history/` (`upload` to a remote has no StorageSettings)."""
+    from .remote import HistoryRemote
+
+    return lambda target: _prune_logged(HistoryRemote(target), days)
+
+
+def _prune_logged(history, days: int) -> None:
+    try:
+        report = prune_history(history, days)
+    except StorageError as exc:
+        log.warning("history retention failed (the backup is stored; `prune` tries again): %s", exc)
+        return
+    if report.deleted or report.failed:
+        log.info("; ".join(report.lines()))

@@ -16,7 +16,7 @@ from backup_svc.files.psqlfeed import RestoreFailed, psql_command, stream_into_p
 from backup_svc.files.restore import choose_psql, create_database, inspect_target
 from backup_svc.files.scan import DumpScanner
 from backup_svc.notify.drill import compare, restored_counts
-from backup_svc.parallel.restore import restore_in_parallel
+from backup_svc.files.parallel.restore import restore_in_parallel
 from backup_svc.pg.binaries import find_binaries
 from backup_svc.pg.diagnose import error_lines
 

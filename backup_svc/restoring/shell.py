@@ -66,11 +66,11 @@ def _source(label: str) -> Source:
     if problems:
         raise BadBackup("; ".join(problems))
     if label.startswith("s3://"):
-        from backup_svc.commands.from_bucket import storage_client_for_reading
         from backup_svc.storage.location import parse_object_url
+        from backup_svc.storage.settings import reading_client
 
         bucket, key = parse_object_url(label)
-        source = stored_source(storage_client_for_reading(), bucket, key, key.rsplit("/", 1)[-1], identities,
+        source = stored_source(reading_client(os.environ), bucket, key, key.rsplit("/", 1)[-1], identities,
                                dedup_secret=os.environ.get("BACKUP_DEDUP_KEY", ""))
         if source.stored_sha256 is None:
             say(f"warning: {label} has no stored sha256 to compare (it was not stored by backup_svc's upload)")

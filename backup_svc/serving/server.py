@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import socket
+from typing import Any, Callable
 
 from gunicorn.app.base import BaseApplication
 
@@ -131,10 +132,15 @@ def gunicorn_options(settings: Settings, listeners: list[int] | None = None) -> 
 
 
 class BackupServer(BaseApplication):
-    """gunicorn serving `create_app(settings)` with `gunicorn_options(settings)`."""
+    """gunicorn serving the app `load_app(settings)` makes, in the worker, with `gunicorn_options(settings)`.
 
-    def __init__(self, settings: Settings, listeners: list[int] | None = None):
+    `load_app` returns the WSGI app and its service state (readiness, stored, restores): the caller (cli.py)
+    passes the web app's, so this room serves it without importing it."""
+
+    def __init__(self, settings: Settings, listeners: list[int] | None,
+                 load_app: Callable[[Settings], tuple[Any, Any]]):
         self.settings = settings
+        self.load_app = load_app
         self.listeners = listeners  # bound by bind_listeners(), handed to gunicorn
         self.stored = None  # the worker's StoredBackups (BACKUP_SCHEDULE), set in the worker by load()
         self.restores = None  # the worker's RestoreJobs, set by load()
@@ -157,15 +163,12 @@ class BackupServer(BaseApplication):
             self.cfg.set("on_exit", lambda arbiter: self.markers.remove())
 
     def load(self):
-        from backup_svc.web import create_app
-        from backup_svc.web.state import EXTENSION
-
         configure_logging()
-        app = create_app(self.settings)
+        app, service = self.load_app(self.settings)
         # Started here, in the one worker, not in create_app: building an app starts no thread.
-        app.extensions[EXTENSION].readiness.start()  # the first /readyz then finds an answer waiting
-        self.stored = app.extensions[EXTENSION].stored
-        self.restores = app.extensions[EXTENSION].restores
+        service.readiness.start()  # the first /readyz then finds an answer waiting
+        self.stored = service.stored
+        self.restores = service.restores
         if self.stored is not None:
             self.stored.markers = self.markers
             self.stored.start()

@@ -107,7 +107,7 @@ def killed_message(facts: dict, aborted: int | None, abort_error: str | None) ->
 def report_unfinished(markers: RunMarkers, stored) -> threading.Thread:
     """In a new worker, in the background (it talks to the bucket): report each run a killed worker left.
 
-    `stored` is the worker's StoredBackups (storage/scheduler.py)."""
+    `stored` is the worker's StoredBackups (runs/scheduler.py)."""
 
     def run() -> None:
         for facts in markers.claim_left_behind():

@@ -5,10 +5,11 @@ the standard AWS_* variables, timeouts, retries, whether an object exists), `upl
 multipart sink) and `metadata` (its end: the sha256 attached, size and sha256 read back), `listing`,
 `retention` (which backups to keep), `prune` (deleting the rest), `schedule` (cron times), `reader`
 (an object as a stream), `lock` (one stored backup at a time), `run` (one stored backup, start to
-finish), `scheduler` (stored backups inside `serve`: on the schedule or by hand), `status` (age and
+finish), `status` (age and
 schedule in words, and the one staleness rule), `settings` (composed by config.py); for pages:
 `catalog`, `presign`, `probe`, `bounded`, `prompt`; the demo's `loopback` S3 server; `storeformat` and
 the `dedup` stored format (`dedup/`: chunks stored once plus a manifest per backup). The commands
-live in `backup_svc/commands/`. Nothing here imports Flask or `config`, and this file imports
+live in `backup_svc/commands/`, the runs inside `serve` in `backup_svc/runs/`. Nothing here imports
+Flask, `config`, `notify` or `history`, and this file imports
 nothing: `verify` of a local file never loads boto3.
 """

@@ -34,9 +34,9 @@ class BucketDestination:
         self.storage = storage
         self.url = storage.location.url
 
-    def take(self, options, *, name: str, application_name: str, progress, cancel, recipients=()):
+    def take(self, options, *, name: str, application_name: str, progress, cancel, recipients=(), after=None):
         return take_stored_backup(options, self.storage, name=name, application_name=application_name,
-                                  progress=progress, cancel=cancel, recipients=recipients)
+                                  progress=progress, cancel=cancel, recipients=recipients, after=after)
 
     def prompt(self, backup_name: str, owner: Callable[[], Owner]):
         return PromptStorage(self.storage, backup_name, owner)
@@ -64,9 +64,9 @@ class RemoteDestination:
     def target(self, stall_timeout_s: int = 60):
         return RcloneTarget(self.storage.location, self.storage.client_env, stall_timeout_s=stall_timeout_s)
 
-    def take(self, options, *, name: str, application_name: str, progress, cancel, recipients=()):
+    def take(self, options, *, name: str, application_name: str, progress, cancel, recipients=(), after=None):
         return take_remote_backup(options, self.target(options.stall_timeout_s), self.storage.retention, name=name,
-                                  history_days=self.storage.history_days, application_name=application_name,
+                                  after=after, application_name=application_name,
                                   progress=progress, cancel=cancel, recipients=recipients)
 
     def prompt(self, backup_name: str, owner: Callable[[], Owner]):

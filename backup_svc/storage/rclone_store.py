@@ -12,6 +12,7 @@ import hashlib
 import logging
 import threading
 import time
+from typing import Callable
 from dataclasses import dataclass, field
 
 from backup_svc.crypto.common import is_encrypted_name
@@ -28,7 +29,7 @@ from .lock import StoredBackupLock
 from .ownership import Owner
 from .rclone_target import RcloneTarget
 from .retention import RetentionPolicy
-from .stopping import SHUTTING_DOWN, CancellableSink, DumpStopper, StopFlag, StoredBackupCancelled
+from .stopping import cancelled_as_such, CancellableSink, DumpStopper, StopFlag
 from .upload import StoredObject
 
 log = logging.getLogger(__name__)
@@ -57,23 +58,21 @@ def lock_for(options: DumpOptions, target: RcloneTarget) -> StoredBackupLock:
 
 
 def take_remote_backup(options: DumpOptions, target: RcloneTarget, policy: RetentionPolicy | None, *, name: str,
-                       history_days: int | None = None, application_name: str = "backup_svc-upload",
+                       after: Callable[[RcloneTarget], None] | None = None,
+                       application_name: str = "backup_svc-upload",
                        progress: DumpProgress | None = None, cancel: StopFlag | None = None,
                        recipients: tuple = ()) -> RemoteBackupResult:
     """Store one backup as `name` on `target`; raise on every path that stores nothing (AnotherBackupRunning,
     CannotDump, DumpBroken, StorageError, StoredBackupCancelled). A retention failure afterwards does not undo
-    the backup (`retention_error`); `history_days` applies BACKUP_HISTORY_DAYS to `_history/` on the remote."""
+    the backup (`retention_error`); `after(target)` runs then (BACKUP_HISTORY_DAYS on the remote's `_history/`,
+    history/retention.py: it must log its failures, not raise them)."""
     cancel = cancel if cancel is not None else threading.Event()
-    try:
-        return _take(options, target, policy, name, history_days, application_name, progress, cancel, recipients)
-    except Exception as exc:
-        if cancel.is_set() and not isinstance(exc, StoredBackupCancelled):  # whatever broke, this is why
-            raise StoredBackupCancelled(SHUTTING_DOWN) from exc
-        raise
+    return cancelled_as_such(cancel, lambda: _take(options, target, policy, name, after, application_name, progress,
+                                                   cancel, recipients))
 
 
 def _take(options: DumpOptions, target: RcloneTarget, policy: RetentionPolicy | None, name: str,
-          history_days: int | None, application_name: str, progress: DumpProgress | None,
+          after: Callable[[RcloneTarget], None] | None, application_name: str, progress: DumpProgress | None,
           cancel: StopFlag, recipients: tuple) -> RemoteBackupResult:
     started = time.monotonic()
     if is_encrypted_name(name) != bool(recipients):  # the name must say what the bytes are
@@ -106,8 +105,8 @@ def _take(options: DumpOptions, target: RcloneTarget, policy: RetentionPolicy | 
             except StorageError as exc:  # the backup is stored; the next run tries again
                 result.retention_error = str(exc)
                 log.error("retention after %s failed: %s", name, exc)
-        if history_days is not None:
-            _prune_history(target, history_days)
+        if after is not None:
+            after(target)
     return result
 
 
@@ -141,17 +140,3 @@ def _encrypted_dump(options: DumpOptions, sink, recipients, application_name: st
     if encryptor.plain_sha256 != written.sha256 or encryptor.plain_bytes != written.gzip_bytes:
         raise StorageError("the bytes encrypted differ from the bytes the dump produced")
     return dataclasses.replace(written, sha256=hashed.hash.hexdigest(), gzip_bytes=hashed.size, table_rows=None)
-
-
-def _prune_history(target: RcloneTarget, days: int) -> None:
-    """BACKUP_HISTORY_DAYS after each stored backup: only history events, and a failure only logged."""
-    from backup_svc.history.remote import HistoryRemote
-    from backup_svc.history.retention import prune_history
-
-    try:
-        report = prune_history(HistoryRemote(target), days)
-    except StorageError as exc:
-        log.warning("history retention failed (the backup is stored; `prune` tries again): %s", exc)
-        return
-    if report.deleted or report.failed:
-        log.info("; ".join(report.lines()))

@@ -27,7 +27,7 @@ from backup_svc.storage.prune import PruneReport, abort_stale_uploads, prune
 from backup_svc.storage.settings import StorageSettings
 from backup_svc.storage.shape import ShrinkFinding
 from backup_svc.storage.shrink import check_shrink
-from backup_svc.storage.stopping import SHUTTING_DOWN, CancellableSink, DumpStopper, StopFlag, StoredBackupCancelled
+from backup_svc.storage.stopping import cancelled_as_such, CancellableSink, DumpStopper, StopFlag, StoredBackupCancelled
 from backup_svc.storage.storeformat import DEDUP
 from backup_svc.storage.upload import MultipartUpload, StoredObject
 from backup_svc.storage.dedup.chunks import ChunkKey
@@ -80,8 +80,12 @@ def take_stored_backup(options: DumpOptions, storage: StorageSettings, *, name: 
                        application_name: str = "backup_svc-upload",
                        progress: DumpProgress | None = None, cancel: StopFlag | None = None,
                        client=None, retry: RetryPolicy = RetryPolicy(),
-                       recipients: tuple[Recipient, ...] = ()) -> StoredBackupResult:
+                       recipients: tuple[Recipient, ...] = (),
+                       after: Callable[[object], None] | None = None) -> StoredBackupResult:
     """Take one backup into storage; raise on every path that stores nothing.
+
+    `after(client)` runs once the backup is stored and cleaned up, still under the lock (the history's
+    retention, history/retention.py: it must log its failures, not raise them).
 
     `recipients` (BACKUP_AGE_RECIPIENTS): the object is age-encrypted to them, named `….sql.gz.age`.
 
@@ -92,17 +96,13 @@ def take_stored_backup(options: DumpOptions, storage: StorageSettings, *, name: 
     only after a read-back object, and its failure does not undo the backup (`retention_error`).
     """
     cancel = cancel if cancel is not None else threading.Event()
-    try:
-        return _take(options, storage, name, application_name, progress, cancel, client, retry, recipients)
-    except Exception as exc:
-        if cancel.is_set() and not isinstance(exc, StoredBackupCancelled):  # whatever broke, this is why
-            raise StoredBackupCancelled(SHUTTING_DOWN) from exc
-        raise
+    return cancelled_as_such(cancel, lambda: _take(options, storage, name, application_name, progress, cancel, client,
+                                                   retry, recipients, after))
 
 
 def _take(options: DumpOptions, storage: StorageSettings, name: str | None, application_name: str,
           progress: DumpProgress | None, cancel: StopFlag, client, retry: RetryPolicy,
-          recipients: tuple[Recipient, ...]) -> StoredBackupResult:
+          recipients: tuple[Recipient, ...], after: Callable[[object], None] | None) -> StoredBackupResult:
     # the parts' own client gives sending its deadline (SEND_STALL_S); a caller's client does everything
     if client is None:  # made once pg_dump has started (the upload is created when its first part is sent)
         part_client = ClientBeingMade(lambda: make_part_client(storage.client_env))
@@ -141,7 +141,8 @@ def _take(options: DumpOptions, storage: StorageSettings, name: str | None, appl
                 result.retention_error = f"not applied, because the shrink check failed: {exc}"
             retain = False
         _clean_up(result, client, options, storage, owner, retry, retain=retain)
-        _prune_history(client, storage, storage.history_days)
+        if after is not None:
+            after(client)
     return result
 
 
@@ -235,17 +236,3 @@ def _clean_up(result: StoredBackupResult, client, options: DumpOptions, storage:
             result.retention_error = str(exc)
     if result.retention_error:
         log.error("clean-up after %s failed: %s", result.stored.key, result.retention_error)
-
-
-def _prune_history(client, storage: StorageSettings, days: int) -> None:
-    """BACKUP_HISTORY_DAYS after each stored backup: only history events, and a failure only logged."""
-    from backup_svc.history.bucket import HistoryBucket
-    from backup_svc.history.retention import prune_history
-
-    try:
-        report = prune_history(HistoryBucket(client, storage.location.bucket, storage.location.prefix), days)
-    except StorageError as exc:
-        log.warning("history retention failed (the backup is stored; `prune` tries again): %s", exc)
-        return
-    if report.deleted or report.failed:
-        log.info("; ".join(report.lines()))

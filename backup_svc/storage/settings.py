@@ -135,3 +135,16 @@ def storage_settings(env: Mapping[str, str], problems: list[str]) -> StorageSett
     return StorageSettings(location=location, client_env=variables, schedule=schedule, retention=retention,
                            shrink_alert=shrink_alert, expected_schedule=expected, storage_format=storage_format,
                            dedup_key=dedup_key)
+
+
+def reading_client(env: Mapping[str, str]):
+    """An S3 client from the AWS_* variables alone (`verify`/`restore`/`get` of an `s3://…` address need no
+    other setting); ConfigError naming each problem."""
+    from backup_svc.problems import ConfigError
+    from backup_svc.storage.client import make_client
+
+    problems: list[str] = []
+    check_client_env(env, problems)
+    if problems:
+        raise ConfigError(problems)
+    return make_client(client_env(env))

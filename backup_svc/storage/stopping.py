@@ -8,10 +8,11 @@ that stops pg_dump the moment it is set; the upload checks it too (upload.py) an
 from __future__ import annotations
 
 import threading
-from typing import Protocol
+from typing import Callable, Protocol, TypeVar
 
 from backup_svc.pg.diagnose import ABORTED
 
+T = TypeVar("T")
 SHUTTING_DOWN = "stopped: the service is shutting down"
 # How often the watcher looks at the flag: well inside any grace period.
 POLL_S = 0.1
@@ -23,6 +24,17 @@ class StopFlag(Protocol):
 
 class StoredBackupCancelled(Exception):
     """The stored backup was told to stop (the server is shutting down); its upload is aborted."""
+
+
+def cancelled_as_such(cancel: StopFlag, take: Callable[[], T]) -> T:
+    """`take()`; whatever it raises once `cancel` is set is reported as StoredBackupCancelled (that is why it
+    broke: an aborted upload, a killed pg_dump), with the original as its cause."""
+    try:
+        return take()
+    except Exception as exc:
+        if cancel.is_set() and not isinstance(exc, StoredBackupCancelled):
+            raise StoredBackupCancelled(SHUTTING_DOWN) from exc
+        raise
 
 
 class CancellableSink:

@@ -1,11 +1,14 @@
 """A streaming sink into an S3 multipart upload: completed only when told so, aborted otherwise.
 
-Memory: the part being filled plus at most PARTS_IN_FLIGHT parts being hashed and sent (the writer
-waits for the oldest part on the wire before handing on one more), so at most
-(1 + PARTS_IN_FLIGHT) × PART_SIZE = 3 × 16 MiB of buffers whatever the backup's size. The buffers
-are allocated once, at full size, and reused part after part: a buffer grown by appending (and freed
-after each part) left the C allocator copying it on growth and keeping freed space in its heaps, so the
-process's peak wandered 15–30 MB above the buffers' sum from one run to the next (bench/README.md).
+Memory: PART_BUFFERS = 2 buffers of PART_SIZE, 32 MiB whatever the backup's size. The writer fills one
+while the other is hashed and sent; a full one goes on the wire at once, even while the other is still
+there (up to PARTS_IN_FLIGHT parts at once, so the link does not idle while a part's answer comes back),
+and the writer then waits for the older part to be answered before it fills that buffer again. A third
+buffer, to fill while both parts are on the wire, made the peak depend on the storage's pace: 123–127 MB
+(budget 120) instead of 107–111 MB whenever the storage fell behind (bench/README.md). The buffers are
+allocated once, at full size, and reused part after part: a buffer grown by appending (and freed after
+each part) left the C allocator copying it on growth and keeping freed space in its heaps, so the
+process's peak wandered 15–30 MB above the buffers' sum from one run to the next.
 The sha256 of the whole object is computed off the writer's path: each part's sender thread hashes
 its part (hashlib releases the GIL) after the previous part's sender did, so the digest follows the
 bytes' order while the writer goes on filling the next part.
@@ -47,8 +50,11 @@ CANCELLED_IN_FLIGHT_WAIT_S = 3
 # How often a writer waiting for the part on the wire looks whether the run was cancelled.
 CANCEL_POLL_S = 0.2
 # Parts on the wire at once. Two keep the link busy while one part's request is being answered
-# (measured in bench/README.md); each one more costs PART_SIZE of memory.
+# (bench/README.md).
 PARTS_IN_FLIGHT = 2
+# Part buffers in memory: one per part on the wire, and never fewer than two, so the writer fills one
+# while the other is sent. Each one more costs PART_SIZE: with a third the process went over its budget.
+PART_BUFFERS = 2
 
 
 class ObjectTooLarge(StorageError):
@@ -97,6 +103,8 @@ class MultipartUpload:
         self.max_parts = max_parts
         self.retry = retry
         self.parts_in_flight = max(1, parts_in_flight)
+        self.part_buffers = max(PART_BUFFERS, self.parts_in_flight)
+        self._buffers_made = 0
         self.upload_id: str | None = None
         self.size = 0
         self._sha256 = hashlib.sha256()
@@ -183,7 +191,7 @@ class MultipartUpload:
         if self._state == "pending":
             self.start()
         self._reap_done()  # a failed part surfaces at the next part, not only when the window is full
-        while len(self._pending) >= self.parts_in_flight:  # memory stays at 1 + parts_in_flight parts
+        while len(self._pending) >= self.parts_in_flight:  # at most parts_in_flight parts on the wire
             self._wait_for_oldest()
         buffer = self._buffer if self._buffer is not None else self._take_buffer()
         part = memoryview(buffer)[:self._fill]
@@ -196,11 +204,19 @@ class MultipartUpload:
                                               buffer))
 
     def _take_buffer(self) -> bytearray:
-        """A spare part buffer, or a new one (at most 1 + parts_in_flight exist: the writer waits first)."""
-        with self._spare_lock:
-            if self._spare:
-                return self._spare.pop()
-        return bytearray(self.part_size)
+        """A spare part buffer, a new one while fewer than part_buffers exist, or else the oldest part's
+        once it has been answered (the writer waits for it here)."""
+        while True:
+            if self._state == "aborted":  # by another thread while this one waited: its buffers are dropped
+                raise StorageError(f"the upload of {self.key} is aborted, not open")
+            with self._spare_lock:
+                if self._spare:
+                    return self._spare.pop()
+            # (nothing on the wire to wait for cannot happen while the upload is open: a new one rather than a hang)
+            if self._buffers_made < self.part_buffers or not self._pending:
+                self._buffers_made += 1
+                return bytearray(self.part_size)
+            self._wait_for_oldest()  # its sender hands its buffer back before the part counts as done
 
     def _give_back(self, buffer: bytearray) -> None:
         with self._spare_lock:
@@ -269,6 +285,8 @@ class MultipartUpload:
             self._send_buffer()
         self._wait_for_pending()
         self._state = "completing"
+        with self._spare_lock:  # every part is answered: the buffers are not needed through completion and read-back
+            self._spare = []
         sha256 = self._sha256.hexdigest()
         final_metadata = {**self.metadata, **(metadata or {}), "sha256": sha256}
         etag = self._finish_upload()

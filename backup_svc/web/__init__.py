@@ -17,7 +17,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024  # nothing here takes a request body
     state = app.extensions[EXTENSION] = BackupService(settings)
     if settings.storage is not None:
-        from backup_svc.storage.scheduler import StoredBackups
+        from backup_svc.runs.scheduler import StoredBackups
 
         state.stored = StoredBackups(state)  # its schedule is started by the server, in the worker
 
@@ -43,3 +43,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     install_security_headers(app)
     register_error_handlers(app)
     return app
+
+
+def app_and_service(settings: Settings) -> tuple[Flask, BackupService]:
+    """The app and its service state, as serving/server.py's worker loads them (cli.py hands this over)."""
+    app = create_app(settings)
+    return app, app.extensions[EXTENSION]

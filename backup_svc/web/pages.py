@@ -85,7 +85,7 @@ def dashboard():
         docs_available=(DOCS_DIR / "api.md").is_file(),
         # every running dump, whoever started it, each with a Cancel button
         running_dumps=tuple((r.id, r.actor, iso_utc(r.progress.started)) for r in state.registry.running()),
-        stored=_stored_facts(state),
+        stored=_stored_facts(state, sealed=bool(settings.encryption.recipients)),
         # the "Encrypt the file with age" option, shown when BACKUP_AGE_RECIPIENTS is set
         encrypt_to=tuple(short_label(r.label) for r in settings.encryption.recipients),
         restore=_restore_facts(state),
@@ -127,6 +127,7 @@ class StoredFacts:
     streamed: dict | None = None
     # BACKUP_STORAGE_FORMAT=dedup: its backups' downloads stream through the service (sqlgz.py's measured rate)
     dedup_streamed: dict | None = None
+    dedup_sealed: bool = False  # ... and encrypted: the service does not hand its chunks out decrypted (409)
 
     @property
     def streamed_words(self) -> tuple[str, str, str, str, str]:
@@ -148,7 +149,8 @@ def limit_words(limit: dict | None) -> tuple[str, str, str, str, str]:
             f"about {limit.get('example_max_bytes', 0) / 1e9:.1f} GB")
 
 
-def _stored_facts(state) -> StoredFacts | None:
+def _stored_facts(state, sealed: bool) -> StoredFacts | None:
+    """`sealed`: stored backups are age-encrypted (BACKUP_AGE_RECIPIENTS): a dedup one is not downloadable."""
     if state.stored is None:
         return None
     storage = state.stored.storage
@@ -164,6 +166,7 @@ def _stored_facts(state) -> StoredFacts | None:
                       variables="RCLONE_CONFIG_*", streamed=download_limit())
     if storage.storage_format == "dedup":
         remote["dedup_streamed"] = download_limit(DEDUP_MB_S, DEDUP_MEASURED_ON)
+        remote["dedup_sealed"] = sealed
     return StoredFacts(url=storage.location.url, endpoint=state.stored.prompt.endpoint, schedule=schedule,
                        retention=retention_words(storage.retention), shrink_alert=storage.shrink_alert,
                        **{"source_prefix": storage.location.url, **remote})

@@ -38,7 +38,7 @@ class BackupService:
     readiness: BackgroundFacts = field(init=False)
     # The durable history (in the bucket with storage, else memory): audit entries and outcomes of every process.
     history: History = field(init=False)
-    # Stored backups (storage/scheduler.py's StoredBackups) when BACKUP_STORAGE_URL is set; made by create_app.
+    # Stored backups (runs/scheduler.py's StoredBackups) when BACKUP_STORAGE_URL is set; made by create_app.
     stored: Any = field(init=False, default=None)
     # Restores, undo and drop (web/restore_jobs.py's RestoreJobs); made by create_app.
     restores: Any = field(init=False, default=None)

@@ -37,7 +37,7 @@ from backup_svc.dump.registry import BackupIdInUse
 from backup_svc.web.history_view import notify_status, stored_runs
 from backup_svc.web.state import service
 from backup_svc.web.stored_stream import streamed_response
-from backup_svc.storage.scheduler import StoredBackups
+from backup_svc.runs.scheduler import StoredBackups
 
 bp = Blueprint("stored", __name__, url_prefix="/api/v1")
 log = logging.getLogger(__name__)

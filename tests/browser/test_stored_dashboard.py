@@ -238,3 +238,29 @@ def test_a_dedup_backup_downloads_as_sqlgz_through_the_service(width, storage, r
     download.save_as(saved)
     manifest = json.loads(client.get_object(Bucket=bucket, Key="rich/" + name)["Body"].read())
     assert hashlib.sha256(gzip.decompress(saved.read_bytes())).hexdigest() == manifest["sql_sha256"]
+
+
+@pytest.mark.parametrize("width", [1280, 390])
+def test_an_encrypted_dedup_backup_offers_no_download_and_says_how_to_get_it(width, storage, rich_db, start_service,
+                                                                              open_dashboard, age_keys):
+    """With BACKUP_AGE_RECIPIENTS a dedup backup's chunks are sealed: the service does not hand them out decrypted
+    (the API answers 409), so its row has no Download link and says to restore it or `get` it with the key."""
+    client, bucket, env = storage
+    service = start_service(DATABASE_URL=rich_db, BACKUP_STORAGE_FORMAT="dedup",
+                            BACKUP_DEDUP_KEY="dedup-key-for-tests-" + "k" * 24,
+                            BACKUP_AGE_RECIPIENTS=age_keys["age_public"], **env)
+    page = open_dashboard(service, width=width)
+    wait_for_list(page)
+    expect(page.locator("#stored-dedup-note")).to_contain_text("its chunks are age-encrypted: this service does not "
+                                                               "hand them out decrypted, so it has no Download link")
+    page.get_by_role("button", name="Back up to storage now").click()
+    rows = page.locator("#stored-list tbody tr")
+    expect(rows).to_have_count(1, timeout=SLOW_MS)
+    expect(rows.nth(0)).to_have_attribute("data-name", re.compile(r"^rich_backup_\d{8}_\d{6}\.sql\.dedup$"))
+    expect(rows.nth(0).locator(".dedup-note")).to_have_text(
+        "encrypted, deduplicated: restore it, or backup-svc get it with the private key")
+    note, section = rows.nth(0).locator(".dedup-note").bounding_box(), page.locator("#stored").bounding_box()
+    assert note["x"] + note["width"] <= section["x"] + section["width"] + 1, (note, section)  # wrapped, not cut off
+    expect(rows.nth(0).locator("a.download-link")).to_have_count(0)
+    shoot(page, f"dedup-encrypted-{width}")
+    assert page.evaluate("document.documentElement.scrollWidth") <= width, "the page scrolls sideways"

@@ -391,21 +391,36 @@ def test_a_collection_stopped_half_way_is_finished_by_the_next(s3, moto_s3, faul
     assert verified.returncode == 0, verified.stderr
 
 
-def test_three_nights_with_changes_each_restore_as_the_database_was(s3, moto_s3, fresh_db, pg_cluster):
-    """Backups share chunks: each night's manifest still restores exactly its night's database after later ones."""
+def test_a_week_of_nights_with_changes_each_restore_as_the_database_was(s3, moto_s3, fresh_db, pg_cluster):
+    """Seven nightly backups share chunks: each night's manifest still restores exactly its night's database after
+    the later ones (inserts, updates, deletes, a night without change, a new table, a rewritten table)."""
     client, bucket = s3
     name, url = fresh_db("dd", SEVERAL_CHUNKS)
     env = dedup_env(moto_s3.endpoint, bucket, url)
     changes = ["INSERT INTO items SELECT g, 'night two', NULL FROM generate_series(200001, 203000) g",
-               "DELETE FROM items WHERE id <= 500; UPDATE items SET note = 'night three' WHERE id > 202000"]
+               "DELETE FROM items WHERE id <= 500; UPDATE items SET note = 'night three' WHERE id > 202000",
+               None,  # nothing changed: the fourth backup is all known chunks
+               "CREATE TABLE notes (id serial PRIMARY KEY, body text); "
+               "INSERT INTO notes (body) SELECT 'note ' || g FROM generate_series(1, 2000) g",
+               "UPDATE items SET label = upper(label) WHERE id % 997 = 0; DELETE FROM notes WHERE id % 3 = 0",
+               "ALTER TABLE items ADD COLUMN seen boolean NOT NULL DEFAULT false; CLUSTER items USING items_pkey"]
     nights = []
-    for change in [None, *changes]:
+    for number, change in enumerate([None, *changes], start=1):
         if change:
             with pg_cluster.connect(name) as db:
                 db.execute(change)
-            time.sleep(1.1)
-        nights.append((upload(env), snapshot(pg_cluster, name)))
-    for number, (stored, expected) in enumerate(nights, start=1):
+        if number > 1:
+            time.sleep(1.1)  # backup names have a one-second resolution
+        stored = upload(env)
+        nights.append((stored, snapshot(pg_cluster, name),
+                       stored_metadata(client, bucket, stored.removeprefix(f"s3://{bucket}/"))))
+    assert len(manifests(client, bucket, name)) == 7
+    new = [int(recorded["dedup-new-chunks"]) for _, _, recorded in nights]
+    total = [int(recorded["dedup-chunks"]) for _, _, recorded in nights]
+    # the unchanged night sent nothing but pg_dump's random `\\restrict` lines (two tiny chunks)
+    assert new[0] == total[0] and new[3] <= 2 and int(nights[3][2]["dedup-new-bytes"]) < 1000, (new, total)
+    assert sum(new[1:]) < 6 * total[0], (new, total)  # later nights shared chunks with earlier ones
+    for number, (stored, expected, _) in enumerate(nights, start=1):
         target = f"{name}_night{number}"
         restored = run_cli("restore", stored, "--target-url", pg_cluster.url(target), "--create",
                            env=reading_env(moto_s3.endpoint))
@@ -413,4 +428,5 @@ def test_three_nights_with_changes_each_restore_as_the_database_was(s3, moto_s3,
         assert snapshot(pg_cluster, target) == expected, f"night {number}"
         with pg_cluster.connect() as db:
             db.execute(f'DROP DATABASE "{target}" WITH (FORCE)')
-    assert nights[0][1] != nights[1][1] != nights[2][1]
+    snapshots = [expected for _, expected, _ in nights]
+    assert all(snapshots[i] != snapshots[i + 1] for i in (0, 1, 3, 4, 5)) and snapshots[2] == snapshots[3]

@@ -48,8 +48,11 @@ def test_failed_backup_is_told_and_not_drilled(receiver, pg_cluster):
 def test_good_backup_is_drilled_in_the_background(receiver, pg_cluster, rich_db, backup):
     hook = receiver()
     reporter = reporter_for(hook, pg_cluster, NOTIFY_ON="always")
-    job = lambda: run_drill(str(backup), os.path.basename(backup), reporter.settings.drill,  # noqa: E731
-                            source=parse_database_url(rich_db), bin_dirs=[pg_cluster.bin_dir])
+
+    def job():
+        return run_drill(str(backup), os.path.basename(backup), reporter.settings.drill,
+                         source=parse_database_url(rich_db), bin_dirs=[pg_cluster.bin_dir])
+
     good = Event(kind="backup", outcome="ok", database="rich", name="rich.sql.gz", bytes=backup.stat().st_size)
 
     started = time.monotonic()

@@ -127,7 +127,7 @@ def test_restore_into_a_new_database_is_identical_to_the_source(restore_service,
     assert report["counts_from"] == "dump-time metadata" and report["rows"] > 0
     assert snapshot(pg_cluster, target) == source
     assert snapshot(pg_cluster, live_name) == source
-    assert "on 2 connections" in service.log()  # RESTORE_JOBS' default: the parallel restore (backup_svc/parallel)
+    assert "on 2 connections" in service.log()  # RESTORE_JOBS' default: the parallel restore (backup_svc/files/parallel)
     listed = service.request("GET", "/api/v1/databases", service.auth()).json()
     # the session's cluster also holds other tests' restored databases (rclone, dedup): only this live one's count
     ours = [k for k in listed["kept"] if k["name"].startswith(f"{live_name}_")]

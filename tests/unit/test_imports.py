@@ -2,7 +2,8 @@
 
 `config` composes each room's settings, so no module of a room below it (pg, dump, files, storage,
 notify, and the small modules at the package's root) may import `config`, directly or through
-another module — counting every import, deferred ones and `TYPE_CHECKING` ones included.
+another module — counting every import, deferred ones and `TYPE_CHECKING` ones included. And rooms
+stack: no two rooms (the package's top-level folders and modules) import each other, even through a third.
 """
 from __future__ import annotations
 
@@ -113,13 +114,37 @@ def test_nothing_below_config_imports_it_even_indirectly():
     assert wrong == {}
 
 
+def _room(name: str) -> str:
+    """The room a module is in: `backup_svc.storage.dedup.reader` → `storage`, `backup_svc.config` → `config`."""
+    return name.split(".")[1] if name.count(".") else name
+
+
+def room_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    """Room → the rooms its modules import."""
+    rooms: dict[str, set[str]] = {}
+    for name, targets in graph.items():
+        rooms.setdefault(_room(name), set()).update(_room(t) for t in targets if _room(t) != _room(name))
+    return rooms
+
+
+def test_no_two_rooms_import_each_other_even_through_a_third():
+    """Rooms stack: storage never imports history or notify (runs/ ties them), files never imports what
+    restores in parallel from above it (files/parallel is inside), serving is handed the web app by cli."""
+    rooms = room_graph(import_graph())
+    assert {"storage", "history", "notify", "runs", "files", "serving", "web"} <= rooms.keys()
+    assert _cycles(rooms) == []
+
+
 def test_the_checks_can_fail():
-    """A cycle and an upward import written into a copy of the graph are both found."""
+    """A cycle and an upward import written into a copy of the graph are all found."""
     graph = import_graph()
     graph["backup_svc.pg.command"] = graph["backup_svc.pg.command"] | {"backup_svc.pg.binaries"}
     assert _cycles(graph)
     graph["backup_svc.dump.pipeline"] = graph["backup_svc.dump.pipeline"] | {"backup_svc.config"}
     assert "backup_svc.config" in _reaches(graph, "backup_svc.dump.pipeline")
+    graph = import_graph()  # no module cycle, but storage → history → storage between rooms
+    graph["backup_svc.storage.run"] = graph["backup_svc.storage.run"] | {"backup_svc.history.retention"}
+    assert _cycles(room_graph(graph))
 
 
 FORBIDDEN_IN_UNIT = {"subprocess", "socket", "http.client", "urllib.request", "playwright", "psycopg", "boto3",

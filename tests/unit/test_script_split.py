@@ -1,12 +1,12 @@
-"""Splitting pg_dump's plain script into sections (backup_svc/parallel/script.py, lexer.py): what
+"""Splitting pg_dump's plain script into sections (backup_svc/files/parallel/script.py, lexer.py): what
 goes where, whatever the chunk boundaries, with names and bodies that look like pg_dump's comments."""
 from __future__ import annotations
 
 import pytest
 
-from backup_svc.parallel import script
-from backup_svc.parallel.lexer import StatementLexer
-from backup_svc.parallel.script import NotSplittable, ScriptSplitter
+from backup_svc.files.parallel import script
+from backup_svc.files.parallel.lexer import StatementLexer
+from backup_svc.files.parallel.script import NotSplittable, ScriptSplitter
 
 
 class Recorder:

@@ -175,6 +175,16 @@
     link.appendChild(shown);
     link.appendChild(document.createTextNode(" "));
     var dedup = /\.sql\.dedup$/.test(backup.name);
+    if (dedup && backup.encrypted) {
+      // an age-encrypted dedup backup is not handed out decrypted over HTTP (the API answers 409)
+      var sealed = document.createElement("span");
+      sealed.className = "dedup-note";
+      sealed.textContent = "encrypted, deduplicated: restore it, or backup-svc get it with the private key";
+      link.appendChild(document.createElement("br"));
+      link.appendChild(sealed);
+      [time, size, hash, link].forEach(function (cell) { tr.appendChild(cell); });
+      return tr;
+    }
     var a = document.createElement("a");
     a.href = section.dataset.downloadUrl.replace("BACKUP_NAME", encodeURIComponent(backup.name));
     a.textContent = "Download";

@@ -19,6 +19,7 @@ from datetime import datetime
 from backup_svc.dump.attempt import CANCELLED, FAILED
 from backup_svc.dump.registry import BackupRecord
 from backup_svc.history.hooks import record_run
+from backup_svc.history.retention import pruning_after_backup
 from backup_svc.storage.destination import destination_for
 from backup_svc.storage.run import owner_lookup, stored_backup_name
 from backup_svc.storage.schedule import Scheduler
@@ -199,7 +200,8 @@ class StoredBackups:
                 with reporting(self.state.reporter, self.state.setup, record.filename) as outcome:
                     result = self.destination.take(self.state.settings.dump, name=record.filename,
                                                    application_name=record.application_name, progress=record.progress,
-                                                   cancel=stop, recipients=self.state.settings.encryption.recipients)
+                                                   cancel=stop, recipients=self.state.settings.encryption.recipients,
+                                                   after=pruning_after_backup(self.state.settings.storage))
                     outcome.stored(result.stored, result.shrink, rows=result.rows, drill=self._remote_drill(record))
             except AnotherBackupRunning as exc:
                 log.info("%s skipped: %s", what, exc)
