@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 import time
 from pathlib import Path
@@ -206,33 +205,23 @@ def cmd_restore(args: argparse.Namespace) -> int:
         from backup_svc.commands.from_bucket import restore_stored
 
         return restore_stored(args)
-    from backup_svc.commands.exits import EXIT_SIGTERM, Terminated
+    from backup_svc.commands.exits import Terminated, restore_stopped, restore_stops_on_sigterm
     from backup_svc.crypto.settings import reading_opener
     from backup_svc.files.psqlfeed import RestoreFailed
     from backup_svc.files.reader import BadBackup
     from backup_svc.files.restore import restore_file
 
-    def terminated(_signum, _frame):
-        raise Terminated()
-
-    # SIGTERM (`kill`, a container stopping) ends the restore the way Ctrl-C does: every session
-    # stopped, the database --create made dropped.
-    previous = signal.signal(signal.SIGTERM, terminated)
     try:
-        report = restore_file(args.file, args.target_url, bin_dirs=pg_bin_dirs(os.environ), force=args.force,
-                              create=args.create, say=note, opener=reading_opener(args.file, None, os.environ),
-                              jobs=args.jobs)
+        with restore_stops_on_sigterm():
+            report = restore_file(args.file, args.target_url, bin_dirs=pg_bin_dirs(os.environ), force=args.force,
+                                  create=args.create, say=note, opener=reading_opener(args.file, None, os.environ),
+                                  jobs=args.jobs)
     except (BadBackup, ValueError) as exc:
         return fail(f"restore refused: {args.file}: {exc}; nothing was restored")
     except RestoreFailed as exc:
         return fail(f"restore failed: {exc}")
     except (KeyboardInterrupt, Terminated) as exc:
-        stopped = "psql was stopped before it could commit" if args.jobs == 1 or not args.create else \
-            "every connection was stopped"
-        say(f"restore {'interrupted' if isinstance(exc, KeyboardInterrupt) else 'stopped by SIGTERM'}; {stopped}")
-        return 130 if isinstance(exc, KeyboardInterrupt) else EXIT_SIGTERM
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+        return restore_stopped(exc, jobs=args.jobs, create=args.create)
     print(report.summary(args.file))
     return 0
 

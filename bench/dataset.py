@@ -5,7 +5,7 @@ import os
 import re
 import subprocess
 
-from backup_svc.dump.pipeline import PG_DUMP_FLAGS
+from backup_svc.dump.invocation import PG_DUMP_FLAGS
 from backup_svc.pg.localcluster import LocalCluster
 
 DB = "bench"

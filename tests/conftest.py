@@ -11,8 +11,11 @@ import pytest
 
 from backup_svc.pg.binaries import pg_bin_dirs
 from backup_svc.pg.localcluster import LocalCluster, find_server_bin_dir
-from tests import receivers
-from tests.support import DATA, LINK_MAX_TTL, LINK_SECRET, REPO, FreezableProxy, LockedTable, Service, run_cli
+from tests import REPO, receivers
+from tests.databases import DATA, LockedTable
+from tests.freezable_proxy import FreezableProxy
+from tests.processes import run_cli
+from tests.service_process import LINK_MAX_TTL, LINK_SECRET, Service
 
 # Debian's chromium, driven by Playwright (whose own browser download is never used).
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")

@@ -1,7 +1,9 @@
-"""Test helpers for object storage: moto's S3 server on loopback and a fault-injecting proxy before it."""
+"""Test helpers for object storage: moto's S3 server on loopback and a fault-injecting proxy before it, and
+what an rclone remote's folder holds."""
 from __future__ import annotations
 
 import http.client
+import os
 import re
 import secrets
 import socket
@@ -60,6 +62,11 @@ def object_keys(client, bucket: str) -> list[str]:
     # an object's sha256 record (`<key>.sha256`, issue 25) is part of it; a record without its object is
     # listed, so a test that expects nothing left sees one
     return [k for k in keys if not (k.endswith(".sha256") and k[:-len(".sha256")] in keys)]
+
+
+def remote_files(folder) -> list[str]:
+    """The names in an rclone remote's folder, sorted, without the history's `_history/` folder."""
+    return sorted(n for n in os.listdir(folder) if n != "_history")
 
 
 def history_keys(client, bucket: str) -> list[str]:

@@ -1,8 +1,11 @@
-"""What the storage commands (`upload` to a bucket or an rclone remote) share about ending: exit statuses,
-SIGTERM as an exception, the drill after an upload, and the wait for notifications before the process exits."""
+"""What the commands share about ending: exit statuses, SIGTERM as an exception (and how a restore into
+--target-url that Ctrl-C or SIGTERM stopped says so), and, for the storage commands (`upload` to a bucket or
+an rclone remote), the drill after an upload and the wait for notifications before the process exits."""
 from __future__ import annotations
 
+import contextlib
 import signal
+from typing import Iterator
 
 from backup_svc.commands.output import say
 
@@ -14,6 +17,30 @@ NOTIFY_WAIT_S = 45
 
 class Terminated(BaseException):
     """SIGTERM arrived (a redeploy, `docker stop`, Railway ending a cron run)."""
+
+
+@contextlib.contextmanager
+def restore_stops_on_sigterm() -> Iterator[None]:
+    """Inside the block SIGTERM (`kill`, a container stopping) raises Terminated, so a restore unwinds the
+    way Ctrl-C unwinds it: every session stopped, the database --create made dropped. The handler that
+    was there before is put back afterwards."""
+    def terminated(_signum, _frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def restore_stopped(exc: BaseException, *, jobs: int, create: bool) -> int:
+    """Say that Ctrl-C (KeyboardInterrupt) or SIGTERM (Terminated) stopped a restore into --target-url, and
+    what was stopped; its exit status (130 or 143)."""
+    stopped = "psql was stopped before it could commit" if jobs == 1 or not create else \
+        "every connection was stopped"
+    say(f"restore {'interrupted' if isinstance(exc, KeyboardInterrupt) else 'stopped by SIGTERM'}; {stopped}")
+    return 130 if isinstance(exc, KeyboardInterrupt) else EXIT_SIGTERM
 
 
 def wait_for_notifications(reporter) -> None:

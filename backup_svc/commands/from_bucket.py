@@ -101,18 +101,20 @@ def verify_stored(url: str) -> int:
 def restore_stored(args: argparse.Namespace) -> int:
     """`restore s3://bucket/key --target-url …`: verify from the bucket (and its stored sha256), then
     stream the object into psql. No temp file: the object is read twice."""
-    from backup_svc.pg.binaries import pg_bin_dirs
+    from backup_svc.commands.exits import Terminated, restore_stopped, restore_stops_on_sigterm
     from backup_svc.files.psqlfeed import RestoreFailed
     from backup_svc.files.reader import BadBackup
     from backup_svc.files.restore import restore_file
+    from backup_svc.pg.binaries import pg_bin_dirs
     from backup_svc.storage.client import StorageError
 
     url = args.file
     try:
-        opener, stored_sha256 = _stored_source(url)
-        report = restore_file(url, args.target_url, bin_dirs=pg_bin_dirs(os.environ), force=args.force,
-                              create=args.create, say=note, opener=opener, jobs=args.jobs,
-                              check=_sha256_check(url, stored_sha256))
+        with restore_stops_on_sigterm():  # as `restore FILE`: the database --create made is dropped
+            opener, stored_sha256 = _stored_source(url)
+            report = restore_file(url, args.target_url, bin_dirs=pg_bin_dirs(os.environ), force=args.force,
+                                  create=args.create, say=note, opener=opener, jobs=args.jobs,
+                                  check=_sha256_check(url, stored_sha256))
     except ConfigError as exc:
         return refuse(exc.problems)
     except (ValueError, BadBackup) as exc:
@@ -121,9 +123,8 @@ def restore_stored(args: argparse.Namespace) -> int:
         return fail(f"restore failed: {exc}; psql was stopped before it could commit, nothing was restored")
     except RestoreFailed as exc:
         return fail(f"restore failed: {exc}")
-    except KeyboardInterrupt:
-        say("restore interrupted; psql was stopped before it could commit")
-        return 130
+    except (KeyboardInterrupt, Terminated) as exc:
+        return restore_stopped(exc, jobs=args.jobs, create=args.create)
     print(report.summary(url))
     return 0
 

@@ -81,7 +81,7 @@ def cmd_drill(args: argparse.Namespace) -> int:
         return refuse(exc.problems)
     if settings.notify is None or settings.notify.drill is None:
         return refuse([NO_DRILL_URL])
-    from backup_svc.notify.outcome import StoredSetup
+    from backup_svc.notify.stored import StoredSetup
 
     report = _drill_stored(StoredSetup(settings.dump, settings.storage, settings.notify, settings.encryption), source_arg)
     if isinstance(report, int):
@@ -105,7 +105,7 @@ NO_DRILL_URL = ("RESTORE_DRILL_URL is not set: name a scratch server the drill m
 
 def _drill_stored(settings, url: str | None):
     """The drill of `url` (s3://bucket/key), or of the newest stored backup; an exit status when there is none."""
-    from backup_svc.notify.outcome import drill_stored_object, failure_reason, newest_stored
+    from backup_svc.notify.stored import drill_stored_object, failure_reason, newest_stored
     from backup_svc.storage.client import make_client
     from backup_svc.storage.location import parse_object_url
 
@@ -138,7 +138,7 @@ def _drill_remote(url: str | None) -> int:
     """`drill rclone:<remote>:<path>/<name>`, or the newest backup on BACKUP_STORAGE_URL=rclone:…"""
     from backup_svc.commands.rclone_storage import newest_on_remote, settings_env
     from backup_svc.config import Settings
-    from backup_svc.notify.outcome import StoredSetup, failure_reason
+    from backup_svc.notify.stored import StoredSetup, failure_reason
     from backup_svc.notify.remote_drill import drill_remote_file
 
     try:

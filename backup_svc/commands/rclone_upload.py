@@ -1,5 +1,5 @@
 """`upload` to an rclone remote, reported like S3's: mail, webhook and heartbeat hear of every outcome
-(notify/outcome.py's `reporting`), RESTORE_DRILL_URL drills the new backup from the remote, then
+(notify/stored.py's `reporting`), RESTORE_DRILL_URL drills the new backup from the remote, then
 BACKUP_RETENTION. Exit statuses as storage.py's (a retention failure after a stored backup: 1, and said)."""
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def upload(settings: Settings, target, policy) -> int:
     from backup_svc.dump.backup import backup_filename
     from backup_svc.history.hooks import flush_before_exit, outcome_sink, remote_history
     from backup_svc.history.retention import pruning_remote_after_backup
-    from backup_svc.notify.outcome import StoredSetup, reporter_for, reporting
+    from backup_svc.notify.stored import StoredSetup, reporter_for, reporting
     from backup_svc.storage.rclone_store import take_remote_backup
 
     setup = StoredSetup(settings.dump, None, settings.notify, settings.encryption)
@@ -60,7 +60,7 @@ def recorded(history, name: str, password: str | None):
     """The run and its audit entry in the history, however it ends (as storage.py's `_recorded_upload`)."""
     from backup_svc.history.event import UPLOAD_TRIGGER
     from backup_svc.history.hooks import record_audit, record_run
-    from backup_svc.notify.outcome import failure_reason
+    from backup_svc.notify.stored import failure_reason
     from backup_svc.storage.lock import AnotherBackupRunning
 
     started, amounts = time.time(), {}

@@ -72,7 +72,7 @@ def _upload(settings: Settings, history) -> int:
     from backup_svc.storage.run import stored_backup_name
     from backup_svc.dump.pipeline import DumpBroken
     from backup_svc.history.hooks import outcome_sink
-    from backup_svc.notify.outcome import StoredSetup, reporter_for
+    from backup_svc.notify.stored import StoredSetup, reporter_for
     from backup_svc.pg.diagnose import CannotDump
     from backup_svc.storage.client import StorageError
     from backup_svc.storage.lock import AnotherBackupRunning
@@ -146,7 +146,7 @@ def _recorded_upload(settings: Settings, setup, reporter, history, name: str):
     from backup_svc.history.event import UPLOAD_TRIGGER
     from backup_svc.history.hooks import record_audit, record_run
     from backup_svc.history.retention import pruning_after_backup
-    from backup_svc.notify.outcome import failure_reason, reporting
+    from backup_svc.notify.stored import failure_reason, reporting
     from backup_svc.storage.lock import AnotherBackupRunning
     from backup_svc.storage.run import take_stored_backup
 
@@ -173,7 +173,7 @@ def _recorded_upload(settings: Settings, setup, reporter, history, name: str):
 
 def _drill_after_upload(reporter, setup, stored) -> None:
     """RESTORE_DRILL_URL is set: prove the new object restores (its outcome does not change upload's exit status)."""
-    from backup_svc.notify.outcome import drill_stored_object
+    from backup_svc.notify.stored import drill_stored_object
 
     from backup_svc.commands.exits import drill_after_upload
 

@@ -8,14 +8,9 @@ from datetime import datetime, timezone
 from typing import BinaryIO, Callable
 
 from backup_svc.dump.options import DumpOptions
-from backup_svc.dump.pipeline import (
-    INTERRUPT_POLL_S,
-    DumpInterrupted,
-    DumpProgress,
-    GzipDump,
-    Interrupt,
-    pg_dump_command,
-)
+from backup_svc.dump.attempt import DumpProgress, Interrupt
+from backup_svc.dump.invocation import pg_dump_command
+from backup_svc.dump.pipeline import INTERRUPT_POLL_S, DumpInterrupted, GzipDump
 from backup_svc.pg.binaries import PgBinary, choose_pg_dump, find_binaries
 from backup_svc.pg.facts import ServerFacts, server_facts
 

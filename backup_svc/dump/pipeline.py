@@ -1,4 +1,7 @@
-"""pg_dump → gzip as an iterator of bytes. Knows nothing of HTTP: the API and the CLI both use it."""
+"""pg_dump → gzip as an iterator of bytes (`GzipDump`): pg_dump run and watched (first byte, stalls, stops,
+clean-up on every path), its output compressed and hashed, a dump pg_dump did not finish broken, never
+completed. The command it runs is `invocation`'s, the record it keeps is `attempt`'s `DumpProgress`.
+Knows nothing of HTTP: the API and the CLI both use it."""
 from __future__ import annotations
 
 import collections
@@ -12,22 +15,14 @@ import signal
 import subprocess
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Callable
 
-from backup_svc.pg.conninfo import ConnInfo
+from backup_svc.dump.attempt import OK, DumpProgress, Interrupt
 from backup_svc.dump.completion import INCOMPLETE_REASON, SqlTail
 from backup_svc.dump.compression import DEFAULT_LEVEL, SYNC_FLUSH, gzip_compressor
 from backup_svc.dump.tabledata import TableDataScanner
-from backup_svc.pg.command import (
-    CONNECTION_CHECK_MS,
-    CONNECTION_CHECK_SINCE,
-    ClientCommand,
-    child_environment,
-    start_client,
-    with_keepalives,
-)
-from backup_svc.pg.diagnose import ABORTED, CANCELLED, FAILED, NOT_ANSWERING, CannotDump, diagnose
+from backup_svc.pg.command import ClientCommand, start_client
+from backup_svc.pg.diagnose import ABORTED, FAILED, NOT_ANSWERING, CannotDump, diagnose
 from backup_svc.pg.scrub import scrub
 
 log = logging.getLogger(__name__)
@@ -50,8 +45,6 @@ INTERRUPT_POLL_S = 0.2
 STALL_REASON = ("pg_dump produced no output for {seconds} s (BACKUP_STALL_TIMEOUT): the database stopped "
                 "answering or the network link to it stalled")
 
-PG_DUMP_FLAGS = ["--format=plain", "--no-owner", "--no-acl", "--clean", "--if-exists", "--verbose"]
-
 # --verbose lines that follow the table data (sequence values, large objects, indexes, constraints):
 # the first of them after the last table's data means the dump is finishing.
 _AFTER_DATA = re.compile(r"pg_dump: (executing |creating |processing (?!data for table))")
@@ -64,72 +57,6 @@ class DumpBroken(Exception):
 class DumpInterrupted(CannotDump):
     """The dump was stopped on purpose before its first byte: `kind` is ABORTED (the client left) or
     CANCELLED (someone cancelled it); `message` says which."""
-
-
-# How a dump attempt ended (DumpProgress.outcome): it completed; pg_dump or the service failed; its client
-# went away; someone cancelled it; it was turned away (busy, or the database refused) before it started.
-OK = "ok"
-REFUSED = "refused"
-OUTCOMES = (OK, FAILED, ABORTED, CANCELLED, REFUSED)
-
-# What `interrupt()` returns when a dump must stop: (ABORTED or CANCELLED, a message for the audit trail).
-Interrupt = tuple[str, str]
-
-
-def pg_dump_command(pg_dump: str, conn: ConnInfo, *, application_name: str,
-                    lock_timeout_s: int, connect_timeout_s: int, server_version_num: int | None = None,
-                    client_major: int | None = None) -> ClientCommand:
-    """Build the pg_dump invocation: plain SQL, read-only session, bounded lock and connect waits.
-
-    Its environment is `child_environment()` (never a service secret) plus the password of
-    DATABASE_URL when it has one; without one, libpq's own PGPASSWORD / PGPASSFILE apply, exactly as
-    for the service's own connections.
-    """
-    argv = [pg_dump, *PG_DUMP_FLAGS, f"--lock-wait-timeout={lock_timeout_s * 1000}",
-            f"--dbname={with_keepalives(conn.uri, client_major)}"]
-    options = "-c default_transaction_read_only=on"
-    if server_version_num is None or server_version_num >= CONNECTION_CHECK_SINCE:
-        # see CONNECTION_CHECK_MS: a killed pg_dump leaves no session behind
-        options += f" -c client_connection_check_interval={CONNECTION_CHECK_MS}"
-    env = child_environment()
-    env.update(conn.libpq_env())
-    env.update({
-        "PGAPPNAME": application_name,
-        "PGCONNECT_TIMEOUT": str(connect_timeout_s),
-        "PGOPTIONS": options,
-    })
-    return ClientCommand(argv=argv, env=env)
-
-
-@dataclass
-class DumpProgress:
-    """What a running dump has done so far; written by the dump, read by anyone. It ends through `end`."""
-
-    started: float = field(default_factory=time.time)
-    phase: str = "connecting"
-    current_table: str | None = None
-    tables_done: int = 0
-    tables: list[str] = field(default_factory=list)  # every table whose data has started, in order
-    table_sql_start: int = 0  # sql_bytes when the current table's data started
-    sql_bytes: int = 0
-    gzip_bytes: int = 0
-    finished: float | None = None
-    outcome: str | None = None  # one of OUTCOMES once ended
-    error: str | None = None
-    sha256: str | None = None  # hex digest of the gzip bytes sent; set only when the dump completed
-    # rows per (schema, table) as written, when the dump was asked to count them (stored backups)
-    table_rows: dict[tuple[str, str], int] | None = None
-
-    def end(self, outcome: str, error: str | None = None, *, overrule: bool = False) -> bool:
-        """End the attempt with `outcome` (one of OUTCOMES) and `error`; its phase becomes the outcome
-        ("done" for OK). An attempt that has ended already keeps its ending (False) unless `overrule`:
-        a later finding replaces it (the dump completed, but its client or its upload did not)."""
-        if self.outcome is not None and not overrule:
-            return False
-        self.outcome, self.error = outcome, error
-        self.phase = "done" if outcome == OK else outcome
-        self.finished = time.time()
-        return True
 
 
 class GzipDump:

@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 
 from typing import Any, Callable
 
-from backup_svc.dump.pipeline import REFUSED, DumpProgress, GzipDump, Interrupt
+from backup_svc.dump.attempt import REFUSED, DumpProgress, Interrupt
+from backup_svc.dump.pipeline import GzipDump
 from backup_svc.dump.report import ForwardPercent
 from backup_svc.dump.watch import DumpWatch
 from backup_svc.pg.diagnose import ABORTED, CANCELLED

@@ -1,6 +1,6 @@
 """The progress report of one backup attempt, as `GET /api/v1/backups/<id>` returns it (docs/api.md).
 
-Pure computation over what the dump recorded (pipeline.DumpProgress) and what the database said
+Pure computation over what the dump recorded (attempt.DumpProgress) and what the database said
 (progress.DumpWatch); no I/O.
 """
 from __future__ import annotations
@@ -9,7 +9,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from backup_svc.dump.pipeline import ABORTED, CANCELLED, FAILED, OK, DumpProgress
+from backup_svc.dump.attempt import ABORTED, CANCELLED, FAILED, OK, DumpProgress
 from backup_svc.dump.watch import CopySample, DumpWatch, TableEstimate
 from backup_svc.timefmt import iso_utc
 

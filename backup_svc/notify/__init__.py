@@ -4,6 +4,6 @@
 NOTIFY_* / SMTP_URL / HEARTBEAT_URL / RESTORE_DRILL_URL variables; one module per channel (`mail`,
 `webhook`, `heartbeat`); `delivery` sends in the background with retries; `staleness` (the alarm,
 with storage/status.py's rule) and `drill` produce events of their own; `reporter` is the
-per-process hub; `outcome` is what happens around a stored backup (report, drill, staleness watch).
+per-process hub; `stored` is what happens around a stored backup (report, drill, staleness watch).
 The commands live in `backup_svc/commands/`. Nothing here imports Flask or `config`.
 """

@@ -7,7 +7,7 @@ from typing import Callable
 
 from backup_svc.notify.drill import DrillReport, run_drill
 from backup_svc.notify.drillbounds import drill_timeout_s
-from backup_svc.notify.outcome import StoredSetup, failure_reason
+from backup_svc.notify.stored import StoredSetup, failure_reason
 from backup_svc.storage.rclone_reader import IterStream
 from backup_svc.storage.rclone_run import companions
 from backup_svc.storage.rclone_target import RcloneTarget

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 
-from backup_svc.dump.pipeline import CANCELLED, FAILED
+from backup_svc.dump.attempt import CANCELLED, FAILED
 from backup_svc.dump.registry import BackupRecord
 from backup_svc.history.hooks import record_run
 from backup_svc.history.retention import pruning_after_backup
@@ -94,7 +94,7 @@ class StoredBackups:
 
     def start(self) -> "StoredBackups":
         from backup_svc.history.refresh import HistoryRefresher
-        from backup_svc.notify.outcome import StalenessWatch
+        from backup_svc.notify.stored import StalenessWatch
 
         schedule = self.storage.schedule
         if schedule is not None:
@@ -183,7 +183,7 @@ class StoredBackups:
 
     def _take(self, record: BackupRecord, trigger: str, started: float, facts: dict) -> str:
         """Run the stored backup of `record` (which holds a slot) to its end; free the slot; remember it."""
-        from backup_svc.notify.outcome import reporting
+        from backup_svc.notify.stored import reporting
         from backup_svc.pg.diagnose import CannotDump
         from backup_svc.storage.lock import AnotherBackupRunning
 

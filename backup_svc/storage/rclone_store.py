@@ -19,7 +19,7 @@ from backup_svc.crypto.common import is_encrypted_name
 from backup_svc.crypto.encrypt import AgeEncryptor
 from backup_svc.dump.backup import write_backup
 from backup_svc.dump.options import DumpOptions
-from backup_svc.dump.pipeline import DumpProgress
+from backup_svc.dump.attempt import DumpProgress
 from backup_svc.dump.rowcount import total_rows
 
 from . import rclone_run

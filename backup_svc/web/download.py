@@ -13,7 +13,8 @@ from urllib.parse import quote
 from werkzeug.wsgi import ClosingIterator
 
 from backup_svc.crypto.encrypt import EncryptedChunks
-from backup_svc.dump.pipeline import ABORTED, FAILED, DumpBroken, DumpProgress, GzipDump
+from backup_svc.dump.attempt import ABORTED, FAILED, DumpProgress
+from backup_svc.dump.pipeline import DumpBroken, GzipDump
 from backup_svc.dump.registry import BackupRecord
 from backup_svc.dump.rowcount import total_rows
 from backup_svc.web.state import BackupService

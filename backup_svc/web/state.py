@@ -10,7 +10,7 @@ from backup_svc.config import Settings
 from backup_svc.dump.registry import BackupRegistry
 from backup_svc.history.hooks import audit_sink, history_for, outcome_sink
 from backup_svc.history.trail import History
-from backup_svc.notify.outcome import StoredSetup, reporter_for
+from backup_svc.notify.stored import StoredSetup, reporter_for
 from backup_svc.notify.reporter import Reporter
 from backup_svc.pg.binaries import PgBinary, find_binaries
 from backup_svc.pg.facts import BackgroundFacts, CachedFacts

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from playwright.sync_api import expect
 
-from tests.support import dump_sessions, pg_dump_pids, wait_until
+from tests.databases import dump_sessions
+from tests.processes import pg_dump_pids, wait_until
 
 
 def test_dashboard_cancels_a_backup_started_by_a_script(rich_db, start_service, pg_cluster, open_dashboard):

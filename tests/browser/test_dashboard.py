@@ -8,7 +8,9 @@ import re
 from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import expect
 
-from tests.support import gzip_is_valid, pg_dump_pids, restore, snapshot, wait_until
+from tests.databases import restore, snapshot
+from tests.http_client import gzip_is_valid
+from tests.processes import pg_dump_pids, wait_until
 
 # Long enough for a dump on a busy 2-core machine; the tests wait for states, never for speed.
 SLOW_MS = 60_000

@@ -7,8 +7,8 @@ from playwright.sync_api import expect
 
 from backup_svc.storage.client import make_client
 from tests import receivers
+from tests.processes import wait_until
 from tests.s3support import MotoS3, cluster_identity, new_bucket, owned, s3_env, seed_backup
-from tests.support import wait_until
 
 HOOK = "/services/T0AAAA/B0BBBB/hooksecretXYZ123"
 

@@ -15,8 +15,8 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.conftest import ARTIFACTS
+from tests.processes import wait_until
 from tests.s3support import cluster_identity, object_keys, owned, s3_env, seed_backup
-from tests.support import wait_until
 
 SLOW_MS = 60_000
 WIDTHS = [1280, 390]

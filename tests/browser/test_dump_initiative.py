@@ -16,7 +16,9 @@ import pytest
 from backup_svc.links import signed_backup_url
 from tests.browser.conftest import serve_pages
 from tests.conftest import CHROMIUM, CHROMIUM_ARGS  # noqa: F401  (the browser fixture uses them)
-from tests.support import Service, gzip_is_valid, wait_until
+from tests.http_client import gzip_is_valid
+from tests.processes import wait_until
+from tests.service_process import Service
 
 SECRET = "initiative-link-secret-" + "v" * 16
 

@@ -10,7 +10,7 @@ import subprocess
 import pytest
 from playwright.sync_api import expect
 
-from tests.support import REPO
+from tests import REPO
 
 ARTIFACTS = REPO / "artifacts"  # gitignored: the screenshots to look at
 

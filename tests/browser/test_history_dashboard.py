@@ -6,8 +6,9 @@ from __future__ import annotations
 from playwright.sync_api import expect
 
 from tests.conftest import ARTIFACTS
+from tests.processes import run_cli, wait_until
 from tests.s3support import s3_env
-from tests.support import run_cli, wait_idle, wait_until
+from tests.service_process import wait_idle
 
 WIDTHS = (1280, 390)
 

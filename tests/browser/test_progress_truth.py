@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from tests.support import REPO, wait_until
+from tests import REPO
+from tests.processes import wait_until
 
 SLOW_MS = 90_000
 THROUGHPUT = 2_000_000  # bytes per second, as the issue measured it

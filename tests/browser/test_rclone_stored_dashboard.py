@@ -13,7 +13,7 @@ from playwright.sync_api import expect
 
 from backup_svc.storage.rclone_prompt import MEASURED_MB_S
 from tests.conftest import ARTIFACTS
-from tests.support import run_cli
+from tests.processes import run_cli
 
 pytestmark = pytest.mark.skipif(shutil.which("rclone") is None,
                                 reason="rclone is not installed (./dev.sh test installs it)")

@@ -11,8 +11,9 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.conftest import ARTIFACTS
+from tests.databases import DATA, snapshot
+from tests.processes import wait_until
 from tests.s3support import corrupt_in_place, s3_env
-from tests.support import DATA, snapshot, wait_until
 
 SLOW_MS = 120_000
 

@@ -15,7 +15,8 @@ import time
 import pytest
 
 from backup_svc.links import signed_backup_url
-from tests.support import Service, wait_until
+from tests.processes import wait_until
+from tests.service_process import Service
 
 SECRET = "browser-link-secret-" + "w" * 16
 CHROMIUM_FLAGS = [

@@ -14,17 +14,12 @@ import time
 
 import pytest
 
+from tests import REPO
+from tests.databases import restore, snapshot
+from tests.http_client import gzip_is_valid, read_all
 from tests.image import podman as pm
-from tests.support import (
-    REPO,
-    Service,
-    gzip_is_valid,
-    pg_dump_pids,
-    read_all,
-    restore,
-    snapshot,
-    wait_until,
-)
+from tests.processes import pg_dump_pids, wait_until
+from tests.service_process import Service
 
 IMAGE = "localhost/backup_svc:test"
 RELEASE = "bookworm"  # the Dockerfile's DEBIAN_RELEASE default

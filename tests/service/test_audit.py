@@ -9,7 +9,9 @@ from datetime import datetime, timezone
 import pytest
 
 from backup_svc.links import link_signature
-from tests.support import Service, basic, bearer, wait_idle, wait_until
+from tests.http_client import basic, bearer
+from tests.processes import wait_until
+from tests.service_process import Service, wait_idle
 
 SECRET = "audit-link-secret-" + "y" * 16
 

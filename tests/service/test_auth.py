@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support import basic, bearer
+from tests.http_client import basic, bearer
 
 PROTECTED = [("GET", "/"), ("GET", "/api/v1/backup"), ("HEAD", "/api/v1/backup"), ("GET", "/api/v1/database")]
 

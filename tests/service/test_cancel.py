@@ -4,16 +4,10 @@ from __future__ import annotations
 
 import time
 
-from tests.support import (
-    dump_sessions,
-    gzip_is_valid,
-    outcome_line,
-    pg_dump_pids,
-    read_within,
-    timed,
-    waiting_dump_sessions,
-    wait_until,
-)
+from tests.databases import dump_sessions, waiting_dump_sessions
+from tests.http_client import gzip_is_valid, read_within, timed
+from tests.processes import pg_dump_pids, wait_until
+from tests.service_process import outcome_line
 
 # -- cancel ------------------------------------------------------------------------------------
 def _delete(service, backup_id: str, headers: dict[str, str] | None = None):

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
+from tests.processes import run_cli
 from tests.s3support import s3_env
-from tests.support import run_cli
 
 HEARTBEAT = "https://hc-ping.example/0f4d6c8e-5b1a-4c7e-9a1d-3e2f1b0c9d8a"
 

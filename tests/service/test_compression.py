@@ -8,7 +8,8 @@ import pytest
 
 from backup_svc.dump import compression
 from backup_svc.dump.compression import SYNC_FLUSH, compressor_name, gzip_compressor
-from tests.support import gzip_is_valid, restore, snapshot
+from tests.databases import restore, snapshot
+from tests.http_client import gzip_is_valid
 
 SQL = b"".join(b"INSERT INTO t VALUES (%d, 'row %d', '\\\\x%08x');\n" % (i, i, i * 7919) for i in range(50_000))
 

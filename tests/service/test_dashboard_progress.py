@@ -7,11 +7,12 @@ import time
 import pytest
 
 from backup_svc.pg.conninfo import parse_database_url
-from backup_svc.dump.pipeline import DumpProgress
+from backup_svc.dump.attempt import DumpProgress
 from backup_svc.dump.report import Delivery, ForwardPercent, data_fraction, progress_report
 from backup_svc.dump.watch import CopySample, DumpWatch, TableEstimate
 from backup_svc.dump.registry import BackupIdInUse, BackupRegistry
-from tests.support import basic, gzip_is_valid, pg_dump_pids, wait_until
+from tests.http_client import basic, gzip_is_valid
+from tests.processes import pg_dump_pids, wait_until
 
 
 def _report(service, backup_id: str):

@@ -10,9 +10,11 @@ import time
 import zlib
 from datetime import datetime, timedelta, timezone
 
+from tests.databases import snapshot
+from tests.http_client import basic
+from tests.processes import run_cli, wait_until
 from tests.s3support import all_keys, s3_env, stored_metadata
 from tests.service.test_dedup_storage import DEDUP_KEY, SEVERAL_CHUNKS, chunk_keys, dedup_env, manifests, upload
-from tests.support import basic, run_cli, snapshot, wait_until
 
 MARKER = "cleartext-marker-dd-5e1b"  # a row value that must never be readable in the bucket
 MARKED = SEVERAL_CHUNKS + f"""

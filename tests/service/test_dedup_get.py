@@ -10,7 +10,9 @@ import subprocess
 from tests.s3support import s3_env
 from tests.service.test_dedup_storage import (SEVERAL_CHUNKS, dedup_env, manifest_of, manifests, reading_env,
                                               upload)
-from tests.support import gzip_is_valid, run_cli, snapshot, wait_until
+from tests.databases import snapshot
+from tests.http_client import gzip_is_valid
+from tests.processes import run_cli, wait_until
 
 
 def downloads_audited(service) -> list[tuple[str, int]]:

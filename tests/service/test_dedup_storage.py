@@ -12,8 +12,11 @@ import time
 import pytest
 
 
+from tests import REPO
+from tests.databases import snapshot
+from tests.http_client import basic, gzip_is_valid
+from tests.processes import kill_upload, pg_dump_pids, run_cli, wait_until
 from tests.s3support import all_keys, incomplete_uploads, s3_env, stored_metadata
-from tests.support import REPO, basic, gzip_is_valid, kill_upload, pg_dump_pids, run_cli, snapshot, wait_until
 
 DEDUP_KEY = "dedup-key-for-tests-" + "k" * 24
 # ~10 MB of SQL: several 1 MiB chunks, so that an unchanged or slightly changed database shows its dedup

@@ -23,7 +23,9 @@ import pytest
 
 from backup_svc.pg.localcluster import free_port
 from backup_svc.web.docs import markdown_parser
-from tests.support import LINK_SECRET, REPO, wait_until
+from tests import REPO
+from tests.processes import wait_until
+from tests.service_process import LINK_SECRET
 
 # The marker a doc puts on the line before a shell block that must run, as written, against the demo.
 DEMO_TEST_MARKER = "<!-- demo-test -->"

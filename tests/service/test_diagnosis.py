@@ -13,7 +13,8 @@ import pytest
 
 from backup_svc.pg.binaries import pg_bin_dirs
 from backup_svc.pg.localcluster import UNPRIVILEGED_USER, LocalCluster, find_server_bin_dir
-from tests.support import audit_records, read_all
+from tests.http_client import read_all
+from tests.service_process import audit_records
 
 READER_PASSWORD = "reader-password-0123456789"
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support import gzip_is_valid, pg_dump_pids, wait_until
+from tests.http_client import gzip_is_valid
+from tests.processes import pg_dump_pids, wait_until
 
 FAULT_HOOK = '''
 import os

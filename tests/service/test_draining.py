@@ -9,7 +9,8 @@ import subprocess
 import sys
 import time
 
-from ..support import gzip_is_valid, pg_dump_pids, read_all, wait_until
+from tests.http_client import gzip_is_valid, read_all
+from tests.processes import pg_dump_pids, wait_until
 
 ON_RAILWAY = {"RAILWAY_ENVIRONMENT_ID": "6f1c2a9e-test", "RAILWAY_SERVICE_ID": "0d4b-test"}
 

@@ -12,7 +12,7 @@ from backup_svc.pg.conninfo import parse_database_url
 from backup_svc.notify.drill import SCRATCH_PREFIX, run_drill
 from backup_svc.dump.rowcount import counts_metadata
 
-from ..support import run_cli
+from tests.processes import run_cli
 
 RICH_TABLES = {  # what tests/data/rich.sql puts in each table that holds data
     ("app", "people"): 2003, ("Mixed Case", "Order Items"): 500, ("app", "events_2025"): 213,

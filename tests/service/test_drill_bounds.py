@@ -1,6 +1,6 @@
 """Restore drills are bounded: a whole drill ends within RESTORE_DRILL_TIMEOUT whatever its link does,
 and a scratch database a killed or abandoned drill left behind is dropped by the next drill. Real
-PostgreSQL, the CLI, and a TCP proxy whose link freezes (tests/support.py: FreezableProxy)."""
+PostgreSQL, the CLI, and a TCP proxy whose link freezes (tests/freezable_proxy.py: FreezableProxy)."""
 from __future__ import annotations
 
 import os
@@ -11,7 +11,8 @@ from datetime import timedelta
 
 from psycopg import sql
 
-from tests.support import REPO, run_cli
+from tests import REPO
+from tests.processes import run_cli
 
 LEFTOVER = "backup_svc_drill_20200101_000000_dead"  # what a drill killed in 2020 left
 

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from tests.support import restore, snapshot
+from tests.databases import restore, snapshot
 
 
 @pytest.fixture
@@ -58,7 +58,7 @@ def test_encrypt_needs_recipients_and_knows_one_value(start_service, rich_db, ag
 def test_a_dump_that_breaks_mid_stream_breaks_the_encrypted_transfer(start_service, big_db, pg_cluster, age_key,
                                                                      tmp_path):
     """No final chunk, and what arrived is an unfinished age file that `age -d` rejects."""
-    from tests.support import wait_until
+    from tests.processes import wait_until
 
     key, public = age_key
     service = start_service(DATABASE_URL=big_db, BACKUP_AGE_RECIPIENTS=public)
@@ -116,7 +116,7 @@ def test_the_private_key_reaches_no_child_argv_environment_or_log(start_service,
                                                                    tmp_path):
     """BACKUP_AGE_IDENTITY given as the key itself: pg_dump's argv and environment and the service's log
     never hold it (children get an allowlisted environment)."""
-    from tests.support import cmdline, environ_of, pg_dump_pids, wait_until
+    from tests.processes import cmdline, environ_of, pg_dump_pids, wait_until
 
     secret = [line for line in age_keys["age"].read_text().splitlines() if line.startswith("AGE-SECRET-KEY-")][0]
     service = start_service(DATABASE_URL=big_db, BACKUP_AGE_RECIPIENTS=age_keys["age_public"],

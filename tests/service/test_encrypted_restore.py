@@ -3,9 +3,11 @@ PostgreSQL, gunicorn, moto's S3 server and keys made by Debian's age-keygen: dec
 with BACKUP_AGE_IDENTITY; without it, refused before anything is created."""
 from __future__ import annotations
 
+from tests.databases import snapshot
+from tests.http_client import basic
+from tests.processes import wait_until
 from tests.service import test_restores
 from tests.service.test_restores import databases, post_json, store_backup, storage_env, wait_for_end
-from tests.support import basic, snapshot, wait_until
 
 AGE_MAGIC = b"age-encryption.org/v1\n"
 live = test_restores.live  # the fixture: a fresh copy of the rich database as the live one

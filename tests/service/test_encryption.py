@@ -9,8 +9,9 @@ import zlib
 
 import pytest
 
+from tests.databases import snapshot
+from tests.processes import run_cli
 from tests.s3support import incomplete_uploads, object_keys, s3_env, stored_metadata
-from tests.support import run_cli, snapshot
 
 AGE_MAGIC = b"age-encryption.org/v1\n"
 MARKER = "cleartext-marker-7f3a9c"  # a row value that must never reach the bucket in the clear

@@ -11,8 +11,9 @@ import time
 from pathlib import Path
 
 from backup_svc.web.docs import markdown_parser
+from tests import REPO
+from tests.databases import snapshot
 from tests.s3support import object_keys, s3_env
-from tests.support import REPO, snapshot
 
 DOC = REPO / "docs" / "encryption.md"
 MARKER = "<!-- encryption-doc-test -->"

@@ -6,15 +6,9 @@ import signal
 import subprocess
 import time
 
-from tests.support import (
-    all_pids,
-    cmdline,
-    dump_sessions,
-    gzip_is_valid,
-    pg_dump_pids,
-    read_all,
-    wait_until,
-)
+from tests.databases import dump_sessions
+from tests.http_client import gzip_is_valid, read_all
+from tests.processes import all_pids, cmdline, pg_dump_pids, wait_until
 
 
 def _start_download(service, read_bytes: int = 65536):

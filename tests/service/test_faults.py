@@ -9,19 +9,11 @@ import subprocess
 import sys
 import time
 
-from tests.support import (
-    REPO,
-    LockedTable,
-    cmdline,
-    dump_sessions,
-    environ_of,
-    gzip_is_valid,
-    pg_dump_pids,
-    run_cli,
-    started_lines,
-    waiting_dump_sessions,
-    wait_until,
-)
+from tests import REPO
+from tests.databases import dump_sessions, LockedTable, waiting_dump_sessions
+from tests.http_client import gzip_is_valid
+from tests.processes import cmdline, environ_of, pg_dump_pids, run_cli, wait_until
+from tests.service_process import started_lines
 
 SERVICE_SECRETS = {
     "LINK_SECRET": "link-secret-must-not-leak-0123456789",

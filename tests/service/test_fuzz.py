@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from backup_svc.config import Settings
 from backup_svc.web import create_app
-from tests.support import Service
+from tests.service_process import Service
 
 TRACE = re.compile(rb"Traceback|File \"|\bline \d+, in\b")
 LINK_SECRET = "fuzz-link-secret-" + "z" * 16

@@ -9,8 +9,11 @@ from datetime import datetime, timedelta, timezone
 
 from backup_svc.history.bucket import HistoryBucket
 from backup_svc.history.event import AUDIT, RunChain, parse_name
+from tests.databases import LockedTable
+from tests.http_client import basic
+from tests.processes import run_cli, wait_until
 from tests.s3support import FaultProxy, cluster_identity, history_keys, object_keys, owned, s3_env, seed_backup
-from tests.support import LockedTable, basic, run_cli, wait_idle, wait_until
+from tests.service_process import wait_idle
 
 PREFIX = "db/"
 # What makes two audit entries the same entry, whichever process shows it.

@@ -20,7 +20,7 @@ import time
 import pytest
 
 from tests.hostile_requests import CORPUS, gunicorn_reads
-from tests.support import Service
+from tests.service_process import Service
 
 HOLD_S = 8.0  # the slow readers of 64 connections fill the server's send buffers in ~5 s
 PROBE_TIMEOUT_S = 3.0  # a probe that gets no answer counts as this long
@@ -244,7 +244,7 @@ def _timed_get(port: int, path: str) -> tuple[float, int]:
 
 
 def test_readyz_callers_never_wait_on_a_hung_database(start_service, pg_cluster, rich_db, db_proxy):
-    """The database accepts connections and never answers (a frozen link: tests/support.py's proxy, a
+    """The database accepts connections and never answers (a frozen link: tests/freezable_proxy.py, a
     real TCP path whose forwarding stops — the one fault here that is injected). 16 anonymous
     /readyz callers in a loop must each get an answer at once, and /healthz must not wait behind them."""
     service = start_service(DATABASE_URL=db_proxy.url(pg_cluster, "rich"), BACKUP_CONNECT_TIMEOUT="2")

@@ -4,11 +4,12 @@ from __future__ import annotations
 import pytest
 
 from backup_svc.pg.conninfo import parse_database_url
-from backup_svc.dump.pipeline import GzipDump, pg_dump_command
+from backup_svc.dump.invocation import pg_dump_command
+from backup_svc.dump.pipeline import GzipDump
 from backup_svc.dump.tabledata import TableDataScanner
 from backup_svc.pg.binaries import choose_pg_dump, find_binaries
 from backup_svc.pg.facts import server_facts
-from tests.support import gzip_is_valid
+from tests.http_client import gzip_is_valid
 
 # A table and a schema whose names, printed raw by pg_dump --verbose, read as two "dumping contents"
 # lines each (names are cut at 63 bytes, so one forged line per name).
@@ -110,7 +111,7 @@ def cyrillic_db(pg_cluster) -> str:
 def test_a_name_outside_ascii_is_the_same_everywhere(cyrillic_db, start_service, tmp_path, backup_name, prefix,
                                                      fallback):
     """RFC 6266: an ASCII fallback plus filename*; before, gunicorn answered 500 and kept the slot taken."""
-    from tests.support import run_cli
+    from tests.processes import run_cli
 
     env = {"DATABASE_URL": cyrillic_db, **({"BACKUP_NAME": backup_name} if backup_name else {})}
     service = start_service(**env)

@@ -5,7 +5,7 @@ import json
 import subprocess
 import sys
 
-from tests.support import REPO
+from tests import REPO
 
 HEAVY = ("flask", "werkzeug", "gunicorn", "flask_httpauth", "psycopg")
 

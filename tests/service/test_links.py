@@ -12,14 +12,9 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from backup_svc.links import LinkRefused, check_link, link_signature, signed_backup_url
-from tests.support import (
-    LINK_MAX_TTL,
-    LINK_SECRET,
-    gzip_is_valid,
-    restore,
-    snapshot,
-    wait_idle,
-)
+from tests.databases import restore, snapshot
+from tests.http_client import gzip_is_valid
+from tests.service_process import LINK_MAX_TTL, LINK_SECRET, wait_idle
 
 SECRET, MAX_TTL = LINK_SECRET, LINK_MAX_TTL
 

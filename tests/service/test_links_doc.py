@@ -7,8 +7,10 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.support import LINK_SECRET as SECRET
-from tests.support import REPO, gzip_is_valid, wait_idle
+from tests import REPO
+from tests.http_client import gzip_is_valid
+from tests.service_process import LINK_SECRET as SECRET
+from tests.service_process import wait_idle
 
 DOC = REPO / "docs" / "main-app-integration.md"
 

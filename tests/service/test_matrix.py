@@ -15,8 +15,11 @@ import sys
 import pytest
 
 from backup_svc.pg.localcluster import LocalCluster
+from tests.databases import DATA, restore, snapshot
+from tests.http_client import gzip_is_valid
+from tests.processes import pg_dump_pids
 from tests.service import pgbinaries
-from tests.support import DATA, Service, gzip_is_valid, pg_dump_pids, restore, snapshot
+from tests.service_process import Service
 
 MAJORS = sorted(pgbinaries.VERSIONS)
 FIXTURE_SQL = (DATA / "matrix.sql").read_text()

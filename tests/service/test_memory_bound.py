@@ -19,8 +19,9 @@ import zlib
 
 import pytest
 
+from tests import REPO
+from tests.processes import all_pids, parent_pid
 from tests.s3support import incomplete_uploads, object_keys, s3_env
-from tests.support import REPO, _ppid, all_pids
 
 MIB = 1024 * 1024
 ROWS = 50_000  # × 3000 random bytes = ~150 MB of table data
@@ -61,7 +62,7 @@ def status_kib(pid: int, field: str) -> int | None:
 
 def descendants(root: int) -> list[int]:
     """Every live process below `root`."""
-    parents = {pid: _ppid(pid) for pid in all_pids()}
+    parents = {pid: parent_pid(pid) for pid in all_pids()}
     found, frontier = [], [root]
     while frontier:
         children = [pid for pid, parent in parents.items() if parent in frontier]

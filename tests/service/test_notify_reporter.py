@@ -15,7 +15,7 @@ from backup_svc.notify.drill import run_drill
 from backup_svc.notify.reporter import Reporter
 from backup_svc.notify.settings import NotifySettings
 
-from ..support import wait_until
+from tests.processes import wait_until
 
 FAST = RetryPolicy(attempts=2, backoff_s=0.1, attempt_timeout_s=2, deadline_s=4)
 

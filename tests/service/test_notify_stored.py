@@ -9,11 +9,11 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from backup_svc.config import Settings
-from backup_svc.notify.outcome import StalenessWatch, StoredSetup, reporter_for
+from backup_svc.notify.stored import StalenessWatch, StoredSetup, reporter_for
 from backup_svc.pg.localcluster import free_port
 from tests import receivers
+from tests.processes import run_cli
 from tests.s3support import cluster_identity, corrupt_in_place, object_keys, owned, s3_env, seed_backup, stored_metadata
-from tests.support import run_cli
 
 PING = "/ping/5e1f0c2a-aaaa-bbbb-cccc-0123456789ab"
 HOOK = "/services/T0AAAA/B0BBBB/hooksecretXYZ123"
@@ -194,7 +194,7 @@ def test_the_docs_local_smtp_example_runs_as_written(tmp_path):
 
     from pathlib import Path
 
-    from tests.support import REPO
+    from tests import REPO
 
     text = (REPO / "docs" / "notifications.md").read_text()
     [block] = re.findall(r"```sh\n(\.venv/bin/python -m aiosmtpd[^`]*)```", text)
@@ -214,7 +214,7 @@ def test_serve_reports_stale_backups_then_a_scheduled_backup_and_its_drill(s3, m
                                                                          receiver, start_service):
     """`serve` with `* * * * *` and a seeded backup from January: the staleness watch alarms at start,
     the scheduled backup (within 75 s) is told and drilled in the background, the heartbeat pinged."""
-    from tests.support import wait_until
+    from tests.processes import wait_until
 
     client, bucket = s3
     seed_backup(client, bucket, "scheduled/rich_backup_20260101_030000.sql.gz",

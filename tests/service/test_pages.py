@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 
-from tests.support import basic
+from tests.http_client import basic
 
 BROWSER_ACCEPT = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
 

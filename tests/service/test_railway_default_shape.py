@@ -17,8 +17,9 @@ import time
 import pytest
 
 from tests import receivers
+from tests import REPO
+from tests.processes import run_cli, wait_until
 from tests.s3support import s3_env
-from tests.support import REPO, run_cli, wait_until
 
 GUIDE = REPO / "docs" / "deploy-railway.md"
 PING = "/ping/0f4d6c8e-5b1a-4c7e-9a1d-3e2f1b0c9d8a"

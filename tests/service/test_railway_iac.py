@@ -19,7 +19,7 @@ import pytest
 from backup_svc.config import Settings
 from backup_svc.draining import DRAIN_MARGIN_S
 
-from ..support import REPO
+from tests import REPO
 
 RAILWAY_DIR = REPO / ".railway"
 NODE_MODULES = RAILWAY_DIR / "node_modules"
@@ -121,6 +121,14 @@ SOURCES = {
     "railway.ts, web + cron": lambda: web_and_cron((RAILWAY_DIR / "railway.ts").read_text()),
     "docs: existing project": docs_existing_project,
 }
+
+
+def backup_services(definition: dict) -> list[str]:
+    """The addresses of the backup services the definition has: `backups`, and `backups-cron` in the web +
+    cron shape; fails when `backups` is missing, so that a loop over them always checks something."""
+    services = sorted(set(resources(definition)) & {WEB, CRON})
+    assert WEB in services, services
+    return services
 
 
 @pytest.fixture(scope="module", params=list(SOURCES))
@@ -258,13 +266,13 @@ def test_the_guide_lists_the_alert_variables_and_recommends_the_heartbeat():
 
 
 def test_database_url_is_a_reference_to_the_database(definition):
-    for address in set(resources(definition)) & {WEB, CRON}:
+    for address in backup_services(definition):
         assert resources(definition)[address]["variables"]["DATABASE_URL"] == {
             "type": "reference", "resource": "database.Postgres", "output": "DATABASE_URL"}
 
 
 def test_no_secret_is_written_in_the_definition(definition):
-    for address in set(resources(definition)) & {WEB, CRON}:
+    for address in backup_services(definition):
         for name, value in resources(definition)[address]["variables"].items():
             if value["type"] == "literal":
                 assert not SECRET_NAME.search(name), f"{address} {name} is a literal"
@@ -279,9 +287,10 @@ def test_no_secret_is_written_in_the_definition(definition):
     assert web["ADMIN_TOKEN"]["type"] in ("raw", "preserve")
 
 
-def test_bucket_credentials_reach_both_services_under_the_storage_names(definition):
+def test_bucket_credentials_reach_every_backup_service_under_the_storage_names(definition):
+    """The one `backups` service, and `backups-cron` too in the web + cron shape."""
     bucket = resources(definition)["bucket.backups-bucket"]
-    for address in set(resources(definition)) & {WEB, CRON}:
+    for address in backup_services(definition):
         variables = resources(definition)[address]["variables"]
         for name, output in BUCKET_OUTPUTS.items():
             assert variables[name] == {"type": "reference", "resource": bucket["address"], "output": output}

@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 
-from tests.support import run_cli
+from tests.processes import run_cli
 
 pytestmark = pytest.mark.skipif(shutil.which("rclone") is None,
                                 reason="rclone is not installed (./dev.sh test installs it)")

@@ -9,7 +9,8 @@ import shutil
 
 import pytest
 
-from tests.support import remote_files, run_cli
+from tests.processes import run_cli
+from tests.s3support import remote_files
 
 pytestmark = pytest.mark.skipif(shutil.which("rclone") is None,
                                 reason="rclone is not installed (./dev.sh test installs it)")

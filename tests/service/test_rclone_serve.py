@@ -14,8 +14,11 @@ import time
 
 import pytest
 
-from tests.support import (FreezableProxy, all_pids, basic, cmdline, remote_files, restore, run_cli, snapshot,
-                           wait_until)
+from tests.databases import restore, snapshot
+from tests.freezable_proxy import FreezableProxy
+from tests.http_client import basic
+from tests.processes import all_pids, cmdline, run_cli, wait_until
+from tests.s3support import remote_files
 
 pytestmark = pytest.mark.skipif(shutil.which("rclone") is None,
                                 reason="rclone is not installed (./dev.sh test installs it)")

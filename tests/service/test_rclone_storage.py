@@ -17,8 +17,11 @@ from backup_svc.dump.pipeline import DumpBroken
 from backup_svc.storage.rclone_run import upload
 from backup_svc.storage.rclone_target import RcloneTarget, parse_rclone_url
 from backup_svc.storage.location import BackupNames
-from tests.support import (REPO, UPLOAD_KILLS, FreezableProxy, kill_upload, pg_dump_pids, remote_files, run_cli, snapshot,
-                           wait_until)
+from tests import REPO
+from tests.databases import snapshot
+from tests.freezable_proxy import FreezableProxy
+from tests.processes import UPLOAD_KILLS, kill_upload, pg_dump_pids, run_cli, wait_until
+from tests.s3support import remote_files
 
 pytestmark = pytest.mark.skipif(shutil.which("rclone") is None,
                                 reason="rclone is not installed (./dev.sh test installs it)")

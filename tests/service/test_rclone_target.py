@@ -12,7 +12,10 @@ import pytest
 
 from backup_svc.storage.client import StorageError
 from backup_svc.storage.rclone_target import RcloneTarget, parse_rclone_url
-from tests.support import REPO, remote_files, run_cli, snapshot
+from tests import REPO
+from tests.databases import snapshot
+from tests.processes import run_cli
+from tests.s3support import remote_files
 
 pytestmark = pytest.mark.skipif(subprocess.run(["which", "rclone"], capture_output=True).returncode != 0,
                                 reason="rclone is not installed (./dev.sh test installs it)")

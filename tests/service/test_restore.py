@@ -9,7 +9,8 @@ import pytest
 from backup_svc.pg.conninfo import parse_database_url
 from backup_svc.files.psqlfeed import psql_command, stream_into_psql
 from backup_svc.files.reader import BadBackup
-from tests.support import restore, run_cli, snapshot
+from tests.databases import restore, snapshot
+from tests.processes import run_cli
 
 LAST_STATEMENT = b"REFRESH MATERIALIZED VIEW app.mood_counts;"
 OCCUPANT_SQL = """

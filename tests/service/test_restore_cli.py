@@ -7,8 +7,9 @@ import secrets
 
 import pytest
 
+from tests.databases import DATA, snapshot
+from tests.processes import run_cli
 from tests.s3support import s3_env
-from tests.support import DATA, run_cli, snapshot
 
 
 def databases(cluster) -> set[str]:

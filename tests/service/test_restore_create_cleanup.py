@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gzip
 
-from tests.support import run_cli
+from tests.processes import run_cli
 
 
 def databases(pg_cluster, name: str) -> list[str]:

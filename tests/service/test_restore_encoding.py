@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support import run_cli
+from tests.processes import run_cli
 
 
 @pytest.mark.parametrize("jobs", ["1", "2"])  # --jobs 2: the COPY rows go through connections of the restore's own

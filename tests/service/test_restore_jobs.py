@@ -5,14 +5,16 @@ Real PostgreSQL, the real command line, dumps written by `dump`."""
 from __future__ import annotations
 
 import gzip
+import os
 import signal
 import subprocess
 import sys
 
 import pytest
 
+from tests.databases import DATA, snapshot
+from tests.processes import run_cli, wait_until
 from tests.s3support import s3_env
-from tests.support import DATA, run_cli, snapshot, wait_until
 
 # What the rich fixture lacks of a real schema's shapes: foreign keys (to a table whose primary key
 # is built in parallel), a partitioned table with a primary key and an index on the parent, comments
@@ -151,11 +153,12 @@ def test_a_truncated_file_leaves_no_database(bulk, pg_cluster, tmp_path):
     assert databases(pg_cluster, "jobs_cut") == []
 
 
-def _start(pg_cluster, backup, name: str) -> subprocess.Popen:
+def _start(pg_cluster, source, name: str, jobs: str = "2", env: dict[str, str] | None = None) -> subprocess.Popen:
+    """`restore SOURCE --target-url … --create --jobs N` (SOURCE a file or s3://…), left running."""
     drop(pg_cluster, name)
-    return subprocess.Popen([sys.executable, "-m", "backup_svc", "restore", str(backup), "--target-url",
-                             pg_cluster.url(name), "--create", "--jobs", "2"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen([sys.executable, "-m", "backup_svc", "restore", str(source), "--target-url",
+                             pg_cluster.url(name), "--create", "--jobs", jobs],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
 
 
 def _copy_sessions(pg_cluster, name: str) -> list[int]:
@@ -194,6 +197,32 @@ def test_ctrl_c_or_sigterm_mid_restore_leaves_no_database(bulk, pg_cluster, sent
     assert "Traceback" not in stderr and "dropped database 'jobs_interrupted'" in stderr, stderr
     assert "every connection was stopped" in stderr
     assert databases(pg_cluster, "jobs_interrupted") == []
+
+
+@pytest.mark.parametrize("sent, status, jobs, stopped", [
+    (signal.SIGTERM, 143, "1", "psql was stopped before it could commit"),
+    (signal.SIGTERM, 143, "2", "every connection was stopped"),
+    (signal.SIGINT, 130, "2", "every connection was stopped"),
+], ids=["sigterm", "sigterm-jobs", "ctrl-c-jobs"])
+def test_sigterm_or_ctrl_c_mid_restore_from_the_bucket_leaves_no_database(bulk, pg_cluster, s3, moto_s3, sent,
+                                                                           status, jobs, stopped):
+    """`restore s3://… --create` stopped while psql (or the N connections) load the data: as for a file,
+    nothing is committed, the database --create made is dropped, and the line says what was stopped."""
+    client, bucket = s3
+    client.put_object(Bucket=bucket, Key="db/bulk.sql.gz", Body=bulk.read_bytes())
+    name = "jobs_stored_stopped"
+    proc = _start(pg_cluster, f"s3://{bucket}/db/bulk.sql.gz", name, jobs, env=s3_env(moto_s3.endpoint))
+    try:
+        assert wait_until(lambda: _copy_sessions(pg_cluster, name), timeout_s=60, interval=0.02), "no COPY began"
+        proc.send_signal(sent)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == status, stderr
+    stopping = "stopped by SIGTERM" if sent == signal.SIGTERM else "interrupted"
+    assert f"backup_svc: restore {stopping}; {stopped}\n" in stderr, stderr
+    assert "Traceback" not in stderr and f"dropped database '{name}'" in stderr, stderr
+    assert databases(pg_cluster, name) == []
 
 
 def test_jobs_into_an_existing_database_stays_serial(shapes, pg_cluster):

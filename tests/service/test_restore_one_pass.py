@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from tests.support import run_cli
+from tests.processes import run_cli
 
 
 def databases(pg_cluster, name: str) -> list[str]:

@@ -9,7 +9,8 @@ import time
 import pytest
 
 from backup_svc.links import link_signature
-from tests.support import LINK_SECRET, basic, bearer
+from tests.http_client import basic, bearer
+from tests.service_process import LINK_SECRET
 
 RESTORE_TOKEN = "restore-" + "t" * 20
 CHANGES = [("POST", "/api/v1/restores", {"backup": "x_backup_20260101_000000.sql.gz", "mode": "new"}),
@@ -20,7 +21,7 @@ CHANGES = [("POST", "/api/v1/restores", {"backup": "x_backup_20260101_000000.sql
 
 @pytest.fixture(scope="module")
 def service(rich_db, tmp_path_factory):
-    from tests.support import Service
+    from tests.service_process import Service
 
     svc = Service({"DATABASE_URL": rich_db, "RESTORE_TOKEN": RESTORE_TOKEN, "LINK_SECRET": LINK_SECRET},
                   tmp_path_factory.mktemp("rights") / "service.log").start()

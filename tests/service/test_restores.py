@@ -13,9 +13,11 @@ import time
 import psycopg
 import pytest
 
+from tests.databases import DATA, snapshot
+from tests.http_client import basic, bearer
+from tests.processes import wait_until
 from tests.receivers import Receiver
 from tests.s3support import corrupt_in_place, new_bucket, s3_env
-from tests.support import DATA, basic, bearer, snapshot, wait_until
 
 RESTORE_TOKEN = "restore-" + "r" * 20
 
@@ -338,7 +340,7 @@ def test_drop_needs_the_name_typed(restore_service, pg_cluster, webhook):
 def big_restore(big_db, moto_s3, tmp_path_factory):
     """A service on the big database with storage, and one stored backup of it (restores take seconds)."""
     from backup_svc.storage.client import make_client
-    from tests.support import Service
+    from tests.service_process import Service
 
     bucket = new_bucket(make_client(s3_env(moto_s3.endpoint)))
     env = {"DATABASE_URL": big_db, **storage_env(moto_s3.endpoint, bucket)}
@@ -399,7 +401,7 @@ def test_a_backend_terminated_mid_restore_fails_it_and_leaves_nothing(big_restor
 
 def test_a_service_stopped_mid_restore_cancels_it_and_leaves_nothing(big_restore, pg_cluster, tmp_path):
     """SIGTERM (a redeploy) while a restore runs: the worker cancels it and drops the half-built database."""
-    from tests.support import Service
+    from tests.service_process import Service
 
     _, backup, env = big_restore
     service = Service(env, tmp_path / "service.log").start()

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import re
 
-from tests.support import gzip_is_valid, restore, run_cli, snapshot
+from tests.databases import restore, snapshot
+from tests.http_client import gzip_is_valid
+from tests.processes import run_cli
 
 
 def test_http_backup_restores_identically(rich_service, pg_cluster, tmp_path):

@@ -22,7 +22,7 @@ def _raw(port: int, request: bytes) -> bytes:
 
 @pytest.fixture(scope="module")
 def secret_service(rich_db, tmp_path_factory):
-    from tests.support import Service
+    from tests.service_process import Service
 
     service = Service({"DATABASE_URL": rich_db, "LINK_SECRET": SECRET},
                       tmp_path_factory.mktemp("secrets") / "service.log").start()
@@ -122,7 +122,7 @@ PASSWORD_PIECES = ("Qx7v", "Zk9w", "Wm4x")
 @pytest.mark.parametrize("command", ["serve", "check"])
 def test_a_malformed_database_url_prints_no_part_of_the_password(url, command):
     from backup_svc.pg.localcluster import free_port
-    from tests.support import run_cli
+    from tests.processes import run_cli
 
     # An invalid BACKUP_NAME as well: whatever the URL does, the service never gets as far as listening.
     # Its own free port: `serve` refuses the configuration (exit 2; not 1, "port in use") whatever else

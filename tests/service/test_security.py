@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from tests.support import basic, bearer
+from tests import REPO
+from tests.http_client import basic, bearer
 
 PAGE_CSP_PARTS = ["default-src 'none'", "script-src 'self'", "style-src 'self'", "frame-ancestors 'none'"]
 
@@ -211,10 +212,17 @@ def test_security_headers_on_every_response(rich_service, method, path, credenti
 
 
 def test_pages_carry_no_inline_script_or_style(rich_service):
-    """The CSP forbids inline code, so a page that had some would break: none may slip in."""
-    for path, headers in [("/", rich_service.auth()), ("/", {"Accept": "text/html"})]:
-        html = rich_service.request("GET", path, headers).body.decode().lower()
-        assert "<html" in html
+    """The CSP forbids inline code, so a page that had some would break: none may slip in. Every page:
+    the dashboard, each of docs/*.md rendered (markdown may carry raw HTML), and the HTML error pages."""
+    html_auth = {**rich_service.auth(), "Accept": "text/html"}
+    pages = [("/", rich_service.auth(), 200), ("/", {"Accept": "text/html"}, 401),
+             ("/docs/no-such-doc", html_auth, 404)]
+    pages += [(f"/docs/{doc.stem}", rich_service.auth(), 200) for doc in sorted((REPO / "docs").glob("*.md"))]
+    assert len(pages) > 10
+    for path, headers, status in pages:
+        reply = rich_service.request("GET", path, headers)
+        html = reply.body.decode().lower()
+        assert reply.status == status and "<html" in html, (path, reply.status)
         assert "<script>" not in html and " style=" not in html and "<style" not in html
         assert "onclick=" not in html and "onload=" not in html
 

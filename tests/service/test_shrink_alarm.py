@@ -19,8 +19,8 @@ from backup_svc.dump.backup import backup_filename
 from backup_svc.storage.run import take_stored_backup
 
 from tests import receivers
+from tests.processes import run_cli, wait_until
 from tests.s3support import object_keys, s3_env
-from tests.support import run_cli, wait_until
 
 HOOK = "/hooks/shrink-0123456789abcdef"
 PING = "/ping/0f0e0d0c-1111-2222-3333-444455556666"

@@ -10,7 +10,7 @@ import threading
 import time
 
 from backup_svc.serving.worker import HEAD_TIMEOUT_S
-from tests.support import gzip_is_valid
+from tests.http_client import gzip_is_valid
 
 ATTACK_S = HEAD_TIMEOUT_S + 4
 ATTACKERS = {

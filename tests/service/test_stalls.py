@@ -6,17 +6,10 @@ import time
 
 import pytest
 
-from tests.support import (
-    dump_sessions,
-    gzip_is_valid,
-    outcome_line,
-    pg_dump_pids,
-    read_within,
-    run_cli,
-    timed,
-    waiting_dump_sessions,
-    wait_until,
-)
+from tests.databases import dump_sessions, waiting_dump_sessions
+from tests.http_client import gzip_is_valid, read_within, timed
+from tests.processes import pg_dump_pids, run_cli, wait_until
+from tests.service_process import outcome_line
 
 # -- a client that leaves before the first byte ------------------------------------------------
 def test_client_leaving_during_a_lock_wait_stops_pg_dump_and_frees_the_slot(rich_db, start_service, pg_cluster,

@@ -9,8 +9,10 @@ import time
 
 import pytest
 
+from tests import REPO
+from tests.databases import snapshot
+from tests.processes import UPLOAD_KILLS, kill_upload, pg_dump_pids, run_cli, wait_until
 from tests.s3support import cluster_identity, incomplete_uploads, object_keys, owned, s3_env
-from tests.support import REPO, UPLOAD_KILLS, kill_upload, pg_dump_pids, run_cli, snapshot, wait_until
 
 OLD = "backups/{db}_backup_20260101_030000.sql.gz"
 

@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from tests import receivers
 from tests.s3support import (cluster_identity, history_keys, incomplete_uploads, object_keys, owned, s3_env,
                              seed_backup)
-from tests.support import wait_until
+from tests.processes import wait_until
 
 HOOK = "/services/T0AAAA/B0BBBB/hooksecretXYZ123"
 PING = "/ping/5f1e0c2a"

@@ -8,8 +8,8 @@ from datetime import datetime, timedelta, timezone
 from backup_svc.storage.location import BackupNames, parse_storage_url
 from backup_svc.storage.prune import STALE_UPLOAD_AGE, abort_stale_uploads
 
+from tests.processes import run_cli
 from tests.s3support import FAST_RETRY, incomplete_uploads, s3_env
-from tests.support import run_cli
 
 LEFT = "backups/rich_backup_20261201_030000.sql.gz"
 

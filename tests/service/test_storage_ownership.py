@@ -11,8 +11,8 @@ import pytest
 from backup_svc.storage.client import StorageError
 from backup_svc.storage.upload import MultipartUpload
 
+from tests.processes import run_cli
 from tests.s3support import FAST_RETRY, cluster_identity, incomplete_uploads, object_keys, owned, s3_env, seed_backup
-from tests.support import run_cli
 
 JUNK = "backups/rich_backup_20991231_000000.sql.gz"  # a later date than any real backup
 OLDER = [f"backups/rich_backup_202601{day:02d}_030000.sql.gz" for day in (1, 2, 3)]

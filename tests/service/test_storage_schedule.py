@@ -1,8 +1,8 @@
 """BACKUP_SCHEDULE inside `serve`: the worker takes a stored backup on time, in a dump slot of its own."""
 from __future__ import annotations
 
+from tests.processes import wait_until
 from tests.s3support import incomplete_uploads, object_keys, s3_env, stored_metadata
-from tests.support import wait_until
 
 
 def test_the_schedule_fires_and_shares_the_slot_with_downloads(s3, moto_s3, fault_proxy, rich_db, start_service):
@@ -35,7 +35,7 @@ def test_the_schedule_fires_and_shares_the_slot_with_downloads(s3, moto_s3, faul
 
 def test_a_bad_schedule_refuses_to_start(moto_s3, rich_db, tmp_path):
     from backup_svc.pg.localcluster import free_port
-    from tests.support import run_cli
+    from tests.processes import run_cli
 
     done = run_cli("serve", env={"DATABASE_URL": rich_db, "ADMIN_TOKEN": "t" * 20, "BACKUP_STORAGE_URL": "s3://bkt/x",
                                  "BACKUP_SCHEDULE": "every day", "PORT": str(free_port()), **s3_env(moto_s3.endpoint)})

@@ -13,8 +13,8 @@ import signal
 import time
 
 
+from tests.processes import wait_until
 from tests.s3support import incomplete_uploads, object_keys, s3_env
-from tests.support import wait_until
 
 GRACE_S = 10
 HOOK = "/services/T0AAAA/B0BBBB/hooksecretXYZ123"

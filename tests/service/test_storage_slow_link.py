@@ -1,6 +1,6 @@
 """Timeouts that mean what the docs say (docs/storage.md, "Slow and stalled links"): a part keeps going
 while bytes move, however slowly, and a link that goes silent fails the upload in a bounded time.
-moto's S3 server behind a throttling TCP proxy on loopback (tests/support.py: FreezableProxy with a rate)."""
+moto's S3 server behind a throttling TCP proxy on loopback (tests/freezable_proxy.py: FreezableProxy with a rate)."""
 from __future__ import annotations
 
 import hashlib
@@ -13,8 +13,8 @@ import pytest
 from backup_svc.storage.client import RetryPolicy, StorageError, make_client
 from backup_svc.storage.upload import MultipartUpload
 
+from tests.freezable_proxy import FreezableProxy
 from tests.s3support import incomplete_uploads, object_keys, s3_env
-from tests.support import FreezableProxy
 
 MIB = 1024 * 1024
 RATE = 100_000  # bytes per second: a slow bucket

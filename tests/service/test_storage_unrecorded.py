@@ -9,8 +9,8 @@ can wait for.
 """
 from __future__ import annotations
 
+from tests.processes import run_cli
 from tests.s3support import cluster_identity, object_keys, owned, s3_env, seed_backup
-from tests.support import run_cli
 
 OLD = "backups/rich_backup_20250601_030000.sql.gz"  # stored by an older version
 OWNED = "backups/rich_backup_20260101_030000.sql.gz"  # stored by this version

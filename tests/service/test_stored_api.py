@@ -11,8 +11,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from tests.http_client import basic
+from tests.processes import wait_until
 from tests.s3support import SilentStorage, incomplete_uploads, object_keys, s3_env, seed_backup
-from tests.support import basic, wait_until
 
 SCHEDULE = "0 3 * * *"
 

@@ -6,8 +6,8 @@ import pytest
 
 from backup_svc.storage.location import StorageLocation
 from backup_svc.storage.probe import probe_storage
+from tests.processes import run_cli
 from tests.s3support import incomplete_uploads, object_keys, s3_env, seed_backup
-from tests.support import run_cli
 
 
 def everything(client, bucket) -> tuple[list[str], list[dict]]:

@@ -9,7 +9,8 @@ import subprocess
 
 import pytest
 
-from tests.support import audit_records, run_cli
+from tests.processes import run_cli
+from tests.service_process import audit_records
 
 COMPLETION = b"-- PostgreSQL database dump complete"
 

@@ -14,7 +14,9 @@ import sys
 
 import pytest
 
-from tests.support import audit_records, gzip_is_valid, run_cli
+from tests.http_client import gzip_is_valid
+from tests.processes import run_cli
+from tests.service_process import audit_records
 
 FAKE_PG_DUMP = '''#!{python}
 import os, sys

@@ -36,6 +36,6 @@ def test_a_head_not_yet_complete_is_waited_for(cut):
     assert not request_arrival(data, CFG, PEER).complete
 
 
-def test_the_corpus_has_both_kinds():
+def test_the_corpus_has_refused_chunked_and_length_requests():
     kinds = {gunicorn_reads(data)[0] for data in CORPUS.values()}
     assert kinds == {"refused", "chunked", "length"}

@@ -82,12 +82,16 @@ def test_shrunk_tables_need_both_sides():
     assert shrunk_tables({("a", "b"): 5}, {}) [0].after == 0  # a table gone counts as emptied
 
 
-def test_a_hold_outranks_every_retention_rule():
-    backups = [shape(d, 1000) for d in range(6)]
-    decisions = with_holds(apply_retention(backups, parse_retention("last=2")), {backups[1].name})
+@pytest.mark.parametrize("rules", ["last=2", "daily=2", "weekly=1", "monthly=1", "last=1,daily=1,weekly=1,monthly=1"])
+def test_a_hold_outranks_every_retention_rule(rules):
+    backups = [shape(d, 1000) for d in range(6)]  # 1-6 November 2026, one a day
+    by_rules = {d.backup.name for d in apply_retention(backups, parse_retention(rules)) if d.keep}
+    held = backups[1].name
+    assert held not in by_rules and backups[5].name in by_rules  # the rules alone would delete it
+    decisions = with_holds(apply_retention(backups, parse_retention(rules)), {held})
     kept = {d.backup.name: d.reasons for d in decisions if d.keep}
-    assert set(kept) == {backups[5].name, backups[4].name, backups[1].name}
-    assert kept[backups[1].name] == (HELD_REASON,)
+    assert set(kept) == by_rules | {held}
+    assert kept[held] == (HELD_REASON,)
 
 
 def test_the_warning_names_the_numbers_in_mail_and_webhook():

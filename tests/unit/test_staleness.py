@@ -8,7 +8,7 @@ import pytest
 
 from types import SimpleNamespace
 
-from backup_svc.notify.outcome import StalenessWatch, StoredSetup, check_staleness
+from backup_svc.notify.stored import StalenessWatch, StoredSetup, check_staleness
 from backup_svc.notify.reporter import Reporter
 from backup_svc.notify.settings import NotifySettings
 from backup_svc.notify.staleness import StalenessAlarm

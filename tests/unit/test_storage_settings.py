@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from backup_svc.config import ConfigError, Settings
-from tests.support import REPO
+from tests import REPO
 
 BASE = {"DATABASE_URL": "postgresql://u:p@db.example.com/shop", "ADMIN_TOKEN": "t" * 20}
 VARIABLES = ("BACKUP_STORAGE_URL", "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",

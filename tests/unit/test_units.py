@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from backup_svc.pg.conninfo import parse_database_url
-from backup_svc.dump.pipeline import pg_dump_command
+from backup_svc.dump.invocation import pg_dump_command
 from backup_svc.pg.binaries import IncompatibleServer, PgBinary, pick_binary
 from backup_svc.pg.diagnose import (
     AUTH_FAILED,
@@ -123,7 +123,7 @@ def test_keepalives_are_added_unless_the_url_sets_them():
     assert given == {"keepalives": "1", "keepalives_interval": "10", "keepalives_count": "3"}
 
 
-def test_child_environment_keeps_libpq_and_locale_only():
+def test_child_environment_keeps_path_libpq_and_locale_only():
     from backup_svc.pg.command import child_environment
 
     env = child_environment({"PATH": "/bin", "LC_ALL": "C.UTF-8", "PGPASSWORD": "p", "PGSSLROOTCERT": "/ca",
