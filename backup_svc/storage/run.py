@@ -17,7 +17,7 @@ from backup_svc.crypto.keys import Recipient
 from backup_svc.crypto.labels import recipients_metadata
 from backup_svc.dump.backup import backup_filename, write_backup
 from backup_svc.dump.options import DumpOptions
-from backup_svc.dump.pipeline import DumpProgress
+from backup_svc.dump.attempt import DumpProgress
 from backup_svc.dump.rowcount import counts_metadata, total_rows
 from backup_svc.storage.client import ClientBeingMade, RetryPolicy, StorageError, make_client, make_part_client
 from backup_svc.storage.location import BackupNames

@@ -12,7 +12,7 @@ from typing import Callable
 
 from backup_svc.dump.backup import BackupWritten, write_backup
 from backup_svc.dump.options import DumpOptions
-from backup_svc.dump.pipeline import DumpProgress
+from backup_svc.dump.attempt import DumpProgress
 from backup_svc.storage.client import RetryPolicy, StorageError
 from backup_svc.storage.location import StorageLocation
 from backup_svc.storage.ownership import Owner
