@@ -68,6 +68,12 @@ class Service:
     def connection(self, timeout: float = 30) -> http.client.HTTPConnection:
         return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
 
+    def start_download(self, timeout: float = 30) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+        """GET /api/v1/backup as the admin, its headers read and its body not: (connection, response)."""
+        conn = self.connection(timeout=timeout)
+        conn.request("GET", "/api/v1/backup", headers=self.auth())
+        return conn, conn.getresponse()
+
     def request(self, method: str, path: str, headers: dict[str, str] | None = None) -> "Reply":
         """Send a request and read the whole body (tolerating a broken transfer)."""
         conn = self.connection()

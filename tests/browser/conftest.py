@@ -7,6 +7,9 @@ import threading
 import pytest
 
 from backup_svc.pg.localcluster import free_port
+from tests.service_process import Service
+
+LINK_SECRET = "browser-link-secret-" + "w" * 16
 
 
 def serve_pages(pages: dict[str, bytes]) -> http.server.ThreadingHTTPServer:
@@ -45,3 +48,12 @@ def other_site():
     for server in servers:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture(scope="module")
+def linked_service(rich_db, pg_cluster, tmp_path_factory):
+    """The rich database's service with signed links on (LINK_SECRET), one per test module."""
+    service = Service({"DATABASE_URL": rich_db, "LINK_SECRET": LINK_SECRET},
+                      tmp_path_factory.mktemp("linked") / "service.log").start()
+    yield service
+    service.stop()

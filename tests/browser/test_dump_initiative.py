@@ -14,13 +14,11 @@ import re
 import pytest
 
 from backup_svc.links import signed_backup_url
-from tests.browser.conftest import serve_pages
+from tests.browser.conftest import LINK_SECRET, serve_pages
 from tests.conftest import CHROMIUM, CHROMIUM_ARGS  # noqa: F401  (the browser fixture uses them)
 from tests.http_client import gzip_is_valid
 from tests.processes import wait_until
-from tests.service_process import Service
 
-SECRET = "initiative-link-secret-" + "v" * 16
 
 # Each vector as another page would use it; {url} is the service's download URL.
 VECTORS = {
@@ -35,15 +33,6 @@ VECTORS = {
     "script": '<script src="{url}"></script>',
     "iframe": '<iframe src="{url}"></iframe>',
 }
-
-
-@pytest.fixture(scope="module")
-def rule_service(rich_db, pg_cluster, tmp_path_factory):
-    """The rich database's service with signed links on."""
-    service = Service({"DATABASE_URL": rich_db, "LINK_SECRET": SECRET},
-                      tmp_path_factory.mktemp("initiative") / "service.log").start()
-    yield service
-    service.stop()
 
 
 @pytest.fixture(scope="module")
@@ -77,43 +66,43 @@ def _attempts(service, agent: str) -> list[dict]:
 
 @pytest.mark.parametrize("site", ["cross-site", "same-site"])
 @pytest.mark.parametrize("vector", sorted(VECTORS))
-def test_another_page_cannot_start_a_dump(browser, rule_service, other_pages, vector, site):
+def test_another_page_cannot_start_a_dump(browser, linked_service, other_pages, vector, site):
     agent = f"Chromium-initiative-{vector}-{site}".replace(" ", "_")
-    port, path = other_pages(f"{vector}-{site}", VECTORS[vector].format(url=f"{rule_service.base_url}/api/v1/backup"))
+    port, path = other_pages(f"{vector}-{site}", VECTORS[vector].format(url=f"{linked_service.base_url}/api/v1/backup"))
     host = "localhost" if site == "cross-site" else "127.0.0.1"
-    context = _context(browser, rule_service, agent)
+    context = _context(browser, linked_service, agent)
     try:
         page = context.new_page()
         page.goto(f"http://{host}:{port}{path}")
-        assert wait_until(lambda: _attempts(rule_service, agent), 15), "the request never reached the service"
+        assert wait_until(lambda: _attempts(linked_service, agent), 15), "the request never reached the service"
         # Without the rule, the browser answers the 401 with the cached login and a dump follows:
         # give it the time to try.
-        wait_until(lambda: any(e["status"] != 403 for e in _attempts(rule_service, agent)), 2)
+        wait_until(lambda: any(e["status"] != 403 for e in _attempts(linked_service, agent)), 2)
     finally:
         context.close()
-    attempts = _attempts(rule_service, agent)
+    attempts = _attempts(linked_service, agent)
     assert [(e["status"], e["outcome"], e["actor"]) for e in attempts] == [(403, "denied", None)] * len(attempts)
     assert all("another site" in e["error"] for e in attempts)
 
 
-def test_the_refusal_page_links_to_the_dashboard(browser, rule_service, other_pages):
-    port, path = other_pages("refusal-page", VECTORS["location.href"].format(url=f"{rule_service.base_url}/api/v1/backup"))
-    context = _context(browser, rule_service, "Chromium-initiative-refusal-page")
+def test_the_refusal_page_links_to_the_dashboard(browser, linked_service, other_pages):
+    port, path = other_pages("refusal-page", VECTORS["location.href"].format(url=f"{linked_service.base_url}/api/v1/backup"))
+    context = _context(browser, linked_service, "Chromium-initiative-refusal-page")
     try:
         page = context.new_page()
         page.goto(f"http://localhost:{port}{path}")
-        page.wait_for_url(f"{rule_service.base_url}/api/v1/backup")
+        page.wait_for_url(f"{linked_service.base_url}/api/v1/backup")
         link = page.get_by_role("link", name="Back to the dashboard")
         link.click()
-        page.wait_for_url(f"{rule_service.base_url}/")
+        page.wait_for_url(f"{linked_service.base_url}/")
         assert page.get_by_role("button", name="Download backup").is_visible()
     finally:
         context.close()
 
 
 @pytest.mark.parametrize("how", ["location.href", "a download"])
-def test_a_signed_link_from_another_site_still_downloads(browser, rule_service, other_pages, tmp_path, how):
-    link = signed_backup_url(rule_service.base_url, SECRET, 120)
+def test_a_signed_link_from_another_site_still_downloads(browser, linked_service, other_pages, tmp_path, how):
+    link = signed_backup_url(linked_service.base_url, LINK_SECRET, 120)
     port, path = other_pages(f"signed-{how}", VECTORS[how].format(url=link))
     agent = f"Chromium-initiative-signed-{how}".replace(" ", "_")
     context = browser.new_context(accept_downloads=True, user_agent=agent)  # no login: the link is the credential
@@ -127,22 +116,22 @@ def test_a_signed_link_from_another_site_still_downloads(browser, rule_service, 
     finally:
         context.close()
     assert gzip_is_valid(saved.read_bytes())
-    served = wait_until(lambda: [e for e in _attempts(rule_service, agent) if e["status"] == 200], 10)
+    served = wait_until(lambda: [e for e in _attempts(linked_service, agent) if e["status"] == 200], 10)
     assert served and served[0]["actor"] == "signed link" and served[0]["outcome"] == "ok"
 
 
-def test_the_dashboard_button_and_a_typed_url_still_download(browser, rule_service, tmp_path):
-    context = _context(browser, rule_service, "Chromium-initiative-own")
+def test_the_dashboard_button_and_a_typed_url_still_download(browser, linked_service, tmp_path):
+    context = _context(browser, linked_service, "Chromium-initiative-own")
     try:
         page = context.new_page()
-        page.goto(f"{rule_service.base_url}/")
+        page.goto(f"{linked_service.base_url}/")
         with page.expect_download() as download_info:
             page.get_by_role("button", name="Download backup").click()
         assert gzip_is_valid(open(download_info.value.path(), "rb").read())
         typed = context.new_page()
         with typed.expect_download() as download_info:
             try:
-                typed.goto(f"{rule_service.base_url}/api/v1/backup")
+                typed.goto(f"{linked_service.base_url}/api/v1/backup")
             except Exception as exc:  # a navigation that turns into a download "fails" in Playwright
                 assert "Download is starting" in str(exc)
         assert gzip_is_valid(open(download_info.value.path(), "rb").read())
@@ -150,6 +139,6 @@ def test_the_dashboard_button_and_a_typed_url_still_download(browser, rule_servi
         context.close()
     # Each is recorded when its response closes, a moment after the browser has the last byte.
     def completed() -> int:
-        return [(e["status"], e["outcome"]) for e in _attempts(rule_service, "Chromium-initiative-own")].count((200, "ok"))
+        return [(e["status"], e["outcome"]) for e in _attempts(linked_service, "Chromium-initiative-own")].count((200, "ok"))
 
     assert wait_until(lambda: completed() == 2, 10), completed()

@@ -12,28 +12,17 @@ import signal
 import subprocess
 import time
 
-import pytest
 
 from backup_svc.links import signed_backup_url
+from tests.browser.conftest import LINK_SECRET
 from tests.processes import wait_until
-from tests.service_process import Service
 
-SECRET = "browser-link-secret-" + "w" * 16
 CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     # Without these Chromium keeps trying to reach Google's hosts, which this network refuses.
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
     "--enable-logging=stderr", "--v=0", "--dump-dom", "--virtual-time-budget=5000",
 ]
-
-
-@pytest.fixture(scope="module")
-def browser_service(rich_db, pg_cluster, tmp_path_factory):
-    """The rich database's service with signed links on."""
-    service = Service({"DATABASE_URL": rich_db, "LINK_SECRET": SECRET},
-                      tmp_path_factory.mktemp("browser") / "service.log").start()
-    yield service
-    service.stop()
 
 
 def chromium(url: str, tmp_path, *, until=None) -> tuple[str, list[str]]:
@@ -67,39 +56,39 @@ def chromium_attempts(service) -> list[dict]:
     return [e for e in reversed(entries) if e.get("event") == "backup" and "Chrome" in (e["user_agent"] or "")]
 
 
-def test_main_app_link_gets_a_backup_and_other_sites_scripts_do_not(browser_service, other_site, tmp_path):
-    link = signed_backup_url(browser_service.base_url, SECRET, 120)
+def test_main_app_link_gets_a_backup_and_other_sites_scripts_do_not(linked_service, other_site, tmp_path):
+    link = signed_backup_url(linked_service.base_url, LINK_SECRET, 120)
     # First a script and an image on another site: both must be refused before the link is clicked.
     hostile = other_site(f'<img src="{link}"><script>fetch("{link}", {{mode: "no-cors", credentials: "include"}})'
                        f'</script>')
     chromium(hostile, tmp_path)
-    refused = chromium_attempts(browser_service)
+    refused = chromium_attempts(linked_service)
     assert [(e["status"], e["outcome"]) for e in refused] == [(403, "denied")] * 2
     assert all("another site" in e["error"] for e in refused)
 
     page = other_site(f'<a id="backup" href="{link}">Download a backup</a>'
                     f'<script>document.getElementById("backup").click()</script>')
     def download_started():
-        facts = browser_service.request("GET", "/api/v1/database", browser_service.auth()).json()
-        return facts["dumps_in_progress"] > 0 or any(e["status"] == 200 for e in chromium_attempts(browser_service))
+        facts = linked_service.request("GET", "/api/v1/database", linked_service.auth()).json()
+        return facts["dumps_in_progress"] > 0 or any(e["status"] == 200 for e in chromium_attempts(linked_service))
 
     chromium(page, tmp_path, until=download_started)
     # The attempt is recorded when its response closes: finished, cut when Chromium was stopped, or
     # (status null, "aborted") stopped before its first byte because Chromium left while pg_dump started.
-    served = wait_until(lambda: [e for e in chromium_attempts(browser_service)
+    served = wait_until(lambda: [e for e in chromium_attempts(linked_service)
                                  if e["status"] == 200 or e["outcome"] == "aborted"], 20)
     assert served, "the download was not recorded"
     assert served[0]["actor"] == "signed link"
 
 
-def test_dashboard_cannot_be_framed_by_another_site(browser_service, other_site, tmp_path):
-    page = other_site(f'<iframe src="{browser_service.base_url}/"></iframe>')
+def test_dashboard_cannot_be_framed_by_another_site(linked_service, other_site, tmp_path):
+    page = other_site(f'<iframe src="{linked_service.base_url}/"></iframe>')
     _, console = chromium(page, tmp_path)
     assert any("frame-ancestors 'none'" in line for line in console), console
 
 
-def test_dashboard_loads_without_content_security_policy_violations(browser_service, tmp_path):
-    url = f"http://admin:{browser_service.password}@127.0.0.1:{browser_service.port}/"
+def test_dashboard_loads_without_content_security_policy_violations(linked_service, tmp_path):
+    url = f"http://admin:{linked_service.password}@127.0.0.1:{linked_service.port}/"
     dom, console = chromium(url, tmp_path)
     assert "backup_svc" in dom  # the page itself, not a login error
     assert not [line for line in console if "Content Security Policy" in line], console

@@ -176,9 +176,7 @@ def test_redeploy_sigterm_lets_a_running_download_finish(image, pg_cluster, tmp_
     service = ContainerService(image, {"DATABASE_URL": url, "GRACEFUL_TIMEOUT": "30"}, tmp_path / "c.log")
     service.start()
     try:
-        conn = service.connection(timeout=60)
-        conn.request("GET", "/api/v1/backup", headers=service.auth())
-        resp = conn.getresponse()
+        conn, resp = service.start_download(timeout=60)
         assert resp.status == 200
         first = resp.read(65536)
         # The rest is read only after SIGTERM: the service must keep streaming through the drain.

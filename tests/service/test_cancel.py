@@ -16,9 +16,7 @@ def _delete(service, backup_id: str, headers: dict[str, str] | None = None):
 
 def test_cancel_breaks_a_running_transfer_and_says_who(big_db, start_service, pg_cluster):
     service = start_service(DATABASE_URL=big_db)
-    conn = service.connection(timeout=60)
-    conn.request("GET", "/api/v1/backup", headers=service.auth())
-    resp = conn.getresponse()
+    conn, resp = service.start_download(timeout=60)
     backup_id = resp.headers["X-Backup-Id"]
     first = resp.read(65536)
 
@@ -38,9 +36,7 @@ def test_cancel_breaks_a_running_transfer_and_says_who(big_db, start_service, pg
 def test_cancel_works_when_the_client_reads_nothing(big_db, start_service, pg_cluster):
     """A stream blocked in a write to a client that stopped reading: its connection is cut."""
     service = start_service(DATABASE_URL=big_db)
-    conn = service.connection(timeout=60)
-    conn.request("GET", "/api/v1/backup", headers=service.auth())
-    resp = conn.getresponse()
+    conn, resp = service.start_download(timeout=60)
     backup_id = resp.headers["X-Backup-Id"]
 
     def sent():

@@ -69,9 +69,7 @@ def test_out_of_lock_slots_names_the_setting_and_the_table_count(start_service, 
 
 def test_backend_terminated_mid_stream_says_the_server_ended_it(big_db, start_service, pg_cluster):
     service = start_service(DATABASE_URL=big_db)
-    conn = service.connection(timeout=60)
-    conn.request("GET", "/api/v1/backup", headers=service.auth())
-    resp = conn.getresponse()
+    conn, resp = service.start_download(timeout=60)
     backup_id = resp.headers["X-Backup-Id"]
     resp.read(65536)
     with pg_cluster.connect() as db:

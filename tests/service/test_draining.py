@@ -63,9 +63,7 @@ def test_a_short_draining_shortens_the_grace_gunicorn_gives_a_running_download(b
     stops reading is cut about 2 s after SIGTERM and the process exits, well before the 60 s."""
     service = start_service(DATABASE_URL=big_db, GRACEFUL_TIMEOUT="60", RAILWAY_DEPLOYMENT_DRAINING_SECONDS="17")
     assert "downloads get 2 s after SIGTERM" in service.log()
-    conn = service.connection()
-    conn.request("GET", "/api/v1/backup", headers=service.auth())
-    resp = conn.getresponse()
+    conn, resp = service.start_download()
     assert resp.status == 200
     first = resp.read(65536)
 

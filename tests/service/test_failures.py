@@ -13,9 +13,7 @@ from tests.processes import all_pids, cmdline, pg_dump_pids, wait_until
 
 def _start_download(service, read_bytes: int = 65536):
     """Open a backup download, read its headers and `read_bytes` of body, then stop reading."""
-    conn = service.connection()
-    conn.request("GET", "/api/v1/backup", headers=service.auth())
-    resp = conn.getresponse()
+    conn, resp = service.start_download()
     assert resp.status == 200
     first = resp.read(read_bytes)
     assert len(first) == read_bytes

@@ -28,9 +28,7 @@ def test_pg_dump_sees_no_service_secret(big_db, start_service, pg_cluster):
     # (SMTP_URL is refused at start-up without a recipient and a sender)
     service = start_service(DATABASE_URL=big_db, NOTIFY_EMAIL_TO="ops@example.com",
                             NOTIFY_EMAIL_FROM="backups@example.com", **SERVICE_SECRETS)
-    conn = service.connection()
-    conn.request("GET", "/api/v1/backup", headers=service.auth())
-    resp = conn.getresponse()
+    conn, resp = service.start_download()
     try:
         assert resp.status == 200
         resp.read(65536)

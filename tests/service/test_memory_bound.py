@@ -110,9 +110,7 @@ def test_a_download_of_a_dump_bigger_than_the_ceiling_keeps_the_worker_under_it(
     assert service.request("GET", "/api/v1/database", service.auth()).status == 200  # modules loaded
     idle = status_kib(worker, "VmRSS") * 1024
 
-    conn = service.connection(timeout=120)
-    conn.request("GET", "/api/v1/backup", headers=service.auth())
-    resp = conn.getresponse()
+    conn, resp = service.start_download(timeout=120)
     assert resp.status == 200
     received, digest, sql_tail = 0, hashlib.sha256(), b""
     unzip = zlib.decompressobj(wbits=31)

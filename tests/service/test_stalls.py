@@ -57,9 +57,7 @@ def test_client_leaving_while_the_database_link_is_frozen(rich_db, start_service
 # -- the database link stalls after the first byte ---------------------------------------------
 def test_stalled_link_breaks_the_transfer_and_frees_everything(big_db, start_service, pg_cluster, db_proxy):
     service = start_service(DATABASE_URL=db_proxy.url(pg_cluster, "big"), BACKUP_STALL_TIMEOUT="8")
-    conn = service.connection(timeout=60)
-    conn.request("GET", "/api/v1/backup", headers=service.auth())
-    resp = conn.getresponse()
+    conn, resp = service.start_download(timeout=60)
     assert resp.status == 200
     backup_id = resp.headers["X-Backup-Id"]
     first = resp.read(65536)
