@@ -69,3 +69,17 @@ def test_a_chunk_with_bytes_after_its_stream_is_refused():
     backing.objects[victim] += b"junk"
     with pytest.raises(BadChunk, match=f"chunk 1 of {len(manifest.chunks)} \\({victim}\\) is .* bytes stored"):
         rebuilt(manifest, backing)
+
+
+def test_a_download_abandoned_after_one_member_stops_the_read_ahead():
+    """The client went away: the service closes the members' generator, which closes the stream."""
+    from tests.unit.test_dedup_chunks import SlowStore, read_ahead_threads
+
+    sql = sql_like(12 * AVG_CHUNK)
+    backing = SlowStore(0.2)
+    _, manifest = store(sql, backing)
+    members = sqlgz_members(DedupStream(manifest, manifest.to_bytes(), backing, KEY))
+    next(members)
+    assert read_ahead_threads()
+    members.close()
+    assert read_ahead_threads() == []

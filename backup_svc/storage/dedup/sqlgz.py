@@ -16,7 +16,9 @@ This is not the `.sql.gz` the upload itself streamed (that one had idle sync-flu
 `sqlgz_sha256` cannot be reproduced); the SQL inside is the same, checked against `sql_sha256`.
 An age-encrypted backup's chunks are decrypted first (DedupStream's store holds BACKUP_AGE_IDENTITY):
 `get` can rebuild it; its length is not known in advance (sqlgz_size is None).
-Memory: one chunk (≤ MAX_CHUNK plain and its stored bytes).
+Memory: DedupStream's (READ_AHEAD chunks fetched ahead, each ≤ MAX_CHUNK plain and its stored bytes, and the
+one being handed on). The generator closes the stream when it ends, fails or is closed early (the client went
+away), which stops the read-ahead threads.
 """
 from __future__ import annotations
 
@@ -72,15 +74,18 @@ def sqlgz_members(stream: DedupStream) -> Iterator[bytes]:
     valid gzip file of part of the SQL (`gzip -t` rejects it, as it rejects a broken download)."""
     chunks = stream.manifest.chunks
     trailer = b""
-    while True:
-        index, plain = stream.next_chunk()
-        if index < 0:
-            if trailer:
-                yield trailer
-            return
-        ref, packed = chunks[index], stream.last_packed
-        where = f"chunk {index + 1} of {len(chunks)} ({ref.id})"
-        if not stream.manifest.encrypted and len(packed) != ref.stored:  # the length promised before the first byte
-            raise BadChunk(f"{where} is {len(packed)} bytes stored, the manifest says {ref.stored}")
-        yield b"".join((trailer, GZIP_HEADER, _deflate_of(packed, where)))
-        trailer = struct.pack("<II", zlib.crc32(plain), len(plain) & 0xFFFFFFFF)
+    try:
+        while True:
+            index, plain = stream.next_chunk()
+            if index < 0:
+                if trailer:
+                    yield trailer
+                return
+            ref, packed = chunks[index], stream.last_packed
+            where = f"chunk {index + 1} of {len(chunks)} ({ref.id})"
+            if not stream.manifest.encrypted and len(packed) != ref.stored:  # the length promised up front
+                raise BadChunk(f"{where} is {len(packed)} bytes stored, the manifest says {ref.stored}")
+            yield b"".join((trailer, GZIP_HEADER, _deflate_of(packed, where)))
+            trailer = struct.pack("<II", zlib.crc32(plain), len(plain) & 0xFFFFFFFF)
+    finally:  # the end, a failure, or the client went away (GeneratorExit): no read-ahead thread stays
+        stream.close()
