@@ -268,24 +268,27 @@ def test_the_reader_fetches_the_next_chunks_while_one_is_handed_on():
     sql = sql_like(12 * AVG_CHUNK)
     backing = SlowStore(0.2)
     _, manifest = store(sql, backing)
+    before = read_ahead_threads()
     assert len(manifest.chunks) >= 2 * READ_AHEAD
     started = time.monotonic()
     assert read_all(manifest, backing) == sql
     took = time.monotonic() - started
     assert backing.most == READ_AHEAD  # never more in flight than stated, and that many at once
-    assert took < 0.2 * len(manifest.chunks) / 2  # one after another it would take 0.2 s per chunk
-    assert read_ahead_threads() == []  # the end of the stream ended the pool
+    serial = 0.2 * len(manifest.chunks)  # one get after another: at least this long
+    assert took < 0.6 * serial, f"{took:.2f} s for {len(manifest.chunks)} chunks"
+    assert read_ahead_threads() == before  # the end of the stream ended the pool
 
 
 def test_closing_the_reader_early_leaves_no_thread_and_fetches_no_more():
     sql = sql_like(12 * AVG_CHUNK)
     backing = SlowStore(0.2)
     _, manifest = store(sql, backing)
+    before = read_ahead_threads()
     stream = DedupStream(manifest, manifest.to_bytes(), backing, KEY)
     assert stream.read(1000) == sql[:1000]
-    assert read_ahead_threads()  # fetching ahead
+    assert len(read_ahead_threads()) > len(before)  # fetching ahead
     stream.close()
-    assert read_ahead_threads() == []
+    assert read_ahead_threads() == before
     gets = backing.gets
     assert gets < len(manifest.chunks)
     time.sleep(0.5)
@@ -298,10 +301,11 @@ def test_a_missing_chunk_fetched_ahead_is_named_in_its_turn_and_stops_the_pool()
     _, manifest = store(sql, backing)
     victim = manifest.chunks[3].id
     del backing.objects[victim]
+    before = read_ahead_threads()
     stream = DedupStream(manifest, manifest.to_bytes(), backing, KEY)
     received = bytearray()
     with pytest.raises(BadChunk, match=f"chunk 4 of {len(manifest.chunks)} \\({victim}\\) cannot be read"):
         while chunk := stream.read(65536):
             received += chunk
     assert bytes(received) == sql[:sum(c.size for c in manifest.chunks[:3])]  # chunks 1-3, in order, then stop
-    assert read_ahead_threads() == []
+    assert read_ahead_threads() == before and not stream.closed  # the failure itself stopped the pool

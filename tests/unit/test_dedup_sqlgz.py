@@ -78,8 +78,10 @@ def test_a_download_abandoned_after_one_member_stops_the_read_ahead():
     sql = sql_like(12 * AVG_CHUNK)
     backing = SlowStore(0.2)
     _, manifest = store(sql, backing)
-    members = sqlgz_members(DedupStream(manifest, manifest.to_bytes(), backing, KEY))
+    before = read_ahead_threads()
+    stream = DedupStream(manifest, manifest.to_bytes(), backing, KEY)
+    members = sqlgz_members(stream)
     next(members)
-    assert read_ahead_threads()
+    assert len(read_ahead_threads()) > len(before)
     members.close()
-    assert read_ahead_threads() == []
+    assert stream.closed and read_ahead_threads() == before
