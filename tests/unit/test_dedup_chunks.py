@@ -311,20 +311,21 @@ def test_a_missing_chunk_fetched_ahead_is_named_in_its_turn_and_stops_the_pool()
     assert read_ahead_threads() == before and not stream.closed  # the failure itself stopped the pool
 
 
-def test_a_backup_cut_at_the_former_1_mib_chunks_still_reads():
-    """Issue 28f moved AVG_CHUNK from 1 MiB to 256 KiB: a manifest records each chunk's size, so backups stored
-    before (chunks up to 4 MiB) read back the same, through the stream and as a .sql.gz."""
+def test_a_backup_cut_at_another_chunk_size_still_reads():
+    """A manifest records each chunk's size, so a backup whose chunks were cut at another average (here 4x
+    AVG_CHUNK, chunks up to 4x MAX_CHUNK; issue 28f tried 256 KiB) reads back the same, as SQL and as .sql.gz."""
     from backup_svc.storage.dedup.manifest import ChunkRef
     from backup_svc.storage.dedup.sqlgz import sqlgz_members, sqlgz_size
 
-    sql = sql_like(9 * (1 << 20)) + b"\0" * (4 << 20)  # the zeros: one chunk of the former MAX_CHUNK, 4 MiB
+    other = 4 * AVG_CHUNK
+    sql = sql_like(3 * other) + b"\0" * (4 * other)  # the zeros: one chunk of that size's maximum
     backing, refs, at = DictStore(), [], 0
-    for cut in FastCDC(1 << 20, min_size=1 << 18, max_size=1 << 22).cut_buf(sql):
+    for cut in FastCDC(other, min_size=other // 4, max_size=4 * other).cut_buf(sql):
         plain = sql[at:at + cut.length]
         at += cut.length
         backing.put(KEY.chunk_id(plain), compress_chunk(plain))
         refs.append(ChunkRef(KEY.chunk_id(plain), len(plain), len(backing.objects[KEY.chunk_id(plain)])))
-    assert max(r.size for r in refs) == 1 << 22 > MAX_CHUNK and len(refs) < len(sql) // AVG_CHUNK
+    assert max(r.size for r in refs) == 4 * other > MAX_CHUNK
     manifest = Manifest(backup="x", chunks=refs, sql_sha256=hashlib.sha256(sql).hexdigest(), sql_bytes=len(sql),
                         key_check=KEY.check, facts={"backup_name": "x"})
     manifest = Manifest.from_bytes(manifest.to_bytes())
