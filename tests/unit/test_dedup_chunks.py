@@ -228,3 +228,107 @@ def test_a_chunk_being_sent_holds_its_stored_bytes_not_also_its_plain_copy():
     assert len(held) >= CHUNKS_IN_FLIGHT
     assert traced < window + INFLATE_STEP + sum(held[:CHUNKS_IN_FLIGHT]) + 512 * 1024, \
         (traced, window, held[:CHUNKS_IN_FLIGHT])
+
+
+class SlowStore(DictStore):
+    """A DictStore whose get() takes `delay` seconds, as a bucket's request latency would (a fake store: the
+    overlap of fetches is what is measured, and a loopback moto server answers too fast to show it). It
+    records how many gets ran at once, and can be made to fail one chunk."""
+
+    def __init__(self, delay: float):
+        super().__init__()
+        import threading
+        self.delay, self.lock = delay, threading.Lock()
+        self.running = self.most = self.gets = 0
+
+    def get(self, chunk_id: str) -> bytes:
+        with self.lock:
+            self.running += 1
+            self.gets += 1
+            self.most = max(self.most, self.running)
+        try:
+            time.sleep(self.delay)
+            if chunk_id not in self.objects:
+                from backup_svc.storage.dedup.chunks import MissingChunk
+                raise MissingChunk(f"chunk {chunk_id} is missing")
+            return super().get(chunk_id)
+        finally:
+            with self.lock:
+                self.running -= 1
+
+
+def read_ahead_threads() -> list:
+    import threading
+    return [t for t in threading.enumerate() if t.name.startswith("dedup-read-ahead")]
+
+
+def test_the_reader_fetches_the_next_chunks_while_one_is_handed_on():
+    from backup_svc.storage.dedup.reader import READ_AHEAD
+
+    sql = sql_like(12 * AVG_CHUNK)
+    backing = SlowStore(0.2)
+    _, manifest = store(sql, backing)
+    before = read_ahead_threads()
+    assert len(manifest.chunks) >= 2 * READ_AHEAD
+    started = time.monotonic()
+    assert read_all(manifest, backing) == sql
+    took = time.monotonic() - started
+    assert backing.most == READ_AHEAD  # never more in flight than stated, and that many at once
+    serial = 0.2 * len(manifest.chunks)  # one get after another: at least this long
+    assert took < 0.6 * serial, f"{took:.2f} s for {len(manifest.chunks)} chunks"
+    assert read_ahead_threads() == before  # the end of the stream ended the pool
+
+
+def test_closing_the_reader_early_leaves_no_thread_and_fetches_no_more():
+    sql = sql_like(12 * AVG_CHUNK)
+    backing = SlowStore(0.2)
+    _, manifest = store(sql, backing)
+    before = read_ahead_threads()
+    stream = DedupStream(manifest, manifest.to_bytes(), backing, KEY)
+    assert stream.read(1000) == sql[:1000]
+    assert len(read_ahead_threads()) > len(before)  # fetching ahead
+    stream.close()
+    assert read_ahead_threads() == before
+    gets = backing.gets
+    assert gets < len(manifest.chunks)
+    time.sleep(0.5)
+    assert backing.gets == gets  # nothing queued was started after the close
+
+
+def test_a_missing_chunk_fetched_ahead_is_named_in_its_turn_and_stops_the_pool():
+    sql = sql_like(12 * AVG_CHUNK)
+    backing = SlowStore(0.01)
+    _, manifest = store(sql, backing)
+    victim = manifest.chunks[3].id
+    del backing.objects[victim]
+    before = read_ahead_threads()
+    stream = DedupStream(manifest, manifest.to_bytes(), backing, KEY)
+    received = bytearray()
+    with pytest.raises(BadChunk, match=f"chunk 4 of {len(manifest.chunks)} \\({victim}\\) cannot be read"):
+        while chunk := stream.read(65536):
+            received += chunk
+    assert bytes(received) == sql[:sum(c.size for c in manifest.chunks[:3])]  # chunks 1-3, in order, then stop
+    assert read_ahead_threads() == before and not stream.closed  # the failure itself stopped the pool
+
+
+def test_a_backup_cut_at_another_chunk_size_still_reads():
+    """A manifest records each chunk's size, so a backup whose chunks were cut at another average (here 4x
+    AVG_CHUNK, chunks up to 4x MAX_CHUNK; issue 28f tried 256 KiB) reads back the same, as SQL and as .sql.gz."""
+    from backup_svc.storage.dedup.manifest import ChunkRef
+    from backup_svc.storage.dedup.sqlgz import sqlgz_members, sqlgz_size
+
+    other = 4 * AVG_CHUNK
+    sql = sql_like(3 * other) + b"\0" * (4 * other)  # the zeros: one chunk of that size's maximum
+    backing, refs, at = DictStore(), [], 0
+    for cut in FastCDC(other, min_size=other // 4, max_size=4 * other).cut_buf(sql):
+        plain = sql[at:at + cut.length]
+        at += cut.length
+        backing.put(KEY.chunk_id(plain), compress_chunk(plain))
+        refs.append(ChunkRef(KEY.chunk_id(plain), len(plain), len(backing.objects[KEY.chunk_id(plain)])))
+    assert max(r.size for r in refs) == 4 * other > MAX_CHUNK
+    manifest = Manifest(backup="x", chunks=refs, sql_sha256=hashlib.sha256(sql).hexdigest(), sql_bytes=len(sql),
+                        key_check=KEY.check, facts={"backup_name": "x"})
+    manifest = Manifest.from_bytes(manifest.to_bytes())
+    assert read_all(manifest, backing) == sql
+    members = b"".join(sqlgz_members(DedupStream(manifest, manifest.to_bytes(), backing, KEY)))
+    assert len(members) == sqlgz_size(manifest) and gzip.decompress(members) == sql

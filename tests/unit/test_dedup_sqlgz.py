@@ -69,3 +69,19 @@ def test_a_chunk_with_bytes_after_its_stream_is_refused():
     backing.objects[victim] += b"junk"
     with pytest.raises(BadChunk, match=f"chunk 1 of {len(manifest.chunks)} \\({victim}\\) is .* bytes stored"):
         rebuilt(manifest, backing)
+
+
+def test_a_download_abandoned_after_one_member_stops_the_read_ahead():
+    """The client went away: the service closes the members' generator, which closes the stream."""
+    from tests.unit.test_dedup_chunks import SlowStore, read_ahead_threads
+
+    sql = sql_like(12 * AVG_CHUNK)
+    backing = SlowStore(0.2)
+    _, manifest = store(sql, backing)
+    before = read_ahead_threads()
+    stream = DedupStream(manifest, manifest.to_bytes(), backing, KEY)
+    members = sqlgz_members(stream)
+    next(members)
+    assert len(read_ahead_threads()) > len(before)
+    members.close()
+    assert stream.closed and read_ahead_threads() == before
