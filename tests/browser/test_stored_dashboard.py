@@ -223,6 +223,8 @@ def test_a_dedup_backup_downloads_as_sqlgz_through_the_service(width, storage, r
     expect(rows.nth(0)).to_have_attribute("data-name", re.compile(r"^rich_backup_\d{8}_\d{6}\.sql\.dedup$"))
     name = rows.nth(0).get_attribute("data-name")
     expect(rows.nth(0).locator(".dedup-note")).to_have_text("as .sql.gz, through the service")
+    link, section = rows.nth(0).locator("a.download-link").bounding_box(), page.locator("#stored").bounding_box()
+    assert link["x"] + link["width"] <= section["x"] + section["width"] + 1, (link, section)  # not cut off
     sha256 = stored_metadata(client, bucket, "rich/" + name)["sha256"]
     expect(rows.nth(0).locator("code.hash")).to_have_attribute("title", sha256)
     expect(page.locator("#stored")).to_contain_text(f"SHA-256 {sha256}")  # the run's report: the same one

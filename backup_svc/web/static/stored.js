@@ -169,6 +169,7 @@
       hash.textContent = "–";
     }
     var link = document.createElement("td");
+    link.className = "stored-file";  // wraps (style.css): the name, its Download link and notes stay inside the table
     var shown = document.createElement("code");
     shown.className = "stored-name";
     shown.textContent = backup.name;
