@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One entry point that sets up a fresh Debian machine and then runs the service or the tests.
 #   ./dev.sh run     serve (with no DATABASE_URL: a demo on a throwaway local PostgreSQL and S3 server)
-#   ./dev.sh test    `ruff check`, then the whole test suite (extra arguments go to pytest)
+#   ./dev.sh test    `ruff check` and `ruff format --check`, then the whole test suite (extra arguments go to pytest)
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -108,8 +108,10 @@ case "$command" in
         ensure_system_packages test
         ensure_venv test
         ensure_node_modules
-        # Lint first (config: pyproject.toml [tool.ruff]); a finding stops the run before the slow part.
+        # Lint and format first (config: pyproject.toml [tool.ruff]); a finding stops the run before the slow
+        # part. `.venv/bin/ruff format .` fixes the format.
         .venv/bin/ruff check . || exit 1
+        .venv/bin/ruff format --check . || { echo "run: .venv/bin/ruff format ." >&2; exit 1; }
         exec .venv/bin/python -m pytest "$@"
         ;;
     *)
