@@ -1,4 +1,5 @@
 """`python -m backup_svc`."""
+
 import sys
 
 from backup_svc.cli import main

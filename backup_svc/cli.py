@@ -1,5 +1,6 @@
 """`backup-svc` (or `python -m backup_svc`): serve | dump | check | verify | restore | sign-url | get |
 upload | list | prune | notify-test | drill | history."""
+
 from __future__ import annotations
 
 import argparse
@@ -18,7 +19,6 @@ from backup_svc.config import (
 )
 
 # Each command imports what it needs when it runs: `verify` and `restore` must not load Flask or psycopg.
-
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -44,9 +44,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         listeners = bind_listeners(host, port)
     except PortInUse as exc:
-        say(f"{exc} (another server, or an earlier ./dev.sh run?). Pick another port: "
+        say(
+            f"{exc} (another server, or an earlier ./dev.sh run?). Pick another port: "
             f"PORT={_free_port_near(port)} ./dev.sh run "
-            f"(or PORT=… {'backup-svc serve --demo' if args.demo else 'backup-svc serve'})")
+            f"(or PORT=… {'backup-svc serve --demo' if args.demo else 'backup-svc serve'})"
+        )
         return 1
     cluster = None
     try:
@@ -115,8 +117,10 @@ def cmd_dump(args: argparse.Namespace) -> int:
         if partial is not None and partial.exists():
             partial.unlink()
     if not to_stdout:
-        note(f"wrote {target}: {written.gzip_bytes} bytes in {written.seconds:.1f} s "
-             f"(PostgreSQL {written.facts.version}, pg_dump {written.pg_dump.version})")
+        note(
+            f"wrote {target}: {written.gzip_bytes} bytes in {written.seconds:.1f} s "
+            f"(PostgreSQL {written.facts.version}, pg_dump {written.pg_dump.version})"
+        )
         print(f"{written.sha256}  {target}")  # sha256sum's format: `sha256sum -c` can check it later
     else:
         note(f"sha256 of the backup written to stdout: {written.sha256}")
@@ -142,8 +146,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _restore_action(args: argparse.Namespace) -> str | None:
-    chosen = [a for a, on in (("replace", args.replace), ("list", args.list_kept), ("undo", args.undo),
-                              ("drop", args.drop)) if on]
+    chosen = [
+        a
+        for a, on in (("replace", args.replace), ("list", args.list_kept), ("undo", args.undo), ("drop", args.drop))
+        if on
+    ]
     return chosen[0] if len(chosen) == 1 else ("many" if chosen else None)
 
 
@@ -158,8 +165,10 @@ def cmd_restore_kept(args: argparse.Namespace, action: str) -> int:
     if action == "many":
         problems.append("choose one of --replace, --list-kept, --undo NAME, --drop NAME")
     if args.target_url or args.create or args.force:
-        problems.append("--target-url, --create and --force restore into a database you name; --replace, "
-                        "--list-kept, --undo and --drop work on DATABASE_URL's database")
+        problems.append(
+            "--target-url, --create and --force restore into a database you name; --replace, "
+            "--list-kept, --undo and --drop work on DATABASE_URL's database"
+        )
     if args.jobs != 1:
         problems.append("--jobs goes with --target-url URL --create (a restore into a new database you name)")
     if (action == "replace") != bool(args.file):
@@ -177,17 +186,31 @@ def cmd_restore_kept(args: argparse.Namespace, action: str) -> int:
     if problems:
         return refuse(problems)
     started = time.time()
-    status = run(action, ServerLink(conn), name=args.undo or args.drop, source=args.file, yes=args.yes,
-                 bin_dirs=pg_bin_dirs(os.environ), swap_timeout_s=settings.swap_timeout_s)
+    status = run(
+        action,
+        ServerLink(conn),
+        name=args.undo or args.drop,
+        source=args.file,
+        yes=args.yes,
+        bin_dirs=pg_bin_dirs(os.environ),
+        swap_timeout_s=settings.swap_timeout_s,
+    )
     if action != "list" and storage is not None:
         # A shell's replace, undo or drop belongs in the same durable history as the dashboard's.
         from backup_svc.history.hooks import command_history, flush_before_exit, record_audit
 
         history = command_history("restore", storage)
-        record_audit(history, event="restore" if action == "replace" else action, started=started,
-                     outcome="ok" if status == 0 else "failed", actor=os.environ.get("USER") or "shell",
-                     name=args.file or args.undo or args.drop, mode=action, database=conn.dbname,
-                     exit_status=status)
+        record_audit(
+            history,
+            event="restore" if action == "replace" else action,
+            started=started,
+            outcome="ok" if status == 0 else "failed",
+            actor=os.environ.get("USER") or "shell",
+            name=args.file or args.undo or args.drop,
+            mode=action,
+            database=conn.dbname,
+            exit_status=status,
+        )
         flush_before_exit(history, say)
     return status
 
@@ -213,9 +236,16 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
     try:
         with restore_stops_on_sigterm():
-            report = restore_file(args.file, args.target_url, bin_dirs=pg_bin_dirs(os.environ), force=args.force,
-                                  create=args.create, say=note, opener=reading_opener(args.file, None, os.environ),
-                                  jobs=args.jobs)
+            report = restore_file(
+                args.file,
+                args.target_url,
+                bin_dirs=pg_bin_dirs(os.environ),
+                force=args.force,
+                create=args.create,
+                say=note,
+                opener=reading_opener(args.file, None, os.environ),
+                jobs=args.jobs,
+            )
     except (BadBackup, ValueError) as exc:
         return fail(f"restore refused: {args.file}: {exc}; nothing was restored")
     except RestoreFailed as exc:
@@ -259,8 +289,10 @@ def cmd_sign_url(args: argparse.Namespace) -> int:
         return refuse(problems)
     if not base_url:
         # A relative link is still useful (append it to the URL you use); say so, off stdout.
-        say("no --base-url and no PUBLIC_URL: printed the link without a host; put the "
-            "service's URL in front of it, or pass --base-url https://<host>")
+        say(
+            "no --base-url and no PUBLIC_URL: printed the link without a host; put the "
+            "service's URL in front of it, or pass --base-url https://<host>"
+        )
     print(signed_backup_url(base_url, secret, args.ttl))
     return 0
 
@@ -272,8 +304,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the HTTP service (gunicorn)")
-    serve.add_argument("--demo", action="store_true",
-                       help="run on a throwaway local PostgreSQL with sample data (no DATABASE_URL needed)")
+    serve.add_argument(
+        "--demo",
+        action="store_true",
+        help="run on a throwaway local PostgreSQL with sample data (no DATABASE_URL needed)",
+    )
     serve.set_defaults(func=cmd_serve)
     dump = sub.add_parser("dump", help="write a backup (.sql.gz) to a local file")
     dump.add_argument("-o", "--output", help="file to write ('-' for stdout); default <name>_backup_<UTC>.sql.gz")
@@ -282,33 +317,59 @@ def main(argv: list[str] | None = None) -> int:
 
     add_check_command(sub)
     verify = sub.add_parser("verify", help="check that a backup file is intact and complete, and what it holds")
-    verify.add_argument("file", help="the backup (.sql.gz), or a stored one: s3://bucket/key or rclone:remote:path/name")
+    verify.add_argument(
+        "file", help="the backup (.sql.gz), or a stored one: s3://bucket/key or rclone:remote:path/name"
+    )
     verify.set_defaults(func=cmd_verify)
     restore = sub.add_parser("restore", help="verify a backup, then restore it with psql in one transaction")
-    restore.add_argument("file", nargs="?", help="the backup (.sql.gz), or a stored one: s3://bucket/key or rclone:remote:path/name")
-    restore.add_argument("--target-url", metavar="URL",
-                         help="libpq URI of the database to restore into (leave the password out to use PGPASSWORD)")
-    restore.add_argument("--force", action="store_true",
-                         help="restore even if the target already holds tables (objects in the backup are replaced)")
-    restore.add_argument("--create", action="store_true",
-                         help="create the target database first (via the server's 'postgres' database)")
-    restore.add_argument("--jobs", type=_jobs, default=1, metavar="N",
-                         help="with --create: load the data and build the indexes on N connections (default 1: "
-                              "one transaction); into an existing database the restore stays serial")
-    restore.add_argument("--replace", action="store_true",
-                         help="restore into a new database, check it, then swap it in for DATABASE_URL's database "
-                              "(kept as <db>_before_restore_<time>)")
-    restore.add_argument("--yes", action="store_true",
-                         help="with --replace, --undo, --drop: do not ask for the database's name (scripts)")
-    restore.add_argument("--list-kept", action="store_true",
-                         help="list the databases restores made or kept beside DATABASE_URL's database")
+    restore.add_argument(
+        "file", nargs="?", help="the backup (.sql.gz), or a stored one: s3://bucket/key or rclone:remote:path/name"
+    )
+    restore.add_argument(
+        "--target-url",
+        metavar="URL",
+        help="libpq URI of the database to restore into (leave the password out to use PGPASSWORD)",
+    )
+    restore.add_argument(
+        "--force",
+        action="store_true",
+        help="restore even if the target already holds tables (objects in the backup are replaced)",
+    )
+    restore.add_argument(
+        "--create", action="store_true", help="create the target database first (via the server's 'postgres' database)"
+    )
+    restore.add_argument(
+        "--jobs",
+        type=_jobs,
+        default=1,
+        metavar="N",
+        help="with --create: load the data and build the indexes on N connections (default 1: "
+        "one transaction); into an existing database the restore stays serial",
+    )
+    restore.add_argument(
+        "--replace",
+        action="store_true",
+        help="restore into a new database, check it, then swap it in for DATABASE_URL's database "
+        "(kept as <db>_before_restore_<time>)",
+    )
+    restore.add_argument(
+        "--yes",
+        action="store_true",
+        help="with --replace, --undo, --drop: do not ask for the database's name (scripts)",
+    )
+    restore.add_argument(
+        "--list-kept",
+        action="store_true",
+        help="list the databases restores made or kept beside DATABASE_URL's database",
+    )
     restore.add_argument("--undo", metavar="NAME", help="swap the kept database NAME back in (the same guarded swap)")
     restore.add_argument("--drop", metavar="NAME", help="drop the kept database NAME (asks for its name)")
     restore.set_defaults(func=cmd_restore)
     sign = sub.add_parser("sign-url", help="print a signed backup download link (needs LINK_SECRET)")
     sign.add_argument("--ttl", type=int, default=300, help="seconds the link stays valid (default 300)")
-    sign.add_argument("--base-url", help="the service's public URL, e.g. https://backup.example.com "
-                                         "(default: PUBLIC_URL)")
+    sign.add_argument(
+        "--base-url", help="the service's public URL, e.g. https://backup.example.com (default: PUBLIC_URL)"
+    )
     sign.set_defaults(func=cmd_sign_url)
     from backup_svc.commands.storage import add_storage_commands
 

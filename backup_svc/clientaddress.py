@@ -5,6 +5,7 @@ Railway's private network a caller may send its own. The throttle, the audit tra
 log all write the result, so it goes through `client_label` first: an address in one spelling,
 or `invalid` — never 16,000 characters, quotes or control bytes from a header.
 """
+
 from __future__ import annotations
 
 import ipaddress

@@ -1,4 +1,5 @@
 """Settings read from the environment (and `.env`), validated once at start-up."""
+
 from __future__ import annotations
 
 import os
@@ -119,9 +120,16 @@ class Settings:
     @property
     def dump(self) -> DumpOptions:
         """The options a dump uses (the dump room takes these, never the whole Settings)."""
-        return DumpOptions(conn=self.conn, backup_name=self.backup_name, pg_bin_dirs=self.pg_bin_dirs,
-                           connect_timeout_s=self.connect_timeout_s, lock_timeout_s=self.lock_timeout_s,
-                           stall_timeout_s=self.stall_timeout_s, gzip_level=self.gzip_level)
+        return DumpOptions(
+            conn=self.conn,
+            backup_name=self.backup_name,
+            pg_bin_dirs=self.pg_bin_dirs,
+            connect_timeout_s=self.connect_timeout_s,
+            lock_timeout_s=self.lock_timeout_s,
+            stall_timeout_s=self.stall_timeout_s,
+            gzip_level=self.gzip_level,
+        )
+
     # age encryption (BACKUP_AGE_RECIPIENTS, BACKUP_AGE_IDENTITY): stored backups encrypted when recipients are set.
     encryption: EncryptionSettings = field(default_factory=EncryptionSettings)
 

@@ -1,5 +1,6 @@
 """The demo: a throwaway local PostgreSQL with sample data, a throwaway S3 server for stored backups,
 and a banner that says how to use them."""
+
 from __future__ import annotations
 
 import secrets
@@ -48,15 +49,16 @@ def start_storage(env: dict[str, str]) -> str:
     from backup_svc.storage.loopback import moto_available, start_demo_storage
 
     if any(env.get(name) for name in ("BACKUP_STORAGE_URL", *CLIENT_VARIABLES)):
-        print("backup_svc: --demo ignores BACKUP_STORAGE_URL and AWS_* and uses a throwaway S3 server",
-              file=sys.stderr)
+        print("backup_svc: --demo ignores BACKUP_STORAGE_URL and AWS_* and uses a throwaway S3 server", file=sys.stderr)
     for name in ("BACKUP_STORAGE_URL", *CLIENT_VARIABLES):
         env.pop(name, None)
     if not moto_available():
         for name in ("BACKUP_SCHEDULE", "BACKUP_RETENTION"):
             env.pop(name, None)
-        return ("  Stored backups: off in this demo (its throwaway S3 server needs moto: "
-                ".venv/bin/pip install -r requirements-demo.txt, or ./dev.sh run, which does)\n")
+        return (
+            "  Stored backups: off in this demo (its throwaway S3 server needs moto: "
+            ".venv/bin/pip install -r requirements-demo.txt, or ./dev.sh run, which does)\n"
+        )
     server = start_demo_storage(env, DEMO_DATABASE)
     return storage_banner(env, server.endpoint)
 
@@ -98,11 +100,13 @@ def cli_command() -> str:
 def banner(env: dict[str, str], cluster: LocalCluster, *, generated: bool = False) -> str:
     """What to open and what to paste: the login, and a backup downloaded, verified and restored."""
     host = env.get("BIND_HOST", "localhost")
-    shown_host = "localhost" if host in ("localhost", "::", "0.0.0.0", "127.0.0.1", "::1") else (
-        f"[{host}]" if ":" in host else host)
+    shown_host = (
+        "localhost"
+        if host in ("localhost", "::", "0.0.0.0", "127.0.0.1", "::1")
+        else (f"[{host}]" if ":" in host else host)
+    )
     url = f"http://{shown_host}:{env.get('PORT') or '8080'}"
-    where = ("this machine only (BIND_HOST=0.0.0.0 to let others in)" if host == "localhost"
-             else f"{host} (BIND_HOST)")
+    where = "this machine only (BIND_HOST=0.0.0.0 to let others in)" if host == "localhost" else f"{host} (BIND_HOST)"
     cli = cli_command()
     file = f"{env.get('BACKUP_NAME') or DEMO_DATABASE}_backup.sql.gz"
     lines = [
@@ -115,10 +119,12 @@ def banner(env: dict[str, str], cluster: LocalCluster, *, generated: bool = Fals
         f"    curl -f -o {file} -H 'Authorization: Bearer {env['ADMIN_TOKEN']}' {url}/api/v1/backup",
         f"    {cli} verify {file}",
         f"    TARGET_URL='{cluster.url(RESTORE_DATABASE)}'",
-        f"    {cli} restore {file} --target-url \"$TARGET_URL\" --create",
+        f'    {cli} restore {file} --target-url "$TARGET_URL" --create',
         "",
         f"  Database:  {cluster.url(DEMO_DATABASE)}",
     ]
     if generated:
-        lines.append("  (demo credentials are generated at each start; set ADMIN_PASSWORD / ADMIN_TOKEN to choose them)")
+        lines.append(
+            "  (demo credentials are generated at each start; set ADMIN_PASSWORD / ADMIN_TOKEN to choose them)"
+        )
     return "\n".join(lines + [""])

@@ -6,6 +6,7 @@ GRACEFUL_TIMEOUT seconds after SIGTERM. A grace that outlasts the draining is a 
 breaks, so the grace in force ends DRAIN_MARGIN_S before the draining does, and a draining time too
 short for GRACEFUL_TIMEOUT is said out loud at start-up and by `check`.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -36,16 +37,22 @@ class Draining:
         if self.seconds is None:
             if not self.on_railway:
                 return []
-            return [f"{VARIABLE} is not set: unless this service's draining time is set another way, Railway's "
-                    f"default of 0 s cuts every running download at a redeploy; set it to {enough} or more "
-                    f"(docs/deploy-railway.md)"]
+            return [
+                f"{VARIABLE} is not set: unless this service's draining time is set another way, Railway's "
+                f"default of 0 s cuts every running download at a redeploy; set it to {enough} or more "
+                f"(docs/deploy-railway.md)"
+            ]
         if self.seconds == 0:
-            return [f"{VARIABLE}=0: a redeploy cuts every running download at once; set it to {enough} or more "
-                    f"to give downloads the GRACEFUL_TIMEOUT={requested_s} s they are promised"]
+            return [
+                f"{VARIABLE}=0: a redeploy cuts every running download at once; set it to {enough} or more "
+                f"to give downloads the GRACEFUL_TIMEOUT={requested_s} s they are promised"
+            ]
         if self.seconds < enough:
-            return [f"{VARIABLE}={self.seconds} is shorter than GRACEFUL_TIMEOUT={requested_s} plus "
-                    f"{DRAIN_MARGIN_S} s: running downloads get {self.grace_s(requested_s)} s after a redeploy "
-                    f"begins; set it to {enough} or more, or lower GRACEFUL_TIMEOUT"]
+            return [
+                f"{VARIABLE}={self.seconds} is shorter than GRACEFUL_TIMEOUT={requested_s} plus "
+                f"{DRAIN_MARGIN_S} s: running downloads get {self.grace_s(requested_s)} s after a redeploy "
+                f"begins; set it to {enough} or more, or lower GRACEFUL_TIMEOUT"
+            ]
         return []
 
     def describe(self, requested_s: int) -> str:
@@ -54,5 +61,7 @@ class Draining:
         if self.seconds is None:
             where = "on Railway" if self.on_railway else "not on Railway"
             return f"{VARIABLE} not set ({where}); downloads get {grace} s after SIGTERM (GRACEFUL_TIMEOUT)"
-        return (f"{self.seconds} s ({VARIABLE}); downloads get {grace} s after SIGTERM "
-                f"(GRACEFUL_TIMEOUT={requested_s}, kept {DRAIN_MARGIN_S} s inside the draining)")
+        return (
+            f"{self.seconds} s ({VARIABLE}); downloads get {grace} s after SIGTERM "
+            f"(GRACEFUL_TIMEOUT={requested_s}, kept {DRAIN_MARGIN_S} s inside the draining)"
+        )

@@ -5,6 +5,7 @@
 The signature covers the method, the path and the expiry, so a link cannot be moved to another
 endpoint or kept alive longer; nothing else in the query string is signed or read.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -49,8 +50,9 @@ def carries_link(args: Mapping[str, object]) -> bool:
     return any(name in args for name in LINK_PARAMS)
 
 
-def check_link(secret: str, max_ttl_s: int, method: str, path: str, params: Mapping[str, Sequence[str]],
-               now: float | None = None) -> None:
+def check_link(
+    secret: str, max_ttl_s: int, method: str, path: str, params: Mapping[str, Sequence[str]], now: float | None = None
+) -> None:
     """Return when the link is good for this request; raise LinkRefused saying why it is not.
 
     `params` maps each query parameter to all its values (werkzeug's `request.args.to_dict(flat=False)`).
@@ -59,18 +61,28 @@ def check_link(secret: str, max_ttl_s: int, method: str, path: str, params: Mapp
         raise LinkRefused(f"Signed links are valid only for {LINK_METHOD} {LINK_PATH}.")
     expires_values, sig_values = params.get("expires", []), params.get("sig", [])
     # Exactly one of each: with two, different parsers could disagree on which one was signed.
-    if (len(expires_values) != 1 or len(sig_values) != 1 or not _EXPIRES.fullmatch(expires_values[0])
-            or not _SIG.fullmatch(sig_values[0])):
-        raise LinkRefused("Malformed signed link: it needs exactly one `expires` (Unix time in seconds, no "
-                          "leading zero) and one `sig` (64 lower-case hex digits).")
+    if (
+        len(expires_values) != 1
+        or len(sig_values) != 1
+        or not _EXPIRES.fullmatch(expires_values[0])
+        or not _SIG.fullmatch(sig_values[0])
+    ):
+        raise LinkRefused(
+            "Malformed signed link: it needs exactly one `expires` (Unix time in seconds, no "
+            "leading zero) and one `sig` (64 lower-case hex digits)."
+        )
     expires = int(expires_values[0])
     expected = link_signature(secret, method, path, expires)
     if not hmac.compare_digest(expected.encode("ascii"), sig_values[0].encode("ascii")):
-        raise LinkRefused("The link's signature does not match: it was altered, made for another path, "
-                          "or signed with another LINK_SECRET.")
+        raise LinkRefused(
+            "The link's signature does not match: it was altered, made for another path, "
+            "or signed with another LINK_SECRET."
+        )
     now = time.time() if now is None else now
     if now > expires:
         raise LinkRefused(f"The link expired {int(now - expires)} s ago; get a fresh one from the main app.")
     if expires - now > max_ttl_s + CLOCK_SKEW_S:
-        raise LinkRefused(f"The link is valid for {int(expires - now)} s, longer than LINK_MAX_TTL "
-                          f"({max_ttl_s} s) allows; links must be short-lived.")
+        raise LinkRefused(
+            f"The link is valid for {int(expires - now)} s, longer than LINK_MAX_TTL "
+            f"({max_ttl_s} s) allows; links must be short-lived."
+        )

@@ -2,6 +2,7 @@
 
 At the bottom of the package: each room's settings reader (storage, notify, pg) may raise it, and
 `config` composes them."""
+
 from __future__ import annotations
 
 

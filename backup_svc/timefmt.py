@@ -1,4 +1,5 @@
 """Time, once for the package: now in UTC, and ISO 8601 in UTC with a `Z` as people and JSON read it."""
+
 from __future__ import annotations
 
 from datetime import datetime, timezone

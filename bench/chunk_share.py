@@ -18,6 +18,7 @@ bench/dedup_nights.py --chunk-sizes runs this on every pair of consecutive night
 copies and every table's rows are held in memory: 0.86 GB peak RSS for two 152 MB dumps (measured), so a few
 GB at 300 MB.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,7 +51,7 @@ def sections(sql: bytes) -> list[tuple[str, int, int]]:
     at = sql.find(b"\nCOPY ")
     while at >= 0:
         start = at + 1
-        name = sql[start + 5:sql.find(b" ", start + 5)].decode()
+        name = sql[start + 5 : sql.find(b" ", start + 5)].decode()
         end = sql.find(b"\n\\.\n", start)
         end = len(sql) if end < 0 else end + 4
         found.append((name, start, end))
@@ -69,7 +70,7 @@ def sort_rows(sql: bytes) -> bytes:
     done = 0
     for _, start, end in sections(sql):
         body = sql.index(b"\n", start) + 1  # after the COPY line
-        rows = sql[body:end - 3].split(b"\n")[:-1]  # up to the `\.` line; each row ends with a newline
+        rows = sql[body : end - 3].split(b"\n")[:-1]  # up to the `\.` line; each row ends with a newline
         out += sql[done:body]
         for row in sorted(rows, key=_key):
             out += row + b"\n"
@@ -79,12 +80,13 @@ def sort_rows(sql: bytes) -> bytes:
 
 
 def table_rows(sql: bytes) -> dict[str, list[bytes]]:
-    return {name: sql[sql.index(b"\n", start) + 1:end - 3].split(b"\n")[:-1] for name, start, end in sections(sql)}
+    return {name: sql[sql.index(b"\n", start) + 1 : end - 3].split(b"\n")[:-1] for name, start, end in sections(sql)}
 
 
 @dataclass
 class RowChange:
     """One table's rows in NEW that are not rows of OLD (inserted, or updated: the new version)."""
+
     rows: int = 0
     bytes: int = 0
     among_old: int = 0  # of those, placed before the table's last unchanged row in dump (= heap) order
@@ -99,8 +101,7 @@ def changed_rows(old: bytes, new: bytes) -> dict[str, RowChange]:
         seen = set(before.get(name, ()))
         fresh = [r not in seen for r in rows]
         last_old = max((i for i, f in enumerate(fresh) if not f), default=-1)
-        out[name] = RowChange(sum(fresh), sum(len(r) + 1 for r, f in zip(rows, fresh) if f),
-                              sum(fresh[:last_old + 1]))
+        out[name] = RowChange(sum(fresh), sum(len(r) + 1 for r, f in zip(rows, fresh) if f), sum(fresh[: last_old + 1]))
     return out
 
 
@@ -118,11 +119,12 @@ def cut(sql: bytes, avg: int) -> list[tuple[bytes, int, int]]:
     head, tail = split_ends(sql)
     view = memoryview(sql)
     pieces = [(0, head)] if head else []
-    pieces += [(head + c.offset, c.length)
-               for c in FastCDC(avg, min_size=avg // 4, max_size=avg * 4).cut_buf(view[head:tail])]
+    pieces += [
+        (head + c.offset, c.length) for c in FastCDC(avg, min_size=avg // 4, max_size=avg * 4).cut_buf(view[head:tail])
+    ]
     if tail < len(sql):
         pieces.append((tail, len(sql) - tail))
-    chunks = [(hashlib.blake2b(view[o:o + n], digest_size=16).digest(), o, n) for o, n in pieces]
+    chunks = [(hashlib.blake2b(view[o : o + n], digest_size=16).digest(), o, n) for o, n in pieces]
     view.release()
     return chunks
 
@@ -146,7 +148,9 @@ def by_section(spans: list[tuple[int, int]], blocks: list[tuple[str, int, int]])
     for offset, length in spans:
         end = offset + length
         inside = 0
-        for name, start, stop in blocks[max(0, bisect.bisect_right(starts, offset) - 1):bisect.bisect_left(starts, end)]:
+        for name, start, stop in blocks[
+            max(0, bisect.bisect_right(starts, offset) - 1) : bisect.bisect_left(starts, end)
+        ]:
             overlap = min(end, stop) - max(offset, start)
             if overlap > 0:
                 out[name] = out.get(name, 0) + overlap
@@ -169,9 +173,10 @@ def label(size: int) -> str:
 def compressed(sql: bytes, spans: list[tuple[int, int]]) -> int:
     """Bytes the spans' chunks take compressed as the dedup store keeps them (ISA-L/zlib level 1 each)."""
     from backup_svc.storage.dedup.chunks import compress_chunk
+
     view = memoryview(sql)
     try:
-        return sum(len(compress_chunk(view[o:o + n])) for o, n in spans)
+        return sum(len(compress_chunk(view[o : o + n])) for o, n in spans)
     finally:
         view.release()
 
@@ -185,25 +190,41 @@ def report(old: bytes, new: bytes, sizes: list[int], title: str = "") -> list[st
     changed = changed_rows(old, new)
     changed_total = sum(c.bytes for c in changed.values())
     old_sorted, new_sorted = sort_rows(old), sort_rows(new)
-    lines = [f"{title}{len(new) / 1e6:.1f} MB of SQL; rows not in the night before: "
-             + ", ".join(f"{t.split('.')[-1]} {changed[t].rows} ({changed[t].among_old} of them placed among "
-                         f"its older rows)" for t in tables), "",
-             "| avg chunk | rows in | new share (plain) | new compressed / all compressed | "
-             + " | ".join(t.split(".")[-1] for t in tables) + " |",
-             "|---|---|---|---|" + "---|" * len(tables),
-             f"| — | changed rows only | {100 * changed_total / len(new):.2f} % | — | "
-             + " | ".join(f"{100 * changed[t].bytes / size_of[t]:.1f} %" for t in tables) + " |"]
+    lines = [
+        f"{title}{len(new) / 1e6:.1f} MB of SQL; rows not in the night before: "
+        + ", ".join(
+            f"{t.split('.')[-1]} {changed[t].rows} ({changed[t].among_old} of them placed among its older rows)"
+            for t in tables
+        ),
+        "",
+        "| avg chunk | rows in | new share (plain) | new compressed / all compressed | "
+        + " | ".join(t.split(".")[-1] for t in tables)
+        + " |",
+        "|---|---|---|---|" + "---|" * len(tables),
+        f"| — | changed rows only | {100 * changed_total / len(new):.2f} % | — | "
+        + " | ".join(f"{100 * changed[t].bytes / size_of[t]:.1f} %" for t in tables)
+        + " |",
+    ]
     for avg in sizes:
         for order, (a, b) in (("pg_dump's order", (old, new)), ("key order", (old_sorted, new_sorted))):
             chunks = cut(b, avg)
             spans = new_bytes({d for d, _, _ in cut(a, avg)}, chunks)
             per_table = by_section(spans, sections(b))
-            packed = (f"{100 * compressed(b, spans) / compressed(b, [(o, n) for _, o, n in chunks]):.1f} %"
-                      if order == "pg_dump's order" else "—")
-            lines.append(f"| {label(avg)} | {order} | {100 * sum(n for _, n in spans) / len(b):.1f} % | {packed} | "
-                         + " | ".join(f"{100 * per_table.get(t, 0) / size_of[t]:.1f} %" for t in tables) + " |")
-    lines.append("(a table's column: its new bytes as a share of its own COPY block; blocks "
-                 + ", ".join(f"{t.split('.')[-1]} {size_of[t] / 1e6:.1f} MB" for t in tables) + ")")
+            packed = (
+                f"{100 * compressed(b, spans) / compressed(b, [(o, n) for _, o, n in chunks]):.1f} %"
+                if order == "pg_dump's order"
+                else "—"
+            )
+            lines.append(
+                f"| {label(avg)} | {order} | {100 * sum(n for _, n in spans) / len(b):.1f} % | {packed} | "
+                + " | ".join(f"{100 * per_table.get(t, 0) / size_of[t]:.1f} %" for t in tables)
+                + " |"
+            )
+    lines.append(
+        "(a table's column: its new bytes as a share of its own COPY block; blocks "
+        + ", ".join(f"{t.split('.')[-1]} {size_of[t] / 1e6:.1f} MB" for t in tables)
+        + ")"
+    )
     return lines
 
 

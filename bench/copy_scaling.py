@@ -5,6 +5,7 @@ contention vs CPU), alternating, on one throwaway cluster:
 
     flock /tmp/bench.lock .venv/bin/python -m bench.copy_scaling --file .cache/bench/300MB-restore.sql.gz
 """
+
 from __future__ import annotations
 
 import argparse

@@ -1,4 +1,5 @@
 """The benchmark database: pgbench tables plus a `docs` table (text, jsonb, bytea), built once, kept."""
+
 from __future__ import annotations
 
 import os
@@ -43,11 +44,21 @@ def build(cluster: LocalCluster, target_sql_bytes: int) -> None:
     docs = max(1000, int(target_sql_bytes * (1 - PGBENCH_SHARE) / SQL_PER_DOC))
     print(f"building the benchmark database: pgbench scale {scale}, {docs} docs rows ...", flush=True)
     subprocess.run(
-        [os.path.join(cluster.bin_dir, "pgbench"), "-i", "-q", "--foreign-keys", "-s", str(scale),
-         cluster.socket_url(DB)],
-        check=True, capture_output=True,
+        [
+            os.path.join(cluster.bin_dir, "pgbench"),
+            "-i",
+            "-q",
+            "--foreign-keys",
+            "-s",
+            str(scale),
+            cluster.socket_url(DB),
+        ],
+        check=True,
+        capture_output=True,
     )
-    cluster.psql(DB, f"""
+    cluster.psql(
+        DB,
+        f"""
         CREATE EXTENSION IF NOT EXISTS pgcrypto;
         CREATE TABLE docs (
             id    bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -59,4 +70,5 @@ def build(cluster: LocalCluster, target_sql_bytes: int) -> None:
         SELECT {DOC_ROW}
         FROM generate_series(1, {docs}) AS g;
         VACUUM ANALYZE;
-    """)
+    """,
+    )

@@ -9,6 +9,7 @@ figures are LOOPBACK ones, not a real bucket over the internet), one `upload` pe
 format. The rate the dashboard quotes for a dedup download (storage/dedup/sqlgz.py MEASURED_MB_S) comes from
 here. Also printed: each service worker's peak RSS (VmHWM) after the downloads.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -62,30 +63,49 @@ def main() -> None:
     parser.add_argument("--size", default="150MB", help="plain SQL of the database, e.g. 150MB")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    with LocalCluster(find_server_bin_dir(pg_bin_dirs(os.environ))) as cluster, \
-            tempfile.TemporaryDirectory() as scratch:
+    with (
+        LocalCluster(find_server_bin_dir(pg_bin_dirs(os.environ))) as cluster,
+        tempfile.TemporaryDirectory() as scratch,
+    ):
         build(cluster, parse_size(args.size))
         s3 = LoopbackS3().start()
         services: dict[str, Service] = {}
         try:
-            s3_vars = {"AWS_ENDPOINT_URL": s3.endpoint, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench-secret",
-                       "AWS_DEFAULT_REGION": "us-east-1", "AWS_S3_URL_STYLE": "path"}
+            s3_vars = {
+                "AWS_ENDPOINT_URL": s3.endpoint,
+                "AWS_ACCESS_KEY_ID": "bench",
+                "AWS_SECRET_ACCESS_KEY": "bench-secret",
+                "AWS_DEFAULT_REGION": "us-east-1",
+                "AWS_S3_URL_STYLE": "path",
+            }
             client = make_client(s3_vars)
             formats = {"sqlgz": {}, "dedup": {"BACKUP_STORAGE_FORMAT": "dedup", "BACKUP_DEDUP_KEY": KEY}}
             names, envs = {}, {}
             for fmt, extra in formats.items():
                 client.create_bucket(Bucket=f"bench-{fmt}")
-                envs[fmt] = {"DATABASE_URL": cluster.url("bench"), **s3_vars,
-                             "BACKUP_STORAGE_URL": f"s3://bench-{fmt}/b", **extra}
-                done = subprocess.run([sys.executable, "-m", "backup_svc", "upload"], capture_output=True, text=True,
-                                      env={**os.environ, **envs[fmt]}, check=True)
+                envs[fmt] = {
+                    "DATABASE_URL": cluster.url("bench"),
+                    **s3_vars,
+                    "BACKUP_STORAGE_URL": f"s3://bench-{fmt}/b",
+                    **extra,
+                }
+                done = subprocess.run(
+                    [sys.executable, "-m", "backup_svc", "upload"],
+                    capture_output=True,
+                    text=True,
+                    env={**os.environ, **envs[fmt]},
+                    check=True,
+                )
                 names[fmt] = done.stdout.split()[1].rsplit("/", 1)[1]
                 services[fmt] = Service(envs[fmt])
-            times: dict[str, list[float]] = {"sqlgz object (302 + bucket)": [], "dedup through the service": [],
-                                             "dedup `get -o FILE`": []}
+            times: dict[str, list[float]] = {
+                "sqlgz object (302 + bucket)": [],
+                "dedup through the service": [],
+                "dedup `get -o FILE`": [],
+            }
             sizes: dict[str, int] = {}
             for r in range(args.rounds):
-                for method in (list(times) if r % 2 == 0 else list(reversed(times))):
+                for method in list(times) if r % 2 == 0 else list(reversed(times)):
                     if method.startswith("sqlgz"):
                         seconds, sizes[method] = download(services["sqlgz"], names["sqlgz"])
                     elif method.startswith("dedup through"):
@@ -93,21 +113,31 @@ def main() -> None:
                     else:
                         out = os.path.join(scratch, f"got-{r}.sql.gz")
                         started = time.perf_counter()
-                        subprocess.run([sys.executable, "-m", "backup_svc", "get", names["dedup"], "-o", out],
-                                       capture_output=True, env={**os.environ, **envs["dedup"]}, check=True)
+                        subprocess.run(
+                            [sys.executable, "-m", "backup_svc", "get", names["dedup"], "-o", out],
+                            capture_output=True,
+                            env={**os.environ, **envs["dedup"]},
+                            check=True,
+                        )
                         seconds, sizes[method] = time.perf_counter() - started, os.path.getsize(out)
                         os.unlink(out)
                     times[method].append(seconds)
-            print(f"\n## {args.size} of plain SQL, moto on LOOPBACK, {args.rounds} rounds, "
-                  f"load average {os.getloadavg()[0]:.2f} (uptime: {os.popen('uptime').read().strip()})")
+            print(
+                f"\n## {args.size} of plain SQL, moto on LOOPBACK, {args.rounds} rounds, "
+                f"load average {os.getloadavg()[0]:.2f} (uptime: {os.popen('uptime').read().strip()})"
+            )
             print("| method | bytes | median s | min s | MB/s (median) |\n|---|---|---|---|---|")
             for method, values in times.items():
                 median = statistics.median(values)
-                print(f"| {method} | {sizes[method] / 1e6:.1f} MB | {median:.2f} | {min(values):.2f} | "
-                      f"{sizes[method] / median / 1e6:.1f} |")
+                print(
+                    f"| {method} | {sizes[method] / 1e6:.1f} MB | {median:.2f} | {min(values):.2f} | "
+                    f"{sizes[method] / median / 1e6:.1f} |"
+                )
             rate = sizes["dedup through the service"] / statistics.median(times["dedup through the service"]) / 1e6
-            print(f"\ndedup through the service: {rate:.1f} MB/s → Railway's 15 minutes allow about "
-                  f"{rate * 900 / 1e3:.1f} GB at this (loopback) rate")
+            print(
+                f"\ndedup through the service: {rate:.1f} MB/s → Railway's 15 minutes allow about "
+                f"{rate * 900 / 1e3:.1f} GB at this (loopback) rate"
+            )
             for fmt, service in services.items():
                 print(f"{fmt} service worker peak RSS (VmHWM): {worker_peak_rss_mb(service):.1f} MB")
         finally:

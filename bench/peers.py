@@ -7,6 +7,7 @@ into the project's venv), then times, rotated with the other methods in the same
 `pg_dump | python -m isal.igzip -1 | aws s3 cp - s3://…` (the one-line script issue 25 measures the
 upload against) and `pg_dump | gzip -6 | aws s3 cp -`. Each object is deleted after its round.
 """
+
 from __future__ import annotations
 
 import shlex
@@ -40,11 +41,14 @@ def add(bench, methods: dict, cache: Path) -> None:
             key = f"peer/{name}.sql.gz"
             target = shlex.quote(f"s3://{bench.bucket}/{key}")
             endpoint = shlex.quote(bench.upload_env["AWS_ENDPOINT_URL"])
-            script = f"set -o pipefail; {dump} | {compress} | {shlex.quote(aws)} --endpoint-url {endpoint} s3 cp - {target}"
+            script = (
+                f"set -o pipefail; {dump} | {compress} | {shlex.quote(aws)} --endpoint-url {endpoint} s3 cp - {target}"
+            )
             subprocess.run(["bash", "-c", script], env=bench.upload_env, check=True, stdout=subprocess.DEVNULL)
             size = bench.s3.head_object(Bucket=bench.bucket, Key=key)["ContentLength"]
             bench.s3.delete_object(Bucket=bench.bucket, Key=key)
             return size
+
         return run
 
     methods[ISAL] = pipeline(f"{shlex.quote(sys.executable)} -m isal.igzip -1", "isal")
@@ -53,6 +57,7 @@ def add(bench, methods: dict, cache: Path) -> None:
 
 def bench_flags() -> list[str]:
     from bench.dataset import BASELINE_FLAGS
+
     return list(BASELINE_FLAGS)
 
 
@@ -63,7 +68,3 @@ def report(times: dict[str, list[float]], checks: list) -> None:
     gz6 = statistics.median(times[GZIP6])
     print(f"upload / ({ISAL}) = {up / isal:.3f}; upload / ({GZIP6}) = {up / gz6:.3f}")
     checks.append((f"upload / isal pipeline = {up / isal:.3f} (target <= 1.05)", up / isal <= 1.05))
-
-
-
-

@@ -9,6 +9,7 @@ a folder on a loopback port; the real service (gunicorn) streams it. The figure 
 (storage/rclone_prompt.py MEASURED_MB_S) comes from here: LOOPBACK, not a real provider over the internet.
 Also printed: the worker's peak RSS (VmHWM) after the downloads, the memory bound of the stream.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,15 +39,21 @@ def make_database(cluster: LocalCluster, megabytes: int) -> None:
         db.execute("CREATE EXTENSION IF NOT EXISTS pgcrypto")
         db.execute("CREATE TABLE blobs (id int PRIMARY KEY, data bytea NOT NULL)")
         # 1 MB per row in 1 KB pieces (gen_random_bytes gives at most 1024 at a time)
-        db.execute("INSERT INTO blobs SELECT g, (SELECT string_agg(gen_random_bytes(1024), ''::bytea) "
-                   "FROM generate_series(1, 1024) WHERE g > 0) FROM generate_series(1, %s) g", (megabytes,))
+        db.execute(
+            "INSERT INTO blobs SELECT g, (SELECT string_agg(gen_random_bytes(1024), ''::bytea) "
+            "FROM generate_series(1, 1024) WHERE g > 0) FROM generate_series(1, %s) g",
+            (megabytes,),
+        )
         db.commit()
 
 
 def webdav(folder) -> tuple[subprocess.Popen, dict[str, str]]:
     proc, port = serve_webdav(folder)
-    return proc, {"RCLONE_CONFIG_BENCH_TYPE": "webdav", "RCLONE_CONFIG_BENCH_URL": f"http://127.0.0.1:{port}/",
-                  "BACKUP_STORAGE_URL": "rclone:bench:backups"}
+    return proc, {
+        "RCLONE_CONFIG_BENCH_TYPE": "webdav",
+        "RCLONE_CONFIG_BENCH_URL": f"http://127.0.0.1:{port}/",
+        "BACKUP_STORAGE_URL": "rclone:bench:backups",
+    }
 
 
 def download(service: Service, name: str) -> tuple[float, int]:
@@ -91,33 +98,39 @@ def main() -> None:
     try:
         make_database(cluster, args.mb)
         env = {**os.environ, **remote_env, "DATABASE_URL": cluster.url(DB)}
-        upload = subprocess.run([sys.executable, "-m", "backup_svc", "upload"], capture_output=True, text=True,
-                                env=env, check=True)
+        upload = subprocess.run(
+            [sys.executable, "-m", "backup_svc", "upload"], capture_output=True, text=True, env=env, check=True
+        )
         name = upload.stdout.split()[1].rsplit("/", 1)[1]
         size = (served / "backups" / name).stat().st_size
         service = Service({**remote_env, "DATABASE_URL": cluster.url(DB)})
         try:
             times = {"rclone cat > /dev/null": [], "download through the service": []}
             for r in range(args.rounds):
-                for method in (list(times) if r % 2 == 0 else list(reversed(times))):
+                for method in list(times) if r % 2 == 0 else list(reversed(times)):
                     if method.startswith("rclone"):
                         started = time.perf_counter()
-                        subprocess.run(["rclone", "cat", f"bench:backups/{name}"], env=env, check=True,
-                                       stdout=subprocess.DEVNULL)
+                        subprocess.run(
+                            ["rclone", "cat", f"bench:backups/{name}"], env=env, check=True, stdout=subprocess.DEVNULL
+                        )
                         times[method].append(time.perf_counter() - started)
                     else:
                         seconds, got = download(service, name)
                         assert got == size, (got, size)
                         times[method].append(seconds)
-            print(f"\n## {size / 1e6:.1f} MB stored backup on `rclone serve webdav` (LOOPBACK), {args.rounds} rounds, "
-                  f"load average {os.getloadavg()[0]:.2f}")
+            print(
+                f"\n## {size / 1e6:.1f} MB stored backup on `rclone serve webdav` (LOOPBACK), {args.rounds} rounds, "
+                f"load average {os.getloadavg()[0]:.2f}"
+            )
             print("| method | median s | min s | MB/s (median) |\n|---|---|---|---|")
             for method, values in times.items():
                 median = statistics.median(values)
                 print(f"| {method} | {median:.2f} | {min(values):.2f} | {size / median / 1e6:.1f} |")
             rate = size / statistics.median(times["download through the service"]) / 1e6
-            print(f"\nthrough the service: {rate:.1f} MB/s → Railway's 15 minutes allow about "
-                  f"{rate * 900 / 1e3:.1f} GB at this (loopback) rate")
+            print(
+                f"\nthrough the service: {rate:.1f} MB/s → Railway's 15 minutes allow about "
+                f"{rate * 900 / 1e3:.1f} GB at this (loopback) rate"
+            )
             print(f"service worker peak RSS (VmHWM): {worker_peak_rss_mb(service):.1f} MB")
         finally:
             service.stop()

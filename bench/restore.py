@@ -9,6 +9,7 @@ the real service. Downtime is measured as the issue defines it: from the client'
 connection to its first successful query that sees the restored data (the client connects afresh
 for each query, every 10 ms, as an application whose pooled connection was ended would).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,14 +39,27 @@ def start_moto() -> tuple[subprocess.Popen, dict[str, str]]:
     import boto3
 
     port = free_port()
-    proc = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "moto_server"), "-H", "127.0.0.1",
-                             "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    env = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench-secret", "AWS_DEFAULT_REGION": "us-east-1",
-           "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_S3_URL_STYLE": "path",
-           "BACKUP_STORAGE_URL": "s3://bench/restore/"}
-    s3 = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], aws_access_key_id="bench",
-                      aws_secret_access_key="bench-secret", region_name="us-east-1")
+    proc = subprocess.Popen(
+        [os.path.join(os.path.dirname(sys.executable), "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    env = {
+        "AWS_ACCESS_KEY_ID": "bench",
+        "AWS_SECRET_ACCESS_KEY": "bench-secret",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "AWS_S3_URL_STYLE": "path",
+        "BACKUP_STORAGE_URL": "s3://bench/restore/",
+    }
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=env["AWS_ENDPOINT_URL"],
+        aws_access_key_id="bench",
+        aws_secret_access_key="bench-secret",
+        region_name="us-east-1",
+    )
     for _ in range(200):
         try:
             s3.create_bucket(Bucket="bench")
@@ -58,9 +72,13 @@ def start_moto() -> tuple[subprocess.Popen, dict[str, str]]:
 class Service:
     def __init__(self, env: dict[str, str]):
         self.port = free_port()
-        self.proc = subprocess.Popen([sys.executable, "-m", "backup_svc", "serve"],
-                                     env={**os.environ, **env, "PORT": str(self.port), "ADMIN_PASSWORD": PASSWORD},
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "backup_svc", "serve"],
+            env={**os.environ, **env, "PORT": str(self.port), "ADMIN_PASSWORD": PASSWORD},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         while True:
             try:
                 if self.call("GET", "/healthz")[0] == 200:
@@ -73,8 +91,12 @@ class Service:
 
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=600)
         auth = base64.b64encode(f"admin:{PASSWORD}".encode()).decode()
-        conn.request(method, path, body=json.dumps(body) if body is not None else None,
-                     headers={"Authorization": f"Basic {auth}", "Content-Type": "application/json"})
+        conn.request(
+            method,
+            path,
+            body=json.dumps(body) if body is not None else None,
+            headers={"Authorization": f"Basic {auth}", "Content-Type": "application/json"},
+        )
         response = conn.getresponse()
         data = response.read()
         conn.close()
@@ -100,8 +122,21 @@ def floor(cluster: LocalCluster, path: Path, name: str) -> float:
     started = time.perf_counter()
     cluster.create_database(name)
     gunzip = subprocess.Popen(["gunzip", "-c", str(path)], stdout=subprocess.PIPE)
-    subprocess.run([os.path.join(cluster.bin_dir, "psql"), "-X", "-q", "-1", "-v", "ON_ERROR_STOP=1", "-o",
-                    "/dev/null", cluster.socket_url(name)], stdin=gunzip.stdout, check=True)
+    subprocess.run(
+        [
+            os.path.join(cluster.bin_dir, "psql"),
+            "-X",
+            "-q",
+            "-1",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-o",
+            "/dev/null",
+            cluster.socket_url(name),
+        ],
+        stdin=gunzip.stdout,
+        check=True,
+    )
     gunzip.stdout.close()
     assert gunzip.wait() == 0
     return time.perf_counter() - started
@@ -143,20 +178,34 @@ def main() -> None:
     parser.add_argument("--replace-rounds", type=int, default=3, help="replaces measured (each undone)")
     args = parser.parse_args()
     label = args.size.upper()
-    cluster = LocalCluster(find_server_bin_dir(default_pg_bin_dirs()),
-                           root=str(REPO / ".cache" / "bench" / label)).start()
+    cluster = LocalCluster(
+        find_server_bin_dir(default_pg_bin_dirs()), root=str(REPO / ".cache" / "bench" / label)
+    ).start()
     moto, storage_env = start_moto()
     try:
         build(cluster, parse_size(args.size))
         live = cluster.url(DB)
-        upload = subprocess.run([sys.executable, "-m", "backup_svc", "upload"], capture_output=True, text=True,
-                                env={**os.environ, **storage_env, "DATABASE_URL": live}, check=True)
+        upload = subprocess.run(
+            [sys.executable, "-m", "backup_svc", "upload"],
+            capture_output=True,
+            text=True,
+            env={**os.environ, **storage_env, "DATABASE_URL": live},
+            check=True,
+        )
         url = upload.stdout.split()[1]
         name = url.rsplit("/", 1)[1]
         local = REPO / ".cache" / "bench" / f"{label}-restore.sql.gz"
-        subprocess.run([sys.executable, "-c", "import sys, boto3, os; boto3.client('s3').download_file("
-                        "'bench', sys.argv[1], sys.argv[2])", url.split("/", 3)[3], str(local)],
-                       env={**os.environ, **storage_env}, check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import sys, boto3, os; boto3.client('s3').download_file('bench', sys.argv[1], sys.argv[2])",
+                url.split("/", 3)[3],
+                str(local),
+            ],
+            env={**os.environ, **storage_env},
+            check=True,
+        )
         service = Service({**storage_env, "DATABASE_URL": live})
         try:
             times: dict[str, list[float]] = {"floor: gunzip -c | psql -1": [], "service restore (new database)": []}
@@ -172,11 +221,15 @@ def main() -> None:
                         times[method].append(time.perf_counter() - started)
                         drop(cluster, report["target"])
             floor_s = statistics.median(times["floor: gunzip -c | psql -1"])
-            print(f"\n## {label}: {os.path.getsize(local) / 1e6:.1f} MB stored object, {args.rounds} alternating rounds")
+            print(
+                f"\n## {label}: {os.path.getsize(local) / 1e6:.1f} MB stored object, {args.rounds} alternating rounds"
+            )
             print("| method | median s | min s | median / floor |\n|---|---|---|---|")
             for method, values in times.items():
-                print(f"| {method} | {statistics.median(values):.2f} | {min(values):.2f} | "
-                      f"{statistics.median(values) / floor_s:.2f} |")
+                print(
+                    f"| {method} | {statistics.median(values):.2f} | {min(values):.2f} | "
+                    f"{statistics.median(values) / floor_s:.2f} |"
+                )
             for _ in range(args.replace_rounds):
                 replace_downtime(cluster, service, name, live)
         finally:
@@ -201,10 +254,13 @@ def replace_downtime(cluster: LocalCluster, service: Service, name: str, live: s
     client.stop.set()
     client.join(5)
     seen = (client.first_new - client.first_error) if client.first_new and client.first_error else None
-    print(f"\nreplace: whole restore {report['elapsed_s']:.1f} s; connections refused by the swap for "
-          f"{report['downtime_s']:.3f} s (service's measure); client: {client.errors} failed attempts, first refusal "
-          f"to first query on the restored data {seen:.3f} s" if seen is not None else
-          f"\nreplace: client saw no refusal (errors {client.errors}); swap {report['downtime_s']} s")
+    print(
+        f"\nreplace: whole restore {report['elapsed_s']:.1f} s; connections refused by the swap for "
+        f"{report['downtime_s']:.3f} s (service's measure); client: {client.errors} failed attempts, first refusal "
+        f"to first query on the restored data {seen:.3f} s"
+        if seen is not None
+        else f"\nreplace: client saw no refusal (errors {client.errors}); swap {report['downtime_s']} s"
+    )
     status, undone = service.call("POST", f"/api/v1/databases/{report['kept_as']}/undo")
     assert status == 200, undone
     drop(cluster, undone["kept_as"])

@@ -15,6 +15,7 @@ alternating order each round:
 `--file` is any plain pg_dump `.sql.gz` (`bench.restore --size 300MB` leaves one in .cache/bench/).
 Wrap it in `flock /tmp/bench.lock` on a shared machine, and note `uptime`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,25 +31,46 @@ from backup_svc.config import default_pg_bin_dirs
 from backup_svc.pg.localcluster import LocalCluster, find_server_bin_dir
 from bench.restore import drop, floor
 
-TWO_PASS = ("import sys; from backup_svc.files.restore import restore_file; "
-            "restore_file(sys.argv[1], sys.argv[2], bin_dirs=[sys.argv[3]], create=True, check=lambda _: None)")
+TWO_PASS = (
+    "import sys; from backup_svc.files.restore import restore_file; "
+    "restore_file(sys.argv[1], sys.argv[2], bin_dirs=[sys.argv[3]], create=True, check=lambda _: None)"
+)
 
 
 def cli_restore(cluster: LocalCluster, path: Path, name: str, *, two_pass: bool, jobs: int = 1) -> float:
     url = cluster.url(name, with_password=False)  # the password goes in PGPASSWORD, never on a command line
-    argv = ([sys.executable, "-c", TWO_PASS, str(path), url, cluster.bin_dir] if two_pass else
-            [sys.executable, "-m", "backup_svc", "restore", str(path), "--target-url", url, "--create",
-             "--jobs", str(jobs)])
+    argv = (
+        [sys.executable, "-c", TWO_PASS, str(path), url, cluster.bin_dir]
+        if two_pass
+        else [
+            sys.executable,
+            "-m",
+            "backup_svc",
+            "restore",
+            str(path),
+            "--target-url",
+            url,
+            "--create",
+            "--jobs",
+            str(jobs),
+        ]
+    )
     started = time.perf_counter()
-    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                   env={**os.environ, "PG_BIN_DIRS": cluster.bin_dir, "PGPASSWORD": cluster.password})
+    subprocess.run(
+        argv,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "PG_BIN_DIRS": cluster.bin_dir, "PGPASSWORD": cluster.password},
+    )
     return time.perf_counter() - started
 
 
 METHODS = {
     "floor: createdb; gunzip -c | psql -1 -v ON_ERROR_STOP=1": lambda c, p, n: floor(c, p, n),
-    "backup-svc restore --create (one pass, verified while restoring)":
-        lambda c, p, n: cli_restore(c, p, n, two_pass=False),
+    "backup-svc restore --create (one pass, verified while restoring)": lambda c, p, n: cli_restore(
+        c, p, n, two_pass=False
+    ),
     "verify pass, then restore (before issue 25)": lambda c, p, n: cli_restore(c, p, n, two_pass=True),
 }
 
@@ -64,8 +86,9 @@ def main() -> None:
     if args.skip_two_pass:
         del methods["verify pass, then restore (before issue 25)"]
     for jobs in [int(j) for j in args.jobs.split(",") if j.strip()]:
-        methods[f"backup-svc restore --create --jobs {jobs}"] = (
-            lambda c, p, n, jobs=jobs: cli_restore(c, p, n, two_pass=False, jobs=jobs))
+        methods[f"backup-svc restore --create --jobs {jobs}"] = lambda c, p, n, jobs=jobs: cli_restore(
+            c, p, n, two_pass=False, jobs=jobs
+        )
     times: dict[str, list[float]] = {method: [] for method in methods}
     with tempfile.TemporaryDirectory(prefix="bench-restore-cli-") as root:
         os.chmod(root, 0o755)
@@ -76,13 +99,17 @@ def main() -> None:
                     times[method].append(methods[method](cluster, args.file, "bench_restore_cli"))
                     drop(cluster, "bench_restore_cli")
     floor_s = statistics.median(times[next(iter(methods))])
-    print(f"\n## {args.file.name}: {args.file.stat().st_size / 1e6:.1f} MB, {args.rounds} alternating rounds, "
-          f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; uptime: {os.getloadavg()[0]:.2f} (1-min load)")
+    print(
+        f"\n## {args.file.name}: {args.file.stat().st_size / 1e6:.1f} MB, {args.rounds} alternating rounds, "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; uptime: {os.getloadavg()[0]:.2f} (1-min load)"
+    )
     print("| method | median s | min s | median / floor |\n|---|---|---|---|")
     for method, values in times.items():
         cell = method.replace("|", r"\|")
-        print(f"| {cell} | {statistics.median(values):.2f} | {min(values):.2f} | "
-              f"{statistics.median(values) / floor_s:.2f} |")
+        print(
+            f"| {cell} | {statistics.median(values):.2f} | {min(values):.2f} | "
+            f"{statistics.median(values) / floor_s:.2f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ output sizes, the service's and the uploading process's peak RSS, and health/das
 under 50 concurrent clients while a dump runs. The upload goes to moto's S3 server on loopback
 (a separate process). Targets from the issues are printed as PASS/FAIL; the exit status is 0 either way.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,9 +60,13 @@ class Bench:
         env = {**os.environ, "DATABASE_URL": self.url, "ADMIN_TOKEN": self.token, "PORT": str(self.port), **extra_env}
         self.env = env
         self.storage: subprocess.Popen | None = None
-        self.service = subprocess.Popen([sys.executable, "-m", "backup_svc", "serve"], env=env,
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                        start_new_session=True)
+        self.service = subprocess.Popen(
+            [sys.executable, "-m", "backup_svc", "serve"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         for _ in range(200):
             try:
                 if self.get("/healthz")[0] == 200:
@@ -112,8 +117,9 @@ class Bench:
         return self._upload(self.encrypted_env, self.encrypted_rss_mb)
 
     def _upload(self, env: dict[str, str], rss_mb: list[float]) -> int:
-        proc = subprocess.Popen([sys.executable, "-m", "backup_svc", "upload"], env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "backup_svc", "upload"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
         out = proc.stdout.read()
         err = proc.stderr.read()
         _, status, usage = os.wait4(proc.pid, 0)
@@ -131,13 +137,25 @@ class Bench:
         import boto3
 
         port = free_port()
-        self.storage = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "moto_server"),
-                                         "-H", "127.0.0.1", "-p", str(port)],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        self.storage = subprocess.Popen(
+            [os.path.join(os.path.dirname(sys.executable), "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         endpoint = f"http://127.0.0.1:{port}"
-        creds = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench-secret", "AWS_DEFAULT_REGION": "us-east-1"}
-        self.s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="bench",
-                               aws_secret_access_key="bench-secret", region_name="us-east-1")
+        creds = {
+            "AWS_ACCESS_KEY_ID": "bench",
+            "AWS_SECRET_ACCESS_KEY": "bench-secret",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+        self.s3 = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            aws_access_key_id="bench",
+            aws_secret_access_key="bench-secret",
+            region_name="us-east-1",
+        )
         self.bucket = "bench"
         for _ in range(200):
             try:
@@ -145,8 +163,13 @@ class Bench:
                 break
             except Exception:
                 time.sleep(0.1)
-        self.upload_env = {**self.env, **creds, "AWS_ENDPOINT_URL": endpoint, "AWS_S3_URL_STYLE": "path",
-                           "BACKUP_STORAGE_URL": f"s3://{self.bucket}/bench"}
+        self.upload_env = {
+            **self.env,
+            **creds,
+            "AWS_ENDPOINT_URL": endpoint,
+            "AWS_S3_URL_STYLE": "path",
+            "BACKUP_STORAGE_URL": f"s3://{self.bucket}/bench",
+        }
         self.upload_rss_mb: list[float] = []
         import pyrage
 
@@ -181,8 +204,9 @@ class Bench:
         requests sent at once by ApacheBench (a C client in its own process, so the measuring side
         adds no GIL contention of its own)."""
         if shutil.which("ab") is None:
-            raise SystemExit("the latency check needs ApacheBench: apt-get install apache2-utils "
-                             "(or pass --skip-latency)")
+            raise SystemExit(
+                "the latency check needs ApacheBench: apt-get install apache2-utils (or pass --skip-latency)"
+            )
         downloading = threading.Thread(target=self.download)
         downloading.start()
         time.sleep(0.3)
@@ -194,8 +218,7 @@ class Bench:
                     args = ["ab", "-q", "-n", str(concurrency), "-c", str(concurrency), "-g", timings]
                     if path == "/":
                         args += ["-H", f"Authorization: Bearer {self.token}"]
-                    subprocess.run([*args, f"http://127.0.0.1:{self.port}{path}"], check=True,
-                                   capture_output=True)
+                    subprocess.run([*args, f"http://127.0.0.1:{self.port}{path}"], check=True, capture_output=True)
                     with open(timings) as f:
                         rows = f.read().splitlines()[1:]  # ttime (ms) is the 5th column
                     results[path] += [int(row.split("\t")[4]) / 1000 for row in rows]
@@ -217,13 +240,24 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--skip-upload", action="store_true", help="leave out the stored backup (upload)")
-    parser.add_argument("--peers", action="store_true",
-                        help="also time `pg_dump | isal -1 | aws s3 cp -` and the gzip -6 one (bench/peers.py; "
-                             "installs the AWS CLI into a throwaway venv under .cache/bench)")
-    parser.add_argument("--rclone", action="store_true",
-                        help="also time `upload` to rclone remotes (local backend, webdav on loopback): bench/rclone.py")
-    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
-                        help="extra environment for the service (e.g. BACKUP_GZIP_LEVEL=6)")
+    parser.add_argument(
+        "--peers",
+        action="store_true",
+        help="also time `pg_dump | isal -1 | aws s3 cp -` and the gzip -6 one (bench/peers.py; "
+        "installs the AWS CLI into a throwaway venv under .cache/bench)",
+    )
+    parser.add_argument(
+        "--rclone",
+        action="store_true",
+        help="also time `upload` to rclone remotes (local backend, webdav on loopback): bench/rclone.py",
+    )
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra environment for the service (e.g. BACKUP_GZIP_LEVEL=6)",
+    )
     args = parser.parse_args()
 
     label = args.size.upper()
@@ -245,24 +279,29 @@ def main() -> None:
 
 def run(bench: Bench, args, label: str) -> None:
     sql = bench.sql_size()  # also warms the cache
-    methods = {"pg_dump > /dev/null": bench.pg_dump_devnull, "pg_dump | gzip -6": bench.pg_dump_gzip6,
-               "service download": bench.download}
+    methods = {
+        "pg_dump > /dev/null": bench.pg_dump_devnull,
+        "pg_dump | gzip -6": bench.pg_dump_gzip6,
+        "service download": bench.download,
+    }
     if not args.skip_upload:
         bench.start_storage()
         methods["upload to loopback S3"] = bench.upload
         methods["encrypted upload (age)"] = bench.encrypted_upload
         if args.peers:
             from bench import peers
+
             peers.add(bench, methods, REPO / ".cache" / "bench")
         if args.rclone:
             from bench import rclone
+
             rclone.add(bench, methods, REPO / ".cache" / "bench")
     times: dict[str, list[float]] = {name: [] for name in methods}
     sizes: dict[str, int] = {}
     names = list(methods)
     cpu: dict[str, list[float]] = {name: [] for name in names}
     for r in range(args.rounds):
-        for name in names[r % len(names):] + names[:r % len(names)]:  # rotate the order every round
+        for name in names[r % len(names) :] + names[: r % len(names)]:  # rotate the order every round
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
             seconds, size = timed(methods[name])
             after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -276,16 +315,22 @@ def run(bench: Bench, args, label: str) -> None:
     svc = statistics.median(times["service download"])
     rss = bench.peak_rss_mb()
 
-    print(f"\n## {label}: {sql / 1e6:.1f} MB of plain SQL, {args.rounds} rotated rounds, unix socket, "
-          f"PostgreSQL {Path(bench.pg_dump).parent.parent.name}")
+    print(
+        f"\n## {label}: {sql / 1e6:.1f} MB of plain SQL, {args.rounds} rotated rounds, unix socket, "
+        f"PostgreSQL {Path(bench.pg_dump).parent.parent.name}"
+    )
     print("| method | median s | min s | output MB | median / pg_dump>/dev/null |")
     print("|---|---|---|---|---|")
     for name in names:
         out = f"{sizes[name] / 1e6:.1f}" if sizes[name] else f"({sql / 1e6:.1f} SQL)"
-        print(f"| {name} | {statistics.median(times[name]):.2f} | {min(times[name]):.2f} | {out} | "
-              f"{statistics.median(times[name]) / base:.2f} |")
-    print("\nCPU seconds of each method's own processes (user + system, median; the service download runs in the "
-          "service, not counted):")
+        print(
+            f"| {name} | {statistics.median(times[name]):.2f} | {min(times[name]):.2f} | {out} | "
+            f"{statistics.median(times[name]) / base:.2f} |"
+        )
+    print(
+        "\nCPU seconds of each method's own processes (user + system, median; the service download runs in the "
+        "service, not counted):"
+    )
     for name in names:
         if name != "service download":
             print(f"  {name}: {statistics.median(cpu[name]):.2f} s")
@@ -293,37 +338,51 @@ def run(bench: Bench, args, label: str) -> None:
     checks = [
         (f"download / pg_dump>/dev/null = {svc / base:.2f} (target <= 1.15)", svc / base <= 1.15),
         (f"gzip -6 / download = {gz6 / svc:.2f} (target >= 2.4)", gz6 / svc >= 2.4),
-        (f"download output {sizes['service download'] / 1e6:.1f} MB vs gzip -6 {sizes['pg_dump | gzip -6'] / 1e6:.1f} MB",
-         sizes["service download"] <= sizes["pg_dump | gzip -6"]),
+        (
+            f"download output {sizes['service download'] / 1e6:.1f} MB vs gzip -6 {sizes['pg_dump | gzip -6'] / 1e6:.1f} MB",
+            sizes["service download"] <= sizes["pg_dump | gzip -6"],
+        ),
         (f"peak RSS {rss:.1f} MB (target < 80)", rss < 80),
     ]
     if not args.skip_upload:
         up = statistics.median(times["upload to loopback S3"])
         upload_rss = max(bench.upload_rss_mb)
-        print(f"upload / download = {up / svc:.2f}; uploading process peak RSS {upload_rss:.1f} MB "
-              f"(each round: {', '.join(f'{v:.1f}' for v in bench.upload_rss_mb)})")
+        print(
+            f"upload / download = {up / svc:.2f}; uploading process peak RSS {upload_rss:.1f} MB "
+            f"(each round: {', '.join(f'{v:.1f}' for v in bench.upload_rss_mb)})"
+        )
         checks.append((f"upload peak RSS {upload_rss:.1f} MB (target < 120)", upload_rss < 120))
-        checks.append((f"upload bytes {sizes['upload to loopback S3'] / 1e6:.1f} MB = download bytes "
-                       f"{sizes['service download'] / 1e6:.1f} MB (±1 %: pg_dump's \\restrict key differs)",
-                       abs(sizes["upload to loopback S3"] - sizes["service download"]) <= 0.01 * sizes["service download"]))
+        checks.append(
+            (
+                f"upload bytes {sizes['upload to loopback S3'] / 1e6:.1f} MB = download bytes "
+                f"{sizes['service download'] / 1e6:.1f} MB (±1 %: pg_dump's \\restrict key differs)",
+                abs(sizes["upload to loopback S3"] - sizes["service download"]) <= 0.01 * sizes["service download"],
+            )
+        )
         encrypted = statistics.median(times["encrypted upload (age)"])
         encrypted_rss = max(bench.encrypted_rss_mb)
-        print(f"encrypted upload / upload = {encrypted / up:.2f}; its peak RSS {encrypted_rss:.1f} MB "
-              f"(each round: {', '.join(f'{v:.1f}' for v in bench.encrypted_rss_mb)})")
+        print(
+            f"encrypted upload / upload = {encrypted / up:.2f}; its peak RSS {encrypted_rss:.1f} MB "
+            f"(each round: {', '.join(f'{v:.1f}' for v in bench.encrypted_rss_mb)})"
+        )
         checks.append((f"encrypted upload / upload = {encrypted / up:.2f} (target <= 1.10)", encrypted / up <= 1.10))
         checks.append((f"encrypted upload peak RSS {encrypted_rss:.1f} MB (target < 120)", encrypted_rss < 120))
         if args.peers:
             from bench import peers
+
             peers.report(times, checks)
         if args.rclone:
             from bench import rclone
+
             rclone.report(bench, times, sizes)
     if not args.skip_latency:
         lat = bench.latency_under_dump()
         for path, values in lat.items():
             p99 = pct(values, 0.99) * 1000
-            print(f"{path}: {len(values)} requests in bursts of 50 concurrent, during a dump: "
-                  f"p50 {pct(values, 0.5) * 1000:.1f} ms, p99 {p99:.1f} ms, max {max(values) * 1000:.1f} ms")
+            print(
+                f"{path}: {len(values)} requests in bursts of 50 concurrent, during a dump: "
+                f"p50 {pct(values, 0.5) * 1000:.1f} ms, p99 {p99:.1f} ms, max {max(values) * 1000:.1f} ms"
+            )
             checks.append((f"{path} p99 {p99:.1f} ms (target < 100)", p99 < 100))
     print()
     for text, ok in checks:

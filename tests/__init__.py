@@ -1,4 +1,5 @@
 """The test suite, by kind (unit, service, browser, image), with shared helpers in modules by role."""
+
 from pathlib import Path
 
 # The checkout: the package's files, docs/, artifacts/ (screenshots).

@@ -1,5 +1,6 @@
 """Fixtures: a real PostgreSQL cluster (run unprivileged), databases, real service processes, moto's S3
 server on loopback and a headless Chromium."""
+
 from __future__ import annotations
 
 import os
@@ -19,8 +20,15 @@ from tests.service_process import LINK_MAX_TTL, LINK_SECRET, Service
 
 # Debian's chromium, driven by Playwright (whose own browser download is never used).
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-quic"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
 # Screenshots of pages whose test failed (gitignored; CI keeps the folder as an artifact).
 ARTIFACTS = REPO / "artifacts"
 
@@ -72,11 +80,14 @@ def fresh_db(pg_cluster):
 @pytest.fixture(scope="session")
 def big_db(pg_cluster) -> str:
     """URL of a database whose dump (~60 MB gzipped) outlasts socket and pipe buffers."""
-    return pg_cluster.create_database("big", """
+    return pg_cluster.create_database(
+        "big",
+        """
         CREATE EXTENSION pgcrypto;
         CREATE TABLE blobs (id int PRIMARY KEY, data bytea NOT NULL);
         INSERT INTO blobs SELECT g, gen_random_bytes(1000) || gen_random_bytes(1000) || gen_random_bytes(1000) FROM generate_series(1, 20000) g;
-    """)
+    """,
+    )
 
 
 @pytest.fixture
@@ -114,8 +125,9 @@ def browser(downloads_dir):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
-                                              downloads_path=str(downloads_dir))
+        chromium = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS, downloads_path=str(downloads_dir)
+        )
         yield chromium
         chromium.close()
 
@@ -130,7 +142,8 @@ def open_dashboard(browser, request):
 
     def open_(service: Service, *, width: int = 1000, height: int = 900, password: str | None = None):
         context = browser.new_context(
-            accept_downloads=True, viewport={"width": width, "height": height},
+            accept_downloads=True,
+            viewport={"width": width, "height": height},
             http_credentials={"username": "admin", "password": password or service.password},
         )
         page = context.new_page()
@@ -151,8 +164,10 @@ def open_dashboard(browser, request):
 @pytest.fixture(scope="module")
 def link_service(rich_db, pg_cluster, tmp_path_factory):
     """The rich database's service with signed links on (LINK_MAX_TTL=300)."""
-    service = Service({"DATABASE_URL": rich_db, "LINK_SECRET": LINK_SECRET, "LINK_MAX_TTL": str(LINK_MAX_TTL)},
-                      tmp_path_factory.mktemp("links") / "service.log").start()
+    service = Service(
+        {"DATABASE_URL": rich_db, "LINK_SECRET": LINK_SECRET, "LINK_MAX_TTL": str(LINK_MAX_TTL)},
+        tmp_path_factory.mktemp("links") / "service.log",
+    ).start()
     yield service
     service.stop()
 
@@ -229,6 +244,8 @@ def smtp_server():
     """A real SMTP server (aiosmtpd) on loopback: (controller, mailbox)."""
     with receivers.smtp_server() as server:
         yield server
+
+
 # -- age encryption: key pairs made by Debian's tools ---------------------------------------------
 @pytest.fixture(scope="session")
 def age_keys(tmp_path_factory) -> dict:
@@ -241,11 +258,14 @@ def age_keys(tmp_path_factory) -> dict:
     for name in ("age", "other"):
         subprocess.run(["age-keygen", "-o", str(folder / f"{name}.txt")], check=True, capture_output=True)
         found[name] = folder / f"{name}.txt"
-        found[f"{name}_public"] = subprocess.run(["age-keygen", "-y", str(found[name])], check=True,
-                                                 capture_output=True, text=True).stdout.strip()
+        found[f"{name}_public"] = subprocess.run(
+            ["age-keygen", "-y", str(found[name])], check=True, capture_output=True, text=True
+        ).stdout.strip()
     for kind, extra in (("ed25519", []), ("rsa", ["-b", "2048"])):
-        subprocess.run(["ssh-keygen", "-q", "-t", kind, *extra, "-N", "", "-C", f"{kind}@test",
-                        "-f", str(folder / kind)], check=True)
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", kind, *extra, "-N", "", "-C", f"{kind}@test", "-f", str(folder / kind)],
+            check=True,
+        )
         found[kind] = folder / kind
         found[f"{kind}_public"] = (folder / f"{kind}.pub").read_text().strip()
     return found
@@ -267,9 +287,13 @@ def served(tmp_path):
         env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "SECRET_NOT_FOR_RCLONE": "x"}
         if kind == "sftp":
             obscured = subprocess.run(["rclone", "obscure", "any"], capture_output=True, text=True).stdout.strip()
-            return env | {"RCLONE_CONFIG_DAV_TYPE": "sftp", "RCLONE_CONFIG_DAV_HOST": "127.0.0.1",
-                          "RCLONE_CONFIG_DAV_PORT": str(port), "RCLONE_CONFIG_DAV_USER": "backup",
-                          "RCLONE_CONFIG_DAV_PASS": obscured}
+            return env | {
+                "RCLONE_CONFIG_DAV_TYPE": "sftp",
+                "RCLONE_CONFIG_DAV_HOST": "127.0.0.1",
+                "RCLONE_CONFIG_DAV_PORT": str(port),
+                "RCLONE_CONFIG_DAV_USER": "backup",
+                "RCLONE_CONFIG_DAV_PASS": obscured,
+            }
         return env | {"RCLONE_CONFIG_DAV_TYPE": "webdav", "RCLONE_CONFIG_DAV_URL": f"http://127.0.0.1:{port}/"}
 
     yield folder, start

@@ -1,5 +1,6 @@
 """The test cluster's side: the SQL the fixtures load, a database restored the README's way and its
 snapshot to compare, the dumps' sessions, and a table held locked as a migration would."""
+
 from __future__ import annotations
 
 import os
@@ -17,9 +18,18 @@ def restore(cluster: LocalCluster, backup: Path, dbname: str) -> None:
     cluster.create_database(dbname)
     gunzip = subprocess.Popen(["gunzip", "-c", str(backup)], stdout=subprocess.PIPE)
     result = subprocess.run(
-        [os.path.join(cluster.bin_dir, "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1",
-         cluster.url(dbname, with_password=False)],
-        stdin=gunzip.stdout, capture_output=True, text=True, env={**os.environ, "PGPASSWORD": cluster.password},
+        [
+            os.path.join(cluster.bin_dir, "psql"),
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            cluster.url(dbname, with_password=False),
+        ],
+        stdin=gunzip.stdout,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PGPASSWORD": cluster.password},
     )
     gunzip.stdout.close()
     assert gunzip.wait() == 0, "gunzip failed"
@@ -32,16 +42,25 @@ _VOLATILE = ("\\restrict ", "\\unrestrict ", "-- Dumped ", "-- Started on", "-- 
 def snapshot(cluster: LocalCluster, dbname: str) -> dict:
     """Schema, every table's rows, sequences and large objects of a database, in comparable form."""
     schema = subprocess.run(
-        [os.path.join(cluster.bin_dir, "pg_dump"), "--schema-only", "--no-owner", "--no-acl",
-         cluster.url(dbname, with_password=False)],
-        capture_output=True, text=True, check=True, env={**os.environ, "PGPASSWORD": cluster.password},
+        [
+            os.path.join(cluster.bin_dir, "pg_dump"),
+            "--schema-only",
+            "--no-owner",
+            "--no-acl",
+            cluster.url(dbname, with_password=False),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PGPASSWORD": cluster.password},
     ).stdout
     schema = "\n".join(line for line in schema.splitlines() if not line.startswith(_VOLATILE))
     with cluster.connect(dbname) as db:
         tables = db.execute(
             "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
             "WHERE c.relkind IN ('r', 'm', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
-            "AND n.nspname NOT LIKE 'pg_toast%' ORDER BY 1").fetchall()
+            "AND n.nspname NOT LIKE 'pg_toast%' ORDER BY 1"
+        ).fetchall()
         rows = {}
         for (table,) in tables:
             rows[table] = db.execute(
@@ -49,22 +68,26 @@ def snapshot(cluster: LocalCluster, dbname: str) -> dict:
             ).fetchone()
         sequences = db.execute("SELECT schemaname, sequencename, last_value FROM pg_sequences ORDER BY 1, 2").fetchall()
         large_objects = db.execute(
-            "SELECT oid::bigint, md5(lo_get(oid)) FROM pg_largeobject_metadata ORDER BY oid").fetchall()
+            "SELECT oid::bigint, md5(lo_get(oid)) FROM pg_largeobject_metadata ORDER BY oid"
+        ).fetchall()
     return {"schema": schema, "rows": rows, "sequences": sequences, "large_objects": large_objects}
 
 
 def dump_sessions(cluster: LocalCluster) -> list[tuple]:
     """Sessions of the service's dumps (application_name `backup_svc-dump…`) on the cluster."""
     with cluster.connect() as db:
-        return db.execute("SELECT pid, application_name, state FROM pg_stat_activity "
-                          "WHERE application_name LIKE 'backup_svc-dump%'").fetchall()
+        return db.execute(
+            "SELECT pid, application_name, state FROM pg_stat_activity WHERE application_name LIKE 'backup_svc-dump%'"
+        ).fetchall()
 
 
 def waiting_dump_sessions(cluster) -> list[tuple]:
     """Sessions of the service's dumps that wait for a lock."""
     with cluster.connect() as db:
-        return db.execute("SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'backup_svc-dump%' "
-                          "AND wait_event_type = 'Lock'").fetchall()
+        return db.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'backup_svc-dump%' "
+            "AND wait_event_type = 'Lock'"
+        ).fetchall()
 
 
 class LockedTable:

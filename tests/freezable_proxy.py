@@ -1,5 +1,6 @@
 """A network link that can stall: a TCP proxy on loopback whose link freezes and thaws, or passes bytes
 at a set rate (a slow link to a bucket)."""
+
 from __future__ import annotations
 
 
@@ -79,8 +80,9 @@ class FreezableProxy:
             if self.rate:
                 client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
             for source, sink, rate in ((client, upstream, self.rate), (upstream, client, None)):
-                thread = threading.Thread(target=self._pump, args=(source, sink, stuck, rate), daemon=True,
-                                          name="proxy-pump")
+                thread = threading.Thread(
+                    target=self._pump, args=(source, sink, stuck, rate), daemon=True, name="proxy-pump"
+                )
                 self._threads.append(thread)
                 thread.start()
 

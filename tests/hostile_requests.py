@@ -1,6 +1,7 @@
 """Odd and hostile HTTP/1.1 requests, for the tests that hold the worker to gunicorn's parsing and the
 service to its answers: Content-Length spellings, Transfer-Encoding variants, smuggling attempts,
 malformed heads. Each is a whole request (with its body where it announces one)."""
+
 from __future__ import annotations
 
 from gunicorn.config import Config
@@ -62,8 +63,6 @@ CORPUS = {
     "long request line": b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
     "pipelined": head("Content-Length: 100") + BODY + b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
 }
-
-
 
 
 PEER = ("127.0.0.1", 50000)

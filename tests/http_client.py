@@ -1,5 +1,6 @@
 """HTTP from a test's side: credential headers, a response read whole or seen to break, a read with a
 deadline, and whether what arrived is one complete gzip stream."""
+
 from __future__ import annotations
 
 import gzip

@@ -1,5 +1,6 @@
 """Processes as the tests see them: the command line run as a user runs it, /proc (who is running,
 its parent, command line and environment), stopping an `upload` mid-way, and waiting until something holds."""
+
 from __future__ import annotations
 
 import os
@@ -11,10 +12,17 @@ from pathlib import Path
 
 from backup_svc.pg.localcluster import LocalCluster
 
+
 def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """`python -m backup_svc ARGS` as a user would run it."""
-    return subprocess.run([sys.executable, "-m", "backup_svc", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=120, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "backup_svc", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def wait_until(predicate, timeout_s: float, interval: float = 0.05) -> bool:
@@ -70,9 +78,11 @@ def kill_upload(kill: str, upload: subprocess.Popen, cluster: LocalCluster, dbna
     pg_dump killed outright, or the upload process sent SIGTERM (a redeploy) or SIGINT (Ctrl-C)."""
     if kill == "terminate backend":
         with cluster.connect(dbname) as db:
-            terminated = db.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                    "WHERE application_name LIKE 'backup_svc-upload%' AND backend_type = "
-                                    "'client backend' AND application_name <> 'backup_svc-upload-lock'").fetchall()
+            terminated = db.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name LIKE 'backup_svc-upload%' AND backend_type = "
+                "'client backend' AND application_name <> 'backup_svc-upload-lock'"
+            ).fetchall()
         assert terminated, "no pg_dump session to terminate"
     elif kill == "SIGKILL pg_dump":
         for pid in pg_dump_pids(cluster):

@@ -1,4 +1,5 @@
 """Real receivers on loopback for notification tests: an SMTP server (aiosmtpd) and an HTTP server."""
+
 from __future__ import annotations
 
 import contextlib
@@ -40,8 +41,9 @@ class Mailbox:
 def smtp_server():
     """A real SMTP server on 127.0.0.1 that accepts AUTH without TLS (the loopback case)."""
     mailbox = Mailbox()
-    controller = Controller(mailbox, hostname="127.0.0.1", port=free_port(), authenticator=mailbox.authenticate,
-                            auth_require_tls=False)
+    controller = Controller(
+        mailbox, hostname="127.0.0.1", port=free_port(), authenticator=mailbox.authenticate, auth_require_tls=False
+    )
     controller.start()
     try:
         yield controller, mailbox

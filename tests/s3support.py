@@ -1,5 +1,6 @@
 """Test helpers for object storage: moto's S3 server on loopback and a fault-injecting proxy before it, and
 what an rclone remote's folder holds."""
+
 from __future__ import annotations
 
 import http.client
@@ -17,8 +18,10 @@ from backup_svc.pg.localcluster import free_port
 from backup_svc.storage.client import RetryPolicy
 from backup_svc.storage.loopback import LoopbackS3
 
-S3_ERROR = ("<?xml version='1.0' encoding='UTF-8'?><Error><Code>{code}</Code><Message>{message}</Message>"
-            "<RequestId>fault</RequestId></Error>")
+S3_ERROR = (
+    "<?xml version='1.0' encoding='UTF-8'?><Error><Code>{code}</Code><Message>{message}</Message>"
+    "<RequestId>fault</RequestId></Error>"
+)
 
 # Retries as in production but with short waits, so "5 attempts, then give up" takes a second, not eight.
 FAST_RETRY = RetryPolicy(attempts=5, first_delay_s=0.05, max_delay_s=0.2)
@@ -30,9 +33,13 @@ MotoS3 = LoopbackS3
 
 def s3_env(endpoint: str) -> dict[str, str]:
     """The AWS_* variables a user would set for this server (moto accepts any key)."""
-    return {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "test-key-id",
-            "AWS_SECRET_ACCESS_KEY": "test-secret-" + "x" * 20, "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_S3_URL_STYLE": "path"}
+    return {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "test-key-id",
+        "AWS_SECRET_ACCESS_KEY": "test-secret-" + "x" * 20,
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_S3_URL_STYLE": "path",
+    }
 
 
 def new_bucket(client) -> str:
@@ -61,7 +68,7 @@ def object_keys(client, bucket: str) -> list[str]:
     keys = [k for k in all_keys(client, bucket) if "_history/" not in k]
     # an object's sha256 record (`<key>.sha256`, issue 25) is part of it; a record without its object is
     # listed, so a test that expects nothing left sees one
-    return [k for k in keys if not (k.endswith(".sha256") and k[:-len(".sha256")] in keys)]
+    return [k for k in keys if not (k.endswith(".sha256") and k[: -len(".sha256")] in keys)]
 
 
 def remote_files(folder) -> list[str]:
@@ -148,18 +155,25 @@ class FaultProxy:
 
     def fail_part(self, number: int, actions: list[str], repeat_last: bool = False) -> None:
         """Faults for the PUTs of multipart part `number`."""
-        self.add(lambda method, path, query: method == "PUT" and query.get("partNumber") == [str(number)],
-                 actions, repeat_last)
+        self.add(
+            lambda method, path, query: method == "PUT" and query.get("partNumber") == [str(number)],
+            actions,
+            repeat_last,
+        )
 
     def slow_parts(self, seconds: float) -> None:
         """Every part upload waits `seconds` first: the upload (and pg_dump behind it) runs for a while."""
-        self.add(lambda method, path, query: method == "PUT" and "partNumber" in query, [f"slow:{seconds}"],
-                 repeat_last=True)
+        self.add(
+            lambda method, path, query: method == "PUT" and "partNumber" in query, [f"slow:{seconds}"], repeat_last=True
+        )
 
     def attempts(self, number: int) -> list[str]:
         """The actions taken on each PUT of part `number`, in order."""
-        return [action for method, target, action in self.log
-                if method == "PUT" and re.search(rf"[?&]partNumber={number}(&|$)", target)]
+        return [
+            action
+            for method, target, action in self.log
+            if method == "PUT" and re.search(rf"[?&]partNumber={number}(&|$)", target)
+        ]
 
     def _next_action(self, method: str, path: str, query: dict) -> str:
         with self._lock:
@@ -220,7 +234,7 @@ class FaultProxy:
             if handler.command == "HEAD":
                 return
             if action.startswith("cut:"):
-                handler.wfile.write(payload[:int(action[4:])])
+                handler.wfile.write(payload[: int(action[4:])])
                 handler.wfile.flush()
                 _reset(handler)
                 return
@@ -240,7 +254,9 @@ def _reset(handler: BaseHTTPRequestHandler) -> None:
         pass
 
 
-def seed_backup(client, bucket: str, key: str, data: bytes | None = None, *, owner: dict[str, str] | None = None) -> str:
+def seed_backup(
+    client, bucket: str, key: str, data: bytes | None = None, *, owner: dict[str, str] | None = None
+) -> str:
     """Put a small valid gzip backup at `key` with the metadata an upload writes; return its sha256.
 
     For states a test cannot wait for (a backup stored days ago); the listing and the links read
@@ -252,9 +268,20 @@ def seed_backup(client, bucket: str, key: str, data: bytes | None = None, *, own
 
     data = data if data is not None else gzip.compress(b"-- seeded backup\n-- PostgreSQL database dump complete\n")
     digest = hashlib.sha256(data).hexdigest()
-    client.put_object(Bucket=bucket, Key=key, Body=data, ContentType="application/gzip",
-                      Metadata={"sha256": digest, "server-version": "15.8", "pg-dump-version": "15.8",
-                                "sql-bytes": "60", "duration-s": "0.1", **(owner or {})})
+    client.put_object(
+        Bucket=bucket,
+        Key=key,
+        Body=data,
+        ContentType="application/gzip",
+        Metadata={
+            "sha256": digest,
+            "server-version": "15.8",
+            "pg-dump-version": "15.8",
+            "sql-bytes": "60",
+            "duration-s": "0.1",
+            **(owner or {}),
+        },
+    )
     return digest
 
 
@@ -301,8 +328,12 @@ class SilentStorage:
 
 def owned(system_identifier: str, backup_name: str, database: str | None = None) -> dict[str, str]:
     """The ownership record an upload of the service (backup name, database, cluster) writes."""
-    return {"written-by": "backup_svc", "backup-name": backup_name, "database": database or backup_name,
-            "system-identifier": system_identifier}
+    return {
+        "written-by": "backup_svc",
+        "backup-name": backup_name,
+        "database": database or backup_name,
+        "system-identifier": system_identifier,
+    }
 
 
 def cluster_identity(pg_cluster) -> str:

@@ -1,5 +1,6 @@
 """The service as a real process: `serve` (gunicorn master + worker) on a loopback port, and what its log
 says of one backup (the audit lines of its start and outcome)."""
+
 from __future__ import annotations
 
 import http.client
@@ -29,20 +30,33 @@ class Service:
         self.token = "tok-" + secrets.token_urlsafe(16)
         self.password = "pw-" + secrets.token_urlsafe(16)
         self.env = {
-            **{k: v for k, v in os.environ.items()
-               if not k.startswith(("ADMIN_", "BACKUP_", "LINK_", "AUTH_", "TRUSTED_PROXY_", "PUBLIC_URL"))},
-            "PORT": str(self.port), "ADMIN_TOKEN": self.token, "ADMIN_PASSWORD": self.password,
-            "ADMIN_USERNAME": "admin", "PYTHONUNBUFFERED": "1",
+            **{
+                k: v
+                for k, v in os.environ.items()
+                if not k.startswith(("ADMIN_", "BACKUP_", "LINK_", "AUTH_", "TRUSTED_PROXY_", "PUBLIC_URL"))
+            },
+            "PORT": str(self.port),
+            "ADMIN_TOKEN": self.token,
+            "ADMIN_PASSWORD": self.password,
+            "ADMIN_USERNAME": "admin",
+            "PYTHONUNBUFFERED": "1",
             # Tests that send wrong credentials on purpose must not trip the throttle (tests of it lower this).
-            "AUTH_FAILURES_PER_MINUTE": "100000", **env,
+            "AUTH_FAILURES_PER_MINUTE": "100000",
+            **env,
         }
         self.log_path = log_path
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout_s: float = 20, retries_left: int = 2) -> "Service":
         self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "backup_svc", "serve"], env=self.env, cwd=self.log_path.parent,
-                                     stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "backup_svc", "serve"],
+            env=self.env,
+            cwd=self.log_path.parent,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -112,6 +126,7 @@ def wait_idle(service: Service, timeout_s: float = 10) -> None:
     A download's slot is freed when the server closes the response body, a moment after the client
     has read the last byte; a test that starts the next download at once could get a 429.
     """
+
     def idle():
         reply = service.request("GET", "/api/v1/database", service.auth())
         return reply.status == 200 and reply.json()["dumps_in_progress"] == 0
@@ -125,6 +140,7 @@ def audit_records(service, backup_id: str, timeout_s: float = 10) -> list[dict]:
     Waits up to `timeout_s` (and no longer): the record is written when the response is closed,
     just after the last byte.
     """
+
     def records() -> list[dict]:
         found = []
         for line in service.log().splitlines():

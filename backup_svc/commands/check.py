@@ -6,6 +6,7 @@ needs somewhere to store).
 Exit status 0 means "this process can do its job"; warnings (no alert channel, draining) do not
 change it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,24 +38,31 @@ def alert_lines(settings: Settings, purpose: str, *, remote: bool = False) -> li
         return []
     runs_backups = purpose == UPLOAD or (storage is not None and storage.schedule is not None)
     if notify is None or not notify.any_channel:
-        return ["alerts: warning — stored backups are on, but no alert channel is set: a failed or missing "
-                "backup tells nobody. Set HEARTBEAT_URL (a dead man's switch such as healthchecks.io: the only "
-                "alert that also fires when no backup runs at all), and SMTP_URL + NOTIFY_EMAIL_TO/FROM or "
-                "NOTIFY_WEBHOOK_URL for the reason (docs/notifications.md)"]
+        return [
+            "alerts: warning — stored backups are on, but no alert channel is set: a failed or missing "
+            "backup tells nobody. Set HEARTBEAT_URL (a dead man's switch such as healthchecks.io: the only "
+            "alert that also fires when no backup runs at all), and SMTP_URL + NOTIFY_EMAIL_TO/FROM or "
+            "NOTIFY_WEBHOOK_URL for the reason (docs/notifications.md)"
+        ]
     lines = []
     if runs_backups and not notify.heartbeat_url:
-        lines.append("alerts: note — no HEARTBEAT_URL: a failed backup is reported, but if backups stop running "
-                     "(the process is down, out of memory, the cron service deleted) nothing here can say so; "
-                     "a heartbeat monitor can (docs/notifications.md)")
+        lines.append(
+            "alerts: note — no HEARTBEAT_URL: a failed backup is reported, but if backups stop running "
+            "(the process is down, out of memory, the cron service deleted) nothing here can say so; "
+            "a heartbeat monitor can (docs/notifications.md)"
+        )
     if purpose == SERVE and storage is not None and storage.watched_schedule is not None:
         which = "BACKUP_SCHEDULE" if storage.schedule is not None else "BACKUP_EXPECTED_SCHEDULE"
-        lines.append(f"alerts: the staleness alarm watches {which}: no successful stored backup for 1.5 "
-                     "intervals, or a failed scheduled run, sends one alert")
+        lines.append(
+            f"alerts: the staleness alarm watches {which}: no successful stored backup for 1.5 "
+            "intervals, or a failed scheduled run, sends one alert"
+        )
     return lines
 
 
-def load_settings(purpose: str, env: Mapping[str, str] | None = None, *,
-                  storage_elsewhere: bool = False) -> tuple[Settings | None, list[str]]:
+def load_settings(
+    purpose: str, env: Mapping[str, str] | None = None, *, storage_elsewhere: bool = False
+) -> tuple[Settings | None, list[str]]:
     """The settings and the configuration problems that keep a process of `purpose` from its job
     (`storage_elsewhere`: the storage is an rclone remote, judged by rclone_storage.check_lines)."""
     try:
@@ -67,8 +75,9 @@ def load_settings(purpose: str, env: Mapping[str, str] | None = None, *,
         except ConfigError:
             return None, problems
     if purpose == UPLOAD and settings.storage is None and not storage_elsewhere:
-        problems.append("BACKUP_STORAGE_URL is not set: `upload` has nowhere to store backups "
-                        "(e.g. s3://my-bucket/backups)")
+        problems.append(
+            "BACKUP_STORAGE_URL is not set: `upload` has nowhere to store backups (e.g. s3://my-bucket/backups)"
+        )
     return settings, problems
 
 
@@ -86,26 +95,27 @@ def cmd_check(args: argparse.Namespace) -> int:
     purpose, why = (args.purpose, "--for") if args.purpose != AUTO else detect_purpose(os.environ)
     print(f"checking as: {purpose} ({why}; `check --for serve|upload` to choose)")
     rclone = rclone_storage.is_rclone()  # BACKUP_STORAGE_URL=rclone:…: its own storage lines
-    settings, problems = load_settings(purpose, rclone_storage.settings_env() if rclone else None,
-                                       storage_elsewhere=rclone)
+    settings, problems = load_settings(
+        purpose, rclone_storage.settings_env() if rclone else None, storage_elsewhere=rclone
+    )
     for problem in problems:
         print(f"configuration: {problem}")
     if settings is None:
         return 1
     if not problems:
-        print("configuration: ok" + ("" if purpose == SERVE else
-                                     " (no admin secret needed: this process serves nothing)"))
+        print(
+            "configuration: ok" + ("" if purpose == SERVE else " (no admin secret needed: this process serves nothing)")
+        )
     ok = not problems
     if purpose == SERVE:
         print(f"draining: {settings.draining.describe(settings.graceful_timeout_s)}")
         for warning in settings.draining.warnings(settings.graceful_timeout_s):
             print(f"draining: warning — {warning}")
-    for line in (settings.notify.describe() if settings.notify else []):
+    for line in settings.notify.describe() if settings.notify else []:
         print(f"notifications: {line}")
     for line in alert_lines(settings, purpose, remote=rclone):
         print(line)
-    storage_lines, storage_ok = (rclone_storage.check_lines(settings) if rclone
-                                 else storage_check_lines(settings))
+    storage_lines, storage_ok = rclone_storage.check_lines(settings) if rclone else storage_check_lines(settings)
     print("\n".join(storage_lines))
     print("\n".join(encryption_check_lines(settings.encryption)))
     ok = ok and storage_ok
@@ -119,8 +129,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     ready = dump_readiness(lambda: server_facts(settings.conn, timeout_s=settings.connect_timeout_s), installed)
     if ready.facts is not None:
         facts = ready.facts
-        print(f"database: ok — {facts.database} on PostgreSQL {facts.version}, "
-              f"{facts.size_bytes} bytes, {facts.table_count} tables")
+        print(
+            f"database: ok — {facts.database} on PostgreSQL {facts.version}, "
+            f"{facts.size_bytes} bytes, {facts.table_count} tables"
+        )
     if ready.pg_dump is not None:
         print(f"pg_dump: ok — {ready.pg_dump.version} at {ready.pg_dump.path}")
         if ready.caveat:
@@ -128,18 +140,26 @@ def cmd_check(args: argparse.Namespace) -> int:
     if ready.problem is not None:
         print(f"database: {ready.problem.message}")
         ok = False
-    print(f"result: {'ok' if ok else 'NOT ready'} — this process {'can' if ok else 'cannot'} "
-          f"{'serve backups' if purpose == SERVE else 'store backups'}")
+    print(
+        f"result: {'ok' if ok else 'NOT ready'} — this process {'can' if ok else 'cannot'} "
+        f"{'serve backups' if purpose == SERVE else 'store backups'}"
+    )
     return 0 if ok else 1
 
 
 def add_check_command(sub) -> None:
     """The `check` subcommand and its --for option."""
-    check = sub.add_parser("check", help="check that this process can do its job: configuration, alerts, "
-                                         "storage, database, pg_dump")
-    check.add_argument("--for", dest="purpose", choices=PURPOSES, default=AUTO,
-                       help="what this process is for: serve (the web service; needs ADMIN_TOKEN or "
-                            "ADMIN_PASSWORD) or upload (a cron service running `upload`; needs "
-                            "BACKUP_STORAGE_URL, no admin secret). Default auto: serve when an admin secret "
-                            "is set, upload when only BACKUP_STORAGE_URL is")
+    check = sub.add_parser(
+        "check", help="check that this process can do its job: configuration, alerts, storage, database, pg_dump"
+    )
+    check.add_argument(
+        "--for",
+        dest="purpose",
+        choices=PURPOSES,
+        default=AUTO,
+        help="what this process is for: serve (the web service; needs ADMIN_TOKEN or "
+        "ADMIN_PASSWORD) or upload (a cron service running `upload`; needs "
+        "BACKUP_STORAGE_URL, no admin secret). Default auto: serve when an admin secret "
+        "is set, upload when only BACKUP_STORAGE_URL is",
+    )
     check.set_defaults(func=cmd_check)

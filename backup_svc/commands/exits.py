@@ -1,6 +1,7 @@
 """What the commands share about ending: exit statuses, SIGTERM as an exception (and how a restore into
 --target-url that Ctrl-C or SIGTERM stopped says so), and, for the storage commands (`upload` to a bucket or
 an rclone remote), the drill after an upload and the wait for notifications before the process exits."""
+
 from __future__ import annotations
 
 import contextlib
@@ -24,6 +25,7 @@ def restore_stops_on_sigterm() -> Iterator[None]:
     """Inside the block SIGTERM (`kill`, a container stopping) raises Terminated, so a restore unwinds the
     way Ctrl-C unwinds it: every session stopped, the database --create made dropped. The handler that
     was there before is put back afterwards."""
+
     def terminated(_signum, _frame):
         raise Terminated()
 
@@ -37,8 +39,7 @@ def restore_stops_on_sigterm() -> Iterator[None]:
 def restore_stopped(exc: BaseException, *, jobs: int, create: bool) -> int:
     """Say that Ctrl-C (KeyboardInterrupt) or SIGTERM (Terminated) stopped a restore into --target-url, and
     what was stopped; its exit status (130 or 143)."""
-    stopped = "psql was stopped before it could commit" if jobs == 1 or not create else \
-        "every connection was stopped"
+    stopped = "psql was stopped before it could commit" if jobs == 1 or not create else "every connection was stopped"
     say(f"restore {'interrupted' if isinstance(exc, KeyboardInterrupt) else 'stopped by SIGTERM'}; {stopped}")
     return 130 if isinstance(exc, KeyboardInterrupt) else EXIT_SIGTERM
 
@@ -54,8 +55,10 @@ def drill_after_upload(reporter, job) -> None:
     upload's exit status) and wait for its notification."""
     report = reporter.drill_now(job)
     if report is not None and report.outcome == "ok":
-        say(f"restore drill ok in {report.seconds:.1f} s: {report.tables} tables, {report.rows} rows match "
-            f"({report.counts_from})")
+        say(
+            f"restore drill ok in {report.seconds:.1f} s: {report.tables} tables, {report.rows} rows match "
+            f"({report.counts_from})"
+        )
     elif report is not None:
         say(f"restore drill FAILED after {report.seconds:.1f} s: {report.error}")
     wait_for_notifications(reporter)

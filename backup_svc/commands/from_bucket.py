@@ -2,6 +2,7 @@
 from the bucket (no temp file), plus the sha256 stored with the object. Only the AWS_* variables are
 needed, no DATABASE_URL.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -10,7 +11,6 @@ import os
 from backup_svc.commands.output import fail, note, refuse, say
 from backup_svc.storage.dedup.manifest import is_manifest_name
 from backup_svc.problems import ConfigError
-
 
 
 def storage_client_for_reading():
@@ -29,8 +29,10 @@ def dedup_secret_from_env() -> str:
     if problem:
         raise ConfigError([problem])
     if not secret:
-        say("warning: BACKUP_DEDUP_KEY is not set, so each chunk's id cannot be checked; each chunk must still "
-            "inflate and the whole SQL must have the sha256 its manifest records")
+        say(
+            "warning: BACKUP_DEDUP_KEY is not set, so each chunk's id cannot be checked; each chunk must still "
+            "inflate and the whole SQL must have the sha256 its manifest records"
+        )
     return secret
 
 
@@ -58,8 +60,9 @@ def _stored_source(url: str):
     identities = identities_from_env(os.environ, problems)
     if problems:
         raise BadKey(problems[0])
-    opener = stored_opener(client, bucket, key, first, dedup_secret_from_env() if is_manifest_name(key) else "",
-                           identities)
+    opener = stored_opener(
+        client, bucket, key, first, dedup_secret_from_env() if is_manifest_name(key) else "", identities
+    )
 
     # an age-encrypted object is decrypted with BACKUP_AGE_IDENTITY as it streams
     return reading_opener(url, opener, os.environ), first.metadata.get("sha256")
@@ -72,8 +75,11 @@ def _sha256_check(url: str, stored_sha256: str | None):
         if stored_sha256 is None:
             say(f"warning: {url} has no stored sha256 to compare (it was not stored by backup_svc's upload)")
         elif stored_sha256 != report.sha256:
-            raise BadBackup(f"its bytes have sha256 {report.sha256}, but the sha256 stored with it is "
-                            f"{stored_sha256}: the object changed after it was stored")
+            raise BadBackup(
+                f"its bytes have sha256 {report.sha256}, but the sha256 stored with it is "
+                f"{stored_sha256}: the object changed after it was stored"
+            )
+
     return check
 
 
@@ -112,9 +118,17 @@ def restore_stored(args: argparse.Namespace) -> int:
     try:
         with restore_stops_on_sigterm():  # as `restore FILE`: the database --create made is dropped
             opener, stored_sha256 = _stored_source(url)
-            report = restore_file(url, args.target_url, bin_dirs=pg_bin_dirs(os.environ), force=args.force,
-                                  create=args.create, say=note, opener=opener, jobs=args.jobs,
-                                  check=_sha256_check(url, stored_sha256))
+            report = restore_file(
+                url,
+                args.target_url,
+                bin_dirs=pg_bin_dirs(os.environ),
+                force=args.force,
+                create=args.create,
+                say=note,
+                opener=opener,
+                jobs=args.jobs,
+                check=_sha256_check(url, stored_sha256),
+            )
     except ConfigError as exc:
         return refuse(exc.problems)
     except (ValueError, BadBackup) as exc:
@@ -127,5 +141,3 @@ def restore_stored(args: argparse.Namespace) -> int:
         return restore_stopped(exc, jobs=args.jobs, create=args.create)
     print(report.summary(url))
     return 0
-
-

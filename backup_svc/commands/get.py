@@ -8,6 +8,7 @@ exit status is 1. Only the AWS_* variables (and BACKUP_STORAGE_URL for a bare NA
 a dedup backup's chunk ids, BACKUP_AGE_IDENTITY for an encrypted one) are needed, no DATABASE_URL. An
 age-encrypted dedup backup is decrypted and written in the clear (a `.sql.gz.age` object is copied as is).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,11 +32,19 @@ def _object_of(name: str) -> tuple[str, str]:
         return parse_object_url(name)
     url = os.environ.get("BACKUP_STORAGE_URL", "")
     if not url:
-        raise ConfigError(["BACKUP_STORAGE_URL is not set: give the backup as s3://<bucket>/<key>, or set it so "
-                           "that NAME (as `list` prints it) is looked up there"])
+        raise ConfigError(
+            [
+                "BACKUP_STORAGE_URL is not set: give the backup as s3://<bucket>/<key>, or set it so "
+                "that NAME (as `list` prints it) is looked up there"
+            ]
+        )
     if url.startswith("rclone:"):
-        raise ConfigError(["get reads from s3:// storage; an rclone remote's backups are .sql.gz files already: "
-                           "fetch one with `rclone copyto`, or download it from the dashboard"])
+        raise ConfigError(
+            [
+                "get reads from s3:// storage; an rclone remote's backups are .sql.gz files already: "
+                "fetch one with `rclone copyto`, or download it from the dashboard"
+            ]
+        )
     if "/" in name or not name:
         raise ValueError(f"{name!r} is not a backup name (`list` prints them, e.g. mydb_backup_20261205_030000.sql.gz)")
     location = parse_storage_url(url)
@@ -108,8 +117,10 @@ def cmd_get(args: argparse.Namespace) -> int:
     except FileExistsError:
         return fail(f"get failed: {partial} exists (another get writing it, or one that was killed): remove it")
     except IdentityNeeded:
-        return fail(f"get failed: {url} is age-encrypted: set BACKUP_AGE_IDENTITY to the private key "
-                    "(a file path or the AGE-SECRET-KEY-1… value) to rebuild it")
+        return fail(
+            f"get failed: {url} is age-encrypted: set BACKUP_AGE_IDENTITY to the private key "
+            "(a file path or the AGE-SECRET-KEY-1… value) to rebuild it"
+        )
     except (StorageError, BadBackup, DecryptionFailed, ValueError, OSError) as exc:
         return fail(f"get failed: {url}: {exc}")
     except KeyboardInterrupt:
@@ -118,17 +129,22 @@ def cmd_get(args: argparse.Namespace) -> int:
     finally:
         if mine and partial.exists():  # failed or interrupted: never leave a partial file behind
             partial.unlink()
-    what = (f"rebuilt from {chunks} chunks, the SQL's sha256 checked against the manifest" if is_manifest_name(key)
-            else "copied, its recorded sha256 checked")
+    what = (
+        f"rebuilt from {chunks} chunks, the SQL's sha256 checked against the manifest"
+        if is_manifest_name(key)
+        else "copied, its recorded sha256 checked"
+    )
     note(f"wrote {target}: {written} bytes ({what})")
     print(f"{digest.hexdigest()}  {target}")  # sha256sum's format, like `dump -o`
     return 0
 
 
 def add_get_command(sub) -> None:
-    get = sub.add_parser("get", help="write a stored backup to a local .sql.gz (a dedup backup is rebuilt from its "
-                                     "chunks, checked)")
-    get.add_argument("name", help="the stored backup's name as `list` prints it (under BACKUP_STORAGE_URL), "
-                                  "or s3://bucket/key")
+    get = sub.add_parser(
+        "get", help="write a stored backup to a local .sql.gz (a dedup backup is rebuilt from its chunks, checked)"
+    )
+    get.add_argument(
+        "name", help="the stored backup's name as `list` prints it (under BACKUP_STORAGE_URL), or s3://bucket/key"
+    )
     get.add_argument("-o", "--output", help="file to write ('-' for stdout); default: the name, ending .sql.gz")
     get.set_defaults(func=cmd_get)

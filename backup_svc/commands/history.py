@@ -1,5 +1,6 @@
 """`history [--check]`: the durable history in a shell — every process's audit entries and outcomes,
 newest first, paged back with --before; --check verifies names, hashes and each run's chain."""
+
 from __future__ import annotations
 
 import argparse
@@ -19,8 +20,10 @@ def _line(entry: dict) -> str:
     who = data.get("actor") or data.get("trigger") or ""
     count = f" ×{data['count']}" if data.get("count", 1) > 1 else ""
     error = f" — {data['error']}" if data.get("error") else ""
-    return (f"{entry['time']}  {entry['process']:<7} {entry['kind']:<7} {entry['type']:<15} "
-            f"{(data.get('outcome') or '-') + count:<12} {who} {data.get('client') or ''} {what}{error}").rstrip()
+    return (
+        f"{entry['time']}  {entry['process']:<7} {entry['kind']:<7} {entry['type']:<15} "
+        f"{(data.get('outcome') or '-') + count:<12} {who} {data.get('client') or ''} {what}{error}"
+    ).rstrip()
 
 
 def _remote() -> bool:
@@ -55,8 +58,12 @@ def cmd_history(args: argparse.Namespace) -> int:
         else:
             settings = Settings.from_env(require_auth=False)
             if settings.storage is None:
-                return refuse(["BACKUP_STORAGE_URL is not set: the history lives in the bucket (without one, only "
-                               "in the service's memory and its log)"])
+                return refuse(
+                    [
+                        "BACKUP_STORAGE_URL is not set: the history lives in the bucket (without one, only "
+                        "in the service's memory and its log)"
+                    ]
+                )
             history = history_for("history", settings.storage.location, settings.storage.client_env)
     except ConfigError as exc:
         return refuse(exc.problems)
@@ -76,8 +83,10 @@ def cmd_history(args: argparse.Namespace) -> int:
         return fail(f"history could not be read: {error}")
     for event in events:
         print(json.dumps(event.body, sort_keys=True) if args.json else _line(event.body))
-    say(f"{len(events)} event(s) from {history.bucket.url}, newest first"
-        + (f"; older ones: --before {events[-1].time}" if len(events) == args.limit else ""))
+    say(
+        f"{len(events)} event(s) from {history.bucket.url}, newest first"
+        + (f"; older ones: --before {events[-1].time}" if len(events) == args.limit else "")
+    )
     return 0
 
 
@@ -113,24 +122,32 @@ def history_check_lines(settings: Settings, *, remote: bool = False) -> tuple[li
         except ConfigError as exc:
             return [f"history: {problem}" for problem in exc.problems], False
     elif settings.storage is None:
-        return ["history: in memory only (BACKUP_STORAGE_URL is not set): the dashboard's history and the audit "
-                "trail are lost on restart; the log has every entry"], True
+        return [
+            "history: in memory only (BACKUP_STORAGE_URL is not set): the dashboard's history and the audit "
+            "trail are lost on restart; the log has every entry"
+        ], True
     else:
         history = history_for("check", settings.storage.location, settings.storage.client_env)
     where = history.bucket.url
     try:
         history.bucket.probe()
     except StorageError as exc:
-        return [f"history: cannot write to {where}: {exc} — audit entries and outcomes would stay in memory (and "
-                "the log) only, retried until it works"], False
+        return [
+            f"history: cannot write to {where}: {exc} — audit entries and outcomes would stay in memory (and "
+            "the log) only, retried until it works"
+        ], False
     try:
         newest = history.reader.page(None, 1)
     except StorageError as exc:
         return [f"history: written but not readable at {where}: {exc}"], False
-    seen = (f"newest event {newest[0].time} ({newest[0].body.get('process')}: {newest[0].type})" if newest
-            else "no event yet")
-    return [f"history: ok — {where} takes events; {seen}; kept {settings.history_days} days "
-            "(BACKUP_HISTORY_DAYS)"], True
+    seen = (
+        f"newest event {newest[0].time} ({newest[0].body.get('process')}: {newest[0].type})"
+        if newest
+        else "no event yet"
+    )
+    return [
+        f"history: ok — {where} takes events; {seen}; kept {settings.history_days} days (BACKUP_HISTORY_DAYS)"
+    ], True
 
 
 def add_history_command(sub) -> None:
@@ -138,7 +155,13 @@ def add_history_command(sub) -> None:
     parser = sub.add_parser("history", help="print the durable history (audit entries and outcomes) from the bucket")
     parser.add_argument("--check", action="store_true", help="check every event's hash and each run's chain")
     parser.add_argument("--before", metavar="TIME", help="only events before this ISO 8601 time (paging back)")
-    parser.add_argument("--limit", type=int, default=DEFAULT_LIMIT, choices=range(1, 501), metavar="N",
-                        help=f"how many events (1–500, default {DEFAULT_LIMIT})")
+    parser.add_argument(
+        "--limit",
+        type=int,
+        default=DEFAULT_LIMIT,
+        choices=range(1, 501),
+        metavar="N",
+        help=f"how many events (1–500, default {DEFAULT_LIMIT})",
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object per line, as stored")
     parser.set_defaults(func=cmd_history)

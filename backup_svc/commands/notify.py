@@ -1,4 +1,5 @@
 """`python -m backup_svc notify-test` and `python -m backup_svc drill`: the command-line side of notify."""
+
 from __future__ import annotations
 
 import argparse
@@ -51,14 +52,21 @@ def cmd_notify_test(args: argparse.Namespace) -> int:
     if problems:
         return refuse(problems)
     if not settings.any_channel:
-        return refuse(["no notification channel is configured: set SMTP_URL (with NOTIFY_EMAIL_TO), "
-                        "NOTIFY_WEBHOOK_URL or HEARTBEAT_URL"])
+        return refuse(
+            [
+                "no notification channel is configured: set SMTP_URL (with NOTIFY_EMAIL_TO), "
+                "NOTIFY_WEBHOOK_URL or HEARTBEAT_URL"
+            ]
+        )
     when = utc_now()
     event = Event(kind=TEST, outcome="ok", database=_database_name(source), started=when, finished=when)
     deliveries = Notifier(settings).send(event, everything=True)
     for d in deliveries:
-        how = f"sent ({d.attempts} attempt{'s' if d.attempts != 1 else ''}, {d.seconds:.1f} s)" if d.ok \
+        how = (
+            f"sent ({d.attempts} attempt{'s' if d.attempts != 1 else ''}, {d.seconds:.1f} s)"
+            if d.ok
             else f"FAILED after {d.attempts} attempt{'s' if d.attempts != 1 else ''}: {d.error}"
+        )
         print(f"{d.channel:<9} {d.target}: {how}")
     return 0 if all(d.ok for d in deliveries) else 1
 
@@ -83,7 +91,9 @@ def cmd_drill(args: argparse.Namespace) -> int:
         return refuse([NO_DRILL_URL])
     from backup_svc.notify.stored import StoredSetup
 
-    report = _drill_stored(StoredSetup(settings.dump, settings.storage, settings.notify, settings.encryption), source_arg)
+    report = _drill_stored(
+        StoredSetup(settings.dump, settings.storage, settings.notify, settings.encryption), source_arg
+    )
     if isinstance(report, int):
         return report
     # a drill of a stored backup is an outcome in the bucket's history too (the dashboard's "last proven")
@@ -93,14 +103,20 @@ def cmd_drill(args: argparse.Namespace) -> int:
     record = outcome_sink(history)
     record("drill", report.as_dict(), report.finished)
     try:
-        return _finish(report, settings.notify, settings.conn.dbname,
-                       on_problem=lambda d: record("notify-problem", d.as_dict(), d.at))
+        return _finish(
+            report,
+            settings.notify,
+            settings.conn.dbname,
+            on_problem=lambda d: record("notify-problem", d.as_dict(), d.at),
+        )
     finally:
         flush_before_exit(history, say)
 
 
-NO_DRILL_URL = ("RESTORE_DRILL_URL is not set: name a scratch server the drill may create and drop databases "
-                "on (e.g. postgresql://user:password@scratch-host:5432/postgres)")
+NO_DRILL_URL = (
+    "RESTORE_DRILL_URL is not set: name a scratch server the drill may create and drop databases "
+    "on (e.g. postgresql://user:password@scratch-host:5432/postgres)"
+)
 
 
 def _drill_stored(settings, url: str | None):
@@ -121,8 +137,12 @@ def _drill_stored(settings, url: str | None):
             client = storage_client_for_reading()
         return drill_stored_object(settings, bucket, key, client=client, say=note)
     if settings.storage is None:
-        return refuse(["nothing to drill: pass a backup file or s3://bucket/key, or set BACKUP_STORAGE_URL "
-                        "to drill the newest stored backup"])
+        return refuse(
+            [
+                "nothing to drill: pass a backup file or s3://bucket/key, or set BACKUP_STORAGE_URL "
+                "to drill the newest stored backup"
+            ]
+        )
     client = make_client(settings.storage.client_env)
     try:
         newest = newest_stored(settings, client)
@@ -157,8 +177,9 @@ def _drill_remote(url: str | None) -> int:
         return fail(f"drill failed: no stored backup in {target.location.url} yet")
     if url is None:
         note(f"drilling the newest stored backup, {name}")
-    report = drill_remote_file(StoredSetup(settings.dump, None, settings.notify, settings.encryption), target, name,
-                               say=note)
+    report = drill_remote_file(
+        StoredSetup(settings.dump, None, settings.notify, settings.encryption), target, name, say=note
+    )
     return _finish(report, settings.notify, settings.conn.dbname)
 
 
@@ -179,9 +200,16 @@ def _drill_file(path: str) -> int:
         opener = reading_opener(path, None, os.environ)  # an age file: decrypted with BACKUP_AGE_IDENTITY
     except ValueError as exc:
         return refuse([str(exc)])
-    report = run_drill(path, os.path.basename(path), settings.drill, source=source, opener=opener,
-                       bin_dirs=pg_bin_dirs(os.environ), say=note,
-                       deadline_s=drill_timeout_s(settings.drill_timeout_s, os.path.getsize(path)))
+    report = run_drill(
+        path,
+        os.path.basename(path),
+        settings.drill,
+        source=source,
+        opener=opener,
+        bin_dirs=pg_bin_dirs(os.environ),
+        say=note,
+        deadline_s=drill_timeout_s(settings.drill_timeout_s, os.path.getsize(path)),
+    )
     return _finish(report, settings, _database_name(source))
 
 
@@ -194,10 +222,16 @@ def _finish(report, settings: NotifySettings, database: str, on_problem=None) ->
             note(f"warning: the {d.channel} notification was not delivered: {d.error}")
     if report.outcome != "ok":
         return fail(f"drill failed after {report.seconds:.1f} s: {report.error}")
-    print(f"drill ok: {report.name} restored into a scratch database on PostgreSQL {report.server_version} "
-          f"in {report.seconds:.1f} s; {report.tables} tables, {report.rows} rows, counts match "
-          f"({report.counts_from}); " + (f"scratch database {report.scratch!r} left: {report.scratch_left}"
-                                          if report.scratch_left else "scratch database dropped"))
+    print(
+        f"drill ok: {report.name} restored into a scratch database on PostgreSQL {report.server_version} "
+        f"in {report.seconds:.1f} s; {report.tables} tables, {report.rows} rows, counts match "
+        f"({report.counts_from}); "
+        + (
+            f"scratch database {report.scratch!r} left: {report.scratch_left}"
+            if report.scratch_left
+            else "scratch database dropped"
+        )
+    )
     return 0
 
 
@@ -205,9 +239,16 @@ def add_commands(sub) -> None:
     """Register `notify-test` and `drill` on the CLI's subparsers."""
     test = sub.add_parser("notify-test", help="send one test notification through each configured channel")
     test.set_defaults(func=cmd_notify_test)
-    drill = sub.add_parser("drill", help="prove a backup restores: restore it into a scratch database "
-                                         "on RESTORE_DRILL_URL's server, compare row counts, drop it")
-    drill.add_argument("source", nargs="?", metavar="FILE|s3://bucket/key|rclone:remote:path/name",
-                       help="the backup to drill: a local .sql.gz or a stored object or remote file "
-                            "(default: the newest stored backup)")
+    drill = sub.add_parser(
+        "drill",
+        help="prove a backup restores: restore it into a scratch database "
+        "on RESTORE_DRILL_URL's server, compare row counts, drop it",
+    )
+    drill.add_argument(
+        "source",
+        nargs="?",
+        metavar="FILE|s3://bucket/key|rclone:remote:path/name",
+        help="the backup to drill: a local .sql.gz or a stored object or remote file "
+        "(default: the newest stored backup)",
+    )
     drill.set_defaults(func=cmd_drill)

@@ -2,6 +2,7 @@
 
 Exit statuses: 0 done, 1 failed, 2 refused (the configuration or the arguments are wrong).
 """
+
 from __future__ import annotations
 
 import sys

@@ -1,6 +1,7 @@
 """`upload` (rclone_upload.py), `list` and `prune` when BACKUP_STORAGE_URL is `rclone:<remote>:<path>`
 (storage/rclone_run.py); `check`'s storage lines for it (`check_lines`); the newest backup for `drill`.
 `serve` reaches the remote through storage/destination.py."""
+
 from __future__ import annotations
 
 import argparse
@@ -37,8 +38,12 @@ def _setup():
     url = os.environ["BACKUP_STORAGE_URL"].strip()
     settings = Settings.from_env(settings_env(), require_auth=False)
     if os.environ.get("BACKUP_STORAGE_FORMAT", "").strip().lower() not in ("", "sqlgz"):
-        raise ConfigError(["BACKUP_STORAGE_FORMAT: only 'sqlgz' is supported on rclone remotes (deduplicated "
-                           "backups need s3://…): unset it or set it to 'sqlgz'"])
+        raise ConfigError(
+            [
+                "BACKUP_STORAGE_FORMAT: only 'sqlgz' is supported on rclone remotes (deduplicated "
+                "backups need s3://…): unset it or set it to 'sqlgz'"
+            ]
+        )
     try:
         target = RcloneTarget(parse_rclone_url(url), os.environ, stall_timeout_s=settings.dump.stall_timeout_s)
         policy = parse_retention(os.environ.get("BACKUP_RETENTION", ""))
@@ -85,6 +90,7 @@ def run(command: str, args: argparse.Namespace) -> int:
 def _sigterm_raises():
     """SIGTERM (a redeploy, Railway ending a cron run) unwinds like Ctrl-C: rcat killed, the temporary
     object removed (a second SIGTERM is ignored so that the clean-up is not cut short)."""
+
     def on_sigterm(signum, frame):
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise Terminated()
@@ -176,7 +182,9 @@ def check_lines(settings: Settings) -> tuple[list[str], bool]:
         lines.append(f"schedule: {schedule} (UTC): `serve` stores a backup on the remote at those times")
     else:
         lines.append("schedule: none (`upload` from a cron service, or POST /api/v1/stored, stores one)")
-    lines.append(f"retention: {policy}" if policy is not None else "retention: keep everything (BACKUP_RETENTION is not set)")
+    lines.append(
+        f"retention: {policy}" if policy is not None else "retention: keep everything (BACKUP_RETENTION is not set)"
+    )
     return lines, ok
 
 
@@ -190,7 +198,10 @@ def newest_on_remote(settings: Settings, url: str | None):
 
     if url:
         return split_file_url(url, os.environ)
-    target = RcloneTarget(parse_rclone_url(os.environ["BACKUP_STORAGE_URL"].strip()), os.environ,
-                          stall_timeout_s=settings.dump.stall_timeout_s)
+    target = RcloneTarget(
+        parse_rclone_url(os.environ["BACKUP_STORAGE_URL"].strip()),
+        os.environ,
+        stall_timeout_s=settings.dump.stall_timeout_s,
+    )
     backups, _ = survey(target, BackupNames(settings.backup_name), _owner(settings))
     return target, backups[0].name if backups else None

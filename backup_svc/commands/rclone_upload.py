@@ -1,6 +1,7 @@
 """`upload` to an rclone remote, reported like S3's: mail, webhook and heartbeat hear of every outcome
 (notify/stored.py's `reporting`), RESTORE_DRILL_URL drills the new backup from the remote, then
 BACKUP_RETENTION. Exit statuses as storage.py's (a retention failure after a stored backup: 1, and said)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -28,18 +29,28 @@ def upload(settings: Settings, target, policy) -> int:
     started, name = time.monotonic(), backup_filename(settings.backup_name, encrypted=bool(recipients))
     retention_error = None
     try:
-        with recorded(history, name, settings.conn.password) as amounts, \
-                reporting(reporter, setup, name, drill_after=False) as outcome:
-            result = take_remote_backup(settings.dump, target, policy, name=name, recipients=recipients,
-                                        after=pruning_remote_after_backup(settings.history_days))
+        with (
+            recorded(history, name, settings.conn.password) as amounts,
+            reporting(reporter, setup, name, drill_after=False) as outcome,
+        ):
+            result = take_remote_backup(
+                settings.dump,
+                target,
+                policy,
+                name=name,
+                recipients=recipients,
+                after=pruning_remote_after_backup(settings.history_days),
+            )
             stored = result.stored
             outcome.size, outcome.sha256 = stored.size, stored.sha256
             amounts.update(gzip_bytes=stored.size, sha256=stored.sha256)
             for left in result.leftovers:
                 say(f"removed {target.location.target(left)}, left by a run that did not finish")
             seconds = time.monotonic() - started
-            say(f"stored {target.location.target(name)}: {stored.size} bytes in {seconds:.1f} s "
-                f"({stored.size / max(seconds, 1e-6) / 1e6:.1f} MB/s); size and sha256 checked")
+            say(
+                f"stored {target.location.target(name)}: {stored.size} bytes in {seconds:.1f} s "
+                f"({stored.size / max(seconds, 1e-6) / 1e6:.1f} MB/s); size and sha256 checked"
+            )
             print(f"{stored.sha256}  {target.location.url}/{name}", flush=True)
             for kept, line in result.retention_lines:
                 say(f"retention: {kept} {line}")
@@ -70,13 +81,14 @@ def recorded(history, name: str, password: str | None):
         ran = {"outcome": "ok, retention failed" if error else "ok", "error": error}
     except BaseException as exc:
         amounts = {}
-        ran = {"outcome": "skipped" if isinstance(exc, AnotherBackupRunning) else "failed",
-               "error": failure_reason(exc, password)}
+        ran = {
+            "outcome": "skipped" if isinstance(exc, AnotherBackupRunning) else "failed",
+            "error": failure_reason(exc, password),
+        }
         raise
     finally:
         record_run(history, trigger=UPLOAD_TRIGGER, started=started, finished=time.time(), name=name, **ran)
-        record_audit(history, event="stored-backup", started=started, actor=UPLOAD_TRIGGER, name=name, **ran,
-                     **amounts)
+        record_audit(history, event="stored-backup", started=started, actor=UPLOAD_TRIGGER, name=name, **ran, **amounts)
 
 
 def _drill(reporter, setup, target, name: str) -> None:

@@ -4,6 +4,7 @@ Exit statuses of `upload`: 0 the backup is stored and read back; 1 it failed (no
 or retention after it failed (the backup is stored: the message says so); 2 configuration;
 75 skipped, another stored backup is running (not a failure); 130 Ctrl-C; 143 SIGTERM.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,7 +18,6 @@ from backup_svc.config import ConfigError, Settings
 
 from backup_svc.commands.exits import EXIT_BUSY, EXIT_SIGTERM, NOTIFY_WAIT_S, Terminated  # noqa: F401 (re-exported)
 from backup_svc.commands.exits import wait_for_notifications as _wait_for_notifications
-
 
 
 def _log_to_stderr() -> None:
@@ -112,17 +112,23 @@ def _upload(settings: Settings, history) -> int:
     stored = result.stored
     if "dedup-chunks" in stored.metadata:  # a dedup backup: its manifest, and what this run added to the chunks
         m = stored.metadata
-        say(f"dedup: {m['dedup-chunks']} chunks ({m.get('sql-bytes', '?')} bytes of SQL, {m['dedup-stored-bytes']} "
-            f"stored), {m['dedup-new-chunks']} of them new: {m['dedup-new-bytes']} bytes uploaded")
-    say(f"stored s3://{stored.bucket}/{stored.key}: {stored.size} bytes in {result.seconds:.1f} s "
-         f"(PostgreSQL {stored.metadata.get('server-version', '?')}, "
-         f"pg_dump {stored.metadata.get('pg-dump-version', '?')}); size and sha256 read back and matched")
+        say(
+            f"dedup: {m['dedup-chunks']} chunks ({m.get('sql-bytes', '?')} bytes of SQL, {m['dedup-stored-bytes']} "
+            f"stored), {m['dedup-new-chunks']} of them new: {m['dedup-new-bytes']} bytes uploaded"
+        )
+    say(
+        f"stored s3://{stored.bucket}/{stored.key}: {stored.size} bytes in {result.seconds:.1f} s "
+        f"(PostgreSQL {stored.metadata.get('server-version', '?')}, "
+        f"pg_dump {stored.metadata.get('pg-dump-version', '?')}); size and sha256 read back and matched"
+    )
     print(f"{stored.sha256}  s3://{stored.bucket}/{stored.key}", flush=True)
     if result.shrink is not None:
         s = result.shrink
-        say(f"warning: this backup shrank: {s.measure} {s.value} is {s.drop_percent:.1f} % below the median "
+        say(
+            f"warning: this backup shrank: {s.measure} {s.value} is {s.drop_percent:.1f} % below the median "
             f"{s.median:.0f} of the {s.compared} before it; retention keeps {s.held} until the alarm is "
-            f"acknowledged on the dashboard (the backup itself is good: exit status 0)")
+            f"acknowledged on the dashboard (the backup itself is good: exit status 0)"
+        )
     if result.retention is not None:
         for line in result.retention.lines():
             say(f"retention: {line}")
@@ -134,7 +140,7 @@ def _upload(settings: Settings, history) -> int:
 
 
 def _left(exc: BaseException, aborted: str) -> str:
-    """"the upload was aborted and nothing was stored", or exactly what a failed clean-up left (upload.py)."""
+    """ "the upload was aborted and nothing was stored", or exactly what a failed clean-up left (upload.py)."""
     left = getattr(exc, "left_behind", None) or getattr(exc.__cause__, "left_behind", None)
     return f"the clean-up failed, left in the bucket: {'; '.join(left)}" if left else aborted
 
@@ -153,21 +159,30 @@ def _recorded_upload(settings: Settings, setup, reporter, history, name: str):
     started, amounts = time.time(), {}
     try:
         with reporting(reporter, setup, name, drill_after=False) as outcome:
-            result = take_stored_backup(settings.dump, settings.storage, name=name,
-                                        recipients=settings.encryption.recipients,
-                                        after=pruning_after_backup(settings.storage))
+            result = take_stored_backup(
+                settings.dump,
+                settings.storage,
+                name=name,
+                recipients=settings.encryption.recipients,
+                after=pruning_after_backup(settings.storage),
+            )
             outcome.stored(result.stored, result.shrink, rows=result.rows)
         ran = {"outcome": "ok, retention failed" if result.retention_error else "ok", "error": result.retention_error}
-        amounts = {"gzip_bytes": result.stored.size, "sql_bytes": result.sql_bytes, "rows": result.rows,
-                   "sha256": result.stored.sha256}
+        amounts = {
+            "gzip_bytes": result.stored.size,
+            "sql_bytes": result.sql_bytes,
+            "rows": result.rows,
+            "sha256": result.stored.sha256,
+        }
     except BaseException as exc:
-        ran = {"outcome": "skipped" if isinstance(exc, AnotherBackupRunning) else "failed",
-               "error": failure_reason(exc, settings.conn.password)}
+        ran = {
+            "outcome": "skipped" if isinstance(exc, AnotherBackupRunning) else "failed",
+            "error": failure_reason(exc, settings.conn.password),
+        }
         raise
     finally:
         record_run(history, trigger=UPLOAD_TRIGGER, started=started, finished=time.time(), name=name, **ran)
-        record_audit(history, event="stored-backup", started=started, actor=UPLOAD_TRIGGER, name=name, **ran,
-                     **amounts)
+        record_audit(history, event="stored-backup", started=started, actor=UPLOAD_TRIGGER, name=name, **ran, **amounts)
     return result
 
 
@@ -198,20 +213,31 @@ def cmd_list(args: argparse.Namespace) -> int:
         return 2
     storage = settings.storage
     try:
-        survey = survey_backups(make_client(storage.client_env), storage.location, BackupNames(settings.backup_name),
-                                owner_lookup(settings.dump).get())
+        survey = survey_backups(
+            make_client(storage.client_env),
+            storage.location,
+            BackupNames(settings.backup_name),
+            owner_lookup(settings.dump).get(),
+        )
     except StorageError as exc:
         return fail(f"list failed: {exc}")
     backups = survey.backups
-    say(f"{len(backups)} stored backup{'s' if len(backups) != 1 else ''} in {storage.location.url}, newest first"
-        + (f"; {len(survey.unrecorded)} more stored by an older version, marked ({UNRECORDED_NOTE})"
-           if survey.unrecorded else ""))
+    say(
+        f"{len(backups)} stored backup{'s' if len(backups) != 1 else ''} in {storage.location.url}, newest first"
+        + (
+            f"; {len(survey.unrecorded)} more stored by an older version, marked ({UNRECORDED_NOTE})"
+            if survey.unrecorded
+            else ""
+        )
+    )
     for backup, reason in survey.ignored:
         say(f"not listed: {backup.name} ({reason})")
     unrecorded = {b.key for b in survey.unrecorded}
     for backup in sorted(backups + survey.unrecorded, key=lambda b: b.time, reverse=True):
-        print(f"{backup.name}  {backup.size:>14}  {backup.time:%Y-%m-%dT%H:%M:%SZ}  {backup.sha256 or '-'}  "
-              f"{describe(backup.name, backup.metadata)}" + ("  no-owner-record" if backup.key in unrecorded else ""))
+        print(
+            f"{backup.name}  {backup.size:>14}  {backup.time:%Y-%m-%dT%H:%M:%SZ}  {backup.sha256 or '-'}  "
+            f"{describe(backup.name, backup.metadata)}" + ("  no-owner-record" if backup.key in unrecorded else "")
+        )
     return 0
 
 
@@ -226,8 +252,10 @@ def cmd_prune(args: argparse.Namespace) -> int:
         return 2
     _log_to_stderr()
     if settings.storage.retention is None:
-        say("BACKUP_RETENTION is not set: every backup is kept "
-             "(e.g. BACKUP_RETENTION=last=7,daily=14,weekly=8,monthly=12)")
+        say(
+            "BACKUP_RETENTION is not set: every backup is kept "
+            "(e.g. BACKUP_RETENTION=last=7,daily=14,weekly=8,monthly=12)"
+        )
         status = 0
     else:
         status = _prune_backups(settings, args.dry_run)
@@ -247,9 +275,17 @@ def _prune_backups(settings: Settings, dry_run: bool) -> int:
     storage = settings.storage
     try:
         # Under the upload lock: a prune never races an upload of the same backups.
-        with StoredBackupLock(settings.conn, destination_of(settings.dump, storage), timeout_s=settings.connect_timeout_s):
-            report = prune(make_client(storage.client_env), storage.location, BackupNames(settings.backup_name),
-                           owner_lookup(settings.dump).get(), storage.retention, dry_run=dry_run)
+        with StoredBackupLock(
+            settings.conn, destination_of(settings.dump, storage), timeout_s=settings.connect_timeout_s
+        ):
+            report = prune(
+                make_client(storage.client_env),
+                storage.location,
+                BackupNames(settings.backup_name),
+                owner_lookup(settings.dump).get(),
+                storage.retention,
+                dry_run=dry_run,
+            )
     except AnotherBackupRunning as exc:
         say(f"{exc}; prune again when it is done")
         return EXIT_BUSY
@@ -261,23 +297,28 @@ def _prune_backups(settings: Settings, dry_run: bool) -> int:
         print(line)
     kept, removed = len(report.kept), len(report.removed)
     verb = "would delete" if dry_run else "deleted"
-    say(f"{storage.retention}: keep {kept}, {verb} {removed if dry_run else len(report.deleted)}"
-         + (f", {len(report.failed)} failed" if report.failed else ""))
+    say(
+        f"{storage.retention}: keep {kept}, {verb} {removed if dry_run else len(report.deleted)}"
+        + (f", {len(report.failed)} failed" if report.failed else "")
+    )
     return 1 if report.failed else 0
 
 
 def add_storage_commands(sub) -> None:
     """Register `upload`, `list` and `prune` on the CLI's sub-parsers."""
-    upload = sub.add_parser("upload", help="store one backup in object storage now (BACKUP_STORAGE_URL), "
-                                           "then apply BACKUP_RETENTION")
+    upload = sub.add_parser(
+        "upload", help="store one backup in object storage now (BACKUP_STORAGE_URL), then apply BACKUP_RETENTION"
+    )
     upload.set_defaults(func=cmd_upload)
     listing = sub.add_parser("list", help="list the stored backups, newest first")
     listing.set_defaults(func=cmd_list)
-    prune = sub.add_parser("prune", help="delete the stored backups BACKUP_RETENTION does not keep, and history "
-                                         "events older than BACKUP_HISTORY_DAYS")
+    prune = sub.add_parser(
+        "prune",
+        help="delete the stored backups BACKUP_RETENTION does not keep, and history "
+        "events older than BACKUP_HISTORY_DAYS",
+    )
     prune.add_argument("--dry-run", action="store_true", help="only say what would be deleted, and why")
     prune.set_defaults(func=cmd_prune)
-
 
 
 def storage_check_lines(settings: Settings) -> tuple[list[str], bool]:
@@ -302,8 +343,10 @@ def storage_check_lines(settings: Settings) -> tuple[list[str], bool]:
         survey = survey_backups(client, storage.location, BackupNames(settings.backup_name), owner)
         backups = survey.backups
         newest = f", newest {backups[0].name}" if backups else ""
-        lines.append(f"storage: ok — {storage.location.url} at {endpoint}: {len(backups)} stored "
-                     f"backup{'s' if len(backups) != 1 else ''}{newest}")
+        lines.append(
+            f"storage: ok — {storage.location.url} at {endpoint}: {len(backups)} stored "
+            f"backup{'s' if len(backups) != 1 else ''}{newest}"
+        )
         lines += _others_warning(survey, owner)
     except StorageError as exc:
         lines.append(f"storage: {storage.location.url} at {endpoint}: {exc}")
@@ -315,19 +358,28 @@ def storage_check_lines(settings: Settings) -> tuple[list[str], bool]:
         ok = ok and permissions.ok
     if storage.schedule is not None:
         upcoming = storage.schedule.next_after(datetime.now(timezone.utc))
-        lines.append(f"schedule: {storage.schedule} — {storage.schedule.describe()}; next {upcoming:%Y-%m-%d %H:%M} UTC")
+        lines.append(
+            f"schedule: {storage.schedule} — {storage.schedule.describe()}; next {upcoming:%Y-%m-%d %H:%M} UTC"
+        )
     elif storage.expected_schedule is not None:
         expected = storage.expected_schedule
         upcoming = expected.next_after(datetime.now(timezone.utc))
-        lines.append(f"schedule: {expected} — {expected.describe()}, taken by another process "
-                     f"(BACKUP_EXPECTED_SCHEDULE; `serve` only watches for them); next {upcoming:%Y-%m-%d %H:%M} UTC")
+        lines.append(
+            f"schedule: {expected} — {expected.describe()}, taken by another process "
+            f"(BACKUP_EXPECTED_SCHEDULE; `serve` only watches for them); next {upcoming:%Y-%m-%d %H:%M} UTC"
+        )
     else:
         lines.append("schedule: none (BACKUP_SCHEDULE is not set: `upload` runs only when started)")
-    lines.append(f"retention: {storage.retention}" if storage.retention is not None
-                 else "retention: keep everything (BACKUP_RETENTION is not set)")
+    lines.append(
+        f"retention: {storage.retention}"
+        if storage.retention is not None
+        else "retention: keep everything (BACKUP_RETENTION is not set)"
+    )
     if storage.storage_format == "dedup":
-        lines.append(f"format: dedup — chunks under {storage.location.url}_chunks/{settings.backup_name}/ plus a "
-                     f"manifest per backup (….sql.dedup); only backup-svc reads them back, with BACKUP_DEDUP_KEY")
+        lines.append(
+            f"format: dedup — chunks under {storage.location.url}_chunks/{settings.backup_name}/ plus a "
+            f"manifest per backup (….sql.dedup); only backup-svc reads them back, with BACKUP_DEDUP_KEY"
+        )
     else:
         lines.append("format: sqlgz — one .sql.gz object per backup (BACKUP_STORAGE_FORMAT)")
     return lines, ok
@@ -338,7 +390,9 @@ def _others_warning(survey, owner) -> list[str]:
     others = [(b, reason) for b, reason in survey.ignored if owner.is_other_service(b.metadata)]
     if not others:
         return []
-    return [f"storage: warning — {len(others)} object{'s' if len(others) != 1 else ''} under the prefix "
-            f"{'are' if len(others) != 1 else 'is'} named like this service's backups but belong to another "
-            f"service ({others[0][1]}, e.g. {others[0][0].name}); this service never lists, keeps or deletes "
-            f"them, but give each service its own prefix or BACKUP_NAME"]
+    return [
+        f"storage: warning — {len(others)} object{'s' if len(others) != 1 else ''} under the prefix "
+        f"{'are' if len(others) != 1 else 'is'} named like this service's backups but belong to another "
+        f"service ({others[0][1]}, e.g. {others[0][0].name}); this service never lists, keeps or deletes "
+        f"them, but give each service its own prefix or BACKUP_NAME"
+    ]

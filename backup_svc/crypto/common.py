@@ -6,6 +6,7 @@ while they work; a backup is pushed chunk by chunk and restores pull it. So each
 in one helper thread (encrypt.py, decrypt.py), joined to the caller by a queue of at most a few
 chunks, and any error on either side is raised in the caller's thread.
 """
+
 from __future__ import annotations
 
 AGE_MAGIC = b"age-encryption.org/v1\n"

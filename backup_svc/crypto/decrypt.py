@@ -1,5 +1,6 @@
 """age decryption as a readable file: restores, verify and drills pull the plaintext while pyrage
 decrypts and authenticates it in a helper thread."""
+
 from __future__ import annotations
 
 import hashlib
@@ -136,15 +137,18 @@ class _Batch:
 def _decryption_failed(exc: BaseException) -> DecryptionFailed:
     reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if "No matching keys" in reason:
-        return WrongIdentity("it is encrypted to other keys: BACKUP_AGE_IDENTITY matches none of its recipients "
-                             "(a wrong or rotated key?)")
+        return WrongIdentity(
+            "it is encrypted to other keys: BACKUP_AGE_IDENTITY matches none of its recipients "
+            "(a wrong or rotated key?)"
+        )
     failed = DecryptionFailed(f"it does not decrypt to intact data: {reason} (altered or truncated)")
     failed.__cause__ = exc
     return failed
 
 
-def decrypting_opener(path: str, opener: Callable[[], BinaryIO] | None,
-                      identities: Iterable[Identity] | None) -> Callable[[], BinaryIO]:
+def decrypting_opener(
+    path: str, opener: Callable[[], BinaryIO] | None, identities: Iterable[Identity] | None
+) -> Callable[[], BinaryIO]:
     """An opener (as `files.reader.BackupReader` takes) that decrypts age files and passes others through.
 
     `opener` opens the raw bytes (default: the file at `path`). With an age file and no identity it
@@ -160,8 +164,10 @@ def decrypting_opener(path: str, opener: Callable[[], BinaryIO] | None,
             return raw
         if not identities:
             raw.close()
-            raise IdentityNeeded("it is encrypted with age: set BACKUP_AGE_IDENTITY to the private key (a key "
-                                 "file's path or the AGE-SECRET-KEY-1… value) to read it")
+            raise IdentityNeeded(
+                "it is encrypted with age: set BACKUP_AGE_IDENTITY to the private key (a key "
+                "file's path or the AGE-SECRET-KEY-1… value) to read it"
+            )
         return DecryptingReader(raw, identities, name=path)
 
     return open_maybe_decrypting
@@ -172,8 +178,10 @@ def decrypt_bytes(data: bytes, identities: Iterable[Identity]) -> bytes:
     identities, WrongIdentity / DecryptionFailed as DecryptingReader says them."""
     keys = [i.key for i in identities]
     if not keys:
-        raise IdentityNeeded("it is encrypted with age: set BACKUP_AGE_IDENTITY to the private key (a key "
-                             "file's path or the AGE-SECRET-KEY-1… value) to read it")
+        raise IdentityNeeded(
+            "it is encrypted with age: set BACKUP_AGE_IDENTITY to the private key (a key "
+            "file's path or the AGE-SECRET-KEY-1… value) to read it"
+        )
     try:
         return pyrage.decrypt(bytes(data), keys)
     except Exception as exc:

@@ -1,5 +1,6 @@
 """age encryption as a sink: the dump writes its gzip bytes in, the age file goes out to the upload (or a
 download), with bounded memory and every failure raised in the writer's thread."""
+
 from __future__ import annotations
 
 import hashlib
@@ -59,7 +60,7 @@ class AgeEncryptor:
 
     def _forward(self, data: bytes) -> None:
         if len(self._head) < len(AGE_MAGIC):
-            self._head += bytes(data[:len(AGE_MAGIC) - len(self._head)])
+            self._head += bytes(data[: len(AGE_MAGIC) - len(self._head)])
             if not AGE_MAGIC.startswith(self._head):
                 raise EncryptionFailed("the encryptor's output is not in age format; refusing to store it")
         try:

@@ -4,6 +4,7 @@ Recipients: `age1…` X25519 keys and SSH `ssh-ed25519` / `ssh-rsa` public keys.
 lines of an age key file (`AGE-SECRET-KEY-1…`) or one unencrypted OpenSSH / PEM private key. No
 message here ever quotes a private key; identities print as `<age identity>`.
 """
+
 from __future__ import annotations
 
 import base64
@@ -59,8 +60,10 @@ def parse_recipient(text: str) -> Recipient:
     """One recipient (`age1…`, `ssh-ed25519 AAAA… [comment]`, `ssh-rsa AAAA… [comment]`); BadKey otherwise."""
     text = text.strip()
     if text.upper().startswith("AGE-SECRET-KEY-") or "PRIVATE KEY" in text:
-        raise BadKey("holds a private key: put only public keys here (age-keygen -y KEYFILE prints an age "
-                     "key's public half), and keep the private key off the server or in BACKUP_AGE_IDENTITY")
+        raise BadKey(
+            "holds a private key: put only public keys here (age-keygen -y KEYFILE prints an age "
+            "key's public half), and keep the private key off the server or in BACKUP_AGE_IDENTITY"
+        )
     if text.startswith("age1"):
         try:
             return Recipient(text=text, kind="age", label=text, key=x25519.Recipient.from_str(text))
@@ -75,8 +78,9 @@ def parse_recipient(text: str) -> Recipient:
         except (pyrage.RecipientError, ValueError) as exc:
             raise BadKey(f"{_shown(text)} is not a valid {kind} public key ({exc})") from None
         return Recipient(text=f"{kind} {blob}", kind=kind, label=label, key=key)
-    raise BadKey(f"{_shown(text)} is neither an age recipient (age1…) nor an SSH public key "
-                 f"(ssh-ed25519 … or ssh-rsa …)")
+    raise BadKey(
+        f"{_shown(text)} is neither an age recipient (age1…) nor an SSH public key (ssh-ed25519 … or ssh-rsa …)"
+    )
 
 
 def parse_recipients(text: str) -> list[Recipient]:
@@ -107,8 +111,9 @@ def load_identities(value: str) -> list[Identity]:
     except (OSError, UnicodeDecodeError) as exc:
         where = _shown(value) if value.startswith(("/", "./", "../", "~")) else "the value"
         reason = getattr(exc, "strerror", None) or "not a text file"
-        raise BadKey(f"is neither an AGE-SECRET-KEY-1… value, an SSH private key nor a readable key file "
-                     f"({where}: {reason})") from None
+        raise BadKey(
+            f"is neither an AGE-SECRET-KEY-1… value, an SSH private key nor a readable key file ({where}: {reason})"
+        ) from None
     return parse_identities(text)
 
 
@@ -119,8 +124,10 @@ def parse_identities(text: str) -> list[Identity]:
             return [Identity("ssh", ssh.Identity.from_buffer(text.strip().encode() + b"\n"))]
         except pyrage.IdentityError as exc:
             if "decrypted" in str(exc):
-                raise BadKey("is a passphrase-protected SSH key, which the service cannot unlock: use an age key, "
-                             "or an unencrypted copy of the SSH key kept as safely as the original") from None
+                raise BadKey(
+                    "is a passphrase-protected SSH key, which the service cannot unlock: use an age key, "
+                    "or an unencrypted copy of the SSH key kept as safely as the original"
+                ) from None
             raise BadKey(f"holds an SSH private key that cannot be read ({exc})") from None
     identities = []
     for number, line in enumerate(text.splitlines(), start=1):
@@ -130,8 +137,7 @@ def parse_identities(text: str) -> list[Identity]:
         try:
             identities.append(Identity("age", x25519.Identity.from_str(line)))
         except pyrage.IdentityError:
-            raise BadKey(f"line {number} is not an age secret key (AGE-SECRET-KEY-1…) or an SSH private key") \
-                from None
+            raise BadKey(f"line {number} is not an age secret key (AGE-SECRET-KEY-1…) or an SSH private key") from None
     if not identities:
         raise BadKey("holds no key (expected AGE-SECRET-KEY-1… lines or an SSH private key)")
     return identities

@@ -4,6 +4,7 @@ public keys (their labels), in user metadata; and how `list` and `check` put tha
 Public keys are no secret and say nothing about the database, so they may be shown; everything read
 from the database (table names, row counts, sizes of the SQL) stays inside the encryption.
 """
+
 from __future__ import annotations
 
 from typing import Iterable, Mapping

@@ -1,5 +1,6 @@
 """BACKUP_AGE_RECIPIENTS and BACKUP_AGE_IDENTITY, validated: one problem line each, naming the variable
 and the bad entry, never quoting a private key."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -47,12 +48,12 @@ def identities_from_env(env: Mapping[str, str], problems: list[str]) -> tuple[Id
 
 def encryption_settings(env: Mapping[str, str], problems: list[str]) -> EncryptionSettings:
     """Both variables; problems appended (the service refuses to start on any)."""
-    return EncryptionSettings(recipients=recipients_from_env(env, problems),
-                              identities=identities_from_env(env, problems))
+    return EncryptionSettings(
+        recipients=recipients_from_env(env, problems), identities=identities_from_env(env, problems)
+    )
 
 
-def reading_opener(path: str, opener: Callable[[], BinaryIO] | None,
-                   env: Mapping[str, str]) -> Callable[[], BinaryIO]:
+def reading_opener(path: str, opener: Callable[[], BinaryIO] | None, env: Mapping[str, str]) -> Callable[[], BinaryIO]:
     """For `verify`, `restore` and `drill` run from the shell: an opener that decrypts an age file with
     BACKUP_AGE_IDENTITY (and passes a plain one through); BadKey (a ValueError) when the variable is
     set but unusable."""
@@ -70,21 +71,26 @@ def check_lines(encryption: EncryptionSettings) -> list[str]:
     lines = []
     if encryption.recipients:
         labels = ", ".join(r.label for r in encryption.recipients)
-        lines.append(f"encryption: on — stored backups are age-encrypted to {len(encryption.recipients)} "
-                     f"recipient{'s' if len(encryption.recipients) != 1 else ''}: {labels}")
+        lines.append(
+            f"encryption: on — stored backups are age-encrypted to {len(encryption.recipients)} "
+            f"recipient{'s' if len(encryption.recipients) != 1 else ''}: {labels}"
+        )
     else:
         lines.append(f"encryption: off — stored backups are kept in the clear ({RECIPIENTS} is not set)")
     if not encryption.identities:
-        lines.append(f"identity: not set ({IDENTITY}) — encrypted backups are listed and downloaded, but "
-                     f"restores, drills and verify here need it")
+        lines.append(
+            f"identity: not set ({IDENTITY}) — encrypted backups are listed and downloaded, but "
+            f"restores, drills and verify here need it"
+        )
         return lines
     matched = matching_recipients(list(encryption.identities), list(encryption.recipients))
     if matched:
-        lines.append(f"identity: ok — {IDENTITY} decrypts backups encrypted to "
-                     + ", ".join(r.label for r in matched))
+        lines.append(f"identity: ok — {IDENTITY} decrypts backups encrypted to " + ", ".join(r.label for r in matched))
     elif encryption.recipients:
-        lines.append(f"identity: warning — {IDENTITY} matches none of {RECIPIENTS}: it can read older backups "
-                     f"made for it, but not the new ones (restores and drills of those will fail)")
+        lines.append(
+            f"identity: warning — {IDENTITY} matches none of {RECIPIENTS}: it can read older backups "
+            f"made for it, but not the new ones (restores and drills of those will fail)"
+        )
     else:
         lines.append("identity: set — it decrypts age-encrypted backups made elsewhere")
     return lines

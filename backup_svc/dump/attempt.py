@@ -1,6 +1,7 @@
 """One dump attempt as everyone else sees it: what it has done so far (`DumpProgress`, written by the
 running dump, read by the progress API, the dashboard and the audit) and how it ended (`DumpProgress.end`
 with one of OUTCOMES). Knows nothing of pg_dump or HTTP."""
+
 from __future__ import annotations
 
 import time

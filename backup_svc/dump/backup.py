@@ -1,4 +1,5 @@
 """One backup, start to finish: name it, check the server, pick pg_dump, run it, write it to a sink."""
+
 from __future__ import annotations
 
 import threading
@@ -21,10 +22,16 @@ def backup_filename(prefix: str, when: datetime | None = None, *, encrypted: boo
     return f"{prefix}_backup_{when.astimezone(timezone.utc):%Y%m%d_%H%M%S}.sql.gz" + (".age" if encrypted else "")
 
 
-def open_dump(options: DumpOptions, installed: list[PgBinary], *, application_name: str,
-              progress: DumpProgress | None = None, interrupt: Callable[[], Interrupt | None] | None = None,
-              created: Callable[[GzipDump], None] | None = None,
-              count_rows: bool = False) -> tuple[GzipDump, ServerFacts, PgBinary]:
+def open_dump(
+    options: DumpOptions,
+    installed: list[PgBinary],
+    *,
+    application_name: str,
+    progress: DumpProgress | None = None,
+    interrupt: Callable[[], Interrupt | None] | None = None,
+    created: Callable[[GzipDump], None] | None = None,
+    count_rows: bool = False,
+) -> tuple[GzipDump, ServerFacts, PgBinary]:
     """Check the server, pick pg_dump and start it; return once its first byte is out.
 
     Raises CannotDump (with a secret-free message) for everything that fails before that byte, and
@@ -33,28 +40,39 @@ def open_dump(options: DumpOptions, installed: list[PgBinary], *, application_na
     another thread can stop() it.
     `count_rows` makes the dump count each table's rows (`progress.table_rows`) as they pass.
     """
-    facts = _until_interrupted(lambda: server_facts(options.conn, timeout_s=options.connect_timeout_s),
-                               interrupt, progress)
+    facts = _until_interrupted(
+        lambda: server_facts(options.conn, timeout_s=options.connect_timeout_s), interrupt, progress
+    )
     pg_dump = choose_pg_dump(facts, installed)
     command = pg_dump_command(
-        pg_dump.path, options.conn, application_name=application_name,
-        lock_timeout_s=options.lock_timeout_s, connect_timeout_s=options.connect_timeout_s,
-        server_version_num=facts.version_num, client_major=pg_dump.major,
+        pg_dump.path,
+        options.conn,
+        application_name=application_name,
+        lock_timeout_s=options.lock_timeout_s,
+        connect_timeout_s=options.connect_timeout_s,
+        server_version_num=facts.version_num,
+        client_major=pg_dump.major,
     )
-    dump = GzipDump(command, level=options.gzip_level, secrets=(options.conn.password,), progress=progress,
-                    stall_timeout_s=options.stall_timeout_s,
-                    # before its first byte pg_dump may also wait up to BACKUP_LOCK_TIMEOUT for its locks
-                    first_byte_timeout_s=options.stall_timeout_s + options.lock_timeout_s,
-                    hints={"role": facts.role or options.conn.user, "table_count": facts.table_count},
-                    count_rows=count_rows)
+    dump = GzipDump(
+        command,
+        level=options.gzip_level,
+        secrets=(options.conn.password,),
+        progress=progress,
+        stall_timeout_s=options.stall_timeout_s,
+        # before its first byte pg_dump may also wait up to BACKUP_LOCK_TIMEOUT for its locks
+        first_byte_timeout_s=options.stall_timeout_s + options.lock_timeout_s,
+        hints={"role": facts.role or options.conn.user, "table_count": facts.table_count},
+        count_rows=count_rows,
+    )
     if created is not None:
         created(dump)
     dump.start(interrupt)
     return dump, facts, pg_dump
 
 
-def _until_interrupted(query: Callable[[], ServerFacts], interrupt: Callable[[], Interrupt | None] | None,
-                       progress: DumpProgress | None) -> ServerFacts:
+def _until_interrupted(
+    query: Callable[[], ServerFacts], interrupt: Callable[[], Interrupt | None] | None, progress: DumpProgress | None
+) -> ServerFacts:
     """`query()`, given up on (DumpInterrupted) as soon as `interrupt()` says so.
 
     The query runs in a helper thread; one that is given up on ends by itself within its own
@@ -97,10 +115,17 @@ class BackupWritten:
     table_rows: dict[tuple[str, str], int] | None = None  # with count_rows: rows per (schema, table)
 
 
-def write_backup(options: DumpOptions, sink: BinaryIO, *, application_name: str,
-                 installed: list[PgBinary] | None = None, progress: DumpProgress | None = None,
-                 count_rows: bool = False, interrupt: Callable[[], Interrupt | None] | None = None,
-                 created: Callable[[GzipDump], None] | None = None) -> BackupWritten:
+def write_backup(
+    options: DumpOptions,
+    sink: BinaryIO,
+    *,
+    application_name: str,
+    installed: list[PgBinary] | None = None,
+    progress: DumpProgress | None = None,
+    count_rows: bool = False,
+    interrupt: Callable[[], Interrupt | None] | None = None,
+    created: Callable[[GzipDump], None] | None = None,
+) -> BackupWritten:
     """Take one backup and write its gzip bytes to `sink.write`, the same bytes a download sends.
 
     Returns only when pg_dump succeeded and its output was complete; raises CannotDump before the
@@ -110,13 +135,27 @@ def write_backup(options: DumpOptions, sink: BinaryIO, *, application_name: str,
     """
     started = time.monotonic()
     installed = find_binaries("pg_dump", options.pg_bin_dirs) if installed is None else installed
-    dump, facts, pg_dump = open_dump(options, installed, application_name=application_name, progress=progress,
-                                     count_rows=count_rows, interrupt=interrupt, created=created)
+    dump, facts, pg_dump = open_dump(
+        options,
+        installed,
+        application_name=application_name,
+        progress=progress,
+        count_rows=count_rows,
+        interrupt=interrupt,
+        created=created,
+    )
     try:
         for chunk in dump:
             sink.write(chunk)
     finally:
         dump.close()
     done = dump.progress
-    return BackupWritten(facts=facts, pg_dump=pg_dump, gzip_bytes=done.gzip_bytes, sql_bytes=done.sql_bytes,
-                         sha256=done.sha256 or "", seconds=time.monotonic() - started, table_rows=done.table_rows)
+    return BackupWritten(
+        facts=facts,
+        pg_dump=pg_dump,
+        gzip_bytes=done.gzip_bytes,
+        sql_bytes=done.sql_bytes,
+        sha256=done.sha256 or "",
+        seconds=time.monotonic() - started,
+        table_rows=done.table_rows,
+    )

@@ -1,4 +1,5 @@
 """Telling a finished plain-SQL dump from a cut one by its last bytes (pg_dump's closing comment)."""
+
 from __future__ import annotations
 
 # pg_dump writes this comment only after everything else; a dump that lacks it was cut short,
@@ -15,9 +16,9 @@ def ends_complete(tail: bytes) -> bool:
     After that comment only `--` lines, blank lines and an `\\unrestrict KEY` line may follow.
     """
     at = tail.rfind(COMPLETION_LINE)
-    if at < 0 or (at > 0 and tail[at - 1:at] != b"\n"):
+    if at < 0 or (at > 0 and tail[at - 1 : at] != b"\n"):
         return False
-    for line in tail[at + len(COMPLETION_LINE):].split(b"\n"):
+    for line in tail[at + len(COMPLETION_LINE) :].split(b"\n"):
         line = line.strip()
         if line not in (b"", b"--") and not line.startswith(b"\\unrestrict "):
             return False
@@ -42,5 +43,6 @@ class SqlTail:
         return ends_complete(self._tail)
 
 
-INCOMPLETE_REASON = ("the SQL ends without pg_dump's completion line "
-                     "('-- PostgreSQL database dump complete'): the dump was cut short")
+INCOMPLETE_REASON = (
+    "the SQL ends without pg_dump's completion line ('-- PostgreSQL database dump complete'): the dump was cut short"
+)

@@ -1,4 +1,5 @@
 """Standard gzip compressors: ISA-L (`isal`) where it is installed and the level allows, else zlib."""
+
 from __future__ import annotations
 
 import zlib

@@ -2,6 +2,7 @@
 
 `config.Settings.dump` builds these from the environment; the dump room never reads Settings itself.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -2,6 +2,7 @@
 clean-up on every path), its output compressed and hashed, a dump pg_dump did not finish broken, never
 completed. The command it runs is `invocation`'s, the record it keeps is `attempt`'s `DumpProgress`.
 Knows nothing of HTTP: the API and the CLI both use it."""
+
 from __future__ import annotations
 
 import collections
@@ -42,8 +43,10 @@ TERMINATE_GRACE_S = 1.0
 # While waiting for pg_dump's first byte, how often to ask whether the dump should stop (client gone,
 # cancelled): well inside the 2 s the contract gives for stopping pg_dump after a client leaves.
 INTERRUPT_POLL_S = 0.2
-STALL_REASON = ("pg_dump produced no output for {seconds} s (BACKUP_STALL_TIMEOUT): the database stopped "
-                "answering or the network link to it stalled")
+STALL_REASON = (
+    "pg_dump produced no output for {seconds} s (BACKUP_STALL_TIMEOUT): the database stopped "
+    "answering or the network link to it stalled"
+)
 
 # --verbose lines that follow the table data (sequence values, large objects, indexes, constraints):
 # the first of them after the last table's data means the dump is finishing.
@@ -70,9 +73,18 @@ class GzipDump:
     a client gone, a stall), and no output for `stall_timeout_s` stops it as a failure.
     """
 
-    def __init__(self, command: ClientCommand, *, level: int = DEFAULT_LEVEL, secrets: tuple[str | None, ...] = (),
-                 progress: DumpProgress | None = None, stall_timeout_s: float | None = None,
-                 first_byte_timeout_s: float | None = None, hints: dict | None = None, count_rows: bool = False):
+    def __init__(
+        self,
+        command: ClientCommand,
+        *,
+        level: int = DEFAULT_LEVEL,
+        secrets: tuple[str | None, ...] = (),
+        progress: DumpProgress | None = None,
+        stall_timeout_s: float | None = None,
+        first_byte_timeout_s: float | None = None,
+        hints: dict | None = None,
+        count_rows: bool = False,
+    ):
         self.command = command
         self.count_rows = count_rows
         self.level = level
@@ -102,8 +114,9 @@ class GzipDump:
         DumpInterrupted raised. No output within `first_byte_timeout_s`: CannotDump (not answering).
         """
         try:
-            self._proc = start_client(self.command, stdin=subprocess.DEVNULL,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            self._proc = start_client(
+                self.command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            )
         except OSError as exc:
             raise CannotDump("failed", f"pg_dump could not be started: {exc.strerror}") from None
         try:
@@ -133,8 +146,9 @@ class GzipDump:
                 failure = DumpInterrupted(kind, message) if kind != FAILED else not_answering_for(message)
                 self._finish(kind, failure.message)
                 raise failure
-            failure = diagnose(self.stderr_text() or f"pg_dump exited with status {returncode}", *self.secrets,
-                               **self.hints)
+            failure = diagnose(
+                self.stderr_text() or f"pg_dump exited with status {returncode}", *self.secrets, **self.hints
+            )
             self._finish(FAILED, failure.message)
             raise failure
         self._first = first
@@ -231,8 +245,9 @@ class GzipDump:
             self._finish(kind, message)
             raise DumpBroken(message)
         if returncode != 0:
-            reason = diagnose(self.stderr_text() or f"exit status {returncode}", *self.secrets, **self.hints,
-                              mid_stream=True).message
+            reason = diagnose(
+                self.stderr_text() or f"exit status {returncode}", *self.secrets, **self.hints, mid_stream=True
+            ).message
             self._finish(FAILED, f"pg_dump exited with status {returncode} mid-stream: {reason}")
             raise DumpBroken(self.progress.error)
         if not sql_tail.is_complete():

@@ -1,4 +1,5 @@
 """The dumps running in this process: the concurrency limit and what progress pages read."""
+
 from __future__ import annotations
 
 import secrets
@@ -99,9 +100,16 @@ class BackupRegistry:
             self.held_by = None
             self._freed.notify_all()
 
-    def try_begin(self, filename: str, actor: str, backup_id: str | None = None,
-                  wait_s: float = RELEASE_WAIT_S, *, alone: bool = False,
-                  destination: str = "download") -> BackupRecord | None:
+    def try_begin(
+        self,
+        filename: str,
+        actor: str,
+        backup_id: str | None = None,
+        wait_s: float = RELEASE_WAIT_S,
+        *,
+        alone: bool = False,
+        destination: str = "download",
+    ) -> BackupRecord | None:
         """Reserve a slot and return its record, or None when `limit` dumps already run.
 
         When every slot is taken but one's client has gone (its dump is being stopped), wait up to
@@ -120,8 +128,9 @@ class BackupRegistry:
                     return None
                 self._freed.wait(min(left, 0.1))
                 self._check_unused(backup_id)
-            record = BackupRecord(id=backup_id or secrets.token_urlsafe(12), filename=filename, actor=actor,
-                                  destination=destination)
+            record = BackupRecord(
+                id=backup_id or secrets.token_urlsafe(12), filename=filename, actor=actor, destination=destination
+            )
             self._running[record.id] = record
             return record
 
@@ -163,8 +172,7 @@ class BackupRegistry:
         self._finished[record.id] = record
         cutoff = time.time() - self.keep_s
         while self._finished and (
-            len(self._finished) > self.keep_n
-            or (next(iter(self._finished.values())).progress.finished or 0) < cutoff
+            len(self._finished) > self.keep_n or (next(iter(self._finished.values())).progress.finished or 0) < cutoff
         ):
             self._finished.popitem(last=False)
 

@@ -3,6 +3,7 @@
 Pure computation over what the dump recorded (attempt.DumpProgress) and what the database said
 (progress.DumpWatch); no I/O.
 """
+
 from __future__ import annotations
 
 import threading
@@ -25,9 +26,13 @@ MIN_SHARE_FOR_SIZE = 0.02
 MAX_RUNNING_PERCENT = 99.9
 
 
-def data_fraction(progress: DumpProgress, tables: dict[str, TableEstimate],
-                  copy: CopySample | None, copy_supported: bool = True,
-                  samples: dict[int, CopySample] | None = None) -> tuple[float, str]:
+def data_fraction(
+    progress: DumpProgress,
+    tables: dict[str, TableEstimate],
+    copy: CopySample | None,
+    copy_supported: bool = True,
+    samples: dict[int, CopySample] | None = None,
+) -> tuple[float, str]:
     """How much of the table data pg_dump's output has reached (0–1), and how the current table's share was estimated.
 
     Tables count by their size on disk. Within the table being read from pg_dump's output, the
@@ -51,7 +56,9 @@ def data_fraction(progress: DumpProgress, tables: dict[str, TableEstimate],
     estimate = tables.get(current)
     sample = None
     if estimate is not None:
-        sample = (samples or {}).get(estimate.oid) or (copy if copy is not None and copy.relid == estimate.oid else None)
+        sample = (samples or {}).get(estimate.oid) or (
+            copy if copy is not None and copy.relid == estimate.oid else None
+        )
     read = max(progress.sql_bytes - progress.table_sql_start, 0)
     if sample is not None and estimate.rows > 0 and sample.tuples_processed > 0 and sample.bytes_processed > 0:
         table_sql = sample.bytes_processed * estimate.rows / sample.tuples_processed
@@ -100,9 +107,18 @@ class ForwardPercent:
             return self._shown
 
 
-def progress_report(record_id: str, filename: str, progress: DumpProgress, *, running: bool, status: int,
-                    watch: DumpWatch, now: float | None = None, destination: str = "download",
-                    delivery: Delivery | None = None) -> dict:
+def progress_report(
+    record_id: str,
+    filename: str,
+    progress: DumpProgress,
+    *,
+    running: bool,
+    status: int,
+    watch: DumpWatch,
+    now: float | None = None,
+    destination: str = "download",
+    delivery: Delivery | None = None,
+) -> dict:
     """The JSON-ready state of one backup attempt (see docs/api.md).
 
     `destination` "storage": the dump goes into an upload, which is "done" only once the object is
@@ -193,8 +209,9 @@ def _state(progress: DumpProgress, running: bool, status: int) -> str:
     return "done" if progress.outcome == OK else "aborted"
 
 
-def _dump_share(state: str, phase: str, progress: DumpProgress, tables: dict[str, TableEstimate] | None,
-                watch: DumpWatch) -> tuple[float | None, str | None]:
+def _dump_share(
+    state: str, phase: str, progress: DumpProgress, tables: dict[str, TableEstimate] | None, watch: DumpWatch
+) -> tuple[float | None, str | None]:
     """How much of the whole dump pg_dump has written (0–1), and how the current table's part was estimated."""
     if state != "running":
         return None, None

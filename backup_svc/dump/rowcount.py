@@ -4,6 +4,7 @@ The counting is the dump's own COPY scanner (dump/tabledata.py) with `count_rows
 counts as it is taken and records the result in the object's user metadata; a drill restores and
 compares with that record, or counts the object's SQL itself when there is none.
 """
+
 from __future__ import annotations
 
 import json
@@ -47,6 +48,7 @@ def counts_metadata(rows: RowCounts) -> dict[str, str]:
 
 def counts_from_metadata(meta: dict[str, str]) -> tuple[RowCounts | None, int | None, int | None]:
     """(per-table counts or None, total rows or None, number of tables or None) from user metadata."""
+
     def number(key: str) -> int | None:
         try:
             return int(meta[key])

@@ -8,6 +8,7 @@ data (inside COPY data a backslash is always escaped, so a row can never be `\\.
 scanned for COPY statements). A table name cannot forge either. Cost: one `bytes.find` per chunk;
 memory: at most MAX_STATEMENT bytes held.
 """
+
 from __future__ import annotations
 
 import re
@@ -31,7 +32,7 @@ class _NotCopy(Exception):
 
 def _literal(buf: bytes, at: int, text: bytes) -> int:
     """`at` past `text`, which must be at `at`."""
-    got = buf[at:at + len(text)]
+    got = buf[at : at + len(text)]
     if got != text:
         raise _NeedMore if text.startswith(got) and at + len(got) == len(buf) else _NotCopy
     return at + len(text)
@@ -41,14 +42,14 @@ def _identifier(buf: bytes, at: int) -> tuple[str, int]:
     """The identifier at `at` as the catalog spells it (quotes removed, `""` undoubled), and where it ends."""
     if at >= len(buf):
         raise _NeedMore
-    if buf[at:at + 1] == b'"':
+    if buf[at : at + 1] == b'"':
         scan = at + 1
         while True:
             quote = buf.find(b'"', scan)
             if quote < 0 or quote + 1 >= len(buf):
                 raise _NeedMore
-            if buf[quote + 1:quote + 2] != b'"':
-                raw = buf[at + 1:quote].replace(b'""', b'"')
+            if buf[quote + 1 : quote + 2] != b'"':
+                raw = buf[at + 1 : quote].replace(b'""', b'"')
                 return raw.decode("utf-8", "replace"), quote + 1
             scan = quote + 2
     match = _PLAIN_IDENT.match(buf, at)
@@ -68,15 +69,15 @@ def copy_target(buf: bytes, at: int) -> tuple[tuple[str, str], int]:
     schema, at = _identifier(buf, at)
     at = _literal(buf, at, b".")
     table, at = _identifier(buf, at)
-    if buf[at:at + 2] == b" (":
+    if buf[at : at + 2] == b" (":
         at += 2
         while True:
             _, at = _identifier(buf, at)
-            if buf[at:at + 1] == b")":
+            if buf[at : at + 1] == b")":
                 at += 1
                 break
             at = _literal(buf, at, b", ")
-    elif buf[at:at + 2] == b"  ":
+    elif buf[at : at + 2] == b"  ":
         at += 1  # a table without columns: pg_dump leaves the column list empty
     at = _literal(buf, at, b" FROM stdin;\n")
     return (schema, table), at
@@ -123,7 +124,7 @@ class TableDataScanner:
                 continue
             start = buf.find(_COPY_START, pos)
             if start < 0:
-                self._held = buf[max(pos, len(buf) - len(_COPY_START) + 1):]
+                self._held = buf[max(pos, len(buf) - len(_COPY_START) + 1) :]
                 return
             try:
                 (schema, table), end = copy_target(buf, start + 1)

@@ -3,6 +3,7 @@
 Knows nothing of Flask. The database is asked only when someone polls, and rarely: the catalog once
 per dump, `pg_stat_progress_copy` at most twice a second per dump however many pages poll.
 """
+
 from __future__ import annotations
 
 import logging
@@ -44,8 +45,10 @@ SELECT format('%s.%s', n.nspname, c.relname), c.oid::bigint, {size},
 """
 # pg_table_size (heap + TOAST) needs a lock; relpages (as of the last VACUUM/ANALYZE) does not.
 _EXACT_SIZE = "pg_table_size(c.oid)"
-_CATALOG_SIZE = ("(c.relpages + coalesce((SELECT t.relpages FROM pg_class t WHERE t.oid = c.reltoastrelid), 0))"
-                 "::bigint * current_setting('block_size')::bigint")
+_CATALOG_SIZE = (
+    "(c.relpages + coalesce((SELECT t.relpages FROM pg_class t WHERE t.oid = c.reltoastrelid), 0))"
+    "::bigint * current_setting('block_size')::bigint"
+)
 
 _COPY_SQL = """
 SELECT p.relid::bigint, p.bytes_processed, p.tuples_processed
@@ -106,8 +109,9 @@ class DumpWatch:
         estimate = self.tables.get(table) if self.tables is not None and table is not None else None
         return estimate is not None and self.copy_supported and estimate.oid not in self.samples
 
-    def refresh(self, conn: ConnInfo, application_name: str, now: float | None = None, *,
-                interval_s: float = SAMPLE_INTERVAL_S) -> None:
+    def refresh(
+        self, conn: ConnInfo, application_name: str, now: float | None = None, *, interval_s: float = SAMPLE_INTERVAL_S
+    ) -> None:
         """Load the catalog estimates (once) and sample COPY progress, unless that was done under a second ago.
 
         Never waits for another poller's query: whoever finds one running uses the last sample.

@@ -1,4 +1,5 @@
 """Streaming a backup file into psql so that it commits everything or nothing."""
+
 from __future__ import annotations
 
 import collections
@@ -26,14 +27,24 @@ class RestoreFailed(Exception):
     """The restore did not happen (or was rolled back); the message says why in one line."""
 
 
-def psql_command(psql: str, conn: ConnInfo, server_version_num: int | None = None, *,
-                 single_transaction: bool = True) -> ClientCommand:
+def psql_command(
+    psql: str, conn: ConnInfo, server_version_num: int | None = None, *, single_transaction: bool = True
+) -> ClientCommand:
     """psql reading a script from stdin, stopping at the first error, all in one transaction (unless
     `single_transaction` is off: the script's own BEGIN/COMMIT, as a parallel restore's large objects)."""
     # `-f -` rather than plain stdin: --single-transaction is documented for -f/-c, and error
     # messages then carry the script's line number.
-    argv = [psql, "--no-psqlrc", "--quiet", "-v", "ON_ERROR_STOP=1",
-            *(["--single-transaction"] if single_transaction else []), "-f", "-", f"--dbname={conn.uri}"]
+    argv = [
+        psql,
+        "--no-psqlrc",
+        "--quiet",
+        "-v",
+        "ON_ERROR_STOP=1",
+        *(["--single-transaction"] if single_transaction else []),
+        "-f",
+        "-",
+        f"--dbname={conn.uri}",
+    ]
     # Without a password in the URL, the caller's own PGPASSWORD / ~/.pgpass apply, as with any libpq
     # tool; nothing else of the caller's environment but PATH, locale and libpq's variables.
     env = {**child_environment(), **conn.libpq_env(), "PGAPPNAME": "backup_svc-restore"}
@@ -49,9 +60,14 @@ def _psql_error(stderr_tail: collections.deque[str], returncode: int, secrets: t
     return scrub(detail, *secrets)
 
 
-def stream_into_psql(path: str, command: ClientCommand, *, secrets: tuple[str | None, ...] = (),
-                     opener: Callable[[], BinaryIO] | None = None,
-                     watch: Callable[[DumpScanner], None] | None = None) -> VerifyReport:
+def stream_into_psql(
+    path: str,
+    command: ClientCommand,
+    *,
+    secrets: tuple[str | None, ...] = (),
+    opener: Callable[[], BinaryIO] | None = None,
+    watch: Callable[[DumpScanner], None] | None = None,
+) -> VerifyReport:
     """Feed the SQL of `path` to psql; raise RestoreFailed (psql failed) or BadBackup (the file did).
 
     Returns what this pass found in the file (the same report `verify` gives): the restore verifies
@@ -67,8 +83,10 @@ def stream_into_psql(path: str, command: ClientCommand, *, secrets: tuple[str | 
     except OSError as exc:
         raise RestoreFailed(f"psql could not be started: {exc.strerror}") from None
     stderr_tail: collections.deque[str] = collections.deque(maxlen=20)
-    reader = threading.Thread(target=lambda: stderr_tail.extend(
-        raw.decode("utf-8", "replace").rstrip("\n") for raw in proc.stderr), daemon=True)
+    reader = threading.Thread(
+        target=lambda: stderr_tail.extend(raw.decode("utf-8", "replace").rstrip("\n") for raw in proc.stderr),
+        daemon=True,
+    )
     reader.start()
     report: VerifyReport | None = None
     try:
@@ -102,8 +120,10 @@ def stream_into_psql(path: str, command: ClientCommand, *, secrets: tuple[str | 
             except OSError:
                 pass
     if returncode != 0:
-        raise RestoreFailed("psql stopped at an error and the transaction was rolled back, so the target "
-                            f"is as it was: {_psql_error(stderr_tail, returncode, secrets)}")
+        raise RestoreFailed(
+            "psql stopped at an error and the transaction was rolled back, so the target "
+            f"is as it was: {_psql_error(stderr_tail, returncode, secrets)}"
+        )
     if report is None:  # psql closed its input early yet exited 0: it cannot have run the whole file
         raise RestoreFailed("psql stopped reading before the end of the file; nothing was committed")
     return report

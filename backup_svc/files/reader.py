@@ -3,6 +3,7 @@
 Formats are recognised by their magic bytes, not the file name. gzip is built in; another format
 (e.g. zstd for `.sql.zst`) plugs in as one more `Decompressor` in `DECOMPRESSORS`.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -37,8 +38,9 @@ class Decompressor:
 DECOMPRESSORS = [
     # gzip.GzipFile checks each member's CRC-32 and length, reads concatenated members as `gzip -t`
     # does, and raises EOFError when the stream stops before its trailer (a truncated download).
-    Decompressor("gzip", b"\x1f\x8b", lambda raw: gzip.GzipFile(fileobj=raw, mode="rb"),
-                 (gzip.BadGzipFile, zlib.error)),
+    Decompressor(
+        "gzip", b"\x1f\x8b", lambda raw: gzip.GzipFile(fileobj=raw, mode="rb"), (gzip.BadGzipFile, zlib.error)
+    ),
 ]
 
 
@@ -128,8 +130,9 @@ class BackupReader:
             if not magic:
                 raise BadBackup("the file is empty")
             if raw.peek(len(AGE_MAGIC)).startswith(AGE_MAGIC):
-                raise BadBackup("it is encrypted with age, and this was not given the key to decrypt it "
-                                "(BACKUP_AGE_IDENTITY)")
+                raise BadBackup(
+                    "it is encrypted with age, and this was not given the key to decrypt it (BACKUP_AGE_IDENTITY)"
+                )
             kind = next((d for d in DECOMPRESSORS if magic.startswith(d.magic)), None)
             if kind is None:
                 known = ", ".join(d.name for d in DECOMPRESSORS)
@@ -141,7 +144,8 @@ class BackupReader:
                 while chunk := plain.read(CHUNK_SIZE):
                     yield chunk
             except EOFError:
-                raise BadBackup(f"truncated: the {kind.name} stream ends before its end marker "
-                                f"(an incomplete download or copy)") from None
+                raise BadBackup(
+                    f"truncated: the {kind.name} stream ends before its end marker (an incomplete download or copy)"
+                ) from None
             except kind.errors as exc:
                 raise BadBackup(f"corrupt {kind.name} data ({exc})") from None

@@ -10,6 +10,7 @@ never sends COMMIT; a database --create made is then dropped. One pass over the 
 A caller that must refuse a file on something only a full read tells (`check`: a stored object's
 recorded sha256) still gets the full verify pass first, before anything is touched.
 """
+
 from __future__ import annotations
 
 import time
@@ -72,19 +73,28 @@ class RestoreReport:
     def summary(self, source: str) -> str:
         """The one line a finished restore of `source` (a file or an s3:// URL) ends with."""
         backup = self.backup
-        return (f"restored {source} into {self.database!r} (PostgreSQL {self.server_version}) in "
-                f"{self.seconds:.1f} s: {backup.tables_with_data} tables with data, {backup.sql_bytes} bytes of SQL "
-                f"dumped from PostgreSQL {backup.server_version} by pg_dump {backup.pg_dump_version}")
+        return (
+            f"restored {source} into {self.database!r} (PostgreSQL {self.server_version}) in "
+            f"{self.seconds:.1f} s: {backup.tables_with_data} tables with data, {backup.sql_bytes} bytes of SQL "
+            f"dumped from PostgreSQL {backup.server_version} by pg_dump {backup.pg_dump_version}"
+        )
 
 
 def _connect(conn: ConnInfo, dbname: str, timeout_s: int) -> psycopg.Connection:
     try:
-        return psycopg.connect(conn.uri, dbname=dbname, password=conn.password, connect_timeout=timeout_s,
-                               application_name="backup_svc-restore", autocommit=True,
-                               **keepalive_params(conn.uri))
+        return psycopg.connect(
+            conn.uri,
+            dbname=dbname,
+            password=conn.password,
+            connect_timeout=timeout_s,
+            application_name="backup_svc-restore",
+            autocommit=True,
+            **keepalive_params(conn.uri),
+        )
     except psycopg.Error as exc:
-        raise RestoreFailed(f"cannot connect to the target ({dbname}): "
-                            f"{scrub(error_lines(str(exc)), conn.password)}") from None
+        raise RestoreFailed(
+            f"cannot connect to the target ({dbname}): {scrub(error_lines(str(exc)), conn.password)}"
+        ) from None
 
 
 def create_database(conn: ConnInfo, timeout_s: int, encoding: str = "", *, maintenance: str = "postgres") -> str:
@@ -98,28 +108,35 @@ def create_database(conn: ConnInfo, timeout_s: int, encoding: str = "", *, maint
     name = sql.Identifier(conn.dbname)
     with _connect(conn, maintenance, timeout_s) as db:
         try:
-            default = db.execute("SELECT pg_encoding_to_char(encoding) FROM pg_database "
-                                 "WHERE datname = 'template1'").fetchone()[0]
+            default = db.execute(
+                "SELECT pg_encoding_to_char(encoding) FROM pg_database WHERE datname = 'template1'"
+            ).fetchone()[0]
             if not encoding or encoding.upper() == default.upper():
                 db.execute(sql.SQL("CREATE DATABASE {}").format(name))
                 return f"created database {conn.dbname!r} ({default})"
             if pg_char_to_encoding(db, encoding) < 0:
-                raise RestoreFailed(f"the backup's encoding {encoding!r} is unknown to the target server; "
-                                    f"create the database yourself and leave out --create")
+                raise RestoreFailed(
+                    f"the backup's encoding {encoding!r} is unknown to the target server; "
+                    f"create the database yourself and leave out --create"
+                )
             create = sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING {}").format(name, sql.Literal(encoding))
             try:
                 db.execute(create)
                 return f"created database {conn.dbname!r} with the backup's encoding {encoding}"
             except psycopg.errors.InvalidParameterValue:  # the default locale cannot hold this encoding
                 db.execute(create + sql.SQL(" LC_COLLATE 'C' LC_CTYPE 'C'"))
-                return (f"created database {conn.dbname!r} with the backup's encoding {encoding} and locale C "
-                        f"(the server's default locale cannot hold {encoding})")
+                return (
+                    f"created database {conn.dbname!r} with the backup's encoding {encoding} and locale C "
+                    f"(the server's default locale cannot hold {encoding})"
+                )
         except psycopg.errors.DuplicateDatabase:
-            raise RestoreFailed(f"database {conn.dbname!r} already exists; leave out --create "
-                                f"to restore into it") from None
+            raise RestoreFailed(
+                f"database {conn.dbname!r} already exists; leave out --create to restore into it"
+            ) from None
         except psycopg.Error as exc:
-            raise RestoreFailed(f"cannot create database {conn.dbname!r}: "
-                                f"{scrub(str(exc).strip(), conn.password)}") from None
+            raise RestoreFailed(
+                f"cannot create database {conn.dbname!r}: {scrub(str(exc).strip(), conn.password)}"
+            ) from None
 
 
 def pg_char_to_encoding(db: psycopg.Connection, encoding: str) -> int:
@@ -144,17 +161,21 @@ def choose_psql(target: TargetFacts, dumped_by: str, installed: list[PgBinary]) 
         chosen = pick_binary(target.version_num, target.version, installed)
     except IncompatibleServer:
         have = ", ".join(b.version for b in installed) or "none"
-        raise RestoreFailed(f"no installed psql can restore into PostgreSQL {target.version} (installed: "
-                            f"{have}); install postgresql-client-{target.version.split('.')[0]} "
-                            f"or set PG_BIN_DIRS") from None
+        raise RestoreFailed(
+            f"no installed psql can restore into PostgreSQL {target.version} (installed: "
+            f"{have}); install postgresql-client-{target.version.split('.')[0]} "
+            f"or set PG_BIN_DIRS"
+        ) from None
     needed = version_tuple(dumped_by)
     if version_tuple(chosen.version) >= needed:
         return chosen, None
     newer = [b for b in installed if version_tuple(b.version) >= needed]
     if newer:
         return min(newer, key=lambda b: b.major), None
-    return chosen, (f"psql {chosen.version} is older than the pg_dump {dumped_by} that wrote the file; "
-                    f"if the restore fails on '\\restrict', install a newer postgresql-client")
+    return chosen, (
+        f"psql {chosen.version} is older than the pg_dump {dumped_by} that wrote the file; "
+        f"if the restore fails on '\\restrict', install a newer postgresql-client"
+    )
 
 
 def drop_created_database(conn: ConnInfo, timeout_s: int, *, maintenance: str = "postgres") -> str:
@@ -166,15 +187,26 @@ def drop_created_database(conn: ConnInfo, timeout_s: int, *, maintenance: str = 
                 drop += sql.SQL(" WITH (FORCE)")
             db.execute(drop)
     except psycopg.Error as exc:
-        return (f"warning: could not drop database {conn.dbname!r}, which --create made: "
-                f"{scrub(error_lines(str(exc)), conn.password)}; drop it before retrying")
+        return (
+            f"warning: could not drop database {conn.dbname!r}, which --create made: "
+            f"{scrub(error_lines(str(exc)), conn.password)}; drop it before retrying"
+        )
     return f"dropped database {conn.dbname!r}, which --create made, so that a retry can create it again"
 
 
-def restore_file(path: str, target_url: str, *, bin_dirs: list[str], force: bool = False, create: bool = False,
-                 timeout_s: int = 10, say: Callable[[str], None] = lambda _: None,
-                 opener: Callable[[], BinaryIO] | None = None,
-                 check: Callable[[VerifyReport], None] | None = None, jobs: int = 1) -> RestoreReport:
+def restore_file(
+    path: str,
+    target_url: str,
+    *,
+    bin_dirs: list[str],
+    force: bool = False,
+    create: bool = False,
+    timeout_s: int = 10,
+    say: Callable[[str], None] = lambda _: None,
+    opener: Callable[[], BinaryIO] | None = None,
+    check: Callable[[VerifyReport], None] | None = None,
+    jobs: int = 1,
+) -> RestoreReport:
     """Restore `path` into `target_url` in one transaction, verifying it; RestoreFailed/BadBackup say why not.
 
     `say` gets a line at each step (checked, created, restoring with which psql, warnings). `opener`
@@ -192,37 +224,55 @@ def restore_file(path: str, target_url: str, *, bin_dirs: list[str], force: bool
     started = time.monotonic()
     if check is None:
         backup = read_header(path, opener)
-        say(f"checked the start of {path}: dumped from PostgreSQL {backup.server_version} by pg_dump "
-            f"{backup.pg_dump_version}; the rest is verified while it is restored")
+        say(
+            f"checked the start of {path}: dumped from PostgreSQL {backup.server_version} by pg_dump "
+            f"{backup.pg_dump_version}; the rest is verified while it is restored"
+        )
     else:
         backup = verify_file(path, opener)
         check(backup)
-        say(f"verified {path} in {time.monotonic() - started:.1f} s: {backup.size} bytes, "
-            f"{backup.tables_with_data} tables with data, dumped from PostgreSQL {backup.server_version}")
+        say(
+            f"verified {path} in {time.monotonic() - started:.1f} s: {backup.size} bytes, "
+            f"{backup.tables_with_data} tables with data, dumped from PostgreSQL {backup.server_version}"
+        )
     if not create:
         if jobs > 1:
-            say(f"--jobs {jobs}: the target database exists (no --create), so the restore stays serial, in one "
-                f"transaction that a failure rolls back")
-        return _restore_into(path, conn, backup, bin_dirs=bin_dirs, force=force, timeout_s=timeout_s, say=say,
-                             opener=opener)
+            say(
+                f"--jobs {jobs}: the target database exists (no --create), so the restore stays serial, in one "
+                f"transaction that a failure rolls back"
+            )
+        return _restore_into(
+            path, conn, backup, bin_dirs=bin_dirs, force=force, timeout_s=timeout_s, say=say, opener=opener
+        )
     say(create_database(conn, timeout_s, backup.encoding))
     try:
-        return _restore_into(path, conn, backup, bin_dirs=bin_dirs, force=force, timeout_s=timeout_s, say=say,
-                             opener=opener, jobs=jobs)
+        return _restore_into(
+            path, conn, backup, bin_dirs=bin_dirs, force=force, timeout_s=timeout_s, say=say, opener=opener, jobs=jobs
+        )
     except BaseException:
         say(drop_created_database(conn, timeout_s))  # the retry must not find it "already exists"
         raise
 
 
-def _restore_into(path: str, conn: ConnInfo, backup: VerifyReport, *, bin_dirs: list[str], force: bool,
-                  timeout_s: int, say: Callable[[str], None], opener: Callable[[], BinaryIO] | None,
-                  jobs: int = 1) -> RestoreReport:
+def _restore_into(
+    path: str,
+    conn: ConnInfo,
+    backup: VerifyReport,
+    *,
+    bin_dirs: list[str],
+    force: bool,
+    timeout_s: int,
+    say: Callable[[str], None],
+    opener: Callable[[], BinaryIO] | None,
+    jobs: int = 1,
+) -> RestoreReport:
     target = inspect_target(conn, timeout_s)
     if target.relations and not force:
         raise RestoreFailed(
             f"the target database {conn.dbname!r} is not empty: it holds {target.relations} tables, views or "
             f"sequences (e.g. {', '.join(target.examples)}); a restore drops and replaces every object the "
-            f"backup contains. Restore into an empty database (--create makes one), or pass --force")
+            f"backup contains. Restore into an empty database (--create makes one), or pass --force"
+        )
     psql, warning = choose_psql(target, backup.pg_dump_version, find_binaries("psql", bin_dirs))
     if warning:
         say(f"warning: {warning}")
@@ -230,13 +280,26 @@ def _restore_into(path: str, conn: ConnInfo, backup: VerifyReport, *, bin_dirs: 
         say(f"--force: restoring over {target.relations} existing tables, views or sequences")
     started = time.monotonic()
     if jobs > 1:
-        say(f"restoring into {conn.uri} (PostgreSQL {target.version}) on {jobs} connections, with "
-            f"{psql.path} ({psql.version}) for the schema ...")
+        say(
+            f"restoring into {conn.uri} (PostgreSQL {target.version}) on {jobs} connections, with "
+            f"{psql.path} ({psql.version}) for the schema ..."
+        )
         backup = restore_in_parallel(path, conn, psql.path, target.version_num, jobs, opener=opener, say=say)
-        return RestoreReport(backup=backup, database=conn.dbname, server_version=target.version, psql=psql,
-                             seconds=time.monotonic() - started)
+        return RestoreReport(
+            backup=backup,
+            database=conn.dbname,
+            server_version=target.version,
+            psql=psql,
+            seconds=time.monotonic() - started,
+        )
     say(f"restoring into {conn.uri} (PostgreSQL {target.version}) with {psql.path} ({psql.version}) ...")
-    backup = stream_into_psql(path, psql_command(psql.path, conn, target.version_num), secrets=(conn.password,),
-                              opener=opener)
-    return RestoreReport(backup=backup, database=conn.dbname, server_version=target.version, psql=psql,
-                         seconds=time.monotonic() - started)
+    backup = stream_into_psql(
+        path, psql_command(psql.path, conn, target.version_num), secrets=(conn.password,), opener=opener
+    )
+    return RestoreReport(
+        backup=backup,
+        database=conn.dbname,
+        server_version=target.version,
+        psql=psql,
+        seconds=time.monotonic() - started,
+    )

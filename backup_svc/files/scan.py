@@ -5,6 +5,7 @@ drop the `BEGIN;` / `COMMIT;` that pg_dump writes around large-object data: unde
 `psql --single-transaction` that COMMIT would commit everything restored so far and leave the rest
 running outside any transaction, so a later error could no longer undo the restore.
 """
+
 from __future__ import annotations
 
 from backup_svc.dump.completion import INCOMPLETE_REASON, SqlTail
@@ -98,7 +99,7 @@ class DumpScanner:
                 return False
             self._lo_state = None
         if line.startswith(ENCODING_SET) and self.encoding is None:
-            self.encoding = line[len(ENCODING_SET):].split(b"'", 1)[0].decode("ascii", "replace")
+            self.encoding = line[len(ENCODING_SET) :].split(b"'", 1)[0].decode("ascii", "replace")
         elif line.startswith(b"COPY ") and line.rstrip().endswith(b" FROM stdin;"):
             self.copy_statements += 1
             self.in_copy = True
@@ -106,16 +107,15 @@ class DumpScanner:
             if LO_DATA_MARK in line:
                 self._lo_state = "header"
             elif line.startswith(SERVER_HEADER) and self.server_version is None:
-                self.server_version = line[len(SERVER_HEADER):].decode("utf-8", "replace").strip()
+                self.server_version = line[len(SERVER_HEADER) :].decode("utf-8", "replace").strip()
             elif line.startswith(PG_DUMP_HEADER) and self.pg_dump_version is None:
-                self.pg_dump_version = line[len(PG_DUMP_HEADER):].decode("utf-8", "replace").strip()
+                self.pg_dump_version = line[len(PG_DUMP_HEADER) :].decode("utf-8", "replace").strip()
         return False
 
     def problem(self) -> str | None:
         """Why the SQL seen so far is not a complete plain pg_dump, or None when it is."""
         if self.pg_dump_version is None or self.server_version is None:
-            return ("no '-- Dumped by pg_dump version' / '-- Dumped from database version' header: "
-                    "not a plain pg_dump")
+            return "no '-- Dumped by pg_dump version' / '-- Dumped from database version' header: not a plain pg_dump"
         if self.in_copy:
             return "the SQL ends inside a COPY statement's data: the dump was cut short"
         if not self.tail.is_complete():

@@ -1,4 +1,5 @@
 """`verify`: is a backup file intact and complete, and what does it hold? One streaming pass."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -63,16 +64,25 @@ def read_header(path: str, opener: Callable[[], BinaryIO] | None = None) -> Veri
     try:
         for chunk in chunks:
             scanner.feed(chunk)
-            if (scanner.pg_dump_version and scanner.server_version and scanner.encoding) \
-                    or scanner.sql_bytes >= HEADER_LIMIT:
+            if (
+                scanner.pg_dump_version and scanner.server_version and scanner.encoding
+            ) or scanner.sql_bytes >= HEADER_LIMIT:
                 break
     finally:
         chunks.close()  # closes the file
     if scanner.pg_dump_version is None or scanner.server_version is None:
         raise BadBackup(scanner.problem() or "no pg_dump header in its first megabyte of SQL")
-    return VerifyReport(path=path, format=reader.format or "", size=0, sha256="", sql_bytes=0,
-                        server_version=scanner.server_version, pg_dump_version=scanner.pg_dump_version,
-                        tables_with_data=0, encoding=scanner.encoding or "")
+    return VerifyReport(
+        path=path,
+        format=reader.format or "",
+        size=0,
+        sha256="",
+        sql_bytes=0,
+        server_version=scanner.server_version,
+        pg_dump_version=scanner.pg_dump_version,
+        tables_with_data=0,
+        encoding=scanner.encoding or "",
+    )
 
 
 def report_of(path: str, reader: BackupReader, scanner: DumpScanner) -> VerifyReport:
@@ -81,8 +91,13 @@ def report_of(path: str, reader: BackupReader, scanner: DumpScanner) -> VerifyRe
     if problem:
         raise BadBackup(problem)
     return VerifyReport(
-        path=path, format=reader.format or "", size=reader.size, sha256=reader.sha256,
-        sql_bytes=scanner.sql_bytes, server_version=scanner.server_version or "",
-        pg_dump_version=scanner.pg_dump_version or "", tables_with_data=scanner.copy_statements,
+        path=path,
+        format=reader.format or "",
+        size=reader.size,
+        sha256=reader.sha256,
+        sql_bytes=scanner.sql_bytes,
+        server_version=scanner.server_version or "",
+        pg_dump_version=scanner.pg_dump_version or "",
+        tables_with_data=scanner.copy_statements,
         encoding=scanner.encoding or "",
     )

@@ -4,6 +4,7 @@ delete old ones. Plain S3 calls with the storage client's retries; nothing here 
 Only keys below `<prefix>_history/` that look exactly like an event's key are ever listed or deleted:
 backups, their companions and anything else under the prefix are never touched.
 """
+
 from __future__ import annotations
 
 import secrets
@@ -28,8 +29,9 @@ class EventFolder:
         """Read one event; StorageError when it cannot be read, ValueError when it is not JSON."""
         return HistoryEvent.from_bytes(name, self.raw(name, retry))
 
-    def delete_older_than(self, cutoff: datetime, *, dry_run: bool = False,
-                          retry: RetryPolicy = RetryPolicy()) -> tuple[list[str], list[tuple[str, str]]]:
+    def delete_older_than(
+        self, cutoff: datetime, *, dry_run: bool = False, retry: RetryPolicy = RetryPolicy()
+    ) -> tuple[list[str], list[tuple[str, str]]]:
         """Delete the events whose time (from the key) is before `cutoff`; (deleted, [(name, error)]).
 
         Only whole day folders before the cutoff's day, and events of the cutoff's day older than it,
@@ -73,22 +75,37 @@ class HistoryBucket(EventFolder):
 
     def put(self, event: HistoryEvent, retry: RetryPolicy = QUICK) -> None:
         """Write one event (the same key and bytes on a retry: writing it twice changes nothing)."""
-        with_retries(f"writing history event {event.name}", lambda: self.client.put_object(
-            Bucket=self.bucket, Key=self.root + event.name, Body=event.data, ContentType="application/json",
-            Metadata={"sha256": event.sha256}), retry)
+        with_retries(
+            f"writing history event {event.name}",
+            lambda: self.client.put_object(
+                Bucket=self.bucket,
+                Key=self.root + event.name,
+                Body=event.data,
+                ContentType="application/json",
+                Metadata={"sha256": event.sha256},
+            ),
+            retry,
+        )
 
     def probe(self, retry: RetryPolicy = QUICK) -> None:
         """Write and delete a scratch object (not an event's name) in the history folder; StorageError if refused."""
         key = f"{self.root}check-{secrets.token_hex(6)}.tmp"
-        with_retries("writing to the history", lambda: self.client.put_object(
-            Bucket=self.bucket, Key=key, Body=b"backup_svc check\n"), retry)
-        with_retries("deleting the history's test object", lambda: self.client.delete_object(
-            Bucket=self.bucket, Key=key), retry)
+        with_retries(
+            "writing to the history",
+            lambda: self.client.put_object(Bucket=self.bucket, Key=key, Body=b"backup_svc check\n"),
+            retry,
+        )
+        with_retries(
+            "deleting the history's test object", lambda: self.client.delete_object(Bucket=self.bucket, Key=key), retry
+        )
 
     def raw(self, name: str, retry: RetryPolicy = QUICK) -> bytes:
         """The stored bytes of one event; StorageError when it cannot be read."""
-        response = with_retries(f"reading history event {name}",
-                                lambda: self.client.get_object(Bucket=self.bucket, Key=self.root + name), retry)
+        response = with_retries(
+            f"reading history event {name}",
+            lambda: self.client.get_object(Bucket=self.bucket, Key=self.root + name),
+            retry,
+        )
         return response["Body"].read()
 
     def _common_prefixes(self, below: str, retry: RetryPolicy) -> list[str]:
@@ -98,7 +115,7 @@ class HistoryBucket(EventFolder):
             if token:
                 request["ContinuationToken"] = token
             page = with_retries(f"listing {self.url}{below}", lambda: self.client.list_objects_v2(**request), retry)
-            found += [p["Prefix"][len(self.root):] for p in page.get("CommonPrefixes", [])]
+            found += [p["Prefix"][len(self.root) :] for p in page.get("CommonPrefixes", [])]
             if not page.get("IsTruncated"):
                 return found
             token = page["NextContinuationToken"]
@@ -119,12 +136,15 @@ class HistoryBucket(EventFolder):
             if token:
                 request["ContinuationToken"] = token
             page = with_retries(f"listing {self.url}{day}", lambda: self.client.list_objects_v2(**request), retry)
-            names += [item["Key"][len(self.root):] for item in page.get("Contents", [])]
+            names += [item["Key"][len(self.root) :] for item in page.get("Contents", [])]
             if not page.get("IsTruncated"):
                 break
             token = page["NextContinuationToken"]
         return sorted(n for n in names if parse_name(n) is not None)
 
     def delete(self, name: str, retry: RetryPolicy = QUICK) -> None:
-        with_retries(f"deleting history event {name}", lambda: self.client.delete_object(
-            Bucket=self.bucket, Key=self.root + name), retry)
+        with_retries(
+            f"deleting history event {name}",
+            lambda: self.client.delete_object(Bucket=self.bucket, Key=self.root + name),
+            retry,
+        )

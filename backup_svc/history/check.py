@@ -4,6 +4,7 @@ Evidence, not protection: an edited, replaced or deleted event shows up here, bu
 bucket's credentials can also rewrite a whole run consistently, or delete a run's newest events (a chain
 cannot tell a run that ended from one whose tail was removed).
 """
+
 from __future__ import annotations
 
 import json
@@ -63,15 +64,21 @@ def check_history(bucket: HistoryBucket) -> CheckReport:
     for run, chain in sorted(runs.items(), key=lambda item: min(v[0] for v in item[1].values())):
         seqs = sorted(chain)
         if seqs[0] != 0:
-            report.notes.append(f"run {run} starts at event #{seqs[0]}: the earlier ones are missing (deleted by "
-                                f"BACKUP_HISTORY_DAYS if they were that old)")
+            report.notes.append(
+                f"run {run} starts at event #{seqs[0]}: the earlier ones are missing (deleted by "
+                f"BACKUP_HISTORY_DAYS if they were that old)"
+            )
         for before, after in zip(seqs, seqs[1:]):
             if after != before + 1:
-                report.problems.append(f"run {run}: events #{before + 1}–#{after - 1} are missing (between "
-                                       f"{chain[before][0]} and {chain[after][0]})")
+                report.problems.append(
+                    f"run {run}: events #{before + 1}–#{after - 1} are missing (between "
+                    f"{chain[before][0]} and {chain[after][0]})"
+                )
             elif chain[after][2] != chain[before][1]:
-                report.problems.append(f"run {run}: {chain[after][0]} does not follow {chain[before][0]} — "
-                                       f"the earlier one was edited or replaced")
+                report.problems.append(
+                    f"run {run}: {chain[after][0]} does not follow {chain[before][0]} — "
+                    f"the earlier one was edited or replaced"
+                )
     return report
 
 
@@ -79,6 +86,8 @@ def report_lines(report: CheckReport) -> list[str]:
     """The check's result in lines, problems first."""
     lines = [f"PROBLEM {p}" for p in report.problems] + [f"note    {n}" for n in report.notes]
     verdict = "ok" if report.ok else f"{len(report.problems)} problem(s)"
-    lines.append(f"history check: {verdict} — {report.events} events from {report.runs} process run(s); "
-                 "this is evidence of edits and gaps, not protection against someone holding the bucket's keys")
+    lines.append(
+        f"history check: {verdict} — {report.events} events from {report.runs} process run(s); "
+        "this is evidence of edits and gaps, not protection against someone holding the bucket's keys"
+    )
     return lines

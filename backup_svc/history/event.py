@@ -8,6 +8,7 @@ event written before it by the same run (`prev`): a missing or altered event bre
 `history --check` reports. That is evidence of tampering, not protection: whoever holds the bucket's
 credentials can rewrite a whole run consistently.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -115,13 +116,23 @@ class RunChain:
         """The next event of this run: `type_` (e.g. "backup", "drill") with its `data`, at `when` (UTC)."""
         when = when.astimezone(timezone.utc)
         with self._lock:
-            body = {"v": VERSION, "time": when.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-                    "process": self.process, "run": self.run, "seq": self._seq, "prev": self._prev,
-                    "kind": kind, "type": type_, "data": data}
+            body = {
+                "v": VERSION,
+                "time": when.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+                "process": self.process,
+                "run": self.run,
+                "seq": self._seq,
+                "prev": self._prev,
+                "kind": kind,
+                "type": type_,
+                "data": data,
+            }
             data_bytes = canonical(body)
             sha = digest(data_bytes)
-            name = (f"{day_folder(when)}{when:{_STAMP}}{when.microsecond // 1000:03d}Z-{self.run}-"
-                    f"{self._seq:06d}-{sha[:16]}.json")
+            name = (
+                f"{day_folder(when)}{when:{_STAMP}}{when.microsecond // 1000:03d}Z-{self.run}-"
+                f"{self._seq:06d}-{sha[:16]}.json"
+            )
             self._seq += 1
             self._prev = sha
         return HistoryEvent(body=body, data=data_bytes, sha256=sha, name=name)

@@ -4,6 +4,7 @@ the audit trail and the notify Reporter call, and the record of a stored backup 
 Everything here returns at once: events go to memory and to the background writer, never straight
 to the bucket.
 """
+
 from __future__ import annotations
 
 from datetime import datetime, timezone
@@ -33,8 +34,9 @@ def history_for(process: str, location=None, client_env: Mapping[str, str] | Non
         from backup_svc.storage.client import ClientBeingMade, make_client
 
         # made at its first use (in a thread): nothing is written before the run ends, which need not wait for boto3
-        client = ClientBeingMade(lambda: make_client(client_env or {}, connect_timeout_s=CONNECT_TIMEOUT_S,
-                                                     read_timeout_s=READ_TIMEOUT_S))
+        client = ClientBeingMade(
+            lambda: make_client(client_env or {}, connect_timeout_s=CONNECT_TIMEOUT_S, read_timeout_s=READ_TIMEOUT_S)
+        )
     return History(process, HistoryBucket(client, location.bucket, location.prefix))
 
 
@@ -45,8 +47,7 @@ def remote_history(process: str, location, env: Mapping[str, str]) -> History:
 
     from .remote import HistoryRemote
 
-    target = RcloneTarget(location, env, connect_timeout_s=CONNECT_TIMEOUT_S, stall_timeout_s=READ_TIMEOUT_S,
-                          retries=1)
+    target = RcloneTarget(location, env, connect_timeout_s=CONNECT_TIMEOUT_S, stall_timeout_s=READ_TIMEOUT_S, retries=1)
     return History(process, HistoryRemote(target))
 
 
@@ -68,15 +69,34 @@ def outcome_sink(history: History):
     return sink
 
 
-def record_run(history: History, *, trigger: str, outcome: str, started: float, finished: float,
-               name: str | None = None, error: str | None = None, backup_id: str | None = None) -> None:
+def record_run(
+    history: History,
+    *,
+    trigger: str,
+    outcome: str,
+    started: float,
+    finished: float,
+    name: str | None = None,
+    error: str | None = None,
+    backup_id: str | None = None,
+) -> None:
     """One stored backup run as the dashboard's "last run" and "last failure" read it."""
-    history.record(OUTCOME, STORED_RUN, {
-        "trigger": trigger, "outcome": outcome, "started": iso_utc(started), "finished": iso_utc(finished),
-        "name": name, "error": error, "id": backup_id},
+    history.record(
+        OUTCOME,
+        STORED_RUN,
+        {
+            "trigger": trigger,
+            "outcome": outcome,
+            "started": iso_utc(started),
+            "finished": iso_utc(finished),
+            "name": name,
+            "error": error,
+            "id": backup_id,
+        },
         # to the millisecond (the event's key has them): cut to the second, a good and a failed run of two
         # processes in one second tied, and their random run ids decided which was "the last scheduled run"
-        datetime.fromtimestamp(finished, timezone.utc))
+        datetime.fromtimestamp(finished, timezone.utc),
+    )
 
 
 # A command that exits next waits this long for its events to reach the bucket (they are logged either way),
@@ -91,17 +111,30 @@ def command_history(process: str, storage) -> History:
     return history_for(process, storage.location if storage else None, storage.client_env if storage else None)
 
 
-def record_audit(history: History, *, event: str, started: float, outcome: str, actor: str,
-                 error: str | None = None, **facts) -> None:
+def record_audit(
+    history: History, *, event: str, started: float, outcome: str, actor: str, error: str | None = None, **facts
+) -> None:
     """An audit entry of a command (no HTTP client: `client` is the host it ran on), shaped like the web's."""
     import socket
     import time
 
-    entry = {"event": event, "time": iso_utc(started, "milliseconds"), "id": facts.pop("backup_id", None),
-             "actor": actor, "client": socket.gethostname(), "user_agent": None, "outcome": outcome,
-             "status": None, "bytes": facts.pop("gzip_bytes", 0), "sql_bytes": facts.pop("sql_bytes", 0),
-             "duration_s": round(max(0.0, time.time() - started), 3), "error": error,
-             "sha256": facts.pop("sha256", None), "name": facts.pop("name", None), **facts}
+    entry = {
+        "event": event,
+        "time": iso_utc(started, "milliseconds"),
+        "id": facts.pop("backup_id", None),
+        "actor": actor,
+        "client": socket.gethostname(),
+        "user_agent": None,
+        "outcome": outcome,
+        "status": None,
+        "bytes": facts.pop("gzip_bytes", 0),
+        "sql_bytes": facts.pop("sql_bytes", 0),
+        "duration_s": round(max(0.0, time.time() - started), 3),
+        "error": error,
+        "sha256": facts.pop("sha256", None),
+        "name": facts.pop("name", None),
+        **facts,
+    }
     audit_sink(history)(entry)
 
 
@@ -110,6 +143,8 @@ def flush_before_exit(history: History, say: Callable[[str], None], timeout_s: f
     if history.flush(timeout_s, failing_s=FAILING_S):
         return True
     status = history.writer.status()
-    say(f"history: {status.pending} event(s) could not be written to {history.bucket.url} within {timeout_s:g} s "
-        f"({status.last_error}); they are lost to the history (this command's output and log have them)")
+    say(
+        f"history: {status.pending} event(s) could not be written to {history.bucket.url} within {timeout_s:g} s "
+        f"({status.last_error}); they are lost to the history (this command's output and log have them)"
+    )
     return False

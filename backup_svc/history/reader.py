@@ -5,6 +5,7 @@
 the dashboard never waits for the bucket; `page()` is for `/api/v1/audit` and `history`, which may go
 further back and wait (within their own deadline).
 """
+
 from __future__ import annotations
 
 import threading
@@ -69,8 +70,9 @@ class BucketHistory:
             self._names[day] = names
         return names
 
-    def names_before(self, before: datetime | None, limit: int, *, now: datetime | None = None,
-                     full: bool = False) -> list[str]:
+    def names_before(
+        self, before: datetime | None, limit: int, *, now: datetime | None = None, full: bool = False
+    ) -> list[str]:
         """The newest `limit` event names older than `before` (None: all), newest first. StorageError."""
         now = now or datetime.now(timezone.utc)
         recent = {day_folder(now), day_folder(now - timedelta(days=1))}

@@ -1,5 +1,6 @@
 """The background side of the history in `serve`: a daemon thread that keeps the bucket's newest events at
 hand (so the dashboard never waits for the bucket) and hands closed refusal aggregates to the writer."""
+
 from __future__ import annotations
 
 import logging

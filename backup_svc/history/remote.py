@@ -3,6 +3,7 @@ YYYY/MM/DD/<event>`, and the same operations, each one rclone call (storage/rclo
 
 Only names below `_history/` that look exactly like an event's are ever listed or deleted.
 """
+
 from __future__ import annotations
 
 import secrets

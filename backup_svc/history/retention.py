@@ -2,6 +2,7 @@
 after each stored backup. It lists and deletes only event keys under `<prefix>_history/`; backup
 retention, for its part, only ever looks at backup names directly under the prefix.
 """
+
 from __future__ import annotations
 
 import logging
@@ -27,14 +28,17 @@ class HistoryPruneReport:
 
     def lines(self) -> list[str]:
         verb = "would delete" if self.dry_run else "deleted"
-        out = [f"history: {verb} {len(self.deleted)} event(s) older than {self.days} days "
-               f"(before {self.cutoff:%Y-%m-%d %H:%M} UTC, BACKUP_HISTORY_DAYS)"]
+        out = [
+            f"history: {verb} {len(self.deleted)} event(s) older than {self.days} days "
+            f"(before {self.cutoff:%Y-%m-%d %H:%M} UTC, BACKUP_HISTORY_DAYS)"
+        ]
         out += [f"history: FAILED to delete {name}: {error}" for name, error in self.failed]
         return out
 
 
-def prune_history(bucket: HistoryBucket, days: int, *, dry_run: bool = False,
-                  now: datetime | None = None) -> HistoryPruneReport:
+def prune_history(
+    bucket: HistoryBucket, days: int, *, dry_run: bool = False, now: datetime | None = None
+) -> HistoryPruneReport:
     """Delete (or with `dry_run` only list) the history events older than `days` days. StorageError when
     the history cannot be listed (nothing was deleted then)."""
     cutoff = (now or datetime.now(timezone.utc)) - timedelta(days=days)
@@ -48,8 +52,9 @@ def pruning_after_backup(storage: StorageSettings) -> Callable[[Any], None]:
     failure is only logged."""
     if storage.is_rclone:
         return pruning_remote_after_backup(storage.history_days)
-    return lambda client: _prune_logged(HistoryBucket(client, storage.location.bucket, storage.location.prefix),
-                                        storage.history_days)
+    return lambda client: _prune_logged(
+        HistoryBucket(client, storage.location.bucket, storage.location.prefix), storage.history_days
+    )
 
 
 def pruning_remote_after_backup(days: int) -> Callable[[Any], None]:

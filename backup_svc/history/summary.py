@@ -3,6 +3,7 @@ run and failure, drills, the last notification problem, whether a staleness alar
 
 Pure functions of a list of events (newest first), so every process reads them the same way.
 """
+
 from __future__ import annotations
 
 from typing import Iterable
@@ -29,9 +30,10 @@ def recent_attempts(events: list[HistoryEvent], open_refusals: list[dict], limit
     clients anyone makes refuse, the real attempts stay on the list."""
     entries = audit_entries(events)
     by_time = lambda e: e.get("time") or ""  # noqa: E731
-    refusals = sorted([e for e in entries if e.get("outcome") == DENIED] + open_refusals, key=by_time,
-                      reverse=True)[:limit // 2]
-    attempts = [e for e in entries if e.get("outcome") != DENIED][:limit - len(refusals)]
+    refusals = sorted([e for e in entries if e.get("outcome") == DENIED] + open_refusals, key=by_time, reverse=True)[
+        : limit // 2
+    ]
+    attempts = [e for e in entries if e.get("outcome") != DENIED][: limit - len(refusals)]
     return sorted(attempts + refusals, key=by_time, reverse=True)
 
 

@@ -5,6 +5,7 @@ events that are not written yet — newest first.
 Without storage the history is this process's memory only (and the JSON log lines): it does not
 survive a restart, and `durable` says so for the dashboard.
 """
+
 from __future__ import annotations
 
 import logging
@@ -75,16 +76,31 @@ class History:
     def status(self) -> dict:
         """Where the history lives and whether it keeps up (dashboard, /api/v1/audit, check)."""
         if self.bucket is None:
-            return {"durable": False, "where": "memory", "problem": None,
-                    "note": "Kept in this process's memory only: lost on restart or redeploy (BACKUP_STORAGE_URL "
-                            "is not set). The log has every entry."}
+            return {
+                "durable": False,
+                "where": "memory",
+                "problem": None,
+                "note": "Kept in this process's memory only: lost on restart or redeploy (BACKUP_STORAGE_URL "
+                "is not set). The log has every entry.",
+            }
         writer = self.writer.status()
         read_error = self.reader.error
-        problems = [p for p in (writer.problem(), f"the history could not be read from the bucket: {read_error}"
-                                if read_error else None) if p]
-        return {"durable": True, "where": self.bucket.url, "writer": writer.as_dict(),
-                "loaded": self.reader.loaded, "problem": "; ".join(problems) or None,
-                "note": "Kept in the bucket: it survives restarts and redeploys, and shows every process's events."}
+        problems = [
+            p
+            for p in (
+                writer.problem(),
+                f"the history could not be read from the bucket: {read_error}" if read_error else None,
+            )
+            if p
+        ]
+        return {
+            "durable": True,
+            "where": self.bucket.url,
+            "writer": writer.as_dict(),
+            "loaded": self.reader.loaded,
+            "problem": "; ".join(problems) or None,
+            "note": "Kept in the bucket: it survives restarts and redeploys, and shows every process's events.",
+        }
 
     # -- reading --------------------------------------------------------------------------------------
     def _local(self) -> list[HistoryEvent]:
@@ -107,8 +123,15 @@ class History:
         from_bucket = self.reader.cached() if self.reader is not None else []
         return [e for e in self._merge(self._local(), from_bucket) if where(e)]
 
-    def page(self, before: datetime | None, limit: int, where: Predicate = lambda e: True, *, tag: str = "all",
-             deadline_s: float = READ_DEADLINE_S) -> tuple[list[HistoryEvent], str | None]:
+    def page(
+        self,
+        before: datetime | None,
+        limit: int,
+        where: Predicate = lambda e: True,
+        *,
+        tag: str = "all",
+        deadline_s: float = READ_DEADLINE_S,
+    ) -> tuple[list[HistoryEvent], str | None]:
         """The newest `limit` events older than `before` that satisfy `where` (`tag` names that filter: equal
         requests in flight are joined), reading the bucket as far back as needed within `deadline_s`;
         (events, None) or (what could be had, the problem)."""
@@ -119,12 +142,17 @@ class History:
         from_bucket: list[HistoryEvent] = []
         if self.reader is not None:
             try:
-                from_bucket = self._calls.call(("page", iso_before, limit, tag), lambda: self._walk(before, limit, where),
-                                               deadline_s, f"the history in {self.bucket.url}")
+                from_bucket = self._calls.call(
+                    ("page", iso_before, limit, tag),
+                    lambda: self._walk(before, limit, where),
+                    deadline_s,
+                    f"the history in {self.bucket.url}",
+                )
             except Exception as exc:
                 error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                from_bucket = [e for e in self.reader.cached() if where(e)
-                               and (iso_before is None or e.time < iso_before)]
+                from_bucket = [
+                    e for e in self.reader.cached() if where(e) and (iso_before is None or e.time < iso_before)
+                ]
         return self._merge(local, from_bucket)[:limit], error
 
     def _walk(self, before: datetime | None, limit: int, where: Predicate) -> list[HistoryEvent]:

@@ -6,6 +6,7 @@ What could not be written yet stays in memory (and in the merged view); the last
 the dashboard and `check`. If the queue ever fills (the bucket has been refusing for a long time), the
 oldest waiting events are dropped and counted — the JSON log lines still have every audit entry.
 """
+
 from __future__ import annotations
 
 import logging
@@ -44,19 +45,27 @@ class WriterStatus:
         return self.failing_since is None and self.dropped == 0
 
     def as_dict(self) -> dict:
-        return {"pending": self.pending, "written": self.written, "dropped": self.dropped, "ok": self.ok,
-                "failing_since": iso_utc(self.failing_since) if self.failing_since else None,
-                "last_error": self.last_error}
+        return {
+            "pending": self.pending,
+            "written": self.written,
+            "dropped": self.dropped,
+            "ok": self.ok,
+            "failing_since": iso_utc(self.failing_since) if self.failing_since else None,
+            "last_error": self.last_error,
+        }
 
     def problem(self) -> str | None:
         """One sentence when events are not reaching the bucket (None when all is well)."""
         parts = []
         if self.failing_since is not None:
-            parts.append(f"{self.pending} history event(s) not yet written to the bucket, failing since "
-                         f"{iso_utc(self.failing_since)}: {self.last_error}")
+            parts.append(
+                f"{self.pending} history event(s) not yet written to the bucket, failing since "
+                f"{iso_utc(self.failing_since)}: {self.last_error}"
+            )
         if self.dropped:
-            parts.append(f"{self.dropped} event(s) were dropped because {MAX_PENDING} were waiting "
-                         f"(the log still has them)")
+            parts.append(
+                f"{self.dropped} event(s) were dropped because {MAX_PENDING} were waiting (the log still has them)"
+            )
         return "; ".join(parts) or None
 
 
@@ -100,8 +109,7 @@ class HistoryWriter:
 
     def status(self) -> WriterStatus:
         with self._cond:
-            return WriterStatus(len(self._pending), self._written, self._dropped, self._failing_since,
-                                self._last_error)
+            return WriterStatus(len(self._pending), self._written, self._dropped, self._failing_since, self._last_error)
 
     def flush(self, timeout_s: float, *, failing_s: float | None = None) -> bool:
         """Wait until every queued event is written (for a command that exits next); True if so.
@@ -113,8 +121,11 @@ class HistoryWriter:
         with self._cond:
             while self._pending or self._busy:
                 left = deadline - time.monotonic()
-                failing = self._failing_since is not None and failing_s is not None and \
-                    time.time() - self._failing_since > failing_s
+                failing = (
+                    self._failing_since is not None
+                    and failing_s is not None
+                    and time.time() - self._failing_since > failing_s
+                )
                 if left <= 0 or failing:
                     return False
                 self._cond.wait(min(left, 0.1))

@@ -1,4 +1,5 @@
 """What every channel reports (an Event) and how URLs are shown without their secrets."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -56,8 +57,6 @@ def utc_text(when: datetime | None, *, seconds: bool = False) -> str:
     return when.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC" if seconds else "%Y-%m-%d %H:%M UTC")
 
 
-
-
 @dataclass(frozen=True)
 class Event:
     """One outcome worth telling about: a stored backup, a restore drill, or backups gone stale.
@@ -93,11 +92,15 @@ class Event:
         if self.kind == STALE and self.details.get("last_failed"):
             return f"Backups of {self.database} are failing: the last scheduled backup failed"
         if self.kind == STALE:
-            return f"Backups of {self.database} are stale: no successful stored backup since " \
-                   f"{utc_text(self.details.get('newest')) if self.details.get('newest') else 'the service started'}"
+            return (
+                f"Backups of {self.database} are stale: no successful stored backup since "
+                f"{utc_text(self.details.get('newest')) if self.details.get('newest') else 'the service started'}"
+            )
         if self.kind == RESTORE:
-            return f"{self.details.get('action', 'Restore').capitalize()} of {self.database} " \
-                   f"{'FAILED' if self.failed else 'done'} at {at}"
+            return (
+                f"{self.details.get('action', 'Restore').capitalize()} of {self.database} "
+                f"{'FAILED' if self.failed else 'done'} at {at}"
+            )
         what = "Restore drill" if self.kind == DRILL else "Backup"
         how = "FAILED" if self.failed else "ok"
         return f"{what} of {self.database} {how} at {at}"
@@ -118,15 +121,22 @@ class Event:
             return self.details.get("summary") or self.error or ""
         if self.kind == DRILL:
             if self.failed:
-                return (f"The stored backup {self.name or '(unknown)'} could not be proven restorable: "
-                        f"{self.error or 'unknown error'}.")
+                return (
+                    f"The stored backup {self.name or '(unknown)'} could not be proven restorable: "
+                    f"{self.error or 'unknown error'}."
+                )
             tables, rows = self.details.get("tables"), self.details.get("rows")
-            return (f"The stored backup {self.name} was restored into a scratch database in "
-                    f"{self.details.get('seconds', 0):.1f} s; all {tables} tables hold the {rows} rows the "
-                    f"backup recorded. " + (f"The scratch database {self.details.get('scratch_database')} could not be "
-                                            f"dropped: {self.details['scratch_left']}."
-                                            if self.details.get("scratch_left") else
-                                            "The scratch database was dropped afterwards."))
+            return (
+                f"The stored backup {self.name} was restored into a scratch database in "
+                f"{self.details.get('seconds', 0):.1f} s; all {tables} tables hold the {rows} rows the "
+                f"backup recorded. "
+                + (
+                    f"The scratch database {self.details.get('scratch_database')} could not be "
+                    f"dropped: {self.details['scratch_left']}."
+                    if self.details.get("scratch_left")
+                    else "The scratch database was dropped afterwards."
+                )
+            )
         if self.failed:
             return f"The backup failed and nothing was stored for this run: {self.error or 'unknown error'}."
         return f"The backup was stored as {self.name} ({human_size(self.bytes)})."
@@ -136,22 +146,31 @@ class Event:
         if self.kind == TEST:
             return "Nothing to do."
         if self.kind == RESTORE:
-            return ("Nothing was changed that was not put back; read the dashboard's Restore section and the service "
-                    "log." if self.failed else "The replaced data is kept; the dashboard's Kept databases lists it.")
+            return (
+                "Nothing was changed that was not put back; read the dashboard's Restore section and the service log."
+                if self.failed
+                else "The replaced data is kept; the dashboard's Kept databases lists it."
+            )
         if self.kind == STALE:
-            return ("Scheduled backups have stopped or keep failing. Check that the service runs (GET /healthz), "
-                    "read its log, run `python -m backup_svc check`, then `python -m backup_svc upload` to store "
-                    "one now.")
+            return (
+                "Scheduled backups have stopped or keep failing. Check that the service runs (GET /healthz), "
+                "read its log, run `python -m backup_svc check`, then `python -m backup_svc upload` to store "
+                "one now."
+            )
         if self.kind == DRILL:
             if self.failed:
-                return ("Do not rely on this backup until a drill passes. Run `python -m backup_svc drill` to try "
-                        "again and read the service log; `python -m backup_svc verify s3://<bucket>/<key>` checks "
-                        "the object itself.")
+                return (
+                    "Do not rely on this backup until a drill passes. Run `python -m backup_svc drill` to try "
+                    "again and read the service log; `python -m backup_svc verify s3://<bucket>/<key>` checks "
+                    "the object itself."
+                )
             return "Nothing to do: this backup is proven restorable."
         if self.failed:
-            return ("Earlier stored backups are untouched. Read the service log around this time, run "
-                    "`python -m backup_svc check` (connection, credentials, pg_dump), fix what it reports, then "
-                    "`python -m backup_svc upload` to store a backup now.")
+            return (
+                "Earlier stored backups are untouched. Read the service log around this time, run "
+                "`python -m backup_svc check` (connection, credentials, pg_dump), fix what it reports, then "
+                "`python -m backup_svc upload` to store a backup now."
+            )
         return "Nothing to do. `python -m backup_svc drill` proves the newest stored backup restores."
 
     def extra_facts(self) -> list[tuple[str, str]]:
@@ -170,10 +189,18 @@ class Event:
         details = {k: (iso(v) if isinstance(v, datetime) else v) for k, v in self.details.items()}
         text = self.text()
         return {
-            "event": self.kind, "outcome": self.outcome, "database": self.database, "name": self.name,
-            "bytes": self.bytes, "sha256": self.sha256, "error": self.error,
-            "started": iso(self.started), "finished": iso(self.finished),
-            "details": details, "text": text, "content": text,
+            "event": self.kind,
+            "outcome": self.outcome,
+            "database": self.database,
+            "name": self.name,
+            "bytes": self.bytes,
+            "sha256": self.sha256,
+            "error": self.error,
+            "started": iso(self.started),
+            "finished": iso(self.finished),
+            "details": details,
+            "text": text,
+            "content": text,
         }
 
 

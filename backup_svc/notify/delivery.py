@@ -4,6 +4,7 @@ A notification never changes a backup's outcome and never holds up the next one:
 queues the event for a worker thread; each channel gets a few attempts within a deadline; the last
 problem is kept for the dashboard and every attempt is logged with URLs and passwords scrubbed.
 """
+
 from __future__ import annotations
 
 import logging
@@ -64,8 +65,16 @@ class Delivery:
 Sender = Callable[[Event, float], None]  # (event, timeout in seconds) -> None or DeliveryFailed
 
 
-def deliver(channel: str, target: str, send: Sender, event: Event, policy: RetryPolicy, *,
-            secrets: tuple[str, ...] = (), sleep: Callable[[float], None] = time.sleep) -> Delivery:
+def deliver(
+    channel: str,
+    target: str,
+    send: Sender,
+    event: Event,
+    policy: RetryPolicy,
+    *,
+    secrets: tuple[str, ...] = (),
+    sleep: Callable[[float], None] = time.sleep,
+) -> Delivery:
     """Try `send` up to policy.attempts times within policy.deadline_s; never raises."""
     started = time.monotonic()
     deadline = started + policy.deadline_s
@@ -77,8 +86,15 @@ def deliver(channel: str, target: str, send: Sender, event: Event, policy: Retry
         try:
             send(event, timeout)
             seconds = time.monotonic() - started
-            log.info("notify: %s %s took the %s/%s event (attempt %d, %.1f s)",
-                     channel, target, event.kind, event.outcome, attempt, seconds)
+            log.info(
+                "notify: %s %s took the %s/%s event (attempt %d, %.1f s)",
+                channel,
+                target,
+                event.kind,
+                event.outcome,
+                attempt,
+                seconds,
+            )
             return Delivery(channel, target, event.kind, event.outcome, True, attempt, seconds)
         except DeliveryFailed as exc:
             error, retry = scrub(str(exc), *secrets), exc.retry
@@ -87,12 +103,21 @@ def deliver(channel: str, target: str, send: Sender, event: Event, policy: Retry
         wait = policy.backoff_s * 2 ** (attempt - 1)
         if not retry or attempt >= policy.attempts or time.monotonic() + wait >= deadline:
             break
-        log.warning("notify: %s attempt %d of %d failed: %s; retrying in %.1f s",
-                    channel, attempt, policy.attempts, error, wait)
+        log.warning(
+            "notify: %s attempt %d of %d failed: %s; retrying in %.1f s", channel, attempt, policy.attempts, error, wait
+        )
         sleep(wait)
     seconds = time.monotonic() - started
-    log.error("notify: %s gave up on the %s/%s event after %d attempt%s (%.1f s): %s",
-              channel, event.kind, event.outcome, attempt, "" if attempt == 1 else "s", seconds, error)
+    log.error(
+        "notify: %s gave up on the %s/%s event after %d attempt%s (%.1f s): %s",
+        channel,
+        event.kind,
+        event.outcome,
+        attempt,
+        "" if attempt == 1 else "s",
+        seconds,
+        error,
+    )
     return Delivery(channel, target, event.kind, event.outcome, False, attempt, seconds, error)
 
 
@@ -124,14 +149,17 @@ class Notifier:
         chosen = []
         speak = everything or event.failed or event.kind in (STALE, SHRINK, RESTORE) or s.notify_on == "always"
         if s.smtp and speak:
-            chosen.append(("email", s.smtp.describe(), lambda e, t: send_mail(s.smtp, s.email_from, s.email_to, e,
-                                                                              timeout_s=t)))
+            chosen.append(
+                ("email", s.smtp.describe(), lambda e, t: send_mail(s.smtp, s.email_from, s.email_to, e, timeout_s=t))
+            )
         if s.webhook_url and speak:
-            chosen.append(("webhook", safe_url(s.webhook_url),
-                           lambda e, t: send_webhook(s.webhook_url, e, timeout_s=t)))
+            chosen.append(
+                ("webhook", safe_url(s.webhook_url), lambda e, t: send_webhook(s.webhook_url, e, timeout_s=t))
+            )
         if s.heartbeat_url and (event.kind == BACKUP or (everything and event.kind == TEST)):
-            chosen.append(("heartbeat", safe_url(s.heartbeat_url),
-                           lambda e, t: send_heartbeat(s.heartbeat_url, e, timeout_s=t)))
+            chosen.append(
+                ("heartbeat", safe_url(s.heartbeat_url), lambda e, t: send_heartbeat(s.heartbeat_url, e, timeout_s=t))
+            )
         return chosen
 
     # -- sending ----------------------------------------------------------------------------------
@@ -143,8 +171,10 @@ class Notifier:
         def run(i: int, channel: str, target: str, sender: Sender) -> None:
             results[i] = deliver(channel, target, sender, event, self.policy, secrets=self._secrets)
 
-        threads = [threading.Thread(target=run, args=(i, *c), name=f"notify-{c[0]}", daemon=True)
-                   for i, c in enumerate(channels)]
+        threads = [
+            threading.Thread(target=run, args=(i, *c), name=f"notify-{c[0]}", daemon=True)
+            for i, c in enumerate(channels)
+        ]
         for thread in threads:
             thread.start()
         limit = time.monotonic() + self.policy.deadline_s + self.policy.attempt_timeout_s
@@ -153,8 +183,16 @@ class Notifier:
         done = []
         for (channel, target, _), result in zip(channels, results):
             if result is None:  # a sender ignored its timeout (it should not): report, move on
-                result = Delivery(channel, target, event.kind, event.outcome, False, 0, self.policy.deadline_s,
-                                  "did not finish within its time limit")
+                result = Delivery(
+                    channel,
+                    target,
+                    event.kind,
+                    event.outcome,
+                    False,
+                    0,
+                    self.policy.deadline_s,
+                    "did not finish within its time limit",
+                )
             self._record(result)
             done.append(result)
         return done
@@ -167,8 +205,18 @@ class Notifier:
         try:
             self._queue.put_nowait(event)
         except queue.Full:
-            self._record(Delivery("all", "-", event.kind, event.outcome, False, 0, 0.0,
-                                  f"{QUEUE_SIZE} notifications are already waiting; this one was dropped"))
+            self._record(
+                Delivery(
+                    "all",
+                    "-",
+                    event.kind,
+                    event.outcome,
+                    False,
+                    0,
+                    0.0,
+                    f"{QUEUE_SIZE} notifications are already waiting; this one was dropped",
+                )
+            )
             log.error("notify: queue full, dropped the %s/%s event", event.kind, event.outcome)
 
     def flush(self, timeout_s: float) -> bool:

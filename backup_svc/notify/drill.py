@@ -6,6 +6,7 @@ it goes), compares every table's row count with the counts recorded at dump time
 scratch database again on every path. It never touches the database RESTORE_DRILL_URL names (that
 one is only the maintenance connection) and refuses to run when that is the backed-up database.
 """
+
 from __future__ import annotations
 
 import os
@@ -81,17 +82,38 @@ class DrillReport:
 
     def event(self, database: str) -> Event:
         """The notification for this drill."""
-        return Event(kind=DRILL, outcome=self.outcome, database=database, name=self.name, bytes=self.bytes,
-                     sha256=self.sha256, error=self.error, started=self.started, finished=self.finished,
-                     details={"seconds": round(self.seconds, 1), "tables": self.tables, "rows": self.rows,
-                              "scratch_database": self.scratch, "counts_from": self.counts_from,
-                              **({"scratch_left": self.scratch_left} if self.scratch_left else {})})
+        return Event(
+            kind=DRILL,
+            outcome=self.outcome,
+            database=database,
+            name=self.name,
+            bytes=self.bytes,
+            sha256=self.sha256,
+            error=self.error,
+            started=self.started,
+            finished=self.finished,
+            details={
+                "seconds": round(self.seconds, 1),
+                "tables": self.tables,
+                "rows": self.rows,
+                "scratch_database": self.scratch,
+                "counts_from": self.counts_from,
+                **({"scratch_left": self.scratch_left} if self.scratch_left else {}),
+            },
+        )
 
     def as_dict(self) -> dict:
         """For the API and the dashboard ("last proven restorable")."""
         payload = self.event("").payload()
-        return {**payload["details"], "name": self.name, "outcome": self.outcome, "error": self.error,
-                "started": payload["started"], "finished": payload["finished"], "mismatches": self.mismatches}
+        return {
+            **payload["details"],
+            "name": self.name,
+            "outcome": self.outcome,
+            "error": self.error,
+            "started": payload["started"],
+            "finished": payload["finished"],
+            "mismatches": self.mismatches,
+        }
 
 
 def with_database(conn: ConnInfo, dbname: str) -> ConnInfo:
@@ -109,12 +131,18 @@ def scratch_name(when: datetime) -> str:
 
 def _connect(conn: ConnInfo, timeout_s: int) -> psycopg.Connection:
     try:
-        return psycopg.connect(conn.uri, password=conn.password, connect_timeout=timeout_s,
-                               application_name="backup_svc-drill", autocommit=True,
-                               **keepalive_params(conn.uri))  # a frozen link ends the session
+        return psycopg.connect(
+            conn.uri,
+            password=conn.password,
+            connect_timeout=timeout_s,
+            application_name="backup_svc-drill",
+            autocommit=True,
+            **keepalive_params(conn.uri),
+        )  # a frozen link ends the session
     except psycopg.Error as exc:
-        raise RestoreFailed(f"cannot connect to the drill server ({conn.host}): "
-                            f"{scrub(error_lines(str(exc)), conn.password)}") from None
+        raise RestoreFailed(
+            f"cannot connect to the drill server ({conn.host}): {scrub(error_lines(str(exc)), conn.password)}"
+        ) from None
 
 
 def _header(path: str, opener: Opener | None) -> tuple[str, str]:
@@ -164,13 +192,25 @@ def _drop_leftovers(maintenance: ConnInfo, timeout_s: int, say: Callable[[str], 
         with _connect(maintenance, timeout_s) as db:
             drop_leftovers(db, utc_now(), say)
     except (psycopg.Error, RestoreFailed) as exc:  # the drill itself says what is wrong with the server
-        say(f"warning: could not look for leftover scratch databases: {scrub(error_lines(str(exc)), maintenance.password)}")
+        say(
+            f"warning: could not look for leftover scratch databases: {scrub(error_lines(str(exc)), maintenance.password)}"
+        )
 
 
-def run_drill(path: str, name: str, drill: ConnInfo, *, source: ConnInfo | None = None,
-              opener: Opener | None = None, size: int | None = None, metadata: dict[str, str] | None = None,
-              bin_dirs: list[str], timeout_s: int = 10, say: Callable[[str], None] = lambda _: None,
-              deadline_s: float | None = None) -> DrillReport:
+def run_drill(
+    path: str,
+    name: str,
+    drill: ConnInfo,
+    *,
+    source: ConnInfo | None = None,
+    opener: Opener | None = None,
+    size: int | None = None,
+    metadata: dict[str, str] | None = None,
+    bin_dirs: list[str],
+    timeout_s: int = 10,
+    say: Callable[[str], None] = lambda _: None,
+    deadline_s: float | None = None,
+) -> DrillReport:
     """Restore the backup at `path` (called `name`) into a fresh scratch database and check its rows.
 
     `opener` reads the bytes from elsewhere than the file `path` (a stored object; `path` is then its
@@ -189,22 +229,43 @@ def run_drill(path: str, name: str, drill: ConnInfo, *, source: ConnInfo | None 
 
     clock = time.monotonic()
     try:
-        return run_with_deadline(lambda: _run_drill(report, path, name, drill, source, opener, size, metadata,
-                                                    bin_dirs, timeout_s, say), deadline_s, stop_sessions)
+        return run_with_deadline(
+            lambda: _run_drill(report, path, name, drill, source, opener, size, metadata, bin_dirs, timeout_s, say),
+            deadline_s,
+            stop_sessions,
+        )
     except DrillTimedOut:
-        late = DrillReport(name=name, sha256=report.sha256, started=report.started, scratch=report.scratch,
-                           bytes=report.bytes, server_version=report.server_version)
-        late.error = (f"the drill did not finish within {deadline_s:g} s (RESTORE_DRILL_TIMEOUT) and was stopped"
-                      + (f"; its scratch database {report.scratch!r} is dropped by the next drill if it is left"
-                         if report.scratch else ""))
+        late = DrillReport(
+            name=name,
+            sha256=report.sha256,
+            started=report.started,
+            scratch=report.scratch,
+            bytes=report.bytes,
+            server_version=report.server_version,
+        )
+        late.error = f"the drill did not finish within {deadline_s:g} s (RESTORE_DRILL_TIMEOUT) and was stopped" + (
+            f"; its scratch database {report.scratch!r} is dropped by the next drill if it is left"
+            if report.scratch
+            else ""
+        )
         late.finished = utc_now()
         late.seconds = time.monotonic() - clock
         return late
 
 
-def _run_drill(report: DrillReport, path: str, name: str, drill: ConnInfo, source: ConnInfo | None,
-               opener: Opener | None, size: int | None, metadata: dict[str, str] | None, bin_dirs: list[str],
-               timeout_s: int, say: Callable[[str], None]) -> DrillReport:
+def _run_drill(
+    report: DrillReport,
+    path: str,
+    name: str,
+    drill: ConnInfo,
+    source: ConnInfo | None,
+    opener: Opener | None,
+    size: int | None,
+    metadata: dict[str, str] | None,
+    bin_dirs: list[str],
+    timeout_s: int,
+    say: Callable[[str], None],
+) -> DrillReport:
     clock = time.monotonic()
     secret = drill.password
     try:
@@ -220,8 +281,9 @@ def _run_drill(report: DrillReport, path: str, name: str, drill: ConnInfo, sourc
         try:
             created = create_database(scratch, timeout_s, encoding, maintenance=drill.dbname)
         except RestoreFailed as exc:
-            raise RestoreFailed(f"cannot create the scratch database on the drill server ({drill.host}): {exc}") \
-                from None
+            raise RestoreFailed(
+                f"cannot create the scratch database on the drill server ({drill.host}): {exc}"
+            ) from None
         say(f"{created.replace('created database', 'created scratch database', 1)} on {drill.host}")
         try:
             target = inspect_target(scratch, timeout_s)
@@ -235,15 +297,17 @@ def _run_drill(report: DrillReport, path: str, name: str, drill: ConnInfo, sourc
             say(f"restoring {name} with {psql.path} ({psql.version}) ...")
             # keepalives and tcp_user_timeout: psql on a link that dies fails instead of waiting for ever
             linked = replace(scratch, uri=with_keepalives(scratch.uri, psql.major))
-            stream_into_psql(path, psql_command(psql.path, linked, target.version_num), secrets=(secret,),
-                             opener=opener)
+            stream_into_psql(
+                path, psql_command(psql.path, linked, target.version_num), secrets=(secret,), opener=opener
+            )
             actual = restored_counts(scratch, list(expected), timeout_s)
             report.tables = len(expected)
             report.rows = sum(v for v in actual.values() if v is not None)
             report.mismatches = compare(expected, actual)
             if total_rows is not None and sum(expected.values()) != total_rows:
-                report.mismatches.append(f"the per-table counts add up to {sum(expected.values())} rows, "
-                                         f"the recorded total is {total_rows}")
+                report.mismatches.append(
+                    f"the per-table counts add up to {sum(expected.values())} rows, the recorded total is {total_rows}"
+                )
             if total_tables is not None and len(expected) != total_tables:
                 report.mismatches.append(f"{len(expected)} tables counted, {total_tables} recorded at dump time")
         finally:
@@ -251,8 +315,10 @@ def _run_drill(report: DrillReport, path: str, name: str, drill: ConnInfo, sourc
                 _drop(drill, report.scratch, timeout_s)
                 say(f"dropped scratch database {report.scratch!r}")
             except (psycopg.Error, RestoreFailed) as exc:
-                report.scratch_left = (f"{scrub(error_lines(str(exc)), secret)}; a later drill drops it once it is "
-                                       f"{LEFTOVER_AGE.total_seconds() / 3600:g} h old")
+                report.scratch_left = (
+                    f"{scrub(error_lines(str(exc)), secret)}; a later drill drops it once it is "
+                    f"{LEFTOVER_AGE.total_seconds() / 3600:g} h old"
+                )
                 say(f"warning: could not drop scratch database {report.scratch!r}: {report.scratch_left}")
         if report.mismatches:
             shown = "; ".join(report.mismatches[:3])

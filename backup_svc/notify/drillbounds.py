@@ -7,6 +7,7 @@ them. At the deadline the drill's sessions on the scratch database are terminate
 and the usual clean-up drops the database); if even that cannot reach the server, the drill is
 abandoned — reported as failed, its scratch database left for the next drill to drop.
 """
+
 from __future__ import annotations
 
 import threading
@@ -73,8 +74,10 @@ def run_with_deadline(body: Callable[[], T], deadline_s: float, on_deadline: Cal
 
 def terminate_sessions(db: psycopg.Connection, scratch: str) -> None:
     """End every session on the scratch database (the drill's psql, its count queries)."""
-    db.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
-               (scratch,))
+    db.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+        (scratch,),
+    )
 
 
 def drop_scratch(db: psycopg.Connection, scratch: str) -> None:
@@ -91,7 +94,7 @@ def drop_scratch(db: psycopg.Connection, scratch: str) -> None:
 
 def scratch_time(name: str) -> datetime | None:
     """The UTC time in a scratch database's name (`backup_svc_drill_20261128_193000_1a2b`), or None."""
-    stamp = name[len(SCRATCH_PREFIX):len(SCRATCH_PREFIX) + 15] if name.startswith(SCRATCH_PREFIX) else ""
+    stamp = name[len(SCRATCH_PREFIX) : len(SCRATCH_PREFIX) + 15] if name.startswith(SCRATCH_PREFIX) else ""
     try:
         return datetime.strptime(stamp, "%Y%m%d_%H%M%S").replace(tzinfo=timezone.utc)
     except ValueError:
@@ -100,8 +103,12 @@ def scratch_time(name: str) -> datetime | None:
 
 def drop_leftovers(db: psycopg.Connection, now: datetime, say: Callable[[str], None]) -> list[str]:
     """Drop the scratch databases older than LEFTOVER_AGE (drills killed or abandoned); their names."""
-    names = [r[0] for r in db.execute("SELECT datname FROM pg_database WHERE datname LIKE %s",
-                                      (SCRATCH_PREFIX.replace("_", r"\_") + "%",))]
+    names = [
+        r[0]
+        for r in db.execute(
+            "SELECT datname FROM pg_database WHERE datname LIKE %s", (SCRATCH_PREFIX.replace("_", r"\_") + "%",)
+        )
+    ]
     dropped = []
     for name in names:
         when = scratch_time(name)

@@ -3,6 +3,7 @@
 That is the healthchecks.io convention (Uptime Kuma push monitors and Cronitor take the plain GET):
 the monitoring side alarms when pings *stop*, which no message sent from here can do.
 """
+
 from __future__ import annotations
 
 import urllib.request
@@ -41,8 +42,13 @@ def ping_settings_failure(env: Mapping[str, str], problems: list[str]) -> bool:
     parts = urlsplit(raw)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return False
-    event = Event(kind=BACKUP, outcome=FAILED, database="", finished=utc_now(),
-                  error=f"the settings are wrong: {problems[0] if problems else 'see the log'}")
+    event = Event(
+        kind=BACKUP,
+        outcome=FAILED,
+        database="",
+        finished=utc_now(),
+        error=f"the settings are wrong: {problems[0] if problems else 'see the log'}",
+    )
     try:
         send_heartbeat(raw, event, timeout_s=SETTINGS_PING_TIMEOUT_S)
     except Exception:  # the settings error is what gets said; a monitor that cannot be reached is secondary

@@ -1,4 +1,5 @@
 """Email through SMTP (smtplib): STARTTLS on 587, implicit TLS on 465, plain only to loopback."""
+
 from __future__ import annotations
 
 import smtplib
@@ -15,9 +16,14 @@ from backup_svc.pg.scrub import scrub
 
 def subject(event: Event) -> str:
     """`[backup_svc] shop: backup FAILED at 2026-11-28 19:30 UTC` — database, outcome and time."""
-    what = {"backup": "backup", "drill": "restore drill", "stale": "backups are STALE",
-            "test": "test notification", "shrink": "backup SHRANK (warning)",
-            "restore": event.details.get("action", "restore")}[event.kind]
+    what = {
+        "backup": "backup",
+        "drill": "restore drill",
+        "stale": "backups are STALE",
+        "test": "test notification",
+        "shrink": "backup SHRANK (warning)",
+        "restore": event.details.get("action", "restore"),
+    }[event.kind]
     if event.kind in ("stale", "test", "shrink"):
         return f"[backup_svc] {event.database}: {what} at {utc_text(event.when)}"
     how = "FAILED" if event.failed else "ok"
@@ -79,8 +85,9 @@ def send_mail(target: SmtpTarget, sender: str, recipients: list[str], event: Eve
             if target.security == "starttls":
                 if not client.has_extn("starttls"):
                     # Never fall back to sending the password and the mail in clear text.
-                    raise DeliveryFailed(f"{target.describe()} does not offer STARTTLS; use smtps:// or a "
-                                         f"server that does", retry=False)
+                    raise DeliveryFailed(
+                        f"{target.describe()} does not offer STARTTLS; use smtps:// or a server that does", retry=False
+                    )
                 client.starttls(context=context)
                 client.ehlo()
             if target.username:
@@ -89,18 +96,25 @@ def send_mail(target: SmtpTarget, sender: str, recipients: list[str], event: Eve
     except DeliveryFailed:
         raise
     except smtplib.SMTPAuthenticationError as exc:
-        raise DeliveryFailed(f"{target.describe()} rejected the user name or password in SMTP_URL "
-                             f"({exc.smtp_code})", retry=False) from None
+        raise DeliveryFailed(
+            f"{target.describe()} rejected the user name or password in SMTP_URL ({exc.smtp_code})", retry=False
+        ) from None
     except smtplib.SMTPNotSupportedError:
-        raise DeliveryFailed(f"{target.describe()} offers no login (AUTH) here; check the port and whether "
-                             f"SMTP_URL should carry a user name", retry=False) from None
+        raise DeliveryFailed(
+            f"{target.describe()} offers no login (AUTH) here; check the port and whether "
+            f"SMTP_URL should carry a user name",
+            retry=False,
+        ) from None
     except smtplib.SMTPRecipientsRefused as exc:
-        raise DeliveryFailed(f"{target.describe()} refused every recipient: "
-                             f"{', '.join(exc.recipients)}", retry=False) from None
+        raise DeliveryFailed(
+            f"{target.describe()} refused every recipient: {', '.join(exc.recipients)}", retry=False
+        ) from None
     except smtplib.SMTPResponseException as exc:
         detail = exc.smtp_error.decode("utf-8", "replace") if isinstance(exc.smtp_error, bytes) else str(exc.smtp_error)
-        raise DeliveryFailed(f"{target.describe()} answered {exc.smtp_code}: "
-                             f"{scrub(detail, target.password)[:200]}", retry=exc.smtp_code < 500) from None
+        raise DeliveryFailed(
+            f"{target.describe()} answered {exc.smtp_code}: {scrub(detail, target.password)[:200]}",
+            retry=exc.smtp_code < 500,
+        ) from None
     except ssl.SSLError as exc:
         raise DeliveryFailed(f"TLS with {target.describe()} failed: {exc.reason or exc}") from None
     except (socket.timeout, TimeoutError):

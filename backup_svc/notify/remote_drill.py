@@ -1,6 +1,7 @@
 """A restore drill of a backup stored on an rclone remote: streamed through `rclone cat` (no temp file)
 into a scratch database, checked like any drill (drill.py); the sha256 comes from its `.sha256` companion, the
 dump-time row counts (when the upload recorded them) from its ownership record."""
+
 from __future__ import annotations
 
 from typing import Callable
@@ -14,8 +15,9 @@ from backup_svc.storage.rclone_target import RcloneTarget
 from backup_svc.timefmt import utc_now
 
 
-def drill_remote_file(setup: StoredSetup, target: RcloneTarget, name: str, *,
-                      say: Callable[[str], None] = lambda _: None) -> DrillReport:
+def drill_remote_file(
+    setup: StoredSetup, target: RcloneTarget, name: str, *, say: Callable[[str], None] = lambda _: None
+) -> DrillReport:
     """Drill `name` in the target's folder; never raises for a failed drill (the report says why)."""
     url = f"rclone:{target.location.target(name)}"
     try:
@@ -37,6 +39,16 @@ def drill_remote_file(setup: StoredSetup, target: RcloneTarget, name: str, *,
 
     opener = decrypting_opener(url, opener, setup.encryption.identities)
     metadata = {k: v for k, v in record.items() if k != "sha256"} | ({"sha256": sha256} if sha256 else {})
-    return run_drill(url, name, setup.notify.drill, source=setup.dump.conn, opener=opener, size=size,
-                     metadata=metadata, bin_dirs=setup.dump.pg_bin_dirs, timeout_s=setup.dump.connect_timeout_s,
-                     say=say, deadline_s=drill_timeout_s(setup.notify.drill_timeout_s, size))
+    return run_drill(
+        url,
+        name,
+        setup.notify.drill,
+        source=setup.dump.conn,
+        opener=opener,
+        size=size,
+        metadata=metadata,
+        bin_dirs=setup.dump.pg_bin_dirs,
+        timeout_s=setup.dump.connect_timeout_s,
+        say=say,
+        deadline_s=drill_timeout_s(setup.notify.drill_timeout_s, size),
+    )

@@ -5,6 +5,7 @@ Whoever finishes a stored backup calls `backup_finished(event, drill=...)`: it r
 notification goes through the background Notifier; a drill (when RESTORE_DRILL_URL is set and the
 backup succeeded) runs in a thread of its own, one at a time, and reports through the same channels.
 """
+
 from __future__ import annotations
 
 import logging
@@ -41,8 +42,14 @@ def _payload(event: Event) -> dict:
 class Reporter:
     """Outcomes in, notifications out; thread-safe; never raises into the caller."""
 
-    def __init__(self, settings: NotifySettings, database: str, *, notifier: Notifier | None = None,
-                 up_since: datetime | None = None):
+    def __init__(
+        self,
+        settings: NotifySettings,
+        database: str,
+        *,
+        notifier: Notifier | None = None,
+        up_since: datetime | None = None,
+    ):
         self.settings = settings
         self.database = database
         self.notifier = notifier or Notifier(settings)
@@ -111,8 +118,13 @@ class Reporter:
         self._record("drill", report.as_dict(), report.finished)
         if report.outcome == "ok":
             self.last_proven = report
-            log.info("notify: restore drill of %s ok in %.1f s (%d tables, %d rows)",
-                     report.name, report.seconds, report.tables, report.rows)
+            log.info(
+                "notify: restore drill of %s ok in %.1f s (%d tables, %d rows)",
+                report.name,
+                report.seconds,
+                report.tables,
+                report.rows,
+            )
         else:
             log.error("notify: restore drill of %s failed: %s", report.name, report.error)
         self.notifier.submit(report.event(self.database))
@@ -126,8 +138,15 @@ class Reporter:
             return not thread.is_alive()
         return True
 
-    def check_staleness(self, newest_ok: datetime | None, interval: timedelta, when: datetime | None = None, *,
-                        already_alarmed: Callable[[], bool] | None = None, last_failed: str | None = None) -> Staleness:
+    def check_staleness(
+        self,
+        newest_ok: datetime | None,
+        interval: timedelta,
+        when: datetime | None = None,
+        *,
+        already_alarmed: Callable[[], bool] | None = None,
+        last_failed: str | None = None,
+    ) -> Staleness:
         """Staleness now (for the API and the dashboard); sends the episode's one alarm when it starts,
         unless `already_alarmed()` says the durable history has it already (a restart, another replica)."""
         state, alarm = self.staleness_alarm.check(newest_ok, when or utc_now(), interval, last_failed=last_failed)
@@ -136,8 +155,10 @@ class Reporter:
             log.info("notify: backups are stale; the alarm for this episode is already in the history")
             alarm = None
         if alarm is not None:
-            log.error("notify: backups are stale: newest successful stored backup %s",
-                      newest_ok.isoformat() if newest_ok else "none")
+            log.error(
+                "notify: backups are stale: newest successful stored backup %s",
+                newest_ok.isoformat() if newest_ok else "none",
+            )
             self._record(alarm.kind, _payload(alarm), alarm.when)
             self.notifier.submit(alarm)
         return state

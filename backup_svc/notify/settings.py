@@ -2,6 +2,7 @@
 
 Every problem is one line naming the variable; no value that may hold a secret is ever echoed.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -73,8 +74,7 @@ def parse_smtp_url(url: str) -> SmtpTarget:
     password = unquote(parts.password) if parts.password is not None else None
     if password and not username:
         raise ValueError("has a password but no user name")
-    return SmtpTarget(host=host, port=port or default_port, security=security, username=username,
-                      password=password)
+    return SmtpTarget(host=host, port=port or default_port, security=security, username=username, password=password)
 
 
 def _http_url(name: str, raw: str, problems: list[str]) -> str | None:
@@ -100,6 +100,7 @@ def _addresses(name: str, raw: str, problems: list[str]) -> list[str]:
 
 def same_database(a: ConnInfo, b: ConnInfo) -> bool:
     """True when both name the same database on the same server (loopback names count as one host)."""
+
     def server(conn: ConnInfo) -> tuple[str, int]:
         host = conn.host.lower().strip("[]")
         return ("loopback" if is_loopback(host) else host), conn.port or 5432
@@ -127,8 +128,12 @@ class NotifySettings:
 
     def secrets(self) -> tuple[str, ...]:
         """Every configured value that must never appear in a log or a message."""
-        values = [self.webhook_url, self.heartbeat_url, self.smtp.password if self.smtp else None,
-                  self.drill.password if self.drill else None]
+        values = [
+            self.webhook_url,
+            self.heartbeat_url,
+            self.smtp.password if self.smtp else None,
+            self.drill.password if self.drill else None,
+        ]
         for url in (self.webhook_url, self.heartbeat_url):
             if url:
                 path = urlsplit(url).path.strip("/")
@@ -178,11 +183,13 @@ def notify_settings(env: Mapping[str, str], problems: list[str], *, source: Conn
 
     With `source` (the backed-up database), a RESTORE_DRILL_URL that points at it is refused.
     """
+
     def get(name: str) -> str:
         return env.get(name, "").strip()
 
-    webhook = _http_url("NOTIFY_WEBHOOK_URL", get("NOTIFY_WEBHOOK_URL"), problems) if get("NOTIFY_WEBHOOK_URL") \
-        else None
+    webhook = (
+        _http_url("NOTIFY_WEBHOOK_URL", get("NOTIFY_WEBHOOK_URL"), problems) if get("NOTIFY_WEBHOOK_URL") else None
+    )
     heartbeat = _http_url("HEARTBEAT_URL", get("HEARTBEAT_URL"), problems) if get("HEARTBEAT_URL") else None
 
     smtp = _parsed("SMTP_URL", get("SMTP_URL"), parse_smtp_url, problems)
@@ -208,8 +215,10 @@ def notify_settings(env: Mapping[str, str], problems: list[str], *, source: Conn
 
     drill = _parsed("RESTORE_DRILL_URL", get("RESTORE_DRILL_URL"), parse_database_url, problems)
     if drill and source and same_database(drill, source):
-        problems.append("RESTORE_DRILL_URL points at the backed-up database (DATABASE_URL): drills need "
-                        "a scratch server or database they may overwrite, never the source")
+        problems.append(
+            "RESTORE_DRILL_URL points at the backed-up database (DATABASE_URL): drills need "
+            "a scratch server or database they may overwrite, never the source"
+        )
         drill = None
 
     drill_timeout = None
@@ -220,6 +229,14 @@ def notify_settings(env: Mapping[str, str], problems: list[str], *, source: Conn
         else:
             drill_timeout = int(text)
 
-    return NotifySettings(webhook_url=webhook, smtp=smtp, email_to=email_to, email_from=email_from,
-                          notify_on=notify_on, heartbeat_url=heartbeat, drill=drill,
-                          drill_url=get("RESTORE_DRILL_URL") or None, drill_timeout_s=drill_timeout)
+    return NotifySettings(
+        webhook_url=webhook,
+        smtp=smtp,
+        email_to=email_to,
+        email_from=email_from,
+        notify_on=notify_on,
+        heartbeat_url=heartbeat,
+        drill=drill,
+        drill_url=get("RESTORE_DRILL_URL") or None,
+        drill_timeout_s=drill_timeout,
+    )

@@ -4,6 +4,7 @@ one is drilled, and the newest stored backup's time feeds the staleness alarm.
 Used by the `upload` command and by the scheduler in `serve` (which the API's "store one now" also
 goes through), so every stored backup is reported the same way.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -62,8 +63,9 @@ class StoredBackupOutcome:
     # the restore drill of what was stored, when it is not in a bucket (an rclone remote's: remote_drill.py)
     drill: Callable[[], DrillReport] | None = None
 
-    def stored(self, stored, shrink=None, rows: int | None = None,
-               drill: Callable[[], DrillReport] | None = None) -> None:
+    def stored(
+        self, stored, shrink=None, rows: int | None = None, drill: Callable[[], DrillReport] | None = None
+    ) -> None:
         """Record the StoredObject that `take_stored_backup` returned, its rows and shrink finding if any."""
         from backup_svc.storage.listing import backup_size
 
@@ -90,15 +92,20 @@ def _not_a_failure(exc: BaseException) -> bool:
 
 def failure_reason(exc: BaseException, *secrets: str | None) -> str:
     """One secret-free line for whatever ended a stored backup."""
-    reason = getattr(exc, "message", None) or str(exc) or {
-        "KeyboardInterrupt": "interrupted (Ctrl-C)", "Terminated": "stopped by SIGTERM"}.get(
-        type(exc).__name__, type(exc).__name__)
+    reason = (
+        getattr(exc, "message", None)
+        or str(exc)
+        or {"KeyboardInterrupt": "interrupted (Ctrl-C)", "Terminated": "stopped by SIGTERM"}.get(
+            type(exc).__name__, type(exc).__name__
+        )
+    )
     return scrub(reason.splitlines()[0], *secrets)
 
 
 @contextlib.contextmanager
-def reporting(reporter: Reporter, setup: StoredSetup, name: str, *,
-              drill_after: bool = True) -> Iterator[StoredBackupOutcome]:
+def reporting(
+    reporter: Reporter, setup: StoredSetup, name: str, *, drill_after: bool = True
+) -> Iterator[StoredBackupOutcome]:
     """`with reporting(...) as outcome: result = take_stored_backup(..., name=name); outcome.stored(result.stored, …)`
 
     On the way out: a failed (raised) backup is reported and the exception goes on; a good one is
@@ -113,23 +120,50 @@ def reporting(reporter: Reporter, setup: StoredSetup, name: str, *,
     except BaseException as exc:
         if not _not_a_failure(exc):
             # no `name`: nothing was stored under it
-            reporter.backup_finished(Event(kind=BACKUP, outcome=FAILED, database=reporter.database,
-                                           error=failure_reason(exc, setup.dump.conn.password), started=started,
-                                           finished=utc_now()))
+            reporter.backup_finished(
+                Event(
+                    kind=BACKUP,
+                    outcome=FAILED,
+                    database=reporter.database,
+                    error=failure_reason(exc, setup.dump.conn.password),
+                    started=started,
+                    finished=utc_now(),
+                )
+            )
         raise
-    event = Event(kind=BACKUP, outcome=OK, database=reporter.database, name=name, bytes=outcome.size,
-                  sha256=outcome.sha256, started=started, finished=utc_now())
-    job = (outcome.drill or (lambda: drill_stored_object(setup, outcome.bucket, outcome.key))) \
-        if outcome.key and drill_after and reporter.drills_enabled else None
+    event = Event(
+        kind=BACKUP,
+        outcome=OK,
+        database=reporter.database,
+        name=name,
+        bytes=outcome.size,
+        sha256=outcome.sha256,
+        started=started,
+        finished=utc_now(),
+    )
+    job = (
+        (outcome.drill or (lambda: drill_stored_object(setup, outcome.bucket, outcome.key)))
+        if outcome.key and drill_after and reporter.drills_enabled
+        else None
+    )
     reporter.backup_finished(event, drill=job)
     if outcome.shrink is not None:
-        reporter.warn(shrink_event(outcome.shrink, database=reporter.database, size=outcome.size,
-                                   sha256=outcome.sha256, rows=outcome.rows, finished=event.finished,
-                                   held_url=outcome.held_url()))
+        reporter.warn(
+            shrink_event(
+                outcome.shrink,
+                database=reporter.database,
+                size=outcome.size,
+                sha256=outcome.sha256,
+                rows=outcome.rows,
+                finished=event.finished,
+                held_url=outcome.held_url(),
+            )
+        )
 
 
-def drill_stored_object(setup: StoredSetup, bucket: str, key: str, *, client=None,
-                        say: Callable[[str], None] = lambda _: None) -> DrillReport:
+def drill_stored_object(
+    setup: StoredSetup, bucket: str, key: str, *, client=None, say: Callable[[str], None] = lambda _: None
+) -> DrillReport:
     """Drill `s3://bucket/key`: the object is streamed (no temp file), its metadata gives the row counts."""
     from backup_svc.crypto.decrypt import decrypting_opener
     from backup_svc.storage.dedup.source import logical_size, stored_opener
@@ -151,10 +185,19 @@ def drill_stored_object(setup: StoredSetup, bucket: str, key: str, *, client=Non
     opener = stored_opener(client, bucket, key, first, dedup_key, setup.encryption.identities)
     # an age-encrypted object is decrypted with BACKUP_AGE_IDENTITY; without it the drill says it needs it
     opener = decrypting_opener(url, opener, setup.encryption.identities)
-    return run_drill(url, key.rsplit("/", 1)[-1], setup.notify.drill, source=setup.dump.conn, opener=opener,
-                     size=logical_size(key, first.metadata, first.size), metadata=first.metadata, bin_dirs=setup.dump.pg_bin_dirs,
-                     timeout_s=setup.dump.connect_timeout_s, say=say,
-                     deadline_s=drill_timeout_s(setup.notify.drill_timeout_s, first.size))
+    return run_drill(
+        url,
+        key.rsplit("/", 1)[-1],
+        setup.notify.drill,
+        source=setup.dump.conn,
+        opener=opener,
+        size=logical_size(key, first.metadata, first.size),
+        metadata=first.metadata,
+        bin_dirs=setup.dump.pg_bin_dirs,
+        timeout_s=setup.dump.connect_timeout_s,
+        say=say,
+        deadline_s=drill_timeout_s(setup.notify.drill_timeout_s, first.size),
+    )
 
 
 def newest_stored(setup: StoredSetup, client=None, owner=None):
@@ -172,8 +215,9 @@ def newest_stored(setup: StoredSetup, client=None, owner=None):
     return backups[0] if backups else None
 
 
-def check_staleness(reporter: Reporter, setup: StoredSetup, newest_time: datetime | None,
-                    when: datetime | None = None, *, history=None) -> Staleness | None:
+def check_staleness(
+    reporter: Reporter, setup: StoredSetup, newest_time: datetime | None, when: datetime | None = None, *, history=None
+) -> Staleness | None:
     """Staleness for a configured schedule — BACKUP_SCHEDULE, or BACKUP_EXPECTED_SCHEDULE when another
     process takes the backups — (None without one); sends the episode's one alarm.
 
@@ -207,8 +251,9 @@ class StalenessWatch:
     INTERVAL_S = 300.0
     MIN_INTERVAL_S = 10.0
 
-    def __init__(self, reporter: Reporter, setup: StoredSetup, *, interval_s: float | None = None, client=None,
-                 history=None):
+    def __init__(
+        self, reporter: Reporter, setup: StoredSetup, *, interval_s: float | None = None, client=None, history=None
+    ):
         import threading
 
         from backup_svc.storage.run import owner_lookup

@@ -1,4 +1,5 @@
 """Webhook: one JSON POST per event, shaped so Slack (`text`) and Discord (`content`) take it as is."""
+
 from __future__ import annotations
 
 import json
@@ -14,7 +15,9 @@ USER_AGENT = "backup_svc-notify/1"
 def post_json(url: str, payload: dict, *, timeout_s: float) -> int:
     """POST `payload` as JSON; return the 2xx status, or DeliveryFailed saying what went wrong."""
     request = urllib.request.Request(
-        url, data=json.dumps(payload).encode(), method="POST",
+        url,
+        data=json.dumps(payload).encode(),
+        method="POST",
         headers={"Content-Type": "application/json", "User-Agent": USER_AGENT},
     )
     return http_send(request, timeout_s)

@@ -1,4 +1,5 @@
 """Finding PostgreSQL client binaries and choosing the pg_dump that can dump a given server."""
+
 from __future__ import annotations
 
 import glob
@@ -12,7 +13,6 @@ from backup_svc.pg.diagnose import INCOMPATIBLE, CannotDump
 
 if TYPE_CHECKING:
     from backup_svc.pg.facts import ServerFacts
-
 
 
 def default_pg_bin_dirs() -> list[str]:
@@ -115,6 +115,8 @@ def restore_caveat(facts: "ServerFacts", chosen: PgBinary) -> str | None:
     server = server_major(facts.version_num)
     if chosen.major <= server:
         return None
-    return (f"pg_dump {chosen.version} is newer than the server (PostgreSQL {facts.version}): its backups "
-            f"restore reliably only into PostgreSQL {chosen.major} or newer. Install "
-            f"postgresql-client-{server} (or add its folder to PG_BIN_DIRS) for backups that restore into {server}.")
+    return (
+        f"pg_dump {chosen.version} is newer than the server (PostgreSQL {facts.version}): its backups "
+        f"restore reliably only into PostgreSQL {chosen.major} or newer. Install "
+        f"postgresql-client-{server} (or add its folder to PG_BIN_DIRS) for backups that restore into {server}."
+    )

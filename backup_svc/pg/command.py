@@ -1,5 +1,6 @@
 """How a PostgreSQL client program is run: an argument list, a minimal environment (the password
 only there, never a service secret), TCP keepalives, and a process that dies with its parent."""
+
 from __future__ import annotations
 
 import ctypes
@@ -18,17 +19,61 @@ VERSION = re.compile(r"(\d+)(?:\.(\d+))?")
 # and time zone, and the variables libpq itself reads (so the service's own connections, readiness,
 # `check` and pg_dump resolve DATABASE_URL the same way: PGPASSWORD, PGPASSFILE, PGSSLMODE, ...).
 # Nothing else: ADMIN_TOKEN, ADMIN_PASSWORD, LINK_SECRET, AWS_*, SMTP_URL never reach a child.
-PASSED_VARIABLES = frozenset({
-    "PATH", "HOME", "USER", "LOGNAME", "TZ", "TMPDIR", "LANG", "LANGUAGE", "LD_LIBRARY_PATH",
-    # libpq's environment variables (https://www.postgresql.org/docs/current/libpq-envars.html)
-    "PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGPASSWORD", "PGPASSFILE", "PGREQUIREAUTH",
-    "PGCHANNELBINDING", "PGSERVICE", "PGSERVICEFILE", "PGSYSCONFDIR", "PGLOCALEDIR", "PGSSLMODE",
-    "PGREQUIRESSL", "PGSSLNEGOTIATION", "PGSSLCOMPRESSION", "PGSSLCERT", "PGSSLKEY", "PGSSLCERTMODE",
-    "PGSSLROOTCERT", "PGSSLCRL", "PGSSLCRLDIR", "PGSSLSNI", "PGREQUIREPEER", "PGSSLMINPROTOCOLVERSION",
-    "PGSSLMAXPROTOCOLVERSION", "PGGSSENCMODE", "PGKRBSRVNAME", "PGGSSLIB", "PGGSSDELEGATION",
-    "PGTARGETSESSIONATTRS", "PGLOADBALANCEHOSTS", "PGCLIENTENCODING", "PGDATESTYLE", "PGTZ", "PGGEQO",
-    "PGMINPROTOCOLVERSION", "PGMAXPROTOCOLVERSION", "KRB5_CONFIG", "KRB5CCNAME",
-})
+PASSED_VARIABLES = frozenset(
+    {
+        "PATH",
+        "HOME",
+        "USER",
+        "LOGNAME",
+        "TZ",
+        "TMPDIR",
+        "LANG",
+        "LANGUAGE",
+        "LD_LIBRARY_PATH",
+        # libpq's environment variables (https://www.postgresql.org/docs/current/libpq-envars.html)
+        "PGHOST",
+        "PGHOSTADDR",
+        "PGPORT",
+        "PGDATABASE",
+        "PGUSER",
+        "PGPASSWORD",
+        "PGPASSFILE",
+        "PGREQUIREAUTH",
+        "PGCHANNELBINDING",
+        "PGSERVICE",
+        "PGSERVICEFILE",
+        "PGSYSCONFDIR",
+        "PGLOCALEDIR",
+        "PGSSLMODE",
+        "PGREQUIRESSL",
+        "PGSSLNEGOTIATION",
+        "PGSSLCOMPRESSION",
+        "PGSSLCERT",
+        "PGSSLKEY",
+        "PGSSLCERTMODE",
+        "PGSSLROOTCERT",
+        "PGSSLCRL",
+        "PGSSLCRLDIR",
+        "PGSSLSNI",
+        "PGREQUIREPEER",
+        "PGSSLMINPROTOCOLVERSION",
+        "PGSSLMAXPROTOCOLVERSION",
+        "PGGSSENCMODE",
+        "PGKRBSRVNAME",
+        "PGGSSLIB",
+        "PGGSSDELEGATION",
+        "PGTARGETSESSIONATTRS",
+        "PGLOADBALANCEHOSTS",
+        "PGCLIENTENCODING",
+        "PGDATESTYLE",
+        "PGTZ",
+        "PGGEQO",
+        "PGMINPROTOCOLVERSION",
+        "PGMAXPROTOCOLVERSION",
+        "KRB5_CONFIG",
+        "KRB5CCNAME",
+    }
+)
 
 # TCP keepalives on every connection the service makes (its own and pg_dump's), unless DATABASE_URL
 # sets them itself: a link that died silently (NAT timeout, a dropped route) is noticed in about a
@@ -98,15 +143,18 @@ def _die_with_parent(parent_pid: int):
     client program must be started by the thread that runs it to its end (every caller here does:
     the request thread that streams a dump, the CLI's main thread), never by a short-lived helper.
     """
+
     def preexec() -> None:
         _prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         if os.getppid() != parent_pid:  # the parent died before the line above took effect
             os._exit(1)
+
     return preexec
 
 
 def start_client(command: ClientCommand, **popen_kwargs) -> subprocess.Popen:
     """Popen `command` in a session of its own that dies with this process (SIGKILL, OOM kill, crash)."""
     preexec = _die_with_parent(os.getpid()) if _prctl is not None else None
-    return subprocess.Popen(command.argv, env=command.env, close_fds=True, start_new_session=True,
-                            preexec_fn=preexec, **popen_kwargs)
+    return subprocess.Popen(
+        command.argv, env=command.env, close_fds=True, start_new_session=True, preexec_fn=preexec, **popen_kwargs
+    )

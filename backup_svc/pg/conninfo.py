@@ -1,11 +1,14 @@
 """Connection strings: a libpq URI parsed into what may be shown (argv, logs) and the password."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
-_ENCODE_HINT = ("a '/', '?', '#', '@', '[' or ']' in the user name or password must be percent-encoded "
-                "(%2F, %3F, %23, %40, %5B, %5D)")
+_ENCODE_HINT = (
+    "a '/', '?', '#', '@', '[' or ']' in the user name or password must be percent-encoded "
+    "(%2F, %3F, %23, %40, %5B, %5D)"
+)
 
 
 @dataclass(frozen=True)

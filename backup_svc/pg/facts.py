@@ -1,4 +1,5 @@
 """Short read-only queries against the database being backed up (version, size, tables)."""
+
 from __future__ import annotations
 
 import os
@@ -166,8 +167,7 @@ class BackgroundFacts(CachedFacts):
     costs callers nothing: before, they queued on the refresh and held every request thread.
     """
 
-    def __init__(self, conn: ConnInfo, *, ttl_s: float, error_ttl_s: float, timeout_s: int,
-                 first_wait_s: float = 2.0):
+    def __init__(self, conn: ConnInfo, *, ttl_s: float, error_ttl_s: float, timeout_s: int, first_wait_s: float = 2.0):
         super().__init__(conn, ttl_s=ttl_s, error_ttl_s=error_ttl_s)
         self.timeout_s = timeout_s
         self.first_wait_s = first_wait_s

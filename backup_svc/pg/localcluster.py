@@ -1,4 +1,5 @@
 """A throwaway PostgreSQL cluster in a temporary folder: the demo's database and the tests'."""
+
 from __future__ import annotations
 
 import errno
@@ -67,11 +68,16 @@ def _bindable(port: int) -> bool:
 
 def find_server_bin_dir(bin_dirs: list[str]) -> str:
     """The folder of the newest installed PostgreSQL server (one holding `postgres` and `initdb`)."""
-    servers = [b for b in find_binaries("postgres", bin_dirs)
-               if os.access(os.path.join(os.path.dirname(b.path), "initdb"), os.X_OK)]
+    servers = [
+        b
+        for b in find_binaries("postgres", bin_dirs)
+        if os.access(os.path.join(os.path.dirname(b.path), "initdb"), os.X_OK)
+    ]
     if not servers:
-        raise RuntimeError("no PostgreSQL server binaries (postgres, initdb) found in PG_BIN_DIRS or "
-                           "/usr/lib/postgresql/*/bin; install the postgresql package")
+        raise RuntimeError(
+            "no PostgreSQL server binaries (postgres, initdb) found in PG_BIN_DIRS or "
+            "/usr/lib/postgresql/*/bin; install the postgresql package"
+        )
     return os.path.dirname(servers[-1].path)
 
 
@@ -82,8 +88,15 @@ class LocalCluster:
     kept there and reused by the next start (the benchmark's databases take minutes to build).
     """
 
-    def __init__(self, bin_dir: str, *, port: int | None = None, password: str | None = None,
-                 root: str | None = None, settings: dict[str, str] | None = None):
+    def __init__(
+        self,
+        bin_dir: str,
+        *,
+        port: int | None = None,
+        password: str | None = None,
+        root: str | None = None,
+        settings: dict[str, str] | None = None,
+    ):
         self.bin_dir = bin_dir
         self.port = port or free_port()
         self.password = password or secrets.token_urlsafe(18)
@@ -109,17 +122,52 @@ class LocalCluster:
                 f.write(self.password)
             os.chmod(pwfile, 0o600)
             self._chown(self.root, pwfile)
-            self._run([self._bin("initdb"), "-D", data, "-U", self.user, f"--pwfile={pwfile}", "-E", "UTF8",
-                       "--no-locale", "--auth-local=trust", "--auth-host=scram-sha-256", "--no-sync"])
+            self._run(
+                [
+                    self._bin("initdb"),
+                    "-D",
+                    data,
+                    "-U",
+                    self.user,
+                    f"--pwfile={pwfile}",
+                    "-E",
+                    "UTF8",
+                    "--no-locale",
+                    "--auth-local=trust",
+                    "--auth-host=scram-sha-256",
+                    "--no-sync",
+                ]
+            )
             if not self.keep:
                 os.unlink(pwfile)
         self._log = open(os.path.join(self.root, "postgres.log"), "ab")
         self._server = subprocess.Popen(
-            [self._bin("postgres"), "-D", data, "-p", str(self.port), "-k", self.root,
-             "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off",
-             "-c", "full_page_writes=off", "-c", "max_connections=60", "-c", "shared_buffers=64MB",
-             *[arg for name, value in self.settings.items() for arg in ("-c", f"{name}={value}")]],
-            stdout=self._log, stderr=subprocess.STDOUT, cwd=self.root, start_new_session=True,
+            [
+                self._bin("postgres"),
+                "-D",
+                data,
+                "-p",
+                str(self.port),
+                "-k",
+                self.root,
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+                "-c",
+                "max_connections=60",
+                "-c",
+                "shared_buffers=64MB",
+                *[arg for name, value in self.settings.items() for arg in ("-c", f"{name}={value}")],
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=self.root,
+            start_new_session=True,
             **self._as_user(),
         )
         deadline = time.monotonic() + timeout_s
@@ -167,8 +215,15 @@ class LocalCluster:
 
     def connect(self, dbname: str = "postgres") -> psycopg.Connection:
         """An autocommit superuser connection."""
-        return psycopg.connect(host="127.0.0.1", port=self.port, user=self.user, password=self.password,
-                               dbname=dbname, autocommit=True, connect_timeout=5)
+        return psycopg.connect(
+            host="127.0.0.1",
+            port=self.port,
+            user=self.user,
+            password=self.password,
+            dbname=dbname,
+            autocommit=True,
+            connect_timeout=5,
+        )
 
     def create_database(self, name: str, sql: str | None = None) -> str:
         """Create database `name` (dropping an old one), run `sql` in it, return its URI."""
@@ -183,7 +238,10 @@ class LocalCluster:
         """Run `sql` with psql (stops at the first error); return its output."""
         result = subprocess.run(
             [self._bin("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", self.url(dbname, with_password=False)],
-            input=sql, text=True, capture_output=True, env={**os.environ, "PGPASSWORD": self.password},
+            input=sql,
+            text=True,
+            capture_output=True,
+            env={**os.environ, "PGPASSWORD": self.password},
         )
         if result.returncode != 0:
             raise RuntimeError(f"psql failed in {dbname}: {result.stderr.strip()}")

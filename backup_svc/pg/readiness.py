@@ -1,4 +1,5 @@
 """Can this server be dumped now? Query its facts, then choose the pg_dump for it — in one place."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

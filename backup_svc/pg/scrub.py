@@ -1,4 +1,5 @@
 """Removing secrets from text that may reach a client or a log."""
+
 from __future__ import annotations
 
 import re

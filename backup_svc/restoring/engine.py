@@ -4,6 +4,7 @@ for `replace` the guarded swap after it; undo and drop of the databases kept.
 Every path that fails or is cancelled before the swap drops the database it created; the live
 database is touched only by the swap, which undoes itself when it fails.
 """
+
 from __future__ import annotations
 
 import logging
@@ -46,8 +47,17 @@ def check_privileges(link: ServerLink, *, swap: bool) -> None:
         raise RestoreFailed(refusal)
 
 
-def restore(source: Source, link: ServerLink, progress: RestoreProgress, *, bin_dirs: list[str],
-            swap_timeout_s: float, require_sha256: bool = True, say: Say = lambda _: None, jobs: int = 1) -> None:
+def restore(
+    source: Source,
+    link: ServerLink,
+    progress: RestoreProgress,
+    *,
+    bin_dirs: list[str],
+    swap_timeout_s: float,
+    require_sha256: bool = True,
+    say: Say = lambda _: None,
+    jobs: int = 1,
+) -> None:
     """Restore `source` into `progress.target` (a new database, on `jobs` connections); for mode
     `replace`, swap it in.
 
@@ -62,15 +72,20 @@ def restore(source: Source, link: ServerLink, progress: RestoreProgress, *, bin_
     progress.bytes_total = int(source.metadata.get("sql-bytes") or checked.sql_bytes)
     progress.tables_total = checked.recorded_tables if checked.recorded_tables is not None else len(checked.expected)
     progress.counts_from = checked.counts_from
-    say(f"checked {source.label}: intact and complete, {checked.sql_bytes} bytes of SQL"
-        + (", sha256 as recorded" if source.stored_sha256 else ""))
+    say(
+        f"checked {source.label}: intact and complete, {checked.sql_bytes} bytes of SQL"
+        + (", sha256 as recorded" if source.stored_sha256 else "")
+    )
     progress.enter("creating")
     target = link.other(progress.target)
     say(create_database(target, link.timeout_s, checked.encoding, maintenance=link.maintenance))
     try:
         with link.connect() as db:
-            mark(db, progress.target, f"restored from {source.name} by {progress.actor} at "
-                                      f"{_utc_now():%Y-%m-%d %H:%M:%S} UTC")
+            mark(
+                db,
+                progress.target,
+                f"restored from {source.name} by {progress.actor} at {_utc_now():%Y-%m-%d %H:%M:%S} UTC",
+            )
         _apply(source, target, progress, checked, bin_dirs, say, jobs)
         if replace:
             progress.enter("swapping")
@@ -85,8 +100,9 @@ def restore(source: Source, link: ServerLink, progress: RestoreProgress, *, bin_
         raise
 
 
-def _apply(source: Source, target, progress: RestoreProgress, checked, bin_dirs: list[str], say: Say,
-           jobs: int = 1) -> None:
+def _apply(
+    source: Source, target, progress: RestoreProgress, checked, bin_dirs: list[str], say: Say, jobs: int = 1
+) -> None:
     """Stream the backup into the new database (psql in one transaction, or on `jobs` connections: the
     database is new, a failure drops it), then compare row counts."""
     facts = inspect_target(target, 10)
@@ -102,21 +118,38 @@ def _apply(source: Source, target, progress: RestoreProgress, checked, bin_dirs:
         progress.check_cancel()
 
     if jobs > 1:
-        say(f"restoring into {progress.target!r} on {jobs} connections, with {psql.path} ({psql.version}) for "
-            f"the schema ...")
-        restore_in_parallel(source.label, target, psql.path, facts.version_num, jobs,
-                            opener=source.reading_opener(), say=say, watch=watch)
+        say(
+            f"restoring into {progress.target!r} on {jobs} connections, with {psql.path} ({psql.version}) for "
+            f"the schema ..."
+        )
+        restore_in_parallel(
+            source.label,
+            target,
+            psql.path,
+            facts.version_num,
+            jobs,
+            opener=source.reading_opener(),
+            say=say,
+            watch=watch,
+        )
     else:
         say(f"restoring into {progress.target!r} with {psql.path} ({psql.version}) ...")
-        stream_into_psql(source.label, psql_command(psql.path, target, facts.version_num),
-                         secrets=(target.password,), opener=source.reading_opener(), watch=watch)
+        stream_into_psql(
+            source.label,
+            psql_command(psql.path, target, facts.version_num),
+            secrets=(target.password,),
+            opener=source.reading_opener(),
+            watch=watch,
+        )
     progress.enter("comparing")
     actual = restored_counts(target, list(checked.expected), 10)
     progress.rows = sum(v for v in actual.values() if v is not None)
     problems = compare(checked.expected, actual)
     if checked.recorded_rows is not None and sum(checked.expected.values()) != checked.recorded_rows:
-        problems.append(f"the per-table counts add up to {sum(checked.expected.values())} rows, the recorded "
-                        f"total is {checked.recorded_rows}")
+        problems.append(
+            f"the per-table counts add up to {sum(checked.expected.values())} rows, the recorded "
+            f"total is {checked.recorded_rows}"
+        )
     if problems:
         more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
         raise RestoreFailed(f"row counts differ after the restore: {'; '.join(problems[:3])}{more}")
@@ -169,7 +202,9 @@ def drop(link: ServerLink, name: str, confirm: str | None) -> None:
         try:
             drop_database(db, name, force=False)
         except psycopg.errors.ObjectInUse:
-            raise RestoreFailed(f"{name!r} is in use (someone is connected to it); close those sessions and "
-                                f"try again — nothing was dropped") from None
+            raise RestoreFailed(
+                f"{name!r} is in use (someone is connected to it); close those sessions and "
+                f"try again — nothing was dropped"
+            ) from None
         except psycopg.Error as exc:
             raise RestoreFailed(f"cannot drop {name!r}: {link.scrub(error_lines(str(exc)))}") from None

@@ -1,4 +1,5 @@
 """The names a restore gives databases, and which databases are the service's to list, swap back or drop."""
+
 from __future__ import annotations
 
 import re
@@ -28,8 +29,9 @@ def kept_name(database: str, kind: str, when: datetime) -> str:
     """`<db>_restored_<YYYYMMDD_HHMMSS>` or `<db>_before_restore_<YYYYMMDD_HHMMSS>`; BadName when too long."""
     name = f"{database}_{kind}_{stamp(when)}"
     if len(name.encode("utf-8")) > MAX_NAME_BYTES:
-        raise BadName(f"{name!r} is longer than PostgreSQL's {MAX_NAME_BYTES} bytes; choose a shorter name "
-                      f"for the new database")
+        raise BadName(
+            f"{name!r} is longer than PostgreSQL's {MAX_NAME_BYTES} bytes; choose a shorter name for the new database"
+        )
     return name
 
 

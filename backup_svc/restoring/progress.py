@@ -1,4 +1,5 @@
 """One restore's progress as pages and scripts read it: state, phase, bytes, tables, time left."""
+
 from __future__ import annotations
 
 import threading
@@ -11,8 +12,14 @@ RUNNING, DONE, FAILED, CANCELLED = "running", "done", "failed", "cancelled"
 # The phases in order; a replace adds "swapping" before "done".
 PHASES = ("privileges", "checking", "creating", "restoring", "comparing", "swapping")
 # Share of the whole each phase is shown as (the check reads the object once, the restore applies it).
-_SPAN = {"privileges": (0, 1), "checking": (1, 30), "creating": (30, 31), "restoring": (31, 95),
-         "comparing": (95, 98), "swapping": (98, 100)}
+_SPAN = {
+    "privileges": (0, 1),
+    "checking": (1, 30),
+    "creating": (30, 31),
+    "restoring": (31, 95),
+    "comparing": (95, 98),
+    "swapping": (98, 100),
+}
 
 
 class Cancelled(Exception):
@@ -90,15 +97,29 @@ class RestoreProgress:
             percent = low + (high - low) * self._phase_fraction()
         left = self.seconds_left()
         return {
-            "id": self.id, "backup": self.backup, "mode": self.mode, "database": self.database,
-            "state": self.state, "phase": self.phase, "percent": round(percent, 1),
-            "bytes_applied": self.bytes_applied, "bytes_total": self.bytes_total,
-            "checked_bytes": self.checked_bytes, "object_size": self.object_size,
-            "tables_done": self.tables_done, "tables_total": self.tables_total, "rows": self.rows,
-            "counts_from": self.counts_from, "target": self.target, "kept_as": self.kept_as,
+            "id": self.id,
+            "backup": self.backup,
+            "mode": self.mode,
+            "database": self.database,
+            "state": self.state,
+            "phase": self.phase,
+            "percent": round(percent, 1),
+            "bytes_applied": self.bytes_applied,
+            "bytes_total": self.bytes_total,
+            "checked_bytes": self.checked_bytes,
+            "object_size": self.object_size,
+            "tables_done": self.tables_done,
+            "tables_total": self.tables_total,
+            "rows": self.rows,
+            "counts_from": self.counts_from,
+            "target": self.target,
+            "kept_as": self.kept_as,
             "downtime_s": round(self.closed_s, 3) if self.closed_s is not None else None,
-            "error": self.error, "warning": self.warning, "actor": self.actor,
-            "started": iso_utc(self.started), "finished": iso_utc(self.finished) if self.finished else None,
+            "error": self.error,
+            "warning": self.warning,
+            "actor": self.actor,
+            "started": iso_utc(self.started),
+            "finished": iso_utc(self.finished) if self.finished else None,
             "elapsed_s": round((self.finished or time.time()) - self.started, 1),
             "seconds_left": round(left) if left is not None else None,
             "cancellable": self.cancellable(),

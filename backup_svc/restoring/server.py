@@ -1,5 +1,6 @@
 """The server side of a restore: a maintenance connection (never to the live database), what the
 service's role may do, the databases it made or kept, and dropping one."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -61,15 +62,22 @@ class ServerLink:
         last = None
         for name in names:
             try:
-                db = psycopg.connect(self.live.uri, dbname=name, password=self.live.password,
-                                     connect_timeout=self.timeout_s, application_name=APPLICATION_NAME,
-                                     autocommit=True, **keepalive_params(self.live.uri))
+                db = psycopg.connect(
+                    self.live.uri,
+                    dbname=name,
+                    password=self.live.password,
+                    connect_timeout=self.timeout_s,
+                    application_name=APPLICATION_NAME,
+                    autocommit=True,
+                    **keepalive_params(self.live.uri),
+                )
                 object.__setattr__(self, "_maintenance", name)  # remembered: the next connection goes there first
                 return db
             except psycopg.Error as exc:
                 last = exc
-        raise RestoreFailed(f"cannot connect to the database server ({' or '.join(names)}): "
-                            f"{self.scrub(error_lines(str(last)))}")
+        raise RestoreFailed(
+            f"cannot connect to the database server ({' or '.join(names)}): {self.scrub(error_lines(str(last)))}"
+        )
 
     def scrub(self, text: str) -> str:
         return scrub(text, self.live.password)
@@ -104,22 +112,30 @@ class Privileges:
             return None
         what = f"replace database {database!r}" if swap else "create a database"
         tail = " Restoring into a new database still works." if swap and not self.missing_for_new() else ""
-        return (f"the role {self.role!r} cannot {what}: it lacks {' and '.join(missing)} and is not a superuser. "
-                f"Grant it (ALTER ROLE {self.role} CREATEDB; ALTER DATABASE … OWNER TO {self.role}) or run this "
-                f"as the database's owner.{tail}")
+        return (
+            f"the role {self.role!r} cannot {what}: it lacks {' and '.join(missing)} and is not a superuser. "
+            f"Grant it (ALTER ROLE {self.role} CREATEDB; ALTER DATABASE … OWNER TO {self.role}) or run this "
+            f"as the database's owner.{tail}"
+        )
 
     def as_json(self, database: str) -> dict:
-        return {"role": self.role, "superuser": self.superuser, "createdb": self.createdb,
-                "owns_database": self.owns_live, "can_restore_new": not self.missing_for_new(),
-                "can_replace": not self.missing_for_swap(database),
-                "missing_for_replace": self.missing_for_swap(database)}
+        return {
+            "role": self.role,
+            "superuser": self.superuser,
+            "createdb": self.createdb,
+            "owns_database": self.owns_live,
+            "can_restore_new": not self.missing_for_new(),
+            "can_replace": not self.missing_for_swap(database),
+            "missing_for_replace": self.missing_for_swap(database),
+        }
 
 
 def privileges(db: psycopg.Connection, database: str) -> Privileges:
     """The service role's privileges, asked on a maintenance connection."""
     role, superuser, createdb, exists, owns, owner = db.execute(_PRIVILEGES_SQL, (database,)).fetchone()
-    return Privileges(role=role, superuser=superuser, createdb=createdb, owns_live=bool(exists and owns),
-                      live_owner=owner or "?")
+    return Privileges(
+        role=role, superuser=superuser, createdb=createdb, owns_live=bool(exists and owns), live_owner=owner or "?"
+    )
 
 
 @dataclass(frozen=True)
@@ -135,8 +151,14 @@ class KeptDatabase:
 
     def as_json(self) -> dict:
         when = self.time.isoformat().replace("+00:00", "Z") if self.time else None
-        return {"name": self.name, "kind": self.kind, "time": when, "size": self.size,
-                "allow_connections": self.allow_connections, "note": self.note}
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "time": when,
+            "size": self.size,
+            "allow_connections": self.allow_connections,
+            "note": self.note,
+        }
 
 
 def kept_databases(db: psycopg.Connection, database: str) -> list[KeptDatabase]:
@@ -149,9 +171,16 @@ def kept_databases(db: psycopg.Connection, database: str) -> list[KeptDatabase]:
         marked = (comment or "").startswith(MARK)
         if parsed is None and not marked:
             continue
-        found.append(KeptDatabase(name=name, kind=parsed.kind if parsed else "restored",
-                                  time=parsed.time if parsed else None, size=size, allow_connections=allow,
-                                  note=(comment or "")[len(MARK):].strip() if marked else ""))
+        found.append(
+            KeptDatabase(
+                name=name,
+                kind=parsed.kind if parsed else "restored",
+                time=parsed.time if parsed else None,
+                size=size,
+                allow_connections=allow,
+                note=(comment or "")[len(MARK) :].strip() if marked else "",
+            )
+        )
     epoch = datetime.min.replace(tzinfo=timezone.utc)
     return sorted(found, key=lambda k: k.time or epoch, reverse=True)
 
@@ -176,8 +205,9 @@ def drop_database(db: psycopg.Connection, name: str, *, force: bool) -> None:
 
 def session_count(db: psycopg.Connection, name: str) -> int:
     """Sessions connected to database `name` now."""
-    return db.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
-                      (name,)).fetchone()[0]
+    return db.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", (name,)
+    ).fetchone()[0]
 
 
 def free_kept_name(db: psycopg.Connection, database: str, kind: str, when: datetime) -> str:

@@ -1,5 +1,6 @@
 """The restore settings: RESTORE_TOKEN (who may change databases from a script), RESTORE_SWAP_TIMEOUT
 and RESTORE_JOBS (connections of a dashboard restore)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -29,8 +30,9 @@ class RestoreSettings:
     jobs: int = DEFAULT_JOBS
 
 
-def restore_settings(env: Mapping[str, str], problems: list[str], swap_timeout_s: int,
-                     jobs: int = DEFAULT_JOBS) -> RestoreSettings:
+def restore_settings(
+    env: Mapping[str, str], problems: list[str], swap_timeout_s: int, jobs: int = DEFAULT_JOBS
+) -> RestoreSettings:
     """Read RESTORE_TOKEN (the swap's limit and the jobs come validated from config); one line per problem."""
     token = env.get("RESTORE_TOKEN") or None
     if token is not None and len(token) < MIN_TOKEN_LENGTH:

@@ -1,5 +1,6 @@
 """Where a restore's bytes come from (a file, or a stored object read as a stream), and the check
 pass over them: intact and complete, the sha256 recorded with the object, every table's rows."""
+
 from __future__ import annotations
 
 import io
@@ -34,14 +35,17 @@ class Source:
         """Opens the backup for one pass, decrypting it as it streams when it is age-encrypted (the one
         decrypting stream of crypto/decrypt.py); `wrap` sees the raw (stored) bytes. IdentityNeeded on
         opening an age file without identities."""
+
         def raw() -> BinaryIO:
             opened = self.opener() if self.opener is not None else open(self.label, "rb")
             return wrap(opened) if wrap is not None else opened
+
         return decrypting_opener(self.label, raw, self.identities)
 
 
-def stored_source(client, bucket: str, key: str, name: str, identities: tuple[Identity, ...] = (),
-                  dedup_secret: str = "") -> Source:
+def stored_source(
+    client, bucket: str, key: str, name: str, identities: tuple[Identity, ...] = (), dedup_secret: str = ""
+) -> Source:
     """A stored object as a Source: opened once now (fails early: no such key, no access), re-opened per pass.
     A dedup manifest's Source streams the SQL from its chunks (checked with BACKUP_DEDUP_KEY, `dedup_secret`)."""
     from backup_svc.storage.dedup.source import logical_size, stored_opener
@@ -49,10 +53,15 @@ def stored_source(client, bucket: str, key: str, name: str, identities: tuple[Id
 
     first = open_object(client, bucket, key)
     sha256 = first.metadata.get("sha256") or _companion_sha256(client, bucket, key)
-    return Source(label=f"s3://{bucket}/{key}", name=name,
-                  opener=stored_opener(client, bucket, key, first, dedup_secret, identities),
-                  size=logical_size(key, first.metadata, first.size), metadata=dict(first.metadata),
-                  stored_sha256=sha256, identities=tuple(identities))
+    return Source(
+        label=f"s3://{bucket}/{key}",
+        name=name,
+        opener=stored_opener(client, bucket, key, first, dedup_secret, identities),
+        size=logical_size(key, first.metadata, first.size),
+        metadata=dict(first.metadata),
+        stored_sha256=sha256,
+        identities=tuple(identities),
+    )
 
 
 def remote_source(target, name: str, identities: tuple[Identity, ...] = ()) -> Source:
@@ -68,8 +77,15 @@ def remote_source(target, name: str, identities: tuple[Identity, ...] = ()) -> S
     if name not in listed:
         raise StorageError(f"{label} does not exist (any more)")
     sha256, record = companions(target, name, listed)
-    return Source(label=label, name=name, opener=lambda: IterStream(label, target.open(name)),
-                  size=int(listed[name]["Size"]), metadata=record, stored_sha256=sha256, identities=tuple(identities))
+    return Source(
+        label=label,
+        name=name,
+        opener=lambda: IterStream(label, target.open(name)),
+        size=int(listed[name]["Size"]),
+        metadata=record,
+        stored_sha256=sha256,
+        identities=tuple(identities),
+    )
 
 
 def _companion_sha256(client, bucket: str, key: str) -> str | None:
@@ -132,13 +148,22 @@ def check_source(source: Source, progress: RestoreProgress, *, require_sha256: b
     if problem:
         raise BadBackup(problem)
     if source.stored_sha256 is None and require_sha256:
-        raise BadBackup("no sha256 is recorded with it (neither in its metadata nor a .sha256 object), so its "
-                        "bytes cannot be checked; restore it from a shell with `restore s3://… --target-url …`")
+        raise BadBackup(
+            "no sha256 is recorded with it (neither in its metadata nor a .sha256 object), so its "
+            "bytes cannot be checked; restore it from a shell with `restore s3://… --target-url …`"
+        )
     if source.stored_sha256 is not None and source.stored_sha256 != reader.sha256:
-        raise BadBackup(f"its bytes have sha256 {reader.sha256}, but the sha256 stored with it is "
-                        f"{source.stored_sha256}: the object changed after it was stored")
+        raise BadBackup(
+            f"its bytes have sha256 {reader.sha256}, but the sha256 stored with it is "
+            f"{source.stored_sha256}: the object changed after it was stored"
+        )
     recorded, rows, tables = counts_from_metadata(source.metadata)
-    return Checked(pg_dump_version=scanner.pg_dump_version or "", encoding=scanner.encoding or "",
-                   sql_bytes=scanner.sql_bytes, expected=recorded if recorded is not None else counted,
-                   counts_from="dump-time metadata" if recorded is not None else "the backup's own COPY data",
-                   recorded_rows=rows, recorded_tables=tables)
+    return Checked(
+        pg_dump_version=scanner.pg_dump_version or "",
+        encoding=scanner.encoding or "",
+        sql_bytes=scanner.sql_bytes,
+        expected=recorded if recorded is not None else counted,
+        counts_from="dump-time metadata" if recorded is not None else "the backup's own COPY data",
+        recorded_rows=rows,
+        recorded_tables=tables,
+    )

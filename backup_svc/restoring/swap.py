@@ -9,6 +9,7 @@ Steps (on a maintenance connection, never inside either database):
 A failure or the deadline (RESTORE_SWAP_TIMEOUT) before step 4 undoes the steps done, in reverse,
 on a fresh connection: names and ALLOW_CONNECTIONS are exactly as they were.
 """
+
 from __future__ import annotations
 
 import time
@@ -53,7 +54,8 @@ class SwapReport:
 
 def _allow(name: str, allowed: bool) -> sql.Composed:
     return sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS {}").format(
-        sql.Identifier(name), sql.SQL("true" if allowed else "false"))
+        sql.Identifier(name), sql.SQL("true" if allowed else "false")
+    )
 
 
 def _rename(old: str, new: str) -> sql.Composed:
@@ -75,13 +77,20 @@ def _end_sessions(db: psycopg.Connection, names: list[str], deadline: float) -> 
                 db.execute("SELECT pg_terminate_backend(%s)", (pid,))
                 ended.add(pid)
             except psycopg.errors.InsufficientPrivilege as exc:
-                refused[pid] = (f"session {pid} of role {user!r}" + (f" ({app})" if app else "")
-                                + f" in {datname!r}: {error_lines(str(exc))}")
+                refused[pid] = (
+                    f"session {pid} of role {user!r}"
+                    + (f" ({app})" if app else "")
+                    + f" in {datname!r}: {error_lines(str(exc))}"
+                )
         if time.monotonic() >= deadline:
-            left = [refused.get(pid) or f"session {pid} of role {user!r}" + (f" ({app})" if app else "")
-                    for pid, user, app, _ in sessions]
-            raise SwapFailed(f"could not end {len(left)} session(s) within the swap's time limit: "
-                             f"{'; '.join(left[:3])}", restored=False)
+            left = [
+                refused.get(pid) or f"session {pid} of role {user!r}" + (f" ({app})" if app else "")
+                for pid, user, app, _ in sessions
+            ]
+            raise SwapFailed(
+                f"could not end {len(left)} session(s) within the swap's time limit: {'; '.join(left[:3])}",
+                restored=False,
+            )
         time.sleep(POLL_S)
 
 
@@ -91,8 +100,9 @@ def _timed(db: psycopg.Connection, deadline: float) -> None:
     db.execute(sql.SQL("SET statement_timeout = {}").format(sql.Literal(left_ms)))
 
 
-def swap_in(link: ServerLink, incoming: str, kept_as: str, timeout_s: float, *,
-            say: Callable[[str], None] = lambda _: None) -> SwapReport:
+def swap_in(
+    link: ServerLink, incoming: str, kept_as: str, timeout_s: float, *, say: Callable[[str], None] = lambda _: None
+) -> SwapReport:
     """Put database `incoming` in place of the live one, keeping the live one as `kept_as`.
 
     SwapFailed when it cannot be done within `timeout_s`; then everything is as it was (or the
@@ -101,8 +111,11 @@ def swap_in(link: ServerLink, incoming: str, kept_as: str, timeout_s: float, *,
     live = link.database
     done: list[sql.Composed] = []  # the statement undoing each step done, in order
     with link.connect() as db:
-        allowed = dict(db.execute("SELECT datname, datallowconn FROM pg_database WHERE datname = ANY(%s)",
-                                  ([live, incoming, kept_as],)).fetchall())
+        allowed = dict(
+            db.execute(
+                "SELECT datname, datallowconn FROM pg_database WHERE datname = ANY(%s)", ([live, incoming, kept_as],)
+            ).fetchall()
+        )
         if kept_as in allowed:
             raise SwapFailed(f"a database called {kept_as!r} exists already; nothing was changed", restored=True)
         for name in (live, incoming):
@@ -130,18 +143,21 @@ def swap_in(link: ServerLink, incoming: str, kept_as: str, timeout_s: float, *,
             reason = _reason(exc, timeout_s)
             problem = _undo(link, done)
             if problem:
-                raise SwapFailed(f"the swap failed ({reason}) and could not be fully undone: {problem}",
-                                 restored=False) from None
-            raise SwapFailed(f"the swap failed and was undone, {live!r} is as it was: {reason}",
-                             restored=True) from None
+                raise SwapFailed(
+                    f"the swap failed ({reason}) and could not be fully undone: {problem}", restored=False
+                ) from None
+            raise SwapFailed(
+                f"the swap failed and was undone, {live!r} is as it was: {reason}", restored=True
+            ) from None
         warning = None
         try:
             db.execute("SET statement_timeout = 0")
             db.execute(_allow(kept_as, allowed[live]))  # the kept one opens as the live one was
         except psycopg.Error as exc:
             warning = f"{kept_as!r} still refuses connections: {link.scrub(error_lines(str(exc)))}"
-    return SwapReport(live=live, incoming=incoming, kept_as=kept_as, closed_s=closed_s, sessions_ended=ended,
-                      warning=warning)
+    return SwapReport(
+        live=live, incoming=incoming, kept_as=kept_as, closed_s=closed_s, sessions_ended=ended, warning=warning
+    )
 
 
 def _reason(exc: BaseException, timeout_s: float) -> str:

@@ -7,6 +7,7 @@ and its upload is aborted; a worker killed outright (SIGKILL, out of memory) is 
 worker, which aborts its upload (serving/unfinished.py). Outcomes are kept in memory (the bucket is the durable history
 of what succeeded; the log has every run).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -61,8 +62,15 @@ class RunOutcome:
         return self.outcome in ("failed", "refused")
 
     def as_json(self) -> dict:
-        return {"trigger": self.trigger, "outcome": self.outcome, "started": iso_utc(self.started),
-                "finished": iso_utc(self.finished), "name": self.name, "error": self.error, "id": self.backup_id}
+        return {
+            "trigger": self.trigger,
+            "outcome": self.outcome,
+            "started": iso_utc(self.started),
+            "finished": iso_utc(self.finished),
+            "name": self.name,
+            "error": self.error,
+            "id": self.backup_id,
+        }
 
 
 class StoredBackups:
@@ -72,8 +80,9 @@ class StoredBackups:
         """`state`: the worker's BackupService (web/state.py): its settings, setup, registry, reporter, audit."""
         self.state = state
         self.storage = state.settings.storage
-        self.owner = owner_lookup(state.settings.dump, lambda: state.facts.get(
-            timeout_s=state.settings.connect_timeout_s).system_identifier)
+        self.owner = owner_lookup(
+            state.settings.dump, lambda: state.facts.get(timeout_s=state.settings.connect_timeout_s).system_identifier
+        )
         # the bucket or the rclone remote BACKUP_STORAGE_URL names, behind the same few calls (destination.py)
         self.destination = destination_for(self.storage)
         self.prompt = self.destination.prompt(state.settings.backup_name, self.owner.get_now)
@@ -99,15 +108,21 @@ class StoredBackups:
         schedule = self.storage.schedule
         if schedule is not None:
             self.scheduler = Scheduler(schedule, self.run_once).start()
-            log.info("stored backups on schedule %r: %s, to %s", str(schedule), schedule.describe(),
-                     self.storage.location.url)
+            log.info(
+                "stored backups on schedule %r: %s, to %s",
+                str(schedule),
+                schedule.describe(),
+                self.storage.location.url,
+            )
         elif self.storage.expected_schedule is not None:
-            log.info("stored backups expected from another process on %r (BACKUP_EXPECTED_SCHEDULE): %s; "
-                     "this service only watches for them", str(self.storage.expected_schedule),
-                     self.storage.expected_schedule.describe())
+            log.info(
+                "stored backups expected from another process on %r (BACKUP_EXPECTED_SCHEDULE): %s; "
+                "this service only watches for them",
+                str(self.storage.expected_schedule),
+                self.storage.expected_schedule.describe(),
+            )
         if self.storage.watched_schedule is not None:
-            self.staleness = StalenessWatch(self.state.reporter, self.state.setup,
-                                            history=self.state.history).start()
+            self.staleness = StalenessWatch(self.state.reporter, self.state.setup, history=self.state.history).start()
         audit = self.state.audit
         # The bucket's history kept at hand; this minute's refusals handed on once the minute is over; a
         # run seen in the history (a cron service's too) checked for staleness at once.
@@ -135,17 +150,27 @@ class StoredBackups:
             probe = {"reachable": False, "ok": False, "permissions": {}, "problems": [self.prompt.explain(exc)]}
         schedule, now = self.storage.watched_schedule, utc_now()
         return {
-            "url": self.storage.location.url, "endpoint": self.prompt.endpoint, **probe,
-            "schedule": {"expression": str(schedule), "description": schedule.describe(),
-                         "next_run": iso_utc(self.next_run(now).timestamp())} if schedule is not None else None,
+            "url": self.storage.location.url,
+            "endpoint": self.prompt.endpoint,
+            **probe,
+            "schedule": {
+                "expression": str(schedule),
+                "description": schedule.describe(),
+                "next_run": iso_utc(self.next_run(now).timestamp()),
+            }
+            if schedule is not None
+            else None,
             "retention": str(self.storage.retention) if self.storage.retention else None,
         }
 
     def run_once(self) -> str:
         """Take one stored backup when a dump slot is free; return its outcome (also audited and logged)."""
         started = time.time()
-        name = stored_backup_name(self.state.settings.backup_name, self.state.settings.storage,
-                                  encrypted=self.state.settings.encryption.encrypts)
+        name = stored_backup_name(
+            self.state.settings.backup_name,
+            self.state.settings.storage,
+            encrypted=self.state.settings.encryption.encrypts,
+        )
         record = self._wait_for_slot(name)
         if record is None:
             from backup_svc.notify.common import BACKUP, FAILED, Event
@@ -154,21 +179,26 @@ class StoredBackups:
             error = f"every dump slot stayed busy for {SLOT_WAIT_S} s (BACKUP_MAX_CONCURRENT)"
             reporter = self.state.reporter
             if not self.cancel.is_set():  # a scheduled backup that never ran is a failure to tell about
-                reporter.backup_finished(Event(kind=BACKUP, outcome=FAILED, database=reporter.database, error=error,
-                                               finished=utc_now()))
+                reporter.backup_finished(
+                    Event(kind=BACKUP, outcome=FAILED, database=reporter.database, error=error, finished=utc_now())
+                )
             return self._remember(SCHEDULE, ACTOR, "refused", started, None, {}, name=name, error=error)
         return self._take(record, SCHEDULE, started, {})
 
     def start_now(self, actor: str, facts: dict, backup_id: str | None = None) -> BackupRecord | None:
         """Start a stored backup in the background; its record (progress under its id), or None when
         any dump or upload is running. BackupIdInUse for a taken `backup_id`."""
-        name = stored_backup_name(self.state.settings.backup_name, self.state.settings.storage,
-                                  encrypted=self.state.settings.encryption.encrypts)
+        name = stored_backup_name(
+            self.state.settings.backup_name,
+            self.state.settings.storage,
+            encrypted=self.state.settings.encryption.encrypts,
+        )
         record = self.state.registry.try_begin(name, actor, backup_id, alone=True, destination="storage")
         if record is None:
             return None
-        thread = threading.Thread(target=self._take, args=(record, BY_HAND, time.time(), facts),
-                                  name="stored-backup-now", daemon=True)
+        thread = threading.Thread(
+            target=self._take, args=(record, BY_HAND, time.time(), facts), name="stored-backup-now", daemon=True
+        )
         thread.start()
         return record
 
@@ -198,10 +228,15 @@ class StoredBackups:
             try:
                 # notifications, heartbeat and a restore drill hear of it, good or failed (notify/)
                 with reporting(self.state.reporter, self.state.setup, record.filename) as outcome:
-                    result = self.destination.take(self.state.settings.dump, name=record.filename,
-                                                   application_name=record.application_name, progress=record.progress,
-                                                   cancel=stop, recipients=self.state.settings.encryption.recipients,
-                                                   after=pruning_after_backup(self.state.settings.storage))
+                    result = self.destination.take(
+                        self.state.settings.dump,
+                        name=record.filename,
+                        application_name=record.application_name,
+                        progress=record.progress,
+                        cancel=stop,
+                        recipients=self.state.settings.encryption.recipients,
+                        after=pruning_after_backup(self.state.settings.storage),
+                    )
                     outcome.stored(result.stored, result.shrink, rows=result.rows, drill=self._remote_drill(record))
             except AnotherBackupRunning as exc:
                 log.info("%s skipped: %s", what, exc)
@@ -228,9 +263,19 @@ class StoredBackups:
             registry.end(record)
         stored = result.stored
         outcome = "ok" if not result.retention_error else "ok, retention failed"
-        return self._remember(trigger, record.actor, outcome, started, record, facts, error=result.retention_error,
-                              gzip_bytes=stored.size, sql_bytes=result.sql_bytes, sha256=stored.sha256,
-                              rows=result.rows)
+        return self._remember(
+            trigger,
+            record.actor,
+            outcome,
+            started,
+            record,
+            facts,
+            error=result.retention_error,
+            gzip_bytes=stored.size,
+            sql_bytes=result.sql_bytes,
+            sha256=stored.sha256,
+            rows=result.rows,
+        )
 
     def _remote_drill(self, record: BackupRecord):
         """The restore drill of a backup just stored on an rclone remote (a bucket's is notify's default)."""
@@ -241,38 +286,96 @@ class StoredBackups:
         target = self.destination.target(self.state.settings.dump.stall_timeout_s)
         return lambda: drill_remote_file(self.state.setup, target, record.filename)
 
-    def _remember(self, trigger: str, actor: str, outcome: str, started: float, record: BackupRecord | None,
-                  facts: dict, *, name: str | None = None, error: str | None = None, backup_id: str | None = None,
-                  **amounts) -> str:
+    def _remember(
+        self,
+        trigger: str,
+        actor: str,
+        outcome: str,
+        started: float,
+        record: BackupRecord | None,
+        facts: dict,
+        *,
+        name: str | None = None,
+        error: str | None = None,
+        backup_id: str | None = None,
+        **amounts,
+    ) -> str:
         """Keep the run's outcome and write its audit entry."""
         name = record.filename if record is not None else name
         backup_id = record.id if record is not None else backup_id
-        run = RunOutcome(trigger=trigger, outcome=outcome, started=started, finished=time.time(), name=name,
-                         error=error, backup_id=backup_id)
+        run = RunOutcome(
+            trigger=trigger,
+            outcome=outcome,
+            started=started,
+            finished=time.time(),
+            name=name,
+            error=error,
+            backup_id=backup_id,
+        )
         self.last_run = run
         if trigger == SCHEDULE:
             self.last_scheduled = run
         if run.failed:
             self.last_failure = run
-        record_run(self.state.history, trigger=trigger, outcome=outcome, started=started, finished=run.finished,
-                   name=name, error=error, backup_id=backup_id)
-        self.state.audit.record(event=AUDIT_EVENT, actor=actor, client=facts.get("client"),
-                                user_agent=facts.get("user_agent"), outcome=outcome, started=started,
-                                backup_id=backup_id, name=name, error=error, **amounts)
+        record_run(
+            self.state.history,
+            trigger=trigger,
+            outcome=outcome,
+            started=started,
+            finished=run.finished,
+            name=name,
+            error=error,
+            backup_id=backup_id,
+        )
+        self.state.audit.record(
+            event=AUDIT_EVENT,
+            actor=actor,
+            client=facts.get("client"),
+            user_agent=facts.get("user_agent"),
+            outcome=outcome,
+            started=started,
+            backup_id=backup_id,
+            name=name,
+            error=error,
+            **amounts,
+        )
         return outcome
 
     def _marked(self, record: BackupRecord, trigger: str, started: float):
         """The run's marker while it runs (serving/unfinished.py), when the server keeps them."""
         if self.markers is None:
             return contextlib.nullcontext()
-        return self.markers.running(name=record.filename, **self.destination.marker(record.filename),
-                                    trigger=trigger, actor=record.actor, started=started, id=record.id)
+        return self.markers.running(
+            name=record.filename,
+            **self.destination.marker(record.filename),
+            trigger=trigger,
+            actor=record.actor,
+            started=started,
+            id=record.id,
+        )
 
-    def remember_unfinished(self, *, trigger: str | None, actor: str | None, started: float, name: str | None,
-                            backup_id: str | None, error: str) -> None:
+    def remember_unfinished(
+        self,
+        *,
+        trigger: str | None,
+        actor: str | None,
+        started: float,
+        name: str | None,
+        backup_id: str | None,
+        error: str,
+    ) -> None:
         """A run that a killed worker left unfinished, as this worker's last run and failure (and audited)."""
-        self._remember(trigger or SCHEDULE, actor or ACTOR, "failed", started, None, {}, name=name, error=error,
-                       backup_id=backup_id)
+        self._remember(
+            trigger or SCHEDULE,
+            actor or ACTOR,
+            "failed",
+            started,
+            None,
+            {},
+            name=name,
+            error=error,
+            backup_id=backup_id,
+        )
 
     def begin_shutdown(self, grace_s: float) -> None:
         """SIGTERM arrived: stop any running stored backup now (from the signal handler: sets flags only);
@@ -299,12 +402,15 @@ class StoredBackups:
             from backup_svc.notify.common import BACKUP, Event
             from backup_svc.notify.common import FAILED as BACKUP_FAILED
 
-            error = ("the service shut down while the stored backup was still stopping: a later run aborts its "
-                     "incomplete upload (an object completed without its sha256 is never counted as a backup)")
+            error = (
+                "the service shut down while the stored backup was still stopping: a later run aborts its "
+                "incomplete upload (an object completed without its sha256 is never counted as a backup)"
+            )
             log.error("stored backup %s: %s", self.current.filename if self.current else "", error)
             reporter = self.state.reporter
-            reporter.backup_finished(Event(kind=BACKUP, outcome=BACKUP_FAILED, database=reporter.database, error=error,
-                                           finished=utc_now()))
+            reporter.backup_finished(
+                Event(kind=BACKUP, outcome=BACKUP_FAILED, database=reporter.database, error=error, finished=utc_now())
+            )
         # what this process still has to say goes out now (history to the bucket, notifications), in the grace
         self.state.audit.flush_refusals()
         self.state.history.flush(min(HISTORY_FLUSH_S, max(deadline - time.monotonic(), 0.1) / 2))

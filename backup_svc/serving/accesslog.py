@@ -7,6 +7,7 @@ it may carry a signed link), protocol, status, bytes, milliseconds, user agent. 
 peer is what the app made of it (a trusted proxy's X-Forwarded-For entry), written as the audit
 writes it: an address or `invalid` (clientaddress.py).
 """
+
 from __future__ import annotations
 
 from gunicorn.glogging import Logger
@@ -23,7 +24,16 @@ class AccessLogger(Logger):
         status = str(resp.status).split(" ", 1)[0]
         sent = getattr(resp, "sent", None)
         agent = environ.get("HTTP_USER_AGENT", "-").replace('"', "'")
-        self.access_log.info('%s - - %s "%s %s HTTP/%s.%s" %s %s %dms "%s"',
-                             client_label(environ.get("REMOTE_ADDR")) or "-", self.now(), req.method, req.path,
-                             req.version[0], req.version[1], status, sent if sent else "-",
-                             request_time.total_seconds() * 1000, agent)
+        self.access_log.info(
+            '%s - - %s "%s %s HTTP/%s.%s" %s %s %dms "%s"',
+            client_label(environ.get("REMOTE_ADDR")) or "-",
+            self.now(),
+            req.method,
+            req.path,
+            req.version[0],
+            req.version[1],
+            status,
+            sent if sent else "-",
+            request_time.total_seconds() * 1000,
+            agent,
+        )

@@ -7,6 +7,7 @@ parses the same bytes, because it is gunicorn's parser: a pattern of our own onc
 `Content-Length: 0000000000000100` as "no body", and gunicorn then held a thread for 5 s waiting
 for the 100 bytes. A head gunicorn refuses is handed over at once, to be refused (400) by it.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

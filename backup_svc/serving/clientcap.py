@@ -8,6 +8,7 @@ for the throttle) leaves room for everyone else; a connection over it is answere
 before anything is read. Behind a proxy every connection comes from the proxy, so there is no cap
 here: the proxy's own limits apply.
 """
+
 from __future__ import annotations
 
 import errno
@@ -19,8 +20,7 @@ from gunicorn.workers.gthread import TConn
 from backup_svc.clientaddress import address_key, normalise_address
 
 MAX_CONNECTIONS_PER_CLIENT = 100
-_BUSY_REPLY = (b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 10\r\n"
-               b"Content-Length: 0\r\n\r\n")
+_BUSY_REPLY = b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 10\r\nContent-Length: 0\r\n\r\n"
 
 
 def peer_key(client) -> str:

@@ -5,6 +5,7 @@ pg_dump's first byte (connecting, waiting for locks) writes nothing, so only a l
 tells whether the client is still there; and a cancel must be able to cut a connection whose
 client stopped reading, or the thread blocked writing to it would hold its slot.
 """
+
 from __future__ import annotations
 
 import socket

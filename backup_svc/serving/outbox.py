@@ -10,6 +10,7 @@ response bigger than that — an authenticated download — makes its thread wai
 must: a stream is produced as it is sent, and a download already ends on a stalled client
 (BACKUP_STALL_TIMEOUT, cancel).
 """
+
 from __future__ import annotations
 
 import selectors
@@ -42,7 +43,7 @@ class WriteBehindSocket:
         data = memoryview(data).cast("B")
         if not self.unsent:
             try:
-                data = data[self.sock.send(data, socket.MSG_DONTWAIT):] if data else data
+                data = data[self.sock.send(data, socket.MSG_DONTWAIT) :] if data else data
             except (BlockingIOError, InterruptedError):
                 pass
         if not data:

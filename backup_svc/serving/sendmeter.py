@@ -8,6 +8,7 @@ capped at the body bytes handed to the server). Older kernels: the bytes written
 (exact between chunks, low while a write is blocked). Where the socket cannot be asked (another
 server, another OS) the written bytes are the best the service knows.
 """
+
 from __future__ import annotations
 
 import collections

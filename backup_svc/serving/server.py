@@ -1,4 +1,5 @@
 """Running the app under gunicorn with the package's own configuration."""
+
 from __future__ import annotations
 
 import logging
@@ -92,9 +93,11 @@ def gunicorn_options(settings: Settings, listeners: list[int] | None = None) -> 
     """
     return {
         # Railway routes to $PORT on both address families (its private network is IPv6).
-        "bind": ([f"fd://{fd}" for fd in listeners] if listeners else
-                 [_bind_string(address, port) for address, port in listen_addresses(settings.bind_host,
-                                                                                     settings.port)]),
+        "bind": (
+            [f"fd://{fd}" for fd in listeners]
+            if listeners
+            else [_bind_string(address, port) for address, port in listen_addresses(settings.bind_host, settings.port)]
+        ),
         # One process: the concurrency limit and the progress of running dumps live in its memory.
         "workers": 1,
         # Threads let that process stream dumps while it answers health checks and the dashboard.
@@ -137,8 +140,9 @@ class BackupServer(BaseApplication):
     `load_app` returns the WSGI app and its service state (readiness, stored, restores): the caller (cli.py)
     passes the web app's, so this room serves it without importing it."""
 
-    def __init__(self, settings: Settings, listeners: list[int] | None,
-                 load_app: Callable[[Settings], tuple[Any, Any]]):
+    def __init__(
+        self, settings: Settings, listeners: list[int] | None, load_app: Callable[[Settings], tuple[Any, Any]]
+    ):
         self.settings = settings
         self.load_app = load_app
         self.listeners = listeners  # bound by bind_listeners(), handed to gunicorn

@@ -14,6 +14,7 @@ Not covered: the master (or the whole container) killed as well — its run dire
 the heartbeat's silence and the staleness alarm tell of that, and the next run aborts the upload
 once it is a day old.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -63,7 +64,7 @@ class RunMarkers:
         taken = []
         for path in sorted(self.directory.glob(f"{PREFIX}*{SUFFIX}")):
             try:
-                pid = int(path.name[len(PREFIX):-len(SUFFIX)])
+                pid = int(path.name[len(PREFIX) : -len(SUFFIX)])
             except ValueError:
                 continue
             if pid == os.getpid() or _sibling_alive(pid):
@@ -94,11 +95,15 @@ def _sibling_alive(pid: int) -> bool:
 
 def killed_message(facts: dict, aborted: int | None, abort_error: str | None) -> str:
     """One line: what happened to the run and what is left in the bucket."""
-    what = (f"the worker process (pid {facts.get('pid')}) running it was killed before it finished "
-            f"(SIGKILL: most likely the out-of-memory killer; the service's log has the master's line)")
+    what = (
+        f"the worker process (pid {facts.get('pid')}) running it was killed before it finished "
+        f"(SIGKILL: most likely the out-of-memory killer; the service's log has the master's line)"
+    )
     if abort_error is not None:
-        return f"{what}; its incomplete upload could not be aborted ({abort_error}): the next run aborts it " \
-               f"once it is a day old"
+        return (
+            f"{what}; its incomplete upload could not be aborted ({abort_error}): the next run aborts it "
+            f"once it is a day old"
+        )
     if aborted:
         return f"{what}; its incomplete upload was aborted"
     return f"{what}; no incomplete upload of it was left"
@@ -136,7 +141,21 @@ def _report(facts: dict, stored) -> None:
     log.error("%s %s: %s", what, facts.get("name"), error)
     started = float(facts.get("started") or time.time())
     reporter = stored.state.reporter
-    reporter.backup_finished(Event(kind=BACKUP, outcome=FAILED, database=reporter.database, error=error,
-                                   started=datetime.fromtimestamp(started, timezone.utc), finished=utc_now()))
-    stored.remember_unfinished(trigger=facts.get("trigger"), actor=facts.get("actor"), started=started,
-                               name=facts.get("name"), backup_id=facts.get("id"), error=error)
+    reporter.backup_finished(
+        Event(
+            kind=BACKUP,
+            outcome=FAILED,
+            database=reporter.database,
+            error=error,
+            started=datetime.fromtimestamp(started, timezone.utc),
+            finished=utc_now(),
+        )
+    )
+    stored.remember_unfinished(
+        trigger=facts.get("trigger"),
+        actor=facts.get("actor"),
+        started=started,
+        name=facts.get("name"),
+        backup_id=facts.get("id"),
+        error=error,
+    )

@@ -30,6 +30,7 @@ It also keeps secrets out of gunicorn's own error handling: a malformed request 
 byte, say) used to be logged and echoed in the 400 page in full, query string — and any signed
 link's signature — included.
 """
+
 from __future__ import annotations
 
 import selectors

@@ -6,6 +6,7 @@ long: the call runs in a worker thread and the caller gets StorageTimeout when t
 Identical calls in flight are joined, not repeated, so a slow storage and an impatient user (or many)
 never pile up threads: at most `workers` calls run, each ending by the client's own timeouts.
 """
+
 from __future__ import annotations
 
 import threading

@@ -5,6 +5,7 @@ object's metadata, one HEAD per object. An object under a backup name is never o
 upload refuses an existing key), so its metadata is read once and remembered: a listing after the
 first costs one request plus one HEAD per new backup.
 """
+
 from __future__ import annotations
 
 import threading
@@ -40,10 +41,20 @@ class CatalogEntry:
     def as_json(self) -> dict:
         """The entry as `GET /api/v1/stored` lists it (docs/api.md)."""
         b = self.backup
-        return {"name": b.name, "size": b.size, "time": iso_utc(b.time.timestamp()), "sha256": self.sha256,
-                "server_version": self.server_version, "pg_dump_version": self.pg_dump_version,
-                "sql_bytes": self.sql_bytes, "duration_s": self.duration_s, "rows": self.rows,
-                "tables": self.tables, "encrypted": self.encrypted, "recipients": list(self.recipients)}
+        return {
+            "name": b.name,
+            "size": b.size,
+            "time": iso_utc(b.time.timestamp()),
+            "sha256": self.sha256,
+            "server_version": self.server_version,
+            "pg_dump_version": self.pg_dump_version,
+            "sql_bytes": self.sql_bytes,
+            "duration_s": self.duration_s,
+            "rows": self.rows,
+            "tables": self.tables,
+            "encrypted": self.encrypted,
+            "recipients": list(self.recipients),
+        }
 
 
 def _number(text: str | None, kind):
@@ -56,18 +67,32 @@ def _number(text: str | None, kind):
 def entry_from_metadata(backup: StoredBackup, metadata: dict[str, str]) -> CatalogEntry:
     """A catalog entry from an object's user metadata (as `take_stored_backup` writes it)."""
     shape = shape_of(backup.name, backup.time, backup.size, metadata)
-    return CatalogEntry(backup=backup, sha256=metadata.get("sha256"), server_version=metadata.get("server-version"),
-                        pg_dump_version=metadata.get("pg-dump-version"),
-                        sql_bytes=shape.sql_bytes, duration_s=_number(metadata.get("duration-s"), float),
-                        rows=shape.rows, tables=shape.tables, encrypted=describe(backup.name, metadata) != "plain",
-                        recipients=tuple(recipient_labels(metadata)))
+    return CatalogEntry(
+        backup=backup,
+        sha256=metadata.get("sha256"),
+        server_version=metadata.get("server-version"),
+        pg_dump_version=metadata.get("pg-dump-version"),
+        sql_bytes=shape.sql_bytes,
+        duration_s=_number(metadata.get("duration-s"), float),
+        rows=shape.rows,
+        tables=shape.tables,
+        encrypted=describe(backup.name, metadata) != "plain",
+        recipients=tuple(recipient_labels(metadata)),
+    )
 
 
 class StoredCatalog:
     """Lists this service's stored backups with their metadata, remembering metadata already read."""
 
-    def __init__(self, client, location: StorageLocation, names: BackupNames, owner: Callable[[], Owner], *,
-                 retry: RetryPolicy = RetryPolicy()):
+    def __init__(
+        self,
+        client,
+        location: StorageLocation,
+        names: BackupNames,
+        owner: Callable[[], Owner],
+        *,
+        retry: RetryPolicy = RetryPolicy(),
+    ):
         self.client = client
         self.location = location
         self.names = names

@@ -4,6 +4,7 @@ boto3 is used because it is the one client that exposes every multipart call thi
 (create/upload part/complete/abort, and *listing* incomplete uploads to clean them up: buckets
 without lifecycle rules, like Railway's, keep them forever otherwise). requirements.txt says more.
 """
+
 from __future__ import annotations
 
 import logging
@@ -33,8 +34,16 @@ READ_TIMEOUT_S = 60
 # S3 refuses a request whose signature time is further than this from its own clock.
 CLOCK_SKEW_LIMIT_S = 15 * 60
 # S3 error codes worth another try besides HTTP 5xx and 429 (some providers send these with a 400).
-_TRANSIENT_CODES = {"InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout", "Throttling",
-                    "ThrottlingException", "RequestLimitExceeded", "TooManyRequests"}
+_TRANSIENT_CODES = {
+    "InternalError",
+    "ServiceUnavailable",
+    "SlowDown",
+    "RequestTimeout",
+    "Throttling",
+    "ThrottlingException",
+    "RequestLimitExceeded",
+    "TooManyRequests",
+}
 
 
 class StorageError(Exception):
@@ -68,8 +77,7 @@ def error_code(exc: BaseException) -> tuple[str, int | None]:
     response = getattr(exc, "response", None)
     if not isinstance(response, dict):
         return "", None
-    return (str(response.get("Error", {}).get("Code", "")),
-            response.get("ResponseMetadata", {}).get("HTTPStatusCode"))
+    return (str(response.get("Error", {}).get("Code", "")), response.get("ResponseMetadata", {}).get("HTTPStatusCode"))
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -114,13 +122,16 @@ def _refusal_hint(response: dict) -> str:
         return ""
     if abs(skew) > CLOCK_SKEW_LIMIT_S:
         side = "behind" if skew > 0 else "ahead of"
-        return (f" — this machine's clock is {abs(skew) / 60:.0f} min {side} the storage's, and S3 refuses "
-                f"requests signed more than 15 min off: fix the clock (NTP)")
+        return (
+            f" — this machine's clock is {abs(skew) / 60:.0f} min {side} the storage's, and S3 refuses "
+            f"requests signed more than 15 min off: fix the clock (NTP)"
+        )
     return " — the clocks agree, so the credentials (or their permissions on this bucket) are wrong"
 
 
-def with_retries(what: str, call: Callable[[], T], policy: RetryPolicy,
-                 cancelled: Callable[[], bool] = lambda: False) -> T:
+def with_retries(
+    what: str, call: Callable[[], T], policy: RetryPolicy, cancelled: Callable[[], bool] = lambda: False
+) -> T:
     """`call()`, retried with backoff on transient errors; StorageError naming `what` when it gives up.
 
     `cancelled` is checked before each new attempt: an aborted upload stops retrying its parts.
@@ -137,14 +148,21 @@ def with_retries(what: str, call: Callable[[], T], policy: RetryPolicy,
             if attempt >= policy.attempts or cancelled():
                 raise StorageError(f"{what} failed after {attempt} attempts: {describe(exc)}") from exc
             delay = policy.delay(attempt)
-            log.warning("%s: %s; retrying in %.1f s (attempt %d of %d)", what, describe(exc), delay,
-                        attempt + 1, policy.attempts)
+            log.warning(
+                "%s: %s; retrying in %.1f s (attempt %d of %d)",
+                what,
+                describe(exc),
+                delay,
+                attempt + 1,
+                policy.attempts,
+            )
             time.sleep(delay)
             attempt += 1
 
 
 def object_exists(client, bucket: str, key: str, what: str, policy: RetryPolicy) -> bool:
     """Whether `s3://bucket/key` exists (one HEAD, retried when transient); StorageError when storage cannot say."""
+
     def head() -> bool:
         try:
             client.head_object(Bucket=bucket, Key=key)
@@ -171,11 +189,14 @@ def client_settings(env: Mapping[str, str]) -> dict:
     # The endpoint is shown (check, the dashboard, the API, errors), so it must hold nothing secret,
     # and a refusal names the problem without echoing the value.
     if endpoint is not None and not endpoint.startswith(("http://", "https://")):
-        raise StorageConfigError("AWS_ENDPOINT_URL must start with https:// (or http://), e.g. "
-                                 "https://storage.railway.app")
+        raise StorageConfigError(
+            "AWS_ENDPOINT_URL must start with https:// (or http://), e.g. https://storage.railway.app"
+        )
     if endpoint is not None and "@" in urlsplit(endpoint).netloc:
-        raise StorageConfigError("AWS_ENDPOINT_URL must not hold credentials (user:password@): set "
-                                 "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY instead")
+        raise StorageConfigError(
+            "AWS_ENDPOINT_URL must not hold credentials (user:password@): set "
+            "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY instead"
+        )
     return {
         "endpoint_url": endpoint,
         # boto3's own default for S3; it follows a bucket's redirect to its real region. Set here rather
@@ -225,8 +246,9 @@ def make_part_client(env: Mapping[str, str]):
     return make_client(env, connect_timeout_s=SEND_STALL_S)
 
 
-def make_client(env: Mapping[str, str], *, connect_timeout_s: float = CONNECT_TIMEOUT_S,
-                read_timeout_s: float = READ_TIMEOUT_S):
+def make_client(
+    env: Mapping[str, str], *, connect_timeout_s: float = CONNECT_TIMEOUT_S, read_timeout_s: float = READ_TIMEOUT_S
+):
     """A boto3 S3 client configured from `env` (see `client_settings`), bounded in time.
 
     Shorter timeouts suit calls a person waits for (the dashboard's list); the defaults suit uploads.

@@ -13,6 +13,7 @@ downloaded pair.
 
 Objects stored before this (sha256 in their own metadata) are read as they are.
 """
+
 from __future__ import annotations
 
 from typing import Mapping
@@ -29,18 +30,32 @@ def companion_key(key: str) -> str:
     return key + SUFFIX
 
 
-def put_companion(client, bucket: str, key: str, *, etag: str, size: int, metadata: Mapping[str, str],
-                  retry: RetryPolicy) -> None:
+def put_companion(
+    client, bucket: str, key: str, *, etag: str, size: int, metadata: Mapping[str, str], retry: RetryPolicy
+) -> None:
     """Write `<key>.sha256` for the object `key` with this ETag and size; `metadata` holds its sha256."""
     name = key.rsplit("/", 1)[-1]
     body = f"{metadata['sha256']}  {name}\n".encode()
     record = {**metadata, OBJECT_ETAG: etag.strip('"'), OBJECT_SIZE: str(size)}
-    with_retries(f"recording the sha256 of {key}", lambda: client.put_object(
-        Bucket=bucket, Key=companion_key(key), Body=body, ContentType="text/plain", Metadata=record), retry)
+    with_retries(
+        f"recording the sha256 of {key}",
+        lambda: client.put_object(
+            Bucket=bucket, Key=companion_key(key), Body=body, ContentType="text/plain", Metadata=record
+        ),
+        retry,
+    )
 
 
-def with_companion(client, bucket: str, key: str, metadata: Mapping[str, str], *, etag: str | None,
-                   size: int | None, retry: RetryPolicy = RetryPolicy()) -> dict[str, str]:
+def with_companion(
+    client,
+    bucket: str,
+    key: str,
+    metadata: Mapping[str, str],
+    *,
+    etag: str | None,
+    size: int | None,
+    retry: RetryPolicy = RetryPolicy(),
+) -> dict[str, str]:
     """The object's metadata, completed from its companion when the object itself carries no sha256.
 
     The companion counts only when its ETag, size and upload token are the object's (another upload's
@@ -59,13 +74,21 @@ def with_companion(client, bucket: str, key: str, metadata: Mapping[str, str], *
             raise
 
     record = with_retries(f"reading the sha256 record of {key}", head, retry)
-    if (not record or record.get(OBJECT_ETAG) != etag.strip('"') or record.get(OBJECT_SIZE) != str(size)
-            or record.get(TOKEN) != own.get(TOKEN) or not record.get("sha256")):
+    if (
+        not record
+        or record.get(OBJECT_ETAG) != etag.strip('"')
+        or record.get(OBJECT_SIZE) != str(size)
+        or record.get(TOKEN) != own.get(TOKEN)
+        or not record.get("sha256")
+    ):
         return own
     return {**own, **{k: v for k, v in record.items() if k not in (OBJECT_ETAG, OBJECT_SIZE)}}
 
 
 def delete_companion(client, bucket: str, key: str, *, retry: RetryPolicy) -> None:
     """Remove `<key>.sha256` (after its object: an orphaned record names no object and claims nothing)."""
-    with_retries(f"deleting the sha256 record of {key}",
-                 lambda: client.delete_object(Bucket=bucket, Key=companion_key(key)), retry)
+    with_retries(
+        f"deleting the sha256 record of {key}",
+        lambda: client.delete_object(Bucket=bucket, Key=companion_key(key)),
+        retry,
+    )

@@ -9,6 +9,7 @@ per destination, the shared policy above them):
   marker(name)               what a run marker records, and `clean_after_kill(facts)` what the next worker
                              removes when a worker was killed mid-upload (serving/unfinished.py)
 """
+
 from __future__ import annotations
 
 from typing import Callable
@@ -35,15 +36,24 @@ class BucketDestination:
         self.url = storage.location.url
 
     def take(self, options, *, name: str, application_name: str, progress, cancel, recipients=(), after=None):
-        return take_stored_backup(options, self.storage, name=name, application_name=application_name,
-                                  progress=progress, cancel=cancel, recipients=recipients, after=after)
+        return take_stored_backup(
+            options,
+            self.storage,
+            name=name,
+            application_name=application_name,
+            progress=progress,
+            cancel=cancel,
+            recipients=recipients,
+            after=after,
+        )
 
     def prompt(self, backup_name: str, owner: Callable[[], Owner]):
         return PromptStorage(self.storage, backup_name, owner)
 
     def newest(self, backup_name: str, owner: Owner):
-        backups = list_backups(make_client(self.storage.client_env), self.storage.location, BackupNames(backup_name),
-                               owner)
+        backups = list_backups(
+            make_client(self.storage.client_env), self.storage.location, BackupNames(backup_name), owner
+        )
         return backups[0] if backups else None
 
     def marker(self, name: str) -> dict:
@@ -65,9 +75,17 @@ class RemoteDestination:
         return RcloneTarget(self.storage.location, self.storage.client_env, stall_timeout_s=stall_timeout_s)
 
     def take(self, options, *, name: str, application_name: str, progress, cancel, recipients=(), after=None):
-        return take_remote_backup(options, self.target(options.stall_timeout_s), self.storage.retention, name=name,
-                                  after=after, application_name=application_name,
-                                  progress=progress, cancel=cancel, recipients=recipients)
+        return take_remote_backup(
+            options,
+            self.target(options.stall_timeout_s),
+            self.storage.retention,
+            name=name,
+            after=after,
+            application_name=application_name,
+            progress=progress,
+            cancel=cancel,
+            recipients=recipients,
+        )
 
     def prompt(self, backup_name: str, owner: Callable[[], Owner]):
         return RemotePrompt(self.storage.location, self.storage.client_env, backup_name, owner)

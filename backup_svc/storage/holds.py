@@ -7,6 +7,7 @@ bucket, beside the backups, so every process that applies retention — `serve`'
 `upload`, `prune` — sees them, and they survive restarts. Their names are never a backup's name, so
 retention never counts them.
 """
+
 from __future__ import annotations
 
 import json
@@ -37,8 +38,12 @@ class Hold:
         return self.acknowledged is None
 
     def as_json(self) -> dict:
-        return {"held": self.held, "created": _iso(self.created), "finding": self.finding.as_json(),
-                "acknowledged": self.acknowledged}
+        return {
+            "held": self.held,
+            "created": _iso(self.created),
+            "finding": self.finding.as_json(),
+            "acknowledged": self.acknowledged,
+        }
 
 
 def _iso(when: datetime) -> str:
@@ -49,14 +54,23 @@ def hold_key(location: StorageLocation, held: str) -> str:
     return f"{location.prefix}{HOLDS_FOLDER}{held}.json"
 
 
-def place_hold(client, location: StorageLocation, finding: ShrinkFinding, *, now: datetime | None = None,
-               retry: RetryPolicy = RetryPolicy()) -> Hold:
+def place_hold(
+    client,
+    location: StorageLocation,
+    finding: ShrinkFinding,
+    *,
+    now: datetime | None = None,
+    retry: RetryPolicy = RetryPolicy(),
+) -> Hold:
     """Record the alarm and its hold on `finding.held`; StorageError when it cannot be written."""
     hold = Hold(held=finding.held, finding=finding, created=now or datetime.now(timezone.utc))
     body = json.dumps({k: v for k, v in hold.as_json().items() if k != "acknowledged"}, indent=1).encode()
     key = hold_key(location, finding.held)
-    with_retries(f"recording the retention hold {key}", lambda: client.put_object(
-        Bucket=location.bucket, Key=key, Body=body, ContentType="application/json"), retry)
+    with_retries(
+        f"recording the retention hold {key}",
+        lambda: client.put_object(Bucket=location.bucket, Key=key, Body=body, ContentType="application/json"),
+        retry,
+    )
     return hold
 
 
@@ -70,15 +84,20 @@ def read_holds(client, location: StorageLocation, *, retry: RetryPolicy = RetryP
     names: set[str] = set()
     request = {"Bucket": location.bucket, "Prefix": folder}
     while True:
-        page = with_retries(f"listing the retention holds in {location.url}",
-                            lambda: client.list_objects_v2(**request), retry)
-        names.update(item["Key"][len(folder):] for item in page.get("Contents", [])
-                     if "/" not in item["Key"][len(folder):] and item.get("Size", 0) <= MAX_HOLD_BYTES)
+        page = with_retries(
+            f"listing the retention holds in {location.url}", lambda: client.list_objects_v2(**request), retry
+        )
+        names.update(
+            item["Key"][len(folder) :]
+            for item in page.get("Contents", [])
+            if "/" not in item["Key"][len(folder) :] and item.get("Size", 0) <= MAX_HOLD_BYTES
+        )
         if not page.get("IsTruncated"):
             break
         request["ContinuationToken"] = page["NextContinuationToken"]
-    alarms = sorted((n[:-len(".json")] for n in names if n.endswith(".json") and not n.endswith(ACKNOWLEDGED)),
-                    reverse=True)  # held names carry their UTC time: newest first
+    alarms = sorted(
+        (n[: -len(".json")] for n in names if n.endswith(".json") and not n.endswith(ACKNOWLEDGED)), reverse=True
+    )  # held names carry their UTC time: newest first
     holds = []
     for i, held in enumerate(alarms):
         acknowledged = held + ACKNOWLEDGED in names
@@ -128,15 +147,24 @@ def _read_hold(client, location: StorageLocation, key: str, retry: RetryPolicy) 
         return Hold(held=data["held"], finding=ShrinkFinding.from_json(data["finding"]), created=created)
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         # Unreadable, but someone meant to hold a backup: refuse to decide rather than drop the guard.
-        raise StorageError(f"the retention hold {key} cannot be read ({type(exc).__name__}); delete it by hand "
-                           f"if that backup need not be kept") from None
+        raise StorageError(
+            f"the retention hold {key} cannot be read ({type(exc).__name__}); delete it by hand "
+            f"if that backup need not be kept"
+        ) from None
 
 
-def acknowledge_hold(client, location: StorageLocation, held: str, by: str, *, now: datetime | None = None,
-                     retry: RetryPolicy = RetryPolicy()) -> bool:
+def acknowledge_hold(
+    client,
+    location: StorageLocation,
+    held: str,
+    by: str,
+    *,
+    now: datetime | None = None,
+    retry: RetryPolicy = RetryPolicy(),
+) -> bool:
     """Mark the alarm holding `held` acknowledged, which ends the hold; False when no such alarm is open."""
     key = hold_key(location, held)
-    ack_key = key[:-len(".json")] + ACKNOWLEDGED
+    ack_key = key[: -len(".json")] + ACKNOWLEDGED
 
     def exists(k: str) -> bool:
         try:
@@ -147,10 +175,14 @@ def acknowledge_hold(client, location: StorageLocation, held: str, by: str, *, n
                 return False
             raise
 
-    if not with_retries(f"looking up the retention hold {key}", lambda: exists(key), retry) or \
-            with_retries(f"looking up {ack_key}", lambda: exists(ack_key), retry):
+    if not with_retries(f"looking up the retention hold {key}", lambda: exists(key), retry) or with_retries(
+        f"looking up {ack_key}", lambda: exists(ack_key), retry
+    ):
         return False
     body = json.dumps({"held": held, "by": by, "at": _iso(now or datetime.now(timezone.utc))}).encode()
-    with_retries(f"acknowledging the retention hold {key}", lambda: client.put_object(
-        Bucket=location.bucket, Key=ack_key, Body=body, ContentType="application/json"), retry)
+    with_retries(
+        f"acknowledging the retention hold {key}",
+        lambda: client.put_object(Bucket=location.bucket, Key=ack_key, Body=body, ContentType="application/json"),
+        retry,
+    )
     return True

@@ -6,6 +6,7 @@ this service's ownership record, and its name's time can be trusted (ownership.p
 older version stored before the ownership record are in `unrecorded`: shown read-only, never acted
 on. Every other object named like a backup is reported in `ignored`, with the reason.
 """
+
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
@@ -51,9 +52,16 @@ class Survey:
 MetadataCache = dict
 
 
-def survey_backups(client, location: StorageLocation, names: BackupNames, owner: Owner, *,
-                   now: datetime | None = None, retry: RetryPolicy = RetryPolicy(),
-                   cache: MetadataCache | None = None) -> Survey:
+def survey_backups(
+    client,
+    location: StorageLocation,
+    names: BackupNames,
+    owner: Owner,
+    *,
+    now: datetime | None = None,
+    retry: RetryPolicy = RetryPolicy(),
+    cache: MetadataCache | None = None,
+) -> Survey:
     """List the prefix, read each backup-named object's metadata (one HEAD each, remembered in `cache`)
     and sort the objects into this service's backups and the others. StorageError when storage
     cannot be read: callers must then act on nothing."""
@@ -73,8 +81,15 @@ def survey_backups(client, location: StorageLocation, names: BackupNames, owner:
     survey = Survey()
     for backup, ident, _ in named:
         metadata = cache[ident]
-        backup = StoredBackup(name=backup.name, key=backup.key, size=backup_size(backup.size, metadata), time=backup.time,
-                              sha256=metadata.get("sha256"), modified=backup.modified, metadata=metadata)
+        backup = StoredBackup(
+            name=backup.name,
+            key=backup.key,
+            size=backup_size(backup.size, metadata),
+            time=backup.time,
+            sha256=metadata.get("sha256"),
+            modified=backup.modified,
+            metadata=metadata,
+        )
         badly_timed = time_refusal(backup.time, backup.modified, now)
         reason = owner.refusal(metadata) or badly_timed
         if reason is None:
@@ -99,8 +114,15 @@ def backup_size(object_size: int, metadata: Mapping[str, str]) -> int:
         return object_size
 
 
-def list_backups(client, location: StorageLocation, names: BackupNames, owner: Owner, *,
-                 now: datetime | None = None, retry: RetryPolicy = RetryPolicy()) -> list[StoredBackup]:
+def list_backups(
+    client,
+    location: StorageLocation,
+    names: BackupNames,
+    owner: Owner,
+    *,
+    now: datetime | None = None,
+    retry: RetryPolicy = RetryPolicy(),
+) -> list[StoredBackup]:
     """This service's backups under the prefix, newest first (see `survey_backups`)."""
     return survey_backups(client, location, names, owner, now=now, retry=retry).backups
 
@@ -118,11 +140,12 @@ def _named_objects(client, location: StorageLocation, names: BackupNames, retry:
             request["ContinuationToken"] = token
         page = with_retries(f"listing {location.url}", lambda: client.list_objects_v2(**request), retry)
         for item in page.get("Contents", []):
-            name = item["Key"][len(location.prefix):]
+            name = item["Key"][len(location.prefix) :]
             when = names.time_of(name)
             if when is not None:
-                backup = StoredBackup(name=name, key=item["Key"], size=item["Size"], time=when,
-                                      modified=item.get("LastModified"))
+                backup = StoredBackup(
+                    name=name, key=item["Key"], size=item["Size"], time=when, modified=item.get("LastModified")
+                )
                 found.append((backup, (item["Key"], item.get("LastModified"), item.get("ETag")), item))
         if not page.get("IsTruncated"):
             break
@@ -134,8 +157,15 @@ def _header(client, location: StorageLocation, retry: RetryPolicy) -> Callable[[
     def head_once(key: str) -> dict[str, str]:
         try:
             head = client.head_object(Bucket=location.bucket, Key=key)
-            return with_companion(client, location.bucket, key, head.get("Metadata", {}), etag=head.get("ETag"),
-                                  size=head.get("ContentLength"), retry=retry)
+            return with_companion(
+                client,
+                location.bucket,
+                key,
+                head.get("Metadata", {}),
+                etag=head.get("ETag"),
+                size=head.get("ContentLength"),
+                retry=retry,
+            )
         except Exception as exc:
             if error_code(exc)[1] == 404:  # deleted since the listing: nothing to own
                 return {}
@@ -143,4 +173,5 @@ def _header(client, location: StorageLocation, retry: RetryPolicy) -> Callable[[
 
     def head(key: str) -> dict[str, str]:
         return with_retries(f"reading the metadata of {key}", lambda: head_once(key), retry)
+
     return head

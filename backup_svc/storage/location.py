@@ -1,4 +1,5 @@
 """Where stored backups live: `s3://bucket/prefix` and the object names this service owns."""
+
 from __future__ import annotations
 
 import re
@@ -41,8 +42,10 @@ def parse_storage_url(url: str) -> StorageLocation:
         raise ValueError("must not have a query (?…) or fragment (#…): put them nowhere, or in the prefix")
     bucket = parts.netloc
     if "@" in bucket or ":" in bucket:
-        raise ValueError("must not carry credentials or a port: set AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY "
-                         "and AWS_ENDPOINT_URL instead")
+        raise ValueError(
+            "must not carry credentials or a port: set AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY "
+            "and AWS_ENDPOINT_URL instead"
+        )
     if not _BUCKET.match(bucket):
         raise ValueError(f"names no valid bucket ({bucket!r}: 3–63 lowercase letters, digits, '.', '-')")
     prefix = parts.path.lstrip("/")
@@ -73,8 +76,9 @@ class BackupNames:
 
     def __init__(self, backup_name: str):
         self.backup_name = backup_name
-        self._pattern = re.compile(rf"{re.escape(backup_name)}_backup_(\d{{8}}_\d{{6}})\.sql\.(?:gz(?:\.age)?|dedup)",
-                                   re.ASCII)
+        self._pattern = re.compile(
+            rf"{re.escape(backup_name)}_backup_(\d{{8}}_\d{{6}})\.sql\.(?:gz(?:\.age)?|dedup)", re.ASCII
+        )
 
     def time_of(self, name: str) -> datetime | None:
         """The UTC time in a matching name; None for any other name (or an impossible date)."""

@@ -5,6 +5,7 @@ whichever machine it runs on) with pg_try_advisory_lock, which works in a read-o
 never waits. It is held by a session of its own for as long as the upload runs and vanishes with
 that session, so a killed process cannot leave it behind.
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -4,6 +4,7 @@ The demo (`./dev.sh run` without DATABASE_URL) keeps its stored backups here, an
 same server. moto is not a runtime dependency of the service: requirements-demo.txt installs it for
 the demo, requirements-dev.txt for the tests; the Docker image has neither.
 """
+
 from __future__ import annotations
 
 import logging
@@ -54,9 +55,11 @@ def start_demo_storage(env: dict[str, str], database: str) -> LoopbackS3:
 
     server = LoopbackS3().start()
     settings = {
-        "AWS_ENDPOINT_URL": server.endpoint, "AWS_ACCESS_KEY_ID": "demo",
+        "AWS_ENDPOINT_URL": server.endpoint,
+        "AWS_ACCESS_KEY_ID": "demo",
         # moto accepts any key; a random one keeps the demo's variables looking like real ones
-        "AWS_SECRET_ACCESS_KEY": secrets.token_urlsafe(24), "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_SECRET_ACCESS_KEY": secrets.token_urlsafe(24),
+        "AWS_DEFAULT_REGION": "us-east-1",
         "AWS_S3_URL_STYLE": "path",
     }
     env.update(settings)

@@ -1,5 +1,6 @@
 """The end of an upload: checking what storage assembled, and reading size and sha256 back (the sha256
 is recorded beside the object, companion.py)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -16,13 +17,16 @@ def read_back(client, bucket: str, key: str, size: int, sha256: str, *, retry: R
     sent, else StorageError."""
     head = with_retries(f"reading back {key}", lambda: client.head_object(Bucket=bucket, Key=key), retry)
     stored_size = head.get("ContentLength")
-    metadata = with_companion(client, bucket, key, head.get("Metadata", {}), etag=head.get("ETag"),
-                              size=stored_size, retry=retry)
+    metadata = with_companion(
+        client, bucket, key, head.get("Metadata", {}), etag=head.get("ETag"), size=stored_size, retry=retry
+    )
     stored_sha = metadata.get("sha256")
     if stored_size != size or stored_sha != sha256:
-        raise StorageError(f"read-back of {key} does not match what was sent: storage has "
-                           f"{stored_size} bytes with sha256 {stored_sha}, sent {size} bytes "
-                           f"with sha256 {sha256}")
+        raise StorageError(
+            f"read-back of {key} does not match what was sent: storage has "
+            f"{stored_size} bytes with sha256 {stored_sha}, sent {size} bytes "
+            f"with sha256 {sha256}"
+        )
     return metadata
 
 
@@ -37,8 +41,11 @@ def assembled_as_sent(etag: str | None, part_md5s: list[bytes]) -> bool:
     and the caller then reads the object back in full (`read_back_bytes`) rather than failing.
     """
     match = _MULTIPART_ETAG.match(etag or "")
-    return (match is not None and int(match.group(2)) == len(part_md5s)
-            and match.group(1) == hashlib.md5(b"".join(part_md5s)).hexdigest())
+    return (
+        match is not None
+        and int(match.group(2)) == len(part_md5s)
+        and match.group(1) == hashlib.md5(b"".join(part_md5s)).hexdigest()
+    )
 
 
 def read_back_bytes(client, bucket: str, key: str, size: int, sha256: str, *, retry: RetryPolicy) -> None:
@@ -54,5 +61,7 @@ def read_back_bytes(client, bucket: str, key: str, size: int, sha256: str, *, re
             digest.update(chunk)
             total += len(chunk)
     if total != size or digest.hexdigest() != sha256:
-        raise StorageError(f"read-back of {key} in full does not match what was sent: storage has {total} bytes "
-                           f"with sha256 {digest.hexdigest()}, sent {size} bytes with sha256 {sha256}")
+        raise StorageError(
+            f"read-back of {key} in full does not match what was sent: storage has {total} bytes "
+            f"with sha256 {digest.hexdigest()}, sent {size} bytes with sha256 {sha256}"
+        )

@@ -12,6 +12,7 @@ The time in a name is trusted only when it is not in the future and not later th
 own LastModified by more than TIME_MARGIN: a name is stamped when the dump starts, the object is
 written after it, so only a clock that ran ahead (or a hand-made name) can be later.
 """
+
 from __future__ import annotations
 
 import threading
@@ -42,8 +43,12 @@ class Owner:
 
     def metadata(self) -> dict[str, str]:
         """The ownership record an upload writes into the object's metadata."""
-        return {"written-by": WRITER, "backup-name": self.backup_name, "database": self.database,
-                "system-identifier": self.system_identifier or ""}
+        return {
+            "written-by": WRITER,
+            "backup-name": self.backup_name,
+            "database": self.database,
+            "system-identifier": self.system_identifier or "",
+        }
 
     def refusal(self, metadata: Mapping[str, str]) -> str | None:
         """None when `metadata` says the object is one of this service's backups, else why not."""
@@ -54,8 +59,10 @@ class Owner:
         theirs = (metadata.get("backup-name"), metadata.get("database"), metadata.get("system-identifier"))
         ours = (self.backup_name, self.database, self.system_identifier)
         if theirs[:2] != ours[:2] or (self.system_identifier is not None and theirs[2] != ours[2]):
-            return (f"another service's backup (backup name {theirs[0]!r}, database {theirs[1]!r}, "
-                    f"cluster {theirs[2] or '?'})")
+            return (
+                f"another service's backup (backup name {theirs[0]!r}, database {theirs[1]!r}, "
+                f"cluster {theirs[2] or '?'})"
+            )
         return None
 
     def is_unrecorded(self, metadata: Mapping[str, str]) -> bool:
@@ -63,13 +70,17 @@ class Owner:
         backup name: its sha256 and backup name, no `written-by`. Listed read-only: downloadable,
         verifiable, restorable, never deleted or counted by retention or staleness (nothing proves
         which database or cluster it is of)."""
-        return metadata.get("written-by") is None and bool(metadata.get("sha256")) \
+        return (
+            metadata.get("written-by") is None
+            and bool(metadata.get("sha256"))
             and metadata.get("backup-name") == self.backup_name
+        )
 
     def is_other_service(self, metadata: Mapping[str, str]) -> bool:
         """True when the object was written by backup_svc for another service (check warns about these)."""
-        return metadata.get("written-by") == WRITER and self.refusal(metadata) is not None \
-            and bool(metadata.get("sha256"))
+        return (
+            metadata.get("written-by") == WRITER and self.refusal(metadata) is not None and bool(metadata.get("sha256"))
+        )
 
 
 def time_refusal(name_time: datetime, modified: datetime | None, now: datetime) -> str | None:
@@ -77,8 +88,10 @@ def time_refusal(name_time: datetime, modified: datetime | None, now: datetime) 
     if name_time > now + TIME_MARGIN:
         return f"its name's time {name_time:%Y-%m-%d %H:%M:%S} UTC lies in the future"
     if modified is not None and name_time > modified + TIME_MARGIN:
-        return (f"its name's time {name_time:%Y-%m-%d %H:%M:%S} UTC is later than when it was written "
-                f"({modified:%Y-%m-%d %H:%M:%S} UTC)")
+        return (
+            f"its name's time {name_time:%Y-%m-%d %H:%M:%S} UTC is later than when it was written "
+            f"({modified:%Y-%m-%d %H:%M:%S} UTC)"
+        )
     return None
 
 

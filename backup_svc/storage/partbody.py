@@ -7,6 +7,7 @@ and the socket's timeout during sending is the *connect* timeout: a part then ha
 as slow as it likes as long as some bytes move every SEND_STALL_S (the parts' client has that as its
 connect timeout: client.make_part_client) — and no copy of the part is made.
 """
+
 from __future__ import annotations
 
 import io
@@ -38,14 +39,14 @@ class PartBody(io.RawIOBase):
         return self._position
 
     def readinto(self, buffer) -> int:
-        piece = self._view[self._position:self._position + len(buffer)]
-        buffer[:len(piece)] = piece
+        piece = self._view[self._position : self._position + len(buffer)]
+        buffer[: len(piece)] = piece
         self._position += len(piece)
         return len(piece)
 
     def read(self, size: int = -1) -> bytes:
         end = len(self._view) if size is None or size < 0 else min(self._position + size, len(self._view))
-        piece = bytes(self._view[self._position:end])
+        piece = bytes(self._view[self._position : end])
         self._position = end
         return piece
 

@@ -5,6 +5,7 @@ is itself a bearer credential for one object until it expires, so it is issued o
 authenticated admin, for at most PRESIGN_MAX_S, only for names of this service's backups, and it
 never appears in a log line (the access log writes paths without query strings).
 """
+
 from __future__ import annotations
 
 from .location import BackupNames, StorageLocation

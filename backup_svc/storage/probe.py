@@ -10,6 +10,7 @@ What is tried, in this order, so that nothing can be left behind:
 The test key `<prefix>backup_svc-check-<random>.tmp` never matches a backup name, so nothing that
 lists backups ever sees it.
 """
+
 from __future__ import annotations
 
 import secrets
@@ -49,10 +50,13 @@ class ProbeReport:
         return self.reachable and all(c.result == "ok" for c in self.checks) and not self.left_behind
 
     def as_json(self) -> dict:
-        return {"reachable": self.reachable, "ok": self.ok,
-                "permissions": {c.permission: c.result for c in self.checks},
-                "problems": [f"{c.permission}: {c.detail}" for c in self.checks if c.result != "ok"]
-                + [f"left behind: {item}" for item in self.left_behind]}
+        return {
+            "reachable": self.reachable,
+            "ok": self.ok,
+            "permissions": {c.permission: c.result for c in self.checks},
+            "problems": [f"{c.permission}: {c.detail}" for c in self.checks if c.result != "ok"]
+            + [f"left behind: {item}" for item in self.left_behind],
+        }
 
     def lines(self) -> list[str]:
         """`check`'s lines about storage."""
@@ -89,8 +93,11 @@ class _Prober:
     def listing(self) -> tuple[Check, bool, bool]:
         """The list check, whether the storage answered at all, and whether the other checks make sense."""
         try:
-            with_retries("listing", lambda: self.client.list_objects_v2(
-                Bucket=self.bucket, Prefix=self.location.prefix, MaxKeys=1), self.retry)
+            with_retries(
+                "listing",
+                lambda: self.client.list_objects_v2(Bucket=self.bucket, Prefix=self.location.prefix, MaxKeys=1),
+                self.retry,
+            )
         except StorageError as exc:
             cause = exc.__cause__ if exc.__cause__ is not None else exc
             code, status = error_code(cause)
@@ -99,8 +106,10 @@ class _Prober:
             if code == "NoSuchBucket":
                 return Check("list", "failed", f"the bucket {self.bucket!r} does not exist"), True, False
             return Check("list", _outcome(cause), describe(cause)), True, True
-        result, detail = self.attempt("listing incomplete uploads", lambda: self.client.list_multipart_uploads(
-            Bucket=self.bucket, Prefix=self.location.prefix, MaxUploads=1))
+        result, detail = self.attempt(
+            "listing incomplete uploads",
+            lambda: self.client.list_multipart_uploads(Bucket=self.bucket, Prefix=self.location.prefix, MaxUploads=1),
+        )
         return Check("list", result, detail and f"listing incomplete uploads: {detail}"), True, True
 
     def absent_delete(self) -> tuple[str, str]:
@@ -113,15 +122,19 @@ class _Prober:
             except Exception as exc:
                 if error_code(exc)[0] != "NoSuchUpload":  # allowed, and there was nothing to abort
                     raise
+
         return self.attempt("aborting an upload", abort)
 
     def write_read_delete(self, left_behind: list[str]) -> tuple[str, str]:
-        result, detail = self.attempt("writing", lambda: self.client.put_object(
-            Bucket=self.bucket, Key=self.key, Body=PROBE_BODY, ContentType="text/plain"))
+        result, detail = self.attempt(
+            "writing",
+            lambda: self.client.put_object(Bucket=self.bucket, Key=self.key, Body=PROBE_BODY, ContentType="text/plain"),
+        )
         if result != "ok":
             return result, f"writing: {detail}"
-        read, read_detail = self.attempt("reading", lambda: self.client.get_object(
-            Bucket=self.bucket, Key=self.key)["Body"].read())
+        read, read_detail = self.attempt(
+            "reading", lambda: self.client.get_object(Bucket=self.bucket, Key=self.key)["Body"].read()
+        )
         gone, gone_detail = self.absent_delete()  # the object exists now; same call, same permission
         if gone != "ok":
             left_behind.append(f"s3://{self.bucket}/{self.key} ({gone_detail})")
@@ -138,10 +151,16 @@ class _Prober:
         result, detail = self.attempt("starting a multipart upload", start)
         if result != "ok":
             return result, f"starting a multipart upload: {detail}"
-        part, part_detail = self.attempt("uploading a part", lambda: self.client.upload_part(
-            Bucket=self.bucket, Key=self.key, UploadId=upload_id[0], PartNumber=1, Body=PROBE_BODY))
-        aborted, abort_detail = self.attempt("aborting the upload", lambda: self.client.abort_multipart_upload(
-            Bucket=self.bucket, Key=self.key, UploadId=upload_id[0]))
+        part, part_detail = self.attempt(
+            "uploading a part",
+            lambda: self.client.upload_part(
+                Bucket=self.bucket, Key=self.key, UploadId=upload_id[0], PartNumber=1, Body=PROBE_BODY
+            ),
+        )
+        aborted, abort_detail = self.attempt(
+            "aborting the upload",
+            lambda: self.client.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=upload_id[0]),
+        )
         if aborted != "ok":
             left_behind.append(f"incomplete upload of s3://{self.bucket}/{self.key} ({abort_detail})")
             return aborted, f"aborting the multipart upload: {abort_detail}"
@@ -179,4 +198,3 @@ def endpoint_of(storage: StorageSettings) -> str:
         return endpoint
     region = env.get("AWS_DEFAULT_REGION")
     return f"Amazon S3 ({region})" if region else "Amazon S3"
-

@@ -5,6 +5,7 @@ Uploads use their own client with long timeouts and patient retries (run.py); th
 a dashboard that says "storage at https://… did not answer" in five seconds is more use than one
 that hangs for a minute.
 """
+
 from __future__ import annotations
 
 import threading
@@ -45,8 +46,11 @@ class PromptStorage:
         self.location = storage.location
         self.names = BackupNames(backup_name)
         self.endpoint = endpoint_of(storage)
-        self.client = client if client is not None else make_client(
-            storage.client_env, connect_timeout_s=CONNECT_TIMEOUT_S, read_timeout_s=READ_TIMEOUT_S)
+        self.client = (
+            client
+            if client is not None
+            else make_client(storage.client_env, connect_timeout_s=CONNECT_TIMEOUT_S, read_timeout_s=READ_TIMEOUT_S)
+        )
         self.catalog = StoredCatalog(self.client, self.location, self.names, owner, retry=QUICK_RETRY)
         self._calls = BoundedCalls()
         self._probe_lock = threading.Lock()
@@ -65,25 +69,35 @@ class PromptStorage:
 
     def holds(self, deadline_s: float = LIST_DEADLINE_S) -> list[Hold]:
         """The open shrink alarms (and the latest one), newest first; StorageError after `deadline_s`."""
-        return self._calls.call("holds", lambda: read_holds(self.client, self.location, retry=QUICK_RETRY),
-                                deadline_s, f"the storage at {self.endpoint}")
+        return self._calls.call(
+            "holds",
+            lambda: read_holds(self.client, self.location, retry=QUICK_RETRY),
+            deadline_s,
+            f"the storage at {self.endpoint}",
+        )
 
     def acknowledge(self, held: str, by: str, deadline_s: float = LOOKUP_DEADLINE_S) -> bool:
         """Acknowledge the alarm holding `held`, ending the hold; False when none is open. NotOurBackup
         for a name that is not one of this service's backup names."""
         checked_name(self.names, held)
-        return self._calls.call(("acknowledge", held), lambda: acknowledge_hold(self.client, self.location, held,
-                                                                                by, retry=QUICK_RETRY),
-                                deadline_s, f"the storage at {self.endpoint}")
+        return self._calls.call(
+            ("acknowledge", held),
+            lambda: acknowledge_hold(self.client, self.location, held, by, retry=QUICK_RETRY),
+            deadline_s,
+            f"the storage at {self.endpoint}",
+        )
 
     def exists(self, name: str, deadline_s: float = LOOKUP_DEADLINE_S) -> bool:
         """Whether this service's backup `name` is in storage now; NotOurBackup for any other name,
         StorageError when the storage cannot say."""
         checked_name(self.names, name)
-        return self._calls.call(("exists", name), lambda: self.catalog.exists(name), deadline_s,
-                                f"the storage at {self.endpoint}")
+        return self._calls.call(
+            ("exists", name), lambda: self.catalog.exists(name), deadline_s, f"the storage at {self.endpoint}"
+        )
 
-    def download_url(self, name: str, deadline_s: float = LOOKUP_DEADLINE_S, expires_s: int = PRESIGN_MAX_S) -> str | None:
+    def download_url(
+        self, name: str, deadline_s: float = LOOKUP_DEADLINE_S, expires_s: int = PRESIGN_MAX_S
+    ) -> str | None:
         """A presigned GET URL for the stored backup `name`, or None when there is no such backup now.
 
         NotOurBackup (a ValueError) for a name that is not one of this service's backup names;
@@ -98,9 +112,12 @@ class PromptStorage:
         with self._probe_lock:
             if self._probe is not None and time.monotonic() - self._probe[0] < PROBE_REUSE_S:
                 return self._probe[1]
-        report = self._calls.call("probe", lambda: probe_storage(self.client, self.location, self.endpoint,
-                                                                 retry=QUICK_RETRY),
-                                  deadline_s, f"the storage at {self.endpoint}")
+        report = self._calls.call(
+            "probe",
+            lambda: probe_storage(self.client, self.location, self.endpoint, retry=QUICK_RETRY),
+            deadline_s,
+            f"the storage at {self.endpoint}",
+        )
         with self._probe_lock:
             self._probe = (time.monotonic(), report)
         return report

@@ -8,6 +8,7 @@ nothing and says what would go and why. Objects named like a backup that are not
 are reported (`ignored`), never kept in place of a real one. Then the dedup chunk store is collected
 (storage/dedup/collect.py: only chunks no remaining manifest names, older than a day).
 """
+
 from __future__ import annotations
 
 import logging
@@ -80,14 +81,25 @@ class PruneReport:
         if self.chunks is not None:
             out.extend(self.chunks.lines())
         for key, initiated in self.stale_uploads:
-            out.append(f"{'would abort' if self.dry_run else 'aborted'} incomplete upload of {key} "
-                       f"(started {initiated:%Y-%m-%d %H:%M} UTC)")
+            out.append(
+                f"{'would abort' if self.dry_run else 'aborted'} incomplete upload of {key} "
+                f"(started {initiated:%Y-%m-%d %H:%M} UTC)"
+            )
         return out
 
 
-def prune(client, location: StorageLocation, names: BackupNames, owner: Owner, policy: RetentionPolicy, *,
-          keep_key: str | None = None, dry_run: bool = False, now: datetime | None = None,
-          retry: RetryPolicy = RetryPolicy()) -> PruneReport:
+def prune(
+    client,
+    location: StorageLocation,
+    names: BackupNames,
+    owner: Owner,
+    policy: RetentionPolicy,
+    *,
+    keep_key: str | None = None,
+    dry_run: bool = False,
+    now: datetime | None = None,
+    retry: RetryPolicy = RetryPolicy(),
+) -> PruneReport:
     """Apply `policy` to this service's backups under the prefix and abort its day-old incomplete uploads.
 
     `keep_key` (the object just stored) and backups under a retention hold (holds.py: the last one
@@ -96,22 +108,27 @@ def prune(client, location: StorageLocation, names: BackupNames, owner: Owner, p
     fails is reported in `failed` and the others still happen.
     """
     if not owner.can_delete:
-        raise StorageError("retention needs the database's cluster identity to tell this service's backups "
-                           "from others', and the database did not answer: nothing was deleted")
+        raise StorageError(
+            "retention needs the database's cluster identity to tell this service's backups "
+            "from others', and the database did not answer: nothing was deleted"
+        )
     report = PruneReport(dry_run=dry_run, removal_reason=removal_reason(policy))
     survey = survey_backups(client, location, names, owner, now=now, retry=retry)  # raises before any delete
     backups, report.ignored, report.unrecorded = survey.backups, survey.ignored, survey.unrecorded
     held = active_holds(read_holds(client, location, retry=retry))  # so does this
-    report.decisions = [Decision(d.backup, True, ("just stored",)) if d.backup.key == keep_key and not d.keep
-                        else d for d in with_holds(apply_retention(backups, policy), held)]
+    report.decisions = [
+        Decision(d.backup, True, ("just stored",)) if d.backup.key == keep_key and not d.keep else d
+        for d in with_holds(apply_retention(backups, policy), held)
+    ]
     doomed = [d.backup for d in report.removed]
     _check_safe(doomed, backups, location, names, owner, keep_key)
     for backup in doomed:
         if dry_run:
             continue
         try:
-            with_retries(f"deleting {backup.key}",
-                         lambda: client.delete_object(Bucket=location.bucket, Key=backup.key), retry)
+            with_retries(
+                f"deleting {backup.key}", lambda: client.delete_object(Bucket=location.bucket, Key=backup.key), retry
+            )
             report.deleted.append(backup.name)
         except StorageError as exc:
             report.failed.append((backup.name, str(exc)))
@@ -132,29 +149,49 @@ def prune(client, location: StorageLocation, names: BackupNames, owner: Owner, p
     return report
 
 
-def _check_safe(doomed: list[StoredBackup], backups: list[StoredBackup], location: StorageLocation,
-                names: BackupNames, owner: Owner, keep_key: str | None) -> None:
+def _check_safe(
+    doomed: list[StoredBackup],
+    backups: list[StoredBackup],
+    location: StorageLocation,
+    names: BackupNames,
+    owner: Owner,
+    keep_key: str | None,
+) -> None:
     # Belt and braces: retention cannot produce these, but a delete is the one thing not undone.
     if backups and any(b.key == backups[0].key for b in doomed):
         raise AssertionError("retention chose the newest backup for deletion")
     if any(b.key == keep_key for b in doomed):
         raise AssertionError("retention chose the backup just stored for deletion")
     for backup in doomed:
-        if not backup.key.startswith(location.prefix) or names.time_of(backup.key[len(location.prefix):]) is None \
-                or owner.refusal(backup.metadata) is not None:
+        if (
+            not backup.key.startswith(location.prefix)
+            or names.time_of(backup.key[len(location.prefix) :]) is None
+            or owner.refusal(backup.metadata) is not None
+        ):
             raise AssertionError(f"retention chose {backup.key!r}, which is not one of this service's backups")
 
 
-def stale_uploads(uploads: list[dict], location: StorageLocation, names: BackupNames,
-                  cutoff: datetime) -> list[dict]:
+def stale_uploads(uploads: list[dict], location: StorageLocation, names: BackupNames, cutoff: datetime) -> list[dict]:
     """The incomplete uploads (as S3 lists them) of this service's backup names under the prefix
     that were started before `cutoff`."""
-    return [u for u in uploads if u["Key"].startswith(location.prefix)
-            and names.time_of(u["Key"][len(location.prefix):]) is not None and u["Initiated"] < cutoff]
+    return [
+        u
+        for u in uploads
+        if u["Key"].startswith(location.prefix)
+        and names.time_of(u["Key"][len(location.prefix) :]) is not None
+        and u["Initiated"] < cutoff
+    ]
 
 
-def abort_stale_uploads(client, location: StorageLocation, names: BackupNames, *, dry_run: bool = False,
-                        now: datetime | None = None, retry: RetryPolicy = RetryPolicy()) -> list[tuple[str, datetime]]:
+def abort_stale_uploads(
+    client,
+    location: StorageLocation,
+    names: BackupNames,
+    *,
+    dry_run: bool = False,
+    now: datetime | None = None,
+    retry: RetryPolicy = RetryPolicy(),
+) -> list[tuple[str, datetime]]:
     """Abort incomplete multipart uploads of this service's backup names under the prefix started
     over a day ago; return (key, started) of each. Uploads of other names are left alone.
 
@@ -182,8 +219,11 @@ def _incomplete_uploads(client, bucket: str, prefix: str, retry: RetryPolicy) ->
     uploads: list[dict] = []
     request = {"Bucket": bucket, "Prefix": prefix}
     while True:
-        page = with_retries(f"listing incomplete uploads in s3://{bucket}/{prefix}",
-                            lambda: client.list_multipart_uploads(**request), retry)
+        page = with_retries(
+            f"listing incomplete uploads in s3://{bucket}/{prefix}",
+            lambda: client.list_multipart_uploads(**request),
+            retry,
+        )
         uploads.extend(page.get("Uploads", []))
         if not page.get("IsTruncated"):
             return uploads
@@ -191,5 +231,8 @@ def _incomplete_uploads(client, bucket: str, prefix: str, retry: RetryPolicy) ->
 
 
 def _abort(client, bucket: str, upload: dict, retry: RetryPolicy) -> None:
-    with_retries(f"aborting the incomplete upload of {upload['Key']}", lambda: client.abort_multipart_upload(
-        Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"]), retry)
+    with_retries(
+        f"aborting the incomplete upload of {upload['Key']}",
+        lambda: client.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"]),
+        retry,
+    )

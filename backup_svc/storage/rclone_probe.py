@@ -9,6 +9,7 @@ What is tried, in this order, with the very calls `upload`, `list`, `prune`, `ve
 The test name `backup_svc-check-<random>.tmp` never matches a backup name. A failed write removes its
 temporary object as an upload does; whatever could not be removed is named (`left_behind`).
 """
+
 from __future__ import annotations
 
 import secrets
@@ -19,8 +20,17 @@ from .probe import PROBE_BODY, PROBE_NAME, Check, ProbeReport
 from .rclone_target import TEMP_PREFIX, RcloneTarget
 
 # Words in rclone's messages that mean "not allowed" rather than "went wrong".
-_DENIED = ("403", "401", "forbidden", "permission denied", "access denied", "read-only", "read only",
-           "unauthorized", "insufficient")
+_DENIED = (
+    "403",
+    "401",
+    "forbidden",
+    "permission denied",
+    "access denied",
+    "read-only",
+    "read only",
+    "unauthorized",
+    "insufficient",
+)
 
 
 def _outcome(exc: StorageError) -> str:
@@ -35,8 +45,10 @@ def describe_remote(remote: str, env: Mapping[str, str]) -> str:
         return f"{kind} remote {remote!r} (RCLONE_CONFIG_{remote.upper()}_*)"
     if (env.get("RCLONE_CONFIG") or "").strip():
         return f"remote {remote!r} (from the file RCLONE_CONFIG names)"
-    return (f"remote {remote!r}, which is not configured: set RCLONE_CONFIG_{remote.upper()}_TYPE and its other "
-            "RCLONE_CONFIG_* variables, or RCLONE_CONFIG (docs/storage.md, \"Any rclone remote\")")
+    return (
+        f"remote {remote!r}, which is not configured: set RCLONE_CONFIG_{remote.upper()}_TYPE and its other "
+        'RCLONE_CONFIG_* variables, or RCLONE_CONFIG (docs/storage.md, "Any rclone remote")'
+    )
 
 
 def probe_rclone(target: RcloneTarget, endpoint: str) -> ProbeReport:
@@ -54,22 +66,28 @@ def probe_rclone(target: RcloneTarget, endpoint: str) -> ProbeReport:
         target.put(name, [PROBE_BODY])
     except StorageError as exc:
         report.checks.append(Check("write", _outcome(exc), str(exc)))
-        report.left_behind += [target.location.target(n) for n in _names_quietly(target)
-                               if n.startswith(TEMP_PREFIX) and n.endswith(name)]
+        report.left_behind += [
+            target.location.target(n) for n in _names_quietly(target) if n.startswith(TEMP_PREFIX) and n.endswith(name)
+        ]
         return report
     report.checks.append(Check("write", "ok"))
     try:
         body = b"".join(target.open(name))
-        report.checks.append(Check("read", "ok") if body == PROBE_BODY else
-                             Check("read", "failed", f"read back {len(body)} bytes that differ from the "
-                                                     f"{len(PROBE_BODY)} written"))
+        report.checks.append(
+            Check("read", "ok")
+            if body == PROBE_BODY
+            else Check("read", "failed", f"read back {len(body)} bytes that differ from the {len(PROBE_BODY)} written")
+        )
     except StorageError as exc:
         report.checks.append(Check("read", _outcome(exc), str(exc)))
     try:
         target.delete(name)
         left = [n for n in target.names() if n.startswith(name)]
-        report.checks.append(Check("delete", "ok") if not left else
-                             Check("delete", "failed", f"still listed after deleting: {', '.join(left)}"))
+        report.checks.append(
+            Check("delete", "ok")
+            if not left
+            else Check("delete", "failed", f"still listed after deleting: {', '.join(left)}")
+        )
     except StorageError as exc:
         report.checks.append(Check("delete", _outcome(exc), str(exc)))
         left = [n for n in _names_quietly(target) if n.startswith(name)]

@@ -4,6 +4,7 @@ with PromptStorage's shape (prompt.py), so the dashboard and the API read either
 A remote has no presigned links: a download streams through this service (`rclone cat`, one 64 KiB chunk
 in this process at a time), so `streams_downloads` is True and `download_url` is never asked.
 """
+
 from __future__ import annotations
 
 import threading
@@ -33,8 +34,7 @@ HTTP_LIMIT_S = 15 * 60
 # 2026-12-05): a loopback `rclone serve webdav` on a 2-core machine shared with other work (load average 3.5;
 # 204 MB/s in a quieter run). A real remote over the internet is far slower: the page says so.
 MEASURED_MB_S = 174.0
-MEASURED_ON = ("loopback rclone serve webdav on the development machine (bench/rclone_download.py), "
-               "not a real remote")
+MEASURED_ON = "loopback rclone serve webdav on the development machine (bench/rclone_download.py), not a real remote"
 # What the page sets beside it: a plausible real link, and what fits in the limit at that rate.
 EXAMPLE_MB_S = 5.0
 
@@ -56,8 +56,9 @@ class RemotePrompt:
         self.endpoint = describe_remote(location.remote, env)
         self.env = env
         self.owner = owner
-        self.target = RcloneTarget(location, env, connect_timeout_s=CONNECT_TIMEOUT_S,
-                                   stall_timeout_s=STALL_TIMEOUT_S, retries=1)
+        self.target = RcloneTarget(
+            location, env, connect_timeout_s=CONNECT_TIMEOUT_S, stall_timeout_s=STALL_TIMEOUT_S, retries=1
+        )
         # a download runs as long as the transfer does: rclone's own stall bound, not the listing's
         self.reader = RcloneTarget(location, env)
         self.catalog = UnrecordedNone()
@@ -68,14 +69,28 @@ class RemotePrompt:
 
     def explain(self, exc: BaseException) -> str:
         """A one-line message about a failure: which remote, what happened, no secret."""
-        secrets = [v for k, v in self.env.items() if k.endswith(("_PASS", "_TOKEN", "_KEY", "_SECRET", "_PEM", "_PASSWORD"))]
+        secrets = [
+            v for k, v in self.env.items() if k.endswith(("_PASS", "_TOKEN", "_KEY", "_SECRET", "_PEM", "_PASSWORD"))
+        ]
         return f"The storage at {self.endpoint} ({self.location.url}) could not be read: {scrub(str(exc), *secrets)}"
 
     def _entries(self) -> list[CatalogEntry]:
         backups, _ = survey(self.target, self.names, self.owner(), cache=self._cache)
-        return [entry_from_metadata(StoredBackup(name=b.name, key=self.location.target(b.name), size=b.size,
-                                                 time=b.time, sha256=b.sha256, modified=b.modified,
-                                                 metadata=b.metadata), b.metadata) for b in backups]
+        return [
+            entry_from_metadata(
+                StoredBackup(
+                    name=b.name,
+                    key=self.location.target(b.name),
+                    size=b.size,
+                    time=b.time,
+                    sha256=b.sha256,
+                    modified=b.modified,
+                    metadata=b.metadata,
+                ),
+                b.metadata,
+            )
+            for b in backups
+        ]
 
     def backups(self, deadline_s: float = LIST_DEADLINE_S) -> list[CatalogEntry]:
         """This service's backups on the remote, newest first; StorageError (StorageTimeout) after `deadline_s`."""
@@ -108,8 +123,9 @@ class RemotePrompt:
         with self._probe_lock:
             if self._probe is not None and time.monotonic() - self._probe[0] < PROBE_REUSE_S:
                 return self._probe[1]
-        report = self._calls.call("probe", lambda: probe_rclone(self.target, self.endpoint), deadline_s,
-                                  f"the storage at {self.endpoint}")
+        report = self._calls.call(
+            "probe", lambda: probe_rclone(self.target, self.endpoint), deadline_s, f"the storage at {self.endpoint}"
+        )
         with self._probe_lock:
             self._probe = (time.monotonic(), report)
         return report
@@ -118,7 +134,12 @@ class RemotePrompt:
 def download_limit(measured_mb_s: float = MEASURED_MB_S, measured_on: str = MEASURED_ON) -> dict:
     """What the dashboard says about downloads streamed through the service (docs/api.md `download`): an rclone
     remote's by default, a dedup backup's with sqlgz.py's measured rate."""
-    return {"via": "service", "http_limit_s": HTTP_LIMIT_S, "measured_mb_s": measured_mb_s,
-            "measured_on": measured_on, "max_bytes": int(measured_mb_s * 1e6 * HTTP_LIMIT_S),
-            "example_mb_s": EXAMPLE_MB_S, "example_max_bytes": int(EXAMPLE_MB_S * 1e6 * HTTP_LIMIT_S)}
-
+    return {
+        "via": "service",
+        "http_limit_s": HTTP_LIMIT_S,
+        "measured_mb_s": measured_mb_s,
+        "measured_on": measured_on,
+        "max_bytes": int(measured_mb_s * 1e6 * HTTP_LIMIT_S),
+        "example_mb_s": EXAMPLE_MB_S,
+        "example_max_bytes": int(EXAMPLE_MB_S * 1e6 * HTTP_LIMIT_S),
+    }

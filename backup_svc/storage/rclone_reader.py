@@ -1,5 +1,6 @@
 """`verify rclone:<remote>:<path>/<name>` and `restore rclone:…`: the stored file as a read stream
 (`rclone cat`, no temp file) and the sha256 its companion `<name>.sha256` records."""
+
 from __future__ import annotations
 
 import io

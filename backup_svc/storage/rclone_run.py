@@ -2,6 +2,7 @@
 only after pg_dump's success and completion line), the listing of this service's own backups (names,
 the ownership record `<name>.owner.json`, the sha256 companion), and restic-style retention that only
 ever deletes this service's backups and never the one just stored. Lower room: takes plain values."""
+
 from __future__ import annotations
 
 import json
@@ -49,8 +50,14 @@ class _Pipe:
             yield item
 
 
-def upload(target: RcloneTarget, backup_name: str, name: str, dump,
-           cancelled: Callable[[], bool] = lambda: False, recipients: tuple = ()) -> tuple[StoredFile, Owner, object]:
+def upload(
+    target: RcloneTarget,
+    backup_name: str,
+    name: str,
+    dump,
+    cancelled: Callable[[], bool] = lambda: False,
+    recipients: tuple = (),
+) -> tuple[StoredFile, Owner, object]:
     """Store one backup: `dump(sink)` is write_backup (returns BackupWritten only after pg_dump's success);
     (what was stored, who owns it, the BackupWritten).
     The move into place, the ownership record and the sha256 companion happen only after it returned
@@ -62,13 +69,22 @@ def upload(target: RcloneTarget, backup_name: str, name: str, dump,
         written = box["written"]
         owner = Owner(backup_name, written.facts.database, written.facts.system_identifier or None)
         box["owner"] = owner
-        record = {**owner.metadata(), "sha256": written.sha256, "size": str(written.gzip_bytes),
-                  "server-version": written.facts.version, "pg-dump-version": written.pg_dump.version}
+        record = {
+            **owner.metadata(),
+            "sha256": written.sha256,
+            "size": str(written.gzip_bytes),
+            "server-version": written.facts.version,
+            "pg-dump-version": written.pg_dump.version,
+        }
         if encrypted:  # nothing read from the database's contents, in the clear (as S3's metadata)
             record.update(recipients_metadata(recipients))
         else:
-            record.update({"sql-bytes": str(written.sql_bytes),
-                           **(counts_metadata(written.table_rows) if written.table_rows is not None else {})})
+            record.update(
+                {
+                    "sql-bytes": str(written.sql_bytes),
+                    **(counts_metadata(written.table_rows) if written.table_rows is not None else {}),
+                }
+            )
         return {f"{name}{RECORD_SUFFIX}": json.dumps(record, indent=1).encode()}
 
     def put() -> None:
@@ -123,8 +139,9 @@ RecordCache = dict
 READERS = 4
 
 
-def survey(target: RcloneTarget, names: BackupNames, owner: Owner, *,
-           cache: RecordCache | None = None) -> tuple[list[RcloneBackup], list[tuple[str, str]]]:
+def survey(
+    target: RcloneTarget, names: BackupNames, owner: Owner, *, cache: RecordCache | None = None
+) -> tuple[list[RcloneBackup], list[tuple[str, str]]]:
     """(this service's backups newest first, [(name, why not listed)]) — other files are not mentioned.
     One listing of the folder, then two small reads per backup not in `cache` (its companions)."""
     now, ours, ignored = datetime.now(timezone.utc), [], []
@@ -141,8 +158,9 @@ def survey(target: RcloneTarget, names: BackupNames, owner: Owner, *,
         sha256, record = cache.get(ident(entry)) or companions(target, entry["Name"], entries)
         record = {**record, "sha256": sha256 if sha256 and sha256 == record.get("sha256") else ""}
         reason = owner.refusal(record) or time_refusal(when, _modified(entry.get("ModTime", "")), now)
-        backup = RcloneBackup(entry["Name"], int(entry["Size"]), when, sha256, record,
-                              _modified(entry.get("ModTime", "")))
+        backup = RcloneBackup(
+            entry["Name"], int(entry["Size"]), when, sha256, record, _modified(entry.get("ModTime", ""))
+        )
         (ignored.append((backup.name, reason)) if reason else ours.append(backup))
     return sorted(ours, key=lambda b: b.time, reverse=True), ignored
 
@@ -160,8 +178,15 @@ def companions(target: RcloneTarget, name: str, entries: dict) -> tuple[str | No
     return sha256, ({str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {})
 
 
-def prune(target: RcloneTarget, names: BackupNames, owner: Owner, policy: RetentionPolicy, *,
-          dry_run: bool = False, keep: str | None = None) -> list[tuple[str, str]]:
+def prune(
+    target: RcloneTarget,
+    names: BackupNames,
+    owner: Owner,
+    policy: RetentionPolicy,
+    *,
+    dry_run: bool = False,
+    keep: str | None = None,
+) -> list[tuple[str, str]]:
     """Apply `policy` to this service's backups; [(name, "kept: reasons" | "deleted: why")] newest first.
     Refuses to delete anything when the database could not say who we are (owner.can_delete)."""
     if not owner.can_delete:

@@ -5,6 +5,7 @@ sha256 check), then retention and the history's retention. Used by `upload` and 
 `serve`; `cancel` stops it at once whatever it is doing (stopping.py), the temporary object removed.
 With `recipients` (BACKUP_AGE_RECIPIENTS) the only sink the dump sees is the age encryptor, as with S3.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -53,27 +54,44 @@ class RemoteBackupResult:
 
 def lock_for(options: DumpOptions, target: RcloneTarget) -> StoredBackupLock:
     """The single-flight lock on one backup name in one remote folder (the database's advisory lock)."""
-    return StoredBackupLock(options.conn, f"{target.location.url} {options.backup_name}",
-                            timeout_s=options.connect_timeout_s)
+    return StoredBackupLock(
+        options.conn, f"{target.location.url} {options.backup_name}", timeout_s=options.connect_timeout_s
+    )
 
 
-def take_remote_backup(options: DumpOptions, target: RcloneTarget, policy: RetentionPolicy | None, *, name: str,
-                       after: Callable[[RcloneTarget], None] | None = None,
-                       application_name: str = "backup_svc-upload",
-                       progress: DumpProgress | None = None, cancel: StopFlag | None = None,
-                       recipients: tuple = ()) -> RemoteBackupResult:
+def take_remote_backup(
+    options: DumpOptions,
+    target: RcloneTarget,
+    policy: RetentionPolicy | None,
+    *,
+    name: str,
+    after: Callable[[RcloneTarget], None] | None = None,
+    application_name: str = "backup_svc-upload",
+    progress: DumpProgress | None = None,
+    cancel: StopFlag | None = None,
+    recipients: tuple = (),
+) -> RemoteBackupResult:
     """Store one backup as `name` on `target`; raise on every path that stores nothing (AnotherBackupRunning,
     CannotDump, DumpBroken, StorageError, StoredBackupCancelled). A retention failure afterwards does not undo
     the backup (`retention_error`); `after(target)` runs then (BACKUP_HISTORY_DAYS on the remote's `_history/`,
     history/retention.py: it must log its failures, not raise them)."""
     cancel = cancel if cancel is not None else threading.Event()
-    return cancelled_as_such(cancel, lambda: _take(options, target, policy, name, after, application_name, progress,
-                                                   cancel, recipients))
+    return cancelled_as_such(
+        cancel, lambda: _take(options, target, policy, name, after, application_name, progress, cancel, recipients)
+    )
 
 
-def _take(options: DumpOptions, target: RcloneTarget, policy: RetentionPolicy | None, name: str,
-          after: Callable[[RcloneTarget], None] | None, application_name: str, progress: DumpProgress | None,
-          cancel: StopFlag, recipients: tuple) -> RemoteBackupResult:
+def _take(
+    options: DumpOptions,
+    target: RcloneTarget,
+    policy: RetentionPolicy | None,
+    name: str,
+    after: Callable[[RcloneTarget], None] | None,
+    application_name: str,
+    progress: DumpProgress | None,
+    cancel: StopFlag,
+    recipients: tuple,
+) -> RemoteBackupResult:
     started = time.monotonic()
     if is_encrypted_name(name) != bool(recipients):  # the name must say what the bytes are
         raise ValueError(f"{name}: a stored backup is named ….sql.gz.age exactly when it is encrypted")
@@ -86,22 +104,35 @@ def _take(options: DumpOptions, target: RcloneTarget, policy: RetentionPolicy | 
             if recipients:
                 return _encrypted_dump(options, sink, recipients, application_name, progress, cancel)
             with DumpStopper(cancel) as stopper:
-                return write_backup(options, CancellableSink(sink, cancel), application_name=application_name,
-                                    progress=progress, count_rows=True, interrupt=stopper.interrupt,
-                                    created=stopper.created)
+                return write_backup(
+                    options,
+                    CancellableSink(sink, cancel),
+                    application_name=application_name,
+                    progress=progress,
+                    count_rows=True,
+                    interrupt=stopper.interrupt,
+                    created=stopper.created,
+                )
 
-        stored, owner, written = rclone_run.upload(target, options.backup_name, name, dump, cancel.is_set,
-                                                   recipients=recipients)
+        stored, owner, written = rclone_run.upload(
+            target, options.backup_name, name, dump, cancel.is_set, recipients=recipients
+        )
         log.info("stored %s: %d bytes, sha256 %s", target.location.target(name), stored.size, stored.sha256)
         result = RemoteBackupResult(
-            stored=StoredObject(bucket="", key=target.location.target(name), size=stored.size, sha256=stored.sha256,
-                                metadata={}),
-            owner=owner, seconds=time.monotonic() - started, sql_bytes=written.sql_bytes,
-            rows=None if recipients else total_rows(written.table_rows), leftovers=leftovers)
+            stored=StoredObject(
+                bucket="", key=target.location.target(name), size=stored.size, sha256=stored.sha256, metadata={}
+            ),
+            owner=owner,
+            seconds=time.monotonic() - started,
+            sql_bytes=written.sql_bytes,
+            rows=None if recipients else total_rows(written.table_rows),
+            leftovers=leftovers,
+        )
         if policy is not None:
             try:
-                result.retention_lines = rclone_run.prune(target, BackupNames(options.backup_name), owner, policy,
-                                                          keep=name)
+                result.retention_lines = rclone_run.prune(
+                    target, BackupNames(options.backup_name), owner, policy, keep=name
+                )
             except StorageError as exc:  # the backup is stored; the next run tries again
                 result.retention_error = str(exc)
                 log.error("retention after %s failed: %s", name, exc)
@@ -130,9 +161,15 @@ def _encrypted_dump(options: DumpOptions, sink, recipients, application_name: st
     encryptor = AgeEncryptor(hashed, recipients)
     try:
         with DumpStopper(cancel) as stopper:
-            written = write_backup(options, CancellableSink(encryptor, cancel), application_name=application_name,
-                                   progress=progress, count_rows=False, interrupt=stopper.interrupt,
-                                   created=stopper.created)
+            written = write_backup(
+                options,
+                CancellableSink(encryptor, cancel),
+                application_name=application_name,
+                progress=progress,
+                count_rows=False,
+                interrupt=stopper.interrupt,
+                created=stopper.created,
+            )
         # write_backup returned: pg_dump exited 0 and its output ended with the completion line.
         encryptor.finish()
     finally:

@@ -8,6 +8,7 @@ they reach rclone through its environment only, never its argv. Stall bounds: `-
 `--timeout` (no progress for that long fails the transfer) and a few low-level retries.
 Memory: one chunk (64 KiB) in this process plus rclone's own buffers (`--buffer-size`, 16 MiB default).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -46,7 +47,7 @@ def is_rclone_url(url: str) -> bool:
 
 def parse_rclone_url(url: str) -> RcloneLocation:
     """`rclone:<remote>:<path>` → RcloneLocation; ValueError says what is wrong."""
-    rest = url[len("rclone:"):] if url.startswith("rclone:") else None
+    rest = url[len("rclone:") :] if url.startswith("rclone:") else None
     if rest is None or ":" not in rest:
         raise ValueError("must look like rclone:<remote>:<path> (a remote configured by RCLONE_CONFIG_<NAME>_*)")
     remote, path = rest.split(":", 1)
@@ -69,11 +70,23 @@ def child_env(env: Mapping[str, str]) -> dict[str, str]:
 
 
 class RcloneTarget:
-    def __init__(self, location: RcloneLocation, env: Mapping[str, str], *, connect_timeout_s: int = 10,
-                 stall_timeout_s: int = 60, retries: int = 3, binary: str = "rclone"):
+    def __init__(
+        self,
+        location: RcloneLocation,
+        env: Mapping[str, str],
+        *,
+        connect_timeout_s: int = 10,
+        stall_timeout_s: int = 60,
+        retries: int = 3,
+        binary: str = "rclone",
+    ):
         self.location, self.env, self.binary = location, child_env(env), binary
-        self.flags = [f"--contimeout={connect_timeout_s}s", f"--timeout={stall_timeout_s}s",
-                      f"--low-level-retries={retries}", "--retries=1"]
+        self.flags = [
+            f"--contimeout={connect_timeout_s}s",
+            f"--timeout={stall_timeout_s}s",
+            f"--low-level-retries={retries}",
+            "--retries=1",
+        ]
         self.deadline_s = connect_timeout_s + stall_timeout_s * (retries + 1) + 30
 
     def _run(self, *args: str, data: bytes | None = None) -> bytes:
@@ -146,8 +159,14 @@ class RcloneTarget:
     def exists(self, name: str) -> bool:
         return any(e["Name"] == name for e in self._ls(name))
 
-    def put(self, name: str, chunks: Iterable[bytes], records: Callable[[], dict[str, bytes]] | None = None, *,
-            cancelled: Callable[[], bool] = lambda: False) -> StoredFile:
+    def put(
+        self,
+        name: str,
+        chunks: Iterable[bytes],
+        records: Callable[[], dict[str, bytes]] | None = None,
+        *,
+        cancelled: Callable[[], bool] = lambda: False,
+    ) -> StoredFile:
         """Stream `chunks` to a temporary name; only when they all arrived, and the stored size matches,
         move it to `name` (never over an existing one), write `records()` (companion name → bytes) and
         last `<name>.sha256`, the mark of a complete backup. Any failure — the
@@ -158,8 +177,9 @@ class RcloneTarget:
         temp = f"{TEMP_PREFIX}{secrets.token_hex(6)}-{name}"
         digest, size = hashlib.sha256(), 0
         argv = [self.binary, "rcat", self.location.target(temp), *self.flags]
-        child = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                 env=self.env)
+        child = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=self.env
+        )
         watch = threading.Thread(target=_kill_when, args=(child, cancelled), name="rclone-rcat-stop", daemon=True)
         watch.start()
         try:
@@ -189,8 +209,7 @@ class RcloneTarget:
                 raise StorageError(f"{self.location.target(name)} appeared meanwhile; it was not overwritten")
             for companion, data in (records() if records else {}).items():
                 self._run("rcat", self.location.target(companion), data=data)
-            self._run("rcat", self.location.target(f"{name}.sha256"),
-                      data=f"{digest.hexdigest()}  {name}\n".encode())
+            self._run("rcat", self.location.target(f"{name}.sha256"), data=f"{digest.hexdigest()}  {name}\n".encode())
             return StoredFile(name, size, "", digest.hexdigest())
         except BaseException:
             if child.poll() is None:

@@ -3,6 +3,7 @@
 A transient error mid-read (dropped connection, timeout) resumes with a ranged GET from the byte
 reached, pinned to the same object version by its ETag, so a long restore survives a hiccup.
 """
+
 from __future__ import annotations
 
 import io
@@ -25,8 +26,9 @@ class ObjectStream(io.RawIOBase):
         self.size: int = response["ContentLength"]
         self.etag: str = response["ETag"]
         # the sha256 and final metadata of a backup recorded beside it (companion.py), old objects as they are
-        self.metadata: dict[str, str] = with_companion(client, bucket, key, response.get("Metadata", {}),
-                                                       etag=self.etag, size=self.size, retry=retry)
+        self.metadata: dict[str, str] = with_companion(
+            client, bucket, key, response.get("Metadata", {}), etag=self.etag, size=self.size, retry=retry
+        )
 
     def _get(self):
         request = {"Bucket": self.bucket, "Key": self.key}
@@ -54,7 +56,7 @@ class ObjectStream(io.RawIOBase):
                     raise StorageError(f"reading {self.name} failed {self._resumes} times: {describe(exc)}") from exc
                 self._close_body()
                 self._get()
-        buffer[:len(data)] = data
+        buffer[: len(data)] = data
         self.position += len(data)
         return len(data)
 

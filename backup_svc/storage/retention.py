@@ -7,6 +7,7 @@ backup may count for several rules at once (the newest is at once the last, the 
 and the month's). Like restic, a rule that still has counts left when it reaches the oldest backup
 keeps that one too (it lengthens the history kept). Times come from the names, in UTC.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -53,8 +54,10 @@ def parse_retention(text: str) -> RetentionPolicy | None:
     for item in text.split(","):
         rule, sep, value = (part.strip() for part in item.partition("="))
         if rule not in RULES or not sep:
-            raise ValueError(f"has {item.strip()!r}; expected rule=N with rule one of {', '.join(RULES)} "
-                             f"(e.g. last=7,daily=14,weekly=8,monthly=12)")
+            raise ValueError(
+                f"has {item.strip()!r}; expected rule=N with rule one of {', '.join(RULES)} "
+                f"(e.g. last=7,daily=14,weekly=8,monthly=12)"
+            )
         if rule in counts:
             raise ValueError(f"names {rule} twice")
         if not value.isdigit() or not 1 <= int(value) <= _MAX_KEEP:
@@ -98,8 +101,7 @@ HELD_REASON = "held: the last backup before a shrink alarm, until acknowledged"
 
 def with_holds(decisions: list[Decision], held: set[str]) -> list[Decision]:
     """`decisions` with every backup named in `held` kept (a retention hold outranks every rule)."""
-    return [Decision(d.backup, True, (*d.reasons, HELD_REASON)) if d.backup.name in held else d
-            for d in decisions]
+    return [Decision(d.backup, True, (*d.reasons, HELD_REASON)) if d.backup.name in held else d for d in decisions]
 
 
 def removal_reason(policy: RetentionPolicy) -> str:

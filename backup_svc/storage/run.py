@@ -2,6 +2,7 @@
 on success, compare its shape with the ones before (the shrink alarm), then clean up (incomplete
 uploads left by killed runs; retention). Used by `upload`, by the scheduler inside `serve` and by the API.
 """
+
 from __future__ import annotations
 
 import logging
@@ -34,8 +35,14 @@ from backup_svc.storage.dedup.chunks import ChunkKey
 from backup_svc.storage.dedup.manifest import manifest_name
 from backup_svc.storage.dedup.upload import store_dedup_backup
 
-__all__ = ["StoredBackupCancelled", "StoredBackupResult", "take_stored_backup", "owner_lookup", "destination_of",
-           "stored_backup_name"]
+__all__ = [
+    "StoredBackupCancelled",
+    "StoredBackupResult",
+    "take_stored_backup",
+    "owner_lookup",
+    "destination_of",
+    "stored_backup_name",
+]
 
 log = logging.getLogger(__name__)
 
@@ -76,12 +83,19 @@ def owner_lookup(options: DumpOptions, identify: Callable[[], str] | None = None
     return OwnerLookup(options.backup_name, options.conn.dbname, identify)
 
 
-def take_stored_backup(options: DumpOptions, storage: StorageSettings, *, name: str | None = None,
-                       application_name: str = "backup_svc-upload",
-                       progress: DumpProgress | None = None, cancel: StopFlag | None = None,
-                       client=None, retry: RetryPolicy = RetryPolicy(),
-                       recipients: tuple[Recipient, ...] = (),
-                       after: Callable[[object], None] | None = None) -> StoredBackupResult:
+def take_stored_backup(
+    options: DumpOptions,
+    storage: StorageSettings,
+    *,
+    name: str | None = None,
+    application_name: str = "backup_svc-upload",
+    progress: DumpProgress | None = None,
+    cancel: StopFlag | None = None,
+    client=None,
+    retry: RetryPolicy = RetryPolicy(),
+    recipients: tuple[Recipient, ...] = (),
+    after: Callable[[object], None] | None = None,
+) -> StoredBackupResult:
     """Take one backup into storage; raise on every path that stores nothing.
 
     `after(client)` runs once the backup is stored and cleaned up, still under the lock (the history's
@@ -96,13 +110,24 @@ def take_stored_backup(options: DumpOptions, storage: StorageSettings, *, name: 
     only after a read-back object, and its failure does not undo the backup (`retention_error`).
     """
     cancel = cancel if cancel is not None else threading.Event()
-    return cancelled_as_such(cancel, lambda: _take(options, storage, name, application_name, progress, cancel, client,
-                                                   retry, recipients, after))
+    return cancelled_as_such(
+        cancel,
+        lambda: _take(options, storage, name, application_name, progress, cancel, client, retry, recipients, after),
+    )
 
 
-def _take(options: DumpOptions, storage: StorageSettings, name: str | None, application_name: str,
-          progress: DumpProgress | None, cancel: StopFlag, client, retry: RetryPolicy,
-          recipients: tuple[Recipient, ...], after: Callable[[object], None] | None) -> StoredBackupResult:
+def _take(
+    options: DumpOptions,
+    storage: StorageSettings,
+    name: str | None,
+    application_name: str,
+    progress: DumpProgress | None,
+    cancel: StopFlag,
+    client,
+    retry: RetryPolicy,
+    recipients: tuple[Recipient, ...],
+    after: Callable[[object], None] | None,
+) -> StoredBackupResult:
     # the parts' own client gives sending its deadline (SEND_STALL_S); a caller's client does everything
     if client is None:  # made once pg_dump has started (the upload is created when its first part is sent)
         part_client = ClientBeingMade(lambda: make_part_client(storage.client_env))
@@ -115,24 +140,55 @@ def _take(options: DumpOptions, storage: StorageSettings, name: str | None, appl
         key = storage.location.key(name)
         if storage.storage_format == DEDUP:
             dedup = store_dedup_backup(
-                options, client, storage.location, name, ChunkKey(storage.dedup_key),
-                application_name=application_name, progress=progress, cancel=cancel, retry=retry,
+                options,
+                client,
+                storage.location,
+                name,
+                ChunkKey(storage.dedup_key),
+                application_name=application_name,
+                progress=progress,
+                cancel=cancel,
+                retry=retry,
                 completion_metadata=lambda w, seconds: _completion_metadata(w, seconds, encrypted=bool(recipients)),
-                started=started, recipients=recipients)
+                started=started,
+                recipients=recipients,
+            )
             stored, written, owner = dedup.stored, dedup.written, dedup.owner
             if progress is not None:
                 progress.sha256 = stored.sha256  # the manifest's, as the listing shows it (not this run's .sql.gz)
         else:
-            stored, written, owner = _store_sqlgz(options, storage, name, key, application_name, progress, cancel,
-                                                  client, part_client, retry, recipients, started)
+            stored, written, owner = _store_sqlgz(
+                options,
+                storage,
+                name,
+                key,
+                application_name,
+                progress,
+                cancel,
+                client,
+                part_client,
+                retry,
+                recipients,
+                started,
+            )
         log.info("stored %s: %d bytes, sha256 %s", key, stored.size, stored.sha256)
-        result = StoredBackupResult(stored=stored, seconds=time.monotonic() - started,
-                                    sql_bytes=None if recipients else written.sql_bytes,
-                                    rows=None if recipients else total_rows(written.table_rows))
+        result = StoredBackupResult(
+            stored=stored,
+            seconds=time.monotonic() - started,
+            sql_bytes=None if recipients else written.sql_bytes,
+            rows=None if recipients else total_rows(written.table_rows),
+        )
         retain = True
         try:  # before retention: the hold it may place must count in this very prune
-            result.shrink = check_shrink(client, storage.location, BackupNames(options.backup_name), stored,
-                                         storage.shrink_alert, owner=owner, retry=retry)
+            result.shrink = check_shrink(
+                client,
+                storage.location,
+                BackupNames(options.backup_name),
+                stored,
+                storage.shrink_alert,
+                owner=owner,
+                retry=retry,
+            )
         except StorageError as exc:
             # The backup is good. But a hold this check could not place may be what protects the last good
             # copy: retention waits for the next run rather than risk deleting it.
@@ -146,9 +202,20 @@ def _take(options: DumpOptions, storage: StorageSettings, name: str | None, appl
     return result
 
 
-def _store_sqlgz(options: DumpOptions, storage: StorageSettings, name: str, key: str, application_name: str,
-                 progress: DumpProgress | None, cancel: StopFlag, client, part_client, retry: RetryPolicy,
-                 recipients: tuple[Recipient, ...], started: float):
+def _store_sqlgz(
+    options: DumpOptions,
+    storage: StorageSettings,
+    name: str,
+    key: str,
+    application_name: str,
+    progress: DumpProgress | None,
+    cancel: StopFlag,
+    client,
+    part_client,
+    retry: RetryPolicy,
+    recipients: tuple[Recipient, ...],
+    started: float,
+):
     """The `.sql.gz` (or `.sql.gz.age`) object: the dump streamed into one multipart upload, completed only on
     success. (StoredObject, BackupWritten, Owner)."""
     if is_encrypted_name(name) != bool(recipients):  # the name must say what the bytes are
@@ -156,34 +223,49 @@ def _store_sqlgz(options: DumpOptions, storage: StorageSettings, name: str, key:
     metadata = {"backup-name": options.backup_name}
     if recipients:
         metadata.update(recipients_metadata(recipients))
-    with MultipartUpload(client, storage.location.bucket, key, metadata=metadata,
-                         retry=retry, cancelled=cancel.is_set, part_client=part_client,
-                         deferred=True) as upload:
+    with MultipartUpload(
+        client,
+        storage.location.bucket,
+        key,
+        metadata=metadata,
+        retry=retry,
+        cancelled=cancel.is_set,
+        part_client=part_client,
+        deferred=True,
+    ) as upload:
         # With recipients, the only sink the dump ever sees is the encryptor: no path writes cleartext.
         encryptor = AgeEncryptor(upload, recipients) if recipients else None
         try:
             with DumpStopper(cancel) as stopper:
                 # count_rows: each table's rows go into the metadata, for restore drills to check against
                 # (not for an encrypted backup: table names and counts would be in the clear).
-                written = write_backup(options, CancellableSink(encryptor or upload, cancel),
-                                       application_name=application_name, progress=progress,
-                                       count_rows=not recipients, interrupt=stopper.interrupt,
-                                       created=lambda dump: _dump_created(dump, stopper, client, part_client))
+                written = write_backup(
+                    options,
+                    CancellableSink(encryptor or upload, cancel),
+                    application_name=application_name,
+                    progress=progress,
+                    count_rows=not recipients,
+                    interrupt=stopper.interrupt,
+                    created=lambda dump: _dump_created(dump, stopper, client, part_client),
+                )
             # write_backup returned: pg_dump exited 0 and its output ended with the completion line.
             if encryptor is not None:
                 encryptor.finish()
         finally:
             if encryptor is not None:
                 encryptor.abort()
-        plain_sha256, plain_size = ((encryptor.plain_sha256, encryptor.plain_bytes) if encryptor
-                                    else (upload.sha256, upload.size))
+        plain_sha256, plain_size = (
+            (encryptor.plain_sha256, encryptor.plain_bytes) if encryptor else (upload.sha256, upload.size)
+        )
         if written.sha256 != plain_sha256 or written.gzip_bytes != plain_size:
             raise StorageError("the bytes uploaded differ from the bytes the dump produced")
         owner = Owner(options.backup_name, written.facts.database, written.facts.system_identifier or None)
-        stored = upload.complete({
-            **_completion_metadata(written, time.monotonic() - started, encrypted=bool(recipients)),
-            **owner.metadata(),  # who wrote it, for which database: retention and listings trust only this
-        })
+        stored = upload.complete(
+            {
+                **_completion_metadata(written, time.monotonic() - started, encrypted=bool(recipients)),
+                **owner.metadata(),  # who wrote it, for which database: retention and listings trust only this
+            }
+        )
         if recipients and progress is not None:
             progress.sha256 = stored.sha256  # the stored (age) bytes', as the listing shows it
     return stored, written, owner
@@ -212,8 +294,16 @@ def _completion_metadata(written, seconds: float, *, encrypted: bool) -> dict[st
     return metadata
 
 
-def _clean_up(result: StoredBackupResult, client, options: DumpOptions, storage: StorageSettings, owner: Owner,
-              retry: RetryPolicy, *, retain: bool = True) -> None:
+def _clean_up(
+    result: StoredBackupResult,
+    client,
+    options: DumpOptions,
+    storage: StorageSettings,
+    owner: Owner,
+    retry: RetryPolicy,
+    *,
+    retain: bool = True,
+) -> None:
     """After a stored backup, under its lock: abort incomplete uploads that killed runs left (always) and
     apply retention (when set and `retain`), never touching the object just stored."""
     names = BackupNames(options.backup_name)
@@ -223,12 +313,14 @@ def _clean_up(result: StoredBackupResult, client, options: DumpOptions, storage:
         except StorageError as exc:  # the backup is stored; the next run tries again
             log.warning("cleaning up incomplete uploads after %s failed: %s", result.stored.key, exc)
         for key, initiated in result.leftovers:
-            log.warning("aborted the incomplete upload of %s left by a run started %s UTC", key,
-                        f"{initiated:%Y-%m-%d %H:%M}")
+            log.warning(
+                "aborted the incomplete upload of %s left by a run started %s UTC", key, f"{initiated:%Y-%m-%d %H:%M}"
+            )
     else:
         try:  # prune aborts the leftovers too
-            result.retention = prune(client, storage.location, names, owner, storage.retention,
-                                     keep_key=result.stored.key, retry=retry)
+            result.retention = prune(
+                client, storage.location, names, owner, storage.retention, keep_key=result.stored.key, retry=retry
+            )
             result.leftovers = result.retention.stale_uploads
             if result.retention.failed:
                 result.retention_error = "; ".join(f"{n}: {e}" for n, e in result.retention.failed)

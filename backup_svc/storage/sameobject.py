@@ -8,6 +8,7 @@ window of milliseconds, not the whole dump). Each upload carries a random token 
 an object found under the key is known to be ours or not: a retried completion whose first try
 succeeded is recognised, and a clean-up never deletes another writer's object.
 """
+
 from __future__ import annotations
 
 import logging
@@ -21,6 +22,7 @@ TOKEN = "upload-token"
 
 def _token_at(client, bucket: str, key: str, retry: RetryPolicy) -> str | None:
     """The upload token of the object under `key` (None: no object, or one without a token)."""
+
     def head():
         try:
             return client.head_object(Bucket=bucket, Key=key).get("Metadata", {}).get(TOKEN)
@@ -28,11 +30,13 @@ def _token_at(client, bucket: str, key: str, retry: RetryPolicy) -> str | None:
             if error_code(exc)[1] == 404:
                 return None
             raise
+
     return with_retries(f"looking up {key}", head, retry)
 
 
-def complete_unless_taken(client, bucket: str, key: str, upload_id: str, parts: list[dict], token: str, *,
-                          retry: RetryPolicy) -> str | None:
+def complete_unless_taken(
+    client, bucket: str, key: str, upload_id: str, parts: list[dict], token: str, *, retry: RetryPolicy
+) -> str | None:
     """CompleteMultipartUpload with If-None-Match: *; the new object's ETag (None when unknown).
 
     StorageError when the key holds another writer's object (the upload is left to be aborted).
@@ -44,8 +48,9 @@ def complete_unless_taken(client, bucket: str, key: str, upload_id: str, parts: 
         tries.append(1)
         extra = {"IfNoneMatch": "*"} if conditional[0] else {}
         try:
-            answer = client.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id,
-                                                      MultipartUpload={"Parts": parts}, **extra)
+            answer = client.complete_multipart_upload(
+                Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}, **extra
+            )
             return answer.get("ETag")
         except Exception as exc:
             code, status = error_code(exc)
@@ -58,8 +63,10 @@ def complete_unless_taken(client, bucket: str, key: str, upload_id: str, parts: 
                 if _token_at(client, bucket, key, retry) == token:
                     return None
             if status == 412:
-                raise StorageError(f"{key} already exists in bucket {bucket}: another writer stored it while "
-                                   f"this backup ran; a stored backup is never overwritten") from None
+                raise StorageError(
+                    f"{key} already exists in bucket {bucket}: another writer stored it while "
+                    f"this backup ran; a stored backup is never overwritten"
+                ) from None
             raise
 
     return with_retries(f"completing the upload of {key}", finish, retry)

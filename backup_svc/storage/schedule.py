@@ -4,6 +4,7 @@ follows it.
 After each run the next time is computed from *now*, so runs missed while the process was down,
 asleep or busy with a long backup are skipped, never replayed in a burst.
 """
+
 from __future__ import annotations
 
 import logging
@@ -24,8 +25,9 @@ class CronSchedule:
 
         fields = expression.split()
         if len(fields) != 5:
-            raise ValueError(f"must have 5 fields (minute hour day month weekday, UTC), got {len(fields)}: "
-                             f"{expression!r}")
+            raise ValueError(
+                f"must have 5 fields (minute hour day month weekday, UTC), got {len(fields)}: {expression!r}"
+            )
         self.expression = " ".join(fields)
         try:
             CronSim(self.expression, datetime(2000, 1, 1, tzinfo=timezone.utc))
@@ -62,8 +64,15 @@ class Scheduler:
     A job that raises is logged and the schedule goes on. Times missed while a job ran are skipped.
     """
 
-    def __init__(self, schedule: CronSchedule, job: Callable[[], object], *,
-                 clock: Callable[[], datetime] = utc_now, poll_s: float = 30.0, name: str = "backup-scheduler"):
+    def __init__(
+        self,
+        schedule: CronSchedule,
+        job: Callable[[], object],
+        *,
+        clock: Callable[[], datetime] = utc_now,
+        poll_s: float = 30.0,
+        name: str = "backup-scheduler",
+    ):
         self.schedule = schedule
         self.job = job
         self.clock = clock

@@ -4,6 +4,7 @@ BACKUP_SHRINK_ALERT, BACKUP_STORAGE_FORMAT, BACKUP_DEDUP_KEY), validated.
 config.py calls `storage_settings` so that every problem is reported at start-up, one line each,
 naming its variable. Nothing here imports boto3.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -17,8 +18,14 @@ from backup_svc.storage.schedule import CronSchedule, parse_schedule
 from backup_svc.storage.shape import DEFAULT_SHRINK_PERCENT, parse_shrink_alert
 from backup_svc.storage.storeformat import DEFAULT_FORMAT, dedup_key_problem, parse_storage_format
 
-CLIENT_VARIABLES = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
-                    "AWS_DEFAULT_REGION", "AWS_S3_URL_STYLE")
+CLIENT_VARIABLES = (
+    "AWS_ENDPOINT_URL",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_DEFAULT_REGION",
+    "AWS_S3_URL_STYLE",
+)
 
 
 @dataclass(frozen=True)
@@ -105,19 +112,25 @@ def storage_settings(env: Mapping[str, str], problems: list[str]) -> StorageSett
         if key_problem:
             problems.append(key_problem)
     if expected is not None and schedule is not None:
-        problems.append("BACKUP_SCHEDULE and BACKUP_EXPECTED_SCHEDULE are both set: set BACKUP_SCHEDULE when this "
-                        "service takes the stored backups, BACKUP_EXPECTED_SCHEDULE when another process (a cron "
-                        "service running `upload`) does — not both")
+        problems.append(
+            "BACKUP_SCHEDULE and BACKUP_EXPECTED_SCHEDULE are both set: set BACKUP_SCHEDULE when this "
+            "service takes the stored backups, BACKUP_EXPECTED_SCHEDULE when another process (a cron "
+            "service running `upload`) does — not both"
+        )
     if not url:
         for name in ("BACKUP_SCHEDULE", "BACKUP_RETENTION", "BACKUP_EXPECTED_SCHEDULE", "BACKUP_STORAGE_FORMAT"):
             if env.get(name, "").strip():
-                problems.append(f"{name} is set but BACKUP_STORAGE_URL is not: set it to s3://<bucket>/<prefix> "
-                                "or rclone:<remote>:<path>")
+                problems.append(
+                    f"{name} is set but BACKUP_STORAGE_URL is not: set it to s3://<bucket>/<prefix> "
+                    "or rclone:<remote>:<path>"
+                )
         return None
     if is_rclone_url(url):  # the remote is configured by rclone's own RCLONE_CONFIG_<NAME>_* variables
         if storage_format != DEFAULT_FORMAT:
-            problems.append("BACKUP_STORAGE_FORMAT: only 'sqlgz' is supported on rclone remotes (deduplicated "
-                            "backups need s3://…): unset it or set it to 'sqlgz'")
+            problems.append(
+                "BACKUP_STORAGE_FORMAT: only 'sqlgz' is supported on rclone remotes (deduplicated "
+                "backups need s3://…): unset it or set it to 'sqlgz'"
+            )
         try:
             location = parse_rclone_url(url.strip())
         except ValueError as exc:
@@ -132,9 +145,16 @@ def storage_settings(env: Mapping[str, str], problems: list[str]) -> StorageSett
         variables = client_env(env)
     if location is None:
         return None
-    return StorageSettings(location=location, client_env=variables, schedule=schedule, retention=retention,
-                           shrink_alert=shrink_alert, expected_schedule=expected, storage_format=storage_format,
-                           dedup_key=dedup_key)
+    return StorageSettings(
+        location=location,
+        client_env=variables,
+        schedule=schedule,
+        retention=retention,
+        shrink_alert=shrink_alert,
+        expected_schedule=expected,
+        storage_format=storage_format,
+        dedup_key=dedup_key,
+    )
 
 
 def reading_client(env: Mapping[str, str]):

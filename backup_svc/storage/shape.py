@@ -5,6 +5,7 @@ verified like any other. `detect_shrink` compares a new backup's total rows (its
 unknown, e.g. encrypted backups) with the median of the previous ones (BACKUP_SHRINK_ALERT). Pure
 functions: the callers read the metadata (run.py, catalog.py) and tell people (notify/).
 """
+
 from __future__ import annotations
 
 import statistics
@@ -61,8 +62,9 @@ def shape_of(name: str, time: datetime, size: int, metadata: Mapping[str, str]) 
         sql_bytes = int(metadata["sql-bytes"]) if "sql-bytes" in metadata else None
     except ValueError:
         sql_bytes = None
-    return BackupShape(name=name, time=time, size=size, sql_bytes=sql_bytes, rows=rows, tables=tables,
-                       per_table=per_table)
+    return BackupShape(
+        name=name, time=time, size=size, sql_bytes=sql_bytes, rows=rows, tables=tables, per_table=per_table
+    )
 
 
 @dataclass(frozen=True)
@@ -94,22 +96,41 @@ class ShrinkFinding:
     tables: tuple[ShrunkTable, ...] = ()
 
     def as_json(self) -> dict:
-        return {"name": self.name, "time": self.time.isoformat(), "measure": self.measure, "value": self.value,
-                "median": self.median, "drop_percent": round(self.drop_percent, 1), "threshold": self.threshold,
-                "compared": self.compared, "held": self.held, "held_value": self.held_value,
-                "tables": [t.as_json() for t in self.tables]}
+        return {
+            "name": self.name,
+            "time": self.time.isoformat(),
+            "measure": self.measure,
+            "value": self.value,
+            "median": self.median,
+            "drop_percent": round(self.drop_percent, 1),
+            "threshold": self.threshold,
+            "compared": self.compared,
+            "held": self.held,
+            "held_value": self.held_value,
+            "tables": [t.as_json() for t in self.tables],
+        }
 
     @classmethod
     def from_json(cls, data: Mapping) -> "ShrinkFinding":
         tables = tuple(ShrunkTable(t["table"], int(t["before"]), int(t["after"])) for t in data.get("tables", []))
-        return cls(name=data["name"], time=datetime.fromisoformat(data["time"]), measure=data["measure"],
-                   value=int(data["value"]), median=float(data["median"]), drop_percent=float(data["drop_percent"]),
-                   threshold=float(data["threshold"]), compared=int(data["compared"]), held=data["held"],
-                   held_value=data.get("held_value"), tables=tables)
+        return cls(
+            name=data["name"],
+            time=datetime.fromisoformat(data["time"]),
+            measure=data["measure"],
+            value=int(data["value"]),
+            median=float(data["median"]),
+            drop_percent=float(data["drop_percent"]),
+            threshold=float(data["threshold"]),
+            compared=int(data["compared"]),
+            held=data["held"],
+            held_value=data.get("held_value"),
+            tables=tables,
+        )
 
 
-def detect_shrink(new: BackupShape, earlier: list[BackupShape], threshold: float | None, *,
-                  since: datetime | None = None) -> ShrinkFinding | None:
+def detect_shrink(
+    new: BackupShape, earlier: list[BackupShape], threshold: float | None, *, since: datetime | None = None
+) -> ShrinkFinding | None:
     """The finding when `new` fell more than `threshold` percent below the median of the WINDOW backups
     before it (`earlier`, any order); None when it did not, when disabled, or with too little history.
 
@@ -120,8 +141,11 @@ def detect_shrink(new: BackupShape, earlier: list[BackupShape], threshold: float
     """
     if threshold is None:
         return None
-    window = sorted((b for b in earlier if b.time < new.time and (since is None or b.time >= since)),
-                    key=lambda b: b.time, reverse=True)[:WINDOW]
+    window = sorted(
+        (b for b in earlier if b.time < new.time and (since is None or b.time >= since)),
+        key=lambda b: b.time,
+        reverse=True,
+    )[:WINDOW]
     needed = 1 if since is not None else MIN_HISTORY
     if len(window) < needed:
         return None
@@ -137,10 +161,19 @@ def detect_shrink(new: BackupShape, earlier: list[BackupShape], threshold: float
     if drop <= threshold:
         return None
     before = window[0]
-    return ShrinkFinding(name=new.name, time=new.time, measure=measure, value=value, median=median,
-                         drop_percent=drop, threshold=threshold, compared=len(values), held=before.name,
-                         held_value=before.rows if measure == "rows" else before.size,
-                         tables=shrunk_tables(before.per_table, new.per_table))
+    return ShrinkFinding(
+        name=new.name,
+        time=new.time,
+        measure=measure,
+        value=value,
+        median=median,
+        drop_percent=drop,
+        threshold=threshold,
+        compared=len(values),
+        held=before.name,
+        held_value=before.rows if measure == "rows" else before.size,
+        tables=shrunk_tables(before.per_table, new.per_table),
+    )
 
 
 def shrunk_tables(before: RowCounts | None, after: RowCounts | None, top: int = TOP_TABLES) -> tuple[ShrunkTable, ...]:
@@ -150,4 +183,6 @@ def shrunk_tables(before: RowCounts | None, after: RowCounts | None, top: int = 
         return ()
     lost = [(n - after.get(t, 0), t, n) for t, n in before.items() if after.get(t, 0) < n]
     lost.sort(key=lambda item: (-item[0], item[1]))
-    return tuple(ShrunkTable(f"{schema}.{table}", n, after.get((schema, table), 0)) for _, (schema, table), n in lost[:top])
+    return tuple(
+        ShrunkTable(f"{schema}.{table}", n, after.get((schema, table), 0)) for _, (schema, table), n in lost[:top]
+    )

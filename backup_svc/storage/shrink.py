@@ -1,5 +1,6 @@
 """The shrink alarm's check after each stored backup: read the earlier backups' records, compare, and
 place the retention hold when the new one shrank (shape.py has the rule, holds.py the hold)."""
+
 from __future__ import annotations
 
 import logging
@@ -15,13 +16,21 @@ from .upload import StoredObject
 log = logging.getLogger(__name__)
 
 
-def check_shrink(client, location: StorageLocation, names: BackupNames, stored: StoredObject, threshold: float | None,
-                 *, owner: Owner, retry: RetryPolicy = RetryPolicy()) -> ShrinkFinding | None:
+def check_shrink(
+    client,
+    location: StorageLocation,
+    names: BackupNames,
+    stored: StoredObject,
+    threshold: float | None,
+    *,
+    owner: Owner,
+    retry: RetryPolicy = RetryPolicy(),
+) -> ShrinkFinding | None:
     """Compare the backup just stored with the WINDOW before it; on a drop, hold the one before and
     return the finding. StorageError when the bucket cannot be read or the hold not written."""
     if threshold is None:
         return None
-    name = stored.key[len(location.prefix):]
+    name = stored.key[len(location.prefix) :]
     when = names.time_of(name)
     if when is None:
         return None
@@ -37,7 +46,15 @@ def check_shrink(client, location: StorageLocation, names: BackupNames, stored: 
     finding = detect_shrink(new, shapes, threshold, since=since)
     if finding is not None:
         place_hold(client, location, finding, retry=retry)
-        log.warning("%s shrank: %s %d is %.1f %% below the median %.0f of the %d backups before it; "
-                    "retention keeps %s until the alarm is acknowledged", name, finding.measure, finding.value,
-                    finding.drop_percent, finding.median, finding.compared, finding.held)
+        log.warning(
+            "%s shrank: %s %d is %.1f %% below the median %.0f of the %d backups before it; "
+            "retention keeps %s until the alarm is acknowledged",
+            name,
+            finding.measure,
+            finding.value,
+            finding.drop_percent,
+            finding.median,
+            finding.compared,
+            finding.held,
+        )
     return finding

@@ -1,6 +1,7 @@
 """Stored backups in words: the schedule ("next: 03:00 UTC, in 5 h"), the retention, the newest backup's
 age and whether it is older than the schedule leads one to expect. Pure functions of their arguments.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -35,14 +36,16 @@ def retention_words(policy: RetentionPolicy | None) -> str:
     parts = []
     if policy.last is not None:
         parts.append(f"the {policy.last} newest")
-    periods = [(getattr(policy, rule), unit) for rule, unit in
-               (("daily", "day"), ("weekly", "week"), ("monthly", "month")) if getattr(policy, rule) is not None]
+    periods = [
+        (getattr(policy, rule), unit)
+        for rule, unit in (("daily", "day"), ("weekly", "week"), ("monthly", "month"))
+        if getattr(policy, rule) is not None
+    ]
     if periods:
         counted = [f"{n} {unit}{'s' if n != 1 else ''}" for n, unit in periods]
         listed = counted[0] if len(counted) == 1 else ", ".join(counted[:-1]) + " and " + counted[-1]
         parts.append(f"the newest of each of the last {listed} that have a backup")
-    return ("After each successful stored backup, older ones are deleted except " + " and ".join(parts)
-            + f" ({policy}).")
+    return "After each successful stored backup, older ones are deleted except " + " and ".join(parts) + f" ({policy})."
 
 
 def schedule_interval(schedule: CronSchedule, now: datetime) -> timedelta:
@@ -55,8 +58,9 @@ def schedule_interval(schedule: CronSchedule, now: datetime) -> timedelta:
     return latest - before
 
 
-def is_overdue(newest: datetime | None, now: datetime, interval: timedelta, *,
-               up_since: datetime | None = None) -> bool:
+def is_overdue(
+    newest: datetime | None, now: datetime, interval: timedelta, *, up_since: datetime | None = None
+) -> bool:
     """The one staleness rule (the dashboard's warning and the notification's alarm both use it):
     `newest` is older than STALE_INTERVALS `interval`s; with no backup at all, once `up_since` is
     that old (None: at once)."""
@@ -64,8 +68,14 @@ def is_overdue(newest: datetime | None, now: datetime, interval: timedelta, *,
     return reference is None or now - reference > interval * STALE_INTERVALS
 
 
-def is_stale(newest: datetime | None, now: datetime, interval: timedelta, *, last_scheduled_failed: bool,
-             up_since: datetime | None = None) -> bool:
+def is_stale(
+    newest: datetime | None,
+    now: datetime,
+    interval: timedelta,
+    *,
+    last_scheduled_failed: bool,
+    up_since: datetime | None = None,
+) -> bool:
     """Stale: the last scheduled run (this service's or a cron service's `upload`) failed, or the newest
     backup is overdue. `freshness` (the dashboard) and the alarm (notify/staleness.py) both mean this."""
     return last_scheduled_failed or is_overdue(newest, now, interval, up_since=up_since)
@@ -83,8 +93,14 @@ class Freshness:
         return self.warning is not None
 
 
-def freshness(newest: datetime | None, now: datetime, schedule: CronSchedule | None,
-              last_scheduled_failed: bool, *, up_since: datetime | None = None) -> Freshness:
+def freshness(
+    newest: datetime | None,
+    now: datetime,
+    schedule: CronSchedule | None,
+    last_scheduled_failed: bool,
+    *,
+    up_since: datetime | None = None,
+) -> Freshness:
     """Judge the newest backup (None: there is none) against the schedule and the last scheduled run.
 
     Overdue means older than STALE_INTERVALS schedule intervals; with no backup at all, once the
@@ -97,9 +113,12 @@ def freshness(newest: datetime | None, now: datetime, schedule: CronSchedule | N
     if schedule is not None:
         interval = schedule_interval(schedule, now)
         if is_overdue(newest, now, interval, up_since=up_since):
-            problems.append(f"the newest backup is {duration_words(age)} old, but the schedule runs every "
-                            f"{duration_words(interval.total_seconds())}" if newest is not None else
-                            "there is no stored backup yet, although the schedule should have made one")
+            problems.append(
+                f"the newest backup is {duration_words(age)} old, but the schedule runs every "
+                f"{duration_words(interval.total_seconds())}"
+                if newest is not None
+                else "there is no stored backup yet, although the schedule should have made one"
+            )
     if not problems:
         return Freshness(age, None)
     text = "; ".join(problems)

@@ -5,6 +5,7 @@ A flag checked only when bytes arrive is not enough: pg_dump waiting on a lock w
 part on a slow link blocks the writer for as long as it takes. So the flag is watched by a thread
 that stops pg_dump the moment it is set; the upload checks it too (upload.py) and stops waiting.
 """
+
 from __future__ import annotations
 
 import threading

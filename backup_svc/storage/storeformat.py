@@ -3,6 +3,7 @@
 `sqlgz` (the default) is one `.sql.gz` object per backup. `dedup` is content-defined chunks stored once
 plus a manifest per backup (backup_svc/storage/dedup/, issue 28); it needs BACKUP_DEDUP_KEY.
 """
+
 from __future__ import annotations
 
 SQLGZ = "sqlgz"
@@ -26,9 +27,11 @@ def parse_storage_format(value: str) -> str:
 def dedup_key_problem(storage_format: str, key: str) -> str | None:
     """What is wrong with BACKUP_DEDUP_KEY for `storage_format`, in one line; None when nothing is."""
     if storage_format == DEDUP and not key:
-        return ("BACKUP_DEDUP_KEY is not set, and BACKUP_STORAGE_FORMAT=dedup needs it: a random secret of at least "
-                f"{MIN_DEDUP_KEY_LENGTH} characters (e.g. `openssl rand -hex 32`), kept as safe as the bucket's "
-                "credentials — restores check each chunk with it")
+        return (
+            "BACKUP_DEDUP_KEY is not set, and BACKUP_STORAGE_FORMAT=dedup needs it: a random secret of at least "
+            f"{MIN_DEDUP_KEY_LENGTH} characters (e.g. `openssl rand -hex 32`), kept as safe as the bucket's "
+            "credentials — restores check each chunk with it"
+        )
     if key and len(key) < MIN_DEDUP_KEY_LENGTH:
         return f"BACKUP_DEDUP_KEY must be at least {MIN_DEDUP_KEY_LENGTH} characters long"
     return None

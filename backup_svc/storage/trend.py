@@ -1,6 +1,7 @@
 """The stored backups' trend as the dashboard draws it and `GET /api/v1/stored` gives it: size and rows
 per backup over the last 90 days (at most the 60 newest), each marked with whether the current
 retention keeps it and whether a shrink alarm holds it."""
+
 from __future__ import annotations
 
 from datetime import datetime, timedelta
@@ -17,8 +18,9 @@ TREND_MAX_POINTS = 60
 KEEP_ALL = "no BACKUP_RETENTION: every backup is kept"
 
 
-def retention_marks(entries: Sequence[CatalogEntry], policy: RetentionPolicy | None,
-                    held: set[str]) -> dict[str, tuple[bool, tuple[str, ...]]]:
+def retention_marks(
+    entries: Sequence[CatalogEntry], policy: RetentionPolicy | None, held: set[str]
+) -> dict[str, tuple[bool, tuple[str, ...]]]:
     """name → (kept, why) under the current retention and holds: the same rules prune applies."""
     if policy is None:
         return {e.backup.name: (True, (KEEP_ALL,)) for e in entries}
@@ -26,8 +28,9 @@ def retention_marks(entries: Sequence[CatalogEntry], policy: RetentionPolicy | N
     return {d.backup.name: (d.keep, d.reasons) for d in decisions}
 
 
-def trend(entries: Sequence[CatalogEntry], policy: RetentionPolicy | None, holds: Sequence[Hold],
-          now: datetime) -> dict:
+def trend(
+    entries: Sequence[CatalogEntry], policy: RetentionPolicy | None, holds: Sequence[Hold], now: datetime
+) -> dict:
     """The trend: points oldest first (name, time, size, sql_bytes, rows, kept, kept_by, held, shrank)."""
     held = active_holds(holds)
     shrank = {h.finding.name: h.finding.drop_percent for h in holds if h.active}
@@ -38,7 +41,17 @@ def trend(entries: Sequence[CatalogEntry], policy: RetentionPolicy | None, holds
     for entry in reversed(recent):
         name = entry.backup.name
         kept, reasons = marks.get(name, (True, ()))
-        points.append({"name": name, "time": iso_utc(entry.backup.time.timestamp()), "size": entry.backup.size,
-                       "sql_bytes": entry.sql_bytes, "rows": entry.rows, "kept": kept, "kept_by": list(reasons),
-                       "held": name in held, "shrank_percent": round(shrank[name], 1) if name in shrank else None})
+        points.append(
+            {
+                "name": name,
+                "time": iso_utc(entry.backup.time.timestamp()),
+                "size": entry.backup.size,
+                "sql_bytes": entry.sql_bytes,
+                "rows": entry.rows,
+                "kept": kept,
+                "kept_by": list(reasons),
+                "held": name in held,
+                "shrank_percent": round(shrank[name], 1) if name in shrank else None,
+            }
+        )
     return {"days": TREND_DAYS, "max_points": TREND_MAX_POINTS, "points": points}

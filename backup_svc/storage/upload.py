@@ -15,6 +15,7 @@ bytes' order while the writer goes on filling the next part.
 Largest object: MAX_PARTS × PART_SIZE = 10,000 × 16 MiB = 156.25 GiB; a bigger backup is refused
 (ObjectTooLarge) the moment its bytes would need part 10,001, and the upload is aborted.
 """
+
 from __future__ import annotations
 
 import base64
@@ -82,10 +83,22 @@ class MultipartUpload:
     object whose read-back failed).
     """
 
-    def __init__(self, client, bucket: str, key: str, *, metadata: Mapping[str, str] | None = None,
-                 part_size: int = PART_SIZE, max_parts: int = MAX_PARTS, retry: RetryPolicy = RetryPolicy(),
-                 cancelled: Callable[[], bool] = lambda: False, parts_in_flight: int = PARTS_IN_FLIGHT,
-                 part_client=None, content_type: str = CONTENT_TYPE, deferred: bool = False):
+    def __init__(
+        self,
+        client,
+        bucket: str,
+        key: str,
+        *,
+        metadata: Mapping[str, str] | None = None,
+        part_size: int = PART_SIZE,
+        max_parts: int = MAX_PARTS,
+        retry: RetryPolicy = RetryPolicy(),
+        cancelled: Callable[[], bool] = lambda: False,
+        parts_in_flight: int = PARTS_IN_FLIGHT,
+        part_client=None,
+        content_type: str = CONTENT_TYPE,
+        deferred: bool = False,
+    ):
         self.client = client
         # deferred: the upload is created when its first part is sent (or at complete), so the bytes'
         # source (pg_dump) starts while the storage is being reached; the refusal to overwrite comes then.
@@ -127,7 +140,7 @@ class MultipartUpload:
         self._hashed.wait()
         digest = self._sha256.copy()
         if self._buffer is not None:
-            digest.update(memoryview(self._buffer)[:self._fill])
+            digest.update(memoryview(self._buffer)[: self._fill])
         return digest.hexdigest()
 
     @property
@@ -152,13 +165,16 @@ class MultipartUpload:
     def start(self) -> None:
         """Create the multipart upload (content type, first metadata); refuse to replace an existing object."""
         if self._exists():
-            raise StorageError(f"{self.key} already exists in bucket {self.bucket}; a stored backup is never "
-                               f"overwritten")
+            raise StorageError(
+                f"{self.key} already exists in bucket {self.bucket}; a stored backup is never overwritten"
+            )
         created = with_retries(
             f"starting the upload of {self.key}",
-            lambda: self.client.create_multipart_upload(Bucket=self.bucket, Key=self.key, ContentType=self.content_type,
-                                                        Metadata=self.metadata),
-            self.retry)
+            lambda: self.client.create_multipart_upload(
+                Bucket=self.bucket, Key=self.key, ContentType=self.content_type, Metadata=self.metadata
+            ),
+            self.retry,
+        )
         self.upload_id = created["UploadId"]
         self._state = "open"
 
@@ -175,11 +191,12 @@ class MultipartUpload:
                 raise ObjectTooLarge(
                     f"the backup is larger than the largest object this service stores "
                     f"({_gib(self.max_size)}: {self.max_parts} parts of {_mib(self.part_size)}); "
-                    f"the upload was stopped before part {self.max_parts + 1}")
+                    f"the upload was stopped before part {self.max_parts + 1}"
+                )
             if self._buffer is None:
                 self._buffer = self._take_buffer()
             taken = min(self.part_size - self._fill, len(view))
-            self._buffer[self._fill:self._fill + taken] = view[:taken]
+            self._buffer[self._fill : self._fill + taken] = view[:taken]
             self._fill += taken
             self.size += taken
             view = view[taken:]
@@ -194,14 +211,13 @@ class MultipartUpload:
         while len(self._pending) >= self.parts_in_flight:  # at most parts_in_flight parts on the wire
             self._wait_for_oldest()
         buffer = self._buffer if self._buffer is not None else self._take_buffer()
-        part = memoryview(buffer)[:self._fill]
+        part = memoryview(buffer)[: self._fill]
         self._buffer, self._fill = None, 0
         number = len(self._parts) + 1
         entry: dict[str, Any] = {"PartNumber": number}
         self._parts.append(entry)
         previous, self._hashed = self._hashed, threading.Event()
-        self._pending.append(in_daemon_thread(self._upload_part, number, part, entry, previous, self._hashed,
-                                              buffer))
+        self._pending.append(in_daemon_thread(self._upload_part, number, part, entry, previous, self._hashed, buffer))
 
     def _take_buffer(self) -> bytearray:
         """A spare part buffer, a new one while fewer than part_buffers exist, or else the oldest part's
@@ -245,15 +261,23 @@ class MultipartUpload:
         self._pending.pop(0)
         oldest.result()  # re-raises the part's StorageError here, in the writer's thread
 
-    def _upload_part(self, number: int, part: memoryview, entry: dict[str, Any], previous: threading.Event,
-                     hashed: threading.Event, buffer: bytearray) -> None:
+    def _upload_part(
+        self,
+        number: int,
+        part: memoryview,
+        entry: dict[str, Any],
+        previous: threading.Event,
+        hashed: threading.Event,
+        buffer: bytearray,
+    ) -> None:
         try:
             self._send_part(number, part, entry, previous, hashed)
         finally:  # its bytes are not read again (a retry happens inside): the buffer takes a later part
             self._give_back(buffer)
 
-    def _send_part(self, number: int, part: memoryview, entry: dict[str, Any], previous: threading.Event,
-                   hashed: threading.Event) -> None:
+    def _send_part(
+        self, number: int, part: memoryview, entry: dict[str, Any], previous: threading.Event, hashed: threading.Event
+    ) -> None:
         try:  # the sha256 in the bytes' order: after the previous part's, off the writer's thread
             previous.wait()
             self._sha256.update(part)
@@ -265,11 +289,21 @@ class MultipartUpload:
 
         def send():
             # a file, not bytes: sent in small writes, each under the timeout (partbody.py)
-            return self.part_client.upload_part(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id,
-                                           PartNumber=number, Body=PartBody(part), ContentMD5=md5)
+            return self.part_client.upload_part(
+                Bucket=self.bucket,
+                Key=self.key,
+                UploadId=self.upload_id,
+                PartNumber=number,
+                Body=PartBody(part),
+                ContentMD5=md5,
+            )
 
-        response = with_retries(f"uploading part {number} of {self.key}", send, self.retry,
-                                cancelled=lambda: self._state == "aborted" or self.cancelled())
+        response = with_retries(
+            f"uploading part {number} of {self.key}",
+            send,
+            self.retry,
+            cancelled=lambda: self._state == "aborted" or self.cancelled(),
+        )
         entry["ETag"] = response["ETag"]
 
     # -- the end -------------------------------------------------------------------------------
@@ -298,8 +332,15 @@ class MultipartUpload:
             read_back_bytes(self.client, self.bucket, self.key, self.size, sha256, retry=self.retry)
         self._attached = True  # before the write: a lost answer may still have stored the record
         # the ETag a reader sees (HEAD's, where the completion's did not vouch for the bytes)
-        put_companion(self.client, self.bucket, self.key, etag=etag if vouched else self._etag(), size=self.size,
-                      metadata=final_metadata, retry=self.retry)
+        put_companion(
+            self.client,
+            self.bucket,
+            self.key,
+            etag=etag if vouched else self._etag(),
+            size=self.size,
+            metadata=final_metadata,
+            retry=self.retry,
+        )
         stored = self._read_back(sha256)
         self._state = "complete"
         return stored
@@ -307,15 +348,19 @@ class MultipartUpload:
     def _finish_upload(self) -> str | None:
         """Complete the upload unless the key is taken (sameobject.py); the new object's ETag."""
         if self._exists():  # the check that still holds where the storage ignores If-None-Match
-            raise StorageError(f"{self.key} already exists in bucket {self.bucket}: another writer stored it "
-                               f"while this backup ran; a stored backup is never overwritten")
+            raise StorageError(
+                f"{self.key} already exists in bucket {self.bucket}: another writer stored it "
+                f"while this backup ran; a stored backup is never overwritten"
+            )
         parts = [{"PartNumber": p["PartNumber"], "ETag": p["ETag"]} for p in self._parts]
-        return complete_unless_taken(self.client, self.bucket, self.key, self.upload_id, parts, self.token,
-                                     retry=self.retry)
+        return complete_unless_taken(
+            self.client, self.bucket, self.key, self.upload_id, parts, self.token, retry=self.retry
+        )
 
     def _etag(self) -> str:
-        head = with_retries(f"reading back {self.key}",
-                            lambda: self.client.head_object(Bucket=self.bucket, Key=self.key), self.retry)
+        head = with_retries(
+            f"reading back {self.key}", lambda: self.client.head_object(Bucket=self.bucket, Key=self.key), self.retry
+        )
         return head["ETag"]
 
     def _read_back(self, sha256: str) -> StoredObject:
@@ -352,22 +397,28 @@ class MultipartUpload:
                     pass
             ok = self._abort_upload(self.upload_id) and ok  # a part that landed after the first abort
         if not ok:
-            self.left_behind.append(f"an incomplete upload of {self.key} (not an object; a later upload aborts "
-                                    f"it once it is a day old)")
+            self.left_behind.append(
+                f"an incomplete upload of {self.key} (not an object; a later upload aborts it once it is a day old)"
+            )
         if completing and self._completed:
             # the record first: an object without one claims nothing; a record without its object neither
             recorded = self._attached and not self._drop_record()
             if not self._delete_unverified():
                 ok = False
                 self.left_behind.append(
-                    f"the object {self.key}, which could not be verified" + (
+                    f"the object {self.key}, which could not be verified"
+                    + (
                         f": its sha256 record {companion_key(self.key)} claims it is a backup; delete both by hand"
-                        if recorded else
-                        " and has no sha256 (listings, retention and the staleness alarm ignore it); delete it by hand"))
+                        if recorded
+                        else " and has no sha256 (listings, retention and the staleness alarm ignore it); delete it by hand"
+                    )
+                )
             elif recorded:
                 ok = False
-                self.left_behind.append(f"the sha256 record {companion_key(self.key)}, which names no object any "
-                                        f"more (harmless); delete it by hand")
+                self.left_behind.append(
+                    f"the sha256 record {companion_key(self.key)}, which names no object any "
+                    f"more (harmless); delete it by hand"
+                )
         return ok
 
     def _abort_upload(self, upload_id: str | None) -> bool:
@@ -396,8 +447,13 @@ class MultipartUpload:
         except StorageError as exc:
             log.error("%s", exc)
             try:
-                return not object_exists(self.client, self.bucket, companion_key(self.key), "checking the sha256 "
-                                         f"record of {self.key}", self.retry)
+                return not object_exists(
+                    self.client,
+                    self.bucket,
+                    companion_key(self.key),
+                    f"checking the sha256 record of {self.key}",
+                    self.retry,
+                )
             except StorageError:
                 return False
 
@@ -428,9 +484,8 @@ def in_daemon_thread(fn, *args) -> Future:
 
 
 def _mib(n: int) -> str:
-    return f"{n / 1024 ** 2:g} MiB"
+    return f"{n / 1024**2:g} MiB"
 
 
 def _gib(n: int) -> str:
-    return f"{n / 1024 ** 3:g} GiB"
-
+    return f"{n / 1024**3:g} GiB"

@@ -1,5 +1,6 @@
 """The Flask app: `create_app` registers one blueprint per view module (`health`, `api`, `cancel`,
 `stored_api`, `pages`); gunicorn around it is `backup_svc/serving/`."""
+
 from __future__ import annotations
 
 from flask import Flask

@@ -1,5 +1,6 @@
 """The JSON/HTTP API: `/api/v1/backup` (the stream), `/api/v1/backups/<id>` (its progress), `/api/v1/database`,
 `/api/v1/audit`."""
+
 from __future__ import annotations
 
 import logging
@@ -60,11 +61,24 @@ def backup():
     actor, facts, started = current_actor(), request_facts(), time.time()
     audit = state.audit
 
-    def refuse(status: int, message: str, outcome: str = "refused", backup_id: str | None = None,
-               error: str | None = None, **extra_headers: str):
+    def refuse(
+        status: int,
+        message: str,
+        outcome: str = "refused",
+        backup_id: str | None = None,
+        error: str | None = None,
+        **extra_headers: str,
+    ):
         """Audit this attempt as turned away, then answer `status`."""
-        audit.record(actor=actor, outcome=outcome, started=started, backup_id=backup_id, status=status,
-                     error=error or message, **facts)
+        audit.record(
+            actor=actor,
+            outcome=outcome,
+            started=started,
+            backup_id=backup_id,
+            status=status,
+            error=error or message,
+            **facts,
+        )
         api_abort(status, message, **extra_headers)
 
     progress_id = request.args.get("progress_id")
@@ -84,8 +98,10 @@ def backup():
     except BackupIdInUse:
         refuse(409, "This progress_id belongs to another backup; choose a new random one for each download.")
     if record is None:
-        message = (f"{state.settings.max_concurrent} backup(s) already running (BACKUP_MAX_CONCURRENT); "
-                   f"try again when it has finished.")
+        message = (
+            f"{state.settings.max_concurrent} backup(s) already running (BACKUP_MAX_CONCURRENT); "
+            f"try again when it has finished."
+        )
         if state.registry.held_by is not None:
             message = f"No backup starts while {state.registry.held_by} runs; try again when it has finished."
         if progress_id is not None:  # the page that chose the id cannot read this status: it polls for it
@@ -95,15 +111,27 @@ def backup():
     record.disconnect = disconnector(request.environ)
     audit.started(actor=actor, backup_id=record.id, started=started, **facts)
     try:
-        dump, _, _ = open_dump(state.settings.dump, state.pg_dumps, application_name=record.application_name,
-                               progress=record.progress, interrupt=record.interrupt,
-                               created=lambda d: setattr(record, "dump", d),
-                               count_rows=True)  # the audit entry records the rows the download holds
+        dump, _, _ = open_dump(
+            state.settings.dump,
+            state.pg_dumps,
+            application_name=record.application_name,
+            progress=record.progress,
+            interrupt=record.interrupt,
+            created=lambda d: setattr(record, "dump", d),
+            count_rows=True,
+        )  # the audit entry records the rows the download holds
     except DumpInterrupted as exc:
         if exc.kind == ABORTED:  # nobody is there to read a status
             state.registry.end(record)
-            audit.record(actor=actor, outcome=ABORTED, started=started, backup_id=record.id, status=None,
-                         error=exc.message, **facts)
+            audit.record(
+                actor=actor,
+                outcome=ABORTED,
+                started=started,
+                backup_id=record.id,
+                status=None,
+                error=exc.message,
+                **facts,
+            )
             return Response(status=400)
         state.registry.end(record, status=409, error=exc.message)
         refuse(409, f"The backup was {exc.message} before it started sending.", CANCELLED, record.id)
@@ -116,8 +144,9 @@ def backup():
         log.exception("backup %s: unexpected error before the download started", record.id)
         message = "The service hit an unexpected error before the download started; it has been logged."
         state.registry.end(record, status=500, error=message)
-        audit.record(actor=actor, outcome="failed", started=started, backup_id=record.id, status=500,
-                     error=message, **facts)
+        audit.record(
+            actor=actor, outcome="failed", started=started, backup_id=record.id, status=500, error=message, **facts
+        )
         raise
     record.meter = SendMeter(request.environ.get("gunicorn.socket"))
     body = StreamingBackup(dump, record, state, facts, recipients)
@@ -153,15 +182,25 @@ def backup_progress(backup_id: str):
     if running and record.progress.outcome is None:
         watch = record.watch
         eager = watch.missing_sample(record.progress.current_table)
-        watch.refresh(state.settings.conn, record.application_name,
-                      interval_s=EAGER_SAMPLE_INTERVAL_S if eager else SAMPLE_INTERVAL_S)
+        watch.refresh(
+            state.settings.conn,
+            record.application_name,
+            interval_s=EAGER_SAMPLE_INTERVAL_S if eager else SAMPLE_INTERVAL_S,
+        )
     meter = record.meter
     delivery = None
     if meter is not None:
         delivery = Delivery(meter.delivered() if running else meter.written, meter.rate(), meter.send_seconds())
-    report = progress_report(record.id, record.filename, record.progress, running=running,
-                             status=record.status, watch=record.watch, destination=record.destination,
-                             delivery=delivery)
+    report = progress_report(
+        record.id,
+        record.filename,
+        record.progress,
+        running=running,
+        status=record.status,
+        watch=record.watch,
+        destination=record.destination,
+        delivery=delivery,
+    )
     if report["state"] == "running":
         report["percent"] = record.shown.advance(report["percent"])
     return jsonify(report), 200
@@ -169,8 +208,16 @@ def backup_progress(backup_id: str):
 
 def _running_dumps(state: BackupService) -> list[dict]:
     """The dumps running now, started by anyone: what the dashboard and /api/v1/database list."""
-    return [{"id": r.id, "actor": r.actor, "started_at": iso_utc(r.progress.started), "phase": r.progress.phase,
-             "bytes_sent": r.progress.gzip_bytes} for r in state.registry.running()]
+    return [
+        {
+            "id": r.id,
+            "actor": r.actor,
+            "started_at": iso_utc(r.progress.started),
+            "phase": r.progress.phase,
+            "bytes_sent": r.progress.gzip_bytes,
+        }
+        for r in state.registry.running()
+    ]
 
 
 @bp.get("/backups")
@@ -196,8 +243,12 @@ def database():
     ready = dump_readiness(lambda: server_facts(settings.conn, timeout_s=timeout_s), state.pg_dumps)
     if ready.facts_error is not None:
         status = _status_for(ready.facts_error.kind)
-        response = jsonify(error=HTTPStatus(status).phrase, message=ready.facts_error.message,
-                           dumps_in_progress=state.registry.running_count(), dumps=_running_dumps(state))
+        response = jsonify(
+            error=HTTPStatus(status).phrase,
+            message=ready.facts_error.message,
+            dumps_in_progress=state.registry.running_count(),
+            dumps=_running_dumps(state),
+        )
         return response, status
     facts, chosen = ready.facts, ready.pg_dump
     pg_dump = {"path": chosen.path, "version": chosen.version, "caveat": ready.caveat} if chosen else None

@@ -1,4 +1,5 @@
 """The audit trail: one JSON log line per backup attempt, the latest ones in memory, and recording refusals."""
+
 from __future__ import annotations
 
 import json
@@ -24,11 +25,16 @@ OTHERS = "others"
 # line per client once the minute is over: a flood cannot make the log platform drop real lines.
 DENIED_LINES_PER_MINUTE = 60
 # The endpoints whose refusals are audited (method, event): everything that hands out or makes a backup.
-AUDITED_ENDPOINTS = {"api.backup": ("GET", "backup"), "stored.start": ("POST", "stored-backup"),
-                     "stored.download": ("GET", "stored-download"),
-                     "holds.acknowledge": ("POST", "shrink-acknowledged"),
-                     "restores.start": ("POST", "restore"), "restores.cancel": ("DELETE", "restore-cancel"),
-                     "restores.undo": ("POST", "restore-undo"), "restores.drop": ("DELETE", "restore-drop")}
+AUDITED_ENDPOINTS = {
+    "api.backup": ("GET", "backup"),
+    "stored.start": ("POST", "stored-backup"),
+    "stored.download": ("GET", "stored-download"),
+    "holds.acknowledge": ("POST", "shrink-acknowledged"),
+    "restores.start": ("POST", "restore"),
+    "restores.cancel": ("DELETE", "restore-cancel"),
+    "restores.undo": ("POST", "restore-undo"),
+    "restores.drop": ("DELETE", "restore-drop"),
+}
 MAX_USER_AGENT_CHARS = 256
 
 audit_log = logging.getLogger("backup_svc.audit")
@@ -64,11 +70,25 @@ class AuditTrail:
         self.sink: Callable[[dict], None] | None = None
         self._emitted: set[tuple] = set()
 
-    def record(self, *, actor: str | None, client: str | None, user_agent: str | None, outcome: str,
-               started: float, status: int | None = None, backup_id: str | None = None, gzip_bytes: int = 0,
-               sql_bytes: int = 0, rows: int | None = None, error: str | None = None, sha256: str | None = None,
-               event: str = "backup",
-               name: str | None = None, details: dict | None = None) -> dict:
+    def record(
+        self,
+        *,
+        actor: str | None,
+        client: str | None,
+        user_agent: str | None,
+        outcome: str,
+        started: float,
+        status: int | None = None,
+        backup_id: str | None = None,
+        gzip_bytes: int = 0,
+        sql_bytes: int = 0,
+        rows: int | None = None,
+        error: str | None = None,
+        sha256: str | None = None,
+        event: str = "backup",
+        name: str | None = None,
+        details: dict | None = None,
+    ) -> dict:
         """Log one attempt as a JSON line, remember it, and return the entry.
 
         `event`: "backup" (a download), "stored-backup" (into object storage), "stored-download" (a
@@ -76,11 +96,22 @@ class AuditTrail:
         `name` released). `sha256` is given only for a completed backup.
         """
         entry = {
-            "event": event, "time": iso_utc(started, "milliseconds"), "id": backup_id, "actor": actor, "client": client,
-            "user_agent": user_agent, "outcome": outcome, "status": status, "bytes": gzip_bytes,
-            "sql_bytes": sql_bytes, "rows": rows, "duration_s": round(max(0.0, time.time() - started), 3),
+            "event": event,
+            "time": iso_utc(started, "milliseconds"),
+            "id": backup_id,
+            "actor": actor,
+            "client": client,
+            "user_agent": user_agent,
+            "outcome": outcome,
+            "status": status,
+            "bytes": gzip_bytes,
+            "sql_bytes": sql_bytes,
+            "rows": rows,
+            "duration_s": round(max(0.0, time.time() - started), 3),
             "error": error,
-            "sha256": sha256, "name": name, **(details or {}),
+            "sha256": sha256,
+            "name": name,
+            **(details or {}),
         }
         if outcome != DENIED:
             audit_log.info(json.dumps(entry))
@@ -112,8 +143,11 @@ class AuditTrail:
         if self.sink is None:
             return
         with self._lock:
-            closed = [(key, dict(kept)) for key, kept in self._denied.items() if key not in self._emitted
-                      and (before_minute is None or key[1] < before_minute)]
+            closed = [
+                (key, dict(kept))
+                for key, kept in self._denied.items()
+                if key not in self._emitted and (before_minute is None or key[1] < before_minute)
+            ]
             self._emitted.update(key for key, _ in closed)
             self._emitted &= set(self._denied)
         for _, aggregate in closed:
@@ -145,9 +179,18 @@ class AuditTrail:
             self._denied.popitem(last=False)
 
     def _count_unlogged(self, entry: dict, client: str) -> None:
-        summary = self._unlogged.setdefault((client, entry["status"]), {
-            "event": "denied_summary", "minute": self._minute, "of": entry["event"], "client": client,
-            "status": entry["status"], "outcome": DENIED, "count": 0})
+        summary = self._unlogged.setdefault(
+            (client, entry["status"]),
+            {
+                "event": "denied_summary",
+                "minute": self._minute,
+                "of": entry["event"],
+                "client": client,
+                "status": entry["status"],
+                "outcome": DENIED,
+                "count": 0,
+            },
+        )
         summary["count"] += 1
         if self._flush_timer is None:  # log the summaries soon after the minute ends, flood or not
             self._flush_timer = threading.Timer(61 - time.time() % 60, self.flush)
@@ -171,15 +214,26 @@ class AuditTrail:
             if minute != self._minute:
                 self._new_minute(minute)
 
-    def started(self, *, actor: str | None, client: str | None, user_agent: str | None, backup_id: str,
-                started: float) -> None:
+    def started(
+        self, *, actor: str | None, client: str | None, user_agent: str | None, backup_id: str, started: float
+    ) -> None:
         """Log that a download got its slot and is starting pg_dump (event `backup_started`).
 
         Its outcome follows in a `backup` line; a worker killed mid-dump leaves only this one, so a
         reader of the log still sees the attempt. Not kept in memory: the page lists running dumps itself.
         """
-        audit_log.info(json.dumps({"event": "backup_started", "time": iso_utc(started, "milliseconds"),
-                                   "id": backup_id, "actor": actor, "client": client, "user_agent": user_agent}))
+        audit_log.info(
+            json.dumps(
+                {
+                    "event": "backup_started",
+                    "time": iso_utc(started, "milliseconds"),
+                    "id": backup_id,
+                    "actor": actor,
+                    "client": client,
+                    "user_agent": user_agent,
+                }
+            )
+        )
 
     def recent(self) -> list[dict]:
         """The remembered attempts (backups, and refusals at the door counted per client and minute), latest first."""

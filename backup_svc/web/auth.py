@@ -1,4 +1,5 @@
 """Who may use the service: HTTP basic for browsers, `Authorization: Bearer` for scripts, signed links."""
+
 from __future__ import annotations
 
 import hmac
@@ -42,6 +43,7 @@ class GatedAuth(MultiAuth):
                     return checked(*args, **kwargs)
                 g.flask_httpauth_user = link_actor
                 return view(*args, **kwargs)
+
             return gated
 
         return wrap(f) if f else wrap
@@ -68,7 +70,7 @@ def verify_password(username: str, password: str) -> str | None:
 
 @token_auth.verify_token
 def verify_token(token: str) -> str | None:
-    """"token" when the bearer token matches ADMIN_TOKEN."""
+    """ "token" when the bearer token matches ADMIN_TOKEN."""
     settings = service().settings
     return TOKEN_ACTOR if _same(token, settings.admin_token) else None
 
@@ -78,8 +80,10 @@ def verify_token(token: str) -> str | None:
 def auth_failed(status: int):
     """401 in the service's error shape, always inviting HTTP basic (the browser's login prompt)."""
     count_failed_credentials()
-    message = ("Authentication required: send `Authorization: Bearer <ADMIN_TOKEN>` or log in with "
-               "ADMIN_USERNAME / ADMIN_PASSWORD.")
+    message = (
+        "Authentication required: send `Authorization: Bearer <ADMIN_TOKEN>` or log in with "
+        "ADMIN_USERNAME / ADMIN_PASSWORD."
+    )
     audit_refused_backup(status, message)
     return error_response(status, message, {"WWW-Authenticate": f'Basic realm="{REALM}"'})
 
@@ -102,5 +106,6 @@ def audit_refused_backup(status: int, message: str | None) -> None:
     method, event = AUDITED_ENDPOINTS.get(request.endpoint, (None, None))
     if request.method != method:
         return
-    service().audit.record(event=event, actor=None, outcome=DENIED, started=time.time(), status=status,
-                           error=message, **request_facts())
+    service().audit.record(
+        event=event, actor=None, outcome=DENIED, started=time.time(), status=status, error=message, **request_facts()
+    )

@@ -1,4 +1,5 @@
 """The one rule for a backup's id (`?progress_id=` and `/api/v1/backups/<backup_id>`): 8 to 64 URL-safe characters."""
+
 from __future__ import annotations
 
 import re

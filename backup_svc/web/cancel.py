@@ -1,4 +1,5 @@
 """`DELETE /api/v1/backups/<id>`: stop a running backup, whoever started it (the dashboard's Cancel)."""
+
 from __future__ import annotations
 
 import logging
@@ -41,8 +42,14 @@ def cancel_backup(backup_id: str):
     if not _wait_until_ended(state, backup_id, CANCEL_WAIT_S):
         record.disconnect()
         _wait_until_ended(state, backup_id, CANCEL_WAIT_S)
-    report = progress_report(record.id, record.filename, record.progress,
-                             running=state.registry.is_running(backup_id), status=record.status, watch=record.watch)
+    report = progress_report(
+        record.id,
+        record.filename,
+        record.progress,
+        running=state.registry.is_running(backup_id),
+        status=record.status,
+        watch=record.watch,
+    )
     return jsonify(report), 200
 
 

@@ -1,4 +1,5 @@
 """The repository's docs/*.md as HTML pages in the dashboard's layout (markdown-it-py, CommonMark + tables)."""
+
 from __future__ import annotations
 
 import re

@@ -3,6 +3,7 @@
 `StreamingBackup` frees the slot and audits the attempt whether the dump completes, fails or the
 client leaves; `CloseUnsentBodies` closes a body whose response never started.
 """
+
 from __future__ import annotations
 
 import logging
@@ -30,8 +31,9 @@ class StreamingBackup:
     Whatever fails — the dump, this code, the server — the slot is freed and the attempt audited.
     """
 
-    def __init__(self, dump: GzipDump, record: BackupRecord, service: BackupService, facts: dict,
-                 recipients: tuple = ()):
+    def __init__(
+        self, dump: GzipDump, record: BackupRecord, service: BackupService, facts: dict, recipients: tuple = ()
+    ):
         self.dump = dump
         self.record = record
         self.service = service
@@ -52,8 +54,7 @@ class StreamingBackup:
             # Every chunk is written; "done" waits until the client has acknowledged them all, since
             # the kernel's buffers hold megabytes the client may never get.
             if not meter.drain():
-                _mark_aborted(self.record.progress, "the client stopped receiving before the last bytes "
-                                                    "reached it")
+                _mark_aborted(self.record.progress, "the client stopped receiving before the last bytes reached it")
             # Free the slot now, not when the server gets round to closing the body, or the
             # client's next download could meet a 429 from this one.
             self.service.registry.end(self.record)
@@ -66,7 +67,9 @@ class StreamingBackup:
             raise  # the server dropped the body (the client went away): close() records that
         except BaseException:
             log.exception("backup %s: unexpected error while streaming", self.record.id)
-            _mark_failed(self.record.progress, "the service hit an unexpected error while streaming; it has been logged")
+            _mark_failed(
+                self.record.progress, "the service hit an unexpected error while streaming; it has been logged"
+            )
             raise
 
     def abandon(self, reason: str) -> None:
@@ -91,11 +94,19 @@ class StreamingBackup:
         finally:
             self.service.registry.end(self.record)
             progress = self.record.progress
-            self.service.audit.record(actor=self.record.actor, outcome=progress.outcome or ABORTED,
-                                      started=progress.started, backup_id=self.record.id, status=200,
-                                      gzip_bytes=progress.gzip_bytes, sql_bytes=progress.sql_bytes,
-                                      rows=total_rows(progress.table_rows) if progress.outcome == "ok" else None,
-                                      error=progress.error, sha256=progress.sha256, **self.facts)
+            self.service.audit.record(
+                actor=self.record.actor,
+                outcome=progress.outcome or ABORTED,
+                started=progress.started,
+                backup_id=self.record.id,
+                status=200,
+                gzip_bytes=progress.gzip_bytes,
+                sql_bytes=progress.sql_bytes,
+                rows=total_rows(progress.table_rows) if progress.outcome == "ok" else None,
+                error=progress.error,
+                sha256=progress.sha256,
+                **self.facts,
+            )
 
 
 def _mark_aborted(progress: DumpProgress, error: str) -> None:

@@ -1,4 +1,5 @@
 """One error shape: JSON `{"error", "message"}` for the API, a small HTML page for browsers."""
+
 from __future__ import annotations
 
 import logging
@@ -10,8 +11,9 @@ from werkzeug.exceptions import HTTPException, default_exceptions
 log = logging.getLogger(__name__)
 
 
-def error_response(status: int, message: str, headers: dict[str, str] | None = None, *,
-                   dashboard_link: bool = False) -> Response:
+def error_response(
+    status: int, message: str, headers: dict[str, str] | None = None, *, dashboard_link: bool = False
+) -> Response:
     """The service's error shape for `status`: JSON for API clients, HTML for pages.
 
     With `dashboard_link`, a browser that asked for a page even of the API (a navigation to a
@@ -24,8 +26,9 @@ def error_response(status: int, message: str, headers: dict[str, str] | None = N
     else:
         # The page explains itself in words for people; the JSON `message` is for scripts (a 401's
         # says how to send the token, which means nothing to someone at a login prompt).
-        response = Response(render_template("error.html", status=status, error=phrase, message=message),
-                            mimetype="text/html")
+        response = Response(
+            render_template("error.html", status=status, error=phrase, message=message), mimetype="text/html"
+        )
     response.status_code = status
     for name, value in (headers or {}).items():
         response.headers[name] = value
@@ -54,8 +57,12 @@ def register_error_handlers(app: Flask) -> None:
         allow = exc.get_headers() and dict(exc.get_headers()).get("Allow")
         if allow:
             headers["Allow"] = allow
-        return error_response(exc.code or 500, exc.description or HTTPStatus(exc.code).phrase, headers,
-                              dashboard_link=getattr(exc, "dashboard_link", False))
+        return error_response(
+            exc.code or 500,
+            exc.description or HTTPStatus(exc.code).phrase,
+            headers,
+            dashboard_link=getattr(exc, "dashboard_link", False),
+        )
 
     @app.errorhandler(Exception)
     def unexpected_error(exc: Exception):

@@ -6,6 +6,7 @@ signed link passes), refuse addresses that failed to authenticate too often (429
 link if the request carries one (403 when bad).
 `auth.login_required` runs this, so every protected view, present and future, gets all of it.
 """
+
 from __future__ import annotations
 
 import time
@@ -64,13 +65,22 @@ def check_before_credentials() -> str | None:
     # from a wrong one would turn the 429 into an oracle.
     wait_s = state.throttle.retry_after(key)
     if wait_s is not None:
-        api_abort(429, f"Too many failed authentication attempts from your address; try again in {wait_s} s.",
-                  Retry_After=str(wait_s))
+        api_abort(
+            429,
+            f"Too many failed authentication attempts from your address; try again in {wait_s} s.",
+            Retry_After=str(wait_s),
+        )
     if not link:
         return None
     try:
-        check_link(settings.link_secret, settings.link_max_ttl_s, request.method, request.path,
-                   request.args.to_dict(flat=False), now=time.time())
+        check_link(
+            settings.link_secret,
+            settings.link_max_ttl_s,
+            request.method,
+            request.path,
+            request.args.to_dict(flat=False),
+            now=time.time(),
+        )
     except LinkRefused as exc:
         if steered:
             # Another page sent a bad link: not this client's guess, so it must not count towards

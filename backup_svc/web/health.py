@@ -1,4 +1,5 @@
 """Unauthenticated probes: liveness (`/healthz`) and readiness (`/readyz`)."""
+
 from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify

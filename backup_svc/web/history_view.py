@@ -1,6 +1,7 @@
 """The merged history as the web app shows it: recent attempts, the last stored backup runs, drills and
 notification problems from every process (this one's not-yet-written events included), and
 `GET /api/v1/audit`, which pages backwards in time."""
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -40,20 +41,27 @@ def notify_status(state: BackupService) -> dict:
     found = summary.notify_status(events)
     staleness = state.reporter.staleness
     if staleness is not None:  # judged against the same history the page shows (the last run, its failure)
-        status["staleness"] = staleness.seen_with(summary.last_scheduled_failure(events), utc_now(),
-                                                  state.reporter.staleness_alarm.up_since).as_dict()
+        status["staleness"] = staleness.seen_with(
+            summary.last_scheduled_failure(events), utc_now(), state.reporter.staleness_alarm.up_since
+        ).as_dict()
     for key in ("last_drill", "last_proven_restorable"):
         status[key] = found[key] or status[key]
-    status["notifications"] = {**status["notifications"],
-                               "last_problem": found["last_problem"] or status["notifications"]["last_problem"]}
+    status["notifications"] = {
+        **status["notifications"],
+        "last_problem": found["last_problem"] or status["notifications"]["last_problem"],
+    }
     return status
 
 
 def fingerprint(state: BackupService) -> tuple:
     """Changes whenever what the merged history shows may have changed (for the page's render cache)."""
     reader = state.history.reader
-    return (state.history.version, state.audit.version, reader.refreshed_at if reader else None,
-            str(state.history.status().get("problem")))
+    return (
+        state.history.version,
+        state.audit.version,
+        reader.refreshed_at if reader else None,
+        str(state.history.status().get("problem")),
+    )
 
 
 @bp.get("/audit")
@@ -81,12 +89,23 @@ def audit():
     entries = [{**summary.entry_of(e), "kind": e.body.get("kind"), "type": e.body.get("type")} for e in events]
     if before is None and kind != "outcome":  # this minute's refusals, not yet an event of their own
         process = state.history.chain.process
-        entries = sorted(entries + [{**r, "process": process, "kind": AUDIT, "type": r.get("event")}
-                                    for r in state.audit.open_refusals()],
-                         key=lambda e: e.get("time") or "", reverse=True)[:limit]
+        entries = sorted(
+            entries
+            + [{**r, "process": process, "kind": AUDIT, "type": r.get("event")} for r in state.audit.open_refusals()],
+            key=lambda e: e.get("time") or "",
+            reverse=True,
+        )[:limit]
     status = state.history.status()
     oldest = (entries[-1].get("recorded") or entries[-1].get("time")) if entries else None
     # What the dashboard lists, by the page's own rule, for its refresh of the table.
     shown = recent_attempts(state, RECENT_ATTEMPTS) if before is None and kind != "outcome" else None
-    return jsonify(entries=entries, shown=shown, limit=limit, next_before=oldest if len(entries) == limit else None,
-                   complete=error is None, error=error, note=status["note"], history=status)
+    return jsonify(
+        entries=entries,
+        shown=shown,
+        limit=limit,
+        next_before=oldest if len(entries) == limit else None,
+        complete=error is None,
+        error=error,
+        note=status["note"],
+        history=status,
+    )

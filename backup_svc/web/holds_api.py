@@ -5,6 +5,7 @@ and makes the new level the baseline later backups are compared with.
 A protected path like any other (auth.login_required); a POST, so a browser may send it only from
 this service's own pages. Every attempt is audited (event `shrink-acknowledged`).
 """
+
 from __future__ import annotations
 
 import logging
@@ -36,8 +37,16 @@ def acknowledge(name: str):
     actor, facts, started = current_actor(), request_facts(), time.time()
 
     def audit(outcome: str, status: int, error: str | None = None) -> None:
-        state.audit.record(event=AUDIT_EVENT, actor=actor, outcome=outcome, started=started, status=status,
-                           name=name[:200], error=error, **facts)
+        state.audit.record(
+            event=AUDIT_EVENT,
+            actor=actor,
+            outcome=outcome,
+            started=started,
+            status=status,
+            name=name[:200],
+            error=error,
+            **facts,
+        )
 
     try:
         released = stored.prompt.acknowledge(name, actor)
@@ -50,9 +59,14 @@ def acknowledge(name: str):
         api_abort(503, message + " The hold is still in place.", Retry_After=RETRY_AFTER_STORAGE_S)
     if not released:
         audit("refused", 404, "no hold on this backup")
-        api_abort(404, f"No open shrink alarm holds {name} (it may have been acknowledged already). "
-                       "GET /api/v1/stored lists the alarms there are.")
+        api_abort(
+            404,
+            f"No open shrink alarm holds {name} (it may have been acknowledged already). "
+            "GET /api/v1/stored lists the alarms there are.",
+        )
     log.warning("shrink alarm acknowledged by %s: retention no longer holds %s", actor, name)
     audit("ok", 200)
-    return jsonify(released=name, message=f"Acknowledged: retention no longer holds {name}; its own rules "
-                                          "decide from the next stored backup on.")
+    return jsonify(
+        released=name,
+        message=f"Acknowledged: retention no longer holds {name}; its own rules decide from the next stored backup on.",
+    )

@@ -1,4 +1,5 @@
 """Pages for people: the admin dashboard and the docs it links to."""
+
 from __future__ import annotations
 
 import json
@@ -65,8 +66,7 @@ def busy_reason(running: list, at_limit: bool) -> str | None:
     first = running[0]
     since = iso_utc(first.progress.started)[11:19]
     others = f" and {len(running) - 1} more" if len(running) > 1 else ""
-    return (f"A backup started by {first.actor} at {since} UTC{others} is running; the button comes back "
-            f"when it ends.")
+    return f"A backup started by {first.actor} at {since} UTC{others} is running; the button comes back when it ends."
 
 
 @bp.get("/")
@@ -75,10 +75,13 @@ def dashboard():
     """The admin dashboard: what will be backed up, a download button with live progress, how to restore."""
     state = service()
     settings = state.settings
-    ready = dump_readiness(lambda: state.facts.get(timeout_s=min(settings.connect_timeout_s, FACTS_TIMEOUT_S)),
-                           state.pg_dumps)
+    ready = dump_readiness(
+        lambda: state.facts.get(timeout_s=min(settings.connect_timeout_s, FACTS_TIMEOUT_S)), state.pg_dumps
+    )
     shown = dict(
-        name=settings.backup_name, facts=ready.facts, pg_dump=ready.pg_dump,
+        name=settings.backup_name,
+        facts=ready.facts,
+        pg_dump=ready.pg_dump,
         facts_error=ready.facts_error.message if ready.facts_error else None,
         pg_dump_error=ready.pg_dump_error.message if ready.pg_dump_error else None,
         busy=busy_reason(state.registry.running(), state.registry.at_limit()),
@@ -94,8 +97,11 @@ def dashboard():
     history = state.history.status()
     key = (tuple(sorted(shown.items())), fingerprint(state), json.dumps(notify, sort_keys=True))
     html = current_app.extensions.setdefault("backup_svc.dashboard", RenderedPage()).html(
-        key, lambda: render_template("dashboard.html", recent=recent_attempts(state, RECENT_ATTEMPTS), notify=notify,
-                                    history=history, **shown))
+        key,
+        lambda: render_template(
+            "dashboard.html", recent=recent_attempts(state, RECENT_ATTEMPTS), notify=notify, history=history, **shown
+        ),
+    )
     return Response(html, mimetype="text/html")
 
 
@@ -144,9 +150,13 @@ class StoredFacts:
 def limit_words(limit: dict | None) -> tuple[str, str, str, str, str]:
     """Railway's limit, the measured rate and what it allows, a plausible real rate and what that allows."""
     limit = limit or {}
-    return (f"{limit.get('http_limit_s', 0) // 60} minutes", f"{limit.get('measured_mb_s', 0):.0f} MB/s",
-            f"about {limit.get('max_bytes', 0) / 1e9:.0f} GB", f"{limit.get('example_mb_s', 0):.0f} MB/s",
-            f"about {limit.get('example_max_bytes', 0) / 1e9:.1f} GB")
+    return (
+        f"{limit.get('http_limit_s', 0) // 60} minutes",
+        f"{limit.get('measured_mb_s', 0):.0f} MB/s",
+        f"about {limit.get('max_bytes', 0) / 1e9:.0f} GB",
+        f"{limit.get('example_mb_s', 0):.0f} MB/s",
+        f"about {limit.get('example_max_bytes', 0) / 1e9:.1f} GB",
+    )
 
 
 def _stored_facts(state, sealed: bool) -> StoredFacts | None:
@@ -158,18 +168,28 @@ def _stored_facts(state, sealed: bool) -> StoredFacts | None:
     schedule = None
     if watched is not None:
         schedule = f"{watched.describe()} — {watched}" + (
-            "" if storage.schedule else "; taken by another process, e.g. a cron service (BACKUP_EXPECTED_SCHEDULE)")
+            "" if storage.schedule else "; taken by another process, e.g. a cron service (BACKUP_EXPECTED_SCHEDULE)"
+        )
     remote = {}
     if storage.is_rclone:
         url = storage.location.url
-        remote = dict(place="remote", source_prefix=url if url.endswith(":") else url + "/",
-                      variables="RCLONE_CONFIG_*", streamed=download_limit())
+        remote = dict(
+            place="remote",
+            source_prefix=url if url.endswith(":") else url + "/",
+            variables="RCLONE_CONFIG_*",
+            streamed=download_limit(),
+        )
     if storage.storage_format == "dedup":
         remote["dedup_streamed"] = download_limit(DEDUP_MB_S, DEDUP_MEASURED_ON)
         remote["dedup_sealed"] = sealed
-    return StoredFacts(url=storage.location.url, endpoint=state.stored.prompt.endpoint, schedule=schedule,
-                       retention=retention_words(storage.retention), shrink_alert=storage.shrink_alert,
-                       **{"source_prefix": storage.location.url, **remote})
+    return StoredFacts(
+        url=storage.location.url,
+        endpoint=state.stored.prompt.endpoint,
+        schedule=schedule,
+        retention=retention_words(storage.retention),
+        shrink_alert=storage.shrink_alert,
+        **{"source_prefix": storage.location.url, **remote},
+    )
 
 
 @dataclass(frozen=True)
@@ -185,9 +205,13 @@ class RestoreFacts:
 
 def _restore_facts(state) -> RestoreFacts:
     settings = state.settings
-    return RestoreFacts(database=settings.conn.dbname, swap_timeout_s=settings.restore.swap_timeout_s,
-                        admin_token=settings.admin_token is not None, restore_token=settings.restore.token is not None,
-                        links=settings.link_secret is not None)
+    return RestoreFacts(
+        database=settings.conn.dbname,
+        swap_timeout_s=settings.restore.swap_timeout_s,
+        admin_token=settings.admin_token is not None,
+        restore_token=settings.restore.token is not None,
+        links=settings.link_secret is not None,
+    )
 
 
 class RenderedPage:

@@ -6,6 +6,7 @@ appended to `X-Forwarded-For` and its scheme is in `X-Forwarded-Proto`. With TRU
 they are ignored. Everything that needs the client's address (throttle, audit, logs) asks
 `client_address()`, so there is one answer per request.
 """
+
 from __future__ import annotations
 
 from flask import Flask, request

@@ -4,6 +4,7 @@ does), each in a thread of its own, audited and reported to the notification cha
 Undo and drop run in the request (a swap is bounded by RESTORE_SWAP_TIMEOUT) but take the same
 turn: never beside a restore or a backup.
 """
+
 from __future__ import annotations
 
 import logging
@@ -50,14 +51,23 @@ class RestoreJobs:
     def _take_turn(self, what: str) -> None:
         if not self.state.registry.hold(what):
             held = self.state.registry.held_by
-            raise Busy(f"{held} runs; try again when it has finished" if held
-                       else "a backup is running; a restore starts only when none does")
+            raise Busy(
+                f"{held} runs; try again when it has finished"
+                if held
+                else "a backup is running; a restore starts only when none does"
+            )
 
     def start(self, backup: str, mode: str, target: str, actor: str, facts: dict) -> RestoreProgress:
         """Start restoring the stored backup `backup` in the background; Busy when something runs."""
         self._take_turn(f"a restore of {backup} (by {actor})")
-        job = RestoreProgress(id=secrets.token_urlsafe(9), backup=backup, mode=mode, database=self.link.database,
-                              target=target, actor=actor)
+        job = RestoreProgress(
+            id=secrets.token_urlsafe(9),
+            backup=backup,
+            mode=mode,
+            database=self.link.database,
+            target=target,
+            actor=actor,
+        )
         with self._lock:
             self.running = job
             self._jobs[job.id] = job
@@ -78,8 +88,11 @@ class RestoreJobs:
         if job is None or thread is None:
             return
         job.cancel_requested.set()
-        log.warning("restore %s: the worker is exiting; %s", job.id,
-                    "waiting for the swap to finish or be undone" if job.phase == "swapping" else "cancelling it")
+        log.warning(
+            "restore %s: the worker is exiting; %s",
+            job.id,
+            "waiting for the swap to finish or be undone" if job.phase == "swapping" else "cancelling it",
+        )
         thread.join(self.state.settings.restore.swap_timeout_s + EXIT_MARGIN_S)
 
     def _source(self, name: str) -> Source:
@@ -87,23 +100,38 @@ class RestoreJobs:
 
         storage = self.state.settings.storage
         if storage.is_rclone:  # read through `rclone cat`, with an upload's patient bounds
-            return remote_source(RcloneTarget(storage.location, storage.client_env), name,
-                                 identities=self.state.settings.encryption.identities)
+            return remote_source(
+                RcloneTarget(storage.location, storage.client_env),
+                name,
+                identities=self.state.settings.encryption.identities,
+            )
         client = make_client(storage.client_env)  # patient timeouts and retries, as an upload's
-        return stored_source(client, storage.location.bucket, storage.location.key(name), name,
-                             identities=self.state.settings.encryption.identities,  # BACKUP_AGE_IDENTITY
-                             dedup_secret=storage.dedup_key)  # BACKUP_DEDUP_KEY: a dedup backup's chunks
+        return stored_source(
+            client,
+            storage.location.bucket,
+            storage.location.key(name),
+            name,
+            identities=self.state.settings.encryption.identities,  # BACKUP_AGE_IDENTITY
+            dedup_secret=storage.dedup_key,
+        )  # BACKUP_DEDUP_KEY: a dedup backup's chunks
 
     def _run(self, job: RestoreProgress, facts: dict) -> None:
         settings = self.state.settings
         try:
-            restore(self._source(job.backup), self.link, job, bin_dirs=settings.pg_bin_dirs,
-                    swap_timeout_s=settings.restore.swap_timeout_s, jobs=settings.restore.jobs,  # RESTORE_JOBS
-                    say=lambda line: log.info("restore %s: %s", job.id, line))
+            restore(
+                self._source(job.backup),
+                self.link,
+                job,
+                bin_dirs=settings.pg_bin_dirs,
+                swap_timeout_s=settings.restore.swap_timeout_s,
+                jobs=settings.restore.jobs,  # RESTORE_JOBS
+                say=lambda line: log.info("restore %s: %s", job.id, line),
+            )
             job.end(DONE)
         except Cancelled:
-            job.end(CANCELLED, f"cancelled before the swap; {job.target!r} was dropped and "
-                               f"{job.database!r} was not touched")
+            job.end(
+                CANCELLED, f"cancelled before the swap; {job.target!r} was dropped and {job.database!r} was not touched"
+            )
         except BadBackup as exc:
             job.end(JOB_FAILED, f"the backup cannot be restored: {exc}; nothing was created")
         except RestoreFailed as exc:
@@ -127,13 +155,30 @@ class RestoreJobs:
 
     def _tell(self, job: RestoreProgress, facts: dict) -> None:
         """Audit and notify one finished restore."""
-        details = {"mode": job.mode, "target": job.target, "kept_as": job.kept_as, "phase": job.phase,
-                   "downtime_s": job.closed_s, "rows": job.rows}
-        self.record("restore", job.actor, facts, "ok" if job.state == DONE else job.state, job.started,
-                    name=job.backup, error=job.error, backup_id=job.id, details=details)
+        details = {
+            "mode": job.mode,
+            "target": job.target,
+            "kept_as": job.kept_as,
+            "phase": job.phase,
+            "downtime_s": job.closed_s,
+            "rows": job.rows,
+        }
+        self.record(
+            "restore",
+            job.actor,
+            facts,
+            "ok" if job.state == DONE else job.state,
+            job.started,
+            name=job.backup,
+            error=job.error,
+            backup_id=job.id,
+            details=details,
+        )
         if job.state == DONE and job.mode == "replace":
-            summary = (f"{job.backup} was restored and swapped in for {job.database} by {job.actor} "
-                       f"(connections refused for {job.closed_s:.1f} s); the replaced data is kept as {job.kept_as}.")
+            summary = (
+                f"{job.backup} was restored and swapped in for {job.database} by {job.actor} "
+                f"(connections refused for {job.closed_s:.1f} s); the replaced data is kept as {job.kept_as}."
+            )
         elif job.state == DONE:
             summary = f"{job.backup} was restored into the new database {job.target} by {job.actor}."
         else:
@@ -141,14 +186,29 @@ class RestoreJobs:
         self.notify("restore", job.state == DONE, summary, job.backup, job.error, details)
 
     def record(self, event: str, actor: str, facts: dict, outcome: str, started: float, **kwargs) -> None:
-        self.state.audit.record(event=event, actor=actor, outcome=outcome, started=started,
-                                client=facts.get("client"), user_agent=facts.get("user_agent"), **kwargs)
+        self.state.audit.record(
+            event=event,
+            actor=actor,
+            outcome=outcome,
+            started=started,
+            client=facts.get("client"),
+            user_agent=facts.get("user_agent"),
+            **kwargs,
+        )
 
     def notify(self, action: str, ok: bool, summary: str, name: str | None, error: str | None, details: dict) -> None:
         now = datetime.now(timezone.utc)
-        self.state.reporter.notifier.submit(Event(
-            kind=RESTORE, outcome=OK if ok else FAILED, database=self.link.database, name=name,
-            error=error, finished=now, details={"action": action, "summary": summary, **details}))
+        self.state.reporter.notifier.submit(
+            Event(
+                kind=RESTORE,
+                outcome=OK if ok else FAILED,
+                database=self.link.database,
+                name=name,
+                error=error,
+                finished=now,
+                details={"action": action, "summary": summary, **details},
+            )
+        )
 
     def exclusive(self, what: str):
         """`with jobs.exclusive("an undo"):` — no backup and no restore beside it; Busy otherwise."""

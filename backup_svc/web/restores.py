@@ -5,6 +5,7 @@ Starting, cancelling, undoing and dropping change databases: `rights.change_righ
 login or RESTORE_TOKEN, never ADMIN_TOKEN alone, a signed link or another site). Reading takes any
 credential.
 """
+
 from __future__ import annotations
 
 import time
@@ -58,17 +59,21 @@ def start():
     backup, mode = body.get("backup"), body.get("mode", "new")
     live = jobs.link.database
     if not isinstance(backup, str) or not backup:
-        api_abort(400, "Name the stored backup to restore: \"backup\" (GET /api/v1/stored lists them).")
+        api_abort(400, 'Name the stored backup to restore: "backup" (GET /api/v1/stored lists them).')
     if mode not in MODES:
-        api_abort(400, "\"mode\" is \"new\" (restore into a new database) or \"replace\" (swap it in for the "
-                       "live one, which is kept).")
+        api_abort(
+            400,
+            '"mode" is "new" (restore into a new database) or "replace" (swap it in for the live one, which is kept).',
+        )
     if mode == "replace" and body.get("confirm") != live:
-        api_abort(400, f"Replacing the live database needs \"confirm\": the database's name, typed ({live}). "
-                       "Nothing was started.")
+        api_abort(
+            400,
+            f'Replacing the live database needs "confirm": the database\'s name, typed ({live}). Nothing was started.',
+        )
     try:
         target = body.get("database") or jobs.default_target()
         if not isinstance(target, str):
-            raise BadName("\"database\" is a name")
+            raise BadName('"database" is a name')
         check_new_name(target, live)
     except BadName as exc:
         api_abort(400, f"{exc}. Nothing was started.")
@@ -84,16 +89,36 @@ def start():
         api_abort(503, stored.prompt.explain(exc), Retry_After=RETRY_AFTER_STORAGE_S)
     actor, facts = current_actor(), request_facts()
     if is_encrypted_name(backup) and not state.settings.encryption.identities:
-        refusal = (f"{backup} is encrypted with age and BACKUP_AGE_IDENTITY is not set, so the service cannot "
-                   "decrypt it. Set it to the private key (docs/encryption.md). Nothing was started.")
-        jobs.record("restore", actor, facts, "refused", time.time(), name=backup, error=refusal,
-                    status=409, details={"mode": mode, "target": target})
+        refusal = (
+            f"{backup} is encrypted with age and BACKUP_AGE_IDENTITY is not set, so the service cannot "
+            "decrypt it. Set it to the private key (docs/encryption.md). Nothing was started."
+        )
+        jobs.record(
+            "restore",
+            actor,
+            facts,
+            "refused",
+            time.time(),
+            name=backup,
+            error=refusal,
+            status=409,
+            details={"mode": mode, "target": target},
+        )
         api_abort(409, refusal)
     try:
         job = jobs.start(backup, mode, target, actor, facts)
     except Busy as exc:
-        jobs.record("restore", actor, facts, "refused", time.time(), name=backup, error=str(exc),
-                    status=409, details={"mode": mode, "target": target})
+        jobs.record(
+            "restore",
+            actor,
+            facts,
+            "refused",
+            time.time(),
+            name=backup,
+            error=str(exc),
+            status=409,
+            details={"mode": mode, "target": target},
+        )
         api_abort(409, f"Not started: {exc}.")
     progress_url = url_for("restores.progress", job_id=job.id)
     return jsonify(id=job.id, progress_url=progress_url, target=target, mode=mode), 202, {"Location": progress_url}
@@ -105,8 +130,11 @@ def listing():
     """Recent restores of this process, newest first, and the running one's id."""
     jobs = _jobs()
     running = jobs.running
-    return jsonify(restores=[job.as_json() for job in jobs.recent()], running=running.id if running else None,
-                   note="Kept in this process's memory only; the audit log has every restore.")
+    return jsonify(
+        restores=[job.as_json() for job in jobs.recent()],
+        running=running.id if running else None,
+        note="Kept in this process's memory only; the audit log has every restore.",
+    )
 
 
 @bp.get("/restores/<job_id>")
@@ -123,8 +151,11 @@ def cancel(job_id: str):
     """Cancel a restore before its swap: the half-built database is dropped, the live one untouched."""
     job = _job(job_id)
     if not job.cancellable():
-        api_abort(409, "Too late to cancel: the restore has ended or its swap has begun (a swap either "
-                       "completes or is undone within RESTORE_SWAP_TIMEOUT).")
+        api_abort(
+            409,
+            "Too late to cancel: the restore has ended or its swap has begun (a swap either "
+            "completes or is undone within RESTORE_SWAP_TIMEOUT).",
+        )
     job.cancel_requested.set()
     return jsonify(id=job.id, state=job.state, message="Cancelling: the half-built database will be dropped."), 202
 
@@ -140,9 +171,13 @@ def databases():
             rights = privileges(db, jobs.link.database)
     except RestoreFailed as exc:
         api_abort(502, str(exc))
-    return jsonify(database=jobs.link.database, kept=[k.as_json() for k in kept],
-                   privileges=rights.as_json(jobs.link.database), credentials=capabilities(),
-                   swap_timeout_s=service().settings.restore.swap_timeout_s)
+    return jsonify(
+        database=jobs.link.database,
+        kept=[k.as_json() for k in kept],
+        privileges=rights.as_json(jobs.link.database),
+        credentials=capabilities(),
+        swap_timeout_s=service().settings.restore.swap_timeout_s,
+    )
 
 
 @bp.post("/databases/<name>/undo")
@@ -152,8 +187,9 @@ def undo_swap(name: str):
     jobs, actor, facts, started = _jobs(), current_actor(), request_facts(), time.time()
 
     def audit(outcome: str, error: str | None = None, **details) -> None:
-        jobs.record("restore-undo", actor, facts, outcome, started, name=name, error=error,
-                    details={"target": name, **details})
+        jobs.record(
+            "restore-undo", actor, facts, outcome, started, name=name, error=error, details={"target": name, **details}
+        )
 
     try:
         with jobs.exclusive(f"an undo (by {actor})"):
@@ -164,15 +200,29 @@ def undo_swap(name: str):
         _refused(audit, 404, exc)
     except (SwapFailed, RestoreFailed) as exc:
         audit("failed", str(exc))
-        jobs.notify("undo", False, f"Swapping {name} back in for {jobs.link.database} failed: {exc}", name, str(exc),
-                    {"target": name})
+        jobs.notify(
+            "undo",
+            False,
+            f"Swapping {name} back in for {jobs.link.database} failed: {exc}",
+            name,
+            str(exc),
+            {"target": name},
+        )
         api_abort(409, str(exc))
     audit("ok", kept_as=report.kept_as, downtime_s=round(report.closed_s, 3))
-    summary = (f"{name} was swapped back in for {jobs.link.database} by {actor}; the data it replaced is kept as "
-               f"{report.kept_as}.")
+    summary = (
+        f"{name} was swapped back in for {jobs.link.database} by {actor}; the data it replaced is kept as "
+        f"{report.kept_as}."
+    )
     jobs.notify("undo", True, summary, name, None, {"target": name, "kept_as": report.kept_as})
-    return jsonify(database=jobs.link.database, swapped_in=name, kept_as=report.kept_as,
-                   downtime_s=round(report.closed_s, 3), warning=report.warning, message=summary)
+    return jsonify(
+        database=jobs.link.database,
+        swapped_in=name,
+        kept_as=report.kept_as,
+        downtime_s=round(report.closed_s, 3),
+        warning=report.warning,
+        message=summary,
+    )
 
 
 def _refused(audit, status: int, exc: Exception, message: str | None = None) -> None:

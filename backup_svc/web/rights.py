@@ -5,6 +5,7 @@ ADMIN_PASSWORD, HTTP basic) or `Authorization: Bearer <RESTORE_TOKEN>` — never
 (it lives in CI jobs and scripts that only read), never a signed link, never a request another site
 or page sent. Their progress and the list of kept databases may be read with any credential.
 """
+
 from __future__ import annotations
 
 from functools import wraps
@@ -19,13 +20,19 @@ from backup_svc.web.gate import check_before_credentials, count_failed_credentia
 from backup_svc.web.state import service
 
 RESTORE_TOKEN_ACTOR = "restore token"
-ADMIN_TOKEN_READS_ONLY = ("ADMIN_TOKEN may read backups and start them, not restore, undo or drop databases. "
-                          "Log in with ADMIN_USERNAME / ADMIN_PASSWORD (the dashboard) or send "
-                          "`Authorization: Bearer <RESTORE_TOKEN>`.")
-LINKS_READ_ONLY = ("A signed link can only download a backup; restoring, undoing and dropping need the "
-                   "dashboard's login or RESTORE_TOKEN.")
-NEEDS_CHANGE_RIGHTS = ("Authentication required: log in with ADMIN_USERNAME / ADMIN_PASSWORD or send "
-                       "`Authorization: Bearer <RESTORE_TOKEN>` (ADMIN_TOKEN cannot restore).")
+ADMIN_TOKEN_READS_ONLY = (
+    "ADMIN_TOKEN may read backups and start them, not restore, undo or drop databases. "
+    "Log in with ADMIN_USERNAME / ADMIN_PASSWORD (the dashboard) or send "
+    "`Authorization: Bearer <RESTORE_TOKEN>`."
+)
+LINKS_READ_ONLY = (
+    "A signed link can only download a backup; restoring, undoing and dropping need the "
+    "dashboard's login or RESTORE_TOKEN."
+)
+NEEDS_CHANGE_RIGHTS = (
+    "Authentication required: log in with ADMIN_USERNAME / ADMIN_PASSWORD or send "
+    "`Authorization: Bearer <RESTORE_TOKEN>` (ADMIN_TOKEN cannot restore)."
+)
 
 
 def _refuse(status: int, message: str):
@@ -41,6 +48,7 @@ def _restore_token_matches() -> bool:
 
 def change_rights_required(view):
     """Admit only the browser login or RESTORE_TOKEN; 403 for a signed link, ADMIN_TOKEN or another site."""
+
     @wraps(view)
     def guarded(*args, **kwargs):
         try:
@@ -59,12 +67,16 @@ def change_rights_required(view):
         elif _restore_token_matches():
             g.flask_httpauth_user = RESTORE_TOKEN_ACTOR
             return view(*args, **kwargs)
-        elif credentials is not None and credentials.type == "bearer" \
-                and _same(credentials.token, service().settings.admin_token):
+        elif (
+            credentials is not None
+            and credentials.type == "bearer"
+            and _same(credentials.token, service().settings.admin_token)
+        ):
             _refuse(403, ADMIN_TOKEN_READS_ONLY)
         count_failed_credentials()
         audit_refused_backup(401, NEEDS_CHANGE_RIGHTS)
         return error_response(401, NEEDS_CHANGE_RIGHTS, {"WWW-Authenticate": f'Basic realm="{REALM}"'})
+
     return guarded
 
 
@@ -81,6 +93,7 @@ def read_rights_required(view):
         if carries_link(request.args):
             api_abort(403, LINKS_READ_ONLY)
         return checked(*args, **kwargs)
+
     return guarded
 
 
@@ -90,7 +103,6 @@ def capabilities() -> dict:
     return {
         "login": {"set": settings.admin_password is not None, "read": True, "backup": True, "restore": True},
         "admin_token": {"set": settings.admin_token is not None, "read": True, "backup": True, "restore": False},
-        "restore_token": {"set": settings.restore.token is not None, "read": True, "backup": False,
-                          "restore": True},
+        "restore_token": {"set": settings.restore.token is not None, "read": True, "backup": False, "restore": True},
         "signed_link": {"set": settings.link_secret is not None, "read": True, "backup": True, "restore": False},
     }

@@ -1,4 +1,5 @@
 """Browser-facing defences: refusing cross-site requests (Fetch Metadata) and the security headers."""
+
 from __future__ import annotations
 
 from typing import Mapping
@@ -10,20 +11,22 @@ from backup_svc.web.proxy import arrived_over_https
 
 # Pages load scripts and styles only from this service, never inline: an injected `<script>` or
 # `style=` does nothing. The dashboard's assets are served by the service itself.
-CONTENT_SECURITY_POLICY = "; ".join([
-    "default-src 'none'",
-    "script-src 'self'",
-    "style-src 'self'",
-    "img-src 'self' data:",
-    "connect-src 'self'",
-    # the dashboard downloads through a hidden same-origin iframe (the browser's download manager)
-    "frame-src 'self'",
-    "font-src 'self'",
-    "manifest-src 'self'",
-    "form-action 'self'",
-    "base-uri 'none'",
-    "frame-ancestors 'none'",
-])
+CONTENT_SECURITY_POLICY = "; ".join(
+    [
+        "default-src 'none'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self' data:",
+        "connect-src 'self'",
+        # the dashboard downloads through a hidden same-origin iframe (the browser's download manager)
+        "frame-src 'self'",
+        "font-src 'self'",
+        "manifest-src 'self'",
+        "form-action 'self'",
+        "base-uri 'none'",
+        "frame-ancestors 'none'",
+    ]
+)
 SECURITY_HEADERS = {
     "Content-Security-Policy": CONTENT_SECURITY_POLICY,
     "X-Content-Type-Options": "nosniff",
@@ -43,11 +46,15 @@ _DUMP_SITES = {"same-origin", "none"}
 # frames are not top-level and are refused (frame-ancestors would blank them anyway).
 _TOP_LEVEL_DESTINATIONS = {"document", "empty"}
 
-STEERED_DUMP = ("Refused: another site or page started this backup. Start backups from the dashboard "
-                "(/ on this service) or with a signed link; links, forms, scripts and frames on other "
-                "pages cannot start one.")
-STEERED_REQUEST = ("Refused: this request came from another site. Open the link directly or use the "
-                   "dashboard; scripts, frames and embedded resources on other sites cannot use this service.")
+STEERED_DUMP = (
+    "Refused: another site or page started this backup. Start backups from the dashboard "
+    "(/ on this service) or with a signed link; links, forms, scripts and frames on other "
+    "pages cannot start one."
+)
+STEERED_REQUEST = (
+    "Refused: this request came from another site. Open the link directly or use the "
+    "dashboard; scripts, frames and embedded resources on other sites cannot use this service."
+)
 
 
 def steered_dump(headers: Mapping[str, str]) -> bool:
@@ -105,8 +112,10 @@ def state_change_refusal(method: str, headers: Mapping[str, str], own_origin: st
     return None
 
 
-STEERED_CHANGE = ("Refused: from a browser, only this service's own pages may change anything (Sec-Fetch-Site "
-                  "and Origin are checked). Use the dashboard; scripts send Authorization: Bearer <ADMIN_TOKEN>.")
+STEERED_CHANGE = (
+    "Refused: from a browser, only this service's own pages may change anything (Sec-Fetch-Site "
+    "and Origin are checked). Use the dashboard; scripts send Authorization: Bearer <ADMIN_TOKEN>."
+)
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -117,6 +126,7 @@ def same_origin(origin: str, own_origin: str) -> bool:
     Case, an explicit default port and `[]` around IPv6 do not matter; `null`, a path or anything
     unparsable never matches.
     """
+
     def key(url: str):
         parts = urlsplit(url.strip())
         if parts.scheme not in _DEFAULT_PORTS or not parts.hostname or parts.query or parts.fragment:

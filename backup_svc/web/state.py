@@ -1,4 +1,5 @@
 """The state one worker process keeps, and the one way views reach it."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -49,18 +50,24 @@ class BackupService:
         self.throttle = AuthThrottle(self.settings.auth_failures_per_minute)
         self.audit = AuditTrail()
         self.facts = CachedFacts(self.settings.conn)
-        self.setup = StoredSetup(self.settings.dump, self.settings.storage, self.settings.notify,
-                                 self.settings.encryption)
+        self.setup = StoredSetup(
+            self.settings.dump, self.settings.storage, self.settings.notify, self.settings.encryption
+        )
         self.reporter = reporter_for(self.setup)
         storage = self.settings.storage
-        self.history = history_for("serve", storage.location if storage else None,
-                                   storage.client_env if storage else None)
+        self.history = history_for(
+            "serve", storage.location if storage else None, storage.client_env if storage else None
+        )
         self.audit.sink = audit_sink(self.history)
         self.reporter.history = outcome_sink(self.history)
         # /readyz is public: however often it is called, at most one connection per READINESS_TTL_S,
         # and no caller waits for it (a hung database would hold every request thread).
-        self.readiness = BackgroundFacts(self.settings.conn, ttl_s=READINESS_TTL_S, error_ttl_s=READINESS_TTL_S,
-                                         timeout_s=min(self.settings.connect_timeout_s, 5))
+        self.readiness = BackgroundFacts(
+            self.settings.conn,
+            ttl_s=READINESS_TTL_S,
+            error_ttl_s=READINESS_TTL_S,
+            timeout_s=min(self.settings.connect_timeout_s, 5),
+        )
 
 
 def service() -> BackupService:

@@ -6,6 +6,7 @@ the POST is the one request that changes something, so a browser may send it onl
 service's own pages (security.state_change_refusal). Progress of a stored backup is read from the
 same `/api/v1/backups/<id>` as a download's.
 """
+
 from __future__ import annotations
 
 import logging
@@ -43,8 +44,10 @@ bp = Blueprint("stored", __name__, url_prefix="/api/v1")
 log = logging.getLogger(__name__)
 
 RETRY_AFTER_STORAGE_S = "30"
-NOT_CONFIGURED = ("Object storage is not configured: set BACKUP_STORAGE_URL=s3://<bucket>/<prefix> and the "
-                  "AWS_* variables, or rclone:<remote>:<path> and the RCLONE_CONFIG_* ones (docs/storage.md).")
+NOT_CONFIGURED = (
+    "Object storage is not configured: set BACKUP_STORAGE_URL=s3://<bucket>/<prefix> and the "
+    "AWS_* variables, or rclone:<remote>:<path> and the RCLONE_CONFIG_* ones (docs/storage.md)."
+)
 
 
 def _stored() -> StoredBackups:
@@ -63,8 +66,10 @@ def storage_status(stored: StoredBackups, now: datetime) -> dict:
     if schedule is not None:
         next_run = stored.next_run(now)
         schedule_json = {
-            "expression": str(schedule), "description": schedule.describe(),
-            "next_run": iso_utc(next_run.timestamp()), "next_run_text": next_run_words(next_run, now),
+            "expression": str(schedule),
+            "description": schedule.describe(),
+            "next_run": iso_utc(next_run.timestamp()),
+            "next_run_text": next_run_words(next_run, now),
             "interval_s": int(schedule_interval(schedule, now).total_seconds()),
             "last_run": runs["last_scheduled"],
             # BACKUP_EXPECTED_SCHEDULE: another process (a cron service) takes them; this one only watches
@@ -79,12 +84,15 @@ def storage_status(stored: StoredBackups, now: datetime) -> dict:
         # a dedup backup (….sql.dedup) is always streamed through the service, rebuilt as a .sql.gz
         "dedup_download": download_limit(DEDUP_MB_S, DEDUP_MEASURED_ON),
         "schedule": schedule_json,
-        "retention": {"setting": str(storage.retention) if storage.retention else None,
-                      "description": retention_words(storage.retention)},
+        "retention": {
+            "setting": str(storage.retention) if storage.retention else None,
+            "description": retention_words(storage.retention),
+        },
         "last_run": runs["last_run"],
         "last_failure": runs["last_failure"],
         "running": {"id": current.id, "progress_url": url_for("api.backup_progress", backup_id=current.id)}
-        if current is not None else None,
+        if current is not None
+        else None,
         "history_note": history["note"],
         "history": history,
         # notifications' delivery problems, restore drills, the staleness alarm (docs/notifications.md)
@@ -111,23 +119,42 @@ def stored_list():
         return response, 503, {"Retry-After": RETRY_AFTER_STORAGE_S}
     newest = entries[0].backup if entries else None
     last_scheduled = status["schedule"]["last_run"] if status["schedule"] else None
-    fresh = freshness(newest.time if newest else None, now, stored.storage.watched_schedule,
-                      last_scheduled is not None and last_scheduled.get("outcome") in FAILED_RUNS,
-                      up_since=stored.up_since)
+    fresh = freshness(
+        newest.time if newest else None,
+        now,
+        stored.storage.watched_schedule,
+        last_scheduled is not None and last_scheduled.get("outcome") in FAILED_RUNS,
+        up_since=stored.up_since,
+    )
     held = active_holds(holds)
     marks = retention_marks(entries, stored.storage.retention, held)
     return jsonify(
-        backups=[{**entry.as_json(), "kept": marks[entry.backup.name][0], "kept_by": list(marks[entry.backup.name][1]),
-                  "held": entry.backup.name in held} for entry in entries],
+        backups=[
+            {
+                **entry.as_json(),
+                "kept": marks[entry.backup.name][0],
+                "kept_by": list(marks[entry.backup.name][1]),
+                "held": entry.backup.name in held,
+            }
+            for entry in entries
+        ],
         # stored by an older version, before the ownership record: read-only (never pruned, not counted)
         unrecorded=[{**entry.as_json(), "owner_record": False} for entry in stored.prompt.catalog.unrecorded],
         # size and rows over the last 90 days (≤ 60 backups), oldest first, and the shrink alarms' holds
         trend=trend(entries, stored.storage.retention, holds, now),
-        shrink_alert={"threshold": stored.storage.shrink_alert,
-                      "alerts": [hold_json(hold) for hold in holds if hold.active]},
-        newest={"name": newest.name, "time": iso_utc(newest.time.timestamp()), "age_s": int(fresh.age_s),
-                "stale": fresh.stale, "warning": fresh.warning} if newest else
-               {"name": None, "time": None, "age_s": None, "stale": fresh.stale, "warning": fresh.warning},
+        shrink_alert={
+            "threshold": stored.storage.shrink_alert,
+            "alerts": [hold_json(hold) for hold in holds if hold.active],
+        },
+        newest={
+            "name": newest.name,
+            "time": iso_utc(newest.time.timestamp()),
+            "age_s": int(fresh.age_s),
+            "stale": fresh.stale,
+            "warning": fresh.warning,
+        }
+        if newest
+        else {"name": None, "time": None, "age_s": None, "stale": fresh.stale, "warning": fresh.warning},
         **status,
     )
 
@@ -169,12 +196,23 @@ def download(name: str):
     state, started, actor, facts = service(), time.time(), current_actor(), request_facts()
 
     def audit(outcome: str, status: int, error: str | None = None, **amounts) -> None:
-        state.audit.record(event="stored-download", actor=actor, outcome=outcome, started=started, status=status,
-                           name=name[:200], error=error, **facts, **amounts)
+        state.audit.record(
+            event="stored-download",
+            actor=actor,
+            outcome=outcome,
+            started=started,
+            status=status,
+            name=name[:200],
+            error=error,
+            **facts,
+            **amounts,
+        )
 
     prompt, size, url, members = stored.prompt, None, None, None
     try:
-        if is_manifest_name(name) and not prompt.streams_downloads:  # a dedup backup: rebuilt as a .sql.gz from its chunks, through this service
+        if (
+            is_manifest_name(name) and not prompt.streams_downloads
+        ):  # a dedup backup: rebuilt as a .sql.gz from its chunks, through this service
             if prompt.exists(name):
                 size, members = open_dedup_sqlgz(prompt, name, stored.storage.dedup_key)
         elif prompt.streams_downloads:  # an rclone remote: no presigned links, the bytes pass through here
@@ -183,24 +221,33 @@ def download(name: str):
             url = prompt.download_url(name)
     except NotOurBackup:
         audit("refused", 404, "not one of this service's backup names")
-        api_abort(404, "No stored backup of this service has that name: names look like "
-                       f"{stored.prompt.names.backup_name}_backup_YYYYMMDD_HHMMSS.sql.gz (GET /api/v1/stored lists them).")
+        api_abort(
+            404,
+            "No stored backup of this service has that name: names look like "
+            f"{stored.prompt.names.backup_name}_backup_YYYYMMDD_HHMMSS.sql.gz (GET /api/v1/stored lists them).",
+        )
     except StorageError as exc:
         message = stored.prompt.explain(exc)
         audit("failed", 503, message)
         api_abort(503, message, Retry_After=RETRY_AFTER_STORAGE_S)
     except DecryptionFailed:  # an age-encrypted dedup backup: its chunks are not handed out decrypted here
         audit("refused", 409, "an encrypted dedup backup is not downloaded through the service")
-        api_abort(409, f"{name} is an age-encrypted dedup backup: the dashboard does not hand it out decrypted. "
-                       "Restore it here, or rebuild it where the private key is: "
-                       f"`BACKUP_AGE_IDENTITY=… backup-svc get {name} -o FILE.sql.gz`.")
+        api_abort(
+            409,
+            f"{name} is an age-encrypted dedup backup: the dashboard does not hand it out decrypted. "
+            "Restore it here, or rebuild it where the private key is: "
+            f"`BACKUP_AGE_IDENTITY=… backup-svc get {name} -o FILE.sql.gz`.",
+        )
     except BadBackup as exc:  # a manifest this version cannot read (or the wrong BACKUP_DEDUP_KEY)
         audit("failed", 502, str(exc))
         api_abort(502, f"{name} cannot be rebuilt as a .sql.gz: {exc}")
     if url is None and size is None:
         audit("refused", 404, "no such object")
-        api_abort(404, f"There is no stored backup {name} (any more): retention may have deleted it. "
-                       "GET /api/v1/stored lists the ones there are.")
+        api_abort(
+            404,
+            f"There is no stored backup {name} (any more): retention may have deleted it. "
+            "GET /api/v1/stored lists the ones there are.",
+        )
     if members is not None:  # Content-Length is known from the manifest; a damaged chunk ends the body short
         return streamed_response(sqlgz_name(name), size, members, audit, request.environ)
     if url is None:
@@ -225,12 +272,25 @@ def start():
     except BackupIdInUse:
         api_abort(409, "This progress_id belongs to another backup; choose a new random one for each backup.")
     if record is None:
-        message = ("A backup is running (a download or a stored backup); a stored backup starts only when none "
-                   "does. Try again when it has finished.")
-        state.audit.record(event="stored-backup", actor=actor, outcome="refused", started=started, status=429,
-                           error="a backup is running", **facts)
+        message = (
+            "A backup is running (a download or a stored backup); a stored backup starts only when none "
+            "does. Try again when it has finished."
+        )
+        state.audit.record(
+            event="stored-backup",
+            actor=actor,
+            outcome="refused",
+            started=started,
+            status=429,
+            error="a backup is running",
+            **facts,
+        )
         api_abort(429, message, Retry_After=RETRY_AFTER_BUSY_S)
     progress_url = url_for("api.backup_progress", backup_id=record.id)
-    body = {"id": record.id, "name": record.filename, "progress_url": progress_url,
-            "storage": stored.storage.location.url}
+    body = {
+        "id": record.id,
+        "name": record.filename,
+        "progress_url": progress_url,
+        "storage": stored.storage.location.url,
+    }
     return jsonify(body), 202, {"Location": progress_url}

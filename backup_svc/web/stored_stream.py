@@ -5,6 +5,7 @@ The bytes come from `rclone cat` one 64 KiB chunk at a time (memory stays flat w
 is written to disk). Headers are decided before the first byte: the length is the listed size, so a
 transfer that breaks later (the remote failing) ends short and the client sees it incomplete.
 """
+
 from __future__ import annotations
 
 import logging
@@ -66,12 +67,22 @@ class StreamedStoredBackup:
             self.audit(outcome, 200, self.error, gzip_bytes=self.sent)
 
 
-def streamed_response(name: str, size: int, chunks: Iterator[bytes], audit: Callable[..., None],
-                      environ: dict) -> Response:
+def streamed_response(
+    name: str, size: int, chunks: Iterator[bytes], audit: Callable[..., None], environ: dict
+) -> Response:
     """200 with the backup's bytes as an attachment named `name`, its length and no caching."""
     body = StreamedStoredBackup(chunks, size, audit)
     environ[UNSENT_BODY] = body  # closed with whatever response goes out, should this one fail to start
     mimetype = "application/octet-stream" if is_encrypted_name(name) else "application/gzip"
-    return Response(body, status=200, mimetype=mimetype, direct_passthrough=True, headers={
-        "Content-Disposition": content_disposition(name), "Content-Length": str(size),
-        "Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+    return Response(
+        body,
+        status=200,
+        mimetype=mimetype,
+        direct_passthrough=True,
+        headers={
+            "Content-Disposition": content_disposition(name),
+            "Content-Length": str(size),
+            "Cache-Control": "no-store",
+            "X-Accel-Buffering": "no",
+        },
+    )

@@ -1,4 +1,5 @@
 """Failed-authentication throttling per client address, in memory, with a bounded table."""
+
 from __future__ import annotations
 
 import math
@@ -19,8 +20,13 @@ class AuthThrottle:
     until the window ends. Successes neither count nor reset anything.
     """
 
-    def __init__(self, limit: int, window_s: float = WINDOW_S, max_tracked: int = MAX_TRACKED,
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        limit: int,
+        window_s: float = WINDOW_S,
+        max_tracked: int = MAX_TRACKED,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.limit = limit
         self.window_s = window_s
         self.max_tracked = max_tracked

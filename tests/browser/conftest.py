@@ -1,4 +1,5 @@
 """Fixtures the browser tests share."""
+
 from __future__ import annotations
 
 import http.server
@@ -53,7 +54,8 @@ def other_site():
 @pytest.fixture(scope="module")
 def linked_service(rich_db, pg_cluster, tmp_path_factory):
     """The rich database's service with signed links on (LINK_SECRET), one per test module."""
-    service = Service({"DATABASE_URL": rich_db, "LINK_SECRET": LINK_SECRET},
-                      tmp_path_factory.mktemp("linked") / "service.log").start()
+    service = Service(
+        {"DATABASE_URL": rich_db, "LINK_SECRET": LINK_SECRET}, tmp_path_factory.mktemp("linked") / "service.log"
+    ).start()
     yield service
     service.stop()

@@ -1,4 +1,5 @@
 """Cancelling someone's running backup from the dashboard, in a real headless Chromium."""
+
 from __future__ import annotations
 
 from playwright.sync_api import expect

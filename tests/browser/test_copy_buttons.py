@@ -6,6 +6,7 @@ reads the clipboard back); on http://<this machine's other address> it is plain 
 clipboard API, and the text is selected for Ctrl+C instead. Screenshots at 390 and 1280 px land in
 artifacts/copy-*.png (looked at by hand).
 """
+
 from __future__ import annotations
 
 import socket
@@ -39,8 +40,9 @@ def stored_service(ours, storage, rich_db, start_service):  # noqa: F811
 
 
 def open_at(browser, service, base: str, width: int, clipboard: bool):
-    context = browser.new_context(viewport={"width": width, "height": 900},
-                                  http_credentials={"username": "admin", "password": service.password})
+    context = browser.new_context(
+        viewport={"width": width, "height": 900}, http_credentials={"username": "admin", "password": service.password}
+    )
     if clipboard:
         context.grant_permissions(["clipboard-read", "clipboard-write"], origin=base)
     page = context.new_page()

@@ -1,4 +1,5 @@
 """The admin dashboard in a real headless Chromium, against a real gunicorn and PostgreSQL."""
+
 from __future__ import annotations
 
 import hashlib
@@ -24,8 +25,10 @@ def throttle(page, bytes_per_s: int) -> None:
     """
     cdp = page.context.new_cdp_session(page)
     cdp.send("Network.enable")
-    cdp.send("Network.emulateNetworkConditions",
-             {"offline": False, "latency": 0, "downloadThroughput": bytes_per_s, "uploadThroughput": -1})
+    cdp.send(
+        "Network.emulateNetworkConditions",
+        {"offline": False, "latency": 0, "downloadThroughput": bytes_per_s, "uploadThroughput": -1},
+    )
 
 
 def backup_id(page) -> str:
@@ -54,8 +57,11 @@ def tab_to(page, element_id: str, max_presses: int = 20) -> None:
 
 def refused_attempts(service) -> int:
     """Audit lines of refused attempts (`backup_started` lines, which have no outcome yet, do not count)."""
-    entries = [json.loads(line.split("backup_svc.audit: ", 1)[1])
-               for line in service.log().splitlines() if "backup_svc.audit: " in line]
+    entries = [
+        json.loads(line.split("backup_svc.audit: ", 1)[1])
+        for line in service.log().splitlines()
+        if "backup_svc.audit: " in line
+    ]
     return sum(1 for entry in entries if entry.get("outcome") == "refused")
 
 
@@ -105,8 +111,9 @@ def test_download_restores_identically_and_page_reaches_done(rich_service, pg_cl
     assert snapshot(pg_cluster, "restored_from_dashboard") == snapshot(pg_cluster, "rich")
 
 
-def test_backend_killed_mid_dump_shows_the_error_never_done(big_db, start_service, pg_cluster, open_dashboard,
-                                                             tmp_path):
+def test_backend_killed_mid_dump_shows_the_error_never_done(
+    big_db, start_service, pg_cluster, open_dashboard, tmp_path
+):
     service = start_service(DATABASE_URL=big_db)
     page = open_dashboard(service)
     throttle(page, 2_000_000)
@@ -117,8 +124,9 @@ def test_backend_killed_mid_dump_shows_the_error_never_done(big_db, start_servic
     assert running["state"] == "running" and 0 < running["percent"] < 99
 
     with pg_cluster.connect() as db:
-        killed = db.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                            "WHERE application_name LIKE 'backup_svc-dump%'").fetchall()
+        killed = db.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name LIKE 'backup_svc-dump%'"
+        ).fetchall()
     assert killed == [(True,)]
 
     expect(page.locator("#error")).to_be_visible(timeout=SLOW_MS)
@@ -140,7 +148,8 @@ def test_backend_killed_mid_dump_shows_the_error_never_done(big_db, start_servic
 
 
 def test_busy_service_disables_the_button_with_who_and_since_when_and_a_download_cannot_start_twice(
-        big_db, start_service, pg_cluster, open_dashboard):
+    big_db, start_service, pg_cluster, open_dashboard
+):
     service = start_service(DATABASE_URL=big_db)
     page = open_dashboard(service)
     expect(page.locator("#dl")).to_be_enabled()

@@ -1,5 +1,6 @@
 """The dashboard's "Notifications and restore drills" section in a real Chromium: stale backups and a
 webhook that keeps failing are shown, without the webhook's secret path."""
+
 from __future__ import annotations
 
 import pytest
@@ -23,13 +24,18 @@ def moto():
 def test_stale_backups_and_a_failing_webhook_are_shown(moto, rich_db, pg_cluster, start_service, open_dashboard):
     client = make_client(s3_env(moto.endpoint))
     bucket = new_bucket(client)
-    seed_backup(client, bucket, "nightly/rich_backup_20260101_030000.sql.gz",
-                owner=owned(cluster_identity(pg_cluster), "rich"))
+    seed_backup(
+        client, bucket, "nightly/rich_backup_20260101_030000.sql.gz", owner=owned(cluster_identity(pg_cluster), "rich")
+    )
     with receivers.receivers() as make:
         hook = make([500] * 10)
-        service = start_service(DATABASE_URL=rich_db, BACKUP_STORAGE_URL=f"s3://{bucket}/nightly",
-                                BACKUP_SCHEDULE="0 3 * * *", NOTIFY_WEBHOOK_URL=hook.url + HOOK,
-                                **s3_env(moto.endpoint))
+        service = start_service(
+            DATABASE_URL=rich_db,
+            BACKUP_STORAGE_URL=f"s3://{bucket}/nightly",
+            BACKUP_SCHEDULE="0 3 * * *",
+            NOTIFY_WEBHOOK_URL=hook.url + HOOK,
+            **s3_env(moto.endpoint),
+        )
         # the staleness watch alarms at start; the webhook answers 500 to each of its 3 attempts
         assert wait_until(lambda: len(hook.requests) >= 3, 30), service.log()[-2000:]
         page = open_dashboard(service)

@@ -6,6 +6,7 @@ command. Each state is photographed at 390 and 1280 px (artifacts/words-*.png, l
 Faults come from the S3 proxy (tests/s3support.py: moto itself never answers slowly or with 500) and
 from PostgreSQL itself (a database with ALLOW_CONNECTIONS false refuses every connection, for real).
 """
+
 from __future__ import annotations
 
 import re
@@ -39,14 +40,14 @@ def is_listing(method: str, path: str, query: dict) -> bool:
 
 
 @pytest.mark.parametrize("width", WIDTHS)
-def test_while_the_bucket_is_read_the_box_is_neutral_not_green(s3, fault_proxy, rich_db, start_service,
-                                                              open_dashboard, width):
+def test_while_the_bucket_is_read_the_box_is_neutral_not_green(
+    s3, fault_proxy, rich_db, start_service, open_dashboard, width
+):
     """The proxy holds every bucket listing (the status lists backups, history and holds) until the page
     has been looked at: "Reading the bucket…" in a neutral box; once released, the answer."""
     _, bucket = s3
     proxy, _ = fault_proxy
-    service = start_service(DATABASE_URL=rich_db, BACKUP_STORAGE_URL=f"s3://{bucket}/rich/",
-                            **s3_env(proxy.endpoint))
+    service = start_service(DATABASE_URL=rich_db, BACKUP_STORAGE_URL=f"s3://{bucket}/rich/", **s3_env(proxy.endpoint))
     proxy.add(is_listing, ["hold"], repeat_last=True)
     page = open_dashboard(service, width=width)
     box = page.locator("#stored-freshness")
@@ -58,7 +59,8 @@ def test_while_the_bucket_is_read_the_box_is_neutral_not_green(s3, fault_proxy, 
     expect(page.locator("#stored-age")).to_have_text("No stored backup yet", timeout=SLOW_MS)
     expect(box).to_have_class("freshness none")
     expect(page.locator("#stored-newest")).to_have_text(
-        "Use “Back up to storage now”, or set BACKUP_SCHEDULE to take them on a schedule.")
+        "Use “Back up to storage now”, or set BACKUP_SCHEDULE to take them on a schedule."
+    )
     no_sideways_scroll(page, width)
 
 
@@ -66,28 +68,37 @@ def test_the_loading_box_is_not_styled_as_success(s3, moto_s3, rich_db, pg_clust
     """Computed colours: the loading box has the neutral panel's background, a fresh backup's box the
     success colour — so "Reading the bucket…" can never look like good news."""
     client, bucket = s3
-    seed_backup(client, bucket, f"rich/rich_backup_{datetime.now(timezone.utc) - timedelta(hours=1):%Y%m%d_%H%M%S}.sql.gz",
-                owner=owned(cluster_identity(pg_cluster), "rich"))
+    seed_backup(
+        client,
+        bucket,
+        f"rich/rich_backup_{datetime.now(timezone.utc) - timedelta(hours=1):%Y%m%d_%H%M%S}.sql.gz",
+        owner=owned(cluster_identity(pg_cluster), "rich"),
+    )
     service = start_service(DATABASE_URL=rich_db, BACKUP_STORAGE_URL=f"s3://{bucket}/rich/", **s3_env(moto_s3.endpoint))
     page = open_dashboard(service, width=1280)
     expect(page.locator("#stored")).to_have_attribute("data-loaded", "true", timeout=SLOW_MS)
     box = page.locator("#stored-freshness")
     fresh_bg = box.evaluate("el => getComputedStyle(el).backgroundColor")
-    loading_bg = box.evaluate("el => { el.className = 'freshness loading'; return getComputedStyle(el).backgroundColor; }")
+    loading_bg = box.evaluate(
+        "el => { el.className = 'freshness loading'; return getComputedStyle(el).backgroundColor; }"
+    )
     none_bg = box.evaluate("el => { el.className = 'freshness none'; return getComputedStyle(el).backgroundColor; }")
     assert loading_bg == none_bg and loading_bg != fresh_bg, (loading_bg, none_bg, fresh_bg)
 
 
 @pytest.mark.parametrize("width", WIDTHS)
-def test_the_first_scheduled_backup_failed_is_said_so(s3, fault_proxy, rich_db, start_service, open_dashboard,
-                                                     width):
+def test_the_first_scheduled_backup_failed_is_said_so(s3, fault_proxy, rich_db, start_service, open_dashboard, width):
     """`* * * * *` and a bucket that answers 500 to every part upload: within 75 s the first scheduled run
     fails. The page says that run failed and when the schedule tries again — not "or set BACKUP_SCHEDULE"."""
     client, bucket = s3
     proxy, _ = fault_proxy
     proxy.add(lambda method, path, query: method == "PUT" and "partNumber" in query, ["500"], repeat_last=True)
-    service = start_service(DATABASE_URL=rich_db, BACKUP_STORAGE_URL=f"s3://{bucket}/rich/",
-                            BACKUP_SCHEDULE="* * * * *", **s3_env(proxy.endpoint))
+    service = start_service(
+        DATABASE_URL=rich_db,
+        BACKUP_STORAGE_URL=f"s3://{bucket}/rich/",
+        BACKUP_SCHEDULE="* * * * *",
+        **s3_env(proxy.endpoint),
+    )
 
     def scheduled_failed() -> bool:
         body = service.request("GET", "/api/v1/stored", service.auth()).json()
@@ -98,8 +109,12 @@ def test_the_first_scheduled_backup_failed_is_said_so(s3, fault_proxy, rich_db, 
     page = open_dashboard(service, width=width)
     expect(page.locator("#stored")).to_have_attribute("data-loaded", "true", timeout=SLOW_MS)
     age = page.locator("#stored-age")
-    expect(age).to_have_text(re.compile(r"^No stored backup yet: the scheduled backup at \d{4}-\d\d-\d\d \d\d:\d\d UTC "
-                                        r"failed$"))
+    expect(age).to_have_text(
+        re.compile(
+            r"^No stored backup yet: the scheduled backup at \d{4}-\d\d-\d\d \d\d:\d\d UTC "
+            r"failed$"
+        )
+    )
     detail = page.locator("#stored-newest")
     expect(detail).to_contain_text("The schedule (* * * * *) tries again, next at ")
     expect(detail).not_to_contain_text("set BACKUP_SCHEDULE")
@@ -143,16 +158,21 @@ def test_a_database_refusing_connections_is_not_called_unreachable(pg_cluster, s
 
 
 @pytest.mark.parametrize("width", WIDTHS)
-def test_stored_backups_show_real_names_and_the_restore_command_comes_first(s3, moto_s3, rich_db, pg_cluster,
-                                                                           start_service, open_dashboard, width):
+def test_stored_backups_show_real_names_and_the_restore_command_comes_first(
+    s3, moto_s3, rich_db, pg_cluster, start_service, open_dashboard, width
+):
     client, bucket = s3
     now = datetime.now(timezone.utc)
     names = [f"rich_backup_{now - timedelta(hours=h):%Y%m%d_%H%M%S}.sql.gz" for h in (3, 27)]
     for name in names:
         # With the ownership record (#21): without it an object is not this service's backup.
         seed_backup(client, bucket, f"rich/{name}", owner=owned(cluster_identity(pg_cluster), "rich"))
-    service = start_service(DATABASE_URL=rich_db, BACKUP_STORAGE_URL=f"s3://{bucket}/rich/",
-                            BACKUP_SCHEDULE="0 3 * * *", **s3_env(moto_s3.endpoint))
+    service = start_service(
+        DATABASE_URL=rich_db,
+        BACKUP_STORAGE_URL=f"s3://{bucket}/rich/",
+        BACKUP_SCHEDULE="0 3 * * *",
+        **s3_env(moto_s3.endpoint),
+    )
     page = open_dashboard(service, width=width)
     expect(page.locator("#stored")).to_have_attribute("data-loaded", "true", timeout=SLOW_MS)
     rows = page.locator("#stored-list tbody tr")
@@ -160,8 +180,10 @@ def test_stored_backups_show_real_names_and_the_restore_command_comes_first(s3, 
     for n, name in enumerate(names):
         expect(rows.nth(n).locator("code.stored-name")).to_have_text(name)
     command = page.locator("#stored-restore-command")
-    expect(command).to_have_text(f"backup-svc restore s3://{bucket}/rich/{names[0]} --target-url "
-                                 "postgresql://USER@HOST:5432/restored_db --create")
+    expect(command).to_have_text(
+        f"backup-svc restore s3://{bucket}/rich/{names[0]} --target-url "
+        "postgresql://USER@HOST:5432/restored_db --create"
+    )
     expect(page.locator("#stored")).not_to_contain_text("YYYYMMDD_HHMMSS")
     # The Restore section: the project's own command first, gzip | psql after it.
     commands = page.locator("#restore-commands").inner_text().splitlines()

@@ -6,6 +6,7 @@ as http://localhost:<port> they are cross-site to the service on 127.0.0.1, as h
 they are same-site (another port of the same host, like a sibling subdomain). Each vector that
 reached the service without the rule started a full dump; now each must get 403 before credentials.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,7 +25,7 @@ from tests.processes import wait_until
 VECTORS = {
     "location.href": '<script>location.href = "{url}";</script>',
     "GET form": '<form id="f" method="get" action="{url}"><input type="hidden" name="progress_id" value="form-0001">'
-                '</form><script>document.getElementById("f").submit();</script>',
+    '</form><script>document.getElementById("f").submit();</script>',
     "meta refresh": '<meta http-equiv="refresh" content="0; url={url}">',
     "window.open": '<script>window.open("{url}");</script>',
     "a download": '<a id="a" href="{url}" download>backup</a><script>document.getElementById("a").click();</script>',
@@ -52,15 +53,19 @@ def other_pages():
 
 
 def _context(browser, service, agent: str):
-    return browser.new_context(accept_downloads=True, user_agent=agent,
-                               http_credentials={"username": "admin", "password": service.password})
+    return browser.new_context(
+        accept_downloads=True, user_agent=agent, http_credentials={"username": "admin", "password": service.password}
+    )
 
 
 def _attempts(service, agent: str) -> list[dict]:
     """The audit log's lines for backup attempts by `agent` (the log has one per attempt; the
     in-memory list counts refusals per client and minute)."""
-    entries = [json.loads(line.split("backup_svc.audit: ", 1)[1]) for line in service.log().splitlines()
-               if "backup_svc.audit: " in line]
+    entries = [
+        json.loads(line.split("backup_svc.audit: ", 1)[1])
+        for line in service.log().splitlines()
+        if "backup_svc.audit: " in line
+    ]
     return [e for e in entries if e.get("event") == "backup" and e["user_agent"] == agent]
 
 
@@ -86,7 +91,9 @@ def test_another_page_cannot_start_a_dump(browser, linked_service, other_pages, 
 
 
 def test_the_refusal_page_links_to_the_dashboard(browser, linked_service, other_pages):
-    port, path = other_pages("refusal-page", VECTORS["location.href"].format(url=f"{linked_service.base_url}/api/v1/backup"))
+    port, path = other_pages(
+        "refusal-page", VECTORS["location.href"].format(url=f"{linked_service.base_url}/api/v1/backup")
+    )
     context = _context(browser, linked_service, "Chromium-initiative-refusal-page")
     try:
         page = context.new_page()
@@ -137,8 +144,11 @@ def test_the_dashboard_button_and_a_typed_url_still_download(browser, linked_ser
         assert gzip_is_valid(open(download_info.value.path(), "rb").read())
     finally:
         context.close()
+
     # Each is recorded when its response closes, a moment after the browser has the last byte.
     def completed() -> int:
-        return [(e["status"], e["outcome"]) for e in _attempts(linked_service, "Chromium-initiative-own")].count((200, "ok"))
+        return [(e["status"], e["outcome"]) for e in _attempts(linked_service, "Chromium-initiative-own")].count(
+            (200, "ok")
+        )
 
     assert wait_until(lambda: completed() == 2, 10), completed()

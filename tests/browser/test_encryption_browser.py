@@ -1,5 +1,6 @@
 """The dashboard's "Encrypt the file with age" option in a real headless Chromium (real gunicorn, PostgreSQL,
 Debian's `age` to check the file)."""
+
 from __future__ import annotations
 
 import gzip
@@ -23,8 +24,9 @@ def age_key(age_keys):
     return age_keys["age"], age_keys["age_public"]
 
 
-def test_the_encrypt_option_downloads_an_age_file_and_shows_its_restore_commands(start_service, rich_db,
-                                                                                 open_dashboard, age_key, tmp_path):
+def test_the_encrypt_option_downloads_an_age_file_and_shows_its_restore_commands(
+    start_service, rich_db, open_dashboard, age_key, tmp_path
+):
     key, public = age_key
     service = start_service(DATABASE_URL=rich_db, BACKUP_AGE_RECIPIENTS=public)
     for width in (390, 1280):

@@ -1,6 +1,7 @@
 """The dashboard before and after a restart, in headless Chromium, against a real gunicorn, PostgreSQL and
 moto's S3 server: the history in the bucket makes the page the same. Screenshots at 390 and 1280 px of
 both land in artifacts/history-{before,after}-{width}.png (looked at by hand)."""
+
 from __future__ import annotations
 
 from playwright.sync_api import expect
@@ -55,8 +56,15 @@ def test_the_dashboard_shows_the_same_history_after_a_restart(s3, moto_s3, rich_
     assert run_cli("upload", env={"DATABASE_URL": rich_db, **storage}).returncode == 0  # a cron service's run
     failed = run_cli("upload", env={"DATABASE_URL": rich_db.rsplit("/", 1)[0] + "/gone_db", **storage})
     assert failed.returncode == 1
-    assert wait_until(lambda: "upload" in (service.request("GET", "/api/v1/stored", service.auth()).json()
-                                           .get("last_failure") or {}).get("process", ""), 30)
+    assert wait_until(
+        lambda: (
+            "upload"
+            in (service.request("GET", "/api/v1/stored", service.auth()).json().get("last_failure") or {}).get(
+                "process", ""
+            )
+        ),
+        30,
+    )
     assert wait_until(lambda: stale_judged(service), 30)  # the page shows the watch's judgement: wait for it
     before = shoot_all(service, open_dashboard, "before")
     assert "upload command" in before[0]["recent"] and "denied" in before[0]["recent"]
@@ -73,7 +81,8 @@ def test_the_dashboard_shows_the_same_history_after_a_restart(s3, moto_s3, rich_
 
 
 def test_without_storage_the_dashboard_says_its_history_will_not_survive_a_restart(
-        rich_db, start_service, open_dashboard):
+    rich_db, start_service, open_dashboard
+):
     service = start_service(DATABASE_URL=rich_db)
     assert service.request("GET", "/api/v1/backup", service.auth()).status == 200
     for width in WIDTHS:

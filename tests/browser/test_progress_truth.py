@@ -4,6 +4,7 @@ The network is slowed with the DevTools protocol (Network.emulateNetworkConditio
 connection would be; the bytes still come from the real service and the real PostgreSQL. What the
 browser "has" is the size of the file it is writing (Chromium writes a download as it arrives).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -29,7 +30,9 @@ SCREENS = REPO / "artifacts" / "screens"
 def medium_db(pg_cluster) -> str:
     """~25 MB of gzip in three tables: one analyzed, one never analyzed (no row estimate in the catalog)
     and a small one, so the estimate moves between tables and methods as the issue saw it."""
-    return pg_cluster.create_database("medium", """
+    return pg_cluster.create_database(
+        "medium",
+        """
         CREATE EXTENSION pgcrypto;
         CREATE TABLE photos (id int PRIMARY KEY, data bytea NOT NULL);
         INSERT INTO photos SELECT g, gen_random_bytes(1000) || gen_random_bytes(1000) || gen_random_bytes(1000)
@@ -41,15 +44,18 @@ def medium_db(pg_cluster) -> str:
         CREATE TABLE settings (name text PRIMARY KEY, value text);
         INSERT INTO settings SELECT 'key' || g, md5(g::text) FROM generate_series(1, 20) g;
         ANALYZE settings;
-    """)
+    """,
+    )
 
 
 def throttle(page, bytes_per_s: int) -> None:
     """Slow the page's network (downloads included) through the DevTools protocol."""
     cdp = page.context.new_cdp_session(page)
     cdp.send("Network.enable")
-    cdp.send("Network.emulateNetworkConditions",
-             {"offline": False, "latency": 0, "downloadThroughput": bytes_per_s, "uploadThroughput": -1})
+    cdp.send(
+        "Network.emulateNetworkConditions",
+        {"offline": False, "latency": 0, "downloadThroughput": bytes_per_s, "uploadThroughput": -1},
+    )
 
 
 def backup_id(page) -> str:
@@ -69,7 +75,8 @@ def new_file(folder: Path, before: set[Path]) -> Path | None:
 
 
 def test_percent_follows_the_bytes_the_browser_has_and_complete_comes_after_the_last_byte(
-        medium_db, start_service, open_dashboard, downloads_dir):
+    medium_db, start_service, open_dashboard, downloads_dir
+):
     service = start_service(DATABASE_URL=medium_db)
     page = open_dashboard(service, width=1280)
     throttle(page, THROUGHPUT)
@@ -138,8 +145,9 @@ def fits(page, width: int) -> None:
 
 
 @pytest.mark.parametrize("width", [390, 1280])
-def test_every_state_laid_out_at_phone_and_desktop_width(width, big_db, rich_db, start_service, pg_cluster,
-                                                         open_dashboard):
+def test_every_state_laid_out_at_phone_and_desktop_width(
+    width, big_db, rich_db, start_service, pg_cluster, open_dashboard
+):
     """Before / busy / during / failed / after, each saved to artifacts/screens/ (people look at them)."""
     service = start_service(DATABASE_URL=big_db)
     page = open_dashboard(service, width=width, height=900)
@@ -165,7 +173,9 @@ def test_every_state_laid_out_at_phone_and_desktop_width(width, big_db, rich_db,
     fits(page, width)
     shot(page, f"during-{width}")
     with pg_cluster.connect() as db:
-        db.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name LIKE 'backup_svc-dump%'")
+        db.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name LIKE 'backup_svc-dump%'"
+        )
     expect(page.locator("#error")).to_be_visible(timeout=SLOW_MS)
     fits(page, width)
     shot(page, f"failed-{width}")

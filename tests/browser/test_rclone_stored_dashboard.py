@@ -2,6 +2,7 @@
 real gunicorn, PostgreSQL and `rclone serve webdav` on loopback: the remote's backup listed with its size and
 hash, the note on Railway's 15-minute limit, the download streamed through the service. Screenshots at 390 and
 1280 px land in artifacts/ (looked at by hand)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -15,14 +16,16 @@ from backup_svc.storage.rclone_prompt import MEASURED_MB_S
 from tests.conftest import ARTIFACTS
 from tests.processes import run_cli
 
-pytestmark = pytest.mark.skipif(shutil.which("rclone") is None,
-                                reason="rclone is not installed (./dev.sh test installs it)")
+pytestmark = pytest.mark.skipif(
+    shutil.which("rclone") is None, reason="rclone is not installed (./dev.sh test installs it)"
+)
 SLOW_MS = 60_000
 
 
 @pytest.mark.parametrize("width", [1280, 390])
 def test_the_remotes_backup_is_listed_with_the_15_minute_note_and_downloads_through_the_service(
-        served, rich_db, start_service, open_dashboard, tmp_path, width):
+    served, rich_db, start_service, open_dashboard, tmp_path, width
+):
     folder, start = served
     env = start() | {"DATABASE_URL": rich_db, "BACKUP_STORAGE_URL": "rclone:dav:backups"}
     uploaded = run_cli("upload", env=env | {"BACKUP_RETENTION": "", "BACKUP_AGE_RECIPIENTS": ""})

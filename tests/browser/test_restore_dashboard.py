@@ -2,6 +2,7 @@
 PostgreSQL and moto's S3 server: restore into a new database (identical to the source), replace the
 live one and undo, drop after typing the name, and failures said on the page. Screenshots at 390 and
 1280 px land in artifacts/restore-*.png (looked at by hand)."""
+
 from __future__ import annotations
 
 import re
@@ -37,8 +38,9 @@ def setup(pg_cluster, s3, moto_s3, start_service):
     url = pg_cluster.create_database(name, (DATA / "rich.sql").read_text())
     service = start_service(DATABASE_URL=url, BACKUP_STORAGE_URL=f"s3://{bucket}/db/", **s3_env(moto_s3.endpoint))
     started = service.request("POST", "/api/v1/stored", service.auth()).json()
-    assert wait_until(lambda: service.request("GET", started["progress_url"], service.auth()).json()["state"]
-                      == "done", 120)
+    assert wait_until(
+        lambda: service.request("GET", started["progress_url"], service.auth()).json()["state"] == "done", 120
+    )
     yield service, name, client, bucket
     with pg_cluster.connect() as db:
         for other in databases(pg_cluster):
@@ -70,7 +72,9 @@ def test_restore_into_a_new_database_from_the_page(setup, pg_cluster, open_dashb
     expect(page.locator("#restore-phase")).to_have_text("Done")
     expect(page.locator("#restore-tables")).to_contain_text(" of ")
     # sizes are written by common.js's humanBytes ("12.3 kB of 12.3 kB", "950 bytes")
-    expect(page.locator("#restore-bytes")).to_have_text(re.compile(r"^\d+(\.\d)? (bytes|kB|MB)( of \d+(\.\d)? (bytes|kB|MB))?$"))
+    expect(page.locator("#restore-bytes")).to_have_text(
+        re.compile(r"^\d+(\.\d)? (bytes|kB|MB)( of \d+(\.\d)? (bytes|kB|MB))?$")
+    )
     shoot(page, f"done-{width}")
 
 
@@ -149,11 +153,16 @@ def test_a_swap_that_cannot_end_a_session_is_said_on_the_page(pg_cluster, s3, mo
     with psycopg.connect(url, autocommit=True) as db:
         db.execute("CREATE TABLE items AS SELECT g AS id FROM generate_series(1, 100) g")
     try:
-        service = start_service(DATABASE_URL=url, RESTORE_SWAP_TIMEOUT="2", BACKUP_STORAGE_URL=f"s3://{bucket}/db/",
-                                **s3_env(moto_s3.endpoint))
+        service = start_service(
+            DATABASE_URL=url,
+            RESTORE_SWAP_TIMEOUT="2",
+            BACKUP_STORAGE_URL=f"s3://{bucket}/db/",
+            **s3_env(moto_s3.endpoint),
+        )
         started = service.request("POST", "/api/v1/stored", service.auth()).json()
-        assert wait_until(lambda: service.request("GET", started["progress_url"], service.auth()).json()["state"]
-                          == "done", 120)
+        assert wait_until(
+            lambda: service.request("GET", started["progress_url"], service.auth()).json()["state"] == "done", 120
+        )
         before = databases(pg_cluster)
         with pg_cluster.connect(name):
             page = open_dashboard(service, width=1280, height=1200)
@@ -179,8 +188,9 @@ def test_cancel_from_the_page(big_db, s3, moto_s3, start_service, open_dashboard
     client, bucket = s3
     service = start_service(DATABASE_URL=big_db, BACKUP_STORAGE_URL=f"s3://{bucket}/db/", **s3_env(moto_s3.endpoint))
     started = service.request("POST", "/api/v1/stored", service.auth()).json()
-    assert wait_until(lambda: service.request("GET", started["progress_url"], service.auth()).json()["state"]
-                      == "done", 180)
+    assert wait_until(
+        lambda: service.request("GET", started["progress_url"], service.auth()).json()["state"] == "done", 180
+    )
     before = databases(pg_cluster)
     page = open_dashboard(service, width=390, height=1400)
     open_restore_form(page)

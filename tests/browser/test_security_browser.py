@@ -3,6 +3,7 @@
 The "main app" is a page served here on `localhost`; the service listens on `127.0.0.1`: two
 different sites, so Chromium sends `Sec-Fetch-Site: cross-site` just as it would on Railway.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,10 +19,19 @@ from tests.browser.conftest import LINK_SECRET
 from tests.processes import wait_until
 
 CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
     # Without these Chromium keeps trying to reach Google's hosts, which this network refuses.
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--enable-logging=stderr", "--v=0", "--dump-dom", "--virtual-time-budget=5000",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--enable-logging=stderr",
+    "--v=0",
+    "--dump-dom",
+    "--virtual-time-budget=5000",
 ]
 
 
@@ -34,8 +44,13 @@ def chromium(url: str, tmp_path, *, until=None) -> tuple[str, list[str]]:
     binary = shutil.which("chromium")
     assert binary, "chromium is missing: run ./dev.sh test, which installs it"
     profile = tmp_path / f"profile-{time.time_ns()}"
-    proc = subprocess.Popen([binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", url], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         if until is not None:
             assert wait_until(until, timeout_s=30, interval=0.2), "Chromium's request never reached the service"
@@ -51,23 +66,29 @@ def chromium(url: str, tmp_path, *, until=None) -> tuple[str, list[str]]:
 def chromium_attempts(service) -> list[dict]:
     """The audit log's lines for backup attempts Chromium made, newest first (the log has one per
     attempt; the in-memory list counts refusals per client and minute)."""
-    entries = [json.loads(line.split("backup_svc.audit: ", 1)[1]) for line in service.log().splitlines()
-               if "backup_svc.audit: " in line]
+    entries = [
+        json.loads(line.split("backup_svc.audit: ", 1)[1])
+        for line in service.log().splitlines()
+        if "backup_svc.audit: " in line
+    ]
     return [e for e in reversed(entries) if e.get("event") == "backup" and "Chrome" in (e["user_agent"] or "")]
 
 
 def test_main_app_link_gets_a_backup_and_other_sites_scripts_do_not(linked_service, other_site, tmp_path):
     link = signed_backup_url(linked_service.base_url, LINK_SECRET, 120)
     # First a script and an image on another site: both must be refused before the link is clicked.
-    hostile = other_site(f'<img src="{link}"><script>fetch("{link}", {{mode: "no-cors", credentials: "include"}})'
-                       f'</script>')
+    hostile = other_site(
+        f'<img src="{link}"><script>fetch("{link}", {{mode: "no-cors", credentials: "include"}})</script>'
+    )
     chromium(hostile, tmp_path)
     refused = chromium_attempts(linked_service)
     assert [(e["status"], e["outcome"]) for e in refused] == [(403, "denied")] * 2
     assert all("another site" in e["error"] for e in refused)
 
-    page = other_site(f'<a id="backup" href="{link}">Download a backup</a>'
-                    f'<script>document.getElementById("backup").click()</script>')
+    page = other_site(
+        f'<a id="backup" href="{link}">Download a backup</a><script>document.getElementById("backup").click()</script>'
+    )
+
     def download_started():
         facts = linked_service.request("GET", "/api/v1/database", linked_service.auth()).json()
         return facts["dumps_in_progress"] > 0 or any(e["status"] == 200 for e in chromium_attempts(linked_service))
@@ -75,8 +96,9 @@ def test_main_app_link_gets_a_backup_and_other_sites_scripts_do_not(linked_servi
     chromium(page, tmp_path, until=download_started)
     # The attempt is recorded when its response closes: finished, cut when Chromium was stopped, or
     # (status null, "aborted") stopped before its first byte because Chromium left while pg_dump started.
-    served = wait_until(lambda: [e for e in chromium_attempts(linked_service)
-                                 if e["status"] == 200 or e["outcome"] == "aborted"], 20)
+    served = wait_until(
+        lambda: [e for e in chromium_attempts(linked_service) if e["status"] == 200 or e["outcome"] == "aborted"], 20
+    )
     assert served, "the download was not recorded"
     assert served[0]["actor"] == "signed link"
 

@@ -1,5 +1,6 @@
 """The dashboard's "Stored backups" section in headless Chromium, against a real gunicorn, PostgreSQL and
 moto's S3 server on loopback. Screenshots at 390 and 1280 px land in artifacts/ (looked at by hand)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -12,8 +13,15 @@ from playwright.sync_api import expect
 
 from backup_svc.storage.dedup.sqlgz import MEASURED_MB_S as DEDUP_MB_S
 from tests.conftest import ARTIFACTS
-from tests.s3support import (cluster_identity, incomplete_uploads, object_keys, owned, s3_env, seed_backup,
-                             stored_metadata)
+from tests.s3support import (
+    cluster_identity,
+    incomplete_uploads,
+    object_keys,
+    owned,
+    s3_env,
+    seed_backup,
+    stored_metadata,
+)
 
 SLOW_MS = 60_000
 
@@ -47,14 +55,16 @@ def wait_for_list(page) -> None:
 
 
 @pytest.mark.parametrize("width", [1280, 390])
-def test_the_section_lists_backups_and_back_up_now_adds_a_row_with_its_hash(ours,
-        storage, rich_db, start_service, open_dashboard, width):
+def test_the_section_lists_backups_and_back_up_now_adds_a_row_with_its_hash(
+    ours, storage, rich_db, start_service, open_dashboard, width
+):
     client, bucket, env = storage
     seeded = {f"rich_backup_{stamp(timedelta(hours=h))}.sql.gz": None for h in (2, 26)}
     for name in seeded:
         seeded[name] = seed_backup(client, bucket, f"rich/{name}", owner=ours)
-    service = start_service(DATABASE_URL=rich_db, BACKUP_SCHEDULE="0 3 * * *", BACKUP_RETENTION="last=7,daily=14",
-                            **env)
+    service = start_service(
+        DATABASE_URL=rich_db, BACKUP_SCHEDULE="0 3 * * *", BACKUP_RETENTION="last=7,daily=14", **env
+    )
     page = open_dashboard(service, width=width)
     wait_for_list(page)
     rows = page.locator("#stored-list tbody tr")
@@ -98,7 +108,8 @@ def test_an_old_newest_backup_shows_as_a_warning(ours, storage, rich_db, start_s
     expect(page.locator("#stored-freshness")).to_have_class("freshness stale")
     expect(page.locator("#stored-age")).to_have_text("Newest stored backup: 2 days 5 h old")
     expect(page.locator("#stored-warning")).to_have_text(
-        "Warning: The newest backup is 2 days 5 h old, but the schedule runs every 1 day.")
+        "Warning: The newest backup is 2 days 5 h old, but the schedule runs every 1 day."
+    )
     assert page.evaluate("document.documentElement.scrollWidth") <= width, "the page scrolls sideways"
     shoot(page, f"stale-{width}")
 
@@ -142,8 +153,9 @@ def test_the_download_link_yields_the_object(ours, storage, rich_db, start_servi
     assert download.url.startswith(env["AWS_ENDPOINT_URL"])  # straight from the bucket, not through the service
 
 
-def test_another_sites_form_and_fetch_cannot_start_a_stored_backup(storage, rich_db, start_service, browser,
-                                                                    other_site):
+def test_another_sites_form_and_fetch_cannot_start_a_stored_backup(
+    storage, rich_db, start_service, browser, other_site
+):
     """The browser holds the admin's credentials for the service (as after a login); a page on another
     site posts a form and a no-cors fetch at POST /api/v1/stored. Neither starts anything."""
     client, bucket, env = storage
@@ -158,8 +170,9 @@ def test_another_sites_form_and_fetch_cannot_start_a_stored_backup(storage, rich
     context = browser.new_context(http_credentials={"username": "admin", "password": service.password})
     try:
         page = context.new_page()
-        with page.expect_response(lambda r: r.url == target and r.request.resource_type == "document",
-                                  timeout=SLOW_MS) as navigated:
+        with page.expect_response(
+            lambda r: r.url == target and r.request.resource_type == "document", timeout=SLOW_MS
+        ) as navigated:
             page.goto(url)
         assert navigated.value.status == 403
         assert "Refused" in navigated.value.text()
@@ -167,15 +180,19 @@ def test_another_sites_form_and_fetch_cannot_start_a_stored_backup(storage, rich
         context.close()
     time.sleep(1)
     assert object_keys(client, bucket) == [] and incomplete_uploads(client, bucket) == []
-    denied = [line for line in service.log().splitlines()
-              if '"event": "stored-backup"' in line and '"outcome": "denied"' in line]
+    denied = [
+        line
+        for line in service.log().splitlines()
+        if '"event": "stored-backup"' in line and '"outcome": "denied"' in line
+    ]
     assert len(denied) == 2, service.log()[-3000:]
     assert all('"status": 403' in line for line in denied)
 
 
 @pytest.mark.parametrize("width", [1280, 390])
-def test_an_older_versions_backup_is_listed_marked_with_its_download(ours, storage, rich_db, start_service,
-                                                                      open_dashboard, width):
+def test_an_older_versions_backup_is_listed_marked_with_its_download(
+    ours, storage, rich_db, start_service, open_dashboard, width
+):
     """Issue 21: a backup stored before the ownership record (backup name and sha256 in its metadata,
     no owner) is shown, marked "no owner record", in time order, and downloads like the others."""
     client, bucket, env = storage
@@ -196,8 +213,9 @@ def test_an_older_versions_backup_is_listed_marked_with_its_download(ours, stora
 
 
 @pytest.mark.parametrize("width", [1280, 390])
-def test_a_dedup_backup_downloads_as_sqlgz_through_the_service(width, storage, rich_db, start_service, open_dashboard,
-                                                               tmp_path):
+def test_a_dedup_backup_downloads_as_sqlgz_through_the_service(
+    width, storage, rich_db, start_service, open_dashboard, tmp_path
+):
     """BACKUP_STORAGE_FORMAT=dedup: "Back up to storage now" stores a manifest, listed as one backup with its chunks'
     size; its Download link gives the .sql.gz rebuilt from the chunks, streamed through the service (no presigned
     link can serve it), and the page says so and what Railway's 15-minute limit allows at the measured rate."""
@@ -205,12 +223,14 @@ def test_a_dedup_backup_downloads_as_sqlgz_through_the_service(width, storage, r
     import json
 
     client, bucket, env = storage
-    service = start_service(DATABASE_URL=rich_db, BACKUP_STORAGE_FORMAT="dedup",
-                            BACKUP_DEDUP_KEY="dedup-key-for-tests-" + "k" * 24, **env)
+    service = start_service(
+        DATABASE_URL=rich_db, BACKUP_STORAGE_FORMAT="dedup", BACKUP_DEDUP_KEY="dedup-key-for-tests-" + "k" * 24, **env
+    )
     page = open_dashboard(service, width=width)
     wait_for_list(page)
-    expect(page.locator("#stored")).to_contain_text("A backup stored as one .sql.gz object downloads straight from "
-                                                    "the bucket")
+    expect(page.locator("#stored")).to_contain_text(
+        "A backup stored as one .sql.gz object downloads straight from the bucket"
+    )
     note = page.locator("#stored-dedup-note")
     expect(note).to_contain_text("its download is the .sql.gz rebuilt from its chunks")
     expect(note).to_contain_text("Railway ends any HTTP request after 15 minutes")
@@ -244,24 +264,31 @@ def test_a_dedup_backup_downloads_as_sqlgz_through_the_service(width, storage, r
 
 
 @pytest.mark.parametrize("width", [1280, 390])
-def test_an_encrypted_dedup_backup_offers_no_download_and_says_how_to_get_it(width, storage, rich_db, start_service,
-                                                                              open_dashboard, age_keys):
+def test_an_encrypted_dedup_backup_offers_no_download_and_says_how_to_get_it(
+    width, storage, rich_db, start_service, open_dashboard, age_keys
+):
     """With BACKUP_AGE_RECIPIENTS a dedup backup's chunks are sealed: the service does not hand them out decrypted
     (the API answers 409), so its row has no Download link and says to restore it or `get` it with the key."""
     client, bucket, env = storage
-    service = start_service(DATABASE_URL=rich_db, BACKUP_STORAGE_FORMAT="dedup",
-                            BACKUP_DEDUP_KEY="dedup-key-for-tests-" + "k" * 24,
-                            BACKUP_AGE_RECIPIENTS=age_keys["age_public"], **env)
+    service = start_service(
+        DATABASE_URL=rich_db,
+        BACKUP_STORAGE_FORMAT="dedup",
+        BACKUP_DEDUP_KEY="dedup-key-for-tests-" + "k" * 24,
+        BACKUP_AGE_RECIPIENTS=age_keys["age_public"],
+        **env,
+    )
     page = open_dashboard(service, width=width)
     wait_for_list(page)
-    expect(page.locator("#stored-dedup-note")).to_contain_text("its chunks are age-encrypted: this service does not "
-                                                               "hand them out decrypted, so it has no Download link")
+    expect(page.locator("#stored-dedup-note")).to_contain_text(
+        "its chunks are age-encrypted: this service does not hand them out decrypted, so it has no Download link"
+    )
     page.get_by_role("button", name="Back up to storage now").click()
     rows = page.locator("#stored-list tbody tr")
     expect(rows).to_have_count(1, timeout=SLOW_MS)
     expect(rows.nth(0)).to_have_attribute("data-name", re.compile(r"^rich_backup_\d{8}_\d{6}\.sql\.dedup$"))
     expect(rows.nth(0).locator(".dedup-note")).to_have_text(
-        "encrypted, deduplicated: restore it, or backup-svc get it with the private key")
+        "encrypted, deduplicated: restore it, or backup-svc get it with the private key"
+    )
     note, section = rows.nth(0).locator(".dedup-note").bounding_box(), page.locator("#stored").bounding_box()
     assert note["x"] + note["width"] <= section["x"] + section["width"] + 1, (note, section)  # wrapped, not cut off
     expect(rows.nth(0).locator("a.download-link")).to_have_count(0)

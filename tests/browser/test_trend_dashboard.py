@@ -6,6 +6,7 @@ Acknowledge button, at 390 and 1280 px. Screenshots go to artifacts/ and, for th
 The series is taken through the service's own upload code (`take_stored_backup`) with an injected
 clock: each backup is given the name — and so the time — of an earlier day instead of waiting days.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -50,7 +51,8 @@ def shop(fresh_db):
 
 
 def test_the_chart_shows_every_backup_and_the_shrink_warning_until_acknowledged(
-        s3, moto_s3, shop, pg_cluster, start_service, open_dashboard):
+    s3, moto_s3, shop, pg_cluster, start_service, open_dashboard
+):
     client, bucket = s3
     dbname, url = shop
     env = {"DATABASE_URL": url, "BACKUP_STORAGE_URL": f"s3://{bucket}/db/", **s3_env(moto_s3.endpoint)}
@@ -81,8 +83,9 @@ def test_the_chart_shows_every_backup_and_the_shrink_warning_until_acknowledged(
         expect(page.locator("#trend-rows circle.point-held")).to_have_count(1)
         alert = page.locator("#shrink-alerts .shrink-alert")
         expect(alert).to_have_count(1)
-        expect(alert).to_contain_text(f"{names[-1]} shrank: 360 rows, 60 % below the median of the 7 backups "
-                                      f"before it (900 rows)")
+        expect(alert).to_contain_text(
+            f"{names[-1]} shrank: 360 rows, 60 % below the median of the 7 backups before it (900 rows)"
+        )
         expect(alert).to_contain_text("public.orders 600 → 0")
         expect(alert).to_contain_text(f"Retention keeps {names[-2]}")
         assert page.evaluate("document.documentElement.scrollWidth") <= width, "the page scrolls sideways"
@@ -108,19 +111,24 @@ def test_the_chart_shows_every_backup_and_the_shrink_warning_until_acknowledged(
     page.get_by_role("button", name=f"Acknowledge the shrink warning and release {names[-2]}").click()
     expect(page.locator("#shrink-alerts")).to_be_hidden(timeout=SLOW_MS)
     expect(page.locator("#trend-rows circle.point-held")).to_have_count(0)
-    expect(page.locator("#recent tbody tr").first).to_contain_text("shrink alarm acknowledged: ok",
-                                                                   timeout=SLOW_MS)
+    expect(page.locator("#recent tbody tr").first).to_contain_text("shrink alarm acknowledged: ok", timeout=SLOW_MS)
 
 
-def test_the_chart_shows_the_last_60_backups_of_90_days(s3, moto_s3, rich_db, pg_cluster, start_service,
-                                                        open_dashboard):
+def test_the_chart_shows_the_last_60_backups_of_90_days(
+    s3, moto_s3, rich_db, pg_cluster, start_service, open_dashboard
+):
     client, bucket = s3
     now = datetime.now(timezone.utc)
     body = gzip.compress(b"-- seeded backup\n-- PostgreSQL database dump complete\n")
     owner = owned(cluster_identity(pg_cluster), "rich")  # this service's backups, as an upload records them
     for day in list(range(1, 66)) + [95, 120]:  # 65 within 90 days, 2 older
-        seed_backup(client, bucket, f"rich/rich_backup_{now - timedelta(days=day, hours=1):%Y%m%d_%H%M%S}.sql.gz", body,
-                    owner=owner)
+        seed_backup(
+            client,
+            bucket,
+            f"rich/rich_backup_{now - timedelta(days=day, hours=1):%Y%m%d_%H%M%S}.sql.gz",
+            body,
+            owner=owner,
+        )
     service = start_service(DATABASE_URL=rich_db, BACKUP_STORAGE_URL=f"s3://{bucket}/rich/", **s3_env(moto_s3.endpoint))
 
     page = open_dashboard(service, width=390, height=1400)

@@ -5,6 +5,7 @@ made locally — debootstrap a minimal Debian, import it under the official name
 from podman's storage. pip inside the build gets the host's CA bundle as a build secret (PyPI may be
 reached through a re-signing proxy); a secret never lands in a layer.
 """
+
 from __future__ import annotations
 
 import glob
@@ -50,6 +51,7 @@ REQUIRED_TOOLS = {
 
 def missing_tools() -> list[str]:
     """The Debian packages of REQUIRED_TOOLS that are not installed (empty when all are there)."""
+
     def found(candidates: list[str]) -> bool:
         return any(os.access(c, os.X_OK) if c.startswith("/") else shutil.which(c) for c in candidates)
 
@@ -60,19 +62,28 @@ def require_tools() -> None:
     """Raise at once, naming what to install, when podman cannot build or run here."""
     missing = missing_tools()
     if missing:
-        raise RuntimeError(f"the image test needs {', '.join(missing)}, which this machine lacks: "
-                           f"apt-get install {' '.join(missing)} (./dev.sh test installs them)")
+        raise RuntimeError(
+            f"the image test needs {', '.join(missing)}, which this machine lacks: "
+            f"apt-get install {' '.join(missing)} (./dev.sh test installs them)"
+        )
 
 
-def podman(*args: str, timeout: float = 900, check: bool = True, env: dict[str, str] | None = None,
-           stdin=None, text: bool = True) -> subprocess.CompletedProcess:
+def podman(
+    *args: str,
+    timeout: float = 900,
+    check: bool = True,
+    env: dict[str, str] | None = None,
+    stdin=None,
+    text: bool = True,
+) -> subprocess.CompletedProcess:
     """Run podman with the project's containers.conf; raise with its output when it fails and `check`.
 
     `text=False` keeps stdout as bytes (a backup written to stdout).
     """
     full_env = {**os.environ, **(env or {}), "CONTAINERS_CONF": str(CONTAINERS_CONF)}
-    result = subprocess.run(["podman", *args], env=full_env, stdin=stdin, capture_output=True, text=text,
-                            timeout=timeout)
+    result = subprocess.run(
+        ["podman", *args], env=full_env, stdin=stdin, capture_output=True, text=text, timeout=timeout
+    )
     if check and result.returncode != 0:
         stderr = result.stderr if text else result.stderr.decode(errors="replace")
         raise RuntimeError(f"podman {' '.join(args[:2])} failed ({result.returncode}): {stderr[-4000:]}")
@@ -102,14 +113,20 @@ def ensure_base_image(release: str) -> bool:
     mirror, security = host_mirrors()
     rootfs = Path(tempfile.mkdtemp(prefix="backup_svc-rootfs-", dir="/var/tmp"))
     try:
-        result = subprocess.run(["debootstrap", "--variant=minbase", release, str(rootfs), mirror],
-                                capture_output=True, text=True, timeout=900)
+        result = subprocess.run(
+            ["debootstrap", "--variant=minbase", release, str(rootfs), mirror],
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
         if result.returncode != 0:
-            raise RuntimeError(f"debootstrap {release} from {mirror} failed: {result.stdout[-3000:]}"
-                               f"{result.stderr[-2000:]}")
+            raise RuntimeError(
+                f"debootstrap {release} from {mirror} failed: {result.stdout[-3000:]}{result.stderr[-2000:]}"
+            )
         (rootfs / "etc/apt/sources.list").unlink(missing_ok=True)
         (rootfs / "etc/apt/sources.list.d/debian.sources").write_text(
-            _SOURCES.format(mirror=mirror, security=security, release=release))
+            _SOURCES.format(mirror=mirror, security=security, release=release)
+        )
         # Like the official image: no host resolver config, no package lists, no downloaded debs.
         (rootfs / "etc/resolv.conf").unlink(missing_ok=True)
         for folder in ("var/lib/apt/lists", "var/cache/apt/archives"):

@@ -4,6 +4,7 @@ healthy, and serving a backup of a database on the host that restores identicall
 Built with Debian's own postgresql-client (PG_CLIENT_SOURCE=debian): the PGDG repository that the
 default build uses is not reachable from here. The host's test cluster has the same major.
 """
+
 from __future__ import annotations
 
 import json
@@ -43,8 +44,11 @@ def image(request) -> str:
     made_base = pm.ensure_base_image(RELEASE)
     base_s = time.monotonic() - started
     pm.build_image(REPO, IMAGE, {"PG_CLIENT_SOURCE": "debian", "DEBIAN_RELEASE": RELEASE})
-    _say(request, f"base image {'made by debootstrap' if made_base else 'reused'} in {base_s:.1f} s, "
-                  f"build {time.monotonic() - started - base_s:.1f} s")
+    _say(
+        request,
+        f"base image {'made by debootstrap' if made_base else 'reused'} in {base_s:.1f} s, "
+        f"build {time.monotonic() - started - base_s:.1f} s",
+    )
     return IMAGE
 
 
@@ -63,8 +67,17 @@ class ContainerService(Service):
     def start(self, timeout_s: float = 60) -> "ContainerService":
         """`podman run` the image with this service's settings; return once /healthz answers."""
         passed = [arg for name in PASSED_ENV if name in self.env for arg in ("-e", name)]
-        pm.podman("run", "--detach", "--name", self.name, "--network", "host", *passed, self.image,
-                  env={name: self.env[name] for name in PASSED_ENV if name in self.env})
+        pm.podman(
+            "run",
+            "--detach",
+            "--name",
+            self.name,
+            "--network",
+            "host",
+            *passed,
+            self.image,
+            env={name: self.env[name] for name in PASSED_ENV if name in self.env},
+        )
 
         def answers() -> bool:
             if not self.running():
@@ -118,10 +131,12 @@ def test_image_runs_unprivileged_with_healthcheck_and_serve_command(image):
 
 
 def test_image_holds_clients_but_no_compiler_apt_lists_or_build_secret(image):
-    script = ("id -u; command -v python; ls /usr/lib/postgresql/*/bin/pg_dump; "
-              "ls /var/lib/apt/lists | grep -v '^lock$' | grep -v '^partial$' | wc -l; "
-              "ls -A /run/secrets 2>/dev/null | wc -l; "
-              "for c in cc gcc g++ make; do command -v $c; done; true")
+    script = (
+        "id -u; command -v python; ls /usr/lib/postgresql/*/bin/pg_dump; "
+        "ls /var/lib/apt/lists | grep -v '^lock$' | grep -v '^partial$' | wc -l; "
+        "ls -A /run/secrets 2>/dev/null | wc -l; "
+        "for c in cc gcc g++ make; do command -v $c; done; true"
+    )
     lines = pm.podman("run", "--rm", "--network", "none", image, "sh", "-c", script).stdout.split()
 
     uid, python, pg_dump, apt_lists, secret_files, *compilers = lines
@@ -152,8 +167,20 @@ def test_container_backup_restores_identically(container, pg_cluster, tmp_path, 
 
     # docs/deploy-railway.md's way past the 15-minute edge limit: the CLI inside the running
     # container (as `railway ssh` runs it), from another folder, the backup on stdout.
-    piped = pm.podman("exec", "--workdir", "/", container.name, "python", "-m", "backup_svc", "dump", "-o", "-",
-                      stdin=subprocess.DEVNULL, text=False)
+    piped = pm.podman(
+        "exec",
+        "--workdir",
+        "/",
+        container.name,
+        "python",
+        "-m",
+        "backup_svc",
+        "dump",
+        "-o",
+        "-",
+        stdin=subprocess.DEVNULL,
+        text=False,
+    )
     backup.write_bytes(piped.stdout)
     restore(pg_cluster, backup, "rich_from_container_cli")
     assert snapshot(pg_cluster, "rich_from_container_cli") == snapshot(pg_cluster, "rich")
@@ -167,12 +194,15 @@ def test_redeploy_sigterm_lets_a_running_download_finish(image, pg_cluster, tmp_
     """What docs/deploy-railway.md promises: within GRACEFUL_TIMEOUT a redeploy does not cut a download."""
     # ~25 MB of gzip: more than the pipe and socket buffers hold, so the dump is still running
     # while the client does not read (smaller than big_db, which takes ~14 s to stream).
-    url = pg_cluster.create_database("drain", """
+    url = pg_cluster.create_database(
+        "drain",
+        """
         CREATE EXTENSION IF NOT EXISTS pgcrypto;
         CREATE TABLE blobs (id int PRIMARY KEY, data bytea NOT NULL);
         INSERT INTO blobs SELECT g, gen_random_bytes(1000) || gen_random_bytes(1000) || gen_random_bytes(1000)
         FROM generate_series(1, 8000) g;
-    """)
+    """,
+    )
     service = ContainerService(image, {"DATABASE_URL": url, "GRACEFUL_TIMEOUT": "30"}, tmp_path / "c.log")
     service.start()
     try:

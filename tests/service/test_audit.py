@@ -1,4 +1,5 @@
 """The audit trail against the real gunicorn: one JSON line per attempt, the in-memory list, no secrets."""
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,10 @@ def audited(rich_db, pg_cluster, tmp_path_factory):
 
     Each test sends its own X-Forwarded-For address and User-Agent, so tests sharing it stay apart.
     """
-    service = Service({"DATABASE_URL": rich_db, "LINK_SECRET": SECRET, "TRUSTED_PROXY_HOPS": "1",
-                       "AUTH_FAILURES_PER_MINUTE": "3"}, tmp_path_factory.mktemp("audit") / "service.log").start()
+    service = Service(
+        {"DATABASE_URL": rich_db, "LINK_SECRET": SECRET, "TRUSTED_PROXY_HOPS": "1", "AUTH_FAILURES_PER_MINUTE": "3"},
+        tmp_path_factory.mktemp("audit") / "service.log",
+    ).start()
     yield service
     service.stop()
 
@@ -42,6 +45,7 @@ def audit_lines(service) -> list[dict]:
 
 def lines_of(service, headers, count: int = 1) -> list[dict]:
     """The audit lines of one client (by its User-Agent), once `count` of them were written."""
+
     def mine():
         found = [e for e in audit_lines(service) if e["user_agent"] == headers["User-Agent"]]
         return found if len(found) >= count else None
@@ -85,11 +89,14 @@ def test_actor_is_the_basic_user_or_signed_link(audited):
     assert lines_of(audited, link_headers)[0]["actor"] == "signed link"
 
 
-@pytest.mark.parametrize("n,extra,status", [
-    (10, {}, 401),
-    (11, bearer("wrong-token-wrong-token"), 401),
-    (12, {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "no-cors", "Sec-Fetch-Dest": "empty"}, 403),
-])
+@pytest.mark.parametrize(
+    "n,extra,status",
+    [
+        (10, {}, 401),
+        (11, bearer("wrong-token-wrong-token"), 401),
+        (12, {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "no-cors", "Sec-Fetch-Dest": "empty"}, 403),
+    ],
+)
 def test_refused_attempts_are_audited_without_an_actor(audited, n, extra, status):
     headers = client(n)
     assert audited.request("GET", "/api/v1/backup", {**headers, **extra}).status == status

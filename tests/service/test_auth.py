@@ -1,4 +1,5 @@
 """Every protected path accepts either credential and refuses everything else with 401 + Basic."""
+
 from __future__ import annotations
 
 import pytest
@@ -22,8 +23,19 @@ def _bad_credentials(service):
 
 
 @pytest.mark.parametrize("method,path", PROTECTED)
-@pytest.mark.parametrize("case", ["none", "wrong token", "empty bearer", "wrong password", "wrong user",
-                                  "token as basic password", "password as token", "garbage scheme"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "none",
+        "wrong token",
+        "empty bearer",
+        "wrong password",
+        "wrong user",
+        "token as basic password",
+        "password as token",
+        "garbage scheme",
+    ],
+)
 def test_bad_credentials_are_401(rich_service, method, path, case):
     reply = rich_service.request(method, path, _bad_credentials(rich_service)[case])
 

@@ -1,5 +1,6 @@
 """`DELETE /api/v1/backups/<id>` against a real gunicorn and PostgreSQL (issue 11): a running transfer is
 broken, a waiting one gets 409, a stream blocked on a client that reads nothing is cut, browsers only same-origin."""
+
 from __future__ import annotations
 
 import time
@@ -8,6 +9,7 @@ from tests.databases import dump_sessions, waiting_dump_sessions
 from tests.http_client import gzip_is_valid, read_within, timed
 from tests.processes import pg_dump_pids, wait_until
 from tests.service_process import outcome_line
+
 
 # -- cancel ------------------------------------------------------------------------------------
 def _delete(service, backup_id: str, headers: dict[str, str] | None = None):
@@ -82,10 +84,12 @@ def test_cancel_only_from_this_service_s_pages_or_scripts(rich_db, start_service
     conn.request("GET", "/api/v1/backup?progress_id=cancel-guarded-1", headers=service.auth())
     try:
         assert wait_until(lambda: waiting_dump_sessions(pg_cluster), 10)
-        for headers in ({"Sec-Fetch-Site": "same-site", "Sec-Fetch-Mode": "cors"},
-                        {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate", "Sec-Fetch-Dest": "document"},
-                        {"Origin": "https://evil.example"},
-                        {"Origin": f"http://localhost:{service.port}"}):
+        for headers in (
+            {"Sec-Fetch-Site": "same-site", "Sec-Fetch-Mode": "cors"},
+            {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate", "Sec-Fetch-Dest": "document"},
+            {"Origin": "https://evil.example"},
+            {"Origin": f"http://localhost:{service.port}"},
+        ):
             assert _delete(service, "cancel-guarded-1", headers).status == 403, headers
         anonymous = service.request("DELETE", "/api/v1/backups/cancel-guarded-1")
         assert anonymous.status == 401

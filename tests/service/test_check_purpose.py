@@ -2,6 +2,7 @@
 service) needs storage and no admin secret; without --for it tells them apart by their variables.
 The exit status is "this process can do its job"; a missing alert channel is a warning, not a failure.
 Real PostgreSQL and moto's S3 server on loopback."""
+
 from __future__ import annotations
 
 import pytest
@@ -14,8 +15,14 @@ HEARTBEAT = "https://hc-ping.example/0f4d6c8e-5b1a-4c7e-9a1d-3e2f1b0c9d8a"
 
 def uploader_env(endpoint: str, bucket: str, db_url: str, **extra: str) -> dict[str, str]:
     """A cron service's variables: database, storage, retention — no admin secret."""
-    env = {"DATABASE_URL": db_url, "BACKUP_STORAGE_URL": f"s3://{bucket}/", "BACKUP_RETENTION": "last=7",
-           "HEARTBEAT_URL": HEARTBEAT, **s3_env(endpoint), **extra}
+    env = {
+        "DATABASE_URL": db_url,
+        "BACKUP_STORAGE_URL": f"s3://{bucket}/",
+        "BACKUP_RETENTION": "last=7",
+        "HEARTBEAT_URL": HEARTBEAT,
+        **s3_env(endpoint),
+        **extra,
+    }
     return {name: value for name, value in env.items() if value is not None}
 
 
@@ -59,15 +66,30 @@ def test_no_secret_no_storage_is_checked_as_a_server(rich_db):
 @pytest.mark.parametrize("purpose", ["serve", "upload"])
 def test_stored_backups_without_any_alert_channel_warn_but_do_not_fail(s3, moto_s3, rich_db, purpose):
     _, bucket = s3
-    env = uploader_env(moto_s3.endpoint, bucket, rich_db, HEARTBEAT_URL="", BACKUP_SCHEDULE="0 3 * * *",
-                       ADMIN_TOKEN="t" * 24 if purpose == "serve" else "")
+    env = uploader_env(
+        moto_s3.endpoint,
+        bucket,
+        rich_db,
+        HEARTBEAT_URL="",
+        BACKUP_SCHEDULE="0 3 * * *",
+        ADMIN_TOKEN="t" * 24 if purpose == "serve" else "",
+    )
     done = run_cli("check", env=env)
     assert done.stdout.startswith(f"checking as: {purpose}")
     assert done.returncode == 0, done.stdout
-    assert ("alerts: warning — stored backups are on, but no alert channel is set: a failed or missing backup "
-            "tells nobody. Set HEARTBEAT_URL") in done.stdout
-    with_mail = run_cli("check", env={**env, "SMTP_URL": "smtp://127.0.0.1:2525", "NOTIFY_EMAIL_TO": "a@example.com",
-                                      "NOTIFY_EMAIL_FROM": "b@example.com"})
+    assert (
+        "alerts: warning — stored backups are on, but no alert channel is set: a failed or missing backup "
+        "tells nobody. Set HEARTBEAT_URL"
+    ) in done.stdout
+    with_mail = run_cli(
+        "check",
+        env={
+            **env,
+            "SMTP_URL": "smtp://127.0.0.1:2525",
+            "NOTIFY_EMAIL_TO": "a@example.com",
+            "NOTIFY_EMAIL_FROM": "b@example.com",
+        },
+    )
     assert with_mail.returncode == 0
     assert "alerts: warning" not in with_mail.stdout
     assert "alerts: note — no HEARTBEAT_URL" in with_mail.stdout  # the heartbeat is still recommended

@@ -1,4 +1,5 @@
 """The compressed stream is standard gzip whichever library and level made it."""
+
 from __future__ import annotations
 
 import gzip
@@ -18,8 +19,12 @@ def _compress(level: int) -> bytes:
     compressor = gzip_compressor(level)
     half = len(SQL) // 2
     # a sync flush in the middle, as the pipeline emits while pg_dump is quiet
-    return compressor.compress(SQL[:half]) + compressor.flush(SYNC_FLUSH) + compressor.compress(SQL[half:]) \
+    return (
+        compressor.compress(SQL[:half])
+        + compressor.flush(SYNC_FLUSH)
+        + compressor.compress(SQL[half:])
         + compressor.flush()
+    )
 
 
 @pytest.mark.parametrize("level", [1, 2, 3, 6, 9])

@@ -1,4 +1,5 @@
 """The progress API behind the dashboard (real gunicorn and PostgreSQL), its registry and its estimates."""
+
 from __future__ import annotations
 
 import threading
@@ -46,8 +47,11 @@ def test_reusing_a_progress_id_is_409(rich_service):
 @pytest.mark.parametrize("bad_id", ["short", "x" * 65, "has.dots.in.it", "space%20in%20it", "%C3%BCmlaut-id"])
 def test_malformed_progress_ids_are_400(rich_service, bad_id):
     """One id rule (web/backup_id.py) for starting, following and cancelling a backup."""
-    for method, path in (("GET", f"/api/v1/backup?progress_id={bad_id}"), ("GET", f"/api/v1/backups/{bad_id}"),
-                         ("DELETE", f"/api/v1/backups/{bad_id}")):
+    for method, path in (
+        ("GET", f"/api/v1/backup?progress_id={bad_id}"),
+        ("GET", f"/api/v1/backups/{bad_id}"),
+        ("DELETE", f"/api/v1/backups/{bad_id}"),
+    ):
         reply = rich_service.request(method, path, rich_service.auth())
         assert reply.status == 400, (method, path)
         assert "progress_id must be" in reply.json()["message"]
@@ -80,8 +84,10 @@ def test_refusals_before_the_first_byte_are_kept_under_the_client_id(big_db, sta
 
         # Meanwhile the holder's dump is reported running, inside its only table, with a real estimate.
         assert wait_until(lambda: _report(service, "holder-id-0001").json()["phase"] == "data", 20)
-        running = wait_until(lambda: (r := _report(service, "holder-id-0001").json())["estimate"] in (
-            "copy-rows", "copy-bytes") and r, 10)  # the test cluster is PostgreSQL 14+
+        running = wait_until(
+            lambda: (r := _report(service, "holder-id-0001").json())["estimate"] in ("copy-rows", "copy-bytes") and r,
+            10,
+        )  # the test cluster is PostgreSQL 14+
         assert running, "no COPY progress estimate"
         assert running["state"] == "running"
         assert running["table"] == {"name": "public.blobs", "number": 1, "count": 1}
@@ -114,8 +120,9 @@ def test_done_only_when_the_client_has_the_last_byte(rich_service):
     assert wait_until(lambda: _report(rich_service, "never-reads-0001").json()["state"] == "aborted", 5)
     gone = _report(rich_service, "never-reads-0001").json()
     assert gone["sha256"] is None and gone["percent"] is None
-    assert wait_until(lambda: '"id": "never-reads-0001"' in rich_service.log()
-                      and '"outcome": "aborted"' in rich_service.log(), 5)
+    assert wait_until(
+        lambda: '"id": "never-reads-0001"' in rich_service.log() and '"outcome": "aborted"' in rich_service.log(), 5
+    )
 
     reply = rich_service.request("GET", "/api/v1/backup?progress_id=reads-all-0001", rich_service.auth())
     done = _report(rich_service, "reads-all-0001").json()
@@ -152,8 +159,12 @@ def test_watch_never_waits_for_another_pollers_query(rich_db):
     watch = DumpWatch()
     with watch._lock:
         # in a thread with a deadline: a refresh that waited would hang the test instead of failing it
-        waiter = threading.Thread(target=watch.refresh, args=(parse_database_url(rich_db), "backup_svc-dump-none"),
-                                  kwargs={"now": 100.0}, daemon=True)
+        waiter = threading.Thread(
+            target=watch.refresh,
+            args=(parse_database_url(rich_db), "backup_svc-dump-none"),
+            kwargs={"now": 100.0},
+            daemon=True,
+        )
         waiter.start()
         waiter.join(timeout=10)
         assert not waiter.is_alive(), "refresh waited for the lock another poller holds"
@@ -161,8 +172,10 @@ def test_watch_never_waits_for_another_pollers_query(rich_db):
 
 
 # -- estimates, without a database -------------------------------------------------------------
-TABLES = {"s.small": TableEstimate(oid=1, size_bytes=100_000, rows=1000),
-          "s.big": TableEstimate(oid=2, size_bytes=300_000, rows=3000)}
+TABLES = {
+    "s.small": TableEstimate(oid=1, size_bytes=100_000, rows=1000),
+    "s.big": TableEstimate(oid=2, size_bytes=300_000, rows=3000),
+}
 
 
 def _progress(**fields) -> DumpProgress:
@@ -172,24 +185,44 @@ def _progress(**fields) -> DumpProgress:
     return progress
 
 
-@pytest.mark.parametrize("copy,samples,expected,method", [
-    # s.big makes 3000 rows; 1500 copied came to 600 kB of SQL, so it makes ~1.2 MB: 50 kB read is 1/24
-    (CopySample(relid=2, bytes_processed=600_000, tuples_processed=1500), {}, (100_000 + 300_000 / 24) / 400_000,
-     "copy-rows"),
-    # never past 99 % of a table before the output moves on
-    (CopySample(relid=2, bytes_processed=10_000, tuples_processed=1500), {}, (100_000 + 0.99 * 300_000) / 400_000,
-     "copy-rows"),
-    # the server has moved on to the next table: this table's last sample still tells its size
-    (CopySample(relid=3, bytes_processed=5, tuples_processed=1),
-     {2: CopySample(relid=2, bytes_processed=600_000, tuples_processed=1500)}, (100_000 + 300_000 / 24) / 400_000,
-     "copy-rows"),
-    # no sample of this table: as much SQL per byte on disk as the tables before it (150 kB for 100 kB)
-    (CopySample(relid=1, bytes_processed=0, tuples_processed=1000), {}, (100_000 + 50_000 / 1.5) / 400_000, "tables"),
-    (None, {}, (100_000 + 50_000 / 1.5) / 400_000, "tables"),
-])
+@pytest.mark.parametrize(
+    "copy,samples,expected,method",
+    [
+        # s.big makes 3000 rows; 1500 copied came to 600 kB of SQL, so it makes ~1.2 MB: 50 kB read is 1/24
+        (
+            CopySample(relid=2, bytes_processed=600_000, tuples_processed=1500),
+            {},
+            (100_000 + 300_000 / 24) / 400_000,
+            "copy-rows",
+        ),
+        # never past 99 % of a table before the output moves on
+        (
+            CopySample(relid=2, bytes_processed=10_000, tuples_processed=1500),
+            {},
+            (100_000 + 0.99 * 300_000) / 400_000,
+            "copy-rows",
+        ),
+        # the server has moved on to the next table: this table's last sample still tells its size
+        (
+            CopySample(relid=3, bytes_processed=5, tuples_processed=1),
+            {2: CopySample(relid=2, bytes_processed=600_000, tuples_processed=1500)},
+            (100_000 + 300_000 / 24) / 400_000,
+            "copy-rows",
+        ),
+        # no sample of this table: as much SQL per byte on disk as the tables before it (150 kB for 100 kB)
+        (
+            CopySample(relid=1, bytes_processed=0, tuples_processed=1000),
+            {},
+            (100_000 + 50_000 / 1.5) / 400_000,
+            "tables",
+        ),
+        (None, {}, (100_000 + 50_000 / 1.5) / 400_000, "tables"),
+    ],
+)
 def test_data_fraction(copy, samples, expected, method):
-    progress = _progress(phase="data", current_table="s.big", tables=["s.small", "s.big"], sql_bytes=200_000,
-                         table_sql_start=150_000)
+    progress = _progress(
+        phase="data", current_table="s.big", tables=["s.small", "s.big"], sql_bytes=200_000, table_sql_start=150_000
+    )
     fraction, used = data_fraction(progress, TABLES, copy, samples=samples)
     assert fraction == pytest.approx(expected) and used == method
 
@@ -201,8 +234,9 @@ def test_data_fraction_of_the_first_table_without_a_sample_counts_it_as_begun():
 
 def test_data_fraction_without_copy_progress_counts_the_tables_sql():
     """PostgreSQL < 14: the SQL written since the table started, against the table's size."""
-    progress = _progress(phase="data", current_table="s.big", tables=["s.small", "s.big"], sql_bytes=200_000,
-                         table_sql_start=50_000)
+    progress = _progress(
+        phase="data", current_table="s.big", tables=["s.small", "s.big"], sql_bytes=200_000, table_sql_start=50_000
+    )
     fraction, used = data_fraction(progress, TABLES, None, copy_supported=False)
     assert (fraction, used) == (pytest.approx((100_000 + 150_000) / 400_000), "output-bytes")
 
@@ -229,10 +263,12 @@ def test_report_never_says_done_before_the_response_is_closed():
 
 
 def test_report_of_a_failed_dump_has_its_error_and_no_percent():
-    progress = _progress(phase="failed", outcome="failed", error="pg_dump exited with status 1 mid-stream: x",
-                         finished=1003.0)
-    report = progress_report("id-00000001", "f.sql.gz", progress, running=True, status=200, watch=DumpWatch(),
-                             now=1004.0)
+    progress = _progress(
+        phase="failed", outcome="failed", error="pg_dump exited with status 1 mid-stream: x", finished=1003.0
+    )
+    report = progress_report(
+        "id-00000001", "f.sql.gz", progress, running=True, status=200, watch=DumpWatch(), now=1004.0
+    )
     assert (report["state"], report["percent"], report["eta_s"]) == ("failed", None, None)
     assert report["error"].startswith("pg_dump exited with status 1")
 
@@ -241,12 +277,26 @@ def test_report_measures_the_bytes_the_client_has_and_the_time_left_at_the_recen
     watch = DumpWatch()
     watch.tables, watch.copy_supported = TABLES, True
     watch.copy = CopySample(relid=2, bytes_processed=600_000, tuples_processed=1500)
-    progress = _progress(phase="data", current_table="s.big", tables=["s.small", "s.big"], sql_bytes=800_000,
-                         table_sql_start=200_000, gzip_bytes=40_000)
+    progress = _progress(
+        phase="data",
+        current_table="s.big",
+        tables=["s.small", "s.big"],
+        sql_bytes=800_000,
+        table_sql_start=200_000,
+        gzip_bytes=40_000,
+    )
     # The output is half-way through s.big (600 kB of its ~1.2 MB): 1 % schema + 98 % × (100k + 150k of
     # 400k) = 62.25 % of the dump; the client has half of the 40 kB made so far, at 2 kB/s lately.
-    report = progress_report("id-00000001", "f.sql.gz", progress, running=True, status=200, watch=watch, now=1010.0,
-                             delivery=Delivery(bytes=20_000, rate=2000.0))
+    report = progress_report(
+        "id-00000001",
+        "f.sql.gz",
+        progress,
+        running=True,
+        status=200,
+        watch=watch,
+        now=1010.0,
+        delivery=Delivery(bytes=20_000, rate=2000.0),
+    )
     assert report["bytes_expected"] == round(40_000 / 0.6225)
     assert report["percent"] == pytest.approx(100 * 20_000 / (40_000 / 0.6225), abs=0.05)
     assert report["eta_s"] == pytest.approx((40_000 / 0.6225 - 20_000) / 2000, abs=0.1)
@@ -256,8 +306,16 @@ def test_report_measures_the_bytes_the_client_has_and_the_time_left_at_the_recen
 
 def test_a_finished_report_has_the_rate_of_the_real_send():
     progress = _progress(phase="done", outcome="ok", finished=1030.0, gzip_bytes=25_400_000, sha256="ab" * 32)
-    report = progress_report("id-00000001", "f.sql.gz", progress, running=False, status=200, watch=DumpWatch(),
-                             now=1031.0, delivery=Delivery(bytes=25_400_000, send_s=12.7))
+    report = progress_report(
+        "id-00000001",
+        "f.sql.gz",
+        progress,
+        running=False,
+        status=200,
+        watch=DumpWatch(),
+        now=1031.0,
+        delivery=Delivery(bytes=25_400_000, send_s=12.7),
+    )
     assert (report["state"], report["percent"], report["bytes_sent"]) == ("done", 100.0, 25_400_000)
     assert (report["rate_bytes_per_s"], report["send_s"], report["elapsed_s"]) == (2_000_000, 12.7, 30.0)
 

@@ -1,5 +1,6 @@
 """A dedup backup as a `.sql.gz`: `get NAME -o FILE` and the dashboard's download (`GET /api/v1/stored/<manifest>`,
 streamed through the service), against a real PostgreSQL, moto's S3 server and gunicorn on loopback."""
+
 from __future__ import annotations
 
 import gzip
@@ -8,8 +9,7 @@ import re
 import subprocess
 
 from tests.s3support import s3_env
-from tests.service.test_dedup_storage import (SEVERAL_CHUNKS, dedup_env, manifest_of, manifests, reading_env,
-                                              upload)
+from tests.service.test_dedup_storage import SEVERAL_CHUNKS, dedup_env, manifest_of, manifests, reading_env, upload
 from tests.databases import snapshot
 from tests.http_client import gzip_is_valid
 from tests.processes import run_cli, wait_until
@@ -25,7 +25,8 @@ def get(env: dict[str, str], *args: str, cwd=None):
 
 
 def test_get_and_the_download_give_the_same_sqlgz_of_the_manifests_sql_and_it_restores_identical(
-        s3, moto_s3, start_service, fresh_db, pg_cluster, tmp_path):
+    s3, moto_s3, start_service, fresh_db, pg_cluster, tmp_path
+):
     client, bucket = s3
     name, url = fresh_db("dd", SEVERAL_CHUNKS)
     env = dedup_env(moto_s3.endpoint, bucket, url)
@@ -48,8 +49,9 @@ def test_get_and_the_download_give_the_same_sqlgz_of_the_manifests_sql_and_it_re
     third = get(reading_env(moto_s3.endpoint), stored_url, cwd=tmp_path)
     assert third.returncode == 0, third.stderr
     assert (tmp_path / backup.replace(".sql.dedup", ".sql.gz")).read_bytes() == data
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["a.sql.gz", "b.sql.gz",
-                                                                 backup.replace(".sql.dedup", ".sql.gz")])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["a.sql.gz", "b.sql.gz", backup.replace(".sql.dedup", ".sql.gz")]
+    )
 
     tested = subprocess.run(["gzip", "-t", str(tmp_path / "a.sql.gz")], capture_output=True)  # gzip's own reader
     assert tested.returncode == 0, tested.stderr
@@ -69,8 +71,7 @@ def test_get_and_the_download_give_the_same_sqlgz_of_the_manifests_sql_and_it_re
     # the files reader takes the many-member file: verify, and a restore identical to the source
     verified = run_cli("verify", str(tmp_path / "a.sql.gz"))
     assert verified.returncode == 0, verified.stderr
-    restored = run_cli("restore", str(tmp_path / "a.sql.gz"), "--target-url", pg_cluster.url(f"{name}_got"),
-                       "--create")
+    restored = run_cli("restore", str(tmp_path / "a.sql.gz"), "--target-url", pg_cluster.url(f"{name}_got"), "--create")
     assert restored.returncode == 0, restored.stderr
     assert snapshot(pg_cluster, f"{name}_got") == snapshot(pg_cluster, name)
     with pg_cluster.connect() as db:
@@ -96,7 +97,8 @@ def flip_a_byte(client, bucket: str, key: str) -> None:
 
 
 def test_a_flipped_byte_in_a_chunk_fails_get_naming_it_leaves_no_file_and_breaks_the_download(
-        s3, moto_s3, start_service, fresh_db, tmp_path):
+    s3, moto_s3, start_service, fresh_db, tmp_path
+):
     client, bucket = s3
     name, url = fresh_db("dd", SEVERAL_CHUNKS)
     env = dedup_env(moto_s3.endpoint, bucket, url)
@@ -108,7 +110,9 @@ def test_a_flipped_byte_in_a_chunk_fails_get_naming_it_leaves_no_file_and_breaks
 
     failed = get(reading_env(moto_s3.endpoint), stored_url, "-o", str(tmp_path / "x.sql.gz"))
     assert failed.returncode == 1, failed.stderr
-    assert re.search(rf"get failed: .*chunk \d+ of {len(manifest['chunks'])} \({victim}\)", failed.stderr), failed.stderr
+    assert re.search(rf"get failed: .*chunk \d+ of {len(manifest['chunks'])} \({victim}\)", failed.stderr), (
+        failed.stderr
+    )
     assert list(tmp_path.iterdir()) == []  # neither the file nor its .partial
     keyless = get(s3_env(moto_s3.endpoint), stored_url, "-o", str(tmp_path / "x.sql.gz"))
     assert keyless.returncode == 1 and victim in keyless.stderr, keyless.stderr

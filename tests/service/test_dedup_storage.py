@@ -1,5 +1,6 @@
 """BACKUP_STORAGE_FORMAT=dedup as a user runs it (`upload`, `list`, `verify`, `restore`, `prune`), against a real
 PostgreSQL and moto's S3 server on loopback: chunks stored once, manifests written last, every chunk checked."""
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,14 @@ SEVERAL_CHUNKS = """
 
 
 def dedup_env(endpoint: str, bucket: str, db_url: str, **extra: str) -> dict[str, str]:
-    return {"DATABASE_URL": db_url, "BACKUP_STORAGE_URL": f"s3://{bucket}/backups", "BACKUP_STORAGE_FORMAT": "dedup",
-            "BACKUP_DEDUP_KEY": DEDUP_KEY, **s3_env(endpoint), **extra}
+    return {
+        "DATABASE_URL": db_url,
+        "BACKUP_STORAGE_URL": f"s3://{bucket}/backups",
+        "BACKUP_STORAGE_FORMAT": "dedup",
+        "BACKUP_DEDUP_KEY": DEDUP_KEY,
+        **s3_env(endpoint),
+        **extra,
+    }
 
 
 def reading_env(endpoint: str) -> dict[str, str]:
@@ -105,8 +112,9 @@ def test_a_slightly_changed_database_uploads_few_new_chunks(s3, moto_s3, fresh_d
     assert 3 <= len(new) <= 5, (len(new), len(before))
     recorded = stored_metadata(client, bucket, second.removeprefix(f"s3://{bucket}/"))
     assert int(recorded["dedup-new-bytes"]) < 0.5 * int(recorded["dedup-stored-bytes"]), recorded
-    restored = run_cli("restore", second, "--target-url", pg_cluster.url(f"{name}_r"), "--create",
-                       env=reading_env(moto_s3.endpoint))
+    restored = run_cli(
+        "restore", second, "--target-url", pg_cluster.url(f"{name}_r"), "--create", env=reading_env(moto_s3.endpoint)
+    )
     assert restored.returncode == 0, restored.stderr
     assert snapshot(pg_cluster, f"{name}_r") == snapshot(pg_cluster, name)
 
@@ -129,13 +137,22 @@ def test_a_dedup_backup_of_the_rich_database_restores_identical(s3, moto_s3, ric
     verified = run_cli("verify", url, env=reading_env(moto_s3.endpoint))
     assert verified.returncode == 0, verified.stderr
     assert "(dedup)" in verified.stdout and "stored sha256:    matches" in verified.stdout
-    restored = run_cli("restore", url, "--target-url", pg_cluster.url("rich_from_dedup"), "--create",
-                       env=reading_env(moto_s3.endpoint))
+    restored = run_cli(
+        "restore", url, "--target-url", pg_cluster.url("rich_from_dedup"), "--create", env=reading_env(moto_s3.endpoint)
+    )
     assert restored.returncode == 0, restored.stderr
     assert snapshot(pg_cluster, "rich_from_dedup") == snapshot(pg_cluster, "rich")
     # the parallel restore reads the same checked stream
-    parallel = run_cli("restore", url, "--target-url", pg_cluster.url("rich_from_dedup_jobs"), "--create",
-                       "--jobs", "3", env=reading_env(moto_s3.endpoint))
+    parallel = run_cli(
+        "restore",
+        url,
+        "--target-url",
+        pg_cluster.url("rich_from_dedup_jobs"),
+        "--create",
+        "--jobs",
+        "3",
+        env=reading_env(moto_s3.endpoint),
+    )
     assert parallel.returncode == 0, parallel.stderr
     assert snapshot(pg_cluster, "rich_from_dedup_jobs") == snapshot(pg_cluster, "rich")
 
@@ -162,8 +179,9 @@ def test_a_changed_chunk_fails_verify_and_restore_naming_it_and_nothing_is_creat
     assert middle in verified.stderr and "its HMAC differs" in verified.stderr, verified.stderr
 
     target = f"{name}_tampered"
-    restored = run_cli("restore", stored, "--target-url", pg_cluster.url(target), "--create",
-                       env=reading_env(moto_s3.endpoint))
+    restored = run_cli(
+        "restore", stored, "--target-url", pg_cluster.url(target), "--create", env=reading_env(moto_s3.endpoint)
+    )
     assert restored.returncode == 1 and middle in restored.stderr, restored.stderr
     with pg_cluster.connect() as db:
         assert db.execute("SELECT count(*) FROM pg_database WHERE datname = %s", (target,)).fetchone()[0] == 0
@@ -189,7 +207,9 @@ def test_the_wrong_key_is_told_apart_from_damage(s3, moto_s3, fresh_db):
     client, bucket = s3
     _, url = fresh_db("dd", "CREATE TABLE t AS SELECT 1 AS x;")
     stored = upload(dedup_env(moto_s3.endpoint, bucket, url))
-    verified = run_cli("verify", stored, env={**s3_env(moto_s3.endpoint), "BACKUP_DEDUP_KEY": "another-key-" + "z" * 20})
+    verified = run_cli(
+        "verify", stored, env={**s3_env(moto_s3.endpoint), "BACKUP_DEDUP_KEY": "another-key-" + "z" * 20}
+    )
     assert verified.returncode == 1 and "BACKUP_DEDUP_KEY is not the key" in verified.stderr, verified.stderr
     assert "another-key" not in verified.stderr + verified.stdout
 
@@ -200,13 +220,21 @@ def test_a_dump_killed_mid_way_leaves_no_manifest(kill, s3, moto_s3, fault_proxy
     client, bucket = s3
     proxy, _ = fault_proxy
     proxy.add(lambda method, path, query: method == "PUT" and "/_chunks/" in path, ["slow:0.3"], repeat_last=True)
-    process = subprocess.Popen([sys.executable, "-m", "backup_svc", "upload"], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, "PYTHONPATH": str(REPO),
-                                    **dedup_env(proxy.endpoint, bucket, big_db, BACKUP_RETENTION="last=1")})
+    process = subprocess.Popen(
+        [sys.executable, "-m", "backup_svc", "upload"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={
+            **os.environ,
+            "PYTHONPATH": str(REPO),
+            **dedup_env(proxy.endpoint, bucket, big_db, BACKUP_RETENTION="last=1"),
+        },
+    )
     try:
-        assert wait_until(lambda: chunk_keys(client, bucket, "big") and pg_dump_pids(pg_cluster), 60), \
+        assert wait_until(lambda: chunk_keys(client, bucket, "big") and pg_dump_pids(pg_cluster), 60), (
             "the upload never stored a chunk"
+        )
         kill_upload(kill, process, pg_cluster, "big")
         _, err = process.communicate(timeout=60)
     finally:
@@ -251,14 +279,21 @@ def test_retention_collects_exactly_the_chunks_no_kept_backup_needs(s3, moto_s3,
 
     # a day and more later: exactly the kept backup's chunks are left
     owner = Owner(name, name, cluster_identity(pg_cluster))
-    report = prune(client, StorageLocation(bucket, "backups/"), BackupNames(name), owner, parse_retention("last=1"),
-                   now=datetime.now(timezone.utc) + timedelta(days=1, minutes=5))
+    report = prune(
+        client,
+        StorageLocation(bucket, "backups/"),
+        BackupNames(name),
+        owner,
+        parse_retention("last=1"),
+        now=datetime.now(timezone.utc) + timedelta(days=1, minutes=5),
+    )
     assert report.failed == []
     assert {k.rsplit("/", 1)[1] for k in chunk_keys(client, bucket, name)} == {c[0] for c in second["chunks"]}
     assert sorted(report.chunks.deleted) == sorted(only_first | {orphan})
 
-    restored = run_cli("restore", kept, "--target-url", pg_cluster.url(f"{name}_kept"), "--create",
-                       env=reading_env(moto_s3.endpoint))
+    restored = run_cli(
+        "restore", kept, "--target-url", pg_cluster.url(f"{name}_kept"), "--create", env=reading_env(moto_s3.endpoint)
+    )
     assert restored.returncode == 0, restored.stderr
     assert snapshot(pg_cluster, f"{name}_kept") == snapshot(pg_cluster, name)
     verified_all = run_cli("verify", kept, env=reading_env(moto_s3.endpoint))
@@ -278,8 +313,9 @@ def test_a_manifest_that_cannot_be_read_stops_the_collection(s3, moto_s3, fresh_
     before = chunk_keys(client, bucket, name)
     client.put_object(Bucket=bucket, Key=f"backups/{name}_backup_20260101_000000.sql.dedup", Body=b"not json")
     with pytest.raises(StorageError, match="no chunk was deleted"):
-        collect_chunks(client, StorageLocation(bucket, "backups/"), name,
-                       now=datetime.now(timezone.utc) + timedelta(days=2))
+        collect_chunks(
+            client, StorageLocation(bucket, "backups/"), name, now=datetime.now(timezone.utc) + timedelta(days=2)
+        )
     assert chunk_keys(client, bucket, name) == before
 
 
@@ -288,8 +324,9 @@ def test_serve_stores_lists_and_restores_a_dedup_backup(s3, moto_s3, start_servi
     chunks, restored from the API identical to its source."""
     client, bucket = s3
     name, url = fresh_db("dd", SEVERAL_CHUNKS)
-    service = start_service(DATABASE_URL=url, **{k: v for k, v in dedup_env(moto_s3.endpoint, bucket, url).items()
-                                                   if k != "DATABASE_URL"})
+    service = start_service(
+        DATABASE_URL=url, **{k: v for k, v in dedup_env(moto_s3.endpoint, bucket, url).items() if k != "DATABASE_URL"}
+    )
     started = service.request("POST", "/api/v1/stored", service.auth())
     assert started.status == 202, started.body
     progress = started.json()["progress_url"]
@@ -298,15 +335,20 @@ def test_serve_stores_lists_and_restores_a_dedup_backup(s3, moto_s3, start_servi
     (key,) = manifests(client, bucket, name)
     listed = service.request("GET", "/api/v1/stored", service.auth()).json()["backups"]
     manifest = manifest_of(client, bucket, key)
-    assert [(b["name"], b["size"]) for b in listed] == [(key.removeprefix("backups/"),
-                                                          sum(c[2] for c in manifest["chunks"]))]
+    assert [(b["name"], b["size"]) for b in listed] == [
+        (key.removeprefix("backups/"), sum(c[2] for c in manifest["chunks"]))
+    ]
 
     download = service.request("GET", f"/api/v1/stored/{listed[0]['name']}", service.auth())
     assert download.status == 200 and gzip_is_valid(download.body)  # rebuilt from its chunks (test_dedup_get.py)
 
     conn = service.connection(timeout=60)
-    conn.request("POST", "/api/v1/restores", body=json.dumps({"backup": listed[0]["name"], "mode": "new"}).encode(),
-                 headers={"Content-Type": "application/json", **basic("admin", service.password)})
+    conn.request(
+        "POST",
+        "/api/v1/restores",
+        body=json.dumps({"backup": listed[0]["name"], "mode": "new"}).encode(),
+        headers={"Content-Type": "application/json", **basic("admin", service.password)},
+    )
     response = conn.getresponse()
     body = json.loads(response.read())
     conn.close()
@@ -315,6 +357,7 @@ def test_serve_stores_lists_and_restores_a_dedup_backup(s3, moto_s3, start_servi
     def ended():
         report = service.request("GET", body["progress_url"], service.auth()).json()
         return report if report["state"] != "running" else None
+
     report = wait_until(ended, 120, interval=0.2)
     assert report and report["state"] == "done", report
     assert report["counts_from"] == "dump-time metadata"
@@ -325,8 +368,15 @@ def test_serve_stores_lists_and_restores_a_dedup_backup(s3, moto_s3, start_servi
 
 def test_dedup_on_an_rclone_remote_is_refused_before_anything_runs(tmp_path, rich_db):
     """Not built for rclone remotes: `upload` says so in one line rather than store .sql.gz files instead."""
-    done = run_cli("upload", env={"DATABASE_URL": rich_db, "BACKUP_STORAGE_URL": f"rclone:local:{tmp_path}",
-                                  "BACKUP_STORAGE_FORMAT": "dedup", "BACKUP_DEDUP_KEY": DEDUP_KEY})
+    done = run_cli(
+        "upload",
+        env={
+            "DATABASE_URL": rich_db,
+            "BACKUP_STORAGE_URL": f"rclone:local:{tmp_path}",
+            "BACKUP_STORAGE_FORMAT": "dedup",
+            "BACKUP_DEDUP_KEY": DEDUP_KEY,
+        },
+    )
     assert done.returncode == 2, done.stderr
     assert "only 'sqlgz' is supported on rclone remotes" in done.stderr
     assert list(tmp_path.iterdir()) == []
@@ -344,8 +394,13 @@ def test_prune_during_a_running_upload_waits_its_turn_and_loses_nothing(s3, moto
     proxy.add(lambda method, path, query: method == "PUT" and "/_chunks/" in path, ["slow:1.5"], repeat_last=True)
     time.sleep(1.1)
     env = dedup_env(proxy.endpoint, bucket, url, BACKUP_RETENTION="last=1")
-    running = subprocess.Popen([sys.executable, "-m", "backup_svc", "upload"], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO), **env})
+    running = subprocess.Popen(
+        [sys.executable, "-m", "backup_svc", "upload"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO), **env},
+    )
     try:
         before = len(chunk_keys(client, bucket, name))
         assert wait_until(lambda: len(chunk_keys(client, bucket, name)) > before, 60), "no chunk was sent"
@@ -356,8 +411,14 @@ def test_prune_during_a_running_upload_waits_its_turn_and_loses_nothing(s3, moto
             running.kill()
     assert pruned.returncode == 75 and "prune again when it is done" in pruned.stderr, pruned.stderr
     assert running.returncode == 0, err
-    restored = run_cli("restore", out.split()[1], "--target-url", pg_cluster.url(f"{name}_r"), "--create",
-                       env=reading_env(moto_s3.endpoint))
+    restored = run_cli(
+        "restore",
+        out.split()[1],
+        "--target-url",
+        pg_cluster.url(f"{name}_r"),
+        "--create",
+        env=reading_env(moto_s3.endpoint),
+    )
     assert restored.returncode == 0, restored.stderr
     assert snapshot(pg_cluster, f"{name}_r") == snapshot(pg_cluster, name)
 
@@ -378,8 +439,11 @@ def test_a_collection_stopped_half_way_is_finished_by_the_next(s3, moto_s3, faul
     orphans = [f"backups/_chunks/{name}/{i:064x}" for i in range(1, 6)]
     for key in orphans:
         client.put_object(Bucket=bucket, Key=key, Body=b"x")
-    proxy.add(lambda method, path, query: method == "DELETE" and "/_chunks/" in path,
-              ["forward", "forward", "403"], repeat_last=True)
+    proxy.add(
+        lambda method, path, query: method == "DELETE" and "/_chunks/" in path,
+        ["forward", "forward", "403"],
+        repeat_last=True,
+    )
     later = datetime.now(timezone.utc) + timedelta(days=2)
     first = collect_chunks(proxied, StorageLocation(bucket, "backups/"), name, now=later)
     assert len(first.deleted) == 2 and len(first.failed) == 3
@@ -397,13 +461,15 @@ def test_a_week_of_nights_with_changes_each_restore_as_the_database_was(s3, moto
     client, bucket = s3
     name, url = fresh_db("dd", SEVERAL_CHUNKS)
     env = dedup_env(moto_s3.endpoint, bucket, url)
-    changes = ["INSERT INTO items SELECT g, 'night two', NULL FROM generate_series(200001, 203000) g",
-               "DELETE FROM items WHERE id <= 500; UPDATE items SET note = 'night three' WHERE id > 202000",
-               None,  # nothing changed: the fourth backup is all known chunks
-               "CREATE TABLE notes (id serial PRIMARY KEY, body text); "
-               "INSERT INTO notes (body) SELECT 'note ' || g FROM generate_series(1, 2000) g",
-               "UPDATE items SET label = upper(label) WHERE id % 997 = 0; DELETE FROM notes WHERE id % 3 = 0",
-               "ALTER TABLE items ADD COLUMN seen boolean NOT NULL DEFAULT false; CLUSTER items USING items_pkey"]
+    changes = [
+        "INSERT INTO items SELECT g, 'night two', NULL FROM generate_series(200001, 203000) g",
+        "DELETE FROM items WHERE id <= 500; UPDATE items SET note = 'night three' WHERE id > 202000",
+        None,  # nothing changed: the fourth backup is all known chunks
+        "CREATE TABLE notes (id serial PRIMARY KEY, body text); "
+        "INSERT INTO notes (body) SELECT 'note ' || g FROM generate_series(1, 2000) g",
+        "UPDATE items SET label = upper(label) WHERE id % 997 = 0; DELETE FROM notes WHERE id % 3 = 0",
+        "ALTER TABLE items ADD COLUMN seen boolean NOT NULL DEFAULT false; CLUSTER items USING items_pkey",
+    ]
     nights = []
     for number, change in enumerate([None, *changes], start=1):
         if change:
@@ -412,8 +478,13 @@ def test_a_week_of_nights_with_changes_each_restore_as_the_database_was(s3, moto
         if number > 1:
             time.sleep(1.1)  # backup names have a one-second resolution
         stored = upload(env)
-        nights.append((stored, snapshot(pg_cluster, name),
-                       stored_metadata(client, bucket, stored.removeprefix(f"s3://{bucket}/"))))
+        nights.append(
+            (
+                stored,
+                snapshot(pg_cluster, name),
+                stored_metadata(client, bucket, stored.removeprefix(f"s3://{bucket}/")),
+            )
+        )
     assert len(manifests(client, bucket, name)) == 7
     new = [int(recorded["dedup-new-chunks"]) for _, _, recorded in nights]
     total = [int(recorded["dedup-chunks"]) for _, _, recorded in nights]
@@ -422,8 +493,9 @@ def test_a_week_of_nights_with_changes_each_restore_as_the_database_was(s3, moto
     assert sum(new[1:]) < 6 * total[0], (new, total)  # later nights shared chunks with earlier ones
     for number, (stored, expected, _) in enumerate(nights, start=1):
         target = f"{name}_night{number}"
-        restored = run_cli("restore", stored, "--target-url", pg_cluster.url(target), "--create",
-                           env=reading_env(moto_s3.endpoint))
+        restored = run_cli(
+            "restore", stored, "--target-url", pg_cluster.url(target), "--create", env=reading_env(moto_s3.endpoint)
+        )
         assert restored.returncode == 0, restored.stderr
         assert snapshot(pg_cluster, target) == expected, f"night {number}"
         with pg_cluster.connect() as db:

@@ -3,6 +3,7 @@
 Everything runs for real: the demo's own throwaway PostgreSQL, gunicorn on a loopback port, curl,
 gzip, psql, createdb and the `backup-svc` command, in shells, exactly as printed or written.
 """
+
 from __future__ import annotations
 
 import json
@@ -40,13 +41,26 @@ class Demo:
 
     def __init__(self, cwd: Path, **env: str):
         self.port = free_port()
-        self.env = {**{k: v for k, v in os.environ.items()
-                       if not k.startswith(("ADMIN_", "DATABASE_URL", "BIND_HOST", "LINK_", "PUBLIC_URL"))},
-                    "PORT": str(self.port), "PYTHONUNBUFFERED": "1", **env}
+        self.env = {
+            **{
+                k: v
+                for k, v in os.environ.items()
+                if not k.startswith(("ADMIN_", "DATABASE_URL", "BIND_HOST", "LINK_", "PUBLIC_URL"))
+            },
+            "PORT": str(self.port),
+            "PYTHONUNBUFFERED": "1",
+            **env,
+        }
         self.cwd = cwd
-        self.proc = subprocess.Popen([sys.executable, "-m", "backup_svc", "serve", "--demo"], cwd=cwd, env=self.env,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "backup_svc", "serve", "--demo"],
+            cwd=cwd,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
         self.banner = self._read_banner()
         assert wait_until(self._healthy, 20), self.banner
 
@@ -110,15 +124,20 @@ def demo(tmp_path_factory):
 
 
 def bash(script: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=180)
+    return subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script], cwd=cwd, env=env, capture_output=True, text=True, timeout=180
+    )
 
 
 def table_rows(url: str) -> dict[str, int]:
     """Every user table of a database with its row count."""
     with psycopg.connect(url, autocommit=True) as db:
-        tables = [t for (t,) in db.execute(
-            "SELECT format('%I.%I', schemaname, relname) FROM pg_stat_user_tables ORDER BY 1").fetchall()]
+        tables = [
+            t
+            for (t,) in db.execute(
+                "SELECT format('%I.%I', schemaname, relname) FROM pg_stat_user_tables ORDER BY 1"
+            ).fetchall()
+        ]
         return {t: db.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in tables}
 
 
@@ -163,8 +182,16 @@ def test_the_demo_stores_backups_in_its_throwaway_bucket_and_the_banner_commands
     block = demo.banner.split("Stored backups from a shell", 1)[1].split("\n\n", 1)[0]
     lines = [line.strip() for line in block.splitlines()[1:] if line.strip()]
     cli = str(BIN / "backup-svc")
-    assert [line.split(" ", 1)[0] for line in lines] == ["export", "export", "export", cli, cli, cli, "NAME=$(" + cli,
-                                                         cli]
+    assert [line.split(" ", 1)[0] for line in lines] == [
+        "export",
+        "export",
+        "export",
+        cli,
+        cli,
+        cli,
+        "NAME=$(" + cli,
+        cli,
+    ]
     endpoint = demo.value(r"on a throwaway S3 server at (http://127\.0\.0\.1:\d+) ")
     assert "BACKUP_SCHEDULE='*/5 * * * *'" in demo.banner and "BACKUP_RETENTION=last=6" in demo.banner
     done = bash("\n".join(lines), tmp_path, {"PATH": os.environ["PATH"], "HOME": str(tmp_path)})
@@ -175,8 +202,12 @@ def test_the_demo_stores_backups_in_its_throwaway_bucket_and_the_banner_commands
     restored = table_rows(with_database(demo.database_url, "shop_from_bucket"))
     assert restored == table_rows(demo.database_url) and sum(restored.values()) > 0
     token = demo.value(r"Bearer ([^']+)'")
-    listed = subprocess.run(["curl", "-fsS", "-H", f"Authorization: Bearer {token}",
-                             f"http://localhost:{demo.port}/api/v1/stored"], capture_output=True, text=True, timeout=30)
+    listed = subprocess.run(
+        ["curl", "-fsS", "-H", f"Authorization: Bearer {token}", f"http://localhost:{demo.port}/api/v1/stored"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     body = json.loads(listed.stdout)
     assert body["storage"] == {"url": "s3://demo-backups/shop/", "endpoint": endpoint}
     assert body["backups"] and body["backups"][0]["name"].startswith("shop_backup_")
@@ -190,8 +221,14 @@ def test_a_taken_port_is_refused_before_anything_is_printed(tmp_path):
         port = holder.getsockname()[1]
         started = time.monotonic()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("ADMIN_", "DATABASE_URL", "BIND_HOST"))}
-        ran = subprocess.run([sys.executable, "-m", "backup_svc", "serve", "--demo"], cwd=tmp_path,
-                             env={**env, "PORT": str(port)}, capture_output=True, text=True, timeout=60)
+        ran = subprocess.run(
+            [sys.executable, "-m", "backup_svc", "serve", "--demo"],
+            cwd=tmp_path,
+            env={**env, "PORT": str(port)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     assert ran.returncode == 1 and ran.stdout == ""
     [line] = ran.stderr.splitlines()
     assert f"cannot listen on 127.0.0.1:{port}: the port is in use" in line
@@ -204,9 +241,15 @@ def test_the_port_is_held_before_the_demo_starts_its_database_and_prints_the_ban
     banner and then could not bind): it is bound first, and the banner comes from the process that holds it."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ADMIN_", "DATABASE_URL", "BIND_HOST"))}
-    proc = subprocess.Popen([sys.executable, "-m", "backup_svc", "serve", "--demo"], cwd=tmp_path,
-                            env={**env, "PORT": str(port), "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "backup_svc", "serve", "--demo"],
+        cwd=tmp_path,
+        env={**env, "PORT": str(port), "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         first = proc.stdout.readline()
         assert first.startswith("Starting a throwaway PostgreSQL"), first
@@ -260,12 +303,28 @@ def a_backup(demo, tmp_path_factory) -> Path:
     """One real backup of the demo database, for the blocks that use an example file name."""
     path = tmp_path_factory.mktemp("backup") / "backup.sql.gz"
     token = demo.value(r"Bearer ([^']+)'")
-    got = subprocess.run(["curl", "-fsS", "-o", str(path), "-H", f"Authorization: Bearer {token}",
-                          f"http://localhost:{demo.port}/api/v1/backup"], capture_output=True, timeout=60)
+    got = subprocess.run(
+        [
+            "curl",
+            "-fsS",
+            "-o",
+            str(path),
+            "-H",
+            f"Authorization: Bearer {token}",
+            f"http://localhost:{demo.port}/api/v1/backup",
+        ],
+        capture_output=True,
+        timeout=60,
+    )
     assert got.returncode == 0, got.stderr
     # and one stored backup in the demo's bucket, as a deployed service on a schedule has
-    stored = subprocess.run([sys.executable, "-m", "backup_svc", "upload"], capture_output=True, text=True,
-                            timeout=120, env={**os.environ, **demo.storage_env()})
+    stored = subprocess.run(
+        [sys.executable, "-m", "backup_svc", "upload"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **demo.storage_env()},
+    )
     assert stored.returncode == 0, stored.stderr
     return path
 
@@ -278,18 +337,24 @@ def test_marked_doc_command_runs_as_written(demo, a_backup, path, n, block, tmp_
     for name in set(EXAMPLE_BACKUP.findall(block)):
         shutil.copy(a_backup, tmp_path / name)
     env = {
-        "PATH": f"{BIN}:{os.environ['PATH']}", "HOME": str(tmp_path),
-        "URL": f"http://localhost:{demo.port}", "ADMIN_TOKEN": demo.value(r"Bearer ([^']+)'"),
+        "PATH": f"{BIN}:{os.environ['PATH']}",
+        "HOME": str(tmp_path),
+        "URL": f"http://localhost:{demo.port}",
+        "ADMIN_TOKEN": demo.value(r"Bearer ([^']+)'"),
         "ADMIN_PASSWORD": demo.value(r"password: (\S+)"),
-        "PGHOST": server.hostname, "PGPORT": str(server.port), "PGUSER": server.username,
-        "PGPASSWORD": server.password, "TARGET_URL": with_database(demo.database_url, target).replace(
-            f":{server.password}@", "@"),
+        "PGHOST": server.hostname,
+        "PGPORT": str(server.port),
+        "PGUSER": server.username,
+        "PGPASSWORD": server.password,
+        "TARGET_URL": with_database(demo.database_url, target).replace(f":{server.password}@", "@"),
         "LINK_SECRET": LINK_SECRET,
         # inside the service's container: DATABASE_URL and the bucket's variables (docs/restore.md, path B)
         **demo.storage_env(),
     }
     ran = bash(block, tmp_path, env)
-    assert ran.returncode == 0, f"{path.name} block {n} failed:\n{block}\n--- stdout\n{ran.stdout}\n--- stderr\n{ran.stderr}"
+    assert ran.returncode == 0, (
+        f"{path.name} block {n} failed:\n{block}\n--- stdout\n{ran.stdout}\n--- stderr\n{ran.stderr}"
+    )
     assert "Traceback" not in ran.stderr
     restored = [name for name in re.findall(r"\brestored_\w+", block) + ([target] if "TARGET_URL" in block else [])]
     for name in restored:  # whatever a block restored holds the demo's rows

@@ -1,5 +1,6 @@
 """Each failure class says the truth, caused for real against a real PostgreSQL (issue 11): a role
 without SELECT, a server out of lock slots, a backend terminated mid-stream, SSL and certificates."""
+
 from __future__ import annotations
 
 import os
@@ -27,10 +28,13 @@ def _own(*paths) -> None:
 
 
 def test_permission_denied_names_table_role_and_grant(pg_cluster, start_service):
-    pg_cluster.create_database("guarded", """
+    pg_cluster.create_database(
+        "guarded",
+        """
         CREATE TABLE public.open_data (id int);
         CREATE TABLE public.secret (id int, payload text);
-    """)
+    """,
+    )
     with pg_cluster.connect("guarded") as db:
         db.execute("DROP ROLE IF EXISTS reader")
         db.execute(f"CREATE ROLE reader LOGIN PASSWORD '{READER_PASSWORD}'")
@@ -50,8 +54,10 @@ def test_permission_denied_names_table_role_and_grant(pg_cluster, start_service)
 
 def test_out_of_lock_slots_names_the_setting_and_the_table_count(start_service, tmp_path):
     """A server whose lock table is far smaller than one lock per table (max_locks_per_transaction=10)."""
-    small = LocalCluster(find_server_bin_dir(pg_bin_dirs(os.environ)),
-                         settings={"max_locks_per_transaction": "10", "max_connections": "10"})
+    small = LocalCluster(
+        find_server_bin_dir(pg_bin_dirs(os.environ)),
+        settings={"max_locks_per_transaction": "10", "max_connections": "10"},
+    )
     with small:
         small.create_database("many")
         tables = 3000
@@ -73,8 +79,9 @@ def test_backend_terminated_mid_stream_says_the_server_ended_it(big_db, start_se
     backup_id = resp.headers["X-Backup-Id"]
     resp.read(65536)
     with pg_cluster.connect() as db:
-        killed = db.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                            "WHERE application_name LIKE 'backup_svc-dump%'").fetchall()
+        killed = db.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name LIKE 'backup_svc-dump%'"
+        ).fetchall()
     assert killed == [(True,)]
     _, complete = read_all(resp)  # the service breaks the transfer
     conn.close()
@@ -108,16 +115,54 @@ def ssl_cluster():
         subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
 
     for ca in ("ca", "other-ca"):
-        openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN={ca}",
-                "-keyout", f"{ca}.key", "-out", f"{ca}.crt")
-    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=db.internal", "-keyout", "server.key",
-            "-out", "server.csr")
-    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-            "-days", "2", "-out", "server.crt")
+        openssl(
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            f"/CN={ca}",
+            "-keyout",
+            f"{ca}.key",
+            "-out",
+            f"{ca}.crt",
+        )
+    openssl(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=db.internal",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    )
+    openssl(
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-out",
+        "server.crt",
+    )
     os.chmod(folder / "server.key", 0o600)
     _own(folder / "server.key", folder / "server.crt")
-    cluster = LocalCluster(find_server_bin_dir(pg_bin_dirs(os.environ)), settings={
-        "ssl": "on", "ssl_cert_file": str(folder / "server.crt"), "ssl_key_file": str(folder / "server.key")})
+    cluster = LocalCluster(
+        find_server_bin_dir(pg_bin_dirs(os.environ)),
+        settings={"ssl": "on", "ssl_cert_file": str(folder / "server.crt"), "ssl_key_file": str(folder / "server.key")},
+    )
     try:
         with cluster:
             cluster.create_database("tls", "CREATE TABLE t (id int); INSERT INTO t VALUES (1);")
@@ -126,11 +171,14 @@ def ssl_cluster():
         shutil.rmtree(folder, ignore_errors=True)
 
 
-@pytest.mark.parametrize("params,expected", [
-    ("sslmode=verify-ca&sslrootcert={folder}/other-ca.crt", "certificate verify failed"),
-    ("sslmode=verify-full&sslrootcert={folder}/ca.crt", "does not match host name"),
-    ("sslmode=verify-ca&sslrootcert={folder}/missing.crt", "does not exist"),
-])
+@pytest.mark.parametrize(
+    "params,expected",
+    [
+        ("sslmode=verify-ca&sslrootcert={folder}/other-ca.crt", "certificate verify failed"),
+        ("sslmode=verify-full&sslrootcert={folder}/ca.crt", "does not match host name"),
+        ("sslmode=verify-ca&sslrootcert={folder}/missing.crt", "does not exist"),
+    ],
+)
 def test_certificate_problems_have_their_own_message(ssl_cluster, start_service, params, expected):
     cluster, folder = ssl_cluster
     service = start_service(DATABASE_URL=cluster.url("tls") + "?" + params.format(folder=folder))

@@ -4,6 +4,7 @@ Faults the real parts cannot be made to produce on demand are injected with a te
 `sitecustomize` module (FAULT_HOOK below) that the service's Python loads at start-up: the product
 has no hook of its own. Each stage fails the first download only; the next one must succeed.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -11,7 +12,7 @@ import pytest
 from tests.http_client import gzip_is_valid
 from tests.processes import pg_dump_pids, wait_until
 
-FAULT_HOOK = '''
+FAULT_HOOK = """
 import os
 stage = os.environ.get("INJECT_FAULT")
 if stage:
@@ -62,7 +63,7 @@ if stage:
             if firing():
                 raise InjectedFault("injected at close")
         pipeline.GzipDump.close = close
-'''
+"""
 
 
 @pytest.fixture
@@ -73,15 +74,19 @@ def fault_hook(tmp_path):
     return str(folder)
 
 
-@pytest.mark.parametrize("stage,status,outcome", [
-    ("before-headers", 500, "failed"),
-    ("building-headers", 500, "failed"),
-    ("first-chunk", 500, "failed"),
-    ("mid-stream", 200, "failed"),
-    ("at-close", 200, "ok"),  # the whole file was sent before the failure
-])
-def test_a_failure_at_any_stage_frees_the_slot_and_is_audited(stage, status, outcome, fault_hook, rich_db,
-                                                              start_service, pg_cluster):
+@pytest.mark.parametrize(
+    "stage,status,outcome",
+    [
+        ("before-headers", 500, "failed"),
+        ("building-headers", 500, "failed"),
+        ("first-chunk", 500, "failed"),
+        ("mid-stream", 200, "failed"),
+        ("at-close", 200, "ok"),  # the whole file was sent before the failure
+    ],
+)
+def test_a_failure_at_any_stage_frees_the_slot_and_is_audited(
+    stage, status, outcome, fault_hook, rich_db, start_service, pg_cluster
+):
     service = start_service(DATABASE_URL=rich_db, PYTHONPATH=fault_hook, INJECT_FAULT=stage)
 
     failed = service.request("GET", "/api/v1/backup", service.auth())

@@ -1,6 +1,7 @@
 """RAILWAY_DEPLOYMENT_DRAINING_SECONDS on the real service: the start-up log warns when a redeploy would cut
 downloads, `check` reports the draining and the grace in force, and gunicorn really uses the shortened
 grace (a download is cut when the draining ends, not when GRACEFUL_TIMEOUT would have)."""
+
 from __future__ import annotations
 
 import os
@@ -17,16 +18,24 @@ ON_RAILWAY = {"RAILWAY_ENVIRONMENT_ID": "6f1c2a9e-test", "RAILWAY_SERVICE_ID": "
 
 def _check(service) -> subprocess.CompletedProcess:
     """`python -m backup_svc check` with the service's environment."""
-    return subprocess.run([sys.executable, "-m", "backup_svc", "check"], cwd=service.log_path.parent,
-                          env=service.env, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "backup_svc", "check"],
+        cwd=service.log_path.parent,
+        env=service.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_draining_of_zero_on_railway_is_warned_at_start_up_and_by_check(rich_db, start_service):
     service = start_service(DATABASE_URL=rich_db, RAILWAY_DEPLOYMENT_DRAINING_SECONDS="0", **ON_RAILWAY)
 
     assert service.request("GET", "/healthz").status == 200  # a warning, not a refusal
-    assert ("[WARNING] backup_svc.server: draining: RAILWAY_DEPLOYMENT_DRAINING_SECONDS=0: a redeploy cuts "
-            "every running download at once; set it to 75 or more") in service.log()
+    assert (
+        "[WARNING] backup_svc.server: draining: RAILWAY_DEPLOYMENT_DRAINING_SECONDS=0: a redeploy cuts "
+        "every running download at once; set it to 75 or more"
+    ) in service.log()
     check = _check(service)
     assert check.returncode == 0, check.stdout
     assert "draining: 0 s (RAILWAY_DEPLOYMENT_DRAINING_SECONDS); downloads get 1 s after SIGTERM" in check.stdout
@@ -54,8 +63,10 @@ def test_off_railway_without_the_variable_nothing_is_said(rich_db, start_service
     service = start_service(DATABASE_URL=rich_db)
 
     assert "draining" not in service.log()
-    assert "draining: RAILWAY_DEPLOYMENT_DRAINING_SECONDS not set (not on Railway); downloads get 60 s" \
+    assert (
+        "draining: RAILWAY_DEPLOYMENT_DRAINING_SECONDS not set (not on Railway); downloads get 60 s"
         in _check(service).stdout
+    )
 
 
 def test_a_short_draining_shortens_the_grace_gunicorn_gives_a_running_download(big_db, start_service, pg_cluster):

@@ -1,5 +1,6 @@
 """Restore drills against the real PostgreSQL fixtures: a good backup proves restorable with the
 right row counts; a damaged one, wrong counts or the source as target do not; nothing is left behind."""
+
 from __future__ import annotations
 
 import io
@@ -15,8 +16,11 @@ from backup_svc.dump.rowcount import counts_metadata
 from tests.processes import run_cli
 
 RICH_TABLES = {  # what tests/data/rich.sql puts in each table that holds data
-    ("app", "people"): 2003, ("Mixed Case", "Order Items"): 500, ("app", "events_2025"): 213,
-    ("app", "events_2026"): 187, ("app", "cache"): 2,
+    ("app", "people"): 2003,
+    ("Mixed Case", "Order Items"): 500,
+    ("app", "events_2025"): 213,
+    ("app", "events_2026"): 187,
+    ("app", "cache"): 2,
 }
 
 
@@ -24,21 +28,30 @@ RICH_TABLES = {  # what tests/data/rich.sql puts in each table that holds data
 def source_counts(pg_cluster, rich_db):
     """Row counts read from the source itself (not from any backup)."""
     with pg_cluster.connect("rich") as db:
-        return {name: db.execute(sql.SQL("SELECT count(*) FROM ONLY {}").format(sql.Identifier(*name))).fetchone()[0]
-                for name in RICH_TABLES}
+        return {
+            name: db.execute(sql.SQL("SELECT count(*) FROM ONLY {}").format(sql.Identifier(*name))).fetchone()[0]
+            for name in RICH_TABLES
+        }
 
 
 def scratch_databases(pg_cluster) -> list[str]:
     with pg_cluster.connect() as db:
-        return [r[0] for r in db.execute("SELECT datname FROM pg_database WHERE datname LIKE %s",
-                                         (SCRATCH_PREFIX + "%",))]
+        return [
+            r[0] for r in db.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", (SCRATCH_PREFIX + "%",))
+        ]
 
 
 def drill(path, pg_cluster, rich_db, **kwargs):
     lines: list[str] = []
-    report = run_drill(str(path), os.path.basename(path), parse_database_url(pg_cluster.url("postgres")),
-                       source=parse_database_url(rich_db), bin_dirs=[pg_cluster.bin_dir], say=lines.append,
-                       **kwargs)
+    report = run_drill(
+        str(path),
+        os.path.basename(path),
+        parse_database_url(pg_cluster.url("postgres")),
+        source=parse_database_url(rich_db),
+        bin_dirs=[pg_cluster.bin_dir],
+        say=lines.append,
+        **kwargs,
+    )
     return report, lines
 
 
@@ -52,8 +65,12 @@ def test_a_stored_backup_counts_rows_as_it_is_taken(rich_db, source_counts):
     from backup_svc.dump.backup import write_backup
 
     sink = io.BytesIO()
-    written = write_backup(Settings.from_env({"DATABASE_URL": rich_db}, require_auth=False).dump, sink,
-                           application_name="backup_svc-test", count_rows=True)
+    written = write_backup(
+        Settings.from_env({"DATABASE_URL": rich_db}, require_auth=False).dump,
+        sink,
+        application_name="backup_svc-test",
+        count_rows=True,
+    )
 
     assert written.table_rows == source_counts
     assert written.gzip_bytes == len(sink.getvalue())
@@ -89,8 +106,10 @@ def test_drill_reports_rows_that_differ_from_dump_time(backup, pg_cluster, rich_
     report, _ = drill(backup, pg_cluster, rich_db, metadata=counts_metadata(recorded))
 
     assert report.outcome == "failed"
-    assert report.mismatches == ["app.people: 2003 rows restored, 2008 recorded at dump time",
-                                 "app.vanished: missing after the restore (expected 7 rows)"]
+    assert report.mismatches == [
+        "app.people: 2003 rows restored, 2008 recorded at dump time",
+        "app.vanished: missing after the restore (expected 7 rows)",
+    ]
     assert report.error.startswith("row counts differ after the restore: app.people: 2003 rows restored")
     assert scratch_databases(pg_cluster) == []
 
@@ -110,8 +129,13 @@ def test_drill_of_a_bit_flipped_backup_fails(backup, pg_cluster, rich_db, tmp_pa
 
 
 def test_drill_refuses_the_backed_up_database(backup, pg_cluster, rich_db):
-    report = run_drill(str(backup), "rich.sql.gz", parse_database_url(rich_db), source=parse_database_url(rich_db),
-                       bin_dirs=[pg_cluster.bin_dir])
+    report = run_drill(
+        str(backup),
+        "rich.sql.gz",
+        parse_database_url(rich_db),
+        source=parse_database_url(rich_db),
+        bin_dirs=[pg_cluster.bin_dir],
+    )
 
     assert report.outcome == "failed"
     assert report.error == "RESTORE_DRILL_URL points at the backed-up database; refusing to restore there"
@@ -125,8 +149,7 @@ def test_drill_with_a_wrong_password_says_so_without_it(backup, pg_cluster, rich
     report = run_drill(str(backup), "rich.sql.gz", target, bin_dirs=[pg_cluster.bin_dir], timeout_s=5)
 
     assert report.outcome == "failed"
-    assert report.error.startswith("cannot create the scratch database on the drill server (127.0.0.1): "
-                                   "cannot connect")
+    assert report.error.startswith("cannot create the scratch database on the drill server (127.0.0.1): cannot connect")
     assert "password authentication failed" in report.error
     assert wrong not in report.error
 
@@ -136,8 +159,9 @@ def test_drill_of_a_latin1_database_keeps_its_encoding(pg_cluster, tmp_path):
     restored into UTF8 would be a different database (and an SQL_ASCII one might not restore at all)."""
     with pg_cluster.connect() as db:
         db.execute("CREATE DATABASE latin TEMPLATE template0 ENCODING 'LATIN1'")
-    pg_cluster.psql("latin", "CREATE TABLE t (s text); "
-                             "INSERT INTO t SELECT 'caf' || chr(233) FROM generate_series(1, 7);")
+    pg_cluster.psql(
+        "latin", "CREATE TABLE t (s text); INSERT INTO t SELECT 'caf' || chr(233) FROM generate_series(1, 7);"
+    )
     url = pg_cluster.url("latin")
     assert run_cli("dump", "-o", "latin.sql.gz", env={"DATABASE_URL": url}, cwd=tmp_path).returncode == 0
 
@@ -145,5 +169,7 @@ def test_drill_of_a_latin1_database_keeps_its_encoding(pg_cluster, tmp_path):
 
     assert report.outcome == "ok", report.error
     assert (report.tables, report.rows) == (1, 7)
-    assert any(line.startswith(f"created scratch database {report.scratch!r} with the backup's encoding LATIN1")
-               for line in lines), lines
+    assert any(
+        line.startswith(f"created scratch database {report.scratch!r} with the backup's encoding LATIN1")
+        for line in lines
+    ), lines

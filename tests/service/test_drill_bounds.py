@@ -1,6 +1,7 @@
 """Restore drills are bounded: a whole drill ends within RESTORE_DRILL_TIMEOUT whatever its link does,
 and a scratch database a killed or abandoned drill left behind is dropped by the next drill. Real
 PostgreSQL, the CLI, and a TCP proxy whose link freezes (tests/freezable_proxy.py: FreezableProxy)."""
+
 from __future__ import annotations
 
 import os
@@ -31,12 +32,22 @@ def test_a_drill_whose_link_freezes_ends_within_its_timeout(backup, rich_db, pg_
     """Issue 21, fault 5: a drill server whose link froze hung `drill` for 401 s. The link freezes
     from the restore's own connection on (the scratch database is created, psql's session stalls)."""
     db_proxy.freeze_after(3)  # look for leftovers, create the scratch database, inspect it; then psql freezes
-    env = {**os.environ, "PYTHONPATH": str(REPO), "DATABASE_URL": rich_db, "RESTORE_DRILL_TIMEOUT": "8",
-           "RESTORE_DRILL_URL": db_proxy.url(pg_cluster, "postgres")}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "DATABASE_URL": rich_db,
+        "RESTORE_DRILL_TIMEOUT": "8",
+        "RESTORE_DRILL_URL": db_proxy.url(pg_cluster, "postgres"),
+    }
     started = time.monotonic()
     try:
-        done = subprocess.run([sys.executable, "-m", "backup_svc", "drill", str(backup)], capture_output=True,
-                              text=True, timeout=60, env=env)
+        done = subprocess.run(
+            [sys.executable, "-m", "backup_svc", "drill", str(backup)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        )
     finally:
         took = time.monotonic() - started
         db_proxy.thaw()
@@ -54,8 +65,9 @@ def test_a_leftover_scratch_database_is_dropped_by_the_next_drill(backup, rich_d
     with pg_cluster.connect() as db:
         db.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(LEFTOVER)))
     try:
-        done = run_cli("drill", str(backup), env={"DATABASE_URL": rich_db,
-                                                  "RESTORE_DRILL_URL": pg_cluster.url("postgres")})
+        done = run_cli(
+            "drill", str(backup), env={"DATABASE_URL": rich_db, "RESTORE_DRILL_URL": pg_cluster.url("postgres")}
+        )
         assert done.returncode == 0, done.stderr
         assert databases(pg_cluster, "backup_svc_drill_%") == []
         assert f"dropped leftover scratch database {LEFTOVER!r}" in done.stderr
@@ -73,10 +85,19 @@ def test_a_drop_that_waits_on_another_sessions_lock_gives_up_within_its_bound(ba
     from backup_svc.notify.drillbounds import drop_leftovers
     from backup_svc.timefmt import utc_now
 
-    env = {**os.environ, "PYTHONPATH": str(REPO), "DATABASE_URL": rich_db,
-           "RESTORE_DRILL_URL": pg_cluster.url("postgres")}
-    drill = subprocess.Popen([sys.executable, "-m", "backup_svc", "drill", str(backup)], env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "DATABASE_URL": rich_db,
+        "RESTORE_DRILL_URL": pg_cluster.url("postgres"),
+    }
+    drill = subprocess.Popen(
+        [sys.executable, "-m", "backup_svc", "drill", str(backup)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     holder = pg_cluster.connect()  # in the postgres database, not the scratch one
     holder.autocommit = False
     scratch, drop_waited_at = None, None
@@ -86,8 +107,9 @@ def test_a_drop_that_waits_on_another_sessions_lock_gives_up_within_its_bound(ba
             found = databases(pg_cluster, "backup_svc\\_drill\\_%")
             if found:
                 [scratch] = found
-                holder.execute(sql.SQL("COMMENT ON DATABASE {} IS 'held by another client'").format(
-                    sql.Identifier(scratch)))  # the transaction stays open: the lock is held
+                holder.execute(
+                    sql.SQL("COMMENT ON DATABASE {} IS 'held by another client'").format(sql.Identifier(scratch))
+                )  # the transaction stays open: the lock is held
             else:
                 time.sleep(0.01)
         assert scratch is not None, "the drill ended before its scratch database was seen"
@@ -109,7 +131,8 @@ def test_a_drop_that_waits_on_another_sessions_lock_gives_up_within_its_bound(ba
         left = "canceling statement due to lock timeout; a later drill drops it once it is 1 h old"
         assert f"warning: could not drop scratch database {scratch!r}: {left}" in err, err
         assert out.startswith("drill ok: rich.sql.gz restored") and out.strip().endswith(
-            f"scratch database {scratch!r} left: {left}"), out  # not "dropped"
+            f"scratch database {scratch!r} left: {left}"
+        ), out  # not "dropped"
         assert databases(pg_cluster, scratch) == [scratch]  # left, and said so
         said: list[str] = []
         with pg_cluster.connect() as db:
@@ -123,5 +146,8 @@ def test_a_drop_that_waits_on_another_sessions_lock_gives_up_within_its_bound(ba
 
 def drop_waits_on_a_lock(pg_cluster) -> bool:
     with pg_cluster.connect() as db:
-        return bool(db.execute("SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                               "AND query ILIKE 'DROP DATABASE%'").fetchall())
+        return bool(
+            db.execute(
+                "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query ILIKE 'DROP DATABASE%'"
+            ).fetchall()
+        )

@@ -1,5 +1,6 @@
 """`GET /api/v1/backup?encrypt=age` on the real gunicorn: the download age-encrypted to BACKUP_AGE_RECIPIENTS,
 which Debian's `age` decrypts into the usual gzip; a broken dump still breaks the transfer."""
+
 from __future__ import annotations
 
 import gzip
@@ -24,8 +25,9 @@ def test_an_encrypted_download_is_age_of_the_usual_gzip(start_service, rich_db, 
     reply = service.request("GET", "/api/v1/backup?encrypt=age&progress_id=encrypted-download-1", service.auth())
     assert reply.status == 200 and reply.complete
     assert reply.headers["Content-Type"] == "application/octet-stream"
-    assert re.fullmatch(r'attachment; filename="rich_backup_\d{8}_\d{6}\.sql\.gz\.age"',
-                        reply.headers["Content-Disposition"])
+    assert re.fullmatch(
+        r'attachment; filename="rich_backup_\d{8}_\d{6}\.sql\.gz\.age"', reply.headers["Content-Disposition"]
+    )
     assert reply.body.startswith(b"age-encryption.org/v1\n")
     plain = subprocess.run(["age", "-d", "-i", str(key)], input=reply.body, capture_output=True)
     assert plain.returncode == 0, plain.stderr
@@ -55,21 +57,37 @@ def test_encrypt_needs_recipients_and_knows_one_value(start_service, rich_db, ag
     assert reply.body[:2] == b"\x1f\x8b"
 
 
-def test_a_dump_that_breaks_mid_stream_breaks_the_encrypted_transfer(start_service, big_db, pg_cluster, age_key,
-                                                                     tmp_path):
+def test_a_dump_that_breaks_mid_stream_breaks_the_encrypted_transfer(
+    start_service, big_db, pg_cluster, age_key, tmp_path
+):
     """No final chunk, and what arrived is an unfinished age file that `age -d` rejects."""
     from tests.processes import wait_until
 
     key, public = age_key
     service = start_service(DATABASE_URL=big_db, BACKUP_AGE_RECIPIENTS=public)
     out = tmp_path / "broken.sql.gz.age"
-    curl = subprocess.Popen(["curl", "--fail", "--silent", "--show-error", "--limit-rate", "2M", "-o", str(out),
-                             "-H", f"Authorization: Bearer {service.token}",
-                             f"{service.base_url}/api/v1/backup?encrypt=age"], stderr=subprocess.PIPE, text=True)
+    curl = subprocess.Popen(
+        [
+            "curl",
+            "--fail",
+            "--silent",
+            "--show-error",
+            "--limit-rate",
+            "2M",
+            "-o",
+            str(out),
+            "-H",
+            f"Authorization: Bearer {service.token}",
+            f"{service.base_url}/api/v1/backup?encrypt=age",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert wait_until(lambda: out.exists() and out.stat().st_size > 0, 20)
     with pg_cluster.connect() as db:
-        killed = db.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                            "WHERE application_name LIKE 'backup_svc-dump%'").fetchall()
+        killed = db.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name LIKE 'backup_svc-dump%'"
+        ).fetchall()
     assert killed == [(True,)]
     assert curl.wait(timeout=60) != 0, "curl must see a broken transfer"
     assert out.read_bytes().startswith(b"age-encryption.org/v1\n")
@@ -78,7 +96,8 @@ def test_a_dump_that_breaks_mid_stream_breaks_the_encrypted_transfer(start_servi
 
 
 def test_stored_backups_taken_by_the_service_are_encrypted_listed_and_linked_without_the_key(
-        start_service, s3, moto_s3, rich_db, age_key):
+    start_service, s3, moto_s3, rich_db, age_key
+):
     """`POST /api/v1/stored` on a service with recipients and no identity: the object is age, the list says
     so and to which key, and the presigned link hands out the encrypted file (decrypted on a laptop)."""
     import time
@@ -88,8 +107,12 @@ def test_stored_backups_taken_by_the_service_are_encrypted_listed_and_linked_wit
 
     key, public = age_key
     client, bucket = s3
-    service = start_service(DATABASE_URL=rich_db, BACKUP_STORAGE_URL=f"s3://{bucket}/db/", BACKUP_AGE_RECIPIENTS=public,
-                            **s3_env(moto_s3.endpoint))
+    service = start_service(
+        DATABASE_URL=rich_db,
+        BACKUP_STORAGE_URL=f"s3://{bucket}/db/",
+        BACKUP_AGE_RECIPIENTS=public,
+        **s3_env(moto_s3.endpoint),
+    )
     started = service.request("POST", "/api/v1/stored", service.auth())
     assert started.status == 202, started.body
     progress_url = started.json()["progress_url"]
@@ -112,18 +135,31 @@ def test_stored_backups_taken_by_the_service_are_encrypted_listed_and_linked_wit
     assert plain.returncode == 0 and b"-- PostgreSQL database dump complete" in gzip.decompress(plain.stdout)
 
 
-def test_the_private_key_reaches_no_child_argv_environment_or_log(start_service, big_db, pg_cluster, age_keys,
-                                                                   tmp_path):
+def test_the_private_key_reaches_no_child_argv_environment_or_log(
+    start_service, big_db, pg_cluster, age_keys, tmp_path
+):
     """BACKUP_AGE_IDENTITY given as the key itself: pg_dump's argv and environment and the service's log
     never hold it (children get an allowlisted environment)."""
     from tests.processes import cmdline, environ_of, pg_dump_pids, wait_until
 
     secret = [line for line in age_keys["age"].read_text().splitlines() if line.startswith("AGE-SECRET-KEY-")][0]
-    service = start_service(DATABASE_URL=big_db, BACKUP_AGE_RECIPIENTS=age_keys["age_public"],
-                            BACKUP_AGE_IDENTITY=secret)
+    service = start_service(
+        DATABASE_URL=big_db, BACKUP_AGE_RECIPIENTS=age_keys["age_public"], BACKUP_AGE_IDENTITY=secret
+    )
     out = tmp_path / "slow.sql.gz.age"
-    curl = subprocess.Popen(["curl", "-fsS", "--limit-rate", "1M", "-o", str(out), "-H",
-                             f"Authorization: Bearer {service.token}", f"{service.base_url}/api/v1/backup?encrypt=age"])
+    curl = subprocess.Popen(
+        [
+            "curl",
+            "-fsS",
+            "--limit-rate",
+            "1M",
+            "-o",
+            str(out),
+            "-H",
+            f"Authorization: Bearer {service.token}",
+            f"{service.base_url}/api/v1/backup?encrypt=age",
+        ]
+    )
     try:
         assert wait_until(lambda: pg_dump_pids(pg_cluster), 20)
         for pid in pg_dump_pids(pg_cluster):

@@ -1,5 +1,6 @@
 """Stored backups encrypted with age, against a real PostgreSQL, moto's S3 server and Debian's `age` tool:
 what is stored, interoperability both ways, refusals before anything is restored, failing closed."""
+
 from __future__ import annotations
 
 import gzip
@@ -24,11 +25,14 @@ def keys(age_keys):
 
 @pytest.fixture(scope="module")
 def marker_db(pg_cluster) -> str:
-    return pg_cluster.create_database("marked", f"""
+    return pg_cluster.create_database(
+        "marked",
+        f"""
         CREATE TABLE secrets (id int PRIMARY KEY, note text NOT NULL);
         INSERT INTO secrets VALUES (1, '{MARKER}'), (2, 'another row');
         CREATE TABLE filler AS SELECT g AS id, md5(g::text) AS h FROM generate_series(1, 5000) g;
-    """)
+    """,
+    )
 
 
 def storage_env(endpoint: str, bucket: str, db_url: str, **extra: str) -> dict[str, str]:
@@ -46,9 +50,19 @@ def age_decrypt(identity, data: bytes) -> subprocess.CompletedProcess:
 def psql_restore(pg_cluster, sql: bytes, dbname: str) -> None:
     """`… | gunzip | psql -v ON_ERROR_STOP=1` into a new database, as docs/encryption.md shows."""
     pg_cluster.create_database(dbname)
-    done = subprocess.run([os.path.join(pg_cluster.bin_dir, "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1",
-                           pg_cluster.url(dbname, with_password=False)], input=sql, capture_output=True,
-                          env={**os.environ, "PGPASSWORD": pg_cluster.password})
+    done = subprocess.run(
+        [
+            os.path.join(pg_cluster.bin_dir, "psql"),
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            pg_cluster.url(dbname, with_password=False),
+        ],
+        input=sql,
+        capture_output=True,
+        env={**os.environ, "PGPASSWORD": pg_cluster.password},
+    )
     assert done.returncode == 0, done.stderr[-2000:]
 
 
@@ -65,6 +79,7 @@ def test_encrypted_upload_is_age_that_the_age_tool_and_restore_both_read(s3, mot
     assert body.startswith(AGE_MAGIC)
     head = {"Metadata": stored_metadata(client, bucket, key)}
     import hashlib
+
     assert head["Metadata"]["sha256"] == hashlib.sha256(body).hexdigest() == done.stdout.split()[0]
     # nothing read from the database's contents in the clear: no table names, row counts or SQL size
     assert not {"row-counts", "rows", "tables", "sql-bytes"} & set(head["Metadata"])
@@ -81,13 +96,20 @@ def test_encrypted_upload_is_age_that_the_age_tool_and_restore_both_read(s3, mot
 
     # our restore, straight from the bucket, with the identity as a file path
     url = f"s3://{bucket}/{key}"
-    restored = run_cli("restore", url, "--target-url", pg_cluster.url("rich_from_age"), "--create",
-                       env={**s3_env(moto_s3.endpoint), "BACKUP_AGE_IDENTITY": str(keys["age"])})
+    restored = run_cli(
+        "restore",
+        url,
+        "--target-url",
+        pg_cluster.url("rich_from_age"),
+        "--create",
+        env={**s3_env(moto_s3.endpoint), "BACKUP_AGE_IDENTITY": str(keys["age"])},
+    )
     assert restored.returncode == 0, restored.stderr
     assert snapshot(pg_cluster, "rich_from_age") == snapshot(pg_cluster, "rich")
     # and verify, with the SSH private key given as the value itself
-    verified = run_cli("verify", url, env={**s3_env(moto_s3.endpoint),
-                                           "BACKUP_AGE_IDENTITY": keys["ed25519"].read_text()})
+    verified = run_cli(
+        "verify", url, env={**s3_env(moto_s3.endpoint), "BACKUP_AGE_IDENTITY": keys["ed25519"].read_text()}
+    )
     assert verified.returncode == 0, verified.stderr
     assert "stored sha256:    matches" in verified.stdout and "age, gzip" in verified.stdout
 
@@ -101,24 +123,32 @@ def test_restore_reads_a_file_the_age_tool_encrypted(tmp_path, rich_db, pg_clust
     value (AGE-SECRET-KEY-1…) and as an RSA private key file."""
     plain = tmp_path / "rich.sql.gz"
     assert run_cli("dump", "-o", str(plain), env={"DATABASE_URL": rich_db}).returncode == 0
-    cases = [(["-r", keys["age_public"]], keys["age"].read_text()),
-             (["-R", str(keys["rsa"]) + ".pub"], str(keys["rsa"]))]
+    cases = [
+        (["-r", keys["age_public"]], keys["age"].read_text()),
+        (["-R", str(keys["rsa"]) + ".pub"], str(keys["rsa"])),
+    ]
     for number, (how, identity) in enumerate(cases):
         encrypted = tmp_path / f"rich{number}.sql.gz.age"
         subprocess.run(["age", *how, "-o", str(encrypted), str(plain)], check=True)
         target = f"rich_age_made_{number}"
-        done = run_cli("restore", str(encrypted), "--target-url", pg_cluster.url(target), "--create",
-                       env={"BACKUP_AGE_IDENTITY": identity})
+        done = run_cli(
+            "restore",
+            str(encrypted),
+            "--target-url",
+            pg_cluster.url(target),
+            "--create",
+            env={"BACKUP_AGE_IDENTITY": identity},
+        )
         assert done.returncode == 0, done.stderr
         assert snapshot(pg_cluster, target) == snapshot(pg_cluster, "rich")
 
 
 def _tampered(kind: str, data: bytes) -> bytes:
     if kind == "truncated":
-        return data[:len(data) - 70_000]  # a whole chunk short: ends on a chunk boundary-ish, as a cut copy does
+        return data[: len(data) - 70_000]  # a whole chunk short: ends on a chunk boundary-ish, as a cut copy does
     if kind == "flipped byte":
         middle = len(data) // 2
-        return data[:middle] + bytes([data[middle] ^ 0x01]) + data[middle + 1:]
+        return data[:middle] + bytes([data[middle] ^ 0x01]) + data[middle + 1 :]
     return data
 
 
@@ -132,12 +162,22 @@ def test_a_bad_encrypted_backup_is_refused_before_anything_is_restored(kind, tmp
     encrypted.write_bytes(_tampered(kind, data))
     identity = {"wrong identity": str(keys["other"]), "no identity": ""}.get(kind, str(keys["age"]))
     target = "refused_" + kind.replace(" ", "_")
-    done = run_cli("restore", str(encrypted), "--target-url", pg_cluster.url(target), "--create",
-                   env={"BACKUP_AGE_IDENTITY": identity})
+    done = run_cli(
+        "restore",
+        str(encrypted),
+        "--target-url",
+        pg_cluster.url(target),
+        "--create",
+        env={"BACKUP_AGE_IDENTITY": identity},
+    )
     assert done.returncode == 1, done.stdout + done.stderr
     assert "nothing was restored" in done.stderr
-    expected = {"wrong identity": "encrypted to other keys", "no identity": "set BACKUP_AGE_IDENTITY",
-                "truncated": "does not decrypt to intact data", "flipped byte": "does not decrypt to intact data"}
+    expected = {
+        "wrong identity": "encrypted to other keys",
+        "no identity": "set BACKUP_AGE_IDENTITY",
+        "truncated": "does not decrypt to intact data",
+        "flipped byte": "does not decrypt to intact data",
+    }
     assert expected[kind] in done.stderr
     with pg_cluster.connect() as db:  # --create never ran: the file was refused first
         assert db.execute("SELECT count(*) FROM pg_database WHERE datname = %s", (target,)).fetchone()[0] == 0
@@ -147,8 +187,14 @@ def test_a_bad_encrypted_backup_is_refused_before_anything_is_restored(kind, tmp
 @pytest.mark.parametrize("bad", ["age1notakey", "ssh-ed25519 AAAAnotbase64!", "AGE-SECRET-KEY-1QQQQ"])
 def test_a_malformed_recipient_refuses_to_start(command, bad, s3, moto_s3, rich_db, keys):
     client, bucket = s3
-    env = storage_env(moto_s3.endpoint, bucket, rich_db, ADMIN_TOKEN="t" * 20, PORT="1",
-                      BACKUP_AGE_RECIPIENTS=f"{keys['age_public']},{bad}")
+    env = storage_env(
+        moto_s3.endpoint,
+        bucket,
+        rich_db,
+        ADMIN_TOKEN="t" * 20,
+        PORT="1",
+        BACKUP_AGE_RECIPIENTS=f"{keys['age_public']},{bad}",
+    )
     done = run_cli(command, env=env)
     assert done.returncode != 0
     out = done.stdout + done.stderr
@@ -223,8 +269,11 @@ def test_a_mixed_bucket_lists_prunes_and_restores(s3, moto_s3, rich_db, pg_clust
 
 
 def test_check_says_whether_encryption_is_on_and_the_identity_matches(rich_db, keys):
-    env = {"DATABASE_URL": rich_db, "ADMIN_TOKEN": "t" * 20,
-           "BACKUP_AGE_RECIPIENTS": recipients(keys, "age", "ed25519")}
+    env = {
+        "DATABASE_URL": rich_db,
+        "ADMIN_TOKEN": "t" * 20,
+        "BACKUP_AGE_RECIPIENTS": recipients(keys, "age", "ed25519"),
+    }
     matching = run_cli("check", env={**env, "BACKUP_AGE_IDENTITY": str(keys["ed25519"])})
     assert "encryption: on — stored backups are age-encrypted to 2 recipients" in matching.stdout
     assert "identity: ok" in matching.stdout and "ssh-ed25519 SHA256:" in matching.stdout
@@ -235,13 +284,17 @@ def test_check_says_whether_encryption_is_on_and_the_identity_matches(rich_db, k
     assert keys["age"].read_text().split("\n")[2] not in matching.stdout + other.stdout  # never the secret
 
 
-def test_a_drill_decrypts_with_the_identity_and_says_plainly_when_it_has_none(s3, moto_s3, rich_db, pg_cluster,
-                                                                              keys):
+def test_a_drill_decrypts_with_the_identity_and_says_plainly_when_it_has_none(s3, moto_s3, rich_db, pg_cluster, keys):
     """`upload` with RESTORE_DRILL_URL drills the new encrypted object: with the identity its rows are counted
     from the decrypted SQL and match; without one the drill fails saying it needs the private key."""
     client, bucket = s3
-    env = storage_env(moto_s3.endpoint, bucket, rich_db, BACKUP_AGE_RECIPIENTS=keys["age_public"],
-                      RESTORE_DRILL_URL=pg_cluster.url("postgres"))
+    env = storage_env(
+        moto_s3.endpoint,
+        bucket,
+        rich_db,
+        BACKUP_AGE_RECIPIENTS=keys["age_public"],
+        RESTORE_DRILL_URL=pg_cluster.url("postgres"),
+    )
     done = run_cli("upload", env={**env, "BACKUP_AGE_IDENTITY": str(keys["age"])})
     assert done.returncode == 0, done.stderr
     assert "restore drill ok" in done.stderr and "the backup's own COPY data" in done.stderr

@@ -1,6 +1,7 @@
 """docs/encryption.md's commands, run as written, one block after another in one shell session (exported
 variables and files carry over, as in a reader's terminal), against a real PostgreSQL, moto's S3 server
 and Debian's `age`."""
+
 from __future__ import annotations
 
 import os
@@ -25,23 +26,37 @@ BIN = Path(sys.executable).parent  # .venv/bin: backup-svc
 
 def marked_blocks() -> list[str]:
     tokens = markdown_parser().parse(DOC.read_text(encoding="utf-8"))
-    return [token.content for before, token in zip(tokens, tokens[1:])
-            if token.type == "fence" and before.type == "html_block" and before.content.strip() == MARKER]
+    return [
+        token.content
+        for before, token in zip(tokens, tokens[1:])
+        if token.type == "fence" and before.type == "html_block" and before.content.strip() == MARKER
+    ]
 
 
 def test_every_marked_command_in_encryption_md_runs_as_written(s3, moto_s3, pg_cluster, tmp_path):
     client, bucket = s3
-    pg_cluster.create_database("appdb", """
+    pg_cluster.create_database(
+        "appdb",
+        """
         CREATE TABLE customers (id int PRIMARY KEY, name text NOT NULL);
         INSERT INTO customers SELECT g, 'customer ' || g FROM generate_series(1, 300) g;
-    """)
+    """,
+    )
     blocks = marked_blocks()
     assert len(blocks) >= 6, "docs/encryption.md lost its tested commands"
-    env = {"PATH": f"{BIN}:{os.environ['PATH']}", "HOME": str(tmp_path), "DATABASE_URL": pg_cluster.url("appdb"),
-           "ADMIN_TOKEN": "doc-test-token-0123456789", "BACKUP_STORAGE_URL": f"s3://{bucket}/backups",
-           **s3_env(moto_s3.endpoint), "TARGET_URL": pg_cluster.url("appdb_restored_doc"),
-           "PGHOST": "127.0.0.1", "PGPORT": str(pg_cluster.port), "PGUSER": "postgres",
-           "PGPASSWORD": pg_cluster.password}
+    env = {
+        "PATH": f"{BIN}:{os.environ['PATH']}",
+        "HOME": str(tmp_path),
+        "DATABASE_URL": pg_cluster.url("appdb"),
+        "ADMIN_TOKEN": "doc-test-token-0123456789",
+        "BACKUP_STORAGE_URL": f"s3://{bucket}/backups",
+        **s3_env(moto_s3.endpoint),
+        "TARGET_URL": pg_cluster.url("appdb_restored_doc"),
+        "PGHOST": "127.0.0.1",
+        "PGPORT": str(pg_cluster.port),
+        "PGUSER": "postgres",
+        "PGPASSWORD": pg_cluster.password,
+    }
     state = tmp_path / ".shell-state"
     state.write_text("")
     for n, block in enumerate(blocks):
@@ -49,8 +64,14 @@ def test_every_marked_command_in_encryption_md_runs_as_written(s3, moto_s3, pg_c
             newest = max(k for k in object_keys(client, bucket) if k.endswith(".sql.gz.age"))
             (tmp_path / name).write_bytes(client.get_object(Bucket=bucket, Key=newest)["Body"].read())
         script = f"source {state}\n{block}\nexport -p > {state}\n"
-        ran = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, env=env, capture_output=True,
-                             text=True, timeout=300)
+        ran = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", script],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert ran.returncode == 0, f"block {n} failed:\n{block}\n--- stdout\n{ran.stdout}\n--- stderr\n{ran.stderr}"
         assert "Traceback" not in ran.stderr
         time.sleep(1.1)  # backup names carry the second: two uploads in one second would collide

@@ -4,6 +4,7 @@ The encryptor (pyrage's `encrypt_io`) is replaced in this process by a broken on
 caused for real (age itself does not fail half-way or emit cleartext). Everything else is real: the
 PostgreSQL cluster, pg_dump, moto's S3 server and the multipart upload.
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -37,19 +38,27 @@ def passes_cleartext(reader, writer, recipients, armored=False):
 
 
 @pytest.mark.parametrize("broken", [fails_half_way, passes_cleartext], ids=["fails half-way", "passes cleartext"])
-def test_a_broken_encryptor_stores_nothing_and_leaves_no_upload(broken, monkeypatch, s3, moto_s3, big_db, pg_cluster,
-                                                                tmp_path):
+def test_a_broken_encryptor_stores_nothing_and_leaves_no_upload(
+    broken, monkeypatch, s3, moto_s3, big_db, pg_cluster, tmp_path
+):
     client, bucket = s3
     key_file = tmp_path / "age.txt"
     subprocess.run(["age-keygen", "-o", str(key_file)], check=True, capture_output=True)
     public = subprocess.run(["age-keygen", "-y", str(key_file)], check=True, capture_output=True, text=True).stdout
-    settings = Settings.from_env({"DATABASE_URL": big_db, "BACKUP_STORAGE_URL": f"s3://{bucket}/b",
-                                  "BACKUP_AGE_RECIPIENTS": public.strip(), **s3_env(moto_s3.endpoint)},
-                                 require_auth=False)
+    settings = Settings.from_env(
+        {
+            "DATABASE_URL": big_db,
+            "BACKUP_STORAGE_URL": f"s3://{bucket}/b",
+            "BACKUP_AGE_RECIPIENTS": public.strip(),
+            **s3_env(moto_s3.endpoint),
+        },
+        require_auth=False,
+    )
     monkeypatch.setattr(pyrage, "encrypt_io", broken)
     with pytest.raises(EncryptionFailed) as failed:
-        take_stored_backup(settings.dump, settings.storage, client=client, retry=FAST_RETRY,
-                           recipients=settings.encryption.recipients)
+        take_stored_backup(
+            settings.dump, settings.storage, client=client, retry=FAST_RETRY, recipients=settings.encryption.recipients
+        )
     assert ("injected failure" in str(failed.value)) or ("not in age format" in str(failed.value))
     assert object_keys(client, bucket) == []
     assert incomplete_uploads(client, bucket) == []

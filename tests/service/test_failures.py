@@ -1,4 +1,5 @@
 """Every failure in the contract, caused for real against a real PostgreSQL and a real gunicorn."""
+
 from __future__ import annotations
 
 import os
@@ -106,13 +107,28 @@ def test_lock_timeout_is_503_not_a_queue(rich_db, start_service, pg_cluster):
 def test_backend_terminated_mid_stream_breaks_transfer(big_db, start_service, pg_cluster, tmp_path):
     service = start_service(DATABASE_URL=big_db)
     out = tmp_path / "broken.sql.gz"
-    curl = subprocess.Popen(["curl", "--fail", "--silent", "--show-error", "--limit-rate", "2M", "-o", str(out),
-                             "-H", f"Authorization: Bearer {service.token}", f"{service.base_url}/api/v1/backup"],
-                            stderr=subprocess.PIPE, text=True)
+    curl = subprocess.Popen(
+        [
+            "curl",
+            "--fail",
+            "--silent",
+            "--show-error",
+            "--limit-rate",
+            "2M",
+            "-o",
+            str(out),
+            "-H",
+            f"Authorization: Bearer {service.token}",
+            f"{service.base_url}/api/v1/backup",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert wait_until(lambda: out.exists() and out.stat().st_size > 0, 20)
     with pg_cluster.connect() as db:
-        killed = db.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                            "WHERE application_name LIKE 'backup_svc-dump%'").fetchall()
+        killed = db.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name LIKE 'backup_svc-dump%'"
+        ).fetchall()
     assert killed == [(True,)]
     rc = curl.wait(timeout=60)
     assert rc != 0, "curl must see a broken transfer"
@@ -128,8 +144,9 @@ def test_client_disconnect_stops_pg_dump_and_session(big_db, start_service, pg_c
 
     conn.close()
     gone_at = time.monotonic()
-    assert wait_until(lambda: not pg_dump_pids(pg_cluster) and not dump_sessions(pg_cluster), 2.0), \
+    assert wait_until(lambda: not pg_dump_pids(pg_cluster) and not dump_sessions(pg_cluster), 2.0), (
         "pg_dump or its database session outlived the client by more than 2 s"
+    )
     assert time.monotonic() - gone_at <= 2.0
     assert wait_until(lambda: '"outcome": "aborted"' in service.log(), 5)
 
@@ -157,7 +174,10 @@ def test_head_starts_no_dump(rich_db, start_service, pg_cluster):
     assert get.headers["Transfer-Encoding"] == "chunked" and get.headers["X-Backup-Id"]
     same = ("Content-Type", "Cache-Control", "X-Accel-Buffering", "Content-Security-Policy")
     assert [reply.headers[name] for name in same] == [get.headers[name] for name in same]
-    assert reply.headers["Content-Disposition"].split("_backup_")[0] == get.headers["Content-Disposition"].split("_backup_")[0]
+    assert (
+        reply.headers["Content-Disposition"].split("_backup_")[0]
+        == get.headers["Content-Disposition"].split("_backup_")[0]
+    )
 
 
 def test_password_in_no_argv_log_or_body(big_db, start_service, pg_cluster):

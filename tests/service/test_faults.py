@@ -1,5 +1,6 @@
 """What pg_dump and psql are given, and that they never outlive their parent (issue 11): /proc/<pid>/environ
 of a running pg_dump, a SIGKILLed worker and restore, real PostgreSQL sessions."""
+
 from __future__ import annotations
 
 import os
@@ -26,8 +27,12 @@ SERVICE_SECRETS = {
 def test_pg_dump_sees_no_service_secret(big_db, start_service, pg_cluster):
     """/proc/<pid>/environ of the running pg_dump: PATH and the password, never ADMIN_*, LINK_SECRET, AWS_*..."""
     # (SMTP_URL is refused at start-up without a recipient and a sender)
-    service = start_service(DATABASE_URL=big_db, NOTIFY_EMAIL_TO="ops@example.com",
-                            NOTIFY_EMAIL_FROM="backups@example.com", **SERVICE_SECRETS)
+    service = start_service(
+        DATABASE_URL=big_db,
+        NOTIFY_EMAIL_TO="ops@example.com",
+        NOTIFY_EMAIL_FROM="backups@example.com",
+        **SERVICE_SECRETS,
+    )
     conn, resp = service.start_download()
     try:
         assert resp.status == 200
@@ -40,11 +45,18 @@ def test_pg_dump_sees_no_service_secret(big_db, start_service, pg_cluster):
     assert environ["PATH"] == os.environ["PATH"]
     for name in ("ADMIN_TOKEN", "ADMIN_PASSWORD", "ADMIN_USERNAME", *SERVICE_SECRETS, "DATABASE_URL", "PORT"):
         assert name not in environ, f"pg_dump inherited {name}"
-    leaked = [v for v in (service.token, service.password, *SERVICE_SECRETS.values()) if v in "\0".join(environ.values())]
+    leaked = [
+        v for v in (service.token, service.password, *SERVICE_SECRETS.values()) if v in "\0".join(environ.values())
+    ]
     assert leaked == []
     # a dead link is noticed in about a minute, not after the kernel's two hours
-    for param in ("keepalives=1", "keepalives_idle=30", "keepalives_interval=10", "keepalives_count=3",
-                  "tcp_user_timeout=60000"):
+    for param in (
+        "keepalives=1",
+        "keepalives_idle=30",
+        "keepalives_interval=10",
+        "keepalives_count=3",
+        "tcp_user_timeout=60000",
+    ):
         assert param in argv, argv
     assert "client_connection_check_interval=1000" in environ["PGOPTIONS"]
 
@@ -64,8 +76,9 @@ def test_password_from_pgpassword_works_for_readiness_check_and_backup(big_db, s
 
 
 # -- nothing outlives its parent ---------------------------------------------------------------
-def test_worker_killed_during_lock_wait_leaves_no_pg_dump_and_no_session(rich_db, start_service, pg_cluster,
-                                                                         locked_cache):
+def test_worker_killed_during_lock_wait_leaves_no_pg_dump_and_no_session(
+    rich_db, start_service, pg_cluster, locked_cache
+):
     service = start_service(DATABASE_URL=rich_db)
     backup_id = "killed-worker-0001"
     conn = service.connection(timeout=60)
@@ -76,8 +89,9 @@ def test_worker_killed_during_lock_wait_leaves_no_pg_dump_and_no_session(rich_db
         [worker] = service.worker_pids()
         os.kill(worker, signal.SIGKILL)
         killed = time.monotonic()
-        assert wait_until(lambda: not pg_dump_pids(pg_cluster) and not dump_sessions(pg_cluster), 2.0), \
+        assert wait_until(lambda: not pg_dump_pids(pg_cluster) and not dump_sessions(pg_cluster), 2.0), (
             "pg_dump or its session outlived the killed worker by 2 s"
+        )
         print(f"cleanup after SIGKILL of the worker: {time.monotonic() - killed:.2f} s")
     finally:
         conn.close()
@@ -92,14 +106,28 @@ def test_psql_dies_with_a_killed_restore(rich_db, pg_cluster, tmp_path):
     target = pg_cluster.create_database("restore_killed", "CREATE SCHEMA app; CREATE TABLE app.cache (k text);")
     lock = LockedTable(pg_cluster, "restore_killed", "app.cache")
     try:
-        restore = subprocess.Popen([sys.executable, "-m", "backup_svc", "restore", str(tmp_path / "rich.sql.gz"),
-                                    "--target-url", target, "--force"], cwd=REPO,
-                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        restore = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "backup_svc",
+                "restore",
+                str(tmp_path / "rich.sql.gz"),
+                "--target-url",
+                target,
+                "--force",
+            ],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
 
         def psql_waiting():
             with pg_cluster.connect() as db:
-                return db.execute("SELECT pid FROM pg_stat_activity WHERE application_name = 'backup_svc-restore' "
-                                  "AND wait_event_type = 'Lock'").fetchall()
+                return db.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE application_name = 'backup_svc-restore' "
+                    "AND wait_event_type = 'Lock'"
+                ).fetchall()
 
         assert wait_until(psql_waiting, 30), restore.stdout.read1().decode() if restore.poll() is not None else ""
         psqls = [p for p in os.listdir("/proc") if p.isdigit() and _is_psql_child(int(p), restore.pid)]

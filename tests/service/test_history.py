@@ -1,5 +1,6 @@
 """The durable history, as users meet it: a real gunicorn service and the `upload`/`prune`/`history` commands
 against moto's S3 server on loopback, a real PostgreSQL and an HTTP receiver for the alarm."""
+
 from __future__ import annotations
 
 import json
@@ -68,10 +69,10 @@ def run_to_end(service, timeout_s: float = 90) -> dict:
 
 
 def test_after_a_restart_the_dashboard_and_the_audit_api_show_the_same_history(
-        s3, moto_s3, rich_db, pg_cluster, start_service):
+    s3, moto_s3, rich_db, pg_cluster, start_service
+):
     client, bucket = s3
-    service = start_service(DATABASE_URL=rich_db, BACKUP_LOCK_TIMEOUT="1",
-                            **storage_env(moto_s3.endpoint, bucket))
+    service = start_service(DATABASE_URL=rich_db, BACKUP_LOCK_TIMEOUT="1", **storage_env(moto_s3.endpoint, bucket))
     download = service.request("GET", "/api/v1/backup", service.auth())
     assert download.status == 200 and download.complete
     for _ in range(5):  # a refusal burst: one aggregate of 5
@@ -101,8 +102,9 @@ def test_after_a_restart_the_dashboard_and_the_audit_api_show_the_same_history(
     assert after["history"]["durable"] is True and "survives restarts" in after["history_note"]
     # the denied aggregate was written once, at the old worker's exit; nothing twice
     keys = history_keys(client, bucket)
-    assert len(keys) == len({(parse_name(k[len(PREFIX + "_history/"):]).run,
-                              parse_name(k[len(PREFIX + "_history/"):]).seq) for k in keys})
+    assert len(keys) == len(
+        {(parse_name(k[len(PREFIX + "_history/") :]).run, parse_name(k[len(PREFIX + "_history/") :]).seq) for k in keys}
+    )
 
 
 def test_audit_pages_backwards_without_losing_or_repeating_an_entry(s3, moto_s3, rich_db, start_service):
@@ -130,12 +132,14 @@ def stale_alarms(hook) -> list[dict]:
 
 
 def test_a_cron_upload_shows_on_the_web_dashboard_and_its_failure_alarms_the_web_notifier_once(
-        s3, moto_s3, rich_db, start_service, receiver):
+    s3, moto_s3, rich_db, start_service, receiver
+):
     client, bucket = s3
     hook = receiver()
     storage = storage_env(moto_s3.endpoint, bucket)
-    web = start_service(DATABASE_URL=rich_db, BACKUP_EXPECTED_SCHEDULE="0 3 * * *",
-                        NOTIFY_WEBHOOK_URL=hook.url + "/hook", **storage)
+    web = start_service(
+        DATABASE_URL=rich_db, BACKUP_EXPECTED_SCHEDULE="0 3 * * *", NOTIFY_WEBHOOK_URL=hook.url + "/hook", **storage
+    )
     cron = {"DATABASE_URL": rich_db, **storage}  # the cron service: no notification channel of its own
 
     done = run_cli("upload", env=cron)
@@ -161,8 +165,7 @@ def test_a_cron_upload_shows_on_the_web_dashboard_and_its_failure_alarms_the_web
     assert len(stale_alarms(hook)) == 1, web.log()[-3000:]
 
 
-def test_a_stalled_then_refusing_bucket_delays_nothing_and_loses_nothing(
-        moto_s3, s3, rich_db, start_service):
+def test_a_stalled_then_refusing_bucket_delays_nothing_and_loses_nothing(moto_s3, s3, rich_db, start_service):
     client, bucket = s3
     proxy = FaultProxy(moto_s3.port).start()
     try:
@@ -202,9 +205,13 @@ def test_a_stalled_then_refusing_bucket_delays_nothing_and_loses_nothing(
         written(service, timeout_s=60)
         assert audit(service)["history"]["problem"] is None
         assert [(e["type"], e["outcome"]) for e in audit(service)["entries"]] == [
-            ("backup", "ok"), ("backup", "refused"), ("stored-backup", "ok"), ("backup", "ok")]
+            ("backup", "ok"),
+            ("backup", "refused"),
+            ("stored-backup", "ok"),
+            ("backup", "ok"),
+        ]
         keys = history_keys(client, bucket)
-        runs = [parse_name(k[len(PREFIX + "_history/"):]) for k in keys]
+        runs = [parse_name(k[len(PREFIX + "_history/") :]) for k in keys]
         assert len(keys) == len({(r.run, r.seq) for r in runs})  # nothing duplicated
         serve = [r.seq for r in runs if r.run == runs[0].run]
         assert sorted(serve) == list(range(len(serve)))  # and nothing missing from the service's run
@@ -221,7 +228,8 @@ def seed_event(bucket: HistoryBucket, chain: RunChain, when: datetime, type_: st
 
 
 def test_history_retention_deletes_only_old_history_and_backup_retention_never_touches_history(
-        s3, moto_s3, rich_db, pg_cluster):
+    s3, moto_s3, rich_db, pg_cluster
+):
     client, bucket = s3
     history = HistoryBucket(client, bucket, PREFIX)
     now = datetime.now(timezone.utc)
@@ -279,8 +287,9 @@ def test_history_check_reports_a_hand_edited_event_and_a_missing_one(s3, moto_s3
     assert [json.loads(line)["seq"] for line in older.stdout.splitlines()] == [1, 0]
     assert run_cli("history", "--before", "last tuesday", env=env).returncode == 2
 
-    edited = client.get_object(Bucket=bucket, Key=keys[1])["Body"].read().replace(b'"outcome":"ok"',
-                                                                                     b'"outcome":"failed"')
+    edited = (
+        client.get_object(Bucket=bucket, Key=keys[1])["Body"].read().replace(b'"outcome":"ok"', b'"outcome":"failed"')
+    )
     client.put_object(Bucket=bucket, Key=keys[1], Body=edited)
     client.delete_object(Bucket=bucket, Key=keys[3])
 
@@ -288,13 +297,14 @@ def test_history_check_reports_a_hand_edited_event_and_a_missing_one(s3, moto_s3
 
     assert found.returncode == 1
     problems = [line for line in found.stdout.splitlines() if line.startswith("PROBLEM")]
-    name = keys[1][len(PREFIX + "_history/"):]
+    name = keys[1][len(PREFIX + "_history/") :]
     assert any(name in line and "edited" in line for line in problems), found.stdout
     assert any("#3–#3 are missing" in line for line in problems), found.stdout
 
 
 def test_after_a_cron_failure_the_failing_notice_holds_from_the_moment_the_failure_shows(
-        s3, moto_s3, rich_db, start_service):
+    s3, moto_s3, rich_db, start_service
+):
     """Once the web service shows a cron run's failure (last_failure), its staleness judgement (the
     dashboard's "Backups are failing" notice, notify.staleness) says stale in every sample after that,
     over three history refreshes: it never lags the failure nor comes and goes between checks."""
@@ -312,8 +322,13 @@ def test_after_a_cron_failure_the_failing_notice_holds_from_the_moment_the_failu
     while time.monotonic() < deadline:
         status = stored_status(web)
         staleness = (status["notify"] or {}).get("staleness") or {}
-        samples.append((round(time.monotonic() - deadline + 32, 1), staleness.get("stale"),
-                        "no_such_db" in (staleness.get("last_failed") or "")))
+        samples.append(
+            (
+                round(time.monotonic() - deadline + 32, 1),
+                staleness.get("stale"),
+                "no_such_db" in (staleness.get("last_failed") or ""),
+            )
+        )
         time.sleep(0.5)
     wrong = [s for s in samples if not (s[1] and s[2])]
     assert not wrong, f"{len(wrong)} of {len(samples)} samples not failing: {wrong[:20]}\n" + web.log()[-3000:]

@@ -10,6 +10,7 @@ The attacks of issue 22, each held for HOLD_S while `/healthz` is probed one req
 The first two with 8 and with 64 attacking connections. Bounded: loopback only, every loop ends after
 HOLD_S, every socket has a timeout; the figures are printed for docs/security.md.
 """
+
 from __future__ import annotations
 
 import http.client
@@ -188,7 +189,6 @@ def p99(values: list[float]) -> float:
 ATTACKS = {"slow reader": SlowReaders, "long Content-Length": LongContentLengths}
 
 
-
 @pytest.mark.parametrize("connections", [8, 64])
 @pytest.mark.parametrize("attack", list(ATTACKS))
 def test_healthz_answers_within_a_second_during_the_attack(service, attack, connections):
@@ -198,8 +198,10 @@ def test_healthz_answers_within_a_second_during_the_attack(service, attack, conn
         latencies = probe_healthz(service.port, HOLD_S)
     finally:
         attacker.stop()
-    print(f"{attack}, {connections} connections: /healthz p50 {sorted(latencies)[len(latencies) // 2] * 1000:.0f} ms, "
-          f"p99 {p99(latencies) * 1000:.0f} ms, max {max(latencies) * 1000:.0f} ms over {len(latencies)} probes")
+    print(
+        f"{attack}, {connections} connections: /healthz p50 {sorted(latencies)[len(latencies) // 2] * 1000:.0f} ms, "
+        f"p99 {p99(latencies) * 1000:.0f} ms, max {max(latencies) * 1000:.0f} ms over {len(latencies)} probes"
+    )
     assert p99(latencies) < P99_LIMIT_S, f"{attack} ({connections}): /healthz p99 {p99(latencies):.2f} s"
     # Afterwards the service is itself again.
     assert probe_healthz(service.port, 0.5)[0] < P99_LIMIT_S
@@ -212,8 +214,10 @@ def test_the_smuggling_corpus_is_refused_without_desync_and_healthz_answers(serv
         latencies = probe_healthz(service.port, HOLD_S / 2)
     finally:
         attacker.stop()
-    print(f"smuggling corpus, 4 connections: /healthz p99 {p99(latencies) * 1000:.0f} ms over {len(latencies)} probes; "
-          f"{sum(map(len, attacker.answers.values()))} requests sent")
+    print(
+        f"smuggling corpus, 4 connections: /healthz p99 {p99(latencies) * 1000:.0f} ms over {len(latencies)} probes; "
+        f"{sum(map(len, attacker.answers.values()))} requests sent"
+    )
     assert p99(latencies) < P99_LIMIT_S
     for name, answers in attacker.answers.items():
         assert answers, name
@@ -269,8 +273,10 @@ def test_readyz_callers_never_wait_on_a_hung_database(start_service, pg_cluster,
         for thread in callers:
             thread.join(timeout=PROBE_TIMEOUT_S + 1)
     statuses = {status for _, status in readyz}
-    print(f"hung database: /readyz {len(readyz)} answers, p99 {p99([t for t, _ in readyz]) * 1000:.0f} ms, "
-          f"statuses {sorted(statuses)}; /healthz p99 {p99(healthz) * 1000:.0f} ms")
+    print(
+        f"hung database: /readyz {len(readyz)} answers, p99 {p99([t for t, _ in readyz]) * 1000:.0f} ms, "
+        f"statuses {sorted(statuses)}; /healthz p99 {p99(healthz) * 1000:.0f} ms"
+    )
     assert p99(healthz) < P99_LIMIT_S
     assert max(t for t, _ in readyz) < P99_LIMIT_S, "a /readyz caller waited on the database"
     assert 503 in statuses  # the refresh found the database hung: the cached answer changed

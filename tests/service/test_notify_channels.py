@@ -1,5 +1,6 @@
 """Notifications delivered to real servers on loopback: aiosmtpd for mail, http.server for webhooks
 and heartbeats (including their failures, retries and time bounds)."""
+
 from __future__ import annotations
 
 import json
@@ -26,11 +27,24 @@ HOOK_TOKEN = "T0AAAA/B0BBBB/hooksecretXYZ123"
 PING_UUID = "5e1f0c2a-aaaa-bbbb-cccc-0123456789ab"
 FAST = RetryPolicy(attempts=3, backoff_s=0.2, attempt_timeout_s=2, deadline_s=5)
 STARTED = datetime(2026, 11, 28, 19, 30, tzinfo=timezone.utc)
-FAILED = Event(kind="backup", outcome="failed", database="shop", started=STARTED,
-               finished=STARTED + timedelta(seconds=3),
-               error="cannot reach the database server (connection refused)")
-GOOD = Event(kind="backup", outcome="ok", database="shop", name="shop_backup_20261128_193000.sql.gz", bytes=123456,
-             sha256="cd" * 32, started=STARTED, finished=STARTED + timedelta(seconds=42))
+FAILED = Event(
+    kind="backup",
+    outcome="failed",
+    database="shop",
+    started=STARTED,
+    finished=STARTED + timedelta(seconds=3),
+    error="cannot reach the database server (connection refused)",
+)
+GOOD = Event(
+    kind="backup",
+    outcome="ok",
+    database="shop",
+    name="shop_backup_20261128_193000.sql.gz",
+    bytes=123456,
+    sha256="cd" * 32,
+    started=STARTED,
+    finished=STARTED + timedelta(seconds=42),
+)
 
 
 def settings(**env: str) -> NotifySettings:
@@ -40,8 +54,11 @@ def settings(**env: str) -> NotifySettings:
 # -- email -----------------------------------------------------------------------------------------
 def test_failure_mail_arrives_with_subject_and_no_secret(smtp_server, caplog):
     controller, mailbox = smtp_server
-    s = settings(SMTP_URL=f"smtp://notifier:{SECRET}@127.0.0.1:{controller.port}",
-                 NOTIFY_EMAIL_TO="ops@example.com, dba@example.com", NOTIFY_EMAIL_FROM="backups@example.com")
+    s = settings(
+        SMTP_URL=f"smtp://notifier:{SECRET}@127.0.0.1:{controller.port}",
+        NOTIFY_EMAIL_TO="ops@example.com, dba@example.com",
+        NOTIFY_EMAIL_FROM="backups@example.com",
+    )
 
     deliveries = Notifier(s, policy=FAST).send(FAILED)
 
@@ -60,8 +77,11 @@ def test_failure_mail_arrives_with_subject_and_no_secret(smtp_server, caplog):
 
 def test_success_mail_only_with_notify_on_always(smtp_server):
     controller, mailbox = smtp_server
-    env = dict(SMTP_URL=f"smtp://127.0.0.1:{controller.port}", NOTIFY_EMAIL_TO="ops@example.com",
-               NOTIFY_EMAIL_FROM="backups@example.com")
+    env = dict(
+        SMTP_URL=f"smtp://127.0.0.1:{controller.port}",
+        NOTIFY_EMAIL_TO="ops@example.com",
+        NOTIFY_EMAIL_FROM="backups@example.com",
+    )
 
     assert Notifier(settings(**env), policy=FAST).send(GOOD) == []
     assert mailbox.messages == []
@@ -77,8 +97,11 @@ def test_success_mail_only_with_notify_on_always(smtp_server):
 def test_wrong_smtp_password_is_not_retried_and_not_shown(smtp_server):
     controller, mailbox = smtp_server
     wrong = "wrong-Passw0rd-123456"
-    s = settings(SMTP_URL=f"smtp://notifier:{wrong}@127.0.0.1:{controller.port}", NOTIFY_EMAIL_TO="a@example.com",
-                 NOTIFY_EMAIL_FROM="b@example.com")
+    s = settings(
+        SMTP_URL=f"smtp://notifier:{wrong}@127.0.0.1:{controller.port}",
+        NOTIFY_EMAIL_TO="a@example.com",
+        NOTIFY_EMAIL_FROM="b@example.com",
+    )
     notifier = Notifier(s, policy=FAST)
 
     [delivery] = notifier.send(FAILED)
@@ -93,8 +116,9 @@ def test_starttls_is_required_off_loopback(smtp_server):
     """A STARTTLS target (what smtp:// means for any non-loopback host) pointed at a server without
     STARTTLS: nothing is sent in clear text."""
     controller, mailbox = smtp_server
-    target = SmtpTarget(host="127.0.0.1", port=controller.port, security="starttls", username="notifier",
-                        password=SECRET)
+    target = SmtpTarget(
+        host="127.0.0.1", port=controller.port, security="starttls", username="notifier", password=SECRET
+    )
 
     with pytest.raises(DeliveryFailed, match="does not offer STARTTLS") as caught:
         send_mail(target, "b@example.com", ["a@example.com"], FAILED, timeout_s=5)
@@ -109,9 +133,28 @@ def tls_files(tmp_path, monkeypatch):
     if not shutil.which("openssl"):
         pytest.skip("openssl is not installed")
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
     monkeypatch.setenv("SSL_CERT_FILE", str(cert))
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
@@ -121,15 +164,23 @@ def tls_files(tmp_path, monkeypatch):
 @pytest.mark.parametrize("security", ["starttls", "tls"])
 def test_encrypted_delivery(tls_files, security):
     mailbox = Mailbox()
-    kwargs = {"tls_context": tls_files, "require_starttls": True} if security == "starttls" else {
-        # aiosmtpd only counts STARTTLS as TLS for its AUTH check; this connection is TLS from the first byte.
-        "ssl_context": tls_files, "auth_require_tls": False}
-    controller = Controller(mailbox, hostname="127.0.0.1", port=free_port(), authenticator=mailbox.authenticate,
-                            **kwargs)
+    kwargs = (
+        {"tls_context": tls_files, "require_starttls": True}
+        if security == "starttls"
+        else {
+            # aiosmtpd only counts STARTTLS as TLS for its AUTH check; this connection is TLS from the first byte.
+            "ssl_context": tls_files,
+            "auth_require_tls": False,
+        }
+    )
+    controller = Controller(
+        mailbox, hostname="127.0.0.1", port=free_port(), authenticator=mailbox.authenticate, **kwargs
+    )
     controller.start()
     try:
-        target = SmtpTarget(host="127.0.0.1", port=controller.port, security=security, username="notifier",
-                            password=SECRET)
+        target = SmtpTarget(
+            host="127.0.0.1", port=controller.port, security=security, username="notifier", password=SECRET
+        )
         send_mail(target, "b@example.com", ["a@example.com"], FAILED, timeout_s=5)
     finally:
         controller.stop()
@@ -150,11 +201,20 @@ def test_webhook_json_and_its_retries_after_a_500(receiver, caplog):
     assert (method, path, headers["Content-Type"]) == ("POST", f"/services/{HOOK_TOKEN}", "application/json")
     assert hook.requests[0][3] == body  # the retry sends the same message
     payload = json.loads(body)
-    assert {k: payload[k] for k in ("event", "outcome", "database", "name", "bytes", "sha256", "error",
-                                    "started", "finished")} == {
-        "event": "backup", "outcome": "failed", "database": "shop", "name": None, "bytes": None, "sha256": None,
+    assert {
+        k: payload[k]
+        for k in ("event", "outcome", "database", "name", "bytes", "sha256", "error", "started", "finished")
+    } == {
+        "event": "backup",
+        "outcome": "failed",
+        "database": "shop",
+        "name": None,
+        "bytes": None,
+        "sha256": None,
         "error": "cannot reach the database server (connection refused)",
-        "started": "2026-11-28T19:30:00Z", "finished": "2026-11-28T19:30:03Z"}
+        "started": "2026-11-28T19:30:00Z",
+        "finished": "2026-11-28T19:30:03Z",
+    }
     assert payload["text"] == payload["content"]
     assert payload["text"].startswith("Backup of shop FAILED at 2026-11-28 19:30 UTC.")
     assert "answered 500" in caplog.text
@@ -195,8 +255,7 @@ def test_silent_webhook_is_cut_off_by_the_deadline():
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)
         policy = RetryPolicy(attempts=5, backoff_s=0.1, attempt_timeout_s=1, deadline_s=2.5)
-        notifier = Notifier(settings(NOTIFY_WEBHOOK_URL=f"http://127.0.0.1:{silent.getsockname()[1]}/x"),
-                            policy=policy)
+        notifier = Notifier(settings(NOTIFY_WEBHOOK_URL=f"http://127.0.0.1:{silent.getsockname()[1]}/x"), policy=policy)
         started = time.monotonic()
         [delivery] = notifier.send(FAILED)
         elapsed = time.monotonic() - started
@@ -212,8 +271,10 @@ def test_heartbeat_pings_fail_then_ok_whatever_notify_on(receiver):
     notifier.send(FAILED)
     notifier.send(GOOD)
 
-    assert [(m, p) for m, p, _, _ in monitor.requests] == [("GET", f"/ping/{PING_UUID}/fail"),
-                                                          ("GET", f"/ping/{PING_UUID}")]
+    assert [(m, p) for m, p, _, _ in monitor.requests] == [
+        ("GET", f"/ping/{PING_UUID}/fail"),
+        ("GET", f"/ping/{PING_UUID}"),
+    ]
 
 
 def test_drill_and_stale_events_do_not_ping(receiver):
@@ -248,5 +309,6 @@ def test_staleness_alarm_goes_out_once(receiver):
     payload = json.loads(hook.requests[0][3])
     assert (payload["event"], payload["outcome"]) == ("stale", "failed")
     assert payload["details"]["newest"] == "2026-11-26T03:00:00Z"
-    assert payload["text"].startswith("Backups of shop are stale: no successful stored backup since "
-                                      "2026-11-26 03:00 UTC")
+    assert payload["text"].startswith(
+        "Backups of shop are stale: no successful stored backup since 2026-11-26 03:00 UTC"
+    )

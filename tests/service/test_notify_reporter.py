@@ -1,5 +1,6 @@
 """The Reporter wires outcomes to channels: a failed backup is told, a good one is drilled in the
 background (real PostgreSQL, real webhook receiver) and the dashboard learns "last proven restorable"."""
+
 from __future__ import annotations
 
 import json
@@ -21,8 +22,9 @@ FAST = RetryPolicy(attempts=2, backoff_s=0.1, attempt_timeout_s=2, deadline_s=4)
 
 
 def reporter_for(hook, pg_cluster, **env) -> Reporter:
-    settings = NotifySettings.from_env({"NOTIFY_WEBHOOK_URL": f"{hook.url}/hook",
-                                        "RESTORE_DRILL_URL": pg_cluster.url("postgres"), **env})
+    settings = NotifySettings.from_env(
+        {"NOTIFY_WEBHOOK_URL": f"{hook.url}/hook", "RESTORE_DRILL_URL": pg_cluster.url("postgres"), **env}
+    )
     return Reporter(settings, "rich", notifier=Notifier(settings, policy=FAST))
 
 
@@ -36,8 +38,10 @@ def test_failed_backup_is_told_and_not_drilled(receiver, pg_cluster):
     drills = []
 
     started = time.monotonic()
-    reporter.backup_finished(Event(kind="backup", outcome="failed", database="rich", error="pg_dump exited 1"),
-                             drill=lambda: drills.append(1))
+    reporter.backup_finished(
+        Event(kind="backup", outcome="failed", database="rich", error="pg_dump exited 1"),
+        drill=lambda: drills.append(1),
+    )
     assert time.monotonic() - started < 0.1
     assert reporter.notifier.flush(5)
 
@@ -50,8 +54,13 @@ def test_good_backup_is_drilled_in_the_background(receiver, pg_cluster, rich_db,
     reporter = reporter_for(hook, pg_cluster, NOTIFY_ON="always")
 
     def job():
-        return run_drill(str(backup), os.path.basename(backup), reporter.settings.drill,
-                         source=parse_database_url(rich_db), bin_dirs=[pg_cluster.bin_dir])
+        return run_drill(
+            str(backup),
+            os.path.basename(backup),
+            reporter.settings.drill,
+            source=parse_database_url(rich_db),
+            bin_dirs=[pg_cluster.bin_dir],
+        )
 
     good = Event(kind="backup", outcome="ok", database="rich", name="rich.sql.gz", bytes=backup.stat().st_size)
 
@@ -74,8 +83,9 @@ def test_stale_alarm_once_through_the_reporter(receiver, pg_cluster):
     reporter = reporter_for(hook, pg_cluster)
     newest = datetime(2026, 11, 20, tzinfo=timezone.utc)
     for minute in range(5):
-        state = reporter.check_staleness(newest, timedelta(days=1),
-                                         when=datetime(2026, 11, 28, tzinfo=timezone.utc) + timedelta(minutes=minute))
+        state = reporter.check_staleness(
+            newest, timedelta(days=1), when=datetime(2026, 11, 28, tzinfo=timezone.utc) + timedelta(minutes=minute)
+        )
         assert state.stale
     assert reporter.notifier.flush(5)
     assert wait_until(lambda: len(hook.requests) == 1, 2)

@@ -1,5 +1,6 @@
 """Notifications and drills of stored backups, as a user runs them: `upload`, `drill`, `notify-test`
 against a real PostgreSQL, moto's S3 server, aiosmtpd and HTTP receivers, all on loopback."""
+
 from __future__ import annotations
 
 import json
@@ -21,8 +22,7 @@ RICH_ROWS, RICH_TABLES = 2905, 5
 
 
 def env_for(moto_s3, bucket: str, db_url: str, **extra: str) -> dict[str, str]:
-    return {"DATABASE_URL": db_url, "BACKUP_STORAGE_URL": f"s3://{bucket}/backups", **s3_env(moto_s3.endpoint),
-            **extra}
+    return {"DATABASE_URL": db_url, "BACKUP_STORAGE_URL": f"s3://{bucket}/backups", **s3_env(moto_s3.endpoint), **extra}
 
 
 def posted(hook) -> list[dict]:
@@ -41,8 +41,15 @@ def stored_keys(client, bucket: str) -> list[str]:
 def test_upload_notifies_drills_and_records_row_counts(s3, moto_s3, rich_db, pg_cluster, receiver):
     client, bucket = s3
     hook, monitor = receiver(), receiver()
-    env = env_for(moto_s3, bucket, rich_db, NOTIFY_WEBHOOK_URL=hook.url + HOOK, NOTIFY_ON="always",
-                  HEARTBEAT_URL=monitor.url + PING, RESTORE_DRILL_URL=pg_cluster.url("postgres"))
+    env = env_for(
+        moto_s3,
+        bucket,
+        rich_db,
+        NOTIFY_WEBHOOK_URL=hook.url + HOOK,
+        NOTIFY_ON="always",
+        HEARTBEAT_URL=monitor.url + PING,
+        RESTORE_DRILL_URL=pg_cluster.url("postgres"),
+    )
 
     done = run_cli("upload", env=env)
 
@@ -56,8 +63,10 @@ def test_upload_notifies_drills_and_records_row_counts(s3, moto_s3, rich_db, pg_
 
     backup, drill = posted(hook)
     assert (backup["event"], backup["outcome"], backup["name"]) == ("backup", "ok", key.split("/")[-1])
-    assert backup["sha256"] == meta["sha256"] and backup["bytes"] == client.head_object(
-        Bucket=bucket, Key=key)["ContentLength"]
+    assert (
+        backup["sha256"] == meta["sha256"]
+        and backup["bytes"] == client.head_object(Bucket=bucket, Key=key)["ContentLength"]
+    )
     assert (drill["event"], drill["outcome"]) == ("drill", "ok")
     assert (drill["details"]["rows"], drill["details"]["tables"]) == (RICH_ROWS, RICH_TABLES)
     assert drill["details"]["seconds"] > 0
@@ -75,8 +84,12 @@ def test_drill_of_a_bit_flipped_stored_object_fails(s3, moto_s3, rich_db, pg_clu
     corrupt_in_place(client, bucket, key, bytes(body))
     hook = receiver()
 
-    done = run_cli("drill", env=env_for(moto_s3, bucket, rich_db, NOTIFY_WEBHOOK_URL=hook.url + HOOK,
-                                        RESTORE_DRILL_URL=pg_cluster.url("postgres")))
+    done = run_cli(
+        "drill",
+        env=env_for(
+            moto_s3, bucket, rich_db, NOTIFY_WEBHOOK_URL=hook.url + HOOK, RESTORE_DRILL_URL=pg_cluster.url("postgres")
+        ),
+    )
 
     assert done.returncode == 1
     assert f"drilling the newest stored backup, {key.split('/')[-1]}" in done.stderr
@@ -92,9 +105,11 @@ def test_drill_names_a_stored_object(s3, moto_s3, rich_db, pg_cluster):
     assert run_cli("upload", env=env_for(moto_s3, bucket, rich_db)).returncode == 0
     (key,) = stored_keys(client, bucket)
 
-    done = run_cli("drill", f"s3://{bucket}/{key}",
-                   env={**s3_env(moto_s3.endpoint), "DATABASE_URL": rich_db,
-                        "RESTORE_DRILL_URL": pg_cluster.url("postgres")})
+    done = run_cli(
+        "drill",
+        f"s3://{bucket}/{key}",
+        env={**s3_env(moto_s3.endpoint), "DATABASE_URL": rich_db, "RESTORE_DRILL_URL": pg_cluster.url("postgres")},
+    )
 
     assert done.returncode == 0, done.stderr
     assert f"{RICH_TABLES} tables, {RICH_ROWS} rows, counts match (dump-time metadata)" in done.stdout
@@ -104,8 +119,13 @@ def test_failed_upload_is_told_and_pings_fail(s3, moto_s3, pg_cluster, receiver)
     client, bucket = s3
     hook, monitor = receiver(), receiver()
     wrong = "wrong-Password-1234"
-    env = env_for(moto_s3, bucket, pg_cluster.url("rich", password=wrong), NOTIFY_WEBHOOK_URL=hook.url + HOOK,
-                  HEARTBEAT_URL=monitor.url + PING)
+    env = env_for(
+        moto_s3,
+        bucket,
+        pg_cluster.url("rich", password=wrong),
+        NOTIFY_WEBHOOK_URL=hook.url + HOOK,
+        HEARTBEAT_URL=monitor.url + PING,
+    )
 
     done = run_cli("upload", env=env)
 
@@ -119,8 +139,9 @@ def test_failed_upload_is_told_and_pings_fail(s3, moto_s3, pg_cluster, receiver)
 
 def test_unreachable_webhook_does_not_change_the_upload(s3, moto_s3, rich_db):
     client, bucket = s3
-    env = env_for(moto_s3, bucket, rich_db, NOTIFY_WEBHOOK_URL=f"http://127.0.0.1:{free_port()}{HOOK}",
-                  NOTIFY_ON="always")
+    env = env_for(
+        moto_s3, bucket, rich_db, NOTIFY_WEBHOOK_URL=f"http://127.0.0.1:{free_port()}{HOOK}", NOTIFY_ON="always"
+    )
 
     started = time.monotonic()
     done = run_cli("upload", env=env)
@@ -135,11 +156,17 @@ def test_unreachable_webhook_does_not_change_the_upload(s3, moto_s3, rich_db):
 def test_notify_test_sends_one_of_each(receiver):
     hook, monitor = receiver(), receiver()
     with receivers.smtp_server() as (smtp, mailbox):
-        done = run_cli("notify-test", env={
-            "DATABASE_URL": "postgresql://app:pw@db.internal/shop", "NOTIFY_WEBHOOK_URL": hook.url + HOOK,
-            "HEARTBEAT_URL": monitor.url + PING,
-            "SMTP_URL": f"smtp://notifier:{receivers.SECRET}@127.0.0.1:{smtp.port}",
-            "NOTIFY_EMAIL_TO": "ops@example.com", "NOTIFY_EMAIL_FROM": "backups@example.com"})
+        done = run_cli(
+            "notify-test",
+            env={
+                "DATABASE_URL": "postgresql://app:pw@db.internal/shop",
+                "NOTIFY_WEBHOOK_URL": hook.url + HOOK,
+                "HEARTBEAT_URL": monitor.url + PING,
+                "SMTP_URL": f"smtp://notifier:{receivers.SECRET}@127.0.0.1:{smtp.port}",
+                "NOTIFY_EMAIL_TO": "ops@example.com",
+                "NOTIFY_EMAIL_FROM": "backups@example.com",
+            },
+        )
 
     assert done.returncode == 0, done.stderr
     assert [line.split()[0] for line in done.stdout.splitlines()] == ["email", "webhook", "heartbeat"]
@@ -158,11 +185,14 @@ def test_notify_test_without_channels_says_what_to_set():
 def test_stale_backups_raise_one_alarm(s3, moto_s3, rich_db, pg_cluster, receiver):
     """A seeded backup three days old, a daily schedule: the watch alarms once, then stays quiet."""
     client, bucket = s3
-    seed_backup(client, bucket, "backups/rich_backup_20260101_030000.sql.gz",
-                owner=owned(cluster_identity(pg_cluster), "rich"))
+    seed_backup(
+        client, bucket, "backups/rich_backup_20260101_030000.sql.gz", owner=owned(cluster_identity(pg_cluster), "rich")
+    )
     hook = receiver()
-    settings = Settings.from_env(env_for(moto_s3, bucket, rich_db, BACKUP_SCHEDULE="0 3 * * *",
-                                         NOTIFY_WEBHOOK_URL=hook.url + HOOK), require_auth=False)
+    settings = Settings.from_env(
+        env_for(moto_s3, bucket, rich_db, BACKUP_SCHEDULE="0 3 * * *", NOTIFY_WEBHOOK_URL=hook.url + HOOK),
+        require_auth=False,
+    )
     setup = StoredSetup(settings.dump, settings.storage, settings.notify, settings.encryption)
     reporter = reporter_for(setup)
     watch = StalenessWatch(reporter, setup, client=client)
@@ -203,27 +233,39 @@ def test_the_docs_local_smtp_example_runs_as_written(tmp_path):
     env["PATH"] = f"{os.path.dirname(sys.executable)}:{env.get('PATH', '')}"
     # From the checkout's folder, as the guide says: `.venv/bin/…` is the test's own virtualenv.
     assert Path(sys.executable).parent == REPO / ".venv" / "bin" or (REPO / ".venv" / "bin" / "python").exists()
-    done = subprocess.run(["bash", "-c", block.replace("8025", port)], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=60)
+    done = subprocess.run(
+        ["bash", "-c", block.replace("8025", port)], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stderr
     assert re.search(r"^email +smtp://127\.0\.0\.1:\d+ \(plain\): sent \(1 attempt", done.stdout, re.M), done.stdout
     assert "Subject: [backup_svc] backup_svc: test notification at " in done.stdout
 
 
-def test_serve_reports_stale_backups_then_a_scheduled_backup_and_its_drill(s3, moto_s3, rich_db, pg_cluster,
-                                                                         receiver, start_service):
+def test_serve_reports_stale_backups_then_a_scheduled_backup_and_its_drill(
+    s3, moto_s3, rich_db, pg_cluster, receiver, start_service
+):
     """`serve` with `* * * * *` and a seeded backup from January: the staleness watch alarms at start,
     the scheduled backup (within 75 s) is told and drilled in the background, the heartbeat pinged."""
     from tests.processes import wait_until
 
     client, bucket = s3
-    seed_backup(client, bucket, "scheduled/rich_backup_20260101_030000.sql.gz",
-                owner=owned(cluster_identity(pg_cluster), "rich"))
+    seed_backup(
+        client,
+        bucket,
+        "scheduled/rich_backup_20260101_030000.sql.gz",
+        owner=owned(cluster_identity(pg_cluster), "rich"),
+    )
     hook, monitor = receiver(), receiver()
-    service = start_service(DATABASE_URL=rich_db, BACKUP_STORAGE_URL=f"s3://{bucket}/scheduled",
-                            BACKUP_SCHEDULE="* * * * *", NOTIFY_WEBHOOK_URL=hook.url + HOOK, NOTIFY_ON="always",
-                            HEARTBEAT_URL=monitor.url + PING, RESTORE_DRILL_URL=pg_cluster.url("postgres"),
-                            **s3_env(moto_s3.endpoint))
+    service = start_service(
+        DATABASE_URL=rich_db,
+        BACKUP_STORAGE_URL=f"s3://{bucket}/scheduled",
+        BACKUP_SCHEDULE="* * * * *",
+        NOTIFY_WEBHOOK_URL=hook.url + HOOK,
+        NOTIFY_ON="always",
+        HEARTBEAT_URL=monitor.url + PING,
+        RESTORE_DRILL_URL=pg_cluster.url("postgres"),
+        **s3_env(moto_s3.endpoint),
+    )
 
     assert wait_until(lambda: len(posted(hook)) >= 3, 100, interval=0.5), service.log()[-3000:]
     events = [(p["event"], p["outcome"]) for p in posted(hook)]
@@ -235,14 +277,23 @@ def test_serve_reports_stale_backups_then_a_scheduled_backup_and_its_drill(s3, m
 
 
 def test_check_lists_the_channels_without_secrets(rich_db, pg_cluster):
-    done = run_cli("check", env={
-        "DATABASE_URL": rich_db, "ADMIN_TOKEN": "t" * 20,
-        "SMTP_URL": f"smtps://ops:{receivers.SECRET}@smtp.example.com",
-        "NOTIFY_EMAIL_TO": "ops@example.com", "NOTIFY_EMAIL_FROM": "backups@example.com",
-        "NOTIFY_WEBHOOK_URL": "https://hooks.slack.com" + HOOK, "RESTORE_DRILL_URL": pg_cluster.url("postgres")})
+    done = run_cli(
+        "check",
+        env={
+            "DATABASE_URL": rich_db,
+            "ADMIN_TOKEN": "t" * 20,
+            "SMTP_URL": f"smtps://ops:{receivers.SECRET}@smtp.example.com",
+            "NOTIFY_EMAIL_TO": "ops@example.com",
+            "NOTIFY_EMAIL_FROM": "backups@example.com",
+            "NOTIFY_WEBHOOK_URL": "https://hooks.slack.com" + HOOK,
+            "RESTORE_DRILL_URL": pg_cluster.url("postgres"),
+        },
+    )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "notifications: email: smtps://smtp.example.com:465 (tls) from backups@example.com to ops@example.com" \
+    assert (
+        "notifications: email: smtps://smtp.example.com:465 (tls) from backups@example.com to ops@example.com"
         in done.stdout
+    )
     assert "notifications: webhook: https://hooks.slack.com/…" in done.stdout
     assert f"notifications: restore drills: scratch databases on 127.0.0.1:{pg_cluster.port}" in done.stdout
     assert receivers.SECRET not in done.stdout and "hooksecret" not in done.stdout
@@ -254,9 +305,18 @@ def test_a_settings_error_pings_the_heartbeats_fail_url(command, moto_s3, rich_d
     """Issue 21, weaker finding: a service that cannot start for its settings (exit 2) sent no /fail
     ping, so the monitor only noticed when the pings stopped."""
     monitor = receiver()
-    done = run_cli(command, env={"DATABASE_URL": rich_db, "ADMIN_TOKEN": "t" * 20, "PORT": str(free_port()),
-                                 "BACKUP_STORAGE_URL": "s3://bkt/x", "BACKUP_RETENTION": "forever",
-                                 "HEARTBEAT_URL": monitor.url + PING, **s3_env(moto_s3.endpoint)})
+    done = run_cli(
+        command,
+        env={
+            "DATABASE_URL": rich_db,
+            "ADMIN_TOKEN": "t" * 20,
+            "PORT": str(free_port()),
+            "BACKUP_STORAGE_URL": "s3://bkt/x",
+            "BACKUP_RETENTION": "forever",
+            "HEARTBEAT_URL": monitor.url + PING,
+            **s3_env(moto_s3.endpoint),
+        },
+    )
     assert done.returncode == 2, done.stderr
     assert "BACKUP_RETENTION has 'forever'" in done.stderr
     assert [p for m, p, _, _ in monitor.requests] == [PING + "/fail"]

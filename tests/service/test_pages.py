@@ -1,4 +1,5 @@
 """Pages for people: the docs rendered as HTML, and the 401 page a browser shows (real gunicorn)."""
+
 from __future__ import annotations
 
 import re
@@ -46,8 +47,10 @@ def test_401_for_scripts_is_json_with_the_token_hint(rich_service):
     for path in ("/", "/api/v1/database"):
         reply = rich_service.request("GET", path, {"Accept": "application/json"})
         assert reply.status == 401 and reply.headers["Content-Type"] == "application/json"
-        assert reply.json() == {"error": "Unauthorized",
-                                "message": "Authentication required: send `Authorization: Bearer <ADMIN_TOKEN>` "
-                                           "or log in with ADMIN_USERNAME / ADMIN_PASSWORD."}
+        assert reply.json() == {
+            "error": "Unauthorized",
+            "message": "Authentication required: send `Authorization: Bearer <ADMIN_TOKEN>` "
+            "or log in with ADMIN_USERNAME / ADMIN_PASSWORD.",
+        }
     # a browser's navigation to an API path still gets JSON: scripts read those
     assert rich_service.request("GET", "/api/v1/database", BROWSER_ACCEPT).json()["error"] == "Unauthorized"

@@ -8,6 +8,7 @@ Two substitutions, both said where they happen: Railway's references become the 
 guide's nightly `0 3 * * *` becomes `* * * * *` so that a run and 1.5 intervals fit in a test. The
 failure is real: the database is switched to ALLOW_CONNECTIONS false, so PostgreSQL refuses the backup.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,14 @@ PING = "/ping/0f4d6c8e-5b1a-4c7e-9a1d-3e2f1b0c9d8a"
 HOOK = "/services/T0AAAA/B0BBBB/hooksecretXYZ123"
 ADMIN_PASSWORD = "guide-password-0123456789"
 ADMIN_TOKEN = "guide-token-0123456789abcdef"
-STORAGE = ("BACKUP_STORAGE_URL", "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-           "AWS_DEFAULT_REGION", "AWS_S3_URL_STYLE")
+STORAGE = (
+    "BACKUP_STORAGE_URL",
+    "AWS_ENDPOINT_URL",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_DEFAULT_REGION",
+    "AWS_S3_URL_STYLE",
+)
 ALERTS = ("HEARTBEAT_URL", "SMTP_URL", "NOTIFY_EMAIL_TO", "NOTIFY_EMAIL_FROM", "NOTIFY_WEBHOOK_URL")
 
 
@@ -47,8 +54,9 @@ def literal(cell: str) -> str:
     return re.match(r"`([^`]+)`", cell).group(1)
 
 
-def local_environment(guide: dict[str, str], *, db_url: str, bucket: str, endpoint: str, smtp_port: int,
-                      hook_url: str, ping_url: str) -> dict[str, str]:
+def local_environment(
+    guide: dict[str, str], *, db_url: str, bucket: str, endpoint: str, smtp_port: int, hook_url: str, ping_url: str
+) -> dict[str, str]:
     """Every variable of the guide's table, with Railway's references replaced by the local servers."""
     env = {
         "DATABASE_URL": db_url,  # ${{Postgres.DATABASE_URL}}
@@ -92,20 +100,29 @@ def posted(hook) -> list[dict]:
 @pytest.fixture
 def guide_db(pg_cluster):
     """A database of its own: the test turns its connections off."""
-    url = pg_cluster.create_database("guide_default", "CREATE TABLE orders (id int PRIMARY KEY); "
-                                                      "INSERT INTO orders SELECT generate_series(1, 100);")
+    url = pg_cluster.create_database(
+        "guide_default", "CREATE TABLE orders (id int PRIMARY KEY); INSERT INTO orders SELECT generate_series(1, 100);"
+    )
     yield url
     with pg_cluster.connect() as db:
         db.execute("ALTER DATABASE guide_default ALLOW_CONNECTIONS true")
 
 
-def test_the_guides_default_alerts_on_a_failed_scheduled_backup(s3, moto_s3, guide_db, pg_cluster,
-                                                                       start_service, smtp_server, receiver):
+def test_the_guides_default_alerts_on_a_failed_scheduled_backup(
+    s3, moto_s3, guide_db, pg_cluster, start_service, smtp_server, receiver
+):
     _, bucket = s3
     controller, mailbox = smtp_server
     hook, monitor = receiver(), receiver()
-    env = local_environment(guide_variables(), db_url=guide_db, bucket=bucket, endpoint=moto_s3.endpoint,
-                            smtp_port=controller.port, hook_url=hook.url + HOOK, ping_url=monitor.url + PING)
+    env = local_environment(
+        guide_variables(),
+        db_url=guide_db,
+        bucket=bucket,
+        endpoint=moto_s3.endpoint,
+        smtp_port=controller.port,
+        hook_url=hook.url + HOOK,
+        ping_url=monitor.url + PING,
+    )
 
     # `check` on each service the guide configures, with the database still open.
     served = run_cli("check", env=env)
@@ -138,8 +155,11 @@ def test_the_guides_default_alerts_on_a_failed_scheduled_backup(s3, moto_s3, gui
     assert wait_until(stale_posts, 60, interval=1), service.log()[-3000:]
     [alarm] = stale_posts()
     assert alarm["outcome"] == "failed" and "refuses connections now" in alarm["error"], alarm
-    assert wait_until(lambda: any("backups are STALE at " in mailbox.parsed(i)["Subject"]
-                                  for i in range(len(mailbox.messages))), 40, interval=0.5)
+    assert wait_until(
+        lambda: any("backups are STALE at " in mailbox.parsed(i)["Subject"] for i in range(len(mailbox.messages))),
+        40,
+        interval=0.5,
+    )
     status = service.request("GET", "/api/v1/stored", {"Authorization": f"Bearer {ADMIN_TOKEN}"}).json()
     assert status["newest"]["stale"] is True and status["notify"]["staleness"]["stale"] is True
     # No secret of the settings reached the log.
@@ -148,8 +168,9 @@ def test_the_guides_default_alerts_on_a_failed_scheduled_backup(s3, moto_s3, gui
         assert secret not in log
 
 
-def test_the_guides_default_alarms_after_1_5_intervals_without_a_backup(s3, moto_s3, guide_db, pg_cluster,
-                                                                       start_service, smtp_server, receiver):
+def test_the_guides_default_alarms_after_1_5_intervals_without_a_backup(
+    s3, moto_s3, guide_db, pg_cluster, start_service, smtp_server, receiver
+):
     """No backup, and no failure either: another session holds the stored-backup lock (as a backup hung
     elsewhere would), so each scheduled run is skipped. 1.5 intervals after the start (90 s), and not
     before, one staleness alarm by mail and webhook."""
@@ -162,12 +183,20 @@ def test_the_guides_default_alarms_after_1_5_intervals_without_a_backup(s3, moto
     _, bucket = s3
     controller, mailbox = smtp_server
     hook, monitor = receiver(), receiver()
-    env = local_environment(guide_variables(), db_url=guide_db, bucket=bucket, endpoint=moto_s3.endpoint,
-                            smtp_port=controller.port, hook_url=hook.url + HOOK, ping_url=monitor.url + PING)
+    env = local_environment(
+        guide_variables(),
+        db_url=guide_db,
+        bucket=bucket,
+        endpoint=moto_s3.endpoint,
+        smtp_port=controller.port,
+        hook_url=hook.url + HOOK,
+        ping_url=monitor.url + PING,
+    )
     settings = Settings.from_env(env)
     with psycopg.connect(guide_db, autocommit=True) as holder:
-        assert holder.execute("SELECT pg_try_advisory_lock(%s)",
-                              (lock_key(destination_of(settings.dump, settings.storage)),)).fetchone()[0]
+        assert holder.execute(
+            "SELECT pg_try_advisory_lock(%s)", (lock_key(destination_of(settings.dump, settings.storage)),)
+        ).fetchone()[0]
         started = time.monotonic()
         service = start_service(**env)
 
@@ -179,14 +208,18 @@ def test_the_guides_default_alarms_after_1_5_intervals_without_a_backup(s3, moto
         assert waited >= 90, f"stale after {waited:.0f} s: before 1.5 intervals"
         [alarm] = stale_posts()
         assert alarm["outcome"] == "failed" and "skipped" not in alarm["error"], alarm
-        assert wait_until(lambda: any("backups are STALE at " in mailbox.parsed(i)["Subject"]
-                                      for i in range(len(mailbox.messages))), 40, interval=0.5)
+        assert wait_until(
+            lambda: any("backups are STALE at " in mailbox.parsed(i)["Subject"] for i in range(len(mailbox.messages))),
+            40,
+            interval=0.5,
+        )
         audit = service.request("GET", "/api/v1/audit", {"Authorization": f"Bearer {ADMIN_TOKEN}"}).json()
         assert any(entry["outcome"] == "skipped" for entry in audit["entries"]), audit  # runs came, none stored
 
 
-def test_the_other_shape_alerts_from_the_cron_run_and_from_the_web_service(s3, moto_s3, guide_db, pg_cluster,
-                                                                           start_service, smtp_server, receiver):
+def test_the_other_shape_alerts_from_the_cron_run_and_from_the_web_service(
+    s3, moto_s3, guide_db, pg_cluster, start_service, smtp_server, receiver
+):
     """The guide's other shape: `backups` with BACKUP_EXPECTED_SCHEDULE instead of BACKUP_SCHEDULE, and a
     `backups-cron` run of `upload` with its own variables (Railway's cron start is `upload` run here by
     hand). The run fails (the database refuses it): the cron run's alerts go out, and the web service,
@@ -194,12 +227,23 @@ def test_the_other_shape_alerts_from_the_cron_run_and_from_the_web_service(s3, m
     _, bucket = s3
     controller, mailbox = smtp_server
     hook, monitor = receiver(), receiver()
-    env = local_environment(guide_variables(), db_url=guide_db, bucket=bucket, endpoint=moto_s3.endpoint,
-                            smtp_port=controller.port, hook_url=hook.url + HOOK, ping_url=monitor.url + PING)
+    env = local_environment(
+        guide_variables(),
+        db_url=guide_db,
+        bucket=bucket,
+        endpoint=moto_s3.endpoint,
+        smtp_port=controller.port,
+        hook_url=hook.url + HOOK,
+        ping_url=monitor.url + PING,
+    )
     section = GUIDE.read_text().split("## The other shape:", 1)[1].split("\n## ", 1)[0]
     assert "replace `BACKUP_SCHEDULE` by `BACKUP_EXPECTED_SCHEDULE` with the same value" in section
-    web_env = {**env, "BACKUP_SCHEDULE": "", "BACKUP_RETENTION": "",
-               "BACKUP_EXPECTED_SCHEDULE": env["BACKUP_SCHEDULE"]}  # `* * * * *` here, as above
+    web_env = {
+        **env,
+        "BACKUP_SCHEDULE": "",
+        "BACKUP_RETENTION": "",
+        "BACKUP_EXPECTED_SCHEDULE": env["BACKUP_SCHEDULE"],
+    }  # `* * * * *` here, as above
     cron_env = cron_environment(env)
 
     served = run_cli("check", env=web_env)

@@ -6,6 +6,7 @@ the bucket's credentials under the names backup_svc reads.
 
 node, npm and `.railway/node_modules` come from `./dev.sh test` (npm ci --prefix .railway).
 """
+
 from __future__ import annotations
 
 import json
@@ -32,8 +33,15 @@ GUIDE = REPO / "docs" / "deploy-railway.md"
 ALERT_VARIABLES = ("HEARTBEAT_URL", "SMTP_URL", "NOTIFY_EMAIL_TO", "NOTIFY_EMAIL_FROM", "NOTIFY_WEBHOOK_URL")
 # What `railway config migrate` turns into fields (railwayapp/cli src/commands/config/migrate.rs, 5.43.1,
 # emit_railway_ts): every other railway.json key is a comment or nothing, and the guide must correct it.
-MIGRATE_CARRIES = {"buildCommand", "startCommand", "healthcheckPath", "healthcheckTimeout", "numReplicas", "region",
-                   "multiRegionConfig"}
+MIGRATE_CARRIES = {
+    "buildCommand",
+    "startCommand",
+    "healthcheckPath",
+    "healthcheckTimeout",
+    "numReplicas",
+    "region",
+    "multiRegionConfig",
+}
 
 WEB, CRON = "service.backups", "service.backups-cron"
 SECRET_NAME = re.compile(r"TOKEN|PASSWORD|SECRET|_KEY")
@@ -47,11 +55,15 @@ BUCKET_OUTPUTS = {
 
 
 def _need_toolchain() -> None:
-    missing = [what for what, present in (
-        ("node", shutil.which("node")),
-        ("the pinned SDK in .railway/node_modules (npm ci --prefix .railway)", (NODE_MODULES / "railway").is_dir()),
-        ("tsc in .railway/node_modules", TSC.exists()),
-    ) if not present]
+    missing = [
+        what
+        for what, present in (
+            ("node", shutil.which("node")),
+            ("the pinned SDK in .railway/node_modules (npm ci --prefix .railway)", (NODE_MODULES / "railway").is_dir()),
+            ("tsc in .railway/node_modules", TSC.exists()),
+        )
+        if not present
+    ]
     if missing:
         pytest.fail(f"missing {', '.join(missing)}: run ./dev.sh test, which installs them")
 
@@ -68,11 +80,15 @@ def typecheck(source: str, folder: Path) -> subprocess.CompletedProcess:
     (folder / "package.json").write_text('{"type": "module"}\n')
     if not (folder / "node_modules").exists():
         (folder / "node_modules").symlink_to(NODE_MODULES, target_is_directory=True)
-    (folder / "tsconfig.json").write_text(json.dumps({
-        "extends": str(RAILWAY_DIR / "tsconfig.json"),
-        "compilerOptions": {"noEmit": False, "outDir": "out"},
-        "files": ["railway.ts"],
-    }))
+    (folder / "tsconfig.json").write_text(
+        json.dumps(
+            {
+                "extends": str(RAILWAY_DIR / "tsconfig.json"),
+                "compilerOptions": {"noEmit": False, "outDir": "out"},
+                "files": ["railway.ts"],
+            }
+        )
+    )
     return _run([TSC, "-p", folder / "tsconfig.json"], folder)
 
 
@@ -98,7 +114,7 @@ def typescript_blocks(markdown: str) -> list[str]:
 
 def backup_part(source: str) -> str:
     """The part of a railway.ts that an existing project pastes: from the marker line to the end."""
-    return source[source.index(SNIPPET_MARKER):]
+    return source[source.index(SNIPPET_MARKER) :]
 
 
 def docs_existing_project() -> str:
@@ -110,8 +126,10 @@ def docs_existing_project() -> str:
 
 def web_and_cron(source: str) -> str:
     """railway.ts switched to the other shape, as the guide says: `cronService: true`."""
-    switched = source.replace("backupServices(db, { repository: REPOSITORY })",
-                              "backupServices(db, { repository: REPOSITORY, cronService: true })")
+    switched = source.replace(
+        "backupServices(db, { repository: REPOSITORY })",
+        "backupServices(db, { repository: REPOSITORY, cronService: true })",
+    )
     assert switched != source
     return switched
 
@@ -184,8 +202,9 @@ def test_a_repository_gives_both_services_a_github_source(tmp_path):
     """With REPOSITORY set (a fork Railway can read), the services build it; "" (the default) needs no fork."""
     source = web_and_cron((RAILWAY_DIR / "railway.ts").read_text())
     assert 'const REPOSITORY = "";' in source
-    found = resources(evaluate(source.replace('const REPOSITORY = "";', 'const REPOSITORY = "acme/backup_svc";'),
-                               tmp_path))
+    found = resources(
+        evaluate(source.replace('const REPOSITORY = "";', 'const REPOSITORY = "acme/backup_svc";'), tmp_path)
+    )
     for address in (WEB, CRON):
         assert found[address]["source"] == {"type": "github", "repo": "acme/backup_svc", "branch": "main"}
 
@@ -218,7 +237,9 @@ def test_web_service_healthcheck_restart_and_draining_cover_the_grace(definition
     assert deploy["drainingSeconds"] >= grace + DRAIN_MARGIN_S
     # The service sees the same draining that Railway applies.
     assert variables["RAILWAY_DEPLOYMENT_DRAINING_SECONDS"] == {
-        "type": "literal", "value": str(deploy["drainingSeconds"])}
+        "type": "literal",
+        "value": str(deploy["drainingSeconds"]),
+    }
     assert variables["TRUSTED_PROXY_HOPS"] == {"type": "literal", "value": "1"}
 
 
@@ -243,8 +264,10 @@ def test_exactly_one_service_takes_the_scheduled_backups(definition):
         assert not {"ADMIN_TOKEN", "ADMIN_PASSWORD"} & set(cron["variables"])  # it serves nothing
     fields = schedule.split()
     assert len(fields) == 5 and all(re.fullmatch(r"[0-9*/,-]+", field) for field in fields)
-    assert re.fullmatch(r"(last|daily|weekly|monthly)=\d+(,(last|daily|weekly|monthly)=\d+)*",
-                        takes_backups(definition)["variables"]["BACKUP_RETENTION"]["value"])
+    assert re.fullmatch(
+        r"(last|daily|weekly|monthly)=\d+(,(last|daily|weekly|monthly)=\d+)*",
+        takes_backups(definition)["variables"]["BACKUP_RETENTION"]["value"],
+    )
 
 
 def test_the_service_that_takes_backups_carries_the_alerts(definition):
@@ -268,7 +291,10 @@ def test_the_guide_lists_the_alert_variables_and_recommends_the_heartbeat():
 def test_database_url_is_a_reference_to_the_database(definition):
     for address in backup_services(definition):
         assert resources(definition)[address]["variables"]["DATABASE_URL"] == {
-            "type": "reference", "resource": "database.Postgres", "output": "DATABASE_URL"}
+            "type": "reference",
+            "resource": "database.Postgres",
+            "output": "DATABASE_URL",
+        }
 
 
 def test_no_secret_is_written_in_the_definition(definition):
@@ -294,7 +320,10 @@ def test_bucket_credentials_reach_every_backup_service_under_the_storage_names(d
         variables = resources(definition)[address]["variables"]
         for name, output in BUCKET_OUTPUTS.items():
             assert variables[name] == {"type": "reference", "resource": bucket["address"], "output": output}
-        assert variables["BACKUP_STORAGE_URL"] == {"type": "literal", "value": f"s3://${{{{{bucket['name']}.BUCKET}}}}/"}
+        assert variables["BACKUP_STORAGE_URL"] == {
+            "type": "literal",
+            "value": f"s3://${{{{{bucket['name']}.BUCKET}}}}/",
+        }
         assert variables["AWS_S3_URL_STYLE"]["value"] in ("path", "virtual")
 
 
@@ -305,8 +334,13 @@ def test_railway_json_says_what_railway_ts_says(definition):
     web = resources(definition)[WEB]
 
     assert legacy["build"] == web["build"]
-    assert set(legacy["deploy"]) == {"healthcheckPath", "healthcheckTimeout", "restartPolicyType",
-                                     "restartPolicyMaxRetries", "drainingSeconds"}
+    assert set(legacy["deploy"]) == {
+        "healthcheckPath",
+        "healthcheckTimeout",
+        "restartPolicyType",
+        "restartPolicyMaxRetries",
+        "drainingSeconds",
+    }
     for setting in legacy["deploy"]:
         assert legacy["deploy"][setting] == web["deploy"][setting], setting
     assert isinstance(legacy["deploy"]["drainingSeconds"], int)  # Railway rejects a string here
@@ -320,8 +354,9 @@ def test_the_guides_settings_table_says_what_railway_json_says():
     build, deploy = legacy["build"], legacy["deploy"]
     assert rows["builder / Dockerfile path"] == f"{build['builder'].capitalize()} / `{build['dockerfilePath']}`"
     assert rows["healthcheck path (timeout)"] == f"`{deploy['healthcheckPath']}` ({deploy['healthcheckTimeout']} s)"
-    assert rows["draining time"] == (f"{deploy['drainingSeconds']} s (`RAILWAY_DEPLOYMENT_DRAINING_SECONDS="
-                                     f"{deploy['drainingSeconds']}`)")
+    assert rows["draining time"] == (
+        f"{deploy['drainingSeconds']} s (`RAILWAY_DEPLOYMENT_DRAINING_SECONDS={deploy['drainingSeconds']}`)"
+    )
     assert deploy["restartPolicyType"] == "ON_FAILURE"
     assert rows["restart policy"] == f"on failure, {deploy['restartPolicyMaxRetries']} retries"
 

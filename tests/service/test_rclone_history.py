@@ -2,6 +2,7 @@
 `<path>/_history/YYYY/MM/DD/` beside the backups (as in a bucket), `history [--check]` reads them back,
 `prune` applies BACKUP_HISTORY_DAYS, `check` says where it is. Real rclone (`rclone serve webdav` on
 loopback, the `local` backend), real PostgreSQL, the real CLI."""
+
 from __future__ import annotations
 
 import os
@@ -11,13 +12,23 @@ import pytest
 
 from tests.processes import run_cli
 
-pytestmark = pytest.mark.skipif(shutil.which("rclone") is None,
-                                reason="rclone is not installed (./dev.sh test installs it)")
+pytestmark = pytest.mark.skipif(
+    shutil.which("rclone") is None, reason="rclone is not installed (./dev.sh test installs it)"
+)
 
 
 def cron_env(remote: dict, db_url: str, url: str, **more: str) -> dict[str, str]:
-    return {**remote, "DATABASE_URL": db_url, "BACKUP_NAME": "rich", "BACKUP_STORAGE_URL": url,
-            "BACKUP_RETENTION": "", "BACKUP_AGE_RECIPIENTS": "", "ADMIN_TOKEN": "", "ADMIN_PASSWORD": "", **more}
+    return {
+        **remote,
+        "DATABASE_URL": db_url,
+        "BACKUP_NAME": "rich",
+        "BACKUP_STORAGE_URL": url,
+        "BACKUP_RETENTION": "",
+        "BACKUP_AGE_RECIPIENTS": "",
+        "ADMIN_TOKEN": "",
+        "ADMIN_PASSWORD": "",
+        **more,
+    }
 
 
 def events_in(folder) -> list[str]:
@@ -79,7 +90,9 @@ def test_prune_deletes_only_history_events_older_than_the_days(tmp_path, rich_db
     assert done.returncode == 0, done.stderr
     assert not (old_day / old_name).exists()
     assert events_in(folder / "_history") == today
-    assert sorted(n for n in os.listdir(folder) if not n.startswith("_")) == backups  # history retention never touches backups
+    assert (
+        sorted(n for n in os.listdir(folder) if not n.startswith("_")) == backups
+    )  # history retention never touches backups
 
     shutil.copy(folder / "_history" / today[0], old_day / old_name)
     assert run_cli("upload", env=env).returncode == 0  # an upload applies BACKUP_HISTORY_DAYS too

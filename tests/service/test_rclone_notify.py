@@ -1,6 +1,7 @@
 """Notifications and restore drills of backups on an rclone remote, as a cron service runs them: `upload`
 (webhook, heartbeat, the drill after it) and `drill` reading from the remote. Real rclone (`rclone serve
 webdav` on loopback and the `local` backend), real PostgreSQL, real HTTP receivers, the real CLI."""
+
 from __future__ import annotations
 
 import json
@@ -12,8 +13,9 @@ import pytest
 from tests.processes import run_cli
 from tests.s3support import remote_files
 
-pytestmark = pytest.mark.skipif(shutil.which("rclone") is None,
-                                reason="rclone is not installed (./dev.sh test installs it)")
+pytestmark = pytest.mark.skipif(
+    shutil.which("rclone") is None, reason="rclone is not installed (./dev.sh test installs it)"
+)
 
 PING = "/ping/5e1f0c2a-aaaa-bbbb-cccc-0123456789ab"
 HOOK = "/services/T0AAAA/B0BBBB/hooksecretXYZ123"
@@ -30,15 +32,30 @@ def scratch_databases(pg_cluster) -> list[str]:
 
 
 def cron_env(remote: dict, db_url: str, **more: str) -> dict[str, str]:
-    return {**remote, "DATABASE_URL": db_url, "BACKUP_NAME": "rich", "BACKUP_STORAGE_URL": "rclone:dav:backups",
-            "BACKUP_RETENTION": "", "BACKUP_AGE_RECIPIENTS": "", "ADMIN_TOKEN": "", "ADMIN_PASSWORD": "", **more}
+    return {
+        **remote,
+        "DATABASE_URL": db_url,
+        "BACKUP_NAME": "rich",
+        "BACKUP_STORAGE_URL": "rclone:dav:backups",
+        "BACKUP_RETENTION": "",
+        "BACKUP_AGE_RECIPIENTS": "",
+        "ADMIN_TOKEN": "",
+        "ADMIN_PASSWORD": "",
+        **more,
+    }
 
 
 def test_upload_to_a_remote_notifies_and_drills_from_it(served, rich_db, pg_cluster, receiver):
     folder, start = served
     hook, monitor = receiver(), receiver()
-    env = cron_env(start(), rich_db, NOTIFY_WEBHOOK_URL=hook.url + HOOK, NOTIFY_ON="always",
-                   HEARTBEAT_URL=monitor.url + PING, RESTORE_DRILL_URL=pg_cluster.url("postgres"))
+    env = cron_env(
+        start(),
+        rich_db,
+        NOTIFY_WEBHOOK_URL=hook.url + HOOK,
+        NOTIFY_ON="always",
+        HEARTBEAT_URL=monitor.url + PING,
+        RESTORE_DRILL_URL=pg_cluster.url("postgres"),
+    )
 
     done = run_cli("upload", env=env)
 
@@ -60,8 +77,7 @@ def test_upload_to_a_remote_notifies_and_drills_from_it(served, rich_db, pg_clus
 def test_a_failed_upload_to_a_remote_is_reported(served, rich_db, receiver):
     folder, start = served
     hook, monitor = receiver(), receiver()
-    env = cron_env(start(read_only=True), rich_db, NOTIFY_WEBHOOK_URL=hook.url + HOOK,
-                   HEARTBEAT_URL=monitor.url + PING)
+    env = cron_env(start(read_only=True), rich_db, NOTIFY_WEBHOOK_URL=hook.url + HOOK, HEARTBEAT_URL=monitor.url + PING)
 
     done = run_cli("upload", env=env)
 
@@ -75,8 +91,13 @@ def test_a_failed_upload_to_a_remote_is_reported(served, rich_db, receiver):
 
 def test_a_misconfigured_remote_upload_pings_the_heartbeat_fail_url(tmp_path, rich_db, receiver):
     monitor = receiver()
-    env = cron_env({"RCLONE_CONFIG_DAV_TYPE": "local"}, rich_db, BACKUP_STORAGE_URL=f"rclone:dav:{tmp_path / 'r'}",
-                   BACKUP_RETENTION="keep everything", HEARTBEAT_URL=monitor.url + PING)
+    env = cron_env(
+        {"RCLONE_CONFIG_DAV_TYPE": "local"},
+        rich_db,
+        BACKUP_STORAGE_URL=f"rclone:dav:{tmp_path / 'r'}",
+        BACKUP_RETENTION="keep everything",
+        HEARTBEAT_URL=monitor.url + PING,
+    )
     done = run_cli("upload", env=env)
     assert done.returncode == 2
     assert [p for m, p, _, _ in monitor.requests] == [PING + "/fail"]
@@ -84,8 +105,12 @@ def test_a_misconfigured_remote_upload_pings_the_heartbeat_fail_url(tmp_path, ri
 
 def test_drill_reads_the_newest_backup_or_a_named_one_from_the_remote(tmp_path, rich_db, pg_cluster, receiver):
     folder = tmp_path / "remote"
-    env = cron_env({"RCLONE_CONFIG_DAV_TYPE": "local"}, rich_db, BACKUP_STORAGE_URL=f"rclone:dav:{folder}",
-                   RESTORE_DRILL_URL=pg_cluster.url("postgres"))
+    env = cron_env(
+        {"RCLONE_CONFIG_DAV_TYPE": "local"},
+        rich_db,
+        BACKUP_STORAGE_URL=f"rclone:dav:{folder}",
+        RESTORE_DRILL_URL=pg_cluster.url("postgres"),
+    )
     assert run_cli("upload", env=env).returncode == 0
     [name] = [n for n in os.listdir(folder) if n.endswith(".sql.gz")]
 
@@ -95,8 +120,9 @@ def test_drill_reads_the_newest_backup_or_a_named_one_from_the_remote(tmp_path, 
     assert f"drill ok: {name} restored into a scratch database" in newest.stdout
     assert f"{RICH_TABLES} tables, {RICH_ROWS} rows, counts match" in newest.stdout
 
-    named = run_cli("drill", f"rclone:dav:{folder}/{name}",
-                    env={**env, "BACKUP_STORAGE_URL": ""})  # no storage configured: the URL says where
+    named = run_cli(
+        "drill", f"rclone:dav:{folder}/{name}", env={**env, "BACKUP_STORAGE_URL": ""}
+    )  # no storage configured: the URL says where
     assert named.returncode == 0, named.stderr
     assert scratch_databases(pg_cluster) == []
 
@@ -104,8 +130,12 @@ def test_drill_reads_the_newest_backup_or_a_named_one_from_the_remote(tmp_path, 
 def test_drill_of_a_bit_flipped_backup_on_the_remote_fails(tmp_path, rich_db, pg_cluster, receiver):
     folder = tmp_path / "remote"
     hook = receiver()
-    env = cron_env({"RCLONE_CONFIG_DAV_TYPE": "local"}, rich_db, BACKUP_STORAGE_URL=f"rclone:dav:{folder}",
-                   RESTORE_DRILL_URL=pg_cluster.url("postgres"))
+    env = cron_env(
+        {"RCLONE_CONFIG_DAV_TYPE": "local"},
+        rich_db,
+        BACKUP_STORAGE_URL=f"rclone:dav:{folder}",
+        RESTORE_DRILL_URL=pg_cluster.url("postgres"),
+    )
     assert run_cli("upload", env=env).returncode == 0
     [name] = [n for n in os.listdir(folder) if n.endswith(".sql.gz")]
     body = bytearray((folder / name).read_bytes())

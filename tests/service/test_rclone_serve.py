@@ -1,6 +1,7 @@
 """`serve` with BACKUP_STORAGE_URL=rclone:<remote>:<path>: the schedule stores backups on the remote, the API lists
 them and streams their bytes through the service (`rclone cat`), a dashboard restore reads them, SIGTERM
 mid-upload stores nothing. Real rclone (`rclone serve webdav` on a loopback port), PostgreSQL and gunicorn."""
+
 from __future__ import annotations
 
 import contextlib
@@ -20,8 +21,9 @@ from tests.http_client import basic
 from tests.processes import all_pids, cmdline, run_cli, wait_until
 from tests.s3support import remote_files
 
-pytestmark = pytest.mark.skipif(shutil.which("rclone") is None,
-                                reason="rclone is not installed (./dev.sh test installs it)")
+pytestmark = pytest.mark.skipif(
+    shutil.which("rclone") is None, reason="rclone is not installed (./dev.sh test installs it)"
+)
 
 
 def backups_in(folder) -> list[str]:
@@ -65,9 +67,13 @@ def slowed_schedule(start, database_url: str, start_service, hook):
     port = int(env["RCLONE_CONFIG_DAV_URL"].rsplit(":", 1)[1].strip("/"))
     proxy = FreezableProxy(port, rate=2_000_000)
     try:
-        yield start_service(DATABASE_URL=database_url, BACKUP_STORAGE_URL="rclone:dav:backups",
-                            BACKUP_SCHEDULE="* * * * *", NOTIFY_WEBHOOK_URL=hook.url,
-                            **(env | {"RCLONE_CONFIG_DAV_URL": f"http://127.0.0.1:{proxy.port}/"}))
+        yield start_service(
+            DATABASE_URL=database_url,
+            BACKUP_STORAGE_URL="rclone:dav:backups",
+            BACKUP_SCHEDULE="* * * * *",
+            NOTIFY_WEBHOOK_URL=hook.url,
+            **(env | {"RCLONE_CONFIG_DAV_URL": f"http://127.0.0.1:{proxy.port}/"}),
+        )
     finally:
         proxy.close()
 
@@ -92,8 +98,9 @@ def store_now(service) -> None:
 
 def restore_new(service, name: str) -> dict:
     """POST /api/v1/restores of `name` into a new database (browser login); its final report, once done."""
-    status, job = post_json(service, "/api/v1/restores", {"backup": name, "mode": "new"},
-                            basic("admin", service.password))
+    status, job = post_json(
+        service, "/api/v1/restores", {"backup": name, "mode": "new"}, basic("admin", service.password)
+    )
     assert status == 202, job
 
     def ended():
@@ -105,16 +112,23 @@ def restore_new(service, name: str) -> dict:
     return report
 
 
-def test_a_scheduled_backup_lands_on_the_remote_and_is_listed_streamed_and_restored(served, rich_db, pg_cluster,
-                                                                                    start_service, tmp_path, receiver):
+def test_a_scheduled_backup_lands_on_the_remote_and_is_listed_streamed_and_restored(
+    served, rich_db, pg_cluster, start_service, tmp_path, receiver
+):
     """`* * * * *`: within a minute (bounded at 75 s) a backup is stored on the webdav remote, notified and
     drilled from the remote; the list shows it fresh with its size and sha256; the download streams the same
     bytes, which restore to the same data."""
     folder, start = served
     hook = receiver()
-    service = start_service(DATABASE_URL=rich_db, BACKUP_STORAGE_URL="rclone:dav:backups",
-                            BACKUP_SCHEDULE="* * * * *", NOTIFY_WEBHOOK_URL=hook.url, NOTIFY_ON="always",
-                            RESTORE_DRILL_URL=pg_cluster.url("postgres"), **start())
+    service = start_service(
+        DATABASE_URL=rich_db,
+        BACKUP_STORAGE_URL="rclone:dav:backups",
+        BACKUP_SCHEDULE="* * * * *",
+        NOTIFY_WEBHOOK_URL=hook.url,
+        NOTIFY_ON="always",
+        RESTORE_DRILL_URL=pg_cluster.url("postgres"),
+        **start(),
+    )
     assert wait_until(lambda: backups_in(folder / "backups"), 75, interval=0.2), service.log()[-3000:]
     assert wait_until(lambda: scheduled_entries(service), 30), service.log()[-3000:]
     entry = scheduled_entries(service)[0]
@@ -209,8 +223,9 @@ def test_a_client_leaving_mid_download_leaves_no_rclone_child(served, big_db, pg
     assert aborted()[0]["bytes"] < size
 
 
-def test_a_worker_killed_mid_upload_is_reported_and_its_temporary_object_removed(served, big_db, start_service,
-                                                                                 receiver):
+def test_a_worker_killed_mid_upload_is_reported_and_its_temporary_object_removed(
+    served, big_db, start_service, receiver
+):
     """SIGKILL (the out-of-memory killer) to the worker while a scheduled upload runs over a slowed link: the
     next worker removes that run's `.partial-` object from the remote and reports the run failed."""
     folder, start = served
@@ -246,8 +261,9 @@ def test_sigterm_during_a_scheduled_upload_stores_nothing_and_reports_it(served,
         service.proc.send_signal(signal.SIGTERM)
         service.proc.wait(timeout=60)
     assert service.proc.returncode == 0, service.log()[-3000:]
-    assert "scheduled stored backup failed, the upload was aborted: stopped: the service is shutting down" \
-        in service.log(), service.log()[-3000:]
+    assert (
+        "scheduled stored backup failed, the upload was aborted: stopped: the service is shutting down" in service.log()
+    ), service.log()[-3000:]
     assert [n for n in remote_files(folder / "backups") if "backup_" in n] == [], remote_files(folder / "backups")
     failures = [json.loads(body) for method, _, _, body in hook.requests if method == "POST"]
     assert any(f["outcome"] == "failed" and "shutting down" in (f["error"] or "") for f in failures), failures
@@ -256,15 +272,20 @@ def test_sigterm_during_a_scheduled_upload_stores_nothing_and_reports_it(served,
     assert not [p for p in all_pids() if cmdline(p).startswith("rclone rcat")]
 
 
-def test_an_encrypted_backup_on_the_remote_is_listed_and_restored_from_the_dashboard(served, rich_db, pg_cluster,
-                                                                                    start_service, age_keys):
+def test_an_encrypted_backup_on_the_remote_is_listed_and_restored_from_the_dashboard(
+    served, rich_db, pg_cluster, start_service, age_keys
+):
     """BACKUP_AGE_RECIPIENTS with a remote in `serve`: POST /api/v1/stored stores only `….sql.gz.age` (age's
     header, never the SQL); the list shows it encrypted; the dashboard restore decrypts it with
     BACKUP_AGE_IDENTITY as it streams from the remote and restores identical data."""
     folder, start = served
-    service = start_service(DATABASE_URL=rich_db, BACKUP_STORAGE_URL="rclone:dav:backups",
-                            BACKUP_AGE_RECIPIENTS=age_keys["age_public"],
-                            BACKUP_AGE_IDENTITY=age_keys["age"].read_text(), **start())
+    service = start_service(
+        DATABASE_URL=rich_db,
+        BACKUP_STORAGE_URL="rclone:dav:backups",
+        BACKUP_AGE_RECIPIENTS=age_keys["age_public"],
+        BACKUP_AGE_IDENTITY=age_keys["age"].read_text(),
+        **start(),
+    )
     store_now(service)
     names = remote_files(folder / "backups")
     [name] = [n for n in names if n.endswith(".sql.gz.age")]

@@ -1,5 +1,6 @@
 """`upload`, `list` and `prune` with BACKUP_STORAGE_URL=rclone:<remote>:<path>: real rclone (the `local`
 backend, and `rclone serve webdav` on loopback), real PostgreSQL, the real CLI."""
+
 from __future__ import annotations
 
 import gzip
@@ -23,13 +24,21 @@ from tests.freezable_proxy import FreezableProxy
 from tests.processes import UPLOAD_KILLS, kill_upload, pg_dump_pids, run_cli, wait_until
 from tests.s3support import remote_files
 
-pytestmark = pytest.mark.skipif(shutil.which("rclone") is None,
-                                reason="rclone is not installed (./dev.sh test installs it)")
+pytestmark = pytest.mark.skipif(
+    shutil.which("rclone") is None, reason="rclone is not installed (./dev.sh test installs it)"
+)
 
 
 def local_env(folder, database_url: str, **more) -> dict:
-    return {"DATABASE_URL": database_url, "BACKUP_NAME": "shop", "BACKUP_STORAGE_URL": f"rclone:loc:{folder}",
-            "RCLONE_CONFIG_LOC_TYPE": "local", "BACKUP_RETENTION": "", "BACKUP_AGE_RECIPIENTS": "", **more}
+    return {
+        "DATABASE_URL": database_url,
+        "BACKUP_NAME": "shop",
+        "BACKUP_STORAGE_URL": f"rclone:loc:{folder}",
+        "RCLONE_CONFIG_LOC_TYPE": "local",
+        "BACKUP_RETENTION": "",
+        "BACKUP_AGE_RECIPIENTS": "",
+        **more,
+    }
 
 
 def backups_in(folder) -> list[str]:
@@ -38,8 +47,13 @@ def backups_in(folder) -> list[str]:
 
 def test_upload_list_restore_over_webdav(served, rich_db, pg_cluster):
     folder, start = served
-    env = start() | {"DATABASE_URL": rich_db, "BACKUP_NAME": "shop", "BACKUP_STORAGE_URL": "rclone:dav:backups",
-                     "BACKUP_RETENTION": "", "BACKUP_AGE_RECIPIENTS": ""}
+    env = start() | {
+        "DATABASE_URL": rich_db,
+        "BACKUP_NAME": "shop",
+        "BACKUP_STORAGE_URL": "rclone:dav:backups",
+        "BACKUP_RETENTION": "",
+        "BACKUP_AGE_RECIPIENTS": "",
+    }
     done = run_cli("upload", env=env)
     assert done.returncode == 0, done.stderr
     [name] = backups_in(folder / "backups")
@@ -53,8 +67,9 @@ def test_upload_list_restore_over_webdav(served, rich_db, pg_cluster):
     listed = run_cli("list", env=env)
     assert listed.returncode == 0 and listed.stdout.split()[0] == name and str(len(stored)) in listed.stdout
 
-    restored = run_cli("restore", f"rclone:dav:backups/{name}", "--target-url", pg_cluster.url("rich_rclone_up"),
-                       "--create", env=env)
+    restored = run_cli(
+        "restore", f"rclone:dav:backups/{name}", "--target-url", pg_cluster.url("rich_rclone_up"), "--create", env=env
+    )
     assert restored.returncode == 0, restored.stderr
     assert snapshot(pg_cluster, "rich_rclone_up") == snapshot(pg_cluster, "rich")
 
@@ -81,10 +96,12 @@ def test_retention_deletes_only_this_services_old_backups(tmp_path, rich_db):
     done = run_cli("upload", env=env | {"BACKUP_RETENTION": "last=2"})
     assert done.returncode == 0, done.stderr
     newest = max(set(backups_in(folder)) - {"shop_backup_20990101_000000.sql.gz"})
-    assert backups_in(folder) == sorted({newest, first, "shop_backup_20240401_000000.sql.gz",
-                                         "shop_backup_20990101_000000.sql.gz"})
-    assert not any(n.startswith("shop_backup_2024010") or n.startswith("shop_backup_2024020")
-                   for n in os.listdir(folder))  # their companions went too
+    assert backups_in(folder) == sorted(
+        {newest, first, "shop_backup_20240401_000000.sql.gz", "shop_backup_20990101_000000.sql.gz"}
+    )
+    assert not any(
+        n.startswith("shop_backup_2024010") or n.startswith("shop_backup_2024020") for n in os.listdir(folder)
+    )  # their companions went too
     listed = run_cli("list", env=env)
     assert "not listed: shop_backup_20240401_000000.sql.gz (no ownership record" in listed.stderr
     assert "not listed: shop_backup_20990101_000000.sql.gz" in listed.stderr
@@ -92,8 +109,12 @@ def test_retention_deletes_only_this_services_old_backups(tmp_path, rich_db):
 
 def test_a_remote_refusing_writes_stores_nothing(served, rich_db):
     folder, start = served
-    env = start(read_only=True) | {"DATABASE_URL": rich_db, "BACKUP_NAME": "shop",
-                                   "BACKUP_STORAGE_URL": "rclone:dav:backups", "BACKUP_AGE_RECIPIENTS": ""}
+    env = start(read_only=True) | {
+        "DATABASE_URL": rich_db,
+        "BACKUP_NAME": "shop",
+        "BACKUP_STORAGE_URL": "rclone:dav:backups",
+        "BACKUP_AGE_RECIPIENTS": "",
+    }
     done = run_cli("upload", env=env)
     assert done.returncode == 1
     assert "upload failed" in done.stderr and "rclone rcat failed" in done.stderr and "Traceback" not in done.stderr
@@ -102,7 +123,9 @@ def test_a_remote_refusing_writes_stores_nothing(served, rich_db):
 
 def test_a_dump_that_breaks_mid_way_stores_nothing(tmp_path):
     """Fault injected: a dump that writes 300 KB and then breaks (as a killed pg_dump does)."""
-    target = RcloneTarget(parse_rclone_url(f"rclone:loc:{tmp_path / 'r'}"), {**os.environ, "RCLONE_CONFIG_LOC_TYPE": "local"})
+    target = RcloneTarget(
+        parse_rclone_url(f"rclone:loc:{tmp_path / 'r'}"), {**os.environ, "RCLONE_CONFIG_LOC_TYPE": "local"}
+    )
 
     def dump(sink):
         for _ in range(300):
@@ -121,7 +144,8 @@ def test_a_missing_database_stores_nothing(tmp_path, pg_cluster):
 
 
 def test_an_encrypted_upload_stores_only_an_age_file_that_age_decrypts_and_restore_restores(
-        tmp_path, rich_db, age_keys, pg_cluster):
+    tmp_path, rich_db, age_keys, pg_cluster
+):
     """BACKUP_AGE_RECIPIENTS with a remote: `….sql.gz.age`, decrypted by Debian's `age` into the backup; the
     companion's sha256 is the age file's; the record holds no table names or row counts; with
     BACKUP_AGE_IDENTITY `verify` and `restore` read it back, without it `restore` says what is missing."""
@@ -138,18 +162,26 @@ def test_an_encrypted_upload_stores_only_an_age_file_that_age_decrypts_and_resto
     assert record["encryption"] == "age" and record["database"] == "rich"
     assert not any(k.startswith("rows") or k == "sql-bytes" for k in record), record
     assert "orders" not in (folder / f"{name}.owner.json").read_text()
-    plain = subprocess.run(["age", "-d", "-i", str(age_keys["age"]), str(folder / name)], capture_output=True,
-                           check=True).stdout
+    plain = subprocess.run(
+        ["age", "-d", "-i", str(age_keys["age"]), str(folder / name)], capture_output=True, check=True
+    ).stdout
     assert b"-- PostgreSQL database dump complete" in gzip.decompress(plain)[-300:]
 
     keyed = env | {"BACKUP_AGE_IDENTITY": age_keys["age"].read_text()}
     verified = run_cli("verify", f"rclone:loc:{folder}/{name}", env=keyed)
     assert verified.returncode == 0, verified.stderr
-    unkeyed = run_cli("restore", f"rclone:loc:{folder}/{name}", "--target-url", pg_cluster.url("rich_age_no"),
-                      "--create", env=env)
+    unkeyed = run_cli(
+        "restore", f"rclone:loc:{folder}/{name}", "--target-url", pg_cluster.url("rich_age_no"), "--create", env=env
+    )
     assert unkeyed.returncode != 0 and "BACKUP_AGE_IDENTITY" in unkeyed.stderr and "Traceback" not in unkeyed.stderr
-    restored = run_cli("restore", f"rclone:loc:{folder}/{name}", "--target-url", pg_cluster.url("rich_age_rclone"),
-                       "--create", env=keyed)
+    restored = run_cli(
+        "restore",
+        f"rclone:loc:{folder}/{name}",
+        "--target-url",
+        pg_cluster.url("rich_age_rclone"),
+        "--create",
+        env=keyed,
+    )
     assert restored.returncode == 0, restored.stderr
     assert snapshot(pg_cluster, "rich_age_rclone") == snapshot(pg_cluster, "rich")
     listed = run_cli("list", env=env)
@@ -157,14 +189,22 @@ def test_an_encrypted_upload_stores_only_an_age_file_that_age_decrypts_and_resto
 
 
 def start_upload(env: dict) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "backup_svc", "upload"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO), **env})
+    return subprocess.Popen(
+        [sys.executable, "-m", "backup_svc", "upload"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO), **env},
+    )
 
 
 def backup_named(folder, names) -> list[str]:
     """Names in the remote's folder that are (or are companions of) a backup's name."""
-    return [n for n in os.listdir(folder) if BackupNames("big").time_of(n.removesuffix(".sha256")
-                                                                       .removesuffix(".owner.json"))]
+    return [
+        n
+        for n in os.listdir(folder)
+        if BackupNames("big").time_of(n.removesuffix(".sha256").removesuffix(".owner.json"))
+    ]
 
 
 @pytest.mark.parametrize("kill", UPLOAD_KILLS)
@@ -175,8 +215,14 @@ def test_a_backup_killed_mid_upload_leaves_no_backup_named_object(kill, tmp_path
     env = local_env(folder, big_db, BACKUP_NAME="big", RCLONE_BWLIMIT="4M")
     upload = start_upload(env)
     try:
-        assert wait_until(lambda: folder.is_dir() and any(n.startswith(".partial-") for n in os.listdir(folder))
-                          and pg_dump_pids(pg_cluster), 60), "the upload never started"
+        assert wait_until(
+            lambda: (
+                folder.is_dir()
+                and any(n.startswith(".partial-") for n in os.listdir(folder))
+                and pg_dump_pids(pg_cluster)
+            ),
+            60,
+        ), "the upload never started"
         time.sleep(0.5)
         kill_upload(kill, upload, pg_cluster, "big")
         out, err = upload.communicate(timeout=60)
@@ -186,8 +232,10 @@ def test_a_backup_killed_mid_upload_leaves_no_backup_named_object(kill, tmp_path
     assert upload.returncode == {"SIGTERM upload": 143, "Ctrl-C upload": 130}.get(kill, 1), err
     assert "nothing was stored" in err and "Traceback" not in err
     assert remote_files(folder) == []  # not even the temporary object
-    assert any(b'"outcome":"failed"' in event.read_bytes().replace(b" ", b"")
-               for event in (folder / "_history").rglob("*.json")), "the failed run is not in the history"
+    assert any(
+        b'"outcome":"failed"' in event.read_bytes().replace(b" ", b"")
+        for event in (folder / "_history").rglob("*.json")
+    ), "the failed run is not in the history"
     assert out == ""
     assert wait_until(lambda: not pg_dump_pids(pg_cluster), 5)
 
@@ -197,14 +245,23 @@ def test_a_remote_stalling_mid_upload_fails_in_bounded_time_and_stores_nothing(s
     folder, start = served
     dav = start()
     proxy = FreezableProxy(int(dav["RCLONE_CONFIG_DAV_URL"].rsplit(":", 1)[1].strip("/")))
-    env = {**dav, "RCLONE_CONFIG_DAV_URL": f"{proxy.endpoint}/", "DATABASE_URL": big_db, "BACKUP_NAME": "big",
-           "BACKUP_STORAGE_URL": "rclone:dav:backups", "BACKUP_STALL_TIMEOUT": "3", "RCLONE_BWLIMIT": "4M",
-           "BACKUP_RETENTION": "", "BACKUP_AGE_RECIPIENTS": ""}
+    env = {
+        **dav,
+        "RCLONE_CONFIG_DAV_URL": f"{proxy.endpoint}/",
+        "DATABASE_URL": big_db,
+        "BACKUP_NAME": "big",
+        "BACKUP_STORAGE_URL": "rclone:dav:backups",
+        "BACKUP_STALL_TIMEOUT": "3",
+        "RCLONE_BWLIMIT": "4M",
+        "BACKUP_RETENTION": "",
+        "BACKUP_AGE_RECIPIENTS": "",
+    }
     try:
         upload = start_upload(env)
         try:
-            assert wait_until(lambda: (folder / "backups").is_dir() and remote_files(folder / "backups"), 60), \
+            assert wait_until(lambda: (folder / "backups").is_dir() and remote_files(folder / "backups"), 60), (
                 "the upload never started"
+            )
             time.sleep(1)
             proxy.freeze()
             began = time.monotonic()

@@ -1,4 +1,5 @@
 """The rclone storage target against real rclone: the `local` backend and `rclone serve webdav` on loopback."""
+
 from __future__ import annotations
 
 import hashlib
@@ -17,8 +18,10 @@ from tests.databases import snapshot
 from tests.processes import run_cli
 from tests.s3support import remote_files
 
-pytestmark = pytest.mark.skipif(subprocess.run(["which", "rclone"], capture_output=True).returncode != 0,
-                                reason="rclone is not installed (./dev.sh test installs it)")
+pytestmark = pytest.mark.skipif(
+    subprocess.run(["which", "rclone"], capture_output=True).returncode != 0,
+    reason="rclone is not installed (./dev.sh test installs it)",
+)
 
 NAME = "shop_backup_20261205_000000.sql.gz"
 
@@ -33,7 +36,7 @@ def test_round_trip_records_the_hash_and_never_overwrites(served, kind):
     folder, start = served
     target = RcloneTarget(parse_rclone_url("rclone:dav:"), start(kind=kind))
     data = os.urandom(300_000)
-    stored = target.put(NAME, (data[i:i + 50_000] for i in range(0, len(data), 50_000)))
+    stored = target.put(NAME, (data[i : i + 50_000] for i in range(0, len(data), 50_000)))
     assert stored.sha256 == hashlib.sha256(data).hexdigest()
     assert names_on(folder) == [NAME, f"{NAME}.sha256"]
     [listed] = target.list()
@@ -51,8 +54,10 @@ def test_round_trip_records_the_hash_and_never_overwrites(served, kind):
 def test_a_source_failing_mid_upload_leaves_no_backup_named_object(tmp_path):
     folder = tmp_path / "local"
     folder.mkdir()
-    target = RcloneTarget(parse_rclone_url(f"rclone:loc:{folder}"),
-                          {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "RCLONE_CONFIG_LOC_TYPE": "local"})
+    target = RcloneTarget(
+        parse_rclone_url(f"rclone:loc:{folder}"),
+        {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "RCLONE_CONFIG_LOC_TYPE": "local"},
+    )
 
     def dump():
         yield os.urandom(200_000)
@@ -92,8 +97,12 @@ def test_a_remote_that_is_down_or_stalls_fails_in_bounded_time(tmp_path, listeni
         silent.bind(("127.0.0.1", 0))
         if listening:
             silent.listen(16)
-        env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "RCLONE_CONFIG_DAV_TYPE": "webdav",
-               "RCLONE_CONFIG_DAV_URL": f"http://127.0.0.1:{silent.getsockname()[1]}/"}
+        env = {
+            "PATH": os.environ["PATH"],
+            "HOME": str(tmp_path),
+            "RCLONE_CONFIG_DAV_TYPE": "webdav",
+            "RCLONE_CONFIG_DAV_URL": f"http://127.0.0.1:{silent.getsockname()[1]}/",
+        }
         target = RcloneTarget(parse_rclone_url("rclone:dav:x"), env, connect_timeout_s=2, stall_timeout_s=2, retries=1)
         began = time.monotonic()
         with pytest.raises(StorageError, match="rclone lsjson failed"):
@@ -106,7 +115,7 @@ def test_verify_and_restore_from_a_webdav_remote_give_an_identical_database(serv
     env = start()
     target = RcloneTarget(parse_rclone_url("rclone:dav:backups"), env)
     data = backup.read_bytes()
-    stored = target.put(NAME, [data[i:i + 65536] for i in range(0, len(data), 65536)])
+    stored = target.put(NAME, [data[i : i + 65536] for i in range(0, len(data), 65536)])
     url = f"rclone:dav:backups/{NAME}"
 
     verified = run_cli("verify", url, env=env)
@@ -127,10 +136,15 @@ def test_verify_and_restore_from_a_webdav_remote_give_an_identical_database(serv
 def test_the_docs_rclone_commands_run_as_written(rich_db, tmp_path):
     text = (REPO / "docs/storage.md").read_text()
     block = text.split("<!-- doc-test: rclone -->\n```sh\n", 1)[1].split("```", 1)[0]
-    env = {"PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}", "HOME": str(tmp_path),
-           "PYTHONPATH": str(REPO), "DATABASE_URL": rich_db}
-    done = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=300)
+    env = {
+        "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}",
+        "HOME": str(tmp_path),
+        "PYTHONPATH": str(REPO),
+        "DATABASE_URL": rich_db,
+    }
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", block], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr
     assert "stored sha256:    matches" in done.stdout
     assert "storage write: ok" in done.stdout and "result: ok — this process can store backups" in done.stdout

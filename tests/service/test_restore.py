@@ -1,4 +1,5 @@
 """`restore` into a real PostgreSQL: identical result, refusal of non-empty targets, all-or-nothing."""
+
 from __future__ import annotations
 
 import gzip
@@ -46,9 +47,13 @@ def drifted_copy(pg_cluster, backup, dbname: str) -> None:
 
 def user_tables(pg_cluster, dbname: str) -> list[str]:
     with pg_cluster.connect(dbname) as db:
-        return [r[0] for r in db.execute(
-            "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables "
-            "WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1")]
+        return [
+            r[0]
+            for r in db.execute(
+                "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables "
+                "WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1"
+            )
+        ]
 
 
 def test_restore_into_empty_database_is_identical(backup, pg_cluster, rich_snapshot):
@@ -57,8 +62,11 @@ def test_restore_into_empty_database_is_identical(backup, pg_cluster, rich_snaps
     result = restore_cli(backup, pg_cluster.url("restored_empty"))
 
     assert result.returncode == 0, result.stderr
-    assert re.fullmatch(r"restored \S+ into 'restored_empty' \(PostgreSQL [\d.]+\) in \d+\.\d s: 5 tables with data, "
-                        r"\d+ bytes of SQL dumped from PostgreSQL .+ by pg_dump .+\n", result.stdout)
+    assert re.fullmatch(
+        r"restored \S+ into 'restored_empty' \(PostgreSQL [\d.]+\) in \d+\.\d s: 5 tables with data, "
+        r"\d+ bytes of SQL dumped from PostgreSQL .+ by pg_dump .+\n",
+        result.stdout,
+    )
     assert f"checked the start of {backup}" in result.stderr  # one pass: verified while restored
     assert snapshot(pg_cluster, "restored_empty") == rich_snapshot
     assert pg_cluster.password not in result.stdout + result.stderr
@@ -133,8 +141,9 @@ def test_failed_restore_leaves_target_unchanged(backup, pg_cluster, tmp_path, fo
 
     assert result.returncode == 1
     last_line = result.stderr.strip().splitlines()[-1]
-    assert last_line.startswith("backup_svc: restore failed: psql stopped at an error and the transaction "
-                                "was rolled back")
+    assert last_line.startswith(
+        "backup_svc: restore failed: psql stopped at an error and the transaction was rolled back"
+    )
     assert 'relation "app.no_such_view" does not exist' in last_line
     assert snapshot(pg_cluster, "half_restored") == before
 

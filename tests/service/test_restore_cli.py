@@ -1,5 +1,6 @@
 """`restore SOURCE --replace`, `--list-kept`, `--undo`, `--drop` from a shell, as run inside the Railway
 container or from a laptop: real PostgreSQL, the real command line, moto for a stored source."""
+
 from __future__ import annotations
 
 import json
@@ -107,8 +108,10 @@ def test_a_bad_file_changes_nothing(live, pg_cluster, tmp_path):
     assert databases(pg_cluster) == before and snapshot(pg_cluster, name) == source
 
 
-@pytest.mark.parametrize("argv", [["--list-kept", "--drop", "x"], ["x.sql.gz", "--replace", "--target-url",
-                                                                   "postgresql://h/db"], ["--replace"]])
+@pytest.mark.parametrize(
+    "argv",
+    [["--list-kept", "--drop", "x"], ["x.sql.gz", "--replace", "--target-url", "postgresql://h/db"], ["--replace"]],
+)
 def test_bad_combinations_are_refused(argv, live):
     result = run_cli("restore", *argv, env={"DATABASE_URL": live[1]})
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr

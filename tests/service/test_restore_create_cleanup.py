@@ -1,5 +1,6 @@
 """`restore --create` that fails drops the database it created, so that the retry is not refused with
 "already exists". Real PostgreSQL, the CLI."""
+
 from __future__ import annotations
 
 import gzip

@@ -2,6 +2,7 @@
 restored on N connections gives the database the serial restore gives, and any failure anywhere (a
 COPY on one connection, a session killed, a damaged file, Ctrl-C) leaves no new database behind.
 Real PostgreSQL, the real command line, dumps written by `dump`."""
+
 from __future__ import annotations
 
 import gzip
@@ -81,13 +82,16 @@ def shapes(pg_cluster, tmp_path_factory):
 @pytest.fixture(scope="module")
 def bulk(pg_cluster, tmp_path_factory):
     """A dump whose restore lasts long enough (~50 MB of rows, several indexes) to be cut short."""
-    url = pg_cluster.create_database("jobs_bulk", """
+    url = pg_cluster.create_database(
+        "jobs_bulk",
+        """
         CREATE TABLE t (id int PRIMARY KEY, pad text);
         INSERT INTO t SELECT g, repeat(md5(g::text), 3) FROM generate_series(1, 500000) g;
         CREATE INDEX t_pad ON t (pad);
         CREATE TABLE u (id int PRIMARY KEY, t_id int REFERENCES t (id));
         INSERT INTO u SELECT g, g FROM generate_series(1, 200000) g;
-    """)
+    """,
+    )
     path = tmp_path_factory.mktemp("jobs") / "bulk.sql.gz"
     result = run_cli("dump", "-o", str(path), env={"DATABASE_URL": url})
     assert result.returncode == 0, result.stderr
@@ -156,16 +160,36 @@ def test_a_truncated_file_leaves_no_database(bulk, pg_cluster, tmp_path):
 def _start(pg_cluster, source, name: str, jobs: str = "2", env: dict[str, str] | None = None) -> subprocess.Popen:
     """`restore SOURCE --target-url … --create --jobs N` (SOURCE a file or s3://…), left running."""
     drop(pg_cluster, name)
-    return subprocess.Popen([sys.executable, "-m", "backup_svc", "restore", str(source), "--target-url",
-                             pg_cluster.url(name), "--create", "--jobs", jobs],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "backup_svc",
+            "restore",
+            str(source),
+            "--target-url",
+            pg_cluster.url(name),
+            "--create",
+            "--jobs",
+            jobs,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def _copy_sessions(pg_cluster, name: str) -> list[int]:
     with pg_cluster.connect() as db:
-        return [pid for (pid,) in db.execute(
-            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND query LIKE 'COPY%%' "
-            "AND application_name = 'backup_svc-restore'", (name,))]
+        return [
+            pid
+            for (pid,) in db.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = %s AND query LIKE 'COPY%%' "
+                "AND application_name = 'backup_svc-restore'",
+                (name,),
+            )
+        ]
 
 
 def test_a_session_killed_mid_restore_leaves_no_database(bulk, pg_cluster):
@@ -199,13 +223,18 @@ def test_ctrl_c_or_sigterm_mid_restore_leaves_no_database(bulk, pg_cluster, sent
     assert databases(pg_cluster, "jobs_interrupted") == []
 
 
-@pytest.mark.parametrize("sent, status, jobs, stopped", [
-    (signal.SIGTERM, 143, "1", "psql was stopped before it could commit"),
-    (signal.SIGTERM, 143, "2", "every connection was stopped"),
-    (signal.SIGINT, 130, "2", "every connection was stopped"),
-], ids=["sigterm", "sigterm-jobs", "ctrl-c-jobs"])
-def test_sigterm_or_ctrl_c_mid_restore_from_the_bucket_leaves_no_database(bulk, pg_cluster, s3, moto_s3, sent,
-                                                                           status, jobs, stopped):
+@pytest.mark.parametrize(
+    "sent, status, jobs, stopped",
+    [
+        (signal.SIGTERM, 143, "1", "psql was stopped before it could commit"),
+        (signal.SIGTERM, 143, "2", "every connection was stopped"),
+        (signal.SIGINT, 130, "2", "every connection was stopped"),
+    ],
+    ids=["sigterm", "sigterm-jobs", "ctrl-c-jobs"],
+)
+def test_sigterm_or_ctrl_c_mid_restore_from_the_bucket_leaves_no_database(
+    bulk, pg_cluster, s3, moto_s3, sent, status, jobs, stopped
+):
     """`restore s3://… --create` stopped while psql (or the N connections) load the data: as for a file,
     nothing is committed, the database --create made is dropped, and the line says what was stopped."""
     client, bucket = s3
@@ -235,15 +264,19 @@ def test_jobs_into_an_existing_database_stays_serial(shapes, pg_cluster):
 
 
 def test_jobs_is_refused_with_replace(pg_cluster):
-    result = run_cli("restore", "x.sql.gz", "--replace", "--jobs", "2",
-                     env={"DATABASE_URL": pg_cluster.url("postgres")})
+    result = run_cli(
+        "restore", "x.sql.gz", "--replace", "--jobs", "2", env={"DATABASE_URL": pg_cluster.url("postgres")}
+    )
     assert result.returncode == 2 and "--jobs goes with" in result.stderr, result.stderr
 
 
 def test_a_dump_without_table_data_runs_whole_in_one_session(pg_cluster, fresh_db, tmp_path):
     """No table data, no data section: the script never leaves the first (single-transaction) session."""
-    name, url = fresh_db("jobs_nodata", "CREATE TYPE mood AS ENUM ('ok'); CREATE VIEW v AS SELECT 'ok'::mood AS m; "
-                                        "CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 1';")
+    name, url = fresh_db(
+        "jobs_nodata",
+        "CREATE TYPE mood AS ENUM ('ok'); CREATE VIEW v AS SELECT 'ok'::mood AS m; "
+        "CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 1';",
+    )
     path = tmp_path / "nodata.sql.gz"
     assert run_cli("dump", "-o", str(path), env={"DATABASE_URL": url}).returncode == 0
     result = restore(pg_cluster, path, "jobs_nodata_restored", "--jobs", "2")
@@ -259,8 +292,16 @@ def test_a_stored_object_restores_on_n_connections(shapes, pg_cluster, s3, moto_
     client, bucket = s3
     client.put_object(Bucket=bucket, Key="db/shapes.sql.gz", Body=shapes.read_bytes())
     drop(pg_cluster, "jobs_stored")
-    result = run_cli("restore", f"s3://{bucket}/db/shapes.sql.gz", "--target-url", pg_cluster.url("jobs_stored"),
-                     "--create", "--jobs", "2", env=s3_env(moto_s3.endpoint))
+    result = run_cli(
+        "restore",
+        f"s3://{bucket}/db/shapes.sql.gz",
+        "--target-url",
+        pg_cluster.url("jobs_stored"),
+        "--create",
+        "--jobs",
+        "2",
+        env=s3_env(moto_s3.endpoint),
+    )
     assert result.returncode == 0, result.stderr
     assert "on 2 connections" in result.stderr and "COPY jobs" in result.stderr
     with pg_cluster.connect("jobs_stored") as db:

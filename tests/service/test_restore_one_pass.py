@@ -1,6 +1,7 @@
 """Issue 25, item 2: a file restore reads the file once and verifies it while psql runs it (no
 separate verify pass); what is cheap to check up front is still refused before anything is touched,
 and a file found bad at the end leaves no database that `--create` made. Real PostgreSQL, the CLI."""
+
 from __future__ import annotations
 
 import gzip
@@ -37,8 +38,9 @@ def _bad_crc(data: bytes) -> bytes:
     return data[:-8] + bytes(b ^ 0xFF for b in data[-8:-4]) + data[-4:]  # the gzip trailer's CRC32
 
 
-@pytest.mark.parametrize("damage", [_truncated, _completion_line_removed, _bad_crc],
-                         ids=["truncated", "no-completion", "bad-crc"])
+@pytest.mark.parametrize(
+    "damage", [_truncated, _completion_line_removed, _bad_crc], ids=["truncated", "no-completion", "bad-crc"]
+)
 def test_a_file_found_bad_while_restoring_leaves_no_created_database(backup, pg_cluster, tmp_path, damage):
     damaged = tmp_path / "damaged.sql.gz"
     damaged.write_bytes(damage(_large(backup)))
@@ -55,8 +57,11 @@ def test_a_file_found_bad_while_restoring_leaves_no_created_database(backup, pg_
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("content", [b"not a backup at all\n" * 100, gzip.compress(b"SELECT 1;\n" * 100)],
-                         ids=["not-gzip", "no-pg_dump-header"])
+@pytest.mark.parametrize(
+    "content",
+    [b"not a backup at all\n" * 100, gzip.compress(b"SELECT 1;\n" * 100)],
+    ids=["not-gzip", "no-pg_dump-header"],
+)
 def test_what_is_cheap_to_check_is_still_refused_before_anything_is_created(pg_cluster, tmp_path, content):
     bad = tmp_path / "bad.sql.gz"
     bad.write_bytes(content)

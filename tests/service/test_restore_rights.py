@@ -1,6 +1,7 @@
 """Reading and changing are different rights: restore, cancel, undo and drop take only the login or
 RESTORE_TOKEN — never ADMIN_TOKEN alone, never a signed link, never a request another site steered.
 Each refusal its own small case, against a real gunicorn."""
+
 from __future__ import annotations
 
 import json
@@ -13,26 +14,34 @@ from tests.http_client import basic, bearer
 from tests.service_process import LINK_SECRET
 
 RESTORE_TOKEN = "restore-" + "t" * 20
-CHANGES = [("POST", "/api/v1/restores", {"backup": "x_backup_20260101_000000.sql.gz", "mode": "new"}),
-           ("DELETE", "/api/v1/restores/abc", None),
-           ("POST", "/api/v1/databases/rich_before_restore_20260101_000000/undo", None),
-           ("DELETE", "/api/v1/databases/rich_restored_20260101_000000", {"confirm": "rich_restored_20260101_000000"})]
+CHANGES = [
+    ("POST", "/api/v1/restores", {"backup": "x_backup_20260101_000000.sql.gz", "mode": "new"}),
+    ("DELETE", "/api/v1/restores/abc", None),
+    ("POST", "/api/v1/databases/rich_before_restore_20260101_000000/undo", None),
+    ("DELETE", "/api/v1/databases/rich_restored_20260101_000000", {"confirm": "rich_restored_20260101_000000"}),
+]
 
 
 @pytest.fixture(scope="module")
 def service(rich_db, tmp_path_factory):
     from tests.service_process import Service
 
-    svc = Service({"DATABASE_URL": rich_db, "RESTORE_TOKEN": RESTORE_TOKEN, "LINK_SECRET": LINK_SECRET},
-                  tmp_path_factory.mktemp("rights") / "service.log").start()
+    svc = Service(
+        {"DATABASE_URL": rich_db, "RESTORE_TOKEN": RESTORE_TOKEN, "LINK_SECRET": LINK_SECRET},
+        tmp_path_factory.mktemp("rights") / "service.log",
+    ).start()
     yield svc
     svc.stop()
 
 
 def send(service, method: str, path: str, body, headers: dict):
     conn = service.connection()
-    conn.request(method, path, body=json.dumps(body).encode() if body is not None else None,
-                 headers={"Content-Type": "application/json", **headers})
+    conn.request(
+        method,
+        path,
+        body=json.dumps(body).encode() if body is not None else None,
+        headers={"Content-Type": "application/json", **headers},
+    )
     response = conn.getresponse()
     data = response.read()
     conn.close()
@@ -71,10 +80,15 @@ def test_a_signed_link_gets_403_even_with_a_valid_signature(service, method, pat
 
 
 @pytest.mark.parametrize("method,path,body", CHANGES)
-@pytest.mark.parametrize("steered", [{"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "cors"},
-                                     {"Sec-Fetch-Site": "same-site", "Sec-Fetch-Mode": "cors"},
-                                     {"Sec-Fetch-Site": "none", "Sec-Fetch-Mode": "navigate"},
-                                     {"Origin": "https://evil.example"}])
+@pytest.mark.parametrize(
+    "steered",
+    [
+        {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "cors"},
+        {"Sec-Fetch-Site": "same-site", "Sec-Fetch-Mode": "cors"},
+        {"Sec-Fetch-Site": "none", "Sec-Fetch-Mode": "navigate"},
+        {"Origin": "https://evil.example"},
+    ],
+)
 def test_a_request_another_site_sent_gets_403(service, method, path, body, steered):
     status, reply, _ = send(service, method, path, body, {**login(service), **steered})
     assert status == 403 and "Refused" in reply["message"], reply

@@ -1,6 +1,7 @@
 """Restores from the API against a real PostgreSQL, gunicorn and moto's S3 server: into a new database,
 replacing the live one while an application reads and writes, undo, drop, and every way it can go
 wrong leaving the live database untouched and no stray database behind."""
+
 from __future__ import annotations
 
 import json
@@ -45,8 +46,11 @@ def store_backup(service) -> str:
     assert wait_until(lambda: service.request("GET", url, service.auth()).json()["state"] != "running", 120)
     report = service.request("GET", url, service.auth()).json()
     assert report["state"] == "done", report
-    return report["filename"] if "filename" in report else service.request(
-        "GET", "/api/v1/stored", service.auth()).json()["backups"][0]["name"]
+    return (
+        report["filename"]
+        if "filename" in report
+        else service.request("GET", "/api/v1/stored", service.auth()).json()["backups"][0]["name"]
+    )
 
 
 def login(service) -> dict:
@@ -64,6 +68,7 @@ def wait_for_end(service, url: str, timeout_s: float = 180) -> dict:
     def ended():
         report = service.request("GET", url, service.auth()).json()
         return report if report["state"] != "running" else None
+
     report = wait_until(ended, timeout_s, interval=0.2)
     assert report, f"the restore did not end within {timeout_s} s"
     return report
@@ -105,8 +110,12 @@ def restore_service(live, s3, moto_s3, start_service, webhook):
     """A service on the live database with storage, RESTORE_TOKEN and a webhook, and one stored backup of it."""
     client, bucket = s3
     name, url = live
-    service = start_service(DATABASE_URL=url, RESTORE_TOKEN=RESTORE_TOKEN, NOTIFY_WEBHOOK_URL=webhook.url,
-                            **storage_env(moto_s3.endpoint, bucket))
+    service = start_service(
+        DATABASE_URL=url,
+        RESTORE_TOKEN=RESTORE_TOKEN,
+        NOTIFY_WEBHOOK_URL=webhook.url,
+        **storage_env(moto_s3.endpoint, bucket),
+    )
     backup = store_backup(service)
     return service, backup, name, client, bucket
 
@@ -127,7 +136,9 @@ def test_restore_into_a_new_database_is_identical_to_the_source(restore_service,
     assert report["counts_from"] == "dump-time metadata" and report["rows"] > 0
     assert snapshot(pg_cluster, target) == source
     assert snapshot(pg_cluster, live_name) == source
-    assert "on 2 connections" in service.log()  # RESTORE_JOBS' default: the parallel restore (backup_svc/files/parallel)
+    assert (
+        "on 2 connections" in service.log()
+    )  # RESTORE_JOBS' default: the parallel restore (backup_svc/files/parallel)
     listed = service.request("GET", "/api/v1/databases", service.auth()).json()
     # the session's cluster also holds other tests' restored databases (rclone, dedup): only this live one's count
     ours = [k for k in listed["kept"] if k["name"].startswith(f"{live_name}_")]
@@ -137,8 +148,9 @@ def test_restore_into_a_new_database_is_identical_to_the_source(restore_service,
     assert wait_until(lambda: restore_notifications(webhook), 15)
     sent = restore_notifications(webhook)[0]
     assert sent["outcome"] == "ok" and sent["name"] == backup and target in sent["text"]
-    entry = next(e for e in service.request("GET", "/api/v1/audit", service.auth()).json()["entries"]
-                 if e["event"] == "restore")
+    entry = next(
+        e for e in service.request("GET", "/api/v1/audit", service.auth()).json()["entries"] if e["event"] == "restore"
+    )
     assert entry["actor"] == "admin" and entry["outcome"] == "ok" and entry["target"] == target
 
 
@@ -173,8 +185,12 @@ class App:
     """The application process; `ok()` is how many loops it has completed so far."""
 
     def __init__(self, cluster, name: str):
-        self.proc = subprocess.Popen([sys.executable, "-c", APP_SCRIPT, cluster.url(name)], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", APP_SCRIPT, cluster.url(name)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         self.last: dict = {"ok": 0}
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -253,8 +269,13 @@ def test_an_object_whose_sha256_differs_from_its_record_creates_nothing(restore_
     service, backup, live_name, client, bucket = restore_service
     key = f"db/{backup}"
     head = client.head_object(Bucket=bucket, Key=key)
-    client.copy_object(Bucket=bucket, Key=key, CopySource={"Bucket": bucket, "Key": key}, MetadataDirective="REPLACE",
-                       Metadata={**head["Metadata"], "sha256": "0" * 64})
+    client.copy_object(
+        Bucket=bucket,
+        Key=key,
+        CopySource={"Bucket": bucket, "Key": key},
+        MetadataDirective="REPLACE",
+        Metadata={**head["Metadata"], "sha256": "0" * 64},
+    )
     before = databases(pg_cluster)
     report = follow(service, {"backup": backup, "mode": "new"})
     assert report["state"] == "failed" and "changed after it was stored" in report["error"], report
@@ -299,8 +320,9 @@ def test_a_swap_that_cannot_end_a_session_puts_everything_back(owned_live, s3, m
     assert allow_connections(pg_cluster, name)
 
 
-def test_a_role_that_does_not_own_the_database_is_told_which_privilege_it_lacks(owned_live, s3, moto_s3,
-                                                                                start_service, pg_cluster):
+def test_a_role_that_does_not_own_the_database_is_told_which_privilege_it_lacks(
+    owned_live, s3, moto_s3, start_service, pg_cluster
+):
     name, url, role = owned_live
     with pg_cluster.connect() as db:
         db.execute(f'ALTER DATABASE "{name}" OWNER TO postgres')
@@ -326,11 +348,11 @@ def test_drop_needs_the_name_typed(restore_service, pg_cluster, webhook):
         status, reply, _ = post_json(service, "DELETE", f"/api/v1/databases/{target}", body, login(service))
         assert status == 400 and "nothing was dropped" in reply["message"], reply
     assert target in databases(pg_cluster)
-    status, reply, _ = post_json(service, "DELETE", f"/api/v1/databases/{live_name}", {"confirm": live_name},
-                                 login(service))
+    status, reply, _ = post_json(
+        service, "DELETE", f"/api/v1/databases/{live_name}", {"confirm": live_name}, login(service)
+    )
     assert status == 404 and live_name in databases(pg_cluster), reply
-    status, reply, _ = post_json(service, "DELETE", f"/api/v1/databases/{target}", {"confirm": target},
-                                 login(service))
+    status, reply, _ = post_json(service, "DELETE", f"/api/v1/databases/{target}", {"confirm": target}, login(service))
     assert status == 200, reply
     assert target not in databases(pg_cluster)
     assert wait_until(lambda: any("dropped" in n["text"] for n in restore_notifications(webhook)), 15)
@@ -352,14 +374,17 @@ def big_restore(big_db, moto_s3, tmp_path_factory):
 
 
 def start_and_wait_for(service, backup: str, phase: str) -> dict:
-    status, started, _ = post_json(service, "POST", "/api/v1/restores", {"backup": backup, "mode": "new"},
-                                   login(service))
+    status, started, _ = post_json(
+        service, "POST", "/api/v1/restores", {"backup": backup, "mode": "new"}, login(service)
+    )
     assert status == 202, started
 
     def reached():
         report = service.request("GET", started["progress_url"], service.auth()).json()
-        return report if report["phase"] == phase and report["bytes_applied"] > 0 or report["state"] != "running" \
-            else None
+        return (
+            report if report["phase"] == phase and report["bytes_applied"] > 0 or report["state"] != "running" else None
+        )
+
     report = wait_until(reached, 120, interval=0.1)
     assert report and report["state"] == "running", report
     return report
@@ -391,8 +416,11 @@ def test_a_backend_terminated_mid_restore_fails_it_and_leaves_nothing(big_restor
     before = databases(pg_cluster)
     report = start_and_wait_for(service, backup, "restoring")
     with pg_cluster.connect() as db:
-        killed = db.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s "
-                            "AND application_name = 'backup_svc-restore'", (report["target"],)).fetchall()
+        killed = db.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s "
+            "AND application_name = 'backup_svc-restore'",
+            (report["target"],),
+        ).fetchall()
     assert killed
     final = wait_for_end(service, f"/api/v1/restores/{report['id']}")
     assert final["state"] == "failed" and "was dropped" in final["error"], final

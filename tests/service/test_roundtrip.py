@@ -1,4 +1,5 @@
 """A backup downloaded over HTTP (and written by the CLI) restores into an identical database."""
+
 from __future__ import annotations
 
 import re
@@ -14,8 +15,9 @@ def test_http_backup_restores_identically(rich_service, pg_cluster, tmp_path):
     assert reply.status == 200
     assert reply.complete
     assert reply.headers["Content-Type"] == "application/gzip"
-    assert re.fullmatch(r'attachment; filename="rich_backup_\d{8}_\d{6}\.sql\.gz"',
-                        reply.headers["Content-Disposition"])
+    assert re.fullmatch(
+        r'attachment; filename="rich_backup_\d{8}_\d{6}\.sql\.gz"', reply.headers["Content-Disposition"]
+    )
     assert reply.headers["Cache-Control"] == "no-store"
     assert reply.headers["X-Accel-Buffering"] == "no"
     assert reply.headers["Transfer-Encoding"] == "chunked"

@@ -1,4 +1,5 @@
 """Signed-link signatures and passwords never reach a log line or an error body, gunicorn's own included."""
+
 from __future__ import annotations
 
 import re
@@ -24,8 +25,9 @@ def _raw(port: int, request: bytes) -> bytes:
 def secret_service(rich_db, tmp_path_factory):
     from tests.service_process import Service
 
-    service = Service({"DATABASE_URL": rich_db, "LINK_SECRET": SECRET},
-                      tmp_path_factory.mktemp("secrets") / "service.log").start()
+    service = Service(
+        {"DATABASE_URL": rich_db, "LINK_SECRET": SECRET}, tmp_path_factory.mktemp("secrets") / "service.log"
+    ).start()
     yield service
     service.stop()
 
@@ -33,24 +35,39 @@ def secret_service(rich_db, tmp_path_factory):
 def _malformed(service) -> dict[str, tuple[bytes, str]]:
     """Malformed requests gunicorn itself refuses, each carrying a secret, and that secret."""
     link = signed_backup_url(service.base_url, SECRET, 60)
-    target = link[len(service.base_url):].encode()
+    target = link[len(service.base_url) :].encode()
     sig = re.search(r"sig=([0-9a-f]+)", link).group(1)
     token = service.token.encode()
     return {
         "control byte in the request line": (b"GET " + target + b"\x01 HTTP/1.1\r\nHost: x\r\n\r\n", sig),
         "space in the target": (b"GET " + target + b" x HTTP/1.1\r\nHost: x\r\n\r\n", sig),
         "bad HTTP version": (b"GET " + target + b" HTTP/9.9\r\nHost: x\r\n\r\n", sig),
-        "control byte in a header": (b"GET /api/v1/backup HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + token
-                                     + b"\x01\r\n\r\n", service.token),
-        "bad header name": (b"GET /api/v1/backup HTTP/1.1\r\nHost: x\r\nBearer " + token + b": x\r\n\r\n",
-                            service.token),
-        "obsolete line folding": (b"GET /api/v1/backup HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer\r\n "
-                                  + token + b"\r\n\r\n", service.token),
+        "control byte in a header": (
+            b"GET /api/v1/backup HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + token + b"\x01\r\n\r\n",
+            service.token,
+        ),
+        "bad header name": (
+            b"GET /api/v1/backup HTTP/1.1\r\nHost: x\r\nBearer " + token + b": x\r\n\r\n",
+            service.token,
+        ),
+        "obsolete line folding": (
+            b"GET /api/v1/backup HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer\r\n " + token + b"\r\n\r\n",
+            service.token,
+        ),
     }
 
 
-@pytest.mark.parametrize("case", ["control byte in the request line", "space in the target", "bad HTTP version",
-                                  "control byte in a header", "bad header name", "obsolete line folding"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "control byte in the request line",
+        "space in the target",
+        "bad HTTP version",
+        "control byte in a header",
+        "bad header name",
+        "obsolete line folding",
+    ],
+)
 def test_gunicorn_refusals_show_no_secret(secret_service, case):
     request, secret = _malformed(secret_service)[case]
     received = _raw(secret_service.port, request)
@@ -111,14 +128,17 @@ def test_a_readyz_loop_costs_at_most_one_connection_per_interval(pg_cluster, sta
 PASSWORD_PIECES = ("Qx7v", "Zk9w", "Wm4x")
 
 
-@pytest.mark.parametrize("url", [
-    "postgres://user:Qx7v/Zk9w@127.0.0.1:5432/db",  # '/' makes "Qx7v" the port
-    "postgres://user:1234/Zk9w@127.0.0.1:5432/db",  # ... a valid port: host "user", database "Zk9w@…"
-    "postgres://user:Qx7v#Zk9w@127.0.0.1:5432/db",
-    "postgres://user:1234?Zk9w@127.0.0.1/db",
-    "postgres://user:Qx7v[Zk9w]Wm4x@127.0.0.1/db",
-    "postgres://user:Qx7v]Zk9w@127.0.0.1/db",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgres://user:Qx7v/Zk9w@127.0.0.1:5432/db",  # '/' makes "Qx7v" the port
+        "postgres://user:1234/Zk9w@127.0.0.1:5432/db",  # ... a valid port: host "user", database "Zk9w@…"
+        "postgres://user:Qx7v#Zk9w@127.0.0.1:5432/db",
+        "postgres://user:1234?Zk9w@127.0.0.1/db",
+        "postgres://user:Qx7v[Zk9w]Wm4x@127.0.0.1/db",
+        "postgres://user:Qx7v]Zk9w@127.0.0.1/db",
+    ],
+)
 @pytest.mark.parametrize("command", ["serve", "check"])
 def test_a_malformed_database_url_prints_no_part_of_the_password(url, command):
     from backup_svc.pg.localcluster import free_port
@@ -127,8 +147,10 @@ def test_a_malformed_database_url_prints_no_part_of_the_password(url, command):
     # An invalid BACKUP_NAME as well: whatever the URL does, the service never gets as far as listening.
     # Its own free port: `serve` refuses the configuration (exit 2; not 1, "port in use") whatever else
     # listens on 8080; `check` reports it as a failed check (exit 1).
-    result = run_cli(command, env={"DATABASE_URL": url, "ADMIN_TOKEN": "t" * 24, "BACKUP_NAME": "not a name!",
-                                   "PORT": str(free_port())})
+    result = run_cli(
+        command,
+        env={"DATABASE_URL": url, "ADMIN_TOKEN": "t" * 24, "BACKUP_NAME": "not a name!", "PORT": str(free_port())},
+    )
     output = result.stdout + result.stderr
     assert result.returncode == {"serve": 2, "check": 1}[command], output
     assert "DATABASE_URL" in output and "percent-encoded" in output

@@ -1,4 +1,5 @@
 """Throttling, cross-site refusal and security headers, against the real gunicorn."""
+
 from __future__ import annotations
 
 import http.client
@@ -58,20 +59,28 @@ def test_throttle_behind_a_proxy_is_per_client_and_unspoofable(start_service, ri
 
 def test_one_address_in_any_spelling_is_one_client(start_service, rich_db):
     service = start_service(DATABASE_URL=rich_db, AUTH_FAILURES_PER_MINUTE="5", TRUSTED_PROXY_HOPS="1")
-    spellings = ["::ffff:203.0.113.7", "203.0.113.7:5555", "[::ffff:203.0.113.7]:443", "203.000.113.007",
-                 "[203.0.113.7]"]
+    spellings = [
+        "::ffff:203.0.113.7",
+        "203.0.113.7:5555",
+        "[::ffff:203.0.113.7]:443",
+        "203.000.113.007",
+        "[203.0.113.7]",
+    ]
     for spelling in spellings:
         headers = {"X-Forwarded-For": spelling, **bearer("guess-guess-guess")}
         assert service.request("GET", "/api/v1/database", headers).status == 401
-    assert service.request("GET", "/api/v1/database", {"X-Forwarded-For": "203.0.113.7", **service.auth()}).status == 429
+    assert (
+        service.request("GET", "/api/v1/database", {"X-Forwarded-For": "203.0.113.7", **service.auth()}).status == 429
+    )
     entries = service.request("GET", "/api/v1/audit", {"X-Forwarded-For": "198.51.100.2", **service.auth()})
     assert entries.status == 200
 
 
 def test_on_railway_with_a_public_domain_the_edge_is_trusted_by_default(start_service, rich_db):
     """Before, TRUSTED_PROXY_HOPS=0 made every client the edge: ten wrong guesses locked the admin out."""
-    service = start_service(DATABASE_URL=rich_db, AUTH_FAILURES_PER_MINUTE="3",
-                            RAILWAY_PUBLIC_DOMAIN="backups-production.up.railway.app")
+    service = start_service(
+        DATABASE_URL=rich_db, AUTH_FAILURES_PER_MINUTE="3", RAILWAY_PUBLIC_DOMAIN="backups-production.up.railway.app"
+    )
     for _ in range(3):
         headers = {"X-Forwarded-For": "203.0.113.66", **bearer("guess-guess-guess")}
         assert service.request("GET", "/api/v1/database", headers).status == 401
@@ -80,12 +89,18 @@ def test_on_railway_with_a_public_domain_the_edge_is_trusted_by_default(start_se
 
 
 def test_an_explicit_trusted_proxy_hops_wins_on_railway(start_service, rich_db):
-    service = start_service(DATABASE_URL=rich_db, AUTH_FAILURES_PER_MINUTE="2", TRUSTED_PROXY_HOPS="0",
-                            RAILWAY_PUBLIC_DOMAIN="backups-production.up.railway.app")
+    service = start_service(
+        DATABASE_URL=rich_db,
+        AUTH_FAILURES_PER_MINUTE="2",
+        TRUSTED_PROXY_HOPS="0",
+        RAILWAY_PUBLIC_DOMAIN="backups-production.up.railway.app",
+    )
     for n in range(2):
         headers = {"X-Forwarded-For": f"203.0.113.{n}", **bearer("guess-guess-guess")}
         assert service.request("GET", "/api/v1/database", headers).status == 401
-    assert service.request("GET", "/api/v1/database", {"X-Forwarded-For": "198.51.100.9", **service.auth()}).status == 429
+    assert (
+        service.request("GET", "/api/v1/database", {"X-Forwarded-For": "198.51.100.9", **service.auth()}).status == 429
+    )
 
 
 def test_without_a_trusted_proxy_forwarded_for_is_ignored(start_service, rich_db):
@@ -122,19 +137,22 @@ def _fetch(site, mode, dest):
     return {"Sec-Fetch-Site": site, "Sec-Fetch-Mode": mode, "Sec-Fetch-Dest": dest}
 
 
-@pytest.mark.parametrize("method,path,headers,status", [
-    ("GET", "/api/v1/database", {}, 200),  # curl
-    ("GET", "/api/v1/database", _fetch("same-origin", "cors", "empty"), 200),
-    ("GET", "/api/v1/database", _fetch("same-site", "no-cors", "empty"), 200),
-    ("GET", "/api/v1/database", _fetch("none", "navigate", "document"), 200),
-    ("GET", "/", _fetch("cross-site", "navigate", "document"), 200),  # the main app's link
-    ("GET", "/api/v1/database", _fetch("cross-site", "no-cors", "empty"), 403),
-    ("GET", "/api/v1/database", _fetch("cross-site", "cors", "empty"), 403),
-    ("GET", "/api/v1/backup", _fetch("cross-site", "no-cors", "image"), 403),
-    ("GET", "/", _fetch("cross-site", "navigate", "iframe"), 403),
-    ("HEAD", "/api/v1/backup", _fetch("cross-site", "navigate", "document"), 403),
-    ("GET", "/healthz", _fetch("cross-site", "no-cors", "image"), 200),  # probes are public
-])
+@pytest.mark.parametrize(
+    "method,path,headers,status",
+    [
+        ("GET", "/api/v1/database", {}, 200),  # curl
+        ("GET", "/api/v1/database", _fetch("same-origin", "cors", "empty"), 200),
+        ("GET", "/api/v1/database", _fetch("same-site", "no-cors", "empty"), 200),
+        ("GET", "/api/v1/database", _fetch("none", "navigate", "document"), 200),
+        ("GET", "/", _fetch("cross-site", "navigate", "document"), 200),  # the main app's link
+        ("GET", "/api/v1/database", _fetch("cross-site", "no-cors", "empty"), 403),
+        ("GET", "/api/v1/database", _fetch("cross-site", "cors", "empty"), 403),
+        ("GET", "/api/v1/backup", _fetch("cross-site", "no-cors", "image"), 403),
+        ("GET", "/", _fetch("cross-site", "navigate", "iframe"), 403),
+        ("HEAD", "/api/v1/backup", _fetch("cross-site", "navigate", "document"), 403),
+        ("GET", "/healthz", _fetch("cross-site", "no-cors", "image"), 200),  # probes are public
+    ],
+)
 def test_cross_site_requests(rich_service, method, path, headers, status):
     reply = rich_service.request(method, path, {**headers, **rich_service.auth()})
     assert reply.status == status
@@ -143,14 +161,17 @@ def test_cross_site_requests(rich_service, method, path, headers, status):
         assert body["error"] == "Forbidden" and "another site" in body["message"]
 
 
-@pytest.mark.parametrize("site,mode,dest,status", [
-    ("same-origin", "navigate", "iframe", 200),  # the dashboard's download frame
-    ("none", "navigate", "document", 200),  # a typed URL or a bookmark
-    ("same-site", "navigate", "document", 403),  # another port, a sibling subdomain
-    ("same-site", "no-cors", "image", 403),
-    ("cross-site", "navigate", "document", 403),  # another site's link, form, redirect or window.open
-    ("cross-site", "navigate", "empty", 403),  # <a download>
-])
+@pytest.mark.parametrize(
+    "site,mode,dest,status",
+    [
+        ("same-origin", "navigate", "iframe", 200),  # the dashboard's download frame
+        ("none", "navigate", "document", 200),  # a typed URL or a bookmark
+        ("same-site", "navigate", "document", 403),  # another port, a sibling subdomain
+        ("same-site", "no-cors", "image", 403),
+        ("cross-site", "navigate", "document", 403),  # another site's link, form, redirect or window.open
+        ("cross-site", "navigate", "empty", 403),  # <a download>
+    ],
+)
 def test_only_the_dashboard_or_the_user_start_a_dump(rich_service, site, mode, dest, status):
     """The contract's rule for GET /api/v1/backup, decided before credentials."""
     reply = rich_service.request("GET", "/api/v1/backup", {**_fetch(site, mode, dest), **rich_service.auth()})
@@ -173,7 +194,7 @@ def test_a_steered_request_with_a_bad_link_counts_nothing(start_service, rich_db
         reply = service.request("GET", "/api/v1/backup?expires=9999999999&sig=" + "0" * 64, steered)
         assert reply.status == 403 and "another site or page" in reply.json()["message"]
     link = signed_backup_url(service.base_url, secret, 60)
-    assert service.request("GET", link[len(service.base_url):], steered).status == 200  # the main app's way in
+    assert service.request("GET", link[len(service.base_url) :], steered).status == 200  # the main app's way in
     assert service.request("GET", "/api/v1/database", service.auth()).status == 200  # nothing was counted
 
 
@@ -187,15 +208,18 @@ def test_cross_site_refusal_comes_before_credentials(start_service, rich_db):
 
 
 # -- headers --------------------------------------------------------------------------------------
-@pytest.mark.parametrize("method,path,credentials,status", [
-    ("GET", "/", True, 200),
-    ("GET", "/", False, 401),
-    ("GET", "/api/v1/database", True, 200),
-    ("GET", "/api/v1/audit", True, 200),
-    ("HEAD", "/api/v1/backup", True, 200),
-    ("GET", "/api/v1/nothing", True, 404),
-    ("GET", "/healthz", False, 200),
-])
+@pytest.mark.parametrize(
+    "method,path,credentials,status",
+    [
+        ("GET", "/", True, 200),
+        ("GET", "/", False, 401),
+        ("GET", "/api/v1/database", True, 200),
+        ("GET", "/api/v1/audit", True, 200),
+        ("HEAD", "/api/v1/backup", True, 200),
+        ("GET", "/api/v1/nothing", True, 404),
+        ("GET", "/healthz", False, 200),
+    ],
+)
 def test_security_headers_on_every_response(rich_service, method, path, credentials, status):
     reply = rich_service.request(method, path, rich_service.auth() if credentials else {"Accept": "text/html"})
 
@@ -215,8 +239,11 @@ def test_pages_carry_no_inline_script_or_style(rich_service):
     """The CSP forbids inline code, so a page that had some would break: none may slip in. Every page:
     the dashboard, each of docs/*.md rendered (markdown may carry raw HTML), and the HTML error pages."""
     html_auth = {**rich_service.auth(), "Accept": "text/html"}
-    pages = [("/", rich_service.auth(), 200), ("/", {"Accept": "text/html"}, 401),
-             ("/docs/no-such-doc", html_auth, 404)]
+    pages = [
+        ("/", rich_service.auth(), 200),
+        ("/", {"Accept": "text/html"}, 401),
+        ("/docs/no-such-doc", html_auth, 404),
+    ]
     pages += [(f"/docs/{doc.stem}", rich_service.auth(), 200) for doc in sorted((REPO / "docs").glob("*.md"))]
     assert len(pages) > 10
     for path, headers, status in pages:
@@ -227,11 +254,14 @@ def test_pages_carry_no_inline_script_or_style(rich_service):
         assert "onclick=" not in html and "onload=" not in html
 
 
-@pytest.mark.parametrize("hops,proto,hsts", [
-    ("1", "https", True),
-    ("1", "http", False),
-    ("0", "https", False),  # not behind a proxy: the header is the client's word, worth nothing
-])
+@pytest.mark.parametrize(
+    "hops,proto,hsts",
+    [
+        ("1", "https", True),
+        ("1", "http", False),
+        ("0", "https", False),  # not behind a proxy: the header is the client's word, worth nothing
+    ],
+)
 def test_hsts_only_when_a_trusted_proxy_says_https(start_service, rich_db, hops, proto, hsts):
     service = start_service(DATABASE_URL=rich_db, TRUSTED_PROXY_HOPS=hops)
     headers = {"X-Forwarded-Proto": proto, "X-Forwarded-For": "203.0.113.5"}

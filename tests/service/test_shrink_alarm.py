@@ -6,6 +6,7 @@ The first seven backups are taken through the service's own upload code (`take_s
 an injected clock: each is given the name — and so the time — of an earlier day, instead of waiting
 days between real runs. Everything else (pg_dump, the upload, the metadata, retention) is the real path.
 """
+
 from __future__ import annotations
 
 import json
@@ -41,8 +42,7 @@ def shop(fresh_db):
 
 
 def env_for(moto_s3, bucket: str, url: str, **extra: str) -> dict[str, str]:
-    return {"DATABASE_URL": url, "BACKUP_STORAGE_URL": f"s3://{bucket}/backups", **s3_env(moto_s3.endpoint),
-            **extra}
+    return {"DATABASE_URL": url, "BACKUP_STORAGE_URL": f"s3://{bucket}/backups", **s3_env(moto_s3.endpoint), **extra}
 
 
 def store_series(env: dict[str, str], pg_cluster, dbname: str, days: int) -> list[str]:
@@ -66,19 +66,27 @@ def posted(receiver) -> list[dict]:
 
 
 def backups_in(client, bucket: str) -> list[str]:
-    return [k.split("/")[-1] for k in object_keys(client, bucket) if k.startswith("backups/") and
-            k.endswith(".sql.gz")]
+    return [k.split("/")[-1] for k in object_keys(client, bucket) if k.startswith("backups/") and k.endswith(".sql.gz")]
 
 
 def test_a_table_emptied_before_the_8th_backup_warns_everywhere_and_holds_the_last_good_one(
-        s3, moto_s3, shop, pg_cluster, start_service):
+    s3, moto_s3, shop, pg_cluster, start_service
+):
     client, bucket = s3
     dbname, url = shop
     with receivers.receivers() as make, receivers.smtp_server() as (smtp, mailbox):
         hook, monitor = make(), make()
-        env = env_for(moto_s3, bucket, url, BACKUP_RETENTION="last=2", NOTIFY_WEBHOOK_URL=hook.url + HOOK,
-                      HEARTBEAT_URL=monitor.url + PING, SMTP_URL=f"smtp://127.0.0.1:{smtp.port}",
-                      NOTIFY_EMAIL_TO="admin@example.com", NOTIFY_EMAIL_FROM="backups@example.com")
+        env = env_for(
+            moto_s3,
+            bucket,
+            url,
+            BACKUP_RETENTION="last=2",
+            NOTIFY_WEBHOOK_URL=hook.url + HOOK,
+            HEARTBEAT_URL=monitor.url + PING,
+            SMTP_URL=f"smtp://127.0.0.1:{smtp.port}",
+            NOTIFY_EMAIL_TO="admin@example.com",
+            NOTIFY_EMAIL_FROM="backups@example.com",
+        )
         series = store_series(env, pg_cluster, dbname, 7)  # rows 853, 856, … 871
         with pg_cluster.connect(dbname) as db:
             db.execute("TRUNCATE orders")  # 600 rows gone: 271 rows left
@@ -86,8 +94,7 @@ def test_a_table_emptied_before_the_8th_backup_warns_everywhere_and_holds_the_la
         done = run_cli("upload", env=env)
 
         assert done.returncode == 0, done.stderr
-        assert "warning: this backup shrank: rows 271 is 68.6 % below the median 862 of the 7 before it" \
-            in done.stderr
+        assert "warning: this backup shrank: rows 271 is 68.6 % below the median 862 of the 7 before it" in done.stderr
         eighth = backups_in(client, bucket)[-1]
         assert eighth not in series
         # retention last=2 ran after the 8th: the 7th is both one of the last 2 and the held one
@@ -107,8 +114,13 @@ def test_a_table_emptied_before_the_8th_backup_warns_everywhere_and_holds_the_la
         [(_, recipients, _)] = mailbox.messages
         mail = mailbox.parsed(0)
         assert recipients == ["admin@example.com"]
-        assert str(mail["Subject"]).strip().startswith(  # a long subject is folded after "Subject:"
-            f"[backup_svc] {dbname}: backup SHRANK (warning) at ")
+        assert (
+            str(mail["Subject"])
+            .strip()
+            .startswith(  # a long subject is folded after "Subject:"
+                f"[backup_svc] {dbname}: backup SHRANK (warning) at "
+            )
+        )
         text = " ".join(mail.get_content().split())
         assert "but holds 271 rows: 68.6 % below the median of the 7 backups before it (862 rows)" in text
         assert "public.orders 600 → 0" in text and f"Held: {series[-1]}" in text
@@ -138,16 +150,17 @@ def test_a_table_emptied_before_the_8th_backup_warns_everywhere_and_holds_the_la
         assert [b["held"] for b in listed["backups"]] == [False, False, True]
         assert [p["rows"] for p in listed["trend"]["points"]] == [871, 271, 271]
 
-        refused = service.request("POST", alert["acknowledge_url"],
-                                  {**service.auth(), "Sec-Fetch-Site": "cross-site"})
+        refused = service.request("POST", alert["acknowledge_url"], {**service.auth(), "Sec-Fetch-Site": "cross-site"})
         assert refused.status == 403
         acked = service.request("POST", alert["acknowledge_url"], service.auth())
         assert acked.status == 200, acked.body
         assert service.request("POST", alert["acknowledge_url"], service.auth()).status == 404
         assert service.request("GET", "/api/v1/stored", service.auth()).json()["shrink_alert"]["alerts"] == []
         audit = service.request("GET", "/api/v1/audit", service.auth()).json()
-        assert any(e["event"] == "shrink-acknowledged" and e["outcome"] == "ok" and e["name"] == series[-1]
-                   for e in audit["entries"])
+        assert any(
+            e["event"] == "shrink-acknowledged" and e["outcome"] == "ok" and e["name"] == series[-1]
+            for e in audit["entries"]
+        )
 
     pruned = run_cli("prune", env=env)
     assert pruned.returncode == 0, pruned.stderr
@@ -185,8 +198,14 @@ def test_off_disables_the_alarm(s3, moto_s3, shop, pg_cluster):
 
 
 def test_a_bad_setting_refuses_to_start():
-    done = run_cli("upload", env={"DATABASE_URL": "postgresql://u@127.0.0.1:1/db", "BACKUP_STORAGE_URL": "s3://bkt-x/p",
-                                  "BACKUP_SHRINK_ALERT": "lots"})
+    done = run_cli(
+        "upload",
+        env={
+            "DATABASE_URL": "postgresql://u@127.0.0.1:1/db",
+            "BACKUP_STORAGE_URL": "s3://bkt-x/p",
+            "BACKUP_SHRINK_ALERT": "lots",
+        },
+    )
     assert done.returncode != 0
     assert "BACKUP_SHRINK_ALERT must be a percent from 1 to 99 or 'off', got 'lots'" in done.stderr
 

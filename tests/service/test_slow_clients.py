@@ -3,6 +3,7 @@
 The attack of issue 12: connections that send a request head (or a body) one byte at a time, and
 connections that send nothing, from ten loopback addresses (127.0.1.1-10, 50 connections each). Bounded: ATTACKERS connections for ATTACK_S seconds, 127.0.0.1 only.
 """
+
 from __future__ import annotations
 
 import socket
@@ -116,6 +117,8 @@ def test_slow_clients_do_not_stop_health_checks_the_dashboard_or_a_download(rich
     assert len(attack.closed_after["slow large body"]) == ATTACKERS["slow large body"][0]
     assert max(attack.closed_after["slow large body"]) < 3
     assert rss_during - rss_before < 48 * 1024, f"the worker grew by {(rss_during - rss_before) // 1024} MiB"
-    print(f"healthz: {len(latencies)} requests, slowest {max(latencies) * 1000:.0f} ms; "
-          f"worker RSS +{(rss_during - rss_before) // 1024} MiB; closed after (s): "
-          + ", ".join(f"{k}: {max(v):.1f}" for k, v in attack.closed_after.items() if v))
+    print(
+        f"healthz: {len(latencies)} requests, slowest {max(latencies) * 1000:.0f} ms; "
+        f"worker RSS +{(rss_during - rss_before) // 1024} MiB; closed after (s): "
+        + ", ".join(f"{k}: {max(v):.1f}" for k, v in attack.closed_after.items() if v)
+    )

@@ -1,5 +1,6 @@
 """A client that leaves early, a database link that stalls, an immediate retry (issue 11): each frees the
 one dump slot in time. Real gunicorn, real PostgreSQL, a loopback TCP proxy that freezes the link."""
+
 from __future__ import annotations
 
 import time
@@ -11,9 +12,11 @@ from tests.http_client import gzip_is_valid, read_within, timed
 from tests.processes import pg_dump_pids, run_cli, wait_until
 from tests.service_process import outcome_line
 
+
 # -- a client that leaves before the first byte ------------------------------------------------
-def test_client_leaving_during_a_lock_wait_stops_pg_dump_and_frees_the_slot(rich_db, start_service, pg_cluster,
-                                                                           locked_cache):
+def test_client_leaving_during_a_lock_wait_stops_pg_dump_and_frees_the_slot(
+    rich_db, start_service, pg_cluster, locked_cache
+):
     """`curl -m 3` against a table a migration holds: nothing has been written to the client yet."""
     service = start_service(DATABASE_URL=rich_db)
     conn = service.connection()
@@ -21,8 +24,9 @@ def test_client_leaving_during_a_lock_wait_stops_pg_dump_and_frees_the_slot(rich
     assert wait_until(lambda: waiting_dump_sessions(pg_cluster), 10)
     conn.close()
     left = time.monotonic()
-    assert wait_until(lambda: not pg_dump_pids(pg_cluster) and not dump_sessions(pg_cluster), 2.0), \
+    assert wait_until(lambda: not pg_dump_pids(pg_cluster) and not dump_sessions(pg_cluster), 2.0), (
         "pg_dump or its session outlived the client by 2 s"
+    )
     cleanup = time.monotonic() - left
     info = service.request("GET", "/api/v1/database", service.auth()).json()
     assert info["dumps_in_progress"] == 0
@@ -92,8 +96,9 @@ def test_stalled_link_breaks_the_transfer_and_frees_everything(big_db, start_ser
 
 def test_pg_dump_silent_before_its_first_byte_gets_504(rich_db, start_service, pg_cluster, db_proxy):
     """The facts query gets through, then pg_dump's own connection stalls: no first byte ever comes."""
-    service = start_service(DATABASE_URL=db_proxy.url(pg_cluster, "rich"), BACKUP_STALL_TIMEOUT="2",
-                            BACKUP_LOCK_TIMEOUT="1")
+    service = start_service(
+        DATABASE_URL=db_proxy.url(pg_cluster, "rich"), BACKUP_STALL_TIMEOUT="2", BACKUP_LOCK_TIMEOUT="1"
+    )
     db_proxy.freeze_after(1)  # the service's facts query passes, pg_dump's connection is frozen
     reply, seconds = timed(lambda: service.request("GET", "/api/v1/backup", service.auth()))
     assert reply.status == 504, reply.body[:300]

@@ -1,4 +1,5 @@
 """The service refuses to start, with one clear line naming the variable, when its settings are unsafe."""
+
 from __future__ import annotations
 
 import os
@@ -23,32 +24,39 @@ def _secret_values(overrides: dict) -> list[str]:
 
 
 def _serve(tmp_path, **overrides: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("DATABASE_URL", "ADMIN_TOKEN", "ADMIN_PASSWORD", "LINK_SECRET", "PORT")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DATABASE_URL", "ADMIN_TOKEN", "ADMIN_PASSWORD", "LINK_SECRET", "PORT")
+    }
     env.update({**GOOD, **overrides, "PORT": "1"})
     env = {k: v for k, v in env.items() if v is not None}
     # cwd is an empty folder: no .env is read
-    return subprocess.run([sys.executable, "-m", "backup_svc", "serve"], env=env, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=30)
+    return subprocess.run(
+        [sys.executable, "-m", "backup_svc", "serve"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=30
+    )
 
 
-@pytest.mark.parametrize("overrides,variable", [
-    ({"DATABASE_URL": None}, "DATABASE_URL"),
-    ({"DATABASE_URL": ""}, "DATABASE_URL"),
-    ({"DATABASE_URL": "mysql://u:p@h/db"}, "DATABASE_URL"),
-    ({"DATABASE_URL": "postgresql://u:p@host:notaport/db"}, "DATABASE_URL"),
-    ({"DATABASE_URL": "postgresql://u:p@host:5432/"}, "DATABASE_URL"),
-    ({"ADMIN_TOKEN": None, "ADMIN_PASSWORD": None}, "ADMIN_TOKEN nor ADMIN_PASSWORD"),
-    ({"ADMIN_TOKEN": "short"}, "ADMIN_TOKEN"),
-    ({"ADMIN_PASSWORD": "short"}, "ADMIN_PASSWORD"),
-    ({"LINK_SECRET": "too-short"}, "LINK_SECRET"),
-    ({"BACKUP_MAX_CONCURRENT": "0"}, "BACKUP_MAX_CONCURRENT"),
-    ({"BACKUP_MAX_CONCURRENT": "two"}, "BACKUP_MAX_CONCURRENT"),
-    ({"BACKUP_GZIP_LEVEL": "0"}, "BACKUP_GZIP_LEVEL"),
-    ({"BACKUP_GZIP_LEVEL": "10"}, "BACKUP_GZIP_LEVEL"),
-    # deduplicated stored backups (issue 28) cannot name their chunks without their key
-    ({"BACKUP_STORAGE_URL": "s3://bkt/x", "BACKUP_STORAGE_FORMAT": "dedup"}, "BACKUP_DEDUP_KEY"),
-])
+@pytest.mark.parametrize(
+    "overrides,variable",
+    [
+        ({"DATABASE_URL": None}, "DATABASE_URL"),
+        ({"DATABASE_URL": ""}, "DATABASE_URL"),
+        ({"DATABASE_URL": "mysql://u:p@h/db"}, "DATABASE_URL"),
+        ({"DATABASE_URL": "postgresql://u:p@host:notaport/db"}, "DATABASE_URL"),
+        ({"DATABASE_URL": "postgresql://u:p@host:5432/"}, "DATABASE_URL"),
+        ({"ADMIN_TOKEN": None, "ADMIN_PASSWORD": None}, "ADMIN_TOKEN nor ADMIN_PASSWORD"),
+        ({"ADMIN_TOKEN": "short"}, "ADMIN_TOKEN"),
+        ({"ADMIN_PASSWORD": "short"}, "ADMIN_PASSWORD"),
+        ({"LINK_SECRET": "too-short"}, "LINK_SECRET"),
+        ({"BACKUP_MAX_CONCURRENT": "0"}, "BACKUP_MAX_CONCURRENT"),
+        ({"BACKUP_MAX_CONCURRENT": "two"}, "BACKUP_MAX_CONCURRENT"),
+        ({"BACKUP_GZIP_LEVEL": "0"}, "BACKUP_GZIP_LEVEL"),
+        ({"BACKUP_GZIP_LEVEL": "10"}, "BACKUP_GZIP_LEVEL"),
+        # deduplicated stored backups (issue 28) cannot name their chunks without their key
+        ({"BACKUP_STORAGE_URL": "s3://bkt/x", "BACKUP_STORAGE_FORMAT": "dedup"}, "BACKUP_DEDUP_KEY"),
+    ],
+)
 def test_refuses_to_start(tmp_path, overrides, variable):
     result = _serve(tmp_path, **overrides)
 
@@ -63,9 +71,14 @@ def test_refuses_to_start(tmp_path, overrides, variable):
         assert secret not in output, (secret, output)
 
 
-@pytest.mark.parametrize("endpoint", ["https://AKIAKEYID:s3cr3t-endpoint-pw@storage.example.com",
-                                      "https://only-a-user-s3cr3t@storage.example.com",
-                                      "storage.example.com/s3cr3t-endpoint-pw"])
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "https://AKIAKEYID:s3cr3t-endpoint-pw@storage.example.com",
+        "https://only-a-user-s3cr3t@storage.example.com",
+        "storage.example.com/s3cr3t-endpoint-pw",
+    ],
+)
 def test_an_endpoint_with_credentials_refuses_to_start_without_showing_them(tmp_path, endpoint):
     """Credentials belong in AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY: an endpoint URL is shown in `check`,
     the dashboard and the API, so one that carries them is refused — and not echoed while refusing it."""
@@ -100,11 +113,24 @@ def test_upload_refuses_the_dedup_format_without_its_key_before_touching_anythin
     line and a non-zero exit before it dumps or contacts storage (the endpoint is a closed port: reaching it
     would be a different error)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BACKUP_", "AWS_"))}
-    env.update({**GOOD, "BACKUP_STORAGE_URL": "s3://bkt/x", "BACKUP_STORAGE_FORMAT": "dedup",
-                "AWS_ENDPOINT_URL": "http://127.0.0.1:1", "AWS_ACCESS_KEY_ID": "id-x",
-                "AWS_SECRET_ACCESS_KEY": "secret-Qw8-not-shown"})
-    result = subprocess.run([sys.executable, "-m", "backup_svc", "upload"], env=env, cwd=tmp_path,
-                            capture_output=True, text=True, timeout=60)
+    env.update(
+        {
+            **GOOD,
+            "BACKUP_STORAGE_URL": "s3://bkt/x",
+            "BACKUP_STORAGE_FORMAT": "dedup",
+            "AWS_ENDPOINT_URL": "http://127.0.0.1:1",
+            "AWS_ACCESS_KEY_ID": "id-x",
+            "AWS_SECRET_ACCESS_KEY": "secret-Qw8-not-shown",
+        }
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "backup_svc", "upload"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "BACKUP_DEDUP_KEY is not set" in lines[0], result.stderr

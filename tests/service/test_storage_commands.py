@@ -1,5 +1,6 @@
 """`upload`, `list`, `prune`, `verify s3://…`, `restore s3://…` as a user runs them, against a real
 PostgreSQL and moto's S3 server on loopback."""
+
 from __future__ import annotations
 
 import os
@@ -32,9 +33,13 @@ def stored_keys(client, bucket: str, db: str) -> list[str]:
 
 
 def start_upload(env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "backup_svc", "upload"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(REPO), **env})
+    return subprocess.Popen(
+        [sys.executable, "-m", "backup_svc", "upload"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO), **env},
+    )
 
 
 def test_upload_then_restore_from_the_bucket_gives_an_identical_database(s3, moto_s3, rich_db, pg_cluster):
@@ -68,8 +73,9 @@ def test_upload_then_restore_from_the_bucket_gives_an_identical_database(s3, mot
     assert verified.returncode == 0, verified.stderr
     assert f"sha256:           {sha256}" in verified.stdout and "stored sha256:    matches" in verified.stdout
 
-    restored = run_cli("restore", url, "--target-url", pg_cluster.url("rich_from_bucket"), "--create",
-                       env=s3_env(moto_s3.endpoint))
+    restored = run_cli(
+        "restore", url, "--target-url", pg_cluster.url("rich_from_bucket"), "--create", env=s3_env(moto_s3.endpoint)
+    )
     assert restored.returncode == 0, restored.stderr
     assert snapshot(pg_cluster, "rich_from_bucket") == snapshot(pg_cluster, "rich")
 
@@ -97,8 +103,9 @@ def test_a_backup_killed_mid_upload_leaves_nothing_behind(kill, s3, moto_s3, fau
     old_body = seed_old_backup(client, bucket, "big")
     upload = start_upload(storage_env(proxy.endpoint, bucket, big_db, BACKUP_RETENTION="last=1"))
     try:
-        assert wait_until(lambda: incomplete_uploads(client, bucket) and pg_dump_pids(pg_cluster), 30), \
+        assert wait_until(lambda: incomplete_uploads(client, bucket) and pg_dump_pids(pg_cluster), 30), (
             "the upload never started"
+        )
         time.sleep(0.5)
         kill_upload(kill, upload, pg_cluster, "big")
         out, err = upload.communicate(timeout=60)
@@ -158,23 +165,35 @@ def ours(pg_cluster) -> dict[str, str]:
 def test_retention_runs_after_a_successful_upload(s3, moto_s3, rich_db, pg_cluster):
     client, bucket = s3
     for day in range(1, 6):
-        client.put_object(Bucket=bucket, Key=f"backups/rich_backup_202601{day:02d}_030000.sql.gz", Body=b"old",
-                          Metadata=ours(pg_cluster))
+        client.put_object(
+            Bucket=bucket,
+            Key=f"backups/rich_backup_202601{day:02d}_030000.sql.gz",
+            Body=b"old",
+            Metadata=ours(pg_cluster),
+        )
     client.put_object(Bucket=bucket, Key="backups/notes.txt", Body=b"keep me")
     done = run_cli("upload", env=storage_env(moto_s3.endpoint, bucket, rich_db, BACKUP_RETENTION="last=2"))
     assert done.returncode == 0, done.stderr
-    (new,) = [k for k in object_keys(client, bucket) if k.startswith("backups/rich_backup_2026") and
-              not k.startswith("backups/rich_backup_202601")]
-    assert object_keys(client, bucket) == sorted([new, "backups/rich_backup_20260105_030000.sql.gz",
-                                                  "backups/notes.txt"])
+    (new,) = [
+        k
+        for k in object_keys(client, bucket)
+        if k.startswith("backups/rich_backup_2026") and not k.startswith("backups/rich_backup_202601")
+    ]
+    assert object_keys(client, bucket) == sorted(
+        [new, "backups/rich_backup_20260105_030000.sql.gz", "backups/notes.txt"]
+    )
     assert "retention: deleted rich_backup_20260101_030000.sql.gz" in done.stderr
 
 
 def test_prune_dry_run_then_prune(s3, moto_s3, rich_db, pg_cluster):
     client, bucket = s3
     for day in range(1, 4):
-        client.put_object(Bucket=bucket, Key=f"backups/rich_backup_202611{day:02d}_030000.sql.gz", Body=b"x",
-                          Metadata=ours(pg_cluster))
+        client.put_object(
+            Bucket=bucket,
+            Key=f"backups/rich_backup_202611{day:02d}_030000.sql.gz",
+            Body=b"x",
+            Metadata=ours(pg_cluster),
+        )
     env = storage_env(moto_s3.endpoint, bucket, rich_db, BACKUP_RETENTION="daily=2")
     dry = run_cli("prune", "--dry-run", env=env)
     assert dry.returncode == 0, dry.stderr
@@ -186,16 +205,21 @@ def test_prune_dry_run_then_prune(s3, moto_s3, rich_db, pg_cluster):
     assert len(object_keys(client, bucket)) == 3
     pruned = run_cli("prune", env=env)
     assert pruned.returncode == 0, pruned.stderr
-    assert object_keys(client, bucket) == ["backups/rich_backup_20261102_030000.sql.gz",
-                                           "backups/rich_backup_20261103_030000.sql.gz"]
+    assert object_keys(client, bucket) == [
+        "backups/rich_backup_20261102_030000.sql.gz",
+        "backups/rich_backup_20261103_030000.sql.gz",
+    ]
 
 
-@pytest.mark.parametrize("env, message", [
-    ({"BACKUP_STORAGE_URL": "https://bucket/x"}, "BACKUP_STORAGE_URL must look like s3://<bucket>/<prefix>"),
-    ({"BACKUP_STORAGE_URL": ""}, "BACKUP_STORAGE_URL is not set"),
-    ({"BACKUP_RETENTION": "forever"}, "BACKUP_RETENTION has 'forever'"),
-    ({"AWS_S3_URL_STYLE": "dns"}, "AWS_S3_URL_STYLE must be 'path' or 'virtual'"),
-])
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({"BACKUP_STORAGE_URL": "https://bucket/x"}, "BACKUP_STORAGE_URL must look like s3://<bucket>/<prefix>"),
+        ({"BACKUP_STORAGE_URL": ""}, "BACKUP_STORAGE_URL is not set"),
+        ({"BACKUP_RETENTION": "forever"}, "BACKUP_RETENTION has 'forever'"),
+        ({"AWS_S3_URL_STYLE": "dns"}, "AWS_S3_URL_STYLE must be 'path' or 'virtual'"),
+    ],
+)
 def test_bad_storage_settings_are_refused_in_one_line(env, message, moto_s3, rich_db):
     done = run_cli("upload", env={**storage_env(moto_s3.endpoint, "bkt", rich_db), **env})
     assert done.returncode == 2
@@ -215,14 +239,18 @@ def test_a_missing_bucket_is_a_clear_failure(moto_s3, rich_db, pg_cluster):
 
 def test_check_says_where_backups_go_and_whether_it_is_reachable(s3, moto_s3, rich_db, pg_cluster):
     client, bucket = s3
-    client.put_object(Bucket=bucket, Key="backups/rich_backup_20261101_030000.sql.gz", Body=b"x",
-                      Metadata=ours(pg_cluster))
-    env = storage_env(moto_s3.endpoint, bucket, rich_db, ADMIN_TOKEN="t" * 20, BACKUP_SCHEDULE="0 3 * * *",
-                      BACKUP_RETENTION="daily=7")
+    client.put_object(
+        Bucket=bucket, Key="backups/rich_backup_20261101_030000.sql.gz", Body=b"x", Metadata=ours(pg_cluster)
+    )
+    env = storage_env(
+        moto_s3.endpoint, bucket, rich_db, ADMIN_TOKEN="t" * 20, BACKUP_SCHEDULE="0 3 * * *", BACKUP_RETENTION="daily=7"
+    )
     done = run_cli("check", env=env)
     assert done.returncode == 0, done.stdout
-    assert (f"storage: ok — s3://{bucket}/backups/ at {moto_s3.endpoint}: 1 stored backup, newest "
-            f"rich_backup_20261101_030000.sql.gz") in done.stdout
+    assert (
+        f"storage: ok — s3://{bucket}/backups/ at {moto_s3.endpoint}: 1 stored backup, newest "
+        f"rich_backup_20261101_030000.sql.gz"
+    ) in done.stdout
     assert "schedule: 0 3 * * * — At 03:00 every day (UTC); next " in done.stdout
     assert "retention: daily=7" in done.stdout
     missing = run_cli("check", env={**env, "BACKUP_STORAGE_URL": "s3://no-such-bucket/x"})

@@ -7,6 +7,7 @@ Real gunicorn (master + worker), PostgreSQL, moto's S3 server, aiosmtpd and HTTP
 proxy in front of moto only holds each part for a while (a slow link), so that the kill lands while
 part 1 is on the wire; the SIGKILL is a real one, sent to the real worker process.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,8 +17,7 @@ import time
 from datetime import datetime, timezone
 
 from tests import receivers
-from tests.s3support import (cluster_identity, history_keys, incomplete_uploads, object_keys, owned, s3_env,
-                             seed_backup)
+from tests.s3support import cluster_identity, history_keys, incomplete_uploads, object_keys, owned, s3_env, seed_backup
 from tests.processes import wait_until
 
 HOOK = "/services/T0AAAA/B0BBBB/hooksecretXYZ123"
@@ -25,23 +25,32 @@ PING = "/ping/5f1e0c2a"
 
 
 def backup_events(hook) -> list[dict]:
-    return [p for p in (json.loads(body) for method, _, _, body in hook.requests if method == "POST")
-            if p["event"] == "backup"]
+    return [
+        p
+        for p in (json.loads(body) for method, _, _, body in hook.requests if method == "POST")
+        if p["event"] == "backup"
+    ]
 
 
 def stale_events(hook) -> list[dict]:
-    return [p for p in (json.loads(body) for method, _, _, body in hook.requests if method == "POST")
-            if p["event"] == "stale"]
+    return [
+        p
+        for p in (json.loads(body) for method, _, _, body in hook.requests if method == "POST")
+        if p["event"] == "stale"
+    ]
 
 
 def failed_runs_in_history(client, bucket: str) -> list[dict]:
     """The stored-run events of the durable history (in the bucket) whose outcome is failed."""
-    bodies = [json.loads(client.get_object(Bucket=bucket, Key=key)["Body"].read()) for key in history_keys(client, bucket)]
+    bodies = [
+        json.loads(client.get_object(Bucket=bucket, Key=key)["Body"].read()) for key in history_keys(client, bucket)
+    ]
     return [b["data"] for b in bodies if b.get("type") == "stored-run" and b["data"].get("outcome") == "failed"]
 
 
 def test_a_worker_killed_mid_scheduled_upload_is_reported_once_and_its_upload_aborted(
-        s3, moto_s3, fault_proxy, big_db, pg_cluster, receiver, start_service):
+    s3, moto_s3, fault_proxy, big_db, pg_cluster, receiver, start_service
+):
     client, bucket = s3
     # a fresh backup of this service: waiting for the schedule's minute must not raise the staleness alarm,
     # whose mail would be a second one
@@ -52,20 +61,28 @@ def test_a_worker_killed_mid_scheduled_upload_is_reported_once_and_its_upload_ab
     hook, monitor = receiver(), receiver()
     with receivers.smtp_server() as (smtp, mailbox):
         service = start_service(
-            DATABASE_URL=big_db, BACKUP_STORAGE_URL=f"s3://{bucket}/db", BACKUP_SCHEDULE="* * * * *",
-            NOTIFY_WEBHOOK_URL=hook.url + HOOK, HEARTBEAT_URL=monitor.url + PING,
+            DATABASE_URL=big_db,
+            BACKUP_STORAGE_URL=f"s3://{bucket}/db",
+            BACKUP_SCHEDULE="* * * * *",
+            NOTIFY_WEBHOOK_URL=hook.url + HOOK,
+            HEARTBEAT_URL=monitor.url + PING,
             SMTP_URL=f"smtp://notifier:{receivers.SECRET}@127.0.0.1:{smtp.port}",
-            NOTIFY_EMAIL_TO="ops@example.com", NOTIFY_EMAIL_FROM="backups@example.com", **s3_env(proxy.endpoint))
+            NOTIFY_EMAIL_TO="ops@example.com",
+            NOTIFY_EMAIL_FROM="backups@example.com",
+            **s3_env(proxy.endpoint),
+        )
         # the schedule's next minute, then pg_dump's first 16 MiB: part 1 goes out
-        assert wait_until(lambda: any(m == "PUT" and "partNumber=1" in t for m, t, _ in proxy.log), 100), \
-            service.log()[-2000:]
+        assert wait_until(lambda: any(m == "PUT" and "partNumber=1" in t for m, t, _ in proxy.log), 100), service.log()[
+            -2000:
+        ]
         assert len(incomplete_uploads(client, bucket)) == 1
         [worker] = service.worker_pids()
 
         os.kill(worker, signal.SIGKILL)
 
-        assert wait_until(lambda: backup_events(hook) and mailbox.messages
-                          and not incomplete_uploads(client, bucket), 40), service.log()[-3000:]
+        assert wait_until(
+            lambda: backup_events(hook) and mailbox.messages and not incomplete_uploads(client, bucket), 40
+        ), service.log()[-3000:]
         time.sleep(3)  # anything sent twice would have arrived by now
         log = service.log()
         assert f"Worker (pid:{worker}) was sent SIGKILL" in log

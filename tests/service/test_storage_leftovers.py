@@ -1,6 +1,7 @@
 """Incomplete uploads left by killed runs (SIGKILL, OOM, a redeploy) are aborted by every later upload,
 with or without BACKUP_RETENTION — Railway Buckets have no lifecycle rules to do it. Real PostgreSQL,
 moto's S3 server, the CLI."""
+
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
@@ -23,8 +24,10 @@ def test_an_upload_without_retention_aborts_what_a_killed_run_left(s3, moto_s3, 
     # The age the service judges by is what the storage reports; moto reports a date years ago.
     assert listed["Initiated"] < datetime.now(timezone.utc) - STALE_UPLOAD_AGE
 
-    done = run_cli("upload", env={"DATABASE_URL": rich_db, "BACKUP_STORAGE_URL": f"s3://{bucket}/backups",
-                                  **s3_env(moto_s3.endpoint)})
+    done = run_cli(
+        "upload",
+        env={"DATABASE_URL": rich_db, "BACKUP_STORAGE_URL": f"s3://{bucket}/backups", **s3_env(moto_s3.endpoint)},
+    )
 
     assert done.returncode == 0, done.stderr
     remaining = {u["UploadId"] for u in incomplete_uploads(client, bucket)}

@@ -1,4 +1,5 @@
 """Single flight: the advisory lock in the backed-up database, against the real test PostgreSQL."""
+
 from __future__ import annotations
 
 import pytest
@@ -16,9 +17,10 @@ def test_a_second_holder_is_refused_until_the_first_lets_go(rich_db, pg_cluster)
         with StoredBackupLock(conn, "s3://b/other/ rich"):  # another destination: its own lock
             pass
         with pg_cluster.connect() as db:
-            held = db.execute("SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
-                              "WHERE l.locktype = 'advisory' AND a.application_name = 'backup_svc-upload-lock'"
-                              ).fetchone()[0]
+            held = db.execute(
+                "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
+                "WHERE l.locktype = 'advisory' AND a.application_name = 'backup_svc-upload-lock'"
+            ).fetchone()[0]
         assert held == 1
     with StoredBackupLock(conn, "s3://b/p/ rich"):  # released with its session
         pass

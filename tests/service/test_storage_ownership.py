@@ -1,6 +1,7 @@
 """Retention and listings act only on this service's own backups: the ownership record in the metadata
 decides, never the name alone; a name's time in the future is not believed; the object just stored
 is never deleted; a stored object is never overwritten. Real PostgreSQL, moto's S3 server, the CLI."""
+
 from __future__ import annotations
 
 import hashlib
@@ -19,8 +20,7 @@ OLDER = [f"backups/rich_backup_202601{day:02d}_030000.sql.gz" for day in (1, 2, 
 
 
 def env_for(moto_s3, bucket: str, db_url: str, **extra: str) -> dict[str, str]:
-    return {"DATABASE_URL": db_url, "BACKUP_STORAGE_URL": f"s3://{bucket}/backups", **s3_env(moto_s3.endpoint),
-            **extra}
+    return {"DATABASE_URL": db_url, "BACKUP_STORAGE_URL": f"s3://{bucket}/backups", **s3_env(moto_s3.endpoint), **extra}
 
 
 def new_keys(client, bucket: str, before: set[str]) -> list[str]:

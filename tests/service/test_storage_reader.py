@@ -1,4 +1,5 @@
 """Reading a stored object as a stream from moto's S3 server, resuming after a dropped connection."""
+
 from __future__ import annotations
 
 import gzip

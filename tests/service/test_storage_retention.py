@@ -1,4 +1,5 @@
 """Listing and pruning a seeded bucket on moto's S3 server: exactly the expected set survives."""
+
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta, timezone
@@ -22,14 +23,14 @@ DAYS = [FIRST_DAY + timedelta(days=n) for n in range(120)]  # 2026-08-01 … 202
 # Not this service's backups: each must survive every prune.
 FOREIGN = [
     "backups/notes.txt",
-    "backups/orders_backup_20260901_030000.sql.gz",          # another database sharing the prefix
+    "backups/orders_backup_20260901_030000.sql.gz",  # another database sharing the prefix
     "backups/shop_backup_20260901_030000.sql.gz.partial",
     "backups/shop_backup_20260901_030000.sql",
-    "backups/shop_backup_2026090_030000.sql.gz",              # wrong stamp length
-    "backups/shop_backup_20261399_030000.sql.gz",             # no such date
-    "backups/old/shop_backup_20260901_030000.sql.gz",         # a sub-folder
-    "elsewhere/shop_backup_20260901_030000.sql.gz",           # outside the prefix
-    "shop_backup_20260901_030000.sql.gz",                     # bucket root, outside the prefix
+    "backups/shop_backup_2026090_030000.sql.gz",  # wrong stamp length
+    "backups/shop_backup_20261399_030000.sql.gz",  # no such date
+    "backups/old/shop_backup_20260901_030000.sql.gz",  # a sub-folder
+    "elsewhere/shop_backup_20260901_030000.sql.gz",  # outside the prefix
+    "shop_backup_20260901_030000.sql.gz",  # bucket root, outside the prefix
 ]
 
 
@@ -39,8 +40,12 @@ def backup_key(day: date, hour: int = 3) -> str:
 
 def seed(client, bucket: str) -> None:
     for day in DAYS:
-        client.put_object(Bucket=bucket, Key=backup_key(day), Body=f"backup of {day}".encode(),
-                          Metadata={"sha256": f"{day:%Y%m%d}", **OWNER.metadata()})
+        client.put_object(
+            Bucket=bucket,
+            Key=backup_key(day),
+            Body=f"backup of {day}".encode(),
+            Metadata={"sha256": f"{day:%Y%m%d}", **OWNER.metadata()},
+        )
     for key in FOREIGN:
         client.put_object(Bucket=bucket, Key=key, Body=b"not ours")
 
@@ -71,11 +76,17 @@ def test_retention_on_120_daily_backups_keeps_exactly_the_expected_set(s3):
     """
     client, bucket = s3
     seed(client, bucket)
-    report = prune(client, located(bucket), NAMES, OWNER, parse_retention("last=3,daily=7,weekly=4,monthly=6"),
-                   retry=FAST_RETRY)
+    report = prune(
+        client, located(bucket), NAMES, OWNER, parse_retention("last=3,daily=7,weekly=4,monthly=6"), retry=FAST_RETRY
+    )
     expected = {date(2026, 11, d) for d in range(22, 29)} | {
-        date(2026, 11, 15), date(2026, 11, 8), date(2026, 10, 31), date(2026, 9, 30), date(2026, 8, 31),
-        date(2026, 8, 1)}
+        date(2026, 11, 15),
+        date(2026, 11, 8),
+        date(2026, 10, 31),
+        date(2026, 9, 30),
+        date(2026, 8, 31),
+        date(2026, 8, 1),
+    }
     assert object_keys(client, bucket) == sorted([backup_key(d) for d in expected] + FOREIGN)
     assert len(report.deleted) == 120 - len(expected)
     assert report.failed == []
@@ -97,8 +108,12 @@ def test_dry_run_deletes_nothing_and_says_what_would_go_and_why(s3):
 def test_the_newest_backup_is_kept_whatever_the_policy(s3):
     client, bucket = s3
     seed(client, bucket)
-    client.put_object(Bucket=bucket, Key=backup_key(date(2026, 11, 28), hour=23), Body=b"latest",
-                      Metadata={"sha256": "latest", **OWNER.metadata()})
+    client.put_object(
+        Bucket=bucket,
+        Key=backup_key(date(2026, 11, 28), hour=23),
+        Body=b"latest",
+        Metadata={"sha256": "latest", **OWNER.metadata()},
+    )
     prune(client, located(bucket), NAMES, OWNER, parse_retention("monthly=1"), retry=FAST_RETRY)
     assert backup_key(date(2026, 11, 28), hour=23) in object_keys(client, bucket)
 

@@ -1,4 +1,5 @@
 """BACKUP_SCHEDULE inside `serve`: the worker takes a stored backup on time, in a dump slot of its own."""
+
 from __future__ import annotations
 
 from tests.processes import wait_until
@@ -11,10 +12,16 @@ def test_the_schedule_fires_and_shares_the_slot_with_downloads(s3, moto_s3, faul
     client, bucket = s3
     proxy, _ = fault_proxy
     proxy.slow_parts(4.0)
-    service = start_service(DATABASE_URL=rich_db, BACKUP_STORAGE_URL=f"s3://{bucket}/scheduled",
-                            BACKUP_SCHEDULE="* * * * *", BACKUP_MAX_CONCURRENT="1", **s3_env(proxy.endpoint))
-    assert wait_until(lambda: incomplete_uploads(client, bucket), 75, interval=0.2), \
+    service = start_service(
+        DATABASE_URL=rich_db,
+        BACKUP_STORAGE_URL=f"s3://{bucket}/scheduled",
+        BACKUP_SCHEDULE="* * * * *",
+        BACKUP_MAX_CONCURRENT="1",
+        **s3_env(proxy.endpoint),
+    )
+    assert wait_until(lambda: incomplete_uploads(client, bucket), 75, interval=0.2), (
         f"no scheduled upload started within 75 s: {service.log()[-2000:]}"
+    )
     busy = service.request("GET", "/api/v1/backup", service.auth())
     assert busy.status == 429
 
@@ -37,11 +44,22 @@ def test_a_bad_schedule_refuses_to_start(moto_s3, rich_db, tmp_path):
     from backup_svc.pg.localcluster import free_port
     from tests.processes import run_cli
 
-    done = run_cli("serve", env={"DATABASE_URL": rich_db, "ADMIN_TOKEN": "t" * 20, "BACKUP_STORAGE_URL": "s3://bkt/x",
-                                 "BACKUP_SCHEDULE": "every day", "PORT": str(free_port()), **s3_env(moto_s3.endpoint)})
+    done = run_cli(
+        "serve",
+        env={
+            "DATABASE_URL": rich_db,
+            "ADMIN_TOKEN": "t" * 20,
+            "BACKUP_STORAGE_URL": "s3://bkt/x",
+            "BACKUP_SCHEDULE": "every day",
+            "PORT": str(free_port()),
+            **s3_env(moto_s3.endpoint),
+        },
+    )
     assert done.returncode == 2
-    assert done.stderr.strip() == "backup_svc: BACKUP_SCHEDULE must have 5 fields (minute hour day month weekday, " \
-                                  "UTC), got 2: 'every day'"
+    assert (
+        done.stderr.strip() == "backup_svc: BACKUP_SCHEDULE must have 5 fields (minute hour day month weekday, "
+        "UTC), got 2: 'every day'"
+    )
 
 
 def test_stopping_the_service_mid_upload_aborts_it(s3, moto_s3, fault_proxy, big_db, start_service):
@@ -49,12 +67,17 @@ def test_stopping_the_service_mid_upload_aborts_it(s3, moto_s3, fault_proxy, big
     client, bucket = s3
     proxy, _ = fault_proxy
     proxy.slow_parts(2.0)
-    service = start_service(DATABASE_URL=big_db, BACKUP_STORAGE_URL=f"s3://{bucket}/scheduled",
-                            BACKUP_SCHEDULE="* * * * *", **s3_env(proxy.endpoint))
+    service = start_service(
+        DATABASE_URL=big_db,
+        BACKUP_STORAGE_URL=f"s3://{bucket}/scheduled",
+        BACKUP_SCHEDULE="* * * * *",
+        **s3_env(proxy.endpoint),
+    )
     assert wait_until(lambda: incomplete_uploads(client, bucket), 75, interval=0.2), service.log()[-2000:]
     service.stop()
     assert service.proc.returncode == 0, service.log()[-2000:]
     assert incomplete_uploads(client, bucket) == []
     assert object_keys(client, bucket) == []
-    assert "scheduled stored backup failed, the upload was aborted: stopped: the service is shutting down" \
-        in service.log()
+    assert (
+        "scheduled stored backup failed, the upload was aborted: stopped: the service is shutting down" in service.log()
+    )

@@ -7,6 +7,7 @@ kill between two given requests cannot be timed from outside), for every N up to
 An orphaned record from an earlier object under the same key (a deleted backup whose record stayed)
 is seeded first, so a reader that trusted any record would be caught.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -50,8 +51,13 @@ CHILD = textwrap.dedent("""
 
 
 def run_child(moto_s3, bucket: str, kill_after: int) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", CHILD, bucket, KEY, str(kill_after)], capture_output=True,
-                          text=True, timeout=120, env={**os.environ, **s3_env(moto_s3.endpoint)})
+    return subprocess.run(
+        [sys.executable, "-c", CHILD, bucket, KEY, str(kill_after)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **s3_env(moto_s3.endpoint)},
+    )
 
 
 def claimed_sha256(client, bucket: str) -> tuple[str | None, str | None]:
@@ -60,8 +66,15 @@ def claimed_sha256(client, bucket: str) -> tuple[str | None, str | None]:
         head = client.head_object(Bucket=bucket, Key=KEY)
     except Exception:
         return None, None
-    metadata = with_companion(client, bucket, KEY, head.get("Metadata", {}), etag=head.get("ETag"),
-                              size=head.get("ContentLength"), retry=FAST_RETRY)
+    metadata = with_companion(
+        client,
+        bucket,
+        KEY,
+        head.get("Metadata", {}),
+        etag=head.get("ETag"),
+        size=head.get("ContentLength"),
+        retry=FAST_RETRY,
+    )
     actual = hashlib.sha256(client.get_object(Bucket=bucket, Key=KEY)["Body"].read()).hexdigest()
     return metadata.get("sha256"), actual
 
@@ -71,9 +84,18 @@ def clean(client, bucket: str) -> None:
         client.delete_object(Bucket=bucket, Key=key)
     for upload in client.list_multipart_uploads(Bucket=bucket).get("Uploads", []):
         client.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
-    client.put_object(Bucket=bucket, Key=companion_key(KEY), Body=b"0" * 64 + b"  x\n", Metadata={
-        "sha256": "0" * 64, TOKEN: "an-earlier-upload", "object-etag": "x", "object-size": "1",
-        "written-by": "backup_svc"})
+    client.put_object(
+        Bucket=bucket,
+        Key=companion_key(KEY),
+        Body=b"0" * 64 + b"  x\n",
+        Metadata={
+            "sha256": "0" * 64,
+            TOKEN: "an-earlier-upload",
+            "object-etag": "x",
+            "object-size": "1",
+            "written-by": "backup_svc",
+        },
+    )
 
 
 def test_a_process_killed_at_every_step_leaves_no_object_claiming_a_wrong_hash(s3, moto_s3):

@@ -5,6 +5,7 @@ before the process exits. Real gunicorn, PostgreSQL, moto's S3 server and an HTT
 The backups here are started with `POST /api/v1/stored`: the scheduler's runs go through the very
 same code (StoredBackups._take) and would make each test wait for the next minute.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,11 @@ def posted(hook) -> list[dict]:
 
 def dump_waits_for_a_lock(pg_cluster) -> bool:
     with pg_cluster.connect() as db:
-        return bool(db.execute("SELECT 1 FROM pg_stat_activity WHERE application_name LIKE 'backup_svc%' "
-                               "AND wait_event_type = 'Lock'").fetchall())
+        return bool(
+            db.execute(
+                "SELECT 1 FROM pg_stat_activity WHERE application_name LIKE 'backup_svc%' AND wait_event_type = 'Lock'"
+            ).fetchall()
+        )
 
 
 def sigterm_and_time(service) -> float:
@@ -43,20 +47,27 @@ def assert_reported_and_clean(service, hook, client, bucket, took: float) -> Non
     assert incomplete_uploads(client, bucket) == [] and object_keys(client, bucket) == [], log[-3000:]
     assert "failed, the upload was aborted: stopped: the service is shutting down" in log, log[-3000:]
     failures = [p for p in posted(hook) if p["event"] == "backup"]
-    assert [(p["outcome"], p["error"]) for p in failures] == [("failed", "stopped: the service is shutting down")], \
-        log[-3000:]
+    assert [(p["outcome"], p["error"]) for p in failures] == [("failed", "stopped: the service is shutting down")], log[
+        -3000:
+    ]
 
 
-def test_sigterm_while_pg_dump_waits_for_a_lock(s3, moto_s3, rich_db, pg_cluster, locked_cache, receiver,
-                                                start_service):
+def test_sigterm_while_pg_dump_waits_for_a_lock(
+    s3, moto_s3, rich_db, pg_cluster, locked_cache, receiver, start_service
+):
     """Issue 21, fault 4: pg_dump waiting on a migration's lock writes nothing, so a stop flag checked
     only when bytes arrive was never seen: the worker was killed, the upload stayed, nobody was told. (The
     upload is now created with the first part, so the stop must be seen and reported with none to abort.)"""
     client, bucket = s3
     hook = receiver()
-    service = start_service(DATABASE_URL=rich_db, BACKUP_STORAGE_URL=f"s3://{bucket}/db",
-                            BACKUP_LOCK_TIMEOUT="300", GRACEFUL_TIMEOUT=str(GRACE_S),
-                            NOTIFY_WEBHOOK_URL=hook.url + HOOK, **s3_env(moto_s3.endpoint))
+    service = start_service(
+        DATABASE_URL=rich_db,
+        BACKUP_STORAGE_URL=f"s3://{bucket}/db",
+        BACKUP_LOCK_TIMEOUT="300",
+        GRACEFUL_TIMEOUT=str(GRACE_S),
+        NOTIFY_WEBHOOK_URL=hook.url + HOOK,
+        **s3_env(moto_s3.endpoint),
+    )
     assert service.request("POST", "/api/v1/stored", service.auth()).status == 202
     # no upload exists yet: it is created with the first part, and pg_dump has written nothing
     assert wait_until(lambda: dump_waits_for_a_lock(pg_cluster), 30), service.log()[-2000:]
@@ -73,12 +84,17 @@ def test_sigterm_while_a_part_is_on_a_slow_link(s3, moto_s3, fault_proxy, big_db
     proxy, _ = fault_proxy
     proxy.slow_parts(60)
     hook = receiver()
-    service = start_service(DATABASE_URL=big_db, BACKUP_STORAGE_URL=f"s3://{bucket}/db",
-                            GRACEFUL_TIMEOUT=str(GRACE_S), NOTIFY_WEBHOOK_URL=hook.url + HOOK,
-                            **s3_env(proxy.endpoint))
+    service = start_service(
+        DATABASE_URL=big_db,
+        BACKUP_STORAGE_URL=f"s3://{bucket}/db",
+        GRACEFUL_TIMEOUT=str(GRACE_S),
+        NOTIFY_WEBHOOK_URL=hook.url + HOOK,
+        **s3_env(proxy.endpoint),
+    )
     assert service.request("POST", "/api/v1/stored", service.auth()).status == 202
-    assert wait_until(lambda: any(m == "PUT" and "partNumber=1" in t for m, t, _ in proxy.log), 60), \
-        service.log()[-2000:]
+    assert wait_until(lambda: any(m == "PUT" and "partNumber=1" in t for m, t, _ in proxy.log), 60), service.log()[
+        -2000:
+    ]
     time.sleep(1)  # part 1 is on the wire, the writer waits for it
 
     took = sigterm_and_time(service)

@@ -1,6 +1,7 @@
 """Timeouts that mean what the docs say (docs/storage.md, "Slow and stalled links"): a part keeps going
 while bytes move, however slowly, and a link that goes silent fails the upload in a bounded time.
 moto's S3 server behind a throttling TCP proxy on loopback (tests/freezable_proxy.py: FreezableProxy with a rate)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -38,8 +39,9 @@ def test_a_100_kb_s_bucket_stores_a_multipart_backup(s3, slow_link):
     data = os.urandom(PART + 20_000)  # a full part and a short last one
     started = time.monotonic()
     slow = make_client(s3_env(slow_link.endpoint))
-    with MultipartUpload(slow, bucket, "db/x_backup_20261204_030000.sql.gz", part_size=PART,
-                         retry=RetryPolicy()) as upload:
+    with MultipartUpload(
+        slow, bucket, "db/x_backup_20261204_030000.sql.gz", part_size=PART, retry=RetryPolicy()
+    ) as upload:
         upload.write(data)
         stored = upload.complete()
     took = time.monotonic() - started
@@ -59,8 +61,13 @@ def test_a_stalled_bucket_fails_in_the_stated_time(s3, slow_link):
     threading.Thread(target=lambda: (time.sleep(2), slow_link.freeze()), daemon=True).start()
     started = time.monotonic()
     with pytest.raises(StorageError, match="uploading part 1 .* after 2 attempts"):
-        with MultipartUpload(quick, bucket, "db/x_backup_20261204_030000.sql.gz", part_size=PART,
-                             retry=RetryPolicy(attempts=2, first_delay_s=0.5, max_delay_s=0.5)) as upload:
+        with MultipartUpload(
+            quick,
+            bucket,
+            "db/x_backup_20261204_030000.sql.gz",
+            part_size=PART,
+            retry=RetryPolicy(attempts=2, first_delay_s=0.5, max_delay_s=0.5),
+        ) as upload:
             upload.write(os.urandom(PART + 1000))
             upload.complete()
     took = time.monotonic() - started
@@ -83,11 +90,18 @@ def test_a_part_survives_a_pause_longer_than_the_connect_timeout(s3, moto_s3):
         client, bucket = s3
         data = os.urandom(16 * MIB)
         env = s3_env(link.endpoint)
-        threading.Thread(target=lambda: (time.sleep(2), link.freeze(), time.sleep(pause), link.thaw()),
-                         daemon=True).start()
+        threading.Thread(
+            target=lambda: (time.sleep(2), link.freeze(), time.sleep(pause), link.thaw()), daemon=True
+        ).start()
         started = time.monotonic()
-        with MultipartUpload(make_client(env), bucket, "db/x_backup_20261204_030000.sql.gz", part_size=16 * MIB,
-                             retry=RetryPolicy(attempts=1), part_client=make_part_client(env)) as upload:
+        with MultipartUpload(
+            make_client(env),
+            bucket,
+            "db/x_backup_20261204_030000.sql.gz",
+            part_size=16 * MIB,
+            retry=RetryPolicy(attempts=1),
+            part_client=make_part_client(env),
+        ) as upload:
             upload.write(data)
             stored = upload.complete()
         took = time.monotonic() - started

@@ -7,6 +7,7 @@ The old backup is the real dump of the `rich` database put into the bucket with 
 versions wrote (backup name, sha256, versions; no `written-by`, database or cluster): a state no test
 can wait for.
 """
+
 from __future__ import annotations
 
 from tests.processes import run_cli
@@ -18,8 +19,7 @@ JUNK = "backups/rich_backup_20250701_030000.sql.gz"  # named like one, nothing e
 
 
 def env_for(moto_s3, bucket: str, db_url: str, **extra: str) -> dict[str, str]:
-    return {"DATABASE_URL": db_url, "BACKUP_STORAGE_URL": f"s3://{bucket}/backups", **s3_env(moto_s3.endpoint),
-            **extra}
+    return {"DATABASE_URL": db_url, "BACKUP_STORAGE_URL": f"s3://{bucket}/backups", **s3_env(moto_s3.endpoint), **extra}
 
 
 def seed(client, bucket: str, pg_cluster, backup) -> None:
@@ -36,8 +36,10 @@ def test_an_older_versions_backup_is_listed_read_only_and_never_pruned(s3, moto_
     listed = run_cli("list", env=env)
     assert listed.returncode == 0, listed.stderr
     lines = listed.stdout.splitlines()
-    assert [line.split()[0] for line in lines] == ["rich_backup_20260101_030000.sql.gz",
-                                                   "rich_backup_20250601_030000.sql.gz"]  # newest first, junk not
+    assert [line.split()[0] for line in lines] == [
+        "rich_backup_20260101_030000.sql.gz",
+        "rich_backup_20250601_030000.sql.gz",
+    ]  # newest first, junk not
     assert lines[1].endswith("no-owner-record") and not lines[0].endswith("no-owner-record")
     assert "1 more stored by an older version" in listed.stderr
     assert "not listed: rich_backup_20250701_030000.sql.gz" in listed.stderr
@@ -51,8 +53,9 @@ def test_an_older_versions_backup_is_listed_read_only_and_never_pruned(s3, moto_
     assert done.returncode == 0, done.stderr
     keys = set(object_keys(client, bucket))
     assert OLD in keys and JUNK in keys and OWNED not in keys, keys
-    assert "keep    rich_backup_20250601_030000.sql.gz  (no owner record: stored by an older version" in \
-        done.stderr, done.stderr
+    assert "keep    rich_backup_20250601_030000.sql.gz  (no owner record: stored by an older version" in done.stderr, (
+        done.stderr
+    )
 
 
 def test_the_api_lists_it_apart_and_downloads_it(s3, moto_s3, rich_db, pg_cluster, backup, start_service):
@@ -64,8 +67,9 @@ def test_the_api_lists_it_apart_and_downloads_it(s3, moto_s3, rich_db, pg_cluste
     assert reply.status == 200, reply.body
     body = reply.json()
     assert [b["name"] for b in body["backups"]] == ["rich_backup_20260101_030000.sql.gz"]
-    assert [(b["name"], b["owner_record"]) for b in body["unrecorded"]] == \
-        [("rich_backup_20250601_030000.sql.gz", False)]
+    assert [(b["name"], b["owner_record"]) for b in body["unrecorded"]] == [
+        ("rich_backup_20250601_030000.sql.gz", False)
+    ]
     assert body["newest"]["name"] == "rich_backup_20260101_030000.sql.gz"  # freshness: this service's only
     link = service.request("GET", "/api/v1/stored/rich_backup_20250601_030000.sql.gz", service.auth())
     assert link.status == 302 and OLD in link.headers["Location"]

@@ -1,4 +1,5 @@
 """The multipart sink against moto's S3 server: completed only when told, aborted on every other path."""
+
 from __future__ import annotations
 
 import hashlib
@@ -17,14 +18,20 @@ PART = 5 * MIB  # S3's smallest part: several parts from a few MiB of test data
 
 def feed(upload: MultipartUpload, data: bytes, chunk: int = 256 * 1024) -> None:
     for start in range(0, len(data), chunk):
-        upload.write(data[start:start + chunk])
+        upload.write(data[start : start + chunk])
 
 
 def test_upload_streams_parts_and_reads_back_size_and_sha256(s3):
     client, bucket = s3
     data = os.urandom(12 * MIB + 12345)  # two full parts and a short last one
-    with MultipartUpload(client, bucket, "pre/db_backup_20261128_030000.sql.gz", part_size=PART,
-                         metadata={"server-version": "15.18"}, retry=FAST_RETRY) as upload:
+    with MultipartUpload(
+        client,
+        bucket,
+        "pre/db_backup_20261128_030000.sql.gz",
+        part_size=PART,
+        metadata={"server-version": "15.18"},
+        retry=FAST_RETRY,
+    ) as upload:
         feed(upload, data)
         stored = upload.complete({"sql-bytes": "999"})
     assert stored.size == len(data)
@@ -37,8 +44,12 @@ def test_upload_streams_parts_and_reads_back_size_and_sha256(s3):
     record = client.get_object(Bucket=bucket, Key="pre/db_backup_20261128_030000.sql.gz.sha256")
     assert record["Body"].read() == f"{stored.sha256}  db_backup_20261128_030000.sql.gz\n".encode()
     assert record["Metadata"]["object-etag"] == got["ETag"].strip('"')
-    assert stored.metadata == {"server-version": "15.18", "sql-bytes": "999", "sha256": stored.sha256,
-                               "upload-token": upload.token}
+    assert stored.metadata == {
+        "server-version": "15.18",
+        "sql-bytes": "999",
+        "sha256": stored.sha256,
+        "upload-token": upload.token,
+    }
     assert incomplete_uploads(client, bucket) == []
 
 
@@ -276,10 +287,11 @@ def test_many_parts_reuse_two_buffers_while_two_parts_are_on_the_wire(s3, fault_
 
     via_proxy.upload_part = watched
     data = os.urandom(9 * PART + 4321)  # ten parts: each buffer is filled several times
-    with MultipartUpload(via_proxy, bucket, "many.sql.gz", part_size=PART, retry=FAST_RETRY,
-                         parts_in_flight=2) as upload:
+    with MultipartUpload(
+        via_proxy, bucket, "many.sql.gz", part_size=PART, retry=FAST_RETRY, parts_in_flight=2
+    ) as upload:
         feed(upload, data, chunk=300_001)  # writes that straddle part boundaries
-        assert upload.sha256 == hashlib.sha256(data[:upload.size]).hexdigest()
+        assert upload.sha256 == hashlib.sha256(data[: upload.size]).hexdigest()
         stored = upload.complete()
         assert upload._spare == []  # let go once every part was answered, not held through completion
     assert client.get_object(Bucket=bucket, Key="many.sql.gz")["Body"].read() == data

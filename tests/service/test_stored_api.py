@@ -1,5 +1,6 @@
 """`/api/v1/stored`: the list, presigned links and "back up now", against moto's S3 server on loopback
 and a real gunicorn + PostgreSQL."""
+
 from __future__ import annotations
 
 import gzip
@@ -46,8 +47,12 @@ def fetch(url: str) -> tuple[int, dict, bytes]:
 @pytest.fixture
 def stored_service(s3, moto_s3, rich_db, start_service):
     client, bucket = s3
-    service = start_service(DATABASE_URL=rich_db, BACKUP_SCHEDULE=SCHEDULE, BACKUP_RETENTION="last=3,daily=7",
-                            **storage_env(moto_s3.endpoint, bucket))
+    service = start_service(
+        DATABASE_URL=rich_db,
+        BACKUP_SCHEDULE=SCHEDULE,
+        BACKUP_RETENTION="last=3,daily=7",
+        **storage_env(moto_s3.endpoint, bucket),
+    )
     return service, client, bucket
 
 
@@ -112,17 +117,24 @@ def test_a_link_issued_before_the_service_stopped_still_downloads(stored_service
     assert status == 200 and hashlib.sha256(data).hexdigest() == digest
 
 
-@pytest.mark.parametrize("name", [
-    "other_backup_20261101_030000.sql.gz",  # another database's backup under the same prefix
-    "notes.txt",                            # some other object under the prefix
-    "rich_backup_20261101_030000.sql",      # not quite the pattern
-    "rich_backup_20261199_030000.sql.gz",   # an impossible date
-    "..%2Fsecret%2Frich_backup_20261101_030000.sql.gz",
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "other_backup_20261101_030000.sql.gz",  # another database's backup under the same prefix
+        "notes.txt",  # some other object under the prefix
+        "rich_backup_20261101_030000.sql",  # not quite the pattern
+        "rich_backup_20261199_030000.sql.gz",  # an impossible date
+        "..%2Fsecret%2Frich_backup_20261101_030000.sql.gz",
+    ],
+)
 def test_names_that_are_not_this_services_backups_are_refused(stored_service, name):
     service, client, bucket = stored_service
-    for key in ("db/other_backup_20261101_030000.sql.gz", "db/notes.txt", "db/rich_backup_20261101_030000.sql",
-                "secret/rich_backup_20261101_030000.sql.gz"):
+    for key in (
+        "db/other_backup_20261101_030000.sql.gz",
+        "db/notes.txt",
+        "db/rich_backup_20261101_030000.sql",
+        "secret/rich_backup_20261101_030000.sql.gz",
+    ):
         seed_backup(client, bucket, key)
     reply = service.request("GET", f"/api/v1/stored/{name}", service.auth())
     assert reply.status == 404, reply.body
@@ -144,21 +156,27 @@ def test_a_backup_deleted_by_retention_is_refused(stored_service):
 def test_the_endpoints_need_credentials(stored_service):
     service, client, bucket = stored_service
     seed_backup(client, bucket, "db/rich_backup_20261101_030000.sql.gz")
-    for method, path in (("GET", "/api/v1/stored"), ("GET", "/api/v1/stored/rich_backup_20261101_030000.sql.gz"),
-                         ("POST", "/api/v1/stored")):
+    for method, path in (
+        ("GET", "/api/v1/stored"),
+        ("GET", "/api/v1/stored/rich_backup_20261101_030000.sql.gz"),
+        ("POST", "/api/v1/stored"),
+    ):
         reply = service.request(method, path, basic("admin", "wrong-password-123456"))
         assert reply.status == 401, (method, path)
         assert "Location" not in reply.headers
     assert incomplete_uploads(client, bucket) == [] and len(object_keys(client, bucket)) == 1
 
 
-@pytest.mark.parametrize("headers", [
-    {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate", "Sec-Fetch-Dest": "document"},
-    {"Sec-Fetch-Site": "same-site", "Sec-Fetch-Mode": "cors", "Sec-Fetch-Dest": "empty"},
-    {"Sec-Fetch-Site": "none", "Sec-Fetch-Mode": "navigate", "Sec-Fetch-Dest": "document"},
-    {"Origin": "http://evil.example"},
-    {"Origin": "null"},
-])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate", "Sec-Fetch-Dest": "document"},
+        {"Sec-Fetch-Site": "same-site", "Sec-Fetch-Mode": "cors", "Sec-Fetch-Dest": "empty"},
+        {"Sec-Fetch-Site": "none", "Sec-Fetch-Mode": "navigate", "Sec-Fetch-Dest": "document"},
+        {"Origin": "http://evil.example"},
+        {"Origin": "null"},
+    ],
+)
 def test_post_from_anywhere_but_the_dashboard_is_refused(stored_service, headers):
     service, client, bucket = stored_service
     reply = service.request("POST", "/api/v1/stored", {**service.auth(), **headers})
@@ -171,8 +189,13 @@ def test_post_from_anywhere_but_the_dashboard_is_refused(stored_service, headers
 
 def test_post_from_the_dashboards_origin_is_accepted(stored_service):
     service, client, bucket = stored_service
-    headers = {**service.auth(), "Sec-Fetch-Site": "same-origin", "Sec-Fetch-Mode": "cors",
-               "Sec-Fetch-Dest": "empty", "Origin": service.base_url}
+    headers = {
+        **service.auth(),
+        "Sec-Fetch-Site": "same-origin",
+        "Sec-Fetch-Mode": "cors",
+        "Sec-Fetch-Dest": "empty",
+        "Origin": service.base_url,
+    }
     reply = service.request("POST", "/api/v1/stored", headers)
     assert reply.status == 202, reply.body
     assert wait_until(lambda: object_keys(client, bucket), 60)
@@ -191,8 +214,9 @@ def test_a_second_backup_while_one_runs_gets_429(s3, moto_s3, fault_proxy, rich_
     report = service.request("GET", first.json()["progress_url"], service.auth()).json()
     assert report["state"] == "running"
     # ... and while a download runs (a second slot is free for downloads, none for a stored backup)
-    assert wait_until(lambda: service.request("GET", first.json()["progress_url"], service.auth())
-                      .json()["state"] != "running", 60)
+    assert wait_until(
+        lambda: service.request("GET", first.json()["progress_url"], service.auth()).json()["state"] != "running", 60
+    )
     assert service.request("GET", first.json()["progress_url"], service.auth()).json()["state"] == "done"
 
 
@@ -248,8 +272,9 @@ def test_cancelling_a_stored_backup_aborts_its_upload(s3, fault_proxy, big_db, s
     assert wait_until(lambda: incomplete_uploads(client, bucket), 30)
     cancelled = service.request("DELETE", started["progress_url"], service.auth())
     assert cancelled.status == 200, cancelled.body
-    assert wait_until(lambda: service.request("GET", started["progress_url"], service.auth())
-                      .json()["state"] != "running", 30)
+    assert wait_until(
+        lambda: service.request("GET", started["progress_url"], service.auth()).json()["state"] != "running", 30
+    )
     report = service.request("GET", started["progress_url"], service.auth()).json()
     assert report["state"] == "cancelled" and report["error"].startswith("cancelled by token")
     assert "Nothing was stored" in report["error"]

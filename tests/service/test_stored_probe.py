@@ -1,5 +1,6 @@
 """The storage permission check (`check`, `/api/v1/database`): each permission tried on the prefix,
 nothing left behind, against moto's S3 server; denials injected by the proxy (moto allows everything)."""
+
 from __future__ import annotations
 
 import pytest
@@ -30,17 +31,25 @@ def test_every_permission_is_tried_and_nothing_is_left_behind(s3, moto_s3, fault
     assert any(m == "POST" and "uploads" in t for m, t, _ in proxy.log)
 
 
-@pytest.mark.parametrize("denied, expected", [
-    # DELETE without permission: no test object is written at all (it could not be removed)
-    (lambda m, p, q: m == "DELETE" and "uploadId" not in q,
-     {"list": "ok", "delete": "denied", "abort": "ok", "put": "not tried"}),
-    (lambda m, p, q: m == "DELETE" and "uploadId" in q,
-     {"list": "ok", "delete": "ok", "abort": "denied", "put": "ok"}),
-    (lambda m, p, q: m == "PUT",
-     {"list": "ok", "delete": "ok", "abort": "ok", "put": "denied"}),
-    (lambda m, p, q: m == "GET" and "list-type" in q,
-     {"list": "denied", "delete": "ok", "abort": "ok", "put": "ok"}),
-])
+@pytest.mark.parametrize(
+    "denied, expected",
+    [
+        # DELETE without permission: no test object is written at all (it could not be removed)
+        (
+            lambda m, p, q: m == "DELETE" and "uploadId" not in q,
+            {"list": "ok", "delete": "denied", "abort": "ok", "put": "not tried"},
+        ),
+        (
+            lambda m, p, q: m == "DELETE" and "uploadId" in q,
+            {"list": "ok", "delete": "ok", "abort": "denied", "put": "ok"},
+        ),
+        (lambda m, p, q: m == "PUT", {"list": "ok", "delete": "ok", "abort": "ok", "put": "denied"}),
+        (
+            lambda m, p, q: m == "GET" and "list-type" in q,
+            {"list": "denied", "delete": "ok", "abort": "ok", "put": "ok"},
+        ),
+    ],
+)
 def test_a_missing_permission_is_named_and_nothing_is_left_behind(s3, fault_proxy, denied, expected):
     client, bucket = s3
     proxy, through_proxy = fault_proxy
@@ -64,8 +73,14 @@ def test_unreachable_storage_is_said_so(s3):
 
 def test_check_reports_storage_permissions_and_schedule(s3, moto_s3, rich_db):
     client, bucket = s3
-    env = {"DATABASE_URL": rich_db, "ADMIN_TOKEN": "t" * 20, "BACKUP_STORAGE_URL": f"s3://{bucket}/db",
-           "BACKUP_SCHEDULE": "30 2 * * *", "BACKUP_RETENTION": "last=5", **s3_env(moto_s3.endpoint)}
+    env = {
+        "DATABASE_URL": rich_db,
+        "ADMIN_TOKEN": "t" * 20,
+        "BACKUP_STORAGE_URL": f"s3://{bucket}/db",
+        "BACKUP_SCHEDULE": "30 2 * * *",
+        "BACKUP_RETENTION": "last=5",
+        **s3_env(moto_s3.endpoint),
+    }
     done = run_cli("check", env=env)
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
@@ -83,8 +98,12 @@ def test_check_names_a_missing_permission(s3, fault_proxy, rich_db):
     client, bucket = s3
     proxy, _ = fault_proxy
     proxy.add(lambda m, p, q: m == "DELETE", ["403"], repeat_last=True)
-    env = {"DATABASE_URL": rich_db, "ADMIN_TOKEN": "t" * 20, "BACKUP_STORAGE_URL": f"s3://{bucket}/db",
-           **s3_env(proxy.endpoint)}
+    env = {
+        "DATABASE_URL": rich_db,
+        "ADMIN_TOKEN": "t" * 20,
+        "BACKUP_STORAGE_URL": f"s3://{bucket}/db",
+        **s3_env(proxy.endpoint),
+    }
     done = run_cli("check", env=env)
     assert done.returncode == 1
     assert "storage delete: denied — AccessDenied (HTTP 403): injected fault" in done.stdout
@@ -94,8 +113,12 @@ def test_check_names_a_missing_permission(s3, fault_proxy, rich_db):
 
 def test_the_database_endpoint_reports_storage(s3, moto_s3, rich_db, start_service):
     client, bucket = s3
-    service = start_service(DATABASE_URL=rich_db, BACKUP_STORAGE_URL=f"s3://{bucket}/db/", BACKUP_SCHEDULE="*/5 * * * *",
-                            **s3_env(moto_s3.endpoint))
+    service = start_service(
+        DATABASE_URL=rich_db,
+        BACKUP_STORAGE_URL=f"s3://{bucket}/db/",
+        BACKUP_SCHEDULE="*/5 * * * *",
+        **s3_env(moto_s3.endpoint),
+    )
     body = service.request("GET", "/api/v1/database", service.auth()).json()
     storage = body["storage"]
     assert storage["url"] == f"s3://{bucket}/db/" and storage["endpoint"] == moto_s3.endpoint

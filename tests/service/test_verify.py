@@ -1,5 +1,6 @@
 """`verify` on real backups (downloaded from a real service, written by `dump`) and on damaged copies;
 the SHA-256 the service and the CLI report is that of the bytes the client got."""
+
 from __future__ import annotations
 
 import gzip
@@ -70,7 +71,7 @@ def _truncated(body: bytes) -> bytes:
 
 def _bit_flipped(body: bytes) -> bytes:
     middle = len(body) // 2
-    return body[:middle] + bytes([body[middle] ^ 0x10]) + body[middle + 1:]
+    return body[:middle] + bytes([body[middle] ^ 0x10]) + body[middle + 1 :]
 
 
 def _regzipped(edit):
@@ -92,17 +93,29 @@ def _garbage_after_completion(sql: bytes) -> bytes:
     return sql + b"DROP TABLE app.people;\n"
 
 
-@pytest.mark.parametrize("damage, reason", [
-    (_truncated, "truncated: the gzip stream ends before its end marker"),
-    (_bit_flipped, "corrupt gzip data"),
-    (_regzipped(_without_completion_line), "ends without pg_dump's completion line"),
-    (_regzipped(_cut_in_copy_data), "ends inside a COPY statement's data"),
-    (_regzipped(_garbage_after_completion), "ends without pg_dump's completion line"),
-    (lambda body: b"", "the file is empty"),
-    (lambda body: gzip.decompress(body), "not a compressed backup"),
-    (lambda body: gzip.compress(b"SELECT 1;\n"), "not a plain pg_dump"),
-], ids=["truncated", "bit-flipped", "no-completion-line", "cut-in-copy", "sql-after-completion",
-        "empty", "not-gzip", "not-a-dump"])
+@pytest.mark.parametrize(
+    "damage, reason",
+    [
+        (_truncated, "truncated: the gzip stream ends before its end marker"),
+        (_bit_flipped, "corrupt gzip data"),
+        (_regzipped(_without_completion_line), "ends without pg_dump's completion line"),
+        (_regzipped(_cut_in_copy_data), "ends inside a COPY statement's data"),
+        (_regzipped(_garbage_after_completion), "ends without pg_dump's completion line"),
+        (lambda body: b"", "the file is empty"),
+        (lambda body: gzip.decompress(body), "not a compressed backup"),
+        (lambda body: gzip.compress(b"SELECT 1;\n"), "not a plain pg_dump"),
+    ],
+    ids=[
+        "truncated",
+        "bit-flipped",
+        "no-completion-line",
+        "cut-in-copy",
+        "sql-after-completion",
+        "empty",
+        "not-gzip",
+        "not-a-dump",
+    ],
+)
 def test_verify_rejects_a_damaged_backup(download, tmp_path, damage, reason):
     path, reply = download
     damaged = tmp_path / "damaged.sql.gz"

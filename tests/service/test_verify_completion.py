@@ -6,6 +6,7 @@ small Python script in a temporary PG_BIN_DIRS folder that reports the server's 
 exits 0. Everything else is real: PostgreSQL (the service checks the server before running
 pg_dump), gunicorn, the HTTP client, the CLI.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -18,7 +19,7 @@ from tests.http_client import gzip_is_valid
 from tests.processes import run_cli
 from tests.service_process import audit_records
 
-FAKE_PG_DUMP = '''#!{python}
+FAKE_PG_DUMP = """#!{python}
 import os, sys
 if "--version" in sys.argv:
     print("pg_dump (PostgreSQL) {major}.99")
@@ -33,7 +34,7 @@ out.write(b"\\\\.\\n\\n")
 if {complete}:
     out.write(b"--\\n-- PostgreSQL database dump complete\\n--\\n\\n\\\\unrestrict abc\\n\\n")
 sys.exit(0)
-'''
+"""
 
 
 def fake_pg_dump_dir(folder, pg_cluster, *, complete: bool, rows: int = 16) -> str:
@@ -46,8 +47,11 @@ def fake_pg_dump_dir(folder, pg_cluster, *, complete: bool, rows: int = 16) -> s
     return str(folder)
 
 
-@pytest.mark.parametrize("complete, rows", [(False, 16), (False, 0), (True, 16)],
-                         ids=["no-completion-line", "no-completion-line-tiny-dump", "control-complete"])
+@pytest.mark.parametrize(
+    "complete, rows",
+    [(False, 16), (False, 0), (True, 16)],
+    ids=["no-completion-line", "no-completion-line-tiny-dump", "control-complete"],
+)
 def test_stream_breaks_without_completion_line(start_service, rich_db, pg_cluster, tmp_path, complete, rows):
     """A tiny dump too: its failure comes before a full batch, yet must still break the transfer."""
     bin_dir = fake_pg_dump_dir(tmp_path, pg_cluster, complete=complete, rows=rows)

@@ -1,5 +1,6 @@
 """age recipients and identities parsed from settings, labelled for `list`, and their problems worded
 without ever quoting a private key (pure functions; keys made by pyrage in memory)."""
+
 from __future__ import annotations
 
 import pyrage
@@ -27,12 +28,15 @@ def test_recipients_split_on_commas_and_newlines_skip_comments_and_repeat_once()
     assert found[1].label == "ssh-ed25519 SHA256:IO87GElXQh2ooE5AoNMHFH4vPrNpQrSvKjVGd3D8vbM"  # as ssh-keygen -l
 
 
-@pytest.mark.parametrize("bad, says", [
-    ("age1qqqq", "is not a valid age recipient"),
-    ("ssh-ed25519 AAAAnot-base64", "is not a valid ssh-ed25519 public key"),
-    ("ssh-dss AAAAB3NzaC1kc3M", "neither an age recipient"),
-    ("hello", "neither an age recipient"),
-])
+@pytest.mark.parametrize(
+    "bad, says",
+    [
+        ("age1qqqq", "is not a valid age recipient"),
+        ("ssh-ed25519 AAAAnot-base64", "is not a valid ssh-ed25519 public key"),
+        ("ssh-dss AAAAB3NzaC1kc3M", "neither an age recipient"),
+        ("hello", "neither an age recipient"),
+    ],
+)
 def test_a_malformed_recipient_is_named(bad, says):
     with pytest.raises(BadKey, match=says) as refused:
         parse_recipients(bad)
@@ -60,11 +64,14 @@ def test_an_identity_is_a_value_or_a_file_of_several_keys(tmp_path):
     assert matching_recipients(identities, recipients) == recipients[:2]
 
 
-@pytest.mark.parametrize("value, says", [
-    ("AGE-SECRET-KEY-1NOTAKEY", "line 1 is not an age secret key"),
-    ("/nonexistent/key.txt", "'/nonexistent/key.txt': No such file or directory"),
-    ("-----BEGIN OPENSSH PRIVATE KEY-----\nbroken\n-----END OPENSSH PRIVATE KEY-----", "cannot be read"),
-])
+@pytest.mark.parametrize(
+    "value, says",
+    [
+        ("AGE-SECRET-KEY-1NOTAKEY", "line 1 is not an age secret key"),
+        ("/nonexistent/key.txt", "'/nonexistent/key.txt': No such file or directory"),
+        ("-----BEGIN OPENSSH PRIVATE KEY-----\nbroken\n-----END OPENSSH PRIVATE KEY-----", "cannot be read"),
+    ],
+)
 def test_an_unusable_identity_is_one_line_that_never_quotes_the_value(value, says):
     problems: list[str] = []
     settings = encryption_settings({"BACKUP_AGE_IDENTITY": value}, problems)

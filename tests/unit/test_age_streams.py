@@ -1,5 +1,6 @@
 """The streaming encryptor and decryptor in memory (pyrage, no processes): round trips, a file cut exactly
 at an age chunk boundary, early close, and errors from either side raised in the caller's thread."""
+
 from __future__ import annotations
 
 import io
@@ -27,7 +28,7 @@ def encrypt(data: bytes, recipients) -> bytes:
     out = io.BytesIO()
     encryptor = AgeEncryptor(out, recipients)
     for start in range(0, len(data), 50_000):  # pieces that do not line up with age's chunks
-        encryptor.write(data[start:start + 50_000])
+        encryptor.write(data[start : start + 50_000])
     encryptor.finish()
     assert encryptor.plain_bytes == len(data) and encryptor.cipher_bytes == len(out.getvalue())
     return out.getvalue()
@@ -55,9 +56,9 @@ def test_a_file_cut_exactly_at_a_chunk_boundary_is_refused(pair):
     """The cut a plain stream cipher would miss: whole chunks, nothing torn. age's last-chunk flag catches it."""
     identities, recipients = pair
     blob = encrypt(os.urandom(4 * CHUNK), recipients)
-    payload = blob.index(b"\n---") + blob[blob.index(b"\n---") + 1:].index(b"\n") + 2 + 16  # header + nonce
+    payload = blob.index(b"\n---") + blob[blob.index(b"\n---") + 1 :].index(b"\n") + 2 + 16  # header + nonce
     assert len(blob) == payload + 4 * (CHUNK + 16)  # the offsets are right: four whole chunks follow
-    cut = blob[:payload + 2 * (CHUNK + 16)]
+    cut = blob[: payload + 2 * (CHUNK + 16)]
     with pytest.raises(DecryptionFailed, match="does not decrypt to intact data"):
         decrypt(cut, identities)
 

@@ -1,5 +1,6 @@
 """bench/chunk_share.py's arithmetic on small made-up dumps: which bytes of a night are new, which table they
 belong to, and what sorting rows by key takes away. bench/dedup_nights.py's day of changes as SQL."""
+
 from __future__ import annotations
 
 import random
@@ -12,7 +13,7 @@ AVG = 4096  # small chunks, so that a 1 MB made-up dump has a few hundred
 
 
 def row(key: int, rng: random.Random) -> bytes:
-    return b"%d\t%s\t%d" % (key, rng.randbytes(40).hex().encode(), rng.randrange(10 ** 6))
+    return b"%d\t%s\t%d" % (key, rng.randbytes(40).hex().encode(), rng.randrange(10**6))
 
 
 def dump(tables: dict[str, list[bytes]]) -> bytes:

@@ -1,5 +1,6 @@
 """The dedup writer and reader on their own: chunk boundaries, ids, the manifest's checks. The chunk store is a
 dict here (the service tests use moto's S3 server): these tests are about bytes, not storage."""
+
 from __future__ import annotations
 
 import gzip
@@ -56,10 +57,16 @@ def store(sql: bytes, backing: DictStore, known: dict[str, int] | None = None, b
     sink = DedupSink(backing, KEY, known or {})
     gz = gzip.compress(sql, 1)
     for start in range(0, len(gz), batch):
-        sink.write(gz[start:start + batch])
+        sink.write(gz[start : start + batch])
     chunks = sink.finish()
-    return sink, Manifest(backup="x", chunks=chunks, sql_sha256=sink.sql_sha256, sql_bytes=sink.sql_bytes,
-                          key_check=KEY.check, facts={"backup_name": "x"})
+    return sink, Manifest(
+        backup="x",
+        chunks=chunks,
+        sql_sha256=sink.sql_sha256,
+        sql_bytes=sink.sql_bytes,
+        key_check=KEY.check,
+        facts={"backup_name": "x"},
+    )
 
 
 def test_cutting_in_windows_gives_the_chunks_of_cutting_all_at_once():
@@ -78,7 +85,7 @@ def test_known_chunks_are_not_sent_and_an_edit_sends_few():
     known = {i: len(b) for i, b in backing.objects.items()}
     sink, _ = store(sql, backing, known)
     assert sink.new_chunks == 0 and backing.puts == first_puts
-    edited = sql[:10 * AVG_CHUNK] + b"an edit in the middle\n" + sql[10 * AVG_CHUNK:]
+    edited = sql[: 10 * AVG_CHUNK] + b"an edit in the middle\n" + sql[10 * AVG_CHUNK :]
     sink, manifest = store(edited, backing, {i: len(b) for i, b in backing.objects.items()})
     assert 1 <= sink.new_chunks <= 2 < len(manifest.chunks)
 
@@ -129,13 +136,19 @@ def test_the_last_chunk_is_withheld_until_the_whole_sql_is_checked():
     assert len(received) == sum(c.size for c in manifest.chunks[:-1])
 
 
-@pytest.mark.parametrize("data, reason", [
-    (b"not json", "not JSON"),
-    (b'{"format": "something else"}', "not a backup_svc dedup manifest"),
-    (b'{"format": "backup_svc dedup manifest", "version": 9}', "version 9"),
-    (b'{"format": "backup_svc dedup manifest", "version": 1, "backup": "x", "sql_sha256": "", "sql_bytes": 5, '
-     b'"key_check": "", "chunks": [["a", 4, 3]]}', "do not add up"),
-])
+@pytest.mark.parametrize(
+    "data, reason",
+    [
+        (b"not json", "not JSON"),
+        (b'{"format": "something else"}', "not a backup_svc dedup manifest"),
+        (b'{"format": "backup_svc dedup manifest", "version": 9}', "version 9"),
+        (
+            b'{"format": "backup_svc dedup manifest", "version": 1, "backup": "x", "sql_sha256": "", "sql_bytes": 5, '
+            b'"key_check": "", "chunks": [["a", 4, 3]]}',
+            "do not add up",
+        ),
+    ],
+)
 def test_a_bad_manifest_says_why(data, reason):
     with pytest.raises(BadManifest, match=reason):
         Manifest.from_bytes(data)
@@ -147,9 +160,14 @@ def test_the_key_never_shows():
 
 def dump_like(body: bytes, key: str) -> bytes:
     """A plain dump's frame around `body`, with pg_dump's random `\\restrict` key in its header and last line."""
-    return (b"--\n-- PostgreSQL database dump\n--\n\n\\restrict " + key.encode() + b"\n\n-- Dumped from database "
-            b"version 17.6\n\n" + body + b"\n--\n-- PostgreSQL database dump complete\n--\n\n\\unrestrict "
-            + key.encode() + b"\n\n")
+    return (
+        b"--\n-- PostgreSQL database dump\n--\n\n\\restrict " + key.encode() + b"\n\n-- Dumped from database "
+        b"version 17.6\n\n"
+        + body
+        + b"\n--\n-- PostgreSQL database dump complete\n--\n\n\\unrestrict "
+        + key.encode()
+        + b"\n\n"
+    )
 
 
 def test_the_random_restrict_key_costs_two_tiny_chunks_a_night():
@@ -184,6 +202,7 @@ def test_memory_stays_bounded_however_far_a_batch_inflates():
         nonlocal largest
         largest = max(largest, len(sink._buffer) + len(plain))  # what is held before it is cut
         original(plain)
+
     sink._take = watched
     sink.write(gzip.compress(sql, 9))
     chunks = sink.finish()
@@ -212,7 +231,7 @@ def test_a_chunk_being_sent_holds_its_stored_bytes_not_also_its_plain_copy():
     sink = DedupSink(StuckLink(), KEY, {})
     tracemalloc.start()
     try:
-        writer = threading.Thread(target=lambda: [sink.write(gz[i:i + 65536]) for i in range(0, len(gz), 65536)])
+        writer = threading.Thread(target=lambda: [sink.write(gz[i : i + 65536]) for i in range(0, len(gz), 65536)])
         writer.start()
         deadline = time.monotonic() + 30
         while len(held) < CHUNKS_IN_FLIGHT and time.monotonic() < deadline:
@@ -226,8 +245,11 @@ def test_a_chunk_being_sent_holds_its_stored_bytes_not_also_its_plain_copy():
         tracemalloc.stop()
     sink.finish()
     assert len(held) >= CHUNKS_IN_FLIGHT
-    assert traced < window + INFLATE_STEP + sum(held[:CHUNKS_IN_FLIGHT]) + 512 * 1024, \
-        (traced, window, held[:CHUNKS_IN_FLIGHT])
+    assert traced < window + INFLATE_STEP + sum(held[:CHUNKS_IN_FLIGHT]) + 512 * 1024, (
+        traced,
+        window,
+        held[:CHUNKS_IN_FLIGHT],
+    )
 
 
 class SlowStore(DictStore):
@@ -238,6 +260,7 @@ class SlowStore(DictStore):
     def __init__(self, delay: float):
         super().__init__()
         import threading
+
         self.delay, self.lock = delay, threading.Lock()
         self.running = self.most = self.gets = 0
 
@@ -250,6 +273,7 @@ class SlowStore(DictStore):
             time.sleep(self.delay)
             if chunk_id not in self.objects:
                 from backup_svc.storage.dedup.chunks import MissingChunk
+
                 raise MissingChunk(f"chunk {chunk_id} is missing")
             return super().get(chunk_id)
         finally:
@@ -259,6 +283,7 @@ class SlowStore(DictStore):
 
 def read_ahead_threads() -> list:
     import threading
+
     return [t for t in threading.enumerate() if t.name.startswith("dedup-read-ahead")]
 
 
@@ -307,7 +332,7 @@ def test_a_missing_chunk_fetched_ahead_is_named_in_its_turn_and_stops_the_pool()
     with pytest.raises(BadChunk, match=f"chunk 4 of {len(manifest.chunks)} \\({victim}\\) cannot be read"):
         while chunk := stream.read(65536):
             received += chunk
-    assert bytes(received) == sql[:sum(c.size for c in manifest.chunks[:3])]  # chunks 1-3, in order, then stop
+    assert bytes(received) == sql[: sum(c.size for c in manifest.chunks[:3])]  # chunks 1-3, in order, then stop
     assert read_ahead_threads() == before and not stream.closed  # the failure itself stopped the pool
 
 
@@ -321,13 +346,19 @@ def test_a_backup_cut_at_another_chunk_size_still_reads():
     sql = sql_like(3 * other) + b"\0" * (4 * other)  # the zeros: one chunk of that size's maximum
     backing, refs, at = DictStore(), [], 0
     for cut in FastCDC(other, min_size=other // 4, max_size=4 * other).cut_buf(sql):
-        plain = sql[at:at + cut.length]
+        plain = sql[at : at + cut.length]
         at += cut.length
         backing.put(KEY.chunk_id(plain), compress_chunk(plain))
         refs.append(ChunkRef(KEY.chunk_id(plain), len(plain), len(backing.objects[KEY.chunk_id(plain)])))
     assert max(r.size for r in refs) == 4 * other > MAX_CHUNK
-    manifest = Manifest(backup="x", chunks=refs, sql_sha256=hashlib.sha256(sql).hexdigest(), sql_bytes=len(sql),
-                        key_check=KEY.check, facts={"backup_name": "x"})
+    manifest = Manifest(
+        backup="x",
+        chunks=refs,
+        sql_sha256=hashlib.sha256(sql).hexdigest(),
+        sql_bytes=len(sql),
+        key_check=KEY.check,
+        facts={"backup_name": "x"},
+    )
     manifest = Manifest.from_bytes(manifest.to_bytes())
     assert read_all(manifest, backing) == sql
     members = b"".join(sqlgz_members(DedupStream(manifest, manifest.to_bytes(), backing, KEY)))

@@ -1,4 +1,5 @@
 """storage/dedup/sqlgz.py: a dedup backup's chunks as one .sql.gz of gzip members, without recompressing."""
+
 from __future__ import annotations
 
 import gzip

@@ -1,6 +1,7 @@
 """Guarantees the docs state that had no test of their own: credentials and link signatures are
 compared in constant time, a link may run 30 s past LINK_MAX_TTL for clock skew and not a second
 more, and the audit trail keeps at most 256 characters of a User-Agent."""
+
 from __future__ import annotations
 
 import hmac
@@ -34,8 +35,10 @@ def test_credentials_are_compared_in_constant_time(compared):
     """docs/security.md: secrets are compared in constant time (hmac.compare_digest, never ==)."""
     assert auth._same("a-token-of-twenty-chars", "a-token-of-twenty-chars")
     assert not auth._same("a-token-of-twenty-charX", "a-token-of-twenty-chars")
-    assert compared == [(b"a-token-of-twenty-chars", b"a-token-of-twenty-chars"),
-                        (b"a-token-of-twenty-charX", b"a-token-of-twenty-chars")]
+    assert compared == [
+        (b"a-token-of-twenty-chars", b"a-token-of-twenty-chars"),
+        (b"a-token-of-twenty-charX", b"a-token-of-twenty-chars"),
+    ]
 
 
 def test_link_signatures_are_compared_in_constant_time(compared):

@@ -1,4 +1,5 @@
 """The grace in force against Railway's draining time (backup_svc/draining.py), and how it is read."""
+
 from __future__ import annotations
 
 import pytest
@@ -10,19 +11,21 @@ from backup_svc.serving.server import gunicorn_options
 BASE_ENV = {"DATABASE_URL": "postgresql://u:p@db.internal/app", "ADMIN_TOKEN": "t" * 24}
 
 
-@pytest.mark.parametrize("requested, draining, on_railway, grace, warned", [
-    (60, None, False, 60, None),                       # off Railway, nothing to fit
-    (60, None, True, 60, "is not set"),                # on Railway: the default is 0 s
-    (60, 90, True, 60, None),                          # the settings of .railway/railway.ts
-    (60, 60 + DRAIN_MARGIN_S, True, 60, None),         # just enough
-    (60, 60 + DRAIN_MARGIN_S - 1, True, 59, "shorter than GRACEFUL_TIMEOUT=60 plus 15 s"),
-    (60, 40, True, 25, "downloads get 25 s"),
-    (600, 630, True, 600, None),                       # the guide's 10-minute example
-    (60, 0, True, 1, "cuts every running download at once"),
-    (5, 10, False, 1, "set it to 20 or more"),         # shorter than the margin itself
-])
-def test_grace_ends_before_the_draining_and_short_draining_is_warned(requested, draining, on_railway, grace,
-                                                                       warned):
+@pytest.mark.parametrize(
+    "requested, draining, on_railway, grace, warned",
+    [
+        (60, None, False, 60, None),  # off Railway, nothing to fit
+        (60, None, True, 60, "is not set"),  # on Railway: the default is 0 s
+        (60, 90, True, 60, None),  # the settings of .railway/railway.ts
+        (60, 60 + DRAIN_MARGIN_S, True, 60, None),  # just enough
+        (60, 60 + DRAIN_MARGIN_S - 1, True, 59, "shorter than GRACEFUL_TIMEOUT=60 plus 15 s"),
+        (60, 40, True, 25, "downloads get 25 s"),
+        (600, 630, True, 600, None),  # the guide's 10-minute example
+        (60, 0, True, 1, "cuts every running download at once"),
+        (5, 10, False, 1, "set it to 20 or more"),  # shorter than the margin itself
+    ],
+)
+def test_grace_ends_before_the_draining_and_short_draining_is_warned(requested, draining, on_railway, grace, warned):
     fit = Draining(draining, on_railway)
 
     assert fit.grace_s(requested) == grace
@@ -36,8 +39,14 @@ def test_grace_ends_before_the_draining_and_short_draining_is_warned(requested, 
 
 
 def test_settings_read_the_draining_and_hand_gunicorn_the_fitted_grace():
-    settings = Settings.from_env({**BASE_ENV, "GRACEFUL_TIMEOUT": "60", "RAILWAY_DEPLOYMENT_DRAINING_SECONDS": "40",
-                                  "RAILWAY_ENVIRONMENT_ID": "e0c7"})
+    settings = Settings.from_env(
+        {
+            **BASE_ENV,
+            "GRACEFUL_TIMEOUT": "60",
+            "RAILWAY_DEPLOYMENT_DRAINING_SECONDS": "40",
+            "RAILWAY_ENVIRONMENT_ID": "e0c7",
+        }
+    )
 
     assert settings.draining == Draining(40, on_railway=True)
     assert settings.graceful_timeout_s == 60  # what was asked for stays visible

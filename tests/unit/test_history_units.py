@@ -1,6 +1,7 @@
 """The history's pure parts: event keys and the hash chain, the writer's queue (with a `put` that fails on
 purpose — a stand-in for the bucket, the only way to script its failures exactly), and what the views read
 off a list of events."""
+
 from __future__ import annotations
 
 import json
@@ -9,8 +10,17 @@ import time
 from datetime import datetime, timedelta, timezone
 
 from backup_svc.history import summary
-from backup_svc.history.event import (AUDIT, OUTCOME, STORED_RUN, UPLOAD_TRIGGER, HistoryEvent, RunChain, canonical,
-                                     digest, parse_name)
+from backup_svc.history.event import (
+    AUDIT,
+    OUTCOME,
+    STORED_RUN,
+    UPLOAD_TRIGGER,
+    HistoryEvent,
+    RunChain,
+    canonical,
+    digest,
+    parse_name,
+)
 from backup_svc.history.hooks import record_run
 from backup_svc.history.summary import stored_runs
 from backup_svc.history.trail import History
@@ -26,8 +36,12 @@ def test_an_events_key_holds_its_day_time_run_number_and_hash():
 
     assert first.name == f"2026/12/04/20261204T103005123Z-0123456789ab-000000-{first.sha256[:16]}.json"
     facts = parse_name(second.name)
-    assert (facts.time, facts.run, facts.seq, facts.hash16) == (T0 + timedelta(seconds=1), "0123456789ab", 1,
-                                                                second.sha256[:16])
+    assert (facts.time, facts.run, facts.seq, facts.hash16) == (
+        T0 + timedelta(seconds=1),
+        "0123456789ab",
+        1,
+        second.sha256[:16],
+    )
     assert first.body["prev"] is None and second.body["prev"] == first.sha256
     assert first.data == canonical(first.body) and digest(first.data) == first.sha256
     assert json.loads(second.data)["data"] == {"outcome": "failed"} and second.body["process"] == "serve"
@@ -35,8 +49,13 @@ def test_an_events_key_holds_its_day_time_run_number_and_hash():
 
 def test_names_that_are_not_events_are_not_parsed():
     good = RunChain("serve").make(AUDIT, "backup", {}, T0).name
-    for name in ("2026/12/04/notes.txt", good.replace(".json", ".json.bak"), "2026/12/05/" + good[11:],
-                 good.replace("2026/12/04/", ""), "x" + good):
+    for name in (
+        "2026/12/04/notes.txt",
+        good.replace(".json", ".json.bak"),
+        "2026/12/05/" + good[11:],
+        good.replace("2026/12/04/", ""),
+        "x" + good,
+    ):
         assert parse_name(name) is None, name
     assert parse_name(good) is not None
 
@@ -134,13 +153,18 @@ def test_stored_runs_last_failure_and_last_scheduled_come_from_any_process():
 
 
 def test_recent_attempts_are_by_start_time_with_this_minutes_refusals_merged_in():
-    events = _events((AUDIT, "backup", {"outcome": "ok", "time": "2026-12-04T10:30:00.000Z"}, 0),
-                     (AUDIT, "stored-backup", {"outcome": "failed", "time": "2026-12-04T10:29:00.000Z"}, 5),
-                     (OUTCOME, STORED_RUN, {"outcome": "failed"}, 6))
+    events = _events(
+        (AUDIT, "backup", {"outcome": "ok", "time": "2026-12-04T10:30:00.000Z"}, 0),
+        (AUDIT, "stored-backup", {"outcome": "failed", "time": "2026-12-04T10:29:00.000Z"}, 5),
+        (OUTCOME, STORED_RUN, {"outcome": "failed"}, 6),
+    )
     open_refusals = [{"outcome": "denied", "time": "2026-12-04T10:29:30.000Z", "count": 4}]
     shown = summary.recent_attempts(events, open_refusals, 10)
-    assert [(e["outcome"], e["time"][11:19]) for e in shown] == [("ok", "10:30:00"), ("denied", "10:29:30"),
-                                                                 ("failed", "10:29:00")]
+    assert [(e["outcome"], e["time"][11:19]) for e in shown] == [
+        ("ok", "10:30:00"),
+        ("denied", "10:29:30"),
+        ("failed", "10:29:00"),
+    ]
     assert len(summary.recent_attempts(events, open_refusals, 2)) == 2
 
 
@@ -156,8 +180,7 @@ def _cron_run(run_id: str, outcome: str, finished: float, error: str | None = No
     """One `upload` process's stored-run event, as a cron service writes it (its own run id)."""
     history = History("upload")
     history.chain = RunChain("upload", run=run_id)
-    record_run(history, trigger=UPLOAD_TRIGGER, outcome=outcome, started=finished - 0.1, finished=finished,
-               error=error)
+    record_run(history, trigger=UPLOAD_TRIGGER, outcome=outcome, started=finished - 0.1, finished=finished, error=error)
     return history.cached()
 
 

@@ -5,6 +5,7 @@ notify, and the small modules at the package's root) may import `config`, direct
 another module — counting every import, deferred ones and `TYPE_CHECKING` ones included. And rooms
 stack: no two rooms (the package's top-level folders and modules) import each other, even through a third.
 """
+
 from __future__ import annotations
 
 import ast
@@ -14,8 +15,14 @@ import backup_svc
 
 PACKAGE = Path(backup_svc.__file__).parent
 # Above config: what loads the settings and runs things with them.
-ABOVE_CONFIG = ("backup_svc.cli", "backup_svc.__main__", "backup_svc.demo", "backup_svc.commands",
-                "backup_svc.web", "backup_svc.serving.server")
+ABOVE_CONFIG = (
+    "backup_svc.cli",
+    "backup_svc.__main__",
+    "backup_svc.demo",
+    "backup_svc.commands",
+    "backup_svc.web",
+    "backup_svc.serving.server",
+)
 
 
 def _modules() -> dict[str, Path]:
@@ -109,8 +116,11 @@ def test_nothing_below_config_imports_it_even_indirectly():
     graph = import_graph()
     below = [name for name in graph if not _above_config(name)]
     assert len(below) > 50  # the rooms are there: the check below is about something
-    wrong = {name: sorted(m for m in _reaches(graph, name) if _above_config(m))
-             for name in below if "backup_svc.config" in _reaches(graph, name)}
+    wrong = {
+        name: sorted(m for m in _reaches(graph, name) if _above_config(m))
+        for name in below
+        if "backup_svc.config" in _reaches(graph, name)
+    }
     assert wrong == {}
 
 
@@ -147,8 +157,17 @@ def test_the_checks_can_fail():
     assert _cycles(room_graph(graph))
 
 
-FORBIDDEN_IN_UNIT = {"subprocess", "socket", "http.client", "urllib.request", "playwright", "psycopg", "boto3",
-                     "multiprocessing", "asyncio"}
+FORBIDDEN_IN_UNIT = {
+    "subprocess",
+    "socket",
+    "http.client",
+    "urllib.request",
+    "playwright",
+    "psycopg",
+    "boto3",
+    "multiprocessing",
+    "asyncio",
+}
 
 
 def test_unit_tests_start_no_process_and_open_no_connection():
@@ -158,8 +177,13 @@ def test_unit_tests_start_no_process_and_open_no_connection():
     found = {}
     for path in sorted(unit.glob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
-            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
-                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            names = (
+                [alias.name for alias in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
             for name in names:
                 if any(name == bad or name.startswith(bad + ".") for bad in FORBIDDEN_IN_UNIT):
                     found.setdefault(path.name, []).append(name)

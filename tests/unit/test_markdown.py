@@ -4,6 +4,7 @@ GitHub and the dashboard render what the parser sees, not what the author meant:
 inside a table turns its remaining rows into a paragraph of pipes, and a fence left open swallows
 the rest of the file into one code block.
 """
+
 from __future__ import annotations
 
 import re
@@ -27,14 +28,20 @@ def markdown_problems(text: str) -> list[str]:
         if token.type == "inline" and tokens[n - 1].type == "paragraph_open":
             rows = [line for line in token.content.splitlines() if line.strip()]
             if rows and all(line.lstrip().startswith("|") and line.rstrip().endswith("|") for line in rows):
-                problems.append(f"line {token.map[0] + 1}: table rows rendered as a paragraph (a blank line "
-                                f"splits the table, or its header row is missing)")
+                problems.append(
+                    f"line {token.map[0] + 1}: table rows rendered as a paragraph (a blank line "
+                    f"splits the table, or its header row is missing)"
+                )
         if token.type == "fence":
             start, end = token.map
             closing = lines[end - 1] if end - 1 > start and end - 1 < len(lines) else ""
             marker = FENCE.match(closing)
-            if not (marker and marker.group(1)[0] == token.markup[0] and len(marker.group(1)) >= len(token.markup)
-                    and not closing.strip().strip(marker.group(1)[0])):
+            if not (
+                marker
+                and marker.group(1)[0] == token.markup[0]
+                and len(marker.group(1)) >= len(token.markup)
+                and not closing.strip().strip(marker.group(1)[0])
+            ):
                 problems.append(f"line {start + 1}: code fence {token.markup} is never closed")
     return problems
 
@@ -47,11 +54,17 @@ def test_docs_have_no_broken_tables_or_open_fences(path):
 TABLE = "| a | b |\n|---|---|\n| 1 | 2 |\n"
 
 
-@pytest.mark.parametrize("text,problem", [
-    (TABLE + "\n| 3 | 4 |\n| 5 | 6 |\n", "line 5: table rows rendered as a paragraph"),
-    ("Intro\n\n```sh\necho hi\n\nMore text\n", "line 3: code fence ``` is never closed"),
-    ("```sh\necho\n````text\n", "line 1: code fence ``` is never closed"),  # a fence with an info string opens, never closes
-])
+@pytest.mark.parametrize(
+    "text,problem",
+    [
+        (TABLE + "\n| 3 | 4 |\n| 5 | 6 |\n", "line 5: table rows rendered as a paragraph"),
+        ("Intro\n\n```sh\necho hi\n\nMore text\n", "line 3: code fence ``` is never closed"),
+        (
+            "```sh\necho\n````text\n",
+            "line 1: code fence ``` is never closed",
+        ),  # a fence with an info string opens, never closes
+    ],
+)
 def test_the_check_catches_what_it_is_for(text, problem):
     found = markdown_problems(text)
     assert found and found[0].startswith(problem), found

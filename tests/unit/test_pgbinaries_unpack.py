@@ -4,6 +4,7 @@ Debian 12's Python 3.11.2 has no tarfile extraction filters; there the "data" fi
 applied by hand. Both ways run here: the by-hand one with `tarfile.data_filter` hidden, which is how
 the test fakes an older Python on a newer one.
 """
+
 from __future__ import annotations
 
 import io
@@ -44,9 +45,15 @@ def python(request, monkeypatch):
 
 
 def test_tree_lands_without_its_top_folder_and_loses_setuid(python, tmp_path):
-    _extract(_tarball(("file", "pg/bin/pg_dump", b"#!"), ("setuid", "pg/bin/psql", b"#!"),
-                      ("symlink", "pg/lib/libpq.so", "libpq.so.5"), ("file", "pg/lib/libpq.so.5", b"so")),
-             tmp_path)
+    _extract(
+        _tarball(
+            ("file", "pg/bin/pg_dump", b"#!"),
+            ("setuid", "pg/bin/psql", b"#!"),
+            ("symlink", "pg/lib/libpq.so", "libpq.so.5"),
+            ("file", "pg/lib/libpq.so.5", b"so"),
+        ),
+        tmp_path,
+    )
 
     assert (tmp_path / "bin" / "pg_dump").read_bytes() == b"#!"
     assert os.readlink(tmp_path / "lib" / "libpq.so") == "libpq.so.5"
@@ -55,11 +62,14 @@ def test_tree_lands_without_its_top_folder_and_loses_setuid(python, tmp_path):
     assert not mode & stat.S_ISUID and not mode & stat.S_IWOTH and mode & stat.S_IXUSR
 
 
-@pytest.mark.parametrize("member", [
-    ("file", "pg/../../escaped", b"x"),
-    ("symlink", "pg/lib/evil", "/etc/passwd"),
-    ("symlink", "pg/lib/evil", "../../../etc/passwd"),
-])
+@pytest.mark.parametrize(
+    "member",
+    [
+        ("file", "pg/../../escaped", b"x"),
+        ("symlink", "pg/lib/evil", "/etc/passwd"),
+        ("symlink", "pg/lib/evil", "../../../etc/passwd"),
+    ],
+)
 def test_a_member_leaving_the_folder_is_refused(python, tmp_path, member):
     into = tmp_path / "into"
     into.mkdir()

@@ -5,12 +5,14 @@ thread's gunicorn then parses the same bytes. If the two read a head differently
 body is, whether there is one — a thread waits on a client (13-digit Content-Length, issue 22) or
 requests desynchronise. Every case is given to both; they must agree.
 """
+
 from __future__ import annotations
 
 import pytest
 
 from backup_svc.serving.arrival import MAX_BUFFERED_BODY, request_arrival
 from tests.hostile_requests import BODY, CFG, CORPUS, PEER, gunicorn_reads
+
 
 @pytest.mark.parametrize("name", list(CORPUS))
 def test_the_worker_reads_every_head_as_gunicorn_does(name):
@@ -26,7 +28,7 @@ def test_the_worker_reads_every_head_as_gunicorn_does(name):
     assert arrival.needed == head_length + value, f"{name}: gunicorn reads a body of {value} bytes"
     if value:
         # One byte short: gunicorn would wait for it in a thread, so the worker must wait for it instead.
-        assert not request_arrival(data[:head_length + value - 1], CFG, PEER).complete
+        assert not request_arrival(data[: head_length + value - 1], CFG, PEER).complete
 
 
 @pytest.mark.parametrize("cut", [1, 10, 30])

@@ -1,4 +1,5 @@
 """Restore's pure parts: settings, names, progress, and how a restore reads in a notification."""
+
 from __future__ import annotations
 
 from datetime import datetime, timezone
@@ -17,13 +18,16 @@ BASE = {"DATABASE_URL": "postgresql://u@h/shop", "ADMIN_PASSWORD": "p" * 20}
 WHEN = datetime(2026, 12, 4, 22, 15, 0, tzinfo=timezone.utc)
 
 
-@pytest.mark.parametrize("env,problem", [
-    ({"RESTORE_TOKEN": "short"}, "RESTORE_TOKEN must be at least 16 characters"),
-    ({"RESTORE_TOKEN": "x" * 20, "ADMIN_TOKEN": "x" * 20}, "RESTORE_TOKEN must differ from ADMIN_TOKEN"),
-    ({"RESTORE_SWAP_TIMEOUT": "0"}, "RESTORE_SWAP_TIMEOUT must be between 1 and 600"),
-    ({"RESTORE_SWAP_TIMEOUT": "soon"}, "RESTORE_SWAP_TIMEOUT must be a whole number"),
-    ({"RESTORE_JOBS": "0"}, "RESTORE_JOBS must be between 1 and 64"),
-])
+@pytest.mark.parametrize(
+    "env,problem",
+    [
+        ({"RESTORE_TOKEN": "short"}, "RESTORE_TOKEN must be at least 16 characters"),
+        ({"RESTORE_TOKEN": "x" * 20, "ADMIN_TOKEN": "x" * 20}, "RESTORE_TOKEN must differ from ADMIN_TOKEN"),
+        ({"RESTORE_SWAP_TIMEOUT": "0"}, "RESTORE_SWAP_TIMEOUT must be between 1 and 600"),
+        ({"RESTORE_SWAP_TIMEOUT": "soon"}, "RESTORE_SWAP_TIMEOUT must be a whole number"),
+        ({"RESTORE_JOBS": "0"}, "RESTORE_JOBS must be between 1 and 64"),
+    ],
+)
 def test_bad_restore_settings_refuse_to_start_without_echoing_the_token(env, problem):
     with pytest.raises(ConfigError) as refused:
         Settings.from_env({**BASE, **env})
@@ -73,14 +77,26 @@ def test_progress_cancels_before_the_swap_only():
 
 def test_a_restore_is_news_even_when_notify_on_is_failure():
     notifier = Notifier(NotifySettings(webhook_url="http://127.0.0.1:9/hook", notify_on="failure"))
-    event = Event(kind=RESTORE, outcome=OK, database="shop", name="shop_backup_20261204_020000.sql.gz",
-                  finished=WHEN, details={"action": "restore", "summary": "shop_backup_… was restored."})
+    event = Event(
+        kind=RESTORE,
+        outcome=OK,
+        database="shop",
+        name="shop_backup_20261204_020000.sql.gz",
+        finished=WHEN,
+        details={"action": "restore", "summary": "shop_backup_… was restored."},
+    )
     assert [name for name, _, _ in notifier.channels(event)] == ["webhook"]
     assert event.headline() == "Restore of shop done at 2026-12-04 22:15 UTC"
     assert "was restored" in event.text()
     assert subject(event) == "[backup_svc] shop: restore ok at 2026-12-04 22:15 UTC"
-    failed = Event(kind=RESTORE, outcome=FAILED, database="shop", error="the swap failed", finished=WHEN,
-                   details={"action": "undo"})
+    failed = Event(
+        kind=RESTORE,
+        outcome=FAILED,
+        database="shop",
+        error="the swap failed",
+        finished=WHEN,
+        details={"action": "undo"},
+    )
     assert failed.headline() == "Undo of shop FAILED at 2026-12-04 22:15 UTC" and "the swap failed" in failed.text()
 
 

@@ -1,4 +1,5 @@
 """Counting COPY rows in a streamed dump, however the stream is cut into chunks; recording them as metadata."""
+
 from __future__ import annotations
 
 import json
@@ -44,13 +45,13 @@ def test_whole_dump():
 
 @pytest.mark.parametrize("size", [1, 2, 3, 5, 7, 13, 64])
 def test_any_chunking_gives_the_same_counts(size):
-    assert count_rows(DUMP[i:i + size] for i in range(0, len(DUMP), size)) == EXPECTED
+    assert count_rows(DUMP[i : i + size] for i in range(0, len(DUMP), size)) == EXPECTED
 
 
 def test_long_rows_across_chunks():
     big = b"x" * 300_000
     dump = b"\nCOPY public.blobs (b) FROM stdin;\n" + big + b"\n" + big + b"\nshort\n\\.\n"
-    assert count_rows(dump[i:i + 10000] for i in range(0, len(dump), 10000)) == {("public", "blobs"): 3}
+    assert count_rows(dump[i : i + 10000] for i in range(0, len(dump), 10000)) == {("public", "blobs"): 3}
 
 
 def test_counting_is_off_unless_asked():
@@ -74,7 +75,14 @@ def test_metadata_keeps_totals_when_the_tables_do_not_fit():
     assert counts_from_metadata(meta) == (None, sum(range(200)), 200)
 
 
-@pytest.mark.parametrize("meta", [{"sha256": "ab"}, {"row-counts": "not json", "rows": "x"},
-                                  {"row-counts": "[1, 2]"}, {"row-counts": '{"s": {"t": "many"}}'}])
+@pytest.mark.parametrize(
+    "meta",
+    [
+        {"sha256": "ab"},
+        {"row-counts": "not json", "rows": "x"},
+        {"row-counts": "[1, 2]"},
+        {"row-counts": '{"s": {"t": "many"}}'},
+    ],
+)
 def test_metadata_without_usable_counts(meta):
     assert counts_from_metadata(meta)[0] is None

@@ -1,5 +1,6 @@
 """Splitting pg_dump's plain script into sections (backup_svc/files/parallel/script.py, lexer.py): what
 goes where, whatever the chunk boundaries, with names and bodies that look like pg_dump's comments."""
+
 from __future__ import annotations
 
 import pytest
@@ -23,7 +24,7 @@ def split(sql: bytes, chunk: int) -> tuple[list[tuple], ScriptSplitter]:
     sink = Recorder()
     splitter = ScriptSplitter(sink)
     for i in range(0, len(sql), chunk):
-        splitter.feed(sql[i:i + chunk])
+        splitter.feed(sql[i : i + chunk])
     splitter.finish()
     return sink.calls, splitter
 
@@ -154,8 +155,11 @@ def test_the_sections_of_a_dump(chunk):
 def test_a_big_table_goes_out_in_jobs_that_end_at_a_row(monkeypatch):
     monkeypatch.setattr(script, "JOB_BYTES", 100)
     rows = b"".join(b"%d\t%s\n" % (i, b"x" * (i % 17)) for i in range(200))
-    sql = (b"--\n-- Data for Name: t; Type: TABLE DATA; Schema: public; Owner: -\n--\n\nCOPY public.t (a, b) FROM stdin;\n"
-           + rows + b"\\.\n\n--\n-- PostgreSQL database dump complete\n--\n")
+    sql = (
+        b"--\n-- Data for Name: t; Type: TABLE DATA; Schema: public; Owner: -\n--\n\nCOPY public.t (a, b) FROM stdin;\n"
+        + rows
+        + b"\\.\n\n--\n-- PostgreSQL database dump complete\n--\n"
+    )
     for chunk in (3, 50, 99):  # chunks (1 MiB) are smaller than jobs (4 MiB), as when restoring
         calls, _ = split(sql, chunk)
         jobs = [b"".join(c[3]) for c in calls if c[0] == "copy_rows"]
@@ -165,34 +169,41 @@ def test_a_big_table_goes_out_in_jobs_that_end_at_a_row(monkeypatch):
 
 def test_a_statement_keeps_its_own_blank_and_comment_like_lines():
     """Only the comments around an entry's statement are left out; a string inside it keeps its lines."""
-    sql = (b"--\n-- Data for Name: t; Type: TABLE DATA; Schema: public; Owner: -\n--\n\n"
-           b"COPY public.\"a\n\n-- b\" (x) FROM stdin;\n1\n\\.\n\n"
-           b"--\n-- Name: i; Type: INDEX; Schema: public; Owner: -\n--\n\n"
-           b"CREATE INDEX i ON public.t USING btree (x) WHERE (y <> 'p\n\n-- q\n'::text);\n\n")
+    sql = (
+        b"--\n-- Data for Name: t; Type: TABLE DATA; Schema: public; Owner: -\n--\n\n"
+        b'COPY public."a\n\n-- b" (x) FROM stdin;\n1\n\\.\n\n'
+        b"--\n-- Name: i; Type: INDEX; Schema: public; Owner: -\n--\n\n"
+        b"CREATE INDEX i ON public.t USING btree (x) WHERE (y <> 'p\n\n-- q\n'::text);\n\n"
+    )
     calls, _ = split(sql, 1 << 20)
     assert next(c for c in calls if c[0] == "copy_rows")[2] == b'COPY public."a\n\n-- b" (x) FROM stdin;'
     assert next(c for c in calls if c[0] == "parallel")[2] == (
-        b"CREATE INDEX i ON public.t USING btree (x) WHERE (y <> 'p\n\n-- q\n'::text);")
+        b"CREATE INDEX i ON public.t USING btree (x) WHERE (y <> 'p\n\n-- q\n'::text);"
+    )
 
 
 def test_table_data_that_is_not_copy_is_refused():
-    sql = (b"--\n-- Data for Name: t; Type: TABLE DATA; Schema: public; Owner: -\n--\n\n"
-           b"INSERT INTO public.t VALUES (1);\n")
+    sql = (
+        b"--\n-- Data for Name: t; Type: TABLE DATA; Schema: public; Owner: -\n--\n\nINSERT INTO public.t VALUES (1);\n"
+    )
     with pytest.raises(NotSplittable, match="--inserts"):
         split(sql, 1 << 20)
 
 
-@pytest.mark.parametrize("lines, boundary", [
-    ([b"SELECT 'it''s';"], True),
-    ([b"SELECT E'a\\'; -- still a string", b"';"], True),
-    ([b"SELECT 'open"], False),
-    ([b'CREATE TABLE "a;', b'b" (x int);'], True),
-    ([b"CREATE FUNCTION f() AS $x$ ; $y$ ;", b"$x$;"], True),
-    ([b"CREATE FUNCTION f() AS $x$ ; "], False),
-    ([b"SELECT a$b$c;"], True),  # a $ inside an identifier is no dollar quote
-    ([b"/* a /* nested */ comment", b"*/ SELECT 1;"], True),
-    ([b"SELECT 1 -- ; comment"], False),
-])
+@pytest.mark.parametrize(
+    "lines, boundary",
+    [
+        ([b"SELECT 'it''s';"], True),
+        ([b"SELECT E'a\\'; -- still a string", b"';"], True),
+        ([b"SELECT 'open"], False),
+        ([b'CREATE TABLE "a;', b'b" (x int);'], True),
+        ([b"CREATE FUNCTION f() AS $x$ ; $y$ ;", b"$x$;"], True),
+        ([b"CREATE FUNCTION f() AS $x$ ; "], False),
+        ([b"SELECT a$b$c;"], True),  # a $ inside an identifier is no dollar quote
+        ([b"/* a /* nested */ comment", b"*/ SELECT 1;"], True),
+        ([b"SELECT 1 -- ; comment"], False),
+    ],
+)
 def test_the_lexer_finds_statement_ends(lines, boundary):
     lexer = StatementLexer()
     for line in lines:

@@ -1,4 +1,5 @@
 """The shrink alarm's rule (storage/shape.py), BACKUP_SHRINK_ALERT's parsing, and the warning's words."""
+
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
@@ -14,12 +15,19 @@ T0 = datetime(2026, 11, 1, 3, 0, tzinfo=timezone.utc)
 
 
 def shape(day: int, rows: int | None, size: int = 10_000, per_table=None) -> BackupShape:
-    return BackupShape(name=f"db_backup_202611{day + 1:02d}_030000.sql.gz", time=T0 + timedelta(days=day),
-                       size=size, rows=rows, per_table=per_table)
+    return BackupShape(
+        name=f"db_backup_202611{day + 1:02d}_030000.sql.gz",
+        time=T0 + timedelta(days=day),
+        size=size,
+        rows=rows,
+        per_table=per_table,
+    )
 
 
-@pytest.mark.parametrize("text, expected", [("", 30.0), ("off", None), ("OFF", None), ("25", 25.0),
-                                            ("12.5%", 12.5), ("99", 99.0), ("1", 1.0)])
+@pytest.mark.parametrize(
+    "text, expected",
+    [("", 30.0), ("off", None), ("OFF", None), ("25", 25.0), ("12.5%", 12.5), ("99", 99.0), ("1", 1.0)],
+)
 def test_parse_shrink_alert(text, expected):
     assert parse_shrink_alert(text) == expected
 
@@ -46,8 +54,10 @@ def test_a_drop_past_the_threshold_is_found_with_the_tables_that_shrank():
     assert (finding.measure, finding.value, finding.median, finding.compared) == ("rows", 440, 1030.0, 7)
     assert finding.drop_percent == pytest.approx((1030 - 440) / 1030 * 100)
     assert finding.held == earlier[-1].name and finding.held_value == 1050
-    assert [(t.table, t.before, t.after) for t in finding.tables] == [("public.orders", 600, 0),
-                                                                       ("public.users", 400, 390)]
+    assert [(t.table, t.before, t.after) for t in finding.tables] == [
+        ("public.orders", 600, 0),
+        ("public.users", 400, 390),
+    ]
 
 
 def test_a_drop_at_the_threshold_is_not_an_alarm_and_off_disables():
@@ -79,7 +89,7 @@ def test_after_an_alarm_the_new_level_is_the_baseline():
 
 def test_shrunk_tables_need_both_sides():
     assert shrunk_tables(None, {("a", "b"): 1}) == () and shrunk_tables({("a", "b"): 1}, None) == ()
-    assert shrunk_tables({("a", "b"): 5}, {}) [0].after == 0  # a table gone counts as emptied
+    assert shrunk_tables({("a", "b"): 5}, {})[0].after == 0  # a table gone counts as emptied
 
 
 @pytest.mark.parametrize("rules", ["last=2", "daily=2", "weekly=1", "monthly=1", "last=1,daily=1,weekly=1,monthly=1"])
@@ -98,8 +108,15 @@ def test_the_warning_names_the_numbers_in_mail_and_webhook():
     before = {("public", "orders"): 600, ("public", "users"): 400}
     earlier = [shape(d, 1000, per_table=before) for d in range(7)]
     finding = detect_shrink(shape(7, 400, per_table={("public", "users"): 400}), earlier, 30.0)
-    event = shrink_event(finding.as_json(), database="shop", size=1234, sha256="ab" * 32, rows=400,
-                         finished=T0 + timedelta(days=7, minutes=1), held_url="s3://b/p/" + finding.held)
+    event = shrink_event(
+        finding.as_json(),
+        database="shop",
+        size=1234,
+        sha256="ab" * 32,
+        rows=400,
+        finished=T0 + timedelta(days=7, minutes=1),
+        held_url="s3://b/p/" + finding.held,
+    )
 
     payload = event.payload()
     assert (payload["event"], payload["outcome"], payload["name"]) == ("shrink", "warning", finding.name)
@@ -114,23 +131,48 @@ def test_the_warning_names_the_numbers_in_mail_and_webhook():
 def sample_event():
     """The warning docs/notifications.md shows: a week of backups of `shop`, then two tables emptied."""
     t0 = datetime(2026, 11, 21, 3, 0, tzinfo=timezone.utc)
-    tables = {("public", "orders"): 48_210, ("public", "order_items"): 131_877, ("public", "customers"): 9_412,
-              ("public", "sessions"): 2_305}
+    tables = {
+        ("public", "orders"): 48_210,
+        ("public", "order_items"): 131_877,
+        ("public", "customers"): 9_412,
+        ("public", "sessions"): 2_305,
+    }
     earlier = []
     for day, extra in enumerate([0, 212, 431, 598, 804, 1_020, 1_187]):
         counts = dict(tables)
         counts[("public", "orders")] += extra
-        earlier.append(BackupShape(name=f"shop_backup_202611{21 + day:02d}_030000.sql.gz", time=t0 + timedelta(days=day),
-                                   size=3_468_771 + extra * 40, rows=sum(counts.values()), per_table=counts))
-    after = {("public", "orders"): 0, ("public", "order_items"): 0, ("public", "customers"): 9_430,
-             ("public", "sessions"): 2_117}
-    new = BackupShape(name="shop_backup_20261128_030000.sql.gz", time=t0 + timedelta(days=7), size=412_006,
-                      rows=sum(after.values()), per_table=after)
+        earlier.append(
+            BackupShape(
+                name=f"shop_backup_202611{21 + day:02d}_030000.sql.gz",
+                time=t0 + timedelta(days=day),
+                size=3_468_771 + extra * 40,
+                rows=sum(counts.values()),
+                per_table=counts,
+            )
+        )
+    after = {
+        ("public", "orders"): 0,
+        ("public", "order_items"): 0,
+        ("public", "customers"): 9_430,
+        ("public", "sessions"): 2_117,
+    }
+    new = BackupShape(
+        name="shop_backup_20261128_030000.sql.gz",
+        time=t0 + timedelta(days=7),
+        size=412_006,
+        rows=sum(after.values()),
+        per_table=after,
+    )
     finding = detect_shrink(new, earlier, 30.0)
-    return shrink_event(finding.as_json(), database="shop", size=new.size,
-                        sha256="5be0f62fb3f0c6c94b1c3b2c5d7c1e0a9e4f1c0b8a7d6e5f4a3b2c1d0e9f8a7b", rows=new.rows,
-                        finished=datetime(2026, 11, 28, 3, 0, 41, tzinfo=timezone.utc),
-                        held_url="s3://my-backups/postgres/" + finding.held)
+    return shrink_event(
+        finding.as_json(),
+        database="shop",
+        size=new.size,
+        sha256="5be0f62fb3f0c6c94b1c3b2c5d7c1e0a9e4f1c0b8a7d6e5f4a3b2c1d0e9f8a7b",
+        rows=new.rows,
+        finished=datetime(2026, 11, 28, 3, 0, 41, tzinfo=timezone.utc),
+        held_url="s3://my-backups/postgres/" + finding.held,
+    )
 
 
 def test_the_docs_sample_shrink_warning_is_what_is_sent():

@@ -1,5 +1,6 @@
 """The staleness rule: older than 1.5 schedule intervals; one alarm per stale episode; the dashboard and the
 alarm agree (one rule, storage/status.py)."""
+
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
@@ -19,13 +20,16 @@ T0 = datetime(2026, 11, 28, 3, 0, tzinfo=timezone.utc)
 DAY = timedelta(days=1)
 
 
-@pytest.mark.parametrize("age, stale", [
-    (timedelta(hours=1), False),
-    (DAY, False),
-    (DAY * 1.5, False),
-    (DAY * 1.5 + timedelta(seconds=1), True),
-    (DAY * 4, True),
-])
+@pytest.mark.parametrize(
+    "age, stale",
+    [
+        (timedelta(hours=1), False),
+        (DAY, False),
+        (DAY * 1.5, False),
+        (DAY * 1.5 + timedelta(seconds=1), True),
+        (DAY * 4, True),
+    ],
+)
 def test_rule(age, stale):
     assert is_overdue(T0, T0 + age, DAY) is stale
 
@@ -59,8 +63,13 @@ def test_one_alarm_per_episode():
 
 def test_state_for_the_api():
     state, _ = StalenessAlarm("shop", up_since=T0).check(T0, T0 + DAY * 2, DAY)
-    assert state.as_dict() == {"stale": True, "newest_ok": "2026-11-28T03:00:00Z",
-                               "alarm_at": "2026-11-29T15:00:00Z", "interval_s": 86400, "last_failed": None}
+    assert state.as_dict() == {
+        "stale": True,
+        "newest_ok": "2026-11-28T03:00:00Z",
+        "alarm_at": "2026-11-29T15:00:00Z",
+        "interval_s": 86400,
+        "last_failed": None,
+    }
     fresh, _ = StalenessAlarm("shop", up_since=T0).check(T0, T0 + DAY, DAY)
     assert fresh.as_dict()["stale"] is False and fresh.as_dict()["alarm_at"] == "2026-11-29T15:00:00Z"
     none_yet, _ = StalenessAlarm("shop", up_since=T0).check(None, T0 + DAY, DAY)
@@ -84,15 +93,18 @@ def _dashboard_says_stale(newest: datetime, when: datetime) -> bool:
     return freshness(newest, when, WEEKDAYS, False, up_since=when - DAY * 30).stale
 
 
-@pytest.mark.parametrize("newest, when, stale", [
-    # Tuesday: the interval is Monday→Tuesday, one day. Monday's backup is stale 36 h after it, not 4.5 days.
-    (MONDAY_3AM, MONDAY_3AM + timedelta(hours=36), False),
-    (MONDAY_3AM, MONDAY_3AM + timedelta(hours=36, minutes=1), True),
-    (TUESDAY_3AM, TUESDAY_3AM + timedelta(hours=13), False),
-    # Monday: the interval is Friday→Monday, three days; Friday's backup is fresh over the weekend.
-    (FRIDAY_3AM, MONDAY_3AM + timedelta(hours=7), False),
-    (FRIDAY_3AM, TUESDAY_3AM + timedelta(minutes=1), True),  # Tuesday's run is due: a day's interval again
-])
+@pytest.mark.parametrize(
+    "newest, when, stale",
+    [
+        # Tuesday: the interval is Monday→Tuesday, one day. Monday's backup is stale 36 h after it, not 4.5 days.
+        (MONDAY_3AM, MONDAY_3AM + timedelta(hours=36), False),
+        (MONDAY_3AM, MONDAY_3AM + timedelta(hours=36, minutes=1), True),
+        (TUESDAY_3AM, TUESDAY_3AM + timedelta(hours=13), False),
+        # Monday: the interval is Friday→Monday, three days; Friday's backup is fresh over the weekend.
+        (FRIDAY_3AM, MONDAY_3AM + timedelta(hours=7), False),
+        (FRIDAY_3AM, TUESDAY_3AM + timedelta(minutes=1), True),  # Tuesday's run is due: a day's interval again
+    ],
+)
 def test_a_weekday_schedule_is_judged_the_same_by_the_dashboard_and_the_alarm(newest, when, stale):
     assert _dashboard_says_stale(newest, when) is stale
     assert _alarm_says_stale(newest, when) is stale
@@ -109,8 +121,9 @@ def test_a_failed_scheduled_run_makes_backups_stale_however_fresh_the_newest_is(
     assert not watch.check(T0 + timedelta(hours=3), T0 + timedelta(hours=3), DAY)[0].stale  # a good run ends it
 
 
-@pytest.mark.parametrize("schedule,cadence", [("* * * * *", 15.0), ("*/10 * * * *", 150.0), ("0 3 * * *", 300.0),
-                                               (None, 300.0)])
+@pytest.mark.parametrize(
+    "schedule,cadence", [("* * * * *", 15.0), ("*/10 * * * *", 150.0), ("0 3 * * *", 300.0), (None, 300.0)]
+)
 def test_the_watch_checks_often_enough_for_the_schedule(schedule, cadence):
     """Every 5 minutes, or a quarter of a shorter interval: a `* * * * *` alarm comes within 1.5-1.75 minutes."""
     storage = SimpleNamespace(watched_schedule=CronSchedule(schedule) if schedule else None)
@@ -131,7 +144,13 @@ def test_a_new_run_recorded_at_the_same_time_as_the_last_one_is_still_checked():
     record_run(history, trigger=UPLOAD_TRIGGER, outcome="ok", started=1_796_000_000.0, finished=1_796_000_000.5)
     watch.check_after_new_run()
     watch.check_after_new_run()  # nothing new: no second check
-    record_run(history, trigger=UPLOAD_TRIGGER, outcome="failed", started=1_796_000_000.0, finished=1_796_000_000.5,
-               error="refused")
+    record_run(
+        history,
+        trigger=UPLOAD_TRIGGER,
+        outcome="failed",
+        started=1_796_000_000.0,
+        finished=1_796_000_000.5,
+        error="refused",
+    )
     watch.check_after_new_run()
     assert len(checks) == 2

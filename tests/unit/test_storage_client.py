@@ -1,49 +1,90 @@
 """The S3 client's settings from AWS_* variables, and which errors are retried how."""
+
 from __future__ import annotations
 
 import os
 
 import pytest
-from botocore.exceptions import (ClientError, ConnectionClosedError, EndpointConnectionError, NoCredentialsError,
-                                 ReadTimeoutError, SSLError)
+from botocore.exceptions import (
+    ClientError,
+    ConnectionClosedError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    ReadTimeoutError,
+    SSLError,
+)
 
-from backup_svc.storage.client import (RetryPolicy, StorageConfigError, StorageError, client_settings, is_transient,
-                                       make_client, with_retries)
+from backup_svc.storage.client import (
+    RetryPolicy,
+    StorageConfigError,
+    StorageError,
+    client_settings,
+    is_transient,
+    make_client,
+    with_retries,
+)
 
 
 def client_error(status: int, code: str) -> ClientError:
     """The error botocore raises for an S3 error answer (built by hand: this is about classifying it)."""
-    return ClientError({"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}},
-                       "UploadPart")
+    return ClientError(
+        {"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}}, "UploadPart"
+    )
 
 
 def test_settings_come_from_the_standard_variables():
-    settings = client_settings({"AWS_ENDPOINT_URL": "https://storage.railway.app", "AWS_ACCESS_KEY_ID": "id",
-                                "AWS_SECRET_ACCESS_KEY": "secret", "AWS_DEFAULT_REGION": "auto",
-                                "AWS_S3_URL_STYLE": "Virtual"})
-    assert settings == {"endpoint_url": "https://storage.railway.app", "region_name": "auto",
-                        "aws_access_key_id": "id", "aws_secret_access_key": "secret", "aws_session_token": None,
-                        "addressing_style": "virtual"}
+    settings = client_settings(
+        {
+            "AWS_ENDPOINT_URL": "https://storage.railway.app",
+            "AWS_ACCESS_KEY_ID": "id",
+            "AWS_SECRET_ACCESS_KEY": "secret",
+            "AWS_DEFAULT_REGION": "auto",
+            "AWS_S3_URL_STYLE": "Virtual",
+        }
+    )
+    assert settings == {
+        "endpoint_url": "https://storage.railway.app",
+        "region_name": "auto",
+        "aws_access_key_id": "id",
+        "aws_secret_access_key": "secret",
+        "aws_session_token": None,
+        "addressing_style": "virtual",
+    }
 
 
 def test_unset_variables_are_left_to_boto3():
-    assert client_settings({}) == {"endpoint_url": None, "region_name": "us-east-1", "aws_access_key_id": None,
-                                   "aws_secret_access_key": None, "aws_session_token": None,
-                                   "addressing_style": "auto"}
+    assert client_settings({}) == {
+        "endpoint_url": None,
+        "region_name": "us-east-1",
+        "aws_access_key_id": None,
+        "aws_secret_access_key": None,
+        "aws_session_token": None,
+        "addressing_style": "auto",
+    }
 
 
-@pytest.mark.parametrize("env, message", [
-    ({"AWS_S3_URL_STYLE": "dns"}, "AWS_S3_URL_STYLE must be 'path' or 'virtual'"),
-    ({"AWS_ENDPOINT_URL": "storage.railway.app"}, "AWS_ENDPOINT_URL must start with https://"),
-])
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({"AWS_S3_URL_STYLE": "dns"}, "AWS_S3_URL_STYLE must be 'path' or 'virtual'"),
+        ({"AWS_ENDPOINT_URL": "storage.railway.app"}, "AWS_ENDPOINT_URL must start with https://"),
+    ],
+)
 def test_bad_values_name_the_variable(env, message):
     with pytest.raises(StorageConfigError, match=message):
         client_settings(env)
 
 
 def test_path_style_and_timeouts_reach_the_client():
-    client = make_client({"AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_S3_URL_STYLE": "path",
-                          "AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "b"})
+    client = make_client(
+        {
+            "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
+            "AWS_S3_URL_STYLE": "path",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ACCESS_KEY_ID": "a",
+            "AWS_SECRET_ACCESS_KEY": "b",
+        }
+    )
     config = client.meta.config
     assert config.s3["addressing_style"] == "path"
     assert (config.connect_timeout, config.read_timeout) == (10, 60)
@@ -52,20 +93,23 @@ def test_path_style_and_timeouts_reach_the_client():
     assert url.startswith("http://127.0.0.1:9/bkt/k?")
 
 
-@pytest.mark.parametrize("exc, transient", [
-    (client_error(500, "InternalError"), True),
-    (client_error(503, "SlowDown"), True),
-    (client_error(429, "TooManyRequests"), True),
-    (client_error(400, "RequestTimeout"), True),
-    (client_error(403, "AccessDenied"), False),
-    (client_error(404, "NoSuchBucket"), False),
-    (client_error(400, "EntityTooSmall"), False),
-    (ConnectionClosedError(endpoint_url="http://x"), True),
-    (EndpointConnectionError(endpoint_url="http://x"), True),
-    (ReadTimeoutError(endpoint_url="http://x"), True),
-    (SSLError(endpoint_url="https://x", error="bad certificate"), False),
-    (NoCredentialsError(), False),
-])
+@pytest.mark.parametrize(
+    "exc, transient",
+    [
+        (client_error(500, "InternalError"), True),
+        (client_error(503, "SlowDown"), True),
+        (client_error(429, "TooManyRequests"), True),
+        (client_error(400, "RequestTimeout"), True),
+        (client_error(403, "AccessDenied"), False),
+        (client_error(404, "NoSuchBucket"), False),
+        (client_error(400, "EntityTooSmall"), False),
+        (ConnectionClosedError(endpoint_url="http://x"), True),
+        (EndpointConnectionError(endpoint_url="http://x"), True),
+        (ReadTimeoutError(endpoint_url="http://x"), True),
+        (SSLError(endpoint_url="https://x", error="bad certificate"), False),
+        (NoCredentialsError(), False),
+    ],
+)
 def test_which_errors_are_transient(exc, transient):
     assert is_transient(exc) is transient
 
@@ -130,8 +174,13 @@ def test_no_credentials_says_which_variables_to_set():
 
 
 def test_empty_variables_from_a_copied_env_example_mean_unset(monkeypatch):
-    for name in ("AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL", "AWS_S3_URL_STYLE", "AWS_ACCESS_KEY_ID",
-                 "AWS_SECRET_ACCESS_KEY"):
+    for name in (
+        "AWS_DEFAULT_REGION",
+        "AWS_ENDPOINT_URL",
+        "AWS_S3_URL_STYLE",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+    ):
         monkeypatch.setenv(name, "")
     client = make_client(dict(os.environ))
     assert (client.meta.region_name, client.meta.endpoint_url) == ("us-east-1", "https://s3.amazonaws.com")
@@ -150,10 +199,16 @@ def refused(server_time) -> Exception:
 
     from botocore.exceptions import ClientError
 
-    return ClientError({"Error": {"Code": "403", "Message": "Forbidden"},
-                        "ResponseMetadata": {"HTTPStatusCode": 403,
-                                             "HTTPHeaders": {"date": format_datetime(server_time, usegmt=True)}}},
-                       "HeadObject")
+    return ClientError(
+        {
+            "Error": {"Code": "403", "Message": "Forbidden"},
+            "ResponseMetadata": {
+                "HTTPStatusCode": 403,
+                "HTTPHeaders": {"date": format_datetime(server_time, usegmt=True)},
+            },
+        },
+        "HeadObject",
+    )
 
 
 def test_a_403_says_whether_the_clock_or_the_credentials_are_wrong():

@@ -1,4 +1,5 @@
 """Which objects count as this service's backups (ownership.py): the metadata's record and the name's time."""
+
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
@@ -19,14 +20,17 @@ def test_our_record_is_ours():
     assert OURS.refusal(record()) is None
 
 
-@pytest.mark.parametrize("metadata, reason", [
-    ({}, "no ownership record"),
-    ({"sha256": "ab" * 32, "backup-name": "railway", "database": "railway"}, "no ownership record"),  # older upload
-    (record(**{"system-identifier": "7000000000000000001"}), "another service"),  # another Railway database
-    (record(database="shop"), "another service"),
-    (record(**{"backup-name": "shop"}), "another service"),
-    ({**OURS.metadata()}, "no sha256"),  # completed, but its final metadata never attached
-])
+@pytest.mark.parametrize(
+    "metadata, reason",
+    [
+        ({}, "no ownership record"),
+        ({"sha256": "ab" * 32, "backup-name": "railway", "database": "railway"}, "no ownership record"),  # older upload
+        (record(**{"system-identifier": "7000000000000000001"}), "another service"),  # another Railway database
+        (record(database="shop"), "another service"),
+        (record(**{"backup-name": "shop"}), "another service"),
+        ({**OURS.metadata()}, "no sha256"),  # completed, but its final metadata never attached
+    ],
+)
 def test_anything_else_is_not_ours(metadata, reason):
     assert reason in OURS.refusal(metadata)
 
@@ -43,13 +47,16 @@ def test_only_another_services_backups_are_flagged_for_check():
     assert not OURS.is_other_service({"sha256": "x"})  # some file: not a service's backup
 
 
-@pytest.mark.parametrize("name_time, modified, trusted", [
-    (NOW - timedelta(hours=1), NOW - timedelta(minutes=50), True),  # stamped at the start, written later
-    (NOW + TIME_MARGIN + timedelta(seconds=1), None, False),  # in the future
-    (datetime(2099, 12, 31, tzinfo=timezone.utc), NOW - timedelta(days=1), False),
-    (NOW - timedelta(days=2), NOW - timedelta(days=3), False),  # later than the object: a clock ran ahead
-    (NOW - timedelta(days=2), NOW - timedelta(days=2) - TIME_MARGIN + timedelta(seconds=1), True),  # small skew
-])
+@pytest.mark.parametrize(
+    "name_time, modified, trusted",
+    [
+        (NOW - timedelta(hours=1), NOW - timedelta(minutes=50), True),  # stamped at the start, written later
+        (NOW + TIME_MARGIN + timedelta(seconds=1), None, False),  # in the future
+        (datetime(2099, 12, 31, tzinfo=timezone.utc), NOW - timedelta(days=1), False),
+        (NOW - timedelta(days=2), NOW - timedelta(days=3), False),  # later than the object: a clock ran ahead
+        (NOW - timedelta(days=2), NOW - timedelta(days=2) - TIME_MARGIN + timedelta(seconds=1), True),  # small skew
+    ],
+)
 def test_a_names_time_is_believed_only_when_it_can_be_true(name_time, modified, trusted):
     assert (time_refusal(name_time, modified, NOW) is None) is trusted
 
@@ -92,13 +99,24 @@ def test_a_page_never_waits_for_the_database_to_say_who_owns_the_backups():
     assert lookup.get(wait=False) == OURS
 
 
-@pytest.mark.parametrize("metadata, unrecorded", [
-    ({"sha256": "ab" * 32, "backup-name": "rich"}, True),  # what older versions wrote
-    ({"sha256": "ab" * 32, "backup-name": "other"}, False),  # another backup name
-    ({"backup-name": "rich"}, False),  # an upload that never finished: no sha256
-    ({}, False),  # junk named like a backup
-    ({"sha256": "ab" * 32, "backup-name": "rich", "written-by": "backup_svc", "database": "x",
-      "system-identifier": "1"}, False),  # has a record: judged by it (another service's here)
-])
+@pytest.mark.parametrize(
+    "metadata, unrecorded",
+    [
+        ({"sha256": "ab" * 32, "backup-name": "rich"}, True),  # what older versions wrote
+        ({"sha256": "ab" * 32, "backup-name": "other"}, False),  # another backup name
+        ({"backup-name": "rich"}, False),  # an upload that never finished: no sha256
+        ({}, False),  # junk named like a backup
+        (
+            {
+                "sha256": "ab" * 32,
+                "backup-name": "rich",
+                "written-by": "backup_svc",
+                "database": "x",
+                "system-identifier": "1",
+            },
+            False,
+        ),  # has a record: judged by it (another service's here)
+    ],
+)
 def test_only_an_older_versions_complete_backup_of_this_name_is_unrecorded(metadata, unrecorded):
     assert Owner("rich", "rich", "42").is_unrecorded(metadata) is unrecorded

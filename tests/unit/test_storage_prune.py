@@ -1,4 +1,5 @@
 """Prune's pure parts: which incomplete uploads are stale, the safety checks, the report."""
+
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
@@ -23,11 +24,11 @@ def upload(key: str, age: timedelta) -> dict:
 
 def test_only_this_services_uploads_older_than_a_day_are_stale():
     uploads = [
-        upload("backups/shop_backup_20261126_030000.sql.gz", timedelta(days=2)),      # stale
-        upload("backups/shop_backup_20261128_030000.sql.gz", timedelta(hours=16)),    # running or recent
-        upload("backups/orders_backup_20261126_030000.sql.gz", timedelta(days=2)),    # another database
-        upload("backups/big-file.bin", timedelta(days=30)),                           # not a backup
-        upload("other/shop_backup_20261126_030000.sql.gz", timedelta(days=2)),        # outside the prefix
+        upload("backups/shop_backup_20261126_030000.sql.gz", timedelta(days=2)),  # stale
+        upload("backups/shop_backup_20261128_030000.sql.gz", timedelta(hours=16)),  # running or recent
+        upload("backups/orders_backup_20261126_030000.sql.gz", timedelta(days=2)),  # another database
+        upload("backups/big-file.bin", timedelta(days=30)),  # not a backup
+        upload("other/shop_backup_20261126_030000.sql.gz", timedelta(days=2)),  # outside the prefix
     ]
     stale = stale_uploads(uploads, LOCATION, NAMES, NOW - timedelta(days=1))
     assert [u["Key"] for u in stale] == ["backups/shop_backup_20261126_030000.sql.gz"]
@@ -35,9 +36,13 @@ def test_only_this_services_uploads_older_than_a_day_are_stale():
 
 def backup(day: int) -> StoredBackup:
     name = f"shop_backup_202611{day:02d}_030000.sql.gz"
-    return StoredBackup(name=name, key="backups/" + name, size=1,
-                        time=datetime(2026, 11, day, 3, tzinfo=timezone.utc),
-                        metadata={**OWNER.metadata(), "sha256": "ab" * 32})
+    return StoredBackup(
+        name=name,
+        key="backups/" + name,
+        size=1,
+        time=datetime(2026, 11, day, 3, tzinfo=timezone.utc),
+        metadata={**OWNER.metadata(), "sha256": "ab" * 32},
+    )
 
 
 def test_safety_checks_refuse_the_newest_the_just_stored_and_foreign_objects():
@@ -57,9 +62,13 @@ def test_safety_checks_refuse_the_newest_the_just_stored_and_foreign_objects():
 
 def test_report_lines_say_why():
     policy = RetentionPolicy(last=1, weekly=1)
-    report = PruneReport(dry_run=False, decisions=apply_retention([backup(28), backup(27), backup(20)], policy),
-                         removal_reason=removal_reason(policy), deleted=["shop_backup_20261127_030000.sql.gz"],
-                         failed=[("shop_backup_20261120_030000.sql.gz", "AccessDenied (HTTP 403)")])
+    report = PruneReport(
+        dry_run=False,
+        decisions=apply_retention([backup(28), backup(27), backup(20)], policy),
+        removal_reason=removal_reason(policy),
+        deleted=["shop_backup_20261127_030000.sql.gz"],
+        failed=[("shop_backup_20261120_030000.sql.gz", "AccessDenied (HTTP 403)")],
+    )
     assert report.lines() == [
         "keep    shop_backup_20261128_030000.sql.gz  (last #1, weekly 2026-W48)",
         "deleted shop_backup_20261127_030000.sql.gz  (kept by no rule of last=1,weekly=1)",

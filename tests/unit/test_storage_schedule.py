@@ -1,4 +1,5 @@
 """BACKUP_SCHEDULE: cron parsing, next times, and a scheduler that never replays missed runs."""
+
 from __future__ import annotations
 
 import threading
@@ -14,14 +15,17 @@ def utc(*args) -> datetime:
     return datetime(*args, tzinfo=timezone.utc)
 
 
-@pytest.mark.parametrize("expression, after, expected", [
-    ("0 3 * * *", utc(2026, 11, 28, 19, 0), utc(2026, 11, 29, 3, 0)),
-    ("0 3 * * *", utc(2026, 11, 29, 3, 0), utc(2026, 11, 30, 3, 0)),  # strictly after
-    ("*/15 * * * *", utc(2026, 11, 28, 19, 7, 30), utc(2026, 11, 28, 19, 15)),
-    ("30 2 * * 1", utc(2026, 11, 28, 19, 0), utc(2026, 11, 30, 2, 30)),  # Monday
-    ("0 0 1 * *", utc(2026, 12, 15), utc(2027, 1, 1)),
-    ("* * * * *", utc(2026, 11, 28, 19, 0, 59, 999999), utc(2026, 11, 28, 19, 1)),
-])
+@pytest.mark.parametrize(
+    "expression, after, expected",
+    [
+        ("0 3 * * *", utc(2026, 11, 28, 19, 0), utc(2026, 11, 29, 3, 0)),
+        ("0 3 * * *", utc(2026, 11, 29, 3, 0), utc(2026, 11, 30, 3, 0)),  # strictly after
+        ("*/15 * * * *", utc(2026, 11, 28, 19, 7, 30), utc(2026, 11, 28, 19, 15)),
+        ("30 2 * * 1", utc(2026, 11, 28, 19, 0), utc(2026, 11, 30, 2, 30)),  # Monday
+        ("0 0 1 * *", utc(2026, 12, 15), utc(2027, 1, 1)),
+        ("* * * * *", utc(2026, 11, 28, 19, 0, 59, 999999), utc(2026, 11, 28, 19, 1)),
+    ],
+)
 def test_next_time(expression, after, expected):
     assert CronSchedule(expression).next_after(after) == expected
 
@@ -31,14 +35,17 @@ def test_other_time_zones_are_read_as_the_same_instant():
     assert CronSchedule("0 3 * * *").next_after(datetime(2026, 11, 28, 20, 0, tzinfo=eastern)) == utc(2026, 11, 29, 3)
 
 
-@pytest.mark.parametrize("expression, message", [
-    ("0 3 * *", "must have 5 fields"),
-    ("0 0 3 * * *", "must have 5 fields"),
-    ("@daily", "must have 5 fields"),
-    ("61 * * * *", "not a valid cron expression"),
-    ("0 25 * * *", "not a valid cron expression"),
-    ("x * * * *", "not a valid cron expression"),
-])
+@pytest.mark.parametrize(
+    "expression, message",
+    [
+        ("0 3 * *", "must have 5 fields"),
+        ("0 0 3 * * *", "must have 5 fields"),
+        ("@daily", "must have 5 fields"),
+        ("61 * * * *", "not a valid cron expression"),
+        ("0 25 * * *", "not a valid cron expression"),
+        ("x * * * *", "not a valid cron expression"),
+    ],
+)
 def test_bad_expressions_say_what_is_wrong(expression, message):
     with pytest.raises(ValueError, match=message):
         parse_schedule(expression)
@@ -99,10 +106,10 @@ def test_a_failing_job_does_not_stop_the_schedule():
     scheduler = Scheduler(CronSchedule("* * * * *"), job, clock=clock, poll_s=0.01).start()
     try:
         for n in (1, 2):
-            assert wait_for(lambda: scheduler.next_run is not None and scheduler.runs == n - 1
-                            and scheduler.next_run > clock())
+            assert wait_for(
+                lambda: scheduler.next_run is not None and scheduler.runs == n - 1 and scheduler.next_run > clock()
+            )
             clock.advance(timedelta(minutes=1))
             assert wait_for(lambda: len(calls) == n)
     finally:
         scheduler.stop()
-

@@ -1,5 +1,6 @@
 """The streaming SQL scanner behind `verify` and `restore`: the same answer however the input is cut,
 COPY data never mistaken for statements, and only pg_dump's own large-object BEGIN/COMMIT dropped."""
+
 from __future__ import annotations
 
 import pytest
@@ -7,9 +8,11 @@ import pytest
 from backup_svc.dump.completion import ends_complete
 from backup_svc.files.scan import MAX_CARRY, DumpScanner
 
-LO_SECTION = (b"--\n-- TOC entry 3687 (class 0 OID 0)\n-- Data for Name: BLOBS; Type: BLOBS; Schema: -; Owner: -\n"
-              b"--\n\nBEGIN;\n\nSELECT pg_catalog.lo_open('16807', 131072);\n"
-              b"SELECT pg_catalog.lowrite(0, '\\x6120');\nSELECT pg_catalog.lo_close(0);\n\nCOMMIT;\n\n")
+LO_SECTION = (
+    b"--\n-- TOC entry 3687 (class 0 OID 0)\n-- Data for Name: BLOBS; Type: BLOBS; Schema: -; Owner: -\n"
+    b"--\n\nBEGIN;\n\nSELECT pg_catalog.lo_open('16807', 131072);\n"
+    b"SELECT pg_catalog.lowrite(0, '\\x6120');\nSELECT pg_catalog.lo_close(0);\n\nCOMMIT;\n\n"
+)
 DUMP = (
     b"--\n-- PostgreSQL database dump\n--\n\n\\restrict KEY\n\n"
     b"-- Dumped from database version 15.18 (Debian 15.18-0+deb12u1)\n"
@@ -20,8 +23,8 @@ DUMP = (
     b"COPY public.lines (line) FROM stdin;\n-- Data for Name: BLOBS; Type: BLOBS; Schema: -; Owner: -\n--\n\n"
     b"BEGIN;\nCOPY x FROM stdin;\nCOMMIT;\n\\.\n\n"
     b"COPY public.t (a, b) FROM stdin;\n1\t\\\\.\n\\.\n\n"
-    + LO_SECTION +
-    b"-- Completed on 2026-01-01 00:00:00 UTC\n\n--\n-- PostgreSQL database dump complete\n--\n\n"
+    + LO_SECTION
+    + b"-- Completed on 2026-01-01 00:00:00 UTC\n\n--\n-- PostgreSQL database dump complete\n--\n\n"
     b"\\unrestrict KEY\n\n"
 )
 EXPECTED = DUMP.replace(LO_SECTION, LO_SECTION.replace(b"BEGIN;\n", b"").replace(b"COMMIT;\n", b""))
@@ -29,7 +32,7 @@ EXPECTED = DUMP.replace(LO_SECTION, LO_SECTION.replace(b"BEGIN;\n", b"").replace
 
 def scan(data: bytes, chunk_size: int, **options) -> tuple[DumpScanner, bytes]:
     scanner = DumpScanner(**options)
-    out = [scanner.feed(data[i:i + chunk_size]) for i in range(0, len(data), chunk_size)]
+    out = [scanner.feed(data[i : i + chunk_size]) for i in range(0, len(data), chunk_size)]
     out.append(scanner.finish())
     return scanner, b"".join(out)
 
@@ -56,7 +59,7 @@ def test_a_row_longer_than_the_carry_is_passed_on_and_not_taken_for_a_line():
     marker, and must not end the COPY block."""
     long_row = b"x" * (MAX_CARRY + 10) + b"\\"
     head = b"-- Dumped from database version 15.1\n-- Dumped by pg_dump version 15.1\nCOPY t (a) FROM stdin;\n"
-    rest = (b"\\.\nCOPY inside_data FROM stdin;\n\\.\n\n--\n-- PostgreSQL database dump complete\n--\n")
+    rest = b"\\.\nCOPY inside_data FROM stdin;\n\\.\n\n--\n-- PostgreSQL database dump complete\n--\n"
     scanner = DumpScanner()
 
     out = scanner.feed(head + long_row) + scanner.feed(rest) + scanner.finish()
@@ -66,24 +69,30 @@ def test_a_row_longer_than_the_carry_is_passed_on_and_not_taken_for_a_line():
     assert scanner.problem() is None
 
 
-@pytest.mark.parametrize("cut, reason", [
-    (DUMP.index(b"1\t"), "ends inside a COPY statement's data"),
-    (DUMP.index(b"-- Completed on"), "ends without pg_dump's completion line"),
-    (DUMP.index(b"-- Dumped by"), "not a plain pg_dump"),
-])
+@pytest.mark.parametrize(
+    "cut, reason",
+    [
+        (DUMP.index(b"1\t"), "ends inside a COPY statement's data"),
+        (DUMP.index(b"-- Completed on"), "ends without pg_dump's completion line"),
+        (DUMP.index(b"-- Dumped by"), "not a plain pg_dump"),
+    ],
+)
 def test_cut_dumps_are_named_for_what_is_missing(cut, reason):
     scanner, _ = scan(DUMP[:cut], 4096)
     assert reason in scanner.problem()
 
 
-@pytest.mark.parametrize("tail, complete", [
-    (b"x;\n\n--\n-- PostgreSQL database dump complete\n--\n\n", True),
-    (b"x;\n--\n-- PostgreSQL database dump complete\n--\n\n\\unrestrict abcDEF123\n\n", True),
-    (b"-- PostgreSQL database dump complete\n--\n", True),  # the tail window may start at the line
-    (b"x;\n--\n-- PostgreSQL database dump complete\n--\nDROP TABLE t;\n", False),
-    (b"x;\n--\n-- PostgreSQL database dump\n--\n", False),
-    (b"SELECT '-- PostgreSQL database dump complete';\n", False),
-    (b"", False),
-])
+@pytest.mark.parametrize(
+    "tail, complete",
+    [
+        (b"x;\n\n--\n-- PostgreSQL database dump complete\n--\n\n", True),
+        (b"x;\n--\n-- PostgreSQL database dump complete\n--\n\n\\unrestrict abcDEF123\n\n", True),
+        (b"-- PostgreSQL database dump complete\n--\n", True),  # the tail window may start at the line
+        (b"x;\n--\n-- PostgreSQL database dump complete\n--\nDROP TABLE t;\n", False),
+        (b"x;\n--\n-- PostgreSQL database dump\n--\n", False),
+        (b"SELECT '-- PostgreSQL database dump complete';\n", False),
+        (b"", False),
+    ],
+)
 def test_completion_line_must_end_the_dump(tail, complete):
     assert ends_complete(tail) is complete

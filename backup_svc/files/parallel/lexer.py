@@ -5,6 +5,7 @@ strings (with E'' escapes), quoted identifiers (which may hold newlines), dollar
 comments (nested) and `--` comments. A line that merely looks like a pg_dump header comment but
 sits inside a function body or a quoted name is then not taken for one.
 """
+
 from __future__ import annotations
 
 import re
@@ -52,7 +53,7 @@ class StatementLexer:
                     self._state, self._depth = "/*", 1
                 elif token == b"'":
                     self.pending = True
-                    before = text[:m.start()]
+                    before = text[: m.start()]
                     escaped = before[-1:] in (b"E", b"e") and not _IDENT_CHAR.match(before[-2:-1] or b" ")
                     self._state = "E'" if escaped else "'"
                 elif token == b'"':
@@ -67,7 +68,7 @@ class StatementLexer:
                 close = text.find(state.encode(), i)
                 if close < 0:
                     return
-                if text[close + 1:close + 2] == state.encode():  # a doubled quote stands for itself
+                if text[close + 1 : close + 2] == state.encode():  # a doubled quote stands for itself
                     i = close + 2
                     continue
                 self._state, i = None, close + 1
@@ -78,7 +79,7 @@ class StatementLexer:
                 if m.group() != b"'":
                     i = m.end()
                     continue
-                if text[m.end():m.end() + 1] == b"'":
+                if text[m.end() : m.end() + 1] == b"'":
                     i = m.end() + 1
                     continue
                 self._state, i = None, m.end()

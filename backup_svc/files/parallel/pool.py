@@ -1,5 +1,6 @@
 """N connections to the new database, each taking jobs (COPY rows, one index build) from a bounded
 queue in its own thread; each job is its own transaction. The first failure stops them all."""
+
 from __future__ import annotations
 
 import queue
@@ -42,16 +43,23 @@ class WorkerPool:
         self.threads: list[threading.Thread] = []
         for _ in range(jobs):
             self.connections.append(self._connect(timeout_s))
-        self.threads = [threading.Thread(target=self._work, args=(i + 1, db), daemon=True, name=f"restore-job-{i + 1}")
-                        for i, db in enumerate(self.connections)]
+        self.threads = [
+            threading.Thread(target=self._work, args=(i + 1, db), daemon=True, name=f"restore-job-{i + 1}")
+            for i, db in enumerate(self.connections)
+        ]
         for thread in self.threads:
             thread.start()
 
     def _connect(self, timeout_s: int) -> psycopg.Connection:
         try:
-            db = psycopg.connect(self.conn.uri, password=self.conn.password, connect_timeout=timeout_s,
-                                 application_name="backup_svc-restore", autocommit=True,
-                                 **keepalive_params(self.conn.uri))
+            db = psycopg.connect(
+                self.conn.uri,
+                password=self.conn.password,
+                connect_timeout=timeout_s,
+                application_name="backup_svc-restore",
+                autocommit=True,
+                **keepalive_params(self.conn.uri),
+            )
             if db.info.server_version >= CONNECTION_CHECK_SINCE:
                 # A session whose client died (this process killed) does not run on alone.
                 db.execute(f"SET client_connection_check_interval = {CONNECTION_CHECK_MS}")
@@ -62,8 +70,9 @@ class WorkerPool:
             return db
         except psycopg.Error as exc:
             self.close()
-            raise RestoreFailed(f"cannot open the restore's connections: "
-                                f"{scrub(error_lines(str(exc)), self.conn.password)}") from None
+            raise RestoreFailed(
+                f"cannot open the restore's connections: {scrub(error_lines(str(exc)), self.conn.password)}"
+            ) from None
 
     def submit(self, job: Job) -> None:
         """Queue a job; RestoreFailed as soon as any job failed."""
@@ -92,8 +101,9 @@ class WorkerPool:
             db.execute("SET synchronous_commit = on")
             db.execute("SELECT pg_catalog.txid_current()")
         except psycopg.Error as exc:
-            raise RestoreFailed(f"the restored data could not be flushed: "
-                                f"{scrub(error_lines(str(exc)), self.conn.password)}") from None
+            raise RestoreFailed(
+                f"the restored data could not be flushed: {scrub(error_lines(str(exc)), self.conn.password)}"
+            ) from None
 
     def raise_failure(self) -> None:
         if self.failure is not None:
@@ -117,8 +127,9 @@ class WorkerPool:
                 detail = error_lines(str(exc)) if isinstance(exc, psycopg.Error) else repr(exc)
                 with self._done:
                     if self.failure is None and not self.stopping.is_set():
-                        self.failure = (f"the {job.what} failed on connection {number}: "
-                                        f"{scrub(detail, self.conn.password)}")
+                        self.failure = (
+                            f"the {job.what} failed on connection {number}: {scrub(detail, self.conn.password)}"
+                        )
                 self.stopping.set()
             finally:
                 with self._done:

@@ -16,6 +16,7 @@ drops the database it created. Memory: at most 2N+1 jobs of rows (N queued, N be
 filled; each ≤ 4 MiB + one 1 MiB chunk, more only for a row longer than that), plus the statements of
 step 4 (the schema's size, not the data's).
 """
+
 from __future__ import annotations
 
 import collections
@@ -47,13 +48,14 @@ class PsqlSession:
         self.what, self.secrets = what, secrets
         try:
             # Started by the thread that runs the restore: it dies with it (pg/command.py).
-            self.proc = start_client(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE)
+            self.proc = start_client(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         except OSError as exc:
             raise RestoreFailed(f"psql could not be started: {exc.strerror}") from None
         self.stderr: collections.deque[str] = collections.deque(maxlen=20)
-        self._reader = threading.Thread(target=lambda: self.stderr.extend(
-            raw.decode("utf-8", "replace").rstrip("\n") for raw in self.proc.stderr), daemon=True)
+        self._reader = threading.Thread(
+            target=lambda: self.stderr.extend(raw.decode("utf-8", "replace").rstrip("\n") for raw in self.proc.stderr),
+            daemon=True,
+        )
         self._reader.start()
 
     def write(self, data: bytes) -> None:
@@ -140,8 +142,10 @@ class ParallelRun:
         self.pool.wait_done()
         if self.large is not None:
             self.large.finish()
-        self._phase(f"table data loaded on {self.jobs} connections: {self.counts['copy']} COPY jobs"
-                    + (", large objects" if self.large is not None else ""))
+        self._phase(
+            f"table data loaded on {self.jobs} connections: {self.counts['copy']} COPY jobs"
+            + (", large objects" if self.large is not None else "")
+        )
 
     def parallel(self, what: str, statement: bytes, settings: tuple[bytes, ...]) -> None:
         self.counts["parallel"] += 1
@@ -195,9 +199,17 @@ class ParallelRun:
             self.pool.close(abort=True)
 
 
-def restore_in_parallel(path: str, conn: ConnInfo, psql: str, server_version_num: int, jobs: int, *,
-                        opener: Callable[[], BinaryIO] | None = None, say: Say = lambda _: None,
-                        watch: Callable[[DumpScanner], None] | None = None) -> VerifyReport:
+def restore_in_parallel(
+    path: str,
+    conn: ConnInfo,
+    psql: str,
+    server_version_num: int,
+    jobs: int,
+    *,
+    opener: Callable[[], BinaryIO] | None = None,
+    say: Say = lambda _: None,
+    watch: Callable[[DumpScanner], None] | None = None,
+) -> VerifyReport:
     """Restore the plain dump `path` into the new, empty database `conn` on `jobs` connections.
 
     `watch` sees the scanner after each chunk (SQL bytes, COPY statements so far); whatever it raises

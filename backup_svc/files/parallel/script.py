@@ -16,6 +16,7 @@ splitter hands each piece to a `Sink`:
 
 Every piece carries the session settings (`SET …`) in force where it stood in the script.
 """
+
 from __future__ import annotations
 
 import re
@@ -74,7 +75,7 @@ class _Entry:
     end: int | None = None
 
     def statement(self) -> bytes:
-        return b"\n".join(self.lines[self.start:self.end]) if self.start is not None else b""
+        return b"\n".join(self.lines[self.start : self.end]) if self.start is not None else b""
 
 
 def _entry_type(header: bytes) -> str | None:
@@ -142,14 +143,14 @@ class ScriptSplitter:
             return pos + 3
         end = buf.find(b"\n\\.\n", pos)
         if end >= 0:
-            self._take_rows(buf[pos:end + 1])
+            self._take_rows(buf[pos : end + 1])
             self._end_copy()
             return end + 4
         cut = buf.rfind(b"\n", pos) + 1
         if cut > pos:
             self._take_rows(buf[pos:cut])
         if len(buf) - max(cut, pos) > MAX_CARRY:  # one long row: pass it on in pieces
-            self._take_rows(buf[max(cut, pos):])
+            self._take_rows(buf[max(cut, pos) :])
             return len(buf)
         return max(cut, pos)
 
@@ -206,8 +207,12 @@ class ScriptSplitter:
             entry.start = len(entry.lines) - 1
         if lexer.ended > ended and entry.end is None:
             entry.end = len(entry.lines)
-        if self.section == "data" and entry.kind == "TABLE DATA" and lexer.at_boundary \
-                and lexer.ended > entry.statements_before:
+        if (
+            self.section == "data"
+            and entry.kind == "TABLE DATA"
+            and lexer.at_boundary
+            and lexer.ended > entry.statements_before
+        ):
             self._start_copy(entry)
 
     def _keep(self, line: bytes) -> None:
@@ -221,8 +226,9 @@ class ScriptSplitter:
     def _start_copy(self, entry: _Entry) -> None:
         statement = entry.statement()
         if not (statement.startswith(b"COPY ") and statement.endswith(b" FROM stdin;")):
-            raise NotSplittable(f"table data that is not COPY ({entry.name}); a dump made with --inserts "
-                                f"restores without --jobs")
+            raise NotSplittable(
+                f"table data that is not COPY ({entry.name}); a dump made with --inserts restores without --jobs"
+            )
         self._copy = (entry.name, statement, entry.settings)
         entry.lines, entry.start, entry.end = [], None, None
         entry.kind = "TABLE DATA done"

@@ -5,6 +5,7 @@ The key decrypts nothing. It stops whoever can list the bucket from testing whet
 SQL is stored (a plain hash would let them), and it lets a reader prove each chunk is the one the
 manifest names.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -81,8 +82,17 @@ class ChunkStore:
     clear, `encrypted_suffix(recipients)` for age-encrypted ones. `recipients` seal what is put (the upload),
     `identities` (BACKUP_AGE_IDENTITY) open what is got (readers)."""
 
-    def __init__(self, client, location: StorageLocation, backup_name: str, retry: RetryPolicy = RetryPolicy(), *,
-                 suffix: str = "", recipients=(), identities=()):
+    def __init__(
+        self,
+        client,
+        location: StorageLocation,
+        backup_name: str,
+        retry: RetryPolicy = RetryPolicy(),
+        *,
+        suffix: str = "",
+        recipients=(),
+        identities=(),
+    ):
         self.client = client
         self.bucket = location.bucket
         self.folder = f"{location.prefix}{CHUNK_FOLDER}/{backup_name}/"
@@ -101,6 +111,7 @@ class ChunkStore:
         if not self.recipients:
             return compressed
         from backup_svc.crypto.encrypt import encrypt_bytes
+
         return encrypt_bytes(compressed, self.recipients)
 
     def unseal(self, stored: bytes) -> bytes:
@@ -109,6 +120,7 @@ class ChunkStore:
         if not self.suffix:
             return stored
         from backup_svc.crypto.decrypt import decrypt_bytes
+
         return decrypt_bytes(stored, self.identities)
 
     def listing(self) -> dict[str, dict]:
@@ -116,7 +128,7 @@ class ChunkStore:
         and chunks encrypted to other recipients are not this store's); StorageError when it cannot be listed."""
         found: dict[str, dict] = {}
         for name, info in self.objects().items():
-            chunk_id = name[:len(name) - len(self.suffix)] if name.endswith(self.suffix) else ""
+            chunk_id = name[: len(name) - len(self.suffix)] if name.endswith(self.suffix) else ""
             if chunk_id and "." not in chunk_id:
                 found[chunk_id] = info
         return found
@@ -126,10 +138,11 @@ class ChunkStore:
         found: dict[str, dict] = {}
         request = {"Bucket": self.bucket, "Prefix": self.folder, "MaxKeys": 1000}
         while True:
-            page = with_retries(f"listing s3://{self.bucket}/{self.folder}",
-                                lambda: self.client.list_objects_v2(**request), self.retry)
+            page = with_retries(
+                f"listing s3://{self.bucket}/{self.folder}", lambda: self.client.list_objects_v2(**request), self.retry
+            )
             for item in page.get("Contents", []):
-                found[item["Key"][len(self.folder):]] = {"size": item["Size"], "modified": item["LastModified"]}
+                found[item["Key"][len(self.folder) :]] = {"size": item["Size"], "modified": item["LastModified"]}
             if not page.get("IsTruncated"):
                 return found
             request["ContinuationToken"] = page["NextContinuationToken"]
@@ -137,8 +150,13 @@ class ChunkStore:
     def put(self, chunk_id: str, stored: bytes) -> None:
         """Store one compressed chunk (same id, same bytes: a repeated put changes nothing)."""
         key = self.key(chunk_id)
-        with_retries(f"storing chunk {chunk_id}", lambda: self.client.put_object(
-            Bucket=self.bucket, Key=key, Body=stored, ContentType="application/octet-stream"), self.retry)
+        with_retries(
+            f"storing chunk {chunk_id}",
+            lambda: self.client.put_object(
+                Bucket=self.bucket, Key=key, Body=stored, ContentType="application/octet-stream"
+            ),
+            self.retry,
+        )
 
     def get(self, chunk_id: str) -> bytes:
         """One chunk's stored bytes; StorageError naming the chunk when it is missing or unreadable."""
@@ -149,9 +167,9 @@ class ChunkStore:
                 return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
             except Exception as exc:
                 if error_code(exc)[1] == 404:
-                    raise MissingChunk(f"chunk {chunk_id} is missing from s3://{self.bucket}/{self.folder}") \
-                        from None
+                    raise MissingChunk(f"chunk {chunk_id} is missing from s3://{self.bucket}/{self.folder}") from None
                 raise
+
         return with_retries(f"reading chunk {chunk_id}", read, self.retry)
 
     def delete(self, chunk_id: str) -> None:
@@ -160,8 +178,9 @@ class ChunkStore:
     def delete_object(self, name: str) -> None:
         """Delete the object `name` (as `objects()` names it) from the chunk folder."""
         key = self.folder + name
-        with_retries(f"deleting chunk {name}",
-                     lambda: self.client.delete_object(Bucket=self.bucket, Key=key), self.retry)
+        with_retries(
+            f"deleting chunk {name}", lambda: self.client.delete_object(Bucket=self.bucket, Key=key), self.retry
+        )
 
 
 class MissingChunk(StorageError):

@@ -8,6 +8,7 @@ deleted; the grace period also keeps the fresh chunks of an upload that does not
 one that failed a moment ago). Manifests are listed after retention deleted its, and chunks after the
 manifests were read. A collection stopped half-way deleted only unreferenced chunks; the next one finishes.
 """
+
 from __future__ import annotations
 
 import logging
@@ -42,18 +43,29 @@ class Collection:
         if not (self.deleted or self.young or self.failed):
             return []
         verb = "would delete" if self.dry_run else "deleted"
-        out = [f"chunks: {verb} {len(self.deleted)} ({self.deleted_bytes} bytes) that none of the "
-               f"{self.manifests} dedup backups names; {self.referenced} in use"]
+        out = [
+            f"chunks: {verb} {len(self.deleted)} ({self.deleted_bytes} bytes) that none of the "
+            f"{self.manifests} dedup backups names; {self.referenced} in use"
+        ]
         if self.young:
-            out.append(f"chunks: kept {self.young} that no backup names yet, younger than "
-                       f"{CHUNK_GRACE.total_seconds() / 3600:g} h (an upload running or just failed)")
+            out.append(
+                f"chunks: kept {self.young} that no backup names yet, younger than "
+                f"{CHUNK_GRACE.total_seconds() / 3600:g} h (an upload running or just failed)"
+            )
         for chunk_id, error in self.failed:
             out.append(f"FAILED  chunk {chunk_id} could not be deleted: {error}")
         return out
 
 
-def collect_chunks(client, location: StorageLocation, backup_name: str, *, dry_run: bool = False,
-                   now: datetime | None = None, retry: RetryPolicy = RetryPolicy()) -> Collection:
+def collect_chunks(
+    client,
+    location: StorageLocation,
+    backup_name: str,
+    *,
+    dry_run: bool = False,
+    now: datetime | None = None,
+    retry: RetryPolicy = RetryPolicy(),
+) -> Collection:
     """Delete the chunks of `backup_name` that no manifest names and that are older than CHUNK_GRACE.
     StorageError (nothing deleted) when a manifest or a listing cannot be read."""
     now = now or datetime.now(timezone.utc)
@@ -97,6 +109,7 @@ def _manifest_keys(client, location: StorageLocation, backup_name: str, retry: R
 
 def _read(client, bucket: str, key: str, retry: RetryPolicy) -> set[str]:
     """The chunk object names the manifest `key` names (an encrypted one's without decrypting it)."""
+
     def get() -> bytes:
         return client.get_object(Bucket=bucket, Key=key)["Body"].read(MAX_MANIFEST_BYTES + 1)
 
@@ -104,5 +117,7 @@ def _read(client, bucket: str, key: str, retry: RetryPolicy) -> set[str]:
     try:
         return referenced_names(data)
     except BadManifest as exc:
-        raise StorageError(f"the manifest {key} cannot be read ({exc}), so no chunk can be known unused: "
-                           f"no chunk was deleted; delete or repair that object") from None
+        raise StorageError(
+            f"the manifest {key} cannot be read ({exc}), so no chunk can be known unused: "
+            f"no chunk was deleted; delete or repair that object"
+        ) from None

@@ -1,5 +1,6 @@
 """A dedup backup's manifest: the small JSON object, named like a backup (`…_backup_<UTC>.sql.dedup`),
 that lists its chunks in order and what the whole SQL must hash to. Written last, only for a good dump."""
+
 from __future__ import annotations
 
 import base64
@@ -60,12 +61,21 @@ class Manifest:
         return {c.id + self.chunk_suffix for c in self.chunks}
 
     def to_bytes(self) -> bytes:
-        return json.dumps({
-            "format": FORMAT, "version": VERSION, "backup": self.backup, "sql_sha256": self.sql_sha256,
-            "sql_bytes": self.sql_bytes, "key_check": self.key_check,
-            **({"chunk_suffix": self.chunk_suffix} if self.chunk_suffix else {}), **self.facts,
-            "chunks": [[c.id, c.size, c.stored] for c in self.chunks],
-        }, separators=(",", ":"), sort_keys=False).encode()
+        return json.dumps(
+            {
+                "format": FORMAT,
+                "version": VERSION,
+                "backup": self.backup,
+                "sql_sha256": self.sql_sha256,
+                "sql_bytes": self.sql_bytes,
+                "key_check": self.key_check,
+                **({"chunk_suffix": self.chunk_suffix} if self.chunk_suffix else {}),
+                **self.facts,
+                "chunks": [[c.id, c.size, c.stored] for c in self.chunks],
+            },
+            separators=(",", ":"),
+            sort_keys=False,
+        ).encode()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "Manifest":
@@ -82,10 +92,15 @@ class Manifest:
         try:
             chunks = [ChunkRef(str(i), int(n), int(s)) for i, n, s in doc["chunks"]]
             known = {"format", "version", "backup", "sql_sha256", "sql_bytes", "key_check", "chunk_suffix", "chunks"}
-            manifest = cls(backup=str(doc["backup"]), chunks=chunks, sql_sha256=str(doc["sql_sha256"]),
-                           sql_bytes=int(doc["sql_bytes"]), key_check=str(doc["key_check"]),
-                           chunk_suffix=_suffix(doc.get("chunk_suffix", "")),
-                           facts={k: v for k, v in doc.items() if k not in known})
+            manifest = cls(
+                backup=str(doc["backup"]),
+                chunks=chunks,
+                sql_sha256=str(doc["sql_sha256"]),
+                sql_bytes=int(doc["sql_bytes"]),
+                key_check=str(doc["key_check"]),
+                chunk_suffix=_suffix(doc.get("chunk_suffix", "")),
+                facts={k: v for k, v in doc.items() if k not in known},
+            )
         except (KeyError, TypeError, ValueError):
             raise BadManifest("it lacks a field or has one of the wrong type") from None
         if sum(c.size for c in chunks) != manifest.sql_bytes:
@@ -111,10 +126,17 @@ def seal_manifest(manifest: Manifest, recipients: Iterable) -> bytes:
     from backup_svc.crypto.encrypt import encrypt_bytes
 
     sealed = encrypt_bytes(manifest.to_bytes(), recipients)
-    return json.dumps({
-        "format": FORMAT, "version": VERSION, "backup": manifest.backup, "chunk_suffix": manifest.chunk_suffix,
-        "chunk_ids": sorted(manifest.chunk_ids()), SEALED: base64.b64encode(sealed).decode(),
-    }, separators=(",", ":")).encode()
+    return json.dumps(
+        {
+            "format": FORMAT,
+            "version": VERSION,
+            "backup": manifest.backup,
+            "chunk_suffix": manifest.chunk_suffix,
+            "chunk_ids": sorted(manifest.chunk_ids()),
+            SEALED: base64.b64encode(sealed).decode(),
+        },
+        separators=(",", ":"),
+    ).encode()
 
 
 def _envelope(data: bytes) -> dict | None:

@@ -14,6 +14,7 @@ fetch is raised only when its turn comes, naming its chunk. Memory: at most READ
 the first read and is shut down (queued fetches cancelled, running ones waited for) at the end, on the first
 failure and by close(): no thread outlives the stream.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -140,7 +141,9 @@ class DedupStream(io.RawIOBase):
         if self._next == len(chunks):  # before the last bytes leave: the whole SQL must be the recorded one
             sha256 = self._sql_sha256.hexdigest()
             if self._sql_bytes != self.manifest.sql_bytes or sha256 != self.manifest.sql_sha256:
-                raise BadChunk(f"the reassembled SQL has sha256 {sha256} ({self._sql_bytes} bytes), the manifest "
-                               f"records {self.manifest.sql_sha256} ({self.manifest.sql_bytes} bytes)")
+                raise BadChunk(
+                    f"the reassembled SQL has sha256 {sha256} ({self._sql_bytes} bytes), the manifest "
+                    f"records {self.manifest.sql_sha256} ({self.manifest.sql_bytes} bytes)"
+                )
             self._stop()  # every chunk is fetched: the pool's threads end now
         return plain

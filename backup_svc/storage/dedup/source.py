@@ -1,4 +1,5 @@
 """Opening a stored dedup backup (its manifest's key) as a stream of plain SQL, for verify, restore and drills."""
+
 from __future__ import annotations
 
 from typing import BinaryIO, Callable
@@ -13,12 +14,13 @@ from .reader import DedupStream
 def chunk_store_of(client, bucket: str, manifest_key: str, manifest: Manifest, identities=()) -> ChunkStore:
     """The chunk store a manifest's chunks are in: `_chunks/<BACKUP_NAME>/` beside the manifest, its chunks
     named with the manifest's suffix (decrypted with `identities` when they are age-encrypted)."""
-    prefix = manifest_key[:manifest_key.rfind("/") + 1]
+    prefix = manifest_key[: manifest_key.rfind("/") + 1]
     backup_name = manifest.facts.get("backup_name")
     if not isinstance(backup_name, str) or not backup_name or "/" in backup_name:
         raise BadManifest("it names no valid backup_name (the chunk store's folder)")
-    return ChunkStore(client, StorageLocation(bucket, prefix), backup_name, suffix=manifest.chunk_suffix,
-                      identities=identities)
+    return ChunkStore(
+        client, StorageLocation(bucket, prefix), backup_name, suffix=manifest.chunk_suffix, identities=identities
+    )
 
 
 def read_manifest(stream: BinaryIO, name: str, identities=()) -> tuple[Manifest, bytes]:
@@ -30,8 +32,9 @@ def read_manifest(stream: BinaryIO, name: str, identities=()) -> tuple[Manifest,
     return open_manifest(data, identities), data
 
 
-def dedup_opener(client, bucket: str, key: str, chunk_key: ChunkKey | None,
-                 first: BinaryIO | None = None, identities=()) -> Callable[[], BinaryIO]:
+def dedup_opener(
+    client, bucket: str, key: str, chunk_key: ChunkKey | None, first: BinaryIO | None = None, identities=()
+) -> Callable[[], BinaryIO]:
     """An opener (as files.reader.BackupReader takes) giving the backup's SQL from its chunks, checked as it
     streams. `first`: the manifest object already opened (read by the first pass). Without `chunk_key` each
     chunk's id is not checked, only that it inflates and that the whole SQL has the recorded sha256.
@@ -51,8 +54,9 @@ def dedup_opener(client, bucket: str, key: str, chunk_key: ChunkKey | None,
     return opener
 
 
-def stored_opener(client, bucket: str, key: str, first: BinaryIO, secret: str = "",
-                  identities=()) -> Callable[[], BinaryIO]:
+def stored_opener(
+    client, bucket: str, key: str, first: BinaryIO, secret: str = "", identities=()
+) -> Callable[[], BinaryIO]:
     """How every reader of a stored backup opens it: the object's own bytes, or — for a dedup manifest — the
     SQL from its chunks, each checked with BACKUP_DEDUP_KEY (`secret`; empty: the whole SQL's sha256 only).
     `first`: the object already opened (its metadata read), handed to the first pass. `identities`

@@ -20,6 +20,7 @@ Memory: DedupStream's (READ_AHEAD chunks fetched ahead, each ≤ MAX_CHUNK plain
 one being handed on). The generator closes the stream when it ends, fails or is closed early (the client went
 away), which stops the read-ahead threads.
 """
+
 from __future__ import annotations
 
 import struct
@@ -36,8 +37,7 @@ from .reader import BadChunk, DedupStream
 # moto's S3 server on LOOPBACK, not a real bucket over the internet (the page says so, beside a real rate):
 # read-ahead keeps 4 chunk GETs in flight, so a real bucket's per-request latency is paid ~once per 4 chunks.
 MEASURED_MB_S = 38.0
-MEASURED_ON = ("moto's S3 server on loopback on the development machine (bench/dedup_download.py), "
-               "not a real bucket")
+MEASURED_ON = "moto's S3 server on loopback on the development machine (bench/dedup_download.py), not a real bucket"
 
 # ID1 ID2, CM=8 (deflate), FLG=0, MTIME=0, XFL=0, OS=255 (unknown): fixed, so the bytes never vary.
 GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"

@@ -2,6 +2,7 @@
 completion line was seen — the manifest, written last through the same upload as a `.sql.gz` (never
 overwritten, read back, ownership recorded). Any failure before it leaves no backup, only chunks that
 no manifest names, which the next collection removes once they are older than the grace period."""
+
 from __future__ import annotations
 
 import logging
@@ -43,10 +44,21 @@ class DedupStored:
     stored_bytes: int  # compressed bytes of all its chunks (what it occupies alone)
 
 
-def store_dedup_backup(options: DumpOptions, client, location: StorageLocation, name: str, key: ChunkKey, *,
-                       application_name: str, progress: DumpProgress | None, cancel: StopFlag,
-                       retry: RetryPolicy, completion_metadata: Callable[[BackupWritten, float], dict[str, str]],
-                       started: float, recipients: tuple = ()) -> DedupStored:
+def store_dedup_backup(
+    options: DumpOptions,
+    client,
+    location: StorageLocation,
+    name: str,
+    key: ChunkKey,
+    *,
+    application_name: str,
+    progress: DumpProgress | None,
+    cancel: StopFlag,
+    retry: RetryPolicy,
+    completion_metadata: Callable[[BackupWritten, float], dict[str, str]],
+    started: float,
+    recipients: tuple = (),
+) -> DedupStored:
     """Dump into the chunk store and write the manifest `name`; raise on every path that stores no manifest.
 
     `recipients` (BACKUP_AGE_RECIPIENTS): every chunk and the manifest are age-encrypted to them (chunk ids
@@ -58,9 +70,15 @@ def store_dedup_backup(options: DumpOptions, client, location: StorageLocation, 
     sink = DedupSink(store, key, known)
     try:
         with DumpStopper(cancel) as stopper:
-            written = write_backup(options, CancellableSink(sink, cancel), application_name=application_name,
-                                   progress=progress, count_rows=True, interrupt=stopper.interrupt,
-                                   created=stopper.created)
+            written = write_backup(
+                options,
+                CancellableSink(sink, cancel),
+                application_name=application_name,
+                progress=progress,
+                count_rows=True,
+                interrupt=stopper.interrupt,
+                created=stopper.created,
+            )
         # write_backup returned: pg_dump exited 0 and its output ended with the completion line.
         chunks = sink.finish()
     except BaseException:
@@ -69,37 +87,74 @@ def store_dedup_backup(options: DumpOptions, client, location: StorageLocation, 
     if written.sql_bytes != sink.sql_bytes:
         raise StorageError("the SQL cut into chunks differs from the SQL the dump produced")
     owner = Owner(options.backup_name, written.facts.database, written.facts.system_identifier or None)
-    manifest = Manifest(backup=name, chunks=chunks, sql_sha256=sink.sql_sha256, sql_bytes=sink.sql_bytes,
-                        key_check=key.check, chunk_suffix=suffix, facts={
-                            "backup_name": options.backup_name,
-                            "database": written.facts.database,
-                            "server_version": written.facts.version,
-                            "pg_dump_version": written.pg_dump.version,
-                            # the .sql.gz this run's dump streamed (gzip output is not reproduced from chunks)
-                            "sqlgz_sha256": written.sha256,
-                            "sqlgz_bytes": written.gzip_bytes,
-                            "chunker": {"algorithm": "FastCDC 2020", "library": f"pyfastcdc {version('pyfastcdc')}",
-                                        "avg": AVG_CHUNK, "min": MIN_CHUNK, "max": MAX_CHUNK},
-                            "chunk_id": "hmac-sha256", "compression": "zlib",
-                            "table_rows": {f"{s}.{t}": n for (s, t), n in (written.table_rows or {}).items()},
-                        })
+    manifest = Manifest(
+        backup=name,
+        chunks=chunks,
+        sql_sha256=sink.sql_sha256,
+        sql_bytes=sink.sql_bytes,
+        key_check=key.check,
+        chunk_suffix=suffix,
+        facts={
+            "backup_name": options.backup_name,
+            "database": written.facts.database,
+            "server_version": written.facts.version,
+            "pg_dump_version": written.pg_dump.version,
+            # the .sql.gz this run's dump streamed (gzip output is not reproduced from chunks)
+            "sqlgz_sha256": written.sha256,
+            "sqlgz_bytes": written.gzip_bytes,
+            "chunker": {
+                "algorithm": "FastCDC 2020",
+                "library": f"pyfastcdc {version('pyfastcdc')}",
+                "avg": AVG_CHUNK,
+                "min": MIN_CHUNK,
+                "max": MAX_CHUNK,
+            },
+            "chunk_id": "hmac-sha256",
+            "compression": "zlib",
+            "table_rows": {f"{s}.{t}": n for (s, t), n in (written.table_rows or {}).items()},
+        },
+    )
     metadata = {"backup-name": options.backup_name, "storage-format": "dedup"}
     if recipients:
         from backup_svc.crypto.labels import recipients_metadata
+
         metadata.update(recipients_metadata(recipients))
     body = seal_manifest(manifest, recipients) if recipients else manifest.to_bytes()
-    with MultipartUpload(client, location.bucket, location.key(name), metadata=metadata, retry=retry,
-                         cancelled=cancel.is_set, content_type=CONTENT_TYPE, part_size=MANIFEST_PART_SIZE) as upload:
+    with MultipartUpload(
+        client,
+        location.bucket,
+        location.key(name),
+        metadata=metadata,
+        retry=retry,
+        cancelled=cancel.is_set,
+        content_type=CONTENT_TYPE,
+        part_size=MANIFEST_PART_SIZE,
+    ) as upload:
         upload.write(body)
-        stored = upload.complete({
-            **completion_metadata(written, time.monotonic() - started),
-            **owner.metadata(),
-            "dedup-chunks": str(len(chunks)),
-            "dedup-new-chunks": str(sink.new_chunks),
-            "dedup-new-bytes": str(sink.new_bytes),
-            "dedup-stored-bytes": str(manifest.stored_bytes),
-        })
-    log.info("dedup backup %s: %d chunks, %d new (%d bytes uploaded), %d bytes of SQL", name, len(chunks),
-             sink.new_chunks, sink.new_bytes, sink.sql_bytes)
-    return DedupStored(stored=stored, written=written, owner=owner, chunks=len(chunks), new_chunks=sink.new_chunks,
-                       new_bytes=sink.new_bytes, stored_bytes=manifest.stored_bytes)
+        stored = upload.complete(
+            {
+                **completion_metadata(written, time.monotonic() - started),
+                **owner.metadata(),
+                "dedup-chunks": str(len(chunks)),
+                "dedup-new-chunks": str(sink.new_chunks),
+                "dedup-new-bytes": str(sink.new_bytes),
+                "dedup-stored-bytes": str(manifest.stored_bytes),
+            }
+        )
+    log.info(
+        "dedup backup %s: %d chunks, %d new (%d bytes uploaded), %d bytes of SQL",
+        name,
+        len(chunks),
+        sink.new_chunks,
+        sink.new_bytes,
+        sink.sql_bytes,
+    )
+    return DedupStored(
+        stored=stored,
+        written=written,
+        owner=owner,
+        chunks=len(chunks),
+        new_chunks=sink.new_chunks,
+        new_bytes=sink.new_bytes,
+        stored_bytes=manifest.stored_bytes,
+    )

@@ -5,6 +5,7 @@ completion line and exit checks decide whether a manifest is written at all), in
 the SQL with FastCDC. Memory: the uncut SQL (at most CUT_WINDOW + one inflated batch) plus at most
 CHUNKS_IN_FLIGHT compressed chunks being sent, whatever the database's size.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -126,7 +127,7 @@ class DedupSink:
         view = memoryview(self._buffer)
         try:
             for offset, length in cut:
-                self._add(view[offset:offset + length])
+                self._add(view[offset : offset + length])
                 consumed = offset + length
         finally:
             view.release()
