@@ -12,10 +12,10 @@ import zlib
 from datetime import datetime, timedelta, timezone
 
 from tests.databases import snapshot
-from tests.http_client import basic
 from tests.processes import run_cli, wait_until
 from tests.s3support import all_keys, s3_env, stored_metadata
-from tests.service.test_dedup_storage import DEDUP_KEY, SEVERAL_CHUNKS, chunk_keys, dedup_env, manifests, upload
+from tests.restore_requests import follow
+from tests.dedup_support import restores_identical, DEDUP_KEY, SEVERAL_CHUNKS, chunk_keys, dedup_env, manifests, upload
 
 MARKER = "cleartext-marker-dd-5e1b"  # a row value that must never be readable in the bucket
 MARKED = (
@@ -105,11 +105,7 @@ def test_encrypted_nights_share_chunks_restore_identical_and_reveal_nothing(
         verified = run_cli("verify", stored, env=reading)
         assert verified.returncode == 0 and "stored sha256:    matches" in verified.stdout, verified.stderr
         target = f"{name}_n{number}"
-        restored = run_cli("restore", stored, "--target-url", pg_cluster.url(target), "--create", env=reading)
-        assert restored.returncode == 0, restored.stderr
-        assert snapshot(pg_cluster, target) == expected, f"night {number}"
-        with pg_cluster.connect() as db:
-            db.execute(f'DROP DATABASE "{target}" WITH (FORCE)')
+        restores_identical(pg_cluster, stored, target, expected, env=reading)
 
     # retention + collection need no private key: the sealed manifests name their chunks in their envelope
     from backup_svc.storage.location import BackupNames, StorageLocation
@@ -189,24 +185,8 @@ def test_serve_stores_an_encrypted_dedup_backup_and_the_dashboard_restore_decryp
     assert_nothing_readable(client, bucket)
     (backup,) = [b["name"] for b in service.request("GET", "/api/v1/stored", service.auth()).json()["backups"]]
 
-    conn = service.connection(timeout=60)
-    conn.request(
-        "POST",
-        "/api/v1/restores",
-        body=json.dumps({"backup": backup, "mode": "new"}).encode(),
-        headers={"Content-Type": "application/json", **basic("admin", service.password)},
-    )
-    response = conn.getresponse()
-    body = json.loads(response.read())
-    conn.close()
-    assert response.status == 202, body
-
-    def ended():
-        report = service.request("GET", body["progress_url"], service.auth()).json()
-        return report if report["state"] != "running" else None
-
-    report = wait_until(ended, 120, interval=0.2)
-    assert report and report["state"] == "done", report
+    report = follow(service, {"backup": backup, "mode": "new"}, timeout_s=120)  # the dashboard's restore
+    assert report["state"] == "done", report
     assert snapshot(pg_cluster, report["target"]) == snapshot(pg_cluster, name)
     with pg_cluster.connect() as db:
         db.execute(f'DROP DATABASE "{report["target"]}" WITH (FORCE)')
@@ -234,11 +214,7 @@ def test_get_rebuilds_an_encrypted_dedup_backup_with_the_identity_and_the_dashbo
     assert got.returncode == 0, got.stderr
     tested = subprocess.run(["gzip", "-t", str(tmp_path / "x.sql.gz")], capture_output=True)
     assert tested.returncode == 0, tested.stderr
-    restored = run_cli("restore", str(tmp_path / "x.sql.gz"), "--target-url", pg_cluster.url(f"{name}_got"), "--create")
-    assert restored.returncode == 0, restored.stderr
-    assert snapshot(pg_cluster, f"{name}_got") == snapshot(pg_cluster, name)
-    with pg_cluster.connect() as db:
-        db.execute(f'DROP DATABASE "{name}_got" WITH (FORCE)')
+    restores_identical(pg_cluster, str(tmp_path / "x.sql.gz"), f"{name}_got", snapshot(pg_cluster, name))
 
     service = start_service(
         DATABASE_URL=url,

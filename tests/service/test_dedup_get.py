@@ -9,7 +9,15 @@ import re
 import subprocess
 
 from tests.s3support import s3_env
-from tests.service.test_dedup_storage import SEVERAL_CHUNKS, dedup_env, manifest_of, manifests, reading_env, upload
+from tests.dedup_support import (
+    restores_identical,
+    SEVERAL_CHUNKS,
+    dedup_env,
+    manifest_of,
+    manifests,
+    reading_env,
+    upload,
+)
 from tests.databases import snapshot
 from tests.http_client import gzip_is_valid
 from tests.processes import run_cli, wait_until
@@ -71,11 +79,7 @@ def test_get_and_the_download_give_the_same_sqlgz_of_the_manifests_sql_and_it_re
     # the files reader takes the many-member file: verify, and a restore identical to the source
     verified = run_cli("verify", str(tmp_path / "a.sql.gz"))
     assert verified.returncode == 0, verified.stderr
-    restored = run_cli("restore", str(tmp_path / "a.sql.gz"), "--target-url", pg_cluster.url(f"{name}_got"), "--create")
-    assert restored.returncode == 0, restored.stderr
-    assert snapshot(pg_cluster, f"{name}_got") == snapshot(pg_cluster, name)
-    with pg_cluster.connect() as db:
-        db.execute(f'DROP DATABASE "{name}_got" WITH (FORCE)')
+    restores_identical(pg_cluster, str(tmp_path / "a.sql.gz"), f"{name}_got", snapshot(pg_cluster, name))
 
 
 def test_get_of_a_sqlgz_object_copies_it_checked(s3, moto_s3, fresh_db, tmp_path):

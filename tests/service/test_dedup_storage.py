@@ -3,7 +3,6 @@ PostgreSQL and moto's S3 server on loopback: chunks stored once, manifests writt
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
@@ -15,51 +14,21 @@ import pytest
 
 from tests import REPO
 from tests.databases import snapshot
-from tests.http_client import basic, gzip_is_valid
+from tests.http_client import gzip_is_valid
 from tests.processes import kill_upload, pg_dump_pids, run_cli, wait_until
-from tests.s3support import all_keys, incomplete_uploads, s3_env, stored_metadata
-
-DEDUP_KEY = "dedup-key-for-tests-" + "k" * 24
-# ~10 MB of SQL: several 1 MiB chunks, so that an unchanged or slightly changed database shows its dedup
-SEVERAL_CHUNKS = """
-    CREATE TABLE items (id int PRIMARY KEY, label text NOT NULL, note text);
-    INSERT INTO items SELECT g, md5(g::text) || md5((g * 7)::text), repeat(chr(65 + g % 26), 40)
-      FROM generate_series(1, 110000) g;
-"""
-
-
-def dedup_env(endpoint: str, bucket: str, db_url: str, **extra: str) -> dict[str, str]:
-    return {
-        "DATABASE_URL": db_url,
-        "BACKUP_STORAGE_URL": f"s3://{bucket}/backups",
-        "BACKUP_STORAGE_FORMAT": "dedup",
-        "BACKUP_DEDUP_KEY": DEDUP_KEY,
-        **s3_env(endpoint),
-        **extra,
-    }
-
-
-def reading_env(endpoint: str) -> dict[str, str]:
-    return {**s3_env(endpoint), "BACKUP_DEDUP_KEY": DEDUP_KEY}
-
-
-def chunk_keys(client, bucket: str, db: str) -> list[str]:
-    return [k for k in all_keys(client, bucket) if k.startswith(f"backups/_chunks/{db}/")]
-
-
-def manifests(client, bucket: str, db: str) -> list[str]:
-    return [k for k in all_keys(client, bucket) if k.startswith(f"backups/{db}_backup_") and k.endswith(".sql.dedup")]
-
-
-def manifest_of(client, bucket: str, key: str) -> dict:
-    return json.loads(client.get_object(Bucket=bucket, Key=key)["Body"].read())
-
-
-def upload(env: dict[str, str]) -> str:
-    """One `upload`; the stored manifest's s3:// URL."""
-    done = run_cli("upload", env=env)
-    assert done.returncode == 0, done.stderr
-    return done.stdout.split()[1]
+from tests.restore_requests import follow
+from tests.dedup_support import (
+    restores_identical,
+    DEDUP_KEY,
+    SEVERAL_CHUNKS,
+    chunk_keys,
+    dedup_env,
+    manifest_of,
+    manifests,
+    reading_env,
+    upload,
+)
+from tests.s3support import incomplete_uploads, s3_env, stored_metadata
 
 
 def test_an_unchanged_database_uploads_no_new_chunks_the_second_time(s3, moto_s3, fresh_db):
@@ -342,24 +311,8 @@ def test_serve_stores_lists_and_restores_a_dedup_backup(s3, moto_s3, start_servi
     download = service.request("GET", f"/api/v1/stored/{listed[0]['name']}", service.auth())
     assert download.status == 200 and gzip_is_valid(download.body)  # rebuilt from its chunks (test_dedup_get.py)
 
-    conn = service.connection(timeout=60)
-    conn.request(
-        "POST",
-        "/api/v1/restores",
-        body=json.dumps({"backup": listed[0]["name"], "mode": "new"}).encode(),
-        headers={"Content-Type": "application/json", **basic("admin", service.password)},
-    )
-    response = conn.getresponse()
-    body = json.loads(response.read())
-    conn.close()
-    assert response.status == 202, body
-
-    def ended():
-        report = service.request("GET", body["progress_url"], service.auth()).json()
-        return report if report["state"] != "running" else None
-
-    report = wait_until(ended, 120, interval=0.2)
-    assert report and report["state"] == "done", report
+    report = follow(service, {"backup": listed[0]["name"], "mode": "new"}, timeout_s=120)  # the dashboard's restore
+    assert report["state"] == "done", report
     assert report["counts_from"] == "dump-time metadata"
     assert snapshot(pg_cluster, report["target"]) == snapshot(pg_cluster, name)
     with pg_cluster.connect() as db:
@@ -493,12 +446,6 @@ def test_a_week_of_nights_with_changes_each_restore_as_the_database_was(s3, moto
     assert sum(new[1:]) < 6 * total[0], (new, total)  # later nights shared chunks with earlier ones
     for number, (stored, expected, _) in enumerate(nights, start=1):
         target = f"{name}_night{number}"
-        restored = run_cli(
-            "restore", stored, "--target-url", pg_cluster.url(target), "--create", env=reading_env(moto_s3.endpoint)
-        )
-        assert restored.returncode == 0, restored.stderr
-        assert snapshot(pg_cluster, target) == expected, f"night {number}"
-        with pg_cluster.connect() as db:
-            db.execute(f'DROP DATABASE "{target}" WITH (FORCE)')
+        restores_identical(pg_cluster, stored, target, expected, env=reading_env(moto_s3.endpoint))
     snapshots = [expected for _, expected, _ in nights]
     assert all(snapshots[i] != snapshots[i + 1] for i in (0, 1, 3, 4, 5)) and snapshots[2] == snapshots[3]

@@ -8,7 +8,7 @@ from tests.databases import snapshot
 from tests.http_client import basic
 from tests.processes import wait_until
 from tests.service import test_restores
-from tests.service.test_restores import databases, post_json, store_backup, storage_env, wait_for_end
+from tests.restore_requests import databases, post_json, store_backup, storage_env, wait_for_end
 
 AGE_MAGIC = b"age-encryption.org/v1\n"
 live = test_restores.live  # the fixture: a fresh copy of the rich database as the live one
