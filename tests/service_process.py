@@ -164,3 +164,34 @@ def outcome_line(service, backup_id: str, timeout_s: float = 10) -> dict | None:
     """The audit line of one backup's outcome, once written (None if not within `timeout_s`)."""
     records = audit_records(service, backup_id, timeout_s)  # one wait: `timeout_s` is the whole bound
     return records[-1] if records else None
+
+
+def curl_with_dump_killed(service, pg_cluster, out, path: str) -> int:
+    """curl (at 2 MB/s, the token) downloads `path` into `out`; once bytes have arrived the dump's backend is
+    terminated (exactly one); curl's exit status."""
+    from tests.processes import wait_until
+
+    curl = subprocess.Popen(
+        [
+            "curl",
+            "--fail",
+            "--silent",
+            "--show-error",
+            "--limit-rate",
+            "2M",
+            "-o",
+            str(out),
+            "-H",
+            f"Authorization: Bearer {service.token}",
+            f"{service.base_url}{path}",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert wait_until(lambda: out.exists() and out.stat().st_size > 0, 20)
+    with pg_cluster.connect() as db:
+        killed = db.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name LIKE 'backup_svc-dump%'"
+        ).fetchall()
+    assert killed == [(True,)]
+    return curl.wait(timeout=60)

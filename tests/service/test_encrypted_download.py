@@ -11,6 +11,7 @@ import subprocess
 import pytest
 
 from tests.databases import restore, snapshot
+from tests.service_process import curl_with_dump_killed
 
 
 @pytest.fixture
@@ -66,30 +67,8 @@ def test_a_dump_that_breaks_mid_stream_breaks_the_encrypted_transfer(
     key, public = age_key
     service = start_service(DATABASE_URL=big_db, BACKUP_AGE_RECIPIENTS=public)
     out = tmp_path / "broken.sql.gz.age"
-    curl = subprocess.Popen(
-        [
-            "curl",
-            "--fail",
-            "--silent",
-            "--show-error",
-            "--limit-rate",
-            "2M",
-            "-o",
-            str(out),
-            "-H",
-            f"Authorization: Bearer {service.token}",
-            f"{service.base_url}/api/v1/backup?encrypt=age",
-        ],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert wait_until(lambda: out.exists() and out.stat().st_size > 0, 20)
-    with pg_cluster.connect() as db:
-        killed = db.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name LIKE 'backup_svc-dump%'"
-        ).fetchall()
-    assert killed == [(True,)]
-    assert curl.wait(timeout=60) != 0, "curl must see a broken transfer"
+    rc = curl_with_dump_killed(service, pg_cluster, out, "/api/v1/backup?encrypt=age")
+    assert rc != 0, "curl must see a broken transfer"
     assert out.read_bytes().startswith(b"age-encryption.org/v1\n")
     assert subprocess.run(["age", "-d", "-i", str(key), str(out)], capture_output=True).returncode != 0
     assert wait_until(lambda: "broken mid-stream" in service.log(), 5)

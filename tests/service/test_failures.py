@@ -10,6 +10,7 @@ import time
 from tests.databases import dump_sessions
 from tests.http_client import gzip_is_valid, read_all
 from tests.processes import all_pids, cmdline, pg_dump_pids, wait_until
+from tests.service_process import curl_with_dump_killed
 
 
 def _start_download(service, read_bytes: int = 65536):
@@ -107,31 +108,7 @@ def test_lock_timeout_is_503_not_a_queue(rich_db, start_service, pg_cluster):
 def test_backend_terminated_mid_stream_breaks_transfer(big_db, start_service, pg_cluster, tmp_path):
     service = start_service(DATABASE_URL=big_db)
     out = tmp_path / "broken.sql.gz"
-    curl = subprocess.Popen(
-        [
-            "curl",
-            "--fail",
-            "--silent",
-            "--show-error",
-            "--limit-rate",
-            "2M",
-            "-o",
-            str(out),
-            "-H",
-            f"Authorization: Bearer {service.token}",
-            f"{service.base_url}/api/v1/backup",
-        ],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert wait_until(lambda: out.exists() and out.stat().st_size > 0, 20)
-    with pg_cluster.connect() as db:
-        killed = db.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name LIKE 'backup_svc-dump%'"
-        ).fetchall()
-    assert killed == [(True,)]
-    rc = curl.wait(timeout=60)
-    assert rc != 0, "curl must see a broken transfer"
+    assert curl_with_dump_killed(service, pg_cluster, out, "/api/v1/backup") != 0, "curl must see a broken transfer"
     assert subprocess.run(["gzip", "-t", str(out)], capture_output=True).returncode != 0
     assert wait_until(lambda: '"outcome": "failed"' in service.log(), 5)
     assert "broken mid-stream" in service.log()
