@@ -6,7 +6,7 @@ the service (`GET /api/v1/stored/<name>`) — against `rclone cat` of the same f
 A throwaway cluster under .cache/bench/rclone-download/ holds one table of random bytes (`--mb` of it: gzip
 cannot shrink them, so the stored backup is about that size); `upload` stores it on `rclone serve webdav` of
 a folder on a loopback port; the real service (gunicorn) streams it. The figure the dashboard quotes
-(storage/rclone_prompt.py MEASURED_MB_S) comes from here: LOOPBACK, not a real provider over the internet.
+(storage/rclone_on_demand.py MEASURED_MB_S) comes from here: LOOPBACK, not a real provider over the internet.
 Also printed: the worker's peak RSS (VmHWM) after the downloads, the memory bound of the stream.
 """
 

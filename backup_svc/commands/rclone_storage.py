@@ -109,7 +109,7 @@ def _lock(settings: Settings, target):
 
 
 def _owner(settings: Settings):
-    from backup_svc.storage.run import owner_lookup
+    from backup_svc.storage.take import owner_lookup
 
     return owner_lookup(settings.dump).get()
 

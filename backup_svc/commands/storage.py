@@ -69,7 +69,7 @@ def cmd_upload(args: argparse.Namespace) -> int:
 
 
 def _upload(settings: Settings, history) -> int:
-    from backup_svc.storage.run import stored_backup_name
+    from backup_svc.storage.take import stored_backup_name
     from backup_svc.dump.pipeline import DumpBroken
     from backup_svc.history.hooks import outcome_sink
     from backup_svc.notify.stored import StoredSetup, reporter_for
@@ -154,7 +154,7 @@ def _recorded_upload(settings: Settings, setup, reporter, history, name: str):
     from backup_svc.history.retention import pruning_after_backup
     from backup_svc.notify.stored import failure_reason, reporting
     from backup_svc.storage.lock import AnotherBackupRunning
-    from backup_svc.storage.run import take_stored_backup
+    from backup_svc.storage.take import take_stored_backup
 
     started, amounts = time.time(), {}
     try:
@@ -206,7 +206,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     from backup_svc.storage.listing import survey_backups
     from backup_svc.storage.location import BackupNames
     from backup_svc.storage.prune import UNRECORDED_NOTE
-    from backup_svc.storage.run import owner_lookup
+    from backup_svc.storage.take import owner_lookup
 
     settings = _settings_with_storage()
     if settings is None:
@@ -270,7 +270,7 @@ def _prune_backups(settings: Settings, dry_run: bool) -> int:
     from backup_svc.storage.location import BackupNames
     from backup_svc.storage.lock import AnotherBackupRunning, StoredBackupLock
     from backup_svc.storage.prune import prune
-    from backup_svc.storage.run import destination_of, owner_lookup
+    from backup_svc.storage.take import destination_of, owner_lookup
 
     storage = settings.storage
     try:
@@ -330,7 +330,7 @@ def storage_check_lines(settings: Settings) -> tuple[list[str], bool]:
     from backup_svc.storage.listing import survey_backups
     from backup_svc.storage.location import BackupNames
     from backup_svc.storage.probe import probe_storage
-    from backup_svc.storage.run import owner_lookup
+    from backup_svc.storage.take import owner_lookup
 
     storage = settings.storage
     if storage is None:

@@ -47,7 +47,7 @@ def prune_history(
 
 
 def pruning_after_backup(storage: StorageSettings) -> Callable[[Any], None]:
-    """BACKUP_HISTORY_DAYS after each stored backup, as the `after` hook storage/run.py (called with its S3
+    """BACKUP_HISTORY_DAYS after each stored backup, as the `after` hook storage/take.py (called with its S3
     client) and rclone_store.py (with its rclone target) take: only history events are deleted, and a
     failure is only logged."""
     if storage.is_rclone:

@@ -206,7 +206,7 @@ def newest_stored(setup: StoredSetup, client=None, owner=None):
     from backup_svc.storage.destination import destination_for
     from backup_svc.storage.listing import list_backups
     from backup_svc.storage.location import BackupNames
-    from backup_svc.storage.run import owner_lookup
+    from backup_svc.storage.take import owner_lookup
 
     owner = owner if owner is not None else owner_lookup(setup.dump)
     if client is None:  # the bucket or the rclone remote BACKUP_STORAGE_URL names
@@ -256,7 +256,7 @@ class StalenessWatch:
     ):
         import threading
 
-        from backup_svc.storage.run import owner_lookup
+        from backup_svc.storage.take import owner_lookup
 
         self.reporter, self.setup, self.client, self.history = reporter, setup, client, history
         self.owner = owner_lookup(setup.dump)  # asks the database once for the cluster's identity

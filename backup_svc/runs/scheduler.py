@@ -22,7 +22,7 @@ from backup_svc.dump.registry import BackupRecord
 from backup_svc.history.hooks import record_run
 from backup_svc.history.retention import pruning_after_backup
 from backup_svc.storage.destination import destination_for
-from backup_svc.storage.run import owner_lookup, stored_backup_name
+from backup_svc.storage.take import owner_lookup, stored_backup_name
 from backup_svc.storage.schedule import Scheduler
 from backup_svc.timefmt import iso_utc, utc_now
 

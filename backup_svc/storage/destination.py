@@ -2,9 +2,9 @@
 scheduler, the staleness watch and the dashboard make of either (the datasette `publish/` shape: one module
 per destination, the shared policy above them):
 
-  take(options, name=…, …)   one stored backup, start to finish (run.py / rclone_store.py)
-  prompt(backup_name, owner) what a waiting person asks: the list, a download, permissions (prompt.py /
-                             rclone_prompt.py)
+  take(options, name=…, …)   one stored backup, start to finish (take.py / rclone_store.py)
+  prompt(backup_name, owner) what a waiting person asks: the list, a download, permissions (on_demand.py /
+                             rclone_on_demand.py)
   newest(backup_name, owner) this service's newest stored backup (the staleness alarm's input)
   marker(name)               what a run marker records, and `clean_after_kill(facts)` what the next worker
                              removes when a worker was killed mid-upload (serving/unfinished.py)
@@ -18,13 +18,13 @@ from .client import make_client
 from .listing import list_backups
 from .location import BackupNames
 from .ownership import Owner
-from .prompt import PromptStorage
+from .on_demand import OnDemandStorage
 from .prune import abort_uploads_of
-from .rclone_prompt import RemotePrompt
+from .rclone_on_demand import RemoteOnDemand
 from .rclone_run import survey
 from .rclone_store import take_remote_backup
 from .rclone_target import RcloneTarget
-from .run import take_stored_backup
+from .take import take_stored_backup
 from .settings import StorageSettings
 
 
@@ -48,7 +48,7 @@ class BucketDestination:
         )
 
     def prompt(self, backup_name: str, owner: Callable[[], Owner]):
-        return PromptStorage(self.storage, backup_name, owner)
+        return OnDemandStorage(self.storage, backup_name, owner)
 
     def newest(self, backup_name: str, owner: Owner):
         backups = list_backups(
@@ -88,7 +88,7 @@ class RemoteDestination:
         )
 
     def prompt(self, backup_name: str, owner: Callable[[], Owner]):
-        return RemotePrompt(self.storage.location, self.storage.client_env, backup_name, owner)
+        return RemoteOnDemand(self.storage.location, self.storage.client_env, backup_name, owner)
 
     def newest(self, backup_name: str, owner: Owner):
         backups, _ = survey(self.target(), BackupNames(backup_name), owner)

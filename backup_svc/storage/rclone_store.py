@@ -1,4 +1,4 @@
-"""One stored backup on an rclone remote, start to finish — run.py's `take_stored_backup` for
+"""One stored backup on an rclone remote, start to finish — take.py's `take_stored_backup` for
 `rclone:<remote>:<path>`: the same database lock, the leftovers of killed runs removed, pg_dump streamed
 into `rclone rcat` (rclone_run.upload: moved into place only after pg_dump's success and the size and
 sha256 check), then retention and the history's retention. Used by `upload` and by the scheduler in
@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class RemoteBackupResult:
     """A stored backup on the remote, complete and checked, and what the clean-up after it did (the fields
-    the scheduler reads of run.py's StoredBackupResult)."""
+    the scheduler reads of take.py's StoredBackupResult)."""
 
     stored: StoredObject  # bucket "" and key `<remote>:<path>/<name>`: there is no bucket
     owner: Owner

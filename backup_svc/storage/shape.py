@@ -3,7 +3,7 @@
 A backup that succeeds can still be a disaster: a table emptied by a bad migration is dumped, stored and
 verified like any other. `detect_shrink` compares a new backup's total rows (its size where rows are
 unknown, e.g. encrypted backups) with the median of the previous ones (BACKUP_SHRINK_ALERT). Pure
-functions: the callers read the metadata (run.py, catalog.py) and tell people (notify/).
+functions: the callers read the metadata (take.py, catalog.py) and tell people (notify/).
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ class BackupShape:
 
 
 def shape_of(name: str, time: datetime, size: int, metadata: Mapping[str, str]) -> BackupShape:
-    """A backup's shape from its object's user metadata (as run.py records it)."""
+    """A backup's shape from its object's user metadata (as take.py records it)."""
     per_table, rows, tables = counts_from_metadata(dict(metadata))
     try:
         sql_bytes = int(metadata["sql-bytes"]) if "sql-bytes" in metadata else None

@@ -10,7 +10,7 @@ from flask import Blueprint, Response, current_app, render_template
 from backup_svc.crypto.labels import short_label
 from backup_svc.pg.readiness import dump_readiness
 from backup_svc.storage.dedup.sqlgz import MEASURED_MB_S as DEDUP_MB_S, MEASURED_ON as DEDUP_MEASURED_ON
-from backup_svc.storage.rclone_prompt import download_limit
+from backup_svc.storage.rclone_on_demand import download_limit
 from backup_svc.storage.status import retention_words
 from backup_svc.timefmt import iso_utc
 from backup_svc.web.auth import auth
@@ -126,7 +126,7 @@ class StoredFacts:
     retention: str
     shrink_alert: float | None = None  # BACKUP_SHRINK_ALERT, None when off
     # an rclone remote: what the page calls the place, the restore command's address of a backup, the variables
-    # a shell needs, and the limits of a download streamed through the service (rclone_prompt.download_limit)
+    # a shell needs, and the limits of a download streamed through the service (rclone_on_demand.download_limit)
     place: str = "bucket"
     source_prefix: str = ""
     variables: str = "AWS_*"

@@ -24,8 +24,8 @@ from backup_svc.storage.dedup.manifest import is_manifest_name
 from backup_svc.storage.dedup.sqlgz import MEASURED_MB_S as DEDUP_MB_S, MEASURED_ON as DEDUP_MEASURED_ON
 from backup_svc.storage.dedup.sqlgz import sqlgz_members, sqlgz_name, sqlgz_size
 from backup_svc.storage.presign import PRESIGN_MAX_S, NotOurBackup
-from backup_svc.storage.prompt import LIST_DEADLINE_S, QUICK_RETRY
-from backup_svc.storage.rclone_prompt import download_limit
+from backup_svc.storage.on_demand import LIST_DEADLINE_S, QUICK_RETRY
+from backup_svc.storage.rclone_on_demand import download_limit
 from backup_svc.storage.status import freshness, next_run_words, retention_words, schedule_interval
 from backup_svc.storage.trend import retention_marks, trend
 from backup_svc.timefmt import iso_utc, utc_now

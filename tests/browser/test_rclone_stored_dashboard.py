@@ -12,7 +12,7 @@ import shutil
 import pytest
 from playwright.sync_api import expect
 
-from backup_svc.storage.rclone_prompt import MEASURED_MB_S
+from backup_svc.storage.rclone_on_demand import MEASURED_MB_S
 from tests.conftest import ARTIFACTS
 from tests.processes import run_cli
 

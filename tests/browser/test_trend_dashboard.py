@@ -18,7 +18,7 @@ from playwright.sync_api import expect
 
 from backup_svc.config import Settings
 from backup_svc.dump.backup import backup_filename
-from backup_svc.storage.run import take_stored_backup
+from backup_svc.storage.take import take_stored_backup
 from tests.conftest import ARTIFACTS
 from tests.s3support import cluster_identity, owned, s3_env, seed_backup
 

@@ -14,7 +14,7 @@ import pytest
 
 from backup_svc.config import Settings
 from backup_svc.crypto.common import AGE_MAGIC, EncryptionFailed
-from backup_svc.storage.run import take_stored_backup
+from backup_svc.storage.take import take_stored_backup
 from tests.processes import pg_dump_pids, wait_until
 from tests.s3support import FAST_RETRY, incomplete_uploads, object_keys, s3_env
 

@@ -178,7 +178,7 @@ def test_the_guides_default_alarms_after_1_5_intervals_without_a_backup(
 
     from backup_svc.config import Settings
     from backup_svc.storage.lock import lock_key
-    from backup_svc.storage.run import destination_of
+    from backup_svc.storage.take import destination_of
 
     _, bucket = s3
     controller, mailbox = smtp_server

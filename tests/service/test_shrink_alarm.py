@@ -17,7 +17,7 @@ import pytest
 
 from backup_svc.config import Settings
 from backup_svc.dump.backup import backup_filename
-from backup_svc.storage.run import take_stored_backup
+from backup_svc.storage.take import take_stored_backup
 
 from tests import receivers
 from tests.processes import run_cli, wait_until

@@ -153,7 +153,7 @@ def test_the_checks_can_fail():
     graph["backup_svc.dump.pipeline"] = graph["backup_svc.dump.pipeline"] | {"backup_svc.config"}
     assert "backup_svc.config" in _reaches(graph, "backup_svc.dump.pipeline")
     graph = import_graph()  # no module cycle, but storage → history → storage between rooms
-    graph["backup_svc.storage.run"] = graph["backup_svc.storage.run"] | {"backup_svc.history.retention"}
+    graph["backup_svc.storage.take"] = graph["backup_svc.storage.take"] | {"backup_svc.history.retention"}
     assert _cycles(room_graph(graph))
 
 

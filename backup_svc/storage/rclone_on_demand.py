@@ -1,5 +1,5 @@
 """What people ask of an rclone remote while they wait — the list, one backup's bytes, the permission check —
-with PromptStorage's shape (prompt.py), so the dashboard and the API read either the same way.
+with OnDemandStorage's shape (on_demand.py), so the dashboard and the API read either the same way.
 
 A remote has no presigned links: a download streams through this service (`rclone cat`, one 64 KiB chunk
 in this process at a time), so `streams_downloads` is True and `download_url` is never asked.
@@ -20,7 +20,7 @@ from .location import BackupNames
 from .ownership import Owner
 from .presign import checked_name
 from .probe import ProbeReport
-from .prompt import LIST_DEADLINE_S, LOOKUP_DEADLINE_S, PROBE_DEADLINE_S, PROBE_REUSE_S
+from .on_demand import LIST_DEADLINE_S, LOOKUP_DEADLINE_S, PROBE_DEADLINE_S, PROBE_REUSE_S
 from .rclone_probe import describe_remote, probe_rclone
 from .rclone_run import RecordCache, survey
 from .rclone_target import RcloneLocation, RcloneTarget
@@ -45,7 +45,7 @@ class UnrecordedNone:
     unrecorded: list = []
 
 
-class RemotePrompt:
+class RemoteOnDemand:
     """The rclone remote as the dashboard and the API see it: quick to answer, quick to say it cannot."""
 
     streams_downloads = True

@@ -1,7 +1,7 @@
 """What people ask of the storage while they wait — the list, one backup's presigned link, the permission
 check — each answered within a deadline, with errors that name the storage and never a key.
 
-Uploads use their own client with long timeouts and patient retries (run.py); this one gives up fast:
+Uploads use their own client with long timeouts and patient retries (take.py); this one gives up fast:
 a dashboard that says "storage at https://… did not answer" in five seconds is more use than one
 that hangs for a minute.
 """
@@ -36,10 +36,10 @@ PROBE_DEADLINE_S = 10
 PROBE_REUSE_S = 60
 
 
-class PromptStorage:
+class OnDemandStorage:
     """The storage as the dashboard and the API see it: quick to answer, quick to say it cannot."""
 
-    streams_downloads = False  # a download is a 302 to a presigned URL (rclone_prompt.py streams instead)
+    streams_downloads = False  # a download is a 302 to a presigned URL (rclone_on_demand.py streams instead)
 
     def __init__(self, storage: StorageSettings, backup_name: str, owner: Callable[[], Owner], client=None):
         self.storage = storage
