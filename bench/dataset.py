@@ -72,3 +72,14 @@ def build(cluster: LocalCluster, target_sql_bytes: int) -> None:
         VACUUM ANALYZE;
     """,
     )
+
+
+def loopback_s3_vars(endpoint: str) -> dict[str, str]:
+    """The AWS_* variables of a bench's S3 server on loopback (moto: any credentials, path-style URLs)."""
+    return {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "bench",
+        "AWS_SECRET_ACCESS_KEY": "bench-secret",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_S3_URL_STYLE": "path",
+    }

@@ -27,7 +27,7 @@ from backup_svc.pg.binaries import pg_bin_dirs
 from backup_svc.pg.localcluster import LocalCluster, find_server_bin_dir
 from backup_svc.storage.client import make_client
 from backup_svc.storage.loopback import LoopbackS3
-from bench.dataset import build, parse_size
+from bench.dataset import build, loopback_s3_vars, parse_size
 from bench.rclone_download import worker_peak_rss_mb
 from bench.restore import PASSWORD, Service
 
@@ -71,13 +71,7 @@ def main() -> None:
         s3 = LoopbackS3().start()
         services: dict[str, Service] = {}
         try:
-            s3_vars = {
-                "AWS_ENDPOINT_URL": s3.endpoint,
-                "AWS_ACCESS_KEY_ID": "bench",
-                "AWS_SECRET_ACCESS_KEY": "bench-secret",
-                "AWS_DEFAULT_REGION": "us-east-1",
-                "AWS_S3_URL_STYLE": "path",
-            }
+            s3_vars = loopback_s3_vars(s3.endpoint)
             client = make_client(s3_vars)
             formats = {"sqlgz": {}, "dedup": {"BACKUP_STORAGE_FORMAT": "dedup", "BACKUP_DEDUP_KEY": KEY}}
             names, envs = {}, {}

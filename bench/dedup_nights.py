@@ -27,7 +27,7 @@ from backup_svc.pg.localcluster import LocalCluster, find_server_bin_dir
 from backup_svc.storage.client import make_client
 from backup_svc.storage.loopback import LoopbackS3
 from bench.chunk_share import parse_chunk_size, read_sql, report
-from bench.dataset import DOC_ROW, build, parse_size
+from bench.dataset import DOC_ROW, build, loopback_s3_vars, parse_size
 
 KEY = "bench-dedup-key-" + "b" * 32
 # The day of changes (issue 28's realistic day: orders +1 %, 0.5 % of recent orders updated, the oldest 0.1 %
@@ -151,13 +151,7 @@ def main() -> None:
         build(cluster, parse_size(args.size))
         s3 = LoopbackS3().start()
         try:
-            s3_vars = {
-                "AWS_ENDPOINT_URL": s3.endpoint,
-                "AWS_ACCESS_KEY_ID": "bench",
-                "AWS_SECRET_ACCESS_KEY": "bench-secret",
-                "AWS_DEFAULT_REGION": "us-east-1",
-                "AWS_S3_URL_STYLE": "path",
-            }
+            s3_vars = loopback_s3_vars(s3.endpoint)
             client = make_client(s3_vars)
             env = {"DATABASE_URL": cluster.url("bench"), **s3_vars}
             formats = {"sqlgz": {}, "dedup": {"BACKUP_STORAGE_FORMAT": "dedup", "BACKUP_DEDUP_KEY": KEY}}
