@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 
 from backup_svc.crypto.common import is_encrypted_name
 from backup_svc.crypto.encrypt import AgeEncryptor
-from backup_svc.dump.backup import write_backup
 from backup_svc.dump.options import DumpOptions
 from backup_svc.dump.attempt import DumpProgress
 from backup_svc.dump.rowcount import total_rows
@@ -30,7 +29,7 @@ from .lock import StoredBackupLock
 from .ownership import Owner
 from .rclone_target import RcloneTarget
 from .retention import RetentionPolicy
-from .stopping import cancelled_as_such, CancellableSink, DumpStopper, StopFlag
+from .stopping import cancelled_as_such, StopFlag, stoppable_dump
 from .upload import StoredObject
 
 log = logging.getLogger(__name__)
@@ -103,16 +102,9 @@ def _take(
         def dump(sink):
             if recipients:
                 return _encrypted_dump(options, sink, recipients, application_name, progress, cancel)
-            with DumpStopper(cancel) as stopper:
-                return write_backup(
-                    options,
-                    CancellableSink(sink, cancel),
-                    application_name=application_name,
-                    progress=progress,
-                    count_rows=True,
-                    interrupt=stopper.interrupt,
-                    created=stopper.created,
-                )
+            return stoppable_dump(
+                options, sink, cancel, application_name=application_name, progress=progress, count_rows=True
+            )
 
         stored, owner, written = rclone_run.upload(
             target, options.backup_name, name, dump, cancel.is_set, recipients=recipients
@@ -160,16 +152,9 @@ def _encrypted_dump(options: DumpOptions, sink, recipients, application_name: st
     hashed = _Hashed(sink)
     encryptor = AgeEncryptor(hashed, recipients)
     try:
-        with DumpStopper(cancel) as stopper:
-            written = write_backup(
-                options,
-                CancellableSink(encryptor, cancel),
-                application_name=application_name,
-                progress=progress,
-                count_rows=False,
-                interrupt=stopper.interrupt,
-                created=stopper.created,
-            )
+        written = stoppable_dump(
+            options, encryptor, cancel, application_name=application_name, progress=progress, count_rows=False
+        )
         # write_backup returned: pg_dump exited 0 and its output ended with the completion line.
         encryptor.finish()
     finally:

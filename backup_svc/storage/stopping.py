@@ -82,3 +82,30 @@ class DumpStopper:
                 if dump is not None:
                     dump.stop(ABORTED, SHUTTING_DOWN)
                     return
+
+
+def stoppable_dump(
+    options,
+    sink,
+    cancel: StopFlag,
+    *,
+    application_name: str,
+    progress,
+    count_rows: bool,
+    created: Callable | None = None,
+):
+    """dump/backup.py's write_backup into `sink`, stopped as soon as `cancel` is set: refused before pg_dump's
+    first byte, pg_dump stopped after it, and the sink's next write raising StoredBackupCancelled. `created(dump,
+    stopper)` runs as pg_dump is made (the stopper's own hook by default). The BackupWritten."""
+    from backup_svc.dump.backup import write_backup
+
+    with DumpStopper(cancel) as stopper:
+        return write_backup(
+            options,
+            CancellableSink(sink, cancel),
+            application_name=application_name,
+            progress=progress,
+            count_rows=count_rows,
+            interrupt=stopper.interrupt,
+            created=(lambda dump: created(dump, stopper)) if created is not None else stopper.created,
+        )

@@ -16,7 +16,7 @@ from backup_svc.crypto.common import is_encrypted_name
 from backup_svc.crypto.encrypt import AgeEncryptor
 from backup_svc.crypto.keys import Recipient
 from backup_svc.crypto.labels import recipients_metadata
-from backup_svc.dump.backup import backup_filename, write_backup
+from backup_svc.dump.backup import backup_filename
 from backup_svc.dump.options import DumpOptions
 from backup_svc.dump.attempt import DumpProgress
 from backup_svc.dump.rowcount import counts_metadata, total_rows
@@ -28,7 +28,7 @@ from backup_svc.storage.prune import PruneReport, abort_stale_uploads, prune
 from backup_svc.storage.settings import StorageSettings
 from backup_svc.storage.shape import ShrinkFinding
 from backup_svc.storage.shrink import check_shrink
-from backup_svc.storage.stopping import cancelled_as_such, CancellableSink, DumpStopper, StopFlag, StoredBackupCancelled
+from backup_svc.storage.stopping import cancelled_as_such, DumpStopper, StopFlag, StoredBackupCancelled, stoppable_dump
 from backup_svc.storage.storeformat import DEDUP
 from backup_svc.storage.upload import MultipartUpload, StoredObject
 from backup_svc.storage.dedup.chunks import ChunkKey
@@ -236,18 +236,17 @@ def _store_sqlgz(
         # With recipients, the only sink the dump ever sees is the encryptor: no path writes cleartext.
         encryptor = AgeEncryptor(upload, recipients) if recipients else None
         try:
-            with DumpStopper(cancel) as stopper:
-                # count_rows: each table's rows go into the metadata, for restore drills to check against
-                # (not for an encrypted backup: table names and counts would be in the clear).
-                written = write_backup(
-                    options,
-                    CancellableSink(encryptor or upload, cancel),
-                    application_name=application_name,
-                    progress=progress,
-                    count_rows=not recipients,
-                    interrupt=stopper.interrupt,
-                    created=lambda dump: _dump_created(dump, stopper, client, part_client),
-                )
+            # count_rows: each table's rows go into the metadata, for restore drills to check against
+            # (not for an encrypted backup: table names and counts would be in the clear).
+            written = stoppable_dump(
+                options,
+                encryptor or upload,
+                cancel,
+                application_name=application_name,
+                progress=progress,
+                count_rows=not recipients,
+                created=lambda dump, stopper: _dump_created(dump, stopper, client, part_client),
+            )
             # write_backup returned: pg_dump exited 0 and its output ended with the completion line.
             if encryptor is not None:
                 encryptor.finish()

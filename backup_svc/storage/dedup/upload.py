@@ -11,13 +11,13 @@ from dataclasses import dataclass
 from importlib.metadata import version
 from typing import Callable
 
-from backup_svc.dump.backup import BackupWritten, write_backup
+from backup_svc.dump.backup import BackupWritten
 from backup_svc.dump.options import DumpOptions
 from backup_svc.dump.attempt import DumpProgress
 from backup_svc.storage.client import RetryPolicy, StorageError
 from backup_svc.storage.location import StorageLocation
 from backup_svc.storage.ownership import Owner
-from backup_svc.storage.stopping import CancellableSink, DumpStopper, StopFlag
+from backup_svc.storage.stopping import StopFlag, stoppable_dump
 from backup_svc.storage.upload import MultipartUpload, StoredObject
 
 from .chunks import AVG_CHUNK, MAX_CHUNK, MIN_CHUNK, ChunkKey, ChunkStore, encrypted_suffix
@@ -69,16 +69,9 @@ def store_dedup_backup(
     known = {chunk_id: info["size"] for chunk_id, info in store.listing().items()}  # before the dump's first byte
     sink = DedupSink(store, key, known)
     try:
-        with DumpStopper(cancel) as stopper:
-            written = write_backup(
-                options,
-                CancellableSink(sink, cancel),
-                application_name=application_name,
-                progress=progress,
-                count_rows=True,
-                interrupt=stopper.interrupt,
-                created=stopper.created,
-            )
+        written = stoppable_dump(
+            options, sink, cancel, application_name=application_name, progress=progress, count_rows=True
+        )
         # write_backup returned: pg_dump exited 0 and its output ended with the completion line.
         chunks = sink.finish()
     except BaseException:
