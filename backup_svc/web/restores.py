@@ -88,38 +88,32 @@ def start():
     except StorageError as exc:
         api_abort(503, stored.prompt.explain(exc), Retry_After=RETRY_AFTER_STORAGE_S)
     actor, facts = current_actor(), request_facts()
+
+    def refuse(error: str, message: str) -> None:
+        """Not started: the refusal is audited, then answered 409 (raises)."""
+        jobs.record(
+            "restore",
+            actor,
+            facts,
+            "refused",
+            time.time(),
+            name=backup,
+            error=error,
+            status=409,
+            details={"mode": mode, "target": target},
+        )
+        api_abort(409, message)
+
     if is_encrypted_name(backup) and not state.settings.encryption.identities:
         refusal = (
             f"{backup} is encrypted with age and BACKUP_AGE_IDENTITY is not set, so the service cannot "
             "decrypt it. Set it to the private key (docs/encryption.md). Nothing was started."
         )
-        jobs.record(
-            "restore",
-            actor,
-            facts,
-            "refused",
-            time.time(),
-            name=backup,
-            error=refusal,
-            status=409,
-            details={"mode": mode, "target": target},
-        )
-        api_abort(409, refusal)
+        refuse(refusal, refusal)
     try:
         job = jobs.start(backup, mode, target, actor, facts)
     except Busy as exc:
-        jobs.record(
-            "restore",
-            actor,
-            facts,
-            "refused",
-            time.time(),
-            name=backup,
-            error=str(exc),
-            status=409,
-            details={"mode": mode, "target": target},
-        )
-        api_abort(409, f"Not started: {exc}.")
+        refuse(str(exc), f"Not started: {exc}.")
     progress_url = url_for("restores.progress", job_id=job.id)
     return jsonify(id=job.id, progress_url=progress_url, target=target, mode=mode), 202, {"Location": progress_url}
 
