@@ -69,13 +69,30 @@ def data_fraction(
         # No sample of this table (the server got through it between two samples): assume it makes
         # as much SQL per byte on disk as the tables before it did.
         share, method = read * done / progress.table_sql_start / current_weight, "tables"
-    elif copy_supported:
-        # No sample of the first table yet (it has only just started): count it as begun.
-        share, method = 0.0, "tables"
+    elif copy_supported and (ratio := _sql_per_disk_byte(tables, samples or {}, copy)) is not None:
+        # The first table, with no sample of its own (its COPY ended before anyone asked: the pipe and
+        # socket buffers hold many MB): as much SQL per byte on disk as a later table the server sampled.
+        share, method = read / (ratio * current_weight), "tables"
     else:
+        # Nothing to compare with yet (or PostgreSQL < 14): its SQL so far against its size on disk.
         share, method = read / current_weight, "output-bytes"
     share = min(max(share, 0.0), MAX_TABLE_FRACTION)
     return (done + share * current_weight) / total, method
+
+
+def _sql_per_disk_byte(
+    tables: dict[str, TableEstimate], samples: dict[int, CopySample], copy: CopySample | None
+) -> float | None:
+    """SQL per byte on disk of the sampled tables whose SQL size their COPY progress tells; None when none does."""
+    by_oid = {t.oid: t for t in tables.values()}
+    seen = {**samples, **({copy.relid: copy} if copy is not None else {})}
+    sql = disk = 0.0
+    for relid, sample in seen.items():
+        table = by_oid.get(relid)
+        if table is not None and table.rows > 0 and sample.tuples_processed > 0 and sample.bytes_processed > 0:
+            sql += sample.bytes_processed * table.rows / sample.tuples_processed
+            disk += max(table.size_bytes, MIN_TABLE_BYTES)
+    return sql / disk if disk else None
 
 
 def _iso(ts: float | None) -> str | None:

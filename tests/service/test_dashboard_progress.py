@@ -227,9 +227,19 @@ def test_data_fraction(copy, samples, expected, method):
     assert fraction == pytest.approx(expected) and used == method
 
 
-def test_data_fraction_of_the_first_table_without_a_sample_counts_it_as_begun():
-    progress = _progress(phase="data", current_table="s.small", tables=["s.small"], sql_bytes=90_000)
-    assert data_fraction(progress, TABLES, None) == (0.0, "tables")
+def test_data_fraction_of_the_first_table_without_a_sample_counts_its_sql_against_its_size_on_disk():
+    """Its COPY can end before the first poll (the buffers hold many MB): it is not stuck at 0 %."""
+    progress = _progress(phase="data", current_table="s.small", tables=["s.small"], sql_bytes=60_000)
+    fraction, used = data_fraction(progress, TABLES, None)
+    assert (fraction, used) == (pytest.approx(60_000 / 400_000), "output-bytes")
+
+
+def test_data_fraction_of_the_first_table_without_a_sample_takes_the_sql_per_byte_of_a_later_tables_sample():
+    """s.big's 1500 of 3000 rows made 600 kB: 1.2 MB for 300 kB on disk, 4 bytes of SQL per byte on disk."""
+    progress = _progress(phase="data", current_table="s.small", tables=["s.small"], sql_bytes=100_000)
+    later = CopySample(relid=2, bytes_processed=600_000, tuples_processed=1500)
+    fraction, used = data_fraction(progress, TABLES, later)
+    assert (fraction, used) == (pytest.approx(100_000 / 4 / 400_000), "tables")
 
 
 def test_data_fraction_without_copy_progress_counts_the_tables_sql():
