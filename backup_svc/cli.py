@@ -228,14 +228,14 @@ def cmd_restore(args: argparse.Namespace) -> int:
         from backup_svc.commands.from_bucket import restore_stored
 
         return restore_stored(args)
-    from backup_svc.commands.exits import Terminated, restore_stopped, restore_stops_on_sigterm
+    from backup_svc.commands.exits import Terminated, restore_stopped, sigterm_raises
     from backup_svc.crypto.settings import reading_opener
     from backup_svc.files.psqlfeed import RestoreFailed
     from backup_svc.files.reader import BadBackup
     from backup_svc.files.restore import restore_file
 
     try:
-        with restore_stops_on_sigterm():
+        with sigterm_raises():
             report = restore_file(
                 args.file,
                 args.target_url,

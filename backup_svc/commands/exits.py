@@ -21,12 +21,15 @@ class Terminated(BaseException):
 
 
 @contextlib.contextmanager
-def restore_stops_on_sigterm() -> Iterator[None]:
-    """Inside the block SIGTERM (`kill`, a container stopping) raises Terminated, so a restore unwinds the
-    way Ctrl-C unwinds it: every session stopped, the database --create made dropped. The handler that
-    was there before is put back afterwards."""
+def sigterm_raises() -> Iterator[None]:
+    """Inside the block SIGTERM (`kill`, a redeploy, Railway ending a cron run) raises Terminated, so a
+    command unwinds the way Ctrl-C unwinds it: an upload aborted, rclone's rcat killed and its temporary
+    object removed, a restore's sessions stopped and the database --create made dropped. A second
+    SIGTERM is ignored, so that this clean-up is not cut short. The handler that was there before is
+    put back afterwards."""
 
     def terminated(_signum, _frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise Terminated()
 
     previous = signal.signal(signal.SIGTERM, terminated)

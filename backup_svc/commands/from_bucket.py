@@ -107,7 +107,7 @@ def verify_stored(url: str) -> int:
 def restore_stored(args: argparse.Namespace) -> int:
     """`restore s3://bucket/key --target-url …`: verify from the bucket (and its stored sha256), then
     stream the object into psql. No temp file: the object is read twice."""
-    from backup_svc.commands.exits import Terminated, restore_stopped, restore_stops_on_sigterm
+    from backup_svc.commands.exits import Terminated, restore_stopped, sigterm_raises
     from backup_svc.files.psqlfeed import RestoreFailed
     from backup_svc.files.reader import BadBackup
     from backup_svc.files.restore import restore_file
@@ -116,7 +116,7 @@ def restore_stored(args: argparse.Namespace) -> int:
 
     url = args.file
     try:
-        with restore_stops_on_sigterm():  # as `restore FILE`: the database --create made is dropped
+        with sigterm_raises():  # as `restore FILE`: the database --create made is dropped
             opener, stored_sha256 = _stored_source(url)
             report = restore_file(
                 url,

@@ -5,12 +5,10 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
-import signal
 
 from backup_svc.commands.output import fail, say
-from backup_svc.commands.exits import EXIT_SIGTERM, Terminated
+from backup_svc.commands.exits import EXIT_BUSY, EXIT_SIGTERM, Terminated, sigterm_raises
 from backup_svc.config import ConfigError, Settings
 
 
@@ -60,7 +58,7 @@ def run(command: str, args: argparse.Namespace) -> int:
 
     try:
         settings, target, policy = _setup()
-        with _sigterm_raises():
+        with sigterm_raises():
             return {"upload": _upload, "list": _list, "prune": _prune}[command](settings, target, policy, args)
     except ConfigError as exc:
         for problem in exc.problems:
@@ -72,7 +70,7 @@ def run(command: str, args: argparse.Namespace) -> int:
         return 2
     except AnotherBackupRunning as exc:
         say(f"{exc}; nothing to do now (this is not a failure)")
-        return 75
+        return EXIT_BUSY
     except CannotDump as exc:
         return fail(f"{command} failed: {exc.message}; nothing was stored or deleted")
     except KeyboardInterrupt:
@@ -84,22 +82,6 @@ def run(command: str, args: argparse.Namespace) -> int:
     except Exception as exc:  # DumpBroken, StorageError, …: one line, the temporary object already removed
         kind = "" if isinstance(exc, StorageError) else f"{type(exc).__name__}: "
         return fail(f"{command} failed: {kind}{exc}; nothing was stored")
-
-
-@contextlib.contextmanager
-def _sigterm_raises():
-    """SIGTERM (a redeploy, Railway ending a cron run) unwinds like Ctrl-C: rcat killed, the temporary
-    object removed (a second SIGTERM is ignored so that the clean-up is not cut short)."""
-
-    def on_sigterm(signum, frame):
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        raise Terminated()
-
-    previous = signal.signal(signal.SIGTERM, on_sigterm)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _lock(settings: Settings, target):

@@ -10,13 +10,12 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
 
 from backup_svc.commands.output import fail, say
 from backup_svc.config import ConfigError, Settings
 
-from backup_svc.commands.exits import EXIT_BUSY, EXIT_SIGTERM, NOTIFY_WAIT_S, Terminated  # noqa: F401 (re-exported)
+from backup_svc.commands.exits import EXIT_BUSY, EXIT_SIGTERM, NOTIFY_WAIT_S, Terminated, sigterm_raises  # noqa: F401 (re-exported)
 from backup_svc.commands.exits import wait_for_notifications as _wait_for_notifications
 
 
@@ -77,11 +76,6 @@ def _upload(settings: Settings, history) -> int:
     from backup_svc.storage.client import StorageError
     from backup_svc.storage.lock import AnotherBackupRunning
 
-    def on_sigterm(signum, frame):
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the abort short
-        raise Terminated()
-
-    previous = signal.signal(signal.SIGTERM, on_sigterm)
     aborted = "the upload was aborted and nothing was stored"
     # Notifications of the outcome (NOTIFY_*, SMTP_URL, HEARTBEAT_URL) go out in the background and
     # are waited for, within their time bound, before the command exits.
@@ -90,7 +84,8 @@ def _upload(settings: Settings, history) -> int:
     reporter.history = outcome_sink(history)
     name = stored_backup_name(settings.backup_name, settings.storage, encrypted=settings.encryption.encrypts)
     try:
-        result = _recorded_upload(settings, setup, reporter, history, name)
+        with sigterm_raises():  # the upload is aborted as on Ctrl-C
+            result = _recorded_upload(settings, setup, reporter, history, name)
     except AnotherBackupRunning as exc:
         say(f"{exc}; nothing to do now (this is not a failure)")
         return EXIT_BUSY
@@ -107,7 +102,6 @@ def _upload(settings: Settings, history) -> int:
     except Exception as exc:  # anything unforeseen: still one line, and still aborted
         return fail(f"upload failed: {type(exc).__name__}: {exc}; {_left(exc, aborted)}")
     finally:
-        signal.signal(signal.SIGTERM, previous)
         _wait_for_notifications(reporter)
     stored = result.stored
     if "dedup-chunks" in stored.metadata:  # a dedup backup: its manifest, and what this run added to the chunks
