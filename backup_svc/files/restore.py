@@ -285,17 +285,11 @@ def _restore_into(
             f"{psql.path} ({psql.version}) for the schema ..."
         )
         backup = restore_in_parallel(path, conn, psql.path, target.version_num, jobs, opener=opener, say=say)
-        return RestoreReport(
-            backup=backup,
-            database=conn.dbname,
-            server_version=target.version,
-            psql=psql,
-            seconds=time.monotonic() - started,
+    else:
+        say(f"restoring into {conn.uri} (PostgreSQL {target.version}) with {psql.path} ({psql.version}) ...")
+        backup = stream_into_psql(
+            path, psql_command(psql.path, conn, target.version_num), secrets=(conn.password,), opener=opener
         )
-    say(f"restoring into {conn.uri} (PostgreSQL {target.version}) with {psql.path} ({psql.version}) ...")
-    backup = stream_into_psql(
-        path, psql_command(psql.path, conn, target.version_num), secrets=(conn.password,), opener=opener
-    )
     return RestoreReport(
         backup=backup,
         database=conn.dbname,

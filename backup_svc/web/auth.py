@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 import time
 from functools import wraps
+from typing import Callable
 
 from flask import g, request
 from flask_httpauth import HTTPBasicAuth, HTTPTokenAuth, MultiAuth
@@ -96,6 +97,27 @@ def current_actor() -> str:
 def current_user_or_none() -> str | None:
     """Who made this request, or None when nobody authenticated (yet)."""
     return auth.current_user() or None
+
+
+def stored_backup_auditor(event: str, name: str) -> Callable[..., None]:
+    """`audit(outcome, status, error=None, **amounts)`: records this request's outcome as `event` on the
+    stored backup `name`, with who asked, from where and since when (taken now, as the request starts)."""
+    state, actor, facts, started = service(), current_actor(), request_facts(), time.time()
+
+    def audit(outcome: str, status: int, error: str | None = None, **amounts) -> None:
+        state.audit.record(
+            event=event,
+            actor=actor,
+            outcome=outcome,
+            started=started,
+            status=status,
+            name=name[:200],
+            error=error,
+            **facts,
+            **amounts,
+        )
+
+    return audit
 
 
 def audit_refused_backup(status: int, message: str | None) -> None:

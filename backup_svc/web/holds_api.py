@@ -9,14 +9,12 @@ this service's own pages. Every attempt is audited (event `shrink-acknowledged`)
 from __future__ import annotations
 
 import logging
-import time
 
 from flask import Blueprint, jsonify
 
 from backup_svc.storage.client import StorageError
 from backup_svc.storage.presign import NotOurBackup
-from backup_svc.web.audit import request_facts
-from backup_svc.web.auth import auth, current_actor
+from backup_svc.web.auth import auth, current_actor, stored_backup_auditor
 from backup_svc.web.errors import api_abort
 from backup_svc.web.state import service
 from backup_svc.web.stored_api import NOT_CONFIGURED, RETRY_AFTER_STORAGE_S
@@ -34,19 +32,7 @@ def acknowledge(name: str):
     stored = state.stored
     if stored is None:
         api_abort(404, NOT_CONFIGURED)
-    actor, facts, started = current_actor(), request_facts(), time.time()
-
-    def audit(outcome: str, status: int, error: str | None = None) -> None:
-        state.audit.record(
-            event=AUDIT_EVENT,
-            actor=actor,
-            outcome=outcome,
-            started=started,
-            status=status,
-            name=name[:200],
-            error=error,
-            **facts,
-        )
+    actor, audit = current_actor(), stored_backup_auditor(AUDIT_EVENT, name)
 
     try:
         released = stored.prompt.acknowledge(name, actor)

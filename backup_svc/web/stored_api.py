@@ -32,7 +32,7 @@ from backup_svc.timefmt import iso_utc, utc_now
 from backup_svc.web.api import RETRY_AFTER_BUSY_S
 from backup_svc.web.audit import request_facts
 from backup_svc.web.backup_id import require_backup_id
-from backup_svc.web.auth import auth, current_actor
+from backup_svc.web.auth import auth, current_actor, stored_backup_auditor
 from backup_svc.web.errors import api_abort
 from backup_svc.dump.registry import BackupIdInUse
 from backup_svc.web.history_view import notify_status, stored_runs
@@ -193,21 +193,7 @@ def download(name: str):
     bytes streamed through the service (stored_stream.py), or for a dedup backup (….sql.dedup) the .sql.gz
     rebuilt from its chunks, streamed through the service too; 404 for any other name."""
     stored = _stored()
-    state, started, actor, facts = service(), time.time(), current_actor(), request_facts()
-
-    def audit(outcome: str, status: int, error: str | None = None, **amounts) -> None:
-        state.audit.record(
-            event="stored-download",
-            actor=actor,
-            outcome=outcome,
-            started=started,
-            status=status,
-            name=name[:200],
-            error=error,
-            **facts,
-            **amounts,
-        )
-
+    audit = stored_backup_auditor("stored-download", name)
     prompt, size, url, members = stored.prompt, None, None, None
     try:
         if (
