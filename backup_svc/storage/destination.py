@@ -35,17 +35,9 @@ class BucketDestination:
         self.storage = storage
         self.url = storage.location.url
 
-    def take(self, options, *, name: str, application_name: str, progress, cancel, recipients=(), after=None):
-        return take_stored_backup(
-            options,
-            self.storage,
-            name=name,
-            application_name=application_name,
-            progress=progress,
-            cancel=cancel,
-            recipients=recipients,
-            after=after,
-        )
+    def take(self, options, **run):
+        """One stored backup; `run` is take_stored_backup's keywords (name, application_name, progress, …)."""
+        return take_stored_backup(options, self.storage, **run)
 
     def prompt(self, backup_name: str, owner: Callable[[], Owner]):
         return OnDemandStorage(self.storage, backup_name, owner)
@@ -74,18 +66,9 @@ class RemoteDestination:
     def target(self, stall_timeout_s: int = 60):
         return RcloneTarget(self.storage.location, self.storage.client_env, stall_timeout_s=stall_timeout_s)
 
-    def take(self, options, *, name: str, application_name: str, progress, cancel, recipients=(), after=None):
-        return take_remote_backup(
-            options,
-            self.target(options.stall_timeout_s),
-            self.storage.retention,
-            name=name,
-            after=after,
-            application_name=application_name,
-            progress=progress,
-            cancel=cancel,
-            recipients=recipients,
-        )
+    def take(self, options, **run):
+        """One stored backup; `run` is take_remote_backup's keywords (name, application_name, progress, …)."""
+        return take_remote_backup(options, self.target(options.stall_timeout_s), self.storage.retention, **run)
 
     def prompt(self, backup_name: str, owner: Callable[[], Owner]):
         return RemoteOnDemand(self.storage.location, self.storage.client_env, backup_name, owner)

@@ -114,17 +114,9 @@ def backup_size(object_size: int, metadata: Mapping[str, str]) -> int:
         return object_size
 
 
-def list_backups(
-    client,
-    location: StorageLocation,
-    names: BackupNames,
-    owner: Owner,
-    *,
-    now: datetime | None = None,
-    retry: RetryPolicy = RetryPolicy(),
-) -> list[StoredBackup]:
-    """This service's backups under the prefix, newest first (see `survey_backups`)."""
-    return survey_backups(client, location, names, owner, now=now, retry=retry).backups
+def list_backups(client, location: StorageLocation, names: BackupNames, owner: Owner, **when) -> list[StoredBackup]:
+    """This service's backups under the prefix, newest first (see `survey_backups`; `when`: its now= and retry=)."""
+    return survey_backups(client, location, names, owner, **when).backups
 
 
 def _named_objects(client, location: StorageLocation, names: BackupNames, retry: RetryPolicy):
