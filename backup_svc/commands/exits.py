@@ -42,9 +42,16 @@ def sigterm_raises() -> Iterator[None]:
 def restore_stopped(exc: BaseException, *, jobs: int, create: bool) -> int:
     """Say that Ctrl-C (KeyboardInterrupt) or SIGTERM (Terminated) stopped a restore into --target-url, and
     what was stopped; its exit status (130 or 143)."""
-    stopped = "psql was stopped before it could commit" if jobs == 1 or not create else "every connection was stopped"
-    say(f"restore {'interrupted' if isinstance(exc, KeyboardInterrupt) else 'stopped by SIGTERM'}; {stopped}")
+    say(
+        f"restore {'interrupted' if isinstance(exc, KeyboardInterrupt) else 'stopped by SIGTERM'}; {what_stopped(jobs, create)}"
+    )
     return 130 if isinstance(exc, KeyboardInterrupt) else EXIT_SIGTERM
+
+
+def what_stopped(jobs: int, create: bool) -> str:
+    """What a restore into --target-url that ended early stopped: one psql, or (--jobs N into the database
+    --create made, which is then dropped) every connection."""
+    return "psql was stopped before it could commit" if jobs == 1 or not create else "every connection was stopped"
 
 
 def wait_for_notifications(reporter) -> None:

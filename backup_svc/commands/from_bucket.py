@@ -107,7 +107,7 @@ def verify_stored(url: str) -> int:
 def restore_stored(args: argparse.Namespace) -> int:
     """`restore s3://bucket/key --target-url …`: verify from the bucket (and its stored sha256), then
     stream the object into psql. No temp file: the object is read twice."""
-    from backup_svc.commands.exits import Terminated, restore_stopped, sigterm_raises
+    from backup_svc.commands.exits import Terminated, restore_stopped, sigterm_raises, what_stopped
     from backup_svc.files.psqlfeed import RestoreFailed
     from backup_svc.files.reader import BadBackup
     from backup_svc.files.restore import restore_file
@@ -134,7 +134,7 @@ def restore_stored(args: argparse.Namespace) -> int:
     except (ValueError, BadBackup) as exc:
         return fail(f"restore refused: {url}: {exc}; nothing was restored")
     except StorageError as exc:
-        return fail(f"restore failed: {exc}; psql was stopped before it could commit, nothing was restored")
+        return fail(f"restore failed: {exc}; {what_stopped(args.jobs, args.create)}, nothing was restored")
     except RestoreFailed as exc:
         return fail(f"restore failed: {exc}")
     except (KeyboardInterrupt, Terminated) as exc:
