@@ -188,3 +188,46 @@ def test_unit_tests_start_no_process_and_open_no_connection():
                 if any(name == bad or name.startswith(bad + ".") for bad in FORBIDDEN_IN_UNIT):
                     found.setdefault(path.name, []).append(name)
     assert found == {}
+
+
+def code_map_misses(readme: str) -> list[str]:
+    """Modules (and folders) of the package that the README's code map does not name in their folder's row."""
+    section = readme[readme.index("## Code map") :]
+    section = section[: section.index("\n## ", 4)] if "\n## " in section[4:] else section
+    rows = {}
+    for line in section.splitlines():
+        if line.startswith("| `backup_svc/"):
+            folder, _, text = line[len("| `backup_svc/") :].partition("/` |")
+            rows[folder] = text
+        elif line.startswith("| top level |"):
+            rows[""] = line
+    missing = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        folder = path.parent.relative_to(PACKAGE).as_posix()
+        folder = "" if folder == "." else folder
+        if path.stem == "__init__":
+            if folder not in rows:
+                missing.append(f"backup_svc/{folder}/")
+            continue
+        text = rows.get(folder, "")
+        if f"`{path.stem}`" not in text and f"`{path.stem}:" not in text and f"`{path.name}`" not in text:
+            missing.append(path.relative_to(PACKAGE.parent).as_posix())
+    return missing
+
+
+def test_the_readme_code_map_names_every_module_in_its_folders_row():
+    """Issue 20: the code map says where things are, and is true — a module added without a word there fails."""
+    from tests import REPO
+
+    assert code_map_misses((REPO / "README.md").read_text()) == []
+
+
+def test_the_code_map_check_can_fail():
+    from tests import REPO
+
+    readme = (REPO / "README.md").read_text().replace("(`stopping`)", "").replace("| `backup_svc/runs/` |", "| runs |")
+    assert code_map_misses(readme) == [
+        "backup_svc/runs/",
+        "backup_svc/runs/scheduler.py",
+        "backup_svc/storage/stopping.py",
+    ]
