@@ -12,31 +12,10 @@ from playwright.sync_api import expect
 from tests.databases import restore, snapshot
 from tests.http_client import gzip_is_valid
 from tests.processes import pg_dump_pids, wait_until
+from tests.browser_page import backup_id, throttle
 
 # Long enough for a dump on a busy 2-core machine; the tests wait for states, never for speed.
 SLOW_MS = 60_000
-
-
-def throttle(page, bytes_per_s: int) -> None:
-    """Slow the page's network (downloads included) through the DevTools protocol.
-
-    Not a fake: the bytes still flow from the real service; this only keeps a dump in its data phase
-    long enough to act on it, as a slow connection would.
-    """
-    cdp = page.context.new_cdp_session(page)
-    cdp.send("Network.enable")
-    cdp.send(
-        "Network.emulateNetworkConditions",
-        {"offline": False, "latency": 0, "downloadThroughput": bytes_per_s, "uploadThroughput": -1},
-    )
-
-
-def backup_id(page) -> str:
-    """The progress id the page chose, from its download iframe's URL."""
-    src = page.locator("iframe").get_attribute("src")
-    match = re.search(r"progress_id=([A-Za-z0-9_-]+)", src or "")
-    assert match, f"no download iframe with a progress id: {src!r}"
-    return match.group(1)
 
 
 def progress(service, backup: str) -> dict:

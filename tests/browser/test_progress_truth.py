@@ -17,6 +17,7 @@ from playwright.sync_api import expect
 
 from tests import REPO
 from tests.processes import wait_until
+from tests.browser_page import backup_id, throttle
 
 SLOW_MS = 90_000
 THROUGHPUT = 2_000_000  # bytes per second, as the issue measured it
@@ -46,22 +47,6 @@ def medium_db(pg_cluster) -> str:
         ANALYZE settings;
     """,
     )
-
-
-def throttle(page, bytes_per_s: int) -> None:
-    """Slow the page's network (downloads included) through the DevTools protocol."""
-    cdp = page.context.new_cdp_session(page)
-    cdp.send("Network.enable")
-    cdp.send(
-        "Network.emulateNetworkConditions",
-        {"offline": False, "latency": 0, "downloadThroughput": bytes_per_s, "uploadThroughput": -1},
-    )
-
-
-def backup_id(page) -> str:
-    match = re.search(r"progress_id=([A-Za-z0-9_-]+)", page.locator("iframe").get_attribute("src") or "")
-    assert match
-    return match.group(1)
 
 
 def report(service, backup: str) -> dict | None:
