@@ -163,8 +163,10 @@ def _state(pid: int) -> str:
         return "gone"
 
 
-def test_the_service_s_own_connections_use_tcp_keepalives(rich_db):
-    """Read the options off the kernel's socket: a dead link is noticed in about a minute."""
+def test_pg_facts_connect_sets_tcp_keepalives_on_its_socket(rich_db):
+    """Read the options off the kernel's socket of a connection made by backup_svc.pg.facts.connect (the
+    dump's watcher and the upload lock use it): a dead link is noticed in about a minute. The restore's,
+    the drill's and the parallel pool's connections pass the same keepalive_params() but are not read here."""
     from backup_svc.pg.conninfo import parse_database_url
     from backup_svc.pg.facts import connect
 
