@@ -25,7 +25,8 @@ SERVICE_SECRETS = {
 
 # -- what pg_dump is given ---------------------------------------------------------------------
 def test_pg_dump_sees_no_service_secret(big_db, start_service, pg_cluster):
-    """/proc/<pid>/environ of the running pg_dump: PATH and the password, never ADMIN_*, LINK_SECRET, AWS_*..."""
+    """/proc/<pid>/environ of the running pg_dump: PATH and the password, never ADMIN_*, LINK_SECRET, AWS_*...;
+    /proc/<pid>/cmdline: no secret at all, the database password included."""
     # (SMTP_URL is refused at start-up without a recipient and a sender)
     service = start_service(
         DATABASE_URL=big_db,
@@ -49,6 +50,9 @@ def test_pg_dump_sees_no_service_secret(big_db, start_service, pg_cluster):
         v for v in (service.token, service.password, *SERVICE_SECRETS.values()) if v in "\0".join(environ.values())
     ]
     assert leaked == []
+    # nor in its arguments (anyone on the machine can read a command line): not even the database password
+    shown = [v for v in (service.token, service.password, *SERVICE_SECRETS.values(), pg_cluster.password) if v in argv]
+    assert "pg_dump" in argv and shown == []  # (argv is "" if the process had gone)
     # a dead link is noticed in about a minute, not after the kernel's two hours
     for param in (
         "keepalives=1",
