@@ -381,7 +381,8 @@ def test_prune_during_a_running_upload_is_refused_and_loses_nothing(s3, moto_s3,
 
 def test_a_collection_stopped_half_way_is_finished_by_the_next(s3, moto_s3, fault_proxy, fresh_db, pg_cluster):
     """Deletes of chunks are refused (403) after the first two — a collection that stops half-way; the next one,
-    without the fault, deletes the rest, and the kept backup verifies throughout."""
+    without the fault, deletes the rest. Every chunk the kept backup needs is there after each collection, and it
+    verifies at the end."""
     from datetime import datetime, timedelta, timezone
 
     from backup_svc.storage.dedup.collect import collect_chunks
