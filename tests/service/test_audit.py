@@ -160,6 +160,9 @@ def test_head_and_other_endpoints_are_not_backup_attempts(audited):
     assert audited.request("HEAD", "/api/v1/backup", {**headers, **audited.auth()}).status == 200
     assert audited.request("GET", "/api/v1/database", {**headers, **audited.auth()}).status == 200
     assert audited.request("GET", "/api/v1/database", headers).status == 401
+    for path in ("/api/v1/audit", "/"):  # more of the other endpoints, with and without credentials
+        assert audited.request("GET", path, {**headers, **audited.auth()}).status == 200
+        assert audited.request("GET", path, headers).status == 401
     time.sleep(0.3)
     assert not [e for e in audit_lines(audited) if e["user_agent"] == headers["User-Agent"]]
 
