@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import json
 import secrets
 import time
@@ -55,6 +57,19 @@ def lines_of(service, headers, count: int = 1) -> list[dict]:
     return found
 
 
+def copied_rows(sql: bytes) -> int:
+    """The rows in a plain dump's COPY blocks (one line each: COPY escapes newlines in values)."""
+    rows, copying = 0, False
+    for line in sql.split(b"\n"):
+        if copying and line == b"\\.":
+            copying = False
+        elif copying:
+            rows += 1
+        elif line.startswith(b"COPY ") and line.endswith(b" FROM stdin;"):
+            copying = True
+    return rows
+
+
 def test_a_download_is_one_line_with_every_field(audited):
     headers = client(1)
     before = time.time()
@@ -75,6 +90,28 @@ def test_a_download_is_one_line_with_every_field(audited):
     assert entry["duration_s"] >= 0
     assert entry["id"] == reply.headers["X-Backup-Id"]
     assert entry["error"] is None
+    assert entry["user_agent"] == headers["User-Agent"]
+    assert entry["sha256"] == hashlib.sha256(reply.body).hexdigest()
+    sql = gzip.decompress(reply.body)
+    assert entry["sql_bytes"] == len(sql) and entry["rows"] == copied_rows(sql) > 0
+    assert entry["name"] is None  # a download has no stored backup's name
+    assert set(entry) == {
+        "event",
+        "time",
+        "id",
+        "actor",
+        "client",
+        "user_agent",
+        "outcome",
+        "status",
+        "bytes",
+        "sql_bytes",
+        "rows",
+        "duration_s",
+        "error",
+        "sha256",
+        "name",
+    }  # every field is asserted above: a new one must be added here and there
 
 
 def test_actor_is_the_basic_user_or_signed_link(audited):
@@ -123,6 +160,9 @@ def test_head_and_other_endpoints_are_not_backup_attempts(audited):
     assert audited.request("HEAD", "/api/v1/backup", {**headers, **audited.auth()}).status == 200
     assert audited.request("GET", "/api/v1/database", {**headers, **audited.auth()}).status == 200
     assert audited.request("GET", "/api/v1/database", headers).status == 401
+    for path in ("/api/v1/audit", "/"):  # more of the other endpoints, with and without credentials
+        assert audited.request("GET", path, {**headers, **audited.auth()}).status == 200
+        assert audited.request("GET", path, headers).status == 401
     time.sleep(0.3)
     assert not [e for e in audit_lines(audited) if e["user_agent"] == headers["User-Agent"]]
 

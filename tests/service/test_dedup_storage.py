@@ -31,7 +31,9 @@ from tests.dedup_support import (
 from tests.s3support import incomplete_uploads, s3_env, stored_metadata
 
 
-def test_an_unchanged_database_uploads_no_new_chunks_the_second_time(s3, moto_s3, fresh_db):
+def test_an_unchanged_database_resends_no_chunk_and_only_its_first_and_last_chunks_are_new(s3, moto_s3, fresh_db):
+    """The second upload of an unchanged database sends none of the first one's chunks again; every chunk but its
+    first and last is the first one's, and at most two (under 1000 bytes) are new."""
     client, bucket = s3
     name, url = fresh_db("dd", SEVERAL_CHUNKS)
     env = dedup_env(moto_s3.endpoint, bucket, url)
@@ -335,9 +337,10 @@ def test_dedup_on_an_rclone_remote_is_refused_before_anything_runs(tmp_path, ric
     assert list(tmp_path.iterdir()) == []
 
 
-def test_prune_during_a_running_upload_waits_its_turn_and_loses_nothing(s3, moto_s3, fault_proxy, fresh_db, pg_cluster):
-    """The collection's safety against a concurrent upload is the upload lock: `prune` refuses while an upload holds
-    it. Chunks go through a proxy that delays each PUT (a slow link) so the prune lands mid-upload."""
+def test_prune_during_a_running_upload_is_refused_and_loses_nothing(s3, moto_s3, fault_proxy, fresh_db, pg_cluster):
+    """The collection's safety against a concurrent upload is the upload lock: `prune` refuses (exit 75, "prune again
+    when it is done") while an upload holds it; it does not wait. The upload still finishes and restores identical.
+    Chunks go through a proxy that delays each PUT (a slow link) so the prune lands mid-upload."""
     client, bucket = s3
     proxy, _ = fault_proxy
     name, url = fresh_db("dd", SEVERAL_CHUNKS)
@@ -378,7 +381,8 @@ def test_prune_during_a_running_upload_waits_its_turn_and_loses_nothing(s3, moto
 
 def test_a_collection_stopped_half_way_is_finished_by_the_next(s3, moto_s3, fault_proxy, fresh_db, pg_cluster):
     """Deletes of chunks are refused (403) after the first two — a collection that stops half-way; the next one,
-    without the fault, deletes the rest, and the kept backup verifies throughout."""
+    without the fault, deletes the rest. Every chunk the kept backup needs is there after each collection, and it
+    verifies at the end."""
     from datetime import datetime, timedelta, timezone
 
     from backup_svc.storage.dedup.collect import collect_chunks

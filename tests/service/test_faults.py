@@ -25,7 +25,8 @@ SERVICE_SECRETS = {
 
 # -- what pg_dump is given ---------------------------------------------------------------------
 def test_pg_dump_sees_no_service_secret(big_db, start_service, pg_cluster):
-    """/proc/<pid>/environ of the running pg_dump: PATH and the password, never ADMIN_*, LINK_SECRET, AWS_*..."""
+    """/proc/<pid>/environ of the running pg_dump: PATH and the password, never ADMIN_*, LINK_SECRET, AWS_*...;
+    /proc/<pid>/cmdline: no secret at all, the database password included."""
     # (SMTP_URL is refused at start-up without a recipient and a sender)
     service = start_service(
         DATABASE_URL=big_db,
@@ -49,6 +50,9 @@ def test_pg_dump_sees_no_service_secret(big_db, start_service, pg_cluster):
         v for v in (service.token, service.password, *SERVICE_SECRETS.values()) if v in "\0".join(environ.values())
     ]
     assert leaked == []
+    # nor in its arguments (anyone on the machine can read a command line): not even the database password
+    shown = [v for v in (service.token, service.password, *SERVICE_SECRETS.values(), pg_cluster.password) if v in argv]
+    assert "pg_dump" in argv and shown == []  # (argv is "" if the process had gone)
     # a dead link is noticed in about a minute, not after the kernel's two hours
     for param in (
         "keepalives=1",
@@ -163,8 +167,10 @@ def _state(pid: int) -> str:
         return "gone"
 
 
-def test_the_service_s_own_connections_use_tcp_keepalives(rich_db):
-    """Read the options off the kernel's socket: a dead link is noticed in about a minute."""
+def test_pg_facts_connect_sets_tcp_keepalives_on_its_socket(rich_db):
+    """Read the options off the kernel's socket of a connection made by backup_svc.pg.facts.connect (the
+    dump's watcher and the upload lock use it): a dead link is noticed in about a minute. The restore's,
+    the drill's and the parallel pool's connections pass the same keepalive_params() but are not read here."""
     from backup_svc.pg.conninfo import parse_database_url
     from backup_svc.pg.facts import connect
 

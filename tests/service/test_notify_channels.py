@@ -94,7 +94,7 @@ def test_success_mail_only_with_notify_on_always(smtp_server):
     assert "shop_backup_20261128_193000.sql.gz" in message.get_content()
 
 
-def test_wrong_smtp_password_is_not_retried_and_not_shown(smtp_server):
+def test_wrong_smtp_password_is_not_retried_and_not_shown(smtp_server, caplog):
     controller, mailbox = smtp_server
     wrong = "wrong-Passw0rd-123456"
     s = settings(
@@ -108,7 +108,9 @@ def test_wrong_smtp_password_is_not_retried_and_not_shown(smtp_server):
 
     assert (delivery.ok, delivery.attempts) == (False, 1)
     assert "rejected the user name or password in SMTP_URL" in delivery.error
-    assert wrong not in json.dumps(notifier.status())
+    assert wrong not in json.dumps(notifier.status())  # the dashboard and the API show this
+    assert wrong not in delivery.error and wrong not in caplog.text  # nor the caller, nor the log
+    assert "gave up" in caplog.text  # the failure was logged, so the line above looked at it
     assert mailbox.messages == []
 
 

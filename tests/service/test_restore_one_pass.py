@@ -76,10 +76,10 @@ def test_what_is_cheap_to_check_is_still_refused_before_anything_is_created(pg_c
     assert databases(pg_cluster, "one_pass_refused") == []
 
 
-def test_a_good_file_is_read_once(backup, pg_cluster, tmp_path):
-    """The restore's own pass is the verification: the file is opened once (counted through a file
-    whose reads are logged by strace would need strace; instead the summary's facts, which only a full
-    pass knows, must come from the restoring pass and the separate verify step must not run)."""
+def test_a_good_file_is_restored_without_a_separate_verify_pass(backup, pg_cluster, tmp_path):
+    """The restore's own pass is the verification: the separate verify step does not run, and the
+    summary's facts, which only a full pass knows, come from the restoring pass. (The number of times the
+    file is read is not counted: that would need strace.)"""
     with pg_cluster.connect() as db:
         db.execute("DROP DATABASE IF EXISTS one_pass_good")
 

@@ -10,6 +10,8 @@ can wait for.
 
 from __future__ import annotations
 
+import urllib.request
+
 from tests.processes import run_cli
 from tests.s3support import cluster_identity, object_keys, owned, s3_env, seed_backup
 
@@ -73,3 +75,5 @@ def test_the_api_lists_it_apart_and_downloads_it(s3, moto_s3, rich_db, pg_cluste
     assert body["newest"]["name"] == "rich_backup_20260101_030000.sql.gz"  # freshness: this service's only
     link = service.request("GET", "/api/v1/stored/rich_backup_20250601_030000.sql.gz", service.auth())
     assert link.status == 302 and OLD in link.headers["Location"]
+    with urllib.request.urlopen(link.headers["Location"], timeout=30) as got:  # no credentials: the link is enough
+        assert got.status == 200 and got.read() == backup.read_bytes()  # the old backup's own bytes

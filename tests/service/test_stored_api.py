@@ -12,6 +12,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from tests.databases import LockedTable, waiting_dump_sessions
 from tests.http_client import basic
 from tests.processes import wait_until
 from tests.s3support import SilentStorage, incomplete_uploads, object_keys, s3_env, seed_backup
@@ -201,8 +202,10 @@ def test_post_from_the_dashboards_origin_is_accepted(stored_service):
     assert wait_until(lambda: object_keys(client, bucket), 60)
 
 
-def test_a_second_backup_while_one_runs_gets_429(s3, moto_s3, fault_proxy, rich_db, start_service):
-    """Parts go through a proxy that slows them, so the first stored backup is still running."""
+def test_a_second_backup_while_one_runs_gets_429(s3, moto_s3, fault_proxy, rich_db, start_service, pg_cluster):
+    """Parts go through a proxy that slows them, so the first stored backup is still running. Then a download
+    runs (its pg_dump waits on a locked table, holding its slot): a stored backup gets 429 although
+    BACKUP_MAX_CONCURRENT=2 leaves a second slot free, as docs/api.md says ("any backup runs in this service")."""
     client, bucket = s3
     proxy, _ = fault_proxy
     proxy.slow_parts(3.0)
@@ -213,11 +216,26 @@ def test_a_second_backup_while_one_runs_gets_429(s3, moto_s3, fault_proxy, rich_
     assert second.status == 429 and second.headers["Retry-After"]
     report = service.request("GET", first.json()["progress_url"], service.auth()).json()
     assert report["state"] == "running"
-    # ... and while a download runs (a second slot is free for downloads, none for a stored backup)
     assert wait_until(
         lambda: service.request("GET", first.json()["progress_url"], service.auth()).json()["state"] != "running", 60
     )
     assert service.request("GET", first.json()["progress_url"], service.auth()).json()["state"] == "done"
+
+    # ... and while a download runs (a second slot is free for downloads, none for a stored backup)
+    lock = LockedTable(pg_cluster, "rich", "app.cache")
+    download = service.connection(timeout=60)
+    try:
+        download.request("GET", "/api/v1/backup", headers=service.auth())
+        assert wait_until(lambda: waiting_dump_sessions(pg_cluster), 10), "the download's pg_dump never waited"
+        during = service.request("POST", "/api/v1/stored", service.auth())
+        assert during.status == 429 and during.headers["Retry-After"], during.body
+    finally:
+        lock.release()
+    try:
+        assert download.getresponse().status == 200  # the download itself went on once the lock was gone
+    finally:
+        download.close()
+    assert len(object_keys(client, bucket)) == 1  # only the first stored backup
 
 
 def test_slow_storage_gets_a_prompt_503_naming_the_endpoint_not_the_keys(moto_s3, rich_db, start_service):
