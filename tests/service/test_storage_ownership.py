@@ -56,6 +56,8 @@ def test_a_name_later_than_its_object_is_not_believed_even_with_our_metadata(s3,
 
     done = run_cli("upload", env=env)
     assert done.returncode == 0, done.stderr
+    # reported by the retention, with the reason: the metadata is ours, the name's time is not believed
+    assert "ignored rich_backup_20991231_000000.sql.gz  (not counted, not deleted: its name's time" in done.stderr
     listed = run_cli("list", env=env)
 
     assert listed.returncode == 0, listed.stderr
