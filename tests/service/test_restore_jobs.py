@@ -282,6 +282,8 @@ def test_a_dump_without_table_data_runs_whole_in_one_session(pg_cluster, fresh_d
     result = restore(pg_cluster, path, "jobs_nodata_restored", "--jobs", "2")
     assert result.returncode == 0, result.stderr
     assert "table data loaded" not in result.stderr and "schema restored" in result.stderr
+    # nor a session after it: no connections for index builds, no session for the statements after them
+    assert "built on" not in result.stderr and "further statements" not in result.stderr, result.stderr
     assert snapshot(pg_cluster, "jobs_nodata_restored") == snapshot(pg_cluster, name)
     drop(pg_cluster, "jobs_nodata_restored")
 
