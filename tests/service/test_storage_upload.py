@@ -38,6 +38,7 @@ def test_upload_streams_parts_and_reads_back_size_and_sha256(s3):
     assert stored.sha256 == hashlib.sha256(data).hexdigest()
     got = client.get_object(Bucket=bucket, Key="pre/db_backup_20261128_030000.sql.gz")
     assert got["Body"].read() == data
+    assert got["ETag"].strip('"').endswith("-3")  # assembled by the storage from three parts
     assert got["ContentType"] == "application/gzip"
     # the object keeps what was known at its start; the final metadata lives in its companion (issue 25)
     assert got["Metadata"] == {"server-version": "15.18", "upload-token": upload.token}
