@@ -131,18 +131,22 @@ def test_image_runs_unprivileged_with_healthcheck_and_serve_command(image):
 
 
 def test_image_holds_clients_but_no_compiler_apt_lists_or_build_secret(image):
+    """The clients the service runs: pg_dump (backups), psql (restores and drills), rclone (rclone remotes)."""
     script = (
-        "id -u; command -v python; ls /usr/lib/postgresql/*/bin/pg_dump; "
+        "id -u; command -v python; ls /usr/lib/postgresql/*/bin/pg_dump; ls /usr/lib/postgresql/*/bin/psql || echo no-psql; "
+        "command -v rclone || echo no-rclone; "
         "ls /var/lib/apt/lists | grep -v '^lock$' | grep -v '^partial$' | wc -l; "
         "ls -A /run/secrets 2>/dev/null | wc -l; "
         "for c in cc gcc g++ make; do command -v $c; done; true"
     )
     lines = pm.podman("run", "--rm", "--network", "none", image, "sh", "-c", script).stdout.split()
 
-    uid, python, pg_dump, apt_lists, secret_files, *compilers = lines
+    uid, python, pg_dump, psql, rclone, apt_lists, secret_files, *compilers = lines
     assert uid != "0"
     assert python == "/opt/venv/bin/python"
     assert pg_dump.startswith("/usr/lib/postgresql/") and pg_dump.endswith("/bin/pg_dump")
+    assert psql == pg_dump.removesuffix("pg_dump") + "psql"  # the same major's
+    assert rclone == "/usr/bin/rclone"
     assert apt_lists == "0"
     assert secret_files == "0"
     assert compilers == []

@@ -298,7 +298,12 @@ def test_database_url_is_a_reference_to_the_database(definition):
 
 
 def test_no_secret_is_written_in_the_definition(definition):
-    for address in backup_services(definition):
+    # every resource's variables (the guide's example app too), not only the backup services'
+    with_variables = [address for address, resource in resources(definition).items() if "variables" in resource]
+    assert set(backup_services(definition)) <= set(with_variables)
+    # and nowhere else in it (a database image, a bucket's config) a URL with credentials
+    assert not re.search(r"://[^/@\s\"]*:[^/@\s\"]*@", json.dumps(definition))
+    for address in with_variables:
         for name, value in resources(definition)[address]["variables"].items():
             if value["type"] == "literal":
                 assert not SECRET_NAME.search(name), f"{address} {name} is a literal"

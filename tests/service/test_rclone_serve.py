@@ -295,6 +295,7 @@ def test_an_encrypted_backup_on_the_remote_is_listed_and_restored_from_the_dashb
 
     [backup] = service.request("GET", "/api/v1/stored", service.auth()).json()["backups"]
     assert backup["name"] == name and backup["sha256"] == hashlib.sha256(stored).hexdigest()
+    assert backup["encrypted"] is True, backup  # the list shows it encrypted, not only by its name
 
     report = restore_new(service, name)
     assert snapshot(pg_cluster, report["target"]) == snapshot(pg_cluster, "rich")

@@ -282,6 +282,8 @@ def test_a_dump_without_table_data_runs_whole_in_one_session(pg_cluster, fresh_d
     result = restore(pg_cluster, path, "jobs_nodata_restored", "--jobs", "2")
     assert result.returncode == 0, result.stderr
     assert "table data loaded" not in result.stderr and "schema restored" in result.stderr
+    # nor a session after it: no connections for index builds, no session for the statements after them
+    assert "built on" not in result.stderr and "further statements" not in result.stderr, result.stderr
     assert snapshot(pg_cluster, "jobs_nodata_restored") == snapshot(pg_cluster, name)
     drop(pg_cluster, "jobs_nodata_restored")
 
@@ -309,9 +311,10 @@ def test_a_stored_object_restores_on_n_connections(shapes, pg_cluster, s3, moto_
     drop(pg_cluster, "jobs_stored")
 
 
-def test_the_bench_schema_restores_the_same_on_n_connections(pg_cluster, tmp_path):
+def test_the_bench_schema_restores_the_same_on_two_connections(pg_cluster, tmp_path):
     """The benchmark's database (pgbench's tables with their foreign keys, a `docs` table with an
-    identity column, jsonb and bytea), at pgbench scale 1: what `bench.restore_cli` times."""
+    identity column, jsonb and bytea), at pgbench scale 1: what `bench.restore_cli` times, here with
+    --jobs 2 (the restore says it loaded the data on 2 connections)."""
     from bench.dataset import DB, build
 
     build(pg_cluster, 1_000_000)
@@ -319,6 +322,7 @@ def test_the_bench_schema_restores_the_same_on_n_connections(pg_cluster, tmp_pat
     assert run_cli("dump", "-o", str(path), env={"DATABASE_URL": pg_cluster.url(DB)}).returncode == 0
     parallel = restore(pg_cluster, path, "jobs_bench", "--jobs", "2")
     assert parallel.returncode == 0, parallel.stderr
+    assert "table data loaded on 2 connections" in parallel.stderr, parallel.stderr
     with pg_cluster.connect("jobs_bench") as db:  # pgbench --foreign-keys: 5
         assert db.execute("SELECT count(*) FROM pg_constraint WHERE contype = 'f'").fetchone()[0] == 5
     assert snapshot(pg_cluster, "jobs_bench") == snapshot(pg_cluster, DB)

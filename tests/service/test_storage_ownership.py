@@ -56,6 +56,8 @@ def test_a_name_later_than_its_object_is_not_believed_even_with_our_metadata(s3,
 
     done = run_cli("upload", env=env)
     assert done.returncode == 0, done.stderr
+    # reported by the retention, with the reason: the metadata is ours, the name's time is not believed
+    assert "ignored rich_backup_20991231_000000.sql.gz  (not counted, not deleted: its name's time" in done.stderr
     listed = run_cli("list", env=env)
 
     assert listed.returncode == 0, listed.stderr
@@ -66,12 +68,14 @@ def test_a_name_later_than_its_object_is_not_believed_even_with_our_metadata(s3,
 
 def test_two_services_sharing_a_prefix_and_a_name_keep_and_prune_only_their_own(s3, moto_s3, rich_db, pg_cluster):
     """Issue 21, fault 2: two Railway databases are both `railway`; here the other service's backups
-    carry the same backup name and database name but another cluster's identifier."""
+    carry the same backup name and database name but another cluster's identifier. This service's own
+    older backup is pruned by `last=1`, theirs are not."""
     client, bucket = s3
     theirs = owned("7000000000000000001", "rich")
     other = [f"backups/rich_backup_202612{day:02d}_030000.sql.gz" for day in (1, 2)]
     for key in other:
         seed_backup(client, bucket, key, owner=theirs)
+    seed_backup(client, bucket, OLDER[0], owner=owned(cluster_identity(pg_cluster), "rich"))
     env = env_for(moto_s3, bucket, rich_db, BACKUP_RETENTION="last=1")
 
     first = run_cli("upload", env=env)
@@ -80,6 +84,7 @@ def test_two_services_sharing_a_prefix_and_a_name_keep_and_prune_only_their_own(
     checked = run_cli("check", env={**env, "ADMIN_TOKEN": "t" * 20})
 
     assert set(other) <= set(object_keys(client, bucket))  # never deleted by this service's retention
+    assert OLDER[0] not in object_keys(client, bucket)  # which did run, on its own backups
     assert len(listed.stdout.splitlines()) == 1  # and never listed as its own
     assert "another service" in checked.stdout + checked.stderr
     assert "7000000000000000001" in checked.stdout + checked.stderr

@@ -38,6 +38,7 @@ def test_upload_streams_parts_and_reads_back_size_and_sha256(s3):
     assert stored.sha256 == hashlib.sha256(data).hexdigest()
     got = client.get_object(Bucket=bucket, Key="pre/db_backup_20261128_030000.sql.gz")
     assert got["Body"].read() == data
+    assert got["ETag"].strip('"').endswith("-3")  # assembled by the storage from three parts
     assert got["ContentType"] == "application/gzip"
     # the object keeps what was known at its start; the final metadata lives in its companion (issue 25)
     assert got["Metadata"] == {"server-version": "15.18", "upload-token": upload.token}
@@ -55,14 +56,20 @@ def test_upload_streams_parts_and_reads_back_size_and_sha256(s3):
 
 def test_the_sha256_is_recorded_without_copying_the_object(s3, fault_proxy):
     """Issue 25: no server-side copy of the object onto itself (a second full pass through the storage):
-    the only writes to the object's key are the multipart upload's, and its LastModified and ETag are
-    those of the completion; the sha256 is in `<key>.sha256`."""
+    the only writes to the object's key are the multipart upload's, and its ETag is the completion's (S3's
+    MD5 of the three parts' MD5s, as the sha256 record names it; a copy gives a new one); the sha256 is in
+    `<key>.sha256`."""
     client, bucket = s3
     proxy, via_proxy = fault_proxy
     data = os.urandom(11 * MIB)
     with MultipartUpload(via_proxy, bucket, "big.sql.gz", part_size=PART, retry=FAST_RETRY) as upload:
         feed(upload, data)
         stored = upload.complete()
+    parts_md5 = b"".join(hashlib.md5(data[start : start + PART]).digest() for start in range(0, len(data), PART))
+    completion_etag = f"{hashlib.md5(parts_md5).hexdigest()}-3"
+    record = client.head_object(Bucket=bucket, Key="big.sql.gz.sha256")["Metadata"]
+    assert client.head_object(Bucket=bucket, Key="big.sql.gz")["ETag"].strip('"') == completion_etag
+    assert record["object-etag"] == completion_etag
     writes = [(m, t) for m, t, _ in proxy.log if m in ("PUT", "POST") and t.split("?")[0].endswith("/big.sql.gz")]
     assert all("uploadId" in t or "uploads" in t for _, t in writes), writes  # no PUT of the whole object
     assert len([1 for m, t in writes if m == "PUT"]) == 3  # three parts
