@@ -32,15 +32,22 @@ def get(env: dict[str, str], *args: str, cwd=None):
     return run_cli("get", *args, env=env, cwd=cwd)
 
 
-def test_get_and_the_download_give_the_same_sqlgz_of_the_manifests_sql_and_it_restores_identical(
-    s3, moto_s3, start_service, fresh_db, pg_cluster, tmp_path
-):
+def stored_dedup(s3, moto_s3, fresh_db):
+    """A new database of several chunks, stored once in the dedup format: (its name, the upload's env,
+    the backup's s3:// address, its manifest's key, the manifest)."""
     client, bucket = s3
     name, url = fresh_db("dd", SEVERAL_CHUNKS)
     env = dedup_env(moto_s3.endpoint, bucket, url)
     stored_url = upload(env)
     (key,) = manifests(client, bucket, name)
-    manifest = manifest_of(client, bucket, key)
+    return name, env, stored_url, key, manifest_of(client, bucket, key)
+
+
+def test_get_and_the_download_give_the_same_sqlgz_of_the_manifests_sql_and_it_restores_identical(
+    s3, moto_s3, start_service, fresh_db, pg_cluster, tmp_path
+):
+    client, bucket = s3
+    name, env, stored_url, key, manifest = stored_dedup(s3, moto_s3, fresh_db)
     backup = key.removeprefix("backups/")
     assert len(manifest["chunks"]) >= 5
 
@@ -67,7 +74,7 @@ def test_get_and_the_download_give_the_same_sqlgz_of_the_manifests_sql_and_it_re
     assert hashlib.sha256(sql).hexdigest() == manifest["sql_sha256"] and len(sql) == manifest["sql_bytes"]
     assert sql.startswith(b"--\n-- PostgreSQL database dump")
 
-    service = start_service(DATABASE_URL=url, **{k: v for k, v in env.items() if k != "DATABASE_URL"})
+    service = start_service(**env)  # env has the DATABASE_URL the backup was taken of
     download = service.request("GET", f"/api/v1/stored/{backup}", service.auth())
     assert download.status == 200 and download.complete, download.body[:300]
     assert download.body == data  # byte-identical to get's file
@@ -104,11 +111,7 @@ def test_a_flipped_byte_in_a_chunk_fails_get_naming_it_leaves_no_file_and_breaks
     s3, moto_s3, start_service, fresh_db, tmp_path
 ):
     client, bucket = s3
-    name, url = fresh_db("dd", SEVERAL_CHUNKS)
-    env = dedup_env(moto_s3.endpoint, bucket, url)
-    stored_url = upload(env)
-    (key,) = manifests(client, bucket, name)
-    manifest = manifest_of(client, bucket, key)
+    name, env, stored_url, key, manifest = stored_dedup(s3, moto_s3, fresh_db)
     victim = manifest["chunks"][len(manifest["chunks"]) // 2][0]
     flip_a_byte(client, bucket, f"backups/_chunks/{name}/{victim}")
 
@@ -122,7 +125,7 @@ def test_a_flipped_byte_in_a_chunk_fails_get_naming_it_leaves_no_file_and_breaks
     assert keyless.returncode == 1 and victim in keyless.stderr, keyless.stderr
     assert list(tmp_path.iterdir()) == []
 
-    service = start_service(DATABASE_URL=url, **{k: v for k, v in env.items() if k != "DATABASE_URL"})
+    service = start_service(**env)  # env has the DATABASE_URL the backup was taken of
     download = service.request("GET", f"/api/v1/stored/{key.removeprefix('backups/')}", service.auth())
     # the transfer breaks: it ends short of its Content-Length, without the last members (not a whole .sql.gz)
     assert download.status == 200 and len(download.body) < int(download.headers["Content-Length"])

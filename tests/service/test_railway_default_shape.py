@@ -108,9 +108,9 @@ def guide_db(pg_cluster):
         db.execute("ALTER DATABASE guide_default ALLOW_CONNECTIONS true")
 
 
-def test_the_guides_default_alerts_on_a_failed_scheduled_backup(
-    s3, moto_s3, guide_db, pg_cluster, start_service, smtp_server, receiver
-):
+@pytest.fixture
+def guide(s3, moto_s3, guide_db, smtp_server, receiver):
+    """The guide's environment on the local servers, and what hears its alerts: (env, mailbox, webhook, heartbeat)."""
     _, bucket = s3
     controller, mailbox = smtp_server
     hook, monitor = receiver(), receiver()
@@ -123,6 +123,11 @@ def test_the_guides_default_alerts_on_a_failed_scheduled_backup(
         hook_url=hook.url + HOOK,
         ping_url=monitor.url + PING,
     )
+    return env, mailbox, hook, monitor
+
+
+def test_the_guides_default_alerts_on_a_failed_scheduled_backup(guide, guide_db, pg_cluster, start_service):
+    env, mailbox, hook, monitor = guide
 
     # `check` on each service the guide configures, with the database still open.
     served = run_cli("check", env=env)
@@ -168,9 +173,7 @@ def test_the_guides_default_alerts_on_a_failed_scheduled_backup(
         assert secret not in log
 
 
-def test_the_guides_default_alarms_after_1_5_intervals_without_a_backup(
-    s3, moto_s3, guide_db, pg_cluster, start_service, smtp_server, receiver
-):
+def test_the_guides_default_alarms_after_1_5_intervals_without_a_backup(guide, guide_db, pg_cluster, start_service):
     """No backup, and no failure either: another session holds the stored-backup lock (as a backup hung
     elsewhere would), so each scheduled run is skipped. 1.5 intervals after the start (90 s), and not
     before, one staleness alarm by mail and webhook."""
@@ -180,18 +183,7 @@ def test_the_guides_default_alarms_after_1_5_intervals_without_a_backup(
     from backup_svc.storage.lock import lock_key
     from backup_svc.storage.take import destination_of
 
-    _, bucket = s3
-    controller, mailbox = smtp_server
-    hook, monitor = receiver(), receiver()
-    env = local_environment(
-        guide_variables(),
-        db_url=guide_db,
-        bucket=bucket,
-        endpoint=moto_s3.endpoint,
-        smtp_port=controller.port,
-        hook_url=hook.url + HOOK,
-        ping_url=monitor.url + PING,
-    )
+    env, mailbox, hook, monitor = guide
     settings = Settings.from_env(env)
     with psycopg.connect(guide_db, autocommit=True) as holder:
         assert holder.execute(
@@ -217,25 +209,12 @@ def test_the_guides_default_alarms_after_1_5_intervals_without_a_backup(
         assert any(entry["outcome"] == "skipped" for entry in audit["entries"]), audit  # runs came, none stored
 
 
-def test_the_other_shape_alerts_from_the_cron_run_and_from_the_web_service(
-    s3, moto_s3, guide_db, pg_cluster, start_service, smtp_server, receiver
-):
+def test_the_other_shape_alerts_from_the_cron_run_and_from_the_web_service(guide, guide_db, pg_cluster, start_service):
     """The guide's other shape: `backups` with BACKUP_EXPECTED_SCHEDULE instead of BACKUP_SCHEDULE, and a
     `backups-cron` run of `upload` with its own variables (Railway's cron start is `upload` run here by
     hand). The run fails (the database refuses it): the cron run's alerts go out, and the web service,
     reading the run from the bucket's history, raises its one "backups are failing" alarm."""
-    _, bucket = s3
-    controller, mailbox = smtp_server
-    hook, monitor = receiver(), receiver()
-    env = local_environment(
-        guide_variables(),
-        db_url=guide_db,
-        bucket=bucket,
-        endpoint=moto_s3.endpoint,
-        smtp_port=controller.port,
-        hook_url=hook.url + HOOK,
-        ping_url=monitor.url + PING,
-    )
+    env, mailbox, hook, monitor = guide
     section = GUIDE.read_text().split("## The other shape:", 1)[1].split("\n## ", 1)[0]
     assert "replace `BACKUP_SCHEDULE` by `BACKUP_EXPECTED_SCHEDULE` with the same value" in section
     web_env = {

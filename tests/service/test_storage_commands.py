@@ -162,15 +162,15 @@ def ours(pg_cluster) -> dict[str, str]:
     return {"sha256": "0" * 64, **owned(cluster_identity(pg_cluster), "rich")}
 
 
+def put_ours(client, bucket: str, pg_cluster, names: list[str]) -> None:
+    """Backups named `names` under backups/, as the rich database's service would have stored them."""
+    for name in names:
+        client.put_object(Bucket=bucket, Key=f"backups/{name}", Body=b"old", Metadata=ours(pg_cluster))
+
+
 def test_retention_runs_after_a_successful_upload(s3, moto_s3, rich_db, pg_cluster):
     client, bucket = s3
-    for day in range(1, 6):
-        client.put_object(
-            Bucket=bucket,
-            Key=f"backups/rich_backup_202601{day:02d}_030000.sql.gz",
-            Body=b"old",
-            Metadata=ours(pg_cluster),
-        )
+    put_ours(client, bucket, pg_cluster, [f"rich_backup_202601{day:02d}_030000.sql.gz" for day in range(1, 6)])
     client.put_object(Bucket=bucket, Key="backups/notes.txt", Body=b"keep me")
     done = run_cli("upload", env=storage_env(moto_s3.endpoint, bucket, rich_db, BACKUP_RETENTION="last=2"))
     assert done.returncode == 0, done.stderr
@@ -187,13 +187,7 @@ def test_retention_runs_after_a_successful_upload(s3, moto_s3, rich_db, pg_clust
 
 def test_prune_dry_run_then_prune(s3, moto_s3, rich_db, pg_cluster):
     client, bucket = s3
-    for day in range(1, 4):
-        client.put_object(
-            Bucket=bucket,
-            Key=f"backups/rich_backup_202611{day:02d}_030000.sql.gz",
-            Body=b"x",
-            Metadata=ours(pg_cluster),
-        )
+    put_ours(client, bucket, pg_cluster, [f"rich_backup_202611{day:02d}_030000.sql.gz" for day in range(1, 4)])
     env = storage_env(moto_s3.endpoint, bucket, rich_db, BACKUP_RETENTION="daily=2")
     dry = run_cli("prune", "--dry-run", env=env)
     assert dry.returncode == 0, dry.stderr
@@ -239,9 +233,7 @@ def test_a_missing_bucket_is_a_clear_failure(moto_s3, rich_db, pg_cluster):
 
 def test_check_says_where_backups_go_and_whether_it_is_reachable(s3, moto_s3, rich_db, pg_cluster):
     client, bucket = s3
-    client.put_object(
-        Bucket=bucket, Key="backups/rich_backup_20261101_030000.sql.gz", Body=b"x", Metadata=ours(pg_cluster)
-    )
+    put_ours(client, bucket, pg_cluster, ["rich_backup_20261101_030000.sql.gz"])
     env = storage_env(
         moto_s3.endpoint, bucket, rich_db, ADMIN_TOKEN="t" * 20, BACKUP_SCHEDULE="0 3 * * *", BACKUP_RETENTION="daily=7"
     )

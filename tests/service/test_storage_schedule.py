@@ -6,22 +6,29 @@ from tests.processes import wait_until
 from tests.s3support import incomplete_uploads, object_keys, s3_env, stored_metadata
 
 
+def scheduled_upload_begun(start_service, database_url: str, client, bucket: str, proxy, **more):
+    """`serve` storing under s3://bucket/scheduled every minute through `proxy`; returned once the first
+    scheduled upload has begun (an incomplete multipart upload in the bucket, within 75 s)."""
+    service = start_service(
+        DATABASE_URL=database_url,
+        BACKUP_STORAGE_URL=f"s3://{bucket}/scheduled",
+        BACKUP_SCHEDULE="* * * * *",
+        **more,
+        **s3_env(proxy.endpoint),
+    )
+    assert wait_until(lambda: incomplete_uploads(client, bucket), 75, interval=0.2), (
+        f"no scheduled upload started within 75 s: {service.log()[-2000:]}"
+    )
+    return service
+
+
 def test_the_schedule_fires_and_shares_the_slot_with_downloads(s3, moto_s3, fault_proxy, rich_db, start_service):
     """`* * * * *`: within a minute (bounded at 75 s) a stored backup runs. Its parts go through a proxy
     that slows them, so a download asked for meanwhile finds the one slot (BACKUP_MAX_CONCURRENT=1) taken."""
     client, bucket = s3
     proxy, _ = fault_proxy
     proxy.slow_parts(4.0)
-    service = start_service(
-        DATABASE_URL=rich_db,
-        BACKUP_STORAGE_URL=f"s3://{bucket}/scheduled",
-        BACKUP_SCHEDULE="* * * * *",
-        BACKUP_MAX_CONCURRENT="1",
-        **s3_env(proxy.endpoint),
-    )
-    assert wait_until(lambda: incomplete_uploads(client, bucket), 75, interval=0.2), (
-        f"no scheduled upload started within 75 s: {service.log()[-2000:]}"
-    )
+    service = scheduled_upload_begun(start_service, rich_db, client, bucket, proxy, BACKUP_MAX_CONCURRENT="1")
     busy = service.request("GET", "/api/v1/backup", service.auth())
     assert busy.status == 429
 
@@ -67,13 +74,7 @@ def test_stopping_the_service_mid_upload_aborts_it(s3, moto_s3, fault_proxy, big
     client, bucket = s3
     proxy, _ = fault_proxy
     proxy.slow_parts(2.0)
-    service = start_service(
-        DATABASE_URL=big_db,
-        BACKUP_STORAGE_URL=f"s3://{bucket}/scheduled",
-        BACKUP_SCHEDULE="* * * * *",
-        **s3_env(proxy.endpoint),
-    )
-    assert wait_until(lambda: incomplete_uploads(client, bucket), 75, interval=0.2), service.log()[-2000:]
+    service = scheduled_upload_begun(start_service, big_db, client, bucket, proxy)
     service.stop()
     assert service.proc.returncode == 0, service.log()[-2000:]
     assert incomplete_uploads(client, bucket) == []
