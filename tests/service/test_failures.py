@@ -87,6 +87,17 @@ def test_second_dump_gets_429_while_one_runs(big_db, start_service, pg_cluster):
     again = service.request("HEAD", "/api/v1/backup", service.auth())
     assert again.status == 200
 
+    # HEAD starts no dump and so never meets a taken slot: the slot itself, and a GET that gets one
+    def running() -> int:
+        return service.request("GET", "/api/v1/database", service.auth()).json()["dumps_in_progress"]
+
+    assert wait_until(lambda: running() == 0, 5), running()
+    conn, resp = service.start_download()
+    try:
+        assert resp.status == 200 and len(resp.read(65536)) == 65536
+    finally:
+        conn.close()
+
 
 def test_lock_timeout_is_503_not_a_queue(rich_db, start_service, pg_cluster):
     """A migration holding an exclusive lock makes the dump fail fast instead of waiting behind it."""
