@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import re
+import socket
 
 import pytest
 
@@ -154,12 +155,14 @@ def test_damaged_file_is_refused_and_nothing_is_committed(backup, pg_cluster, tm
     truncated = tmp_path / "truncated.sql.gz"
     truncated.write_bytes(backup.read_bytes()[:-100])
     pg_cluster.create_database("untouched")
+    before = snapshot(pg_cluster, "untouched")
 
     result = restore_cli(truncated, pg_cluster.url("untouched"))
 
     assert result.returncode == 1
     assert f"backup_svc: restore refused: {truncated}: truncated" in result.stderr
     assert "nothing was restored" in result.stderr
+    assert snapshot(pg_cluster, "untouched") == before  # no schema, row, sequence or large object
     assert user_tables(pg_cluster, "untouched") == []
 
 
@@ -198,6 +201,15 @@ def test_psql_gets_the_password_through_its_environment(pg_cluster):
 
 
 def test_unreachable_target_is_a_clear_error(backup, pg_cluster):
+    """A port nothing listens on (bound, never listening: connections are refused), then a server that
+    rejects the password; neither error shows the password."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        down = restore_cli(backup, f"postgresql://postgres:pw-to-nowhere-123@127.0.0.1:{closed.getsockname()[1]}/x")
+    assert down.returncode == 1
+    assert down.stderr.strip().splitlines()[-1].startswith("backup_svc: restore failed: cannot connect to the target")
+    assert "Traceback" not in down.stderr and "pw-to-nowhere-123" not in down.stderr
+
     result = restore_cli(backup, pg_cluster.url("restored_empty", password="wrong-password-123"))
 
     assert result.returncode == 1
