@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import re
 import socket
 
@@ -10,7 +11,7 @@ import pytest
 
 from backup_svc.pg.conninfo import parse_database_url
 from backup_svc.files.psqlfeed import psql_command, stream_into_psql
-from backup_svc.files.reader import BadBackup
+from backup_svc.files.reader import CHUNK_SIZE, BadBackup
 from tests.databases import restore, snapshot
 from tests.processes import run_cli
 
@@ -149,17 +150,31 @@ def test_failed_restore_leaves_target_unchanged(backup, pg_cluster, tmp_path, fo
     assert snapshot(pg_cluster, "half_restored") == before
 
 
-def test_damaged_file_is_refused_and_nothing_is_committed(backup, pg_cluster, tmp_path):
-    """Issue 25: the truncation shows only at the end of the one pass that restores; psql is killed
-    before it commits, so the target is as it was."""
+def _truncated_past_the_first_chunk(backup, tmp_path):
+    """The real dump with 3 MB of comments after its header, re-gzipped (~1.6 MB: more than the reader's
+    first 1 MiB chunk, where the up-front check stops), then cut 100 bytes short."""
+    sql = gzip.decompress(backup.read_bytes())
+    header_end = sql.index(b"SET row_security = off;\n") + len(b"SET row_security = off;\n")
+    hex_text = os.urandom(1_500_000).hex()
+    padding = b"".join(b"-- %s\n" % hex_text[i : i + 100].encode() for i in range(0, len(hex_text), 100))
+    data = gzip.compress(sql[:header_end] + padding + sql[header_end:])
+    assert len(data) > CHUNK_SIZE
     truncated = tmp_path / "truncated.sql.gz"
-    truncated.write_bytes(backup.read_bytes()[:-100])
+    truncated.write_bytes(data[:-100])
+    return truncated
+
+
+def test_damaged_file_is_refused_and_nothing_is_committed(backup, pg_cluster, tmp_path):
+    """Issue 25: the truncation shows only at the end of the one pass that restores (the file's start
+    passes the up-front check); psql is killed before it commits, so the target is as it was."""
+    truncated = _truncated_past_the_first_chunk(backup, tmp_path)
     pg_cluster.create_database("untouched")
     before = snapshot(pg_cluster, "untouched")
 
     result = restore_cli(truncated, pg_cluster.url("untouched"))
 
     assert result.returncode == 1
+    assert f"checked the start of {truncated}" in result.stderr and "restoring into" in result.stderr
     assert f"backup_svc: restore refused: {truncated}: truncated" in result.stderr
     assert "nothing was restored" in result.stderr
     assert snapshot(pg_cluster, "untouched") == before  # no schema, row, sequence or large object
