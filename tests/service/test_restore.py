@@ -150,24 +150,27 @@ def test_failed_restore_leaves_target_unchanged(backup, pg_cluster, tmp_path, fo
     assert snapshot(pg_cluster, "half_restored") == before
 
 
-def _truncated_past_the_first_chunk(backup, tmp_path):
-    """The real dump with 3 MB of comments after its header, re-gzipped (~1.6 MB: more than the reader's
-    first 1 MiB chunk, where the up-front check stops), then cut 100 bytes short."""
+def _truncated_after_the_whole_sql(backup, tmp_path):
+    """The real dump with 3 MB of comments before its completion line, re-gzipped, then cut 100 bytes short.
+
+    The reader hands the SQL on in 1 MiB chunks, and a chunk that meets the cut is lost with it: without
+    the comments the whole dump is that chunk, so the header check would refuse the file before psql starts.
+    With them every statement reaches psql before the cut shows."""
     sql = gzip.decompress(backup.read_bytes())
-    header_end = sql.index(b"SET row_security = off;\n") + len(b"SET row_security = off;\n")
     hex_text = os.urandom(1_500_000).hex()
     padding = b"".join(b"-- %s\n" % hex_text[i : i + 100].encode() for i in range(0, len(hex_text), 100))
-    data = gzip.compress(sql[:header_end] + padding + sql[header_end:])
-    assert len(data) > CHUNK_SIZE
+    assert len(padding) > 2 * CHUNK_SIZE
+    ending = sql.index(b"--\n-- PostgreSQL database dump complete")
     truncated = tmp_path / "truncated.sql.gz"
-    truncated.write_bytes(data[:-100])
+    truncated.write_bytes(gzip.compress(sql[:ending] + padding + sql[ending:])[:-100])
     return truncated
 
 
 def test_damaged_file_is_refused_and_nothing_is_committed(backup, pg_cluster, tmp_path):
     """Issue 25: the truncation shows only at the end of the one pass that restores (the file's start
-    passes the up-front check); psql is killed before it commits, so the target is as it was."""
-    truncated = _truncated_past_the_first_chunk(backup, tmp_path)
+    passes the up-front check), when psql has run every statement; it is killed before it commits, so
+    the target is as it was."""
+    truncated = _truncated_after_the_whole_sql(backup, tmp_path)
     pg_cluster.create_database("untouched")
     before = snapshot(pg_cluster, "untouched")
 
