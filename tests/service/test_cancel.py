@@ -97,5 +97,16 @@ def test_cancel_only_from_this_service_s_pages_or_scripts(rich_db, start_service
         assert waiting_dump_sessions(pg_cluster), "a refused cancel must not stop the dump"
         same_origin = {"Sec-Fetch-Site": "same-origin", "Origin": service.base_url}
         assert _delete(service, "cancel-guarded-1", same_origin).status == 200
+        assert conn.getresponse().status == 409
+    finally:
+        conn.close()
+    # a script: the token and no browser header at all
+    assert wait_until(lambda: not pg_dump_pids(pg_cluster) and not dump_sessions(pg_cluster), 2.0)
+    conn = service.connection(timeout=30)
+    conn.request("GET", "/api/v1/backup?progress_id=cancel-guarded-2", headers=service.auth())
+    try:
+        assert wait_until(lambda: waiting_dump_sessions(pg_cluster), 10)
+        assert _delete(service, "cancel-guarded-2").status == 200
+        assert conn.getresponse().status == 409
     finally:
         conn.close()

@@ -68,7 +68,7 @@ def test_progress_needs_credentials(rich_service):
     assert rich_service.request("GET", "/api/v1/backups/never-started-0001", basic("admin", "wrong")).status == 401
 
 
-def test_refusals_before_the_first_byte_are_kept_under_the_client_id(big_db, start_service, pg_cluster):
+def test_a_429_before_the_first_byte_is_kept_under_the_client_id(big_db, start_service, pg_cluster):
     """A page that saves the download through an iframe cannot read a 429: the progress API must say it."""
     service = start_service(DATABASE_URL=big_db)
     holder = service.connection()
@@ -341,6 +341,8 @@ def test_registry_keeps_refusals_and_rejects_reused_ids():
     registry.refused("second-id-0001", "b.sql.gz", "admin", 429, "busy")
     second = registry.get("second-id-0001")
     assert (second.status, second.progress.outcome, second.progress.error) == (429, "refused", "busy")
+    with pytest.raises(BackupIdInUse):  # a kept refusal's id is not free again either
+        registry.try_begin("b.sql.gz", "admin", "second-id-0001")
 
     registry.end(first, status=502, error="unreachable")
     assert not registry.is_running("first-id-0001") and registry.running_count() == 0

@@ -87,4 +87,8 @@ def test_a_short_draining_shortens_the_grace_gunicorn_gives_a_running_download(b
     assert not complete and not gzip_is_valid(first + rest)
     assert service.proc.wait(timeout=15) is not None
     assert time.monotonic() - started < 20
+    # The process too ends with the grace, not only the download (a longer grace lets the dump finish,
+    # which `complete` catches); the 3.5 s wait above is the floor of this measure.
+    exited = time.monotonic() - started
+    assert exited < 9, f"the service exited {exited:.1f} s after SIGTERM, long after its 2 s grace"
     assert wait_until(lambda: not pg_dump_pids(pg_cluster), 5)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import time
 
@@ -56,6 +57,7 @@ def test_missing_database_is_502(start_service, pg_cluster):
 
 
 def test_readyz_reports_unreachable_database(start_service, pg_cluster):
+    """A database the server does not have, then a port nothing listens on (bound, never listening)."""
     service = start_service(DATABASE_URL=pg_cluster.url("no_such_db"))
     reply = service.request("GET", "/readyz")
 
@@ -63,6 +65,13 @@ def test_readyz_reports_unreachable_database(start_service, pg_cluster):
     assert reply.json()["error"] == "Service Unavailable"
     assert pg_cluster.password not in reply.body.decode()
     assert service.request("GET", "/healthz").status == 200  # liveness touches no database
+
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        nowhere = start_service(DATABASE_URL=f"postgresql://postgres:pw-x-123@127.0.0.1:{closed.getsockname()[1]}/x")
+        down = nowhere.request("GET", "/readyz")
+    assert down.status == 503 and down.json()["error"] == "Service Unavailable"
+    assert "pw-x-123" not in down.body.decode()
 
 
 def test_readyz_ok(rich_db, start_service):
@@ -86,6 +95,17 @@ def test_second_dump_gets_429_while_one_runs(big_db, start_service, pg_cluster):
     assert wait_until(lambda: not pg_dump_pids(pg_cluster), 5)
     again = service.request("HEAD", "/api/v1/backup", service.auth())
     assert again.status == 200
+
+    # HEAD starts no dump and so never meets a taken slot: the slot itself, and a GET that gets one
+    def running() -> int:
+        return service.request("GET", "/api/v1/database", service.auth()).json()["dumps_in_progress"]
+
+    assert wait_until(lambda: running() == 0, 5), running()
+    conn, resp = service.start_download()
+    try:
+        assert resp.status == 200 and len(resp.read(65536)) == 65536
+    finally:
+        conn.close()
 
 
 def test_lock_timeout_is_503_not_a_queue(rich_db, start_service, pg_cluster):

@@ -99,6 +99,15 @@ def test_retention_deletes_only_this_services_old_backups(tmp_path, rich_db):
     assert backups_in(folder) == sorted(
         {newest, first, "shop_backup_20240401_000000.sql.gz", "shop_backup_20990101_000000.sql.gz"}
     )
+    kept = [newest, first, "shop_backup_20990101_000000.sql.gz"]  # each with its two companions
+    assert remote_files(folder) == sorted(
+        [
+            *kept,
+            *(f"{n}.owner.json" for n in kept),
+            *(f"{n}.sha256" for n in kept),
+            "shop_backup_20240401_000000.sql.gz",
+        ]
+    )  # the three deleted backups' companions went too
     assert not any(
         n.startswith("shop_backup_2024010") or n.startswith("shop_backup_2024020") for n in os.listdir(folder)
     )  # their companions went too

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import gzip
+import os
 import re
+import socket
 
 import pytest
 
 from backup_svc.pg.conninfo import parse_database_url
 from backup_svc.files.psqlfeed import psql_command, stream_into_psql
-from backup_svc.files.reader import BadBackup
+from backup_svc.files.reader import CHUNK_SIZE, BadBackup
 from tests.databases import restore, snapshot
 from tests.processes import run_cli
 
@@ -148,18 +150,37 @@ def test_failed_restore_leaves_target_unchanged(backup, pg_cluster, tmp_path, fo
     assert snapshot(pg_cluster, "half_restored") == before
 
 
-def test_damaged_file_is_refused_and_nothing_is_committed(backup, pg_cluster, tmp_path):
-    """Issue 25: the truncation shows only at the end of the one pass that restores; psql is killed
-    before it commits, so the target is as it was."""
+def _truncated_after_the_whole_sql(backup, tmp_path):
+    """The real dump with 3 MB of comments before its completion line, re-gzipped, then cut 100 bytes short.
+
+    The reader hands the SQL on in 1 MiB chunks, and a chunk that meets the cut is lost with it: without
+    the comments the whole dump is that chunk, so the header check would refuse the file before psql starts.
+    With them every statement reaches psql before the cut shows."""
+    sql = gzip.decompress(backup.read_bytes())
+    hex_text = os.urandom(1_500_000).hex()
+    padding = b"".join(b"-- %s\n" % hex_text[i : i + 100].encode() for i in range(0, len(hex_text), 100))
+    assert len(padding) > 2 * CHUNK_SIZE
+    ending = sql.index(b"--\n-- PostgreSQL database dump complete")
     truncated = tmp_path / "truncated.sql.gz"
-    truncated.write_bytes(backup.read_bytes()[:-100])
+    truncated.write_bytes(gzip.compress(sql[:ending] + padding + sql[ending:])[:-100])
+    return truncated
+
+
+def test_damaged_file_is_refused_and_nothing_is_committed(backup, pg_cluster, tmp_path):
+    """Issue 25: the truncation shows only at the end of the one pass that restores (the file's start
+    passes the up-front check), when psql has run every statement; it is killed before it commits, so
+    the target is as it was."""
+    truncated = _truncated_after_the_whole_sql(backup, tmp_path)
     pg_cluster.create_database("untouched")
+    before = snapshot(pg_cluster, "untouched")
 
     result = restore_cli(truncated, pg_cluster.url("untouched"))
 
     assert result.returncode == 1
+    assert f"checked the start of {truncated}" in result.stderr and "restoring into" in result.stderr
     assert f"backup_svc: restore refused: {truncated}: truncated" in result.stderr
     assert "nothing was restored" in result.stderr
+    assert snapshot(pg_cluster, "untouched") == before  # no schema, row, sequence or large object
     assert user_tables(pg_cluster, "untouched") == []
 
 
@@ -198,6 +219,15 @@ def test_psql_gets_the_password_through_its_environment(pg_cluster):
 
 
 def test_unreachable_target_is_a_clear_error(backup, pg_cluster):
+    """A port nothing listens on (bound, never listening: connections are refused), then a server that
+    rejects the password; neither error shows the password."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        down = restore_cli(backup, f"postgresql://postgres:pw-to-nowhere-123@127.0.0.1:{closed.getsockname()[1]}/x")
+    assert down.returncode == 1
+    assert down.stderr.strip().splitlines()[-1].startswith("backup_svc: restore failed: cannot connect to the target")
+    assert "Traceback" not in down.stderr and "pw-to-nowhere-123" not in down.stderr
+
     result = restore_cli(backup, pg_cluster.url("restored_empty", password="wrong-password-123"))
 
     assert result.returncode == 1

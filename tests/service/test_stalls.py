@@ -91,6 +91,9 @@ def test_stalled_link_breaks_the_transfer_and_frees_everything(big_db, start_ser
     line = outcome_line(service, backup_id)
     assert line["outcome"] == "failed" and "BACKUP_STALL_TIMEOUT" in line["error"]
     assert service.request("GET", "/healthz").status == 200
+    after = service.request("GET", "/api/v1/database", service.auth()).json()  # still 504: the link is frozen
+    assert (after["dumps_in_progress"], after["dumps"]) == (0, []), after  # the slot is free
+    # (the server's end of pg_dump's session sits behind the frozen link: only the network can end it)
     print(f"stalled link: transfer broken {broken_after:.1f} s after the freeze (BACKUP_STALL_TIMEOUT=8)")
 
 
