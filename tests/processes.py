@@ -25,6 +25,17 @@ def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = No
     )
 
 
+def start_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """`python -m backup_svc ARGS` started and left running (text pipes), for a test to stop or wait for."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "backup_svc", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+
+
 def wait_until(predicate, timeout_s: float, interval: float = 0.05) -> bool:
     """Poll `predicate` until it is true or `timeout_s` passed; return its last value."""
     deadline = time.monotonic() + timeout_s

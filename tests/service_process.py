@@ -105,6 +105,17 @@ class Service:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    def check(self) -> subprocess.CompletedProcess:
+        """`python -m backup_svc check` with this service's environment, as its operator would run it."""
+        return subprocess.run(
+            [sys.executable, "-m", "backup_svc", "check"],
+            cwd=self.log_path.parent,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
     def worker_pids(self) -> list[int]:
         return [p for p in all_pids() if parent_pid(p) == self.proc.pid]
 

@@ -6,26 +6,12 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 
 from tests.http_client import gzip_is_valid, read_all
 from tests.processes import pg_dump_pids, wait_until
 
 ON_RAILWAY = {"RAILWAY_ENVIRONMENT_ID": "6f1c2a9e-test", "RAILWAY_SERVICE_ID": "0d4b-test"}
-
-
-def _check(service) -> subprocess.CompletedProcess:
-    """`python -m backup_svc check` with the service's environment."""
-    return subprocess.run(
-        [sys.executable, "-m", "backup_svc", "check"],
-        cwd=service.log_path.parent,
-        env=service.env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def test_draining_of_zero_on_railway_is_warned_at_start_up_and_by_check(rich_db, start_service):
@@ -36,7 +22,7 @@ def test_draining_of_zero_on_railway_is_warned_at_start_up_and_by_check(rich_db,
         "[WARNING] backup_svc.server: draining: RAILWAY_DEPLOYMENT_DRAINING_SECONDS=0: a redeploy cuts "
         "every running download at once; set it to 75 or more"
     ) in service.log()
-    check = _check(service)
+    check = service.check()
     assert check.returncode == 0, check.stdout
     assert "draining: 0 s (RAILWAY_DEPLOYMENT_DRAINING_SECONDS); downloads get 1 s after SIGTERM" in check.stdout
     assert "draining: warning — RAILWAY_DEPLOYMENT_DRAINING_SECONDS=0: a redeploy cuts" in check.stdout
@@ -46,7 +32,7 @@ def test_missing_draining_on_railway_is_warned(rich_db, start_service):
     service = start_service(DATABASE_URL=rich_db, **ON_RAILWAY)
 
     assert "draining: RAILWAY_DEPLOYMENT_DRAINING_SECONDS is not set: unless" in service.log()
-    assert "draining: warning — RAILWAY_DEPLOYMENT_DRAINING_SECONDS is not set" in _check(service).stdout
+    assert "draining: warning — RAILWAY_DEPLOYMENT_DRAINING_SECONDS is not set" in service.check().stdout
 
 
 def test_draining_that_covers_the_grace_is_logged_without_a_warning(rich_db, start_service):
@@ -55,7 +41,7 @@ def test_draining_that_covers_the_grace_is_logged_without_a_warning(rich_db, sta
     log = service.log()
     assert "[INFO] backup_svc.server: draining: 90 s (RAILWAY_DEPLOYMENT_DRAINING_SECONDS); downloads get 60 s" in log
     assert "[WARNING] backup_svc.server: draining" not in log
-    check = _check(service)
+    check = service.check()
     assert "draining: 90 s" in check.stdout and "draining: warning" not in check.stdout
 
 
@@ -65,7 +51,7 @@ def test_off_railway_without_the_variable_nothing_is_said(rich_db, start_service
     assert "draining" not in service.log()
     assert (
         "draining: RAILWAY_DEPLOYMENT_DRAINING_SECONDS not set (not on Railway); downloads get 60 s"
-        in _check(service).stdout
+        in service.check().stdout
     )
 
 

@@ -11,7 +11,6 @@ import gzip
 import os
 import re
 import subprocess
-import sys
 
 import pytest
 
@@ -166,14 +165,7 @@ def test_server_newer_than_every_pg_dump_is_refused_with_versions(cluster_of, pg
     info = service.request("GET", "/api/v1/database", service.auth()).json()
     assert info["pg_dump"] is None and ", ".join(available) in info["pg_dump_error"]
 
-    check = subprocess.run(
-        [sys.executable, "-m", "backup_svc", "check"],
-        cwd=service.log_path.parent,
-        env=service.env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    check = service.check()
     assert check.returncode == 1
     assert f"PostgreSQL {server_version}" in check.stdout and ", ".join(available) in check.stdout
 

@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 
 import pytest
@@ -18,10 +17,9 @@ from backup_svc.dump.pipeline import DumpBroken
 from backup_svc.storage.rclone_run import upload
 from backup_svc.storage.rclone_target import RcloneTarget, parse_rclone_url
 from backup_svc.storage.location import BackupNames
-from tests import REPO
 from tests.databases import snapshot
 from tests.freezable_proxy import FreezableProxy
-from tests.processes import UPLOAD_KILLS, kill_upload, pg_dump_pids, run_cli, wait_until
+from tests.processes import UPLOAD_KILLS, kill_upload, pg_dump_pids, run_cli, start_cli, wait_until
 from tests.s3support import remote_files
 
 pytestmark = pytest.mark.skipif(
@@ -197,16 +195,6 @@ def test_an_encrypted_upload_stores_only_an_age_file_that_age_decrypts_and_resto
     assert listed.returncode == 0 and listed.stdout.split()[0] == name
 
 
-def start_upload(env: dict) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "backup_svc", "upload"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(REPO), **env},
-    )
-
-
 def backup_named(folder, names) -> list[str]:
     """Names in the remote's folder that are (or are companions of) a backup's name."""
     return [
@@ -222,7 +210,7 @@ def test_a_backup_killed_mid_upload_leaves_no_backup_named_object(kill, tmp_path
     lands while rcat is writing the temporary object."""
     folder = tmp_path / "remote"
     env = local_env(folder, big_db, BACKUP_NAME="big", RCLONE_BWLIMIT="4M")
-    upload = start_upload(env)
+    upload = start_cli("upload", env=env)
     try:
         assert wait_until(
             lambda: (
@@ -266,7 +254,7 @@ def test_a_remote_stalling_mid_upload_fails_in_bounded_time_and_stores_nothing(s
         "BACKUP_AGE_RECIPIENTS": "",
     }
     try:
-        upload = start_upload(env)
+        upload = start_cli("upload", env=env)
         try:
             assert wait_until(lambda: (folder / "backups").is_dir() and remote_files(folder / "backups"), 60), (
                 "the upload never started"

@@ -3,16 +3,12 @@ PostgreSQL and moto's S3 server on loopback."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 
 import pytest
 
-from tests import REPO
 from tests.databases import snapshot
-from tests.processes import UPLOAD_KILLS, kill_upload, pg_dump_pids, run_cli, wait_until
+from tests.processes import UPLOAD_KILLS, kill_upload, pg_dump_pids, run_cli, start_cli, wait_until
 from tests.s3support import cluster_identity, incomplete_uploads, object_keys, owned, s3_env
 
 OLD = "backups/{db}_backup_20260101_030000.sql.gz"
@@ -30,16 +26,6 @@ def seed_old_backup(client, bucket: str, db: str) -> bytes:
 
 def stored_keys(client, bucket: str, db: str) -> list[str]:
     return [k for k in object_keys(client, bucket) if k.startswith(f"backups/{db}_backup_") and k != OLD.format(db=db)]
-
-
-def start_upload(env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "backup_svc", "upload"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(REPO), **env},
-    )
 
 
 def test_upload_then_restore_from_the_bucket_gives_an_identical_database(s3, moto_s3, rich_db, pg_cluster):
@@ -101,7 +87,7 @@ def test_a_backup_killed_mid_upload_leaves_nothing_behind(kill, s3, moto_s3, fau
     proxy, _ = fault_proxy
     proxy.slow_parts(1.0)
     old_body = seed_old_backup(client, bucket, "big")
-    upload = start_upload(storage_env(proxy.endpoint, bucket, big_db, BACKUP_RETENTION="last=1"))
+    upload = start_cli("upload", env=storage_env(proxy.endpoint, bucket, big_db, BACKUP_RETENTION="last=1"))
     try:
         assert wait_until(lambda: incomplete_uploads(client, bucket) and pg_dump_pids(pg_cluster), 30), (
             "the upload never started"
@@ -143,7 +129,7 @@ def test_two_uploads_at_once_one_runs_the_other_says_so(s3, moto_s3, fault_proxy
     proxy, _ = fault_proxy
     proxy.slow_parts(0.5)
     env = storage_env(proxy.endpoint, bucket, big_db)
-    first = start_upload(env)
+    first = start_cli("upload", env=env)
     try:
         assert wait_until(lambda: incomplete_uploads(client, bucket), 30)
         second = run_cli("upload", env=env)
