@@ -29,6 +29,11 @@ def test_every_permission_is_tried_and_nothing_is_left_behind(s3, moto_s3, fault
     assert any(m == "PUT" and k.startswith("db/backup_svc-check-") for m, k, _ in calls)
     assert any(m == "GET" and k.startswith("db/backup_svc-check-") for m, k, _ in calls)
     assert any(m == "POST" and "uploads" in t for m, t, _ in proxy.log)
+    # and the other permissions: listing the prefix, deleting an object, aborting an upload that does not exist
+    queries = [(method, key, target.partition("?")[2]) for (method, key, _), (_, target, _) in zip(calls, proxy.log)]
+    assert any(m == "GET" and "list-type=2" in q and "prefix=db%2F" in q for m, _, q in queries), queries
+    assert any(m == "DELETE" and k.startswith("db/backup_svc-check-") and not q for m, k, q in queries), queries
+    assert any(m == "DELETE" and "uploadId=backup-svc-check" in q for m, _, q in queries), queries
 
 
 @pytest.mark.parametrize(
