@@ -170,6 +170,7 @@ def test_notify_test_sends_one_of_each(receiver):
 
     assert done.returncode == 0, done.stderr
     assert [line.split()[0] for line in done.stdout.splitlines()] == ["email", "webhook", "heartbeat"]
+    assert len(mailbox.messages) == 1
     assert mailbox.parsed()["Subject"].startswith("[backup_svc] shop: test notification at ")
     assert [p["event"] for p in posted(hook)] == ["test"]
     assert [p for m, p, _, _ in monitor.requests] == [PING]
