@@ -246,7 +246,8 @@ def test_serve_reports_stale_backups_then_a_scheduled_backup_and_its_drill(
     s3, moto_s3, rich_db, pg_cluster, receiver, start_service
 ):
     """`serve` with `* * * * *` and a seeded backup from January: the staleness watch alarms at start,
-    the scheduled backup (within 75 s) is told and drilled in the background, the heartbeat pinged."""
+    the scheduled backup of the next minute is told and drilled, the heartbeat pinged; the three
+    events, in that order, within the 100 s the test waits."""
     from tests.processes import wait_until
 
     client, bucket = s3
