@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import time
+from html.parser import HTMLParser
 
 import pytest
 
@@ -235,6 +236,37 @@ def test_security_headers_on_every_response(rich_service, method, path, credenti
     assert "Strict-Transport-Security" not in reply.headers  # plain http, no trusted proxy
 
 
+class InlineCode(HTMLParser):
+    """What a page's HTML carries that a CSP without 'unsafe-inline' blocks: a <script> without src or
+    with a body, a <style> element, a style="…" or on…="…" attribute, a javascript: URL."""
+
+    def __init__(self, html: str):
+        super().__init__()
+        self.found: list[str] = []
+        self._in_script = False
+        self.feed(html)
+        self.close()
+
+    def handle_starttag(self, tag, attrs):
+        names = {name.lower(): value or "" for name, value in attrs}
+        if tag == "script":
+            self._in_script = True
+            if not names.get("src"):
+                self.found.append(f"<script> without src: {attrs}")
+        if tag == "style":
+            self.found.append("<style>")
+        self.found += [f"<{tag} {name}=…>" for name in names if name == "style" or name.startswith("on")]
+        self.found += [f"<{tag} {n}={v!r}>" for n, v in names.items() if v.strip().lower().startswith("javascript:")]
+
+    def handle_endtag(self, tag):
+        if tag == "script":
+            self._in_script = False
+
+    def handle_data(self, data):
+        if self._in_script and data.strip():
+            self.found.append(f"script body: {data.strip()[:60]!r}")
+
+
 def test_pages_carry_no_inline_script_or_style(rich_service):
     """The CSP forbids inline code, so a page that had some would break: none may slip in. Every page:
     the dashboard, each of docs/*.md rendered (markdown may carry raw HTML), and the HTML error pages."""
@@ -252,6 +284,7 @@ def test_pages_carry_no_inline_script_or_style(rich_service):
         assert reply.status == status and "<html" in html, (path, reply.status)
         assert "<script>" not in html and " style=" not in html and "<style" not in html
         assert "onclick=" not in html and "onload=" not in html
+        assert InlineCode(reply.body.decode()).found == [], path
 
 
 @pytest.mark.parametrize(
