@@ -7,6 +7,7 @@ import hashlib
 import re
 import time
 from datetime import datetime, timedelta, timezone
+from decimal import ROUND_HALF_UP, Decimal
 
 import pytest
 from playwright.sync_api import expect
@@ -48,6 +49,18 @@ def storage(s3, moto_s3):
 def ours(pg_cluster) -> dict[str, str]:
     """The ownership record of the rich database's service: only such objects are its backups."""
     return owned(cluster_identity(pg_cluster), "rich")
+
+
+def human_bytes(n: float) -> str:
+    """common.js's humanBytes: steps of 1000, one decimal rounded as JavaScript's toFixed does (a tie goes up)."""
+    units = ["bytes", "kB", "MB", "GB", "TB"]
+    i = 0
+    while abs(n) >= 1000 and i < len(units) - 1:
+        n /= 1000
+        i += 1
+    if i == 0:
+        return f"{n:.0f} bytes"
+    return f"{Decimal(n).quantize(Decimal('0.1'), rounding=ROUND_HALF_UP)} {units[i]}"
 
 
 def wait_for_list(page) -> None:
@@ -261,6 +274,12 @@ def test_a_dedup_backup_downloads_as_sqlgz_through_the_service(
     download.save_as(saved)
     manifest = json.loads(client.get_object(Bucket=bucket, Key="rich/" + name)["Body"].read())
     assert hashlib.sha256(gzip.decompress(saved.read_bytes())).hexdigest() == manifest["sql_sha256"]
+    # its size column: the chunks it names, as stored in the bucket (not the manifest object's own size)
+    chunk_bytes = sum(
+        client.head_object(Bucket=bucket, Key=f"rich/_chunks/rich/{chunk_id}")["ContentLength"]
+        for chunk_id, _, _ in manifest["chunks"]
+    )
+    expect(rows.nth(0).locator("td").nth(1)).to_have_text(human_bytes(chunk_bytes))
 
 
 @pytest.mark.parametrize("width", [1280, 390])
