@@ -119,7 +119,7 @@ def test_a_forwarded_for_that_is_no_address_is_written_nowhere(start_service, ri
     """With a trusted proxy, its X-Forwarded-For entry is the client; one that is not an address (a
     proxy misconfigured, or a caller on the private network) is not written into the access log,
     the audit trail or the throttle as it came: it is cut and shown as `invalid`."""
-    service = start_service(DATABASE_URL=rich_db, TRUSTED_PROXY_HOPS="1")
+    service = start_service(DATABASE_URL=rich_db, TRUSTED_PROXY_HOPS="1", AUTH_FAILURES_PER_MINUTE="1")
     headers = {"X-Forwarded-For": forwarded}
     assert service.request("GET", "/api/v1/backup", {**headers, **bearer("guess-guess-guess")}).status == 401
     assert service.request("GET", "/healthz", headers).status == 200
@@ -131,6 +131,9 @@ def test_a_forwarded_for_that_is_no_address_is_written_nowhere(start_service, ri
     assert len(access) >= 2 and all(line.startswith("invalid - - [") for line in access[-2:]), access[-2:]
     assert forwarded[:40] not in log
     assert max(len(line) for line in log.splitlines()) < 2000
+    # the throttle counted the failed guess under `invalid` too: another non-address is that same client
+    other = {"X-Forwarded-For": "not-an-address", **service.auth()}
+    assert service.request("GET", "/api/v1/database", other).status == 429
 
 
 # -- Fetch Metadata -------------------------------------------------------------------------------
