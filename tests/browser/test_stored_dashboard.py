@@ -85,6 +85,9 @@ def test_the_section_lists_backups_and_back_up_now_adds_a_row_with_its_hash(
     newest = max(seeded)  # names sort by time
     expect(rows.nth(0)).to_have_attribute("data-name", newest)
     expect(rows.nth(0).locator("code.hash")).to_have_text(seeded[newest][:12] + "…")
+    oldest = min(seeded)
+    expect(rows.nth(1)).to_have_attribute("data-name", oldest)
+    expect(rows.nth(1).locator("code.hash")).to_have_text(seeded[oldest][:12] + "…")
     expect(page.locator("#stored-age")).to_have_text("Newest stored backup: 2 h old")
     expect(page.locator("#stored-freshness")).not_to_have_class("freshness stale")
     expect(page.locator("#stored-next")).to_contain_text("next: ")
