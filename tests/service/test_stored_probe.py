@@ -8,11 +8,13 @@ import pytest
 from backup_svc.storage.location import StorageLocation
 from backup_svc.storage.probe import probe_storage
 from tests.processes import run_cli
-from tests.s3support import incomplete_uploads, object_keys, s3_env, seed_backup
+from tests.s3support import all_keys, incomplete_uploads, s3_env, seed_backup
 
 
 def everything(client, bucket) -> tuple[list[str], list[dict]]:
-    return object_keys(client, bucket), incomplete_uploads(client, bucket)
+    """Every object (`_history/` and `.sha256` records included: object_keys leaves those out) and every
+    incomplete upload in the bucket."""
+    return all_keys(client, bucket), incomplete_uploads(client, bucket)
 
 
 def test_every_permission_is_tried_and_nothing_is_left_behind(s3, moto_s3, fault_proxy):
