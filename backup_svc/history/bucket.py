@@ -88,16 +88,22 @@ class HistoryBucket(EventFolder):
         )
 
     def probe(self, retry: RetryPolicy = QUICK) -> None:
-        """Write and delete a scratch object (not an event's name) in the history folder; StorageError if refused."""
+        """Write and delete a scratch object (not an event's name) in the history folder; StorageError if refused.
+
+        Its delete is tried first, while the object does not exist: where deleting is refused nothing is written,
+        so `check` leaves nothing behind (docs/storage.md), as the storage probe does."""
         key = f"{self.root}check-{secrets.token_hex(6)}.tmp"
+
+        def delete():
+            return self.client.delete_object(Bucket=self.bucket, Key=key)
+
+        with_retries("deleting in the history (before writing its test object)", delete, retry)
         with_retries(
             "writing to the history",
             lambda: self.client.put_object(Bucket=self.bucket, Key=key, Body=b"backup_svc check\n"),
             retry,
         )
-        with_retries(
-            "deleting the history's test object", lambda: self.client.delete_object(Bucket=self.bucket, Key=key), retry
-        )
+        with_retries("deleting the history's test object", delete, retry)
 
     def raw(self, name: str, retry: RetryPolicy = QUICK) -> bytes:
         """The stored bytes of one event; StorageError when it cannot be read."""

@@ -7,6 +7,7 @@ import hashlib
 import re
 import time
 from datetime import datetime, timedelta, timezone
+from decimal import ROUND_HALF_UP, Decimal
 
 import pytest
 from playwright.sync_api import expect
@@ -50,6 +51,18 @@ def ours(pg_cluster) -> dict[str, str]:
     return owned(cluster_identity(pg_cluster), "rich")
 
 
+def human_bytes(n: float) -> str:
+    """common.js's humanBytes: steps of 1000, one decimal rounded as JavaScript's toFixed does (a tie goes up)."""
+    units = ["bytes", "kB", "MB", "GB", "TB"]
+    i = 0
+    while abs(n) >= 1000 and i < len(units) - 1:
+        n /= 1000
+        i += 1
+    if i == 0:
+        return f"{n:.0f} bytes"
+    return f"{Decimal(n).quantize(Decimal('0.1'), rounding=ROUND_HALF_UP)} {units[i]}"
+
+
 def wait_for_list(page) -> None:
     expect(page.locator("#stored")).to_have_attribute("data-loaded", "true", timeout=SLOW_MS)
 
@@ -72,6 +85,9 @@ def test_the_section_lists_backups_and_back_up_now_adds_a_row_with_its_hash(
     newest = max(seeded)  # names sort by time
     expect(rows.nth(0)).to_have_attribute("data-name", newest)
     expect(rows.nth(0).locator("code.hash")).to_have_text(seeded[newest][:12] + "…")
+    oldest = min(seeded)
+    expect(rows.nth(1)).to_have_attribute("data-name", oldest)
+    expect(rows.nth(1).locator("code.hash")).to_have_text(seeded[oldest][:12] + "…")
     expect(page.locator("#stored-age")).to_have_text("Newest stored backup: 2 h old")
     expect(page.locator("#stored-freshness")).not_to_have_class("freshness stale")
     expect(page.locator("#stored-next")).to_contain_text("next: ")
@@ -261,6 +277,12 @@ def test_a_dedup_backup_downloads_as_sqlgz_through_the_service(
     download.save_as(saved)
     manifest = json.loads(client.get_object(Bucket=bucket, Key="rich/" + name)["Body"].read())
     assert hashlib.sha256(gzip.decompress(saved.read_bytes())).hexdigest() == manifest["sql_sha256"]
+    # its size column: the chunks it names, as stored in the bucket (not the manifest object's own size)
+    chunk_bytes = sum(
+        client.head_object(Bucket=bucket, Key=f"rich/_chunks/rich/{chunk_id}")["ContentLength"]
+        for chunk_id, _, _ in manifest["chunks"]
+    )
+    expect(rows.nth(0).locator("td").nth(1)).to_have_text(human_bytes(chunk_bytes))
 
 
 @pytest.mark.parametrize("width", [1280, 390])

@@ -178,7 +178,8 @@ def test_banner_commands_download_verify_and_restore_as_printed(demo, tmp_path):
 
 def test_the_demo_stores_backups_in_its_throwaway_bucket_and_the_banner_commands_work(demo, tmp_path):
     """The banner's stored-backup block, pasted into a shell: upload, list, restore the newest from the
-    bucket. The dashboard's section and the API see the same bucket (a real moto server on loopback)."""
+    bucket. GET /api/v1/stored (what the dashboard's section shows) sees the same bucket, schedule and
+    retention (a real moto server on loopback); the page itself is not loaded here."""
     block = demo.banner.split("Stored backups from a shell", 1)[1].split("\n\n", 1)[0]
     lines = [line.strip() for line in block.splitlines()[1:] if line.strip()]
     cli = str(BIN / "backup-svc")

@@ -12,7 +12,7 @@ import pytest
 
 from tests.databases import snapshot
 from tests.processes import run_cli
-from tests.s3support import incomplete_uploads, object_keys, s3_env, stored_metadata
+from tests.s3support import all_keys, incomplete_uploads, object_keys, s3_env, stored_metadata
 
 AGE_MAGIC = b"age-encryption.org/v1\n"
 MARKER = "cleartext-marker-7f3a9c"  # a row value that must never reach the bucket in the clear
@@ -226,6 +226,8 @@ def test_the_bucket_never_holds_the_cleartext_marker_row(s3, moto_s3, marker_db,
     (plain_key,) = object_keys(client, bucket)
     assert _cleartext_marker_in(client.get_object(Bucket=bucket, Key=plain_key)["Body"].read())
 
+    control = set(all_keys(client, bucket))  # the plain run's object, its sha256 record and history events
+
     env = storage_env(moto_s3.endpoint, bucket, marker_db, BACKUP_AGE_RECIPIENTS=recipients(keys, "age", "rsa"))
     done = run_cli("upload", env=env)
     assert done.returncode == 0, done.stderr
@@ -237,6 +239,13 @@ def test_the_bucket_never_holds_the_cleartext_marker_row(s3, moto_s3, marker_db,
         assert body.startswith(AGE_MAGIC)
         assert not _cleartext_marker_in(body)
         assert MARKER not in repr(obj["Metadata"]) and "secrets" not in repr(obj["Metadata"])
+    # every other object the encrypted run wrote (its sha256 record, its history events) too
+    written = sorted(set(all_keys(client, bucket)) - control)
+    assert set(encrypted) < set(written), written
+    for key in written:
+        obj = client.get_object(Bucket=bucket, Key=key)
+        assert not _cleartext_marker_in(obj["Body"].read()), key
+        assert MARKER not in repr(obj["Metadata"]), key
 
 
 def test_a_mixed_bucket_lists_prunes_and_restores(s3, moto_s3, rich_db, pg_cluster, keys):

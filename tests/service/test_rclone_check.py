@@ -4,6 +4,7 @@ service does there (list, write, read, delete), with S3's exit statuses. Real rc
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import time
@@ -27,6 +28,11 @@ CRON = {
 }
 
 
+def every_file(folder) -> list[str]:
+    """Every file below `folder`, `_history/` included, as sorted relative paths."""
+    return sorted(os.path.relpath(os.path.join(d, f), folder) for d, _, files in os.walk(folder) for f in files)
+
+
 def test_a_writable_remote_passes_and_nothing_is_left_behind(tmp_path, rich_db):
     folder = tmp_path / "remote"
     env = CRON | {
@@ -36,6 +42,7 @@ def test_a_writable_remote_passes_and_nothing_is_left_behind(tmp_path, rich_db):
     }
     assert run_cli("upload", env=env).returncode == 0
     stored = remote_files(folder)
+    everything = every_file(folder)  # with the upload's `_history/` events, which remote_files leaves out
     done = run_cli("check", env=env)
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.startswith("checking as: upload")
@@ -52,6 +59,7 @@ def test_a_writable_remote_passes_and_nothing_is_left_behind(tmp_path, rich_db):
     assert heard.returncode == 0 and "alerts:" not in heard.stdout, heard.stdout
     assert "result: ok — this process can store backups" in done.stdout
     assert remote_files(folder) == stored  # the probe object and its companion are gone
+    assert every_file(folder) == everything  # and the history's test file (`_history/check-….tmp`)
 
 
 @pytest.mark.parametrize("kind", ["webdav", "sftp"])

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 
 import pytest
 
@@ -112,7 +113,9 @@ def test_drill_reads_the_newest_backup_or_a_named_one_from_the_remote(tmp_path, 
         RESTORE_DRILL_URL=pg_cluster.url("postgres"),
     )
     assert run_cli("upload", env=env).returncode == 0
-    [name] = [n for n in os.listdir(folder) if n.endswith(".sql.gz")]
+    time.sleep(1.1)  # backup names carry the second
+    assert run_cli("upload", env=env).returncode == 0
+    older, name = sorted(n for n in os.listdir(folder) if n.endswith(".sql.gz"))
 
     newest = run_cli("drill", env=env)
     assert newest.returncode == 0, newest.stderr
@@ -121,9 +124,10 @@ def test_drill_reads_the_newest_backup_or_a_named_one_from_the_remote(tmp_path, 
     assert f"{RICH_TABLES} tables, {RICH_ROWS} rows, counts match" in newest.stdout
 
     named = run_cli(
-        "drill", f"rclone:dav:{folder}/{name}", env={**env, "BACKUP_STORAGE_URL": ""}
-    )  # no storage configured: the URL says where
+        "drill", f"rclone:dav:{folder}/{older}", env={**env, "BACKUP_STORAGE_URL": ""}
+    )  # no storage configured: the URL says where; the older backup, so that "the newest" would not pass
     assert named.returncode == 0, named.stderr
+    assert f"drill ok: {older} restored into a scratch database" in named.stdout, named.stdout
     assert scratch_databases(pg_cluster) == []
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import time
+from html.parser import HTMLParser
 
 import pytest
 
@@ -118,7 +119,7 @@ def test_a_forwarded_for_that_is_no_address_is_written_nowhere(start_service, ri
     """With a trusted proxy, its X-Forwarded-For entry is the client; one that is not an address (a
     proxy misconfigured, or a caller on the private network) is not written into the access log,
     the audit trail or the throttle as it came: it is cut and shown as `invalid`."""
-    service = start_service(DATABASE_URL=rich_db, TRUSTED_PROXY_HOPS="1")
+    service = start_service(DATABASE_URL=rich_db, TRUSTED_PROXY_HOPS="1", AUTH_FAILURES_PER_MINUTE="1")
     headers = {"X-Forwarded-For": forwarded}
     assert service.request("GET", "/api/v1/backup", {**headers, **bearer("guess-guess-guess")}).status == 401
     assert service.request("GET", "/healthz", headers).status == 200
@@ -130,6 +131,9 @@ def test_a_forwarded_for_that_is_no_address_is_written_nowhere(start_service, ri
     assert len(access) >= 2 and all(line.startswith("invalid - - [") for line in access[-2:]), access[-2:]
     assert forwarded[:40] not in log
     assert max(len(line) for line in log.splitlines()) < 2000
+    # the throttle counted the failed guess under `invalid` too: another non-address is that same client
+    other = {"X-Forwarded-For": "not-an-address", **service.auth()}
+    assert service.request("GET", "/api/v1/database", other).status == 429
 
 
 # -- Fetch Metadata -------------------------------------------------------------------------------
@@ -235,6 +239,37 @@ def test_security_headers_on_every_response(rich_service, method, path, credenti
     assert "Strict-Transport-Security" not in reply.headers  # plain http, no trusted proxy
 
 
+class InlineCode(HTMLParser):
+    """What a page's HTML carries that a CSP without 'unsafe-inline' blocks: a <script> without src or
+    with a body, a <style> element, a style="…" or on…="…" attribute, a javascript: URL."""
+
+    def __init__(self, html: str):
+        super().__init__()
+        self.found: list[str] = []
+        self._in_script = False
+        self.feed(html)
+        self.close()
+
+    def handle_starttag(self, tag, attrs):
+        names = {name.lower(): value or "" for name, value in attrs}
+        if tag == "script":
+            self._in_script = True
+            if not names.get("src"):
+                self.found.append(f"<script> without src: {attrs}")
+        if tag == "style":
+            self.found.append("<style>")
+        self.found += [f"<{tag} {name}=…>" for name in names if name == "style" or name.startswith("on")]
+        self.found += [f"<{tag} {n}={v!r}>" for n, v in names.items() if v.strip().lower().startswith("javascript:")]
+
+    def handle_endtag(self, tag):
+        if tag == "script":
+            self._in_script = False
+
+    def handle_data(self, data):
+        if self._in_script and data.strip():
+            self.found.append(f"script body: {data.strip()[:60]!r}")
+
+
 def test_pages_carry_no_inline_script_or_style(rich_service):
     """The CSP forbids inline code, so a page that had some would break: none may slip in. Every page:
     the dashboard, each of docs/*.md rendered (markdown may carry raw HTML), and the HTML error pages."""
@@ -252,6 +287,7 @@ def test_pages_carry_no_inline_script_or_style(rich_service):
         assert reply.status == status and "<html" in html, (path, reply.status)
         assert "<script>" not in html and " style=" not in html and "<style" not in html
         assert "onclick=" not in html and "onload=" not in html
+        assert InlineCode(reply.body.decode()).found == [], path
 
 
 @pytest.mark.parametrize(

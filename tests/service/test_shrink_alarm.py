@@ -21,7 +21,7 @@ from backup_svc.storage.take import take_stored_backup
 
 from tests import receivers
 from tests.processes import run_cli, wait_until
-from tests.s3support import object_keys, s3_env
+from tests.s3support import history_keys, object_keys, s3_env
 
 HOOK = "/hooks/shrink-0123456789abcdef"
 PING = "/ping/0f0e0d0c-1111-2222-3333-444455556666"
@@ -181,6 +181,11 @@ def test_a_steady_series_raises_nothing(s3, moto_s3, shop, pg_cluster):
         assert "shrank" not in done.stderr
         assert posted(hook) == []
         assert not [k for k in object_keys(client, bucket) if "_holds/" in k]
+        # nor a `shrink` outcome in the durable history (where the dashboard reads the alarm after a restart)
+        events = [
+            json.loads(client.get_object(Bucket=bucket, Key=k)["Body"].read()) for k in history_keys(client, bucket)
+        ]
+        assert events and [e for e in events if e["type"] == "shrink"] == [], events
 
 
 def test_off_disables_the_alarm(s3, moto_s3, shop, pg_cluster):

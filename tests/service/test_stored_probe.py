@@ -8,11 +8,13 @@ import pytest
 from backup_svc.storage.location import StorageLocation
 from backup_svc.storage.probe import probe_storage
 from tests.processes import run_cli
-from tests.s3support import incomplete_uploads, object_keys, s3_env, seed_backup
+from tests.s3support import all_keys, incomplete_uploads, s3_env, seed_backup
 
 
 def everything(client, bucket) -> tuple[list[str], list[dict]]:
-    return object_keys(client, bucket), incomplete_uploads(client, bucket)
+    """Every object (`_history/` and `.sha256` records included: object_keys leaves those out) and every
+    incomplete upload in the bucket."""
+    return all_keys(client, bucket), incomplete_uploads(client, bucket)
 
 
 def test_every_permission_is_tried_and_nothing_is_left_behind(s3, moto_s3, fault_proxy):
@@ -29,6 +31,11 @@ def test_every_permission_is_tried_and_nothing_is_left_behind(s3, moto_s3, fault
     assert any(m == "PUT" and k.startswith("db/backup_svc-check-") for m, k, _ in calls)
     assert any(m == "GET" and k.startswith("db/backup_svc-check-") for m, k, _ in calls)
     assert any(m == "POST" and "uploads" in t for m, t, _ in proxy.log)
+    # and the other permissions: listing the prefix, deleting an object, aborting an upload that does not exist
+    queries = [(method, key, target.partition("?")[2]) for (method, key, _), (_, target, _) in zip(calls, proxy.log)]
+    assert any(m == "GET" and "list-type=2" in q and "prefix=db%2F" in q for m, _, q in queries), queries
+    assert any(m == "DELETE" and k.startswith("db/backup_svc-check-") and not q for m, k, q in queries), queries
+    assert any(m == "DELETE" and "uploadId=backup-svc-check" in q for m, _, q in queries), queries
 
 
 @pytest.mark.parametrize(
