@@ -13,11 +13,10 @@ from backup_svc.pg.localcluster import LocalCluster
 DATA = Path(__file__).resolve().parent / "data"
 
 
-def restore(cluster: LocalCluster, backup: Path, dbname: str) -> None:
-    """`gunzip -c FILE | psql -v ON_ERROR_STOP=1 TARGET` into a new empty database, as the README says."""
-    cluster.create_database(dbname)
-    gunzip = subprocess.Popen(["gunzip", "-c", str(backup)], stdout=subprocess.PIPE)
-    result = subprocess.run(
+def psql_into(cluster: LocalCluster, dbname: str, **run) -> subprocess.CompletedProcess:
+    """`psql -X -q -v ON_ERROR_STOP=1` into `dbname` of `cluster`, its output captured; `run`: stdin= or
+    input=, and any other subprocess.run keyword. The password goes in the environment, not the URL."""
+    return subprocess.run(
         [
             os.path.join(cluster.bin_dir, "psql"),
             "-X",
@@ -26,11 +25,17 @@ def restore(cluster: LocalCluster, backup: Path, dbname: str) -> None:
             "ON_ERROR_STOP=1",
             cluster.url(dbname, with_password=False),
         ],
-        stdin=gunzip.stdout,
         capture_output=True,
-        text=True,
         env={**os.environ, "PGPASSWORD": cluster.password},
+        **run,
     )
+
+
+def restore(cluster: LocalCluster, backup: Path, dbname: str) -> None:
+    """`gunzip -c FILE | psql -v ON_ERROR_STOP=1 TARGET` into a new empty database, as the README says."""
+    cluster.create_database(dbname)
+    gunzip = subprocess.Popen(["gunzip", "-c", str(backup)], stdout=subprocess.PIPE)
+    result = psql_into(cluster, dbname, stdin=gunzip.stdout, text=True)
     gunzip.stdout.close()
     assert gunzip.wait() == 0, "gunzip failed"
     assert result.returncode == 0, f"restore failed: {result.stderr[-3000:]}"

@@ -25,6 +25,11 @@ def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = No
     )
 
 
+def restore_cli(source, target_url: str, *flags: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`python -m backup_svc restore SOURCE --target-url TARGET [FLAGS]` (a file, or an s3:// or rclone: address)."""
+    return run_cli("restore", str(source), "--target-url", target_url, *flags, env=env)
+
+
 def start_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     """`python -m backup_svc ARGS` started and left running (text pipes), for a test to stop or wait for."""
     return subprocess.Popen(

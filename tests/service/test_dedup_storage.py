@@ -15,7 +15,7 @@ import pytest
 from tests import REPO
 from tests.databases import snapshot
 from tests.http_client import gzip_is_valid
-from tests.processes import kill_upload, pg_dump_pids, run_cli, wait_until
+from tests.processes import kill_upload, pg_dump_pids, restore_cli, run_cli, wait_until
 from tests.restore_requests import follow
 from tests.dedup_support import (
     restores_identical,
@@ -114,10 +114,8 @@ def test_a_dedup_backup_of_the_rich_database_restores_identical(s3, moto_s3, ric
     assert restored.returncode == 0, restored.stderr
     assert snapshot(pg_cluster, "rich_from_dedup") == snapshot(pg_cluster, "rich")
     # the parallel restore reads the same checked stream
-    parallel = run_cli(
-        "restore",
+    parallel = restore_cli(
         url,
-        "--target-url",
         pg_cluster.url("rich_from_dedup_jobs"),
         "--create",
         "--jobs",
@@ -367,10 +365,8 @@ def test_prune_during_a_running_upload_is_refused_and_loses_nothing(s3, moto_s3,
             running.kill()
     assert pruned.returncode == 75 and "prune again when it is done" in pruned.stderr, pruned.stderr
     assert running.returncode == 0, err
-    restored = run_cli(
-        "restore",
+    restored = restore_cli(
         out.split()[1],
-        "--target-url",
         pg_cluster.url(f"{name}_r"),
         "--create",
         env=reading_env(moto_s3.endpoint),

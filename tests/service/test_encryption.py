@@ -4,14 +4,13 @@ what is stored, interoperability both ways, refusals before anything is restored
 from __future__ import annotations
 
 import gzip
-import os
 import subprocess
 import zlib
 
 import pytest
 
-from tests.databases import snapshot
-from tests.processes import run_cli
+from tests.databases import psql_into, snapshot
+from tests.processes import restore_cli, run_cli
 from tests.s3support import all_keys, incomplete_uploads, object_keys, s3_env, stored_metadata
 
 AGE_MAGIC = b"age-encryption.org/v1\n"
@@ -50,19 +49,7 @@ def age_decrypt(identity, data: bytes) -> subprocess.CompletedProcess:
 def psql_restore(pg_cluster, sql: bytes, dbname: str) -> None:
     """`… | gunzip | psql -v ON_ERROR_STOP=1` into a new database, as docs/encryption.md shows."""
     pg_cluster.create_database(dbname)
-    done = subprocess.run(
-        [
-            os.path.join(pg_cluster.bin_dir, "psql"),
-            "-X",
-            "-q",
-            "-v",
-            "ON_ERROR_STOP=1",
-            pg_cluster.url(dbname, with_password=False),
-        ],
-        input=sql,
-        capture_output=True,
-        env={**os.environ, "PGPASSWORD": pg_cluster.password},
-    )
+    done = psql_into(pg_cluster, dbname, input=sql)
     assert done.returncode == 0, done.stderr[-2000:]
 
 
@@ -96,10 +83,8 @@ def test_encrypted_upload_is_age_that_the_age_tool_and_restore_both_read(s3, mot
 
     # our restore, straight from the bucket, with the identity as a file path
     url = f"s3://{bucket}/{key}"
-    restored = run_cli(
-        "restore",
+    restored = restore_cli(
         url,
-        "--target-url",
         pg_cluster.url("rich_from_age"),
         "--create",
         env={**s3_env(moto_s3.endpoint), "BACKUP_AGE_IDENTITY": str(keys["age"])},
@@ -131,10 +116,8 @@ def test_restore_reads_a_file_the_age_tool_encrypted(tmp_path, rich_db, pg_clust
         encrypted = tmp_path / f"rich{number}.sql.gz.age"
         subprocess.run(["age", *how, "-o", str(encrypted), str(plain)], check=True)
         target = f"rich_age_made_{number}"
-        done = run_cli(
-            "restore",
+        done = restore_cli(
             str(encrypted),
-            "--target-url",
             pg_cluster.url(target),
             "--create",
             env={"BACKUP_AGE_IDENTITY": identity},
@@ -162,10 +145,8 @@ def test_a_bad_encrypted_backup_is_refused_before_anything_is_restored(kind, tmp
     encrypted.write_bytes(_tampered(kind, data))
     identity = {"wrong identity": str(keys["other"]), "no identity": ""}.get(kind, str(keys["age"]))
     target = "refused_" + kind.replace(" ", "_")
-    done = run_cli(
-        "restore",
+    done = restore_cli(
         str(encrypted),
-        "--target-url",
         pg_cluster.url(target),
         "--create",
         env={"BACKUP_AGE_IDENTITY": identity},

@@ -15,7 +15,7 @@ import subprocess
 import pytest
 
 from backup_svc.pg.localcluster import LocalCluster
-from tests.databases import DATA, restore, snapshot
+from tests.databases import DATA, psql_into, restore, snapshot
 from tests.http_client import gzip_is_valid
 from tests.processes import pg_dump_pids
 from tests.service import pgbinaries
@@ -122,20 +122,7 @@ def test_older_server_is_dumped_with_the_lowest_newer_pg_dump(cluster_of, pg_bin
     assert [restored[part] for part in data] == [source[part] for part in data]
 
     old.create_database("from16_same_major")
-    into_old = subprocess.run(
-        [
-            os.path.join(old.bin_dir, "psql"),
-            "-X",
-            "-q",
-            "-v",
-            "ON_ERROR_STOP=1",
-            old.url("from16_same_major", with_password=False),
-        ],
-        input=gzip.decompress(reply.body),
-        capture_output=True,
-        env={**os.environ, "PGPASSWORD": old.password},
-        timeout=60,
-    )
+    into_old = psql_into(old, "from16_same_major", input=gzip.decompress(reply.body), timeout=60)
     assert into_old.returncode != 0
     assert b'unrecognized configuration parameter "transaction_timeout"' in into_old.stderr
 

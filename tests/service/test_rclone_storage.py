@@ -19,7 +19,7 @@ from backup_svc.storage.rclone_target import RcloneTarget, parse_rclone_url
 from backup_svc.storage.location import BackupNames
 from tests.databases import snapshot
 from tests.freezable_proxy import FreezableProxy
-from tests.processes import UPLOAD_KILLS, kill_upload, pg_dump_pids, run_cli, start_cli, wait_until
+from tests.processes import UPLOAD_KILLS, kill_upload, pg_dump_pids, restore_cli, run_cli, start_cli, wait_until
 from tests.s3support import remote_files
 
 pytestmark = pytest.mark.skipif(
@@ -181,10 +181,8 @@ def test_an_encrypted_upload_stores_only_an_age_file_that_age_decrypts_and_resto
         "restore", f"rclone:loc:{folder}/{name}", "--target-url", pg_cluster.url("rich_age_no"), "--create", env=env
     )
     assert unkeyed.returncode != 0 and "BACKUP_AGE_IDENTITY" in unkeyed.stderr and "Traceback" not in unkeyed.stderr
-    restored = run_cli(
-        "restore",
+    restored = restore_cli(
         f"rclone:loc:{folder}/{name}",
-        "--target-url",
         pg_cluster.url("rich_age_rclone"),
         "--create",
         env=keyed,

@@ -13,7 +13,7 @@ from backup_svc.pg.conninfo import parse_database_url
 from backup_svc.files.psqlfeed import psql_command, stream_into_psql
 from backup_svc.files.reader import CHUNK_SIZE, BadBackup
 from tests.databases import restore, snapshot
-from tests.processes import run_cli
+from tests.processes import restore_cli, run_cli
 
 LAST_STATEMENT = b"REFRESH MATERIALIZED VIEW app.mood_counts;"
 OCCUPANT_SQL = """
@@ -35,10 +35,6 @@ DRIFT_SQL = """
 @pytest.fixture(scope="module")
 def rich_snapshot(rich_db, pg_cluster):
     return snapshot(pg_cluster, "rich")
-
-
-def restore_cli(backup, url: str, *flags: str):
-    return run_cli("restore", str(backup), "--target-url", url, *flags)
 
 
 def drifted_copy(pg_cluster, backup, dbname: str) -> None:

@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from tests.databases import DATA, snapshot
-from tests.processes import run_cli, wait_until
+from tests.processes import restore_cli, run_cli, wait_until
 from tests.s3support import s3_env
 
 # What the rich fixture lacks of a real schema's shapes: foreign keys (to a table whose primary key
@@ -294,10 +294,8 @@ def test_a_stored_object_restores_on_n_connections(shapes, pg_cluster, s3, moto_
     client, bucket = s3
     client.put_object(Bucket=bucket, Key="db/shapes.sql.gz", Body=shapes.read_bytes())
     drop(pg_cluster, "jobs_stored")
-    result = run_cli(
-        "restore",
+    result = restore_cli(
         f"s3://{bucket}/db/shapes.sql.gz",
-        "--target-url",
         pg_cluster.url("jobs_stored"),
         "--create",
         "--jobs",
