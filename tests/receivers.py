@@ -15,6 +15,20 @@ from backup_svc.pg.localcluster import free_port
 
 # The password the SMTP server accepts (tests check it never shows up anywhere else).
 SECRET = "smtp-Secret-9f8e7d6c"
+# Paths shaped like a healthchecks.io ping URL and a Slack webhook's: tests check they never show up in logs.
+PING = "/ping/5e1f0c2a-aaaa-bbbb-cccc-0123456789ab"
+HOOK = "/services/T0AAAA/B0BBBB/hooksecretXYZ123"
+
+
+def every_alert(hook, monitor, drill_url: str) -> dict[str, str]:
+    """The variables that send every outcome to the webhook `hook`, ping the heartbeat `monitor` and drill
+    each new backup into a scratch database on `drill_url`'s server."""
+    return {
+        "NOTIFY_WEBHOOK_URL": hook.url + HOOK,
+        "NOTIFY_ON": "always",
+        "HEARTBEAT_URL": monitor.url + PING,
+        "RESTORE_DRILL_URL": drill_url,
+    }
 
 
 class Mailbox:

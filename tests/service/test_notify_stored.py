@@ -16,8 +16,7 @@ from tests import receivers
 from tests.processes import run_cli
 from tests.s3support import cluster_identity, corrupt_in_place, object_keys, owned, s3_env, seed_backup, stored_metadata
 
-PING = "/ping/5e1f0c2a-aaaa-bbbb-cccc-0123456789ab"
-HOOK = "/services/T0AAAA/B0BBBB/hooksecretXYZ123"
+PING, HOOK = receivers.PING, receivers.HOOK
 RICH_ROWS, RICH_TABLES = 2905, 5
 
 
@@ -45,10 +44,7 @@ def test_upload_notifies_drills_and_records_row_counts(s3, moto_s3, rich_db, pg_
         moto_s3,
         bucket,
         rich_db,
-        NOTIFY_WEBHOOK_URL=hook.url + HOOK,
-        NOTIFY_ON="always",
-        HEARTBEAT_URL=monitor.url + PING,
-        RESTORE_DRILL_URL=pg_cluster.url("postgres"),
+        **receivers.every_alert(hook, monitor, pg_cluster.url("postgres")),
     )
 
     done = run_cli("upload", env=env)
@@ -262,10 +258,7 @@ def test_serve_reports_stale_backups_then_a_scheduled_backup_and_its_drill(
         DATABASE_URL=rich_db,
         BACKUP_STORAGE_URL=f"s3://{bucket}/scheduled",
         BACKUP_SCHEDULE="* * * * *",
-        NOTIFY_WEBHOOK_URL=hook.url + HOOK,
-        NOTIFY_ON="always",
-        HEARTBEAT_URL=monitor.url + PING,
-        RESTORE_DRILL_URL=pg_cluster.url("postgres"),
+        **receivers.every_alert(hook, monitor, pg_cluster.url("postgres")),
         **s3_env(moto_s3.endpoint),
     )
 

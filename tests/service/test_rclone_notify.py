@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from tests import receivers
 from tests.processes import run_cli
 from tests.s3support import remote_files
 
@@ -18,8 +19,7 @@ pytestmark = pytest.mark.skipif(
     shutil.which("rclone") is None, reason="rclone is not installed (./dev.sh test installs it)"
 )
 
-PING = "/ping/5e1f0c2a-aaaa-bbbb-cccc-0123456789ab"
-HOOK = "/services/T0AAAA/B0BBBB/hooksecretXYZ123"
+PING, HOOK = receivers.PING, receivers.HOOK
 RICH_ROWS, RICH_TABLES = 2905, 5
 
 
@@ -46,16 +46,23 @@ def cron_env(remote: dict, db_url: str, **more: str) -> dict[str, str]:
     }
 
 
+def local_remote_with_drills(folder, database_url: str, pg_cluster) -> dict[str, str]:
+    """`upload`'s variables for an rclone remote of type local at `folder`, drilling on pg_cluster."""
+    return cron_env(
+        {"RCLONE_CONFIG_DAV_TYPE": "local"},
+        database_url,
+        BACKUP_STORAGE_URL=f"rclone:dav:{folder}",
+        RESTORE_DRILL_URL=pg_cluster.url("postgres"),
+    )
+
+
 def test_upload_to_a_remote_notifies_and_drills_from_it(served, rich_db, pg_cluster, receiver):
     folder, start = served
     hook, monitor = receiver(), receiver()
     env = cron_env(
         start(),
         rich_db,
-        NOTIFY_WEBHOOK_URL=hook.url + HOOK,
-        NOTIFY_ON="always",
-        HEARTBEAT_URL=monitor.url + PING,
-        RESTORE_DRILL_URL=pg_cluster.url("postgres"),
+        **receivers.every_alert(hook, monitor, pg_cluster.url("postgres")),
     )
 
     done = run_cli("upload", env=env)
@@ -106,12 +113,7 @@ def test_a_misconfigured_remote_upload_pings_the_heartbeat_fail_url(tmp_path, ri
 
 def test_drill_reads_the_newest_backup_or_a_named_one_from_the_remote(tmp_path, rich_db, pg_cluster, receiver):
     folder = tmp_path / "remote"
-    env = cron_env(
-        {"RCLONE_CONFIG_DAV_TYPE": "local"},
-        rich_db,
-        BACKUP_STORAGE_URL=f"rclone:dav:{folder}",
-        RESTORE_DRILL_URL=pg_cluster.url("postgres"),
-    )
+    env = local_remote_with_drills(folder, rich_db, pg_cluster)
     assert run_cli("upload", env=env).returncode == 0
     time.sleep(1.1)  # backup names carry the second
     assert run_cli("upload", env=env).returncode == 0
@@ -134,12 +136,7 @@ def test_drill_reads_the_newest_backup_or_a_named_one_from_the_remote(tmp_path, 
 def test_drill_of_a_bit_flipped_backup_on_the_remote_fails(tmp_path, rich_db, pg_cluster, receiver):
     folder = tmp_path / "remote"
     hook = receiver()
-    env = cron_env(
-        {"RCLONE_CONFIG_DAV_TYPE": "local"},
-        rich_db,
-        BACKUP_STORAGE_URL=f"rclone:dav:{folder}",
-        RESTORE_DRILL_URL=pg_cluster.url("postgres"),
-    )
+    env = local_remote_with_drills(folder, rich_db, pg_cluster)
     assert run_cli("upload", env=env).returncode == 0
     [name] = [n for n in os.listdir(folder) if n.endswith(".sql.gz")]
     body = bytearray((folder / name).read_bytes())
