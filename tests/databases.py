@@ -3,7 +3,9 @@ snapshot to compare, the dumps' sessions, and a table held locked as a migration
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
 import subprocess
 from pathlib import Path
 
@@ -107,3 +109,30 @@ class LockedTable:
         if not self.db.closed:
             self.db.execute("ROLLBACK")
             self.db.close()
+
+
+@contextlib.contextmanager
+def owned_by_a_new_role(cluster: LocalCluster, prefix: str, *setup_sql: str):
+    """A database owned by a new role that may create databases but is no superuser (as a service's
+    role often is), `setup_sql` run in it as that role: yields (name, url, role). Afterwards every
+    database whose name starts with its name (a restore's kept copies) and the role are dropped."""
+    import psycopg
+
+    role, password = f"svc_{secrets.token_hex(3)}", secrets.token_urlsafe(12)
+    name = f"{prefix}_{secrets.token_hex(3)}"
+    with cluster.connect() as db:
+        db.execute(f"CREATE ROLE {role} LOGIN CREATEDB PASSWORD '{password}'")
+        db.execute(f'CREATE DATABASE "{name}" OWNER {role}')
+    url = f"postgresql://{role}:{password}@127.0.0.1:{cluster.port}/{name}"
+    with psycopg.connect(url, autocommit=True) as db:
+        for statement in setup_sql:
+            db.execute(statement)
+    try:
+        yield name, url, role
+    finally:
+        with cluster.connect() as db:
+            names = [row[0] for row in db.execute("SELECT datname FROM pg_database").fetchall()]
+            for other in names:
+                if other.startswith(name):
+                    db.execute(f'DROP DATABASE IF EXISTS "{other}" WITH (FORCE)')
+            db.execute(f"DROP ROLE IF EXISTS {role}")

@@ -76,6 +76,11 @@ def remote_files(folder) -> list[str]:
     return sorted(n for n in os.listdir(folder) if n != "_history")
 
 
+def every_file(folder) -> list[str]:
+    """Every file below `folder` (an rclone remote's), `_history/` included, as sorted relative paths."""
+    return sorted(os.path.relpath(os.path.join(d, f), folder) for d, _, files in os.walk(folder) for f in files)
+
+
 def history_keys(client, bucket: str) -> list[str]:
     """The history's event keys in `bucket`, sorted (by time, then run and number)."""
     return [k for k in all_keys(client, bucket) if "_history/" in k]

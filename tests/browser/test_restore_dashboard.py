@@ -12,7 +12,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.conftest import ARTIFACTS
-from tests.databases import DATA, snapshot
+from tests.databases import DATA, owned_by_a_new_role, snapshot
 from tests.processes import wait_until
 from tests.s3support import corrupt_in_place, s3_env
 
@@ -142,17 +142,9 @@ def test_a_corrupted_object_is_said_on_the_page(setup, pg_cluster, open_dashboar
 def test_a_swap_that_cannot_end_a_session_is_said_on_the_page(pg_cluster, s3, moto_s3, start_service, open_dashboard):
     """The service's role owns the live database but is no superuser; a superuser's session stays
     connected, so the swap runs out of RESTORE_SWAP_TIMEOUT, is undone, and the page says so."""
-    import psycopg
-
     client, bucket = s3
-    role, password, name = f"svc_{secrets.token_hex(3)}", secrets.token_urlsafe(12), f"own_{secrets.token_hex(3)}"
-    with pg_cluster.connect() as db:
-        db.execute(f"CREATE ROLE {role} LOGIN CREATEDB PASSWORD '{password}'")
-        db.execute(f'CREATE DATABASE "{name}" OWNER {role}')
-    url = f"postgresql://{role}:{password}@127.0.0.1:{pg_cluster.port}/{name}"
-    with psycopg.connect(url, autocommit=True) as db:
-        db.execute("CREATE TABLE items AS SELECT g AS id FROM generate_series(1, 100) g")
-    try:
+    items = "CREATE TABLE items AS SELECT g AS id FROM generate_series(1, 100) g"
+    with owned_by_a_new_role(pg_cluster, "own", items) as (name, url, _):
         service = start_service(
             DATABASE_URL=url,
             RESTORE_SWAP_TIMEOUT="2",
@@ -176,12 +168,6 @@ def test_a_swap_that_cannot_end_a_session_is_said_on_the_page(pg_cluster, s3, mo
             expect(outcome).to_contain_text("was dropped")
         assert databases(pg_cluster) == before
         shoot(page, "swap-failed-1280")
-    finally:
-        with pg_cluster.connect() as db:
-            for other in databases(pg_cluster):
-                if other.startswith(name):
-                    db.execute(f'DROP DATABASE IF EXISTS "{other}" WITH (FORCE)')
-            db.execute(f"DROP ROLE IF EXISTS {role}")
 
 
 def test_cancel_from_the_page(big_db, s3, moto_s3, start_service, open_dashboard, pg_cluster):

@@ -4,7 +4,6 @@ service does there (list, write, read, delete), with S3's exit statuses. Real rc
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import time
@@ -12,7 +11,7 @@ import time
 import pytest
 
 from tests.processes import run_cli
-from tests.s3support import remote_files
+from tests.s3support import every_file, remote_files
 
 pytestmark = pytest.mark.skipif(
     shutil.which("rclone") is None, reason="rclone is not installed (./dev.sh test installs it)"
@@ -26,11 +25,6 @@ CRON = {
     "BACKUP_AGE_RECIPIENTS": "",
     "BACKUP_NAME": "shop",
 }
-
-
-def every_file(folder) -> list[str]:
-    """Every file below `folder`, `_history/` included, as sorted relative paths."""
-    return sorted(os.path.relpath(os.path.join(d, f), folder) for d, _, files in os.walk(folder) for f in files)
 
 
 def test_a_writable_remote_passes_and_nothing_is_left_behind(tmp_path, rich_db):

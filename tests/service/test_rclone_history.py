@@ -11,6 +11,7 @@ import shutil
 import pytest
 
 from tests.processes import run_cli
+from tests.s3support import every_file
 
 pytestmark = pytest.mark.skipif(
     shutil.which("rclone") is None, reason="rclone is not installed (./dev.sh test installs it)"
@@ -31,17 +32,13 @@ def cron_env(remote: dict, db_url: str, url: str, **more: str) -> dict[str, str]
     }
 
 
-def events_in(folder) -> list[str]:
-    return sorted(os.path.relpath(os.path.join(d, f), folder) for d, _, files in os.walk(folder) for f in files)
-
-
 def test_upload_writes_its_history_to_the_remote_and_history_reads_it(served, rich_db):
     folder, start = served
     env = cron_env(start(), rich_db, "rclone:dav:backups")
     done = run_cli("upload", env=env)
     assert done.returncode == 0, done.stderr
     [name] = [n for n in os.listdir(folder / "backups") if n.endswith(".sql.gz")]
-    events = events_in(folder / "backups" / "_history")
+    events = every_file(folder / "backups" / "_history")
     assert len(events) == 3 and all(e.startswith(name[12:16] + "/") and e.endswith(".json") for e in events), events
 
     shown = run_cli("history", env=env)
@@ -57,14 +54,14 @@ def test_upload_writes_its_history_to_the_remote_and_history_reads_it(served, ri
 
     check = run_cli("check", env=env)
     assert "history: ok — rclone:dav:backups/_history/ takes events; newest event" in check.stdout, check.stdout
-    assert len(events_in(folder / "backups" / "_history")) == 3  # check's test file is gone again
+    assert len(every_file(folder / "backups" / "_history")) == 3  # check's test file is gone again
 
 
 def test_an_edited_event_on_the_remote_is_found(tmp_path, rich_db):
     folder = tmp_path / "remote"
     env = cron_env({"RCLONE_CONFIG_LOC_TYPE": "local"}, rich_db, f"rclone:loc:{folder}")
     assert run_cli("upload", env=env).returncode == 0
-    first = folder / "_history" / events_in(folder / "_history")[0]
+    first = folder / "_history" / every_file(folder / "_history")[0]
     first.write_bytes(first.read_bytes().replace(b'"ok"', b'"OK"', 1))
     checked = run_cli("history", "--check", env=env)
     assert checked.returncode == 1, checked.stdout
@@ -74,7 +71,7 @@ def test_prune_deletes_only_history_events_older_than_the_days(tmp_path, rich_db
     folder = tmp_path / "remote"
     env = cron_env({"RCLONE_CONFIG_LOC_TYPE": "local"}, rich_db, f"rclone:loc:{folder}", BACKUP_HISTORY_DAYS="30")
     assert run_cli("upload", env=env).returncode == 0
-    today = events_in(folder / "_history")
+    today = every_file(folder / "_history")
     old_day = folder / "_history" / "2020" / "01" / "02"
     old_day.mkdir(parents=True)
     old_name = "20200102T030405000Z" + today[0].rsplit("/", 1)[1][19:]  # an event's name, five years old
@@ -89,7 +86,7 @@ def test_prune_deletes_only_history_events_older_than_the_days(tmp_path, rich_db
     done = run_cli("prune", env=env)
     assert done.returncode == 0, done.stderr
     assert not (old_day / old_name).exists()
-    assert events_in(folder / "_history") == today
+    assert every_file(folder / "_history") == today
     assert (
         sorted(n for n in os.listdir(folder) if not n.startswith("_")) == backups
     )  # history retention never touches backups

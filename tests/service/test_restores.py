@@ -11,10 +11,9 @@ import sys
 import threading
 import time
 
-import psycopg
 import pytest
 
-from tests.databases import DATA, snapshot
+from tests.databases import DATA, owned_by_a_new_role, snapshot
 from tests.http_client import bearer
 from tests.processes import wait_until
 from tests.receivers import Receiver
@@ -230,21 +229,13 @@ def test_an_object_whose_sha256_differs_from_its_record_creates_nothing(restore_
 @pytest.fixture
 def owned_live(pg_cluster):
     """A live database owned by a role that may create databases but is no superuser; its URL."""
-    role, password = f"svc_{secrets.token_hex(3)}", secrets.token_urlsafe(12)
-    name = f"owned_{secrets.token_hex(3)}"
-    with pg_cluster.connect() as db:
-        db.execute(f"CREATE ROLE {role} LOGIN CREATEDB PASSWORD '{password}'")
-        db.execute(f'CREATE DATABASE "{name}" OWNER {role}')
-    url = f"postgresql://{role}:{password}@127.0.0.1:{pg_cluster.port}/{name}"
-    with psycopg.connect(url, autocommit=True) as db:
-        db.execute("CREATE TABLE items (id serial PRIMARY KEY, label text)")
-        db.execute("INSERT INTO items (label) SELECT 'item ' || g FROM generate_series(1, 500) g")
-    yield name, url, role
-    with pg_cluster.connect() as db:
-        for other in databases(pg_cluster):
-            if other.startswith(name):
-                db.execute(f'DROP DATABASE IF EXISTS "{other}" WITH (FORCE)')
-        db.execute(f"DROP ROLE IF EXISTS {role}")
+    with owned_by_a_new_role(
+        pg_cluster,
+        "owned",
+        "CREATE TABLE items (id serial PRIMARY KEY, label text)",
+        "INSERT INTO items (label) SELECT 'item ' || g FROM generate_series(1, 500) g",
+    ) as owned:
+        yield owned
 
 
 def test_a_swap_that_cannot_end_a_session_puts_everything_back(owned_live, s3, moto_s3, start_service, pg_cluster):
