@@ -105,3 +105,17 @@ def kill_upload(kill: str, upload: subprocess.Popen, cluster: LocalCluster, dbna
             os.kill(pid, signal.SIGKILL)
     else:
         upload.send_signal(signal.SIGTERM if kill == "SIGTERM upload" else signal.SIGINT)
+
+
+def upload_killed_once_begun(kill: str, upload: subprocess.Popen, begun, cluster: LocalCluster, dbname: str):
+    """Wait (60 s at most) until `begun()` says the running `upload` is under way, stop it the `kill` way
+    (kill_upload) and return (stdout, stderr, the exit status an upload stopped so must have)."""
+    try:
+        assert wait_until(begun, 60), "the upload never started"
+        time.sleep(0.5)
+        kill_upload(kill, upload, cluster, dbname)
+        out, err = upload.communicate(timeout=60)
+    finally:
+        if upload.poll() is None:
+            upload.kill()
+    return out, err, {"SIGTERM upload": 143, "Ctrl-C upload": 130}.get(kill, 1)

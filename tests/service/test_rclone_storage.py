@@ -19,7 +19,15 @@ from backup_svc.storage.rclone_target import RcloneTarget, parse_rclone_url
 from backup_svc.storage.location import BackupNames
 from tests.databases import snapshot
 from tests.freezable_proxy import FreezableProxy
-from tests.processes import UPLOAD_KILLS, kill_upload, pg_dump_pids, restore_cli, run_cli, start_cli, wait_until
+from tests.processes import (
+    UPLOAD_KILLS,
+    pg_dump_pids,
+    restore_cli,
+    run_cli,
+    start_cli,
+    upload_killed_once_begun,
+    wait_until,
+)
 from tests.s3support import remote_files
 
 pytestmark = pytest.mark.skipif(
@@ -209,22 +217,14 @@ def test_a_backup_killed_mid_upload_leaves_no_backup_named_object(kill, tmp_path
     folder = tmp_path / "remote"
     env = local_env(folder, big_db, BACKUP_NAME="big", RCLONE_BWLIMIT="4M")
     upload = start_cli("upload", env=env)
-    try:
-        assert wait_until(
-            lambda: (
-                folder.is_dir()
-                and any(n.startswith(".partial-") for n in os.listdir(folder))
-                and pg_dump_pids(pg_cluster)
-            ),
-            60,
-        ), "the upload never started"
-        time.sleep(0.5)
-        kill_upload(kill, upload, pg_cluster, "big")
-        out, err = upload.communicate(timeout=60)
-    finally:
-        if upload.poll() is None:
-            upload.kill()
-    assert upload.returncode == {"SIGTERM upload": 143, "Ctrl-C upload": 130}.get(kill, 1), err
+
+    def begun():
+        return (
+            folder.is_dir() and any(n.startswith(".partial-") for n in os.listdir(folder)) and pg_dump_pids(pg_cluster)
+        )
+
+    out, err, expected = upload_killed_once_begun(kill, upload, begun, pg_cluster, "big")
+    assert upload.returncode == expected, err
     assert "nothing was stored" in err and "Traceback" not in err
     assert remote_files(folder) == []  # not even the temporary object
     assert any(

@@ -3,12 +3,11 @@ PostgreSQL and moto's S3 server on loopback."""
 
 from __future__ import annotations
 
-import time
 
 import pytest
 
 from tests.databases import snapshot
-from tests.processes import UPLOAD_KILLS, kill_upload, pg_dump_pids, run_cli, start_cli, wait_until
+from tests.processes import UPLOAD_KILLS, pg_dump_pids, run_cli, start_cli, upload_killed_once_begun, wait_until
 from tests.s3support import cluster_identity, incomplete_uploads, object_keys, owned, s3_env
 
 OLD = "backups/{db}_backup_20260101_030000.sql.gz"
@@ -88,17 +87,11 @@ def test_a_backup_killed_mid_upload_leaves_nothing_behind(kill, s3, moto_s3, fau
     proxy.slow_parts(1.0)
     old_body = seed_old_backup(client, bucket, "big")
     upload = start_cli("upload", env=storage_env(proxy.endpoint, bucket, big_db, BACKUP_RETENTION="last=1"))
-    try:
-        assert wait_until(lambda: incomplete_uploads(client, bucket) and pg_dump_pids(pg_cluster), 30), (
-            "the upload never started"
-        )
-        time.sleep(0.5)
-        kill_upload(kill, upload, pg_cluster, "big")
-        out, err = upload.communicate(timeout=60)
-    finally:
-        if upload.poll() is None:
-            upload.kill()
-    expected = {"SIGTERM upload": 143, "Ctrl-C upload": 130}.get(kill, 1)
+
+    def begun():
+        return incomplete_uploads(client, bucket) and pg_dump_pids(pg_cluster)
+
+    out, err, expected = upload_killed_once_begun(kill, upload, begun, pg_cluster, "big")
     assert upload.returncode == expected, err
     assert "the upload was aborted and nothing was stored" in err
     assert stored_keys(client, bucket, "big") == []
