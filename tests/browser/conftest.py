@@ -8,6 +8,7 @@ import threading
 import pytest
 
 from backup_svc.pg.localcluster import free_port
+from tests.s3support import cluster_identity, owned, s3_env
 from tests.service_process import Service
 
 LINK_SECRET = "browser-link-secret-" + "w" * 16
@@ -59,3 +60,16 @@ def linked_service(rich_db, pg_cluster, tmp_path_factory):
     ).start()
     yield service
     service.stop()
+
+
+@pytest.fixture
+def storage(s3, moto_s3):
+    """(client, bucket, env): a fresh bucket and the settings that point the service at it."""
+    client, bucket = s3
+    return client, bucket, {"BACKUP_STORAGE_URL": f"s3://{bucket}/rich/", **s3_env(moto_s3.endpoint)}
+
+
+@pytest.fixture
+def ours(pg_cluster) -> dict[str, str]:
+    """The ownership record of the rich database's service: only such objects are its backups."""
+    return owned(cluster_identity(pg_cluster), "rich")

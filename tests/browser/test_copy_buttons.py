@@ -15,7 +15,7 @@ from datetime import timedelta
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.test_stored_dashboard import SLOW_MS, ours, stamp, storage, wait_for_list  # noqa: F401
+from tests.browser_page import stamp, wait_for_list
 from tests.conftest import ARTIFACTS
 from tests.s3support import seed_backup
 
@@ -32,7 +32,7 @@ def other_address() -> str | None:
 
 
 @pytest.fixture
-def stored_service(ours, storage, rich_db, start_service):  # noqa: F811
+def stored_service(ours, storage, rich_db, start_service):
     """The rich database's service with storage holding one of its backups; (service, that backup's sha256)."""
     client, bucket, env = storage
     sha = seed_backup(client, bucket, f"rich/rich_backup_{stamp(timedelta(hours=2))}.sql.gz", owner=ours)

@@ -6,29 +6,22 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from decimal import ROUND_HALF_UP, Decimal
 
 import pytest
 from playwright.sync_api import expect
 
 from backup_svc.storage.dedup.sqlgz import MEASURED_MB_S as DEDUP_MB_S
+from tests.browser_page import SLOW_MS, stamp, wait_for_list
 from tests.conftest import ARTIFACTS
 from tests.s3support import (
-    cluster_identity,
     incomplete_uploads,
     object_keys,
-    owned,
     s3_env,
     seed_backup,
     stored_metadata,
 )
-
-SLOW_MS = 60_000
-
-
-def stamp(age: timedelta) -> str:
-    return f"{datetime.now(timezone.utc) - age:%Y%m%d_%H%M%S}"
 
 
 def shoot(page, name: str) -> None:
@@ -36,19 +29,6 @@ def shoot(page, name: str) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"stored-{name}-page.png"), full_page=True)
     page.locator("#stored").screenshot(path=str(ARTIFACTS / f"stored-{name}.png"))
-
-
-@pytest.fixture
-def storage(s3, moto_s3):
-    """(client, bucket, env): a fresh bucket and the settings that point the service at it."""
-    client, bucket = s3
-    return client, bucket, {"BACKUP_STORAGE_URL": f"s3://{bucket}/rich/", **s3_env(moto_s3.endpoint)}
-
-
-@pytest.fixture
-def ours(pg_cluster) -> dict[str, str]:
-    """The ownership record of the rich database's service: only such objects are its backups."""
-    return owned(cluster_identity(pg_cluster), "rich")
 
 
 def human_bytes(n: float) -> str:
@@ -61,10 +41,6 @@ def human_bytes(n: float) -> str:
     if i == 0:
         return f"{n:.0f} bytes"
     return f"{Decimal(n).quantize(Decimal('0.1'), rounding=ROUND_HALF_UP)} {units[i]}"
-
-
-def wait_for_list(page) -> None:
-    expect(page.locator("#stored")).to_have_attribute("data-loaded", "true", timeout=SLOW_MS)
 
 
 @pytest.mark.parametrize("width", [1280, 390])

@@ -6,7 +6,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
-import random
 import sys
 import time
 import zlib
@@ -18,55 +17,7 @@ from backup_svc.storage.dedup.chunks import AVG_CHUNK, MAX_CHUNK, MIN_CHUNK, Chu
 from backup_svc.storage.dedup.manifest import BadManifest, Manifest
 from backup_svc.storage.dedup.reader import BadChunk, DedupStream
 from backup_svc.storage.dedup.writer import CUT_WINDOW, DedupSink
-
-KEY = ChunkKey("unit-test-dedup-key-" + "k" * 20)
-
-
-class DictStore:
-    """Stands in for ChunkStore: put/get by id."""
-
-    def __init__(self):
-        self.objects: dict[str, bytes] = {}
-        self.puts = 0
-
-    def put(self, chunk_id: str, stored: bytes) -> None:
-        self.puts += 1
-        self.objects[chunk_id] = stored
-
-    def get(self, chunk_id: str) -> bytes:
-        return self.objects[chunk_id]
-
-    def seal(self, compressed: bytes) -> bytes:  # chunks in the clear (ChunkStore without recipients)
-        return compressed
-
-    def unseal(self, stored: bytes) -> bytes:
-        return stored
-
-
-def sql_like(size: int, seed: int = 1) -> bytes:
-    """Text that compresses like SQL but has content-defined cut points (random words)."""
-    rng = random.Random(seed)
-    words = [rng.randbytes(rng.randrange(2, 9)).hex().encode() for _ in range(5000)]  # seeded: the same cuts every run
-    out = bytearray()
-    while len(out) < size:
-        out += b"\t".join(rng.choice(words) for _ in range(8)) + b"\n"
-    return bytes(out[:size])
-
-
-def store(sql: bytes, backing: DictStore, known: dict[str, int] | None = None, batch: int = 256 * 1024):
-    sink = DedupSink(backing, KEY, known or {})
-    gz = gzip.compress(sql, 1)
-    for start in range(0, len(gz), batch):
-        sink.write(gz[start : start + batch])
-    chunks = sink.finish()
-    return sink, Manifest(
-        backup="x",
-        chunks=chunks,
-        sql_sha256=sink.sql_sha256,
-        sql_bytes=sink.sql_bytes,
-        key_check=KEY.check,
-        facts={"backup_name": "x"},
-    )
+from tests.dedup_units import KEY, DictStore, SlowStore, read_ahead_threads, sql_like, store
 
 
 def test_cutting_in_windows_gives_the_chunks_of_cutting_all_at_once():
@@ -250,41 +201,6 @@ def test_a_chunk_being_sent_holds_its_stored_bytes_not_also_its_plain_copy():
         window,
         held[:CHUNKS_IN_FLIGHT],
     )
-
-
-class SlowStore(DictStore):
-    """A DictStore whose get() takes `delay` seconds, as a bucket's request latency would (a fake store: the
-    overlap of fetches is what is measured, and a loopback moto server answers too fast to show it). It
-    records how many gets ran at once, and can be made to fail one chunk."""
-
-    def __init__(self, delay: float):
-        super().__init__()
-        import threading
-
-        self.delay, self.lock = delay, threading.Lock()
-        self.running = self.most = self.gets = 0
-
-    def get(self, chunk_id: str) -> bytes:
-        with self.lock:
-            self.running += 1
-            self.gets += 1
-            self.most = max(self.most, self.running)
-        try:
-            time.sleep(self.delay)
-            if chunk_id not in self.objects:
-                from backup_svc.storage.dedup.chunks import MissingChunk
-
-                raise MissingChunk(f"chunk {chunk_id} is missing")
-            return super().get(chunk_id)
-        finally:
-            with self.lock:
-                self.running -= 1
-
-
-def read_ahead_threads() -> list:
-    import threading
-
-    return [t for t in threading.enumerate() if t.name.startswith("dedup-read-ahead")]
 
 
 def test_the_reader_fetches_the_next_chunks_while_one_is_handed_on():

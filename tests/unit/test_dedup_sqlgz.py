@@ -10,7 +10,7 @@ import pytest
 from backup_svc.storage.dedup.chunks import AVG_CHUNK
 from backup_svc.storage.dedup.reader import BadChunk, DedupStream
 from backup_svc.storage.dedup.sqlgz import sqlgz_members, sqlgz_size
-from tests.unit.test_dedup_chunks import KEY, DictStore, sql_like, store
+from tests.dedup_units import KEY, DictStore, sql_like, store
 
 
 def rebuilt(manifest, backing, key=KEY) -> list[bytes]:
@@ -74,7 +74,7 @@ def test_a_chunk_with_bytes_after_its_stream_is_refused():
 
 def test_a_download_abandoned_after_one_member_stops_the_read_ahead():
     """The client went away: the service closes the members' generator, which closes the stream."""
-    from tests.unit.test_dedup_chunks import SlowStore, read_ahead_threads
+    from tests.dedup_units import SlowStore, read_ahead_threads
 
     sql = sql_like(12 * AVG_CHUNK)
     backing = SlowStore(0.2)
