@@ -29,7 +29,7 @@ ROWS = 50_000  # × 3000 random bytes = ~150 MB of table data
 # The download's growth over the idle worker: a few 64 KiB reads and the gzip window, plus Python's slack.
 DOWNLOAD_CEILING = 32 * MIB
 # The upload's growth over the process when pg_dump starts: backup_svc/storage/upload.py holds at most
-# PART_BUFFERS × PART_SIZE = 32 MiB of part buffers; the S3 clients are made after pg_dump starts (boto3's
+# PART_BUFFERS × PART_SIZE = 32 MiB of part buffers; the S3 clients are made after pg_dump starts (botocore's
 # import and S3 model, ~26 MiB), plus what botocore keeps while sending a part. Measured 64.4–64.8 MiB;
 # a third part buffer (the design before branch issue-25m) made 80.0–80.1 MiB.
 UPLOAD_CEILING = 72 * MIB
