@@ -21,7 +21,7 @@ import zlib
 import pytest
 
 from tests import REPO
-from tests.processes import all_pids, parent_pid
+from tests.processes import all_pids, cmdline, parent_pid
 from tests.s3support import incomplete_uploads, object_keys, s3_env
 
 MIB = 1024 * 1024
@@ -150,11 +150,13 @@ def test_an_upload_of_a_dump_bigger_than_the_ceiling_keeps_the_process_under_it(
     proc = subprocess.Popen(
         [sys.executable, "-m", "backup_svc", "upload"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
-    # the upload process's own memory when it starts pg_dump: imports done, the S3 clients not made yet
+    # the upload process's own memory when it starts pg_dump: imports done, the S3 clients not made yet (not
+    # when it asks the installed pg_dumps for their versions, which it does first: pg/binaries.probe_soon)
     at_dump_start = None
     deadline = time.monotonic() + 60
     while at_dump_start is None and time.monotonic() < deadline and proc.poll() is None:
-        if descendants(proc.pid):
+        commands = [cmdline(pid) for pid in descendants(proc.pid)]
+        if any("pg_dump" in command and "--version" not in command for command in commands):
             at_dump_start = status_kib(proc.pid, "VmRSS")
         time.sleep(0.01)
     assert at_dump_start is not None, proc.communicate()
