@@ -53,10 +53,12 @@ def cmd_upload(args: argparse.Namespace) -> int:
     if rclone_storage.is_rclone():  # BACKUP_STORAGE_URL=rclone:… (rclone_storage.py)
         return rclone_storage.run("upload", args)
     from backup_svc.history.hooks import command_history, flush_before_exit
+    from backup_svc.pg.binaries import probe_soon
 
     settings = _settings_with_storage()
     if settings is None:
         return 2
+    probe_soon("pg_dump", settings.dump.pg_bin_dirs)  # while the modules below load
     _log_to_stderr()
     # The run, its notifications and drill are also events in the bucket's history, where the web
     # service's dashboard and staleness alarm read them (a cron service's runs included).

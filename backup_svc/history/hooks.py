@@ -33,7 +33,7 @@ def history_for(process: str, location=None, client_env: Mapping[str, str] | Non
     if client is None:
         from backup_svc.storage.client import ClientBeingMade, make_client
 
-        # made at its first use (in a thread): nothing is written before the run ends, which need not wait for boto3
+        # made at its first use (in a thread): nothing is written before the run ends, which need not wait for botocore
         client = ClientBeingMade(
             lambda: make_client(client_env or {}, connect_timeout_s=CONNECT_TIMEOUT_S, read_timeout_s=READ_TIMEOUT_S)
         )

@@ -6,7 +6,6 @@ the monitoring side alarms when pings *stop*, which no message sent from here ca
 
 from __future__ import annotations
 
-import urllib.request
 from typing import Mapping
 from urllib.parse import urlsplit, urlunsplit
 
@@ -24,6 +23,8 @@ def ping_url(url: str, failed: bool) -> str:
 
 def send_heartbeat(url: str, event: Event, *, timeout_s: float) -> None:
     """Ping for `event`'s outcome; DeliveryFailed when the monitor cannot be reached."""
+    import urllib.request  # when pinging, not with the module (webhook.py says why)
+
     request = urllib.request.Request(ping_url(url, event.failed), method="GET", headers={"User-Agent": USER_AGENT})
     http_send(request, timeout_s)
 

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-import smtplib
 import socket
-import ssl
 import textwrap
-from email.message import EmailMessage
-from email.utils import formatdate, make_msgid
+from typing import TYPE_CHECKING
 
 from backup_svc.notify.common import Event, DeliveryFailed, human_size, utc_text
 from backup_svc.notify.settings import SmtpTarget
 from backup_svc.pg.scrub import scrub
+
+if TYPE_CHECKING:
+    from email.message import EmailMessage
+
+# smtplib, ssl and email are imported when a message is built or sent, not with this module (webhook.py says why).
 
 
 def subject(event: Event) -> str:
@@ -60,6 +62,9 @@ def _wrap(paragraph: str) -> list[str]:
 
 def build_message(event: Event, sender: str, recipients: list[str]) -> EmailMessage:
     """The whole message, ready for `send_message`."""
+    from email.message import EmailMessage
+    from email.utils import formatdate, make_msgid
+
     message = EmailMessage()
     message["Subject"] = subject(event)
     message["From"] = sender
@@ -73,6 +78,9 @@ def build_message(event: Event, sender: str, recipients: list[str]) -> EmailMess
 
 def send_mail(target: SmtpTarget, sender: str, recipients: list[str], event: Event, *, timeout_s: float) -> None:
     """Deliver one message; DeliveryFailed (secret-free) when the server cannot be reached or refuses."""
+    import smtplib
+    import ssl
+
     message = build_message(event, sender, recipients)
     context = ssl.create_default_context()
     try:

@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import json
 import socket
-import urllib.error
-import urllib.request
+from typing import TYPE_CHECKING
 
 from backup_svc.notify.common import DeliveryFailed, Event, safe_url
+
+if TYPE_CHECKING:
+    import urllib.request
+
+# urllib.request (with http.client, ssl and email: ~0.03 s) is imported when a message is sent, not with this
+# module: `upload` loads it before pg_dump starts, and its notifications go out only at the end.
 
 USER_AGENT = "backup_svc-notify/1"
 
 
 def post_json(url: str, payload: dict, *, timeout_s: float) -> int:
     """POST `payload` as JSON; return the 2xx status, or DeliveryFailed saying what went wrong."""
+    import urllib.request
+
     request = urllib.request.Request(
         url,
         data=json.dumps(payload).encode(),
@@ -30,6 +37,9 @@ def send_webhook(url: str, event: Event, *, timeout_s: float) -> None:
 
 def http_send(request: urllib.request.Request, timeout_s: float) -> int:
     """Send `request`; return the 2xx status, or DeliveryFailed (the URL shown without its secret path)."""
+    import urllib.error
+    import urllib.request
+
     where = safe_url(request.full_url)
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as response:

@@ -11,5 +11,5 @@ finish; `rclone_store` on a remote), `status` (age and schedule in words, and th
 `storeformat` and the `dedup` stored format (`dedup/`: chunks stored once plus a manifest per backup).
 The commands live in `backup_svc/commands/`, the runs inside `serve` in `backup_svc/runs/`. Nothing
 here imports Flask, `config`, `notify` or `history`, and this file imports nothing: `verify` of a local
-file never loads boto3.
+file never loads botocore.
 """

@@ -1,7 +1,7 @@
 """The S3 client, from the standard AWS_* variables, with bounded timeouts and our own retries.
 
-boto3 is used because it is the one client that exposes every multipart call this service needs
-(create/upload part/complete/abort, and *listing* incomplete uploads to clean them up: buckets
+botocore (boto3's core, pinned with it) is used because it is the one client that exposes every multipart call
+this service needs (create/upload part/complete/abort, and *listing* incomplete uploads to clean them up: buckets
 without lifecycle rules, like Railway's, keep them forever otherwise). requirements.txt says more.
 """
 
@@ -176,9 +176,9 @@ def object_exists(client, bucket: str, key: str, what: str, policy: RetryPolicy)
 
 
 def client_settings(env: Mapping[str, str]) -> dict:
-    """The keyword arguments for boto3's S3 client from the standard AWS_* variables.
+    """The keyword arguments for botocore's S3 client from the standard AWS_* variables.
 
-    Unset variables are left to boto3's own defaults (its credential chain; us-east-1, from which
+    Unset variables are left to botocore's own defaults (its credential chain; us-east-1, from which
     S3 redirects to a bucket's own region).
     StorageConfigError names a variable whose value cannot work.
     """
@@ -199,8 +199,8 @@ def client_settings(env: Mapping[str, str]) -> dict:
         )
     return {
         "endpoint_url": endpoint,
-        # boto3's own default for S3; it follows a bucket's redirect to its real region. Set here rather
-        # than left to boto3, which would take an empty AWS_DEFAULT_REGION (a copied .env.example) as a region.
+        # botocore's own default for S3; it follows a bucket's redirect to its real region. Set here rather
+        # than left to botocore, which would take an empty AWS_DEFAULT_REGION (a copied .env.example) as a region.
         "region_name": env.get("AWS_DEFAULT_REGION", "").strip() or "us-east-1",
         "aws_access_key_id": env.get("AWS_ACCESS_KEY_ID") or None,
         "aws_secret_access_key": env.get("AWS_SECRET_ACCESS_KEY") or None,
@@ -210,7 +210,7 @@ def client_settings(env: Mapping[str, str]) -> dict:
 
 
 class ClientBeingMade:
-    """An S3 client made only when asked for: importing boto3 and loading the S3 model cost ~0.3 s of
+    """An S3 client made only when asked for: importing botocore and loading the S3 model cost ~0.3 s of
     CPU, which a run need not spend before pg_dump has started. `begin()` starts making it in a thread
     of its own (say, once pg_dump is running); the first use waits for it (beginning it if nobody did),
     and a failure to make it is raised there."""
@@ -249,11 +249,13 @@ def make_part_client(env: Mapping[str, str]):
 def make_client(
     env: Mapping[str, str], *, connect_timeout_s: float = CONNECT_TIMEOUT_S, read_timeout_s: float = READ_TIMEOUT_S
 ):
-    """A boto3 S3 client configured from `env` (see `client_settings`), bounded in time.
+    """An S3 client configured from `env` (see `client_settings`), bounded in time.
 
     Shorter timeouts suit calls a person waits for (the dashboard's list); the defaults suit uploads.
+    It is botocore's own client, the one boto3 wraps: boto3's session adds only methods this service
+    does not call (upload_file, download_fileobj and the like, through s3transfer), and importing it
+    cost ~0.08 s more of every `upload`'s CPU at the very moment pg_dump starts (bench/README.md).
     """
-    import boto3
     from botocore.config import Config
 
     settings = client_settings(env)
@@ -274,11 +276,11 @@ def make_client(
         response_checksum_validation="when_required",
         user_agent_extra="backup_svc",
         # AWS_ENDPOINT_URL is read above from the same settings as everything else (an empty one
-        # means AWS); boto3 must not read it again from the environment or its config files.
+        # means AWS); botocore must not read it again from the environment or its config files.
         ignore_configured_endpoint_urls=True,
     )
     with _LOADER_LOCK:
-        return boto3.session.Session(botocore_session=_botocore_session()).client("s3", config=config, **settings)
+        return _botocore_session().create_client("s3", config=config, **settings)
 
 
 # botocore's loaded service descriptions (S3's is ~13 MB in memory once parsed), shared by every client of

@@ -21,7 +21,7 @@ from backup_svc.storage.dedup.collect import Collection, collect_chunks
 from .client import RetryPolicy, StorageError, with_retries
 from .companion import delete_companion
 from .holds import active_holds, read_holds
-from .listing import StoredBackup, survey_backups
+from .listing import MetadataCache, StoredBackup, survey_backups
 from .location import BackupNames, StorageLocation
 from .ownership import Owner
 from .retention import Decision, RetentionPolicy, apply_retention, removal_reason, with_holds
@@ -99,6 +99,7 @@ def prune(
     dry_run: bool = False,
     now: datetime | None = None,
     retry: RetryPolicy = RetryPolicy(),
+    cache: MetadataCache | None = None,
 ) -> PruneReport:
     """Apply `policy` to this service's backups under the prefix and abort its day-old incomplete uploads.
 
@@ -113,7 +114,8 @@ def prune(
             "from others', and the database did not answer: nothing was deleted"
         )
     report = PruneReport(dry_run=dry_run, removal_reason=removal_reason(policy))
-    survey = survey_backups(client, location, names, owner, now=now, retry=retry)  # raises before any delete
+    # raises before any delete; `cache` (survey_backups'): metadata read earlier in the same run
+    survey = survey_backups(client, location, names, owner, now=now, retry=retry, cache=cache)
     backups, report.ignored, report.unrecorded = survey.backups, survey.ignored, survey.unrecorded
     held = active_holds(read_holds(client, location, retry=retry))  # so does this
     report.decisions = [

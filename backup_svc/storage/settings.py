@@ -2,7 +2,7 @@
 BACKUP_SHRINK_ALERT, BACKUP_STORAGE_FORMAT, BACKUP_DEDUP_KEY), validated.
 
 config.py calls `storage_settings` so that every problem is reported at start-up, one line each,
-naming its variable. Nothing here imports boto3.
+naming its variable. Nothing here imports botocore.
 """
 
 from __future__ import annotations

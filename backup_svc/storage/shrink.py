@@ -7,7 +7,7 @@ import logging
 
 from .client import RetryPolicy
 from .holds import place_hold, read_holds
-from .listing import backup_size, list_backups
+from .listing import MetadataCache, backup_size, survey_backups
 from .ownership import Owner
 from .location import BackupNames, StorageLocation
 from .shape import WINDOW, BackupShape, ShrinkFinding, detect_shrink, shape_of
@@ -25,9 +25,11 @@ def check_shrink(
     *,
     owner: Owner,
     retry: RetryPolicy = RetryPolicy(),
+    cache: MetadataCache | None = None,
 ) -> ShrinkFinding | None:
     """Compare the backup just stored with the WINDOW before it; on a drop, hold the one before and
-    return the finding. StorageError when the bucket cannot be read or the hold not written."""
+    return the finding. StorageError when the bucket cannot be read or the hold not written.
+    `cache`: the backups' metadata, as survey_backups keeps it (a run's retention then reads no backup twice)."""
     if threshold is None:
         return None
     name = stored.key[len(location.prefix) :]
@@ -36,7 +38,8 @@ def check_shrink(
         return None
     new = shape_of(name, when, backup_size(stored.size, stored.metadata), stored.metadata)
     # the same real backups retention and staleness read (listing.py), never another service's
-    earlier = [b for b in list_backups(client, location, names, owner, retry=retry) if b.time < when][:WINDOW]
+    backups = survey_backups(client, location, names, owner, retry=retry, cache=cache).backups
+    earlier = [b for b in backups if b.time < when][:WINDOW]
     shapes: list[BackupShape] = []
     for backup in earlier:
         shapes.append(shape_of(backup.name, backup.time, backup.size, backup.metadata))

@@ -21,6 +21,7 @@ from backup_svc.dump.options import DumpOptions
 from backup_svc.dump.attempt import DumpProgress
 from backup_svc.dump.rowcount import counts_metadata, total_rows
 from backup_svc.storage.client import ClientBeingMade, RetryPolicy, StorageError, make_client, make_part_client
+from backup_svc.storage.listing import MetadataCache
 from backup_svc.storage.location import BackupNames
 from backup_svc.storage.lock import StoredBackupLock
 from backup_svc.storage.ownership import Owner, OwnerLookup
@@ -179,6 +180,8 @@ def _take(
             rows=None if recipients else total_rows(written.table_rows),
         )
         retain = True
+        # every backup's metadata, read once (one HEAD each) for the shrink check and retention both
+        metadata: MetadataCache = {}
         try:  # before retention: the hold it may place must count in this very prune
             result.shrink = check_shrink(
                 client,
@@ -188,6 +191,7 @@ def _take(
                 storage.shrink_alert,
                 owner=owner,
                 retry=retry,
+                cache=metadata,
             )
         except StorageError as exc:
             # The backup is good. But a hold this check could not place may be what protects the last good
@@ -196,7 +200,7 @@ def _take(
             if storage.retention is not None:
                 result.retention_error = f"not applied, because the shrink check failed: {exc}"
             retain = False
-        _clean_up(result, client, options, storage, owner, retry, retain=retain)
+        _clean_up(result, client, options, storage, owner, retry, retain=retain, cache=metadata)
         if after is not None:
             after(client)
     return result
@@ -302,9 +306,11 @@ def _clean_up(
     retry: RetryPolicy,
     *,
     retain: bool = True,
+    cache: MetadataCache | None = None,
 ) -> None:
     """After a stored backup, under its lock: abort incomplete uploads that killed runs left (always) and
-    apply retention (when set and `retain`), never touching the object just stored."""
+    apply retention (when set and `retain`), never touching the object just stored. `cache`: the backups'
+    metadata the shrink check read (survey_backups)."""
     names = BackupNames(options.backup_name)
     if storage.retention is None or not retain:
         try:
@@ -318,7 +324,14 @@ def _clean_up(
     else:
         try:  # prune aborts the leftovers too
             result.retention = prune(
-                client, storage.location, names, owner, storage.retention, keep_key=result.stored.key, retry=retry
+                client,
+                storage.location,
+                names,
+                owner,
+                storage.retention,
+                keep_key=result.stored.key,
+                retry=retry,
+                cache=cache,
             )
             result.leftovers = result.retention.stale_uploads
             if result.retention.failed:

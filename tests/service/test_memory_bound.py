@@ -21,7 +21,7 @@ import zlib
 import pytest
 
 from tests import REPO
-from tests.processes import all_pids, parent_pid
+from tests.processes import all_pids, cmdline, parent_pid
 from tests.s3support import incomplete_uploads, object_keys, s3_env
 
 MIB = 1024 * 1024
@@ -29,7 +29,7 @@ ROWS = 50_000  # × 3000 random bytes = ~150 MB of table data
 # The download's growth over the idle worker: a few 64 KiB reads and the gzip window, plus Python's slack.
 DOWNLOAD_CEILING = 32 * MIB
 # The upload's growth over the process when pg_dump starts: backup_svc/storage/upload.py holds at most
-# PART_BUFFERS × PART_SIZE = 32 MiB of part buffers; the S3 clients are made after pg_dump starts (boto3's
+# PART_BUFFERS × PART_SIZE = 32 MiB of part buffers; the S3 clients are made after pg_dump starts (botocore's
 # import and S3 model, ~26 MiB), plus what botocore keeps while sending a part. Measured 64.4–64.8 MiB;
 # a third part buffer (the design before branch issue-25m) made 80.0–80.1 MiB.
 UPLOAD_CEILING = 72 * MIB
@@ -150,11 +150,13 @@ def test_an_upload_of_a_dump_bigger_than_the_ceiling_keeps_the_process_under_it(
     proc = subprocess.Popen(
         [sys.executable, "-m", "backup_svc", "upload"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
-    # the upload process's own memory when it starts pg_dump: imports done, the S3 clients not made yet
+    # the upload process's own memory when it starts pg_dump: imports done, the S3 clients not made yet (not
+    # when it asks the installed pg_dumps for their versions, which it does first: pg/binaries.probe_soon)
     at_dump_start = None
     deadline = time.monotonic() + 60
     while at_dump_start is None and time.monotonic() < deadline and proc.poll() is None:
-        if descendants(proc.pid):
+        commands = [cmdline(pid) for pid in descendants(proc.pid)]
+        if any("pg_dump" in command and "--version" not in command for command in commands):
             at_dump_start = status_kib(proc.pid, "VmRSS")
         time.sleep(0.01)
     assert at_dump_start is not None, proc.communicate()

@@ -243,3 +243,22 @@ def test_an_unreadable_hold_stops_retention_from_deleting_anything(s3, moto_s3, 
     assert done.returncode == 1
     assert f"backups/_holds/{series[0]}.json is not valid JSON" in done.stderr
     assert backups_in(client, bucket) == series
+
+
+def test_the_shrink_check_and_retention_read_each_earlier_backup_once(s3, moto_s3, fault_proxy, shop, pg_cluster):
+    """After an upload the shrink check and retention both survey the earlier backups; they share what one
+    survey read, so each earlier backup's metadata is asked for once per run (a HEAD per object), not once
+    by each (issue 25). Retention still decides on it: last=2 keeps the new backup and the newest before."""
+    client, bucket = s3
+    dbname, url = shop
+    proxy, _ = fault_proxy
+    env = env_for(moto_s3, bucket, url, BACKUP_RETENTION="last=2")
+    names = store_series(env, pg_cluster, dbname, 3)
+
+    done = run_cli("upload", env={**env, **s3_env(proxy.endpoint)})
+
+    assert done.returncode == 0, done.stderr
+    heads = [target for method, target, _ in proxy.log if method == "HEAD"]
+    assert {name: heads.count(f"/{bucket}/backups/{name}") for name in names} == {name: 1 for name in names}, heads
+    kept = backups_in(client, bucket)
+    assert len(kept) == 2 and kept[0] == names[-1] and kept[1] not in names, kept

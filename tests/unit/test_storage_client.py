@@ -52,7 +52,7 @@ def test_settings_come_from_the_standard_variables():
     }
 
 
-def test_unset_variables_are_left_to_boto3():
+def test_unset_variables_are_left_to_botocore():
     assert client_settings({}) == {
         "endpoint_url": None,
         "region_name": "us-east-1",
