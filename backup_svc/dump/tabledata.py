@@ -5,14 +5,18 @@ pg_dump's `--verbose` stderr names tables too, but raw: a table named
 pg_dump's own. On stdout every name is an SQL identifier, quoted and escaped (`"a""b"`), so a table
 starts at `COPY <schema>.<table> (<columns>) FROM stdin;` (pg_dump.c's dumpTableData_copy) and ends at the `\\.` line that closes its
 data (inside COPY data a backslash is always escaped, so a row can never be `\\.`, and no row is
-scanned for COPY statements). A table name cannot forge either. Cost: one `bytes.find` per chunk;
-memory: at most MAX_STATEMENT bytes held.
+scanned for COPY statements). A table name cannot forge either. Cost: one SIMD find per chunk
+(stringzilla: ~0.03 s per 300 MB of SQL, where `bytes.find` took ~0.25 s); memory: at most MAX_STATEMENT
+bytes held.
 """
 
 from __future__ import annotations
 
 import re
 from typing import Callable
+
+from stringzilla import count as _count
+from stringzilla import find as _find
 
 _COPY_START = b"\nCOPY "
 _COPY_END = b"\n\\.\n"
@@ -88,8 +92,8 @@ class TableDataScanner:
 
     With `count_rows`, `rows` maps each (schema, table) to the rows of its COPY data: one line per row
     in COPY's text format, so the count of newlines up to `\\.` is the table's row count in pg_dump's
-    snapshot (what a restore drill checks). It costs a `bytes.count` over all the data (~2.5 GB/s),
-    so only stored backups ask for it.
+    snapshot (what a restore drill checks). It costs a count of newlines over all the data (stringzilla's
+    SIMD count: ~0.05 s per 300 MB, where `bytes.count` took ~0.2 s), so only stored backups ask for it.
     """
 
     def __init__(self, on_start: Callable[[str], None], on_end: Callable[[], None], *, count_rows: bool = False):
@@ -109,20 +113,20 @@ class TableDataScanner:
         pos = 0
         while True:
             if self._in_data:
-                end = buf.find(_COPY_END, pos)
+                end = _find(buf, _COPY_END, pos)
                 if end < 0:
                     keep = max(pos, len(buf) - len(_COPY_END) + 1)
                     if self.rows is not None:
-                        self._newlines += buf.count(b"\n", pos, keep)
+                        self._newlines += _count(buf, b"\n", pos, keep)
                     self._held = buf[keep:]
                     return
                 if self.rows is not None:
-                    self.rows[self._table] = self._newlines + buf.count(b"\n", pos, end + 1) - 1
+                    self.rows[self._table] = self._newlines + _count(buf, b"\n", pos, end + 1) - 1
                 self._in_data = False
                 self._on_end()
                 pos = end + len(_COPY_END) - 1  # the closing newline may begin the next statement
                 continue
-            start = buf.find(_COPY_START, pos)
+            start = _find(buf, _COPY_START, pos)
             if start < 0:
                 self._held = buf[max(pos, len(buf) - len(_COPY_START) + 1) :]
                 return
