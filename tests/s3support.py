@@ -104,18 +104,25 @@ class FaultProxy:
                    other bytes than the parts it acknowledged)
       "flip"       forward, with one byte of the answer's body flipped (a corruption in transit)
       "short"      forward a HEAD with its Content-Length one byte short (the sha256 header intact)
+      "flip-body"  forward the request with one byte of its body flipped (a corruption on the way in)
+      "crc"        forward, with the answer's x-amz-checksum-crc32 replaced (a checksum of other bytes)
+      "nochecksum" forward the request without its x-amz-checksum-* / x-amz-sdk-checksum-algorithm headers, and
+                   the answer without any checksum (a storage that does not know S3's checksums)
+      "refuse-checksum"  answer 400 InvalidArgument to a request naming a checksum algorithm, forward the rest
       "slow:S"     wait S seconds, then forward (a slow link: keeps an upload running for a test)
       "hold"       wait until the test calls `release()` (at most HOLD_MAX_S), then forward: a storage
                    that has not answered yet, for as long as the test needs to look at the page
       "forward"    pass it on unchanged
     The last action repeats when `repeat_last` is set, else requests pass once the actions run out.
-    `log` records (method, path+query, action) of every request.
+    `log` records (method, path+query, action) of every request, `headers` its (method, path+query, headers)
+    with the header names in lower case.
     """
 
     def __init__(self, upstream_port: int):
         self.upstream_port = upstream_port
         self.rules: list[dict] = []
         self.log: list[tuple[str, str, str]] = []
+        self.headers: list[tuple[str, str, dict[str, str]]] = []
         self._lock = threading.Lock()
         self._released = threading.Event()
         proxy = self
@@ -172,6 +179,19 @@ class FaultProxy:
             lambda method, path, query: method == "PUT" and "partNumber" in query, [f"slow:{seconds}"], repeat_last=True
         )
 
+    def without_checksums(self) -> None:
+        """From now on the storage knows no S3 checksums (a rule after the test's own: it applies to the rest)."""
+        self.add(lambda method, path, query: True, ["nochecksum"], repeat_last=True)
+
+    def part_headers(self) -> list[dict[str, str]]:
+        """The headers of each multipart part's PUT (its last, if it was sent again), by part number."""
+        parts = {}
+        for method, target, headers in self.headers:
+            number = re.search(r"[?&]partNumber=(\d+)", target)
+            if method == "PUT" and number:
+                parts[int(number.group(1))] = headers
+        return [parts[number] for number in sorted(parts)]
+
     def attempts(self, number: int) -> list[str]:
         """The actions taken on each PUT of part `number`, in order."""
         return [
@@ -195,6 +215,7 @@ class FaultProxy:
         query = parse_qs(target.query, keep_blank_values=True)
         action = self._next_action(handler.command, target.path, query)
         self.log.append((handler.command, handler.path, action))
+        self.headers.append((handler.command, handler.path, {k.lower(): v for k, v in handler.headers.items()}))
         length = int(handler.headers.get("Content-Length") or 0)
         if action == "drop":
             handler.rfile.read(min(length, 1024))
@@ -205,8 +226,10 @@ class FaultProxy:
             time.sleep(float(action[5:]))
         if action == "hold":
             self._released.wait(HOLD_MAX_S)
-        if action in ("500", "403"):
-            code = "InternalError" if action == "500" else "AccessDenied"
+        if action == "refuse-checksum" and "x-amz-checksum-algorithm" in {k.lower() for k in handler.headers}:
+            action = "400"
+        if action in ("500", "403", "400"):
+            code = {"500": "InternalError", "403": "AccessDenied", "400": "InvalidArgument"}[action]
             payload = S3_ERROR.format(code=code, message="injected fault").encode()
             handler.send_response(int(action))
             handler.send_header("Content-Type", "application/xml")
@@ -217,6 +240,10 @@ class FaultProxy:
         upstream = http.client.HTTPConnection("127.0.0.1", self.upstream_port, timeout=60)
         try:
             headers = {k: v for k, v in handler.headers.items() if k.lower() not in ("connection", "keep-alive")}
+            if action == "nochecksum":
+                headers = {k: v for k, v in headers.items() if not _is_checksum_header(k)}
+            if action == "flip-body" and body:
+                body = bytes([body[0] ^ 0x01]) + body[1:]
             upstream.request(handler.command, handler.path, body=body, headers=headers)
             response = upstream.getresponse()
             payload = response.read()
@@ -224,12 +251,18 @@ class FaultProxy:
                 payload = re.sub(rb"<ETag>[^<]*</ETag>", b"<ETag>&quot;" + b"0" * 32 + b"-1&quot;</ETag>", payload)
             if action == "flip" and payload:
                 payload = bytes([payload[0] ^ 0x01]) + payload[1:]
+            if action == "nochecksum":
+                payload = re.sub(rb"<Checksum\w*>[^<]*</Checksum\w*>", b"", payload)
             handler.send_response(response.status)
             for key, value in response.getheaders():
                 if key.lower() in ("transfer-encoding", "connection", "content-length", "server", "date"):
                     continue
                 if action == "tamper" and key.lower() == "x-amz-meta-sha256":
                     value = "0" * 64
+                if action == "crc" and key.lower() == "x-amz-checksum-crc32":
+                    value = "AAAAAA=="
+                if action == "nochecksum" and _is_checksum_header(key):
+                    continue
                 handler.send_header(key, value)
             length = response.getheader("Content-Length") if handler.command == "HEAD" else len(payload)
             if action == "short" and handler.command == "HEAD" and length is not None:
@@ -246,6 +279,10 @@ class FaultProxy:
             handler.wfile.write(payload)
         finally:
             upstream.close()
+
+
+def _is_checksum_header(name: str) -> bool:
+    return name.lower().startswith(("x-amz-checksum-", "x-amz-sdk-checksum-"))
 
 
 def _reset(handler: BaseHTTPRequestHandler) -> None:

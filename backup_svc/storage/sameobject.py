@@ -36,8 +36,9 @@ def _token_at(client, bucket: str, key: str, retry: RetryPolicy) -> str | None:
 
 def complete_unless_taken(
     client, bucket: str, key: str, upload_id: str, parts: list[dict], token: str, *, retry: RetryPolicy
-) -> str | None:
-    """CompleteMultipartUpload with If-None-Match: *; the new object's ETag (None when unknown).
+) -> dict:
+    """CompleteMultipartUpload with If-None-Match: *; the storage's answer (its ETag, and the object's
+    ChecksumCRC32 where the parts carried one), or {} when a retry found the first try's object.
 
     StorageError when the key holds another writer's object (the upload is left to be aborted).
     """
@@ -51,7 +52,7 @@ def complete_unless_taken(
             answer = client.complete_multipart_upload(
                 Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}, **extra
             )
-            return answer.get("ETag")
+            return answer
         except Exception as exc:
             code, status = error_code(exc)
             if status == 501 or code == "NotImplemented":  # no conditional writes here: the HEAD before must do
@@ -61,7 +62,7 @@ def complete_unless_taken(
             if len(tries) > 1 and (code == "NoSuchUpload" or status == 412):
                 # A retried completion whose first try did succeed (the answer was lost): ours if the token is.
                 if _token_at(client, bucket, key, retry) == token:
-                    return None
+                    return {}
             if status == 412:
                 raise StorageError(
                     f"{key} already exists in bucket {bucket}: another writer stored it while "

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
+import zlib
 
 import pytest
 
@@ -205,21 +207,143 @@ def test_a_read_back_that_does_not_match_leaves_no_object(s3, fault_proxy):
 
 
 def test_an_etag_that_does_not_vouch_for_the_bytes_makes_a_full_read_back(s3, fault_proxy):
-    """Issue 21, weaker finding: the read-back compared only metadata. The completion's ETag is not the
-    parts' MD5s (a proxy alters it: a fault moto cannot make; some providers do so by design), so the
-    object is read back in full; a byte flipped on that read (the proxy again) fails the upload and the
-    object is deleted. With only the ETag altered, the full read-back matches and the upload succeeds."""
+    """Issue 21, weaker finding: the read-back compared only metadata. On a storage without S3's checksums
+    (the proxy strips them), the completion's ETag is not the parts' MD5s (the proxy alters it: a fault moto
+    cannot make; some providers do so by design), so the object is read back in full; a byte flipped on that
+    read (the proxy again) fails the upload and the object is deleted. With only the ETag altered, the full
+    read-back matches and the upload succeeds."""
     client, bucket = s3
     proxy, via_proxy = fault_proxy
     proxy.add(lambda method, path, query: method == "POST" and "uploadId" in query, ["etag", "etag"])
+    proxy.add(lambda method, path, query: method == "GET" and path.endswith("/bad.sql.gz"), ["flip"], repeat_last=True)
+    proxy.without_checksums()
     data = os.urandom(MIB)
     with MultipartUpload(via_proxy, bucket, "ok.sql.gz", part_size=PART, retry=FAST_RETRY) as upload:
         feed(upload, data)
         upload.complete()
+    assert not upload.checksums and "content-md5" in proxy.part_headers()[0]
     assert [m for m, t, _ in proxy.log if t.split("?")[0].endswith("/ok.sql.gz")].count("GET") == 1  # read in full
     assert client.get_object(Bucket=bucket, Key="ok.sql.gz")["Body"].read() == data
 
+    with pytest.raises(StorageError, match="read-back of bad.sql.gz in full does not match"):
+        with MultipartUpload(via_proxy, bucket, "bad.sql.gz", part_size=PART, retry=FAST_RETRY) as upload:
+            feed(upload, data)
+            upload.complete()
+    assert object_keys(client, bucket) == ["ok.sql.gz"]
+    assert incomplete_uploads(client, bucket) == []
+
+
+def _crc32(data: bytes) -> str:
+    return base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
+
+
+def test_parts_carry_crc32_checksums_that_vouch_for_the_object(s3, fault_proxy):
+    """Issue 25, the checksum lever: each part carries its CRC32 (`x-amz-checksum-crc32`, computed here with
+    zlib, not the code's ISA-L) instead of a Content-MD5, and the storage's composite checksum of the object
+    (the CRC32 of the parts' CRC32s) vouches for the bytes: no full read-back. The parts' own client does not
+    sha256 them for its signatures (UNSIGNED-PAYLOAD): their checksums are what the storage checks."""
+    from backup_svc.storage.client import make_part_client
+
+    from tests.s3support import s3_env
+
+    client, bucket = s3
+    proxy, via_proxy = fault_proxy
+    data = os.urandom(11 * MIB)
+    part_client = make_part_client(s3_env(proxy.endpoint))
+    with MultipartUpload(
+        via_proxy, bucket, "crc.sql.gz", part_size=PART, retry=FAST_RETRY, part_client=part_client
+    ) as upload:
+        feed(upload, data)
+        stored = upload.complete()
+    slices = [data[start : start + PART] for start in range(0, len(data), PART)]
+    headers = proxy.part_headers()
+    assert [h.get("x-amz-checksum-crc32") for h in headers] == [_crc32(part) for part in slices]
+    assert not any("content-md5" in h for h in headers)
+    assert {h["x-amz-content-sha256"] for h in headers} == {"UNSIGNED-PAYLOAD"}
+    create = [h for m, t, h in proxy.headers if m == "POST" and t.endswith("?uploads")]
+    assert [h.get("x-amz-checksum-algorithm") for h in create] == ["CRC32"]
+    composite = _crc32(b"".join(base64.b64decode(_crc32(part)) for part in slices))
+    head = client.head_object(Bucket=bucket, Key="crc.sql.gz", ChecksumMode="ENABLED")
+    assert head["ChecksumCRC32"].split("-")[0] == composite
+    assert [m for m, t, _ in proxy.log if t.split("?")[0].endswith("/crc.sql.gz")].count("GET") == 0  # not read back
+    assert client.get_object(Bucket=bucket, Key="crc.sql.gz")["Body"].read() == data
+    assert stored.sha256 == hashlib.sha256(data).hexdigest()
+    record = client.head_object(Bucket=bucket, Key="crc.sql.gz.sha256")["Metadata"]
+    assert record["object-etag"] == head["ETag"].strip('"')
+    assert incomplete_uploads(client, bucket) == []
+
+
+@pytest.mark.parametrize("storage", ["ignores", "refuses"])
+def test_a_storage_without_checksums_gets_content_md5_parts(s3, fault_proxy, storage):
+    """A storage that ignores S3's checksum headers (the proxy strips them both ways) or refuses a request
+    naming an algorithm (400, a fault moto cannot make) gets Content-MD5 parts, and its ETag vouches for them."""
+    client, bucket = s3
+    proxy, via_proxy = fault_proxy
+    if storage == "ignores":
+        proxy.without_checksums()
+    else:
+        proxy.add(lambda method, path, query: method == "POST" and "uploads" in query, ["refuse-checksum"], True)
+    data = os.urandom(11 * MIB)
+    with MultipartUpload(via_proxy, bucket, "md5.sql.gz", part_size=PART, retry=FAST_RETRY) as upload:
+        feed(upload, data)
+        upload.complete()
+    slices = [data[start : start + PART] for start in range(0, len(data), PART)]
+    headers = proxy.part_headers()
+    md5s = [base64.b64encode(hashlib.md5(part).digest()).decode() for part in slices]
+    assert [h.get("content-md5") for h in headers] == md5s
+    assert not any(k.startswith("x-amz-checksum") for h in headers for k in h)
+    creates = [h for m, t, h in proxy.headers if m == "POST" and t.endswith("?uploads")]
+    asked = [h.get("x-amz-checksum-algorithm") for h in creates]
+    assert asked == (["CRC32"] if storage == "ignores" else ["CRC32", None])  # refused: asked again without
+    assert [m for m, t, _ in proxy.log if t.split("?")[0].endswith("/md5.sql.gz")].count("GET") == 0  # ETag vouched
+    assert client.get_object(Bucket=bucket, Key="md5.sql.gz")["Body"].read() == data
+    assert incomplete_uploads(client, bucket) == []
+
+
+def test_a_part_altered_on_the_way_fails_the_upload(s3, fault_proxy):
+    """A byte of part 2 flipped on its way to the storage (the proxy: moto does not check the part's CRC32
+    against its bytes, as S3 does): the object's composite checksum, which the storage computes from what it
+    holds, is not the parts' own, the full read-back finds another sha256, and no object is left."""
+    client, bucket = s3
+    proxy, via_proxy = fault_proxy
+    proxy.fail_part(2, ["flip-body"])
+    with pytest.raises(StorageError, match="read-back of x.sql.gz in full does not match"):
+        with MultipartUpload(via_proxy, bucket, "x.sql.gz", part_size=PART, retry=FAST_RETRY) as upload:
+            feed(upload, os.urandom(11 * MIB))
+            upload.complete()
+    assert proxy.attempts(2) == ["flip-body"]
+    assert object_keys(client, bucket) == []
+    assert incomplete_uploads(client, bucket) == []
+
+
+def test_a_part_the_storage_checksums_otherwise_fails_the_upload(s3, fault_proxy):
+    """The storage answers part 1 with a CRC32 of other bytes (the proxy alters the answer's header): the
+    upload stops there, as S3's own BadDigest would stop it, and nothing is left."""
+    client, bucket = s3
+    proxy, via_proxy = fault_proxy
+    proxy.fail_part(1, ["crc"])
+    with pytest.raises(StorageError, match="the storage holds CRC32 AAAAAA== for it"):
+        with MultipartUpload(via_proxy, bucket, "x.sql.gz", part_size=PART, retry=FAST_RETRY) as upload:
+            feed(upload, os.urandom(11 * MIB))
+            upload.complete()
+    assert object_keys(client, bucket) == []
+    assert incomplete_uploads(client, bucket) == []
+
+
+def test_a_checksum_that_does_not_vouch_for_the_bytes_makes_a_full_read_back(s3, fault_proxy):
+    """The object's composite checksum is not the parts' (the proxy alters the HEAD's): the object is read back
+    in full, which matches, so the upload succeeds; with a byte flipped on that read too, it fails and the
+    object is deleted."""
+    client, bucket = s3
+    proxy, via_proxy = fault_proxy
+    proxy.add(lambda method, path, query: method == "HEAD" and path.endswith(".sql.gz"), ["crc"], repeat_last=True)
     proxy.add(lambda method, path, query: method == "GET" and path.endswith("/bad.sql.gz"), ["flip"], repeat_last=True)
+    data = os.urandom(MIB)
+    with MultipartUpload(via_proxy, bucket, "ok.sql.gz", part_size=PART, retry=FAST_RETRY) as upload:
+        feed(upload, data)
+        upload.complete()
+    assert upload.checksums
+    assert [m for m, t, _ in proxy.log if t.split("?")[0].endswith("/ok.sql.gz")].count("GET") == 1  # read in full
     with pytest.raises(StorageError, match="read-back of bad.sql.gz in full does not match"):
         with MultipartUpload(via_proxy, bucket, "bad.sql.gz", part_size=PART, retry=FAST_RETRY) as upload:
             feed(upload, data)
@@ -247,8 +371,13 @@ def test_a_read_back_with_the_wrong_size_leaves_no_object(s3, fault_proxy):
     client, bucket = s3
     proxy, via_proxy = fault_proxy
     heads = []
-    # HEADs 1 and 2 look for an existing object (before starting, before completing); 3 is the read-back
-    proxy.add(lambda method, path, query: method == "HEAD" and (heads.append(1) or len(heads) > 2), ["short"])
+    # HEADs 1 and 2 look for an existing object (before starting, before completing); then come the one asking
+    # for the object's checksum and the read-back
+    proxy.add(
+        lambda method, path, query: method == "HEAD" and (heads.append(1) or len(heads) > 2),
+        ["short"],
+        repeat_last=True,
+    )
     with pytest.raises(StorageError, match=f"storage has {MIB - 1} bytes with sha256 None, sent {MIB} bytes"):
         with MultipartUpload(via_proxy, bucket, "x.sql.gz", part_size=PART, retry=FAST_RETRY) as upload:
             feed(upload, os.urandom(MIB))
