@@ -35,6 +35,7 @@ class DumpProgress:
     outcome: str | None = None  # one of OUTCOMES once ended
     error: str | None = None
     sha256: str | None = None  # hex digest of the gzip bytes sent; set only when the dump completed
+    crc32: int | None = None  # their CRC32 (always: a cheap cross-check for whoever stores them); set likewise
     # rows per (schema, table) as written, when the dump was asked to count them (stored backups)
     table_rows: dict[tuple[str, str], int] | None = None
 

@@ -31,6 +31,7 @@ def open_dump(
     interrupt: Callable[[], Interrupt | None] | None = None,
     created: Callable[[GzipDump], None] | None = None,
     count_rows: bool = False,
+    sha256: bool = True,
 ) -> tuple[GzipDump, ServerFacts, PgBinary]:
     """Check the server, pick pg_dump and start it; return once its first byte is out.
 
@@ -38,7 +39,8 @@ def open_dump(
     DumpInterrupted as soon as `interrupt()` (asked every fraction of a second, also while the
     server's facts are fetched) gives a reason to stop. `created` gets the dump before it starts, so
     another thread can stop() it.
-    `count_rows` makes the dump count each table's rows (`progress.table_rows`) as they pass.
+    `count_rows` makes the dump count each table's rows (`progress.table_rows`) as they pass; `sha256=False`
+    leaves the output's sha256 to a caller that hashes it itself (its CRC32 is always in `progress.crc32`).
     """
     facts = _until_interrupted(
         lambda: server_facts(options.conn, timeout_s=options.connect_timeout_s), interrupt, progress
@@ -63,6 +65,7 @@ def open_dump(
         first_byte_timeout_s=options.stall_timeout_s + options.lock_timeout_s,
         hints={"role": facts.role or options.conn.user, "table_count": facts.table_count},
         count_rows=count_rows,
+        sha256=sha256,
     )
     if created is not None:
         created(dump)
@@ -110,9 +113,10 @@ class BackupWritten:
     pg_dump: PgBinary
     gzip_bytes: int
     sql_bytes: int
-    sha256: str
+    sha256: str  # "" when the dump was asked not to hash (write_backup's sha256=False)
     seconds: float
     table_rows: dict[tuple[str, str], int] | None = None  # with count_rows: rows per (schema, table)
+    crc32: int | None = None  # the bytes' CRC32
 
 
 def write_backup(
@@ -125,6 +129,7 @@ def write_backup(
     count_rows: bool = False,
     interrupt: Callable[[], Interrupt | None] | None = None,
     created: Callable[[GzipDump], None] | None = None,
+    sha256: bool = True,
 ) -> BackupWritten:
     """Take one backup and write its gzip bytes to `sink.write`, the same bytes a download sends.
 
@@ -143,6 +148,7 @@ def write_backup(
         count_rows=count_rows,
         interrupt=interrupt,
         created=created,
+        sha256=sha256,
     )
     try:
         for chunk in dump:
@@ -158,4 +164,5 @@ def write_backup(
         sha256=done.sha256 or "",
         seconds=time.monotonic() - started,
         table_rows=done.table_rows,
+        crc32=done.crc32,
     )

@@ -93,6 +93,7 @@ def stoppable_dump(
     progress,
     count_rows: bool,
     created: Callable | None = None,
+    sha256: bool = True,
 ):
     """dump/backup.py's write_backup into `sink`, stopped as soon as `cancel` is set: refused before pg_dump's
     first byte, pg_dump stopped after it, and the sink's next write raising StoredBackupCancelled. `created(dump,
@@ -106,6 +107,7 @@ def stoppable_dump(
             application_name=application_name,
             progress=progress,
             count_rows=count_rows,
+            sha256=sha256,
             interrupt=stopper.interrupt,
             created=(lambda dump: created(dump, stopper)) if created is not None else stopper.created,
         )

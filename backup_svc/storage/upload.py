@@ -32,6 +32,8 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
+from isal.isal_zlib import crc32
+
 from .client import RetryPolicy, StorageError, error_code, object_exists, with_retries
 from .companion import companion_key, delete_companion, put_companion
 from .metadata import (
@@ -135,6 +137,7 @@ class MultipartUpload:
         self.checksums = True
         self.size = 0
         self._sha256 = hashlib.sha256()
+        self._crc32 = 0  # of the same bytes in the same order: the writer's cross-check (`crc32`)
         self._buffer: bytearray | None = None  # the part being filled, its first _fill bytes (see _take_buffer)
         self._fill = 0
         self._spare: list[bytearray] = []  # buffers whose part has been sent, ready for the next part
@@ -156,6 +159,15 @@ class MultipartUpload:
         if self._buffer is not None:
             digest.update(memoryview(self._buffer)[: self._fill])
         return digest.hexdigest()
+
+    @property
+    def crc32(self) -> int:
+        """CRC32 of every byte written so far, as `sha256` (a cheap check that the parts hold what was written)."""
+        self._hashed.wait()
+        check = self._crc32
+        if self._buffer is not None:
+            check = crc32(memoryview(self._buffer)[: self._fill], check)
+        return check
 
     @property
     def max_size(self) -> int:
@@ -315,6 +327,7 @@ class MultipartUpload:
         try:  # the sha256 in the bytes' order: after the previous part's, off the writer's thread
             previous.wait()
             self._sha256.update(part)
+            self._crc32 = crc32(part, self._crc32)
         finally:
             hashed.set()
         if self.checksums:  # what the completed object's checksum (or ETag) is checked against (metadata.py)
