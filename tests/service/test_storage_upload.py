@@ -300,32 +300,28 @@ def test_a_storage_without_checksums_gets_content_md5_parts(s3, fault_proxy, sto
     assert incomplete_uploads(client, bucket) == []
 
 
-def test_a_part_altered_on_the_way_fails_the_upload(s3, fault_proxy):
-    """A byte of part 2 flipped on its way to the storage (the proxy: moto does not check the part's CRC32
-    against its bytes, as S3 does): the object's composite checksum, which the storage computes from what it
-    holds, is not the parts' own, the full read-back finds another sha256, and no object is left."""
+@pytest.mark.parametrize(
+    "fault, failure",
+    [
+        # a byte of part 2 flipped on its way in (moto does not check a part's CRC32 against its bytes, as S3
+        # does): the object's composite checksum, computed by the storage from what it holds, is not the
+        # parts' own, and the full read-back finds another sha256
+        ("flip-body", "read-back of x.sql.gz in full does not match"),
+        # part 2 answered with a CRC32 of other bytes (the answer's header altered): the upload stops there, as
+        # S3's own BadDigest would stop it
+        ("crc", "the storage holds CRC32 AAAAAA== for it"),
+    ],
+)
+def test_a_part_altered_on_the_way_fails_the_upload(s3, fault_proxy, fault, failure):
+    """A fault on part 2 (the proxy's: moto makes neither) fails the upload, and nothing is left."""
     client, bucket = s3
     proxy, via_proxy = fault_proxy
-    proxy.fail_part(2, ["flip-body"])
-    with pytest.raises(StorageError, match="read-back of x.sql.gz in full does not match"):
+    proxy.fail_part(2, [fault])
+    with pytest.raises(StorageError, match=failure):
         with MultipartUpload(via_proxy, bucket, "x.sql.gz", part_size=PART, retry=FAST_RETRY) as upload:
             feed(upload, os.urandom(11 * MIB))
             upload.complete()
-    assert proxy.attempts(2) == ["flip-body"]
-    assert object_keys(client, bucket) == []
-    assert incomplete_uploads(client, bucket) == []
-
-
-def test_a_part_the_storage_checksums_otherwise_fails_the_upload(s3, fault_proxy):
-    """The storage answers part 1 with a CRC32 of other bytes (the proxy alters the answer's header): the
-    upload stops there, as S3's own BadDigest would stop it, and nothing is left."""
-    client, bucket = s3
-    proxy, via_proxy = fault_proxy
-    proxy.fail_part(1, ["crc"])
-    with pytest.raises(StorageError, match="the storage holds CRC32 AAAAAA== for it"):
-        with MultipartUpload(via_proxy, bucket, "x.sql.gz", part_size=PART, retry=FAST_RETRY) as upload:
-            feed(upload, os.urandom(11 * MIB))
-            upload.complete()
+    assert proxy.attempts(2) == [fault]
     assert object_keys(client, bucket) == []
     assert incomplete_uploads(client, bucket) == []
 
