@@ -54,6 +54,54 @@ def test_passes_everything_through_unless_asked():
     assert out == DUMP
 
 
+def state(scanner: DumpScanner) -> tuple:
+    return (
+        scanner.copy_statements,
+        scanner.server_version,
+        scanner.pg_dump_version,
+        scanner.encoding,
+        scanner.in_copy,
+        scanner.problem(),
+        scanner.sql_bytes,
+    )
+
+
+LONG_ROW_DUMP = (
+    b"-- Dumped from database version 15.1\n-- Dumped by pg_dump version 15.1\nCOPY t (a) FROM stdin;\n"
+    + b"x" * (MAX_CARRY + 10)
+    + b"\\\\.\nCOPY inside_data FROM stdin;\n\\.\n\n--\n-- PostgreSQL database dump complete\n--\n"
+)
+
+
+CUTS = {
+    "whole": DUMP,
+    "cut in a COPY block": DUMP[: DUMP.index(b"1\t")],
+    "cut before its completion line": DUMP[: DUMP.index(b"-- Completed on")],
+    "a row longer than the carry": LONG_ROW_DUMP,
+}
+
+
+@pytest.mark.parametrize(
+    "sql, chunk_size",
+    [
+        pytest.param(sql, size, id=f"{name}-{size}")
+        for name, sql in CUTS.items()
+        for size in (1, 2, 3, 7, 64, 4096, MAX_CARRY - 1, MAX_CARRY + 1)
+        if size >= 64 or len(sql) < MAX_CARRY  # not a million one-byte pieces of the long row
+    ],
+)
+def test_check_sees_what_feed_sees(sql, chunk_size):
+    """`check` (the parallel restore's: scanned where it lies, nothing passed on) ends in the same state
+    as `feed`, however the input is cut: whole, cut in a COPY block, before its completion line, and a
+    row longer than the carry whose continuation reads `\\.`."""
+    fed, checked = DumpScanner(), DumpScanner()
+    for i in range(0, len(sql), chunk_size):
+        fed.feed(sql[i : i + chunk_size])
+        checked.check(sql[i : i + chunk_size])
+    assert state(checked) == state(fed)
+    assert state(fed)[0] in (1, 2)  # the COPY statements were found (and "COPY inside_data" is a row)
+
+
 def test_a_row_longer_than_the_carry_is_passed_on_and_not_taken_for_a_line():
     """The row is cut right after an escaped backslash: its continuation reads `\\.`, the COPY end
     marker, and must not end the COPY block."""
@@ -67,6 +115,10 @@ def test_a_row_longer_than_the_carry_is_passed_on_and_not_taken_for_a_line():
     assert out == head + long_row + rest
     assert scanner.copy_statements == 1  # the second "COPY" line is data of the first block
     assert scanner.problem() is None
+    checked = DumpScanner()  # the same pieces, scanned where they lie
+    checked.check(head + long_row)
+    checked.check(rest)
+    assert state(checked) == state(scanner)
 
 
 @pytest.mark.parametrize(

@@ -222,7 +222,7 @@ def restore_in_parallel(
     reader, scanner = BackupReader(path, opener), DumpScanner()
     try:
         for chunk in reader:
-            scanner.feed(chunk)
+            scanner.check(chunk)
             run.splitter.feed(chunk)
             run.check()
             if watch is not None:

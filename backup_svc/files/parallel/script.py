@@ -23,6 +23,8 @@ import re
 from dataclasses import dataclass
 from typing import Protocol
 
+from stringzilla import find as _find
+
 from .lexer import StatementLexer
 
 # COPY rows are cut into jobs of this size (at a row's end): small enough that N+1 of them in
@@ -109,8 +111,21 @@ class ScriptSplitter:
     # -- input ---------------------------------------------------------------------------------
     def feed(self, chunk: bytes) -> None:
         """Split the next piece of SQL (pieces may split lines anywhere)."""
-        buf = self._carry + chunk if self._carry else chunk
-        pos, n = 0, len(buf)
+        start = 0
+        if self._carry:
+            nl = chunk.find(b"\n")
+            if nl < 0:  # the carried line goes on through the whole piece
+                self._split(self._carry + chunk, 0)
+                return
+            # The carried line ends in this piece: split it, then the rest of the piece where it lies
+            # (rows are handed on as views of the chunk, not copied).
+            head, self._carry = self._carry + chunk[: nl + 1], b""
+            self._split(head, 0)  # it ends at a line's end: nothing is carried from it
+            start = nl + 1
+        self._split(chunk, start)
+
+    def _split(self, buf: bytes, pos: int) -> None:
+        n = len(buf)
         while pos < n:
             if self._copy is not None:
                 pos = self._copy_data(buf, pos)
@@ -141,23 +156,24 @@ class ScriptSplitter:
         if not self._midline and buf.startswith(b"\\.\n", pos):
             self._end_copy()
             return pos + 3
-        end = buf.find(b"\n\\.\n", pos)
+        end = _find(buf, b"\n\\.\n", pos)  # SIMD: 0.02 s per 300 MB of rows, bytes.find 0.23 s
         if end >= 0:
-            self._take_rows(buf[pos : end + 1])
+            self._take_rows(buf, pos, end + 1)
             self._end_copy()
             return end + 4
         cut = buf.rfind(b"\n", pos) + 1
         if cut > pos:
-            self._take_rows(buf[pos:cut])
+            self._take_rows(buf, pos, cut)
         if len(buf) - max(cut, pos) > MAX_CARRY:  # one long row: pass it on in pieces
-            self._take_rows(buf[max(cut, pos) :])
+            self._take_rows(buf, max(cut, pos), len(buf))
             return len(buf)
         return max(cut, pos)
 
-    def _take_rows(self, rows: bytes) -> None:
-        self._rows.append(rows)
-        self._rows_size += len(rows)
-        self._midline = not rows.endswith(b"\n")
+    def _take_rows(self, buf: bytes, start: int, end: int) -> None:
+        """Rows buf[start:end], as a view: the job keeps the chunk (≤ JOB_BYTES + one chunk per job)."""
+        self._rows.append(memoryview(buf)[start:end])
+        self._rows_size += end - start
+        self._midline = buf[end - 1] != 0x0A  # b"\n"
         if self._rows_size >= JOB_BYTES and not self._midline:
             self._send_rows()
 
