@@ -37,6 +37,7 @@ import selectors
 import socket
 import time
 from collections import OrderedDict
+from concurrent import futures
 from functools import partial
 
 from gunicorn import util
@@ -147,6 +148,23 @@ class GuardedWorker(CapsConnectionsPerClient, SendsLater, ThreadWorker):
         if begin is not None:
             begin()
 
+    def get_thread_pool(self):
+        return _Pool(max_workers=self.cfg.threads)
+
+    def handle_quit(self, sig, frame):
+        """SIGQUIT/SIGINT (Ctrl-C): gunicorn's worker shuts its thread pool down and exits, from inside the
+        signal handler. The handler runs in this (the main) thread; when the signal lands while this
+        thread is in the pool's `submit` (a request just arrived), that deadlocks — `submit` holds the
+        pool's lock while it starts a thread, and `shutdown` waits for it — or, exiting from inside the
+        thread's start, leaves a pool thread Python then waits for at exit. Either way the worker hung
+        until the arbiter gave up: a Ctrl-C right after a request took 30 s. Then the worker stops as
+        on SIGTERM instead, once `submit` has returned: the loop ends and the pool is shut down outside
+        the handler."""
+        if self.tpool.submitting:
+            self.handle_exit(sig, frame)
+            return
+        super().handle_quit(sig, frame)
+
     def murder_pending(self):
         """Close connections whose request did not arrive in time, and lingering ones past their time."""
         super().murder_pending()
@@ -240,6 +258,19 @@ class GuardedWorker(CapsConnectionsPerClient, SendsLater, ThreadWorker):
 
 
 _QUIET_CLASSES: dict[type, type] = {}
+
+
+class _Pool(futures.ThreadPoolExecutor):
+    """The worker's thread pool, which says when its `submit` is running (GuardedWorker.handle_quit)."""
+
+    submitting = False
+
+    def submit(self, *args, **kwargs):
+        self.submitting = True
+        try:
+            return super().submit(*args, **kwargs)
+        finally:
+            self.submitting = False
 
 
 def _quiet(exc: Exception) -> Exception:

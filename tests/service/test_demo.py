@@ -275,12 +275,19 @@ def test_the_port_is_held_before_the_demo_starts_its_database_and_prints_the_ban
             conn.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
             assert conn.recv(64).split(b" ")[1] == b"200"
     finally:
+        # Ctrl-C right after a request: the worker's main thread is often still in its thread pool's
+        # submit then, where gunicorn's own quit deadlocked (serving/worker.py, handle_quit).
         os.killpg(proc.pid, signal.SIGINT)
+        asked = time.monotonic()
         try:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+    assert time.monotonic() - asked < 10, "Ctrl-C did not stop the demo (the worker hung)"
+    database_port = int(re.search(r"Database:\s+postgresql://[^@]+@127\.0\.0\.1:(\d+)/", output).group(1))
+    with pytest.raises(OSError):  # and its throwaway PostgreSQL went with it
+        socket.create_connection(("127.0.0.1", database_port), timeout=2).close()
 
 
 # -- every command the docs mark, run as written ------------------------------------------------
