@@ -10,10 +10,10 @@ import gzip
 import hashlib
 import io
 import zlib
-
-from isal import igzip, isal_zlib
 from dataclasses import dataclass
 from typing import BinaryIO, Callable, Iterator
+
+from isal import igzip, isal_zlib
 
 from backup_svc.crypto.common import AGE_MAGIC, DecryptionFailed
 from backup_svc.crypto.decrypt import DecryptingReader

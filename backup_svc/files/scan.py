@@ -73,7 +73,7 @@ class DumpScanner:
 
     def check(self, data: bytes) -> None:
         """`feed` for a caller that passes the SQL on by itself: the piece is scanned where it lies,
-        nothing is copied (0.3 s less per 1.5 GB than `feed`) and nothing dropped."""
+        nothing is copied and nothing dropped."""
         assert not self.drop_lo_transaction, "only feed() can drop lines"
         self.sql_bytes += len(data)
         self.tail.feed(data)
@@ -88,10 +88,7 @@ class DumpScanner:
         if cut > start:
             self._scan(data, start, cut)
         rest = max(cut, start)
-        if self._carry or len(data) - rest > MAX_CARRY:  # no line ended in this piece
-            partial = self._carry + data[rest:]
-        else:
-            partial = data[rest:]
+        partial = self._carry + data[rest:] if self._carry else data[rest:]  # a carry left: no line ended here
         if len(partial) > MAX_CARRY:
             self._carry, self._midline = b"", True
         else:
