@@ -26,17 +26,19 @@ def start_demo(env: dict[str, str]) -> tuple[LocalCluster, dict[str, str]]:
     bin_dirs = pg_bin_dirs(env)
     print("Starting a throwaway PostgreSQL with sample data ...", flush=True)
     cluster = LocalCluster(find_server_bin_dir(bin_dirs)).start()
+    # The cluster runs in a session of its own: whatever stops the start from here on (a failed load,
+    # the S3 server, a Ctrl-C) must stop it too, or it outlives the demo.
     try:
         env["DATABASE_URL"] = cluster.create_database(DEMO_DATABASE, DEMO_SQL.read_text())
+        env.setdefault("ADMIN_USERNAME", "admin")
+        generated = [name for name in ("ADMIN_PASSWORD", "ADMIN_TOKEN") if not env.get(name)]
+        for name in generated:
+            env[name] = secrets.token_urlsafe(18)
+        storage = start_storage(env)
+        print(banner(env, cluster, generated=bool(generated)) + storage, flush=True)
     except BaseException:
         cluster.stop()
         raise
-    env.setdefault("ADMIN_USERNAME", "admin")
-    generated = [name for name in ("ADMIN_PASSWORD", "ADMIN_TOKEN") if not env.get(name)]
-    for name in generated:
-        env[name] = secrets.token_urlsafe(18)
-    storage = start_storage(env)
-    print(banner(env, cluster, generated=bool(generated)) + storage, flush=True)
     return cluster, env
 
 

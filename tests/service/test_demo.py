@@ -290,6 +290,34 @@ def test_the_port_is_held_before_the_demo_starts_its_database_and_prints_the_ban
         socket.create_connection(("127.0.0.1", database_port), timeout=2).close()
 
 
+def test_a_start_that_fails_after_the_database_is_up_stops_the_database(monkeypatch):
+    """The demo's PostgreSQL runs in a session of its own, so a start that fails after it is up (the
+    throwaway S3 server, a Ctrl-C while the banner is made) must stop it, or it outlives the demo.
+
+    Faked: the S3 server's start raises, standing in for a failure there or a Ctrl-C at that moment
+    (neither can be caused at that exact point from outside the process)."""
+    from backup_svc import demo as demo_module
+
+    def storage_fails(env):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(demo_module, "start_storage", storage_fails)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ADMIN_", "DATABASE_URL", "BIND_HOST"))}
+    with pytest.raises(KeyboardInterrupt):
+        demo_module.start_demo(env)
+    url = urlsplit(env["DATABASE_URL"])  # the sample data was loaded: the database was up
+    try:
+        with pytest.raises(OSError):
+            socket.create_connection((url.hostname, url.port), timeout=2).close()
+    finally:  # a failing run must not leave the cluster behind either
+        try:
+            with psycopg.connect(env["DATABASE_URL"], connect_timeout=2) as db:
+                data = db.execute("SHOW data_directory").fetchone()[0]
+            os.kill(int(Path(data, "postmaster.pid").read_text().split()[0]), signal.SIGQUIT)
+        except psycopg.OperationalError:
+            pass
+
+
 # -- every command the docs mark, run as written ------------------------------------------------
 def marked_blocks(path: Path) -> list[str]:
     """The shell blocks of a Markdown file that follow a DEMO_TEST_MARKER line."""
