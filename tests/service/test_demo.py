@@ -36,17 +36,22 @@ EXAMPLE_BACKUP = re.compile(r"\b[a-z]+_backup_\d{8}_\d{6}\.sql\.gz\b")
 BIN = Path(sys.executable).parent  # .venv/bin: backup-svc, python (as after `source .venv/bin/activate`)
 
 
+def newcomer_environ() -> dict[str, str]:
+    """This environment without what a newcomer's shell would not have set (the demo makes its own)."""
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("ADMIN_", "DATABASE_URL", "BIND_HOST", "LINK_", "PUBLIC_URL"))
+    }
+
+
 class Demo:
     """`python -m backup_svc serve --demo` as `./dev.sh run` starts it, and what its banner said."""
 
     def __init__(self, cwd: Path, **env: str):
         self.port = free_port()
         self.env = {
-            **{
-                k: v
-                for k, v in os.environ.items()
-                if not k.startswith(("ADMIN_", "DATABASE_URL", "BIND_HOST", "LINK_", "PUBLIC_URL"))
-            },
+            **newcomer_environ(),
             "PORT": str(self.port),
             "PYTHONUNBUFFERED": "1",
             **env,
@@ -226,7 +231,7 @@ def test_a_taken_port_is_refused_before_anything_is_printed(tmp_path):
         holder.listen()
         port = holder.getsockname()[1]
         started = time.monotonic()
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("ADMIN_", "DATABASE_URL", "BIND_HOST"))}
+        env = newcomer_environ()
         ran = subprocess.run(
             [sys.executable, "-m", "backup_svc", "serve", "--demo"],
             cwd=tmp_path,
@@ -246,7 +251,7 @@ def test_the_port_is_held_before_the_demo_starts_its_database_and_prints_the_ban
     """Nothing can take the port while the demo starts (the newcomer's `./dev.sh run` that printed its
     banner and then could not bind): it is bound first, and the banner comes from the process that holds it."""
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ADMIN_", "DATABASE_URL", "BIND_HOST"))}
+    env = newcomer_environ()
     proc = subprocess.Popen(
         [sys.executable, "-m", "backup_svc", "serve", "--demo"],
         cwd=tmp_path,
@@ -302,7 +307,7 @@ def test_a_start_that_fails_after_the_database_is_up_stops_the_database(monkeypa
         raise KeyboardInterrupt
 
     monkeypatch.setattr(demo_module, "start_storage", storage_fails)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ADMIN_", "DATABASE_URL", "BIND_HOST"))}
+    env = newcomer_environ()
     with pytest.raises(KeyboardInterrupt):
         demo_module.start_demo(env)
     url = urlsplit(env["DATABASE_URL"])  # the sample data was loaded: the database was up
