@@ -209,3 +209,119 @@ def test_the_lexer_finds_statement_ends(lines, boundary):
     for line in lines:
         lexer.line(line)
     assert lexer.at_boundary is boundary
+
+
+PG18_STATISTICS = b"""SET client_encoding = 'UTF8';
+
+--
+-- Data for Name: t; Type: TABLE DATA; Schema: public; Owner: -
+--
+
+COPY public.t (a) FROM stdin;
+1
+\\.
+
+
+--
+-- Statistics for Name: t; Type: STATISTICS DATA; Schema: public; Owner: -
+--
+
+SELECT * FROM pg_catalog.pg_restore_relation_stats(
+\t'version', '180006'::integer,
+\t'relname', 't'
+);
+
+
+--
+-- Name: i; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX i ON public.t USING btree (a);
+
+
+--
+-- Statistics for Name: i; Type: STATISTICS DATA; Schema: public; Owner: -
+--
+
+SELECT * FROM pg_catalog.pg_restore_relation_stats(
+\t'version', '180006'::integer,
+\t'relname', 'i'
+);
+
+"""
+
+
+@pytest.mark.parametrize("chunk", [5, 1 << 20])
+def test_pg18_statistics_entries_run_after_the_indexes(chunk):
+    """pg_dump 18's `--statistics` heads its entries `-- Statistics for Name:`; one right after the last
+    table's data used to be glued to that table's entry and refused ("statements after the table data")."""
+    calls, _ = split(PG18_STATISTICS, chunk)
+    assert b"".join(next(c for c in calls if c[0] == "copy_rows")[3]) == b"1\n"
+    assert [c[1] for c in calls if c[0] == "parallel"] == ["index public.i"]
+    serial = [c[1] for c in calls if c[0] == "serial"]
+    assert len(serial) == 2 and all(b"pg_restore_relation_stats" in text for text in serial)
+    assert b"'relname', 't'" in serial[0] and b"'relname', 'i'" in serial[1]
+    names = [c[0] for c in calls if c[0] in ("copy_rows", "post_data_begins", "parallel", "serial")]
+    assert names == ["copy_rows", "serial", "post_data_begins", "parallel", "serial"]
+
+
+def test_table_data_under_an_ambiguous_header_is_refused_before_a_row_runs_as_sql():
+    """A table named `x; Type: INDEX; Schema: y` makes its data header ambiguous. Its rows were read
+    as SQL: a row shaped like an index entry ran as an index build on the restoring role's session."""
+    sql = (
+        b"--\n-- Data for Name: x; Type: INDEX; Schema: y; Type: TABLE DATA; Schema: public; Owner: -\n--\n\n"
+        b'COPY public."x; Type: INDEX; Schema: y" (v) FROM stdin;\n'
+        b"-- Name: evil; Type: INDEX; Schema: public; Owner: -\n"
+        b"CREATE INDEX evil ON public.t (a);\n"
+        b"\\.\n\n"
+    )
+    for chunk in (7, 1 << 20):
+        sink = Recorder()
+        splitter = ScriptSplitter(sink)
+        with pytest.raises(NotSplittable, match="ambiguous"):
+            for i in range(0, len(sql), chunk):
+                splitter.feed(sql[i : i + chunk])
+            splitter.finish()
+        assert not [c for c in sink.calls if c[0] in ("parallel", "serial", "copy_rows")]
+
+
+@pytest.mark.parametrize("first", [True, False])
+def test_an_ambiguous_header_after_the_data_ends_the_parallel_run(first):
+    """What an entry is cannot be told from an ambiguous header, not even which section it starts (the
+    first post-data entry): what follows it runs in dump order."""
+    index_i = b"--\n-- Name: i; Type: INDEX; Schema: public; Owner: -\n--\n\nCREATE INDEX i ON public.t USING btree (a);\n\n"
+    sql = (
+        b"--\n-- Data for Name: t; Type: TABLE DATA; Schema: public; Owner: -\n--\n\nCOPY public.t (a) FROM stdin;\n1\n\\.\n\n"
+        + (b"" if first else index_i)
+        + b"--\n-- Name: r; Type: INDEX; Schema: s; Type: RULE; Schema: public; Owner: -\n--\n\n"
+        b"CREATE RULE r AS ON INSERT TO public.t DO INSTEAD NOTHING;\n\n"
+        b"--\n-- Name: j; Type: INDEX; Schema: public; Owner: -\n--\n\nCREATE INDEX j ON public.t USING btree (a);\n\n"
+    )
+    calls, _ = split(sql, 1 << 20)
+    assert [c[1] for c in calls if c[0] == "parallel"] == ([] if first else ["index public.i"])
+    serial = [c[1] for c in calls if c[0] == "serial"]
+    assert b"CREATE RULE r" in serial[0] and b"CREATE INDEX j" in serial[1]
+
+
+def test_each_header_goes_out_once():
+    calls, _ = split(DUMP, 1 << 20)
+    pre = b"".join(c[1] for c in calls if c[0] == "pre_data")
+    assert pre.count(b"-- Name: f(); Type: FUNCTION; Schema: public; Owner: -") == 1
+    serial = b"".join(c[1] for c in calls if c[0] == "serial")
+    assert serial.count(b"-- Name: i; Type: INDEX ATTACH; Schema: public; Owner: -") == 1
+
+
+def test_large_objects_start_with_the_settings_of_their_own_entry():
+    """The large-object session's first SETs are those in force at the BLOBS entry, not those of the
+    entry after it when both arrive in one chunk."""
+    sql = (
+        b"SET search_path = a;\n\n"
+        b"--\n-- Data for Name: BLOBS; Type: BLOBS; Schema: -; Owner: -\n--\n\n"
+        b"BEGIN;\nSELECT pg_catalog.lowrite(0, '\\x61');\nCOMMIT;\n\n"
+        b"SET search_path = b;\n\n"
+        b"--\n-- Name: s; Type: SEQUENCE SET; Schema: public; Owner: -\n--\n\n"
+        b"SELECT pg_catalog.setval('public.s', 5, true);\n\n"
+    )
+    calls, _ = split(sql, 1 << 20)
+    lo = [c for c in calls if c[0] == "large_objects"]
+    assert lo and all(c[2] == (b"SET search_path = a;",) for c in lo)

@@ -1,7 +1,8 @@
 """Splitting pg_dump's plain script into its sections as it streams by (one pass, bounded memory).
 
-pg_dump writes every object as a TOC entry headed `-- Name: …; Type: …` (or `-- Data for Name: …`)
-in three contiguous sections: pre-data (schema), data (`TABLE DATA` COPY blocks, `SEQUENCE SET`,
+pg_dump writes every object as a TOC entry headed `-- Name: …; Type: …` (`-- Data for Name: …` for
+table and large-object data, `-- Statistics for Name: …` for pg_dump 18's `--statistics`) in three
+contiguous sections: pre-data (schema), data (`TABLE DATA` COPY blocks, `SEQUENCE SET`,
 large-object data `BLOBS`) and post-data (constraints, indexes, triggers, foreign keys, …). The
 splitter hands each piece to a `Sink`:
 
@@ -38,7 +39,8 @@ DATA_TYPES = frozenset({"TABLE DATA", "SEQUENCE SET", "BLOBS", "STATISTICS DATA"
 # Post-data entries that no index or index-backed constraint needs first: they may wait for the
 # parallel run without ending it.
 DEFERRABLE = frozenset({"COMMENT", "INDEX", "CONSTRAINT", "CHECK CONSTRAINT", "STATISTICS DATA", "META"})
-_HEADER = re.compile(rb"^-- (?:Data for )?Name: .*?; Type: ([A-Z ]+); Schema: ")
+_PREFIXES = (b"-- Name: ", b"-- Data for Name: ", b"-- Statistics for Name: ")
+_HEADER = re.compile(rb"^-- (?:Data for |Statistics for )?Name: .*?; Type: ([A-Z ]+); Schema: ")
 _TYPES = re.compile(rb"; Type: ([A-Z ]+); Schema: ")
 _SETTING = re.compile(rb"^(?:SET (\w+) = .*|SELECT pg_catalog\.set_config\('(\w+)', .*\));$")
 _PARALLEL = re.compile(rb"^(?:CREATE (?:UNIQUE )?INDEX |ALTER TABLE ONLY )")
@@ -107,6 +109,7 @@ class ScriptSplitter:
         self._midline = False
         self._pre_out: list[bytes] = []
         self._lo_out: list[bytes] = []
+        self._lo_settings: tuple[bytes, ...] = ()  # those of the large-object data's entry
 
     # -- input ---------------------------------------------------------------------------------
     def feed(self, chunk: bytes) -> None:
@@ -191,10 +194,11 @@ class ScriptSplitter:
     def _line(self, line: bytes) -> None:
         lexer = self._lexer
         if lexer.at_boundary:
-            if line.startswith((b"-- Name: ", b"-- Data for Name: ")):
+            if line.startswith(_PREFIXES):
                 kind = _entry_type(line)
                 if kind is not None:  # "?" for an ambiguous one: never a section boundary
                     self._begin_entry(kind, line)
+                    return  # a comment: nothing for the lexer
             elif line.startswith(b"\\"):  # a psql meta-command: a statement of its own
                 if line.startswith(b"\\restrict ") and self.restrict is None:
                     self.restrict = line
@@ -252,7 +256,16 @@ class ScriptSplitter:
     def _begin_entry(self, kind: str, header: bytes) -> None:
         self._end_entry()
         if kind == "?":
-            pass
+            if not header.startswith(b"-- Name: "):
+                # Table data, large objects or statistics whose entry cannot be told for sure: its
+                # COPY rows would be read as SQL (and run as SQL, were a row shaped like an index).
+                raise NotSplittable(
+                    "a data entry whose names contain '; Type: ' (its header is ambiguous: "
+                    + header[:200].decode("utf-8", "replace")
+                    + ")"
+                )
+            if self.section != "pre":
+                self._parallel_open = False  # what it is cannot be told: from here on, in dump order
         elif self.section == "pre" and kind in DATA_TYPES:
             self._flush_streams()
             self.sink.data_begins()
@@ -265,6 +278,8 @@ class ScriptSplitter:
         schema = header.rsplit(b"; Schema: ", 1)[-1].split(b"; Owner: ", 1)[0].decode("utf-8", "replace")
         name = f"{schema}.{name}" if schema not in ("", "-") else name  # for messages only
         self._entry = _Entry(kind, name, [], self._lexer.ended, self._frozen)
+        if kind == "BLOBS":
+            self._lo_settings = self._frozen
         self._keep(header)
 
     def _end_entry(self) -> None:
@@ -293,5 +308,5 @@ class ScriptSplitter:
             self.sink.pre_data(b"\n".join(self._pre_out) + b"\n")
             self._pre_out = []
         if self._lo_out:
-            self.sink.large_objects(b"\n".join(self._lo_out) + b"\n", self._entry.settings)
+            self.sink.large_objects(b"\n".join(self._lo_out) + b"\n", self._lo_settings)
             self._lo_out = []
