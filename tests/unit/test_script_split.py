@@ -289,7 +289,9 @@ def test_table_data_under_an_ambiguous_header_is_refused_before_a_row_runs_as_sq
 def test_an_ambiguous_header_after_the_data_ends_the_parallel_run(first):
     """What an entry is cannot be told from an ambiguous header, not even which section it starts (the
     first post-data entry): what follows it runs in dump order."""
-    index_i = b"--\n-- Name: i; Type: INDEX; Schema: public; Owner: -\n--\n\nCREATE INDEX i ON public.t USING btree (a);\n\n"
+    index_i = (
+        b"--\n-- Name: i; Type: INDEX; Schema: public; Owner: -\n--\n\nCREATE INDEX i ON public.t USING btree (a);\n\n"
+    )
     sql = (
         b"--\n-- Data for Name: t; Type: TABLE DATA; Schema: public; Owner: -\n--\n\nCOPY public.t (a) FROM stdin;\n1\n\\.\n\n"
         + (b"" if first else index_i)
