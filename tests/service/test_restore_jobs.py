@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -325,3 +326,72 @@ def test_the_bench_schema_restores_the_same_on_two_connections(pg_cluster, tmp_p
         assert db.execute("SELECT count(*) FROM pg_constraint WHERE contype = 'f'").fetchone()[0] == 5
     assert snapshot(pg_cluster, "jobs_bench") == snapshot(pg_cluster, DB)
     drop(pg_cluster, "jobs_bench", DB)
+
+
+def _orphan_a_line(sql: bytes) -> bytes:
+    """One row of app.lines pointing at an order that does not exist: its foreign key, added in the
+    last step (after the data and the index builds), fails there."""
+    at = sql.index(b"COPY app.lines ")
+    row = sql.index(b"\n", at) + 1
+    end = sql.index(b"\n", row)
+    fields = sql[row:end].split(b"\t")
+    return sql[:row] + b"\t".join([b"987654", *fields[1:]]) + sql[end:]
+
+
+def test_a_failure_in_the_last_step_signals_no_psql_that_has_ended(shapes, pg_cluster, tmp_path, monkeypatch):
+    """The abort stops what still runs, and sends no signal to a psql that has ended: once waited for,
+    its pid (the id of its process group) may be another process's. The schema's psql ended long before
+    this failure. The spy on os.killpg passes every call on; it only notes one aimed at no process."""
+    from backup_svc.files.psqlfeed import RestoreFailed
+    from backup_svc.files.restore import restore_file
+
+    broken = tmp_path / "orphan.sql.gz"
+    broken.write_bytes(gzip.compress(_orphan_a_line(gzip.decompress(shapes.read_bytes()))))
+    gone: list[int] = []
+    real_killpg = os.killpg
+
+    def killpg(pgid: int, sent: int) -> None:
+        try:
+            real_killpg(pgid, 0)
+        except ProcessLookupError:
+            gone.append(pgid)
+        real_killpg(pgid, sent)
+
+    monkeypatch.setattr(os, "killpg", killpg)
+    drop(pg_cluster, "jobs_orphan")
+    said: list[str] = []
+    with pytest.raises(RestoreFailed, match="lines_order_id_fkey"):
+        restore_file(
+            str(broken),
+            pg_cluster.url("jobs_orphan"),
+            bin_dirs=[pg_cluster.bin_dir],
+            create=True,
+            jobs=2,
+            say=said.append,
+        )
+    assert any("table data loaded on 2 connections" in line for line in said), said
+    assert gone == []
+    assert databases(pg_cluster, "jobs_orphan") == []
+
+
+def test_the_connections_outlive_an_idle_session_timeout(pg_cluster):
+    """The pool's connections wait idle while large objects stream through their own psql; a database
+    whose idle_session_timeout is shorter than that wait must not end them (a real server's timeout)."""
+    from backup_svc.files.parallel.pool import Job, WorkerPool
+    from backup_svc.pg.conninfo import parse_database_url
+
+    drop(pg_cluster, "jobs_idle")
+    with pg_cluster.connect() as db:
+        db.execute("CREATE DATABASE jobs_idle")
+        db.execute("ALTER DATABASE jobs_idle SET idle_session_timeout = '300ms'")
+    pool = WorkerPool(parse_database_url(pg_cluster.url("jobs_idle")), 2)
+    try:
+        time.sleep(1.5)  # longer than the timeout, as a long stream of large objects
+        for n in range(4):
+            pool.submit(Job(f"table {n}", f"CREATE TABLE t{n} (a int)".encode(), None, ()))
+        pool.wait_done()
+    finally:
+        pool.close()
+    with pg_cluster.connect("jobs_idle") as db:
+        assert db.execute("SELECT count(*) FROM pg_class WHERE relname ~ '^t[0-3]$'").fetchone()[0] == 4
+    drop(pg_cluster, "jobs_idle")

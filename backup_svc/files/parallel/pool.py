@@ -63,6 +63,10 @@ class WorkerPool:
             if db.info.server_version >= CONNECTION_CHECK_SINCE:
                 # A session whose client died (this process killed) does not run on alone.
                 db.execute(f"SET client_connection_check_interval = {CONNECTION_CHECK_MS}")
+            if db.info.server_version >= 140000:
+                # Idle while large objects stream through their own psql: a server, role or database
+                # idle_session_timeout (common on managed services) must not end it then.
+                db.execute("SET idle_session_timeout = 0")
             # A job's commit need not wait for its WAL to reach the disk (one flush per 4 MiB job
             # otherwise): `make_durable` flushes all of it once the jobs are done, and a crash before
             # that fails the restore, which drops the database.
@@ -117,7 +121,7 @@ class WorkerPool:
             except queue.Empty:
                 continue
             try:
-                if self.failure is None:
+                if self.failure is None and not self.stopping.is_set():  # taken as the restore stopped: not run
                     for line in job.settings:
                         if line not in applied:
                             db.execute(line)
@@ -149,14 +153,19 @@ class WorkerPool:
     def close(self, *, abort: bool = False) -> None:
         """Stop the threads (cancelling what runs, with `abort`) and close the connections."""
         self.stopping.set()
-        if abort:
-            for db in self.connections:
-                try:
-                    db.cancel_safe(timeout=2)
-                except Exception:  # noqa: BLE001 - the session may be gone already; DROP … FORCE ends it
-                    pass
-        for thread in self.threads:
-            thread.join(timeout=5)
+        for _ in range(5 if abort else 1):
+            if abort:
+                # Again while a thread still runs: a cancel that reached a session between two
+                # statements is lost, and the thread may have started its job just then.
+                for db in self.connections:
+                    try:
+                        db.cancel_safe(timeout=2)
+                    except Exception:  # noqa: BLE001 - the session may be gone already; DROP … FORCE ends it
+                        pass
+            for thread in self.threads:
+                thread.join(timeout=1 if abort else 5)
+            if all(not thread.is_alive() for thread in self.threads):
+                break
         if all(not thread.is_alive() for thread in self.threads):
             for db in self.connections:
                 db.close()

@@ -80,10 +80,13 @@ class PsqlSession:
             raise RestoreFailed(f"{self.what} failed: {scrub(detail, *self.secrets)}")
 
     def kill(self) -> None:
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        # Only a psql still running: one that ended and was waited for has given up its pid, and with
+        # it the id of its process group, which another process may hold by now.
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         self.proc.wait()
         self._reader.join(timeout=5)  # it reads to the end first: closing under it would raise in its thread
         for pipe in (self.proc.stdin, self.proc.stderr):
