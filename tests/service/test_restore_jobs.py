@@ -395,3 +395,58 @@ def test_the_connections_outlive_an_idle_session_timeout(pg_cluster):
     with pg_cluster.connect("jobs_idle") as db:
         assert db.execute("SELECT count(*) FROM pg_class WHERE relname ~ '^t[0-3]$'").fetchone()[0] == 4
     drop(pg_cluster, "jobs_idle")
+
+
+def test_a_cancel_is_heard_while_the_indexes_build(pg_cluster, fresh_db, tmp_path):
+    """The dashboard's cancel is checked by `watch`: after the last chunk of the file it must still be
+    heard while index builds run (here one that takes ~6 s: its expression sleeps 20 ms a row), not
+    only once they and the last step are done. The restore then stops at once, with nothing running."""
+    from backup_svc.files.parallel.restore import restore_in_parallel
+    from backup_svc.pg.conninfo import parse_database_url
+
+    _, url = fresh_db(
+        "jobs_slow_src",
+        """
+        CREATE FUNCTION public.slow(i int) RETURNS int IMMUTABLE LANGUAGE sql
+            AS 'SELECT i FROM pg_catalog.pg_sleep(0.02)';
+        CREATE TABLE public.t (id int PRIMARY KEY, v int);
+        INSERT INTO public.t SELECT g, g FROM generate_series(1, 300) g;
+        CREATE INDEX t_slow ON public.t (public.slow(v));
+        """,
+    )
+    path = tmp_path / "slow.sql.gz"
+    assert run_cli("dump", "-o", str(path), env={"DATABASE_URL": url}).returncode == 0
+    drop(pg_cluster, "jobs_cancel")
+    with pg_cluster.connect() as db:
+        db.execute("CREATE DATABASE jobs_cancel")
+        version = db.execute("SHOW server_version_num").fetchone()[0]
+
+    class Cancelled(Exception):
+        pass
+
+    first_call: list[float] = []
+
+    def watch(scanner) -> None:  # the file is one chunk: called once by the reading loop, then by the waits
+        first_call.append(first_call[0] if first_call else time.monotonic())
+        if time.monotonic() - first_call[0] > 1:
+            raise Cancelled
+
+    said: list[str] = []
+    with pytest.raises(Cancelled):
+        restore_in_parallel(
+            str(path),
+            parse_database_url(pg_cluster.url("jobs_cancel")),
+            os.path.join(pg_cluster.bin_dir, "psql"),
+            int(version),
+            2,
+            say=said.append,
+            watch=watch,
+        )
+    assert time.monotonic() - first_call[0] < 3, said
+    assert not any("indexes and constraints built" in line for line in said), said
+    with pg_cluster.connect() as db:
+        running = db.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = 'jobs_cancel' AND state = 'active'"
+        ).fetchone()[0]
+    assert running == 0
+    drop(pg_cluster, "jobs_cancel")

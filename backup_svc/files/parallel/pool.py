@@ -6,6 +6,7 @@ from __future__ import annotations
 import queue
 import threading
 from dataclasses import dataclass
+from typing import Callable
 
 import psycopg
 
@@ -90,11 +91,15 @@ class WorkerPool:
             except queue.Full:
                 continue
 
-    def wait_done(self) -> None:
-        """Return when every submitted job has committed; RestoreFailed when one failed."""
-        with self._done:
-            while self._pending and self.failure is None:
+    def wait_done(self, tick: Callable[[], None] = lambda: None) -> None:
+        """Return when every submitted job has committed; RestoreFailed when one failed. `tick` runs
+        every POLL_S meanwhile: what it raises (a cancel) ends the wait."""
+        while True:
+            with self._done:
+                if not self._pending or self.failure is not None:
+                    break
                 self._done.wait(POLL_S)
+            tick()
         self.raise_failure()
 
     def make_durable(self) -> None:

@@ -35,7 +35,7 @@ from backup_svc.pg.command import ClientCommand, start_client
 from backup_svc.pg.conninfo import ConnInfo
 from backup_svc.pg.scrub import scrub
 
-from .pool import Job, WorkerPool
+from .pool import POLL_S, Job, WorkerPool
 from .script import NotSplittable, ScriptSplitter
 
 Say = Callable[[str], None]
@@ -65,13 +65,20 @@ class PsqlSession:
             self.finish()  # psql stopped at an error: say which
             raise RestoreFailed(f"psql stopped reading {self.what}") from None
 
-    def finish(self) -> None:
-        """End the input (psql commits now), wait for psql; RestoreFailed with its error if it failed."""
+    def finish(self, tick: Callable[[], None] = lambda: None) -> None:
+        """End the input (psql commits now), wait for psql; RestoreFailed with its error if it failed.
+
+        `tick` runs every POLL_S while psql works: what it raises (a cancel) ends the wait."""
         try:
             self.proc.stdin.close()
         except BrokenPipeError:
             pass
-        returncode = self.proc.wait()
+        while True:
+            try:
+                returncode = self.proc.wait(timeout=POLL_S)
+                break
+            except subprocess.TimeoutExpired:
+                tick()
         self._reader.join(timeout=5)
         self.proc.stderr.close()
         if returncode != 0:
@@ -109,6 +116,9 @@ class ParallelRun:
         self.sessions: list[PsqlSession] = []
         self.phase_started = time.monotonic()
         self.counts = collections.Counter()
+        # Run while it waits for the connections or a psql (a cancel raises from it): the file's
+        # chunks no longer pace it then, and index builds and the last step can take long.
+        self.tick: Callable[[], None] = lambda: None
 
     def _psql(self, what: str, *, single_transaction: bool) -> PsqlSession:
         command = psql_command(self.psql, self.conn, self.version_num, single_transaction=single_transaction)
@@ -142,9 +152,9 @@ class ParallelRun:
         self.large.write(text)
 
     def post_data_begins(self) -> None:
-        self.pool.wait_done()
+        self.pool.wait_done(self.tick)
         if self.large is not None:
-            self.large.finish()
+            self.large.finish(self.tick)
         self._phase(
             f"table data loaded on {self.jobs} connections: {self.counts['copy']} COPY jobs"
             + (", large objects" if self.large is not None else "")
@@ -164,7 +174,7 @@ class ParallelRun:
 
     def _finish_pre(self) -> None:
         if self.pre is not None:
-            self.pre.finish()
+            self.pre.finish(self.tick)
             self.pre = None
             self._phase("schema restored (pre-data, one transaction)")
 
@@ -179,7 +189,7 @@ class ParallelRun:
         if self.pool is not None:
             if self.splitter.section == "data":
                 self.post_data_begins()
-            self.pool.wait_done()
+            self.pool.wait_done(self.tick)
             self.pool.make_durable()
             self.pool.close()
             self._phase(f"{self.counts['parallel']} indexes and constraints built on {self.jobs} connections")
@@ -191,7 +201,7 @@ class ParallelRun:
         for settings, text in self.tail:
             session.write(b"".join(line + b"\n" for line in settings if line not in applied) + text)
             applied = set(settings)
-        session.finish()
+        session.finish(self.tick)
         self._phase(f"{len(self.tail)} further statements run in dump order (one transaction)")
 
     def abort(self) -> None:
@@ -215,14 +225,17 @@ def restore_in_parallel(
 ) -> VerifyReport:
     """Restore the plain dump `path` into the new, empty database `conn` on `jobs` connections.
 
-    `watch` sees the scanner after each chunk (SQL bytes, COPY statements so far); whatever it raises
-    (a cancel) stops the restore as a failure does.
+    `watch` sees the scanner after each chunk (SQL bytes, COPY statements so far), and every POLL_S
+    while the restore waits for its connections or a psql; whatever it raises (a cancel) stops the
+    restore as a failure does.
 
     Returns what the pass found in the file (as `verify`); raises RestoreFailed or BadBackup, after
     stopping every session — the caller drops the database.
     """
     run = ParallelRun(conn, psql, server_version_num, jobs, say)
     reader, scanner = BackupReader(path, opener), DumpScanner()
+    if watch is not None:
+        run.tick = lambda: watch(scanner)
     try:
         for chunk in reader:
             scanner.check(chunk)
