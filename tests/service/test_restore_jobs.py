@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from typing import Callable
 
 import pytest
 
@@ -126,13 +127,16 @@ def test_a_parallel_restore_gives_what_the_serial_one_gives(shapes, pg_cluster, 
     drop(pg_cluster, "jobs_serial", "jobs_parallel")
 
 
+def _first_row_changed(sql: bytes, copy: bytes, change: Callable[[list[bytes]], list[bytes]]) -> bytes:
+    """`sql` with the fields of the first row after the statement starting `copy` replaced by `change`."""
+    row = sql.index(b"\n", sql.index(copy)) + 1
+    end = sql.index(b"\n", row)
+    return sql[:row] + b"\t".join(change(sql[row:end].split(b"\t"))) + sql[end:]
+
+
 def _break_a_row(sql: bytes) -> bytes:
     """One row of app.orders (loaded on some connection) with a total that is not a number."""
-    at = sql.index(b"COPY app.orders ")
-    row = sql.index(b"\n", at) + 1
-    end = sql.index(b"\n", row)
-    fields = sql[row:end].split(b"\t")
-    return sql[:row] + b"\t".join([*fields[:-1], b"not-a-number"]) + sql[end:]
+    return _first_row_changed(sql, b"COPY app.orders ", lambda fields: [*fields[:-1], b"not-a-number"])
 
 
 def test_a_copy_that_fails_on_one_connection_leaves_no_database(shapes, pg_cluster, tmp_path):
@@ -331,11 +335,7 @@ def test_the_bench_schema_restores_the_same_on_two_connections(pg_cluster, tmp_p
 def _orphan_a_line(sql: bytes) -> bytes:
     """One row of app.lines pointing at an order that does not exist: its foreign key, added in the
     last step (after the data and the index builds), fails there."""
-    at = sql.index(b"COPY app.lines ")
-    row = sql.index(b"\n", at) + 1
-    end = sql.index(b"\n", row)
-    fields = sql[row:end].split(b"\t")
-    return sql[:row] + b"\t".join([b"987654", *fields[1:]]) + sql[end:]
+    return _first_row_changed(sql, b"COPY app.lines ", lambda fields: [b"987654", *fields[1:]])
 
 
 def test_a_failure_in_the_last_step_signals_no_psql_that_has_ended(shapes, pg_cluster, tmp_path, monkeypatch):
